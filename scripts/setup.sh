@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Installs DSTE and its pinned dependencies into the active Python environment.
+# torch goes first and alone: an unpinned resolver would pull a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install --quiet --upgrade pip
+python -m pip install --quiet torch==2.13.0
+python -m pip install --quiet -r requirements-dev.txt
+python -m pip install --quiet --no-deps -e .
