@@ -1,0 +1,60 @@
+"""Train / validation / test splits in the Planetoid style.
+
+`planetoid_split` takes a fixed number of labelled nodes per class for training, then a fixed
+number of the remaining nodes for validation and for testing, all chosen by a seeded
+`numpy.random.Generator`; the same seed always yields the same masks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["planetoid_split", "masks_from_indices"]
+
+
+def masks_from_indices(n: int, *index_sets: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Bool masks of length n, one per index array; raises if an index is out of range."""
+    masks = []
+    for indices in index_sets:
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size and (indices.min() < 0 or indices.max() >= n):
+            raise ValueError(f"split indices must lie in [0, {n}), got [{indices.min()}, {indices.max()}]")
+        mask = np.zeros(n, dtype=bool)
+        mask[indices] = True
+        masks.append(mask)
+    return tuple(masks)
+
+
+def planetoid_split(
+    y: np.ndarray,
+    num_classes: int,
+    rng: np.random.Generator,
+    train_per_class: int = 20,
+    num_val: int = 500,
+    num_test: int = 1000,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train_mask, val_mask, test_mask): `train_per_class` per class, then val and test at random.
+
+    Raises ValueError when a class has fewer than `train_per_class` nodes or the graph has
+    too few nodes for the requested validation and test sizes.
+    """
+    y = np.asarray(y)
+    n = y.shape[0]
+    order = rng.permutation(n)
+    train_parts = []
+    for label in range(num_classes):
+        members = order[y[order] == label]
+        if members.size < train_per_class:
+            raise ValueError(
+                f"class {label} has {members.size} nodes, fewer than train_per_class={train_per_class}"
+            )
+        train_parts.append(members[:train_per_class])
+    train = np.concatenate(train_parts) if train_parts else np.zeros(0, dtype=np.int64)
+    is_train = np.zeros(n, dtype=bool)
+    is_train[train] = True
+    rest = order[~is_train[order]]
+    if rest.size < num_val + num_test:
+        raise ValueError(
+            f"only {rest.size} nodes left after training picks; need num_val + num_test = {num_val + num_test}"
+        )
+    return masks_from_indices(n, train, rest[:num_val], rest[num_val : num_val + num_test])
