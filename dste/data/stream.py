@@ -1,0 +1,282 @@
+"""Dynamic graphs: a reproducible stream of snapshots G_1..G_T derived from a base graph.
+
+Step t -> t+1 applies, in order:
+    growth        (optional) new nodes join existing communities of their class and get edges
+                  drawn from the block model; their features come from their class's mean;
+    edge churn    a fraction of the current edges is removed uniformly at random and the same
+                  number of *new* pairs (never present in G_t) is drawn from the block model;
+    feature drift each class mean moves by a small Gaussian step and every node is pulled toward
+                  (pull > 0) or pushed away from (pull < 0) its class mean, plus Gaussian noise.
+
+Each `Snapshot` records `changed_rows`: the nodes whose adjacency row differs from the previous
+snapshot (rows of new nodes count as changed), so an encoder re-encodes only the row windows that
+hold them. For G_1 every row counts as changed.
+
+Step t draws from `numpy.random.default_rng([seed, t])`, so snapshot t is the same whether the
+stream is iterated, indexed, or rebuilt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import scipy.sparse as sp
+
+from .csbm import BlockModel, make_graph, pair_keys, sample_edges
+from .graph import Graph, adjacency_from_pairs
+
+__all__ = ["StreamParams", "Snapshot", "SnapshotStream", "make_stream", "block_model_of"]
+
+
+@dataclass(frozen=True)
+class StreamParams:
+    """Knobs of the stream.
+
+    num_snapshots:  T >= 1.
+    edge_churn:     fraction of edges replaced per step, in [0, 1).
+    growth:         fraction of new nodes per step (relative to the current size), >= 0.
+    feature_drift:  norm of the per-step Gaussian shift of each class mean (feature units).
+    feature_pull:   per-step rate pulling features toward (> 0) or pushing them away from (< 0)
+                    their class mean, in (-1, 1).
+    feature_noise:  per-step Gaussian noise std added to every feature.
+    heldout_fraction: share of the (last) snapshots held out for evaluation, in [0, 1).
+    """
+
+    num_snapshots: int = 8
+    edge_churn: float = 0.05
+    growth: float = 0.0
+    feature_drift: float = 0.1
+    feature_pull: float = 0.0
+    feature_noise: float = 0.05
+    heldout_fraction: float = 0.25
+
+    def validate(self) -> None:
+        if not isinstance(self.num_snapshots, (int, np.integer)) or self.num_snapshots < 1:
+            raise ValueError(f"num_snapshots must be an int >= 1, got {self.num_snapshots!r}")
+        if not 0.0 <= self.edge_churn < 1.0:
+            raise ValueError(f"edge_churn must lie in [0, 1), got {self.edge_churn}")
+        if not 0.0 <= self.growth <= 1.0:
+            raise ValueError(f"growth must lie in [0, 1], got {self.growth}")
+        if self.feature_drift < 0 or self.feature_noise < 0:
+            raise ValueError("feature_drift and feature_noise must be >= 0")
+        if not -1.0 < self.feature_pull < 1.0:
+            raise ValueError(f"feature_pull must lie in (-1, 1), got {self.feature_pull}")
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise ValueError(f"heldout_fraction must lie in [0, 1), got {self.heldout_fraction}")
+
+
+@dataclass
+class Snapshot:
+    """One graph of the stream.
+
+    index:        position t in the stream (0-based).
+    graph:        the snapshot.
+    changed_rows: int64 sorted node ids whose adjacency row changed since snapshot t-1.
+    added_edges, removed_edges: int64 [2, k] undirected pairs (i < j) added / removed at this step.
+    new_nodes:    int64 ids of nodes that joined at this step.
+    """
+
+    index: int
+    graph: Graph
+    changed_rows: np.ndarray
+    added_edges: np.ndarray
+    removed_edges: np.ndarray
+    new_nodes: np.ndarray
+
+
+def block_model_of(graph: Graph) -> BlockModel:
+    """The block model behind `graph`: the generator's own for CSBM graphs, else one fitted from labels.
+
+    For loaded graphs each class is one community, propensities are degree + 1 and the
+    homophily is the measured edge homophily.
+    """
+    model = graph.meta.get("block_model")
+    if isinstance(model, BlockModel) and model.num_nodes == graph.num_nodes:
+        return model
+    homophily = graph.edge_homophily()
+    if not np.isfinite(homophily):
+        homophily = 1.0
+    model_communities = graph.y.astype(np.int64) if graph.communities is None else _renumber_by_class(graph.y, communities)
+    locality = homophily if graph.communities is None else min(graph.community_locality(), homophily)
+    return BlockModel(graph.y.astype(np.int64), model_communities, graph.degrees() + 1.0, homophily, locality)
+
+
+def _renumber_by_class(y: np.ndarray, communities: np.ndarray) -> np.ndarray:
+    """Community ids renumbered so they increase with class (what BlockModel's bounds assume)."""
+    pairs = np.stack([y, communities], axis=1)
+    _, renumbered = np.unique(pairs, axis=0, return_inverse=True)
+    return renumbered.ravel().astype(np.int64)
+
+
+def _upper_keys(adj: sp.csr_matrix) -> np.ndarray:
+    """Sorted int64 keys i * n + j of the undirected edges (i < j)."""
+    n = adj.shape[0]
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(adj.indptr))
+    cols = adj.indices.astype(np.int64)
+    upper = rows < cols
+    return rows[upper] * n + cols[upper]
+
+
+class SnapshotStream:
+    """A seeded sequence of `Snapshot`s; `len`, iteration and indexing are all deterministic.
+
+    With `keep_all=False` snapshots are not cached (for arxiv-scale graphs); indexing then
+    replays the stream from the start.
+    """
+
+    def __init__(self, base: Graph, params: StreamParams | None = None, seed: int = 0, keep_all: bool = True, **overrides):
+        if not isinstance(base, Graph):
+            raise TypeError(f"base must be a dste.data.Graph, got {type(base).__name__}")
+        params = replace(params or StreamParams(), **overrides)
+        params.validate()
+        if not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        self.base, self.params, self.seed, self.keep_all = base, params, int(seed), keep_all
+        self._cache: list[Snapshot] = []
+        classes = np.arange(base.num_classes)
+        present = np.isin(classes, base.y)
+        if not present.all():
+            raise ValueError(f"every class needs at least one node for drift; missing {classes[~present].tolist()}")
+        self._class_means0 = np.stack([base.x[base.y == c].mean(axis=0) for c in classes]).astype(np.float64)
+
+    # -- split of snapshot indices ----------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.params.num_snapshots
+
+    @property
+    def heldout_indices(self) -> np.ndarray:
+        """The last ceil(heldout_fraction * T) snapshots (at least one when T >= 2 and fraction > 0)."""
+        total = len(self)
+        count = int(np.ceil(self.params.heldout_fraction * total))
+        count = min(count, total - 1)
+        return np.arange(total - count, total, dtype=np.int64)
+
+    @property
+    def train_indices(self) -> np.ndarray:
+        return np.arange(0, len(self) - self.heldout_indices.size, dtype=np.int64)
+
+    # -- access ----------------------------------------------------------------------------------
+    def __iter__(self):
+        state = None
+        for t in range(len(self)):
+            if t < len(self._cache):
+                snap = self._cache[t]
+                state = self._state_after(snap)
+            else:
+                snap, state = self._step(t, state)
+                if self.keep_all:
+                    self._cache.append(snap)
+            yield snap
+
+    def __getitem__(self, t: int) -> Snapshot:
+        if not isinstance(t, (int, np.integer)):
+            raise TypeError(f"snapshot index must be an int, got {type(t).__name__}")
+        if t < 0:
+            t += len(self)
+        if not 0 <= t < len(self):
+            raise IndexError(f"snapshot index {t} out of range for a stream of {len(self)}")
+        if t < len(self._cache):
+            return self._cache[t]
+        for i, snap in enumerate(self):
+            if i == t:
+                return snap
+        raise AssertionError("unreachable")
+
+    # -- one step ----------------------------------------------------------------------------------
+    def _state_after(self, snap: Snapshot):
+        return {"graph": snap.graph, "means": snap.graph.meta["class_means"]}
+
+    def _step(self, t: int, state):
+        if t == 0:
+            graph = self.base
+            meta = dict(graph.meta, class_means=self._class_means0.copy(), snapshot=0)
+            graph = replace(graph, meta=meta)
+            n = graph.num_nodes
+            empty = np.zeros((2, 0), dtype=np.int64)
+            snap = Snapshot(0, graph, np.arange(n, dtype=np.int64), empty, empty, np.zeros(0, dtype=np.int64))
+            return snap, self._state_after(snap)
+
+        rng = np.random.default_rng([self.seed, t])
+        prev: Graph = state["graph"]
+        means = state["means"]
+        p = self.params
+        model = block_model_of(prev)
+        n_prev = prev.num_nodes
+
+        # Growth: new nodes, their block-model attributes and their first edges.
+        num_new = int(round(p.growth * n_prev))
+        y, communities, theta, x = prev.y, model.node_community, model.theta, prev.x.astype(np.float64)
+        new_nodes = np.arange(n_prev, n_prev + num_new, dtype=np.int64)
+        if num_new:
+            anchors = rng.integers(0, n_prev, size=num_new)  # each joins the community of a random node
+            y = np.concatenate([y, y[anchors]])
+            communities = np.concatenate([communities, model.node_community[anchors]])
+            theta = np.concatenate([theta, theta[rng.integers(0, n_prev, size=num_new)]])
+            spread = x.std(axis=0)
+            x = np.concatenate([x, means[y[new_nodes]] + rng.standard_normal((num_new, x.shape[1])) * spread])
+        n = n_prev + num_new
+        grown_model = BlockModel(y, communities, theta, model.homophily, model.locality)
+
+        old_keys = _upper_keys(prev.adj)
+        # Edge churn: remove a random fraction, then add the same number of fresh pairs.
+        num_remove = int(round(p.edge_churn * old_keys.size))
+        removed = np.sort(rng.choice(old_keys, size=num_remove, replace=False)) if num_remove else old_keys[:0]
+        kept_keys = np.setdiff1d(old_keys, removed, assume_unique=True)
+        # Old keys are i * n_prev + j; re-key them for the grown size.
+        kept_pairs = np.stack([kept_keys // n_prev, kept_keys % n_prev])
+        exclude = pair_keys(*np.stack([old_keys // n_prev, old_keys % n_prev]), n)
+
+        added_pairs = [np.zeros((2, 0), dtype=np.int64)]
+        if num_new:
+            # New nodes' own edges: one per node plus propensity-weighted extras, mean degree preserved.
+            mean_degree = max(prev.num_edges / max(n_prev, 1), 1.0)
+            extra = int(round(num_new * max(mean_degree / 2.0 - 1.0, 0.0)))
+            sources = np.concatenate([new_nodes, rng.choice(new_nodes, size=extra)])
+            kinds = rng.choice(3, size=sources.size, p=grown_model.kind_probabilities())
+            targets = grown_model.draw_targets(rng, sources, kinds)
+            keys = np.unique(pair_keys(sources, targets, n)[sources != targets])
+            keys = np.setdiff1d(keys, exclude)
+            added_pairs.append(np.stack([keys // n, keys % n]))
+            exclude = np.union1d(exclude, keys)
+        if num_remove:
+            keys = sample_edges(grown_model, rng, num_remove, every_node_once=False, exclude_keys=exclude)
+            added_pairs.append(np.stack([keys // n, keys % n]))
+        added = np.concatenate(added_pairs, axis=1)
+        removed_pairs = np.stack([removed // n_prev, removed % n_prev])
+
+        all_pairs = np.concatenate([kept_pairs, added], axis=1)
+        adj = adjacency_from_pairs(all_pairs[0], all_pairs[1], n)
+
+        # Feature drift.
+        step = rng.standard_normal(means.shape)
+        step *= p.feature_drift / np.sqrt(means.shape[1])
+        means = means + step
+        x = x + step[y]
+        x = x + p.feature_pull * (means[y] - x)
+        if p.feature_noise:
+            x = x + p.feature_noise * rng.standard_normal(x.shape)
+
+        changed = np.union1d(np.union1d(added.ravel(), removed_pairs.ravel()), new_nodes)
+        pad = np.zeros(num_new, dtype=bool)
+        graph = Graph(
+            adj=adj,
+            x=x.astype(np.float32),
+            y=y.astype(np.int64),
+            train_mask=np.concatenate([prev.train_mask, pad]),
+            val_mask=np.concatenate([prev.val_mask, pad]),
+            test_mask=np.concatenate([prev.test_mask, pad]),
+            num_classes=prev.num_classes,
+            name=f"{self.base.name}@{t}",
+            communities=None if prev.communities is None else grown_model.node_community.copy(),
+            meta={"source": "stream", "snapshot": t, "class_means": means, "block_model": grown_model,
+                  "base": self.base.name},
+        )
+        snap = Snapshot(t, graph, changed.astype(np.int64), added, removed_pairs, new_nodes)
+        return snap, self._state_after(snap)
+
+
+def make_stream(base: "Graph | str" = "cora-like", num_snapshots: int = 8, seed: int = 0, **knobs) -> SnapshotStream:
+    """A `SnapshotStream` over a Graph or a CSBM preset name (generated with the same seed)."""
+    graph = make_graph(base, seed=seed) if isinstance(base, str) else base
+    return SnapshotStream(graph, StreamParams(num_snapshots=num_snapshots), seed=seed, **knobs)
