@@ -1,0 +1,136 @@
+"""User-facing entry points: :func:`spmm` and :func:`masked_quant`."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import ops, registry
+from .backends import KERNEL_BACKENDS, resolve_backend
+from .tensor import DSTETensor, as_dste_tensor
+
+__all__ = ["spmm", "masked_quant", "is_hybrid_rows"]
+
+_X_DTYPES = (torch.float32, torch.float64)
+
+
+def is_hybrid_rows(obj) -> bool:
+    """True for a ``dste.format.HybridRows`` (or an object with its fields and ``dequantize``)."""
+    try:
+        from dste.format import HybridRows
+
+        if isinstance(obj, HybridRows):
+            return True
+    except ImportError:
+        pass
+    return all(hasattr(obj, name) for name in ("q", "scale", "hi_rows", "hi", "dequantize"))
+
+
+def _check_finite(x: torch.Tensor, what: str) -> None:
+    # A data-dependent check cannot be traced with fullgraph=True; compiled callers validate eagerly.
+    if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{what} contains NaN or Inf; the DSTE ops take finite values only")
+
+
+def _dense_operand(x) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        if x.layout != torch.strided:
+            raise TypeError(f"X must be a dense (strided) tensor, got layout {x.layout}; call .to_dense()")
+        if x.device.type != "cpu":
+            raise ValueError(
+                f"X is on device {x.device}; DSTE ops take host (cpu) tensors and move data to the "
+                "NeuronCore themselves. Call x.cpu()"
+            )
+        if x.dtype not in _X_DTYPES:
+            raise TypeError(f"X must be float32 or float64, got {x.dtype}; convert with x.float()")
+        return x
+    if isinstance(x, np.ndarray):
+        if x.dtype not in (np.float32, np.float64):
+            raise TypeError(f"X must be float32 or float64, got numpy {x.dtype}; use x.astype(np.float32)")
+        return torch.from_numpy(np.ascontiguousarray(x))
+    raise TypeError(
+        f"X must be a torch tensor, a NumPy array or dste.format.HybridRows, got {type(x).__name__}"
+    )
+
+
+def spmm(A, X, backend: str | None = None) -> torch.Tensor:
+    """Y = A @ X with A a ``DSTEMatrix`` or ``DSTETensor`` ``[N, M]`` and X ``[M, F]``.
+
+    X may be a float32/float64 CPU tensor (differentiable: the gradient with respect to X is ``A^T @ dY``),
+    a NumPy array, or ``HybridRows`` (dequantized for the ``cpu`` backend; handed to the kernel as is for
+    ``nkisim``/``neuron``). Returns a torch tensor ``[N, F]`` with X's dtype (float32 for HybridRows).
+    ``backend``: ``cpu`` | ``nkisim`` | ``neuron`` | ``auto``; ``None`` reads ``DSTE_BACKEND``.
+    """
+    a = as_dste_tensor(A)
+    name = resolve_backend(backend)
+    x_handle = registry.NO_HANDLE
+    if isinstance(X, torch.Tensor):  # first: the only branch traced under torch.compile
+        x = _dense_operand(X)
+    elif is_hybrid_rows(X):
+        x = torch.from_numpy(np.ascontiguousarray(X.dequantize(), dtype=np.float32))
+        if name in KERNEL_BACKENDS:
+            x_handle = registry.register(X)
+    else:
+        x = _dense_operand(X)
+    try:
+        if x.dim() != 2:
+            raise ValueError(f"X must be 2-D [M, F], got shape {tuple(x.shape)}; use x[:, None] for a vector")
+        n, m = a.shape
+        if x.shape[0] != m:
+            raise ValueError(f"shape mismatch: A is [{n}, {m}] so X needs {m} rows, got X {tuple(x.shape)}")
+        _check_finite(x, "X")
+        return torch.ops.dste.spmm_hybrid(a.crow_indices, a.col_indices, a.values, x, a.handle, x_handle, name)
+    finally:
+        if x_handle != registry.NO_HANDLE:
+            registry.release(x_handle)
+
+
+def _as_tensor(value, name: str, dtypes) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a NumPy array or torch tensor, got {type(value).__name__}")
+    if value.device.type != "cpu":
+        raise ValueError(f"{name} must be on the cpu, got {value.device}")
+    if value.dtype not in dtypes:
+        raise TypeError(f"{name} must have dtype in {[str(d) for d in dtypes]}, got {value.dtype}")
+    return value
+
+
+def masked_quant(values, keep, sensitivity, threshold: float, backend: str | None = None):
+    """Encode dense tiles into the ``DSTEMatrix`` tile layout through ``dste::masked_quant``.
+
+    ``values float32 [T,128,128]`` (``[tile, column k, window row r]``), ``keep bool`` of the same shape,
+    ``sensitivity float [T]``, ``threshold`` T (tiles with a sensitivity above T become FP16, as the
+    encoder decides). Returns NumPy ``(keep_bits uint32 [T,128,4], kind uint8 [T], int8_values int8
+    [T_int8,128,128], int8_scale float32 [T_int8], fp16_values float16 [T_fp16,128,128])``, slots in tile
+    order, exactly as ``dste.kernels.masked_quant``.
+    """
+    name = resolve_backend(backend)
+    values_t = _as_tensor(values, "values", (torch.float32,))
+    keep_t = _as_tensor(keep, "keep", (torch.bool,))
+    sens_t = _as_tensor(sensitivity, "sensitivity", (torch.float32, torch.float64)).float()
+    tile = ops.TILE
+    if values_t.dim() != 3 or tuple(values_t.shape[1:]) != (tile, tile):
+        raise ValueError(f"values must be [T, {tile}, {tile}], got {tuple(values_t.shape)}")
+    if keep_t.shape != values_t.shape:
+        raise ValueError(f"keep must have the shape of values {tuple(values_t.shape)}, got {tuple(keep_t.shape)}")
+    if sens_t.shape != values_t.shape[:1]:
+        raise ValueError(f"sensitivity must be [T={values_t.shape[0]}], got {tuple(sens_t.shape)}")
+    if not isinstance(threshold, (int, float, np.floating, np.integer)) or np.isnan(threshold):
+        raise TypeError(f"threshold must be a real number, got {threshold!r}")
+    _check_finite(values_t, "values")
+    _check_finite(sens_t, "sensitivity")
+    bits, kind, int8_dense, scale_dense, fp16_dense = torch.ops.dste.masked_quant(
+        values_t, keep_t, sens_t, float(threshold), name
+    )
+    kind_np = kind.numpy()
+    int8_tiles = kind_np == 1
+    fp16_tiles = kind_np == 2
+    return (
+        bits.numpy().view(np.uint32),
+        kind_np,
+        int8_dense.numpy()[int8_tiles],
+        scale_dense.numpy()[int8_tiles],
+        fp16_dense.numpy()[fp16_tiles],
+    )

@@ -1,0 +1,95 @@
+"""Backend selection for the DSTE torch ops.
+
+Backends:
+
+* ``cpu``    -- SciPy sparse execution of the matrix's effective (decoded, masked, scaled) values. Fast;
+  agrees with the kernels up to fp32 summation order.
+* ``nkisim`` -- runs the NKI kernels of ``dste.kernels`` in the ``dste.nkisim`` CPU simulator. Slow; for
+  parity checks and profiles.
+* ``neuron`` -- the same kernel files on a Neuron device through the real AWS Neuron SDK. Import-guarded:
+  without ``torch_neuronx`` and a device it raises :class:`BackendUnavailableError`. This path has not been
+  run on hardware by this project.
+* ``auto``   -- ``neuron`` when a device is available, otherwise ``cpu``.
+
+The default comes from the environment variable ``DSTE_BACKEND`` (``auto`` when unset).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+import torch
+
+__all__ = [
+    "BACKENDS",
+    "BACKEND_ENV_VAR",
+    "BackendUnavailableError",
+    "neuron_available",
+    "resolve_backend",
+]
+
+BACKENDS = ("cpu", "nkisim", "neuron", "auto")
+BACKEND_ENV_VAR = "DSTE_BACKEND"
+
+# Backends that execute the NKI kernels and therefore need the encoded matrix object, not only its CSR.
+KERNEL_BACKENDS = ("nkisim", "neuron")
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend cannot run on this host."""
+
+
+@functools.lru_cache(maxsize=1)
+def neuron_available() -> bool:
+    """True when the Neuron PyTorch SDK is importable and reports at least one device.
+
+    The ``nki`` module name alone proves nothing here: ``dste.nkisim.install()`` registers the simulator under
+    that name on hosts without the SDK.
+    """
+    if importlib.util.find_spec("torch_neuronx") is None:
+        return False
+    try:
+        import torch_neuronx  # noqa: F401  (import-guarded: absent on CPU hosts)
+        import torch_xla.core.xla_model as xm
+
+        return len(xm.get_xla_supported_devices("NEURON") or []) > 0
+    except Exception:  # the SDK is present but broken or has no device: treat as unavailable
+        return False
+
+
+@torch.compiler.assume_constant_result
+def _backend_from_environment() -> str:
+    return os.environ.get(BACKEND_ENV_VAR, "auto").strip().lower() or "auto"
+
+
+@torch.compiler.assume_constant_result
+def _auto_backend() -> str:
+    return "neuron" if neuron_available() else "cpu"
+
+
+def resolve_backend(backend: str | None) -> str:
+    """Return the concrete backend (``cpu``, ``nkisim`` or ``neuron``) for a per-call choice.
+
+    ``None`` reads ``DSTE_BACKEND``; ``auto`` picks ``neuron`` when available, else ``cpu``. An unknown name
+    raises ``ValueError`` listing the allowed ones; ``neuron`` without the SDK raises
+    :class:`BackendUnavailableError`.
+    """
+    source = "backend argument"
+    if backend is None:
+        backend = _backend_from_environment()
+        source = f"environment variable {BACKEND_ENV_VAR}"
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str (one of {BACKENDS}) or None, got {type(backend).__name__}")
+    name = backend.strip().lower()
+    if name not in BACKENDS:
+        raise ValueError(f"unknown DSTE backend {backend!r} from {source}; allowed: {', '.join(BACKENDS)}")
+    if name == "auto":
+        return _auto_backend()
+    if name == "neuron" and not neuron_available():
+        raise BackendUnavailableError(
+            "backend 'neuron' needs the AWS Neuron SDK (torch-neuronx, neuronx-cc) and a Neuron device; "
+            "none was found on this host. Use backend='cpu' or 'nkisim' (the NKI simulator)."
+        )
+    return name

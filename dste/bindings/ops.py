@@ -1,0 +1,257 @@
+"""``torch.library`` custom ops of DSTE: ``dste::spmm_hybrid`` and ``dste::masked_quant``.
+
+Op boundary
+-----------
+Everything torch must reason about crosses the boundary as tensors:
+
+``dste::spmm_hybrid(crow_indices, col_indices, values, x, handle, x_handle, backend) -> y``
+    ``crow_indices int64 [N+1]``, ``col_indices int64 [nnz]``, ``values float [nnz]`` are the matrix's
+    *effective* CSR (decoded INT8/FP16/BIN values with the keep-mask and row/column scales applied: exactly
+    what the kernel multiplies). ``x float32/float64 [M, F]`` is the dense operand (hybrid-row X is passed
+    dequantized). ``y [N, F]`` has ``x``'s dtype. N comes from ``crow_indices`` and M, F from ``x``, so the
+    fake (meta) implementation needs no host object and works with symbolic shapes.
+    ``handle`` / ``x_handle`` are integer keys into :mod:`dste.bindings.registry` naming the encoded
+    ``DSTEMatrix`` / ``HybridRows`` that the kernel backends (``nkisim``, ``neuron``) launch on. The ``cpu``
+    backend never reads them, so opcheck, fake tensors, autograd and ``torch.compile(fullgraph=True)`` see a
+    purely functional op over tensors; a handle is a plain int (a SymInt under dynamic shapes, never
+    specialised on by the op).
+
+``dste::spmm_transpose(crow_indices, col_indices, values, grad, m) -> A^T @ grad``
+    The backward of ``spmm_hybrid`` with respect to ``x`` (always executed on the CSR tensors; the kernels have
+    no transposed variant). Differentiable itself, so double backward works.
+
+``dste::masked_quant(values, keep, sensitivity, threshold, backend) -> 5 tensors``
+    The device-side encoder with static output shapes (a per-tile dense layout: every tile gets an INT8 and an
+    FP16 slab, zeros where the tile is of the other kind); :func:`dste.bindings.masked_quant` compacts them to
+    the ``DSTEMatrix`` slot layout. ``keep_bits`` is returned as ``int32`` holding the ``uint32`` bit pattern
+    (torch has few ``uint32`` kernels); the wrapper views it back as ``uint32``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor
+
+from . import registry
+from .backends import BackendUnavailableError
+
+__all__ = ["spmm_hybrid", "spmm_transpose", "masked_quant_op", "TILE"]
+
+TILE = 128  # rows per window / columns per tile (WINDOW_ROWS == TILE_COLS in dste.format.constants)
+MASK_WORDS = 4  # uint32 words per 128-row mask column
+OP_BACKENDS = ("cpu", "nkisim", "neuron")
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in OP_BACKENDS:
+        raise ValueError(
+            f"dste op backend must be one of {OP_BACKENDS} (resolve 'auto' first with "
+            f"dste.bindings.resolve_backend), got {backend!r}"
+        )
+
+
+def _scipy_csr(crow: Tensor, col: Tensor, values: Tensor, n_cols: int, dtype) -> sp.csr_matrix:
+    n_rows = crow.shape[0] - 1
+    return sp.csr_matrix(
+        (values.detach().cpu().numpy().astype(dtype, copy=False), col.cpu().numpy(), crow.cpu().numpy()),
+        shape=(n_rows, n_cols),
+    )
+
+
+def _check_csr_operands(crow: Tensor, col: Tensor, values: Tensor, dense: Tensor, what: str) -> None:
+    if crow.dim() != 1 or crow.shape[0] < 1 or crow.dtype != torch.int64:
+        raise ValueError(f"crow_indices must be int64 [N+1], got {crow.dtype} {tuple(crow.shape)}")
+    if col.dim() != 1 or col.dtype != torch.int64:
+        raise ValueError(f"col_indices must be int64 [nnz], got {col.dtype} {tuple(col.shape)}")
+    if values.dim() != 1 or values.shape[0] != col.shape[0] or not values.is_floating_point():
+        raise ValueError(
+            f"values must be a float [nnz={col.shape[0]}] tensor, got {values.dtype} {tuple(values.shape)}"
+        )
+    if dense.dim() != 2 or dense.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{what} must be float32/float64 [rows, F], got {dense.dtype} {tuple(dense.shape)}")
+
+
+def _run_kernel_spmm(handle: int, x_handle: int, x: Tensor, backend: str) -> Tensor:
+    if handle == registry.NO_HANDLE:
+        raise ValueError(
+            f"backend {backend!r} runs the NKI kernel and needs the encoded DSTEMatrix: pass a registered "
+            "handle (dste.spmm and DSTETensor do this)"
+        )
+    matrix = registry.lookup(handle)
+    operand = registry.lookup(x_handle) if x_handle != registry.NO_HANDLE else x.detach().cpu().numpy()
+    if isinstance(operand, np.ndarray):
+        operand = np.ascontiguousarray(operand, dtype=np.float32)
+    try:
+        from dste.kernels import spmm_hybrid as kernel_spmm
+    except ImportError as exc:  # the kernels package has not been built on this tree
+        raise BackendUnavailableError(f"backend {backend!r} needs dste.kernels.spmm_hybrid: {exc}") from exc
+    if backend == "nkisim":
+        from dste import nkisim
+
+        nkisim.install()
+    y = kernel_spmm(matrix, operand)
+    y = np.asarray(y, dtype=np.float32)
+    expected = (matrix.shape[0], x.shape[1])
+    if y.shape != expected:
+        raise RuntimeError(f"kernel returned shape {y.shape}, expected {expected}")
+    return torch.from_numpy(np.ascontiguousarray(y)).to(x.dtype)
+
+
+@torch.library.custom_op("dste::spmm_hybrid", mutates_args=())
+def spmm_hybrid(
+    crow_indices: Tensor,
+    col_indices: Tensor,
+    values: Tensor,
+    x: Tensor,
+    handle: int,
+    x_handle: int,
+    backend: str,
+) -> Tensor:
+    """Y = A @ X for A given by its effective CSR (see module docstring); Y has X's dtype."""
+    _check_backend(backend)
+    _check_csr_operands(crow_indices, col_indices, values, x, "x")
+    if backend != "cpu":
+        return _run_kernel_spmm(handle, x_handle, x, backend)
+    np_dtype = np.float64 if x.dtype == torch.float64 else np.float32
+    matrix = _scipy_csr(crow_indices, col_indices, values, x.shape[0], np_dtype)
+    y = matrix @ x.detach().cpu().numpy()
+    return torch.from_numpy(np.ascontiguousarray(y, dtype=np_dtype))
+
+
+@spmm_hybrid.register_fake
+def _spmm_hybrid_fake(crow_indices, col_indices, values, x, handle, x_handle, backend):
+    torch._check(crow_indices.dim() == 1, lambda: "crow_indices must be 1-D")
+    torch._check(x.dim() == 2, lambda: "x must be 2-D [M, F]")
+    return x.new_empty((crow_indices.shape[0] - 1, x.shape[1]))
+
+
+@torch.library.custom_op("dste::spmm_transpose", mutates_args=())
+def spmm_transpose(crow_indices: Tensor, col_indices: Tensor, values: Tensor, grad: Tensor, m: int) -> Tensor:
+    """A^T @ grad for A [N, m] in CSR form; the X-gradient of ``spmm_hybrid``."""
+    _check_csr_operands(crow_indices, col_indices, values, grad, "grad")
+    if grad.shape[0] != crow_indices.shape[0] - 1:
+        raise ValueError(f"grad has {grad.shape[0]} rows, A has {crow_indices.shape[0] - 1}")
+    np_dtype = np.float64 if grad.dtype == torch.float64 else np.float32
+    matrix = _scipy_csr(crow_indices, col_indices, values, m, np_dtype)
+    y = matrix.T @ grad.detach().cpu().numpy()
+    return torch.from_numpy(np.ascontiguousarray(y, dtype=np_dtype))
+
+
+@spmm_transpose.register_fake
+def _spmm_transpose_fake(crow_indices, col_indices, values, grad, m):
+    return grad.new_empty((m, grad.shape[1]))
+
+
+def _spmm_setup_context(ctx, inputs, output):
+    crow_indices, col_indices, values, x, _handle, _x_handle, _backend = inputs
+    ctx.save_for_backward(crow_indices, col_indices, values)
+    ctx.m = x.shape[0]
+
+
+def _spmm_backward(ctx, grad_out):
+    crow_indices, col_indices, values = ctx.saved_tensors
+    grad_x = None
+    if ctx.needs_input_grad[3]:
+        grad_x = torch.ops.dste.spmm_transpose(crow_indices, col_indices, values, grad_out, ctx.m)
+    return None, None, None, grad_x, None, None, None
+
+
+spmm_hybrid.register_autograd(_spmm_backward, setup_context=_spmm_setup_context)
+
+
+def _transpose_setup_context(ctx, inputs, output):
+    crow_indices, col_indices, values, _grad, _m = inputs
+    ctx.save_for_backward(crow_indices, col_indices, values)
+
+
+def _transpose_backward(ctx, grad_out):
+    crow_indices, col_indices, values = ctx.saved_tensors
+    grad_grad = None
+    if ctx.needs_input_grad[3]:
+        grad_grad = torch.ops.dste.spmm_hybrid(
+            crow_indices, col_indices, values, grad_out, registry.NO_HANDLE, registry.NO_HANDLE, "cpu"
+        )
+    return None, None, None, grad_grad, None
+
+
+spmm_transpose.register_autograd(_transpose_backward, setup_context=_transpose_setup_context)
+
+
+# -- masked_quant --------------------------------------------------------------------------------------------
+
+
+def _expand_slots(kind: np.ndarray, wanted_kind: int, compact: np.ndarray, fill_shape, dtype) -> np.ndarray:
+    """Per-tile dense array from a compact slot array holding the tiles of ``wanted_kind`` in tile order."""
+    dense = np.zeros((kind.shape[0],) + tuple(fill_shape), dtype=dtype)
+    tiles = np.flatnonzero(kind == wanted_kind)
+    if tiles.size != compact.shape[0]:
+        raise RuntimeError(
+            f"encoder returned {compact.shape[0]} slots for {tiles.size} tiles of kind {wanted_kind}"
+        )
+    dense[tiles] = compact
+    return dense
+
+
+def _run_masked_quant(values: np.ndarray, keep: np.ndarray, sensitivity: np.ndarray, threshold: float, backend):
+    if backend == "cpu":
+        from dste.reference.masked_quant import masked_quant_reference as encoder
+
+        return encoder(values, keep, sensitivity, threshold)
+    if backend == "nkisim":
+        from dste import nkisim
+
+        nkisim.install()
+    from dste.kernels import masked_quant as encoder
+
+    return encoder(values, keep, sensitivity, threshold)
+
+
+@torch.library.custom_op("dste::masked_quant", mutates_args=())
+def masked_quant_op(
+    values: Tensor, keep: Tensor, sensitivity: Tensor, threshold: float, backend: str
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Encode dense tiles ``values float32 [T,128,128]`` under ``keep bool [T,128,128]``.
+
+    Returns per-tile dense outputs ``(keep_bits int32 [T,128,4], kind uint8 [T], int8_values int8 [T,128,128],
+    int8_scale float32 [T], fp16_values float16 [T,128,128])``; see the module docstring.
+    """
+    _check_backend(backend)
+    if values.dim() != 3 or tuple(values.shape[1:]) != (TILE, TILE) or values.dtype != torch.float32:
+        raise ValueError(f"values must be float32 [T, {TILE}, {TILE}], got {values.dtype} {tuple(values.shape)}")
+    if keep.shape != values.shape or keep.dtype != torch.bool:
+        raise ValueError(f"keep must be bool {tuple(values.shape)}, got {keep.dtype} {tuple(keep.shape)}")
+    if sensitivity.shape != values.shape[:1] or not sensitivity.is_floating_point():
+        raise ValueError(f"sensitivity must be float [{values.shape[0]}], got {tuple(sensitivity.shape)}")
+    keep_bits, kind, int8_values, int8_scale, fp16_values = _run_masked_quant(
+        values.detach().cpu().numpy(),
+        keep.cpu().numpy(),
+        sensitivity.detach().cpu().numpy().astype(np.float32),
+        float(threshold),
+        backend,
+    )
+    kind = np.asarray(kind, dtype=np.uint8)
+    int8_dense = _expand_slots(kind, 1, np.asarray(int8_values, np.int8), (TILE, TILE), np.int8)
+    scale_dense = _expand_slots(kind, 1, np.asarray(int8_scale, np.float32), (), np.float32)
+    fp16_dense = _expand_slots(kind, 2, np.asarray(fp16_values, np.float16), (TILE, TILE), np.float16)
+    bits = np.ascontiguousarray(np.asarray(keep_bits, dtype=np.uint32)).view(np.int32)
+    return (
+        torch.from_numpy(bits.copy()),
+        torch.from_numpy(kind.copy()),
+        torch.from_numpy(int8_dense),
+        torch.from_numpy(scale_dense),
+        torch.from_numpy(fp16_dense),
+    )
+
+
+@masked_quant_op.register_fake
+def _masked_quant_fake(values, keep, sensitivity, threshold, backend):
+    tiles = values.shape[0]
+    return (
+        values.new_empty((tiles, TILE, MASK_WORDS), dtype=torch.int32),
+        values.new_empty((tiles,), dtype=torch.uint8),
+        values.new_empty((tiles, TILE, TILE), dtype=torch.int8),
+        values.new_empty((tiles,), dtype=torch.float32),
+        values.new_empty((tiles, TILE, TILE), dtype=torch.float16),
+    )

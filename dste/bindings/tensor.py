@@ -1,0 +1,197 @@
+"""`DSTETensor`: a torch-friendly view of an encoded ``DSTEMatrix``.
+
+The wrapper carries the matrix's effective CSR as torch tensors (computed once per matrix and shared by every
+wrapper of the same object) plus a registry handle for the kernel backends. It is not a ``torch.Tensor``
+subclass: it is a plain object whose tensor attributes ``torch.compile`` lifts as graph inputs, so
+``A @ x`` inside a compiled function becomes one ``dste::spmm_hybrid`` node.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from . import registry
+
+__all__ = ["DSTETensor", "is_dste_matrix", "as_dste_tensor"]
+
+
+def is_dste_matrix(obj) -> bool:
+    """True for a ``dste.format.DSTEMatrix`` (or an object with the same decoding interface)."""
+    try:
+        from dste.format import DSTEMatrix
+
+        if isinstance(obj, DSTEMatrix):
+            return True
+    except ImportError:
+        pass
+    return hasattr(obj, "shape") and (hasattr(obj, "effective_csr") or hasattr(obj, "decode")) and not (
+        isinstance(obj, (torch.Tensor, np.ndarray)) or sp.issparse(obj)
+    )
+
+
+@dataclass(frozen=True)
+class _Operands:
+    crow_indices: torch.Tensor
+    col_indices: torch.Tensor
+    values: torch.Tensor
+    handle: int
+
+
+_cache_lock = threading.Lock()
+_operand_cache: dict[int, tuple[weakref.ref, _Operands]] = {}
+
+
+def _effective_csr(matrix) -> sp.csr_matrix:
+    if hasattr(matrix, "effective_csr"):
+        csr = matrix.effective_csr()
+    else:
+        csr = matrix.decode(effective=True)
+    csr = sp.csr_matrix(csr)
+    if tuple(csr.shape) != tuple(matrix.shape):
+        raise ValueError(f"decoded matrix has shape {csr.shape}, but the matrix says {tuple(matrix.shape)}")
+    return csr
+
+
+def _build_operands(matrix) -> _Operands:
+    csr = _effective_csr(matrix)
+    values = np.asarray(csr.data, dtype=np.float32)
+    if not np.isfinite(values).all():
+        raise ValueError("the DSTE matrix decodes to NaN or Inf values; re-encode it from finite data")
+    return _Operands(
+        crow_indices=torch.from_numpy(np.asarray(csr.indptr, dtype=np.int64).copy()),
+        col_indices=torch.from_numpy(np.asarray(csr.indices, dtype=np.int64).copy()),
+        values=torch.from_numpy(values.copy()),
+        handle=registry.register(matrix),
+    )
+
+
+def _operands_for(matrix) -> _Operands:
+    """The (cached) op operands of ``matrix``; the cache entry dies with the matrix."""
+    key = id(matrix)
+    with _cache_lock:
+        entry = _operand_cache.get(key)
+        if entry is not None and entry[0]() is matrix:
+            return entry[1]
+    operands = _build_operands(matrix)
+    try:
+        ref = weakref.ref(matrix, lambda _ref, key=key: _operand_cache.pop(key, None))
+    except TypeError:  # not weak-referenceable: do not cache, the wrapper keeps its own copy
+        return operands
+    with _cache_lock:
+        _operand_cache[key] = (ref, operands)
+    return operands
+
+
+class DSTETensor:
+    """A DSTE-encoded sparse matrix ``A [N, M]`` usable from torch code.
+
+    ``A @ x`` (``x`` a float32/float64 tensor ``[M, F]``, a NumPy array or ``HybridRows``) runs
+    ``dste.spmm(A, x)`` with the default backend; ``.to_dense()`` returns the effective matrix as a float32
+    tensor. The wrapper is read-only: a new keep-mask gives a new wrapper via :meth:`with_mask`.
+    """
+
+    def __init__(self, matrix):
+        if isinstance(matrix, DSTETensor):
+            matrix = matrix.matrix
+        if not is_dste_matrix(matrix):
+            raise TypeError(
+                f"DSTETensor wraps a dste.format.DSTEMatrix, got {type(matrix).__name__}; "
+                "encode SciPy/NumPy/torch input with dste.format.encode first"
+            )
+        self.matrix = matrix
+        operands = _operands_for(matrix)
+        self.crow_indices = operands.crow_indices
+        self.col_indices = operands.col_indices
+        self.values = operands.values
+        self.handle = operands.handle
+
+    # -- tensor-like metadata -------------------------------------------------------------------------------
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size(int(s) for s in self.matrix.shape)
+
+    def size(self, dim: int | None = None):
+        return self.shape if dim is None else self.shape[dim]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    def dim(self) -> int:
+        return 2
+
+    @property
+    def nnz(self) -> int:
+        """Number of stored entries of the effective matrix (kept entries, explicit zeros included)."""
+        return int(self.values.shape[0])
+
+    def to(self, device=None, dtype=None) -> "DSTETensor":
+        """Only ``cpu``/``float32`` are possible: the encoded matrix lives on the host."""
+        if device is not None and torch.device(device).type != "cpu":
+            raise ValueError(
+                f"a DSTETensor lives on the host (cpu); got device {device!r}. Kernel backends move the "
+                "encoded tiles themselves: choose backend='neuron' instead of moving the tensor"
+            )
+        if dtype is not None and dtype != torch.float32:
+            raise TypeError(f"a DSTETensor's effective values are float32; got dtype {dtype}")
+        return self
+
+    # -- operations ------------------------------------------------------------------------------------------
+    def __matmul__(self, other):
+        from .api import spmm
+
+        return spmm(self, other)
+
+    def spmm(self, other, backend: str | None = None):
+        from .api import spmm
+
+        return spmm(self, other, backend=backend)
+
+    def to_dense(self) -> torch.Tensor:
+        """The effective matrix (masks and scales applied) as a dense float32 tensor ``[N, M]``."""
+        return torch.from_numpy(self.to_scipy().toarray())
+
+    def to_scipy(self) -> sp.csr_matrix:
+        """The effective matrix as a SciPy CSR float32 matrix (copies of the wrapper's arrays)."""
+        return sp.csr_matrix(
+            (self.values.numpy().copy(), self.col_indices.numpy().copy(), self.crow_indices.numpy().copy()),
+            shape=tuple(self.shape),
+        )
+
+    def with_mask(self, keep) -> "DSTETensor":
+        """A wrapper of ``matrix.with_mask(keep)`` (same values, new keep-mask)."""
+        return DSTETensor(self.matrix.with_mask(keep))
+
+    def nbytes(self, *args, **kwargs):
+        return self.matrix.nbytes(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        n, m = self.shape
+        return f"DSTETensor(shape=({n}, {m}), nnz={self.nnz}, dtype=torch.float32, device='cpu')"
+
+
+def as_dste_tensor(a) -> DSTETensor:
+    """``a`` if it is a DSTETensor, a wrapper if it is a DSTEMatrix; ``TypeError`` otherwise."""
+    if isinstance(a, DSTETensor):
+        return a
+    if is_dste_matrix(a):
+        return DSTETensor(a)
+    raise TypeError(
+        f"A must be a dste.format.DSTEMatrix or a DSTETensor, got {type(a).__name__}; "
+        "encode SciPy/NumPy/torch matrices with dste.format.encode (or pass them to dste.gnn layers, "
+        "which encode and cache them)"
+    )
