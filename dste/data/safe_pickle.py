@@ -1,0 +1,121 @@
+"""A restricted unpickler for the Python-2 pickles of the Planetoid datasets.
+
+`pickle.load` runs whatever callable a file names. The Planetoid files only need NumPy arrays
+and dtypes, SciPy CSR/CSC matrices and `collections.defaultdict(list)`, so `SafeUnpickler`
+resolves only those names and refuses every other global with `UnsafePickleError`.
+Sparse matrices are not rebuilt through SciPy's own unpickling: they come back as
+`SparseState` records (the pickled attribute dict) and `sparse_from_state` checks and
+assembles them, so the result does not depend on the SciPy version that wrote the file.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import pickle
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["UnsafePickleError", "SafeUnpickler", "SparseState", "safe_load", "sparse_from_state"]
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle named a global outside the allow-list."""
+
+
+class SparseState:
+    """Placeholder for a pickled SciPy sparse matrix: keeps its attribute dict, runs nothing."""
+
+    format = "csr"
+
+    def __init__(self, *args, **kwargs):
+        self.state: dict = {}
+
+    def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError(f"sparse matrix state must be a dict, got {type(state).__name__}")
+        self.state = state
+
+
+class CsrState(SparseState):
+    format = "csr"
+
+
+class CscState(SparseState):
+    format = "csc"
+
+
+def _reconstruct_ndarray(subtype, shape, dtype):
+    """numpy's array reconstructor, limited to plain ndarrays."""
+    if subtype is not np.ndarray:
+        raise UnsafePickleError(f"array reconstruction is allowed only for numpy.ndarray, got {subtype!r}")
+    return np.ndarray.__new__(np.ndarray, shape, dtype)
+
+
+_CSR_NAMES = ("scipy.sparse.csr", "scipy.sparse._csr")
+_CSC_NAMES = ("scipy.sparse.csc", "scipy.sparse._csc")
+_NUMPY_CORE = ("numpy.core.multiarray", "numpy._core.multiarray")
+
+ALLOWED_GLOBALS: dict[tuple[str, str], object] = {
+    **{(module, "_reconstruct"): _reconstruct_ndarray for module in _NUMPY_CORE},
+    **{(module, "csr_matrix"): CsrState for module in _CSR_NAMES},
+    **{(module, "csc_matrix"): CscState for module in _CSC_NAMES},
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("collections", "defaultdict"): collections.defaultdict,
+    ("__builtin__", "list"): list,
+    ("builtins", "list"): list,
+}
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only `ALLOWED_GLOBALS` and refuses anything else."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            allowed = sorted(f"{m}.{n}" for m, n in ALLOWED_GLOBALS)
+            raise UnsafePickleError(
+                f"refusing to load global {module}.{name}: only these are allowed: {', '.join(allowed)}"
+            ) from None
+
+
+def safe_load(data: bytes, source: str = "<bytes>"):
+    """Unpickle `data` (Python-2 pickles decoded as latin1) with the allow-list.
+
+    Raises UnsafePickleError for a forbidden global and ValueError for a corrupt stream.
+    """
+    try:
+        return SafeUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except UnsafePickleError as err:
+        raise UnsafePickleError(f"{source}: {err}") from None
+    except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError, KeyError) as err:
+        raise ValueError(f"{source}: corrupt or unsupported pickle ({type(err).__name__}: {err})") from err
+
+
+def sparse_from_state(obj, source: str = "<pickle>") -> sp.csr_matrix:
+    """Checked CSR matrix from a `SparseState`; dense 2-D arrays pass through as CSR too."""
+    if isinstance(obj, np.ndarray):
+        if obj.ndim != 2:
+            raise ValueError(f"{source}: expected a 2-D matrix, got an array of shape {obj.shape}")
+        return sp.csr_matrix(obj)
+    if not isinstance(obj, SparseState):
+        raise ValueError(f"{source}: expected a sparse matrix, got {type(obj).__name__}")
+    state = obj.state
+    shape = state.get("_shape", state.get("shape"))
+    missing = [key for key in ("data", "indices", "indptr") if not isinstance(state.get(key), np.ndarray)]
+    if missing or shape is None:
+        raise ValueError(f"{source}: sparse matrix state lacks {missing or ['shape']}")
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 2 or min(shape) < 0:
+        raise ValueError(f"{source}: bad sparse matrix shape {shape}")
+    data, indices, indptr = state["data"], state["indices"], state["indptr"]
+    major, minor = shape if obj.format == "csr" else shape[::-1]
+    if indptr.shape != (major + 1,) or indptr[0] != 0 or indptr[-1] != indices.shape[0] != data.shape[0] or np.any(np.diff(indptr) < 0):
+        raise ValueError(f"{source}: inconsistent sparse index pointer for shape {shape}")
+    if indices.size and (indices.min() < 0 or indices.max() >= minor):
+        raise ValueError(f"{source}: sparse indices outside [0, {minor})")
+    cls = sp.csr_matrix if obj.format == "csr" else sp.csc_matrix
+    return sp.csr_matrix(cls((data, indices, indptr), shape=shape))
