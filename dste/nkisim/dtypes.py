@@ -1,0 +1,113 @@
+"""NKI data types as NumPy dtypes, and the conversions the engines apply.
+
+Every NKI dtype is a ``numpy.dtype``; the 16- and 8-bit floats come from
+``ml_dtypes``. ``tfloat32`` is stored as float32 (its narrower mantissa only
+matters inside TensorE). ``bool_`` is stored as uint8 (NKI_NOTES §4).
+
+Conversions follow the documented hardware rules: arithmetic happens in fp32,
+float -> int rounds half to even and saturates, NaN -> int gives 0 (the NaN
+case is not documented; 0 is this simulator's choice).
+"""
+
+import ml_dtypes
+import numpy as np
+
+uint8 = np.dtype(np.uint8)
+int8 = np.dtype(np.int8)
+uint16 = np.dtype(np.uint16)
+int16 = np.dtype(np.int16)
+uint32 = np.dtype(np.uint32)
+int32 = np.dtype(np.int32)
+float8_e4m3 = np.dtype(ml_dtypes.float8_e4m3)
+float8_e5m2 = np.dtype(ml_dtypes.float8_e5m2)
+float8_e4m3fn = np.dtype(ml_dtypes.float8_e4m3fn)
+float8_e8m0fnu = np.dtype(ml_dtypes.float8_e8m0fnu)
+float16 = np.dtype(np.float16)
+bfloat16 = np.dtype(ml_dtypes.bfloat16)
+tfloat32 = np.dtype(np.float32)
+float32 = np.dtype(np.float32)
+bool_ = np.dtype(np.uint8)
+
+FLOAT_DTYPES = frozenset(
+    [float8_e4m3, float8_e5m2, float8_e4m3fn, float8_e8m0fnu, float16, bfloat16, float32]
+)
+INT_DTYPES = frozenset([uint8, int8, uint16, int16, uint32, int32])
+ALL_DTYPES = FLOAT_DTYPES | INT_DTYPES
+FP8_DTYPES = frozenset([float8_e4m3, float8_e5m2, float8_e4m3fn, float8_e8m0fnu])
+
+_UNSIGNED_OF_WIDTH = {1: np.dtype(np.uint8), 2: np.dtype(np.uint16), 4: np.dtype(np.uint32)}
+
+
+def as_dtype(dtype):
+    """Normalise a dtype-like (NKI dtype, NumPy dtype, torch dtype, string) to a supported NumPy dtype."""
+    if dtype is None:
+        raise TypeError("dtype is required; allowed: " + ", ".join(sorted(d.name for d in ALL_DTYPES)))
+    if hasattr(dtype, "is_floating_point") and not isinstance(dtype, np.dtype):
+        dtype = _torch_dtype_to_numpy(dtype)
+    try:
+        result = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"unsupported dtype {dtype!r}") from exc
+    if result == np.dtype(np.bool_):
+        return bool_
+    if result not in ALL_DTYPES:
+        raise TypeError(
+            f"unsupported dtype {result.name}; allowed: "
+            + ", ".join(sorted(d.name for d in ALL_DTYPES))
+        )
+    return result
+
+
+def _torch_dtype_to_numpy(dtype):
+    import torch
+
+    table = {
+        torch.float32: float32, torch.float16: float16, torch.bfloat16: bfloat16,
+        torch.int8: int8, torch.uint8: uint8, torch.int16: int16, torch.int32: int32,
+        torch.uint16: uint16, torch.uint32: uint32, torch.bool: bool_,
+        torch.float8_e4m3fn: float8_e4m3fn, torch.float8_e5m2: float8_e5m2,
+    }
+    if dtype not in table:
+        raise TypeError(f"torch dtype {dtype} has no NKI equivalent")
+    return table[dtype]
+
+
+def is_float(dtype):
+    return np.dtype(dtype) in FLOAT_DTYPES
+
+
+def is_int(dtype):
+    return np.dtype(dtype) in INT_DTYPES
+
+
+def unsigned_view_dtype(dtype):
+    """The unsigned integer dtype of the same width (for raw-bit operations)."""
+    return _UNSIGNED_OF_WIDTH[np.dtype(dtype).itemsize]
+
+
+def to_fp32(values):
+    """Engine input conversion: every element becomes fp32."""
+    return np.asarray(values).astype(np.float32, copy=False)
+
+
+def cast(values, dtype):
+    """Engine output conversion to ``dtype``.
+
+    Floats: round to nearest even (NumPy / ml_dtypes behaviour). Integers: round
+    half to even, saturate to the dtype's range, NaN -> 0.
+    """
+    dtype = np.dtype(dtype)
+    values = np.asarray(values)
+    if values.dtype == dtype:
+        return values
+    if dtype in INT_DTYPES:
+        if values.dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            return np.clip(values.astype(np.int64), info.min, info.max).astype(dtype)
+        wide = values.astype(np.float64)
+        wide = np.rint(wide)
+        info = np.iinfo(dtype)
+        wide = np.clip(wide, info.min, info.max)
+        wide = np.where(np.isnan(wide), 0.0, wide)
+        return wide.astype(dtype)
+    return values.astype(dtype)

@@ -1,0 +1,180 @@
+"""``nki.jit``, ``nki.simulate`` and ``kernel[lnc]`` launches in the simulator.
+
+Array arguments (NumPy arrays, CPU torch tensors) become HBM tensors
+(``shared_hbm`` under LNC2); the kernel must return tensors it allocated in
+``nl.shared_hbm`` (one, or a tuple). They come back as the caller's array kind.
+Inputs that the kernel wrote are copied back, as the official simulator does.
+Under ``kernel[2]`` the two programs run one after the other with
+``nl.program_id()`` 0 and 1, sharing HBM and their shared_hbm outputs.
+"""
+
+import functools
+
+import numpy as np
+
+from . import dtypes as dt
+from . import runtime
+from .errors import KernelSignatureError
+from .profile import Profile
+from .tensor import NkiTensor, from_numpy
+
+_REMOVED_OPTIONS = ("mode", "platform_target")
+
+
+class Kernel:
+    """A kernel function plus its logical-core count; calling it runs the simulator."""
+
+    def __init__(self, fn, lnc=1):
+        self.fn = fn
+        self.lnc = lnc
+        self.last_profile = None
+        functools.update_wrapper(self, fn)
+
+    def __getitem__(self, lnc):
+        if isinstance(lnc, tuple):
+            raise KernelSignatureError("multi-dimensional launch grids were removed; use kernel[1] or kernel[2]")
+        if lnc not in (1, 2):
+            raise KernelSignatureError(f"kernel[{lnc!r}]: the logical core count must be 1 or 2")
+        return Kernel(self.fn, lnc)
+
+    def __call__(self, *args, **kwargs):
+        outputs, prof = run_kernel(self.fn, args, kwargs, lnc=self.lnc)
+        self.last_profile = prof
+        return outputs
+
+    def __repr__(self):
+        return f"<nkisim kernel {self.fn.__name__} lnc={self.lnc}>"
+
+
+def jit(fn=None, **options):
+    """``@nki.jit`` or ``@nki.jit(...)``: wrap a kernel for simulated execution."""
+    removed = [name for name in options if name in _REMOVED_OPTIONS]
+    if removed:
+        raise KernelSignatureError(f"nki.jit: option(s) {', '.join(removed)} no longer exist (removed in NKI 0.3)")
+    if fn is None:
+        return lambda f: Kernel(f)
+    return Kernel(fn)
+
+
+def simulate(kernel):
+    """``nki.simulate(kernel)(*args)``: run a jit kernel (or ``kernel[lnc]``, or a plain function) on CPU."""
+    if isinstance(kernel, Kernel):
+        return kernel
+    if callable(kernel):
+        return Kernel(kernel)
+    raise KernelSignatureError(f"nki.simulate expects a kernel, got {type(kernel).__name__}")
+
+
+def run_kernel(fn, args, kwargs, lnc=1, target=None):
+    """Run ``fn`` on simulated hardware; returns (outputs, Profile)."""
+    target = target or runtime.default_target()
+    if lnc not in (1, 2):
+        raise KernelSignatureError(f"logical core count must be 1 or 2, got {lnc}")
+    uses_torch = any(_is_torch(a) for a in list(args) + list(kwargs.values()))
+    shared = [] if lnc > 1 else None
+    buffer = "shared_hbm" if lnc > 1 else "hbm"
+    profiles = []
+    result = None
+    converted = None
+    for program in range(lnc):
+        context = runtime.RunContext(target, program_id=program, num_programs=lnc, shared_outputs=shared)
+        with runtime.running(context):
+            if converted is None:
+                converted = (
+                    [_to_kernel_arg(a, buffer, f"arg{i}") for i, a in enumerate(args)],
+                    {k: _to_kernel_arg(v, buffer, k) for k, v in kwargs.items()},
+                )
+            returned = fn(*converted[0], **converted[1])
+            _check_outputs(fn, returned)
+            if program == 0:
+                result = returned
+            context.profile.peak_sbuf_bytes_per_partition = context.memory.peaks["sbuf"]
+            context.profile.peak_psum_bytes_per_partition = context.memory.peaks["psum"]
+            profiles.append(context.profile)
+    _write_back(args, converted[0])
+    _write_back(list(kwargs.values()), list(converted[1].values()))
+    prof = Profile.merge_all(profiles, parallel=True) if len(profiles) > 1 else profiles[0]
+    return _from_kernel_result(result, uses_torch), prof
+
+
+def _is_torch(value):
+    return type(value).__module__.startswith("torch") and hasattr(value, "detach")
+
+
+def _to_kernel_arg(value, buffer, name):
+    if isinstance(value, np.ndarray):
+        return from_numpy(value, buffer, name)
+    if _is_torch(value):
+        return from_numpy(_torch_to_numpy(value), buffer, name)
+    if isinstance(value, (list, dict, set)):
+        raise KernelSignatureError(
+            f"kernel argument {name!r} is a {type(value).__name__}; NKI kernel arguments cannot be lists or dicts "
+            "(pass arrays, scalars or tuples of scalars)"
+        )
+    return value
+
+
+def _torch_to_numpy(t):
+    import torch
+
+    if t.device.type != "cpu":
+        raise KernelSignatureError(f"the simulator takes CPU torch tensors, got one on {t.device}")
+    t = t.detach().contiguous()
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(dt.bfloat16)
+    return t.numpy()
+
+
+def _numpy_to_torch(array):
+    import torch
+
+    if array.dtype == dt.bfloat16:
+        return torch.from_numpy(np.ascontiguousarray(array).view(np.int16)).view(torch.bfloat16)
+    if array.dtype == dt.float8_e4m3fn:
+        return torch.from_numpy(np.ascontiguousarray(array).view(np.uint8)).view(torch.float8_e4m3fn)
+    if array.dtype == dt.float8_e5m2:
+        return torch.from_numpy(np.ascontiguousarray(array).view(np.uint8)).view(torch.float8_e5m2)
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _check_outputs(fn, returned):
+    if returned is None:
+        return
+    items = returned if isinstance(returned, tuple) else (returned,)
+    for i, item in enumerate(items):
+        if not isinstance(item, NkiTensor):
+            raise KernelSignatureError(
+                f"kernel {fn.__name__} returned {type(item).__name__} at position {i}; kernels must return tensors "
+                "allocated with nl.ndarray(..., buffer=nl.shared_hbm) (or a tuple of them)"
+            )
+        if item.buffer != "shared_hbm":
+            raise KernelSignatureError(
+                f"kernel {fn.__name__} returned {item.name!r} from {item.buffer}; outputs must be allocated in nl.shared_hbm"
+            )
+
+
+def _from_kernel_result(result, uses_torch):
+    if result is None:
+        return None
+    items = result if isinstance(result, tuple) else (result,)
+    arrays = [t.numpy() for t in items]
+    if uses_torch:
+        arrays = [_numpy_to_torch(a) for a in arrays]
+    return tuple(arrays) if isinstance(result, tuple) else arrays[0]
+
+
+def _write_back(originals, tensors):
+    for original, tensor in zip(originals, tensors):
+        if not isinstance(tensor, NkiTensor):
+            continue
+        values = tensor.numpy()
+        if isinstance(original, np.ndarray):
+            if original.flags.writeable and not np.array_equal(
+                original.view(np.uint8), np.ascontiguousarray(values).astype(original.dtype).view(np.uint8)
+            ):
+                original[...] = values.reshape(original.shape)
+        elif _is_torch(original):
+            current = _torch_to_numpy(original)
+            if not np.array_equal(current.view(np.uint8), values.view(np.uint8).reshape(current.view(np.uint8).shape)):
+                with __import__("torch").no_grad():
+                    original.copy_(_numpy_to_torch(values.reshape(current.shape)))

@@ -1,0 +1,12 @@
+"""The simulator's ``nki`` module: ``nki.jit``, ``nki.simulate``, ``nki.language``, ``nki.isa``.
+
+:func:`dste.nkisim.install` registers it in ``sys.modules`` as ``nki`` when the
+real package cannot be imported.
+"""
+
+from . import isa, language  # noqa: F401 - submodules of the nki namespace
+from .jit import Kernel, jit, simulate  # noqa: F401
+from .tensor import NkiTensor as tensor  # noqa: F401 - nki.tensor type
+
+__version__ = "0.6.0+dste.nkisim"
+IS_DSTE_NKISIM = True
