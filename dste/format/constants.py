@@ -1,0 +1,47 @@
+"""Fixed geometry and enumerations of the DSTE format.
+
+The tile geometry follows the NeuronCore Tensor Engine: a 128-row window is the
+matmul's output partition count, and up to 128 gathered X rows form the
+contraction (partition) dimension of one matmul.
+"""
+
+from enum import IntEnum
+
+WINDOW_ROWS = 128
+"""Rows per row window (R): the matmul output partition count."""
+
+TILE_COLS = 128
+"""Maximum columns per bitmap tile and entries per entry tile (K)."""
+
+MASK_WORD_BITS = 32
+"""Bits per mask word."""
+
+MASK_WORDS = WINDOW_ROWS // MASK_WORD_BITS
+"""Mask words per tile column (4): window slot r lives in word r // 32, bit r % 32."""
+
+ENTRY_MASK_WORDS = TILE_COLS // MASK_WORD_BITS
+"""Mask words per entry tile (4): entry e lives in word e // 32, bit e % 32."""
+
+FORMAT_VERSION = 1
+"""On-disk format version written by ``DSTEMatrix.save`` and required by ``load``."""
+
+FP16_MAX = 65504.0
+"""Largest finite float16; casts to float16 saturate here."""
+
+INT8_QMAX = 127
+"""Symmetric INT8 range is [-127, 127]; -128 is never produced."""
+
+
+class TileKind(IntEnum):
+    """How a tile's values are stored."""
+
+    BIN = 0
+    """Bitmap only: every kept value is 1 (before the row/column scales)."""
+    INT8 = 1
+    """Per-tile symmetric INT8 values with one float32 scale."""
+    FP16 = 2
+    """float16 values."""
+
+
+LAYOUTS = ("condensed", "block")
+"""``condensed``: per-window distinct columns cut into tiles; ``block``: fixed 128-wide block columns."""

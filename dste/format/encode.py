@@ -1,0 +1,590 @@
+"""Encoding a sparse or dense matrix into a :class:`DSTEMatrix` (vectorised; no loop over edges or tiles).
+
+Pipeline: validate and canonicalise the input (COO, duplicates summed, zeros dropped) ->
+factor out the row/column scales -> optional reordering -> sort entries by (window,
+column position, window slot) -> split each window's columns into bitmap columns (at
+least ``bitmap_min_entries`` entries) and entry-tile entries -> cut into tiles of 128 ->
+choose each tile's kind (BIN / INT8 / FP16) -> sort tiles by (window, kind, first
+column) -> pack masks and quantize values.
+
+Choosing ``bitmap_min_entries`` (the bitmap-column vs entry-tile split)
+-----------------------------------------------------------------------
+Bytes: a bitmap column costs 16 B of keep bits + 4 B of column id, shared by its c
+entries (20/c B per edge); an entry costs 4 B column + 1 B row + 1 keep bit (5.125 B).
+Bitmaps win on bytes from c = 4 on. Cycles: both tile layouts cost one gather of 128 X
+rows and one 128x128xF matmul per tile; a bitmap column gathers one X row for all its
+entries while an entry gathers one row each, so the gathered rows (DMA bytes, the
+bound on memory-bound SpMM) and tile count fall with every column moved to a bitmap
+(c >= 2 halves its gathers). Measured on GCN-normalised community graphs
+(``tests/format/graphs.py``, 20k nodes, mean degree ~15, communities of 40-400 nodes,
+85% intra-community edges, community order; device bytes incl. scale vectors):
+
+    min entries   1      2      3      4      6      8
+    B/edge        3.54   3.09   3.09   3.17   3.39   3.66
+    stretch       1.53   1.59   1.69   1.81   2.10   2.42
+    tiles         250    286    333    378    469    552
+
+Bytes bottom out at c >= 2..3 (below the 20/c vs 5.125 crossing, because an entry tile
+pays 4 B per padded column slot too) and the gathered rows grow with the threshold. We
+take 3 for structure-only (BIN) matrices: within 1% of the best bytes, ~6% more gathered
+rows than 2, and fewer tiles whose bitmap is a single entry. For tiles carrying values,
+a bitmap column also stores 128 INT8 values (148 B) against 6.1 B per INT8 entry, so the
+valued default is 24 (bytes break-even); the block layout has no entry tiles.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from dste.format.constants import (
+    ENTRY_MASK_WORDS,
+    FP16_MAX,
+    MASK_WORD_BITS,
+    MASK_WORDS,
+    TILE_COLS,
+    WINDOW_ROWS,
+    TileKind,
+)
+from dste.format.errors import DSTEFormatError
+from dste.format.matrix import DSTEMatrix
+from dste.format.policy import BITMAP_MIN_ENTRIES_BIN, BITMAP_MIN_ENTRIES_VALUED, EncodePolicy
+from dste.reference.bits import pack_mask
+from dste.reference.quant import INT8_QMAX, quantize_int8, relative_int8_error, to_fp16
+
+BIN_ULP_TOLERANCE = 4 * 2.0**-24
+"""A factored value within 4 float32 ulps of 1 counts as 1 (BIN), so values built as
+float32 products of the scales round-trip to BIN tiles."""
+
+
+# --------------------------------------------------------------------------- input
+def to_coo(A):
+    """Validate any supported matrix and return ``(rows int64, cols int64, values float64, (N, M))``.
+
+    Accepted: SciPy sparse matrices/arrays of any format, NumPy arrays (or nested lists),
+    torch dense / sparse COO / sparse CSR CPU tensors. Dtypes: bool, integer or real
+    float. Must be 2-D with finite values and in-range, non-negative indices. Duplicates
+    are summed and explicit zeros dropped.
+    """
+    if _is_torch_tensor(A):
+        A = _torch_to_scipy_or_numpy(A)
+    if sp.issparse(A):
+        if A.ndim != 2:
+            raise DSTEFormatError(f"expected a 2-D matrix, got a {A.ndim}-D sparse array")
+        _check_dtype(A.dtype)
+        coo = A.tocoo()
+        N, M = (int(s) for s in coo.shape)
+        rows = np.asarray(coo.row, dtype=np.int64)
+        cols = np.asarray(coo.col, dtype=np.int64)
+        vals = np.asarray(coo.data)
+        if rows.size and (rows.min() < 0 or rows.max() >= N or cols.min() < 0 or cols.max() >= M):
+            raise DSTEFormatError(f"sparse input has indices outside its shape {(N, M)} (or negative)")
+        vals = vals.astype(np.float64)
+        if not np.isfinite(vals).all():
+            raise DSTEFormatError("input contains NaN or Inf values; only finite values can be encoded")
+        canon = sp.csr_matrix((vals, (rows, cols)), shape=(N, M))  # sums duplicates
+        canon.eliminate_zeros()
+        canon = canon.tocoo()
+        return canon.row.astype(np.int64), canon.col.astype(np.int64), canon.data.astype(np.float64), (N, M)
+    if isinstance(A, DSTEMatrix):
+        raise DSTEFormatError("input is already a DSTEMatrix; use decode() to get a SciPy matrix")
+    dense = np.asarray(A)
+    if dense.ndim != 2:
+        raise DSTEFormatError(f"expected a 2-D matrix, got shape {dense.shape}")
+    _check_dtype(dense.dtype)
+    dense = dense.astype(np.float64)
+    if not np.isfinite(dense).all():
+        raise DSTEFormatError("input contains NaN or Inf values; only finite values can be encoded")
+    rows, cols = np.nonzero(dense)
+    return rows.astype(np.int64), cols.astype(np.int64), dense[rows, cols], tuple(int(s) for s in dense.shape)
+
+
+def _check_dtype(dtype):
+    if np.dtype(dtype).kind not in "biuf":
+        raise DSTEFormatError(f"unsupported dtype {dtype}; allowed: bool, integer, real floating point")
+
+
+def _is_torch_tensor(A) -> bool:
+    return type(A).__module__.startswith("torch") and type(A).__name__ in ("Tensor", "Parameter")
+
+
+def _torch_to_scipy_or_numpy(t):
+    import torch
+
+    if t.device.type != "cpu":
+        t = t.cpu()
+    t = t.detach()
+    if t.dtype in (torch.bfloat16, torch.float16):
+        t = t.float()
+    if t.is_complex():
+        raise DSTEFormatError(f"unsupported dtype {t.dtype}; allowed: bool, integer, real floating point")
+    if t.layout == torch.sparse_csr:
+        t = t.to_sparse_coo()
+    if t.layout == torch.sparse_coo:
+        if t.dim() != 2:
+            raise DSTEFormatError(f"expected a 2-D matrix, got a {t.dim()}-D sparse tensor")
+        t = t.coalesce()
+        idx = t.indices().numpy()
+        return sp.coo_matrix((t.values().numpy(), (idx[0], idx[1])), shape=tuple(t.shape))
+    if t.layout != torch.strided:
+        raise DSTEFormatError(f"unsupported torch layout {t.layout}; allowed: strided, sparse_coo, sparse_csr")
+    return t.numpy()
+
+
+def _check_scale(name, scale, length):
+    if scale is None:
+        return None
+    scale = np.asarray(scale)
+    if scale.shape != (length,):
+        raise DSTEFormatError(f"{name} must have shape ({length},), got {scale.shape}")
+    _check_dtype(scale.dtype)
+    scale = np.ascontiguousarray(scale, dtype=np.float32)
+    if not np.isfinite(scale).all():
+        raise DSTEFormatError(f"{name} must be finite")
+    return scale
+
+
+def _check_perm(name, perm, length):
+    if perm is None:
+        return None
+    perm = np.ascontiguousarray(perm, dtype=np.int64)
+    if perm.shape != (length,) or not np.array_equal(np.sort(perm), np.arange(length)):
+        raise DSTEFormatError(f"{name} must be a permutation of 0..{length - 1}")
+    return perm
+
+
+def _factor(rows, cols, vals, row_scale, col_scale, scaled_input):
+    """Stored (factored) float32 values: ``A_ij / (row_scale_i col_scale_j)`` for scaled input."""
+    if scaled_input and (row_scale is not None or col_scale is not None):
+        denom = np.ones(vals.shape, dtype=np.float64)
+        if row_scale is not None:
+            denom *= row_scale[rows]
+        if col_scale is not None:
+            denom *= col_scale[cols]
+        if (denom == 0).any():
+            raise DSTEFormatError(
+                "row_scale/col_scale is 0 at an entry of the matrix: its value cannot be factored out"
+            )
+        vals = vals / denom
+    vals32 = vals.astype(np.float32)
+    if not np.isfinite(vals32).all():
+        raise DSTEFormatError("a value divided by its scales overflows float32")
+    return vals32
+
+
+# --------------------------------------------------------------------------- public
+def encode(A, policy: EncodePolicy | None = None, *, row_perm=None, col_perm=None, **policy_fields) -> DSTEMatrix:
+    """Encode ``A`` [N, M] (SciPy sparse, NumPy, torch) into a :class:`DSTEMatrix`.
+
+    ``policy`` (or keyword fields of :class:`EncodePolicy`) sets layout, reordering,
+    kinds, the FP16 threshold, the bitmap/entry split and the scales. ``row_perm`` /
+    ``col_perm`` (encoded position -> original id) impose an order and skip
+    ``policy.reorder``. decode(encode(A)) equals A exactly for BIN and FP16-representable
+    values; INT8 values are within half a quantization step.
+    """
+    if policy is None:
+        policy = EncodePolicy(**policy_fields)
+    elif policy_fields:
+        meta = policy.metadata()
+        meta.update({k: v for k, v in policy_fields.items() if k not in ("row_scale", "col_scale")})
+        new = EncodePolicy.from_metadata(meta)
+        new.row_scale = policy_fields.get("row_scale", policy.row_scale)
+        new.col_scale = policy_fields.get("col_scale", policy.col_scale)
+        policy = new
+    rows, cols, vals, shape = to_coo(A)
+    return encode_coo(rows, cols, vals, shape, policy, row_perm=row_perm, col_perm=col_perm)
+
+
+def encode_coo(rows, cols, vals, shape, policy: EncodePolicy, *, row_perm=None, col_perm=None) -> DSTEMatrix:
+    """Encode validated canonical COO arrays (as returned by :func:`to_coo`)."""
+    N, M = shape
+    row_scale = _check_scale("row_scale", policy.row_scale, N)
+    col_scale = _check_scale("col_scale", policy.col_scale, M)
+    row_perm = _check_perm("row_perm", row_perm, N)
+    col_perm = _check_perm("col_perm", col_perm, M)
+    if row_perm is None and col_perm is None and policy.reorder != "none":
+        from dste.format.reorder import compute_order
+
+        row_perm, col_perm = compute_order(policy.reorder, rows, cols, shape, seed=policy.seed)
+    vals32 = _factor(rows, cols, vals, row_scale, col_scale, policy.scaled_input)
+    threshold = _resolve_bitmap_min_entries(policy, vals32)
+    meta = policy.metadata()
+    meta["bitmap_min_entries"] = threshold
+    arrays = _encode_tiles(rows, cols, vals32, shape, row_perm, col_perm, policy, threshold)
+    return DSTEMatrix(
+        shape=(N, M),
+        window_rows=_window_rows(row_perm, N),
+        row_scale=row_scale,
+        col_scale=col_scale,
+        row_perm=row_perm,
+        col_perm=col_perm,
+        layout=policy.layout,
+        encode_policy=meta,
+        **arrays,
+    )
+
+
+def _resolve_bitmap_min_entries(policy: EncodePolicy, vals32) -> int:
+    if policy.bitmap_min_entries is not None:
+        return policy.bitmap_min_entries
+    structure_only = policy.kinds == "bin" or (
+        policy.kinds == "auto" and bool((np.abs(vals32 - 1.0) <= BIN_ULP_TOLERANCE).all())
+    )
+    return BITMAP_MIN_ENTRIES_BIN if structure_only else BITMAP_MIN_ENTRIES_VALUED
+
+
+def _window_rows(row_perm, N) -> np.ndarray:
+    n_windows = -(-N // WINDOW_ROWS)
+    slots = np.full(n_windows * WINDOW_ROWS, N, dtype=np.int32)
+    slots[:N] = np.arange(N) if row_perm is None else row_perm
+    return slots.reshape(n_windows, WINDOW_ROWS)
+
+
+def _inverse(perm, length):
+    if perm is None:
+        return None
+    inv = np.empty(length, dtype=np.int64)
+    inv[perm] = np.arange(length)
+    return inv
+
+
+# ------------------------------------------------------------------------ tiling
+def _encode_tiles(rows, cols, vals32, shape, row_perm, col_perm, policy, bitmap_min_entries) -> dict:
+    """All tile arrays (sorted per the contract) for the given entries."""
+    N, M = shape
+    n_windows = -(-N // WINDOW_ROWS)
+    row_pos = rows if row_perm is None else _inverse(row_perm, N)[rows]
+    col_pos = cols if col_perm is None else _inverse(col_perm, M)[cols]
+    window = row_pos // WINDOW_ROWS
+    slot = row_pos % WINDOW_ROWS
+    if n_windows * max(M, 1) * WINDOW_ROWS < 2**62:
+        order = np.argsort((window * M + col_pos) * WINDOW_ROWS + slot, kind="stable")
+    else:
+        order = np.lexsort((slot, col_pos, window))
+    window, col_pos, slot, cols, vals32 = (x[order] for x in (window, col_pos, slot, cols, vals32))
+
+    if policy.layout == "block":
+        bitmap = _block_tiles(window, col_pos, col_perm, M)
+        in_bitmap = np.ones(window.shape, dtype=bool)
+    else:
+        bitmap, in_bitmap = _condensed_tiles(window, col_pos, cols, n_windows, M, bitmap_min_entries)
+    tile_of_entry, k_of_entry, tile_window, tile_first, tile_cols, tile_ncols = bitmap
+    out = _finish_bitmap_tiles(
+        n_windows,
+        tile_window,
+        tile_first,
+        tile_cols,
+        tile_ncols,
+        tile_of_entry,
+        k_of_entry,
+        slot[in_bitmap],
+        vals32[in_bitmap],
+        policy,
+    )
+    rest = ~in_bitmap
+    out.update(_entry_tiles(n_windows, window[rest], col_pos[rest], cols[rest], slot[rest], vals32[rest], M, policy))
+    return out
+
+
+def _condensed_tiles(window, col_pos, cols, n_windows, M, bitmap_min_entries):
+    n = window.size
+    col_key = window * M + col_pos
+    new_col = np.ones(n, dtype=bool)
+    new_col[1:] = col_key[1:] != col_key[:-1]
+    group_start = np.flatnonzero(new_col)
+    group_count = np.diff(np.append(group_start, n))
+    group_of_entry = np.cumsum(new_col) - 1
+    is_bitmap_group = group_count >= bitmap_min_entries
+    bitmap_groups = np.flatnonzero(is_bitmap_group)
+    b_window = window[group_start[bitmap_groups]]
+    per_window = np.bincount(b_window, minlength=n_windows)
+    index_in_window = np.arange(bitmap_groups.size) - (np.cumsum(per_window) - per_window)[b_window]
+    tiles_per_window = -(-per_window // TILE_COLS)
+    tile_start = np.cumsum(tiles_per_window) - tiles_per_window
+    g_tile = tile_start[b_window] + index_in_window // TILE_COLS
+    g_k = index_in_window % TILE_COLS
+    T = int(tiles_per_window.sum())
+    tile_window = np.repeat(np.arange(n_windows), tiles_per_window)
+    tile_ncols = np.bincount(g_tile, minlength=T)
+    tile_cols = np.full((T, TILE_COLS), M, dtype=np.int64)
+    tile_cols[g_tile, g_k] = cols[group_start[bitmap_groups]]
+    tile_first = np.zeros(T, dtype=np.int64)
+    head = g_k == 0
+    tile_first[g_tile[head]] = col_pos[group_start[bitmap_groups[head]]]
+    in_bitmap = is_bitmap_group[group_of_entry]
+    group_tile = np.full(group_start.size, -1, dtype=np.int64)
+    group_k = np.full(group_start.size, -1, dtype=np.int64)
+    group_tile[bitmap_groups] = g_tile
+    group_k[bitmap_groups] = g_k
+    entry_group = group_of_entry[in_bitmap]
+    return (group_tile[entry_group], group_k[entry_group], tile_window, tile_first, tile_cols, tile_ncols), in_bitmap
+
+
+def _block_tiles(window, col_pos, col_perm, M):
+    n_blocks = max(-(-M // TILE_COLS), 1)
+    block = col_pos // TILE_COLS
+    tile_key = window * n_blocks + block  # non-decreasing: entries are sorted by (window, col_pos)
+    new_tile = np.ones(window.size, dtype=bool)
+    new_tile[1:] = tile_key[1:] != tile_key[:-1]
+    starts = np.flatnonzero(new_tile)
+    tile_of_entry = np.cumsum(new_tile) - 1
+    tile_window = window[starts]
+    tile_block = block[starts]
+    positions = tile_block[:, None] * TILE_COLS + np.arange(TILE_COLS)[None, :]
+    valid = positions < M
+    col_ids = np.minimum(positions, max(M - 1, 0))
+    if col_perm is not None:
+        col_ids = col_perm[col_ids]
+    tile_cols = np.where(valid, col_ids, M)
+    tile_ncols = valid.sum(axis=1)
+    return tile_of_entry, col_pos % TILE_COLS, tile_window, tile_block * TILE_COLS, tile_cols, tile_ncols
+
+
+def decide_kinds(vals32, tile_of_entry, n_tiles, policy: EncodePolicy):
+    """Kind (uint8 [n]) and sensitivity S (float64 [n]) of each tile from its stored values."""
+    if n_tiles == 0:
+        return np.zeros(0, np.uint8), np.zeros(0)
+    sensitivity = relative_int8_error(vals32, tile_of_entry, n_tiles)
+    not_one = np.bincount(tile_of_entry, weights=np.abs(vals32 - 1.0) > BIN_ULP_TOLERANCE, minlength=n_tiles)
+    amax = np.zeros(n_tiles, dtype=np.float32)
+    np.maximum.at(amax, tile_of_entry, np.abs(vals32))
+    fp16_overflow = amax > FP16_MAX
+    if policy.kinds == "bin":
+        kind = np.full(n_tiles, TileKind.BIN)
+    elif policy.kinds == "int8":
+        kind = np.full(n_tiles, TileKind.INT8)
+    elif policy.kinds == "fp16":
+        if fp16_overflow.any():
+            raise DSTEFormatError(
+                f"kinds='fp16' but a tile holds |value| {amax.max():.6g} > {FP16_MAX} (float16 max); use 'auto' or 'int8'"
+            )
+        kind = np.full(n_tiles, TileKind.FP16)
+    else:
+        kind = np.where(
+            not_one == 0,
+            TileKind.BIN,
+            np.where((sensitivity >= policy.fp16_threshold) & ~fp16_overflow, TileKind.FP16, TileKind.INT8),
+        )
+    return kind.astype(np.uint8), sensitivity
+
+
+def _slots(kind):
+    slot = np.full(kind.shape, -1, dtype=np.int32)
+    for k in (TileKind.INT8, TileKind.FP16):
+        sel = kind == k
+        slot[sel] = np.arange(int(sel.sum()), dtype=np.int32)
+    return slot
+
+
+def _quantize_by_slot(vals32, slot_of_entry, n_slots):
+    amax = np.zeros(n_slots, dtype=np.float32)
+    np.maximum.at(amax, slot_of_entry, np.abs(vals32))
+    scale = amax / np.float32(INT8_QMAX)
+    scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
+    return quantize_int8(vals32, scale[slot_of_entry]), scale
+
+
+def _sort_tiles(tile_window, kind, tile_first):
+    order = np.lexsort((tile_first, kind, tile_window))
+    new_id = np.empty(order.size, dtype=np.int64)
+    new_id[order] = np.arange(order.size)
+    return order, new_id
+
+
+def _finish_bitmap_tiles(n_windows, tile_window, tile_first, tile_cols, tile_ncols, tile_of_entry, k, slot, vals32, policy):
+    T = tile_window.size
+    kind, _ = decide_kinds(vals32, tile_of_entry, T, policy)
+    order, new_id = _sort_tiles(tile_window, kind, tile_first)
+    tile_window, kind, tile_cols, tile_ncols = (a[order] for a in (tile_window, kind, tile_cols, tile_ncols))
+    tile_of_entry = new_id[tile_of_entry]
+    tile_slot = _slots(kind)
+    nz = np.zeros(T * TILE_COLS * MASK_WORDS, dtype=np.uint32)
+    flat = (tile_of_entry * TILE_COLS + k) * MASK_WORDS + slot // MASK_WORD_BITS
+    np.bitwise_or.at(nz, flat, np.left_shift(np.uint32(1), (slot % MASK_WORD_BITS).astype(np.uint32)))
+    nz = nz.reshape(T, TILE_COLS, MASK_WORDS)
+    entry_kind = kind[tile_of_entry]
+    entry_slot = tile_slot[tile_of_entry]
+    n8 = int((kind == TileKind.INT8).sum())
+    n16 = int((kind == TileKind.FP16).sum())
+    int8_values = np.zeros((n8, TILE_COLS, WINDOW_ROWS), dtype=np.int8)
+    fp16_values = np.zeros((n16, TILE_COLS, WINDOW_ROWS), dtype=np.float16)
+    sel8 = entry_kind == TileKind.INT8
+    q, int8_scale = _quantize_by_slot(vals32[sel8], entry_slot[sel8], n8)
+    int8_values[entry_slot[sel8], k[sel8], slot[sel8]] = q
+    sel16 = entry_kind == TileKind.FP16
+    fp16_values[entry_slot[sel16], k[sel16], slot[sel16]] = to_fp16(vals32[sel16])
+    window_ptr = np.zeros(n_windows + 1, dtype=np.int64)
+    window_ptr[1:] = np.cumsum(np.bincount(tile_window, minlength=n_windows))
+    return dict(
+        window_ptr=window_ptr,
+        tile_window=tile_window.astype(np.int32),
+        tile_kind=kind,
+        tile_ncols=tile_ncols.astype(np.int32),
+        tile_cols=np.ascontiguousarray(tile_cols, dtype=np.int32),
+        keep_bits=nz.copy(),
+        nz_bits=nz,
+        tile_slot=tile_slot,
+        int8_values=int8_values,
+        int8_scale=int8_scale,
+        fp16_values=fp16_values,
+    )
+
+
+def _entry_tiles(n_windows, window, col_pos, cols, slot, vals32, M, policy) -> dict:
+    per_window = np.bincount(window, minlength=n_windows)
+    index_in_window = np.arange(window.size) - (np.cumsum(per_window) - per_window)[window]
+    tiles_per_window = -(-per_window // TILE_COLS)
+    tile_start = np.cumsum(tiles_per_window) - tiles_per_window
+    tile_of_entry = tile_start[window] + index_in_window // TILE_COLS
+    e = index_in_window % TILE_COLS
+    E = int(tiles_per_window.sum())
+    tile_window = np.repeat(np.arange(n_windows), tiles_per_window)
+    nentries = np.bincount(tile_of_entry, minlength=E)
+    tile_first = np.zeros(E, dtype=np.int64)
+    tile_first[tile_of_entry[e == 0]] = col_pos[e == 0]
+    kind, _ = decide_kinds(vals32, tile_of_entry, E, policy)
+    order, new_id = _sort_tiles(tile_window, kind, tile_first)
+    tile_window, kind, nentries = (a[order] for a in (tile_window, kind, nentries))
+    tile_of_entry = new_id[tile_of_entry]
+    tile_slot = _slots(kind)
+    etile_cols = np.full((E, TILE_COLS), M, dtype=np.int32)
+    etile_cols[tile_of_entry, e] = cols
+    etile_rows = np.zeros((E, TILE_COLS), dtype=np.uint8)
+    etile_rows[tile_of_entry, e] = slot
+    nz = pack_mask(np.arange(TILE_COLS)[None, :] < nentries[:, None]).reshape(E, ENTRY_MASK_WORDS)
+    entry_kind = kind[tile_of_entry]
+    entry_slot = tile_slot[tile_of_entry]
+    n8 = int((kind == TileKind.INT8).sum())
+    n16 = int((kind == TileKind.FP16).sum())
+    int8_values = np.zeros((n8, TILE_COLS), dtype=np.int8)
+    fp16_values = np.zeros((n16, TILE_COLS), dtype=np.float16)
+    sel8 = entry_kind == TileKind.INT8
+    q, int8_scale = _quantize_by_slot(vals32[sel8], entry_slot[sel8], n8)
+    int8_values[entry_slot[sel8], e[sel8]] = q
+    sel16 = entry_kind == TileKind.FP16
+    fp16_values[entry_slot[sel16], e[sel16]] = to_fp16(vals32[sel16])
+    ewindow_ptr = np.zeros(n_windows + 1, dtype=np.int64)
+    ewindow_ptr[1:] = np.cumsum(np.bincount(tile_window, minlength=n_windows))
+    return dict(
+        ewindow_ptr=ewindow_ptr,
+        etile_window=tile_window.astype(np.int32),
+        etile_kind=kind,
+        etile_nentries=nentries.astype(np.int32),
+        etile_cols=etile_cols,
+        etile_rows=etile_rows,
+        etile_keep_bits=nz.copy(),
+        etile_nz_bits=np.ascontiguousarray(nz),
+        etile_slot=tile_slot,
+        etile_int8_values=int8_values,
+        etile_int8_scale=int8_scale,
+        etile_fp16_values=fp16_values,
+    )
+
+
+# ------------------------------------------------------------- tile selection
+def take_tiles(sources, picks, epicks, like: DSTEMatrix, **overrides) -> DSTEMatrix:
+    """A matrix made of chosen tiles of ``sources`` (window-disjoint across sources).
+
+    ``picks[i]`` / ``epicks[i]`` index the bitmap / entry tiles of ``sources[i]``, each in
+    contract order; tiles are merged by window (stable) and value slots renumbered.
+    Non-tile fields come from ``like`` unless given in ``overrides``.
+    """
+    bitmap = _merge_tiles(sources, picks, "tile", TILE_COLS * WINDOW_ROWS)
+    entry = _merge_tiles(sources, epicks, "etile", TILE_COLS)
+    n_windows = like.n_windows
+    window_ptr = np.zeros(n_windows + 1, dtype=np.int64)
+    window_ptr[1:] = np.cumsum(np.bincount(bitmap["tile_window"], minlength=n_windows))
+    ewindow_ptr = np.zeros(n_windows + 1, dtype=np.int64)
+    ewindow_ptr[1:] = np.cumsum(np.bincount(entry["etile_window"], minlength=n_windows))
+    fields = dict(
+        shape=like.shape,
+        window_rows=like.window_rows,
+        row_scale=like.row_scale,
+        col_scale=like.col_scale,
+        row_perm=like.row_perm,
+        col_perm=like.col_perm,
+        layout=like.layout,
+        encode_policy=like.encode_policy,
+        window_ptr=window_ptr,
+        ewindow_ptr=ewindow_ptr,
+        **bitmap,
+        **entry,
+    )
+    fields.update(overrides)
+    return DSTEMatrix(**fields)
+
+
+def _merge_tiles(sources, picks, prefix, value_size):
+    names = {
+        "tile": ("tile_window", "tile_kind", "tile_ncols", "tile_cols", "keep_bits", "nz_bits"),
+        "etile": ("etile_window", "etile_kind", "etile_nentries", "etile_cols", "etile_rows", "etile_keep_bits", "etile_nz_bits"),
+    }[prefix]
+    value_names = {"tile": ("int8_values", "int8_scale", "fp16_values"), "etile": ("etile_int8_values", "etile_int8_scale", "etile_fp16_values")}[prefix]
+    picks = [np.asarray(p, dtype=np.int64) for p in picks]
+    cat = {n: np.concatenate([getattr(s, n)[p] for s, p in zip(sources, picks)]) for n in names}
+    source_id = np.concatenate([np.full(p.size, i) for i, p in enumerate(picks)])
+    source_slot = np.concatenate([getattr(s, f"{prefix}_slot")[p] for s, p in zip(sources, picks)])
+    order = np.argsort(cat[f"{prefix}_window"], kind="stable")
+    out = {n: np.ascontiguousarray(a[order]) for n, a in cat.items()}
+    source_id, source_slot = source_id[order], source_slot[order]
+    kind = out[f"{prefix}_kind"]
+    new_slot = _slots(kind)
+    out[f"{prefix}_slot"] = new_slot
+    int8_name, scale_name, fp16_name = value_names
+    for tile_kind, value_name, extra in ((TileKind.INT8, int8_name, scale_name), (TileKind.FP16, fp16_name, None)):
+        sel = kind == tile_kind
+        template = getattr(sources[0], value_name)
+        values = np.zeros((int(sel.sum()),) + template.shape[1:], dtype=template.dtype)
+        scale = np.zeros(int(sel.sum()), dtype=np.float32)
+        for i, src in enumerate(sources):
+            mine = sel & (source_id == i)
+            values[new_slot[mine]] = getattr(src, value_name)[source_slot[mine]]
+            if extra:
+                scale[new_slot[mine]] = getattr(src, extra)[source_slot[mine]]
+        out[value_name] = values
+        if extra:
+            out[extra] = scale
+    return out
+
+
+# ------------------------------------------------------------------ incremental
+def update_windows(old: DSTEMatrix, new_matrix, changed_rows, row_scale=None, col_scale=None) -> DSTEMatrix:
+    """Re-encode only the windows holding ``changed_rows`` of ``new_matrix``; keep every other tile.
+
+    ``new_matrix`` is given in the same convention as the original ``encode`` input
+    (scaled or not, per ``old.encode_policy['scaled_input']``), same shape, and is read
+    only at the rows of the affected windows. ``row_scale`` / ``col_scale`` replace the
+    scale vectors (default: keep). The result equals a full re-encode of ``new_matrix``
+    with the same permutations and policy provided the stored (factored) values of the
+    untouched windows did not change; the GCN case (BIN tiles, new degree scales) always
+    satisfies this. Masks of the untouched windows are kept; re-encoded windows start
+    fully kept.
+    """
+    if old.encode_policy is None:
+        raise DSTEFormatError("update_windows needs the matrix's encode_policy (set by encode)")
+    policy = EncodePolicy.from_metadata(old.encode_policy)
+    N, M = old.shape
+    rows, cols, vals, shape = to_coo(new_matrix)
+    if shape != old.shape:
+        raise DSTEFormatError(f"new matrix shape {shape} != encoded shape {old.shape}")
+    changed_rows = np.asarray(changed_rows)
+    if changed_rows.size and (changed_rows.dtype.kind not in "iu" or changed_rows.min() < 0 or changed_rows.max() >= N):
+        raise DSTEFormatError(f"changed_rows must be integer row ids in [0, {N})")
+    policy.row_scale = old.row_scale if row_scale is None else _check_scale("row_scale", row_scale, N)
+    policy.col_scale = old.col_scale if col_scale is None else _check_scale("col_scale", col_scale, M)
+    n_windows = old.n_windows
+    row_pos = np.arange(N) if old.row_perm is None else _inverse(old.row_perm, N)
+    redo = np.zeros(n_windows, dtype=bool)
+    redo[row_pos[changed_rows.astype(np.int64)] // WINDOW_ROWS] = True
+    sel = redo[row_pos[rows] // WINDOW_ROWS]
+    part = encode_coo(rows[sel], cols[sel], vals[sel], shape, policy, row_perm=old.row_perm, col_perm=old.col_perm)
+    keep_old = np.flatnonzero(~redo[old.tile_window])
+    ekeep_old = np.flatnonzero(~redo[old.etile_window])
+    return take_tiles(
+        [old, part],
+        [keep_old, np.arange(part.n_tiles)],
+        [ekeep_old, np.arange(part.n_etiles)],
+        like=old,
+        row_scale=policy.row_scale,
+        col_scale=policy.col_scale,
+    )

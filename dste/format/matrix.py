@@ -1,0 +1,665 @@
+"""The encoded sparse operand: :class:`DSTEMatrix` (fields as in docs/CONTRACTS.md).
+
+A represents ``A`` of shape [N, M] as 128-row windows. Each window's entries live in
+bitmap tiles (up to 128 column ids + a 128x128 keep bitmap) and entry tiles (up to 128
+(column, window slot) pairs + one keep bit each). Values are BIN (1), INT8 (per-tile
+scale) or FP16 per tile, then ``A = diag(row_scale) A diag(col_scale)``.
+
+The object is treated as immutable: ``with_mask``, ``compact`` and ``update_windows``
+return new matrices sharing the unchanged arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from dste.format.constants import (
+    ENTRY_MASK_WORDS,
+    LAYOUTS,
+    MASK_WORD_BITS,
+    MASK_WORDS,
+    TILE_COLS,
+    WINDOW_ROWS,
+    TileKind,
+)
+from dste.format.errors import DSTEFormatError
+from dste.reference.bits import pack_mask, popcount, set_bit_positions
+
+TILE_ARRAY_FIELDS = ("tile_window", "tile_kind", "tile_ncols", "tile_cols", "keep_bits", "nz_bits", "tile_slot")
+ETILE_ARRAY_FIELDS = (
+    "etile_window",
+    "etile_kind",
+    "etile_nentries",
+    "etile_cols",
+    "etile_rows",
+    "etile_keep_bits",
+    "etile_nz_bits",
+    "etile_slot",
+)
+ARRAY_FIELDS = (
+    "window_rows",
+    "window_ptr",
+    *TILE_ARRAY_FIELDS,
+    "int8_values",
+    "int8_scale",
+    "fp16_values",
+    "ewindow_ptr",
+    *ETILE_ARRAY_FIELDS,
+    "etile_int8_values",
+    "etile_int8_scale",
+    "etile_fp16_values",
+)
+OPTIONAL_ARRAY_FIELDS = ("row_scale", "col_scale", "row_perm", "col_perm")
+
+# Device-resident vs host-only arrays, and the nbytes category of each.
+BYTE_CATEGORY = {
+    "int8_values": "values",
+    "fp16_values": "values",
+    "etile_int8_values": "values",
+    "etile_fp16_values": "values",
+    "int8_scale": "scales",
+    "etile_int8_scale": "scales",
+    "row_scale": "scales",
+    "col_scale": "scales",
+    "keep_bits": "masks",
+    "etile_keep_bits": "masks",
+    "tile_cols": "column_ids",
+    "etile_cols": "column_ids",
+    "etile_rows": "row_ids",
+    "window_rows": "row_ids",
+    "window_ptr": "metadata",
+    "ewindow_ptr": "metadata",
+    "tile_window": "metadata",
+    "tile_kind": "metadata",
+    "tile_ncols": "metadata",
+    "tile_slot": "metadata",
+    "etile_window": "metadata",
+    "etile_kind": "metadata",
+    "etile_nentries": "metadata",
+    "etile_slot": "metadata",
+}
+HOST_ONLY_FIELDS = ("nz_bits", "etile_nz_bits", "row_perm", "col_perm")
+
+EXPECTED_DTYPES = {
+    "window_rows": np.int32,
+    "window_ptr": np.int64,
+    "tile_window": np.int32,
+    "tile_kind": np.uint8,
+    "tile_ncols": np.int32,
+    "tile_cols": np.int32,
+    "keep_bits": np.uint32,
+    "nz_bits": np.uint32,
+    "tile_slot": np.int32,
+    "int8_values": np.int8,
+    "int8_scale": np.float32,
+    "fp16_values": np.float16,
+    "ewindow_ptr": np.int64,
+    "etile_window": np.int32,
+    "etile_kind": np.uint8,
+    "etile_nentries": np.int32,
+    "etile_cols": np.int32,
+    "etile_rows": np.uint8,
+    "etile_keep_bits": np.uint32,
+    "etile_nz_bits": np.uint32,
+    "etile_slot": np.int32,
+    "etile_int8_values": np.int8,
+    "etile_int8_scale": np.float32,
+    "etile_fp16_values": np.float16,
+    "row_scale": np.float32,
+    "col_scale": np.float32,
+    "row_perm": np.int64,
+    "col_perm": np.int64,
+}
+
+
+def _fail(message: str):
+    raise DSTEFormatError(message)
+
+
+@dataclass(eq=False)
+class DSTEMatrix:
+    """A DSTE-encoded sparse matrix; see docs/CONTRACTS.md for every field.
+
+    ``encode_policy`` (extension to the contract) records the policy used, with
+    ``bitmap_min_entries`` resolved, so ``update_windows`` re-encodes consistently.
+    """
+
+    shape: tuple
+    window_rows: np.ndarray
+    window_ptr: np.ndarray
+    tile_window: np.ndarray
+    tile_kind: np.ndarray
+    tile_ncols: np.ndarray
+    tile_cols: np.ndarray
+    keep_bits: np.ndarray
+    nz_bits: np.ndarray
+    tile_slot: np.ndarray
+    int8_values: np.ndarray
+    int8_scale: np.ndarray
+    fp16_values: np.ndarray
+    ewindow_ptr: np.ndarray
+    etile_window: np.ndarray
+    etile_kind: np.ndarray
+    etile_nentries: np.ndarray
+    etile_cols: np.ndarray
+    etile_rows: np.ndarray
+    etile_keep_bits: np.ndarray
+    etile_nz_bits: np.ndarray
+    etile_slot: np.ndarray
+    etile_int8_values: np.ndarray
+    etile_int8_scale: np.ndarray
+    etile_fp16_values: np.ndarray
+    row_scale: np.ndarray | None = None
+    col_scale: np.ndarray | None = None
+    row_perm: np.ndarray | None = None
+    col_perm: np.ndarray | None = None
+    layout: str = "condensed"
+    encode_policy: dict | None = None
+    _effective_csr: sp.csr_matrix | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        self.shape = tuple(int(s) for s in self.shape)
+        self.validate(deep=False)
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def n_windows(self) -> int:
+        return int(self.window_rows.shape[0])
+
+    @property
+    def n_tiles(self) -> int:
+        return int(self.tile_window.shape[0])
+
+    @property
+    def n_etiles(self) -> int:
+        return int(self.etile_window.shape[0])
+
+    @property
+    def nnz_stored(self) -> int:
+        """Stored entries (nz bits) over both tile layouts."""
+        return int(popcount(self.nz_bits).sum() + popcount(self.etile_nz_bits).sum())
+
+    @property
+    def nnz_kept(self) -> int:
+        """Entries kept by the current mask."""
+        return int(popcount(self.keep_bits).sum() + popcount(self.etile_keep_bits).sum())
+
+    def __repr__(self) -> str:
+        return (
+            f"DSTEMatrix(shape={self.shape}, layout={self.layout!r}, windows={self.n_windows}, "
+            f"tiles={self.n_tiles}, entry_tiles={self.n_etiles}, nnz_kept={self.nnz_kept})"
+        )
+
+    # ------------------------------------------------------------- validation
+    def validate(self, deep: bool = True) -> "DSTEMatrix":
+        """Check every field's dtype, shape and range; ``deep`` adds the O(nnz) structure checks.
+
+        Raises :class:`DSTEFormatError` naming the field, what was found and what is allowed.
+        """
+        N, M = self.shape if len(self.shape) == 2 else _fail(f"shape must be (N, M), got {self.shape}")
+        if N < 0 or M < 0:
+            _fail(f"shape must be non-negative, got {self.shape}")
+        if self.layout not in LAYOUTS:
+            _fail(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        for name in ARRAY_FIELDS + OPTIONAL_ARRAY_FIELDS:
+            value = getattr(self, name)
+            if value is None and name in OPTIONAL_ARRAY_FIELDS:
+                continue
+            if not isinstance(value, np.ndarray):
+                _fail(f"{name} must be a numpy array, got {type(value).__name__}")
+            if value.dtype != EXPECTED_DTYPES[name]:
+                _fail(f"{name} must have dtype {np.dtype(EXPECTED_DTYPES[name])}, got {value.dtype}")
+            if not value.flags.c_contiguous:
+                _fail(f"{name} must be C-contiguous")
+
+        n_windows = -(-N // WINDOW_ROWS)
+        T, E = self.tile_window.shape[0] if self.tile_window.ndim == 1 else -1, (
+            self.etile_window.shape[0] if self.etile_window.ndim == 1 else -1
+        )
+        expect_shapes = {
+            "window_rows": (n_windows, WINDOW_ROWS),
+            "window_ptr": (n_windows + 1,),
+            "tile_window": (T,),
+            "tile_kind": (T,),
+            "tile_ncols": (T,),
+            "tile_cols": (T, TILE_COLS),
+            "keep_bits": (T, TILE_COLS, MASK_WORDS),
+            "nz_bits": (T, TILE_COLS, MASK_WORDS),
+            "tile_slot": (T,),
+            "ewindow_ptr": (n_windows + 1,),
+            "etile_window": (E,),
+            "etile_kind": (E,),
+            "etile_nentries": (E,),
+            "etile_cols": (E, TILE_COLS),
+            "etile_rows": (E, TILE_COLS),
+            "etile_keep_bits": (E, ENTRY_MASK_WORDS),
+            "etile_nz_bits": (E, ENTRY_MASK_WORDS),
+            "etile_slot": (E,),
+        }
+        if T < 0 or E < 0:
+            _fail("tile_window and etile_window must be 1-D")
+        for name, shape in expect_shapes.items():
+            if getattr(self, name).shape != shape:
+                _fail(f"{name} must have shape {shape}, got {getattr(self, name).shape}")
+        n8, n16 = self.int8_values.shape[0], self.fp16_values.shape[0]
+        en8, en16 = self.etile_int8_values.shape[0], self.etile_fp16_values.shape[0]
+        for name, shape in {
+            "int8_values": (n8, TILE_COLS, WINDOW_ROWS),
+            "int8_scale": (n8,),
+            "fp16_values": (n16, TILE_COLS, WINDOW_ROWS),
+            "etile_int8_values": (en8, TILE_COLS),
+            "etile_int8_scale": (en8,),
+            "etile_fp16_values": (en16, TILE_COLS),
+        }.items():
+            if getattr(self, name).shape != shape:
+                _fail(f"{name} must have shape {shape}, got {getattr(self, name).shape}")
+        for name, length in (("row_scale", N), ("col_scale", M), ("row_perm", N), ("col_perm", M)):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if value.shape != (length,):
+                _fail(f"{name} must have shape ({length},), got {value.shape}")
+            if name.endswith("scale"):
+                if not np.isfinite(value).all():
+                    _fail(f"{name} must be finite")
+            elif not np.array_equal(np.sort(value), np.arange(length)):
+                _fail(f"{name} must be a permutation of 0..{length - 1}")
+
+        # windows
+        wr = self.window_rows
+        if wr.size and (wr.min() < 0 or wr.max() > N):
+            _fail(f"window_rows must lie in [0, N={N}] (N marks an empty slot)")
+        real = wr[wr < N]
+        if real.size != N or (N and not np.array_equal(np.sort(real), np.arange(N))):
+            _fail("window_rows must hold every original row id exactly once (other slots = N)")
+        self._check_ptr("window_ptr", self.window_ptr, self.tile_window, n_windows, T)
+        self._check_ptr("ewindow_ptr", self.ewindow_ptr, self.etile_window, n_windows, E)
+
+        # bitmap tiles
+        kinds = self.tile_kind
+        if T:
+            if kinds.max() > TileKind.FP16:
+                _fail("tile_kind values must be 0 (BIN), 1 (INT8) or 2 (FP16)")
+            order_key = self.tile_window.astype(np.int64) * 4 + kinds
+            if (np.diff(order_key) < 0).any():
+                _fail("tiles must be sorted by window, then kind (BIN, INT8, FP16)")
+            if self.tile_ncols.min() < 1 or self.tile_ncols.max() > TILE_COLS:
+                _fail(f"tile_ncols must lie in 1..{TILE_COLS}")
+            used = np.arange(TILE_COLS)[None, :] < self.tile_ncols[:, None]
+            cols = self.tile_cols
+            if (cols[used] < 0).any() or (cols[used] >= M).any():
+                _fail(f"tile_cols in used slots must lie in [0, M={M})")
+            if (cols[~used] != M).any():
+                _fail(f"tile_cols past tile_ncols must hold M={M}")
+            sorted_cols = np.sort(cols, axis=1)
+            if ((np.diff(sorted_cols, axis=1) == 0) & (sorted_cols[:, 1:] < M)).any():
+                _fail("a tile lists the same column twice")
+            if (self.keep_bits & ~self.nz_bits).any():
+                _fail("keep_bits must be a subset of nz_bits")
+            if (self.nz_bits[~used] != 0).any():
+                _fail("nz_bits set in a column slot past tile_ncols")
+            pad_words = pack_mask(wr == N)  # [n_windows, 4]: slots that hold no row
+            if (self.nz_bits & pad_words[self.tile_window][:, None, :]).any():
+                _fail("nz_bits set for a window slot that holds no row (window_rows == N)")
+        self._check_slots("tile", kinds, self.tile_slot, n8, n16)
+        if n8 and (self.int8_values == -128).any():
+            _fail("int8_values must lie in [-127, 127]")
+        if n8 and (~np.isfinite(self.int8_scale) | (self.int8_scale <= 0)).any():
+            _fail("int8_scale must be finite and > 0")
+        if n16 and not np.isfinite(self.fp16_values).all():
+            _fail("fp16_values must be finite")
+
+        # entry tiles
+        ekinds = self.etile_kind
+        if E:
+            if self.layout == "block":
+                _fail("the block layout has no entry tiles")
+            if ekinds.max() > TileKind.FP16:
+                _fail("etile_kind values must be 0 (BIN), 1 (INT8) or 2 (FP16)")
+            order_key = self.etile_window.astype(np.int64) * 4 + ekinds
+            if (np.diff(order_key) < 0).any():
+                _fail("entry tiles must be sorted by window, then kind (BIN, INT8, FP16)")
+            ne = self.etile_nentries
+            if ne.min() < 1 or ne.max() > TILE_COLS:
+                _fail(f"etile_nentries must lie in 1..{TILE_COLS}")
+            used = np.arange(TILE_COLS)[None, :] < ne[:, None]
+            cols = self.etile_cols
+            if (cols[used] < 0).any() or (cols[used] >= M).any():
+                _fail(f"etile_cols of used entries must lie in [0, M={M})")
+            if (cols[~used] != M).any():
+                _fail(f"etile_cols past etile_nentries must hold M={M}")
+            if (self.etile_rows[~used] != 0).any():
+                _fail("etile_rows past etile_nentries must hold 0")
+            if self.etile_rows.max() >= WINDOW_ROWS:
+                _fail(f"etile_rows must lie in [0, {WINDOW_ROWS})")
+            if (self.etile_keep_bits & ~self.etile_nz_bits).any():
+                _fail("etile_keep_bits must be a subset of etile_nz_bits")
+            used_words = _entry_used_words(ne)
+            if (self.etile_nz_bits & ~used_words).any():
+                _fail("etile_nz_bits set past etile_nentries")
+            row_ids = wr[self.etile_window[:, None], self.etile_rows.astype(np.int64)]
+            if ((row_ids == N) & used).any():
+                _fail("an entry refers to a window slot that holds no row (window_rows == N)")
+        self._check_slots("etile", ekinds, self.etile_slot, en8, en16)
+        if en8 and (self.etile_int8_values == -128).any():
+            _fail("etile_int8_values must lie in [-127, 127]")
+        if en8 and (~np.isfinite(self.etile_int8_scale) | (self.etile_int8_scale <= 0)).any():
+            _fail("etile_int8_scale must be finite and > 0")
+        if en16 and not np.isfinite(self.etile_fp16_values).all():
+            _fail("etile_fp16_values must be finite")
+
+        if deep:
+            rows, cols, _ = self._coordinates(use_keep=False)
+            keys = rows.astype(np.int64) * max(M, 1) + cols
+            if np.unique(keys).size != keys.size:
+                _fail("a (row, column) pair is stored in two tiles")
+        return self
+
+    @staticmethod
+    def _check_ptr(name, ptr, owner, n_windows, count):
+        if ptr[0] != 0 or ptr[-1] != count or (np.diff(ptr) < 0).any():
+            _fail(f"{name} must start at 0, be non-decreasing and end at the tile count {count}")
+        expected = np.repeat(np.arange(n_windows, dtype=np.int32), np.diff(ptr))
+        if not np.array_equal(owner, expected):
+            _fail(f"{name} disagrees with the window of each tile")
+
+    @staticmethod
+    def _check_slots(prefix, kinds, slots, n8, n16):
+        is_bin = kinds == TileKind.BIN
+        if (slots[is_bin] != -1).any():
+            _fail(f"{prefix}_slot must be -1 for BIN tiles")
+        for kind, count, label in ((TileKind.INT8, n8, "int8"), (TileKind.FP16, n16, "fp16")):
+            used = slots[kinds == kind]
+            if used.size != count or not np.array_equal(np.sort(used), np.arange(count)):
+                _fail(
+                    f"{prefix}_slot of {label.upper()} tiles must use each {label} value slot exactly once "
+                    f"({count} slots, {used.size} tiles)"
+                )
+
+    # ------------------------------------------------------------ coordinates
+    def _coordinates(self, use_keep: bool = True):
+        """Original (row, col) of every kept (or stored) entry and its value, float64 unscaled.
+
+        Returns ``(rows int64, cols int64, values float64)`` in no particular order.
+        """
+        bits = self.keep_bits if use_keep else self.nz_bits
+        ebits = self.etile_keep_bits if use_keep else self.etile_nz_bits
+        rows_parts, cols_parts, vals_parts = [], [], []
+        for flat_word, bit in set_bit_positions(bits):
+            tile = flat_word // (TILE_COLS * MASK_WORDS)
+            col_slot = (flat_word // MASK_WORDS) % TILE_COLS
+            row_slot = (flat_word % MASK_WORDS) * MASK_WORD_BITS + bit
+            rows_parts.append(self.window_rows[self.tile_window[tile], row_slot])
+            cols_parts.append(self.tile_cols[tile, col_slot])
+            vals_parts.append(self._tile_values(tile, col_slot, row_slot))
+        for flat_word, bit in set_bit_positions(ebits):
+            tile = flat_word // ENTRY_MASK_WORDS
+            entry = (flat_word % ENTRY_MASK_WORDS) * MASK_WORD_BITS + bit
+            rows_parts.append(self.window_rows[self.etile_window[tile], self.etile_rows[tile, entry]])
+            cols_parts.append(self.etile_cols[tile, entry])
+            vals_parts.append(self._etile_values(tile, entry))
+        if not rows_parts:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
+        return (
+            np.concatenate(rows_parts).astype(np.int64),
+            np.concatenate(cols_parts).astype(np.int64),
+            np.concatenate(vals_parts),
+        )
+
+    def _tile_values(self, tile, col_slot, row_slot):
+        kind = self.tile_kind[tile]
+        slot = self.tile_slot[tile]
+        out = np.ones(tile.shape, dtype=np.float64)
+        is8 = kind == TileKind.INT8
+        if is8.any():
+            s = slot[is8]
+            out[is8] = self.int8_values[s, col_slot[is8], row_slot[is8]].astype(np.float64) * self.int8_scale[s]
+        is16 = kind == TileKind.FP16
+        if is16.any():
+            s = slot[is16]
+            out[is16] = self.fp16_values[s, col_slot[is16], row_slot[is16]].astype(np.float64)
+        return out
+
+    def _etile_values(self, tile, entry):
+        kind = self.etile_kind[tile]
+        slot = self.etile_slot[tile]
+        out = np.ones(tile.shape, dtype=np.float64)
+        is8 = kind == TileKind.INT8
+        if is8.any():
+            s = slot[is8]
+            out[is8] = self.etile_int8_values[s, entry[is8]].astype(np.float64) * self.etile_int8_scale[s]
+        is16 = kind == TileKind.FP16
+        if is16.any():
+            s = slot[is16]
+            out[is16] = self.etile_fp16_values[s, entry[is16]].astype(np.float64)
+        return out
+
+    # ---------------------------------------------------------------- decode
+    def decode(self, effective: bool = True, dtype=np.float64, scaled: bool = True) -> sp.csr_matrix:
+        """SciPy CSR of the encoded matrix in original coordinates.
+
+        effective: True -> only entries kept by the mask (what the kernels multiply by);
+            False -> every stored entry (nz_bits), ignoring the mask.
+        scaled: apply ``row_scale`` / ``col_scale`` (default). Values are computed in float64
+            from the stored INT8/FP16 numbers and scales and rounded once to ``dtype``.
+            Kept entries whose value is 0 stay as explicit entries.
+        """
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise DSTEFormatError(f"decode dtype must be float32 or float64, got {dtype}")
+        rows, cols, vals = self._coordinates(use_keep=effective)
+        if scaled:
+            if self.row_scale is not None:
+                vals = vals * self.row_scale[rows].astype(np.float64)
+            if self.col_scale is not None:
+                vals = vals * self.col_scale[cols].astype(np.float64)
+        coo = sp.coo_matrix((vals.astype(dtype), (rows, cols)), shape=self.shape)
+        csr = coo.tocsr()  # no duplicates by construction (validate(deep) checks it)
+        csr.sort_indices()
+        return csr
+
+    def to_dense(self, effective: bool = True, dtype=np.float64) -> np.ndarray:
+        """Dense ndarray [N, M] of :meth:`decode`."""
+        return self.decode(effective=effective, dtype=dtype).toarray()
+
+    def effective_csr(self) -> sp.csr_matrix:
+        """Cached float32 CSR of the effective matrix (kept entries, dequantized, scaled).
+
+        It holds exactly the encoded values: each entry is computed in float64 from the
+        stored INT8 (times its scale) / FP16 / 1 value and the row and column scales, then
+        rounded once to float32. The CPU execution path multiplies by this matrix. Do not
+        modify it in place.
+        """
+        if self._effective_csr is None:
+            self._effective_csr = self.decode(effective=True, dtype=np.float32)
+        return self._effective_csr
+
+    # ------------------------------------------------------------- derived
+    def replace(self, **changes) -> "DSTEMatrix":
+        """A new matrix with some fields replaced (validated; caches dropped)."""
+        return dataclasses.replace(self, **changes)
+
+    def with_mask(self, keep) -> "DSTEMatrix":
+        """A new matrix whose keep mask is ``keep & nz_bits``, sharing every value array.
+
+        ``keep`` is one of: a SciPy sparse or dense boolean matrix [N, M] over original
+        coordinates (nonzero = keep); a ``uint32 [T, 128, 4]`` array of tile bits (only when
+        the matrix has no entry tiles); or a pair ``(tile_bits [T,128,4], etile_bits [E,4])``.
+        No value is re-quantized, so entries dropped earlier can be re-admitted. Tiles whose
+        mask becomes empty stay in place (see :meth:`compact` and ``stats()['live_tiles']``).
+        """
+        if isinstance(keep, tuple):
+            if len(keep) != 2:
+                raise DSTEFormatError("with_mask: a tuple keep must be (tile_bits [T,128,4], etile_bits [E,4])")
+            tile_bits, etile_bits = (np.asarray(k) for k in keep)
+            return self._with_bits(tile_bits, etile_bits)
+        if isinstance(keep, np.ndarray) and keep.dtype == np.uint32 and keep.ndim == 3:
+            if self.n_etiles:
+                raise DSTEFormatError(
+                    "with_mask: this matrix has entry tiles; pass (tile_bits, etile_bits) or a [N, M] mask"
+                )
+            return self._with_bits(keep, np.zeros((0, ENTRY_MASK_WORDS), np.uint32))
+        if sp.issparse(keep):
+            if keep.shape != self.shape:
+                raise DSTEFormatError(f"with_mask: mask shape {keep.shape} != matrix shape {self.shape}")
+            mask = keep.tocsr().copy()
+            mask.eliminate_zeros()
+            coo = mask.tocoo()
+            keys = np.unique(coo.row.astype(np.int64) * max(self.shape[1], 1) + coo.col)
+            lookup = lambda r, c: _isin_sorted(r * max(self.shape[1], 1) + c, keys)  # noqa: E731
+        else:
+            dense = np.asarray(keep)
+            if dense.shape != self.shape:
+                raise DSTEFormatError(f"with_mask: mask shape {dense.shape} != matrix shape {self.shape}")
+            if dense.dtype.kind not in "biuf":
+                raise DSTEFormatError(f"with_mask: mask dtype must be bool or numeric, got {dense.dtype}")
+            dense = dense != 0
+            lookup = lambda r, c: dense[r, c]  # noqa: E731
+        tile_bits = np.zeros_like(self.nz_bits)
+        for flat_word, bit in set_bit_positions(self.nz_bits):
+            tile = flat_word // (TILE_COLS * MASK_WORDS)
+            col_slot = (flat_word // MASK_WORDS) % TILE_COLS
+            row_slot = (flat_word % MASK_WORDS) * MASK_WORD_BITS + bit
+            r = self.window_rows[self.tile_window[tile], row_slot].astype(np.int64)
+            c = self.tile_cols[tile, col_slot].astype(np.int64)
+            hit = flat_word[lookup(r, c)]
+            np.bitwise_or.at(tile_bits.reshape(-1), hit, np.uint32(1 << bit))
+        etile_bits = np.zeros_like(self.etile_nz_bits)
+        for flat_word, bit in set_bit_positions(self.etile_nz_bits):
+            tile = flat_word // ENTRY_MASK_WORDS
+            entry = (flat_word % ENTRY_MASK_WORDS) * MASK_WORD_BITS + bit
+            r = self.window_rows[self.etile_window[tile], self.etile_rows[tile, entry]].astype(np.int64)
+            c = self.etile_cols[tile, entry].astype(np.int64)
+            hit = flat_word[lookup(r, c)]
+            np.bitwise_or.at(etile_bits.reshape(-1), hit, np.uint32(1 << bit))
+        return self._with_bits(tile_bits, etile_bits)
+
+    def _with_bits(self, tile_bits, etile_bits) -> "DSTEMatrix":
+        if tile_bits.shape != self.nz_bits.shape or tile_bits.dtype != np.uint32:
+            raise DSTEFormatError(f"with_mask: tile bits must be uint32 {self.nz_bits.shape}, got {tile_bits.dtype} {tile_bits.shape}")
+        if etile_bits.shape != self.etile_nz_bits.shape or etile_bits.dtype != np.uint32:
+            raise DSTEFormatError(
+                f"with_mask: entry-tile bits must be uint32 {self.etile_nz_bits.shape}, got {etile_bits.dtype} {etile_bits.shape}"
+            )
+        return self.replace(
+            keep_bits=np.ascontiguousarray(tile_bits & self.nz_bits),
+            etile_keep_bits=np.ascontiguousarray(etile_bits & self.etile_nz_bits),
+        )
+
+    def live_tiles(self):
+        """Boolean masks (bitmap tiles [T], entry tiles [E]) of tiles with at least one kept entry."""
+        return self.keep_bits.reshape(self.n_tiles, -1).any(axis=1) if self.n_tiles else np.zeros(0, bool), self.etile_keep_bits.any(axis=1)
+
+    def compact(self) -> "DSTEMatrix":
+        """Drop tiles with no kept entry (their stored entries are dropped too: not re-admittable)."""
+        from dste.format.encode import take_tiles
+
+        live, elive = self.live_tiles()
+        return take_tiles([self], [np.flatnonzero(live)], [np.flatnonzero(elive)], like=self)
+
+    def update_windows(self, new_matrix, changed_rows, row_scale=None, col_scale=None) -> "DSTEMatrix":
+        """Re-encode only the windows holding ``changed_rows``; see :func:`dste.format.encode.update_windows`."""
+        from dste.format.encode import update_windows
+
+        return update_windows(self, new_matrix, changed_rows, row_scale=row_scale, col_scale=col_scale)
+
+    # ------------------------------------------------------------ accounting
+    def nbytes(self) -> dict:
+        """Exact byte accounting of every array, by category and residency.
+
+        Returns ``{"device": {category: bytes}, "host_only": {field: bytes}, "device_total",
+        "host_only_total", "total", "bytes_per_stored_edge", "bytes_per_kept_edge"}``.
+        Device categories: values, scales (INT8 tile scales and row/column scale vectors),
+        masks (keep bits), column_ids, row_ids (window slot map and entry rows), metadata
+        (window pointers, per-tile window/kind/ncols/slot). Host-only: nz bits and the
+        permutations. Bytes per edge use the device total.
+        """
+        device = {name: 0 for name in ("values", "scales", "masks", "column_ids", "row_ids", "metadata")}
+        for name, category in BYTE_CATEGORY.items():
+            value = getattr(self, name)
+            if value is not None:
+                device[category] += int(value.nbytes)
+        host = {name: int(getattr(self, name).nbytes) if getattr(self, name) is not None else 0 for name in HOST_ONLY_FIELDS}
+        device_total = sum(device.values())
+        stored, kept = self.nnz_stored, self.nnz_kept
+        return {
+            "device": device,
+            "host_only": host,
+            "device_total": device_total,
+            "host_only_total": sum(host.values()),
+            "total": device_total + sum(host.values()),
+            "bytes_per_stored_edge": device_total / stored if stored else float("nan"),
+            "bytes_per_kept_edge": device_total / kept if kept else float("nan"),
+        }
+
+    def stats(self) -> dict:
+        """Tile counts per layout and kind, densities, entries per bitmap column, stretch, bytes per edge.
+
+        ``stretch`` = X rows gathered / M, where a bitmap tile gathers ``tile_ncols`` rows and an
+        entry tile one row per entry. ``mean_tile_density`` = stored entries / (128 * ncols) over
+        bitmap tiles. Counts of kept entries use the live mask.
+        """
+        T, E = self.n_tiles, self.n_etiles
+        kind_names = {k.name: k for k in TileKind}
+        tile_nnz = popcount(self.nz_bits).reshape(T, -1).sum(axis=1) if T else np.zeros(0, np.int64)
+        etile_nnz = popcount(self.etile_nz_bits).sum(axis=1) if E else np.zeros(0, np.int64)
+        live, elive = self.live_tiles()
+        col_nnz = popcount(self.nz_bits).sum(axis=2) if T else np.zeros((0, TILE_COLS), np.int64)
+        used_cols = int(self.tile_ncols.sum())
+        gathered = used_cols + int(self.etile_nentries.sum())
+        M = self.shape[1]
+        nb = self.nbytes()
+        return {
+            "shape": self.shape,
+            "layout": self.layout,
+            "windows": self.n_windows,
+            "bitmap_tiles": {name: int((self.tile_kind == k).sum()) for name, k in kind_names.items()},
+            "entry_tiles": {name: int((self.etile_kind == k).sum()) for name, k in kind_names.items()},
+            "n_tiles": T,
+            "n_entry_tiles": E,
+            "live_tiles": int(live.sum()),
+            "live_entry_tiles": int(elive.sum()),
+            "nnz_stored": int(tile_nnz.sum() + etile_nnz.sum()),
+            "nnz_kept": self.nnz_kept,
+            "nnz_in_bitmap_tiles": int(tile_nnz.sum()),
+            "nnz_in_entry_tiles": int(etile_nnz.sum()),
+            "mean_tile_density": float(tile_nnz.sum() / (WINDOW_ROWS * used_cols)) if used_cols else 0.0,
+            "mean_entries_per_bitmap_column": float(col_nnz.sum() / used_cols) if used_cols else 0.0,
+            "mean_entries_per_entry_tile": float(etile_nnz.mean()) if E else 0.0,
+            "x_rows_gathered": gathered,
+            "stretch": gathered / M if M else 0.0,
+            "bytes_device": nb["device_total"],
+            "bytes_per_stored_edge": nb["bytes_per_stored_edge"],
+        }
+
+    # ------------------------------------------------------------------- io
+    def save(self, path) -> None:
+        """Write to one ``.npz`` file with a versioned, checksummed JSON header (see ``dste.format.io``)."""
+        from dste.format.io import save
+
+        save(self, path)
+
+    @classmethod
+    def load(cls, path) -> "DSTEMatrix":
+        """Read a file written by :meth:`save`, validating version, checksum and every field."""
+        from dste.format.io import load
+
+        return load(path)
+
+
+def _entry_used_words(nentries: np.ndarray) -> np.ndarray:
+    """uint32 [E, 4] with bits set for entries 0..nentries-1."""
+    e = np.arange(TILE_COLS)
+    return pack_mask(e[None, :] < nentries[:, None])
+
+
+def _isin_sorted(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    if sorted_keys.size == 0:
+        return np.zeros(values.shape, dtype=bool)
+    pos = np.searchsorted(sorted_keys, values)
+    pos = np.minimum(pos, sorted_keys.size - 1)
+    return sorted_keys[pos] == values

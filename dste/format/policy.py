@@ -1,0 +1,111 @@
+"""Encoding policy: layout, reordering, value kinds, the FP16 rule and the bitmap/entry split.
+
+Sensitivity score S (per tile, decides INT8 vs FP16)
+----------------------------------------------------
+S is the relative L2 error of quantizing the tile's stored values (after the
+row/column scales are factored out) to symmetric per-tile INT8:
+``S = ||v - q*s||_2 / ||v||_2`` with ``s = max|v|/127`` and ``q = rne(v/s)``
+(:func:`dste.reference.quant.relative_int8_error`). Uniformly spread values give
+S ~ 0.004, Gaussian ones S ~ 0.01; a tile whose scale is stretched by a few
+outliers (so the bulk rounds to 0 or +-1) gives S of 0.1 and more. A tile is FP16
+when ``S >= fp16_threshold`` (default 0.02), else INT8. Tiles whose every value is
+exactly 1 are BIN (value 1, times the row/column scales), unless a kind is forced.
+
+Bitmap columns vs entry tiles
+-----------------------------
+See :mod:`dste.format.encode` for the measurements behind the defaults of
+``bitmap_min_entries``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dste.format.constants import LAYOUTS
+from dste.format.errors import DSTEFormatError
+
+REORDERS = ("none", "rcm", "community")
+KINDS = ("auto", "bin", "int8", "fp16")
+
+DEFAULT_FP16_THRESHOLD = 0.02
+"""S >= 0.02 (2% relative L2 INT8 error) -> FP16. Gaussian tiles (S~0.01) stay INT8."""
+
+BITMAP_MIN_ENTRIES_BIN = 3
+"""Default split for structure-only (all-BIN) matrices; measured, see dste.format.encode."""
+
+BITMAP_MIN_ENTRIES_VALUED = 24
+"""Default split when tiles carry values: a bitmap column stores 128 INT8 values (148 B with
+mask and id) against 6.1 B per INT8 entry, so a column needs >= 24 entries to pay off in bytes."""
+
+
+@dataclass(eq=False)
+class EncodePolicy:
+    """How to encode a sparse matrix into DSTE tiles.
+
+    layout: ``"condensed"`` (per-window distinct columns, cut into tiles of <= 128) or
+        ``"block"`` (fixed 128-wide block columns; for dense operands such as weights).
+    reorder: ``"none"``, ``"rcm"`` (reverse Cuthill-McKee) or ``"community"``
+        (label-propagation communities laid out contiguously, RCM inside).
+    kinds: ``"auto"`` (BIN / INT8 / FP16 per tile), or force ``"bin"`` (structure only:
+        values become 1), ``"int8"`` or ``"fp16"``.
+    fp16_threshold: T of the rule ``S >= T -> FP16``.
+    bitmap_min_entries: a window column with at least this many entries goes to a bitmap
+        tile, the rest to entry tiles (condensed layout only). ``None``: 3 for
+        structure-only matrices, 24 otherwise.
+    row_scale, col_scale: optional float vectors [N], [M]; the encoded matrix is
+        ``diag(row_scale) V diag(col_scale)``.
+    scaled_input: True (default) if the matrix given to ``encode`` already includes the
+        scales (stored values are ``A_ij / (row_scale_i col_scale_j)``); False if it is the
+        unscaled V itself (as ``gcn_normalized`` passes the binary A+I).
+    seed: random seed of the community order's tie-breaking.
+    """
+
+    layout: str = "condensed"
+    reorder: str = "none"
+    kinds: str = "auto"
+    fp16_threshold: float = DEFAULT_FP16_THRESHOLD
+    bitmap_min_entries: int | None = None
+    row_scale: np.ndarray | None = field(default=None, repr=False)
+    col_scale: np.ndarray | None = field(default=None, repr=False)
+    scaled_input: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.layout not in LAYOUTS:
+            raise DSTEFormatError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.reorder not in REORDERS:
+            raise DSTEFormatError(f"reorder must be one of {REORDERS}, got {self.reorder!r}")
+        if self.kinds not in KINDS:
+            raise DSTEFormatError(f"kinds must be one of {KINDS}, got {self.kinds!r}")
+        threshold = float(self.fp16_threshold)
+        if not np.isfinite(threshold):
+            raise DSTEFormatError(f"fp16_threshold must be finite, got {self.fp16_threshold!r}")
+        self.fp16_threshold = threshold
+        if self.bitmap_min_entries is not None:
+            if int(self.bitmap_min_entries) != self.bitmap_min_entries or self.bitmap_min_entries < 1:
+                raise DSTEFormatError(
+                    f"bitmap_min_entries must be an integer >= 1 or None, got {self.bitmap_min_entries!r}"
+                )
+            self.bitmap_min_entries = int(self.bitmap_min_entries)
+
+    def metadata(self) -> dict:
+        """JSON-safe description (scales excluded: they are stored in the matrix)."""
+        return {
+            "layout": self.layout,
+            "reorder": self.reorder,
+            "kinds": self.kinds,
+            "fp16_threshold": self.fp16_threshold,
+            "bitmap_min_entries": self.bitmap_min_entries,
+            "scaled_input": bool(self.scaled_input),
+            "seed": int(self.seed),
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: dict) -> "EncodePolicy":
+        allowed = {"layout", "reorder", "kinds", "fp16_threshold", "bitmap_min_entries", "scaled_input", "seed"}
+        unknown = set(meta) - allowed
+        if unknown:
+            raise DSTEFormatError(f"unknown policy keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+        return cls(**meta)

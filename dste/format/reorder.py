@@ -1,0 +1,121 @@
+"""Row/column orders that raise tile density: reverse Cuthill-McKee and a community order.
+
+Both return ``(row_perm, col_perm)`` int64 (encoded position -> original id). A square
+matrix gets one symmetric order of the graph ``A + A^T``; a rectangular one is ordered
+as the bipartite graph of its rows and columns.
+
+Community order
+---------------
+1. Label propagation, vectorised: every node counts its neighbours' labels (one sort of
+   the (node, label) pairs per round), takes the most frequent one (ties: keep the
+   current label, else random), and only a random half of the nodes move per round, which
+   stops the two-colour oscillation of synchronous propagation. At most 30 rounds, stop
+   when fewer than 0.1% of the nodes change.
+2. Layout: keep only intra-community edges and run reverse Cuthill-McKee on that graph.
+   RCM numbers each connected component contiguously, so every community is a
+   contiguous run of rows, and inside it neighbours get nearby positions (a band), which
+   is what makes a 128-row window share its columns.
+On 169k nodes / 2.5M nonzeros it takes ~2-3 s on one core.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+from dste.format.errors import DSTEFormatError
+
+MAX_LP_ROUNDS = 30
+LP_STOP_FRACTION = 1e-3
+
+
+def compute_order(method: str, rows, cols, shape, seed: int = 0):
+    """``(row_perm, col_perm)`` for ``method`` in {"rcm", "community"} from COO structure."""
+    N, M = shape
+    graph, n_nodes = _symmetric_graph(rows, cols, shape)
+    if method == "rcm":
+        order = rcm_order(graph)
+    elif method == "community":
+        order = community_order(graph, seed=seed)
+    else:
+        raise DSTEFormatError(f"unknown reorder method {method!r}; allowed: 'rcm', 'community'")
+    if N == M:
+        return order, order.copy()
+    row_perm = order[order < N]
+    col_perm = order[order >= N] - N
+    return row_perm.astype(np.int64), col_perm.astype(np.int64)
+
+
+def _symmetric_graph(rows, cols, shape):
+    N, M = shape
+    if N == M:
+        src, dst, n = rows, cols, N
+    else:
+        src, dst, n = rows, cols + N, N + M
+    keep = src != dst
+    src, dst = src[keep], dst[keep]
+    data = np.ones(2 * src.size, dtype=np.int8)
+    graph = sp.csr_matrix((data, (np.concatenate([src, dst]), np.concatenate([dst, src]))), shape=(n, n))
+    graph.sum_duplicates()
+    graph.data[:] = 1
+    return graph, n
+
+
+def rcm_order(graph: sp.csr_matrix) -> np.ndarray:
+    """Reverse Cuthill-McKee order of a symmetric graph (SciPy csgraph)."""
+    if graph.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    return reverse_cuthill_mckee(graph, symmetric_mode=True).astype(np.int64)
+
+
+def label_propagation(graph: sp.csr_matrix, seed: int = 0) -> np.ndarray:
+    """Community label (int64 [n]) of each node of a symmetric graph without self loops."""
+    n = graph.shape[0]
+    labels = np.arange(n, dtype=np.int64)
+    if graph.nnz == 0:
+        return labels
+    rng = np.random.default_rng(seed)
+    src = np.repeat(np.arange(n, dtype=np.int64), np.diff(graph.indptr))
+    dst = graph.indices.astype(np.int64)
+    for _ in range(MAX_LP_ROUNDS):
+        pair = np.sort(src * n + labels[dst])  # grouped by node, then label
+        boundary = np.ones(pair.size, dtype=bool)
+        boundary[1:] = pair[1:] != pair[:-1]
+        starts = np.flatnonzero(boundary)
+        counts = np.diff(np.append(starts, pair.size))
+        node = pair[starts] // n
+        label = pair[starts] % n
+        # score: count first, then "is my current label", then a random tie-break
+        score = counts * 4096 + (label == labels[node]) * 2048 + rng.integers(0, 2048, size=starts.size)
+        node_start = np.ones(node.size, dtype=bool)
+        node_start[1:] = node[1:] != node[:-1]
+        first = np.flatnonzero(node_start)
+        best = np.maximum.reduceat(score, first)
+        is_best = score == np.repeat(best, np.diff(np.append(first, node.size)))
+        winner_node = node[is_best]
+        winner_label = label[is_best]
+        unique_winner = np.ones(winner_node.size, dtype=bool)
+        unique_winner[1:] = winner_node[1:] != winner_node[:-1]
+        winner_node, winner_label = winner_node[unique_winner], winner_label[unique_winner]
+        movers = rng.random(winner_node.size) < 0.5
+        winner_node, winner_label = winner_node[movers], winner_label[movers]
+        changed = labels[winner_node] != winner_label
+        labels[winner_node] = winner_label
+        if changed.sum() < LP_STOP_FRACTION * n:
+            break
+    return labels
+
+
+def community_order(graph: sp.csr_matrix, seed: int = 0) -> np.ndarray:
+    """Communities as contiguous runs, RCM inside each (see module docstring)."""
+    n = graph.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    labels = label_propagation(graph, seed=seed)
+    coo = graph.tocoo()
+    intra = labels[coo.row] == labels[coo.col]
+    intra_graph = sp.csr_matrix(
+        (np.ones(int(intra.sum()), dtype=np.int8), (coo.row[intra], coo.col[intra])), shape=(n, n)
+    )
+    return rcm_order(intra_graph)
