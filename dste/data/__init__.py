@@ -1,1 +1,69 @@
+"""DSTE data room: graphs, generators, dynamic snapshot streams and offline dataset loaders.
 
+`load_dataset(name, root=None, seed=0)` is the single entry point:
+
+    "cora-like", "arxiv-scale"          generated CSBM presets (seeded)
+    "cora", "citeseer", "pubmed"        raw Planetoid files under `root`
+    "ogbn-<name>"                       an unpacked OGB node-property folder under `root`
+    "<path>.npz"                        a CSR bundle written by `save_npz`
+
+Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .csbm import PRESETS, CSBMParams, make_graph, preset_names
+from .graph import Graph, canonical_adjacency
+from .npz import load_npz, save_npz
+from .ogb import load_ogb_folder, resolve_ogb_folder
+from .planetoid import PLANETOID_NAMES, load_planetoid
+from .safe_pickle import UnsafePickleError
+from .stream import Snapshot, SnapshotStream, StreamParams, make_stream
+
+__all__ = [
+    "Graph", "canonical_adjacency", "CSBMParams", "PRESETS", "make_graph", "preset_names",
+    "StreamParams", "Snapshot", "SnapshotStream", "make_stream",
+    "load_planetoid", "load_ogb_folder", "load_npz", "save_npz", "UnsafePickleError",
+    "load_dataset", "dataset_names", "DATA_ROOT_ENV",
+]
+
+DATA_ROOT_ENV = "DSTE_DATA_ROOT"
+
+
+def dataset_names() -> str:
+    """Human-readable list of what `load_dataset` accepts."""
+    return (
+        f"presets {preset_names()}, Planetoid {list(PLANETOID_NAMES)} (needs root), "
+        "'ogbn-<name>' (an unpacked OGB folder under root), or a path ending in .npz"
+    )
+
+
+def _root_for(name: str, root) -> Path:
+    root = root if root is not None else os.environ.get(DATA_ROOT_ENV)
+    if root is None:
+        raise ValueError(f"dataset {name!r} is read from disk: pass root=... or set {DATA_ROOT_ENV}")
+    return Path(root)
+
+
+def load_dataset(name: str, root: str | os.PathLike | None = None, seed: int = 0) -> Graph:
+    """Load or generate a dataset by name (see the module docstring); never downloads."""
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"dataset name must be a non-empty string; allowed: {dataset_names()}")
+    key = name.lower()
+    if key in PRESETS:
+        return make_graph(key, seed=seed)
+    if key in PLANETOID_NAMES:
+        return load_planetoid(key, _root_for(name, root))
+    if key.startswith("ogbn-"):
+        return load_ogb_folder(resolve_ogb_folder(key, _root_for(name, root)), name=key)
+    if key.endswith(".npz"):
+        path = Path(name)
+        if not path.is_absolute() and root is not None:
+            path = Path(root) / path
+        return load_npz(path)
+    raise ValueError(f"unknown dataset {name!r}; allowed: {dataset_names()}")

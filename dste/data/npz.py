@@ -1,0 +1,94 @@
+"""`.npz` bundles of a `Graph`: the adjacency as CSR arrays plus features, labels and masks.
+
+Keys: adj_data, adj_indices, adj_indptr, adj_shape, x, y, train_mask, val_mask, test_mask,
+and optionally num_classes, name, communities. Loading uses `allow_pickle=False`, so a bundle
+can hold only plain arrays; the adjacency is canonicalised (symmetric, binary, loop-free) and
+the graph validated.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from .graph import Graph, canonical_adjacency
+
+__all__ = ["save_npz", "load_npz", "REQUIRED_KEYS"]
+
+REQUIRED_KEYS = ("adj_data", "adj_indices", "adj_indptr", "adj_shape", "x", "y", "train_mask", "val_mask", "test_mask")
+
+
+def save_npz(graph: Graph, path: str | Path) -> Path:
+    """Write `graph` to `path` (compressed); returns the path written."""
+    if not isinstance(graph, Graph):
+        raise TypeError(f"expected a dste.data.Graph, got {type(graph).__name__}")
+    path = Path(path)
+    arrays = {
+        "adj_data": graph.adj.data,
+        "adj_indices": graph.adj.indices,
+        "adj_indptr": graph.adj.indptr,
+        "adj_shape": np.asarray(graph.adj.shape, dtype=np.int64),
+        "x": graph.x,
+        "y": graph.y,
+        "train_mask": graph.train_mask,
+        "val_mask": graph.val_mask,
+        "test_mask": graph.test_mask,
+        "num_classes": np.asarray(graph.num_classes, dtype=np.int64),
+        "name": np.asarray(graph.name),
+    }
+    if graph.communities is not None:
+        arrays["communities"] = graph.communities
+    with open(path, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+    return path
+
+
+def load_npz(path: str | Path, name: str | None = None) -> Graph:
+    """Read a bundle written by `save_npz` (or any bundle with the same keys)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no .npz bundle at {path}")
+    try:
+        with np.load(path, allow_pickle=False) as bundle:
+            arrays = {key: bundle[key] for key in bundle.files}
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise ValueError(f"{path}: not a readable .npz archive ({err})") from err
+    except ValueError as err:  # object arrays need pickle, which is refused
+        raise ValueError(f"{path}: bundle holds object arrays, which are not allowed ({err})") from err
+    missing = [key for key in REQUIRED_KEYS if key not in arrays]
+    if missing:
+        raise ValueError(f"{path}: missing keys {missing}; a bundle needs {list(REQUIRED_KEYS)}")
+    shape = tuple(int(s) for s in np.asarray(arrays["adj_shape"]).ravel())
+    if len(shape) != 2:
+        raise ValueError(f"{path}: adj_shape must hold two numbers, got {shape}")
+    try:
+        adj = sp.csr_matrix((arrays["adj_data"], arrays["adj_indices"], arrays["adj_indptr"]), shape=shape)
+        adj.check_format(full_check=True)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path}: adjacency CSR arrays are inconsistent ({err})") from err
+    y = np.asarray(arrays["y"])
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{path}: y must hold integer class ids, got {y.dtype}")
+    num_classes = int(arrays["num_classes"]) if "num_classes" in arrays else int(y.max()) + 1
+    masks = {}
+    for key in ("train_mask", "val_mask", "test_mask"):
+        if arrays[key].dtype != np.bool_:
+            raise ValueError(f"{path}: {key} must be a bool array, got {arrays[key].dtype}")
+        masks[key] = arrays[key]
+    x = np.asarray(arrays["x"])
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{path}: x must be a floating-point array, got {x.dtype}")
+    communities = arrays.get("communities")
+    return Graph(
+        adj=canonical_adjacency(adj),
+        x=x.astype(np.float32),
+        y=y.astype(np.int64),
+        num_classes=num_classes,
+        name=name or (str(arrays["name"]) if "name" in arrays else path.stem),
+        communities=None if communities is None else communities.astype(np.int64),
+        meta={"source": "npz", "path": str(path)},
+        **masks,
+    )
