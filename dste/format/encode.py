@@ -9,27 +9,34 @@ column) -> pack masks and quantize values.
 
 Choosing ``bitmap_min_entries`` (the bitmap-column vs entry-tile split)
 -----------------------------------------------------------------------
-Bytes: a bitmap column costs 16 B of keep bits + 4 B of column id, shared by its c
+Bytes: a bitmap column costs 16 B of keep bits + 4 B of column id shared by its c
 entries (20/c B per edge); an entry costs 4 B column + 1 B row + 1 keep bit (5.125 B).
-Bitmaps win on bytes from c = 4 on. Cycles: both tile layouts cost one gather of 128 X
-rows and one 128x128xF matmul per tile; a bitmap column gathers one X row for all its
-entries while an entry gathers one row each, so the gathered rows (DMA bytes, the
-bound on memory-bound SpMM) and tile count fall with every column moved to a bitmap
-(c >= 2 halves its gathers). Measured on GCN-normalised community graphs
-(``tests/format/graphs.py``, 20k nodes, mean degree ~15, communities of 40-400 nodes,
-85% intra-community edges, community order; device bytes incl. scale vectors):
+On stored bytes alone bitmaps win from c = 4. Cycles: both tile layouts cost one gather
+of up to 128 X rows and one 128x128xF matmul per tile; a bitmap column gathers one X
+row for all its entries, an entry gathers one row each. SpMM is memory-bound, so the
+cost per call is (format bytes + gathered X bytes). With X rows of x bytes (F * itemsize),
+a BIN column of c entries costs 20 + x as a bitmap and c (5.125 + x) as entries:
+bitmap wins at c = 2 whenever x >= 10 B, i.e. for any useful F.
+Measured on GCN-normalised community graphs (``tests/format/graphs.py``: 20k nodes,
+mean degree 13.7, communities of 40-400 nodes, community order; device bytes incl. the
+shared D^-1/2 vector; stretch = X rows gathered / M):
 
-    min entries   1      2      3      4      6      8
-    B/edge        3.54   3.09   3.09   3.17   3.39   3.66
-    stretch       1.53   1.59   1.69   1.81   2.10   2.42
-    tiles         250    286    333    378    469    552
+    p_intra = 0.85      min entries   1      2      3      4      6      8
+                        B/edge        7.76   5.56   5.39   5.09   5.36   5.87
+                        stretch       4.67   4.67   5.05   5.79   8.20   10.65
+                        tiles         803    890    954    1058   1436   1831
+    p_intra = 0.95      B/edge        5.95   5.12   4.99   4.78   5.07   5.47
+                        stretch       3.31   3.31   3.62   4.30   6.66   9.39
 
-Bytes bottom out at c >= 2..3 (below the 20/c vs 5.125 crossing, because an entry tile
-pays 4 B per padded column slot too) and the gathered rows grow with the threshold. We
-take 3 for structure-only (BIN) matrices: within 1% of the best bytes, ~6% more gathered
-rows than 2, and fewer tiles whose bitmap is a single entry. For tiles carrying values,
-a bitmap column also stores 128 INT8 values (148 B) against 6.1 B per INT8 entry, so the
-valued default is 24 (bytes break-even); the block layout has no entry tiles.
+Per node at F = 128 bf16 (x = 256 B, 14.4 edges per row), threshold 2 moves
+4.67*256 + 5.56*14.4 = 1276 B, threshold 4 moves 5.79*256 + 5.09*14.4 = 1556 B (+22%),
+threshold 1 moves 1308 B; with INT8 X (x = 128 B) 2 still wins (678 vs 710 / 725 B).
+So the structure-only default is **2**: the minimum of gathered rows (equal to 1's) at
+28% fewer bytes than 1, only 9% above the byte optimum (4), at 16% fewer tiles than 4.
+Valued tiles store 128 values per bitmap column (INT8: 148 B per column against 6.1 B
+per entry): bitmap wins at c entries when x >= (148 - 6.1 c) / (c - 1), i.e. x >= 41 B
+at c = 4 (F >= 41 INT8 or F >= 21 bf16), hence the valued default **4**. The block
+layout has no entry tiles.
 """
 
 from __future__ import annotations

@@ -576,11 +576,14 @@ class DSTEMatrix:
         Device categories: values, scales (INT8 tile scales and row/column scale vectors),
         masks (keep bits), column_ids, row_ids (window slot map and entry rows), metadata
         (window pointers, per-tile window/kind/ncols/slot). Host-only: nz bits and the
-        permutations. Bytes per edge use the device total.
+        permutations. Bytes per edge use the device total. A ``col_scale`` that is the same
+        object as ``row_scale`` (as ``gcn_normalized`` builds it) is counted once.
         """
         device = {name: 0 for name in ("values", "scales", "masks", "column_ids", "row_ids", "metadata")}
         for name, category in BYTE_CATEGORY.items():
             value = getattr(self, name)
+            if name == "col_scale" and value is not None and value is self.row_scale:
+                continue  # one shared vector (GCN's D^-1/2) is uploaded once
             if value is not None:
                 device[category] += int(value.nbytes)
         host = {name: int(getattr(self, name).nbytes) if getattr(self, name) is not None else 0 for name in HOST_ONLY_FIELDS}

@@ -32,12 +32,11 @@ KINDS = ("auto", "bin", "int8", "fp16")
 DEFAULT_FP16_THRESHOLD = 0.02
 """S >= 0.02 (2% relative L2 INT8 error) -> FP16. Gaussian tiles (S~0.01) stay INT8."""
 
-BITMAP_MIN_ENTRIES_BIN = 3
+BITMAP_MIN_ENTRIES_BIN = 2
 """Default split for structure-only (all-BIN) matrices; measured, see dste.format.encode."""
 
-BITMAP_MIN_ENTRIES_VALUED = 24
-"""Default split when tiles carry values: a bitmap column stores 128 INT8 values (148 B with
-mask and id) against 6.1 B per INT8 entry, so a column needs >= 24 entries to pay off in bytes."""
+BITMAP_MIN_ENTRIES_VALUED = 4
+"""Default split when tiles carry values (128 INT8/FP16 values per bitmap column); see dste.format.encode."""
 
 
 @dataclass(eq=False)
@@ -52,8 +51,8 @@ class EncodePolicy:
         values become 1), ``"int8"`` or ``"fp16"``.
     fp16_threshold: T of the rule ``S >= T -> FP16``.
     bitmap_min_entries: a window column with at least this many entries goes to a bitmap
-        tile, the rest to entry tiles (condensed layout only). ``None``: 3 for
-        structure-only matrices, 24 otherwise.
+        tile, the rest to entry tiles (condensed layout only). ``None``: 2 for
+        structure-only matrices, 4 otherwise.
     row_scale, col_scale: optional float vectors [N], [M]; the encoded matrix is
         ``diag(row_scale) V diag(col_scale)``.
     scaled_input: True (default) if the matrix given to ``encode`` already includes the
