@@ -110,4 +110,5 @@ def cast(values, dtype):
         wide = np.clip(wide, info.min, info.max)
         wide = np.where(np.isnan(wide), 0.0, wide)
         return wide.astype(dtype)
-    return values.astype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return values.astype(dtype)

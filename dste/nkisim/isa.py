@@ -366,6 +366,7 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
         raise ConstraintError(
             f"nisa.nc_matmul: dst needs {n * dst.dtype.itemsize} B per partition, more than one PSUM bank ({bank} B)"
         )
+    _check_one_bank(dst, bank)
     _check_writable(instr, dst)
     result = _read2d(stationary).astype(np.float32).T @ _read2d(moving).astype(np.float32)
     if is_stationary_onezero or is_moving_onezero:
@@ -397,6 +398,17 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     dst.storage.matmul_written[elements] = True
     in_dtype = dt.float32 if dt.float32 in (stationary.dtype, moving.dtype) else dt.bfloat16
     _record("tensor", instr, cost.matmul_cycles(n, in_dtype, _target()))
+
+
+def _check_one_bank(dst, bank):
+    """PSUM allocations start on a bank boundary; a matmul dst must not straddle two banks."""
+    start = dst._byte_offset % dst.storage.bytes_per_partition
+    extent = sum((n - 1) * s for n, s in zip(dst.shape[1:], dst._byte_strides[1:])) + dst.dtype.itemsize
+    if start // bank != (start + extent - 1) // bank:
+        raise ConstraintError(
+            f"nisa.nc_matmul: dst {dst.name!r} covers bytes {start}..{start + extent - 1} of each partition, "
+            f"crossing a PSUM bank boundary (banks are {bank} B); a matmul output must fit one bank"
+        )
 
 
 @instruction

@@ -13,6 +13,7 @@ import functools
 import numpy as np
 
 from . import dtypes as dt
+from .blas import single_threaded
 from . import runtime
 from .errors import KernelSignatureError
 from .profile import Profile
@@ -78,7 +79,7 @@ def run_kernel(fn, args, kwargs, lnc=1, target=None):
     converted = None
     for program in range(lnc):
         context = runtime.RunContext(target, program_id=program, num_programs=lnc, shared_outputs=shared)
-        with runtime.running(context):
+        with runtime.running(context), single_threaded():
             if converted is None:
                 converted = (
                     [_to_kernel_arg(a, buffer, f"arg{i}") for i, a in enumerate(args)],
