@@ -1,0 +1,117 @@
+"""Snapshot streams: changed_rows equals a direct adjacency diff, churn and drift behave, seeds reproduce."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from dste.data import SnapshotStream, StreamParams, make_graph, make_stream
+from dste.data.planetoid import load_planetoid
+
+
+def rows_that_differ(previous: sp.csr_matrix, current: sp.csr_matrix) -> np.ndarray:
+    """Independent diff: pad the previous adjacency to the new size and list rows with any difference."""
+    n_prev, n = previous.shape[0], current.shape[0]
+    padded = np.pad(previous.toarray(), ((0, n - n_prev), (0, n - n_prev)))
+    differing = np.flatnonzero((current.toarray() != padded).any(axis=1))
+    return np.union1d(differing, np.arange(n_prev, n))
+
+
+@pytest.mark.parametrize("growth", [0.0, 0.03])
+def test_changed_rows_are_exactly_the_rows_whose_adjacency_changed(growth):
+    stream = make_stream("cora-like", num_snapshots=4, seed=5, growth=growth, edge_churn=0.08)
+    snapshots = list(stream)
+    np.testing.assert_array_equal(snapshots[0].changed_rows, np.arange(snapshots[0].graph.num_nodes))
+    for previous, current in zip(snapshots, snapshots[1:]):
+        expected = rows_that_differ(previous.graph.adj, current.graph.adj)
+        np.testing.assert_array_equal(current.changed_rows, expected)
+        assert 0 < current.changed_rows.size < current.graph.num_nodes
+
+
+def test_churn_replaces_the_requested_fraction_with_new_pairs():
+    stream = make_stream("cora-like", num_snapshots=3, seed=0, edge_churn=0.1)
+    first, second = stream[0], stream[1]
+    removed = first.graph.num_undirected_edges * 0.1
+    assert abs(second.removed_edges.shape[1] - removed) <= 1
+    assert second.added_edges.shape[1] == second.removed_edges.shape[1]
+    previous = first.graph.adj
+    # Removed pairs existed before and are gone; added pairs are new.
+    assert np.all(previous[second.removed_edges[0], second.removed_edges[1]] == 1)
+    assert np.all(second.graph.adj[second.removed_edges[0], second.removed_edges[1]] == 0)
+    assert np.all(previous[second.added_edges[0], second.added_edges[1]] == 0)
+    assert np.all(second.graph.adj[second.added_edges[0], second.added_edges[1]] == 1)
+    # New edges follow the same block model, so homophily and locality stay near their knobs.
+    assert abs(second.graph.edge_homophily() - first.graph.edge_homophily()) < 0.02
+    assert abs(second.graph.community_locality() - first.graph.community_locality()) < 0.02
+
+
+def test_growth_adds_nodes_outside_every_split():
+    stream = make_stream("cora-like", num_snapshots=2, seed=0, growth=0.05)
+    base, grown = stream[0].graph, stream[1].graph
+    new = stream[1].new_nodes
+    assert grown.num_nodes == base.num_nodes + round(0.05 * base.num_nodes) == base.num_nodes + new.size
+    assert not (grown.train_mask[new] | grown.val_mask[new] | grown.test_mask[new]).any()
+    assert grown.degrees()[new].min() >= 0 and grown.degrees()[new].mean() > 1
+
+
+def test_feature_pull_moves_nodes_toward_or_away_from_class_means():
+    base = make_graph("cora-like", seed=0)
+
+    def distance_to_means(graph):
+        means = np.stack([graph.x[graph.y == c].mean(0) for c in range(graph.num_classes)])
+        return np.linalg.norm(graph.x - means[graph.y], axis=1).mean()
+
+    start = distance_to_means(base)
+    toward = SnapshotStream(base, StreamParams(num_snapshots=3, feature_pull=0.2, feature_noise=0.0), seed=1)
+    away = SnapshotStream(base, StreamParams(num_snapshots=3, feature_pull=-0.2, feature_noise=0.0), seed=1)
+    # Two steps of pull 0.2 scale the residual by 0.8^2 = 0.64 (or 1.2^2 = 1.44).
+    assert distance_to_means(toward[2].graph) == pytest.approx(0.64 * start, rel=0.02)
+    assert distance_to_means(away[2].graph) == pytest.approx(1.44 * start, rel=0.02)
+
+
+def test_stream_is_reproducible_and_indexable_without_caching():
+    cached = make_stream("cora-like", num_snapshots=4, seed=9)
+    replayed = make_stream("cora-like", num_snapshots=4, seed=9, keep_all=False)
+    other = make_stream("cora-like", num_snapshots=4, seed=10)
+    for t in (3, 1):
+        assert (cached[t].graph.adj != replayed[t].graph.adj).nnz == 0
+        np.testing.assert_array_equal(cached[t].graph.x, replayed[t].graph.x)
+        np.testing.assert_array_equal(cached[t].changed_rows, replayed[t].changed_rows)
+    assert (cached[2].graph.adj != other[2].graph.adj).nnz > 0
+    assert cached[-1].index == 3
+
+
+def test_train_and_heldout_indices_partition_the_stream():
+    stream = make_stream("cora-like", num_snapshots=8, seed=0, heldout_fraction=0.25)
+    np.testing.assert_array_equal(stream.train_indices, np.arange(6))
+    np.testing.assert_array_equal(stream.heldout_indices, [6, 7])
+
+
+def test_stream_over_a_loaded_graph_uses_labels_as_blocks(planetoid_root):
+    cora = load_planetoid("cora", planetoid_root)
+    stream = SnapshotStream(cora, StreamParams(num_snapshots=2, edge_churn=0.05), seed=0)
+    step = stream[1]
+    np.testing.assert_array_equal(step.changed_rows, rows_that_differ(cora.adj, step.graph.adj))
+    assert abs(step.graph.edge_homophily() - cora.edge_homophily()) < 0.02
+
+
+@pytest.mark.parametrize(
+    "knobs, message",
+    [
+        ({"edge_churn": 1.0}, "edge_churn"),
+        ({"num_snapshots": 0}, "num_snapshots"),
+        ({"feature_pull": 1.0}, "feature_pull"),
+        ({"heldout_fraction": -0.1}, "heldout_fraction"),
+        ({"growth": 2.0}, "growth"),
+    ],
+)
+def test_bad_stream_knobs_are_refused(knobs, message):
+    with pytest.raises(ValueError, match=message):
+        make_stream("cora-like", num_snapshots=knobs.pop("num_snapshots", 2), seed=0, **knobs)
+
+
+def test_bad_stream_inputs_are_refused():
+    with pytest.raises(TypeError, match="Graph"):
+        SnapshotStream("cora-like")
+    stream = make_stream("cora-like", num_snapshots=2)
+    with pytest.raises(IndexError, match="out of range"):
+        stream[2]
