@@ -1,0 +1,158 @@
+"""Adjacency inputs of the GNN layers and their DSTE propagation matrices.
+
+Accepted forms of ``adj`` (PyG conventions: row i of the propagation matrix aggregates over the neighbours
+j of node i; an ``edge_index`` column ``(j, i)`` is a message from source j to target i):
+
+* ``DSTEMatrix`` / ``DSTETensor`` -- used as the propagation matrix *as is* (already normalised).
+* ``edge_index`` ``torch.long [2, E]`` -- needs ``num_nodes`` (the layers pass ``x.shape[0]``).
+* a SciPy sparse matrix ``[n, n]`` or a torch sparse (COO/CSR) tensor ``[n, n]``, binary.
+
+Edges are unweighted: duplicates collapse to one edge, and a stored value other than 1 is refused (a weighted
+graph must be encoded by the caller). GCN uses ``D^-1/2 (A + I) D^-1/2`` with existing self loops replaced by
+one loop of weight 1 (PyG's ``add_remaining_self_loops``), encoded as BIN tiles with row/column scales; SAGE
+mean uses ``A`` with ``row_scale = 1/deg`` (0 for isolated nodes, whose mean is 0).
+
+Caching: a non-DSTE input is encoded once per (object identity, shape, normalisation). The entry holds a weak
+reference to the input and is dropped when the input is garbage-collected; the cache keeps the last
+``CACHE_SIZE`` entries. Mutating a cached input *in place* is not detected: pass a new object instead.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import OrderedDict
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from dste.bindings import DSTETensor, is_dste_matrix
+
+__all__ = ["NORMALIZATIONS", "CACHE_SIZE", "to_scipy_adjacency", "propagation_matrix", "clear_cache"]
+
+NORMALIZATIONS = ("gcn", "mean")
+CACHE_SIZE = 32
+
+_cache_lock = threading.Lock()
+_cache: OrderedDict[tuple, tuple[weakref.ref, DSTETensor]] = OrderedDict()
+
+
+def clear_cache() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+def _binary_csr(rows: np.ndarray, cols: np.ndarray, n: int) -> sp.csr_matrix:
+    matrix = sp.csr_matrix((np.ones(rows.shape[0], np.float32), (rows, cols)), shape=(n, n))
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    matrix.sort_indices()
+    return matrix
+
+
+def _check_binary(values: np.ndarray, what: str) -> None:
+    if values.size and not np.all((values == 1) | (values == 0)):
+        raise ValueError(
+            f"{what} has stored values other than 0/1; the layers take unweighted graphs. Encode a weighted "
+            "propagation matrix yourself (dste.format.encode) and pass the DSTEMatrix"
+        )
+
+
+def to_scipy_adjacency(adj, num_nodes: int | None = None) -> sp.csr_matrix:
+    """Binary float32 CSR ``[n, n]`` (row = target, column = source) of an edge_index / SciPy / torch sparse
+    adjacency; raises ``TypeError``/``ValueError`` naming what is wrong."""
+    if isinstance(adj, torch.Tensor) and adj.layout == torch.strided:
+        if num_nodes is None:
+            raise ValueError("an edge_index needs num_nodes (the layers pass x.shape[0])")
+        if adj.dtype != torch.long or adj.dim() != 2 or adj.shape[0] != 2:
+            raise ValueError(
+                f"edge_index must be a torch.long tensor [2, E], got {adj.dtype} {tuple(adj.shape)} "
+                "(a dense adjacency matrix is not accepted: convert with .to_sparse())"
+            )
+        if adj.device.type != "cpu":
+            raise ValueError(f"edge_index must be on the cpu, got {adj.device}")
+        index = adj.numpy()
+        if index.size and (index.min() < 0 or index.max() >= num_nodes):
+            raise ValueError(
+                f"edge_index entries must lie in [0, {num_nodes}) for {num_nodes} nodes, "
+                f"got range [{index.min()}, {index.max()}]"
+            )
+        source, target = index[0], index[1]
+        return _binary_csr(target, source, int(num_nodes))
+    if isinstance(adj, torch.Tensor):
+        if adj.layout not in (torch.sparse_coo, torch.sparse_csr):
+            raise TypeError(f"torch sparse adjacency must be COO or CSR, got layout {adj.layout}")
+        if adj.device.type != "cpu":
+            raise ValueError(f"torch sparse adjacency must be on the cpu, got {adj.device}")
+        coo = adj.to_sparse_coo().coalesce() if adj.layout == torch.sparse_csr else adj.coalesce()
+        indices, values = coo.indices().numpy(), coo.values().detach().numpy()
+        matrix = sp.coo_matrix((values.astype(np.float32), (indices[0], indices[1])), shape=tuple(coo.shape))
+    elif sp.issparse(adj):
+        matrix = sp.coo_matrix(adj)
+    else:
+        raise TypeError(
+            f"adjacency must be a DSTEMatrix/DSTETensor, an edge_index torch.long [2, E], a SciPy sparse "
+            f"matrix or a torch sparse tensor; got {type(adj).__name__}"
+        )
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"adjacency must be square [n, n], got shape {matrix.shape}")
+    if num_nodes is not None and matrix.shape[0] != num_nodes:
+        raise ValueError(f"adjacency is {matrix.shape[0]} x {matrix.shape[1]} but x has {num_nodes} nodes")
+    if not np.isfinite(matrix.data).all():
+        raise ValueError("adjacency contains NaN or Inf values")
+    _check_binary(matrix.data, "adjacency")
+    keep = matrix.data != 0
+    return _binary_csr(matrix.row[keep].astype(np.int64), matrix.col[keep].astype(np.int64), matrix.shape[0])
+
+
+def _encode_gcn(adjacency: sp.csr_matrix):
+    """``D^-1/2 (A + I) D^-1/2`` as BIN tiles with row/column scales (existing loops replaced by one)."""
+    from dste.format import gcn_normalized
+
+    return gcn_normalized(adjacency, add_self_loops=True)
+
+
+def _encode_mean(adjacency: sp.csr_matrix):
+    from dste.format import EncodePolicy, encode
+
+    degree = np.asarray(adjacency.sum(axis=1)).ravel()
+    row_scale = np.where(degree > 0, 1.0 / np.maximum(degree, 1), 0.0).astype(np.float32)
+    policy = EncodePolicy(kinds="bin", reorder="community", row_scale=row_scale, scaled_input=False)
+    return encode(adjacency, policy=policy)
+
+
+_ENCODERS = {"gcn": _encode_gcn, "mean": _encode_mean}
+
+
+def propagation_matrix(adj, num_nodes: int | None, norm: str) -> DSTETensor:
+    """The DSTE propagation matrix for ``adj`` under ``norm`` (``gcn`` or ``mean``), cached (see module)."""
+    if norm not in NORMALIZATIONS:
+        raise ValueError(f"norm must be one of {NORMALIZATIONS}, got {norm!r}")
+    if isinstance(adj, DSTETensor) or is_dste_matrix(adj):
+        a = adj if isinstance(adj, DSTETensor) else DSTETensor(adj)
+        if num_nodes is not None and tuple(a.shape) != (num_nodes, num_nodes):
+            raise ValueError(f"DSTE adjacency has shape {tuple(a.shape)} but x has {num_nodes} nodes")
+        return a
+    shape = tuple(adj.shape) if hasattr(adj, "shape") else None
+    key = (id(adj), shape, norm, num_nodes)
+    with _cache_lock:
+        entry = _cache.get(key)
+        if entry is not None and entry[0]() is adj:
+            _cache.move_to_end(key)
+            return entry[1]
+    encoded = DSTETensor(_ENCODERS[norm](to_scipy_adjacency(adj, num_nodes)))
+    try:
+        ref = weakref.ref(adj, lambda _ref, key=key: _forget(key))
+    except TypeError:
+        return encoded
+    with _cache_lock:
+        _cache[key] = (ref, encoded)
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return encoded
+
+
+def _forget(key) -> None:
+    with _cache_lock:
+        _cache.pop(key, None)

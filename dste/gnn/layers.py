@@ -1,0 +1,128 @@
+"""GCN and GraphSAGE (mean) layers over DSTE propagation matrices, with PyG's conventions.
+
+``layer(x, adj)``: ``x float32 [n, in]``; ``adj`` any form :mod:`dste.gnn.adjacency` accepts. The
+propagation runs through ``dste.spmm`` (``backend`` per call or ``DSTE_BACKEND``), differentiable in ``x``.
+After :meth:`compress_weights` the layer in eval mode multiplies by DSTE-compressed INT8/FP16 weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from dste.bindings import spmm
+
+from .adjacency import propagation_matrix
+from .weights import CompressedWeight
+
+__all__ = ["GCNConv", "SAGEConv"]
+
+
+def _check_input(x, in_features: int, layer: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{layer}: x must be a torch tensor [n, {in_features}], got {type(x).__name__}")
+    if x.dim() != 2 or x.shape[1] != in_features:
+        raise ValueError(f"{layer}: x must be [n, {in_features}], got {tuple(x.shape)}")
+    if x.dtype != torch.float32:
+        raise TypeError(f"{layer}: x must be float32, got {x.dtype}")
+
+
+def _check_sizes(in_features, out_features, layer):
+    for name, value in (("in_features", in_features), ("out_features", out_features)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{layer}: {name} must be a positive int, got {value!r}")
+
+
+class _CompressibleLinear(nn.Linear):
+    """``nn.Linear`` whose eval-mode forward can use a DSTE-compressed copy of its weight."""
+
+    compressed: CompressedWeight | None = None
+
+    def compress(self, *, sparsity: float = 0.0, fp16_threshold: float | None = None) -> CompressedWeight:
+        # nn.Linear stores [out, in]; CompressedWeight takes W [in, out] with h @ W.
+        self.compressed = CompressedWeight(self.weight.t(), sparsity=sparsity, fp16_threshold=fp16_threshold)
+        return self.compressed
+
+    def forward(self, x, backend: str | None = None):
+        if self.compressed is not None and not self.training:
+            out = self.compressed(x, backend=backend)
+            return out + self.bias if self.bias is not None else out
+        return super().forward(x)
+
+
+class GCNConv(nn.Module):
+    """``out = D^-1/2 (A+I) D^-1/2 (x W) + b`` (Kipf & Welling; PyG ``GCNConv`` defaults).
+
+    ``weight`` is ``lin.weight [out, in]`` (glorot init), ``bias [out]`` (zeros).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        _check_sizes(in_features, out_features, "GCNConv")
+        self.in_features, self.out_features = in_features, out_features
+        self.lin = _CompressibleLinear(in_features, out_features, bias=False)
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        nn.init.xavier_uniform_(self.lin.weight)
+
+    def propagation(self, x, adj):
+        return propagation_matrix(adj, x.shape[0], "gcn")
+
+    def forward(self, x, adj, backend: str | None = None):
+        _check_input(x, self.in_features, "GCNConv")
+        a = self.propagation(x, adj)
+        out = spmm(a, self.lin(x, backend=backend), backend=backend)
+        return out + self.bias if self.bias is not None else out
+
+    def compress_weights(self, *, sparsity: float = 0.0, fp16_threshold: float | None = None):
+        """Encode the weight for eval-mode inference (INT8/FP16 tiles, magnitude keep-mask)."""
+        self.lin.compress(sparsity=sparsity, fp16_threshold=fp16_threshold)
+        return self
+
+    def decompress_weights(self):
+        self.lin.compressed = None
+        return self
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
+
+
+class SAGEConv(nn.Module):
+    """``out = lin_l(mean_{j in N(i)} x_j) + lin_r(x_i)`` (PyG ``SAGEConv``, mean aggregation, root weight).
+
+    ``lin_l`` carries the bias; ``lin_r`` has none.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        _check_sizes(in_features, out_features, "SAGEConv")
+        self.in_features, self.out_features = in_features, out_features
+        self.lin_l = _CompressibleLinear(in_features, out_features, bias=bias)
+        self.lin_r = _CompressibleLinear(in_features, out_features, bias=False)
+        bound = 1.0 / math.sqrt(in_features)
+        for lin in (self.lin_l, self.lin_r):
+            nn.init.uniform_(lin.weight, -bound, bound)
+        if self.lin_l.bias is not None:
+            nn.init.zeros_(self.lin_l.bias)
+
+    def propagation(self, x, adj):
+        return propagation_matrix(adj, x.shape[0], "mean")
+
+    def forward(self, x, adj, backend: str | None = None):
+        _check_input(x, self.in_features, "SAGEConv")
+        a = self.propagation(x, adj)
+        aggregated = spmm(a, x, backend=backend)
+        return self.lin_l(aggregated, backend=backend) + self.lin_r(x, backend=backend)
+
+    def compress_weights(self, *, sparsity: float = 0.0, fp16_threshold: float | None = None):
+        for lin in (self.lin_l, self.lin_r):
+            lin.compress(sparsity=sparsity, fp16_threshold=fp16_threshold)
+        return self
+
+    def decompress_weights(self):
+        self.lin_l.compressed = self.lin_r.compressed = None
+        return self
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, aggr='mean'"

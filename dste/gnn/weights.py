@@ -1,0 +1,66 @@
+"""DSTE-compressed weight matrices for inference.
+
+A linear map ``h -> h @ W`` (``W [in, out]``) is stored as the DSTE matrix of ``W^T [out, in]`` in the block
+layout (fixed 128-wide block columns), with per-tile INT8 or FP16 values chosen by the sensitivity rule
+(``S >= fp16_threshold`` -> FP16) and a magnitude keep-mask dropping the ``sparsity`` fraction of smallest
+weights. It runs as ``(W^T_enc @ h^T)^T`` through ``dste.spmm``: the same op, values and masks as the adjacency.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from dste.bindings import DSTETensor, spmm
+
+__all__ = ["CompressedWeight", "magnitude_keep_mask"]
+
+
+def magnitude_keep_mask(values: np.ndarray, sparsity: float) -> np.ndarray:
+    """Boolean mask keeping the ``1 - sparsity`` fraction of entries of largest magnitude (ties kept)."""
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must lie in [0, 1), got {sparsity!r}")
+    magnitude = np.abs(values)
+    n_drop = int(np.floor(sparsity * magnitude.size))
+    if n_drop == 0:
+        return np.ones(values.shape, dtype=bool)
+    cutoff = np.partition(magnitude.ravel(), n_drop - 1)[n_drop - 1]
+    return magnitude > cutoff
+
+
+class CompressedWeight:
+    """``W [in, out]`` encoded for inference; call it on ``h [N, in]`` to get ``h @ W_eff [N, out]``."""
+
+    def __init__(self, weight: torch.Tensor, *, sparsity: float = 0.0, fp16_threshold: float | None = None):
+        from dste.format import EncodePolicy, encode
+
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+            raise TypeError(f"weight must be a 2-D torch tensor [in, out], got {type(weight).__name__}")
+        w_t = weight.detach().cpu().float().numpy().T.copy()  # [out, in]: the sparse operand of spmm
+        if not np.isfinite(w_t).all():
+            raise ValueError("weight contains NaN or Inf")
+        policy_fields = {"layout": "block", "kinds": "auto"}
+        if fp16_threshold is not None:
+            policy_fields["fp16_threshold"] = float(fp16_threshold)
+        policy = EncodePolicy(**policy_fields)
+        # Encode the full structure and drop weights through the keep-mask, so a new sparsity level is a new
+        # mask over the same quantized values.
+        self.full = encode(sp.csr_matrix(w_t), policy=policy)
+        keep = magnitude_keep_mask(w_t, sparsity) & (w_t != 0)
+        self.matrix = self.full.with_mask(sp.csr_matrix(keep)) if sparsity > 0 else self.full
+        self.tensor = DSTETensor(self.matrix)
+        self.in_features, self.out_features = weight.shape
+        self.sparsity = float(sparsity)
+
+    def __call__(self, h: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+        if h.dim() != 2 or h.shape[1] != self.in_features:
+            raise ValueError(f"input must be [N, {self.in_features}], got {tuple(h.shape)}")
+        return spmm(self.tensor, h.t().contiguous(), backend=backend).t()
+
+    def effective(self) -> torch.Tensor:
+        """The dequantized, masked weight ``[in, out]`` that inference multiplies by."""
+        return self.tensor.to_dense().t()
+
+    def nbytes(self) -> int:
+        return int(self.matrix.nbytes()["device_total"])
