@@ -1,0 +1,358 @@
+"""Launch planning for ``spmm_hybrid``: fixed-shape buckets and the per-launch array layout.
+
+One compiled kernel serves every launch of the same :class:`Bucket`. A bucket fixes the
+windows per launch, the bitmap-tile slots per window by kind (BIN, INT8, FP16), the
+entry-tile slots per window by kind, the feature width and the X mode. A window's tile
+counts are rounded up the ladder ``0, 1, 2, 3, 4, 6, 8, 12, 16, 24, ...`` (steps of at most
+1.5x), so few distinct buckets cover a graph and all its snapshots; the missing slots are
+padding whose column ids are out of range (``M``), so their gathers move no bytes.
+Windows with the same rounded counts are grouped; a group of ``n`` windows is cut into
+launches of power-of-two sizes (binary decomposition: no padded windows), each at most
+the largest size whose unrolled instruction count and SBUF footprint fit one launch.
+
+``pack_launch`` turns the windows of one launch into the arrays the kernel reads (a
+relayout of the DSTE arrays with the tile-column index on the partition axis, so each
+needs one DMA per launch); it depends on ``A`` only, so it is computed once per matrix
+(and again only when the keep mask changes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dste.format.constants import MASK_WORD_BITS, MASK_WORDS, TILE_COLS, WINDOW_ROWS, TileKind
+
+X_MODES = ("fp32", "bf16", "fp16", "int8-hybrid")
+MAX_FEATURES = 4096
+"""Widest F per launch: one window's fp32 accumulator in the 8 PSUM banks of 512 fp32 each."""
+PSUM_CHUNK = 512
+MAX_INSTRUCTIONS_PER_LAUNCH = 16384
+"""Bound on the unrolled instruction count of one launch (compile time and instruction memory)."""
+MAX_WINDOWS_PER_LAUNCH = 64
+MAX_SLOTS_PER_WINDOW = 384
+"""Rounded tile slots (bitmap + entry) of one window; a denser window is an error (re-encode
+with a reordering or raise the limit)."""
+SBUF_BUDGET_BYTES = 160 * 1024
+"""Per-partition SBUF the planner lets one launch use (of 212,984 B on trn2, 180,224 B on trn1)."""
+KIND_NAMES = ("bin", "int8", "fp16")
+
+
+def slot_ladder(limit: int = MAX_SLOTS_PER_WINDOW) -> np.ndarray:
+    """0, 1, 2, 3, 4, 6, 8, 12, ...: each step at most 1.5x the previous."""
+    values = [0, 1, 2, 3]
+    while values[-1] < limit:
+        values.append(values[-2] * 2)
+    return np.array(values, dtype=np.int64)
+
+
+LADDER = slot_ladder()
+
+
+def round_up_slots(counts: np.ndarray) -> np.ndarray:
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.size and counts.max() > LADDER[-1]:
+        raise ValueError(f"a window has {int(counts.max())} tiles of one kind; at most {int(LADDER[-1])} are supported")
+    return LADDER[np.searchsorted(LADDER, counts, side="left")]
+
+
+def feature_chunks(n_features: int) -> list[tuple[int, int]]:
+    """(start, width) of each PSUM chunk of the feature dim (<= 512 fp32 per bank)."""
+    return [(f0, min(PSUM_CHUNK, n_features - f0)) for f0 in range(0, n_features, PSUM_CHUNK)]
+
+
+def record_width(n_features: int) -> int:
+    """Bytes per row of the hybrid gather record: int8 values padded to 4 B, fp32 scale, int32 hi index."""
+    return 4 * math.ceil(n_features / 4) + 8
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """The compile-time shape of one launch."""
+
+    windows: int
+    bitmap: tuple[int, int, int]
+    entry: tuple[int, int, int]
+    features: int
+    x_mode: str
+    has_hi: bool
+
+    @property
+    def bitmap_slots(self) -> int:
+        return sum(self.bitmap)
+
+    @property
+    def entry_slots(self) -> int:
+        return sum(self.entry)
+
+    @property
+    def slots_per_window(self) -> int:
+        return self.bitmap_slots + self.entry_slots
+
+    def group_size(self) -> int:
+        """Slots processed together (one batched mask unpack, one set of gather buffers)."""
+        per_slot = slot_sbuf_bytes(self.features, self.x_mode)
+        return int(max(1, min(32, (SBUF_BUDGET_BYTES // 2) // per_slot)))
+
+
+def slot_sbuf_bytes(n_features: int, x_mode: str) -> int:
+    """Per-partition SBUF of one slot's working buffers: moving operand, stationary, unpacked mask."""
+    moving = 2 * n_features
+    record = record_width(n_features) if x_mode == "int8-hybrid" else 0
+    return moving + record + 2 * WINDOW_ROWS + 4 * WINDOW_ROWS
+
+
+def launch_metadata_bytes(windows: int, bitmap, entry) -> int:
+    """Per-partition SBUF of one launch's metadata (cols, masks, factors, values, row scales)."""
+    nb, ne = sum(bitmap), sum(entry)
+    bitmap_bytes = nb * (4 + 4 * MASK_WORDS + 4) + bitmap[1] * WINDOW_ROWS + bitmap[2] * 2 * WINDOW_ROWS
+    entry_bytes = ne * (4 + 4 + 4 + 4 + 4 + 4) + entry[1] + entry[2] * 2
+    return windows * (bitmap_bytes + entry_bytes + 4)
+
+
+def instructions_per_window(bitmap, entry, n_features: int, x_mode: str, has_hi: bool, group: int) -> int:
+    """Unrolled instructions of one window (must match the kernel's loop structure)."""
+    nb, ne = sum(bitmap), sum(entry)
+    n_chunks = len(feature_chunks(n_features))
+    per_slot_gather = 1 + (1 if x_mode == "int8-hybrid" else 0) + (1 if has_hi else 0)
+    per_slot = per_slot_gather + 1 + n_chunks
+    groups_b = math.ceil(nb / group) if nb else 0
+    value_ops = 0
+    for g0 in range(0, nb, group):
+        g1 = min(nb, g0 + group)
+        for lo, hi in ((bitmap[0], bitmap[0] + bitmap[1]), (bitmap[0] + bitmap[1], nb)):
+            if max(lo, g0) < min(hi, g1):
+                value_ops += 1
+    return (nb + ne) * per_slot + groups_b + value_ops + n_chunks + 1
+
+
+LAUNCH_SETUP_INSTRUCTIONS = 20
+
+
+def launch_instructions(bucket: Bucket) -> int:
+    b = bucket
+    return LAUNCH_SETUP_INSTRUCTIONS + b.windows * instructions_per_window(
+        b.bitmap, b.entry, b.features, b.x_mode, b.has_hi, b.group_size()
+    )
+
+
+@dataclass
+class Launch:
+    bucket: Bucket
+    windows: np.ndarray  # window ids, [W]
+    bitmap_tiles: np.ndarray  # [W, NB] tile id per slot, -1 = padding
+    entry_tiles: np.ndarray  # [W, NE] entry-tile id per slot, -1 = padding
+
+
+@dataclass
+class LaunchPlan:
+    """All launches of one ``spmm_hybrid`` call. Figures derived from it are exact counts."""
+
+    shape: tuple[int, int]
+    features: int
+    x_mode: str
+    has_hi: bool
+    launches: list[Launch] = field(default_factory=list)
+
+    @property
+    def buckets(self) -> list[Bucket]:
+        return sorted({launch.bucket for launch in self.launches}, key=repr)
+
+    @property
+    def n_slots(self) -> int:
+        return sum(l.bucket.windows * l.bucket.slots_per_window for l in self.launches)
+
+    @property
+    def n_tiles(self) -> int:
+        return int(sum((l.bitmap_tiles >= 0).sum() + (l.entry_tiles >= 0).sum() for l in self.launches))
+
+    def instructions(self) -> list[int]:
+        return [launch_instructions(l.bucket) for l in self.launches]
+
+    def summary(self) -> dict:
+        inst = self.instructions()
+        return {
+            "launches": len(self.launches),
+            "buckets": len(self.buckets),
+            "tiles": self.n_tiles,
+            "slots": self.n_slots,
+            "padding_fraction": 1.0 - self.n_tiles / self.n_slots if self.n_slots else 0.0,
+            "max_instructions_per_launch": max(inst) if inst else 0,
+            "total_instructions": int(sum(inst)),
+        }
+
+
+def _validate_features(n_features: int):
+    if int(n_features) != n_features or not 1 <= n_features <= MAX_FEATURES:
+        raise ValueError(
+            f"feature width F={n_features} is outside what one launch supports: 1 <= F <= {MAX_FEATURES} "
+            f"(one window's fp32 accumulator must fit the 8 PSUM banks of {PSUM_CHUNK} fp32)"
+        )
+
+
+def _kind_slot_lists(ptr, kinds, window):
+    tiles = np.arange(ptr[window], ptr[window + 1])
+    return [tiles[kinds[tiles] == k] for k in (TileKind.BIN, TileKind.INT8, TileKind.FP16)]
+
+
+def max_windows_per_launch(bitmap, entry, n_features, x_mode, has_hi) -> int:
+    probe = Bucket(1, tuple(bitmap), tuple(entry), n_features, x_mode, has_hi)
+    per_window = instructions_per_window(bitmap, entry, n_features, x_mode, has_hi, probe.group_size())
+    by_instr = (MAX_INSTRUCTIONS_PER_LAUNCH - LAUNCH_SETUP_INSTRUCTIONS) // max(per_window, 1)
+    working = probe.group_size() * slot_sbuf_bytes(n_features, x_mode) + 4 * n_features + 1024
+    by_sbuf = (SBUF_BUDGET_BYTES - working) // max(launch_metadata_bytes(1, bitmap, entry), 1)
+    limit = int(max(1, min(MAX_WINDOWS_PER_LAUNCH, by_instr, by_sbuf)))
+    return 1 << (limit.bit_length() - 1)
+
+
+def plan_launches(A, F: int, x_mode: str = "fp32", has_hi: bool = False) -> LaunchPlan:
+    """Group A's windows into fixed-shape launches for feature width ``F`` and X mode ``x_mode``.
+
+    ``has_hi``: the hybrid X has FP16 rows (adds one gather per slot). Windows with no tiles
+    are skipped entirely (their output rows are zero).
+    """
+    if x_mode not in X_MODES:
+        raise ValueError(f"x_mode must be one of {X_MODES}, got {x_mode!r}")
+    _validate_features(F)
+    has_hi = bool(has_hi) and x_mode == "int8-hybrid"
+    n_windows = int(A.window_rows.shape[0])
+    counts = np.zeros((n_windows, 6), dtype=np.int64)
+    bitmap_lists, entry_lists = [], []
+    for w in range(n_windows):
+        b = _kind_slot_lists(A.window_ptr, A.tile_kind, w)
+        e = _kind_slot_lists(A.ewindow_ptr, A.etile_kind, w)
+        bitmap_lists.append(b)
+        entry_lists.append(e)
+        counts[w] = [len(t) for t in b + e]
+    rounded = round_up_slots(counts)
+    if n_windows and rounded.sum(axis=1).max() > MAX_SLOTS_PER_WINDOW:
+        w = int(np.argmax(rounded.sum(axis=1)))
+        raise ValueError(
+            f"window {w} needs {int(rounded[w].sum())} tile slots; one launch supports at most "
+            f"{MAX_SLOTS_PER_WINDOW} per window (re-encode with reordering)"
+        )
+    plan = LaunchPlan((int(A.shape[0]), int(A.shape[1])), int(F), x_mode, has_hi)
+    nonempty = np.nonzero(counts.sum(axis=1) > 0)[0]
+    signatures = {}
+    for w in nonempty:
+        signatures.setdefault(tuple(int(v) for v in rounded[w]), []).append(int(w))
+    for sig in sorted(signatures):
+        windows = signatures[sig]
+        bitmap, entry = sig[:3], sig[3:]
+        cap = max_windows_per_launch(bitmap, entry, F, x_mode, has_hi)
+        start = 0
+        while start < len(windows):
+            remaining = len(windows) - start
+            size = min(cap, 1 << (remaining.bit_length() - 1))
+            chunk = windows[start:start + size]
+            start += size
+            bucket = Bucket(size, bitmap, entry, int(F), x_mode, has_hi)
+            bt = np.full((size, sum(bitmap)), -1, dtype=np.int64)
+            et = np.full((size, sum(entry)), -1, dtype=np.int64)
+            for i, w in enumerate(chunk):
+                offset = 0
+                for k in range(3):
+                    tiles = bitmap_lists[w][k]
+                    bt[i, offset:offset + len(tiles)] = tiles
+                    offset += bitmap[k]
+                offset = 0
+                for k in range(3):
+                    tiles = entry_lists[w][k]
+                    et[i, offset:offset + len(tiles)] = tiles
+                    offset += entry[k]
+            plan.launches.append(Launch(bucket, np.array(chunk, dtype=np.int64), bt, et))
+    return plan
+
+
+def _gather_or(values, index, fill):
+    out = np.full(index.shape + values.shape[1:], fill, dtype=values.dtype)
+    valid = index >= 0
+    out[valid] = values[index[valid]]
+    return out
+
+
+def pack_launch(A, launch: Launch) -> dict:
+    """The kernel's per-launch arrays (layout in :mod:`dste.kernels.spmm_hybrid_kernel`)."""
+    b = launch.bucket
+    N, M = int(A.shape[0]), int(A.shape[1])
+    W, nb, ne = b.windows, b.bitmap_slots, b.entry_slots
+    col_scale = A.col_scale.astype(np.float32) if A.col_scale is not None else None
+    arrays = {}
+
+    # Bitmap slots, window-major: [W, NB] -> partition = tile column k.
+    bt = launch.bitmap_tiles.reshape(-1)
+    cols = _gather_or(A.tile_cols, bt, M)  # [S, 128]
+    keep = _gather_or(A.keep_bits, bt, 0)  # [S, 128, 4]
+    factor = np.where(cols < M, 1.0, 0.0).astype(np.float32)
+    if col_scale is not None:
+        factor *= np.where(cols < M, col_scale[np.minimum(cols, M - 1)], 0.0).astype(np.float32)
+    kinds = _gather_or(A.tile_kind, bt, 0)
+    slots = _gather_or(A.tile_slot, bt, -1)
+    is_int8 = (bt >= 0) & (kinds == TileKind.INT8)
+    factor[is_int8] *= A.int8_scale[slots[is_int8]][:, None]
+    arrays["bm_cols"] = np.ascontiguousarray(cols.T.astype(np.int32)) if nb else np.zeros((TILE_COLS, 1), np.int32)
+    arrays["bm_keep"] = (
+        np.ascontiguousarray(keep.transpose(1, 0, 2).astype(np.uint32)) if nb else np.zeros((TILE_COLS, 1, MASK_WORDS), np.uint32)
+    )
+    arrays["bm_factor"] = np.ascontiguousarray(factor.T) if nb else np.zeros((TILE_COLS, 1), np.float32)
+    arrays["bm_int8"] = _values_by_kind(A.int8_values, launch.bitmap_tiles, A.tile_slot, b.bitmap, 1, np.int8)
+    arrays["bm_fp16"] = _values_by_kind(A.fp16_values, launch.bitmap_tiles, A.tile_slot, b.bitmap, 2, np.float16)
+
+    # Entry slots: partition = entry e.
+    et = launch.entry_tiles.reshape(-1)
+    ecols = _gather_or(A.etile_cols, et, M)  # [S, 128]
+    erows = _gather_or(A.etile_rows, et, 0)
+    ekeep_words = _gather_or(A.etile_keep_bits, et, 0)  # [S, 4]
+    word_of_entry = np.arange(TILE_COLS) // MASK_WORD_BITS
+    ekeep = ekeep_words[:, word_of_entry]  # [S, 128]: the word holding entry e's bit
+    efactor = np.where(ecols < M, 1.0, 0.0).astype(np.float32)
+    if col_scale is not None:
+        efactor *= np.where(ecols < M, col_scale[np.minimum(ecols, M - 1)], 0.0).astype(np.float32)
+    ekinds = _gather_or(A.etile_kind, et, 0)
+    eslots = _gather_or(A.etile_slot, et, -1)
+    e_int8 = (et >= 0) & (ekinds == TileKind.INT8)
+    efactor[e_int8] *= A.etile_int8_scale[eslots[e_int8]][:, None]
+    arrays["en_cols"] = np.ascontiguousarray(ecols.T.astype(np.int32)) if ne else np.zeros((TILE_COLS, 1), np.int32)
+    arrays["en_rows"] = np.ascontiguousarray(erows.T.astype(np.uint8)) if ne else np.zeros((TILE_COLS, 1), np.uint8)
+    arrays["en_keep"] = np.ascontiguousarray(ekeep.T.astype(np.uint32)) if ne else np.zeros((TILE_COLS, 1), np.uint32)
+    arrays["en_factor"] = np.ascontiguousarray(efactor.T) if ne else np.zeros((TILE_COLS, 1), np.float32)
+    arrays["en_int8"] = _entry_values_by_kind(A.etile_int8_values, launch.entry_tiles, A.etile_slot, b.entry, 1, np.int8)
+    arrays["en_fp16"] = _entry_values_by_kind(A.etile_fp16_values, launch.entry_tiles, A.etile_slot, b.entry, 2, np.float16)
+
+    rows = A.window_rows[launch.windows]  # [W, 128]
+    rscale = np.ones(rows.shape, dtype=np.float32)
+    if A.row_scale is not None:
+        valid = rows < N
+        rscale[valid] = A.row_scale[rows[valid]]
+    arrays["row_scale"] = np.ascontiguousarray(rscale.T)
+    return arrays
+
+
+def _values_by_kind(values, tiles, tile_slot, counts, kind, dtype):
+    """[128 k, W * count, 128 r] values of the slots of one kind (zeros for padding)."""
+    W = tiles.shape[0]
+    n = counts[kind]
+    if n == 0:
+        return np.zeros((TILE_COLS, 1, WINDOW_ROWS), dtype=dtype)
+    start = sum(counts[:kind])
+    sel = tiles[:, start:start + n].reshape(-1)
+    out = np.zeros((W * n, TILE_COLS, WINDOW_ROWS), dtype=dtype)
+    valid = sel >= 0
+    out[valid] = values[tile_slot[sel[valid]]]
+    return np.ascontiguousarray(out.transpose(1, 0, 2))
+
+
+def _entry_values_by_kind(values, tiles, tile_slot, counts, kind, dtype):
+    """[128 e, W * count] per-entry values of the entry slots of one kind."""
+    W = tiles.shape[0]
+    n = counts[kind]
+    if n == 0:
+        return np.zeros((TILE_COLS, 1), dtype=dtype)
+    start = sum(counts[:kind])
+    sel = tiles[:, start:start + n].reshape(-1)
+    out = np.zeros((W * n, TILE_COLS), dtype=dtype)
+    valid = sel >= 0
+    out[valid] = values[tile_slot[sel[valid]]]
+    return np.ascontiguousarray(out.T)

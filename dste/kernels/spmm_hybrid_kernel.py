@@ -1,0 +1,304 @@
+"""NKI kernel: Y = A @ X for a DSTE-encoded sparse A (bitmap and entry tiles) and a dense or hybrid-row X.
+
+One launch processes a fixed number of 128-row windows, each with a fixed number of tile slots
+per kind (the launch's bucket, see ``dste.kernels.plan``). Per window, every tile becomes one
+TensorE matmul accumulating into the window's fp32 PSUM accumulator:
+
+    psum[r, f] += sum_k stationary[k, r] * moving[k, f]
+
+- **bitmap tile**: k = tile column. moving = the X rows named by the tile's column ids (one
+  indirect-DMA gather); stationary[k, r] = keep(k, r) * value(k, r) * factor[k], with the keep bits
+  unpacked by two wide integer instructions (left shift by an iota of ``31 - bit``, batched over a
+  group of tiles, so bit r of the word lands in the sign bit; then ``(v < 0) * factor`` per tile).
+- **entry tile**: k = entry e (one kept value per partition). moving = the X row of each entry;
+  stationary[e, r] = (r == row[e]) * weight[e], built by one two-op ``tensor_scalar``; TensorE
+  performs the scatter-add.
+- ``factor`` (per tile column / entry, prepared per matrix) folds the column scale and the INT8
+  tile scale; the row scale is applied while evacuating PSUM.
+- X modes: dense fp32/bf16/fp16 rows are gathered and converted by the DMA into the 16-bit moving
+  dtype. Hybrid rows are gathered as one record per row (int8 values, fp32 row scale, int32
+  position in the FP16 table) and dequantized by ScalarE into fp16 (``q * scale``); FP16 rows are
+  then gathered over them by position (``oob_mode.skip`` moves nothing for INT8 rows).
+"""
+
+import nki
+import nki.isa as nisa
+import nki.language as nl
+
+WINDOW_ROWS = nl.tile_size.pmax
+"""Rows per window = matmul output partitions (R)."""
+TILE_COLS = nl.tile_size.pmax
+"""Columns per bitmap tile / entries per entry tile = matmul contraction partitions (K)."""
+PSUM_CHUNK = nl.tile_size.psum_bank_fmax
+"""fp32 accumulator columns per PSUM bank (and the moving free-size limit)."""
+MASK_WORDS = 4
+"""uint32 words per tile column: window slot r is bit r % 32 of word r // 32."""
+MASK_WORD_BITS = 32
+MAX_PSUM_CHUNKS = nl.tile_size.psum_num_banks
+RECORD_TAIL_BYTES = 8
+"""Hybrid record = [int8 values padded to 4 B | fp32 row scale | int32 FP16-row position]."""
+MAX_GROUP = 32
+"""Tiles unpacked by one batched shift, and gather buffers in flight."""
+
+KIND_BIN, KIND_INT8, KIND_FP16 = 0, 1, 2
+
+
+@nki.jit
+def spmm_hybrid_kernel(
+    x_rows,
+    x_hi,
+    row_scale,
+    bm_cols,
+    bm_keep,
+    bm_factor,
+    bm_int8,
+    bm_fp16,
+    en_cols,
+    en_rows,
+    en_keep,
+    en_factor,
+    en_int8,
+    en_fp16,
+    n_windows,
+    n_bin,
+    n_int8,
+    n_fp16,
+    n_ebin,
+    n_eint8,
+    n_efp16,
+    n_features,
+    hybrid,
+    has_hi,
+    group,
+):
+    """DSTE sparse x dense product for one fixed-shape launch of ``n_windows`` row windows.
+
+    Dimensions (W = n_windows, NB = n_bin + n_int8 + n_fp16 bitmap slots per window,
+    NE = n_ebin + n_eint8 + n_efp16 entry slots per window, F = n_features, M = rows of X):
+
+    Args:
+      x_rows: dense X ``[M, F]`` (float32 / bfloat16 / float16) when ``hybrid == 0``; the hybrid
+        record table ``int8 [M, Fq + 8]`` (Fq = F rounded up to 4) when ``hybrid == 1``.
+      x_hi: ``float16 [M_hi, F]`` FP16 rows of a hybrid X (read only when ``has_hi == 1``).
+      row_scale: ``float32 [128, W]``, output-row factor of window slot r (partition) of window w.
+      bm_cols: ``int32 [128, W*NB]`` column id of tile column k (partition) per slot; padding = M.
+      bm_keep: ``uint32 [128, W*NB, 4]`` keep words of tile column k.
+      bm_factor: ``float32 [128, W*NB]`` column scale x INT8 tile scale (0 for padding columns).
+      bm_int8: ``int8 [128, W*n_int8, 128]`` values [k, slot, r] of the INT8 slots.
+      bm_fp16: ``float16 [128, W*n_fp16, 128]`` values of the FP16 slots.
+      en_cols: ``int32 [128, W*NE]`` column id of entry e (partition); padding = M.
+      en_rows: ``uint8 [128, W*NE]`` window slot of entry e.
+      en_keep: ``uint32 [128, W*NE]`` the keep word holding entry e's bit (bit e % 32).
+      en_factor: ``float32 [128, W*NE]`` column scale x INT8 tile scale (0 for padding).
+      en_int8: ``int8 [128, W*n_eint8]``, en_fp16: ``float16 [128, W*n_efp16]`` entry values.
+      Slots are window-major; inside a window BIN, then INT8, then FP16 slots.
+      Arrays of a kind with zero slots are 1-wide placeholders and are not read.
+
+    Returns:
+      ``float32 [W*128, F]``: row r of window w at row ``w*128 + r`` (the launcher places rows).
+
+    Limits: F <= 8 * 512 (one window's accumulator in the 8 PSUM banks); group <= 32.
+
+    Pseudocode:
+      load metadata of all slots (one DMA per array)
+      weight[e] = keep_bit(e) * factor[e] * value[e]                       # all entry slots at once
+      for each window w:
+        for each group of bitmap slots:
+          moving[s] = gather X rows bm_cols[:, s]   (hybrid: record -> q * scale, then FP16 rows)
+          shifted = keep_words << (31 - bit)                            # one instruction per group
+          stationary[s] = (shifted < 0) * bm_factor[:, s]  (x values for INT8/FP16 slots)
+          psum[chunk] += stationary[s].T @ moving[s][:, chunk]
+        for each group of entry slots:
+          moving[s] = gather X rows en_cols[:, s]
+          stationary[s] = (iota_r == en_rows[:, s]) * weight[:, s]
+          psum[chunk] += stationary[s].T @ moving[s][:, chunk]
+        y[w] = psum * row_scale[:, w]  ->  HBM
+    """
+    n_bitmap = n_bin + n_int8 + n_fp16
+    n_entry = n_ebin + n_eint8 + n_efp16
+    assert n_bitmap + n_entry >= 1, "a launch needs at least one tile slot per window"
+    assert 1 <= n_features <= MAX_PSUM_CHUNKS * PSUM_CHUNK, (
+        f"n_features={n_features}: expected 1..{MAX_PSUM_CHUNKS * PSUM_CHUNK} (8 PSUM banks of {PSUM_CHUNK} fp32)"
+    )
+    assert 1 <= group <= MAX_GROUP, f"group={group}: expected 1..{MAX_GROUP}"
+    assert row_scale.shape == (WINDOW_ROWS, n_windows), f"row_scale must be [128, {n_windows}], got {row_scale.shape}"
+    if n_bitmap:
+        assert bm_cols.shape == (TILE_COLS, n_windows * n_bitmap), (
+            f"bm_cols must be [128, {n_windows * n_bitmap}], got {bm_cols.shape}"
+        )
+        assert bm_keep.shape == (TILE_COLS, n_windows * n_bitmap, MASK_WORDS), f"bm_keep shape {bm_keep.shape}"
+    if n_entry:
+        assert en_cols.shape == (TILE_COLS, n_windows * n_entry), (
+            f"en_cols must be [128, {n_windows * n_entry}], got {en_cols.shape}"
+        )
+    if hybrid:
+        assert x_rows.dtype == nl.int8, f"hybrid X records must be int8, got {x_rows.dtype}"
+        record = x_rows.shape[1]
+        feat_padded = record - RECORD_TAIL_BYTES
+        assert feat_padded >= n_features and feat_padded % 4 == 0, (
+            f"hybrid record width {record} must be 4-aligned F + {RECORD_TAIL_BYTES} for F={n_features}"
+        )
+        moving_dtype = nl.float16
+    else:
+        assert x_rows.shape[1] == n_features, f"X must have {n_features} columns, got {x_rows.shape[1]}"
+        moving_dtype = nl.float16 if x_rows.dtype == nl.float16 else nl.bfloat16
+    n_rows_x = x_rows.shape[0]
+    chunks = []
+    for f0 in range(0, n_features, PSUM_CHUNK):
+        chunks.append((f0, min(PSUM_CHUNK, n_features - f0)))
+
+    y = nl.ndarray((n_windows * WINDOW_ROWS, n_features), dtype=nl.float32, buffer=nl.shared_hbm, name="y")
+
+    # ---- constants --------------------------------------------------------------------------
+    # shift amount 31 - (r % 32) for window slot r = 32 * word + bit
+    top_bit_shift = nl.ndarray((TILE_COLS, MASK_WORDS, MASK_WORD_BITS), dtype=nl.int32, buffer=nl.sbuf, name="shift")
+    nisa.iota(dst=top_bit_shift, pattern=[[0, MASK_WORDS], [-1, MASK_WORD_BITS]], offset=MASK_WORD_BITS - 1)
+
+    # ---- per-launch metadata: one DMA per array -----------------------------------------------
+    rscale = nl.ndarray((WINDOW_ROWS, n_windows), dtype=nl.float32, buffer=nl.sbuf, name="row_scale")
+    nisa.dma_copy(dst=rscale, src=row_scale)
+    if n_bitmap:
+        n_bslots = n_windows * n_bitmap
+        bcols = nl.ndarray((TILE_COLS, n_bslots), dtype=nl.int32, buffer=nl.sbuf, name="bm_cols")
+        nisa.dma_copy(dst=bcols, src=bm_cols)
+        bkeep = nl.ndarray((TILE_COLS, n_bslots, MASK_WORDS), dtype=nl.uint32, buffer=nl.sbuf, name="bm_keep")
+        nisa.dma_copy(dst=bkeep, src=bm_keep)
+        bfactor = nl.ndarray((TILE_COLS, n_bslots), dtype=nl.float32, buffer=nl.sbuf, name="bm_factor")
+        nisa.dma_copy(dst=bfactor, src=bm_factor)
+        if n_int8:
+            bvals8 = nl.ndarray((TILE_COLS, n_windows * n_int8, WINDOW_ROWS), dtype=nl.int8, buffer=nl.sbuf, name="bm_int8")
+            nisa.dma_copy(dst=bvals8, src=bm_int8)
+        if n_fp16:
+            bvals16 = nl.ndarray((TILE_COLS, n_windows * n_fp16, WINDOW_ROWS), dtype=nl.float16, buffer=nl.sbuf, name="bm_fp16")
+            nisa.dma_copy(dst=bvals16, src=bm_fp16)
+        shifted = nl.ndarray((TILE_COLS, group, WINDOW_ROWS), dtype=nl.int32, buffer=nl.sbuf, name="shifted")
+    if n_entry:
+        n_eslots = n_windows * n_entry
+        ecols = nl.ndarray((TILE_COLS, n_eslots), dtype=nl.int32, buffer=nl.sbuf, name="en_cols")
+        nisa.dma_copy(dst=ecols, src=en_cols)
+        erows = nl.ndarray((TILE_COLS, n_eslots), dtype=nl.float32, buffer=nl.sbuf, name="en_rows")
+        nisa.dma_copy(dst=erows, src=en_rows)
+        ekeep = nl.ndarray((TILE_COLS, n_eslots), dtype=nl.uint32, buffer=nl.sbuf, name="en_keep")
+        nisa.dma_copy(dst=ekeep, src=en_keep)
+        eweight = nl.ndarray((TILE_COLS, n_eslots), dtype=nl.float32, buffer=nl.sbuf, name="en_weight")
+        nisa.dma_copy(dst=eweight, src=en_factor)
+        # entry e's keep bit is bit e % 32 of its word: shift per partition, then mask
+        entry_bit = nl.ndarray((TILE_COLS, 1), dtype=nl.int32, buffer=nl.sbuf, name="entry_bit")
+        nisa.iota(dst=entry_bit, pattern=[[0, 1]], offset=0, channel_multiplier=1)
+        nisa.tensor_scalar(dst=entry_bit, data=entry_bit, op0=nl.bitwise_and, operand0=MASK_WORD_BITS - 1)
+        ebits = nl.ndarray((TILE_COLS, n_eslots), dtype=nl.int32, buffer=nl.sbuf, name="en_bits")
+        nisa.tensor_scalar(dst=ebits, data=ekeep, op0=nl.right_shift, operand0=entry_bit, op1=nl.bitwise_and, operand1=1)
+        nisa.tensor_tensor(dst=eweight, data1=eweight, data2=ebits, op=nl.multiply, engine=nisa.engine.vector)
+        weight_by_window = eweight.reshape((TILE_COLS, n_windows, n_entry))
+        if n_eint8:
+            evals8 = nl.ndarray((TILE_COLS, n_windows * n_eint8), dtype=nl.int8, buffer=nl.sbuf, name="en_int8")
+            nisa.dma_copy(dst=evals8, src=en_int8)
+            w8 = weight_by_window[:, :, n_ebin:n_ebin + n_eint8]
+            nisa.tensor_tensor(dst=w8, data1=w8, data2=evals8, op=nl.multiply)
+        if n_efp16:
+            evals16 = nl.ndarray((TILE_COLS, n_windows * n_efp16), dtype=nl.float16, buffer=nl.sbuf, name="en_fp16")
+            nisa.dma_copy(dst=evals16, src=en_fp16)
+            w16 = weight_by_window[:, :, n_ebin + n_eint8:n_entry]
+            nisa.tensor_tensor(dst=w16, data1=w16, data2=evals16, op=nl.multiply)
+        row_iota = nl.ndarray((TILE_COLS, WINDOW_ROWS), dtype=nl.bfloat16, buffer=nl.sbuf, name="row_iota")
+        nisa.iota(dst=row_iota, pattern=[[1, WINDOW_ROWS]], offset=0)
+
+    # ---- working buffers, zeroed once so rows skipped by a gather hold finite values ----------
+    moving = nl.ndarray((TILE_COLS, group, n_features), dtype=moving_dtype, buffer=nl.sbuf, name="moving")
+    nisa.memset(dst=moving, value=0.0)
+    if hybrid:
+        records = nl.ndarray((TILE_COLS, group, record), dtype=nl.int8, buffer=nl.sbuf, name="records")
+        nisa.memset(dst=records, value=0, engine=nisa.engine.gpsimd)
+    stationary = nl.ndarray((TILE_COLS, group, WINDOW_ROWS), dtype=nl.bfloat16, buffer=nl.sbuf, name="stationary")
+    y_tile = nl.ndarray((WINDOW_ROWS, n_features), dtype=nl.float32, buffer=nl.sbuf, name="y_tile")
+    accum = []
+    for c, (f0, width) in enumerate(chunks):
+        accum.append(nl.ndarray((WINDOW_ROWS, width), dtype=nl.float32, buffer=nl.psum, name=f"accum{c}"))
+
+    # Entry-stationary builds alternate between VectorE and GpSimd (VectorE takes more: its
+    # bf16 tensor_scalar is ~1.7x faster in the model); bitmap unpacking uses both already.
+    entry_engines = [nisa.engine.vector, nisa.engine.vector, nisa.engine.gpsimd]
+
+    for w in range(n_windows):
+        first = True
+        # ---- bitmap tiles ----------------------------------------------------------------------
+        for g0 in range(0, n_bitmap, group):
+            g1 = min(n_bitmap, g0 + group)
+            n = g1 - g0
+            s0 = w * n_bitmap + g0
+            for i in range(n):
+                _gather_rows(moving, records if hybrid else None, i, x_rows, x_hi, bcols[:, s0 + i:s0 + i + 1],
+                             n_features, hybrid, has_hi)
+            words = bkeep[:, s0:s0 + n, :].reshape((TILE_COLS, n, MASK_WORDS, 1))
+            nisa.tensor_tensor(
+                dst=shifted[:, 0:n, :].reshape((TILE_COLS, n, MASK_WORDS, MASK_WORD_BITS)),
+                data1=words.broadcast_to((TILE_COLS, n, MASK_WORDS, MASK_WORD_BITS)),
+                data2=top_bit_shift.reshape((TILE_COLS, 1, MASK_WORDS, MASK_WORD_BITS)).broadcast_to(
+                    (TILE_COLS, n, MASK_WORDS, MASK_WORD_BITS)),
+                op=nl.left_shift,
+                engine=nisa.engine.gpsimd,
+            )
+            for i in range(n):
+                nisa.tensor_scalar(dst=stationary[:, i, :], data=shifted[:, i, :], op0=nl.less, operand0=0.0,
+                                   op1=nl.multiply, operand1=bfactor[:, s0 + i:s0 + i + 1], engine=nisa.engine.vector)
+            # INT8 / FP16 slots of this group: multiply by their values (one instruction per kind)
+            for kind_lo, kind_hi, values, kind_count in ((n_bin, n_bin + n_int8, "int8", n_int8),
+                                                         (n_bin + n_int8, n_bitmap, "fp16", n_fp16)):
+                lo, hi = max(kind_lo, g0), min(kind_hi, g1)
+                if lo < hi:
+                    table = bvals8 if values == "int8" else bvals16
+                    v0 = w * kind_count + (lo - kind_lo)
+                    nisa.tensor_tensor(dst=stationary[:, lo - g0:hi - g0, :], data1=stationary[:, lo - g0:hi - g0, :],
+                                       data2=table[:, v0:v0 + (hi - lo), :], op=nl.multiply,
+                                       engine=nisa.engine.gpsimd)
+            for i in range(n):
+                for c, (f0, width) in enumerate(chunks):
+                    nisa.nc_matmul(dst=accum[c], stationary=stationary[:, i, :], moving=moving[:, i, f0:f0 + width],
+                                   accumulate=not first)
+                first = False
+        # ---- entry tiles -----------------------------------------------------------------------
+        for g0 in range(0, n_entry, group):
+            g1 = min(n_entry, g0 + group)
+            n = g1 - g0
+            s0 = w * n_entry + g0
+            for i in range(n):
+                _gather_rows(moving, records if hybrid else None, i, x_rows, x_hi, ecols[:, s0 + i:s0 + i + 1],
+                             n_features, hybrid, has_hi)
+            for i in range(n):
+                nisa.tensor_scalar(dst=stationary[:, i, :], data=row_iota, op0=nl.equal,
+                                   operand0=erows[:, s0 + i:s0 + i + 1], op1=nl.multiply,
+                                   operand1=eweight[:, s0 + i:s0 + i + 1],
+                                   engine=entry_engines[(s0 + i) % len(entry_engines)])
+            for i in range(n):
+                for c, (f0, width) in enumerate(chunks):
+                    nisa.nc_matmul(dst=accum[c], stationary=stationary[:, i, :], moving=moving[:, i, f0:f0 + width],
+                                   accumulate=not first)
+                first = False
+        # ---- evacuate with the row scale, store ------------------------------------------------
+        for c, (f0, width) in enumerate(chunks):
+            nisa.activation(dst=y_tile[:, f0:f0 + width], op=nl.copy, data=accum[c], scale=rscale[:, w:w + 1])
+        nisa.dma_copy(dst=y[w * WINDOW_ROWS:(w + 1) * WINDOW_ROWS, :], src=y_tile)
+    return y
+
+
+def _gather_rows(moving, records, slot, x_rows, x_hi, cols, n_features, hybrid, has_hi):
+    """moving[:, slot, :] = X rows ``cols`` in the moving dtype (padding ids skipped)."""
+    dst = moving[:, slot, :]
+    if not hybrid:
+        nisa.dma_copy(dst=dst, src=x_rows.ap(pattern=[[n_features, TILE_COLS], [1, n_features]], offset=0,
+                                             vector_offset=cols, indirect_dim=0),
+                      oob_mode=nisa.oob_mode.skip)
+        return
+    record = x_rows.shape[1]
+    feat_padded = record - RECORD_TAIL_BYTES
+    rec = records[:, slot, :]
+    nisa.dma_copy(dst=rec, src=x_rows.ap(pattern=[[record, TILE_COLS], [1, record]], offset=0,
+                                         vector_offset=cols, indirect_dim=0),
+                  oob_mode=nisa.oob_mode.skip)
+    scale = records[:, slot, feat_padded:feat_padded + 4].view(nl.float32)
+    nisa.activation(dst=dst, op=nl.copy, data=records[:, slot, 0:n_features], scale=scale)
+    if has_hi:
+        hi_pos = records[:, slot, feat_padded + 4:feat_padded + 8].view(nl.int32)
+        nisa.dma_copy(dst=dst, src=x_hi.ap(pattern=[[n_features, TILE_COLS], [1, n_features]], offset=0,
+                                           vector_offset=hi_pos, indirect_dim=0),
+                      oob_mode=nisa.oob_mode.skip)
