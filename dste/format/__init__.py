@@ -1,9 +1,13 @@
 """The DSTE sparse format: 128-row windows of BIN / INT8 / FP16 tiles with a dynamic keep-mask.
 
 Public API: :class:`DSTEMatrix`, :func:`encode`, :class:`EncodePolicy`,
-:func:`gcn_normalized`, :func:`gcn_update`, :class:`HybridRows`, :func:`quantize_rows`,
-:func:`save`, :func:`load`, and the constants of :mod:`dste.format.constants`.
+:func:`gcn_normalized`, :func:`gcn_update`, :func:`update_windows`, :class:`HybridRows`,
+:func:`quantize_rows`, :func:`save`, :func:`load`, the errors, and the constants of
+:mod:`dste.format.constants`. Names are resolved on first use, so ``dste.reference``
+can import ``dste.format.constants`` without a cycle.
 """
+
+from importlib import import_module
 
 from dste.format.constants import (
     FORMAT_VERSION,
@@ -13,13 +17,20 @@ from dste.format.constants import (
     WINDOW_ROWS,
     TileKind,
 )
-from dste.format.encode import encode, update_windows
 from dste.format.errors import DSTEFileError, DSTEFormatError
-from dste.format.gcn import gcn_normalized, gcn_update
-from dste.format.hybrid_rows import HybridRows, quantize_rows
-from dste.format.io import load, save
-from dste.format.matrix import DSTEMatrix
-from dste.format.policy import EncodePolicy
+
+_LAZY = {
+    "DSTEMatrix": "dste.format.matrix",
+    "EncodePolicy": "dste.format.policy",
+    "encode": "dste.format.encode",
+    "update_windows": "dste.format.encode",
+    "gcn_normalized": "dste.format.gcn",
+    "gcn_update": "dste.format.gcn",
+    "HybridRows": "dste.format.hybrid_rows",
+    "quantize_rows": "dste.format.hybrid_rows",
+    "save": "dste.format.io",
+    "load": "dste.format.io",
+}
 
 __all__ = [
     "WINDOW_ROWS",
@@ -28,16 +39,15 @@ __all__ = [
     "MASK_WORDS",
     "FORMAT_VERSION",
     "TileKind",
-    "DSTEMatrix",
-    "EncodePolicy",
-    "encode",
-    "update_windows",
-    "gcn_normalized",
-    "gcn_update",
-    "HybridRows",
-    "quantize_rows",
-    "save",
-    "load",
     "DSTEFormatError",
     "DSTEFileError",
+    *_LAZY,
 ]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dste.format' has no attribute {name!r}")

@@ -57,7 +57,7 @@ from dste.format.errors import DSTEFormatError
 from dste.format.matrix import DSTEMatrix
 from dste.format.policy import BITMAP_MIN_ENTRIES_BIN, BITMAP_MIN_ENTRIES_VALUED, EncodePolicy
 from dste.reference.bits import pack_mask
-from dste.reference.quant import INT8_QMAX, quantize_int8, relative_int8_error, to_fp16
+from dste.reference.quant import INT8_QMAX, quantize_int8, int8_sensitivity, to_fp16
 
 BIN_ULP_TOLERANCE = 4 * 2.0**-24
 """A factored value within 4 float32 ulps of 1 counts as 1 (BIN), so values built as
@@ -351,7 +351,7 @@ def decide_kinds(vals32, tile_of_entry, n_tiles, policy: EncodePolicy):
     """Kind (uint8 [n]) and sensitivity S (float64 [n]) of each tile from its stored values."""
     if n_tiles == 0:
         return np.zeros(0, np.uint8), np.zeros(0)
-    sensitivity = relative_int8_error(vals32, tile_of_entry, n_tiles)
+    sensitivity = int8_sensitivity(vals32, tile_of_entry, n_tiles)
     not_one = np.bincount(tile_of_entry, weights=np.abs(vals32 - 1.0) > BIN_ULP_TOLERANCE, minlength=n_tiles)
     amax = np.zeros(n_tiles, dtype=np.float32)
     np.maximum.at(amax, tile_of_entry, np.abs(vals32))

@@ -14,7 +14,7 @@ import numpy as np
 
 from dste.format.errors import DSTEFormatError
 from dste.format.policy import DEFAULT_FP16_THRESHOLD
-from dste.reference.quant import relative_int8_error
+from dste.reference.quant import int8_sensitivity
 
 
 @dataclass(eq=False)
@@ -83,10 +83,10 @@ class HybridRows:
 
 
 def row_sensitivity(X) -> np.ndarray:
-    """Per-row S: relative L2 error of the row's symmetric INT8 quantization (float64 [M])."""
+    """Per-row sensitivity S (float64 [M]): INT8 error rms over mean |x| of each row (see dste.format.policy)."""
     X = np.asarray(X, dtype=np.float32)
     M, F = X.shape
-    return relative_int8_error(X.reshape(-1), np.repeat(np.arange(M), F), M)
+    return int8_sensitivity(X.reshape(-1), np.repeat(np.arange(M), F), M)
 
 
 def quantize_rows(X, sensitivity=None, threshold: float | None = None, fp16_fraction: float | None = None) -> HybridRows:

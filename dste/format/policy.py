@@ -2,14 +2,15 @@
 
 Sensitivity score S (per tile, decides INT8 vs FP16)
 ----------------------------------------------------
-S is the relative L2 error of quantizing the tile's stored values (after the
-row/column scales are factored out) to symmetric per-tile INT8:
-``S = ||v - q*s||_2 / ||v||_2`` with ``s = max|v|/127`` and ``q = rne(v/s)``
-(:func:`dste.reference.quant.relative_int8_error`). Uniformly spread values give
-S ~ 0.004, Gaussian ones S ~ 0.01; a tile whose scale is stretched by a few
-outliers (so the bulk rounds to 0 or +-1) gives S of 0.1 and more. A tile is FP16
-when ``S >= fp16_threshold`` (default 0.02), else INT8. Tiles whose every value is
-exactly 1 are BIN (value 1, times the row/column scales), unless a kind is forced.
+S is the INT8 quantization error of the tile's stored values (after the row/column
+scales are factored out) relative to their typical magnitude:
+``S = rms(v - q*s) / mean(|v|)`` with ``s = max|v|/127`` and ``q = rne(v/s)``
+(:func:`dste.reference.quant.int8_sensitivity`). Uniformly spread values give S ~ 0.005,
+Gaussian ones S ~ 0.011; a tile whose scale is stretched by a few outliers (so the bulk
+rounds to 0 or +-1) gives S of 0.1 and more. A tile is FP16 when
+``S >= fp16_threshold`` (default 0.02), else INT8. Tiles whose every value is 1 are BIN
+(value 1, times the row/column scales), unless a kind is forced. Per-row S of the
+hybrid-row operand X is the same formula over a row.
 
 Bitmap columns vs entry tiles
 -----------------------------
@@ -30,7 +31,7 @@ REORDERS = ("none", "rcm", "community")
 KINDS = ("auto", "bin", "int8", "fp16")
 
 DEFAULT_FP16_THRESHOLD = 0.02
-"""S >= 0.02 (2% relative L2 INT8 error) -> FP16. Gaussian tiles (S~0.01) stay INT8."""
+"""S >= 0.02 -> FP16: Gaussian tiles (S ~ 0.011) stay INT8, outlier-stretched ones (S >= 0.1) go FP16."""
 
 BITMAP_MIN_ENTRIES_BIN = 2
 """Default split for structure-only (all-BIN) matrices; measured, see dste.format.encode."""

@@ -63,15 +63,16 @@ def to_fp16(values) -> np.ndarray:
     return round_half_even_saturate(np.asarray(values, dtype=np.float32), np.float16)
 
 
-def relative_int8_error(values, group_ids, n_groups: int) -> np.ndarray:
-    """Sensitivity score S of each group: the relative L2 error of its INT8 quantization.
+def int8_sensitivity(values, group_ids, n_groups: int) -> np.ndarray:
+    """Sensitivity score S of each group: INT8 quantization error relative to the group's typical value.
 
-    ``S_g = ||v - dequant(quant(v))||_2 / ||v||_2`` over the values of group g, with the
-    group's symmetric scale ``max|v| / 127``; 0 for an all-zero or empty group. S is
-    about 0.004 for uniformly spread values, 0.01 for Gaussian ones, and grows towards
-    1 when a few outliers stretch the scale so the bulk of the values round to 0 or
-    +-1: the groups INT8 represents badly. ``values`` float, ``group_ids`` int64 in
-    [0, n_groups).
+    ``S_g = rms(v - dequant(quant(v))) / mean(|v|)`` over the values of group g, with the
+    group's symmetric scale ``max|v| / 127``; 0 for an all-zero or empty group. The
+    denominator is the mean magnitude (not the L2 norm, which a single outlier would
+    dominate), so S measures how badly the bulk of the values is represented: about 0.005
+    for uniformly spread values, 0.011 for Gaussian ones, and 0.1 and more when a few
+    outliers stretch the scale so the bulk rounds to 0 or +-1. ``values`` float,
+    ``group_ids`` int64 in [0, n_groups).
     """
     values = np.asarray(values, dtype=np.float32)
     group_ids = np.asarray(group_ids, dtype=np.int64)
@@ -81,6 +82,10 @@ def relative_int8_error(values, group_ids, n_groups: int) -> np.ndarray:
     scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
     per_value_scale = scale[group_ids]
     deq = dequantize_int8(round_half_even_saturate(values / per_value_scale, np.int8), per_value_scale)
-    err = np.bincount(group_ids, weights=(values.astype(np.float64) - deq) ** 2, minlength=n_groups)
-    ref = np.bincount(group_ids, weights=values.astype(np.float64) ** 2, minlength=n_groups)
-    return np.where(ref > 0, np.sqrt(err / np.where(ref > 0, ref, 1.0)), 0.0)
+    count = np.bincount(group_ids, minlength=n_groups).astype(np.float64)
+    sq_err = np.bincount(group_ids, weights=(values.astype(np.float64) - deq) ** 2, minlength=n_groups)
+    abs_sum = np.bincount(group_ids, weights=np.abs(values.astype(np.float64)), minlength=n_groups)
+    safe = np.maximum(count, 1.0)
+    rms = np.sqrt(sq_err / safe)
+    mean_abs = abs_sum / safe
+    return np.where(mean_abs > 0, rms / np.where(mean_abs > 0, mean_abs, 1.0), 0.0)

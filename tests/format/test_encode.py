@@ -1,0 +1,229 @@
+"""Encode/decode round trips against the input matrix (SciPy is the independent oracle)."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from dste.format import DSTEFormatError, DSTEMatrix, EncodePolicy, TileKind, encode, gcn_normalized
+from tests.format.graphs import community_graph
+
+
+def _fp16_exact(shape, density, seed):
+    """Random sparse matrix whose values are exactly representable in float16 and INT8-unfriendly."""
+    rng = np.random.default_rng(seed)
+    A = sp.random(*shape, density=density, random_state=seed, format="csr")
+    A.data = (rng.integers(-2048, 2048, size=A.nnz) / 64.0).astype(np.float64)
+    A.data[A.data == 0] = 1.5
+    return A
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (127, 129), (128, 128), (300, 70), (70, 300), (257, 513)])
+@pytest.mark.parametrize("layout", ["condensed", "block"])
+def test_fp16_roundtrip_exact(shape, layout):
+    A = _fp16_exact(shape, 0.05 if shape[0] > 1 else 1.0, seed=sum(shape))
+    E = encode(A, kinds="fp16", layout=layout)
+    E.validate(deep=True)
+    assert (E.tile_kind == TileKind.FP16).all() and (E.etile_kind == TileKind.FP16).all()
+    np.testing.assert_array_equal(E.to_dense(), A.toarray())  # fp16-representable -> exact
+
+
+@pytest.mark.parametrize("reorder", ["none", "rcm", "community"])
+def test_binary_roundtrip_is_bin_and_exact(reorder):
+    adj, _ = community_graph(900, seed=1)
+    E = encode(adj, reorder=reorder)
+    assert E.n_tiles + E.n_etiles > 0
+    assert (E.tile_kind == TileKind.BIN).all() and (E.etile_kind == TileKind.BIN).all()
+    assert E.int8_values.shape[0] == 0 and E.fp16_values.shape[0] == 0
+    np.testing.assert_array_equal(E.to_dense(), adj.toarray())
+    if reorder != "none":
+        assert E.row_perm is not None and not np.array_equal(E.row_perm, np.arange(900))
+
+
+def test_int8_error_within_half_step():
+    A = sp.random(400, 300, density=0.1, random_state=3, format="csr")
+    E = encode(A, kinds="int8")
+    D = E.decode()
+    diff = abs(D - A).tocoo()
+    # step of the tile holding each entry: bound with the largest scale used (all tiles share the same
+    # value distribution); per-entry bounds are checked in the property tests
+    step = max(E.int8_scale.max(initial=0), E.etile_int8_scale.max(initial=0))
+    assert diff.data.max(initial=0) <= 0.5 * step * (1 + 1e-6)
+
+
+def test_auto_kinds_mixed():
+    rng = np.random.default_rng(0)
+    dense = np.zeros((256, 256))
+    dense[:128, :128] = 1.0  # BIN window block
+    dense[128:, :128] = rng.normal(size=(128, 128))  # Gaussian: INT8 (S ~ 0.01)
+    outliers = rng.normal(size=(128, 128)) * 0.01
+    outliers[0, 0] = 1000.0
+    dense[128:, 128:] = outliers  # outlier-stretched: FP16
+    E = encode(dense, layout="block")
+    kinds = {(int(w), int(E.tile_cols[t, 0]) // 128): TileKind(k) for t, (w, k) in enumerate(zip(E.tile_window, E.tile_kind))}
+    assert kinds == {(0, 0): TileKind.BIN, (1, 0): TileKind.INT8, (1, 1): TileKind.FP16}
+    np.testing.assert_allclose(E.to_dense()[128:, 128:], outliers, rtol=1e-3, atol=1e-6)  # fp16 relative error
+
+
+def test_block_layout_for_dense_weights():
+    rng = np.random.default_rng(5)
+    W = rng.normal(size=(200, 300)).astype(np.float32)
+    E = encode(W, layout="block", kinds="int8")
+    assert E.n_etiles == 0
+    assert E.n_tiles == 2 * 3
+    np.testing.assert_array_equal(E.tile_ncols, np.tile([128, 128, 44], 2))
+    assert (E.tile_cols[E.tile_ncols == 44][:, 44:] == 300).all()
+    step = E.int8_scale.max()
+    assert np.abs(E.to_dense() - W).max() <= 0.5 * step * (1 + 1e-6)
+
+
+def test_tile_order_and_padding_contract():
+    adj, _ = community_graph(700, seed=2)
+    A = adj
+    E = encode(A, bitmap_min_entries=3)
+    N, M = A.shape
+    assert (E.window_rows[-1, N % 128 :] == N).all()
+    key = E.tile_window.astype(np.int64) * 4 + E.tile_kind
+    assert (np.diff(key) >= 0).all()
+    # entries of a bitmap column: >= 3 stored; entry tiles hold the rest
+    col_counts = np.bitwise_count(E.nz_bits).sum(axis=2)
+    used = np.arange(128)[None, :] < E.tile_ncols[:, None]
+    assert col_counts[used].min() >= 3
+
+
+def test_empty_matrix_and_empty_rows():
+    E = encode(sp.csr_matrix((300, 200)))
+    assert E.n_tiles == 0 and E.n_etiles == 0 and E.n_windows == 3
+    assert E.decode().nnz == 0 and E.decode().shape == (300, 200)
+    E0 = encode(np.zeros((0, 5)))
+    assert E0.n_windows == 0 and E0.decode().shape == (0, 5)
+    A = sp.random(400, 400, density=0.02, random_state=1, format="lil")
+    A[128:256, :] = 0  # an empty window
+    A[5, :] = 0
+    A = A.tocsr()
+    A.eliminate_zeros()
+    E = encode(A, kinds="fp16")
+    assert E.window_ptr[2] == E.window_ptr[1] and E.ewindow_ptr[2] == E.ewindow_ptr[1]
+    np.testing.assert_allclose(E.to_dense(), A.toarray(), rtol=2.0**-11)  # fp16 rounding only
+
+
+def test_input_kinds_agree():
+    A = _fp16_exact((150, 140), 0.05, 7)
+    dense = A.toarray()
+    ref = encode(A, kinds="fp16").to_dense()
+    for source in (A.tocoo(), A.tocsc(), sp.csr_array(A), dense, torch.tensor(dense), torch.tensor(dense).to_sparse(), torch.tensor(dense).to_sparse_csr()):
+        np.testing.assert_array_equal(encode(source, kinds="fp16").to_dense(), ref)
+    B = encode(dense != 0)
+    np.testing.assert_array_equal(B.to_dense(), (dense != 0).astype(float))
+
+
+def test_duplicates_summed():
+    A = sp.coo_matrix((np.array([1.0, 2.0, 0.5]), (np.array([3, 3, 0]), np.array([4, 4, 1]))), shape=(10, 10))
+    D = encode(A, kinds="fp16").to_dense()
+    assert D[3, 4] == 3.0 and D[0, 1] == 0.5 and np.count_nonzero(D) == 2
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.array([1.0, 2.0]), "2-D"),
+        (np.array([[1.0, np.nan]]), "NaN or Inf"),
+        (np.array([[1.0, np.inf]]), "NaN or Inf"),
+        (np.array([["a", "b"]]), "unsupported dtype"),
+        (np.array([[1 + 2j]]), "unsupported dtype"),
+    ],
+)
+def test_bad_input(bad, message):
+    with pytest.raises(DSTEFormatError, match=message):
+        encode(bad)
+
+
+def test_bad_sparse_indices():
+    A = sp.coo_matrix((np.ones(2), (np.array([0, 1]), np.array([0, 1]))), shape=(3, 3))
+    A.row[1] = -1
+    with pytest.raises(DSTEFormatError, match="outside its shape"):
+        encode(A)
+    A.row[1] = 5
+    with pytest.raises(DSTEFormatError, match="outside its shape"):
+        encode(A)
+
+
+def test_bad_policy_and_scales():
+    with pytest.raises(DSTEFormatError, match="layout"):
+        EncodePolicy(layout="diagonal")
+    with pytest.raises(DSTEFormatError, match="reorder"):
+        EncodePolicy(reorder="metis")
+    with pytest.raises(DSTEFormatError, match="bitmap_min_entries"):
+        EncodePolicy(bitmap_min_entries=0)
+    with pytest.raises(DSTEFormatError, match="row_scale must have shape"):
+        encode(np.eye(4), row_scale=np.ones(3))
+    with pytest.raises(DSTEFormatError, match="cannot be factored"):
+        encode(np.eye(4), row_scale=np.array([1.0, 0.0, 1.0, 1.0], dtype=np.float32))
+    with pytest.raises(DSTEFormatError, match="float16 max"):
+        encode(np.array([[1e6, 1.0]]), kinds="fp16")
+
+
+def test_scales_factored_into_bin_tiles():
+    rng = np.random.default_rng(0)
+    pattern = (sp.random(300, 260, density=0.05, random_state=2, format="csr") != 0).astype(np.float64)
+    rs = rng.uniform(0.1, 2, 300).astype(np.float32)
+    cs = rng.uniform(0.1, 2, 260).astype(np.float32)
+    scaled = sp.diags(rs.astype(np.float64)) @ pattern @ sp.diags(cs.astype(np.float64))
+    E = encode(scaled, row_scale=rs, col_scale=cs)
+    assert (E.tile_kind == TileKind.BIN).all() and (E.etile_kind == TileKind.BIN).all()
+    np.testing.assert_allclose(E.to_dense(), scaled.toarray(), rtol=1e-15)  # same float64 products
+
+
+def test_gcn_normalized_matches_scipy():
+    adj, _ = community_graph(1000, seed=3)
+    G = gcn_normalized(adj)
+    a_hat = ((adj != 0) + sp.eye(1000)).astype(np.float64)
+    a_hat.data[:] = 1.0
+    deg = np.asarray(a_hat.sum(axis=1)).ravel()
+    ref = sp.diags(deg**-0.5) @ a_hat @ sp.diags(deg**-0.5)
+    # only rounding of D^-1/2 to float32 (relative 2^-24 each, two factors)
+    np.testing.assert_allclose(G.to_dense(), ref.toarray(), rtol=2.5 * 2.0**-24, atol=0)
+    assert (G.tile_kind == TileKind.BIN).all() and G.nbytes()["device"]["values"] == 0
+    assert G.row_scale is G.col_scale
+
+
+def test_gcn_community_order_beats_random_order():
+    adj, _ = community_graph(6000, seed=4)
+    plain = gcn_normalized(adj, reorder="none").stats()
+    local = gcn_normalized(adj, reorder="community").stats()
+    assert local["stretch"] < 0.6 * plain["stretch"]
+    assert local["bytes_per_stored_edge"] < plain["bytes_per_stored_edge"]
+
+
+def test_validation_catches_tampering():
+    adj, _ = community_graph(500, seed=5)
+    E = encode(adj)
+    fields = {f.name: getattr(E, f.name) for f in E.__dataclass_fields__.values() if f.init}
+    broken = dict(fields, tile_ncols=np.zeros_like(E.tile_ncols))
+    with pytest.raises(DSTEFormatError, match="tile_ncols"):
+        DSTEMatrix(**broken)
+    keep = E.keep_bits.copy()
+    keep[0, 0, 0] |= ~E.nz_bits[0, 0, 0]
+    with pytest.raises(DSTEFormatError, match="subset"):
+        DSTEMatrix(**dict(fields, keep_bits=keep))
+    with pytest.raises(DSTEFormatError, match="dtype"):
+        DSTEMatrix(**dict(fields, tile_cols=E.tile_cols.astype(np.int64)))
+    dup = E.etile_cols.copy()
+    dup[0, 1] = dup[0, 0]
+    rows = E.etile_rows.copy()
+    rows[0, 1] = rows[0, 0]
+    with pytest.raises(DSTEFormatError, match="two tiles"):
+        DSTEMatrix(**dict(fields, etile_cols=dup, etile_rows=rows)).validate(deep=True)
+
+
+def test_stats_and_nbytes_consistent():
+    adj, _ = community_graph(2000, seed=6)
+    G = gcn_normalized(adj)
+    s, nb = G.stats(), G.nbytes()
+    assert s["nnz_stored"] == adj.nnz + 2000
+    assert s["x_rows_gathered"] == G.tile_ncols.sum() + G.etile_nentries.sum()
+    assert nb["device"]["masks"] == G.keep_bits.nbytes + G.etile_keep_bits.nbytes
+    assert nb["host_only"]["nz_bits"] == G.nz_bits.nbytes
+    assert nb["device_total"] == sum(nb["device"].values())
+    assert s["bytes_per_stored_edge"] == pytest.approx(nb["device_total"] / s["nnz_stored"])
+    assert s["bitmap_tiles"]["BIN"] == G.n_tiles and s["entry_tiles"]["BIN"] == G.n_etiles
