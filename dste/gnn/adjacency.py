@@ -114,7 +114,8 @@ def _encode_gcn(adjacency: sp.csr_matrix):
 
 
 def _encode_mean(adjacency: sp.csr_matrix):
-    from dste.format import EncodePolicy, encode
+    from dste.format.encode import encode
+    from dste.format.policy import EncodePolicy
 
     degree = np.asarray(adjacency.sum(axis=1)).ravel()
     row_scale = np.where(degree > 0, 1.0 / np.maximum(degree, 1), 0.0).astype(np.float32)
