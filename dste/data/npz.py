@@ -51,6 +51,8 @@ def load_npz(path: str | Path, name: str | None = None) -> Graph:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no .npz bundle at {path}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a readable .npz archive (not a zip file)")
     try:
         with np.load(path, allow_pickle=False) as bundle:
             arrays = {key: bundle[key] for key in bundle.files}

@@ -10,7 +10,8 @@ processing of the public split:
               padded with zero rows so every id in the range exists (their label becomes 0,
               and they are in no split)
     adjacency from the adjacency-list dict: symmetrised, self loops and duplicates removed
-    split: train = the first len(y) nodes (20 per class), val = the next 500,
+    split: train = the first len(y) nodes (20 per class), val = the next 500 (fewer if allx is
+           shorter),
            test = the 1,000 listed test ids
 
 Files are looked up in `root`, `root/<name>`, `root/<name>/raw` and `root/<Name>/raw` (the
@@ -159,7 +160,7 @@ def load_planetoid(name: str, root: str | Path, normalize_features: bool = False
 
     num_train = y.shape[0]
     train, val, test = masks_from_indices(
-        num_nodes, np.arange(num_train), np.arange(num_train, num_train + NUM_VAL), sorted_test
+        num_nodes, np.arange(num_train), np.arange(num_train, min(num_train + NUM_VAL, first_test)), sorted_test
     )
     return Graph(
         adj=adj, x=x_dense, y=labels, train_mask=train, val_mask=val, test_mask=test,

@@ -1,7 +1,8 @@
 """A restricted unpickler for the Python-2 pickles of the Planetoid datasets.
 
 `pickle.load` runs whatever callable a file names. The Planetoid files only need NumPy arrays
-and dtypes, SciPy CSR/CSC matrices and `collections.defaultdict(list)`, so `SafeUnpickler`
+and dtypes, SciPy CSR/CSC matrices and `collections.defaultdict(list)` (plus latin1 `_codecs.encode`, which protocol-2 pickles written by
+Python 3 use for bytes), so `SafeUnpickler`
 resolves only those names and refuses every other global with `UnsafePickleError`.
 Sparse matrices are not rebuilt through SciPy's own unpickling: they come back as
 `SparseState` records (the pickled attribute dict) and `sparse_from_state` checks and
@@ -53,6 +54,13 @@ def _reconstruct_ndarray(subtype, shape, dtype):
     return np.ndarray.__new__(np.ndarray, shape, dtype)
 
 
+def _latin1_bytes(text, encoding="latin1"):
+    """The `_codecs.encode` that Python 3 protocol-2 pickles use for bytes, latin1 only."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise UnsafePickleError(f"_codecs.encode is allowed only as encode(str, 'latin1'), got encoding {encoding!r}")
+    return text.encode("latin1")
+
+
 _CSR_NAMES = ("scipy.sparse.csr", "scipy.sparse._csr")
 _CSC_NAMES = ("scipy.sparse.csc", "scipy.sparse._csc")
 _NUMPY_CORE = ("numpy.core.multiarray", "numpy._core.multiarray")
@@ -66,6 +74,7 @@ ALLOWED_GLOBALS: dict[tuple[str, str], object] = {
     ("collections", "defaultdict"): collections.defaultdict,
     ("__builtin__", "list"): list,
     ("builtins", "list"): list,
+    ("_codecs", "encode"): _latin1_bytes,
 }
 
 

@@ -1,0 +1,136 @@
+"""OGB folders and .npz bundles round-trip; load_dataset dispatches and refuses unknown names."""
+
+import gzip
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from dste.data import load_dataset, load_npz, load_ogb_folder, make_graph, save_npz
+
+
+def _write_gz(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt") as handle:
+        handle.write("".join(",".join(str(v) for v in row) + "\n" for row in rows))
+
+
+def write_tiny_ogb(folder, edges=((0, 1), (1, 2), (2, 0), (3, 4), (1, 0), (4, 4))):
+    features = np.arange(15, dtype=np.float32).reshape(5, 3) / 4
+    labels = [[2], [0], [1], [2], [0]]
+    _write_gz(folder / "raw" / "edge.csv.gz", edges)
+    _write_gz(folder / "raw" / "node-feat.csv.gz", features.tolist())
+    _write_gz(folder / "raw" / "node-label.csv.gz", labels)
+    _write_gz(folder / "split" / "time" / "train.csv.gz", [[0], [3]])
+    _write_gz(folder / "split" / "time" / "valid.csv.gz", [[1]])
+    _write_gz(folder / "split" / "time" / "test.csv.gz", [[2], [4]])
+    return features
+
+
+def test_ogb_folder_loads_symmetrised_without_loops(tmp_path):
+    features = write_tiny_ogb(tmp_path / "ogbn_tiny")
+    g = load_ogb_folder(tmp_path / "ogbn_tiny")
+    np.testing.assert_array_equal(g.x, features)
+    np.testing.assert_array_equal(g.y, [2, 0, 1, 2, 0])
+    assert g.num_classes == 3
+    expected = np.zeros((5, 5))
+    for a, b in [(0, 1), (1, 2), (2, 0), (3, 4)]:
+        expected[a, b] = expected[b, a] = 1
+    np.testing.assert_array_equal(g.adj.toarray(), expected)
+    np.testing.assert_array_equal(np.flatnonzero(g.train_mask), [0, 3])
+    np.testing.assert_array_equal(np.flatnonzero(g.val_mask), [1])
+    np.testing.assert_array_equal(np.flatnonzero(g.test_mask), [2, 4])
+    assert load_dataset("ogbn-tiny", root=tmp_path).num_edges == 8
+
+
+def test_ogb_bad_folders_get_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="raw/"):
+        load_ogb_folder(tmp_path)
+    write_tiny_ogb(tmp_path / "a", edges=((0, 9),))
+    with pytest.raises(ValueError, match=r"node ids must lie in \[0, 5\)"):
+        load_ogb_folder(tmp_path / "a")
+    write_tiny_ogb(tmp_path / "b")
+    (tmp_path / "b" / "raw" / "node-feat.csv.gz").write_bytes(b"not gzip")
+    with pytest.raises(ValueError, match="gzip"):
+        load_ogb_folder(tmp_path / "b")
+    write_tiny_ogb(tmp_path / "c")
+    _write_gz(tmp_path / "c" / "raw" / "node-feat.csv.gz", [[1, 2, 3], [4, "x", 6], [1, 1, 1], [0, 0, 0], [2, 2, 2]])
+    with pytest.raises(ValueError, match="not a number"):
+        load_ogb_folder(tmp_path / "c")
+    write_tiny_ogb(tmp_path / "d")
+    _write_gz(tmp_path / "d" / "raw" / "node-label.csv.gz", [[0], [1.5], [0], [1], [0]])
+    with pytest.raises(ValueError, match="integers"):
+        load_ogb_folder(tmp_path / "d")
+    write_tiny_ogb(tmp_path / "e")
+    (tmp_path / "e" / "split" / "time" / "valid.csv.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="valid.csv.gz"):
+        load_ogb_folder(tmp_path / "e")
+    write_tiny_ogb(tmp_path / "f")
+    _write_gz(tmp_path / "f" / "split" / "time" / "test.csv.gz", [[0]])
+    with pytest.raises(ValueError, match="disjoint"):
+        load_ogb_folder(tmp_path / "f")
+    with pytest.raises(FileNotFoundError, match="no OGB folder"):
+        load_dataset("ogbn-arxiv", root=tmp_path / "nowhere")
+
+
+def test_npz_round_trip_keeps_every_field(tmp_path):
+    g = make_graph("cora-like", seed=2)
+    path = save_npz(g, tmp_path / "graph.npz")
+    h = load_npz(path)
+    assert (h.adj != g.adj).nnz == 0 and h.adj.dtype == np.float32
+    np.testing.assert_array_equal(h.x, g.x)
+    np.testing.assert_array_equal(h.y, g.y)
+    for mask in ("train_mask", "val_mask", "test_mask"):
+        np.testing.assert_array_equal(getattr(h, mask), getattr(g, mask))
+    np.testing.assert_array_equal(h.communities, g.communities)
+    assert h.num_classes == g.num_classes and h.name == "cora-like"
+    assert load_dataset(str(path)).num_edges == g.num_edges
+    assert load_dataset("graph.npz", root=tmp_path).num_nodes == g.num_nodes
+
+
+def test_npz_bundle_with_a_directed_adjacency_is_symmetrised(tmp_path):
+    adj = sp.csr_matrix(np.array([[0, 1, 0], [0, 0, 1], [0, 0, 0]], dtype=np.float64))
+    np.savez(tmp_path / "d.npz", adj_data=adj.data, adj_indices=adj.indices, adj_indptr=adj.indptr,
+             adj_shape=np.array(adj.shape), x=np.ones((3, 2)), y=np.array([0, 1, 1]),
+             train_mask=np.array([1, 0, 0], bool), val_mask=np.array([0, 1, 0], bool), test_mask=np.array([0, 0, 1], bool))
+    g = load_npz(tmp_path / "d.npz")
+    assert g.num_edges == 4 and g.num_classes == 2 and g.x.dtype == np.float32
+
+
+def test_bad_npz_bundles_get_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_npz(tmp_path / "missing.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable"):
+        load_npz(tmp_path / "junk.npz")
+    np.savez(tmp_path / "partial.npz", x=np.ones((2, 2)))
+    with pytest.raises(ValueError, match="missing keys"):
+        load_npz(tmp_path / "partial.npz")
+    np.savez(tmp_path / "objects.npz", x=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match="object arrays"):
+        load_npz(tmp_path / "objects.npz")
+    g = make_graph("cora-like", seed=0)
+    save_npz(g, tmp_path / "ok.npz")
+    arrays = dict(np.load(tmp_path / "ok.npz"))
+    arrays["adj_indptr"] = arrays["adj_indptr"][:-5]
+    np.savez(tmp_path / "broken.npz", **arrays)
+    with pytest.raises(ValueError, match="inconsistent"):
+        load_npz(tmp_path / "broken.npz")
+
+
+def test_load_dataset_dispatch_and_errors(tmp_path, monkeypatch):
+    assert load_dataset("cora-like", seed=1).num_nodes == 2708
+    assert (load_dataset("cora-like", seed=1).adj != make_graph("cora-like", seed=1).adj).nnz == 0
+    with pytest.raises(ValueError, match="allowed: presets"):
+        load_dataset("reddit")
+    monkeypatch.delenv("DSTE_DATA_ROOT", raising=False)
+    with pytest.raises(ValueError, match="root"):
+        load_dataset("cora")
+    with pytest.raises(TypeError, match="non-empty string"):
+        load_dataset(None)
+
+
+@pytest.mark.shared
+def test_load_dataset_reads_planetoid_from_the_environment_root(planetoid_root, monkeypatch):
+    monkeypatch.setenv("DSTE_DATA_ROOT", str(planetoid_root))
+    assert load_dataset("Cora").num_edges == 10556
