@@ -1,0 +1,71 @@
+"""install(): registers the simulator only when no working nki exists; unmodified kernel files run."""
+
+import importlib
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import numpy as np
+
+import dste.nkisim as sim
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_install_registers_modules():
+    assert sim.install() is True
+    import nki
+    import nki.isa
+    import nki.language
+
+    assert nki is sim.nki and nki.language is sim.language and nki.isa is sim.isa
+
+
+def test_install_never_shadows_a_working_real_nki_unless_forced():
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "nki" or k.startswith("nki.")}
+    try:
+        fake = types.ModuleType("nki")
+        sys.modules["nki"] = fake
+        assert sim.install() is False
+        assert sys.modules["nki"] is fake
+        assert sim.install(force=True) is True
+        assert sys.modules["nki"] is sim.nki
+    finally:
+        for k in [k for k in sys.modules if k == "nki" or k.startswith("nki.")]:
+            del sys.modules[k]
+        sys.modules.update(saved)
+
+
+def test_unmodified_kernel_file_runs_in_a_fresh_interpreter():
+    """A kernel file importing only nki / nki.language / nki.isa runs after install() and matches NumPy."""
+    script = textwrap.dedent(
+        f"""
+        import sys, numpy as np
+        import dste.nkisim
+        assert dste.nkisim.install()
+        sys.path.insert(0, {str(HERE)!r})
+        import nki_kernels
+        a = np.arange(256 * 8, dtype=np.float32).reshape(256, 8)
+        out = nki_kernels.tensor_add_kernel(a, a)
+        assert np.array_equal(out, 2 * a), out
+        print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_kernel_file_source_imports_only_nki():
+    source = (HERE / "nki_kernels.py").read_text()
+    imports = {line.strip() for line in source.splitlines() if line.startswith(("import ", "from "))}
+    assert imports == {"import nki", "import nki.isa as nisa", "import nki.language as nl"}
+
+
+def test_kernel_module_reimport_under_installed_nki():
+    sim.install()
+    module = importlib.import_module("tests.nkisim.nki_kernels")
+    x = np.ones((128, 4), np.float32)
+    np.testing.assert_array_equal(module.tensor_add_kernel(x, x), 2 * x)

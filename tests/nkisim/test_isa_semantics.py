@@ -1,0 +1,314 @@
+"""Instruction semantics not covered by the conformance kernels, each against NumPy."""
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import dste.nkisim as sim
+from dste.nkisim import isa as nisa
+from dste.nkisim import language as nl
+
+RNG = np.random.default_rng(7)
+
+
+def simulate(kernel, *args, **kwargs):
+    return sim.simulate(kernel)(*args, **kwargs)
+
+
+def test_uninitialised_memory_is_nan_or_four():
+    def kernel():
+        f = nl.ndarray((4, 3), nl.float32, buffer=nl.sbuf)
+        i = nl.ndarray((4, 3), nl.int32, buffer=nl.sbuf)
+        out_f = nl.ndarray((4, 3), nl.float32, buffer=nl.shared_hbm)
+        out_i = nl.ndarray((4, 3), nl.int32, buffer=nl.shared_hbm)
+        nisa.dma_copy(dst=out_f, src=f)
+        nisa.dma_copy(dst=out_i, src=i)
+        return out_f, out_i
+
+    out_f, out_i = simulate(kernel)
+    assert np.isnan(out_f).all()
+    assert (out_i == 4).all()
+
+
+@pytest.mark.parametrize("vector_operand", [False, True])
+def test_tensor_scalar_two_ops_arithmetic_and_comparison(vector_operand):
+    x = RNG.standard_normal((128, 20)).astype(np.float32)
+    col = RNG.standard_normal((128, 1)).astype(np.float32)
+
+    def kernel(x, col):
+        xt, ct = nl.load(x), nl.load(col)
+        operand = ct if vector_operand else 0.25
+        fused = nl.ndarray(x.shape, nl.float32)
+        nisa.tensor_scalar(dst=fused, data=xt, op0=nl.subtract, operand0=operand, reverse0=True,
+                           op1=nl.multiply, operand1=3.0)
+        cmp = nl.ndarray(x.shape, nl.float32)
+        nisa.tensor_scalar(dst=cmp, data=xt, op0=nl.greater, operand0=operand)
+        out1 = nl.ndarray(x.shape, nl.float32, buffer=nl.shared_hbm)
+        out2 = nl.ndarray(x.shape, nl.float32, buffer=nl.shared_hbm)
+        nl.store(out1, fused)
+        nl.store(out2, cmp)
+        return out1, out2
+
+    fused, cmp = simulate(kernel, x, col)
+    operand = col if vector_operand else np.float32(0.25)
+    np.testing.assert_array_equal(fused, ((operand - x) * np.float32(3.0)).astype(np.float32))
+    np.testing.assert_array_equal(cmp, (x > operand).astype(np.float32))
+
+
+def test_equal_produces_one_and_zero_and_int_compare_via_fp32():
+    ids = RNG.integers(0, 5, (128, 16)).astype(np.int32)
+
+    def kernel(ids):
+        t = nl.load(ids)
+        eq = nl.ndarray(ids.shape, nl.float32)
+        nisa.tensor_scalar(dst=eq, data=t, op0=nl.equal, operand0=3)
+        out = nl.ndarray(ids.shape, nl.float32, buffer=nl.shared_hbm)
+        nl.store(out, eq)
+        return out
+
+    np.testing.assert_array_equal(simulate(kernel, ids), (ids == 3).astype(np.float32))
+
+
+def test_iota_pattern_and_channel_multiplier():
+    def kernel():
+        t = nl.ndarray((8, 3, 4), nl.int32)
+        nisa.iota(dst=t, pattern=[[10, 3], [2, 4]], offset=5, channel_multiplier=100)
+        out = nl.ndarray((8, 3, 4), nl.int32, buffer=nl.shared_hbm)
+        nl.store(out, t)
+        return out
+
+    p, i, j = np.meshgrid(np.arange(8), np.arange(3), np.arange(4), indexing="ij")
+    np.testing.assert_array_equal(simulate(kernel), 5 + 100 * p + 10 * i + 2 * j)
+
+
+def test_gpsimd_int32_math_is_exact_and_vector_is_fp32():
+    a = np.full((4, 2), 2**24 + 1, np.int32)
+    b = np.ones((4, 2), np.int32)
+
+    def kernel(a, b):
+        at, bt = nl.load(a), nl.load(b)
+        exact = nl.ndarray(a.shape, nl.int32)
+        nisa.tensor_tensor(dst=exact, data1=at, data2=bt, op=nl.add)  # default engine: GpSimd
+        approx = nl.ndarray(a.shape, nl.int32)
+        nisa.tensor_tensor(dst=approx, data1=at, data2=bt, op=nl.add, engine=nisa.engine.vector)
+        o1 = nl.ndarray(a.shape, nl.int32, buffer=nl.shared_hbm)
+        o2 = nl.ndarray(a.shape, nl.int32, buffer=nl.shared_hbm)
+        nl.store(o1, exact)
+        nl.store(o2, approx)
+        return o1, o2
+
+    exact, approx = simulate(kernel, a, b)
+    assert (exact == 2**24 + 2).all()
+    # fp32: 2^24 + 1 rounds to 2^24, plus 1 rounds (half to even) back to 2^24.
+    assert (approx == 2**24).all()
+
+
+def test_bitwise_ops_and_left_shift_on_uint32():
+    a = RNG.integers(0, 2**32, (16, 8), dtype=np.uint64).astype(np.uint32)
+    b = RNG.integers(0, 2**32, (16, 8), dtype=np.uint64).astype(np.uint32)
+
+    def kernel(a, b):
+        at, bt = nl.load(a), nl.load(b)
+        outs = []
+        for op in (nl.bitwise_and, nl.bitwise_or, nl.bitwise_xor):
+            r = nl.ndarray(a.shape, nl.uint32)
+            nisa.tensor_tensor(dst=r, data1=at, data2=bt, op=op)
+            o = nl.ndarray(a.shape, nl.uint32, buffer=nl.shared_hbm)
+            nl.store(o, r)
+            outs.append(o)
+        r = nl.ndarray(a.shape, nl.uint32)
+        nisa.tensor_scalar(dst=r, data=at, op0=nl.left_shift, operand0=3, op1=nl.bitwise_or, operand1=5)
+        o = nl.ndarray(a.shape, nl.uint32, buffer=nl.shared_hbm)
+        nl.store(o, r)
+        outs.append(o)
+        return tuple(outs)
+
+    and_, or_, xor_, shl = simulate(kernel, a, b)
+    np.testing.assert_array_equal(and_, a & b)
+    np.testing.assert_array_equal(or_, a | b)
+    np.testing.assert_array_equal(xor_, a ^ b)
+    np.testing.assert_array_equal(shl, (a << np.uint32(3)) | np.uint32(5))
+
+
+def test_tensor_copy_predicated_keeps_dst_where_false():
+    src = RNG.standard_normal((32, 10)).astype(np.float32)
+    pred = RNG.integers(0, 2, (32, 10)).astype(np.uint8)
+
+    def kernel(src, pred):
+        s, p = nl.load(src), nl.load(pred)
+        d = nl.ndarray(src.shape, nl.float32)
+        nisa.memset(dst=d, value=-7.0)
+        nisa.tensor_copy_predicated(dst=d, src=s, predicate=p)
+        o = nl.ndarray(src.shape, nl.float32, buffer=nl.shared_hbm)
+        nl.store(o, d)
+        return o
+
+    np.testing.assert_array_equal(simulate(kernel, src, pred), np.where(pred != 0, src, np.float32(-7.0)))
+
+
+def test_tensor_tensor_scan_linear_recurrence():
+    a = RNG.uniform(0.5, 1.0, (16, 12)).astype(np.float32)
+    b = RNG.standard_normal((16, 12)).astype(np.float32)
+
+    def kernel(a, b):
+        at, bt = nl.load(a), nl.load(b)
+        d = nl.ndarray(a.shape, nl.float32)
+        nisa.tensor_tensor_scan(dst=d, data0=at, data1=bt, initial=0.5, op0=nl.multiply, op1=nl.add)
+        o = nl.ndarray(a.shape, nl.float32, buffer=nl.shared_hbm)
+        nl.store(o, d)
+        return o
+
+    expected = np.empty_like(a)
+    prev = np.full(16, 0.5, np.float32)
+    for i in range(12):
+        prev = a[:, i] * prev + b[:, i]
+        expected[:, i] = prev
+    np.testing.assert_allclose(simulate(kernel, a, b), expected, rtol=1e-6)
+
+
+def test_psum_accumulate_none_overwrites_first_then_adds():
+    a = RNG.standard_normal((64, 32)).astype(np.float32)
+    b = RNG.standard_normal((64, 16)).astype(np.float32)
+
+    def kernel(a, b):
+        at, bt = nl.load(a), nl.load(b)
+        acc = nl.ndarray((32, 16), nl.float32, buffer=nl.psum)
+        for _ in range(3):
+            nisa.nc_matmul(dst=acc, stationary=at, moving=bt)
+        nisa.nc_matmul(dst=acc, stationary=at, moving=bt, accumulate=True)
+        once = nl.ndarray((32, 16), nl.float32, buffer=nl.psum)
+        nisa.nc_matmul(dst=once, stationary=at, moving=bt, accumulate=False)
+        r1, r2 = nl.ndarray((32, 16), nl.float32), nl.ndarray((32, 16), nl.float32)
+        nisa.tensor_copy(dst=r1, src=acc)
+        nisa.tensor_copy(dst=r2, src=once)
+        o1 = nl.ndarray((32, 16), nl.float32, buffer=nl.shared_hbm)
+        o2 = nl.ndarray((32, 16), nl.float32, buffer=nl.shared_hbm)
+        nl.store(o1, r1)
+        nl.store(o2, r2)
+        return o1, o2
+
+    four, once = simulate(kernel, a, b)
+    ref = a.astype(np.float64).T @ b
+    # fp32 accumulation of 64-term dot products: relative error well below 1e-5.
+    np.testing.assert_allclose(once, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(four, 4 * ref, rtol=1e-5, atol=4e-5)
+
+
+def test_scatter_and_scalar_offset():
+    table = np.zeros((20, 4), np.float32)
+    rows = RNG.standard_normal((8, 4)).astype(np.float32)
+    ids = np.array([[3], [19], [0], [7], [25], [11], [2], [5]], np.int32)  # 25: skipped
+    start = np.array([[6]], np.int32)
+
+    def kernel(table, rows, ids, start):
+        idx, r = nl.load(ids), nl.load(rows)
+        nisa.dma_copy(dst=table.ap(pattern=[[4, 8], [1, 4]], offset=0, vector_offset=idx, indirect_dim=0), src=r,
+                      oob_mode=nisa.oob_mode.skip)
+        s = nl.load(start)
+        window = nl.ndarray((2, 4), nl.float32)
+        nisa.dma_copy(dst=window, src=table.ap(pattern=[[4, 2], [1, 4]], offset=0, scalar_offset=s, indirect_dim=0))
+        out = nl.ndarray((2, 4), nl.float32, buffer=nl.shared_hbm)
+        nl.store(out, window)
+        return out
+
+    window = simulate(kernel, table, rows, ids, start)
+    expected = np.zeros((20, 4), np.float32)
+    for p, i in enumerate(ids[:, 0]):
+        if i < 20:
+            expected[i] = rows[p]
+    np.testing.assert_array_equal(table, expected)  # the kernel's write to its input is copied back
+    np.testing.assert_array_equal(window, expected[6:8])
+
+
+def test_oob_skip_moves_no_bytes_but_pays_the_transfer():
+    table = RNG.standard_normal((10, 16)).astype(np.float32)
+    ids = np.array([[0], [99], [99], [1]], np.int32)
+
+    def kernel(table, ids):
+        idx = nl.load(ids)
+        rows = nl.ndarray((4, 16), nl.float32)
+        nisa.dma_copy(dst=rows, src=table.ap(pattern=[[16, 4], [1, 16]], offset=0, vector_offset=idx),
+                      oob_mode=nisa.oob_mode.skip)
+
+    _, prof = sim.profile(kernel, table, ids)
+    assert prof.dma_transfers == 2
+    assert prof.dma_bytes == 4 * 4 + 2 * 16 * 4  # index load + two valid rows
+
+
+def test_views_step_slices_view_dtype_broadcast_permute():
+    x = np.arange(8 * 12, dtype=np.float32).reshape(8, 12)
+
+    def kernel(x):
+        t = nl.load(x)
+        out_step = nl.ndarray((8, 4), nl.float32, buffer=nl.shared_hbm)
+        nisa.dma_copy(dst=out_step, src=t[:, 1:12:3])
+        bits = nl.ndarray((8, 12), nl.uint32, buffer=nl.shared_hbm)
+        nisa.dma_copy(dst=bits, src=t.view(nl.uint32))
+        col = t[:, 0:1]
+        wide = nl.ndarray((8, 5), nl.float32)
+        nisa.tensor_copy(dst=wide, src=col.broadcast_to((8, 5)))
+        out_b = nl.ndarray((8, 5), nl.float32, buffer=nl.shared_hbm)
+        nl.store(out_b, wide)
+        out_p = nl.ndarray((8, 4, 3), nl.float32, buffer=nl.shared_hbm)
+        nisa.dma_copy(dst=out_p, src=t.reshape((8, 3, 4)).permute((0, 2, 1)))
+        return out_step, bits, out_b, out_p
+
+    step, bits, b, p = simulate(kernel, x)
+    np.testing.assert_array_equal(step, x[:, 1:12:3])
+    np.testing.assert_array_equal(bits, x.view(np.uint32))
+    np.testing.assert_array_equal(b, np.repeat(x[:, :1], 5, axis=1))
+    np.testing.assert_array_equal(p, x.reshape(8, 3, 4).transpose(0, 2, 1))
+
+
+def test_dma_converts_dtypes_through_fp32():
+    x = np.array([[1.5, -2.5, 3.25, 1000.0]], np.float32)
+
+    def kernel(x):
+        out_bf = nl.ndarray(x.shape, nl.bfloat16, buffer=nl.shared_hbm)
+        out_i8 = nl.ndarray(x.shape, nl.int8, buffer=nl.shared_hbm)
+        nisa.dma_copy(dst=out_bf, src=x)
+        nisa.dma_copy(dst=out_i8, src=x)
+        return out_bf, out_i8
+
+    bf, i8 = simulate(kernel, x)
+    np.testing.assert_array_equal(bf.view(np.uint16), x.astype(ml_dtypes.bfloat16).view(np.uint16))
+    np.testing.assert_array_equal(i8, [[2, -2, 3, 127]])
+
+
+def test_lnc2_program_ids_share_the_output():
+    x = RNG.standard_normal((256, 8)).astype(np.float32)
+
+    @sim.jit
+    def kernel(x):
+        out = nl.ndarray(x.shape, nl.float32, buffer=nl.shared_hbm)
+        half = x.shape[0] // nl.num_programs()
+        rows = nl.ds(nl.program_id(0) * half, half)
+        t = nl.load(x[rows, :])
+        doubled = nl.ndarray(t.shape, nl.float32)
+        nisa.tensor_scalar(dst=doubled, data=t, op0=nl.multiply, operand0=2.0)
+        nl.store(out[rows, :], doubled)
+        return out
+
+    np.testing.assert_array_equal(kernel[2](x), 2 * x)
+    assert kernel[2].fn is kernel.fn
+    with pytest.raises(TypeError, match="1 or 2"):
+        kernel[4]
+
+
+def test_high_level_nl_functions():
+    x = RNG.standard_normal((16, 8)).astype(np.float32)
+
+    def kernel(x):
+        t = nl.load(x)
+        out = nl.ndarray(x.shape, nl.float32, buffer=nl.shared_hbm)
+        nl.store(out, nl.add(nl.exp(t), t))
+        return out
+
+    np.testing.assert_allclose(simulate(kernel, x), np.exp(x) + x, rtol=1e-6)
+
+
+def test_nl_zeros_and_range_helpers():
+    assert list(nl.affine_range(3)) == [0, 1, 2]
+    assert list(nl.sequential_range(1, 7, 2)) == [1, 3, 5]
+    assert list(nl.static_range(2, 4)) == [2, 3]
+    assert nl.tile_size.pmax == 128 and nl.tile_size.psum_bank_fmax == 512 and nl.tile_size.psum_num_banks == 8

@@ -1,0 +1,103 @@
+"""The modelled profile against hand calculations from the documented rules (NKI_NOTES §5)."""
+
+import json
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import dste.nkisim as sim
+from dste.nkisim import cost
+from tests.nkisim import nki_kernels as K
+
+# Documented figures, written out by hand (NKI_NOTES §5): clocks in GHz, DMA peak per NC in GB/s.
+DOC = {
+    "trn1": {"tensor_ghz": 2.8, "vector_ghz": 1.12, "dma_peak": 272.0},
+    "trn2": {"tensor_ghz": 2.4, "vector_ghz": 0.96, "dma_peak": 368.0},
+}
+
+
+def hand_profile_512_matmul(target):
+    """matmul_kernel on 512^3 bf16: 4 m-tiles x 1 n-tile x 4 k-tiles of 128 x 128 x 512."""
+    doc = DOC[target]
+    matmuls = 4 * 4
+    tensor_cycles = matmuls * max(512, 64)  # bf16: max(N, 64) cycles each
+    # one PSUM (fp32) -> SBUF (bf16) copy per output tile; mixed dtypes get no 16-bit speed-up:
+    vector_cycles = 4 * (100 + 512)
+    lhs_bytes, rhs_bytes, store_bytes = 128 * 128 * 2, 128 * 512 * 2, 128 * 512 * 2
+    transfers = ([lhs_bytes, rhs_bytes] * 4 + [store_bytes]) * 4
+    queue_bw = doc["dma_peak"] / 16  # bytes per ns per queue
+    transfer_ns = [1300 + b / queue_bw for b in transfers]
+    queues = [0.0] * 16
+    for i, ns in enumerate(transfer_ns):
+        queues[i % 16] += ns  # round-robin
+    tensor_ns = tensor_cycles / doc["tensor_ghz"]
+    vector_ns = vector_cycles / doc["vector_ghz"]
+    return {
+        "transfers": len(transfers),
+        "bytes": sum(transfers),
+        "tensor_cycles": tensor_cycles,
+        "vector_cycles": vector_cycles,
+        "overlapped_us": max(tensor_ns, vector_ns, max(queues)) / 1000,
+        "serial_us": (tensor_ns + vector_ns + sum(transfer_ns)) / 1000,
+    }
+
+
+@pytest.mark.parametrize("target", ["trn1", "trn2"])
+def test_512_bf16_matmul_profile_matches_hand_calculation(target):
+    rng = np.random.default_rng(0)
+    lhs_t = rng.standard_normal((512, 512)).astype(ml_dtypes.bfloat16)
+    rhs = rng.standard_normal((512, 512)).astype(ml_dtypes.bfloat16)
+    out, prof = sim.profile(K.matmul_kernel, lhs_t, rhs, target=target)
+    hand = hand_profile_512_matmul(target)
+    assert out.shape == (512, 512)
+    assert prof.target == target
+    assert prof.instructions == {"tensor": 16, "vector": 4, "scalar": 0, "gpsimd": 0, "dma": 36}
+    assert prof.dma_transfers == hand["transfers"]
+    assert prof.dma_bytes == hand["bytes"]
+    assert prof.engine_cycles["tensor"] == hand["tensor_cycles"]
+    assert prof.engine_cycles["vector"] == hand["vector_cycles"]
+    assert prof.latency_overlapped_us == pytest.approx(hand["overlapped_us"], rel=1e-9)
+    assert prof.latency_serial_us == pytest.approx(hand["serial_us"], rel=1e-9)
+
+
+def test_inf2_is_trn1():
+    assert cost.normalize_target("inf2") == "trn1"
+    with pytest.raises(ValueError, match="unknown target"):
+        cost.normalize_target("trn3")
+
+
+def test_cost_functions_follow_documented_rules():
+    assert cost.matmul_cycles(512, ml_dtypes.bfloat16, "trn2") == 512
+    assert cost.matmul_cycles(16, np.float16, "trn1") == 64
+    assert cost.matmul_cycles(512, np.float32, "trn2") == 2048
+    assert cost.vector_cycles(512, 2, np.float32, "trn1") == 100 + 1024
+    assert cost.vector_cycles(512, 2, ml_dtypes.bfloat16, "trn2") == 100 + 512
+    assert cost.vector_cycles(512, 1, ml_dtypes.bfloat16, "trn2", op="copy") == 100 + 128
+    assert cost.scalar_cycles(10, "trn2") == 64
+    assert cost.dma_cost_ns(23 * 1000, "trn2") == pytest.approx(1300 + 1000)
+    assert cost.engine_clock_ghz("vector", "trn1") == 1.12
+    for name, c in cost.CONSTANTS.items():
+        assert c.source, f"constant {name} has no source"
+
+
+def test_profile_dict_table_and_merge():
+    a = np.ones((128, 32), np.float32)
+    _, p = sim.profile(K.tensor_add_kernel, a, a, target="trn2")
+    d = p.to_dict()
+    json.dumps(d)
+    assert d["modelled"] is True and d["target"] == "trn2"
+    assert d["instructions"]["gpsimd"] == 0 and d["instructions"]["vector"] == 1 and d["instructions"]["dma"] == 3
+    text = p.table()
+    assert "modelled" in text and "trn2" in text
+    for line in text.splitlines():
+        if " us" in line:
+            assert "modelled" in line or line.startswith(("TensorE", "VectorE", "ScalarE", "GpSimd", "DMA "))
+    both = p.merge(p)
+    assert both.launches == 2
+    assert both.dma_bytes == 2 * p.dma_bytes
+    assert both.latency_overlapped_us == pytest.approx(2 * p.latency_overlapped_us)
+    assert both.latency_serial_us == pytest.approx(2 * p.latency_serial_us)
+    _, p1 = sim.profile(K.tensor_add_kernel, a, a, target="trn1")
+    with pytest.raises(ValueError, match="different targets"):
+        p.merge(p1)

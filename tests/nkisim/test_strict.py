@@ -1,0 +1,316 @@
+"""One failing case per strict check: the exception type and that the message names the limit."""
+
+import numpy as np
+import pytest
+
+import dste.nkisim as sim
+from dste.nkisim import CapacityError, ConstraintError, KernelSignatureError, OutOfBoundsError
+from dste.nkisim import isa as nisa
+from dste.nkisim import language as nl
+
+
+def run(body, *args, target="trn2"):
+    """Run ``body`` as a kernel body whose return value is ignored."""
+
+    def kernel(*a):
+        body(*a)
+        return None
+
+    return sim.run_kernel(kernel, args, {}, target=target)
+
+
+def test_partition_dim_over_128():
+    with pytest.raises(ConstraintError, match="256 exceeds the 128 partitions"):
+        run(lambda: nl.ndarray((256, 4), nl.float32, buffer=nl.sbuf))
+
+
+def test_start_partition_rule():
+    def body():
+        t = nl.ndarray((128, 4), nl.float32, buffer=nl.sbuf)
+        nisa.memset(dst=t[16:32, :], value=0.0)
+
+    with pytest.raises(ConstraintError, match="starts at partition 16.*may start at 0, 32, 64, 96"):
+        run(body)
+
+
+def _matmul(st_shape, mv_shape, dst_shape, st_dtype=nl.bfloat16, mv_dtype=nl.bfloat16, st_buf=nl.sbuf,
+            dst_buf=nl.psum, dst_dtype=nl.float32, **kwargs):
+    def body():
+        st = nl.zeros(st_shape, st_dtype, buffer=st_buf)
+        mv = nl.zeros(mv_shape, mv_dtype, buffer=nl.sbuf)
+        dst = nl.ndarray(dst_shape, dst_dtype, buffer=dst_buf)
+        nisa.nc_matmul(dst=dst, stationary=st, moving=mv, **kwargs)
+
+    run(body)
+
+
+def test_matmul_m_limit():
+    with pytest.raises(ConstraintError, match=r"M \(stationary free size\) = 256 exceeds the limit 128"):
+        _matmul((128, 256), (128, 64), (128, 64))
+
+
+def test_matmul_n_limit():
+    with pytest.raises(ConstraintError, match=r"N \(moving free size\) = 1024 exceeds the limit 512"):
+        _matmul((128, 128), (128, 1024), (128, 1024))
+
+
+def test_matmul_k_mismatch():
+    with pytest.raises(ConstraintError, match="contraction dims differ"):
+        _matmul((128, 128), (64, 64), (128, 64))
+
+
+def test_matmul_refuses_int8():
+    with pytest.raises(ConstraintError, match="int8 is not a TensorE input type"):
+        _matmul((128, 128), (128, 64), (128, 64), st_dtype=nl.int8)
+
+
+def test_matmul_fp32_pairs_only_with_fp32():
+    with pytest.raises(ConstraintError, match="fp32/tf32 only pairs with fp32/tf32"):
+        _matmul((128, 128), (128, 64), (128, 64), st_dtype=nl.float32)
+
+
+def test_matmul_stationary_must_be_in_sbuf():
+    with pytest.raises(ConstraintError, match="stationary .* is in psum; allowed: sbuf"):
+        _matmul((128, 128), (128, 64), (128, 64), st_dtype=nl.float32, mv_dtype=nl.float32, st_buf=nl.psum)
+
+
+def test_matmul_dst_must_be_in_psum():
+    with pytest.raises(ConstraintError, match="dst .* is in sbuf; allowed: psum"):
+        _matmul((128, 128), (128, 64), (128, 64), dst_buf=nl.sbuf)
+
+
+def test_matmul_dst_must_be_fp32():
+    with pytest.raises(ConstraintError, match="dst must be float32"):
+        _matmul((128, 128), (128, 64), (128, 64), dst_dtype=nl.bfloat16)
+
+
+def test_matmul_output_must_fit_one_psum_bank():
+    def body():
+        st = nl.zeros((128, 128), nl.bfloat16)
+        mv = nl.zeros((128, 512), nl.bfloat16)
+        acc = nl.ndarray((128, 1024), nl.float32, buffer=nl.psum)  # two banks per partition
+        nisa.nc_matmul(dst=acc[:, 256:768], stationary=st, moving=mv)
+
+    with pytest.raises(ConstraintError, match="crossing a PSUM bank boundary.*2048 B"):
+        run(body)
+
+
+def test_matmul_accumulate_true_on_unwritten_psum():
+    with pytest.raises(ConstraintError, match="accumulate=True .* undefined on hardware"):
+        _matmul((128, 128), (128, 64), (128, 64), accumulate=True)
+
+
+def test_dma_from_psum():
+    def body():
+        acc = nl.zeros((128, 64), nl.float32, buffer=nl.psum)
+        out = nl.ndarray((128, 64), nl.float32, buffer=nl.hbm)
+        nisa.dma_copy(dst=out, src=acc)
+
+    with pytest.raises(ConstraintError, match="DMA cannot read PSUM"):
+        run(body)
+
+
+def test_dma_element_count_mismatch():
+    def body():
+        a = nl.ndarray((128, 64), nl.float32, buffer=nl.hbm)
+        b = nl.ndarray((128, 32), nl.float32, buffer=nl.sbuf)
+        nisa.dma_copy(dst=b, src=a)
+
+    with pytest.raises(ConstraintError, match="element counts differ"):
+        run(body)
+
+
+def test_hwdge_needs_equal_dtypes_and_v3():
+    def body():
+        a = nl.zeros((128, 64), nl.float32, buffer=nl.hbm)
+        b = nl.ndarray((128, 64), nl.bfloat16, buffer=nl.sbuf)
+        nisa.dma_copy(dst=b, src=a, dge_mode=nisa.dge_mode.hwdge)
+
+    with pytest.raises(ConstraintError, match="hwdge cannot convert dtypes"):
+        run(body)
+    with pytest.raises(ConstraintError, match="hwdge does not exist on NeuronCore-v2"):
+        run(body, target="trn1")
+
+
+def test_kernel_output_must_be_shared_hbm():
+    def returns_sbuf(x):
+        return nl.load(x)
+
+    def returns_hbm(x):
+        return nl.ndarray(x.shape, x.dtype, buffer=nl.hbm)
+
+    def returns_numpy(x):
+        return np.zeros(3)
+
+    x = np.zeros((4, 4), np.float32)
+    with pytest.raises(KernelSignatureError, match="from sbuf; outputs must be allocated in nl.shared_hbm"):
+        sim.simulate(returns_sbuf)(x)
+    with pytest.raises(KernelSignatureError, match="from hbm; outputs must be allocated in nl.shared_hbm"):
+        sim.simulate(returns_hbm)(x)
+    with pytest.raises(KernelSignatureError, match="returned ndarray"):
+        sim.simulate(returns_numpy)(x)
+
+
+def test_list_kernel_argument_rejected():
+    with pytest.raises(KernelSignatureError, match="cannot be lists"):
+        sim.simulate(lambda xs: None)([np.zeros(3)])
+
+
+def test_unknown_keyword_names_the_instruction():
+    def body():
+        t = nl.ndarray((128, 4), nl.float32)
+        nisa.memset(dst=t, value=0.0, mask=None)
+
+    with pytest.raises(TypeError, match=r"nisa.memset: unknown keyword argument\(s\) 'mask'; allowed: dst, value"):
+        run(body)
+
+
+def test_memset_value_type_must_match_dtype():
+    def int_tile_float_value():
+        nisa.memset(dst=nl.ndarray((128, 4), nl.int32), value=1.0)
+
+    def float_tile_int_value():
+        nisa.memset(dst=nl.ndarray((128, 4), nl.float32), value=1)
+
+    with pytest.raises(ConstraintError, match="does not match dtype int32; use an int"):
+        run(int_tile_float_value)
+    with pytest.raises(ConstraintError, match="does not match dtype float32; use a float"):
+        run(float_tile_int_value)
+
+
+def test_indirect_index_out_of_range_names_index_and_range():
+    table = np.zeros((10, 8), np.float32)
+    ids = np.arange(16, dtype=np.int32).reshape(16, 1)  # 10..15 out of range
+
+    def kernel(table, ids):
+        idx = nl.load(ids)
+        rows = nl.ndarray((16, 8), nl.float32)
+        nisa.dma_copy(dst=rows, src=table.ap(pattern=[[8, 16], [1, 8]], offset=0, vector_offset=idx, indirect_dim=0))
+
+    with pytest.raises(OutOfBoundsError, match=r"indirect index 10 \(partition 10.*allowed range \[0, 10\)"):
+        sim.simulate(kernel)(table, ids)
+
+
+def test_bitvec_needs_integer_dtypes_and_vector_engine():
+    def float_data():
+        t = nl.zeros((128, 4), nl.float32)
+        nisa.tensor_scalar(dst=t, data=t, op0=nl.right_shift, operand0=1)
+
+    def scalar_engine():
+        t = nl.zeros((128, 4), nl.uint32)
+        nisa.tensor_scalar(dst=t, data=t, op0=nl.right_shift, operand0=1, engine=nisa.engine.scalar)
+
+    def mixed_ops():
+        t = nl.zeros((128, 4), nl.uint32)
+        nisa.tensor_scalar(dst=t, data=t, op0=nl.right_shift, operand0=1, op1=nl.add, operand1=1)
+
+    with pytest.raises(ConstraintError, match="bitvec operators need integer data and dst"):
+        run(float_data)
+    with pytest.raises(ConstraintError, match="bitvec operators run on VectorE only"):
+        run(scalar_engine)
+    with pytest.raises(ConstraintError, match="must both be bitvec or both arithmetic"):
+        run(mixed_ops)
+
+
+def test_gpsimd_cannot_access_psum():
+    def body():
+        t = nl.ndarray((128, 4), nl.float32, buffer=nl.psum)
+        nisa.memset(dst=t, value=0.0, engine=nisa.engine.gpsimd)
+
+    with pytest.raises(ConstraintError, match="GpSimd cannot access PSUM"):
+        run(body)
+
+
+def test_scalar_engine_tensor_copy_not_on_v2_and_scalar_bias_not_on_v2():
+    def copy_on_scalar():
+        t = nl.zeros((128, 4), nl.float32)
+        nisa.tensor_copy(dst=t, src=t, engine=nisa.engine.scalar)
+
+    def scalar_bias():
+        t = nl.zeros((128, 4), nl.float32)
+        nisa.activation(dst=t, op=nl.exp, data=t, bias=1.0)
+
+    run(copy_on_scalar, target="trn2")
+    run(scalar_bias, target="trn2")
+    with pytest.raises(ConstraintError, match="ScalarE cannot run tensor_copy on NeuronCore-v2"):
+        run(copy_on_scalar, target="trn1")
+    with pytest.raises(ConstraintError, match=r"bias must be a \[P, 1\] tile"):
+        run(scalar_bias, target="trn1")
+
+
+def test_transpose_limits_and_dtype():
+    def too_big_for_vector():
+        d = nl.zeros((64, 64), nl.float32)
+        nisa.nc_transpose(dst=nl.ndarray((64, 64), nl.float32), data=d, engine=nisa.engine.vector)
+
+    def dtype_mismatch():
+        d = nl.zeros((64, 32), nl.bfloat16)
+        nisa.nc_transpose(dst=nl.ndarray((32, 64), nl.float32, buffer=nl.psum), data=d)
+
+    with pytest.raises(ConstraintError, match="exceeds 32x32 on the vector engine"):
+        run(too_big_for_vector)
+    with pytest.raises(ConstraintError, match="must equal data dtype"):
+        run(dtype_mismatch)
+
+
+def test_sbuf_capacity_single_allocation_names_buffer_bytes_limit():
+    with pytest.raises(CapacityError, match=r"'big' needs 262144 B per partition, more than the 212984 B per partition of SBUF on trn2"):
+        run(lambda: nl.ndarray((128, 65536), nl.float32, name="big"))
+
+
+def test_sbuf_capacity_live_total_checked_at_next_instruction():
+    def body():
+        keep = [nl.ndarray((128, 20000), nl.float32, name=f"t{i}") for i in range(3)]  # 3 x 80000 B
+        nisa.memset(dst=keep[0], value=0.0)
+
+    with pytest.raises(CapacityError, match=r"need 240000 B per partition, more than the 212984 B .*'t2' requested 80000 B"):
+        run(body)
+
+
+def test_sbuf_capacity_per_target():
+    def body():
+        t = nl.ndarray((128, 47500), nl.float32, name="tile190k")  # 190000 B: fits trn2, not trn1
+        nisa.memset(dst=t, value=0.0)
+
+    run(body, target="trn2")
+    with pytest.raises(CapacityError, match="180224 B per partition of SBUF on trn1"):
+        run(body, target="trn1")
+
+
+def test_rebinding_a_tile_frees_the_previous_one():
+    def body():
+        for _ in range(4):
+            t = nl.ndarray((128, 37500), nl.float32, name="loop_tile")  # 150000 B each
+            nisa.memset(dst=t, value=0.0)
+
+    _, prof = run(body)
+    assert prof.peak_sbuf_bytes_per_partition == 150000
+
+
+def test_psum_capacity():
+    def body():
+        tiles = [nl.ndarray((128, 512), nl.float32, buffer=nl.psum, name=f"acc{i}") for i in range(9)]
+        nisa.memset(dst=tiles[0], value=0.0)
+
+    with pytest.raises(CapacityError, match="PSUM allocations need 18432 B per partition, more than the 16384 B"):
+        run(body)
+
+
+def test_static_out_of_range_slice_and_bad_reshape():
+    def slice_body():
+        t = nl.ndarray((128, 8), nl.float32)
+        t[:, 4:12]
+
+    def reshape_body():
+        t = nl.ndarray((128, 8), nl.float32)
+        t.reshape((128, 7))
+
+    with pytest.raises(OutOfBoundsError, match=r"slice 4:12 out of range \[0, 8\]"):
+        run(slice_body)
+    with pytest.raises(ConstraintError, match="changes the element count"):
+        run(reshape_body)
+
+
+def test_matmul_refuses_int_inputs_even_int32():
+    with pytest.raises(ConstraintError, match="int32 is not a TensorE input type"):
+        _matmul((128, 128), (128, 64), (128, 64), st_dtype=nl.int32, mv_dtype=nl.int32)
