@@ -119,13 +119,15 @@ def instructions_per_window(bitmap, entry, n_features: int, x_mode: str, has_hi:
     per_slot_gather = 1 + (1 if x_mode == "int8-hybrid" else 0) + (1 if has_hi else 0)
     per_slot = per_slot_gather + 1 + n_chunks
     groups_b = math.ceil(nb / group) if nb else 0
+    groups_e = math.ceil(ne / group) if ne else 0
+    resets = (groups_b + groups_e) if (x_mode == "int8-hybrid" and has_hi) else 0
     value_ops = 0
     for g0 in range(0, nb, group):
         g1 = min(nb, g0 + group)
         for lo, hi in ((bitmap[0], bitmap[0] + bitmap[1]), (bitmap[0] + bitmap[1], nb)):
             if max(lo, g0) < min(hi, g1):
                 value_ops += 1
-    return (nb + ne) * per_slot + groups_b + value_ops + n_chunks + 1
+    return (nb + ne) * per_slot + groups_b + value_ops + resets + n_chunks + 1
 
 
 LAUNCH_SETUP_INSTRUCTIONS = 20

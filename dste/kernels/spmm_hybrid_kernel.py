@@ -226,6 +226,7 @@ def spmm_hybrid_kernel(
             g1 = min(n_bitmap, g0 + group)
             n = g1 - g0
             s0 = w * n_bitmap + g0
+            _reset_hi_positions(records if hybrid else None, n, x_hi, has_hi)
             for i in range(n):
                 _gather_rows(moving, records if hybrid else None, i, x_rows, x_hi, bcols[:, s0 + i:s0 + i + 1],
                              n_features, hybrid, has_hi)
@@ -261,6 +262,7 @@ def spmm_hybrid_kernel(
             g1 = min(n_entry, g0 + group)
             n = g1 - g0
             s0 = w * n_entry + g0
+            _reset_hi_positions(records if hybrid else None, n, x_hi, has_hi)
             for i in range(n):
                 _gather_rows(moving, records if hybrid else None, i, x_rows, x_hi, ecols[:, s0 + i:s0 + i + 1],
                              n_features, hybrid, has_hi)
@@ -279,6 +281,16 @@ def spmm_hybrid_kernel(
             nisa.activation(dst=y_tile[:, f0:f0 + width], op=nl.copy, data=accum[c], scale=rscale[:, w:w + 1])
         nisa.dma_copy(dst=y[w * WINDOW_ROWS:(w + 1) * WINDOW_ROWS, :], src=y_tile)
     return y
+
+
+def _reset_hi_positions(records, n, x_hi, has_hi):
+    """Point every record's FP16 position out of range, so a padding column (whose record gather
+    is skipped) does not keep a stale position and gather an FP16 row for nothing."""
+    if records is None or not has_hi:
+        return
+    feat_padded = records.shape[2] - RECORD_TAIL_BYTES
+    positions = records[:, 0:n, feat_padded + 4:feat_padded + 8].view(nl.int32)
+    nisa.memset(dst=positions, value=x_hi.shape[0], engine=nisa.engine.gpsimd)
 
 
 def _gather_rows(moving, records, slot, x_rows, x_hi, cols, n_features, hybrid, has_hi):

@@ -1,0 +1,409 @@
+"""Analytic cost of ``spmm_hybrid`` on a whole matrix, without simulating it (all figures *modelled*).
+
+``estimate_spmm`` walks the launch plan and charges every instruction the kernel issues with the
+same cost functions the simulator's profile uses (``dste.nkisim.cost``): TensorE, VectorE,
+ScalarE and GpSimd cycles per instruction, and every DMA transfer (fixed cost + bytes / queue
+bandwidth) on the 16 queues in the kernel's round-robin order. Gathers move bytes only for
+in-range ids, as in the simulator. A launch takes as long as its busiest engine or queue (the
+profile's "overlapped" bound); launches run one after another. So on any graph small enough to
+simulate, the estimate equals the simulator's profile up to the bytes of FP16 rows, which the
+estimate knows only when X is given.
+
+Also:
+
+- ``estimate_block_layout``: the same product with fixed 128x128 block columns (no column
+  condensing), as block-sparse (BSR) Trainium kernels store it: each nonzero block holds dense
+  bf16 values and multiplies 128 consecutive X rows.
+- ``estimate_edge_gather``: a per-edge gather kernel (one X row per edge, 128 edges per matmul
+  as a scatter-add through TensorE), i.e. the entry-tile path for every edge.
+- ``roofline``: the format's own lower bound, max(DMA bytes / peak bandwidth, TensorE cycles).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import ml_dtypes
+import numpy as np
+
+from dste.kernels.plan import LAUNCH_SETUP_INSTRUCTIONS, feature_chunks, launch_instructions, plan_launches, record_width
+from dste.nkisim import cost as nc
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+F32 = np.dtype(np.float32)
+F16 = np.dtype(np.float16)
+I32 = np.dtype(np.int32)
+X_ITEMSIZE = {"fp32": 4, "bf16": 2, "fp16": 2, "int8-hybrid": 1}
+
+
+@dataclass
+class SpmmEstimate:
+    """Modelled cost of one Y = A @ X (every time is modelled for ``target``, never measured)."""
+
+    target: str
+    layout: str
+    x_mode: str
+    features: int
+    n_tiles: int
+    n_slots: int
+    launches: int
+    instructions: int
+    max_instructions_per_launch: int
+    dma_transfers: int
+    dma_bytes: int
+    engine_busy_us: dict = field(default_factory=dict)
+    latency_us: float = 0.0
+    roofline_us: float = 0.0
+    modelled: bool = True
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["label"] = f"modelled, {self.target}"
+        return d
+
+    def __str__(self) -> str:
+        busy = ", ".join(f"{k} {v:.1f}" for k, v in self.engine_busy_us.items())
+        return (
+            f"{self.layout} spmm, F={self.features}, X {self.x_mode}: {self.latency_us:.1f} us modelled on {self.target} "
+            f"(roofline {self.roofline_us:.1f} us; {self.n_tiles} tiles in {self.n_slots} slots, {self.launches} launches, "
+            f"{self.instructions} instructions, {self.dma_transfers} DMA transfers, {self.dma_bytes / 1e6:.1f} MB; busy us: {busy})"
+        )
+
+
+class _LaunchCost:
+    """Busy time of one launch, charged instruction by instruction like the simulator's profile."""
+
+    def __init__(self, target):
+        self.target = target
+        self.cycles = {e: 0.0 for e in nc.ENGINES}
+        self.queues = [0.0] * int(nc.constant("dma_queues", target))
+        self.next_queue = 0
+        self.transfers = 0
+        self.bytes = 0
+        self.instructions = 0
+
+    def engine(self, name, cycles):
+        self.cycles[name] += cycles
+        self.instructions += 1
+
+    def vector(self, elems, n_inputs, dtype, op="generic"):
+        self.engine("vector", nc.vector_cycles(elems, n_inputs, dtype, self.target, op))
+
+    def gpsimd(self, elems, n_inputs):
+        self.engine("gpsimd", nc.gpsimd_cycles(elems, n_inputs, self.target))
+
+    def scalar(self, elems):
+        self.engine("scalar", nc.scalar_cycles(elems, self.target))
+
+    def matmul(self, n, dtype):
+        self.engine("tensor", nc.matmul_cycles(n, dtype, self.target))
+
+    def dma(self, nbytes):
+        self.queues[self.next_queue] += nc.dma_cost_ns(nbytes, self.target)
+        self.next_queue = (self.next_queue + 1) % len(self.queues)
+        self.transfers += 1
+        self.bytes += int(nbytes)
+        self.instructions += 1
+
+    def busy_ns(self):
+        busy = {e: nc.cycles_to_ns(c, e, self.target) for e, c in self.cycles.items()}
+        busy["dma"] = max(self.queues)
+        return busy
+
+
+def _valid_counts(A, launch):
+    """In-range column ids per bitmap slot and per entry slot (gathers move bytes only for these)."""
+    bt, et = launch.bitmap_tiles.reshape(-1), launch.entry_tiles.reshape(-1)
+    bvalid = np.where(bt >= 0, A.tile_ncols[np.maximum(bt, 0)] if A.tile_ncols.size else 0, 0)
+    evalid = np.where(et >= 0, A.etile_nentries[np.maximum(et, 0)] if A.etile_nentries.size else 0, 0)
+    return bvalid, evalid
+
+
+def _hi_counts(A, launch, is_hi):
+    """FP16 rows among each slot's columns (only when the hybrid X is known)."""
+    M = A.shape[1]
+    bt, et = launch.bitmap_tiles.reshape(-1), launch.entry_tiles.reshape(-1)
+    flag = np.concatenate([is_hi.astype(np.int64), [0]])
+
+    def count(tiles, cols):
+        out = np.zeros(len(tiles), dtype=np.int64)
+        ok = tiles >= 0
+        if ok.any():
+            c = np.minimum(cols[tiles[ok]], M)
+            out[ok] = flag[c].sum(axis=1)
+        return out
+
+    return count(bt, A.tile_cols), count(et, A.etile_cols)
+
+
+def _launch_cost(A, launch, target, is_hi=None):
+    """Mirror of ``spmm_hybrid_kernel`` for one launch (keep in step with the kernel)."""
+    b = launch.bucket
+    W, F = b.windows, b.features
+    nb, ne = b.bitmap_slots, b.entry_slots
+    n_bin, n_int8, n_fp16 = b.bitmap
+    hybrid = b.x_mode == "int8-hybrid"
+    group = b.group_size()
+    chunks = feature_chunks(F)
+    moving_dtype = F16 if b.x_mode in ("fp16", "int8-hybrid") else BF16
+    x_item = X_ITEMSIZE[b.x_mode]
+    gather_item = max(x_item, moving_dtype.itemsize) if not hybrid else 1
+    row_bytes = F * gather_item if not hybrid else record_width(F)
+    c = _LaunchCost(target)
+    bvalid, evalid = _valid_counts(A, launch)
+    if hybrid and b.has_hi and is_hi is not None:
+        bhi, ehi = _hi_counts(A, launch, is_hi)
+    else:
+        bhi = np.zeros(W * nb, dtype=np.int64)
+        ehi = np.zeros(W * ne, dtype=np.int64)
+
+    c.gpsimd(128, 1)  # iota of shift amounts
+    c.dma(128 * W * 4)  # row scales
+    if nb:
+        S = W * nb
+        c.dma(128 * S * 4)
+        c.dma(128 * S * 4 * 4)
+        c.dma(128 * S * 4)
+        if n_int8:
+            c.dma(128 * W * n_int8 * 128)
+        if n_fp16:
+            c.dma(128 * W * n_fp16 * 128 * 2)
+    if ne:
+        S = W * ne
+        c.dma(128 * S * 4)
+        c.dma(128 * S * 4)  # uint8 rows converted to fp32 (counted at the wider dtype)
+        c.dma(128 * S * 4)
+        c.dma(128 * S * 4)
+        c.gpsimd(1, 1)
+        c.vector(1, 1, I32, "tensor_scalar")
+        c.vector(S, 1, F32, "tensor_scalar")
+        c.vector(S, 2, F32)
+        n_eint8, n_efp16 = b.entry[1], b.entry[2]
+        if n_eint8:
+            c.dma(128 * W * n_eint8)
+            c.vector(W * n_eint8, 2, F32)
+        if n_efp16:
+            c.dma(128 * W * n_efp16 * 2)
+            c.vector(W * n_efp16, 2, F32)
+        c.gpsimd(128, 1)  # row iota
+    c.vector(group * F, 1, moving_dtype, "copy")
+    if hybrid:
+        c.gpsimd(group * record_width(F), 1)
+
+    def gather(valid_rows, hi_rows):
+        c.dma(int(valid_rows) * row_bytes)
+        if hybrid:
+            c.scalar(F)
+            if b.has_hi:
+                c.dma(int(hi_rows) * F * 2)
+
+    def reset_hi(n):
+        if hybrid and b.has_hi:
+            c.gpsimd(n, 1)
+
+    mm_dtype = BF16
+    for w in range(W):
+        for g0 in range(0, nb, group):
+            g1 = min(nb, g0 + group)
+            n = g1 - g0
+            s0 = w * nb + g0
+            reset_hi(n)
+            for i in range(n):
+                gather(bvalid[s0 + i], bhi[s0 + i])
+            c.gpsimd(n * 128, 2)
+            for i in range(n):
+                c.vector(128, 1, F32, "tensor_scalar")
+            for lo_k, hi_k in ((n_bin, n_bin + n_int8), (n_bin + n_int8, nb)):
+                lo, hi = max(lo_k, g0), min(hi_k, g1)
+                if lo < hi:
+                    c.gpsimd((hi - lo) * 128, 2)
+            for i in range(n):
+                for _, width in chunks:
+                    c.matmul(width, mm_dtype)
+        for g0 in range(0, ne, group):
+            g1 = min(ne, g0 + group)
+            n = g1 - g0
+            s0 = w * ne + g0
+            reset_hi(n)
+            for i in range(n):
+                gather(evalid[s0 + i], ehi[s0 + i])
+            for i in range(n):
+                if (s0 + i) % 3 == 2:
+                    c.gpsimd(128, 1)
+                else:
+                    c.vector(128, 1, BF16, "tensor_scalar")
+            for i in range(n):
+                for _, width in chunks:
+                    c.matmul(width, mm_dtype)
+        for _, width in chunks:
+            c.scalar(width)
+        c.dma(128 * F * 4)
+    return c
+
+
+def _summarise(launch_costs, target, layout, x_mode, F, n_tiles, n_slots, max_instr, roofline):
+    busy_total = {e: 0.0 for e in nc.ENGINES + ("dma",)}
+    latency_ns = 0.0
+    for c in launch_costs:
+        busy = c.busy_ns()
+        latency_ns += max(busy.values())
+        for k, v in busy.items():
+            busy_total[k] += v
+    return SpmmEstimate(
+        target=nc.normalize_target(target),
+        layout=layout,
+        x_mode=x_mode,
+        features=int(F),
+        n_tiles=int(n_tiles),
+        n_slots=int(n_slots),
+        launches=len(launch_costs),
+        instructions=int(sum(c.instructions for c in launch_costs)),
+        max_instructions_per_launch=int(max_instr),
+        dma_transfers=int(sum(c.transfers for c in launch_costs)),
+        dma_bytes=int(sum(c.bytes for c in launch_costs)),
+        engine_busy_us={k: v / 1000.0 for k, v in busy_total.items()},
+        latency_us=latency_ns / 1000.0,
+        roofline_us=roofline,
+    )
+
+
+def roofline_us(dma_bytes, matmul_cycles, target="trn2") -> float:
+    """max(bytes / peak DMA bandwidth, TensorE cycles / clock), in microseconds (modelled)."""
+    bw = nc.constant("dma_peak_gbps_per_nc", target)  # GB/s = B/ns
+    return max(dma_bytes / bw, nc.cycles_to_ns(matmul_cycles, "tensor", target)) / 1000.0
+
+
+def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=None, hi_fraction: float = 0.0,
+                  plan=None) -> SpmmEstimate:
+    """Modelled cost of ``spmm_hybrid(A, X)`` on ``target`` from A's tiles and the launch plan.
+
+    ``x_mode``: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"int8-hybrid"``. For a hybrid X, pass ``X``
+    (HybridRows) to count the FP16-row bytes exactly, or ``hi_fraction`` (expected share of FP16
+    rows; bytes are then pro rata).
+    """
+    is_hi = None
+    has_hi = False
+    if x_mode == "int8-hybrid":
+        if X is not None:
+            is_hi = np.zeros(A.shape[1], dtype=bool)
+            is_hi[X.hi_rows] = True
+            has_hi = bool(is_hi.any())
+        elif hi_fraction > 0:
+            has_hi = True
+    if plan is None:
+        plan = plan_launches(A, F, x_mode, has_hi=has_hi)
+    costs = [_launch_cost(A, launch, target, is_hi) for launch in plan.launches]
+    if has_hi and is_hi is None:
+        # pro-rata FP16-row bytes: a valid row of an INT8 slot is FP16 with probability hi_fraction
+        extra = 0
+        for launch in plan.launches:
+            bvalid, evalid = _valid_counts(A, launch)
+            extra += int((bvalid.sum() + evalid.sum()) * hi_fraction) * F * 2
+        for c in costs:
+            share = c.bytes / max(sum(x.bytes for x in costs), 1)
+            add = extra * share
+            c.bytes += int(add)
+            n = len(c.queues)
+            c.queues = [q + add / nc.dma_queue_bytes_per_ns(target) / n for q in c.queues]
+    instr = plan.instructions()
+    tiles = plan.n_tiles
+    mm_cycles = sum(c.cycles["tensor"] for c in costs)
+    useful_bytes = _format_bytes(A, F, x_mode, hi_fraction if is_hi is None else float(is_hi.mean()) if is_hi is not None else 0.0, plan)
+    return _summarise(costs, target, "dste", x_mode, F, tiles, plan.n_slots, max(instr) if instr else 0,
+                      roofline_us(useful_bytes, mm_cycles_of_tiles(tiles, F, target), target))
+
+
+def mm_cycles_of_tiles(n_tiles, F, target):
+    return n_tiles * sum(nc.matmul_cycles(width, BF16, target) for _, width in feature_chunks(F))
+
+
+def _format_bytes(A, F, x_mode, hi_fraction, plan):
+    """Bytes the format must move: gathered X rows of every real tile, metadata, values, and Y."""
+    M = A.shape[1]
+    x_row = record_width(F) if x_mode == "int8-hybrid" else F * X_ITEMSIZE[x_mode]
+    rows = int(A.tile_ncols.sum() + A.etile_nentries.sum())
+    total = rows * x_row + int(rows * hi_fraction) * F * 2
+    total += A.n_tiles * 128 * (4 + 16 + 4) + A.n_etiles * 128 * (4 + 1 + 4 + 4)
+    total += A.int8_values.nbytes + A.fp16_values.nbytes + A.etile_int8_values.nbytes + A.etile_fp16_values.nbytes
+    n_rows_out = int((A.window_rows < A.shape[0]).sum())
+    total += n_rows_out * F * 4
+    del M, plan
+    return total
+
+
+def block_count(A) -> int:
+    """Nonzero 128x128 blocks of A in its encoded (reordered) row and column order."""
+    coo = A.decode(effective=True).tocoo()
+    N, M = A.shape
+    row_pos = np.empty(N, dtype=np.int64)
+    col_pos = np.empty(M, dtype=np.int64)
+    row_pos[A.row_perm if A.row_perm is not None else np.arange(N)] = np.arange(N)
+    col_pos[A.col_perm if A.col_perm is not None else np.arange(M)] = np.arange(M)
+    keys = (row_pos[coo.row] // 128) * ((M + 127) // 128) + col_pos[coo.col] // 128
+    return int(np.unique(keys).size)
+
+
+def estimate_block_layout(A, F: int, x_mode: str = "fp32", target: str = "trn2") -> SpmmEstimate:
+    """Modelled cost of a fixed-block-column (BSR) kernel on A's nonzero 128x128 blocks.
+
+    Per nonzero block: one DMA of its dense bf16 values (32 KiB), one DMA of the 128 consecutive X
+    rows it multiplies (hybrid X: int8 records, dequantized on ScalarE), one matmul per PSUM chunk.
+    Per window: PSUM evacuation and the store. Metadata is taken as free (favouring the baseline).
+    """
+    n_blocks = block_count(A)
+    n_windows = int(A.window_rows.shape[0])
+    c = _LaunchCost(target)
+    x_row = record_width(F) if x_mode == "int8-hybrid" else F * max(X_ITEMSIZE[x_mode], 2)
+    chunks = feature_chunks(F)
+    for _ in range(n_blocks):
+        c.dma(128 * 128 * 2)
+        c.dma(128 * x_row)
+        if x_mode == "int8-hybrid":
+            c.scalar(F)
+        for _, width in chunks:
+            c.matmul(width, BF16)
+    for _ in range(n_windows):
+        for _, width in chunks:
+            c.scalar(width)
+        c.dma(128 * F * 4)
+    mm = c.cycles["tensor"]
+    return _summarise([c], target, "block", x_mode, F, n_blocks, n_blocks, 0, roofline_us(c.bytes, mm, target))
+
+
+def estimate_edge_gather(A, F: int, x_mode: str = "fp32", target: str = "trn2") -> SpmmEstimate:
+    """Modelled cost of a per-edge gather kernel: every kept edge as an entry (128 per matmul)."""
+    coo = A.decode(effective=True).tocoo()
+    nnz = int(coo.nnz)
+    n_tiles = -(-nnz // 128)
+    n_windows = int(A.window_rows.shape[0])
+    c = _LaunchCost(target)
+    x_row = record_width(F) if x_mode == "int8-hybrid" else F * max(X_ITEMSIZE[x_mode], 2)
+    chunks = feature_chunks(F)
+    for t in range(n_tiles):
+        c.dma(128 * x_row)
+        if x_mode == "int8-hybrid":
+            c.scalar(F)
+        if t % 3 == 2:
+            c.gpsimd(128, 1)
+        else:
+            c.vector(128, 1, BF16, "tensor_scalar")
+        for _, width in chunks:
+            c.matmul(width, BF16)
+    for _ in range(n_windows):
+        for _, width in chunks:
+            c.scalar(width)
+        c.dma(128 * F * 4)
+    mm = c.cycles["tensor"]
+    return _summarise([c], target, "edge-gather", x_mode, F, n_tiles, n_tiles, 0, roofline_us(c.bytes, mm, target))
+
+
+__all__ = [
+    "SpmmEstimate",
+    "estimate_spmm",
+    "estimate_block_layout",
+    "estimate_edge_gather",
+    "roofline_us",
+    "block_count",
+    "LAUNCH_SETUP_INSTRUCTIONS",
+    "launch_instructions",
+]
