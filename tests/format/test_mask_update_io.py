@@ -1,0 +1,198 @@
+"""Dynamic masks, incremental window updates, and save/load validation."""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from dste.format import (
+    DSTEFileError,
+    DSTEFormatError,
+    DSTEMatrix,
+    encode,
+    gcn_normalized,
+    gcn_update,
+    load,
+)
+from dste.format.matrix import ARRAY_FIELDS, OPTIONAL_ARRAY_FIELDS
+from tests.format.graphs import community_graph
+
+
+def _assert_same(a: DSTEMatrix, b: DSTEMatrix):
+    assert a.shape == b.shape and a.layout == b.layout
+    for name in ARRAY_FIELDS + OPTIONAL_ARRAY_FIELDS:
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None) == (y is None), name
+        if x is not None:
+            assert x.dtype == y.dtype and np.array_equal(x, y), name
+
+
+def test_with_mask_forms_agree_and_compact():
+    adj, _ = community_graph(1200, seed=0)
+    E = gcn_normalized(adj)
+    rng = np.random.default_rng(0)
+    dense_mask = rng.random(adj.shape) < 0.4
+    by_dense = E.with_mask(dense_mask)
+    by_sparse = E.with_mask(sp.csr_matrix(dense_mask))
+    by_bits = E.with_mask((by_dense.keep_bits, by_dense.etile_keep_bits))
+    for other in (by_sparse, by_bits):
+        np.testing.assert_array_equal(other.keep_bits, by_dense.keep_bits)
+        np.testing.assert_array_equal(other.etile_keep_bits, by_dense.etile_keep_bits)
+    expected = E.decode().multiply(dense_mask)
+    assert abs(by_dense.decode() - expected).max() == 0
+    empty = E.with_mask(np.zeros(adj.shape, bool))
+    assert empty.nnz_kept == 0 and empty.stats()["live_tiles"] == 0
+    compacted = empty.compact()
+    assert compacted.n_tiles == 0 and compacted.n_etiles == 0
+    partial = by_dense.compact()
+    assert abs(partial.decode() - expected).max() == 0
+    with pytest.raises(DSTEFormatError, match="shape"):
+        E.with_mask(np.ones((3, 3), bool))
+    with pytest.raises(DSTEFormatError, match="entry tiles"):
+        E.with_mask(E.keep_bits)
+
+
+@pytest.mark.parametrize("reorder", ["none", "community"])
+def test_gcn_incremental_update_equals_full_reencode(reorder):
+    adj, _ = community_graph(3000, seed=1)
+    E = gcn_normalized(adj, reorder=reorder)
+    rng = np.random.default_rng(1)
+    lil = adj.tolil()
+    for _ in range(40):  # add and remove edges (symmetric)
+        i, j = rng.integers(0, 3000, size=2)
+        value = 0.0 if lil[i, j] else 1.0
+        lil[i, j] = value
+        lil[j, i] = value
+    new_adj = lil.tocsr()
+    new_adj.eliminate_zeros()
+    updated = gcn_update(E, new_adj)
+    full = gcn_normalized(new_adj, row_perm=E.row_perm, col_perm=E.col_perm, reorder=reorder)
+    _assert_same(updated, full)
+
+
+def test_valued_update_windows_equals_full_reencode():
+    rng = np.random.default_rng(2)
+    A = sp.random(700, 500, density=0.03, random_state=2, format="lil")
+    E = encode(A.tocsr(), reorder="rcm")
+    changed = np.array([3, 400, 699])
+    for r in changed:
+        A[r, :] = 0
+        A[r, rng.integers(0, 500, size=7)] = rng.normal(size=7)
+    new = A.tocsr()
+    updated = E.update_windows(new, changed)
+    full = encode(new, row_perm=E.row_perm, col_perm=E.col_perm, reorder="rcm")
+    _assert_same(updated, full)
+    with pytest.raises(DSTEFormatError, match="changed_rows"):
+        E.update_windows(new, [700])
+    with pytest.raises(DSTEFormatError, match="shape"):
+        E.update_windows(sp.csr_matrix((10, 10)), [0])
+
+
+@pytest.fixture
+def saved(tmp_path):
+    adj, _ = community_graph(900, seed=3)
+    A = adj.copy()
+    A.data = np.random.default_rng(0).normal(size=A.nnz)
+    E = encode(A, reorder="community").with_mask(np.random.default_rng(1).random(adj.shape) < 0.7)
+    path = tmp_path / "m.dste"
+    E.save(path)
+    return E, path
+
+
+def test_save_load_roundtrip(saved, tmp_path):
+    E, path = saved
+    L = load(path)
+    _assert_same(E, L)
+    assert L.encode_policy == E.encode_policy
+    assert abs(L.decode() - E.decode()).max() == 0
+    G = gcn_normalized(community_graph(500, seed=4)[0], reorder="none")
+    G.save(tmp_path / "g.npz")
+    _assert_same(G, DSTEMatrix.load(tmp_path / "g.npz"))
+
+
+def test_truncated_file_raises(saved):
+    _, path = saved
+    data = path.read_bytes()
+    for cut in (10, len(data) // 2, len(data) - 30):
+        path.write_bytes(data[:cut])
+        with pytest.raises(DSTEFileError):
+            load(path)
+
+
+def test_corrupt_payload_raises(saved, tmp_path):
+    E, path = saved
+    # flip one byte inside an array (stored uncompressed): the checksum or the zip CRC catches it
+    data = bytearray(path.read_bytes())
+    offset = data.find(E.keep_bits.tobytes()[:64])
+    assert offset > 0
+    data[offset + 5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(DSTEFileError):
+        load(path)
+
+
+def _rewrite(path, out, edit_meta=None, edit_arrays=None):
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    meta = json.loads(bytes(arrays.pop("__meta__")).decode())
+    if edit_arrays:
+        edit_arrays(arrays)
+    if edit_meta:
+        edit_meta(meta)
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with open(out, "wb") as handle:
+        np.savez(handle, **arrays)
+    return out
+
+
+def test_version_mismatch_raises(saved, tmp_path):
+    _, path = saved
+    bad = _rewrite(path, tmp_path / "v.npz", edit_meta=lambda m: m.update(format_version=99))
+    with pytest.raises(DSTEFileError, match="version 99"):
+        load(bad)
+
+
+def test_tampered_array_with_fixed_checksum_still_invalid(saved, tmp_path):
+    E, path = saved
+    from dste.format.io import _checksum
+
+    def tamper(arrays):
+        arrays["tile_ncols"] = arrays["tile_ncols"].copy()
+        arrays["tile_ncols"][0] = 0
+
+    def fix(meta):
+        pass
+
+    out = _rewrite(path, tmp_path / "t.npz", edit_arrays=tamper)
+    with pytest.raises(DSTEFileError, match="checksum"):
+        load(out)
+    with np.load(out, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files if k != "__meta__"}
+    out2 = _rewrite(out, tmp_path / "t2.npz", edit_meta=lambda m: m.update(sha256=_checksum(arrays)))
+    with pytest.raises(DSTEFileError, match="tile_ncols"):
+        load(out2)
+
+
+def test_not_a_dste_file(tmp_path):
+    path = tmp_path / "x.npz"
+    np.savez(path, a=np.zeros(3))
+    with pytest.raises(DSTEFileError, match="not a DSTE file"):
+        load(path)
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip at all")
+    with pytest.raises(DSTEFileError):
+        load(junk)
+    missing_field = _rewrite(
+        _save_small(tmp_path), tmp_path / "m.npz", edit_arrays=lambda a: a.pop("etile_rows")
+    )
+    with pytest.raises(DSTEFileError, match="field list"):
+        load(missing_field)
+    assert zipfile.is_zipfile(missing_field)
+
+
+def _save_small(tmp_path):
+    path = tmp_path / "small.npz"
+    encode(np.eye(5)).save(path)
+    return path
