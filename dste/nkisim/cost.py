@@ -11,7 +11,7 @@ Public functions (``target`` is ``"trn1"``, ``"inf2"`` or ``"trn2"``):
 - ``normalize_target(target) -> "trn1" | "trn2"``
 - ``constant(name, target)``: one value from :data:`CONSTANTS`.
 - ``engine_clock_ghz(engine, target)`` for ``"tensor" | "vector" | "scalar" | "gpsimd"``.
-- ``matmul_cycles(n, dtype, target)``: TensorE cycles of one ``nc_matmul`` with N moving columns.
+- ``matmul_cycles(n, dtype, target, onezero=False)``: TensorE cycles of one ``nc_matmul`` with N moving columns.
 - ``vector_cycles(elems_per_partition, n_inputs, dtype, target, op="generic")``: VectorE cycles.
 - ``scalar_cycles(elems_per_partition, target, n_inputs=1)``: ScalarE cycles.
 - ``gpsimd_cycles(elems_per_partition, n_inputs, target)``: GpSimd cycles.
@@ -53,6 +53,7 @@ CONSTANTS = {
     # TensorE (NKI_NOTES §5): back-to-back MMs issue every max(N, 64) cycles; fp32 ~4x
     "matmul_min_cycles": Constant(64, 64, "cycles", "A2 (v2 figure, assumed on v3)"),
     "matmul_fp32_factor": Constant(4, 4, "x", "A2"),
+    "matmul_fp32_onezero_speedup": Constant(2, 2, "x", "A2 (is_*_onezero gives 2x for fp32)"),
     # VectorE: ~N cycles per input tensor + ~100 fixed; v3 runs 16-bit floats 2x (4x copy/tensor_scalar)
     "vector_fixed_cycles": Constant(100, 100, "cycles", "A2, SH (fixed overhead)"),
     "vector_16bit_speedup": Constant(1, 2, "x", "A3 (bf16/fp16, tensor_tensor and other cases)"),
@@ -98,11 +99,15 @@ def _is_16bit_float(dtype):
     return np.dtype(dtype) in (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
 
 
-def matmul_cycles(n, dtype, target):
-    """TensorE cycles of one matmul streaming ``n`` moving columns: ``max(n, 64)``, x4 for fp32 inputs."""
+def matmul_cycles(n, dtype, target, onezero=False):
+    """TensorE cycles of one matmul streaming ``n`` moving columns: ``max(n, 64)``, x4 for fp32 inputs
+    (x2 when an fp32 operand is flagged 0/1 with ``is_*_onezero``)."""
     cycles = max(int(n), constant("matmul_min_cycles", target))
     if np.dtype(dtype) == np.dtype(np.float32):
-        cycles *= constant("matmul_fp32_factor", target)
+        factor = constant("matmul_fp32_factor", target)
+        if onezero:
+            factor /= constant("matmul_fp32_onezero_speedup", target)
+        cycles *= factor
     return float(cycles)
 
 

@@ -290,8 +290,6 @@ def _indirect_copy(dst, src, skip):
     ind = view._indirect
     rows = view.shape[0]
     idx = ind.index.array().reshape(-1).astype(np.int64)
-    if ind.index.dtype == dt.int32:
-        pass
     valid = (idx >= 0) & (idx < ind.n_rows)
     if not valid.all() and not skip:
         p = int(np.flatnonzero(~valid)[0])
@@ -369,8 +367,6 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     _check_one_bank(dst, bank)
     _check_writable(instr, dst)
     result = _read2d(stationary).astype(np.float32).T @ _read2d(moving).astype(np.float32)
-    if is_stationary_onezero or is_moving_onezero:
-        pass  # a performance hint; the values are already 0/1
     elements = _storage_elements(dst)
     written = dst.storage.matmul_written[elements]
     if accumulate is None:
@@ -397,7 +393,8 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     out[...] = result.reshape(dst.shape)
     dst.storage.matmul_written[elements] = True
     in_dtype = dt.float32 if dt.float32 in (stationary.dtype, moving.dtype) else dt.bfloat16
-    _record("tensor", instr, cost.matmul_cycles(n, in_dtype, _target()))
+    onezero = bool(is_stationary_onezero or is_moving_onezero)
+    _record("tensor", instr, cost.matmul_cycles(n, in_dtype, _target(), onezero=onezero))
 
 
 def _check_one_bank(dst, bank):

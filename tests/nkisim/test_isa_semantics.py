@@ -312,3 +312,18 @@ def test_nl_zeros_and_range_helpers():
     assert list(nl.sequential_range(1, 7, 2)) == [1, 3, 5]
     assert list(nl.static_range(2, 4)) == [2, 3]
     assert nl.tile_size.pmax == 128 and nl.tile_size.psum_bank_fmax == 512 and nl.tile_size.psum_num_banks == 8
+
+
+def test_tensor_scalar_bitvec_with_vector_operands():
+    words = RNG.integers(0, 2**32, (32, 6), dtype=np.uint64).astype(np.uint32)
+    shifts = RNG.integers(0, 32, (32, 1)).astype(np.uint32)
+
+    def kernel(words, shifts):
+        w, s = nl.load(words), nl.load(shifts)
+        r = nl.ndarray(words.shape, nl.uint32)
+        nisa.tensor_scalar(dst=r, data=w, op0=nl.right_shift, operand0=s, op1=nl.bitwise_and, operand1=0xFF)
+        o = nl.ndarray(words.shape, nl.uint32, buffer=nl.shared_hbm)
+        nl.store(o, r)
+        return o
+
+    np.testing.assert_array_equal(simulate(kernel, words, shifts), (words >> shifts) & np.uint32(0xFF))
