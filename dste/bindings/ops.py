@@ -84,7 +84,7 @@ def _run_kernel_spmm(handle: int, x_handle: int, x: Tensor, backend: str) -> Ten
     if isinstance(operand, np.ndarray):
         operand = np.ascontiguousarray(operand, dtype=np.float32)
     try:
-        from dste.kernels import spmm_hybrid as kernel_spmm
+        from dste.kernels.spmm_hybrid import spmm_hybrid as kernel_spmm
     except ImportError as exc:  # the kernels package has not been built on this tree
         raise BackendUnavailableError(f"backend {backend!r} needs dste.kernels.spmm_hybrid: {exc}") from exc
     if backend == "nkisim":
@@ -183,7 +183,10 @@ spmm_transpose.register_autograd(_transpose_backward, setup_context=_transpose_s
 
 
 def _expand_slots(kind: np.ndarray, wanted_kind: int, compact: np.ndarray, fill_shape, dtype) -> np.ndarray:
-    """Per-tile dense array from a compact slot array holding the tiles of ``wanted_kind`` in tile order."""
+    """Per-tile dense array from the encoder's output: already per tile (``[T, ...]``, what the reference and
+    kernel return) or slot-compacted (the tiles of ``wanted_kind`` in tile order)."""
+    if compact.shape[0] == kind.shape[0] and compact.shape[1:] == tuple(fill_shape):
+        return np.ascontiguousarray(compact, dtype=dtype)
     dense = np.zeros((kind.shape[0],) + tuple(fill_shape), dtype=dtype)
     tiles = np.flatnonzero(kind == wanted_kind)
     if tiles.size != compact.shape[0]:
@@ -203,7 +206,7 @@ def _run_masked_quant(values: np.ndarray, keep: np.ndarray, sensitivity: np.ndar
         from dste import nkisim
 
         nkisim.install()
-    from dste.kernels import masked_quant as encoder
+    from dste.kernels.masked_quant import masked_quant as encoder
 
     return encoder(values, keep, sensitivity, threshold)
 
