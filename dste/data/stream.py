@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import scipy.sparse as sp
 
-from .csbm import BlockModel, make_graph, pair_keys, sample_edges
+from .csbm import BlockModel, drop_present, make_graph, pair_keys, sample_edges, sorted_unique
 from .graph import Graph, adjacency_from_pairs
 
 __all__ = ["StreamParams", "Snapshot", "SnapshotStream", "make_stream", "block_model_of"]
@@ -83,6 +83,26 @@ class Snapshot:
     added_edges: np.ndarray
     removed_edges: np.ndarray
     new_nodes: np.ndarray
+
+    def changed_windows(self, row_perm: np.ndarray | None = None, window_rows: int = 128) -> np.ndarray:
+        """Sorted ids of the row windows holding a changed row.
+
+        row_perm: the encoder's row order (encoded position -> node id, length = num_nodes), or
+        None for the identity order; window w holds positions [w * window_rows, (w + 1) * window_rows).
+        """
+        n = self.graph.num_nodes
+        if not isinstance(window_rows, (int, np.integer)) or window_rows < 1:
+            raise ValueError(f"window_rows must be a positive int, got {window_rows!r}")
+        if row_perm is None:
+            positions = self.changed_rows
+        else:
+            row_perm = np.asarray(row_perm)
+            if row_perm.shape != (n,) or not np.array_equal(np.sort(row_perm), np.arange(n)):
+                raise ValueError(f"row_perm must be a permutation of the snapshot's {n} nodes")
+            position_of = np.empty(n, dtype=np.int64)
+            position_of[row_perm] = np.arange(n)
+            positions = position_of[self.changed_rows]
+        return np.unique(positions // window_rows)
 
 
 def block_model_of(graph: Graph) -> BlockModel:
@@ -222,8 +242,8 @@ class SnapshotStream:
         # Edge churn: remove a random fraction, then add the same number of fresh pairs.
         num_remove = int(round(p.edge_churn * old_keys.size))
         removed = np.sort(rng.choice(old_keys, size=num_remove, replace=False)) if num_remove else old_keys[:0]
-        kept_keys = np.setdiff1d(old_keys, removed, assume_unique=True)
-        # Old keys are i * n_prev + j; re-key them for the grown size.
+        kept_keys = drop_present(old_keys, removed)
+        # Old keys are i * n_prev + j; re-key them for the grown size (j < n_prev keeps them sorted).
         kept_pairs = np.stack([kept_keys // n_prev, kept_keys % n_prev])
         exclude = pair_keys(*np.stack([old_keys // n_prev, old_keys % n_prev]), n)
 
@@ -235,10 +255,9 @@ class SnapshotStream:
             sources = np.concatenate([new_nodes, rng.choice(new_nodes, size=extra)])
             kinds = rng.choice(3, size=sources.size, p=grown_model.kind_probabilities())
             targets = grown_model.draw_targets(rng, sources, kinds)
-            keys = np.unique(pair_keys(sources, targets, n)[sources != targets])
-            keys = np.setdiff1d(keys, exclude)
+            keys = drop_present(sorted_unique(pair_keys(sources, targets, n)[sources != targets]), exclude)
             added_pairs.append(np.stack([keys // n, keys % n]))
-            exclude = np.union1d(exclude, keys)
+            exclude = sorted_unique(np.concatenate([exclude, keys]))
         if num_remove:
             keys = sample_edges(grown_model, rng, num_remove, every_node_once=False, exclude_keys=exclude)
             added_pairs.append(np.stack([keys // n, keys % n]))
@@ -257,7 +276,7 @@ class SnapshotStream:
         if p.feature_noise:
             x = x + p.feature_noise * rng.standard_normal(x.shape)
 
-        changed = np.union1d(np.union1d(added.ravel(), removed_pairs.ravel()), new_nodes)
+        changed = sorted_unique(np.concatenate([added.ravel(), removed_pairs.ravel(), new_nodes]))
         pad = np.zeros(num_new, dtype=bool)
         graph = Graph(
             adj=adj,

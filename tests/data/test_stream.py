@@ -115,3 +115,17 @@ def test_bad_stream_inputs_are_refused():
     stream = make_stream("cora-like", num_snapshots=2)
     with pytest.raises(IndexError, match="out of range"):
         stream[2]
+
+
+def test_changed_windows_follow_the_encoder_row_order():
+    stream = make_stream("cora-like", num_snapshots=2, seed=0, edge_churn=0.01)
+    snap = stream[1]
+    n = snap.graph.num_nodes
+    np.testing.assert_array_equal(snap.changed_windows(window_rows=128), np.unique(snap.changed_rows // 128))
+    # An order that puts the changed rows first packs them into the leading windows.
+    unchanged = np.setdiff1d(np.arange(n), snap.changed_rows)
+    order = np.concatenate([snap.changed_rows, unchanged])
+    expected = np.arange(-(-snap.changed_rows.size // 128))
+    np.testing.assert_array_equal(snap.changed_windows(order, window_rows=128), expected)
+    with pytest.raises(ValueError, match="permutation"):
+        snap.changed_windows(np.zeros(n, dtype=np.int64))
