@@ -162,9 +162,6 @@ def test_tampered_array_with_fixed_checksum_still_invalid(saved, tmp_path):
         arrays["tile_ncols"] = arrays["tile_ncols"].copy()
         arrays["tile_ncols"][0] = 0
 
-    def fix(meta):
-        pass
-
     out = _rewrite(path, tmp_path / "t.npz", edit_arrays=tamper)
     with pytest.raises(DSTEFileError, match="checksum"):
         load(out)
