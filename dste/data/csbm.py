@@ -184,8 +184,12 @@ class BlockModel:
     def num_nodes(self) -> int:
         return int(self.node_class.shape[0])
 
-    def draw_sources(self, rng: np.random.Generator, count: int) -> np.ndarray:
-        """Node ids drawn in proportion to theta."""
+    def draw_sources(self, rng: np.random.Generator, count: int, pool: np.ndarray | None = None) -> np.ndarray:
+        """Node ids drawn in proportion to theta, from all nodes or from the ids in `pool`."""
+        if pool is not None:
+            cum = np.concatenate([[0.0], np.cumsum(self.theta[pool])])
+            pos = np.clip(np.searchsorted(cum, rng.random(count) * cum[-1], side="right") - 1, 0, pool.size - 1)
+            return pool[pos]
         r = rng.random(count) * self.cum[-1]
         pos = np.clip(np.searchsorted(self.cum, r, side="right") - 1, 0, self.num_nodes - 1)
         return self.order[pos]
@@ -264,11 +268,13 @@ def sample_edges(
     num_edges: int,
     every_node_once: bool,
     exclude_keys: np.ndarray | None = None,
+    source_pool: np.ndarray | None = None,
 ) -> np.ndarray:
     """`num_edges` distinct undirected pair keys drawn from the model (sorted, int64).
 
     Each edge kind is topped up separately so the kind fractions match the model's knobs.
-    Keys in `exclude_keys` (already present edges) are never returned.
+    Keys in `exclude_keys` (already present edges) are never returned. With `source_pool`, one
+    end of every edge is drawn from those node ids.
     """
     n = model.num_nodes
     probs = model.kind_probabilities()
@@ -297,7 +303,7 @@ def sample_edges(
             deficit = int(deficits[kind])
             if deficit <= 0:
                 continue
-            sources = model.draw_sources(rng, deficit)
+            sources = model.draw_sources(rng, deficit, source_pool)
             fresh = drop_present(sorted_unique(draw(sources, np.full(deficit, kind))), exclude)
             new_only = drop_present(fresh, kept[kind])
             if new_only.size > deficit:

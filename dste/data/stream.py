@@ -41,6 +41,9 @@ class StreamParams:
                     their class mean, in (-1, 1).
     feature_noise:  per-step Gaussian noise std added to every feature.
     heldout_fraction: share of the (last) snapshots held out for evaluation, in [0, 1).
+    active_fraction: share of communities (classes for loaded graphs) where the step's churn
+                    happens, in (0, 1]: removed edges touch an active node and added edges start at
+                    one, so changes stay local the way activity bursts in real graphs do.
     """
 
     num_snapshots: int = 8
@@ -50,6 +53,7 @@ class StreamParams:
     feature_pull: float = 0.0
     feature_noise: float = 0.05
     heldout_fraction: float = 0.25
+    active_fraction: float = 1.0
 
     def validate(self) -> None:
         if not isinstance(self.num_snapshots, (int, np.integer)) or self.num_snapshots < 1:
@@ -64,6 +68,8 @@ class StreamParams:
             raise ValueError(f"feature_pull must lie in (-1, 1), got {self.feature_pull}")
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise ValueError(f"heldout_fraction must lie in [0, 1), got {self.heldout_fraction}")
+        if not 0.0 < self.active_fraction <= 1.0:
+            raise ValueError(f"active_fraction must lie in (0, 1], got {self.active_fraction}")
 
 
 @dataclass
@@ -241,7 +247,18 @@ class SnapshotStream:
         old_keys = _upper_keys(prev.adj)
         # Edge churn: remove a random fraction, then add the same number of fresh pairs.
         num_remove = int(round(p.edge_churn * old_keys.size))
-        removed = np.sort(rng.choice(old_keys, size=num_remove, replace=False)) if num_remove else old_keys[:0]
+        active_pool = None
+        active_blocks = None
+        candidates = old_keys
+        if p.active_fraction < 1.0:
+            blocks = np.unique(model.node_community)
+            active_blocks = rng.choice(blocks, size=max(1, int(round(p.active_fraction * blocks.size))), replace=False)
+            is_active = np.isin(communities, active_blocks)
+            active_pool = np.flatnonzero(is_active)
+            candidates = old_keys[is_active[old_keys // n_prev] | is_active[old_keys % n_prev]]
+            # Churn is a fraction of all edges, capped by what the active region holds.
+            num_remove = min(num_remove, candidates.size)
+        removed = np.sort(rng.choice(candidates, size=num_remove, replace=False)) if num_remove else old_keys[:0]
         kept_keys = drop_present(old_keys, removed)
         # Old keys are i * n_prev + j; re-key them for the grown size (j < n_prev keeps them sorted).
         kept_pairs = np.stack([kept_keys // n_prev, kept_keys % n_prev])
@@ -259,7 +276,9 @@ class SnapshotStream:
             added_pairs.append(np.stack([keys // n, keys % n]))
             exclude = sorted_unique(np.concatenate([exclude, keys]))
         if num_remove:
-            keys = sample_edges(grown_model, rng, num_remove, every_node_once=False, exclude_keys=exclude)
+            keys = sample_edges(
+                grown_model, rng, num_remove, every_node_once=False, exclude_keys=exclude, source_pool=active_pool
+            )
             added_pairs.append(np.stack([keys // n, keys % n]))
         added = np.concatenate(added_pairs, axis=1)
         removed_pairs = np.stack([removed // n_prev, removed % n_prev])
@@ -289,7 +308,7 @@ class SnapshotStream:
             name=f"{self.base.name}@{t}",
             communities=None if prev.communities is None else grown_model.node_community.copy(),
             meta={"source": "stream", "snapshot": t, "class_means": means, "block_model": grown_model,
-                  "base": self.base.name},
+                  "base": self.base.name, "active_communities": active_blocks},
         )
         snap = Snapshot(t, graph, changed.astype(np.int64), added, removed_pairs, new_nodes)
         return snap, self._state_after(snap)

@@ -129,3 +129,19 @@ def test_changed_windows_follow_the_encoder_row_order():
     np.testing.assert_array_equal(snap.changed_windows(order, window_rows=128), expected)
     with pytest.raises(ValueError, match="permutation"):
         snap.changed_windows(np.zeros(n, dtype=np.int64))
+
+
+def test_active_fraction_keeps_churn_inside_few_communities():
+    full = make_stream("cora-like", num_snapshots=2, seed=0, edge_churn=0.02)
+    local = make_stream("cora-like", num_snapshots=2, seed=0, edge_churn=0.02, active_fraction=0.1)
+    base, step = local[0].graph, local[1]
+    assert step.removed_edges.shape[1] == full[1].removed_edges.shape[1]
+    active = step.graph.meta["active_communities"]
+    assert 0 < active.size < 0.2 * np.unique(base.communities).size
+    is_active = np.isin(base.communities, active)
+    # Every removed and every added edge has at least one end in an active community.
+    assert is_active[step.removed_edges].any(axis=0).all()
+    assert is_active[step.added_edges].any(axis=0).all()
+    np.testing.assert_array_equal(step.changed_rows, rows_that_differ(base.adj, step.graph.adj))
+    # So at least about half the changed rows are active, against ~10 % when churn is global.
+    assert is_active[step.changed_rows].mean() > 0.5 > 0.25 > is_active[full[1].changed_rows].mean()
