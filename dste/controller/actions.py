@@ -1,0 +1,116 @@
+"""The controller's discrete action space: per layer, a sparsity level times an FP16 threshold.
+
+An action compresses one GNN layer for one snapshot:
+
+* ``sparsity`` -- the fraction of the layer's prunable entries whose keep bit is cleared. What is pruned is
+  decided by importance, never at random: graph edges by their normalised weight times the norm of the
+  feature row they carry, weights by magnitude. Pruning is applied through the dynamic keep-mask, so a new
+  level costs no re-quantization.
+* ``fp16_fraction`` -- the FP16 threshold, expressed as the fraction of the layer's most sensitive rows/tiles
+  kept in FP16 (the rest are INT8). Expressing the threshold T as a quantile of the sensitivity score S makes
+  the same action mean the same precision mix on every snapshot, whatever the scale of S.
+
+The default grid is {0, 0.25, 0.5, 0.75} x {0, 0.05, 0.2, 1.0}: 16 actions. ``fp16_fraction = 0`` is
+uniform INT8, ``1.0`` is uniform FP16.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["Action", "ActionSpace", "DEFAULT_SPARSITY_LEVELS", "DEFAULT_FP16_FRACTIONS"]
+
+DEFAULT_SPARSITY_LEVELS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
+DEFAULT_FP16_FRACTIONS: tuple[float, ...] = (0.0, 0.05, 0.2, 1.0)
+
+
+@dataclass(frozen=True)
+class Action:
+    """One layer's compression choice.
+
+    sparsity:       fraction of prunable entries dropped, in [0, 1).
+    fp16_fraction:  fraction of the most sensitive rows/tiles stored in FP16, in [0, 1]; the rest are INT8.
+    """
+
+    sparsity: float
+    fp16_fraction: float
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= float(self.sparsity) < 1.0):
+            raise ValueError(f"sparsity must lie in [0, 1), got {self.sparsity!r}")
+        if not (0.0 <= float(self.fp16_fraction) <= 1.0):
+            raise ValueError(f"fp16_fraction must lie in [0, 1], got {self.fp16_fraction!r}")
+
+    def label(self) -> str:
+        return f"s{self.sparsity:g}/fp16:{self.fp16_fraction:g}"
+
+
+class ActionSpace:
+    """The Cartesian grid of sparsity levels and FP16 fractions, indexed 0..n-1 (sparsity-major)."""
+
+    def __init__(
+        self,
+        sparsity_levels: Sequence[float] = DEFAULT_SPARSITY_LEVELS,
+        fp16_fractions: Sequence[float] = DEFAULT_FP16_FRACTIONS,
+    ) -> None:
+        sparsity_levels = tuple(float(s) for s in sparsity_levels)
+        fp16_fractions = tuple(float(f) for f in fp16_fractions)
+        if not sparsity_levels or not fp16_fractions:
+            raise ValueError("an action space needs at least one sparsity level and one FP16 fraction")
+        for name, values in (("sparsity_levels", sparsity_levels), ("fp16_fractions", fp16_fractions)):
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} must not repeat values, got {values}")
+            if list(values) != sorted(values):
+                raise ValueError(f"{name} must be ascending, got {values}")
+        self.sparsity_levels = sparsity_levels
+        self.fp16_fractions = fp16_fractions
+        # Validates every combination once, so an index always maps to a legal Action.
+        self._actions = tuple(Action(s, f) for s in sparsity_levels for f in fp16_fractions)
+
+    def __len__(self) -> int:
+        return len(self._actions)
+
+    def __getitem__(self, index: int) -> Action:
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"action index must be an int, got {type(index).__name__}")
+        if not 0 <= int(index) < len(self._actions):
+            raise IndexError(f"action index must lie in [0, {len(self._actions)}), got {index}")
+        return self._actions[int(index)]
+
+    def __iter__(self):
+        return iter(self._actions)
+
+    def index(self, action: Action) -> int:
+        """Index of `action`; ValueError when the grid does not contain it."""
+        try:
+            return self._actions.index(action)
+        except ValueError:
+            raise ValueError(
+                f"{action} is not in this action space (sparsity {self.sparsity_levels}, "
+                f"fp16 {self.fp16_fractions})"
+            ) from None
+
+    def nearest(self, sparsity: float, fp16_fraction: float) -> int:
+        """Index of the grid action closest to the requested levels (used by static baselines)."""
+        s = int(np.argmin([abs(level - sparsity) for level in self.sparsity_levels]))
+        f = int(np.argmin([abs(level - fp16_fraction) for level in self.fp16_fractions]))
+        return s * len(self.fp16_fractions) + f
+
+    def to_dict(self) -> dict:
+        return {"sparsity_levels": list(self.sparsity_levels), "fp16_fractions": list(self.fp16_fractions)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ActionSpace":
+        try:
+            return cls(data["sparsity_levels"], data["fp16_fractions"])
+        except KeyError as missing:
+            raise ValueError(f"action space description lacks {missing}") from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActionSpace) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"ActionSpace(sparsity={self.sparsity_levels}, fp16={self.fp16_fractions})"

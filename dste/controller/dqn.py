@@ -1,0 +1,256 @@
+"""A small, seeded DQN: MLP Q-network, replay buffer, target network, epsilon-greedy, Huber loss, Adam.
+
+Everything random draws from generators seeded by ``DQNConfig.seed`` (network init from a private torch
+generator, exploration and replay sampling from NumPy generators), so the same seed and the same
+environment give the same weights and the same actions. Double-DQN targets (online net picks, target net
+values) reduce the over-estimation plain DQN shows with few, noisy rewards.
+
+Checkpoints are single ``torch.save`` files read back with ``weights_only=True`` (no pickled code runs) and
+validated: format tag, version, shapes, finiteness and a SHA-256 of the parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from dste.controller.actions import ActionSpace
+from dste.controller.state import STATE_DIM, StateNormalizer
+
+__all__ = ["DQNConfig", "QNetwork", "ReplayBuffer", "DQNAgent", "CheckpointError"]
+
+CHECKPOINT_FORMAT = "dste-dqn-controller"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A controller checkpoint that is missing, corrupt, or does not match what is expected."""
+
+
+@dataclass(frozen=True)
+class DQNConfig:
+    seed: int = 0
+    hidden: int = 128
+    learning_rate: float = 1e-3
+    gamma: float = 1.0  # episodes are L layer steps long; undiscounted, the return is the episode reward
+    batch_size: int = 64
+    replay_capacity: int = 20000
+    target_sync_steps: int = 50
+    epsilon_start: float = 1.0
+    epsilon_end: float = 0.05
+    epsilon_decay_fraction: float = 0.6  # of the episodes, linearly
+    learn_starts: int = 64
+    updates_per_step: int = 1
+    grad_clip: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+        positive_ints = ("hidden", "batch_size", "replay_capacity", "target_sync_steps", "updates_per_step")
+        for name in positive_ints:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not (0 < self.learning_rate < 1):
+            raise ValueError(f"learning_rate must lie in (0, 1), got {self.learning_rate}")
+        if not (0 <= self.gamma <= 1):
+            raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
+        if not (0 <= self.epsilon_end <= self.epsilon_start <= 1):
+            raise ValueError("need 0 <= epsilon_end <= epsilon_start <= 1")
+        if not (0 < self.epsilon_decay_fraction <= 1):
+            raise ValueError(f"epsilon_decay_fraction must lie in (0, 1], got {self.epsilon_decay_fraction}")
+
+    def epsilon(self, episode: int, total_episodes: int) -> float:
+        """Linear decay from epsilon_start to epsilon_end over the first decay fraction of the episodes."""
+        horizon = max(1.0, self.epsilon_decay_fraction * total_episodes)
+        progress = min(1.0, episode / horizon)
+        return self.epsilon_start + progress * (self.epsilon_end - self.epsilon_start)
+
+
+class QNetwork(nn.Module):
+    """state [B, 64] -> Q-values [B, n_actions]: two hidden ReLU layers."""
+
+    def __init__(self, n_actions: int, hidden: int = 128, state_dim: int = STATE_DIM) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(state_dim, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, n_actions),
+        )
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return self.layers(state)
+
+
+class ReplayBuffer:
+    """Fixed-capacity ring buffer of (state, action, reward, next_state, done) transitions."""
+
+    def __init__(self, capacity: int, state_dim: int = STATE_DIM, seed: int = 0) -> None:
+        self.capacity = capacity
+        self.states = np.zeros((capacity, state_dim), np.float32)
+        self.next_states = np.zeros((capacity, state_dim), np.float32)
+        self.actions = np.zeros(capacity, np.int64)
+        self.rewards = np.zeros(capacity, np.float32)
+        self.dones = np.zeros(capacity, np.float32)
+        self.size = 0
+        self._cursor = 0
+        self._rng = np.random.default_rng(seed)
+
+    def add(self, state, action: int, reward: float, next_state, done: bool) -> None:
+        if not math.isfinite(reward):
+            raise ValueError(f"reward must be finite, got {reward}")
+        i = self._cursor
+        self.states[i], self.actions[i], self.rewards[i] = state, action, reward
+        self.next_states[i], self.dones[i] = next_state, float(done)
+        self._cursor = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int):
+        if self.size == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        idx = self._rng.integers(0, self.size, size=batch_size)
+        return (self.states[idx], self.actions[idx], self.rewards[idx], self.next_states[idx], self.dones[idx])
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class DQNAgent:
+    """The controller's learner and policy. ``act(state)`` is greedy; ``act(state, epsilon)`` explores."""
+
+    def __init__(
+        self,
+        action_space: ActionSpace,
+        config: DQNConfig | None = None,
+        normalizer: StateNormalizer | None = None,
+    ) -> None:
+        self.action_space = action_space
+        self.config = config or DQNConfig()
+        self.normalizer = normalizer or StateNormalizer()
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(self.config.seed)
+        try:
+            self.q = QNetwork(len(action_space), self.config.hidden)
+            self.target = QNetwork(len(action_space), self.config.hidden)
+        finally:
+            torch.random.set_rng_state(generator_state)
+        self.target.load_state_dict(self.q.state_dict())
+        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=self.config.learning_rate)
+        self.replay = ReplayBuffer(self.config.replay_capacity, seed=self.config.seed + 1)
+        self._explore_rng = np.random.default_rng(self.config.seed + 2)
+        self.learn_steps = 0
+        self.losses: list[float] = []
+
+    # -- acting ---------------------------------------------------------------------------------
+    def q_values(self, state: np.ndarray) -> np.ndarray:
+        state = np.asarray(state, dtype=np.float32)
+        if state.shape != (STATE_DIM,):
+            raise ValueError(f"state must have shape ({STATE_DIM},), got {state.shape}")
+        if not np.isfinite(state).all():
+            raise ValueError("state contains NaN or Inf")
+        with torch.no_grad():
+            return self.q(torch.from_numpy(self.normalizer(state))[None])[0].numpy()
+
+    def act(self, state: np.ndarray, epsilon: float = 0.0) -> int:
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
+        # Draw the exploration coin every call so the random stream does not depend on epsilon's value.
+        coin, random_action = self._explore_rng.random(), int(self._explore_rng.integers(len(self.action_space)))
+        if coin < epsilon:
+            return random_action
+        return int(np.argmax(self.q_values(state)))
+
+    # -- learning -------------------------------------------------------------------------------
+    def remember(self, state, action: int, reward: float, next_state, done: bool) -> None:
+        self.replay.add(self.normalizer(state), action, reward, self.normalizer(next_state), done)
+
+    def learn(self) -> float | None:
+        """One or more gradient steps on replayed transitions; returns the last loss (None before warm-up)."""
+        cfg = self.config
+        if len(self.replay) < cfg.learn_starts:
+            return None
+        loss_value = None
+        for _ in range(cfg.updates_per_step):
+            states, actions, rewards, next_states, dones = (torch.from_numpy(a) for a in self.replay.sample(cfg.batch_size))
+            q_taken = self.q(states).gather(1, actions[:, None])[:, 0]
+            with torch.no_grad():
+                best_next = self.q(next_states).argmax(dim=1, keepdim=True)
+                next_value = self.target(next_states).gather(1, best_next)[:, 0]
+                target = rewards + cfg.gamma * (1.0 - dones) * next_value
+            loss = nn.functional.smooth_l1_loss(q_taken, target)
+            self.optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.q.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            self.learn_steps += 1
+            if self.learn_steps % cfg.target_sync_steps == 0:
+                self.target.load_state_dict(self.q.state_dict())
+            loss_value = float(loss.detach())
+        self.losses.append(loss_value)
+        return loss_value
+
+    # -- persistence ----------------------------------------------------------------------------
+    def state_digest(self) -> str:
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.q.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().contiguous().numpy().tobytes())
+        digest.update(self.normalizer.mean.tobytes())
+        digest.update(self.normalizer.std.tobytes())
+        return digest.hexdigest()
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "state_dim": STATE_DIM,
+            "config": asdict(self.config),
+            "action_space": self.action_space.to_dict(),
+            "normalizer_mean": torch.from_numpy(self.normalizer.mean.copy()),
+            "normalizer_std": torch.from_numpy(self.normalizer.std.copy()),
+            "q_network": self.q.state_dict(),
+            "sha256": self.state_digest(),
+        }
+        torch.save(payload, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DQNAgent":
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"controller checkpoint {path} does not exist")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises several types for truncated or foreign files
+            raise CheckpointError(f"{path} is not a readable DSTE controller checkpoint: {error}") from None
+        if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{path} is not a DSTE controller checkpoint (format tag missing or wrong)")
+        if payload.get("version") != CHECKPOINT_VERSION:
+            raise CheckpointError(
+                f"{path} has checkpoint version {payload.get('version')!r}; this DSTE reads version {CHECKPOINT_VERSION}"
+            )
+        if payload.get("state_dim") != STATE_DIM:
+            raise CheckpointError(f"{path} was trained on {payload.get('state_dim')}-dim states, expected {STATE_DIM}")
+        try:
+            known = {f.name for f in fields(DQNConfig)}
+            config = DQNConfig(**{k: v for k, v in payload["config"].items() if k in known})
+            action_space = ActionSpace.from_dict(payload["action_space"])
+            normalizer = StateNormalizer(payload["normalizer_mean"].numpy(), payload["normalizer_std"].numpy())
+            agent = cls(action_space, config, normalizer)
+            agent.q.load_state_dict(payload["q_network"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise CheckpointError(f"{path} has a malformed controller payload: {error}") from None
+        if not all(torch.isfinite(t).all() for t in agent.q.state_dict().values()):
+            raise CheckpointError(f"{path} holds non-finite Q-network weights")
+        if agent.state_digest() != payload.get("sha256"):
+            raise CheckpointError(f"{path} failed its SHA-256 check: the weights were altered or corrupted")
+        agent.target.load_state_dict(agent.q.state_dict())
+        return agent

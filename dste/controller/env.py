@@ -1,0 +1,101 @@
+"""The environment interface the controller trains and is judged on.
+
+An environment holds a stream of graph snapshots and a model with ``num_layers`` compressible layers. One
+*episode* compresses one snapshot: for layer 0..L-1 the agent reads ``state(layer)`` (64 floats), picks an
+action index, and ``step(layer, action)`` compresses and runs that layer on the snapshot, returning its
+modelled latency and bytes. After the last layer ``outcome()`` gives the accuracy of the compressed model on
+the snapshot's labelled evaluation nodes.
+
+The environment remembers, per layer, what the previous episode ran with (M_n in
+M_{n+1} = f(M_n, G_{n+1}, A_n)); ``begin_stream()`` forgets it, so a run over a snapshot sequence is a
+deterministic function of the policy.
+
+``dste.experiments.gnn_env.GNNCompressionEnv`` implements it on the real layers; the tests use a small toy.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from dste.controller.actions import ActionSpace
+
+__all__ = ["FP32_ACTION", "LayerReport", "EpisodeOutcome", "CompressionEnv", "check_split"]
+
+# Passed to ``step`` instead of an action index: run the layer uncompressed (the FP32 baseline).
+FP32_ACTION = -1
+
+
+@dataclass
+class LayerReport:
+    """One compressed layer on one snapshot. All latencies are modelled (trn2), never measured."""
+
+    action_index: int
+    latency_us: float
+    nbytes: int
+    sparsity: float = 0.0
+    fp16_fraction: float = 0.0
+    kind_mix: tuple[float, float, float] = (0.0, 1.0, 0.0)
+    n_tiles: int = 0
+    kept_fraction: float = 1.0
+
+
+@dataclass
+class EpisodeOutcome:
+    """A whole snapshot: accuracy on its evaluation nodes, summed modelled latency and bytes."""
+
+    snapshot: int
+    accuracy: float
+    latency_us: float
+    nbytes: int
+    reference_latency_us: float
+    actions: list[int] = field(default_factory=list)
+    layers: list[LayerReport] = field(default_factory=list)
+
+
+class CompressionEnv(ABC):
+    """Abstract environment; see the module docstring for the protocol."""
+
+    action_space: ActionSpace
+    num_layers: int
+
+    @abstractmethod
+    def snapshots(self, split: str) -> Sequence[int]:
+        """Snapshot ids of ``split`` ("train" or "heldout")."""
+
+    @abstractmethod
+    def begin_stream(self) -> None:
+        """Forget the previous masks: the next episode starts a fresh stream."""
+
+    @abstractmethod
+    def reset(self, snapshot: int) -> None:
+        """Start an episode on ``snapshot``."""
+
+    @abstractmethod
+    def state(self, layer: int) -> np.ndarray:
+        """float32 [64] state of ``layer``; layers before it must already have been stepped."""
+
+    @abstractmethod
+    def step(self, layer: int, action: int) -> LayerReport:
+        """Compress and run ``layer`` with action index ``action`` (or ``FP32_ACTION``: uncompressed)."""
+
+    @abstractmethod
+    def outcome(self) -> EpisodeOutcome:
+        """Accuracy, latency and bytes of the episode once every layer has been stepped."""
+
+    @abstractmethod
+    def reference_latency(self, snapshot: int) -> float:
+        """Modelled latency (us) of the uniform-INT8, unpruned policy on ``snapshot``: the reward's scale."""
+
+    def evaluation_split(self, split: str) -> str:
+        """Which labelled nodes ``outcome`` scores; environments may override (default: their own choice)."""
+        return split
+
+
+def check_split(split: str) -> str:
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    return split

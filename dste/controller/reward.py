@@ -1,0 +1,75 @@
+"""The controller's reward: accuracy minus a latency price, with an optional latency budget.
+
+For one snapshot compressed with per-layer actions a_1..a_L, the episode reward is
+
+    R = accuracy - lambda_latency * (latency / reference_latency)
+                 - budget_penalty * max(0, latency / reference_latency - budget)
+
+* ``accuracy`` -- the fraction of labelled held-aside nodes (the validation split of the snapshot) the
+  compressed model classifies correctly, in [0, 1].
+* ``latency`` -- the modelled NeuronCore latency (trn2) of the layer's kernels under the chosen actions,
+  summed over layers. It is a model, never a measurement; see ``dste.kernels.cost``.
+* ``reference_latency`` -- the modelled latency of the same snapshot with no pruning and all-INT8 values
+  (uniform INT8). Normalising by it makes lambda dimensionless and the same across graph sizes:
+  ``lambda_latency = 0.05`` means "removing all of the uniform-INT8 latency is worth 5 accuracy points".
+* ``budget`` (optional) -- a latency ceiling as a fraction of the reference; exceeding it costs
+  ``budget_penalty`` per unit of normalised latency, the hard-budget mode of AMC/HAQ made soft so the
+  Q-function stays smooth.
+
+The reward is paid per layer so that credit lands where latency is spent: each layer step pays
+``-lambda * layer_latency / reference`` and the last step adds ``accuracy`` and the budget penalty. With an
+undiscounted return the sum is exactly R above.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+__all__ = ["RewardConfig"]
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    lambda_latency: float = 0.05
+    budget: float | None = None
+    budget_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.lambda_latency) or self.lambda_latency < 0:
+            raise ValueError(f"lambda_latency must be a finite number >= 0, got {self.lambda_latency!r}")
+        if self.budget is not None and (not math.isfinite(self.budget) or self.budget <= 0):
+            raise ValueError(f"budget must be None or a positive fraction of the reference, got {self.budget!r}")
+        if not math.isfinite(self.budget_penalty) or self.budget_penalty < 0:
+            raise ValueError(f"budget_penalty must be a finite number >= 0, got {self.budget_penalty!r}")
+
+    def layer_reward(self, layer_latency_us: float, reference_latency_us: float) -> float:
+        """The latency price paid by one layer step."""
+        _check_latencies(layer_latency_us, reference_latency_us)
+        return -self.lambda_latency * layer_latency_us / reference_latency_us
+
+    def terminal_reward(self, accuracy: float, latency_us: float, reference_latency_us: float) -> float:
+        """Paid on the last layer step: the accuracy term and the budget penalty."""
+        if not (0.0 <= accuracy <= 1.0):
+            raise ValueError(f"accuracy must lie in [0, 1], got {accuracy!r}")
+        _check_latencies(latency_us, reference_latency_us)
+        reward = float(accuracy)
+        if self.budget is not None:
+            reward -= self.budget_penalty * max(0.0, latency_us / reference_latency_us - self.budget)
+        return reward
+
+    def episode_reward(self, accuracy: float, latency_us: float, reference_latency_us: float) -> float:
+        """R for a whole snapshot (the sum of the per-step rewards)."""
+        return self.terminal_reward(accuracy, latency_us, reference_latency_us) + self.layer_reward(
+            latency_us, reference_latency_us
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_latencies(latency_us: float, reference_latency_us: float) -> None:
+    if not math.isfinite(latency_us) or latency_us < 0:
+        raise ValueError(f"latency must be a finite number >= 0 microseconds, got {latency_us!r}")
+    if not math.isfinite(reference_latency_us) or reference_latency_us <= 0:
+        raise ValueError(f"reference latency must be a positive finite number, got {reference_latency_us!r}")

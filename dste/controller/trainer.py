@@ -1,0 +1,126 @@
+"""Training the DQN controller on an environment's training snapshots.
+
+One episode = one training snapshot drawn at random (seeded), compressed layer by layer. Each layer step is a
+transition (state, action, step reward, next layer's state, done); see ``dste.controller.reward`` for the
+reward. The state normaliser is fitted first on states seen under random actions. Every ``select_every``
+episodes the greedy policy is scored on all training snapshots and the best Q-network so far is kept, so the
+returned controller never depends on the last, possibly noisy, update. Held-out snapshots are never touched
+here: they are for judging (``baselines.run_policy``).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from dste.controller.actions import ActionSpace
+from dste.controller.baselines import DQNPolicy, run_policy
+from dste.controller.dqn import DQNAgent, DQNConfig
+from dste.controller.env import CompressionEnv
+from dste.controller.reward import RewardConfig
+from dste.controller.state import StateNormalizer
+
+__all__ = ["TrainConfig", "TrainResult", "train_controller"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    episodes: int = 400
+    normalizer_episodes: int = 32
+    select_every: int = 25
+    dqn: DQNConfig = field(default_factory=DQNConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("episodes", "normalizer_episodes", "select_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+@dataclass
+class TrainResult:
+    agent: DQNAgent
+    episode_rewards: list[float]
+    selection_scores: list[tuple[int, float]]  # (episode, mean greedy reward on training snapshots)
+    best_episode: int
+
+    def reward_curve(self, window: int = 20) -> np.ndarray:
+        """Moving average of the per-episode reward (exploration included)."""
+        rewards = np.asarray(self.episode_rewards)
+        if rewards.size < window:
+            return rewards.copy()
+        return np.convolve(rewards, np.ones(window) / window, mode="valid")
+
+
+def _fit_normalizer(env: CompressionEnv, snapshots, episodes: int, seed: int) -> StateNormalizer:
+    rng = np.random.default_rng(seed + 3)
+    states = []
+    env.begin_stream()
+    for _ in range(episodes):
+        env.reset(int(snapshots[rng.integers(len(snapshots))]))
+        for layer in range(env.num_layers):
+            states.append(env.state(layer))
+            env.step(layer, int(rng.integers(len(env.action_space))))
+        env.outcome()
+    return StateNormalizer.fit(np.stack(states))
+
+
+def train_controller(env: CompressionEnv, config: TrainConfig | None = None, progress: bool = False) -> TrainResult:
+    """Train a DQN controller on ``env.snapshots("train")``; deterministic for a given config and env."""
+    config = config or TrainConfig()
+    if not isinstance(env.action_space, ActionSpace):
+        raise TypeError("env.action_space must be an ActionSpace")
+    snapshots = list(env.snapshots("train"))
+    if not snapshots:
+        raise ValueError("the environment has no training snapshots")
+    seed = config.dqn.seed
+    normalizer = _fit_normalizer(env, snapshots, config.normalizer_episodes, seed)
+    agent = DQNAgent(env.action_space, config.dqn, normalizer)
+    reward = config.reward
+    rng = np.random.default_rng(seed + 4)
+
+    episode_rewards: list[float] = []
+    selection: list[tuple[int, float]] = []
+    best_score, best_weights, best_episode = -np.inf, None, 0
+
+    def select(episode: int) -> None:
+        nonlocal best_score, best_weights, best_episode
+        score = run_policy(env, DQNPolicy(agent), snapshots).mean_reward(reward)
+        selection.append((episode, score))
+        if score > best_score:
+            best_score, best_weights, best_episode = score, copy.deepcopy(agent.q.state_dict()), episode
+
+    env.begin_stream()
+    for episode in tqdm(range(config.episodes), desc="train controller", disable=not progress, leave=False):
+        epsilon = config.dqn.epsilon(episode, config.episodes)
+        snapshot = int(snapshots[rng.integers(len(snapshots))])
+        env.reset(snapshot)
+        reference = env.reference_latency(snapshot)
+        state = env.state(0)
+        total = 0.0
+        for layer in range(env.num_layers):
+            action = agent.act(state, epsilon)
+            report = env.step(layer, action)
+            step_reward = reward.layer_reward(report.latency_us, reference)
+            last = layer == env.num_layers - 1
+            if last:
+                outcome = env.outcome()
+                step_reward += reward.terminal_reward(outcome.accuracy, outcome.latency_us, reference)
+                next_state = state  # ignored: done masks the bootstrap
+            else:
+                next_state = env.state(layer + 1)
+            agent.remember(state, action, step_reward, next_state, last)
+            agent.learn()
+            total += step_reward
+            state = next_state
+        episode_rewards.append(total)
+        if (episode + 1) % config.select_every == 0 or episode + 1 == config.episodes:
+            select(episode + 1)
+
+    agent.q.load_state_dict(best_weights)
+    agent.target.load_state_dict(best_weights)
+    return TrainResult(agent, episode_rewards, selection, best_episode)

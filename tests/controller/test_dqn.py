@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+import torch
+
+from dste.controller.actions import ActionSpace
+from dste.controller.dqn import CheckpointError, DQNAgent, DQNConfig
+
+
+def _trained_agent(seed=0):
+    agent = DQNAgent(ActionSpace(), DQNConfig(seed=seed, learn_starts=8, batch_size=8))
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        s, s2 = rng.normal(size=64).astype(np.float32), rng.normal(size=64).astype(np.float32)
+        agent.remember(s, int(rng.integers(16)), float(rng.random()), s2, bool(rng.random() < 0.5))
+        agent.learn()
+    return agent
+
+
+def test_same_seed_same_weights_and_actions():
+    a, b = _trained_agent(3), _trained_agent(3)
+    for (name, ta), (_, tb) in zip(a.q.state_dict().items(), b.q.state_dict().items()):
+        assert torch.equal(ta, tb), name
+    state = np.ones(64, np.float32)
+    assert [a.act(state, 0.5) for _ in range(20)] == [b.act(state, 0.5) for _ in range(20)]
+    c = _trained_agent(4)
+    assert not torch.equal(a.q.layers[0].weight, c.q.layers[0].weight)
+
+
+def test_agent_does_not_disturb_the_global_torch_generator():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    DQNAgent(ActionSpace(), DQNConfig(seed=9))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_save_load_round_trip(tmp_path):
+    agent = _trained_agent()
+    path = agent.save(tmp_path / "controller.pt")
+    loaded = DQNAgent.load(path)
+    state = np.linspace(-1, 1, 64).astype(np.float32)
+    assert np.array_equal(agent.q_values(state), loaded.q_values(state))
+    assert loaded.action_space == agent.action_space
+    assert loaded.config == agent.config
+
+
+def test_corrupt_and_foreign_checkpoints_are_refused(tmp_path):
+    path = _trained_agent().save(tmp_path / "controller.pt")
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a readable"):
+        DQNAgent.load(truncated)
+
+    payload = torch.load(path, weights_only=True)
+    payload["q_network"]["layers.0.weight"][0, 0] += 1.0
+    tampered = tmp_path / "tampered.pt"
+    torch.save(payload, tampered)
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        DQNAgent.load(tampered)
+
+    payload = torch.load(path, weights_only=True)
+    payload["version"] = 99
+    future = tmp_path / "future.pt"
+    torch.save(payload, future)
+    with pytest.raises(CheckpointError, match="version 99"):
+        DQNAgent.load(future)
+
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match="format tag"):
+        DQNAgent.load(foreign)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        DQNAgent.load(tmp_path / "missing.pt")
+
+
+def test_bad_config_and_state_are_refused():
+    with pytest.raises(ValueError, match="seed"):
+        DQNConfig(seed=-1)
+    with pytest.raises(ValueError, match="epsilon"):
+        DQNConfig(epsilon_start=0.1, epsilon_end=0.5)
+    agent = DQNAgent(ActionSpace())
+    with pytest.raises(ValueError, match=r"shape \(64,\)"):
+        agent.act(np.zeros(63, np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        agent.act(np.full(64, np.nan, np.float32))
+
+
+def test_epsilon_schedule_decays_linearly():
+    cfg = DQNConfig(epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_fraction=0.5)
+    assert cfg.epsilon(0, 100) == 1.0
+    assert cfg.epsilon(25, 100) == pytest.approx(0.55)
+    assert cfg.epsilon(50, 100) == pytest.approx(0.1)
+    assert cfg.epsilon(99, 100) == pytest.approx(0.1)
