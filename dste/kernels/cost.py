@@ -190,29 +190,44 @@ def _launch_cost(A, launch, target, is_hi=None):
     if hybrid:
         c.gpsimd(group * record_width(F), 1)
 
-    def gather(valid_rows, hi_rows):
-        c.dma(int(valid_rows) * row_bytes)
-        if hybrid:
+    def dense_gathers(valid, s0, n):
+        for i in range(n):
+            c.dma(int(valid[s0 + i]) * row_bytes)
+
+    def record_gathers(valid, s0, n):
+        if b.has_hi:
+            c.gpsimd(n, 1)  # memset of the FP16 positions
+        for i in range(n):
+            c.dma(int(valid[s0 + i]) * row_bytes)
+
+    def dequantize(hi_rows, s0, n):
+        for i in range(n):
             c.scalar(F)
             if b.has_hi:
-                c.dma(int(hi_rows) * F * 2)
+                c.dma(int(hi_rows[s0 + i]) * F * 2)
 
-    def reset_hi(n):
-        if hybrid and b.has_hi:
-            c.gpsimd(n, 1)
-
+    fold_factor = hybrid and not b.has_hi
     mm_dtype = BF16
     for w in range(W):
         for g0 in range(0, nb, group):
             g1 = min(nb, g0 + group)
             n = g1 - g0
             s0 = w * nb + g0
-            reset_hi(n)
-            for i in range(n):
-                gather(bvalid[s0 + i], bhi[s0 + i])
+            if hybrid and not fold_factor:
+                record_gathers(bvalid, s0, n)
+                dequantize(bhi, s0, n)
+            elif fold_factor:
+                record_gathers(bvalid, s0, n)
+                c.vector(n, 2, F32)
+                dequantize(bhi, s0, n)
+            else:
+                dense_gathers(bvalid, s0, n)
             c.gpsimd(n * 128, 2)
-            for i in range(n):
-                c.vector(128, 1, F32, "tensor_scalar")
+            if fold_factor:
+                c.vector(n * 128, 1, F32, "tensor_scalar")
+            else:
+                for i in range(n):
+                    c.vector(128, 1, F32, "tensor_scalar")
             for lo_k, hi_k in ((n_bin, n_bin + n_int8), (n_bin + n_int8, nb)):
                 lo, hi = max(lo_k, g0), min(hi_k, g1)
                 if lo < hi:
@@ -224,9 +239,11 @@ def _launch_cost(A, launch, target, is_hi=None):
             g1 = min(ne, g0 + group)
             n = g1 - g0
             s0 = w * ne + g0
-            reset_hi(n)
-            for i in range(n):
-                gather(evalid[s0 + i], ehi[s0 + i])
+            if hybrid:
+                record_gathers(evalid, s0, n)
+                dequantize(ehi, s0, n)
+            else:
+                dense_gathers(evalid, s0, n)
             for i in range(n):
                 if (s0 + i) % 3 == 2:
                     c.gpsimd(128, 1)

@@ -210,6 +210,10 @@ def spmm_hybrid_kernel(
         records = nl.ndarray((TILE_COLS, group, record), dtype=nl.int8, buffer=nl.sbuf, name="records")
         nisa.memset(dst=records, value=0, engine=nisa.engine.gpsimd)
     stationary = nl.ndarray((TILE_COLS, group, WINDOW_ROWS), dtype=nl.bfloat16, buffer=nl.sbuf, name="stationary")
+    if hybrid:
+        act_scale = nl.ndarray((TILE_COLS, group), dtype=nl.float32, buffer=nl.sbuf, name="act_scale")
+    if n_int8 + n_fp16:
+        masked = nl.ndarray((TILE_COLS, group, WINDOW_ROWS), dtype=nl.float32, buffer=nl.sbuf, name="masked")
     y_tile = nl.ndarray((WINDOW_ROWS, n_features), dtype=nl.float32, buffer=nl.sbuf, name="y_tile")
     accum = []
     for c, (f0, width) in enumerate(chunks):
@@ -226,10 +230,20 @@ def spmm_hybrid_kernel(
             g1 = min(n_bitmap, g0 + group)
             n = g1 - g0
             s0 = w * n_bitmap + g0
-            _reset_hi_positions(records if hybrid else None, n, x_hi, has_hi)
-            for i in range(n):
-                _gather_rows(moving, records if hybrid else None, i, x_rows, x_hi, bcols[:, s0 + i:s0 + i + 1],
-                             n_features, hybrid, has_hi)
+            fold_factor = hybrid and not has_hi
+            if hybrid and not fold_factor:
+                _gather_records(records, n, x_rows, x_hi, bcols, s0, has_hi)
+                _dequantize(moving, records, n, None, x_hi, n_features, has_hi)
+            elif fold_factor:
+                # the column factor rides on the dequantization: moving = q * (row scale * factor)
+                # (not with FP16 rows, which are gathered over the dequantized values)
+                _gather_records(records, n, x_rows, x_hi, bcols, s0, has_hi)
+                nisa.tensor_tensor(dst=act_scale[:, 0:n], data1=_record_scales(records, n),
+                                   data2=bfactor[:, s0:s0 + n], op=nl.multiply, engine=nisa.engine.vector)
+                _dequantize(moving, records, n, act_scale, x_hi, n_features, has_hi)
+            else:
+                for i in range(n):
+                    _gather_dense(moving, i, x_rows, bcols[:, s0 + i:s0 + i + 1], n_features)
             words = bkeep[:, s0:s0 + n, :].reshape((TILE_COLS, n, MASK_WORDS, 1))
             nisa.tensor_tensor(
                 dst=shifted[:, 0:n, :].reshape((TILE_COLS, n, MASK_WORDS, MASK_WORD_BITS)),
@@ -239,9 +253,18 @@ def spmm_hybrid_kernel(
                 op=nl.left_shift,
                 engine=nisa.engine.gpsimd,
             )
-            for i in range(n):
-                nisa.tensor_scalar(dst=stationary[:, i, :], data=shifted[:, i, :], op0=nl.less, operand0=0.0,
-                                   op1=nl.multiply, operand1=bfactor[:, s0 + i:s0 + i + 1], engine=nisa.engine.vector)
+            if fold_factor:
+                # keep bit -> 1.0 / 0.0 for the whole group in one instruction (exact in bf16)
+                nisa.tensor_scalar(dst=stationary[:, 0:n, :], data=shifted[:, 0:n, :], op0=nl.less, operand0=0.0,
+                                   engine=nisa.engine.vector)
+            else:
+                # the column factor goes into the stationary; valued slots stay fp32 until
+                # their values are applied, so each stationary element is rounded to bf16 once
+                for i in range(n):
+                    valued = g0 + i >= n_bin
+                    nisa.tensor_scalar(dst=masked[:, i, :] if valued else stationary[:, i, :], data=shifted[:, i, :],
+                                       op0=nl.less, operand0=0.0, op1=nl.multiply,
+                                       operand1=bfactor[:, s0 + i:s0 + i + 1], engine=nisa.engine.vector)
             # INT8 / FP16 slots of this group: multiply by their values (one instruction per kind)
             for kind_lo, kind_hi, values, kind_count in ((n_bin, n_bin + n_int8, "int8", n_int8),
                                                          (n_bin + n_int8, n_bitmap, "fp16", n_fp16)):
@@ -249,7 +272,8 @@ def spmm_hybrid_kernel(
                 if lo < hi:
                     table = bvals8 if values == "int8" else bvals16
                     v0 = w * kind_count + (lo - kind_lo)
-                    nisa.tensor_tensor(dst=stationary[:, lo - g0:hi - g0, :], data1=stationary[:, lo - g0:hi - g0, :],
+                    source = stationary if fold_factor else masked
+                    nisa.tensor_tensor(dst=stationary[:, lo - g0:hi - g0, :], data1=source[:, lo - g0:hi - g0, :],
                                        data2=table[:, v0:v0 + (hi - lo), :], op=nl.multiply,
                                        engine=nisa.engine.gpsimd)
             for i in range(n):
@@ -262,10 +286,12 @@ def spmm_hybrid_kernel(
             g1 = min(n_entry, g0 + group)
             n = g1 - g0
             s0 = w * n_entry + g0
-            _reset_hi_positions(records if hybrid else None, n, x_hi, has_hi)
-            for i in range(n):
-                _gather_rows(moving, records if hybrid else None, i, x_rows, x_hi, ecols[:, s0 + i:s0 + i + 1],
-                             n_features, hybrid, has_hi)
+            if hybrid:
+                _gather_records(records, n, x_rows, x_hi, ecols, s0, has_hi)
+                _dequantize(moving, records, n, None, x_hi, n_features, has_hi)
+            else:
+                for i in range(n):
+                    _gather_dense(moving, i, x_rows, ecols[:, s0 + i:s0 + i + 1], n_features)
             for i in range(n):
                 nisa.tensor_scalar(dst=stationary[:, i, :], data=row_iota, op0=nl.equal,
                                    operand0=erows[:, s0 + i:s0 + i + 1], op1=nl.multiply,
@@ -283,34 +309,45 @@ def spmm_hybrid_kernel(
     return y
 
 
-def _reset_hi_positions(records, n, x_hi, has_hi):
-    """Point every record's FP16 position out of range, so a padding column (whose record gather
-    is skipped) does not keep a stale position and gather an FP16 row for nothing."""
-    if records is None or not has_hi:
-        return
-    feat_padded = records.shape[2] - RECORD_TAIL_BYTES
-    positions = records[:, 0:n, feat_padded + 4:feat_padded + 8].view(nl.int32)
-    nisa.memset(dst=positions, value=x_hi.shape[0], engine=nisa.engine.gpsimd)
-
-
-def _gather_rows(moving, records, slot, x_rows, x_hi, cols, n_features, hybrid, has_hi):
-    """moving[:, slot, :] = X rows ``cols`` in the moving dtype (padding ids skipped)."""
-    dst = moving[:, slot, :]
-    if not hybrid:
-        nisa.dma_copy(dst=dst, src=x_rows.ap(pattern=[[n_features, TILE_COLS], [1, n_features]], offset=0,
-                                             vector_offset=cols, indirect_dim=0),
-                      oob_mode=nisa.oob_mode.skip)
-        return
-    record = x_rows.shape[1]
-    feat_padded = record - RECORD_TAIL_BYTES
-    rec = records[:, slot, :]
-    nisa.dma_copy(dst=rec, src=x_rows.ap(pattern=[[record, TILE_COLS], [1, record]], offset=0,
-                                         vector_offset=cols, indirect_dim=0),
+def _gather_dense(moving, slot, x_rows, cols, n_features):
+    """moving[:, slot, :] = X rows ``cols``, converted by the DMA to the moving dtype (padding ids skipped)."""
+    nisa.dma_copy(dst=moving[:, slot, :], src=x_rows.ap(pattern=[[n_features, TILE_COLS], [1, n_features]], offset=0,
+                                                        vector_offset=cols, indirect_dim=0),
                   oob_mode=nisa.oob_mode.skip)
-    scale = records[:, slot, feat_padded:feat_padded + 4].view(nl.float32)
-    nisa.activation(dst=dst, op=nl.copy, data=records[:, slot, 0:n_features], scale=scale)
+
+
+def _gather_records(records, n, x_rows, x_hi, cols, s0, has_hi):
+    """records[:, i, :] = hybrid records of the rows ``cols[:, s0 + i]`` for i < n (one DMA each)."""
+    record = x_rows.shape[1]
     if has_hi:
-        hi_pos = records[:, slot, feat_padded + 4:feat_padded + 8].view(nl.int32)
-        nisa.dma_copy(dst=dst, src=x_hi.ap(pattern=[[n_features, TILE_COLS], [1, n_features]], offset=0,
-                                           vector_offset=hi_pos, indirect_dim=0),
+        # a padding column's gather is skipped and would keep a stale FP16 position: point all
+        # positions out of range first so no FP16 row is gathered for it
+        feat_padded = record - RECORD_TAIL_BYTES
+        positions = records[:, 0:n, feat_padded + 4:feat_padded + 8].view(nl.int32)
+        nisa.memset(dst=positions, value=x_hi.shape[0], engine=nisa.engine.gpsimd)
+    for i in range(n):
+        nisa.dma_copy(dst=records[:, i, :], src=x_rows.ap(pattern=[[record, TILE_COLS], [1, record]], offset=0,
+                                                          vector_offset=cols[:, s0 + i:s0 + i + 1], indirect_dim=0),
                       oob_mode=nisa.oob_mode.skip)
+
+
+def _record_scales(records, n):
+    """The fp32 row scales of the first n records, as a [128, n] strided view."""
+    feat_padded = records.shape[2] - RECORD_TAIL_BYTES
+    return records[:, 0:n, feat_padded:feat_padded + 4].view(nl.float32)
+
+
+def _dequantize(moving, records, n, act_scale, x_hi, n_features, has_hi):
+    """moving[:, i, :] = q * scale (ScalarE, into fp16), then the FP16 rows over it (skipped for INT8 rows)."""
+    feat_padded = records.shape[2] - RECORD_TAIL_BYTES
+    for i in range(n):
+        if act_scale is None:
+            scale = records[:, i, feat_padded:feat_padded + 4].view(nl.float32)
+        else:
+            scale = act_scale[:, i:i + 1]
+        nisa.activation(dst=moving[:, i, :], op=nl.copy, data=records[:, i, 0:n_features], scale=scale)
+        if has_hi:
+            hi_pos = records[:, i, feat_padded + 4:feat_padded + 8].view(nl.int32)
+            nisa.dma_copy(dst=moving[:, i, :], src=x_hi.ap(pattern=[[n_features, TILE_COLS], [1, n_features]], offset=0,
+                                                           vector_offset=hi_pos, indirect_dim=0),
+                          oob_mode=nisa.oob_mode.skip)

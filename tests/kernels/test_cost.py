@@ -1,0 +1,71 @@
+"""The analytic estimate agrees with the simulator's profile (both modelled, same cost functions)."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from dste.format import encode, gcn_normalized, quantize_rows
+from dste.kernels.cost import estimate_block_layout, estimate_edge_gather, estimate_spmm, roofline_us
+from dste.kernels.spmm_hybrid import spmm_hybrid
+
+
+def graph(n, density, seed):
+    rng = np.random.default_rng(seed)
+    adj = sp.random(n, n, density=density, random_state=rng, format="csr")
+    return ((adj + adj.T) > 0).astype(np.float32)
+
+
+CASES = [
+    ("gcn-community-F128", "gcn", 900, 0.01, 128, "fp32"),
+    ("gcn-hybrid-F64", "gcn", 700, 0.02, 64, "int8-hybrid"),
+    ("valued-auto-F600", "auto", 300, 0.05, 600, "int8-hybrid-hi"),
+    ("valued-bf16-F200", "auto", 400, 0.03, 200, "bf16"),
+]
+
+
+@pytest.mark.parametrize("name,kind,n,density,F,mode", CASES, ids=[c[0] for c in CASES])
+def test_estimate_matches_profile_within_5_percent(name, kind, n, density, F, mode):
+    rng = np.random.default_rng(n)
+    adj = graph(n, density, n)
+    if kind == "gcn":
+        A = gcn_normalized(adj, reorder="community")
+    else:
+        weighted = adj.tocsr().copy()
+        weighted.data = rng.standard_normal(weighted.nnz).astype(np.float32)
+        A = encode(weighted, kinds="auto", bitmap_min_entries=3)
+    X = rng.standard_normal((n, F)).astype(np.float32)
+    if mode.startswith("int8-hybrid"):
+        X = quantize_rows(X, fp16_fraction=0.1 if mode.endswith("hi") else 0.0)
+        mode = "int8-hybrid"
+    elif mode == "bf16":
+        import ml_dtypes
+
+        X = X.astype(ml_dtypes.bfloat16)
+    _, prof = spmm_hybrid(A, X, profile=True)
+    est = estimate_spmm(A, F, mode, X=X if mode == "int8-hybrid" else None)
+    assert est.latency_us == pytest.approx(prof.latency_overlapped_us, rel=0.05)
+    assert est.dma_bytes == pytest.approx(prof.dma_bytes, rel=0.05)
+    assert est.dma_transfers == prof.dma_transfers
+    assert est.instructions == prof.total_instructions
+    assert est.to_dict()["modelled"] is True and "trn2" in est.to_dict()["label"]
+
+
+def test_trn1_target_and_roofline():
+    A = gcn_normalized(graph(500, 0.02, 1), reorder="rcm")
+    X = np.ones((500, 128), np.float32)
+    _, prof = spmm_hybrid(A, X, target="trn1", profile=True)
+    est = estimate_spmm(A, 128, "fp32", target="trn1")
+    assert est.target == "trn1"
+    assert est.latency_us == pytest.approx(prof.latency_overlapped_us, rel=0.05)
+    assert 0 < est.roofline_us <= est.latency_us
+    assert roofline_us(368_000, 0, "trn2") == pytest.approx(1.0)
+
+
+def test_baselines_cost_more_on_condensable_graph():
+    A = gcn_normalized(graph(1200, 0.004, 2), reorder="community")
+    ours = estimate_spmm(A, 128, "int8-hybrid")
+    block = estimate_block_layout(A, 128, "int8-hybrid")
+    edge = estimate_edge_gather(A, 128, "int8-hybrid")
+    assert block.n_tiles >= ours.n_tiles / 4
+    assert block.layout == "block" and edge.layout == "edge-gather"
+    assert edge.n_tiles == -(-A.decode().nnz // 128)

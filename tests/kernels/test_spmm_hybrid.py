@@ -1,0 +1,220 @@
+"""Parity of the simulated ``spmm_hybrid`` kernel against ``dste.reference.spmm_reference``.
+
+Tolerances (per output element, from the operands' rounding; S = sum_k |a_ik| |x_kj|):
+- stationary operand: keep * value * column factor rounded once to bf16 (8 significant bits, unit
+  roundoff 2^-8): relative error <= 2^-8 per term;
+- moving operand: fp32 X rounded to bf16 by the gather (<= 2^-8 per term); bf16/fp16/int8-hybrid
+  X is exact in the 16-bit moving dtype (int8 values are exact in fp16, FP16 rows exact);
+  the hybrid dequantization q * scale (* column factor) is rounded to fp16 (<= 2^-11 relative);
+- PSUM accumulation and the fp32 row-scale multiply: fp32, second order at these sizes.
+So |Y - Y_ref| <= (2^-7 + 2^-16) * S (fp32 X) and <= (2^-8 + 2^-11 + 2^-18) * S (16-bit or hybrid X). INT8 *tile* values are not
+re-rounded by the kernel (the reference decodes the same INT8 values), so every kind gets the same
+bound; BIN tiles with unit scales are exact in bf16, which the tight BIN test checks (2^-20 * S).
+"""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from dste.format import EncodePolicy, HybridRows, encode, quantize_rows
+from dste.kernels.spmm_hybrid import spmm_hybrid
+from dste.reference.spmm import spmm_reference
+
+BOUND_FP32_X = 2.0**-7 + 2.0**-16
+BOUND_EXACT_X = 2.0**-8 + 2.0**-11 + 2.0**-18
+
+
+def random_matrix(n, m, density, seed, values="gauss", empty_rows=0, empty_window=False):
+    rng = np.random.default_rng(seed)
+    A = sp.random(n, m, density=density, random_state=rng, format="lil", dtype=np.float64)
+    if values == "ones":
+        A = (A != 0).astype(np.float64).tolil()
+    elif values == "outliers":
+        A = A.tocsr()
+        A.data = rng.standard_normal(A.nnz)
+        A.data[:: max(1, A.nnz // 7)] *= 200.0
+        A = A.tolil()
+    else:
+        A = A.tocsr()
+        A.data = rng.standard_normal(A.nnz)
+        A = A.tolil()
+    if empty_rows:
+        for r in rng.choice(n, size=empty_rows, replace=False):
+            A.rows[r] = []
+            A.data[r] = []
+    if empty_window and n > 256:
+        for r in range(128, 256):
+            A.rows[r] = []
+            A.data[r] = []
+    A = A.tocsr()
+    A.eliminate_zeros()
+    return A
+
+
+def bound(A, X, Y_ref, per_term):
+    """per_term * S with S = |A| |X| (from the reference's decoded A)."""
+    dense_x = X.dequantize() if isinstance(X, HybridRows) else np.asarray(X, dtype=np.float32)
+    S = abs(A.decode()) @ np.abs(dense_x.astype(np.float64))
+    return per_term * S + 1e-30
+
+
+def check(A, X, per_term):
+    Y = spmm_hybrid(A, X)
+    ref = spmm_reference(A, X if isinstance(X, HybridRows) else np.asarray(X, dtype=np.float32))
+    assert Y.dtype == np.float32 and Y.shape == ref.shape
+    err = np.abs(Y.astype(np.float64) - ref)
+    limit = bound(A, X, ref, per_term)
+    worst = np.unravel_index(np.argmax(err - limit), err.shape)
+    assert (err <= limit).all(), f"error {err[worst]:.3g} > bound {limit[worst]:.3g} at {worst}"
+    return Y, ref
+
+
+CASES = [
+    # name, n, m, density, values, kinds, bitmap_min_entries, reorder, F
+    ("bin-ones-F64", 300, 280, 0.05, "ones", "bin", None, "none", 64),
+    ("int8-F1", 200, 150, 0.08, "gauss", "int8", None, "none", 1),
+    ("fp16-F128", 260, 300, 0.04, "gauss", "fp16", None, "rcm", 128),
+    ("mixed-F200", 300, 300, 0.06, "outliers", "auto", 4, "community", 200),
+    ("entries-only-F64", 390, 410, 0.01, "gauss", "int8", 100, "none", 64),
+    ("bitmap-only-F600", 140, 130, 0.3, "gauss", "auto", 1, "none", 600),
+    ("fp16-entries-F64", 250, 260, 0.02, "outliers", "fp16", 50, "none", 64),
+]
+
+
+@pytest.mark.parametrize("name,n,m,density,values,kinds,min_entries,reorder,F", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("x_kind", ["fp32", "hybrid", "hybrid-int8-only"])
+def test_parity_table(name, n, m, density, values, kinds, min_entries, reorder, F, x_kind):
+    rng = np.random.default_rng(len(name) + F)
+    A_sp = random_matrix(n, m, density, seed=n + m, values=values, empty_rows=5, empty_window=True)
+    policy = EncodePolicy(kinds=kinds, reorder=reorder, bitmap_min_entries=min_entries)
+    A = encode(A_sp, policy)
+    X = rng.standard_normal((m, F)).astype(np.float32)
+    if x_kind.startswith("hybrid"):
+        X = quantize_rows(X, fp16_fraction=0.15 if x_kind == "hybrid" else 0.0)
+        check(A, X, BOUND_EXACT_X)
+    else:
+        check(A, X, BOUND_FP32_X)
+
+
+def test_bin_with_unit_scales_is_exact_for_bf16_x():
+    # BIN tiles (value 1, no scales) and bf16 X: every operand exact, fp32 accumulation of
+    # <= 128 terms per matmul is exact to fp32 rounding.
+    A_sp = random_matrix(333, 257, 0.05, seed=3, values="ones")
+    A = encode(A_sp, kinds="bin")
+    X = np.random.default_rng(1).standard_normal((257, 64)).astype(ml_dtypes.bfloat16)
+    Y = spmm_hybrid(A, X)
+    ref = spmm_reference(A, X.astype(np.float32))
+    S = abs(A.decode()) @ np.abs(X.astype(np.float64))
+    assert (np.abs(Y - ref) <= 2.0**-20 * S + 1e-30).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16])
+def test_16bit_dense_x(dtype):
+    A_sp = random_matrix(200, 190, 0.05, seed=4)
+    A = encode(A_sp, kinds="fp16")
+    X = np.random.default_rng(2).standard_normal((190, 64)).astype(dtype)
+    check(A, X, BOUND_EXACT_X)
+
+
+def test_gcn_scales_and_reordering():
+    from dste.format import gcn_normalized
+
+    rng = np.random.default_rng(5)
+    adj = sp.random(400, 400, density=0.02, random_state=rng, format="csr")
+    adj = ((adj + adj.T) > 0).astype(np.float32)
+    for reorder in ("none", "community"):
+        A = gcn_normalized(adj, reorder=reorder)
+        assert A.row_scale is not None and A.col_scale is not None
+        X = rng.standard_normal((400, 128)).astype(np.float32)
+        check(A, X, BOUND_FP32_X)
+        check(A, quantize_rows(X, fp16_fraction=0.05), BOUND_EXACT_X)
+
+
+@pytest.mark.parametrize("mask", ["zero", "one", "random"])
+def test_masks(mask):
+    rng = np.random.default_rng(6)
+    A_sp = random_matrix(300, 300, 0.04, seed=6)
+    A = encode(A_sp, kinds="auto", bitmap_min_entries=3)
+    if mask == "zero":
+        keep = np.zeros_like(A.keep_bits)
+        A = A.replace(keep_bits=keep, etile_keep_bits=np.zeros_like(A.etile_keep_bits))
+    elif mask == "one":
+        A = A.with_mask(A_sp != 0)
+    else:
+        A = A.with_mask(sp.random(300, 300, density=0.5, random_state=rng, format="csr") != 0)
+    X = rng.standard_normal((300, 64)).astype(np.float32)
+    Y, ref = check(A, X, BOUND_FP32_X)
+    if mask == "zero":
+        assert not Y.any()
+
+
+def test_empty_matrix_gives_zeros():
+    A = encode(sp.csr_matrix((130, 70)))
+    Y, prof = spmm_hybrid(A, np.ones((70, 8), np.float32), profile=True)
+    assert Y.shape == (130, 8) and not Y.any() and prof.launches == 0
+
+
+def test_profile_is_modelled_and_counts_launches():
+    A = encode(random_matrix(300, 300, 0.03, seed=7))
+    Y, prof = spmm_hybrid(A, np.ones((300, 32), np.float32), profile=True)
+    d = prof.to_dict()
+    assert d["modelled"] is True and d["launches"] >= 1 and d["dma_bytes"] > 0
+    assert d["instructions"]["tensor"] >= A.n_tiles + A.n_etiles
+
+
+def test_torch_input():
+    torch = pytest.importorskip("torch")
+    A = encode(random_matrix(140, 100, 0.05, seed=8))
+    X = torch.randn(100, 16)
+    Y = spmm_hybrid(A, X)
+    ref = spmm_reference(A, X.numpy())
+    assert np.allclose(Y, ref, atol=0.05 * np.abs(ref).max())
+
+
+# ---- bad input ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small():
+    return encode(random_matrix(150, 120, 0.05, seed=9))
+
+
+def test_rejects_wrong_rows(small):
+    with pytest.raises(ValueError, match="needs M = 120"):
+        spmm_hybrid(small, np.ones((121, 4), np.float32))
+
+
+def test_rejects_bad_dtype(small):
+    with pytest.raises(TypeError, match="not supported"):
+        spmm_hybrid(small, np.ones((120, 4), np.int32))
+
+
+def test_rejects_non_finite(small):
+    X = np.ones((120, 4), np.float32)
+    X[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        spmm_hybrid(small, X)
+
+
+def test_rejects_wide_features(small):
+    with pytest.raises(ValueError, match="outside 1..4096"):
+        spmm_hybrid(small, np.ones((120, 4097), np.float32))
+
+
+def test_rejects_1d(small):
+    with pytest.raises(ValueError, match="2-D"):
+        spmm_hybrid(small, np.ones(120, np.float32))
+
+
+def test_rejects_mismatched_plan(small):
+    from dste.kernels.plan import plan_launches
+
+    plan = plan_launches(small, 8, "fp32")
+    with pytest.raises(ValueError, match="plan was made for F=8"):
+        spmm_hybrid(small, np.ones((120, 4), np.float32), plan=plan)
+
+
+def test_rejects_non_matrix():
+    with pytest.raises(TypeError, match="DSTEMatrix"):
+        spmm_hybrid(np.eye(3), np.ones((3, 2), np.float32))
