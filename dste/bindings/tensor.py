@@ -102,7 +102,7 @@ class DSTETensor:
         if not is_dste_matrix(matrix):
             raise TypeError(
                 f"DSTETensor wraps a dste.format.DSTEMatrix, got {type(matrix).__name__}; "
-                "encode SciPy/NumPy/torch input with dste.format.encode first"
+                "encode SciPy/NumPy/torch input with dste.format.encode() first"
             )
         self.matrix = matrix
         operands = _operands_for(matrix)
@@ -192,6 +192,6 @@ def as_dste_tensor(a) -> DSTETensor:
         return DSTETensor(a)
     raise TypeError(
         f"A must be a dste.format.DSTEMatrix or a DSTETensor, got {type(a).__name__}; "
-        "encode SciPy/NumPy/torch matrices with dste.format.encode (or pass them to dste.gnn layers, "
+        "encode SciPy/NumPy/torch matrices with dste.format.encode() (or pass them to dste.gnn layers, "
         "which encode and cache them)"
     )

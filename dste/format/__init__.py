@@ -22,8 +22,8 @@ from dste.format.errors import DSTEFileError, DSTEFormatError
 _LAZY = {
     "DSTEMatrix": "dste.format.matrix",
     "EncodePolicy": "dste.format.policy",
-    "encode": "dste.format.encode",
-    "update_windows": "dste.format.encode",
+    "encode": "dste.format.encoder",
+    "update_windows": "dste.format.encoder",
     "gcn_normalized": "dste.format.gcn",
     "gcn_update": "dste.format.gcn",
     "HybridRows": "dste.format.hybrid_rows",

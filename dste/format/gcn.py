@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from dste.format.encode import encode_coo, to_coo, update_windows
+from dste.format.encoder import encode_coo, to_coo, update_windows
 from dste.format.errors import DSTEFormatError
 from dste.format.matrix import DSTEMatrix
 from dste.format.policy import EncodePolicy

@@ -556,14 +556,14 @@ class DSTEMatrix:
 
     def compact(self) -> "DSTEMatrix":
         """Drop tiles with no kept entry (their stored entries are dropped too: not re-admittable)."""
-        from dste.format.encode import take_tiles
+        from dste.format.encoder import take_tiles
 
         live, elive = self.live_tiles()
         return take_tiles([self], [np.flatnonzero(live)], [np.flatnonzero(elive)], like=self)
 
     def update_windows(self, new_matrix, changed_rows, row_scale=None, col_scale=None) -> "DSTEMatrix":
-        """Re-encode only the windows holding ``changed_rows``; see :func:`dste.format.encode.update_windows`."""
-        from dste.format.encode import update_windows
+        """Re-encode only the windows holding ``changed_rows``; see :func:`dste.format.encoder.update_windows`."""
+        from dste.format.encoder import update_windows
 
         return update_windows(self, new_matrix, changed_rows, row_scale=row_scale, col_scale=col_scale)
 

@@ -14,7 +14,7 @@ hybrid-row operand X is the same formula over a row.
 
 Bitmap columns vs entry tiles
 -----------------------------
-See :mod:`dste.format.encode` for the measurements behind the defaults of
+See :mod:`dste.format.encoder` for the measurements behind the defaults of
 ``bitmap_min_entries``.
 """
 
@@ -34,10 +34,10 @@ DEFAULT_FP16_THRESHOLD = 0.02
 """S >= 0.02 -> FP16: Gaussian tiles (S ~ 0.011) stay INT8, outlier-stretched ones (S >= 0.1) go FP16."""
 
 BITMAP_MIN_ENTRIES_BIN = 2
-"""Default split for structure-only (all-BIN) matrices; measured, see dste.format.encode."""
+"""Default split for structure-only (all-BIN) matrices; measured, see dste.format.encoder."""
 
 BITMAP_MIN_ENTRIES_VALUED = 4
-"""Default split when tiles carry values (128 INT8/FP16 values per bitmap column); see dste.format.encode."""
+"""Default split when tiles carry values (128 INT8/FP16 values per bitmap column); see dste.format.encoder."""
 
 
 @dataclass(eq=False)

@@ -55,7 +55,7 @@ def _check_binary(values: np.ndarray, what: str) -> None:
     if values.size and not np.all((values == 1) | (values == 0)):
         raise ValueError(
             f"{what} has stored values other than 0/1; the layers take unweighted graphs. Encode a weighted "
-            "propagation matrix yourself (dste.format.encode) and pass the DSTEMatrix"
+            "propagation matrix yourself (dste.format.encode()) and pass the DSTEMatrix"
         )
 
 
@@ -114,7 +114,7 @@ def _encode_gcn(adjacency: sp.csr_matrix):
 
 
 def _encode_mean(adjacency: sp.csr_matrix):
-    from dste.format.encode import encode
+    from dste.format.encoder import encode
     from dste.format.policy import EncodePolicy
 
     degree = np.asarray(adjacency.sum(axis=1)).ravel()

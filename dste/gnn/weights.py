@@ -33,7 +33,7 @@ class CompressedWeight:
     """``W [in, out]`` encoded for inference; call it on ``h [N, in]`` to get ``h @ W_eff [N, out]``."""
 
     def __init__(self, weight: torch.Tensor, *, sparsity: float = 0.0, fp16_threshold: float | None = None):
-        from dste.format.encode import encode
+        from dste.format.encoder import encode
         from dste.format.policy import EncodePolicy
 
         if not isinstance(weight, torch.Tensor) or weight.dim() != 2:

@@ -34,7 +34,7 @@ def random_sparse(n, m, density, seed, dtype=np.float32):
 
 def encode_or_stand_in(csr):
     try:
-        from dste.format.encode import encode
+        from dste.format.encoder import encode
     except ImportError:
         return StandInMatrix(csr)
     return encode(csr)

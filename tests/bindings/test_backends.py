@@ -26,7 +26,7 @@ def _matrices():
     adj = sp.random(200, 200, density=0.03, random_state=rng, format="csr")
     adj = ((adj + adj.T) > 0).astype(np.float32)
     gcn = format_mod.gcn_normalized(adj)
-    from dste.format.encode import encode
+    from dste.format.encoder import encode
 
     weights = sp.random(150, 130, density=0.2, random_state=rng, format="csr", dtype=np.float32)
     weights.data = (weights.data * 2 - 1).astype(np.float32)
