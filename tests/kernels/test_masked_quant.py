@@ -1,0 +1,99 @@
+"""The device encoder kernels match the references bit for bit (simulated)."""
+
+import numpy as np
+import pytest
+
+from dste.kernels.masked_quant import masked_quant, quantize_rows
+from dste.reference.masked_quant import masked_quant_reference, quantize_rows_reference
+
+FIELDS = ("keep_bits", "kind", "int8_values", "int8_scale", "fp16_values")
+
+
+def tiles(T, seed):
+    rng = np.random.default_rng(seed)
+    values = rng.standard_normal((T, 128, 128)).astype(np.float32)
+    keep = rng.random((T, 128, 128)) < 0.4
+    sensitivity = (rng.random(T) * 0.04).astype(np.float32)
+    if T >= 5:
+        values[0] = 0.0  # all-zero tile: scale 1
+        values[1, 5, 7] = 1e6  # beyond fp16: saturates at 65504 when FP16
+        sensitivity[1] = 0.5
+        values[2] = np.round(values[2] * 4) / 4  # signed zeros and exact quarters
+        keep[3] = True
+        keep[4] = False
+    return values, keep, sensitivity
+
+
+@pytest.mark.parametrize("T,threshold", [(5, 0.02), (17, 0.0), (16, 1.0)])
+def test_masked_quant_bit_exact(T, threshold):
+    values, keep, sensitivity = tiles(T, T)
+    got = masked_quant(values, keep, sensitivity, threshold)
+    want = masked_quant_reference(values, keep, sensitivity, threshold)
+    for name, a, b in zip(FIELDS, got, want):
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        assert np.array_equal(a.view(np.uint8), b.view(np.uint8)), f"{name} differs in {(a != b).sum()} places"
+
+
+def test_magnitude_threshold_mask():
+    values, _, sensitivity = tiles(3, 1)
+    got = masked_quant(values, None, sensitivity, 0.02, magnitude_threshold=0.5)
+    want = masked_quant_reference(values, np.abs(values) >= 0.5, sensitivity, 0.02)
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))
+
+
+def test_masked_quant_profile_is_modelled():
+    values, keep, sensitivity = tiles(2, 2)
+    _, prof = masked_quant(values, keep, sensitivity, 0.02, profile=True)
+    assert prof.to_dict()["modelled"] and prof.dma_bytes > 0
+
+
+@pytest.mark.parametrize("M,F,threshold", [(300, 70, 0.02), (128, 1, 0.02), (77, 600, 0.0), (130, 16, 10.0)])
+def test_quantize_rows_bit_exact(M, F, threshold):
+    rng = np.random.default_rng(M + F)
+    X = rng.standard_normal((M, F)).astype(np.float32)
+    X[4 % M] = 0.0
+    X[9 % M, 0] = 1e5
+    sensitivity = (rng.random(M) * 0.04).astype(np.float32)
+    got = quantize_rows(X, sensitivity, threshold)
+    want = quantize_rows_reference(X, sensitivity, threshold)
+    for name in ("q", "scale", "hi_rows", "hi", "hi_index"):
+        a, b = getattr(got, name), getattr(want, name)
+        assert a.shape == b.shape and np.array_equal(a, b), name
+
+
+def test_quantized_rows_feed_spmm():
+    import scipy.sparse as sp
+
+    from dste.format import encode
+    from dste.kernels.spmm_hybrid import spmm_hybrid
+    from dste.reference.spmm import spmm_reference
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((200, 32)).astype(np.float32)
+    Xh = quantize_rows(X, (rng.random(200) * 0.04).astype(np.float32), 0.03)
+    A = encode(sp.random(150, 200, density=0.05, random_state=rng, format="csr"))
+    ref = spmm_reference(A, Xh)
+    S = abs(A.decode()) @ np.abs(Xh.dequantize().astype(np.float64))
+    assert (np.abs(spmm_hybrid(A, Xh) - ref) <= (2.0**-8 + 2.0**-11 + 2.0**-18) * S + 1e-30).all()
+
+
+def test_bad_inputs():
+    values, keep, sensitivity = tiles(2, 4)
+    with pytest.raises(ValueError, match="float32"):
+        masked_quant(values.astype(np.float64), keep, sensitivity)
+    with pytest.raises(ValueError, match="keep must be bool"):
+        masked_quant(values, keep.astype(np.uint8), sensitivity)
+    with pytest.raises(ValueError, match="sensitivity"):
+        masked_quant(values, keep, sensitivity[:1])
+    bad = values.copy()
+    bad[0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        masked_quant(bad, keep, sensitivity)
+    with pytest.raises(ValueError, match="magnitude_threshold"):
+        masked_quant(values, None, sensitivity)
+    with pytest.raises(ValueError, match="2-D"):
+        quantize_rows(np.ones(5, np.float32), np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        quantize_rows(np.full((3, 2), np.nan, np.float32), np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="sensitivity"):
+        quantize_rows(np.ones((3, 2), np.float32), np.zeros(4, np.float32))
