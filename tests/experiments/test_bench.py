@@ -1,0 +1,142 @@
+"""Smoke tests of ``dste bench`` (dste.experiments.bench) on the small preset graph.
+
+No timing is asserted (speed goals live in bench/); the tests check that every contender computes the
+same product, that the report and the files are complete, and that bad options are refused.
+"""
+
+import argparse
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from dste.experiments import bench
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    """run_bench pins the process's threads; give the rest of the test session its own setting back."""
+    threads = torch.get_num_threads()
+    env = {name: os.environ.get(name) for name in bench.THREAD_ENV_VARS}
+    yield
+    torch.set_num_threads(threads)
+    for name, value in env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def _args(tmp_path, *extra):
+    parser = bench.add_bench_arguments(argparse.ArgumentParser())
+    return parser.parse_args(
+        ["--graph", "cora-like", "--features", "8", "16", "--repeats", "1", "--threads", "1", "--no-progress",
+         "--out", str(tmp_path), *extra]
+    )
+
+
+@pytest.fixture(scope="module")
+def cora_workloads():
+    return bench.prepare_workloads("cora-like")
+
+
+def test_run_bench_writes_json_plot_and_report(tmp_path):
+    out = io.StringIO()
+    results = bench.run_bench(_args(tmp_path), stream=out)
+    text = out.getvalue()
+
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert (tmp_path / "bench.png").stat().st_size > 10_000
+    assert saved["threads"]["torch_num_threads"] == 1
+    assert saved["threads"]["env"]["OMP_NUM_THREADS"] == "1"
+    # 2 orders x 2 widths, each with DSTE, the three peers and the two proposed paths
+    assert len(saved["cpu_spmm"]) == 4
+    for row in saved["cpu_spmm"]:
+        assert set(row["contenders"]) == {bench.DSTE_NAME, *bench.PEERS, *bench.PROPOSED}
+        assert row["contenders"][bench.DSTE_NAME]["dste_speedup_min"] == pytest.approx(1.0)
+    # 2 orders x 2 widths x 2 targets x 2 X modes, every one labelled modelled
+    assert len(saved["modelled"]) == 16
+    assert all(r["label"] == f"modelled, {r['target']}" for r in saved["modelled"])
+    assert all(r["dste"]["n_tiles"] > 0 and r["block"]["dma_bytes"] > 0 for r in saved["modelled"])
+    assert saved["encode"][0]["snapshot"]["changed_rows"] > 0
+    assert saved["simulator"]["relative_error_vs_scipy"] < 1e-2  # bf16 products inside the kernel
+    assert "modelled, trn2" in text and "modelled, trn1" in text and "MODELLED" in text
+    assert "x vs torch-sparse-csr" in text
+    assert results["plot_path"].endswith("bench.png")
+
+
+def test_quick_limits_the_run(tmp_path):
+    results = bench.run_bench(_args(tmp_path, "--quick", "--no-plot", "--no-simulator", "--no-proposals"),
+                              stream=io.StringIO())
+    assert {r["features"] for r in results["cpu_spmm"]} == {128}
+    assert {(r["target"], r["x_mode"]) for r in results["modelled"]} == {("trn2", "int8-hybrid")}
+    assert results["simulator"] is None and not (tmp_path / "bench.png").exists()
+    assert not set(bench.PROPOSED) & set(results["cpu_spmm"][0]["contenders"])
+
+
+def test_contenders_agree_with_an_independent_float64_product(cora_workloads):
+    for workload in cora_workloads:
+        contenders, x = bench.cpu_contenders(workload, 5)
+        # float64 reference from the unnormalised adjacency, independent of the DSTE encoding
+        adj = sp.csr_matrix(workload.adjacency, dtype=np.float64)
+        adj.data[:] = 1.0
+        a_hat = (adj + sp.eye(adj.shape[0])).tocsr()
+        a_hat.data[:] = 1.0
+        dinv = 1.0 / np.sqrt(np.asarray(a_hat.sum(axis=1)).ravel())
+        expected = dinv[:, None] * (a_hat @ (dinv[:, None] * x.astype(np.float64)))
+        for name, run in contenders.items():
+            y = bench._as_numpy(run())
+            # float32 values and sums against float64: relative error well under 1e-5 of max|Y|
+            assert np.abs(y - expected).max() <= 1e-5 * np.abs(expected).max(), name
+
+
+def test_reordered_workload_is_a_relabelling(cora_workloads):
+    random_order, reordered = cora_workloads
+    perm = np.asarray(random_order.matrix.row_perm)
+    assert reordered.adjacency.nnz == random_order.adjacency.nnz
+    assert (reordered.adjacency != random_order.adjacency[perm][:, perm]).nnz == 0
+
+
+def test_bytes_per_edge_matches_the_format_arithmetic(cora_workloads):
+    workload = cora_workloads[0]
+    per_edge = bench.format_bytes_per_edge(workload)
+    n, nnz = workload.csr.shape[0], workload.nnz
+    assert per_edge["coo-int64-fp32"] == 20.0
+    assert per_edge["csr-fp32-int32"] == pytest.approx(8 + 4 * (n + 1) / nnz)
+    assert per_edge["torch-csr-int64"] == pytest.approx(12 + 8 * (n + 1) / nnz)
+    assert per_edge["dste-device"] == pytest.approx(workload.matrix.nbytes()["device_total"] / nnz)
+
+
+def test_parity_check_catches_a_wrong_contender():
+    reference = np.ones((4, 2), np.float32)
+    with pytest.raises(AssertionError, match="wrong"):
+        bench.check_parity({"wrong": lambda: reference * 1.01}, reference)
+
+
+def test_timing_reports_every_round():
+    calls = []
+    timings = bench.time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3, warmup=2)
+    assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3
+    assert len(timings["a"]["samples_s"]) == 3 and timings["a"]["min_s"] <= timings["a"]["median_s"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--features", "0"], "--features"), (["--repeats", "0"], "--repeats"), (["--hi-fraction", "2"], "--hi-fraction")],
+)
+def test_bad_options_are_refused(tmp_path, extra, message):
+    with pytest.raises(ValueError, match=message):
+        bench.run_bench(_args(tmp_path, *extra), stream=io.StringIO())
+
+
+def test_unknown_graph_and_threads_are_refused():
+    with pytest.raises(SystemExit):
+        bench.add_bench_arguments(argparse.ArgumentParser()).parse_args(["--graph", "no-such-graph"])
+    with pytest.raises(ValueError, match="threads"):
+        bench.pin_threads(0)
+    with pytest.raises(ValueError, match="orders"):
+        bench.prepare_workloads("cora-like", orders=("sideways",))
