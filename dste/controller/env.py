@@ -41,6 +41,7 @@ class LayerReport:
     kind_mix: tuple[float, float, float] = (0.0, 1.0, 0.0)
     n_tiles: int = 0
     kept_fraction: float = 1.0
+    bytes_by_kind: dict = field(default_factory=dict)  # e.g. graph / features / weights / activations
 
 
 @dataclass
@@ -54,6 +55,7 @@ class EpisodeOutcome:
     reference_latency_us: float
     actions: list[int] = field(default_factory=list)
     layers: list[LayerReport] = field(default_factory=list)
+    bytes_by_kind: dict = field(default_factory=dict)
 
 
 class CompressionEnv(ABC):

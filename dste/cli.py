@@ -1,0 +1,140 @@
+"""The ``dste`` console script.
+
+Subcommands are registered in ``SUBCOMMANDS``: each entry names a function that adds its options to an
+``argparse`` sub-parser and a function that runs it. A new subcommand (e.g. ``dste bench`` from
+``dste.experiments.bench``) is one more entry; if its module is not present the subcommand is simply not
+offered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Callable, Sequence
+
+__all__ = ["main", "build_parser", "SUBCOMMANDS"]
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dataset", default="cora-like",
+        help="graph to run on: 'cora-like' (default; the embedded CSBM preset, generated), 'arxiv-scale' "
+             "(generated, 169,343 nodes), 'cora'/'citeseer'/'pubmed' (raw Planetoid files under --root), "
+             "'ogbn-<name>' (an unpacked OGB node-property folder under --root), or a path to a .npz CSR bundle",
+    )
+    parser.add_argument(
+        "--root", default=None,
+        help="directory holding on-disk datasets (Planetoid raw files, OGB folders); defaults to $DSTE_DATA_ROOT. "
+             "Nothing is ever downloaded",
+    )
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="number of seeds (0..N-1); each seed draws its own snapshot stream, FP32 model and "
+                             "controller; accuracy is reported as mean +/- std over seeds (default 3)")
+    parser.add_argument("--snapshots", type=int, default=12,
+                        help="snapshots in the dynamic stream (>= 4); the last quarter is held out for judging "
+                             "(default 12)")
+    parser.add_argument("--episodes", type=int, default=300,
+                        help="controller training episodes (one training snapshot compressed layer by layer "
+                             "each) per seed (default 300)")
+    parser.add_argument("--model", choices=("gcn", "sage"), default="gcn",
+                        help="two-layer GCN or GraphSAGE (mean) (default gcn)")
+    parser.add_argument("--hidden", type=int, default=64, help="hidden width of the model (default 64)")
+    parser.add_argument("--epochs", type=int, default=200, help="max FP32 training epochs (early stopping; default 200)")
+    parser.add_argument("--lambda", dest="lambda_latency", type=float, default=0.5,
+                        help="latency price in the reward: accuracy - lambda * latency / uniform-INT8 latency "
+                             "(default 0.5: 1%% of latency is worth 0.5 accuracy points)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="optional latency ceiling as a fraction of the uniform-INT8 latency; exceeding it "
+                             "is penalised in the reward (default: none)")
+    parser.add_argument("--target", choices=("trn2", "trn1"), default="trn2",
+                        help="NeuronCore whose latency is modelled (default trn2); never measured")
+    parser.add_argument("--out", default=None,
+                        help="output directory for results.json, table.txt, accuracy_vs_latency.png and the "
+                             "controller checkpoint (default ./runs/<timestamp>)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 1 seed, 6 snapshots, 60 episodes, 60 epochs")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def _run_main(args: argparse.Namespace) -> int:
+    from dste.experiments.pipeline import RunConfig, format_table, run
+
+    config = RunConfig(
+        dataset=args.dataset, root=args.root, seeds=args.seeds, snapshots=args.snapshots, episodes=args.episodes,
+        model=args.model, hidden=args.hidden, epochs=args.epochs, lambda_latency=args.lambda_latency,
+        budget=args.budget, target=args.target, out=args.out, quick=args.quick, progress=not args.no_progress,
+    )
+    report = run(config)
+    print(format_table(report["summary"], config.target))
+    print()
+    acceptance = report["acceptance"]
+    print("acceptance on held-out snapshots:")
+    for key, value in acceptance.items():
+        print(f"  {key}: {value}")
+    print(f"\nlatency: {report['latency_label']}")
+    print(f"wall time: {report['wall_time_s']:.1f} s; outputs in {report['out_dir']}")
+    return 0
+
+
+def _bench_options(parser: argparse.ArgumentParser) -> None:
+    module = importlib.import_module("dste.experiments.bench")
+    getattr(module, "add_arguments", lambda p: None)(parser)
+
+
+def _bench_main(args: argparse.Namespace) -> int:
+    module = importlib.import_module("dste.experiments.bench")
+    return int(module.main(args) or 0)
+
+
+# name -> (help, add-options function, run function, module that must be importable or None)
+SUBCOMMANDS: dict[str, tuple[str, Callable, Callable, str | None]] = {
+    "run": (
+        "the main job: train the FP32 model and the DQN controller, report FP32 / INT8 / static sparse INT8 / "
+        "DSTE on held-out snapshots (table, JSON, plot)",
+        _add_run_options, _run_main, None,
+    ),
+    "bench": ("benchmarks of the kernels and format", _bench_options, _bench_main, "dste.experiments.bench"),
+}
+
+
+def _available(module: str | None) -> bool:
+    if module is None:
+        return True
+    try:
+        importlib.import_module(module)
+        return True
+    except ImportError:
+        return False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dste",
+        description="DSTE: Dynamic Sparse Tensor Encoding for GNN inference on AWS NeuronCores. "
+                    "Every NeuronCore latency printed is modelled, not measured.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, add_options, run_function, module) in SUBCOMMANDS.items():
+        if not _available(module):
+            continue
+        child = sub.add_parser(name, help=help_text, description=help_text)
+        add_options(child)
+        child.set_defaults(handler=run_function)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        parser.exit(2, f"dste {args.command}: error: {error}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

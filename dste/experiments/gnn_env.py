@@ -1,0 +1,467 @@
+"""The controller's environment on the real layers: a trained two-layer GCN/SAGE over a snapshot stream.
+
+What an action does to layer l on snapshot n (see ``dste.controller.actions``):
+
+* **sparsity s** -- drops the fraction s of the layer's off-diagonal propagation entries, least important
+  first. An edge (i <- j) is scored by its propagation weight times the norm of the row it carries
+  (|A_ij| * ||z_j||, z = the FP32 message the layer aggregates on this snapshot), divided by the number of
+  edges sharing its gathered X row inside the 128-row window: an edge that is alone in its window column
+  costs one whole gathered row of DMA, so it is dropped before an equally weak edge that shares a row.
+  The kept edges are re-encoded into the DSTE format (same row/column order, BIN tiles), so dropped edges
+  really remove gathered rows and tiles from the kernel's plan; each row's scale is raised so the row keeps
+  its aggregation mass (sum of kept weights = sum of all weights), which for mean aggregation is exactly the
+  mean over the kept neighbours. Self loops are never dropped.
+* **FP16 fraction f** -- the f most sensitive rows (``dste.format.quantize_rows``) of the layer input and of
+  the SpMM's dense operand are FP16, the rest INT8 with a per-row scale; weight tiles are all INT8 for f = 0,
+  all FP16 for f = 1 and chosen by the sensitivity rule (S >= T) in between.
+
+Latency is modelled with ``dste.kernels.cost.estimate_spmm`` (trn2) on the exact matrices and hybrid rows
+the layer runs: the SpMM over the pruned propagation matrix plus the weight product(s) ``W^T h^T`` as the
+layers run them. Accuracy is measured on the validation nodes of training snapshots and on the test nodes of
+held-out snapshots. All numbers come from a fast NumPy execution of the same dequantized values and masks;
+``forward_ops`` runs the same configuration through ``dste.spmm`` (the torch ops) and the tests check both
+agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from dste.controller.actions import ActionSpace
+from dste.controller.env import FP32_ACTION, CompressionEnv, EpisodeOutcome, LayerReport, check_split
+from dste.controller.state import (
+    MaskSummary,
+    activation_features,
+    build_state,
+    graph_features,
+    layer_features,
+    mask_features,
+)
+
+__all__ = ["GNNCompressionEnv", "LayerPlan"]
+
+ALL_INT8_THRESHOLD = 1e30  # sensitivity S never exceeds 1: any T above it means all-INT8 weight tiles
+CACHE_ENTRIES = 4096
+
+
+@dataclass
+class LayerPlan:
+    """Everything the environment needs about one layer's propagation on one snapshot."""
+
+    rows: np.ndarray  # int64 [nnz] of the binary structure (self loops included for GCN)
+    cols: np.ndarray
+    row_scale: np.ndarray  # float32 [n]: D^-1/2 (GCN) or 1/deg (mean)
+    col_scale: np.ndarray | None  # float32 [n] (GCN) or None
+    base: object  # the unpruned DSTEMatrix (its permutation is reused for every pruned version)
+
+
+def _layer_kind(model) -> str:
+    kind = getattr(model, "conv_kind", None)
+    if kind not in ("gcn", "sage"):
+        raise TypeError(f"model must be a dste.gnn TwoLayerGNN (gcn or sage), got {type(model).__name__}")
+    return kind
+
+
+class GNNCompressionEnv(CompressionEnv):
+    """A ``CompressionEnv`` over ``snapshots`` (``dste.data.Graph``) and a trained ``dste.gnn`` model.
+
+    train_ids / heldout_ids: indices into ``snapshots``; the snapshot before each one in the list is its
+    "previous" snapshot for churn features. ``target``: the modelled NeuronCore ("trn2" or "trn1").
+    """
+
+    def __init__(
+        self,
+        model,
+        snapshots: Sequence,
+        train_ids: Sequence[int],
+        heldout_ids: Sequence[int],
+        action_space: ActionSpace | None = None,
+        target: str = "trn2",
+    ) -> None:
+        self.kind = _layer_kind(model)
+        if not snapshots:
+            raise ValueError("the environment needs at least one snapshot")
+        for name, ids in (("train_ids", train_ids), ("heldout_ids", heldout_ids)):
+            if not ids:
+                raise ValueError(f"{name} must name at least one snapshot")
+            bad = [i for i in ids if not 0 <= int(i) < len(snapshots)]
+            if bad:
+                raise ValueError(f"{name} {bad} are outside the {len(snapshots)} snapshots")
+        if set(train_ids) & set(heldout_ids):
+            raise ValueError("train and held-out snapshots must be disjoint")
+        self.model = model.eval()
+        self.graphs = list(snapshots)
+        self._train, self._heldout = [int(i) for i in train_ids], [int(i) for i in heldout_ids]
+        self.action_space = action_space or ActionSpace()
+        self.num_layers = len(model.convs)
+        self.target = target
+        self._weights = [self._layer_weights(conv) for conv in model.convs]
+        self._plans: dict[int, list[LayerPlan]] = {}
+        self._fp32: dict[int, list[np.ndarray]] = {}
+        self._graph_state: dict[int, np.ndarray] = {}
+        self._reference: dict[int, float] = {}
+        self._cache: OrderedDict = OrderedDict()
+        self.begin_stream()
+
+    # ------------------------------------------------------------------ protocol
+    def snapshots(self, split: str) -> Sequence[int]:
+        return self._train if check_split(split) == "train" else self._heldout
+
+    def begin_stream(self) -> None:
+        self._previous = [MaskSummary() for _ in range(self.num_layers)]
+        self._snapshot = None
+
+    def reset(self, snapshot: int) -> None:
+        if not 0 <= int(snapshot) < len(self.graphs):
+            raise ValueError(f"snapshot {snapshot} is outside [0, {len(self.graphs)})")
+        self._snapshot = int(snapshot)
+        self._actions: list[int] = []
+        self._reports: list[LayerReport] = []
+
+    def state(self, layer: int) -> np.ndarray:
+        self._check_turn(layer)
+        n = self._snapshot
+        h = self._layer_input(n, tuple(self._actions))
+        spent = sum(r.latency_us for r in self._reports) / self.reference_latency(n)
+        upstream = self._actions[-1] if self._actions else -1
+        return build_state(
+            self._graph_features(n),
+            self._cached(("act", n, tuple(self._actions)), lambda: activation_features(h)),
+            mask_features(self._previous[layer], self.action_space, max(upstream, -1), spent),
+            layer_features(layer, self.num_layers),
+        )
+
+    def step(self, layer: int, action: int) -> LayerReport:
+        self._check_turn(layer)
+        if action != FP32_ACTION:
+            self.action_space[action]  # raises a clear error for a bad index
+        n = self._snapshot
+        prefix = tuple(self._actions)
+        _, report = self._run_layer(n, layer, prefix, int(action))
+        self._actions.append(int(action))
+        self._reports.append(report)
+        reference = self.reference_latency(n)
+        self._previous[layer] = MaskSummary(
+            action_index=int(action),
+            sparsity=report.sparsity,
+            fp16_fraction=report.fp16_fraction,
+            kind_mix=report.kind_mix,
+            n_tiles=report.n_tiles,
+            latency_share=report.latency_us / reference,
+        )
+        return report
+
+    def outcome(self) -> EpisodeOutcome:
+        if self._snapshot is None or len(self._actions) != self.num_layers:
+            raise RuntimeError("outcome() needs every layer stepped first (reset, then state/step per layer)")
+        n = self._snapshot
+        logits = self._layer_input(n, tuple(self._actions))
+        graph = self.graphs[n]
+        mask = graph.val_mask if n in self._train else graph.test_mask
+        accuracy = float(np.mean(logits[mask].argmax(axis=1) == graph.y[mask])) if mask.any() else 0.0
+        breakdown = {key: sum(r.bytes_by_kind[key] for r in self._reports) for key in self._reports[0].bytes_by_kind}
+        if all(self.action_space_sparsity(a) == 0.0 for a in self._actions):
+            # every layer propagates over the same unpruned matrix: it is stored once
+            breakdown["graph"] = self._reports[0].bytes_by_kind["graph"]
+        return EpisodeOutcome(
+            snapshot=n,
+            accuracy=accuracy,
+            latency_us=float(sum(r.latency_us for r in self._reports)),
+            nbytes=int(sum(breakdown.values())),
+            bytes_by_kind=breakdown,
+            reference_latency_us=self.reference_latency(n),
+            actions=list(self._actions),
+            layers=list(self._reports),
+        )
+
+    def action_space_sparsity(self, action: int) -> float:
+        return 0.0 if action == FP32_ACTION else self.action_space[action].sparsity
+
+    def reference_latency(self, snapshot: int) -> float:
+        if snapshot not in self._reference:
+            uniform_int8 = self.action_space.nearest(0.0, 0.0)
+            prefix: tuple = ()
+            total = 0.0
+            for layer in range(self.num_layers):
+                _, report = self._run_layer(snapshot, layer, prefix, uniform_int8)
+                total += report.latency_us
+                prefix = prefix + (uniform_int8,)
+            self._reference[snapshot] = total
+        return self._reference[snapshot]
+
+    # ------------------------------------------------------------------ layers
+    def _check_turn(self, layer: int) -> None:
+        if self._snapshot is None:
+            raise RuntimeError("call reset(snapshot) before state/step")
+        if layer != len(self._actions):
+            raise ValueError(f"layer {layer} is out of turn: layers are stepped in order, next is {len(self._actions)}")
+
+    @staticmethod
+    def _layer_weights(conv):
+        linears = [conv.lin] if hasattr(conv, "lin") else [conv.lin_l, conv.lin_r]
+        bias = conv.bias if getattr(conv, "bias", None) is not None else getattr(conv.lin_l, "bias", None)
+        return linears, (bias.detach().numpy().astype(np.float32) if bias is not None else None)
+
+    def _cached(self, key, build):
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        value = build()
+        self._cache[key] = value
+        while len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        return value
+
+    def _layer_input(self, n: int, prefix: tuple) -> np.ndarray:
+        if not prefix:
+            return np.ascontiguousarray(self.graphs[n].x, dtype=np.float32)
+        output, _ = self._run_layer(n, len(prefix) - 1, prefix[:-1], prefix[-1])
+        return output
+
+    def _run_layer(self, n: int, layer: int, prefix: tuple, action: int):
+        return self._cached(("layer", n, prefix, action), lambda: self._compute_layer(n, layer, prefix, action))
+
+    def _compute_layer(self, n: int, layer: int, prefix: tuple, action: int):
+        from dste.format import quantize_rows
+        from dste.kernels.cost import estimate_spmm
+
+        h = self._layer_input(n, prefix)
+        plan = self._plan(n)[layer]
+        linears, bias = self._weights[layer]
+        num_nodes = h.shape[0]
+        fp32 = action == FP32_ACTION
+        chosen = None if fp32 else self.action_space[action]
+        sparsity = 0.0 if fp32 else chosen.sparsity
+        fraction = 0.0 if fp32 else chosen.fp16_fraction
+
+        adjacency = plan.base if sparsity == 0.0 else self._pruned(n, layer, sparsity)
+        a_eff = self._cached(("csr", id(adjacency)), lambda: adjacency.decode(effective=True, dtype=np.float32))
+        weights = [self._weight(lin, layer, fraction, fp32) for lin in linears]
+        weight_latency = sum(self._weight_latency(layer, i, w, num_nodes) for i, w in enumerate(weights))
+
+        if fp32:
+            h_used = h
+            x_mode, hybrid = "fp32", None
+        else:
+            hybrid_in = quantize_rows(h, fp16_fraction=fraction)
+            h_used = hybrid_in.dequantize()
+            x_mode = "int8-hybrid"
+        if self.kind == "gcn":
+            message = h_used @ weights[0][1]
+            if not fp32:
+                hybrid = quantize_rows(message, fp16_fraction=fraction)
+                message = hybrid.dequantize()
+            out = a_eff @ message
+            spmm_width = message.shape[1]
+        else:  # SAGE mean: lin_l(A h) + lin_r(h), the SpMM reads the (hybrid) layer input
+            hybrid = None if fp32 else hybrid_in
+            out = (a_eff @ h_used) @ weights[0][1] + h_used @ weights[1][1]
+            spmm_width = h_used.shape[1]
+        if bias is not None:
+            out = out + bias
+        if layer < self.num_layers - 1:
+            out = np.maximum(out, 0.0)
+        out = np.ascontiguousarray(out, dtype=np.float32)
+
+        estimate = estimate_spmm(adjacency, spmm_width, x_mode, self.target, X=hybrid)
+        weight_bytes = sum(w[0].nbytes() if w[0] is not None else w[1].size * 4 for w in weights)
+        weight_bytes += 4 * bias.size if bias is not None else 0
+        input_bytes = hybrid_in.nbytes()["total"] if not fp32 else int(h.nbytes)
+        graph_bytes = int(adjacency.nbytes()["device_total"])
+        if fp32:  # the FP32 reference stores the propagation matrix as CSR: int32 indices, float32 values
+            graph_bytes = 4 * (num_nodes + 1) + 8 * int(adjacency.nnz_kept)
+        breakdown = {
+            "graph": graph_bytes,
+            "features": input_bytes if layer == 0 else 0,
+            "weights": int(weight_bytes),
+            "activations": input_bytes if layer > 0 else 0,
+        }
+        kinds = np.bincount(adjacency.tile_kind, minlength=3)[:3].astype(float) if adjacency.n_tiles else np.zeros(3)
+        weight_kinds = sum(
+            (np.bincount(w[0].matrix.tile_kind, minlength=3)[:3] for w in weights if w[0] is not None), np.zeros(3)
+        )
+        mix = kinds + weight_kinds
+        report = LayerReport(
+            action_index=action,
+            latency_us=float(estimate.latency_us + weight_latency),
+            nbytes=int(sum(breakdown.values())),
+            sparsity=sparsity,
+            fp16_fraction=1.0 if fp32 else fraction,
+            kind_mix=tuple(float(v) for v in mix / max(mix.sum(), 1.0)),
+            n_tiles=int(adjacency.n_tiles + adjacency.n_etiles),
+            kept_fraction=float(adjacency.nnz_kept / max(plan.base.nnz_kept, 1)),
+            bytes_by_kind=breakdown,
+        )
+        return out, report
+
+    def _weight(self, linear, layer: int, fraction: float, fp32: bool):
+        """(CompressedWeight or None, effective float32 [in, out])."""
+        if fp32:
+            return None, linear.weight.detach().numpy().T.astype(np.float32)
+        threshold = ALL_INT8_THRESHOLD if fraction == 0.0 else 0.0 if fraction == 1.0 else None
+
+        def build():
+            from dste.gnn import CompressedWeight
+
+            weight = CompressedWeight(linear.weight.detach().t(), fp16_threshold=threshold)
+            return weight, weight.effective().numpy().astype(np.float32)
+
+        return self._cached(("weight", id(linear), threshold), build)
+
+    def _weight_latency(self, layer: int, index: int, weight, num_nodes: int) -> float:
+        from dste.kernels.cost import estimate_spmm
+
+        compressed, effective = weight
+        if compressed is None:  # FP32: the same block tiles, priced as the FP16 encoding of the weight
+            compressed = self._weight(self._weights[layer][0][index], layer, 1.0, False)[0]
+        # The layers run h @ W as W^T_enc @ h^T with the (dequantized) activations as an FP32 operand.
+        return self._cached(
+            ("wlat", id(compressed), num_nodes),
+            lambda: float(estimate_spmm(compressed.matrix, num_nodes, "fp32", self.target).latency_us),
+        )
+
+    # ------------------------------------------------------------------ per-snapshot preparation
+    def _plan(self, n: int) -> list[LayerPlan]:
+        if n not in self._plans:
+            from dste.gnn import propagation_matrix
+            from dste.format.gcn import gcn_structure
+
+            graph = self.graphs[n]
+            norm = "gcn" if self.kind == "gcn" else "mean"
+            base = propagation_matrix(graph.adj, graph.num_nodes, norm).matrix
+            if self.kind == "gcn":
+                rows, cols, _, _, dinv = gcn_structure(graph.adj)
+                plan = LayerPlan(rows, cols, dinv, dinv, base)
+            else:
+                coo = graph.adj.tocoo()
+                order = np.lexsort((coo.col, coo.row))
+                rows, cols = coo.row[order].astype(np.int64), coo.col[order].astype(np.int64)
+                degree = np.bincount(rows, minlength=graph.num_nodes).astype(np.float32)
+                scale = np.where(degree > 0, 1.0 / np.maximum(degree, 1), 0.0).astype(np.float32)
+                plan = LayerPlan(rows, cols, scale, None, base)
+            self._plans[n] = [plan] * self.num_layers
+        return self._plans[n]
+
+    def fp32_activations(self, n: int) -> list[np.ndarray]:
+        """Per layer, the FP32 message the layer aggregates on snapshot n (for edge importance)."""
+        if n not in self._fp32:
+            messages, h = [], np.ascontiguousarray(self.graphs[n].x, dtype=np.float32)
+            prefix: tuple = ()
+            for layer in range(self.num_layers):
+                linears, _ = self._weights[layer]
+                w = linears[0].weight.detach().numpy().T
+                messages.append(h @ w if self.kind == "gcn" else h)
+                h, _ = self._run_layer(n, layer, prefix, FP32_ACTION)
+                prefix = prefix + (FP32_ACTION,)
+            self._fp32[n] = messages
+        return self._fp32[n]
+
+    def _pruned(self, n: int, layer: int, sparsity: float):
+        return self._cached(("pruned", n, layer, sparsity), lambda: self._encode_pruned(n, layer, sparsity))
+
+    def _encode_pruned(self, n: int, layer: int, sparsity: float):
+        from dste.format import EncodePolicy
+        from dste.format.encoder import encode_coo
+
+        plan = self._plan(n)[layer]
+        keep = edge_keep(plan, self.fp32_activations(n)[layer], sparsity, plan.base.row_perm)
+        rows, cols = plan.rows[keep], plan.cols[keep]
+        col_scale = plan.col_scale if plan.col_scale is not None else np.ones_like(plan.row_scale)
+        full_mass = np.bincount(plan.rows, weights=col_scale[plan.cols], minlength=plan.row_scale.size)
+        kept_mass = np.bincount(rows, weights=col_scale[cols], minlength=plan.row_scale.size)
+        boost = np.where(kept_mass > 0, full_mass / np.maximum(kept_mass, 1e-30), 0.0)
+        row_scale = (plan.row_scale * boost).astype(np.float32)
+        policy = EncodePolicy(
+            kinds="bin", row_scale=row_scale, col_scale=plan.col_scale, scaled_input=False
+        )
+        shape = (plan.row_scale.size, plan.row_scale.size)
+        return encode_coo(
+            rows, cols, np.ones(rows.size), shape, policy, row_perm=plan.base.row_perm, col_perm=plan.base.col_perm
+        )
+
+    def _graph_features(self, n: int) -> np.ndarray:
+        if n not in self._graph_state:
+            graph = self.graphs[n]
+            previous = None
+            if n - 1 >= 0 and self.graphs[n - 1].num_nodes == graph.num_nodes:
+                previous = self.graphs[n - 1]
+            self._graph_state[n] = graph_features(
+                graph.adj, graph.x, previous.adj if previous else None, previous.x if previous else None
+            )
+        return self._graph_state[n]
+
+    # ------------------------------------------------------------------ the torch-op path
+    def forward_ops(self, n: int, actions: Sequence[int], backend: str = "cpu") -> torch.Tensor:
+        """Logits of snapshot n under per-layer ``actions``, run through ``dste.spmm`` (the torch ops)."""
+        from dste.bindings import DSTETensor, spmm
+        from dste.format import quantize_rows
+
+        if len(actions) != self.num_layers:
+            raise ValueError(f"need one action per layer ({self.num_layers}), got {len(actions)}")
+        h = torch.from_numpy(np.ascontiguousarray(self.graphs[n].x, dtype=np.float32))
+        for layer, action in enumerate(actions):
+            plan = self._plan(n)[layer]
+            linears, bias = self._weights[layer]
+            fp32 = action == FP32_ACTION
+            chosen = None if fp32 else self.action_space[action]
+            adjacency = plan.base if fp32 or chosen.sparsity == 0 else self._pruned(n, layer, chosen.sparsity)
+            a = DSTETensor(adjacency)
+            fraction = 0.0 if fp32 else chosen.fp16_fraction
+            weights = [self._weight(lin, layer, fraction, fp32)[0] for lin in linears]
+
+            def linear(x, index):
+                if weights[index] is None:
+                    return x @ linears[index].weight.detach().t()
+                return weights[index](x, backend=backend)
+
+            if fp32:
+                x_used, operand = h, None
+            else:
+                hybrid_in = quantize_rows(h.numpy(), fp16_fraction=fraction)
+                x_used = torch.from_numpy(hybrid_in.dequantize())
+            if self.kind == "gcn":
+                message = linear(x_used, 0)
+                operand = message if fp32 else quantize_rows(message.numpy(), fp16_fraction=fraction)
+                out = spmm(a, operand, backend=backend)
+            else:
+                operand = x_used if fp32 else hybrid_in
+                out = linear(spmm(a, operand, backend=backend), 0) + linear(x_used, 1)
+            if bias is not None:
+                out = out + torch.from_numpy(bias)
+            h = torch.relu(out) if layer < self.num_layers - 1 else out
+        return h
+
+
+def edge_keep(plan: LayerPlan, message: np.ndarray, sparsity: float, row_perm=None) -> np.ndarray:
+    """Boolean keep flags over ``plan``'s entries dropping the ``sparsity`` fraction of off-diagonal edges.
+
+    Score = propagation weight * ||message_j|| / (edges sharing j's gathered row in the same window):
+    lowest first, ties by storage order (deterministic). Self loops are always kept.
+    """
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must lie in [0, 1), got {sparsity}")
+    rows, cols = plan.rows, plan.cols
+    keep = np.ones(rows.size, dtype=bool)
+    off_diagonal = np.flatnonzero(rows != cols)
+    n_drop = int(math.floor(sparsity * off_diagonal.size))
+    if n_drop == 0:
+        return keep
+    n = plan.row_scale.size
+    col_scale = plan.col_scale if plan.col_scale is not None else np.ones(n, np.float32)
+    weight = plan.row_scale[rows] * col_scale[cols]
+    norms = np.linalg.norm(message, axis=1)
+    position = np.empty(n, dtype=np.int64)
+    position[row_perm if row_perm is not None else np.arange(n)] = np.arange(n)
+    window_column = (position[rows] // 128) * n + cols
+    _, inverse, sharing = np.unique(window_column, return_inverse=True, return_counts=True)
+    score = weight * norms[cols] / sharing[inverse]
+    order = np.argsort(score[off_diagonal], kind="stable")
+    keep[off_diagonal[order[:n_drop]]] = False
+    return keep

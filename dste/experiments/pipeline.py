@@ -1,0 +1,309 @@
+"""The main job, ``dste run``: train the FP32 model, train the controller, judge every policy on held-out
+snapshots, over several seeds, and report the table, a JSON file and a plot.
+
+Per seed s:
+  1. a dynamic stream of snapshots over the dataset (edge churn, feature drift; seed s), the last quarter
+     held out;
+  2. the FP32 two-layer model trained on the first snapshot (seed s);
+  3. the DQN controller trained on the training snapshots (reward: validation accuracy minus lambda times
+     modelled latency, see ``dste.controller.reward``);
+  4. every policy -- FP32, uniform INT8, static 50 % sparse INT8, uniform FP16, random, greedy search and the
+     DQN -- run by the same harness on the held-out snapshots: test accuracy, modelled latency (trn2),
+     memory footprint (graph, features, weights, activations), and measured CPU time of one inference
+     through the DSTE torch ops.
+Accuracies are reported as mean +/- std over seeds of the per-seed mean over held-out snapshots.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dste.controller import (
+    DQNConfig,
+    DQNPolicy,
+    RandomPolicy,
+    RewardConfig,
+    TrainConfig,
+    greedy_search,
+    run_policy,
+    static_baselines,
+    train_controller,
+)
+
+__all__ = ["RunConfig", "run", "format_table", "PAPER_ROWS", "POLICY_LABELS"]
+
+POLICY_LABELS = {
+    "fp32": "FP32",
+    "int8": "INT8",
+    "static_sparse50_int8": "static 50% sparse INT8",
+    "fp16": "uniform FP16",
+    "random": "random policy",
+    "greedy": "greedy search",
+    "dste_dqn": "DSTE (DQN-controlled)",
+}
+PAPER_ROWS = ("fp32", "int8", "static_sparse50_int8", "dste_dqn")
+MODEL_KINDS = ("gcn", "sage")
+
+
+@dataclass
+class RunConfig:
+    dataset: str = "cora-like"
+    root: str | None = None
+    seeds: int = 3
+    snapshots: int = 12
+    episodes: int = 300
+    model: str = "gcn"
+    hidden: int = 64
+    epochs: int = 200
+    lambda_latency: float = 0.5
+    budget: float | None = None
+    target: str = "trn2"
+    timing_repeats: int = 3
+    out: str | None = None
+    quick: bool = False
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.quick:
+            self.seeds, self.snapshots = min(self.seeds, 1), min(self.snapshots, 6)
+            self.episodes, self.epochs, self.timing_repeats = min(self.episodes, 60), min(self.epochs, 60), 1
+        for name in ("seeds", "episodes", "hidden", "epochs", "timing_repeats"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if not isinstance(self.snapshots, int) or self.snapshots < 4:
+            raise ValueError(
+                f"--snapshots must be an integer >= 4 (at least one held-out and several training snapshots), "
+                f"got {self.snapshots!r}"
+            )
+        if self.model not in MODEL_KINDS:
+            raise ValueError(f"--model must be one of {MODEL_KINDS}, got {self.model!r}")
+        if self.target not in ("trn1", "trn2"):
+            raise ValueError(f"target must be 'trn1' or 'trn2', got {self.target!r}")
+        RewardConfig(self.lambda_latency, self.budget)  # validates lambda and budget with clear messages
+
+
+def _load_base(config: RunConfig):
+    from dste.data import load_dataset
+
+    return load_dataset(config.dataset, root=config.root, seed=0)
+
+
+def _cpu_time_ms(env, snapshot: int, actions, repeats: int) -> float:
+    """Median wall time of one inference through the DSTE torch ops (CPU backend), in milliseconds."""
+    env.forward_ops(snapshot, actions)  # warm-up: encodings and weights are built and cached
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        env.forward_ops(snapshot, actions)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e3)
+
+
+def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
+    from dste.data import SnapshotStream, StreamParams
+    from dste.experiments.gnn_env import GNNCompressionEnv
+    from dste.gnn import make_model, train_fp32
+
+    stream = SnapshotStream(base, StreamParams(num_snapshots=config.snapshots), seed=seed)
+    graphs = [snapshot.graph for snapshot in stream]
+    train_ids = [int(i) for i in stream.train_indices]
+    heldout_ids = [int(i) for i in stream.heldout_indices]
+    bar.set_postfix_str(f"seed {seed}: FP32 training")
+    model = make_model(graphs[0], config.model, hidden=config.hidden, seed=seed)
+    fp32_fit = train_fp32(model, graphs[0], epochs=config.epochs, seed=seed, patience=min(50, config.epochs))
+
+    env = GNNCompressionEnv(model, graphs, train_ids, heldout_ids, target=config.target)
+    reward = RewardConfig(config.lambda_latency, config.budget)
+    bar.set_postfix_str(f"seed {seed}: controller training")
+    train_config = TrainConfig(
+        episodes=config.episodes,
+        normalizer_episodes=min(32, config.episodes),
+        select_every=max(5, config.episodes // 12),
+        dqn=DQNConfig(seed=seed),
+        reward=reward,
+    )
+    trained = train_controller(env, train_config, progress=config.progress)
+
+    bar.set_postfix_str(f"seed {seed}: baselines and evaluation")
+    policies = static_baselines(env) + [
+        RandomPolicy(len(env.action_space), seed=seed),
+        greedy_search(env, reward, train_ids, progress=config.progress),
+        DQNPolicy(trained.agent),
+    ]
+    results = {}
+    for policy in policies:
+        outcome = run_policy(env, policy, heldout_ids)
+        first = outcome.outcomes[0]
+        breakdown = {
+            key: float(np.mean([o.bytes_by_kind[key] for o in outcome.outcomes])) for key in first.bytes_by_kind
+        }
+        results[policy.name] = {
+            "accuracy": outcome.accuracy,
+            "latency_us": outcome.latency_us,
+            "bytes": float(np.mean([o.nbytes for o in outcome.outcomes])),
+            "bytes_by_kind": breakdown,
+            "reward": outcome.mean_reward(reward),
+            "cpu_ms": _cpu_time_ms(env, heldout_ids[0], first.actions, config.timing_repeats),
+            "actions": [
+                ["fp32" if a < 0 else env.action_space[a].label() for a in o.actions] for o in outcome.outcomes
+            ],
+            "per_snapshot_accuracy": [o.accuracy for o in outcome.outcomes],
+        }
+    return {
+        "seed": seed,
+        "train_snapshots": train_ids,
+        "heldout_snapshots": heldout_ids,
+        "fp32_training": fp32_fit,
+        "controller": {
+            "best_episode": trained.best_episode,
+            "selection_scores": trained.selection_scores,
+            "reward_first_20": float(np.mean(trained.episode_rewards[:20])),
+            "reward_last_20": float(np.mean(trained.episode_rewards[-20:])),
+        },
+        "policies": results,
+        "agent": trained.agent,
+    }
+
+
+def _summarise(per_seed: list[dict]) -> dict:
+    names = list(per_seed[0]["policies"])
+    summary = {}
+    for name in names:
+        rows = [seed["policies"][name] for seed in per_seed]
+        acc = np.array([r["accuracy"] for r in rows])
+        summary[name] = {
+            "label": POLICY_LABELS.get(name, name),
+            "accuracy_mean": float(acc.mean()),
+            "accuracy_std": float(acc.std()),
+            "latency_us_mean": float(np.mean([r["latency_us"] for r in rows])),
+            "latency_us_std": float(np.std([r["latency_us"] for r in rows])),
+            "bytes_mean": float(np.mean([r["bytes"] for r in rows])),
+            "bytes_by_kind": {k: float(np.mean([r["bytes_by_kind"][k] for r in rows])) for k in rows[0]["bytes_by_kind"]},
+            "reward_mean": float(np.mean([r["reward"] for r in rows])),
+            "cpu_ms_mean": float(np.mean([r["cpu_ms"] for r in rows])),
+        }
+    return summary
+
+
+def _acceptance(summary: dict) -> dict:
+    dqn, static = summary["dste_dqn"], summary["static_sparse50_int8"]
+    baselines = {k: v for k, v in summary.items() if k != "dste_dqn"}
+    best_name = max(baselines, key=lambda k: baselines[k]["reward_mean"])
+    dominated_by = [
+        k for k, v in baselines.items()
+        if v["accuracy_mean"] > dqn["accuracy_mean"] and v["latency_us_mean"] < dqn["latency_us_mean"]
+    ]
+    fp32 = summary["fp32"]
+    return {
+        "dqn_beats_static50_accuracy": dqn["accuracy_mean"] > static["accuracy_mean"],
+        "dqn_latency_not_above_static50": dqn["latency_us_mean"] <= static["latency_us_mean"] + 1e-9,
+        "best_baseline_by_reward": best_name,
+        "dqn_reward_minus_best_baseline": dqn["reward_mean"] - baselines[best_name]["reward_mean"],
+        "baselines_dominating_dqn": dominated_by,
+        "dqn_accuracy_minus_fp32_pt": 100 * (dqn["accuracy_mean"] - fp32["accuracy_mean"]),
+        "memory_ratio_fp32_over_dqn": fp32["bytes_mean"] / max(dqn["bytes_mean"], 1.0),
+    }
+
+
+def format_table(summary: dict, target: str, names=None) -> str:
+    names = names or [n for n in PAPER_ROWS if n in summary] + [n for n in summary if n not in PAPER_ROWS]
+    header = (
+        f"{'policy':<24} {'accuracy (mean +/- std)':>24} {'memory bytes':>13} {'graph':>9} {'features':>10} "
+        f"{'weights':>9} {'activ.':>9} {'latency us (modelled, ' + target + ')':>32} {'CPU ms':>8} {'reward':>8}"
+    )
+    lines = [header, "-" * len(header)]
+    for i, name in enumerate(names):
+        if i == len(PAPER_ROWS) and len(names) > len(PAPER_ROWS):
+            lines.append("  other baselines (same harness):")
+        s = summary[name]
+        b = s["bytes_by_kind"]
+        lines.append(
+            f"{s['label']:<24} {100 * s['accuracy_mean']:>15.2f} +/- {100 * s['accuracy_std']:<4.2f} "
+            f"{s['bytes_mean']:>13,.0f} {b['graph']:>9,.0f} {b['features']:>10,.0f} {b['weights']:>9,.0f} "
+            f"{b['activations']:>9,.0f} {s['latency_us_mean']:>32.2f} {s['cpu_ms_mean']:>8.2f} {s['reward_mean']:>8.4f}"
+        )
+    return "\n".join(lines)
+
+
+def _plot(summary: dict, path: Path, target: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, s in summary.items():
+        marker = "*" if name == "dste_dqn" else "o"
+        ax.errorbar(
+            s["latency_us_mean"], 100 * s["accuracy_mean"], yerr=100 * s["accuracy_std"], xerr=s["latency_us_std"],
+            fmt=marker, markersize=12 if name == "dste_dqn" else 7, capsize=3, label=s["label"],
+        )
+    ax.set_xlabel(f"modelled NeuronCore latency per inference (us, {target}; modelled, not measured)")
+    ax.set_ylabel("held-out test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def default_out_dir() -> Path:
+    return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def run(config: RunConfig) -> dict:
+    """Run the main job; writes ``results.json``, ``accuracy_vs_latency.png``, ``table.txt`` and the DQN
+    checkpoint of the first seed to the output directory, and returns the JSON-able report."""
+    start = time.perf_counter()
+    out = Path(config.out) if config.out else default_out_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    base = _load_base(config)
+    per_seed = []
+    with tqdm(range(config.seeds), desc="dste run (seeds)", disable=not config.progress) as bar:
+        for seed in bar:
+            per_seed.append(_run_seed(config, base, seed, bar))
+    checkpoint = per_seed[0].pop("agent").save(out / "controller_seed0.pt")
+    for entry in per_seed[1:]:
+        entry.pop("agent")
+    summary = _summarise(per_seed)
+    report = {
+        "config": {k: v for k, v in asdict(config).items() if k != "extra"},
+        "dataset": base.summary() if hasattr(base, "summary") else {"name": config.dataset},
+        "latency_label": f"modelled NeuronCore latency ({config.target}), not measured",
+        "cpu_time_label": f"measured CPU wall time per inference through dste.spmm (cpu backend), {platform.processor() or platform.machine()}",
+        "summary": summary,
+        "acceptance": _acceptance(summary),
+        "per_seed": per_seed,
+        "controller_checkpoint": str(checkpoint),
+        "wall_time_s": None,
+    }
+    table = format_table(summary, config.target)
+    report["wall_time_s"] = time.perf_counter() - start
+    (out / "table.txt").write_text(table + "\n")
+    (out / "results.json").write_text(json.dumps(report, indent=2, default=_json_default))
+    _plot(summary, out / "accuracy_vs_latency.png", config.target, f"{config.dataset}, {config.model.upper()}, {config.seeds} seed(s)")
+    report["out_dir"] = str(out)
+    return report
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
