@@ -691,10 +691,17 @@ def report(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    """Stand-alone entry point: ``python -m dste.experiments.bench``."""
+    """Entry point: ``python -m dste.experiments.bench [options]``; also takes parsed ``dste bench`` options."""
+    if isinstance(argv, argparse.Namespace):
+        run_bench(argv)
+        return 0
     parser = add_bench_arguments(argparse.ArgumentParser(prog="dste bench", description=__doc__.split("\n\n")[0]))
     run_bench(parser.parse_args(argv))
     return 0
+
+
+add_arguments = add_bench_arguments
+"""The name ``dste.cli`` looks up for a subcommand's options."""
 
 
 if __name__ == "__main__":
