@@ -375,7 +375,7 @@ def simulator_speed(features: int = SIMULATOR_FEATURES, seed: int = 0, target: s
     """Wall time of ``spmm_hybrid`` under the simulator on the small graph, as simulated tiles per second."""
     from dste.data import make_graph
     from dste.format import gcn_normalized
-    from dste.kernels.spmm_hybrid import spmm_hybrid
+    from dste.kernels import spmm_hybrid
     from dste.nkisim import install
 
     install()

@@ -137,7 +137,7 @@ def _hi_counts(A, launch, is_hi):
 
 
 def _launch_cost(A, launch, target, is_hi=None):
-    """Mirror of ``spmm_hybrid_kernel`` for one launch (keep in step with the kernel)."""
+    """Mirror of ``dste.kernels.spmm_hybrid.spmm_hybrid_kernel`` for one launch (keep in step with the kernel)."""
     b = launch.bucket
     W, F = b.windows, b.features
     nb, ne = b.bitmap_slots, b.entry_slots

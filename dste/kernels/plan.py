@@ -276,7 +276,7 @@ def _gather_or(values, index, fill):
 
 
 def pack_launch(A, launch: Launch) -> dict:
-    """The kernel's per-launch arrays (layout in :mod:`dste.kernels.spmm_hybrid_kernel`)."""
+    """The kernel's per-launch arrays (layout in :mod:`dste.kernels.spmm_hybrid`)."""
     b = launch.bucket
     N, M = int(A.shape[0]), int(A.shape[1])
     W, nb, ne = b.windows, b.bitmap_slots, b.entry_slots

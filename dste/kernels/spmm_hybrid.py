@@ -1,199 +1,353 @@
-"""Host launcher of the ``spmm_hybrid`` NKI kernel: Y = A @ X for a DSTE matrix A.
+"""NKI kernel: Y = A @ X for a DSTE-encoded sparse A (bitmap and entry tiles) and a dense or hybrid-row X.
 
-``spmm_hybrid(A, X)`` validates the inputs, plans fixed-shape launches (``plan_launches``),
-packs each launch's arrays once per matrix (cached on the plan), runs the kernel once per
-launch (on the real device when ``nki`` is importable, else in ``dste.nkisim``), and places each
-window's output rows at their original row ids.
+One launch processes a fixed number of 128-row windows, each with a fixed number of tile slots
+per kind (the launch's bucket, see ``dste.kernels.plan``). Per window, every tile becomes one
+TensorE matmul accumulating into the window's fp32 PSUM accumulator:
 
-X is a dense ``[M, F]`` array (float32, bfloat16 or float16; float64 is taken as float32) or a
-:class:`dste.format.HybridRows`. A hybrid X is gathered as one record per row
-(``int8 values | fp32 scale | int32 FP16-row position``, built here from the HybridRows arrays)
-so that one indirect DMA per tile brings both the values and their scale.
+    psum[r, f] += sum_k stationary[k, r] * moving[k, f]
+
+- **bitmap tile**: k = tile column. moving = the X rows named by the tile's column ids (one
+  indirect-DMA gather); stationary[k, r] = keep(k, r) * value(k, r) * factor[k], with the keep bits
+  unpacked by two wide integer instructions (left shift by an iota of ``31 - bit``, batched over a
+  group of tiles, so bit r of the word lands in the sign bit; then ``(v < 0) * factor`` per tile).
+- **entry tile**: k = entry e (one kept value per partition). moving = the X row of each entry;
+  stationary[e, r] = (r == row[e]) * weight[e], built by one two-op ``tensor_scalar``; TensorE
+  performs the scatter-add.
+- ``factor`` (per tile column / entry, prepared per matrix) folds the column scale and the INT8
+  tile scale; the row scale is applied while evacuating PSUM.
+- X modes: dense fp32/bf16/fp16 rows are gathered and converted by the DMA into the 16-bit moving
+  dtype. Hybrid rows are gathered as one record per row (int8 values, fp32 row scale, int32
+  position in the FP16 table) and dequantized by ScalarE into fp16 (``q * scale``); FP16 rows are
+  then gathered over them by position (``oob_mode.skip`` moves nothing for INT8 rows).
 """
 
-from __future__ import annotations
+import nki
+import nki.isa as nisa
+import nki.language as nl
 
-import numpy as np
+WINDOW_ROWS = nl.tile_size.pmax
+"""Rows per window = matmul output partitions (R)."""
+TILE_COLS = nl.tile_size.pmax
+"""Columns per bitmap tile / entries per entry tile = matmul contraction partitions (K)."""
+PSUM_CHUNK = nl.tile_size.psum_bank_fmax
+"""fp32 accumulator columns per PSUM bank (and the moving free-size limit)."""
+MASK_WORDS = 4
+"""uint32 words per tile column: window slot r is bit r % 32 of word r // 32."""
+MASK_WORD_BITS = 32
+MAX_PSUM_CHUNKS = nl.tile_size.psum_num_banks
+RECORD_TAIL_BYTES = 8
+"""Hybrid record = [int8 values padded to 4 B | fp32 row scale | int32 FP16-row position]."""
+MAX_GROUP = 32
+"""Tiles unpacked by one batched shift, and gather buffers in flight."""
 
-from dste.kernels.plan import (
-    MAX_FEATURES,
-    LaunchPlan,
-    feature_chunks,
-    pack_launch,
-    plan_launches,
-    record_width,
-)
-
-__all__ = ["spmm_hybrid", "plan_launches", "x_mode_of", "hybrid_records", "LaunchPlan"]
-
-_PACK_CACHE_ATTR = "_packed_launch_arrays"
-
-
-def _kernel():
-    from dste.nkisim import install
-
-    install()
-    from dste.kernels.spmm_hybrid_kernel import spmm_hybrid_kernel
-
-    return spmm_hybrid_kernel
+KIND_BIN, KIND_INT8, KIND_FP16 = 0, 1, 2
 
 
-def x_mode_of(X) -> str:
-    """``"int8-hybrid"`` for HybridRows, else the dense dtype name (fp32 / bf16 / fp16)."""
-    import ml_dtypes
+@nki.jit
+def spmm_hybrid_kernel(
+    x_rows,
+    x_hi,
+    row_scale,
+    bm_cols,
+    bm_keep,
+    bm_factor,
+    bm_int8,
+    bm_fp16,
+    en_cols,
+    en_rows,
+    en_keep,
+    en_factor,
+    en_int8,
+    en_fp16,
+    n_windows,
+    n_bin,
+    n_int8,
+    n_fp16,
+    n_ebin,
+    n_eint8,
+    n_efp16,
+    n_features,
+    hybrid,
+    has_hi,
+    group,
+):
+    """DSTE sparse x dense product for one fixed-shape launch of ``n_windows`` row windows.
 
-    from dste.format import HybridRows
-
-    if isinstance(X, HybridRows):
-        return "int8-hybrid"
-    dtype = np.dtype(str(X.dtype).replace("torch.", "")) if _is_torch(X) and "bfloat16" not in str(X.dtype) else (
-        np.dtype(ml_dtypes.bfloat16) if _is_torch(X) else np.asarray(X).dtype
-    )
-    if dtype in (np.float32, np.float64):
-        return "fp32"
-    if dtype == np.dtype(ml_dtypes.bfloat16):
-        return "bf16"
-    if dtype == np.float16:
-        return "fp16"
-    raise TypeError(f"X dtype {dtype} is not supported; allowed: float32 (float64 is cast), bfloat16, float16, or HybridRows")
-
-
-def _is_torch(value):
-    return type(value).__module__.startswith("torch") and hasattr(value, "detach")
-
-
-def hybrid_records(X) -> np.ndarray:
-    """``int8 [M, Fq + 8]``: each row's int8 values (padded to 4 B), fp32 scale and int32 FP16 position."""
-    M, F = X.q.shape
-    width = record_width(F)
-    fq = width - 8
-    rec = np.zeros((M, width), dtype=np.int8)
-    rec[:, :F] = X.q
-    rec[:, fq:fq + 4] = np.ascontiguousarray(X.scale.astype(np.float32)).view(np.int8).reshape(M, 4)
-    rec[:, fq + 4:] = np.ascontiguousarray(X.hi_index.astype(np.int32)).view(np.int8).reshape(M, 4)
-    return rec
-
-
-def _torch_to_numpy(t):
-    import ml_dtypes
-
-    t = t.detach().cpu()
-    if "bfloat16" in str(t.dtype):
-        return t.float().numpy().astype(ml_dtypes.bfloat16)
-    return t.numpy()
-
-
-def _validate(A, X):
-    from dste.format import DSTEMatrix, HybridRows
-
-    if not isinstance(A, DSTEMatrix):
-        raise TypeError(f"A must be a DSTEMatrix, got {type(A).__name__}")
-    N, M = A.shape
-    if isinstance(X, HybridRows):
-        X.validate()
-        if X.q.shape[0] != M:
-            raise ValueError(f"X has {X.q.shape[0]} rows; A of shape {A.shape} needs M = {M}")
-        return X, X.q.shape[1]
-    if _is_torch(X):
-        X = _torch_to_numpy(X)
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-D [M, F], got shape {X.shape}")
-    if X.shape[0] != M:
-        raise ValueError(f"X has {X.shape[0]} rows; A of shape {A.shape} needs M = {M}")
-    x_mode_of(X)
-    if X.dtype == np.float64:
-        X = X.astype(np.float32)
-    if not np.isfinite(X.astype(np.float32)).all():
-        raise ValueError("X contains NaN or Inf; spmm_hybrid needs finite inputs")
-    return np.ascontiguousarray(X), X.shape[1]
-
-
-def _check_matrix_finite(A):
-    for name in ("int8_scale", "etile_int8_scale", "row_scale", "col_scale"):
-        value = getattr(A, name)
-        if value is not None and value.size and not np.isfinite(value).all():
-            raise ValueError(f"A.{name} contains NaN or Inf")
-    for name in ("fp16_values", "etile_fp16_values"):
-        value = getattr(A, name)
-        if value.size and not np.isfinite(value).all():
-            raise ValueError(f"A.{name} contains NaN or Inf")
-    M = A.shape[1]
-    for name, ncount in (("tile_cols", A.tile_ncols), ("etile_cols", A.etile_nentries)):
-        cols = getattr(A, name)
-        if cols.size:
-            used = np.arange(cols.shape[1])[None, :] < ncount[:, None]
-            if (cols[used] < 0).any() or (cols[used] >= M).any():
-                raise ValueError(f"A.{name} holds column ids outside [0, {M})")
-
-
-def packed_launches(A, plan: LaunchPlan) -> list[dict]:
-    """Per-launch kernel arrays, cached on the plan (they depend on A and the plan only)."""
-    cached = getattr(plan, _PACK_CACHE_ATTR, None)
-    if cached is None:
-        cached = [pack_launch(A, launch) for launch in plan.launches]
-        setattr(plan, _PACK_CACHE_ATTR, cached)
-    return cached
-
-
-def spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, plan: LaunchPlan | None = None):
-    """Y = A @ X (float32 [N, F], original row order) computed by the NKI kernel, one launch per chunk.
+    Dimensions (W = n_windows, NB = n_bin + n_int8 + n_fp16 bitmap slots per window,
+    NE = n_ebin + n_eint8 + n_efp16 entry slots per window, F = n_features, M = rows of X):
 
     Args:
-      A: a :class:`dste.format.DSTEMatrix` of shape [N, M].
-      X: dense [M, F] float32/bfloat16/float16 (NumPy or CPU torch) or a ``HybridRows``.
-      target: ``"trn2"`` (default) or ``"trn1"``/``"inf2"`` for the simulator's checks and cost model.
-      profile: also return the merged ``dste.nkisim`` profile (modelled figures).
-      plan: a plan from :func:`plan_launches` to reuse (its packed arrays are cached on it).
+      x_rows: dense X ``[M, F]`` (float32 / bfloat16 / float16) when ``hybrid == 0``; the hybrid
+        record table ``int8 [M, Fq + 8]`` (Fq = F rounded up to 4) when ``hybrid == 1``.
+      x_hi: ``float16 [M_hi, F]`` FP16 rows of a hybrid X (read only when ``has_hi == 1``).
+      row_scale: ``float32 [128, W]``, output-row factor of window slot r (partition) of window w.
+      bm_cols: ``int32 [128, W*NB]`` column id of tile column k (partition) per slot; padding = M.
+      bm_keep: ``uint32 [128, W*NB, 4]`` keep words of tile column k.
+      bm_factor: ``float32 [128, W*NB]`` column scale x INT8 tile scale (0 for padding columns).
+      bm_int8: ``int8 [128, W*n_int8, 128]`` values [k, slot, r] of the INT8 slots.
+      bm_fp16: ``float16 [128, W*n_fp16, 128]`` values of the FP16 slots.
+      en_cols: ``int32 [128, W*NE]`` column id of entry e (partition); padding = M.
+      en_rows: ``uint8 [128, W*NE]`` window slot of entry e.
+      en_keep: ``uint32 [128, W*NE]`` the keep word holding entry e's bit (bit e % 32).
+      en_factor: ``float32 [128, W*NE]`` column scale x INT8 tile scale (0 for padding).
+      en_int8: ``int8 [128, W*n_eint8]``, en_fp16: ``float16 [128, W*n_efp16]`` entry values.
+      Slots are window-major; inside a window BIN, then INT8, then FP16 slots.
+      Arrays of a kind with zero slots are 1-wide placeholders and are not read.
+
+    Returns:
+      ``float32 [W*128, F]``: row r of window w at row ``w*128 + r`` (the launcher places rows).
+
+    Limits: F <= 8 * 512 (one window's accumulator in the 8 PSUM banks); group <= 32.
+
+    Pseudocode:
+      load metadata of all slots (one DMA per array)
+      weight[e] = keep_bit(e) * factor[e] * value[e]                       # all entry slots at once
+      for each window w:
+        for each group of bitmap slots:
+          moving[s] = gather X rows bm_cols[:, s]   (hybrid: record -> q * scale, then FP16 rows)
+          shifted = keep_words << (31 - bit)                            # one instruction per group
+          stationary[s] = (shifted < 0) * bm_factor[:, s]  (x values for INT8/FP16 slots)
+          psum[chunk] += stationary[s].T @ moving[s][:, chunk]
+        for each group of entry slots:
+          moving[s] = gather X rows en_cols[:, s]
+          stationary[s] = (iota_r == en_rows[:, s]) * weight[:, s]
+          psum[chunk] += stationary[s].T @ moving[s][:, chunk]
+        y[w] = psum * row_scale[:, w]  ->  HBM
     """
-    from dste.format import HybridRows
-    from dste.nkisim import Profile, profile as run_profiled
-
-    X, F = _validate(A, X)
-    if not 1 <= F <= MAX_FEATURES:
-        raise ValueError(f"feature width F={F} is outside 1..{MAX_FEATURES} supported by one launch")
-    _check_matrix_finite(A)
-    hybrid = isinstance(X, HybridRows)
-    mode = "int8-hybrid" if hybrid else x_mode_of(X)
-    has_hi = bool(hybrid and X.hi.shape[0] > 0)
-    if plan is None:
-        plan = plan_launches(A, F, mode, has_hi=has_hi)
-    elif (plan.features, plan.x_mode, plan.has_hi, plan.shape) != (F, mode, has_hi, tuple(A.shape)):
-        raise ValueError(
-            f"plan was made for F={plan.features}, x_mode={plan.x_mode}, has_hi={plan.has_hi}, shape={plan.shape}; "
-            f"this call needs F={F}, x_mode={mode}, has_hi={has_hi}, shape={tuple(A.shape)}"
+    n_bitmap = n_bin + n_int8 + n_fp16
+    n_entry = n_ebin + n_eint8 + n_efp16
+    assert n_bitmap + n_entry >= 1, "a launch needs at least one tile slot per window"
+    assert 1 <= n_features <= MAX_PSUM_CHUNKS * PSUM_CHUNK, (
+        f"n_features={n_features}: expected 1..{MAX_PSUM_CHUNKS * PSUM_CHUNK} (8 PSUM banks of {PSUM_CHUNK} fp32)"
+    )
+    assert 1 <= group <= MAX_GROUP, f"group={group}: expected 1..{MAX_GROUP}"
+    assert row_scale.shape == (WINDOW_ROWS, n_windows), f"row_scale must be [128, {n_windows}], got {row_scale.shape}"
+    if n_bitmap:
+        assert bm_cols.shape == (TILE_COLS, n_windows * n_bitmap), (
+            f"bm_cols must be [128, {n_windows * n_bitmap}], got {bm_cols.shape}"
         )
-    kernel = _kernel()
-    N = A.shape[0]
+        assert bm_keep.shape == (TILE_COLS, n_windows * n_bitmap, MASK_WORDS), f"bm_keep shape {bm_keep.shape}"
+    if n_entry:
+        assert en_cols.shape == (TILE_COLS, n_windows * n_entry), (
+            f"en_cols must be [128, {n_windows * n_entry}], got {en_cols.shape}"
+        )
     if hybrid:
-        x_rows = hybrid_records(X)
-        x_hi = np.ascontiguousarray(X.hi.astype(np.float16)) if has_hi else np.zeros((1, F), np.float16)
-    else:
-        x_rows = X
-        x_hi = np.zeros((1, 1), np.float16)
-    Y = np.zeros((N, F), dtype=np.float32)
-    profiles = []
-    for launch, arrays in zip(plan.launches, packed_launches(A, plan)):
-        b = launch.bucket
-        args = (
-            x_rows, x_hi, arrays["row_scale"],
-            arrays["bm_cols"], arrays["bm_keep"], arrays["bm_factor"], arrays["bm_int8"], arrays["bm_fp16"],
-            arrays["en_cols"], arrays["en_rows"], arrays["en_keep"], arrays["en_factor"], arrays["en_int8"],
-            arrays["en_fp16"],
-            b.windows, *b.bitmap, *b.entry, F, int(hybrid), int(has_hi), b.group_size(),
+        assert x_rows.dtype == nl.int8, f"hybrid X records must be int8, got {x_rows.dtype}"
+        record = x_rows.shape[1]
+        feat_padded = record - RECORD_TAIL_BYTES
+        assert feat_padded >= n_features and feat_padded % 4 == 0, (
+            f"hybrid record width {record} must be 4-aligned F + {RECORD_TAIL_BYTES} for F={n_features}"
         )
-        out, prof = run_profiled(kernel, *args, target=target)
-        profiles.append(prof)
-        out = np.asarray(out).reshape(b.windows, -1, F)
-        rows = A.window_rows[launch.windows]
-        valid = rows < N
-        Y[rows[valid]] = out[valid]
-    if not profile:
-        return Y
-    merged = Profile.merge_all(profiles) if profiles else Profile(target)
-    if not profiles:
-        merged.launches = 0
-    return Y, merged
+        moving_dtype = nl.float16
+    else:
+        assert x_rows.shape[1] == n_features, f"X must have {n_features} columns, got {x_rows.shape[1]}"
+        moving_dtype = nl.float16 if x_rows.dtype == nl.float16 else nl.bfloat16
+    n_rows_x = x_rows.shape[0]
+    chunks = []
+    for f0 in range(0, n_features, PSUM_CHUNK):
+        chunks.append((f0, min(PSUM_CHUNK, n_features - f0)))
+
+    y = nl.ndarray((n_windows * WINDOW_ROWS, n_features), dtype=nl.float32, buffer=nl.shared_hbm, name="y")
+
+    # ---- constants --------------------------------------------------------------------------
+    # shift amount 31 - (r % 32) for window slot r = 32 * word + bit
+    top_bit_shift = nl.ndarray((TILE_COLS, MASK_WORDS, MASK_WORD_BITS), dtype=nl.int32, buffer=nl.sbuf, name="shift")
+    nisa.iota(dst=top_bit_shift, pattern=[[0, MASK_WORDS], [-1, MASK_WORD_BITS]], offset=MASK_WORD_BITS - 1)
+
+    # ---- per-launch metadata: one DMA per array -----------------------------------------------
+    rscale = nl.ndarray((WINDOW_ROWS, n_windows), dtype=nl.float32, buffer=nl.sbuf, name="row_scale")
+    nisa.dma_copy(dst=rscale, src=row_scale)
+    if n_bitmap:
+        n_bslots = n_windows * n_bitmap
+        bcols = nl.ndarray((TILE_COLS, n_bslots), dtype=nl.int32, buffer=nl.sbuf, name="bm_cols")
+        nisa.dma_copy(dst=bcols, src=bm_cols)
+        bkeep = nl.ndarray((TILE_COLS, n_bslots, MASK_WORDS), dtype=nl.uint32, buffer=nl.sbuf, name="bm_keep")
+        nisa.dma_copy(dst=bkeep, src=bm_keep)
+        bfactor = nl.ndarray((TILE_COLS, n_bslots), dtype=nl.float32, buffer=nl.sbuf, name="bm_factor")
+        nisa.dma_copy(dst=bfactor, src=bm_factor)
+        if n_int8:
+            bvals8 = nl.ndarray((TILE_COLS, n_windows * n_int8, WINDOW_ROWS), dtype=nl.int8, buffer=nl.sbuf, name="bm_int8")
+            nisa.dma_copy(dst=bvals8, src=bm_int8)
+        if n_fp16:
+            bvals16 = nl.ndarray((TILE_COLS, n_windows * n_fp16, WINDOW_ROWS), dtype=nl.float16, buffer=nl.sbuf, name="bm_fp16")
+            nisa.dma_copy(dst=bvals16, src=bm_fp16)
+        shifted = nl.ndarray((TILE_COLS, group, WINDOW_ROWS), dtype=nl.int32, buffer=nl.sbuf, name="shifted")
+    if n_entry:
+        n_eslots = n_windows * n_entry
+        ecols = nl.ndarray((TILE_COLS, n_eslots), dtype=nl.int32, buffer=nl.sbuf, name="en_cols")
+        nisa.dma_copy(dst=ecols, src=en_cols)
+        erows = nl.ndarray((TILE_COLS, n_eslots), dtype=nl.float32, buffer=nl.sbuf, name="en_rows")
+        nisa.dma_copy(dst=erows, src=en_rows)
+        ekeep = nl.ndarray((TILE_COLS, n_eslots), dtype=nl.uint32, buffer=nl.sbuf, name="en_keep")
+        nisa.dma_copy(dst=ekeep, src=en_keep)
+        eweight = nl.ndarray((TILE_COLS, n_eslots), dtype=nl.float32, buffer=nl.sbuf, name="en_weight")
+        nisa.dma_copy(dst=eweight, src=en_factor)
+        # entry e's keep bit is bit e % 32 of its word: shift per partition, then mask
+        entry_bit = nl.ndarray((TILE_COLS, 1), dtype=nl.int32, buffer=nl.sbuf, name="entry_bit")
+        nisa.iota(dst=entry_bit, pattern=[[0, 1]], offset=0, channel_multiplier=1)
+        nisa.tensor_scalar(dst=entry_bit, data=entry_bit, op0=nl.bitwise_and, operand0=MASK_WORD_BITS - 1)
+        ebits = nl.ndarray((TILE_COLS, n_eslots), dtype=nl.int32, buffer=nl.sbuf, name="en_bits")
+        nisa.tensor_scalar(dst=ebits, data=ekeep, op0=nl.right_shift, operand0=entry_bit, op1=nl.bitwise_and, operand1=1)
+        nisa.tensor_tensor(dst=eweight, data1=eweight, data2=ebits, op=nl.multiply, engine=nisa.engine.vector)
+        weight_by_window = eweight.reshape((TILE_COLS, n_windows, n_entry))
+        if n_eint8:
+            evals8 = nl.ndarray((TILE_COLS, n_windows * n_eint8), dtype=nl.int8, buffer=nl.sbuf, name="en_int8")
+            nisa.dma_copy(dst=evals8, src=en_int8)
+            w8 = weight_by_window[:, :, n_ebin:n_ebin + n_eint8]
+            nisa.tensor_tensor(dst=w8, data1=w8, data2=evals8, op=nl.multiply)
+        if n_efp16:
+            evals16 = nl.ndarray((TILE_COLS, n_windows * n_efp16), dtype=nl.float16, buffer=nl.sbuf, name="en_fp16")
+            nisa.dma_copy(dst=evals16, src=en_fp16)
+            w16 = weight_by_window[:, :, n_ebin + n_eint8:n_entry]
+            nisa.tensor_tensor(dst=w16, data1=w16, data2=evals16, op=nl.multiply)
+        row_iota = nl.ndarray((TILE_COLS, WINDOW_ROWS), dtype=nl.bfloat16, buffer=nl.sbuf, name="row_iota")
+        nisa.iota(dst=row_iota, pattern=[[1, WINDOW_ROWS]], offset=0)
+
+    # ---- working buffers, zeroed once so rows skipped by a gather hold finite values ----------
+    moving = nl.ndarray((TILE_COLS, group, n_features), dtype=moving_dtype, buffer=nl.sbuf, name="moving")
+    nisa.memset(dst=moving, value=0.0)
+    if hybrid:
+        records = nl.ndarray((TILE_COLS, group, record), dtype=nl.int8, buffer=nl.sbuf, name="records")
+        nisa.memset(dst=records, value=0, engine=nisa.engine.gpsimd)
+    stationary = nl.ndarray((TILE_COLS, group, WINDOW_ROWS), dtype=nl.bfloat16, buffer=nl.sbuf, name="stationary")
+    if hybrid:
+        act_scale = nl.ndarray((TILE_COLS, group), dtype=nl.float32, buffer=nl.sbuf, name="act_scale")
+    if n_int8 + n_fp16:
+        masked = nl.ndarray((TILE_COLS, group, WINDOW_ROWS), dtype=nl.float32, buffer=nl.sbuf, name="masked")
+    y_tile = nl.ndarray((WINDOW_ROWS, n_features), dtype=nl.float32, buffer=nl.sbuf, name="y_tile")
+    accum = []
+    for c, (f0, width) in enumerate(chunks):
+        accum.append(nl.ndarray((WINDOW_ROWS, width), dtype=nl.float32, buffer=nl.psum, name=f"accum{c}"))
+
+    # Entry-stationary builds alternate between VectorE and GpSimd (VectorE takes more: its
+    # bf16 tensor_scalar is ~1.7x faster in the model); bitmap unpacking uses both already.
+    entry_engines = [nisa.engine.vector, nisa.engine.vector, nisa.engine.gpsimd]
+
+    for w in range(n_windows):
+        first = True
+        # ---- bitmap tiles ----------------------------------------------------------------------
+        for g0 in range(0, n_bitmap, group):
+            g1 = min(n_bitmap, g0 + group)
+            n = g1 - g0
+            s0 = w * n_bitmap + g0
+            fold_factor = hybrid and not has_hi
+            if hybrid and not fold_factor:
+                _gather_records(records, n, x_rows, x_hi, bcols, s0, has_hi)
+                _dequantize(moving, records, n, None, x_hi, n_features, has_hi)
+            elif fold_factor:
+                # the column factor rides on the dequantization: moving = q * (row scale * factor)
+                # (not with FP16 rows, which are gathered over the dequantized values)
+                _gather_records(records, n, x_rows, x_hi, bcols, s0, has_hi)
+                nisa.tensor_tensor(dst=act_scale[:, 0:n], data1=_record_scales(records, n),
+                                   data2=bfactor[:, s0:s0 + n], op=nl.multiply, engine=nisa.engine.vector)
+                _dequantize(moving, records, n, act_scale, x_hi, n_features, has_hi)
+            else:
+                for i in range(n):
+                    _gather_dense(moving, i, x_rows, bcols[:, s0 + i:s0 + i + 1], n_features)
+            words = bkeep[:, s0:s0 + n, :].reshape((TILE_COLS, n, MASK_WORDS, 1))
+            nisa.tensor_tensor(
+                dst=shifted[:, 0:n, :].reshape((TILE_COLS, n, MASK_WORDS, MASK_WORD_BITS)),
+                data1=words.broadcast_to((TILE_COLS, n, MASK_WORDS, MASK_WORD_BITS)),
+                data2=top_bit_shift.reshape((TILE_COLS, 1, MASK_WORDS, MASK_WORD_BITS)).broadcast_to(
+                    (TILE_COLS, n, MASK_WORDS, MASK_WORD_BITS)),
+                op=nl.left_shift,
+                engine=nisa.engine.gpsimd,
+            )
+            if fold_factor:
+                # keep bit -> 1.0 / 0.0 for the whole group in one instruction (exact in bf16)
+                nisa.tensor_scalar(dst=stationary[:, 0:n, :], data=shifted[:, 0:n, :], op0=nl.less, operand0=0.0,
+                                   engine=nisa.engine.vector)
+            else:
+                # the column factor goes into the stationary; valued slots stay fp32 until
+                # their values are applied, so each stationary element is rounded to bf16 once
+                for i in range(n):
+                    valued = g0 + i >= n_bin
+                    nisa.tensor_scalar(dst=masked[:, i, :] if valued else stationary[:, i, :], data=shifted[:, i, :],
+                                       op0=nl.less, operand0=0.0, op1=nl.multiply,
+                                       operand1=bfactor[:, s0 + i:s0 + i + 1], engine=nisa.engine.vector)
+            # INT8 / FP16 slots of this group: multiply by their values (one instruction per kind)
+            for kind_lo, kind_hi, values, kind_count in ((n_bin, n_bin + n_int8, "int8", n_int8),
+                                                         (n_bin + n_int8, n_bitmap, "fp16", n_fp16)):
+                lo, hi = max(kind_lo, g0), min(kind_hi, g1)
+                if lo < hi:
+                    table = bvals8 if values == "int8" else bvals16
+                    v0 = w * kind_count + (lo - kind_lo)
+                    source = stationary if fold_factor else masked
+                    nisa.tensor_tensor(dst=stationary[:, lo - g0:hi - g0, :], data1=source[:, lo - g0:hi - g0, :],
+                                       data2=table[:, v0:v0 + (hi - lo), :], op=nl.multiply,
+                                       engine=nisa.engine.gpsimd)
+            for i in range(n):
+                for c, (f0, width) in enumerate(chunks):
+                    nisa.nc_matmul(dst=accum[c], stationary=stationary[:, i, :], moving=moving[:, i, f0:f0 + width],
+                                   accumulate=not first)
+                first = False
+        # ---- entry tiles -----------------------------------------------------------------------
+        for g0 in range(0, n_entry, group):
+            g1 = min(n_entry, g0 + group)
+            n = g1 - g0
+            s0 = w * n_entry + g0
+            if hybrid:
+                _gather_records(records, n, x_rows, x_hi, ecols, s0, has_hi)
+                _dequantize(moving, records, n, None, x_hi, n_features, has_hi)
+            else:
+                for i in range(n):
+                    _gather_dense(moving, i, x_rows, ecols[:, s0 + i:s0 + i + 1], n_features)
+            for i in range(n):
+                nisa.tensor_scalar(dst=stationary[:, i, :], data=row_iota, op0=nl.equal,
+                                   operand0=erows[:, s0 + i:s0 + i + 1], op1=nl.multiply,
+                                   operand1=eweight[:, s0 + i:s0 + i + 1],
+                                   engine=entry_engines[(s0 + i) % len(entry_engines)])
+            for i in range(n):
+                for c, (f0, width) in enumerate(chunks):
+                    nisa.nc_matmul(dst=accum[c], stationary=stationary[:, i, :], moving=moving[:, i, f0:f0 + width],
+                                   accumulate=not first)
+                first = False
+        # ---- evacuate with the row scale, store ------------------------------------------------
+        for c, (f0, width) in enumerate(chunks):
+            nisa.activation(dst=y_tile[:, f0:f0 + width], op=nl.copy, data=accum[c], scale=rscale[:, w:w + 1])
+        nisa.dma_copy(dst=y[w * WINDOW_ROWS:(w + 1) * WINDOW_ROWS, :], src=y_tile)
+    return y
 
 
-del feature_chunks
+def _gather_dense(moving, slot, x_rows, cols, n_features):
+    """moving[:, slot, :] = X rows ``cols``, converted by the DMA to the moving dtype (padding ids skipped)."""
+    nisa.dma_copy(dst=moving[:, slot, :], src=x_rows.ap(pattern=[[n_features, TILE_COLS], [1, n_features]], offset=0,
+                                                        vector_offset=cols, indirect_dim=0),
+                  oob_mode=nisa.oob_mode.skip)
+
+
+def _gather_records(records, n, x_rows, x_hi, cols, s0, has_hi):
+    """records[:, i, :] = hybrid records of the rows ``cols[:, s0 + i]`` for i < n (one DMA each)."""
+    record = x_rows.shape[1]
+    if has_hi:
+        # a padding column's gather is skipped and would keep a stale FP16 position: point all
+        # positions out of range first so no FP16 row is gathered for it
+        feat_padded = record - RECORD_TAIL_BYTES
+        positions = records[:, 0:n, feat_padded + 4:feat_padded + 8].view(nl.int32)
+        nisa.memset(dst=positions, value=x_hi.shape[0], engine=nisa.engine.gpsimd)
+    for i in range(n):
+        nisa.dma_copy(dst=records[:, i, :], src=x_rows.ap(pattern=[[record, TILE_COLS], [1, record]], offset=0,
+                                                          vector_offset=cols[:, s0 + i:s0 + i + 1], indirect_dim=0),
+                      oob_mode=nisa.oob_mode.skip)
+
+
+def _record_scales(records, n):
+    """The fp32 row scales of the first n records, as a [128, n] strided view."""
+    feat_padded = records.shape[2] - RECORD_TAIL_BYTES
+    return records[:, 0:n, feat_padded:feat_padded + 4].view(nl.float32)
+
+
+def _dequantize(moving, records, n, act_scale, x_hi, n_features, has_hi):
+    """moving[:, i, :] = q * scale (ScalarE, into fp16), then the FP16 rows over it (skipped for INT8 rows)."""
+    feat_padded = records.shape[2] - RECORD_TAIL_BYTES
+    for i in range(n):
+        if act_scale is None:
+            scale = records[:, i, feat_padded:feat_padded + 4].view(nl.float32)
+        else:
+            scale = act_scale[:, i:i + 1]
+        nisa.activation(dst=moving[:, i, :], op=nl.copy, data=records[:, i, 0:n_features], scale=scale)
+        if has_hi:
+            hi_pos = records[:, i, feat_padded + 4:feat_padded + 8].view(nl.int32)
+            nisa.dma_copy(dst=moving[:, i, :], src=x_hi.ap(pattern=[[n_features, TILE_COLS], [1, n_features]], offset=0,
+                                                           vector_offset=hi_pos, indirect_dim=0),
+                          oob_mode=nisa.oob_mode.skip)

@@ -15,7 +15,7 @@ reference_spmm = pytest.importorskip("dste.reference.spmm").spmm_reference
 
 def _kernels_available() -> bool:
     try:
-        from dste.kernels.spmm_hybrid import spmm_hybrid  # noqa: F401
+        from dste.kernels.launch_spmm import spmm_hybrid  # noqa: F401
     except ImportError:
         return False
     return True
@@ -65,7 +65,7 @@ def test_cpu_backend_hybrid_rows_matches_reference():
 def test_nkisim_backend_returns_the_kernel_result(name):
     """The op adds nothing to the simulated kernel: bit-identical to calling the launcher directly."""
     from dste import nkisim
-    from dste.kernels.spmm_hybrid import spmm_hybrid
+    from dste.kernels.launch_spmm import spmm_hybrid
 
     nkisim.install()
     matrix = _matrices()[name]

@@ -6,7 +6,7 @@ import scipy.sparse as sp
 
 from dste.format import encode, gcn_normalized, quantize_rows
 from dste.kernels.cost import estimate_block_layout, estimate_edge_gather, estimate_spmm, roofline_us
-from dste.kernels.spmm_hybrid import spmm_hybrid
+from dste.kernels import spmm_hybrid
 
 
 def graph(n, density, seed):

@@ -20,7 +20,7 @@ import pytest
 import scipy.sparse as sp
 
 from dste.format import EncodePolicy, HybridRows, encode, quantize_rows
-from dste.kernels.spmm_hybrid import spmm_hybrid
+from dste.kernels import spmm_hybrid
 from dste.reference.spmm import spmm_reference
 
 BOUND_FP32_X = 2.0**-7 + 2.0**-16

@@ -1,0 +1,130 @@
+"""Host launchers of the device-side encoder kernels (``masked_quant.py``).
+
+- ``masked_quant(values, keep, sensitivity, threshold)`` -> ``(keep_bits, kind, int8_values,
+  int8_scale, fp16_values)`` in the DSTEMatrix layout (one entry per input tile; ``tile_slot``
+  compaction is the caller's), equal to ``dste.reference.masked_quant.masked_quant_reference``.
+  ``keep`` may be a bool mask or ``None`` with ``magnitude_threshold`` (keep |v| >= threshold).
+- ``quantize_rows(X, sensitivity, threshold)`` -> ``HybridRows``, equal to
+  ``quantize_rows_reference``.
+
+Tiles are processed in launches of at most ``TILES_PER_LAUNCH`` (padded to a multiple of 16 with
+empty tiles, whose outputs are dropped), so one compiled kernel serves every call of that size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dste.format.constants import TILE_COLS, WINDOW_ROWS
+
+TILES_PER_LAUNCH = 128
+TILE_GROUP = 16
+ROWS_PER_LAUNCH = 4096
+
+__all__ = ["masked_quant", "quantize_rows"]
+
+
+def _kernels():
+    from dste.nkisim import install
+
+    install()
+    import importlib
+
+    return importlib.import_module("dste.kernels.masked_quant")
+
+
+def _run(kernel, args, target, profiles):
+    from dste.nkisim import profile as run_profiled
+
+    out, prof = run_profiled(kernel, *args, target=target)
+    profiles.append(prof)
+    return out
+
+
+def _merged(profiles, target):
+    from dste.nkisim import Profile
+
+    return Profile.merge_all(profiles) if profiles else Profile(target)
+
+
+def masked_quant(values, keep=None, sensitivity=None, threshold=0.02, *, magnitude_threshold=None,
+                 target="trn2", profile=False):
+    """Quantize T dense tiles ``[T, 128, 128]`` (layout [t, k, r]) under a keep mask (see module doc)."""
+    values = np.asarray(values)
+    if values.dtype != np.float32 or values.ndim != 3 or values.shape[1:] != (TILE_COLS, WINDOW_ROWS):
+        raise ValueError(f"values must be float32 [T, {TILE_COLS}, {WINDOW_ROWS}], got {values.dtype} {values.shape}")
+    if not np.isfinite(values).all():
+        raise ValueError("values contain NaN or Inf; masked_quant needs finite values")
+    T = values.shape[0]
+    if keep is None:
+        if magnitude_threshold is None:
+            raise ValueError("give a keep mask or a magnitude_threshold")
+        keep = np.abs(values) >= np.float32(magnitude_threshold)
+    keep = np.asarray(keep)
+    if keep.dtype != np.bool_ or keep.shape != values.shape:
+        raise ValueError(f"keep must be bool with shape {values.shape}, got {keep.dtype} {keep.shape}")
+    if sensitivity is None:
+        raise ValueError("sensitivity (float [T]) is required")
+    sensitivity = np.asarray(sensitivity)
+    if sensitivity.shape != (T,) or sensitivity.dtype.kind != "f" or not np.isfinite(sensitivity).all():
+        raise ValueError(f"sensitivity must be finite float [{T}], got {sensitivity.dtype} {sensitivity.shape}")
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold must be finite, got {threshold!r}")
+    kernel = _kernels().masked_quant_kernel
+    outs = [np.zeros((T, TILE_COLS, 4), np.uint32), np.zeros(T, np.uint8), np.zeros(values.shape, np.int8),
+            np.zeros(T, np.float32), np.zeros(values.shape, np.float16)]
+    thr = np.array([threshold], dtype=np.float32)
+    profiles = []
+    for t0 in range(0, T, TILES_PER_LAUNCH):
+        t1 = min(T, t0 + TILES_PER_LAUNCH)
+        n = t1 - t0
+        padded = -(-n // TILE_GROUP) * TILE_GROUP
+        v = np.zeros((padded, TILE_COLS, WINDOW_ROWS), np.float32)
+        k = np.zeros((padded, TILE_COLS, WINDOW_ROWS), np.uint8)
+        s = np.zeros(padded, np.float32)
+        v[:n], k[:n], s[:n] = values[t0:t1], keep[t0:t1], sensitivity[t0:t1]
+        res = _run(kernel, (v, k, s, thr), target, profiles)
+        for dst, src in zip(outs, res):
+            dst[t0:t1] = np.asarray(src).reshape((padded,) + dst.shape[1:])[:n]
+    result = tuple(outs)
+    return (result, _merged(profiles, target)) if profile else result
+
+
+def quantize_rows(X, sensitivity, threshold=0.02, *, target="trn2", profile=False):
+    """Hybrid-row quantization of X ``[M, F]`` on the device (see module doc) -> ``HybridRows``."""
+    from dste.format import HybridRows
+
+    X = np.asarray(X)
+    if X.ndim != 2 or X.dtype.kind != "f":
+        raise ValueError(f"X must be a 2-D float array, got {X.dtype} {X.shape}")
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if not np.isfinite(X).all():
+        raise ValueError("X contains NaN or Inf; quantize_rows needs finite values")
+    M, F = X.shape
+    sensitivity = np.asarray(sensitivity)
+    if sensitivity.shape != (M,) or not np.isfinite(sensitivity.astype(np.float64)).all():
+        raise ValueError(f"sensitivity must be finite with shape ({M},), got {sensitivity.shape}")
+    sens32 = sensitivity.astype(np.float32)
+    is_hi = sens32 >= np.float32(threshold)
+    hi_rows = np.flatnonzero(is_hi).astype(np.int32)
+    kernel = _kernels().quantize_rows_kernel
+    q = np.zeros((M, F), np.int8)
+    scale = np.zeros(M, np.float32)
+    hi = np.zeros((hi_rows.size, F), np.float16)
+    thr = np.array([threshold], dtype=np.float32)
+    profiles = []
+    for r0 in range(0, M, ROWS_PER_LAUNCH):
+        r1 = min(M, r0 + ROWS_PER_LAUNCH)
+        local_hi = is_hi[r0:r1]
+        n_hi = int(local_hi.sum())
+        position = np.full(r1 - r0, max(n_hi, 1) if n_hi else 1, dtype=np.int32)
+        position[local_hi] = np.arange(n_hi, dtype=np.int32)
+        out_q, out_scale, out_hi = _run(kernel, (X[r0:r1], sens32[r0:r1], thr, position, n_hi), target, profiles)
+        q[r0:r1] = np.asarray(out_q)
+        scale[r0:r1] = np.asarray(out_scale).reshape(-1)
+        first = int(is_hi[:r0].sum())
+        hi[first:first + n_hi] = np.asarray(out_hi)[:n_hi]
+    hi_index = np.full(M, hi_rows.size, dtype=np.int32)
+    hi_index[hi_rows] = np.arange(hi_rows.size, dtype=np.int32)
+    result = HybridRows(q=q, scale=scale, hi_rows=hi_rows, hi=hi, hi_index=hi_index)
+    return (result, _merged(profiles, target)) if profile else result

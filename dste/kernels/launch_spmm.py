@@ -1,0 +1,199 @@
+"""Host launcher of the ``spmm_hybrid`` NKI kernel (``spmm_hybrid.py``): Y = A @ X for a DSTE matrix A.
+
+``spmm_hybrid(A, X)`` validates the inputs, plans fixed-shape launches (``plan_launches``),
+packs each launch's arrays once per matrix (cached on the plan), runs the kernel once per
+launch (on the real device when ``nki`` is importable, else in ``dste.nkisim``), and places each
+window's output rows at their original row ids.
+
+X is a dense ``[M, F]`` array (float32, bfloat16 or float16; float64 is taken as float32) or a
+:class:`dste.format.HybridRows`. A hybrid X is gathered as one record per row
+(``int8 values | fp32 scale | int32 FP16-row position``, built here from the HybridRows arrays)
+so that one indirect DMA per tile brings both the values and their scale.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dste.kernels.plan import (
+    MAX_FEATURES,
+    LaunchPlan,
+    feature_chunks,
+    pack_launch,
+    plan_launches,
+    record_width,
+)
+
+__all__ = ["spmm_hybrid", "plan_launches", "x_mode_of", "hybrid_records", "LaunchPlan"]
+
+_PACK_CACHE_ATTR = "_packed_launch_arrays"
+
+
+def _kernel():
+    from dste.nkisim import install
+
+    install()
+    import importlib
+
+    return importlib.import_module("dste.kernels.spmm_hybrid").spmm_hybrid_kernel
+
+
+def x_mode_of(X) -> str:
+    """``"int8-hybrid"`` for HybridRows, else the dense dtype name (fp32 / bf16 / fp16)."""
+    import ml_dtypes
+
+    from dste.format import HybridRows
+
+    if isinstance(X, HybridRows):
+        return "int8-hybrid"
+    dtype = np.dtype(str(X.dtype).replace("torch.", "")) if _is_torch(X) and "bfloat16" not in str(X.dtype) else (
+        np.dtype(ml_dtypes.bfloat16) if _is_torch(X) else np.asarray(X).dtype
+    )
+    if dtype in (np.float32, np.float64):
+        return "fp32"
+    if dtype == np.dtype(ml_dtypes.bfloat16):
+        return "bf16"
+    if dtype == np.float16:
+        return "fp16"
+    raise TypeError(f"X dtype {dtype} is not supported; allowed: float32 (float64 is cast), bfloat16, float16, or HybridRows")
+
+
+def _is_torch(value):
+    return type(value).__module__.startswith("torch") and hasattr(value, "detach")
+
+
+def hybrid_records(X) -> np.ndarray:
+    """``int8 [M, Fq + 8]``: each row's int8 values (padded to 4 B), fp32 scale and int32 FP16 position."""
+    M, F = X.q.shape
+    width = record_width(F)
+    fq = width - 8
+    rec = np.zeros((M, width), dtype=np.int8)
+    rec[:, :F] = X.q
+    rec[:, fq:fq + 4] = np.ascontiguousarray(X.scale.astype(np.float32)).view(np.int8).reshape(M, 4)
+    rec[:, fq + 4:] = np.ascontiguousarray(X.hi_index.astype(np.int32)).view(np.int8).reshape(M, 4)
+    return rec
+
+
+def _torch_to_numpy(t):
+    import ml_dtypes
+
+    t = t.detach().cpu()
+    if "bfloat16" in str(t.dtype):
+        return t.float().numpy().astype(ml_dtypes.bfloat16)
+    return t.numpy()
+
+
+def _validate(A, X):
+    from dste.format import DSTEMatrix, HybridRows
+
+    if not isinstance(A, DSTEMatrix):
+        raise TypeError(f"A must be a DSTEMatrix, got {type(A).__name__}")
+    N, M = A.shape
+    if isinstance(X, HybridRows):
+        X.validate()
+        if X.q.shape[0] != M:
+            raise ValueError(f"X has {X.q.shape[0]} rows; A of shape {A.shape} needs M = {M}")
+        return X, X.q.shape[1]
+    if _is_torch(X):
+        X = _torch_to_numpy(X)
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D [M, F], got shape {X.shape}")
+    if X.shape[0] != M:
+        raise ValueError(f"X has {X.shape[0]} rows; A of shape {A.shape} needs M = {M}")
+    x_mode_of(X)
+    if X.dtype == np.float64:
+        X = X.astype(np.float32)
+    if not np.isfinite(X.astype(np.float32)).all():
+        raise ValueError("X contains NaN or Inf; spmm_hybrid needs finite inputs")
+    return np.ascontiguousarray(X), X.shape[1]
+
+
+def _check_matrix_finite(A):
+    for name in ("int8_scale", "etile_int8_scale", "row_scale", "col_scale"):
+        value = getattr(A, name)
+        if value is not None and value.size and not np.isfinite(value).all():
+            raise ValueError(f"A.{name} contains NaN or Inf")
+    for name in ("fp16_values", "etile_fp16_values"):
+        value = getattr(A, name)
+        if value.size and not np.isfinite(value).all():
+            raise ValueError(f"A.{name} contains NaN or Inf")
+    M = A.shape[1]
+    for name, ncount in (("tile_cols", A.tile_ncols), ("etile_cols", A.etile_nentries)):
+        cols = getattr(A, name)
+        if cols.size:
+            used = np.arange(cols.shape[1])[None, :] < ncount[:, None]
+            if (cols[used] < 0).any() or (cols[used] >= M).any():
+                raise ValueError(f"A.{name} holds column ids outside [0, {M})")
+
+
+def packed_launches(A, plan: LaunchPlan) -> list[dict]:
+    """Per-launch kernel arrays, cached on the plan (they depend on A and the plan only)."""
+    cached = getattr(plan, _PACK_CACHE_ATTR, None)
+    if cached is None:
+        cached = [pack_launch(A, launch) for launch in plan.launches]
+        setattr(plan, _PACK_CACHE_ATTR, cached)
+    return cached
+
+
+def spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, plan: LaunchPlan | None = None):
+    """Y = A @ X (float32 [N, F], original row order) computed by the NKI kernel, one launch per chunk.
+
+    Args:
+      A: a :class:`dste.format.DSTEMatrix` of shape [N, M].
+      X: dense [M, F] float32/bfloat16/float16 (NumPy or CPU torch) or a ``HybridRows``.
+      target: ``"trn2"`` (default) or ``"trn1"``/``"inf2"`` for the simulator's checks and cost model.
+      profile: also return the merged ``dste.nkisim`` profile (modelled figures).
+      plan: a plan from :func:`plan_launches` to reuse (its packed arrays are cached on it).
+    """
+    from dste.format import HybridRows
+    from dste.nkisim import Profile, profile as run_profiled
+
+    X, F = _validate(A, X)
+    if not 1 <= F <= MAX_FEATURES:
+        raise ValueError(f"feature width F={F} is outside 1..{MAX_FEATURES} supported by one launch")
+    _check_matrix_finite(A)
+    hybrid = isinstance(X, HybridRows)
+    mode = "int8-hybrid" if hybrid else x_mode_of(X)
+    has_hi = bool(hybrid and X.hi.shape[0] > 0)
+    if plan is None:
+        plan = plan_launches(A, F, mode, has_hi=has_hi)
+    elif (plan.features, plan.x_mode, plan.has_hi, plan.shape) != (F, mode, has_hi, tuple(A.shape)):
+        raise ValueError(
+            f"plan was made for F={plan.features}, x_mode={plan.x_mode}, has_hi={plan.has_hi}, shape={plan.shape}; "
+            f"this call needs F={F}, x_mode={mode}, has_hi={has_hi}, shape={tuple(A.shape)}"
+        )
+    kernel = _kernel()
+    N = A.shape[0]
+    if hybrid:
+        x_rows = hybrid_records(X)
+        x_hi = np.ascontiguousarray(X.hi.astype(np.float16)) if has_hi else np.zeros((1, F), np.float16)
+    else:
+        x_rows = X
+        x_hi = np.zeros((1, 1), np.float16)
+    Y = np.zeros((N, F), dtype=np.float32)
+    profiles = []
+    for launch, arrays in zip(plan.launches, packed_launches(A, plan)):
+        b = launch.bucket
+        args = (
+            x_rows, x_hi, arrays["row_scale"],
+            arrays["bm_cols"], arrays["bm_keep"], arrays["bm_factor"], arrays["bm_int8"], arrays["bm_fp16"],
+            arrays["en_cols"], arrays["en_rows"], arrays["en_keep"], arrays["en_factor"], arrays["en_int8"],
+            arrays["en_fp16"],
+            b.windows, *b.bitmap, *b.entry, F, int(hybrid), int(has_hi), b.group_size(),
+        )
+        out, prof = run_profiled(kernel, *args, target=target)
+        profiles.append(prof)
+        out = np.asarray(out).reshape(b.windows, -1, F)
+        rows = A.window_rows[launch.windows]
+        valid = rows < N
+        Y[rows[valid]] = out[valid]
+    if not profile:
+        return Y
+    merged = Profile.merge_all(profiles) if profiles else Profile(target)
+    if not profiles:
+        merged.launches = 0
+    return Y, merged
+
+
+del feature_chunks
