@@ -3,7 +3,7 @@
 ``estimate_spmm`` walks the launch plan and charges every instruction the kernel issues with the
 same cost functions the simulator's profile uses (``dste.nkisim.cost``): TensorE, VectorE,
 ScalarE and GpSimd cycles per instruction, and every DMA transfer (fixed cost + bytes / queue
-bandwidth) on the 16 queues in the kernel's round-robin order. Gathers move bytes only for
+bandwidth) on the least busy of the 16 queues, as the profile does. Gathers move bytes only for
 in-range ids, as in the simulator. A launch takes as long as its busiest engine or queue (the
 profile's "overlapped" bound); launches run one after another. So on any graph small enough to
 simulate, the estimate equals the simulator's profile up to the bytes of FP16 rows, which the
@@ -77,7 +77,6 @@ class _LaunchCost:
         self.target = target
         self.cycles = {e: 0.0 for e in nc.ENGINES}
         self.queues = [0.0] * int(nc.constant("dma_queues", target))
-        self.next_queue = 0
         self.transfers = 0
         self.bytes = 0
         self.instructions = 0
@@ -99,8 +98,7 @@ class _LaunchCost:
         self.engine("tensor", nc.matmul_cycles(n, dtype, self.target))
 
     def dma(self, nbytes):
-        self.queues[self.next_queue] += nc.dma_cost_ns(nbytes, self.target)
-        self.next_queue = (self.next_queue + 1) % len(self.queues)
+        self.queues[nc.dma_pick_queue(self.queues)] += nc.dma_cost_ns(nbytes, self.target)
         self.transfers += 1
         self.bytes += int(nbytes)
         self.instructions += 1

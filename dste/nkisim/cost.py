@@ -16,6 +16,7 @@ Public functions (``target`` is ``"trn1"``, ``"inf2"`` or ``"trn2"``):
 - ``scalar_cycles(elems_per_partition, target, n_inputs=1)``: ScalarE cycles.
 - ``gpsimd_cycles(elems_per_partition, n_inputs, target)``: GpSimd cycles.
 - ``dma_cost_ns(nbytes, target)``: one DMA transfer on one queue (fixed cost + bytes / queue bandwidth).
+- ``dma_pick_queue(queue_busy_ns)``: the queue a new transfer is charged to (the least busy one).
 - ``cycles_to_ns(cycles, engine, target)``.
 """
 
@@ -63,7 +64,8 @@ CONSTANTS = {
     # GpSimd: no documented rule of thumb; modelled like v2 VectorE (N per input + fixed)
     "gpsimd_fixed_cycles": Constant(100, 100, "cycles", "assumption (no GpSimd rule in A2/A3)"),
     # DMA (NKI_NOTES §5): 16 queues per NC, ~1.3 us fixed cost per transfer, peak bandwidth per NC
-    "dma_queues": Constant(16, 16, "queues", "DMA, DMABW (16 DMA engines per NC)"),
+    "dma_queues": Constant(16, 16, "queues", "DMA, DMABW (16 DMA engines per NC; a transfer goes to the "
+                                               "least busy, see dma_pick_queue: DMA 'DMA Queues')"),
     "dma_fixed_ns": Constant(1300, 1300, "ns", "DMA (fixed cost per transfer)"),
     "dma_peak_gbps_per_nc": Constant(272, 368, "GB/s", "DMABW"),
 }
@@ -139,6 +141,24 @@ def gpsimd_cycles(elems_per_partition, n_inputs, target):
 def dma_queue_bytes_per_ns(target):
     """Bandwidth of one DMA queue: the NC's peak spread over its 16 queues (GB/s = B/ns)."""
     return constant("dma_peak_gbps_per_nc", target) / constant("dma_queues", target)
+
+
+def dma_pick_queue(queue_busy_ns):
+    """Index of the queue that pays for the next transfer: the least busy one (lowest index on ties).
+
+    The model keeps 16 serial lanes, each charging ``dma_cost_ns`` per transfer, so that the
+    aggregate rate is the NC's peak bandwidth. The documentation (DMA, "Basic DMA Capabilities" and
+    "DMA Queues") says a transfer is spread over up to 16 DMA engines (8 partitions each) and that
+    transfers waiting on different queues are served round-robin by every engine, so an engine never
+    idles while any transfer is pending. Charging each transfer to the lane that frees first is that
+    work-conserving schedule; a fixed cyclic assignment (transfer i on lane i % 16) would let one lane
+    queue work while others idle, which the hardware does not do.
+    """
+    best = 0
+    for i, busy in enumerate(queue_busy_ns):
+        if busy < queue_busy_ns[best]:
+            best = i
+    return best
 
 
 def dma_cost_ns(nbytes, target):

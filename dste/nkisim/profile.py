@@ -34,7 +34,6 @@ class Profile:
         self.launches = 1
         self.peak_sbuf_bytes_per_partition = 0
         self.peak_psum_bytes_per_partition = 0
-        self._next_queue = 0
         self._overlapped_ns = None  # set for merged profiles
 
     # -- recording -------------------------------------------------------------------------
@@ -44,10 +43,9 @@ class Profile:
         self.engine_cycles[engine] += float(cycles)
 
     def record_dma(self, op, nbytes):
-        """One transfer: the next queue in round-robin order pays the fixed cost plus bytes / queue bandwidth."""
+        """One transfer: the least busy queue (``cost.dma_pick_queue``) pays the fixed cost plus bytes / queue bandwidth."""
         ns = cost.dma_cost_ns(nbytes, self.target)
-        self.dma_queue_ns[self._next_queue] += ns
-        self._next_queue = (self._next_queue + 1) % len(self.dma_queue_ns)
+        self.dma_queue_ns[cost.dma_pick_queue(self.dma_queue_ns)] += ns
         self.instructions["dma"] += 1
         self.ops[op] = self.ops.get(op, 0) + 1
         self.dma_transfers += 1

@@ -28,9 +28,16 @@ def hand_profile_512_matmul(target):
     transfers = ([lhs_bytes, rhs_bytes] * 4 + [store_bytes]) * 4
     queue_bw = doc["dma_peak"] / 16  # bytes per ns per queue
     transfer_ns = [1300 + b / queue_bw for b in transfers]
+    # each transfer goes to the queue with the least work so far (lowest index on ties). Issue order
+    # per m-tile: 4 x (lhs, rhs) then the store; the first 16 transfers fill the 16 empty queues, so
+    # queue i holds transfer i; transfers 16..35 then follow the least-loaded rule:
     queues = [0.0] * 16
-    for i, ns in enumerate(transfer_ns):
-        queues[i % 16] += ns  # round-robin
+    for ns in transfer_ns:
+        queues[queues.index(min(queues))] += ns
+    # Worked by hand: 16 small (lhs, L ns) and 20 large (rhs and store, R ns) transfers; after the
+    # first 16 the queues holding an L are refilled first, and one queue ends with L, L, L, R:
+    lhs_ns, big_ns = 1300 + lhs_bytes / queue_bw, 1300 + rhs_bytes / queue_bw
+    assert max(queues) == pytest.approx(3 * lhs_ns + big_ns)
     tensor_ns = tensor_cycles / doc["tensor_ghz"]
     vector_ns = vector_cycles / doc["vector_ghz"]
     return {
