@@ -36,8 +36,9 @@ def test_encode_within_ten_seconds(arxiv):
     assert encode["encode_min_s"] <= ENCODE_SECONDS_GOAL
 
 
-def test_modelled_trn2_latency_and_block_ratio(arxiv):
-    (row,) = bench.modelled_latencies(arxiv, [GOAL_FEATURES], ["trn2"], ["int8-hybrid"])
+@pytest.mark.parametrize("hi_fraction", bench.DEFAULT_HI_FRACTIONS)
+def test_modelled_trn2_latency_and_block_ratio(arxiv, hi_fraction):
+    (row,) = bench.modelled_latencies(arxiv, [GOAL_FEATURES], ["trn2"], ["int8-hybrid"], [hi_fraction])
     latency = row["dste"]["latency_us"]
     assert latency <= MODELLED_TRN2_US_GOAL, f"modelled trn2 latency {latency:.0f} us > {MODELLED_TRN2_US_GOAL} us"
     assert row["block_over_dste"] >= BLOCK_RATIO_GOAL

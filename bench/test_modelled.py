@@ -11,10 +11,10 @@ from dste.experiments import bench
 
 
 @pytest.mark.parametrize("target", bench.TARGETS)
-@pytest.mark.parametrize("x_mode", bench.X_MODES)
-def test_modelled_latency(benchmark, workload, features, target, x_mode):
-    benchmark.group = f"modelled {target} {x_mode}"
-    rows = benchmark.pedantic(bench.modelled_latencies, args=(workload, [features], [target], [x_mode]),
+@pytest.mark.parametrize("x_mode, hi_fraction", bench.x_configurations())
+def test_modelled_latency(benchmark, workload, features, target, x_mode, hi_fraction):
+    benchmark.group = f"modelled {target} {x_mode} fp16-rows {hi_fraction:g}"
+    rows = benchmark.pedantic(bench.modelled_latencies, args=(workload, [features], [target], [x_mode], [hi_fraction]),
                               rounds=1, iterations=1)
     (row,) = rows
     benchmark.extra_info.update(row)

@@ -67,10 +67,14 @@ PARITY_RTOL = 1e-4
 products in different orders, which moves a result by a few ulps per row (rows have < 1e4 entries)."""
 SIMULATOR_GRAPH = "cora-like"
 SIMULATOR_FEATURES = 64
+DEFAULT_HI_FRACTIONS = (0.0, 0.01)
+"""Shares of FP16 rows in the hybrid-row X of the modelled runs: all INT8, and the most sensitive 1 % in FP16."""
 DEFAULT_HI_FRACTION = 0.01
-"""Share of FP16 rows in the hybrid-row X of the modelled runs (the most sensitive 1 %)."""
-STREAM_KNOBS = {"edge_churn": 0.01, "active_fraction": 0.05}
-"""One snapshot step: 1 % of the edges replaced inside 5 % of the communities (a local burst)."""
+STREAM_SCENARIOS = {
+    "burst": {"edge_churn": 0.01, "active_fraction": 0.05},
+    "trickle": {"edge_churn": 0.0002, "active_fraction": 0.01},
+}
+"""One snapshot step each: 1 % of the edges replaced around 5 % of the communities, or 0.02 % around 1 %."""
 DSTE_NAME = "dste.spmm"
 PEERS = ("scipy-csr", "torch-sparse-csr", "torch-dense")
 PROPOSED = ("proposed:encoded-order", "proposed:torch-csr-int32")
@@ -328,8 +332,7 @@ def format_bytes_per_edge(workload: Workload) -> dict:
 # ------------------------------------------------------------------------------------------------ encode
 def encode_throughput(workload: Workload, repeats: int, seed: int = 0) -> dict:
     """Full encode (min of ``repeats``; the workload's own encode counts as one) and one incremental update."""
-    from dste.data import make_stream
-    from dste.format import gcn_normalized, gcn_update
+    from dste.format import gcn_normalized
 
     if workload.order != "random" or "graph" not in workload.extra:
         raise ValueError("encode throughput is measured on the generated (random-order) workload")
@@ -339,8 +342,25 @@ def encode_throughput(workload: Workload, repeats: int, seed: int = 0) -> dict:
         gcn_normalized(workload.adjacency)
         times.append(time.perf_counter() - start)
     nnz = workload.nnz
-    stream = make_stream(workload.extra["graph"], num_snapshots=2, seed=seed, **STREAM_KNOBS)
-    snapshot = stream[1]
+    snapshots = []
+    for scenario, knobs in STREAM_SCENARIOS.items():
+        snapshots.append({"scenario": scenario, **knobs, **_reencode_after_snapshot(workload, knobs, seed)})
+    return {
+        "graph": workload.graph,
+        "nnz": nnz,
+        "encode_min_s": float(min(times)),
+        "encode_samples_s": [float(t) for t in times],
+        "edges_per_s": nnz / min(times),
+        "snapshots": snapshots,
+    }
+
+
+def _reencode_after_snapshot(workload: Workload, knobs: dict, seed: int) -> dict:
+    """``gcn_update`` on the changed rows of snapshot 1 against a full encode in the same order (checked equal)."""
+    from dste.data import make_stream
+    from dste.format import gcn_normalized, gcn_update
+
+    snapshot = make_stream(workload.extra["graph"], num_snapshots=2, seed=seed, **knobs)[1]
     new_adjacency = sp.csr_matrix(snapshot.graph.adj)
     start = time.perf_counter()
     updated = gcn_update(workload.matrix, new_adjacency, changed_rows=snapshot.changed_rows)
@@ -353,20 +373,12 @@ def encode_throughput(workload: Workload, repeats: int, seed: int = 0) -> dict:
         raise AssertionError(f"incremental re-encode differs from a full encode by {diff.max():.2e}")
     windows = snapshot.changed_windows(workload.matrix.row_perm)
     return {
-        "graph": workload.graph,
-        "nnz": nnz,
-        "encode_min_s": float(min(times)),
-        "encode_samples_s": [float(t) for t in times],
-        "edges_per_s": nnz / min(times),
-        "snapshot": {
-            **STREAM_KNOBS,
-            "changed_rows": int(snapshot.changed_rows.size),
-            "changed_windows": int(windows.size),
-            "windows": int(workload.matrix.n_windows),
-            "incremental_s": incremental,
-            "full_same_order_s": full_same_order,
-            "speedup": full_same_order / incremental,
-        },
+        "changed_rows": int(snapshot.changed_rows.size),
+        "changed_windows": int(windows.size),
+        "windows": int(workload.matrix.n_windows),
+        "incremental_s": incremental,
+        "full_same_order_s": full_same_order,
+        "speedup": full_same_order / incremental,
     }
 
 
@@ -422,23 +434,34 @@ def _estimate_record(est) -> dict:
     }
 
 
+def x_configurations(x_modes=X_MODES, hi_fractions=DEFAULT_HI_FRACTIONS) -> list[tuple[str, float]]:
+    """(x_mode, FP16-row share) pairs: one per dense mode, one per share for ``int8-hybrid``."""
+    configs = []
+    for mode in x_modes:
+        configs += [(mode, float(h)) for h in hi_fractions] if mode == "int8-hybrid" else [(mode, 0.0)]
+    return configs
+
+
 def modelled_latencies(workload: Workload, features, targets=TARGETS, x_modes=X_MODES,
-                       hi_fraction: float = DEFAULT_HI_FRACTION, seed: int = 0, progress=None) -> list[dict]:
+                       hi_fractions=DEFAULT_HI_FRACTIONS, seed: int = 0, progress=None) -> list[dict]:
     """Modelled ``spmm_hybrid`` next to the block-column and per-edge gather estimates, per configuration."""
     from dste.kernels.cost import estimate_block_layout, estimate_edge_gather, estimate_spmm
 
+    if isinstance(hi_fractions, (int, float)):
+        hi_fractions = (hi_fractions,)
+    configs = x_configurations(x_modes, hi_fractions)
     rows = []
     for f in features:
-        x_hybrid = _hybrid_x(workload.matrix.shape[1], f, hi_fraction, seed) if "int8-hybrid" in x_modes else None
+        x_hybrid = {h: _hybrid_x(workload.matrix.shape[1], f, h, seed) for mode, h in configs if mode == "int8-hybrid"}
         for target in targets:
-            for mode in x_modes:
-                kwargs = {"X": x_hybrid} if mode == "int8-hybrid" else {}
+            for mode, hi_fraction in configs:
+                kwargs = {"X": x_hybrid[hi_fraction]} if mode == "int8-hybrid" else {}
                 dste_est = estimate_spmm(workload.matrix, f, mode, target, **kwargs)
                 block = estimate_block_layout(workload.matrix, f, mode, target)
                 edge = estimate_edge_gather(workload.matrix, f, mode, target)
                 rows.append({
                     "graph": workload.graph, "order": workload.order, "features": f, "target": target,
-                    "x_mode": mode, "hi_fraction": hi_fraction if mode == "int8-hybrid" else 0.0,
+                    "x_mode": mode, "hi_fraction": hi_fraction,
                     "label": f"modelled, {target}", "nnz": workload.nnz,
                     "dste": _estimate_record(dste_est), "block": _estimate_record(block),
                     "edge_gather": _estimate_record(edge),
@@ -482,10 +505,14 @@ def bytes_table(bytes_rows) -> str:
     return _table(["graph/order"] + names, [[k] + [f"{v[n]:.2f}" for n in names] for k, v in bytes_rows.items()])
 
 
+def _x_label(row) -> str:
+    return f"int8-hybrid {row['hi_fraction']:.0%} fp16" if row["x_mode"] == "int8-hybrid" else row["x_mode"]
+
+
 def model_table(model_rows) -> str:
     header = ["graph/order", "F", "X", "target", "dste us", "tiles", "DMA MB", "block us", "blocks", "block MB",
               "edge us", "block/dste", "edge/dste"]
-    rows = [[f"{r['graph']}/{r['order']}", r["features"], r["x_mode"], f"modelled, {r['target']}",
+    rows = [[f"{r['graph']}/{r['order']}", r["features"], _x_label(r), f"modelled, {r['target']}",
              f"{r['dste']['latency_us']:.0f}", r["dste"]["n_tiles"], f"{r['dste']['dma_bytes']/1e6:.1f}",
              f"{r['block']['latency_us']:.0f}", r["block"]["n_tiles"], f"{r['block']['dma_bytes']/1e6:.0f}",
              f"{r['edge_gather']['latency_us']:.0f}", f"{r['block_over_dste']:.1f}", f"{r['edge_over_dste']:.2f}"]
@@ -494,11 +521,15 @@ def model_table(model_rows) -> str:
 
 
 def encode_table(encode_rows) -> str:
-    header = ["graph", "nnz", "encode s", "Medges/s", "changed rows", "windows", "update s", "full s", "speed-up"]
-    rows = [[r["graph"], r["nnz"], f"{r['encode_min_s']:.3g}", f"{r['edges_per_s']/1e6:.2f}",
-             r["snapshot"]["changed_rows"], f"{r['snapshot']['changed_windows']}/{r['snapshot']['windows']}",
-             f"{r['snapshot']['incremental_s']:.3g}", f"{r['snapshot']['full_same_order_s']:.3g}",
-             f"{r['snapshot']['speedup']:.1f}"] for r in encode_rows]
+    header = ["graph", "nnz", "encode s", "Medges/s", "snapshot", "changed rows", "windows", "update s", "full s",
+              "speed-up"]
+    rows = []
+    for r in encode_rows:
+        for snap in r["snapshots"]:
+            rows.append([r["graph"], r["nnz"], f"{r['encode_min_s']:.3g}", f"{r['edges_per_s']/1e6:.2f}",
+                         f"{snap['scenario']} (churn {snap['edge_churn']:.2%})", snap["changed_rows"],
+                         f"{snap['changed_windows']}/{snap['windows']}", f"{snap['incremental_s']:.3g}",
+                         f"{snap['full_same_order_s']:.3g}", f"{snap['speedup']:.2f}"])
     return _table(header, rows)
 
 
@@ -510,7 +541,8 @@ def plot(results: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     graphs = sorted({r["graph"] for r in results["cpu_spmm"]} | {r["graph"] for r in results["modelled"]})
-    fig, axes = plt.subplots(len(graphs), 2, figsize=(12, 4.2 * len(graphs)), squeeze=False)
+    features = sorted({r["features"] for r in results["cpu_spmm"]} | {r["features"] for r in results["modelled"]})
+    fig, axes = plt.subplots(len(graphs), 2, figsize=(13, 4.6 * len(graphs)), squeeze=False)
     styles = {"random": "-", "reordered": "--"}
     for row, graph in enumerate(graphs):
         ax_time, ax_bytes = axes[row]
@@ -523,23 +555,27 @@ def plot(results: dict, path: Path) -> Path:
                 fs = [r["features"] for r in cpu if name in r["contenders"]]
                 ts = [r["contenders"][name]["min_s"] * 1e3 for r in cpu if name in r["contenders"]]
                 ax_time.plot(fs, ts, styles[order], marker="o", color=f"C{i}", label=f"{name} ({order})")
-        ax_time.set(title=f"{graph}: CPU Y = A X (min of repeats)", xlabel="feature width F", ylabel="ms per call",
-                    yscale="log")
+        ax_time.set(title=f"{graph}: CPU Y = A X, measured (min of repeats)", xlabel="feature width F",
+                    ylabel="ms per call", yscale="log", xscale="log")
         ax_time.legend(fontsize=6)
         fmt = results["bytes_per_edge"]
         for i, (name, value) in enumerate(fmt.get(f"{graph}/random", {}).items()):
             ax_bytes.axhline(value, color=f"C{i}", lw=1, ls=":", label=f"format: {name} {value:.2f} B")
         for order in ORDERS:
             model = sorted((r for r in results["modelled"] if r["graph"] == graph and r["order"] == order
-                            and r["target"] == "trn2" and r["x_mode"] == "int8-hybrid"), key=lambda r: r["features"])
+                            and r["target"] == "trn2" and r["x_mode"] == "int8-hybrid" and r["hi_fraction"] == 0.0),
+                           key=lambda r: r["features"])
             if model:
                 fs = [r["features"] for r in model]
                 ax_bytes.plot(fs, [r["dste"]["dma_bytes"] / r["nnz"] for r in model], styles[order], marker="o",
-                              color="k", label=f"DSTE DMA bytes/edge, modelled trn2 ({order})")
+                              color="k", label=f"DSTE spmm_hybrid ({order})")
                 ax_bytes.plot(fs, [r["block"]["dma_bytes"] / r["nnz"] for r in model], styles[order], marker="s",
-                              color="r", label=f"block-column DMA bytes/edge, modelled trn2 ({order})")
-        ax_bytes.set(title=f"{graph}: bytes per edge (format; modelled DMA traffic, INT8 X)",
-                     xlabel="feature width F", ylabel="bytes per edge", yscale="log")
+                              color="r", label=f"128x128 block columns ({order})")
+        ax_bytes.set(title=f"{graph}: bytes per edge\n(dotted: format; lines: DMA traffic, modelled trn2, INT8 X)",
+                     xlabel="feature width F", ylabel="bytes per edge", yscale="log", xscale="log")
+        for ax in (ax_time, ax_bytes):
+            ax.set_xticks(features, [str(f) for f in features])
+            ax.minorticks_off()
         ax_bytes.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -567,8 +603,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls per contender first (default: 1)")
     parser.add_argument("--quick", action="store_true",
                         help="short run: 3 repeats, F=128 only, modelled trn2 int8-hybrid only, one encode")
-    parser.add_argument("--hi-fraction", type=float, default=DEFAULT_HI_FRACTION,
-                        help="share of FP16 rows in the modelled hybrid-row X (default: 0.01)")
+    parser.add_argument("--hi-fraction", type=float, nargs="+", default=list(DEFAULT_HI_FRACTIONS), metavar="H",
+                        help="shares of FP16 rows in the modelled hybrid-row X, one configuration each "
+                             "(default: 0 0.01)")
     parser.add_argument("--no-proposals", action="store_true",
                         help="skip the proposed CPU paths (encoded-order CSR, int32 torch CSR)")
     parser.add_argument("--no-simulator", action="store_true", help="skip the simulator-speed step")
@@ -586,8 +623,9 @@ def _settings(args) -> dict:
         raise ValueError(f"--features needs positive widths, got {features}")
     if args.repeats < 1 or args.warmup < 0:
         raise ValueError(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats}, {args.warmup}")
-    if not 0.0 <= args.hi_fraction <= 1.0:
-        raise ValueError(f"--hi-fraction must lie in [0, 1], got {args.hi_fraction}")
+    hi_fractions = [args.hi_fraction] if isinstance(args.hi_fraction, (int, float)) else list(args.hi_fraction)
+    if not hi_fractions or not all(0.0 <= h <= 1.0 for h in hi_fractions):
+        raise ValueError(f"--hi-fraction values must lie in [0, 1], got {hi_fractions}")
     return {
         "graphs": list(args.graph),
         "features": sorted(set(features)),
@@ -598,7 +636,7 @@ def _settings(args) -> dict:
         "encode_repeats": 1 if args.quick else 3,
         "targets": ["trn2"] if args.quick else list(TARGETS),
         "x_modes": ["int8-hybrid"] if args.quick else list(X_MODES),
-        "hi_fraction": args.hi_fraction,
+        "hi_fractions": sorted(set(hi_fractions)),
         "proposals": not args.no_proposals,
         "seed": args.seed,
         "quick": bool(args.quick),
@@ -617,7 +655,8 @@ def run_bench(args, stream=None) -> dict:
     results = {"settings": settings, "machine": machine_info(), "threads": threads, "cpu_spmm": [],
                "bytes_per_edge": {}, "encode": [], "modelled": [], "simulator": None}
     disable = True if args.no_progress else None
-    n_model = len(settings["features"]) * len(settings["targets"]) * len(settings["x_modes"])
+    n_model = len(settings["features"]) * len(settings["targets"]) * len(
+        x_configurations(settings["x_modes"], settings["hi_fractions"]))
     for graph in settings["graphs"]:
         with tqdm(total=1, desc=f"{graph}: generate + encode", disable=disable, leave=False) as bar:
             workloads = prepare_workloads(graph, settings["orders"], seed=settings["seed"])
@@ -628,7 +667,7 @@ def run_bench(args, stream=None) -> dict:
                 results["cpu_spmm"].append(cpu_spmm(wl, f, settings["repeats"], settings["warmup"], settings["proposals"]))
             with tqdm(total=n_model, desc=f"{wl.key}: modelled", disable=disable, leave=False) as bar:
                 results["modelled"] += modelled_latencies(wl, settings["features"], settings["targets"],
-                                                          settings["x_modes"], settings["hi_fraction"],
+                                                          settings["x_modes"], settings["hi_fractions"],
                                                           settings["seed"], progress=bar)
             if wl.order == "random":
                 with tqdm(total=1, desc=f"{graph}: encode + snapshot", disable=disable, leave=False) as bar:

@@ -58,11 +58,14 @@ def test_run_bench_writes_json_plot_and_report(tmp_path):
     for row in saved["cpu_spmm"]:
         assert set(row["contenders"]) == {bench.DSTE_NAME, *bench.PEERS, *bench.PROPOSED}
         assert row["contenders"][bench.DSTE_NAME]["dste_speedup_min"] == pytest.approx(1.0)
-    # 2 orders x 2 widths x 2 targets x 2 X modes, every one labelled modelled
-    assert len(saved["modelled"]) == 16
+    # 2 orders x 2 widths x 2 targets x 3 X configurations (bf16, INT8 rows with 0 % and 1 % FP16 rows)
+    assert len(saved["modelled"]) == 24
+    assert {(r["x_mode"], r["hi_fraction"]) for r in saved["modelled"]} == {
+        ("bf16", 0.0), ("int8-hybrid", 0.0), ("int8-hybrid", 0.01)}
     assert all(r["label"] == f"modelled, {r['target']}" for r in saved["modelled"])
     assert all(r["dste"]["n_tiles"] > 0 and r["block"]["dma_bytes"] > 0 for r in saved["modelled"])
-    assert saved["encode"][0]["snapshot"]["changed_rows"] > 0
+    assert [snap["scenario"] for snap in saved["encode"][0]["snapshots"]] == list(bench.STREAM_SCENARIOS)
+    assert all(snap["changed_rows"] > 0 for snap in saved["encode"][0]["snapshots"])
     assert saved["simulator"]["relative_error_vs_scipy"] < 1e-2  # bf16 products inside the kernel
     assert "modelled, trn2" in text and "modelled, trn1" in text and "MODELLED" in text
     assert "x vs torch-sparse-csr" in text
@@ -74,6 +77,7 @@ def test_quick_limits_the_run(tmp_path):
                               stream=io.StringIO())
     assert {r["features"] for r in results["cpu_spmm"]} == {128}
     assert {(r["target"], r["x_mode"]) for r in results["modelled"]} == {("trn2", "int8-hybrid")}
+    assert {r["hi_fraction"] for r in results["modelled"]} == set(bench.DEFAULT_HI_FRACTIONS)
     assert results["simulator"] is None and not (tmp_path / "bench.png").exists()
     assert not set(bench.PROPOSED) & set(results["cpu_spmm"][0]["contenders"])
 
