@@ -41,12 +41,15 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="two-layer GCN or GraphSAGE (mean) (default gcn)")
     parser.add_argument("--hidden", type=int, default=64, help="hidden width of the model (default 64)")
     parser.add_argument("--epochs", type=int, default=200, help="max FP32 training epochs (early stopping; default 200)")
-    parser.add_argument("--lambda", dest="lambda_latency", type=float, default=0.5,
+    parser.add_argument("--lambda", dest="lambda_latency", type=float, default=0.2,
                         help="latency price in the reward: accuracy - lambda * latency / uniform-INT8 latency "
-                             "(default 0.5: 1%% of latency is worth 0.5 accuracy points)")
-    parser.add_argument("--budget", type=float, default=None,
-                        help="optional latency ceiling as a fraction of the uniform-INT8 latency; exceeding it "
-                             "is penalised in the reward (default: none)")
+                             "(default 0.2: 1%% of latency is worth 0.2 accuracy points)")
+    parser.add_argument("--budget", default="static50",
+                        help="latency ceiling of the reward, as a fraction of the uniform-INT8 latency; each unit "
+                             "over it costs --budget-penalty. 'static50' (default) = what static 50%% sparse INT8 "
+                             "spends on the training snapshots; 'none' = no ceiling")
+    parser.add_argument("--budget-penalty", type=float, default=5.0,
+                        help="reward lost per unit of normalised latency above the budget (default 5)")
     parser.add_argument("--target", choices=("trn2", "trn1"), default="trn2",
                         help="NeuronCore whose latency is modelled (default trn2); never measured")
     parser.add_argument("--out", default=None,
@@ -63,7 +66,7 @@ def _run_main(args: argparse.Namespace) -> int:
     config = RunConfig(
         dataset=args.dataset, root=args.root, seeds=args.seeds, snapshots=args.snapshots, episodes=args.episodes,
         model=args.model, hidden=args.hidden, epochs=args.epochs, lambda_latency=args.lambda_latency,
-        budget=args.budget, target=args.target, out=args.out, quick=args.quick, progress=not args.no_progress,
+        budget=args.budget, budget_penalty=args.budget_penalty, target=args.target, out=args.out, quick=args.quick, progress=not args.no_progress,
     )
     report = run(config)
     print(format_table(report["summary"], config.target))

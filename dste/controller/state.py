@@ -56,6 +56,7 @@ WINDOW_ROWS = 128  # matches dste.format.constants.WINDOW_ROWS; the state descri
 MAX_LAYERS = 8
 FEATURE_CLIP = 5.0
 OUTLIER_SIGMAS = 6.0
+STD_FLOOR = 0.25
 
 GRAPH_FEATURES = (
     "log_nodes", "log_edges", "log_mean_degree", "degree_cv", "log_max_degree", "degree_skew",
@@ -339,9 +340,11 @@ class StateNormalizer:
         states = np.asarray(states, dtype=np.float64)
         if states.ndim != 2 or states.shape[1] != STATE_DIM or states.shape[0] == 0:
             raise ValueError(f"fit needs a non-empty [k, {STATE_DIM}] array of states, got shape {states.shape}")
-        std = states.std(axis=0)
-        # Features that never vary in training carry no information there; scale 1 keeps them bounded.
-        std = np.where(std < 1e-3, 1.0, std)
+        # The fixed transforms already make every feature O(1). A floor on the spread stops features that
+        # barely vary across training snapshots (a little drift, a little churn) from being blown up to unit
+        # variance, which would let the Q-network memorise snapshots by noise and extrapolate wildly on
+        # held-out ones.
+        std = np.maximum(states.std(axis=0), STD_FLOOR)
         return cls(states.mean(axis=0), std)
 
     def __call__(self, state: np.ndarray) -> np.ndarray:

@@ -64,8 +64,9 @@ class RunConfig:
     model: str = "gcn"
     hidden: int = 64
     epochs: int = 200
-    lambda_latency: float = 0.5
-    budget: float | None = None
+    lambda_latency: float = 0.2
+    budget: float | str | None = "static50"
+    budget_penalty: float = 5.0
     target: str = "trn2"
     timing_repeats: int = 3
     out: str | None = None
@@ -90,7 +91,20 @@ class RunConfig:
             raise ValueError(f"--model must be one of {MODEL_KINDS}, got {self.model!r}")
         if self.target not in ("trn1", "trn2"):
             raise ValueError(f"target must be 'trn1' or 'trn2', got {self.target!r}")
-        RewardConfig(self.lambda_latency, self.budget)  # validates lambda and budget with clear messages
+        if isinstance(self.budget, str):
+            if self.budget.lower() in ("none", ""):
+                self.budget = None
+            elif self.budget.lower() != "static50":
+                try:
+                    self.budget = float(self.budget)
+                except ValueError:
+                    raise ValueError(
+                        f"--budget must be 'static50', 'none' or a positive fraction of the uniform-INT8 latency, "
+                        f"got {self.budget!r}"
+                    ) from None
+        numeric_budget = None if isinstance(self.budget, str) else self.budget
+        # validates lambda, budget and penalty with clear messages
+        RewardConfig(self.lambda_latency, numeric_budget, self.budget_penalty)
 
 
 def _load_base(config: RunConfig):
@@ -124,7 +138,14 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     fp32_fit = train_fp32(model, graphs[0], epochs=config.epochs, seed=seed, patience=min(50, config.epochs))
 
     env = GNNCompressionEnv(model, graphs, train_ids, heldout_ids, target=config.target)
-    reward = RewardConfig(config.lambda_latency, config.budget)
+    budget = config.budget
+    if budget == "static50":
+        # The latency the static 50 % sparse INT8 policy spends on the *training* snapshots (as a fraction of
+        # uniform INT8) becomes the controller's budget: it is asked for more accuracy at no more latency.
+        static50 = next(p for p in static_baselines(env) if p.name == "static_sparse50_int8")
+        outcomes = run_policy(env, static50, train_ids).outcomes
+        budget = float(np.mean([o.latency_us / o.reference_latency_us for o in outcomes]))
+    reward = RewardConfig(config.lambda_latency, budget, config.budget_penalty)
     bar.set_postfix_str(f"seed {seed}: controller training")
     train_config = TrainConfig(
         episodes=config.episodes,
@@ -162,6 +183,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         }
     return {
         "seed": seed,
+        "reward": reward.to_dict(),
         "train_snapshots": train_ids,
         "heldout_snapshots": heldout_ids,
         "fp32_training": fp32_fit,

@@ -84,8 +84,10 @@ def test_normalizer_standardises_and_keeps_constant_features_bounded():
     rng = np.random.default_rng(0)
     states = rng.normal(3.0, 2.0, size=(500, 64)).astype(np.float32)
     states[:, 10] = 7.0
+    states[:, 11] = 7.0 + 0.01 * rng.normal(size=500)
     norm = StateNormalizer.fit(states)
     out = norm(states)
     assert np.allclose(out[:, :10].mean(axis=0), 0, atol=1e-5)
     assert np.allclose(out[:, :10].std(axis=0), 1, atol=1e-3)
     assert np.allclose(out[:, 10], 0)
+    assert np.abs(out[:, 11]).max() < 0.2  # a feature that barely varies is not blown up to unit variance
