@@ -3,7 +3,7 @@
 ``estimate_spmm`` walks the launch plan and charges every instruction the kernel issues with the
 same cost functions the simulator's profile uses (``dste.nkisim.cost``): TensorE, VectorE,
 ScalarE and GpSimd cycles per instruction, and every DMA transfer (fixed cost + bytes / queue
-bandwidth) on the least busy of the 16 queues, as the profile does. Gathers move bytes only for
+bandwidth) on the 16 DMA lanes exactly as the profile does (``dste.nkisim.cost.dma_charge``). Gathers move bytes only for
 in-range ids, as in the simulator. A launch takes as long as its busiest engine or queue (the
 profile's "overlapped" bound); launches run one after another. So on any graph small enough to
 simulate, the estimate equals the simulator's profile up to the bytes of FP16 rows, which the
@@ -33,6 +33,7 @@ BF16 = np.dtype(ml_dtypes.bfloat16)
 F32 = np.dtype(np.float32)
 F16 = np.dtype(np.float16)
 I32 = np.dtype(np.int32)
+WINDOW_PARTITIONS = 128
 X_ITEMSIZE = {"fp32": 4, "bf16": 2, "fp16": 2, "int8-hybrid": 1}
 
 
@@ -98,7 +99,7 @@ class _LaunchCost:
         self.engine("tensor", nc.matmul_cycles(n, dtype, self.target))
 
     def dma(self, nbytes):
-        self.queues[nc.dma_pick_queue(self.queues)] += nc.dma_cost_ns(nbytes, self.target)
+        nc.dma_charge(self.queues, nbytes, self.target, 0, WINDOW_PARTITIONS)  # every transfer spans 128 partitions
         self.transfers += 1
         self.bytes += int(nbytes)
         self.instructions += 1

@@ -17,6 +17,8 @@ Public functions (``target`` is ``"trn1"``, ``"inf2"`` or ``"trn2"``):
 - ``gpsimd_cycles(elems_per_partition, n_inputs, target)``: GpSimd cycles.
 - ``dma_cost_ns(nbytes, target)``: one DMA transfer on one queue (fixed cost + bytes / queue bandwidth).
 - ``dma_pick_queue(queue_busy_ns)``: the queue a new transfer is charged to (the least busy one).
+- ``dma_charge(queue_busy_ns, nbytes, target, partition_start, partitions)``: add one transfer to the
+  16 per-engine lanes (fixed cost on the least busy lane, bytes split over the engines that move them).
 - ``cycles_to_ns(cycles, engine, target)``.
 """
 
@@ -67,6 +69,8 @@ CONSTANTS = {
     "dma_queues": Constant(16, 16, "queues", "DMA, DMABW (16 DMA engines per NC; a transfer goes to the "
                                                "least busy, see dma_pick_queue: DMA 'DMA Queues')"),
     "dma_fixed_ns": Constant(1300, 1300, "ns", "DMA (fixed cost per transfer)"),
+    "dma_partitions_per_engine": Constant(8, 8, "partitions", "DMA (each of the 16 engines moves 8 of 128 SBUF "
+                                                              "partitions; bytes of one transfer are split over them)"),
     "dma_peak_gbps_per_nc": Constant(272, 368, "GB/s", "DMABW"),
 }
 
@@ -159,6 +163,37 @@ def dma_pick_queue(queue_busy_ns):
         if busy < queue_busy_ns[best]:
             best = i
     return best
+
+
+def dma_engine_span(partition_start, partitions, target):
+    """``(first, count)`` of the DMA engines that move a transfer whose SBUF side covers these partitions.
+
+    DMA ("Basic DMA Capabilities", "Performance Considerations", examples 1 and 2): a transfer is
+    parallelized over up to 16 DMA engines, each serving 8 SBUF partitions: A[4, 4096] runs on one
+    engine, A[128, 128] on all 16, each moving its 8 rows. HBM-to-HBM transfers (no partitions) are
+    taken to use all engines.
+    """
+    n_engines = int(constant("dma_queues", target))
+    per_engine = int(constant("dma_partitions_per_engine", target))
+    if partitions is None:
+        return 0, n_engines
+    first = int(partition_start) // per_engine
+    last = (int(partition_start) + max(int(partitions), 1) - 1) // per_engine
+    return first, min(last, n_engines - 1) - first + 1
+
+
+def dma_charge(queue_busy_ns, nbytes, target, partition_start=0, partitions=None):
+    """Charge one transfer to the per-engine lanes ``queue_busy_ns`` (modified in place).
+
+    The fixed cost goes to the least busy lane (``dma_pick_queue``: the transfer's queue); the bytes
+    are split evenly over the engines that move them (``dma_engine_span``), each at the per-engine
+    bandwidth. The lanes' total equals ``dma_cost_ns(nbytes)``, so the serial bound is unchanged.
+    """
+    queue_busy_ns[dma_pick_queue(queue_busy_ns)] += constant("dma_fixed_ns", target)
+    first, count = dma_engine_span(partition_start, partitions, target)
+    share = int(nbytes) / dma_queue_bytes_per_ns(target) / count
+    for lane in range(first, first + count):
+        queue_busy_ns[lane] += share
 
 
 def dma_cost_ns(nbytes, target):

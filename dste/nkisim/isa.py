@@ -280,7 +280,9 @@ def dma_copy(dst, src, priority=None, oob_mode=oob_mode.error, dge_mode=dge_mode
         if dst.storage.matmul_written is not None:
             dst.storage.matmul_written[_storage_elements(dst)] = False
         moved = src.size
-    runtime.current().profile.record_dma("dma_copy", moved * item)
+    sbuf_side = dst if dst.is_on_chip else src if src.is_on_chip else None
+    span = (sbuf_side.partition_start, sbuf_side.shape[0]) if sbuf_side is not None else (0, None)
+    runtime.current().profile.record_dma("dma_copy", moved * item, *span)
 
 
 def _indirect_copy(dst, src, skip):

@@ -42,10 +42,11 @@ class Profile:
         self.ops[op] = self.ops.get(op, 0) + 1
         self.engine_cycles[engine] += float(cycles)
 
-    def record_dma(self, op, nbytes):
-        """One transfer: the least busy queue (``cost.dma_pick_queue``) pays the fixed cost plus bytes / queue bandwidth."""
+    def record_dma(self, op, nbytes, partition_start=0, partitions=None):
+        """One transfer (``cost.dma_charge``): the fixed cost on the least busy queue, the bytes split over
+        the DMA engines serving the SBUF-side partitions (all 16 when ``partitions`` is None)."""
         ns = cost.dma_cost_ns(nbytes, self.target)
-        self.dma_queue_ns[cost.dma_pick_queue(self.dma_queue_ns)] += ns
+        cost.dma_charge(self.dma_queue_ns, nbytes, self.target, partition_start, partitions)
         self.instructions["dma"] += 1
         self.ops[op] = self.ops.get(op, 0) + 1
         self.dma_transfers += 1
