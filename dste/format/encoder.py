@@ -41,6 +41,8 @@ layout has no entry tiles.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -55,9 +57,25 @@ from dste.format.constants import (
 )
 from dste.format.errors import DSTEFormatError
 from dste.format.matrix import DSTEMatrix
-from dste.format.policy import BITMAP_MIN_ENTRIES_BIN, BITMAP_MIN_ENTRIES_VALUED, EncodePolicy
+from dste.format.policy import (
+    BITMAP_MIN_ENTRIES_BIN,
+    BITMAP_MIN_ENTRIES_BIN_COST,
+    BITMAP_MIN_ENTRIES_VALUED,
+    EncodePolicy,
+)
 from dste.reference.bits import pack_mask
 from dste.reference.quant import INT8_QMAX, quantize_int8, int8_sensitivity, to_fp16
+
+BITMAP_TILE_DEVICE_BYTES = TILE_COLS * (4 * MASK_WORDS + 4) + 13
+"""Device bytes of one bitmap tile without values: keep bits + column ids + window, kind,
+ncols and slot (4 + 1 + 4 + 4 B), whatever its column count."""
+
+ENTRY_TILE_DEVICE_BYTES = TILE_COLS * (4 + 1) + 4 * ENTRY_MASK_WORDS + 13
+"""Device bytes of one entry tile without values: column ids, row slots, keep bits and the
+same 13 B of per-tile metadata, whatever its entry count."""
+
+INT8_SCALE_BYTES = 4
+"""float32 scale of an INT8 tile."""
 
 BIN_ULP_TOLERANCE = 4 * 2.0**-24
 """A factored value within 4 float32 ulps of 1 counts as 1 (BIN), so values built as
@@ -214,10 +232,11 @@ def encode_coo(rows, cols, vals, shape, policy: EncodePolicy, *, row_perm=None, 
 
         row_perm, col_perm = compute_order(policy.reorder, rows, cols, shape, seed=policy.seed)
     vals32 = _factor(rows, cols, vals, row_scale, col_scale, policy.scaled_input)
-    threshold = _resolve_bitmap_min_entries(policy, vals32)
+    split = _resolve_split(policy, vals32)
     meta = policy.metadata()
-    meta["bitmap_min_entries"] = threshold
-    arrays = _encode_tiles(rows, cols, vals32, shape, row_perm, col_perm, policy, threshold)
+    meta["bitmap_min_entries"] = split.min_entries
+    meta["value_bytes"] = split.value_bytes
+    arrays = _encode_tiles(rows, cols, vals32, shape, row_perm, col_perm, policy, split)
     return DSTEMatrix(
         shape=(N, M),
         window_rows=_window_rows(row_perm, N),
@@ -231,13 +250,41 @@ def encode_coo(rows, cols, vals, shape, policy: EncodePolicy, *, row_perm=None, 
     )
 
 
-def _resolve_bitmap_min_entries(policy: EncodePolicy, vals32) -> int:
-    if policy.bitmap_min_entries is not None:
-        return policy.bitmap_min_entries
+@dataclass(frozen=True)
+class SplitRule:
+    """The resolved bitmap-column / entry-tile split of one encode (see the module docstring)."""
+
+    rule: str
+    min_entries: int
+    value_bytes: int
+    x_row_bytes: int
+    gather_transfer_bytes: int
+
+    @property
+    def bitmap_tile_cost(self) -> int:
+        """Per-call cost of one bitmap tile besides its gathered rows: device bytes + one transfer."""
+        values = TILE_COLS * WINDOW_ROWS * self.value_bytes + (INT8_SCALE_BYTES if self.value_bytes == 1 else 0)
+        return BITMAP_TILE_DEVICE_BYTES + values + self.gather_transfer_bytes
+
+    @property
+    def entry_tile_cost(self) -> int:
+        """Per-call cost of one entry tile besides its gathered rows: device bytes + one transfer."""
+        values = TILE_COLS * self.value_bytes + (INT8_SCALE_BYTES if self.value_bytes == 1 else 0)
+        return ENTRY_TILE_DEVICE_BYTES + values + self.gather_transfer_bytes
+
+
+def _resolve_split(policy: EncodePolicy, vals32) -> SplitRule:
     structure_only = policy.kinds == "bin" or (
         policy.kinds == "auto" and bool((np.abs(vals32 - 1.0) <= BIN_ULP_TOLERANCE).all())
     )
-    return BITMAP_MIN_ENTRIES_BIN if structure_only else BITMAP_MIN_ENTRIES_VALUED
+    min_entries = policy.bitmap_min_entries
+    if min_entries is None:
+        bin_floor = BITMAP_MIN_ENTRIES_BIN_COST if policy.bitmap_split == "cost" else BITMAP_MIN_ENTRIES_BIN
+        min_entries = bin_floor if structure_only else BITMAP_MIN_ENTRIES_VALUED
+    value_bytes = policy.value_bytes
+    if value_bytes is None:
+        value_bytes = 0 if structure_only else (2 if policy.kinds == "fp16" else 1)
+    return SplitRule(policy.bitmap_split, min_entries, value_bytes, policy.x_row_bytes, policy.gather_transfer_bytes)
 
 
 def _window_rows(row_perm, N) -> np.ndarray:
@@ -256,7 +303,7 @@ def _inverse(perm, length):
 
 
 # ------------------------------------------------------------------------ tiling
-def _encode_tiles(rows, cols, vals32, shape, row_perm, col_perm, policy, bitmap_min_entries) -> dict:
+def _encode_tiles(rows, cols, vals32, shape, row_perm, col_perm, policy, split: SplitRule) -> dict:
     """All tile arrays (sorted per the contract) for the given entries."""
     N, M = shape
     n_windows = -(-N // WINDOW_ROWS)
@@ -274,7 +321,7 @@ def _encode_tiles(rows, cols, vals32, shape, row_perm, col_perm, policy, bitmap_
         bitmap = _block_tiles(window, col_pos, col_perm, M)
         in_bitmap = np.ones(window.shape, dtype=bool)
     else:
-        bitmap, in_bitmap = _condensed_tiles(window, col_pos, cols, n_windows, M, bitmap_min_entries)
+        bitmap, in_bitmap = _condensed_tiles(window, col_pos, cols, n_windows, M, split)
     tile_of_entry, k_of_entry, tile_window, tile_first, tile_cols, tile_ncols = bitmap
     out = _finish_bitmap_tiles(
         n_windows,
@@ -293,7 +340,12 @@ def _encode_tiles(rows, cols, vals32, shape, row_perm, col_perm, policy, bitmap_
     return out
 
 
-def _condensed_tiles(window, col_pos, cols, n_windows, M, bitmap_min_entries):
+def _condensed_tiles(window, col_pos, cols, n_windows, M, split: SplitRule):
+    """Bitmap tiles of the window columns chosen by ``split``; ``in_bitmap`` flags their entries.
+
+    Entries arrive sorted by (window, column position, slot), so each window column is one
+    run ("group"). Within a tile, columns stay in column-position order.
+    """
     n = window.size
     col_key = window * M + col_pos
     new_col = np.ones(n, dtype=bool)
@@ -301,23 +353,35 @@ def _condensed_tiles(window, col_pos, cols, n_windows, M, bitmap_min_entries):
     group_start = np.flatnonzero(new_col)
     group_count = np.diff(np.append(group_start, n))
     group_of_entry = np.cumsum(new_col) - 1
-    is_bitmap_group = group_count >= bitmap_min_entries
-    bitmap_groups = np.flatnonzero(is_bitmap_group)
-    b_window = window[group_start[bitmap_groups]]
+    group_window = window[group_start]
+    eligible = group_count >= split.min_entries
+    if split.rule == "cost":
+        bitmap_groups, rank = _cost_split(group_window, group_count, eligible, n_windows, split)
+    else:
+        bitmap_groups = np.flatnonzero(eligible)
+        rank = None
+    b_window = group_window[bitmap_groups]
     per_window = np.bincount(b_window, minlength=n_windows)
-    index_in_window = np.arange(bitmap_groups.size) - (np.cumsum(per_window) - per_window)[b_window]
+    window_first = np.cumsum(per_window) - per_window
+    if rank is None:  # column order
+        rank = np.arange(bitmap_groups.size) - window_first[b_window]
     tiles_per_window = -(-per_window // TILE_COLS)
     tile_start = np.cumsum(tiles_per_window) - tiles_per_window
-    g_tile = tile_start[b_window] + index_in_window // TILE_COLS
-    g_k = index_in_window % TILE_COLS
+    g_tile = tile_start[b_window] + rank // TILE_COLS
+    # bitmap_groups is in (window, column) order, so a stable sort by tile keeps columns ascending
+    by_tile = np.argsort(g_tile, kind="stable")
+    bitmap_groups, g_tile = bitmap_groups[by_tile], g_tile[by_tile]
     T = int(tiles_per_window.sum())
-    tile_window = np.repeat(np.arange(n_windows), tiles_per_window)
     tile_ncols = np.bincount(g_tile, minlength=T)
+    g_k = np.arange(g_tile.size) - (np.cumsum(tile_ncols) - tile_ncols)[g_tile]
+    tile_window = np.repeat(np.arange(n_windows), tiles_per_window)
     tile_cols = np.full((T, TILE_COLS), M, dtype=np.int64)
     tile_cols[g_tile, g_k] = cols[group_start[bitmap_groups]]
     tile_first = np.zeros(T, dtype=np.int64)
     head = g_k == 0
     tile_first[g_tile[head]] = col_pos[group_start[bitmap_groups[head]]]
+    is_bitmap_group = np.zeros(group_start.size, dtype=bool)
+    is_bitmap_group[bitmap_groups] = True
     in_bitmap = is_bitmap_group[group_of_entry]
     group_tile = np.full(group_start.size, -1, dtype=np.int64)
     group_k = np.full(group_start.size, -1, dtype=np.int64)
@@ -325,6 +389,44 @@ def _condensed_tiles(window, col_pos, cols, n_windows, M, bitmap_min_entries):
     group_k[bitmap_groups] = g_k
     entry_group = group_of_entry[in_bitmap]
     return (group_tile[entry_group], group_k[entry_group], tile_window, tile_first, tile_cols, tile_ncols), in_bitmap
+
+
+def _cost_split(group_window, group_count, eligible, n_windows, split: SplitRule):
+    """Per window, the k densest eligible columns that minimise the modelled call cost.
+
+    Returns the chosen groups (in their input order, i.e. by window then column) and each
+    one's density rank in its window (0 = densest; ties by column), which cuts the tiles.
+    With n entries in the window, the k densest columns holding C(k) of them:
+    ``cost(k) = ceil(k/128) * bitmap_tile_cost + ceil((n - C(k))/128) * entry_tile_cost
+    + x_row_bytes * (k + n - C(k))``, minimised over k = 0 .. eligible columns (ties: smaller k).
+    """
+    window_entries = np.bincount(group_window, weights=group_count, minlength=n_windows).astype(np.int64)
+    cand = np.flatnonzero(eligible)
+    c_window, c_count = group_window[cand], group_count[cand]
+    densest_first = np.argsort(c_window * (int(group_count.max(initial=0)) + 1) - c_count, kind="stable")
+    cand, c_window, c_count = cand[densest_first], c_window[densest_first], c_count[densest_first]
+    per_window = np.bincount(c_window, minlength=n_windows)
+    window_first = np.cumsum(per_window) - per_window
+    rank = np.arange(cand.size) - window_first[c_window]
+    running = np.cumsum(c_count)
+    absorbed = running - (running - c_count)[window_first[c_window]]  # C(k) for k = rank + 1
+    rest = window_entries[c_window] - absorbed
+    bitmap_cost, entry_cost, x_row = split.bitmap_tile_cost, split.entry_tile_cost, split.x_row_bytes
+    cost = -(-(rank + 1) // TILE_COLS) * bitmap_cost + -(-rest // TILE_COLS) * entry_cost + x_row * (rank + 1 + rest)
+    best = -(-window_entries // TILE_COLS) * entry_cost + x_row * window_entries  # k = 0
+    has = per_window > 0
+    if cand.size:
+        best[has] = np.minimum(best[has], np.minimum.reduceat(cost, window_first[has]))
+    hits = np.flatnonzero(cost == best[c_window])
+    first_hit = hits[np.r_[True, c_window[hits][1:] != c_window[hits][:-1]]] if hits.size else hits
+    n_bitmap = np.zeros(n_windows, dtype=np.int64)
+    n_bitmap[c_window[first_hit]] = rank[first_hit] + 1
+    k_zero = best == -(-window_entries // TILE_COLS) * entry_cost + x_row * window_entries
+    n_bitmap[k_zero] = 0
+    chosen = rank < n_bitmap[c_window]
+    chosen_groups, chosen_rank = cand[chosen], rank[chosen]
+    in_input_order = np.argsort(chosen_groups, kind="stable")
+    return chosen_groups[in_input_order], chosen_rank[in_input_order]
 
 
 def _block_tiles(window, col_pos, col_perm, M):

@@ -14,8 +14,10 @@ hybrid-row operand X is the same formula over a row.
 
 Bitmap columns vs entry tiles
 -----------------------------
-See :mod:`dste.format.encoder` for the measurements behind the defaults of
-``bitmap_min_entries``.
+``bitmap_split="cost"`` (default) picks, per window, how many of its densest eligible
+columns (at least ``bitmap_min_entries`` entries) become bitmap columns by minimising a
+modelled cost per SpMM call; ``"count"`` makes every eligible column a bitmap column.
+See :mod:`dste.format.encoder` for the cost and the measurements behind the defaults.
 """
 
 from __future__ import annotations
@@ -29,15 +31,29 @@ from dste.format.errors import DSTEFormatError
 
 REORDERS = ("none", "rcm", "community")
 KINDS = ("auto", "bin", "int8", "fp16")
+BITMAP_SPLITS = ("cost", "count")
 
 DEFAULT_FP16_THRESHOLD = 0.02
 """S >= 0.02 -> FP16: Gaussian tiles (S ~ 0.011) stay INT8, outlier-stretched ones (S >= 0.1) go FP16."""
 
 BITMAP_MIN_ENTRIES_BIN = 2
-"""Default split for structure-only (all-BIN) matrices; measured, see dste.format.encoder."""
+"""Default floor of the ``"count"`` split for structure-only (all-BIN) matrices; see dste.format.encoder."""
+
+BITMAP_MIN_ENTRIES_BIN_COST = 1
+"""Default floor of the ``"cost"`` split for structure-only matrices: no floor, the cost decides."""
 
 BITMAP_MIN_ENTRIES_VALUED = 4
 """Default split when tiles carry values (128 INT8/FP16 values per bitmap column); see dste.format.encoder."""
+
+DEFAULT_X_ROW_BYTES = 136
+"""Bytes of one gathered X row assumed by the cost split: 128 INT8 features plus the 8-byte
+scale / FP16-index record of the hybrid-row operand (``4 * ceil(F / 4) + 8`` at F = 128)."""
+
+DEFAULT_GATHER_TRANSFER_BYTES = 29_900
+"""Fixed cost of one gather transfer in byte equivalents: 1.3 us per DMA transfer times one
+queue's bandwidth (368 GB/s per NeuronCore-v3 over 16 queues = 23 B/ns), the trn2 figures
+of the kernels' cost model (``dste.nkisim.cost``: dma_fixed_ns, dma_peak_gbps_per_nc,
+dma_queues). Every tile (bitmap or entry) costs one such transfer per call."""
 
 
 @dataclass(eq=False)
@@ -51,9 +67,20 @@ class EncodePolicy:
     kinds: ``"auto"`` (BIN / INT8 / FP16 per tile), or force ``"bin"`` (structure only:
         values become 1), ``"int8"`` or ``"fp16"``.
     fp16_threshold: T of the rule ``S >= T -> FP16``.
-    bitmap_min_entries: a window column with at least this many entries goes to a bitmap
-        tile, the rest to entry tiles (condensed layout only). ``None``: 2 for
-        structure-only matrices, 4 otherwise.
+    bitmap_min_entries: only a window column with at least this many entries may go to a
+        bitmap tile; every other entry goes to entry tiles (condensed layout only).
+        ``None``: 4 for valued matrices; for structure-only ones 1 with the cost split
+        (the cost alone decides), 2 with the count split.
+    bitmap_split: ``"cost"`` (default): per window, the densest eligible columns become
+        bitmap columns, as many as minimise the modelled per-call cost (device bytes of
+        the window's tiles + gathered X bytes + one fixed transfer cost per tile);
+        ``"count"``: every eligible column becomes a bitmap column (cut in column order).
+    x_row_bytes: bytes of one gathered X row in that cost (default 136: INT8 F = 128
+        hybrid-row record).
+    gather_transfer_bytes: fixed cost of one tile's gather transfer, in bytes (default
+        29,900: trn2 DMA fixed cost times one queue's bandwidth).
+    value_bytes: bytes per stored value the cost assumes (0 BIN, 1 INT8, 2 FP16); ``None``:
+        0 for structure-only matrices, 2 for ``kinds="fp16"``, else 1.
     row_scale, col_scale: optional float vectors [N], [M]; the encoded matrix is
         ``diag(row_scale) V diag(col_scale)``.
     scaled_input: True (default) if the matrix given to ``encode`` already includes the
@@ -67,6 +94,10 @@ class EncodePolicy:
     kinds: str = "auto"
     fp16_threshold: float = DEFAULT_FP16_THRESHOLD
     bitmap_min_entries: int | None = None
+    bitmap_split: str = "cost"
+    x_row_bytes: int = DEFAULT_X_ROW_BYTES
+    gather_transfer_bytes: int = DEFAULT_GATHER_TRANSFER_BYTES
+    value_bytes: int | None = None
     row_scale: np.ndarray | None = field(default=None, repr=False)
     col_scale: np.ndarray | None = field(default=None, repr=False)
     scaled_input: bool = True
@@ -89,6 +120,17 @@ class EncodePolicy:
                     f"bitmap_min_entries must be an integer >= 1 or None, got {self.bitmap_min_entries!r}"
                 )
             self.bitmap_min_entries = int(self.bitmap_min_entries)
+        if self.bitmap_split not in BITMAP_SPLITS:
+            raise DSTEFormatError(f"bitmap_split must be one of {BITMAP_SPLITS}, got {self.bitmap_split!r}")
+        for name in ("x_row_bytes", "gather_transfer_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value < 0:
+                raise DSTEFormatError(f"{name} must be an integer >= 0, got {value!r}")
+            setattr(self, name, int(value))
+        if self.value_bytes is not None:
+            if isinstance(self.value_bytes, bool) or self.value_bytes not in (0, 1, 2):
+                raise DSTEFormatError(f"value_bytes must be 0, 1, 2 or None, got {self.value_bytes!r}")
+            self.value_bytes = int(self.value_bytes)
 
     def metadata(self) -> dict:
         """JSON-safe description (scales excluded: they are stored in the matrix)."""
@@ -98,14 +140,33 @@ class EncodePolicy:
             "kinds": self.kinds,
             "fp16_threshold": self.fp16_threshold,
             "bitmap_min_entries": self.bitmap_min_entries,
+            "bitmap_split": self.bitmap_split,
+            "x_row_bytes": self.x_row_bytes,
+            "gather_transfer_bytes": self.gather_transfer_bytes,
+            "value_bytes": self.value_bytes,
             "scaled_input": bool(self.scaled_input),
             "seed": int(self.seed),
         }
 
     @classmethod
     def from_metadata(cls, meta: dict) -> "EncodePolicy":
-        allowed = {"layout", "reorder", "kinds", "fp16_threshold", "bitmap_min_entries", "scaled_input", "seed"}
+        allowed = {
+            "layout",
+            "reorder",
+            "kinds",
+            "fp16_threshold",
+            "bitmap_min_entries",
+            "bitmap_split",
+            "x_row_bytes",
+            "gather_transfer_bytes",
+            "value_bytes",
+            "scaled_input",
+            "seed",
+        }
         unknown = set(meta) - allowed
         if unknown:
             raise DSTEFormatError(f"unknown policy keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+        meta = dict(meta)
+        # a record without the key predates the cost split: its windows were split by count
+        meta.setdefault("bitmap_split", "count")
         return cls(**meta)
