@@ -14,7 +14,7 @@ def _tile_device_bytes(E, prefix):
         "tile": ("tile_window", "tile_kind", "tile_ncols", "tile_slot", "tile_cols", "keep_bits"),
         "etile": ("etile_window", "etile_kind", "etile_nentries", "etile_slot", "etile_cols", "etile_rows", "etile_keep_bits"),
     }[prefix]
-    per_tile = sum(getattr(E, n)[0].nbytes if getattr(E, n).ndim > 1 else getattr(E, n).itemsize for n in names)
+    per_tile = sum(getattr(E, n).itemsize * int(np.prod(getattr(E, n).shape[1:])) for n in names)
     values = {"tile": ("int8_values", "int8_scale", "fp16_values"), "etile": ("etile_int8_values", "etile_int8_scale", "etile_fp16_values")}[prefix]
     count = getattr(E, f"{prefix}_window").size
     value_bytes = sum(getattr(E, n).nbytes for n in values)
