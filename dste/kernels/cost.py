@@ -26,7 +26,15 @@ from dataclasses import asdict, dataclass, field
 import ml_dtypes
 import numpy as np
 
-from dste.kernels.plan import LAUNCH_SETUP_INSTRUCTIONS, feature_chunks, launch_instructions, plan_launches, record_width
+from dste.kernels.plan import (
+    LAUNCH_SETUP_INSTRUCTIONS,
+    RECORD_TAIL_BYTES,
+    feature_chunks,
+    launch_instructions,
+    plan_launches,
+    record_width,
+    windows_per_step,
+)
 from dste.nkisim import cost as nc
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -185,16 +193,15 @@ def _launch_cost(A, launch, target, is_hi=None):
             c.dma(128 * W * n_efp16 * 2)
             c.vector(W * n_efp16, 2, F32)
         c.gpsimd(128, 1)  # row iota
-    c.vector(group * F, 1, moving_dtype, "copy")
+    spw = nb + ne
+    step = windows_per_step(W, spw, F, group)
+    if not hybrid:
+        c.vector(group * F, 1, moving_dtype, "copy")  # memset of the moving buffers
     if hybrid:
-        c.gpsimd(group * record_width(F), 1)
+        c.gpsimd(group * RECORD_TAIL_BYTES, 1)  # memset of the record tails
 
-    def dense_gathers(valid, s0, n):
-        for i in range(n):
-            c.dma(int(valid[s0 + i]) * row_bytes)
-
-    def record_gathers(valid, s0, n):
-        if b.has_hi:
+    def gathers(valid, s0, n):
+        if hybrid and b.has_hi:
             c.gpsimd(n, 1)  # memset of the FP16 positions
         for i in range(n):
             c.dma(int(valid[s0 + i]) * row_bytes)
@@ -206,54 +213,66 @@ def _launch_cost(A, launch, target, is_hi=None):
                 c.dma(int(hi_rows[s0 + i]) * F * 2)
 
     fold_factor = hybrid and not b.has_hi
-    mm_dtype = BF16
-    for w in range(W):
-        for g0 in range(0, nb, group):
-            g1 = min(nb, g0 + group)
-            n = g1 - g0
-            s0 = w * nb + g0
-            if hybrid and not fold_factor:
-                record_gathers(bvalid, s0, n)
-                dequantize(bhi, s0, n)
-            elif fold_factor:
-                record_gathers(bvalid, s0, n)
-                c.vector(n, 2, F32)
-                dequantize(bhi, s0, n)
-            else:
-                dense_gathers(bvalid, s0, n)
-            c.gpsimd(n * 128, 2)
+
+    def bitmap_slots(s0, n):
+        gathers(bvalid, s0, n)
+        if hybrid:
             if fold_factor:
-                c.vector(n * 128, 1, F32, "tensor_scalar")
-            else:
-                for i in range(n):
-                    c.vector(128, 1, F32, "tensor_scalar")
+                c.vector(n, 2, F32)
+            dequantize(bhi, s0, n)
+        c.gpsimd(n * 128, 2)
+        if fold_factor:
+            c.vector(n * 128, 1, F32, "tensor_scalar")
+        else:
+            for i in range(n):
+                c.vector(128, 1, F32, "tensor_scalar")
+        for w in range(s0 // nb, (s0 + n - 1) // nb + 1):
+            g0, g1 = max(s0, w * nb) - w * nb, min(s0 + n, (w + 1) * nb) - w * nb
             for lo_k, hi_k in ((n_bin, n_bin + n_int8), (n_bin + n_int8, nb)):
                 lo, hi = max(lo_k, g0), min(hi_k, g1)
                 if lo < hi:
                     c.gpsimd((hi - lo) * 128, 2)
-            for i in range(n):
-                for _, width in chunks:
-                    c.matmul(width, mm_dtype)
-        for g0 in range(0, ne, group):
-            g1 = min(ne, g0 + group)
-            n = g1 - g0
-            s0 = w * ne + g0
-            if hybrid:
-                record_gathers(evalid, s0, n)
-                dequantize(ehi, s0, n)
+
+    def entry_slots(s0, n):
+        gathers(evalid, s0, n)
+        if hybrid:
+            dequantize(ehi, s0, n)
+        for i in range(n):
+            if (s0 + i) % 3 == 2:
+                c.gpsimd(128, 1)
             else:
-                dense_gathers(evalid, s0, n)
-            for i in range(n):
-                if (s0 + i) % 3 == 2:
-                    c.gpsimd(128, 1)
-                else:
-                    c.vector(128, 1, BF16, "tensor_scalar")
-            for i in range(n):
-                for _, width in chunks:
-                    c.matmul(width, mm_dtype)
+                c.vector(128, 1, BF16, "tensor_scalar")
+
+    def accumulate(n):
+        for _ in range(n):
+            for _, width in chunks:
+                c.matmul(width, BF16)
+
+    def evacuate():
         for _, width in chunks:
             c.scalar(width)
-        c.dma(128 * F * 4)
+
+    for w0 in range(0, W, step):
+        k = min(W, w0 + step) - w0
+        if spw <= group:
+            if nb:
+                bitmap_slots(w0 * nb, k * nb)
+            if ne:
+                entry_slots(w0 * ne, k * ne)
+            for _ in range(k):
+                accumulate(nb + ne)
+                evacuate()
+        else:
+            for g0 in range(0, nb, group):
+                n = min(nb, g0 + group) - g0
+                bitmap_slots(w0 * nb + g0, n)
+                accumulate(n)
+            for g0 in range(0, ne, group):
+                n = min(ne, g0 + group) - g0
+                entry_slots(w0 * ne + g0, n)
+                accumulate(n)
+            evacuate()
+        c.dma(128 * k * F * 4)
     return c
 
 

@@ -63,6 +63,20 @@ def feature_chunks(n_features: int) -> list[tuple[int, int]]:
     return [(f0, min(PSUM_CHUNK, n_features - f0)) for f0 in range(0, n_features, PSUM_CHUNK)]
 
 
+RECORD_TAIL_BYTES = 8
+"""fp32 row scale and int32 FP16-row position after the int8 values of a hybrid record."""
+STORE_BYTES_PER_PARTITION = 16384
+"""Output rows of several windows leave in one store of up to this many bytes per partition (kernel's constant)."""
+
+
+def windows_per_step(n_windows: int, slots_per_window: int, n_features: int, group: int) -> int:
+    """Windows whose slots share one set of working buffers and one output store (as the kernel does)."""
+    if slots_per_window > group:
+        return 1
+    by_store = max(1, STORE_BYTES_PER_PARTITION // (4 * n_features))
+    return max(1, min(n_windows, group // max(slots_per_window, 1), by_store))
+
+
 def record_width(n_features: int) -> int:
     """Bytes per row of the hybrid gather record: int8 values padded to 4 B, fp32 scale, int32 hi index."""
     return 4 * math.ceil(n_features / 4) + 8
@@ -112,32 +126,53 @@ def launch_metadata_bytes(windows: int, bitmap, entry) -> int:
     return windows * (bitmap_bytes + entry_bytes + 4)
 
 
-def instructions_per_window(bitmap, entry, n_features: int, x_mode: str, has_hi: bool, group: int) -> int:
-    """Unrolled instructions of one window (must match the kernel's loop structure)."""
+def step_instructions(bitmap, entry, n_features: int, x_mode: str, has_hi: bool, group: int, windows: int) -> int:
+    """Unrolled instructions of one window step of ``windows`` windows (must match the kernel's loops)."""
     nb, ne = sum(bitmap), sum(entry)
+    hybrid = x_mode == "int8-hybrid"
+    fold = hybrid and not has_hi
     n_chunks = len(feature_chunks(n_features))
-    per_slot_gather = 1 + (1 if x_mode == "int8-hybrid" else 0) + (1 if has_hi else 0)
-    per_slot = per_slot_gather + 1 + n_chunks
-    groups_b = math.ceil(nb / group) if nb else 0
-    groups_e = math.ceil(ne / group) if ne else 0
-    resets = (groups_b + groups_e) if (x_mode == "int8-hybrid" and has_hi) else 0
-    value_ops = 0
-    for g0 in range(0, nb, group):
-        g1 = min(nb, g0 + group)
-        for lo, hi in ((bitmap[0], bitmap[0] + bitmap[1]), (bitmap[0] + bitmap[1], nb)):
-            if max(lo, g0) < min(hi, g1):
-                value_ops += 1
-    return (nb + ne) * per_slot + groups_b + value_ops + resets + n_chunks + 1
+    per_slot = 1 + (1 if hybrid else 0) + (1 if has_hi else 0) + n_chunks  # gather, dequantize, FP16 rows, matmuls
+
+    def bitmap_part(s0, n):
+        count = n * per_slot + 1 + (1 if fold else n) + (1 if fold else 0) + (1 if hybrid and has_hi else 0)
+        for w in range(s0 // nb, (s0 + n - 1) // nb + 1):
+            g0, g1 = max(s0, w * nb) - w * nb, min(s0 + n, (w + 1) * nb) - w * nb
+            for lo, hi in ((bitmap[0], bitmap[0] + bitmap[1]), (bitmap[0] + bitmap[1], nb)):
+                if max(lo, g0) < min(hi, g1):
+                    count += 1
+        return count
+
+    def entry_part(n):
+        return n * (per_slot + 1) + (1 if hybrid and has_hi else 0)
+
+    total = windows * n_chunks + 1  # evacuations and the store
+    if nb + ne <= group:
+        total += (bitmap_part(0, windows * nb) if nb else 0) + (entry_part(windows * ne) if ne else 0)
+    else:
+        total += sum(bitmap_part(g0, min(nb, g0 + group) - g0) for g0 in range(0, nb, group))
+        total += sum(entry_part(min(ne, g0 + group) - g0) for g0 in range(0, ne, group))
+    return total
+
+
+def instructions_per_window(bitmap, entry, n_features: int, x_mode: str, has_hi: bool, group: int) -> int:
+    """Upper bound of the unrolled instructions per window (a step of one window; batching only saves)."""
+    return step_instructions(bitmap, entry, n_features, x_mode, has_hi, group, 1)
 
 
 LAUNCH_SETUP_INSTRUCTIONS = 20
+"""Upper bound of the per-launch setup instructions (metadata loads, constants, memsets)."""
 
 
 def launch_instructions(bucket: Bucket) -> int:
     b = bucket
-    return LAUNCH_SETUP_INSTRUCTIONS + b.windows * instructions_per_window(
-        b.bitmap, b.entry, b.features, b.x_mode, b.has_hi, b.group_size()
-    )
+    group = b.group_size()
+    step = windows_per_step(b.windows, b.slots_per_window, b.features, group)
+    total = LAUNCH_SETUP_INSTRUCTIONS
+    for w0 in range(0, b.windows, step):
+        k = min(b.windows, w0 + step) - w0
+        total += step_instructions(b.bitmap, b.entry, b.features, b.x_mode, b.has_hi, group, k)
+    return total
 
 
 @dataclass

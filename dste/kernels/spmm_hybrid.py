@@ -39,6 +39,8 @@ RECORD_TAIL_BYTES = 8
 """Hybrid record = [int8 values padded to 4 B | fp32 row scale | int32 FP16-row position]."""
 MAX_GROUP = 32
 """Tiles unpacked by one batched shift, and gather buffers in flight."""
+STORE_BYTES_PER_PARTITION = 16384
+"""Output rows of several windows leave in one store of up to this many bytes per partition."""
 
 KIND_BIN, KIND_INT8, KIND_FP16 = 0, 1, 2
 
@@ -102,17 +104,19 @@ def spmm_hybrid_kernel(
     Pseudocode:
       load metadata of all slots (one DMA per array)
       weight[e] = keep_bit(e) * factor[e] * value[e]                       # all entry slots at once
-      for each window w:
-        for each group of bitmap slots:
+      for each step of S consecutive windows (all their slots fit the `group` buffers; S = 1 and
+                                             groups of slots inside the window when they do not):
+        for the step's bitmap slots s (contiguous, window-major):
           moving[s] = gather X rows bm_cols[:, s]   (hybrid: record -> q * scale, then FP16 rows)
-          shifted = keep_words << (31 - bit)                            # one instruction per group
+          shifted = keep_words << (31 - bit)                             # one instruction per step
           stationary[s] = (shifted < 0) * bm_factor[:, s]  (x values for INT8/FP16 slots)
-          psum[chunk] += stationary[s].T @ moving[s][:, chunk]
-        for each group of entry slots:
+        for the step's entry slots s:
           moving[s] = gather X rows en_cols[:, s]
           stationary[s] = (iota_r == en_rows[:, s]) * weight[:, s]
-          psum[chunk] += stationary[s].T @ moving[s][:, chunk]
-        y[w] = psum * row_scale[:, w]  ->  HBM
+        for each window w of the step:
+          psum[chunk] = sum over w's slots of stationary[s].T @ moving[s][:, chunk]
+          y_step[:, w] = psum * row_scale[:, w]
+        y rows of the S windows <- y_step                                 # one store per step
     """
     n_bitmap = n_bin + n_int8 + n_fp16
     n_entry = n_ebin + n_eint8 + n_efp16
@@ -203,109 +207,142 @@ def spmm_hybrid_kernel(
         row_iota = nl.ndarray((TILE_COLS, WINDOW_ROWS), dtype=nl.bfloat16, buffer=nl.sbuf, name="row_iota")
         nisa.iota(dst=row_iota, pattern=[[1, WINDOW_ROWS]], offset=0)
 
-    # ---- working buffers, zeroed once so rows skipped by a gather hold finite values ----------
+    # ---- window steps: all tile slots of `step` consecutive windows share one set of working
+    # buffers, so the mask unpack and scale products run once per step, and one DMA stores the
+    # step's output rows. A window with more slots than `group` is processed alone, in groups.
+    slots_per_window = n_bitmap + n_entry
+    step = windows_per_step(n_windows, slots_per_window, n_features, group)
+
+    # ---- working buffers (only the bytes a skipped gather could leave uninitialized are zeroed) ---
     moving = nl.ndarray((TILE_COLS, group, n_features), dtype=moving_dtype, buffer=nl.sbuf, name="moving")
-    nisa.memset(dst=moving, value=0.0)
+    if not hybrid:
+        nisa.memset(dst=moving, value=0.0)
     if hybrid:
         records = nl.ndarray((TILE_COLS, group, record), dtype=nl.int8, buffer=nl.sbuf, name="records")
-        nisa.memset(dst=records, value=0, engine=nisa.engine.gpsimd)
+        # int8 values are always finite; the fp32 scale bytes of a row never gathered must be too
+        nisa.memset(dst=records[:, :, feat_padded:record], value=0, engine=nisa.engine.gpsimd)
     stationary = nl.ndarray((TILE_COLS, group, WINDOW_ROWS), dtype=nl.bfloat16, buffer=nl.sbuf, name="stationary")
     if hybrid:
         act_scale = nl.ndarray((TILE_COLS, group), dtype=nl.float32, buffer=nl.sbuf, name="act_scale")
     if n_int8 + n_fp16:
         masked = nl.ndarray((TILE_COLS, group, WINDOW_ROWS), dtype=nl.float32, buffer=nl.sbuf, name="masked")
-    y_tile = nl.ndarray((WINDOW_ROWS, n_features), dtype=nl.float32, buffer=nl.sbuf, name="y_tile")
+    y_tile = nl.ndarray((WINDOW_ROWS, step, n_features), dtype=nl.float32, buffer=nl.sbuf, name="y_tile")
     accum = []
     for c, (f0, width) in enumerate(chunks):
         accum.append(nl.ndarray((WINDOW_ROWS, width), dtype=nl.float32, buffer=nl.psum, name=f"accum{c}"))
+
+    fold_factor = hybrid and not has_hi
+
+    def bitmap_slots(s0, n, b0):
+        """Stationary and moving operands of bitmap slots s0..s0+n into buffer positions b0..b0+n."""
+        buf = slice(b0, b0 + n)
+        if hybrid:
+            _gather_records(records, b0, n, x_rows, x_hi, bcols, s0, has_hi)
+            if fold_factor:
+                # the column factor rides on the dequantization: moving = q * (row scale * factor)
+                # (not with FP16 rows, which are gathered over the dequantized values)
+                nisa.tensor_tensor(dst=act_scale[:, buf], data1=_record_scales(records, b0, n),
+                                   data2=bfactor[:, s0:s0 + n], op=nl.multiply, engine=nisa.engine.vector)
+                _dequantize(moving, records, b0, n, act_scale, x_hi, n_features, has_hi)
+            else:
+                _dequantize(moving, records, b0, n, None, x_hi, n_features, has_hi)
+        else:
+            for i in range(n):
+                _gather_dense(moving, b0 + i, x_rows, bcols[:, s0 + i:s0 + i + 1], n_features)
+        words = bkeep[:, s0:s0 + n, :].reshape((TILE_COLS, n, MASK_WORDS, 1))
+        nisa.tensor_tensor(
+            dst=shifted[:, buf, :].reshape((TILE_COLS, n, MASK_WORDS, MASK_WORD_BITS)),
+            data1=words.broadcast_to((TILE_COLS, n, MASK_WORDS, MASK_WORD_BITS)),
+            data2=top_bit_shift.reshape((TILE_COLS, 1, MASK_WORDS, MASK_WORD_BITS)).broadcast_to(
+                (TILE_COLS, n, MASK_WORDS, MASK_WORD_BITS)),
+            op=nl.left_shift,
+            engine=nisa.engine.gpsimd,
+        )
+        if fold_factor:
+            # keep bit -> 1.0 / 0.0 for all n slots in one instruction (exact in bf16)
+            nisa.tensor_scalar(dst=stationary[:, buf, :], data=shifted[:, buf, :], op0=nl.less, operand0=0.0,
+                               engine=nisa.engine.vector)
+        else:
+            # the column factor goes into the stationary; valued slots stay fp32 until their values
+            # are applied, so each stationary element is rounded to bf16 once
+            for i in range(n):
+                valued = (s0 + i) % n_bitmap >= n_bin
+                nisa.tensor_scalar(dst=masked[:, b0 + i, :] if valued else stationary[:, b0 + i, :],
+                                   data=shifted[:, b0 + i, :], op0=nl.less, operand0=0.0, op1=nl.multiply,
+                                   operand1=bfactor[:, s0 + i:s0 + i + 1], engine=nisa.engine.vector)
+        # INT8 / FP16 slots: multiply by their values (one instruction per kind and window)
+        for w in range(s0 // n_bitmap, (s0 + n - 1) // n_bitmap + 1):
+            g0, g1 = max(s0, w * n_bitmap) - w * n_bitmap, min(s0 + n, (w + 1) * n_bitmap) - w * n_bitmap
+            for kind_lo, kind_hi, table, kind_count in ((n_bin, n_bin + n_int8, "int8", n_int8),
+                                                        (n_bin + n_int8, n_bitmap, "fp16", n_fp16)):
+                lo, hi = max(kind_lo, g0), min(kind_hi, g1)
+                if lo < hi:
+                    values = bvals8 if table == "int8" else bvals16
+                    v0 = w * kind_count + (lo - kind_lo)
+                    d0 = b0 + w * n_bitmap + lo - s0
+                    source = stationary if fold_factor else masked
+                    nisa.tensor_tensor(dst=stationary[:, d0:d0 + (hi - lo), :], data1=source[:, d0:d0 + (hi - lo), :],
+                                       data2=values[:, v0:v0 + (hi - lo), :], op=nl.multiply,
+                                       engine=nisa.engine.gpsimd)
+
+    def entry_slots(s0, n, b0):
+        """Stationary and moving operands of entry slots s0..s0+n into buffer positions b0..b0+n."""
+        if hybrid:
+            _gather_records(records, b0, n, x_rows, x_hi, ecols, s0, has_hi)
+            _dequantize(moving, records, b0, n, None, x_hi, n_features, has_hi)
+        else:
+            for i in range(n):
+                _gather_dense(moving, b0 + i, x_rows, ecols[:, s0 + i:s0 + i + 1], n_features)
+        for i in range(n):
+            nisa.tensor_scalar(dst=stationary[:, b0 + i, :], data=row_iota, op0=nl.equal,
+                               operand0=erows[:, s0 + i:s0 + i + 1], op1=nl.multiply,
+                               operand1=eweight[:, s0 + i:s0 + i + 1],
+                               engine=entry_engines[(s0 + i) % len(entry_engines)])
+
+    def accumulate(b0, n, first):
+        for i in range(n):
+            for c, (f0, width) in enumerate(chunks):
+                nisa.nc_matmul(dst=accum[c], stationary=stationary[:, b0 + i, :], moving=moving[:, b0 + i, f0:f0 + width],
+                               accumulate=not first)
+            first = False
+        return first
+
+    def evacuate(w, j):
+        for c, (f0, width) in enumerate(chunks):
+            nisa.activation(dst=y_tile[:, j, f0:f0 + width], op=nl.copy, data=accum[c], scale=rscale[:, w:w + 1])
 
     # Entry-stationary builds alternate between VectorE and GpSimd (VectorE takes more: its
     # bf16 tensor_scalar is ~1.7x faster in the model); bitmap unpacking uses both already.
     entry_engines = [nisa.engine.vector, nisa.engine.vector, nisa.engine.gpsimd]
 
-    for w in range(n_windows):
-        first = True
-        # ---- bitmap tiles ----------------------------------------------------------------------
-        for g0 in range(0, n_bitmap, group):
-            g1 = min(n_bitmap, g0 + group)
-            n = g1 - g0
-            s0 = w * n_bitmap + g0
-            fold_factor = hybrid and not has_hi
-            if hybrid and not fold_factor:
-                _gather_records(records, n, x_rows, x_hi, bcols, s0, has_hi)
-                _dequantize(moving, records, n, None, x_hi, n_features, has_hi)
-            elif fold_factor:
-                # the column factor rides on the dequantization: moving = q * (row scale * factor)
-                # (not with FP16 rows, which are gathered over the dequantized values)
-                _gather_records(records, n, x_rows, x_hi, bcols, s0, has_hi)
-                nisa.tensor_tensor(dst=act_scale[:, 0:n], data1=_record_scales(records, n),
-                                   data2=bfactor[:, s0:s0 + n], op=nl.multiply, engine=nisa.engine.vector)
-                _dequantize(moving, records, n, act_scale, x_hi, n_features, has_hi)
-            else:
-                for i in range(n):
-                    _gather_dense(moving, i, x_rows, bcols[:, s0 + i:s0 + i + 1], n_features)
-            words = bkeep[:, s0:s0 + n, :].reshape((TILE_COLS, n, MASK_WORDS, 1))
-            nisa.tensor_tensor(
-                dst=shifted[:, 0:n, :].reshape((TILE_COLS, n, MASK_WORDS, MASK_WORD_BITS)),
-                data1=words.broadcast_to((TILE_COLS, n, MASK_WORDS, MASK_WORD_BITS)),
-                data2=top_bit_shift.reshape((TILE_COLS, 1, MASK_WORDS, MASK_WORD_BITS)).broadcast_to(
-                    (TILE_COLS, n, MASK_WORDS, MASK_WORD_BITS)),
-                op=nl.left_shift,
-                engine=nisa.engine.gpsimd,
-            )
-            if fold_factor:
-                # keep bit -> 1.0 / 0.0 for the whole group in one instruction (exact in bf16)
-                nisa.tensor_scalar(dst=stationary[:, 0:n, :], data=shifted[:, 0:n, :], op0=nl.less, operand0=0.0,
-                                   engine=nisa.engine.vector)
-            else:
-                # the column factor goes into the stationary; valued slots stay fp32 until
-                # their values are applied, so each stationary element is rounded to bf16 once
-                for i in range(n):
-                    valued = g0 + i >= n_bin
-                    nisa.tensor_scalar(dst=masked[:, i, :] if valued else stationary[:, i, :], data=shifted[:, i, :],
-                                       op0=nl.less, operand0=0.0, op1=nl.multiply,
-                                       operand1=bfactor[:, s0 + i:s0 + i + 1], engine=nisa.engine.vector)
-            # INT8 / FP16 slots of this group: multiply by their values (one instruction per kind)
-            for kind_lo, kind_hi, values, kind_count in ((n_bin, n_bin + n_int8, "int8", n_int8),
-                                                         (n_bin + n_int8, n_bitmap, "fp16", n_fp16)):
-                lo, hi = max(kind_lo, g0), min(kind_hi, g1)
-                if lo < hi:
-                    table = bvals8 if values == "int8" else bvals16
-                    v0 = w * kind_count + (lo - kind_lo)
-                    source = stationary if fold_factor else masked
-                    nisa.tensor_tensor(dst=stationary[:, lo - g0:hi - g0, :], data1=source[:, lo - g0:hi - g0, :],
-                                       data2=table[:, v0:v0 + (hi - lo), :], op=nl.multiply,
-                                       engine=nisa.engine.gpsimd)
-            for i in range(n):
-                for c, (f0, width) in enumerate(chunks):
-                    nisa.nc_matmul(dst=accum[c], stationary=stationary[:, i, :], moving=moving[:, i, f0:f0 + width],
-                                   accumulate=not first)
-                first = False
-        # ---- entry tiles -----------------------------------------------------------------------
-        for g0 in range(0, n_entry, group):
-            g1 = min(n_entry, g0 + group)
-            n = g1 - g0
-            s0 = w * n_entry + g0
-            if hybrid:
-                _gather_records(records, n, x_rows, x_hi, ecols, s0, has_hi)
-                _dequantize(moving, records, n, None, x_hi, n_features, has_hi)
-            else:
-                for i in range(n):
-                    _gather_dense(moving, i, x_rows, ecols[:, s0 + i:s0 + i + 1], n_features)
-            for i in range(n):
-                nisa.tensor_scalar(dst=stationary[:, i, :], data=row_iota, op0=nl.equal,
-                                   operand0=erows[:, s0 + i:s0 + i + 1], op1=nl.multiply,
-                                   operand1=eweight[:, s0 + i:s0 + i + 1],
-                                   engine=entry_engines[(s0 + i) % len(entry_engines)])
-            for i in range(n):
-                for c, (f0, width) in enumerate(chunks):
-                    nisa.nc_matmul(dst=accum[c], stationary=stationary[:, i, :], moving=moving[:, i, f0:f0 + width],
-                                   accumulate=not first)
-                first = False
-        # ---- evacuate with the row scale, store ------------------------------------------------
-        for c, (f0, width) in enumerate(chunks):
-            nisa.activation(dst=y_tile[:, f0:f0 + width], op=nl.copy, data=accum[c], scale=rscale[:, w:w + 1])
-        nisa.dma_copy(dst=y[w * WINDOW_ROWS:(w + 1) * WINDOW_ROWS, :], src=y_tile)
+    for w0 in range(0, n_windows, step):
+        w1 = min(n_windows, w0 + step)
+        k = w1 - w0
+        if slots_per_window <= group:
+            if n_bitmap:
+                bitmap_slots(w0 * n_bitmap, k * n_bitmap, 0)
+            if n_entry:
+                entry_slots(w0 * n_entry, k * n_entry, k * n_bitmap)
+            for w in range(w0, w1):
+                first = accumulate((w - w0) * n_bitmap, n_bitmap, True)
+                accumulate(k * n_bitmap + (w - w0) * n_entry, n_entry, first)
+                evacuate(w, w - w0)
+        else:
+            w = w0
+            first = True
+            for g0 in range(0, n_bitmap, group):
+                n = min(n_bitmap, g0 + group) - g0
+                bitmap_slots(w * n_bitmap + g0, n, 0)
+                first = accumulate(0, n, first)
+            for g0 in range(0, n_entry, group):
+                n = min(n_entry, g0 + group) - g0
+                entry_slots(w * n_entry + g0, n, 0)
+                first = accumulate(0, n, first)
+            evacuate(w, 0)
+        # rows w*128 + r of the k windows: one store
+        nisa.dma_copy(dst=y.ap(pattern=[[n_features, WINDOW_ROWS], [WINDOW_ROWS * n_features, k], [1, n_features]],
+                               offset=w0 * WINDOW_ROWS * n_features),
+                      src=y_tile[:, 0:k, :])
     return y
 
 
@@ -316,31 +353,39 @@ def _gather_dense(moving, slot, x_rows, cols, n_features):
                   oob_mode=nisa.oob_mode.skip)
 
 
-def _gather_records(records, n, x_rows, x_hi, cols, s0, has_hi):
-    """records[:, i, :] = hybrid records of the rows ``cols[:, s0 + i]`` for i < n (one DMA each)."""
+def windows_per_step(n_windows, slots_per_window, n_features, group):
+    """Windows whose slots share one set of working buffers (and one output store)."""
+    if slots_per_window > group:
+        return 1
+    by_store = max(1, STORE_BYTES_PER_PARTITION // (4 * n_features))
+    return max(1, min(n_windows, group // max(slots_per_window, 1), by_store))
+
+
+def _gather_records(records, b0, n, x_rows, x_hi, cols, s0, has_hi):
+    """records[:, b0 + i, :] = hybrid records of the rows ``cols[:, s0 + i]`` for i < n (one DMA each)."""
     record = x_rows.shape[1]
     if has_hi:
         # a padding column's gather is skipped and would keep a stale FP16 position: point all
         # positions out of range first so no FP16 row is gathered for it
         feat_padded = record - RECORD_TAIL_BYTES
-        positions = records[:, 0:n, feat_padded + 4:feat_padded + 8].view(nl.int32)
+        positions = records[:, b0:b0 + n, feat_padded + 4:feat_padded + 8].view(nl.int32)
         nisa.memset(dst=positions, value=x_hi.shape[0], engine=nisa.engine.gpsimd)
     for i in range(n):
-        nisa.dma_copy(dst=records[:, i, :], src=x_rows.ap(pattern=[[record, TILE_COLS], [1, record]], offset=0,
-                                                          vector_offset=cols[:, s0 + i:s0 + i + 1], indirect_dim=0),
+        nisa.dma_copy(dst=records[:, b0 + i, :], src=x_rows.ap(pattern=[[record, TILE_COLS], [1, record]], offset=0,
+                                                               vector_offset=cols[:, s0 + i:s0 + i + 1], indirect_dim=0),
                       oob_mode=nisa.oob_mode.skip)
 
 
-def _record_scales(records, n):
-    """The fp32 row scales of the first n records, as a [128, n] strided view."""
+def _record_scales(records, b0, n):
+    """The fp32 row scales of records b0..b0+n, as a [128, n] strided view."""
     feat_padded = records.shape[2] - RECORD_TAIL_BYTES
-    return records[:, 0:n, feat_padded:feat_padded + 4].view(nl.float32)
+    return records[:, b0:b0 + n, feat_padded:feat_padded + 4].view(nl.float32)
 
 
-def _dequantize(moving, records, n, act_scale, x_hi, n_features, has_hi):
-    """moving[:, i, :] = q * scale (ScalarE, into fp16), then the FP16 rows over it (skipped for INT8 rows)."""
+def _dequantize(moving, records, b0, n, act_scale, x_hi, n_features, has_hi):
+    """moving[:, b0 + i, :] = q * scale (ScalarE, into fp16), then the FP16 rows over it (skipped for INT8 rows)."""
     feat_padded = records.shape[2] - RECORD_TAIL_BYTES
-    for i in range(n):
+    for i in range(b0, b0 + n):
         if act_scale is None:
             scale = records[:, i, feat_padded:feat_padded + 4].view(nl.float32)
         else:
