@@ -31,7 +31,7 @@ MAX_FEATURES = 4096
 PSUM_CHUNK = 512
 MAX_INSTRUCTIONS_PER_LAUNCH = 16384
 """Bound on the unrolled instruction count of one launch (compile time and instruction memory)."""
-MAX_WINDOWS_PER_LAUNCH = 64
+MAX_WINDOWS_PER_LAUNCH = 256
 MAX_SLOTS_PER_WINDOW = 384
 """Rounded tile slots (bitmap + entry) of one window; a denser window is an error (re-encode
 with a reordering or raise the limit)."""
