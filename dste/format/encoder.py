@@ -2,41 +2,81 @@
 
 Pipeline: validate and canonicalise the input (COO, duplicates summed, zeros dropped) ->
 factor out the row/column scales -> optional reordering -> sort entries by (window,
-column position, window slot) -> split each window's columns into bitmap columns (at
-least ``bitmap_min_entries`` entries) and entry-tile entries -> cut into tiles of 128 ->
+column position, window slot) -> split each window's columns into bitmap columns and
+entry-tile entries by the modelled per-call cost (below) -> cut into tiles of 128 ->
 choose each tile's kind (BIN / INT8 / FP16) -> sort tiles by (window, kind, first
 column) -> pack masks and quantize values.
 
-Choosing ``bitmap_min_entries`` (the bitmap-column vs entry-tile split)
------------------------------------------------------------------------
-Bytes: a bitmap column costs 16 B of keep bits + 4 B of column id shared by its c
-entries (20/c B per edge); an entry costs 4 B column + 1 B row + 1 keep bit (5.125 B).
-On stored bytes alone bitmaps win from c = 4. Cycles: both tile layouts cost one gather
-of up to 128 X rows and one 128x128xF matmul per tile; a bitmap column gathers one X
-row for all its entries, an entry gathers one row each. SpMM is memory-bound, so the
-cost per call is (format bytes + gathered X bytes). With X rows of x bytes (F * itemsize),
-a BIN column of c entries costs 20 + x as a bitmap and c (5.125 + x) as entries:
-bitmap wins at c = 2 whenever x >= 10 B, i.e. for any useful F.
-Measured on GCN-normalised community graphs (``tests/format/graphs.py``: 20k nodes,
-mean degree 13.7, communities of 40-400 nodes, community order; device bytes incl. the
-shared D^-1/2 vector; stretch = X rows gathered / M):
+The bitmap-column / entry-tile split (``policy.bitmap_split``)
+--------------------------------------------------------------
+Both tile layouts are fixed-size arrays, so a tile costs the same whether it holds 1 or 128
+columns (entries): a bitmap tile 2,573 device bytes (2 KiB keep bits, 512 B column ids,
+13 B window/kind/ncols/slot), an entry tile 669 B (512 B columns, 128 B rows, 16 B keep
+bits, 13 B), plus 128x128 (bitmap) or 128 (entry) value bytes for INT8/FP16 tiles; and
+each tile is one gather transfer per SpMM call. The modelled cost of one call is therefore
 
-    p_intra = 0.85      min entries   1      2      3      4      6      8
-                        B/edge        7.76   5.56   5.39   5.09   5.36   5.87
-                        stretch       4.67   4.67   5.05   5.79   8.20   10.65
-                        tiles         803    890    954    1058   1436   1831
-    p_intra = 0.95      B/edge        5.95   5.12   4.99   4.78   5.07   5.47
-                        stretch       3.31   3.31   3.62   4.30   6.66   9.39
+    cost = sum over tiles (device bytes + gather_transfer_bytes) + x_row_bytes * X rows gathered
 
-Per node at F = 128 bf16 (x = 256 B, 14.4 edges per row), threshold 2 moves
-4.67*256 + 5.56*14.4 = 1276 B, threshold 4 moves 5.79*256 + 5.09*14.4 = 1556 B (+22%),
-threshold 1 moves 1308 B; with INT8 X (x = 128 B) 2 still wins (678 vs 710 / 725 B).
-So the structure-only default is **2**: the minimum of gathered rows (equal to 1's) at
-28% fewer bytes than 1, only 9% above the byte optimum (4), at 16% fewer tiles than 4.
-Valued tiles store 128 values per bitmap column (INT8: 148 B per column against 6.1 B
-per entry): bitmap wins at c entries when x >= (148 - 6.1 c) / (c - 1), i.e. x >= 41 B
-at c = 4 (F >= 41 INT8 or F >= 21 bf16), hence the valued default **4**. The block
-layout has no entry tiles.
+with ``gather_transfer_bytes`` = 29,900 (the kernels' trn2 model: 1.3 us fixed per DMA
+transfer x 23 B/ns per queue; one transfer is worth ~30 KB of queue traffic) and
+``x_row_bytes`` = 136 (INT8 X with F = 128: 128 B + 8 B scale record). A bitmap column
+gathers one X row for all its c entries, an entry one row each.
+
+``"cost"`` (default), per window with n entries: sort the columns holding at least
+``bitmap_min_entries`` entries densest first (ties by column); making the k densest of them
+bitmap columns (absorbing C(k) entries) costs
+
+    ceil(k/128) * bitmap_tile + ceil((n - C(k))/128) * entry_tile + x_row_bytes * (k + n - C(k))
+
+and the encoder takes the k = 0 .. eligible count with the least cost (ties: smaller k),
+all windows at once (one sort, cumulative sums, a segmented minimum). The k densest columns
+are the best k for the row count and the entry-tile count alike, so this is the exact
+optimum over which columns go to bitmaps. It demotes the columns of a nearly empty last
+bitmap tile to entries when the entry tiles have room (or need fewer new tiles than the
+bitmap tile costs), and fills a bitmap tile's free slots with sparse columns when that
+empties the last entry tile. Tiles are cut in density order; inside a tile the columns stay
+in column order. Defaults of the floor: 1 for structure-only matrices (the cost decides
+alone), 4 for valued ones (a bitmap column carries 128 values, so the floor keeps columns
+of 1-3 entries, 128 B of values each, out of the bitmaps for memory's sake).
+``x_row_bytes = gather_transfer_bytes = 0`` minimises device bytes alone (memory footprint).
+
+``"count"`` (the earlier rule): every column with at least ``bitmap_min_entries`` entries
+(default 2 structure-only, 4 valued) is a bitmap column, cut into tiles in column order.
+
+Measured (GCN-normalised A + I, BIN tiles; device bytes incl. the shared D^-1/2 vector;
+stretch = X rows gathered / M; tiles = bitmap + entry; latency = modelled
+``estimate_spmm(A, 128, "int8-hybrid", "trn2")`` at the time of writing, which moves with
+the kernel's model; fp32 CSR = 8 B per nonzero + 4 B per row):
+
+    graph (order)                split            B/edge  stretch  tiles             latency
+    arxiv-scale (community)      count, 2         4.203   3.538    2614+3597=6211    1049 us
+    169,343 nodes, 2.48M nnz     cost, 1 (new)    3.882   3.544    2489+2880=5369     985 us
+                                 cost, 2          3.764   3.601    2181+3621=5802    1025 us
+                                 cost, bytes only 3.167   4.393    1322+4696=6018    1102 us
+    community 20k, p_intra 0.85  count, 2         5.563   4.671     441+449=890       172 us
+    (tests/format/graphs.py)     cost, 1 (new)    5.248   4.678     424+379=803       157 us
+    community 20k, p_intra 0.95  count, 2         5.121   3.314     450+213=663       132 us
+                                 cost, 1 (new)    4.887   3.318     438+159=597       132 us
+    cora-like (community)        count, 2         12.25   3.067      43+44=87         19 us
+    2,708 nodes, 13,264 nnz      cost, 1 (new)    11.66   3.072      42+36=78         23 us
+    fp32 CSR 116,948 B           cost, bytes only  7.29   4.898       0+111=111       24 us
+    cora-like (none)             count, 2         10.30   4.250      22+86=108        22 us
+                                 cost, 1 (new)     9.90   4.251      21+82=103        24 us
+                                 cost, bytes only  7.39   4.898       0+113=113       24 us
+
+Device bytes on cora-like: 162,539 (count) -> 154,614 (cost) with community order, 136,604
+-> 131,355 unordered; only the bytes-only setting gets below fp32 CSR (96,723 B, -17%), at
+a stretch of 4.9 (every edge gathers its own row). On graphs this small the modelled latency
+follows the number of kernel launches (windows with equal rounded tile counts share a launch),
+not the tile count: the cost split gives fewer tiles but more distinct window shapes
+(7 launches instead of 4 on cora-like). Encoding arxiv-scale (given the order) takes ~1 s
+either way.
+
+Valued (community 20k, p_intra 0.85, Gaussian values, INT8 tiles, community order):
+count/4 24.19 B/edge, stretch 5.87, 304+771 tiles; cost/4 (default) 21.08 B/edge, 6.01,
+259+798; cost/1 27.86 B/edge, 4.75, 370+433. The model put cost/1 ~17% and cost/4 ~3%
+above count/4 in latency: more launches, and each launch loads its INT8 values in one
+transfer on one queue, which the cost above does not see.
 """
 
 from __future__ import annotations
