@@ -125,7 +125,7 @@ class DSTEMatrix:
     """A DSTE-encoded sparse matrix; see docs/CONTRACTS.md for every field.
 
     ``encode_policy`` (extension to the contract) records the policy used, with
-    ``bitmap_min_entries`` resolved, so ``update_windows`` re-encodes consistently.
+    ``bitmap_min_entries`` and ``value_bytes`` resolved, so ``update_windows`` re-encodes consistently.
     """
 
     shape: tuple
