@@ -114,13 +114,29 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _git_revision() -> str:
+    """HEAD of the source tree the run used, with ``+dirty`` when tracked files differ (``unknown`` outside git)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def machine_info() -> dict:
-    """nproc, CPU model and the versions of everything timed."""
+    """nproc, CPU model, the versions of everything timed and the source revision."""
     import torch
 
     import dste
 
     return {
+        "source_revision": _git_revision(),
         "nproc": os.cpu_count(),
         "cpu_model": _cpu_model(),
         "platform": platform.platform(),
@@ -544,6 +560,7 @@ def plot(results: dict, path: Path) -> Path:
     features = sorted({r["features"] for r in results["cpu_spmm"]} | {r["features"] for r in results["modelled"]})
     fig, axes = plt.subplots(len(graphs), 2, figsize=(13, 4.6 * len(graphs)), squeeze=False)
     styles = {"random": "-", "reordered": "--"}
+    colours = {name: f"C{i}" for i, name in enumerate((DSTE_NAME, *PEERS, *PROPOSED))}
     for row, graph in enumerate(graphs):
         ax_time, ax_bytes = axes[row]
         for order in ORDERS:
@@ -551,10 +568,10 @@ def plot(results: dict, path: Path) -> Path:
                          key=lambda r: r["features"])
             if not cpu:
                 continue
-            for i, name in enumerate(cpu[0]["contenders"]):
+            for name in cpu[0]["contenders"]:
                 fs = [r["features"] for r in cpu if name in r["contenders"]]
                 ts = [r["contenders"][name]["min_s"] * 1e3 for r in cpu if name in r["contenders"]]
-                ax_time.plot(fs, ts, styles[order], marker="o", color=f"C{i}", label=f"{name} ({order})")
+                ax_time.plot(fs, ts, styles[order], marker="o", color=colours[name], label=f"{name} ({order})")
         ax_time.set(title=f"{graph}: CPU Y = A X, measured (min of repeats)", xlabel="feature width F",
                     ylabel="ms per call", yscale="log", xscale="log")
         ax_time.legend(fontsize=6)
@@ -702,7 +719,7 @@ def report(results: dict) -> str:
     m, t = results["machine"], results["threads"]
     parts = [
         f"machine: {m['nproc']} x {m['cpu_model']}; python {m['python']}, numpy {m['numpy']}, scipy {m['scipy']}, "
-        f"torch {m['torch']}, dste {m['dste']}",
+        f"torch {m['torch']}, dste {m['dste']} at {m.get('source_revision', 'unknown')}",
         f"threads: {t['requested']} (torch {t['torch_num_threads']}, {', '.join(f'{k}={v}' for k, v in t['env'].items())}; "
         f"SciPy sparse @ dense is {t['scipy_sparse_matmul']})",
         "",
