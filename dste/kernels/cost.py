@@ -29,11 +29,14 @@ import numpy as np
 from dste.kernels.plan import (
     LAUNCH_SETUP_INSTRUCTIONS,
     RECORD_TAIL_BYTES,
+    WORD_BYTES,
     feature_chunks,
     launch_instructions,
+    metadata_layout,
     plan_launches,
     record_width,
     windows_per_step,
+    windows_per_store,
 )
 from dste.nkisim import cost as nc
 
@@ -165,32 +168,18 @@ def _launch_cost(A, launch, target, is_hi=None):
         ehi = np.zeros(W * ne, dtype=np.int64)
 
     c.gpsimd(128, 1)  # iota of shift amounts
-    c.dma(128 * W * 4)  # row scales
-    if nb:
-        S = W * nb
-        c.dma(128 * S * 4)
-        c.dma(128 * S * 4 * 4)
-        c.dma(128 * S * 4)
-        if n_int8:
-            c.dma(128 * W * n_int8 * 128)
-        if n_fp16:
-            c.dma(128 * W * n_fp16 * 128 * 2)
+    c.dma(128 * WORD_BYTES * metadata_layout(W, b.bitmap, b.entry)["total"])  # the metadata blob
     if ne:
         S = W * ne
-        c.dma(128 * S * 4)
-        c.dma(128 * S * 4)  # uint8 rows converted to fp32 (counted at the wider dtype)
-        c.dma(128 * S * 4)
-        c.dma(128 * S * 4)
+        c.gpsimd(S, 1)  # uint8 entry rows -> fp32
         c.gpsimd(1, 1)
         c.vector(1, 1, I32, "tensor_scalar")
         c.vector(S, 1, F32, "tensor_scalar")
         c.vector(S, 2, F32)
         n_eint8, n_efp16 = b.entry[1], b.entry[2]
         if n_eint8:
-            c.dma(128 * W * n_eint8)
             c.vector(W * n_eint8, 2, F32)
         if n_efp16:
-            c.dma(128 * W * n_efp16 * 2)
             c.vector(W * n_efp16, 2, F32)
         c.gpsimd(128, 1)  # row iota
     spw = nb + ne
@@ -252,8 +241,11 @@ def _launch_cost(A, launch, target, is_hi=None):
         for _, width in chunks:
             c.scalar(width)
 
+    store_windows = windows_per_store(W, step, F)
+    store_start = 0
     for w0 in range(0, W, step):
-        k = min(W, w0 + step) - w0
+        w1 = min(W, w0 + step)
+        k = w1 - w0
         if spw <= group:
             if nb:
                 bitmap_slots(w0 * nb, k * nb)
@@ -272,7 +264,9 @@ def _launch_cost(A, launch, target, is_hi=None):
                 entry_slots(w0 * ne + g0, n)
                 accumulate(n)
             evacuate()
-        c.dma(128 * k * F * 4)
+        if w1 - store_start == store_windows or w1 == W:
+            c.dma(128 * (w1 - store_start) * F * 4)
+            store_start = w1
     return c
 
 

@@ -128,7 +128,7 @@ def _check_matrix_finite(A):
 
 
 def packed_launches(A, plan: LaunchPlan) -> list[dict]:
-    """Per-launch kernel arrays, cached on the plan (they depend on A and the plan only)."""
+    """Per-launch kernel arrays (the metadata blob), cached on the plan (they depend on A and the plan only)."""
     cached = getattr(plan, _PACK_CACHE_ATTR, None)
     if cached is None:
         cached = [pack_launch(A, launch) for launch in plan.launches]
@@ -176,10 +176,7 @@ def spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, plan: Laun
     for launch, arrays in zip(plan.launches, packed_launches(A, plan)):
         b = launch.bucket
         args = (
-            x_rows, x_hi, arrays["row_scale"],
-            arrays["bm_cols"], arrays["bm_keep"], arrays["bm_factor"], arrays["bm_int8"], arrays["bm_fp16"],
-            arrays["en_cols"], arrays["en_rows"], arrays["en_keep"], arrays["en_factor"], arrays["en_int8"],
-            arrays["en_fp16"],
+            x_rows, x_hi, arrays["metadata"],
             b.windows, *b.bitmap, *b.entry, F, int(hybrid), int(has_hi), b.group_size(),
         )
         out, prof = run_profiled(kernel, *args, target=target)

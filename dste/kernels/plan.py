@@ -10,10 +10,10 @@ Windows with the same rounded counts are grouped; a group of ``n`` windows is cu
 launches of power-of-two sizes (binary decomposition: no padded windows), each at most
 the largest size whose unrolled instruction count and SBUF footprint fit one launch.
 
-``pack_launch`` turns the windows of one launch into the arrays the kernel reads (a
-relayout of the DSTE arrays with the tile-column index on the partition axis, so each
-needs one DMA per launch); it depends on ``A`` only, so it is computed once per matrix
-(and again only when the keep mask changes).
+``pack_launch`` turns the windows of one launch into the one metadata blob the kernel reads
+(a relayout of the DSTE arrays with the tile-column index on the partition axis, all regions
+side by side in an ``int32 [128, L]`` array, so one DMA per launch brings them); it depends on
+``A`` only, so it is computed once per matrix (and again only when the keep mask changes).
 """
 
 from __future__ import annotations
@@ -70,11 +70,49 @@ STORE_BYTES_PER_PARTITION = 16384
 
 
 def windows_per_step(n_windows: int, slots_per_window: int, n_features: int, group: int) -> int:
-    """Windows whose slots share one set of working buffers and one output store (as the kernel does)."""
+    """Windows whose slots share one set of working buffers (as the kernel does)."""
     if slots_per_window > group:
         return 1
     by_store = max(1, STORE_BYTES_PER_PARTITION // (4 * n_features))
     return max(1, min(n_windows, group // max(slots_per_window, 1), by_store))
+
+
+def windows_per_store(n_windows: int, step: int, n_features: int) -> int:
+    """Windows whose output rows leave in one store: whole steps, up to STORE_BYTES_PER_PARTITION (as the kernel does)."""
+    by_store = max(1, STORE_BYTES_PER_PARTITION // (4 * n_features))
+    return min(n_windows, step * max(1, by_store // step))
+
+
+WORD_BYTES = 4
+"""The metadata blob is int32; byte and half-word regions are padded to whole words."""
+
+
+def metadata_layout(n_windows: int, bitmap_counts, entry_counts) -> dict:
+    """Word offsets of the metadata blob's regions ``{name: (start, words)}`` and ``"total"``
+    (the kernel's ``metadata_layout``; a test checks they agree)."""
+    n_bitmap, n_entry = sum(bitmap_counts), sum(entry_counts)
+    bm_slots, en_slots = n_windows * n_bitmap, n_windows * n_entry
+    regions = (
+        ("row_scale", n_windows),
+        ("bm_cols", bm_slots),
+        ("bm_keep", bm_slots * MASK_WORDS),
+        ("bm_factor", bm_slots),
+        ("en_cols", en_slots),
+        ("en_keep", en_slots),
+        ("en_factor", en_slots),
+        ("bm_int8", n_windows * bitmap_counts[1] * WINDOW_ROWS // WORD_BYTES),
+        ("bm_fp16", n_windows * bitmap_counts[2] * WINDOW_ROWS * 2 // WORD_BYTES),
+        ("en_rows", -(-en_slots // WORD_BYTES)),
+        ("en_int8", -(-(n_windows * entry_counts[1]) // WORD_BYTES)),
+        ("en_fp16", -(-(n_windows * entry_counts[2] * 2) // WORD_BYTES)),
+    )
+    layout = {}
+    start = 0
+    for name, words in regions:
+        layout[name] = (start, words)
+        start += words
+    layout["total"] = start
+    return layout
 
 
 def record_width(n_features: int) -> int:
@@ -119,11 +157,10 @@ def slot_sbuf_bytes(n_features: int, x_mode: str) -> int:
 
 
 def launch_metadata_bytes(windows: int, bitmap, entry) -> int:
-    """Per-partition SBUF of one launch's metadata (cols, masks, factors, values, row scales)."""
-    nb, ne = sum(bitmap), sum(entry)
-    bitmap_bytes = nb * (4 + 4 * MASK_WORDS + 4) + bitmap[1] * WINDOW_ROWS + bitmap[2] * 2 * WINDOW_ROWS
-    entry_bytes = ne * (4 + 4 + 4 + 4 + 4 + 4) + entry[1] + entry[2] * 2
-    return windows * (bitmap_bytes + entry_bytes + 4)
+    """Per-partition SBUF of one launch's metadata: the blob, plus the fp32 entry rows and int32
+    keep bits the kernel derives from it."""
+    ne = sum(entry)
+    return WORD_BYTES * metadata_layout(windows, bitmap, entry)["total"] + windows * ne * (4 + 4)
 
 
 def step_instructions(bitmap, entry, n_features: int, x_mode: str, has_hi: bool, group: int, windows: int) -> int:
@@ -146,7 +183,7 @@ def step_instructions(bitmap, entry, n_features: int, x_mode: str, has_hi: bool,
     def entry_part(n):
         return n * (per_slot + 1) + (1 if hybrid and has_hi else 0)
 
-    total = windows * n_chunks + 1  # evacuations and the store
+    total = windows * n_chunks  # evacuations (stores are counted per launch)
     if nb + ne <= group:
         total += (bitmap_part(0, windows * nb) if nb else 0) + (entry_part(windows * ne) if ne else 0)
     else:
@@ -156,23 +193,30 @@ def step_instructions(bitmap, entry, n_features: int, x_mode: str, has_hi: bool,
 
 
 def instructions_per_window(bitmap, entry, n_features: int, x_mode: str, has_hi: bool, group: int) -> int:
-    """Upper bound of the unrolled instructions per window (a step of one window; batching only saves)."""
-    return step_instructions(bitmap, entry, n_features, x_mode, has_hi, group, 1)
+    """Upper bound of the unrolled instructions per window (a step of one window and its own store;
+    batching only saves)."""
+    return step_instructions(bitmap, entry, n_features, x_mode, has_hi, group, 1) + 1
 
 
 LAUNCH_SETUP_INSTRUCTIONS = 20
-"""Upper bound of the per-launch setup instructions (metadata loads, constants, memsets)."""
+"""Upper bound of the per-launch setup instructions (metadata load, constants, memsets)."""
 
 
 def launch_instructions(bucket: Bucket) -> int:
     b = bucket
     group = b.group_size()
     step = windows_per_step(b.windows, b.slots_per_window, b.features, group)
-    total = LAUNCH_SETUP_INSTRUCTIONS
+    total = LAUNCH_SETUP_INSTRUCTIONS + launch_stores(bucket)
     for w0 in range(0, b.windows, step):
         k = min(b.windows, w0 + step) - w0
         total += step_instructions(b.bitmap, b.entry, b.features, b.x_mode, b.has_hi, group, k)
     return total
+
+
+def launch_stores(bucket: Bucket) -> int:
+    """Output stores of one launch (one per ``windows_per_store`` windows)."""
+    step = windows_per_step(bucket.windows, bucket.slots_per_window, bucket.features, bucket.group_size())
+    return -(-bucket.windows // windows_per_store(bucket.windows, step, bucket.features))
 
 
 @dataclass
@@ -238,7 +282,8 @@ def max_windows_per_launch(bitmap, entry, n_features, x_mode, has_hi) -> int:
     probe = Bucket(1, tuple(bitmap), tuple(entry), n_features, x_mode, has_hi)
     per_window = instructions_per_window(bitmap, entry, n_features, x_mode, has_hi, probe.group_size())
     by_instr = (MAX_INSTRUCTIONS_PER_LAUNCH - LAUNCH_SETUP_INSTRUCTIONS) // max(per_window, 1)
-    working = probe.group_size() * slot_sbuf_bytes(n_features, x_mode) + 4 * n_features + 1024
+    # working buffers, the output buffer (at most one store's rows) and small constants
+    working = probe.group_size() * slot_sbuf_bytes(n_features, x_mode) + max(STORE_BYTES_PER_PARTITION, 4 * n_features) + 1024
     by_sbuf = (SBUF_BUDGET_BYTES - working) // max(launch_metadata_bytes(1, bitmap, entry), 1)
     limit = int(max(1, min(MAX_WINDOWS_PER_LAUNCH, by_instr, by_sbuf)))
     return 1 << (limit.bit_length() - 1)
@@ -311,60 +356,79 @@ def _gather_or(values, index, fill):
 
 
 def pack_launch(A, launch: Launch) -> dict:
-    """The kernel's per-launch arrays (layout in :mod:`dste.kernels.spmm_hybrid`)."""
+    """The kernel's per-launch metadata: ``{"metadata": int32 [128, L]}`` (layout in
+    :func:`metadata_layout` and :mod:`dste.kernels.spmm_hybrid`)."""
     b = launch.bucket
     N, M = int(A.shape[0]), int(A.shape[1])
-    W, nb, ne = b.windows, b.bitmap_slots, b.entry_slots
+    nb, ne = b.bitmap_slots, b.entry_slots
     col_scale = A.col_scale.astype(np.float32) if A.col_scale is not None else None
-    arrays = {}
+    regions = {}
 
     # Bitmap slots, window-major: [W, NB] -> partition = tile column k.
-    bt = launch.bitmap_tiles.reshape(-1)
-    cols = _gather_or(A.tile_cols, bt, M)  # [S, 128]
-    keep = _gather_or(A.keep_bits, bt, 0)  # [S, 128, 4]
-    factor = np.where(cols < M, 1.0, 0.0).astype(np.float32)
-    if col_scale is not None:
-        factor *= np.where(cols < M, col_scale[np.minimum(cols, M - 1)], 0.0).astype(np.float32)
-    kinds = _gather_or(A.tile_kind, bt, 0)
-    slots = _gather_or(A.tile_slot, bt, -1)
-    is_int8 = (bt >= 0) & (kinds == TileKind.INT8)
-    factor[is_int8] *= A.int8_scale[slots[is_int8]][:, None]
-    arrays["bm_cols"] = np.ascontiguousarray(cols.T.astype(np.int32)) if nb else np.zeros((TILE_COLS, 1), np.int32)
-    arrays["bm_keep"] = (
-        np.ascontiguousarray(keep.transpose(1, 0, 2).astype(np.uint32)) if nb else np.zeros((TILE_COLS, 1, MASK_WORDS), np.uint32)
-    )
-    arrays["bm_factor"] = np.ascontiguousarray(factor.T) if nb else np.zeros((TILE_COLS, 1), np.float32)
-    arrays["bm_int8"] = _values_by_kind(A.int8_values, launch.bitmap_tiles, A.tile_slot, b.bitmap, 1, np.int8)
-    arrays["bm_fp16"] = _values_by_kind(A.fp16_values, launch.bitmap_tiles, A.tile_slot, b.bitmap, 2, np.float16)
+    if nb:
+        bt = launch.bitmap_tiles.reshape(-1)
+        cols = _gather_or(A.tile_cols, bt, M)  # [S, 128]
+        keep = _gather_or(A.keep_bits, bt, 0)  # [S, 128, 4]
+        factor = np.where(cols < M, 1.0, 0.0).astype(np.float32)
+        if col_scale is not None:
+            factor *= np.where(cols < M, col_scale[np.minimum(cols, M - 1)], 0.0).astype(np.float32)
+        kinds = _gather_or(A.tile_kind, bt, 0)
+        slots = _gather_or(A.tile_slot, bt, -1)
+        is_int8 = (bt >= 0) & (kinds == TileKind.INT8)
+        factor[is_int8] *= A.int8_scale[slots[is_int8]][:, None]
+        regions["bm_cols"] = cols.T.astype(np.int32)
+        regions["bm_keep"] = keep.transpose(1, 0, 2).astype(np.uint32)
+        regions["bm_factor"] = factor.T
+        if b.bitmap[1]:
+            regions["bm_int8"] = _values_by_kind(A.int8_values, launch.bitmap_tiles, A.tile_slot, b.bitmap, 1, np.int8)
+        if b.bitmap[2]:
+            regions["bm_fp16"] = _values_by_kind(A.fp16_values, launch.bitmap_tiles, A.tile_slot, b.bitmap, 2, np.float16)
 
     # Entry slots: partition = entry e.
-    et = launch.entry_tiles.reshape(-1)
-    ecols = _gather_or(A.etile_cols, et, M)  # [S, 128]
-    erows = _gather_or(A.etile_rows, et, 0)
-    ekeep_words = _gather_or(A.etile_keep_bits, et, 0)  # [S, 4]
-    word_of_entry = np.arange(TILE_COLS) // MASK_WORD_BITS
-    ekeep = ekeep_words[:, word_of_entry]  # [S, 128]: the word holding entry e's bit
-    efactor = np.where(ecols < M, 1.0, 0.0).astype(np.float32)
-    if col_scale is not None:
-        efactor *= np.where(ecols < M, col_scale[np.minimum(ecols, M - 1)], 0.0).astype(np.float32)
-    ekinds = _gather_or(A.etile_kind, et, 0)
-    eslots = _gather_or(A.etile_slot, et, -1)
-    e_int8 = (et >= 0) & (ekinds == TileKind.INT8)
-    efactor[e_int8] *= A.etile_int8_scale[eslots[e_int8]][:, None]
-    arrays["en_cols"] = np.ascontiguousarray(ecols.T.astype(np.int32)) if ne else np.zeros((TILE_COLS, 1), np.int32)
-    arrays["en_rows"] = np.ascontiguousarray(erows.T.astype(np.uint8)) if ne else np.zeros((TILE_COLS, 1), np.uint8)
-    arrays["en_keep"] = np.ascontiguousarray(ekeep.T.astype(np.uint32)) if ne else np.zeros((TILE_COLS, 1), np.uint32)
-    arrays["en_factor"] = np.ascontiguousarray(efactor.T) if ne else np.zeros((TILE_COLS, 1), np.float32)
-    arrays["en_int8"] = _entry_values_by_kind(A.etile_int8_values, launch.entry_tiles, A.etile_slot, b.entry, 1, np.int8)
-    arrays["en_fp16"] = _entry_values_by_kind(A.etile_fp16_values, launch.entry_tiles, A.etile_slot, b.entry, 2, np.float16)
+    if ne:
+        et = launch.entry_tiles.reshape(-1)
+        ecols = _gather_or(A.etile_cols, et, M)  # [S, 128]
+        erows = _gather_or(A.etile_rows, et, 0)
+        ekeep_words = _gather_or(A.etile_keep_bits, et, 0)  # [S, 4]
+        word_of_entry = np.arange(TILE_COLS) // MASK_WORD_BITS
+        ekeep = ekeep_words[:, word_of_entry]  # [S, 128]: the word holding entry e's bit
+        efactor = np.where(ecols < M, 1.0, 0.0).astype(np.float32)
+        if col_scale is not None:
+            efactor *= np.where(ecols < M, col_scale[np.minimum(ecols, M - 1)], 0.0).astype(np.float32)
+        ekinds = _gather_or(A.etile_kind, et, 0)
+        eslots = _gather_or(A.etile_slot, et, -1)
+        e_int8 = (et >= 0) & (ekinds == TileKind.INT8)
+        efactor[e_int8] *= A.etile_int8_scale[eslots[e_int8]][:, None]
+        regions["en_cols"] = ecols.T.astype(np.int32)
+        regions["en_rows"] = erows.T.astype(np.uint8)
+        regions["en_keep"] = ekeep.T.astype(np.uint32)
+        regions["en_factor"] = efactor.T
+        if b.entry[1]:
+            regions["en_int8"] = _entry_values_by_kind(A.etile_int8_values, launch.entry_tiles, A.etile_slot, b.entry, 1, np.int8)
+        if b.entry[2]:
+            regions["en_fp16"] = _entry_values_by_kind(A.etile_fp16_values, launch.entry_tiles, A.etile_slot, b.entry, 2,
+                                                       np.float16)
 
     rows = A.window_rows[launch.windows]  # [W, 128]
     rscale = np.ones(rows.shape, dtype=np.float32)
     if A.row_scale is not None:
         valid = rows < N
         rscale[valid] = A.row_scale[rows[valid]]
-    arrays["row_scale"] = np.ascontiguousarray(rscale.T)
-    return arrays
+    regions["row_scale"] = rscale.T
+    return {"metadata": pack_metadata(metadata_layout(b.windows, b.bitmap, b.entry), regions)}
+
+
+def pack_metadata(layout: dict, regions: dict) -> np.ndarray:
+    """``int32 [128, layout["total"]]``: each region's bytes (partition-major) at its word offset."""
+    blob = np.zeros((TILE_COLS, layout["total"]), dtype=np.int32)
+    as_bytes = blob.view(np.uint8)
+    for name, values in regions.items():
+        start, words = layout[name]
+        raw = np.ascontiguousarray(values).view(np.uint8).reshape(TILE_COLS, -1)
+        if raw.shape[1] > WORD_BYTES * words:
+            raise ValueError(f"metadata region {name!r} has {raw.shape[1]} B per partition; the layout holds {WORD_BYTES * words}")
+        as_bytes[:, WORD_BYTES * start:WORD_BYTES * start + raw.shape[1]] = raw
+    return blob
 
 
 def _values_by_kind(values, tiles, tile_slot, counts, kind, dtype):

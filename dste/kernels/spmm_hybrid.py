@@ -19,6 +19,9 @@ TensorE matmul accumulating into the window's fp32 PSUM accumulator:
   dtype. Hybrid rows are gathered as one record per row (int8 values, fp32 row scale, int32
   position in the FP16 table) and dequantized by ScalarE into fp16 (``q * scale``); FP16 rows are
   then gathered over them by position (``oob_mode.skip`` moves nothing for INT8 rows).
+- Per launch, all metadata (column ids, keep words, factors, row scales, INT8/FP16 values, entry
+  rows) arrives in one int32 blob by one DMA and is read through ``view(dtype)`` slices of the SBUF
+  copy; output rows leave in stores of up to ``STORE_BYTES_PER_PARTITION`` per partition.
 """
 
 import nki
@@ -41,6 +44,8 @@ MAX_GROUP = 32
 """Tiles unpacked by one batched shift, and gather buffers in flight."""
 STORE_BYTES_PER_PARTITION = 16384
 """Output rows of several windows leave in one store of up to this many bytes per partition."""
+WORD_BYTES = 4
+"""The metadata blob is int32; byte- and half-word regions are padded to whole words."""
 
 KIND_BIN, KIND_INT8, KIND_FP16 = 0, 1, 2
 
@@ -49,18 +54,7 @@ KIND_BIN, KIND_INT8, KIND_FP16 = 0, 1, 2
 def spmm_hybrid_kernel(
     x_rows,
     x_hi,
-    row_scale,
-    bm_cols,
-    bm_keep,
-    bm_factor,
-    bm_int8,
-    bm_fp16,
-    en_cols,
-    en_rows,
-    en_keep,
-    en_factor,
-    en_int8,
-    en_fp16,
+    metadata,
     n_windows,
     n_bin,
     n_int8,
@@ -82,27 +76,30 @@ def spmm_hybrid_kernel(
       x_rows: dense X ``[M, F]`` (float32 / bfloat16 / float16) when ``hybrid == 0``; the hybrid
         record table ``int8 [M, Fq + 8]`` (Fq = F rounded up to 4) when ``hybrid == 1``.
       x_hi: ``float16 [M_hi, F]`` FP16 rows of a hybrid X (read only when ``has_hi == 1``).
-      row_scale: ``float32 [128, W]``, output-row factor of window slot r (partition) of window w.
-      bm_cols: ``int32 [128, W*NB]`` column id of tile column k (partition) per slot; padding = M.
-      bm_keep: ``uint32 [128, W*NB, 4]`` keep words of tile column k.
-      bm_factor: ``float32 [128, W*NB]`` column scale x INT8 tile scale (0 for padding columns).
-      bm_int8: ``int8 [128, W*n_int8, 128]`` values [k, slot, r] of the INT8 slots.
-      bm_fp16: ``float16 [128, W*n_fp16, 128]`` values of the FP16 slots.
-      en_cols: ``int32 [128, W*NE]`` column id of entry e (partition); padding = M.
-      en_rows: ``uint8 [128, W*NE]`` window slot of entry e.
-      en_keep: ``uint32 [128, W*NE]`` the keep word holding entry e's bit (bit e % 32).
-      en_factor: ``float32 [128, W*NE]`` column scale x INT8 tile scale (0 for padding).
-      en_int8: ``int8 [128, W*n_eint8]``, en_fp16: ``float16 [128, W*n_efp16]`` entry values.
+      metadata: ``int32 [128, L]``, one blob per launch (L = ``metadata_layout(...)["total"]`` words
+        per partition); its regions, in this order, read through ``view(dtype)``:
+        row_scale ``float32 [W]`` (partition = window slot r), output-row factor of slot r of window w;
+        bm_cols ``int32 [W*NB]`` column id of tile column k (partition) per slot; padding = M;
+        bm_keep ``uint32 [W*NB, 4]`` keep words of tile column k;
+        bm_factor ``float32 [W*NB]`` column scale x INT8 tile scale (0 for padding columns);
+        en_cols ``int32 [W*NE]`` column id of entry e (partition); padding = M;
+        en_keep ``uint32 [W*NE]`` the keep word holding entry e's bit (bit e % 32);
+        en_factor ``float32 [W*NE]`` column scale x INT8 tile scale (0 for padding);
+        bm_int8 ``int8 [W*n_int8, 128]`` values [k, slot, r] of the INT8 slots;
+        bm_fp16 ``float16 [W*n_fp16, 128]`` values of the FP16 slots;
+        en_rows ``uint8 [W*NE]`` window slot of entry e;
+        en_int8 ``int8 [W*n_eint8]``, en_fp16 ``float16 [W*n_efp16]`` entry values.
+        Byte and half-word regions are padded to whole words; empty regions take no words.
       Slots are window-major; inside a window BIN, then INT8, then FP16 slots.
-      Arrays of a kind with zero slots are 1-wide placeholders and are not read.
 
     Returns:
       ``float32 [W*128, F]``: row r of window w at row ``w*128 + r`` (the launcher places rows).
 
-    Limits: F <= 8 * 512 (one window's accumulator in the 8 PSUM banks); group <= 32.
+    Limits: F <= 8 * 512 (one window's accumulator in the 8 PSUM banks); group <= 32;
+      the blob, working buffers and output buffer must fit SBUF (the planner's budget).
 
     Pseudocode:
-      load metadata of all slots (one DMA per array)
+      load the metadata blob of all slots (one DMA)
       weight[e] = keep_bit(e) * factor[e] * value[e]                       # all entry slots at once
       for each step of S consecutive windows (all their slots fit the `group` buffers; S = 1 and
                                              groups of slots inside the window when they do not):
@@ -115,8 +112,9 @@ def spmm_hybrid_kernel(
           stationary[s] = (iota_r == en_rows[:, s]) * weight[:, s]
         for each window w of the step:
           psum[chunk] = sum over w's slots of stationary[s].T @ moving[s][:, chunk]
-          y_step[:, w] = psum * row_scale[:, w]
-        y rows of the S windows <- y_step                                 # one store per step
+          y_buf[:, w] = psum * row_scale[:, w]
+        when y_buf holds the last window or STORE_BYTES_PER_PARTITION of rows:
+          y rows of its windows <- y_buf                                   # one store
     """
     n_bitmap = n_bin + n_int8 + n_fp16
     n_entry = n_ebin + n_eint8 + n_efp16
@@ -125,16 +123,10 @@ def spmm_hybrid_kernel(
         f"n_features={n_features}: expected 1..{MAX_PSUM_CHUNKS * PSUM_CHUNK} (8 PSUM banks of {PSUM_CHUNK} fp32)"
     )
     assert 1 <= group <= MAX_GROUP, f"group={group}: expected 1..{MAX_GROUP}"
-    assert row_scale.shape == (WINDOW_ROWS, n_windows), f"row_scale must be [128, {n_windows}], got {row_scale.shape}"
-    if n_bitmap:
-        assert bm_cols.shape == (TILE_COLS, n_windows * n_bitmap), (
-            f"bm_cols must be [128, {n_windows * n_bitmap}], got {bm_cols.shape}"
-        )
-        assert bm_keep.shape == (TILE_COLS, n_windows * n_bitmap, MASK_WORDS), f"bm_keep shape {bm_keep.shape}"
-    if n_entry:
-        assert en_cols.shape == (TILE_COLS, n_windows * n_entry), (
-            f"en_cols must be [128, {n_windows * n_entry}], got {en_cols.shape}"
-        )
+    layout = metadata_layout(n_windows, (n_bin, n_int8, n_fp16), (n_ebin, n_eint8, n_efp16))
+    assert metadata.dtype == nl.int32 and metadata.shape == (TILE_COLS, layout["total"]), (
+        f"metadata must be int32 [128, {layout['total']}] for this bucket, got {metadata.dtype} {metadata.shape}"
+    )
     if hybrid:
         assert x_rows.dtype == nl.int8, f"hybrid X records must be int8, got {x_rows.dtype}"
         record = x_rows.shape[1]
@@ -158,60 +150,61 @@ def spmm_hybrid_kernel(
     top_bit_shift = nl.ndarray((TILE_COLS, MASK_WORDS, MASK_WORD_BITS), dtype=nl.int32, buffer=nl.sbuf, name="shift")
     nisa.iota(dst=top_bit_shift, pattern=[[0, MASK_WORDS], [-1, MASK_WORD_BITS]], offset=MASK_WORD_BITS - 1)
 
-    # ---- per-launch metadata: one DMA per array -----------------------------------------------
-    rscale = nl.ndarray((WINDOW_ROWS, n_windows), dtype=nl.float32, buffer=nl.sbuf, name="row_scale")
-    nisa.dma_copy(dst=rscale, src=row_scale)
+    # ---- per-launch metadata: one DMA for the whole blob; regions are typed views of it ------
+    blob = nl.ndarray((TILE_COLS, layout["total"]), dtype=nl.int32, buffer=nl.sbuf, name="metadata")
+    nisa.dma_copy(dst=blob, src=metadata)
+
+    def region(name, dtype):
+        start, words = layout[name]
+        return blob[:, start:start + words].view(dtype)
+
+    rscale = region("row_scale", nl.float32)
     if n_bitmap:
         n_bslots = n_windows * n_bitmap
-        bcols = nl.ndarray((TILE_COLS, n_bslots), dtype=nl.int32, buffer=nl.sbuf, name="bm_cols")
-        nisa.dma_copy(dst=bcols, src=bm_cols)
-        bkeep = nl.ndarray((TILE_COLS, n_bslots, MASK_WORDS), dtype=nl.uint32, buffer=nl.sbuf, name="bm_keep")
-        nisa.dma_copy(dst=bkeep, src=bm_keep)
-        bfactor = nl.ndarray((TILE_COLS, n_bslots), dtype=nl.float32, buffer=nl.sbuf, name="bm_factor")
-        nisa.dma_copy(dst=bfactor, src=bm_factor)
+        bcols = region("bm_cols", nl.int32)
+        bkeep = region("bm_keep", nl.uint32).reshape((TILE_COLS, n_bslots, MASK_WORDS))
+        bfactor = region("bm_factor", nl.float32)
         if n_int8:
-            bvals8 = nl.ndarray((TILE_COLS, n_windows * n_int8, WINDOW_ROWS), dtype=nl.int8, buffer=nl.sbuf, name="bm_int8")
-            nisa.dma_copy(dst=bvals8, src=bm_int8)
+            bvals8 = region("bm_int8", nl.int8).reshape((TILE_COLS, n_windows * n_int8, WINDOW_ROWS))
         if n_fp16:
-            bvals16 = nl.ndarray((TILE_COLS, n_windows * n_fp16, WINDOW_ROWS), dtype=nl.float16, buffer=nl.sbuf, name="bm_fp16")
-            nisa.dma_copy(dst=bvals16, src=bm_fp16)
+            bvals16 = region("bm_fp16", nl.float16).reshape((TILE_COLS, n_windows * n_fp16, WINDOW_ROWS))
         shifted = nl.ndarray((TILE_COLS, group, WINDOW_ROWS), dtype=nl.int32, buffer=nl.sbuf, name="shifted")
     if n_entry:
         n_eslots = n_windows * n_entry
-        ecols = nl.ndarray((TILE_COLS, n_eslots), dtype=nl.int32, buffer=nl.sbuf, name="en_cols")
-        nisa.dma_copy(dst=ecols, src=en_cols)
+        ecols = region("en_cols", nl.int32)
+        ekeep = region("en_keep", nl.uint32)
+        eweight = region("en_factor", nl.float32)
+        # window slots travel as bytes; the row comparison takes an fp32 operand (converted on
+        # GpSimd, which is less loaded than VectorE when X is dense)
         erows = nl.ndarray((TILE_COLS, n_eslots), dtype=nl.float32, buffer=nl.sbuf, name="en_rows")
-        nisa.dma_copy(dst=erows, src=en_rows)
-        ekeep = nl.ndarray((TILE_COLS, n_eslots), dtype=nl.uint32, buffer=nl.sbuf, name="en_keep")
-        nisa.dma_copy(dst=ekeep, src=en_keep)
-        eweight = nl.ndarray((TILE_COLS, n_eslots), dtype=nl.float32, buffer=nl.sbuf, name="en_weight")
-        nisa.dma_copy(dst=eweight, src=en_factor)
+        nisa.tensor_copy(dst=erows, src=region("en_rows", nl.uint8)[:, 0:n_eslots], engine=nisa.engine.gpsimd)
         # entry e's keep bit is bit e % 32 of its word: shift per partition, then mask
         entry_bit = nl.ndarray((TILE_COLS, 1), dtype=nl.int32, buffer=nl.sbuf, name="entry_bit")
         nisa.iota(dst=entry_bit, pattern=[[0, 1]], offset=0, channel_multiplier=1)
         nisa.tensor_scalar(dst=entry_bit, data=entry_bit, op0=nl.bitwise_and, operand0=MASK_WORD_BITS - 1)
         ebits = nl.ndarray((TILE_COLS, n_eslots), dtype=nl.int32, buffer=nl.sbuf, name="en_bits")
         nisa.tensor_scalar(dst=ebits, data=ekeep, op0=nl.right_shift, operand0=entry_bit, op1=nl.bitwise_and, operand1=1)
+        # the factors become the entry weights in place (the blob is this launch's own copy)
         nisa.tensor_tensor(dst=eweight, data1=eweight, data2=ebits, op=nl.multiply, engine=nisa.engine.vector)
         weight_by_window = eweight.reshape((TILE_COLS, n_windows, n_entry))
         if n_eint8:
-            evals8 = nl.ndarray((TILE_COLS, n_windows * n_eint8), dtype=nl.int8, buffer=nl.sbuf, name="en_int8")
-            nisa.dma_copy(dst=evals8, src=en_int8)
+            evals8 = region("en_int8", nl.int8)[:, 0:n_windows * n_eint8].reshape((TILE_COLS, n_windows, n_eint8))
             w8 = weight_by_window[:, :, n_ebin:n_ebin + n_eint8]
             nisa.tensor_tensor(dst=w8, data1=w8, data2=evals8, op=nl.multiply)
         if n_efp16:
-            evals16 = nl.ndarray((TILE_COLS, n_windows * n_efp16), dtype=nl.float16, buffer=nl.sbuf, name="en_fp16")
-            nisa.dma_copy(dst=evals16, src=en_fp16)
+            evals16 = region("en_fp16", nl.float16)[:, 0:n_windows * n_efp16].reshape((TILE_COLS, n_windows, n_efp16))
             w16 = weight_by_window[:, :, n_ebin + n_eint8:n_entry]
             nisa.tensor_tensor(dst=w16, data1=w16, data2=evals16, op=nl.multiply)
         row_iota = nl.ndarray((TILE_COLS, WINDOW_ROWS), dtype=nl.bfloat16, buffer=nl.sbuf, name="row_iota")
         nisa.iota(dst=row_iota, pattern=[[1, WINDOW_ROWS]], offset=0)
 
     # ---- window steps: all tile slots of `step` consecutive windows share one set of working
-    # buffers, so the mask unpack and scale products run once per step, and one DMA stores the
-    # step's output rows. A window with more slots than `group` is processed alone, in groups.
+    # buffers, so the mask unpack and scale products run once per step. A window with more slots
+    # than `group` is processed alone, in groups. Output rows collect over whole steps in y_buf
+    # and leave in one store per `store_windows` windows.
     slots_per_window = n_bitmap + n_entry
     step = windows_per_step(n_windows, slots_per_window, n_features, group)
+    store_windows = windows_per_store(n_windows, step, n_features)
 
     # ---- working buffers (only the bytes a skipped gather could leave uninitialized are zeroed) ---
     moving = nl.ndarray((TILE_COLS, group, n_features), dtype=moving_dtype, buffer=nl.sbuf, name="moving")
@@ -226,7 +219,7 @@ def spmm_hybrid_kernel(
         act_scale = nl.ndarray((TILE_COLS, group), dtype=nl.float32, buffer=nl.sbuf, name="act_scale")
     if n_int8 + n_fp16:
         masked = nl.ndarray((TILE_COLS, group, WINDOW_ROWS), dtype=nl.float32, buffer=nl.sbuf, name="masked")
-    y_tile = nl.ndarray((WINDOW_ROWS, step, n_features), dtype=nl.float32, buffer=nl.sbuf, name="y_tile")
+    y_buf = nl.ndarray((WINDOW_ROWS, store_windows, n_features), dtype=nl.float32, buffer=nl.sbuf, name="y_buf")
     accum = []
     for c, (f0, width) in enumerate(chunks):
         accum.append(nl.ndarray((WINDOW_ROWS, width), dtype=nl.float32, buffer=nl.psum, name=f"accum{c}"))
@@ -309,15 +302,17 @@ def spmm_hybrid_kernel(
 
     def evacuate(w, j):
         for c, (f0, width) in enumerate(chunks):
-            nisa.activation(dst=y_tile[:, j, f0:f0 + width], op=nl.copy, data=accum[c], scale=rscale[:, w:w + 1])
+            nisa.activation(dst=y_buf[:, j, f0:f0 + width], op=nl.copy, data=accum[c], scale=rscale[:, w:w + 1])
 
     # Entry-stationary builds alternate between VectorE and GpSimd (VectorE takes more: its
     # bf16 tensor_scalar is ~1.7x faster in the model); bitmap unpacking uses both already.
     entry_engines = [nisa.engine.vector, nisa.engine.vector, nisa.engine.gpsimd]
 
+    store_start = 0
     for w0 in range(0, n_windows, step):
         w1 = min(n_windows, w0 + step)
         k = w1 - w0
+        j0 = w0 - store_start  # position of window w0 in y_buf
         if slots_per_window <= group:
             if n_bitmap:
                 bitmap_slots(w0 * n_bitmap, k * n_bitmap, 0)
@@ -326,7 +321,7 @@ def spmm_hybrid_kernel(
             for w in range(w0, w1):
                 first = accumulate((w - w0) * n_bitmap, n_bitmap, True)
                 accumulate(k * n_bitmap + (w - w0) * n_entry, n_entry, first)
-                evacuate(w, w - w0)
+                evacuate(w, j0 + w - w0)
         else:
             w = w0
             first = True
@@ -338,11 +333,14 @@ def spmm_hybrid_kernel(
                 n = min(n_entry, g0 + group) - g0
                 entry_slots(w * n_entry + g0, n, 0)
                 first = accumulate(0, n, first)
-            evacuate(w, 0)
-        # rows w*128 + r of the k windows: one store
-        nisa.dma_copy(dst=y.ap(pattern=[[n_features, WINDOW_ROWS], [WINDOW_ROWS * n_features, k], [1, n_features]],
-                               offset=w0 * WINDOW_ROWS * n_features),
-                      src=y_tile[:, 0:k, :])
+            evacuate(w, j0)
+        if w1 - store_start == store_windows or w1 == n_windows:
+            # rows w*128 + r of the buffered windows: one store
+            held = w1 - store_start
+            nisa.dma_copy(dst=y.ap(pattern=[[n_features, WINDOW_ROWS], [WINDOW_ROWS * n_features, held], [1, n_features]],
+                                   offset=store_start * WINDOW_ROWS * n_features),
+                          src=y_buf[:, 0:held, :])
+            store_start = w1
     return y
 
 
@@ -359,6 +357,42 @@ def windows_per_step(n_windows, slots_per_window, n_features, group):
         return 1
     by_store = max(1, STORE_BYTES_PER_PARTITION // (4 * n_features))
     return max(1, min(n_windows, group // max(slots_per_window, 1), by_store))
+
+
+def windows_per_store(n_windows, step, n_features):
+    """Windows whose output rows leave in one store: whole steps, up to STORE_BYTES_PER_PARTITION."""
+    by_store = max(1, STORE_BYTES_PER_PARTITION // (4 * n_features))
+    return min(n_windows, step * max(1, by_store // step))
+
+
+def metadata_layout(n_windows, bitmap_counts, entry_counts):
+    """Word offsets of the metadata blob's regions: ``{name: (start, words)}`` and ``"total"``.
+
+    ``bitmap_counts`` / ``entry_counts`` are the (BIN, INT8, FP16) slots per window.
+    """
+    n_bitmap, n_entry = sum(bitmap_counts), sum(entry_counts)
+    bm_slots, en_slots = n_windows * n_bitmap, n_windows * n_entry
+    regions = (
+        ("row_scale", n_windows),
+        ("bm_cols", bm_slots),
+        ("bm_keep", bm_slots * MASK_WORDS),
+        ("bm_factor", bm_slots),
+        ("en_cols", en_slots),
+        ("en_keep", en_slots),
+        ("en_factor", en_slots),
+        ("bm_int8", n_windows * bitmap_counts[1] * WINDOW_ROWS // WORD_BYTES),
+        ("bm_fp16", n_windows * bitmap_counts[2] * WINDOW_ROWS * 2 // WORD_BYTES),
+        ("en_rows", -(-en_slots // WORD_BYTES)),
+        ("en_int8", -(-(n_windows * entry_counts[1]) // WORD_BYTES)),
+        ("en_fp16", -(-(n_windows * entry_counts[2] * 2) // WORD_BYTES)),
+    )
+    layout = {}
+    start = 0
+    for name, words in regions:
+        layout[name] = (start, words)
+        start += words
+    layout["total"] = start
+    return layout
 
 
 def _gather_records(records, b0, n, x_rows, x_hi, cols, s0, has_hi):

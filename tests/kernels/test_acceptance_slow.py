@@ -18,3 +18,6 @@ def test_arxiv_scale_modelled_figures():
     assert ours.max_instructions_per_launch <= MAX_INSTRUCTIONS_PER_LAUNCH
     assert block.latency_us >= 3 * ours.latency_us
     assert ours.latency_us >= ours.roofline_us
+    # acceptance: modelled trn2 latency <= 1.0 ms and within 2x of the format's own roofline
+    assert ours.latency_us <= 1000.0
+    assert ours.latency_us <= 2.0 * ours.roofline_us

@@ -69,3 +69,32 @@ def test_baselines_cost_more_on_condensable_graph():
     assert block.n_tiles >= ours.n_tiles / 4
     assert block.layout == "block" and edge.layout == "edge-gather"
     assert edge.n_tiles == -(-A.decode().nnz // 128)
+
+
+def test_metadata_layout_and_store_grouping_match_the_kernel():
+    """The planner packs the blob with the kernel's region offsets and counts its stores."""
+    import importlib
+
+    from dste.kernels import plan as plan_mod
+    from dste.nkisim import install
+
+    install()
+    kernel_mod = importlib.import_module("dste.kernels.spmm_hybrid")
+    for windows, bitmap, entry in [(1, (1, 0, 0), (0, 0, 0)), (3, (2, 1, 3), (1, 2, 3)), (256, (0, 0, 0), (4, 1, 0))]:
+        assert plan_mod.metadata_layout(windows, bitmap, entry) == kernel_mod.metadata_layout(windows, bitmap, entry)
+    for n_windows, step, F in [(1, 1, 128), (256, 10, 128), (8, 3, 1100), (5, 1, 4096)]:
+        assert plan_mod.windows_per_store(n_windows, step, F) == kernel_mod.windows_per_store(n_windows, step, F)
+        assert plan_mod.windows_per_step(n_windows, 3, F, 32) == kernel_mod.windows_per_step(n_windows, 3, F, 32)
+
+
+def test_fixed_cost_transfers_are_one_blob_per_launch_and_the_stores():
+    """Every DMA besides the gathers (one per slot, dense X) is a launch's blob or an output store."""
+    from dste.kernels.plan import launch_stores, plan_launches
+
+    A = gcn_normalized(graph(900, 0.01, 3), reorder="community")
+    X = np.ones((900, 128), np.float32)
+    plan = plan_launches(A, 128, "fp32")
+    _, prof = spmm_hybrid(A, X, profile=True, plan=plan)
+    stores = sum(launch_stores(launch.bucket) for launch in plan.launches)
+    assert stores == len(plan.launches)  # F=128: a store holds 32 windows, more than any launch here
+    assert prof.dma_transfers == plan.n_slots + len(plan.launches) + stores

@@ -99,6 +99,23 @@ def test_parity_table(name, n, m, density, values, kinds, min_entries, reorder, 
         check(A, X, BOUND_FP32_X)
 
 
+def test_several_stores_per_launch_place_every_window():
+    # identical windows share one bucket: one launch of 8 windows; at F=1100 one store holds 3
+    # windows (16 KiB per partition), so the launch stores 3 + 3 + 2 windows
+    from dste.kernels.plan import launch_stores, plan_launches
+
+    n, F = 1024, 1100
+    pattern = sp.random(128, n, density=0.02, random_state=np.random.default_rng(11), format="csr")
+    A_sp = sp.vstack([pattern] * (n // 128)).tocsr()
+    A_sp.data = np.random.default_rng(12).standard_normal(A_sp.nnz)
+    A = encode(A_sp, kinds="int8")
+    plan = plan_launches(A, F, "fp32")
+    assert [launch.bucket.windows for launch in plan.launches] == [8]
+    assert launch_stores(plan.launches[0].bucket) == 3
+    X = np.random.default_rng(13).standard_normal((n, F)).astype(np.float32)
+    check(A, X, BOUND_FP32_X)
+
+
 def test_bin_with_unit_scales_is_exact_for_bf16_x():
     # BIN tiles (value 1, no scales) and bf16 X: every operand exact, fp32 accumulation of
     # <= 128 terms per matmul is exact to fp32 rounding.
