@@ -660,6 +660,21 @@ def _settings(args) -> dict:
     }
 
 
+def _guarded(results: dict, step: str, run, default=None):
+    """Run one step; a failure is recorded in ``results["errors"]``, printed, and the other steps still run.
+
+    A failed step never contributes figures (its slot keeps ``default``); ``main`` exits non-zero when any
+    step failed, and the report lists the failures first.
+    """
+    try:
+        return run()
+    except Exception as exc:  # one broken step must not discard the figures of the others
+        message = f"{type(exc).__name__}: {exc}"
+        results["errors"].append({"step": step, "error": message})
+        print(f"dste bench: step {step!r} failed: {message}", file=sys.stderr)
+        return default
+
+
 def run_bench(args, stream=None) -> dict:
     """Run the comparison described in the module docstring; print tables; write JSON (and PNG) to ``args.out``."""
     from tqdm import tqdm
@@ -670,36 +685,44 @@ def run_bench(args, stream=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {"settings": settings, "machine": machine_info(), "threads": threads, "cpu_spmm": [],
-               "bytes_per_edge": {}, "encode": [], "modelled": [], "simulator": None}
+               "bytes_per_edge": {}, "encode": [], "modelled": [], "simulator": None, "errors": []}
     disable = True if args.no_progress else None
     n_model = len(settings["features"]) * len(settings["targets"]) * len(
         x_configurations(settings["x_modes"], settings["hi_fractions"]))
     for graph in settings["graphs"]:
         with tqdm(total=1, desc=f"{graph}: generate + encode", disable=disable, leave=False) as bar:
-            workloads = prepare_workloads(graph, settings["orders"], seed=settings["seed"])
+            workloads = _guarded(results, f"{graph}: generate + encode",
+                                 lambda: prepare_workloads(graph, settings["orders"], seed=settings["seed"]), [])
             bar.update(1)
         for wl in workloads:
             results["bytes_per_edge"][wl.key] = format_bytes_per_edge(wl)
             for f in tqdm(settings["features"], desc=f"{wl.key}: CPU SpMM", disable=disable, leave=False):
-                results["cpu_spmm"].append(cpu_spmm(wl, f, settings["repeats"], settings["warmup"], settings["proposals"]))
+                row = _guarded(results, f"{wl.key} F={f}: CPU SpMM",
+                               lambda: cpu_spmm(wl, f, settings["repeats"], settings["warmup"], settings["proposals"]))
+                if row is not None:
+                    results["cpu_spmm"].append(row)
             with tqdm(total=n_model, desc=f"{wl.key}: modelled", disable=disable, leave=False) as bar:
-                results["modelled"] += modelled_latencies(wl, settings["features"], settings["targets"],
-                                                          settings["x_modes"], settings["hi_fractions"],
-                                                          settings["seed"], progress=bar)
+                results["modelled"] += _guarded(
+                    results, f"{wl.key}: modelled latencies",
+                    lambda: modelled_latencies(wl, settings["features"], settings["targets"], settings["x_modes"],
+                                               settings["hi_fractions"], settings["seed"], progress=bar), [])
             if wl.order == "random":
                 with tqdm(total=1, desc=f"{graph}: encode + snapshot", disable=disable, leave=False) as bar:
-                    results["encode"].append(encode_throughput(wl, settings["encode_repeats"], settings["seed"]))
+                    row = _guarded(results, f"{graph}: encode + snapshot",
+                                   lambda: encode_throughput(wl, settings["encode_repeats"], settings["seed"]))
+                    if row is not None:
+                        results["encode"].append(row)
                     bar.update(1)
         del workloads
     if not args.no_simulator:
         with tqdm(total=1, desc="simulator speed", disable=disable, leave=False) as bar:
-            results["simulator"] = simulator_speed(seed=settings["seed"])
+            results["simulator"] = _guarded(results, "simulator speed", lambda: simulator_speed(seed=settings["seed"]))
             bar.update(1)
     json_path = out / "bench.json"
     json_path.write_text(json.dumps(results, indent=1, default=_json_default))
     results["json_path"] = str(json_path)
     if not args.no_plot:
-        results["plot_path"] = str(plot(results, out / "bench.png"))
+        results["plot_path"] = _guarded(results, "plot", lambda: str(plot(results, out / "bench.png")))
     print(report(results), file=stream)
     return results
 
@@ -717,7 +740,8 @@ def _json_default(value):
 def report(results: dict) -> str:
     """The printed summary: machine, threads, then one table per measurement."""
     m, t = results["machine"], results["threads"]
-    parts = [
+    failures = [f"FAILED step {e['step']}: {e['error']}" for e in results.get("errors", [])]
+    parts = failures + [
         f"machine: {m['nproc']} x {m['cpu_model']}; python {m['python']}, numpy {m['numpy']}, scipy {m['scipy']}, "
         f"torch {m['torch']}, dste {m['dste']} at {m.get('source_revision', 'unknown')}",
         f"threads: {t['requested']} (torch {t['torch_num_threads']}, {', '.join(f'{k}={v}' for k, v in t['env'].items())}; "
@@ -743,17 +767,17 @@ def report(results: dict) -> str:
                       f"{sim['wall_s']:.2f} s = {sim['tiles_per_s']:.0f} simulated tiles/s "
                       f"({sim['instructions_per_s']:.0f} instructions/s, measured wall time)"]
     parts += ["", f"wrote {results.get('json_path')}" + (f" and {results['plot_path']}" if results.get("plot_path") else "")]
+    if failures:
+        parts.append(f"{len(failures)} step(s) failed; their figures are missing (see the top of this report)")
     return "\n".join(parts)
 
 
 def main(argv=None) -> int:
     """Entry point: ``python -m dste.experiments.bench [options]``; also takes parsed ``dste bench`` options."""
-    if isinstance(argv, argparse.Namespace):
-        run_bench(argv)
-        return 0
-    parser = add_bench_arguments(argparse.ArgumentParser(prog="dste bench", description=__doc__.split("\n\n")[0]))
-    run_bench(parser.parse_args(argv))
-    return 0
+    if not isinstance(argv, argparse.Namespace):
+        parser = add_bench_arguments(argparse.ArgumentParser(prog="dste bench", description=__doc__.split("\n\n")[0]))
+        argv = parser.parse_args(argv)
+    return 1 if run_bench(argv)["errors"] else 0
 
 
 add_arguments = add_bench_arguments

@@ -144,3 +144,17 @@ def test_unknown_graph_and_threads_are_refused():
         bench.pin_threads(0)
     with pytest.raises(ValueError, match="orders"):
         bench.prepare_workloads("cora-like", orders=("sideways",))
+
+
+def test_a_failing_step_is_reported_and_the_rest_still_runs(tmp_path, monkeypatch, capsys):
+    def broken(**_):
+        raise RuntimeError("simulator exploded")
+
+    monkeypatch.setattr(bench, "simulator_speed", broken)
+    args = _args(tmp_path, "--quick", "--no-plot", "--no-proposals")
+    assert bench.main(args) == 1
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["errors"] == [{"step": "simulator speed", "error": "RuntimeError: simulator exploded"}]
+    assert saved["simulator"] is None and saved["cpu_spmm"] and saved["modelled"]
+    out = capsys.readouterr().out
+    assert out.startswith("FAILED step simulator speed")
