@@ -320,7 +320,7 @@ def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=No
         elif hi_fraction > 0:
             has_hi = True
     if plan is None:
-        plan = plan_launches(A, F, x_mode, has_hi=has_hi)
+        plan = plan_launches(A, F, x_mode, has_hi=has_hi, target=target)
     costs = [_launch_cost(A, launch, target, is_hi) for launch in plan.launches]
     if has_hi and is_hi is None:
         # pro-rata FP16-row bytes: a valid row of an INT8 slot is FP16 with probability hi_fraction

@@ -19,6 +19,7 @@ from dste.kernels.plan import (
     MAX_FEATURES,
     LaunchPlan,
     feature_chunks,
+    launch_rows,
     pack_launch,
     plan_launches,
     record_width,
@@ -157,7 +158,7 @@ def spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, plan: Laun
     mode = "int8-hybrid" if hybrid else x_mode_of(X)
     has_hi = bool(hybrid and X.hi.shape[0] > 0)
     if plan is None:
-        plan = plan_launches(A, F, mode, has_hi=has_hi)
+        plan = plan_launches(A, F, mode, has_hi=has_hi, target=target)
     elif (plan.features, plan.x_mode, plan.has_hi, plan.shape) != (F, mode, has_hi, tuple(A.shape)):
         raise ValueError(
             f"plan was made for F={plan.features}, x_mode={plan.x_mode}, has_hi={plan.has_hi}, shape={plan.shape}; "
@@ -182,7 +183,7 @@ def spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, plan: Laun
         out, prof = run_profiled(kernel, *args, target=target)
         profiles.append(prof)
         out = np.asarray(out).reshape(b.windows, -1, F)
-        rows = A.window_rows[launch.windows]
+        rows = launch_rows(A, launch)
         valid = rows < N
         Y[rows[valid]] = out[valid]
     if not profile:

@@ -6,9 +6,13 @@ entry-tile slots per window by kind, the feature width and the X mode. A window'
 counts are rounded up the ladder ``0, 1, 2, 3, 4, 6, 8, 12, 16, 24, ...`` (steps of at most
 1.5x), so few distinct buckets cover a graph and all its snapshots; the missing slots are
 padding whose column ids are out of range (``M``), so their gathers move no bytes.
-Windows with the same rounded counts are grouped; a group of ``n`` windows is cut into
-launches of power-of-two sizes (binary decomposition: no padded windows), each at most
-the largest size whose unrolled instruction count and SBUF footprint fit one launch.
+Windows with the same rounded counts are grouped; a group is cut into launches of
+power-of-two sizes, each at most the largest size whose unrolled instruction count and
+SBUF footprint fit one launch. The windows left after a group's full launches are cut by
+binary decomposition (no padded windows) or padded up to a power of two, and small
+remainders of different groups share a common padded shape, whichever the modelled cost
+(``dste.kernels.cost``, per target) finds faster; padding slots move no bytes but cost a
+transfer and instructions each.
 
 ``pack_launch`` turns the windows of one launch into the one metadata blob the kernel reads
 (a relayout of the DSTE arrays with the tile-column index on the partition axis, all regions
@@ -289,11 +293,17 @@ def max_windows_per_launch(bitmap, entry, n_features, x_mode, has_hi) -> int:
     return 1 << (limit.bit_length() - 1)
 
 
-def plan_launches(A, F: int, x_mode: str = "fp32", has_hi: bool = False) -> LaunchPlan:
+def plan_launches(A, F: int, x_mode: str = "fp32", has_hi: bool = False, *, target: str = "trn2",
+                  merge: bool = True) -> LaunchPlan:
     """Group A's windows into fixed-shape launches for feature width ``F`` and X mode ``x_mode``.
 
     ``has_hi``: the hybrid X has FP16 rows (adds one gather per slot). Windows with no tiles
     are skipped entirely (their output rows are zero).
+
+    ``merge``: windows left over after a signature's full launches (fewer than one launch holds)
+    are merged across signatures into a common padded shape, and a group's last launch may be
+    padded up to the next power-of-two window count, whenever that lowers the modelled latency
+    on ``target`` (see :class:`_LaunchBuilder`). ``merge=False`` gives the exact-signature plan.
     """
     if x_mode not in X_MODES:
         raise ValueError(f"x_mode must be one of {X_MODES}, got {x_mode!r}")
@@ -320,32 +330,143 @@ def plan_launches(A, F: int, x_mode: str = "fp32", has_hi: bool = False) -> Laun
     signatures = {}
     for w in nonempty:
         signatures.setdefault(tuple(int(v) for v in rounded[w]), []).append(int(w))
-    for sig in sorted(signatures):
-        windows = signatures[sig]
-        bitmap, entry = sig[:3], sig[3:]
-        cap = max_windows_per_launch(bitmap, entry, F, x_mode, has_hi)
-        start = 0
-        while start < len(windows):
-            remaining = len(windows) - start
-            size = min(cap, 1 << (remaining.bit_length() - 1))
-            chunk = windows[start:start + size]
-            start += size
-            bucket = Bucket(size, bitmap, entry, int(F), x_mode, has_hi)
-            bt = np.full((size, sum(bitmap)), -1, dtype=np.int64)
-            et = np.full((size, sum(entry)), -1, dtype=np.int64)
-            for i, w in enumerate(chunk):
-                offset = 0
-                for k in range(3):
-                    tiles = bitmap_lists[w][k]
-                    bt[i, offset:offset + len(tiles)] = tiles
-                    offset += bitmap[k]
-                offset = 0
-                for k in range(3):
-                    tiles = entry_lists[w][k]
-                    et[i, offset:offset + len(tiles)] = tiles
-                    offset += entry[k]
-            plan.launches.append(Launch(bucket, np.array(chunk, dtype=np.int64), bt, et))
+    builder = _LaunchBuilder(A, bitmap_lists, entry_lists, int(F), x_mode, has_hi, target, pad=merge)
+    groups = sorted(signatures.items())
+    if merge:
+        groups = builder.merge_small_groups(groups)
+    for sig, windows in groups:
+        plan.launches.extend(builder.launches(sig, windows))
     return plan
+
+
+SMALL_GROUP_WINDOWS = 32
+"""Remainders of at most this many windows are candidates for merging across signatures (a
+larger one has enough work per launch that its launch count hardly matters, and pricing its
+merges would dominate the planning time)."""
+
+
+class _LaunchBuilder:
+    """Cuts groups of windows into launches and prices them with the modelled cost.
+
+    A group (one bucket signature, its windows) becomes launches of the largest window count one
+    launch holds (``max_windows_per_launch``, a power of two), then the remainder r. The remainder
+    is cut into the power-of-two parts of r (no padding), or its top parts and one launch padded up
+    to the next power of two, whichever has the lowest modelled latency. A padded window's slots are
+    all padding: their gathers move no bytes but cost a transfer and the slot's instructions, and
+    the modelled cost weighs that against one launch fewer.
+
+    ``merge_small_groups`` merges the remainders of at most ``SMALL_GROUP_WINDOWS`` windows of
+    different signatures greedily (the pair whose merge saves the most modelled time first) into the
+    element-wise larger signature, while a merge saves time. Every choice is priced, and the
+    unpadded cut is always among the options, so the plan's modelled latency never exceeds the
+    exact-signature plan's (``merge=False``) on the planning target. Launch latencies come from ``dste.kernels.cost`` (the estimator the profile agrees
+    with), imported lazily because that module imports this one.
+    """
+
+    def __init__(self, A, bitmap_lists, entry_lists, F, x_mode, has_hi, target, pad=True):
+        self.A = A
+        self.bitmap_lists = bitmap_lists
+        self.entry_lists = entry_lists
+        self.F, self.x_mode, self.has_hi, self.target = F, x_mode, has_hi, target
+        self.pad = pad
+        self._cuts = {}
+
+    def launch(self, sig, windows, size):
+        """One launch of bucket ``sig`` with ``size`` windows: ``windows`` then padding windows (-1)."""
+        bitmap, entry = sig[:3], sig[3:]
+        bucket = Bucket(size, bitmap, entry, self.F, self.x_mode, self.has_hi)
+        bt = np.full((size, sum(bitmap)), -1, dtype=np.int64)
+        et = np.full((size, sum(entry)), -1, dtype=np.int64)
+        for i, w in enumerate(windows):
+            for lists, out, counts in ((self.bitmap_lists, bt, bitmap), (self.entry_lists, et, entry)):
+                offset = 0
+                for k in range(3):
+                    tiles = lists[w][k]
+                    out[i, offset:offset + len(tiles)] = tiles
+                    offset += counts[k]
+        ids = np.full(size, -1, dtype=np.int64)
+        ids[:len(windows)] = windows
+        return Launch(bucket, ids, bt, et)
+
+    def latency_ns(self, launch):
+        from dste.kernels.cost import _launch_cost
+
+        return max(_launch_cost(self.A, launch, self.target).busy_ns().values())
+
+    def launches(self, sig, windows):
+        full, rest, _ = self._cut(sig, tuple(windows))
+        return full + rest
+
+    def cost(self, sig, windows):
+        """Modelled latency (ns) of the group's launches."""
+        full, _, rest_ns = self._cut(sig, tuple(windows))
+        return sum(self.latency_ns(l) for l in full) + rest_ns
+
+    def _cut(self, sig, windows):
+        """(full launches, the remainder's cheapest launches, their modelled ns); memoized."""
+        key = (sig, windows)
+        if key not in self._cuts:
+            cap = max_windows_per_launch(sig[:3], sig[3:], self.F, self.x_mode, self.has_hi)
+            n_full = len(windows) // cap * cap
+            full = [self.launch(sig, windows[i:i + cap], cap) for i in range(0, n_full, cap)]
+            rest = windows[n_full:]
+            parts = [1 << b for b in range(len(rest).bit_length() - 1, -1, -1) if len(rest) >> b & 1]
+            options = []
+            # k exact power-of-two parts, then the rest in one padded launch (k = len(parts): no padding)
+            for k in range(len(parts), -1, -1) if self.pad else (len(parts),):
+                cut, start = [], 0
+                for size in parts[:k]:
+                    cut.append(self.launch(sig, rest[start:start + size], size))
+                    start += size
+                if start < len(rest):
+                    tail = rest[start:]
+                    cut.append(self.launch(sig, tail, 1 << (len(tail) - 1).bit_length()))
+                if not self.pad:
+                    options.append((0.0, cut))
+                else:
+                    options.append((sum(self.latency_ns(l) for l in cut), cut))
+            rest_ns, rest_cut = min(options, key=lambda o: o[0])  # the first (least padding) on ties
+            self._cuts[key] = (full, rest_cut, rest_ns)
+        return self._cuts[key]
+
+    def merge_small_groups(self, groups):
+        """Keep each signature's full launches; merge the remainders while that saves modelled time."""
+        fixed, small = [], []
+        for sig, windows in groups:
+            cap = max_windows_per_launch(sig[:3], sig[3:], self.F, self.x_mode, self.has_hi)
+            n_full = len(windows) // cap * cap
+            if len(windows) - n_full > SMALL_GROUP_WINDOWS:
+                fixed.append((sig, list(windows)))
+                continue
+            if n_full:
+                fixed.append((sig, list(windows[:n_full])))
+            if n_full < len(windows):
+                small.append((sig, list(windows[n_full:])))
+        while len(small) > 1:
+            best = None
+            for i in range(len(small)):
+                for j in range(i + 1, len(small)):
+                    (sig_a, win_a), (sig_b, win_b) = small[i], small[j]
+                    sig = tuple(max(a, b) for a, b in zip(sig_a, sig_b))
+                    if sum(sig) > MAX_SLOTS_PER_WINDOW:
+                        continue
+                    merged = sorted(win_a + win_b)
+                    saving = self.cost(sig_a, win_a) + self.cost(sig_b, win_b) - self.cost(sig, merged)
+                    if saving > 0 and (best is None or saving > best[0]):
+                        best = (saving, i, j, (sig, merged))
+            if best is None:
+                break
+            _, i, j, merged_group = best
+            small = [g for k, g in enumerate(small) if k not in (i, j)] + [merged_group]
+        return fixed + sorted(small)
+
+
+def launch_rows(A, launch: Launch) -> np.ndarray:
+    """``int32 [W, 128]`` original row of each window slot of the launch; ``N`` (skipped) for padding windows."""
+    ids = launch.windows
+    rows = A.window_rows[np.maximum(ids, 0)].copy()
+    rows[ids < 0] = A.shape[0]
+    return rows
 
 
 def _gather_or(values, index, fill):
@@ -409,7 +530,7 @@ def pack_launch(A, launch: Launch) -> dict:
             regions["en_fp16"] = _entry_values_by_kind(A.etile_fp16_values, launch.entry_tiles, A.etile_slot, b.entry, 2,
                                                        np.float16)
 
-    rows = A.window_rows[launch.windows]  # [W, 128]
+    rows = launch_rows(A, launch)  # [W, 128]
     rscale = np.ones(rows.shape, dtype=np.float32)
     if A.row_scale is not None:
         valid = rows < N
