@@ -73,24 +73,44 @@ def check(A, X, per_term):
 
 
 CASES = [
-    # name, n, m, density, values, kinds, bitmap_min_entries, reorder, F
-    ("bin-ones-F64", 300, 280, 0.05, "ones", "bin", None, "none", 64),
-    ("int8-F1", 200, 150, 0.08, "gauss", "int8", None, "none", 1),
-    ("fp16-F128", 260, 300, 0.04, "gauss", "fp16", None, "rcm", 128),
-    ("mixed-F200", 300, 300, 0.06, "outliers", "auto", 4, "community", 200),
-    ("entries-only-F64", 390, 410, 0.01, "gauss", "int8", 100, "none", 64),
-    ("bitmap-only-F600", 140, 130, 0.3, "gauss", "auto", 1, "none", 600),
-    ("fp16-entries-F64", 250, 260, 0.02, "outliers", "fp16", 50, "none", 64),
+    # name, n, m, density, values, kinds, bitmap_min_entries, bitmap_split, layout, reorder, F
+    # layout: the tile layouts the encoding must hold ("bitmap", "entry", "both"; "any" where the name
+    # claims none); "mixed" also claims several tile kinds. A case that needs bitmap tiles only pins the
+    # split rule: with bitmap_split="count" every column with at least bitmap_min_entries entries is a
+    # bitmap column, while the default "cost" split may move sparse columns to entry tiles.
+    ("bin-ones-F64", 300, 280, 0.05, "ones", "bin", None, "cost", "any", "none", 64),
+    ("int8-F1", 200, 150, 0.08, "gauss", "int8", None, "cost", "any", "none", 1),
+    ("fp16-F128", 260, 300, 0.04, "gauss", "fp16", None, "cost", "any", "rcm", 128),
+    ("mixed-F200", 300, 300, 0.06, "outliers", "auto", 4, "cost", "both", "community", 200),
+    ("entries-only-F64", 390, 410, 0.01, "gauss", "int8", 100, "cost", "entry", "none", 64),
+    ("bitmap-only-F600", 140, 130, 0.3, "gauss", "auto", 1, "count", "bitmap", "none", 600),
+    ("fp16-entries-F64", 250, 260, 0.02, "outliers", "fp16", 50, "cost", "entry", "none", 64),
 ]
+KIND_OF = {"bin": 0, "int8": 1, "fp16": 2}
 
 
-@pytest.mark.parametrize("name,n,m,density,values,kinds,min_entries,reorder,F", CASES, ids=[c[0] for c in CASES])
-@pytest.mark.parametrize("x_kind", ["fp32", "hybrid", "hybrid-int8-only"])
-def test_parity_table(name, n, m, density, values, kinds, min_entries, reorder, F, x_kind):
-    rng = np.random.default_rng(len(name) + F)
+def encode_case(name, n, m, density, values, kinds, min_entries, split, layout, reorder):
+    """Encode a case's matrix and check it holds what the case's name claims."""
     A_sp = random_matrix(n, m, density, seed=n + m, values=values, empty_rows=5, empty_window=True)
-    policy = EncodePolicy(kinds=kinds, reorder=reorder, bitmap_min_entries=min_entries)
+    policy = EncodePolicy(kinds=kinds, reorder=reorder, bitmap_min_entries=min_entries, bitmap_split=split)
     A = encode(A_sp, policy)
+    if layout != "any":
+        assert (A.n_tiles > 0) == (layout in ("bitmap", "both")), f"{name}: {A.n_tiles} bitmap tiles, expected {layout}"
+        assert (A.n_etiles > 0) == (layout in ("entry", "both")), f"{name}: {A.n_etiles} entry tiles, expected {layout}"
+    assert A.n_tiles + A.n_etiles > 0, f"{name}: no tiles at all"
+    all_kinds = np.concatenate([A.tile_kind, A.etile_kind])
+    if kinds in KIND_OF:
+        assert (all_kinds == KIND_OF[kinds]).all(), f"{name}: tile kinds {np.bincount(all_kinds)}, expected all {kinds}"
+    elif name.startswith("mixed"):
+        assert np.unique(all_kinds).size >= 2, f"{name}: expected mixed tile kinds, got {np.bincount(all_kinds)}"
+    return A
+
+
+@pytest.mark.parametrize("name,n,m,density,values,kinds,min_entries,split,layout,reorder,F", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("x_kind", ["fp32", "hybrid", "hybrid-int8-only"])
+def test_parity_table(name, n, m, density, values, kinds, min_entries, split, layout, reorder, F, x_kind):
+    rng = np.random.default_rng(len(name) + F)
+    A = encode_case(name, n, m, density, values, kinds, min_entries, split, layout, reorder)
     X = rng.standard_normal((m, F)).astype(np.float32)
     if x_kind.startswith("hybrid"):
         X = quantize_rows(X, fp16_fraction=0.15 if x_kind == "hybrid" else 0.0)
