@@ -7,6 +7,7 @@ import scipy.sparse as sp
 from dste.format import encode, gcn_normalized, quantize_rows
 from dste.kernels.cost import estimate_block_layout, estimate_edge_gather, estimate_spmm, roofline_us
 from dste.kernels import spmm_hybrid
+from tests.kernels.error_bounds import assert_within_bound
 
 
 def graph(n, density, seed):
@@ -128,10 +129,4 @@ def test_merged_padded_plan_is_faster_and_simulates_exactly(target, mode, padded
     assert prof.launches == len(merged.launches)
     assert prof.dma_transfers == after.dma_transfers and prof.total_instructions == after.instructions
     assert prof.latency_overlapped_us == pytest.approx(after.latency_us, rel=0.05)
-    ref = spmm_reference(A, X)
-    # the bounds of tests/kernels/test_spmm_hybrid.py: (2^-7 + 2^-16) * |A| |X| for fp32 X (rounded
-    # to bf16), (2^-8 + 2^-11 + 2^-18) * |A| |X| for hybrid X
-    dense = X.dequantize() if mode == "int8-hybrid" else X
-    per_term = 2.0**-8 + 2.0**-11 + 2.0**-18 if mode == "int8-hybrid" else 2.0**-7 + 2.0**-16
-    S = abs(A.decode()) @ np.abs(dense.astype(np.float64))
-    assert (np.abs(Y - ref) <= per_term * S + 1e-30).all()
+    assert_within_bound(Y, spmm_reference(A, X), A, X)  # the kernel's bound (tests/kernels/error_bounds.py)

@@ -1,15 +1,7 @@
 """Parity of the simulated ``spmm_hybrid`` kernel against ``dste.reference.spmm_reference``.
 
-Tolerances (per output element, from the operands' rounding; S = sum_k |a_ik| |x_kj|):
-- stationary operand: keep * value * column factor rounded once to bf16 (8 significant bits, unit
-  roundoff 2^-8): relative error <= 2^-8 per term;
-- moving operand: fp32 X rounded to bf16 by the gather (<= 2^-8 per term); bf16/fp16/int8-hybrid
-  X is exact in the 16-bit moving dtype (int8 values are exact in fp16, FP16 rows exact);
-  the hybrid dequantization q * scale (* column factor) is rounded to fp16 (<= 2^-11 relative);
-- PSUM accumulation and the fp32 row-scale multiply: fp32, second order at these sizes.
-So |Y - Y_ref| <= (2^-7 + 2^-16) * S (fp32 X) and <= (2^-8 + 2^-11 + 2^-18) * S (16-bit or hybrid X). INT8 *tile* values are not
-re-rounded by the kernel (the reference decodes the same INT8 values), so every kind gets the same
-bound; BIN tiles with unit scales are exact in bf16, which the tight BIN test checks (2^-20 * S).
+Tolerances: the kernel's documented error bound, derived in ``tests/kernels/error_bounds.py``
+((2^-7 + 2^-16) * |A| |X| for fp32 X, (2^-8 + 2^-11 + 2^-18) * |A| |X| for 16-bit or hybrid X).
 """
 
 from __future__ import annotations
@@ -22,9 +14,8 @@ import scipy.sparse as sp
 from dste.format import EncodePolicy, HybridRows, encode, quantize_rows
 from dste.kernels import spmm_hybrid
 from dste.reference.spmm import spmm_reference
+from tests.kernels.error_bounds import BOUND_EXACT_X, BOUND_FP32_X, assert_within_bound
 
-BOUND_FP32_X = 2.0**-7 + 2.0**-16
-BOUND_EXACT_X = 2.0**-8 + 2.0**-11 + 2.0**-18
 
 
 def random_matrix(n, m, density, seed, values="gauss", empty_rows=0, empty_window=False):
@@ -54,21 +45,11 @@ def random_matrix(n, m, density, seed, values="gauss", empty_rows=0, empty_windo
     return A
 
 
-def bound(A, X, Y_ref, per_term):
-    """per_term * S with S = |A| |X| (from the reference's decoded A)."""
-    dense_x = X.dequantize() if isinstance(X, HybridRows) else np.asarray(X, dtype=np.float32)
-    S = abs(A.decode()) @ np.abs(dense_x.astype(np.float64))
-    return per_term * S + 1e-30
-
-
 def check(A, X, per_term):
     Y = spmm_hybrid(A, X)
     ref = spmm_reference(A, X if isinstance(X, HybridRows) else np.asarray(X, dtype=np.float32))
     assert Y.dtype == np.float32 and Y.shape == ref.shape
-    err = np.abs(Y.astype(np.float64) - ref)
-    limit = bound(A, X, ref, per_term)
-    worst = np.unravel_index(np.argmax(err - limit), err.shape)
-    assert (err <= limit).all(), f"error {err[worst]:.3g} > bound {limit[worst]:.3g} at {worst}"
+    assert_within_bound(Y, ref, A, X, per_term)
     return Y, ref
 
 
