@@ -66,11 +66,10 @@ the kernel's model; fp32 CSR = 8 B per nonzero + 4 B per row):
 
 Device bytes on cora-like: 162,539 (count) -> 154,614 (cost) with community order, 136,604
 -> 131,355 unordered; only the bytes-only setting gets below fp32 CSR (96,723 B, -17%), at
-a stretch of 4.9 (every edge gathers its own row). On graphs this small the modelled latency
-follows the number of kernel launches (windows with equal rounded tile counts share a launch),
-not the tile count: the cost split gives fewer tiles but more distinct window shapes
-(7 launches instead of 4 on cora-like). Encoding arxiv-scale (given the order) takes ~1 s
-either way.
+a stretch of 4.9 (every edge gathers its own row). The latency column was measured before the
+kernel planner learned to merge small window groups into common padded shapes; with that
+merging, cora-like (community, cost split) models at ~17 us on trn2 in 3 launches. Encoding
+arxiv-scale (given the order) takes ~1 s either way.
 
 Valued (community 20k, p_intra 0.85, Gaussian values, INT8 tiles, community order):
 count/4 24.19 B/edge, stretch 5.87, 304+771 tiles; cost/4 (default) 21.08 B/edge, 6.01,
