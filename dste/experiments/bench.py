@@ -14,7 +14,8 @@ One process, one thread setting for every contender, the same matrices for all o
   ``torch.sparse.mm`` with int32 indices.
 * **Bytes per edge** of each format: DSTE device bytes, CSR fp32 + int32, torch CSR (int64), COO int64.
 * **Encode** throughput (edges/s) of ``gcn_normalized`` and the incremental re-encode after one
-  snapshot of a stream (``gcn_update`` on the changed rows) against a full re-encode in the same order.
+  snapshot of a stream (``gcn_update`` on the changed rows) against a full re-encode in the same order,
+  for a burst and a trickle of edge churn (``STREAM_SCENARIOS``).
 * **Simulator speed**: simulated tiles per second of ``spmm_hybrid`` under ``dste.nkisim`` (small graph).
 * **Modelled NeuronCore latency** of ``spmm_hybrid`` (``dste.kernels.cost``) on trn2 and trn1 next to a
   fixed 128x128 block-column layout and a per-edge gather kernel, with tile counts and DMA bytes. These
@@ -70,6 +71,7 @@ SIMULATOR_FEATURES = 64
 DEFAULT_HI_FRACTIONS = (0.0, 0.01)
 """Shares of FP16 rows in the hybrid-row X of the modelled runs: all INT8, and the most sensitive 1 % in FP16."""
 DEFAULT_HI_FRACTION = 0.01
+"""FP16-row share of the hybrid X that the simulator-speed benchmark runs."""
 STREAM_SCENARIOS = {
     "burst": {"edge_churn": 0.01, "active_fraction": 0.05},
     "trickle": {"edge_churn": 0.0002, "active_fraction": 0.01},
