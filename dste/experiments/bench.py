@@ -12,7 +12,8 @@ One process, one thread setting for every contender, the same matrices for all o
   Two *proposed* CPU paths are timed next to them (marked ``proposed``; not peers): the effective CSR
   executed in DSTE's encoded (reordered) order with X gathered and Y scattered around it, and
   ``torch.sparse.mm`` with int32 indices.
-* **Bytes per edge** of each format: DSTE device bytes, CSR fp32 + int32, torch CSR (int64), COO int64.
+* **Bytes per edge** of each format: DSTE device bytes, DSTE device + host, what the CPU op keeps resident
+  (matrix + wrapper tensors + cached CSR), CSR fp32 + int32, torch CSR (int64), COO int64.
 * **Encode** throughput (edges/s) of ``gcn_normalized`` and the incremental re-encode after one
   snapshot of a stream (``gcn_update`` on the changed rows) against a full re-encode in the same order,
   for a burst and a trickle of edge churn (``STREAM_SCENARIOS``).
@@ -333,6 +334,22 @@ def cpu_spmm(workload: Workload, features: int, repeats: int, warmup: int, propo
 
 
 # ------------------------------------------------------------------------------------------------- bytes
+def cpu_op_resident_bytes(matrix) -> int:
+    """Bytes the CPU op keeps for ``matrix``: the DSTEMatrix (device + host arrays), the tensors of its
+    ``DSTETensor`` wrapper, and the SciPy effective CSR when the matrix has it cached (``_effective_csr``)."""
+    import torch
+
+    import dste
+
+    wrapper = dste.DSTETensor(matrix)
+    total = matrix.nbytes()["total"]
+    total += sum(t.numel() * t.element_size() for t in vars(wrapper).values() if isinstance(t, torch.Tensor))
+    cached = getattr(matrix, "_effective_csr", None)
+    if cached is not None:
+        total += cached.data.nbytes + cached.indices.nbytes + cached.indptr.nbytes
+    return int(total)
+
+
 def format_bytes_per_edge(workload: Workload) -> dict:
     """Bytes per stored edge of the sparse operand in each format (values fp32 unless said)."""
     n = workload.csr.shape[0]
@@ -341,6 +358,7 @@ def format_bytes_per_edge(workload: Workload) -> dict:
     return {
         "dste-device": nb["device_total"] / nnz,
         "dste-device+host": nb["total"] / nnz,
+        "dste-cpu-op-resident": cpu_op_resident_bytes(workload.matrix) / nnz,
         "csr-fp32-int32": ((n + 1) * 4 + nnz * (4 + 4)) / nnz,
         "torch-csr-int64": ((n + 1) * 8 + nnz * (8 + 4)) / nnz,
         "coo-int64-fp32": nnz * (8 + 8 + 4) / nnz,

@@ -113,6 +113,8 @@ def test_bytes_per_edge_matches_the_format_arithmetic(cora_workloads):
     assert per_edge["csr-fp32-int32"] == pytest.approx(8 + 4 * (n + 1) / nnz)
     assert per_edge["torch-csr-int64"] == pytest.approx(12 + 8 * (n + 1) / nnz)
     assert per_edge["dste-device"] == pytest.approx(workload.matrix.nbytes()["device_total"] / nnz)
+    # the op keeps the encoded matrix plus at least the effective CSR values it multiplies (4 B per edge)
+    assert per_edge["dste-cpu-op-resident"] >= per_edge["dste-device+host"] + 4
 
 
 def test_parity_check_catches_a_wrong_contender():
