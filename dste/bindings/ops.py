@@ -4,21 +4,26 @@ Op boundary
 -----------
 Everything torch must reason about crosses the boundary as tensors:
 
-``dste::spmm_hybrid(crow_indices, col_indices, values, x, handle, x_handle, backend) -> y``
-    ``crow_indices int64 [N+1]``, ``col_indices int64 [nnz]``, ``values float [nnz]`` are the matrix's
-    *effective* CSR (decoded INT8/FP16/BIN values with the keep-mask and row/column scales applied: exactly
-    what the kernel multiplies). ``x float32/float64 [M, F]`` is the dense operand (hybrid-row X is passed
-    dequantized). ``y [N, F]`` has ``x``'s dtype. N comes from ``crow_indices`` and M, F from ``x``, so the
-    fake (meta) implementation needs no host object and works with symbolic shapes.
+``dste::spmm_hybrid(crow_indices, col_indices, values, row_perm, col_perm, x, handle, x_handle, backend) -> y``
+    ``crow_indices [N+1]``, ``col_indices [nnz]`` (both int32, or both int64) and ``values float32 [nnz]`` are
+    ``B``, the matrix's *effective* CSR (decoded INT8/FP16/BIN values with the keep-mask and row/column scales
+    applied: exactly what the kernel multiplies) in DSTE's encoded order: ``B[i, j] = A[row_perm[i],
+    col_perm[j]]``. ``row_perm int64 [N]`` / ``col_perm int64 [M]`` map encoded positions to original ids;
+    an empty tensor means the identity. ``x float32/float64 [M, F]`` is the dense operand in original order
+    (hybrid-row X is passed dequantized). ``y [N, F]`` = A @ X in original order, with ``x``'s dtype; the cpu
+    backend computes ``y[row_perm] = B @ x[col_perm]`` (see :mod:`dste.bindings.encoded_csr`). N comes from
+    ``crow_indices`` and M, F from ``x``, so the fake (meta) implementation needs no host object and works
+    with symbolic shapes.
     ``handle`` / ``x_handle`` are integer keys into :mod:`dste.bindings.registry` naming the encoded
     ``DSTEMatrix`` / ``HybridRows`` that the kernel backends (``nkisim``, ``neuron``) launch on. The ``cpu``
     backend never reads them, so opcheck, fake tensors, autograd and ``torch.compile(fullgraph=True)`` see a
     purely functional op over tensors; a handle is a plain int (a SymInt under dynamic shapes, never
     specialised on by the op).
 
-``dste::spmm_transpose(crow_indices, col_indices, values, grad, m) -> A^T @ grad``
-    The backward of ``spmm_hybrid`` with respect to ``x`` (always executed on the CSR tensors; the kernels have
-    no transposed variant). Differentiable itself, so double backward works.
+``dste::spmm_transpose(crow_indices, col_indices, values, row_perm, col_perm, grad, m) -> A^T @ grad``
+    The backward of ``spmm_hybrid`` with respect to ``x``: ``dx[col_perm] = B^T @ grad[row_perm]`` (always
+    executed on the CSR tensors; the kernels have no transposed variant). Differentiable itself, so double
+    backward works.
 
 ``dste::masked_quant(values, keep, sensitivity, threshold, backend) -> 5 tensors``
     The device-side encoder with static output shapes (a per-tile dense layout: every tile gets an INT8 and an
@@ -30,18 +35,19 @@ Everything torch must reason about crosses the boundary as tensors:
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from torch import Tensor
 
 from . import registry
 from .backends import BackendUnavailableError
+from .encoded_csr import encoded_spmm, encoded_spmm_transpose
 
 __all__ = ["spmm_hybrid", "spmm_transpose", "masked_quant_op", "TILE"]
 
 TILE = 128  # rows per window / columns per tile (WINDOW_ROWS == TILE_COLS in dste.format.constants)
 MASK_WORDS = 4  # uint32 words per 128-row mask column
 OP_BACKENDS = ("cpu", "nkisim", "neuron")
+_INDEX_DTYPES = (torch.int32, torch.int64)
 
 
 def _check_backend(backend: str) -> None:
@@ -52,25 +58,31 @@ def _check_backend(backend: str) -> None:
         )
 
 
-def _scipy_csr(crow: Tensor, col: Tensor, values: Tensor, n_cols: int, dtype) -> sp.csr_matrix:
-    n_rows = crow.shape[0] - 1
-    return sp.csr_matrix(
-        (values.detach().cpu().numpy().astype(dtype, copy=False), col.cpu().numpy(), crow.cpu().numpy()),
-        shape=(n_rows, n_cols),
-    )
-
-
-def _check_csr_operands(crow: Tensor, col: Tensor, values: Tensor, dense: Tensor, what: str) -> None:
-    if crow.dim() != 1 or crow.shape[0] < 1 or crow.dtype != torch.int64:
-        raise ValueError(f"crow_indices must be int64 [N+1], got {crow.dtype} {tuple(crow.shape)}")
-    if col.dim() != 1 or col.dtype != torch.int64:
-        raise ValueError(f"col_indices must be int64 [nnz], got {col.dtype} {tuple(col.shape)}")
+def _check_csr_operands(crow: Tensor, col: Tensor, values: Tensor, row_perm: Tensor, col_perm: Tensor,
+                        dense: Tensor, m: int, what: str) -> None:
+    if crow.dim() != 1 or crow.shape[0] < 1 or crow.dtype not in _INDEX_DTYPES:
+        raise ValueError(f"crow_indices must be int32 or int64 [N+1], got {crow.dtype} {tuple(crow.shape)}")
+    if col.dim() != 1 or col.dtype != crow.dtype:
+        raise ValueError(
+            f"col_indices must be 1-D [nnz] with the dtype of crow_indices ({crow.dtype}), "
+            f"got {col.dtype} {tuple(col.shape)}"
+        )
     if values.dim() != 1 or values.shape[0] != col.shape[0] or not values.is_floating_point():
         raise ValueError(
             f"values must be a float [nnz={col.shape[0]}] tensor, got {values.dtype} {tuple(values.shape)}"
         )
     if dense.dim() != 2 or dense.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"{what} must be float32/float64 [rows, F], got {dense.dtype} {tuple(dense.shape)}")
+    n = crow.shape[0] - 1
+    for perm, length, name in ((row_perm, n, "row_perm"), (col_perm, m, "col_perm")):
+        if perm.dtype != torch.int64 or perm.dim() != 1 or perm.shape[0] not in (0, length):
+            raise ValueError(
+                f"{name} must be int64 [{length}] (or empty for the identity), got {perm.dtype} {tuple(perm.shape)}"
+            )
+
+
+def _numpy(t: Tensor) -> np.ndarray:
+    return t.detach().cpu().contiguous().numpy()
 
 
 def _run_kernel_spmm(handle: int, x_handle: int, x: Tensor, backend: str) -> Tensor:
@@ -104,76 +116,81 @@ def spmm_hybrid(
     crow_indices: Tensor,
     col_indices: Tensor,
     values: Tensor,
+    row_perm: Tensor,
+    col_perm: Tensor,
     x: Tensor,
     handle: int,
     x_handle: int,
     backend: str,
 ) -> Tensor:
-    """Y = A @ X for A given by its effective CSR (see module docstring); Y has X's dtype."""
+    """Y = A @ X for A given by its encoded-order effective CSR (see module docstring); Y has X's dtype."""
     _check_backend(backend)
-    _check_csr_operands(crow_indices, col_indices, values, x, "x")
+    _check_csr_operands(crow_indices, col_indices, values, row_perm, col_perm, x, x.shape[0], "x")
     if backend != "cpu":
         return _run_kernel_spmm(handle, x_handle, x, backend)
-    np_dtype = np.float64 if x.dtype == torch.float64 else np.float32
-    matrix = _scipy_csr(crow_indices, col_indices, values, x.shape[0], np_dtype)
-    y = matrix @ x.detach().cpu().numpy()
-    return torch.from_numpy(np.ascontiguousarray(y, dtype=np_dtype))
+    y = encoded_spmm(
+        _numpy(crow_indices), _numpy(col_indices), _numpy(values), _numpy(row_perm), _numpy(col_perm), _numpy(x)
+    )
+    return torch.from_numpy(y)
 
 
 @spmm_hybrid.register_fake
-def _spmm_hybrid_fake(crow_indices, col_indices, values, x, handle, x_handle, backend):
+def _spmm_hybrid_fake(crow_indices, col_indices, values, row_perm, col_perm, x, handle, x_handle, backend):
     torch._check(crow_indices.dim() == 1, lambda: "crow_indices must be 1-D")
     torch._check(x.dim() == 2, lambda: "x must be 2-D [M, F]")
     return x.new_empty((crow_indices.shape[0] - 1, x.shape[1]))
 
 
 @torch.library.custom_op("dste::spmm_transpose", mutates_args=())
-def spmm_transpose(crow_indices: Tensor, col_indices: Tensor, values: Tensor, grad: Tensor, m: int) -> Tensor:
-    """A^T @ grad for A [N, m] in CSR form; the X-gradient of ``spmm_hybrid``."""
-    _check_csr_operands(crow_indices, col_indices, values, grad, "grad")
+def spmm_transpose(
+    crow_indices: Tensor, col_indices: Tensor, values: Tensor, row_perm: Tensor, col_perm: Tensor, grad: Tensor, m: int
+) -> Tensor:
+    """A^T @ grad for A [N, m] in encoded-order CSR form; the X-gradient of ``spmm_hybrid``."""
+    _check_csr_operands(crow_indices, col_indices, values, row_perm, col_perm, grad, m, "grad")
     if grad.shape[0] != crow_indices.shape[0] - 1:
         raise ValueError(f"grad has {grad.shape[0]} rows, A has {crow_indices.shape[0] - 1}")
-    np_dtype = np.float64 if grad.dtype == torch.float64 else np.float32
-    matrix = _scipy_csr(crow_indices, col_indices, values, m, np_dtype)
-    y = matrix.T @ grad.detach().cpu().numpy()
-    return torch.from_numpy(np.ascontiguousarray(y, dtype=np_dtype))
+    dx = encoded_spmm_transpose(
+        _numpy(crow_indices), _numpy(col_indices), _numpy(values), _numpy(row_perm), _numpy(col_perm),
+        _numpy(grad), m,
+    )
+    return torch.from_numpy(dx)
 
 
 @spmm_transpose.register_fake
-def _spmm_transpose_fake(crow_indices, col_indices, values, grad, m):
+def _spmm_transpose_fake(crow_indices, col_indices, values, row_perm, col_perm, grad, m):
     return grad.new_empty((m, grad.shape[1]))
 
 
 def _spmm_setup_context(ctx, inputs, output):
-    crow_indices, col_indices, values, x, _handle, _x_handle, _backend = inputs
-    ctx.save_for_backward(crow_indices, col_indices, values)
+    crow_indices, col_indices, values, row_perm, col_perm, x, _handle, _x_handle, _backend = inputs
+    ctx.save_for_backward(crow_indices, col_indices, values, row_perm, col_perm)
     ctx.m = x.shape[0]
 
 
 def _spmm_backward(ctx, grad_out):
-    crow_indices, col_indices, values = ctx.saved_tensors
+    operands = ctx.saved_tensors
     grad_x = None
-    if ctx.needs_input_grad[3]:
-        grad_x = torch.ops.dste.spmm_transpose(crow_indices, col_indices, values, grad_out, ctx.m)
-    return None, None, None, grad_x, None, None, None
+    if ctx.needs_input_grad[5]:
+        grad_x = torch.ops.dste.spmm_transpose(*operands, grad_out, ctx.m)
+    return None, None, None, None, None, grad_x, None, None, None
 
 
 spmm_hybrid.register_autograd(_spmm_backward, setup_context=_spmm_setup_context)
 
 
 def _transpose_setup_context(ctx, inputs, output):
-    crow_indices, col_indices, values, _grad, _m = inputs
-    ctx.save_for_backward(crow_indices, col_indices, values)
+    crow_indices, col_indices, values, row_perm, col_perm, _grad, _m = inputs
+    ctx.save_for_backward(crow_indices, col_indices, values, row_perm, col_perm)
 
 
 def _transpose_backward(ctx, grad_out):
-    crow_indices, col_indices, values = ctx.saved_tensors
+    operands = ctx.saved_tensors
     grad_grad = None
-    if ctx.needs_input_grad[3]:
+    if ctx.needs_input_grad[5]:
         grad_grad = torch.ops.dste.spmm_hybrid(
-            crow_indices, col_indices, values, grad_out, registry.NO_HANDLE, registry.NO_HANDLE, "cpu"
+            *operands, grad_out, registry.NO_HANDLE, registry.NO_HANDLE, "cpu"
         )
-    return None, None, None, grad_grad, None
+    return None, None, None, None, None, grad_grad, None
 
 
 spmm_transpose.register_autograd(_transpose_backward, setup_context=_transpose_setup_context)

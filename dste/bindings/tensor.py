@@ -1,7 +1,8 @@
 """`DSTETensor`: a torch-friendly view of an encoded ``DSTEMatrix``.
 
-The wrapper carries the matrix's effective CSR as torch tensors (computed once per matrix and shared by every
-wrapper of the same object) plus a registry handle for the kernel backends. It is not a ``torch.Tensor``
+The wrapper carries the matrix's effective CSR in DSTE's encoded node order (``B = P_r A P_c^T``, int32
+indices, see :mod:`dste.bindings.encoded_csr`) and the two permutations as torch tensors, computed once per
+matrix and shared by every wrapper of the same object, plus a registry handle for the kernel backends. It is not a ``torch.Tensor``
 subclass: it is a plain object whose tensor attributes ``torch.compile`` lifts as graph inputs, so
 ``A @ x`` inside a compiled function becomes one ``dste::spmm_hybrid`` node.
 """
@@ -17,6 +18,7 @@ import scipy.sparse as sp
 import torch
 
 from . import registry
+from .encoded_csr import EncodedCSR, build_encoded_csr, original_order_csr
 
 __all__ = ["DSTETensor", "is_dste_matrix", "as_dste_tensor"]
 
@@ -37,9 +39,7 @@ def is_dste_matrix(obj) -> bool:
 
 @dataclass(frozen=True)
 class _Operands:
-    crow_indices: torch.Tensor
-    col_indices: torch.Tensor
-    values: torch.Tensor
+    encoded: EncodedCSR
     handle: int
 
 
@@ -47,28 +47,8 @@ _cache_lock = threading.Lock()
 _operand_cache: dict[int, tuple[weakref.ref, _Operands]] = {}
 
 
-def _effective_csr(matrix) -> sp.csr_matrix:
-    if hasattr(matrix, "effective_csr"):
-        csr = matrix.effective_csr()
-    else:
-        csr = matrix.decode(effective=True)
-    csr = sp.csr_matrix(csr)
-    if tuple(csr.shape) != tuple(matrix.shape):
-        raise ValueError(f"decoded matrix has shape {csr.shape}, but the matrix says {tuple(matrix.shape)}")
-    return csr
-
-
 def _build_operands(matrix) -> _Operands:
-    csr = _effective_csr(matrix)
-    values = np.asarray(csr.data, dtype=np.float32)
-    if not np.isfinite(values).all():
-        raise ValueError("the DSTE matrix decodes to NaN or Inf values; re-encode it from finite data")
-    return _Operands(
-        crow_indices=torch.from_numpy(np.asarray(csr.indptr, dtype=np.int64).copy()),
-        col_indices=torch.from_numpy(np.asarray(csr.indices, dtype=np.int64).copy()),
-        values=torch.from_numpy(values.copy()),
-        handle=registry.register(matrix),
-    )
+    return _Operands(encoded=build_encoded_csr(matrix), handle=registry.register(matrix))
 
 
 def _operands_for(matrix) -> _Operands:
@@ -94,6 +74,11 @@ class DSTETensor:
     ``A @ x`` (``x`` a float32/float64 tensor ``[M, F]``, a NumPy array or ``HybridRows``) runs
     ``dste.spmm(A, x)`` with the default backend; ``.to_dense()`` returns the effective matrix as a float32
     tensor. The wrapper is read-only: a new keep-mask gives a new wrapper via :meth:`with_mask`.
+
+    Op operands (what ``dste::spmm_hybrid`` takes, in this order; see :attr:`op_operands`):
+    ``crow_indices``, ``col_indices`` (int32, or int64 past 2^31 - 1 entries) and ``values`` (float32) of the
+    effective CSR in encoded order, ``row_perm`` / ``col_perm`` (int64, encoded position -> original id;
+    empty when the matrix has no reordering).
     """
 
     def __init__(self, matrix):
@@ -106,10 +91,22 @@ class DSTETensor:
             )
         self.matrix = matrix
         operands = _operands_for(matrix)
-        self.crow_indices = operands.crow_indices
-        self.col_indices = operands.col_indices
-        self.values = operands.values
+        self._encoded = operands.encoded
+        self.crow_indices = operands.encoded.crow_indices
+        self.col_indices = operands.encoded.col_indices
+        self.values = operands.encoded.values
+        self.row_perm = operands.encoded.row_perm
+        self.col_perm = operands.encoded.col_perm
         self.handle = operands.handle
+
+    @property
+    def op_operands(self) -> tuple[torch.Tensor, ...]:
+        """``(crow_indices, col_indices, values, row_perm, col_perm)``: the matrix arguments of the ops."""
+        return self.crow_indices, self.col_indices, self.values, self.row_perm, self.col_perm
+
+    def resident_nbytes(self) -> int:
+        """Bytes of the CPU operands this wrapper keeps alive (shared with other wrappers of the matrix)."""
+        return self._encoded.nbytes()
 
     # -- tensor-like metadata -------------------------------------------------------------------------------
     @property
@@ -166,11 +163,9 @@ class DSTETensor:
         return torch.from_numpy(self.to_scipy().toarray())
 
     def to_scipy(self) -> sp.csr_matrix:
-        """The effective matrix as a SciPy CSR float32 matrix (copies of the wrapper's arrays)."""
-        return sp.csr_matrix(
-            (self.values.numpy().copy(), self.col_indices.numpy().copy(), self.crow_indices.numpy().copy()),
-            shape=tuple(self.shape),
-        )
+        """The effective matrix as a SciPy CSR float32 matrix in original coordinates (new arrays, column ids
+        sorted within each row, as ``DSTEMatrix.effective_csr()``)."""
+        return original_order_csr(self._encoded)
 
     def with_mask(self, keep) -> "DSTETensor":
         """A wrapper of ``matrix.with_mask(keep)`` (same values, new keep-mask)."""

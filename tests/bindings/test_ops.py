@@ -14,7 +14,7 @@ from .conftest import StandInMatrix, random_sparse
 
 def _operands(matrix):
     a = db.DSTETensor(matrix)
-    return a, (a.crow_indices, a.col_indices, a.values)
+    return a, a.op_operands
 
 
 def test_opcheck_spmm_hybrid(small_matrix):
