@@ -7,7 +7,8 @@ Kernels (import only ``nki``, ``nki.language``, ``nki.isa``):
 
 Host side:
 
-- ``spmm_hybrid(A, X, target=, profile=)`` (``launch_spmm.py``), ``plan_launches(A, F, x_mode)`` (``plan.py``).
+- ``spmm_hybrid(A, X, target=, profile=)`` (``launch_spmm.py``), ``plan_launches(A, F, x_mode)`` (``plan.py``),
+  the per-call FP16-row correction pass of a hybrid X (``correction.py``).
 - ``masked_quant(values, keep, sensitivity, threshold)``, ``quantize_rows(X, sensitivity, threshold)``
   (``launch_masked_quant.py``).
 - ``estimate_spmm``, ``estimate_block_layout``, ``estimate_edge_gather`` (``cost.py``): modelled

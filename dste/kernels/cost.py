@@ -26,6 +26,12 @@ from dataclasses import asdict, dataclass, field
 import ml_dtypes
 import numpy as np
 
+from dste.kernels.correction import (
+    correction_buffer_tiles,
+    correction_instructions,
+    correction_layout,
+    plan_corrections,
+)
 from dste.kernels.plan import (
     LAUNCH_SETUP_INSTRUCTIONS,
     RECORD_TAIL_BYTES,
@@ -129,25 +135,47 @@ def _valid_counts(A, launch):
     return bvalid, evalid
 
 
-def _hi_counts(A, launch, is_hi):
-    """FP16 rows among each slot's columns (only when the hybrid X is known)."""
-    M = A.shape[1]
-    bt, et = launch.bitmap_tiles.reshape(-1), launch.entry_tiles.reshape(-1)
-    flag = np.concatenate([is_hi.astype(np.int64), [0]])
+class _CorrectionCost:
+    """Charges of one launch's FP16-row correction pass (mirror of the kernel's ``correct``)."""
 
-    def count(tiles, cols):
-        out = np.zeros(len(tiles), dtype=np.int64)
-        ok = tiles >= 0
-        if ok.any():
-            c = np.minimum(cols[tiles[ok]], M)
-            out[ok] = flag[c].sum(axis=1)
-        return out
+    def __init__(self, shape, valid, n_features, has_entries):
+        self.shape, self.valid, self.F, self.has_entries = shape, valid, n_features, has_entries
+        self.resident = correction_buffer_tiles(shape, n_features)
+        self.builds = 0
 
-    return count(bt, A.tile_cols), count(et, A.etile_cols)
+    def setup(self, c, n_windows):
+        c.dma(WINDOW_PARTITIONS * WORD_BYTES * correction_layout(self.shape.n_tiles(n_windows), self.shape.group_windows)["total"])
+        c.gpsimd(self.resident * self.F, 1)  # memset of the gathered-row buffer
+        if not self.has_entries:
+            c.gpsimd(128, 1)  # row iota
+
+    def window(self, c, w):
+        G, C = self.shape.group_windows, self.shape.tiles_per_group
+        g, j = divmod(w, G)
+        for c0 in range(0, C, self.resident):
+            n = min(C, c0 + self.resident) - c0
+            if j == 0 or self.resident < C:
+                for i in range(n):
+                    c.dma(int(self.valid[g * C + c0 + i]) * self.F * 2)
+            for _ in range(n):
+                if CORRECTION_ENGINES[self.builds % len(CORRECTION_ENGINES)] == "gpsimd":
+                    c.gpsimd(128, 1)
+                else:
+                    c.vector(128, 1, BF16, "tensor_scalar")
+                self.builds += 1
+                for _, width in feature_chunks(self.F):
+                    c.matmul(width, BF16)
 
 
-def _launch_cost(A, launch, target, is_hi=None):
-    """Mirror of ``dste.kernels.spmm_hybrid.spmm_hybrid_kernel`` for one launch (keep in step with the kernel)."""
+CORRECTION_ENGINES = ("vector", "gpsimd")
+"""Engines the correction stationaries rotate over (the kernel's ``correction_engines``)."""
+
+
+def _launch_cost(A, launch, target, correction=None):
+    """Mirror of ``dste.kernels.spmm_hybrid.spmm_hybrid_kernel`` for one launch (keep in step with the kernel).
+
+    ``correction``: ``(CorrectionShape, in-range rows per correction tile)`` of the FP16-row pass, or None.
+    """
     b = launch.bucket
     W, F = b.windows, b.features
     nb, ne = b.bitmap_slots, b.entry_slots
@@ -161,11 +189,9 @@ def _launch_cost(A, launch, target, is_hi=None):
     row_bytes = F * gather_item if not hybrid else record_width(F)
     c = _LaunchCost(target)
     bvalid, evalid = _valid_counts(A, launch)
-    if hybrid and b.has_hi and is_hi is not None:
-        bhi, ehi = _hi_counts(A, launch, is_hi)
-    else:
-        bhi = np.zeros(W * nb, dtype=np.int64)
-        ehi = np.zeros(W * ne, dtype=np.int64)
+    corr = None
+    if correction is not None and correction[0].tiles_per_group:
+        corr = _CorrectionCost(correction[0], correction[1], F, bool(ne))
 
     c.gpsimd(128, 1)  # iota of shift amounts
     c.dma(128 * WORD_BYTES * metadata_layout(W, b.bitmap, b.entry)["total"])  # the metadata blob
@@ -182,6 +208,8 @@ def _launch_cost(A, launch, target, is_hi=None):
         if n_efp16:
             c.vector(W * n_efp16, 2, F32)
         c.gpsimd(128, 1)  # row iota
+    if corr is not None:
+        corr.setup(c, W)
     spw = nb + ne
     step = windows_per_step(W, spw, F, group)
     if not hybrid:
@@ -190,25 +218,21 @@ def _launch_cost(A, launch, target, is_hi=None):
         c.gpsimd(group * RECORD_TAIL_BYTES, 1)  # memset of the record tails
 
     def gathers(valid, s0, n):
-        if hybrid and b.has_hi:
-            c.gpsimd(n, 1)  # memset of the FP16 positions
         for i in range(n):
             c.dma(int(valid[s0 + i]) * row_bytes)
 
-    def dequantize(hi_rows, s0, n):
-        for i in range(n):
+    def dequantize(n):
+        for _ in range(n):
             c.scalar(F)
-            if b.has_hi:
-                c.dma(int(hi_rows[s0 + i]) * F * 2)
 
-    fold_factor = hybrid and not b.has_hi
+    fold_factor = hybrid
 
     def bitmap_slots(s0, n):
         gathers(bvalid, s0, n)
         if hybrid:
             if fold_factor:
                 c.vector(n, 2, F32)
-            dequantize(bhi, s0, n)
+            dequantize(n)
         c.gpsimd(n * 128, 2)
         if fold_factor:
             c.vector(n * 128, 1, F32, "tensor_scalar")
@@ -225,7 +249,7 @@ def _launch_cost(A, launch, target, is_hi=None):
     def entry_slots(s0, n):
         gathers(evalid, s0, n)
         if hybrid:
-            dequantize(ehi, s0, n)
+            dequantize(n)
         for i in range(n):
             if (s0 + i) % 3 == 2:
                 c.gpsimd(128, 1)
@@ -251,8 +275,10 @@ def _launch_cost(A, launch, target, is_hi=None):
                 bitmap_slots(w0 * nb, k * nb)
             if ne:
                 entry_slots(w0 * ne, k * ne)
-            for _ in range(k):
+            for w in range(w0, w1):
                 accumulate(nb + ne)
+                if corr is not None:
+                    corr.window(c, w)
                 evacuate()
         else:
             for g0 in range(0, nb, group):
@@ -263,6 +289,8 @@ def _launch_cost(A, launch, target, is_hi=None):
                 n = min(ne, g0 + group) - g0
                 entry_slots(w0 * ne + g0, n)
                 accumulate(n)
+            if corr is not None:
+                corr.window(c, w0)
             evacuate()
         if w1 - store_start == store_windows or w1 == W:
             c.dma(128 * (w1 - store_start) * F * 4)
@@ -307,37 +335,30 @@ def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=No
     """Modelled cost of ``spmm_hybrid(A, X)`` on ``target`` from A's tiles and the launch plan.
 
     ``x_mode``: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"int8-hybrid"``. For a hybrid X, pass ``X``
-    (HybridRows) to count the FP16-row bytes exactly, or ``hi_fraction`` (expected share of FP16
-    rows; bytes are then pro rata).
+    (HybridRows) to price its FP16-row correction pass exactly, or ``hi_fraction`` (share of FP16
+    rows): the pass is then priced for that share of A's columns drawn at random (seed 0), the
+    same launches and correction shapes a call with such an X would use.
     """
-    is_hi = None
-    has_hi = False
+    hi_index, n_hi = None, 0
     if x_mode == "int8-hybrid":
         if X is not None:
-            is_hi = np.zeros(A.shape[1], dtype=bool)
-            is_hi[X.hi_rows] = True
-            has_hi = bool(is_hi.any())
+            hi_index, n_hi = X.hi_index, int(X.hi.shape[0])
         elif hi_fraction > 0:
-            has_hi = True
+            M = int(A.shape[1])
+            n_hi = int(round(hi_fraction * M))
+            hi_rows = np.sort(np.random.default_rng(0).choice(M, size=n_hi, replace=False))
+            hi_index = np.full(M, n_hi, dtype=np.int32)
+            hi_index[hi_rows] = np.arange(n_hi, dtype=np.int32)
     if plan is None:
-        plan = plan_launches(A, F, x_mode, has_hi=has_hi, target=target)
-    costs = [_launch_cost(A, launch, target, is_hi) for launch in plan.launches]
-    if has_hi and is_hi is None:
-        # pro-rata FP16-row bytes: a valid row of an INT8 slot is FP16 with probability hi_fraction
-        extra = 0
-        for launch in plan.launches:
-            bvalid, evalid = _valid_counts(A, launch)
-            extra += int((bvalid.sum() + evalid.sum()) * hi_fraction) * F * 2
-        for c in costs:
-            share = c.bytes / max(sum(x.bytes for x in costs), 1)
-            add = extra * share
-            c.bytes += int(add)
-            n = len(c.queues)
-            c.queues = [q + add / nc.dma_queue_bytes_per_ns(target) / n for q in c.queues]
-    instr = plan.instructions()
+        plan = plan_launches(A, F, x_mode, target=target)
+    jobs = plan_corrections(A, plan, hi_index, n_hi, target)
+    costs = [_launch_cost(A, job.launch, target, (job.shape, job.valid)) for job in jobs]
+    instr = [launch_instructions(job.launch.bucket)
+             + correction_instructions(job.shape, job.launch.bucket.windows, F, bool(job.launch.bucket.entry_slots))
+             for job in jobs]
     tiles = plan.n_tiles
-    mm_cycles = sum(c.cycles["tensor"] for c in costs)
-    useful_bytes = _format_bytes(A, F, x_mode, hi_fraction if is_hi is None else float(is_hi.mean()) if is_hi is not None else 0.0, plan)
+    hi_share = n_hi / max(int(A.shape[1]), 1)
+    useful_bytes = _format_bytes(A, F, x_mode, hi_share, plan)
     return _summarise(costs, target, "dste", x_mode, F, tiles, plan.n_slots, max(instr) if instr else 0,
                       roofline_us(useful_bytes, mm_cycles_of_tiles(tiles, F, target), target))
 

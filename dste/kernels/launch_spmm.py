@@ -8,13 +8,17 @@ window's output rows at their original row ids.
 X is a dense ``[M, F]`` array (float32, bfloat16 or float16; float64 is taken as float32) or a
 :class:`dste.format.HybridRows`. A hybrid X is gathered as one record per row
 (``int8 values | fp32 scale | int32 FP16-row position``, built here from the HybridRows arrays)
-so that one indirect DMA per tile brings both the values and their scale.
+so that one indirect DMA per tile brings both the values and their scale. FP16 rows (q = 0 and
+scale 0 in their records) are added by the correction pass: per call, the entries of A whose column
+is an FP16 row are listed and packed into correction tiles (``dste.kernels.correction``), one
+correction blob per launch.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from dste.kernels.correction import plan_corrections
 from dste.kernels.plan import (
     MAX_FEATURES,
     LaunchPlan,
@@ -145,7 +149,8 @@ def spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, plan: Laun
       X: dense [M, F] float32/bfloat16/float16 (NumPy or CPU torch) or a ``HybridRows``.
       target: ``"trn2"`` (default) or ``"trn1"``/``"inf2"`` for the simulator's checks and cost model.
       profile: also return the merged ``dste.nkisim`` profile (modelled figures).
-      plan: a plan from :func:`plan_launches` to reuse (its packed arrays are cached on it).
+      plan: a plan from :func:`plan_launches` to reuse (its packed arrays are cached on it); one plan
+      serves every X of its feature width and mode, with or without FP16 rows.
     """
     from dste.format import HybridRows
     from dste.nkisim import Profile, profile as run_profiled
@@ -156,29 +161,37 @@ def spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, plan: Laun
     _check_matrix_finite(A)
     hybrid = isinstance(X, HybridRows)
     mode = "int8-hybrid" if hybrid else x_mode_of(X)
-    has_hi = bool(hybrid and X.hi.shape[0] > 0)
+    n_hi = int(X.hi.shape[0]) if hybrid else 0
     if plan is None:
-        plan = plan_launches(A, F, mode, has_hi=has_hi, target=target)
-    elif (plan.features, plan.x_mode, plan.has_hi, plan.shape) != (F, mode, has_hi, tuple(A.shape)):
+        plan = plan_launches(A, F, mode, target=target)
+    elif (plan.features, plan.x_mode, plan.shape) != (F, mode, tuple(A.shape)):
         raise ValueError(
-            f"plan was made for F={plan.features}, x_mode={plan.x_mode}, has_hi={plan.has_hi}, shape={plan.shape}; "
-            f"this call needs F={F}, x_mode={mode}, has_hi={has_hi}, shape={tuple(A.shape)}"
+            f"plan was made for F={plan.features}, x_mode={plan.x_mode}, shape={plan.shape}; "
+            f"this call needs F={F}, x_mode={mode}, shape={tuple(A.shape)}"
         )
     kernel = _kernel()
     N = A.shape[0]
     if hybrid:
         x_rows = hybrid_records(X)
-        x_hi = np.ascontiguousarray(X.hi.astype(np.float16)) if has_hi else np.zeros((1, F), np.float16)
+        x_hi = np.ascontiguousarray(X.hi.astype(np.float16)) if n_hi else np.zeros((1, F), np.float16)
     else:
         x_rows = X
         x_hi = np.zeros((1, 1), np.float16)
     Y = np.zeros((N, F), dtype=np.float32)
     profiles = []
-    for launch, arrays in zip(plan.launches, packed_launches(A, plan)):
+    packed = packed_launches(A, plan)
+    jobs = plan_corrections(A, plan, X.hi_index, n_hi, target) if hybrid else plan_corrections(A, plan, None, 0, target)
+    no_corrections = np.zeros((128, 1), np.int32)
+    for job in jobs:
+        launch = job.launch
         b = launch.bucket
+        metadata = packed[job.plan_index]["metadata"] if job.plan_index is not None else pack_launch(A, launch)["metadata"]
+        shape = job.shape
+        corrections = job.blob(n_hi) if shape.tiles_per_group else no_corrections
         args = (
-            x_rows, x_hi, arrays["metadata"],
-            b.windows, *b.bitmap, *b.entry, F, int(hybrid), int(has_hi), b.group_size(),
+            x_rows, x_hi, metadata,
+            b.windows, *b.bitmap, *b.entry, F, int(hybrid), b.group_size(),
+            corrections, shape.group_windows, shape.tiles_per_group,
         )
         out, prof = run_profiled(kernel, *args, target=target)
         profiles.append(prof)

@@ -133,7 +133,6 @@ class Bucket:
     entry: tuple[int, int, int]
     features: int
     x_mode: str
-    has_hi: bool
 
     @property
     def bitmap_slots(self) -> int:
@@ -167,16 +166,17 @@ def launch_metadata_bytes(windows: int, bitmap, entry) -> int:
     return WORD_BYTES * metadata_layout(windows, bitmap, entry)["total"] + windows * ne * (4 + 4)
 
 
-def step_instructions(bitmap, entry, n_features: int, x_mode: str, has_hi: bool, group: int, windows: int) -> int:
-    """Unrolled instructions of one window step of ``windows`` windows (must match the kernel's loops)."""
+def step_instructions(bitmap, entry, n_features: int, x_mode: str, group: int, windows: int) -> int:
+    """Unrolled instructions of one window step of ``windows`` windows (must match the kernel's loops;
+    the FP16-row correction pass is counted apart, ``dste.kernels.correction``)."""
     nb, ne = sum(bitmap), sum(entry)
     hybrid = x_mode == "int8-hybrid"
-    fold = hybrid and not has_hi
+    fold = hybrid
     n_chunks = len(feature_chunks(n_features))
-    per_slot = 1 + (1 if hybrid else 0) + (1 if has_hi else 0) + n_chunks  # gather, dequantize, FP16 rows, matmuls
+    per_slot = 1 + (1 if hybrid else 0) + n_chunks  # gather, dequantize, matmuls
 
     def bitmap_part(s0, n):
-        count = n * per_slot + 1 + (1 if fold else n) + (1 if fold else 0) + (1 if hybrid and has_hi else 0)
+        count = n * per_slot + 1 + (1 if fold else n) + (1 if fold else 0)
         for w in range(s0 // nb, (s0 + n - 1) // nb + 1):
             g0, g1 = max(s0, w * nb) - w * nb, min(s0 + n, (w + 1) * nb) - w * nb
             for lo, hi in ((bitmap[0], bitmap[0] + bitmap[1]), (bitmap[0] + bitmap[1], nb)):
@@ -185,7 +185,7 @@ def step_instructions(bitmap, entry, n_features: int, x_mode: str, has_hi: bool,
         return count
 
     def entry_part(n):
-        return n * (per_slot + 1) + (1 if hybrid and has_hi else 0)
+        return n * (per_slot + 1)
 
     total = windows * n_chunks  # evacuations (stores are counted per launch)
     if nb + ne <= group:
@@ -196,10 +196,10 @@ def step_instructions(bitmap, entry, n_features: int, x_mode: str, has_hi: bool,
     return total
 
 
-def instructions_per_window(bitmap, entry, n_features: int, x_mode: str, has_hi: bool, group: int) -> int:
+def instructions_per_window(bitmap, entry, n_features: int, x_mode: str, group: int) -> int:
     """Upper bound of the unrolled instructions per window (a step of one window and its own store;
     batching only saves)."""
-    return step_instructions(bitmap, entry, n_features, x_mode, has_hi, group, 1) + 1
+    return step_instructions(bitmap, entry, n_features, x_mode, group, 1) + 1
 
 
 LAUNCH_SETUP_INSTRUCTIONS = 20
@@ -213,7 +213,7 @@ def launch_instructions(bucket: Bucket) -> int:
     total = LAUNCH_SETUP_INSTRUCTIONS + launch_stores(bucket)
     for w0 in range(0, b.windows, step):
         k = min(b.windows, w0 + step) - w0
-        total += step_instructions(b.bitmap, b.entry, b.features, b.x_mode, b.has_hi, group, k)
+        total += step_instructions(b.bitmap, b.entry, b.features, b.x_mode, group, k)
     return total
 
 
@@ -238,7 +238,6 @@ class LaunchPlan:
     shape: tuple[int, int]
     features: int
     x_mode: str
-    has_hi: bool
     launches: list[Launch] = field(default_factory=list)
 
     @property
@@ -282,9 +281,9 @@ def _kind_slot_lists(ptr, kinds, window):
     return [tiles[kinds[tiles] == k] for k in (TileKind.BIN, TileKind.INT8, TileKind.FP16)]
 
 
-def max_windows_per_launch(bitmap, entry, n_features, x_mode, has_hi) -> int:
-    probe = Bucket(1, tuple(bitmap), tuple(entry), n_features, x_mode, has_hi)
-    per_window = instructions_per_window(bitmap, entry, n_features, x_mode, has_hi, probe.group_size())
+def max_windows_per_launch(bitmap, entry, n_features, x_mode) -> int:
+    probe = Bucket(1, tuple(bitmap), tuple(entry), n_features, x_mode)
+    per_window = instructions_per_window(bitmap, entry, n_features, x_mode, probe.group_size())
     by_instr = (MAX_INSTRUCTIONS_PER_LAUNCH - LAUNCH_SETUP_INSTRUCTIONS) // max(per_window, 1)
     # working buffers, the output buffer (at most one store's rows) and small constants
     working = probe.group_size() * slot_sbuf_bytes(n_features, x_mode) + max(STORE_BYTES_PER_PARTITION, 4 * n_features) + 1024
@@ -297,8 +296,9 @@ def plan_launches(A, F: int, x_mode: str = "fp32", has_hi: bool = False, *, targ
                   merge: bool = True) -> LaunchPlan:
     """Group A's windows into fixed-shape launches for feature width ``F`` and X mode ``x_mode``.
 
-    ``has_hi``: the hybrid X has FP16 rows (adds one gather per slot). Windows with no tiles
-    are skipped entirely (their output rows are zero).
+    ``has_hi`` is accepted for compatibility and changes nothing: FP16 rows of a hybrid X are
+    added by a per-call correction pass (``dste.kernels.correction``), so one plan serves every X
+    of the mode. Windows with no tiles are skipped entirely (their output rows are zero).
 
     ``merge``: windows left over after a signature's full launches (fewer than one launch holds)
     are merged across signatures into a common padded shape, and a group's last launch may be
@@ -308,7 +308,7 @@ def plan_launches(A, F: int, x_mode: str = "fp32", has_hi: bool = False, *, targ
     if x_mode not in X_MODES:
         raise ValueError(f"x_mode must be one of {X_MODES}, got {x_mode!r}")
     _validate_features(F)
-    has_hi = bool(has_hi) and x_mode == "int8-hybrid"
+    del has_hi
     n_windows = int(A.window_rows.shape[0])
     counts = np.zeros((n_windows, 6), dtype=np.int64)
     bitmap_lists, entry_lists = [], []
@@ -325,12 +325,12 @@ def plan_launches(A, F: int, x_mode: str = "fp32", has_hi: bool = False, *, targ
             f"window {w} needs {int(rounded[w].sum())} tile slots; one launch supports at most "
             f"{MAX_SLOTS_PER_WINDOW} per window (re-encode with reordering)"
         )
-    plan = LaunchPlan((int(A.shape[0]), int(A.shape[1])), int(F), x_mode, has_hi)
+    plan = LaunchPlan((int(A.shape[0]), int(A.shape[1])), int(F), x_mode)
     nonempty = np.nonzero(counts.sum(axis=1) > 0)[0]
     signatures = {}
     for w in nonempty:
         signatures.setdefault(tuple(int(v) for v in rounded[w]), []).append(int(w))
-    builder = _LaunchBuilder(A, bitmap_lists, entry_lists, int(F), x_mode, has_hi, target, pad=merge)
+    builder = _LaunchBuilder(A, bitmap_lists, entry_lists, int(F), x_mode, target, pad=merge)
     groups = sorted(signatures.items())
     if merge:
         groups = builder.merge_small_groups(groups)
@@ -363,18 +363,18 @@ class _LaunchBuilder:
     with), imported lazily because that module imports this one.
     """
 
-    def __init__(self, A, bitmap_lists, entry_lists, F, x_mode, has_hi, target, pad=True):
+    def __init__(self, A, bitmap_lists, entry_lists, F, x_mode, target, pad=True):
         self.A = A
         self.bitmap_lists = bitmap_lists
         self.entry_lists = entry_lists
-        self.F, self.x_mode, self.has_hi, self.target = F, x_mode, has_hi, target
+        self.F, self.x_mode, self.target = F, x_mode, target
         self.pad = pad
         self._cuts = {}
 
     def launch(self, sig, windows, size):
         """One launch of bucket ``sig`` with ``size`` windows: ``windows`` then padding windows (-1)."""
         bitmap, entry = sig[:3], sig[3:]
-        bucket = Bucket(size, bitmap, entry, self.F, self.x_mode, self.has_hi)
+        bucket = Bucket(size, bitmap, entry, self.F, self.x_mode)
         bt = np.full((size, sum(bitmap)), -1, dtype=np.int64)
         et = np.full((size, sum(entry)), -1, dtype=np.int64)
         for i, w in enumerate(windows):
@@ -406,7 +406,7 @@ class _LaunchBuilder:
         """(full launches, the remainder's cheapest launches, their modelled ns); memoized."""
         key = (sig, windows)
         if key not in self._cuts:
-            cap = max_windows_per_launch(sig[:3], sig[3:], self.F, self.x_mode, self.has_hi)
+            cap = max_windows_per_launch(sig[:3], sig[3:], self.F, self.x_mode)
             n_full = len(windows) // cap * cap
             full = [self.launch(sig, windows[i:i + cap], cap) for i in range(0, n_full, cap)]
             rest = windows[n_full:]
@@ -433,7 +433,7 @@ class _LaunchBuilder:
         """Keep each signature's full launches; merge the remainders while that saves modelled time."""
         fixed, small = [], []
         for sig, windows in groups:
-            cap = max_windows_per_launch(sig[:3], sig[3:], self.F, self.x_mode, self.has_hi)
+            cap = max_windows_per_launch(sig[:3], sig[3:], self.F, self.x_mode)
             n_full = len(windows) // cap * cap
             if len(windows) - n_full > SMALL_GROUP_WINDOWS:
                 fixed.append((sig, list(windows)))

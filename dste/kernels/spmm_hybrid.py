@@ -17,8 +17,14 @@ TensorE matmul accumulating into the window's fp32 PSUM accumulator:
   tile scale; the row scale is applied while evacuating PSUM.
 - X modes: dense fp32/bf16/fp16 rows are gathered and converted by the DMA into the 16-bit moving
   dtype. Hybrid rows are gathered as one record per row (int8 values, fp32 row scale, int32
-  position in the FP16 table) and dequantized by ScalarE into fp16 (``q * scale``); FP16 rows are
-  then gathered over them by position (``oob_mode.skip`` moves nothing for INT8 rows).
+  position in the FP16 table) and dequantized by ScalarE into fp16 (``q * scale * factor``). FP16
+  rows have q = 0 and scale = 0 there, so the main pass adds exactly 0 for them.
+- FP16-row correction (hybrid X with FP16 rows): the few entries whose column is an FP16 row are
+  listed by the launcher in correction tiles of up to 128 entries, each serving a group of
+  consecutive windows (``dste.kernels.correction``). Per correction tile one gather of its FP16
+  rows; per window of the group one ``tensor_scalar`` builds
+  ``stationary[e, r] = (r == row[e]) * weight[e, window]`` and one matmul per PSUM chunk adds it to
+  the window's accumulator before evacuation. No per-slot FP16 transfer.
 - Per launch, all metadata (column ids, keep words, factors, row scales, INT8/FP16 values, entry
   rows) arrives in one int32 blob by one DMA and is read through ``view(dtype)`` slices of the SBUF
   copy; output rows leave in stores of up to ``STORE_BYTES_PER_PARTITION`` per partition.
@@ -46,6 +52,10 @@ STORE_BYTES_PER_PARTITION = 16384
 """Output rows of several windows leave in one store of up to this many bytes per partition."""
 WORD_BYTES = 4
 """The metadata blob is int32; byte- and half-word regions are padded to whole words."""
+CORRECTION_SBUF_BYTES = 16 * 1024
+"""Per-partition SBUF of a launch's correction pass; half of it holds gathered FP16 rows."""
+CORRECTION_STATIONARY_BUFFERS = 4
+"""Correction stationaries in flight (the builds rotate over them)."""
 
 KIND_BIN, KIND_INT8, KIND_FP16 = 0, 1, 2
 
@@ -64,8 +74,10 @@ def spmm_hybrid_kernel(
     n_efp16,
     n_features,
     hybrid,
-    has_hi,
     group,
+    corrections,
+    corr_group_windows,
+    corr_tiles_per_group,
 ):
     """DSTE sparse x dense product for one fixed-shape launch of ``n_windows`` row windows.
 
@@ -75,7 +87,7 @@ def spmm_hybrid_kernel(
     Args:
       x_rows: dense X ``[M, F]`` (float32 / bfloat16 / float16) when ``hybrid == 0``; the hybrid
         record table ``int8 [M, Fq + 8]`` (Fq = F rounded up to 4) when ``hybrid == 1``.
-      x_hi: ``float16 [M_hi, F]`` FP16 rows of a hybrid X (read only when ``has_hi == 1``).
+      x_hi: ``float16 [M_hi, F]`` FP16 rows of a hybrid X (read by the correction pass only).
       metadata: ``int32 [128, L]``, one blob per launch (L = ``metadata_layout(...)["total"]`` words
         per partition); its regions, in this order, read through ``view(dtype)``:
         row_scale ``float32 [W]`` (partition = window slot r), output-row factor of slot r of window w;
@@ -91,12 +103,19 @@ def spmm_hybrid_kernel(
         en_int8 ``int8 [W*n_eint8]``, en_fp16 ``float16 [W*n_efp16]`` entry values.
         Byte and half-word regions are padded to whole words; empty regions take no words.
       Slots are window-major; inside a window BIN, then INT8, then FP16 slots.
+      corrections: ``int32 [128, Lc]`` correction blob (Lc = ``correction_layout(n, G)["total"]``, n =
+        ceil(W / G) * C tiles, G = ``corr_group_windows``, C = ``corr_tiles_per_group``; read only when
+        C > 0); partition = entry slot e of a tile, regions: hi_pos ``int32 [n]`` position in x_hi
+        (padding = M_hi, skipped), rows ``float32 [n]`` window row, weight ``float32 [n, G]`` entry
+        weight in each window of the tile's group (0 in the others and for padding).
+        Tiles g*C .. g*C + C - 1 serve windows g*G .. g*G + G - 1.
 
     Returns:
       ``float32 [W*128, F]``: row r of window w at row ``w*128 + r`` (the launcher places rows).
 
     Limits: F <= 8 * 512 (one window's accumulator in the 8 PSUM banks); group <= 32;
-      the blob, working buffers and output buffer must fit SBUF (the planner's budget).
+      the blob, working buffers and output buffer must fit SBUF (the planner's budget); the
+      correction pass holds at most CORRECTION_SBUF_BYTES per partition.
 
     Pseudocode:
       load the metadata blob of all slots (one DMA)
@@ -104,7 +123,7 @@ def spmm_hybrid_kernel(
       for each step of S consecutive windows (all their slots fit the `group` buffers; S = 1 and
                                              groups of slots inside the window when they do not):
         for the step's bitmap slots s (contiguous, window-major):
-          moving[s] = gather X rows bm_cols[:, s]   (hybrid: record -> q * scale, then FP16 rows)
+          moving[s] = gather X rows bm_cols[:, s]   (hybrid: record -> q * scale * factor)
           shifted = keep_words << (31 - bit)                             # one instruction per step
           stationary[s] = (shifted < 0) * bm_factor[:, s]  (x values for INT8/FP16 slots)
         for the step's entry slots s:
@@ -112,6 +131,9 @@ def spmm_hybrid_kernel(
           stationary[s] = (iota_r == en_rows[:, s]) * weight[:, s]
         for each window w of the step:
           psum[chunk] = sum over w's slots of stationary[s].T @ moving[s][:, chunk]
+          if w starts its correction group g: hi_rows[i] = gather x_hi rows hi_pos[:, g*C + i], i < C
+          for each correction tile t of w's group:
+            psum[chunk] += ((iota_r == rows[:, t]) * weight[:, t, w % G]).T @ hi_rows[t][:, chunk]
           y_buf[:, w] = psum * row_scale[:, w]
         when y_buf holds the last window or STORE_BYTES_PER_PARTITION of rows:
           y rows of its windows <- y_buf                                   # one store
@@ -123,6 +145,10 @@ def spmm_hybrid_kernel(
         f"n_features={n_features}: expected 1..{MAX_PSUM_CHUNKS * PSUM_CHUNK} (8 PSUM banks of {PSUM_CHUNK} fp32)"
     )
     assert 1 <= group <= MAX_GROUP, f"group={group}: expected 1..{MAX_GROUP}"
+    assert corr_tiles_per_group == 0 or hybrid, "the FP16-row correction pass needs a hybrid X"
+    assert 1 <= corr_group_windows <= n_windows, (
+        f"corr_group_windows={corr_group_windows}: expected 1..{n_windows} (windows of this launch)"
+    )
     layout = metadata_layout(n_windows, (n_bin, n_int8, n_fp16), (n_ebin, n_eint8, n_efp16))
     assert metadata.dtype == nl.int32 and metadata.shape == (TILE_COLS, layout["total"]), (
         f"metadata must be int32 [128, {layout['total']}] for this bucket, got {metadata.dtype} {metadata.shape}"
@@ -206,6 +232,35 @@ def spmm_hybrid_kernel(
     step = windows_per_step(n_windows, slots_per_window, n_features, group)
     store_windows = windows_per_store(n_windows, step, n_features)
 
+    # ---- FP16-row correction: its blob, gathered rows and stationaries --------------------------
+    n_corr_groups = -(-n_windows // corr_group_windows) if corr_tiles_per_group else 0
+    if n_corr_groups:
+        n_corr = n_corr_groups * corr_tiles_per_group
+        clayout = correction_layout(n_corr, corr_group_windows)
+        assert corrections.dtype == nl.int32 and corrections.shape == (TILE_COLS, clayout["total"]), (
+            f"corrections must be int32 [128, {clayout['total']}] for {n_corr} tiles in groups of "
+            f"{corr_group_windows} windows, got {corrections.dtype} {corrections.shape}"
+        )
+        assert x_hi.dtype == nl.float16 and x_hi.shape[1] == n_features, (
+            f"x_hi must be float16 [M_hi, {n_features}], got {x_hi.dtype} {x_hi.shape}"
+        )
+        cblob = nl.ndarray((TILE_COLS, clayout["total"]), dtype=nl.int32, buffer=nl.sbuf, name="corrections")
+        nisa.dma_copy(dst=cblob, src=corrections)
+        chi_pos = cblob[:, clayout["hi_pos"][0]:clayout["hi_pos"][0] + n_corr]
+        crows = cblob[:, clayout["rows"][0]:clayout["rows"][0] + n_corr].view(nl.float32)
+        w0c = clayout["weight"][0]
+        cweight = cblob[:, w0c:w0c + n_corr * corr_group_windows].view(nl.float32).reshape(
+            (TILE_COLS, n_corr, corr_group_windows))
+        corr_resident = correction_buffer_tiles(corr_tiles_per_group, n_features)
+        hi_rows = nl.ndarray((TILE_COLS, corr_resident, n_features), dtype=nl.float16, buffer=nl.sbuf, name="hi_rows")
+        # padding positions are skipped and keep the buffer's bytes: they must be finite (weight 0)
+        nisa.memset(dst=hi_rows, value=0.0, engine=nisa.engine.gpsimd)
+        corr_stationary = nl.ndarray((TILE_COLS, CORRECTION_STATIONARY_BUFFERS, WINDOW_ROWS), dtype=nl.bfloat16,
+                                     buffer=nl.sbuf, name="corr_stationary")
+        if not n_entry:
+            row_iota = nl.ndarray((TILE_COLS, WINDOW_ROWS), dtype=nl.bfloat16, buffer=nl.sbuf, name="row_iota")
+            nisa.iota(dst=row_iota, pattern=[[1, WINDOW_ROWS]], offset=0)
+
     # ---- working buffers (only the bytes a skipped gather could leave uninitialized are zeroed) ---
     moving = nl.ndarray((TILE_COLS, group, n_features), dtype=moving_dtype, buffer=nl.sbuf, name="moving")
     if not hybrid:
@@ -224,21 +279,22 @@ def spmm_hybrid_kernel(
     for c, (f0, width) in enumerate(chunks):
         accum.append(nl.ndarray((WINDOW_ROWS, width), dtype=nl.float32, buffer=nl.psum, name=f"accum{c}"))
 
-    fold_factor = hybrid and not has_hi
+    # FP16 rows are not overlaid on the moving operand (the correction pass adds them), so the
+    # column factor always rides on the hybrid dequantization
+    fold_factor = hybrid
 
     def bitmap_slots(s0, n, b0):
         """Stationary and moving operands of bitmap slots s0..s0+n into buffer positions b0..b0+n."""
         buf = slice(b0, b0 + n)
         if hybrid:
-            _gather_records(records, b0, n, x_rows, x_hi, bcols, s0, has_hi)
+            _gather_records(records, b0, n, x_rows, bcols, s0)
             if fold_factor:
                 # the column factor rides on the dequantization: moving = q * (row scale * factor)
-                # (not with FP16 rows, which are gathered over the dequantized values)
                 nisa.tensor_tensor(dst=act_scale[:, buf], data1=_record_scales(records, b0, n),
                                    data2=bfactor[:, s0:s0 + n], op=nl.multiply, engine=nisa.engine.vector)
-                _dequantize(moving, records, b0, n, act_scale, x_hi, n_features, has_hi)
+                _dequantize(moving, records, b0, n, act_scale, n_features)
             else:
-                _dequantize(moving, records, b0, n, None, x_hi, n_features, has_hi)
+                _dequantize(moving, records, b0, n, None, n_features)
         else:
             for i in range(n):
                 _gather_dense(moving, b0 + i, x_rows, bcols[:, s0 + i:s0 + i + 1], n_features)
@@ -281,8 +337,8 @@ def spmm_hybrid_kernel(
     def entry_slots(s0, n, b0):
         """Stationary and moving operands of entry slots s0..s0+n into buffer positions b0..b0+n."""
         if hybrid:
-            _gather_records(records, b0, n, x_rows, x_hi, ecols, s0, has_hi)
-            _dequantize(moving, records, b0, n, None, x_hi, n_features, has_hi)
+            _gather_records(records, b0, n, x_rows, ecols, s0)
+            _dequantize(moving, records, b0, n, None, n_features)
         else:
             for i in range(n):
                 _gather_dense(moving, b0 + i, x_rows, ecols[:, s0 + i:s0 + i + 1], n_features)
@@ -300,6 +356,33 @@ def spmm_hybrid_kernel(
             first = False
         return first
 
+    corr_builds = [0]
+
+    def correct(w):
+        """Add the FP16-row correction tiles of window w's group to its accumulator."""
+        g, j = divmod(w, corr_group_windows)
+        for c0 in range(0, corr_tiles_per_group, corr_resident):
+            n = min(corr_tiles_per_group, c0 + corr_resident) - c0
+            if j == 0 or corr_resident < corr_tiles_per_group:
+                # the group's tiles are gathered at its first window (or chunk by chunk when they do
+                # not all fit the buffer)
+                for i in range(n):
+                    t = g * corr_tiles_per_group + c0 + i
+                    nisa.dma_copy(dst=hi_rows[:, i, :],
+                                  src=x_hi.ap(pattern=[[n_features, TILE_COLS], [1, n_features]], offset=0,
+                                              vector_offset=chi_pos[:, t:t + 1], indirect_dim=0),
+                                  oob_mode=nisa.oob_mode.skip)
+            for i in range(n):
+                t = g * corr_tiles_per_group + c0 + i
+                k = corr_builds[0]
+                corr_builds[0] += 1
+                buf = corr_stationary[:, k % CORRECTION_STATIONARY_BUFFERS, :]
+                nisa.tensor_scalar(dst=buf, data=row_iota, op0=nl.equal, operand0=crows[:, t:t + 1],
+                                   op1=nl.multiply, operand1=cweight[:, t, j:j + 1],
+                                   engine=correction_engines[k % len(correction_engines)])
+                for c, (f0, width) in enumerate(chunks):
+                    nisa.nc_matmul(dst=accum[c], stationary=buf, moving=hi_rows[:, i, f0:f0 + width], accumulate=True)
+
     def evacuate(w, j):
         for c, (f0, width) in enumerate(chunks):
             nisa.activation(dst=y_buf[:, j, f0:f0 + width], op=nl.copy, data=accum[c], scale=rscale[:, w:w + 1])
@@ -307,6 +390,7 @@ def spmm_hybrid_kernel(
     # Entry-stationary builds alternate between VectorE and GpSimd (VectorE takes more: its
     # bf16 tensor_scalar is ~1.7x faster in the model); bitmap unpacking uses both already.
     entry_engines = [nisa.engine.vector, nisa.engine.vector, nisa.engine.gpsimd]
+    correction_engines = [nisa.engine.vector, nisa.engine.gpsimd]
 
     store_start = 0
     for w0 in range(0, n_windows, step):
@@ -321,6 +405,8 @@ def spmm_hybrid_kernel(
             for w in range(w0, w1):
                 first = accumulate((w - w0) * n_bitmap, n_bitmap, True)
                 accumulate(k * n_bitmap + (w - w0) * n_entry, n_entry, first)
+                if n_corr_groups:
+                    correct(w)
                 evacuate(w, j0 + w - w0)
         else:
             w = w0
@@ -333,6 +419,8 @@ def spmm_hybrid_kernel(
                 n = min(n_entry, g0 + group) - g0
                 entry_slots(w * n_entry + g0, n, 0)
                 first = accumulate(0, n, first)
+            if n_corr_groups:
+                correct(w)
             evacuate(w, j0)
         if w1 - store_start == store_windows or w1 == n_windows:
             # rows w*128 + r of the buffered windows: one store
@@ -395,15 +483,25 @@ def metadata_layout(n_windows, bitmap_counts, entry_counts):
     return layout
 
 
-def _gather_records(records, b0, n, x_rows, x_hi, cols, s0, has_hi):
+def correction_layout(n_tiles, group_windows):
+    """Word offsets of the correction blob's regions ``{name: (start, words)}`` and ``"total"``."""
+    layout, start = {}, 0
+    for name, words in (("hi_pos", n_tiles), ("rows", n_tiles), ("weight", n_tiles * group_windows)):
+        layout[name] = (start, words)
+        start += words
+    layout["total"] = start
+    return layout
+
+
+def correction_buffer_tiles(tiles_per_group, n_features):
+    """Gathered correction tiles resident at once: a group's tiles, or as many as the budget holds."""
+    by_sbuf = max(1, (CORRECTION_SBUF_BYTES // 2) // (2 * n_features))
+    return min(tiles_per_group, by_sbuf)
+
+
+def _gather_records(records, b0, n, x_rows, cols, s0):
     """records[:, b0 + i, :] = hybrid records of the rows ``cols[:, s0 + i]`` for i < n (one DMA each)."""
     record = x_rows.shape[1]
-    if has_hi:
-        # a padding column's gather is skipped and would keep a stale FP16 position: point all
-        # positions out of range first so no FP16 row is gathered for it
-        feat_padded = record - RECORD_TAIL_BYTES
-        positions = records[:, b0:b0 + n, feat_padded + 4:feat_padded + 8].view(nl.int32)
-        nisa.memset(dst=positions, value=x_hi.shape[0], engine=nisa.engine.gpsimd)
     for i in range(n):
         nisa.dma_copy(dst=records[:, b0 + i, :], src=x_rows.ap(pattern=[[record, TILE_COLS], [1, record]], offset=0,
                                                                vector_offset=cols[:, s0 + i:s0 + i + 1], indirect_dim=0),
@@ -416,8 +514,8 @@ def _record_scales(records, b0, n):
     return records[:, b0:b0 + n, feat_padded:feat_padded + 4].view(nl.float32)
 
 
-def _dequantize(moving, records, b0, n, act_scale, x_hi, n_features, has_hi):
-    """moving[:, b0 + i, :] = q * scale (ScalarE, into fp16), then the FP16 rows over it (skipped for INT8 rows)."""
+def _dequantize(moving, records, b0, n, act_scale, n_features):
+    """moving[:, b0 + i, :] = q * scale (ScalarE, into fp16); ``act_scale`` = scale x column factor when given."""
     feat_padded = records.shape[2] - RECORD_TAIL_BYTES
     for i in range(b0, b0 + n):
         if act_scale is None:
@@ -425,8 +523,3 @@ def _dequantize(moving, records, b0, n, act_scale, x_hi, n_features, has_hi):
         else:
             scale = act_scale[:, i:i + 1]
         nisa.activation(dst=moving[:, i, :], op=nl.copy, data=records[:, i, 0:n_features], scale=scale)
-        if has_hi:
-            hi_pos = records[:, i, feat_padded + 4:feat_padded + 8].view(nl.int32)
-            nisa.dma_copy(dst=moving[:, i, :], src=x_hi.ap(pattern=[[n_features, TILE_COLS], [1, n_features]], offset=0,
-                                                           vector_offset=hi_pos, indirect_dim=0),
-                          oob_mode=nisa.oob_mode.skip)

@@ -1,0 +1,341 @@
+"""FP16-row correction pass of ``spmm_hybrid``: host-side listing, packing and shape choice.
+
+A hybrid X stores its FP16 rows with int8 values 0 and scale 0, so the kernel's main (INT8) pass
+contributes exactly 0 for them. Their contribution is added by a correction pass over the few
+entries (r, c) of A whose column c is an FP16 row (about the FP16 fraction of all entries):
+
+- ``correction_entries`` lists them per call from the encoded tiles (vectorised over the tile
+  arrays): bitmap tiles' kept bits and entry tiles' kept entries whose column is an FP16 row, with
+  their launch, window slot in the launch, window row, FP16-table position and effective weight
+  ``value * column scale`` (the row scale is applied with the main pass at PSUM evacuation).
+- A launch's windows are cut into groups of ``group_windows`` consecutive windows; each group's
+  entries (in window order) fill ``tiles_per_group`` *correction tiles* of up to 128 entries
+  (fixed per launch, rounded up the plan's slot ladder; missing entries are padding with an
+  out-of-range position and weight 0). Per correction tile the kernel issues one gather of up to
+  128 FP16 rows; per window of its group one two-op ``tensor_scalar`` builds
+  ``S[e, r] = (r == row[e]) * weight[e, window]`` (weights of the group's other windows are 0 in
+  that window's column) and one matmul per PSUM chunk adds it to the window's accumulator before
+  evacuation.
+- ``choose_correction`` prices every power-of-two group size with the modelled cost
+  (``dste.kernels.cost``) and keeps the fastest that fits the instruction and SBUF limits.
+- ``pack_correction`` writes the per-launch correction blob ``int32 [128, L]`` (regions
+  ``hi_pos int32 [n]``, ``rows float32 [n]``, ``weight float32 [n, G]``; n = groups x tiles).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from dste.format.constants import MASK_WORD_BITS, TILE_COLS, TileKind
+from dste.kernels.plan import LADDER, WORD_BYTES, pack_metadata
+
+CORRECTION_SBUF_BYTES = 16 * 1024
+"""Per-partition SBUF a launch's correction pass may use (gathered FP16 rows, blob, stationary
+buffers): it comes on top of the planner's ``SBUF_BUDGET_BYTES`` (together 176 KiB, within
+trn1's 180,224 B)."""
+CORRECTION_STATIONARY_BUFFERS = 4
+"""Correction stationaries in flight (the builds rotate over them)."""
+MAX_TILES_PER_GROUP = int(LADDER[-1])
+
+
+@dataclass(frozen=True)
+class CorrectionShape:
+    """Compile-time shape of one launch's correction pass (``tiles_per_group == 0``: none)."""
+
+    group_windows: int = 1
+    tiles_per_group: int = 0
+
+    def groups(self, n_windows: int) -> int:
+        return -(-n_windows // self.group_windows) if self.tiles_per_group else 0
+
+    def n_tiles(self, n_windows: int) -> int:
+        return self.groups(n_windows) * self.tiles_per_group
+
+
+NO_CORRECTION = CorrectionShape()
+
+
+@dataclass
+class CorrectionEntries:
+    """The entries of A whose column is an FP16 row of X, sorted by (launch, window slot)."""
+
+    launch: np.ndarray  # int64 [n] launch index in the plan
+    window: np.ndarray  # int64 [n] window slot within the launch
+    row: np.ndarray  # int64 [n] window row (0..127)
+    hi_pos: np.ndarray  # int32 [n] position in the FP16 table
+    weight: np.ndarray  # float32 [n] keep * value * column scale
+
+    def of_launch(self, i: int, bounds: np.ndarray) -> "CorrectionEntries":
+        s = slice(int(bounds[i]), int(bounds[i + 1]))
+        return CorrectionEntries(self.launch[s], self.window[s], self.row[s], self.hi_pos[s], self.weight[s])
+
+    def __len__(self) -> int:
+        return int(self.row.shape[0])
+
+
+def correction_layout(n_tiles: int, group_windows: int) -> dict:
+    """Word offsets of the correction blob's regions ``{name: (start, words)}`` and ``"total"``
+    (the kernel's ``correction_layout``; a test checks they agree)."""
+    layout, start = {}, 0
+    for name, words in (("hi_pos", n_tiles), ("rows", n_tiles), ("weight", n_tiles * group_windows)):
+        layout[name] = (start, words)
+        start += words
+    layout["total"] = start
+    return layout
+
+
+def _tile_owner(plan, n_tiles: int, ptr_attr: str):
+    """(launch index, window slot in the launch) of every tile of one layout, -1 where unplanned."""
+    launch_of = np.full(n_tiles, -1, dtype=np.int64)
+    window_of = np.full(n_tiles, -1, dtype=np.int64)
+    for i, launch in enumerate(plan.launches):
+        tiles = getattr(launch, ptr_attr)
+        w_idx = np.broadcast_to(np.arange(tiles.shape[0])[:, None], tiles.shape)
+        ok = tiles >= 0
+        launch_of[tiles[ok]] = i
+        window_of[tiles[ok]] = w_idx[ok]
+    return launch_of, window_of
+
+
+def correction_entries(A, plan, hi_index: np.ndarray, n_hi: int) -> CorrectionEntries:
+    """All kept entries of A whose column is an FP16 row (``hi_index[c] < n_hi``), in launch order."""
+    M = int(A.shape[1])
+    pos_of = np.append(np.asarray(hi_index, dtype=np.int64), n_hi)  # column M (padding) -> not FP16
+    col_scale = np.ones(M + 1, dtype=np.float32)
+    if A.col_scale is not None:
+        col_scale[:M] = A.col_scale
+    parts = []
+    owner_cache = getattr(plan, "_correction_owners", None)
+    if owner_cache is None:
+        owner_cache = (_tile_owner(plan, A.n_tiles, "bitmap_tiles"), _tile_owner(plan, A.n_etiles, "entry_tiles"))
+        setattr(plan, "_correction_owners", owner_cache)
+    (b_launch, b_window), (e_launch, e_window) = owner_cache
+
+    if A.n_tiles:
+        cols = np.minimum(A.tile_cols, M)
+        t, k = np.nonzero(pos_of[cols] < n_hi)  # bitmap tile columns that are FP16 rows
+        if t.size:
+            words = A.keep_bits[t, k]  # [n, 4]
+            r_all = np.arange(TILE_COLS)
+            bits = (words[:, r_all // MASK_WORD_BITS] >> (r_all % MASK_WORD_BITS).astype(np.uint32)) & 1
+            i, r = np.nonzero(bits)
+            t, k = t[i], k[i]
+            value = np.ones(t.size, dtype=np.float32)
+            kind, slot = A.tile_kind[t], A.tile_slot[t]
+            is8, is16 = kind == TileKind.INT8, kind == TileKind.FP16
+            value[is8] = A.int8_values[slot[is8], k[is8], r[is8]].astype(np.float32) * A.int8_scale[slot[is8]]
+            value[is16] = A.fp16_values[slot[is16], k[is16], r[is16]].astype(np.float32)
+            c = cols[t, k]
+            parts.append((b_launch[t], b_window[t], r, pos_of[c], value * col_scale[c]))
+    if A.n_etiles:
+        cols = np.minimum(A.etile_cols, M)
+        e_all = np.arange(TILE_COLS)
+        kept = (A.etile_keep_bits[:, e_all // MASK_WORD_BITS] >> (e_all % MASK_WORD_BITS).astype(np.uint32)) & 1
+        live = (e_all[None, :] < A.etile_nentries[:, None]) & (kept == 1)
+        t, e = np.nonzero(live & (pos_of[cols] < n_hi))
+        if t.size:
+            value = np.ones(t.size, dtype=np.float32)
+            kind, slot = A.etile_kind[t], A.etile_slot[t]
+            is8, is16 = kind == TileKind.INT8, kind == TileKind.FP16
+            value[is8] = A.etile_int8_values[slot[is8], e[is8]].astype(np.float32) * A.etile_int8_scale[slot[is8]]
+            value[is16] = A.etile_fp16_values[slot[is16], e[is16]].astype(np.float32)
+            c = cols[t, e]
+            parts.append((e_launch[t], e_window[t], A.etile_rows[t, e].astype(np.int64), pos_of[c], value * col_scale[c]))
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return CorrectionEntries(empty, empty, empty, empty.astype(np.int32), empty.astype(np.float32))
+    launch, window, row, hi_pos, weight = (np.concatenate(p) for p in zip(*parts))
+    keep = (launch >= 0) & (weight != 0)  # a zero weight adds nothing (and unplanned tiles cannot occur)
+    order = np.lexsort((window[keep], launch[keep]))  # stable: entries of a window keep their order
+    return CorrectionEntries(launch[keep][order], window[keep][order], row[keep][order],
+                             hi_pos[keep][order].astype(np.int32), weight[keep][order].astype(np.float32))
+
+
+def launch_bounds(entries: CorrectionEntries, n_launches: int) -> np.ndarray:
+    """``[n_launches + 1]`` offsets of each launch's entries."""
+    return np.searchsorted(entries.launch, np.arange(n_launches + 1), side="left")
+
+
+def _tiles_needed(entries: CorrectionEntries, n_windows: int, group_windows: int) -> int:
+    """Correction tiles per group the busiest group needs (before rounding up the ladder)."""
+    if not len(entries):
+        return 0
+    per_group = np.bincount(entries.window // group_windows, minlength=-(-n_windows // group_windows))
+    return int(-(-per_group.max() // TILE_COLS))
+
+
+def round_up_tiles(n: int) -> int:
+    if n > MAX_TILES_PER_GROUP:
+        return n  # beyond the ladder: exact (the caller checks the limits)
+    return int(LADDER[np.searchsorted(LADDER, n, side="left")])
+
+
+def correction_buffer_tiles(shape: CorrectionShape, n_features: int) -> int:
+    """Gathered correction tiles resident at once: a group's tiles, or as many as the budget holds."""
+    by_sbuf = max(1, (CORRECTION_SBUF_BYTES // 2) // (2 * n_features))
+    return int(min(shape.tiles_per_group, by_sbuf))
+
+
+def correction_sbuf_bytes(shape: CorrectionShape, n_windows: int, n_features: int) -> int:
+    """Per-partition SBUF of a launch's correction pass (blob, gathered rows, stationaries)."""
+    if not shape.tiles_per_group:
+        return 0
+    blob = WORD_BYTES * correction_layout(shape.n_tiles(n_windows), shape.group_windows)["total"]
+    rows = correction_buffer_tiles(shape, n_features) * 2 * n_features
+    return blob + rows + CORRECTION_STATIONARY_BUFFERS * TILE_COLS * 2 + TILE_COLS * 2
+
+
+def correction_shapes(entries: CorrectionEntries, n_windows: int):
+    """Candidate shapes: every power-of-two group size up to the launch (one per distinct tile need)."""
+    if not len(entries):
+        return [NO_CORRECTION]
+    shapes = []
+    for g in (1 << b for b in range(int(math.log2(max(1, n_windows))) + 2)):
+        g = min(g, n_windows)
+        shape = CorrectionShape(g, round_up_tiles(_tiles_needed(entries, n_windows, g)))
+        if shape not in shapes:
+            shapes.append(shape)
+        if g == n_windows:
+            break
+    return shapes
+
+
+def pack_correction(entries: CorrectionEntries, n_windows: int, shape: CorrectionShape):
+    """(tile, partition) of each entry: a group's entries fill its tiles in window order."""
+    G, C = shape.group_windows, shape.tiles_per_group
+    group = entries.window // G
+    # rank of each entry inside its group (entries are sorted by window)
+    starts = np.searchsorted(group, np.arange(shape.groups(n_windows) + 1), side="left")
+    rank = np.arange(len(entries)) - starts[group]
+    if len(entries) and rank.max() >= C * TILE_COLS:
+        raise ValueError(f"a correction group holds {int(rank.max()) + 1} entries; the shape holds {C * TILE_COLS}")
+    tile = group * C + rank // TILE_COLS
+    part = rank % TILE_COLS
+    return tile, part
+
+
+def correction_blob(entries: CorrectionEntries, n_windows: int, shape: CorrectionShape, n_hi: int) -> np.ndarray:
+    """``int32 [128, L]``: FP16 position (padding ``n_hi``: skipped), window row and per-window weight
+    of each correction entry, partition = entry slot in its tile."""
+    G = shape.group_windows
+    n = shape.n_tiles(n_windows)
+    tile, part = pack_correction(entries, n_windows, shape)
+    hi_pos = np.full((TILE_COLS, n), n_hi, dtype=np.int32)
+    rows = np.zeros((TILE_COLS, n), dtype=np.float32)
+    weight = np.zeros((TILE_COLS, n, G), dtype=np.float32)
+    hi_pos[part, tile] = entries.hi_pos
+    rows[part, tile] = entries.row
+    weight[part, tile, entries.window % G] = entries.weight
+    return pack_metadata(correction_layout(n, G), {"hi_pos": hi_pos, "rows": rows, "weight": weight})
+
+
+def tile_valid_counts(entries: CorrectionEntries, n_windows: int, shape: CorrectionShape) -> np.ndarray:
+    """In-range FP16 positions per correction tile (the rows its gather moves)."""
+    n = shape.n_tiles(n_windows)
+    if not n:
+        return np.zeros(0, dtype=np.int64)
+    tile, _ = pack_correction(entries, n_windows, shape)
+    return np.bincount(tile, minlength=n)
+
+
+def correction_instructions(shape: CorrectionShape, n_windows: int, n_features: int, has_entries: bool) -> int:
+    """Unrolled instructions of a launch's correction pass (blob load, memset, iota, gathers, builds, matmuls)."""
+    if not shape.tiles_per_group:
+        return 0
+    C = shape.tiles_per_group
+    n_chunks = -(-n_features // 512)
+    resident = correction_buffer_tiles(shape, n_features)
+    gathers = shape.groups(n_windows) * C if resident >= C else n_windows * C
+    return 2 + (0 if has_entries else 1) + gathers + n_windows * C * (1 + n_chunks)
+
+
+@dataclass
+class CorrectionJob:
+    """One kernel launch of a call with a hybrid X: the plan's launch (or a part of it, when its
+    correction pass did not fit one launch), its correction shape, entries and per-tile row counts."""
+
+    launch: object  # dste.kernels.plan.Launch
+    plan_index: int | None  # index in plan.launches (its packed metadata is cached); None for a part
+    shape: CorrectionShape
+    entries: CorrectionEntries
+    valid: np.ndarray
+
+    def blob(self, n_hi: int) -> np.ndarray:
+        return correction_blob(self.entries, self.launch.bucket.windows, self.shape, n_hi)
+
+
+def plan_corrections(A, plan, hi_index, n_hi: int, target: str = "trn2") -> list[CorrectionJob]:
+    """The launches of one call with a hybrid X whose FP16 rows are given by ``hi_index`` / ``n_hi``."""
+    entries = correction_entries(A, plan, hi_index, n_hi) if n_hi else None
+    bounds = launch_bounds(entries, len(plan.launches)) if entries is not None else None
+    jobs = []
+    for i, launch in enumerate(plan.launches):
+        if entries is None or bounds[i] == bounds[i + 1]:
+            jobs.append(CorrectionJob(launch, i, NO_CORRECTION, _empty_entries(), np.zeros(0, np.int64)))
+        else:
+            jobs.extend(_fit(A, launch, i, entries.of_launch(i, bounds), target))
+    return jobs
+
+
+def _empty_entries() -> CorrectionEntries:
+    empty = np.zeros(0, dtype=np.int64)
+    return CorrectionEntries(empty, empty, empty, empty.astype(np.int32), empty.astype(np.float32))
+
+
+def _fit(A, launch, plan_index, entries, target) -> list[CorrectionJob]:
+    """The fastest correction shape for this launch within the instruction and SBUF limits; a launch
+    whose correction fits no shape is split into halves (a window too dense for one launch is an error)."""
+    import copy
+
+    from dste.kernels.cost import _CorrectionCost, _launch_cost
+    from dste.kernels.plan import MAX_INSTRUCTIONS_PER_LAUNCH, launch_instructions
+
+    b = launch.bucket
+    W, F = b.windows, b.features
+    base = _launch_cost(A, launch, target)
+    main_instructions = launch_instructions(b)
+    best = None
+    for shape in correction_shapes(entries, W):
+        if main_instructions + correction_instructions(shape, W, F, bool(b.entry_slots)) > MAX_INSTRUCTIONS_PER_LAUNCH:
+            continue
+        if correction_sbuf_bytes(shape, W, F) > CORRECTION_SBUF_BYTES:
+            continue
+        valid = tile_valid_counts(entries, W, shape)
+        c = copy.deepcopy(base)
+        corr = _CorrectionCost(shape, valid, F, bool(b.entry_slots))
+        corr.setup(c, W)
+        for w in range(W):
+            corr.window(c, w)
+        ns = max(c.busy_ns().values())
+        if best is None or ns < best[0]:
+            best = (ns, shape, valid)
+    if best is not None:
+        return [CorrectionJob(launch, plan_index, best[1], entries, best[2])]
+    if W == 1:
+        raise ValueError(
+            f"window {int(launch.windows[0])} has {len(entries)} entries in FP16 rows of X: their correction pass "
+            f"exceeds one launch ({MAX_INSTRUCTIONS_PER_LAUNCH} instructions, {CORRECTION_SBUF_BYTES} B of SBUF per "
+            f"partition); use fewer FP16 rows"
+        )
+    jobs = []
+    for part, sel, offset in _halves(launch, entries):
+        jobs.extend(_fit(A, part, None, sel, target))
+    return jobs
+
+
+def _halves(launch, entries):
+    """The launch cut into two launches of half its windows, with their entries."""
+    from dste.kernels.plan import Bucket, Launch
+
+    b = launch.bucket
+    h = b.windows // 2
+    for lo, hi in ((0, h), (h, b.windows)):
+        bucket = Bucket(hi - lo, b.bitmap, b.entry, b.features, b.x_mode)
+        part = Launch(bucket, launch.windows[lo:hi], launch.bitmap_tiles[lo:hi], launch.entry_tiles[lo:hi])
+        mask = (entries.window >= lo) & (entries.window < hi)
+        sel = CorrectionEntries(entries.launch[mask], entries.window[mask] - lo, entries.row[mask],
+                                entries.hi_pos[mask], entries.weight[mask])
+        yield part, sel, lo
