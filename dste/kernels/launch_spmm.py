@@ -7,7 +7,7 @@ window's output rows at their original row ids.
 
 X is a dense ``[M, F]`` array (float32, bfloat16 or float16; float64 is taken as float32) or a
 :class:`dste.format.HybridRows`. A hybrid X is gathered as one record per row
-(``int8 values | fp32 scale | int32 FP16-row position``, built here from the HybridRows arrays)
+(``int8 values | fp32 scale``, built here from the HybridRows arrays)
 so that one indirect DMA per tile brings both the values and their scale. FP16 rows (q = 0 and
 scale 0 in their records) are added by the correction pass: per call, the entries of A whose column
 is an FP16 row are listed and packed into correction tiles (``dste.kernels.correction``), one
@@ -68,14 +68,13 @@ def _is_torch(value):
 
 
 def hybrid_records(X) -> np.ndarray:
-    """``int8 [M, Fq + 8]``: each row's int8 values (padded to 4 B), fp32 scale and int32 FP16 position."""
+    """``int8 [M, Fq + 4]``: each row's int8 values (padded to 4 B) and fp32 scale (0 for FP16 rows)."""
     M, F = X.q.shape
     width = record_width(F)
-    fq = width - 8
+    fq = width - 4
     rec = np.zeros((M, width), dtype=np.int8)
     rec[:, :F] = X.q
     rec[:, fq:fq + 4] = np.ascontiguousarray(X.scale.astype(np.float32)).view(np.int8).reshape(M, 4)
-    rec[:, fq + 4:] = np.ascontiguousarray(X.hi_index.astype(np.int32)).view(np.int8).reshape(M, 4)
     return rec
 
 

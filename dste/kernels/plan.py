@@ -67,8 +67,8 @@ def feature_chunks(n_features: int) -> list[tuple[int, int]]:
     return [(f0, min(PSUM_CHUNK, n_features - f0)) for f0 in range(0, n_features, PSUM_CHUNK)]
 
 
-RECORD_TAIL_BYTES = 8
-"""fp32 row scale and int32 FP16-row position after the int8 values of a hybrid record."""
+RECORD_TAIL_BYTES = 4
+"""fp32 row scale after the int8 values of a hybrid record."""
 STORE_BYTES_PER_PARTITION = 16384
 """Output rows of several windows leave in one store of up to this many bytes per partition (kernel's constant)."""
 
@@ -120,8 +120,8 @@ def metadata_layout(n_windows: int, bitmap_counts, entry_counts) -> dict:
 
 
 def record_width(n_features: int) -> int:
-    """Bytes per row of the hybrid gather record: int8 values padded to 4 B, fp32 scale, int32 hi index."""
-    return 4 * math.ceil(n_features / 4) + 8
+    """Bytes per row of the hybrid gather record: int8 values padded to 4 B, fp32 scale."""
+    return 4 * math.ceil(n_features / 4) + RECORD_TAIL_BYTES
 
 
 @dataclass(frozen=True)

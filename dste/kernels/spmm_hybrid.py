@@ -16,8 +16,8 @@ TensorE matmul accumulating into the window's fp32 PSUM accumulator:
 - ``factor`` (per tile column / entry, prepared per matrix) folds the column scale and the INT8
   tile scale; the row scale is applied while evacuating PSUM.
 - X modes: dense fp32/bf16/fp16 rows are gathered and converted by the DMA into the 16-bit moving
-  dtype. Hybrid rows are gathered as one record per row (int8 values, fp32 row scale, int32
-  position in the FP16 table) and dequantized by ScalarE into fp16 (``q * scale * factor``). FP16
+  dtype. Hybrid rows are gathered as one record per row (int8 values, fp32 row scale) and
+  dequantized by ScalarE into fp16 (``q * scale * factor``). FP16
   rows have q = 0 and scale = 0 there, so the main pass adds exactly 0 for them.
 - FP16-row correction (hybrid X with FP16 rows): the few entries whose column is an FP16 row are
   listed by the launcher in correction tiles of up to 128 entries, each serving a group of
@@ -44,8 +44,8 @@ MASK_WORDS = 4
 """uint32 words per tile column: window slot r is bit r % 32 of word r // 32."""
 MASK_WORD_BITS = 32
 MAX_PSUM_CHUNKS = nl.tile_size.psum_num_banks
-RECORD_TAIL_BYTES = 8
-"""Hybrid record = [int8 values padded to 4 B | fp32 row scale | int32 FP16-row position]."""
+RECORD_TAIL_BYTES = 4
+"""Hybrid record = [int8 values padded to 4 B | fp32 row scale]."""
 MAX_GROUP = 32
 """Tiles unpacked by one batched shift, and gather buffers in flight."""
 STORE_BYTES_PER_PARTITION = 16384
@@ -86,7 +86,7 @@ def spmm_hybrid_kernel(
 
     Args:
       x_rows: dense X ``[M, F]`` (float32 / bfloat16 / float16) when ``hybrid == 0``; the hybrid
-        record table ``int8 [M, Fq + 8]`` (Fq = F rounded up to 4) when ``hybrid == 1``.
+        record table ``int8 [M, Fq + 4]`` (Fq = F rounded up to 4) when ``hybrid == 1``.
       x_hi: ``float16 [M_hi, F]`` FP16 rows of a hybrid X (read by the correction pass only).
       metadata: ``int32 [128, L]``, one blob per launch (L = ``metadata_layout(...)["total"]`` words
         per partition); its regions, in this order, read through ``view(dtype)``:
