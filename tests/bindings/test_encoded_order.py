@@ -46,6 +46,12 @@ MATRICES = {
 }
 
 
+@pytest.fixture(autouse=True)
+def encoded_order_for_small_matrices(monkeypatch):
+    """These matrices are small; lift the size rule so their operands really are permuted."""
+    monkeypatch.setattr(encoded_csr, "ORIGINAL_ORDER_MAX_COLS", 0)
+
+
 @pytest.fixture(params=sorted(MATRICES))
 def reordered(request):
     matrix = MATRICES[request.param]()
@@ -76,6 +82,18 @@ def test_operands_are_the_effective_csr_permuted(reordered):
 def test_matrix_without_reordering_gets_empty_permutations(small_matrix):
     a = db.DSTETensor(small_matrix)
     assert a.row_perm.numel() == 0 and a.col_perm.numel() == 0
+
+
+def test_small_matrix_runs_in_original_order(monkeypatch):
+    monkeypatch.setattr(encoded_csr, "ORIGINAL_ORDER_MAX_COLS", 8192)
+    matrix = _community_graph()
+    a = db.DSTETensor(matrix)
+    assert a.row_perm.numel() == 0 and a.col_perm.numel() == 0
+    effective = matrix.effective_csr()
+    np.testing.assert_array_equal(a.col_indices.numpy(), effective.indices)
+    np.testing.assert_array_equal(a.values.numpy(), effective.data)
+    x = torch.randn(matrix.shape[1], 4)
+    np.testing.assert_allclose(db.spmm(a, x, backend="cpu").double().numpy(), spmm_reference(matrix, x.numpy()), **TOL)
 
 
 def test_identity_permutation_is_skipped():
