@@ -31,32 +31,34 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=3,
                         help="number of seeds (0..N-1); each seed draws its own snapshot stream, FP32 model and "
                              "controller; accuracy is reported as mean +/- std over seeds (default 3)")
-    parser.add_argument("--snapshots", type=int, default=12,
+    parser.add_argument("--snapshots", type=int, default=16,
                         help="snapshots in the dynamic stream (>= 4); the last quarter is held out for judging "
-                             "(default 12)")
-    parser.add_argument("--episodes", type=int, default=300,
+                             "(default 16)")
+    parser.add_argument("--episodes", type=int, default=1500,
                         help="controller training episodes (one training snapshot compressed layer by layer "
-                             "each) per seed (default 300)")
+                             "each) per seed (default 1500)")
     parser.add_argument("--model", choices=("gcn", "sage"), default="gcn",
                         help="two-layer GCN or GraphSAGE (mean) (default gcn)")
     parser.add_argument("--hidden", type=int, default=64, help="hidden width of the model (default 64)")
     parser.add_argument("--epochs", type=int, default=200, help="max FP32 training epochs (early stopping; default 200)")
-    parser.add_argument("--lambda", dest="lambda_latency", type=float, default=0.2,
+    parser.add_argument("--lambda", dest="lambda_latency", type=float, default=0.05,
                         help="latency price in the reward: accuracy - lambda * latency / uniform-INT8 latency "
-                             "(default 0.2: 1%% of latency is worth 0.2 accuracy points)")
+                             "(default 0.05: 1%% of latency is worth 0.05 accuracy points; with the default "
+                             "budget the controller mostly buys accuracy within the budget)")
     parser.add_argument("--budget", default="static50",
                         help="latency ceiling of the reward, as a fraction of the uniform-INT8 latency; each unit "
-                             "over it costs --budget-penalty. 'static50' (default) = what static 50%% sparse INT8 "
-                             "spends on the training snapshots; 'none' = no ceiling")
+                             "over it costs --budget-penalty. 'static50' (default) = per snapshot, the modelled latency "
+                             "static 50%% sparse INT8 would spend on it; 'none' = no ceiling")
     parser.add_argument("--budget-penalty", type=float, default=5.0,
-                        help="reward lost per unit of normalised latency above the budget (default 5)")
+                        help="reward lost per unit of normalised latency above the budget (default 5: 1%% over "
+                             "the budget costs 5 accuracy points)")
     parser.add_argument("--target", choices=("trn2", "trn1"), default="trn2",
                         help="NeuronCore whose latency is modelled (default trn2); never measured")
     parser.add_argument("--out", default=None,
                         help="output directory for results.json, table.txt, accuracy_vs_latency.png and the "
                              "controller checkpoint (default ./runs/<timestamp>)")
     parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: 1 seed, 6 snapshots, 60 episodes, 60 epochs")
+                        help="a smoke run: 1 seed, 6 snapshots, at most 100 episodes and 60 epochs")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 

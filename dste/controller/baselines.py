@@ -110,7 +110,10 @@ class PolicyResult:
 
     def rewards(self, reward: RewardConfig) -> np.ndarray:
         return np.array(
-            [reward.episode_reward(o.accuracy, o.latency_us, o.reference_latency_us) for o in self.outcomes]
+            [
+                reward.episode_reward(o.accuracy, o.latency_us, o.reference_latency_us, o.budget_fraction)
+                for o in self.outcomes
+            ]
         )
 
     def mean_reward(self, reward: RewardConfig) -> float:

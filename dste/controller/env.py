@@ -56,6 +56,7 @@ class EpisodeOutcome:
     actions: list[int] = field(default_factory=list)
     layers: list[LayerReport] = field(default_factory=list)
     bytes_by_kind: dict = field(default_factory=dict)
+    budget_fraction: float | None = None  # this snapshot's latency budget / reference, if the env sets one
 
 
 class CompressionEnv(ABC):
@@ -92,9 +93,9 @@ class CompressionEnv(ABC):
     def reference_latency(self, snapshot: int) -> float:
         """Modelled latency (us) of the uniform-INT8, unpruned policy on ``snapshot``: the reward's scale."""
 
-    def evaluation_split(self, split: str) -> str:
-        """Which labelled nodes ``outcome`` scores; environments may override (default: their own choice)."""
-        return split
+    def budget_fraction(self, snapshot: int) -> float | None:
+        """This snapshot's latency budget as a fraction of ``reference_latency`` (None: the reward's own)."""
+        return None
 
 
 def check_split(split: str) -> str:

@@ -14,7 +14,9 @@ For one snapshot compressed with per-layer actions a_1..a_L, the episode reward 
   ``lambda_latency = 0.05`` means "removing all of the uniform-INT8 latency is worth 5 accuracy points".
 * ``budget`` (optional) -- a latency ceiling as a fraction of the reference; exceeding it costs
   ``budget_penalty`` per unit of normalised latency, the hard-budget mode of AMC/HAQ made soft so the
-  Q-function stays smooth.
+  Q-function stays smooth. An environment may instead give each snapshot its own budget
+  (``CompressionEnv.budget_fraction``), e.g. what a static policy being replaced would spend on it; the
+  controller sees the budget left in its state.
 
 The reward is paid per layer so that credit lands where latency is spent: each layer step pays
 ``-lambda * layer_latency / reference`` and the last step adds ``accuracy`` and the budget penalty. With an
@@ -48,19 +50,29 @@ class RewardConfig:
         _check_latencies(layer_latency_us, reference_latency_us)
         return -self.lambda_latency * layer_latency_us / reference_latency_us
 
-    def terminal_reward(self, accuracy: float, latency_us: float, reference_latency_us: float) -> float:
-        """Paid on the last layer step: the accuracy term and the budget penalty."""
+    def terminal_reward(
+        self, accuracy: float, latency_us: float, reference_latency_us: float, budget: float | None = None
+    ) -> float:
+        """Paid on the last layer step: the accuracy term and the budget penalty.
+
+        ``budget`` overrides ``self.budget`` for this snapshot (an environment may set one per snapshot).
+        """
         if not (0.0 <= accuracy <= 1.0):
             raise ValueError(f"accuracy must lie in [0, 1], got {accuracy!r}")
         _check_latencies(latency_us, reference_latency_us)
         reward = float(accuracy)
-        if self.budget is not None:
-            reward -= self.budget_penalty * max(0.0, latency_us / reference_latency_us - self.budget)
+        budget = self.budget if budget is None else budget
+        if budget is not None:
+            if not math.isfinite(budget) or budget <= 0:
+                raise ValueError(f"budget must be a positive fraction of the reference, got {budget!r}")
+            reward -= self.budget_penalty * max(0.0, latency_us / reference_latency_us - budget)
         return reward
 
-    def episode_reward(self, accuracy: float, latency_us: float, reference_latency_us: float) -> float:
+    def episode_reward(
+        self, accuracy: float, latency_us: float, reference_latency_us: float, budget: float | None = None
+    ) -> float:
         """R for a whole snapshot (the sum of the per-step rewards)."""
-        return self.terminal_reward(accuracy, latency_us, reference_latency_us) + self.layer_reward(
+        return self.terminal_reward(accuracy, latency_us, reference_latency_us, budget) + self.layer_reward(
             latency_us, reference_latency_us
         )
 

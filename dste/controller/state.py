@@ -16,9 +16,9 @@ quantization error per tensor and per row, the share of that error held by the t
 (what an FP16 threshold recovers), zeros, row-norm spread, kurtosis, width.
 
 Mask and precision mix (16 features, ``mask_features``): what the layer ran with on the previous snapshot
-(M_n: sparsity, FP16 fraction, tile kind mix BIN / INT8 / FP16, tile count, its share of the modelled
-latency), and what the model runs with so far on this snapshot: the modelled latency already spent by the
-earlier layers (as a fraction of the reference) and the preceding layer's action as two one-hots (sparsity
+(M_n: sparsity, FP16 fraction, tile kind mix BIN / INT8 / FP16, its share of the modelled latency), and what
+the model runs with so far on this snapshot: the modelled latency already spent by the earlier layers and
+the latency budget left (both as fractions of the reference), and the preceding layer's action as two one-hots (sparsity
 level, FP16 level). The latter keeps the decision process Markov: the accuracy paid at the end depends on
 every layer's choice, so each layer must see the upstream ones.
 
@@ -56,7 +56,7 @@ WINDOW_ROWS = 128  # matches dste.format.constants.WINDOW_ROWS; the state descri
 MAX_LAYERS = 8
 FEATURE_CLIP = 5.0
 OUTLIER_SIGMAS = 6.0
-STD_FLOOR = 0.25
+STD_FLOOR = 1.0
 
 GRAPH_FEATURES = (
     "log_nodes", "log_edges", "log_mean_degree", "degree_cv", "log_max_degree", "degree_skew",
@@ -76,7 +76,7 @@ ACTIVATION_FEATURES = (
 )
 MASK_FEATURES = (
     "prev_sparsity", "prev_fp16_fraction", "prev_bin_tiles", "prev_int8_tiles", "prev_fp16_tiles",
-    "prev_log_tiles", "prev_latency_share", "upstream_latency_fraction",
+    "latency_budget_left", "prev_latency_share", "upstream_latency_fraction",
     "upstream_sparsity_level_0", "upstream_sparsity_level_1", "upstream_sparsity_level_2",
     "upstream_sparsity_level_3",
     "upstream_fp16_level_0", "upstream_fp16_level_1", "upstream_fp16_level_2", "upstream_fp16_level_3",
@@ -272,12 +272,14 @@ def mask_features(
     action_space: ActionSpace,
     upstream_action: int = -1,
     upstream_latency_fraction: float = 0.0,
+    budget_fraction: float | None = None,
 ) -> np.ndarray:
     """The 16 mask / precision-mix features.
 
     previous:  what this layer ran with on the previous snapshot (``MaskSummary()`` for the first one).
     upstream_action: the action index the preceding layer took on this snapshot (-1 for layer 0).
     upstream_latency_fraction: modelled latency of the earlier layers on this snapshot / reference latency.
+    budget_fraction: this snapshot's latency budget / reference latency (None: no budget, counted as 1).
     """
     if not isinstance(previous, MaskSummary):
         raise TypeError(f"previous must be a MaskSummary, got {type(previous).__name__}")
@@ -293,7 +295,7 @@ def mask_features(
         previous.sparsity,
         previous.fp16_fraction,
         *previous.kind_mix,
-        np.log1p(previous.n_tiles) / 10.0,
+        (1.0 if budget_fraction is None else budget_fraction) - upstream_latency_fraction,
         previous.latency_share,
         upstream_latency_fraction,
         *_level_one_hot(s_level, len(action_space.sparsity_levels)),

@@ -1,10 +1,13 @@
 """Training the DQN controller on an environment's training snapshots.
 
-One episode = one training snapshot drawn at random (seeded), compressed layer by layer. Each layer step is a
+One episode = one training snapshot, compressed layer by layer; episodes walk the training snapshots in
+stream order, pass after pass. Each layer step is a
 transition (state, action, step reward, next layer's state, done); see ``dste.controller.reward`` for the
 reward. The state normaliser is fitted first on states seen under random actions. Every ``select_every``
-episodes the greedy policy is scored on all training snapshots and the best Q-network so far is kept, so the
-returned controller never depends on the last, possibly noisy, update. Held-out snapshots are never touched
+episodes the greedy policy is scored on the training snapshots (or on the last ``selection_snapshots`` of them,
+which are then kept out of the updates, so checkpoints are chosen for how they generalise rather than how well
+they fit) and the best Q-network so far is kept, so the returned controller never depends on the last,
+possibly noisy, update. Held-out snapshots are never touched
 here: they are for judging (``baselines.run_policy``).
 """
 
@@ -14,6 +17,7 @@ import copy
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from dste.controller.actions import ActionSpace
@@ -31,6 +35,7 @@ class TrainConfig:
     episodes: int = 400
     normalizer_episodes: int = 32
     select_every: int = 25
+    selection_snapshots: int = 0  # the last k training snapshots only score checkpoints (0: score on all)
     dqn: DQNConfig = field(default_factory=DQNConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
 
@@ -39,6 +44,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(self.selection_snapshots, int) or self.selection_snapshots < 0:
+            raise ValueError(f"selection_snapshots must be an int >= 0, got {self.selection_snapshots!r}")
 
 
 @dataclass
@@ -59,9 +66,10 @@ class TrainResult:
 def _fit_normalizer(env: CompressionEnv, snapshots, episodes: int, seed: int) -> StateNormalizer:
     rng = np.random.default_rng(seed + 3)
     states = []
-    env.begin_stream()
-    for _ in range(episodes):
-        env.reset(int(snapshots[rng.integers(len(snapshots))]))
+    for episode in range(episodes):
+        if episode % len(snapshots) == 0:
+            env.begin_stream()
+        env.reset(int(snapshots[episode % len(snapshots)]))
         for layer in range(env.num_layers):
             states.append(env.state(layer))
             env.step(layer, int(rng.integers(len(env.action_space))))
@@ -72,16 +80,32 @@ def _fit_normalizer(env: CompressionEnv, snapshots, episodes: int, seed: int) ->
 def train_controller(env: CompressionEnv, config: TrainConfig | None = None, progress: bool = False) -> TrainResult:
     """Train a DQN controller on ``env.snapshots("train")``; deterministic for a given config and env."""
     config = config or TrainConfig()
+    threads = torch.get_num_threads()
+    # The Q-network is tiny: one thread is faster than two fighting over a shared machine, and the result
+    # does not depend on the thread count.
+    torch.set_num_threads(1)
+    try:
+        return _train(env, config, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(env: CompressionEnv, config: TrainConfig, progress: bool) -> TrainResult:
     if not isinstance(env.action_space, ActionSpace):
         raise TypeError("env.action_space must be an ActionSpace")
-    snapshots = list(env.snapshots("train"))
-    if not snapshots:
-        raise ValueError("the environment has no training snapshots")
+    all_snapshots = list(env.snapshots("train"))
+    k = config.selection_snapshots
+    if len(all_snapshots) < k + 1:
+        raise ValueError(
+            f"the environment has {len(all_snapshots)} training snapshots; need at least {k + 1} "
+            f"({k} reserved for checkpoint selection)"
+        )
+    snapshots = all_snapshots[: len(all_snapshots) - k]
+    selection_set = all_snapshots[len(all_snapshots) - k:] if k else all_snapshots
     seed = config.dqn.seed
     normalizer = _fit_normalizer(env, snapshots, config.normalizer_episodes, seed)
     agent = DQNAgent(env.action_space, config.dqn, normalizer)
     reward = config.reward
-    rng = np.random.default_rng(seed + 4)
 
     episode_rewards: list[float] = []
     selection: list[tuple[int, float]] = []
@@ -89,15 +113,20 @@ def train_controller(env: CompressionEnv, config: TrainConfig | None = None, pro
 
     def select(episode: int) -> None:
         nonlocal best_score, best_weights, best_episode
-        score = run_policy(env, DQNPolicy(agent), snapshots).mean_reward(reward)
+        score = run_policy(env, DQNPolicy(agent), selection_set).mean_reward(reward)
         selection.append((episode, score))
         if score > best_score:
             best_score, best_weights, best_episode = score, copy.deepcopy(agent.q.state_dict()), episode
 
-    env.begin_stream()
     for episode in tqdm(range(config.episodes), desc="train controller", disable=not progress, leave=False):
         epsilon = config.dqn.epsilon(episode, config.episodes)
-        snapshot = int(snapshots[rng.integers(len(snapshots))])
+        # Episodes walk the training stream in order, one pass after another, exactly as the policy is run
+        # when judged: the previous-mask part of the state (M_n) is then the agent's own choice on the
+        # previous snapshot, and a pass starts with no previous mask, as a judged stream does.
+        position = episode % len(snapshots)
+        if position == 0:
+            env.begin_stream()
+        snapshot = int(snapshots[position])
         env.reset(snapshot)
         reference = env.reference_latency(snapshot)
         state = env.state(0)
@@ -109,7 +138,9 @@ def train_controller(env: CompressionEnv, config: TrainConfig | None = None, pro
             last = layer == env.num_layers - 1
             if last:
                 outcome = env.outcome()
-                step_reward += reward.terminal_reward(outcome.accuracy, outcome.latency_us, reference)
+                step_reward += reward.terminal_reward(
+                    outcome.accuracy, outcome.latency_us, reference, outcome.budget_fraction
+                )
                 next_state = state  # ignored: done masks the bootstrap
             else:
                 next_state = env.state(layer + 1)

@@ -47,6 +47,10 @@ from dste.controller.state import (
 
 __all__ = ["GNNCompressionEnv", "LayerPlan"]
 
+TRAIN_ACCURACY_TERMS = ("val", "agreement")
+"""Accuracy term on training snapshots: "val" (default) = accuracy on the snapshot's validation labels;
+"agreement" = share of all nodes whose prediction matches the FP32 model's on the same snapshot (label-free,
+for streams without fresh labels)."""
 ALL_INT8_THRESHOLD = 1e30  # sensitivity S never exceeds 1: any T above it means all-INT8 weight tiles
 CACHE_ENTRIES = 4096
 
@@ -84,6 +88,8 @@ class GNNCompressionEnv(CompressionEnv):
         heldout_ids: Sequence[int],
         action_space: ActionSpace | None = None,
         target: str = "trn2",
+        budget_actions: Sequence[int] | None = None,
+        train_accuracy: str = "val",
     ) -> None:
         self.kind = _layer_kind(model)
         if not snapshots:
@@ -108,6 +114,13 @@ class GNNCompressionEnv(CompressionEnv):
         self._graph_state: dict[int, np.ndarray] = {}
         self._reference: dict[int, float] = {}
         self._cache: OrderedDict = OrderedDict()
+        if budget_actions is not None and len(budget_actions) != self.num_layers:
+            raise ValueError(f"budget_actions needs one action per layer ({self.num_layers}), got {len(budget_actions)}")
+        self.budget_actions = None if budget_actions is None else [int(a) for a in budget_actions]
+        self._budget: dict[int, float] = {}
+        if train_accuracy not in TRAIN_ACCURACY_TERMS:
+            raise ValueError(f"train_accuracy must be one of {TRAIN_ACCURACY_TERMS}, got {train_accuracy!r}")
+        self.train_accuracy = train_accuracy
         self.begin_stream()
 
     # ------------------------------------------------------------------ protocol
@@ -134,7 +147,7 @@ class GNNCompressionEnv(CompressionEnv):
         return build_state(
             self._graph_features(n),
             self._cached(("act", n, tuple(self._actions)), lambda: activation_features(h)),
-            mask_features(self._previous[layer], self.action_space, max(upstream, -1), spent),
+            mask_features(self._previous[layer], self.action_space, max(upstream, -1), spent, self.budget_fraction(n)),
             layer_features(layer, self.num_layers),
         )
 
@@ -163,9 +176,7 @@ class GNNCompressionEnv(CompressionEnv):
             raise RuntimeError("outcome() needs every layer stepped first (reset, then state/step per layer)")
         n = self._snapshot
         logits = self._layer_input(n, tuple(self._actions))
-        graph = self.graphs[n]
-        mask = graph.val_mask if n in self._train else graph.test_mask
-        accuracy = float(np.mean(logits[mask].argmax(axis=1) == graph.y[mask])) if mask.any() else 0.0
+        accuracy = self.accuracy_of(n, logits)
         breakdown = {key: sum(r.bytes_by_kind[key] for r in self._reports) for key in self._reports[0].bytes_by_kind}
         if all(self.action_space_sparsity(a) == 0.0 for a in self._actions):
             # every layer propagates over the same unpruned matrix: it is stored once
@@ -179,7 +190,33 @@ class GNNCompressionEnv(CompressionEnv):
             reference_latency_us=self.reference_latency(n),
             actions=list(self._actions),
             layers=list(self._reports),
+            budget_fraction=self.budget_fraction(n),
         )
+
+    def accuracy_of(self, n: int, logits: np.ndarray) -> float:
+        """The accuracy term of snapshot n: see ``TRAIN_ACCURACY_TERMS``; held-out snapshots use test labels."""
+        graph = self.graphs[n]
+        predicted = logits.argmax(axis=1)
+        if n in self._train and self.train_accuracy == "agreement":
+            reference = self._layer_input(n, (FP32_ACTION,) * self.num_layers).argmax(axis=1)
+            return float(np.mean(predicted == reference))
+        mask = graph.val_mask if n in self._train else graph.test_mask
+        return float(np.mean(predicted[mask] == graph.y[mask])) if mask.any() else 0.0
+
+    def budget_fraction(self, snapshot: int) -> float | None:
+        """Latency of ``budget_actions`` on ``snapshot`` / reference latency: a label-free, per-snapshot
+        ceiling (the cost model needs only the graph and the activations, never the labels)."""
+        if self.budget_actions is None:
+            return None
+        if snapshot not in self._budget:
+            prefix: tuple = ()
+            total = 0.0
+            for layer, action in enumerate(self.budget_actions):
+                _, report = self._run_layer(snapshot, layer, prefix, action)
+                total += report.latency_us
+                prefix = prefix + (action,)
+            self._budget[snapshot] = total / self.reference_latency(snapshot)
+        return self._budget[snapshot]
 
     def action_space_sparsity(self, action: int) -> float:
         return 0.0 if action == FP32_ACTION else self.action_space[action].sparsity
@@ -229,7 +266,6 @@ class GNNCompressionEnv(CompressionEnv):
         return self._cached(("layer", n, prefix, action), lambda: self._compute_layer(n, layer, prefix, action))
 
     def _compute_layer(self, n: int, layer: int, prefix: tuple, action: int):
-        from dste.format import quantize_rows
         from dste.kernels.cost import estimate_spmm
 
         h = self._layer_input(n, prefix)
@@ -246,22 +282,25 @@ class GNNCompressionEnv(CompressionEnv):
         weights = [self._weight(lin, layer, fraction, fp32) for lin in linears]
         weight_latency = sum(self._weight_latency(layer, i, w, num_nodes) for i, w in enumerate(weights))
 
+        # The SpMM's dense operand: FP32 for the uncompressed layer, plain FP16 rows for f = 1 (uniform FP16:
+        # no INT8 rows, so no per-row scales or second gather), INT8 rows + FP16 outliers otherwise.
+        x_mode = "fp32" if fp32 else "fp16" if fraction == 1.0 else "int8-hybrid"
+        hybrid = None
         if fp32:
             h_used = h
-            x_mode, hybrid = "fp32", None
         else:
-            hybrid_in = quantize_rows(h, fp16_fraction=fraction)
+            hybrid_in = _quantize_rows(h, fraction)
             h_used = hybrid_in.dequantize()
-            x_mode = "int8-hybrid"
         if self.kind == "gcn":
             message = h_used @ weights[0][1]
             if not fp32:
-                hybrid = quantize_rows(message, fp16_fraction=fraction)
-                message = hybrid.dequantize()
+                quantized = _quantize_rows(message, fraction)
+                message = quantized.dequantize()
+                hybrid = quantized if x_mode == "int8-hybrid" else None
             out = a_eff @ message
             spmm_width = message.shape[1]
         else:  # SAGE mean: lin_l(A h) + lin_r(h), the SpMM reads the (hybrid) layer input
-            hybrid = None if fp32 else hybrid_in
+            hybrid = hybrid_in if x_mode == "int8-hybrid" else None
             out = (a_eff @ h_used) @ weights[0][1] + h_used @ weights[1][1]
             spmm_width = h_used.shape[1]
         if bias is not None:
@@ -401,7 +440,6 @@ class GNNCompressionEnv(CompressionEnv):
     def forward_ops(self, n: int, actions: Sequence[int], backend: str = "cpu") -> torch.Tensor:
         """Logits of snapshot n under per-layer ``actions``, run through ``dste.spmm`` (the torch ops)."""
         from dste.bindings import DSTETensor, spmm
-        from dste.format import quantize_rows
 
         if len(actions) != self.num_layers:
             raise ValueError(f"need one action per layer ({self.num_layers}), got {len(actions)}")
@@ -424,11 +462,11 @@ class GNNCompressionEnv(CompressionEnv):
             if fp32:
                 x_used, operand = h, None
             else:
-                hybrid_in = quantize_rows(h.numpy(), fp16_fraction=fraction)
+                hybrid_in = _quantize_rows(h.numpy(), fraction)
                 x_used = torch.from_numpy(hybrid_in.dequantize())
             if self.kind == "gcn":
                 message = linear(x_used, 0)
-                operand = message if fp32 else quantize_rows(message.numpy(), fp16_fraction=fraction)
+                operand = message if fp32 else _quantize_rows(message.numpy(), fraction)
                 out = spmm(a, operand, backend=backend)
             else:
                 operand = x_used if fp32 else hybrid_in
@@ -437,6 +475,29 @@ class GNNCompressionEnv(CompressionEnv):
                 out = out + torch.from_numpy(bias)
             h = torch.relu(out) if layer < self.num_layers - 1 else out
         return h
+
+
+def row_sensitivity(x: np.ndarray) -> np.ndarray:
+    """Per-row sensitivity S of ``dste.format.hybrid_rows.row_sensitivity`` computed on the 2-D array at once.
+
+    Same formula (rms INT8 error over mean |x| with scale max|x| / 127, round half to even, float32 values);
+    the group-by-id reference is general but slow on the [n, F] activations the environment quantizes
+    thousands of times.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    amax = np.abs(x).max(axis=1, keepdims=True)
+    scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
+    deq = np.clip(np.rint(x / scale), -128, 127).astype(np.float32) * scale
+    error = x.astype(np.float64) - deq
+    rms = np.sqrt(np.mean(error * error, axis=1))
+    mean_abs = np.mean(np.abs(x.astype(np.float64)), axis=1)
+    return np.where(mean_abs > 0, rms / np.where(mean_abs > 0, mean_abs, 1.0), 0.0)
+
+
+def _quantize_rows(x: np.ndarray, fraction: float):
+    from dste.format import quantize_rows
+
+    return quantize_rows(x, sensitivity=row_sensitivity(x), fp16_fraction=fraction)
 
 
 def edge_keep(plan: LayerPlan, message: np.ndarray, sparsity: float, row_perm=None) -> np.ndarray:

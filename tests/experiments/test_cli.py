@@ -1,0 +1,62 @@
+import json
+
+import pytest
+
+from dste.cli import build_parser, main
+from dste.experiments.pipeline import RunConfig
+
+RUN_OPTIONS = ("--dataset", "--root", "--seeds", "--snapshots", "--episodes", "--out", "--model", "--quick",
+               "--lambda", "--budget", "--target", "--hidden", "--epochs")
+
+
+def test_run_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in RUN_OPTIONS:
+        assert option in text, option
+    for dataset in ("cora-like", "arxiv-scale", "citeseer", "ogbn-", ".npz"):
+        assert dataset in text
+
+
+def test_top_level_help_lists_run(capsys):
+    assert main([]) == 2
+    assert "run" in capsys.readouterr().out
+    assert "run" in build_parser().format_help()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--snapshots", "2"], "--snapshots must be an integer >= 4"),
+    (["run", "--seeds", "0"], "--seeds must be a positive integer"),
+    (["run", "--dataset", "no-such-graph"], "unknown dataset"),
+    (["run", "--budget", "cheap"], "--budget must be"),
+    (["run", "--lambda", "-1"], "lambda_latency"),
+])
+def test_bad_run_options_fail_with_a_clear_message(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv + ["--out", str(tmp_path), "--no-progress"])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_run_config_rejects_bad_model():
+    with pytest.raises(ValueError, match="--model"):
+        RunConfig(model="gat")
+
+
+def test_quick_run_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--quick", "--snapshots", "4", "--episodes", "16", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "DSTE (DQN-controlled)" in printed and "static 50% sparse INT8" in printed and "modelled" in printed
+    report = json.loads((out / "results.json").read_text())
+    summary = report["summary"]
+    assert set(summary) == {"fp32", "int8", "static_sparse50_int8", "fp16", "random", "greedy", "dste_dqn"}
+    for row in summary.values():
+        assert 0.0 <= row["accuracy_mean"] <= 1.0
+        assert row["latency_us_mean"] > 0 and row["bytes_mean"] > 0 and row["cpu_ms_mean"] > 0
+    assert summary["fp32"]["bytes_mean"] > 3 * summary["int8"]["bytes_mean"]
+    assert (out / "accuracy_vs_latency.png").stat().st_size > 5000
+    assert (out / "table.txt").read_text().startswith("policy")
+    assert (out / "controller_seed0.pt").is_file()

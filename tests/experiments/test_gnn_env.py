@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+import torch
+
+from dste.controller import FP32_ACTION, DQNConfig, DQNPolicy, RewardConfig, TrainConfig, run_policy, train_controller
+from dste.data import make_stream
+from dste.experiments.gnn_env import GNNCompressionEnv, edge_keep
+from dste.gnn import make_model, train_fp32
+
+
+@pytest.fixture(scope="module", params=["gcn", "sage"])
+def env(request):
+    stream = make_stream("cora-like", num_snapshots=5, seed=0)
+    graphs = [s.graph for s in stream]
+    model = make_model(graphs[0], request.param, hidden=32, seed=0)
+    train_fp32(model, graphs[0], epochs=30, patience=30)
+    return GNNCompressionEnv(model, graphs, [0, 1, 2], [3, 4])
+
+
+def _episode(env, snapshot, actions):
+    env.reset(snapshot)
+    states = []
+    for layer, action in enumerate(actions):
+        states.append(env.state(layer))
+        env.step(layer, action)
+    return states, env.outcome()
+
+
+def test_states_are_64_dim_finite_and_see_the_upstream_action(env):
+    space = env.action_space
+    states_a, _ = _episode(env, 1, [space.nearest(0, 0), space.nearest(0, 0)])
+    states_b, _ = _episode(env, 1, [space.nearest(0.75, 1.0), space.nearest(0, 0)])
+    for state in states_a + states_b:
+        assert state.shape == (64,) and state.dtype == np.float32 and np.isfinite(state).all()
+    assert np.array_equal(states_a[0][:24], states_b[0][:24])  # same snapshot, same graph features
+    assert not np.array_equal(states_a[1], states_b[1])  # layer 1 sees what layer 0 did
+
+
+def test_fast_path_matches_the_torch_ops(env):
+    space = env.action_space
+    for actions in ([FP32_ACTION, FP32_ACTION], [space.nearest(0, 0), space.nearest(0.5, 0.2)],
+                    [space.nearest(0.75, 1.0), space.nearest(0.25, 0.05)]):
+        _episode(env, 3, actions)
+        fast = env._layer_input(3, tuple(actions))
+        ops = env.forward_ops(3, actions).numpy()
+        # Same dequantized values and masks; only float32 summation order differs. That can flip a value
+        # sitting on an INT8 rounding boundary of a re-quantized intermediate by one level (row max / 127), so
+        # the bound is a fraction of one level, and the predictions must agree.
+        assert np.abs(ops - fast).max() <= 1e-2 * np.abs(fast).max()
+        assert np.mean(ops.argmax(1) == fast.argmax(1)) >= 0.999
+
+
+def test_pruning_drops_the_requested_share_keeps_loops_and_row_mass(env):
+    plan = env._plan(1)[0]
+    message = env.fp32_activations(1)[0]
+    keep = edge_keep(plan, message, 0.5, plan.base.row_perm)
+    off = plan.rows != plan.cols
+    assert (~keep).sum() == int(np.floor(0.5 * off.sum()))
+    assert keep[~off].all()
+    pruned = env._pruned(1, 0, 0.5)
+    base_rows = np.asarray(plan.base.decode().sum(axis=1)).ravel()
+    pruned_rows = np.asarray(pruned.decode().sum(axis=1)).ravel()
+    has_edges = pruned_rows > 0
+    np.testing.assert_allclose(pruned_rows[has_edges], base_rows[has_edges], rtol=1e-5)
+    assert pruned.stats()["x_rows_gathered"] < plan.base.stats()["x_rows_gathered"]
+
+
+def test_outcome_reports_accuracy_latency_and_bytes(env):
+    space = env.action_space
+    _, int8 = _episode(env, 3, [space.nearest(0, 0)] * 2)
+    _, fp16 = _episode(env, 3, [space.nearest(0, 1.0)] * 2)
+    _, fp32 = _episode(env, 3, [FP32_ACTION] * 2)
+    assert 0.0 <= int8.accuracy <= 1.0
+    assert int8.latency_us == pytest.approx(env.reference_latency(3))
+    assert fp16.latency_us > int8.latency_us  # FP16 rows add gathered bytes
+    assert fp32.nbytes > 3 * int8.nbytes
+    assert set(int8.bytes_by_kind) == {"graph", "features", "weights", "activations"}
+
+
+def test_bad_use_is_refused(env):
+    with pytest.raises(RuntimeError, match="reset"):
+        GNNCompressionEnv(env.model, env.graphs, [0], [1]).state(0)
+    env.reset(0)
+    with pytest.raises(ValueError, match="out of turn"):
+        env.step(1, 0)
+    with pytest.raises(IndexError, match="action index"):
+        env.step(0, 99)
+    with pytest.raises(RuntimeError, match="every layer"):
+        env.outcome()
+    with pytest.raises(ValueError, match="disjoint"):
+        GNNCompressionEnv(env.model, env.graphs, [0, 1], [1])
+    with pytest.raises(ValueError, match="outside"):
+        GNNCompressionEnv(env.model, env.graphs, [0], [7])
+    with pytest.raises(TypeError, match="TwoLayerGNN"):
+        GNNCompressionEnv(torch.nn.Linear(2, 2), env.graphs, [0], [1])
+
+
+def test_short_training_on_the_real_env_is_reproducible(env):
+    config = TrainConfig(episodes=24, normalizer_episodes=4, select_every=8, dqn=DQNConfig(seed=5, learn_starts=8),
+                         reward=RewardConfig(0.2))
+    first = train_controller(env, config)
+    second = train_controller(env, config)
+    for key, tensor in first.agent.q.state_dict().items():
+        assert torch.equal(tensor, second.agent.q.state_dict()[key]), key
+    held = env.snapshots("heldout")
+    assert [o.actions for o in run_policy(env, DQNPolicy(first.agent), held).outcomes] == [
+        o.actions for o in run_policy(env, DQNPolicy(second.agent), held).outcomes
+    ]
+
+
+def test_vectorised_row_sensitivity_matches_the_format_reference():
+    from dste.experiments.gnn_env import row_sensitivity
+    from dste.format.hybrid_rows import row_sensitivity as reference
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 24)).astype(np.float32)
+    x[5, 3] = 80.0  # an outlier row: large S
+    x[7] = 0.0  # an all-zero row: S = 0
+    # Same float32 quantization, float64 reductions in a different order: agreement to ~1e-12 relative.
+    np.testing.assert_allclose(row_sensitivity(x), reference(x), rtol=1e-9, atol=1e-12)
