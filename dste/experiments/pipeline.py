@@ -3,10 +3,11 @@ snapshots, over several seeds, and report the table, a JSON file and a plot.
 
 Per seed s:
   1. a dynamic stream of snapshots over the dataset (edge churn, feature drift; seed s), the last quarter
-     held out;
+     held out, the last quarter of the training ones reserved for choosing the controller checkpoint;
   2. the FP32 two-layer model trained on the first snapshot (seed s);
   3. the DQN controller trained on the training snapshots (reward: validation accuracy minus lambda times
-     modelled latency, see ``dste.controller.reward``);
+     modelled latency, minus a penalty above the per-snapshot budget = what static 50 % sparse INT8 would
+     spend; see ``dste.controller.reward``);
   4. every policy -- FP32, uniform INT8, static 50 % sparse INT8, uniform FP16, random, greedy search and the
      DQN -- run by the same harness on the held-out snapshots: test accuracy, modelled latency (trn2),
      memory footprint (graph, features, weights, activations), and measured CPU time of one inference
@@ -19,12 +20,11 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from dste.controller import (
@@ -73,7 +73,6 @@ class RunConfig:
     out: str | None = None
     quick: bool = False
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.quick:
@@ -295,7 +294,6 @@ def run(config: RunConfig) -> dict:
     start = time.perf_counter()
     out = Path(config.out) if config.out else default_out_dir()
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     base = _load_base(config)
     per_seed = []
     with tqdm(range(config.seeds), desc="dste run (seeds)", disable=not config.progress) as bar:
@@ -306,7 +304,7 @@ def run(config: RunConfig) -> dict:
         entry.pop("agent")
     summary = _summarise(per_seed)
     report = {
-        "config": {k: v for k, v in asdict(config).items() if k != "extra"},
+        "config": asdict(config),
         "dataset": base.summary() if hasattr(base, "summary") else {"name": config.dataset},
         "latency_label": f"modelled NeuronCore latency ({config.target}), not measured",
         "cpu_time_label": f"measured CPU wall time per inference through dste.spmm (cpu backend), {platform.processor() or platform.machine()}",
