@@ -203,6 +203,13 @@ class GNNCompressionEnv(CompressionEnv):
         mask = graph.val_mask if n in self._train else graph.test_mask
         return float(np.mean(predicted[mask] == graph.y[mask])) if mask.any() else 0.0
 
+    def set_budget_actions(self, budget_actions: Sequence[int] | None) -> None:
+        """Change (or remove, with None) the static actions whose latency sets each snapshot's budget."""
+        if budget_actions is not None and len(budget_actions) != self.num_layers:
+            raise ValueError(f"budget_actions needs one action per layer ({self.num_layers}), got {len(budget_actions)}")
+        self.budget_actions = None if budget_actions is None else [int(a) for a in budget_actions]
+        self._budget = {}
+
     def budget_fraction(self, snapshot: int) -> float | None:
         """Latency of ``budget_actions`` on ``snapshot`` / reference latency: a label-free, per-snapshot
         ceiling (the cost model needs only the graph and the activations, never the labels)."""
