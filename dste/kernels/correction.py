@@ -16,8 +16,12 @@ entries (r, c) of A whose column c is an FP16 row (about the FP16 fraction of al
   ``S[e, r] = (r == row[e]) * weight[e, window]`` (weights of the group's other windows are 0 in
   that window's column) and one matmul per PSUM chunk adds it to the window's accumulator before
   evacuation.
-- ``choose_correction`` prices every power-of-two group size with the modelled cost
-  (``dste.kernels.cost``) and keeps the fastest that fits the instruction and SBUF limits.
+- ``balanced_window_order``: a group's tile count is set by the busiest group, so for each group
+  size the launch's windows may also be reordered (per call; the kernel is unchanged) such that
+  consecutive groups carry about the same number of entries.
+- ``_fit`` prices every power-of-two group size, in launch order and in balanced order, with the
+  modelled cost (``dste.kernels.cost``) and keeps the fastest that fits the instruction and SBUF
+  limits.
 - ``pack_correction`` writes the per-launch correction blob ``int32 [128, L]`` (regions
   ``hi_pos int32 [n]``, ``rows float32 [n]``, ``weight float32 [n, G]``; n = groups x tiles).
 """
@@ -167,6 +171,40 @@ def _tiles_needed(entries: CorrectionEntries, n_windows: int, group_windows: int
     return int(-(-per_group.max() // TILE_COLS))
 
 
+def balanced_window_order(per_window: np.ndarray, group_windows: int) -> np.ndarray:
+    """Window order of a launch whose consecutive groups of ``group_windows`` windows carry about the
+    same number of correction entries (greedy, busiest window first into the least loaded group
+    with a free place); within a group the windows keep their launch order."""
+    per_window = np.asarray(per_window, dtype=np.int64)
+    W, G = int(per_window.shape[0]), int(group_windows)
+    n_groups = -(-W // G)
+    places = np.full(n_groups, G, dtype=np.int64)
+    places[-1] = W - (n_groups - 1) * G
+    load = np.zeros(n_groups, dtype=np.int64)
+    group_of = np.empty(W, dtype=np.int64)
+    for w in np.argsort(-per_window, kind="stable"):
+        open_groups = np.flatnonzero(places)
+        g = open_groups[np.argmin(load[open_groups])]
+        group_of[w] = g
+        load[g] += per_window[w]
+        places[g] -= 1
+    return np.lexsort((np.arange(W), group_of))
+
+
+def reorder_windows(launch, entries: CorrectionEntries, order: np.ndarray):
+    """The launch with its windows in ``order`` (slot i runs window ``order[i]``) and its entries
+    renumbered to the new window slots (entries of one window keep their order)."""
+    from dste.kernels.plan import Launch
+
+    moved = Launch(launch.bucket, launch.windows[order], launch.bitmap_tiles[order], launch.entry_tiles[order])
+    slot_of = np.empty_like(order)
+    slot_of[order] = np.arange(order.shape[0])
+    window = slot_of[entries.window]
+    keep = np.argsort(window, kind="stable")
+    return moved, CorrectionEntries(entries.launch[keep], window[keep], entries.row[keep], entries.hi_pos[keep],
+                                    entries.weight[keep])
+
+
 def round_up_tiles(n: int) -> int:
     if n > MAX_TILES_PER_GROUP:
         return n  # beyond the ladder: exact (the caller checks the limits)
@@ -286,8 +324,9 @@ def _empty_entries() -> CorrectionEntries:
 
 
 def _fit(A, launch, plan_index, entries, target) -> list[CorrectionJob]:
-    """The fastest correction shape for this launch within the instruction and SBUF limits; a launch
-    whose correction fits no shape is split into halves (a window too dense for one launch is an error)."""
+    """The fastest correction shape (and window order) for this launch within the instruction and
+    SBUF limits; a launch whose correction fits no shape is split into halves (a window too dense
+    for one launch is an error)."""
     import copy
 
     from dste.kernels.cost import _CorrectionCost, _launch_cost
@@ -297,13 +336,24 @@ def _fit(A, launch, plan_index, entries, target) -> list[CorrectionJob]:
     W, F = b.windows, b.features
     base = _launch_cost(A, launch, target)
     main_instructions = launch_instructions(b)
+    per_window = np.bincount(entries.window, minlength=W)
+    candidates = [(shape, None) for shape in correction_shapes(entries, W)]
+    for shape in list(candidates):
+        G = shape[0].group_windows
+        if 1 < G < W:
+            order = balanced_window_order(per_window, G)
+            need = round_up_tiles(_tiles_needed(CorrectionEntries(
+                entries.launch, np.argsort(order)[entries.window], entries.row, entries.hi_pos, entries.weight), W, G))
+            if need < shape[0].tiles_per_group:
+                candidates.append((CorrectionShape(G, need), order))
     best = None
-    for shape in correction_shapes(entries, W):
+    for shape, order in candidates:
         if main_instructions + correction_instructions(shape, W, F, bool(b.entry_slots)) > MAX_INSTRUCTIONS_PER_LAUNCH:
             continue
         if correction_sbuf_bytes(shape, W, F) > CORRECTION_SBUF_BYTES:
             continue
-        valid = tile_valid_counts(entries, W, shape)
+        placed = entries if order is None else reorder_windows(launch, entries, order)[1]
+        valid = tile_valid_counts(placed, W, shape)
         c = copy.deepcopy(base)
         corr = _CorrectionCost(shape, valid, F, bool(b.entry_slots))
         corr.setup(c, W)
@@ -311,9 +361,13 @@ def _fit(A, launch, plan_index, entries, target) -> list[CorrectionJob]:
             corr.window(c, w)
         ns = max(c.busy_ns().values())
         if best is None or ns < best[0]:
-            best = (ns, shape, valid)
+            best = (ns, shape, order, valid)
     if best is not None:
-        return [CorrectionJob(launch, plan_index, best[1], entries, best[2])]
+        _, shape, order, valid = best
+        if order is None:
+            return [CorrectionJob(launch, plan_index, shape, entries, valid)]
+        moved, placed = reorder_windows(launch, entries, order)
+        return [CorrectionJob(moved, None, shape, placed, valid)]
     if W == 1:
         raise ValueError(
             f"window {int(launch.windows[0])} has {len(entries)} entries in FP16 rows of X: their correction pass "

@@ -172,3 +172,46 @@ def test_rejects_hybrid_with_wrong_rows(hub_matrix):
     H = quantize_rows(np.ones((hub_matrix.shape[1] + 1, 8), np.float32), fp16_fraction=0.1)
     with pytest.raises(ValueError, match="needs M = "):
         spmm_hybrid(hub_matrix, H)
+
+
+def test_balanced_window_order_evens_group_loads():
+    from dste.kernels.correction import balanced_window_order
+
+    load = np.array([100, 100, 10, 10, 100, 100, 10, 10, 0, 55])
+    order = balanced_window_order(load, 2)
+    assert sorted(order.tolist()) == list(range(10))
+    groups = load[order].reshape(5, 2).sum(axis=1)
+    # launch order puts 200 entries in one group (two tiles); balanced, every group fits one tile of 128
+    assert load.reshape(5, 2).sum(axis=1).max() == 200 and groups.max() <= 128
+    # a last group with fewer places than G
+    order = balanced_window_order(np.array([5, 1, 4, 2, 3]), 2)
+    assert sorted(order.tolist()) == list(range(5))
+
+
+def test_windows_reordered_for_even_correction_groups():
+    """Windows 0, 1, 4, 5 hold 100 FP16-column entries each and the others 10: in launch order a group
+    of two windows needs two correction tiles; the launch runs its windows in balanced order instead
+    (one tile per group), with the result in original rows and estimate == profile."""
+    from dste.kernels.cost import estimate_spmm
+
+    rng = np.random.default_rng(11)
+    n, n_hi = 1024, 50
+    background = sp.random(n, n, density=0.004, random_state=rng, format="csr")
+    background = (background @ sp.diags((np.arange(n) >= n_hi).astype(np.float64))).tolil()
+    for r in range(n):
+        if r % 128 < (100 if r // 128 in (0, 1, 4, 5) else 10):
+            background[r, rng.integers(0, n_hi)] = 1.0
+    A = encode(background.tocsr())
+    H = hybrid_with_rows(rng.standard_normal((n, 32)).astype(np.float32), range(n_hi))
+    plan = plan_launches(A, 32, "int8-hybrid")
+    jobs = plan_corrections(A, plan, H.hi_index, H.hi.shape[0])
+    assert len(plan.launches) == 1 and len(jobs) == 1
+    job = jobs[0]
+    assert job.plan_index is None and job.shape.group_windows == 2 and job.shape.tiles_per_group == 1
+    assert sorted(job.launch.windows.tolist()) == sorted(plan.launches[0].windows.tolist())
+    assert not np.array_equal(job.launch.windows, plan.launches[0].windows)
+    Y, prof = spmm_hybrid(A, H, profile=True)
+    assert_within_bound(Y, spmm_reference(A, H), A, H, BOUND_EXACT_X)
+    est = estimate_spmm(A, 32, "int8-hybrid", X=H)
+    assert est.dma_transfers == prof.dma_transfers and est.instructions == prof.total_instructions
+    assert est.latency_us == pytest.approx(prof.latency_overlapped_us, rel=0.05)
