@@ -128,39 +128,77 @@ def to_coo(A):
     Accepted: SciPy sparse matrices/arrays of any format, NumPy arrays (or nested lists),
     torch dense / sparse COO / sparse CSR CPU tensors. Dtypes: bool, integer or real
     float. Must be 2-D with finite values and in-range, non-negative indices. Duplicates
-    are summed and explicit zeros dropped.
+    are summed and explicit zeros dropped. Entries come in row-major order.
+    """
+    canon, shape = to_csr(A)
+    rows = np.repeat(np.arange(shape[0], dtype=np.int64), np.diff(canon.indptr))
+    return rows, canon.indices.astype(np.int64), canon.data, shape
+
+
+def to_csr(A):
+    """Validate like :func:`to_coo` and return ``(canonical float64 CSR, (N, M))``.
+
+    Canonical: column indices sorted inside each row, no duplicates (summed), no explicit
+    zeros. A SciPy CSR input that is already canonical is checked in one vectorised pass
+    and not rebuilt (its index arrays are shared, read-only, with the result).
     """
     if _is_torch_tensor(A):
         A = _torch_to_scipy_or_numpy(A)
+    if isinstance(A, DSTEMatrix):
+        raise DSTEFormatError("input is already a DSTEMatrix; use decode() to get a SciPy matrix")
     if sp.issparse(A):
         if A.ndim != 2:
             raise DSTEFormatError(f"expected a 2-D matrix, got a {A.ndim}-D sparse array")
         _check_dtype(A.dtype)
-        coo = A.tocoo()
-        N, M = (int(s) for s in coo.shape)
-        rows = np.asarray(coo.row, dtype=np.int64)
-        cols = np.asarray(coo.col, dtype=np.int64)
-        vals = np.asarray(coo.data)
-        if rows.size and (rows.min() < 0 or rows.max() >= N or cols.min() < 0 or cols.max() >= M):
-            raise DSTEFormatError(f"sparse input has indices outside its shape {(N, M)} (or negative)")
-        vals = vals.astype(np.float64)
-        if not np.isfinite(vals).all():
-            raise DSTEFormatError("input contains NaN or Inf values; only finite values can be encoded")
-        canon = sp.csr_matrix((vals, (rows, cols)), shape=(N, M))  # sums duplicates
+        N, M = (int(s) for s in A.shape)
+        if A.format == "csr":
+            indptr, indices, vals = np.asarray(A.indptr), np.asarray(A.indices), np.asarray(A.data)
+            if indptr.shape != (N + 1,) or indptr[0] != 0 or indptr[-1] > indices.size or (np.diff(indptr) < 0).any():
+                raise DSTEFormatError(f"CSR input has an invalid indptr for shape {(N, M)}")
+            indices, vals = indices[: indptr[-1]], vals[: indptr[-1]]
+            if indices.size and (indices.min() < 0 or indices.max() >= M):
+                raise DSTEFormatError(f"sparse input has indices outside its shape {(N, M)} (or negative)")
+            vals = _finite_float64(vals)
+            if _is_canonical(indptr, indices) and vals.all():
+                canon = sp.csr_matrix((vals, indices, indptr), shape=(N, M), copy=False)
+                canon.has_sorted_indices = True
+                return canon, (N, M)
+            rows = np.repeat(np.arange(N, dtype=np.int64), np.diff(indptr))
+            cols = indices
+        else:
+            coo = A.tocoo()
+            rows = np.asarray(coo.row, dtype=np.int64)
+            cols = np.asarray(coo.col, dtype=np.int64)
+            vals = np.asarray(coo.data)
+            if rows.size and (rows.min() < 0 or rows.max() >= N or cols.min() < 0 or cols.max() >= M):
+                raise DSTEFormatError(f"sparse input has indices outside its shape {(N, M)} (or negative)")
+            vals = _finite_float64(vals)
+        canon = sp.csr_matrix((vals, (rows, cols)), shape=(N, M))  # sums duplicates, sorts indices
         canon.eliminate_zeros()
-        canon = canon.tocoo()
-        return canon.row.astype(np.int64), canon.col.astype(np.int64), canon.data.astype(np.float64), (N, M)
-    if isinstance(A, DSTEMatrix):
-        raise DSTEFormatError("input is already a DSTEMatrix; use decode() to get a SciPy matrix")
+        return canon, (N, M)
     dense = np.asarray(A)
     if dense.ndim != 2:
         raise DSTEFormatError(f"expected a 2-D matrix, got shape {dense.shape}")
     _check_dtype(dense.dtype)
-    dense = dense.astype(np.float64)
-    if not np.isfinite(dense).all():
+    dense = _finite_float64(dense)
+    return sp.csr_matrix(dense), tuple(int(s) for s in dense.shape)
+
+
+def _finite_float64(values):
+    values = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(values).all():
         raise DSTEFormatError("input contains NaN or Inf values; only finite values can be encoded")
-    rows, cols = np.nonzero(dense)
-    return rows.astype(np.int64), cols.astype(np.int64), dense[rows, cols], tuple(int(s) for s in dense.shape)
+    return values
+
+
+def _is_canonical(indptr, indices) -> bool:
+    """Column indices strictly increasing inside every row (sorted, no duplicates)."""
+    if indices.size < 2:
+        return True
+    increasing = np.diff(indices.astype(np.int64)) > 0
+    row_start = np.zeros(indices.size, dtype=bool)
+    row_start[indptr[1:-1][indptr[1:-1] < indices.size]] = True
+    return bool((increasing | row_start[1:]).all())
 
 
 def _check_dtype(dtype):
@@ -720,12 +758,21 @@ def update_windows(old: DSTEMatrix, new_matrix, changed_rows, row_scale=None, co
         raise DSTEFormatError(f"changed_rows must be integer row ids in [0, {N})")
     policy.row_scale = old.row_scale if row_scale is None else _check_scale("row_scale", row_scale, N)
     policy.col_scale = old.col_scale if col_scale is None else _check_scale("col_scale", col_scale, M)
-    n_windows = old.n_windows
     row_pos = np.arange(N) if old.row_perm is None else _inverse(old.row_perm, N)
-    redo = np.zeros(n_windows, dtype=bool)
+    redo = np.zeros(old.n_windows, dtype=bool)
     redo[row_pos[changed_rows.astype(np.int64)] // WINDOW_ROWS] = True
     sel = redo[row_pos[rows] // WINDOW_ROWS]
-    part = encode_coo(rows[sel], cols[sel], vals[sel], shape, policy, row_perm=old.row_perm, col_perm=old.col_perm)
+    return reencode_windows(old, rows[sel], cols[sel], vals[sel], redo, policy)
+
+
+def reencode_windows(old: DSTEMatrix, rows, cols, vals, redo, policy: EncodePolicy) -> DSTEMatrix:
+    """``old`` with the windows flagged in ``redo`` (bool [n_windows]) encoded afresh from the given entries.
+
+    ``rows, cols, vals`` are canonical COO entries (any order) of exactly the rows of the
+    flagged windows; ``policy`` carries the (new) scales. Tiles of the other windows are
+    kept as they are, masks included.
+    """
+    part = encode_coo(rows, cols, vals, old.shape, policy, row_perm=old.row_perm, col_perm=old.col_perm)
     keep_old = np.flatnonzero(~redo[old.tile_window])
     ekeep_old = np.flatnonzero(~redo[old.etile_window])
     return take_tiles(

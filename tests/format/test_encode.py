@@ -244,3 +244,60 @@ def test_arxiv_scale_gcn_encoding():
     assert s["bytes_per_stored_edge"] < 4.27 and s["stretch"] < 2.5
     csr = G.effective_csr()
     assert csr.dtype == np.float32 and csr.nnz == s["nnz_kept"]
+
+
+def _non_canonical_copy(adj, rng):
+    """The same matrix as a CSR with shuffled column order, split duplicates and explicit zeros."""
+    coo = adj.tocoo()
+    half = coo.data / 2
+    rows = np.concatenate([coo.row, coo.row, coo.row[:50]])
+    cols = np.concatenate([coo.col, coo.col, (coo.col[:50] + 1) % adj.shape[1]])
+    vals = np.concatenate([half, half, np.zeros(50)])
+    order = rng.permutation(rows.size)
+    counts = np.bincount(rows, minlength=adj.shape[0])
+    by_row = np.argsort(rows[order], kind="stable")  # rows grouped, columns left shuffled
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    messy = sp.csr_matrix((vals[order][by_row], cols[order][by_row], indptr), shape=adj.shape)
+    assert not messy.has_canonical_format
+    return messy
+
+
+@pytest.mark.parametrize("add_self_loops", [True, False])
+def test_gcn_structure_matches_scipy_on_non_canonical_input(add_self_loops):
+    from dste.format.gcn import gcn_structure
+
+    rng = np.random.default_rng(7)
+    adj, _ = community_graph(900, seed=7)
+    adj = adj.tolil()
+    adj[5, 5] = 3.0  # an existing self loop is counted once
+    adj[6, 6] = -1.0  # cancelled by +1 of I in a value sum, but still an edge of the pattern
+    adj = adj.tocsr()
+    messy = _non_canonical_copy(adj, rng)
+    rows, cols, ones, shape, dinv = gcn_structure(messy, add_self_loops)
+    expected = (adj != 0).astype(np.float64)
+    if add_self_loops:
+        expected = ((expected + sp.eye(900)) != 0).astype(np.float64).tocsr()
+    expected.sort_indices()
+    exp_coo = expected.tocoo()
+    np.testing.assert_array_equal(rows, exp_coo.row)
+    np.testing.assert_array_equal(cols, exp_coo.col)
+    assert shape == (900, 900) and (ones == 1).all()
+    degree = np.asarray(expected.sum(axis=1)).ravel()
+    np.testing.assert_array_equal(dinv, np.where(degree > 0, np.maximum(degree, 1) ** -0.5, 0).astype(np.float32))
+    for a, b in ((gcn_normalized(messy, add_self_loops), gcn_normalized(adj, add_self_loops)), (encode(messy), encode(adj))):
+        assert abs(a.decode() - b.decode()).max() == 0
+
+
+def test_bad_csr_input_is_refused():
+    good = sp.csr_matrix(np.eye(4))
+    bad_indptr = sp.csr_matrix((good.data, good.indices, good.indptr), shape=(4, 4))
+    bad_indptr.indptr = np.array([0, 2, 1, 3, 4], dtype=good.indptr.dtype)
+    with pytest.raises(DSTEFormatError, match="indptr"):
+        encode(bad_indptr)
+    bad_index = good.copy()
+    bad_index.indices = bad_index.indices.copy()
+    bad_index.indices[2] = 9
+    with pytest.raises(DSTEFormatError, match="outside its shape"):
+        encode(bad_index)
+    with pytest.raises(DSTEFormatError, match="NaN"):
+        encode(sp.csr_matrix(np.array([[np.nan, 1.0]])))

@@ -54,22 +54,107 @@ def test_with_mask_forms_agree_and_compact():
         E.with_mask(E.keep_bits)
 
 
-@pytest.mark.parametrize("reorder", ["none", "community"])
-def test_gcn_incremental_update_equals_full_reencode(reorder):
-    adj, _ = community_graph(3000, seed=1)
-    E = gcn_normalized(adj, reorder=reorder)
-    rng = np.random.default_rng(1)
+def _flip_edges(adj, pairs):
+    """Symmetric add/remove of the edge at each (i, j) pair."""
     lil = adj.tolil()
-    for _ in range(40):  # add and remove edges (symmetric)
-        i, j = rng.integers(0, 3000, size=2)
+    for i, j in pairs:
         value = 0.0 if lil[i, j] else 1.0
         lil[i, j] = value
         lil[j, i] = value
     new_adj = lil.tocsr()
     new_adj.eliminate_zeros()
-    updated = gcn_update(E, new_adj)
+    return new_adj
+
+
+@pytest.fixture
+def path_spy(monkeypatch):
+    """Records which path ``gcn_update`` took ("incremental" or "full")."""
+    import dste.format.gcn as gcn_module
+
+    taken = []
+    incremental, full = gcn_module.reencode_windows, gcn_module.encode_coo
+
+    def spy_incremental(*args, **kwargs):
+        taken.append("incremental")
+        return incremental(*args, **kwargs)
+
+    def spy_full(*args, **kwargs):
+        taken.append("full")
+        return full(*args, **kwargs)
+
+    monkeypatch.setattr(gcn_module, "reencode_windows", spy_incremental)
+    monkeypatch.setattr(gcn_module, "encode_coo", spy_full)
+    return taken
+
+
+@pytest.mark.parametrize("reorder", ["none", "community"])
+@pytest.mark.parametrize("churn", ["small", "wide"])
+@pytest.mark.parametrize("given_rows", [False, True])
+def test_gcn_incremental_update_equals_full_reencode(reorder, churn, given_rows, path_spy):
+    adj, _ = community_graph(3000, seed=1)
+    E = gcn_normalized(adj, reorder=reorder)
+    rng = np.random.default_rng(1)
+    if churn == "small":  # one edge inside one window: most windows untouched
+        i = int(E.window_rows[3, 0])
+        pairs = [(i, int(E.window_rows[3, 1]))]
+    else:  # 400 random flips touch nearly every window
+        pairs = rng.integers(0, 3000, size=(400, 2))
+        pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    new_adj = _flip_edges(adj, pairs)
+    changed = np.unique(np.asarray(pairs).ravel()) if given_rows else None
+    path_spy.clear()
+    updated = gcn_update(E, new_adj, changed_rows=changed)
+    assert path_spy == (["incremental"] if churn == "small" else ["full"])
     full = gcn_normalized(new_adj, row_perm=E.row_perm, col_perm=E.col_perm, reorder=reorder)
     _assert_same(updated, full)
+    assert not np.array_equal(updated.row_scale, E.row_scale)  # degrees moved
+
+
+def test_gcn_update_forced_paths_agree(monkeypatch, path_spy):
+    import dste.format.gcn as gcn_module
+
+    adj, _ = community_graph(2000, seed=6)
+    E = gcn_normalized(adj)
+    new_adj = _flip_edges(adj, np.random.default_rng(6).integers(0, 2000, size=(60, 2)))
+    results = {}
+    for fraction in (2.0, -1.0):  # never / always fall back to the full encode
+        monkeypatch.setattr(gcn_module, "FULL_REENCODE_ENTRY_FRACTION", fraction)
+        path_spy.clear()
+        results[fraction] = gcn_update(E, new_adj)
+        assert path_spy == (["incremental"] if fraction > 1 else ["full"])
+    _assert_same(results[2.0], results[-1.0])
+    full = gcn_normalized(new_adj, row_perm=E.row_perm, col_perm=E.col_perm)
+    _assert_same(results[2.0], full)
+
+
+def test_gcn_update_keeps_masks_of_untouched_windows(path_spy):
+    adj, _ = community_graph(3000, seed=2)
+    E = gcn_normalized(adj)
+    masked = E.with_mask(np.random.default_rng(2).random(adj.shape) < 0.5)
+    first_rows = E.window_rows[:, 0]  # one row in every window but the last: wide churn
+    pairs = np.stack([first_rows[:-2], first_rows[1:-1]], axis=1)
+    new_adj = _flip_edges(adj, pairs)
+    path_spy.clear()
+    updated = gcn_update(masked, new_adj)
+    assert path_spy == ["incremental"]  # the full encode would drop the mask
+    full = gcn_normalized(new_adj, row_perm=E.row_perm, col_perm=E.col_perm)
+    assert abs(updated.decode(effective=False) - full.decode(effective=False)).max() == 0
+    last = E.n_windows - 1
+    np.testing.assert_array_equal(updated.keep_bits[updated.tile_window == last], masked.keep_bits[masked.tile_window == last])
+    np.testing.assert_array_equal(
+        updated.etile_keep_bits[updated.etile_window == last], masked.etile_keep_bits[masked.etile_window == last]
+    )
+
+
+def test_gcn_update_rejects_bad_input():
+    adj, _ = community_graph(500, seed=3)
+    E = gcn_normalized(adj)
+    with pytest.raises(DSTEFormatError, match="shape"):
+        gcn_update(E, sp.csr_matrix((400, 400)))
+    with pytest.raises(DSTEFormatError, match="changed_rows"):
+        gcn_update(E, adj, changed_rows=[500])
+    with pytest.raises(DSTEFormatError, match="DSTEMatrix"):
+        gcn_update(adj, adj)
 
 
 def test_valued_update_windows_equals_full_reencode():
