@@ -4,8 +4,9 @@
 
 Times, interleaved like ``dste bench`` (min and median of the repeats, same threads for all):
 
-- ``dste.spmm`` (cpu backend) and its parts: the finiteness check of X as the op does it
-  (``torch.isfinite(x).all()``) and two cheaper equivalents, and the SciPy product it runs;
+- ``dste.spmm`` (cpu backend) and the finiteness check of X as the op does it (NumPy ``x.min()`` and
+  ``x.max()`` both finite), beside the check it replaced (``torch.isfinite(x).all()``) and two other
+  equivalents, and SciPy's CSR product in original node order;
 - ``torch.sparse.mm`` on the fp32 CSR with int64 (torch's default) and int32 indices;
 - the effective CSR executed in DSTE's encoded (reordered) order: X rows gathered in column order, one
   CSR product whose X accesses stay local, Y rows scattered back; on one thread and split by rows
@@ -78,10 +79,12 @@ def main(argv=None) -> int:
     torch32 = bench._torch_csr(csr, np.int32)
     products = {
         "dste.spmm (cpu)": lambda: dste.spmm(dste_tensor, x_torch, backend="cpu"),
-        "  its check: torch.isfinite(x).all()": lambda: bool(torch.isfinite(x_torch).all()),
+        "  its check: np.isfinite(x.min()), np.isfinite(x.max())":
+            lambda: bool(np.isfinite(x.min()) and np.isfinite(x.max())),
+        "  replaced check: torch.isfinite(x).all()": lambda: bool(torch.isfinite(x_torch).all()),
         "  alternative: np.isfinite(x).all()": lambda: bool(np.isfinite(x).all()),
         "  alternative: torch.aminmax(x) finite": lambda: all(map(torch.isfinite, torch.aminmax(x_torch))),
-        "  its product: scipy csr @ x": lambda: csr @ x,
+        "scipy csr @ x, original order": lambda: csr @ x,
         "torch.sparse.mm int64 CSR": lambda: torch.sparse.mm(torch64, x_torch),
         "torch.sparse.mm int32 CSR": lambda: torch.sparse.mm(torch32, x_torch),
         "encoded order, 1 thread, with perms": with_permutations(encoded.__matmul__),
@@ -92,7 +95,7 @@ def main(argv=None) -> int:
     reference = csr @ x
     scale = float(np.abs(reference).max())
     for name, run in products.items():
-        if "check" in name or "alternative" in name:
+        if "check" in name or "alternative" in name:  # booleans, not products
             continue
         y = bench._as_numpy(run())
         if "kept encoded" in name:
@@ -104,9 +107,9 @@ def main(argv=None) -> int:
     torch_min = timings["torch.sparse.mm int64 CSR"]["min_s"]
     print(f"{args.graph}, F={args.features}, nnz={csr.nnz}, threads={threads['torch_num_threads']} "
           f"({os.cpu_count()} x {bench.machine_info()['cpu_model']}); min/median of {args.repeats}, interleaved")
-    print(f"{'path':52s} {'min ms':>8s} {'median ms':>10s} {'torch64 / path':>15s}")
+    print(f"{'path':58s} {'min ms':>8s} {'median ms':>10s} {'torch64 / path':>15s}")
     for name, t in timings.items():
-        print(f"{name:52s} {t['min_s'] * 1e3:8.1f} {t['median_s'] * 1e3:10.1f} {torch_min / t['min_s']:15.2f}")
+        print(f"{name:58s} {t['min_s'] * 1e3:8.1f} {t['median_s'] * 1e3:10.1f} {torch_min / t['min_s']:15.2f}")
     pool.shutdown()
     return 0
 

@@ -340,16 +340,31 @@ def cpu_spmm(workload: Workload, features: int, repeats: int, warmup: int, propo
 
 
 # ------------------------------------------------------------------------------------------------- bytes
+def _matrix_arrays(matrix) -> list[np.ndarray]:
+    """The NumPy arrays a matrix object holds as attributes (what its ``nbytes()`` already counts)."""
+    attributes = vars(matrix).values() if hasattr(matrix, "__dict__") else ()
+    return [a for a in attributes if isinstance(a, np.ndarray)]
+
+
 def cpu_op_resident_bytes(matrix) -> int:
     """Bytes the CPU op keeps for ``matrix``: the DSTEMatrix (device + host arrays), the tensors of its
-    ``DSTETensor`` wrapper, and the SciPy effective CSR when the matrix has it cached (``_effective_csr``)."""
+    ``DSTETensor`` wrapper that do not share memory with the matrix's own arrays (the wrapper's permutations
+    are views of the matrix's ``row_perm`` / ``col_perm`` and are counted once), and the SciPy effective CSR
+    when the matrix has it cached (``_effective_csr``)."""
     import torch
 
     import dste
 
     wrapper = dste.DSTETensor(matrix)
+    matrix_arrays = _matrix_arrays(matrix)
     total = matrix.nbytes()["total"]
-    total += sum(t.numel() * t.element_size() for t in vars(wrapper).values() if isinstance(t, torch.Tensor))
+    for tensor in vars(wrapper).values():
+        if not isinstance(tensor, torch.Tensor) or tensor.numel() == 0:
+            continue
+        view = tensor.detach().numpy()
+        if any(np.shares_memory(view, array) for array in matrix_arrays):
+            continue
+        total += tensor.numel() * tensor.element_size()
     cached = getattr(matrix, "_effective_csr", None)
     if cached is not None:
         total += cached.data.nbytes + cached.indices.nbytes + cached.indptr.nbytes

@@ -160,3 +160,23 @@ def test_a_failing_step_is_reported_and_the_rest_still_runs(tmp_path, monkeypatc
     assert saved["simulator"] is None and saved["cpu_spmm"] and saved["modelled"]
     out = capsys.readouterr().out
     assert out.startswith("FAILED step simulator speed")
+
+
+def test_resident_bytes_count_the_shared_permutations_once():
+    # past ORIGINAL_ORDER_MAX_COLS columns the op runs in encoded order and its wrapper holds row_perm/col_perm
+    # tensors that are views of the matrix's own arrays; those bytes are already in matrix.nbytes()["total"]
+    from dste.bindings.encoded_csr import ORIGINAL_ORDER_MAX_COLS
+    from dste.format import gcn_normalized
+
+    n = ORIGINAL_ORDER_MAX_COLS + 808
+    rng = np.random.default_rng(0)
+    rows = np.concatenate([np.arange(n), rng.integers(0, n, 4 * n)])
+    cols = np.concatenate([(np.arange(n) + 1) % n, rng.integers(0, n, 4 * n)])
+    adjacency = sp.coo_matrix((np.ones(rows.size, np.float32), (rows, cols)), shape=(n, n)).tocsr()
+    adjacency = ((adjacency + adjacency.T) > 0).astype(np.float32)
+    matrix = gcn_normalized(adjacency)
+    assert matrix.row_perm is not None and matrix.col_perm is not None
+    nnz = bench._shared_csr(matrix).nnz
+    # the op's own CSR in encoded order: int32 row pointers and column ids, float32 values
+    expected = matrix.nbytes()["total"] + 4 * (n + 1) + nnz * (4 + 4)
+    assert bench.cpu_op_resident_bytes(matrix) == expected
