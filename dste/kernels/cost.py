@@ -393,6 +393,19 @@ def block_count(A) -> int:
     return int(np.unique(keys).size)
 
 
+def _baseline_x_row_bytes(F: int, x_mode: str) -> int:
+    """Bytes a baseline kernel moves per gathered X row: a hybrid record, else F values of at least 2 B."""
+    return record_width(F) if x_mode == "int8-hybrid" else F * max(X_ITEMSIZE[x_mode], 2)
+
+
+def _baseline_output(c, A, F: int, chunks) -> None:
+    """Per window of A: PSUM evacuation on ScalarE, one chunk at a time, and the fp32 store."""
+    for _ in range(int(A.window_rows.shape[0])):
+        for _, width in chunks:
+            c.scalar(width)
+        c.dma(128 * F * 4)
+
+
 def estimate_block_layout(A, F: int, x_mode: str = "fp32", target: str = "trn2") -> SpmmEstimate:
     """Modelled cost of a fixed-block-column (BSR) kernel on A's nonzero 128x128 blocks.
 
@@ -401,9 +414,8 @@ def estimate_block_layout(A, F: int, x_mode: str = "fp32", target: str = "trn2")
     Per window: PSUM evacuation and the store. Metadata is taken as free (favouring the baseline).
     """
     n_blocks = block_count(A)
-    n_windows = int(A.window_rows.shape[0])
     c = _LaunchCost(target)
-    x_row = record_width(F) if x_mode == "int8-hybrid" else F * max(X_ITEMSIZE[x_mode], 2)
+    x_row = _baseline_x_row_bytes(F, x_mode)
     chunks = feature_chunks(F)
     for _ in range(n_blocks):
         c.dma(128 * 128 * 2)
@@ -412,10 +424,7 @@ def estimate_block_layout(A, F: int, x_mode: str = "fp32", target: str = "trn2")
             c.scalar(F)
         for _, width in chunks:
             c.matmul(width, BF16)
-    for _ in range(n_windows):
-        for _, width in chunks:
-            c.scalar(width)
-        c.dma(128 * F * 4)
+    _baseline_output(c, A, F, chunks)
     mm = c.cycles["tensor"]
     return _summarise([c], target, "block", x_mode, F, n_blocks, n_blocks, 0, roofline_us(c.bytes, mm, target))
 
@@ -425,9 +434,8 @@ def estimate_edge_gather(A, F: int, x_mode: str = "fp32", target: str = "trn2") 
     coo = A.decode(effective=True).tocoo()
     nnz = int(coo.nnz)
     n_tiles = -(-nnz // 128)
-    n_windows = int(A.window_rows.shape[0])
     c = _LaunchCost(target)
-    x_row = record_width(F) if x_mode == "int8-hybrid" else F * max(X_ITEMSIZE[x_mode], 2)
+    x_row = _baseline_x_row_bytes(F, x_mode)
     chunks = feature_chunks(F)
     for t in range(n_tiles):
         c.dma(128 * x_row)
@@ -439,10 +447,7 @@ def estimate_edge_gather(A, F: int, x_mode: str = "fp32", target: str = "trn2") 
             c.vector(128, 1, BF16, "tensor_scalar")
         for _, width in chunks:
             c.matmul(width, BF16)
-    for _ in range(n_windows):
-        for _, width in chunks:
-            c.scalar(width)
-        c.dma(128 * F * 4)
+    _baseline_output(c, A, F, chunks)
     mm = c.cycles["tensor"]
     return _summarise([c], target, "edge-gather", x_mode, F, n_tiles, n_tiles, 0, roofline_us(c.bytes, mm, target))
 
