@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dste.format.constants import MASK_WORD_BITS, TILE_COLS, TileKind
-from dste.kernels.plan import LADDER, WORD_BYTES, pack_metadata
+from dste.kernels.plan import LADDER, WORD_BYTES, kernel_module, pack_metadata
 
 CORRECTION_SBUF_BYTES = 16 * 1024
 """Per-partition SBUF a launch's correction pass may use (gathered FP16 rows, blob, stationary
@@ -82,13 +82,8 @@ class CorrectionEntries:
 
 def correction_layout(n_tiles: int, group_windows: int) -> dict:
     """Word offsets of the correction blob's regions ``{name: (start, words)}`` and ``"total"``
-    (the kernel's ``correction_layout``; a test checks they agree)."""
-    layout, start = {}, 0
-    for name, words in (("hi_pos", n_tiles), ("rows", n_tiles), ("weight", n_tiles * group_windows)):
-        layout[name] = (start, words)
-        start += words
-    layout["total"] = start
-    return layout
+    (the kernel's ``correction_layout``)."""
+    return kernel_module().correction_layout(n_tiles, group_windows)
 
 
 def _tile_owner(plan, n_tiles: int, ptr_attr: str):
@@ -212,9 +207,9 @@ def round_up_tiles(n: int) -> int:
 
 
 def correction_buffer_tiles(shape: CorrectionShape, n_features: int) -> int:
-    """Gathered correction tiles resident at once: a group's tiles, or as many as the budget holds."""
-    by_sbuf = max(1, (CORRECTION_SBUF_BYTES // 2) // (2 * n_features))
-    return int(min(shape.tiles_per_group, by_sbuf))
+    """Gathered correction tiles resident at once: a group's tiles, or as many as the budget holds
+    (the kernel's ``correction_buffer_tiles``)."""
+    return int(kernel_module().correction_buffer_tiles(shape.tiles_per_group, n_features))
 
 
 def correction_sbuf_bytes(shape: CorrectionShape, n_windows: int, n_features: int) -> int:

@@ -23,6 +23,7 @@ from dste.kernels.plan import (
     MAX_FEATURES,
     LaunchPlan,
     feature_chunks,
+    kernel_module,
     launch_rows,
     pack_launch,
     plan_launches,
@@ -35,12 +36,7 @@ _PACK_CACHE_ATTR = "_packed_launch_arrays"
 
 
 def _kernel():
-    from dste.nkisim import install
-
-    install()
-    import importlib
-
-    return importlib.import_module("dste.kernels.spmm_hybrid").spmm_hybrid_kernel
+    return kernel_module().spmm_hybrid_kernel
 
 
 def x_mode_of(X) -> str:

@@ -22,12 +22,14 @@ side by side in an ``int32 [128, L]`` array, so one DMA per launch brings them);
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from dste.format.constants import MASK_WORD_BITS, MASK_WORDS, TILE_COLS, WINDOW_ROWS, TileKind
+from dste.format.constants import MASK_WORD_BITS, TILE_COLS, WINDOW_ROWS, TileKind
 
 X_MODES = ("fp32", "bf16", "fp16", "int8-hybrid")
 MAX_FEATURES = 4096
@@ -73,18 +75,26 @@ STORE_BYTES_PER_PARTITION = 16384
 """Output rows of several windows leave in one store of up to this many bytes per partition (kernel's constant)."""
 
 
+@functools.cache
+def kernel_module():
+    """``dste.kernels.spmm_hybrid``, imported with the simulator standing in as ``nki`` when the real
+    SDK is not importable. Its layout and grouping helpers are pure Python; the planner calls them
+    rather than keeping copies, so the blob it packs is the one the kernel reads."""
+    from dste.nkisim import install
+
+    install()
+    return importlib.import_module("dste.kernels.spmm_hybrid")
+
+
 def windows_per_step(n_windows: int, slots_per_window: int, n_features: int, group: int) -> int:
-    """Windows whose slots share one set of working buffers (as the kernel does)."""
-    if slots_per_window > group:
-        return 1
-    by_store = max(1, STORE_BYTES_PER_PARTITION // (4 * n_features))
-    return max(1, min(n_windows, group // max(slots_per_window, 1), by_store))
+    """Windows whose slots share one set of working buffers (the kernel's ``windows_per_step``)."""
+    return kernel_module().windows_per_step(n_windows, slots_per_window, n_features, group)
 
 
 def windows_per_store(n_windows: int, step: int, n_features: int) -> int:
-    """Windows whose output rows leave in one store: whole steps, up to STORE_BYTES_PER_PARTITION (as the kernel does)."""
-    by_store = max(1, STORE_BYTES_PER_PARTITION // (4 * n_features))
-    return min(n_windows, step * max(1, by_store // step))
+    """Windows whose output rows leave in one store: whole steps, up to STORE_BYTES_PER_PARTITION
+    (the kernel's ``windows_per_store``)."""
+    return kernel_module().windows_per_store(n_windows, step, n_features)
 
 
 WORD_BYTES = 4
@@ -93,30 +103,8 @@ WORD_BYTES = 4
 
 def metadata_layout(n_windows: int, bitmap_counts, entry_counts) -> dict:
     """Word offsets of the metadata blob's regions ``{name: (start, words)}`` and ``"total"``
-    (the kernel's ``metadata_layout``; a test checks they agree)."""
-    n_bitmap, n_entry = sum(bitmap_counts), sum(entry_counts)
-    bm_slots, en_slots = n_windows * n_bitmap, n_windows * n_entry
-    regions = (
-        ("row_scale", n_windows),
-        ("bm_cols", bm_slots),
-        ("bm_keep", bm_slots * MASK_WORDS),
-        ("bm_factor", bm_slots),
-        ("en_cols", en_slots),
-        ("en_keep", en_slots),
-        ("en_factor", en_slots),
-        ("bm_int8", n_windows * bitmap_counts[1] * WINDOW_ROWS // WORD_BYTES),
-        ("bm_fp16", n_windows * bitmap_counts[2] * WINDOW_ROWS * 2 // WORD_BYTES),
-        ("en_rows", -(-en_slots // WORD_BYTES)),
-        ("en_int8", -(-(n_windows * entry_counts[1]) // WORD_BYTES)),
-        ("en_fp16", -(-(n_windows * entry_counts[2] * 2) // WORD_BYTES)),
-    )
-    layout = {}
-    start = 0
-    for name, words in regions:
-        layout[name] = (start, words)
-        start += words
-    layout["total"] = start
-    return layout
+    (the kernel's ``metadata_layout``)."""
+    return kernel_module().metadata_layout(n_windows, bitmap_counts, entry_counts)
 
 
 def record_width(n_features: int) -> int:
