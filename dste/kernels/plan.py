@@ -464,6 +464,19 @@ def _gather_or(values, index, fill):
     return out
 
 
+def _slot_factors(tiles, cols, M, col_scale, tile_kind, tile_slot, int8_scale):
+    """``float32 [S, 128]`` factor of every slot's columns: 0 for padding (column id ``M``), else the
+    column scale (1 without one) times the tile's INT8 scale for an INT8 tile."""
+    factor = np.where(cols < M, 1.0, 0.0).astype(np.float32)
+    if col_scale is not None:
+        factor *= np.where(cols < M, col_scale[np.minimum(cols, M - 1)], 0.0).astype(np.float32)
+    kinds = _gather_or(tile_kind, tiles, 0)
+    slots = _gather_or(tile_slot, tiles, -1)
+    is_int8 = (tiles >= 0) & (kinds == TileKind.INT8)
+    factor[is_int8] *= int8_scale[slots[is_int8]][:, None]
+    return factor
+
+
 def pack_launch(A, launch: Launch) -> dict:
     """The kernel's per-launch metadata: ``{"metadata": int32 [128, L]}`` (layout in
     :func:`metadata_layout` and :mod:`dste.kernels.spmm_hybrid`)."""
@@ -478,13 +491,7 @@ def pack_launch(A, launch: Launch) -> dict:
         bt = launch.bitmap_tiles.reshape(-1)
         cols = _gather_or(A.tile_cols, bt, M)  # [S, 128]
         keep = _gather_or(A.keep_bits, bt, 0)  # [S, 128, 4]
-        factor = np.where(cols < M, 1.0, 0.0).astype(np.float32)
-        if col_scale is not None:
-            factor *= np.where(cols < M, col_scale[np.minimum(cols, M - 1)], 0.0).astype(np.float32)
-        kinds = _gather_or(A.tile_kind, bt, 0)
-        slots = _gather_or(A.tile_slot, bt, -1)
-        is_int8 = (bt >= 0) & (kinds == TileKind.INT8)
-        factor[is_int8] *= A.int8_scale[slots[is_int8]][:, None]
+        factor = _slot_factors(bt, cols, M, col_scale, A.tile_kind, A.tile_slot, A.int8_scale)
         regions["bm_cols"] = cols.T.astype(np.int32)
         regions["bm_keep"] = keep.transpose(1, 0, 2).astype(np.uint32)
         regions["bm_factor"] = factor.T
@@ -501,13 +508,7 @@ def pack_launch(A, launch: Launch) -> dict:
         ekeep_words = _gather_or(A.etile_keep_bits, et, 0)  # [S, 4]
         word_of_entry = np.arange(TILE_COLS) // MASK_WORD_BITS
         ekeep = ekeep_words[:, word_of_entry]  # [S, 128]: the word holding entry e's bit
-        efactor = np.where(ecols < M, 1.0, 0.0).astype(np.float32)
-        if col_scale is not None:
-            efactor *= np.where(ecols < M, col_scale[np.minimum(ecols, M - 1)], 0.0).astype(np.float32)
-        ekinds = _gather_or(A.etile_kind, et, 0)
-        eslots = _gather_or(A.etile_slot, et, -1)
-        e_int8 = (et >= 0) & (ekinds == TileKind.INT8)
-        efactor[e_int8] *= A.etile_int8_scale[eslots[e_int8]][:, None]
+        efactor = _slot_factors(et, ecols, M, col_scale, A.etile_kind, A.etile_slot, A.etile_int8_scale)
         regions["en_cols"] = ecols.T.astype(np.int32)
         regions["en_rows"] = erows.T.astype(np.uint8)
         regions["en_keep"] = ekeep.T.astype(np.uint32)
