@@ -134,6 +134,19 @@ def _same_layout(instr, a_role, a, b_role, b):
         )
 
 
+def _two_inputs(instr, dst, a_role, a, b_role, b):
+    """``dst`` and two inputs all on chip, each input shaped like ``dst``."""
+    for role, t in (("dst", dst), (a_role, a), (b_role, b)):
+        _on_chip(instr, role, t)
+    _same_layout(instr, "dst", dst, a_role, a)
+    _same_layout(instr, "dst", dst, b_role, b)
+
+
+def _not_both_in_psum(instr, a_role, a, b_role, b):
+    if a.buffer == "psum" and b.buffer == "psum":
+        raise ConstraintError(f"nisa.{instr}: {a_role} and {b_role} cannot both be in PSUM")
+
+
 def _check_writable(instr, dst):
     if any(s == 0 and n > 1 for s, n in zip(dst._byte_strides, dst.shape)):
         raise ConstraintError(f"nisa.{instr}: dst {dst.name!r} is a broadcast (stride-0) view and cannot be written")
@@ -461,12 +474,8 @@ def tensor_tensor(dst, data1, data2, op, engine=engine.unknown, name=None):
     """``dst = data1 op data2`` element-wise (fp32 math; exact int32 on GpSimd; raw bits for bitvec ops)."""
     instr = "tensor_tensor"
     _check_op(instr, "op", op)
-    for role, t in (("dst", dst), ("data1", data1), ("data2", data2)):
-        _on_chip(instr, role, t)
-    _same_layout(instr, "dst", dst, "data1", data1)
-    _same_layout(instr, "dst", dst, "data2", data2)
-    if data1.buffer == "psum" and data2.buffer == "psum":
-        raise ConstraintError("nisa.tensor_tensor: data1 and data2 cannot both be in PSUM")
+    _two_inputs(instr, dst, "data1", data1, "data2", data2)
+    _not_both_in_psum(instr, "data1", data1, "data2", data2)
     all_int32 = all(t.dtype in (dt.int32, dt.uint32) for t in (dst, data1, data2))
     any_psum = any(t.buffer == "psum" for t in (dst, data1, data2))
     eng = _engine_name(engine, instr, "gpsimd" if all_int32 and not any_psum else "vector", ("vector", "gpsimd"))
@@ -658,12 +667,8 @@ def tensor_tensor_scan(dst, data0, data1, initial, op0, op1, reverse0=False, rev
     instr = "tensor_tensor_scan"
     _check_op(instr, "op0", op0)
     _check_op(instr, "op1", op1)
-    for role, t in (("dst", dst), ("data0", data0), ("data1", data1)):
-        _on_chip(instr, role, t)
-    _same_layout(instr, "dst", dst, "data0", data0)
-    _same_layout(instr, "dst", dst, "data1", data1)
-    if data0.buffer == "psum" and data1.buffer == "psum":
-        raise ConstraintError("nisa.tensor_tensor_scan: data0 and data1 cannot both be in PSUM")
+    _two_inputs(instr, dst, "data0", data0, "data1", data1)
+    _not_both_in_psum(instr, "data0", data0, "data1", data1)
     if op0.is_bitvec or op1.is_bitvec:
         raise ConstraintError("nisa.tensor_tensor_scan: op0 and op1 must be arithmetic operators")
     p = data0.shape[0]
@@ -687,10 +692,7 @@ def tensor_tensor_scan(dst, data0, data1, initial, op0, op1, reverse0=False, rev
 def tensor_copy_predicated(dst, src, predicate, reverse_pred=False, name=None):
     """Where ``predicate`` is nonzero (zero with ``reverse_pred``), copy ``src`` into ``dst``; elsewhere keep ``dst``."""
     instr = "tensor_copy_predicated"
-    for role, t in (("dst", dst), ("src", src), ("predicate", predicate)):
-        _on_chip(instr, role, t)
-    _same_layout(instr, "dst", dst, "src", src)
-    _same_layout(instr, "dst", dst, "predicate", predicate)
+    _two_inputs(instr, dst, "src", src, "predicate", predicate)
     if predicate.dtype not in (dt.uint8, dt.uint16, dt.uint32):
         raise ConstraintError(
             f"nisa.tensor_copy_predicated: predicate dtype must be uint8, uint16 or uint32, got {predicate.dtype.name}"
