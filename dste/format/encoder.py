@@ -570,6 +570,30 @@ def _quantize_by_slot(vals32, slot_of_entry, n_slots):
     return quantize_int8(vals32, scale[slot_of_entry]), scale
 
 
+def _values_by_kind(kind, tile_slot, tile_of_entry, position, vals32, value_shape):
+    """The INT8 (quantized per tile) and FP16 value arrays of the tiles: ``(int8_values, int8_scale,
+    fp16_values)``, each entry at its tile's value slot and its ``position`` (index arrays) in the tile."""
+    entry_kind = kind[tile_of_entry]
+    entry_slot = tile_slot[tile_of_entry]
+    n8 = int((kind == TileKind.INT8).sum())
+    n16 = int((kind == TileKind.FP16).sum())
+    int8_values = np.zeros((n8, *value_shape), dtype=np.int8)
+    fp16_values = np.zeros((n16, *value_shape), dtype=np.float16)
+    sel8 = entry_kind == TileKind.INT8
+    q, int8_scale = _quantize_by_slot(vals32[sel8], entry_slot[sel8], n8)
+    int8_values[(entry_slot[sel8], *(p[sel8] for p in position))] = q
+    sel16 = entry_kind == TileKind.FP16
+    fp16_values[(entry_slot[sel16], *(p[sel16] for p in position))] = to_fp16(vals32[sel16])
+    return int8_values, int8_scale, fp16_values
+
+
+def _window_ptr(tile_window, n_windows):
+    """CSR-style pointer: the tiles of window w are ``[ptr[w], ptr[w + 1])`` (tiles sorted by window)."""
+    window_ptr = np.zeros(n_windows + 1, dtype=np.int64)
+    window_ptr[1:] = np.cumsum(np.bincount(tile_window, minlength=n_windows))
+    return window_ptr
+
+
 def _sort_tiles(tile_window, kind, tile_first):
     order = np.lexsort((tile_first, kind, tile_window))
     new_id = np.empty(order.size, dtype=np.int64)
@@ -588,21 +612,10 @@ def _finish_bitmap_tiles(n_windows, tile_window, tile_first, tile_cols, tile_nco
     flat = (tile_of_entry * TILE_COLS + k) * MASK_WORDS + slot // MASK_WORD_BITS
     np.bitwise_or.at(nz, flat, np.left_shift(np.uint32(1), (slot % MASK_WORD_BITS).astype(np.uint32)))
     nz = nz.reshape(T, TILE_COLS, MASK_WORDS)
-    entry_kind = kind[tile_of_entry]
-    entry_slot = tile_slot[tile_of_entry]
-    n8 = int((kind == TileKind.INT8).sum())
-    n16 = int((kind == TileKind.FP16).sum())
-    int8_values = np.zeros((n8, TILE_COLS, WINDOW_ROWS), dtype=np.int8)
-    fp16_values = np.zeros((n16, TILE_COLS, WINDOW_ROWS), dtype=np.float16)
-    sel8 = entry_kind == TileKind.INT8
-    q, int8_scale = _quantize_by_slot(vals32[sel8], entry_slot[sel8], n8)
-    int8_values[entry_slot[sel8], k[sel8], slot[sel8]] = q
-    sel16 = entry_kind == TileKind.FP16
-    fp16_values[entry_slot[sel16], k[sel16], slot[sel16]] = to_fp16(vals32[sel16])
-    window_ptr = np.zeros(n_windows + 1, dtype=np.int64)
-    window_ptr[1:] = np.cumsum(np.bincount(tile_window, minlength=n_windows))
+    int8_values, int8_scale, fp16_values = _values_by_kind(kind, tile_slot, tile_of_entry, (k, slot), vals32,
+                                                           (TILE_COLS, WINDOW_ROWS))
     return dict(
-        window_ptr=window_ptr,
+        window_ptr=_window_ptr(tile_window, n_windows),
         tile_window=tile_window.astype(np.int32),
         tile_kind=kind,
         tile_ncols=tile_ncols.astype(np.int32),
@@ -638,21 +651,9 @@ def _entry_tiles(n_windows, window, col_pos, cols, slot, vals32, M, policy) -> d
     etile_rows = np.zeros((E, TILE_COLS), dtype=np.uint8)
     etile_rows[tile_of_entry, e] = slot
     nz = pack_mask(np.arange(TILE_COLS)[None, :] < nentries[:, None]).reshape(E, ENTRY_MASK_WORDS)
-    entry_kind = kind[tile_of_entry]
-    entry_slot = tile_slot[tile_of_entry]
-    n8 = int((kind == TileKind.INT8).sum())
-    n16 = int((kind == TileKind.FP16).sum())
-    int8_values = np.zeros((n8, TILE_COLS), dtype=np.int8)
-    fp16_values = np.zeros((n16, TILE_COLS), dtype=np.float16)
-    sel8 = entry_kind == TileKind.INT8
-    q, int8_scale = _quantize_by_slot(vals32[sel8], entry_slot[sel8], n8)
-    int8_values[entry_slot[sel8], e[sel8]] = q
-    sel16 = entry_kind == TileKind.FP16
-    fp16_values[entry_slot[sel16], e[sel16]] = to_fp16(vals32[sel16])
-    ewindow_ptr = np.zeros(n_windows + 1, dtype=np.int64)
-    ewindow_ptr[1:] = np.cumsum(np.bincount(tile_window, minlength=n_windows))
+    int8_values, int8_scale, fp16_values = _values_by_kind(kind, tile_slot, tile_of_entry, (e,), vals32, (TILE_COLS,))
     return dict(
-        ewindow_ptr=ewindow_ptr,
+        ewindow_ptr=_window_ptr(tile_window, n_windows),
         etile_window=tile_window.astype(np.int32),
         etile_kind=kind,
         etile_nentries=nentries.astype(np.int32),
@@ -678,10 +679,6 @@ def take_tiles(sources, picks, epicks, like: DSTEMatrix, **overrides) -> DSTEMat
     bitmap = _merge_tiles(sources, picks, "tile", TILE_COLS * WINDOW_ROWS)
     entry = _merge_tiles(sources, epicks, "etile", TILE_COLS)
     n_windows = like.n_windows
-    window_ptr = np.zeros(n_windows + 1, dtype=np.int64)
-    window_ptr[1:] = np.cumsum(np.bincount(bitmap["tile_window"], minlength=n_windows))
-    ewindow_ptr = np.zeros(n_windows + 1, dtype=np.int64)
-    ewindow_ptr[1:] = np.cumsum(np.bincount(entry["etile_window"], minlength=n_windows))
     fields = dict(
         shape=like.shape,
         window_rows=like.window_rows,
@@ -691,8 +688,8 @@ def take_tiles(sources, picks, epicks, like: DSTEMatrix, **overrides) -> DSTEMat
         col_perm=like.col_perm,
         layout=like.layout,
         encode_policy=like.encode_policy,
-        window_ptr=window_ptr,
-        ewindow_ptr=ewindow_ptr,
+        window_ptr=_window_ptr(bitmap["tile_window"], n_windows),
+        ewindow_ptr=_window_ptr(entry["etile_window"], n_windows),
         **bitmap,
         **entry,
     )
