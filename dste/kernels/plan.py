@@ -43,7 +43,6 @@ MAX_SLOTS_PER_WINDOW = 384
 with a reordering or raise the limit)."""
 SBUF_BUDGET_BYTES = 160 * 1024
 """Per-partition SBUF the planner lets one launch use (of 212,984 B on trn2, 180,224 B on trn1)."""
-KIND_NAMES = ("bin", "int8", "fp16")
 
 
 def slot_ladder(limit: int = MAX_SLOTS_PER_WINDOW) -> np.ndarray:
@@ -280,13 +279,11 @@ def max_windows_per_launch(bitmap, entry, n_features, x_mode) -> int:
     return 1 << (limit.bit_length() - 1)
 
 
-def plan_launches(A, F: int, x_mode: str = "fp32", has_hi: bool = False, *, target: str = "trn2",
-                  merge: bool = True) -> LaunchPlan:
+def plan_launches(A, F: int, x_mode: str = "fp32", *, target: str = "trn2", merge: bool = True) -> LaunchPlan:
     """Group A's windows into fixed-shape launches for feature width ``F`` and X mode ``x_mode``.
 
-    ``has_hi`` is accepted for compatibility and changes nothing: FP16 rows of a hybrid X are
-    added by a per-call correction pass (``dste.kernels.correction``), so one plan serves every X
-    of the mode. Windows with no tiles are skipped entirely (their output rows are zero).
+    FP16 rows of a hybrid X are added by a per-call correction pass (``dste.kernels.correction``),
+    so one plan serves every X of the mode. Windows with no tiles are skipped entirely (their output rows are zero).
 
     ``merge``: windows left over after a signature's full launches (fewer than one launch holds)
     are merged across signatures into a common padded shape, and a group's last launch may be
@@ -296,7 +293,6 @@ def plan_launches(A, F: int, x_mode: str = "fp32", has_hi: bool = False, *, targ
     if x_mode not in X_MODES:
         raise ValueError(f"x_mode must be one of {X_MODES}, got {x_mode!r}")
     _validate_features(F)
-    del has_hi
     n_windows = int(A.window_rows.shape[0])
     counts = np.zeros((n_windows, 6), dtype=np.int64)
     bitmap_lists, entry_lists = [], []

@@ -16,8 +16,8 @@ import numpy as np
 from . import cost, runtime
 from . import dtypes as dt
 from .errors import ConstraintError, KernelSignatureError, OutOfBoundsError
-from .ops import ARITH, BITVEC, COMPARE, ActivationFunction, AluActivation, AluOp
-from .tensor import HBM_BUFFERS, ON_CHIP, NkiTensor
+from .ops import BITVEC, ActivationFunction, AluActivation, AluOp
+from .tensor import ON_CHIP, NkiTensor
 
 MAX_PARTITIONS = 128
 MATMUL_MAX_K, MATMUL_MAX_M, MATMUL_MAX_N = 128, 128, 512
