@@ -492,9 +492,11 @@ def pack_launch(A, launch: Launch) -> dict:
         regions["bm_keep"] = keep.transpose(1, 0, 2).astype(np.uint32)
         regions["bm_factor"] = factor.T
         if b.bitmap[1]:
-            regions["bm_int8"] = _values_by_kind(A.int8_values, launch.bitmap_tiles, A.tile_slot, b.bitmap, 1, np.int8)
+            regions["bm_int8"] = _values_by_kind(A.int8_values, launch.bitmap_tiles, A.tile_slot, b.bitmap, 1, np.int8,
+                                                 BITMAP_TILE_SHAPE)
         if b.bitmap[2]:
-            regions["bm_fp16"] = _values_by_kind(A.fp16_values, launch.bitmap_tiles, A.tile_slot, b.bitmap, 2, np.float16)
+            regions["bm_fp16"] = _values_by_kind(A.fp16_values, launch.bitmap_tiles, A.tile_slot, b.bitmap, 2, np.float16,
+                                                 BITMAP_TILE_SHAPE)
 
     # Entry slots: partition = entry e.
     if ne:
@@ -510,10 +512,11 @@ def pack_launch(A, launch: Launch) -> dict:
         regions["en_keep"] = ekeep.T.astype(np.uint32)
         regions["en_factor"] = efactor.T
         if b.entry[1]:
-            regions["en_int8"] = _entry_values_by_kind(A.etile_int8_values, launch.entry_tiles, A.etile_slot, b.entry, 1, np.int8)
+            regions["en_int8"] = _values_by_kind(A.etile_int8_values, launch.entry_tiles, A.etile_slot, b.entry, 1, np.int8,
+                                                 ENTRY_TILE_SHAPE)
         if b.entry[2]:
-            regions["en_fp16"] = _entry_values_by_kind(A.etile_fp16_values, launch.entry_tiles, A.etile_slot, b.entry, 2,
-                                                       np.float16)
+            regions["en_fp16"] = _values_by_kind(A.etile_fp16_values, launch.entry_tiles, A.etile_slot, b.entry, 2, np.float16,
+                                                 ENTRY_TILE_SHAPE)
 
     rows = launch_rows(A, launch)  # [W, 128]
     rscale = np.ones(rows.shape, dtype=np.float32)
@@ -537,29 +540,20 @@ def pack_metadata(layout: dict, regions: dict) -> np.ndarray:
     return blob
 
 
-def _values_by_kind(values, tiles, tile_slot, counts, kind, dtype):
-    """[128 k, W * count, 128 r] values of the slots of one kind (zeros for padding)."""
+BITMAP_TILE_SHAPE = (TILE_COLS, WINDOW_ROWS)
+ENTRY_TILE_SHAPE = (TILE_COLS,)
+
+
+def _values_by_kind(values, tiles, tile_slot, counts, kind, dtype, tile_shape):
+    """Values of the slots of one kind, zeros for padding: ``[128, W * count, *tile_shape[1:]]``, the
+    tile's first axis (column k of a bitmap tile, entry e of an entry tile) on the partition axis."""
     W = tiles.shape[0]
     n = counts[kind]
     if n == 0:
-        return np.zeros((TILE_COLS, 1, WINDOW_ROWS), dtype=dtype)
+        return np.zeros((tile_shape[0], 1, *tile_shape[1:]), dtype=dtype)
     start = sum(counts[:kind])
     sel = tiles[:, start:start + n].reshape(-1)
-    out = np.zeros((W * n, TILE_COLS, WINDOW_ROWS), dtype=dtype)
+    out = np.zeros((W * n, *tile_shape), dtype=dtype)
     valid = sel >= 0
     out[valid] = values[tile_slot[sel[valid]]]
-    return np.ascontiguousarray(out.transpose(1, 0, 2))
-
-
-def _entry_values_by_kind(values, tiles, tile_slot, counts, kind, dtype):
-    """[128 e, W * count] per-entry values of the entry slots of one kind."""
-    W = tiles.shape[0]
-    n = counts[kind]
-    if n == 0:
-        return np.zeros((TILE_COLS, 1), dtype=dtype)
-    start = sum(counts[:kind])
-    sel = tiles[:, start:start + n].reshape(-1)
-    out = np.zeros((W * n, TILE_COLS), dtype=dtype)
-    valid = sel >= 0
-    out[valid] = values[tile_slot[sel[valid]]]
-    return np.ascontiguousarray(out.T)
+    return np.ascontiguousarray(np.swapaxes(out, 0, 1))
