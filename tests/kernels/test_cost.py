@@ -72,20 +72,53 @@ def test_baselines_cost_more_on_condensable_graph():
     assert edge.n_tiles == -(-A.decode().nnz // 128)
 
 
-def test_metadata_layout_and_store_grouping_match_the_kernel():
-    """The planner packs the blob with the kernel's region offsets and counts its stores."""
-    import importlib
-
+def test_metadata_layout_regions_are_contiguous_and_sized_per_slot():
+    """The blob's regions tile [0, total) in order, each sized from the slot counts by the
+    rules written out here (one int32 word per column id / keep word / factor / row scale;
+    bytes and half-words rounded up to whole words)."""
     from dste.kernels import plan as plan_mod
-    from dste.nkisim import install
 
-    install()
-    kernel_mod = importlib.import_module("dste.kernels.spmm_hybrid")
     for windows, bitmap, entry in [(1, (1, 0, 0), (0, 0, 0)), (3, (2, 1, 3), (1, 2, 3)), (256, (0, 0, 0), (4, 1, 0))]:
-        assert plan_mod.metadata_layout(windows, bitmap, entry) == kernel_mod.metadata_layout(windows, bitmap, entry)
+        layout = plan_mod.metadata_layout(windows, bitmap, entry)
+        bm, en = windows * sum(bitmap), windows * sum(entry)
+        expected_words = {
+            "row_scale": windows,
+            "bm_cols": bm,
+            "bm_keep": bm * 4,
+            "bm_factor": bm,
+            "en_cols": en,
+            "en_keep": en,
+            "en_factor": en,
+            "bm_int8": windows * bitmap[1] * 128 // 4,
+            "bm_fp16": windows * bitmap[2] * 128 * 2 // 4,
+            "en_rows": -(-en // 4),
+            "en_int8": -(-(windows * entry[1]) // 4),
+            "en_fp16": -(-(windows * entry[2] * 2) // 4),
+        }
+        offset = 0
+        for name, words in expected_words.items():
+            assert layout[name] == (offset, words), name
+            offset += words
+        assert layout["total"] == offset
+
+
+def test_store_grouping_respects_the_store_budget_and_whole_steps():
+    """A store carries whole window steps and at most 16 KiB of fp32 output per partition
+    (a single window may exceed it when F > 4096 would not fit otherwise)."""
+    from dste.kernels import plan as plan_mod
+
     for n_windows, step, F in [(1, 1, 128), (256, 10, 128), (8, 3, 1100), (5, 1, 4096)]:
-        assert plan_mod.windows_per_store(n_windows, step, F) == kernel_mod.windows_per_store(n_windows, step, F)
-        assert plan_mod.windows_per_step(n_windows, 3, F, 32) == kernel_mod.windows_per_step(n_windows, 3, F, 32)
+        per_store = plan_mod.windows_per_store(n_windows, step, F)
+        assert 1 <= per_store <= n_windows
+        assert per_store == n_windows or per_store % step == 0
+        assert per_store == step or per_store * F * 4 <= 16384
+    for n_windows, slots, F in [(256, 3, 128), (4, 40, 128), (10, 2, 8192)]:
+        step = plan_mod.windows_per_step(n_windows, slots, F, 32)
+        assert 1 <= step <= n_windows
+        if slots > 32:
+            assert step == 1  # a window's slots alone overflow one set of buffers
+        else:
+            assert step * slots <= 32 and (step == 1 or step * F * 4 <= 16384)
 
 
 def test_fixed_cost_transfers_are_one_blob_per_launch_and_the_stores():

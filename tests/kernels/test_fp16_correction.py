@@ -146,19 +146,19 @@ def test_estimate_matches_profile_with_fp16_rows(hub_matrix):
     assert by_fraction.launches == est.launches and by_fraction.latency_us > estimate_spmm(A, 128, "int8-hybrid").latency_us
 
 
-def test_layout_helpers_match_the_kernel():
-    import importlib
-
+def test_correction_layout_and_buffer_budget():
+    """The correction blob holds, in order, one FP16-row position and one window row per
+    entry slot and one weight per slot and window of the group; the resident gathered tiles
+    fit the correction SBUF budget (two fp16 buffers of F per partition each)."""
     from dste.kernels import correction
-    from dste.nkisim import install
 
-    install()
-    kernel_mod = importlib.import_module("dste.kernels.spmm_hybrid")
     for n, g in [(1, 1), (12, 4), (64, 256)]:
-        assert correction.correction_layout(n, g) == kernel_mod.correction_layout(n, g)
+        assert correction.correction_layout(n, g) == {
+            "hi_pos": (0, n), "rows": (n, n), "weight": (2 * n, n * g), "total": 2 * n + n * g}
     for c, f in [(1, 64), (24, 128), (300, 4096)]:
-        assert correction.correction_buffer_tiles(correction.CorrectionShape(1, c), f) == kernel_mod.correction_buffer_tiles(c, f)
-    assert correction.CORRECTION_SBUF_BYTES == kernel_mod.CORRECTION_SBUF_BYTES
+        tiles = correction.correction_buffer_tiles(correction.CorrectionShape(1, c), f)
+        assert 1 <= tiles <= c
+        assert tiles == 1 or 2 * tiles * 2 * f <= correction.CORRECTION_SBUF_BYTES
 
 
 def test_rejects_non_finite_fp16_rows(hub_matrix):
