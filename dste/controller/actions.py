@@ -1,17 +1,24 @@
-"""The controller's discrete action space: per layer, a sparsity level times an FP16 threshold.
+"""The controller's discrete action space: per layer, an edge sparsity level, an input-channel sparsity
+level and an FP16 threshold.
 
 An action compresses one GNN layer for one snapshot:
 
-* ``sparsity`` -- the fraction of the layer's prunable entries whose keep bit is cleared. What is pruned is
-  decided by importance, never at random: graph edges by their normalised weight times the norm of the
-  feature row they carry, weights by magnitude. Pruning is applied through the dynamic keep-mask, so a new
-  level costs no re-quantization.
+* ``sparsity`` -- the fraction of the layer's propagation edges (the adjacency's off-diagonal entries) that
+  are dropped. What is pruned is decided by importance, never at random: an edge by its normalised weight
+  times the norm of the feature row it carries.
+* ``channel_sparsity`` -- the fraction of the layer's input channels (rows of its weight matrix, columns of
+  its input) that are dropped, least important first: a channel scores the norm of its weight row times the
+  root-mean-square of the input column on the snapshot. The weight's DSTE tiles then hold only the kept
+  channels, so the weight product gathers fewer rows and the layer's input needs fewer stored columns.
 * ``fp16_fraction`` -- the FP16 threshold, expressed as the fraction of the layer's most sensitive rows/tiles
   kept in FP16 (the rest are INT8). Expressing the threshold T as a quantile of the sensitivity score S makes
   the same action mean the same precision mix on every snapshot, whatever the scale of S.
 
-The default grid is {0, 0.25, 0.5, 0.75} x {0, 0.05, 0.2, 1.0}: 16 actions. ``fp16_fraction = 0`` is
-uniform INT8, ``1.0`` is uniform FP16.
+The default grid is edges {0, 0.25, 0.5, 0.75} x channels {0, 0.25, 0.5, 0.75} x FP16 {0, 0.05, 1.0}:
+48 actions, indexed edge-major, then channel, then FP16. ``fp16_fraction = 0`` is uniform INT8, ``1.0`` is
+uniform FP16. Edges and channels are separate levers because they cost different things: on a sparse,
+low-degree graph every edge carries signal, while bag-of-words features carry many channels a trained
+layer barely reads.
 """
 
 from __future__ import annotations
@@ -21,54 +28,77 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Action", "ActionSpace", "DEFAULT_SPARSITY_LEVELS", "DEFAULT_FP16_FRACTIONS"]
+__all__ = [
+    "Action",
+    "ActionSpace",
+    "DEFAULT_SPARSITY_LEVELS",
+    "DEFAULT_CHANNEL_LEVELS",
+    "DEFAULT_FP16_FRACTIONS",
+]
 
 DEFAULT_SPARSITY_LEVELS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
-DEFAULT_FP16_FRACTIONS: tuple[float, ...] = (0.0, 0.05, 0.2, 1.0)
+DEFAULT_CHANNEL_LEVELS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
+DEFAULT_FP16_FRACTIONS: tuple[float, ...] = (0.0, 0.05, 1.0)
 
 
 @dataclass(frozen=True)
 class Action:
     """One layer's compression choice.
 
-    sparsity:       fraction of prunable entries dropped, in [0, 1).
-    fp16_fraction:  fraction of the most sensitive rows/tiles stored in FP16, in [0, 1]; the rest are INT8.
+    sparsity:          fraction of the propagation edges dropped, in [0, 1).
+    fp16_fraction:     fraction of the most sensitive rows/tiles stored in FP16, in [0, 1]; the rest are INT8.
+    channel_sparsity:  fraction of the layer's input channels dropped, in [0, 1).
     """
 
     sparsity: float
     fp16_fraction: float
+    channel_sparsity: float = 0.0
 
     def __post_init__(self) -> None:
         if not (0.0 <= float(self.sparsity) < 1.0):
             raise ValueError(f"sparsity must lie in [0, 1), got {self.sparsity!r}")
+        if not (0.0 <= float(self.channel_sparsity) < 1.0):
+            raise ValueError(f"channel_sparsity must lie in [0, 1), got {self.channel_sparsity!r}")
         if not (0.0 <= float(self.fp16_fraction) <= 1.0):
             raise ValueError(f"fp16_fraction must lie in [0, 1], got {self.fp16_fraction!r}")
 
     def label(self) -> str:
-        return f"s{self.sparsity:g}/fp16:{self.fp16_fraction:g}"
+        return f"s{self.sparsity:g}/c{self.channel_sparsity:g}/fp16:{self.fp16_fraction:g}"
 
 
 class ActionSpace:
-    """The Cartesian grid of sparsity levels and FP16 fractions, indexed 0..n-1 (sparsity-major)."""
+    """The Cartesian grid of edge sparsity levels, channel sparsity levels and FP16 fractions, indexed 0..n-1
+    (edge-major, then channel, then FP16)."""
 
     def __init__(
         self,
         sparsity_levels: Sequence[float] = DEFAULT_SPARSITY_LEVELS,
         fp16_fractions: Sequence[float] = DEFAULT_FP16_FRACTIONS,
+        channel_levels: Sequence[float] = DEFAULT_CHANNEL_LEVELS,
     ) -> None:
         sparsity_levels = tuple(float(s) for s in sparsity_levels)
         fp16_fractions = tuple(float(f) for f in fp16_fractions)
-        if not sparsity_levels or not fp16_fractions:
-            raise ValueError("an action space needs at least one sparsity level and one FP16 fraction")
-        for name, values in (("sparsity_levels", sparsity_levels), ("fp16_fractions", fp16_fractions)):
+        channel_levels = tuple(float(c) for c in channel_levels)
+        if not sparsity_levels or not fp16_fractions or not channel_levels:
+            raise ValueError(
+                "an action space needs at least one sparsity level, one channel level and one FP16 fraction"
+            )
+        for name, values in (
+            ("sparsity_levels", sparsity_levels),
+            ("channel_levels", channel_levels),
+            ("fp16_fractions", fp16_fractions),
+        ):
             if len(set(values)) != len(values):
                 raise ValueError(f"{name} must not repeat values, got {values}")
             if list(values) != sorted(values):
                 raise ValueError(f"{name} must be ascending, got {values}")
         self.sparsity_levels = sparsity_levels
+        self.channel_levels = channel_levels
         self.fp16_fractions = fp16_fractions
         # Validates every combination once, so an index always maps to a legal Action.
-        self._actions = tuple(Action(s, f) for s in sparsity_levels for f in fp16_fractions)
+        self._actions = tuple(
+            Action(s, f, c) for s in sparsity_levels for c in channel_levels for f in fp16_fractions
+        )
 
     def __len__(self) -> int:
         return len(self._actions)
@@ -90,22 +120,33 @@ class ActionSpace:
         except ValueError:
             raise ValueError(
                 f"{action} is not in this action space (sparsity {self.sparsity_levels}, "
-                f"fp16 {self.fp16_fractions})"
+                f"channels {self.channel_levels}, fp16 {self.fp16_fractions})"
             ) from None
 
-    def nearest(self, sparsity: float, fp16_fraction: float) -> int:
+    def level_indices(self, index: int) -> tuple[int, int, int]:
+        """(edge level, channel level, FP16 level) positions of action ``index`` in their grids."""
+        self[index]  # validates
+        n_c, n_f = len(self.channel_levels), len(self.fp16_fractions)
+        return int(index) // (n_c * n_f), (int(index) // n_f) % n_c, int(index) % n_f
+
+    def nearest(self, sparsity: float, fp16_fraction: float, channel_sparsity: float = 0.0) -> int:
         """Index of the grid action closest to the requested levels (used by static baselines)."""
         s = int(np.argmin([abs(level - sparsity) for level in self.sparsity_levels]))
+        c = int(np.argmin([abs(level - channel_sparsity) for level in self.channel_levels]))
         f = int(np.argmin([abs(level - fp16_fraction) for level in self.fp16_fractions]))
-        return s * len(self.fp16_fractions) + f
+        return (s * len(self.channel_levels) + c) * len(self.fp16_fractions) + f
 
     def to_dict(self) -> dict:
-        return {"sparsity_levels": list(self.sparsity_levels), "fp16_fractions": list(self.fp16_fractions)}
+        return {
+            "sparsity_levels": list(self.sparsity_levels),
+            "channel_levels": list(self.channel_levels),
+            "fp16_fractions": list(self.fp16_fractions),
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> "ActionSpace":
         try:
-            return cls(data["sparsity_levels"], data["fp16_fractions"])
+            return cls(data["sparsity_levels"], data["fp16_fractions"], data["channel_levels"])
         except KeyError as missing:
             raise ValueError(f"action space description lacks {missing}") from None
 
@@ -113,4 +154,7 @@ class ActionSpace:
         return isinstance(other, ActionSpace) and self.to_dict() == other.to_dict()
 
     def __repr__(self) -> str:
-        return f"ActionSpace(sparsity={self.sparsity_levels}, fp16={self.fp16_fractions})"
+        return (
+            f"ActionSpace(sparsity={self.sparsity_levels}, channels={self.channel_levels}, "
+            f"fp16={self.fp16_fractions})"
+        )

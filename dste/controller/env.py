@@ -38,6 +38,7 @@ class LayerReport:
     nbytes: int
     sparsity: float = 0.0
     fp16_fraction: float = 0.0
+    channel_sparsity: float = 0.0
     kind_mix: tuple[float, float, float] = (0.0, 1.0, 0.0)
     n_tiles: int = 0
     kept_fraction: float = 1.0

@@ -16,10 +16,10 @@ quantization error per tensor and per row, the share of that error held by the t
 (what an FP16 threshold recovers), zeros, row-norm spread, kurtosis, width.
 
 Mask and precision mix (16 features, ``mask_features``): what the layer ran with on the previous snapshot
-(M_n: sparsity, FP16 fraction, tile kind mix BIN / INT8 / FP16, its share of the modelled latency), and what
-the model runs with so far on this snapshot: the modelled latency already spent by the earlier layers and
-the latency budget left (both as fractions of the reference), and the preceding layer's action as two one-hots (sparsity
-level, FP16 level). The latter keeps the decision process Markov: the accuracy paid at the end depends on
+(M_n: edge sparsity, channel sparsity, FP16 fraction, the BIN and FP16 shares of its tiles, its share of the
+modelled latency), and what the model runs with so far on this snapshot: the modelled latency already spent
+by the earlier layers and the latency budget left (both as fractions of the reference), and the preceding
+layer's action (a one-hot of its edge sparsity level, a one-hot of its FP16 level, its channel sparsity). The latter keeps the decision process Markov: the accuracy paid at the end depends on
 every layer's choice, so each layer must see the upstream ones.
 
 Layer (8 features): a one-hot of the layer index (up to 8 layers).
@@ -75,11 +75,11 @@ ACTIVATION_FEATURES = (
     "act_log_mean_abs", "act_log_row_scale_spread", "act_negative_fraction", "act_row_max_share",
 )
 MASK_FEATURES = (
-    "prev_sparsity", "prev_fp16_fraction", "prev_bin_tiles", "prev_int8_tiles", "prev_fp16_tiles",
+    "prev_sparsity", "prev_fp16_fraction", "prev_bin_tiles", "prev_channel_sparsity", "prev_fp16_tiles",
     "latency_budget_left", "prev_latency_share", "upstream_latency_fraction",
     "upstream_sparsity_level_0", "upstream_sparsity_level_1", "upstream_sparsity_level_2",
     "upstream_sparsity_level_3",
-    "upstream_fp16_level_0", "upstream_fp16_level_1", "upstream_fp16_level_2", "upstream_fp16_level_3",
+    "upstream_fp16_level_0", "upstream_fp16_level_1", "upstream_fp16_level_2", "upstream_channel_sparsity",
 )
 LAYER_FEATURES = tuple(f"layer_{i}" for i in range(MAX_LAYERS))
 FEATURE_NAMES = GRAPH_FEATURES + ACTIVATION_FEATURES + MASK_FEATURES + LAYER_FEATURES
@@ -94,6 +94,7 @@ class MaskSummary:
     action_index: int = -1
     sparsity: float = 0.0
     fp16_fraction: float = 0.0
+    channel_sparsity: float = 0.0
     kind_mix: tuple[float, float, float] = (0.0, 1.0, 0.0)  # fractions of BIN, INT8, FP16 tiles
     n_tiles: int = 0
     latency_share: float = 0.0
@@ -259,11 +260,11 @@ def activation_features(h: np.ndarray) -> np.ndarray:
     ])
 
 
-def _level_one_hot(index: int, n_levels: int) -> list[float]:
-    """One-hot over 4 buckets of a level index (levels beyond 4 share buckets proportionally)."""
-    hot = [0.0] * 4
+def _level_one_hot(index: int, n_levels: int, buckets: int = 4) -> list[float]:
+    """One-hot over ``buckets`` buckets of a level index (more levels than buckets share them proportionally)."""
+    hot = [0.0] * buckets
     if index >= 0:
-        hot[min(3, index * 4 // max(n_levels, 1))] = 1.0
+        hot[min(buckets - 1, index * buckets // max(n_levels, 1))] = 1.0
     return hot
 
 
@@ -288,18 +289,23 @@ def mask_features(
             raise ValueError(f"{name} {index} is outside the action space [-1, {len(action_space)})")
     if not np.isfinite(upstream_latency_fraction) or upstream_latency_fraction < 0:
         raise ValueError(f"upstream_latency_fraction must be finite and >= 0, got {upstream_latency_fraction}")
-    n_f = len(action_space.fp16_fractions)
-    s_level = upstream_action // n_f if upstream_action >= 0 else -1
-    f_level = upstream_action % n_f if upstream_action >= 0 else -1
+    s_level, f_level, upstream_channels = -1, -1, 0.0
+    if upstream_action >= 0:
+        s_level, _, f_level = action_space.level_indices(upstream_action)
+        upstream_channels = action_space[upstream_action].channel_sparsity
+    bin_share, _, fp16_share = previous.kind_mix
     return _clip([
         previous.sparsity,
         previous.fp16_fraction,
-        *previous.kind_mix,
+        bin_share,
+        previous.channel_sparsity,
+        fp16_share,
         (1.0 if budget_fraction is None else budget_fraction) - upstream_latency_fraction,
         previous.latency_share,
         upstream_latency_fraction,
         *_level_one_hot(s_level, len(action_space.sparsity_levels)),
-        *_level_one_hot(f_level, n_f),
+        *_level_one_hot(f_level, len(action_space.fp16_fractions), buckets=3),
+        upstream_channels,
     ])
 
 

@@ -11,6 +11,12 @@ What an action does to layer l on snapshot n (see ``dste.controller.actions``):
   really remove gathered rows and tiles from the kernel's plan; each row's scale is raised so the row keeps
   its aggregation mass (sum of kept weights = sum of all weights), which for mean aggregation is exactly the
   mean over the kept neighbours. Self loops are never dropped.
+* **channel sparsity c** -- drops the fraction c of the layer's input channels, least important first. A
+  channel is scored by the norm of its row in the layer's weight(s) times the root-mean-square of the FP32
+  layer input's column on this snapshot (label-free). The weight is encoded over the kept channels only, so
+  its product gathers fewer rows, and only the kept columns of the layer input are quantized, stored and
+  read (for SAGE the SpMM's dense operand narrows too). The action's sparsity level and channel level are
+  independent: which one is cheap in accuracy depends on the graph and its features.
 * **FP16 fraction f** -- the f most sensitive rows (``dste.format.quantize_rows``) of the layer input and of
   the SpMM's dense operand are FP16, the rest INT8 with a per-row scale; weight tiles are all INT8 for f = 0,
   all FP16 for f = 1 and chosen by the sensitivity rule (S >= T) in between.
@@ -283,10 +289,15 @@ class GNNCompressionEnv(CompressionEnv):
         sparsity = 0.0 if fp32 else chosen.sparsity
         fraction = 0.0 if fp32 else chosen.fp16_fraction
 
+        channel_sparsity = 0.0 if fp32 else chosen.channel_sparsity
+        kept = self.kept_channels(n, layer, channel_sparsity)
+        if kept is not None:
+            h = np.ascontiguousarray(h[:, kept])
+
         adjacency = plan.base if sparsity == 0.0 else self._pruned(n, layer, sparsity)
         a_eff = self._cached(("csr", id(adjacency)), lambda: adjacency.decode(effective=True, dtype=np.float32))
-        weights = [self._weight(lin, layer, fraction, fp32) for lin in linears]
-        weight_latency = sum(self._weight_latency(layer, i, w, num_nodes) for i, w in enumerate(weights))
+        weights = [self._weight(lin, fraction, fp32, (n, layer, channel_sparsity), kept) for lin in linears]
+        weight_latency = sum(self._weight_latency(lin, w, num_nodes) for lin, w in zip(linears, weights))
 
         # The SpMM's dense operand: FP32 for the uncompressed layer, plain FP16 rows for f = 1 (uniform FP16:
         # no INT8 rows, so no per-row scales or second gather), INT8 rows + FP16 outliers otherwise.
@@ -339,6 +350,7 @@ class GNNCompressionEnv(CompressionEnv):
             nbytes=int(sum(breakdown.values())),
             sparsity=sparsity,
             fp16_fraction=1.0 if fp32 else fraction,
+            channel_sparsity=channel_sparsity,
             kind_mix=tuple(float(v) for v in mix / max(mix.sum(), 1.0)),
             n_tiles=int(adjacency.n_tiles + adjacency.n_etiles),
             kept_fraction=float(adjacency.nnz_kept / max(plan.base.nnz_kept, 1)),
@@ -346,31 +358,61 @@ class GNNCompressionEnv(CompressionEnv):
         )
         return out, report
 
-    def _weight(self, linear, layer: int, fraction: float, fp32: bool):
-        """(CompressedWeight or None, effective float32 [in, out])."""
+    def _weight(self, linear, fraction: float, fp32: bool, channels_key=None, kept=None):
+        """(CompressedWeight or None, effective float32 [in, out]) over the ``kept`` input channels (all if None).
+
+        ``channels_key`` names the kept set for the cache: (snapshot, layer, channel sparsity).
+        """
+        full = linear.weight.detach().numpy().T.astype(np.float32)  # [in, out]
         if fp32:
-            return None, linear.weight.detach().numpy().T.astype(np.float32)
+            return None, full
         threshold = ALL_INT8_THRESHOLD if fraction == 0.0 else 0.0 if fraction == 1.0 else None
+        key = None if kept is None else channels_key
 
         def build():
             from dste.gnn import CompressedWeight
 
-            weight = CompressedWeight(linear.weight.detach().t(), fp16_threshold=threshold)
+            selected = full if kept is None else full[kept]
+            weight = CompressedWeight(torch.from_numpy(np.ascontiguousarray(selected)), fp16_threshold=threshold)
             return weight, weight.effective().numpy().astype(np.float32)
 
-        return self._cached(("weight", id(linear), threshold), build)
+        return self._cached(("weight", id(linear), threshold, key), build)
 
-    def _weight_latency(self, layer: int, index: int, weight, num_nodes: int) -> float:
+    def _weight_latency(self, linear, weight, num_nodes: int) -> float:
         from dste.kernels.cost import estimate_spmm
 
-        compressed, effective = weight
+        compressed, _ = weight
         if compressed is None:  # FP32: the same block tiles, priced as the FP16 encoding of the weight
-            compressed = self._weight(self._weights[layer][0][index], layer, 1.0, False)[0]
+            compressed = self._weight(linear, 1.0, False)[0]
         # The layers run h @ W as W^T_enc @ h^T with the (dequantized) activations as an FP32 operand.
         return self._cached(
             ("wlat", id(compressed), num_nodes),
             lambda: float(estimate_spmm(compressed.matrix, num_nodes, "fp32", self.target).latency_us),
         )
+
+    def kept_channels(self, n: int, layer: int, channel_sparsity: float) -> np.ndarray | None:
+        """Sorted input channels layer ``layer`` keeps on snapshot n at ``channel_sparsity`` (None: all).
+
+        Score of channel c = ||W[c, :]|| (summed in square over the layer's linear maps) times the
+        root-mean-square of column c of the FP32 layer input; the lowest ``floor(c * F)`` are dropped, ties by
+        channel index; at least one channel is kept.
+        """
+        if not 0.0 <= channel_sparsity < 1.0:
+            raise ValueError(f"channel_sparsity must lie in [0, 1), got {channel_sparsity}")
+        if channel_sparsity == 0.0:
+            return None
+
+        def build():
+            h = self.fp32_inputs(n)[layer]
+            linears, _ = self._weights[layer]
+            weight_norm = np.sqrt(sum(np.square(lin.weight.detach().numpy()).sum(axis=0) for lin in linears))
+            rms = np.sqrt(np.mean(np.square(h, dtype=np.float64), axis=0))
+            score = weight_norm * rms
+            n_drop = min(int(math.floor(channel_sparsity * score.size)), score.size - 1)
+            order = np.argsort(score, kind="stable")
+            return np.sort(order[n_drop:])
+
+        return self._cached(("channels", n, layer, channel_sparsity), build)
 
     # ------------------------------------------------------------------ per-snapshot preparation
     def _plan(self, n: int) -> list[LayerPlan]:
@@ -394,19 +436,25 @@ class GNNCompressionEnv(CompressionEnv):
             self._plans[n] = [plan] * self.num_layers
         return self._plans[n]
 
-    def fp32_activations(self, n: int) -> list[np.ndarray]:
-        """Per layer, the FP32 message the layer aggregates on snapshot n (for edge importance)."""
+    def fp32_inputs(self, n: int) -> list[np.ndarray]:
+        """Per layer, the layer's input on snapshot n under the FP32 model (for channel importance)."""
         if n not in self._fp32:
-            messages, h = [], np.ascontiguousarray(self.graphs[n].x, dtype=np.float32)
+            inputs, h = [], np.ascontiguousarray(self.graphs[n].x, dtype=np.float32)
             prefix: tuple = ()
             for layer in range(self.num_layers):
-                linears, _ = self._weights[layer]
-                w = linears[0].weight.detach().numpy().T
-                messages.append(h @ w if self.kind == "gcn" else h)
+                inputs.append(h)
                 h, _ = self._run_layer(n, layer, prefix, FP32_ACTION)
                 prefix = prefix + (FP32_ACTION,)
-            self._fp32[n] = messages
+            self._fp32[n] = inputs
         return self._fp32[n]
+
+    def fp32_activations(self, n: int) -> list[np.ndarray]:
+        """Per layer, the FP32 message the layer aggregates on snapshot n (for edge importance)."""
+        messages = []
+        for layer, h in enumerate(self.fp32_inputs(n)):
+            linears, _ = self._weights[layer]
+            messages.append(h @ linears[0].weight.detach().numpy().T if self.kind == "gcn" else h)
+        return messages
 
     def _pruned(self, n: int, layer: int, sparsity: float):
         return self._cached(("pruned", n, layer, sparsity), lambda: self._encode_pruned(n, layer, sparsity))
@@ -458,7 +506,12 @@ class GNNCompressionEnv(CompressionEnv):
             adjacency = plan.base if fp32 or chosen.sparsity == 0 else self._pruned(n, layer, chosen.sparsity)
             a = DSTETensor(adjacency)
             fraction = 0.0 if fp32 else chosen.fp16_fraction
-            weights = [self._weight(lin, layer, fraction, fp32)[0] for lin in linears]
+            channel_sparsity = 0.0 if fp32 else chosen.channel_sparsity
+            kept = self.kept_channels(n, layer, channel_sparsity)
+            if kept is not None:
+                h = h[:, torch.from_numpy(kept)].contiguous()
+            key = (n, layer, channel_sparsity)
+            weights = [self._weight(lin, fraction, fp32, key, kept)[0] for lin in linears]
 
             def linear(x, index):
                 if weights[index] is None:

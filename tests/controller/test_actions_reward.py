@@ -6,15 +6,28 @@ from dste.controller.actions import Action, ActionSpace
 from dste.controller.reward import RewardConfig
 
 
-def test_default_grid_is_sparsity_major_and_round_trips():
+def test_default_grid_is_edge_major_then_channel_then_fp16_and_round_trips():
     space = ActionSpace()
-    assert len(space) == 16
-    assert space[0] == Action(0.0, 0.0)
-    assert space[len(space) - 1] == Action(0.75, 1.0)
+    assert len(space) == 4 * 4 * 3 == 48
+    assert space[0] == Action(0.0, 0.0, 0.0)
+    assert space[1] == Action(0.0, 0.05, 0.0)  # FP16 varies fastest
+    assert space[3] == Action(0.0, 0.0, 0.25)  # then channels
+    assert space[12] == Action(0.25, 0.0, 0.0)  # then edges
+    assert space[len(space) - 1] == Action(0.75, 1.0, 0.75)
     for i, action in enumerate(space):
         assert space.index(action) == i
-    assert space[space.nearest(0.5, 0.0)] == Action(0.5, 0.0)
+        s, c, f = space.level_indices(i)
+        assert (space.sparsity_levels[s], space.channel_levels[c], space.fp16_fractions[f]) == (
+            action.sparsity, action.channel_sparsity, action.fp16_fraction)
+    assert space[space.nearest(0.5, 0.0)] == Action(0.5, 0.0, 0.0)
+    assert space[space.nearest(0.0, 0.0, channel_sparsity=0.6)] == Action(0.0, 0.0, 0.5)
     assert ActionSpace.from_dict(space.to_dict()) == space
+
+
+def test_a_two_axis_grid_is_the_channel_free_special_case():
+    space = ActionSpace((0.0, 0.5), (0.0, 1.0), channel_levels=(0.0,))
+    assert [a.channel_sparsity for a in space] == [0.0] * 4
+    assert [(a.sparsity, a.fp16_fraction) for a in space] == [(0.0, 0.0), (0.0, 1.0), (0.5, 0.0), (0.5, 1.0)]
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -22,6 +35,8 @@ def test_default_grid_is_sparsity_major_and_round_trips():
     ({"sparsity_levels": (0.5, 0.25)}, "ascending"),
     ({"fp16_fractions": (0.0, 0.0)}, "repeat"),
     ({"fp16_fractions": ()}, "at least one"),
+    ({"channel_levels": (0.0, 1.0)}, "channel_sparsity"),
+    ({"channel_levels": (0.5, 0.0)}, "ascending"),
 ])
 def test_bad_action_space_is_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -30,8 +45,8 @@ def test_bad_action_space_is_refused(kwargs, message):
 
 def test_bad_action_index_is_refused():
     space = ActionSpace()
-    with pytest.raises(IndexError, match=r"\[0, 16\)"):
-        space[16]
+    with pytest.raises(IndexError, match=r"\[0, 48\)"):
+        space[48]
     with pytest.raises(TypeError, match="int"):
         space[1.0]
     with pytest.raises(ValueError, match="not in this action space"):

@@ -39,7 +39,8 @@ def test_states_are_64_dim_finite_and_see_the_upstream_action(env):
 def test_fast_path_matches_the_torch_ops(env):
     space = env.action_space
     for actions in ([FP32_ACTION, FP32_ACTION], [space.nearest(0, 0), space.nearest(0.5, 0.2)],
-                    [space.nearest(0.75, 1.0), space.nearest(0.25, 0.05)]):
+                    [space.nearest(0.75, 1.0), space.nearest(0.25, 0.05)],
+                    [space.nearest(0, 0, channel_sparsity=0.75), space.nearest(0.25, 1.0, channel_sparsity=0.5)]):
         _episode(env, 3, actions)
         fast = env._layer_input(3, tuple(actions))
         ops = env.forward_ops(3, actions).numpy()
@@ -63,6 +64,42 @@ def test_pruning_drops_the_requested_share_keeps_loops_and_row_mass(env):
     has_edges = pruned_rows > 0
     np.testing.assert_allclose(pruned_rows[has_edges], base_rows[has_edges], rtol=1e-5)
     assert pruned.stats()["x_rows_gathered"] < plan.base.stats()["x_rows_gathered"]
+
+
+def test_channel_pruning_keeps_the_strongest_inputs_and_shrinks_the_weight_product(env):
+    x = env.graphs[2].x.astype(np.float64)
+    linears, _ = env._weights[0]
+    weight_norm = np.sqrt(sum((lin.weight.detach().numpy().astype(np.float64) ** 2).sum(axis=0) for lin in linears))
+    score = weight_norm * np.sqrt((x ** 2).mean(axis=0))
+    kept = env.kept_channels(2, 0, 0.5)
+    n_features = x.shape[1]
+    assert kept.size == n_features - n_features // 2 and np.all(np.diff(kept) > 0)
+    assert score[kept].min() >= np.delete(score, kept).max()  # nothing dropped outranks anything kept
+
+    space = env.action_space
+    full = space.nearest(0, 1.0)  # FP16 everywhere: the product is checked against FP32 NumPy
+    pruned = space.nearest(0, 1.0, channel_sparsity=0.5)
+    _, whole = _episode(env, 2, [full, full])
+    _, narrow = _episode(env, 2, [pruned, full])
+    layer_whole, layer_narrow = whole.layers[0], narrow.layers[0]
+    assert layer_narrow.channel_sparsity == 0.5
+    assert layer_narrow.bytes_by_kind["features"] < 0.55 * layer_whole.bytes_by_kind["features"]
+    assert layer_narrow.bytes_by_kind["weights"] < layer_whole.bytes_by_kind["weights"]
+    assert layer_narrow.latency_us < layer_whole.latency_us
+
+    # The layer equals the plain product over the kept channels. FP16 rounding of the input, the weight and
+    # the message (relative 2^-11 each) bounds the error by a few 1e-3 of the output's scale.
+    out = env._layer_input(2, (pruned,))
+    a = env._plan(2)[0].base.decode(effective=True).astype(np.float64)
+    w = [lin.weight.detach().numpy().T.astype(np.float64) for lin in linears]
+    bias = env._weights[0][1]
+    xk = x[:, kept]
+    if env.kind == "gcn":
+        expected = a @ (xk @ w[0][kept]) + bias
+    else:
+        expected = (a @ xk) @ w[0][kept] + xk @ w[1][kept] + bias
+    expected = np.maximum(expected, 0.0)
+    assert np.abs(out - expected).max() <= 5e-3 * np.abs(expected).max()
 
 
 def test_outcome_reports_accuracy_latency_and_bytes(env):
