@@ -326,7 +326,9 @@ class GNNCompressionEnv(CompressionEnv):
             out = np.maximum(out, 0.0)
         out = np.ascontiguousarray(out, dtype=np.float32)
 
-        estimate = estimate_spmm(adjacency, spmm_width, x_mode, self.target, X=hybrid)
+        estimate = estimate_spmm(
+            adjacency, spmm_width, x_mode, self.target, X=hybrid, plan=self._launch_plan(adjacency, spmm_width, x_mode)
+        )
         weight_bytes = sum(w[0].nbytes() if w[0] is not None else w[1].size * 4 for w in weights)
         weight_bytes += 4 * bias.size if bias is not None else 0
         input_bytes = hybrid_in.nbytes()["total"] if not fp32 else int(h.nbytes)
@@ -389,6 +391,21 @@ class GNNCompressionEnv(CompressionEnv):
             ("wlat", id(compressed), num_nodes),
             lambda: float(estimate_spmm(compressed.matrix, num_nodes, "fp32", self.target).latency_us),
         )
+
+    def _launch_plan(self, matrix, width: int, x_mode: str):
+        """The kernel's launch plan for ``matrix`` at ``width`` / ``x_mode`` (one plan serves every X of a mode,
+        so it is built once per matrix and reused for every hybrid X the actions produce)."""
+        from dste.kernels.plan import plan_launches
+
+        key = ("launch-plan", id(matrix), width, x_mode)
+        held = self._cache.get(key)
+        if held is None or held[0] is not matrix:  # the id may belong to a matrix evicted since
+            held = (matrix, plan_launches(matrix, width, x_mode, target=self.target))
+            self._cache[key] = held
+            while len(self._cache) > CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(key)
+        return held[1]
 
     def kept_channels(self, n: int, layer: int, channel_sparsity: float) -> np.ndarray | None:
         """Sorted input channels layer ``layer`` keeps on snapshot n at ``channel_sparsity`` (None: all).

@@ -23,6 +23,7 @@ Public functions (``target`` is ``"trn1"``, ``"inf2"`` or ``"trn2"``):
 """
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -85,7 +86,9 @@ def normalize_target(target):
     return TARGET_ALIASES[key]
 
 
+@lru_cache(maxsize=None)
 def constant(name, target):
+    # Memoised: the whole-matrix estimate looks constants up millions of times per controller run.
     return CONSTANTS[name].value(target)
 
 
