@@ -123,6 +123,10 @@ class ActionSpace:
                 f"channels {self.channel_levels}, fp16 {self.fp16_fractions})"
             ) from None
 
+    def axes(self) -> tuple[int, int, int]:
+        """Grid sizes (edge levels, channel levels, FP16 levels), in index order."""
+        return len(self.sparsity_levels), len(self.channel_levels), len(self.fp16_fractions)
+
     def level_indices(self, index: int) -> tuple[int, int, int]:
         """(edge level, channel level, FP16 level) positions of action ``index`` in their grids."""
         self[index]  # validates

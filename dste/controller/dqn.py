@@ -26,7 +26,7 @@ from dste.controller.state import STATE_DIM, StateNormalizer
 __all__ = ["DQNConfig", "QNetwork", "ReplayBuffer", "DQNAgent", "CheckpointError"]
 
 CHECKPOINT_FORMAT = "dste-dqn-controller"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: three-axis action space, branching Q-network
 
 
 class CheckpointError(ValueError):
@@ -74,18 +74,48 @@ class DQNConfig:
 
 
 class QNetwork(nn.Module):
-    """state [B, 64] -> Q-values [B, n_actions]: two hidden ReLU layers."""
+    """state [B, 64] -> Q-values [B, n_actions]: two hidden ReLU layers, then branching heads.
 
-    def __init__(self, n_actions: int, hidden: int = 128, state_dim: int = STATE_DIM) -> None:
+    With ``axes`` (the grid sizes of a factored action space, edge-major as ``ActionSpace`` indexes it)
+    the Q-value of action (i, j, k) is ``V + A_0[i] + A_1[j] + A_2[k] + J[(i, j, k)]``: a state value, one
+    mean-centred advantage per axis, and a joint term whose head starts at zero. Most of an action's effect
+    on latency and accuracy is a sum of what its levels do, so every transition teaches the levels it used
+    on all the actions that share them; the joint term learns the interactions on top. Without ``axes`` it
+    is a plain ``n_actions``-way head.
+    """
+
+    def __init__(
+        self, n_actions: int, hidden: int = 128, state_dim: int = STATE_DIM, axes: tuple[int, ...] | None = None
+    ) -> None:
         super().__init__()
-        self.layers = nn.Sequential(
+        if axes is not None and math.prod(axes) != n_actions:
+            raise ValueError(f"action axes {axes} do not multiply to {n_actions} actions")
+        self.trunk = nn.Sequential(
             nn.Linear(state_dim, hidden), nn.ReLU(),
             nn.Linear(hidden, hidden), nn.ReLU(),
-            nn.Linear(hidden, n_actions),
         )
+        self.joint = nn.Linear(hidden, n_actions)
+        self.axes = tuple(int(a) for a in axes) if axes is not None else None
+        if self.axes is not None:
+            nn.init.zeros_(self.joint.weight)
+            nn.init.zeros_(self.joint.bias)
+            self.value = nn.Linear(hidden, 1)
+            self.branches = nn.ModuleList(nn.Linear(hidden, size) for size in self.axes)
+            grid = np.indices(self.axes).reshape(len(self.axes), -1)  # level of each axis, per action index
+            for axis, levels in enumerate(grid):
+                self.register_buffer(f"levels_{axis}", torch.from_numpy(levels.astype(np.int64)), persistent=False)
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
-        return self.layers(state)
+        features = self.trunk(state)
+        q = self.joint(features)
+        if self.axes is None:
+            return q
+        q = q + self.value(features)
+        for axis, branch in enumerate(self.branches):
+            advantage = branch(features)
+            advantage = advantage - advantage.mean(dim=1, keepdim=True)
+            q = q + advantage[:, getattr(self, f"levels_{axis}")]
+        return q
 
 
 class ReplayBuffer:
@@ -136,8 +166,9 @@ class DQNAgent:
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(self.config.seed)
         try:
-            self.q = QNetwork(len(action_space), self.config.hidden)
-            self.target = QNetwork(len(action_space), self.config.hidden)
+            axes = action_space.axes()
+            self.q = QNetwork(len(action_space), self.config.hidden, axes=axes)
+            self.target = QNetwork(len(action_space), self.config.hidden, axes=axes)
         finally:
             torch.random.set_rng_state(generator_state)
         self.target.load_state_dict(self.q.state_dict())

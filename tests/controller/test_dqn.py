@@ -23,7 +23,7 @@ def test_same_seed_same_weights_and_actions():
     state = np.ones(64, np.float32)
     assert [a.act(state, 0.5) for _ in range(20)] == [b.act(state, 0.5) for _ in range(20)]
     c = _trained_agent(4)
-    assert not torch.equal(a.q.layers[0].weight, c.q.layers[0].weight)
+    assert not torch.equal(a.q.trunk[0].weight, c.q.trunk[0].weight)
 
 
 def test_agent_does_not_disturb_the_global_torch_generator():
@@ -53,7 +53,7 @@ def test_corrupt_and_foreign_checkpoints_are_refused(tmp_path):
         DQNAgent.load(truncated)
 
     payload = torch.load(path, weights_only=True)
-    payload["q_network"]["layers.0.weight"][0, 0] += 1.0
+    payload["q_network"]["trunk.0.weight"][0, 0] += 1.0
     tampered = tmp_path / "tampered.pt"
     torch.save(payload, tampered)
     with pytest.raises(CheckpointError, match="SHA-256"):
@@ -92,3 +92,21 @@ def test_epsilon_schedule_decays_linearly():
     assert cfg.epsilon(25, 100) == pytest.approx(0.55)
     assert cfg.epsilon(50, 100) == pytest.approx(0.1)
     assert cfg.epsilon(99, 100) == pytest.approx(0.1)
+
+
+def test_branching_q_is_additive_over_the_action_axes_at_initialisation():
+    # The joint head starts at zero, so Q(i, j, k) - Q(i', j, k) must not depend on (j, k): each axis's
+    # advantage is shared by every action using that level.
+    space = ActionSpace()
+    agent = DQNAgent(space, DQNConfig(seed=4))
+    q = agent.q_values(np.linspace(-1, 1, 64).astype(np.float32)).reshape(space.axes())
+    edge_effect = q[1] - q[0]
+    assert np.allclose(edge_effect, edge_effect[0, 0], atol=1e-5)
+    assert np.ptp(q) > 0  # and the network is not constant
+
+
+def test_axes_that_do_not_factor_the_actions_are_refused():
+    from dste.controller.dqn import QNetwork
+
+    with pytest.raises(ValueError, match="multiply"):
+        QNetwork(10, axes=(4, 3))
