@@ -76,9 +76,13 @@ class HybridRows:
         return out
 
     def nbytes(self) -> dict:
-        """Bytes of each array and the total."""
+        """Bytes of each array; ``total`` = what the device stores (q, scale, hi_rows, hi).
+
+        ``hi_index`` is listed but not in ``total``: it is derived from ``hi_rows`` and read only on the
+        host, to plan the FP16-row correction pass; no kernel reads it from device memory.
+        """
         parts = {name: int(getattr(self, name).nbytes) for name in ("q", "scale", "hi_rows", "hi", "hi_index")}
-        parts["total"] = sum(parts.values())
+        parts["total"] = parts["q"] + parts["scale"] + parts["hi_rows"] + parts["hi"]
         return parts
 
 
