@@ -208,6 +208,12 @@ class GNNCompressionEnv(CompressionEnv):
         mask = graph.val_mask if n in self._train else graph.test_mask
         return float(np.mean(predicted[mask] == graph.y[mask])) if mask.any() else 0.0
 
+    def set_train_accuracy(self, term: str) -> None:
+        """Change the accuracy term of training snapshots (see ``TRAIN_ACCURACY_TERMS``)."""
+        if term not in TRAIN_ACCURACY_TERMS:
+            raise ValueError(f"train_accuracy must be one of {TRAIN_ACCURACY_TERMS}, got {term!r}")
+        self.train_accuracy = term
+
     def set_budget_actions(self, budget_actions: Sequence[int] | None) -> None:
         """Change (or remove, with None) the static actions whose latency sets each snapshot's budget."""
         if budget_actions is not None and len(budget_actions) != self.num_layers:
