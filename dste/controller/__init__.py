@@ -1,4 +1,5 @@
-"""The DQN controller: per snapshot and per layer, choose a sparsity level and an FP16 threshold.
+"""The DQN controller: per snapshot and per layer, choose an edge sparsity level, an input-channel sparsity
+level and an FP16 threshold.
 
     M_{n+1} = f(M_n, G_{n+1}, A_n)
 

@@ -111,7 +111,9 @@ class PolicyResult:
     def rewards(self, reward: RewardConfig) -> np.ndarray:
         return np.array(
             [
-                reward.episode_reward(o.accuracy, o.latency_us, o.reference_latency_us, o.budget_fraction)
+                reward.episode_reward(
+                    o.accuracy, o.latency_us, o.reference_latency_us, o.budget_fraction, o.nbytes, o.reference_nbytes
+                )
                 for o in self.outcomes
             ]
         )

@@ -58,6 +58,7 @@ class EpisodeOutcome:
     layers: list[LayerReport] = field(default_factory=list)
     bytes_by_kind: dict = field(default_factory=dict)
     budget_fraction: float | None = None  # this snapshot's latency budget / reference, if the env sets one
+    reference_nbytes: int | None = None  # footprint of the reference policy (uniform INT8), if the env gives it
 
 
 class CompressionEnv(ABC):

@@ -1,4 +1,4 @@
-"""The controller's reward: accuracy minus a latency price, with an optional latency budget.
+"""The controller's reward: accuracy minus a latency price, with optional latency and memory budgets.
 
 For one snapshot compressed with per-layer actions a_1..a_L, the episode reward is
 
@@ -17,6 +17,12 @@ For one snapshot compressed with per-layer actions a_1..a_L, the episode reward 
   Q-function stays smooth. An environment may instead give each snapshot its own budget
   (``CompressionEnv.budget_fraction``), e.g. what a static policy being replaced would spend on it; the
   controller sees the budget left in its state.
+* ``memory_budget`` (optional) -- a ceiling on the footprint (graph, features, weights, activations) as a
+  fraction of the reference footprint (uniform INT8 on the same snapshot); each unit above it costs
+  ``memory_penalty``. With ``memory_budget = 1`` a policy may buy accuracy with FP16 only where pruning
+  pays for the bytes.
+
+    R -= memory_penalty * max(0, nbytes / reference_nbytes - memory_budget)
 
 The reward is paid per layer so that credit lands where latency is spent: each layer step pays
 ``-lambda * layer_latency / reference`` and the last step adds ``accuracy`` and the budget penalty. With an
@@ -36,6 +42,8 @@ class RewardConfig:
     lambda_latency: float = 0.05
     budget: float | None = None
     budget_penalty: float = 1.0
+    memory_budget: float | None = None
+    memory_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.lambda_latency) or self.lambda_latency < 0:
@@ -44,6 +52,12 @@ class RewardConfig:
             raise ValueError(f"budget must be None or a positive fraction of the reference, got {self.budget!r}")
         if not math.isfinite(self.budget_penalty) or self.budget_penalty < 0:
             raise ValueError(f"budget_penalty must be a finite number >= 0, got {self.budget_penalty!r}")
+        if self.memory_budget is not None and (not math.isfinite(self.memory_budget) or self.memory_budget <= 0):
+            raise ValueError(
+                f"memory_budget must be None or a positive fraction of the reference footprint, got {self.memory_budget!r}"
+            )
+        if not math.isfinite(self.memory_penalty) or self.memory_penalty < 0:
+            raise ValueError(f"memory_penalty must be a finite number >= 0, got {self.memory_penalty!r}")
 
     def layer_reward(self, layer_latency_us: float, reference_latency_us: float) -> float:
         """The latency price paid by one layer step."""
@@ -51,11 +65,19 @@ class RewardConfig:
         return -self.lambda_latency * layer_latency_us / reference_latency_us
 
     def terminal_reward(
-        self, accuracy: float, latency_us: float, reference_latency_us: float, budget: float | None = None
+        self,
+        accuracy: float,
+        latency_us: float,
+        reference_latency_us: float,
+        budget: float | None = None,
+        nbytes: float | None = None,
+        reference_nbytes: float | None = None,
     ) -> float:
-        """Paid on the last layer step: the accuracy term and the budget penalty.
+        """Paid on the last layer step: the accuracy term and the budget penalties.
 
         ``budget`` overrides ``self.budget`` for this snapshot (an environment may set one per snapshot).
+        ``nbytes`` / ``reference_nbytes``: the episode's footprint and the reference's, needed (only) when a
+        memory budget is set.
         """
         if not (0.0 <= accuracy <= 1.0):
             raise ValueError(f"accuracy must lie in [0, 1], got {accuracy!r}")
@@ -66,15 +88,29 @@ class RewardConfig:
             if not math.isfinite(budget) or budget <= 0:
                 raise ValueError(f"budget must be a positive fraction of the reference, got {budget!r}")
             reward -= self.budget_penalty * max(0.0, latency_us / reference_latency_us - budget)
+        if self.memory_budget is not None:
+            if nbytes is None or reference_nbytes is None:
+                raise ValueError("a memory budget needs the episode's nbytes and the reference_nbytes")
+            if not (math.isfinite(nbytes) and nbytes >= 0 and math.isfinite(reference_nbytes) and reference_nbytes > 0):
+                raise ValueError(
+                    f"nbytes must be finite and >= 0 and reference_nbytes finite and > 0, got {nbytes!r}, "
+                    f"{reference_nbytes!r}"
+                )
+            reward -= self.memory_penalty * max(0.0, nbytes / reference_nbytes - self.memory_budget)
         return reward
 
     def episode_reward(
-        self, accuracy: float, latency_us: float, reference_latency_us: float, budget: float | None = None
+        self,
+        accuracy: float,
+        latency_us: float,
+        reference_latency_us: float,
+        budget: float | None = None,
+        nbytes: float | None = None,
+        reference_nbytes: float | None = None,
     ) -> float:
         """R for a whole snapshot (the sum of the per-step rewards)."""
-        return self.terminal_reward(accuracy, latency_us, reference_latency_us, budget) + self.layer_reward(
-            latency_us, reference_latency_us
-        )
+        terminal = self.terminal_reward(accuracy, latency_us, reference_latency_us, budget, nbytes, reference_nbytes)
+        return terminal + self.layer_reward(latency_us, reference_latency_us)
 
     def to_dict(self) -> dict:
         return asdict(self)

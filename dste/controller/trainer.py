@@ -3,7 +3,10 @@
 One episode = one training snapshot, compressed layer by layer; episodes walk the training snapshots in
 stream order, pass after pass. Each layer step is a
 transition (state, action, step reward, next layer's state, done); see ``dste.controller.reward`` for the
-reward. The state normaliser is fitted first on states seen under random actions. Every ``select_every``
+reward. The state normaliser is fitted first on states seen under random actions. Returns are learned
+relative to a per-snapshot baseline, the reward uniform INT8 earns on the same snapshot: snapshots differ in
+how hard they are by more than actions differ from each other, and subtracting a constant per snapshot
+removes that spread from the Q-targets without changing which action is best. Every ``select_every``
 episodes the greedy policy is scored on the training snapshots (or on the last ``selection_snapshots`` of them,
 which are then kept out of the updates, so checkpoints are chosen for how they generalise rather than how well
 they fit) and the best Q-network so far is kept, so the returned controller never depends on the last,
@@ -21,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dste.controller.actions import ActionSpace
-from dste.controller.baselines import DQNPolicy, run_policy
+from dste.controller.baselines import DQNPolicy, StaticPolicy, run_policy
 from dste.controller.dqn import DQNAgent, DQNConfig
 from dste.controller.env import CompressionEnv
 from dste.controller.reward import RewardConfig
@@ -36,6 +39,7 @@ class TrainConfig:
     normalizer_episodes: int = 32
     select_every: int = 25
     selection_snapshots: int = 0  # the last k training snapshots only score checkpoints (0: score on all)
+    per_snapshot_baseline: bool = True  # learn returns minus uniform INT8's reward on the same snapshot
     dqn: DQNConfig = field(default_factory=DQNConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
 
@@ -106,6 +110,11 @@ def _train(env: CompressionEnv, config: TrainConfig, progress: bool) -> TrainRes
     normalizer = _fit_normalizer(env, snapshots, config.normalizer_episodes, seed)
     agent = DQNAgent(env.action_space, config.dqn, normalizer)
     reward = config.reward
+    baseline = {snapshot: 0.0 for snapshot in snapshots}
+    if config.per_snapshot_baseline:
+        uniform_int8 = StaticPolicy("uniform int8", [env.action_space.nearest(0.0, 0.0)] * env.num_layers)
+        rewards = run_policy(env, uniform_int8, snapshots).rewards(reward)
+        baseline = {snapshot: float(r) for snapshot, r in zip(snapshots, rewards)}
 
     episode_rewards: list[float] = []
     selection: list[tuple[int, float]] = []
@@ -122,11 +131,13 @@ def _train(env: CompressionEnv, config: TrainConfig, progress: bool) -> TrainRes
         epsilon = config.dqn.epsilon(episode, config.episodes)
         # Episodes walk the training stream in order, one pass after another, exactly as the policy is run
         # when judged: the previous-mask part of the state (M_n) is then the agent's own choice on the
-        # previous snapshot, and a pass starts with no previous mask, as a judged stream does.
+        # previous snapshot, and a pass starts with no previous mask, as a judged stream does. Each pass
+        # starts one snapshot later (wrapping around), so "no previous mask" is seen with every training
+        # snapshot rather than only with the first one, as a judged stream meets it on an unseen snapshot.
         position = episode % len(snapshots)
         if position == 0:
             env.begin_stream()
-        snapshot = int(snapshots[position])
+        snapshot = int(snapshots[(position + episode // len(snapshots)) % len(snapshots)])
         env.reset(snapshot)
         reference = env.reference_latency(snapshot)
         state = env.state(0)
@@ -139,8 +150,9 @@ def _train(env: CompressionEnv, config: TrainConfig, progress: bool) -> TrainRes
             if last:
                 outcome = env.outcome()
                 step_reward += reward.terminal_reward(
-                    outcome.accuracy, outcome.latency_us, reference, outcome.budget_fraction
-                )
+                    outcome.accuracy, outcome.latency_us, reference, outcome.budget_fraction,
+                    outcome.nbytes, outcome.reference_nbytes,
+                ) - baseline[snapshot]
                 next_state = state  # ignored: done masks the bootstrap
             else:
                 next_state = env.state(layer + 1)
@@ -148,7 +160,7 @@ def _train(env: CompressionEnv, config: TrainConfig, progress: bool) -> TrainRes
             agent.learn()
             total += step_reward
             state = next_state
-        episode_rewards.append(total)
+        episode_rewards.append(total + baseline[snapshot])  # the true episode reward
         if (episode + 1) % config.select_every == 0 or episode + 1 == config.episodes:
             select(episode + 1)
 

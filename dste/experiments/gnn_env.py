@@ -117,7 +117,7 @@ class GNNCompressionEnv(CompressionEnv):
         self._plans: dict[int, list[LayerPlan]] = {}
         self._fp32: dict[int, list[np.ndarray]] = {}
         self._graph_state: dict[int, np.ndarray] = {}
-        self._reference: dict[int, float] = {}
+        self._reference: dict[int, tuple[float, int]] = {}
         self._cache: OrderedDict = OrderedDict()
         if budget_actions is not None and len(budget_actions) != self.num_layers:
             raise ValueError(f"budget_actions needs one action per layer ({self.num_layers}), got {len(budget_actions)}")
@@ -182,10 +182,7 @@ class GNNCompressionEnv(CompressionEnv):
         n = self._snapshot
         logits = self._layer_input(n, tuple(self._actions))
         accuracy = self.accuracy_of(n, logits)
-        breakdown = {key: sum(r.bytes_by_kind[key] for r in self._reports) for key in self._reports[0].bytes_by_kind}
-        if all(self.action_space_sparsity(a) == 0.0 for a in self._actions):
-            # every layer propagates over the same unpruned matrix: it is stored once
-            breakdown["graph"] = self._reports[0].bytes_by_kind["graph"]
+        breakdown = self._footprint(self._reports, self._actions)
         return EpisodeOutcome(
             snapshot=n,
             accuracy=accuracy,
@@ -196,7 +193,16 @@ class GNNCompressionEnv(CompressionEnv):
             actions=list(self._actions),
             layers=list(self._reports),
             budget_fraction=self.budget_fraction(n),
+            reference_nbytes=self.reference_nbytes(n),
         )
+
+    def _footprint(self, reports: Sequence[LayerReport], actions: Sequence[int]) -> dict:
+        """Bytes by kind (graph, features, weights, activations) of an episode's layers."""
+        breakdown = {key: sum(r.bytes_by_kind[key] for r in reports) for key in reports[0].bytes_by_kind}
+        if all(self.action_space_sparsity(a) == 0.0 for a in actions):
+            # every layer propagates over the same unpruned matrix: it is stored once
+            breakdown["graph"] = reports[0].bytes_by_kind["graph"]
+        return breakdown
 
     def accuracy_of(self, n: int, logits: np.ndarray) -> float:
         """The accuracy term of snapshot n: see ``TRAIN_ACCURACY_TERMS``; held-out snapshots use test labels."""
@@ -240,15 +246,23 @@ class GNNCompressionEnv(CompressionEnv):
         return 0.0 if action == FP32_ACTION else self.action_space[action].sparsity
 
     def reference_latency(self, snapshot: int) -> float:
+        return self._reference_run(snapshot)[0]
+
+    def reference_nbytes(self, snapshot: int) -> int:
+        """Footprint (bytes) of uniform INT8 on ``snapshot``: the scale of the reward's memory budget."""
+        return self._reference_run(snapshot)[1]
+
+    def _reference_run(self, snapshot: int) -> tuple[float, int]:
         if snapshot not in self._reference:
             uniform_int8 = self.action_space.nearest(0.0, 0.0)
             prefix: tuple = ()
-            total = 0.0
+            reports = []
             for layer in range(self.num_layers):
                 _, report = self._run_layer(snapshot, layer, prefix, uniform_int8)
-                total += report.latency_us
+                reports.append(report)
                 prefix = prefix + (uniform_int8,)
-            self._reference[snapshot] = total
+            footprint = self._footprint(reports, [uniform_int8] * self.num_layers)
+            self._reference[snapshot] = (float(sum(r.latency_us for r in reports)), int(sum(footprint.values())))
         return self._reference[snapshot]
 
     # ------------------------------------------------------------------ layers

@@ -71,3 +71,15 @@ def test_reward_refuses_bad_numbers():
         RewardConfig().terminal_reward(1.5, 1.0, 1.0)
     with pytest.raises(ValueError, match="reference latency"):
         RewardConfig().layer_reward(1.0, 0.0)
+
+
+def test_memory_budget_charges_only_the_bytes_above_the_ceiling():
+    reward = RewardConfig(lambda_latency=0.0, memory_budget=1.0, memory_penalty=2.0)
+    under = reward.episode_reward(0.8, 5.0, 5.0, nbytes=900, reference_nbytes=1000)
+    over = reward.episode_reward(0.8, 5.0, 5.0, nbytes=1250, reference_nbytes=1000)
+    assert under == pytest.approx(0.8)
+    assert over == pytest.approx(0.8 - 2.0 * 0.25)
+    with pytest.raises(ValueError, match="nbytes"):
+        reward.episode_reward(0.8, 5.0, 5.0)
+    with pytest.raises(ValueError, match="memory_budget"):
+        RewardConfig(memory_budget=0.0)

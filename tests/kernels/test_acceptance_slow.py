@@ -43,3 +43,51 @@ def test_arxiv_scale_fp16_rows_cost_a_correction_pass_only():
     assert with_hi.launches == base.launches
     assert with_hi.latency_us <= 1.10 * base.latency_us
     assert with_hi.dma_transfers <= 1.15 * base.dma_transfers
+
+
+def _distinct_window_columns(A):
+    """(distinct (128-row window, column) pairs, those holding a single entry) of A's kept entries in its
+    encoded row order: every distinct pair needs at least one gathered X row, whatever the tile layout."""
+    import numpy as np
+
+    csr = A.decode()
+    n_rows, n_cols = A.shape
+    position = np.empty(n_rows, dtype=np.int64)
+    position[A.row_perm if A.row_perm is not None else np.arange(n_rows)] = np.arange(n_rows)
+    rows = np.repeat(np.arange(n_rows), np.diff(csr.indptr))
+    _, counts = np.unique((position[rows] // 128) * n_cols + csr.indices, return_counts=True)
+    return counts.size, int((counts == 1).sum())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["arxiv-scale", "arxiv-scale-local"])
+def test_arxiv_scale_format_acceptance(preset):
+    """The format's acceptance figures at ogbn-arxiv scale (community order, F=128, hybrid-row INT8 X).
+
+    Stretch (X rows gathered / nodes) cannot fall below the distinct (window, column) pairs per node, and an
+    edge that leaves its community is almost always alone in its window's column, so it costs one gathered
+    row on its own: the stretch goal (<= 2.5) holds on the 95 %-local preset and not on the 85 % one, where
+    the lone entries alone exceed 2 rows per node.
+    """
+    from dste.data import load_dataset
+    from dste.format import gcn_normalized
+    from dste.kernels.cost import estimate_spmm
+
+    graph = load_dataset(preset)
+    assert graph.num_nodes == 169_343 and abs(graph.adj.nnz / 2 - 1_166_243) / 1_166_243 < 0.01
+    A = gcn_normalized(graph.adj, reorder="community")
+    stats = A.stats()
+    estimate = estimate_spmm(A, 128, "int8-hybrid")
+    distinct, lone = _distinct_window_columns(A)
+    n = graph.num_nodes
+    print(preset, f"B/edge {stats['bytes_per_stored_edge']:.3f} stretch {stats['stretch']:.3f} "
+          f"floor {distinct / n:.3f} lone {lone / n:.3f} tiles {stats['n_tiles']}+{stats['n_entry_tiles']} "
+          f"latency {estimate.latency_us:.0f} us roofline {estimate.roofline_us:.0f} us")
+    assert stats["bytes_per_stored_edge"] <= 4.27  # structure-only int32 CSR
+    assert estimate.latency_us <= 1000.0 and estimate.latency_us <= 2.0 * estimate.roofline_us
+    assert stats["x_rows_gathered"] >= distinct  # the floor holds for any layout
+    assert stats["stretch"] <= 1.1 * distinct / n  # the encoder gathers within 10 % of its order's floor
+    if preset == "arxiv-scale-local":
+        assert stats["stretch"] <= 2.5
+    else:
+        assert lone / n > 1.5  # the floor is set by edges leaving their community, not by the encoder
