@@ -20,11 +20,13 @@ from __future__ import annotations
 import json
 import platform
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from dste.controller import (
@@ -316,6 +318,25 @@ def default_out_dir() -> Path:
     return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
+@contextmanager
+def _single_threaded():
+    """BLAS and torch on one thread for the whole job, restored afterwards.
+
+    Multi-threaded BLAS sums in an order that depends on the thread count; the controller's training reacts
+    to last-bit differences in the activations it quantizes, so the job's numbers would depend on the machine's
+    core count. On one thread they are the same on every machine (and the small products lose little).
+    """
+    from dste.nkisim.blas import single_threaded
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with single_threaded():
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run(config: RunConfig) -> dict:
     """Run the main job; writes ``results.json``, ``accuracy_vs_latency.png``, ``table.txt`` and the DQN
     checkpoint of the first seed to the output directory, and returns the JSON-able report."""
@@ -324,7 +345,7 @@ def run(config: RunConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     base = _load_base(config)
     per_seed = []
-    with tqdm(range(config.seeds), desc="dste run (seeds)", disable=not config.progress) as bar:
+    with _single_threaded(), tqdm(range(config.seeds), desc="dste run (seeds)", disable=not config.progress) as bar:
         for seed in bar:
             per_seed.append(_run_seed(config, base, seed, bar))
     checkpoint = per_seed[0].pop("agent").save(out / "controller_seed0.pt")
