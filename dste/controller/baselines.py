@@ -136,12 +136,25 @@ def run_episode(env: CompressionEnv, policy: Policy, snapshot: int) -> EpisodeOu
     return env.outcome()
 
 
-def run_policy(env: CompressionEnv, policy: Policy, snapshots: Sequence[int], progress: bool = False) -> PolicyResult:
-    """Run ``policy`` over ``snapshots`` in order, as one stream (previous masks carried between them)."""
+def run_policy(
+    env: CompressionEnv,
+    policy: Policy,
+    snapshots: Sequence[int],
+    progress: bool = False,
+    lead_in: Sequence[int] = (),
+) -> PolicyResult:
+    """Run ``policy`` over ``snapshots`` in order, as one stream (previous masks carried between them).
+
+    ``lead_in``: snapshots the stream passes through first, unscored, so the first scored snapshot sees the
+    masks the policy chose on the snapshot before it (the held-out part of a stream continues its training
+    part) rather than a cold start. Static policies ignore masks, so it changes only adaptive ones.
+    """
     if len(snapshots) == 0:
         raise ValueError("run_policy needs at least one snapshot")
     env.begin_stream()
     policy.begin()
+    for snapshot in lead_in:
+        run_episode(env, policy, snapshot)
     result = PolicyResult(policy.name)
     for snapshot in tqdm(snapshots, desc=f"eval {policy.name}", disable=not progress, leave=False):
         result.outcomes.append(run_episode(env, policy, snapshot))

@@ -122,7 +122,8 @@ def _train(env: CompressionEnv, config: TrainConfig, progress: bool) -> TrainRes
 
     def select(episode: int) -> None:
         nonlocal best_score, best_weights, best_episode
-        score = run_policy(env, DQNPolicy(agent), selection_set).mean_reward(reward)
+        lead_in = snapshots[-1:] if k else ()  # the selection snapshots continue the training stream
+        score = run_policy(env, DQNPolicy(agent), selection_set, lead_in=lead_in).mean_reward(reward)
         selection.append((episode, score))
         if score > best_score:
             best_score, best_weights, best_episode = score, copy.deepcopy(agent.q.state_dict()), episode

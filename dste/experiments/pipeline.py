@@ -171,7 +171,10 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         DQNPolicy(trained.agent),
     ]
     results = {}
-    outcomes = {policy.name: run_policy(env, policy, heldout_ids) for policy in policies}
+    # The held-out snapshots continue the stream: each policy first passes (unscored) through the last
+    # training snapshot, so an adaptive policy meets the first held-out one with its own previous masks.
+    lead_in = train_ids[-1:]
+    outcomes = {policy.name: run_policy(env, policy, heldout_ids, lead_in=lead_in) for policy in policies}
     unbudgeted = None
     if budget_actions is not None:
         # The same controller trained with no latency budget but a memory ceiling (uniform INT8's footprint):
@@ -188,7 +191,9 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         )
         unbudgeted = train_controller(env, accuracy_first, progress=config.progress)
         env.set_train_accuracy("val")
-        outcomes["dste_dqn_unbudgeted"] = run_policy(env, DQNPolicy(unbudgeted.agent, "dste_dqn_unbudgeted"), heldout_ids)
+        outcomes["dste_dqn_unbudgeted"] = run_policy(
+            env, DQNPolicy(unbudgeted.agent, "dste_dqn_unbudgeted"), heldout_ids, lead_in=lead_in
+        )
         env.set_budget_actions(budget_actions)
         for episode in outcomes["dste_dqn_unbudgeted"].outcomes:
             episode.budget_fraction = env.budget_fraction(episode.snapshot)

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from dste.controller.baselines import (
-    DQNPolicy, RandomPolicy, greedy_search, run_policy, static_baselines,
+    DQNPolicy, RandomPolicy, StaticPolicy, greedy_search, run_policy, static_baselines,
 )
 from dste.controller.dqn import DQNConfig
 from dste.controller.reward import RewardConfig
@@ -45,3 +45,27 @@ def test_training_improves_reward_and_beats_static_policies_on_heldout():
         assert dqn.mean_reward(REWARD) > res.mean_reward(REWARD), name
     # The snapshot-dependent optimum lets the adaptive controller match or beat the best static search.
     assert dqn.mean_reward(REWARD) >= greedy.mean_reward(REWARD) - 1e-3
+
+
+def test_lead_in_snapshots_are_run_unscored_and_carry_their_masks():
+    env = ToyEnv()
+    heldout = list(env.snapshots("heldout"))
+    lead_action = env.action_space.nearest(0.5, 0.0)
+
+    class Recorder(StaticPolicy):
+        def __init__(self):
+            super().__init__("recorder", [lead_action] * env.num_layers)
+            self.previous_seen = []
+
+        def choose(self, state, layer):
+            self.previous_seen.append(list(env._previous))
+            return super().choose(state, layer)
+
+    cold, warm = Recorder(), Recorder()
+    cold_result = run_policy(env, cold, heldout)
+    warm_result = run_policy(env, warm, heldout, lead_in=[env.snapshots("train")[-1]])
+    assert [o.snapshot for o in warm_result.outcomes] == heldout  # the lead-in is not scored
+    assert cold.previous_seen[0] == [-1] * env.num_layers  # a cold start
+    # the first scored snapshot sees what the policy ran on the lead-in snapshot
+    assert warm.previous_seen[env.num_layers] == [lead_action] * env.num_layers
+    assert warm_result.mean_reward(RewardConfig()) == cold_result.mean_reward(RewardConfig())  # static: no effect
