@@ -123,9 +123,7 @@ class GNNCompressionEnv(CompressionEnv):
             raise ValueError(f"budget_actions needs one action per layer ({self.num_layers}), got {len(budget_actions)}")
         self.budget_actions = None if budget_actions is None else [int(a) for a in budget_actions]
         self._budget: dict[int, float] = {}
-        if train_accuracy not in TRAIN_ACCURACY_TERMS:
-            raise ValueError(f"train_accuracy must be one of {TRAIN_ACCURACY_TERMS}, got {train_accuracy!r}")
-        self.train_accuracy = train_accuracy
+        self.set_train_accuracy(train_accuracy)
         self.begin_stream()
 
     # ------------------------------------------------------------------ protocol
@@ -233,12 +231,7 @@ class GNNCompressionEnv(CompressionEnv):
         if self.budget_actions is None:
             return None
         if snapshot not in self._budget:
-            prefix: tuple = ()
-            total = 0.0
-            for layer, action in enumerate(self.budget_actions):
-                _, report = self._run_layer(snapshot, layer, prefix, action)
-                total += report.latency_us
-                prefix = prefix + (action,)
+            total = sum(r.latency_us for r in self._static_reports(snapshot, self.budget_actions))
             self._budget[snapshot] = total / self.reference_latency(snapshot)
         return self._budget[snapshot]
 
@@ -254,16 +247,21 @@ class GNNCompressionEnv(CompressionEnv):
 
     def _reference_run(self, snapshot: int) -> tuple[float, int]:
         if snapshot not in self._reference:
-            uniform_int8 = self.action_space.nearest(0.0, 0.0)
-            prefix: tuple = ()
-            reports = []
-            for layer in range(self.num_layers):
-                _, report = self._run_layer(snapshot, layer, prefix, uniform_int8)
-                reports.append(report)
-                prefix = prefix + (uniform_int8,)
-            footprint = self._footprint(reports, [uniform_int8] * self.num_layers)
+            actions = [self.action_space.nearest(0.0, 0.0)] * self.num_layers
+            reports = self._static_reports(snapshot, actions)
+            footprint = self._footprint(reports, actions)
             self._reference[snapshot] = (float(sum(r.latency_us for r in reports)), int(sum(footprint.values())))
         return self._reference[snapshot]
+
+    def _static_reports(self, snapshot: int, actions: Sequence[int]) -> list[LayerReport]:
+        """The layer reports of ``actions`` (one per layer) on ``snapshot``, outside any episode."""
+        prefix: tuple = ()
+        reports = []
+        for layer, action in enumerate(actions):
+            _, report = self._run_layer(snapshot, layer, prefix, action)
+            reports.append(report)
+            prefix = prefix + (action,)
+        return reports
 
     # ------------------------------------------------------------------ layers
     def _check_turn(self, layer: int) -> None:
@@ -283,10 +281,13 @@ class GNNCompressionEnv(CompressionEnv):
             self._cache.move_to_end(key)
             return self._cache[key]
         value = build()
+        self._store(key, value)
+        return value
+
+    def _store(self, key, value) -> None:
         self._cache[key] = value
         while len(self._cache) > CACHE_ENTRIES:
             self._cache.popitem(last=False)
-        return value
 
     def _layer_input(self, n: int, prefix: tuple) -> np.ndarray:
         if not prefix:
@@ -385,15 +386,15 @@ class GNNCompressionEnv(CompressionEnv):
 
         ``channels_key`` names the kept set for the cache: (snapshot, layer, channel sparsity).
         """
-        full = linear.weight.detach().numpy().T.astype(np.float32)  # [in, out]
         if fp32:
-            return None, full
+            return None, linear.weight.detach().numpy().T.astype(np.float32)
         threshold = ALL_INT8_THRESHOLD if fraction == 0.0 else 0.0 if fraction == 1.0 else None
         key = None if kept is None else channels_key
 
         def build():
             from dste.gnn import CompressedWeight
 
+            full = linear.weight.detach().numpy().T.astype(np.float32)  # [in, out]
             selected = full if kept is None else full[kept]
             weight = CompressedWeight(torch.from_numpy(np.ascontiguousarray(selected)), fp16_threshold=threshold)
             return weight, weight.effective().numpy().astype(np.float32)
@@ -418,13 +419,10 @@ class GNNCompressionEnv(CompressionEnv):
         from dste.kernels.plan import plan_launches
 
         key = ("launch-plan", id(matrix), width, x_mode)
-        held = self._cache.get(key)
-        if held is None or held[0] is not matrix:  # the id may belong to a matrix evicted since
+        held = self._cached(key, lambda: (matrix, plan_launches(matrix, width, x_mode, target=self.target)))
+        if held[0] is not matrix:  # the id belonged to a matrix evicted since
             held = (matrix, plan_launches(matrix, width, x_mode, target=self.target))
-            self._cache[key] = held
-            while len(self._cache) > CACHE_ENTRIES:
-                self._cache.popitem(last=False)
-        self._cache.move_to_end(key)
+            self._store(key, held)
         return held[1]
 
     def kept_channels(self, n: int, layer: int, channel_sparsity: float) -> np.ndarray | None:
@@ -487,11 +485,15 @@ class GNNCompressionEnv(CompressionEnv):
 
     def fp32_activations(self, n: int) -> list[np.ndarray]:
         """Per layer, the FP32 message the layer aggregates on snapshot n (for edge importance)."""
-        messages = []
-        for layer, h in enumerate(self.fp32_inputs(n)):
-            linears, _ = self._weights[layer]
-            messages.append(h @ linears[0].weight.detach().numpy().T if self.kind == "gcn" else h)
-        return messages
+
+        def build():
+            messages = []
+            for layer, h in enumerate(self.fp32_inputs(n)):
+                linears, _ = self._weights[layer]
+                messages.append(h @ linears[0].weight.detach().numpy().T if self.kind == "gcn" else h)
+            return messages
+
+        return self._cached(("fp32-messages", n), build)
 
     def _pruned(self, n: int, layer: int, sparsity: float):
         return self._cached(("pruned", n, layer, sparsity), lambda: self._encode_pruned(n, layer, sparsity))
