@@ -79,13 +79,15 @@ class RandomPolicy(Policy):
 
 
 class DQNPolicy(Policy):
-    """The trained controller, acting greedily on its Q-values."""
+    """The trained controller, acting greedily on its Q-values, among the actions ``guard`` allows if given
+    a ``dste.controller.guard.BudgetGuard`` (bound to the environment the policy runs on)."""
 
-    def __init__(self, agent, name: str = "dste_dqn") -> None:
-        self.agent, self.name = agent, name
+    def __init__(self, agent, name: str = "dste_dqn", guard=None) -> None:
+        self.agent, self.name, self.guard = agent, name, guard
 
     def choose(self, state: np.ndarray, layer: int) -> int:
-        return self.agent.act(state, epsilon=0.0)
+        allowed = None if self.guard is None else self.guard.allowed(layer)
+        return self.agent.act(state, epsilon=0.0, allowed=allowed)
 
 
 @dataclass

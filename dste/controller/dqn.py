@@ -119,10 +119,14 @@ class QNetwork(nn.Module):
 
 
 class ReplayBuffer:
-    """Fixed-capacity ring buffer of (state, action, reward, next_state, done) transitions."""
+    """Fixed-capacity ring buffer of (state, action, reward, next_state, done, next_allowed) transitions.
 
-    def __init__(self, capacity: int, state_dim: int = STATE_DIM, seed: int = 0) -> None:
+    ``next_allowed`` masks the actions the next state may bootstrap from (all of them unless a
+    ``BudgetGuard`` restricts them)."""
+
+    def __init__(self, capacity: int, state_dim: int = STATE_DIM, seed: int = 0, n_actions: int = 1) -> None:
         self.capacity = capacity
+        self.next_allowed = np.ones((capacity, n_actions), np.bool_)
         self.states = np.zeros((capacity, state_dim), np.float32)
         self.next_states = np.zeros((capacity, state_dim), np.float32)
         self.actions = np.zeros(capacity, np.int64)
@@ -132,10 +136,11 @@ class ReplayBuffer:
         self._cursor = 0
         self._rng = np.random.default_rng(seed)
 
-    def add(self, state, action: int, reward: float, next_state, done: bool) -> None:
+    def add(self, state, action: int, reward: float, next_state, done: bool, next_allowed=None) -> None:
         if not math.isfinite(reward):
             raise ValueError(f"reward must be finite, got {reward}")
         i = self._cursor
+        self.next_allowed[i] = True if next_allowed is None else next_allowed
         self.states[i], self.actions[i], self.rewards[i] = state, action, reward
         self.next_states[i], self.dones[i] = next_state, float(done)
         self._cursor = (i + 1) % self.capacity
@@ -145,7 +150,10 @@ class ReplayBuffer:
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
         idx = self._rng.integers(0, self.size, size=batch_size)
-        return (self.states[idx], self.actions[idx], self.rewards[idx], self.next_states[idx], self.dones[idx])
+        return (
+            self.states[idx], self.actions[idx], self.rewards[idx], self.next_states[idx], self.dones[idx],
+            self.next_allowed[idx],
+        )
 
     def __len__(self) -> int:
         return self.size
@@ -173,7 +181,7 @@ class DQNAgent:
             torch.random.set_rng_state(generator_state)
         self.target.load_state_dict(self.q.state_dict())
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=self.config.learning_rate)
-        self.replay = ReplayBuffer(self.config.replay_capacity, seed=self.config.seed + 1)
+        self.replay = ReplayBuffer(self.config.replay_capacity, seed=self.config.seed + 1, n_actions=len(action_space))
         self._explore_rng = np.random.default_rng(self.config.seed + 2)
         self.learn_steps = 0
         self.losses: list[float] = []
@@ -188,18 +196,45 @@ class DQNAgent:
         with torch.no_grad():
             return self.q(torch.from_numpy(self.normalizer(state))[None])[0].numpy()
 
-    def act(self, state: np.ndarray, epsilon: float = 0.0) -> int:
+    def act(self, state: np.ndarray, epsilon: float = 0.0, allowed: np.ndarray | None = None) -> int:
+        """Greedy (or, with probability ``epsilon``, uniform) over the actions ``allowed`` marks (all if None)."""
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
+        allowed = self._check_mask(allowed)
         # Draw the exploration coin every call so the random stream does not depend on epsilon's value.
-        coin, random_action = self._explore_rng.random(), int(self._explore_rng.integers(len(self.action_space)))
+        coin, draw = self._explore_rng.random(), int(self._explore_rng.integers(len(self.action_space)))
         if coin < epsilon:
-            return random_action
-        return int(np.argmax(self.q_values(state)))
+            if allowed is None:
+                return draw
+            candidates = np.flatnonzero(allowed)  # spread the same draw evenly over the allowed actions
+            return int(candidates[draw * candidates.size // len(self.action_space)])
+        q = self.q_values(state)
+        return int(np.argmax(q if allowed is None else np.where(allowed, q, -np.inf)))
+
+    def _check_mask(self, allowed):
+        if allowed is None:
+            return None
+        allowed = np.asarray(allowed)
+        if allowed.dtype != np.bool_ or allowed.shape != (len(self.action_space),):
+            raise ValueError(f"allowed must be a bool array of shape ({len(self.action_space)},), got "
+                             f"{allowed.dtype} {allowed.shape}")
+        if not allowed.any():
+            raise ValueError("allowed must mark at least one action")
+        return allowed
 
     # -- learning -------------------------------------------------------------------------------
-    def remember(self, state, action: int, reward: float, next_state, done: bool) -> None:
-        self.replay.add(self.normalizer(state), action, reward, self.normalizer(next_state), done)
+    def remember(self, state, action: int, reward: float, next_state, done: bool, next_allowed=None) -> None:
+        """Store a transition; ``next_allowed`` masks the actions the next state may bootstrap from."""
+        next_allowed = self._check_mask(next_allowed)
+        self.replay.add(self.normalizer(state), action, reward, self.normalizer(next_state), done, next_allowed)
+
+    @torch.no_grad()
+    def targets(self, rewards, next_states, dones, next_allowed) -> torch.Tensor:
+        """Double-DQN targets: the online net picks the best allowed next action, the target net values it."""
+        next_q = self.q(next_states).masked_fill(~next_allowed, -torch.inf)
+        best_next = next_q.argmax(dim=1, keepdim=True)
+        next_value = self.target(next_states).gather(1, best_next)[:, 0]
+        return rewards + self.config.gamma * (1.0 - dones) * next_value
 
     def learn(self) -> float | None:
         """One or more gradient steps on replayed transitions; returns the last loss (None before warm-up)."""
@@ -208,12 +243,10 @@ class DQNAgent:
             return None
         loss_value = None
         for _ in range(cfg.updates_per_step):
-            states, actions, rewards, next_states, dones = (torch.from_numpy(a) for a in self.replay.sample(cfg.batch_size))
+            batch = (torch.from_numpy(a) for a in self.replay.sample(cfg.batch_size))
+            states, actions, rewards, next_states, dones, next_allowed = batch
             q_taken = self.q(states).gather(1, actions[:, None])[:, 0]
-            with torch.no_grad():
-                best_next = self.q(next_states).argmax(dim=1, keepdim=True)
-                next_value = self.target(next_states).gather(1, best_next)[:, 0]
-                target = rewards + cfg.gamma * (1.0 - dones) * next_value
+            target = self.targets(rewards, next_states, dones, next_allowed)
             loss = nn.functional.smooth_l1_loss(q_taken, target)
             self.optimizer.zero_grad()
             loss.backward()

@@ -99,6 +99,23 @@ class CompressionEnv(ABC):
         """This snapshot's latency budget as a fraction of ``reference_latency`` (None: the reward's own)."""
         return None
 
+    def current_snapshot(self) -> int:
+        """The snapshot of the episode in progress (after ``reset``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its episode's snapshot")
+
+    def spent_latency(self) -> float:
+        """Modelled latency (us) of the layers already stepped in this episode."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose the latency spent so far")
+
+    def latency_table(self, snapshot: int, layer: int) -> np.ndarray:
+        """Modelled latency (us) of every action index at ``layer`` on ``snapshot``, before running it.
+
+        Label-free (the cost model needs the graph, the weights and the layer's input, never labels).
+        Environments that provide it let the controller keep each episode inside its latency budget
+        (``dste.controller.guard``).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot price actions before running them")
+
 
 def check_split(split: str) -> str:
     if split not in ("train", "heldout"):

@@ -27,6 +27,7 @@ from dste.controller.actions import ActionSpace
 from dste.controller.baselines import DQNPolicy, StaticPolicy, run_policy
 from dste.controller.dqn import DQNAgent, DQNConfig
 from dste.controller.env import CompressionEnv
+from dste.controller.guard import BudgetGuard
 from dste.controller.reward import RewardConfig
 from dste.controller.state import StateNormalizer
 
@@ -40,6 +41,7 @@ class TrainConfig:
     select_every: int = 25
     selection_snapshots: int = 0  # the last k training snapshots only score checkpoints (0: score on all)
     per_snapshot_baseline: bool = True  # learn returns minus uniform INT8's reward on the same snapshot
+    budget_guard: bool = False  # act only among actions that fit the latency budget (dste.controller.guard)
     dqn: DQNConfig = field(default_factory=DQNConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
 
@@ -110,6 +112,7 @@ def _train(env: CompressionEnv, config: TrainConfig, progress: bool) -> TrainRes
     normalizer = _fit_normalizer(env, snapshots, config.normalizer_episodes, seed)
     agent = DQNAgent(env.action_space, config.dqn, normalizer)
     reward = config.reward
+    guard = BudgetGuard(env, reward) if config.budget_guard else None
     baseline = {snapshot: 0.0 for snapshot in snapshots}
     if config.per_snapshot_baseline:
         uniform_int8 = StaticPolicy("uniform int8", [env.action_space.nearest(0.0, 0.0)] * env.num_layers)
@@ -123,7 +126,7 @@ def _train(env: CompressionEnv, config: TrainConfig, progress: bool) -> TrainRes
     def select(episode: int) -> None:
         nonlocal best_score, best_weights, best_episode
         lead_in = snapshots[-1:] if k else ()  # the selection snapshots continue the training stream
-        score = run_policy(env, DQNPolicy(agent), selection_set, lead_in=lead_in).mean_reward(reward)
+        score = run_policy(env, DQNPolicy(agent, guard=guard), selection_set, lead_in=lead_in).mean_reward(reward)
         selection.append((episode, score))
         if score > best_score:
             best_score, best_weights, best_episode = score, copy.deepcopy(agent.q.state_dict()), episode
@@ -142,9 +145,10 @@ def _train(env: CompressionEnv, config: TrainConfig, progress: bool) -> TrainRes
         env.reset(snapshot)
         reference = env.reference_latency(snapshot)
         state = env.state(0)
+        allowed = guard.allowed(0) if guard else None
         total = 0.0
         for layer in range(env.num_layers):
-            action = agent.act(state, epsilon)
+            action = agent.act(state, epsilon, allowed)
             report = env.step(layer, action)
             step_reward = reward.layer_reward(report.latency_us, reference)
             last = layer == env.num_layers - 1
@@ -154,13 +158,14 @@ def _train(env: CompressionEnv, config: TrainConfig, progress: bool) -> TrainRes
                     outcome.accuracy, outcome.latency_us, reference, outcome.budget_fraction,
                     outcome.nbytes, outcome.reference_nbytes,
                 ) - baseline[snapshot]
-                next_state = state  # ignored: done masks the bootstrap
+                next_state, next_allowed = state, None  # ignored: done masks the bootstrap
             else:
                 next_state = env.state(layer + 1)
-            agent.remember(state, action, step_reward, next_state, last)
+                next_allowed = guard.allowed(layer + 1) if guard else None
+            agent.remember(state, action, step_reward, next_state, last, next_allowed)
             agent.learn()
             total += step_reward
-            state = next_state
+            state, allowed = next_state, next_allowed
         episode_rewards.append(total + baseline[snapshot])  # the true episode reward
         if (episode + 1) % config.select_every == 0 or episode + 1 == config.episodes:
             select(episode + 1)

@@ -123,6 +123,7 @@ class GNNCompressionEnv(CompressionEnv):
             raise ValueError(f"budget_actions needs one action per layer ({self.num_layers}), got {len(budget_actions)}")
         self.budget_actions = None if budget_actions is None else [int(a) for a in budget_actions]
         self._budget: dict[int, float] = {}
+        self._latency_tables: dict[tuple[int, int], np.ndarray] = {}
         self.set_train_accuracy(train_accuracy)
         self.begin_stream()
 
@@ -173,6 +174,30 @@ class GNNCompressionEnv(CompressionEnv):
             latency_share=report.latency_us / reference,
         )
         return report
+
+    def current_snapshot(self) -> int:
+        if self._snapshot is None:
+            raise RuntimeError("call reset(snapshot) first")
+        return self._snapshot
+
+    def spent_latency(self) -> float:
+        return float(sum(r.latency_us for r in self._reports))
+
+    def latency_table(self, snapshot: int, layer: int) -> np.ndarray:
+        """Per action, the modelled latency of ``layer`` on ``snapshot``, the earlier layers at uniform INT8.
+
+        Exact whatever the earlier layers ran with, except for actions with a 0 < FP16 fraction < 1: which
+        rows of the layer's input are FP16 (and so the correction pass) depends slightly on the input.
+        """
+        if not 0 <= layer < self.num_layers:
+            raise ValueError(f"layer must lie in [0, {self.num_layers}), got {layer}")
+        key = (int(snapshot), int(layer))
+        if key not in self._latency_tables:
+            prefix = (self.action_space.nearest(0.0, 0.0),) * layer
+            self._latency_tables[key] = np.array(
+                [self._run_layer(int(snapshot), layer, prefix, a)[1].latency_us for a in range(len(self.action_space))]
+            )
+        return self._latency_tables[key]
 
     def outcome(self) -> EpisodeOutcome:
         if self._snapshot is None or len(self._actions) != self.num_layers:

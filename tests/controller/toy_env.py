@@ -89,3 +89,12 @@ class ToyEnv(CompressionEnv):
 
     def reference_latency(self, snapshot):
         return float(sum(LAYER_BASE_US))
+
+    def current_snapshot(self):
+        return self._snapshot
+
+    def spent_latency(self):
+        return float(sum(r.latency_us for r in self._reports))
+
+    def latency_table(self, snapshot, layer):
+        return np.array([self._latency(layer, a) for a in range(len(self.action_space))])

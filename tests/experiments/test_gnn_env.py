@@ -155,3 +155,24 @@ def test_vectorised_row_sensitivity_matches_the_format_reference():
     x[7] = 0.0  # an all-zero row: S = 0
     # Same float32 quantization, float64 reductions in a different order: agreement to ~1e-12 relative.
     np.testing.assert_allclose(row_sensitivity(x), reference(x), rtol=1e-9, atol=1e-12)
+
+
+def test_latency_table_prices_actions_as_the_step_then_reports(env):
+    space = env.action_space
+    prefix_action = space.nearest(0.5, 0.0, channel_sparsity=0.25)  # layer 1 sees a non-reference input
+    env.reset(2)
+    table_0, table_1 = env.latency_table(2, 0), env.latency_table(2, 1)
+    assert table_0.shape == table_1.shape == (len(space),) and np.isfinite(table_1).all()
+    # Layer 0's input never depends on an earlier choice: every entry is exact.
+    for action in (0, prefix_action, len(space) - 1):
+        env.reset(2)
+        assert env.step(0, action).latency_us == pytest.approx(table_0[action], rel=1e-12)
+    # Layer 1: exact for all-INT8 and all-FP16 rows, whatever layer 0 ran with.
+    for action in range(len(space)):
+        if space[action].fp16_fraction not in (0.0, 1.0):
+            continue
+        env.reset(2)
+        env.step(0, prefix_action)
+        assert env.step(1, action).latency_us == pytest.approx(table_1[action], rel=1e-12)
+    with pytest.raises(ValueError, match="layer"):
+        env.latency_table(2, 2)

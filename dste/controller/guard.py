@@ -1,0 +1,65 @@
+"""Keeping the controller inside its latency budget: masking the actions that cannot fit.
+
+The reward prices latency above the budget with a steep penalty, and a Q-network learns that kink poorly:
+whether an action fits depends on the snapshot's budget and on what the earlier layers already spent, to a
+fraction of a percent, and a few training snapshots where a usually-fitting action does not teach the
+network to fear it everywhere. The modelled latency, though, is known before an action runs (the cost model
+is label-free), so the controller need not guess. ``BudgetGuard.allowed(layer)`` marks the actions of
+``layer`` that leave room for the remaining layers at their cheapest; the agent then chooses, explores and
+bootstraps only among those. This is the hard-budget rule of AMC (limit the action space so the budget can
+still be met) applied as an action mask; the reward keeps its penalty for what the estimate misses.
+
+    allowed(l, a) = spent + latency_l(a) + sum_{k > l} min_b latency_k(b)  <=  budget * reference_latency
+
+If no action fits (the earlier layers already overspent), only the cheapest is allowed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dste.controller.env import CompressionEnv
+from dste.controller.reward import RewardConfig
+
+__all__ = ["BudgetGuard"]
+
+# Relative slack when comparing modelled latencies, so float rounding never turns "equal" into "over".
+LATENCY_TOLERANCE = 1e-9
+
+
+class BudgetGuard:
+    """Action masks that keep each episode of ``env`` within its latency budget (``reward.budget`` or the
+    environment's per-snapshot one)."""
+
+    def __init__(self, env: CompressionEnv, reward: RewardConfig) -> None:
+        if not isinstance(env, CompressionEnv):
+            raise TypeError(f"env must be a CompressionEnv, got {type(env).__name__}")
+        if not isinstance(reward, RewardConfig):
+            raise TypeError(f"reward must be a RewardConfig, got {type(reward).__name__}")
+        self.env, self.reward = env, reward
+
+    def budget_us(self, snapshot: int) -> float | None:
+        """The latency ceiling of ``snapshot`` in microseconds (None when there is no budget)."""
+        fraction = self.env.budget_fraction(snapshot)
+        fraction = self.reward.budget if fraction is None else fraction
+        return None if fraction is None else fraction * self.env.reference_latency(snapshot)
+
+    def allowed(self, layer: int) -> np.ndarray | None:
+        """bool [n_actions]: the actions of ``layer`` that fit the current episode's budget (None: no budget)."""
+        if not 0 <= layer < self.env.num_layers:
+            raise ValueError(f"layer must lie in [0, {self.env.num_layers}), got {layer}")
+        snapshot = self.env.current_snapshot()
+        budget = self.budget_us(snapshot)
+        if budget is None:
+            return None
+        latency = np.asarray(self.env.latency_table(snapshot, layer), dtype=np.float64)
+        if latency.shape != (len(self.env.action_space),):
+            raise ValueError(
+                f"latency_table({snapshot}, {layer}) has shape {latency.shape}, expected ({len(self.env.action_space)},)"
+            )
+        downstream = sum(float(self.env.latency_table(snapshot, k).min()) for k in range(layer + 1, self.env.num_layers))
+        left = budget - self.env.spent_latency() - downstream
+        mask = latency <= left + LATENCY_TOLERANCE * max(budget, 1.0)
+        if not mask.any():
+            mask[int(np.argmin(latency))] = True
+        return mask

@@ -1,0 +1,110 @@
+"""The budget guard: which actions it allows, and that a guarded controller stays inside its budget."""
+
+import numpy as np
+import torch
+import pytest
+
+from dste.controller.baselines import DQNPolicy, run_policy
+from dste.controller.dqn import DQNAgent, DQNConfig
+from dste.controller.guard import BudgetGuard
+from dste.controller.reward import RewardConfig
+from dste.controller.trainer import TrainConfig, train_controller
+from tests.controller.toy_env import LAYER_BASE_US, ToyEnv
+
+BUDGET = 0.6  # of the reference latency (4 us on the toy): forces pruning somewhere
+
+
+def _brute_force_allowed(env, layer, spent):
+    """Allowed actions by enumerating every completion of the episode (no shortcut through minima)."""
+    budget = BUDGET * env.reference_latency(0)
+    n = len(env.action_space)
+    latency = [np.array([env._latency(k, a) for a in range(n)]) for k in range(env.num_layers)]
+    allowed = np.zeros(n, bool)
+    for a in range(n):
+        rest = [latency[k] for k in range(layer + 1, env.num_layers)]
+        cheapest_rest = sum(float(r.min()) for r in rest)
+        allowed[a] = spent + latency[layer][a] + cheapest_rest <= budget + 1e-12
+    return allowed
+
+
+def test_allowed_actions_are_exactly_those_that_leave_room_for_the_rest():
+    env = ToyEnv()
+    guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
+    env.reset(0)
+    first = guard.allowed(0)
+    np.testing.assert_array_equal(first, _brute_force_allowed(env, 0, 0.0))
+    assert 0 < first.sum() < len(env.action_space)  # the budget binds but leaves choices
+    action = int(np.flatnonzero(first)[0])
+    env.step(0, action)
+    second = guard.allowed(1)
+    np.testing.assert_array_equal(second, _brute_force_allowed(env, 1, env._latency(0, action)))
+
+
+def test_without_a_budget_nothing_is_masked_and_an_overspent_episode_gets_the_cheapest_action():
+    env = ToyEnv()
+    env.reset(0)
+    assert BudgetGuard(env, RewardConfig()).allowed(0) is None
+    tight = BudgetGuard(env, RewardConfig(budget=0.01))
+    mask = tight.allowed(0)
+    assert mask.sum() == 1
+    assert int(np.argmax(mask)) == int(np.argmin(env.latency_table(0, 0)))
+
+
+def test_masked_acting_never_picks_a_disallowed_action():
+    env = ToyEnv()
+    agent = DQNAgent(env.action_space, DQNConfig(seed=3))
+    rng = np.random.default_rng(0)
+    env.reset(0)
+    state = env.state(0)
+    for epsilon in (0.0, 1.0):
+        for _ in range(50):
+            allowed = rng.random(len(env.action_space)) < 0.3
+            allowed[rng.integers(len(allowed))] = True
+            assert allowed[agent.act(state, epsilon, allowed)]
+    with pytest.raises(ValueError, match="at least one"):
+        agent.act(state, 0.0, np.zeros(len(env.action_space), bool))
+    with pytest.raises(ValueError, match="bool array"):
+        agent.act(state, 0.0, np.ones(3, bool))
+
+
+def test_a_guarded_controller_keeps_every_episode_within_budget():
+    env = ToyEnv()
+    reward = RewardConfig(lambda_latency=0.2, budget=BUDGET, budget_penalty=5.0)
+    config = TrainConfig(episodes=150, select_every=25, dqn=DQNConfig(seed=0), reward=reward, budget_guard=True)
+    result = train_controller(env, config)
+    held = run_policy(env, DQNPolicy(result.agent, guard=BudgetGuard(env, reward)), env.snapshots("heldout"))
+    ceiling = BUDGET * sum(LAYER_BASE_US)
+    assert all(o.latency_us <= ceiling + 1e-9 for o in held.outcomes)
+    # Unguarded, the same Q-network's first choices overspend on some snapshot: the guard is doing work.
+    free = run_policy(env, DQNPolicy(result.agent), env.snapshots("heldout"))
+    assert any(o.latency_us > ceiling + 1e-9 for o in free.outcomes)
+
+
+def test_the_guard_refuses_wrong_arguments():
+    env = ToyEnv()
+    with pytest.raises(TypeError, match="RewardConfig"):
+        BudgetGuard(env, {"budget": 0.5})
+    with pytest.raises(TypeError, match="CompressionEnv"):
+        BudgetGuard(object(), RewardConfig(budget=0.5))
+    env.reset(0)
+    with pytest.raises(ValueError, match="layer"):
+        BudgetGuard(env, RewardConfig(budget=0.5)).allowed(2)
+
+
+def test_targets_bootstrap_only_from_allowed_next_actions():
+    env = ToyEnv()
+    agent = DQNAgent(env.action_space, DQNConfig(seed=1))
+    env.reset(0)
+    env.step(0, 0)
+    state = torch.from_numpy(agent.normalizer(env.state(1)))[None]
+    q_next = agent.target(state)[0]
+    best = int(torch.argmax(agent.q(state)[0]))
+    allowed = torch.ones(1, len(env.action_space), dtype=torch.bool)
+    allowed[0, best] = False
+    expected = int(torch.argmax(agent.q(state)[0].masked_fill(~allowed[0], -torch.inf)))
+    zero = torch.zeros(1)
+    masked = agent.targets(zero, state, zero, allowed)
+    free = agent.targets(zero, state, zero, torch.ones_like(allowed))
+    assert float(masked) == pytest.approx(float(q_next[expected]))
+    assert float(free) == pytest.approx(float(q_next[best]))
+    assert float(agent.targets(zero + 0.5, state, torch.ones(1), allowed)) == 0.5  # terminal: no bootstrap
