@@ -4,7 +4,7 @@ level and an FP16 threshold.
     M_{n+1} = f(M_n, G_{n+1}, A_n)
 
 ``state`` builds the 64-dim state, ``actions`` the discrete grid, ``reward`` the accuracy-latency trade-off,
-``dqn`` the learner, ``env`` the environment protocol, ``trainer`` the training loop and ``baselines`` the
+``dqn`` the learner, ``guard`` the latency-budget action mask, ``env`` the environment protocol, ``trainer`` the training loop and ``baselines`` the
 static/random/greedy policies and the shared evaluation harness.
 """
 
@@ -20,13 +20,14 @@ from dste.controller.baselines import (
     static_baselines,
 )
 from dste.controller.dqn import CheckpointError, DQNAgent, DQNConfig
+from dste.controller.guard import BudgetGuard
 from dste.controller.env import FP32_ACTION, CompressionEnv, EpisodeOutcome, LayerReport
 from dste.controller.reward import RewardConfig
 from dste.controller.state import FEATURE_NAMES, STATE_DIM, MaskSummary, StateNormalizer
 from dste.controller.trainer import TrainConfig, TrainResult, train_controller
 
 __all__ = [
-    "Action", "ActionSpace", "CheckpointError", "CompressionEnv", "DQNAgent", "DQNConfig", "DQNPolicy",
+    "Action", "ActionSpace", "BudgetGuard", "CheckpointError", "CompressionEnv", "DQNAgent", "DQNConfig", "DQNPolicy",
     "EpisodeOutcome", "FEATURE_NAMES", "FP32_ACTION", "LayerReport", "MaskSummary", "Policy", "PolicyResult",
     "RandomPolicy", "RewardConfig", "STATE_DIM", "StateNormalizer", "StaticPolicy", "TrainConfig",
     "TrainResult", "greedy_search", "run_policy", "static_baselines", "train_controller",

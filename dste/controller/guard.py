@@ -52,14 +52,23 @@ class BudgetGuard:
         budget = self.budget_us(snapshot)
         if budget is None:
             return None
-        latency = np.asarray(self.env.latency_table(snapshot, layer), dtype=np.float64)
+        latency = self._table(snapshot, layer)
         if latency.shape != (len(self.env.action_space),):
             raise ValueError(
                 f"latency_table({snapshot}, {layer}) has shape {latency.shape}, expected ({len(self.env.action_space)},)"
             )
-        downstream = sum(float(self.env.latency_table(snapshot, k).min()) for k in range(layer + 1, self.env.num_layers))
+        downstream = sum(float(self._table(snapshot, k).min()) for k in range(layer + 1, self.env.num_layers))
         left = budget - self.env.spent_latency() - downstream
         mask = latency <= left + LATENCY_TOLERANCE * max(budget, 1.0)
         if not mask.any():
             mask[int(np.argmin(latency))] = True
         return mask
+
+    def _table(self, snapshot: int, layer: int) -> np.ndarray:
+        try:
+            return np.asarray(self.env.latency_table(snapshot, layer), dtype=np.float64)
+        except NotImplementedError as error:
+            raise NotImplementedError(
+                f"{error}: the budget guard needs CompressionEnv.latency_table; implement it, or train with "
+                f"TrainConfig(budget_guard=False)"
+            ) from None

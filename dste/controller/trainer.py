@@ -12,6 +12,11 @@ which are then kept out of the updates, so checkpoints are chosen for how they g
 they fit) and the best Q-network so far is kept, so the returned controller never depends on the last,
 possibly noisy, update. Held-out snapshots are never touched
 here: they are for judging (``baselines.run_policy``).
+
+With a latency budget (the reward's or the environment's per-snapshot one) and ``budget_guard`` on, the agent
+acts, explores and bootstraps only among the actions ``BudgetGuard`` allows, and the selection runs it the
+same way; judge it through ``DQNPolicy(agent, guard=BudgetGuard(env, reward))`` too. Environments that cannot
+price an action before running it (``CompressionEnv.latency_table``) need ``budget_guard=False``.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ class TrainConfig:
     select_every: int = 25
     selection_snapshots: int = 0  # the last k training snapshots only score checkpoints (0: score on all)
     per_snapshot_baseline: bool = True  # learn returns minus uniform INT8's reward on the same snapshot
-    budget_guard: bool = False  # act only among actions that fit the latency budget (dste.controller.guard)
+    budget_guard: bool = True  # with a latency budget, act only among actions that fit it (dste.controller.guard)
     dqn: DQNConfig = field(default_factory=DQNConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
 

@@ -97,11 +97,13 @@ def test_targets_bootstrap_only_from_allowed_next_actions():
     env.reset(0)
     env.step(0, 0)
     state = torch.from_numpy(agent.normalizer(env.state(1)))[None]
-    q_next = agent.target(state)[0]
-    best = int(torch.argmax(agent.q(state)[0]))
+    with torch.no_grad():
+        q_next = agent.target(state)[0]
+        best = int(torch.argmax(agent.q(state)[0]))
     allowed = torch.ones(1, len(env.action_space), dtype=torch.bool)
     allowed[0, best] = False
-    expected = int(torch.argmax(agent.q(state)[0].masked_fill(~allowed[0], -torch.inf)))
+    with torch.no_grad():
+        expected = int(torch.argmax(agent.q(state)[0].masked_fill(~allowed[0], -torch.inf)))
     zero = torch.zeros(1)
     masked = agent.targets(zero, state, zero, allowed)
     free = agent.targets(zero, state, zero, torch.ones_like(allowed))
