@@ -11,6 +11,7 @@ validated: format tag, version, shapes, finiteness and a SHA-256 of the paramete
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 from dataclasses import asdict, dataclass, fields
@@ -23,10 +24,10 @@ from torch import nn
 from dste.controller.actions import ActionSpace
 from dste.controller.state import STATE_DIM, StateNormalizer
 
-__all__ = ["DQNConfig", "QNetwork", "ReplayBuffer", "DQNAgent", "CheckpointError"]
+__all__ = ["DQNConfig", "QNetwork", "QEnsemble", "ReplayBuffer", "DQNAgent", "CheckpointError"]
 
 CHECKPOINT_FORMAT = "dste-dqn-controller"
-CHECKPOINT_VERSION = 2  # 2: three-axis action space, branching Q-network
+CHECKPOINT_VERSION = 3  # 2: three-axis action space, branching Q-network; 3: Q-networks may be checkpoint ensembles
 
 
 class CheckpointError(ValueError):
@@ -118,6 +119,19 @@ class QNetwork(nn.Module):
         return q
 
 
+class QEnsemble(nn.Module):
+    """The mean Q-values of several Q-networks (checkpoints of one training run that score alike)."""
+
+    def __init__(self, members: list[QNetwork]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 Q-networks, got {len(members)}")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(state) for member in self.members]).mean(dim=0)
+
+
 class ReplayBuffer:
     """Fixed-capacity ring buffer of (state, action, reward, next_state, done, next_allowed) transitions.
 
@@ -174,9 +188,7 @@ class DQNAgent:
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(self.config.seed)
         try:
-            axes = action_space.axes()
-            self.q = QNetwork(len(action_space), self.config.hidden, axes=axes)
-            self.target = QNetwork(len(action_space), self.config.hidden, axes=axes)
+            self.q, self.target = self._new_network(), self._new_network()
         finally:
             torch.random.set_rng_state(generator_state)
         self.target.load_state_dict(self.q.state_dict())
@@ -185,6 +197,29 @@ class DQNAgent:
         self._explore_rng = np.random.default_rng(self.config.seed + 2)
         self.learn_steps = 0
         self.losses: list[float] = []
+
+    def _new_network(self) -> QNetwork:
+        return QNetwork(len(self.action_space), self.config.hidden, axes=self.action_space.axes())
+
+    @property
+    def ensemble_size(self) -> int:
+        """How many Q-networks the agent acts on (1 unless ``use_checkpoints`` gave it several)."""
+        return len(self.q.members) if isinstance(self.q, QEnsemble) else 1
+
+    def use_checkpoints(self, state_dicts: list[dict]) -> None:
+        """Act on these Q-network weights: one becomes the network, several a ``QEnsemble`` of their mean.
+
+        An agent with an ensemble acts and saves but no longer learns (its optimizer tracked one network).
+        """
+        if len(state_dicts) == 0:
+            raise ValueError("use_checkpoints needs at least one set of Q-network weights")
+        networks = []
+        for weights in state_dicts:
+            network = self._new_network()
+            network.load_state_dict(weights)
+            networks.append(network)
+        self.q = networks[0] if len(networks) == 1 else QEnsemble(networks)
+        self.target = copy.deepcopy(self.q)
 
     # -- acting ---------------------------------------------------------------------------------
     def q_values(self, state: np.ndarray) -> np.ndarray:
@@ -239,6 +274,8 @@ class DQNAgent:
     def learn(self) -> float | None:
         """One or more gradient steps on replayed transitions; returns the last loss (None before warm-up)."""
         cfg = self.config
+        if isinstance(self.q, QEnsemble):
+            raise RuntimeError("an agent acting on a checkpoint ensemble does not learn; train a new DQNAgent")
         if len(self.replay) < cfg.learn_starts:
             return None
         loss_value = None
@@ -280,6 +317,7 @@ class DQNAgent:
             "action_space": self.action_space.to_dict(),
             "normalizer_mean": torch.from_numpy(self.normalizer.mean.copy()),
             "normalizer_std": torch.from_numpy(self.normalizer.std.copy()),
+            "ensemble_size": self.ensemble_size,
             "q_network": self.q.state_dict(),
             "sha256": self.state_digest(),
         }
@@ -309,7 +347,19 @@ class DQNAgent:
             action_space = ActionSpace.from_dict(payload["action_space"])
             normalizer = StateNormalizer(payload["normalizer_mean"].numpy(), payload["normalizer_std"].numpy())
             agent = cls(action_space, config, normalizer)
-            agent.q.load_state_dict(payload["q_network"])
+            size = payload.get("ensemble_size")
+            if not isinstance(size, int) or size < 1:
+                raise ValueError(f"ensemble_size must be a positive int, got {size!r}")
+            if size == 1:
+                agent.q.load_state_dict(payload["q_network"])
+            else:
+                prefix = "members."
+                members = [
+                    {key[len(f"{prefix}{i}."):]: value for key, value in payload["q_network"].items()
+                     if key.startswith(f"{prefix}{i}.")}
+                    for i in range(size)
+                ]
+                agent.use_checkpoints(members)
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"{path} has a malformed controller payload: {error}") from None
         if not all(torch.isfinite(t).all() for t in agent.q.state_dict().values()):

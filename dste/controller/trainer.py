@@ -9,8 +9,9 @@ how hard they are by more than actions differ from each other, and subtracting a
 removes that spread from the Q-targets without changing which action is best. Every ``select_every``
 episodes the greedy policy is scored on the training snapshots (or on the last ``selection_snapshots`` of them,
 which are then kept out of the updates, so checkpoints are chosen for how they generalise rather than how well
-they fit) and the best Q-network so far is kept, so the returned controller never depends on the last,
-possibly noisy, update. Held-out snapshots are never touched
+they fit). The returned agent acts on the best checkpoint, or on the mean Q-values of every checkpoint within
+``ensemble_tolerance`` of the best score, so it never depends on the last, possibly noisy, update nor on
+which of several equally good checkpoints training happened to reach first. Held-out snapshots are never touched
 here: they are for judging (``baselines.run_policy``).
 
 With a latency budget (the reward's or the environment's per-snapshot one) and ``budget_guard`` on, the agent
@@ -47,6 +48,7 @@ class TrainConfig:
     selection_snapshots: int = 0  # the last k training snapshots only score checkpoints (0: score on all)
     per_snapshot_baseline: bool = True  # learn returns minus uniform INT8's reward on the same snapshot
     budget_guard: bool = True  # with a latency budget, act only among actions that fit it (dste.controller.guard)
+    ensemble_tolerance: float = 0.001  # checkpoints within this of the best selection score act as one ensemble
     dqn: DQNConfig = field(default_factory=DQNConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
 
@@ -55,6 +57,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not (isinstance(self.ensemble_tolerance, (int, float)) and 0 <= self.ensemble_tolerance < 1):
+            raise ValueError(f"ensemble_tolerance must lie in [0, 1), got {self.ensemble_tolerance!r}")
         if not isinstance(self.selection_snapshots, int) or self.selection_snapshots < 0:
             raise ValueError(f"selection_snapshots must be an int >= 0, got {self.selection_snapshots!r}")
 
@@ -126,15 +130,17 @@ def _train(env: CompressionEnv, config: TrainConfig, progress: bool) -> TrainRes
 
     episode_rewards: list[float] = []
     selection: list[tuple[int, float]] = []
-    best_score, best_weights, best_episode = -np.inf, None, 0
+    best_score, best_episode = -np.inf, 0
+    checkpoints: list[tuple[float, dict]] = []
 
     def select(episode: int) -> None:
-        nonlocal best_score, best_weights, best_episode
+        nonlocal best_score, best_episode
         lead_in = snapshots[-1:] if k else ()  # the selection snapshots continue the training stream
         score = run_policy(env, DQNPolicy(agent, guard=guard), selection_set, lead_in=lead_in).mean_reward(reward)
         selection.append((episode, score))
+        checkpoints.append((score, copy.deepcopy(agent.q.state_dict())))
         if score > best_score:
-            best_score, best_weights, best_episode = score, copy.deepcopy(agent.q.state_dict()), episode
+            best_score, best_episode = score, episode
 
     for episode in tqdm(range(config.episodes), desc="train controller", disable=not progress, leave=False):
         epsilon = config.dqn.epsilon(episode, config.episodes)
@@ -175,6 +181,10 @@ def _train(env: CompressionEnv, config: TrainConfig, progress: bool) -> TrainRes
         if (episode + 1) % config.select_every == 0 or episode + 1 == config.episodes:
             select(episode + 1)
 
-    agent.q.load_state_dict(best_weights)
-    agent.target.load_state_dict(best_weights)
+    # Checkpoints whose scores differ by less than the tolerance are ones the selection snapshots cannot tell
+    # apart (0.001 is half a node of a 500-node validation set). Rather than let the order of training pick
+    # one of them, the agent acts on the mean of their Q-values: where one of them flips to another action
+    # on a state unlike the training ones, the others outvote it.
+    near_best = [weights for score, weights in checkpoints if score >= best_score - config.ensemble_tolerance]
+    agent.use_checkpoints(near_best)
     return TrainResult(agent, episode_rewards, selection, best_episode)
