@@ -110,3 +110,27 @@ def test_axes_that_do_not_factor_the_actions_are_refused():
 
     with pytest.raises(ValueError, match="multiply"):
         QNetwork(10, axes=(4, 3))
+
+
+def test_a_checkpoint_ensemble_acts_on_the_mean_q_and_round_trips(tmp_path):
+    first, second, third = _trained_agent(0), _trained_agent(1), _trained_agent(2)
+    weights = [agent.q.state_dict() for agent in (first, second, third)]
+    ensemble = DQNAgent(ActionSpace(), DQNConfig(seed=0, learn_starts=8, batch_size=8), first.normalizer)
+    ensemble.use_checkpoints(weights)
+    assert ensemble.ensemble_size == 3
+    states = np.random.default_rng(5).normal(size=(10, 64)).astype(np.float32)
+    for state in states:
+        mean = np.mean([agent.q_values(state) for agent in (first, second, third)], axis=0)
+        np.testing.assert_allclose(ensemble.q_values(state), mean, rtol=1e-5, atol=1e-6)
+        assert ensemble.act(state) == int(np.argmax(mean))
+    loaded = DQNAgent.load(ensemble.save(tmp_path / "ensemble.pt"))
+    assert loaded.ensemble_size == 3
+    for state in states:
+        assert np.array_equal(loaded.q_values(state), ensemble.q_values(state))
+    with pytest.raises(RuntimeError, match="does not learn"):
+        ensemble.learn()
+    single = DQNAgent(ActionSpace(), DQNConfig(seed=0))
+    single.use_checkpoints(weights[:1])
+    assert single.ensemble_size == 1
+    with pytest.raises(ValueError, match="at least one"):
+        single.use_checkpoints([])

@@ -1,3 +1,4 @@
+import pytest
 import numpy as np
 import torch
 
@@ -69,3 +70,17 @@ def test_lead_in_snapshots_are_run_unscored_and_carry_their_masks():
     # the first scored snapshot sees what the policy ran on the lead-in snapshot
     assert warm.previous_seen[env.num_layers] == [lead_action] * env.num_layers
     assert warm_result.mean_reward(RewardConfig()) == cold_result.mean_reward(RewardConfig())  # static: no effect
+
+
+def test_checkpoints_that_score_alike_form_the_returned_ensemble():
+    env, result = _train(seed=2, episodes=200)
+    best = max(score for _, score in result.selection_scores)
+    tied = sum(score >= best - TrainConfig().ensemble_tolerance for _, score in result.selection_scores)
+    assert result.agent.ensemble_size == tied
+    env_b = ToyEnv()
+    strict = train_controller(
+        env_b, TrainConfig(episodes=200, select_every=25, dqn=DQNConfig(seed=2), reward=REWARD, ensemble_tolerance=0.0)
+    )
+    assert strict.agent.ensemble_size == sum(score == best for _, score in strict.selection_scores)
+    with pytest.raises(ValueError, match="ensemble_tolerance"):
+        TrainConfig(ensemble_tolerance=-0.1)
