@@ -350,16 +350,9 @@ class DQNAgent:
             size = payload.get("ensemble_size")
             if not isinstance(size, int) or size < 1:
                 raise ValueError(f"ensemble_size must be a positive int, got {size!r}")
-            if size == 1:
-                agent.q.load_state_dict(payload["q_network"])
-            else:
-                prefix = "members."
-                members = [
-                    {key[len(f"{prefix}{i}."):]: value for key, value in payload["q_network"].items()
-                     if key.startswith(f"{prefix}{i}.")}
-                    for i in range(size)
-                ]
-                agent.use_checkpoints(members)
+            if size > 1:  # an ensemble of the right size first, so the strict load below checks every key
+                agent.use_checkpoints([agent.q.state_dict()] * size)
+            agent.q.load_state_dict(payload["q_network"])
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"{path} has a malformed controller payload: {error}") from None
         if not all(torch.isfinite(t).all() for t in agent.q.state_dict().values()):

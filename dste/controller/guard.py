@@ -40,8 +40,7 @@ class BudgetGuard:
 
     def budget_us(self, snapshot: int) -> float | None:
         """The latency ceiling of ``snapshot`` in microseconds (None when there is no budget)."""
-        fraction = self.env.budget_fraction(snapshot)
-        fraction = self.reward.budget if fraction is None else fraction
+        fraction = self.reward.budget_for(self.env.budget_fraction(snapshot))
         return None if fraction is None else fraction * self.env.reference_latency(snapshot)
 
     def allowed(self, layer: int) -> np.ndarray | None:

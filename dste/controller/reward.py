@@ -64,6 +64,13 @@ class RewardConfig:
         _check_latencies(layer_latency_us, reference_latency_us)
         return -self.lambda_latency * layer_latency_us / reference_latency_us
 
+    def budget_for(self, snapshot_budget: float | None) -> float | None:
+        """The latency budget (fraction of the reference) that applies: a snapshot's own, else ``self.budget``."""
+        budget = self.budget if snapshot_budget is None else snapshot_budget
+        if budget is not None and (not math.isfinite(budget) or budget <= 0):
+            raise ValueError(f"budget must be a positive fraction of the reference, got {budget!r}")
+        return budget
+
     def terminal_reward(
         self,
         accuracy: float,
@@ -83,10 +90,8 @@ class RewardConfig:
             raise ValueError(f"accuracy must lie in [0, 1], got {accuracy!r}")
         _check_latencies(latency_us, reference_latency_us)
         reward = float(accuracy)
-        budget = self.budget if budget is None else budget
+        budget = self.budget_for(budget)
         if budget is not None:
-            if not math.isfinite(budget) or budget <= 0:
-                raise ValueError(f"budget must be a positive fraction of the reference, got {budget!r}")
             reward -= self.budget_penalty * max(0.0, latency_us / reference_latency_us - budget)
         if self.memory_budget is not None:
             if nbytes is None or reference_nbytes is None:

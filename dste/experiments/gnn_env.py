@@ -146,7 +146,7 @@ class GNNCompressionEnv(CompressionEnv):
         self._check_turn(layer)
         n = self._snapshot
         h = self._layer_input(n, tuple(self._actions))
-        spent = sum(r.latency_us for r in self._reports) / self.reference_latency(n)
+        spent = self.spent_latency() / self.reference_latency(n)
         upstream = self._actions[-1] if self._actions else -1
         return build_state(
             self._graph_features(n),
@@ -209,7 +209,7 @@ class GNNCompressionEnv(CompressionEnv):
         return EpisodeOutcome(
             snapshot=n,
             accuracy=accuracy,
-            latency_us=float(sum(r.latency_us for r in self._reports)),
+            latency_us=self.spent_latency(),
             nbytes=int(sum(breakdown.values())),
             bytes_by_kind=breakdown,
             reference_latency_us=self.reference_latency(n),
