@@ -103,7 +103,8 @@ from dste.format.policy import (
     EncodePolicy,
 )
 from dste.reference.bits import pack_mask
-from dste.reference.quant import INT8_QMAX, quantize_int8, int8_sensitivity, to_fp16
+from dste.format.hybrid_rows import int8_sensitivity_robust
+from dste.reference.quant import INT8_QMAX, dequantize_int8, quantize_int8, to_fp16
 
 BITMAP_TILE_DEVICE_BYTES = TILE_COLS * (4 * MASK_WORDS + 4) + 13
 """Device bytes of one bitmap tile without values: keep bits + column ids + window, kind,
@@ -115,6 +116,14 @@ same 13 B of per-tile metadata, whatever its entry count."""
 
 INT8_SCALE_BYTES = 4
 """float32 scale of an INT8 tile."""
+
+FAITHFUL_RELATIVE_ERROR = 2.0**-11
+"""Largest relative error per stored value that ``kinds="faithful"`` accepts: float16's
+round-to-nearest bound (half an ulp of an 11-bit significand) over its normal range."""
+
+FLOAT32_SMALLEST_NORMAL = float(np.finfo(np.float32).tiny)
+"""Stored values are float32; a nonzero value below this magnitude would be stored as a
+subnormal (fewer significant bits) or flushed to 0, so :func:`encode` refuses it."""
 
 BIN_ULP_TOLERANCE = 4 * 2.0**-24
 """A factored value within 4 float32 ulps of 1 counts as 1 (BIN), so values built as
@@ -271,6 +280,14 @@ def _factor(rows, cols, vals, row_scale, col_scale, scaled_input):
     vals32 = vals.astype(np.float32)
     if not np.isfinite(vals32).all():
         raise DSTEFormatError("a value divided by its scales overflows float32")
+    tiny = (np.abs(vals32) < FLOAT32_SMALLEST_NORMAL) & (vals != 0)
+    if tiny.any():
+        where = int(np.flatnonzero(tiny)[0])
+        raise DSTEFormatError(
+            f"encode: value {vals[where]:.6g} at ({int(rows[where])}, {int(cols[where])}) (after its row/column scales "
+            f"are factored out) is below float32's smallest normal {FLOAT32_SMALLEST_NORMAL:.6g}: it would be stored "
+            "as a subnormal or as 0. Rescale the matrix (row_scale / col_scale carry any magnitude) or drop the entry"
+        )
     return vals32
 
 
@@ -281,8 +298,24 @@ def encode(A, policy: EncodePolicy | None = None, *, row_perm=None, col_perm=Non
     ``policy`` (or keyword fields of :class:`EncodePolicy`) sets layout, reordering,
     kinds, the FP16 threshold, the bitmap/entry split and the scales. ``row_perm`` /
     ``col_perm`` (encoded position -> original id) impose an order and skip
-    ``policy.reorder``. decode(encode(A)) equals A exactly for BIN and FP16-representable
-    values; INT8 values are within half a quantization step.
+    ``policy.reorder``.
+
+    Values are stored as float32 (a nonzero value whose magnitude, after the scales are
+    factored out, is below float32's smallest normal 1.18e-38 is refused: it would become a
+    subnormal or 0). Error of each tile kind, per stored value v of a tile:
+
+    * ``BIN``: exact (a value within 4 float32 ulps of 1 counts as 1).
+    * ``FP16``: ``|err| <= 2^-11 |v|`` for ``2^-14 <= |v| <= 65504`` (float16's normal range);
+      below 2^-14, ``|err| <= 2^-25`` absolute (subnormal spacing; values under 2^-25 become 0).
+    * ``INT8``: ``|err| <= max|v_tile| / 254`` (half a step of the tile's scale): relative to the
+      tile's largest value, so values far below it lose their digits.
+
+    ``kinds`` (default ``"faithful"``): ``"faithful"`` makes each tile BIN if all its values are 1,
+    else FP16 if every value meets the 2^-11 relative bound in FP16, else INT8 if every value
+    meets it in INT8, and raises :class:`DSTEFormatError` when neither does (values beyond
+    float16's range or below 2^-14: rescale with ``row_scale``/``col_scale``, or opt in to a lossy
+    kind). ``"auto"`` opts in to INT8: per tile BIN / INT8 / FP16 by the sensitivity rule
+    (:mod:`dste.format.policy`), smaller but lossy. ``"int8"``, ``"fp16"``, ``"bin"`` force a kind.
     """
     if policy is None:
         policy = EncodePolicy(**policy_fields)
@@ -352,7 +385,7 @@ class SplitRule:
 
 def _resolve_split(policy: EncodePolicy, vals32) -> SplitRule:
     structure_only = policy.kinds == "bin" or (
-        policy.kinds == "auto" and bool((np.abs(vals32 - 1.0) <= BIN_ULP_TOLERANCE).all())
+        policy.kinds in ("auto", "faithful") and bool((np.abs(vals32 - 1.0) <= BIN_ULP_TOLERANCE).all())
     )
     min_entries = policy.bitmap_min_entries
     if min_entries is None:
@@ -360,7 +393,7 @@ def _resolve_split(policy: EncodePolicy, vals32) -> SplitRule:
         min_entries = bin_floor if structure_only else BITMAP_MIN_ENTRIES_VALUED
     value_bytes = policy.value_bytes
     if value_bytes is None:
-        value_bytes = 0 if structure_only else (2 if policy.kinds == "fp16" else 1)
+        value_bytes = 0 if structure_only else (2 if policy.kinds in ("fp16", "faithful") else 1)
     return SplitRule(policy.bitmap_split, min_entries, value_bytes, policy.x_row_bytes, policy.gather_transfer_bytes)
 
 
@@ -527,10 +560,17 @@ def _block_tiles(window, col_pos, col_perm, M):
 
 
 def decide_kinds(vals32, tile_of_entry, n_tiles, policy: EncodePolicy):
-    """Kind (uint8 [n]) and sensitivity S (float64 [n]) of each tile from its stored values."""
+    """Kind (uint8 [n]) and sensitivity S (float64 [n]) of each tile from its stored values.
+
+    S (:func:`dste.format.hybrid_rows.int8_sensitivity_robust`) is computed for ``kinds="auto"``
+    only, the one rule that reads it; it is 0 for the other kinds.
+    """
     if n_tiles == 0:
         return np.zeros(0, np.uint8), np.zeros(0)
-    sensitivity = int8_sensitivity(vals32, tile_of_entry, n_tiles)
+    if policy.kinds == "auto":
+        sensitivity = int8_sensitivity_robust(vals32, tile_of_entry, n_tiles)
+    else:
+        sensitivity = np.zeros(n_tiles)
     not_one = np.bincount(tile_of_entry, weights=np.abs(vals32 - 1.0) > BIN_ULP_TOLERANCE, minlength=n_tiles)
     amax = np.zeros(n_tiles, dtype=np.float32)
     np.maximum.at(amax, tile_of_entry, np.abs(vals32))
@@ -545,6 +585,8 @@ def decide_kinds(vals32, tile_of_entry, n_tiles, policy: EncodePolicy):
                 f"kinds='fp16' but a tile holds |value| {amax.max():.6g} > {FP16_MAX} (float16 max); use 'auto' or 'int8'"
             )
         kind = np.full(n_tiles, TileKind.FP16)
+    elif policy.kinds == "faithful":
+        kind = _faithful_kinds(vals32, tile_of_entry, n_tiles, not_one == 0, amax)
     else:
         kind = np.where(
             not_one == 0,
@@ -552,6 +594,27 @@ def decide_kinds(vals32, tile_of_entry, n_tiles, policy: EncodePolicy):
             np.where((sensitivity >= policy.fp16_threshold) & ~fp16_overflow, TileKind.FP16, TileKind.INT8),
         )
     return kind.astype(np.uint8), sensitivity
+
+
+def _faithful_kinds(vals32, tile_of_entry, n_tiles, all_one, amax):
+    """BIN / FP16 / INT8 per tile, the first that stores every value within FAITHFUL_RELATIVE_ERROR."""
+    bound = np.float32(FAITHFUL_RELATIVE_ERROR) * np.abs(vals32)
+    fp16_bad = np.abs(to_fp16(vals32).astype(np.float32) - vals32) > bound
+    scale = np.where(amax > 0, amax / np.float32(INT8_QMAX), np.float32(1.0)).astype(np.float32)
+    per_value = scale[tile_of_entry]
+    int8_bad = np.abs(dequantize_int8(quantize_int8(vals32, per_value), per_value) - vals32) > bound
+    fp16_ok = np.bincount(tile_of_entry, weights=fp16_bad, minlength=n_tiles) == 0
+    int8_ok = np.bincount(tile_of_entry, weights=int8_bad, minlength=n_tiles) == 0
+    lost = ~(all_one | fp16_ok | int8_ok)
+    if lost.any():
+        worst = np.flatnonzero(lost[tile_of_entry] & fp16_bad)[0]
+        raise DSTEFormatError(
+            f"encode(kinds='faithful'): stored value {float(vals32[worst]):.6g} cannot be kept within relative error "
+            f"{FAITHFUL_RELATIVE_ERROR:.3g} by any tile kind (FP16 holds 2^-14 <= |v| <= 65504; INT8 only values near "
+            "its tile's largest). Rescale with row_scale / col_scale (gcn_normalized does this for adjacencies), or "
+            "opt in to a lossy kind: kinds='auto' (INT8/FP16 by sensitivity), 'int8' or 'fp16'"
+        )
+    return np.where(all_one, TileKind.BIN, np.where(fp16_ok, TileKind.FP16, TileKind.INT8))
 
 
 def _slots(kind):

@@ -1,9 +1,37 @@
 """The hybrid-row dense operand X [M, F]: INT8 rows with a per-row scale, FP16 rows for sensitive nodes.
 
 LLM.int8-style outlier handling at row granularity: a row whose INT8 quantization is poor
-(sensitivity S >= T, S as in :mod:`dste.format.policy`, computed per row) is kept in
-float16; every other row is symmetric INT8 with ``scale = max|x| / 127``. On memory-bound
-SpMM the gathered X rows dominate the traffic, so this is the largest byte lever.
+(sensitivity S >= T, :func:`int8_sensitivity_robust` computed per row) is kept in float16;
+every other row is symmetric INT8 with ``scale = max|x| / 127``. On memory-bound SpMM the
+gathered X rows dominate the traffic, so this is the largest byte lever.
+
+The sensitivity score
+---------------------
+For a group g of values (a row of X, or the stored values of one tile)::
+
+    s_g   = max|v| / 127                     (1 if the group is all zero)
+    e_i   = v_i - rne_sat(v_i / s_g) * s_g   (float32, as the device computes it)
+    nz    = the nonzero values of the group
+    rho_g = lower median of |v_i| over nz    (the (n_nz - 1) // 2-th smallest)
+    S_g   = sqrt(mean over nz of e_i^2) / rho_g        (0 for a group without nonzeros)
+
+i.e. the rms INT8 error of the group's entries in units of its typical entry. Why this form:
+
+* The numerator is what INT8 does to the ordinary entries: the largest entry sets the scale
+  and is reproduced exactly, so the error is carried by the others. With one outlier O among
+  N(0, 1) values, every |x| < O/254 rounds to 0 and the numerator tends to the rms of the
+  ordinary entries (about 1) as O grows.
+* The denominator must not grow with the outlier. The mean |v| (the earlier denominator)
+  grows as O/n, so S fell as the outlier grew (0.007 at O = 1e4, 1e-4 at 1e5 on 128
+  features) and exactly the rows the FP16 path exists for stayed INT8. The median of |v| is
+  moved by no single entry (by none of fewer than half of them), so S now grows with O and
+  saturates near 1/0.674 = 1.5 for N(0, 1) bulk.
+* Zeros are left out of both: INT8 stores them exactly, and how sparse a row is says nothing
+  about how well its nonzeros are represented.
+
+Typical values (measured in tests/format/test_sensitivity.py, F = 128): N(0, 1) rows
+S ~ 0.010, uniform rows ~ 0.005, one 20-sigma outlier ~ 0.07, one 1e4 outlier ~ 1.5;
+a 128 x 128 Gaussian tile ~ 0.015. The threshold T = 0.02 separates them.
 """
 
 from __future__ import annotations
@@ -14,7 +42,8 @@ import numpy as np
 
 from dste.format.errors import DSTEFormatError
 from dste.format.policy import DEFAULT_FP16_THRESHOLD
-from dste.reference.quant import int8_sensitivity
+from dste.format.constants import FP16_MAX, INT8_QMAX
+from dste.reference.quant import dequantize_int8, round_half_even_saturate
 
 
 @dataclass(eq=False)
@@ -86,11 +115,45 @@ class HybridRows:
         return parts
 
 
+def int8_sensitivity_robust(values, group_ids, n_groups: int) -> np.ndarray:
+    """Sensitivity S (float64 [n_groups]) of each group of ``values`` (module docstring).
+
+    ``values`` float (any order), ``group_ids`` int in [0, n_groups) of the same length.
+    S_g = rms over the group's nonzero values of the INT8 error (scale max|v| / 127, round
+    half to even, float32) divided by the lower median of their magnitudes; 0 for a group
+    with no nonzero value.
+    """
+    values = np.asarray(values, dtype=np.float32).reshape(-1)
+    group_ids = np.asarray(group_ids, dtype=np.int64).reshape(-1)
+    if values.shape != group_ids.shape:
+        raise DSTEFormatError(f"int8_sensitivity_robust: values {values.shape} and group_ids {group_ids.shape} differ")
+    if group_ids.size and (group_ids.min() < 0 or group_ids.max() >= n_groups):
+        raise DSTEFormatError(f"int8_sensitivity_robust: group_ids must lie in [0, {n_groups})")
+    magnitude = np.abs(values)
+    amax = np.zeros(n_groups, dtype=np.float32)
+    np.maximum.at(amax, group_ids, magnitude)
+    scale = np.where(amax > 0, amax / np.float32(INT8_QMAX), np.float32(1.0)).astype(np.float32)
+    per_value = scale[group_ids]
+    error = values.astype(np.float64) - dequantize_int8(round_half_even_saturate(values / per_value, np.int8), per_value)
+    nonzero = values != 0
+    g, error, magnitude = group_ids[nonzero], error[nonzero], magnitude[nonzero]
+    count = np.bincount(g, minlength=n_groups)
+    mean_sq = np.bincount(g, weights=error * error, minlength=n_groups) / np.maximum(count, 1)
+    order = np.lexsort((magnitude, g))  # by group, then magnitude
+    first = np.cumsum(count) - count
+    has = count > 0
+    median = np.ones(n_groups, dtype=np.float64)
+    median[has] = magnitude[order[first[has] + (count[has] - 1) // 2]]
+    return np.where(has, np.sqrt(mean_sq) / median, 0.0)
+
+
 def row_sensitivity(X) -> np.ndarray:
-    """Per-row sensitivity S (float64 [M]): INT8 error rms over mean |x| of each row (see dste.format.policy)."""
+    """Per-row sensitivity S (float64 [M]) of X [M, F]: :func:`int8_sensitivity_robust` over each row."""
     X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2:
+        raise DSTEFormatError(f"row_sensitivity: X must be 2-D [M, F], got shape {X.shape}")
     M, F = X.shape
-    return int8_sensitivity(X.reshape(-1), np.repeat(np.arange(M), F), M)
+    return int8_sensitivity_robust(X.reshape(-1), np.repeat(np.arange(M), F), M)
 
 
 def quantize_rows(X, sensitivity=None, threshold: float | None = None, fp16_fraction: float | None = None) -> HybridRows:
@@ -100,6 +163,11 @@ def quantize_rows(X, sensitivity=None, threshold: float | None = None, fp16_frac
     ``fp16_fraction`` is given, the ``round(fp16_fraction * M)`` most sensitive rows (ties
     by lower row id). ``sensitivity`` defaults to :func:`row_sensitivity`. The arithmetic
     is :func:`dste.reference.masked_quant.quantize_rows_reference`.
+
+    Error per entry: INT8 rows ``|err| <= max|x_row| / 254``; FP16 rows ``|err| <= 2^-11 |x|``
+    for ``|x| >= 2^-14`` and ``<= 2^-25`` below. A row chosen for FP16 that holds a value beyond
+    float16's range (65504) is refused (:class:`DSTEFormatError`), not saturated. Empty X
+    (M = 0 or F = 0) gives an empty, valid :class:`HybridRows`.
     """
     from dste.reference.masked_quant import quantize_rows_reference
 
@@ -119,8 +187,28 @@ def quantize_rows(X, sensitivity=None, threshold: float | None = None, fp16_frac
         order = np.lexsort((np.arange(M), -sensitivity))
         is_hi = np.zeros(M, dtype=np.float32)
         is_hi[order[:n_hi]] = 1.0
+        _check_fp16_range(X, is_hi >= 0.5)
         return quantize_rows_reference(X, is_hi, 0.5)
-    return quantize_rows_reference(X, sensitivity, DEFAULT_FP16_THRESHOLD if threshold is None else float(threshold))
+    threshold = DEFAULT_FP16_THRESHOLD if threshold is None else float(threshold)
+    if not np.isfinite(threshold):
+        raise DSTEFormatError(f"quantize_rows: threshold must be a finite number, got {threshold!r}")
+    _check_fp16_range(X, sensitivity.astype(np.float32) >= np.float32(threshold))
+    return quantize_rows_reference(X, sensitivity, threshold)
+
+
+def _check_fp16_range(X, is_hi):
+    """FP16 rows saturate at +-65504: refuse a row chosen for FP16 that holds a larger value."""
+    if not is_hi.any() or X.shape[1] == 0:
+        return
+    row_max = np.abs(X[is_hi]).max(axis=1)
+    too_big = row_max > FP16_MAX
+    if too_big.any():
+        row = int(np.flatnonzero(is_hi)[np.flatnonzero(too_big)[0]])
+        raise DSTEFormatError(
+            f"quantize_rows: row {row} is chosen for FP16 (its INT8 error is too large) but holds |x| = "
+            f"{float(row_max[too_big][0]):.6g} > {FP16_MAX} (float16 max), which FP16 would saturate; scale X "
+            "down (e.g. by a power of two) before quantizing"
+        )
 
 
 def _as_features(X) -> np.ndarray:

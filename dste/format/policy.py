@@ -2,14 +2,15 @@
 
 Sensitivity score S (per tile, decides INT8 vs FP16)
 ----------------------------------------------------
-S is the INT8 quantization error of the tile's stored values (after the row/column
-scales are factored out) relative to their typical magnitude:
-``S = rms(v - q*s) / mean(|v|)`` with ``s = max|v|/127`` and ``q = rne(v/s)``
-(:func:`dste.reference.quant.int8_sensitivity`). Uniformly spread values give S ~ 0.005,
-Gaussian ones S ~ 0.011; a tile whose scale is stretched by a few outliers (so the bulk
-rounds to 0 or +-1) gives S of 0.1 and more. A tile is FP16 when
-``S >= fp16_threshold`` (default 0.02), else INT8. Tiles whose every value is 1 are BIN
-(value 1, times the row/column scales), unless a kind is forced. Per-row S of the
+Used by ``kinds="auto"`` (the INT8 opt-in). S is the INT8 quantization error of the tile's
+nonzero stored values (after the row/column scales are factored out) in units of their
+median magnitude: ``S = rms(v - q*s) / median(|v|)`` with ``s = max|v|/127`` and
+``q = rne(v/s)`` (:func:`dste.format.hybrid_rows.int8_sensitivity_robust`, where the choice of
+the median is justified: no outlier can move it, so S grows with the outlier). Uniformly
+spread values give S ~ 0.005, Gaussian ones 0.010-0.015; a tile whose scale is stretched by a
+few outliers (so the bulk rounds to 0 or +-1) gives S of 0.05 and more, up to ~1.5. A tile is
+FP16 when ``S >= fp16_threshold`` (default 0.02), else INT8. Tiles whose every value is 1 are
+BIN (value 1, times the row/column scales), unless a kind is forced. Per-row S of the
 hybrid-row operand X is the same formula over a row.
 
 Bitmap columns vs entry tiles
@@ -30,11 +31,11 @@ from dste.format.constants import LAYOUTS
 from dste.format.errors import DSTEFormatError
 
 REORDERS = ("none", "rcm", "community")
-KINDS = ("auto", "bin", "int8", "fp16")
+KINDS = ("faithful", "auto", "bin", "int8", "fp16")
 BITMAP_SPLITS = ("cost", "count")
 
 DEFAULT_FP16_THRESHOLD = 0.02
-"""S >= 0.02 -> FP16: Gaussian tiles (S ~ 0.011) stay INT8, outlier-stretched ones (S >= 0.1) go FP16."""
+"""S >= 0.02 -> FP16: Gaussian tiles (S 0.010-0.015) stay INT8, outlier-stretched ones (S >= 0.05) go FP16."""
 
 BITMAP_MIN_ENTRIES_BIN = 2
 """Default floor of the ``"count"`` split for structure-only (all-BIN) matrices; see dste.format.encoder."""
@@ -64,8 +65,11 @@ class EncodePolicy:
         ``"block"`` (fixed 128-wide block columns; for dense operands such as weights).
     reorder: ``"none"``, ``"rcm"`` (reverse Cuthill-McKee) or ``"community"``
         (label-propagation communities laid out contiguously, RCM inside).
-    kinds: ``"auto"`` (BIN / INT8 / FP16 per tile), or force ``"bin"`` (structure only:
-        values become 1), ``"int8"`` or ``"fp16"``.
+    kinds: ``"faithful"`` (default: per tile BIN if every value is 1, else the first of FP16 /
+        INT8 that keeps every value within 2^-11 relative error; refuses a matrix no kind
+        keeps that well), ``"auto"`` (opt in to INT8: BIN / INT8 / FP16 per tile by the
+        sensitivity rule below), or force ``"bin"`` (structure only: values become 1),
+        ``"int8"`` or ``"fp16"``. Error bounds of each kind: :func:`dste.format.encoder.encode`.
     fp16_threshold: T of the rule ``S >= T -> FP16``.
     bitmap_min_entries: only a window column with at least this many entries may go to a
         bitmap tile; every other entry goes to entry tiles (condensed layout only).
@@ -80,7 +84,7 @@ class EncodePolicy:
     gather_transfer_bytes: fixed cost of one tile's gather transfer, in bytes (default
         29,900: trn2 DMA fixed cost times one queue's bandwidth).
     value_bytes: bytes per stored value the cost assumes (0 BIN, 1 INT8, 2 FP16); ``None``:
-        0 for structure-only matrices, 2 for ``kinds="fp16"``, else 1.
+        0 for structure-only matrices, 2 for ``kinds="fp16"`` or ``"faithful"``, else 1.
     row_scale, col_scale: optional float vectors [N], [M]; the encoded matrix is
         ``diag(row_scale) V diag(col_scale)``.
     scaled_input: True (default) if the matrix given to ``encode`` already includes the
@@ -91,7 +95,7 @@ class EncodePolicy:
 
     layout: str = "condensed"
     reorder: str = "none"
-    kinds: str = "auto"
+    kinds: str = "faithful"
     fp16_threshold: float = DEFAULT_FP16_THRESHOLD
     bitmap_min_entries: int | None = None
     bitmap_split: str = "cost"

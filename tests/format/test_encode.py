@@ -59,7 +59,7 @@ def test_auto_kinds_mixed():
     outliers = rng.normal(size=(128, 128)) * 0.01
     outliers[0, 0] = 1000.0
     dense[128:, 128:] = outliers  # outlier-stretched: FP16
-    E = encode(dense, layout="block")
+    E = encode(dense, layout="block", kinds="auto")  # INT8 is an opt-in
     kinds = {(int(w), int(E.tile_cols[t, 0]) // 128): TileKind(k) for t, (w, k) in enumerate(zip(E.tile_window, E.tile_kind))}
     assert kinds == {(0, 0): TileKind.BIN, (1, 0): TileKind.INT8, (1, 1): TileKind.FP16}
     np.testing.assert_allclose(E.to_dense()[128:, 128:], outliers, rtol=1e-3, atol=1e-6)  # fp16 relative error

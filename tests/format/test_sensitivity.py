@@ -1,0 +1,100 @@
+"""The INT8 sensitivity score: outlier rows and tiles must score high, ordinary ones low."""
+
+import numpy as np
+import pytest
+
+import dste
+from dste.format import TileKind, encode
+from dste.format.hybrid_rows import int8_sensitivity_robust, row_sensitivity
+from dste.format.policy import DEFAULT_FP16_THRESHOLD
+
+
+def _gaussian_rows(m=200, f=128, seed=0):
+    return np.random.default_rng(seed).standard_normal((m, f)).astype(np.float32)
+
+
+@pytest.mark.parametrize("outlier", [1e2, 1e4, 6e4])
+def test_a_row_with_one_large_outlier_goes_fp16(outlier):
+    x = _gaussian_rows(20)
+    x[7, 3] = outlier
+    hybrid = dste.quantize_rows(x)
+    assert 7 in hybrid.hi_rows.tolist()
+    # the ordinary entries of that row survive (INT8 would round them all to 0: error ~2.3 on N(0, 1))
+    error = np.abs(hybrid.dequantize()[7] - x[7])
+    assert error.max() <= 2.0**-11 * np.abs(x[7]).max() + 2.0**-24
+
+
+@pytest.mark.parametrize("outlier", [1e5, 1e20])
+def test_a_row_beyond_float16_range_is_refused_not_saturated(outlier):
+    x = _gaussian_rows(4)
+    x[2, 0] = outlier
+    with pytest.raises(ValueError, match="row 2 .*float16 max"):
+        dste.quantize_rows(x)
+    with pytest.raises(ValueError, match="row 2"):
+        dste.quantize_rows(x, fp16_fraction=0.25)
+
+
+@pytest.mark.parametrize("shape", [(0, 4), (3, 0), (0, 0)])
+def test_empty_input_gives_an_empty_valid_result(shape):
+    hybrid = dste.quantize_rows(np.zeros(shape, np.float32))
+    assert hybrid.shape == shape and hybrid.dequantize().shape == shape
+    assert dste.quantize_rows(np.zeros(shape), fp16_fraction=1.0).shape == shape
+
+
+def test_sensitivity_grows_with_the_outlier():
+    x = _gaussian_rows(1)
+    scores = []
+    for outlier in (10.0, 1e2, 1e3, 1e4, 1e5):
+        y = x.copy()
+        y[0, 0] = outlier
+        scores.append(row_sensitivity(y)[0])
+    assert all(b >= a * 0.999 for a, b in zip(scores, scores[1:])), scores
+    assert scores[-1] > 1.0  # the INT8 error is the whole ordinary row: ~rms / median = 1 / 0.674
+
+
+def test_ordinary_rows_stay_int8():
+    # Gaussian and uniform rows: the score is ~0.009 / ~0.005 at F = 128, far under T = 0.02
+    gauss = row_sensitivity(_gaussian_rows(500))
+    uniform = row_sensitivity(np.random.default_rng(1).uniform(-1, 1, (500, 128)))
+    assert np.median(gauss) < 0.012 and gauss.max() < DEFAULT_FP16_THRESHOLD
+    assert uniform.max() < 0.01
+    assert dste.quantize_rows(_gaussian_rows(500)).hi_rows.size == 0
+
+
+def test_zeros_do_not_change_the_score():
+    x = _gaussian_rows(1, 64)
+    padded = np.concatenate([x, np.zeros((1, 960), np.float32)], axis=1)
+    assert row_sensitivity(padded)[0] == pytest.approx(row_sensitivity(x)[0], rel=1e-12)
+    assert row_sensitivity(np.zeros((2, 5)))[0] == 0.0
+
+
+def test_two_entry_row_with_an_outlier():
+    # [1, 1e4]: INT8 drops the 1 entirely; the lower median is 1, so S = rms([1, 0]) / 1 = 0.707
+    assert row_sensitivity(np.array([[1.0, 1e4]]))[0] == pytest.approx(np.sqrt(0.5), rel=1e-6)
+
+
+def test_group_score_matches_a_direct_per_group_computation():
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal(1000).astype(np.float32)
+    values[::7] = 0.0
+    groups = rng.integers(0, 9, size=1000)
+    got = int8_sensitivity_robust(values, groups, 10)
+    for g in range(10):
+        v = values[groups == g]
+        nz = v[v != 0]
+        if nz.size == 0:
+            assert got[g] == 0.0
+            continue
+        s = np.float32(np.abs(v).max() / np.float32(127))
+        err = nz.astype(np.float64) - np.clip(np.rint(nz / s), -127, 127) * np.float64(s)
+        median = np.sort(np.abs(nz))[(nz.size - 1) // 2]
+        assert got[g] == pytest.approx(np.sqrt(np.mean(err**2)) / median, rel=1e-5)
+
+
+def test_outlier_tile_goes_fp16_under_auto():
+    rng = np.random.default_rng(0)
+    dense = rng.standard_normal((128, 256))
+    dense[5, 200] = 1e4  # second block column: one outlier
+    E = encode(dense, layout="block", kinds="auto")
+    kinds = {int(E.tile_cols[t, 0]) // 128: TileKind(k) for t, k in enumerate(E.tile_kind)}
+    assert kinds == {0: TileKind.INT8, 1: TileKind.FP16}
