@@ -19,13 +19,26 @@ Public functions (``target`` is ``"trn1"``, ``"inf2"`` or ``"trn2"``):
 - ``dma_pick_queue(queue_busy_ns)``: the queue a new transfer is charged to (the least busy one).
 - ``dma_charge(queue_busy_ns, nbytes, target, partition_start, partitions)``: add one transfer to the
   16 per-engine lanes (fixed cost on the least busy lane, bytes split over the engines that move them).
+- ``dma_efficiency(contiguous_bytes)``: fraction of peak DMA bandwidth reached by contiguous runs of that size
+  (the descriptor-bound curve, fitted to the documented throughput figure; see ``docs/COST_MODEL.md``).
+- ``dma_transfer_shape(nbytes, partitions, contiguous_bytes, descriptors)``: the run length and descriptor
+  count a transfer is charged with when the caller leaves them out.
+- ``swdge_descriptor_cycles(descriptors, target)``: GpSimd cycles of software descriptor generation for one
+  indirect DMA (an assumption: no figure is documented).
 - ``cycles_to_ns(cycles, engine, target)``.
+
+Two DMA models sit side by side (``DMA_MODELS``): ``"optimistic"`` moves every byte at peak after the fixed
+cost; ``"descriptor"`` (the default) moves them at ``peak * dma_efficiency(run length)`` and, for indirect
+transfers, charges descriptor generation to GpSimd.
 """
 
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+
+DMA_MODELS = ("descriptor", "optimistic")
+DEFAULT_DMA_MODEL = "descriptor"
 
 TARGET_ALIASES = {"trn1": "trn1", "inf2": "trn1", "gen2": "trn1", "trn2": "trn2", "gen3": "trn2"}
 ENGINES = ("tensor", "vector", "scalar", "gpsimd")
@@ -72,7 +85,30 @@ CONSTANTS = {
     "dma_fixed_ns": Constant(1300, 1300, "ns", "DMA (fixed cost per transfer)"),
     "dma_partitions_per_engine": Constant(8, 8, "partitions", "DMA (each of the 16 engines moves 8 of 128 SBUF "
                                                               "partitions; bytes of one transfer are split over them)"),
-    "dma_peak_gbps_per_nc": Constant(272, 368, "GB/s", "DMABW"),
+    "dma_peak_gbps_per_nc": Constant(272, 368, "GB/s", "DMABW; nki/deep-dives/nki-dma-bandwidth-guide.rst "
+                                                      "'Why Large Contiguous DMA Payloads Are Required' (17 / 23 B/ns "
+                                                      "per engine x 16)"),
+    # DMA efficiency against contiguous bytes per descriptor element (the descriptor-bound model):
+    # efficiency(c) = x / (1 + x**k) ** (1/k), x = c / knee. Fitted (least squares on log throughput) to the
+    # throughput-vs-bytes-per-partition figure of the DMA overview, normalised to its 32 KiB point.
+    "dma_efficiency_knee_bytes": Constant(
+        2400, 2400, "B",
+        "nki/get-started/about/nki-dma-overview.rst 'Performance Considerations' (figure nki-dma-intro-1: "
+        "throughput grows linearly with bytes per partition up to 1 KiB, 0.81 of the 32 KiB point at 2 KiB, "
+        "0.97 at 4 KiB); nki/deep-dives/nki-dma-bandwidth-guide.rst 'Bandwidth vs. Payload Size' (< 256 B "
+        "severely overhead-bound, >= 2 KiB approaches peak, >= 4 KiB saturates). Fit: knee 2419 B, k 6.3, "
+        "rounded; assumption: the figure's 32 KiB point is peak and the same curve holds on trn1"),
+    "dma_efficiency_sharpness": Constant(6, 6, "exponent k", "fitted with dma_efficiency_knee_bytes (same source)"),
+    # Software DGE (nki/deep-dives/nki-dge.rst 'swdge --- software DGE': GpSimd generates the descriptors of
+    # indirect DMAs and 'consumes GpSimd Engine cycles'; no cycle count is documented).
+    "swdge_fixed_cycles": Constant(
+        10, 10, "GpSimd cycles",
+        "nki/get-started/about/nki-dma-overview.rst Example 2 profile (figure nki-dma-intro-6: the GpSimd "
+        "DMA trigger of a 128-partition software-DGE copy lasts 8 ns, ~10 cycles at 1.2 GHz); assumed on trn1"),
+    "swdge_cycles_per_descriptor": Constant(
+        2, 2, "GpSimd cycles",
+        "assumption: one descriptor element per gathered row, ~16 cycles each on one of GpSimd's 8 cores, "
+        "the cores working in parallel (no figure documented in nki/deep-dives/nki-dge.rst)"),
 }
 
 _FAST_16BIT_VECTOR_OPS = frozenset(["copy", "tensor_scalar"])
@@ -150,6 +186,65 @@ def dma_queue_bytes_per_ns(target):
     return constant("dma_peak_gbps_per_nc", target) / constant("dma_queues", target)
 
 
+def dma_efficiency(contiguous_bytes):
+    """Fraction of peak bandwidth reached when a DMA moves contiguous runs of ``contiguous_bytes``.
+
+    ``x / (1 + x**k) ** (1/k)`` with ``x = contiguous_bytes / knee``: linear in the run length well below
+    the knee (a fixed time per descriptor element, the documented "per-packet overhead"), 1 well above it.
+    Constants and their sources: ``dma_efficiency_knee_bytes``, ``dma_efficiency_sharpness``.
+    """
+    c = float(contiguous_bytes)
+    if c <= 0:
+        return 0.0
+    return _dma_efficiency_cached(c)
+
+
+@lru_cache(maxsize=4096)
+def _dma_efficiency_cached(c):
+    knee = CONSTANTS["dma_efficiency_knee_bytes"].trn2
+    k = CONSTANTS["dma_efficiency_sharpness"].trn2
+    x = c / knee
+    return min(1.0, x / (1.0 + x**k) ** (1.0 / k))  # rounding can overshoot 1 by an ulp
+
+
+def dma_transfer_shape(nbytes, partitions=None, contiguous_bytes=None, descriptors=None):
+    """``(run_bytes, descriptors)`` a transfer is charged with.
+
+    ``descriptors`` defaults to the SBUF-side partitions (one row per partition), or 16 (one per DMA engine)
+    for an HBM-to-HBM copy; ``run_bytes`` defaults to the bytes of one descriptor element
+    (``nbytes / descriptors``) and never exceeds it.
+    """
+    nbytes = int(nbytes)
+    if descriptors is None:
+        descriptors = int(partitions) if partitions is not None else CONSTANTS["dma_queues"].trn2
+    descriptors = max(int(descriptors), 1)
+    per_descriptor = nbytes / descriptors
+    run = per_descriptor if contiguous_bytes is None else min(float(contiguous_bytes), per_descriptor)
+    return run, descriptors
+
+
+def dma_data_ns(nbytes, target, model=DEFAULT_DMA_MODEL, run_bytes=None):
+    """Time of ``nbytes`` on one engine/queue at its share of peak, slowed by ``dma_efficiency(run_bytes)``
+    under the descriptor-bound model (``run_bytes=None``: the bytes are one run)."""
+    _check_model(model)
+    ns = int(nbytes) / dma_queue_bytes_per_ns(target)
+    if model == "descriptor" and nbytes:
+        ns /= dma_efficiency(run_bytes if run_bytes is not None else nbytes)
+    return ns
+
+
+def swdge_descriptor_cycles(descriptors, target):
+    """GpSimd cycles spent generating the descriptors of one indirect (software-DGE) DMA:
+    ``swdge_fixed_cycles + descriptors * swdge_cycles_per_descriptor`` (an assumption; see CONSTANTS)."""
+    return float(constant("swdge_fixed_cycles", target)
+                 + max(int(descriptors), 0) * constant("swdge_cycles_per_descriptor", target))
+
+
+def _check_model(model):
+    if model not in DMA_MODELS:
+        raise ValueError(f"unknown DMA cost model {model!r}; allowed: {', '.join(DMA_MODELS)}")
+
+
 def dma_pick_queue(queue_busy_ns):
     """Index of the queue that pays for the next transfer: the least busy one (lowest index on ties).
 
@@ -185,20 +280,23 @@ def dma_engine_span(partition_start, partitions, target):
     return first, min(last, n_engines - 1) - first + 1
 
 
-def dma_charge(queue_busy_ns, nbytes, target, partition_start=0, partitions=None):
+def dma_charge(queue_busy_ns, nbytes, target, partition_start=0, partitions=None, *,
+               model="optimistic", run_bytes=None):
     """Charge one transfer to the per-engine lanes ``queue_busy_ns`` (modified in place).
 
     The fixed cost goes to the least busy lane (``dma_pick_queue``: the transfer's queue); the bytes
     are split evenly over the engines that move them (``dma_engine_span``), each at the per-engine
-    bandwidth. The lanes' total equals ``dma_cost_ns(nbytes)``, so the serial bound is unchanged.
+    bandwidth (times ``dma_efficiency(run_bytes)`` under ``model="descriptor"``). The lanes' total
+    equals ``dma_cost_ns(nbytes, ...)`` of the same model, so the serial bound matches.
     """
     queue_busy_ns[dma_pick_queue(queue_busy_ns)] += constant("dma_fixed_ns", target)
     first, count = dma_engine_span(partition_start, partitions, target)
-    share = int(nbytes) / dma_queue_bytes_per_ns(target) / count
+    share = dma_data_ns(nbytes, target, model, run_bytes) / count
     for lane in range(first, first + count):
         queue_busy_ns[lane] += share
 
 
-def dma_cost_ns(nbytes, target):
-    """One transfer on one queue: ``1300 ns + nbytes / (peak / 16)``."""
-    return float(constant("dma_fixed_ns", target) + int(nbytes) / dma_queue_bytes_per_ns(target))
+def dma_cost_ns(nbytes, target, model="optimistic", run_bytes=None):
+    """One transfer on one queue: ``1300 ns + nbytes / (peak / 16)``, the bytes slowed by
+    ``dma_efficiency(run_bytes)`` under ``model="descriptor"``."""
+    return float(constant("dma_fixed_ns", target) + dma_data_ns(nbytes, target, model, run_bytes))

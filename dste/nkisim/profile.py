@@ -9,7 +9,14 @@ target; none is a hardware measurement. Latency has two bounds:
 - ``serial``: nothing overlaps, so it is the sum of every engine's busy time
   plus every DMA transfer's time.
 
-Profiles of successive launches add with :meth:`Profile.merge`.
+Both bounds exist for two DMA models (``cost.DMA_MODELS``), kept side by side:
+
+- ``"descriptor"`` (default): bytes move at peak times ``cost.dma_efficiency`` of their contiguous run
+  length, and indirect (software-DGE) transfers charge descriptor generation to GpSimd;
+- ``"optimistic"``: the fixed cost plus every byte at peak, no descriptor generation.
+
+``latency_overlapped_us`` / ``latency_serial_us`` report the default model; ``latency_us(model=...,
+bound=...)`` either. Profiles of successive launches add with :meth:`Profile.merge`.
 """
 
 import json
@@ -27,14 +34,19 @@ class Profile:
         self.ops = {}
         self.engine_cycles = {engine: 0.0 for engine in COMPUTE_ENGINES}
         n_queues = int(cost.constant("dma_queues", self.target))
-        self.dma_queue_ns = [0.0] * n_queues
+        # per DMA model: busy ns of each of the 16 DMA engines, and the sum of every transfer's time
+        self.dma_queue_ns_by_model = {m: [0.0] * n_queues for m in cost.DMA_MODELS}
+        self.dma_serial_ns_by_model = {m: 0.0 for m in cost.DMA_MODELS}
+        # GpSimd cycles of software descriptor generation (descriptor model only; not instructions)
+        self.swdge_cycles = 0.0
         self.dma_transfers = 0
+        self.dma_indirect_transfers = 0
+        self.dma_descriptors = 0
         self.dma_bytes = 0
-        self.dma_serial_ns = 0.0
         self.launches = 1
         self.peak_sbuf_bytes_per_partition = 0
         self.peak_psum_bytes_per_partition = 0
-        self._overlapped_ns = None  # set for merged profiles
+        self._overlapped_ns = None  # per model, set for merged profiles
 
     # -- recording -------------------------------------------------------------------------
     def record(self, engine, op, cycles):
@@ -42,33 +54,73 @@ class Profile:
         self.ops[op] = self.ops.get(op, 0) + 1
         self.engine_cycles[engine] += float(cycles)
 
-    def record_dma(self, op, nbytes, partition_start=0, partitions=None):
+    def record_dma(self, op, nbytes, partition_start=0, partitions=None, *, contiguous_bytes=None,
+                   descriptors=None, indirect=False):
         """One transfer (``cost.dma_charge``): the fixed cost on the least busy queue, the bytes split over
-        the DMA engines serving the SBUF-side partitions (all 16 when ``partitions`` is None)."""
-        ns = cost.dma_cost_ns(nbytes, self.target)
-        cost.dma_charge(self.dma_queue_ns, nbytes, self.target, partition_start, partitions)
+        the DMA engines serving the SBUF-side partitions (all 16 when ``partitions`` is None).
+
+        ``contiguous_bytes``: the longest contiguous run per partition/row (None: ``nbytes`` spread evenly
+        over the descriptors); ``descriptors``: descriptor elements, e.g. rows of an indirect gather (None:
+        ``partitions``); ``indirect``: vector/scalar-offset access, whose descriptors software DGE builds
+        on GpSimd (charged to GpSimd under the descriptor model).
+        """
+        run, n_desc = cost.dma_transfer_shape(nbytes, partitions, contiguous_bytes, descriptors)
+        for model in cost.DMA_MODELS:
+            self.dma_serial_ns_by_model[model] += cost.dma_cost_ns(nbytes, self.target, model, run)
+            cost.dma_charge(self.dma_queue_ns_by_model[model], nbytes, self.target, partition_start, partitions,
+                            model=model, run_bytes=run)
+        if indirect:
+            self.swdge_cycles += cost.swdge_descriptor_cycles(n_desc, self.target)
+            self.dma_indirect_transfers += 1
         self.instructions["dma"] += 1
         self.ops[op] = self.ops.get(op, 0) + 1
         self.dma_transfers += 1
+        self.dma_descriptors += n_desc
         self.dma_bytes += int(nbytes)
-        self.dma_serial_ns += ns
+
+    # -- the default model's DMA figures, under their historical names --------------------
+    @property
+    def dma_queue_ns(self):
+        return self.dma_queue_ns_by_model[cost.DEFAULT_DMA_MODEL]
+
+    @property
+    def dma_serial_ns(self):
+        return self.dma_serial_ns_by_model[cost.DEFAULT_DMA_MODEL]
 
     # -- derived figures (modelled) --------------------------------------------------------
-    def engine_busy_ns(self):
-        busy = {e: cost.cycles_to_ns(c, e, self.target) for e, c in self.engine_cycles.items()}
-        busy["dma"] = max(self.dma_queue_ns)
+    def engine_cycles_for(self, model=cost.DEFAULT_DMA_MODEL):
+        """Engine cycles under a DMA model: the descriptor model adds software-DGE time to GpSimd."""
+        cycles = dict(self.engine_cycles)
+        if model == "descriptor":
+            cycles["gpsimd"] += self.swdge_cycles
+        return cycles
+
+    def engine_busy_ns(self, model=cost.DEFAULT_DMA_MODEL):
+        cost._check_model(model)
+        busy = {e: cost.cycles_to_ns(c, e, self.target) for e, c in self.engine_cycles_for(model).items()}
+        busy["dma"] = max(self.dma_queue_ns_by_model[model])
         return busy
+
+    def latency_us(self, model=cost.DEFAULT_DMA_MODEL, bound="overlapped"):
+        """Modelled latency under DMA ``model`` (``"descriptor"`` or ``"optimistic"``); ``bound`` is
+        ``"overlapped"`` (busiest engine or DMA queue) or ``"serial"`` (nothing overlaps)."""
+        cost._check_model(model)
+        if bound == "overlapped":
+            if self._overlapped_ns is not None:
+                return self._overlapped_ns[model] / 1000.0
+            return max(self.engine_busy_ns(model).values()) / 1000.0
+        if bound == "serial":
+            busy = self.engine_busy_ns(model)
+            return (sum(busy[e] for e in COMPUTE_ENGINES) + self.dma_serial_ns_by_model[model]) / 1000.0
+        raise ValueError(f"Profile.latency_us: unknown bound {bound!r}; allowed: overlapped, serial")
 
     @property
     def latency_overlapped_us(self):
-        if self._overlapped_ns is not None:
-            return self._overlapped_ns / 1000.0
-        return max(self.engine_busy_ns().values()) / 1000.0
+        return self.latency_us(cost.DEFAULT_DMA_MODEL, "overlapped")
 
     @property
     def latency_serial_us(self):
-        busy = self.engine_busy_ns()
-        return (sum(busy[e] for e in COMPUTE_ENGINES) + self.dma_serial_ns) / 1000.0
+        return self.latency_us(cost.DEFAULT_DMA_MODEL, "serial")
 
     @property
     def total_instructions(self):
@@ -91,15 +143,23 @@ class Profile:
                 merged.ops[op] = merged.ops.get(op, 0) + n
         for engine in merged.engine_cycles:
             merged.engine_cycles[engine] = self.engine_cycles[engine] + other.engine_cycles[engine]
-        merged.dma_queue_ns = [a + b for a, b in zip(self.dma_queue_ns, other.dma_queue_ns)]
+        for model in cost.DMA_MODELS:
+            merged.dma_queue_ns_by_model[model] = [
+                a + b for a, b in zip(self.dma_queue_ns_by_model[model], other.dma_queue_ns_by_model[model])
+            ]
+            merged.dma_serial_ns_by_model[model] = self.dma_serial_ns_by_model[model] + other.dma_serial_ns_by_model[model]
+        merged.swdge_cycles = self.swdge_cycles + other.swdge_cycles
         merged.dma_transfers = self.dma_transfers + other.dma_transfers
+        merged.dma_indirect_transfers = self.dma_indirect_transfers + other.dma_indirect_transfers
+        merged.dma_descriptors = self.dma_descriptors + other.dma_descriptors
         merged.dma_bytes = self.dma_bytes + other.dma_bytes
-        merged.dma_serial_ns = self.dma_serial_ns + other.dma_serial_ns
         merged.launches = self.launches + other.launches
         merged.peak_sbuf_bytes_per_partition = max(self.peak_sbuf_bytes_per_partition, other.peak_sbuf_bytes_per_partition)
         merged.peak_psum_bytes_per_partition = max(self.peak_psum_bytes_per_partition, other.peak_psum_bytes_per_partition)
-        a, b = self.latency_overlapped_us * 1000.0, other.latency_overlapped_us * 1000.0
-        merged._overlapped_ns = max(a, b) if parallel else a + b
+        merged._overlapped_ns = {}
+        for model in cost.DMA_MODELS:
+            a, b = self.latency_us(model) * 1000.0, other.latency_us(model) * 1000.0
+            merged._overlapped_ns[model] = max(a, b) if parallel else a + b
         return merged
 
     @staticmethod
@@ -116,6 +176,18 @@ class Profile:
     def to_dict(self):
         busy = self.engine_busy_ns()
         return {
+            "dma_model_default": cost.DEFAULT_DMA_MODEL,
+            "dma_model_assumptions": {
+                name: cost.CONSTANTS[name].source
+                for name in ("dma_efficiency_knee_bytes", "dma_efficiency_sharpness", "swdge_fixed_cycles",
+                             "swdge_cycles_per_descriptor")
+            },
+            "latency_us_modelled_by_dma_model": {
+                m: {b: round(self.latency_us(m, b), 6) for b in ("overlapped", "serial")} for m in cost.DMA_MODELS
+            },
+            "dma_indirect_transfers": self.dma_indirect_transfers,
+            "dma_descriptors": self.dma_descriptors,
+            "swdge_gpsimd_cycles_modelled": round(self.swdge_cycles, 3),
             "modelled": True,
             "target": self.target,
             "launches": self.launches,
@@ -137,24 +209,31 @@ class Profile:
 
     def table(self):
         busy = self.engine_busy_ns()
+        cycles = self.engine_cycles_for()
         t = self.target
         lines = [
             f"nkisim profile, target {t} (all times modelled from documented rules, not measured)",
-            f"{'engine':<9}{'instr':>8}{'cycles (modelled)':>20}{'busy us (modelled, ' + t + ')':>30}",
+            f"{'engine':<9}{'instr':>8}{'cycles (modelled)':>20}{'busy us (modelled, ' + t + ')':>30}"
+            "   (descriptor-bound DMA model)",
         ]
         for engine in COMPUTE_ENGINES:
             lines.append(
                 f"{ENGINE_LABELS[engine]:<9}{self.instructions[engine]:>8}"
-                f"{self.engine_cycles[engine]:>20.0f}{busy[engine] / 1000.0:>30.3f}"
+                f"{cycles[engine]:>20.0f}{busy[engine] / 1000.0:>30.3f}"
             )
         lines.append(
             f"{'DMA':<9}{self.instructions['dma']:>8}{'-':>20}{busy['dma'] / 1000.0:>30.3f}"
             "   (busiest of 16 queues)"
         )
         lines += [
-            f"DMA transfers {self.dma_transfers}, bytes {self.dma_bytes}",
-            f"latency bound, engines overlapped (modelled, {t}): {self.latency_overlapped_us:.3f} us",
-            f"latency bound, nothing overlapped (modelled, {t}): {self.latency_serial_us:.3f} us",
+            f"DMA transfers {self.dma_transfers} ({self.dma_indirect_transfers} indirect), descriptors "
+            f"{self.dma_descriptors}, bytes {self.dma_bytes}; software-DGE GpSimd cycles {self.swdge_cycles:.0f} "
+            f"(in GpSimd above)",
+            f"{'latency bound (modelled, ' + t + ')':<34}{'descriptor-bound':>18}{'optimistic':>14}",
+            f"{'  engines overlapped, us (modelled)':<34}{self.latency_us('descriptor'):>18.3f}"
+            f"{self.latency_us('optimistic'):>14.3f}",
+            f"{'  nothing overlapped, us (modelled)':<34}{self.latency_us('descriptor', 'serial'):>18.3f}"
+            f"{self.latency_us('optimistic', 'serial'):>14.3f}",
             f"peak live SBUF {self.peak_sbuf_bytes_per_partition} B/partition, "
             f"PSUM {self.peak_psum_bytes_per_partition} B/partition; launches {self.launches}",
         ]
