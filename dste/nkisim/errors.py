@@ -24,3 +24,7 @@ class OutOfBoundsError(NkiSimError, IndexError):
 
 class KernelSignatureError(NkiSimError, TypeError):
     """Unknown keyword argument, bad argument type or bad kernel return value."""
+
+
+class NkiValidationError(ConstraintError):
+    """A documented hardware constraint is violated (``nki.isa.NkiValidationError``)."""

@@ -1,305 +1,120 @@
 """``nki.isa`` for the simulator: one vectorised NumPy operation per instruction.
 
-Every instruction takes ``dst`` first, writes it, and returns None. Keyword
-names follow the NKI 0.3-0.6 signatures (NKI_NOTES §3); an unknown keyword
-raises ``TypeError`` naming the instruction. Before running, each instruction
-checks the live SBUF/PSUM allocations against the target's capacity, then its
-operands' buffers, partition counts, shapes and dtypes, then records its
-modelled cost in the run's profile.
+This module is what ``import nki.isa`` gives. It holds the core data-movement and element-wise
+instructions and re-exports the rest (``isa_vector``, ``isa_gpsimd``, ``isa_scalar``, ``isa_misc``), so
+every public function of the official ``nki/api/nki/isa/__init__.py`` exists here with its official
+parameter names, order and defaults. Each instruction checks its operands against the documented
+rules (``isa_rules``; every refusal names its rule id and doc page), computes the result with NumPy,
+and records its modelled cost in the run's profile.
 """
-
-import functools
-import inspect
 
 import numpy as np
 
-from . import cost, runtime
+from . import cost, ops
 from . import dtypes as dt
-from .errors import ConstraintError, KernelSignatureError, OutOfBoundsError
-from .ops import BITVEC, ActivationFunction, AluActivation, AluOp
-from .tensor import ON_CHIP, NkiTensor
+from .errors import OutOfBoundsError
+from .isa_common import (  # noqa: F401 - enums and handles are part of the nki.isa namespace
+    MAX_PARTITIONS, NkiInstruction, NkiValidationError, dge_mode, dma_engine, engine, gpsimd_engine,
+    matmul_perf_mode, nc_version, oob_mode, reduce_cmd, scalar_engine, tensor_engine, unknown_engine,
+    vector_engine,
+)
+from .isa_common import (
+    alu_op, apply_alu, bits, bits_scalar, bits_to, check_writable, column_operand, common_dtype,
+    contiguous_run_elements, elementwise_cycles, engine_name, generation, instruction, is_number,
+    no_psum_on_gpsimd, not_both_in_psum, on_chip, read2d, record, record_dma, reduce_alu, require_fp32_tile,
+    require_int, require_target, same_layout, sbuf_span, storage_elements, target, tensor, two_inputs, write,
+)
+from .isa_alu import ACTIVATION_ALIASES, ACTIVATION_TABLE, op_name
+from .rules import violate
+from .tensor import NkiTensor
 
-MAX_PARTITIONS = 128
 MATMUL_MAX_K, MATMUL_MAX_M, MATMUL_MAX_N = 128, 128, 512
 MATMUL_INPUT_DTYPES = frozenset([dt.float8_e4m3, dt.float8_e5m2, dt.bfloat16, dt.float16, dt.float32])
+FP8_MATMUL_DTYPES = frozenset([dt.float8_e4m3, dt.float8_e5m2])
 TRANSPOSE_TENSOR_MAX, TRANSPOSE_VECTOR_MAX = 128, 32
-
-
-class _Enum:
-    """A small named-constant namespace (``nisa.oob_mode.skip`` etc.)."""
-
-    def __init__(self, kind, names):
-        self._kind = kind
-        for name in names:
-            setattr(self, name, _Value(kind, name))
-
-
-class _Value:
-    def __init__(self, kind, name):
-        self.kind, self.name = kind, name
-
-    def __repr__(self):
-        return f"nisa.{self.kind}.{self.name}"
-
-
-oob_mode = _Enum("oob_mode", ["error", "skip"])
-dge_mode = _Enum("dge_mode", ["unknown", "none", "swdge", "hwdge"])
-engine = _Enum("engine", ["unknown", "tensor", "vector", "scalar", "gpsimd", "sync"])
-reduce_cmd = _Enum("reduce_cmd", ["idle", "reset", "reduce", "reset_reduce"])
-matmul_perf_mode = _Enum("matmul_perf_mode", ["none", "double_row"])
-nc_version = _Enum("nc_version", ["gen2", "gen3", "gen4"])
+# nl.equal / nl.maximum are the official defaults of affine_select / select_reduce / range_select.
+equal, maximum = ops.equal, ops.maximum
 
 
 def get_nc_version():
-    return nc_version.gen2 if runtime.current().target == "trn1" else nc_version.gen3
+    """The nc_version of the current target (gen2 = trn1/inf2, gen3 = trn2, gen4 = trn3)."""
+    return nc_version(generation())
 
 
-# -- instruction wrapper -----------------------------------------------------------------------
-def instruction(fn):
-    """Check keyword names, run the capacity check, call the instruction, return None."""
-    signature = inspect.signature(fn)
-    allowed = list(signature.parameters)
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        unknown = [k for k in kwargs if k not in signature.parameters]
-        if unknown:
-            raise KernelSignatureError(
-                f"nisa.{fn.__name__}: unknown keyword argument(s) {', '.join(map(repr, unknown))}; "
-                f"allowed: {', '.join(allowed)}"
-            )
-        try:
-            bound = signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise KernelSignatureError(f"nisa.{fn.__name__}: {exc}") from None
-        bound.apply_defaults()
-        runtime.current().memory.check(f"nisa.{fn.__name__}")
-        fn(*bound.args, **bound.kwargs)
-        return None
-
-    return wrapper
+def get_nc_sub_version():
+    """The silicon revision within the generation; the simulator models the first (0)."""
+    return 0
 
 
-def _target():
-    return runtime.current().target
-
-
-def _record(engine_name, op, cycles):
-    runtime.current().profile.record(engine_name, op, cycles)
-
-
-def _tensor(instr, role, value):
-    if not isinstance(value, NkiTensor):
-        raise ConstraintError(f"nisa.{instr}: {role} must be an NkiTensor, got {type(value).__name__}")
-    if value.is_indirect and instr != "dma_copy":
-        raise ConstraintError(f"nisa.{instr}: {role} {value.name!r} uses vector_offset; only dma_copy takes indirect operands")
-    return value
-
-
-def _on_chip(instr, role, t, allowed=ON_CHIP):
-    """Buffer, partition count and start-partition rules for a compute-engine operand."""
-    _tensor(instr, role, t)
-    if t.buffer not in allowed:
-        raise ConstraintError(
-            f"nisa.{instr}: {role} {t.name!r} is in {t.buffer}; allowed: {', '.join(allowed)}"
-        )
-    partitions = t.shape[0]
-    if partitions > MAX_PARTITIONS:
-        raise ConstraintError(f"nisa.{instr}: {role} {t.name!r} spans {partitions} partitions; the limit is {MAX_PARTITIONS}")
-    if t._byte_strides[0] != t.storage.bytes_per_partition and partitions > 1:
-        raise ConstraintError(
-            f"nisa.{instr}: {role} {t.name!r} must cover consecutive partitions (partition step "
-            f"{t._byte_strides[0] // max(t.storage.bytes_per_partition, 1)})"
-        )
-    start = t.partition_start
-    if partitions > 64:
-        legal = (0,)
-    elif partitions > 32:
-        legal = (0, 64)
-    else:
-        legal = (0, 32, 64, 96)
-    if start not in legal:
-        raise ConstraintError(
-            f"nisa.{instr}: {role} {t.name!r} starts at partition {start}; an operand of {partitions} partitions "
-            f"may start at {', '.join(map(str, legal))}"
-        )
-    return t
-
-
-def _same_layout(instr, a_role, a, b_role, b):
-    if a.shape[0] != b.shape[0] or a.free_size != b.free_size:
-        raise ConstraintError(
-            f"nisa.{instr}: {a_role} {a.shape} and {b_role} {b.shape} must have the same partition count "
-            "and elements per partition"
-        )
-
-
-def _two_inputs(instr, dst, a_role, a, b_role, b):
-    """``dst`` and two inputs all on chip, each input shaped like ``dst``."""
-    for role, t in (("dst", dst), (a_role, a), (b_role, b)):
-        _on_chip(instr, role, t)
-    _same_layout(instr, "dst", dst, a_role, a)
-    _same_layout(instr, "dst", dst, b_role, b)
-
-
-def _not_both_in_psum(instr, a_role, a, b_role, b):
-    if a.buffer == "psum" and b.buffer == "psum":
-        raise ConstraintError(f"nisa.{instr}: {a_role} and {b_role} cannot both be in PSUM")
-
-
-def _check_writable(instr, dst):
-    if any(s == 0 and n > 1 for s, n in zip(dst._byte_strides, dst.shape)):
-        raise ConstraintError(f"nisa.{instr}: dst {dst.name!r} is a broadcast (stride-0) view and cannot be written")
-
-
-def _read2d(t):
-    """Values as [P, free] (a copy when the view is not reshapeable in place)."""
-    return t.array().reshape(t.shape[0], -1)
-
-
-def _vector_operand(instr, role, value, partitions):
-    """A scalar or a [P, 1] tile as an fp32 column (or raw NumPy for bitvec)."""
-    if isinstance(value, NkiTensor):
-        _on_chip(instr, role, value)
-        if value.shape[0] != partitions or value.free_size != 1:
-            raise ConstraintError(
-                f"nisa.{instr}: {role} {value.name!r} must be a scalar or a [{partitions}, 1] tile, got {value.shape}"
-            )
-        return _read2d(value)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ConstraintError(f"nisa.{instr}: {role} must be a number or a [P, 1] tile, got {value!r}")
-    return value
-
-
-def _write(instr, dst, values):
-    """Cast ``values`` ([P, free] or dst-shaped) to dst's dtype and store; PSUM loses its matmul mark."""
-    _check_writable(instr, dst)
-    out = dst.array()
-    out[...] = dt.cast(values, dst.dtype).reshape(dst.shape)
-    if dst.storage.matmul_written is not None:
-        dst.storage.matmul_written[_storage_elements(dst)] = False
-
-
-def _storage_elements(t):
-    return (t.element_offsets() // t.storage.dtype.itemsize).reshape(-1)
-
-
-def _bits(values):
-    """Raw bits of an integer array, zero-extended to uint32."""
-    values = np.asarray(values)
-    if values.dtype.kind not in "iu":
-        raise ConstraintError(f"bitvec operand must be an integer dtype, got {values.dtype.name}")
-    return values.view(dt.unsigned_view_dtype(values.dtype)).astype(np.uint32)
-
-
-def _bits_scalar(value, instr, role):
-    if isinstance(value, np.ndarray):
-        return _bits(value)
-    if isinstance(value, (int, np.integer)):
-        return np.uint32(int(value) & 0xFFFFFFFF)
-    raise ConstraintError(f"nisa.{instr}: bitvec {role} must be an integer (or integer tile), got {value!r}")
-
-
-def _bits_to(values, dtype):
-    """Truncate uint32 bits to dtype's width and reinterpret."""
-    unsigned = dt.unsigned_view_dtype(dtype)
-    return values.astype(unsigned).view(dtype)
-
-
-def _common_dtype(*tensors):
-    """The operands' shared dtype, or float32 when they differ (for the VectorE speed rule)."""
-    dtypes = {t.dtype for t in tensors if isinstance(t, NkiTensor)}
-    return dtypes.pop() if len(dtypes) == 1 else dt.float32
-
-
-def _engine_name(value, instr, default, allowed):
-    if value is None or value is engine.unknown:
-        return default
-    if not isinstance(value, _Value) or value.kind != "engine":
-        raise ConstraintError(f"nisa.{instr}: engine must be a nisa.engine value, got {value!r}")
-    if value.name not in allowed:
-        raise ConstraintError(f"nisa.{instr}: engine {value.name} is not allowed; allowed: {', '.join(allowed)}")
-    return value.name
-
-
-def _no_psum_on_gpsimd(instr, eng, *tensors):
-    if eng == "gpsimd":
-        for t in tensors:
-            if isinstance(t, NkiTensor) and t.buffer == "psum":
-                raise ConstraintError(f"nisa.{instr}: GpSimd cannot access PSUM (operand {t.name!r})")
-
-
-def _elementwise_cycles(eng, free, n_inputs, dtype, op):
-    target = _target()
-    if eng == "vector":
-        return cost.vector_cycles(free, n_inputs, dtype, target, op)
-    if eng == "scalar":
-        return cost.scalar_cycles(free, target, n_inputs)
-    return cost.gpsimd_cycles(free, n_inputs, target)
-
-
-def _check_op(instr, role, op):
-    if not isinstance(op, AluOp):
-        raise ConstraintError(f"nisa.{instr}: {role} must be an nl ALU operator (nl.add, nl.right_shift, ...), got {op!r}")
-    return op
-
-
-# -- DMA ---------------------------------------------------------------------------------------
+# -- DMA -------------------------------------------------------------------------------------------
 @instruction
-def dma_copy(dst, src, priority=None, oob_mode=oob_mode.error, dge_mode=dge_mode.unknown, engine=engine.unknown, name=None):
-    """Copy ``src`` to ``dst`` (HBM<->SBUF, HBM->HBM, SBUF->SBUF), converting dtypes through fp32.
+def dma_copy(dst, src, priority=None, oob_mode=oob_mode.error, dge_mode=dge_mode.unknown, engine=engine.unknown,
+             name=None):
+    """Copy ``src`` to ``dst`` (HBM/SBUF in any direction), converting dtypes through fp32.
 
-    An ``.ap(vector_offset=idx)`` view on src gathers rows, on dst scatters rows;
-    ``oob_mode.skip`` leaves rows with out-of-range indices untouched (and moves
-    no bytes for them).
+    An ``.ap(vector_offset=idx)`` view on src gathers rows, on dst scatters rows; ``oob_mode.skip``
+    leaves rows with out-of-range indices untouched (and moves no bytes for them).
     """
     instr = "dma_copy"
-    _tensor(instr, "dst", dst)
-    _tensor(instr, "src", src)
-    if src.buffer == "psum":
-        raise ConstraintError(f"nisa.dma_copy: src {src.name!r} is in PSUM; DMA cannot read PSUM (copy it to SBUF first)")
-    if oob_mode not in (globals()["oob_mode"].error, globals()["oob_mode"].skip):
-        raise ConstraintError(f"nisa.dma_copy: oob_mode must be nisa.oob_mode.error or .skip, got {oob_mode!r}")
-    modes = globals()["dge_mode"]
+    modes, oob = globals()["dge_mode"], globals()["oob_mode"]
+    tensor(instr, "dst", dst)
+    tensor(instr, "src", src)
+    if src.buffer == "psum" or dst.buffer == "psum":
+        violate("dma_copy.no_psum", f"nisa.dma_copy: {'src ' + repr(src.name) if src.buffer == 'psum' else 'dst ' + repr(dst.name)} "
+                "is in PSUM; DMA cannot read PSUM (copy it to SBUF with nisa.tensor_copy first)")
+    if not isinstance(oob_mode, oob):
+        violate("dma_copy.oob", f"nisa.dma_copy: oob_mode must be nisa.oob_mode.error or .skip, got {oob_mode!r}")
+    if not isinstance(dge_mode, modes):
+        violate("dma_copy.hwdge", f"nisa.dma_copy: dge_mode must be a nisa.dge_mode member, got {dge_mode!r}")
+    if priority is not None:
+        require_target(instr, "priority", 4)
+        if not isinstance(priority, int) or not 0 <= priority <= 3:
+            violate("dma_copy.priority", f"nisa.dma_copy: priority must be an int 0-3, got {priority!r}")
     if dge_mode is modes.hwdge:
-        if _target() == "trn1":
-            raise ConstraintError("nisa.dma_copy: dge_mode.hwdge does not exist on NeuronCore-v2 (trn1/inf2)")
+        if generation() < 3:
+            violate("dma_copy.hwdge", "nisa.dma_copy: dge_mode.hwdge does not exist on NeuronCore-v2 (trn1/inf2)")
         if src.dtype != dst.dtype:
-            raise ConstraintError(
-                f"nisa.dma_copy: dge_mode.hwdge cannot convert dtypes (src {src.dtype.name}, dst {dst.dtype.name})"
-            )
+            violate("dma_copy.hwdge", f"nisa.dma_copy: dge_mode.hwdge cannot convert dtypes (src {src.dtype.name}, "
+                    f"dst {dst.dtype.name}); use .view() to reinterpret")
+    eng = globals()["engine"]
+    if engine is not None and engine is not eng.unknown:
+        if dge_mode is not modes.hwdge or engine not in (eng.sync, eng.scalar):
+            violate("dma_copy.engine", f"nisa.dma_copy: engine={engine!r} is only valid as engine.sync or "
+                    "engine.scalar with dge_mode=hwdge")
+    indirect = src.is_indirect or dst.is_indirect
     if src.is_indirect and dst.is_indirect:
-        raise ConstraintError("nisa.dma_copy: src and dst cannot both use vector_offset")
-    if (src.is_indirect or dst.is_indirect) and dge_mode in (modes.hwdge, modes.none):
-        raise ConstraintError(f"nisa.dma_copy: indirect (vector_offset) access needs software DGE, not {dge_mode!r}")
+        violate("dma_copy.indirect", "nisa.dma_copy: src and dst cannot both use vector_offset")
+    if indirect and dge_mode in (modes.hwdge, modes.none):
+        violate("dma_copy.indirect", f"nisa.dma_copy: indirect (vector_offset) access needs software DGE, not "
+                f"{dge_mode!r}")
     for role, t in (("dst", dst), ("src", src)):
         if t.is_on_chip and t.shape[0] > MAX_PARTITIONS:
-            raise ConstraintError(f"nisa.dma_copy: {role} {t.name!r} spans {t.shape[0]} partitions; the limit is {MAX_PARTITIONS}")
+            violate("isa.partitions", f"nisa.dma_copy: {role} {t.name!r} spans {t.shape[0]} partitions; the limit is "
+                    f"{MAX_PARTITIONS}")
     if src.size != dst.size:
-        raise ConstraintError(
-            f"nisa.dma_copy: element counts differ (src {src.name!r} {src.shape} has {src.size}, "
-            f"dst {dst.name!r} {dst.shape} has {dst.size})"
-        )
-    skip = oob_mode is globals()["oob_mode"].skip
+        violate("dma_copy.size", f"nisa.dma_copy: element counts differ (src {src.name!r} {src.shape} has {src.size}, "
+                f"dst {dst.name!r} {dst.shape} has {dst.size})")
+    skip = oob_mode is oob.skip
     item = max(src.dtype.itemsize, dst.dtype.itemsize)
-    if src.is_indirect or dst.is_indirect:
-        moved = _indirect_copy(dst, src, skip)
+    if indirect:
+        moved, rows, row_elems = _indirect_copy(dst, src, skip)
+        run_elems, descriptors = row_elems, rows
     else:
-        _check_writable(instr, dst)
+        check_writable(instr, dst)
         values = src.array()
         if src.dtype != dst.dtype:
             values = dt.cast(dt.to_fp32(values), dst.dtype)
         dst.array()[...] = values.reshape(dst.shape)
         if dst.storage.matmul_written is not None:
-            dst.storage.matmul_written[_storage_elements(dst)] = False
+            dst.storage.matmul_written[storage_elements(dst)] = False
         moved = src.size
-    sbuf_side = dst if dst.is_on_chip else src if src.is_on_chip else None
-    span = (sbuf_side.partition_start, sbuf_side.shape[0]) if sbuf_side is not None else (0, None)
-    runtime.current().profile.record_dma("dma_copy", moved * item, *span)
+        run_elems = max(1, min(contiguous_run_elements(src), contiguous_run_elements(dst)))
+        descriptors = -(-moved // run_elems)
+    record_dma(instr, moved * item, sbuf_span(dst, src), run_elems * item, descriptors, indirect)
 
 
 def _indirect_copy(dst, src, skip):
-    """Gather (indirect src) or scatter (indirect dst) whole rows; returns the elements moved."""
+    """Gather (indirect src) or scatter (indirect dst) whole rows; returns (elements, rows, elements per row)."""
     view = src if src.is_indirect else dst
     other = dst if src.is_indirect else src
     ind = view._indirect
@@ -308,23 +123,23 @@ def _indirect_copy(dst, src, skip):
     valid = (idx >= 0) & (idx < ind.n_rows)
     if not valid.all() and not skip:
         p = int(np.flatnonzero(~valid)[0])
-        raise OutOfBoundsError(
-            f"nisa.dma_copy: indirect index {int(idx[p])} (partition {p} of index tile {ind.index.name!r}) is outside "
-            f"the allowed range [0, {ind.n_rows}) of the rows of {view.name!r}; use oob_mode=nisa.oob_mode.skip to skip it"
-        )
+        violate("dma_copy.oob", f"nisa.dma_copy: indirect index {int(idx[p])} (partition {p} of index tile "
+                f"{ind.index.name!r}) is outside the allowed range [0, {ind.n_rows}) of the rows of {view.name!r}; "
+                "use oob_mode=nisa.oob_mode.skip to skip it", error=OutOfBoundsError)
     offsets = view.element_offsets().reshape(rows, -1) + (idx * ind.row_bytes)[:, None]
     item = view.dtype.itemsize
-    limit = view.storage.nbytes
     offsets = offsets[valid]
-    if offsets.size and (offsets.min() < 0 or offsets.max() + item > limit):
-        raise OutOfBoundsError(f"nisa.dma_copy: indirect access pattern on {view.name!r} reaches outside its storage")
+    if offsets.size and (offsets.min() < 0 or offsets.max() + item > view.storage.nbytes):
+        violate("dma_copy.oob", f"nisa.dma_copy: indirect access pattern on {view.name!r} reaches outside its storage",
+                error=OutOfBoundsError)
     flat = view.storage.data.view(view.dtype) if view.storage.nbytes % item == 0 else None
     if flat is None or offsets.size and (offsets % item).any():
-        raise ConstraintError(f"nisa.dma_copy: indirect access on {view.name!r} is not aligned to {view.dtype.name}")
+        violate("dma_copy.indirect", f"nisa.dma_copy: indirect access on {view.name!r} is not aligned to "
+                f"{view.dtype.name}")
     element_index = offsets // item
     if src.is_indirect:
         values = flat[element_index]
-        _check_writable("dma_copy", dst)
+        check_writable("dma_copy", dst)
         dst_offsets = dst.element_offsets().reshape(rows, -1)[valid] // dst.dtype.itemsize
         if dst.dtype != src.dtype:
             values = dt.cast(dt.to_fp32(values), dst.dtype)
@@ -336,72 +151,84 @@ def _indirect_copy(dst, src, skip):
         if dst.dtype != src.dtype:
             values = dt.cast(dt.to_fp32(values), dst.dtype)
         flat[element_index] = values
-    return int(valid.sum()) * (view.size // max(rows, 1))
+    row_elems = view.size // max(rows, 1)
+    n_valid = int(valid.sum())
+    return n_valid * row_elems, n_valid, row_elems
 
 
-# -- TensorE -----------------------------------------------------------------------------------
+# -- TensorE ---------------------------------------------------------------------------------------
 @instruction
 def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_onezero=False, is_transpose=False,
               accumulate=None, tile_position=(), tile_size=(), perf_mode=matmul_perf_mode.none, name=None):
-    """``dst[M, N] (=|+=) stationary[K, M].T @ moving[K, N]`` on TensorE, fp32 accumulation in PSUM."""
+    """``dst[M, N] (=|+=) stationary[K, M].T @ moving[K, N]`` on TensorE, fp32 accumulation in PSUM.
+
+    With ``perf_mode=double_row`` (NeuronCore-v3+, fp8 inputs) the contraction spans the partition dim
+    and a first free dim of 2: ``stationary [K, 2, M]``, ``moving [K, 2, N]``.
+    """
     instr = "nc_matmul"
-    _on_chip(instr, "stationary", stationary, ("sbuf",))
-    _on_chip(instr, "moving", moving, ("sbuf",))
-    _on_chip(instr, "dst", dst, ("psum",))
-    if is_transpose or tile_position or tile_size or perf_mode is not matmul_perf_mode.none:
-        raise NotImplementedError(
-            "nisa.nc_matmul: is_transpose, tile_position, tile_size and perf_mode are not simulated"
-        )
+    on_chip(instr, "stationary", stationary, ("sbuf",))
+    on_chip(instr, "moving", moving, ("sbuf",))
+    on_chip(instr, "dst", dst, ("psum",))
+    double_row = perf_mode is matmul_perf_mode.double_row
+    if not isinstance(perf_mode, matmul_perf_mode):
+        violate("nc_matmul.perf_mode", f"nisa.nc_matmul: perf_mode must be a nisa.matmul_perf_mode member, got "
+                f"{perf_mode!r}")
+    row_size, col_size = _matmul_tiling(tile_position, tile_size)
     for role, t in (("stationary", stationary), ("moving", moving)):
         if t.dtype not in MATMUL_INPUT_DTYPES:
-            raise ConstraintError(
-                f"nisa.nc_matmul: {role} dtype {t.dtype.name} is not a TensorE input type "
-                f"(allowed: float8_e4m3, float8_e5m2, bfloat16, float16, tfloat32, float32; cast integers to bf16 first)"
-            )
+            violate("nc_matmul.dtype", f"nisa.nc_matmul: {role} dtype {t.dtype.name} is not a TensorE input type "
+                    "(allowed: float8_e4m3, float8_e5m2, bfloat16, float16, tfloat32, float32; cast integers to bf16 first)")
     if (stationary.dtype == dt.float32) != (moving.dtype == dt.float32):
-        raise ConstraintError(
-            f"nisa.nc_matmul: fp32/tf32 only pairs with fp32/tf32 (stationary {stationary.dtype.name}, moving {moving.dtype.name})"
-        )
+        violate("nc_matmul.dtype", f"nisa.nc_matmul: fp32/tf32 only pairs with fp32/tf32 (stationary "
+                f"{stationary.dtype.name}, moving {moving.dtype.name})")
     if dst.dtype != dt.float32:
-        raise ConstraintError(f"nisa.nc_matmul: dst must be float32 on NeuronCore-v2/v3, got {dst.dtype.name}")
-    k, m = stationary.shape[0], stationary.free_size
-    k2, n = moving.shape[0], moving.free_size
+        violate("nc_matmul.dst_dtype", f"nisa.nc_matmul: dst must be float32 on NeuronCore-v2/v3, got {dst.dtype.name}")
+    st, mv = read2d(stationary).astype(np.float32), read2d(moving).astype(np.float32)
+    k, k2 = stationary.shape[0], moving.shape[0]
+    if double_row:
+        require_target(instr, "perf_mode=double_row", 3)
+        for role, t in (("stationary", stationary), ("moving", moving)):
+            if t.dtype not in FP8_MATMUL_DTYPES:
+                violate("nc_matmul.perf_mode", f"nisa.nc_matmul: double_row needs float8_e4m3/float8_e5m2 operands; "
+                        f"{role} is {t.dtype.name}")
+            if t.ndim < 3 or t.shape[1] != 2:
+                violate("nc_matmul.perf_mode", f"nisa.nc_matmul: double_row needs {role} shaped [K, 2, ...], got {t.shape}")
+        if col_size != 128:
+            violate("nc_matmul.perf_mode", "nisa.nc_matmul: double_row cannot be combined with column tiling")
+        st = st.reshape(k, 2, -1).reshape(2 * k, -1)
+        mv = mv.reshape(k2, 2, -1).reshape(2 * k2, -1)
+    m, n = st.shape[1], mv.shape[1]
     if k != k2:
-        raise ConstraintError(f"nisa.nc_matmul: contraction dims differ (stationary K={k}, moving K={k2})")
-    for label, value, limit in (("K (partition dim)", k, MATMUL_MAX_K), ("M (stationary free size)", m, MATMUL_MAX_M),
+        violate("nc_matmul.tile_size", f"nisa.nc_matmul: contraction dims differ (stationary K={k}, moving K={k2})")
+    for label, value, limit in (("K (partition dim)", k, row_size), ("M (stationary free size)", m, col_size),
                                 ("N (moving free size)", n, MATMUL_MAX_N)):
         if value > limit:
-            raise ConstraintError(f"nisa.nc_matmul: {label} = {value} exceeds the limit {limit}")
+            violate("nc_matmul.tile_size", f"nisa.nc_matmul: {label} = {value} exceeds the limit {limit}")
     if dst.shape[0] != m or dst.free_size != n:
-        raise ConstraintError(f"nisa.nc_matmul: dst shape {dst.shape} must be [M={m}, N={n}]")
-    bank = int(cost.constant("psum_bank_bytes", _target()))
+        violate("nc_matmul.tile_size", f"nisa.nc_matmul: dst shape {dst.shape} must be [M={m}, N={n}]")
+    bank = int(cost.constant("psum_bank_bytes", target()))
     if n * dst.dtype.itemsize > bank:
-        raise ConstraintError(
-            f"nisa.nc_matmul: dst needs {n * dst.dtype.itemsize} B per partition, more than one PSUM bank ({bank} B)"
-        )
+        violate("nc_matmul.psum_bank", f"nisa.nc_matmul: dst needs {n * dst.dtype.itemsize} B per partition, more "
+                f"than one PSUM bank ({bank} B)")
     _check_one_bank(dst, bank)
-    _check_writable(instr, dst)
-    result = _read2d(stationary).astype(np.float32).T @ _read2d(moving).astype(np.float32)
-    elements = _storage_elements(dst)
+    check_writable(instr, dst)
+    result = st.T @ mv
+    elements = storage_elements(dst)
     written = dst.storage.matmul_written[elements]
     if accumulate is None:
         add = bool(written.all())
         if written.any() and not add:
-            raise ConstraintError(
-                f"nisa.nc_matmul: accumulate=None on {dst.name!r} where only part of dst holds an earlier matmul "
-                "result; pass accumulate=False or True explicitly"
-            )
+            violate("nc_matmul.accumulate", f"nisa.nc_matmul: accumulate=None on {dst.name!r} where only part of dst "
+                    "holds an earlier matmul result; pass accumulate=False or True explicitly")
     elif accumulate is True:
         if not written.all():
-            raise ConstraintError(
-                f"nisa.nc_matmul: accumulate=True onto {dst.name!r}, which no matmul has written since it was "
-                "allocated (or memset/tensor_copy overwrote it): undefined on hardware"
-            )
+            violate("nc_matmul.accumulate", f"nisa.nc_matmul: accumulate=True onto {dst.name!r}, which no matmul has "
+                    "written since it was allocated (or memset/tensor_copy overwrote it): undefined on hardware")
         add = True
     elif accumulate is False:
         add = False
     else:
-        raise ConstraintError(f"nisa.nc_matmul: accumulate must be None, False or True, got {accumulate!r}")
+        violate("nc_matmul.accumulate", f"nisa.nc_matmul: accumulate must be None, False or True, got {accumulate!r}")
     out = dst.array()
     if add:
         result = out.reshape(m, n).astype(np.float32) + result
@@ -409,7 +236,28 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     dst.storage.matmul_written[elements] = True
     in_dtype = dt.float32 if dt.float32 in (stationary.dtype, moving.dtype) else dt.bfloat16
     onezero = bool(is_stationary_onezero or is_moving_onezero)
-    _record("tensor", instr, cost.matmul_cycles(n, in_dtype, _target(), onezero=onezero))
+    cycles = cost.matmul_cycles(n, in_dtype, target(), onezero=onezero)
+    record("tensor", instr, cycles)
+
+
+def _matmul_tiling(tile_position, tile_size):
+    """(row_size, column_size) of the systolic-array tile a matmul uses (128, 128 when tiling is off)."""
+    position, size = tuple(tile_position or ()), tuple(tile_size or ())
+    if not position and not size:
+        return MATMUL_MAX_K, MATMUL_MAX_M
+    if len(position) != 2 or len(size) != 2:
+        violate("nc_matmul.tiling", f"nisa.nc_matmul: tile_position {tile_position!r} and tile_size {tile_size!r} "
+                "must both be set as 2-tuples")
+    sizes = (32, 64, 128) if generation() >= 3 else (64, 128)
+    for label, value in (("row_size", size[0]), ("column_size", size[1])):
+        if value not in sizes:
+            violate("nc_matmul.tiling", f"nisa.nc_matmul: tile_size {label} {value} must be one of {sizes} on "
+                    f"this target")
+    for label, start, value in (("start_row", position[0], size[0]), ("start_column", position[1], size[1])):
+        if start % value or start + value > 128:
+            violate("nc_matmul.tiling", f"nisa.nc_matmul: tile_position {label} {start} must be a multiple of {value} "
+                    "inside the 128x128 array")
+    return size[0], size[1]
 
 
 def _check_one_bank(dst, bank):
@@ -417,291 +265,424 @@ def _check_one_bank(dst, bank):
     start = dst._byte_offset % dst.storage.bytes_per_partition
     extent = sum((n - 1) * s for n, s in zip(dst.shape[1:], dst._byte_strides[1:])) + dst.dtype.itemsize
     if start // bank != (start + extent - 1) // bank:
-        raise ConstraintError(
-            f"nisa.nc_matmul: dst {dst.name!r} covers bytes {start}..{start + extent - 1} of each partition, "
-            f"crossing a PSUM bank boundary (banks are {bank} B); a matmul output must fit one bank"
-        )
+        violate("nc_matmul.psum_bank", f"nisa.nc_matmul: dst {dst.name!r} covers bytes {start}..{start + extent - 1} of "
+                f"each partition, crossing a PSUM bank boundary (banks are {bank} B); a matmul output must fit one bank")
 
 
 @instruction
 def nc_transpose(dst, data, engine=engine.unknown, name=None):
     """``dst[F, P] = data[P, F]`` on TensorE (up to 128x128, SBUF->PSUM) or VectorE (up to 32x32)."""
     instr = "nc_transpose"
-    eng = _engine_name(engine, instr, "tensor", ("tensor", "vector"))
+    default = "tensor" if isinstance(dst, NkiTensor) and dst.buffer == "psum" else "vector"
+    eng = engine_name(engine, instr, default, ("tensor", "vector"))
     if eng == "tensor":
-        _on_chip(instr, "data", data, ("sbuf",))
-        _on_chip(instr, "dst", dst, ("psum",))
+        on_chip(instr, "data", data, ("sbuf",))
+        on_chip(instr, "dst", dst, ("psum",))
         limit = TRANSPOSE_TENSOR_MAX
     else:
-        _on_chip(instr, "data", data)
-        _on_chip(instr, "dst", dst)
+        on_chip(instr, "data", data)
+        on_chip(instr, "dst", dst)
         limit = TRANSPOSE_VECTOR_MAX
     p, f = data.shape[0], data.free_size
     if p > limit or f > limit:
-        raise ConstraintError(f"nisa.nc_transpose: data {data.shape} exceeds {limit}x{limit} on the {eng} engine")
+        violate("nc_transpose.size", f"nisa.nc_transpose: data {data.shape} exceeds {limit}x{limit} on the {eng} engine")
     if dst.shape[0] != f or dst.free_size != p:
-        raise ConstraintError(f"nisa.nc_transpose: dst shape {dst.shape} must be [{f}, {p}] for data {data.shape}")
+        violate("nc_transpose.size", f"nisa.nc_transpose: dst shape {dst.shape} must be [{f}, {p}] for data {data.shape}")
     if dst.dtype != data.dtype:
-        raise ConstraintError(f"nisa.nc_transpose: dst dtype {dst.dtype.name} must equal data dtype {data.dtype.name}")
-    _write(instr, dst, _read2d(data).T)
+        violate("nc_transpose.size", f"nisa.nc_transpose: dst dtype {dst.dtype.name} must equal data dtype "
+                f"{data.dtype.name}")
+    write(instr, dst, read2d(data).T)
     if eng == "tensor":
-        _record("tensor", instr, cost.matmul_cycles(p, data.dtype, _target()))
+        record("tensor", instr, cost.matmul_cycles(p, data.dtype, target()))
     else:
-        _record("vector", instr, cost.vector_cycles(f, 1, data.dtype, _target()))
+        record("vector", instr, cost.vector_cycles(f, 1, data.dtype, target()))
 
 
-# -- element-wise --------------------------------------------------------------------------------
+# -- element-wise ----------------------------------------------------------------------------------
 @instruction
 def tensor_copy(dst, src, engine=engine.unknown, name=None):
     """Copy ``src`` to ``dst`` (bit-exact for equal dtypes, otherwise through fp32)."""
     instr = "tensor_copy"
-    _on_chip(instr, "dst", dst)
-    _on_chip(instr, "src", src)
-    _same_layout(instr, "dst", dst, "src", src)
-    eng = _engine_name(engine, instr, "vector", ("vector", "scalar", "gpsimd"))
-    if eng == "scalar" and _target() == "trn1":
-        raise ConstraintError("nisa.tensor_copy: ScalarE cannot run tensor_copy on NeuronCore-v2; use nisa.activation(op=nl.copy)")
-    _no_psum_on_gpsimd(instr, eng, dst, src)
-    values = _read2d(src)
-    if src.dtype != dst.dtype:
+    on_chip(instr, "dst", dst)
+    on_chip(instr, "src", src)
+    same_layout(instr, "dst", dst, "src", src)
+    eng = engine_name(engine, instr, "vector", ("vector", "scalar", "gpsimd"))
+    if eng == "scalar" and generation() < 3:
+        violate("tensor_copy.engine", "nisa.tensor_copy: ScalarE cannot run tensor_copy on NeuronCore-v2; use "
+                "nisa.activation(op=nl.copy)")
+    no_psum_on_gpsimd(instr, eng, dst, src)
+    values = read2d(src)
+    if src.dtype != dst.dtype or eng == "scalar":
         values = dt.to_fp32(values)
-    _write(instr, dst, values)
-    _record(eng, instr, _elementwise_cycles(eng, dst.free_size, 1, _common_dtype(dst, src), "copy"))
+    write(instr, dst, values)
+    record(eng, instr, elementwise_cycles(eng, dst.free_size, 1, common_dtype(dst, src), "copy"))
 
 
 @instruction
 def tensor_tensor(dst, data1, data2, op, engine=engine.unknown, name=None):
     """``dst = data1 op data2`` element-wise (fp32 math; exact int32 on GpSimd; raw bits for bitvec ops)."""
     instr = "tensor_tensor"
-    _check_op(instr, "op", op)
-    _two_inputs(instr, dst, "data1", data1, "data2", data2)
-    _not_both_in_psum(instr, "data1", data1, "data2", data2)
+    spec = alu_op(instr, "op", op)
+    if spec.is_unary:
+        violate("tensor_tensor.binary", f"nisa.tensor_tensor: op nl.{spec.name} is unary; tensor_tensor takes a "
+                "binary operator")
+    two_inputs(instr, dst, "data1", data1, "data2", data2)
+    not_both_in_psum(instr, "data1", data1, "data2", data2)
     all_int32 = all(t.dtype in (dt.int32, dt.uint32) for t in (dst, data1, data2))
     any_psum = any(t.buffer == "psum" for t in (dst, data1, data2))
-    eng = _engine_name(engine, instr, "gpsimd" if all_int32 and not any_psum else "vector", ("vector", "gpsimd"))
-    _no_psum_on_gpsimd(instr, eng, dst, data1, data2)
-    a, b = _read2d(data1), _read2d(data2)
-    if op.kind == BITVEC:
-        for role, t in (("dst", dst), ("data1", data1), ("data2", data2)):
-            if not dt.is_int(t.dtype):
-                raise ConstraintError(f"nisa.tensor_tensor: bitvec op {op!r} needs integer dtypes; {role} is {t.dtype.name}")
-        result = _bits_to(op.bits(_bits(a), _bits(b)), dst.dtype)
-    elif eng == "gpsimd" and all_int32 and op.exact_int is not None:
-        result = op.exact_int(a.astype(np.int64), b.astype(np.int64))
+    if spec.name == "power":
+        eng = engine_name(engine, instr, "gpsimd", ("vector", "gpsimd"))
+        if eng != "gpsimd":
+            violate("tensor_tensor.power_gpsimd", "nisa.tensor_tensor: nl.power runs on the GpSimd engine only")
+        if any_psum:
+            violate("tensor_tensor.power_gpsimd", "nisa.tensor_tensor: nl.power runs on GpSimd, which cannot access PSUM")
     else:
-        result = op.fp32(dt.to_fp32(a), dt.to_fp32(b))
-    _write(instr, dst, result)
-    _record(eng, instr, _elementwise_cycles(eng, dst.free_size, 2, _common_dtype(dst, data1, data2), "generic"))
+        if engine is not None and engine is not globals()["engine"].unknown and isinstance(engine, globals()["engine"]) \
+                and engine.name not in ("vector", "gpsimd"):
+            violate("tensor_tensor.engine", f"nisa.tensor_tensor: engine {engine.name} is not allowed; allowed: "
+                    "vector, gpsimd")
+        eng = engine_name(engine, instr, "gpsimd" if all_int32 and not any_psum else "vector", ("vector", "gpsimd"))
+    no_psum_on_gpsimd(instr, eng, dst, data1, data2)
+    a, b = read2d(data1), read2d(data2)
+    if spec.is_bitvec:
+        for role, t in (("dst", dst), ("data1", data1), ("data2", data2)):
+            require_int(instr, role, t)
+        result = bits_to(spec.bits(bits(a), bits(b)), dst.dtype)
+    elif eng == "gpsimd" and all_int32 and spec.exact_int is not None:
+        result = spec.exact_int(a.astype(np.int64), b.astype(np.int64))
+    else:
+        result = apply_alu(spec, dt.to_fp32(a), dt.to_fp32(b))
+    write(instr, dst, result)
+    record(eng, instr, elementwise_cycles(eng, dst.free_size, 2, common_dtype(dst, data1, data2), "generic"))
+
+
+SCALAR_ENGINE_COMBOS = (("multiply", "add"), ("multiply", None), ("add", None))
 
 
 @instruction
 def tensor_scalar(dst, data, op0, operand0, reverse0=False, op1=None, operand1=None, reverse1=False,
                   engine=engine.unknown, name=None):
-    """``dst = (data op0 operand0) op1 operand1``, operands scalars or ``[P, 1]`` tiles."""
+    """``dst = (data op0 operand0) op1 operand1``; operands are fp32 scalars or ``[P, 1]`` tiles."""
     instr = "tensor_scalar"
-    _check_op(instr, "op0", op0)
-    _on_chip(instr, "dst", dst)
-    _on_chip(instr, "data", data)
-    _same_layout(instr, "dst", dst, "data", data)
+    spec0 = alu_op(instr, "op0", op0)
+    on_chip(instr, "dst", dst)
+    on_chip(instr, "data", data)
+    same_layout(instr, "dst", dst, "data", data)
     if (op1 is None) != (operand1 is None):
-        raise ConstraintError("nisa.tensor_scalar: op1 and operand1 must be given together (or both None)")
-    ops = [(op0, operand0, reverse0)]
+        violate("tensor_scalar.op1_pair", "nisa.tensor_scalar: op1 and operand1 must be given together (or both None)")
+    ops_ = [(spec0, operand0, reverse0)]
     if op1 is not None:
-        _check_op(instr, "op1", op1)
-        if op1.is_bitvec != op0.is_bitvec:
-            raise ConstraintError(f"nisa.tensor_scalar: op0 {op0!r} and op1 {op1!r} must both be bitvec or both arithmetic")
-        ops.append((op1, operand1, reverse1))
-    bitvec = op0.is_bitvec
-    eng = _engine_name(engine, instr, "vector", ("vector", "scalar", "gpsimd"))
+        spec1 = alu_op(instr, "op1", op1)
+        if spec1.is_bitvec != spec0.is_bitvec:
+            violate("tensor_scalar.same_kind", f"nisa.tensor_scalar: op0 {op0!r} and op1 {op1!r} must both be bitvec "
+                    "or both arithmetic")
+        ops_.append((spec1, operand1, reverse1))
+    bitvec = spec0.is_bitvec
+    eng = engine_name(engine, instr, "vector", ("vector", "scalar", "gpsimd"))
     if bitvec:
         if eng != "vector":
-            raise ConstraintError(f"nisa.tensor_scalar: bitvec operators run on VectorE only, not {eng}")
+            violate("tensor_scalar.bitvec_vector", f"nisa.tensor_scalar: bitvec operators run on VectorE only, not {eng}")
         if not (dt.is_int(dst.dtype) and dt.is_int(data.dtype)):
-            raise ConstraintError(
-                f"nisa.tensor_scalar: bitvec operators need integer data and dst (data {data.dtype.name}, dst {dst.dtype.name})"
-            )
-    if eng == "scalar" and any(op.name not in ("multiply", "add") for op, _, _ in ops):
-        raise ConstraintError("nisa.tensor_scalar: ScalarE only supports nl.multiply and nl.add")
-    _no_psum_on_gpsimd(instr, eng, dst, data, operand0, operand1)
+            violate("alu.bitvec_int", f"nisa.tensor_scalar: bitvec operators need integer data and dst (data "
+                    f"{data.dtype.name}, dst {dst.dtype.name})")
+    else:
+        for i, (spec, operand, _) in enumerate(ops_):
+            require_fp32_tile(instr, f"operand{i}", operand, "tensor_scalar.fp32_operand")
+            if spec.is_unary and operand is not None and not (is_number(operand) and operand == 0):
+                violate("tensor_scalar.unary_operand", f"nisa.tensor_scalar: op{i} nl.{spec.name} is unary; "
+                        f"operand{i} must be None or 0, got {operand!r}")
+    if eng == "gpsimd" and not (spec0.name == "rsqrt" and op1 is None):
+        violate("tensor_scalar.gpsimd_rsqrt", f"nisa.tensor_scalar: engine=gpsimd is only allowed for rsqrt "
+                f"(got op0 nl.{spec0.name}{', op1 ' + repr(op1) if op1 is not None else ''})")
+    if eng == "scalar":
+        combo = (spec0.name, ops_[1][0].name if len(ops_) > 1 else None)
+        if combo not in SCALAR_ENGINE_COMBOS:
+            rule = "tensor_scalar.scalar_combos" if generation() >= 3 else "tensor_scalar.scalar_combos_v2"
+            violate(rule, f"nisa.tensor_scalar: ScalarE only supports nl.multiply and nl.add as (op0, op1) = "
+                    f"(multiply, add), (multiply, None) or (add, None); got {combo}")
+    no_psum_on_gpsimd(instr, eng, dst, data, operand0, operand1)
     p = data.shape[0]
     if bitvec:
-        value = _bits(_read2d(data))
-        for i, (op, operand, reverse) in enumerate(ops):
-            other = _bits_scalar(_vector_operand(instr, f"operand{i}", operand, p), instr, f"operand{i}")
-            value = op.bits(other, value) if reverse else op.bits(value, other)
-            value = np.asarray(value, dtype=np.uint32)
-        result = _bits_to(value, dst.dtype)
+        value = bits(read2d(data)) if dt.is_int(data.dtype) else None
+        for i, (spec, operand, reverse) in enumerate(ops_):
+            other = bits_scalar(column_operand(instr, f"operand{i}", operand if operand is not None else 0, p,
+                                               "tensor_scalar.operand_shape", fp32=False), instr, f"operand{i}")
+            value = np.asarray(spec.bits(other, value) if reverse else spec.bits(value, other), dtype=np.uint32)
+        result = bits_to(value, dst.dtype)
     else:
-        value = dt.to_fp32(_read2d(data))
-        for i, (op, operand, reverse) in enumerate(ops):
-            other = _vector_operand(instr, f"operand{i}", operand, p)
-            other = dt.to_fp32(other) if isinstance(other, np.ndarray) else np.float32(other)
-            value = op.fp32(other, value) if reverse else op.fp32(value, other)
-            value = np.asarray(value, dtype=np.float32)
+        value = dt.to_fp32(read2d(data))
+        for i, (spec, operand, reverse) in enumerate(ops_):
+            other = column_operand(instr, f"operand{i}", 0.0 if operand is None else operand, p,
+                                   "tensor_scalar.operand_shape")
+            value = apply_alu(spec, value, other, reverse)
         result = value
-    _write(instr, dst, result)
-    _record(eng, instr, _elementwise_cycles(eng, dst.free_size, 1, _common_dtype(dst, data), "tensor_scalar"))
+    write(instr, dst, result)
+    record(eng, instr, elementwise_cycles(eng, dst.free_size, 1, common_dtype(dst, data), "tensor_scalar"))
+
+
+def activation_fn(instr, op):
+    """The tbl-act-func function for ``op`` as f(x, relu_param)."""
+    name = op_name(op)
+    name = ACTIVATION_ALIASES.get(name, name)
+    fn = ACTIVATION_TABLE.get(name)
+    if fn is None:
+        violate("act.in_table", f"nisa.{instr}: op {op!r} is not an activation function of tbl-act-func; allowed: "
+                + ", ".join(sorted(ACTIVATION_TABLE)))
+    return name, fn
+
+
+def scalar_engine_input(instr, data, scale, bias):
+    """``data * scale + bias`` in fp32 with activation's scale/bias rules."""
+    p = data.shape[0]
+    require_fp32_tile(instr, "scale", scale, "activation.scale")
+    x = dt.to_fp32(read2d(data)) * column_operand(instr, "scale", scale, p, "activation.scale")
+    if bias is not None:
+        if not isinstance(bias, NkiTensor) and generation() < 3:
+            violate("activation.bias", f"nisa.{instr}: on NeuronCore-v2 (trn1/inf2) bias must be a [P, 1] tile, not a "
+                    "scalar")
+        x = x + column_operand(instr, "bias", bias, p, "activation.bias")
+    return x
+
+
+class _Accumulators:
+    """Per-engine reduce registers (one fp32 per lane), shared by the accumulating instructions."""
+
+    def __init__(self):
+        self.values = {}
+
+    def get(self, engine_name_, p):
+        regs = self.values.get(engine_name_)
+        return None if regs is None or regs.shape[0] < p else regs[:p]
+
+    def set(self, engine_name_, values):
+        self.values[engine_name_] = np.asarray(values, dtype=np.float32).reshape(-1, 1)
+
+
+def accumulators():
+    context = __import__("dste.nkisim.runtime", fromlist=["current"]).current()
+    acc = getattr(context, "isa_accumulators", None)
+    if acc is None:
+        acc = _Accumulators()
+        context.isa_accumulators = acc
+    return acc
+
+
+def write_reduce_res(instr, reduce_res, values, p):
+    on_chip(instr, "reduce_res", reduce_res)
+    if reduce_res.shape[0] != p or reduce_res.free_size != 1:
+        violate("activation.reduce_res" if "activ" in instr else "vector.reduce_res",
+                f"nisa.{instr}: reduce_res must be [{p}, 1], got {reduce_res.shape}")
+    write(instr, reduce_res, np.asarray(values, dtype=np.float32).reshape(p, 1))
 
 
 @instruction
-def activation(dst, op, data, bias=None, scale=1.0, reduce_op=None, reduce_res=None, reduce_cmd=reduce_cmd.idle, name=None):
-    """``dst = op(data * scale + bias)`` on ScalarE in fp32; optional add-reduction into ``reduce_res``."""
+def activation(dst, op, data, bias=None, scale=1.0, reduce_op=None, reduce_res=None, reduce_cmd=reduce_cmd.idle,
+               name=None):
+    """``dst = op(data * scale + bias)`` on ScalarE in fp32, with the reduce_regs add-reduction."""
     instr = "activation"
-    if not isinstance(op, (ActivationFunction, AluActivation)):
-        raise ConstraintError(f"nisa.activation: op must be an activation function (nl.copy, nl.exp, ...), got {op!r}")
-    _on_chip(instr, "dst", dst)
-    _on_chip(instr, "data", data)
-    _same_layout(instr, "dst", dst, "data", data)
+    _, fn = activation_fn(instr, op)
+    on_chip(instr, "dst", dst)
+    on_chip(instr, "data", data)
+    same_layout(instr, "dst", dst, "data", data)
     p = data.shape[0]
-    x = dt.to_fp32(_read2d(data))
-    scale_value = _vector_operand(instr, "scale", scale, p)
-    x = x * (dt.to_fp32(scale_value) if isinstance(scale_value, np.ndarray) else np.float32(scale_value))
-    if bias is not None:
-        if not isinstance(bias, NkiTensor) and _target() == "trn1":
-            raise ConstraintError("nisa.activation: on NeuronCore-v2 (trn1/inf2) bias must be a [P, 1] tile, not a scalar")
-        bias_value = _vector_operand(instr, "bias", bias, p)
-        x = x + (dt.to_fp32(bias_value) if isinstance(bias_value, np.ndarray) else np.float32(bias_value))
+    x = scalar_engine_input(instr, data, scale, bias)
     with np.errstate(all="ignore"):
-        result = np.asarray(op.fn(x), dtype=np.float32)
-    _write(instr, dst, result)
-    if reduce_op is not None or reduce_res is not None:
-        if reduce_op is None or reduce_op.name != "add" or reduce_res is None:
-            raise ConstraintError("nisa.activation: the optional reduction needs reduce_op=nl.add and a reduce_res tile")
-        _on_chip(instr, "reduce_res", reduce_res)
-        if reduce_res.shape[0] != p or reduce_res.free_size != 1:
-            raise ConstraintError(f"nisa.activation: reduce_res must be [{p}, 1], got {reduce_res.shape}")
-        _write(instr, reduce_res, result.sum(axis=1, dtype=np.float32)[:, None])
-    _record("scalar", instr, cost.scalar_cycles(dst.free_size, _target()))
+        result = np.asarray(fn(x, 0.0), dtype=np.float32)
+    cmds = globals()["reduce_cmd"]
+    if not isinstance(reduce_cmd, cmds):
+        violate("reduce_cmd.value", f"nisa.activation: reduce_cmd must be a nisa.reduce_cmd member, got {reduce_cmd!r}")
+    if reduce_op is not None and op_name(reduce_op) != "add":
+        violate("activation.reduce_op", f"nisa.activation: reduce_op must be nl.add, got {reduce_op!r}")
+    if reduce_res is not None and reduce_op is None and reduce_cmd is cmds.idle:
+        # Legacy form (reduce_res without reduce_cmd): reduce this instruction's result.
+        reduce_cmd = cmds.reset_reduce
+    acc = accumulators()
+    regs = acc.get("scalar", p)
+    if reduce_cmd in (cmds.reset, cmds.reset_reduce) or regs is None:
+        regs = np.zeros((p, 1), dtype=np.float32)
+    if reduce_cmd in (cmds.reduce, cmds.reset_reduce):
+        regs = regs + result.sum(axis=1, dtype=np.float32)[:, None]
+    acc.set("scalar", regs)
+    write(instr, dst, result)
+    if reduce_res is not None:
+        write_reduce_res(instr, reduce_res, regs, p)
+    record("scalar", instr, cost.scalar_cycles(dst.free_size, target()))
 
 
 @instruction
 def iota(dst, pattern, offset=0, channel_multiplier=0, name=None):
     """``dst[p, i...] = offset + p * channel_multiplier + sum(i_k * step_k)`` (int32 math, GpSimd, SBUF)."""
     instr = "iota"
-    _on_chip(instr, "dst", dst, ("sbuf",))
+    on_chip(instr, "dst", dst, ("sbuf",))
+    values = affine_pattern(instr, "iota.pattern", pattern, offset, channel_multiplier, dst)
+    result = values.astype(np.int32)
+    if dt.is_float(dst.dtype):
+        result = result.astype(np.float32)
+    write(instr, dst, result)
+    record("gpsimd", instr, cost.gpsimd_cycles(dst.free_size, 1, target()))
+
+
+def affine_pattern(instr, rule, pattern, offset, channel_multiplier, dst):
+    """``offset + p * channel_multiplier + sum(i_k * step_k)`` as int64 [P, free] (iota / affine_select)."""
     try:
         pattern = [(int(step), int(num)) for step, num in pattern]
-    except (TypeError, ValueError) as exc:
-        raise ConstraintError(f"nisa.iota: pattern must be [[step, num], ...], got {pattern!r}") from exc
+        offset, channel_multiplier = int(_register_value(offset)), int(channel_multiplier)
+    except (TypeError, ValueError):
+        violate(rule, f"nisa.{instr}: pattern must be [[step, num], ...] with int offset/channel_multiplier, got "
+                f"{pattern!r}")
     if not 1 <= len(pattern) <= 4:
-        raise ConstraintError(f"nisa.iota: pattern has {len(pattern)} dims; 1 to 4 are allowed")
+        violate(rule, f"nisa.{instr}: pattern has {len(pattern)} dims; 1 to 4 are allowed")
     count = int(np.prod([num for _, num in pattern]))
     if count != dst.free_size:
-        raise ConstraintError(f"nisa.iota: pattern yields {count} elements per partition, dst holds {dst.free_size}")
+        violate(rule, f"nisa.{instr}: pattern yields {count} elements per partition, dst holds {dst.free_size}")
     values = np.zeros([num for _, num in pattern], dtype=np.int64)
     for axis, (step, num) in enumerate(pattern):
         shape = [1] * len(pattern)
         shape[axis] = num
         values = values + (np.arange(num, dtype=np.int64) * step).reshape(shape)
-    partition = np.arange(dst.shape[0], dtype=np.int64)[:, None] * int(channel_multiplier)
-    result = (int(offset) + partition + values.reshape(1, -1)).astype(np.int32)
-    if dt.is_float(dst.dtype):
-        result = result.astype(np.float32)
-    _write(instr, dst, result)
-    _record("gpsimd", instr, cost.gpsimd_cycles(dst.free_size, 1, _target()))
+    partition = np.arange(dst.shape[0], dtype=np.int64)[:, None] * channel_multiplier
+    return offset + partition + values.reshape(1, -1)
+
+
+def _register_value(value):
+    return getattr(value, "value", value)
 
 
 @instruction
 def memset(dst, value, engine=engine.unknown, name=None):
     """Fill ``dst`` with a constant whose Python type matches the dtype (int for integers, float for floats)."""
     instr = "memset"
-    _on_chip(instr, "dst", dst)
-    eng = _engine_name(engine, instr, "vector", ("vector", "scalar", "gpsimd"))
-    _no_psum_on_gpsimd(instr, eng, dst)
+    on_chip(instr, "dst", dst)
+    eng = engine_name(engine, instr, "vector", ("vector", "scalar", "gpsimd"))
+    if eng == "scalar":
+        # memset's engine list is Vector or GpSimd; Scalar is kept for kernels written against NKI 0.3 notes.
+        violate("memset.engine", "nisa.memset: engine must be nisa.engine.vector or nisa.engine.gpsimd, not scalar")
+    no_psum_on_gpsimd(instr, eng, dst)
     if dt.is_int(dst.dtype):
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-            raise ConstraintError(
-                f"nisa.memset: value {value!r} ({type(value).__name__}) does not match dtype {dst.dtype.name}; use an int"
-            )
+            violate("memset.value_type", f"nisa.memset: value {value!r} ({type(value).__name__}) does not match dtype "
+                    f"{dst.dtype.name}; use an int")
         info = np.iinfo(dst.dtype)
         if not info.min <= int(value) <= info.max:
-            raise ConstraintError(f"nisa.memset: value {value} is outside the range [{info.min}, {info.max}] of {dst.dtype.name}")
+            violate("memset.value_type", f"nisa.memset: value {value} is outside the range [{info.min}, {info.max}] of "
+                    f"{dst.dtype.name}")
     elif isinstance(value, (bool, np.bool_)) or not isinstance(value, (float, np.floating)):
-        raise ConstraintError(
-            f"nisa.memset: value {value!r} ({type(value).__name__}) does not match dtype {dst.dtype.name}; use a float"
-        )
-    _write(instr, dst, np.full((dst.shape[0], dst.free_size), value))
-    _record(eng, instr, _elementwise_cycles(eng, dst.free_size, 1, dst.dtype, "copy"))
+        violate("memset.value_type", f"nisa.memset: value {value!r} ({type(value).__name__}) does not match dtype "
+                f"{dst.dtype.name}; use a float")
+    write(instr, dst, np.full((dst.shape[0], dst.free_size), value))
+    record(eng, instr, elementwise_cycles(eng, dst.free_size, 1, dst.dtype, "copy"))
 
 
 @instruction
 def tensor_reduce(dst, op, data, axis, negate=False, keepdims=False, name=None):
     """Reduce ``data`` over trailing free axes (VectorE; arithmetic in fp32, bitvec on raw bits)."""
     instr = "tensor_reduce"
-    _check_op(instr, "op", op)
-    _on_chip(instr, "dst", dst)
-    _on_chip(instr, "data", data)
+    spec = alu_op(instr, "op", op)
+    if not spec.legal_reduction:
+        legal = sorted(n for n, s in __import__("dste.nkisim.isa_alu", fromlist=["ALU_TABLE"]).ALU_TABLE.items()
+                       if s.legal_reduction)
+        violate("alu.legal_reduction", f"nisa.tensor_reduce: op nl.{spec.name} is not a legal reduction op; allowed: "
+                + ", ".join(legal))
+    on_chip(instr, "dst", dst)
+    on_chip(instr, "data", data)
     axes = sorted({int(a) for a in ((axis,) if isinstance(axis, (int, np.integer)) else axis)})
     nd = data.ndim
     axes = [a + nd if a < 0 else a for a in axes]
     if not axes or 0 in axes or axes != list(range(axes[0], nd)):
-        raise ConstraintError(
-            f"nisa.tensor_reduce: axis {axis} must be consecutive trailing free axes ending at {nd - 1} (never 0)"
-        )
+        violate("tensor_reduce.axis", f"nisa.tensor_reduce: axis {axis} must be consecutive trailing free axes ending "
+                f"at {nd - 1} (never 0)")
     keep_shape = data.shape[: axes[0]]
     inner = int(np.prod(data.shape[axes[0]:]))
     outer = int(np.prod(keep_shape[1:])) if len(keep_shape) > 1 else 1
     if dst.shape[0] != data.shape[0] or dst.free_size != outer:
-        raise ConstraintError(f"nisa.tensor_reduce: dst {dst.shape} must hold {outer} elements per partition for data {data.shape}")
-    values = _read2d(data).reshape(data.shape[0], outer, inner)
-    if op.kind == BITVEC:
-        if not (dt.is_int(data.dtype) and dt.is_int(dst.dtype)):
-            raise ConstraintError(f"nisa.tensor_reduce: bitvec op {op!r} needs integer data and dst")
-        result = _bits_to(op.bits.reduce(_bits(values), axis=2), dst.dtype)
+        violate("tensor_reduce.dst_size", f"nisa.tensor_reduce: dst {dst.shape} must hold {outer} elements per "
+                f"partition for data {data.shape}")
+    values = read2d(data).reshape(data.shape[0], outer, inner)
+    if spec.is_bitvec:
+        require_int(instr, "data", data)
+        require_int(instr, "dst", dst)
+        if negate:
+            violate("tensor_reduce.negate_arith", "nisa.tensor_reduce: negate applies to arithmetic reductions only")
+        result = bits_to(spec.bits.reduce(bits(values), axis=2), dst.dtype)
     else:
-        reducers = {"add": np.sum, "subtract": None, "multiply": np.prod, "max": np.max, "maximum": np.max,
-                    "min": np.min, "minimum": np.min}
-        reducer = reducers.get(op.name)
-        if reducer is None:
-            raise ConstraintError(f"nisa.tensor_reduce: op {op!r} cannot reduce; allowed: add, multiply, max, min, bitwise ops")
-        result = reducer(dt.to_fp32(values), axis=2).astype(np.float32)
+        result = reduce_alu(spec, dt.to_fp32(values), axis=2)
         if negate:
             result = -result
-    _write(instr, dst, result)
-    _record("vector", instr, cost.vector_cycles(data.free_size, 1, _common_dtype(data), _target()))
+    write(instr, dst, result)
+    record("vector", instr, cost.vector_cycles(data.free_size, 1, common_dtype(data), target()))
 
 
 @instruction
 def tensor_tensor_scan(dst, data0, data1, initial, op0, op1, reverse0=False, reverse1=False, name=None):
     """Per partition: ``r[i] = (data0[i] op0 r[i-1]) op1 data1[i]`` with ``r[-1] = initial`` (fp32)."""
     instr = "tensor_tensor_scan"
-    _check_op(instr, "op0", op0)
-    _check_op(instr, "op1", op1)
-    _two_inputs(instr, dst, "data0", data0, "data1", data1)
-    _not_both_in_psum(instr, "data0", data0, "data1", data1)
-    if op0.is_bitvec or op1.is_bitvec:
-        raise ConstraintError("nisa.tensor_tensor_scan: op0 and op1 must be arithmetic operators")
+    spec0, spec1 = alu_op(instr, "op0", op0), alu_op(instr, "op1", op1)
+    two_inputs(instr, dst, "data0", data0, "data1", data1)
+    not_both_in_psum(instr, "data0", data0, "data1", data1)
+    if spec0.is_bitvec or spec1.is_bitvec or spec0.is_unary or spec1.is_unary:
+        violate("alu.in_table", "nisa.tensor_tensor_scan: op0 and op1 must be binary arithmetic operators")
     p = data0.shape[0]
-    a, b = dt.to_fp32(_read2d(data0)), dt.to_fp32(_read2d(data1))
-    init = _vector_operand(instr, "initial", initial, p)
-    prev = dt.to_fp32(init).reshape(p) if isinstance(init, np.ndarray) else np.full(p, init, dtype=np.float32)
-    if op0.name == op1.name == "add" and not reverse0 and not reverse1:
+    a, b = dt.to_fp32(read2d(data0)), dt.to_fp32(read2d(data1))
+    init = column_operand(instr, "initial", initial, p, "tensor_scalar.operand_shape")
+    prev = np.broadcast_to(np.asarray(init, dtype=np.float32).reshape(-1), (p,)).astype(np.float32)
+    if spec0.name == spec1.name == "add" and not reverse0 and not reverse1:
         result = (np.cumsum((a + b).astype(np.float64), axis=1) + prev[:, None]).astype(np.float32)
     else:
         # The recurrence is sequential along the free axis; each step is vectorised over partitions.
         result = np.empty_like(a)
         for i in range(a.shape[1]):
-            tmp = op0.fp32(prev, a[:, i]) if reverse0 else op0.fp32(a[:, i], prev)
-            prev = np.asarray(op1.fp32(b[:, i], tmp) if reverse1 else op1.fp32(tmp, b[:, i]), dtype=np.float32)
+            tmp = apply_alu(spec0, a[:, i], prev, reverse0)
+            prev = apply_alu(spec1, tmp, b[:, i], reverse1)
             result[:, i] = prev
-    _write(instr, dst, result)
-    _record("vector", instr, cost.vector_cycles(dst.free_size, 2, _common_dtype(dst, data0, data1), _target()))
+    write(instr, dst, result)
+    record("vector", instr, cost.vector_cycles(dst.free_size, 2, common_dtype(dst, data0, data1), target()))
+
+
+PREDICATE_DTYPES = (dt.uint8, dt.uint16, dt.uint32)
 
 
 @instruction
 def tensor_copy_predicated(dst, src, predicate, reverse_pred=False, name=None):
     """Where ``predicate`` is nonzero (zero with ``reverse_pred``), copy ``src`` into ``dst``; elsewhere keep ``dst``."""
     instr = "tensor_copy_predicated"
-    _two_inputs(instr, dst, "src", src, "predicate", predicate)
-    if predicate.dtype not in (dt.uint8, dt.uint16, dt.uint32):
-        raise ConstraintError(
-            f"nisa.tensor_copy_predicated: predicate dtype must be uint8, uint16 or uint32, got {predicate.dtype.name}"
-        )
-    mask = _read2d(predicate) != 0
+    on_chip(instr, "dst", dst)
+    on_chip(instr, "predicate", predicate)
+    same_layout(instr, "dst", dst, "predicate", predicate)
+    if isinstance(src, NkiTensor):
+        on_chip(instr, "src", src)
+        same_layout(instr, "dst", dst, "src", src)
+        if src.dtype != dst.dtype:
+            violate("tensor_copy_predicated.same_dtype", f"nisa.tensor_copy_predicated: src {src.name!r} is "
+                    f"{src.dtype.name} and dst {dst.name!r} is {dst.dtype.name}; src and dst must share one dtype")
+        not_both_in_psum(instr, "src", src, "predicate", predicate, rule="tensor_copy_predicated.psum")
+        values = read2d(src)
+    elif is_number(src):
+        values = np.full((dst.shape[0], dst.free_size), src)
+    else:
+        violate("isa.buffer", f"nisa.tensor_copy_predicated: src must be a tile or a number, got {src!r}")
+    if predicate.dtype not in PREDICATE_DTYPES:
+        violate("tensor_copy_predicated.predicate_dtype", f"nisa.tensor_copy_predicated: predicate dtype must be "
+                f"uint8, uint16 or uint32, got {predicate.dtype.name}")
+    mask = read2d(predicate) != 0
     if reverse_pred:
         mask = ~mask
-    values = _read2d(src)
-    if src.dtype != dst.dtype:
+    check_writable(instr, dst)
+    current = read2d(dst)
+    if not isinstance(src, NkiTensor):
         values = dt.cast(dt.to_fp32(values), dst.dtype)
-    _write(instr, dst, np.where(mask, values, _read2d(dst)))
-    _record("vector", instr, cost.vector_cycles(dst.free_size, 2, _common_dtype(dst, src), _target()))
+    write(instr, dst, np.where(mask, values, current))
+    record("vector", instr, cost.vector_cycles(dst.free_size, 2, dst.dtype, target()))
+
+
+from .isa_vector import (  # noqa: E402,F401 - the rest of the official nki.isa namespace
+    bn_aggr, bn_stats, dropout, exponential, max8, nc_find_index8, nc_match_replace8, nc_stream_shuffle, rand2,
+    rand_get_state, rand_set_state, range_select, reciprocal, rng, scalar_tensor_tensor, select_reduce,
+    set_rng_seed, tensor_scalar_cumulative, tensor_scalar_reduce,
+)
+from .isa_gpsimd import (  # noqa: E402,F401
+    affine_select, local_gather, nc_n_gather, nonzero_with_count, sequence_bounds, tensor_partition_reduce, topk,
+)
+from .isa_misc import (  # noqa: E402,F401
+    VirtualRegister, activate2, activation_reduce, core_barrier, dma_compute, dma_transpose, nc_matmul_mx,
+    quantize_mx, register_alloc, register_load, register_move, register_store, sendrecv,
+)

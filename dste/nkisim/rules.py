@@ -12,7 +12,7 @@ the same table in prose.
 
 from dataclasses import dataclass
 
-from .errors import ConstraintError
+from .errors import NkiValidationError
 
 STUB_ISA = "nki/api/nki/isa/__init__.py"
 STUB_LANGUAGE = "nki/api/nki/language/__init__.py"
@@ -45,7 +45,7 @@ def register(rule_id, text, source):
     return rule
 
 
-def violate(rule_id, message, error=ConstraintError):
+def violate(rule_id, message, error=NkiValidationError):
     """Raise ``error`` with ``message`` followed by the rule's id and source."""
     rule = RULES[rule_id]
     raise error(f"{message} [rule {rule.id}; {rule.source}]")

@@ -156,7 +156,7 @@ def reduce_kernel(x):
     sum_tile = nl.ndarray((p, a), dtype=nl.float32, buffer=nl.sbuf)
     nisa.tensor_reduce(dst=sum_tile, op=nl.add, data=x_tile, axis=2)
     max_tile = nl.ndarray((p, 1), dtype=nl.float32, buffer=nl.sbuf)
-    nisa.tensor_reduce(dst=max_tile, op=nl.max, data=x_tile, axis=[1, 2], keepdims=False)
+    nisa.tensor_reduce(dst=max_tile, op=nl.maximum, data=x_tile, axis=[1, 2], keepdims=False)
     nl.store(sums, sum_tile)
     nl.store(maxes, max_tile)
     return sums, maxes

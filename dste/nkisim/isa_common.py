@@ -1,0 +1,396 @@
+"""What every ``nki.isa`` instruction of the simulator shares: the enums, the call wrapper, operand checks.
+
+The enums mirror the official ones (``nki/api/nki/isa/__init__.py``) member for member, with the same
+values. :func:`instruction` binds the official signature (an unknown keyword raises
+``KernelSignatureError`` naming the instruction), checks live SBUF/PSUM against the target's capacity,
+runs the instruction and returns an :class:`NkiInstruction` handle, as the traced API does.
+"""
+
+import functools
+import inspect
+from enum import Enum
+
+import numpy as np
+
+from . import cost, isa_rules, runtime, version  # noqa: F401 - isa_rules registers the rule table
+from . import dtypes as dt
+from .errors import KernelSignatureError, NkiValidationError  # noqa: F401 - re-exported by nki.isa
+from .isa_alu import ALU_TABLE, op_name
+from .rules import violate
+from .tensor import ON_CHIP, NkiTensor
+
+MAX_PARTITIONS = 128
+TARGET_GENERATION = {"trn1": 2, "trn2": 3, "trn3": 4}
+TARGET_LABEL = {"trn1": "NeuronCore-v2 (trn1/inf2)", "trn2": "NeuronCore-v3 (trn2)", "trn3": "NeuronCore-v4 (trn3)"}
+
+
+class engine(Enum):
+    tensor = 1
+    vector = 5
+    scalar = 2
+    gpsimd = 3
+    dma = 4
+    sync = 6
+    unknown = 0
+
+
+class reduce_cmd(Enum):
+    idle = 0
+    reset = 1
+    reduce = 2
+    reset_reduce = 3
+    load_reduce = 4
+
+
+class dge_mode(Enum):
+    unknown = 0
+    swdge = 1
+    hwdge = 2
+    none = 3
+
+
+class oob_mode(Enum):
+    error = 0
+    skip = 1
+
+
+class matmul_perf_mode(Enum):
+    none = "none"
+    double_row = "double_row"
+
+
+class nc_version(Enum):
+    gen2 = 2
+    gen3 = 3
+    gen4 = 4
+
+
+class dma_engine(Enum):
+    dma = 1
+    gpsimd_dma = 2
+
+
+# Deprecated engine aliases kept by the official stubs.
+tensor_engine, vector_engine, scalar_engine = engine.tensor, engine.vector, engine.scalar
+gpsimd_engine, unknown_engine = engine.gpsimd, engine.unknown
+
+
+class NkiInstruction:
+    """The handle an instruction returns; ``depends_on`` records ordering edges (the simulator runs in order)."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.dependencies = []
+
+    def depends_on(self, *producers):
+        for producer in producers:
+            if not isinstance(producer, NkiInstruction):
+                raise KernelSignatureError(f"depends_on: expected NkiInstruction handles, got {type(producer).__name__}")
+            self.dependencies.append(producer)
+        return self
+
+    def __repr__(self):
+        return f"<NkiInstruction {self.handle}>"
+
+
+# -- the call wrapper ------------------------------------------------------------------------------
+def instruction(fn):
+    """Bind the official signature, check capacity, run, return an NkiInstruction handle."""
+    signature = inspect.signature(fn)
+    allowed = list(signature.parameters)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        unknown = [k for k in kwargs if k not in signature.parameters]
+        if unknown:
+            raise KernelSignatureError(
+                f"nisa.{fn.__name__}: unknown keyword argument(s) {', '.join(map(repr, unknown))}; "
+                f"allowed: {', '.join(allowed)}"
+            )
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise KernelSignatureError(f"nisa.{fn.__name__}: {exc}") from None
+        bound.apply_defaults()
+        runtime.current().memory.check(f"nisa.{fn.__name__}")
+        fn(*bound.args, **bound.kwargs)
+        return NkiInstruction(fn.__name__)
+
+    wrapper.is_simulated = True
+    return wrapper
+
+
+def not_simulated(fn):
+    """An official instruction the simulator does not model: keeps the signature, raises NotImplementedError."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        inspect.signature(fn).bind(*args, **kwargs)
+        raise NotImplementedError(
+            f"nisa.{fn.__name__} is part of the official nki.isa API but is not simulated by dste.nkisim "
+            f"[rule isa.not_simulated]"
+        )
+
+    wrapper.is_simulated = False
+    return wrapper
+
+
+# -- targets ---------------------------------------------------------------------------------------
+def target():
+    return runtime.current().target
+
+
+def generation():
+    return TARGET_GENERATION[target()]
+
+
+def require_target(instr, what, minimum):
+    """Refuse ``what`` (an instruction or option) below NeuronCore generation ``minimum`` (2, 3 or 4)."""
+    if generation() < minimum:
+        needed = {3: "NeuronCore-v3 (trn2)", 4: "NeuronCore-v4 (trn3)"}[minimum]
+        violate("isa.target_only", f"nisa.{instr}: {what} is available only on {needed} and newer; the target is "
+                f"{TARGET_LABEL[target()]}")
+
+
+def record(engine_name, op, cycles):
+    runtime.current().profile.record(engine_name, op, cycles)
+
+
+def elementwise_cycles(eng, free, n_inputs, dtype, op="generic"):
+    if eng == "vector":
+        return cost.vector_cycles(free, n_inputs, dtype, target(), op)
+    if eng == "scalar":
+        return cost.scalar_cycles(free, target(), n_inputs)
+    return cost.gpsimd_cycles(free, n_inputs, target())
+
+
+# -- operand checks --------------------------------------------------------------------------------
+def tensor(instr, role, value):
+    if not isinstance(value, NkiTensor):
+        violate("isa.buffer", f"nisa.{instr}: {role} must be an NkiTensor, got {type(value).__name__}")
+    if value.is_indirect and not instr.startswith("dma_"):
+        violate("isa.indirect_operand", f"nisa.{instr}: {role} {value.name!r} uses vector_offset; only DMA "
+                "instructions take vector_offset operands")
+    return value
+
+
+def on_chip(instr, role, t, allowed=ON_CHIP):
+    """Buffer, partition count and start-partition rules for a compute-engine operand."""
+    tensor(instr, role, t)
+    if t.buffer not in allowed:
+        violate("isa.buffer", f"nisa.{instr}: {role} {t.name!r} is in {t.buffer}; allowed: {', '.join(allowed)}")
+    partitions = t.shape[0]
+    if partitions > MAX_PARTITIONS:
+        violate("isa.partitions", f"nisa.{instr}: {role} {t.name!r} spans {partitions} partitions; the limit is "
+                f"{MAX_PARTITIONS}")
+    if t._byte_strides[0] != t.storage.bytes_per_partition and partitions > 1:
+        violate("isa.consecutive_partitions", f"nisa.{instr}: {role} {t.name!r} must cover consecutive partitions "
+                f"(partition step {t._byte_strides[0] // max(t.storage.bytes_per_partition, 1)})")
+    start = t.partition_start
+    legal = (0,) if partitions > 64 else (0, 64) if partitions > 32 else (0, 32, 64, 96)
+    if start not in legal:
+        violate("isa.start_partition", f"nisa.{instr}: {role} {t.name!r} starts at partition {start}; an operand of "
+                f"{partitions} partitions may start at {', '.join(map(str, legal))}")
+    return t
+
+
+def same_layout(instr, a_role, a, b_role, b):
+    if a.shape[0] != b.shape[0] or a.free_size != b.free_size:
+        violate("isa.same_shape", f"nisa.{instr}: {a_role} {a.shape} and {b_role} {b.shape} must have the same "
+                "partition count and elements per partition")
+
+
+def two_inputs(instr, dst, a_role, a, b_role, b):
+    for role, t in (("dst", dst), (a_role, a), (b_role, b)):
+        on_chip(instr, role, t)
+    same_layout(instr, "dst", dst, a_role, a)
+    same_layout(instr, "dst", dst, b_role, b)
+
+
+def not_both_in_psum(instr, a_role, a, b_role, b, rule="tensor_tensor.two_psum"):
+    if isinstance(a, NkiTensor) and isinstance(b, NkiTensor) and a.buffer == "psum" and b.buffer == "psum":
+        violate(rule, f"nisa.{instr}: {a_role} and {b_role} cannot both be in PSUM")
+
+
+def check_writable(instr, dst):
+    if any(s == 0 and n > 1 for s, n in zip(dst._byte_strides, dst.shape)):
+        violate("isa.broadcast_dst", f"nisa.{instr}: dst {dst.name!r} is a broadcast (stride-0) view and cannot be "
+                "written")
+
+
+def read2d(t):
+    """Values as [P, free]."""
+    return t.array().reshape(t.shape[0], -1)
+
+
+def storage_elements(t):
+    return (t.element_offsets() // t.storage.dtype.itemsize).reshape(-1)
+
+
+def write(instr, dst, values):
+    """Cast ``values`` ([P, free] or dst-shaped) to dst's dtype and store; PSUM loses its matmul mark."""
+    check_writable(instr, dst)
+    out = dst.array()
+    out[...] = dt.cast(values, dst.dtype).reshape(dst.shape)
+    if dst.storage.matmul_written is not None:
+        dst.storage.matmul_written[storage_elements(dst)] = False
+
+
+def is_number(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def column_operand(instr, role, value, partitions, rule, fp32=True):
+    """A scalar constant or a [P, 1] tile, as a float32 scalar / [P, 1] column (raw values when not fp32)."""
+    if isinstance(value, NkiTensor):
+        on_chip(instr, role, value)
+        if value.shape[0] != partitions or value.free_size != 1:
+            violate(rule, f"nisa.{instr}: {role} {value.name!r} must be a scalar or a [{partitions}, 1] tile, got "
+                    f"{value.shape}")
+        column = read2d(value)
+        return dt.to_fp32(column) if fp32 else column
+    if not is_number(value):
+        violate(rule, f"nisa.{instr}: {role} must be a number or a [{partitions}, 1] tile, got {value!r}")
+    return np.float32(value) if fp32 else value
+
+
+def require_fp32_tile(instr, role, value, rule):
+    if isinstance(value, NkiTensor) and value.dtype != dt.float32:
+        violate(rule, f"nisa.{instr}: {role} {value.name!r} is {value.dtype.name}; a tile operand here must be "
+                "float32 (scalars are fp32 constants)")
+
+
+def engine_name(value, instr, default, allowed):
+    """The engine an instruction runs on: ``default`` for unknown/None, else one of ``allowed``."""
+    if value is None or value is engine.unknown:
+        return default
+    if not isinstance(value, engine):
+        violate("isa.engine_value", f"nisa.{instr}: engine must be a nisa.engine member, got {value!r}")
+    if value.name not in allowed:
+        violate("isa.engine_value", f"nisa.{instr}: engine {value.name} is not allowed; allowed: {', '.join(allowed)}")
+    return value.name
+
+
+def no_psum_on_gpsimd(instr, eng, *tensors):
+    if eng == "gpsimd":
+        for t in tensors:
+            if isinstance(t, NkiTensor) and t.buffer == "psum":
+                violate("isa.gpsimd_no_psum", f"nisa.{instr}: GpSimd cannot access PSUM (operand {t.name!r})")
+
+
+def check_reduce_cmd(instr, value, allowed):
+    if not isinstance(value, reduce_cmd) or value.name not in allowed:
+        violate("reduce_cmd.value", f"nisa.{instr}: reduce_cmd {value!r} is not allowed; allowed: "
+                + ", ".join(f"reduce_cmd.{a}" for a in allowed))
+    return value.name
+
+
+# -- ALU operators ---------------------------------------------------------------------------------
+def alu_op(instr, role, op, allow=None):
+    """The tbl-aluop entry for ``op``; refuses operators the table does not list or the target lacks."""
+    name = op_name(op)
+    spec = ALU_TABLE.get(name) if name else None
+    if allow is not None and name in allow:
+        spec = ALU_TABLE.get(allow[name], spec)
+    if spec is None:
+        violate("alu.in_table", f"nisa.{instr}: {role} {op!r} is not an ALU operator of tbl-aluop; allowed: "
+                + ", ".join(sorted(ALU_TABLE)))
+    if spec.since_target is not None and generation() < TARGET_GENERATION[spec.since_target]:
+        violate("alu.target", f"nisa.{instr}: {role} nl.{spec.name} is available only on {TARGET_LABEL[spec.since_target]}; "
+                f"the target is {TARGET_LABEL[target()]}")
+    return spec
+
+
+def require_int(instr, role, t, rule="alu.bitvec_int"):
+    if not dt.is_int(t.dtype):
+        violate(rule, f"nisa.{instr}: {role} {t.name!r} is {t.dtype.name}; bitvec operators need integer dtypes")
+
+
+def bits(values):
+    """Raw bits of an integer array, zero-extended to uint32."""
+    values = np.asarray(values)
+    return values.view(dt.unsigned_view_dtype(values.dtype)).astype(np.uint32)
+
+
+def bits_scalar(value, instr, role):
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "iu":
+            violate("alu.bitvec_int", f"nisa.{instr}: bitvec {role} must be an integer tile, got {value.dtype.name}")
+        return bits(value)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return np.uint32(int(value) & 0xFFFFFFFF)
+    violate("alu.bitvec_int", f"nisa.{instr}: bitvec {role} must be an integer (or integer tile), got {value!r}")
+
+
+def bits_to(values, dtype):
+    """Truncate uint32 bits to dtype's width and reinterpret."""
+    return np.asarray(values).astype(dt.unsigned_view_dtype(dtype)).view(dtype)
+
+
+def apply_alu(spec, a, b, reverse=False):
+    """``a op b`` (``b op a`` when reversed) in fp32."""
+    with np.errstate(all="ignore"):
+        out = spec.fp32(b, a) if reverse and not spec.is_unary else spec.fp32(a, b)
+    return np.asarray(out, dtype=np.float32)
+
+
+def reduce_alu(spec, values, axis):
+    """Reduce ``values`` (fp32) along ``axis`` with a legal-reduction operator."""
+    with np.errstate(all="ignore"):
+        if spec.name == "add":
+            return values.sum(axis=axis, dtype=np.float32)
+        if spec.name == "multiply":
+            return values.prod(axis=axis, dtype=np.float32)
+        if spec.name == "maximum":
+            return values.max(axis=axis)
+        if spec.name == "minimum":
+            return values.min(axis=axis)
+        return np.asarray(np.frompyfunc(lambda x, y: spec.fp32(np.float32(x), np.float32(y)), 2, 1).reduce(
+            values, axis=axis), dtype=np.float32)
+
+
+def common_dtype(*tensors):
+    dtypes = {t.dtype for t in tensors if isinstance(t, NkiTensor)}
+    return dtypes.pop() if len(dtypes) == 1 else dt.float32
+
+
+# -- DMA accounting --------------------------------------------------------------------------------
+def contiguous_run_elements(t):
+    """Elements in the longest innermost run of ``t`` that is contiguous in memory (within one partition
+    for on-chip tensors)."""
+    item = t.dtype.itemsize
+    dims = list(zip(t.shape, t._byte_strides))
+    if t.is_on_chip:
+        dims = dims[1:]
+    run, expected = 1, item
+    for n, stride in reversed(dims):
+        if n == 1:
+            continue
+        if stride != expected:
+            break
+        run *= n
+        expected *= n
+    return run
+
+
+def record_dma(op, nbytes, span, contiguous_bytes, descriptors, indirect):
+    """Charge one DMA to the profile with its descriptor shape (``Profile.record_dma``)."""
+    profile = runtime.current().profile
+    partition_start, partitions = span
+    try:
+        profile.record_dma(op, int(nbytes), partition_start, partitions, contiguous_bytes=int(contiguous_bytes),
+                           descriptors=int(descriptors), indirect=bool(indirect))
+    except TypeError:
+        # Profile.record_dma without the descriptor keywords (cost model not yet extended).
+        profile.record_dma(op, int(nbytes), partition_start, partitions)
+
+
+def sbuf_span(*tensors):
+    for t in tensors:
+        if isinstance(t, NkiTensor) and t.is_on_chip:
+            return t.partition_start, t.shape[0]
+    return 0, None
+
+
+def check_version(api, introduced):
+    version.require(api, introduced=introduced)

@@ -1,0 +1,174 @@
+"""The rules ``nki.isa`` enforces, each with the doc page that states it.
+
+Every strict check of the ISA modules raises through :func:`dste.nkisim.rules.violate` with one of
+these ids. Sources are paths in the aws-neuron/aws-neuron-sdk repository followed by the function
+(docstring) and section; a rule no page states is labelled ``assumption: ...``.
+"""
+
+from .rules import RELEASE_NOTES, SHARED_TABLES, STUB_ISA, register
+
+
+def _doc(function, section=""):
+    return f"{STUB_ISA}, {function}" + (f" ({section})" if section else "")
+
+
+ALU_TABLE_SRC = f"{SHARED_TABLES}, tbl-aluop"
+ACT_TABLE_SRC = f"{SHARED_TABLES}, tbl-act-func"
+
+_RULES = [
+    # -- operands common to every compute instruction ------------------------------------------
+    ("isa.partitions", "an SBUF/PSUM operand of a compute instruction spans at most 128 partitions",
+     f"{RELEASE_NOTES}, NKI 0.6.0 Improvements; {STUB_ISA}, tensor_tensor/tensor_reduce (Tile size)"),
+    ("isa.start_partition", "an operand of more than 64 partitions starts at partition 0, of 33-64 at 0 or 64, "
+     "of at most 32 at 0/32/64/96", f"{STUB_ISA}, nc_stream_shuffle (constraint 3: start partition per active "
+     "partitions); assumption: applied to every compute-engine operand"),
+    ("isa.consecutive_partitions", "an on-chip operand covers consecutive partitions (partition step 1)",
+     "assumption: engines read a contiguous run of partitions"),
+    ("isa.buffer", "each operand lives in the buffer(s) the instruction's Memory types section allows",
+     f"{STUB_ISA}, every instruction (Memory types)"),
+    ("isa.same_shape", "inputs and dst have the same partition count and elements per partition",
+     f"{STUB_ISA}, tensor_tensor/tensor_copy/activation (Tile size)"),
+    ("isa.gpsimd_no_psum", "GpSimd Engine cannot access PSUM", f"{STUB_ISA}, tensor_copy / tensor_tensor / nc_n_gather"),
+    ("isa.indirect_operand", "only DMA instructions take vector_offset (.ap) operands; .indirect() views are "
+     "NeuronCore-v4+ only", f"{STUB_ISA}, dma_copy (Indirect addressing) and tensor_tensor (Tensor indirection)"),
+    ("isa.broadcast_dst", "dst cannot be a stride-0 (broadcast) view", "assumption: a broadcast view has no "
+     "distinct element to write"),
+    ("isa.engine_value", "engine is a nisa.engine member the instruction lists", f"{STUB_ISA}, every engine parameter"),
+    ("isa.target_only", "an instruction or option documented for a newer NeuronCore is refused on older targets",
+     f"{STUB_ISA}, notes 'Available only on NeuronCore-vN and newer'"),
+    ("isa.not_simulated", "an official instruction the simulator does not model raises NotImplementedError",
+     "assumption: the simulator never guesses semantics it cannot check"),
+    # -- ALU operators -------------------------------------------------------------------------
+    ("alu.in_table", "an ALU op field takes an operator of tbl-aluop (nl.divide, nl.max, nl.mod ... are not ALU "
+     "operators)", ALU_TABLE_SRC),
+    ("alu.target", "abs_max/abs_min, and square/relu as ALU ops, are trn3 (NeuronCore-v4) only",
+     f"{RELEASE_NOTES}, NKI 0.4.0 New Features"),
+    ("alu.bitvec_int", "bitvec operators need integer input and output dtypes (raw bit patterns)", ALU_TABLE_SRC
+     + f"; {STUB_ISA}, tensor_scalar / tensor_tensor / tensor_reduce (Data types)"),
+    ("alu.legal_reduction", "a reduction op is one tbl-aluop marks 'Legal Reduction op = Y'", ALU_TABLE_SRC),
+    ("act.in_table", "an activation op is a function of tbl-act-func", ACT_TABLE_SRC),
+    # -- tensor_scalar -------------------------------------------------------------------------
+    ("tensor_scalar.same_kind", "op0 and op1 are both bitvec or both arithmetic", _doc("tensor_scalar")),
+    ("tensor_scalar.bitvec_vector", "bitvec operators run on Vector Engine only", _doc("tensor_scalar")),
+    ("tensor_scalar.fp32_operand", "arithmetic operand0/operand1 are float32: a scalar is an fp32 constant, a "
+     "[P, 1] tile operand must be float32", _doc("tensor_scalar")),
+    ("tensor_scalar.operand_shape", "operand0/operand1 are scalars or [data.shape[0], 1] tiles", _doc("tensor_scalar")),
+    ("tensor_scalar.op1_pair", "op1 and operand1 are both None or both given", _doc("tensor_scalar")),
+    ("tensor_scalar.gpsimd_rsqrt", "engine=gpsimd is only allowed for rsqrt", _doc("tensor_scalar", ":param engine:")),
+    ("tensor_scalar.scalar_combos", "Scalar Engine (trn2) runs only op0=multiply,op1=add / op0=multiply / op0=add",
+     _doc("tensor_scalar")),
+    ("tensor_scalar.scalar_combos_v2", "the trn2 Scalar Engine combinations are applied to trn1 too",
+     "assumption: no wider Scalar Engine list is documented for NeuronCore-v2"),
+    ("tensor_scalar.unary_operand", "a unary op0 (abs, rsqrt, ...) takes operand0 None or 0", _doc("tensor_scalar",
+     ":param operand0:")),
+    # -- tensor_tensor -------------------------------------------------------------------------
+    ("tensor_tensor.engine", "tensor_tensor runs on Vector or GpSimd Engine", _doc("tensor_tensor")),
+    ("tensor_tensor.power_gpsimd", "nl.power runs on GpSimd Engine (so no PSUM operand)", _doc("tensor_tensor")),
+    ("tensor_tensor.binary", "op is a binary operator", _doc("tensor_tensor")),
+    ("tensor_tensor.two_psum", "data1 and data2 cannot both be in PSUM", _doc("tensor_tensor")),
+    # -- copies --------------------------------------------------------------------------------
+    ("tensor_copy.engine", "tensor_copy runs on Vector, Scalar or GpSimd Engine; not Scalar on NeuronCore-v2",
+     _doc("tensor_copy")),
+    ("tensor_copy_predicated.same_dtype", "src and dst share the same data type", _doc("tensor_copy_predicated",
+     "Shape and data type constraints 3")),
+    ("tensor_copy_predicated.predicate_dtype", "predicate is uint8, uint16 or uint32",
+     _doc("tensor_copy_predicated", "Shape and data type constraints 2")),
+    ("tensor_copy_predicated.psum", "src and predicate cannot both be in PSUM", _doc("tensor_copy_predicated")),
+    # -- reductions ----------------------------------------------------------------------------
+    ("tensor_reduce.axis", "axis names the last contiguous free dims ending at the final dim, never axis 0",
+     _doc("tensor_reduce", ":param axis:")),
+    ("tensor_reduce.dst_size", "dst holds the elements per partition left after the reduction",
+     _doc("tensor_reduce", "Tile size")),
+    ("tensor_reduce.negate_arith", "negate applies to arithmetic reductions only", _doc("tensor_reduce", ":param negate:")),
+    ("tensor_partition_reduce.op", "op is add, average, max (maximum), bitwise_or or bitwise_and",
+     _doc("tensor_partition_reduce")),
+    # -- TensorE -------------------------------------------------------------------------------
+    ("nc_matmul.dtype", "stationary/moving are float8_e4m3/float8_e5m2/bfloat16/float16/tfloat32/float32 "
+     "(float8_e4m3fn v4+); fp32/tf32 pairs only with fp32/tf32", _doc("nc_matmul", "Data types")),
+    ("nc_matmul.dst_dtype", "dst is float32 on NeuronCore-v2/v3 (float32 or bfloat16 on v4)", _doc("nc_matmul", "Data types")),
+    ("nc_matmul.tile_size", "K <= 128 (or the row tile), stationary free <= 128 (or the column tile), moving free "
+     "<= 512 on v2/v3", _doc("nc_matmul", "Tile size")),
+    ("nc_matmul.psum_bank", "a matmul output fits one PSUM bank (2 KiB per partition) on v2/v3",
+     _doc("nc_matmul", "Tile size: 512 fp32 per PSUM bank")),
+    ("nc_matmul.accumulate", "accumulate=True only onto PSUM a matmul wrote; None infers; a non-matmul write "
+     "cannot be accumulated onto", _doc("nc_matmul", "Accumulation mode")),
+    ("nc_matmul.perf_mode", "double_row needs NeuronCore-v3+, fp8 inputs, a first free dim of 2, no column tiling",
+     _doc("nc_matmul", "Performance mode / Layout")),
+    ("nc_matmul.tiling", "tile_position and tile_size are set together; row/column sizes 32 (v3+), 64 or 128; "
+     "positions are multiples of the sizes", _doc("nc_matmul", "Tiling mode")),
+    ("nc_transpose.size", "TensorE transposes up to [128, 128] SBUF->PSUM, VectorE up to [32, 32]; dst is "
+     "[free, partitions] of the same dtype", _doc("nc_transpose")),
+    # -- ScalarE -------------------------------------------------------------------------------
+    ("activation.bias", "bias is a [P, 1] tile on NeuronCore-v2; a scalar or [P, 1] tile from v3; not tfloat32",
+     _doc("activation", "Layout / Data types")),
+    ("activation.scale", "scale is an fp32 scalar or a float32 [P, 1] tile", _doc("activation", "Data types")),
+    ("activation.reduce_op", "activation's reduce_op is nl.add (activation_reduce: add on v2)",
+     _doc("activation")),
+    ("activation.reduce_res", "reduce_res is a [P, 1] SBUF/PSUM tile", _doc("activation", ":param reduce_res:")),
+    ("activate2.ops", "activate2's (op0, op1) is one of the six documented combinations", _doc("activate2")),
+    # -- GpSimd --------------------------------------------------------------------------------
+    ("iota.pattern", "pattern is 1-4 [step, num] pairs whose product is dst's elements per partition; dst in SBUF",
+     _doc("iota")),
+    ("affine_select.on_false", "on_false_value is a float32 value; dst and on_true_tile in SBUF", _doc("affine_select")),
+    ("local_gather.shape", "src_buffer and index have the same partitions, a multiple of 16; index uint16; "
+     "num_elem_per_idx in 1,2,4,8,16,32; <= 4096 indices per core; dst dtype = src dtype", _doc("local_gather")),
+    ("nc_n_gather.operands", "data/indices/dst in SBUF, indices uint32 in range, dst dtype = data dtype, dst "
+     "elements per partition = indices'", _doc("nc_n_gather")),
+    ("nonzero_with_count.operands", "src float32/int32, dst int32 in SBUF with one more element per partition",
+     _doc("nonzero_with_count")),
+    ("topk.operands", "src and val_dst bfloat16, idx_dst uint32, SBUF, partitions a multiple of 16, 8 <= n < 65536, "
+     "1 <= K <= n, src free >= ceil(n/16)", _doc("topk")),
+    ("sequence_bounds.operands", "segment_ids and dst float32 or int32, one partition, dst [1, 2, n]",
+     _doc("sequence_bounds")),
+    # -- VectorE extras ------------------------------------------------------------------------
+    ("memset.value_type", "value's Python type matches dst's dtype (int for integer dtypes, float for floats) and "
+     "fits its range", f"{RELEASE_NOTES}, NKI 0.3.0 Breaking Changes (nisa.memset)"),
+    ("memset.engine", "memset runs on Vector or GpSimd Engine", _doc("memset", ":param engine:")),
+    ("reduce_cmd.value", "reduce_cmd is one the instruction lists", _doc("exponential / tensor_scalar_reduce", "reduce_cmd")),
+    ("vector.reduce_res", "reduce_res is a [P, 1] tile of the data's partitions", _doc("tensor_scalar_reduce")),
+    ("vector.reduce_op", "the instruction's reduce_op is one it documents", _doc("tensor_scalar_reduce / select_reduce / range_select")),
+    ("tensor_scalar_cumulative.dtype", "tensor_scalar_cumulative dtypes exclude int32/uint32",
+     _doc("tensor_scalar_cumulative", "Operation constraints")),
+    ("range_select.operands", "comparison ops are equal/less/less_equal/greater/greater_equal; on_true_tile is "
+     "float; bounds are float32 [P, 1]; on_false_value is FP32_MIN", _doc("range_select")),
+    ("select_reduce.operands", "predicate int8/uint8/int16/uint16; on_true not tfloat32/int32/uint32; on_false fp32 "
+     "scalar or [P, 1]; on_true and predicate not both in PSUM", _doc("select_reduce")),
+    ("bn_stats.size", "bn_stats reads at most 512 elements per partition and writes 6", _doc("bn_stats")),
+    ("bn_aggr.size", "bn_aggr reads a multiple of 3 elements per partition and writes 2", _doc("bn_aggr")),
+    ("max8.size", "max8/nc_find_index8 read 8..16384 elements per partition and write 8", _doc("max8")),
+    ("nc_find_index8.dtype", "nc_find_index8 writes uint16 or uint32 indices", _doc("nc_find_index8")),
+    ("nc_stream_shuffle.mask", "shuffle_mask is 32 ints in 0..31 or 255; src and dst share dtype and elements per "
+     "partition", _doc("nc_stream_shuffle")),
+    ("dropout.operands", "dst dtype = data dtype; prob a scalar or a [P, 1] tile (float32 for integer data)",
+     _doc("dropout")),
+    ("rng.operands", "rng writes an integer dtype; GpSimd only from NeuronCore-v3 and never to PSUM", _doc("rng")),
+    ("rand_state.operands", "PRNG state is uint32, 6 elements per lane (GpSimd) or 24 (Vector); NeuronCore-v3+",
+     _doc("rand_set_state / rand_get_state")),
+    ("set_rng_seed.operands", "the seed is a [1, 1] 32-bit SBUF/PSUM tensor", _doc("set_rng_seed")),
+    ("reciprocal.shape", "reciprocal's dst and data have the same partitions and elements per partition",
+     _doc("reciprocal")),
+    ("scalar_tensor_tensor.operands", "arithmetic ops; operand0 scalar or [P, 1]; operand1 shaped like data; data "
+     "and operand1 not both in PSUM", _doc("scalar_tensor_tensor")),
+    # -- DMA -----------------------------------------------------------------------------------
+    ("dma_copy.no_psum", "DMA cannot read PSUM", f"{RELEASE_NOTES}, NKI 0.3.0 Breaking Changes (nisa.dma_copy)"),
+    ("dma_copy.size", "src and dst hold the same number of elements", _doc("dma_copy", "Tile size")),
+    ("dma_copy.hwdge", "dge_mode.hwdge needs NeuronCore-v3+ and equal src/dst dtypes",
+     _doc("dma_copy", ":param dge_mode:") + f"; {RELEASE_NOTES}, NKI 0.3.0 Breaking Changes"),
+    ("dma_copy.engine", "engine (sync or scalar) is only valid with dge_mode.hwdge", _doc("dma_copy", ":param engine:")),
+    ("dma_copy.priority", "priority is 0-3 and NeuronCore-v4+ only", _doc("dma_copy", ":param priority:")),
+    ("dma_copy.indirect", "vector_offset indirection needs software DGE and only one indirect side",
+     _doc("dma_copy", "Indirect addressing")),
+    ("dma_copy.oob", "out-of-range indirect indices raise unless oob_mode.skip", _doc("dma_copy", ":param oob_mode:")),
+    ("dma_transpose.operands", "dst in SBUF, src in HBM/SBUF, same dtype, 2-byte dtype for DGE transposes, axes "
+     "(1,0)/(2,1,0)/(3,1,2,0), dst shape = transposed src shape", _doc("dma_transpose")),
+    ("dma_compute.operands", "reduce_op add, scales all 1.0, 1-16 sources of dst's element count",
+     _doc("dma_compute")),
+    # -- registers -----------------------------------------------------------------------------
+    ("register.operands", "register_load/store move one 32-bit value from/to a one-element tensor; register_move "
+     "takes an int or a VirtualRegister", _doc("register_load / register_store / register_move")),
+]
+
+for _rule_id, _text, _source in _RULES:
+    register(_rule_id, _text, _source)
+
+RULE_IDS = frozenset(r[0] for r in _RULES)
