@@ -103,7 +103,7 @@ def _run_kernel_spmm(handle: int, x_handle: int, x: Tensor, backend: str) -> Ten
         from dste import nkisim
 
         nkisim.install()
-    y = kernel_spmm(matrix, operand)
+    y = kernel_spmm(matrix, operand, backend=backend)
     y = np.asarray(y, dtype=np.float32)
     expected = (matrix.shape[0], x.shape[1])
     if y.shape != expected:
@@ -225,7 +225,7 @@ def _run_masked_quant(values: np.ndarray, keep: np.ndarray, sensitivity: np.ndar
         nkisim.install()
     from dste.kernels.launch_masked_quant import masked_quant as encoder
 
-    return encoder(values, keep, sensitivity, threshold)
+    return encoder(values, keep, sensitivity, threshold, backend=backend)
 
 
 @torch.library.custom_op("dste::masked_quant", mutates_args=())

@@ -307,13 +307,13 @@ def plan_corrections(A, plan, hi_index, n_hi: int, target: str = "trn2") -> list
     jobs = []
     for i, launch in enumerate(plan.launches):
         if entries is None or bounds[i] == bounds[i + 1]:
-            jobs.append(CorrectionJob(launch, i, NO_CORRECTION, _empty_entries(), np.zeros(0, np.int64)))
+            jobs.append(CorrectionJob(launch, i, NO_CORRECTION, empty_entries(), np.zeros(0, np.int64)))
         else:
             jobs.extend(_fit(A, launch, i, entries.of_launch(i, bounds), target))
     return jobs
 
 
-def _empty_entries() -> CorrectionEntries:
+def empty_entries() -> CorrectionEntries:
     empty = np.zeros(0, dtype=np.int64)
     return CorrectionEntries(empty, empty, empty, empty.astype(np.int32), empty.astype(np.float32))
 

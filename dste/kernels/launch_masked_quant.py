@@ -7,8 +7,15 @@
 - ``quantize_rows(X, sensitivity, threshold)`` -> ``HybridRows``, equal to
   ``quantize_rows_reference``.
 
-Tiles are processed in launches of at most ``TILES_PER_LAUNCH`` (padded to a multiple of 16 with
-empty tiles, whose outputs are dropped), so one compiled kernel serves every call of that size.
+Tiles are processed in launches of at most ``TILES_PER_LAUNCH`` (padded to a multiple of 16 per
+program with empty tiles, whose outputs are dropped), so one compiled kernel serves every call of that
+size; rows likewise, padded to whole 128-row tiles per program. On trn2 every launch runs on two
+logical cores (``kernel[2]``, the runtime's LNC2 default), on trn1 on one.
+
+The scale of a group is ``max|v| * fp32(1/127)`` and the kernel multiplies by its fp32 reciprocal: a
+group whose largest magnitude is nonzero but below ``MIN_INT8_AMAX`` (127 x the smallest normal fp32,
+1.5e-36) would get a subnormal scale whose reciprocal overflows, so such input is refused with an error
+rather than quantized to garbage.
 """
 
 from __future__ import annotations
@@ -20,23 +27,23 @@ from dste.format.constants import TILE_COLS, WINDOW_ROWS
 TILES_PER_LAUNCH = 128
 TILE_GROUP = 16
 ROWS_PER_LAUNCH = 4096
+ROWS_PER_TILE = 128
+MIN_INT8_AMAX = float(127 * np.finfo(np.float32).tiny)
 
 __all__ = ["masked_quant", "quantize_rows"]
 
 
-def _kernels():
-    from dste.nkisim import install
+def _kernels(backend):
+    from dste.kernels.device import kernel_module
 
-    install()
-    import importlib
-
-    return importlib.import_module("dste.kernels.masked_quant")
+    return kernel_module("masked_quant", backend)
 
 
-def _run(kernel, args, target, profiles):
-    from dste.nkisim import profile as run_profiled
+def _run(kernel, args, target, profiles, backend):
+    from dste.kernels.device import launch
+    from dste.kernels.launch_spmm import default_lnc
 
-    out, prof = run_profiled(kernel, *args, target=target)
+    out, prof = launch(kernel, args, lnc=default_lnc(target), target=target, backend=backend)
     profiles.append(prof)
     return out
 
@@ -48,7 +55,7 @@ def _merged(profiles, target):
 
 
 def masked_quant(values, keep=None, sensitivity=None, threshold=0.02, *, magnitude_threshold=None,
-                 target="trn2", profile=False):
+                 target="trn2", profile=False, backend="nkisim"):
     """Quantize T dense tiles ``[T, 128, 128]`` (layout [t, k, r]) under a keep mask (see module doc)."""
     values = np.asarray(values)
     if values.dtype != np.float32 or values.ndim != 3 or values.shape[1:] != (TILE_COLS, WINDOW_ROWS):
@@ -70,7 +77,12 @@ def masked_quant(values, keep=None, sensitivity=None, threshold=0.02, *, magnitu
         raise ValueError(f"sensitivity must be finite float [{T}], got {sensitivity.dtype} {sensitivity.shape}")
     if not np.isfinite(threshold):
         raise ValueError(f"threshold must be finite, got {threshold!r}")
-    kernel = _kernels().masked_quant_kernel
+    amax = np.abs(np.where(keep, values, np.float32(0))).reshape(T, -1).max(axis=1) if T else np.zeros(0)
+    _refuse_tiny_groups(amax, "tile")
+    kernel = _kernels(backend).masked_quant_kernel
+    from dste.kernels.launch_spmm import default_lnc
+
+    per_launch_group = TILE_GROUP * default_lnc(target)
     outs = [np.zeros((T, TILE_COLS, 4), np.uint32), np.zeros(T, np.uint8), np.zeros(values.shape, np.int8),
             np.zeros(T, np.float32), np.zeros(values.shape, np.float16)]
     thr = np.array([threshold], dtype=np.float32)
@@ -78,19 +90,19 @@ def masked_quant(values, keep=None, sensitivity=None, threshold=0.02, *, magnitu
     for t0 in range(0, T, TILES_PER_LAUNCH):
         t1 = min(T, t0 + TILES_PER_LAUNCH)
         n = t1 - t0
-        padded = -(-n // TILE_GROUP) * TILE_GROUP
+        padded = -(-n // per_launch_group) * per_launch_group
         v = np.zeros((padded, TILE_COLS, WINDOW_ROWS), np.float32)
         k = np.zeros((padded, TILE_COLS, WINDOW_ROWS), np.uint8)
         s = np.zeros(padded, np.float32)
         v[:n], k[:n], s[:n] = values[t0:t1], keep[t0:t1], sensitivity[t0:t1]
-        res = _run(kernel, (v, k, s, thr), target, profiles)
+        res = _run(kernel, (v, k, s, thr), target, profiles, backend)
         for dst, src in zip(outs, res):
             dst[t0:t1] = np.asarray(src).reshape((padded,) + dst.shape[1:])[:n]
     result = tuple(outs)
     return (result, _merged(profiles, target)) if profile else result
 
 
-def quantize_rows(X, sensitivity, threshold=0.02, *, target="trn2", profile=False):
+def quantize_rows(X, sensitivity, threshold=0.02, *, target="trn2", profile=False, backend="nkisim"):
     """Hybrid-row quantization of X ``[M, F]`` on the device (see module doc) -> ``HybridRows``."""
     from dste.format import HybridRows
 
@@ -104,27 +116,50 @@ def quantize_rows(X, sensitivity, threshold=0.02, *, target="trn2", profile=Fals
     sensitivity = np.asarray(sensitivity)
     if sensitivity.shape != (M,) or not np.isfinite(sensitivity.astype(np.float64)).all():
         raise ValueError(f"sensitivity must be finite with shape ({M},), got {sensitivity.shape}")
+    _refuse_tiny_groups(np.abs(X).max(axis=1) if F else np.zeros(M), "row")
     sens32 = sensitivity.astype(np.float32)
     is_hi = sens32 >= np.float32(threshold)
     hi_rows = np.flatnonzero(is_hi).astype(np.int32)
-    kernel = _kernels().quantize_rows_kernel
+    kernel = _kernels(backend).quantize_rows_kernel
     q = np.zeros((M, F), np.int8)
     scale = np.zeros(M, np.float32)
     hi = np.zeros((hi_rows.size, F), np.float16)
     thr = np.array([threshold], dtype=np.float32)
     profiles = []
+    from dste.kernels.launch_spmm import default_lnc
+
+    rows_multiple = ROWS_PER_TILE * default_lnc(target)
     for r0 in range(0, M, ROWS_PER_LAUNCH):
         r1 = min(M, r0 + ROWS_PER_LAUNCH)
+        n = r1 - r0
+        padded = -(-n // rows_multiple) * rows_multiple
         local_hi = is_hi[r0:r1]
         n_hi = int(local_hi.sum())
-        position = np.full(r1 - r0, max(n_hi, 1) if n_hi else 1, dtype=np.int32)
-        position[local_hi] = np.arange(n_hi, dtype=np.int32)
-        out_q, out_scale, out_hi = _run(kernel, (X[r0:r1], sens32[r0:r1], thr, position, n_hi), target, profiles)
-        q[r0:r1] = np.asarray(out_q)
-        scale[r0:r1] = np.asarray(out_scale).reshape(-1)
+        # padding rows are zero rows whose FP16 position is out of range (never scattered); their
+        # outputs are dropped
+        x_launch = np.zeros((padded, F), np.float32)
+        x_launch[:n] = X[r0:r1]
+        s_launch = np.zeros(padded, np.float32)
+        s_launch[:n] = sens32[r0:r1]
+        position = np.full(padded, max(n_hi, 1), dtype=np.int32)
+        position[:n][local_hi] = np.arange(n_hi, dtype=np.int32)
+        out_q, out_scale, out_hi = _run(kernel, (x_launch, s_launch, thr, position, n_hi), target, profiles, backend)
+        q[r0:r1] = np.asarray(out_q)[:n]
+        scale[r0:r1] = np.asarray(out_scale).reshape(-1)[:n]
         first = int(is_hi[:r0].sum())
         hi[first:first + n_hi] = np.asarray(out_hi)[:n_hi]
     hi_index = np.full(M, hi_rows.size, dtype=np.int32)
     hi_index[hi_rows] = np.arange(hi_rows.size, dtype=np.int32)
     result = HybridRows(q=q, scale=scale, hi_rows=hi_rows, hi=hi, hi_index=hi_index)
     return (result, _merged(profiles, target)) if profile else result
+
+
+def _refuse_tiny_groups(amax, what):
+    tiny = (amax > 0) & (amax < MIN_INT8_AMAX)
+    if tiny.any():
+        i = int(np.flatnonzero(tiny)[0])
+        raise ValueError(
+            f"{what} {i} has largest magnitude {float(amax[i]):.3g}, nonzero but below {MIN_INT8_AMAX:.3g} "
+            f"(127 x the smallest normal float32): its INT8 scale would be subnormal; rescale the input "
+            f"or zero such values"
+        )

@@ -23,7 +23,6 @@ from dste.kernels.plan import (
     MAX_FEATURES,
     LaunchPlan,
     feature_chunks,
-    kernel_module,
     launch_rows,
     pack_launch,
     plan_launches,
@@ -35,8 +34,10 @@ __all__ = ["spmm_hybrid", "plan_launches", "x_mode_of", "hybrid_records", "Launc
 _PACK_CACHE_ATTR = "_packed_launch_arrays"
 
 
-def _kernel():
-    return kernel_module().spmm_hybrid_kernel
+def _kernel(backend):
+    from dste.kernels.device import kernel_module as load
+
+    return load("spmm_hybrid", backend).spmm_hybrid_kernel
 
 
 def x_mode_of(X) -> str:
@@ -136,7 +137,50 @@ def packed_launches(A, plan: LaunchPlan) -> list[dict]:
     return cached
 
 
-def spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, plan: LaunchPlan | None = None):
+def default_lnc(target: str) -> int:
+    """Logical cores per launch: 2 on trn2, whose runtime defaults to LNC2 (a launch of another size is
+    a runtime error there), 1 on trn1/inf2 (one physical core per logical core)."""
+    from dste.nkisim import cost
+
+    return 2 if cost.normalize_target(target) == "trn2" else 1
+
+
+def program_groups(jobs, lnc: int) -> list[list]:
+    """The jobs as launches of ``lnc`` programs each: consecutive jobs of one compile-time shape (bucket
+    and correction shape) share a launch; a job left without a partner runs beside an idle program
+    (``None``: all padding windows, no output rows)."""
+    groups = []
+    for job in jobs:
+        key = (job.launch.bucket, job.shape)
+        if groups and len(groups[-1][1]) < lnc and groups[-1][0] == key:
+            groups[-1][1].append(job)
+        else:
+            groups.append((key, [job]))
+    return [members + [None] * (lnc - len(members)) for _, members in groups]
+
+
+def _idle_metadata(A, bucket) -> np.ndarray:
+    """The metadata blob of a launch whose windows are all padding (every gather skipped, every factor 0)."""
+    return pack_launch(A, _idle_launch(bucket))["metadata"]
+
+
+def _idle_launch(bucket):
+    from dste.kernels.plan import Launch
+
+    return Launch(bucket, np.full(bucket.windows, -1, np.int64),
+                  np.full((bucket.windows, bucket.bitmap_slots), -1, np.int64),
+                  np.full((bucket.windows, bucket.entry_slots), -1, np.int64))
+
+
+def _idle_job(lead):
+    """A correction job of ``lead``'s shape with no entries (its blob only pads)."""
+    from dste.kernels.correction import CorrectionJob, empty_entries
+
+    return CorrectionJob(_idle_launch(lead.launch.bucket), None, lead.shape, empty_entries(), np.zeros(0, np.int64))
+
+
+def spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, plan: LaunchPlan | None = None,
+                lnc: int | None = None, backend: str = "nkisim"):
     """Y = A @ X (float32 [N, F], original row order) computed by the NKI kernel, one launch per chunk.
 
     Args:
@@ -146,9 +190,15 @@ def spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, plan: Laun
       profile: also return the merged ``dste.nkisim`` profile (modelled figures).
       plan: a plan from :func:`plan_launches` to reuse (its packed arrays are cached on it); one plan
       serves every X of its feature width and mode, with or without FP16 rows.
+      lnc: logical cores per launch, 1 or 2 (default :func:`default_lnc`: 2 on trn2, 1 on trn1). Under
+      LNC2 each ``kernel[2]`` launch runs two of the plan's launches, one per program (on two
+      physical cores: the profile takes the slower program's time).
+      backend: ``"nkisim"`` (the simulator; ``profile`` is modelled) or ``"neuron"`` (the same kernel
+      file through the real ``nki.jit`` on a Neuron device; ``profile`` is then the measured wall time,
+      a :class:`dste.kernels.device.DeviceTiming`).
     """
     from dste.format import HybridRows
-    from dste.nkisim import Profile, profile as run_profiled
+    from dste.nkisim import Profile
 
     X, F = _validate(A, X)
     if not 1 <= F <= MAX_FEATURES:
@@ -164,7 +214,9 @@ def spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, plan: Laun
             f"plan was made for F={plan.features}, x_mode={plan.x_mode}, shape={plan.shape}; "
             f"this call needs F={F}, x_mode={mode}, shape={tuple(A.shape)}"
         )
-    kernel = _kernel()
+    from dste.kernels.device import launch
+
+    kernel = _kernel(backend)
     N = A.shape[0]
     if hybrid:
         x_rows = hybrid_records(X)
@@ -172,30 +224,49 @@ def spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, plan: Laun
     else:
         x_rows = X
         x_hi = np.zeros((1, 1), np.float16)
+    lnc = default_lnc(target) if lnc is None else lnc
+    if lnc not in (1, 2):
+        raise ValueError(f"lnc={lnc!r}: a launch runs on 1 or 2 logical cores")
     Y = np.zeros((N, F), dtype=np.float32)
     profiles = []
     packed = packed_launches(A, plan)
     jobs = plan_corrections(A, plan, X.hi_index, n_hi, target) if hybrid else plan_corrections(A, plan, None, 0, target)
-    no_corrections = np.zeros((128, 1), np.int32)
-    for job in jobs:
-        launch = job.launch
-        b = launch.bucket
-        metadata = packed[job.plan_index]["metadata"] if job.plan_index is not None else pack_launch(A, launch)["metadata"]
-        shape = job.shape
-        corrections = job.blob(n_hi) if shape.tiles_per_group else no_corrections
+
+    def metadata_of(job):
+        if job is None:
+            return None
+        return packed[job.plan_index]["metadata"] if job.plan_index is not None else pack_launch(A, job.launch)["metadata"]
+
+    for programs in program_groups(jobs, lnc):
+        lead = programs[0]
+        b, shape = lead.launch.bucket, lead.shape
+        metadata = np.concatenate([metadata_of(job) if job is not None else _idle_metadata(A, b) for job in programs])
+        if shape.tiles_per_group:
+            corrections = np.concatenate([
+                (job if job is not None else _idle_job(lead)).blob(n_hi) for job in programs])
+        else:
+            corrections = np.zeros((128 * lnc, 1), np.int32)
         args = (
             x_rows, x_hi, metadata,
             b.windows, *b.bitmap, *b.entry, F, int(hybrid), b.group_size(),
             corrections, shape.group_windows, shape.tiles_per_group,
         )
-        out, prof = run_profiled(kernel, *args, target=target)
+        out, prof = launch(kernel, args, lnc=lnc, target=target, backend=backend)
         profiles.append(prof)
-        out = np.asarray(out).reshape(b.windows, -1, F)
-        rows = launch_rows(A, launch)
-        valid = rows < N
-        Y[rows[valid]] = out[valid]
+        out = np.asarray(out).reshape(lnc, b.windows, -1, F)
+        for p, job in enumerate(programs):
+            if job is None:
+                continue
+            rows = launch_rows(A, job.launch)
+            valid = rows < N
+            Y[rows[valid]] = out[p][valid]
     if not profile:
         return Y
+    if backend == "neuron":
+        timing = profiles[0]
+        for other in profiles[1:]:
+            timing = timing.merge(other)
+        return Y, timing
     merged = Profile.merge_all(profiles) if profiles else Profile(target)
     if not profiles:
         merged.launches = 0

@@ -22,8 +22,6 @@ side by side in an ``int32 [128, L]`` array, so one DMA per launch brings them);
 
 from __future__ import annotations
 
-import functools
-import importlib
 import math
 from dataclasses import dataclass, field
 
@@ -74,15 +72,13 @@ STORE_BYTES_PER_PARTITION = 16384
 """Output rows of several windows leave in one store of up to this many bytes per partition (kernel's constant)."""
 
 
-@functools.cache
 def kernel_module():
-    """``dste.kernels.spmm_hybrid``, imported with the simulator standing in as ``nki`` when the real
-    SDK is not importable. Its layout and grouping helpers are pure Python; the planner calls them
-    rather than keeping copies, so the blob it packs is the one the kernel reads."""
-    from dste.nkisim import install
+    """The ``spmm_hybrid`` kernel file as loaded for the simulator (``dste.kernels.device``). Its layout
+    and grouping helpers are pure Python and the same on every backend; the planner calls them rather
+    than keeping copies, so the blob it packs is the one the kernel reads."""
+    from dste.kernels.device import kernel_module as load
 
-    install()
-    return importlib.import_module("dste.kernels.spmm_hybrid")
+    return load("spmm_hybrid", "nkisim")
 
 
 def windows_per_step(n_windows: int, slots_per_window: int, n_features: int, group: int) -> int:

@@ -16,9 +16,15 @@ TensorE matmul accumulating into the window's fp32 PSUM accumulator:
 - ``factor`` (per tile column / entry, prepared per matrix) folds the column scale and the INT8
   tile scale; the row scale is applied while evacuating PSUM.
 - X modes: dense fp32/bf16/fp16 rows are gathered and converted by the DMA into the 16-bit moving
-  dtype. Hybrid rows are gathered as one record per row (int8 values, fp32 row scale) and
-  dequantized by ScalarE into fp16 (``q * scale * factor``). FP16
-  rows have q = 0 and scale = 0 there, so the main pass adds exactly 0 for them.
+  dtype. Hybrid rows are gathered as one record per row (int8 values, fp32 row scale); the int8
+  values become the bf16 moving operand unscaled (exact), and the row scale joins the column factor
+  in the stationary (``keep * factor * scale``, rounded once to bf16, whose range is fp32's), so no
+  on-chip value can overflow a 16-bit format whatever the magnitude of X. FP16 rows have q = 0 and
+  scale = 0 there, so the main pass adds exactly 0 for them.
+- LNC2 (``kernel[2]`` on trn2): each of the two programs runs one launch of its own. The inputs
+  stack one metadata blob (and one correction blob) per program along the partition axis and the
+  output stacks their rows; ``nl.program_id(0)`` picks the program's blob and output rows through
+  DMA offsets only, so both programs trace to the same instruction stream.
 - FP16-row correction (hybrid X with FP16 rows): the few entries whose column is an FP16 row are
   listed by the launcher in correction tiles of up to 128 entries, each serving a group of
   consecutive windows (``dste.kernels.correction``). Per correction tile one gather of its FP16
@@ -140,6 +146,8 @@ def spmm_hybrid_kernel(
     """
     n_bitmap = n_bin + n_int8 + n_fp16
     n_entry = n_ebin + n_eint8 + n_efp16
+    n_programs = nl.num_programs()
+    program = nl.program_id(0)
     assert n_bitmap + n_entry >= 1, "a launch needs at least one tile slot per window"
     assert 1 <= n_features <= MAX_PSUM_CHUNKS * PSUM_CHUNK, (
         f"n_features={n_features}: expected 1..{MAX_PSUM_CHUNKS * PSUM_CHUNK} (8 PSUM banks of {PSUM_CHUNK} fp32)"
@@ -150,8 +158,10 @@ def spmm_hybrid_kernel(
         f"corr_group_windows={corr_group_windows}: expected 1..{n_windows} (windows of this launch)"
     )
     layout = metadata_layout(n_windows, (n_bin, n_int8, n_fp16), (n_ebin, n_eint8, n_efp16))
-    assert metadata.dtype == nl.int32 and metadata.shape == (TILE_COLS, layout["total"]), (
-        f"metadata must be int32 [128, {layout['total']}] for this bucket, got {metadata.dtype} {metadata.shape}"
+    blob_words = layout["total"]
+    assert metadata.dtype == nl.int32 and metadata.shape == (n_programs * TILE_COLS, blob_words), (
+        f"metadata must be int32 [{n_programs} x 128, {blob_words}] (one blob per program) for this bucket, "
+        f"got {metadata.dtype} {metadata.shape}"
     )
     if hybrid:
         assert x_rows.dtype == nl.int8, f"hybrid X records must be int8, got {x_rows.dtype}"
@@ -160,25 +170,29 @@ def spmm_hybrid_kernel(
         assert feat_padded >= n_features and feat_padded % 4 == 0, (
             f"hybrid record width {record} must be 4-aligned F + {RECORD_TAIL_BYTES} for F={n_features}"
         )
-        moving_dtype = nl.float16
+        # int8 values are exact in bf16; the row scale travels in the stationary operand
+        moving_dtype = nl.bfloat16
     else:
         assert x_rows.shape[1] == n_features, f"X must have {n_features} columns, got {x_rows.shape[1]}"
         moving_dtype = nl.float16 if x_rows.dtype == nl.float16 else nl.bfloat16
-    n_rows_x = x_rows.shape[0]
     chunks = []
     for f0 in range(0, n_features, PSUM_CHUNK):
         chunks.append((f0, min(PSUM_CHUNK, n_features - f0)))
 
-    y = nl.ndarray((n_windows * WINDOW_ROWS, n_features), dtype=nl.float32, buffer=nl.shared_hbm, name="y")
+    # every program writes the rows of its own launch: program p holds rows p*W*128 .. (p+1)*W*128
+    rows_per_program = n_windows * WINDOW_ROWS
+    y = nl.ndarray((n_programs * rows_per_program, n_features), dtype=nl.float32, buffer=nl.shared_hbm, name="y")
+    y_offset = program * rows_per_program * n_features
 
     # ---- constants --------------------------------------------------------------------------
     # shift amount 31 - (r % 32) for window slot r = 32 * word + bit
     top_bit_shift = nl.ndarray((TILE_COLS, MASK_WORDS, MASK_WORD_BITS), dtype=nl.int32, buffer=nl.sbuf, name="shift")
     nisa.iota(dst=top_bit_shift, pattern=[[0, MASK_WORDS], [-1, MASK_WORD_BITS]], offset=MASK_WORD_BITS - 1)
 
-    # ---- per-launch metadata: one DMA for the whole blob; regions are typed views of it ------
-    blob = nl.ndarray((TILE_COLS, layout["total"]), dtype=nl.int32, buffer=nl.sbuf, name="metadata")
-    nisa.dma_copy(dst=blob, src=metadata)
+    # ---- per-launch metadata: one DMA for the program's blob; regions are typed views of it ---
+    blob = nl.ndarray((TILE_COLS, blob_words), dtype=nl.int32, buffer=nl.sbuf, name="metadata")
+    nisa.dma_copy(dst=blob, src=metadata.ap(pattern=[[blob_words, TILE_COLS], [1, blob_words]],
+                                            offset=program * TILE_COLS * blob_words))
 
     def region(name, dtype):
         start, words = layout[name]
@@ -207,20 +221,22 @@ def spmm_hybrid_kernel(
         # entry e's keep bit is bit e % 32 of its word: shift per partition, then mask
         entry_bit = nl.ndarray((TILE_COLS, 1), dtype=nl.int32, buffer=nl.sbuf, name="entry_bit")
         nisa.iota(dst=entry_bit, pattern=[[0, 1]], offset=0, channel_multiplier=1)
-        nisa.tensor_scalar(dst=entry_bit, data=entry_bit, op0=nl.bitwise_and, operand0=MASK_WORD_BITS - 1)
+        nisa.tensor_scalar(dst=entry_bit, data=entry_bit, op0=nl.bitwise_and, operand0=MASK_WORD_BITS - 1,
+                           engine=nisa.engine.vector)
         ebits = nl.ndarray((TILE_COLS, n_eslots), dtype=nl.int32, buffer=nl.sbuf, name="en_bits")
-        nisa.tensor_scalar(dst=ebits, data=ekeep, op0=nl.right_shift, operand0=entry_bit, op1=nl.bitwise_and, operand1=1)
+        nisa.tensor_scalar(dst=ebits, data=ekeep, op0=nl.right_shift, operand0=entry_bit, op1=nl.bitwise_and,
+                           operand1=1, engine=nisa.engine.vector)
         # the factors become the entry weights in place (the blob is this launch's own copy)
         nisa.tensor_tensor(dst=eweight, data1=eweight, data2=ebits, op=nl.multiply, engine=nisa.engine.vector)
         weight_by_window = eweight.reshape((TILE_COLS, n_windows, n_entry))
         if n_eint8:
             evals8 = region("en_int8", nl.int8)[:, 0:n_windows * n_eint8].reshape((TILE_COLS, n_windows, n_eint8))
             w8 = weight_by_window[:, :, n_ebin:n_ebin + n_eint8]
-            nisa.tensor_tensor(dst=w8, data1=w8, data2=evals8, op=nl.multiply)
+            nisa.tensor_tensor(dst=w8, data1=w8, data2=evals8, op=nl.multiply, engine=nisa.engine.vector)
         if n_efp16:
             evals16 = region("en_fp16", nl.float16)[:, 0:n_windows * n_efp16].reshape((TILE_COLS, n_windows, n_efp16))
             w16 = weight_by_window[:, :, n_ebin + n_eint8:n_entry]
-            nisa.tensor_tensor(dst=w16, data1=w16, data2=evals16, op=nl.multiply)
+            nisa.tensor_tensor(dst=w16, data1=w16, data2=evals16, op=nl.multiply, engine=nisa.engine.vector)
         row_iota = nl.ndarray((TILE_COLS, WINDOW_ROWS), dtype=nl.bfloat16, buffer=nl.sbuf, name="row_iota")
         nisa.iota(dst=row_iota, pattern=[[1, WINDOW_ROWS]], offset=0)
 
@@ -237,15 +253,17 @@ def spmm_hybrid_kernel(
     if n_corr_groups:
         n_corr = n_corr_groups * corr_tiles_per_group
         clayout = correction_layout(n_corr, corr_group_windows)
-        assert corrections.dtype == nl.int32 and corrections.shape == (TILE_COLS, clayout["total"]), (
-            f"corrections must be int32 [128, {clayout['total']}] for {n_corr} tiles in groups of "
-            f"{corr_group_windows} windows, got {corrections.dtype} {corrections.shape}"
+        corr_words = clayout["total"]
+        assert corrections.dtype == nl.int32 and corrections.shape == (n_programs * TILE_COLS, corr_words), (
+            f"corrections must be int32 [{n_programs} x 128, {corr_words}] (one blob per program) for {n_corr} tiles "
+            f"in groups of {corr_group_windows} windows, got {corrections.dtype} {corrections.shape}"
         )
         assert x_hi.dtype == nl.float16 and x_hi.shape[1] == n_features, (
             f"x_hi must be float16 [M_hi, {n_features}], got {x_hi.dtype} {x_hi.shape}"
         )
-        cblob = nl.ndarray((TILE_COLS, clayout["total"]), dtype=nl.int32, buffer=nl.sbuf, name="corrections")
-        nisa.dma_copy(dst=cblob, src=corrections)
+        cblob = nl.ndarray((TILE_COLS, corr_words), dtype=nl.int32, buffer=nl.sbuf, name="corrections")
+        nisa.dma_copy(dst=cblob, src=corrections.ap(pattern=[[corr_words, TILE_COLS], [1, corr_words]],
+                                                    offset=program * TILE_COLS * corr_words))
         chi_pos = cblob[:, clayout["hi_pos"][0]:clayout["hi_pos"][0] + n_corr]
         crows = cblob[:, clayout["rows"][0]:clayout["rows"][0] + n_corr].view(nl.float32)
         w0c = clayout["weight"][0]
@@ -269,9 +287,9 @@ def spmm_hybrid_kernel(
         records = nl.ndarray((TILE_COLS, group, record), dtype=nl.int8, buffer=nl.sbuf, name="records")
         # int8 values are always finite; the fp32 scale bytes of a row never gathered must be too
         nisa.memset(dst=records[:, :, feat_padded:record], value=0, engine=nisa.engine.gpsimd)
+        # per slot: the gathered rows' scale x the slot's column factor (or entry weight)
+        slot_scale = nl.ndarray((TILE_COLS, group), dtype=nl.float32, buffer=nl.sbuf, name="slot_scale")
     stationary = nl.ndarray((TILE_COLS, group, WINDOW_ROWS), dtype=nl.bfloat16, buffer=nl.sbuf, name="stationary")
-    if hybrid:
-        act_scale = nl.ndarray((TILE_COLS, group), dtype=nl.float32, buffer=nl.sbuf, name="act_scale")
     if n_int8 + n_fp16:
         masked = nl.ndarray((TILE_COLS, group, WINDOW_ROWS), dtype=nl.float32, buffer=nl.sbuf, name="masked")
     y_buf = nl.ndarray((WINDOW_ROWS, store_windows, n_features), dtype=nl.float32, buffer=nl.sbuf, name="y_buf")
@@ -279,74 +297,64 @@ def spmm_hybrid_kernel(
     for c, (f0, width) in enumerate(chunks):
         accum.append(nl.ndarray((WINDOW_ROWS, width), dtype=nl.float32, buffer=nl.psum, name=f"accum{c}"))
 
-    # FP16 rows are not overlaid on the moving operand (the correction pass adds them), so the
-    # column factor always rides on the hybrid dequantization
-    fold_factor = hybrid
+    def per_slot(column, b0, n):
+        """[128, n] per-slot scalars -> [128, n, 128] stride-0 view over the window rows."""
+        return column[:, b0:b0 + n].expand_dim(2).broadcast(2, WINDOW_ROWS)
 
     def bitmap_slots(s0, n, b0):
         """Stationary and moving operands of bitmap slots s0..s0+n into buffer positions b0..b0+n."""
         buf = slice(b0, b0 + n)
         if hybrid:
             _gather_records(records, b0, n, x_rows, bcols, s0)
-            if fold_factor:
-                # the column factor rides on the dequantization: moving = q * (row scale * factor)
-                nisa.tensor_tensor(dst=act_scale[:, buf], data1=_record_scales(records, b0, n),
-                                   data2=bfactor[:, s0:s0 + n], op=nl.multiply, engine=nisa.engine.vector)
-                _dequantize(moving, records, b0, n, act_scale, n_features)
-            else:
-                _dequantize(moving, records, b0, n, None, n_features)
+            nisa.tensor_tensor(dst=slot_scale[:, buf], data1=_record_scales(records, b0, n),
+                               data2=bfactor[:, s0:s0 + n], op=nl.multiply, engine=nisa.engine.vector)
+            _int8_to_moving(moving, records, b0, n, n_features)
+            factors, f0 = slot_scale, b0
         else:
             for i in range(n):
                 _gather_dense(moving, b0 + i, x_rows, bcols[:, s0 + i:s0 + i + 1], n_features)
-        words = bkeep[:, s0:s0 + n, :].reshape((TILE_COLS, n, MASK_WORDS, 1))
+            factors, f0 = bfactor, s0
+        # keep bit r of a column -> the sign bit: one shift for all n slots
         nisa.tensor_tensor(
             dst=shifted[:, buf, :].reshape((TILE_COLS, n, MASK_WORDS, MASK_WORD_BITS)),
-            data1=words.broadcast_to((TILE_COLS, n, MASK_WORDS, MASK_WORD_BITS)),
-            data2=top_bit_shift.reshape((TILE_COLS, 1, MASK_WORDS, MASK_WORD_BITS)).broadcast_to(
-                (TILE_COLS, n, MASK_WORDS, MASK_WORD_BITS)),
+            data1=bkeep[:, s0:s0 + n, :].expand_dim(3).broadcast(3, MASK_WORD_BITS),
+            data2=top_bit_shift.expand_dim(1).broadcast(1, n),
             op=nl.left_shift,
-            engine=nisa.engine.gpsimd,
+            engine=nisa.engine.vector,
         )
-        if fold_factor:
-            # keep bit -> 1.0 / 0.0 for all n slots in one instruction (exact in bf16)
-            nisa.tensor_scalar(dst=stationary[:, buf, :], data=shifted[:, buf, :], op0=nl.less, operand0=0.0,
-                               engine=nisa.engine.vector)
-        else:
-            # the column factor goes into the stationary; valued slots stay fp32 until their values
-            # are applied, so each stationary element is rounded to bf16 once
-            for i in range(n):
-                valued = (s0 + i) % n_bitmap >= n_bin
-                nisa.tensor_scalar(dst=masked[:, b0 + i, :] if valued else stationary[:, b0 + i, :],
-                                   data=shifted[:, b0 + i, :], op0=nl.less, operand0=0.0, op1=nl.multiply,
-                                   operand1=bfactor[:, s0 + i:s0 + i + 1], engine=nisa.engine.vector)
-        # INT8 / FP16 slots: multiply by their values (one instruction per kind and window)
-        for w in range(s0 // n_bitmap, (s0 + n - 1) // n_bitmap + 1):
-            g0, g1 = max(s0, w * n_bitmap) - w * n_bitmap, min(s0 + n, (w + 1) * n_bitmap) - w * n_bitmap
-            for kind_lo, kind_hi, table, kind_count in ((n_bin, n_bin + n_int8, "int8", n_int8),
-                                                        (n_bin + n_int8, n_bitmap, "fp16", n_fp16)):
-                lo, hi = max(kind_lo, g0), min(kind_hi, g1)
-                if lo < hi:
-                    values = bvals8 if table == "int8" else bvals16
-                    v0 = w * kind_count + (lo - kind_lo)
-                    d0 = b0 + w * n_bitmap + lo - s0
-                    source = stationary if fold_factor else masked
-                    nisa.tensor_tensor(dst=stationary[:, d0:d0 + (hi - lo), :], data1=source[:, d0:d0 + (hi - lo), :],
-                                       data2=values[:, v0:v0 + (hi - lo), :], op=nl.multiply,
-                                       engine=nisa.engine.gpsimd)
+        # stationary = (keep bit set) * factor, per run of one kind: BIN runs straight into the bf16
+        # stationary; valued runs stay fp32 until their values are applied, so each stationary
+        # element is rounded to bf16 once
+        for lo, hi, kind_lo, kind in _kind_runs(s0, n, n_bitmap, n_bin, n_int8):
+            d = slice(b0 + lo - s0, b0 + hi - s0)
+            nisa.scalar_tensor_tensor(dst=(stationary if kind == KIND_BIN else masked)[:, d, :],
+                                      data=shifted[:, d, :], op0=nl.less, operand0=0.0, op1=nl.multiply,
+                                      operand1=per_slot(factors, f0 + lo - s0, hi - lo))
+            if kind != KIND_BIN:
+                w, k0 = divmod(lo, n_bitmap)
+                count = n_int8 if kind == KIND_INT8 else n_fp16
+                values = bvals8 if kind == KIND_INT8 else bvals16
+                v0 = w * count + (k0 - kind_lo)
+                nisa.tensor_tensor(dst=stationary[:, d, :], data1=masked[:, d, :],
+                                   data2=values[:, v0:v0 + (hi - lo), :], op=nl.multiply,
+                                   engine=nisa.engine.gpsimd)
 
     def entry_slots(s0, n, b0):
         """Stationary and moving operands of entry slots s0..s0+n into buffer positions b0..b0+n."""
         if hybrid:
             _gather_records(records, b0, n, x_rows, ecols, s0)
-            _dequantize(moving, records, b0, n, None, n_features)
+            nisa.tensor_tensor(dst=slot_scale[:, b0:b0 + n], data1=_record_scales(records, b0, n),
+                               data2=eweight[:, s0:s0 + n], op=nl.multiply, engine=nisa.engine.vector)
+            _int8_to_moving(moving, records, b0, n, n_features)
+            weights, w0 = slot_scale, b0
         else:
             for i in range(n):
                 _gather_dense(moving, b0 + i, x_rows, ecols[:, s0 + i:s0 + i + 1], n_features)
+            weights, w0 = eweight, s0
         for i in range(n):
             nisa.tensor_scalar(dst=stationary[:, b0 + i, :], data=row_iota, op0=nl.equal,
                                operand0=erows[:, s0 + i:s0 + i + 1], op1=nl.multiply,
-                               operand1=eweight[:, s0 + i:s0 + i + 1],
-                               engine=entry_engines[(s0 + i) % len(entry_engines)])
+                               operand1=weights[:, w0 + i:w0 + i + 1], engine=nisa.engine.vector)
 
     def accumulate(b0, n, first):
         for i in range(n):
@@ -378,19 +386,13 @@ def spmm_hybrid_kernel(
                 corr_builds[0] += 1
                 buf = corr_stationary[:, k % CORRECTION_STATIONARY_BUFFERS, :]
                 nisa.tensor_scalar(dst=buf, data=row_iota, op0=nl.equal, operand0=crows[:, t:t + 1],
-                                   op1=nl.multiply, operand1=cweight[:, t, j:j + 1],
-                                   engine=correction_engines[k % len(correction_engines)])
+                                   op1=nl.multiply, operand1=cweight[:, t, j:j + 1], engine=nisa.engine.vector)
                 for c, (f0, width) in enumerate(chunks):
                     nisa.nc_matmul(dst=accum[c], stationary=buf, moving=hi_rows[:, i, f0:f0 + width], accumulate=True)
 
     def evacuate(w, j):
         for c, (f0, width) in enumerate(chunks):
             nisa.activation(dst=y_buf[:, j, f0:f0 + width], op=nl.copy, data=accum[c], scale=rscale[:, w:w + 1])
-
-    # Entry-stationary builds alternate between VectorE and GpSimd (VectorE takes more: its
-    # bf16 tensor_scalar is ~1.7x faster in the model); bitmap unpacking uses both already.
-    entry_engines = [nisa.engine.vector, nisa.engine.vector, nisa.engine.gpsimd]
-    correction_engines = [nisa.engine.vector, nisa.engine.gpsimd]
 
     store_start = 0
     for w0 in range(0, n_windows, step):
@@ -426,10 +428,31 @@ def spmm_hybrid_kernel(
             # rows w*128 + r of the buffered windows: one store
             held = w1 - store_start
             nisa.dma_copy(dst=y.ap(pattern=[[n_features, WINDOW_ROWS], [WINDOW_ROWS * n_features, held], [1, n_features]],
-                                   offset=store_start * WINDOW_ROWS * n_features),
+                                   offset=y_offset + store_start * WINDOW_ROWS * n_features),
                           src=y_buf[:, 0:held, :])
             store_start = w1
     return y
+
+
+def _kind_runs(s0, n, n_bitmap, n_bin, n_int8):
+    """Slots s0..s0+n split into runs of one kind: ``(lo, hi, first slot of the kind in the window, kind)``.
+
+    Slots are window-major and, inside a window, BIN then INT8 then FP16.
+    """
+    runs = []
+    s = s0
+    while s < s0 + n:
+        w, k = divmod(s, n_bitmap)
+        if k < n_bin:
+            kind_lo, kind_hi, kind = 0, n_bin, KIND_BIN
+        elif k < n_bin + n_int8:
+            kind_lo, kind_hi, kind = n_bin, n_bin + n_int8, KIND_INT8
+        else:
+            kind_lo, kind_hi, kind = n_bin + n_int8, n_bitmap, KIND_FP16
+        hi = min(s0 + n, w * n_bitmap + kind_hi)
+        runs.append((s, hi, kind_lo, kind))
+        s = hi
+    return runs
 
 
 def _gather_dense(moving, slot, x_rows, cols, n_features):
@@ -514,12 +537,7 @@ def _record_scales(records, b0, n):
     return records[:, b0:b0 + n, feat_padded:feat_padded + 4].view(nl.float32)
 
 
-def _dequantize(moving, records, b0, n, act_scale, n_features):
-    """moving[:, b0 + i, :] = q * scale (ScalarE, into fp16); ``act_scale`` = scale x column factor when given."""
-    feat_padded = records.shape[2] - RECORD_TAIL_BYTES
+def _int8_to_moving(moving, records, b0, n, n_features):
+    """moving[:, b0 + i, :] = the int8 values of records b0..b0+n, unscaled (exact in bf16; ScalarE copy)."""
     for i in range(b0, b0 + n):
-        if act_scale is None:
-            scale = records[:, i, feat_padded:feat_padded + 4].view(nl.float32)
-        else:
-            scale = act_scale[:, i:i + 1]
-        nisa.activation(dst=moving[:, i, :], op=nl.copy, data=records[:, i, 0:n_features], scale=scale)
+        nisa.activation(dst=moving[:, i, :], op=nl.copy, data=records[:, i, 0:n_features])
