@@ -1,14 +1,24 @@
-"""Save/load a DSTEMatrix to one ``.npz`` file with a versioned, checksummed JSON header.
+"""Save/load a DSTEMatrix to one ``.npz`` file with a versioned, checksummed JSON header; atomic file writes.
 
 File layout: an uncompressed NumPy ``.npz`` archive holding every array field plus
 ``__meta__`` (uint8 bytes of a UTF-8 JSON object):
 ``{"magic": "DSTE", "format_version": 1, "shape": [N, M], "layout": ..., "encode_policy": {...},
-"fields": {name: [dtype, shape]}, "absent": [optional fields that are None], "sha256": hex}``.
-The checksum covers, for each field in sorted order, its name, dtype, shape and bytes.
-``load`` reads with ``allow_pickle=False`` and checks magic, version, field list, dtypes,
-shapes and checksum, then validates the matrix deeply; any failure raises
-:class:`DSTEFileError` saying what is wrong. A file is written to a temporary name and
-renamed, so a crash never leaves a half-written file under the final name.
+"fields": {name: [dtype, shape]}, "absent": [optional fields that are None], "sha256": hex,
+"header_sha256": hex}``.
+``sha256`` covers, for each array field in sorted order, its name, dtype, shape and bytes;
+``header_sha256`` covers everything else the loaded matrix depends on (magic, version, shape,
+layout, encode policy, field list, absent list), as canonical JSON. ``load`` reads with
+``allow_pickle=False`` and checks magic, the exact integer version, every header value's
+type, field list, dtypes, shapes and both checksums, then validates the matrix deeply; any
+failure raises :class:`DSTEFileError` saying what is wrong.
+
+Atomic replacement (:func:`atomic_write`, used for every file DSTE replaces: matrices,
+controller checkpoints, ``results.json``, plots): the bytes go to a hidden temporary file in
+the target's directory (``.<name>.<pid>.<random>.dste-tmp``), which is flushed and fsynced,
+then renamed over the target with ``os.replace`` (atomic on POSIX and Windows) and the
+directory fsynced. A failure removes the temporary file and leaves the previous file intact.
+A temporary file left by a killed process is never read (its name is not the target's) and
+is removed by the next write to the same target once its process is gone.
 """
 
 from __future__ import annotations
@@ -16,7 +26,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import secrets
+import struct
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -26,8 +40,85 @@ from dste.format.matrix import ARRAY_FIELDS, OPTIONAL_ARRAY_FIELDS, DSTEMatrix
 
 MAGIC = "DSTE"
 META_KEY = "__meta__"
+TEMP_SUFFIX = ".dste-tmp"
+_ZIP_MAGIC = b"PK\x03\x04"
+_NPY_MAGIC = b"\x93NUMPY"
 
 
+# ------------------------------------------------------------------ atomic writes
+def atomic_write(path, write, mode: str = "wb") -> None:
+    """Replace ``path`` with what ``write(handle)`` writes, atomically (module docstring).
+
+    ``write`` receives an open file object (binary for ``mode="wb"``, text for ``"w"``).
+    Raises :class:`IsADirectoryError` / :class:`FileNotFoundError` naming the path when the
+    target is a directory or its directory does not exist.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(path)
+    if not name or os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write {path!r}: it is a directory, a file path is needed")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot write {path!r}: directory {directory!r} does not exist")
+    _remove_stale_temps(directory, name)
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    try:
+        with open(tmp, mode) as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows: directories cannot be opened; os.replace is still atomic there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temps(directory: str, name: str) -> None:
+    """Remove temporaries of ``name`` whose writing process no longer exists (killed mid-write)."""
+    pattern = re.compile(rf"^\.{re.escape(name)}\.(\d+)\.[0-9a-f]+{re.escape(TEMP_SUFFIX)}$")
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    for entry in entries:
+        match = pattern.match(entry)
+        if match and not _process_alive(int(match.group(1))):
+            try:
+                os.remove(os.path.join(directory, entry))
+            except OSError:
+                pass
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # another thread of this process may be writing the same target right now
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+# ------------------------------------------------------------------ checksums
 def _checksum(arrays: dict) -> str:
     digest = hashlib.sha256()
     for name in sorted(arrays):
@@ -37,8 +128,14 @@ def _checksum(arrays: dict) -> str:
     return digest.hexdigest()
 
 
+def _header_checksum(meta: dict) -> str:
+    covered = {key: value for key, value in meta.items() if key not in ("sha256", "header_sha256")}
+    return hashlib.sha256(json.dumps(covered, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+# ------------------------------------------------------------------ save / load
 def save(matrix: DSTEMatrix, path) -> None:
-    """Write ``matrix`` to ``path`` (exactly that name; ``.npz`` is not appended)."""
+    """Write ``matrix`` to ``path`` (exactly that name; ``.npz`` is not appended), atomically."""
     arrays = {name: getattr(matrix, name) for name in ARRAY_FIELDS}
     absent = []
     for name in OPTIONAL_ARRAY_FIELDS:
@@ -50,29 +147,47 @@ def save(matrix: DSTEMatrix, path) -> None:
     meta = {
         "magic": MAGIC,
         "format_version": FORMAT_VERSION,
-        "shape": list(matrix.shape),
+        "shape": [int(s) for s in matrix.shape],
         "layout": matrix.layout,
         "encode_policy": matrix.encode_policy,
         "fields": {name: [value.dtype.str, list(value.shape)] for name, value in arrays.items()},
         "absent": absent,
         "sha256": _checksum(arrays),
     }
+    meta = json.loads(json.dumps(meta))  # the header checksum is over what load will read back
+    meta["header_sha256"] = _header_checksum(meta)
     payload = dict(arrays)
     payload[META_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **payload)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda handle: np.savez(handle, **payload))
+
+
+_READ_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    KeyError,
+    IndexError,
+    TypeError,
+    zipfile.BadZipFile,
+    zlib.error,
+    struct.error,
+    NotImplementedError,
+    UnicodeDecodeError,
+    RuntimeError,
+)
 
 
 def load(path) -> DSTEMatrix:
     """Read and fully validate a file written by :func:`save`."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise DSTEFileError(f"{path}: is a directory, not a DSTE file")
+    with open(path, "rb") as handle:  # FileNotFoundError passes through unchanged
+        head = handle.read(len(_NPY_MAGIC))
+    if head.startswith(_NPY_MAGIC):
+        raise DSTEFileError(f"{path}: is a single NumPy array (.npy), not a DSTE file (.npz archive written by save)")
+    if not head.startswith(_ZIP_MAGIC):
+        raise DSTEFileError(f"{path}: not a DSTE file (not a .npz archive: starts with {head[:4]!r})")
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = set(archive.files)
@@ -88,9 +203,7 @@ def load(path) -> DSTEMatrix:
             arrays = {name: archive[name] for name in expected}
     except DSTEFileError:
         raise
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+    except _READ_ERRORS as exc:
         raise DSTEFileError(f"{path}: corrupt or truncated DSTE file ({type(exc).__name__}: {exc})") from exc
     for name, (dtype, shape) in meta["fields"].items():
         if arrays[name].dtype.str != dtype or list(arrays[name].shape) != shape:
@@ -107,23 +220,51 @@ def load(path) -> DSTEMatrix:
         matrix.validate(deep=True)
     except DSTEFormatError as exc:
         raise DSTEFileError(f"{path}: invalid matrix: {exc}") from exc
-    except TypeError as exc:
-        raise DSTEFileError(f"{path}: wrong field set: {exc}") from exc
+    except (TypeError, ValueError, IndexError) as exc:
+        raise DSTEFileError(f"{path}: invalid matrix ({type(exc).__name__}: {exc})") from exc
     return matrix
+
+
+def _is_int(value) -> bool:
+    return type(value) is int  # bool and float (1.0, true) are not versions, shapes or sizes
 
 
 def _check_meta(path, meta):
     if not isinstance(meta, dict) or meta.get("magic") != MAGIC:
         raise DSTEFileError(f"{path}: not a DSTE file (bad magic)")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise DSTEFileError(f"{path}: format version {version!r}; this build reads version {FORMAT_VERSION}")
-    for key in ("shape", "layout", "fields", "absent", "sha256"):
+    if not _is_int(version) or version != FORMAT_VERSION:
+        raise DSTEFileError(
+            f"{path}: format version {version!r} ({type(version).__name__}); this build reads the integer version "
+            f"{FORMAT_VERSION}"
+        )
+    for key in ("shape", "layout", "encode_policy", "fields", "absent", "sha256", "header_sha256"):
         if key not in meta:
-            raise DSTEFileError(f"{path}: header lacks {key!r}")
+            raise DSTEFileError(f"{path}: header lacks {key!r} (written by an older build or corrupt)")
+    if not isinstance(meta["header_sha256"], str) or _header_checksum(meta) != meta["header_sha256"]:
+        raise DSTEFileError(f"{path}: header checksum mismatch; the header is corrupt")
+    shape = meta["shape"]
+    if not isinstance(shape, list) or len(shape) != 2 or not all(_is_int(s) and s >= 0 for s in shape):
+        raise DSTEFileError(f"{path}: header shape must be two integers >= 0, got {shape!r}")
+    if not isinstance(meta["layout"], str) or not isinstance(meta["encode_policy"], dict):
+        raise DSTEFileError(f"{path}: header layout must be a string and encode_policy an object")
+    if not isinstance(meta["sha256"], str):
+        raise DSTEFileError(f"{path}: header sha256 must be a string")
+    fields, absent = meta["fields"], meta["absent"]
+    if not isinstance(fields, dict) or not isinstance(absent, list) or not all(isinstance(a, str) for a in absent):
+        raise DSTEFileError(f"{path}: header fields must be an object and absent a list of names")
+    for name, spec in fields.items():
+        if (
+            not isinstance(spec, list)
+            or len(spec) != 2
+            or not isinstance(spec[0], str)
+            or not isinstance(spec[1], list)
+            or not all(_is_int(s) and s >= 0 for s in spec[1])
+        ):
+            raise DSTEFileError(f"{path}: header entry of field {name!r} must be [dtype string, shape list], got {spec!r}")
     required = set(ARRAY_FIELDS)
-    present = set(meta["fields"])
+    present = set(fields)
     if not required <= present or not (present - required) <= set(OPTIONAL_ARRAY_FIELDS):
         raise DSTEFileError(f"{path}: header field list {sorted(present)} is not the DSTE field set")
-    if set(meta["absent"]) | (present & set(OPTIONAL_ARRAY_FIELDS)) != set(OPTIONAL_ARRAY_FIELDS):
-        raise DSTEFileError(f"{path}: header does not account for every optional field")
+    if set(absent) | (present & set(OPTIONAL_ARRAY_FIELDS)) != set(OPTIONAL_ARRAY_FIELDS) or set(absent) & present:
+        raise DSTEFileError(f"{path}: header does not account for every optional field exactly once")
