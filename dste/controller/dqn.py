@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -27,7 +28,8 @@ from dste.controller.state import STATE_DIM, StateNormalizer
 __all__ = ["DQNConfig", "QNetwork", "QEnsemble", "ReplayBuffer", "DQNAgent", "CheckpointError"]
 
 CHECKPOINT_FORMAT = "dste-dqn-controller"
-CHECKPOINT_VERSION = 3  # 2: three-axis action space, branching Q-network; 3: Q-networks may be checkpoint ensembles
+CHECKPOINT_VERSION = 4  # 2: three-axis action space, branching Q-network; 3: Q-networks may be checkpoint ensembles;
+# 4: the SHA-256 covers the whole payload (config, action space, normalizer, weights), not the weights alone
 
 
 class CheckpointError(ValueError):
@@ -307,6 +309,9 @@ class DQNAgent:
         return digest.hexdigest()
 
     def save(self, path: str | Path) -> Path:
+        """Write the checkpoint atomically (``dste.format.io.atomic_write``): a failed save keeps the old file."""
+        from dste.format.io import atomic_write
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
@@ -319,9 +324,9 @@ class DQNAgent:
             "normalizer_std": torch.from_numpy(self.normalizer.std.copy()),
             "ensemble_size": self.ensemble_size,
             "q_network": self.q.state_dict(),
-            "sha256": self.state_digest(),
         }
-        torch.save(payload, path)
+        payload["sha256"] = payload_digest(payload)
+        atomic_write(path, lambda handle: torch.save(payload, handle))
         return path
 
     @classmethod
@@ -335,9 +340,13 @@ class DQNAgent:
             raise CheckpointError(f"{path} is not a readable DSTE controller checkpoint: {error}") from None
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{path} is not a DSTE controller checkpoint (format tag missing or wrong)")
-        if payload.get("version") != CHECKPOINT_VERSION:
+        if type(payload.get("version")) is not int or payload.get("version") != CHECKPOINT_VERSION:
             raise CheckpointError(
                 f"{path} has checkpoint version {payload.get('version')!r}; this DSTE reads version {CHECKPOINT_VERSION}"
+            )
+        if payload.get("sha256") != _digest_or_none(payload):
+            raise CheckpointError(
+                f"{path} failed its SHA-256 check: its weights, configuration or action space were altered or corrupted"
             )
         if payload.get("state_dim") != STATE_DIM:
             raise CheckpointError(f"{path} was trained on {payload.get('state_dim')}-dim states, expected {STATE_DIM}")
@@ -357,7 +366,29 @@ class DQNAgent:
             raise CheckpointError(f"{path} has a malformed controller payload: {error}") from None
         if not all(torch.isfinite(t).all() for t in agent.q.state_dict().values()):
             raise CheckpointError(f"{path} holds non-finite Q-network weights")
-        if agent.state_digest() != payload.get("sha256"):
-            raise CheckpointError(f"{path} failed its SHA-256 check: the weights were altered or corrupted")
         agent.target.load_state_dict(agent.q.state_dict())
         return agent
+
+
+def payload_digest(payload: dict) -> str:
+    """SHA-256 of everything a loaded agent depends on: tags, configuration, action space, normalizer, weights.
+
+    Plain values are hashed as canonical JSON; tensors by name, dtype, shape and bytes.
+    """
+    digest = hashlib.sha256()
+    plain = {key: payload[key] for key in ("format", "version", "state_dim", "config", "action_space", "ensemble_size")}
+    digest.update(json.dumps(plain, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+    tensors = {"normalizer_mean": payload["normalizer_mean"], "normalizer_std": payload["normalizer_std"]}
+    tensors.update({f"q_network.{name}": value for name, value in payload["q_network"].items()})
+    for name in sorted(tensors):
+        value = tensors[name].detach().contiguous()
+        digest.update(f"|{name}|{value.dtype}|{tuple(value.shape)}|".encode("utf-8"))
+        digest.update(value.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _digest_or_none(payload: dict):
+    try:
+        return payload_digest(payload)
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError):
+        return None  # a malformed payload cannot match any stored digest
