@@ -295,6 +295,8 @@ def alu_op(instr, role, op, allow=None):
     if spec is None:
         violate("alu.in_table", f"nisa.{instr}: {role} {op!r} is not an ALU operator of tbl-aluop; allowed: "
                 + ", ".join(sorted(ALU_TABLE)))
+    if spec.name in ("abs_max", "abs_min"):
+        version.require(f"nl.{spec.name} as an ALU operator", introduced="0.4")
     if spec.since_target is not None and generation() < TARGET_GENERATION[spec.since_target]:
         violate("alu.target", f"nisa.{instr}: {role} nl.{spec.name} is available only on {TARGET_LABEL[spec.since_target]}; "
                 f"the target is {TARGET_LABEL[target()]}")
@@ -377,11 +379,10 @@ def record_dma(op, nbytes, span, contiguous_bytes, descriptors, indirect):
     """Charge one DMA to the profile with its descriptor shape (``Profile.record_dma``)."""
     profile = runtime.current().profile
     partition_start, partitions = span
-    try:
+    if "contiguous_bytes" in inspect.signature(profile.record_dma).parameters:
         profile.record_dma(op, int(nbytes), partition_start, partitions, contiguous_bytes=int(contiguous_bytes),
                            descriptors=int(descriptors), indirect=bool(indirect))
-    except TypeError:
-        # Profile.record_dma without the descriptor keywords (cost model not yet extended).
+    else:  # a Profile.record_dma without the descriptor keywords (cost model not yet extended)
         profile.record_dma(op, int(nbytes), partition_start, partitions)
 
 

@@ -1,68 +1,267 @@
-"""nki.isa instructions (placeholder signatures)."""
+"""The remaining ``nki.isa`` functions: Scalar Engine variants, DMA transpose/compute, virtual registers,
+multi-core synchronisation, and the NeuronCore-v4-only MX instructions (refused on trn1/trn2).
 
-from . import ops  # noqa: F401
-from .isa_common import dge_mode, dma_engine, engine, not_simulated, oob_mode, reduce_cmd  # noqa: F401
+Each follows its docstring in ``nki/api/nki/isa/__init__.py``.
+"""
 
-@not_simulated
-def activate2(dst, op, data, imm0, imm1, op0, op1, relu_param=0.0, reverse0=False, reverse1=False, reduce_op=None, reduce_res=None, reduce_cmd=reduce_cmd.idle, name=None):
-    """Not simulated."""
+import numpy as np
+
+from . import cost, ops, runtime, version
+from . import dtypes as dt
+from .isa_alu import ALU_TABLE, BYPASS, op_name
+from .isa_common import (
+    KernelSignatureError, check_reduce_cmd, column_operand, contiguous_run_elements, dge_mode, dma_engine,  # noqa: F401
+    engine, instruction, not_simulated, on_chip, oob_mode, read2d, record, record_dma, reduce_cmd, require_target,
+    same_layout, sbuf_span, target, tensor, write,
+)
+from .rules import violate
+from .tensor import NkiTensor
 
 
-@not_simulated
+# -- Scalar Engine ---------------------------------------------------------------------------------
+@instruction
 def activation_reduce(dst, op, data, reduce_op, reduce_res, bias=None, scale=1.0, name=None):
-    """Not simulated."""
+    """``nisa.activation`` with ``reduce_cmd=reset_reduce`` writing ``reduce_res`` (ScalarE)."""
+    from .isa import activation
+
+    if op_name(reduce_op) != "add":
+        violate("activation.reduce_op", f"nisa.activation_reduce: reduce_op must be nl.add, got {reduce_op!r}")
+    activation(dst=dst, op=op, data=data, bias=bias, scale=scale, reduce_op=reduce_op, reduce_res=reduce_res,
+               reduce_cmd=reduce_cmd.reset_reduce)
 
 
-@not_simulated
-def core_barrier(data, cores, engine=engine.gpsimd, name=None):
-    """Not simulated."""
+ACTIVATE2_COMBOS = (("multiply", "add"), ("multiply", "subtract"), ("multiply", BYPASS), ("add", BYPASS),
+                    ("subtract", BYPASS), (BYPASS, BYPASS))
 
 
-@not_simulated
-def dma_compute(dst, srcs, reduce_op, scales=None, unique_indices=True, oob_mode=oob_mode.error, name=None):
-    """Not simulated."""
+@instruction
+def activate2(dst, op, data, imm0, imm1, op0, op1, relu_param=0.0, reverse0=False, reverse1=False, reduce_op=None,
+              reduce_res=None, reduce_cmd=reduce_cmd.idle, name=None):
+    """``dst = op((data op0 imm0) op1 imm1)`` with an optional reduction (ScalarE, NeuronCore-v4+)."""
+    from .isa import accumulators, activation_fn
+
+    instr = "activate2"
+    version.require("nisa.activate2", introduced="0.4")
+    require_target(instr, "nisa.activate2", 4)
+    combo = (op_name(op0), op_name(op1))
+    if combo not in ACTIVATE2_COMBOS:
+        violate("activate2.ops", f"nisa.{instr}: (op0, op1) = {combo} is not one of {ACTIVATE2_COMBOS}")
+    _, fn = activation_fn(instr, op)
+    on_chip(instr, "dst", dst)
+    on_chip(instr, "data", data)
+    same_layout(instr, "dst", dst, "data", data)
+    p = data.shape[0]
+    x = dt.to_fp32(read2d(data))
+    for name_, imm, reverse in ((combo[0], imm0, reverse0), (combo[1], imm1, reverse1)):
+        if name_ != BYPASS:
+            value = column_operand(instr, "imm", imm, p, "activate2.ops")
+            x = ALU_TABLE[name_].fp32(value, x) if reverse else ALU_TABLE[name_].fp32(x, value)
+    alpha = column_operand(instr, "relu_param", relu_param, p, "activate2.ops")
+    with np.errstate(all="ignore"):
+        result = np.asarray(fn(np.asarray(x, dtype=np.float32), alpha), dtype=np.float32)
+    cmd = check_reduce_cmd(instr, reduce_cmd, ("idle", "reset", "reduce", "reset_reduce"))
+    if cmd != "idle":
+        rname = op_name(reduce_op)
+        if rname not in ("add", "maximum", "minimum", "abs_max", "abs_min"):
+            violate("activation.reduce_op", f"nisa.{instr}: reduce_op {reduce_op!r} is not add/maximum/minimum/"
+                    "abs_max/abs_min")
+        spec = ALU_TABLE[rname]
+        acc = accumulators()
+        regs = acc.get("scalar", p)
+        if cmd in ("reset", "reset_reduce") or regs is None:
+            regs = np.full((p, 1), spec.reduce_identity or 0.0, dtype=np.float32)
+        if cmd in ("reduce", "reset_reduce"):
+            for col in range(result.shape[1]):
+                regs = spec.fp32(regs, result[:, col:col + 1]).astype(np.float32)
+        acc.set("scalar", regs)
+        if reduce_res is not None:
+            from .isa import write_reduce_res
+
+            write_reduce_res(instr, reduce_res, regs, p)
+    write(instr, dst, result)
+    record("scalar", instr, cost.scalar_cycles(dst.free_size, target()))
 
 
-@not_simulated
+# -- DMA -------------------------------------------------------------------------------------------
+DMA_TRANSPOSE_AXES = {2: (1, 0), 3: (2, 1, 0), 4: (3, 1, 2, 0)}
+
+
+@instruction
 def dma_transpose(dst, src, axes=None, priority=None, dge_mode=dge_mode.unknown, oob_mode=oob_mode.error, name=None):
-    """Not simulated."""
+    """Permute ``src`` into ``dst`` with a DMA: 2-D (1, 0), 3-D (2, 1, 0), 4-D (3, 1, 2, 0)."""
+    instr = "dma_transpose"
+    tensor(instr, "dst", dst)
+    tensor(instr, "src", src)
+    if dst.buffer != "sbuf" or src.buffer == "psum":
+        violate("dma_transpose.operands", f"nisa.{instr}: dst must be in SBUF and src in HBM or SBUF (dst "
+                f"{dst.buffer}, src {src.buffer})")
+    if src.is_indirect:
+        raise NotImplementedError("nisa.dma_transpose with an indirect (vector_offset) src is not simulated "
+                                  "[rule isa.not_simulated]")
+    if priority is not None:
+        require_target(instr, "priority", 4)
+    modes = globals()["dge_mode"]
+    if dge_mode not in (modes.unknown, modes.hwdge):
+        violate("dma_transpose.operands", f"nisa.{instr}: a direct DMA transpose takes dge_mode unknown or hwdge, got "
+                f"{dge_mode!r}")
+    if oob_mode is not globals()["oob_mode"].error:
+        violate("dma_copy.oob", f"nisa.{instr}: oob_mode.skip is only valid with indirect indexing")
+    if src.dtype != dst.dtype:
+        violate("dma_transpose.operands", f"nisa.{instr}: src.dtype {src.dtype.name} must equal dst.dtype {dst.dtype.name}")
+    perm = DMA_TRANSPOSE_AXES.get(src.ndim)
+    if perm is None or (axes is not None and tuple(axes) != perm):
+        violate("dma_transpose.operands", f"nisa.{instr}: axes {axes!r} for a {src.ndim}-D src must be "
+                f"{perm or 'one of (1, 0), (2, 1, 0), (3, 1, 2, 0)'}")
+    if dge_mode is modes.hwdge:
+        require_target(instr, "dge_mode.hwdge", 3)
+        shape0_ok = src.shape[0] == 16 if src.ndim == 2 else (
+            src.shape[0] in (1, 2, 4, 8, 16) and (src.shape[0] * src.shape[-2]) % 16 == 0)
+        if not shape0_ok or src.shape[-1] > 128 or src.dtype.itemsize != 2:
+            violate("dma_transpose.operands", f"nisa.{instr}: a hwdge transpose needs src.shape[0] == 16 (2-D) or in "
+                    "{1, 2, 4, 8, 16} with shape[0]*shape[-2] % 16 == 0, src.shape[-1] <= 128 and a 2-byte dtype")
+    expected = tuple(src.shape[a] for a in perm)
+    if dst.shape != expected:
+        violate("dma_transpose.operands", f"nisa.{instr}: dst shape {dst.shape} must be the transposed src shape "
+                f"{expected}")
+    write(instr, dst, np.transpose(src.array(), perm))
+    item = src.dtype.itemsize
+    record_dma(instr, src.size * item, sbuf_span(dst, src), item, src.size, False)
 
 
-@not_simulated
-def nc_matmul_mx(dst, stationary, moving, stationary_scale, moving_scale, tile_position=None, tile_size=None, accumulate=None, name=None):
-    """Not simulated."""
+@instruction
+def dma_compute(dst, srcs, reduce_op, scales=None, unique_indices=True, oob_mode=oob_mode.error, name=None):
+    """``dst = sum(srcs)`` computed inside the DMA engines in fp32 (no indirect sources simulated)."""
+    instr = "dma_compute"
+    tensor(instr, "dst", dst)
+    if op_name(reduce_op) != "add":
+        violate("dma_compute.operands", f"nisa.{instr}: reduce_op must be nl.add, got {reduce_op!r}")
+    if not isinstance(srcs, (list, tuple)) or not 1 <= len(srcs) <= 16:
+        violate("dma_compute.operands", f"nisa.{instr}: srcs must be a list of 1 to 16 tensors")
+    if scales is not None and (len(scales) != len(srcs) or any(float(s) != 1.0 for s in scales)):
+        violate("dma_compute.operands", f"nisa.{instr}: scales must all be 1.0 (or None), got {scales!r}")
+    if oob_mode is not globals()["oob_mode"].error:
+        version.require("nisa.dma_compute(oob_mode=...)", introduced="0.4")
+        violate("dma_copy.oob", f"nisa.{instr}: oob_mode.skip is only valid with vector_offset indexing")
+    total = np.zeros(dst.size, dtype=np.float32)
+    for i, src in enumerate(srcs):
+        tensor(instr, f"srcs[{i}]", src)
+        if src.is_indirect:
+            raise NotImplementedError(f"nisa.{instr} with vector_offset sources is not simulated [rule isa.not_simulated]")
+        if src.buffer == "psum" or src.size != dst.size:
+            violate("dma_compute.operands", f"nisa.{instr}: srcs[{i}] must be in HBM/SBUF with dst's {dst.size} elements")
+        total = total + dt.to_fp32(src.array()).reshape(-1)
+    write(instr, dst, total.reshape(dst.shape[0], -1) if dst.ndim > 1 else total)
+    item = dst.dtype.itemsize
+    run = max(1, contiguous_run_elements(dst))
+    record_dma(instr, dst.size * item * (len(srcs) + 1), sbuf_span(dst, *srcs), run * item, -(-dst.size // run), False)
 
 
-@not_simulated
-def quantize_mx(dst, src, dst_scale, name=None):
-    """Not simulated."""
+# -- virtual registers -----------------------------------------------------------------------------
+class VirtualRegister:
+    """A virtual register of an engine sequencer: one 32-bit integer, known at simulation time."""
+
+    def __init__(self, state=None, frozen=False):
+        self.value = None if state is None else int(state)
+        self.frozen = bool(frozen)
+
+    def __int__(self):
+        if self.value is None:
+            raise KernelSignatureError("VirtualRegister read before it was written")
+        return self.value
+
+    __index__ = __int__
+
+    def __bool__(self):
+        return bool(int(self))
+
+    def __repr__(self):
+        return f"VirtualRegister({self.value})"
 
 
-@not_simulated
+def _wrap32(value):
+    return int(np.int64(value).astype(np.int32))
+
+
 def register_alloc(x=None):
-    """Not simulated."""
+    """A new virtual register, uninitialised or holding the immediate ``x``."""
+    if x is not None and (not isinstance(x, (int, np.integer)) or isinstance(x, bool)):
+        violate("register.operands", f"nisa.register_alloc: x must be None or an int, got {x!r}")
+    return VirtualRegister(None if x is None else _wrap32(x))
 
 
-@not_simulated
-def register_load(dst, src):
-    """Not simulated."""
+def _register(role, value, fn):
+    if not isinstance(value, VirtualRegister):
+        violate("register.operands", f"nisa.{fn}: {role} must be a VirtualRegister from nisa.register_alloc, got "
+                f"{type(value).__name__}")
+    return value
 
 
-@not_simulated
 def register_move(dst, src):
-    """Not simulated."""
+    """``dst = src`` (an int constant or another register)."""
+    _register("dst", dst, "register_move")
+    if isinstance(src, VirtualRegister):
+        dst.value = int(src)
+    elif isinstance(src, (int, np.integer)) and not isinstance(src, bool):
+        dst.value = _wrap32(src)
+    else:
+        violate("register.operands", f"nisa.register_move: src must be an int or a VirtualRegister, got {src!r}")
 
 
-@not_simulated
+def _scalar_tensor(fn, role, t):
+    if not isinstance(t, NkiTensor) or t.size != 1 or t.dtype.itemsize > 4 or t.buffer == "psum":
+        violate("register.operands", f"nisa.{fn}: {role} must be a one-element HBM/SBUF tensor of at most 32 bits, "
+                f"got {getattr(t, 'shape', t)!r}")
+
+
+def register_load(dst, src):
+    """Load one value (up to 32 bits) from an HBM/SBUF tensor into a register."""
+    _register("dst", dst, "register_load")
+    _scalar_tensor("register_load", "src", src)
+    dst.value = _wrap32(int(src.array().reshape(-1)[0]))
+
+
 def register_store(dst, src):
-    """Not simulated."""
+    """Store a register's value into a one-element HBM/SBUF tensor."""
+    _register("src", src, "register_store")
+    _scalar_tensor("register_store", "dst", dst)
+    write("register_store", dst, np.full(dst.shape, int(src), dtype=np.int64))
+
+
+# -- multi-core ------------------------------------------------------------------------------------
+@instruction
+def core_barrier(data, cores, engine=engine.gpsimd, name=None):
+    """Synchronise the two cores of an LNC2 launch on shared HBM ``data`` (NeuronCore-v3+).
+
+    The simulator runs LNC2 programs one after the other, so the barrier has nothing to wait for.
+    """
+    instr = "core_barrier"
+    require_target(instr, "nisa.core_barrier", 3)
+    tensor(instr, "data", data)
+    if tuple(cores) != (0, 1) or data.buffer != "shared_hbm":
+        violate("isa.buffer", f"nisa.{instr}: cores must be (0, 1) and data in shared HBM (got {cores!r}, {data.buffer})")
+    if runtime.current().num_programs != 2:
+        violate("isa.target_only", f"nisa.{instr}: needs an LNC2 launch (kernel[2])")
 
 
 @not_simulated
 def sendrecv(src, dst, send_to_rank, recv_from_rank, pipe_id, dma_engine=dma_engine.dma, name=None):
-    """Not simulated."""
+    """Point-to-point exchange between the cores of an LNC2 launch (not simulated: programs run in sequence)."""
 
 
-class VirtualRegister:
-    def __init__(self, state=None, frozen=False):
-        self.value = state
+# -- NeuronCore-v4 only ----------------------------------------------------------------------------
+@instruction
+def nc_matmul_mx(dst, stationary, moving, stationary_scale, moving_scale, tile_position=None, tile_size=None,
+                 accumulate=None, name=None):
+    """MXFP8/MXFP4 matmul (NeuronCore-v4 only; refused on trn1/trn2)."""
+    require_target("nc_matmul_mx", "nisa.nc_matmul_mx", 4)
+    raise NotImplementedError("nisa.nc_matmul_mx is not simulated [rule isa.not_simulated]")
+
+
+@instruction
+def quantize_mx(dst, src, dst_scale, name=None):
+    """MXFP8 quantisation (NeuronCore-v4 only; refused on trn1/trn2)."""
+    require_target("quantize_mx", "nisa.quantize_mx", 4)
+    raise NotImplementedError("nisa.quantize_mx is not simulated [rule isa.not_simulated]")
+
+
+del ops  # imported for parity of defaults with the other modules only

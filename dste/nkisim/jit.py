@@ -47,9 +47,10 @@ class Kernel:
         return f"<nkisim kernel {self.fn.__name__} lnc={self.lnc}>"
 
 
-def jit(fn=None, **options):
-    """``@nki.jit`` or ``@nki.jit(...)``: wrap a kernel for simulated execution."""
-    removed = [name for name in options if name in _REMOVED_OPTIONS]
+def jit(fn=None, **kwargs):
+    """``@nki.jit`` or ``@nki.jit(...)``: wrap a kernel for simulated execution (official signature
+    ``jit(fn=None, **kwargs)``, nki/api/nki/__init__.py)."""
+    removed = [name for name in kwargs if name in _REMOVED_OPTIONS]
     if removed:
         raise KernelSignatureError(f"nki.jit: option(s) {', '.join(removed)} no longer exist (removed in NKI 0.3)")
     if fn is None:
