@@ -1,63 +1,116 @@
-"""``nki.language`` for the simulator: dtypes, buffers, tile sizes, allocation, ranges, ops.
+"""``nki.language`` for the simulator: every public function of the NKI 0.6 stub, by name and signature.
 
-Register this module as ``nki.language`` with :func:`dste.nkisim.install`.
+Register this module as ``nki.language`` with :func:`dste.nkisim.install`. The functions follow
+``nki/api/nki/language/__init__.py`` (aws-neuron-sdk 81ce03ae) parameter by parameter; their
+code lives in the ``lang_*`` modules and issues ``nki.isa`` instructions, so the ISA's engine and
+dtype rules and the cost model apply. Refusals name a rule of ``dste/nkisim/rules_language.py``.
 """
 
-import builtins
-
-from . import runtime
-from .dtypes import (  # noqa: F401 - re-exported NKI dtypes
-    bfloat16,
-    bool_,
-    float8_e4m3,
-    float8_e4m3fn,
-    float8_e5m2,
-    float8_e8m0fnu,
-    float16,
-    float32,
-    int8,
-    int16,
-    int32,
-    tfloat32,
-    uint8,
-    uint16,
-    uint32,
+from . import dtypes as _dtypes
+from . import version as _version
+from .lang_buffers import (  # noqa: F401 - re-exported buffers, tile sizes and classes
+    MemoryRegion,
+    NKIObject,
+    hbm,
+    private_hbm,
+    psum,
+    sbuf,
+    shared_hbm,
+    tile_size,
 )
-from .errors import ConstraintError
-from .ops import (  # noqa: F401 - re-exported operators and activation functions
+from .lang_control import (  # noqa: F401
+    affine_range,
+    device_print,
+    dynamic_range,
+    fori_loop,
+    is_hbm,
+    is_on_chip,
+    is_psum,
+    is_sbuf,
+    no_reorder,
+    num_programs,
+    program_id,
+    program_ndim,
+    sequential_range,
+    static_range,
+    while_loop,
+)
+from .lang_create import (  # noqa: F401
+    dropout,
+    empty_like,
+    full,
+    ndarray,
+    ones,
+    rand,
+    random_seed,
+    shared_constant,
+    zeros,
+    zeros_like,
+)
+from .lang_create import shared_identity_matrix as _shared_identity_matrix
+from .lang_reduce import rms_norm, softmax  # noqa: F401
+from .lang_tile import (  # noqa: F401
+    broadcast_to,
+    expand_dims,
+    gather_flattened,
+    load,
+    load_transpose2d,
+    matmul,
+    store,
+    transpose,
+    where,
+)
+from .ops import (  # noqa: F401 - operators / activation functions that are also nl functions
     abs,
     abs_max,
+    abs_min,
     add,
+    all,
+    arctan,
+    average,
     bitwise_and,
     bitwise_or,
     bitwise_xor,
+    bypass,
+    ceil,
     copy,
     cos,
     divide,
     equal,
     erf,
+    erf_dx,
     exp,
+    floor,
+    fmod,
     gelu,
+    gelu_apprx_sigmoid,
+    gelu_apprx_sigmoid_dx,
     gelu_apprx_tanh,
+    gelu_dx,
     greater,
     greater_equal,
-    identity,
     invert,
     left_shift,
     less,
     less_equal,
     log,
     logical_and,
+    logical_not,
     logical_or,
     logical_xor,
     max,
     maximum,
+    mean,
     min,
     minimum,
+    mish,
     mod,
     multiply,
+    negative,
     not_equal,
     power,
+    prelu,
+    prod,
     reciprocal,
     relu,
     right_shift,
@@ -65,159 +118,55 @@ from .ops import (  # noqa: F401 - re-exported operators and activation function
     sigmoid,
     sign,
     silu,
+    silu_dx,
     sin,
     softplus,
     sqrt,
     square,
     subtract,
+    sum,
+    tan,
     tanh,
+    trunc,
+    var,
 )
-from .tensor import DynSlice, NkiTensor, allocate
+from .tensor import DynSlice, NkiTensor  # noqa: F401
+
+bool_ = _dtypes.bool_
+int8, int16, int32 = _dtypes.int8, _dtypes.int16, _dtypes.int32
+uint8, uint16, uint32 = _dtypes.uint8, _dtypes.uint16, _dtypes.uint32
+float16, float32, bfloat16, tfloat32 = _dtypes.float16, _dtypes.float32, _dtypes.bfloat16, _dtypes.tfloat32
+float8_e4m3, float8_e4m3fn, float8_e5m2 = _dtypes.float8_e4m3, _dtypes.float8_e4m3fn, _dtypes.float8_e5m2
 
 
-class Buffer:
-    """A memory location (``nl.sbuf``, ``nl.psum``, ``nl.hbm``, ``nl.shared_hbm``, ``nl.private_hbm``)."""
-
-    def __init__(self, name):
-        self.name = name
+class _PackedDtype(str):
+    """An NKI dtype the simulator names but cannot hold (the x4 MX types of NeuronCore-v4)."""
 
     def __repr__(self):
-        return f"nl.{self.name}"
+        return f"nl.{str(self)}"
 
 
-sbuf = Buffer("sbuf")
-psum = Buffer("psum")
-hbm = Buffer("hbm")
-shared_hbm = Buffer("shared_hbm")
-private_hbm = Buffer("private_hbm")
-_BUFFERS = {b.name: b for b in (sbuf, psum, hbm, shared_hbm, private_hbm)}
+# Packed MX dtypes exist for nisa.nc_matmul_mx on NeuronCore-v4 only (nki.api.shared.rst, tbl-dtype).
+float8_e5m2_x4 = getattr(_dtypes, "float8_e5m2_x4", _PackedDtype("float8_e5m2_x4"))
+float8_e4m3fn_x4 = getattr(_dtypes, "float8_e4m3fn_x4", _PackedDtype("float8_e4m3fn_x4"))
+float4_e2m1fn_x4 = getattr(_dtypes, "float4_e2m1fn_x4", _PackedDtype("float4_e2m1fn_x4"))
+
+_INTRODUCED = {"float8_e8m0fnu": "0.5"}
 
 
-class tile_size:  # noqa: N801 - NKI's name
-    """Hardware tile limits (NKI_NOTES §2)."""
-
-    pmax = 128
-    psum_bank_fmax = 512
-    psum_fmax = 512
-    gemm_stationary_fmax = 128
-    gemm_moving_fmax = 512
-    psum_num_banks = 8
+def __getattr__(name):
+    """Module attributes added after NKI 0.3 are refused when an older release is followed."""
+    if name in _INTRODUCED:
+        _version.require(f"nl.{name}", introduced=_INTRODUCED[name])
+        return getattr(_dtypes, name)
+    raise AttributeError(f"module 'nki.language' has no attribute {name!r}")
 
 
-def _buffer_name(buffer):
-    if isinstance(buffer, Buffer):
-        return buffer.name
-    if isinstance(buffer, str) and buffer in _BUFFERS:
-        return buffer
-    raise ConstraintError(f"unknown buffer {buffer!r}; allowed: nl.sbuf, nl.psum, nl.hbm, nl.shared_hbm, nl.private_hbm")
+def ds(start, size):
+    """``size`` consecutive elements from ``start`` (a slice usable in ``t[...]``)."""
+    return DynSlice(start, size)
 
 
-def ndarray(shape, dtype, buffer=sbuf, name="", address=None):
-    """A new tensor. On-chip and new HBM memory is uninitialised (NaN for floats, 4 for integers)."""
-    buf = _buffer_name(buffer)
-    context = runtime.current()
-    if buf == "shared_hbm" and context.shared_outputs is not None:
-        return _shared_allocation(context, shape, dtype, name)
-    return allocate(shape, dtype, buf, name)
-
-
-def _shared_allocation(context, shape, dtype, name):
-    """Under LNC2, the k-th shared_hbm allocation of every program names the same tensor."""
-    k = context.shared_count
-    context.shared_count += 1
-    if context.program_id == 0:
-        tensor = allocate(shape, dtype, "shared_hbm", name)
-        context.shared_outputs.append(tensor)
-        return tensor
-    first = context.shared_outputs[k]
-    tensor = allocate(shape, dtype, "shared_hbm", name, fill=False)
-    if tensor.shape != first.shape or tensor.dtype != first.dtype:
-        raise ConstraintError(
-            f"shared_hbm allocation #{k} differs between programs: {first.shape} {first.dtype.name} "
-            f"vs {tensor.shape} {tensor.dtype.name} (all programs must allocate the same outputs)"
-        )
-    return first
-
-
-def zeros(shape, dtype, buffer=sbuf, name=""):
-    """A new zero-filled tensor (counts as one memset on an on-chip buffer)."""
-    from . import isa
-
-    tensor = ndarray(shape, dtype, buffer=buffer, name=name)
-    if tensor.is_on_chip:
-        isa.memset(tensor, 0 if tensor.dtype.kind in "iu" else 0.0)
-    else:
-        tensor.array()[...] = 0
-    return tensor
-
-
-def ds(start, size, step=1):
-    """Dynamic-slice-style index: ``size`` elements from ``start``."""
-    return DynSlice(start, size, step)
-
-
-def affine_range(start, stop=None, step=1):
-    return builtins.range(start, stop, step) if stop is not None else builtins.range(start)
-
-
-def sequential_range(start, stop=None, step=1):
-    return builtins.range(start, stop, step) if stop is not None else builtins.range(start)
-
-
-def static_range(start, stop=None, step=1):
-    return builtins.range(start, stop, step) if stop is not None else builtins.range(start)
-
-
-def program_id(axis=0):
-    if axis != 0:
-        raise ConstraintError(f"nl.program_id(axis={axis}): only axis 0 exists (launch grids are 1-D)")
-    return runtime.current().program_id
-
-
-def num_programs(axes=None):
-    return runtime.current().num_programs
-
-
-def program_ndim():
-    return 1
-
-
-def load(src, dtype=None):
-    """A new SBUF tile holding ``src`` (one DMA)."""
-    from . import isa
-
-    if not isinstance(src, NkiTensor):
-        raise ConstraintError(f"nl.load: src must be an NkiTensor, got {type(src).__name__}")
-    tile = ndarray(src.shape, dtype or src.dtype, buffer=sbuf, name=f"load_{src.name}")
-    isa.dma_copy(dst=tile, src=src)
-    return tile
-
-
-def store(dst, value):
-    """Write the on-chip tile ``value`` to ``dst`` (one DMA)."""
-    from . import isa
-
-    isa.dma_copy(dst=dst, src=value)
-
-
-def binary_op(op, x, y, dtype=None):
-    """``nl.<op>(x, y)``: a new SBUF tile from tensor_tensor (two tiles) or tensor_scalar (tile, scalar)."""
-    from . import isa
-
-    if not isinstance(x, NkiTensor):
-        raise ConstraintError(f"nl.{op.name}: first operand must be a tile, got {type(x).__name__}")
-    out = ndarray(x.shape, dtype or x.dtype, buffer=sbuf, name=f"{op.name}_result")
-    if isinstance(y, NkiTensor) and y.shape == x.shape:
-        isa.tensor_tensor(dst=out, data1=x, data2=y, op=op)
-    else:
-        isa.tensor_scalar(dst=out, data=x, op0=op, operand0=y)
-    return out
-
-
-def unary_activation(fn, x, dtype=None):
-    """``nl.<fn>(x)``: a new SBUF tile from one ScalarE activation."""
-    from . import isa
-
-    out = ndarray(x.shape, dtype or x.dtype, buffer=sbuf, name=f"{fn.name}_result")
-    isa.activation(dst=out, op=fn, data=x)
-    return out
+def shared_identity_matrix(n, dtype=uint8, dst=None):
+    """An n x n identity matrix in SBUF (``dst`` when given)."""
+    return _shared_identity_matrix(n, dtype, dst)

@@ -9,6 +9,7 @@ out partition-major, so the partition stride equals the per-partition element
 count (which is what ``.ap`` expects as its first stride).
 """
 
+import inspect
 import math
 
 import numpy as np
@@ -72,8 +73,89 @@ class _Indirect:
         self.index, self.row_bytes, self.n_rows = index, row_bytes, n_rows
 
 
+class _Answer:
+    """The result of ``t.is_indirect`` / ``t.is_contiguous``: a bool that can also be called.
+
+    The official API makes these methods: ``t.is_indirect()`` is the documented answer. Simulator
+    code written against the earlier property form (``if t.is_indirect:``) keeps its meaning: for
+    ``is_indirect`` the truth value says whether the view uses a *vector* offset (the only kind
+    ``nisa.dma_copy`` gathers or scatters), see :attr:`NkiTensor.has_vector_offset`.
+    """
+
+    __slots__ = ("value", "truth", "query")
+
+    def __init__(self, value, query, truth=None):
+        self.value, self.query = bool(value), query
+        self.truth = self.value if truth is None else bool(truth)
+
+    def __bool__(self):
+        return self.truth
+
+    def __call__(self):
+        from . import version
+
+        version.require(f"NkiTensor.{self.query}()", introduced="0.5")
+        return self.value
+
+    def __eq__(self, other):
+        return self.value == bool(other)
+
+    def __hash__(self):
+        return hash(self.value)
+
+    def __repr__(self):
+        return repr(self.value)
+
+
+class _query:  # noqa: N801 - used as a decorator, like property
+    """A method for the class (``inspect.signature`` sees ``(self)``), an :class:`_Answer` on instances."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.__doc__ = fn.__doc__
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, obj, cls=None):
+        if obj is None:
+            return self.fn
+        truth = obj._indirect is not None if self.name == "is_indirect" else None
+        return _Answer(self.fn(obj), self.name, truth)
+
+
+def _gated(introduced):
+    """Refuse a view method when the followed NKI release predates it (release notes)."""
+
+    def wrap(fn):
+        def method(self, *args, **kwargs):
+            from . import version
+
+            version.require(f"NkiTensor.{fn.__name__}", introduced=introduced)
+            return fn(self, *args, **kwargs)
+
+        method.__name__, method.__qualname__, method.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+        method.__signature__ = inspect.signature(fn)
+        method.__wrapped__ = fn
+        return method
+
+    return wrap
+
+
+def _violate(rule_id, message, error=ConstraintError):
+    from . import rules_language
+
+    rules_language.violate(rule_id, message, error)
+
+
 class NkiTensor:
-    """A strided view of a storage. Offsets and strides are kept in bytes internally."""
+    """A strided view of a storage (``nki.language.NkiTensor``). Offsets and strides are kept in bytes.
+
+    Views share storage and never copy. The official view methods (``slice``, ``select``,
+    ``permute``, ``broadcast``, ``expand_dim``, ``squeeze_dim``, ``reshape_dim``, ``flatten_dims``,
+    ``reshape``, ``rearrange``, ``vector_select``, ``ap``, ``view``, ``indirect``) enforce the
+    constraints of their docstrings (rule ids ``view.*``, see ``dste/nkisim/rules_language.py``).
+    """
 
     __slots__ = ("storage", "shape", "dtype", "_byte_strides", "_byte_offset", "_scalar_offset", "_indirect", "__weakref__")
 
@@ -86,7 +168,7 @@ class NkiTensor:
         self._scalar_offset = scalar_offset  # (source, bytes per unit) resolved at use time
         self._indirect = indirect
 
-    # -- basic properties ------------------------------------------------------------------
+    # -- properties (official: shape, strides, offset, name, dtype, buffer, ndim, size) -------------------
     @property
     def buffer(self):
         return self.storage.buffer
@@ -110,16 +192,12 @@ class NkiTensor:
         return self._byte_offset // self.dtype.itemsize
 
     @property
-    def is_on_chip(self):
-        return self.buffer in ON_CHIP
-
-    @property
-    def is_indirect(self):
-        return self._indirect is not None
-
-    @property
     def size(self):
         return math.prod(self.shape)
+
+    @property
+    def is_on_chip(self):
+        return self.buffer in ON_CHIP
 
     @property
     def free_size(self):
@@ -139,7 +217,38 @@ class NkiTensor:
     def __len__(self):
         return self.shape[0]
 
-    # -- NumPy access (simulator internals and tests) --------------------------------------
+    # -- queries -------------------------------------------------------------------------------------------
+    @_query
+    def is_contiguous(self):
+        """True if the view covers storage contiguously (row-major); on-chip tensors skip the partition dim."""
+        dims = list(zip(self.shape, self._byte_strides))
+        if self.is_on_chip:
+            dims = dims[1:]
+        expected = self.dtype.itemsize
+        for n, stride in reversed(dims):
+            if n != 1 and stride != expected:
+                return False
+            expected *= n
+        return True
+
+    @_query
+    def is_indirect(self):
+        """True if this view uses indirect addressing (dynamic select, vector_select, scalar/vector offset)."""
+        return self._dynamic()
+
+    def _dynamic(self):
+        return self._indirect is not None or self._scalar_offset is not None
+
+    @property
+    def has_vector_offset(self):
+        """True for a gather/scatter view (``vector_select`` or ``.ap(vector_offset=...)``)."""
+        return self._indirect is not None
+
+    def get_pattern(self):
+        """The view's access pattern ``[[stride, count], ...]`` in elements, one pair per dim."""
+        return [[stride, count] for stride, count in zip(self.strides, self.shape)]
+
+    # -- NumPy access (simulator internals and tests) ---------------------------------------------------
     def _resolved_offset(self):
         offset = self._byte_offset
         if self._scalar_offset is not None:
@@ -148,7 +257,7 @@ class NkiTensor:
         return offset
 
     def array(self):
-        """The NumPy view this tensor denotes (writes go to storage). Not for indirect views."""
+        """The NumPy view this tensor denotes (writes go to storage). Not for vector-offset views."""
         if self._indirect is not None:
             raise ConstraintError(
                 f"tensor {self.name!r} uses vector_offset (indirect access), which only nisa.dma_copy supports"
@@ -170,14 +279,33 @@ class NkiTensor:
             offs = offs + (np.arange(n, dtype=np.int64) * stride).reshape(shape)
         return offs
 
-    # -- views -----------------------------------------------------------------------------
-    def _derive(self, shape, byte_strides, byte_offset, dtype=None):
-        if self._indirect is not None:
-            raise ConstraintError(f"cannot take a view of the indirect access on {self.name!r}")
-        view = NkiTensor(self.storage, shape, byte_strides, byte_offset, dtype or self.dtype, self._scalar_offset)
+    # -- view construction -----------------------------------------------------------------------------------
+    def _derive(self, shape, byte_strides, byte_offset, dtype=None, keeps_dim0=False, what="view"):
+        """A view over the same storage. Views of a vector_select view must keep its indirect dim 0."""
+        if self._indirect is not None and not keeps_dim0:
+            _violate("view.indirect.chain", f"{what} of {self.name!r}: the indirect (vector_select) dim 0 cannot be "
+                                            "changed, sliced or selected")
+        view = NkiTensor(self.storage, shape, byte_strides, byte_offset, dtype or self.dtype, self._scalar_offset,
+                         self._indirect)
         if view.is_on_chip and view.ndim < 2:
-            raise ConstraintError(f"on-chip tensor {self.name!r} views must stay at least 2-D (got shape {view.shape})")
+            _violate("view.on-chip-2d", f"{what} of on-chip tensor {self.name!r} would have shape {view.shape}")
         return view
+
+    def _dim(self, dim, method, extra=0):
+        """Normalise a (possibly negative) dim index; ``extra`` allows one past the end (insertion)."""
+        n = self.ndim + extra
+        d = int(dim)
+        if d < 0:
+            d += n
+        if not 0 <= d < n:
+            _violate("view.index.range", f".{method}(dim={dim}) on {self.name!r} {self.shape}: dim must be in "
+                                         f"[{-n}, {n})", OutOfBoundsError)
+        return d
+
+    def _keeps_partition(self, dim_touched, rule, message):
+        """On-chip tensors (and vector_select views) cannot touch dim 0."""
+        if dim_touched == 0 and (self.is_on_chip or self._indirect is not None):
+            _violate(rule, message)
 
     def __getitem__(self, key):
         if not isinstance(key, tuple):
@@ -187,9 +315,10 @@ class NkiTensor:
             fill = self.ndim - (len(key) - 1)
             key = key[:i] + (slice(None),) * fill + key[i + 1:]
         if len(key) > self.ndim:
-            raise OutOfBoundsError(f"too many indices ({len(key)}) for {self.name!r} of shape {self.shape}")
+            _violate("view.index.range", f"too many indices ({len(key)}) for {self.name!r} of shape {self.shape}",
+                     OutOfBoundsError)
         key = key + (slice(None),) * (self.ndim - len(key))
-        keep_int_dims = self.is_on_chip and sum(not _is_int(k) for k in key) < 2
+        keep_dim0 = self._indirect is None or (isinstance(key[0], slice) and key[0] == slice(None))
         shape, strides, offset = [], [], self._byte_offset
         for axis, (k, n, stride) in enumerate(zip(key, self.shape, self._byte_strides)):
             if _is_int(k):
@@ -197,9 +326,11 @@ class NkiTensor:
                 if i < 0:
                     i += n
                 if not 0 <= i < n:
-                    raise OutOfBoundsError(f"index {int(k)} out of range [0, {n}) on axis {axis} of {self.name!r} {self.shape}")
+                    _violate("view.index.range", f"index {int(k)} out of range [0, {n}) on axis {axis} of "
+                                                 f"{self.name!r} {self.shape}", OutOfBoundsError)
                 offset += i * stride
-                if keep_int_dims:
+                if axis == 0 and self.is_on_chip:
+                    # On-chip: an integer on the partition dim keeps a size-1 partition dim (__getitem__ docstring).
                     shape.append(1)
                     strides.append(stride)
                 continue
@@ -207,148 +338,361 @@ class NkiTensor:
             offset += start * stride
             shape.append(size)
             strides.append(stride * step)
-        return self._derive(shape, strides, offset)
+        if self.is_on_chip and len(shape) < 2:
+            shape.append(1)
+            strides.append(self.dtype.itemsize)
+        return self._derive(shape, strides, offset, keeps_dim0=keep_dim0, what="indexing")
 
     def __setitem__(self, key, value):
-        raise KernelSignatureError(
-            "assigning into a tensor is not an NKI operation; write it with an instruction, e.g. "
-            "nisa.tensor_copy(dst=t[...], src=value) or nisa.dma_copy(dst=t[...], src=value)"
-        )
+        _violate("view.setitem", f"{self.name}[{key!r}] = ...: write it with an instruction, e.g. "
+                                 "nisa.tensor_copy(dst=t[...], src=value) or nisa.dma_copy(dst=t[...], src=value)",
+                 KernelSignatureError)
+
+    def __getattr__(self, name):
+        if name in _UNOFFICIAL_METHODS:
+            _violate("view.unofficial-method", f"NkiTensor.{name} is not an NKI method; {_UNOFFICIAL_METHODS[name]}",
+                     AttributeError)
+        raise AttributeError(f"'NkiTensor' object has no attribute {name!r}")
+
+    # -- official view methods ---------------------------------------------------------------------------
+    @_gated("0.5")
+    def permute(self, dims):
+        """Reorder dims; on-chip tensors keep the partition dim first."""
+        dims = tuple(int(d) for d in dims)
+        if sorted(dims) != list(range(self.ndim)):
+            _violate("view.permute.dims", f"permute{dims} is not a permutation of the {self.ndim} dims of {self.name!r}")
+        if dims[0] != 0:
+            self._keeps_partition(0, "view.permute.partition",
+                                  f"permute{dims} of {self.buffer} tensor {self.name!r} must keep dim 0 first")
+        return self._derive([self.shape[d] for d in dims], [self._byte_strides[d] for d in dims], self._byte_offset,
+                            keeps_dim0=dims[0] == 0, what=f"permute{dims}")
+
+    @_gated("0.5")
+    def broadcast(self, dim, size):
+        """Repeat size-1 dim ``dim`` ``size`` times (stride 0); never the partition dim of an on-chip tensor."""
+        d = self._dim(dim, "broadcast")
+        if self.shape[d] != 1:
+            _violate("view.broadcast.size-one", f".broadcast({dim}, {size}) on {self.name!r} {self.shape}: "
+                                                f"dim {d} has size {self.shape[d]}, not 1")
+        self._keeps_partition(d, "view.broadcast.partition",
+                              f".broadcast(0, {size}) on {self.buffer} tensor {self.name!r}: the partition dim cannot "
+                              "be broadcast (copy across partitions with nl.broadcast_to or a matmul against ones)")
+        return self._broadcast_unchecked(d, size)
+
+    def _broadcast_unchecked(self, d, size):
+        shape, strides = list(self.shape), list(self._byte_strides)
+        shape[d], strides[d] = int(size), 0
+        return self._derive(shape, strides, self._byte_offset, keeps_dim0=d != 0, what="broadcast")
+
+    @_gated("0.5")
+    def expand_dim(self, dim):
+        """Insert a size-1 dim at ``dim`` (not 0 on chip)."""
+        d = self._dim(dim, "expand_dim", extra=1)
+        self._keeps_partition(d, "view.expand_dim.partition",
+                              f".expand_dim(0) on {self.buffer} tensor {self.name!r}: cannot insert before the partition dim")
+        return self._expand_unchecked(d)
+
+    def _expand_unchecked(self, d):
+        shape, strides = list(self.shape), list(self._byte_strides)
+        inner = strides[d] * shape[d] if d < self.ndim else self.dtype.itemsize
+        shape.insert(d, 1)
+        strides.insert(d, inner)
+        return self._derive(shape, strides, self._byte_offset, keeps_dim0=d != 0, what="expand_dim")
+
+    @_gated("0.5")
+    def squeeze_dim(self, dim):
+        """Remove size-1 dim ``dim`` (not 0 on chip)."""
+        d = self._dim(dim, "squeeze_dim")
+        if self.shape[d] != 1:
+            _violate("view.squeeze_dim.size-one", f".squeeze_dim({dim}) on {self.name!r} {self.shape}: "
+                                                  f"dim {d} has size {self.shape[d]}, not 1")
+        self._keeps_partition(d, "view.squeeze_dim.partition",
+                              f".squeeze_dim(0) on {self.buffer} tensor {self.name!r}: the partition dim stays")
+        shape, strides = list(self.shape), list(self._byte_strides)
+        del shape[d], strides[d]
+        return self._derive(shape, strides, self._byte_offset, keeps_dim0=d != 0, what="squeeze_dim")
+
+    @_gated("0.5")
+    def reshape_dim(self, dim, shape):
+        """Split dim ``dim`` into ``shape`` (one entry may be -1)."""
+        d = self._dim(dim, "reshape_dim")
+        sizes = _infer_sizes(tuple(int(s) for s in shape), self.shape[d],
+                             lambda: _violate("view.reshape_dim.product",
+                                              f".reshape_dim({dim}, {tuple(shape)}) on {self.name!r} {self.shape}: "
+                                              f"the sizes do not multiply to {self.shape[d]}"))
+        if d == 0 and len(sizes) > 1 and sum(s != 1 for s in sizes) > 0 and sizes[0] != self.shape[0]:
+            self._keeps_partition(0, "view.reshape_dim.partition",
+                                  f".reshape_dim(0, {tuple(shape)}) on {self.buffer} tensor {self.name!r}: the "
+                                  "partition dim cannot be split")
+        return self._split_unchecked(d, sizes)
+
+    def _split_unchecked(self, d, sizes):
+        stride = self._byte_strides[d]
+        new_strides = []
+        acc = stride
+        for n in reversed(sizes):
+            new_strides.append(acc)
+            acc *= n
+        shape = list(self.shape[:d]) + list(sizes) + list(self.shape[d + 1:])
+        strides = list(self._byte_strides[:d]) + list(reversed(new_strides)) + list(self._byte_strides[d + 1:])
+        return self._derive(shape, strides, self._byte_offset, keeps_dim0=d != 0 or sizes[0] == self.shape[0],
+                            what="reshape_dim")
+
+    @_gated("0.5")
+    def flatten_dims(self, start_dim, end_dim):
+        """Merge dims ``start_dim..end_dim`` (inclusive), which must be contiguous in memory."""
+        s, e = self._dim(start_dim, "flatten_dims"), self._dim(end_dim, "flatten_dims")
+        if e < s:
+            _violate("view.index.range", f".flatten_dims({start_dim}, {end_dim}) on {self.name!r}: end_dim < start_dim",
+                     OutOfBoundsError)
+        self._keeps_partition(s, "view.flatten_dims.partition",
+                              f".flatten_dims({start_dim}, {end_dim}) on {self.buffer} tensor {self.name!r}: "
+                              "start_dim must be > 0")
+        return self._flatten_unchecked(s, e)
+
+    def _flatten_unchecked(self, s, e):
+        kept = [(n, st) for n, st in zip(self.shape[s:e + 1], self._byte_strides[s:e + 1]) if n != 1]
+        for (n_outer, st_outer), (n_inner, st_inner) in zip(kept, kept[1:]):
+            if st_outer != st_inner * n_inner:
+                _violate("view.flatten_dims.contiguous",
+                         f"flatten_dims({s}, {e}) on {self.name!r} {self.shape} strides {self.strides}: the dims are "
+                         "not contiguous in memory")
+        merged = math.prod(self.shape[s:e + 1])
+        stride = kept[-1][1] if kept else self._byte_strides[e]
+        shape = list(self.shape[:s]) + [merged] + list(self.shape[e + 1:])
+        strides = list(self._byte_strides[:s]) + [stride] + list(self._byte_strides[e + 1:])
+        return self._derive(shape, strides, self._byte_offset, keeps_dim0=s != 0, what="flatten_dims")
 
     def reshape(self, shape):
+        """A view with ``shape`` (same element count; on chip the partition dim is kept); no copy."""
         shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
-        if math.prod(shape) != self.size:
-            raise ConstraintError(f"reshape of {self.name!r} from {self.shape} to {shape} changes the element count")
-        if not self._is_contiguous():
-            raise ConstraintError(f"reshape of {self.name!r}: only contiguous views can be reshaped (strides {self.strides})")
-        if self.is_on_chip and shape[0] != self.shape[0]:
-            raise ConstraintError(
-                f"reshape of on-chip tensor {self.name!r} from {self.shape} to {shape} must keep the partition dim"
-            )
-        if self.is_on_chip:
-            part_stride = self._byte_strides[0]
-            strides = [part_stride] + _contiguous_strides(shape[1:], self.dtype.itemsize)
+        if math.prod(shape) != self.size or any(s < 0 for s in shape):
+            _violate("view.reshape.count", f"reshape of {self.name!r} from {self.shape} to {shape} changes the element count")
+        if (self.is_on_chip or self._indirect is not None) and shape[0] != self.shape[0]:
+            _violate("view.reshape.partition",
+                     f"reshape of {self.buffer} tensor {self.name!r} from {self.shape} to {shape} must keep shape[0]")
+        if self.is_on_chip or self._indirect is not None:
+            free = _nocopy_strides(self.shape[1:], self._byte_strides[1:], shape[1:], self.dtype.itemsize)
+            strides = None if free is None else [self._byte_strides[0]] + free
         else:
-            strides = _contiguous_strides(shape, self.dtype.itemsize)
-        return self._derive(shape, strides, self._byte_offset)
+            strides = _nocopy_strides(self.shape, self._byte_strides, shape, self.dtype.itemsize)
+        if strides is None:
+            _violate("view.reshape.layout", f"reshape of {self.name!r} from {self.shape} (strides {self.strides}) to "
+                                            f"{shape} needs a copy: the layout cannot express it")
+        return self._derive(shape, strides, self._byte_offset, keeps_dim0=True, what="reshape")
 
-    def _is_contiguous(self):
-        """Contiguous within the free dims (and across rows for HBM tensors)."""
-        dims = list(zip(self.shape, self._byte_strides))
-        if self.is_on_chip:
-            dims = dims[1:]
-        expected = self.dtype.itemsize
-        for n, stride in reversed(dims):
-            if n != 1 and stride != expected:
-                return False
-            expected *= n
-        return True
+    @_gated("0.5")
+    def rearrange(self, src_pattern, dst_pattern, fixed_sizes=None):
+        """einops-style: split grouped src dims, permute by name, merge grouped dst dims."""
+        fixed = dict(fixed_sizes or {})
+        src = [tuple(p) if isinstance(p, (tuple, list)) else (p,) for p in src_pattern]
+        dst = [tuple(p) if isinstance(p, (tuple, list)) else (p,) for p in dst_pattern]
+        names = [n for group in src for n in group]
+        if len(src) != self.ndim or sorted(names) != sorted(n for g in dst for n in g) or len(set(names)) != len(names):
+            _violate("view.rearrange.pattern", f".rearrange({src_pattern!r}, {dst_pattern!r}) on {self.name!r} "
+                                               f"{self.shape}: the patterns must name each of the {self.ndim} dims once")
+        view = self
+        position = 0
+        for group, n in zip(src, self.shape):
+            if len(group) > 1:
+                sizes = tuple(fixed.get(name, -1) for name in group)
+                sizes = _infer_sizes(sizes, n, lambda: _violate(
+                    "view.rearrange.pattern", f".rearrange on {self.name!r}: sizes {dict(zip(group, sizes))} do not "
+                                              f"multiply to {n}"))
+                view = view.reshape_dim(position, sizes)
+            position += len(group)
+        order = [names.index(n) for g in dst for n in g]
+        if order != list(range(len(order))):
+            view = view.permute(order)
+        position = 0
+        for group in dst:
+            if len(group) > 1:
+                view = view.flatten_dims(position, position + len(group) - 1)
+            position += 1
+        return view
+
+    @_gated("0.5")
+    def slice(self, dim, start, end, step=1):
+        """Elements ``start:end:step`` of dim ``dim`` (``0 <= start < end <= shape[dim]``, ``step >= 1``)."""
+        d = self._dim(dim, "slice")
+        start, end, step = int(start), int(end), int(step)
+        if step < 1:
+            _violate("view.slice.step", f".slice({dim}, {start}, {end}, {step}) on {self.name!r}: step must be >= 1")
+        if not 0 <= start < end <= self.shape[d]:
+            _violate("view.slice.range", f".slice({dim}, {start}, {end}, {step}) on {self.name!r} {self.shape}: need "
+                                         f"0 <= start < end <= {self.shape[d]}", OutOfBoundsError)
+        shape, strides = list(self.shape), list(self._byte_strides)
+        shape[d] = (end - start + step - 1) // step
+        strides[d] *= step
+        return self._derive(shape, strides, self._byte_offset + start * self._byte_strides[d], keeps_dim0=d != 0,
+                            what=".slice")
+
+    @_gated("0.5")
+    def select(self, dim, index):
+        """Pick one element of dim ``dim`` and drop the dim; an ``NkiTensor`` index selects at run time."""
+        d = self._dim(dim, "select")
+        if isinstance(index, NkiTensor) or not _is_int(index):
+            return self._dynamic_select(d, index)
+        i = int(index)
+        if not 0 <= i < self.shape[d]:
+            _violate("view.select.range", f".select({dim}, {i}) on {self.name!r} {self.shape}: need 0 <= index < "
+                                          f"{self.shape[d]}", OutOfBoundsError)
+        self._keeps_partition(d, "view.squeeze_dim.partition",
+                              f".select(0, {i}) on {self.buffer} tensor {self.name!r}: the partition dim cannot be "
+                              "removed (index it with t[i:i+1] instead)")
+        shape, strides = list(self.shape), list(self._byte_strides)
+        offset = self._byte_offset + i * strides[d]
+        del shape[d], strides[d]
+        return self._derive(shape, strides, offset, keeps_dim0=d != 0, what=".select")
+
+    def _dynamic_select(self, d, index):
+        if self._dynamic():
+            _violate("view.indirect.chain", f".select({d}, <tensor>) on {self.name!r}: the view is already indirect")
+        if self.is_on_chip and d == 0:
+            _violate("view.select.partition", f".select(0, <tensor>) on {self.buffer} tensor {self.name!r}")
+        _scalar_value(index)  # validates a 1x1 integer tensor or register
+        shape, strides = list(self.shape), list(self._byte_strides)
+        unit = strides[d]
+        del shape[d], strides[d]
+        view = self._derive(shape, strides, self._byte_offset, what=".select")
+        view._scalar_offset = (index, unit)
+        return view
+
+    @_gated("0.5")
+    def vector_select(self, dim, vector_offset):
+        """Row ``p`` of the result starts at row ``vector_offset[p]`` of dim 0 (HBM only; a gather view)."""
+        if int(dim) != 0:
+            _violate("view.vector_select.dim", f".vector_select({dim}, ...) on {self.name!r}: dim must be 0")
+        if self.buffer not in HBM_BUFFERS:
+            _violate("view.vector_select.hbm", f".vector_select on {self.buffer} tensor {self.name!r}: HBM tensors only")
+        if self._dynamic():
+            _violate("view.indirect.chain", f".vector_select on {self.name!r}: the view is already indirect")
+        rows = vector_offset.shape[0] if isinstance(vector_offset, NkiTensor) else None
+        _check_index_tensor(vector_offset, rows, self.name, "view.vector_select.index", ".vector_select")
+        indirect = _Indirect(vector_offset, self._byte_strides[0], self.shape[0])
+        return NkiTensor(self.storage, (rows,) + self.shape[1:], (0,) + self._byte_strides[1:], self._byte_offset,
+                         self.dtype, None, indirect)
+
+    @_gated("0.5")
+    def indirect(self, index, num_elem=None):
+        """Tensor indirection for compute operands: NeuronCore-v4 (trn3) only, refused on trn1/trn2."""
+        from . import runtime
+
+        _violate("view.indirect.trn3-only", f"{self.name!r}.indirect(...) on {runtime.current().target}: tensor "
+                                            "indirection exists on NeuronCore-v4 (trn3) and later")
 
     def view(self, dtype):
         """Reinterpret the bits as ``dtype``; the last dim is rescaled by the itemsize ratio."""
         dtype = dt.as_dtype(dtype)
+        if self._dynamic():
+            _violate("view.view.indirect", f".view({dtype.name}) on indirect view {self.name!r}")
         old, new = self.dtype.itemsize, dtype.itemsize
         if old == new:
-            return self._derive(self.shape, self._byte_strides, self._byte_offset, dtype)
-        if self._byte_strides[-1] != old:
-            raise ConstraintError(f"view({dtype.name}) of {self.name!r} needs a unit-stride last dim")
+            return self._derive(self.shape, self._byte_strides, self._byte_offset, dtype, what=".view")
+        if self._byte_strides[-1] != old and self.shape[-1] != 1:
+            _violate("view.view.contiguous", f".view({dtype.name}) of {self.name!r}: the last dim has stride "
+                                             f"{self.strides[-1]}, not 1")
         last_bytes = self.shape[-1] * old
         if last_bytes % new or self._byte_offset % new:
-            raise ConstraintError(
-                f"view({dtype.name}) of {self.name!r}: last dim of {self.shape[-1]} x {old} B is not a multiple of {new} B"
-            )
+            _violate("view.view.divisible", f".view({dtype.name}) of {self.name!r}: last dim of {self.shape[-1]} x "
+                                            f"{old} B is not a multiple of {new} B")
         shape = self.shape[:-1] + (last_bytes // new,)
         strides = self._byte_strides[:-1] + (new,)
-        return self._derive(shape, strides, self._byte_offset, dtype)
-
-    def permute(self, dims):
-        dims = tuple(int(d) for d in dims)
-        if sorted(dims) != list(range(self.ndim)):
-            raise ConstraintError(f"permute{dims} is not a permutation of the {self.ndim} dims of {self.name!r}")
-        if self.is_on_chip and dims[0] != 0:
-            raise ConstraintError(f"permute of on-chip tensor {self.name!r} must keep the partition dim first")
-        return self._derive([self.shape[d] for d in dims], [self._byte_strides[d] for d in dims], self._byte_offset)
-
-    def broadcast_to(self, shape):
-        """Stride-0 view: dims of size 1 (or new leading free dims) repeat."""
-        shape = tuple(int(s) for s in shape)
-        if len(shape) < self.ndim:
-            raise ConstraintError(f"broadcast_to{shape} has fewer dims than {self.name!r} {self.shape}")
-        pad = len(shape) - self.ndim
-        if pad and self.is_on_chip:
-            raise ConstraintError(f"broadcast_to{shape}: on-chip tensor {self.name!r} must keep its rank")
-        src_shape = (1,) * pad + self.shape
-        src_strides = (0,) * pad + self._byte_strides
-        strides = []
-        for axis, (n_old, n_new, stride) in enumerate(zip(src_shape, shape, src_strides)):
-            if n_old == n_new:
-                strides.append(stride)
-            elif n_old == 1:
-                if axis == 0 and self.is_on_chip:
-                    raise ConstraintError(
-                        f"broadcast of on-chip tensor {self.name!r} along the partition dim is not a free view "
-                        "(copy across partitions with a matmul against ones or a DMA)"
-                    )
-                strides.append(0)
-            else:
-                raise ConstraintError(f"cannot broadcast {self.name!r} {self.shape} to {shape}")
-        return self._derive(shape, strides, self._byte_offset)
-
-    def broadcast(self, dim, size):
-        """Repeat size-1 dim ``dim`` ``size`` times (stride 0)."""
-        shape = list(self.shape)
-        shape[dim] = size
-        return self.broadcast_to(shape)
+        return self._derive(shape, strides, self._byte_offset, dtype, what=".view")
 
     def ap(self, pattern, offset=None, scalar_offset=None, vector_offset=None, indirect_dim=0, dtype=None):
-        """Access pattern over the *base storage* (ignoring this view).
+        """Explicit access pattern ``[[stride, count], ...]`` (elements of ``dtype``) over this view's storage.
 
-        ``pattern`` is ``[[stride, count], ...]`` in elements of ``dtype``. On SBUF/PSUM the
-        first stride must be the per-partition element count. ``scalar_offset`` (int, 1x1
-        SBUF tensor) adds ``s * prod(base.shape[indirect_dim+1:])`` elements; ``vector_offset``
-        (an SBUF ``[P, 1]`` int32/uint32 tensor, HBM base only, ``indirect_dim=0`` only) makes
-        row ``p`` start at base row ``idx[p]`` (the first pattern stride is then ignored).
+        ``offset`` is added to the view's storage offset (``None``: the view's offset unchanged).
+        On SBUF/PSUM the first stride is the partition step, the per-partition element count.
+        ``scalar_offset`` (int, register or 1x1 integer tensor) adds ``s * strides[indirect_dim]``
+        elements; ``vector_offset`` (an SBUF ``[P, 1]`` int32/uint32 tile, HBM base only,
+        ``indirect_dim=0`` only) makes row ``p`` start at row ``idx[p]`` of the base tensor.
         """
         storage = self.storage
         dtype = self.dtype if dtype is None else dt.as_dtype(dtype)
         item = dtype.itemsize
         try:
             pattern = [(int(s), int(c)) for s, c in pattern]
-        except (TypeError, ValueError) as exc:
-            raise ConstraintError(f".ap pattern must be a list of [stride, count] pairs, got {pattern!r}") from exc
+        except (TypeError, ValueError):
+            _violate("view.ap.pattern", f".ap pattern on {self.name!r} must be a list of [stride, count] pairs, got {pattern!r}")
         if not pattern or len(pattern) > 5:
-            raise ConstraintError(f".ap pattern on {self.name!r} must have 1 to 5 [stride, count] pairs, got {len(pattern)}")
+            _violate("view.ap.pattern", f".ap pattern on {self.name!r} must have 1 to 5 [stride, count] pairs, got {len(pattern)}")
         strides = [s * item for s, _ in pattern]
         shape = [c for _, c in pattern]
         if storage.buffer in ON_CHIP:
             per_partition = storage.bytes_per_partition // item
-            if pattern[0][0] != per_partition:
-                raise ConstraintError(
-                    f".ap on {storage.buffer} tensor {self.name!r}: the first stride must be the per-partition "
-                    f"element count {per_partition}, got {pattern[0][0]}"
-                )
-        byte_offset = (0 if offset is None else int(offset)) * item
-        if indirect_dim != 0:
-            raise ConstraintError(f".ap(indirect_dim={indirect_dim}) on {self.name!r}: only indirect_dim=0 is supported")
-        scalar = None
+            if pattern[0][0] != per_partition and pattern[0][1] > 1:
+                _violate("view.ap.pattern", f".ap on {storage.buffer} tensor {self.name!r}: the first stride must be the "
+                                            f"per-partition element count {per_partition}, got {pattern[0][0]}")
+        byte_offset = self._byte_offset + (0 if offset is None else int(offset) * item)
+        if self._dynamic() and (scalar_offset is not None or vector_offset is not None):
+            _violate("view.indirect.chain", f".ap with a dynamic offset on {self.name!r}: the view is already indirect")
+        scalar = self._scalar_offset
         if scalar_offset is not None:
-            unit = math.prod(storage.shape[indirect_dim + 1:]) * storage.dtype.itemsize
+            if not 0 <= int(indirect_dim) < len(pattern):
+                _violate("view.ap.pattern", f".ap(indirect_dim={indirect_dim}) on {self.name!r}: the pattern has "
+                                            f"{len(pattern)} dims", OutOfBoundsError)
             _scalar_value(scalar_offset)  # validate now
-            scalar = (scalar_offset, unit)
+            scalar = (scalar_offset, self._indirect_unit(int(indirect_dim)))
         indirect = None
         if vector_offset is not None:
             if storage.buffer not in HBM_BUFFERS:
-                raise ConstraintError(
-                    f".ap(vector_offset=...) on {self.name!r}: indirect access needs an HBM base tensor, not {storage.buffer}"
-                )
-            _check_index_tensor(vector_offset, shape[0], self.name)
-            row_bytes = math.prod(storage.shape[1:]) * storage.dtype.itemsize
-            indirect = _Indirect(vector_offset, row_bytes, storage.shape[0])
+                _violate("view.ap.vector-offset", f".ap(vector_offset=...) on {self.name!r}: indirect access needs an "
+                                                  f"HBM base tensor, not {storage.buffer}")
+            if indirect_dim != 0:
+                _violate("view.ap.vector-offset", f".ap(vector_offset=..., indirect_dim={indirect_dim}) on "
+                                                  f"{self.name!r}: only indirect_dim=0")
+            _check_index_tensor(vector_offset, shape[0], self.name, "view.ap.vector-offset", ".ap(vector_offset=...)")
+            indirect = _Indirect(vector_offset, self._indirect_unit(0), storage.shape[0])
             strides[0] = 0
         view = NkiTensor(storage, shape, strides, byte_offset, dtype, scalar, indirect)
         if indirect is None and scalar is None:
             _check_extent(view, byte_offset)
         return view
+
+    def _indirect_unit(self, dim):
+        """Bytes one unit of a dynamic offset moves along ``dim`` of the base tensor (its row pitch)."""
+        base = self.storage
+        if dim >= len(base.shape):
+            return base.dtype.itemsize
+        return math.prod(base.shape[dim + 1:]) * base.dtype.itemsize
+
+
+_UNOFFICIAL_METHODS = {
+    "broadcast_to": "use .broadcast(dim, size) for a stride-0 view, or nl.broadcast_to(x, shape) for a new tile",
+    "expand_dims": "use .expand_dim(dim)",
+    "squeeze": "use .squeeze_dim(dim)",
+    "transpose": "use .permute(dims) (free dims) or nl.transpose / nisa.nc_transpose",
+    "astype": "cast with an instruction (nisa.tensor_copy into a tile of the new dtype)",
+    "flatten": "use .flatten_dims(start_dim, end_dim) or .reshape(shape)",
+}
+
+
+def _infer_sizes(sizes, total, fail):
+    """Fill one -1 in ``sizes`` so that they multiply to ``total``; ``fail()`` raises otherwise."""
+    if sizes.count(-1) > 1 or any(s < -1 or s == 0 for s in sizes):
+        fail()
+    known = math.prod(s for s in sizes if s != -1)
+    if -1 in sizes:
+        if known == 0 or total % known:
+            fail()
+        sizes = tuple(total // known if s == -1 else s for s in sizes)
+    if math.prod(sizes) != total:
+        fail()
+    return sizes
+
+
+def _nocopy_strides(old_shape, old_strides, new_shape, itemsize):
+    """Byte strides that give ``new_shape`` over the same elements without a copy, or None (NumPy's rule)."""
+    if math.prod(old_shape) == 0:
+        return _contiguous_strides(new_shape, itemsize)
+    probe = np.lib.stride_tricks.as_strided(np.zeros(1, dtype=np.uint8), shape=tuple(old_shape),
+                                            strides=tuple(old_strides), writeable=False)
+    try:
+        return list(probe.reshape(tuple(new_shape), copy=False).strides)
+    except ValueError:
+        return None
 
 
 def _is_int(k):
@@ -366,7 +710,7 @@ def _slice_params(k, n, axis, tensor):
     if isinstance(k, slice):
         step = 1 if k.step is None else int(k.step)
         if step <= 0:
-            raise ConstraintError(f"slice step must be positive, got {step} on axis {axis} of {tensor.name!r}")
+            _violate("view.slice.step", f"slice step must be positive, got {step} on axis {axis} of {tensor.name!r}")
         start = 0 if k.start is None else int(k.start)
         stop = n if k.stop is None else int(k.stop)
         if start < 0:
@@ -406,15 +750,15 @@ def _check_extent(view, byte_offset):
         )
 
 
-def _check_index_tensor(index, rows, name):
+def _check_index_tensor(index, rows, name, rule, what):
     if not isinstance(index, NkiTensor):
-        raise ConstraintError(f".ap(vector_offset=...) on {name!r} needs an SBUF NkiTensor of indices, got {type(index).__name__}")
+        _violate(rule, f"{what} on {name!r} needs an SBUF NkiTensor of indices, got {type(index).__name__}")
     if index.buffer != "sbuf":
-        raise ConstraintError(f".ap(vector_offset=...) on {name!r}: the index tensor must be in SBUF, not {index.buffer}")
+        _violate(rule, f"{what} on {name!r}: the index tensor must be in SBUF, not {index.buffer}")
     if index.dtype not in (dt.int32, dt.uint32):
-        raise ConstraintError(f".ap(vector_offset=...) on {name!r}: index dtype must be int32 or uint32, got {index.dtype.name}")
-    if index.shape != (rows, 1):
-        raise ConstraintError(f".ap(vector_offset=...) on {name!r}: index shape must be ({rows}, 1), got {index.shape}")
+        _violate(rule, f"{what} on {name!r}: index dtype must be int32 or uint32, got {index.dtype.name}")
+    if index.ndim != 2 or index.shape[1] != 1 or (rows is not None and index.shape[0] != rows):
+        _violate(rule, f"{what} on {name!r}: index shape must be ({rows}, 1), got {index.shape}")
 
 
 def _scalar_value(source):
@@ -430,6 +774,8 @@ def _scalar_value(source):
     value = getattr(source, "value", None)
     if _is_int(value):
         return int(value)
+    if hasattr(source, "__index__") and not isinstance(source, (bool, float)):
+        return int(source.__index__())
     raise ConstraintError(f"scalar_offset must be an int or a 1x1 integer tensor, got {type(source).__name__}")
 
 

@@ -119,7 +119,7 @@ def unpack_bits_kernel(words):
     shifts = nl.ndarray((p, n_words, bits), dtype=nl.uint32, buffer=nl.sbuf)
     nisa.iota(dst=shifts, pattern=[[0, n_words], [1, bits]], offset=0, channel_multiplier=0)
     shifted = nl.ndarray((p, n_words, bits), dtype=nl.uint32, buffer=nl.sbuf)
-    packed_3d = packed.reshape((p, n_words, 1)).broadcast_to((p, n_words, bits))
+    packed_3d = packed.reshape((p, n_words, 1)).broadcast(2, bits)
     nisa.tensor_tensor(dst=shifted, data1=packed_3d, data2=shifts, op=nl.right_shift)
     ones = nl.ndarray((p, n_words, bits), dtype=nl.uint32, buffer=nl.sbuf)
     nisa.memset(dst=ones, value=1)

@@ -246,7 +246,7 @@ def test_views_step_slices_view_dtype_broadcast_permute():
         nisa.dma_copy(dst=bits, src=t.view(nl.uint32))
         col = t[:, 0:1]
         wide = nl.ndarray((8, 5), nl.float32)
-        nisa.tensor_copy(dst=wide, src=col.broadcast_to((8, 5)))
+        nisa.tensor_copy(dst=wide, src=col.broadcast(1, 5))
         out_b = nl.ndarray((8, 5), nl.float32, buffer=nl.shared_hbm)
         nl.store(out_b, wide)
         out_p = nl.ndarray((8, 4, 3), nl.float32, buffer=nl.shared_hbm)

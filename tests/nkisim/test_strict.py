@@ -145,7 +145,7 @@ def test_kernel_output_must_be_shared_hbm():
     x = np.zeros((4, 4), np.float32)
     with pytest.raises(KernelSignatureError, match="from sbuf; outputs must be allocated in nl.shared_hbm"):
         sim.simulate(returns_sbuf)(x)
-    with pytest.raises(KernelSignatureError, match="from hbm; outputs must be allocated in nl.shared_hbm"):
+    with pytest.raises(KernelSignatureError, match="from (private_)?hbm; outputs must be allocated in nl.shared_hbm"):
         sim.simulate(returns_hbm)(x)
     with pytest.raises(KernelSignatureError, match="returned ndarray"):
         sim.simulate(returns_numpy)(x)

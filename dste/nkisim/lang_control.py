@@ -1,0 +1,157 @@
+"""Control flow and launch queries: ranges, ``fori_loop``, ``while_loop``, ``no_reorder``, ``device_print``.
+
+Static ranges unroll (they are aliases of ``range`` in NKI 0.6). Dynamic loops run their body in
+Python with the bound registers' current values; the loop index is passed as an ``int``, which every
+``scalar_offset`` accepts like a register.
+"""
+
+import builtins
+import contextlib
+import warnings
+
+import numpy as np
+
+from . import runtime, version
+from .rules_language import violate
+from .tensor import HBM_BUFFERS, NkiTensor
+
+RN = "release-notes/components/nki.rst"
+WHILE_LOOP_LIMIT = 1_000_000
+_reorder_depth = [0]
+
+
+def _range(start, stop, step):
+    return builtins.range(start) if stop is None else builtins.range(start, stop, step)
+
+
+def affine_range(start, stop=None, step=1):
+    return _range(start, stop, step)
+
+
+def sequential_range(start, stop=None, step=1):
+    return _range(start, stop, step)
+
+
+def static_range(start, stop=None, step=1):
+    return _range(start, stop, step)
+
+
+def register_value(value, function, role):
+    """The integer a loop bound holds: an int, a register (``.value``) or a 1x1 integer tensor."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, NkiTensor) and value.size == 1:
+        return int(np.asarray(value.array()).reshape(-1)[0])
+    for attribute in ("value", "_value"):
+        held = getattr(value, attribute, None)
+        if isinstance(held, (int, np.integer)):
+            return int(held)
+    if hasattr(value, "__index__"):
+        return int(value.__index__())
+    violate("nl.loop.bound", f"nl.{function}: {role} must be an int or a register, got {value!r}")
+
+
+def _step(step, function):
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step <= 0:
+        violate("nl.loop.step", f"nl.{function}: step must be a compile-time positive integer, got {step!r}")
+    return int(step)
+
+
+def dynamic_range(start, stop=None, step=1):
+    """Deprecated in NKI 0.6 (use nl.fori_loop); bounds may be registers."""
+    warnings.warn(f"nl.dynamic_range is deprecated since NKI 0.6; use nl.fori_loop ({RN})", DeprecationWarning,
+                  stacklevel=2)
+    step = _step(step, "dynamic_range")
+    lo = register_value(start, "dynamic_range", "start")
+    if stop is None:
+        return builtins.range(0, lo, step)
+    return builtins.range(lo, register_value(stop, "dynamic_range", "stop"), step)
+
+
+def _not_in_no_reorder(function):
+    if _reorder_depth[0]:
+        violate("nl.no_reorder.dynamic-loop", f"nl.{function} inside a `with nl.no_reorder():` block")
+
+
+def fori_loop(lower, upper, body_fun, step=1):
+    """``for i in range(lower, upper, step): body_fun(i)`` with register (or int) bounds."""
+    version.require("nl.fori_loop", introduced="0.6", source=RN)
+    _not_in_no_reorder("fori_loop")
+    step = _step(step, "fori_loop")
+    lo = register_value(lower, "fori_loop", "lower")
+    hi = register_value(upper, "fori_loop", "upper")
+    for i in builtins.range(lo, hi, step):
+        body_fun(i)
+
+
+def while_loop(init, body_fun):
+    """``r = init; while r != 0: r = body_fun(r)`` (the body returns the next condition register)."""
+    version.require("nl.while_loop", introduced="0.6", source=RN)
+    _not_in_no_reorder("while_loop")
+    condition = init
+    for _ in builtins.range(WHILE_LOOP_LIMIT):
+        if register_value(condition, "while_loop", "condition") == 0:
+            return
+        condition = body_fun(condition)
+        if condition is None:
+            violate("nl.while_loop.body", "nl.while_loop: the body returned None; it must return the next condition "
+                                          "register")
+    violate("nl.while_loop.limit", f"nl.while_loop: still running after {WHILE_LOOP_LIMIT} iterations")
+
+
+@contextlib.contextmanager
+def _no_reorder_block():
+    _reorder_depth[0] += 1
+    try:
+        yield
+    finally:
+        _reorder_depth[0] -= 1
+
+
+def no_reorder():
+    """``with nl.no_reorder():`` keeps program order (the simulator runs in program order anyway)."""
+    return _no_reorder_block()
+
+
+def device_print(print_prefix, tensor):
+    """Print ``print_prefix`` and the values of an SBUF or HBM tensor to stdout at once."""
+    if not isinstance(tensor, NkiTensor) or (tensor.buffer != "sbuf" and tensor.buffer not in HBM_BUFFERS):
+        where = tensor.buffer if isinstance(tensor, NkiTensor) else type(tensor).__name__
+        violate("nl.device_print.buffer", f"nl.device_print({print_prefix!r}): tensor must be in SBUF or HBM, got {where}")
+    print(print_prefix, tensor.numpy())
+
+
+def program_id(axis=0):
+    if axis != 0:
+        violate("nl.program_id.axis", f"nl.program_id(axis={axis}): only axis 0 exists (launch grids are 1-D)")
+    return runtime.current().program_id
+
+
+def num_programs(axes=0):
+    if axes not in (0, None, (0,), [0]):
+        violate("nl.program_id.axis", f"nl.num_programs(axes={axes}): only axis 0 exists (launch grids are 1-D)")
+    return runtime.current().num_programs
+
+
+def program_ndim():
+    return 1
+
+
+def _name(buffer):
+    return buffer.value if hasattr(buffer, "value") else str(buffer)
+
+
+def is_hbm(buffer):
+    return _name(buffer) in HBM_BUFFERS
+
+
+def is_on_chip(buffer):
+    return _name(buffer) in ("sbuf", "psum")
+
+
+def is_psum(buffer):
+    return _name(buffer) == "psum"
+
+
+def is_sbuf(buffer):
+    return _name(buffer) == "sbuf"

@@ -1,0 +1,153 @@
+"""Tensor creation: ``nl.ndarray/zeros/ones/full/zeros_like/empty_like/rand``, shared constants, seeds.
+
+On-chip tensors are filled by one ``nisa.memset``; HBM tensors created by ``zeros/ones/full`` are
+filled directly (no engine instruction; an assumption). ``nl.rand`` / ``nl.dropout`` draw from a
+NumPy generator that ``nl.random_seed`` reseeds; their lowering (``nisa.rng`` / ``rand2``) is not
+simulated bit for bit (rule ``nl.lowering.undocumented``).
+"""
+
+import os
+
+import numpy as np
+
+from . import dtypes as dt
+from . import isa, ops, runtime
+from .lang_buffers import MemoryRegion, buffer_name, region_of, sbuf, shared_hbm
+from .lang_common import emulate, new_tile, on_chip_tile, result_dtype
+from .rules_language import violate
+from .tensor import ON_CHIP, NkiTensor, allocate
+
+_RANDOM = {"generator": np.random.default_rng(0)}
+_SHARED_CONSTANT_DTYPES = frozenset(
+    dt.as_dtype(d) for d in ("float32", "float16", "bfloat16", "int32", "int16", "int8", "uint32", "uint16", "uint8",
+                             "float8_e4m3fn", "float8_e5m2", "float8_e8m0fnu")
+)
+
+
+def ndarray(shape, dtype, buffer=sbuf, name="", address=None):
+    """A new tensor; on-chip and new HBM memory is uninitialised (NaN for floats, 4 for integers)."""
+    buf = buffer_name(buffer, "ndarray")
+    if address is not None:
+        try:
+            partition_offset, free_offset = (int(a) for a in address)
+        except (TypeError, ValueError):
+            raise ValueError(f"nl.ndarray: address must be (partition_offset, free_offset), got {address!r}") from None
+        if buf not in ON_CHIP or partition_offset < 0 or free_offset < 0:
+            raise ValueError(f"nl.ndarray: address {address!r} needs an on-chip buffer and non-negative offsets")
+    context = runtime.current()
+    if buf == "shared_hbm" and context.shared_outputs is not None:
+        return _shared_allocation(context, shape, dtype, name)
+    return allocate(shape, dtype, buf, name)
+
+
+def _shared_allocation(context, shape, dtype, name):
+    """Under LNC2, the k-th shared_hbm allocation of every program names the same tensor."""
+    from .errors import ConstraintError
+
+    k = context.shared_count
+    context.shared_count += 1
+    if context.program_id == 0:
+        tensor = allocate(shape, dtype, "shared_hbm", name)
+        context.shared_outputs.append(tensor)
+        return tensor
+    first = context.shared_outputs[k]
+    tensor = allocate(shape, dtype, "shared_hbm", name, fill=False)
+    if tensor.shape != first.shape or tensor.dtype != first.dtype:
+        raise ConstraintError(
+            f"shared_hbm allocation #{k} differs between programs: {first.shape} {first.dtype.name} "
+            f"vs {tensor.shape} {tensor.dtype.name} (all programs must allocate the same outputs)"
+        )
+    return first
+
+
+def _fill(tensor, value):
+    if tensor.is_on_chip:
+        isa.memset(dst=tensor, value=int(value) if dt.is_int(tensor.dtype) else float(value))
+    else:
+        tensor.array()[...] = value
+    return tensor
+
+
+def zeros(shape, dtype, buffer=sbuf, name=""):
+    return _fill(ndarray(shape, dtype, buffer=buffer, name=name), 0)
+
+
+def ones(shape, dtype, buffer=sbuf, name=""):
+    return _fill(ndarray(shape, dtype, buffer=buffer, name=name), 1)
+
+
+def full(shape, fill_value, dtype, buffer=sbuf, name=""):
+    return _fill(ndarray(shape, dtype, buffer=buffer, name=name), fill_value)
+
+
+def zeros_like(x, dtype=None, buffer=None, name=""):
+    """Zeros shaped like ``x``; buffer defaults to SBUF (stub docstring)."""
+    return zeros(x.shape, result_dtype(dtype, x.dtype), sbuf if buffer is None else buffer, name)
+
+
+def empty_like(x, dtype=None, buffer=None, name=""):
+    """An uninitialised tensor shaped like ``x``; dtype and buffer default to x's."""
+    return ndarray(x.shape, result_dtype(dtype, x.dtype), region_of(x.buffer) if buffer is None else buffer, name)
+
+
+def shared_constant(constant):
+    """A shared-HBM tensor holding ``constant`` (a NumPy array or the path of a .npy file)."""
+    if isinstance(constant, (str, os.PathLike)):
+        constant = np.load(constant)
+    array = np.asarray(constant)
+    if array.dtype not in _SHARED_CONSTANT_DTYPES:
+        violate("nl.shared_constant.dtype", f"nl.shared_constant: element type {array.dtype.name} is not supported")
+    tensor = ndarray(array.shape if array.ndim else (1,), array.dtype, buffer=shared_hbm, name="shared_constant")
+    tensor.array()[...] = array.reshape(tensor.shape)
+    return tensor
+
+
+def shared_identity_matrix(n, dtype="uint8", dst=None):
+    """An n x n identity in SBUF: iota (j - p) then ``== 0``; written into ``dst`` when given."""
+    n = int(n)
+    if not 1 <= n <= 128:
+        violate("nl.shared_identity_matrix.size", f"nl.shared_identity_matrix(n={n}): n must be in [1, 128]")
+    out = dst if dst is not None else new_tile((n, n), dt.as_dtype(dtype), "shared_identity_matrix")
+    if not isinstance(out, NkiTensor) or out.shape != (n, n):
+        violate("nl.shared_identity_matrix.size", f"nl.shared_identity_matrix: dst must be an ({n}, {n}) tile")
+    offsets = new_tile((n, n), dt.int32, "shared_identity_matrix")
+    isa.iota(dst=offsets, pattern=[[1, n]], offset=0, channel_multiplier=-1)
+    isa.tensor_scalar(dst=out, data=offsets, op0=ops.equal, operand0=0.0)
+    return out
+
+
+def random_seed(seed):
+    """Reseed ``nl.rand`` / ``nl.dropout`` from a [1, 1] SBUF/PSUM tensor holding a 32-bit seed."""
+    if not isinstance(seed, NkiTensor) or seed.buffer not in ON_CHIP or seed.size != 1 or seed.dtype.itemsize != 4:
+        violate("nl.random_seed.tensor", f"nl.random_seed: seed must be a [1, 1] 32-bit SBUF tensor, got {seed!r}")
+    value = int(np.asarray(seed.array()).reshape(-1)[0].view(np.uint32))
+    _RANDOM["generator"] = np.random.default_rng(value)
+    runtime.current().profile.record("gpsimd", "nl.random_seed", 64)
+
+
+def rand(shape, dtype, buffer=sbuf, name=""):
+    """Uniform values in [0, 1) (one generator instruction; NumPy's generator, not the hardware's)."""
+    tensor = ndarray(shape, dtype, buffer=buffer, name=name)
+    values = _RANDOM["generator"].random(tensor.shape, dtype=np.float32)
+    if not tensor.is_on_chip:
+        tensor.array()[...] = dt.cast(values, tensor.dtype)
+        return tensor
+    return emulate("rand", "gpsimd", tensor, values)
+
+
+def dropout(x, rate, dtype=None):
+    """Zero each element of ``x`` with probability ``rate`` (a number or a (P, 1) tile); no rescaling."""
+    on_chip_tile("dropout", "x", x)
+    if isinstance(rate, NkiTensor):
+        on_chip_tile("dropout", "rate", rate)
+        if rate.shape != (x.shape[0], 1):
+            violate("nl.binary.no-broadcast", f"nl.dropout: a rate tile must be ({x.shape[0]}, 1), got {rate.shape}")
+        rate_values = dt.to_fp32(rate.array()).reshape(x.shape[0], *([1] * (x.ndim - 1)))
+    else:
+        rate_values = np.float32(rate)
+    keep = _RANDOM["generator"].random(x.shape, dtype=np.float32) >= rate_values
+    out = new_tile(x.shape, result_dtype(dtype, x.dtype), "dropout")
+    return emulate("dropout", "vector", out, np.where(keep, dt.to_fp32(x.array()), np.float32(0)), inputs=2)
+
+
+__all__ = ["MemoryRegion"]
