@@ -16,10 +16,29 @@ processing of the public split:
 
 Files are looked up in `root`, `root/<name>`, `root/<name>/raw` and `root/<Name>/raw` (the
 layout PyTorch Geometric leaves after downloading).
+
+Validation (a flipped byte must not load as a changed label or extra edges; every error names
+the file and the problem):
+
+* a file of the size of a release file whose SHA-256 is known (`KNOWN_SHA256`: the standard
+  Cora files) must match that hash, unless `verify_known_hashes=False` (a deliberately edited
+  copy): a flipped byte keeps the size, so no label or edge of the standard files changes
+  silently;
+* labels `y`, `ally`, `ty` are one-hot: entries 0 or 1, exactly one 1 per row. Assumption
+  (the CiteSeer files are not on this machine to check): CiteSeer may hold all-zero rows in
+  `ally` past the training rows and in `ty`, as it does in the rows this loader pads for its
+  missing test ids; such nodes get label 0 and are left out of every split. The checked Cora
+  files hold none;
+* `x` and `y` are the first rows of `allx` and `ally` (Planetoid's convention);
+* `test.index`: unique ids starting right after `allx`, contiguous except for CiteSeer (the
+  only dataset whose gaps the standard fix-up pads);
+* `graph`: integer keys and neighbour ids (not bool, not float) in [0, number of nodes);
+* shapes agree between features and labels and between all feature blocks; features finite.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +51,17 @@ from .splits import masks_from_indices
 __all__ = ["PLANETOID_NAMES", "load_planetoid", "find_planetoid_dir"]
 
 PLANETOID_NAMES = ("cora", "citeseer", "pubmed")
+KNOWN_SHA256 = {
+    # file name: (size in bytes, sha256) of the standard Cora release (as distributed by the Planetoid and PyTorch Geometric repositories)
+    "ind.cora.x": (22119, "23cfa55d91c6f624233f5eb7b6e3f141f1bd2b2ae39608a63cf5d084bb27baab"),
+    "ind.cora.y": (4054, "94465c14eb53e04ca262198dcbb2521ee8af60fb3f3d546cd6ca24a511b0e7d1"),
+    "ind.cora.tx": (148025, "b9afbaa4a400df991f6f02ef677e1e44da55ffc04801fd02f9e673987829226a"),
+    "ind.cora.ty": (28135, "41f5ac76596a1699cc33f53084a2419e92961c42bb75f36fc38e616d348532ad"),
+    "ind.cora.allx": (257305, "9419ba2f26f5c35243db64aba110e0f35a04851609e0dc5433450676ca6b8543"),
+    "ind.cora.ally": (47959, "2b998f5cc7fedc86e7f97ca2498f47a1ffc1462c29e2d578b23bf3f62b6e7d71"),
+    "ind.cora.graph": (59847, "58f13302f39dde8852dad6fe6d15b89b077b6d7f837626bce671ef80344b383d"),
+    "ind.cora.test.index": (5000, "297ce89af2b51a6a194181c7dbe1796c6a1cf9cd9349a88383b1b1e227867875"),
+}
 PICKLED_PARTS = ("x", "y", "tx", "ty", "allx", "ally", "graph")
 NUM_VAL = 500
 
@@ -72,17 +102,40 @@ def _read_test_index(path: Path) -> np.ndarray:
     return index
 
 
-def _one_hot(obj, source: str, width: int | None = None) -> np.ndarray:
+def _one_hot(obj, source: str, width: int | None = None, allow_unlabelled: bool = False) -> np.ndarray:
+    """The label array, checked one-hot; rows of all zeros only where ``allow_unlabelled``."""
     if not isinstance(obj, np.ndarray) or obj.ndim != 2:
         raise ValueError(f"{source}: expected a 2-D one-hot label array, got {type(obj).__name__}")
+    if obj.dtype.kind not in "biuf":
+        raise ValueError(f"{source}: label dtype must be numeric, got {obj.dtype}")
     if width is not None and obj.shape[1] != width:
         raise ValueError(f"{source}: has {obj.shape[1]} label columns, expected {width}")
+    if obj.shape[1] == 0:
+        raise ValueError(f"{source}: has no label columns")
+    not_binary = (obj != 0) & (obj != 1)
+    if not_binary.any():
+        row, col = (int(i) for i in np.argwhere(not_binary)[0])
+        raise ValueError(f"{source}: labels must be one-hot (0 or 1), row {row} column {col} holds {obj[row, col]!r}")
+    ones = (obj == 1).sum(axis=1)
+    bad = (ones > 1) | ((ones == 0) & (not allow_unlabelled))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{source}: labels must be one-hot, row {row} has {int(ones[row])} ones "
+            f"({int(bad.sum())} such rows; all-zero rows are allowed only in CiteSeer's unlabelled rows)"
+        )
     return obj
 
 
 def _adjacency_list(obj, num_nodes: int, source: str) -> sp.csr_matrix:
     if not isinstance(obj, dict):
         raise ValueError(f"{source}: expected a dict of adjacency lists, got {type(obj).__name__}")
+    for node, neighbours in obj.items():
+        if not _is_node_id(node):
+            raise ValueError(f"{source}: node key {node!r} is {type(node).__name__}, not an integer id")
+        if isinstance(neighbours, (list, tuple)) and not all(_is_node_id(v) for v in neighbours):
+            wrong = next(v for v in neighbours if not _is_node_id(v))
+            raise ValueError(f"{source}: neighbour {wrong!r} of node {node} is {type(wrong).__name__}, not an integer id")
     counts = []
     sources, targets = [], []
     for node, neighbours in obj.items():
@@ -96,38 +149,74 @@ def _adjacency_list(obj, num_nodes: int, source: str) -> sp.csr_matrix:
         cols = np.asarray(targets, dtype=np.int64)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{source}: node ids must be integers ({err})") from err
-    if rows.size and (min(rows.min(), cols.min()) < 0 or max(rows.max(), cols.max()) >= num_nodes):
-        raise ValueError(f"{source}: node ids must lie in [0, {num_nodes})")
+    keys = np.asarray(sources, dtype=np.int64)
+    if keys.size and (keys.min() < 0 or keys.max() >= num_nodes):
+        raise ValueError(f"{source}: node key {int(keys[(keys < 0) | (keys >= num_nodes)][0])} outside [0, {num_nodes})")
+    if cols.size and (cols.min() < 0 or cols.max() >= num_nodes):
+        raise ValueError(f"{source}: neighbour id {int(cols[(cols < 0) | (cols >= num_nodes)][0])} outside [0, {num_nodes})")
     return adjacency_from_pairs(rows, cols, num_nodes)
 
 
-def load_planetoid(name: str, root: str | Path, normalize_features: bool = False) -> Graph:
+def _is_node_id(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_known_hash(path: Path, data: bytes) -> None:
+    known = KNOWN_SHA256.get(path.name)
+    if known is None or len(data) != known[0]:
+        return  # not a copy of that release (another file under the same name; a flipped byte keeps the size)
+    expected = known[1]
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise ValueError(
+            f"{path}: differs from the standard release (sha256 {actual}, expected {expected}): the file is corrupt "
+            "or edited; pass verify_known_hashes=False to load an edited copy"
+        )
+
+
+def load_planetoid(name: str, root: str | Path, normalize_features: bool = False, verify_known_hashes: bool = True) -> Graph:
     """Load Cora / CiteSeer / PubMed from raw Planetoid files under `root` (never downloads).
 
     normalize_features: divide each feature row by its sum (the usual GCN preprocessing).
+    verify_known_hashes: refuse files of a release with known checksums (Cora) that differ from it.
+    Every inconsistency raises ValueError naming the file (module docstring).
     """
     name = _check_name(name)
     folder = find_planetoid_dir(name, root)
     parts = {}
-    for part in PICKLED_PARTS:
+    for part in PICKLED_PARTS + ("test.index",):
         path = folder / f"ind.{name}.{part}"
-        parts[part] = safe_load(path.read_bytes(), str(path))
+        data = path.read_bytes()
+        if verify_known_hashes:
+            _check_known_hash(path, data)
+        if part != "test.index":
+            parts[part] = safe_load(data, str(path))
     test_index = _read_test_index(folder / f"ind.{name}.test.index")
+    citeseer = name == "citeseer"
 
     x = sparse_from_state(parts["x"], f"ind.{name}.x")
     allx = sparse_from_state(parts["allx"], f"ind.{name}.allx")
     tx = sparse_from_state(parts["tx"], f"ind.{name}.tx")
-    ally = _one_hot(parts["ally"], f"ind.{name}.ally")
+    ally = _one_hot(parts["ally"], f"ind.{name}.ally", allow_unlabelled=citeseer)
     num_classes = ally.shape[1]
     y = _one_hot(parts["y"], f"ind.{name}.y", num_classes)
-    ty = _one_hot(parts["ty"], f"ind.{name}.ty", num_classes)
+    ty = _one_hot(parts["ty"], f"ind.{name}.ty", num_classes, allow_unlabelled=citeseer)
     num_features = allx.shape[1]
+    for label, matrix in (("x", x), ("allx", allx), ("tx", tx)):
+        if not np.isfinite(matrix.data).all():
+            raise ValueError(f"ind.{name}.{label}: features contain NaN or Inf")
     for label, matrix in (("x", x), ("tx", tx)):
         if matrix.shape[1] != num_features:
             raise ValueError(f"ind.{name}.{label} has {matrix.shape[1]} features, allx has {num_features}")
     for label, feats, labels in (("x/y", x, y), ("allx/ally", allx, ally), ("tx/ty", tx, ty)):
         if feats.shape[0] != labels.shape[0]:
             raise ValueError(f"ind.{name}.{label}: {feats.shape[0]} feature rows but {labels.shape[0]} label rows")
+    if y.shape[0] > ally.shape[0] or not np.array_equal(y, ally[: y.shape[0]]):
+        raise ValueError(f"ind.{name}.y: its {y.shape[0]} rows must equal the first rows of ind.{name}.ally")
+    if (y.sum(axis=1) != 1).any():
+        raise ValueError(f"ind.{name}.y: every training node needs a label")
+    if x.shape[0] != y.shape[0] or (x != allx[: x.shape[0]]).nnz:
+        raise ValueError(f"ind.{name}.x: its {x.shape[0]} rows must equal the first rows of ind.{name}.allx")
     if test_index.size != tx.shape[0]:
         raise ValueError(f"ind.{name}.test.index lists {test_index.size} nodes but tx has {tx.shape[0]} rows")
 
@@ -138,6 +227,13 @@ def load_planetoid(name: str, root: str | Path, normalize_features: bool = False
     test_span = int(sorted_test[-1]) - int(sorted_test[0]) + 1
     if sorted_test[0] != first_test:
         raise ValueError(f"ind.{name}.test.index: test ids must start right after allx ({first_test}), got {sorted_test[0]}")
+    if test_span != sorted_test.size and not citeseer:
+        raise ValueError(
+            f"ind.{name}.test.index: test ids span {test_span} ids but list {sorted_test.size}: gaps are padded only "
+            "for CiteSeer, whose files miss isolated test nodes; here a gap means a corrupt index file"
+        )
+    if test_span > 2 * sorted_test.size + 1000:
+        raise ValueError(f"ind.{name}.test.index: test ids span {test_span} ids for {sorted_test.size} listed: corrupt")
     tx_padded = sp.lil_matrix((test_span, num_features), dtype=tx.dtype)
     ty_padded = np.zeros((test_span, num_classes), dtype=ty.dtype)
     tx_padded[sorted_test - first_test] = tx
@@ -157,11 +253,11 @@ def load_planetoid(name: str, root: str | Path, normalize_features: bool = False
         row_sum = x_dense.sum(axis=1, keepdims=True)
         x_dense = np.divide(x_dense, row_sum, out=np.zeros_like(x_dense), where=row_sum != 0)
     labels = labels_onehot.argmax(axis=1).astype(np.int64)
+    labelled = labels_onehot.sum(axis=1) == 1
 
     num_train = y.shape[0]
-    train, val, test = masks_from_indices(
-        num_nodes, np.arange(num_train), np.arange(num_train, min(num_train + NUM_VAL, first_test)), sorted_test
-    )
+    val_ids = np.arange(num_train, min(num_train + NUM_VAL, first_test))
+    train, val, test = masks_from_indices(num_nodes, np.arange(num_train), val_ids[labelled[val_ids]], sorted_test[labelled[sorted_test]])
     return Graph(
         adj=adj, x=x_dense, y=labels, train_mask=train, val_mask=val, test_mask=test,
         num_classes=num_classes, name=name, meta={"source": "planetoid", "folder": str(folder)},
