@@ -1,0 +1,177 @@
+"""Parity of the extra nki.isa instructions with independent NumPy computations (doc examples included)."""
+
+import numpy as np
+
+import dste.nkisim as sim
+from dste.nkisim import isa as nisa
+from dste.nkisim import language as nl
+
+RNG = np.random.default_rng(11)
+
+
+def run(body, target="trn2"):
+    out = {}
+    sim.run_kernel(lambda: body(out), (), {}, target=target)
+    return out
+
+
+def tile(values, dtype=nl.float32):
+    values = np.asarray(values)
+    t = nl.ndarray(values.shape, dtype, buffer=nl.sbuf)
+    t.array()[...] = values.astype(t.dtype)
+    return t
+
+
+def empty(shape, dtype=nl.float32):
+    return nl.ndarray(shape, dtype, buffer=nl.sbuf)
+
+
+def test_bn_stats_then_bn_aggr_give_mean_and_variance():
+    x = RNG.standard_normal((64, 1024)).astype(np.float32)
+
+    def body(o):
+        stats = empty((64, 12))
+        nisa.bn_stats(dst=stats[:, 0:6], data=tile(x[:, :512]))
+        nisa.bn_stats(dst=stats[:, 6:12], data=tile(x[:, 512:]))
+        res = empty((64, 2))
+        nisa.bn_aggr(dst=res, data=stats)
+        o["r"] = res.numpy()
+
+    r = run(body)["r"]
+    # fp32 statistics of 1024 N(0,1) values against float64: ~1e-6 relative.
+    np.testing.assert_allclose(r[:, 0], x.astype(np.float64).mean(axis=1), atol=1e-5)
+    np.testing.assert_allclose(r[:, 1], x.astype(np.float64).var(axis=1), rtol=1e-5)
+
+
+def test_max8_find_index8_and_match_replace8_doc_example():
+    data = np.array([[1, 2, 3, 4, 8, 8, 8, 8, 8, 8, 8]], dtype=np.float32)
+    vals = np.array([[3, 8, 8, 8, 8, 8, 8, 8]], dtype=np.float32)
+
+    def body(o):
+        top, idx, rep, ridx = empty((1, 8)), empty((1, 8), nl.uint32), empty((1, 11)), empty((1, 8), nl.uint32)
+        nisa.max8(dst=top, src=tile(data))
+        nisa.nc_find_index8(dst=idx, data=tile(data), vals=tile(vals))
+        nisa.nc_match_replace8(dst=rep, data=tile(data), vals=tile(vals), imm=-1.0, dst_idx=ridx)
+        o.update(top=top.numpy(), idx=idx.numpy(), rep=rep.numpy(), ridx=ridx.numpy())
+
+    out = run(body)
+    np.testing.assert_array_equal(out["top"][0], [8] * 7 + [4])
+    np.testing.assert_array_equal(out["idx"][0], [2, 4, 5, 6, 7, 8, 9, 10])  # duplicates advance
+    np.testing.assert_array_equal(out["ridx"][0], [2, 10, 9, 8, 7, 6, 5, 4])  # the docstring's example
+    np.testing.assert_array_equal(out["rep"][0], [1, 2, -1, 4] + [-1] * 7)
+
+
+def test_nonzero_with_count_doc_example_on_core_partitions():
+    src = np.zeros((32, 8), dtype=np.float32)
+    src[0] = [0, 1, 1, 0, 0, 1, 0, 0]
+    src[1] = 1  # not a core's first partition: ignored
+
+    def body(o):
+        dst = tile(np.full((32, 9), 7), nl.int32)
+        nisa.nonzero_with_count(dst=dst, src=tile(src), index_offset=16, padding_val=-1)
+        o["d"] = dst.numpy()
+
+    d = run(body)["d"]
+    np.testing.assert_array_equal(d[0], [17, 18, 21, -1, -1, -1, -1, -1, 3])
+    np.testing.assert_array_equal(d[1], 7)
+    np.testing.assert_array_equal(d[16], [-1] * 8 + [0])
+
+
+def test_gathers_partition_reduce_and_topk():
+    data = RNG.standard_normal((16, 40)).astype(np.float32)
+    idx = RNG.integers(0, 40, size=(16, 5)).astype(np.uint32)
+
+    def body(o):
+        g = empty((16, 5))
+        nisa.nc_n_gather(dst=g, data=tile(data), indices=tile(idx, nl.uint32))
+        s = empty((1, 40))
+        nisa.tensor_partition_reduce(dst=s, op=nl.add, data=tile(data))
+        vals, ids = empty((16, 4), nl.bfloat16), empty((16, 4), nl.uint32)
+        nisa.topk(val_dst=vals, idx_dst=ids, src=tile(data[:, :3], nl.bfloat16), n=40)
+        o.update(g=g.numpy(), s=s.numpy(), v=vals.numpy(), i=ids.numpy())
+
+    out = run(body)
+    np.testing.assert_array_equal(out["g"], np.take_along_axis(data, idx.astype(np.int64), axis=1))
+    np.testing.assert_allclose(out["s"][0], data.sum(axis=0), rtol=1e-5, atol=1e-5)  # 16-term fp32 sums
+    snake = data[:, :3].astype(nl.bfloat16).astype(np.float32).T.reshape(-1)[:40]
+    expected = np.sort(snake)[-4:]
+    np.testing.assert_array_equal(out["v"][0].astype(np.float32), expected)
+    np.testing.assert_array_equal(snake[out["i"][0].astype(np.int64)], expected)
+
+
+def test_sequence_bounds_affine_select_and_iota():
+    ids = np.array([[1, 1, 2, 2, 2, 0, 3]], dtype=np.int32)
+
+    def body(o):
+        b = empty((1, 2, 7), nl.int32)
+        nisa.sequence_bounds(dst=b, segment_ids=tile(ids, nl.int32))
+        causal = empty((8, 8))
+        nisa.affine_select(dst=causal, pattern=[[-1, 8]], channel_multiplier=1, on_true_tile=tile(np.ones((8, 8))),
+                           on_false_value=-9.0, cmp_op=nl.greater_equal)
+        o.update(b=b.numpy(), c=causal.numpy())
+
+    out = run(body)
+    np.testing.assert_array_equal(out["b"][0, 0], [0, 0, 2, 2, 2, 7, 6])
+    np.testing.assert_array_equal(out["b"][0, 1], [1, 1, 4, 4, 4, -1, 6])
+    np.testing.assert_array_equal(out["c"], np.where(np.tril(np.ones((8, 8))) > 0, 1.0, -9.0))
+
+
+def test_vector_accumulating_instructions():
+    x = RNG.standard_normal((32, 16)).astype(np.float32)
+    col = RNG.standard_normal((32, 1)).astype(np.float32)
+    pred = (RNG.random((32, 16)) > 0.5).astype(np.uint8)
+
+    def body(o):
+        y, r = empty((32, 16)), empty((32, 1))
+        nisa.tensor_scalar_reduce(dst=y, data=tile(x), op0=nl.multiply, operand0=tile(col), reduce_op=nl.add,
+                                  reduce_res=r)
+        s, sr = empty((32, 16)), empty((32, 1))
+        nisa.select_reduce(dst=s, predicate=tile(pred, nl.uint8), on_true=tile(x), on_false=-5.0, reduce_res=sr,
+                           reduce_cmd=nisa.reduce_cmd.reset_reduce)
+        t = empty((32, 16))
+        nisa.scalar_tensor_tensor(dst=t, data=tile(x), op0=nl.add, operand0=1.0, op1=nl.multiply, operand1=tile(x))
+        c = empty((32, 16))
+        nisa.tensor_scalar_cumulative(dst=c, src=tile(x), op0=nl.multiply, op1=nl.add, imm0=2.0)
+        o.update(y=y.numpy(), r=r.numpy(), s=s.numpy(), sr=sr.numpy(), t=t.numpy(), c=c.numpy())
+
+    out = run(body)
+    np.testing.assert_allclose(out["y"], x * col, rtol=1e-6)
+    np.testing.assert_allclose(out["r"], (x * col).sum(axis=1, keepdims=True), rtol=1e-5, atol=1e-6)
+    sel = np.where(pred != 0, x, -5.0)
+    np.testing.assert_array_equal(out["s"], sel)
+    np.testing.assert_array_equal(out["sr"], sel.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(out["t"], (x + 1) * x, rtol=1e-6)
+    np.testing.assert_allclose(out["c"], np.cumsum(2 * x.astype(np.float64), axis=1), rtol=1e-5, atol=1e-5)
+
+
+def test_registers_round_trip():
+    def body(o):
+        reg = nisa.register_alloc(5)
+        other = nisa.register_alloc()
+        nisa.register_move(other, reg)
+        cell = tile([[41]], nl.int32)
+        nisa.register_load(reg, cell)
+        out = empty((1, 1), nl.int32)
+        nisa.register_store(out, reg)
+        o.update(a=int(other), b=out.numpy()[0, 0])
+
+    out = run(body)
+    assert out == {"a": 5, "b": 41}
+    assert nisa.get_nc_version() in (nisa.nc_version.gen2, nisa.nc_version.gen3)
+
+
+def test_dropout_and_rng_statistics():
+    def body(o):
+        x = tile(np.ones((128, 512)))
+        y = empty((128, 512))
+        nisa.dropout(dst=y, data=x, prob=0.25)
+        bits = empty((128, 512), nl.uint16)
+        nisa.rng(dst=bits)
+        o.update(y=y.numpy(), bits=bits.numpy())
+
+    out = run(body)
+    # 65536 Bernoulli(0.75) draws: standard error 0.0017, so 0.01 is ~6 sigma.
+    assert abs(out["y"].mean() - 0.75) < 0.01
+    assert set(np.unique(out["y"])) <= {0.0, 1.0}
+    # uniform 16-bit values: mean 32767.5, standard error ~73.
+    assert abs(out["bits"].astype(np.float64).mean() - 32767.5) < 600

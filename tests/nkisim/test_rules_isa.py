@@ -1,0 +1,260 @@
+"""Each documented nki.isa rule: one illegal use refused with its rule id, one legal use matching NumPy."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dste.nkisim as sim
+from dste.nkisim import isa as nisa
+from dste.nkisim import language as nl
+from dste.nkisim import rules, version
+from dste.nkisim.errors import NkiValidationError
+
+DOCS = Path(__file__).parents[2] / "docs"
+RNG = np.random.default_rng(7)
+
+
+def run(body, target="trn2"):
+    out = {}
+
+    def kernel():
+        body(out)
+
+    sim.run_kernel(kernel, (), {}, target=target)
+    return out
+
+
+def refused(rule_id, body, target="trn2"):
+    with pytest.raises(NkiValidationError, match=re.escape(f"[rule {rule_id};")):
+        run(body, target)
+
+
+def tile(values, dtype=nl.float32, buffer=nl.sbuf):
+    values = np.asarray(values)
+    t = nl.ndarray(values.shape, dtype, buffer=buffer)
+    t.array()[...] = values.astype(t.dtype)
+    return t
+
+
+X = RNG.standard_normal((128, 8)).astype(np.float32)
+COL = RNG.standard_normal((128, 1)).astype(np.float32)
+
+
+def test_every_registered_rule_is_documented():
+    text = (DOCS / "NKI_RULES.md").read_text()
+    language = DOCS / "NKI_RULES_LANGUAGE.md"
+    if language.exists():
+        text += language.read_text()
+    missing = [r for r in rules.RULES if f"`{r}`" not in text]
+    assert missing == [], f"regenerate docs/NKI_RULES.md: {missing}"
+
+
+def test_tensor_scalar_gpsimd_only_for_rsqrt():
+    def illegal(o):
+        t = tile(X)
+        nisa.tensor_scalar(dst=t, data=t, op0=nl.multiply, operand0=2.0, engine=nisa.engine.gpsimd)
+
+    def legal(o):
+        t = tile(np.abs(X) + 0.5)
+        o["y"] = nl.ndarray((128, 8), nl.float32, buffer=nl.sbuf)
+        nisa.tensor_scalar(dst=o["y"], data=t, op0=nl.rsqrt, operand0=0.0, engine=nisa.engine.gpsimd)
+        o["y"] = o["y"].numpy()
+
+    refused("tensor_scalar.gpsimd_rsqrt", illegal)
+    # fp32 1/sqrt: a few ulp apart from NumPy's float64 reference rounded to fp32.
+    np.testing.assert_allclose(run(legal)["y"], 1 / np.sqrt(np.abs(X) + 0.5), rtol=1e-6)
+
+
+def test_tensor_scalar_tile_operand_must_be_fp32():
+    def illegal(o):
+        t = tile(X)
+        nisa.tensor_scalar(dst=t, data=t, op0=nl.add, operand0=tile(COL, nl.bfloat16))
+
+    def legal(o):
+        y = nl.ndarray((128, 8), nl.float32, buffer=nl.sbuf)
+        nisa.tensor_scalar(dst=y, data=tile(X), op0=nl.subtract, operand0=tile(COL), reverse0=True, op1=nl.multiply,
+                           operand1=3.0)
+        o["y"] = y.numpy()
+
+    refused("tensor_scalar.fp32_operand", illegal)
+    np.testing.assert_allclose(run(legal)["y"], (COL - X) * 3.0, rtol=1e-6)  # two fp32 roundings
+
+
+def test_tensor_scalar_bitvec_and_kinds():
+    def mixed(o):
+        t = tile(np.zeros((128, 4)), nl.uint32)
+        nisa.tensor_scalar(dst=t, data=t, op0=nl.right_shift, operand0=1, op1=nl.add, operand1=1.0)
+
+    def on_scalar(o):
+        t = tile(np.zeros((128, 4)), nl.uint32)
+        nisa.tensor_scalar(dst=t, data=t, op0=nl.right_shift, operand0=1, engine=nisa.engine.scalar)
+
+    def legal(o):
+        v = np.arange(512, dtype=np.uint32).reshape(128, 4) * 7
+        y = nl.ndarray((128, 4), nl.uint32, buffer=nl.sbuf)
+        nisa.tensor_scalar(dst=y, data=tile(v, nl.uint32), op0=nl.right_shift, operand0=2, op1=nl.bitwise_and,
+                           operand1=5)
+        o["y"], o["v"] = y.numpy(), v
+
+    refused("tensor_scalar.same_kind", mixed)
+    refused("tensor_scalar.bitvec_vector", on_scalar)
+    out = run(legal)
+    np.testing.assert_array_equal(out["y"], (out["v"] >> 2) & 5)
+
+
+def test_tensor_scalar_scalar_engine_combinations():
+    def illegal(o):
+        t = tile(X)
+        nisa.tensor_scalar(dst=t, data=t, op0=nl.add, operand0=1.0, op1=nl.multiply, operand1=2.0,
+                           engine=nisa.engine.scalar)
+
+    def legal(o):
+        y = nl.ndarray((128, 8), nl.float32, buffer=nl.sbuf)
+        nisa.tensor_scalar(dst=y, data=tile(X), op0=nl.multiply, operand0=2.0, op1=nl.add, operand1=1.0,
+                           engine=nisa.engine.scalar)
+        o["y"] = y.numpy()
+
+    refused("tensor_scalar.scalar_combos", illegal)
+    refused("tensor_scalar.scalar_combos_v2", illegal, target="trn1")
+    np.testing.assert_allclose(run(legal)["y"], X * 2 + 1, rtol=1e-6)
+
+
+def test_alu_table_refuses_divide_and_trn3_only_ops():
+    def divide(o):
+        t = tile(X)
+        nisa.tensor_scalar(dst=t, data=t, op0=nl.divide, operand0=2.0)
+
+    def abs_max(o):
+        t = tile(X)
+        nisa.tensor_scalar(dst=t, data=t, op0=nl.abs_max, operand0=0.0)
+
+    refused("alu.in_table", divide)
+    refused("alu.target", abs_max)
+    refused("alu.target", abs_max, target="trn1")
+
+
+def test_tensor_tensor_rules():
+    def two_psum(o):
+        a = tile(X, buffer=nl.psum)
+        b = tile(X, buffer=nl.psum)
+        nisa.tensor_tensor(dst=tile(X), data1=a, data2=b, op=nl.add)
+
+    def power_on_vector(o):
+        t = tile(X)
+        nisa.tensor_tensor(dst=t, data1=t, data2=t, op=nl.power, engine=nisa.engine.vector)
+
+    def bitvec_float(o):
+        t = tile(X)
+        nisa.tensor_tensor(dst=t, data1=t, data2=t, op=nl.bitwise_and)
+
+    def legal(o):
+        a = np.abs(X) + 0.5
+        y = nl.ndarray((128, 8), nl.float32, buffer=nl.sbuf)
+        nisa.tensor_tensor(dst=y, data1=tile(a), data2=tile(X), op=nl.power)
+        big = np.full((128, 4), 2**30 + 1, dtype=np.int32)
+        z = nl.ndarray((128, 4), nl.int32, buffer=nl.sbuf)
+        nisa.tensor_tensor(dst=z, data1=tile(big, nl.int32), data2=tile(big, nl.int32), op=nl.subtract)
+        o.update(y=y.numpy(), z=z.numpy(), a=a)
+
+    refused("tensor_tensor.two_psum", two_psum)
+    refused("tensor_tensor.power_gpsimd", power_on_vector)
+    refused("alu.bitvec_int", bitvec_float)
+    out = run(legal)
+    np.testing.assert_allclose(out["y"], out["a"] ** X, rtol=1e-5)  # fp32 pow vs float64 pow
+    np.testing.assert_array_equal(out["z"], 0)  # int32 defaults to GpSimd: exact integer math
+
+
+def test_tensor_copy_predicated_dtypes():
+    def mixed(o):
+        nisa.tensor_copy_predicated(dst=tile(X), src=tile(X, nl.bfloat16), predicate=tile(X > 0, nl.uint8))
+
+    def bad_predicate(o):
+        nisa.tensor_copy_predicated(dst=tile(X), src=tile(X), predicate=tile(X > 0, nl.int32))
+
+    def legal(o):
+        dst = tile(np.zeros_like(X))
+        nisa.tensor_copy_predicated(dst=dst, src=tile(X), predicate=tile(X > 0, nl.uint8))
+        o["y"] = dst.numpy()
+
+    refused("tensor_copy_predicated.same_dtype", mixed)
+    refused("tensor_copy_predicated.predicate_dtype", bad_predicate)
+    np.testing.assert_array_equal(run(legal)["y"], np.where(X > 0, X, 0))
+
+
+def test_tensor_reduce_legal_reduction_ops():
+    def nl_max(o):
+        nisa.tensor_reduce(dst=tile(COL), op=nl.max, data=tile(X), axis=1)
+
+    def not_reducible(o):
+        nisa.tensor_reduce(dst=tile(COL), op=nl.equal, data=tile(X), axis=1)
+
+    def bad_axis(o):
+        nisa.tensor_reduce(dst=tile(COL), op=nl.add, data=tile(X), axis=0)
+
+    def legal(o):
+        y = nl.ndarray((128, 1), nl.float32, buffer=nl.sbuf)
+        nisa.tensor_reduce(dst=y, op=nl.maximum, data=tile(X), axis=1, negate=True)
+        o["y"] = y.numpy()
+
+    refused("alu.in_table", nl_max)
+    refused("alu.legal_reduction", not_reducible)
+    refused("tensor_reduce.axis", bad_axis)
+    np.testing.assert_array_equal(run(legal)["y"], -X.max(axis=1, keepdims=True))
+
+
+def test_activation_bias_and_table():
+    def scalar_bias_v2(o):
+        t = tile(X)
+        nisa.activation(dst=t, op=nl.exp, data=t, bias=1.0)
+
+    def legal(o):
+        y = nl.ndarray((128, 8), nl.float32, buffer=nl.sbuf)
+        r = nl.ndarray((128, 1), nl.float32, buffer=nl.sbuf)
+        nisa.activation(dst=y, op=nl.tanh, data=tile(X), bias=tile(COL), scale=0.5, reduce_op=nl.add, reduce_res=r,
+                        reduce_cmd=nisa.reduce_cmd.reset_reduce)
+        o.update(y=y.numpy(), r=r.numpy())
+
+    refused("activation.bias", scalar_bias_v2, target="trn1")
+    out = run(legal)
+    expected = np.tanh(X * 0.5 + COL)
+    np.testing.assert_allclose(out["y"], expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(out["r"], expected.sum(axis=1, keepdims=True), rtol=1e-5)  # 8-term fp32 sum
+
+
+def test_dma_copy_priority_and_hwdge():
+    def priority(o):
+        a = tile(X)
+        b = nl.ndarray((128, 8), nl.float32, buffer=nl.hbm)
+        nisa.dma_copy(dst=b, src=a, priority=1)
+
+    def hwdge_v2(o):
+        a = tile(X)
+        b = nl.ndarray((128, 8), nl.float32, buffer=nl.hbm)
+        nisa.dma_copy(dst=b, src=a, dge_mode=nisa.dge_mode.hwdge)
+
+    refused("isa.target_only", priority)
+    refused("dma_copy.hwdge", hwdge_v2, target="trn1")
+
+
+def test_memset_value_type_and_engine():
+    refused("memset.value_type", lambda o: nisa.memset(dst=tile(np.zeros((128, 2)), nl.int32), value=1.0))
+    refused("memset.engine", lambda o: nisa.memset(dst=tile(X), value=1.0, engine=nisa.engine.scalar))
+
+
+def test_target_only_instructions_are_refused():
+    refused("isa.target_only", lambda o: nisa.exponential(dst=tile(X), src=tile(X)))
+    refused("isa.target_only", lambda o: nisa.nonzero_with_count(dst=tile(np.zeros((128, 9)), nl.int32),
+                                                                 src=tile(X)), target="trn1")
+    refused("isa.target_only", lambda o: nisa.quantize_mx(dst=tile(X), src=tile(X), dst_scale=tile(X)))
+
+
+def test_version_gate_for_topk():
+    previous = version.set_version("0.5")
+    try:
+        with pytest.raises(sim.ConstraintError, match="introduced in NKI 0.6"):
+            run(lambda o: nisa.topk(val_dst=tile(np.zeros((16, 8)), nl.bfloat16), idx_dst=tile(np.zeros((16, 8)),
+                                    nl.uint32), src=tile(np.zeros((16, 4)), nl.bfloat16), n=64))
+    finally:
+        version.set_version(previous)
