@@ -35,6 +35,7 @@ from dste.kernels.correction import (
 from dste.kernels.plan import (
     LAUNCH_SETUP_INSTRUCTIONS,
     RECORD_TAIL_BYTES,
+    LaunchPlan,
     WORD_BYTES,
     feature_chunks,
     launch_instructions,
@@ -72,6 +73,9 @@ class SpmmEstimate:
     engine_busy_us: dict = field(default_factory=dict)
     latency_us: float = 0.0
     roofline_us: float = 0.0
+    latency_optimistic_us: float = 0.0  # the same launches with every DMA byte at peak (modelled)
+    traced_shapes: int = 0  # launch shapes simulated to derive this estimate (0: analytic baseline)
+    dma_model: str = nc.DEFAULT_DMA_MODEL
     modelled: bool = True
 
     def to_dict(self) -> dict:
@@ -331,36 +335,184 @@ def roofline_us(dma_bytes, matmul_cycles, target="trn2") -> float:
 
 
 def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=None, hi_fraction: float = 0.0,
-                  plan=None) -> SpmmEstimate:
-    """Modelled cost of ``spmm_hybrid(A, X)`` on ``target`` from A's tiles and the launch plan.
+                  plan=None, lnc: int | None = None) -> SpmmEstimate:
+    """Modelled cost of ``spmm_hybrid(A, X)`` on ``target``, derived by tracing the kernel itself.
+
+    The launcher's own jobs (``plan_launches`` + ``plan_corrections``) are grouped by compile-time shape
+    (bucket and correction shape); one job of each shape runs through ``spmm_hybrid(..., profile=True)``
+    in the simulator (cached on ``plan``, see :func:`traced_shapes`), and every other job of that shape
+    is priced as its traced twin plus the bytes of the gathered rows in which they differ (padding ids
+    are skipped and move no bytes). Launches of ``lnc`` programs (default: the launcher's
+    ``default_lnc``) take their slowest program's time; launches run one after another.
 
     ``x_mode``: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"int8-hybrid"``. For a hybrid X, pass ``X``
     (HybridRows) to price its FP16-row correction pass exactly, or ``hi_fraction`` (share of FP16
     rows): the pass is then priced for that share of A's columns drawn at random (seed 0), the
     same launches and correction shapes a call with such an X would use.
+
+    ``latency_us`` is the descriptor-bound DMA model (the profile's default), ``latency_optimistic_us``
+    the optimistic one (every byte at peak); both *modelled*.
     """
-    hi_index, n_hi = None, 0
-    if x_mode == "int8-hybrid":
-        if X is not None:
-            hi_index, n_hi = X.hi_index, int(X.hi.shape[0])
-        elif hi_fraction > 0:
-            M = int(A.shape[1])
-            n_hi = int(round(hi_fraction * M))
-            hi_rows = np.sort(np.random.default_rng(0).choice(M, size=n_hi, replace=False))
-            hi_index = np.full(M, n_hi, dtype=np.int32)
-            hi_index[hi_rows] = np.arange(n_hi, dtype=np.int32)
+    from dste.kernels.launch_spmm import default_lnc, program_groups
+
+    trace_x = _trace_operand(A, F, x_mode, X, hi_fraction)
+    hi_index, n_hi = (trace_x.hi_index, int(trace_x.hi.shape[0])) if x_mode == "int8-hybrid" else (None, 0)
     if plan is None:
         plan = plan_launches(A, F, x_mode, target=target)
+    lnc = default_lnc(target) if lnc is None else int(lnc)
     jobs = plan_corrections(A, plan, hi_index, n_hi, target)
-    costs = [_launch_cost(A, job.launch, target, (job.shape, job.valid)) for job in jobs]
-    instr = [launch_instructions(job.launch.bucket)
-             + correction_instructions(job.shape, job.launch.bucket.windows, F, bool(job.launch.bucket.entry_slots))
-             for job in jobs]
+    traces = traced_shapes(A, plan, jobs, trace_x, target, lnc)
+    main_row, corr_row = _gathered_row_bytes(F, x_mode)
+    priced = {}
+    for job in jobs:
+        trace = traces[_shape_key(job)]
+        extra_main = (_main_rows(A, job.launch) - trace.main_rows) * main_row
+        extra_corr = (_correction_rows(job, F) - trace.correction_rows) * corr_row
+        priced[id(job)] = trace.priced(extra_main, main_row, extra_corr, corr_row)
+    latency = {m: 0.0 for m in nc.DMA_MODELS}
+    busy_total = {e: 0.0 for e in nc.ENGINES + ("dma",)}
+    idle = {"instructions": 0, "dma_transfers": 0, "dma_bytes": 0}
+    for programs in program_groups(jobs, lnc):
+        members = [priced[id(job)] for job in programs if job is not None]
+        for m in nc.DMA_MODELS:
+            latency[m] += max(p["latency_ns"][m] for p in members)
+        n_idle = len(programs) - len(members)
+        if n_idle:
+            # an idle program (all padding windows) still issues its instructions and fixed transfers
+            for name, value in traces[_shape_key(programs[0])].idle_program.items():
+                idle[name] += n_idle * value
+    for p in priced.values():
+        for e, ns in p["busy_ns"].items():
+            busy_total[e] += ns
+    instr = [traces[_shape_key(job)].profile.total_instructions for job in jobs]
     tiles = plan.n_tiles
     hi_share = n_hi / max(int(A.shape[1]), 1)
     useful_bytes = _format_bytes(A, F, x_mode, hi_share, plan)
-    return _summarise(costs, target, "dste", x_mode, F, tiles, plan.n_slots, max(instr) if instr else 0,
-                      roofline_us(useful_bytes, mm_cycles_of_tiles(tiles, F, target), target))
+    target = nc.normalize_target(target)
+    return SpmmEstimate(
+        target=target, layout="dste", x_mode=x_mode, features=int(F), n_tiles=int(tiles),
+        n_slots=int(plan.n_slots), launches=len(jobs), instructions=int(sum(instr)) + idle["instructions"],
+        max_instructions_per_launch=int(max(instr)) if instr else 0,
+        dma_transfers=int(sum(traces[_shape_key(job)].profile.dma_transfers for job in jobs)) + idle["dma_transfers"],
+        dma_bytes=int(sum(p["dma_bytes"] for p in priced.values())) + idle["dma_bytes"],
+        engine_busy_us={k: v / 1000.0 for k, v in busy_total.items()},
+        latency_us=latency[nc.DEFAULT_DMA_MODEL] / 1000.0,
+        roofline_us=roofline_us(useful_bytes, mm_cycles_of_tiles(tiles, F, target), target),
+        latency_optimistic_us=latency["optimistic"] / 1000.0,
+        traced_shapes=len(traces),
+    )
+
+
+_TRACE_CACHE_ATTR = "_traced_shape_profiles"
+
+
+@dataclass
+class ShapeTrace:
+    """The simulator's profile of one job of a launch shape, and the gathered rows it moved."""
+
+    profile: object  # dste.nkisim.Profile of that one launch
+    main_rows: int  # in-range X rows gathered by its bitmap and entry slots
+    correction_rows: int  # in-range FP16 rows gathered by its correction pass
+    idle_program: dict = field(default_factory=dict)  # counts an idle LNC partner program adds
+
+    def priced(self, extra_main_bytes, main_row_bytes, extra_corr_bytes, corr_row_bytes) -> dict:
+        """Figures of a job of this shape that gathers ``extra_*_bytes`` more (or fewer) in-range bytes.
+
+        Gathers span all 128 partitions, so their bytes are split evenly over the 16 DMA engines; the
+        transfers, their fixed costs and their descriptors (one per index row, skipped or not) are the
+        same as the traced job's. Compute engines are unchanged.
+        """
+        prof = self.profile
+        n_lanes = len(prof.dma_queue_ns)
+        latency, busy = {}, {}
+        for model in nc.DMA_MODELS:
+            extra_ns = 0.0
+            for nbytes, row in ((extra_main_bytes, main_row_bytes), (extra_corr_bytes, corr_row_bytes)):
+                if nbytes:
+                    extra_ns += nc.dma_data_ns(abs(nbytes), prof.target, model, row) * (1 if nbytes > 0 else -1)
+            engines = prof.engine_busy_ns(model)
+            engines["dma"] = max(prof.dma_queue_ns_by_model[model]) + extra_ns / n_lanes
+            latency[model] = max(engines.values())
+            if model == nc.DEFAULT_DMA_MODEL:
+                busy = engines
+        return {"latency_ns": latency, "busy_ns": busy,
+                "dma_bytes": prof.dma_bytes + extra_main_bytes + extra_corr_bytes}
+
+
+def traced_shapes(A, plan, jobs, trace_x, target, lnc=1) -> dict:
+    """``{(bucket, correction shape): ShapeTrace}``: one simulated job per distinct launch shape.
+
+    Runs the real kernel through the launcher (``spmm_hybrid`` on a one-launch plan, LNC1; with
+    ``lnc > 1`` also as one ``kernel[lnc]`` launch beside idle programs, whose counts the difference
+    gives). Cached on ``plan`` per target and ``lnc``, so a plan reused for many estimates is traced
+    once per shape.
+    """
+    from dste.kernels.launch_spmm import spmm_hybrid
+
+    cache = getattr(plan, _TRACE_CACHE_ATTR, None)
+    if cache is None:
+        cache = {}
+        setattr(plan, _TRACE_CACHE_ATTR, cache)
+    traces = cache.setdefault((nc.normalize_target(target), int(lnc)), {})
+    F = plan.features
+    for job in jobs:
+        key = _shape_key(job)
+        if key in traces:
+            continue
+        one = LaunchPlan(plan.shape, plan.features, plan.x_mode, [job.launch])
+        _, prof = spmm_hybrid(A, trace_x, target=target, profile=True, plan=one, lnc=1)
+        idle = {}
+        if lnc > 1:
+            _, beside_idle = spmm_hybrid(A, trace_x, target=target, profile=True, plan=one, lnc=lnc)
+            idle = {"instructions": (beside_idle.total_instructions - prof.total_instructions) // (lnc - 1),
+                    "dma_transfers": (beside_idle.dma_transfers - prof.dma_transfers) // (lnc - 1),
+                    "dma_bytes": (beside_idle.dma_bytes - prof.dma_bytes) // (lnc - 1)}
+        traces[key] = ShapeTrace(prof, _main_rows(A, job.launch), _correction_rows(job, F), idle)
+    return traces
+
+
+def _shape_key(job):
+    return job.launch.bucket, job.shape
+
+
+def _main_rows(A, launch) -> int:
+    bvalid, evalid = _valid_counts(A, launch)
+    return int(bvalid.sum() + evalid.sum())
+
+
+def _correction_rows(job, F) -> int:
+    """In-range FP16 rows the correction pass gathers: each correction tile once, or once per window of
+    its group when the tiles of a group do not all fit the resident buffer (``correction_buffer_tiles``)."""
+    shape = job.shape
+    if not shape.tiles_per_group or job.valid.size == 0:
+        return 0
+    times = 1 if correction_buffer_tiles(shape, F) >= shape.tiles_per_group else shape.group_windows
+    return int(job.valid.sum()) * times
+
+
+def _gathered_row_bytes(F, x_mode):
+    """Bytes of one gathered X row (a hybrid record, or F values of X's dtype) and of one FP16 row."""
+    main = record_width(F) if x_mode == "int8-hybrid" else F * X_ITEMSIZE[x_mode]
+    return main, F * 2
+
+
+def _trace_operand(A, F, x_mode, X, hi_fraction):
+    """The X the traced launches run with: ``X`` itself, else zeros of ``x_mode``'s dtype (values do not
+    change the modelled cost), with ``hi_fraction`` of the rows as FP16 rows (seed 0) for a hybrid X."""
+    if X is not None:
+        return X
+    M = int(A.shape[1])
+    if x_mode != "int8-hybrid":
+        dtype = {"fp32": F32, "bf16": BF16, "fp16": F16}[x_mode]
+        return np.zeros((M, F), dtype=dtype)
+    from dste.format import HybridRows
+
+    n_hi = int(round(hi_fraction * M)) if hi_fraction > 0 else 0
+    hi_rows = np.sort(np.random.default_rng(0).choice(M, size=n_hi, replace=False)).astype(np.int32)
+    hi_index = np.full(M, n_hi, dtype=np.int32)
+    hi_index[hi_rows] = np.arange(n_hi, dtype=np.int32)
+    return HybridRows(np.zeros((M, F), np.int8), np.ones(M, np.float32) * (hi_index == n_hi), hi_rows,
+                      np.zeros((n_hi, F), np.float16), hi_index)
 
 
 def mm_cycles_of_tiles(n_tiles, F, target):
