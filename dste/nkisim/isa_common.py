@@ -379,11 +379,8 @@ def record_dma(op, nbytes, span, contiguous_bytes, descriptors, indirect):
     """Charge one DMA to the profile with its descriptor shape (``Profile.record_dma``)."""
     profile = runtime.current().profile
     partition_start, partitions = span
-    if "contiguous_bytes" in inspect.signature(profile.record_dma).parameters:
-        profile.record_dma(op, int(nbytes), partition_start, partitions, contiguous_bytes=int(contiguous_bytes),
-                           descriptors=int(descriptors), indirect=bool(indirect))
-    else:  # a Profile.record_dma without the descriptor keywords (cost model not yet extended)
-        profile.record_dma(op, int(nbytes), partition_start, partitions)
+    profile.record_dma(op, int(nbytes), partition_start, partitions, contiguous_bytes=int(contiguous_bytes),
+                       descriptors=int(descriptors), indirect=bool(indirect))
 
 
 def sbuf_span(*tensors):

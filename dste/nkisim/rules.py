@@ -51,9 +51,10 @@ def violate(rule_id, message, error=NkiValidationError):
     raise error(f"{message} [rule {rule.id}; {rule.source}]")
 
 
-def table_markdown():
-    """The rule table as Markdown rows (id | rule | source)."""
+def table_markdown(ids=None):
+    """The rule table as Markdown rows (id | rule | source), of every rule or of the ids given."""
     lines = ["| rule | what it requires | source |", "|---|---|---|"]
-    for rule in sorted(RULES.values(), key=lambda r: r.id):
+    chosen = RULES.values() if ids is None else [RULES[i] for i in ids]
+    for rule in sorted(chosen, key=lambda r: r.id):
         lines.append(f"| `{rule.id}` | {rule.text} | {rule.source} |")
     return "\n".join(lines)
