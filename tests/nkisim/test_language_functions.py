@@ -7,6 +7,7 @@ import pytest
 from scipy import special
 
 import dste.nkisim as sim
+import dste.nkisim.rules  # noqa: F401 - sim.rules in the doc test
 from dste.nkisim import language as nl
 from dste.nkisim import version
 from dste.nkisim.errors import ConstraintError, KernelSignatureError
@@ -269,3 +270,21 @@ def test_version_gate_refuses_newer_apis():
         assert nl.tile_size.psum_fmax == 512
     with pytest.raises(ConstraintError, match="rule nl.tile_size.undocumented"):
         nl.tile_size.psum_min_align
+
+
+def test_rule_doc_matches_the_table_and_sources_exist():
+    import os
+    from pathlib import Path
+
+    from dste.nkisim import rules_language
+
+    doc = Path(__file__).parents[2] / "docs" / "NKI_RULES_LANGUAGE.md"
+    assert doc.read_text() == rules_language.markdown()
+    sdk = Path(os.environ.get("DSTE_NKI_SDK", "/work/ref/sdk"))
+    for rule_id in rules_language.IDS:
+        source = sim.rules.RULES[rule_id].source
+        if source.startswith("assumption"):
+            continue
+        path = source.split(",")[0].split(" ")[0]
+        if sdk.is_dir():
+            assert (sdk / path).exists(), f"{rule_id}: {path} is not in the sdk"
