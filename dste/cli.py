@@ -71,7 +71,7 @@ def _run_main(args: argparse.Namespace) -> int:
         budget=args.budget, budget_penalty=args.budget_penalty, target=args.target, out=args.out, quick=args.quick, progress=not args.no_progress,
     )
     report = run(config)
-    print(format_table(report["summary"], config.target))
+    print(format_table(report["summary"], config.target, quick=config.quick))
     print()
     acceptance = report["acceptance"]
     print("acceptance on held-out snapshots:")
@@ -137,7 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.handler(args)
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except (ValueError, TypeError, OSError) as error:
+        # bad options or unusable paths (missing dataset, --out naming a file, no permission): a usage error
         parser.exit(2, f"dste {args.command}: error: {error}\n")
 
 

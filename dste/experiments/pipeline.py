@@ -23,6 +23,7 @@ Accuracies are reported as mean +/- std over seeds of the per-seed mean over hel
 from __future__ import annotations
 
 import json
+import sys
 import platform
 import time
 from contextlib import contextmanager
@@ -169,12 +170,12 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         dqn=DQNConfig(seed=seed, updates_per_step=2),
         reward=reward,
     )
-    trained = train_controller(env, train_config, progress=config.progress)
+    trained = train_controller(env, train_config, progress=show_progress(config))
 
     bar.set_postfix_str(f"seed {seed}: baselines and evaluation")
     policies = static_baselines(env) + [
         RandomPolicy(len(env.action_space), seed=seed),
-        greedy_search(env, reward, train_ids, progress=config.progress),
+        greedy_search(env, reward, train_ids, progress=show_progress(config)),
         DQNPolicy(trained.agent, guard=BudgetGuard(env, reward)),
     ]
     results = {}
@@ -196,7 +197,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         accuracy_first = replace(
             train_config, reward=replace(reward, memory_budget=ACCURACY_FIRST_MEMORY_BUDGET, memory_penalty=1.0)
         )
-        unbudgeted = train_controller(env, accuracy_first, progress=config.progress)
+        unbudgeted = train_controller(env, accuracy_first, progress=show_progress(config))
         env.set_train_accuracy("val")
         outcomes["dste_dqn_unbudgeted"] = run_policy(
             env, DQNPolicy(unbudgeted.agent, "dste_dqn_unbudgeted"), heldout_ids, lead_in=lead_in
@@ -283,13 +284,19 @@ def _acceptance(summary: dict) -> dict:
     return checks
 
 
-def format_table(summary: dict, target: str, names=None) -> str:
+SMOKE_RUN_NOTE = (
+    "SMOKE RUN (--quick: 1 seed, <= 6 snapshots, <= 100 episodes, <= 60 epochs): these numbers only show that "
+    "the job runs; they are not results"
+)
+
+
+def format_table(summary: dict, target: str, names=None, quick: bool = False) -> str:
     names = names or [n for n in PAPER_ROWS if n in summary] + [n for n in summary if n not in PAPER_ROWS]
     header = (
         f"{'policy':<28} {'accuracy (mean +/- std)':>24} {'memory bytes':>13} {'graph':>9} {'features':>10} "
         f"{'weights':>9} {'activ.':>9} {'latency us (modelled, ' + target + ')':>32} {'CPU ms':>8} {'reward':>8}"
     )
-    lines = [header, "-" * len(header)]
+    lines = ([SMOKE_RUN_NOTE] if quick else []) + [header, "-" * len(header)]
     for i, name in enumerate(names):
         if i == len(PAPER_ROWS) and len(names) > len(PAPER_ROWS):
             lines.append("  other baselines (same harness):")
@@ -303,27 +310,61 @@ def format_table(summary: dict, target: str, names=None) -> str:
     return "\n".join(lines)
 
 
+PLOT_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+
+
 def _plot(summary: dict, path: Path, target: str, title: str) -> None:
+    """Two panels, accuracy against modelled latency and against memory; every series visible.
+
+    Series that land on the same point (e.g. INT8 and DSTE accuracy-first, greedy search and DSTE budgeted)
+    get distinct hollow markers of decreasing size, drawn largest first, and their labels are stacked at
+    growing vertical offsets, so none hides another. Written atomically.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, s in summary.items():
-        marker = "*" if name == "dste_dqn" else "o"
-        ax.errorbar(
-            s["latency_us_mean"], 100 * s["accuracy_mean"], yerr=100 * s["accuracy_std"], xerr=s["latency_us_std"],
-            fmt=marker, markersize=12 if name == "dste_dqn" else 7, capsize=3, label=s["label"],
-        )
-    ax.set_xlabel(f"modelled NeuronCore latency per inference (us, {target}; modelled, not measured)")
-    ax.set_ylabel("held-out test accuracy (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    from dste.format.io import atomic_write
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    panels = (
+        (axes[0], "latency_us_mean", "latency_us_std", f"modelled NeuronCore latency per inference (us, {target}; modelled, not measured)"),
+        (axes[1], "bytes_mean", None, "memory footprint (bytes: graph + features + weights + activations)"),
+    )
+    names = list(summary)
+    for ax, x_key, x_err, x_label in panels:
+        seen: dict[tuple, int] = {}
+        for i, name in enumerate(names):
+            s = summary[name]
+            x, y = float(s[x_key]), 100 * float(s["accuracy_mean"])
+            point = (round(x, 6), round(y, 6))
+            stacked = seen.get(point, 0)
+            seen[point] = stacked + 1
+            ax.errorbar(
+                x, y, yerr=100 * s["accuracy_std"], xerr=s[x_err] if x_err else None,
+                fmt=PLOT_MARKERS[i % len(PLOT_MARKERS)], markersize=max(14 - 4 * stacked, 4), capsize=3,
+                markerfacecolor="none", markeredgewidth=1.6, color=f"C{i % 10}", label=s["label"], zorder=3 + stacked,
+            )
+            ax.annotate(
+                s["label"], (x, y), textcoords="offset points", xytext=(8, 6 + 11 * stacked), fontsize=7,
+                color=f"C{i % 10}",
+            )
+        ax.set_xlabel(x_label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("held-out test accuracy (%)")
+    axes[1].legend(fontsize=7, loc="best")
+    fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda handle: fig.savefig(handle, dpi=120, format="png"))
     plt.close(fig)
+
+
+def show_progress(config: "RunConfig", stream=None) -> bool:
+    """Progress bars only when asked for and the output is a terminal (not a log file or a pipe)."""
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return bool(config.progress and callable(isatty) and isatty())
 
 
 def default_out_dir() -> Path:
@@ -354,10 +395,12 @@ def run(config: RunConfig) -> dict:
     checkpoint of the first seed to the output directory, and returns the JSON-able report."""
     start = time.perf_counter()
     out = Path(config.out) if config.out else default_out_dir()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is an existing file; give a directory (it is created if missing)")
     out.mkdir(parents=True, exist_ok=True)
     base = _load_base(config)
     per_seed = []
-    with _single_threaded(), tqdm(range(config.seeds), desc="dste run (seeds)", disable=not config.progress) as bar:
+    with _single_threaded(), tqdm(range(config.seeds), desc="dste run (seeds)", disable=not show_progress(config)) as bar:
         for seed in bar:
             per_seed.append(_run_seed(config, base, seed, bar))
     checkpoint = per_seed[0].pop("agent").save(out / "controller_seed0.pt")
@@ -375,10 +418,16 @@ def run(config: RunConfig) -> dict:
         "controller_checkpoint": str(checkpoint),
         "wall_time_s": None,
     }
-    table = format_table(summary, config.target)
+    if config.quick:
+        report["smoke_run"] = True
+        report["smoke_run_note"] = SMOKE_RUN_NOTE
+    table = format_table(summary, config.target, quick=config.quick)
     report["wall_time_s"] = time.perf_counter() - start
-    (out / "table.txt").write_text(table + "\n")
-    (out / "results.json").write_text(json.dumps(report, indent=2, default=_json_default))
+    from dste.format.io import atomic_write
+
+    atomic_write(out / "table.txt", lambda handle: handle.write(table + "\n"), mode="w")
+    text = json.dumps(report, indent=2, default=_json_default)
+    atomic_write(out / "results.json", lambda handle: handle.write(text), mode="w")
     _plot(summary, out / "accuracy_vs_latency.png", config.target, f"{config.dataset}, {config.model.upper()}, {config.seeds} seed(s)")
     report["out_dir"] = str(out)
     return report

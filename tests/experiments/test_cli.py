@@ -59,5 +59,7 @@ def test_quick_run_end_to_end(tmp_path, capsys):
         assert row["latency_us_mean"] > 0 and row["bytes_mean"] > 0 and row["cpu_ms_mean"] > 0
     assert summary["fp32"]["bytes_mean"] > 3 * summary["int8"]["bytes_mean"]
     assert (out / "accuracy_vs_latency.png").stat().st_size > 5000
-    assert (out / "table.txt").read_text().startswith("policy")
+    table_lines = (out / "table.txt").read_text().splitlines()
+    assert table_lines[0].startswith("SMOKE RUN (--quick") and table_lines[1].startswith("policy")
+    assert report["smoke_run"] is True and "SMOKE RUN" in printed
     assert (out / "controller_seed0.pt").is_file()

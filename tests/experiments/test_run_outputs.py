@@ -1,0 +1,106 @@
+"""dste run's outputs: smoke-run labelling, progress bars only on a terminal, a two-panel plot, --out errors."""
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dste.cli import main
+from dste.experiments.pipeline import SMOKE_RUN_NOTE, RunConfig, _plot, format_table, show_progress
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _summary():
+    def row(label, latency, accuracy, memory):
+        return {
+            "label": label, "latency_us_mean": latency, "latency_us_std": 0.0, "accuracy_mean": accuracy,
+            "accuracy_std": 0.01, "bytes_mean": memory, "cpu_ms_mean": 1.0, "reward_mean": 0.0,
+            "bytes_by_kind": {"graph": 1, "features": 1, "weights": 1, "activations": 1},
+        }
+
+    # INT8 and DSTE accuracy-first coincide, as greedy search and DSTE budgeted do in the main job
+    return {
+        "fp32": row("FP32", 64.0, 0.83, 6e6),
+        "int8": row("INT8", 57.8, 0.829, 1.8e6),
+        "dste_dqn": row("DSTE budgeted", 50.4, 0.787, 1.08e6),
+        "dste_dqn_unbudgeted": row("DSTE accuracy first", 57.8, 0.829, 1.8e6),
+        "greedy": row("greedy", 50.4, 0.787, 1.08e6),
+    }
+
+
+def test_quick_table_says_it_is_a_smoke_run():
+    assert format_table(_summary(), "trn2", quick=True).splitlines()[0] == SMOKE_RUN_NOTE
+    assert SMOKE_RUN_NOTE not in format_table(_summary(), "trn2")
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+def test_progress_bars_only_on_a_terminal():
+    assert show_progress(RunConfig(), _Stream(True))
+    assert not show_progress(RunConfig(), _Stream(False))
+    assert not show_progress(RunConfig(progress=False), _Stream(True))
+
+
+def test_plot_has_two_panels_and_shows_coincident_series(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = []
+    real_subplots = plt.subplots
+
+    def spy(*args, **kwargs):
+        fig, axes = real_subplots(*args, **kwargs)
+        figures.append((fig, axes))
+        return fig, axes
+
+    monkeypatch.setattr(plt, "subplots", spy)
+    monkeypatch.setattr(plt, "close", lambda fig: None)
+    path = tmp_path / "plot.png"
+    _plot(_summary(), path, "trn2", "test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (fig, axes), = figures
+    assert len(axes) == 2
+    assert "latency" in axes[0].get_xlabel() and "memory" in axes[1].get_xlabel()
+    for ax in axes:
+        markers = [container.lines[0].get_marker() for container in ax.containers]
+        # every series has its own marker shape, so coincident points stay distinguishable
+        assert len(set(markers)) == len(_summary())
+        texts = [t.get_text() for t in ax.texts]
+        assert sorted(texts) == sorted(s["label"] for s in _summary().values())
+    assert not list(tmp_path.glob(".*"))  # no temporary file left
+
+
+def test_out_naming_a_file_is_a_usage_error(tmp_path, capsys):
+    target = tmp_path / "results.txt"
+    target.write_text("keep me")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--quick", "--out", str(target), "--no-progress"])
+    assert exit_info.value.code == 2
+    assert "is an existing file" in capsys.readouterr().err
+    assert target.read_text() == "keep me"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--quick", "--out", str(target / "sub"), "--no-progress"])
+    assert exit_info.value.code == 2
+
+
+def test_pytest_alone_skips_slow_tests_and_dash_m_slow_selects_them(tmp_path):
+    sample = tmp_path / "test_sample.py"
+    sample.write_text("import pytest\n\n@pytest.mark.slow\ndef test_long():\n    pass\n\ndef test_short():\n    pass\n")
+    command = [sys.executable, "-m", "pytest", "-c", str(REPO / "pytest.ini"), "--rootdir", str(tmp_path), str(sample), "--collect-only", "-q"]
+    default = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert "test_short" in default.stdout and "test_long" not in default.stdout
+    slow = subprocess.run(command + ["-m", "slow"], capture_output=True, text=True, cwd=tmp_path)
+    assert "test_long" in slow.stdout and "test_short" not in slow.stdout
