@@ -361,7 +361,7 @@ def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=No
         plan = plan_launches(A, F, x_mode, target=target)
     lnc = default_lnc(target) if lnc is None else int(lnc)
     jobs = plan_corrections(A, plan, hi_index, n_hi, target)
-    traces = traced_shapes(A, plan, jobs, trace_x, target, lnc)
+    traces = traced_shapes(A, plan, jobs, trace_x, target)
     main_row, corr_row = _gathered_row_bytes(F, x_mode)
     priced = {}
     for job in jobs:
@@ -379,7 +379,8 @@ def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=No
         n_idle = len(programs) - len(members)
         if n_idle:
             # an idle program (all padding windows) still issues its instructions and fixed transfers
-            for name, value in traces[_shape_key(programs[0])].idle_program.items():
+            lead = traces[_shape_key(programs[0])]
+            for name, value in lead.idle_counts(A, plan, programs[0], trace_x, target, lnc).items():
                 idle[name] += n_idle * value
     for p in priced.values():
         for e, ns in p["busy_ns"].items():
@@ -413,7 +414,23 @@ class ShapeTrace:
     profile: object  # dste.nkisim.Profile of that one launch
     main_rows: int  # in-range X rows gathered by its bitmap and entry slots
     correction_rows: int  # in-range FP16 rows gathered by its correction pass
-    idle_program: dict = field(default_factory=dict)  # counts an idle LNC partner program adds
+    idle_program: dict = field(default_factory=dict)  # per lnc: counts an idle LNC partner program adds
+
+    def idle_counts(self, A, plan, job, trace_x, target, lnc) -> dict:
+        """Instructions, transfers and bytes of one idle program (all padding windows) beside a job of this
+        shape in a ``kernel[lnc]`` launch: traced once, as that launch minus the job's own LNC1 trace."""
+        if lnc not in self.idle_program:
+            from dste.kernels.launch_spmm import spmm_hybrid
+
+            one = LaunchPlan(plan.shape, plan.features, plan.x_mode, [job.launch])
+            _, beside_idle = spmm_hybrid(A, trace_x, target=target, profile=True, plan=one, lnc=lnc)
+            prof, n_idle = self.profile, lnc - 1
+            self.idle_program[lnc] = {
+                "instructions": (beside_idle.total_instructions - prof.total_instructions) // n_idle,
+                "dma_transfers": (beside_idle.dma_transfers - prof.dma_transfers) // n_idle,
+                "dma_bytes": (beside_idle.dma_bytes - prof.dma_bytes) // n_idle,
+            }
+        return self.idle_program[lnc]
 
     def priced(self, extra_main_bytes, main_row_bytes, extra_corr_bytes, corr_row_bytes) -> dict:
         """Figures of a job of this shape that gathers ``extra_*_bytes`` more (or fewer) in-range bytes.
@@ -439,13 +456,12 @@ class ShapeTrace:
                 "dma_bytes": prof.dma_bytes + extra_main_bytes + extra_corr_bytes}
 
 
-def traced_shapes(A, plan, jobs, trace_x, target, lnc=1) -> dict:
+def traced_shapes(A, plan, jobs, trace_x, target) -> dict:
     """``{(bucket, correction shape): ShapeTrace}``: one simulated job per distinct launch shape.
 
-    Runs the real kernel through the launcher (``spmm_hybrid`` on a one-launch plan, LNC1; with
-    ``lnc > 1`` also as one ``kernel[lnc]`` launch beside idle programs, whose counts the difference
-    gives). Cached on ``plan`` per target and ``lnc``, so a plan reused for many estimates is traced
-    once per shape.
+    Runs the real kernel through the launcher (``spmm_hybrid`` on a one-launch plan, LNC1). Cached on
+    ``plan`` per target, so a plan reused for many estimates is traced once per shape. (The idle LNC
+    partner programs are traced on demand, :meth:`ShapeTrace.idle_counts`.)
     """
     from dste.kernels.launch_spmm import spmm_hybrid
 
@@ -453,7 +469,7 @@ def traced_shapes(A, plan, jobs, trace_x, target, lnc=1) -> dict:
     if cache is None:
         cache = {}
         setattr(plan, _TRACE_CACHE_ATTR, cache)
-    traces = cache.setdefault((nc.normalize_target(target), int(lnc)), {})
+    traces = cache.setdefault(nc.normalize_target(target), {})
     F = plan.features
     for job in jobs:
         key = _shape_key(job)
@@ -461,13 +477,7 @@ def traced_shapes(A, plan, jobs, trace_x, target, lnc=1) -> dict:
             continue
         one = LaunchPlan(plan.shape, plan.features, plan.x_mode, [job.launch])
         _, prof = spmm_hybrid(A, trace_x, target=target, profile=True, plan=one, lnc=1)
-        idle = {}
-        if lnc > 1:
-            _, beside_idle = spmm_hybrid(A, trace_x, target=target, profile=True, plan=one, lnc=lnc)
-            idle = {"instructions": (beside_idle.total_instructions - prof.total_instructions) // (lnc - 1),
-                    "dma_transfers": (beside_idle.dma_transfers - prof.dma_transfers) // (lnc - 1),
-                    "dma_bytes": (beside_idle.dma_bytes - prof.dma_bytes) // (lnc - 1)}
-        traces[key] = ShapeTrace(prof, _main_rows(A, job.launch), _correction_rows(job, F), idle)
+        traces[key] = ShapeTrace(prof, _main_rows(A, job.launch), _correction_rows(job, F))
     return traces
 
 
