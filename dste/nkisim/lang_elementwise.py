@@ -2,7 +2,8 @@
 
 Binary functions become ``nisa.tensor_tensor`` (two tiles of one shape) or ``nisa.tensor_scalar``
 (a tile and a scalar; ``reverse0`` when the scalar comes first). Unary functions in the activation
-table become ``nisa.activation`` (ScalarE); ``invert``, ``logical_not`` and ``negative`` become one
+table become ``nisa.activation`` (ScalarE), ``rsqrt`` a GpSimd ``tensor_scalar``
+(NKI 0.5 release notes); ``invert``, ``logical_not`` and ``negative`` become one
 ``nisa.tensor_scalar`` as their docstrings describe (XOR with all-ones, XOR with 1, times -1). The
 result is a new SBUF tile of ``dtype`` (default: the input tile's dtype).
 """
@@ -58,9 +59,12 @@ def unary(op, x, dtype=None):
         isa.tensor_scalar(dst=out, data=x, op0=ops.logical_xor, operand0=1.0)
     elif name == "negative":
         isa.tensor_scalar(dst=out, data=x, op0=ops.multiply, operand0=-1.0)
-    elif op.in_activation_table:
-        if name == "rsqrt" and x.buffer == "psum":
+    elif name == "rsqrt":
+        # NKI 0.5: nl.rsqrt runs on GpSimd for precision, so PSUM inputs are refused (release notes).
+        if x.buffer == "psum":
             violate("nl.rsqrt.no-psum", f"nl.rsqrt: x {x.name!r} is in PSUM; copy it to SBUF or use nisa.activation")
+        isa.tensor_scalar(dst=out, data=x, op0=op, operand0=0.0, engine=isa.engine.gpsimd)
+    elif op.in_activation_table:
         isa.activation(dst=out, op=op, data=x)
     else:
         with np.errstate(all="ignore"):
