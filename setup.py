@@ -14,6 +14,7 @@ RUNTIME = [
     "ml_dtypes==0.6.0",
     "matplotlib==3.11.2",
     "tqdm==4.70.1",
+    "pymetis==2025.2.2",
 ]
 
 DEV = [

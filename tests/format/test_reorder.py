@@ -1,0 +1,136 @@
+"""The community order (METIS recursive bisection) and the other reorder options.
+
+Figure of merit: stretch = distinct (128-row window, column) pairs of A + I in an order / N,
+computed here from scratch with NumPy (independent of the encoder's own count).
+"""
+
+import importlib
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from dste.format import encode
+from dste.format.errors import DSTEFormatError
+from dste.format.partition import recursive_bisection_parts
+from dste.format.reorder import _symmetric_graph, community_order, compute_order, label_propagation_order
+from tests.format.graphs import community_graph
+
+WINDOW = 128
+
+
+def window_stretch(adj, order):
+    """Distinct (window of ``order``, column) pairs of adj + I, per node."""
+    n = adj.shape[0]
+    closed = (adj + sp.eye(n, format="csr")).tocoo()
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(n)
+    pairs = (position[closed.row] // WINDOW) * n + closed.col
+    return np.unique(pairs).size / n
+
+
+def generator_order(labels):
+    """Every community contiguous: the order the graph was drawn in, before ids were shuffled."""
+    return np.argsort(labels, kind="stable")
+
+
+def assert_permutation(perm, n):
+    assert perm.dtype == np.int64 and perm.shape == (n,)
+    assert np.array_equal(np.sort(perm), np.arange(n))
+
+
+def community_perm(adj, seed=0):
+    rows, cols = adj.nonzero()
+    row_perm, col_perm = compute_order("community", rows, cols, adj.shape, seed=seed)
+    return row_perm, col_perm
+
+
+def test_pinned_partitioner_imports_and_is_pinned():
+    pymetis = importlib.import_module("pymetis")
+    assert hasattr(pymetis, "part_graph")
+    from pathlib import Path
+
+    pins = Path(__file__).resolve().parents[2].joinpath("requirements.txt").read_text().split()
+    assert any(line.startswith("pymetis==") for line in pins)
+
+
+# Communities of 40-400 nodes (windows cut through them) and of 500-1,500 (a window holds a slice).
+SHAPES = [
+    dict(n_nodes=12_000, p_intra=0.85, min_size=40, max_size=400, seed=11),
+    dict(n_nodes=12_000, p_intra=0.9, min_size=500, max_size=1500, seed=12),
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["small-communities", "large-communities"])
+def test_community_order_recovers_locality_of_a_shuffled_graph(shape):
+    adj, labels = community_graph(**shape)
+    n = adj.shape[0]
+    row_perm, col_perm = community_perm(adj)
+    assert_permutation(row_perm, n)
+    assert np.array_equal(row_perm, col_perm)  # a square matrix gets one symmetric order
+    ours = window_stretch(adj, row_perm)
+    generator = window_stretch(adj, generator_order(labels))
+    shuffled = window_stretch(adj, np.arange(n))
+    # The generator's order is the best one the test can name without search. Measured here:
+    # 0.93-1.0x of it (bench/README.md "Reordering" has the grid); 1.05 leaves room for another
+    # METIS build on another machine, and is the project's stated target.
+    assert ours <= 1.05 * generator, (ours, generator)
+    # and far below the shuffled ids, where a window shares almost no neighbours (stretch ~ mean
+    # degree + 1). Measured 0.37x (small communities) and 0.52x (1,000-node communities: a window
+    # holds an eighth of one and still gathers most of it).
+    assert ours < 0.6 * shuffled, (ours, shuffled)
+
+
+def test_community_order_is_deterministic_for_a_seed():
+    adj, _ = community_graph(5000, seed=5)
+    first, _ = community_perm(adj, seed=3)
+    again, _ = community_perm(adj, seed=3)
+    assert np.array_equal(first, again)
+
+
+def test_rectangular_matrix_gets_row_and_column_permutations():
+    rng = np.random.default_rng(0)
+    rect = sp.random(700, 300, density=0.02, format="csr", random_state=rng)
+    rows, cols = rect.nonzero()
+    row_perm, col_perm = compute_order("community", rows, cols, rect.shape)
+    assert_permutation(row_perm, 700)
+    assert_permutation(col_perm, 300)
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 40])
+def test_tiny_and_edgeless_graphs(n):
+    empty = sp.csr_matrix((n, n), dtype=np.int8)
+    order = community_order(empty)
+    assert_permutation(order, n)
+
+
+def test_parts_are_balanced_and_leaves_are_small():
+    adj, _ = community_graph(4000, seed=6)
+    graph, _ = _symmetric_graph(*adj.nonzero(), adj.shape)
+    parts = recursive_bisection_parts(graph, 125, seed=0)
+    sizes = np.bincount(parts, minlength=125)
+    assert parts.min() == 0 and parts.max() == 124
+    # METIS's default imbalance tolerance for recursive bisection is small (a few per cent per
+    # level); 4000 / 125 = 32 nodes per part on average
+    assert sizes.max() <= 40 and sizes.min() >= 24, (sizes.min(), sizes.max())
+
+
+def test_non_square_graph_is_refused_by_the_partitioner():
+    with pytest.raises(DSTEFormatError, match="recursive_bisection_parts.*square"):
+        recursive_bisection_parts(sp.csr_matrix((3, 4)), 2)
+
+
+def test_other_orders_still_work_through_encode():
+    adj, _ = community_graph(900, seed=1)
+    dense = adj.toarray()
+    for reorder in ("none", "rcm", "community"):
+        matrix = encode(adj, reorder=reorder)
+        np.testing.assert_array_equal(matrix.to_dense(), dense)
+    with pytest.raises(DSTEFormatError, match="unknown reorder method"):
+        compute_order("metis", *adj.nonzero(), adj.shape)
+
+
+def test_label_propagation_order_is_still_a_permutation():
+    adj, _ = community_graph(2000, seed=7)
+    graph, _ = _symmetric_graph(*adj.nonzero(), adj.shape)
+    assert_permutation(label_propagation_order(graph), 2000)
