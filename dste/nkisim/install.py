@@ -30,7 +30,7 @@ def install(force=False):
     A working real ``nki`` is left alone unless ``force=True``. Returns True if
     the simulator is (now) what ``import nki`` gives.
     """
-    from . import isa, language, nki
+    from . import isa, language, nki, nki_typing
 
     if not force and real_nki_available():
         return False
@@ -39,6 +39,7 @@ def install(force=False):
     sys.modules["nki"] = nki
     sys.modules["nki.language"] = language
     sys.modules["nki.isa"] = isa
+    sys.modules["nki.typing"] = nki_typing
     return True
 
 
@@ -46,5 +47,5 @@ def uninstall():
     """Remove the simulator's ``nki`` entries from ``sys.modules`` (no-op for a real nki)."""
     module = sys.modules.get("nki")
     if module is not None and _is_ours(module):
-        for name in ("nki", "nki.language", "nki.isa"):
+        for name in ("nki", "nki.language", "nki.isa", "nki.typing"):
             sys.modules.pop(name, None)
