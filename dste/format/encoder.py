@@ -122,8 +122,11 @@ FAITHFUL_RELATIVE_ERROR = 2.0**-11
 round-to-nearest bound (half an ulp of an 11-bit significand) over its normal range."""
 
 FLOAT32_SMALLEST_NORMAL = float(np.finfo(np.float32).tiny)
-"""Stored values are float32; a nonzero value below this magnitude would be stored as a
-subnormal (fewer significant bits) or flushed to 0, so :func:`encode` refuses it."""
+
+MIN_STORED_MAGNITUDE = INT8_QMAX * FLOAT32_SMALLEST_NORMAL
+"""Stored values are float32; a nonzero value below 127 x float32's smallest normal (1.5e-36)
+would be stored as a subnormal or flushed to 0, or give an INT8 tile a subnormal scale (whose
+reciprocal overflows), so :func:`encode` refuses it."""
 
 BIN_ULP_TOLERANCE = 4 * 2.0**-24
 """A factored value within 4 float32 ulps of 1 counts as 1 (BIN), so values built as
@@ -280,13 +283,13 @@ def _factor(rows, cols, vals, row_scale, col_scale, scaled_input):
     vals32 = vals.astype(np.float32)
     if not np.isfinite(vals32).all():
         raise DSTEFormatError("a value divided by its scales overflows float32")
-    tiny = (np.abs(vals32) < FLOAT32_SMALLEST_NORMAL) & (vals != 0)
+    tiny = (np.abs(vals32) < MIN_STORED_MAGNITUDE) & (vals != 0)
     if tiny.any():
         where = int(np.flatnonzero(tiny)[0])
         raise DSTEFormatError(
             f"encode: value {vals[where]:.6g} at ({int(rows[where])}, {int(cols[where])}) (after its row/column scales "
-            f"are factored out) is below float32's smallest normal {FLOAT32_SMALLEST_NORMAL:.6g}: it would be stored "
-            "as a subnormal or as 0. Rescale the matrix (row_scale / col_scale carry any magnitude) or drop the entry"
+            f"are factored out) is below {MIN_STORED_MAGNITUDE:.6g} (127 x float32's smallest normal): it would be "
+            "stored as a subnormal or as 0, or make a subnormal INT8 scale. Rescale the matrix (row_scale / col_scale carry any magnitude) or drop the entry"
         )
     return vals32
 
@@ -301,8 +304,8 @@ def encode(A, policy: EncodePolicy | None = None, *, row_perm=None, col_perm=Non
     ``policy.reorder``.
 
     Values are stored as float32 (a nonzero value whose magnitude, after the scales are
-    factored out, is below float32's smallest normal 1.18e-38 is refused: it would become a
-    subnormal or 0). Error of each tile kind, per stored value v of a tile:
+    factored out, is below 127 x float32's smallest normal, 1.5e-36, is refused: it would become
+    a subnormal or 0, or give an INT8 tile a subnormal scale). Error of each tile kind, per stored value v of a tile:
 
     * ``BIN``: exact (a value within 4 float32 ulps of 1 counts as 1).
     * ``FP16``: ``|err| <= 2^-11 |v|`` for ``2^-14 <= |v| <= 65504`` (float16's normal range);

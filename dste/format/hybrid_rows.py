@@ -166,13 +166,15 @@ def quantize_rows(X, sensitivity=None, threshold: float | None = None, fp16_frac
 
     Error per entry: INT8 rows ``|err| <= max|x_row| / 254``; FP16 rows ``|err| <= 2^-11 |x|``
     for ``|x| >= 2^-14`` and ``<= 2^-25`` below. A row chosen for FP16 that holds a value beyond
-    float16's range (65504) is refused (:class:`DSTEFormatError`), not saturated. Empty X
+    float16's range (65504) is refused (:class:`DSTEFormatError`), not saturated, and so is a
+    row whose largest |x| is nonzero but below 1.5e-36 (a subnormal INT8 scale). Empty X
     (M = 0 or F = 0) gives an empty, valid :class:`HybridRows`.
     """
     from dste.reference.masked_quant import quantize_rows_reference
 
     X = _as_features(X)
     M = X.shape[0]
+    _check_int8_scale_range(X)
     if sensitivity is None:
         sensitivity = row_sensitivity(X)
     sensitivity = np.asarray(sensitivity, dtype=np.float64)
@@ -194,6 +196,25 @@ def quantize_rows(X, sensitivity=None, threshold: float | None = None, fp16_frac
         raise DSTEFormatError(f"quantize_rows: threshold must be a finite number, got {threshold!r}")
     _check_fp16_range(X, sensitivity.astype(np.float32) >= np.float32(threshold))
     return quantize_rows_reference(X, sensitivity, threshold)
+
+
+MIN_ROW_MAGNITUDE = INT8_QMAX * float(np.finfo(np.float32).tiny)
+"""A row whose largest |x| is nonzero but below 127 x float32's smallest normal would get a
+subnormal INT8 scale (its reciprocal overflows): refused, as the device launcher does."""
+
+
+def _check_int8_scale_range(X):
+    if X.size == 0:
+        return
+    row_max = np.abs(X).max(axis=1)
+    tiny = (row_max > 0) & (row_max < MIN_ROW_MAGNITUDE)
+    if tiny.any():
+        row = int(np.flatnonzero(tiny)[0])
+        raise DSTEFormatError(
+            f"quantize_rows: row {row} has largest |x| = {float(row_max[row]):.3g}, nonzero but below "
+            f"{MIN_ROW_MAGNITUDE:.3g} (127 x float32's smallest normal): its INT8 scale would be subnormal; "
+            "rescale X or zero such rows"
+        )
 
 
 def _check_fp16_range(X, is_hi):
