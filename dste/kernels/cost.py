@@ -436,8 +436,8 @@ class ShapeTrace:
         """Figures of a job of this shape that gathers ``extra_*_bytes`` more (or fewer) in-range bytes.
 
         Gathers span all 128 partitions, so their bytes are split evenly over the 16 DMA engines; the
-        transfers, their fixed costs and their descriptors (one per index row, skipped or not) are the
-        same as the traced job's. Compute engines are unchanged.
+        transfers, their fixed costs and their descriptor (GpSimd) time are the traced job's (descriptors
+        count in-range rows, so that time is exact when both gather as many rows). Compute engines are unchanged.
         """
         prof = self.profile
         n_lanes = len(prof.dma_queue_ns)

@@ -106,6 +106,9 @@ def quantize_rows(X, sensitivity, threshold=0.02, *, target="trn2", profile=Fals
     """Hybrid-row quantization of X ``[M, F]`` on the device (see module doc) -> ``HybridRows``."""
     from dste.format import HybridRows
 
+    from dste.kernels.launch_spmm import require_indirect_dma
+
+    require_indirect_dma(target, "quantize_rows")
     X = np.asarray(X)
     if X.ndim != 2 or X.dtype.kind != "f":
         raise ValueError(f"X must be a 2-D float array, got {X.dtype} {X.shape}")

@@ -137,6 +137,19 @@ def packed_launches(A, plan: LaunchPlan) -> list[dict]:
     return cached
 
 
+def require_indirect_dma(target: str, kernel: str) -> None:
+    """Refuse targets without indirect DMA: the kernel gathers (or scatters) X rows with ``vector_offset``
+    DMAs, which software DGE supports from NeuronCore-v3 (trn2) on (``nki/deep-dives/nki-dge.rst``, DGE
+    mode table: swdge "Any (indirect: v3+)")."""
+    from dste.nkisim import cost
+
+    if cost.normalize_target(target) == "trn1":
+        raise ValueError(
+            f"{kernel} gathers rows with indirect (vector_offset) DMAs, which need NeuronCore-v3 or newer; "
+            f"target {target!r} is NeuronCore-v2 (allowed: 'trn2')"
+        )
+
+
 def default_lnc(target: str) -> int:
     """Logical cores per launch: 2 on trn2, whose runtime defaults to LNC2 (a launch of another size is
     a runtime error there), 1 on trn1/inf2 (one physical core per logical core)."""
@@ -200,6 +213,7 @@ def spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, plan: Laun
     from dste.format import HybridRows
     from dste.nkisim import Profile
 
+    require_indirect_dma(target, "spmm_hybrid")
     X, F = _validate(A, X)
     if not 1 <= F <= MAX_FEATURES:
         raise ValueError(f"feature width F={F} is outside 1..{MAX_FEATURES} supported by one launch")

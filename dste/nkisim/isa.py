@@ -82,6 +82,9 @@ def dma_copy(dst, src, priority=None, oob_mode=oob_mode.error, dge_mode=dge_mode
             violate("dma_copy.engine", f"nisa.dma_copy: engine={engine!r} is only valid as engine.sync or "
                     "engine.scalar with dge_mode=hwdge")
     indirect = src.is_indirect or dst.is_indirect
+    if indirect and generation() < 3:
+        violate("dma_copy.indirect_v3", "nisa.dma_copy: indirect (vector_offset) access needs software DGE with "
+                f"indirect support, which starts at NeuronCore-v3 (trn2); the target is {target()}")
     if src.is_indirect and dst.is_indirect:
         violate("dma_copy.indirect", "nisa.dma_copy: src and dst cannot both use vector_offset")
     if indirect and dge_mode in (modes.hwdge, modes.none):

@@ -158,6 +158,8 @@ _RULES = [
     ("dma_copy.priority", "priority is 0-3 and NeuronCore-v4+ only", _doc("dma_copy", ":param priority:")),
     ("dma_copy.indirect", "vector_offset indirection needs software DGE and only one indirect side",
      _doc("dma_copy", "Indirect addressing")),
+    ("dma_copy.indirect_v3", "vector_offset (gather/scatter) DMAs need NeuronCore-v3+: software DGE supports "
+     "indirect access from v3 on", "nki/deep-dives/nki-dge.rst, DGE mode table (swdge: Min HW 'Any (indirect: v3+)')"),
     ("dma_copy.oob", "out-of-range indirect indices raise unless oob_mode.skip", _doc("dma_copy", ":param oob_mode:")),
     ("dma_transpose.operands", "dst in SBUF, src in HBM/SBUF, same dtype, 2-byte dtype for DGE transposes, axes "
      "(1,0)/(2,1,0)/(3,1,2,0), dst shape = transposed src shape", _doc("dma_transpose")),
