@@ -8,7 +8,10 @@ the graph validated.
 
 from __future__ import annotations
 
+import struct
+import tokenize
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +59,10 @@ def load_npz(path: str | Path, name: str | None = None) -> Graph:
     try:
         with np.load(path, allow_pickle=False) as bundle:
             arrays = {key: bundle[key] for key in bundle.files}
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise ValueError(f"{path}: not a readable .npz archive ({err})") from err
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, struct.error, KeyError) as err:
+        raise ValueError(f"{path}: not a readable .npz archive ({type(err).__name__}: {err})") from err
+    except (SyntaxError, tokenize.TokenError) as err:  # a corrupted .npy header inside the archive
+        raise ValueError(f"{path}: an array header in the archive is corrupted ({err})") from err
     except ValueError as err:  # object arrays need pickle, which is refused
         raise ValueError(f"{path}: bundle holds object arrays, which are not allowed ({err})") from err
     missing = [key for key in REQUIRED_KEYS if key not in arrays]

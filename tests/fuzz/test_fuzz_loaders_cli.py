@@ -63,14 +63,6 @@ def npz_bytes(tmp_path_factory):
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dste/data/npz.py (not owned here): a flipped byte inside a compressed member escapes load_npz as "
-    "zlib.error ('Error -3 while decompressing data: invalid block type') and a corrupted .npy header as "
-    "SyntaxError/tokenize.TokenError, instead of ValueError. Reproduce: save_npz(make_graph('cora-like', seed=0), p); "
-    "flip one byte in the middle of p; load_npz(p). Fix: also catch zlib.error, SyntaxError, tokenize.TokenError, "
-    "KeyError, struct.error in load_npz's np.load block",
-)
 @settings(max_examples=60)
 @given(data=st.data())
 def test_corrupted_npz_bundles_are_refused_or_unchanged(npz_bytes, data, tmp_path_factory):
