@@ -7,23 +7,28 @@ as the bipartite graph of its rows and columns.
 Community order (``reorder="community"``)
 -----------------------------------------
 METIS multilevel recursive bisection (``dste.format.partition``, the ``pymetis`` binding)
-cuts the graph into parts of about ``LEAF_NODES`` nodes, and nodes are laid out by part id.
+cuts the graph into leaves of about ``leaf`` nodes, and nodes are laid out by leaf id.
 Recursive bisection numbers parts along its bisection tree, so every run of consecutive
-parts is itself a well-cut piece of the graph: a 128-row window, which holds about
-``WINDOW_ROWS / LEAF_NODES`` sibling leaves, gathers the columns of one well-cut piece
-even where its boundary does not fall on a part boundary. Deterministic for a fixed seed.
+leaves is itself a well-cut piece of the graph. Two leaf sizes are tried
+(``LEAF_CANDIDATES``) and the order with fewer distinct (window, column) pairs is kept:
 
-Why this and not a community detector: the figure of merit, stretch (distinct
-(128-row window, column) pairs / nodes), depends on windows of exactly 128 rows sharing
-columns, whatever the community sizes of the graph. A balanced partitioner aims at that
-directly; a community detector finds groups of any size (too small: many communities share
-a window; too large: a window holds a random slice of one). Measured on generated graphs
-with shuffled ids (communities of 64 to 5,000 nodes, 60-95 % of edges inside, 20k-300k
-nodes; ``bench/test_reorder.py``, ``bench/README.md`` section "Reordering"): leaves of 32
-nodes were within a few per cent of the best order we could construct on small communities
-and 10-20 % below the generator's own order on large ones, where the former hand-written
-label propagation (kept as :func:`label_propagation_order` for comparison) fell to median
-communities of 2-3 nodes.
+- 128-node leaves: every 128-row window is one METIS part (up to the parts' few-per-cent
+  imbalance, which shifts window boundaries into a sibling part);
+- 32-node leaves: a window holds about four sibling leaves; where communities do not fit
+  windows this keeps each community contiguous and lets windows cut through it, as a
+  community detector's order would.
+
+Deterministic for a fixed seed (METIS is single-threaded and seeded).
+
+Why a balanced partitioner and not a community detector: stretch (distinct (128-row
+window, column) pairs / nodes) depends on windows of exactly 128 rows sharing columns,
+whatever the community sizes of the graph. A community detector finds groups of any size
+(too small: many share a window; too large: a window holds a slice of one, in no useful
+order). The former hand-written label propagation (kept as
+:func:`label_propagation_order` for comparison) stopped at median communities of 2-3
+nodes on graphs of 1,000-node communities. Measurements (communities of 64 to 5,000
+nodes, 60-95 % of edges inside, 20k-300k nodes, shuffled ids) are in
+``bench/test_reorder.py`` and ``bench/README.md``, section "Reordering".
 """
 
 from __future__ import annotations
@@ -32,13 +37,19 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import reverse_cuthill_mckee
 
+from dste.format.constants import WINDOW_ROWS
 from dste.format.errors import DSTEFormatError
 from dste.format.partition import recursive_bisection_parts
 
-LEAF_NODES = 32
-"""Nodes per METIS leaf: 4 leaves per 128-row window. Measured: 128-node leaves cut
-communities at arbitrary places on graphs of 64-128-node communities (stretch 7-13 % above
-the generator's order); 32-node leaves came within 2-7 %; 16-node leaves were no better and slower."""
+LEAF_CANDIDATES = (WINDOW_ROWS, 32)
+"""Leaf sizes tried by the community order; the one whose order gathers fewer X rows wins.
+
+128-node leaves make every window one METIS part: best where communities fit windows (on the
+``arxiv-scale`` presets, communities of 64-128 nodes, 5-9 % below the generator's own order).
+32-node leaves keep a community's leaves adjacent while windows cut through them, as the
+generator's order does: best where communities do not fit windows (96-160 nodes: 128-node
+leaves were 7-29 % above the generator's order, 32-node leaves 1-9 %) and on communities of
+1,000+ nodes (both 5-28 % below it). Measured in ``bench/test_reorder.py``."""
 
 MAX_LP_ROUNDS = 30
 LP_STOP_FRACTION = 1e-3
@@ -128,16 +139,47 @@ def label_propagation(graph: sp.csr_matrix, seed: int = 0) -> np.ndarray:
     return labels
 
 
-def community_order(graph: sp.csr_matrix, seed: int = 0, leaf_nodes: int = LEAF_NODES) -> np.ndarray:
-    """Nodes laid out by METIS recursive-bisection leaf (see module docstring)."""
+def community_order(graph: sp.csr_matrix, seed: int = 0, leaf_nodes: int | None = None) -> np.ndarray:
+    """Nodes laid out by METIS recursive-bisection leaf (see module docstring).
+
+    ``leaf_nodes=None`` tries every size in ``LEAF_CANDIDATES`` and keeps the order with the
+    fewest distinct (window, column) pairs (ties: the earlier candidate).
+    """
     n = graph.shape[0]
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    if leaf_nodes < 1:
-        raise DSTEFormatError(f"community_order: leaf_nodes must be >= 1, got {leaf_nodes}")
-    parts = recursive_bisection_parts(graph, -(-n // leaf_nodes), seed=seed)
-    # stable within a leaf: ties keep the original id order, so the result depends only on the parts
-    return np.argsort(parts, kind="stable").astype(np.int64)
+    if leaf_nodes is not None:
+        if leaf_nodes < 1:
+            raise DSTEFormatError(f"community_order: leaf_nodes must be >= 1, got {leaf_nodes}")
+        parts = recursive_bisection_parts(graph, -(-n // leaf_nodes), seed=seed)
+        # stable within a leaf: ties keep the original id order, so the result depends only on the parts
+        return np.argsort(parts, kind="stable").astype(np.int64)
+    best_order, best_pairs = None, None
+    for candidate in LEAF_CANDIDATES:
+        order = community_order(graph, seed=seed, leaf_nodes=candidate)
+        pairs = window_column_pairs(graph, order)
+        if best_pairs is None or pairs < best_pairs:
+            best_order, best_pairs = order, pairs
+    return best_order
+
+
+def window_column_pairs(graph: sp.csr_matrix, order: np.ndarray) -> int:
+    """Distinct (128-row window, column) pairs of ``graph + I`` laid out in ``order``.
+
+    Each pair is one X row the kernel gathers, whatever the tile layout, so this is the
+    order's stretch times the node count (the self loop counts: GCN adds it).
+    """
+    n = graph.shape[0]
+    window = np.empty(n, dtype=np.int64)
+    window[order] = np.arange(n, dtype=np.int64) // WINDOW_ROWS
+    rows = np.repeat(window, np.diff(graph.indptr))
+    pairs = sp.csr_matrix(
+        (np.ones(graph.nnz + n, dtype=np.int8),
+         (np.concatenate([rows, window]), np.concatenate([graph.indices, np.arange(n)]))),
+        shape=(int(window.max()) + 1, n),
+    )
+    pairs.sum_duplicates()
+    return int(pairs.nnz)
 
 
 def label_propagation_order(graph: sp.csr_matrix, seed: int = 0) -> np.ndarray:
