@@ -1,0 +1,119 @@
+"""``spawn(fn, world_size)``: run ``fn(comm, *args)`` on ``world_size`` local processes (tests, notebooks).
+
+The parent hosts the job's TCP store on 127.0.0.1 (port chosen by the OS, so concurrent jobs
+never collide) and outlives every rank, so a rank's death is always visible to the others
+through it. Children start through ``torch.multiprocessing``'s ``forkserver`` context with torch
+preloaded, so each rank costs one fork instead of one interpreter start and torch import.
+
+Unlike ``torch.multiprocessing.spawn``, one rank's death does not kill the others: each rank must
+end on its own (with its result or its own error), which is what shows that the job's failure
+handling works. ``spawn`` waits for all of them (bounded by ``job_timeout_s``; ranks still running
+then are terminated) and raises :class:`DistributedJobError` with every rank's outcome if any failed.
+"""
+
+from __future__ import annotations
+
+import queue as queue_module
+import time
+import traceback
+from dataclasses import dataclass
+
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from dste.distributed.runtime import DEFAULT_HEARTBEAT_S, DEFAULT_TIMEOUT_S, init_distributed
+
+LOOPBACK = "127.0.0.1"
+PRELOAD = ["torch", "torch.distributed", "numpy", "scipy.sparse", "dste.distributed"]
+
+
+@dataclass
+class RankOutcome:
+    """How one rank ended: ``status`` is "ok", "error" (raised), "died" (exited without a result) or "killed" (over time)."""
+
+    rank: int
+    status: str
+    seconds: float
+    error_type: str = ""
+    message: str = ""
+    exitcode: int | None = None
+
+
+class DistributedJobError(RuntimeError):
+    """At least one rank of a :func:`spawn` job did not return; ``outcomes`` has every rank's ending."""
+
+    def __init__(self, outcomes: list[RankOutcome]):
+        self.outcomes = outcomes
+        lines = [f"rank {o.rank}: {o.status}" + (f" (exit code {o.exitcode})" if o.exitcode not in (None, 0) else "")
+                 + (f" after {o.seconds:.1f} s: {o.error_type}: {o.message}" if o.message else f" after {o.seconds:.1f} s")
+                 for o in outcomes]
+        super().__init__("DSTE distributed job failed:\n  " + "\n  ".join(lines))
+
+
+def _rank_main(rank, world_size, port, fn, args, results, timeout_s, heartbeat_s):
+    start = time.monotonic()
+    comm = None
+    try:
+        comm = init_distributed(rank, world_size, LOOPBACK, port, timeout_s=timeout_s, heartbeat_s=heartbeat_s)
+        value = fn(comm, *args)
+        results.put((rank, "ok", value, "", "", time.monotonic() - start))
+    except BaseException as exc:  # every ending is reported to the parent, including KeyboardInterrupt
+        if comm is not None:
+            comm.report_failure(exc)
+        results.put((rank, "error", None, type(exc).__name__, f"{exc}\n{traceback.format_exc()}", time.monotonic() - start))
+    finally:
+        if comm is not None:
+            comm.close()
+
+
+def spawn(fn, world_size: int, args: tuple = (), *, timeout_s: float = DEFAULT_TIMEOUT_S,
+          heartbeat_s: float = DEFAULT_HEARTBEAT_S, job_timeout_s: float | None = None,
+          start_method: str = "forkserver") -> list:
+    """Run ``fn(comm, *args)`` on ranks ``0..world_size-1``; return their results in rank order.
+
+    ``fn`` must be importable by name (a module-level function). ``timeout_s`` bounds each
+    collective; ``job_timeout_s`` (default ``4 * timeout_s + 60``) bounds the whole job.
+    """
+    if world_size < 1:
+        raise ValueError(f"spawn: world_size must be >= 1, got {world_size}")
+    job_timeout_s = 4 * timeout_s + 60 if job_timeout_s is None else job_timeout_s
+    store = dist.TCPStore(LOOPBACK, 0, None, True, wait_for_workers=False)
+    ctx = mp.get_context(start_method)
+    if start_method == "forkserver":
+        ctx.set_forkserver_preload(PRELOAD)
+    results = ctx.Queue()
+    start = time.monotonic()
+    procs = [ctx.Process(target=_rank_main, args=(r, world_size, store.port, fn, args, results, timeout_s, heartbeat_s),
+                         name=f"dste-rank-{r}") for r in range(world_size)]
+    for proc in procs:
+        proc.start()
+    outcomes: dict[int, RankOutcome] = {}
+    values: dict[int, object] = {}
+    exited_at: dict[int, float] = {}
+    while len(outcomes) < world_size and time.monotonic() - start < job_timeout_s:
+        try:
+            rank, status, value, error_type, message, seconds = results.get(timeout=0.2)
+            outcomes[rank] = RankOutcome(rank, status, seconds, error_type, message)
+            values[rank] = value
+        except queue_module.Empty:
+            pass
+        now = time.monotonic()
+        for rank, proc in enumerate(procs):
+            if rank in outcomes or proc.is_alive():
+                continue
+            # a rank that exited may still have its result in flight: give the queue 2 s before calling it dead
+            exited_at.setdefault(rank, now)
+            if now - exited_at[rank] > 2.0:
+                outcomes[rank] = RankOutcome(rank, "died", exited_at[rank] - start, "", "exited without a result", proc.exitcode)
+    for rank, proc in enumerate(procs):
+        if rank not in outcomes:
+            proc.terminate()
+            outcomes[rank] = RankOutcome(rank, "killed", time.monotonic() - start, "", f"still running after the {job_timeout_s:.0f} s job timeout")
+    for proc in procs:
+        proc.join(timeout=10)
+        if outcomes[procs.index(proc)].exitcode is None:
+            outcomes[procs.index(proc)].exitcode = proc.exitcode
+    ordered = [outcomes[r] for r in range(world_size)]
+    if any(o.status != "ok" for o in ordered):
+        raise DistributedJobError(ordered)
+    return [values[r] for r in range(world_size)]
