@@ -41,6 +41,7 @@ from dste.kernels.plan import (
     launch_instructions,
     metadata_layout,
     plan_launches,
+    program_plan,
     record_width,
     windows_per_step,
     windows_per_store,
@@ -360,6 +361,7 @@ def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=No
     if plan is None:
         plan = plan_launches(A, F, x_mode, target=target)
     lnc = default_lnc(target) if lnc is None else int(lnc)
+    plan = program_plan(plan, lnc)
     jobs = plan_corrections(A, plan, hi_index, n_hi, target)
     traces = traced_shapes(A, plan, jobs, trace_x, target)
     main_row, corr_row = _gathered_row_bytes(F, x_mode)
@@ -422,7 +424,7 @@ class ShapeTrace:
         if lnc not in self.idle_program:
             from dste.kernels.launch_spmm import spmm_hybrid
 
-            one = LaunchPlan(plan.shape, plan.features, plan.x_mode, [job.launch])
+            one = LaunchPlan(plan.shape, plan.features, plan.x_mode, [job.launch], programs=lnc)
             _, beside_idle = spmm_hybrid(A, trace_x, target=target, profile=True, plan=one, lnc=lnc)
             prof, n_idle = self.profile, lnc - 1
             self.idle_program[lnc] = {

@@ -26,6 +26,7 @@ from dste.kernels.plan import (
     launch_rows,
     pack_launch,
     plan_launches,
+    program_plan,
     record_width,
 )
 
@@ -159,9 +160,10 @@ def default_lnc(target: str) -> int:
 
 
 def program_groups(jobs, lnc: int) -> list[list]:
-    """The jobs as launches of ``lnc`` programs each: consecutive jobs of one compile-time shape (bucket
-    and correction shape) share a launch; a job left without a partner runs beside an idle program
-    (``None``: all padding windows, no output rows)."""
+    """The jobs (of a :func:`~dste.kernels.plan.program_plan`) as launches of ``lnc`` programs each:
+    consecutive jobs of one compile-time shape (bucket and correction shape) share a launch; a job left
+    without a partner (its correction pass needed another shape) runs beside an idle program (``None``:
+    all padding windows, no output rows)."""
     groups = []
     for job in jobs:
         key = (job.launch.bucket, job.shape)
@@ -203,9 +205,10 @@ def spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, plan: Laun
       profile: also return the merged ``dste.nkisim`` profile (modelled figures).
       plan: a plan from :func:`plan_launches` to reuse (its packed arrays are cached on it); one plan
       serves every X of its feature width and mode, with or without FP16 rows.
-      lnc: logical cores per launch, 1 or 2 (default :func:`default_lnc`: 2 on trn2, 1 on trn1). Under
-      LNC2 each ``kernel[2]`` launch runs two of the plan's launches, one per program (on two
-      physical cores: the profile takes the slower program's time).
+      lnc: logical cores per launch, 1 or 2 (default :func:`default_lnc`: 2 on trn2). Under LNC2 each of
+      the plan's launches runs as one ``kernel[2]`` launch whose two programs take half of its windows each
+      (:func:`dste.kernels.plan.program_plan`; two physical cores: the profile takes the slower program's
+      time).
       backend: ``"nkisim"`` (the simulator; ``profile`` is modelled) or ``"neuron"`` (the same kernel
       file through the real ``nki.jit`` on a Neuron device; ``profile`` is then the measured wall time,
       a :class:`dste.kernels.device.DeviceTiming`).
@@ -243,6 +246,7 @@ def spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, plan: Laun
         raise ValueError(f"lnc={lnc!r}: a launch runs on 1 or 2 logical cores")
     Y = np.zeros((N, F), dtype=np.float32)
     profiles = []
+    plan = program_plan(plan, lnc)
     packed = packed_launches(A, plan)
     jobs = plan_corrections(A, plan, X.hi_index, n_hi, target) if hybrid else plan_corrections(A, plan, None, 0, target)
 

@@ -222,6 +222,9 @@ class LaunchPlan:
     features: int
     x_mode: str
     launches: list[Launch] = field(default_factory=list)
+    programs: int = 1
+    """Programs per ``kernel[lnc]`` launch the launches were cut for (:func:`program_plan`): each launch
+    here is one program's share."""
 
     @property
     def buckets(self) -> list[Bucket]:
@@ -439,6 +442,37 @@ class _LaunchBuilder:
             _, i, j, merged_group = best
             small = [g for k, g in enumerate(small) if k not in (i, j)] + [merged_group]
         return fixed + sorted(small)
+
+
+def program_plan(plan: LaunchPlan, lnc: int) -> LaunchPlan:
+    """The plan as launches of one program each: every launch of ``plan`` cut into ``lnc`` consecutive parts of
+    ``ceil(W / lnc)`` windows (the last padded with padding windows), one per program of a ``kernel[lnc]``
+    launch. All parts of a launch share one bucket, so the launcher runs them side by side. Cached on ``plan``."""
+    if plan.programs == lnc:
+        return plan
+    if plan.programs != 1:
+        raise ValueError(f"this plan was cut for {plan.programs} programs per launch; a launch of {lnc} needs the whole plan")
+    cache = plan.__dict__.setdefault("_program_plans", {})
+    if lnc not in cache:
+        parts = []
+        for launch in plan.launches:
+            parts.extend(_split_launch(launch, lnc))
+        cache[lnc] = LaunchPlan(plan.shape, plan.features, plan.x_mode, parts, programs=lnc)
+    return cache[lnc]
+
+
+def _split_launch(launch: Launch, lnc: int) -> list[Launch]:
+    b = launch.bucket
+    per = -(-b.windows // lnc)
+    pad = per * lnc - b.windows
+
+    def padded(rows):
+        return np.concatenate([rows, np.full((pad,) + rows.shape[1:], -1, dtype=rows.dtype)]) if pad else rows
+
+    windows, bitmap, entry = padded(launch.windows), padded(launch.bitmap_tiles), padded(launch.entry_tiles)
+    bucket = Bucket(per, b.bitmap, b.entry, b.features, b.x_mode)
+    return [Launch(bucket, windows[p * per:(p + 1) * per], bitmap[p * per:(p + 1) * per], entry[p * per:(p + 1) * per])
+            for p in range(lnc)]
 
 
 def launch_rows(A, launch: Launch) -> np.ndarray:
