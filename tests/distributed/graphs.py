@@ -1,0 +1,39 @@
+"""Small graphs for the distributed tests: a generated Cora-sized graph with shuffled node ids."""
+
+import numpy as np
+import scipy.sparse as sp
+
+from dste.data import make_graph
+
+
+def shuffled_graph(seed: int = 0):
+    """``(adj CSR float32, x float32)`` of cora-like (2,708 nodes) with node ids randomly permuted."""
+    g = make_graph("cora-like", seed=seed)
+    perm = np.random.default_rng(seed + 1).permutation(g.adj.shape[0])
+    adj = sp.csr_matrix(g.adj)[perm][:, perm].tocsr()
+    adj.sort_indices()
+    return adj.astype(np.float32), np.ascontiguousarray(g.x[perm], dtype=np.float32)
+
+
+def toggle_edges(adj, pairs):
+    """A copy of the symmetric ``adj`` with each undirected pair (i, j) flipped (added if absent, else removed)."""
+    lil = sp.lil_matrix(adj, dtype=np.float32)
+    for i, j in pairs:
+        value = 0.0 if lil[i, j] else 1.0
+        lil[i, j] = value
+        lil[j, i] = value
+    out = sp.csr_matrix(lil)
+    out.eliminate_zeros()
+    return out
+
+
+def gcn_float64(adj, x, weights):
+    """Independent float64 SciPy GCN: relu(Â X W1 + b1), then Â H W2 + b2, Â = D^-1/2 (A + I) D^-1/2."""
+    n = adj.shape[0]
+    structure = (sp.csr_matrix(adj, dtype=np.float64) + sp.identity(n)).tocsr()
+    structure.data[:] = 1.0
+    dinv = np.asarray(structure.sum(axis=1)).ravel() ** -0.5
+    a_hat = sp.diags(dinv) @ structure @ sp.diags(dinv)
+    w1, b1, w2, b2 = (t.double().numpy() for t in (weights.w1, weights.b1, weights.w2, weights.b2))
+    h1 = np.maximum(a_hat @ (x.astype(np.float64) @ w1) + b1, 0.0)
+    return a_hat @ (h1 @ w2) + b2

@@ -1,0 +1,40 @@
+"""A rank that dies or stalls ends the job on every rank with an error naming it, within a bound."""
+
+import time
+
+import pytest
+
+from dste.distributed import DistributedJobError, spawn
+from tests.distributed.graphs import shuffled_graph
+from tests.distributed.workers import DIED_EXIT_CODE, gcn_then_die, stall_then_continue
+
+FAILURE_BOUND_S = 60.0
+COLLECTIVE_TIMEOUT_S = 20.0
+
+
+def test_a_dead_rank_makes_every_other_rank_fail_naming_it():
+    adj, x = shuffled_graph(seed=0)
+    start = time.monotonic()
+    with pytest.raises(DistributedJobError) as info:
+        spawn(gcn_then_die, 3, (adj, x, 1, 50), timeout_s=COLLECTIVE_TIMEOUT_S)
+    elapsed = time.monotonic() - start
+    outcomes = {o.rank: o for o in info.value.outcomes}
+    assert outcomes[1].status == "died" and outcomes[1].exitcode == DIED_EXIT_CODE
+    for rank in (0, 2):
+        o = outcomes[rank]
+        assert o.status == "error" and o.error_type == "RankFailure", o
+        assert "rank(s) [1] stopped" in o.message, o.message  # the dead rank is named
+        assert "restart every rank" in o.message  # and what to do
+        # from the rank's own start; the dead rank lived a few seconds before dying
+        assert o.seconds < FAILURE_BOUND_S
+    assert elapsed < FAILURE_BOUND_S + 15  # process start-up and shutdown on a shared 2-core machine
+
+
+def test_a_stalled_rank_times_out_the_others_naming_it():
+    stall_s = 8.0  # past the other rank's 3 s collective timeout plus its 3 s diagnosis probe
+    with pytest.raises(DistributedJobError) as info:
+        spawn(stall_then_continue, 2, (1, stall_s), timeout_s=3.0)
+    outcomes = {o.rank: o for o in info.value.outcomes}
+    assert outcomes[0].status == "error" and outcomes[0].error_type == "RankFailure"
+    assert "rank(s) [1] are alive but did not reach this collective within the 3 s timeout" in outcomes[0].message
+    assert outcomes[0].seconds < FAILURE_BOUND_S

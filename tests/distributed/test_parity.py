@@ -1,0 +1,85 @@
+"""Distributed GCN inference on 2 and 4 local gloo processes equals the single-process result.
+
+Graph: cora-like (2,708 nodes) with shuffled node ids, partitioned by METIS. Each test is one job
+(a few seconds of process start-up), so the checks of a world size share it.
+"""
+
+import numpy as np
+import pytest
+
+from dste.distributed import GCNWeights, gcn_reference, partition_nodes, run_gcn_inference, spawn
+from tests.distributed.graphs import gcn_float64, shuffled_graph, toggle_edges
+
+HIDDEN, CLASSES = 64, 8
+# Both paths sum the same fp32 products per output row, but in a different order (the local block's
+# encoded order differs from the whole graph's), over rows of ~5 neighbours times 64-1433 features:
+# a few ulps of the O(1) logits. 2e-5 absolute is ~100 ulps at 1.0 and still far below any real error
+# (a missing or doubled halo row moves a logit by ~1e-2).
+FP32_ATOL = 2e-5
+# Against the float64 SciPy oracle the fp32 inputs/weights add their own rounding: 1e-4.
+FP64_ATOL = 1e-4
+
+
+def _assemble(results, n, classes, snapshot=0):
+    out = np.full((n, classes), np.nan, dtype=np.float32)
+    for res in results:
+        out[res["owned"]] = res["logits"][snapshot]
+    return out
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return shuffled_graph(seed=0)
+
+
+def test_two_ranks_match_single_process_and_update_only_changed_ranks(graph):
+    adj, x = graph
+    n = adj.shape[0]
+    owner = partition_nodes(adj, 2)  # the job's rank 0 computes the same partition (METIS, seed 0)
+    own0 = np.flatnonzero(owner == 0)
+    own1 = np.flatnonzero(owner == 1)
+    # snapshot 1: two edges toggled inside rank 0's rows only; snapshot 2: a new edge across the cut
+    # between two nodes that had no neighbour on the other rank, so each rank's halo grows by one row
+    inside = toggle_edges(adj, [(own0[0], own0[1]), (own0[2], own0[3])])
+    interior0 = [i for i in own0[4:] if not np.any(owner[inside[i].indices] == 1)]
+    interior1 = [j for j in own1 if not np.any(owner[inside[j].indices] == 0)]
+    across = toggle_edges(inside, [(interior0[0], interior1[0])])
+    snapshots = [inside, across]
+    results = spawn(_job_with_snapshots, 2, (adj, x, snapshots), timeout_s=30)
+    weights = GCNWeights.random(x.shape[1], HIDDEN, CLASSES, seed=0)
+    for k, a in enumerate([adj, *snapshots]):
+        got = _assemble(results, n, CLASSES, k)
+        assert not np.isnan(got).any(), "every node's logits come from exactly one rank"
+        np.testing.assert_allclose(got, gcn_reference(a, x, weights).numpy(), rtol=0, atol=FP32_ATOL)
+        np.testing.assert_allclose(got, gcn_float64(a, x, weights), rtol=0, atol=FP64_ATOL)
+    r0_inside, r0_across = results[0]["updates"]
+    r1_inside, r1_across = results[1]["updates"]
+    assert r0_inside.ranks_reencoded == [0] and r0_inside.reencoded and not r1_inside.reencoded
+    assert not r0_inside.halo_changed  # an edge inside rank 0 adds no halo row
+    assert r0_across.ranks_reencoded == [0, 1] and r0_across.halo_changed and r1_across.halo_changed
+    before = [res["traffic"][1][0].rows_received for res in results]
+    after = [res["traffic"][2][0].rows_received for res in results]
+    assert after == [b + 1 for b in before]
+
+
+def _job_with_snapshots(comm, adj, x, snapshots):
+    return run_gcn_inference(comm, adj, x, hidden=HIDDEN, classes=CLASSES,
+                             snapshots=snapshots if comm.rank == 0 else ())
+
+
+def test_four_ranks_match_single_process(graph):
+    adj, x = graph
+    results = spawn(run_gcn_inference, 4, (adj, x), timeout_s=30)
+    weights = GCNWeights.random(x.shape[1], HIDDEN, CLASSES, seed=0)
+    got = _assemble(results, adj.shape[0], CLASSES)
+    np.testing.assert_allclose(got, gcn_reference(adj, x, weights).numpy(), rtol=0, atol=FP32_ATOL)
+    np.testing.assert_allclose(got, gcn_float64(adj, x, weights), rtol=0, atol=FP64_ATOL)
+    # the halo each rank receives is exactly the set of its rows' neighbours owned elsewhere
+    owner = partition_nodes(adj, 4)
+    for res in results:
+        rows = adj[res["owned"]]
+        neighbours = np.unique(rows.indices)
+        expected = np.sort(neighbours[owner[neighbours] != res["rank"]])
+        assert np.array_equal(np.sort(res["block"].halo_ids), expected)
+        assert res["traffic"][0][0].rows_received == expected.size
+    assert sum(r["plan"].rows_sent for r in results) == sum(r["plan"].rows_received for r in results)
