@@ -7,7 +7,7 @@ import scipy.sparse as sp
 from dste.data import make_graph
 from dste.experiments import bench
 from dste.format import gcn_normalized, quantize_rows
-from dste.kernels import spmm_hybrid
+from dste.kernels import launch_spmm_hybrid as spmm_hybrid
 from dste.nkisim import install
 
 

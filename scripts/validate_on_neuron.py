@@ -51,7 +51,7 @@ def _spmm_checks(target, lncs, seed):
     import ml_dtypes
 
     import dste
-    from dste.kernels.launch_spmm import spmm_hybrid
+    from dste.kernels.launch_spmm import launch_spmm_hybrid
     from dste.reference import spmm_reference
 
     sys.path.insert(0, str(REPO))
@@ -65,8 +65,8 @@ def _spmm_checks(target, lncs, seed):
             reference = spmm_reference(matrix, operand)
             bound = error_bound(matrix, operand)
             for lnc in lncs:
-                y, timing = spmm_hybrid(matrix, operand, target=target, profile=True, lnc=lnc, backend="neuron")
-                _, modelled = spmm_hybrid(matrix, operand, target=target, profile=True, lnc=lnc, backend="nkisim")
+                y, timing = launch_spmm_hybrid(matrix, operand, target=target, profile=True, lnc=lnc, backend="neuron")
+                _, modelled = launch_spmm_hybrid(matrix, operand, target=target, profile=True, lnc=lnc, backend="nkisim")
                 ratio = float(np.max(np.abs(np.asarray(y, np.float64) - reference) / bound))
                 results[f"spmm/{name}/{mode}/lnc{lnc}"] = {
                     "passed": ratio <= 1.0,
@@ -79,20 +79,20 @@ def _spmm_checks(target, lncs, seed):
 
 
 def _encoder_checks(target, seed):
-    from dste.kernels.launch_masked_quant import masked_quant, quantize_rows
+    from dste.kernels.launch_quant import launch_masked_quant, launch_quantize_rows
     from dste.reference.masked_quant import masked_quant_reference, quantize_rows_reference
 
     rng = np.random.default_rng(seed)
     values = rng.standard_normal((64, 128, 128)).astype(np.float32)
     keep = rng.random(values.shape) < 0.3
     sensitivity = rng.random(64).astype(np.float32) * 0.04
-    device = masked_quant(values, keep, sensitivity, 0.02, target=target, backend="neuron")
+    device = launch_masked_quant(values, keep, sensitivity, 0.02, target=target, backend="neuron")
     want = masked_quant_reference(values, keep, sensitivity, 0.02)
     results = {"masked_quant": {"passed": all(np.array_equal(np.asarray(a).reshape(b.shape), b)
                                               for a, b in zip(device, want))}}
     x = rng.standard_normal((4096, 128)).astype(np.float32)
     sens = rng.random(4096).astype(np.float32) * 0.04
-    rows = quantize_rows(x, sens, 0.02, target=target, backend="neuron")
+    rows = launch_quantize_rows(x, sens, 0.02, target=target, backend="neuron")
     ref = quantize_rows_reference(x, sens, 0.02)
     results["quantize_rows"] = {"passed": bool(np.array_equal(rows.q, ref.q) and np.array_equal(rows.scale, ref.scale)
                                                and np.array_equal(rows.hi.view(np.uint16), ref.hi.view(np.uint16)))}

@@ -96,9 +96,9 @@ def _run_kernel_spmm(handle: int, x_handle: int, x: Tensor, backend: str) -> Ten
     if isinstance(operand, np.ndarray):
         operand = np.ascontiguousarray(operand, dtype=np.float32)
     try:
-        from dste.kernels.launch_spmm import spmm_hybrid as kernel_spmm
+        from dste.kernels.launch_spmm import launch_spmm_hybrid as kernel_spmm
     except ImportError as exc:  # the kernels package has not been built on this tree
-        raise BackendUnavailableError(f"backend {backend!r} needs dste.kernels.spmm_hybrid: {exc}") from exc
+        raise BackendUnavailableError(f"backend {backend!r} needs dste.kernels.launch_spmm_hybrid: {exc}") from exc
     if backend == "nkisim":
         from dste import nkisim
 
@@ -223,7 +223,7 @@ def _run_masked_quant(values: np.ndarray, keep: np.ndarray, sensitivity: np.ndar
         from dste import nkisim
 
         nkisim.install()
-    from dste.kernels.launch_masked_quant import masked_quant as encoder
+    from dste.kernels.launch_quant import launch_masked_quant as encoder
 
     return encoder(values, keep, sensitivity, threshold, backend=backend)
 

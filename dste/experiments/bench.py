@@ -448,7 +448,7 @@ def simulator_speed(features: int = SIMULATOR_FEATURES, seed: int = 0, target: s
     """
     from dste.data import make_graph
     from dste.format import gcn_normalized
-    from dste.kernels import plan_launches, spmm_hybrid
+    from dste.kernels import launch_spmm_hybrid, plan_launches
     from dste.nkisim import install
 
     install()
@@ -457,12 +457,12 @@ def simulator_speed(features: int = SIMULATOR_FEATURES, seed: int = 0, target: s
     x = np.random.default_rng(seed).standard_normal((matrix.shape[1], features)).astype(np.float32)
     start = time.perf_counter()
     plan = plan_launches(matrix, features, "fp32")
-    y, prof = spmm_hybrid(matrix, x, target=target, profile=True, plan=plan)
+    y, prof = launch_spmm_hybrid(matrix, x, target=target, profile=True, plan=plan)
     first_call = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        spmm_hybrid(matrix, x, target=target, plan=plan)
+        launch_spmm_hybrid(matrix, x, target=target, plan=plan)
         times.append(time.perf_counter() - start)
     seconds = min(times)
     reference = matrix.effective_csr() @ x

@@ -1,34 +1,31 @@
 """DSTE's NKI kernels and their host launchers.
 
-Kernels (import only ``nki``, ``nki.language``, ``nki.isa``):
+Kernel files (import only ``nki``, ``nki.language``, ``nki.isa``; loaded per backend by ``device.py``):
 
 - ``spmm_hybrid.py``: ``spmm_hybrid_kernel``, Y = A @ X for one fixed-shape launch.
 - ``masked_quant.py``: ``masked_quant_kernel`` and ``quantize_rows_kernel``, the device-side encoders.
 
-Host side:
+Host side (the names say what runs: ``launch_*`` plans, packs and launches a kernel):
 
-- ``spmm_hybrid(A, X, target=, profile=)`` (``launch_spmm.py``), ``plan_launches(A, F, x_mode)`` (``plan.py``),
-  the per-call FP16-row correction pass of a hybrid X (``correction.py``).
-- ``masked_quant(values, keep, sensitivity, threshold)``, ``quantize_rows(X, sensitivity, threshold)``
-  (``launch_masked_quant.py``).
-- ``estimate_spmm``, ``estimate_block_layout``, ``estimate_edge_gather`` (``cost.py``): modelled
-  whole-matrix cost from the launch plan, with the simulator's cost functions.
+- ``launch_spmm_hybrid(A, X, target=, profile=, lnc=, backend=)`` (``launch_spmm.py``),
+  ``plan_launches(A, F, x_mode)`` (``plan.py``), the per-call FP16-row correction pass of a hybrid X
+  (``correction.py``).
+- ``launch_masked_quant(values, keep, sensitivity, threshold)``, ``launch_quantize_rows(X, sensitivity,
+  threshold)`` (``launch_quant.py``).
+- ``estimate_spmm`` (traced whole-matrix cost), ``estimate_block_layout``, ``estimate_edge_gather``
+  (analytic baselines) (``cost.py``): every figure *modelled*.
+- ``device.py``: where a launch runs (``nkisim`` simulator or a ``neuron`` device).
 
-The package attributes ``spmm_hybrid`` and ``masked_quant`` are the launchers, even after the kernel
-modules of the same names are imported (reach those with ``importlib.import_module``). The launchers
-install ``dste.nkisim`` as ``nki`` when the real SDK is not importable, so importing this package never
-needs it.
+The torch ops over these are ``dste.spmm`` / ``torch.ops.dste.spmm_hybrid`` (``dste.bindings``); the host
+encoder of hybrid rows is ``dste.quantize_rows`` (``dste.format``).
 """
-
-import sys
-import types
 
 from dste.kernels.plan import plan_launches
 
 _LAZY = {
-    "spmm_hybrid": "dste.kernels.launch_spmm",
-    "masked_quant": "dste.kernels.launch_masked_quant",
-    "quantize_rows": "dste.kernels.launch_masked_quant",
+    "launch_spmm_hybrid": "dste.kernels.launch_spmm",
+    "launch_masked_quant": "dste.kernels.launch_quant",
+    "launch_quantize_rows": "dste.kernels.launch_quant",
     "estimate_spmm": "dste.kernels.cost",
     "estimate_block_layout": "dste.kernels.cost",
     "estimate_edge_gather": "dste.kernels.cost",
@@ -44,16 +41,3 @@ def __getattr__(name):
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'dste.kernels' has no attribute {name!r}")
-
-
-class _KernelsPackage(types.ModuleType):
-    """Importing a kernel submodule would bind its module object to the package attribute of the same
-    name (``spmm_hybrid``, ``masked_quant``) and hide the launcher; keep the launcher instead."""
-
-    def __setattr__(self, name, value):
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _KernelsPackage

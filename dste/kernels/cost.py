@@ -21,7 +21,7 @@ Also:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import ml_dtypes
 import numpy as np
@@ -354,8 +354,11 @@ def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=No
     ``latency_us`` is the descriptor-bound DMA model (the profile's default), ``latency_optimistic_us``
     the optimistic one (every byte at peak); both *modelled*.
     """
-    from dste.kernels.launch_spmm import default_lnc, program_groups
+    from dste.kernels.launch_spmm import MAX_FEATURES, default_lnc, feature_blocks, program_groups
 
+    if F > MAX_FEATURES:
+        return _column_block_estimate(A, F, x_mode, target, X=X, hi_fraction=hi_fraction, plan=plan, lnc=lnc,
+                                      blocks=feature_blocks(F))
     trace_x = _trace_operand(A, F, x_mode, X, hi_fraction)
     hi_index, n_hi = (trace_x.hi_index, int(trace_x.hi.shape[0])) if x_mode == "int8-hybrid" else (None, 0)
     if plan is None:
@@ -422,10 +425,10 @@ class ShapeTrace:
         """Instructions, transfers and bytes of one idle program (all padding windows) beside a job of this
         shape in a ``kernel[lnc]`` launch: traced once, as that launch minus the job's own LNC1 trace."""
         if lnc not in self.idle_program:
-            from dste.kernels.launch_spmm import spmm_hybrid
+            from dste.kernels.launch_spmm import launch_spmm_hybrid
 
             one = LaunchPlan(plan.shape, plan.features, plan.x_mode, [job.launch], programs=lnc)
-            _, beside_idle = spmm_hybrid(A, trace_x, target=target, profile=True, plan=one, lnc=lnc)
+            _, beside_idle = launch_spmm_hybrid(A, trace_x, target=target, profile=True, plan=one, lnc=lnc)
             prof, n_idle = self.profile, lnc - 1
             self.idle_program[lnc] = {
                 "instructions": (beside_idle.total_instructions - prof.total_instructions) // n_idle,
@@ -458,6 +461,29 @@ class ShapeTrace:
                 "dma_bytes": prof.dma_bytes + extra_main_bytes + extra_corr_bytes}
 
 
+def _column_block_estimate(A, F, x_mode, target, *, X, hi_fraction, plan, lnc, blocks) -> SpmmEstimate:
+    """F wider than one launch runs as column blocks in sequence (``launch_spmm.feature_blocks``): their
+    times, transfers, bytes and instructions add."""
+    if plan is not None:
+        raise ValueError(f"F={F} is estimated as column blocks, each with its own plan; pass plan=None")
+    parts = []
+    for c0, width in blocks:
+        block_x = None
+        if X is not None:
+            from dste.format import HybridRows
+
+            block_x = HybridRows(q=np.ascontiguousarray(X.q[:, c0:c0 + width]), scale=X.scale, hi_rows=X.hi_rows,
+                                 hi=np.ascontiguousarray(X.hi[:, c0:c0 + width]), hi_index=X.hi_index)
+        parts.append(estimate_spmm(A, width, x_mode, target, X=block_x, hi_fraction=hi_fraction, lnc=lnc))
+    total = parts[0]
+    add = ("launches", "instructions", "dma_transfers", "dma_bytes", "latency_us", "roofline_us",
+           "latency_optimistic_us", "traced_shapes")
+    fields = {name: sum(getattr(p, name) for p in parts) for name in add}
+    fields["engine_busy_us"] = {k: sum(p.engine_busy_us.get(k, 0.0) for p in parts) for k in total.engine_busy_us}
+    fields["max_instructions_per_launch"] = max(p.max_instructions_per_launch for p in parts)
+    return replace(total, features=int(F), **fields)
+
+
 def traced_shapes(A, plan, jobs, trace_x, target) -> dict:
     """``{(bucket, correction shape): ShapeTrace}``: one simulated job per distinct launch shape.
 
@@ -465,7 +491,7 @@ def traced_shapes(A, plan, jobs, trace_x, target) -> dict:
     ``plan`` per target, so a plan reused for many estimates is traced once per shape. (The idle LNC
     partner programs are traced on demand, :meth:`ShapeTrace.idle_counts`.)
     """
-    from dste.kernels.launch_spmm import spmm_hybrid
+    from dste.kernels.launch_spmm import launch_spmm_hybrid
 
     cache = getattr(plan, _TRACE_CACHE_ATTR, None)
     if cache is None:
@@ -478,7 +504,7 @@ def traced_shapes(A, plan, jobs, trace_x, target) -> dict:
         if key in traces:
             continue
         one = LaunchPlan(plan.shape, plan.features, plan.x_mode, [job.launch])
-        _, prof = spmm_hybrid(A, trace_x, target=target, profile=True, plan=one, lnc=1)
+        _, prof = launch_spmm_hybrid(A, trace_x, target=target, profile=True, plan=one, lnc=1)
         traces[key] = ShapeTrace(prof, _main_rows(A, job.launch), _correction_rows(job, F))
     return traces
 

@@ -1,6 +1,6 @@
 """Host launcher of the ``spmm_hybrid`` NKI kernel (``spmm_hybrid.py``): Y = A @ X for a DSTE matrix A.
 
-``spmm_hybrid(A, X)`` validates the inputs, plans fixed-shape launches (``plan_launches``),
+``launch_spmm_hybrid(A, X)`` validates the inputs, plans fixed-shape launches (``plan_launches``),
 packs each launch's arrays once per matrix (cached on the plan), runs the kernel once per
 launch (on the real device when ``nki`` is importable, else in ``dste.nkisim``), and places each
 window's output rows at their original row ids.
@@ -30,7 +30,7 @@ from dste.kernels.plan import (
     record_width,
 )
 
-__all__ = ["spmm_hybrid", "plan_launches", "x_mode_of", "hybrid_records", "LaunchPlan"]
+__all__ = ["launch_spmm_hybrid", "plan_launches", "x_mode_of", "hybrid_records", "LaunchPlan"]
 
 _PACK_CACHE_ATTR = "_packed_launch_arrays"
 
@@ -194,7 +194,7 @@ def _idle_job(lead):
     return CorrectionJob(_idle_launch(lead.launch.bucket), None, lead.shape, empty_entries(), np.zeros(0, np.int64))
 
 
-def spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, plan: LaunchPlan | None = None,
+def launch_spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, plan: LaunchPlan | None = None,
                 lnc: int | None = None, backend: str = "nkisim"):
     """Y = A @ X (float32 [N, F], original row order) computed by the NKI kernel, one launch per chunk.
 
@@ -216,10 +216,15 @@ def spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, plan: Laun
     from dste.format import HybridRows
     from dste.nkisim import Profile
 
-    require_indirect_dma(target, "spmm_hybrid")
+    require_indirect_dma(target, "spmm_hybrid_kernel")
     X, F = _validate(A, X)
-    if not 1 <= F <= MAX_FEATURES:
-        raise ValueError(f"feature width F={F} is outside 1..{MAX_FEATURES} supported by one launch")
+    if F < 1:
+        raise ValueError(f"X has no columns (F={F}); spmm_hybrid needs 1 <= F")
+    if F > MAX_FEATURES:
+        if plan is not None:
+            raise ValueError(f"F={F} runs as column blocks of at most {MAX_FEATURES}, each with its own plan; "
+                             "pass plan=None")
+        return _column_blocks(A, X, F, target=target, profile=profile, lnc=lnc, backend=backend)
     _check_matrix_finite(A)
     hybrid = isinstance(X, HybridRows)
     mode = "int8-hybrid" if hybrid else x_mode_of(X)
@@ -292,3 +297,37 @@ def spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, plan: Laun
 
 
 del feature_chunks
+
+
+def feature_blocks(n_features: int) -> list[tuple[int, int]]:
+    """``[(first column, width)]``: X's columns in blocks of at most ``MAX_FEATURES`` (one window's fp32
+    accumulator must fit the 8 PSUM banks), as even as possible and each a multiple of 512 but the last."""
+    n_blocks = -(-n_features // MAX_FEATURES)
+    width = -(-(-(-n_features // n_blocks)) // 512) * 512
+    return [(c0, min(width, n_features - c0)) for c0 in range(0, n_features, width)]
+
+
+def _column_blocks(A, X, F, **options):
+    """Y = A @ X for F > MAX_FEATURES: one call per column block of X, results side by side, launches in
+    sequence (their profiles add)."""
+    from dste.format import HybridRows
+
+    outputs, records = [], []
+    for c0, width in feature_blocks(F):
+        if isinstance(X, HybridRows):
+            block = HybridRows(q=np.ascontiguousarray(X.q[:, c0:c0 + width]), scale=X.scale, hi_rows=X.hi_rows,
+                               hi=np.ascontiguousarray(X.hi[:, c0:c0 + width]), hi_index=X.hi_index)
+        else:
+            block = np.ascontiguousarray(X[:, c0:c0 + width])
+        result = launch_spmm_hybrid(A, block, **options)
+        if options.get("profile"):
+            result, record = result
+            records.append(record)
+        outputs.append(result)
+    Y = np.concatenate(outputs, axis=1)
+    if not options.get("profile"):
+        return Y
+    merged = records[0]
+    for record in records[1:]:
+        merged = merged.merge(record)
+    return Y, merged

@@ -10,7 +10,7 @@ import torch
 import dste.bindings as db
 
 import dste.format as format_mod
-from dste.kernels.launch_spmm import spmm_hybrid
+from dste.kernels import launch_spmm_hybrid as spmm_hybrid
 from dste.reference.spmm import spmm_reference as reference_spmm
 from tests.kernels.error_bounds import assert_within_bound, error_bound
 

@@ -7,7 +7,7 @@ import scipy.sparse as sp
 
 from dste.format import encode, gcn_normalized, quantize_rows
 from dste.kernels.cost import estimate_block_layout, estimate_edge_gather, estimate_spmm, roofline_us
-from dste.kernels import spmm_hybrid
+from dste.kernels import launch_spmm_hybrid as spmm_hybrid
 from tests.kernels.error_bounds import assert_within_bound
 
 

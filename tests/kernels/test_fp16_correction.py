@@ -13,7 +13,7 @@ import pytest
 import scipy.sparse as sp
 
 from dste.format import EncodePolicy, encode, gcn_normalized, quantize_rows
-from dste.kernels import spmm_hybrid
+from dste.kernels import launch_spmm_hybrid as spmm_hybrid
 from dste.kernels.correction import NO_CORRECTION, correction_entries, plan_corrections
 from dste.kernels.plan import plan_launches
 from dste.reference.spmm import spmm_reference

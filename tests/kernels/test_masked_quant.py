@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dste.kernels import masked_quant, quantize_rows
+from dste.kernels import launch_masked_quant as masked_quant, launch_quantize_rows as quantize_rows
 from dste.reference.masked_quant import masked_quant_reference, quantize_rows_reference
 
 FIELDS = ("keep_bits", "kind", "int8_values", "int8_scale", "fp16_values")
@@ -65,7 +65,7 @@ def test_quantized_rows_feed_spmm():
     import scipy.sparse as sp
 
     from dste.format import encode
-    from dste.kernels import spmm_hybrid
+    from dste.kernels import launch_spmm_hybrid as spmm_hybrid
     from dste.reference.spmm import spmm_reference
 
     rng = np.random.default_rng(3)

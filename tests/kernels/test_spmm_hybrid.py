@@ -12,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 
 from dste.format import EncodePolicy, HybridRows, encode, quantize_rows
-from dste.kernels import spmm_hybrid
+from dste.kernels import launch_spmm_hybrid as spmm_hybrid
 from dste.reference.spmm import spmm_reference
 from tests.kernels.error_bounds import BOUND_EXACT_X, BOUND_FP32_X, assert_within_bound
 
@@ -215,9 +215,31 @@ def test_rejects_non_finite(small):
         spmm_hybrid(small, X)
 
 
-def test_rejects_wide_features(small):
-    with pytest.raises(ValueError, match="outside 1..4096"):
-        spmm_hybrid(small, np.ones((120, 4097), np.float32))
+@pytest.mark.parametrize("hybrid", [False, True])
+def test_wide_features_run_as_column_blocks(small, hybrid):
+    """F above one launch's 4096 (8 PSUM banks of 512 fp32) runs as column blocks; same bound as one launch."""
+    from dste.kernels import estimate_spmm
+    from dste.kernels.launch_spmm import feature_blocks
+
+    assert feature_blocks(4100) == [(0, 2560), (2560, 1540)] and feature_blocks(4096) == [(0, 4096)]
+    X = np.random.default_rng(3).standard_normal((120, 4100)).astype(np.float32)
+    if hybrid:
+        X = quantize_rows(X, fp16_fraction=0.05)
+    Y, prof = spmm_hybrid(small, X, profile=True)
+    assert Y.shape == (150, 4100)
+    assert_within_bound(Y, spmm_reference(small, X), small, X)
+    est = estimate_spmm(small, 4100, "int8-hybrid" if hybrid else "fp32", X=X if hybrid else None)
+    assert est.features == 4100 and est.dma_bytes == prof.dma_bytes
+    assert est.latency_us == pytest.approx(prof.latency_overlapped_us, rel=1e-6)
+
+
+def test_rejects_empty_features_and_a_plan_for_wide_features(small):
+    from dste.kernels.plan import plan_launches
+
+    with pytest.raises(ValueError, match="no columns"):
+        spmm_hybrid(small, np.ones((120, 0), np.float32))
+    with pytest.raises(ValueError, match="pass plan=None"):
+        spmm_hybrid(small, np.ones((120, 4097), np.float32), plan=plan_launches(small, 8, "fp32"))
 
 
 def test_rejects_1d(small):

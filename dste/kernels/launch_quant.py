@@ -1,10 +1,10 @@
 """Host launchers of the device-side encoder kernels (``masked_quant.py``).
 
-- ``masked_quant(values, keep, sensitivity, threshold)`` -> ``(keep_bits, kind, int8_values,
+- ``launch_masked_quant(values, keep, sensitivity, threshold)`` -> ``(keep_bits, kind, int8_values,
   int8_scale, fp16_values)`` in the DSTEMatrix layout (one entry per input tile; ``tile_slot``
   compaction is the caller's), equal to ``dste.reference.masked_quant.masked_quant_reference``.
   ``keep`` may be a bool mask or ``None`` with ``magnitude_threshold`` (keep |v| >= threshold).
-- ``quantize_rows(X, sensitivity, threshold)`` -> ``HybridRows``, equal to
+- ``launch_quantize_rows(X, sensitivity, threshold)`` -> ``HybridRows``, equal to
   ``quantize_rows_reference``.
 
 Tiles are processed in launches of at most ``TILES_PER_LAUNCH`` (padded to a multiple of 16 per
@@ -30,7 +30,7 @@ ROWS_PER_LAUNCH = 4096
 ROWS_PER_TILE = 128
 MIN_INT8_AMAX = float(127 * np.finfo(np.float32).tiny)
 
-__all__ = ["masked_quant", "quantize_rows"]
+__all__ = ["launch_masked_quant", "launch_quantize_rows"]
 
 
 def _kernels(backend):
@@ -54,7 +54,7 @@ def _merged(profiles, target):
     return Profile.merge_all(profiles) if profiles else Profile(target)
 
 
-def masked_quant(values, keep=None, sensitivity=None, threshold=0.02, *, magnitude_threshold=None,
+def launch_masked_quant(values, keep=None, sensitivity=None, threshold=0.02, *, magnitude_threshold=None,
                  target="trn2", profile=False, backend="nkisim"):
     """Quantize T dense tiles ``[T, 128, 128]`` (layout [t, k, r]) under a keep mask (see module doc)."""
     values = np.asarray(values)
@@ -102,13 +102,13 @@ def masked_quant(values, keep=None, sensitivity=None, threshold=0.02, *, magnitu
     return (result, _merged(profiles, target)) if profile else result
 
 
-def quantize_rows(X, sensitivity, threshold=0.02, *, target="trn2", profile=False, backend="nkisim"):
+def launch_quantize_rows(X, sensitivity, threshold=0.02, *, target="trn2", profile=False, backend="nkisim"):
     """Hybrid-row quantization of X ``[M, F]`` on the device (see module doc) -> ``HybridRows``."""
     from dste.format import HybridRows
 
     from dste.kernels.launch_spmm import require_indirect_dma
 
-    require_indirect_dma(target, "quantize_rows")
+    require_indirect_dma(target, "quantize_rows_kernel")
     X = np.asarray(X)
     if X.ndim != 2 or X.dtype.kind != "f":
         raise ValueError(f"X must be a 2-D float array, got {X.dtype} {X.shape}")
