@@ -1,4 +1,4 @@
-"""Modelled NeuronCore latency of ``spmm_hybrid`` (trn2, trn1) beside the fixed 128x128 block-column layout and a
+"""Modelled NeuronCore latency of ``spmm_hybrid`` (trn2, LNC2; descriptor-bound and optimistic DMA models) beside the fixed 128x128 block-column layout and a
 per-edge gather kernel, with tile counts and DMA bytes.
 
 Every latency here is **modelled** by ``dste.kernels.cost`` (labelled ``modelled, <target>`` in
