@@ -192,17 +192,17 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         # labels resolve (one node is 0.2 pt). The ceiling stops it buying that agreement with FP16 bytes
         # that pruning does not pay for.
         bar.set_postfix_str(f"seed {seed}: accuracy-first controller training")
-        env.set_budget_actions(None)
-        env.set_train_accuracy("agreement")
+        accuracy_first_env = env.variant(budget_actions=None, train_accuracy="agreement")
         accuracy_first = replace(
             train_config, reward=replace(reward, memory_budget=ACCURACY_FIRST_MEMORY_BUDGET, memory_penalty=1.0)
         )
-        unbudgeted = train_controller(env, accuracy_first, progress=show_progress(config))
-        env.set_train_accuracy("val")
+        unbudgeted = train_controller(accuracy_first_env, accuracy_first, progress=show_progress(config))
         outcomes["dste_dqn_unbudgeted"] = run_policy(
-            env, DQNPolicy(unbudgeted.agent, "dste_dqn_unbudgeted"), heldout_ids, lead_in=lead_in
+            env.variant(budget_actions=None),
+            DQNPolicy(unbudgeted.agent, "dste_dqn_unbudgeted"),
+            heldout_ids,
+            lead_in=lead_in,
         )
-        env.set_budget_actions(budget_actions)
         for episode in outcomes["dste_dqn_unbudgeted"].outcomes:
             episode.budget_fraction = env.budget_fraction(episode.snapshot)
     for name, outcome in outcomes.items():

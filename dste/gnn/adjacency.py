@@ -12,35 +12,23 @@ graph must be encoded by the caller). GCN uses ``D^-1/2 (A + I) D^-1/2`` with ex
 one loop of weight 1 (PyG's ``add_remaining_self_loops``), encoded as BIN tiles with row/column scales; SAGE
 mean uses ``A`` with ``row_scale = 1/deg`` (0 for isolated nodes, whose mean is 0).
 
-Caching: a non-DSTE input is encoded once per (object identity, shape, normalisation). The entry holds a weak
-reference to the input and is dropped when the input is garbage-collected; the cache keeps the last
-``CACHE_SIZE`` entries. Mutating a cached input *in place* is not detected: pass a new object instead.
+No cache here: encoding is the caller's to keep. The layers keep the propagation matrix of the last
+adjacency object they saw (``cached=True``, PyG's flag), and :class:`dste.gnn.pruning.PropagationPlan` keeps
+its own encoding.
 """
 
 from __future__ import annotations
-
-import threading
-import weakref
-from collections import OrderedDict
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from dste.bindings import DSTETensor, is_dste_matrix
+from dste.format import EncodePolicy, encode, gcn_normalized
 
-__all__ = ["NORMALIZATIONS", "CACHE_SIZE", "to_scipy_adjacency", "propagation_matrix", "clear_cache"]
+__all__ = ["NORMALIZATIONS", "to_scipy_adjacency", "encode_propagation", "propagation_matrix"]
 
 NORMALIZATIONS = ("gcn", "mean")
-CACHE_SIZE = 32
-
-_cache_lock = threading.Lock()
-_cache: OrderedDict[tuple, tuple[weakref.ref, DSTETensor]] = OrderedDict()
-
-
-def clear_cache() -> None:
-    with _cache_lock:
-        _cache.clear()
 
 
 def _binary_csr(rows: np.ndarray, cols: np.ndarray, n: int) -> sp.csr_matrix:
@@ -106,28 +94,28 @@ def to_scipy_adjacency(adj, num_nodes: int | None = None) -> sp.csr_matrix:
     return _binary_csr(matrix.row[keep].astype(np.int64), matrix.col[keep].astype(np.int64), matrix.shape[0])
 
 
-def _encode_gcn(adjacency: sp.csr_matrix):
-    """``D^-1/2 (A + I) D^-1/2`` as BIN tiles with row/column scales (existing loops replaced by one)."""
-    from dste.format import gcn_normalized
-
-    return gcn_normalized(adjacency, add_self_loops=True)
-
-
-def _encode_mean(adjacency: sp.csr_matrix):
-    from dste.format.encoder import encode
-    from dste.format.policy import EncodePolicy
-
+def mean_row_scale(adjacency: sp.csr_matrix) -> np.ndarray:
+    """``1 / deg`` per row of a binary adjacency (0 for isolated nodes, whose mean is 0), float32."""
     degree = np.asarray(adjacency.sum(axis=1)).ravel()
-    row_scale = np.where(degree > 0, 1.0 / np.maximum(degree, 1), 0.0).astype(np.float32)
-    policy = EncodePolicy(kinds="bin", reorder="community", row_scale=row_scale, scaled_input=False)
-    return encode(adjacency, policy=policy)
+    return np.where(degree > 0, 1.0 / np.maximum(degree, 1), 0.0).astype(np.float32)
 
 
-_ENCODERS = {"gcn": _encode_gcn, "mean": _encode_mean}
+def encode_propagation(adjacency: sp.csr_matrix, norm: str):
+    """The ``DSTEMatrix`` of a binary CSR adjacency under ``gcn`` (``D^-1/2 (A + I) D^-1/2`` as BIN tiles with
+    row/column scales, existing loops replaced by one) or ``mean`` (``A`` with ``row_scale = 1/deg``)."""
+    if norm == "gcn":
+        return gcn_normalized(adjacency, add_self_loops=True)
+    if norm == "mean":
+        policy = EncodePolicy(kinds="bin", reorder="community", row_scale=mean_row_scale(adjacency), scaled_input=False)
+        return encode(adjacency, policy=policy)
+    raise ValueError(f"norm must be one of {NORMALIZATIONS}, got {norm!r}")
 
 
 def propagation_matrix(adj, num_nodes: int | None, norm: str) -> DSTETensor:
-    """The DSTE propagation matrix for ``adj`` under ``norm`` (``gcn`` or ``mean``), cached (see module)."""
+    """The DSTE propagation matrix for ``adj`` under ``norm`` (``gcn`` or ``mean``).
+
+    A ``DSTEMatrix``/``DSTETensor`` is returned as is (wrapped); anything else is encoded on every call.
+    """
     if norm not in NORMALIZATIONS:
         raise ValueError(f"norm must be one of {NORMALIZATIONS}, got {norm!r}")
     if isinstance(adj, DSTETensor) or is_dste_matrix(adj):
@@ -135,25 +123,4 @@ def propagation_matrix(adj, num_nodes: int | None, norm: str) -> DSTETensor:
         if num_nodes is not None and tuple(a.shape) != (num_nodes, num_nodes):
             raise ValueError(f"DSTE adjacency has shape {tuple(a.shape)} but x has {num_nodes} nodes")
         return a
-    shape = tuple(adj.shape) if hasattr(adj, "shape") else None
-    key = (id(adj), shape, norm, num_nodes)
-    with _cache_lock:
-        entry = _cache.get(key)
-        if entry is not None and entry[0]() is adj:
-            _cache.move_to_end(key)
-            return entry[1]
-    encoded = DSTETensor(_ENCODERS[norm](to_scipy_adjacency(adj, num_nodes)))
-    try:
-        ref = weakref.ref(adj, lambda _ref, key=key: _forget(key))
-    except TypeError:
-        return encoded
-    with _cache_lock:
-        _cache[key] = (ref, encoded)
-        while len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)
-    return encoded
-
-
-def _forget(key) -> None:
-    with _cache_lock:
-        _cache.pop(key, None)
+    return DSTETensor(encode_propagation(to_scipy_adjacency(adj, num_nodes), norm))

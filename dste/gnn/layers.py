@@ -8,6 +8,7 @@ After :meth:`compress_weights` the layer in eval mode multiplies by DSTE-compres
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 from torch import nn
@@ -52,22 +53,45 @@ class _CompressibleLinear(nn.Linear):
         return super().forward(x)
 
 
+class _PropagationCache:
+    """The propagation matrix of the last adjacency object a layer saw (PyG's ``cached=True``, made safe:
+    reused only for the *same* object, held weakly). Mutating that object in place is not detected."""
+
+    def __init__(self):
+        self._source: weakref.ref | None = None
+        self._matrix = None
+
+    def get(self, adj, num_nodes: int, norm: str):
+        if self._source is not None and self._source() is adj and tuple(self._matrix.shape) == (num_nodes,) * 2:
+            return self._matrix
+        matrix = propagation_matrix(adj, num_nodes, norm)
+        try:
+            self._source, self._matrix = weakref.ref(adj), matrix
+        except TypeError:  # not weak-referenceable: not cached
+            self._source, self._matrix = None, None
+        return matrix
+
+
 class GCNConv(nn.Module):
     """``out = D^-1/2 (A+I) D^-1/2 (x W) + b`` (Kipf & Welling; PyG ``GCNConv`` defaults).
 
-    ``weight`` is ``lin.weight [out, in]`` (glorot init), ``bias [out]`` (zeros).
+    ``weight`` is ``lin.weight [out, in]`` (glorot init), ``bias [out]`` (zeros). ``cached``: keep the
+    propagation matrix of the last adjacency object (see ``_PropagationCache``); False encodes on every call.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, cached: bool = True):
         super().__init__()
         _check_sizes(in_features, out_features, "GCNConv")
+        self._propagation = _PropagationCache() if cached else None
         self.in_features, self.out_features = in_features, out_features
         self.lin = _CompressibleLinear(in_features, out_features, bias=False)
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         nn.init.xavier_uniform_(self.lin.weight)
 
     def propagation(self, x, adj):
-        return propagation_matrix(adj, x.shape[0], "gcn")
+        if self._propagation is None:
+            return propagation_matrix(adj, x.shape[0], "gcn")
+        return self._propagation.get(adj, x.shape[0], "gcn")
 
     def forward(self, x, adj, backend: str | None = None):
         _check_input(x, self.in_features, "GCNConv")
@@ -91,12 +115,13 @@ class GCNConv(nn.Module):
 class SAGEConv(nn.Module):
     """``out = lin_l(mean_{j in N(i)} x_j) + lin_r(x_i)`` (PyG ``SAGEConv``, mean aggregation, root weight).
 
-    ``lin_l`` carries the bias; ``lin_r`` has none.
+    ``lin_l`` carries the bias; ``lin_r`` has none. ``cached`` as for :class:`GCNConv`.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, cached: bool = True):
         super().__init__()
         _check_sizes(in_features, out_features, "SAGEConv")
+        self._propagation = _PropagationCache() if cached else None
         self.in_features, self.out_features = in_features, out_features
         self.lin_l = _CompressibleLinear(in_features, out_features, bias=bias)
         self.lin_r = _CompressibleLinear(in_features, out_features, bias=False)
@@ -107,7 +132,9 @@ class SAGEConv(nn.Module):
             nn.init.zeros_(self.lin_l.bias)
 
     def propagation(self, x, adj):
-        return propagation_matrix(adj, x.shape[0], "mean")
+        if self._propagation is None:
+            return propagation_matrix(adj, x.shape[0], "mean")
+        return self._propagation.get(adj, x.shape[0], "mean")
 
     def forward(self, x, adj, backend: str | None = None):
         _check_input(x, self.in_features, "SAGEConv")

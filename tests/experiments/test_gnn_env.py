@@ -4,8 +4,8 @@ import torch
 
 from dste.controller import FP32_ACTION, DQNConfig, DQNPolicy, RewardConfig, TrainConfig, run_policy, train_controller
 from dste.data import make_stream
-from dste.experiments.gnn_env import GNNCompressionEnv, edge_keep
-from dste.gnn import make_model, train_fp32
+from dste.experiments.gnn_env import GNNCompressionEnv
+from dste.gnn import gather_aware_keep, make_model, train_fp32
 
 
 @pytest.fixture(scope="module", params=["gcn", "sage"])
@@ -42,7 +42,7 @@ def test_fast_path_matches_the_torch_ops(env):
                     [space.nearest(0.75, 1.0), space.nearest(0.25, 0.05)],
                     [space.nearest(0, 0, channel_sparsity=0.75), space.nearest(0.25, 1.0, channel_sparsity=0.5)]):
         _episode(env, 3, actions)
-        fast = env._layer_input(3, tuple(actions))
+        fast = env.layers.layer_input(3, tuple(actions))
         ops = env.forward_ops(3, actions).numpy()
         # Same dequantized values and masks; only float32 summation order differs. That can flip a value
         # sitting on an INT8 rounding boundary of a re-quantized intermediate by one level (row max / 127), so
@@ -52,13 +52,14 @@ def test_fast_path_matches_the_torch_ops(env):
 
 
 def test_pruning_drops_the_requested_share_keeps_loops_and_row_mass(env):
-    plan = env._plan(1)[0]
-    message = env.fp32_activations(1)[0]
-    keep = edge_keep(plan, message, 0.5, plan.base.row_perm)
+    inference = env.layers.inference(1)
+    plan = inference.plan
+    message = inference.fp32_messages()[0]
+    keep = gather_aware_keep(plan, message, 0.5)
     off = plan.rows != plan.cols
     assert (~keep).sum() == int(np.floor(0.5 * off.sum()))
     assert keep[~off].all()
-    pruned = env._pruned(1, 0, 0.5)
+    pruned = inference.adjacency(0, 0.5)
     base_rows = np.asarray(plan.base.decode().sum(axis=1)).ravel()
     pruned_rows = np.asarray(pruned.decode().sum(axis=1)).ravel()
     has_edges = pruned_rows > 0
@@ -68,10 +69,10 @@ def test_pruning_drops_the_requested_share_keeps_loops_and_row_mass(env):
 
 def test_channel_pruning_keeps_the_strongest_inputs_and_shrinks_the_weight_product(env):
     x = env.graphs[2].x.astype(np.float64)
-    linears, _ = env._weights[0]
+    linears, _ = env.layers.model.layers[0]
     weight_norm = np.sqrt(sum((lin.weight.detach().numpy().astype(np.float64) ** 2).sum(axis=0) for lin in linears))
     score = weight_norm * np.sqrt((x ** 2).mean(axis=0))
-    kept = env.kept_channels(2, 0, 0.5)
+    kept = env.layers.inference(2).kept_channels(0, 0.5)
     n_features = x.shape[1]
     assert kept.size == n_features - n_features // 2 and np.all(np.diff(kept) > 0)
     assert score[kept].min() >= np.delete(score, kept).max()  # nothing dropped outranks anything kept
@@ -89,12 +90,12 @@ def test_channel_pruning_keeps_the_strongest_inputs_and_shrinks_the_weight_produ
 
     # The layer equals the plain product over the kept channels. FP16 rounding of the input, the weight and
     # the message (relative 2^-11 each) bounds the error by a few 1e-3 of the output's scale.
-    out = env._layer_input(2, (pruned,))
-    a = env._plan(2)[0].base.decode(effective=True).astype(np.float64)
+    out = env.layers.layer_input(2, (pruned,))
+    a = env.layers.inference(2).plan.base.decode(effective=True).astype(np.float64)
     w = [lin.weight.detach().numpy().T.astype(np.float64) for lin in linears]
-    bias = env._weights[0][1]
+    bias = env.layers.model.bias(0)
     xk = x[:, kept]
-    if env.kind == "gcn":
+    if env.layers.model.kind == "gcn":
         expected = a @ (xk @ w[0][kept]) + bias
     else:
         expected = (a @ xk) @ w[0][kept] + xk @ w[1][kept] + bias
@@ -116,7 +117,7 @@ def test_outcome_reports_accuracy_latency_and_bytes(env):
 
 def test_bad_use_is_refused(env):
     with pytest.raises(RuntimeError, match="reset"):
-        GNNCompressionEnv(env.model, env.graphs, [0], [1]).state(0)
+        GNNCompressionEnv(env.layers.model.model, env.graphs, [0], [1]).state(0)
     env.reset(0)
     with pytest.raises(ValueError, match="out of turn"):
         env.step(1, 0)
@@ -125,9 +126,9 @@ def test_bad_use_is_refused(env):
     with pytest.raises(RuntimeError, match="every layer"):
         env.outcome()
     with pytest.raises(ValueError, match="disjoint"):
-        GNNCompressionEnv(env.model, env.graphs, [0, 1], [1])
+        GNNCompressionEnv(env.layers.model.model, env.graphs, [0, 1], [1])
     with pytest.raises(ValueError, match="outside"):
-        GNNCompressionEnv(env.model, env.graphs, [0], [7])
+        GNNCompressionEnv(env.layers.model.model, env.graphs, [0], [7])
     with pytest.raises(TypeError, match="TwoLayerGNN"):
         GNNCompressionEnv(torch.nn.Linear(2, 2), env.graphs, [0], [1])
 
@@ -145,16 +146,23 @@ def test_short_training_on_the_real_env_is_reproducible(env):
     ]
 
 
-def test_vectorised_row_sensitivity_matches_the_format_reference():
-    from dste.experiments.gnn_env import row_sensitivity
-    from dste.format.hybrid_rows import row_sensitivity as reference
+def test_vectorised_row_sensitivity_is_the_rms_int8_error_over_the_mean_magnitude():
+    from dste.gnn.settings import row_sensitivity
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 24)).astype(np.float32)
     x[5, 3] = 80.0  # an outlier row: large S
     x[7] = 0.0  # an all-zero row: S = 0
-    # Same float32 quantization, float64 reductions in a different order: agreement to ~1e-12 relative.
-    np.testing.assert_allclose(row_sensitivity(x), reference(x), rtol=1e-9, atol=1e-12)
+    # Independent float64 loop of the formula: scale max|x| / 127 (float32), round half to even, clip to int8.
+    expected = np.zeros(x.shape[0])
+    for i, row in enumerate(x):
+        amax = np.float32(np.abs(row).max())
+        scale = np.float32(amax / np.float32(127.0)) if amax > 0 else np.float32(1.0)
+        deq = (np.clip(np.rint(row / scale), -128, 127).astype(np.float32) * scale).astype(np.float64)
+        mean_abs = np.abs(row.astype(np.float64)).mean()
+        expected[i] = np.sqrt(np.mean((row - deq) ** 2)) / mean_abs if mean_abs > 0 else 0.0
+    np.testing.assert_allclose(row_sensitivity(x), expected, rtol=1e-9, atol=1e-12)
+    assert row_sensitivity(x)[7] == 0.0 and row_sensitivity(x)[5] > 5 * np.median(row_sensitivity(x))
 
 
 def test_latency_table_prices_actions_as_the_step_then_reports(env):
@@ -176,3 +184,17 @@ def test_latency_table_prices_actions_as_the_step_then_reports(env):
         assert env.step(1, action).latency_us == pytest.approx(table_1[action], rel=1e-12)
     with pytest.raises(ValueError, match="layer"):
         env.latency_table(2, 2)
+
+
+def test_a_variant_changes_the_goal_not_the_original_and_shares_the_layer_runs(env):
+    space = env.action_space
+    budgeted = env.variant(budget_actions=[space.nearest(0.5, 0.0)] * 2)
+    agreement = budgeted.variant(budget_actions=None, train_accuracy="agreement")
+    assert env.budget_actions is None and env.budget_fraction(1) is None and env.train_accuracy == "val"
+    assert 0.0 < budgeted.budget_fraction(1) < 1.0  # static 50 % sparse INT8 is cheaper than uniform INT8
+    assert agreement.budget_fraction(1) is None and budgeted.train_accuracy == "val"
+    assert agreement.layers is budgeted.layers is env.layers
+    _, fp32_on_train = _episode(agreement, 1, [FP32_ACTION] * 2)
+    assert fp32_on_train.accuracy == 1.0  # the FP32 model agrees with itself on every node
+    with pytest.raises(ValueError, match="train_accuracy"):
+        env.variant(train_accuracy="test")

@@ -112,13 +112,19 @@ def test_directed_edge_index_follows_source_to_target():
     np.testing.assert_array_equal(adjacency, [[0, 0, 0], [1, 0, 0], [1, 0, 0]])
 
 
-def test_inputs_are_encoded_once_and_cached():
+@pytest.mark.parametrize("layer_cls", [GCNConv, SAGEConv])
+def test_a_layer_keeps_the_encoding_of_the_same_adjacency_object_only(layer_cls):
     adj = _graph(n=100, density=0.05, seed=4)
-    first = propagation_matrix(adj, 100, "gcn")
-    assert propagation_matrix(adj, 100, "gcn") is first
-    assert propagation_matrix(adj.copy(), 100, "gcn") is not first  # identity, not value, is the key
-    assert propagation_matrix(adj, 100, "mean") is not first
-    assert propagation_matrix(first, 100, "gcn") is first
+    x = torch.randn(100, 6)
+    layer = layer_cls(6, 3)
+    first = layer.propagation(x, adj)
+    assert layer.propagation(x, adj) is first  # same object: reused
+    copy = adj.copy()
+    assert layer.propagation(x, copy) is not first  # identity, not value, is the key
+    assert layer_cls(6, 3).propagation(x, adj) is not first  # the cache is the layer's, not global
+    uncached = layer_cls(6, 3, cached=False)
+    assert uncached.propagation(x, adj) is not uncached.propagation(x, adj)
+    assert propagation_matrix(first, 100, "gcn") is first  # an encoded matrix passes through
 
 
 @pytest.mark.parametrize(

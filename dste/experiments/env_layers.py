@@ -1,0 +1,177 @@
+"""What every GNN environment over one model and one snapshot stream shares: layer runs and their reports.
+
+:class:`LayerEvaluator` runs layer l of snapshot n under an action, after the earlier layers ran under a
+prefix of actions, through the one compressed forward pass of ``dste.gnn`` (NumPy execution), and reports it
+as the controller's :class:`~dste.controller.env.LayerReport`: modelled latency (``dste.gnn.latency``), bytes
+(``dste.gnn.footprint``), tile mix. It also prices every action of a layer (the budget guard's table) and
+runs the reference policy (uniform INT8). Environments that differ only in their goal (budget, accuracy
+term) share one evaluator, so nothing is computed twice.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from dste.controller.actions import ActionSpace
+from dste.controller.env import FP32_ACTION, LayerReport
+from dste.controller.state import activation_features, graph_features
+from dste.gnn.execution import CompressedModel, GraphInference, LayerRun
+from dste.gnn.footprint import layer_bytes, pass_bytes
+from dste.gnn.latency import LatencyModel
+from dste.gnn.settings import FP32_SETTING, LayerSetting
+
+__all__ = ["LayerEvaluator", "setting_of", "LAYER_RUNS_KEPT"]
+
+LAYER_RUNS_KEPT = 4096
+"""Layer runs (output + report) kept per evaluator, least recently used dropped: one per (snapshot, prefix of
+actions, action); the outputs dominate the memory (n x width float32 each)."""
+
+
+def setting_of(action_space: ActionSpace, action: int) -> LayerSetting:
+    """The layer setting of an action index (``FP32_ACTION``: the uncompressed layer)."""
+    if action == FP32_ACTION:
+        return FP32_SETTING
+    chosen = action_space[action]
+    return LayerSetting(
+        edge_sparsity=chosen.sparsity, channel_sparsity=chosen.channel_sparsity, fp16_fraction=chosen.fp16_fraction
+    )
+
+
+class LayerEvaluator:
+    """Layer runs of ``model`` over ``graphs`` under ``action_space`` actions, latency modelled for ``target``."""
+
+    def __init__(self, model, graphs: Sequence, action_space: ActionSpace, target: str = "trn2"):
+        self.model = CompressedModel(model)
+        self.graphs = list(graphs)
+        self.action_space = action_space
+        self.latency = LatencyModel(target)
+        self._inference: dict[int, GraphInference] = {}
+        self._runs: OrderedDict[tuple, tuple[np.ndarray, LayerReport]] = OrderedDict()
+        self._graph_state: dict[int, np.ndarray] = {}
+        self._activation_state: dict[tuple, np.ndarray] = {}
+        self._latency_tables: dict[tuple[int, int], np.ndarray] = {}
+        self._reference: dict[int, tuple[float, int]] = {}
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.num_layers
+
+    @property
+    def target(self) -> str:
+        return self.latency.target
+
+    def inference(self, n: int) -> GraphInference:
+        """The compressed forward pass of the model on snapshot n (gather-aware edge pruning)."""
+        if n not in self._inference:
+            self._inference[n] = GraphInference(self.model, self.graphs[n])
+        return self._inference[n]
+
+    # ------------------------------------------------------------------ layer runs
+    def layer_input(self, n: int, prefix: tuple) -> np.ndarray:
+        """Input of layer ``len(prefix)`` on snapshot n after the earlier layers ran under ``prefix``."""
+        if not prefix:
+            return self.inference(n).features()
+        output, _ = self.run_layer(n, len(prefix) - 1, prefix[:-1], prefix[-1])
+        return output
+
+    def run_layer(self, n: int, layer: int, prefix: tuple, action: int) -> tuple[np.ndarray, LayerReport]:
+        """(output, report) of ``layer`` on snapshot n under ``action``, the earlier layers under ``prefix``."""
+        key = (n, prefix, action)
+        if key in self._runs:
+            self._runs.move_to_end(key)
+            return self._runs[key]
+        h = self.layer_input(n, prefix)
+        run = self.inference(n).run_layer(layer, h, setting_of(self.action_space, action))
+        value = (run.output, self._report(run, action))
+        self._runs[key] = value
+        while len(self._runs) > LAYER_RUNS_KEPT:
+            self._runs.popitem(last=False)
+        return value
+
+    def _report(self, run: LayerRun, action: int) -> LayerReport:
+        setting = run.setting
+        breakdown = layer_bytes(run)
+        adjacency = run.adjacency
+        kinds = np.bincount(adjacency.tile_kind, minlength=3)[:3].astype(float) if adjacency.n_tiles else np.zeros(3)
+        weight_kinds = sum(
+            (np.bincount(w[0].matrix.tile_kind, minlength=3)[:3] for w in run.weights if w[0] is not None), np.zeros(3)
+        )
+        mix = kinds + weight_kinds
+        return LayerReport(
+            action_index=action,
+            latency_us=self.latency.layer_latency(run, self.model),
+            nbytes=int(sum(breakdown.values())),
+            sparsity=setting.edge_sparsity,
+            fp16_fraction=1.0 if setting.fp32 else setting.fp16_fraction,
+            channel_sparsity=setting.channel_sparsity,
+            kind_mix=tuple(float(v) for v in mix / max(mix.sum(), 1.0)),
+            n_tiles=int(adjacency.n_tiles + adjacency.n_etiles),
+            kept_fraction=float(adjacency.nnz_kept / max(run.base.nnz_kept, 1)),
+            bytes_by_kind=breakdown,
+        )
+
+    def static_reports(self, n: int, actions: Sequence[int]) -> list[LayerReport]:
+        """The layer reports of ``actions`` (one per layer) on snapshot n, outside any episode."""
+        prefix: tuple = ()
+        reports = []
+        for layer, action in enumerate(actions):
+            reports.append(self.run_layer(n, layer, prefix, action)[1])
+            prefix = prefix + (action,)
+        return reports
+
+    def footprint(self, reports: Sequence[LayerReport], actions: Sequence[int]) -> dict:
+        """Bytes by kind of an episode's layers (the unpruned matrix stored once when every layer uses it)."""
+        sparsities = [setting_of(self.action_space, a).edge_sparsity for a in actions]
+        return pass_bytes([r.bytes_by_kind for r in reports], sparsities)
+
+    # ------------------------------------------------------------------ prices and references
+    def latency_table(self, n: int, layer: int) -> np.ndarray:
+        """Per action, the modelled latency of ``layer`` on snapshot n, the earlier layers at uniform INT8."""
+        if not 0 <= layer < self.num_layers:
+            raise ValueError(f"layer must lie in [0, {self.num_layers}), got {layer}")
+        key = (int(n), int(layer))
+        if key not in self._latency_tables:
+            prefix = (self.action_space.nearest(0.0, 0.0),) * layer
+            self._latency_tables[key] = np.array(
+                [self.run_layer(int(n), layer, prefix, a)[1].latency_us for a in range(len(self.action_space))]
+            )
+        return self._latency_tables[key]
+
+    def reference_run(self, n: int) -> tuple[float, int]:
+        """(latency µs, bytes) of uniform INT8 on snapshot n: the scale of the reward's latency and memory terms."""
+        if n not in self._reference:
+            actions = [self.action_space.nearest(0.0, 0.0)] * self.num_layers
+            reports = self.static_reports(n, actions)
+            footprint = self.footprint(reports, actions)
+            self._reference[n] = (float(sum(r.latency_us for r in reports)), int(sum(footprint.values())))
+        return self._reference[n]
+
+    # ------------------------------------------------------------------ state features
+    def graph_state(self, n: int) -> np.ndarray:
+        if n not in self._graph_state:
+            graph = self.graphs[n]
+            previous = None
+            if n - 1 >= 0 and self.graphs[n - 1].num_nodes == graph.num_nodes:
+                previous = self.graphs[n - 1]
+            self._graph_state[n] = graph_features(
+                graph.adj, graph.x, previous.adj if previous else None, previous.x if previous else None
+            )
+        return self._graph_state[n]
+
+    def activation_state(self, n: int, prefix: tuple) -> np.ndarray:
+        key = (n, prefix)
+        if key not in self._activation_state:
+            self._activation_state[key] = activation_features(self.layer_input(n, prefix))
+        return self._activation_state[key]
+
+    # ------------------------------------------------------------------ the torch-op path
+    def forward_ops(self, n: int, actions: Sequence[int], backend: str = "cpu") -> torch.Tensor:
+        """Logits of snapshot n under per-layer ``actions``, run through ``dste.spmm`` (the torch ops)."""
+        if len(actions) != self.num_layers:
+            raise ValueError(f"need one action per layer ({self.num_layers}), got {len(actions)}")
+        settings = [setting_of(self.action_space, a) for a in actions]
+        return self.inference(n).forward(settings, backend=backend)

@@ -1,0 +1,320 @@
+"""The one compressed forward pass of a trained two-layer GCN/SAGE model.
+
+:class:`CompressedModel` holds a model's layers and the compressed weights built from them (one per layer,
+linear map, precision and kept-channel set, built once). :class:`GraphInference` runs that model on one graph
+under per-layer :class:`~dste.gnn.settings.LayerSetting` s: it owns the graph's propagation plan, the FP32
+reference activations that rank edges and channels, and the pruned propagation matrices.
+
+Two executions of the same values and masks:
+
+* :meth:`GraphInference.run_layer` -- NumPy on the dequantized operands (SciPy CSR of the effective matrix,
+  ``h @ W_eff``), returning a :class:`LayerRun` that :mod:`dste.gnn.footprint` and :mod:`dste.gnn.latency`
+  size and price. Fast enough for the controller's thousands of episodes.
+* :meth:`GraphInference.forward` -- through the DSTE torch ops (``dste.spmm``, ``CompressedWeight``) on a
+  chosen backend. It agrees with the NumPy execution up to float32 summation order.
+
+A layer, under a setting: keep the most important input channels (score of channel c = ||W[c, :]||, summed
+in square over the layer's linear maps, times the root-mean-square of column c of the FP32 layer input; the
+lowest ``floor(c * F)`` dropped, ties by index, at least one kept); quantize the kept input to hybrid rows;
+GCN: ``A (Q(h W))``, SAGE mean: ``lin_l(A Q(h)) + lin_r(Q(h))``, with A pruned by the pruning policy; bias;
+ReLU between layers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from dste.bindings import DSTETensor, spmm
+
+from .pruning import GatherAwarePruning, PropagationPlan
+from .settings import FP32_SETTING, LayerSetting, quantize_rows_by_fraction
+from .weights import CompressedWeight
+
+__all__ = ["CompressedModel", "GraphInference", "LayerRun", "compressed_forward", "settings_for"]
+
+
+def _layer_kind(model) -> str:
+    kind = getattr(model, "conv_kind", None)
+    if kind not in ("gcn", "sage") or getattr(model, "convs", None) is None:
+        raise TypeError(f"model must be a dste.gnn TwoLayerGNN (gcn or sage), got {type(model).__name__}")
+    return kind
+
+
+class CompressedModel:
+    """A trained ``dste.gnn`` two-layer model, in eval mode, with its compressed weights built on demand."""
+
+    def __init__(self, model):
+        self.kind = _layer_kind(model)
+        self.model = model.eval()
+        self.num_layers = len(model.convs)
+        self.layers = [self._layer_weights(conv) for conv in model.convs]
+        self._weights: dict[tuple, tuple[CompressedWeight, np.ndarray]] = {}
+
+    @property
+    def norm(self) -> str:
+        return "gcn" if self.kind == "gcn" else "mean"
+
+    @staticmethod
+    def _layer_weights(conv):
+        linears = [conv.lin] if hasattr(conv, "lin") else [conv.lin_l, conv.lin_r]
+        bias = conv.bias if getattr(conv, "bias", None) is not None else getattr(conv.lin_l, "bias", None)
+        return linears, (bias.detach().numpy().astype(np.float32) if bias is not None else None)
+
+    def linears(self, layer: int) -> list:
+        return self.layers[layer][0]
+
+    def bias(self, layer: int) -> np.ndarray | None:
+        return self.layers[layer][1]
+
+    def weight(self, layer: int, index: int, setting: LayerSetting, kept: np.ndarray | None = None):
+        """``(CompressedWeight or None, effective float32 [in, out])`` of linear map ``index`` of ``layer``
+        over the ``kept`` input channels (all if None); None and the FP32 weight for an FP32 setting."""
+        linear = self.linears(layer)[index]
+        if setting.fp32:
+            return None, linear.weight.detach().numpy().T.astype(np.float32)
+        threshold = setting.weight_threshold
+        key = (layer, index, threshold, setting.weight_sparsity, None if kept is None else kept.tobytes())
+        if key not in self._weights:
+            full = linear.weight.detach().numpy().T.astype(np.float32)  # [in, out]
+            selected = full if kept is None else full[kept]
+            weight = CompressedWeight(
+                torch.from_numpy(np.ascontiguousarray(selected)),
+                sparsity=setting.weight_sparsity,
+                fp16_threshold=threshold,
+            )
+            self._weights[key] = (weight, weight.effective().numpy().astype(np.float32))
+        return self._weights[key]
+
+
+@dataclass
+class LayerRun:
+    """One layer run under a setting: its output and every operand it used (for bytes and latency)."""
+
+    layer: int
+    setting: LayerSetting
+    output: np.ndarray  # float32 [n, out], after bias and (between layers) ReLU
+    adjacency: object  # the DSTEMatrix propagated over
+    base: object  # the unpruned DSTEMatrix
+    weights: list  # per linear map: (CompressedWeight or None, effective float32 [in, out])
+    bias: np.ndarray | None
+    layer_input: np.ndarray  # float32 [n, kept channels]: the FP32 input after channel selection
+    input_rows: object  # HybridRows of layer_input (None for FP32)
+    spmm_rows: object  # HybridRows handed to the SpMM kernel (None unless x_mode is int8-hybrid)
+    spmm_width: int
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.layer_input.shape[0])
+
+
+class GraphInference:
+    """``model`` (a :class:`CompressedModel`) on one graph (``adj`` SciPy binary ``[n, n]``, ``x [n, F]``).
+
+    ``pruning``: an edge-pruning policy (:mod:`dste.gnn.pruning`; default :class:`GatherAwarePruning`).
+    """
+
+    def __init__(self, model: CompressedModel, graph, pruning=None):
+        for name in ("adj", "x"):
+            if not hasattr(graph, name):
+                raise TypeError(f"graph must be a dste.data.Graph (missing .{name}), got {type(graph).__name__}")
+        self.model = model
+        self.graph = graph
+        self.pruning = pruning if pruning is not None else GatherAwarePruning()
+        self._plan: PropagationPlan | None = None
+        self._fp32_inputs: list[np.ndarray] | None = None
+        self._fp32_messages: list[np.ndarray] | None = None
+        self._pruned: dict[tuple[int, float], object] = {}
+        self._channels: dict[tuple[int, float], np.ndarray] = {}
+        self._effective: dict[int, tuple[object, object]] = {}  # id(matrix) -> (matrix, CSR): holds the matrix
+        self._tensors: dict[int, DSTETensor] = {}  # id(matrix) -> its op wrapper (which holds the matrix)
+
+    # ------------------------------------------------------------------ what the graph fixes
+    @property
+    def plan(self) -> PropagationPlan:
+        if self._plan is None:
+            self._plan = PropagationPlan.build(self.graph.adj, self.model.norm)
+        return self._plan
+
+    def features(self) -> np.ndarray:
+        return np.ascontiguousarray(self.graph.x, dtype=np.float32)
+
+    def fp32_inputs(self) -> list[np.ndarray]:
+        """Per layer, the layer's input under the FP32 model (ranks the input channels)."""
+        if self._fp32_inputs is None:
+            inputs, h = [], self.features()
+            for layer in range(self.model.num_layers):
+                inputs.append(h)
+                h = self.run_layer(layer, h, FP32_SETTING).output
+            self._fp32_inputs = inputs
+        return self._fp32_inputs
+
+    def fp32_messages(self) -> list[np.ndarray]:
+        """Per layer, the FP32 message the layer aggregates (ranks the edges): ``h W`` (GCN) or ``h`` (SAGE)."""
+        if self._fp32_messages is None:
+            messages = []
+            for layer, h in enumerate(self.fp32_inputs()):
+                linears = self.model.linears(layer)
+                messages.append(h @ linears[0].weight.detach().numpy().T if self.model.kind == "gcn" else h)
+            self._fp32_messages = messages
+        return self._fp32_messages
+
+    def kept_channels(self, layer: int, channel_sparsity: float) -> np.ndarray | None:
+        """Sorted input channels ``layer`` keeps at ``channel_sparsity`` (None: all); see the module docstring."""
+        if not 0.0 <= channel_sparsity < 1.0:
+            raise ValueError(f"channel_sparsity must lie in [0, 1), got {channel_sparsity}")
+        if channel_sparsity == 0.0:
+            return None
+        key = (layer, channel_sparsity)
+        if key not in self._channels:
+            h = self.fp32_inputs()[layer]
+            linears = self.model.linears(layer)
+            weight_norm = np.sqrt(sum(np.square(lin.weight.detach().numpy()).sum(axis=0) for lin in linears))
+            rms = np.sqrt(np.mean(np.square(h, dtype=np.float64), axis=0))
+            score = weight_norm * rms
+            n_drop = min(int(math.floor(channel_sparsity * score.size)), score.size - 1)
+            order = np.argsort(score, kind="stable")
+            self._channels[key] = np.sort(order[n_drop:])
+        return self._channels[key]
+
+    def adjacency(self, layer: int, edge_sparsity: float):
+        """The propagation matrix ``layer`` runs over at ``edge_sparsity`` (the unpruned one at 0)."""
+        if edge_sparsity == 0.0:
+            return self.plan.base
+        key = (layer, edge_sparsity)
+        if key not in self._pruned:
+            self._pruned[key] = self.pruning.prune(self.plan, edge_sparsity, self.fp32_messages()[layer])
+        return self._pruned[key]
+
+    def _effective_csr(self, matrix):
+        held = self._effective.get(id(matrix))
+        if held is None or held[0] is not matrix:
+            held = (matrix, matrix.decode(effective=True, dtype=np.float32))
+            self._effective[id(matrix)] = held
+        return held[1]
+
+    def tensor(self, matrix) -> DSTETensor:
+        """The op wrapper of one of this graph's propagation matrices, built once (its CSR operands are the
+        expensive part of a ``dste.spmm`` call)."""
+        held = self._tensors.get(id(matrix))
+        if held is None or held.matrix is not matrix:
+            held = self._tensors[id(matrix)] = DSTETensor(matrix)
+        return held
+
+    # ------------------------------------------------------------------ NumPy execution
+    def run_layer(self, layer: int, h: np.ndarray, setting: LayerSetting) -> LayerRun:
+        """Run ``layer`` on its input ``h`` (float32 ``[n, in]``) under ``setting`` (NumPy, dequantized values)."""
+        model = self.model
+        kept = self.kept_channels(layer, setting.channel_sparsity)
+        if kept is not None:
+            h = np.ascontiguousarray(h[:, kept])
+        adjacency = self.adjacency(layer, setting.edge_sparsity)
+        a_eff = self._effective_csr(adjacency)
+        weights = [model.weight(layer, index, setting, kept) for index in range(len(model.linears(layer)))]
+        fraction = setting.fp16_fraction
+        input_rows = spmm_rows = None
+        if setting.fp32:
+            h_used = h
+        else:
+            input_rows = quantize_rows_by_fraction(h, fraction)
+            h_used = input_rows.dequantize()
+        if model.kind == "gcn":
+            message = h_used @ weights[0][1]
+            if not setting.fp32:
+                quantized = quantize_rows_by_fraction(message, fraction)
+                message = quantized.dequantize()
+                spmm_rows = quantized if setting.x_mode == "int8-hybrid" else None
+            out = a_eff @ message
+            spmm_width = message.shape[1]
+        else:  # SAGE mean: lin_l(A h) + lin_r(h), the SpMM reads the (hybrid) layer input
+            spmm_rows = input_rows if setting.x_mode == "int8-hybrid" else None
+            out = (a_eff @ h_used) @ weights[0][1] + h_used @ weights[1][1]
+            spmm_width = h_used.shape[1]
+        bias = model.bias(layer)
+        if bias is not None:
+            out = out + bias
+        if layer < model.num_layers - 1:
+            out = np.maximum(out, 0.0)
+        return LayerRun(
+            layer=layer,
+            setting=setting,
+            output=np.ascontiguousarray(out, dtype=np.float32),
+            adjacency=adjacency,
+            base=self.plan.base,
+            weights=weights,
+            bias=bias,
+            layer_input=h,
+            input_rows=input_rows,
+            spmm_rows=spmm_rows,
+            spmm_width=int(spmm_width),
+        )
+
+    def run(self, settings: Sequence[LayerSetting]) -> list[LayerRun]:
+        """Every layer under ``settings`` (one per layer), NumPy execution."""
+        settings = settings_for(self.model, settings)
+        runs, h = [], self.features()
+        for layer, setting in enumerate(settings):
+            runs.append(self.run_layer(layer, h, setting))
+            h = runs[-1].output
+        return runs
+
+    # ------------------------------------------------------------------ the torch-op execution
+    def forward(self, settings: Sequence[LayerSetting], backend: str | None = "cpu") -> torch.Tensor:
+        """Logits ``[n, classes]`` under ``settings`` through ``dste.spmm`` and ``CompressedWeight`` (the ops)."""
+        model = self.model
+        settings = settings_for(model, settings)
+        h = torch.from_numpy(self.features())
+        with torch.no_grad():
+            for layer, setting in enumerate(settings):
+                a = self.tensor(self.adjacency(layer, setting.edge_sparsity))
+                kept = self.kept_channels(layer, setting.channel_sparsity)
+                if kept is not None:
+                    h = h[:, torch.from_numpy(kept)].contiguous()
+                linears = model.linears(layer)
+                weights = [model.weight(layer, index, setting, kept)[0] for index in range(len(linears))]
+
+                def linear(x, index):
+                    if weights[index] is None:
+                        return x @ linears[index].weight.detach().t()
+                    return weights[index](x, backend=backend)
+
+                fraction = setting.fp16_fraction
+                if setting.fp32:
+                    x_used = h
+                else:
+                    input_rows = quantize_rows_by_fraction(h.numpy(), fraction)
+                    x_used = torch.from_numpy(input_rows.dequantize())
+                if model.kind == "gcn":
+                    message = linear(x_used, 0)
+                    operand = message if setting.fp32 else quantize_rows_by_fraction(message.numpy(), fraction)
+                    out = spmm(a, operand, backend=backend)
+                else:
+                    operand = x_used if setting.fp32 else input_rows
+                    out = linear(spmm(a, operand, backend=backend), 0) + linear(x_used, 1)
+                bias = model.bias(layer)
+                if bias is not None:
+                    out = out + torch.from_numpy(bias)
+                h = torch.relu(out) if layer < model.num_layers - 1 else out
+        return h
+
+
+def settings_for(model, settings) -> list[LayerSetting]:
+    """``settings`` as one :class:`LayerSetting` per layer (a single setting applies to every layer)."""
+    if isinstance(settings, LayerSetting):
+        settings = [settings] * model.num_layers
+    settings = list(settings)
+    if len(settings) != model.num_layers or not all(isinstance(s, LayerSetting) for s in settings):
+        raise ValueError(f"settings must be one LayerSetting or a list of {model.num_layers} of them")
+    return settings
+
+
+def compressed_forward(model, graph, settings, *, pruning=None, backend: str | None = "cpu") -> torch.Tensor:
+    """Eval-mode logits ``[n, classes]`` of a trained ``dste.gnn`` model on ``graph`` under per-layer
+    ``settings``, through the DSTE torch ops. ``pruning``: the edge-pruning policy (default gather-aware).
+
+    One-off use: for repeated calls keep a :class:`GraphInference`, which keeps its encodings."""
+    return GraphInference(CompressedModel(model), graph, pruning).forward(settings, backend=backend)

@@ -1,0 +1,85 @@
+"""What one layer runs with under compression, and the hybrid-row quantization by FP16 share it uses.
+
+A :class:`LayerSetting` is the whole per-layer choice of the compressed forward pass
+(:mod:`dste.gnn.execution`):
+
+* ``fp32`` -- the uncompressed layer: FP32 weights, FP32 activations, the unpruned propagation matrix;
+* ``edge_sparsity`` -- the fraction of off-diagonal propagation entries dropped by the pruning policy
+  (:mod:`dste.gnn.pruning`); self loops are kept;
+* ``channel_sparsity`` -- the fraction of the layer's input channels dropped, least important first;
+* ``weight_sparsity`` -- the fraction of the (kept) weights dropped by magnitude through the weight's keep-mask;
+* ``fp16_fraction`` -- the share f of the most sensitive rows of the layer input and of the SpMM's dense
+  operand kept in FP16 (the rest INT8 with a per-row scale); weight tiles are all INT8 for f = 0, all FP16
+  for f = 1 and chosen by the encoder's sensitivity rule (S >= T) in between.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from dste.format import quantize_rows
+
+__all__ = ["ALL_INT8_THRESHOLD", "LayerSetting", "FP32_SETTING", "row_sensitivity", "quantize_rows_by_fraction"]
+
+ALL_INT8_THRESHOLD = 1e30
+"""Weight-tile sensitivity threshold meaning "all INT8": the sensitivity S never exceeds 1."""
+
+
+@dataclass(frozen=True)
+class LayerSetting:
+    fp32: bool = False
+    edge_sparsity: float = 0.0
+    channel_sparsity: float = 0.0
+    weight_sparsity: float = 0.0
+    fp16_fraction: float = 0.0
+
+    def __post_init__(self):
+        for name in ("edge_sparsity", "channel_sparsity", "weight_sparsity"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ValueError(f"LayerSetting.{name} must lie in [0, 1), got {value!r}")
+        if not isinstance(self.fp16_fraction, (int, float)) or not 0.0 <= self.fp16_fraction <= 1.0:
+            raise ValueError(f"LayerSetting.fp16_fraction must lie in [0, 1], got {self.fp16_fraction!r}")
+        if self.fp32 and (self.edge_sparsity or self.channel_sparsity or self.weight_sparsity or self.fp16_fraction):
+            raise ValueError("LayerSetting(fp32=True) runs the uncompressed layer: leave the other fields at 0")
+
+    @property
+    def x_mode(self) -> str:
+        """The SpMM's dense operand: FP32 for the uncompressed layer, plain FP16 rows for f = 1 (no INT8 rows,
+        so no per-row scales or second gather), INT8 rows + FP16 outliers otherwise."""
+        return "fp32" if self.fp32 else "fp16" if self.fp16_fraction == 1.0 else "int8-hybrid"
+
+    @property
+    def weight_threshold(self) -> float | None:
+        """The weight tiles' sensitivity threshold: all INT8 at f = 0, all FP16 at f = 1, the encoder's
+        default rule (None) in between."""
+        return ALL_INT8_THRESHOLD if self.fp16_fraction == 0.0 else 0.0 if self.fp16_fraction == 1.0 else None
+
+
+FP32_SETTING = LayerSetting(fp32=True)
+
+
+def row_sensitivity(x: np.ndarray) -> np.ndarray:
+    """Per-row sensitivity S of ``dste.format.hybrid_rows.row_sensitivity`` computed on the 2-D array at once.
+
+    Same formula (rms INT8 error over mean |x| with scale max|x| / 127, round half to even, float32 values);
+    the group-by-id reference is general but slow on the [n, F] activations quantized thousands of times.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    amax = np.abs(x).max(axis=1, keepdims=True)
+    scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
+    deq = np.clip(np.rint(x / scale), -128, 127).astype(np.float32) * scale
+    error = x.astype(np.float64) - deq
+    rms = np.sqrt(np.mean(error * error, axis=1))
+    mean_abs = np.mean(np.abs(x.astype(np.float64)), axis=1)
+    return np.where(mean_abs > 0, rms / np.where(mean_abs > 0, mean_abs, 1.0), 0.0)
+
+
+def quantize_rows_by_fraction(x: np.ndarray, fraction: float):
+    """``HybridRows`` of ``x`` with the ``fraction`` most sensitive rows in FP16."""
+    if math.isnan(fraction):
+        raise ValueError("fraction must be a number in [0, 1], got nan")
+    return quantize_rows(x, sensitivity=row_sensitivity(x), fp16_fraction=fraction)
