@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dste.format import HybridRows
+
 from . import ops, registry
 from .backends import KERNEL_BACKENDS, resolve_backend
 from .tensor import DSTETensor, as_dste_tensor
@@ -16,13 +18,8 @@ _X_DTYPES = (torch.float32, torch.float64)
 
 def is_hybrid_rows(obj) -> bool:
     """True for a ``dste.format.HybridRows`` (or an object with its fields and ``dequantize``)."""
-    try:
-        from dste.format import HybridRows
-
-        if isinstance(obj, HybridRows):
-            return True
-    except ImportError:
-        pass
+    if isinstance(obj, HybridRows):
+        return True
     return all(hasattr(obj, name) for name in ("q", "scale", "hi_rows", "hi", "dequantize"))
 
 
@@ -118,7 +115,7 @@ def masked_quant(values, keep, sensitivity, threshold: float, backend: str | Non
     ``sensitivity float [T]``, ``threshold`` T (tiles with a sensitivity above T become FP16, as the
     encoder decides). Returns NumPy ``(keep_bits uint32 [T,128,4], kind uint8 [T], int8_values int8
     [T_int8,128,128], int8_scale float32 [T_int8], fp16_values float16 [T_fp16,128,128])``, slots in tile
-    order, exactly as ``dste.kernels.masked_quant``.
+    order, exactly as ``dste.kernels.launch_masked_quant``.
     """
     name = resolve_backend(backend)
     values_t = _as_tensor(values, "values", (torch.float32,))

@@ -9,14 +9,16 @@ Backends:
 * ``neuron`` -- the same kernel files on a Neuron device through the real AWS Neuron SDK. Import-guarded:
   without ``torch_neuronx`` and a device it raises :class:`BackendUnavailableError`. This path has not been
   run on hardware by this project.
-* ``auto``   -- ``neuron`` when a device is available, otherwise ``cpu``.
+* ``auto``   -- ``neuron`` when a device is available, otherwise ``cpu``. Opt-in (per call or through
+  ``DSTE_BACKEND=auto``): a default that changes with the host would make results depend on it.
 
-The default comes from the environment variable ``DSTE_BACKEND`` (``auto`` when unset).
+The default is ``cpu``; the environment variable ``DSTE_BACKEND`` overrides it. Device detection is not
+cached: ``neuron_available()`` asks again on every ``neuron``/``auto`` resolution (without the SDK that is one
+module lookup).
 """
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 
@@ -25,6 +27,7 @@ import torch
 __all__ = [
     "BACKENDS",
     "BACKEND_ENV_VAR",
+    "DEFAULT_BACKEND",
     "BackendUnavailableError",
     "neuron_available",
     "resolve_backend",
@@ -32,6 +35,7 @@ __all__ = [
 
 BACKENDS = ("cpu", "nkisim", "neuron", "auto")
 BACKEND_ENV_VAR = "DSTE_BACKEND"
+DEFAULT_BACKEND = "cpu"
 
 # Backends that execute the NKI kernels and therefore need the encoded matrix object, not only its CSR.
 KERNEL_BACKENDS = ("nkisim", "neuron")
@@ -41,7 +45,6 @@ class BackendUnavailableError(RuntimeError):
     """The requested backend cannot run on this host."""
 
 
-@functools.lru_cache(maxsize=1)
 def neuron_available() -> bool:
     """True when the Neuron PyTorch SDK is importable and reports at least one device.
 
@@ -61,7 +64,7 @@ def neuron_available() -> bool:
 
 @torch.compiler.assume_constant_result
 def _backend_from_environment() -> str:
-    return os.environ.get(BACKEND_ENV_VAR, "auto").strip().lower() or "auto"
+    return os.environ.get(BACKEND_ENV_VAR, DEFAULT_BACKEND).strip().lower() or DEFAULT_BACKEND
 
 
 @torch.compiler.assume_constant_result
@@ -72,7 +75,7 @@ def _auto_backend() -> str:
 def resolve_backend(backend: str | None) -> str:
     """Return the concrete backend (``cpu``, ``nkisim`` or ``neuron``) for a per-call choice.
 
-    ``None`` reads ``DSTE_BACKEND``; ``auto`` picks ``neuron`` when available, else ``cpu``. An unknown name
+    ``None`` reads ``DSTE_BACKEND`` (``cpu`` when unset); ``auto`` picks ``neuron`` when available, else ``cpu``. An unknown name
     raises ``ValueError`` listing the allowed ones; ``neuron`` without the SDK raises
     :class:`BackendUnavailableError`.
     """

@@ -29,6 +29,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from dste.format import DSTEMatrix
+
 __all__ = ["EncodedCSR", "build_encoded_csr", "encoded_spmm", "encoded_spmm_transpose", "original_order_csr"]
 
 INT32_MAX = np.iinfo(np.int32).max
@@ -70,17 +72,15 @@ class EncodedCSR:
         return int(sum(t.numel() * t.element_size() for t in tensors))
 
 
-def _effective_csr_without_caching(matrix) -> sp.csr_matrix:
-    """The matrix's effective float32 CSR, without leaving a second resident copy in the matrix's cache."""
-    try:
-        from dste.format import DSTEMatrix
-    except ImportError:
-        DSTEMatrix = ()
+def _effective_csr(matrix) -> sp.csr_matrix:
+    """The matrix's effective float32 CSR.
+
+    A ``DSTEMatrix`` is decoded afresh (``decode(effective=True, dtype=float32)``: the values of its public
+    ``effective_csr()``) rather than through ``effective_csr()``, which would keep a second resident copy of
+    the matrix beside ``B`` in the matrix's own cache.
+    """
     if isinstance(matrix, DSTEMatrix):
-        # effective_csr() is decode(effective=True, dtype=float32) kept in the matrix: reuse that copy when it
-        # exists, otherwise decode without filling the cache, so only B stays resident.
-        cached = getattr(matrix, "_effective_csr", None)
-        return cached if cached is not None else matrix.decode(effective=True, dtype=np.float32)
+        return matrix.decode(effective=True, dtype=np.float32)
     if hasattr(matrix, "effective_csr"):
         return matrix.effective_csr()
     return matrix.decode(effective=True)
@@ -106,7 +106,7 @@ def _permutation(perm, length: int, what: str) -> np.ndarray | None:
 def build_encoded_csr(matrix) -> EncodedCSR:
     """``B`` and the permutations of ``matrix`` (a DSTEMatrix or anything with ``shape`` and
     ``effective_csr()`` / ``decode(effective=True)``)."""
-    csr = sp.csr_matrix(_effective_csr_without_caching(matrix))
+    csr = sp.csr_matrix(_effective_csr(matrix))
     n, m = (int(s) for s in matrix.shape)
     if csr.shape != (n, m):
         raise ValueError(f"decoded matrix has shape {csr.shape}, but the matrix says {(n, m)}")

@@ -7,6 +7,10 @@ registered here and named in the op call by an int handle. Handle -1 means "none
 
 Entries are held weakly when the object supports weak references, so registering never extends a matrix's
 life; otherwise the entry lives until :func:`release` is called.
+
+Why a module-level table: ``torch.library`` custom ops accept only tensors and scalars, so a Python object can
+reach the op's kernel-backend implementation only through a key the op receives as an int. This is the one
+such table in DSTE; it holds no data of its own (it is not a cache) and never keeps an object alive.
 """
 
 from __future__ import annotations

@@ -1,71 +1,34 @@
 """`DSTETensor`: a torch-friendly view of an encoded ``DSTEMatrix``.
 
 The wrapper carries the matrix's effective CSR in DSTE's encoded node order (``B = P_r A P_c^T``, int32
-indices, see :mod:`dste.bindings.encoded_csr`) and the two permutations as torch tensors, computed once per
-matrix and shared by every wrapper of the same object, plus a registry handle for the kernel backends. It is not a ``torch.Tensor``
+indices, see :mod:`dste.bindings.encoded_csr`) and the two permutations as torch tensors, built once when the
+wrapper is made, plus a registry handle for the kernel backends. The wrapper owns them: keep one wrapper per
+matrix and reuse it (``dste.spmm`` on a bare ``DSTEMatrix`` wraps it, and so builds them, on every call). It is not a ``torch.Tensor``
 subclass: it is a plain object whose tensor attributes ``torch.compile`` lifts as graph inputs, so
 ``A @ x`` inside a compiled function becomes one ``dste::spmm_hybrid`` node.
 """
 
 from __future__ import annotations
 
-import threading
-import weakref
-from dataclasses import dataclass
-
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from dste.format import DSTEMatrix
+
 from . import registry
-from .encoded_csr import EncodedCSR, build_encoded_csr, original_order_csr
+from .encoded_csr import build_encoded_csr, original_order_csr
 
 __all__ = ["DSTETensor", "is_dste_matrix", "as_dste_tensor"]
 
 
 def is_dste_matrix(obj) -> bool:
     """True for a ``dste.format.DSTEMatrix`` (or an object with the same decoding interface)."""
-    try:
-        from dste.format import DSTEMatrix
-
-        if isinstance(obj, DSTEMatrix):
-            return True
-    except ImportError:
-        pass
+    if isinstance(obj, DSTEMatrix):
+        return True
     return hasattr(obj, "shape") and (hasattr(obj, "effective_csr") or hasattr(obj, "decode")) and not (
         isinstance(obj, (torch.Tensor, np.ndarray)) or sp.issparse(obj)
     )
-
-
-@dataclass(frozen=True)
-class _Operands:
-    encoded: EncodedCSR
-    handle: int
-
-
-_cache_lock = threading.Lock()
-_operand_cache: dict[int, tuple[weakref.ref, _Operands]] = {}
-
-
-def _build_operands(matrix) -> _Operands:
-    return _Operands(encoded=build_encoded_csr(matrix), handle=registry.register(matrix))
-
-
-def _operands_for(matrix) -> _Operands:
-    """The (cached) op operands of ``matrix``; the cache entry dies with the matrix."""
-    key = id(matrix)
-    with _cache_lock:
-        entry = _operand_cache.get(key)
-        if entry is not None and entry[0]() is matrix:
-            return entry[1]
-    operands = _build_operands(matrix)
-    try:
-        ref = weakref.ref(matrix, lambda _ref, key=key: _operand_cache.pop(key, None))
-    except TypeError:  # not weak-referenceable: do not cache, the wrapper keeps its own copy
-        return operands
-    with _cache_lock:
-        _operand_cache[key] = (ref, operands)
-    return operands
 
 
 class DSTETensor:
@@ -82,22 +45,22 @@ class DSTETensor:
     """
 
     def __init__(self, matrix):
-        if isinstance(matrix, DSTETensor):
-            matrix = matrix.matrix
+        if isinstance(matrix, DSTETensor):  # a second wrapper of the same matrix shares the operands
+            self.__dict__.update(matrix.__dict__)
+            return
         if not is_dste_matrix(matrix):
             raise TypeError(
                 f"DSTETensor wraps a dste.format.DSTEMatrix, got {type(matrix).__name__}; "
                 "encode SciPy/NumPy/torch input with dste.format.encode() first"
             )
         self.matrix = matrix
-        operands = _operands_for(matrix)
-        self._encoded = operands.encoded
-        self.crow_indices = operands.encoded.crow_indices
-        self.col_indices = operands.encoded.col_indices
-        self.values = operands.encoded.values
-        self.row_perm = operands.encoded.row_perm
-        self.col_perm = operands.encoded.col_perm
-        self.handle = operands.handle
+        self._encoded = build_encoded_csr(matrix)
+        self.crow_indices = self._encoded.crow_indices
+        self.col_indices = self._encoded.col_indices
+        self.values = self._encoded.values
+        self.row_perm = self._encoded.row_perm
+        self.col_perm = self._encoded.col_perm
+        self.handle = registry.register(matrix)
 
     @property
     def op_operands(self) -> tuple[torch.Tensor, ...]:
@@ -105,7 +68,7 @@ class DSTETensor:
         return self.crow_indices, self.col_indices, self.values, self.row_perm, self.col_perm
 
     def resident_nbytes(self) -> int:
-        """Bytes of the CPU operands this wrapper keeps alive (shared with other wrappers of the matrix)."""
+        """Bytes of the CPU operands this wrapper keeps alive."""
         return self._encoded.nbytes()
 
     # -- tensor-like metadata -------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Test fixtures for the torch bindings: small DSTE matrices.
 
-When ``dste.format`` provides ``encode`` the fixtures use real encoded matrices; otherwise a minimal stand-in
-with the same decoding interface (``shape``, ``effective_csr()``) keeps the op tests meaningful.
+The fixtures use real encoded matrices; :class:`StandInMatrix` has only the decoding interface (``shape``,
+``effective_csr()``) and checks that the op accepts any such object.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+
+from dste.format.encoder import encode
 
 
 class StandInMatrix:
@@ -32,17 +34,9 @@ def random_sparse(n, m, density, seed, dtype=np.float32):
     return matrix
 
 
-def encode_or_stand_in(csr):
-    try:
-        from dste.format.encoder import encode
-    except ImportError:
-        return StandInMatrix(csr)
-    return encode(csr)
-
-
 @pytest.fixture
 def small_matrix():
     """A 300 x 200 matrix: not a multiple of 128, several windows, one empty row."""
     csr = random_sparse(300, 200, 0.05, seed=1).tolil()
     csr[7, :] = 0
-    return encode_or_stand_in(csr.tocsr())
+    return encode(csr.tocsr())

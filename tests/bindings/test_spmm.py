@@ -49,14 +49,18 @@ def test_wrapper_metadata(small_matrix):
     assert a.nnz == small_matrix.effective_csr().nnz
     np.testing.assert_array_equal(a.to_dense().numpy(), small_matrix.effective_csr().toarray())
     assert db.DSTETensor(a).matrix is small_matrix
-    # one set of operand tensors (and one handle) per matrix object
-    assert db.DSTETensor(small_matrix).values is a.values
+    # the wrapper owns its operands: wrapping the wrapper shares them, a new wrapper builds its own
+    again = db.DSTETensor(a)
+    assert again.values is a.values and again.handle == a.handle
+    other = db.DSTETensor(small_matrix)
+    assert other.values is not a.values and torch.equal(other.values, a.values)
     assert "DSTETensor(shape=(300, 200)" in repr(a)
 
 
 def test_backend_resolution(monkeypatch):
     monkeypatch.delenv(db.BACKEND_ENV_VAR, raising=False)
-    assert db.resolve_backend(None) == ("neuron" if db.neuron_available() else "cpu")
+    assert db.resolve_backend(None) == "cpu"  # the default, whatever the host has
+    assert db.resolve_backend("auto") == ("neuron" if db.neuron_available() else "cpu")
     monkeypatch.setenv(db.BACKEND_ENV_VAR, "nkisim")
     assert db.resolve_backend(None) == "nkisim"
     assert db.resolve_backend("CPU") == "cpu"
