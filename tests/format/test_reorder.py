@@ -13,7 +13,13 @@ import scipy.sparse as sp
 from dste.format import encode
 from dste.format.errors import DSTEFormatError
 from dste.format.partition import recursive_bisection_parts
-from dste.format.reorder import _symmetric_graph, community_order, compute_order, label_propagation_order
+from dste.format.reorder import (
+    _symmetric_graph,
+    community_order,
+    compute_order,
+    label_propagation_order,
+    window_column_pairs,
+)
 from tests.format.graphs import community_graph
 
 WINDOW = 128
@@ -134,3 +140,27 @@ def test_label_propagation_order_is_still_a_permutation():
     adj, _ = community_graph(2000, seed=7)
     graph, _ = _symmetric_graph(*adj.nonzero(), adj.shape)
     assert_permutation(label_propagation_order(graph), 2000)
+
+
+def test_recursive_bisection_numbers_parts_along_its_tree():
+    """The layout relies on it: parts [0, k/2) are one side of METIS's first cut."""
+    adj, _ = community_graph(3000, seed=2)
+    graph, _ = _symmetric_graph(*adj.nonzero(), adj.shape)
+    halves = recursive_bisection_parts(graph, 2, seed=0)
+    quarters = recursive_bisection_parts(graph, 4, seed=0)
+    assert np.array_equal(quarters // 2, halves)
+
+
+def test_window_column_pairs_matches_an_independent_count():
+    adj, _ = community_graph(3000, seed=8)
+    graph, _ = _symmetric_graph(*adj.nonzero(), adj.shape)
+    for order in (np.arange(3000), np.random.default_rng(1).permutation(3000), community_order(graph)):
+        assert window_column_pairs(graph, order) == round(window_stretch(adj, order) * 3000)
+
+
+def test_candidate_choice_keeps_the_fewer_pairs():
+    adj, _ = community_graph(6000, seed=9)
+    graph, _ = _symmetric_graph(*adj.nonzero(), adj.shape)
+    chosen = window_column_pairs(graph, community_order(graph))
+    each = [window_column_pairs(graph, community_order(graph, leaf_nodes=leaf)) for leaf in (128, 32)]
+    assert chosen == min(each)
