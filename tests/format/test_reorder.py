@@ -163,4 +163,4 @@ def test_candidate_choice_keeps_the_fewer_pairs():
     graph, _ = _symmetric_graph(*adj.nonzero(), adj.shape)
     chosen = window_column_pairs(graph, community_order(graph))
     each = [window_column_pairs(graph, community_order(graph, leaf_nodes=leaf)) for leaf in (128, 32)]
-    assert chosen == min(each)
+    assert chosen <= min(each)  # a third candidate (32-node leaves joined into groups) may win
