@@ -184,3 +184,8 @@ def test_compressed_weights_used_in_eval_only():
     assert 0.45 <= float(kept) <= 0.55
     layer.decompress_weights()
     torch.testing.assert_close(layer(x, adj).detach(), exact)
+
+
+def test_the_session_runs_torch_on_one_thread():
+    # tests/conftest.py pins torch (and, before NumPy loads, BLAS/OpenMP) to one thread for the whole suite
+    assert torch.get_num_threads() == 1
