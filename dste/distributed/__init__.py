@@ -4,7 +4,7 @@ Each rank owns a block of rows (``partition_nodes`` -> ``shard_graph``), encodes
 matrix in a local halo layout (``encode_block``), exchanges exactly the X rows its tiles need
 (``HaloPlan``, one ``all_to_all_single`` per layer) and runs ``dste.spmm`` on its block.
 
-    python -m torch.distributed.run --nproc-per-node 4 -m dste.distributed --dataset arxiv-scale
+    torchrun --standalone --nproc-per-node 4 -m dste.distributed --dataset arxiv-scale --check
     dste.distributed.spawn(fn, world_size)   # fn(comm, *args) on local processes (tests)
 
 ``sizing`` gives the figures to size a cluster (device bytes, halo rows, modelled latencies).
