@@ -164,3 +164,11 @@ def test_candidate_choice_keeps_the_fewer_pairs():
     chosen = window_column_pairs(graph, community_order(graph))
     each = [window_column_pairs(graph, community_order(graph, leaf_nodes=leaf)) for leaf in (128, 32)]
     assert chosen <= min(each)  # a third candidate (32-node leaves joined into groups) may win
+
+
+def test_community_fast_is_the_window_leaf_candidate():
+    adj, _ = community_graph(3000, seed=10)
+    rows, cols = adj.nonzero()
+    fast, _ = compute_order("community-fast", rows, cols, adj.shape)
+    graph, _ = _symmetric_graph(rows, cols, adj.shape)
+    assert np.array_equal(fast, community_order(graph, leaf_nodes=128))
