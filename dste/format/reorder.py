@@ -45,14 +45,14 @@ from dste.format.errors import DSTEFormatError
 from dste.format.partition import recursive_bisection_parts
 
 LEAF_CANDIDATES = (WINDOW_ROWS, 32)
-"""Leaf sizes tried by the community order; the one whose order gathers fewer X rows wins.
+"""Leaf sizes tried by the community order (``bench/test_reorder.py``, measured stretch):
 
-128-node leaves make every window one METIS part: best where communities fit windows (on the
-``arxiv-scale`` presets, communities of 64-128 nodes, 5-9 % below the generator's own order).
+128-node leaves make every window one METIS part: best where communities fit windows (the
+``arxiv-scale`` presets, communities of 64-128 nodes: 5-9 % below the generator's own order).
 32-node leaves keep a community's leaves adjacent while windows cut through them, as the
-generator's order does: best where communities do not fit windows (96-160 nodes: 128-node
-leaves were 7-29 % above the generator's order, 32-node leaves 1-9 %) and on communities of
-1,000+ nodes (both 5-28 % below it). Measured in ``bench/test_reorder.py``."""
+generator's order does: better where communities do not fit windows (48-160 nodes: 128-node
+leaves 7-29 % above the generator's order, 32-node leaves 0-9 %). On communities of 1,000+
+nodes both are 7-19 % below the generator's order (32-node leaves by 1-3 % more)."""
 
 LEAF_JOIN_SHARE = 0.2
 """Leaves smaller than a window are also tried joined: two leaves whose shared edges are at
