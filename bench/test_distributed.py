@@ -64,6 +64,7 @@ def _plot(table, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     Ps = sorted({r["world_size"] for r in table})
     busiest = [max((r for r in table if r["world_size"] == P), key=lambda r: r["layer_modelled_us"]) for P in Ps]
@@ -76,11 +77,13 @@ def _plot(table, path):
     ax1.set(xscale="log", yscale="log", xlabel="ranks P (logical NeuronCores)", ylabel="µs per layer, busiest rank",
             title="arxiv-scale, F=128, INT8-hybrid X: modelled trn2")
     ax1.set_xticks(Ps, [str(P) for P in Ps])
+    ax1.xaxis.set_minor_formatter(NullFormatter())
     ax1.legend(fontsize=8)
     ax2.plot(Ps, mib, "o-", label="device bytes, largest rank")
     ax2.plot(Ps, [mib[0] / P for P in Ps], ":", color="gray", label="ideal 1/P")
     ax2.set(xscale="log", yscale="log", xlabel="ranks P", ylabel="MiB per rank", title="arxiv-scale: bytes per rank (counted)")
     ax2.set_xticks(Ps, [str(P) for P in Ps])
+    ax2.xaxis.set_minor_formatter(NullFormatter())
     ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
