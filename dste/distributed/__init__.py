@@ -32,6 +32,8 @@ _LAZY = {
     "gcn_reference": "dste.distributed.gcn",
     "scatter_graph": "dste.distributed.jobs",
     "run_gcn_inference": "dste.distributed.jobs",
+    "cluster_sizing": "dste.distributed.sizing",
+    "paper_sizing": "dste.distributed.sizing",
 }
 
 __all__ = list(_LAZY)
