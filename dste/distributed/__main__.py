@@ -22,7 +22,7 @@ def _env_int(name: str) -> int:
     value = os.environ.get(name)
     if value is None:
         raise SystemExit(f"dste.distributed: environment variable {name} is not set; launch with "
-                         "`torchrun --nproc-per-node P -m dste.distributed ...` (or set RANK, WORLD_SIZE, "
+                         "`torchrun --standalone --nproc-per-node P -m dste.distributed ...` (or set RANK, WORLD_SIZE, "
                          "MASTER_ADDR, MASTER_PORT yourself)")
     try:
         return int(value)
