@@ -59,7 +59,7 @@ LEAF_JOIN_SHARE = 0.2
 least this share of the smaller one's edge endpoints are one group, and groups (connected
 components of such links) are laid out contiguously. A balanced cut splits a community into
 leaves that the bisection tree may place far apart; joining puts them back together. Measured
-0.1-0.3 (0.2 best or tied on 5 of 7 graphs): 1-2 % fewer pairs on communities of 64-160 nodes,
+0.05-0.3 (0.2 best or tied on 5 of 7 graphs): up to 2 % fewer pairs on communities of 48-160 nodes,
 no change on larger ones (their leaves share only a few per cent of their edges with each other)."""
 
 MAX_LP_ROUNDS = 30
@@ -162,8 +162,10 @@ def label_propagation(graph: sp.csr_matrix, seed: int = 0) -> np.ndarray:
 def community_order(graph: sp.csr_matrix, seed: int = 0, leaf_nodes: int | None = None) -> np.ndarray:
     """Nodes laid out by METIS recursive-bisection leaf (see module docstring).
 
-    ``leaf_nodes=None`` tries every size in ``LEAF_CANDIDATES`` and keeps the order with the
-    fewest distinct (window, column) pairs (ties: the earlier candidate).
+    ``leaf_nodes=None`` tries every size in ``LEAF_CANDIDATES`` (those below a window also
+    with leaves joined, see ``LEAF_JOIN_SHARE``) and keeps the order with the fewest distinct
+    (window, column) pairs (ties: the earlier one). ``leaf_nodes=k`` is one METIS call into
+    ``ceil(n / k)`` leaves.
     """
     n = graph.shape[0]
     if n == 0:
