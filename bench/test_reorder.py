@@ -17,7 +17,7 @@ Orders compared, each computed in a forked child process so its peak memory can 
 Run (minutes; writes bench/results/reorder.{json,txt,png})::
 
     python bench/test_reorder.py                  # the whole grid + arxiv-scale end to end
-    python bench/test_reorder.py --quick          # three small graphs
+    python bench/test_reorder.py --quick          # three small graphs, into ./bench-results
     python -m pytest bench/test_reorder.py -s     # the same grid as a pytest test
 """
 
@@ -265,7 +265,9 @@ def test_reorder_grid():
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="three 20k-node graphs, no end-to-end run")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: bench/results, or ./bench-results with --quick)")
     arguments = parser.parse_args()
-    run(QUICK_GRID if arguments.quick else GRID, with_end_to_end=not arguments.quick, out=arguments.out)
+    out = arguments.out or (Path("bench-results") if arguments.quick else RESULTS)
+    run(QUICK_GRID if arguments.quick else GRID, with_end_to_end=not arguments.quick, out=out)
     sys.exit(0)
