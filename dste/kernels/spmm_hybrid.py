@@ -16,11 +16,13 @@ TensorE matmul accumulating into the window's fp32 PSUM accumulator:
 - ``factor`` (per tile column / entry, prepared per matrix) folds the column scale and the INT8
   tile scale; the row scale is applied while evacuating PSUM.
 - X modes: dense fp32/bf16/fp16 rows are gathered and converted by the DMA into the 16-bit moving
-  dtype. Hybrid rows are gathered as one record per row (int8 values, fp32 row scale); the int8
-  values become the bf16 moving operand unscaled (exact), and the row scale joins the column factor
-  in the stationary (``keep * factor * scale``, rounded once to bf16, whose range is fp32's), so no
-  on-chip value can overflow a 16-bit format whatever the magnitude of X. FP16 rows have q = 0 and
-  scale = 0 there, so the main pass adds exactly 0 for them.
+  dtype. Hybrid rows are gathered as one record per row (int8 values, fp32 row scale) and converted
+  by ScalarE into the bf16 moving operand: for BIN and INT8 bitmap slots as ``q * scale * factor``
+  (ScalarE's per-partition scale is free, and the stationary is then the bare mask, times the INT8
+  value), for FP16 bitmap slots and entry slots unscaled (exact), the row scale then joining the
+  column factor in the stationary (``keep * factor * scale * value``, rounded once to bf16). bf16 has
+  fp32's range, so no on-chip value can overflow whatever the magnitude of X. FP16 rows have q = 0
+  and scale = 0 there, so the main pass adds exactly 0 for them.
 - LNC2 (``kernel[2]`` on trn2): each of the two programs runs one launch of its own. The inputs
   stack one metadata blob (and one correction blob) per program along the partition axis and the
   output stacks their rows; ``nl.program_id(0)`` picks the program's blob and output rows through
@@ -308,7 +310,13 @@ def spmm_hybrid_kernel(
             _gather_records(records, b0, n, x_rows, bcols, s0)
             nisa.tensor_tensor(dst=slot_scale[:, buf], data1=_record_scales(records, b0, n),
                                data2=bfactor[:, s0:s0 + n], op=nl.multiply, engine=nisa.engine.vector)
-            _int8_to_moving(moving, records, b0, n, n_features)
+            # BIN and INT8 slots: the row scale x column factor rides on the int8 -> bf16 conversion
+            # (ScalarE's free per-partition scale), so their stationary is the bare mask (x INT8 value,
+            # exact in bf16); FP16 slots keep it in the stationary (one bf16 rounding of value x factor)
+            for i in range(n):
+                scaled = (s0 + i) % n_bitmap < n_bin + n_int8
+                _int8_to_moving(moving, records, b0 + i, 1, n_features,
+                                slot_scale[:, b0 + i:b0 + i + 1] if scaled else None)
             factors, f0 = slot_scale, b0
         else:
             for i in range(n):
@@ -327,11 +335,20 @@ def spmm_hybrid_kernel(
         # element is rounded to bf16 once
         for lo, hi, kind_lo, kind in _kind_runs(s0, n, n_bitmap, n_bin, n_int8):
             d = slice(b0 + lo - s0, b0 + hi - s0)
+            w, k0 = divmod(lo, n_bitmap)
+            if hybrid and kind == KIND_BIN:
+                nisa.tensor_scalar(dst=stationary[:, d, :], data=shifted[:, d, :], op0=nl.less, operand0=0.0,
+                                   engine=nisa.engine.vector)
+                continue
+            if hybrid and kind == KIND_INT8:
+                v0 = w * n_int8 + (k0 - kind_lo)
+                nisa.scalar_tensor_tensor(dst=stationary[:, d, :], data=shifted[:, d, :], op0=nl.less, operand0=0.0,
+                                          op1=nl.multiply, operand1=bvals8[:, v0:v0 + (hi - lo), :])
+                continue
             nisa.scalar_tensor_tensor(dst=(stationary if kind == KIND_BIN else masked)[:, d, :],
                                       data=shifted[:, d, :], op0=nl.less, operand0=0.0, op1=nl.multiply,
                                       operand1=per_slot(factors, f0 + lo - s0, hi - lo))
             if kind != KIND_BIN:
-                w, k0 = divmod(lo, n_bitmap)
                 count = n_int8 if kind == KIND_INT8 else n_fp16
                 values = bvals8 if kind == KIND_INT8 else bvals16
                 v0 = w * count + (k0 - kind_lo)
@@ -537,7 +554,11 @@ def _record_scales(records, b0, n):
     return records[:, b0:b0 + n, feat_padded:feat_padded + 4].view(nl.float32)
 
 
-def _int8_to_moving(moving, records, b0, n, n_features):
-    """moving[:, b0 + i, :] = the int8 values of records b0..b0+n, unscaled (exact in bf16; ScalarE copy)."""
+def _int8_to_moving(moving, records, b0, n, n_features, scale=None):
+    """moving[:, b0 + i, :] = the int8 values of records b0..b0+n in bf16 (ScalarE copy): unscaled (exact),
+    or times ``scale`` (an fp32 [128, 1] column: row scale x column factor, one bf16 rounding)."""
     for i in range(b0, b0 + n):
-        nisa.activation(dst=moving[:, i, :], op=nl.copy, data=records[:, i, 0:n_features])
+        if scale is None:
+            nisa.activation(dst=moving[:, i, :], op=nl.copy, data=records[:, i, 0:n_features])
+        else:
+            nisa.activation(dst=moving[:, i, :], op=nl.copy, data=records[:, i, 0:n_features], scale=scale)

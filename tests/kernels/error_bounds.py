@@ -1,16 +1,18 @@
 """Error bound of the ``spmm_hybrid`` kernel against ``dste.reference.spmm_reference`` (float64).
 
-Per output element, from the operands' rounding; S = sum_k |a_ik| |x_kj| over the decoded A:
-- stationary operand: keep * value * column factor rounded once to bf16 (8 significant bits, unit
-  roundoff 2^-8): relative error <= 2^-8 per term;
-- moving operand: fp32 X rounded to bf16 by the gather (<= 2^-8 per term); bf16/fp16/int8-hybrid
-  X is exact in the 16-bit moving dtype (int8 values are exact in fp16, FP16 rows exact);
-  the hybrid dequantization q * scale (* column factor) is rounded to fp16 (<= 2^-11 relative);
+Per output element, from the operands' rounding; S = sum_k |a_ik| |x_kj| over the decoded A. Every term is
+the product of a bf16 stationary and a 16-bit moving element, one of which carries all the rounding:
+- dense X: the stationary is keep * value * column factor rounded once to bf16 (8 significant bits, unit
+  roundoff 2^-8); fp32 X is rounded to bf16 by the gather (<= 2^-8 per term), bf16/fp16 X is exact;
+- hybrid-row X, BIN and INT8 bitmap slots: the moving operand is q * row scale * column factor rounded once
+  to bf16 (<= 2^-8), the stationary the exact mask (times the INT8 value, exact in bf16);
+- hybrid-row X, FP16 bitmap slots and entry slots: the moving operand is q, exact in bf16, and the
+  stationary keep * value * factor * row scale is rounded once to bf16 (<= 2^-8);
 - PSUM accumulation and the fp32 row-scale multiply: fp32, second order at these sizes.
-So |Y - Y_ref| <= (2^-7 + 2^-16) * S (fp32 X: (1 + 2^-8)^2 - 1) and <= (2^-8 + 2^-11 + 2^-18) * S
-(16-bit or hybrid X: (1 + 2^-8)(1 + 2^-11) - 1 rounded up). INT8 *tile* values are not re-rounded by
-the kernel (the reference decodes the same INT8 values), so every kind gets the same bound; BIN
-tiles with unit scales are exact in bf16, which a tight test checks separately (2^-20 * S).
+So |Y - Y_ref| <= (2^-7 + 2^-16) * S for fp32 X ((1 + 2^-8)^2 - 1) and <= (2^-8 + 2^-11 + 2^-18) * S for
+16-bit or hybrid X (one 2^-8 rounding, with room for the fp32 terms). INT8 *tile* values are not re-rounded
+by the kernel (the reference decodes the same INT8 values), so every kind gets the same bound; BIN tiles
+with unit scales are exact in bf16, which a tight test checks separately (2^-20 * S).
 """
 
 from __future__ import annotations
