@@ -402,8 +402,16 @@ def spmm_hybrid_kernel(
                 k = corr_builds[0]
                 corr_builds[0] += 1
                 buf = corr_stationary[:, k % CORRECTION_STATIONARY_BUFFERS, :]
-                nisa.tensor_scalar(dst=buf, data=row_iota, op0=nl.equal, operand0=crows[:, t:t + 1],
-                                   op1=nl.multiply, operand1=cweight[:, t, j:j + 1], engine=nisa.engine.vector)
+                if k % 2 == 0:
+                    nisa.tensor_scalar(dst=buf, data=row_iota, op0=nl.equal, operand0=crows[:, t:t + 1],
+                                       op1=nl.multiply, operand1=cweight[:, t, j:j + 1], engine=nisa.engine.vector)
+                else:
+                    # every other build on GpSimd, which takes tensor_tensor but no tensor_scalar beyond rsqrt:
+                    # the per-entry row and weight as stride-0 broadcasts over the window rows
+                    nisa.tensor_tensor(dst=buf, data1=row_iota, data2=crows[:, t:t + 1].broadcast(1, WINDOW_ROWS),
+                                       op=nl.equal, engine=nisa.engine.gpsimd)
+                    nisa.tensor_tensor(dst=buf, data1=buf, data2=cweight[:, t, j:j + 1].broadcast(1, WINDOW_ROWS),
+                                       op=nl.multiply, engine=nisa.engine.gpsimd)
                 for c, (f0, width) in enumerate(chunks):
                     nisa.nc_matmul(dst=accum[c], stationary=buf, moving=hi_rows[:, i, f0:f0 + width], accumulate=True)
 
