@@ -39,11 +39,11 @@ def _kernels(backend):
     return kernel_module("masked_quant", backend)
 
 
-def _run(kernel, args, target, profiles, backend):
+def _run(kernel, args, target, profiles, backend, lnc=None):
     from dste.kernels.device import launch
     from dste.kernels.launch_spmm import default_lnc
 
-    out, prof = launch(kernel, args, lnc=default_lnc(target), target=target, backend=backend)
+    out, prof = launch(kernel, args, lnc=default_lnc(target) if lnc is None else lnc, target=target, backend=backend)
     profiles.append(prof)
     return out
 
@@ -55,7 +55,7 @@ def _merged(profiles, target):
 
 
 def launch_masked_quant(values, keep=None, sensitivity=None, threshold=0.02, *, magnitude_threshold=None,
-                 target="trn2", profile=False, backend="nkisim"):
+                 target="trn2", profile=False, backend="nkisim", lnc=None):
     """Quantize T dense tiles ``[T, 128, 128]`` (layout [t, k, r]) under a keep mask (see module doc)."""
     values = np.asarray(values)
     if values.dtype != np.float32 or values.ndim != 3 or values.shape[1:] != (TILE_COLS, WINDOW_ROWS):
@@ -82,7 +82,8 @@ def launch_masked_quant(values, keep=None, sensitivity=None, threshold=0.02, *, 
     kernel = _kernels(backend).masked_quant_kernel
     from dste.kernels.launch_spmm import default_lnc
 
-    per_launch_group = TILE_GROUP * default_lnc(target)
+    lnc = default_lnc(target) if lnc is None else lnc
+    per_launch_group = TILE_GROUP * lnc
     outs = [np.zeros((T, TILE_COLS, 4), np.uint32), np.zeros(T, np.uint8), np.zeros(values.shape, np.int8),
             np.zeros(T, np.float32), np.zeros(values.shape, np.float16)]
     thr = np.array([threshold], dtype=np.float32)
@@ -95,14 +96,14 @@ def launch_masked_quant(values, keep=None, sensitivity=None, threshold=0.02, *, 
         k = np.zeros((padded, TILE_COLS, WINDOW_ROWS), np.uint8)
         s = np.zeros(padded, np.float32)
         v[:n], k[:n], s[:n] = values[t0:t1], keep[t0:t1], sensitivity[t0:t1]
-        res = _run(kernel, (v, k, s, thr), target, profiles, backend)
+        res = _run(kernel, (v, k, s, thr), target, profiles, backend, lnc)
         for dst, src in zip(outs, res):
             dst[t0:t1] = np.asarray(src).reshape((padded,) + dst.shape[1:])[:n]
     result = tuple(outs)
     return (result, _merged(profiles, target)) if profile else result
 
 
-def launch_quantize_rows(X, sensitivity, threshold=0.02, *, target="trn2", profile=False, backend="nkisim"):
+def launch_quantize_rows(X, sensitivity, threshold=0.02, *, target="trn2", profile=False, backend="nkisim", lnc=None):
     """Hybrid-row quantization of X ``[M, F]`` on the device (see module doc) -> ``HybridRows``."""
     from dste.format import HybridRows
 
@@ -131,7 +132,8 @@ def launch_quantize_rows(X, sensitivity, threshold=0.02, *, target="trn2", profi
     profiles = []
     from dste.kernels.launch_spmm import default_lnc
 
-    rows_multiple = ROWS_PER_TILE * default_lnc(target)
+    lnc = default_lnc(target) if lnc is None else lnc
+    rows_multiple = ROWS_PER_TILE * lnc
     for r0 in range(0, M, ROWS_PER_LAUNCH):
         r1 = min(M, r0 + ROWS_PER_LAUNCH)
         n = r1 - r0
@@ -146,7 +148,7 @@ def launch_quantize_rows(X, sensitivity, threshold=0.02, *, target="trn2", profi
         s_launch[:n] = sens32[r0:r1]
         position = np.full(padded, max(n_hi, 1), dtype=np.int32)
         position[:n][local_hi] = np.arange(n_hi, dtype=np.int32)
-        out_q, out_scale, out_hi = _run(kernel, (x_launch, s_launch, thr, position, n_hi), target, profiles, backend)
+        out_q, out_scale, out_hi = _run(kernel, (x_launch, s_launch, thr, position, n_hi), target, profiles, backend, lnc)
         q[r0:r1] = np.asarray(out_q)[:n]
         scale[r0:r1] = np.asarray(out_scale).reshape(-1)[:n]
         first = int(is_hi[:r0].sum())

@@ -24,10 +24,11 @@ def tiles(T, seed):
     return values, keep, sensitivity
 
 
+@pytest.mark.parametrize("lnc", [1, 2])
 @pytest.mark.parametrize("T,threshold", [(5, 0.02), (17, 0.0), (16, 1.0)])
-def test_masked_quant_bit_exact(T, threshold):
+def test_masked_quant_bit_exact(T, threshold, lnc):
     values, keep, sensitivity = tiles(T, T)
-    got = masked_quant(values, keep, sensitivity, threshold)
+    got = masked_quant(values, keep, sensitivity, threshold, lnc=lnc)
     want = masked_quant_reference(values, keep, sensitivity, threshold)
     for name, a, b in zip(FIELDS, got, want):
         assert a.dtype == b.dtype and a.shape == b.shape, name
@@ -47,14 +48,15 @@ def test_masked_quant_profile_is_modelled():
     assert prof.to_dict()["modelled"] and prof.dma_bytes > 0
 
 
+@pytest.mark.parametrize("lnc", [1, 2])
 @pytest.mark.parametrize("M,F,threshold", [(300, 70, 0.02), (128, 1, 0.02), (77, 600, 0.0), (130, 16, 10.0)])
-def test_quantize_rows_bit_exact(M, F, threshold):
+def test_quantize_rows_bit_exact(M, F, threshold, lnc):
     rng = np.random.default_rng(M + F)
     X = rng.standard_normal((M, F)).astype(np.float32)
     X[4 % M] = 0.0
     X[9 % M, 0] = 1e5
     sensitivity = (rng.random(M) * 0.04).astype(np.float32)
-    got = quantize_rows(X, sensitivity, threshold)
+    got = quantize_rows(X, sensitivity, threshold, lnc=lnc)
     want = quantize_rows_reference(X, sensitivity, threshold)
     for name in ("q", "scale", "hi_rows", "hi", "hi_index"):
         a, b = getattr(got, name), getattr(want, name)

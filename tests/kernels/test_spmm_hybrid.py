@@ -45,8 +45,8 @@ def random_matrix(n, m, density, seed, values="gauss", empty_rows=0, empty_windo
     return A
 
 
-def check(A, X, per_term):
-    Y = spmm_hybrid(A, X)
+def check(A, X, per_term, lnc=None):
+    Y = spmm_hybrid(A, X, lnc=lnc)
     ref = spmm_reference(A, X if isinstance(X, HybridRows) else np.asarray(X, dtype=np.float32))
     assert Y.dtype == np.float32 and Y.shape == ref.shape
     assert_within_bound(Y, ref, A, X, per_term)
@@ -89,15 +89,16 @@ def encode_case(name, n, m, density, values, kinds, min_entries, split, layout, 
 
 @pytest.mark.parametrize("name,n,m,density,values,kinds,min_entries,split,layout,reorder,F", CASES, ids=[c[0] for c in CASES])
 @pytest.mark.parametrize("x_kind", ["fp32", "hybrid", "hybrid-int8-only"])
-def test_parity_table(name, n, m, density, values, kinds, min_entries, split, layout, reorder, F, x_kind):
+@pytest.mark.parametrize("lnc", [1, 2], ids=["LNC1", "LNC2"])
+def test_parity_table(name, n, m, density, values, kinds, min_entries, split, layout, reorder, F, x_kind, lnc):
     rng = np.random.default_rng(len(name) + F)
     A = encode_case(name, n, m, density, values, kinds, min_entries, split, layout, reorder)
     X = rng.standard_normal((m, F)).astype(np.float32)
     if x_kind.startswith("hybrid"):
         X = quantize_rows(X, fp16_fraction=0.15 if x_kind == "hybrid" else 0.0)
-        check(A, X, BOUND_EXACT_X)
+        check(A, X, BOUND_EXACT_X, lnc)
     else:
-        check(A, X, BOUND_FP32_X)
+        check(A, X, BOUND_FP32_X, lnc)
 
 
 def test_several_stores_per_launch_place_every_window():
