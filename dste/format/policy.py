@@ -30,7 +30,7 @@ import numpy as np
 from dste.format.constants import LAYOUTS
 from dste.format.errors import DSTEFormatError
 
-REORDERS = ("none", "rcm", "community")
+REORDERS = ("none", "rcm", "community", "community-fast")
 KINDS = ("faithful", "auto", "bin", "int8", "fp16")
 BITMAP_SPLITS = ("cost", "count")
 
@@ -63,8 +63,9 @@ class EncodePolicy:
 
     layout: ``"condensed"`` (per-window distinct columns, cut into tiles of <= 128) or
         ``"block"`` (fixed 128-wide block columns; for dense operands such as weights).
-    reorder: ``"none"``, ``"rcm"`` (reverse Cuthill-McKee) or ``"community"``
-        (label-propagation communities laid out contiguously, RCM inside).
+    reorder: ``"none"`` (or ``None``), ``"rcm"`` (reverse Cuthill-McKee), ``"community"``
+        (METIS recursive bisection, the best of its candidate orders) or ``"community-fast"``
+        (its 128-node-leaf candidate alone); see :mod:`dste.format.reorder`.
     kinds: ``"faithful"`` (default: per tile BIN if every value is 1, else the first of FP16 /
         INT8 that keeps every value within 2^-11 relative error; refuses a matrix no kind
         keeps that well), ``"auto"`` (opt in to INT8: BIN / INT8 / FP16 per tile by the
@@ -110,6 +111,8 @@ class EncodePolicy:
     def __post_init__(self):
         if self.layout not in LAYOUTS:
             raise DSTEFormatError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.reorder is None:  # "no reordering" spelled the Python way
+            self.reorder = "none"
         if self.reorder not in REORDERS:
             raise DSTEFormatError(f"reorder must be one of {REORDERS}, got {self.reorder!r}")
         if self.kinds not in KINDS:
