@@ -26,7 +26,9 @@ import scipy.sparse as sp
 from .csbm import BlockModel, drop_present, make_graph, pair_keys, sample_edges, sorted_unique
 from .graph import Graph, adjacency_from_pairs
 
-__all__ = ["StreamParams", "Snapshot", "SnapshotStream", "make_stream", "block_model_of"]
+__all__ = [
+    "StreamParams", "Snapshot", "SnapshotStream", "make_stream", "block_model_of", "STREAM_PRESETS", "stream_params",
+]
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,11 @@ class StreamParams:
     active_fraction: share of communities (classes for loaded graphs) where the step's churn
                     happens, in (0, 1]: removed edges touch an active node and added edges start at
                     one, so changes stay local the way activity bursts in real graphs do.
+    burst_every:    every k-th step (k > 0) is a burst: its churn is ``burst_churn`` instead of
+                    ``edge_churn`` and its class-mean drift ``burst_drift`` (when > 0); 0 = no bursts.
+    budget_cycle:   per-snapshot latency budgets, as fractions of the FP32 model's modelled latency on
+                    that snapshot, repeated cyclically (snapshot t gets entry t mod len); () = none.
+                    Carried in ``Snapshot.latency_budget``; the stream itself ignores it.
     """
 
     num_snapshots: int = 8
@@ -54,6 +61,25 @@ class StreamParams:
     feature_noise: float = 0.05
     heldout_fraction: float = 0.25
     active_fraction: float = 1.0
+    burst_every: int = 0
+    burst_churn: float = 0.0
+    burst_drift: float = 0.0
+    budget_cycle: tuple[float, ...] = ()
+
+    def churn_at(self, t: int) -> float:
+        """Edge churn of step t: ``burst_churn`` on every ``burst_every``-th step (when bursts are on)."""
+        return self.burst_churn if self._bursting(t) else self.edge_churn
+
+    def drift_at(self, t: int) -> float:
+        """Class-mean drift of step t: ``burst_drift`` on burst steps when set, else ``feature_drift``."""
+        return self.burst_drift if self._bursting(t) and self.burst_drift > 0 else self.feature_drift
+
+    def budget_at(self, t: int) -> float | None:
+        """Latency budget of snapshot t as a fraction of the FP32 model's modelled latency (None: no schedule)."""
+        return float(self.budget_cycle[t % len(self.budget_cycle)]) if self.budget_cycle else None
+
+    def _bursting(self, t: int) -> bool:
+        return self.burst_every > 0 and t > 0 and t % self.burst_every == 0
 
     def validate(self) -> None:
         if not isinstance(self.num_snapshots, (int, np.integer)) or self.num_snapshots < 1:
@@ -70,6 +96,14 @@ class StreamParams:
             raise ValueError(f"heldout_fraction must lie in [0, 1), got {self.heldout_fraction}")
         if not 0.0 < self.active_fraction <= 1.0:
             raise ValueError(f"active_fraction must lie in (0, 1], got {self.active_fraction}")
+        if not isinstance(self.burst_every, (int, np.integer)) or self.burst_every < 0:
+            raise ValueError(f"burst_every must be an int >= 0 (0: no bursts), got {self.burst_every!r}")
+        if not 0.0 <= self.burst_churn < 1.0:
+            raise ValueError(f"burst_churn must lie in [0, 1), got {self.burst_churn}")
+        if self.burst_drift < 0:
+            raise ValueError(f"burst_drift must be >= 0, got {self.burst_drift}")
+        if any(not (np.isfinite(b) and b > 0) for b in self.budget_cycle):
+            raise ValueError(f"budget_cycle must hold positive fractions of the FP32 latency, got {self.budget_cycle}")
 
 
 @dataclass
@@ -81,6 +115,7 @@ class Snapshot:
     changed_rows: int64 sorted node ids whose adjacency row changed since snapshot t-1.
     added_edges, removed_edges: int64 [2, k] undirected pairs (i < j) added / removed at this step.
     new_nodes:    int64 ids of nodes that joined at this step.
+    latency_budget: the snapshot's latency budget as a fraction of the FP32 latency (``budget_cycle``), or None.
     """
 
     index: int
@@ -89,6 +124,7 @@ class Snapshot:
     added_edges: np.ndarray
     removed_edges: np.ndarray
     new_nodes: np.ndarray
+    latency_budget: float | None = None
 
     def changed_windows(self, row_perm: np.ndarray | None = None, window_rows: int = 128) -> np.ndarray:
         """Sorted ids of the row windows holding a changed row.
@@ -220,7 +256,9 @@ class SnapshotStream:
             graph = replace(graph, meta=meta)
             n = graph.num_nodes
             empty = np.zeros((2, 0), dtype=np.int64)
-            snap = Snapshot(0, graph, np.arange(n, dtype=np.int64), empty, empty, np.zeros(0, dtype=np.int64))
+            snap = Snapshot(
+                0, graph, np.arange(n, dtype=np.int64), empty, empty, np.zeros(0, dtype=np.int64), self.params.budget_at(0)
+            )
             return snap, self._state_after(snap)
 
         rng = np.random.default_rng([self.seed, t])
@@ -246,7 +284,7 @@ class SnapshotStream:
 
         old_keys = _upper_keys(prev.adj)
         # Edge churn: remove a random fraction, then add the same number of fresh pairs.
-        num_remove = int(round(p.edge_churn * old_keys.size))
+        num_remove = int(round(p.churn_at(t) * old_keys.size))
         active_pool = None
         active_blocks = None
         candidates = old_keys
@@ -288,7 +326,7 @@ class SnapshotStream:
 
         # Feature drift.
         step = rng.standard_normal(means.shape)
-        step *= p.feature_drift / np.sqrt(means.shape[1])
+        step *= p.drift_at(t) / np.sqrt(means.shape[1])
         means = means + step
         x = x + step[y]
         x = x + p.feature_pull * (means[y] - x)
@@ -310,11 +348,54 @@ class SnapshotStream:
             meta={"source": "stream", "snapshot": t, "class_means": means, "block_model": grown_model,
                   "base": self.base.name, "active_communities": active_blocks},
         )
-        snap = Snapshot(t, graph, changed.astype(np.int64), added, removed_pairs, new_nodes)
+        snap = Snapshot(t, graph, changed.astype(np.int64), added, removed_pairs, new_nodes, p.budget_at(t))
         return snap, self._state_after(snap)
 
 
-def make_stream(base: "Graph | str" = "cora-like", num_snapshots: int = 8, seed: int = 0, **knobs) -> SnapshotStream:
-    """A `SnapshotStream` over a Graph or a CSBM preset name (generated with the same seed)."""
+STREAM_PRESETS: dict[str, tuple[StreamParams, str]] = {
+    "steady": (
+        StreamParams(),
+        "5 % of edges replaced and a small class-mean drift every step: the graph barely changes, so one static "
+        "action is as good as any schedule (the default of `dste run`)",
+    ),
+    "bursty": (
+        StreamParams(edge_churn=0.01, burst_every=3, burst_churn=0.6, burst_drift=1.5, active_fraction=0.3),
+        "quiet steps (1 % churn) broken every third step by a burst: 60 % of the edges replaced inside 30 % of "
+        "the communities and a large class-mean jump, so the edges that can be pruned and the rows worth FP16 "
+        "change at the burst",
+    ),
+    "drift": (
+        StreamParams(edge_churn=0.02, feature_drift=0.8, feature_noise=0.2, feature_pull=-0.05),
+        "features drift away from what the model was trained on (class means move 8x faster than 'steady', "
+        "noise grows and nodes spread away from their class mean): the layer input's outliers and the "
+        "accuracy lost to INT8 and channel pruning grow over time",
+    ),
+    "growing": (
+        StreamParams(edge_churn=0.02, growth=0.06),
+        "6 % new nodes per step (fresh, unlabelled by training) joining their class's communities: the graph "
+        "and its latency grow, the share of nodes whose features sit at their class mean grows",
+    ),
+    "budget-shift": (
+        StreamParams(budget_cycle=(1.0, 0.96, 0.93, 0.98)),
+        "the 'steady' graph with a latency budget that changes per snapshot (100/96/93/98 % of the FP32 "
+        "model's modelled latency on the snapshot, cyclically), as a service under varying load would set it",
+    ),
+}
+"""Named streams, ``name -> (StreamParams, what changes and why it matters)``; ``stream_params(name)``."""
+
+
+def stream_params(name: str, num_snapshots: int | None = None) -> StreamParams:
+    """The `StreamParams` of preset ``name`` (see ``STREAM_PRESETS``), with ``num_snapshots`` if given."""
+    if name not in STREAM_PRESETS:
+        raise ValueError(f"unknown stream preset {name!r}; choose one of {sorted(STREAM_PRESETS)}")
+    params = STREAM_PRESETS[name][0]
+    return params if num_snapshots is None else replace(params, num_snapshots=num_snapshots)
+
+
+def make_stream(
+    base: "Graph | str" = "cora-like", num_snapshots: int = 8, seed: int = 0, preset: str = "steady", **knobs
+) -> SnapshotStream:
+    """A `SnapshotStream` over a Graph or a CSBM preset name (generated with the same seed), following the
+    stream preset ``preset`` (``STREAM_PRESETS``) with ``knobs`` overriding its fields."""
     graph = make_graph(base, seed=seed) if isinstance(base, str) else base
-    return SnapshotStream(graph, StreamParams(num_snapshots=num_snapshots), seed=seed, **knobs)
+    return SnapshotStream(graph, stream_params(preset, num_snapshots), seed=seed, **knobs)
