@@ -216,9 +216,9 @@ def _expand_slots(kind: np.ndarray, wanted_kind: int, compact: np.ndarray, fill_
 
 def _run_masked_quant(values: np.ndarray, keep: np.ndarray, sensitivity: np.ndarray, threshold: float, backend):
     if backend == "cpu":
-        from dste.reference.masked_quant import masked_quant_reference as encoder
+        from dste.format.quant import masked_quant_host
 
-        return encoder(values, keep, sensitivity, threshold)
+        return masked_quant_host(values, keep, sensitivity, threshold)
     if backend == "nkisim":
         from dste import nkisim
 

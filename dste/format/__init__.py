@@ -3,8 +3,9 @@
 Public API: :class:`DSTEMatrix`, :func:`encode`, :class:`EncodePolicy`,
 :func:`gcn_normalized`, :func:`gcn_update`, :func:`update_windows`, :class:`HybridRows`,
 :func:`quantize_rows`, :func:`save`, :func:`load`, the errors, and the constants of
-:mod:`dste.format.constants`. Names are resolved on first use, so ``dste.reference``
-can import ``dste.format.constants`` without a cycle.
+:mod:`dste.format.constants`. Names are resolved on first use, so ``import dste.format`` stays
+cheap. The quantization and mask-packing primitives are :mod:`dste.format.quant` and
+:mod:`dste.format.bits`; ``dste.reference`` (the parity oracles) is independent of this package.
 """
 
 from importlib import import_module

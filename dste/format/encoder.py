@@ -102,9 +102,9 @@ from dste.format.policy import (
     BITMAP_MIN_ENTRIES_VALUED,
     EncodePolicy,
 )
-from dste.reference.bits import pack_mask
+from dste.format.bits import pack_mask
 from dste.format.hybrid_rows import int8_sensitivity_robust
-from dste.reference.quant import INT8_QMAX, dequantize_int8, quantize_int8, to_fp16
+from dste.format.quant import INT8_QMAX, dequantize_int8, quantize_int8, to_fp16
 
 BITMAP_TILE_DEVICE_BYTES = TILE_COLS * (4 * MASK_WORDS + 4) + 13
 """Device bytes of one bitmap tile without values: keep bits + column ids + window, kind,

@@ -43,7 +43,7 @@ import numpy as np
 from dste.format.errors import DSTEFormatError
 from dste.format.policy import DEFAULT_FP16_THRESHOLD
 from dste.format.constants import FP16_MAX, INT8_QMAX
-from dste.reference.quant import dequantize_int8, round_half_even_saturate
+from dste.format.quant import dequantize_int8, quantize_rows_host, round_half_even_saturate
 
 
 @dataclass(eq=False)
@@ -162,7 +162,7 @@ def quantize_rows(X, sensitivity=None, threshold: float | None = None, fp16_frac
     FP16 rows are those with ``sensitivity >= threshold`` (default T = 0.02), or, when
     ``fp16_fraction`` is given, the ``round(fp16_fraction * M)`` most sensitive rows (ties
     by lower row id). ``sensitivity`` defaults to :func:`row_sensitivity`. The arithmetic
-    is :func:`dste.reference.masked_quant.quantize_rows_reference`.
+    is the device's, :func:`dste.format.quant.quantize_rows_host`.
 
     Error per entry: INT8 rows ``|err| <= max|x_row| / 254``; FP16 rows ``|err| <= 2^-11 |x|``
     for ``|x| >= 2^-14`` and ``<= 2^-25`` below. A row chosen for FP16 that holds a value beyond
@@ -170,8 +170,6 @@ def quantize_rows(X, sensitivity=None, threshold: float | None = None, fp16_frac
     row whose largest |x| is nonzero but below 1.5e-36 (a subnormal INT8 scale). Empty X
     (M = 0 or F = 0) gives an empty, valid :class:`HybridRows`.
     """
-    from dste.reference.masked_quant import quantize_rows_reference
-
     X = _as_features(X)
     M = X.shape[0]
     _check_int8_scale_range(X)
@@ -190,12 +188,12 @@ def quantize_rows(X, sensitivity=None, threshold: float | None = None, fp16_frac
         is_hi = np.zeros(M, dtype=np.float32)
         is_hi[order[:n_hi]] = 1.0
         _check_fp16_range(X, is_hi >= 0.5)
-        return quantize_rows_reference(X, is_hi, 0.5)
+        return HybridRows(*quantize_rows_host(X, is_hi, 0.5))
     threshold = DEFAULT_FP16_THRESHOLD if threshold is None else float(threshold)
     if not np.isfinite(threshold):
         raise DSTEFormatError(f"quantize_rows: threshold must be a finite number, got {threshold!r}")
     _check_fp16_range(X, sensitivity.astype(np.float32) >= np.float32(threshold))
-    return quantize_rows_reference(X, sensitivity, threshold)
+    return HybridRows(*quantize_rows_host(X, sensitivity, threshold))
 
 
 MIN_ROW_MAGNITUDE = INT8_QMAX * float(np.finfo(np.float32).tiny)

@@ -1,16 +1,22 @@
 """NumPy/SciPy references of the DSTE format and kernels (the parity oracles).
 
-Independent of ``dste.kernels``. ``spmm`` and ``masked_quant`` are imported on
-demand to keep ``dste.format`` -> ``dste.reference.bits/quant`` import order acyclic.
+They import nothing from ``dste``: every semantic is restated here from docs/CONTRACTS.md
+(geometry in :mod:`dste.reference.layout`), so a parity test compares two independent
+computations rather than the format's code with itself. Production code uses
+``dste.format.quant`` / ``dste.format.bits``, never this package.
 """
 
 from dste.reference.bits import pack_mask, unpack_mask
+from dste.reference.masked_quant import ReferenceHybridRows, masked_quant_reference, quantize_rows_reference
 from dste.reference.quant import (
     dequantize_int8,
     int8_scale,
+    int8_sensitivity,
     quantize_int8,
     round_half_even_saturate,
+    to_fp16,
 )
+from dste.reference.spmm import reference_matrix, spmm_reference
 
 __all__ = [
     "pack_mask",
@@ -19,19 +25,11 @@ __all__ = [
     "int8_scale",
     "quantize_int8",
     "dequantize_int8",
+    "to_fp16",
+    "int8_sensitivity",
+    "reference_matrix",
     "spmm_reference",
     "masked_quant_reference",
     "quantize_rows_reference",
+    "ReferenceHybridRows",
 ]
-
-
-def __getattr__(name):
-    if name == "spmm_reference":
-        from dste.reference.spmm import spmm_reference
-
-        return spmm_reference
-    if name in ("masked_quant_reference", "quantize_rows_reference"):
-        from dste.reference import masked_quant
-
-        return getattr(masked_quant, name)
-    raise AttributeError(name)

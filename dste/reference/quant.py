@@ -1,91 +1,107 @@
-"""Quantization arithmetic with the hardware's rounding: round half to even, then saturate.
+"""Reference quantization arithmetic: round half to even, saturate, symmetric INT8, float16.
 
-Every float->int8 and float->float16 conversion in the DSTE format goes through
-:func:`round_half_even_saturate`, so the host encoder, the references and the
-device kernels agree bit for bit (NeuronCore casts round to nearest even and
-saturate). All arithmetic is float32, as on the Vector/Scalar engines.
+Written from docs/CONTRACTS.md (``References``) and the hardware rule that NeuronCore casts
+round to nearest even and saturate; independent of ``dste.format.quant``. Rounding is done
+explicitly in float64 (floor, then the half-way case to the even neighbour) rather than with
+``np.rint``, and float16 casts start from float64, so the two sides share no code path.
 
-INT8 is symmetric over [-127, 127] with one scale per group (tile or row):
-``scale = max|v| / 127`` (float32), and ``scale = 1`` for an all-zero group so
-dequantization never divides by zero. ``q = rne_saturate(v / scale)``.
+INT8 is symmetric over [-127, 127] with one scale per group: ``scale = max|v| / 127`` in
+float32 (1 for an all-zero group), ``q = rne_sat(v / scale)``, ``v ~ q * scale``.
+The sensitivity score S of a group is the contract of ``dste.format.hybrid_rows`` (module
+docstring, "The sensitivity score"); :func:`int8_sensitivity` restates it group by group.
 """
 
 import numpy as np
 
-from dste.format.constants import FP16_MAX, INT8_QMAX
+from dste.reference.layout import FP16_MAX, INT8_QMAX
+
+
+def _round_half_even(x64: np.ndarray) -> np.ndarray:
+    """Nearest integer of float64 ``x64``, ties to the even neighbour (+-inf stay infinite)."""
+    with np.errstate(invalid="ignore"):
+        low = np.floor(x64)
+        fraction = x64 - low  # exact for |x| < 2^52; NaN for +-inf (then no step up)
+        low_is_odd = np.mod(low, 2.0) == 1.0
+        step_up = (fraction > 0.5) | ((fraction == 0.5) & low_is_odd)
+    return low + step_up
 
 
 def round_half_even_saturate(x, dtype) -> np.ndarray:
     """Round ``x`` to nearest (ties to even) and saturate into ``dtype``'s finite range.
 
-    ``dtype`` is an integer type (rounded with ``np.rint``, clipped to its range) or
-    ``float16`` (cast with RNE, clipped to +-65504). NaN input is rejected.
+    ``dtype``: an integer type (int8 saturates to the symmetric [-127, 127]) or float16
+    (saturates at +-65504). NaN is refused.
     """
     dtype = np.dtype(dtype)
-    x = np.asarray(x)
-    if np.isnan(x).any():
-        raise ValueError("round_half_even_saturate: input contains NaN; only finite or +-inf values can be cast")
+    x64 = np.asarray(x, dtype=np.float64)
+    if np.isnan(x64).any():
+        raise ValueError("reference round_half_even_saturate: x contains NaN; only finite or +-inf values can be cast")
     if dtype == np.float16:
-        return np.clip(x, -FP16_MAX, FP16_MAX).astype(np.float16)
+        return np.minimum(np.maximum(x64, -FP16_MAX), FP16_MAX).astype(np.float16)
     if dtype.kind not in "iu":
-        raise TypeError(f"round_half_even_saturate: target dtype must be an integer type or float16, got {dtype}")
+        raise TypeError(f"reference round_half_even_saturate: dtype must be an integer type or float16, got {dtype}")
     info = np.iinfo(dtype)
-    low, high = info.min, info.max
-    if dtype == np.int8:
-        low = -INT8_QMAX  # symmetric range: -128 is never produced
-    return np.clip(np.rint(x), low, high).astype(dtype)
+    low = -INT8_QMAX if dtype == np.int8 else info.min
+    rounded = _round_half_even(x64)
+    return np.minimum(np.maximum(rounded, float(low)), float(info.max)).astype(dtype)
 
 
 def int8_scale(values, axis=None) -> np.ndarray:
-    """Symmetric INT8 scale ``max|v| / 127`` (float32) over ``axis``; 1 where the group is all zero."""
+    """``max|v| / 127`` in float32 over ``axis``; 1 where the group is all zero (or empty)."""
     values = np.asarray(values, dtype=np.float32)
-    amax = np.max(np.abs(values), axis=axis) if values.size else np.float32(0.0)
-    scale = np.asarray(amax, dtype=np.float32) / np.float32(INT8_QMAX)
-    return np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
+    if values.size == 0:
+        amax = np.zeros(() if axis is None else np.delete(values.shape, axis), np.float32)
+    else:
+        amax = np.abs(values).max(axis=axis).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        scale = (amax / np.float32(INT8_QMAX)).astype(np.float32)
+    return np.where(amax > 0, scale, np.float32(1.0)).astype(np.float32)
 
 
 def quantize_int8(values, scale) -> np.ndarray:
-    """``rne_saturate(values / scale)`` in float32; ``scale`` broadcasts against ``values``."""
+    """``rne_sat(values / scale)``: float32 quotient, then RNE into [-127, 127]."""
     values = np.asarray(values, dtype=np.float32)
     scale = np.asarray(scale, dtype=np.float32)
-    if (scale <= 0).any() or not np.isfinite(scale).all():
-        raise ValueError("quantize_int8: scales must be finite and > 0")
-    return round_half_even_saturate(values / scale, np.int8)
+    if not (np.isfinite(scale) & (scale > 0)).all():
+        raise ValueError("reference quantize_int8: every scale must be finite and > 0")
+    return round_half_even_saturate((values / scale).astype(np.float32), np.int8)
 
 
 def dequantize_int8(q, scale) -> np.ndarray:
-    """``q * scale`` in float32."""
-    return np.asarray(q).astype(np.float32) * np.asarray(scale, dtype=np.float32)
+    """``q * scale`` as a float32 product."""
+    return (np.asarray(q, dtype=np.float32) * np.asarray(scale, dtype=np.float32)).astype(np.float32)
 
 
 def to_fp16(values) -> np.ndarray:
-    """float32 -> float16 with RNE and saturation at +-65504."""
-    return round_half_even_saturate(np.asarray(values, dtype=np.float32), np.float16)
+    """Cast to float16 with RNE, saturating at +-65504."""
+    return round_half_even_saturate(values, np.float16)
 
 
 def int8_sensitivity(values, group_ids, n_groups: int) -> np.ndarray:
-    """Sensitivity score S of each group: INT8 quantization error relative to the group's typical value.
+    """Sensitivity S (float64 [n_groups]) of each group of ``values`` under INT8, group by group.
 
-    ``S_g = rms(v - dequant(quant(v))) / mean(|v|)`` over the values of group g, with the
-    group's symmetric scale ``max|v| / 127``; 0 for an all-zero or empty group. The
-    denominator is the mean magnitude (not the L2 norm, which a single outlier would
-    dominate), so S measures how badly the bulk of the values is represented: about 0.005
-    for uniformly spread values, 0.011 for Gaussian ones, and 0.1 and more when a few
-    outliers stretch the scale so the bulk rounds to 0 or +-1. ``values`` float,
-    ``group_ids`` int64 in [0, n_groups).
+    For group g with scale ``s = max|v| / 127`` (float32; 1 if all zero): the INT8 error of each
+    value is ``e = v - fp32(rne_sat(v / s) * s)`` (in float64); over the group's NONZERO values,
+    ``S = sqrt(mean e^2) / rho`` with rho the lower median of |v| (the ``(n - 1) // 2``-th
+    smallest); ``S = 0`` for a group without nonzero values.
     """
-    values = np.asarray(values, dtype=np.float32)
-    group_ids = np.asarray(group_ids, dtype=np.int64)
-    amax = np.zeros(n_groups, dtype=np.float32)
-    np.maximum.at(amax, group_ids, np.abs(values))
-    scale = amax / np.float32(INT8_QMAX)
-    scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
-    per_value_scale = scale[group_ids]
-    deq = dequantize_int8(round_half_even_saturate(values / per_value_scale, np.int8), per_value_scale)
-    count = np.bincount(group_ids, minlength=n_groups).astype(np.float64)
-    sq_err = np.bincount(group_ids, weights=(values.astype(np.float64) - deq) ** 2, minlength=n_groups)
-    abs_sum = np.bincount(group_ids, weights=np.abs(values.astype(np.float64)), minlength=n_groups)
-    safe = np.maximum(count, 1.0)
-    rms = np.sqrt(sq_err / safe)
-    mean_abs = abs_sum / safe
-    return np.where(mean_abs > 0, rms / np.where(mean_abs > 0, mean_abs, 1.0), 0.0)
+    values = np.asarray(values, dtype=np.float32).reshape(-1)
+    group_ids = np.asarray(group_ids).reshape(-1)
+    if values.shape != group_ids.shape:
+        raise ValueError(f"reference int8_sensitivity: values {values.shape} and group_ids {group_ids.shape} differ")
+    if group_ids.size and (group_ids.min() < 0 or group_ids.max() >= n_groups):
+        raise ValueError(f"reference int8_sensitivity: group_ids must lie in [0, {n_groups})")
+    out = np.zeros(n_groups, dtype=np.float64)
+    order = np.argsort(group_ids, kind="stable")
+    groups, starts = np.unique(group_ids[order], return_index=True)
+    for g, members in zip(groups, np.split(order, starts[1:])):
+        v = values[members]
+        s = int8_scale(v)
+        error = v.astype(np.float64) - dequantize_int8(quantize_int8(v, s), s).astype(np.float64)
+        nonzero = v != 0
+        if not nonzero.any():
+            continue
+        magnitudes = np.sort(np.abs(v[nonzero]).astype(np.float64))
+        rho = magnitudes[(magnitudes.size - 1) // 2]
+        out[g] = np.sqrt(np.mean(error[nonzero] ** 2)) / rho
+    return out

@@ -1,30 +1,136 @@
-"""Reference SpMM: ``Y = A.decode() @ X`` in float64 with SciPy (the oracle of ``spmm_hybrid``)."""
+"""Reference SpMM ``Y = A @ X`` in float64 with SciPy: the oracle of the ``spmm_hybrid`` kernel.
+
+A is rebuilt from the public arrays of a DSTE matrix (attribute access only; no method of the
+format is called) following docs/CONTRACTS.md, "Semantics (the oracle)":
+
+* for every bitmap tile t of window w, window slot r and tile column k < ``tile_ncols[t]`` whose
+  keep bit (bit ``r % 32`` of ``keep_bits[t, k, r // 32]``) is set,
+  ``A[window_rows[w, r], tile_cols[t, k]] += v`` with v = 1 (BIN),
+  ``int8_values[s, k, r] * int8_scale[s]`` (INT8) or ``fp16_values[s, k, r]`` (FP16), s = ``tile_slot[t]``;
+* for every entry tile t of window w and entry e < ``etile_nentries[t]`` whose keep bit (bit
+  ``e % 32`` of ``etile_keep_bits[t, e // 32]``) is set, ``A[window_rows[w, etile_rows[t, e]],
+  etile_cols[t, e]] += v`` with v from ``etile_int8_values`` / ``etile_int8_scale`` /
+  ``etile_fp16_values`` likewise;
+* then ``A = diag(row_scale) A diag(col_scale)`` (a missing scale is the identity).
+
+Out-of-range ids (window slots holding N, column slots holding M) are skipped, as the contract
+specifies for padding. Every value is formed in float64 from the stored numbers.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
+
+from dste.reference.bits import unpack_mask
+from dste.reference.layout import KIND_BIN, KIND_FP16, KIND_INT8, MASK_WORDS, TILE_COLS
+
+_TILE_FIELDS = ("shape", "window_rows", "tile_window", "tile_kind", "tile_ncols", "tile_cols", "keep_bits",
+                "tile_slot", "int8_values", "int8_scale", "fp16_values")
+_ENTRY_FIELDS = ("etile_window", "etile_kind", "etile_nentries", "etile_cols", "etile_rows", "etile_keep_bits",
+                 "etile_slot", "etile_int8_values", "etile_int8_scale", "etile_fp16_values")
+_HYBRID_FIELDS = ("q", "scale", "hi_rows", "hi")
+
+
+def _stored_values(kind, slot, int8_at, int8_scale, fp16_at) -> np.ndarray:
+    """float64 value of each kept entry from its tile's kind: 1, INT8 value x scale, or FP16 value."""
+    values = np.ones(kind.shape, np.float64)
+    is_int8 = kind == KIND_INT8
+    values[is_int8] = int8_at(is_int8).astype(np.float64) * int8_scale[slot[is_int8]].astype(np.float64)
+    is_fp16 = kind == KIND_FP16
+    values[is_fp16] = fp16_at(is_fp16).astype(np.float64)
+    unknown = ~(is_int8 | is_fp16 | (kind == KIND_BIN))
+    if unknown.any():
+        raise ValueError(f"spmm_reference: tile kind must be 0 (BIN), 1 (INT8) or 2 (FP16), got {int(kind[unknown][0])}")
+    return values
+
+
+def _bitmap_entries(A):
+    """(rows, cols, values) of every kept entry of the bitmap tiles."""
+    keep_bits = np.asarray(A.keep_bits)
+    T = keep_bits.shape[0]
+    if T == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
+    kept = unpack_mask(keep_bits.reshape(T, TILE_COLS, MASK_WORDS))  # [t, k, r]
+    used_columns = np.arange(TILE_COLS)[None, :] < np.asarray(A.tile_ncols)[:, None]
+    t, k, r = np.nonzero(kept & used_columns[:, :, None])
+    window = np.asarray(A.tile_window)[t]
+    rows = np.asarray(A.window_rows)[window, r].astype(np.int64)
+    cols = np.asarray(A.tile_cols)[t, k].astype(np.int64)
+    slot = np.asarray(A.tile_slot)[t]
+    int8_values, fp16_values = np.asarray(A.int8_values), np.asarray(A.fp16_values)
+    values = _stored_values(
+        np.asarray(A.tile_kind)[t],
+        slot,
+        lambda sel: int8_values[slot[sel], k[sel], r[sel]],
+        np.asarray(A.int8_scale),
+        lambda sel: fp16_values[slot[sel], k[sel], r[sel]],
+    )
+    return rows, cols, values
+
+
+def _entry_tile_entries(A):
+    """(rows, cols, values) of every kept entry of the entry tiles (none if A has no entry-tile fields)."""
+    if not all(hasattr(A, name) for name in _ENTRY_FIELDS) or np.asarray(A.etile_keep_bits).shape[0] == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
+    kept = unpack_mask(np.asarray(A.etile_keep_bits))  # [t, e]
+    used_entries = np.arange(TILE_COLS)[None, :] < np.asarray(A.etile_nentries)[:, None]
+    t, e = np.nonzero(kept & used_entries)
+    window = np.asarray(A.etile_window)[t]
+    rows = np.asarray(A.window_rows)[window, np.asarray(A.etile_rows)[t, e].astype(np.int64)].astype(np.int64)
+    cols = np.asarray(A.etile_cols)[t, e].astype(np.int64)
+    slot = np.asarray(A.etile_slot)[t]
+    int8_values, fp16_values = np.asarray(A.etile_int8_values), np.asarray(A.etile_fp16_values)
+    values = _stored_values(
+        np.asarray(A.etile_kind)[t],
+        slot,
+        lambda sel: int8_values[slot[sel], e[sel]],
+        np.asarray(A.etile_int8_scale),
+        lambda sel: fp16_values[slot[sel], e[sel]],
+    )
+    return rows, cols, values
+
+
+def reference_matrix(A) -> sp.csr_matrix:
+    """float64 CSR ``[N, M]`` of the kept entries of DSTE matrix ``A``, scales applied (module docstring)."""
+    missing = [name for name in _TILE_FIELDS if not hasattr(A, name)]
+    if missing:
+        raise TypeError(f"spmm_reference: A must carry the DSTE matrix arrays; {type(A).__name__} lacks {missing}")
+    N, M = (int(n) for n in A.shape)
+    parts = [_bitmap_entries(A), _entry_tile_entries(A)]
+    rows, cols, values = (np.concatenate(p) for p in zip(*parts))
+    in_range = (rows >= 0) & (rows < N) & (cols >= 0) & (cols < M)
+    rows, cols, values = rows[in_range], cols[in_range], values[in_range]
+    row_scale, col_scale = getattr(A, "row_scale", None), getattr(A, "col_scale", None)
+    if row_scale is not None:
+        values = values * np.asarray(row_scale, np.float64)[rows]
+    if col_scale is not None:
+        values = values * np.asarray(col_scale, np.float64)[cols]
+    return sp.coo_matrix((values, (rows, cols)), shape=(N, M)).tocsr()  # duplicates sum: the contract's +=
+
+
+def dense_operand(X) -> np.ndarray:
+    """float64 ``[M, F]`` of a dense X, or of a hybrid-row X (``q * scale`` per row, FP16 rows from ``hi``)."""
+    if all(hasattr(X, name) for name in _HYBRID_FIELDS):
+        dense = np.asarray(X.q, np.float64) * np.asarray(X.scale, np.float64)[:, None]
+        dense[np.asarray(X.hi_rows, np.int64)] = np.asarray(X.hi, np.float64)
+        return dense
+    dense = np.asarray(X)
+    if dense.dtype.kind not in "biuf":
+        raise TypeError(f"spmm_reference: X must be a real array or hybrid rows, got dtype {dense.dtype}")
+    return dense.astype(np.float64)
 
 
 def spmm_reference(A, X) -> np.ndarray:
-    """``float64 [N, F]`` = decoded DSTE matrix (kept entries, scales applied) times X.
+    """``float64 [N, F]`` = the DSTE matrix ``A`` (kept entries, scales applied) times ``X``.
 
-    ``X`` is a dense ``[M, F]`` array (any real dtype) or a ``HybridRows`` (dequantized in
-    float64: ``q * scale``, FP16 rows exactly).
+    ``X`` is a dense ``[M, F]`` array (any real dtype) or any object with the hybrid-row arrays
+    ``q``, ``scale``, ``hi_rows``, ``hi`` (dequantized here in float64, FP16 rows exactly).
     """
-    from dste.format.hybrid_rows import HybridRows
-    from dste.format.matrix import DSTEMatrix
-
-    if not isinstance(A, DSTEMatrix):
-        raise TypeError(f"A must be a DSTEMatrix, got {type(A).__name__}")
-    if isinstance(X, HybridRows):
-        dense = X.dequantize(dtype=np.float64)
-    else:
-        dense = np.asarray(X)
-        if dense.dtype.kind not in "biuf":
-            raise TypeError(f"X must be a real array, got dtype {dense.dtype}")
-        dense = dense.astype(np.float64)
-    if dense.ndim != 2 or dense.shape[0] != A.shape[1]:
-        raise ValueError(f"X must be [M={A.shape[1]}, F], got shape {dense.shape}")
+    dense = dense_operand(X)
+    M = int(A.shape[1])
+    if dense.ndim != 2 or dense.shape[0] != M:
+        raise ValueError(f"spmm_reference: X must be [M={M}, F], got shape {dense.shape}")
     if not np.isfinite(dense).all():
-        raise ValueError("X must be finite")
-    return np.asarray(A.decode(effective=True, dtype=np.float64) @ dense)
+        raise ValueError("spmm_reference: X must be finite (no NaN or Inf)")
+    return np.asarray(reference_matrix(A) @ dense)
