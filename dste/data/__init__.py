@@ -2,7 +2,8 @@
 
 `load_dataset(name, root=None, seed=0)` is the single entry point:
 
-    "cora-like", "arxiv-scale"          generated CSBM presets (seeded)
+    "cora-like", "pubmed-like",         generated CSBM presets (seeded)
+    "arxiv-scale", "arxiv-scale-local"
     "cora", "citeseer", "pubmed"        raw Planetoid files under `root`
     "ogbn-<name>"                       an unpacked OGB node-property folder under `root`
     "<path>.npz"                        a CSR bundle written by `save_npz`

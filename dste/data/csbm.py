@@ -131,6 +131,11 @@ PRESETS: dict[str, CSBMParams] = {
 # graph's topical clusters. Edges that leave their community are the ones no reordering can make share a
 # gathered X row, so the two presets bracket what the format's stretch depends on.
 PRESETS["arxiv-scale-local"] = replace(PRESETS["arxiv-scale"], name="arxiv-scale-local", locality=0.95, homophily=0.96)
+# PubMed-sized: 19,717 nodes, 44,324 undirected edges, 3 classes, 500 features, Planetoid split 60/500/1000;
+# every other knob as cora-like, so the two differ in size and class count only.
+PRESETS["pubmed-like"] = replace(
+    PRESETS["cora-like"], name="pubmed-like", num_nodes=19_717, num_edges=44_324, num_classes=3, num_features=500
+)
 
 
 def preset_names() -> list[str]:

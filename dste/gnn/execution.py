@@ -132,6 +132,8 @@ class GraphInference:
         self._channels: dict[tuple[int, float], np.ndarray] = {}
         self._effective: dict[int, tuple[object, object]] = {}  # id(matrix) -> (matrix, CSR): holds the matrix
         self._tensors: dict[int, DSTETensor] = {}  # id(matrix) -> its op wrapper (which holds the matrix)
+        self._features: np.ndarray | None = None
+        self._stored_features: dict[tuple, tuple[np.ndarray, object, np.ndarray]] = {}
 
     # ------------------------------------------------------------------ what the graph fixes
     @property
@@ -141,7 +143,23 @@ class GraphInference:
         return self._plan
 
     def features(self) -> np.ndarray:
-        return np.ascontiguousarray(self.graph.x, dtype=np.float32)
+        """The graph's node features, float32 (one array per graph, so callers can tell it apart)."""
+        if self._features is None:
+            self._features = np.ascontiguousarray(self.graph.x, dtype=np.float32)
+        return self._features
+
+    def stored_features(self, kept: np.ndarray | None, fraction: float):
+        """``(kept columns of the features, their HybridRows, dequantized)`` at FP16 share ``fraction``.
+
+        The node features are stored quantized (the footprint counts them as hybrid rows), so they are
+        quantized once per (kept channels, FP16 share) and not on every inference.
+        """
+        key = (None if kept is None else kept.tobytes(), float(fraction))
+        if key not in self._stored_features:
+            x = self.features() if kept is None else np.ascontiguousarray(self.features()[:, kept])
+            rows = quantize_rows_by_fraction(x, fraction)
+            self._stored_features[key] = (x, rows, rows.dequantize())
+        return self._stored_features[key]
 
     def fp32_inputs(self) -> list[np.ndarray]:
         """Per layer, the layer's input under the FP32 model (ranks the input channels)."""
@@ -210,16 +228,18 @@ class GraphInference:
         """Run ``layer`` on its input ``h`` (float32 ``[n, in]``) under ``setting`` (NumPy, dequantized values)."""
         model = self.model
         kept = self.kept_channels(layer, setting.channel_sparsity)
-        if kept is not None:
+        fraction = setting.fp16_fraction
+        input_rows = spmm_rows = None
+        if not setting.fp32 and h is self._features:
+            h, input_rows, h_used = self.stored_features(kept, fraction)
+        elif kept is not None:
             h = np.ascontiguousarray(h[:, kept])
         adjacency = self.adjacency(layer, setting.edge_sparsity)
         a_eff = self._effective_csr(adjacency)
         weights = [model.weight(layer, index, setting, kept) for index in range(len(model.linears(layer)))]
-        fraction = setting.fp16_fraction
-        input_rows = spmm_rows = None
         if setting.fp32:
             h_used = h
-        else:
+        elif input_rows is None:
             input_rows = quantize_rows_by_fraction(h, fraction)
             h_used = input_rows.dequantize()
         if model.kind == "gcn":
@@ -272,7 +292,11 @@ class GraphInference:
             for layer, setting in enumerate(settings):
                 a = self.tensor(self.adjacency(layer, setting.edge_sparsity))
                 kept = self.kept_channels(layer, setting.channel_sparsity)
-                if kept is not None:
+                stored = None
+                if layer == 0 and not setting.fp32:
+                    stored = self.stored_features(kept, setting.fp16_fraction)
+                    h = torch.from_numpy(stored[0])
+                elif kept is not None:
                     h = h[:, torch.from_numpy(kept)].contiguous()
                 linears = model.linears(layer)
                 weights = [model.weight(layer, index, setting, kept)[0] for index in range(len(linears))]
@@ -285,6 +309,8 @@ class GraphInference:
                 fraction = setting.fp16_fraction
                 if setting.fp32:
                     x_used = h
+                elif stored is not None:
+                    input_rows, x_used = stored[1], torch.from_numpy(stored[2])
                 else:
                     input_rows = quantize_rows_by_fraction(h.numpy(), fraction)
                     x_used = torch.from_numpy(input_rows.dequantize())

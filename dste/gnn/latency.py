@@ -1,9 +1,9 @@
 """Modelled NeuronCore latency of a compressed layer (never measured: ``dste.kernels.cost`` is a model).
 
 A layer costs its SpMM over the (pruned) propagation matrix, priced by ``dste.kernels.estimate_spmm`` on the
-exact matrix and hybrid rows it ran with, plus its weight product(s): the layers run ``h @ W`` as
-``W^T_enc @ h^T`` with the (dequantized) activations as an FP32 operand; an FP32 weight is priced as the FP16
-encoding of the same weight (the same block tiles).
+exact matrix and hybrid rows it ran with, plus its weight product(s) ``h @ W``, priced as the dense GEMM a
+NeuronCore runs for it (W stationary, the nodes moving; :mod:`dste.gnn.dense_cost`): the layer input in its
+stored form (INT8 hybrid rows, FP16 rows, or FP32 for the uncompressed layer) and the weight's device bytes.
 """
 
 from __future__ import annotations
@@ -11,12 +11,10 @@ from __future__ import annotations
 from dste.kernels.cost import estimate_spmm
 from dste.kernels.plan import plan_launches
 
+from .dense_cost import dense_matmul_latency_us
 from .execution import CompressedModel, LayerRun
-from .settings import LayerSetting
 
 __all__ = ["LatencyModel"]
-
-_FP16_PRICING = LayerSetting(fp16_fraction=1.0)
 
 
 class LatencyModel:
@@ -28,7 +26,7 @@ class LatencyModel:
             raise ValueError(f"target must be 'trn1' or 'trn2', got {target!r}")
         self.target = target
         self._plans: dict[tuple, tuple[object, object]] = {}
-        self._weight_prices: dict[tuple, tuple[object, float]] = {}
+        self._weight_prices: dict[tuple, float] = {}
 
     def launch_plan(self, matrix, width: int, x_mode: str):
         """The kernel's launch plan for ``matrix`` at ``width`` / ``x_mode`` (one plan serves every X of a mode)."""
@@ -38,22 +36,26 @@ class LatencyModel:
             held = self._plans[key] = (matrix, plan_launches(matrix, width, x_mode, target=self.target))
         return held[1]
 
-    def weight_latency(self, compressed, num_nodes: int) -> float:
-        key = (id(compressed), num_nodes)
-        held = self._weight_prices.get(key)
-        if held is None or held[0] is not compressed:
-            latency = float(estimate_spmm(compressed.matrix, num_nodes, "fp32", self.target).latency_us)
-            held = self._weight_prices[key] = (compressed, latency)
-        return held[1]
+    def weight_latency(self, run: LayerRun) -> float:
+        """Modelled µs of the weight product(s) of ``run`` (see :mod:`dste.gnn.dense_cost`)."""
+        setting = run.setting
+        input_mode = "fp32" if setting.fp32 else "fp16" if setting.fp16_fraction == 1.0 else "int8-hybrid"
+        total = 0.0
+        for compressed, effective in run.weights:
+            in_features, out_features = effective.shape
+            weight_bytes = compressed.nbytes() if compressed is not None else 4 * effective.size
+            key = (run.num_nodes, in_features, out_features, int(weight_bytes), input_mode)
+            if key not in self._weight_prices:
+                self._weight_prices[key] = dense_matmul_latency_us(
+                    run.num_nodes, int(in_features), int(out_features), int(weight_bytes), input_mode, self.target
+                )
+            total += self._weight_prices[key]
+        return total
 
-    def layer_latency(self, run: LayerRun, model: CompressedModel) -> float:
-        """Modelled latency (µs) of ``run``: SpMM plus weight product(s)."""
-        weight_latency = 0
-        for index, (compressed, _) in enumerate(run.weights):
-            if compressed is None:
-                compressed = model.weight(run.layer, index, _FP16_PRICING)[0]
-            weight_latency += self.weight_latency(compressed, run.num_nodes)
+    def layer_latency(self, run: LayerRun, model: CompressedModel | None = None) -> float:
+        """Modelled latency (µs) of ``run``: SpMM plus weight product(s). ``model`` is not needed (kept for
+        callers that pass it)."""
         x_mode = run.setting.x_mode
         plan = self.launch_plan(run.adjacency, run.spmm_width, x_mode)
         estimate = estimate_spmm(run.adjacency, run.spmm_width, x_mode, self.target, X=run.spmm_rows, plan=plan)
-        return float(estimate.latency_us + weight_latency)
+        return float(estimate.latency_us + self.weight_latency(run))

@@ -82,4 +82,10 @@ def quantize_rows_by_fraction(x: np.ndarray, fraction: float):
     """``HybridRows`` of ``x`` with the ``fraction`` most sensitive rows in FP16."""
     if math.isnan(fraction):
         raise ValueError("fraction must be a number in [0, 1], got nan")
-    return quantize_rows(x, sensitivity=row_sensitivity(x), fp16_fraction=fraction)
+    x = np.asarray(x, dtype=np.float32)
+    if fraction in (0.0, 1.0):
+        # No row or every row is FP16 whatever the scores: skip the sensitivity (the costliest step).
+        sensitivity = np.zeros(x.shape[0], dtype=np.float64)
+    else:
+        sensitivity = row_sensitivity(x)
+    return quantize_rows(x, sensitivity=sensitivity, fp16_fraction=fraction)

@@ -13,6 +13,7 @@ import scipy.sparse as sp
 import torch
 
 from dste.bindings import DSTETensor, spmm
+from dste.bindings.backends import resolve_backend
 
 __all__ = ["CompressedWeight", "magnitude_keep_mask"]
 
@@ -57,7 +58,18 @@ class CompressedWeight:
     def __call__(self, h: torch.Tensor, backend: str | None = None) -> torch.Tensor:
         if h.dim() != 2 or h.shape[1] != self.in_features:
             raise ValueError(f"input must be [N, {self.in_features}], got {tuple(h.shape)}")
+        if resolve_backend(backend) == "cpu":
+            # The host runs the weight product as a dense GEMM on the dequantized, masked weight: the same
+            # values the kernel multiplies by, at BLAS speed (a CSR product with N columns is ~50x slower).
+            return h @ self.dense_effective(h.dtype)
         return spmm(self.tensor, h.t().contiguous(), backend=backend).t()
+
+    def dense_effective(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """:meth:`effective` as a contiguous tensor of ``dtype``, built once per dtype."""
+        cache = self.__dict__.setdefault("_dense", {})
+        if dtype not in cache:
+            cache[dtype] = self.effective().to(dtype).contiguous()
+        return cache[dtype]
 
     def effective(self) -> torch.Tensor:
         """The dequantized, masked weight ``[in, out]`` that inference multiplies by."""
