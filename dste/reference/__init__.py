@@ -6,9 +6,9 @@ computations rather than the format's code with itself. Production code uses
 ``dste.format.quant`` / ``dste.format.bits``, never this package.
 """
 
-from dste.reference.bits import pack_mask, unpack_mask
-from dste.reference.masked_quant import ReferenceHybridRows, masked_quant_reference, quantize_rows_reference
-from dste.reference.quant import (
+from .bits import pack_mask, unpack_mask
+from .masked_quant import ReferenceHybridRows, masked_quant_reference, quantize_rows_reference
+from .quant import (
     dequantize_int8,
     int8_scale,
     int8_sensitivity,
@@ -16,7 +16,7 @@ from dste.reference.quant import (
     round_half_even_saturate,
     to_fp16,
 )
-from dste.reference.spmm import reference_matrix, spmm_reference
+from .spmm import reference_matrix, spmm_reference
 
 __all__ = [
     "pack_mask",

@@ -8,7 +8,7 @@ order of the format's ``packbits`` path would show up as a mismatch.
 
 import numpy as np
 
-from dste.reference.layout import MASK_WORD_BITS, MASK_WORDS, WINDOW_ROWS
+from .layout import MASK_WORD_BITS, MASK_WORDS, WINDOW_ROWS
 
 _BIT_WEIGHTS = np.left_shift(np.uint64(1), np.arange(MASK_WORD_BITS, dtype=np.uint64))
 _BIT_SHIFTS = np.arange(MASK_WORD_BITS, dtype=np.uint32)

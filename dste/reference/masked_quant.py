@@ -45,9 +45,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dste.reference.bits import pack_mask
-from dste.reference.layout import INT8_QMAX, KIND_FP16, KIND_INT8, MASK_WORDS, TILE_COLS, WINDOW_ROWS
-from dste.reference.quant import round_half_even_saturate, to_fp16
+from .bits import pack_mask
+from .layout import INT8_QMAX, KIND_FP16, KIND_INT8, MASK_WORDS, TILE_COLS, WINDOW_ROWS
+from .quant import round_half_even_saturate, to_fp16
 
 DEVICE_INV_QMAX = np.float32(1.0) / np.float32(INT8_QMAX)
 """fp32(1/127), the constant the device multiplies by in place of dividing by 127."""

@@ -13,7 +13,7 @@ docstring, "The sensitivity score"); :func:`int8_sensitivity` restates it group 
 
 import numpy as np
 
-from dste.reference.layout import FP16_MAX, INT8_QMAX
+from .layout import FP16_MAX, INT8_QMAX
 
 
 def _round_half_even(x64: np.ndarray) -> np.ndarray:

@@ -22,8 +22,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from dste.reference.bits import unpack_mask
-from dste.reference.layout import KIND_BIN, KIND_FP16, KIND_INT8, MASK_WORDS, TILE_COLS
+from .bits import unpack_mask
+from .layout import KIND_BIN, KIND_FP16, KIND_INT8, MASK_WORDS, TILE_COLS
 
 _TILE_FIELDS = ("shape", "window_rows", "tile_window", "tile_kind", "tile_ncols", "tile_cols", "keep_bits",
                 "tile_slot", "int8_values", "int8_scale", "fp16_values")
