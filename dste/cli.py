@@ -48,7 +48,20 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", default="static50",
                         help="latency ceiling of the reward, as a fraction of the uniform-INT8 latency; each unit "
                              "over it costs --budget-penalty. 'static50' (default) = per snapshot, the modelled latency "
-                             "static 50%% sparse INT8 would spend on it; 'none' = no ceiling")
+                             "static 50%% sparse INT8 would spend on it; '<x>fp32' (e.g. 0.33fp32) = per snapshot, x "
+                             "times the FP32 model's modelled latency; 'none' = no ceiling. A stream with its own "
+                             "budget schedule (--stream budget-shift) overrides it")
+    parser.add_argument("--stream", default="steady",
+                        help="how the graph changes between snapshots, a preset of dste.data.stream.STREAM_PRESETS: "
+                             "steady (default), bursty, drift, growing, budget-shift")
+    parser.add_argument("--no-fallback", action="store_true",
+                        help="judge the plain DQN, without its conservative fallback to greedy search's static action "
+                             "where the Q-values do not separate")
+    parser.add_argument("--oracle", action="store_true",
+                        help="also report the best static policy in hindsight and the per-snapshot best static actions "
+                             "(greedy search per snapshot; slower)")
+    parser.add_argument("--no-frontier", action="store_true",
+                        help="skip the sweep of every static uniform action (frontier.png and the frontier section)")
     parser.add_argument("--budget-penalty", type=float, default=5.0,
                         help="reward lost per unit of normalised latency above the budget (default 5: 1%% over "
                              "the budget costs 5 accuracy points)")
@@ -69,6 +82,7 @@ def _run_main(args: argparse.Namespace) -> int:
         dataset=args.dataset, root=args.root, seeds=args.seeds, snapshots=args.snapshots, episodes=args.episodes,
         model=args.model, hidden=args.hidden, epochs=args.epochs, lambda_latency=args.lambda_latency,
         budget=args.budget, budget_penalty=args.budget_penalty, target=args.target, out=args.out, quick=args.quick, progress=not args.no_progress,
+        stream=args.stream, fallback=not args.no_fallback, oracle=args.oracle, frontier=not args.no_frontier,
     )
     report = run(config)
     print(format_table(report["summary"], config.target, quick=config.quick))
@@ -77,6 +91,12 @@ def _run_main(args: argparse.Namespace) -> int:
     print("acceptance on held-out snapshots:")
     for key, value in acceptance.items():
         print(f"  {key}: {value}")
+    frontier = report.get("frontier")
+    if frontier:
+        print("frontier (static uniform actions and the controllers, held-out snapshots):")
+        for key, value in frontier.items():
+            if key != "points":
+                print(f"  {key}: {value}")
     print(f"\nlatency: {report['latency_label']}")
     print(f"wall time: {report['wall_time_s']:.1f} s; outputs in {report['out_dir']}")
     return 0

@@ -23,11 +23,14 @@ from dste.controller.dqn import CheckpointError, DQNAgent, DQNConfig
 from dste.controller.guard import BudgetGuard
 from dste.controller.env import FP32_ACTION, CompressionEnv, EpisodeOutcome, LayerReport
 from dste.controller.reward import RewardConfig
+from dste.controller.oracle import FALLBACK_MARGINS, OracleChoice, calibrate_margin, pareto_front, snapshot_oracle, static_sweep
+from dste.controller.schedule import BudgetScheduleEnv
 from dste.controller.state import FEATURE_NAMES, STATE_DIM, MaskSummary, StateNormalizer
 from dste.controller.trainer import TrainConfig, TrainResult, train_controller
 
 __all__ = [
-    "Action", "ActionSpace", "BudgetGuard", "CheckpointError", "CompressionEnv", "DQNAgent", "DQNConfig", "DQNPolicy",
+    "Action", "ActionSpace", "BudgetGuard", "BudgetScheduleEnv", "FALLBACK_MARGINS", "OracleChoice", "calibrate_margin",
+    "pareto_front", "snapshot_oracle", "static_sweep", "CheckpointError", "CompressionEnv", "DQNAgent", "DQNConfig", "DQNPolicy",
     "EpisodeOutcome", "FEATURE_NAMES", "FP32_ACTION", "LayerReport", "MaskSummary", "Policy", "PolicyResult",
     "RandomPolicy", "RewardConfig", "STATE_DIM", "StateNormalizer", "StaticPolicy", "TrainConfig",
     "TrainResult", "greedy_search", "run_policy", "static_baselines", "train_controller",

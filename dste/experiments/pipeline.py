@@ -36,8 +36,14 @@ import torch
 from tqdm.auto import tqdm
 
 from dste.controller import (
+    FP32_ACTION,
     ActionSpace,
     BudgetGuard,
+    BudgetScheduleEnv,
+    calibrate_margin,
+    pareto_front,
+    snapshot_oracle,
+    static_sweep,
     DQNConfig,
     DQNPolicy,
     RandomPolicy,
@@ -60,6 +66,7 @@ POLICY_LABELS = {
     "greedy": "greedy search",
     "dste_dqn": "DSTE (DQN, latency budget)",
     "dste_dqn_unbudgeted": "DSTE (DQN, accuracy first)",
+    "static_hindsight": "best static in hindsight",
 }
 ACCURACY_FIRST_MEMORY_BUDGET = 1.0
 """The accuracy-first controller's memory ceiling, as a fraction of uniform INT8's footprint."""
@@ -85,6 +92,10 @@ class RunConfig:
     out: str | None = None
     quick: bool = False
     progress: bool = True
+    stream: str = "steady"
+    fallback: bool = True
+    oracle: bool = False
+    frontier: bool = True
 
     def __post_init__(self) -> None:
         if self.quick:
@@ -103,25 +114,74 @@ class RunConfig:
             raise ValueError(f"--model must be one of {MODEL_KINDS}, got {self.model!r}")
         if self.target not in ("trn1", "trn2"):
             raise ValueError(f"target must be 'trn1' or 'trn2', got {self.target!r}")
+        from dste.data.stream import STREAM_PRESETS
+
+        if self.stream not in STREAM_PRESETS:
+            raise ValueError(f"--stream must be one of {sorted(STREAM_PRESETS)}, got {self.stream!r}")
         if isinstance(self.budget, str):
             if self.budget.lower() in ("none", ""):
                 self.budget = None
+            elif self.budget.lower().endswith("fp32"):
+                fraction = fp32_budget_fraction(self.budget)
+                self.budget = f"{fraction:g}fp32"
             elif self.budget.lower() != "static50":
                 try:
                     self.budget = float(self.budget)
                 except ValueError:
                     raise ValueError(
-                        f"--budget must be 'static50', 'none' or a positive fraction of the uniform-INT8 latency, "
-                        f"got {self.budget!r}"
+                        f"--budget must be 'static50', 'none', '<x>fp32' (a fraction of the FP32 latency, e.g. "
+                        f"0.33fp32) or a positive fraction of the uniform-INT8 latency, got {self.budget!r}"
                     ) from None
         numeric_budget = None if isinstance(self.budget, str) else self.budget
         # validates lambda, budget and penalty with clear messages
         RewardConfig(self.lambda_latency, numeric_budget, self.budget_penalty)
 
 
-def _load_base(config: RunConfig):
-    from dste.data import load_dataset
+def fp32_budget_fraction(budget: str) -> float:
+    """The x of a '<x>fp32' budget (a latency ceiling of x times the FP32 model's modelled latency)."""
+    text = str(budget).strip().lower()
+    try:
+        fraction = float(text[: -len("fp32")])
+    except ValueError:
+        raise ValueError(f"--budget '{budget}': expected '<x>fp32' with a number x > 0, e.g. 0.33fp32") from None
+    if not (np.isfinite(fraction) and fraction > 0):
+        raise ValueError(f"--budget '{budget}': the fraction of the FP32 latency must be > 0, got {fraction}")
+    return fraction
 
+
+CSBM_PREFIX = "csbm:"
+
+
+def _csbm_spec(spec: str) -> dict:
+    """Generator knobs of a 'csbm:key=value,...' dataset (keys of dste.data.CSBMParams; base = cora-like)."""
+    from dste.data import CSBMParams
+
+    allowed = {name: field.type for name, field in CSBMParams.__dataclass_fields__.items()}
+    knobs: dict = {}
+    body = spec[len(CSBM_PREFIX):]
+    for item in filter(None, (part.strip() for part in body.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or key not in allowed or key in ("community_size",):
+            raise ValueError(
+                f"--dataset {spec!r}: {item!r} is not key=value with a key of CSBMParams "
+                f"({', '.join(k for k in allowed if k != 'community_size')})"
+            )
+        if key == "name":
+            knobs[key] = value
+            continue
+        number = float(value)
+        knobs[key] = int(number) if number.is_integer() and key not in ("homophily", "locality", "mu", "degree_sigma",
+                                                                        "community_shift", "class_concentration") else number
+    return knobs
+
+
+def _load_base(config: RunConfig):
+    from dste.data import load_dataset, make_graph
+
+    if config.dataset.startswith(CSBM_PREFIX):
+        knobs = _csbm_spec(config.dataset)
+        knobs.setdefault("name", config.dataset)
+        return make_graph("cora-like", seed=0, **knobs)
     return load_dataset(config.dataset, root=config.root, seed=0)
 
 
@@ -141,8 +201,12 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     from dste.experiments.gnn_env import GNNCompressionEnv
     from dste.gnn import make_model, train_fp32
 
-    stream = SnapshotStream(base, StreamParams(num_snapshots=config.snapshots), seed=seed)
-    graphs = [snapshot.graph for snapshot in stream]
+    from dste.data.stream import stream_params
+
+    params = stream_params(config.stream, config.snapshots)
+    stream = SnapshotStream(base, params, seed=seed)
+    snapshots = list(stream)
+    graphs = [snapshot.graph for snapshot in snapshots]
     train_ids = [int(i) for i in stream.train_indices]
     heldout_ids = [int(i) for i in stream.heldout_indices]
     bar.set_postfix_str(f"seed {seed}: FP32 training")
@@ -150,14 +214,24 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     fp32_fit = train_fp32(model, graphs[0], epochs=config.epochs, seed=seed, patience=min(50, config.epochs))
 
     budget_actions = None
-    numeric_budget = None if config.budget == "static50" else config.budget
-    if config.budget == "static50":
+    numeric_budget = None if isinstance(config.budget, str) else config.budget
+    schedule = None
+    if isinstance(config.budget, str) and config.budget.endswith("fp32"):
+        fraction = fp32_budget_fraction(config.budget)
+        schedule = lambda n: fraction  # noqa: E731
+    elif params.budget_cycle:
+        # The stream sets each snapshot's budget (a fraction of the FP32 latency on it); the option's is unused.
+        schedule = lambda n: snapshots[n].latency_budget  # noqa: E731
+        numeric_budget = None
+    if schedule is None and config.budget == "static50":
         # Each snapshot's budget is what static 50 % sparse INT8 would spend on it (modelled, label-free):
         # the controller is asked for more accuracy at no more latency than the static policy it replaces.
         budget_actions = [ActionSpace().nearest(0.5, 0.0)] * len(model.convs)
     env = GNNCompressionEnv(
         model, graphs, train_ids, heldout_ids, target=config.target, budget_actions=budget_actions
     )
+    if schedule is not None:
+        env = BudgetScheduleEnv(env, schedule, _fp32_latency_of(env))
     reward = RewardConfig(config.lambda_latency, numeric_budget, config.budget_penalty)
     bar.set_postfix_str(f"seed {seed}: controller training")
     train_config = TrainConfig(
@@ -173,18 +247,30 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     trained = train_controller(env, train_config, progress=show_progress(config))
 
     bar.set_postfix_str(f"seed {seed}: baselines and evaluation")
-    policies = static_baselines(env) + [
-        RandomPolicy(len(env.action_space), seed=seed),
-        greedy_search(env, reward, train_ids, progress=show_progress(config)),
-        DQNPolicy(trained.agent, guard=BudgetGuard(env, reward)),
-    ]
+    greedy = greedy_search(env, reward, train_ids, progress=show_progress(config))
+    guard = BudgetGuard(env, reward)
+    margin, margin_scores = 0.0, {}
+    if config.fallback:
+        # Conservative fallback: keep greedy's static action unless the Q-values separate from it by more
+        # than a margin chosen on the training snapshots (see DQNPolicy and calibrate_margin).
+        margin, margin_scores = calibrate_margin(env, trained.agent, guard, greedy.actions, reward, train_ids)
+    dqn_policy = DQNPolicy(
+        trained.agent, guard=guard, fallback=greedy.actions if config.fallback else None, margin=margin
+    )
+    policies = static_baselines(env) + [RandomPolicy(len(env.action_space), seed=seed), greedy, dqn_policy]
+    if config.oracle:
+        # The best static policy in hindsight: greedy search on the held-out snapshots themselves.
+        hindsight = greedy_search(env, reward, heldout_ids)
+        hindsight.name = "static_hindsight"
+        policies.append(hindsight)
     results = {}
     # The held-out snapshots continue the stream: each policy first passes (unscored) through the last
     # training snapshot, so an adaptive policy meets the first held-out one with its own previous masks.
     lead_in = train_ids[-1:]
     outcomes = {policy.name: run_policy(env, policy, heldout_ids, lead_in=lead_in) for policy in policies}
+    fallback_share = dqn_policy.fallback_taken / max(dqn_policy.decisions, 1)
     unbudgeted = None
-    if budget_actions is not None:
+    if budget_actions is not None or schedule is not None:
         # The same controller trained with no latency budget but a memory ceiling (uniform INT8's footprint):
         # the accuracy-first operating point, reported beside the budgeted one. Its accuracy term is
         # agreement with the FP32 model's predictions on every node of the training snapshot (label-free),
@@ -222,8 +308,22 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
             ],
             "per_snapshot_accuracy": [o.accuracy for o in outcome.outcomes],
         }
+    extras = {}
+    if config.frontier:
+        extras["static_sweep"] = static_sweep(env, heldout_ids, reward, lead_in=lead_in)
+    if config.oracle:
+        extras["oracle_train"] = [asdict(c) for c in snapshot_oracle(env, reward, train_ids)]
+        extras["oracle_heldout"] = [asdict(c) for c in snapshot_oracle(env, reward, heldout_ids)]
     return {
+        **extras,
         "seed": seed,
+        "stream": config.stream,
+        "fp32_latency_us": [_fp32_latency_of(env)(n) for n in heldout_ids],
+        "budget_of_fp32": [env.budget_of_fp32(n) for n in heldout_ids] if schedule is not None else None,
+        "fallback": {
+            "margin": margin, "margin_scores": margin_scores, "greedy_actions": list(greedy.actions),
+            "share_of_held_out_decisions_taken": fallback_share,
+        },
         "reward": reward.to_dict(),
         "train_snapshots": train_ids,
         "heldout_snapshots": heldout_ids,
@@ -237,6 +337,16 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         "policies": results,
         "agent": trained.agent,
     }
+
+
+def _fp32_latency_of(env):
+    """snapshot -> modelled latency (us) of the uncompressed model on it (the FP32 row of the table)."""
+    layers = env.layers
+
+    def fp32_latency(n: int) -> float:
+        return float(sum(r.latency_us for r in layers.static_reports(int(n), [FP32_ACTION] * layers.num_layers)))
+
+    return fp32_latency
 
 
 def _summarise(per_seed: list[dict]) -> dict:
@@ -276,12 +386,101 @@ def _acceptance(summary: dict) -> dict:
         "baselines_dominating_dqn": dominated_by,
         "dqn_accuracy_minus_fp32_pt": 100 * (dqn["accuracy_mean"] - fp32["accuracy_mean"]),
         "memory_ratio_fp32_over_dqn": fp32["bytes_mean"] / max(dqn["bytes_mean"], 1.0),
+        "latency_ratio_fp32_over_dqn": fp32["latency_us_mean"] / max(dqn["latency_us_mean"], 1e-12),
+        "dqn_reward_minus_greedy": dqn["reward_mean"] - summary["greedy"]["reward_mean"] if "greedy" in summary else None,
+        "dqn_accuracy_std_pt": 100 * dqn["accuracy_std"],
     }
     if "dste_dqn_unbudgeted" in summary:
         free = summary["dste_dqn_unbudgeted"]
         checks["unbudgeted_dqn_accuracy_minus_fp32_pt"] = 100 * (free["accuracy_mean"] - fp32["accuracy_mean"])
         checks["memory_ratio_fp32_over_unbudgeted_dqn"] = fp32["bytes_mean"] / max(free["bytes_mean"], 1.0)
     return checks
+
+
+def _frontier_summary(per_seed: list[dict], summary: dict) -> dict | None:
+    """The static points (FP32 and every uniform action, mean over seeds) against the controllers: which of them
+    dominate the budgeted DQN, the Pareto fronts, and where the seed paper's operating point (>= 3x lower
+    modelled latency than FP32 within 0.5 accuracy points) is reached, or how close the cheapest point gets."""
+    if "static_sweep" not in per_seed[0]:
+        return None
+    sweeps = [seed["static_sweep"] for seed in per_seed]
+    points = []
+    for i, row in enumerate(sweeps[0]):
+        rows = [sweep[i] for sweep in sweeps]
+        points.append({
+            "name": row["name"], "kind": "static",
+            **{key: float(np.mean([r[key] for r in rows])) for key in ("accuracy", "latency_us", "bytes", "reward")},
+        })
+    for name in ("greedy", "dste_dqn", "dste_dqn_unbudgeted", "static_hindsight"):
+        if name in summary:
+            s = summary[name]
+            points.append({
+                "name": name, "kind": "controller" if name.startswith("dste_") else "baseline",
+                "accuracy": s["accuracy_mean"], "latency_us": s["latency_us_mean"], "bytes": s["bytes_mean"],
+                "reward": s["reward_mean"],
+            })
+    fp32 = summary["fp32"]
+    dqn = summary["dste_dqn"]
+    tolerance = 1e-9
+    dominating = [
+        p["name"] for p in points if p["kind"] != "controller"
+        and p["accuracy"] > dqn["accuracy_mean"] + tolerance and p["latency_us"] < dqn["latency_us_mean"] - tolerance
+    ]
+    dominating_memory = [
+        p["name"] for p in points if p["kind"] != "controller"
+        and p["accuracy"] > dqn["accuracy_mean"] + tolerance and p["bytes"] < dqn["bytes_mean"] - tolerance
+    ]
+    speedup = [fp32["latency_us_mean"] / max(p["latency_us"], 1e-12) for p in points]
+    within = [i for i, p in enumerate(points) if 100 * (fp32["accuracy_mean"] - p["accuracy"]) <= 0.5]
+    best_within = max(within, key=lambda i: speedup[i]) if within else None
+    return {
+        "points": points,
+        "pareto_latency": [points[i]["name"] for i in pareto_front([(p["latency_us"], p["accuracy"]) for p in points])],
+        "pareto_memory": [points[i]["name"] for i in pareto_front([(p["bytes"], p["accuracy"]) for p in points])],
+        "static_points_dominating_dqn_latency": dominating,
+        "static_points_dominating_dqn_memory": dominating_memory,
+        "max_fp32_speedup_any_point": float(max(speedup)),
+        "max_fp32_speedup_within_0.5pt": None if best_within is None else float(speedup[best_within]),
+        "point_of_max_speedup_within_0.5pt": None if best_within is None else points[best_within]["name"],
+        "reaches_3x_within_0.5pt": bool(best_within is not None and speedup[best_within] >= 3.0),
+    }
+
+
+def _plot_frontier(frontier: dict, path: Path, target: str, title: str) -> None:
+    """Accuracy against modelled latency and against memory: every static uniform action (grey), the Pareto front
+    of all points (line), greedy search and the controllers (labelled). Written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dste.format.io import atomic_write
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    points = frontier["points"]
+    for ax, key, label, front in (
+        (axes[0], "latency_us", f"modelled NeuronCore latency per inference (us, {target}; modelled, not measured)",
+         "pareto_latency"),
+        (axes[1], "bytes", "memory footprint (bytes)", "pareto_memory"),
+    ):
+        static = [p for p in points if p["kind"] == "static"]
+        ax.scatter([p[key] for p in static], [100 * p["accuracy"] for p in static], s=14, color="0.6",
+                   label="static uniform actions (and FP32)")
+        by_name = {p["name"]: p for p in points}
+        line = sorted((by_name[n] for n in frontier[front]), key=lambda p: p[key])
+        ax.plot([p[key] for p in line], [100 * p["accuracy"] for p in line], color="0.3", lw=1, label="Pareto front")
+        for i, p in enumerate(q for q in points if q["kind"] != "static" or q["name"] == "fp32"):
+            ax.scatter(p[key], 100 * p["accuracy"], s=60, marker=PLOT_MARKERS[i % len(PLOT_MARKERS)],
+                       facecolors="none", edgecolors=f"C{i % 10}", linewidths=1.6,
+                       label=POLICY_LABELS.get(p["name"], p["name"]), zorder=4)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("held-out test accuracy (%)")
+    axes[1].legend(fontsize=7, loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+    atomic_write(path, lambda handle: fig.savefig(handle, dpi=120, format="png"))
+    plt.close(fig)
 
 
 SMOKE_RUN_NOTE = (
@@ -414,6 +613,7 @@ def run(config: RunConfig) -> dict:
         "cpu_time_label": f"measured CPU wall time per inference through dste.spmm (cpu backend), {platform.processor() or platform.machine()}",
         "summary": summary,
         "acceptance": _acceptance(summary),
+        "frontier": _frontier_summary(per_seed, summary),
         "per_seed": per_seed,
         "controller_checkpoint": str(checkpoint),
         "wall_time_s": None,
@@ -428,7 +628,10 @@ def run(config: RunConfig) -> dict:
     atomic_write(out / "table.txt", lambda handle: handle.write(table + "\n"), mode="w")
     text = json.dumps(report, indent=2, default=_json_default)
     atomic_write(out / "results.json", lambda handle: handle.write(text), mode="w")
-    _plot(summary, out / "accuracy_vs_latency.png", config.target, f"{config.dataset}, {config.model.upper()}, {config.seeds} seed(s)")
+    title = f"{config.dataset}, stream {config.stream}, {config.model.upper()}, {config.seeds} seed(s)"
+    _plot(summary, out / "accuracy_vs_latency.png", config.target, title)
+    if report["frontier"] is not None:
+        _plot_frontier(report["frontier"], out / "frontier.png", config.target, title)
     report["out_dir"] = str(out)
     return report
 

@@ -1,0 +1,108 @@
+"""What the best static choice is, per snapshot and over a stream, and how far a conservative controller may
+leave it.
+
+* ``snapshot_oracle`` -- per snapshot, the static per-layer action greedy search finds on that snapshot alone
+  (with the labels of the snapshot it is scored on: an oracle, not a policy). Where its choice changes between
+  snapshots, no single static action is best throughout, and an adaptive controller has room to win.
+* ``static_sweep`` -- every uniform action (the same on every layer) and FP32, run on the same snapshots: the
+  static points of the accuracy / latency / memory frontier.
+* ``pareto_front`` -- the points no other point beats in accuracy and cost at once.
+* ``calibrate_margin`` -- the fallback margin of ``DQNPolicy`` chosen by reward on the training snapshots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from dste.controller.baselines import DQNPolicy, StaticPolicy, greedy_search, run_policy
+from dste.controller.env import FP32_ACTION, CompressionEnv
+from dste.controller.reward import RewardConfig
+
+__all__ = ["OracleChoice", "snapshot_oracle", "static_sweep", "pareto_front", "calibrate_margin", "FALLBACK_MARGINS"]
+
+FALLBACK_MARGINS = (0.0, 0.002, 0.005, 0.01, 0.02, float("inf"))
+"""Candidate Q-value margins: 0.002 of reward is one validation node of 500 (0.2 accuracy points)."""
+
+
+@dataclass
+class OracleChoice:
+    snapshot: int
+    actions: list[int]
+    labels: list[str]
+    reward: float
+    accuracy: float
+    latency_us: float
+
+
+def snapshot_oracle(
+    env: CompressionEnv, reward: RewardConfig, snapshots: Sequence[int], rounds: int = 2
+) -> list[OracleChoice]:
+    """Per snapshot, the best static per-layer actions greedy search finds on that snapshot alone."""
+    choices = []
+    for snapshot in snapshots:
+        policy = greedy_search(env, reward, [int(snapshot)], rounds=rounds)
+        outcome = run_policy(env, policy, [int(snapshot)])
+        episode = outcome.outcomes[0]
+        choices.append(
+            OracleChoice(
+                int(snapshot), list(policy.actions), [env.action_space[a].label() for a in policy.actions],
+                float(outcome.mean_reward(reward)), float(episode.accuracy), float(episode.latency_us),
+            )
+        )
+    return choices
+
+
+def static_sweep(env: CompressionEnv, snapshots: Sequence[int], reward: RewardConfig, lead_in=()) -> list[dict]:
+    """FP32 and every uniform action on ``snapshots``: mean accuracy, modelled latency, bytes and reward."""
+    rows = []
+    for action in [FP32_ACTION, *range(len(env.action_space))]:
+        policy = StaticPolicy("fp32" if action < 0 else env.action_space[action].label(), [action] * env.num_layers)
+        result = run_policy(env, policy, snapshots, lead_in=lead_in)
+        rows.append({
+            "name": policy.name, "action": action, "accuracy": result.accuracy, "latency_us": result.latency_us,
+            "bytes": result.nbytes, "reward": result.mean_reward(reward),
+        })
+    return rows
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the (cost, accuracy) points no other point dominates (lower-or-equal cost and higher-or-equal
+    accuracy, one of them strictly), sorted by cost."""
+    points = [(float(c), float(a)) for c, a in points]
+    front = []
+    for i, (cost, accuracy) in enumerate(points):
+        dominated = any(
+            (c <= cost and a >= accuracy) and (c < cost or a > accuracy) for j, (c, a) in enumerate(points) if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i])
+
+
+def calibrate_margin(
+    env: CompressionEnv,
+    agent,
+    guard,
+    fallback: Sequence[int],
+    reward: RewardConfig,
+    snapshots: Sequence[int],
+    margins: Sequence[float] = FALLBACK_MARGINS,
+    min_gain: float = 0.002,
+) -> tuple[float, dict]:
+    """The margin of ``DQNPolicy(agent, guard=guard, fallback=fallback, margin=...)`` with the best mean reward on
+    ``snapshots``; unless some margin beats the most conservative one (the last) by more than ``min_gain``, the
+    most conservative wins, since a gain smaller than one labelled node is noise. Returns (margin, scores)."""
+    if not margins:
+        raise ValueError("calibrate_margin: margins must name at least one candidate")
+    scores = {}
+    for margin in margins:
+        policy = DQNPolicy(agent, guard=guard, fallback=fallback, margin=margin)
+        scores[float(margin)] = run_policy(env, policy, snapshots).mean_reward(reward)
+    conservative = float(margins[-1])
+    best = max(scores, key=lambda m: (scores[m], m))
+    if scores[best] - scores[conservative] <= min_gain:
+        best = conservative
+    return best, scores
