@@ -9,17 +9,17 @@ Community order (``reorder="community"``)
 METIS multilevel recursive bisection (``dste.format.partition``, the ``pymetis`` binding)
 cuts the graph into leaves of about ``leaf`` nodes, and nodes are laid out by leaf id.
 Recursive bisection numbers parts along its bisection tree, so every run of consecutive
-leaves is itself a well-cut piece of the graph. Two leaf sizes are tried
-(``LEAF_CANDIDATES``), three orders in all, and the one with the fewest distinct
-(window, column) pairs is kept:
+leaves is itself a well-cut piece of the graph. One METIS call cuts the graph into
+window-sized (128-node) parts, and three orders are built from it; the one with the fewest
+distinct (window, column) pairs is kept:
 
-- 128-node leaves: every 128-row window is one METIS part (up to the parts' few-per-cent
+- the parts themselves: every 128-row window is one METIS part (up to the parts' small
   imbalance, which shifts window boundaries into a sibling part);
-- 32-node leaves: a window holds about four sibling leaves; where communities do not fit
-  windows this keeps each community contiguous and lets windows cut through it, as a
-  community detector's order would;
-- the same 32-node leaves with strongly linked leaves joined into contiguous groups
-  (``LEAF_JOIN_SHARE``), for communities that a balanced cut split across the tree.
+- each part cut into 2 or 8 slices of its intra-part reverse Cuthill-McKee order, with
+  strongly linked slices joined into contiguous groups (``SPLIT_CANDIDATES``,
+  ``LEAF_JOIN_SHARE``): where communities do not fit windows, the pieces of a community
+  that the balanced cut put into two parts come back together and windows cut through it,
+  as a community detector's order would.
 
 Deterministic for a fixed seed (METIS is single-threaded and seeded).
 
@@ -44,15 +44,15 @@ from dste.format.constants import WINDOW_ROWS
 from dste.format.errors import DSTEFormatError
 from dste.format.partition import recursive_bisection_parts
 
-LEAF_CANDIDATES = (WINDOW_ROWS, 32)
-"""Leaf sizes tried by the community order (``bench/test_reorder.py``, measured stretch):
-
-128-node leaves make every window one METIS part: best where communities fit windows (the
-``arxiv-scale`` presets, communities of 64-128 nodes: 5-9 % below the generator's own order).
-32-node leaves keep a community's leaves adjacent while windows cut through them, as the
-generator's order does: better where communities do not fit windows (48-160 nodes: 128-node
-leaves 7-29 % above the generator's order, 32-node leaves 0-9 %). On communities of 1,000+
-nodes both are 7-19 % below the generator's order (32-node leaves by 1-3 % more)."""
+SPLIT_CANDIDATES = (2, 8)
+"""Besides the window-sized parts themselves, the community order tries the parts cut into this
+many RCM slices each, with strongly linked slices joined (``LEAF_JOIN_SHARE``), and keeps the
+order with the fewest pairs. Joined slices of neighbouring parts let windows cut through a
+community instead of splitting it between two parts, as a finer METIS tree did (32-node
+leaves, a second METIS call that took 1.6x the first) at a tenth of its time. Measured
+(``bench/test_reorder.py`` graphs, stretch against that former three-candidate order):
+8 slices 0.98-1.03x where communities do not fit windows (48-160 and 1,000 nodes),
+2 slices 1.00x on the ``arxiv-scale`` preset, where the parts themselves win by 0.5 %."""
 
 LEAF_JOIN_SHARE = 0.2
 """Leaves smaller than a window are also tried joined: two leaves whose shared edges are at
@@ -69,12 +69,17 @@ LP_STOP_FRACTION = 1e-3
 def compute_order(method: str, rows, cols, shape, seed: int = 0):
     """``(row_perm, col_perm)`` for ``method`` in {"rcm", "community", "community-fast"} from COO structure.
 
-    ``"community-fast"`` is the community order's first candidate alone (128-node leaves, one
-    METIS call): about 40 % of its time, the same order wherever that candidate wins (the
-    ``arxiv-scale`` presets), up to 29 % more X rows where communities do not fit windows.
+    ``"community-fast"`` is the community order's first candidate alone (the window-sized METIS
+    parts, without trying the joined slices): the same order wherever that candidate wins (the
+    ``arxiv-scale`` presets), up to 24 % more X rows where communities do not fit windows.
     """
+    graph, _ = _symmetric_graph(rows, cols, shape)
+    return order_of_graph(method, graph, shape, seed=seed)
+
+
+def order_of_graph(method: str, graph: sp.csr_matrix, shape, seed: int = 0):
+    """:func:`compute_order` from the graph :func:`symmetric_graph_of` made of the matrix of ``shape``."""
     N, M = shape
-    graph, n_nodes = _symmetric_graph(rows, cols, shape)
     if method == "rcm":
         order = rcm_order(graph)
     elif method == "community":
@@ -93,18 +98,29 @@ def compute_order(method: str, rows, cols, shape, seed: int = 0):
 
 
 def _symmetric_graph(rows, cols, shape):
+    """``(graph, n)``: the boolean CSR pattern of ``A + A^T`` without self loops (bipartite if not square)."""
     N, M = shape
-    if N == M:
-        src, dst, n = rows, cols, N
-    else:
-        src, dst, n = rows, cols + N, N + M
-    keep = src != dst
-    src, dst = src[keep], dst[keep]
-    data = np.ones(2 * src.size, dtype=np.int8)
-    graph = sp.csr_matrix((data, (np.concatenate([src, dst]), np.concatenate([dst, src]))), shape=(n, n))
-    graph.sum_duplicates()
-    graph.data[:] = 1
-    return graph, n
+    pattern = sp.csr_matrix(
+        (np.ones(len(rows), dtype=bool), (np.asarray(rows, dtype=np.int32), np.asarray(cols, dtype=np.int32))),
+        shape=(N, M),
+    )
+    return symmetric_graph_of(pattern), (N if N == M else N + M)
+
+
+def symmetric_graph_of(matrix: sp.spmatrix) -> sp.csr_matrix:
+    """The boolean CSR pattern (int32 indices) of ``A + A^T`` without self loops; a rectangular
+    ``A`` [N, M] becomes its bipartite graph on N + M nodes (rows first)."""
+    pattern = sp.csr_matrix(matrix, dtype=bool, copy=False)
+    N, M = pattern.shape
+    if N != M:
+        pattern = sp.bmat([[None, pattern], [pattern.T, None]], format="csr", dtype=bool)
+    graph = (pattern + pattern.T.tocsr()).tocsr()  # boolean sum: the union of the two patterns
+    graph.setdiag(False)
+    graph.eliminate_zeros()
+    graph.indptr = graph.indptr.astype(np.int32, copy=False)
+    graph.indices = graph.indices.astype(np.int32, copy=False)
+    graph.sort_indices()
+    return graph
 
 
 def rcm_order(graph: sp.csr_matrix) -> np.ndarray:
@@ -162,39 +178,68 @@ def label_propagation(graph: sp.csr_matrix, seed: int = 0) -> np.ndarray:
 def community_order(graph: sp.csr_matrix, seed: int = 0, leaf_nodes: int | None = None) -> np.ndarray:
     """Nodes laid out by METIS recursive-bisection leaf (see module docstring).
 
-    ``leaf_nodes=None`` tries every size in ``LEAF_CANDIDATES`` (those below a window also
-    with leaves joined, see ``LEAF_JOIN_SHARE``) and keeps the order with the fewest distinct
-    (window, column) pairs (ties: the earlier one). ``leaf_nodes=k`` is one METIS call into
-    ``ceil(n / k)`` leaves.
+    ``leaf_nodes=None``: one METIS call into window-sized parts, then the candidates of
+    ``SPLIT_CANDIDATES`` (parts cut into RCM slices, strongly linked slices joined), keeping
+    the order with the fewest distinct (window, column) pairs (ties: the earlier one).
+    ``leaf_nodes=k`` is one METIS call into ``ceil(n / k)`` leaves, laid out by leaf.
     """
     n = graph.shape[0]
     if n == 0:
         return np.zeros(0, dtype=np.int64)
+    if leaf_nodes is not None and leaf_nodes < 1:
+        raise DSTEFormatError(f"community_order: leaf_nodes must be >= 1, got {leaf_nodes}")
+    parts = recursive_bisection_parts(graph, -(-n // (leaf_nodes or WINDOW_ROWS)), seed=seed)
+    # stable within a leaf: ties keep the original id order, so the result depends only on the parts
+    best_order = np.argsort(parts, kind="stable")
     if leaf_nodes is not None:
-        if leaf_nodes < 1:
-            raise DSTEFormatError(f"community_order: leaf_nodes must be >= 1, got {leaf_nodes}")
-        parts = recursive_bisection_parts(graph, -(-n // leaf_nodes), seed=seed)
-        # stable within a leaf: ties keep the original id order, so the result depends only on the parts
-        return np.argsort(parts, kind="stable").astype(np.int64)
-    best_order, best_pairs = None, None
-    for candidate in LEAF_CANDIDATES:
-        parts = recursive_bisection_parts(graph, -(-n // candidate), seed=seed)
-        orders = [np.argsort(parts, kind="stable").astype(np.int64)]
-        if candidate < WINDOW_ROWS:
-            orders.append(_joined_leaf_order(graph, parts))
-        for order in orders:
-            pairs = window_column_pairs(graph, order)
-            if best_pairs is None or pairs < best_pairs:
-                best_order, best_pairs = order, pairs
-    return best_order
+        return best_order.astype(np.int64)
+    best_pairs = window_column_pairs(graph, best_order)
+    for slices in SPLIT_CANDIDATES:
+        order = _joined_leaf_order(graph, _rcm_slices(graph, parts, slices))
+        pairs = window_column_pairs(graph, order)
+        if pairs < best_pairs:
+            best_order, best_pairs = order, pairs
+    return best_order.astype(np.int64)
+
+
+def _rcm_slices(graph: sp.csr_matrix, parts: np.ndarray, slices: int) -> np.ndarray:
+    """Leaf id (int64 [n]) of each node: every part cut into ``slices`` runs of its intra-part RCM order.
+
+    RCM numbers each connected component of the intra-part graph contiguously and keeps
+    neighbours close, so a run is a piece of the part whose nodes share neighbours.
+    """
+    n = graph.shape[0]
+    row = np.repeat(np.arange(n, dtype=np.int32), np.diff(graph.indptr))
+    inside = parts[row] == parts[graph.indices]
+    intra_indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row[inside], minlength=n), out=intra_indptr[1:])
+    del row
+    intra = sp.csr_matrix((np.ones(int(intra_indptr[-1]), dtype=np.int8), graph.indices[inside], intra_indptr), shape=(n, n))
+    del inside
+    rank = np.empty(n, dtype=np.int64)
+    rank[reverse_cuthill_mckee(intra, symmetric_mode=True)] = np.arange(n)
+    del intra
+    order = np.lexsort((rank, parts))
+    part_in_order = parts[order]
+    size = np.bincount(parts)
+    first = np.cumsum(size) - size
+    within = np.arange(n) - first[part_in_order]
+    leaf = np.empty(n, dtype=np.int64)
+    leaf[order] = part_in_order * slices + (within * slices) // size[part_in_order]
+    return leaf
 
 
 def _joined_leaf_order(graph: sp.csr_matrix, parts: np.ndarray) -> np.ndarray:
     """Nodes by (group of strongly linked leaves, leaf id); see ``LEAF_JOIN_SHARE``."""
     n = graph.shape[0]
     n_leaves = int(parts.max()) + 1
-    membership = sp.csr_matrix((np.ones(n, dtype=np.float64), (np.arange(n), parts)), shape=(n, n_leaves))
-    links = (membership.T @ graph.astype(np.float64) @ membership).tocoo()  # edge endpoints between leaves
+    membership = sp.csr_matrix(
+        (np.ones(n, dtype=np.float32), parts.astype(np.int32), np.arange(n + 1, dtype=np.int32)), shape=(n, n_leaves)
+    )
+    # edge endpoints between leaves; float32 counts are exact below 2^24 per leaf pair
+    pattern = sp.csr_matrix((np.ones(graph.nnz, dtype=np.float32), graph.indices, graph.indptr), shape=graph.shape)
+    links = (membership.T.tocsr() @ (pattern @ membership)).tocoo()
+    del pattern
     endpoints = np.bincount(links.row, weights=links.data, minlength=n_leaves)
     strong = (links.row != links.col) & (
         links.data >= LEAF_JOIN_SHARE * np.minimum(endpoints[links.row], endpoints[links.col])
@@ -215,17 +260,22 @@ def window_column_pairs(graph: sp.csr_matrix, order: np.ndarray) -> int:
     """Distinct (128-row window, column) pairs of ``graph + I`` laid out in ``order``.
 
     Each pair is one X row the kernel gathers, whatever the tile layout, so this is the
-    order's stretch times the node count (the self loop counts: GCN adds it).
+    order's stretch times the node count (the self loop counts: GCN adds it). Counted as
+    the pattern of (window membership)^T (graph + I), a sparse product whose only large
+    array is its output (one entry per pair).
     """
     n = graph.shape[0]
-    window = np.empty(n, dtype=np.int64)
-    window[order] = np.arange(n, dtype=np.int64) // WINDOW_ROWS
-    rows = np.repeat(window, np.diff(graph.indptr))
-    pairs = sp.csr_matrix(
-        (np.ones(graph.nnz + n, dtype=np.int8),
-         (np.concatenate([rows, window]), np.concatenate([graph.indices, np.arange(n)]))),
-        shape=(int(window.max()) + 1, n),
-    )
+    if n == 0:
+        return 0
+    window = np.empty(n, dtype=np.int32)
+    window[order] = np.arange(n, dtype=np.int32) // WINDOW_ROWS
+    n_windows = int(window.max()) + 1
+    # boolean sums are logical or, so no count can wrap to 0 and be dropped
+    windows_by_node = sp.csr_matrix(
+        (np.ones(n, dtype=bool), window, np.arange(n + 1, dtype=np.int32)), shape=(n, n_windows)
+    ).T.tocsr()
+    pattern = sp.csr_matrix((np.ones(graph.nnz, dtype=bool), graph.indices, graph.indptr), shape=graph.shape)
+    pairs = windows_by_node @ pattern + windows_by_node
     pairs.sum_duplicates()
     return int(pairs.nnz)
 

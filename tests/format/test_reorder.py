@@ -14,6 +14,9 @@ from dste.format import encode
 from dste.format.errors import DSTEFormatError
 from dste.format.partition import recursive_bisection_parts
 from dste.format.reorder import (
+    SPLIT_CANDIDATES,
+    _joined_leaf_order,
+    _rcm_slices,
     _symmetric_graph,
     community_order,
     compute_order,
@@ -162,8 +165,24 @@ def test_candidate_choice_keeps_the_fewer_pairs():
     adj, _ = community_graph(6000, seed=9)
     graph, _ = _symmetric_graph(*adj.nonzero(), adj.shape)
     chosen = window_column_pairs(graph, community_order(graph))
-    each = [window_column_pairs(graph, community_order(graph, leaf_nodes=leaf)) for leaf in (128, 32)]
-    assert chosen <= min(each)  # a third candidate (32-node leaves joined into groups) may win
+    parts = recursive_bisection_parts(graph, -(-6000 // WINDOW), seed=0)
+    candidates = [np.argsort(parts, kind="stable")] + [
+        _joined_leaf_order(graph, _rcm_slices(graph, parts, slices)) for slices in SPLIT_CANDIDATES
+    ]
+    each = [window_column_pairs(graph, order) for order in candidates]
+    assert chosen == min(each)
+
+
+def test_rcm_slices_cut_every_part_into_near_equal_runs():
+    adj, _ = community_graph(4000, seed=12)
+    graph, _ = _symmetric_graph(*adj.nonzero(), adj.shape)
+    parts = recursive_bisection_parts(graph, 32, seed=0)
+    leaves = _rcm_slices(graph, parts, 8)
+    assert np.array_equal(leaves // 8, parts)  # slices stay inside their part
+    sizes = np.bincount(leaves, minlength=32 * 8).reshape(32, 8)
+    part_sizes = np.bincount(parts, minlength=32)
+    assert np.all(sizes.sum(axis=1) == part_sizes)
+    assert np.all(sizes.max(axis=1) - sizes.min(axis=1) <= 1)
 
 
 def test_community_fast_is_the_window_leaf_candidate():
