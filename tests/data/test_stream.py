@@ -145,3 +145,55 @@ def test_active_fraction_keeps_churn_inside_few_communities():
     np.testing.assert_array_equal(step.changed_rows, rows_that_differ(base.adj, step.graph.adj))
     # So at least about half the changed rows are active, against ~10 % when churn is global.
     assert is_active[step.changed_rows].mean() > 0.5 > 0.25 > is_active[full[1].changed_rows].mean()
+
+
+# ---------------------------------------------------------------- stream presets
+from dste.data.stream import STREAM_PRESETS, stream_params  # noqa: E402
+
+
+def test_every_preset_is_documented_and_valid():
+    for name, (params, description) in STREAM_PRESETS.items():
+        params.validate()
+        assert len(description) > 40, name
+    with pytest.raises(ValueError, match="unknown stream preset"):
+        stream_params("no-such-stream")
+
+
+def test_bursty_stream_changes_far_more_rows_on_burst_steps():
+    stream = make_stream("cora-like", num_snapshots=7, seed=2, preset="bursty")
+    changed = [snapshot.changed_rows.size for snapshot in stream]
+    burst, quiet = [changed[t] for t in (3, 6)], [changed[t] for t in (1, 2, 4, 5)]
+    assert min(burst) > 4 * max(quiet)
+    # the class means jump at a burst: the step's mean shift is larger than any quiet step's
+    means = [snapshot.graph.meta["class_means"] for snapshot in stream]
+    shift = [np.linalg.norm(means[t] - means[t - 1]) for t in range(1, 7)]
+    assert min(shift[2], shift[5]) > 5 * max(shift[0], shift[1], shift[3], shift[4])
+
+
+def test_growing_stream_grows_by_the_preset_rate():
+    stream = make_stream("cora-like", num_snapshots=4, seed=1, preset="growing")
+    sizes = [snapshot.graph.num_nodes for snapshot in stream]
+    for before, after in zip(sizes, sizes[1:]):
+        assert after - before == round(0.06 * before)
+
+
+def test_budget_shift_carries_the_cycle_and_leaves_the_graph_as_steady():
+    shifting = list(make_stream("cora-like", num_snapshots=6, seed=4, preset="budget-shift"))
+    steady = list(make_stream("cora-like", num_snapshots=6, seed=4, preset="steady"))
+    cycle = STREAM_PRESETS["budget-shift"][0].budget_cycle
+    assert [s.latency_budget for s in shifting] == [cycle[t % len(cycle)] for t in range(6)]
+    assert all(s.latency_budget is None for s in steady)
+    for a, b in zip(shifting, steady):
+        assert (a.graph.adj != b.graph.adj).nnz == 0
+        np.testing.assert_array_equal(a.graph.x, b.graph.x)
+
+
+@pytest.mark.parametrize("knobs, message", [
+    ({"burst_every": -1}, "burst_every"),
+    ({"burst_churn": 1.0}, "burst_churn"),
+    ({"burst_drift": -0.1}, "burst_drift"),
+    ({"budget_cycle": (1.0, 0.0)}, "budget_cycle"),
+])
+def test_bad_burst_and_budget_knobs_are_refused(knobs, message):
+    with pytest.raises(ValueError, match=message):
+        StreamParams(**knobs).validate()

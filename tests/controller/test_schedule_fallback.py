@@ -1,0 +1,172 @@
+"""Per-snapshot budgets relative to FP32, the DQN's conservative fallback, the oracle helpers."""
+
+
+import numpy as np
+import pytest
+
+from dste.controller import (
+    FEATURE_NAMES,
+    ActionSpace,
+    BudgetGuard,
+    BudgetScheduleEnv,
+    DQNPolicy,
+    RewardConfig,
+    StaticPolicy,
+    calibrate_margin,
+    pareto_front,
+    run_policy,
+    snapshot_oracle,
+)
+from dste.controller.env import FP32_ACTION
+
+from .toy_env import ToyEnv
+
+BUDGET_LEFT = FEATURE_NAMES.index("latency_budget_left")
+
+
+def fp32_latency(env):
+    return lambda n: float(sum(env._latency(layer, FP32_ACTION) for layer in range(env.num_layers)))
+
+
+def test_schedule_budget_is_the_fraction_of_fp32_latency_in_reference_units():
+    toy = ToyEnv(n_train=4, n_heldout=2)
+    env = BudgetScheduleEnv(toy, lambda n: 0.5 + 0.1 * n, fp32_latency(toy))
+    fp32 = 2.0 * sum((3.0, 1.0))  # the toy's FP32 latency doubles each layer's base
+    for n in range(6):
+        assert env.budget_of_fp32(n) == pytest.approx(0.5 + 0.1 * n)
+        assert env.budget_fraction(n) == pytest.approx((0.5 + 0.1 * n) * fp32 / toy.reference_latency(n))
+
+
+def test_schedule_rewrites_the_budget_left_feature_and_the_outcome():
+    toy = ToyEnv(n_train=4, n_heldout=2)
+    env = BudgetScheduleEnv(toy, 0.4, fp32_latency(toy))
+    env.begin_stream()
+    env.reset(1)
+    budget = env.budget_fraction(1)
+    assert env.state(0)[BUDGET_LEFT] == pytest.approx(budget)
+    report = env.step(0, 0)
+    assert env.state(1)[BUDGET_LEFT] == pytest.approx(budget - report.latency_us / toy.reference_latency(1))
+    env.step(1, 0)
+    assert env.outcome().budget_fraction == pytest.approx(budget)
+
+
+def test_guard_on_a_schedule_keeps_every_episode_inside_the_fp32_fraction():
+    toy = ToyEnv(n_train=4, n_heldout=2)
+    env = BudgetScheduleEnv(toy, 0.35, fp32_latency(toy))  # 0.35 * 8 us = 2.8 us, below uniform INT8's 4 us
+    reward = RewardConfig(0.05, None, 5.0)
+    guard = BudgetGuard(env, reward)
+    result = run_policy(env, StaticPolicy("probe", [0, 0]), [0])  # prime current_snapshot
+    assert result.outcomes[0].latency_us > 2.8
+    env.reset(0)
+    allowed = guard.allowed(0)
+    cheapest_rest = toy.latency_table(0, 1).min()
+    latencies = toy.latency_table(0, 0)
+    np.testing.assert_array_equal(allowed, latencies + cheapest_rest <= 2.8 + 1e-9)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])
+def test_schedule_refuses_non_positive_fractions(bad):
+    toy = ToyEnv(n_train=2, n_heldout=1)
+    with pytest.raises(ValueError, match="fraction"):
+        BudgetScheduleEnv(toy, bad, fp32_latency(toy))
+
+
+class FixedQ:
+    """An agent stand-in whose Q-values are given per layer (the state's layer one-hot picks the row)."""
+
+    def __init__(self, q_by_layer):
+        self.action_space = ActionSpace()
+        self.q = np.asarray(q_by_layer, dtype=np.float64)
+
+    def _layer(self, state):
+        return int(np.argmax(state[-8:]))
+
+    def q_values(self, state):
+        return self.q[self._layer(state)]
+
+    def act(self, state, epsilon=0.0, allowed=None):
+        q = self.q_values(state)
+        return int(np.argmax(q if allowed is None else np.where(allowed, q, -np.inf)))
+
+
+def layer_state(layer):
+    state = np.zeros(64, np.float32)
+    state[56 + layer] = 1.0
+    return state
+
+
+def test_fallback_keeps_the_static_action_unless_q_separates_by_more_than_the_margin():
+    q = np.zeros((2, 48))
+    q[0, 5], q[0, 7] = 0.010, 0.004  # layer 0: best 5, static 7, gap 0.006
+    agent = FixedQ(q)
+    assert DQNPolicy(agent, fallback=[7, 0], margin=0.005).choose(layer_state(0), 0) == 5
+    assert DQNPolicy(agent, fallback=[7, 0], margin=0.01).choose(layer_state(0), 0) == 7
+    assert DQNPolicy(agent, fallback=[7, 0], margin=float("inf")).choose(layer_state(0), 0) == 7
+    assert DQNPolicy(agent).choose(layer_state(0), 0) == 5
+
+
+class FixedGuard:
+    def __init__(self, mask):
+        self.mask = np.asarray(mask, bool)
+
+    def allowed(self, layer):
+        return self.mask
+
+
+def test_fallback_moves_the_fewest_grid_levels_when_the_static_action_does_not_fit():
+    space = ActionSpace()
+    static = space.nearest(0.0, 0.0, 0.0)
+    one_step = space.nearest(0.25, 0.0, 0.0)  # one edge level away
+    far = space.nearest(0.75, 1.0, 0.75)
+    mask = np.zeros(48, bool)
+    mask[[one_step, far]] = True
+    q = np.zeros((2, 48))
+    q[0, far] = 0.001  # the network prefers the far action by less than the margin
+    policy = DQNPolicy(FixedQ(q), guard=FixedGuard(mask), fallback=[static, static], margin=0.01)
+    assert policy.choose(layer_state(0), 0) == one_step
+    q[0, far] = 0.05  # now it separates: the network's choice stands
+    assert policy.choose(layer_state(0), 0) == far
+
+
+@pytest.mark.parametrize("bad", [[48, 0], [-1, 0]])
+def test_fallback_refuses_actions_outside_the_grid(bad):
+    with pytest.raises(ValueError, match="fallback"):
+        DQNPolicy(FixedQ(np.zeros((2, 48))), fallback=bad)
+
+
+def test_pareto_front_matches_a_brute_force_check():
+    rng = np.random.default_rng(3)
+    points = [tuple(p) for p in rng.integers(0, 6, size=(40, 2)).astype(float)]
+    expected = []
+    for i, (c, a) in enumerate(points):
+        beaten = any(c2 <= c and a2 >= a and (c2, a2) != (c, a) for c2, a2 in points)
+        if not beaten:
+            expected.append(i)
+    assert sorted(pareto_front(points)) == sorted(expected)
+
+
+def test_calibrate_margin_keeps_the_conservative_margin_when_nothing_gains():
+    env = ToyEnv(n_train=4, n_heldout=2)
+    reward = RewardConfig(0.05)
+    space = env.action_space
+    static = [space.nearest(0.0, 0.0)] * 2
+    q = np.zeros((2, 48))
+    q[:, static[0]] = 1.0  # the network agrees with the static policy everywhere
+    margin, scores = calibrate_margin(env, FixedQ(q), None, static, reward, env.snapshots("train"))
+    assert margin == float("inf")
+    assert len(set(np.round(list(scores.values()), 12))) == 1
+
+
+def test_snapshot_oracle_changes_with_the_toy_difficulty():
+    # In the toy the best pruning level falls as the snapshot's hidden difficulty rises.
+    env = ToyEnv(n_train=6, n_heldout=2, seed=1)
+    reward = RewardConfig(0.3)
+    easy, hard = int(np.argmin(env.difficulty)), int(np.argmax(env.difficulty))
+    choices = {c.snapshot: c for c in snapshot_oracle(env, reward, [easy, hard])}
+    sparsity = lambda c: sum(env.action_space[a].sparsity for a in c.actions)  # noqa: E731
+    assert sparsity(choices[easy]) > sparsity(choices[hard])
+    # each oracle choice is at least as good as every uniform action on its snapshot
+    for snapshot, choice in choices.items():
+        for action in range(len(env.action_space)):
+            uniform = run_policy(env, StaticPolicy("u", [action, action]), [snapshot]).mean_reward(reward)
+            assert choice.reward >= uniform - 1e-12
