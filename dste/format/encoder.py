@@ -420,15 +420,7 @@ def _encode_tiles(rows, cols, vals32, shape, row_perm, col_perm, policy, split: 
     """All tile arrays (sorted per the contract) for the given entries."""
     N, M = shape
     n_windows = -(-N // WINDOW_ROWS)
-    row_pos = rows if row_perm is None else _inverse(row_perm, N)[rows]
-    col_pos = cols if col_perm is None else _inverse(col_perm, M)[cols]
-    window = row_pos // WINDOW_ROWS
-    slot = row_pos % WINDOW_ROWS
-    if n_windows * max(M, 1) * WINDOW_ROWS < 2**62:
-        order = np.argsort((window * M + col_pos) * WINDOW_ROWS + slot, kind="stable")
-    else:
-        order = np.lexsort((slot, col_pos, window))
-    window, col_pos, slot, cols, vals32 = (x[order] for x in (window, col_pos, slot, cols, vals32))
+    window, col_pos, slot, cols, vals32 = _entries_by_window_column(rows, cols, vals32, N, M, row_perm, col_perm)
 
     if policy.layout == "block":
         bitmap = _block_tiles(window, col_pos, col_perm, M)
@@ -453,6 +445,55 @@ def _encode_tiles(rows, cols, vals32, shape, row_perm, col_perm, policy, split: 
     return out
 
 
+def _index_dtype(*sizes):
+    """int32 for positions below 2^31 (half the bytes of int64), else int64."""
+    return np.int32 if max(sizes, default=0) < 2**31 else np.int64
+
+
+def _entries_by_window_column(rows, cols, vals32, N, M, row_perm, col_perm):
+    """``(window, col_pos, slot, cols, vals32)`` of every entry, sorted by (window, column position, slot).
+
+    window and col_pos are int32 (int64 beyond 2^31), slot uint8. When every value is the
+    same (a structure-only matrix), the three positions are packed into one int64 key that
+    is sorted in place and unpacked, so no argsort permutation and no reordered copies of the
+    inputs are made: about 10 bytes per entry at the peak instead of 80.
+    """
+    index = _index_dtype(N, M)
+    row_pos = np.asarray(rows) if row_perm is None else _inverse(row_perm, N).astype(index)[rows]
+    col_pos = np.asarray(cols) if col_perm is None else _inverse(col_perm, M).astype(index)[cols]
+    col_bits = max(M - 1, 1).bit_length()
+    slot_bits = WINDOW_ROWS.bit_length() - 1
+    uniform = vals32.size == 0 or bool((vals32 == vals32[0]).all())
+    if uniform and max(-(-N // WINDOW_ROWS), 1).bit_length() + col_bits + slot_bits <= 63:
+        key = row_pos.astype(np.int64)
+        key >>= slot_bits
+        key <<= col_bits + slot_bits
+        part = col_pos.astype(np.int64)
+        part <<= slot_bits
+        key |= part
+        del part, col_pos
+        key |= row_pos & (WINDOW_ROWS - 1)
+        del row_pos
+        key.sort()
+        slot = (key & (WINDOW_ROWS - 1)).astype(np.uint8)
+        key >>= slot_bits
+        col_pos = (key & ((1 << col_bits) - 1)).astype(index)
+        key >>= col_bits
+        window = key.astype(index)
+        del key
+        sorted_cols = col_pos if col_perm is None else col_perm.astype(index)[col_pos]
+        sorted_vals = np.full(vals32.size, vals32[0] if vals32.size else 0, dtype=np.float32)
+        return window, col_pos, slot, sorted_cols, sorted_vals
+    window = (row_pos // WINDOW_ROWS).astype(index)
+    slot = (row_pos % WINDOW_ROWS).astype(np.uint8)
+    del row_pos
+    if max(-(-N // WINDOW_ROWS), 1) * max(M, 1) * WINDOW_ROWS < 2**62:
+        order = np.argsort((window.astype(np.int64) * M + col_pos) * WINDOW_ROWS + slot, kind="stable")
+    else:
+        order = np.lexsort((slot, col_pos, window))
+    return tuple(x[order] for x in (window, col_pos.astype(index), slot, np.asarray(cols).astype(index), vals32))
+
+
 def _condensed_tiles(window, col_pos, cols, n_windows, M, split: SplitRule):
     """Bitmap tiles of the window columns chosen by ``split``; ``in_bitmap`` flags their entries.
 
@@ -460,13 +501,15 @@ def _condensed_tiles(window, col_pos, cols, n_windows, M, split: SplitRule):
     run ("group"). Within a tile, columns stay in column-position order.
     """
     n = window.size
-    col_key = window * M + col_pos
     new_col = np.ones(n, dtype=bool)
-    new_col[1:] = col_key[1:] != col_key[:-1]
+    np.not_equal(col_pos[1:], col_pos[:-1], out=new_col[1:])
+    new_col[1:] |= window[1:] != window[:-1]
     group_start = np.flatnonzero(new_col)
     group_count = np.diff(np.append(group_start, n))
-    group_of_entry = np.cumsum(new_col) - 1
-    group_window = window[group_start]
+    group_of_entry = np.cumsum(new_col, dtype=_index_dtype(n))
+    group_of_entry -= 1
+    del new_col
+    group_window = window[group_start].astype(np.int64)
     eligible = group_count >= split.min_entries
     if split.rule == "cost":
         bitmap_groups, rank = _cost_split(group_window, group_count, eligible, n_windows, split)
@@ -496,8 +539,8 @@ def _condensed_tiles(window, col_pos, cols, n_windows, M, split: SplitRule):
     is_bitmap_group = np.zeros(group_start.size, dtype=bool)
     is_bitmap_group[bitmap_groups] = True
     in_bitmap = is_bitmap_group[group_of_entry]
-    group_tile = np.full(group_start.size, -1, dtype=np.int64)
-    group_k = np.full(group_start.size, -1, dtype=np.int64)
+    group_tile = np.full(group_start.size, -1, dtype=_index_dtype(T))
+    group_k = np.full(group_start.size, -1, dtype=np.int16)
     group_tile[bitmap_groups] = g_tile
     group_k[bitmap_groups] = g_k
     entry_group = group_of_entry[in_bitmap]
@@ -545,7 +588,7 @@ def _cost_split(group_window, group_count, eligible, n_windows, split: SplitRule
 def _block_tiles(window, col_pos, col_perm, M):
     n_blocks = max(-(-M // TILE_COLS), 1)
     block = col_pos // TILE_COLS
-    tile_key = window * n_blocks + block  # non-decreasing: entries are sorted by (window, col_pos)
+    tile_key = window.astype(np.int64) * n_blocks + block  # non-decreasing: entries are sorted by (window, col_pos)
     new_tile = np.ones(window.size, dtype=bool)
     new_tile[1:] = tile_key[1:] != tile_key[:-1]
     starts = np.flatnonzero(new_tile)
@@ -570,6 +613,9 @@ def decide_kinds(vals32, tile_of_entry, n_tiles, policy: EncodePolicy):
     """
     if n_tiles == 0:
         return np.zeros(0, np.uint8), np.zeros(0)
+    if policy.kinds in ("faithful", "auto", "bin") and _all_one(vals32):
+        # every rule below gives BIN then; skipping them saves their per-entry temporaries
+        return np.full(n_tiles, TileKind.BIN, dtype=np.uint8), np.zeros(n_tiles)
     if policy.kinds == "auto":
         sensitivity = int8_sensitivity_robust(vals32, tile_of_entry, n_tiles)
     else:
@@ -597,6 +643,11 @@ def decide_kinds(vals32, tile_of_entry, n_tiles, policy: EncodePolicy):
             np.where((sensitivity >= policy.fp16_threshold) & ~fp16_overflow, TileKind.FP16, TileKind.INT8),
         )
     return kind.astype(np.uint8), sensitivity
+
+
+def _all_one(vals32) -> bool:
+    """Every value counts as 1 (within ``BIN_ULP_TOLERANCE``)."""
+    return bool((np.abs(vals32 - np.float32(1.0)) <= BIN_ULP_TOLERANCE).all())
 
 
 def _faithful_kinds(vals32, tile_of_entry, n_tiles, all_one, amax):
@@ -662,7 +713,8 @@ def _window_ptr(tile_window, n_windows):
 
 def _sort_tiles(tile_window, kind, tile_first):
     order = np.lexsort((tile_first, kind, tile_window))
-    new_id = np.empty(order.size, dtype=np.int64)
+    # int32 ids keep the per-entry arrays indexed by them (mask word offsets included) small
+    new_id = np.empty(order.size, dtype=_index_dtype(order.size * TILE_COLS * MASK_WORDS))
     new_id[order] = np.arange(order.size)
     return order, new_id
 

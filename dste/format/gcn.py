@@ -101,8 +101,17 @@ def gcn_normalized(
     policy.row_scale = dinv
     policy.col_scale = dinv
     policy.scaled_input = False
-    rows, cols = _coo_of(structure)
-    return encode_coo(rows, cols, structure.data, structure.shape, policy, row_perm=row_perm, col_perm=col_perm)
+    if row_perm is None and col_perm is None and policy.reorder != "none":
+        # the order's graph straight from the CSR: the same graph encode_coo would build from
+        # COO arrays, without their int64 copies
+        from dste.format.reorder import order_of_graph, symmetric_graph_of
+
+        row_perm, col_perm = order_of_graph(policy.reorder, symmetric_graph_of(structure), structure.shape, seed=policy.seed)
+    shape, nnz = structure.shape, structure.nnz
+    rows, cols = _coo_of(structure, np.int32 if max(shape) < 2**31 else np.int64)
+    del structure  # its float64 values are all 1: the encoder gets them as float32
+    ones = np.ones(nnz, dtype=np.float32)
+    return encode_coo(rows, cols, ones, shape, policy, row_perm=row_perm, col_perm=col_perm)
 
 
 def gcn_update(encoded: DSTEMatrix, new_adj, add_self_loops: bool = True, changed_rows=None) -> DSTEMatrix:
@@ -157,9 +166,9 @@ def gcn_update(encoded: DSTEMatrix, new_adj, add_self_loops: bool = True, change
     return reencode_windows(encoded, rows, part.indices.astype(np.int64), part.data, redo, policy)
 
 
-def _coo_of(structure: sp.csr_matrix):
-    rows = np.repeat(np.arange(structure.shape[0], dtype=np.int64), np.diff(structure.indptr))
-    return rows, structure.indices.astype(np.int64)
+def _coo_of(structure: sp.csr_matrix, index_dtype=np.int64):
+    rows = np.repeat(np.arange(structure.shape[0], dtype=index_dtype), np.diff(structure.indptr))
+    return rows, structure.indices.astype(index_dtype)
 
 
 def _inverse(perm):

@@ -15,7 +15,7 @@ distinct (window, column) pairs is kept:
 
 - the parts themselves: every 128-row window is one METIS part (up to the parts' small
   imbalance, which shifts window boundaries into a sibling part);
-- each part cut into 2 or 8 slices of its intra-part reverse Cuthill-McKee order, with
+- each part cut into 8 slices of its intra-part reverse Cuthill-McKee order, with
   strongly linked slices joined into contiguous groups (``SPLIT_CANDIDATES``,
   ``LEAF_JOIN_SHARE``): where communities do not fit windows, the pieces of a community
   that the balanced cut put into two parts come back together and windows cut through it,
@@ -44,15 +44,16 @@ from dste.format.constants import WINDOW_ROWS
 from dste.format.errors import DSTEFormatError
 from dste.format.partition import recursive_bisection_parts
 
-SPLIT_CANDIDATES = (2, 8)
+SPLIT_CANDIDATES = (8,)
 """Besides the window-sized parts themselves, the community order tries the parts cut into this
 many RCM slices each, with strongly linked slices joined (``LEAF_JOIN_SHARE``), and keeps the
 order with the fewest pairs. Joined slices of neighbouring parts let windows cut through a
 community instead of splitting it between two parts, as a finer METIS tree did (32-node
 leaves, a second METIS call that took 1.6x the first) at a tenth of its time. Measured
 (``bench/test_reorder.py`` graphs, stretch against that former three-candidate order):
-8 slices 0.98-1.03x where communities do not fit windows (48-160 and 1,000 nodes),
-2 slices 1.00x on the ``arxiv-scale`` preset, where the parts themselves win by 0.5 %."""
+8 slices 0.98-1.03x where communities do not fit windows (48-160 and 1,000 nodes); on the
+``arxiv-scale`` presets the parts themselves win. 2 slices won nowhere by more than 0.5 % and
+cost 0.25 s at arxiv size, so they are not tried."""
 
 LEAF_JOIN_SHARE = 0.2
 """Leaves smaller than a window are also tried joined: two leaves whose shared edges are at
