@@ -27,7 +27,7 @@ from dste.format.constants import (
     TileKind,
 )
 from dste.format.errors import DSTEFormatError
-from dste.reference.bits import pack_mask, popcount, set_bit_positions
+from dste.format.bits import pack_mask, popcount, set_bit_positions
 
 TILE_ARRAY_FIELDS = ("tile_window", "tile_kind", "tile_ncols", "tile_cols", "keep_bits", "nz_bits", "tile_slot")
 ETILE_ARRAY_FIELDS = (
