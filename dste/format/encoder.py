@@ -291,7 +291,15 @@ def _factor(rows, cols, vals, row_scale, col_scale, scaled_input):
             f"are factored out) is below {MIN_STORED_MAGNITUDE:.6g} (127 x float32's smallest normal): it would be "
             "stored as a subnormal or as 0, or make a subnormal INT8 scale. Rescale the matrix (row_scale / col_scale carry any magnitude) or drop the entry"
         )
-    return vals32
+    return _uniform_view(vals32)
+
+
+def _uniform_view(values):
+    """``values`` itself, or a read-only broadcast of its one value when all are equal
+    (a structure-only matrix: its values then take no bytes per entry)."""
+    if values.size and values.strides != (0,) and bool((values == values[0]).all()):
+        return np.broadcast_to(values[0], values.shape)
+    return values
 
 
 # --------------------------------------------------------------------------- public
@@ -437,12 +445,34 @@ def _encode_tiles(rows, cols, vals32, shape, row_perm, col_perm, policy, split: 
         tile_of_entry,
         k_of_entry,
         slot[in_bitmap],
-        vals32[in_bitmap],
+        _take(vals32, in_bitmap),
         policy,
     )
     rest = ~in_bitmap
-    out.update(_entry_tiles(n_windows, window[rest], col_pos[rest], cols[rest], slot[rest], vals32[rest], M, policy))
+    out.update(_entry_tiles(n_windows, window[rest], col_pos[rest], cols[rest], slot[rest], _take(vals32, rest), M, policy))
     return out
+
+
+class _PermutedColumns:
+    """Original column ids of sorted entries, ``col_perm[col_pos[i]]``, made only for the
+    entries asked for (a bitmap tile needs one per column, not one per entry)."""
+
+    def __init__(self, col_perm, col_pos):
+        self.col_perm, self.col_pos = col_perm, col_pos
+
+    def __getitem__(self, index):
+        return self.col_perm[self.col_pos[index]]
+
+
+def _take(values, selection):
+    """``values[selection]``; a broadcast (uniform) array stays a broadcast of the selected length."""
+    if values.strides == (0,) and values.size:
+        return np.broadcast_to(values[0], (int(np.count_nonzero(selection)) if selection.dtype == bool else len(selection),))
+    return values[selection]
+
+
+_CHUNK = 1 << 18
+"""Entries per chunk where per-entry temporaries are built piecewise (a few MB at a time)."""
 
 
 def _index_dtype(*sizes):
@@ -454,36 +484,45 @@ def _entries_by_window_column(rows, cols, vals32, N, M, row_perm, col_perm):
     """``(window, col_pos, slot, cols, vals32)`` of every entry, sorted by (window, column position, slot).
 
     window and col_pos are int32 (int64 beyond 2^31), slot uint8. When every value is the
-    same (a structure-only matrix), the three positions are packed into one int64 key that
-    is sorted in place and unpacked, so no argsort permutation and no reordered copies of the
-    inputs are made: about 10 bytes per entry at the peak instead of 80.
+    same (a structure-only matrix), the three positions are packed into one int64 key, built
+    and unpacked in chunks and sorted in place, so no argsort permutation, no full-length
+    temporaries and no reordered copies of the inputs are made (8 bytes per entry besides
+    the results, against about 80 for the argsort).
     """
     index = _index_dtype(N, M)
-    row_pos = np.asarray(rows) if row_perm is None else _inverse(row_perm, N).astype(index)[rows]
-    col_pos = np.asarray(cols) if col_perm is None else _inverse(col_perm, M).astype(index)[cols]
+    row_inverse = None if row_perm is None else _inverse(row_perm, N).astype(index)
+    col_inverse = None if col_perm is None else _inverse(col_perm, M).astype(index)
     col_bits = max(M - 1, 1).bit_length()
     slot_bits = WINDOW_ROWS.bit_length() - 1
     uniform = vals32.size == 0 or bool((vals32 == vals32[0]).all())
     if uniform and max(-(-N // WINDOW_ROWS), 1).bit_length() + col_bits + slot_bits <= 63:
-        key = row_pos.astype(np.int64)
-        key >>= slot_bits
-        key <<= col_bits + slot_bits
-        part = col_pos.astype(np.int64)
-        part <<= slot_bits
-        key |= part
-        del part, col_pos
-        key |= row_pos & (WINDOW_ROWS - 1)
-        del row_pos
+        n = vals32.size
+        key = np.empty(n, dtype=np.int64)
+        for start in range(0, n, _CHUNK):
+            chunk = slice(start, start + _CHUNK)
+            row_pos = np.asarray(rows[chunk], dtype=np.int64)
+            if row_inverse is not None:
+                row_pos = row_inverse[row_pos].astype(np.int64)
+            col_pos = np.asarray(cols[chunk], dtype=np.int64)
+            if col_inverse is not None:
+                col_pos = col_inverse[col_pos].astype(np.int64)
+            key[chunk] = ((row_pos >> slot_bits) << (col_bits + slot_bits)) | (col_pos << slot_bits) | (row_pos & (WINDOW_ROWS - 1))
         key.sort()
-        slot = (key & (WINDOW_ROWS - 1)).astype(np.uint8)
-        key >>= slot_bits
-        col_pos = (key & ((1 << col_bits) - 1)).astype(index)
-        key >>= col_bits
-        window = key.astype(index)
+        window = np.empty(n, dtype=index)
+        col_pos = np.empty(n, dtype=index)
+        slot = np.empty(n, dtype=np.uint8)
+        for start in range(0, n, _CHUNK):
+            chunk = slice(start, start + _CHUNK)
+            part = key[chunk]
+            slot[chunk] = part & (WINDOW_ROWS - 1)
+            col_pos[chunk] = (part >> slot_bits) & ((1 << col_bits) - 1)
+            window[chunk] = part >> (col_bits + slot_bits)
         del key
-        sorted_cols = col_pos if col_perm is None else col_perm.astype(index)[col_pos]
-        sorted_vals = np.full(vals32.size, vals32[0] if vals32.size else 0, dtype=np.float32)
+        sorted_cols = col_pos if col_perm is None else _PermutedColumns(col_perm.astype(index), col_pos)
+        sorted_vals = np.broadcast_to(vals32[0] if n else np.float32(0), (n,))
         return window, col_pos, slot, sorted_cols, sorted_vals
+    row_pos = np.asarray(rows) if row_inverse is None else row_inverse[rows]
+    col_pos = np.asarray(cols) if col_inverse is None else col_inverse[cols]
     window = (row_pos // WINDOW_ROWS).astype(index)
     slot = (row_pos % WINDOW_ROWS).astype(np.uint8)
     del row_pos
@@ -727,8 +766,12 @@ def _finish_bitmap_tiles(n_windows, tile_window, tile_first, tile_cols, tile_nco
     tile_of_entry = new_id[tile_of_entry]
     tile_slot = _slots(kind)
     nz = np.zeros(T * TILE_COLS * MASK_WORDS, dtype=np.uint32)
-    flat = (tile_of_entry * TILE_COLS + k) * MASK_WORDS + slot // MASK_WORD_BITS
+    flat = tile_of_entry * TILE_COLS  # one array updated in place: the offsets are per entry
+    flat += k
+    flat *= MASK_WORDS
+    flat += slot // MASK_WORD_BITS
     np.bitwise_or.at(nz, flat, np.left_shift(np.uint32(1), (slot % MASK_WORD_BITS).astype(np.uint32)))
+    del flat
     nz = nz.reshape(T, TILE_COLS, MASK_WORDS)
     int8_values, int8_scale, fp16_values = _values_by_kind(kind, tile_slot, tile_of_entry, (k, slot), vals32,
                                                            (TILE_COLS, WINDOW_ROWS))

@@ -110,7 +110,7 @@ def gcn_normalized(
     shape, nnz = structure.shape, structure.nnz
     rows, cols = _coo_of(structure, np.int32 if max(shape) < 2**31 else np.int64)
     del structure  # its float64 values are all 1: the encoder gets them as float32
-    ones = np.ones(nnz, dtype=np.float32)
+    ones = np.broadcast_to(np.float32(1.0), (nnz,))  # read-only view: no per-entry bytes
     return encode_coo(rows, cols, ones, shape, policy, row_perm=row_perm, col_perm=col_perm)
 
 
