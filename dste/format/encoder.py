@@ -577,12 +577,16 @@ def _condensed_tiles(window, col_pos, cols, n_windows, M, split: SplitRule):
     tile_first[g_tile[head]] = col_pos[group_start[bitmap_groups[head]]]
     is_bitmap_group = np.zeros(group_start.size, dtype=bool)
     is_bitmap_group[bitmap_groups] = True
-    in_bitmap = is_bitmap_group[group_of_entry]
     group_tile = np.full(group_start.size, -1, dtype=_index_dtype(T))
     group_k = np.full(group_start.size, -1, dtype=np.int16)
     group_tile[bitmap_groups] = g_tile
     group_k[bitmap_groups] = g_k
+    # the per-group work arrays go before the per-entry ones are made (the peak of the encode)
+    del bitmap_groups, by_tile, g_tile, g_k, b_window, rank, group_count, group_window, eligible, group_start, head
+    in_bitmap = is_bitmap_group[group_of_entry]
+    del is_bitmap_group
     entry_group = group_of_entry[in_bitmap]
+    del group_of_entry
     return (group_tile[entry_group], group_k[entry_group], tile_window, tile_first, tile_cols, tile_ncols), in_bitmap
 
 
@@ -596,18 +600,33 @@ def _cost_split(group_window, group_count, eligible, n_windows, split: SplitRule
     + x_row_bytes * (k + n - C(k))``, minimised over k = 0 .. eligible columns (ties: smaller k).
     """
     window_entries = np.bincount(group_window, weights=group_count, minlength=n_windows).astype(np.int64)
-    cand = np.flatnonzero(eligible)
-    c_window, c_count = group_window[cand], group_count[cand]
-    densest_first = np.argsort(c_window * (int(group_count.max(initial=0)) + 1) - c_count, kind="stable")
-    cand, c_window, c_count = cand[densest_first], c_window[densest_first], c_count[densest_first]
+    # per-group arrays in int32 where they fit (a group count, a window id, a rank): this is the
+    # encode's peak of memory; costs and running sums stay int64
+    index = _index_dtype(group_window.size, n_windows, int(window_entries.max(initial=0)))
+    cand = np.flatnonzero(eligible).astype(index)
+    c_window = group_window[cand].astype(index)
+    sort_key = c_window.astype(np.int64)
+    sort_key *= int(group_count.max(initial=0)) + 1
+    sort_key -= group_count[cand]
+    densest_first = np.argsort(sort_key, kind="stable")
+    del sort_key
+    cand = cand[densest_first]
+    c_window = c_window[densest_first]
+    c_count = group_count[cand].astype(index)
+    del densest_first
     per_window = np.bincount(c_window, minlength=n_windows)
     window_first = np.cumsum(per_window) - per_window
-    rank = np.arange(cand.size) - window_first[c_window]
-    running = np.cumsum(c_count)
+    rank = np.arange(cand.size, dtype=index)
+    rank -= window_first[c_window].astype(index)
+    running = np.cumsum(c_count, dtype=np.int64)
     absorbed = running - (running - c_count)[window_first[c_window]]  # C(k) for k = rank + 1
+    del running
     rest = window_entries[c_window] - absorbed
+    del absorbed
     bitmap_cost, entry_cost, x_row = split.bitmap_tile_cost, split.entry_tile_cost, split.x_row_bytes
-    cost = -(-(rank + 1) // TILE_COLS) * bitmap_cost + -(-rest // TILE_COLS) * entry_cost + x_row * (rank + 1 + rest)
+    k_plus_one = rank.astype(np.int64) + 1
+    cost = -(-k_plus_one // TILE_COLS) * bitmap_cost + -(-rest // TILE_COLS) * entry_cost + x_row * (k_plus_one + rest)
+    del k_plus_one, rest
     best = -(-window_entries // TILE_COLS) * entry_cost + x_row * window_entries  # k = 0
     has = per_window > 0
     if cand.size:

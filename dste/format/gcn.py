@@ -168,7 +168,7 @@ def gcn_update(encoded: DSTEMatrix, new_adj, add_self_loops: bool = True, change
 
 def _coo_of(structure: sp.csr_matrix, index_dtype=np.int64):
     rows = np.repeat(np.arange(structure.shape[0], dtype=index_dtype), np.diff(structure.indptr))
-    return rows, structure.indices.astype(index_dtype)
+    return rows, structure.indices.astype(index_dtype, copy=False)
 
 
 def _inverse(perm):
