@@ -24,11 +24,15 @@ from dste.gnn.footprint import layer_bytes, pass_bytes
 from dste.gnn.latency import LatencyModel
 from dste.gnn.settings import FP32_SETTING, LayerSetting
 
-__all__ = ["LayerEvaluator", "setting_of", "LAYER_RUNS_KEPT"]
+__all__ = ["LayerEvaluator", "setting_of", "LAYER_RUNS_KEPT", "LAYER_RUN_BYTES_KEPT"]
 
 LAYER_RUNS_KEPT = 4096
 """Layer runs (output + report) kept per evaluator, least recently used dropped: one per (snapshot, prefix of
 actions, action); the outputs dominate the memory (n x width float32 each)."""
+LAYER_RUN_BYTES_KEPT = 3 << 30
+"""...and at most this many bytes of their outputs: on a Cora-sized graph the count binds (4096 runs of
+2,708 x 64 float32 are 2.8 GB), on larger graphs the bytes do (one PubMed-sized output is 5 MB, an
+arxiv-sized one 43 MB), so the cache never outgrows the machine."""
 
 
 def setting_of(action_space: ActionSpace, action: int) -> LayerSetting:
@@ -51,6 +55,7 @@ class LayerEvaluator:
         self.latency = LatencyModel(target)
         self._inference: dict[int, GraphInference] = {}
         self._runs: OrderedDict[tuple, tuple[np.ndarray, LayerReport]] = OrderedDict()
+        self._run_bytes = 0
         self._graph_state: dict[int, np.ndarray] = {}
         self._activation_state: dict[tuple, np.ndarray] = {}
         self._latency_tables: dict[tuple[int, int], np.ndarray] = {}
@@ -88,8 +93,10 @@ class LayerEvaluator:
         run = self.inference(n).run_layer(layer, h, setting_of(self.action_space, action))
         value = (run.output, self._report(run, action))
         self._runs[key] = value
-        while len(self._runs) > LAYER_RUNS_KEPT:
-            self._runs.popitem(last=False)
+        self._run_bytes += run.output.nbytes
+        while len(self._runs) > 1 and (len(self._runs) > LAYER_RUNS_KEPT or self._run_bytes > LAYER_RUN_BYTES_KEPT):
+            _, (dropped, _) = self._runs.popitem(last=False)
+            self._run_bytes -= dropped.nbytes
         return value
 
     def _report(self, run: LayerRun, action: int) -> LayerReport:

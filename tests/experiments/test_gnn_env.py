@@ -198,3 +198,17 @@ def test_a_variant_changes_the_goal_not_the_original_and_shares_the_layer_runs(e
     assert fp32_on_train.accuracy == 1.0  # the FP32 model agrees with itself on every node
     with pytest.raises(ValueError, match="train_accuracy"):
         env.variant(train_accuracy="test")
+
+
+def test_layer_run_cache_is_held_to_its_byte_budget(env, monkeypatch):
+    from dste.experiments import env_layers
+
+    layers = env_layers.LayerEvaluator(env.layers.model.model, env.graphs[:1], env.action_space)
+    one_output = layers.run_layer(0, 0, (), env.action_space.nearest(0, 0))[0].nbytes
+    monkeypatch.setattr(env_layers, "LAYER_RUN_BYTES_KEPT", 3 * one_output)
+    for action in range(6):
+        layers.run_layer(0, 0, (), action)
+    held = sum(output.nbytes for output, _ in layers._runs.values())
+    assert held <= 3 * one_output and len(layers._runs) >= 2
+    assert held == layers._run_bytes  # the running total follows what is held
+    assert layers.run_layer(0, 0, (), 0)[0].shape[0] == env.graphs[0].num_nodes  # a dropped run is recomputed
