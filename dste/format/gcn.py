@@ -101,15 +101,18 @@ def gcn_normalized(
     policy.row_scale = dinv
     policy.col_scale = dinv
     policy.scaled_input = False
+    # only the pattern is needed from here on: its float64 ones (8 B per entry) go now, before
+    # METIS (whose own copies of the graph are the pipeline's peak of resident memory)
+    shape, nnz = structure.shape, structure.nnz
+    structure = sp.csr_matrix((np.ones(nnz, dtype=bool), structure.indices, structure.indptr), shape=shape, copy=False)
     if row_perm is None and col_perm is None and policy.reorder != "none":
         # the order's graph straight from the CSR: the same graph encode_coo would build from
         # COO arrays, without their int64 copies
         from dste.format.reorder import order_of_graph, symmetric_graph_of
 
-        row_perm, col_perm = order_of_graph(policy.reorder, symmetric_graph_of(structure), structure.shape, seed=policy.seed)
-    shape, nnz = structure.shape, structure.nnz
+        row_perm, col_perm = order_of_graph(policy.reorder, symmetric_graph_of(structure), shape, seed=policy.seed)
     rows, cols = _coo_of(structure, np.int32 if max(shape) < 2**31 else np.int64)
-    del structure  # its float64 values are all 1: the encoder gets them as float32
+    del structure
     ones = np.broadcast_to(np.float32(1.0), (nnz,))  # read-only view: no per-entry bytes
     return encode_coo(rows, cols, ones, shape, policy, row_perm=row_perm, col_perm=col_perm)
 
