@@ -48,12 +48,11 @@ SPLIT_CANDIDATES = (8,)
 """Besides the window-sized parts themselves, the community order tries the parts cut into this
 many RCM slices each, with strongly linked slices joined (``LEAF_JOIN_SHARE``), and keeps the
 order with the fewest pairs. Joined slices of neighbouring parts let windows cut through a
-community instead of splitting it between two parts, as a finer METIS tree did (32-node
-leaves, a second METIS call that took 1.6x the first) at a tenth of its time. Measured
-(``bench/test_reorder.py`` graphs, stretch against that former three-candidate order):
-8 slices 0.98-1.03x where communities do not fit windows (48-160 and 1,000 nodes); on the
-``arxiv-scale`` presets the parts themselves win. 2 slices won nowhere by more than 0.5 % and
-cost 0.25 s at arxiv size, so they are not tried."""
+community instead of splitting it between two parts, as a finer METIS tree did before (32-node
+leaves: a second METIS call, 1.8x the time of the first) at about a twelfth of its time.
+Measured on the 14 graphs of ``bench/test_reorder.py`` against that former order: stretch
+0.95-1.03x (communities of 48-5,000 nodes; on the ``arxiv-scale`` presets the parts themselves
+win). 2 slices won nowhere by more than 0.5 % and cost 0.25 s at arxiv size, so they are not tried."""
 
 LEAF_JOIN_SHARE = 0.2
 """Leaves smaller than a window are also tried joined: two leaves whose shared edges are at
