@@ -8,7 +8,8 @@ Orders compared, each computed in a forked child process so its peak memory can 
 
     none            the shuffled ids as generated
     rcm             reorder="rcm" (SciPy reverse Cuthill-McKee)
-    community       reorder="community" (METIS recursive bisection into 32-node leaves)
+    community       reorder="community" (one METIS call into 128-node parts; the best of the parts and of their
+                    RCM slices joined, see dste/format/reorder.py)
     label-prop      the former "community" order (hand-written label propagation + RCM), for comparison
     generator       every community contiguous: the generator's own order (best order known without search)
     metis-kway-128  METIS k-way into ceil(N/128) parts, nodes by part (a reference partition)
