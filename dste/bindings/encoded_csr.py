@@ -23,6 +23,7 @@ arxiv-scale, F=128, on 2 cores: torch.sparse.mm on the same encoded CSR with int
 from __future__ import annotations
 
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -40,8 +41,9 @@ PARALLEL_MIN_MULTIPLY_ADDS = 1 << 21
 # Matrices with at most this many columns are executed in original order (empty permutations): their X
 # (M x F floats) stays cache-resident in any order, so the gather and scatter only add cost. Measured on
 # cora-like (M = 2,708, F = 128, 1 thread): 207 us in original order against 388 us in encoded order with the
-# permutations; at arxiv-scale (M = 169,343) encoded order is 2.3x faster.
-ORIGINAL_ORDER_MAX_COLS = 8192
+# permutations; at 10k-16k nodes (1 thread, F = 64/128) original order with torch's CSR kernel is 15-45 %
+# faster than encoded order; from 30k nodes encoded order wins (2x at 30k, 2.3x at arxiv-scale).
+ORIGINAL_ORDER_MAX_COLS = 16384
 # Gathered copies of X up to this size are kept per thread for the next call (see _gathered_rows).
 SCRATCH_MAX_BYTES = 8 << 20
 
@@ -228,6 +230,19 @@ def _to_original_rows(encoded: np.ndarray, perm: np.ndarray) -> np.ndarray:
     return np.take(encoded, _inverse(perm), axis=0)
 
 
+def _cache_resident_product(crow, col, data, x: np.ndarray, n: int) -> np.ndarray:
+    """``A @ X`` of a matrix kept in original order (its X stays in cache): torch's CSR kernel on the same
+    int32 arrays, without copies. Measured on one thread, 3k-16k-node graphs, F = 64/128: 10-25 % faster
+    than SciPy's, which wins once X leaves the cache (the encoded-order path)."""
+    with warnings.catch_warnings():  # torch flags sparse CSR as beta on construction
+        warnings.simplefilter("ignore", UserWarning)
+        matrix = torch.sparse_csr_tensor(
+            torch.from_numpy(crow), torch.from_numpy(col), torch.from_numpy(data), size=(n, x.shape[0]),
+            check_invariants=False,
+        )
+        return torch.sparse.mm(matrix, torch.from_numpy(x)).numpy()
+
+
 def encoded_spmm(crow, col, values, row_perm, col_perm, x: np.ndarray) -> np.ndarray:
     """``Y [N, F]`` with ``Y[row_perm] = B @ X[col_perm]`` (NumPy in, NumPy out; dtype of x)."""
     n = crow.shape[0] - 1
@@ -237,6 +252,8 @@ def encoded_spmm(crow, col, values, row_perm, col_perm, x: np.ndarray) -> np.nda
     data = values if values.dtype == x.dtype else values.astype(x.dtype)
     x_encoded = _gathered_rows(x, col_perm) if col_perm.size else x
     blocks = _row_blocks(crow, _workers_for(col.shape[0], width))
+    if len(blocks) == 1 and not row_perm.size and not col_perm.size and col.dtype == np.int32:
+        return _cache_resident_product(crow, col, data, x, n)
     if len(blocks) == 1:
         y_encoded = np.asarray(sp.csr_matrix((data, col, crow), shape=(n, m)) @ x_encoded, dtype=x.dtype)
         return _to_original_rows(y_encoded, row_perm) if row_perm.size else y_encoded
