@@ -8,6 +8,10 @@ stored form (INT8 hybrid rows, FP16 rows, or FP32 for the uncompressed layer) an
 
 from __future__ import annotations
 
+import hashlib
+
+import numpy as np
+
 from dste.kernels.cost import estimate_spmm
 from dste.kernels.plan import plan_launches
 
@@ -27,6 +31,7 @@ class LatencyModel:
         self.target = target
         self._plans: dict[tuple, tuple[object, object]] = {}
         self._weight_prices: dict[tuple, float] = {}
+        self._spmm_prices: dict[tuple, tuple[object, float]] = {}
 
     def launch_plan(self, matrix, width: int, x_mode: str):
         """The kernel's launch plan for ``matrix`` at ``width`` / ``x_mode`` (one plan serves every X of a mode)."""
@@ -55,7 +60,23 @@ class LatencyModel:
     def layer_latency(self, run: LayerRun, model: CompressedModel | None = None) -> float:
         """Modelled latency (µs) of ``run``: SpMM plus weight product(s). ``model`` is not needed (kept for
         callers that pass it)."""
+        return self.spmm_latency(run) + self.weight_latency(run)
+
+    def spmm_latency(self, run: LayerRun) -> float:
+        """Modelled µs of the SpMM of ``run``, kept per (matrix, width, X mode, FP16 rows of X).
+
+        The estimate reads X only for which rows are FP16 (``dste.kernels.cost``: values do not change the
+        modelled cost), so runs that differ only in X's values share one estimate: the controller prices the
+        same pruned matrix under the same precision thousands of times.
+        """
         x_mode = run.setting.x_mode
-        plan = self.launch_plan(run.adjacency, run.spmm_width, x_mode)
-        estimate = estimate_spmm(run.adjacency, run.spmm_width, x_mode, self.target, X=run.spmm_rows, plan=plan)
-        return float(estimate.latency_us + self.weight_latency(run))
+        matrix = run.adjacency
+        rows = run.spmm_rows
+        hi_key = None if rows is None else hashlib.blake2b(np.ascontiguousarray(rows.hi_rows).tobytes()).hexdigest()
+        key = (id(matrix), run.spmm_width, x_mode, hi_key)
+        held = self._spmm_prices.get(key)
+        if held is None or held[0] is not matrix:
+            plan = self.launch_plan(matrix, run.spmm_width, x_mode)
+            estimate = estimate_spmm(matrix, run.spmm_width, x_mode, self.target, X=rows, plan=plan)
+            held = self._spmm_prices[key] = (matrix, float(estimate.latency_us))
+        return held[1]
