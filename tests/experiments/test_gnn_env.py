@@ -212,3 +212,16 @@ def test_layer_run_cache_is_held_to_its_byte_budget(env, monkeypatch):
     assert held <= 3 * one_output and len(layers._runs) >= 2
     assert held == layers._run_bytes  # the running total follows what is held
     assert layers.run_layer(0, 0, (), 0)[0].shape[0] == env.graphs[0].num_nodes  # a dropped run is recomputed
+
+
+def test_activation_state_uses_every_node_of_small_graphs_and_a_fixed_sample_of_large_ones():
+    from dste.controller.state import activation_features
+    from dste.experiments.env_layers import STATE_ROWS, state_rows
+
+    assert state_rows(STATE_ROWS) is None
+    rows = state_rows(5 * STATE_ROWS)
+    assert rows.size == STATE_ROWS and np.all(np.diff(rows) > 0) and np.array_equal(rows, state_rows(5 * STATE_ROWS))
+    h = np.random.default_rng(0).standard_normal((5 * STATE_ROWS, 16)).astype(np.float32)
+    full, sampled = activation_features(h), activation_features(h[rows])
+    # statistics of i.i.d. rows: the sample's mean and std within a few standard errors of the whole
+    assert abs(full[0] - sampled[0]) < 5 / np.sqrt(STATE_ROWS * 16) and abs(full[1] - sampled[1]) < 0.02
