@@ -211,7 +211,10 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     heldout_ids = [int(i) for i in stream.heldout_indices]
     bar.set_postfix_str(f"seed {seed}: FP32 training")
     model = make_model(graphs[0], config.model, hidden=config.hidden, seed=seed)
-    fp32_fit = train_fp32(model, graphs[0], epochs=config.epochs, seed=seed, patience=min(50, config.epochs))
+    fp32_fit = train_fp32(
+        model, graphs[0], epochs=config.epochs, seed=seed, patience=min(50, config.epochs),
+        progress=show_progress(config),
+    )
 
     budget_actions = None
     numeric_budget = None if isinstance(config.budget, str) else config.budget
@@ -267,7 +270,8 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     # The held-out snapshots continue the stream: each policy first passes (unscored) through the last
     # training snapshot, so an adaptive policy meets the first held-out one with its own previous masks.
     lead_in = train_ids[-1:]
-    outcomes = {policy.name: run_policy(env, policy, heldout_ids, lead_in=lead_in) for policy in policies}
+    judged = tqdm(policies, desc="policies on held-out snapshots", disable=not show_progress(config), leave=False)
+    outcomes = {policy.name: run_policy(env, policy, heldout_ids, lead_in=lead_in) for policy in judged}
     fallback_share = dqn_policy.fallback_taken / max(dqn_policy.decisions, 1)
     unbudgeted = None
     if budget_actions is not None or schedule is not None:

@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import torch
 from torch.nn import functional as F
+from tqdm.auto import tqdm
 
 __all__ = ["train_fp32", "accuracy", "graph_tensors"]
 
@@ -41,12 +42,14 @@ def train_fp32(
     seed: int = 0,
     patience: int = 50,
     backend: str | None = "cpu",
+    progress: bool = False,
 ) -> dict:
     """Train ``model`` full-batch on ``graph``'s train split; keep the weights of the best validation epoch.
 
     ``seed`` fixes dropout (the weights are drawn when the model is built, see ``make_model``). Stops after
     ``patience`` epochs without a better validation accuracy (ties broken by lower validation loss). Returns
     ``{"train_acc", "val_acc", "test_acc", "best_epoch", "epochs_run", "val_loss"}`` of the restored weights.
+    ``progress``: a progress bar over the epochs (tqdm), for graphs where an epoch takes seconds.
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
@@ -63,7 +66,8 @@ def train_fp32(
     best_state, best_epoch, stale, epoch = None, 0, 0, 0
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        for epoch in range(1, epochs + 1):
+        bar = tqdm(range(1, epochs + 1), desc="FP32 training (epochs)", disable=not progress, leave=False)
+        for epoch in bar:
             model.train()
             optimizer.zero_grad()
             loss = F.cross_entropy(model(x, adj, backend=backend)[train], y[train])
@@ -81,6 +85,8 @@ def train_fp32(
                 stale += 1
                 if stale >= patience:
                     break
+            bar.set_postfix_str(f"val acc {best[0]:.3f}", refresh=False)
+        bar.close()
     model.load_state_dict(best_state)
     model.eval()
     with torch.no_grad():
