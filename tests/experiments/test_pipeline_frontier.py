@@ -1,0 +1,64 @@
+"""The frontier summary of dste run: domination, Pareto fronts and the 3x-within-0.5-points check, on
+hand-made points whose answers are known."""
+
+import pytest
+
+from dste.experiments.pipeline import _frontier_summary, _plot_frontier
+
+
+def summary_row(accuracy, latency, nbytes, reward=0.0):
+    return {"accuracy_mean": accuracy, "latency_us_mean": latency, "bytes_mean": nbytes, "reward_mean": reward,
+            "accuracy_std": 0.0}
+
+
+def sweep_row(name, accuracy, latency, nbytes):
+    return {"name": name, "action": 0, "accuracy": accuracy, "latency_us": latency, "bytes": nbytes, "reward": 0.0}
+
+
+@pytest.fixture
+def case():
+    sweep = [
+        sweep_row("fp32", 0.80, 90.0, 1000.0),
+        sweep_row("fast", 0.798, 29.0, 300.0),  # 3.1x faster, 0.2 points lower: reaches the target
+        sweep_row("faster", 0.70, 10.0, 200.0),  # 9x faster but 10 points lower
+        sweep_row("slow-good", 0.81, 95.0, 400.0),
+        sweep_row("beats-dqn", 0.79, 40.0, 900.0),
+    ]
+    summary = {
+        "fp32": summary_row(0.80, 90.0, 1000.0),
+        "greedy": summary_row(0.78, 45.0, 500.0),
+        "dste_dqn": summary_row(0.785, 50.0, 800.0),
+    }
+    return [{"static_sweep": sweep}, {}], summary
+
+
+def test_frontier_finds_dominating_points_and_the_operating_point(case):
+    per_seed, summary = case
+    frontier = _frontier_summary(per_seed, summary)
+    # DQN at (50 us, 78.5 %): "fast" and "beats-dqn" are better in both; greedy is cheaper but less accurate
+    assert sorted(frontier["static_points_dominating_dqn_latency"]) == ["beats-dqn", "fast"]
+    assert sorted(frontier["static_points_dominating_dqn_memory"]) == ["fast", "slow-good"]
+    assert frontier["reaches_3x_within_0.5pt"] is True
+    assert frontier["point_of_max_speedup_within_0.5pt"] == "fast"
+    assert frontier["max_fp32_speedup_any_point"] == pytest.approx(9.0)
+    assert frontier["pareto_latency"] == ["faster", "fast", "fp32", "slow-good"]
+
+
+def test_frontier_without_a_fast_enough_point_says_so(case):
+    per_seed, summary = case
+    per_seed[0]["static_sweep"] = [row for row in per_seed[0]["static_sweep"] if row["name"] != "fast"]
+    frontier = _frontier_summary(per_seed, summary)
+    assert frontier["reaches_3x_within_0.5pt"] is False
+    assert frontier["max_fp32_speedup_within_0.5pt"] == pytest.approx(1.0)  # only FP32 itself is within 0.5
+
+
+def test_frontier_is_none_without_a_sweep(case):
+    _, summary = case
+    assert _frontier_summary([{}, {}], summary) is None
+
+
+def test_frontier_plot_is_written(case, tmp_path):
+    per_seed, summary = case
+    path = tmp_path / "frontier.png"
+    _plot_frontier(_frontier_summary(per_seed, summary), path, "trn2", "case")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
