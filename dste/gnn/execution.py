@@ -38,6 +38,12 @@ from .weights import CompressedWeight
 __all__ = ["CompressedModel", "GraphInference", "LayerRun", "compressed_forward", "settings_for"]
 
 
+STORED_FEATURE_BYTES = 128 << 20
+"""Bytes of quantized feature versions (per kept-channel set and FP16 share) each graph keeps, least recently
+used dropped: ten of the twelve of a Cora-sized graph fit; a PubMed-sized graph keeps two or three, so sixteen
+snapshots do not hold gigabytes of copies of their features."""
+
+
 def _layer_kind(model) -> str:
     kind = getattr(model, "conv_kind", None)
     if kind not in ("gcn", "sage") or getattr(model, "convs", None) is None:
@@ -155,11 +161,18 @@ class GraphInference:
         quantized once per (kept channels, FP16 share) and not on every inference.
         """
         key = (None if kept is None else kept.tobytes(), float(fraction))
-        if key not in self._stored_features:
+        held = self._stored_features.pop(key, None)
+        if held is None:
             x = self.features() if kept is None else np.ascontiguousarray(self.features()[:, kept])
             rows = quantize_rows_by_fraction(x, fraction)
-            self._stored_features[key] = (x, rows, rows.dequantize())
-        return self._stored_features[key]
+            held = (x, rows, rows.dequantize())
+        self._stored_features[key] = held  # most recently used last
+        while len(self._stored_features) > 1 and sum(
+            entry[2].nbytes + entry[1].q.nbytes + (entry[0].nbytes if entry[0] is not self._features else 0)
+            for entry in self._stored_features.values()
+        ) > STORED_FEATURE_BYTES:
+            self._stored_features.pop(next(iter(self._stored_features)))
+        return held
 
     def fp32_inputs(self) -> list[np.ndarray]:
         """Per layer, the layer's input under the FP32 model (ranks the input channels)."""

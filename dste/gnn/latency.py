@@ -21,6 +21,14 @@ from .execution import CompressedModel, LayerRun
 __all__ = ["LatencyModel"]
 
 
+SHARE_PRICED_NODES = 8192
+"""Above this many nodes the FP16-row correction pass of a hybrid X is priced for its *share* of FP16 rows
+(``estimate_spmm(hi_fraction=...)``: that share of the columns drawn at random, seed 0), not for the rows
+the run chose. Which rows are FP16 changes with every earlier layer's action, so exact pricing traced the
+kernel again for almost every run of a second layer: on a PubMed-sized graph that was most of the job. On
+smaller graphs (Cora-sized: every default-run figure) the exact rows are priced, as before."""
+
+
 class LatencyModel:
     """Modelled latency (µs, ``target`` trn2 or trn1) of layer runs; keeps the launch plans and the weight
     prices it derives, keyed by the object they belong to (held, so an id is never reused while cached)."""
@@ -72,11 +80,21 @@ class LatencyModel:
         x_mode = run.setting.x_mode
         matrix = run.adjacency
         rows = run.spmm_rows
-        hi_key = None if rows is None else hashlib.blake2b(np.ascontiguousarray(rows.hi_rows).tobytes()).hexdigest()
+        by_share = rows is not None and run.num_nodes > SHARE_PRICED_NODES
+        if rows is None:
+            hi_key = None
+        elif by_share:
+            hi_key = ("share", int(rows.hi_rows.size))
+        else:
+            hi_key = hashlib.blake2b(np.ascontiguousarray(rows.hi_rows).tobytes()).hexdigest()
         key = (id(matrix), run.spmm_width, x_mode, hi_key)
         held = self._spmm_prices.get(key)
         if held is None or held[0] is not matrix:
             plan = self.launch_plan(matrix, run.spmm_width, x_mode)
-            estimate = estimate_spmm(matrix, run.spmm_width, x_mode, self.target, X=rows, plan=plan)
+            if by_share:
+                share = rows.hi_rows.size / max(run.num_nodes, 1)
+                estimate = estimate_spmm(matrix, run.spmm_width, x_mode, self.target, hi_fraction=share, plan=plan)
+            else:
+                estimate = estimate_spmm(matrix, run.spmm_width, x_mode, self.target, X=rows, plan=plan)
             held = self._spmm_prices[key] = (matrix, float(estimate.latency_us))
         return held[1]
