@@ -121,7 +121,7 @@ def test_bad_parameters_are_refused(overrides, message):
 
 def test_unknown_preset_and_bad_seed_are_refused():
     with pytest.raises(ValueError, match="allowed"):
-        make_graph("citeseer-like")
+        make_graph("reddit-like")
     with pytest.raises(ValueError, match="unknown CSBM parameters"):
         make_graph({"nodes": 10})
     with pytest.raises(TypeError, match="seed"):
@@ -147,3 +147,22 @@ def test_arxiv_scale_preset_statistics():
     assert abs(g.edge_homophily() - params.homophily) < 0.01
     degrees = g.degrees()
     assert degrees.min() >= 1 and degrees.max() > 20 * np.median(degrees)
+
+
+@pytest.mark.parametrize("name, nodes, edges, classes, features", [
+    ("pubmed-like", 19_717, 44_324, 3, 500),
+    ("citeseer-like", 3_327, 4_552, 6, 3_703),
+])
+def test_planetoid_sized_presets_match_their_datasets(name, nodes, edges, classes, features):
+    g = load_dataset_preset(name)
+    assert (g.num_nodes, g.num_classes, g.num_features) == (nodes, classes, features)
+    assert abs(g.num_undirected_edges - edges) <= 0.005 * edges  # duplicates merged, topped up to the target
+    assert g.degrees().min() >= 1
+    assert (g.train_mask.sum(), g.val_mask.sum(), g.test_mask.sum()) == (20 * classes, 500, 1000)
+    assert not (g.train_mask & g.test_mask).any()
+
+
+def load_dataset_preset(name):
+    from dste.data import load_dataset
+
+    return load_dataset(name, seed=0)
