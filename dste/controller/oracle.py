@@ -90,11 +90,17 @@ def calibrate_margin(
     reward: RewardConfig,
     snapshots: Sequence[int],
     margins: Sequence[float] = FALLBACK_MARGINS,
-    min_gain: float = 0.002,
+    min_gain: float = 0.02,
 ) -> tuple[float, dict]:
     """The margin of ``DQNPolicy(agent, guard=guard, fallback=fallback, margin=...)`` with the best mean reward on
     ``snapshots``; unless some margin beats the most conservative one (the last) by more than ``min_gain``, the
-    most conservative wins, since a gain smaller than one labelled node is noise. Returns (margin, scores)."""
+    most conservative wins. Returns (margin, scores).
+
+    Why 0.02 (10 validation nodes of 500): the snapshots scored here are the ones the agent trained on, so its
+    gains on them are optimistic. Measured with ``dste run`` (3 seeds, 600 episodes, 12 snapshots; cora-like
+    steady and bursty, a CiteSeer-sized CSBM; trn2 cost model), every seed whose training gain over the static
+    fallback was 0.002-0.005 lost to greedy search on the held-out snapshots (by 0.002-0.032 of reward), and
+    every seed that kept the fallback tied or beat it."""
     if not margins:
         raise ValueError("calibrate_margin: margins must name at least one candidate")
     scores = {}
