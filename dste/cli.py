@@ -19,7 +19,8 @@ __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset", default="cora-like",
-        help="graph to run on: 'cora-like' (default; the embedded CSBM preset, generated), 'arxiv-scale' "
+        help="graph to run on: 'cora-like' (default; the embedded CSBM preset, generated), 'citeseer-like' / "
+             "'pubmed-like' (generated, CiteSeer's / PubMed's size: 3,327 / 19,717 nodes), 'arxiv-scale' "
              "(generated, 169,343 nodes), 'cora'/'citeseer'/'pubmed' (raw Planetoid files under --root), "
              "'ogbn-<name>' (an unpacked OGB node-property folder under --root), or a path to a .npz CSR bundle",
     )
