@@ -6,7 +6,8 @@ from dste.cli import build_parser, main
 from dste.experiments.pipeline import RunConfig
 
 RUN_OPTIONS = ("--dataset", "--root", "--seeds", "--snapshots", "--episodes", "--out", "--model", "--quick",
-               "--lambda", "--budget", "--target", "--hidden", "--epochs")
+               "--lambda", "--budget", "--target", "--hidden", "--epochs", "--stream", "--no-fallback", "--oracle",
+               "--no-frontier", "0.33fp32", "budget-shift")
 
 
 def test_run_help_explains_every_option(capsys):
@@ -31,6 +32,7 @@ def test_top_level_help_lists_run(capsys):
     (["run", "--seeds", "0"], "--seeds must be a positive integer"),
     (["run", "--dataset", "no-such-graph"], "unknown dataset"),
     (["run", "--budget", "cheap"], "--budget must be"),
+    (["run", "--budget", "0fp32"], "fraction of the FP32 latency must be > 0"),
     (["run", "--lambda", "-1"], "lambda_latency"),
 ])
 def test_bad_run_options_fail_with_a_clear_message(argv, message, capsys, tmp_path):
