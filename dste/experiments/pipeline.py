@@ -197,7 +197,7 @@ def _cpu_time_ms(env, snapshot: int, actions, repeats: int) -> float:
 
 
 def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
-    from dste.data import SnapshotStream, StreamParams
+    from dste.data import SnapshotStream
     from dste.experiments.gnn_env import GNNCompressionEnv
     from dste.gnn import make_model, train_fp32
 
@@ -463,8 +463,6 @@ def _plot_frontier(frontier: dict, path: Path, target: str, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dste.format.io import atomic_write
-
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     points = frontier["points"]
     for ax, key, label, front in (
@@ -484,12 +482,7 @@ def _plot_frontier(frontier: dict, path: Path, target: str, title: str) -> None:
                        label=POLICY_LABELS.get(p["name"], p["name"]), zorder=4)
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("held-out test accuracy (%)")
-    axes[1].legend(fontsize=7, loc="best")
-    fig.suptitle(title)
-    fig.tight_layout()
-    atomic_write(path, lambda handle: fig.savefig(handle, dpi=120, format="png"))
-    plt.close(fig)
+    _save_two_panels(fig, axes, title, path)
 
 
 SMOKE_RUN_NOTE = (
@@ -533,8 +526,6 @@ def _plot(summary: dict, path: Path, target: str, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dste.format.io import atomic_write
-
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     panels = (
         (axes[0], "latency_us_mean", "latency_us_std", f"modelled NeuronCore latency per inference (us, {target}; modelled, not measured)"),
@@ -560,12 +551,7 @@ def _plot(summary: dict, path: Path, target: str, title: str) -> None:
             )
         ax.set_xlabel(x_label)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("held-out test accuracy (%)")
-    axes[1].legend(fontsize=7, loc="best")
-    fig.suptitle(title)
-    fig.tight_layout()
-    atomic_write(path, lambda handle: fig.savefig(handle, dpi=120, format="png"))
-    plt.close(fig)
+    _save_two_panels(fig, axes, title, path)
 
 
 def show_progress(config: "RunConfig", stream=None) -> bool:
@@ -653,3 +639,17 @@ def _json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _save_two_panels(fig, axes, title, path):
+    """Label, lay out and write (atomically) a figure of two accuracy panels, then free it."""
+    import matplotlib.pyplot as plt
+
+    from dste.format.io import atomic_write
+
+    axes[0].set_ylabel("held-out test accuracy (%)")
+    axes[1].legend(fontsize=7, loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+    atomic_write(path, lambda handle: fig.savefig(handle, dpi=120, format="png"))
+    plt.close(fig)

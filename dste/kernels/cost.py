@@ -28,7 +28,6 @@ import numpy as np
 
 from dste.kernels.correction import (
     correction_buffer_tiles,
-    correction_instructions,
     correction_layout,
     plan_corrections,
 )
