@@ -47,11 +47,101 @@ class CscState(SparseState):
     format = "csc"
 
 
+ARRAY_KINDS = "biuf"
+"""dtype kinds a pickled array may have: bool, signed and unsigned integers, floats (never objects)."""
+
+
+class DtypeSpec:
+    """Placeholder for a pickled ``numpy.dtype``: numpy's own ``__setstate__`` never sees the file's state.
+
+    The spec must name a plain bool/int/uint/float type; the state may only set the byte order.
+    """
+
+    def __init__(self, spec, align=False, copy=False):
+        if not isinstance(spec, str):
+            raise UnsafePickleError(f"dtype spec must be a type string, got {type(spec).__name__}")
+        try:
+            dtype = np.dtype(spec)
+        except TypeError as err:
+            raise UnsafePickleError(f"unknown dtype {spec!r}") from err
+        if dtype.kind not in ARRAY_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+            raise UnsafePickleError(f"dtype {spec!r} is not allowed; allowed kinds: bool, int, uint, float")
+        self.dtype = dtype
+
+    def __setstate__(self, state):
+        # numpy's state: (version, byteorder, subarray, names, fields, elsize, alignment, flags[, metadata])
+        if not isinstance(state, tuple) or len(state) not in (8, 9) or state[0] not in (3, 4):
+            raise pickle.UnpicklingError(f"malformed dtype state {state!r:.80}")
+        _, byteorder, subarray, names, fields, elsize, alignment, flags = state[:8]
+        if byteorder not in ("<", ">", "|", "=") or subarray is not None or names is not None or fields is not None:
+            raise pickle.UnpicklingError(f"dtype state describes a non-plain dtype: {state!r:.80}")
+        if elsize not in (-1, self.dtype.itemsize) or alignment not in (-1, self.dtype.alignment):
+            raise pickle.UnpicklingError(f"dtype state sizes {elsize}/{alignment} do not match {self.dtype}")
+        if byteorder in "<>":
+            self.dtype = self.dtype.newbyteorder(byteorder)
+
+
+class ArraySpec:
+    """Placeholder for a pickled ``numpy.ndarray``: the array is built by :meth:`to_array` from a checked
+    state (shape, plain dtype, raw bytes of exactly the right length), never by numpy's ``__setstate__``."""
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype, self.fortran, self.data = None, None, False, None
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) != 5:
+            raise pickle.UnpicklingError(f"malformed array state {str(state)[:80]}")
+        _, shape, dtype, fortran, data = state
+        if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
+            raise pickle.UnpicklingError(f"array shape must be a tuple of non-negative ints, got {shape!r:.80}")
+        if not isinstance(dtype, DtypeSpec):
+            raise pickle.UnpicklingError(f"array dtype must be a pickled numpy.dtype, got {type(dtype).__name__}")
+        if isinstance(data, str):  # a Python-2 byte string, decoded as latin1
+            data = data.encode("latin1")
+        if not isinstance(data, (bytes, bytearray)):
+            raise pickle.UnpicklingError(f"array data must be raw bytes, got {type(data).__name__}")
+        expected = int(np.prod(shape, dtype=np.int64)) * dtype.dtype.itemsize
+        if len(data) != expected:
+            raise pickle.UnpicklingError(f"array of shape {shape} and dtype {dtype.dtype} needs {expected} bytes, "
+                                         f"the file holds {len(data)}")
+        self.shape, self.dtype, self.fortran, self.data = shape, dtype.dtype, bool(fortran), bytes(data)
+
+    def to_array(self) -> np.ndarray:
+        if self.shape is None:
+            raise pickle.UnpicklingError("array without state")
+        flat = np.frombuffer(self.data, dtype=self.dtype)
+        return flat.reshape(self.shape, order="F" if self.fortran else "C").copy()
+
+
 def _reconstruct_ndarray(subtype, shape, dtype):
-    """numpy's array reconstructor, limited to plain ndarrays."""
+    """numpy's array reconstructor, limited to plain ndarrays (an :class:`ArraySpec` until checked)."""
     if subtype is not np.ndarray:
         raise UnsafePickleError(f"array reconstruction is allowed only for numpy.ndarray, got {subtype!r}")
-    return np.ndarray.__new__(np.ndarray, shape, dtype)
+    return ArraySpec(shape, dtype)
+
+
+def _materialize(obj, depth=0):
+    """Replace every placeholder in a loaded object by the checked array or dtype it stands for."""
+    if depth > 64:
+        raise pickle.UnpicklingError("pickle nests deeper than 64 levels")
+    if isinstance(obj, ArraySpec):
+        return obj.to_array()
+    if isinstance(obj, DtypeSpec):
+        return obj.dtype
+    if isinstance(obj, SparseState):
+        obj.state = {key: _materialize(value, depth + 1) for key, value in obj.state.items()}
+        return obj
+    if isinstance(obj, collections.defaultdict):
+        out = collections.defaultdict(obj.default_factory)
+        out.update((key, _materialize(value, depth + 1)) for key, value in obj.items())
+        return out
+    if isinstance(obj, dict):
+        return {key: _materialize(value, depth + 1) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return [_materialize(value, depth + 1) for value in obj]
+    if isinstance(obj, tuple):
+        return tuple(_materialize(value, depth + 1) for value in obj)
+    return obj
 
 
 def _latin1_bytes(text, encoding="latin1"):
@@ -70,7 +160,7 @@ ALLOWED_GLOBALS: dict[tuple[str, str], object] = {
     **{(module, "csr_matrix"): CsrState for module in _CSR_NAMES},
     **{(module, "csc_matrix"): CscState for module in _CSC_NAMES},
     ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
+    ("numpy", "dtype"): DtypeSpec,
     ("collections", "defaultdict"): collections.defaultdict,
     ("__builtin__", "list"): list,
     ("builtins", "list"): list,
@@ -97,10 +187,11 @@ def safe_load(data: bytes, source: str = "<bytes>"):
     Raises UnsafePickleError for a forbidden global and ValueError for a corrupt stream.
     """
     try:
-        return SafeUnpickler(io.BytesIO(data), encoding="latin1").load()
+        return _materialize(SafeUnpickler(io.BytesIO(data), encoding="latin1").load())
     except UnsafePickleError as err:
         raise UnsafePickleError(f"{source}: {err}") from None
-    except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError, KeyError) as err:
+    except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError, KeyError,
+            RecursionError) as err:
         raise ValueError(f"{source}: corrupt or unsupported pickle ({type(err).__name__}: {err})") from err
 
 
