@@ -5,7 +5,7 @@ The weight product is a dense GEMM, so it is priced the way a NeuronCore runs on
 plan by the feature width, and a weight product through it would make the node count its feature width
 (hundreds of thousands of columns at arxiv scale) while W itself is tiny and dense.
 
-Tiling (``nki.isa.nc_matmul``, /work/ref/sdk nki/api/nki/isa/__init__.py ``nc_matmul``: the stationary tile is
+Tiling (``nki.isa.nc_matmul``, aws-neuron-sdk nki/api/nki/isa/__init__.py ``nc_matmul``: the stationary tile is
 at most [128 partitions, 128], the moving tile at most [128 partitions, 512], the contraction runs over the
 partitions):
 

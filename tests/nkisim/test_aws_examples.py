@@ -1,7 +1,7 @@
 """AWS's own NKI documentation kernels run unmodified on the simulator and match NumPy.
 
 The kernels are imported at run time from an aws-neuron-sdk checkout (``DSTE_NKI_SDK``, default
-``/work/ref/sdk``); none of their code is copied here. Without the checkout every test skips.
+an ``aws-neuron-sdk`` checkout beside the repository); none of their code is copied here. Without the checkout every test skips.
 """
 
 import importlib.util
@@ -16,7 +16,7 @@ import pytest
 import dste.nkisim
 from dste.nkisim.errors import ConstraintError
 
-EXAMPLES = Path(os.environ.get("DSTE_NKI_SDK", "/work/ref/sdk")) / "nki" / "examples"
+EXAMPLES = Path(os.environ.get("DSTE_NKI_SDK", Path(__file__).resolve().parents[3] / "aws-neuron-sdk")) / "nki" / "examples"
 RNG = np.random.default_rng(2024)
 
 

@@ -280,7 +280,7 @@ def test_rule_doc_matches_the_table_and_sources_exist():
 
     doc = Path(__file__).parents[2] / "docs" / "NKI_RULES_LANGUAGE.md"
     assert doc.read_text() == rules_language.markdown()
-    sdk = Path(os.environ.get("DSTE_NKI_SDK", "/work/ref/sdk"))
+    sdk = Path(os.environ.get("DSTE_NKI_SDK", Path(__file__).resolve().parents[3] / "aws-neuron-sdk"))
     for rule_id in rules_language.IDS:
         source = sim.rules.RULES[rule_id].source
         if source.startswith("assumption"):
