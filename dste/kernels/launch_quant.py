@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from dste.format.constants import TILE_COLS, WINDOW_ROWS
+from dste.kernels.launch_spmm import default_lnc, require_indirect_dma
 
 TILES_PER_LAUNCH = 128
 TILE_GROUP = 16
@@ -39,11 +40,10 @@ def _kernels(backend):
     return kernel_module("masked_quant", backend)
 
 
-def _run(kernel, args, target, profiles, backend, lnc=None):
+def _run(kernel, args, target, profiles, backend, lnc):
     from dste.kernels.device import launch
-    from dste.kernels.launch_spmm import default_lnc
 
-    out, prof = launch(kernel, args, lnc=default_lnc(target) if lnc is None else lnc, target=target, backend=backend)
+    out, prof = launch(kernel, args, lnc=lnc, target=target, backend=backend)
     profiles.append(prof)
     return out
 
@@ -80,8 +80,6 @@ def launch_masked_quant(values, keep=None, sensitivity=None, threshold=0.02, *, 
     amax = np.abs(np.where(keep, values, np.float32(0))).reshape(T, -1).max(axis=1) if T else np.zeros(0)
     _refuse_tiny_groups(amax, "tile")
     kernel = _kernels(backend).masked_quant_kernel
-    from dste.kernels.launch_spmm import default_lnc
-
     lnc = default_lnc(target) if lnc is None else lnc
     per_launch_group = TILE_GROUP * lnc
     outs = [np.zeros((T, TILE_COLS, 4), np.uint32), np.zeros(T, np.uint8), np.zeros(values.shape, np.int8),
@@ -107,8 +105,6 @@ def launch_quantize_rows(X, sensitivity, threshold=0.02, *, target="trn2", profi
     """Hybrid-row quantization of X ``[M, F]`` on the device (see module doc) -> ``HybridRows``."""
     from dste.format import HybridRows
 
-    from dste.kernels.launch_spmm import require_indirect_dma
-
     require_indirect_dma(target, "quantize_rows_kernel")
     X = np.asarray(X)
     if X.ndim != 2 or X.dtype.kind != "f":
@@ -130,8 +126,6 @@ def launch_quantize_rows(X, sensitivity, threshold=0.02, *, target="trn2", profi
     hi = np.zeros((hi_rows.size, F), np.float16)
     thr = np.array([threshold], dtype=np.float32)
     profiles = []
-    from dste.kernels.launch_spmm import default_lnc
-
     lnc = default_lnc(target) if lnc is None else lnc
     rows_multiple = ROWS_PER_TILE * lnc
     for r0 in range(0, M, ROWS_PER_LAUNCH):

@@ -467,6 +467,15 @@ def set_rng_seed(src_seeds, name=None):
     record("vector", instr, _vector_cycles(1, 1, src_seeds.dtype))
 
 
+def _rng_state_engine(instr, engine):
+    """The engine of a PRNG-state instruction: NeuronCore-v3+, GpSimd (default) or, from v4, Vector."""
+    require_target(instr, f"nisa.{instr}", 3)
+    eng = engine_name(engine, instr, "gpsimd", ("gpsimd", "vector"))
+    if eng == "vector":
+        require_target(instr, "engine=vector", 4)
+    return eng
+
+
 def _state_operand(instr, t, eng):
     if t.dtype != dt.uint32:
         violate("rand_state.operands", f"nisa.{instr}: the PRNG state tensor must be uint32, got {t.dtype.name}")
@@ -480,10 +489,7 @@ def _state_operand(instr, t, eng):
 def rand_set_state(src_seeds, engine=engine.gpsimd, name=None):
     """Seed the engine's per-lane PRNG states (NeuronCore-v3+; Vector from v4)."""
     instr = "rand_set_state"
-    require_target(instr, "nisa.rand_set_state", 3)
-    eng = engine_name(engine, instr, "gpsimd", ("gpsimd", "vector"))
-    if eng == "vector":
-        require_target(instr, "engine=vector", 4)
+    eng = _rng_state_engine(instr, engine)
     on_chip(instr, "src_seeds", src_seeds, ("sbuf",))
     _state_operand(instr, src_seeds, eng)
     _seed(eng, src_seeds.array().view(np.uint32))
@@ -495,10 +501,7 @@ def rand_set_state(src_seeds, engine=engine.gpsimd, name=None):
 def rand_get_state(dst, engine=engine.gpsimd, name=None):
     """Store the engine's PRNG states (the seeds last set; the simulator does not model XORWOW steps)."""
     instr = "rand_get_state"
-    require_target(instr, "nisa.rand_get_state", 3)
-    eng = engine_name(engine, instr, "gpsimd", ("gpsimd", "vector"))
-    if eng == "vector":
-        require_target(instr, "engine=vector", 4)
+    eng = _rng_state_engine(instr, engine)
     on_chip(instr, "dst", dst)
     no_psum_on_gpsimd(instr, eng, dst)
     _state_operand(instr, dst, eng)
