@@ -12,7 +12,7 @@ import hashlib
 
 import numpy as np
 
-from dste.kernels.cost import estimate_spmm
+from dste.kernels.cost import TraceBook, estimate_spmm
 from dste.kernels.plan import plan_launches
 
 from .dense_cost import dense_matmul_latency_us
@@ -31,7 +31,9 @@ smaller graphs (Cora-sized: every default-run figure) the exact rows are priced,
 
 class LatencyModel:
     """Modelled latency (µs, ``target`` trn2 or trn1) of layer runs; keeps the launch plans and the weight
-    prices it derives, keyed by the object they belong to (held, so an id is never reused while cached)."""
+    prices it derives, keyed by the object they belong to (held, so an id is never reused while cached),
+    and one :class:`~dste.kernels.cost.TraceBook` for all its matrices: the pruned matrices of every action
+    and snapshot share few launch shapes, each traced once."""
 
     def __init__(self, target: str = "trn2"):
         if target not in ("trn1", "trn2"):
@@ -40,6 +42,7 @@ class LatencyModel:
         self._plans: dict[tuple, tuple[object, object]] = {}
         self._weight_prices: dict[tuple, float] = {}
         self._spmm_prices: dict[tuple, tuple[object, float]] = {}
+        self._traces = TraceBook()
 
     def launch_plan(self, matrix, width: int, x_mode: str):
         """The kernel's launch plan for ``matrix`` at ``width`` / ``x_mode`` (one plan serves every X of a mode)."""
@@ -93,8 +96,10 @@ class LatencyModel:
             plan = self.launch_plan(matrix, run.spmm_width, x_mode)
             if by_share:
                 share = rows.hi_rows.size / max(run.num_nodes, 1)
-                estimate = estimate_spmm(matrix, run.spmm_width, x_mode, self.target, hi_fraction=share, plan=plan)
+                estimate = estimate_spmm(matrix, run.spmm_width, x_mode, self.target, hi_fraction=share, plan=plan,
+                                         traces=self._traces)
             else:
-                estimate = estimate_spmm(matrix, run.spmm_width, x_mode, self.target, X=rows, plan=plan)
+                estimate = estimate_spmm(matrix, run.spmm_width, x_mode, self.target, X=rows, plan=plan,
+                                         traces=self._traces)
             held = self._spmm_prices[key] = (matrix, float(estimate.latency_us))
         return held[1]

@@ -335,12 +335,12 @@ def roofline_us(dma_bytes, matmul_cycles, target="trn2") -> float:
 
 
 def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=None, hi_fraction: float = 0.0,
-                  plan=None, lnc: int | None = None) -> SpmmEstimate:
+                  plan=None, lnc: int | None = None, traces: TraceBook | None = None) -> SpmmEstimate:
     """Modelled cost of ``spmm_hybrid(A, X)`` on ``target``, derived by tracing the kernel itself.
 
     The launcher's own jobs (``plan_launches`` + ``plan_corrections``) are grouped by compile-time shape
     (bucket and correction shape); one job of each shape runs through ``spmm_hybrid(..., profile=True)``
-    in the simulator (cached on ``plan``, see :func:`traced_shapes`), and every other job of that shape
+    in the simulator (kept in ``traces``, a :class:`TraceBook`, else on ``plan``), and every other job of that shape
     is priced as its traced twin plus the bytes of the gathered rows in which they differ (padding ids
     are skipped and move no bytes). Launches of ``lnc`` programs (default: the launcher's
     ``default_lnc``) take their slowest program's time; launches run one after another.
@@ -350,6 +350,10 @@ def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=No
     rows): the pass is then priced for that share of A's columns drawn at random (seed 0), the
     same launches and correction shapes a call with such an X would use.
 
+    ``traces``: a :class:`TraceBook` shared by estimates of many matrices (a controller pricing every
+    action on every snapshot); a launch shape is then traced once for all of them. Without it the traces
+    are kept on ``plan``.
+
     ``latency_us`` is the descriptor-bound DMA model (the profile's default), ``latency_optimistic_us``
     the optimistic one (every byte at peak); both *modelled*.
     """
@@ -357,7 +361,7 @@ def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=No
 
     if F > MAX_FEATURES:
         return _column_block_estimate(A, F, x_mode, target, X=X, hi_fraction=hi_fraction, plan=plan, lnc=lnc,
-                                      blocks=feature_blocks(F))
+                                      blocks=feature_blocks(F), traces=traces)
     trace_x = _trace_operand(A, F, x_mode, X, hi_fraction)
     hi_index, n_hi = (trace_x.hi_index, int(trace_x.hi.shape[0])) if x_mode == "int8-hybrid" else (None, 0)
     if plan is None:
@@ -365,7 +369,7 @@ def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=No
     lnc = default_lnc(target) if lnc is None else int(lnc)
     plan = program_plan(plan, lnc)
     jobs = plan_corrections(A, plan, hi_index, n_hi, target)
-    traces = traced_shapes(A, plan, jobs, trace_x, target)
+    traces = traced_shapes(A, plan, jobs, trace_x, target, book=traces)
     main_row, corr_row = _gathered_row_bytes(F, x_mode)
     priced = {}
     for job in jobs:
@@ -404,7 +408,7 @@ def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=No
         latency_us=latency[nc.DEFAULT_DMA_MODEL] / 1000.0,
         roofline_us=roofline_us(useful_bytes, mm_cycles_of_tiles(tiles, F, target), target),
         latency_optimistic_us=latency["optimistic"] / 1000.0,
-        traced_shapes=len(traces),
+        traced_shapes=len({_shape_key(job) for job in jobs}),
     )
 
 
@@ -460,7 +464,7 @@ class ShapeTrace:
                 "dma_bytes": prof.dma_bytes + extra_main_bytes + extra_corr_bytes}
 
 
-def _column_block_estimate(A, F, x_mode, target, *, X, hi_fraction, plan, lnc, blocks) -> SpmmEstimate:
+def _column_block_estimate(A, F, x_mode, target, *, X, hi_fraction, plan, lnc, blocks, traces) -> SpmmEstimate:
     """F wider than one launch runs as column blocks in sequence (``launch_spmm.feature_blocks``): their
     times, transfers, bytes and instructions add."""
     if plan is not None:
@@ -473,7 +477,8 @@ def _column_block_estimate(A, F, x_mode, target, *, X, hi_fraction, plan, lnc, b
 
             block_x = HybridRows(q=np.ascontiguousarray(X.q[:, c0:c0 + width]), scale=X.scale, hi_rows=X.hi_rows,
                                  hi=np.ascontiguousarray(X.hi[:, c0:c0 + width]), hi_index=X.hi_index)
-        parts.append(estimate_spmm(A, width, x_mode, target, X=block_x, hi_fraction=hi_fraction, lnc=lnc))
+        parts.append(estimate_spmm(A, width, x_mode, target, X=block_x, hi_fraction=hi_fraction, lnc=lnc,
+                                   traces=traces))
     total = parts[0]
     add = ("launches", "instructions", "dma_transfers", "dma_bytes", "latency_us", "roofline_us",
            "latency_optimistic_us", "traced_shapes")
@@ -483,20 +488,43 @@ def _column_block_estimate(A, F, x_mode, target, *, X, hi_fraction, plan, lnc, b
     return replace(total, features=int(F), **fields)
 
 
-def traced_shapes(A, plan, jobs, trace_x, target) -> dict:
+class TraceBook:
+    """Traced launch shapes, shared by the estimates of many matrices.
+
+    A launch shape (its :class:`~dste.kernels.plan.Bucket`: windows, slot counts, features, X mode; and its
+    correction shape) fixes the compiled kernel, so its instructions, transfers and compute-engine time are
+    the same for every matrix; only the gathered rows differ, and :func:`estimate_spmm` prices those from
+    each job's own rows. A controller that prices every action on every snapshot of a graph therefore
+    traces each shape once instead of once per matrix. Owned by whoever makes the estimates (e.g.
+    ``dste.gnn.LatencyModel``); it grows with the number of distinct shapes, not of matrices.
+    """
+
+    def __init__(self):
+        self._traces: dict[str, dict] = {}
+
+    def for_target(self, target) -> dict:
+        """``{(bucket, correction shape): ShapeTrace}`` of one target (``trn1``/``trn2``)."""
+        return self._traces.setdefault(nc.normalize_target(target), {})
+
+    def __len__(self) -> int:
+        return sum(len(shapes) for shapes in self._traces.values())
+
+
+def traced_shapes(A, plan, jobs, trace_x, target, book: TraceBook | None = None) -> dict:
     """``{(bucket, correction shape): ShapeTrace}``: one simulated job per distinct launch shape.
 
-    Runs the real kernel through the launcher (``spmm_hybrid`` on a one-launch plan, LNC1). Cached on
-    ``plan`` per target, so a plan reused for many estimates is traced once per shape. (The idle LNC
-    partner programs are traced on demand, :meth:`ShapeTrace.idle_counts`.)
+    Runs the real kernel through the launcher (``spmm_hybrid`` on a one-launch plan, LNC1). Kept in
+    ``book`` when given, else on ``plan`` (a plan reused for many estimates is traced once per shape).
+    (The idle LNC partner programs are traced on demand, :meth:`ShapeTrace.idle_counts`.)
     """
     from dste.kernels.launch_spmm import launch_spmm_hybrid
 
-    cache = getattr(plan, _TRACE_CACHE_ATTR, None)
-    if cache is None:
-        cache = {}
-        setattr(plan, _TRACE_CACHE_ATTR, cache)
-    traces = cache.setdefault(nc.normalize_target(target), {})
+    if book is None:
+        book = getattr(plan, _TRACE_CACHE_ATTR, None)
+        if book is None:
+            book = TraceBook()
+            setattr(plan, _TRACE_CACHE_ATTR, book)
+    traces = book.for_target(target)
     F = plan.features
     for job in jobs:
         key = _shape_key(job)
@@ -643,6 +671,7 @@ def estimate_edge_gather(A, F: int, x_mode: str = "fp32", target: str = "trn2") 
 
 __all__ = [
     "SpmmEstimate",
+    "TraceBook",
     "estimate_spmm",
     "estimate_block_layout",
     "estimate_edge_gather",

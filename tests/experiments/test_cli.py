@@ -49,7 +49,8 @@ def test_run_config_rejects_bad_model():
 
 def test_quick_run_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["run", "--quick", "--snapshots", "4", "--episodes", "16", "--out", str(out), "--no-progress"]) == 0
+    assert main(["run", "--quick", "--snapshots", "4", "--episodes", "8", "--epochs", "20", "--hidden", "16", "--out", str(out),
+                 "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "DSTE (DQN, latency budget)" in printed and "static 50% sparse INT8" in printed and "modelled" in printed
     report = json.loads((out / "results.json").read_text())

@@ -239,8 +239,35 @@ def test_traces_are_cached_on_the_plan():
     plan = plan_launches(A, 32, "fp32", target="trn2")
     first = estimate_spmm(A, 32, "fp32", "trn2", plan=plan)
     per_program = program_plan(plan, 2)  # trn2 launches are LNC2: the traces belong to the per-program plan
-    cached = dict(getattr(per_program, "_traced_shape_profiles"))
+    book = getattr(per_program, "_traced_shape_profiles")
+    cached = set(book.for_target("trn2"))
     again = estimate_spmm(A, 32, "fp32", "trn2", plan=plan)
     assert again.latency_us == first.latency_us
-    assert {k: set(v) for k, v in getattr(per_program, "_traced_shape_profiles").items()} == {
-        k: set(v) for k, v in cached.items()}
+    assert set(book.for_target("trn2")) == cached and len(book) == len(cached)
+
+
+@pytest.mark.parametrize("mode", ["fp32", "int8-hybrid"])
+def test_a_trace_book_shared_by_two_matrices_still_equals_a_real_run(mode):
+    """A launch shape traced on one matrix prices the same shape of another (a pruned snapshot of the same
+    graph) exactly as that matrix's own simulation does, and is not traced again."""
+    from dste.data import make_graph
+    from dste.kernels.cost import TraceBook
+
+    rng = np.random.default_rng(1)
+    adj = make_graph("cora-like", seed=0).adj.tocsr()
+    pruned = adj.multiply(sp.csr_matrix((rng.random(adj.nnz) > 0.3, adj.indices, adj.indptr), shape=adj.shape))
+    first = gcn_normalized(adj, reorder="community")
+    second = gcn_normalized(((pruned + pruned.T) > 0).astype(np.float32), reorder="community")
+    X = rng.standard_normal((second.shape[1], 128)).astype(np.float32)
+    if mode == "int8-hybrid":
+        X = quantize_rows(X, fp16_fraction=0.02)
+    x_arg = X if mode == "int8-hybrid" else None
+    book = TraceBook()
+    estimate_spmm(first, 128, mode, X=x_arg, traces=book)
+    traced_before = len(book)
+    shared = estimate_spmm(second, 128, mode, X=x_arg, traces=book)
+    assert len(book) - traced_before < shared.traced_shapes  # some shapes came from the first matrix's traces
+    _, prof = spmm_hybrid(second, X, profile=True)
+    assert shared.latency_us == pytest.approx(prof.latency_us("descriptor"), rel=1e-9)
+    assert shared.latency_optimistic_us == pytest.approx(prof.latency_us("optimistic"), rel=1e-9)
+    assert shared.dma_bytes == prof.dma_bytes and shared.instructions == prof.total_instructions
