@@ -13,30 +13,28 @@ import os
 
 import numpy as np
 
-_lib = None
-_searched = False
+
+def _find_numpy_openblas():
+    """NumPy's bundled OpenBLAS (the ``numpy.libs`` copy NumPy already loaded), or None when absent."""
+    libs_dir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(libs_dir, "libscipy_openblas*.so*"))):
+        try:
+            lib = ctypes.CDLL(path)
+            lib.scipy_openblas_get_num_threads64_.restype = ctypes.c_int
+            lib.scipy_openblas_set_num_threads64_.argtypes = [ctypes.c_int]
+        except (OSError, AttributeError):
+            continue
+        return lib
+    return None
 
 
-def _openblas():
-    global _lib, _searched
-    if not _searched:
-        _searched = True
-        libs_dir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-        for path in glob.glob(os.path.join(libs_dir, "libscipy_openblas*.so*")):
-            try:
-                lib = ctypes.CDLL(path)
-                lib.scipy_openblas_get_num_threads64_.restype = ctypes.c_int
-                lib.scipy_openblas_set_num_threads64_.argtypes = [ctypes.c_int]
-                _lib = lib
-                break
-            except (OSError, AttributeError):
-                continue
-    return _lib
+#: The installed NumPy's OpenBLAS, looked up once at import (a property of the installation).
+NUMPY_OPENBLAS = _find_numpy_openblas()
 
 
 @contextlib.contextmanager
 def single_threaded():
-    lib = _openblas()
+    lib = NUMPY_OPENBLAS
     if lib is None:
         yield
         return

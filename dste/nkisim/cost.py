@@ -33,7 +33,6 @@ transfers, charges descriptor generation to GpSimd.
 """
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
@@ -112,6 +111,10 @@ CONSTANTS = {
 }
 
 _FAST_16BIT_VECTOR_OPS = frozenset(["copy", "tensor_scalar"])
+# The efficiency curve is one fit, used for every target (see dma_efficiency_knee_bytes' source).
+DMA_EFFICIENCY_KNEE_BYTES = float(CONSTANTS["dma_efficiency_knee_bytes"].trn2)
+DMA_EFFICIENCY_SHARPNESS = CONSTANTS["dma_efficiency_sharpness"].trn2
+_INVERSE_SHARPNESS = 1.0 / DMA_EFFICIENCY_SHARPNESS
 
 
 def normalize_target(target):
@@ -122,10 +125,27 @@ def normalize_target(target):
     return TARGET_ALIASES[key]
 
 
-@lru_cache(maxsize=None)
+def _values_by_target_name(constants):
+    """``{(name, target): value}`` for every constant and every accepted lower-case target name (aliases
+    included), so that a lookup is one dict access: the whole-matrix estimate looks constants up millions
+    of times per controller run."""
+    return {(name, alias): getattr(c, normalized) for name, c in constants.items()
+            for alias, normalized in TARGET_ALIASES.items()}
+
+
+#: :data:`CONSTANTS` resolved for each target name: ``CONSTANT_VALUES[name, target]``.
+CONSTANT_VALUES = _values_by_target_name(CONSTANTS)
+
+
 def constant(name, target):
-    # Memoised: the whole-matrix estimate looks constants up millions of times per controller run.
-    return CONSTANTS[name].value(target)
+    """The value of constant ``name`` (a key of :data:`CONSTANTS`) on ``target``."""
+    try:
+        return CONSTANT_VALUES[name, target]
+    except KeyError:
+        pass
+    if name not in CONSTANTS:
+        raise KeyError(f"unknown cost-model constant {name!r}; allowed: {', '.join(CONSTANTS)}")
+    return CONSTANTS[name].value(target)  # a target spelled in upper case, or refused with the allowed names
 
 
 def engine_clock_ghz(engine, target):
@@ -196,15 +216,9 @@ def dma_efficiency(contiguous_bytes):
     c = float(contiguous_bytes)
     if c <= 0:
         return 0.0
-    return _dma_efficiency_cached(c)
-
-
-@lru_cache(maxsize=4096)
-def _dma_efficiency_cached(c):
-    knee = CONSTANTS["dma_efficiency_knee_bytes"].trn2
-    k = CONSTANTS["dma_efficiency_sharpness"].trn2
-    x = c / knee
-    return min(1.0, x / (1.0 + x**k) ** (1.0 / k))  # rounding can overshoot 1 by an ulp
+    x = c / DMA_EFFICIENCY_KNEE_BYTES
+    efficiency = x / (1.0 + x**DMA_EFFICIENCY_SHARPNESS) ** _INVERSE_SHARPNESS
+    return efficiency if efficiency < 1.0 else 1.0  # rounding can overshoot 1 by an ulp
 
 
 def dma_transfer_shape(nbytes, partitions=None, contiguous_bytes=None, descriptors=None):
