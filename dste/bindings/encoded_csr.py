@@ -15,14 +15,27 @@ enough that X stays in cache in any order (``ORIGINAL_ORDER_MAX_COLS``), gets em
 ``B = A``: the products skip the gather/scatter.
 
 The product is SciPy's CSR @ dense kernel (it releases the GIL); large products are split by rows, balanced
-by nonzeros, over ``torch.get_num_threads()`` threads, each thread also scattering its rows of Y. Measured at
-arxiv-scale, F=128, on 2 cores: torch.sparse.mm on the same encoded CSR with int32 indices and
-``index_select`` permutations was 2-2.5x slower than SciPy with NumPy permutations.
+by nonzeros, over ``torch.get_num_threads()`` threads, each thread also gathering its rows of Y back to
+original order. Measured at arxiv-scale, F=128, on 2 cores: torch.sparse.mm on the same encoded CSR with int32
+indices and ``index_select`` permutations was 2-2.5x slower than SciPy with NumPy permutations.
+
+The module keeps no state between calls. The helper threads are started per call (the calling thread works
+too) and the gathered copy of X is a fresh array. Both were measured against a persistent module-level pool
+and a per-thread reused gather buffer, side by side in one process on 2 shared cores (medians of 21-41
+interleaved calls; ratio = stateless / stateful):
+
+- gather buffer, 20k and 40k nodes (community order), F = 32/64/128, 1 and 2 threads: 0.87-1.16 for
+  ``encoded_spmm``, its transpose and ``dste.spmm`` where the buffer applied, and 0.72-1.03 where it did not
+  (X above its 8 MiB cap), i.e. within noise. A fresh X[col_perm] takes no page faults per call (glibc's
+  adaptive mmap threshold keeps it in the heap), which was the buffer's reason to exist.
+- threads per call: 1.15-1.26 at 1-4x the old parallel threshold of 2^21 multiply-adds (8k nodes, F = 32 and
+  128), 0.995-1.07 at 8x, 0.99-1.04 from 16x on (1.015 at arxiv-scale, F = 128, where 2 threads beat 1 by
+  1.21x). Hence ``PARALLEL_MIN_MULTIPLY_ADDS`` = 2^25. SciPy's and torch's CSR kernels sum each row in the
+  same order, so the results do not depend on which path runs.
 """
 
 from __future__ import annotations
 
-import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -35,19 +48,16 @@ from dste.format import DSTEMatrix
 __all__ = ["EncodedCSR", "build_encoded_csr", "encoded_spmm", "encoded_spmm_transpose", "original_order_csr"]
 
 INT32_MAX = np.iinfo(np.int32).max
-# Products below this many multiply-adds (nnz * F) run on the calling thread: handing work to the pool costs
-# tens of microseconds, more than a small graph's whole product.
-PARALLEL_MIN_MULTIPLY_ADDS = 1 << 21
+# Products below this many multiply-adds (nnz * F) run on the calling thread alone: starting the helper
+# threads costs 0.2-0.5 ms per call on a loaded 2-core machine (15-26 % of a product of 2^21-2^23
+# multiply-adds, up to 7 % at 2^24, < 5 % from 2^25; see the module docstring).
+PARALLEL_MIN_MULTIPLY_ADDS = 1 << 25
 # Matrices with at most this many columns are executed in original order (empty permutations): their X
 # (M x F floats) stays cache-resident in any order, so the gather and scatter only add cost. Measured on
 # cora-like (M = 2,708, F = 128, 1 thread): 207 us in original order against 388 us in encoded order with the
 # permutations; at 10k-16k nodes (1 thread, F = 64/128) original order with torch's CSR kernel is 15-45 %
 # faster than encoded order; from 30k nodes encoded order wins (2x at 30k, 2.3x at arxiv-scale).
 ORIGINAL_ORDER_MAX_COLS = 16384
-# Gathered copies of X up to this size are kept per thread for the next call (see _gathered_rows).
-SCRATCH_MAX_BYTES = 8 << 20
-
-_scratch = threading.local()
 
 
 class EncodedCSR:
@@ -168,22 +178,6 @@ def original_order_csr(operands: EncodedCSR) -> sp.csr_matrix:
 
 # -- execution -----------------------------------------------------------------------------------------------
 
-_pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-
-
-def _thread_pool(workers: int) -> ThreadPoolExecutor:
-    global _pool, _pool_size
-    with _pool_lock:
-        if _pool is None or _pool_size != workers:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(workers, thread_name_prefix="dste-spmm")
-            _pool_size = workers
-        return _pool
-
-
 def _row_blocks(indptr: np.ndarray, parts: int) -> list[tuple[int, int]]:
     """``parts`` contiguous row ranges with about equal nonzeros."""
     n = indptr.shape[0] - 1
@@ -197,22 +191,13 @@ def _workers_for(nnz: int, width: int) -> int:
     return threads if threads > 1 and nnz * width >= PARALLEL_MIN_MULTIPLY_ADDS else 1
 
 
-def _gathered_rows(x: np.ndarray, perm: np.ndarray) -> np.ndarray:
-    """``x[perm]``; small results land in a per-thread buffer reused across calls.
-
-    A fresh multi-megabyte array per call is returned to the OS when freed (glibc trims the heap top), so the
-    next call page-faults it in again: on a cora-sized graph that tripled the call time. Buffers above
-    ``SCRATCH_MAX_BYTES`` are not kept (faulting them costs little next to their product, and keeping them
-    would add a full copy of X to the resident memory).
-    """
-    if x.nbytes > SCRATCH_MAX_BYTES:
-        return np.take(x, perm, axis=0)
-    key = (x.shape, x.dtype.str)
-    buffer = getattr(_scratch, "gathered", None)
-    if buffer is None or buffer[0] != key:
-        buffer = (key, np.empty(x.shape, dtype=x.dtype))
-        _scratch.gathered = buffer
-    return np.take(x, perm, axis=0, out=buffer[1])
+def _run_split(helpers: ThreadPoolExecutor, work, pieces: list[tuple[int, int]]) -> None:
+    """``work(lo, hi)`` for every piece: the first on the calling thread, the others on ``helpers``; returns when
+    all are done and re-raises the first error (the executor's exit waits for any piece still running)."""
+    futures = [helpers.submit(work, lo, hi) for lo, hi in pieces[1:]]
+    work(*pieces[0])
+    for future in futures:
+        future.result()
 
 
 def _inverse(perm: np.ndarray) -> np.ndarray:
@@ -250,7 +235,7 @@ def encoded_spmm(crow, col, values, row_perm, col_perm, x: np.ndarray) -> np.nda
     if n == 0 or width == 0:
         return np.zeros((n, width), dtype=x.dtype)
     data = values if values.dtype == x.dtype else values.astype(x.dtype)
-    x_encoded = _gathered_rows(x, col_perm) if col_perm.size else x
+    x_encoded = np.take(x, col_perm, axis=0) if col_perm.size else x
     blocks = _row_blocks(crow, _workers_for(col.shape[0], width))
     if len(blocks) == 1 and not row_perm.size and not col_perm.size and col.dtype == np.int32:
         return _cache_resident_product(crow, col, data, x, n)
@@ -261,25 +246,21 @@ def encoded_spmm(crow, col, values, row_perm, col_perm, x: np.ndarray) -> np.nda
     inverse = _inverse(row_perm) if row_perm.size else None
     y_encoded = np.empty((n, width), dtype=x.dtype) if row_perm.size else y
 
-    def run(block):
-        lo, hi = block
+    def run(lo, hi):
         base = crow[lo]
         y_encoded[lo:hi] = sp.csr_matrix(
             (data[base:crow[hi]], col[base:crow[hi]], crow[lo:hi + 1] - base), shape=(hi - lo, m)
         ) @ x_encoded
 
-    for future in [_thread_pool(len(blocks)).submit(run, block) for block in blocks]:
-        future.result()
-    if inverse is None:
-        return y
-    # the gather back to original order, split by output rows over the same threads
-    parts = np.linspace(0, n, len(blocks) + 1).astype(np.int64)
-
     def gather(lo, hi):
         np.take(y_encoded, inverse[lo:hi], axis=0, out=y[lo:hi])
 
-    for future in [_thread_pool(len(blocks)).submit(gather, lo, hi) for lo, hi in zip(parts[:-1], parts[1:])]:
-        future.result()
+    # the helper threads live for this call only; the calling thread takes the first piece of each phase
+    with ThreadPoolExecutor(len(blocks) - 1, thread_name_prefix="dste-spmm") as helpers:
+        _run_split(helpers, run, blocks)
+        if inverse is not None:  # the gather back to original order, split by output rows
+            parts = np.linspace(0, n, len(blocks) + 1).astype(np.int64)
+            _run_split(helpers, gather, list(zip(parts[:-1].tolist(), parts[1:].tolist())))
     return y
 
 
@@ -287,7 +268,7 @@ def encoded_spmm_transpose(crow, col, values, row_perm, col_perm, grad: np.ndarr
     """``dX [m, F]`` with ``dX[col_perm] = B^T @ dY[row_perm]`` (NumPy in, NumPy out; dtype of grad)."""
     n = crow.shape[0] - 1
     data = values if values.dtype == grad.dtype else values.astype(grad.dtype)
-    grad_encoded = _gathered_rows(grad, row_perm) if row_perm.size else grad
+    grad_encoded = np.take(grad, row_perm, axis=0) if row_perm.size else grad
     b = sp.csr_matrix((data, col, crow), shape=(n, m))
     dx_encoded = np.asarray(b.T @ grad_encoded, dtype=grad.dtype)
     if not col_perm.size:
