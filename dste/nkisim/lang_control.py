@@ -17,7 +17,6 @@ from .tensor import HBM_BUFFERS, NkiTensor
 
 RN = "release-notes/components/nki.rst"
 WHILE_LOOP_LIMIT = 1_000_000
-_reorder_depth = [0]
 
 
 def _range(start, stop, step):
@@ -69,7 +68,7 @@ def dynamic_range(start, stop=None, step=1):
 
 
 def _not_in_no_reorder(function):
-    if _reorder_depth[0]:
+    if runtime.current().no_reorder_depth:
         violate("nl.no_reorder.dynamic-loop", f"nl.{function} inside a `with nl.no_reorder():` block")
 
 
@@ -101,11 +100,12 @@ def while_loop(init, body_fun):
 
 @contextlib.contextmanager
 def _no_reorder_block():
-    _reorder_depth[0] += 1
+    context = runtime.current()
+    context.no_reorder_depth += 1
     try:
         yield
     finally:
-        _reorder_depth[0] -= 1
+        context.no_reorder_depth -= 1
 
 
 def no_reorder():

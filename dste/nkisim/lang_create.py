@@ -2,7 +2,8 @@
 
 On-chip tensors are filled by one ``nisa.memset``; HBM tensors created by ``zeros/ones/full`` are
 filled directly (no engine instruction; an assumption). ``nl.rand`` / ``nl.dropout`` draw from a
-NumPy generator that ``nl.random_seed`` reseeds; their lowering (``nisa.rng`` / ``rand2``) is not
+NumPy generator owned by the run (``RunContext.random_generator``, seeded alike at the start of every
+run) that ``nl.random_seed`` reseeds; their lowering (``nisa.rng`` / ``rand2``) is not
 simulated bit for bit (rule ``nl.lowering.undocumented``).
 """
 
@@ -17,7 +18,6 @@ from .lang_common import emulate, new_tile, on_chip_tile, result_dtype
 from .rules_language import violate
 from .tensor import ON_CHIP, NkiTensor, allocate
 
-_RANDOM = {"generator": np.random.default_rng(0)}
 _SHARED_CONSTANT_DTYPES = frozenset(
     dt.as_dtype(d) for d in ("float32", "float16", "bfloat16", "int32", "int16", "int8", "uint32", "uint16", "uint8",
                              "float8_e4m3fn", "float8_e5m2", "float8_e8m0fnu")
@@ -121,14 +121,15 @@ def random_seed(seed):
     if not isinstance(seed, NkiTensor) or seed.buffer not in ON_CHIP or seed.size != 1 or seed.dtype.itemsize != 4:
         violate("nl.random_seed.tensor", f"nl.random_seed: seed must be a [1, 1] 32-bit SBUF tensor, got {seed!r}")
     value = int(np.asarray(seed.array()).reshape(-1)[0].view(np.uint32))
-    _RANDOM["generator"] = np.random.default_rng(value)
-    runtime.current().profile.record("gpsimd", "nl.random_seed", 64)
+    context = runtime.current()
+    context.random_generator = np.random.default_rng(value)
+    context.profile.record("gpsimd", "nl.random_seed", 64)
 
 
 def rand(shape, dtype, buffer=sbuf, name=""):
     """Uniform values in [0, 1) (one generator instruction; NumPy's generator, not the hardware's)."""
     tensor = ndarray(shape, dtype, buffer=buffer, name=name)
-    values = _RANDOM["generator"].random(tensor.shape, dtype=np.float32)
+    values = runtime.current().random_generator.random(tensor.shape, dtype=np.float32)
     if not tensor.is_on_chip:
         tensor.array()[...] = dt.cast(values, tensor.dtype)
         return tensor
@@ -145,7 +146,7 @@ def dropout(x, rate, dtype=None):
         rate_values = dt.to_fp32(rate.array()).reshape(x.shape[0], *([1] * (x.ndim - 1)))
     else:
         rate_values = np.float32(rate)
-    keep = _RANDOM["generator"].random(x.shape, dtype=np.float32) >= rate_values
+    keep = runtime.current().random_generator.random(x.shape, dtype=np.float32) >= rate_values
     out = new_tile(x.shape, result_dtype(dtype, x.dtype), "dropout")
     return emulate("dropout", "vector", out, np.where(keep, dt.to_fp32(x.array()), np.float32(0)), inputs=2)
 

@@ -1,11 +1,30 @@
-"""The state of one simulated kernel run: target, memory tracker, profile, program id."""
+"""The state of one simulated kernel run: target, memory tracker, profile, program id, PRNGs.
+
+Everything a run accumulates lives on its :class:`RunContext`; nothing is kept at module level
+except ``_stack``, the stack of contexts that are running. ``_stack`` owns no run data: it only
+says which context the language and ISA functions act on. ``run_kernel`` (``jit.py``) pushes one
+fresh context per program of every launch (``nki.jit`` calls, ``nki.simulate``, ``nki.profile``)
+and pops it when the program returns, so no state passes from one run to the next. A nested run
+(a kernel launched from inside another) pushes on top and the outer run resumes afterwards.
+
+An NKI function called outside any run (e.g. ``nisa.get_nc_version()`` or ``nl.zeros`` at a
+test's top level) gets a fresh context of the default target for that one call, which is then
+dropped: its allocations, profile records and PRNG draws are not carried to the next call, so
+two top-level ``nl.rand`` calls return the same values (both start from the default seed).
+"""
 
 import contextlib
 import os
 
+import numpy as np
+
 from . import cost
 from .memory import MemoryTracker
 from .profile import Profile
+
+# nl.rand / nl.dropout start each run from this seed until nl.random_seed reseeds (the value
+# the simulator has always used; the hardware's power-on PRNG state is not documented).
+DEFAULT_RANDOM_SEED = 0
 
 
 def default_target():
@@ -18,6 +37,8 @@ def default_target():
 
 
 class RunContext:
+    """One program of one simulated kernel launch."""
+
     def __init__(self, target=None, program_id=0, num_programs=1, shared_outputs=None):
         self.target = cost.normalize_target(target or default_target())
         self.memory = MemoryTracker(self.target)
@@ -27,19 +48,32 @@ class RunContext:
         # Under LNC2 the k-th shared_hbm allocation of every program is the same tensor.
         self.shared_outputs = shared_outputs
         self.shared_count = 0
+        # The generator nl.rand / nl.dropout draw from; nl.random_seed replaces it. Each program
+        # of a launch has its own (an assumption: one PRNG per NeuronCore, same default seed).
+        self.random_generator = np.random.default_rng(DEFAULT_RANDOM_SEED)
+        # How many `with nl.no_reorder():` blocks enclose the running code (dynamic loops refuse > 0).
+        self.no_reorder_depth = 0
+        # nisa.rng / rand2 / dropout generators by engine name, created or reseeded on first use.
+        self.isa_rng = {}
+        # The per-lane PRNG states last given to nisa.rand_set_state, by engine name.
+        self.isa_rng_state = {}
+        # The engines' accumulation registers (nisa accumulate instructions), created on first use.
+        self.isa_accumulators = None
 
 
 _stack = []
 
 
 def current():
-    if not _stack:
-        _stack.append(RunContext())
-    return _stack[-1]
+    """The running context, or a fresh default one for a call made outside any run."""
+    if _stack:
+        return _stack[-1]
+    return RunContext()
 
 
 @contextlib.contextmanager
 def running(context):
+    """Make ``context`` the current one for the duration of the block."""
     _stack.append(context)
     try:
         yield context
