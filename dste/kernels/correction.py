@@ -107,11 +107,10 @@ def correction_entries(A, plan, hi_index: np.ndarray, n_hi: int) -> CorrectionEn
     if A.col_scale is not None:
         col_scale[:M] = A.col_scale
     parts = []
-    owner_cache = getattr(plan, "_correction_owners", None)
-    if owner_cache is None:
-        owner_cache = (_tile_owner(plan, A.n_tiles, "bitmap_tiles"), _tile_owner(plan, A.n_etiles, "entry_tiles"))
-        setattr(plan, "_correction_owners", owner_cache)
-    (b_launch, b_window), (e_launch, e_window) = owner_cache
+    if plan.correction_owners is None:
+        plan.correction_owners = (
+            _tile_owner(plan, A.n_tiles, "bitmap_tiles"), _tile_owner(plan, A.n_etiles, "entry_tiles"))
+    (b_launch, b_window), (e_launch, e_window) = plan.correction_owners
 
     if A.n_tiles:
         cols = np.minimum(A.tile_cols, M)

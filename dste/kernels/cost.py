@@ -412,9 +412,6 @@ def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=No
     )
 
 
-_TRACE_CACHE_ATTR = "_traced_shape_profiles"
-
-
 @dataclass
 class ShapeTrace:
     """The simulator's profile of one job of a launch shape, and the gathered rows it moved."""
@@ -520,10 +517,9 @@ def traced_shapes(A, plan, jobs, trace_x, target, book: TraceBook | None = None)
     from dste.kernels.launch_spmm import launch_spmm_hybrid
 
     if book is None:
-        book = getattr(plan, _TRACE_CACHE_ATTR, None)
-        if book is None:
-            book = TraceBook()
-            setattr(plan, _TRACE_CACHE_ATTR, book)
+        if plan.trace_book is None:
+            plan.trace_book = TraceBook()
+        book = plan.trace_book
     traces = book.for_target(target)
     F = plan.features
     for job in jobs:

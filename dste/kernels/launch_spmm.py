@@ -32,8 +32,6 @@ from dste.kernels.plan import (
 
 __all__ = ["launch_spmm_hybrid", "plan_launches", "x_mode_of", "hybrid_records", "LaunchPlan"]
 
-_PACK_CACHE_ATTR = "_packed_launch_arrays"
-
 
 def _kernel(backend):
     from dste.kernels.device import kernel_module as load
@@ -131,11 +129,9 @@ def _check_matrix_finite(A):
 
 def packed_launches(A, plan: LaunchPlan) -> list[dict]:
     """Per-launch kernel arrays (the metadata blob), cached on the plan (they depend on A and the plan only)."""
-    cached = getattr(plan, _PACK_CACHE_ATTR, None)
-    if cached is None:
-        cached = [pack_launch(A, launch) for launch in plan.launches]
-        setattr(plan, _PACK_CACHE_ATTR, cached)
-    return cached
+    if plan.packed_launch_arrays is None:
+        plan.packed_launch_arrays = [pack_launch(A, launch) for launch in plan.launches]
+    return plan.packed_launch_arrays
 
 
 def require_indirect_dma(target: str, kernel: str) -> None:

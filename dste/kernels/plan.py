@@ -24,10 +24,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dste.format.constants import MASK_WORD_BITS, TILE_COLS, WINDOW_ROWS, TileKind
+
+if TYPE_CHECKING:  # cost.py imports this module
+    from dste.kernels.cost import TraceBook
 
 X_MODES = ("fp32", "bf16", "fp16", "int8-hybrid")
 MAX_FEATURES = 4096
@@ -225,6 +229,16 @@ class LaunchPlan:
     programs: int = 1
     """Programs per ``kernel[lnc]`` launch the launches were cut for (:func:`program_plan`): each launch
     here is one program's share."""
+
+    # Caches derived from this plan (not part of its value: excluded from init, repr and ==).
+    # {lnc: this plan cut into lnc programs per launch}, filled by program_plan.
+    program_plans: dict[int, LaunchPlan] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # Per-launch kernel arrays (one dict per launch) packed from A by launch_spmm.packed_launches.
+    packed_launch_arrays: list[dict] | None = field(default=None, init=False, repr=False, compare=False)
+    # ((launch, window) of every bitmap tile, (launch, window) of every entry tile), from correction_entries.
+    correction_owners: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    # The cost.TraceBook of this plan's launch shapes, used by cost.traced_shapes when the caller passes none.
+    trace_book: TraceBook | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def buckets(self) -> list[Bucket]:
@@ -452,13 +466,12 @@ def program_plan(plan: LaunchPlan, lnc: int) -> LaunchPlan:
         return plan
     if plan.programs != 1:
         raise ValueError(f"this plan was cut for {plan.programs} programs per launch; a launch of {lnc} needs the whole plan")
-    cache = plan.__dict__.setdefault("_program_plans", {})
-    if lnc not in cache:
+    if lnc not in plan.program_plans:
         parts = []
         for launch in plan.launches:
             parts.extend(_split_launch(launch, lnc))
-        cache[lnc] = LaunchPlan(plan.shape, plan.features, plan.x_mode, parts, programs=lnc)
-    return cache[lnc]
+        plan.program_plans[lnc] = LaunchPlan(plan.shape, plan.features, plan.x_mode, parts, programs=lnc)
+    return plan.program_plans[lnc]
 
 
 def _split_launch(launch: Launch, lnc: int) -> list[Launch]:

@@ -239,7 +239,7 @@ def test_traces_are_cached_on_the_plan():
     plan = plan_launches(A, 32, "fp32", target="trn2")
     first = estimate_spmm(A, 32, "fp32", "trn2", plan=plan)
     per_program = program_plan(plan, 2)  # trn2 launches are LNC2: the traces belong to the per-program plan
-    book = getattr(per_program, "_traced_shape_profiles")
+    book = per_program.trace_book
     cached = set(book.for_target("trn2"))
     again = estimate_spmm(A, 32, "fp32", "trn2", plan=plan)
     assert again.latency_us == first.latency_us
