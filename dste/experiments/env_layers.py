@@ -21,7 +21,7 @@ from dste.controller.env import FP32_ACTION, LayerReport
 from dste.controller.state import activation_features, graph_features
 from dste.gnn.execution import CompressedModel, GraphInference, LayerRun
 from dste.gnn.footprint import layer_bytes, pass_bytes
-from dste.gnn.latency import LatencyModel
+from dste.gnn.latency import SHARE_PRICED_NODES, LatencyModel
 from dste.gnn.settings import FP32_SETTING, LayerSetting
 
 __all__ = ["LayerEvaluator", "setting_of", "state_rows", "LAYER_RUNS_KEPT", "LAYER_RUN_BYTES_KEPT", "STATE_ROWS"]
@@ -156,10 +156,16 @@ class LayerEvaluator:
             raise ValueError(f"layer must lie in [0, {self.num_layers}), got {layer}")
         key = (int(n), int(layer))
         if key not in self._latency_tables:
-            prefix = (self.action_space.nearest(0.0, 0.0),) * layer
-            self._latency_tables[key] = np.array(
-                [self.run_layer(int(n), layer, prefix, a)[1].latency_us for a in range(len(self.action_space))]
-            )
+            if self.graphs[int(n)].num_nodes > SHARE_PRICED_NODES:
+                # FP16 rows are priced by their count here, so the price needs the layer's operands only: no
+                # layer is run (on a PubMed-sized graph running every action was most of the controller's time)
+                inference = self.inference(int(n))
+                prices = [self.latency.layer_latency(inference.layer_operands(layer, setting_of(self.action_space, a)))
+                          for a in range(len(self.action_space))]
+            else:
+                prefix = (self.action_space.nearest(0.0, 0.0),) * layer
+                prices = [self.run_layer(int(n), layer, prefix, a)[1].latency_us for a in range(len(self.action_space))]
+            self._latency_tables[key] = np.array(prices)
         return self._latency_tables[key]
 
     def reference_run(self, n: int) -> tuple[float, int]:

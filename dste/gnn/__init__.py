@@ -3,7 +3,7 @@ the one compressed forward pass (per-layer settings, a pruning policy, NumPy or 
 memory footprint and modelled latency."""
 
 from .adjacency import encode_propagation, propagation_matrix, to_scipy_adjacency
-from .execution import CompressedModel, GraphInference, LayerRun, compressed_forward
+from .execution import CompressedModel, GraphInference, LayerOperands, LayerRun, compressed_forward
 from .footprint import layer_bytes, memory_footprint
 from .latency import LatencyModel
 from .layers import GCNConv, SAGEConv
@@ -30,6 +30,7 @@ __all__ = [
     "GatherAwarePruning",
     "GraphInference",
     "LatencyModel",
+    "LayerOperands",
     "LayerRun",
     "LayerSetting",
     "MagnitudeMaskPruning",

@@ -35,7 +35,7 @@ from .pruning import GatherAwarePruning, PropagationPlan
 from .settings import FP32_SETTING, LayerSetting, quantize_rows_by_fraction
 from .weights import CompressedWeight
 
-__all__ = ["CompressedModel", "GraphInference", "LayerRun", "compressed_forward", "settings_for"]
+__all__ = ["CompressedModel", "GraphInference", "LayerOperands", "LayerRun", "compressed_forward", "settings_for"]
 
 
 STORED_FEATURE_BYTES = 128 << 20
@@ -116,6 +116,21 @@ class LayerRun:
     @property
     def num_nodes(self) -> int:
         return int(self.layer_input.shape[0])
+
+
+@dataclass
+class LayerOperands:
+    """What a layer run under a setting would hand the kernels, without running it: the operands its
+    modelled latency depends on once the FP16 rows are priced by their count (``n_fp16_rows``), not by
+    which rows they are (see ``dste.gnn.latency.SHARE_PRICED_NODES``)."""
+
+    layer: int
+    setting: LayerSetting
+    adjacency: object  # the DSTEMatrix propagated over
+    weights: list  # per linear map: (CompressedWeight or None, effective float32 [in, out])
+    num_nodes: int
+    spmm_width: int
+    n_fp16_rows: int | None  # FP16 rows of the SpMM's hybrid X (None unless x_mode is int8-hybrid)
 
 
 class GraphInference:
@@ -235,6 +250,22 @@ class GraphInference:
         if held is None or held.matrix is not matrix:
             held = self._tensors[id(matrix)] = DSTETensor(matrix)
         return held
+
+    def layer_operands(self, layer: int, setting: LayerSetting) -> LayerOperands:
+        """The operands of ``run_layer(layer, ., setting)`` that fix its modelled latency, without quantizing
+        or multiplying anything: the pruned matrix, the weights, the SpMM's width and its FP16-row count
+        (``round(fp16_fraction * n)``, as ``quantize_rows`` takes them)."""
+        kept = self.kept_channels(layer, setting.channel_sparsity)
+        weights = [self.model.weight(layer, index, setting, kept) for index in range(len(self.model.linears(layer)))]
+        n = int(self.graph.adj.shape[0])
+        in_width, out_width = weights[0][1].shape
+        spmm_width = out_width if self.model.kind == "gcn" else in_width
+        hybrid = setting.x_mode == "int8-hybrid"
+        return LayerOperands(
+            layer=layer, setting=setting, adjacency=self.adjacency(layer, setting.edge_sparsity), weights=weights,
+            num_nodes=n, spmm_width=int(spmm_width),
+            n_fp16_rows=int(round(setting.fp16_fraction * n)) if hybrid else None,
+        )
 
     # ------------------------------------------------------------------ NumPy execution
     def run_layer(self, layer: int, h: np.ndarray, setting: LayerSetting) -> LayerRun:

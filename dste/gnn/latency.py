@@ -16,7 +16,7 @@ from dste.kernels.cost import TraceBook, estimate_spmm
 from dste.kernels.plan import plan_launches
 
 from .dense_cost import dense_matmul_latency_us
-from .execution import CompressedModel, LayerRun
+from .execution import CompressedModel, LayerOperands, LayerRun
 
 __all__ = ["LatencyModel"]
 
@@ -68,12 +68,16 @@ class LatencyModel:
             total += self._weight_prices[key]
         return total
 
-    def layer_latency(self, run: LayerRun, model: CompressedModel | None = None) -> float:
+    def layer_latency(self, run: LayerRun | LayerOperands, model: CompressedModel | None = None) -> float:
         """Modelled latency (µs) of ``run``: SpMM plus weight product(s). ``model`` is not needed (kept for
-        callers that pass it)."""
+        callers that pass it).
+
+        ``run`` may be a :class:`LayerOperands` (``GraphInference.layer_operands``: the layer not run) on a
+        graph above ``SHARE_PRICED_NODES`` nodes, or one whose SpMM has no hybrid X: its price is then the
+        same as the run's, since only the count of FP16 rows enters it."""
         return self.spmm_latency(run) + self.weight_latency(run)
 
-    def spmm_latency(self, run: LayerRun) -> float:
+    def spmm_latency(self, run: LayerRun | LayerOperands) -> float:
         """Modelled µs of the SpMM of ``run``, kept per (matrix, width, X mode, FP16 rows of X).
 
         The estimate reads X only for which rows are FP16 (``dste.kernels.cost``: values do not change the
@@ -82,12 +86,21 @@ class LatencyModel:
         """
         x_mode = run.setting.x_mode
         matrix = run.adjacency
-        rows = run.spmm_rows
-        by_share = rows is not None and run.num_nodes > SHARE_PRICED_NODES
-        if rows is None:
+        if isinstance(run, LayerOperands):
+            rows, n_hi = None, run.n_fp16_rows
+            if n_hi is not None and run.num_nodes <= SHARE_PRICED_NODES:
+                raise ValueError(
+                    f"a hybrid-X SpMM on {run.num_nodes} nodes (<= SHARE_PRICED_NODES = {SHARE_PRICED_NODES}) is "
+                    "priced for the exact FP16 rows of its run: pass the LayerRun, not LayerOperands"
+                )
+        else:
+            rows = run.spmm_rows
+            n_hi = None if rows is None else int(rows.hi_rows.size)
+        by_share = n_hi is not None and run.num_nodes > SHARE_PRICED_NODES
+        if n_hi is None:
             hi_key = None
         elif by_share:
-            hi_key = ("share", int(rows.hi_rows.size))
+            hi_key = ("share", n_hi)
         else:
             hi_key = hashlib.blake2b(np.ascontiguousarray(rows.hi_rows).tobytes()).hexdigest()
         key = (id(matrix), run.spmm_width, x_mode, hi_key)
@@ -95,7 +108,7 @@ class LatencyModel:
         if held is None or held[0] is not matrix:
             plan = self.launch_plan(matrix, run.spmm_width, x_mode)
             if by_share:
-                share = rows.hi_rows.size / max(run.num_nodes, 1)
+                share = n_hi / max(run.num_nodes, 1)
                 estimate = estimate_spmm(matrix, run.spmm_width, x_mode, self.target, hi_fraction=share, plan=plan,
                                          traces=self._traces)
             else:
