@@ -463,11 +463,9 @@ class _Accumulators:
 
 def accumulators():
     context = __import__("dste.nkisim.runtime", fromlist=["current"]).current()
-    acc = getattr(context, "isa_accumulators", None)
-    if acc is None:
-        acc = _Accumulators()
-        context.isa_accumulators = acc
-    return acc
+    if context.isa_accumulators is None:
+        context.isa_accumulators = _Accumulators()
+    return context.isa_accumulators
 
 
 def write_reduce_res(instr, reduce_res, values, p):

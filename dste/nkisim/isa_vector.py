@@ -425,17 +425,14 @@ def nc_stream_shuffle(dst, src, shuffle_mask, name=None):
 
 # -- random numbers --------------------------------------------------------------------------------
 def _generator(engine_key):
-    context = runtime.current()
-    gens = getattr(context, "isa_rng", None)
-    if gens is None:
-        gens = context.isa_rng = {}
+    gens = runtime.current().isa_rng
     if engine_key not in gens:
         gens[engine_key] = np.random.default_rng(0)
     return gens[engine_key]
 
 
 def _seed(engine_key, seed_values):
-    runtime.current().__dict__.setdefault("isa_rng", {})[engine_key] = np.random.default_rng(
+    runtime.current().isa_rng[engine_key] = np.random.default_rng(
         np.asarray(seed_values, dtype=np.uint64).reshape(-1).tolist())
 
 
@@ -493,7 +490,7 @@ def rand_set_state(src_seeds, engine=engine.gpsimd, name=None):
     on_chip(instr, "src_seeds", src_seeds, ("sbuf",))
     _state_operand(instr, src_seeds, eng)
     _seed(eng, src_seeds.array().view(np.uint32))
-    runtime.current().__dict__.setdefault("isa_rng_state", {})[eng] = read2d(src_seeds).copy()
+    runtime.current().isa_rng_state[eng] = read2d(src_seeds).copy()
     record(eng, instr, cost.gpsimd_cycles(src_seeds.free_size, 1, target()))
 
 
@@ -505,7 +502,7 @@ def rand_get_state(dst, engine=engine.gpsimd, name=None):
     on_chip(instr, "dst", dst)
     no_psum_on_gpsimd(instr, eng, dst)
     _state_operand(instr, dst, eng)
-    state = runtime.current().__dict__.get("isa_rng_state", {}).get(eng)
+    state = runtime.current().isa_rng_state.get(eng)
     if state is None or state.shape[0] < dst.shape[0]:
         state = np.zeros((dst.shape[0], dst.free_size), dtype=np.uint32)
     write(instr, dst, state[: dst.shape[0]])
