@@ -9,7 +9,6 @@ offered.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from typing import Callable, Sequence
 
@@ -104,34 +103,26 @@ def _run_main(args: argparse.Namespace) -> int:
 
 
 def _bench_options(parser: argparse.ArgumentParser) -> None:
-    module = importlib.import_module("dste.experiments.bench")
-    getattr(module, "add_arguments", lambda p: None)(parser)
+    from dste.experiments.bench import add_bench_arguments
+
+    add_bench_arguments(parser)
 
 
 def _bench_main(args: argparse.Namespace) -> int:
-    module = importlib.import_module("dste.experiments.bench")
-    return int(module.main(args) or 0)
+    from dste.experiments.bench import main as bench_main
+
+    return int(bench_main(args) or 0)
 
 
-# name -> (help, add-options function, run function, module that must be importable or None)
-SUBCOMMANDS: dict[str, tuple[str, Callable, Callable, str | None]] = {
+# name -> (help, add-options function, run function)
+SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "run": (
         "the main job: train the FP32 model and the DQN controller, report FP32 / INT8 / static sparse INT8 / "
         "DSTE on held-out snapshots (table, JSON, plot)",
-        _add_run_options, _run_main, None,
+        _add_run_options, _run_main,
     ),
-    "bench": ("benchmarks of the kernels and format", _bench_options, _bench_main, "dste.experiments.bench"),
+    "bench": ("benchmarks of the kernels and format", _bench_options, _bench_main),
 }
-
-
-def _available(module: str | None) -> bool:
-    if module is None:
-        return True
-    try:
-        importlib.import_module(module)
-        return True
-    except ImportError:
-        return False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,9 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Every NeuronCore latency printed is modelled, not measured.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (help_text, add_options, run_function, module) in SUBCOMMANDS.items():
-        if not _available(module):
-            continue
+    for name, (help_text, add_options, run_function) in SUBCOMMANDS.items():
         child = sub.add_parser(name, help=help_text, description=help_text)
         add_options(child)
         child.set_defaults(handler=run_function)
@@ -158,8 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.handler(args)
-    except (ValueError, TypeError, OSError) as error:
-        # bad options or unusable paths (missing dataset, --out naming a file, no permission): a usage error
+    except (ValueError, OSError) as error:
+        # bad options or unusable paths (missing dataset, --out naming a file, no permission): a usage error;
+        # anything else is a fault in DSTE and keeps its traceback
         parser.exit(2, f"dste {args.command}: error: {error}\n")
 
 

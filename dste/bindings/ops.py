@@ -95,10 +95,8 @@ def _run_kernel_spmm(handle: int, x_handle: int, x: Tensor, backend: str) -> Ten
     operand = registry.lookup(x_handle) if x_handle != registry.NO_HANDLE else x.detach().cpu().numpy()
     if isinstance(operand, np.ndarray):
         operand = np.ascontiguousarray(operand, dtype=np.float32)
-    try:
-        from dste.kernels.launch_spmm import launch_spmm_hybrid as kernel_spmm
-    except ImportError as exc:  # the kernels package has not been built on this tree
-        raise BackendUnavailableError(f"backend {backend!r} needs dste.kernels.launch_spmm_hybrid: {exc}") from exc
+    from dste.kernels.launch_spmm import launch_spmm_hybrid as kernel_spmm
+
     if backend == "nkisim":
         from dste import nkisim
 

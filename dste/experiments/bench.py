@@ -840,9 +840,6 @@ def main(argv=None) -> int:
     return 1 if run_bench(argv)["errors"] else 0
 
 
-add_arguments = add_bench_arguments
-"""The name ``dste.cli`` looks up for a subcommand's options."""
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -66,3 +66,22 @@ def test_quick_run_end_to_end(tmp_path, capsys):
     assert table_lines[0].startswith("SMOKE RUN (--quick") and table_lines[1].startswith("policy")
     assert report["smoke_run"] is True and "SMOKE RUN" in printed
     assert (out / "controller_seed0.pt").is_file()
+
+
+def test_a_fault_inside_dste_keeps_its_traceback(monkeypatch):
+    """Bad options are one-line usage errors; a TypeError raised inside the job is a fault and propagates."""
+    import dste.experiments.pipeline as pipeline
+
+    def broken(*args, **kwargs):
+        raise TypeError("unsupported operand type(s)")
+
+    monkeypatch.setattr(pipeline, "run", broken)
+    with pytest.raises(TypeError, match="unsupported operand"):
+        main(["run", "--quick", "--no-progress"])
+
+
+def test_every_subcommand_is_offered():
+    from dste.cli import SUBCOMMANDS, build_parser
+
+    help_text = build_parser().format_help()
+    assert set(SUBCOMMANDS) == {"run", "bench"} and all(name in help_text for name in SUBCOMMANDS)

@@ -121,6 +121,6 @@ def monkeypatch_session():
     patch.setattr(pipeline, "run", refuse)
     patch.setattr(pipeline, "_load_base", refuse)
     bench = cli.SUBCOMMANDS["bench"]
-    patch.setitem(cli.SUBCOMMANDS, "bench", (bench[0], bench[1], refuse, bench[3]))
+    patch.setitem(cli.SUBCOMMANDS, "bench", (bench[0], bench[1], refuse))
     yield patch
     patch.undo()
