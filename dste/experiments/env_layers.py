@@ -29,10 +29,12 @@ __all__ = ["LayerEvaluator", "setting_of", "state_rows", "LAYER_RUNS_KEPT", "LAY
 LAYER_RUNS_KEPT = 4096
 """Layer runs (output + report) kept per evaluator, least recently used dropped: one per (snapshot, prefix of
 actions, action); the outputs dominate the memory (n x width float32 each)."""
-LAYER_RUN_BYTES_KEPT = 2 << 30
+LAYER_RUN_BYTES_KEPT = 4 << 30
 """...and at most this many bytes of their outputs: on a Cora-sized graph the count mostly binds (4096 runs
-of 2,708 x 64 float32 would be 2.8 GB; most are 2,708 x 7), on larger graphs the bytes do (one PubMed-sized output is 5 MB, an
-arxiv-sized one 43 MB), so the cache never outgrows the machine."""
+of 2,708 x 64 float32 would be 2.8 GB; most are 2,708 x 7), on larger graphs the bytes do (one PubMed-sized output
+is 5 MB, an arxiv-sized one 43 MB), so the cache never outgrows the machine. 4 GiB holds every first-layer run of
+a PubMed-sized graph's twelve training snapshots (48 actions x 12 x 5 MB = 2.9 GB): with less, the controller's
+random exploration keeps evicting runs it asks for again."""
 
 
 STATE_ROWS = 4096
