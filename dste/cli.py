@@ -72,6 +72,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                              "controller checkpoint (default ./runs/<timestamp>)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 1 seed, 6 snapshots, at most 100 episodes and 60 epochs")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="seeds run in this many worker processes at once (default 1); the numbers do not "
+                             "change, only the wall time and the memory (one job's worth per worker)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
@@ -83,6 +86,7 @@ def _run_main(args: argparse.Namespace) -> int:
         model=args.model, hidden=args.hidden, epochs=args.epochs, lambda_latency=args.lambda_latency,
         budget=args.budget, budget_penalty=args.budget_penalty, target=args.target, out=args.out, quick=args.quick, progress=not args.no_progress,
         stream=args.stream, fallback=not args.no_fallback, oracle=args.oracle, frontier=not args.no_frontier,
+        jobs=args.jobs,
     )
     report = run(config)
     print(format_table(report["summary"], config.target, quick=config.quick))

@@ -96,12 +96,13 @@ class RunConfig:
     fallback: bool = True
     oracle: bool = False
     frontier: bool = True
+    jobs: int = 1
 
     def __post_init__(self) -> None:
         if self.quick:
             self.seeds, self.snapshots = min(self.seeds, 1), min(self.snapshots, 6)
             self.episodes, self.epochs, self.timing_repeats = min(self.episodes, 100), min(self.epochs, 60), 1
-        for name in ("seeds", "episodes", "hidden", "epochs", "timing_repeats"):
+        for name in ("seeds", "episodes", "hidden", "epochs", "timing_repeats", "jobs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
@@ -584,6 +585,46 @@ def _single_threaded():
         torch.set_num_threads(threads)
 
 
+class _NoProgress:
+    def set_postfix_str(self, text: str) -> None:
+        pass
+
+
+def _run_seed_in_worker(config: RunConfig, base, seed: int) -> dict:
+    with _single_threaded():
+        return _run_seed(config, base, seed, _NoProgress())
+
+
+def _run_seeds(config: RunConfig, base) -> list[dict]:
+    """Per seed, ``_run_seed``'s result, in seed order.
+
+    With ``jobs > 1`` the seeds run in that many worker processes (spawned: a fresh interpreter each), each on
+    one thread as the sequential job is, so the numbers do not depend on ``jobs``; only the measured CPU times
+    do, since the workers share the machine's cores.
+    """
+    jobs = min(config.jobs, config.seeds)
+    with tqdm(total=config.seeds, desc="dste run (seeds)", disable=not show_progress(config)) as bar:
+        if jobs == 1:
+            results = []
+            with _single_threaded():
+                for seed in range(config.seeds):
+                    results.append(_run_seed(config, base, seed, bar))
+                    bar.update()
+            return results
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        worker_config = replace(config, progress=False)
+        bar.set_postfix_str(f"{jobs} worker processes")
+        by_seed = {}
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_run_seed_in_worker, worker_config, base, seed): seed for seed in range(config.seeds)}
+            for future in as_completed(futures):
+                by_seed[futures[future]] = future.result()
+                bar.update()
+        return [by_seed[seed] for seed in range(config.seeds)]
+
+
 def run(config: RunConfig) -> dict:
     """Run the main job; writes ``results.json``, ``accuracy_vs_latency.png``, ``table.txt`` and the DQN
     checkpoint of the first seed to the output directory, and returns the JSON-able report."""
@@ -593,10 +634,7 @@ def run(config: RunConfig) -> dict:
         raise ValueError(f"--out {out} is an existing file; give a directory (it is created if missing)")
     out.mkdir(parents=True, exist_ok=True)
     base = _load_base(config)
-    per_seed = []
-    with _single_threaded(), tqdm(range(config.seeds), desc="dste run (seeds)", disable=not show_progress(config)) as bar:
-        for seed in bar:
-            per_seed.append(_run_seed(config, base, seed, bar))
+    per_seed = _run_seeds(config, base)
     checkpoint = per_seed[0].pop("agent").save(out / "controller_seed0.pt")
     for entry in per_seed[1:]:
         entry.pop("agent")

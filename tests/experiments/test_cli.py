@@ -85,3 +85,19 @@ def test_every_subcommand_is_offered():
 
     help_text = build_parser().format_help()
     assert set(SUBCOMMANDS) == {"run", "bench"} and all(name in help_text for name in SUBCOMMANDS)
+
+
+@pytest.mark.slow
+def test_seeds_in_worker_processes_give_the_same_numbers(tmp_path):
+    """--jobs 2 runs the seeds in spawned processes, each on one thread as the sequential job: every figure
+    but the measured CPU times is the same."""
+    reports = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}"
+        assert main(["run", "--seeds", "2", "--snapshots", "4", "--episodes", "8", "--epochs", "10", "--hidden", "8",
+                     "--no-frontier", "--jobs", str(jobs), "--out", str(out), "--no-progress"]) == 0
+        reports[jobs] = json.loads((out / "results.json").read_text())
+    for policy, row in reports[1]["summary"].items():
+        for name, value in row.items():
+            if "cpu" not in name:
+                assert reports[2]["summary"][policy][name] == value, (policy, name)
