@@ -21,6 +21,8 @@ DEV = [
     "pytest==9.2.0",
     "pytest-benchmark==5.3.1",
     "hypothesis==6.170.17",
+    "pytest-xdist==3.8.0",
+    "execnet==2.1.2",
 ]
 
 setup(

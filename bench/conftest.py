@@ -76,3 +76,12 @@ def workload(workloads_of, graph_name, order):
 @pytest.fixture
 def rounds(request):
     return request.config.getoption("--bench-rounds")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """Benchmarks run in one process: pytest.ini's ``-n auto`` (for the test suite) would spread them over
+    workers that time each other, and pytest-benchmark turns itself off under xdist."""
+    if getattr(config.option, "dist", "no") != "no" or getattr(config.option, "numprocesses", None):
+        config.option.dist = "no"
+        config.option.numprocesses = 0

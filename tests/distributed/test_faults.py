@@ -8,6 +8,8 @@ from dste.distributed import DistributedJobError, spawn
 from tests.distributed.graphs import shuffled_graph
 from tests.distributed.workers import DIED_EXIT_CODE, gcn_then_die, stall_then_continue
 
+pytestmark = pytest.mark.multiprocess  # every test here spawns a process group
+
 FAILURE_BOUND_S = 60.0
 COLLECTIVE_TIMEOUT_S = 20.0
 

@@ -10,6 +10,8 @@ import pytest
 from dste.distributed import GCNWeights, gcn_reference, partition_nodes, run_gcn_inference, spawn
 from tests.distributed.graphs import gcn_float64, shuffled_graph, toggle_edges
 
+pytestmark = pytest.mark.multiprocess  # every test here spawns a process group
+
 HIDDEN, CLASSES = 64, 8
 # Both paths sum the same fp32 products per output row, but in a different order (the local block's
 # encoded order differs from the whole graph's), over rows of ~5 neighbours times 64-1433 features:
