@@ -13,15 +13,17 @@ from tests.controller.toy_env import ToyEnv
 REWARD = RewardConfig(lambda_latency=0.2)
 
 
-def _train(seed=0, episodes=300):
+def _train(seed=0, episodes=300, select_every=25):
     env = ToyEnv()
-    config = TrainConfig(episodes=episodes, select_every=25, dqn=DQNConfig(seed=seed), reward=REWARD)
+    config = TrainConfig(episodes=episodes, select_every=select_every, dqn=DQNConfig(seed=seed), reward=REWARD)
     return env, train_controller(env, config)
 
 
 def test_training_is_reproducible_from_its_seed():
-    env_a, a = _train(seed=7, episodes=120)
-    env_b, b = _train(seed=7, episodes=120)
+    # 80 episodes of 2 steps: past learn_starts (64 transitions) about 100 updates, so both runs draw
+    # exploration, replay batches and gradient steps from the seed; the checkpoints' scores already move.
+    env_a, a = _train(seed=7, episodes=80)
+    env_b, b = _train(seed=7, episodes=80)
     for key, tensor in a.agent.q.state_dict().items():
         assert torch.equal(tensor, b.agent.q.state_dict()[key]), key
     assert a.episode_rewards == b.episode_rewards
@@ -32,7 +34,9 @@ def test_training_is_reproducible_from_its_seed():
 
 
 def test_training_improves_reward_and_beats_static_policies_on_heldout():
-    env, result = _train(seed=0, episodes=600)
+    # 250 episodes: the reward curve rises by ~0.19 (10x the bar) and the DQN beats the best static action on
+    # the held-out snapshots by ~0.026, as after 600.
+    env, result = _train(seed=0, episodes=250)
     curve = result.reward_curve(window=40)
     assert curve[-1] > curve[0] + 0.02  # exploration-included reward rises as epsilon decays and Q improves
 
@@ -73,13 +77,15 @@ def test_lead_in_snapshots_are_run_unscored_and_carry_their_masks():
 
 
 def test_checkpoints_that_score_alike_form_the_returned_ensemble():
-    env, result = _train(seed=2, episodes=200)
+    # eight checkpoints, as with 200 episodes every 25, at 120 episodes every 15
+    env, result = _train(seed=2, episodes=120, select_every=15)
+    assert len(result.selection_scores) == 8
     best = max(score for _, score in result.selection_scores)
     tied = sum(score >= best - TrainConfig().ensemble_tolerance for _, score in result.selection_scores)
     assert result.agent.ensemble_size == tied
     env_b = ToyEnv()
     strict = train_controller(
-        env_b, TrainConfig(episodes=200, select_every=25, dqn=DQNConfig(seed=2), reward=REWARD, ensemble_tolerance=0.0)
+        env_b, TrainConfig(episodes=120, select_every=15, dqn=DQNConfig(seed=2), reward=REWARD, ensemble_tolerance=0.0)
     )
     assert strict.agent.ensemble_size == sum(score == best for _, score in strict.selection_scores)
     with pytest.raises(ValueError, match="ensemble_tolerance"):
