@@ -76,8 +76,11 @@ def test_run_bench_writes_json_plot_and_report(tmp_path):
 
 
 def test_quick_limits_the_run(tmp_path):
-    results = bench.run_bench(_args(tmp_path, "--quick", "--no-plot", "--no-simulator", "--no-proposals"),
-                              stream=io.StringIO())
+    # one order is enough here: --quick limits widths, targets and X modes, not orders
+    results = bench.run_bench(
+        _args(tmp_path, "--quick", "--no-plot", "--no-simulator", "--no-proposals", "--orders", "reordered"),
+        stream=io.StringIO())
+    assert {r["order"] for r in results["modelled"]} == {"reordered"}
     assert {r["features"] for r in results["cpu_spmm"]} == {128}
     assert {(r["target"], r["x_mode"]) for r in results["modelled"]} == {("trn2", "int8-hybrid")}
     assert {r["hi_fraction"] for r in results["modelled"]} == set(bench.DEFAULT_HI_FRACTIONS)
@@ -156,7 +159,8 @@ def test_a_failing_step_is_reported_and_the_rest_still_runs(tmp_path, monkeypatc
         raise RuntimeError("simulator exploded")
 
     monkeypatch.setattr(bench, "simulator_speed", broken)
-    args = _args(tmp_path, "--quick", "--no-plot", "--no-proposals")
+    # one order and one FP16 share keep every step running, each on less work
+    args = _args(tmp_path, "--quick", "--no-plot", "--no-proposals", "--orders", "reordered", "--hi-fraction", "0.01")
     assert bench.main(args) == 1
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["errors"] == [{"step": "simulator speed", "error": "RuntimeError: simulator exploded"}]
