@@ -159,7 +159,7 @@ def block_model_of(graph: Graph) -> BlockModel:
     homophily = graph.edge_homophily()
     if not np.isfinite(homophily):
         homophily = 1.0
-    model_communities = graph.y.astype(np.int64) if graph.communities is None else _renumber_by_class(graph.y, communities)
+    model_communities = graph.y.astype(np.int64) if graph.communities is None else _renumber_by_class(graph.y, graph.communities)
     locality = homophily if graph.communities is None else min(graph.community_locality(), homophily)
     return BlockModel(graph.y.astype(np.int64), model_communities, graph.degrees() + 1.0, homophily, locality)
 

@@ -94,6 +94,19 @@ def test_stream_over_a_loaded_graph_uses_labels_as_blocks(planetoid_root):
     assert abs(step.graph.edge_homophily() - cora.edge_homophily()) < 0.02
 
 
+def test_stream_over_a_saved_graph_with_communities(tmp_path):
+    """A generated graph saved and loaded back keeps its communities but not the generator's block model: the
+    stream fits one from labels and communities (this used to raise a NameError)."""
+    from dste.data import load_npz, save_npz
+
+    graph = make_graph("cora-like", seed=0, num_nodes=900, num_edges=2400, num_features=32, num_val=200, num_test=300)
+    loaded = load_npz(save_npz(graph, tmp_path / "small.npz"))
+    assert loaded.communities is not None and "block_model" not in loaded.meta
+    step = SnapshotStream(loaded, StreamParams(num_snapshots=2, edge_churn=0.05), seed=0)[1]
+    np.testing.assert_array_equal(step.changed_rows, rows_that_differ(loaded.adj, step.graph.adj))
+    assert step.graph.num_nodes == loaded.num_nodes
+
+
 @pytest.mark.parametrize(
     "knobs, message",
     [
