@@ -48,9 +48,15 @@ def test_run_config_rejects_bad_model():
 
 
 def test_quick_run_end_to_end(tmp_path, capsys):
+    """The whole job on a small generated graph read from an .npz bundle (as a user's own graph would be)."""
+    from dste.data import make_graph, save_npz
+
+    graph = make_graph("cora-like", seed=0, num_nodes=900, num_edges=2400, num_features=512, num_val=200,
+                       num_test=300)
+    bundle = save_npz(graph, tmp_path / "small.npz")
     out = tmp_path / "run"
-    assert main(["run", "--quick", "--snapshots", "4", "--episodes", "8", "--epochs", "20", "--hidden", "16", "--out", str(out),
-                 "--no-progress"]) == 0
+    assert main(["run", "--quick", "--dataset", str(bundle), "--snapshots", "4", "--episodes", "8", "--epochs", "20",
+                 "--hidden", "16", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "DSTE (DQN, latency budget)" in printed and "static 50% sparse INT8" in printed and "modelled" in printed
     report = json.loads((out / "results.json").read_text())
