@@ -71,6 +71,10 @@ def spmm(A, X, backend: str | None = None) -> torch.Tensor:
     a NumPy array, or ``HybridRows`` (dequantized for the ``cpu`` backend; handed to the kernel as is for
     ``nkisim``/``neuron``). Returns a torch tensor ``[N, F]`` with X's dtype (float32 for HybridRows).
     ``backend``: ``cpu`` | ``nkisim`` | ``neuron`` | ``auto``; ``None`` reads ``DSTE_BACKEND``.
+
+    A bare ``DSTEMatrix`` is wrapped afresh on every call, which rebuilds its CPU operands (measured at 20k nodes,
+    F = 32: 13.4 ms per call against 1.8 ms through a kept ``DSTETensor``); for repeated products wrap it once,
+    ``a = DSTETensor(A)``, and pass ``a``.
     """
     a = as_dste_tensor(A)
     name = resolve_backend(backend)
