@@ -45,7 +45,9 @@ def round_half_even_saturate(x, dtype) -> np.ndarray:
     low, high = info.min, info.max
     if dtype == np.int8:
         low = -INT8_QMAX  # symmetric range: -128 is never produced
-    return np.clip(np.rint(x), low, high).astype(dtype)
+    rounded = np.rint(x)
+    np.clip(rounded, low, high, out=rounded)  # in place: the hybrid-row quantizer runs on whole feature matrices
+    return rounded.astype(dtype)
 
 
 def int8_scale(values, axis=None) -> np.ndarray:
@@ -85,7 +87,8 @@ def device_int8_scale(values, axis) -> np.ndarray:
 def device_quantize_int8(values, scale) -> np.ndarray:
     """Device quantization ``rne_sat(values * fp32(1 / scale))`` with float32 products."""
     inverse = (np.float32(1.0) / np.asarray(scale, dtype=np.float32)).astype(np.float32)
-    return round_half_even_saturate((np.asarray(values, dtype=np.float32) * inverse).astype(np.float32), np.int8)
+    product = np.multiply(np.asarray(values, dtype=np.float32), inverse, dtype=np.float32)
+    return round_half_even_saturate(product, np.int8)
 
 
 def masked_quant_host(values, keep, sensitivity, threshold):
