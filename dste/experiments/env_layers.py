@@ -21,7 +21,7 @@ from dste.controller.env import FP32_ACTION, LayerReport
 from dste.controller.state import activation_features, graph_features
 from dste.gnn.execution import CompressedModel, GraphInference, LayerRun
 from dste.gnn.footprint import layer_bytes, pass_bytes
-from dste.gnn.latency import SHARE_PRICED_NODES, LatencyModel
+from dste.gnn.latency import LatencyModel, prices_fp16_rows_by_count
 from dste.gnn.settings import FP32_SETTING, LayerSetting
 
 __all__ = ["LayerEvaluator", "setting_of", "state_rows", "LAYER_RUNS_KEPT", "LAYER_RUN_BYTES_KEPT", "STATE_ROWS"]
@@ -158,7 +158,7 @@ class LayerEvaluator:
             raise ValueError(f"layer must lie in [0, {self.num_layers}), got {layer}")
         key = (int(n), int(layer))
         if key not in self._latency_tables:
-            if self.graphs[int(n)].num_nodes > SHARE_PRICED_NODES:
+            if prices_fp16_rows_by_count(self.graphs[int(n)].num_nodes):
                 # FP16 rows are priced by their count here, so the price needs the layer's operands only: no
                 # layer is run (on a PubMed-sized graph running every action was most of the controller's time)
                 inference = self.inference(int(n))

@@ -18,7 +18,7 @@ from dste.kernels.plan import plan_launches
 from .dense_cost import dense_matmul_latency_us
 from .execution import CompressedModel, LayerOperands, LayerRun
 
-__all__ = ["LatencyModel"]
+__all__ = ["LatencyModel", "prices_fp16_rows_by_count"]
 
 
 SHARE_PRICED_NODES = 8192
@@ -27,6 +27,12 @@ SHARE_PRICED_NODES = 8192
 the run chose. Which rows are FP16 changes with every earlier layer's action, so exact pricing traced the
 kernel again for almost every run of a second layer: on a PubMed-sized graph that was most of the job. On
 smaller graphs (Cora-sized: every default-run figure) the exact rows are priced, as before."""
+
+
+def prices_fp16_rows_by_count(num_nodes: int) -> bool:
+    """Whether a hybrid X on a graph of ``num_nodes`` nodes is priced for its share of FP16 rows (so a layer
+    can be priced from :class:`LayerOperands`) rather than for the rows its run chose."""
+    return num_nodes > SHARE_PRICED_NODES
 
 
 class LatencyModel:
@@ -88,7 +94,7 @@ class LatencyModel:
         matrix = run.adjacency
         if isinstance(run, LayerOperands):
             rows, n_hi = None, run.n_fp16_rows
-            if n_hi is not None and run.num_nodes <= SHARE_PRICED_NODES:
+            if n_hi is not None and not prices_fp16_rows_by_count(run.num_nodes):
                 raise ValueError(
                     f"a hybrid-X SpMM on {run.num_nodes} nodes (<= SHARE_PRICED_NODES = {SHARE_PRICED_NODES}) is "
                     "priced for the exact FP16 rows of its run: pass the LayerRun, not LayerOperands"
@@ -96,7 +102,7 @@ class LatencyModel:
         else:
             rows = run.spmm_rows
             n_hi = None if rows is None else int(rows.hi_rows.size)
-        by_share = n_hi is not None and run.num_nodes > SHARE_PRICED_NODES
+        by_share = n_hi is not None and prices_fp16_rows_by_count(run.num_nodes)
         if n_hi is None:
             hi_key = None
         elif by_share:
