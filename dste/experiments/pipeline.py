@@ -585,14 +585,9 @@ def _single_threaded():
         torch.set_num_threads(threads)
 
 
-class _NoProgress:
-    def set_postfix_str(self, text: str) -> None:
-        pass
-
-
 def _run_seed_in_worker(config: RunConfig, base, seed: int) -> dict:
-    with _single_threaded():
-        return _run_seed(config, base, seed, _NoProgress())
+    with _single_threaded(), tqdm(disable=True) as no_bar:
+        return _run_seed(config, base, seed, no_bar)
 
 
 def _run_seeds(config: RunConfig, base) -> list[dict]:
