@@ -15,3 +15,6 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import torch  # noqa: E402  (after the thread variables, on purpose)
 
 torch.set_num_threads(1)
+
+# pytest's own in-process runner, for tests that check how the repository's pytest.ini selects tests
+pytest_plugins = ["pytester"]

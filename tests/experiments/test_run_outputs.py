@@ -1,7 +1,6 @@
 """dste run's outputs: smoke-run labelling, progress bars only on a terminal, a two-panel plot, --out errors."""
 
 import io
-import subprocess
 import sys
 from pathlib import Path
 
@@ -96,11 +95,14 @@ def test_out_naming_a_file_is_a_usage_error(tmp_path, capsys):
     assert exit_info.value.code == 2
 
 
-def test_pytest_alone_skips_slow_tests_and_dash_m_slow_selects_them(tmp_path):
-    sample = tmp_path / "test_sample.py"
-    sample.write_text("import pytest\n\n@pytest.mark.slow\ndef test_long():\n    pass\n\ndef test_short():\n    pass\n")
-    command = [sys.executable, "-m", "pytest", "-c", str(REPO / "pytest.ini"), "--rootdir", str(tmp_path), str(sample), "--collect-only", "-q"]
-    default = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
-    assert "test_short" in default.stdout and "test_long" not in default.stdout
-    slow = subprocess.run(command + ["-m", "slow"], capture_output=True, text=True, cwd=tmp_path)
-    assert "test_long" in slow.stdout and "test_short" not in slow.stdout
+def test_pytest_alone_skips_slow_tests_and_dash_m_slow_selects_them(pytester):
+    """Collects a sample file under the repository's own pytest.ini (``-c``), in this process (pytester): the
+    same option parsing as a fresh ``python -m pytest``, without two interpreter start-ups."""
+    sample = pytester.makepyfile(
+        test_sample="import pytest\n\n@pytest.mark.slow\ndef test_long():\n    pass\n\ndef test_short():\n    pass\n"
+    )
+    command = ["-c", str(REPO / "pytest.ini"), "--rootdir", str(pytester.path), str(sample), "--collect-only", "-q"]
+    default = pytester.runpytest_inprocess(*command).stdout.str()
+    assert "test_short" in default and "test_long" not in default
+    slow = pytester.runpytest_inprocess(*command, "-m", "slow").stdout.str()
+    assert "test_long" in slow and "test_short" not in slow
