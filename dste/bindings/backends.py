@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 
 import torch
 
@@ -62,12 +63,27 @@ def neuron_available() -> bool:
         return False
 
 
-@torch.compiler.assume_constant_result
+def _assume_constant_result(fn):
+    """``torch.compiler.assume_constant_result(fn)`` without importing ``torch._dynamo`` at import time.
+
+    That decorator imports Dynamo (about 1 s of CPU, most of ``import dste``'s time) only to set one marker
+    attribute on ``fn`` (torch 2.13: ``torch._dynamo.decorators.assume_constant_result``), which Dynamo reads
+    when it traces a call. Once Dynamo is loaded the real decorator is used; before, the same attribute is set
+    directly, so a later ``torch.compile`` sees an identical function (checked by
+    ``tests/bindings/test_backends.py`` against the real decorator).
+    """
+    if "torch._dynamo" in sys.modules:
+        return torch.compiler.assume_constant_result(fn)
+    fn._dynamo_marked_constant = True
+    return fn
+
+
+@_assume_constant_result
 def _backend_from_environment() -> str:
     return os.environ.get(BACKEND_ENV_VAR, DEFAULT_BACKEND).strip().lower() or DEFAULT_BACKEND
 
 
-@torch.compiler.assume_constant_result
+@_assume_constant_result
 def _auto_backend() -> str:
     return "neuron" if neuron_available() else "cpu"
 

@@ -113,3 +113,33 @@ def test_masked_quant_cpu_matches_reference():
         torch.ops.dste.masked_quant.default,
         (torch.from_numpy(values), torch.from_numpy(keep), torch.from_numpy(sensitivity), 0.02, "cpu"),
     )
+
+
+def test_backend_lookups_carry_the_marker_of_torchs_own_assume_constant_result(monkeypatch):
+    """``dste.bindings.backends`` marks its lookups without importing Dynamo; the marking must be exactly what
+    ``torch.compiler.assume_constant_result`` does, or compiled graphs would trace the lookups instead."""
+    import sys
+
+    from dste.bindings import backends
+
+    def probe() -> str:
+        return "cpu"
+
+    def real_marked() -> str:
+        return "cpu"
+
+    def sentinel() -> str:
+        return "cpu"
+
+    torch.compiler.assume_constant_result(real_marked)
+    with monkeypatch.context() as patch:  # the branch taken when dste is imported before Dynamo
+        patch.delitem(sys.modules, "torch._dynamo")
+        backends._assume_constant_result(probe)
+    added_by_torch = set(vars(real_marked)) - set(vars(sentinel))
+    assert added_by_torch and {name: getattr(real_marked, name) for name in added_by_torch} == {
+        name: getattr(probe, name, None) for name in added_by_torch
+    }
+    for lookup in (backends._backend_from_environment, backends._auto_backend):
+        assert {name: getattr(lookup, name, None) for name in added_by_torch} == {
+            name: getattr(real_marked, name) for name in added_by_torch
+        }

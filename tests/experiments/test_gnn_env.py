@@ -1,3 +1,5 @@
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -14,13 +16,22 @@ from dste.gnn import gather_aware_keep, make_model, train_fp32
 SMALL_CORA = dict(num_nodes=1_200, num_edges=2_340, num_features=500, num_val=300, num_test=600)
 
 
-@pytest.fixture(scope="module", params=["gcn", "sage"])
-def env(request):
+@functools.lru_cache(maxsize=None)
+def _trained_env(kind: str) -> GNNCompressionEnv:
+    """One environment per model kind and test process. pytest-xdist's work stealing can hand a worker this
+    module's tests of one kind in several runs, between which a module fixture would be torn down and built
+    again (training included), its layer runs and traced launch shapes lost; every test starts with its own
+    ``reset``, as it did when the fixture's tests shared one instance."""
     stream = make_stream(make_graph("cora-like", seed=0, **SMALL_CORA), num_snapshots=5, seed=0)
     graphs = [s.graph for s in stream]
-    model = make_model(graphs[0], request.param, hidden=32, seed=0)
+    model = make_model(graphs[0], kind, hidden=32, seed=0)
     train_fp32(model, graphs[0], epochs=30, patience=30)
     return GNNCompressionEnv(model, graphs, [0, 1, 2], [3, 4])
+
+
+@pytest.fixture(scope="module", params=["gcn", "sage"])
+def env(request):
+    return _trained_env(request.param)
 
 
 def _episode(env, snapshot, actions):
