@@ -21,11 +21,19 @@ def tiny_files(tmp_path_factory):
     return {part: (folder / f"ind.citeseer.{part}").read_bytes() for part in PARTS}, reference
 
 
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    """One folder for every example's files: each example writes all the files it loads again (a folder
+    per example left hundreds of folders and over a thousand files per run to create and later delete)."""
+    return tmp_path_factory.mktemp("fuzz-scratch")
+
+
 @settings(max_examples=150)
 @given(data=st.data())
-def test_corrupted_planetoid_files_are_refused_or_consistent(tiny_files, data, tmp_path_factory):
+def test_corrupted_planetoid_files_are_refused_or_consistent(tiny_files, data, scratch):
     files, reference = tiny_files
-    folder = tmp_path_factory.mktemp("bad")
+    folder = scratch / "planetoid"
+    folder.mkdir(exist_ok=True)
     target = data.draw(st.sampled_from(PARTS))
     for part, content in files.items():
         if part == target:
@@ -65,7 +73,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWar
 
 @settings(max_examples=60)
 @given(data=st.data())
-def test_corrupted_npz_bundles_are_refused_or_unchanged(npz_bytes, data, tmp_path_factory):
+def test_corrupted_npz_bundles_are_refused_or_unchanged(npz_bytes, data, scratch):
     original, graph = npz_bytes
     content = bytearray(original)
     if data.draw(st.booleans()):
@@ -73,7 +81,7 @@ def test_corrupted_npz_bundles_are_refused_or_unchanged(npz_bytes, data, tmp_pat
     else:
         offset = data.draw(st.integers(0, len(content) - 1))
         content[offset] ^= data.draw(st.integers(1, 255))
-    path = tmp_path_factory.mktemp("badnpz") / "g.npz"
+    path = scratch / "g.npz"
     path.write_bytes(bytes(content))
     try:
         loaded = load_npz(path)

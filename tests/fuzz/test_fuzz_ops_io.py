@@ -130,13 +130,20 @@ def saved_file(tmp_path_factory):
     return E, path.read_bytes()
 
 
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    """One folder for every example's file, overwritten by each example (a folder per example left hundreds
+    of folders per run to create and later delete); a stale file would not equal the example's matrix."""
+    return tmp_path_factory.mktemp("fuzz-scratch")
+
+
 @settings(max_examples=100)
 @given(A=sparse_values(max_n=50, max_m=50), kinds=st.sampled_from(["faithful", "auto", "bin", "int8"]))
-def test_save_load_round_trip_is_exact(A, kinds, tmp_path_factory):
+def test_save_load_round_trip_is_exact(A, kinds, scratch):
     E = _encoded(A, kinds)
     if E is None:
         return
-    path = tmp_path_factory.mktemp("rt") / "m.npz"
+    path = scratch / "round-trip.npz"
     E.save(path)
     L = load(path)
     assert L.shape == E.shape and L.encode_policy == E.encode_policy
@@ -145,7 +152,7 @@ def test_save_load_round_trip_is_exact(A, kinds, tmp_path_factory):
 
 @settings(max_examples=150)
 @given(data=st.data())
-def test_a_corrupted_file_is_refused_or_loads_unchanged(saved_file, data, tmp_path_factory):
+def test_a_corrupted_file_is_refused_or_loads_unchanged(saved_file, data, scratch):
     E, original = saved_file
     corrupt = bytearray(original)
     how = data.draw(st.sampled_from(["flip", "truncate", "zero"]))
@@ -155,7 +162,7 @@ def test_a_corrupted_file_is_refused_or_loads_unchanged(saved_file, data, tmp_pa
         for _ in range(data.draw(st.integers(1, 4))):
             offset = data.draw(st.integers(0, len(original) - 1))
             corrupt[offset] = 0 if how == "zero" else corrupt[offset] ^ data.draw(st.integers(1, 255))
-    path = tmp_path_factory.mktemp("bad") / "m.npz"
+    path = scratch / "corrupted.npz"
     path.write_bytes(bytes(corrupt))
     try:
         L = load(path)
