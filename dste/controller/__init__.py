@@ -4,8 +4,9 @@ level and an FP16 threshold.
     M_{n+1} = f(M_n, G_{n+1}, A_n)
 
 ``state`` builds the 64-dim state, ``actions`` the discrete grid, ``reward`` the accuracy-latency trade-off,
-``dqn`` the learner, ``guard`` the latency-budget action mask, ``env`` the environment protocol, ``trainer`` the training loop and ``baselines`` the
-static/random/greedy policies and the shared evaluation harness.
+``dqn`` the learner, ``guard`` the latency-budget action mask, ``projection`` a static plan fitted to each
+snapshot's budget (the controller's conservative fallback), ``env`` the environment protocol, ``trainer`` the
+training loop and ``baselines`` the static/random/greedy policies and the shared evaluation harness.
 """
 
 from dste.controller.actions import Action, ActionSpace
@@ -23,15 +24,16 @@ from dste.controller.dqn import CheckpointError, DQNAgent, DQNConfig
 from dste.controller.guard import BudgetGuard
 from dste.controller.env import FP32_ACTION, CompressionEnv, EpisodeOutcome, LayerReport
 from dste.controller.reward import RewardConfig
+from dste.controller.projection import BudgetProjectedPlan, plan_values
 from dste.controller.oracle import FALLBACK_MARGINS, OracleChoice, calibrate_margin, pareto_front, snapshot_oracle, static_sweep
 from dste.controller.schedule import BudgetScheduleEnv
 from dste.controller.state import FEATURE_NAMES, STATE_DIM, MaskSummary, StateNormalizer
 from dste.controller.trainer import TrainConfig, TrainResult, train_controller
 
 __all__ = [
-    "Action", "ActionSpace", "BudgetGuard", "BudgetScheduleEnv", "FALLBACK_MARGINS", "OracleChoice", "calibrate_margin",
+    "Action", "ActionSpace", "BudgetGuard", "BudgetProjectedPlan", "BudgetScheduleEnv", "FALLBACK_MARGINS", "OracleChoice", "calibrate_margin",
     "pareto_front", "snapshot_oracle", "static_sweep", "CheckpointError", "CompressionEnv", "DQNAgent", "DQNConfig", "DQNPolicy",
     "EpisodeOutcome", "FEATURE_NAMES", "FP32_ACTION", "LayerReport", "MaskSummary", "Policy", "PolicyResult",
     "RandomPolicy", "RewardConfig", "STATE_DIM", "StateNormalizer", "StaticPolicy", "TrainConfig",
-    "TrainResult", "greedy_search", "run_policy", "static_baselines", "train_controller",
+    "TrainResult", "greedy_search", "run_policy", "static_baselines", "train_controller", "plan_values",
 ]

@@ -82,21 +82,23 @@ class DQNPolicy(Policy):
     """The trained controller, acting greedily on its Q-values, among the actions ``guard`` allows if given
     a ``dste.controller.guard.BudgetGuard`` (bound to the environment the policy runs on).
 
-    ``fallback`` (one action index per layer, e.g. greedy search's static choice) makes it conservative: where
-    the fallback action is allowed and the best allowed Q-value exceeds the fallback's by no more than
-    ``margin``, the fallback is taken. The Q-values of a network trained on a dozen snapshots are estimates;
-    a gap smaller than their noise is no evidence that leaving a static action that was measured to work will
-    pay. ``margin = inf`` acts like the static action wherever it fits the budget and adapts only where it does
-    not; ``margin = 0`` is the plain greedy DQN (ties go to the fallback).
+    ``fallback`` (a policy, e.g. greedy search's plan fitted to each snapshot's budget by
+    ``dste.controller.projection.BudgetProjectedPlan``; a list of action indices means that static plan) makes
+    it conservative: where the fallback's action is allowed and the best allowed Q-value exceeds the fallback's
+    by no more than ``margin``, the fallback's action is taken. The Q-values of a network trained on a dozen
+    snapshots are estimates; a gap smaller than their noise is no evidence that leaving a plan that was
+    measured to work will pay. ``margin = inf`` acts like the fallback wherever its action fits the budget;
+    ``margin = 0`` is the plain greedy DQN (ties go to the fallback).
     """
 
     def __init__(self, agent, name: str = "dste_dqn", guard=None, fallback=None, margin: float = 0.0) -> None:
-        if fallback is not None:
-            fallback = [int(a) for a in fallback]
-            if any(not 0 <= a < len(agent.action_space) for a in fallback):
+        if fallback is not None and not isinstance(fallback, Policy):
+            actions = [int(a) for a in fallback]
+            if any(not 0 <= a < len(agent.action_space) for a in actions):
                 raise ValueError(
-                    f"DQNPolicy: fallback actions {fallback} must be action indices in [0, {len(agent.action_space)})"
+                    f"DQNPolicy: fallback actions {actions} must be action indices in [0, {len(agent.action_space)})"
                 )
+            fallback = StaticPolicy("fallback", actions)
         if not (margin >= 0):  # also refuses NaN
             raise ValueError(f"DQNPolicy: margin must be >= 0 (inf allowed), got {margin!r}")
         self.agent, self.name, self.guard = agent, name, guard
@@ -106,29 +108,25 @@ class DQNPolicy(Policy):
 
     def begin(self) -> None:
         self.fallback_taken = self.decisions = 0
+        if self.fallback is not None:
+            self.fallback.begin()
 
     def choose(self, state: np.ndarray, layer: int) -> int:
         allowed = None if self.guard is None else self.guard.allowed(layer)
         chosen = self.agent.act(state, epsilon=0.0, allowed=allowed)
         self.decisions += 1
-        if self.fallback is None or layer >= len(self.fallback):
+        if self.fallback is None:
             return chosen
-        static = self.fallback[layer]
+        conservative = self.fallback.choose(state, layer)
+        if not 0 <= conservative < len(self.agent.action_space):
+            return chosen  # e.g. FP32_ACTION: outside the network's grid, nothing to compare
+        if allowed is not None and not allowed[conservative]:
+            return chosen
         q = self.agent.q_values(state)
-        if allowed is None or allowed[static]:
-            if q[chosen] - q[static] <= self.margin:
-                self.fallback_taken += int(chosen != static)
-                return static
-            return chosen
-        # The static action does not fit this snapshot's budget: among the allowed actions whose Q-values the
-        # network cannot tell from its best (within the margin), move as few grid levels away from the static
-        # action as fitting needs; a larger step is a change the Q-values did not earn.
-        space = self.agent.action_space
-        target = np.array(space.level_indices(static))
-        candidates = [a for a in np.flatnonzero(allowed) if q[a] >= q[chosen] - self.margin]
-        nearest = min(candidates, key=lambda a: (int(np.abs(np.array(space.level_indices(int(a))) - target).sum()), -q[a]))
-        self.fallback_taken += int(int(nearest) != chosen)
-        return int(nearest)
+        if q[chosen] - q[conservative] <= self.margin:
+            self.fallback_taken += int(chosen != conservative)
+            return conservative
+        return chosen
 
 
 @dataclass

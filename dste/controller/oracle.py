@@ -86,7 +86,7 @@ def calibrate_margin(
     env: CompressionEnv,
     agent,
     guard,
-    fallback: Sequence[int],
+    fallback,
     reward: RewardConfig,
     snapshots: Sequence[int],
     margins: Sequence[float] = FALLBACK_MARGINS,
@@ -94,7 +94,8 @@ def calibrate_margin(
 ) -> tuple[float, dict]:
     """The margin of ``DQNPolicy(agent, guard=guard, fallback=fallback, margin=...)`` with the best mean reward on
     ``snapshots``; unless some margin beats the most conservative one (the last) by more than ``min_gain``, the
-    most conservative wins. Returns (margin, scores).
+    most conservative wins. Returns (margin, scores). ``fallback``: a policy or a list of static actions (see
+    ``DQNPolicy``).
 
     Why 0.02 (10 validation nodes of 500): the snapshots scored here are the ones the agent trained on, so its
     gains on them are optimistic. Measured with ``dste run`` (3 seeds, 600 episodes, 12 snapshots; cora-like

@@ -11,8 +11,9 @@ Per seed s:
      (``dste.controller.guard``), the checkpoint chosen by its reward on the training snapshots;
   4. the same controller trained accuracy-first: no latency budget, a memory ceiling of uniform INT8's
      footprint, and agreement with the FP32 predictions as its (label-free) accuracy term;
-  5. every policy -- FP32, uniform INT8, static 50 % sparse INT8, uniform FP16, random, greedy search and both
-     DQN controllers -- run by the same harness on the held-out snapshots (which continue the stream: each
+  5. every policy -- FP32, uniform INT8, static 50 % sparse INT8, uniform FP16, random, greedy search, greedy
+     search's plan fitted to each snapshot's budget (``dste.controller.projection``; also the budgeted DQN's
+     conservative fallback) and both DQN controllers -- run by the same harness on the held-out snapshots (which continue the stream: each
      policy first passes, unscored, through the last training snapshot): test accuracy, modelled latency
      (trn2), memory footprint (graph, features, weights, activations), and measured CPU time of one
      inference through the DSTE torch ops.
@@ -39,8 +40,10 @@ from dste.controller import (
     FP32_ACTION,
     ActionSpace,
     BudgetGuard,
+    BudgetProjectedPlan,
     BudgetScheduleEnv,
     calibrate_margin,
+    plan_values,
     pareto_front,
     snapshot_oracle,
     static_sweep,
@@ -64,6 +67,7 @@ POLICY_LABELS = {
     "fp16": "uniform FP16",
     "random": "random policy",
     "greedy": "greedy search",
+    "greedy_projected": "greedy, fitted per budget",
     "dste_dqn": "DSTE (DQN, latency budget)",
     "dste_dqn_unbudgeted": "DSTE (DQN, accuracy first)",
     "static_hindsight": "best static in hindsight",
@@ -253,15 +257,17 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     bar.set_postfix_str(f"seed {seed}: baselines and evaluation")
     greedy = greedy_search(env, reward, train_ids, progress=show_progress(config))
     guard = BudgetGuard(env, reward)
+    # Greedy's plan fitted to each snapshot's budget (label-free): a baseline, and the DQN's fallback.
+    projected = BudgetProjectedPlan(greedy.actions, plan_values(env, reward, greedy.actions, train_ids), guard)
     margin, margin_scores = 0.0, {}
     if config.fallback:
-        # Conservative fallback: keep greedy's static action unless the Q-values separate from it by more
+        # Conservative fallback: keep the projected plan's action unless the Q-values separate from it by more
         # than a margin chosen on the training snapshots (see DQNPolicy and calibrate_margin).
-        margin, margin_scores = calibrate_margin(env, trained.agent, guard, greedy.actions, reward, train_ids)
+        margin, margin_scores = calibrate_margin(env, trained.agent, guard, projected, reward, train_ids)
     dqn_policy = DQNPolicy(
-        trained.agent, guard=guard, fallback=greedy.actions if config.fallback else None, margin=margin
+        trained.agent, guard=guard, fallback=projected if config.fallback else None, margin=margin
     )
-    policies = static_baselines(env) + [RandomPolicy(len(env.action_space), seed=seed), greedy, dqn_policy]
+    policies = static_baselines(env) + [RandomPolicy(len(env.action_space), seed=seed), greedy, projected, dqn_policy]
     if config.oracle:
         # The best static policy in hindsight: greedy search on the held-out snapshots themselves.
         hindsight = greedy_search(env, reward, heldout_ids)
@@ -421,7 +427,7 @@ def _frontier_summary(per_seed: list[dict], summary: dict) -> dict | None:
             "name": row["name"], "kind": "static",
             **{key: float(np.mean([r[key] for r in rows])) for key in ("accuracy", "latency_us", "bytes", "reward")},
         })
-    for name in ("greedy", "dste_dqn", "dste_dqn_unbudgeted", "static_hindsight"):
+    for name in ("greedy", "greedy_projected", "dste_dqn", "dste_dqn_unbudgeted", "static_hindsight"):
         if name in summary:
             s = summary[name]
             points.append({

@@ -1,0 +1,136 @@
+"""The budget-projected plan: the most valuable plan that fits each snapshot's budget, and the DQN's fallback."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from dste.controller import (
+    BudgetGuard,
+    BudgetProjectedPlan,
+    BudgetScheduleEnv,
+    DQNPolicy,
+    RewardConfig,
+    StaticPolicy,
+    plan_values,
+    run_policy,
+)
+from dste.controller.env import FP32_ACTION
+
+from .toy_env import ToyEnv
+
+BUDGET = 0.6  # of the toy's reference latency (4 us): the unpruned plan does not fit
+
+
+def _brute_force_plan(env, values, budget_us):
+    """The most valuable (a0, a1) whose latencies sum within the budget, by enumerating every pair."""
+    n = len(env.action_space)
+    best, best_value = None, -np.inf
+    for a0, a1 in itertools.product(range(n), range(n)):
+        if env._latency(0, a0) + env._latency(1, a1) <= budget_us + 1e-12:
+            value = values[0, a0] + values[1, a1]
+            if value > best_value:
+                best, best_value = (a0, a1), value
+    return best
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_projection_picks_the_most_valuable_plan_that_fits(seed):
+    env = ToyEnv()
+    guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=(2, len(env.action_space)))
+    policy = BudgetProjectedPlan([0, 0], values, guard)
+    result = run_policy(env, policy, [0])
+    expected = _brute_force_plan(env, values, BUDGET * env.reference_latency(0))
+    assert tuple(result.outcomes[0].actions) == expected
+    assert result.outcomes[0].latency_us <= BUDGET * env.reference_latency(0) + 1e-9
+
+
+def test_a_plan_that_fits_and_is_worth_most_is_kept():
+    env = ToyEnv()
+    space = env.action_space
+    plan = [space.nearest(0.75, 0.0), space.nearest(0.25, 0.0)]
+    values = np.zeros((2, len(space)))
+    values[0, plan[0]] = values[1, plan[1]] = 1.0
+    guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
+    assert env._latency(0, plan[0]) + env._latency(1, plan[1]) <= BUDGET * env.reference_latency(0)
+    assert run_policy(env, BudgetProjectedPlan(plan, values, guard), [0, 1]).outcomes[1].actions == plan
+
+
+def test_without_a_budget_the_plan_runs_unchanged_and_when_nothing_fits_the_cheapest_action_runs():
+    env = ToyEnv()
+    values = np.zeros((2, len(env.action_space)))
+    free = BudgetProjectedPlan([5, 7], values, BudgetGuard(env, RewardConfig()))
+    assert run_policy(env, free, [0]).outcomes[0].actions == [5, 7]
+    impossible = BudgetProjectedPlan([5, 7], values, BudgetGuard(env, RewardConfig(budget=0.01)))
+    cheapest = [int(np.argmin(env.latency_table(0, layer))) for layer in range(2)]
+    assert run_policy(env, impossible, [0]).outcomes[0].actions == cheapest
+
+
+def test_per_snapshot_budgets_move_the_projection():
+    toy = ToyEnv(n_train=4, n_heldout=2)
+    fp32_us = sum(toy._latency(layer, FP32_ACTION) for layer in range(2))
+    env = BudgetScheduleEnv(toy, lambda n: 0.9 if n % 2 else 0.3, lambda n: fp32_us)
+    values = -np.array([[toy.action_space[a].sparsity for a in range(len(toy.action_space))]] * 2)  # pruning costs
+    policy = BudgetProjectedPlan([0, 0], values, BudgetGuard(env, RewardConfig()))
+    loose, tight = run_policy(env, policy, [1, 2]).outcomes
+    assert loose.latency_us > tight.latency_us
+    for outcome in (loose, tight):
+        assert outcome.latency_us <= env.budget_fraction(outcome.snapshot) * env.reference_latency(outcome.snapshot) + 1e-9
+
+
+def test_plan_values_score_one_changed_layer_without_the_budget_penalty():
+    env = ToyEnv(n_train=3, n_heldout=1)
+    reward = RewardConfig(lambda_latency=0.05, budget=0.3, budget_penalty=5.0)
+    plan = [3, 9]
+    values = plan_values(env, reward, plan, [0, 1, 2])
+    unpenalized = RewardConfig(lambda_latency=0.05)
+    for layer, action in ((0, 17), (1, 40), (0, plan[0])):
+        trial = list(plan)
+        trial[layer] = action
+        expected = run_policy(env, StaticPolicy("t", trial), [0, 1, 2]).mean_reward(unpenalized)
+        assert values[layer, action] == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "plan, values, message",
+    [([0], np.zeros((2, 48)), "plan"), ([0, 48], np.zeros((2, 48)), "plan"), ([0, 0], np.zeros((2, 5)), "shape"),
+     ([0, 0], np.full((2, 48), np.nan), "finite")],
+)
+def test_bad_plans_and_values_are_refused(plan, values, message):
+    with pytest.raises(ValueError, match=message):
+        BudgetProjectedPlan(plan, values, BudgetGuard(ToyEnv(), RewardConfig(budget=BUDGET)))
+
+
+class FixedQ:
+    """An agent stand-in with fixed Q-values per layer (state[0] carries the layer)."""
+
+    def __init__(self, q):
+        from dste.controller.actions import ActionSpace
+
+        self.q, self.action_space = np.asarray(q, float), ActionSpace()
+
+    def q_values(self, state):
+        return self.q[int(state[0])]
+
+    def act(self, state, epsilon=0.0, allowed=None):
+        q = self.q_values(state).copy()
+        if allowed is not None:
+            q[~allowed] = -np.inf
+        return int(np.argmax(q))
+
+
+class ScriptedPolicy(StaticPolicy):
+    def choose(self, state, layer):
+        return self.actions[layer]
+
+
+def test_dqn_takes_the_fallback_policy_action_unless_its_q_values_separate():
+    q = np.zeros((2, 48))
+    q[0, 5], q[0, 7] = 0.010, 0.004
+    state = np.zeros(64)
+    fallback = ScriptedPolicy("projected", [7, 0])
+    assert DQNPolicy(FixedQ(q), fallback=fallback, margin=0.01).choose(state, 0) == 7
+    assert DQNPolicy(FixedQ(q), fallback=fallback, margin=0.005).choose(state, 0) == 5
+    assert DQNPolicy(FixedQ(q), fallback=[7, 0], margin=float("inf")).choose(state, 0) == 7
