@@ -64,7 +64,9 @@ class BudgetProjectedPlan(Policy):
     exhaustive over the remaining layers (48^(L - l) plans at layer l: instant for the two-layer models).
     """
 
-    def __init__(self, plan: Sequence[int], values: np.ndarray, guard: BudgetGuard, name: str = "greedy_projected") -> None:
+    def __init__(
+        self, plan: Sequence[int], values: np.ndarray, guard: BudgetGuard, name: str = "greedy_projected"
+    ) -> None:
         if not isinstance(guard, BudgetGuard):
             raise TypeError(f"guard must be a BudgetGuard, got {type(guard).__name__}")
         env = guard.env

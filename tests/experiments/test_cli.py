@@ -61,8 +61,8 @@ def test_quick_run_end_to_end(tmp_path, capsys):
     assert "DSTE (DQN, latency budget)" in printed and "static 50% sparse INT8" in printed and "modelled" in printed
     report = json.loads((out / "results.json").read_text())
     summary = report["summary"]
-    assert set(summary) == {"fp32", "int8", "static_sparse50_int8", "fp16", "random", "greedy", "greedy_projected", "dste_dqn",
-                            "dste_dqn_unbudgeted"}
+    assert set(summary) == {"fp32", "int8", "static_sparse50_int8", "fp16", "random", "greedy", "greedy_projected",
+                            "dste_dqn", "dste_dqn_unbudgeted"}
     for row in summary.values():
         assert 0.0 <= row["accuracy_mean"] <= 1.0
         assert row["latency_us_mean"] > 0 and row["bytes_mean"] > 0 and row["cpu_ms_mean"] > 0
