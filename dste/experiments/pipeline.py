@@ -14,9 +14,9 @@ Per seed s:
   5. every policy -- FP32, uniform INT8, static 50 % sparse INT8, uniform FP16, random, greedy search, greedy
      search's plan fitted to each snapshot's budget (``dste.controller.projection``; also the budgeted DQN's
      conservative fallback) and both DQN controllers -- run by the same harness on the held-out snapshots
-     (which continue the stream: each policy first passes, unscored, through the last training snapshot): test accuracy, modelled latency
-     (trn2), memory footprint (graph, features, weights, activations), and measured CPU time of one
-     inference through the DSTE torch ops.
+     (which continue the stream: each policy first passes, unscored, through the last training snapshot):
+     test accuracy, modelled latency (trn2), memory footprint (graph, features, weights, activations), and
+     measured CPU time of one inference through the DSTE torch ops.
 The job runs on one thread (BLAS and torch), so its numbers do not depend on the machine.
 Accuracies are reported as mean +/- std over seeds of the per-seed mean over held-out snapshots.
 """
