@@ -1,0 +1,171 @@
+"""The cpu backend's compressed forward pass: its float32 shortcuts give the bits of the HybridRows path.
+
+``GraphInference.forward(backend="cpu")`` hands ``dste.spmm`` and the weight product the dequantized values of
+every quantized operand directly (``fake_quantized_rows``, ``dequantized_hybrid_rows``) instead of building
+``HybridRows`` and dequantizing them. These tests compare bit patterns (float32 viewed as uint32, so -0.0 and
++0.0 differ) with the reference quantizer ``quantize_rows_by_fraction(...).dequantize()`` and with a forward
+pass written from the public pieces (``quantize_rows_by_fraction``, ``dste.spmm`` on ``HybridRows``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dste.bindings import spmm
+from dste.format.errors import DSTEFormatError
+from dste.format.hybrid_rows import MIN_ROW_MAGNITUDE
+from dste.gnn import FP32_SETTING, CompressedModel, GraphInference, LayerSetting, make_model, train_fp32
+from dste.gnn.execution import (
+    SENSITIVITY_CHUNK_BYTES,
+    _row_sensitivity,
+    dequantized_hybrid_rows,
+    fake_quantized_rows,
+)
+from dste.gnn.settings import quantize_rows_by_fraction, row_sensitivity
+
+from .test_compressed import _graph
+
+FRACTIONS = (0.0, 0.05, 0.37, 1.0)
+
+
+def _bits(a) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float32)).view(np.uint32)
+
+
+def _awkward_rows(seed: int, n: int = 200, width: int = 48) -> np.ndarray:
+    """Rows of very different magnitudes, zeros, an all-zero row, exact rounding ties and tiny negatives (which
+    round to -0.0 before the int8 cast)."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((n, width)) * 10.0 ** rng.uniform(-6, 4, (n, 1))).astype(np.float32)
+    x[rng.random((n, width)) < 0.2] = 0.0
+    x[1] = 0.0
+    x[2] = np.arange(width, dtype=np.float32) - width / 2 + 0.5  # ties after scaling
+    x[2, 0] = 127.0
+    x[3] = -1e-7
+    x[3, 0] = 1.0
+    x[4, 0] = 2e-36  # largest |x| just above the smallest allowed (a normal INT8 scale)
+    return x
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("fraction", FRACTIONS)
+def test_fake_quantized_rows_have_the_bits_of_the_dequantized_hybrid_rows(seed, fraction):
+    x = _awkward_rows(seed)
+    reference = quantize_rows_by_fraction(x, fraction).dequantize()
+    assert np.array_equal(_bits(fake_quantized_rows(torch.from_numpy(x), fraction)), _bits(reference))
+
+
+def test_fake_quantized_rows_of_an_empty_or_single_row_input():
+    for shape in ((0, 5), (3, 0), (1, 1), (1, 7)):
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        for fraction in FRACTIONS:
+            try:
+                reference = quantize_rows_by_fraction(x, fraction).dequantize()
+            except ValueError as refused:  # no columns to score rows by: the quantizer refuses, and so must this
+                with pytest.raises(type(refused)):
+                    fake_quantized_rows(torch.from_numpy(x), fraction)
+                continue
+            got = fake_quantized_rows(torch.from_numpy(x), fraction)
+            assert tuple(got.shape) == shape and np.array_equal(_bits(got), _bits(reference))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")  # the reference's own NumPy warnings on NaN/Inf
+@pytest.mark.parametrize(
+    "poison, fraction, error",
+    [
+        ((5, 3, np.nan), 0.0, ValueError),
+        ((5, 3, np.inf), 0.05, ValueError),
+        ((7, slice(None), MIN_ROW_MAGNITUDE / 4), 0.0, DSTEFormatError),  # subnormal INT8 scale
+        ((0, 0, 1e6), 1.0, DSTEFormatError),  # beyond float16 in an FP16 row
+    ],
+)
+def test_input_the_quantizer_refuses_raises_what_the_quantizer_raises(poison, fraction, error):
+    x = np.random.default_rng(1).standard_normal((20, 6)).astype(np.float32)
+    row, column, value = poison
+    x[row, column] = value
+    with pytest.raises(error) as expected:
+        quantize_rows_by_fraction(x, fraction)
+    with pytest.raises(error) as got:
+        fake_quantized_rows(torch.from_numpy(x), fraction)
+    assert str(got.value) == str(expected.value)
+
+
+@pytest.mark.parametrize("shape", [(200, 48), (3, 1), (1, 9)])
+def test_row_sensitivity_in_blocks_equals_the_reference_bit_for_bit(shape):
+    x = _awkward_rows(7, *shape) if shape[0] >= 5 else np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    assert np.array_equal(_row_sensitivity(torch.from_numpy(x)), row_sensitivity(x))
+
+
+def test_row_sensitivity_spanning_several_blocks_equals_the_reference():
+    width = 64
+    rows_per_block = SENSITIVITY_CHUNK_BYTES // (8 * width)
+    x = np.random.default_rng(3).standard_normal((2 * rows_per_block + 17, width)).astype(np.float32)
+    x[rows_per_block - 1 : rows_per_block + 1] = 0.0  # zero rows on a block boundary
+    assert np.array_equal(_row_sensitivity(torch.from_numpy(x)), row_sensitivity(x))
+
+
+@pytest.mark.parametrize("fraction", FRACTIONS)
+def test_dequantized_hybrid_rows_equal_numpy_dequantization(fraction):
+    rows = quantize_rows_by_fraction(_awkward_rows(5), fraction)
+    assert np.array_equal(_bits(dequantized_hybrid_rows(rows)), _bits(rows.dequantize()))
+
+
+# -- the whole forward pass ---------------------------------------------------------------------------------
+
+
+def _reference_forward(inference: GraphInference, settings) -> np.ndarray:
+    """The compressed GCN forward pass from public pieces: every quantized operand as HybridRows, dequantized
+    with NumPy, the SpMM through ``dste.spmm`` on those HybridRows."""
+    model = inference.model
+    h = inference.features()
+    for layer, setting in enumerate(settings):
+        kept = inference.kept_channels(layer, setting.channel_sparsity)
+        h = h if kept is None else np.ascontiguousarray(h[:, kept])
+        a = inference.tensor(inference.adjacency(layer, setting.edge_sparsity))
+        weight, effective = model.weight(layer, 0, setting, kept)
+        if setting.fp32:
+            message = torch.from_numpy(h) @ model.linears(layer)[0].weight.detach().t()
+            out = spmm(a, message, backend="cpu")
+        else:
+            x_used = quantize_rows_by_fraction(h, setting.fp16_fraction).dequantize()
+            message = torch.from_numpy(x_used) @ weight.dense_effective()
+            out = spmm(a, quantize_rows_by_fraction(message.numpy(), setting.fp16_fraction), backend="cpu")
+        out = out + torch.from_numpy(model.bias(layer))
+        h = (torch.relu(out) if layer < model.num_layers - 1 else out).numpy()
+    return h
+
+
+@pytest.fixture(scope="module")
+def gcn_inference():
+    graph = _graph(n=300, features=40, seed=4)
+    model = make_model(graph, "gcn", hidden=16, seed=4)
+    train_fp32(model, graph, epochs=30, lr=0.05, seed=4, patience=30)
+    return GraphInference(CompressedModel(model), graph)
+
+
+SETTINGS = [
+    [LayerSetting(), LayerSetting()],
+    [LayerSetting(edge_sparsity=0.5), LayerSetting(edge_sparsity=0.5)],
+    [LayerSetting(fp16_fraction=0.05, channel_sparsity=0.5), LayerSetting(fp16_fraction=0.05, channel_sparsity=0.5)],
+    [LayerSetting(fp16_fraction=1.0, channel_sparsity=0.25, edge_sparsity=0.75), FP32_SETTING],
+    [FP32_SETTING, LayerSetting(weight_sparsity=0.5, fp16_fraction=0.05)],
+]
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: "/".join(
+    "fp32" if x.fp32 else f"s{x.edge_sparsity}c{x.channel_sparsity}w{x.weight_sparsity}f{x.fp16_fraction}" for x in s))
+def test_cpu_forward_has_the_bits_of_the_hybrid_rows_path(gcn_inference, settings):
+    got = gcn_inference.forward(settings, backend="cpu").numpy()
+    assert np.array_equal(_bits(got), _bits(_reference_forward(gcn_inference, settings)))
+
+
+def test_cpu_forward_is_repeatable_and_leaves_the_stored_features_alone(gcn_inference):
+    settings = [LayerSetting(channel_sparsity=0.5)] * 2
+    first = gcn_inference.forward(settings).numpy().copy()
+    rows = gcn_inference.stored_feature_rows(gcn_inference.kept_channels(0, 0.5), 0.0)
+    q_before = rows.q.copy()
+    second = gcn_inference.forward(settings).numpy()
+    assert np.array_equal(_bits(first), _bits(second))
+    assert np.array_equal(rows.q, q_before)
