@@ -10,11 +10,21 @@ So the CPU path multiplies
     dX[col_perm] = B^T @ dY[row_perm]               (X-gradient)
 
 with ``B`` built once per matrix: int32 ``indptr``/``indices`` (int64 only past 2^31 - 1 entries) and the very
-float32 values of ``matrix.effective_csr()``. A matrix without a reordering (or an identity one), or small
-enough that X stays in cache in any order (``ORIGINAL_ORDER_MAX_COLS``), gets empty permutation tensors and
-``B = A``: the products skip the gather/scatter.
+float32 values of ``matrix.effective_csr()``. How much of the order ``B`` takes depends on the column count M:
 
-The product is SciPy's CSR @ dense kernel (it releases the GIL); large products are split by rows, balanced
+* ``M <= ORIGINAL_ORDER_MAX_COLS`` (or no reordering): ``B = A``, empty permutations. X stays cache-resident in
+  any order, so the product is torch's CSR kernel on the matrix as it is.
+* ``M <= ROW_ORDER_MAX_COLS``: rows in encoded order, column ids original (``col_perm`` empty, ``B = P_r A``).
+  Consecutive rows are neighbours, so the X rows they read are reused while in cache; X is read in place (an
+  X row of F >= 16 float32 is a whole cache line already, gathering it buys no spatial locality) and only Y
+  is gathered back, ``Y = Y_enc[P_r^-1]``. torch's CSR kernel again.
+* larger: both orders (``Y[row_perm] = B @ X[col_perm]``), SciPy's kernel: once X leaves the last-level cache
+  the gathered X's locality pays for its copy.
+
+Each row of ``B`` holds its entries in the order of A's row (column ids sorted), and the kernels sum a row in
+stored order, so the first two forms give the bits of ``A @ X`` in original order.
+
+The SciPy product releases the GIL; large products are split by rows, balanced
 by nonzeros, over ``torch.get_num_threads()`` threads, each thread also gathering its rows of Y back to
 original order. Measured at arxiv-scale, F=128, on 2 cores: torch.sparse.mm on the same encoded CSR with int32
 indices and ``index_select`` permutations was 2-2.5x slower than SciPy with NumPy permutations.
@@ -53,11 +63,15 @@ INT32_MAX = np.iinfo(np.int32).max
 # multiply-adds, up to 7 % at 2^24, < 5 % from 2^25; see the module docstring).
 PARALLEL_MIN_MULTIPLY_ADDS = 1 << 25
 # Matrices with at most this many columns are executed in original order (empty permutations): their X
-# (M x F floats) stays cache-resident in any order, so the gather and scatter only add cost. Measured on
-# cora-like (M = 2,708, F = 128, 1 thread): 207 us in original order against 388 us in encoded order with the
-# permutations; at 10k-16k nodes (1 thread, F = 64/128) original order with torch's CSR kernel is 15-45 %
-# faster than encoded order; from 30k nodes encoded order wins (2x at 30k, 2.3x at arxiv-scale).
-ORIGINAL_ORDER_MAX_COLS = 16384
+# (M x F floats) stays cache-resident in any order. At 5k nodes (shuffled CSBM, one thread, F = 32-128) torch's
+# CSR kernel took the same time in original order and in encoded row order with the Y gather (0.30/0.60/1.33
+# against 0.30/0.59/1.39 ms), so the order pays from about here.
+ORIGINAL_ORDER_MAX_COLS = 4096
+# Up to this many columns only the rows take the encoded order (see the module docstring). Shuffled CSBM graphs,
+# one thread, against torch.sparse.mm (int64 CSR): rows-only with torch's kernel 1.16-1.18x at 10k nodes and
+# 1.11-1.77x at 30k (F = 32-128), where both orders with SciPy's kernel were 0.70-1.09x; at 100k and F = 128
+# (X 51 MB, past the 32 MB last-level cache) both orders with SciPy were 2.3x, rows-only 1.3x.
+ROW_ORDER_MAX_COLS = 49152
 
 
 class EncodedCSR:
@@ -129,6 +143,8 @@ def build_encoded_csr(matrix) -> EncodedCSR:
     col_perm = _permutation(getattr(matrix, "col_perm", None), m, "col_perm")
     if m <= ORIGINAL_ORDER_MAX_COLS:
         row_perm = col_perm = None
+    elif m <= ROW_ORDER_MAX_COLS:
+        col_perm = None
     indptr, indices = csr.indptr, csr.indices
     if row_perm is not None:  # rows of B in encoded order: gather each original row's run of entries
         lengths = np.diff(indptr)[row_perm]
@@ -215,17 +231,21 @@ def _to_original_rows(encoded: np.ndarray, perm: np.ndarray) -> np.ndarray:
     return np.take(encoded, _inverse(perm), axis=0)
 
 
-def _cache_resident_product(crow, col, data, x: np.ndarray, n: int) -> np.ndarray:
-    """``A @ X`` of a matrix kept in original order (its X stays in cache): torch's CSR kernel on the same
-    int32 arrays, without copies. Measured on one thread, 3k-16k-node graphs, F = 64/128: 10-25 % faster
-    than SciPy's, which wins once X leaves the cache (the encoded-order path)."""
+def _torch_csr_product(crow, col, data, x: np.ndarray, row_perm: np.ndarray) -> np.ndarray:
+    """``A @ X`` of a matrix whose column ids are original (``B = A`` or ``B = P_r A``): torch's CSR kernel on
+    the int32 arrays without copies, then Y gathered back to original row order if the rows are permuted.
+    Measured on one thread, 3k-16k-node graphs, F = 64/128: 10-25 % faster than SciPy's kernel."""
+    n = crow.shape[0] - 1
     with warnings.catch_warnings():  # torch flags sparse CSR as beta on construction
         warnings.simplefilter("ignore", UserWarning)
         matrix = torch.sparse_csr_tensor(
             torch.from_numpy(crow), torch.from_numpy(col), torch.from_numpy(data), size=(n, x.shape[0]),
             check_invariants=False,
         )
-        return torch.sparse.mm(matrix, torch.from_numpy(x)).numpy()
+    y = torch.sparse.mm(matrix, torch.from_numpy(x))
+    if row_perm.size:  # numpy's inverse then torch's row gather: the fastest pair measured (10k x 128: 0.17 ms)
+        y = y.index_select(0, torch.from_numpy(_inverse(row_perm)))
+    return y.numpy()
 
 
 def encoded_spmm(crow, col, values, row_perm, col_perm, x: np.ndarray) -> np.ndarray:
@@ -235,10 +255,10 @@ def encoded_spmm(crow, col, values, row_perm, col_perm, x: np.ndarray) -> np.nda
     if n == 0 or width == 0:
         return np.zeros((n, width), dtype=x.dtype)
     data = values if values.dtype == x.dtype else values.astype(x.dtype)
+    if not col_perm.size and col.dtype == np.int32:
+        return _torch_csr_product(crow, col, data, x, row_perm)
     x_encoded = np.take(x, col_perm, axis=0) if col_perm.size else x
     blocks = _row_blocks(crow, _workers_for(col.shape[0], width))
-    if len(blocks) == 1 and not row_perm.size and not col_perm.size and col.dtype == np.int32:
-        return _cache_resident_product(crow, col, data, x, n)
     if len(blocks) == 1:
         y_encoded = np.asarray(sp.csr_matrix((data, col, crow), shape=(n, m)) @ x_encoded, dtype=x.dtype)
         return _to_original_rows(y_encoded, row_perm) if row_perm.size else y_encoded

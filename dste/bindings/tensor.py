@@ -60,12 +60,16 @@ class DSTETensor:
         self.values = self._encoded.values
         self.row_perm = self._encoded.row_perm
         self.col_perm = self._encoded.col_perm
+        self.host_operands = tuple(t.numpy() for t in self.op_operands)
+        self._shape = torch.Size(int(s) for s in matrix.shape)
         self.handle = registry.register(matrix)
 
     @property
     def op_operands(self) -> tuple[torch.Tensor, ...]:
         """``(crow_indices, col_indices, values, row_perm, col_perm)``: the matrix arguments of the ops."""
         return self.crow_indices, self.col_indices, self.values, self.row_perm, self.col_perm
+
+    # host_operands: the same five arrays as NumPy views (no copies), what the cpu backend's kernel takes
 
     def resident_nbytes(self) -> int:
         """Bytes of the CPU operands this wrapper keeps alive."""
@@ -74,7 +78,7 @@ class DSTETensor:
     # -- tensor-like metadata -------------------------------------------------------------------------------
     @property
     def shape(self) -> torch.Size:
-        return torch.Size(int(s) for s in self.matrix.shape)
+        return self._shape
 
     def size(self, dim: int | None = None):
         return self.shape if dim is None else self.shape[dim]

@@ -61,10 +61,14 @@ def _assert_reordered(matrix):
     assert matrix.n_windows > 1
 
 
-@pytest.fixture(autouse=True)
-def encoded_order_for_small_matrices(monkeypatch):
-    """These matrices are small; lift the size rule so their operands really are permuted."""
+@pytest.fixture(autouse=True, params=["rows", "rows+columns"])
+def encoded_order_for_small_matrices(request, monkeypatch):
+    """These matrices are small; lift the size rules so their operands really are permuted, in both encoded
+    forms: rows only (column ids original, torch's CSR kernel) and rows and columns (SciPy's kernel)."""
     monkeypatch.setattr(encoded_csr, "ORIGINAL_ORDER_MAX_COLS", 0)
+    if request.param == "rows+columns":
+        monkeypatch.setattr(encoded_csr, "ROW_ORDER_MAX_COLS", 0)
+    return request.param
 
 
 @pytest.fixture(params=sorted(MATRICES))
@@ -202,11 +206,13 @@ def test_nan_in_x_is_still_rejected(reordered):
         db.spmm(reordered, x, backend="cpu")
 
 
-def test_building_the_operands_leaves_no_cached_copy_in_the_matrix():
+def test_building_the_operands_leaves_no_cached_copy_in_the_matrix(encoded_order_for_small_matrices):
     matrix = _permuted_rectangular()
     a = db.DSTETensor(matrix)
     assert matrix._effective_csr is None  # only B stays resident
     n, m = matrix.shape
     nnz = a.nnz
+    permuted = n + (m if encoded_order_for_small_matrices == "rows+columns" else 0)  # rows-only: no column perm
+    assert a.col_perm.numel() == permuted - n
     # int32 indptr + int32 indices + float32 values + int64 permutations
-    assert a.resident_nbytes() == 4 * (n + 1) + 8 * nnz + 8 * (n + m)
+    assert a.resident_nbytes() == 4 * (n + 1) + 8 * nnz + 8 * permuted

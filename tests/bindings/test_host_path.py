@@ -1,0 +1,148 @@
+"""The cpu backend's host path: the rows-only encoded form and ``dste.spmm``'s direct call of the kernel.
+
+* Rows-only form (``ORIGINAL_ORDER_MAX_COLS < M <= ROW_ORDER_MAX_COLS``): ``B = P_r A`` with original column
+  ids, torch's CSR kernel, Y gathered back. Each row keeps A's entries in A's order, so the product has the
+  bits of the original-order product.
+* ``dste.spmm`` on a plain eager tensor calls the kernel without dispatching ``dste::spmm_hybrid``; the result
+  must be the op's, bit for bit, and every case where torch needs to see the op (autograd, dispatch modes,
+  the profiler) must still dispatch it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import dste.bindings as db
+from dste.bindings import encoded_csr, registry
+from dste.format import gcn_normalized
+
+FORMS = {
+    "original": {"ORIGINAL_ORDER_MAX_COLS": 1 << 30},
+    "rows": {"ORIGINAL_ORDER_MAX_COLS": 0},
+    "rows+columns": {"ORIGINAL_ORDER_MAX_COLS": 0, "ROW_ORDER_MAX_COLS": 0},
+}
+
+
+def _community_graph(n=600, communities=12, seed=0):
+    """Communities of consecutive ids, then ids shuffled: the encoder reorders rows and columns."""
+    rng = np.random.default_rng(seed)
+    size = n // communities
+    rows, cols = [], []
+    for c in range(communities):
+        members = np.arange(c * size, (c + 1) * size)
+        rows.append(rng.choice(members, 6 * size))
+        cols.append(rng.choice(members, 6 * size))
+    rows.append(rng.integers(0, n, n))
+    cols.append(rng.integers(0, n, n))
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    shuffle = rng.permutation(n)
+    adjacency = sp.csr_matrix((np.ones(rows.size, np.float32), (shuffle[rows], shuffle[cols])), shape=(n, n))
+    adjacency = ((adjacency + adjacency.T) > 0).astype(np.float32)
+    return gcn_normalized(sp.csr_matrix(adjacency))
+
+
+@pytest.fixture(scope="module")
+def matrix():
+    matrix = _community_graph()
+    assert matrix.row_perm is not None and matrix.col_perm is not None
+    return matrix
+
+
+def _wrapper(matrix, form, monkeypatch):
+    with monkeypatch.context() as patch:
+        for name, value in FORMS[form].items():
+            patch.setattr(encoded_csr, name, value)
+        return db.DSTETensor(matrix)
+
+
+def _bits(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy().view(np.uint32 if t.dtype == torch.float32 else np.uint64)
+
+
+def test_each_form_holds_the_permutations_it_uses(matrix, monkeypatch):
+    n, m = matrix.shape
+    sizes = {form: (_wrapper(matrix, form, monkeypatch).row_perm.numel(),
+                    _wrapper(matrix, form, monkeypatch).col_perm.numel()) for form in FORMS}
+    assert sizes == {"original": (0, 0), "rows": (n, 0), "rows+columns": (n, m)}
+
+
+def test_rows_only_form_keeps_each_row_of_a_in_order(matrix, monkeypatch):
+    a = _wrapper(matrix, "rows", monkeypatch)
+    effective = matrix.effective_csr()
+    b = sp.csr_matrix((a.values.numpy(), a.col_indices.numpy(), a.crow_indices.numpy()), shape=matrix.shape)
+    expected = effective[a.row_perm.numpy()]
+    np.testing.assert_array_equal(b.indptr, expected.indptr)
+    np.testing.assert_array_equal(b.indices, expected.indices)
+    np.testing.assert_array_equal(b.data, expected.data)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rows_only_product_has_the_bits_of_the_original_order_product(matrix, monkeypatch, dtype):
+    x = torch.randn(matrix.shape[1], 24, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    original = db.spmm(_wrapper(matrix, "original", monkeypatch), x, backend="cpu")
+    rows_only = db.spmm(_wrapper(matrix, "rows", monkeypatch), x, backend="cpu")
+    assert rows_only.dtype == dtype
+    assert np.array_equal(_bits(rows_only), _bits(original))
+    # and both agree with SciPy in float64 (float32 products: summation order and rounding only)
+    reference = matrix.effective_csr().astype(np.float64) @ x.double().numpy()
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-12
+    np.testing.assert_allclose(rows_only.double().numpy(), reference, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_direct_call_equals_the_dispatched_op(matrix, monkeypatch, form):
+    a = _wrapper(matrix, form, monkeypatch)
+    x = torch.randn(matrix.shape[1], 7, generator=torch.Generator().manual_seed(1))
+    direct = db.spmm(a, x, backend="cpu")
+    dispatched = torch.ops.dste.spmm_hybrid(*a.op_operands, x, a.handle, registry.NO_HANDLE, "cpu")
+    assert np.array_equal(_bits(direct), _bits(dispatched))
+    strided = torch.randn(7, matrix.shape[1]).t()  # a non-contiguous X takes the same path
+    assert np.array_equal(_bits(db.spmm(a, strided, backend="cpu")), _bits(db.spmm(a, strided.contiguous())))
+
+
+class _RecordOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_dispatch_mode_still_sees_the_op(matrix):
+    a = db.DSTETensor(matrix)
+    x = torch.randn(matrix.shape[1], 3)
+    with _RecordOps() as recorder:
+        db.spmm(a, x, backend="cpu")
+    assert any("dste.spmm_hybrid" in name for name in recorder.names)
+
+
+def test_autograd_goes_through_the_op_and_its_gradient(matrix):
+    a = db.DSTETensor(matrix)
+    x = torch.randn(matrix.shape[1], 3, requires_grad=True)
+    y = db.spmm(a, x, backend="cpu")
+    assert y.grad_fn is not None
+    y.sum().backward()
+    expected = matrix.effective_csr().T @ np.ones((matrix.shape[0], 3), np.float32)
+    np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_profiler_records_the_op(matrix):
+    a = db.DSTETensor(matrix)
+    x = torch.randn(matrix.shape[1], 3)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        db.spmm(a, x, backend="cpu")
+    assert any("dste::spmm_hybrid" in event.name for event in profile.events())
+
+
+def test_direct_call_still_refuses_non_finite_x(matrix):
+    a = db.DSTETensor(matrix)
+    x = torch.randn(matrix.shape[1], 3)
+    x[5, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        db.spmm(a, x, backend="cpu")
