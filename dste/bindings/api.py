@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -27,12 +29,19 @@ def is_hybrid_rows(obj) -> bool:
 def _all_finite(x: torch.Tensor) -> bool:
     """No NaN and no Inf in ``x``.
 
-    NumPy's min and max propagate NaN, so both are finite exactly when every element is: two vectorised
-    reductions on a view, no temporary array and no torch thread-pool entry (arxiv-scale X [169343, 128]
-    float32 on 2 cores: 4.6 ms, against 148 ms for ``torch.isfinite(x).all()`` and 9.3 ms for
-    ``np.isfinite(x).all()``).
+    On one thread: a finite sum (one pass of torch's vectorised reduction) proves every value finite, since a
+    NaN or Inf anywhere makes the sum NaN or Inf; only a non-finite sum (which finite values can also give, by
+    overflowing) is checked exactly. Interleaved with products, so X is not cache-resident: 10k x 128 float32
+    66 us against 124 us for the exact check, arxiv-scale 2.6 against 5.6 ms.
+    With more threads, torch's reduction enters its thread pool, which on a loaded 2-core machine waited 4-8 ms
+    per call; then the exact check alone. It is NumPy's min and max, both finite exactly when every element is
+    (they propagate NaN): two vectorised reductions on a view, no temporary and no thread-pool entry
+    (arxiv-scale X [169343, 128] float32 on 2 cores: 4.6 ms, against 148 ms for ``torch.isfinite(x).all()`` and
+    9.3 ms for ``np.isfinite(x).all()``).
     """
     if x.numel() == 0:
+        return True
+    if torch.get_num_threads() == 1 and math.isfinite(x.detach().sum().item()):
         return True
     values = x.detach().numpy()
     return bool(np.isfinite(values.min()) and np.isfinite(values.max()))

@@ -1,0 +1,185 @@
+"""CPU inference of the compressed model against FP32, and ``dste.spmm`` against ``torch.sparse.mm`` (stand-alone).
+
+    python bench/cpu_inference.py [--threads 1] [--repeats 7] [--old-revision e85fa5c]
+    python bench/cpu_inference.py --part spmm --threads 2 --sizes 5000,10000,20000,30000
+
+Everything measured here is CPU wall time in this process, min of ``--repeats`` interleaved rounds (one call of
+every contender per round), after one warm-up call each.
+
+* ``--part inference``: a two-layer GCN (hidden 64, trained 30 epochs) on ``cora-like``, ``citeseer-like``,
+  ``pubmed-like`` and a shuffled 10k-node CSBM graph (arxiv-scale's shape, ``bench/test_scaling.py``), run
+  through the torch ops (``GraphInference.forward``, cpu backend) under FP32, uniform INT8, 50 % edge-sparse
+  INT8 and FP16 5 % with 50 % of the input channels pruned. "old" is ``dste/gnn/execution.py`` of
+  ``--old-revision`` loaded beside the current one (same process, same bindings: its SpMM calls get the current
+  bindings' speed, so old/new understates the whole change); the logits of both are compared bit for bit.
+* ``--part spmm``: ``Y = A @ X`` on shuffled CSBM graphs (arxiv-scale's shape) at each size and F = 32/64/128:
+  ``dste.spmm`` through a kept ``DSTETensor``; "old dste.spmm" = the operand layout of ``--old-revision``'s
+  ``encoded_csr.build_encoded_csr`` dispatched through the op with the finiteness check, as the old
+  ``dste.spmm`` did; ``torch.sparse.mm`` on the fp32 CSR with torch's default int64 indices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+DEFAULT_OLD_REVISION = "e85fa5c"  # the tree before the cpu-path changes of this script's table
+GRAPHS = ("cora-like", "citeseer-like", "pubmed-like", "csbm-10k")
+SIZES = (5_000, 10_000, 20_000, 30_000)
+WIDTHS = (32, 64, 128)
+
+
+def _module_at(revision: str, path: str, name: str):
+    """``path`` as it was at ``revision``, imported as module ``name`` (relative imports made absolute)."""
+    source = subprocess.run(["git", "-C", str(REPOSITORY), "show", f"{revision}:{path}"], check=True,
+                            capture_output=True, text=True).stdout
+    package = path.rsplit("/", 1)[0].replace("/", ".")
+    source = source.replace("from .", f"from {package}.")
+    folder = Path(tempfile.mkdtemp(prefix="dste-old-"))
+    (folder / f"{name}.py").write_text(source)
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _graph(name: str):
+    from dste.data import load_dataset
+
+    if name == "csbm-10k":
+        sys.path.insert(0, str(REPOSITORY / "bench"))
+        from test_scaling import scaled_graph
+
+        return scaled_graph(10_000)
+    return load_dataset(name)
+
+
+def inference_rows(old_revision: str, repeats: int) -> list[dict]:
+    import numpy as np
+
+    from dste.experiments import bench
+    from dste.gnn import FP32_SETTING, CompressedModel, GraphInference, LayerSetting, make_model, train_fp32
+
+    old = _module_at(old_revision, "dste/gnn/execution.py", "dste_old_execution")
+    actions = {
+        "FP32": FP32_SETTING,
+        "INT8": LayerSetting(),
+        "50% edges INT8": LayerSetting(edge_sparsity=0.5),
+        "FP16 5% + 50% channels": LayerSetting(fp16_fraction=0.05, channel_sparsity=0.5),
+    }
+    rows = []
+    for graph_name in GRAPHS:
+        graph = _graph(graph_name)
+        model = make_model(graph, "gcn", hidden=64, seed=0)
+        train_fp32(model, graph, epochs=30, seed=0, patience=30)
+        new_inference = GraphInference(CompressedModel(model), graph)
+        old_inference = old.GraphInference(old.CompressedModel(model), graph)
+        contenders, identical = {}, {}
+        for label, setting in actions.items():
+            settings = [setting, setting]
+            new_logits = new_inference.forward(settings, backend="cpu").numpy()
+            old_logits = old_inference.forward(settings, backend="cpu").numpy()
+            identical[label] = bool(np.array_equal(new_logits.view(np.uint32), old_logits.view(np.uint32)))
+            contenders[("old", label)] = lambda s=settings: old_inference.forward(s, backend="cpu")
+            contenders[("new", label)] = lambda s=settings: new_inference.forward(s, backend="cpu")
+        timings = bench.time_interleaved(contenders, repeats, warmup=1)
+        for label in actions:
+            rows.append({
+                "graph": graph_name, "nodes": graph.num_nodes, "features": int(graph.x.shape[1]), "action": label,
+                "old_ms": timings[("old", label)]["min_s"] * 1e3, "new_ms": timings[("new", label)]["min_s"] * 1e3,
+                "old_over_fp32": timings[("old", label)]["min_s"] / timings[("old", "FP32")]["min_s"],
+                "new_over_fp32": timings[("new", label)]["min_s"] / timings[("new", "FP32")]["min_s"],
+                "bit_identical": identical[label],
+            })
+    return rows
+
+
+def spmm_rows(old_revision: str, sizes, repeats: int) -> list[dict]:
+    import numpy as np
+    import torch
+
+    import dste
+    from dste.bindings import api, registry
+    from dste.experiments import bench
+
+    old_csr = _module_at(old_revision, "dste/bindings/encoded_csr.py", "dste_old_encoded_csr")
+    sys.path.insert(0, str(REPOSITORY / "bench"))
+    from test_scaling import scaled_graph
+
+    rows = []
+    for n in sizes:
+        matrix = dste.gcn_normalized(scaled_graph(n).adj, reorder="community")
+        wrapper = dste.DSTETensor(matrix)
+        csr = wrapper.to_scipy()
+        old = old_csr.build_encoded_csr(matrix)
+        old_operands = (old.crow_indices, old.col_indices, old.values, old.row_perm, old.col_perm)
+        torch64 = bench._torch_csr(csr, np.int64)
+        for width in WIDTHS:
+            x = torch.from_numpy(np.random.default_rng(0).standard_normal((n, width)).astype(np.float32))
+
+            def old_spmm(x=x):
+                api._check_finite(x, "X")
+                return torch.ops.dste.spmm_hybrid(*old_operands, x, wrapper.handle, registry.NO_HANDLE, "cpu")
+
+            contenders = {
+                "dste.spmm": lambda x=x: dste.spmm(wrapper, x, backend="cpu"),
+                "old dste.spmm": old_spmm,
+                "torch.sparse.mm": lambda x=x: torch.sparse.mm(torch64, x),
+            }
+            bench.check_parity(contenders, csr @ x.numpy())
+            timings = bench.time_interleaved(contenders, repeats, warmup=1)
+            ms = {name: t["min_s"] * 1e3 for name, t in timings.items()}
+            rows.append({"nodes": n, "nnz": int(csr.nnz), "F": width, "threads": torch.get_num_threads(),
+                         "form": "rows" if wrapper.col_perm.numel() == 0 and wrapper.row_perm.numel() else
+                         "original" if wrapper.row_perm.numel() == 0 else "rows+columns",
+                         **{f"{name}_ms": value for name, value in ms.items()},
+                         "new_speedup": ms["torch.sparse.mm"] / ms["dste.spmm"],
+                         "old_speedup": ms["torch.sparse.mm"] / ms["old dste.spmm"]})
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=("inference", "spmm", "both"), default="both")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
+    parser.add_argument("--old-revision", default=DEFAULT_OLD_REVISION)
+    args = parser.parse_args(argv)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = str(args.threads)
+    import warnings
+
+    from dste.experiments import bench
+
+    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+    bench.pin_threads(args.threads)
+    revision = subprocess.run(["git", "-C", str(REPOSITORY), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True).stdout.strip()
+    print(f"revision {revision} (old: {args.old_revision}), {args.threads} thread(s), min of {args.repeats} "
+          f"interleaved, {os.cpu_count()} x {bench.machine_info()['cpu_model']}")
+    if args.part in ("inference", "both"):
+        print(f"\n{'graph':<14} {'nodes':>6} {'action':<24} {'old ms':>8} {'new ms':>8} {'old xFP32':>9} "
+              f"{'new xFP32':>9} {'bits':>5}")
+        for r in inference_rows(args.old_revision, args.repeats):
+            print(f"{r['graph']:<14} {r['nodes']:>6} {r['action']:<24} {r['old_ms']:>8.2f} {r['new_ms']:>8.2f} "
+                  f"{r['old_over_fp32']:>8.2f}x {r['new_over_fp32']:>8.2f}x {'same' if r['bit_identical'] else 'DIFF':>5}",
+                  flush=True)
+    if args.part in ("spmm", "both"):
+        print(f"\n{'nodes':>6} {'F':>4} {'thr':>3} {'form':<12} {'dste ms':>8} {'old ms':>8} {'torch ms':>9} "
+              f"{'torch/dste':>10} {'torch/old':>9}")
+        for r in spmm_rows(args.old_revision, [int(s) for s in args.sizes.split(",")], args.repeats):
+            print(f"{r['nodes']:>6} {r['F']:>4} {r['threads']:>3} {r['form']:<12} {r['dste.spmm_ms']:>8.2f} "
+                  f"{r['old dste.spmm_ms']:>8.2f} {r['torch.sparse.mm_ms']:>9.2f} {r['new_speedup']:>10.2f} "
+                  f"{r['old_speedup']:>9.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
