@@ -19,6 +19,7 @@ from dste.format.hybrid_rows import MIN_ROW_MAGNITUDE
 from dste.gnn import FP32_SETTING, CompressedModel, GraphInference, LayerSetting, make_model, train_fp32
 from dste.gnn.execution import (
     SENSITIVITY_CHUNK_BYTES,
+    _fp16_rows,
     _row_sensitivity,
     dequantized_hybrid_rows,
     fake_quantized_rows,
@@ -169,3 +170,17 @@ def test_cpu_forward_is_repeatable_and_leaves_the_stored_features_alone(gcn_infe
     second = gcn_inference.forward(settings).numpy()
     assert np.array_equal(_bits(first), _bits(second))
     assert np.array_equal(rows.q, q_before)
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.05, 0.5, 0.99])
+def test_fp16_rows_with_many_tied_scores_are_the_quantizers(fraction):
+    # constant rows score 0 and rows repeated score alike: most scores are tied, ties go to the lower row id
+    rng = np.random.default_rng(9)
+    base = rng.standard_normal((7, 16)).astype(np.float32)
+    x = base[rng.integers(0, 7, 300)]
+    x[rng.random(300) < 0.3] = 2.5
+    reference = quantize_rows_by_fraction(x, fraction)
+    got = fake_quantized_rows(torch.from_numpy(x), fraction)
+    assert np.array_equal(_bits(got), _bits(reference.dequantize()))
+    # tied rows are copies here, so the values cannot tell them apart: compare which rows are FP16
+    assert np.array_equal(_fp16_rows(torch.from_numpy(x), fraction), reference.hi_rows)
