@@ -24,6 +24,11 @@ float32 values of ``matrix.effective_csr()``. How much of the order ``B`` takes 
 Each row of ``B`` holds its entries in the order of A's row (column ids sorted), and the kernels sum a row in
 stored order, so the first two forms give the bits of ``A @ X`` in original order.
 
+torch's CSR kernel runs only when torch has one thread. With more, it enters the OpenMP pool, whose second
+thread on a loaded 2-core machine was scheduled 15-30 ms late on most calls (5k-30k nodes, 2 threads: 15-24 ms
+per product against 3-22 ms for SciPy); the SciPy path below (one thread under ``PARALLEL_MIN_MULTIPLY_ADDS``,
+Python threads above) takes the same operands, X read in place when ``col_perm`` is empty.
+
 The SciPy product releases the GIL; large products are split by rows, balanced
 by nonzeros, over ``torch.get_num_threads()`` threads, each thread also gathering its rows of Y back to
 original order. Measured at arxiv-scale, F=128, on 2 cores: torch.sparse.mm on the same encoded CSR with int32
@@ -282,7 +287,7 @@ def encoded_spmm(crow, col, values, row_perm, col_perm, x: np.ndarray) -> np.nda
     if n == 0 or width == 0:
         return np.zeros((n, width), dtype=x.dtype)
     data = values if values.dtype == x.dtype else values.astype(x.dtype)
-    if not col_perm.size and col.dtype == np.int32:
+    if not col_perm.size and col.dtype == np.int32 and torch.get_num_threads() == 1:
         return _torch_csr_product(crow, col, data, x, row_perm)
     x_encoded = np.take(x, col_perm, axis=0) if col_perm.size else x
     blocks = _row_blocks(crow, _workers_for(col.shape[0], width))
