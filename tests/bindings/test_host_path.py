@@ -146,3 +146,32 @@ def test_direct_call_still_refuses_non_finite_x(matrix):
     x[5, 1] = float("nan")
     with pytest.raises(ValueError, match="NaN or Inf"):
         db.spmm(a, x, backend="cpu")
+
+
+@pytest.fixture
+def two_torch_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _product_on_one_thread(a, x):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return db.spmm(a, x, backend="cpu")
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("form", ["original", "rows"])
+def test_with_more_threads_the_scipy_path_gives_the_same_product(matrix, monkeypatch, two_torch_threads, form):
+    a = _wrapper(matrix, form, monkeypatch)
+    x = torch.randn(matrix.shape[1], 9, generator=torch.Generator().manual_seed(2))
+    on_two = db.spmm(a, x, backend="cpu")  # SciPy's kernel (torch's only runs on one thread)
+    on_one = _product_on_one_thread(a, x)  # torch's kernel
+    # both sum each row in stored order; a kernel may still fuse the multiply-add, so allow float32 rounding
+    np.testing.assert_allclose(on_two.numpy(), on_one.numpy(), rtol=1e-6, atol=1e-6)
+    monkeypatch.setattr(encoded_csr, "PARALLEL_MIN_MULTIPLY_ADDS", 0)  # split over two Python threads
+    np.testing.assert_allclose(db.spmm(a, x, backend="cpu").numpy(), on_one.numpy(), rtol=1e-6, atol=1e-6)
