@@ -243,17 +243,24 @@ def _to_original_rows(encoded: np.ndarray, perm: np.ndarray) -> np.ndarray:
     return np.take(encoded, _inverse(perm), axis=0)
 
 
-def _torch_csr_product(crow, col, data, x: np.ndarray, row_perm: np.ndarray) -> np.ndarray:
-    """``A @ X`` of a matrix whose column ids are original (``B = A`` or ``B = P_r A``): torch's CSR kernel on
-    the int32 arrays without copies, then Y gathered back to original row order if the rows are permuted.
-    Measured on one thread, 3k-16k-node graphs, F = 64/128: 10-25 % faster than SciPy's kernel."""
-    n = crow.shape[0] - 1
+def torch_csr(crow, col, data, m: int) -> torch.Tensor:
+    """A torch sparse CSR tensor ``[N, m]`` over the NumPy arrays of a CSR (views, no copies)."""
     with warnings.catch_warnings():  # torch flags sparse CSR as beta on construction
         warnings.simplefilter("ignore", UserWarning)
-        matrix = torch.sparse_csr_tensor(
-            torch.from_numpy(crow), torch.from_numpy(col), torch.from_numpy(data), size=(n, x.shape[0]),
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(crow), torch.from_numpy(col), torch.from_numpy(data), size=(crow.shape[0] - 1, m),
             check_invariants=False,
         )
+
+
+def _torch_csr_product(crow, col, data, x: np.ndarray, row_perm: np.ndarray, matrix=None) -> np.ndarray:
+    """``A @ X`` of a matrix whose column ids are original (``B = A`` or ``B = P_r A``): torch's CSR kernel on
+    the int32 arrays without copies, then Y gathered back to original row order if the rows are permuted.
+    Measured on one thread, 3k-16k-node graphs, F = 64/128: 10-25 % faster than SciPy's kernel. ``matrix``:
+    the same CSR as a torch tensor, if the caller keeps one."""
+    n = crow.shape[0] - 1
+    if matrix is None:
+        matrix = torch_csr(crow, col, data, x.shape[0])
     x_tensor = torch.from_numpy(x)
     if not row_perm.size:
         return torch.sparse.mm(matrix, x_tensor).numpy()
@@ -280,15 +287,17 @@ def _encoded_rows_buffer(n: int, width: int, dtype: torch.dtype, itemsize: int) 
     return held[:needed].view(n, width)
 
 
-def encoded_spmm(crow, col, values, row_perm, col_perm, x: np.ndarray) -> np.ndarray:
-    """``Y [N, F]`` with ``Y[row_perm] = B @ X[col_perm]`` (NumPy in, NumPy out; dtype of x)."""
+def encoded_spmm(crow, col, values, row_perm, col_perm, x: np.ndarray, csr_tensor=None) -> np.ndarray:
+    """``Y [N, F]`` with ``Y[row_perm] = B @ X[col_perm]`` (NumPy in, NumPy out; dtype of x). ``csr_tensor``:
+    ``B`` as a float32 torch CSR tensor over the same arrays, if the caller keeps one (saves building it)."""
     n = crow.shape[0] - 1
     m, width = x.shape
     if n == 0 or width == 0:
         return np.zeros((n, width), dtype=x.dtype)
     data = values if values.dtype == x.dtype else values.astype(x.dtype)
     if not col_perm.size and col.dtype == np.int32 and torch.get_num_threads() == 1:
-        return _torch_csr_product(crow, col, data, x, row_perm)
+        matrix = csr_tensor if data is values else None
+        return _torch_csr_product(crow, col, data, x, row_perm, matrix)
     x_encoded = np.take(x, col_perm, axis=0) if col_perm.size else x
     blocks = _row_blocks(crow, _workers_for(col.shape[0], width))
     if len(blocks) == 1:

@@ -17,7 +17,7 @@ import torch
 from dste.format import DSTEMatrix
 
 from . import registry
-from .encoded_csr import build_encoded_csr, original_order_csr
+from .encoded_csr import build_encoded_csr, original_order_csr, torch_csr
 
 __all__ = ["DSTETensor", "is_dste_matrix", "as_dste_tensor"]
 
@@ -60,8 +60,8 @@ class DSTETensor:
         self.values = self._encoded.values
         self.row_perm = self._encoded.row_perm
         self.col_perm = self._encoded.col_perm
-        self.host_operands = tuple(t.numpy() for t in self.op_operands)
         self._shape = torch.Size(int(s) for s in matrix.shape)
+        self._add_host_views()
         self.handle = registry.register(matrix)
 
     @property
@@ -69,7 +69,23 @@ class DSTETensor:
         """``(crow_indices, col_indices, values, row_perm, col_perm)``: the matrix arguments of the ops."""
         return self.crow_indices, self.col_indices, self.values, self.row_perm, self.col_perm
 
-    # host_operands: the same five arrays as NumPy views (no copies), what the cpu backend's kernel takes
+    def _add_host_views(self) -> None:
+        """What the cpu kernel takes, as views of the operand tensors (no copies): ``host_operands``, the five
+        arrays in NumPy, and ``host_csr``, ``B`` as a torch CSR tensor (in a tuple, so code walking the wrapper's
+        tensor attributes meets strided tensors only). Rebuilt after unpickling rather than pickled: a sparse
+        CSR tensor cannot be, and pickled views would come back as copies."""
+        self.host_operands = tuple(t.numpy() for t in self.op_operands)
+        self.host_csr = (torch_csr(*self.host_operands[:3], int(self._shape[1])),)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("host_operands", None)
+        state.pop("host_csr", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._add_host_views()
 
     def resident_nbytes(self) -> int:
         """Bytes of the CPU operands this wrapper keeps alive."""

@@ -175,3 +175,17 @@ def test_with_more_threads_the_scipy_path_gives_the_same_product(matrix, monkeyp
     np.testing.assert_allclose(on_two.numpy(), on_one.numpy(), rtol=1e-6, atol=1e-6)
     monkeypatch.setattr(encoded_csr, "PARALLEL_MIN_MULTIPLY_ADDS", 0)  # split over two Python threads
     np.testing.assert_allclose(db.spmm(a, x, backend="cpu").numpy(), on_one.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_a_pickled_or_copied_wrapper_multiplies_alike_and_keeps_views(matrix):
+    import copy
+    import pickle
+
+    a = db.DSTETensor(matrix)
+    x = torch.randn(matrix.shape[1], 4, generator=torch.Generator().manual_seed(3))
+    expected = db.spmm(a, x, backend="cpu")
+    for other in (pickle.loads(pickle.dumps(a)), copy.deepcopy(a)):
+        assert np.array_equal(_bits(db.spmm(other, x, backend="cpu")), _bits(expected))
+        # the host arrays are views of the operand tensors again, not second copies
+        assert all(np.shares_memory(array, tensor.numpy())
+                   for array, tensor in zip(other.host_operands, other.op_operands) if tensor.numel())
