@@ -267,8 +267,9 @@ def _torch_csr_product(crow, col, data, x: np.ndarray, row_perm: np.ndarray, mat
     buffer = _encoded_rows_buffer(n, x.shape[1], x_tensor.dtype, x.itemsize)
     y_encoded = torch.sparse.mm(matrix, x_tensor) if buffer is None else torch.addmm(
         buffer, matrix, x_tensor, beta=0, out=buffer)  # beta = 0: the buffer's old values are never read
-    # NumPy's inverse then torch's row gather: the fastest pair measured (10k x 128: 0.17 ms)
-    return y_encoded.index_select(0, torch.from_numpy(_inverse(row_perm))).numpy()
+    # the gather back to original order: np.take with the inverse (5k x 32: 16 us against 24 us for torch's
+    # index_select, 10k x 128: 142 against 147 us); the result is a new array, never the work buffer
+    return np.take(y_encoded.numpy(), _inverse(row_perm), axis=0)
 
 
 def _encoded_rows_buffer(n: int, width: int, dtype: torch.dtype, itemsize: int) -> torch.Tensor | None:
