@@ -99,6 +99,34 @@ def hybrid_rows_product(rows, weight: torch.Tensor) -> torch.Tensor:
     return out
 
 
+NARROW_ROW_WIDTH = 16
+"""Rows narrower than this are summed column by column across all rows at once (:func:`_row_sums`)."""
+
+
+def _row_sums(block: np.ndarray, out: np.ndarray) -> None:
+    """``np.add.reduce(block, axis=1, out=out)`` for float64 ``block [rows, F]``, bit for bit.
+
+    NumPy sums each row pairwise: up to 128 values, eight running sums (values i, i + 8, ...) combined as
+    ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)), then the last F mod 8 values one by one; under 8 values,
+    one by one from 0. Narrow rows are summed here in that order with one vectorised operation per column
+    across all rows, which avoids the reduction's per-row overhead (10,000 x 8: 57 against 176 us); wider rows
+    go to ``np.add.reduce`` itself. Checked equal for every width 1-128 (``tests/gnn/test_cpu_forward.py``).
+    """
+    width = block.shape[1]
+    if width >= NARROW_ROW_WIDTH:
+        np.add.reduce(block, axis=1, out=out)
+        return
+    if width < 8:
+        out[:] = 0.0
+        for column in range(width):
+            out += block[:, column]
+        return
+    s = block[:, :8]
+    out[:] = ((s[:, 0] + s[:, 1]) + (s[:, 2] + s[:, 3])) + ((s[:, 4] + s[:, 5]) + (s[:, 6] + s[:, 7]))
+    for column in range(8, width):
+        out += block[:, column]
+
+
 def _row_sensitivity(x: torch.Tensor, amax: np.ndarray | None = None) -> np.ndarray:
     """``dste.gnn.settings.row_sensitivity`` of float32 ``x [n, F]``, bit for bit, without whole-matrix temporaries.
 
@@ -121,9 +149,9 @@ def _row_sensitivity(x: torch.Tensor, amax: np.ndarray | None = None) -> np.ndar
         block = work[: hi - lo]
         np.subtract(values[lo:hi], dequantized[lo:hi], out=block, dtype=np.float64)
         np.multiply(block, block, out=block)
-        np.add.reduce(block, axis=1, out=squared_error[lo:hi])
+        _row_sums(block, squared_error[lo:hi])
         np.abs(values[lo:hi], out=block, dtype=np.float64)
-        np.add.reduce(block, axis=1, out=magnitude[lo:hi])
+        _row_sums(block, magnitude[lo:hi])
     rms = np.sqrt(squared_error / width)
     mean_abs = magnitude / width
     return np.where(mean_abs > 0, rms / np.where(mean_abs > 0, mean_abs, 1.0), 0.0)

@@ -184,3 +184,17 @@ def test_fp16_rows_with_many_tied_scores_are_the_quantizers(fraction):
     assert np.array_equal(_bits(got), _bits(reference.dequantize()))
     # tied rows are copies here, so the values cannot tell them apart: compare which rows are FP16
     assert np.array_equal(_fp16_rows(torch.from_numpy(x), fraction), reference.hi_rows)
+
+
+def test_row_sums_follow_numpys_pairwise_order_at_every_narrow_width():
+    from dste.gnn.execution import NARROW_ROW_WIDTH, _row_sums
+
+    rng = np.random.default_rng(10)
+    for width in range(1, NARROW_ROW_WIDTH + 3):
+        # magnitudes over 16 decades: any other summation order rounds differently somewhere
+        block = rng.standard_normal((400, width)) * 10.0 ** rng.uniform(-8, 8, (400, width))
+        out = np.empty(400)
+        _row_sums(block, out)
+        assert np.array_equal(out, np.add.reduce(block, axis=1)), width
+        x = (rng.standard_normal((50, width)) * 10.0 ** rng.uniform(-6, 6, (50, 1))).astype(np.float32)
+        assert np.array_equal(_row_sensitivity(torch.from_numpy(x)), row_sensitivity(x)), width
