@@ -189,3 +189,15 @@ def test_a_pickled_or_copied_wrapper_multiplies_alike_and_keeps_views(matrix):
         # the host arrays are views of the operand tensors again, not second copies
         assert all(np.shares_memory(array, tensor.numpy())
                    for array, tensor in zip(other.host_operands, other.op_operands) if tensor.numel())
+
+
+def test_finite_values_whose_sum_overflows_are_accepted(matrix):
+    # the one-pass check sums X; an infinite sum of finite values must fall back to the exact check, not raise
+    a = db.DSTETensor(matrix)
+    x = torch.full((matrix.shape[1], 2), 3e38)
+    assert not np.isfinite(float(x.sum()))
+    y = db.spmm(a, x, backend="cpu")
+    assert y.shape == (matrix.shape[0], 2)
+    x[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        db.spmm(a, x, backend="cpu")
