@@ -55,8 +55,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="how the graph changes between snapshots, a preset of dste.data.stream.STREAM_PRESETS: "
                              "steady (default), bursty, drift, growing, budget-shift")
     parser.add_argument("--no-fallback", action="store_true",
-                        help="judge the plain DQN, without its conservative fallback to greedy search's static action "
-                             "where the Q-values do not separate")
+                        help="judge the plain DQN, without its conservative fallback (greedy search's plan fitted to "
+                             "each snapshot's latency budget) where the Q-values do not separate")
     parser.add_argument("--oracle", action="store_true",
                         help="also report the best static policy in hindsight and the per-snapshot best static actions "
                              "(greedy search per snapshot; slower)")
