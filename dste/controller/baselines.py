@@ -223,13 +223,16 @@ def greedy_search(
     """Coordinate ascent over per-layer static actions, maximising the mean reward on ``snapshots``.
 
     Starts from uniform INT8; each round tries every action for each layer with the others fixed and keeps
-    the best (on ties the lower action index wins, so the search is deterministic).
+    the best (on ties the lower action index wins, so the search is deterministic). The returned policy's
+    ``trials`` maps every plan tried (a tuple of actions) to its ``PolicyResult`` on ``snapshots``, so what was
+    measured here need not be run again (``dste.controller.projection.plan_values``).
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     space = env.action_space
     actions = [space.nearest(0.0, 0.0)] * env.num_layers
     total = rounds * env.num_layers * len(space)
+    trials: dict[tuple[int, ...], PolicyResult] = {}
     with tqdm(total=total, desc="greedy search", disable=not progress, leave=False) as bar:
         for _ in range(rounds):
             changed = False
@@ -238,11 +241,15 @@ def greedy_search(
                 for candidate in range(len(space)):
                     trial = list(actions)
                     trial[layer] = candidate
-                    scores.append(run_policy(env, StaticPolicy("trial", trial), snapshots).mean_reward(reward))
+                    if tuple(trial) not in trials:
+                        trials[tuple(trial)] = run_policy(env, StaticPolicy("trial", trial), snapshots)
+                    scores.append(trials[tuple(trial)].mean_reward(reward))
                     bar.update()
                 best = int(np.argmax(scores))
                 changed |= best != actions[layer]
                 actions[layer] = best
             if not changed:
                 break
-    return StaticPolicy("greedy", actions)
+    policy = StaticPolicy("greedy", actions)
+    policy.trials = trials
+    return policy

@@ -27,11 +27,11 @@ the plan itself is returned.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from dste.controller.baselines import Policy, StaticPolicy, run_policy
+from dste.controller.baselines import Policy, PolicyResult, StaticPolicy, run_policy
 from dste.controller.env import CompressionEnv
 from dste.controller.guard import LATENCY_TOLERANCE, BudgetGuard
 from dste.controller.reward import RewardConfig
@@ -39,9 +39,19 @@ from dste.controller.reward import RewardConfig
 __all__ = ["BudgetProjectedPlan", "plan_values"]
 
 
-def plan_values(env: CompressionEnv, reward: RewardConfig, plan: Sequence[int], snapshots: Sequence[int]) -> np.ndarray:
+def plan_values(
+    env: CompressionEnv,
+    reward: RewardConfig,
+    plan: Sequence[int],
+    snapshots: Sequence[int],
+    measured: Mapping[tuple[int, ...], PolicyResult] | None = None,
+) -> np.ndarray:
     """float64 [layers, actions]: the mean reward on ``snapshots``, budget penalty excluded, of ``plan`` with one
-    layer changed to each action in turn (row l, column a: layer l runs ``a``, the others their plan action)."""
+    layer changed to each action in turn (row l, column a: layer l runs ``a``, the others their plan action).
+
+    ``measured``: results of plans already run on the same ``snapshots`` (e.g. ``greedy_search(...).trials``),
+    reused instead of run again; on a graph whose layer outputs do not all fit the environment's run cache,
+    running them again costs as much as the search did."""
     plan = [int(a) for a in plan]
     if len(plan) != env.num_layers:
         raise ValueError(f"plan_values: the plan has {len(plan)} actions, the environment {env.num_layers} layers")
@@ -53,7 +63,10 @@ def plan_values(env: CompressionEnv, reward: RewardConfig, plan: Sequence[int], 
         for action in range(len(env.action_space)):
             trial = list(plan)
             trial[layer] = action
-            values[layer, action] = run_policy(env, StaticPolicy("trial", trial), snapshots).mean_reward(unbudgeted)
+            result = (measured or {}).get(tuple(trial))
+            if result is None:
+                result = run_policy(env, StaticPolicy("trial", trial), snapshots)
+            values[layer, action] = result.mean_reward(unbudgeted)
     return values
 
 

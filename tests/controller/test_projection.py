@@ -135,3 +135,27 @@ def test_dqn_takes_the_fallback_policy_action_unless_its_q_values_separate():
     assert DQNPolicy(FixedQ(q), fallback=fallback, margin=0.01).choose(state, 0) == 7
     assert DQNPolicy(FixedQ(q), fallback=fallback, margin=0.005).choose(state, 0) == 5
     assert DQNPolicy(FixedQ(q), fallback=[7, 0], margin=float("inf")).choose(state, 0) == 7
+
+
+def test_plan_values_reuse_greedy_search_trials_and_equal_running_them_again():
+    from dste.controller import greedy_search
+
+    env = ToyEnv(n_train=3, n_heldout=1)
+    reward = RewardConfig(lambda_latency=0.05, budget=0.5, budget_penalty=5.0)
+    greedy = greedy_search(env, reward, [0, 1, 2])
+    assert tuple(greedy.actions) in greedy.trials and len(greedy.trials) >= len(env.action_space)
+    reused = plan_values(env, reward, greedy.actions, [0, 1, 2], measured=greedy.trials)
+    np.testing.assert_array_equal(reused, plan_values(env, reward, greedy.actions, [0, 1, 2]))
+
+
+def test_plan_values_read_a_measured_result_instead_of_running_the_plan():
+    env = ToyEnv(n_train=2, n_heldout=1)
+    reward = RewardConfig(lambda_latency=0.05)
+    plan = [3, 9]
+    trial = (7, 9)
+    other = run_policy(env, StaticPolicy("other", [40, 40]), [0, 1])  # deliberately not trial's own result
+    values = plan_values(env, reward, plan, [0, 1], measured={trial: other})
+    assert values[0, 7] == pytest.approx(other.mean_reward(reward), abs=1e-12)
+    assert values[0, 7] != pytest.approx(
+        run_policy(env, StaticPolicy("t", list(trial)), [0, 1]).mean_reward(reward), abs=1e-6
+    )
