@@ -126,7 +126,9 @@ def spmm(A, X, backend: str | None = None) -> torch.Tensor:
             raise ValueError(f"shape mismatch: A is [{n}, {m}] so X needs {m} rows, got X {tuple(x.shape)}")
         _check_finite(x, "X")
         if name == "cpu" and _plain_eager_call(x):
-            return torch.from_numpy(encoded_spmm(*a.host_operands, x.detach().contiguous().numpy(), a.host_csr[0]))
+            return torch.from_numpy(
+                encoded_spmm(*a.host_operands, x.detach().contiguous().numpy(), a.host_csr[0], a.host_work)
+            )
         return torch.ops.dste.spmm_hybrid(*a.op_operands, x, a.handle, x_handle, name)
     finally:
         if x_handle != registry.NO_HANDLE:

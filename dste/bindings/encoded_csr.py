@@ -34,8 +34,8 @@ by nonzeros, over ``torch.get_num_threads()`` threads, each thread also gatherin
 original order. Measured at arxiv-scale, F=128, on 2 cores: torch.sparse.mm on the same encoded CSR with int32
 indices and ``index_select`` permutations was 2-2.5x slower than SciPy with NumPy permutations.
 
-Apart from the rows-only product's per-thread work buffer (``ENCODED_ROWS_BUFFER_MAX_BYTES``, measured there),
-the module keeps no state between calls. The helper threads are started per call (the calling thread works
+The module keeps no state between calls: the rows-only product's work buffer (``ENCODED_ROWS_BUFFER_MAX_BYTES``,
+measured there) belongs to the caller that passes one (``DSTETensor`` keeps one per thread). The helper threads are started per call (the calling thread works
 too) and the gathered copy of X is a fresh array. Both were measured against a persistent module-level pool
 and a per-thread reused gather buffer, side by side in one process on 2 shared cores (medians of 21-41
 interleaved calls; ratio = stateless / stateful):
@@ -52,7 +52,6 @@ interleaved calls; ratio = stateless / stateful):
 
 from __future__ import annotations
 
-import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -79,11 +78,10 @@ ORIGINAL_ORDER_MAX_COLS = 4096
 # 1.11-1.77x at 30k (F = 32-128), where both orders with SciPy's kernel were 0.70-1.09x; at 100k and F = 128
 # (X 51 MB, past the 32 MB last-level cache) both orders with SciPy were 2.3x, rows-only 1.3x.
 ROW_ORDER_MAX_COLS = 49152
-# The rows-only product writes its encoded-order Y into a per-thread buffer of at most this many bytes, kept
-# between calls, and only the gathered Y is a fresh tensor. A fresh encoded-order Y is mapped and faulted in
+# The rows-only product writes its encoded-order Y into a work buffer of at most this many bytes, kept between
+# calls by the caller (``DSTETensor``: one per thread), and only the gathered Y is a fresh tensor. A fresh encoded-order Y is mapped and faulted in
 # on every call: 10k nodes, one thread, interleaved: 0.68 -> 0.57 ms at F = 32, 3.20 -> 2.50 ms at F = 128.
 ENCODED_ROWS_BUFFER_MAX_BYTES = 16 << 20
-_thread_buffers = threading.local()
 
 
 class EncodedCSR:
@@ -253,18 +251,19 @@ def torch_csr(crow, col, data, m: int) -> torch.Tensor:
         )
 
 
-def _torch_csr_product(crow, col, data, x: np.ndarray, row_perm: np.ndarray, matrix=None) -> np.ndarray:
+def _torch_csr_product(crow, col, data, x: np.ndarray, row_perm: np.ndarray, matrix=None, work=None) -> np.ndarray:
     """``A @ X`` of a matrix whose column ids are original (``B = A`` or ``B = P_r A``): torch's CSR kernel on
     the int32 arrays without copies, then Y gathered back to original row order if the rows are permuted.
     Measured on one thread, 3k-16k-node graphs, F = 64/128: 10-25 % faster than SciPy's kernel. ``matrix``:
-    the same CSR as a torch tensor, if the caller keeps one."""
+    the same CSR as a torch tensor, if the caller keeps one; ``work``: the caller's per-thread buffers
+    (``threading.local``), if it keeps them."""
     n = crow.shape[0] - 1
     if matrix is None:
         matrix = torch_csr(crow, col, data, x.shape[0])
     x_tensor = torch.from_numpy(x)
     if not row_perm.size:
         return torch.sparse.mm(matrix, x_tensor).numpy()
-    buffer = _encoded_rows_buffer(n, x.shape[1], x_tensor.dtype, x.itemsize)
+    buffer = _encoded_rows_buffer(work, n, x.shape[1], x_tensor.dtype, x.itemsize)
     y_encoded = torch.sparse.mm(matrix, x_tensor) if buffer is None else torch.addmm(
         buffer, matrix, x_tensor, beta=0, out=buffer)  # beta = 0: the buffer's old values are never read
     # the gather back to original order: np.take with the inverse (5k x 32: 16 us against 24 us for torch's
@@ -272,25 +271,25 @@ def _torch_csr_product(crow, col, data, x: np.ndarray, row_perm: np.ndarray, mat
     return np.take(y_encoded.numpy(), _inverse(row_perm), axis=0)
 
 
-def _encoded_rows_buffer(n: int, width: int, dtype: torch.dtype, itemsize: int) -> torch.Tensor | None:
-    """This thread's ``[n, width]`` work buffer for an encoded-order Y (None past the size cap).
-
-    The one state of this module: one flat tensor per thread and dtype, at most
-    ``ENCODED_ROWS_BUFFER_MAX_BYTES``, grown on demand, read only between the product and the gather of one call
-    (the gather's result is a new tensor, so nothing returned aliases it)."""
+def _encoded_rows_buffer(work, n: int, width: int, dtype: torch.dtype, itemsize: int) -> torch.Tensor | None:
+    """A ``[n, width]`` work buffer for an encoded-order Y from ``work`` (the caller's ``threading.local``: one flat
+    tensor per thread and dtype, at most ``ENCODED_ROWS_BUFFER_MAX_BYTES``, grown on demand), read only between the
+    product and the gather of one call (the gather's result is a new tensor, so nothing returned aliases it).
+    None without ``work`` or past the size cap: the product then writes a fresh tensor."""
     needed = n * width
-    if needed * itemsize > ENCODED_ROWS_BUFFER_MAX_BYTES:
+    if work is None or needed * itemsize > ENCODED_ROWS_BUFFER_MAX_BYTES:
         return None
-    held = getattr(_thread_buffers, str(dtype), None)
+    held = getattr(work, str(dtype), None)
     if held is None or held.numel() < needed:
         held = torch.empty(needed, dtype=dtype)
-        setattr(_thread_buffers, str(dtype), held)
+        setattr(work, str(dtype), held)
     return held[:needed].view(n, width)
 
 
-def encoded_spmm(crow, col, values, row_perm, col_perm, x: np.ndarray, csr_tensor=None) -> np.ndarray:
+def encoded_spmm(crow, col, values, row_perm, col_perm, x: np.ndarray, csr_tensor=None, work=None) -> np.ndarray:
     """``Y [N, F]`` with ``Y[row_perm] = B @ X[col_perm]`` (NumPy in, NumPy out; dtype of x). ``csr_tensor``:
-    ``B`` as a float32 torch CSR tensor over the same arrays, if the caller keeps one (saves building it)."""
+    ``B`` as a float32 torch CSR tensor over the same arrays, if the caller keeps one (saves building it);
+    ``work``: a ``threading.local`` the caller keeps for the rows-only product's work buffer (None: none)."""
     n = crow.shape[0] - 1
     m, width = x.shape
     if n == 0 or width == 0:
@@ -298,7 +297,7 @@ def encoded_spmm(crow, col, values, row_perm, col_perm, x: np.ndarray, csr_tenso
     data = values if values.dtype == x.dtype else values.astype(x.dtype)
     if not col_perm.size and col.dtype == np.int32 and torch.get_num_threads() == 1:
         matrix = csr_tensor if data is values else None
-        return _torch_csr_product(crow, col, data, x, row_perm, matrix)
+        return _torch_csr_product(crow, col, data, x, row_perm, matrix, work)
     x_encoded = np.take(x, col_perm, axis=0) if col_perm.size else x
     blocks = _row_blocks(crow, _workers_for(col.shape[0], width))
     if len(blocks) == 1:

@@ -10,6 +10,8 @@ subclass: it is a plain object whose tensor attributes ``torch.compile`` lifts a
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -76,11 +78,14 @@ class DSTETensor:
         CSR tensor cannot be, and pickled views would come back as copies."""
         self.host_operands = tuple(t.numpy() for t in self.op_operands)
         self.host_csr = (torch_csr(*self.host_operands[:3], int(self._shape[1])),)
+        # the rows-only product's work buffers, one per thread (dste.bindings.encoded_csr._encoded_rows_buffer)
+        self.host_work = threading.local()
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("host_operands", None)
         state.pop("host_csr", None)
+        state.pop("host_work", None)
         return state
 
     def __setstate__(self, state):
