@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dste.controller.guard import LATENCY_TOLERANCE
 from dste.controller import (
     FP32_ACTION,
     ActionSpace,
@@ -319,6 +320,9 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
                 ["fp32" if a < 0 else env.action_space[a].label() for a in o.actions] for o in outcome.outcomes
             ],
             "per_snapshot_accuracy": [o.accuracy for o in outcome.outcomes],
+            "per_snapshot_latency_us": [o.latency_us for o in outcome.outcomes],
+            # the main reward's ceiling on each snapshot (None: no latency budget), as the guard enforces it
+            "per_snapshot_budget_us": [guard.budget_us(o.snapshot) for o in outcome.outcomes],
         }
     extras = {}
     stage_start = time.perf_counter()
@@ -381,8 +385,19 @@ def _summarise(per_seed: list[dict]) -> dict:
             "bytes_by_kind": {k: float(np.mean([r["bytes_by_kind"][k] for r in rows])) for k in rows[0]["bytes_by_kind"]},
             "reward_mean": float(np.mean([r["reward"] for r in rows])),
             "cpu_ms_mean": float(np.mean([r["cpu_ms"] for r in rows])),
+            "share_within_budget": _share_within_budget(rows),
         }
     return summary
+
+
+def _share_within_budget(rows: list[dict]) -> float | None:
+    """Share of a policy's held-out snapshots (all seeds) whose modelled latency fits the snapshot's budget
+    (within the guard's float tolerance); None when the run has no latency budget."""
+    pairs = [(latency, budget) for row in rows
+             for latency, budget in zip(row["per_snapshot_latency_us"], row["per_snapshot_budget_us"])]
+    if not pairs or any(budget is None for _, budget in pairs):
+        return None
+    return float(np.mean([latency <= budget * (1 + LATENCY_TOLERANCE) for latency, budget in pairs]))
 
 
 def _acceptance(summary: dict) -> dict:
@@ -405,6 +420,8 @@ def _acceptance(summary: dict) -> dict:
         "latency_ratio_fp32_over_dqn": fp32["latency_us_mean"] / max(dqn["latency_us_mean"], 1e-12),
         "dqn_reward_minus_greedy": dqn["reward_mean"] - summary["greedy"]["reward_mean"] if "greedy" in summary else None,
         "dqn_accuracy_std_pt": 100 * dqn["accuracy_std"],
+        "dqn_share_within_budget": dqn.get("share_within_budget"),
+        "greedy_share_within_budget": summary["greedy"].get("share_within_budget") if "greedy" in summary else None,
     }
     if "dste_dqn_unbudgeted" in summary:
         free = summary["dste_dqn_unbudgeted"]

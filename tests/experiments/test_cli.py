@@ -67,6 +67,7 @@ def test_quick_run_end_to_end(tmp_path, capsys):
         assert 0.0 <= row["accuracy_mean"] <= 1.0
         assert row["latency_us_mean"] > 0 and row["bytes_mean"] > 0 and row["cpu_ms_mean"] > 0
     assert summary["fp32"]["bytes_mean"] > 3 * summary["int8"]["bytes_mean"]
+    assert 0.0 <= summary["dste_dqn"]["share_within_budget"] <= 1.0  # the default budget is static 50 %'s latency
     assert (out / "accuracy_vs_latency.png").stat().st_size > 5000
     table_lines = (out / "table.txt").read_text().splitlines()
     assert table_lines[0].startswith("SMOKE RUN (--quick") and table_lines[1].startswith("policy")

@@ -106,3 +106,14 @@ def test_pytest_alone_skips_slow_tests_and_dash_m_slow_selects_them(pytester):
     assert "test_short" in default and "test_long" not in default
     slow = pytester.runpytest_inprocess(*command, "-m", "slow").stdout.str()
     assert "test_long" in slow and "test_short" not in slow
+
+
+def test_share_within_budget_counts_held_out_snapshots_over_all_seeds():
+    from dste.experiments.pipeline import _share_within_budget
+
+    rows = [
+        {"per_snapshot_latency_us": [90.0, 91.0], "per_snapshot_budget_us": [90.0, 90.5]},  # fits, over
+        {"per_snapshot_latency_us": [80.0, 95.0], "per_snapshot_budget_us": [85.0, 96.0]},  # fits, fits
+    ]
+    assert _share_within_budget(rows) == 0.75
+    assert _share_within_budget([{"per_snapshot_latency_us": [1.0], "per_snapshot_budget_us": [None]}]) is None
