@@ -35,8 +35,8 @@ original order. Measured at arxiv-scale, F=128, on 2 cores: torch.sparse.mm on t
 indices and ``index_select`` permutations was 2-2.5x slower than SciPy with NumPy permutations.
 
 The module keeps no state between calls: the rows-only product's work buffer (``ENCODED_ROWS_BUFFER_MAX_BYTES``,
-measured there) belongs to the caller that passes one (``DSTETensor`` keeps one per thread). The helper threads are started per call (the calling thread works
-too) and the gathered copy of X is a fresh array. Both were measured against a persistent module-level pool
+measured there) belongs to the caller that passes one (``DSTETensor`` keeps one per thread). The helper threads
+are started per call (the calling thread works too) and the gathered copy of X is a fresh array. Both were measured against a persistent module-level pool
 and a per-thread reused gather buffer, side by side in one process on 2 shared cores (medians of 21-41
 interleaved calls; ratio = stateless / stateful):
 
@@ -79,8 +79,9 @@ ORIGINAL_ORDER_MAX_COLS = 4096
 # (X 51 MB, past the 32 MB last-level cache) both orders with SciPy were 2.3x, rows-only 1.3x.
 ROW_ORDER_MAX_COLS = 49152
 # The rows-only product writes its encoded-order Y into a work buffer of at most this many bytes, kept between
-# calls by the caller (``DSTETensor``: one per thread), and only the gathered Y is a fresh tensor. A fresh encoded-order Y is mapped and faulted in
-# on every call: 10k nodes, one thread, interleaved: 0.68 -> 0.57 ms at F = 32, 3.20 -> 2.50 ms at F = 128.
+# calls by the caller (``DSTETensor``: one per thread), and only the gathered Y is a fresh tensor. A fresh
+# encoded-order Y is mapped and faulted in on every call: 10k nodes, one thread, interleaved: 0.68 -> 0.57 ms at
+# F = 32, 3.20 -> 2.50 ms at F = 128.
 ENCODED_ROWS_BUFFER_MAX_BYTES = 16 << 20
 
 
