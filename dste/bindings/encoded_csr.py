@@ -36,9 +36,9 @@ indices and ``index_select`` permutations was 2-2.5x slower than SciPy with NumP
 
 The module keeps no state between calls: the rows-only product's work buffer (``ENCODED_ROWS_BUFFER_MAX_BYTES``,
 measured there) belongs to the caller that passes one (``DSTETensor`` keeps one per thread). The helper threads
-are started per call (the calling thread works too) and the gathered copy of X is a fresh array. Both were measured against a persistent module-level pool
-and a per-thread reused gather buffer, side by side in one process on 2 shared cores (medians of 21-41
-interleaved calls; ratio = stateless / stateful):
+are started per call (the calling thread works too) and the gathered copy of X is a fresh array. Both were
+measured against a persistent module-level pool and a per-thread reused gather buffer, side by side in one
+process on 2 shared cores (medians of 21-41 interleaved calls; ratio = stateless / stateful):
 
 - gather buffer, 20k and 40k nodes (community order), F = 32/64/128, 1 and 2 threads: 0.87-1.16 for
   ``encoded_spmm``, its transpose and ``dste.spmm`` where the buffer applied, and 0.72-1.03 where it did not
