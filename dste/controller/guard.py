@@ -21,10 +21,15 @@ import numpy as np
 from dste.controller.env import CompressionEnv
 from dste.controller.reward import RewardConfig
 
-__all__ = ["BudgetGuard"]
+__all__ = ["BudgetGuard", "budget_slack_us"]
 
 # Relative slack when comparing modelled latencies, so float rounding never turns "equal" into "over".
 LATENCY_TOLERANCE = 1e-9
+
+
+def budget_slack_us(budget_us: float) -> float:
+    """Microseconds a latency may exceed ``budget_us`` by and still count as within it (float rounding only)."""
+    return LATENCY_TOLERANCE * max(budget_us, 1.0)
 
 
 class BudgetGuard:
@@ -58,7 +63,7 @@ class BudgetGuard:
             )
         downstream = sum(float(self._table(snapshot, k).min()) for k in range(layer + 1, self.env.num_layers))
         left = budget - self.env.spent_latency() - downstream
-        mask = latency <= left + LATENCY_TOLERANCE * max(budget, 1.0)
+        mask = latency <= left + budget_slack_us(budget)
         if not mask.any():
             mask[int(np.argmin(latency))] = True
         return mask

@@ -33,7 +33,7 @@ import numpy as np
 
 from dste.controller.baselines import Policy, PolicyResult, StaticPolicy, run_policy
 from dste.controller.env import CompressionEnv
-from dste.controller.guard import LATENCY_TOLERANCE, BudgetGuard
+from dste.controller.guard import BudgetGuard, budget_slack_us
 from dste.controller.reward import RewardConfig
 
 __all__ = ["BudgetProjectedPlan", "plan_values"]
@@ -103,7 +103,7 @@ class BudgetProjectedPlan(Policy):
         if budget is None:
             return self.plan[layer]
         tables = [np.asarray(env.latency_table(snapshot, k), dtype=np.float64) for k in range(layer, env.num_layers)]
-        left = budget - env.spent_latency() + LATENCY_TOLERANCE * max(budget, 1.0)
+        left = budget - env.spent_latency() + budget_slack_us(budget)
         worth, _ = self._best(tables, self.values[layer:], left)
         if not np.isfinite(worth).any():
             return int(np.argmin(tables[0]))

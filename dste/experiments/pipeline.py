@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dste.controller.guard import LATENCY_TOLERANCE
+from dste.controller.guard import budget_slack_us
 from dste.controller import (
     FP32_ACTION,
     ActionSpace,
@@ -397,7 +397,7 @@ def _share_within_budget(rows: list[dict]) -> float | None:
              for latency, budget in zip(row["per_snapshot_latency_us"], row["per_snapshot_budget_us"])]
     if not pairs or any(budget is None for _, budget in pairs):
         return None
-    return float(np.mean([latency <= budget * (1 + LATENCY_TOLERANCE) for latency, budget in pairs]))
+    return float(np.mean([latency <= budget + budget_slack_us(budget) for latency, budget in pairs]))
 
 
 def _acceptance(summary: dict) -> dict:
