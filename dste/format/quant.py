@@ -79,7 +79,12 @@ def to_fp16(values) -> np.ndarray:
 
 def device_int8_scale(values, axis) -> np.ndarray:
     """Device scale ``max|v| * fp32(1/127)`` over ``axis`` in float32, 1 where the group is all zero."""
-    amax = np.max(np.abs(np.asarray(values, dtype=np.float32)), axis=axis).astype(np.float32)
+    return device_int8_scale_of_amax(np.max(np.abs(np.asarray(values, dtype=np.float32)), axis=axis))
+
+
+def device_int8_scale_of_amax(amax) -> np.ndarray:
+    """``device_int8_scale`` from the groups' largest magnitudes ``amax``, for callers that have them already."""
+    amax = np.asarray(amax).astype(np.float32)
     scale = (amax * INV_INT8_QMAX).astype(np.float32)
     return np.where(amax > 0, scale, np.float32(1.0)).astype(np.float32)
 

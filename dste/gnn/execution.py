@@ -33,7 +33,7 @@ from dste.bindings import DSTETensor, spmm
 from dste.bindings.backends import resolve_backend
 from dste.format.constants import FP16_MAX
 from dste.format.hybrid_rows import MIN_ROW_MAGNITUDE
-from dste.format.quant import INV_INT8_QMAX
+from dste.format.quant import device_int8_scale_of_amax
 
 from .pruning import GatherAwarePruning, PropagationPlan
 from .settings import FP32_SETTING, LayerSetting, quantize_rows_by_fraction, row_sensitivity
@@ -198,7 +198,7 @@ def fake_quantized_rows(x: torch.Tensor, fraction: float) -> torch.Tensor:
         return torch.from_numpy(quantize_rows_by_fraction(x.numpy(), fraction).dequantize())
     if hi_rows is not None and hi_rows.size == x.shape[0]:
         return x.clamp(-FP16_MAX, FP16_MAX).to(torch.float16).to(torch.float32)
-    scale = np.where(amax > 0, (amax * INV_INT8_QMAX).astype(np.float32), np.float32(1.0)).astype(np.float32)
+    scale = device_int8_scale_of_amax(amax)
     inverse = (np.float32(1.0) / scale).astype(np.float32)
     out = torch.mul(x, torch.from_numpy(inverse)[:, None])
     out.round_()  # half to even, as np.rint
