@@ -22,6 +22,16 @@ MASK_WORDS = WINDOW_ROWS // MASK_WORD_BITS
 ENTRY_MASK_WORDS = TILE_COLS // MASK_WORD_BITS
 """Mask words per entry tile (4): entry e lives in word e // 32, bit e % 32."""
 
+COLUMN_BAND_ROWS = 65536
+"""X rows per column-id band: the device keeps each column id as a 16-bit offset inside its band."""
+
+COLUMN_ID_BYTES = 2
+"""Device bytes of one tile-column or entry column id (``uint16`` offset inside its band)."""
+
+MAX_COLUMN_BANDS = 255
+"""Bands a device column id can name (a ``uint8`` band number; 255 marks a padding slot), so
+M <= 255 x 65,536 = 16,711,680 X rows."""
+
 FORMAT_VERSION = 1
 """On-disk format version written by ``DSTEMatrix.save`` and required by ``load``."""
 

@@ -10,9 +10,9 @@ column) -> pack masks and quantize values.
 The bitmap-column / entry-tile split (``policy.bitmap_split``)
 --------------------------------------------------------------
 Both tile layouts are fixed-size arrays, so a tile costs the same whether it holds 1 or 128
-columns (entries): a bitmap tile 2,573 device bytes (2 KiB keep bits, 512 B column ids,
-13 B window/kind/ncols/slot), an entry tile 669 B (512 B columns, 128 B rows, 16 B keep
-bits, 13 B), plus 128x128 (bitmap) or 128 (entry) value bytes for INT8/FP16 tiles; and
+columns (entries): a bitmap tile 2,317 device bytes (2 KiB keep bits, 256 B of 16-bit column
+ids, 13 B window/kind/ncols/slot), an entry tile 413 B (256 B columns, 128 B rows, 16 B keep
+bits, 13 B; the band plane of ids past 65,536 X rows, 16 B per tile and band bit, is left out), plus 128x128 (bitmap) or 128 (entry) value bytes for INT8/FP16 tiles; and
 each tile is one gather transfer per SpMM call. The modelled cost of one call is therefore
 
     cost = sum over tiles (device bytes + gather_transfer_bytes) + x_row_bytes * X rows gathered
@@ -86,6 +86,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from dste.format.constants import (
+    COLUMN_ID_BYTES,
     ENTRY_MASK_WORDS,
     FP16_MAX,
     MASK_WORD_BITS,
@@ -106,11 +107,11 @@ from dste.format.bits import pack_mask
 from dste.format.hybrid_rows import int8_sensitivity_robust
 from dste.format.quant import INT8_QMAX, dequantize_int8, quantize_int8, to_fp16
 
-BITMAP_TILE_DEVICE_BYTES = TILE_COLS * (4 * MASK_WORDS + 4) + 13
+BITMAP_TILE_DEVICE_BYTES = TILE_COLS * (4 * MASK_WORDS + COLUMN_ID_BYTES) + 13
 """Device bytes of one bitmap tile without values: keep bits + column ids + window, kind,
 ncols and slot (4 + 1 + 4 + 4 B), whatever its column count."""
 
-ENTRY_TILE_DEVICE_BYTES = TILE_COLS * (4 + 1) + 4 * ENTRY_MASK_WORDS + 13
+ENTRY_TILE_DEVICE_BYTES = TILE_COLS * (COLUMN_ID_BYTES + 1) + 4 * ENTRY_MASK_WORDS + 13
 """Device bytes of one entry tile without values: column ids, row slots, keep bits and the
 same 13 B of per-tile metadata, whatever its entry count."""
 

@@ -18,6 +18,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from dste.format.constants import (
+    COLUMN_BAND_ROWS,
+    COLUMN_ID_BYTES,
     ENTRY_MASK_WORDS,
     LAYOUTS,
     MASK_WORD_BITS,
@@ -67,8 +69,6 @@ BYTE_CATEGORY = {
     "col_scale": "scales",
     "keep_bits": "masks",
     "etile_keep_bits": "masks",
-    "tile_cols": "column_ids",
-    "etile_cols": "column_ids",
     "etile_rows": "row_ids",
     "window_rows": "row_ids",
     "window_ptr": "metadata",
@@ -83,6 +83,23 @@ BYTE_CATEGORY = {
     "etile_slot": "metadata",
 }
 HOST_ONLY_FIELDS = ("nz_bits", "etile_nz_bits", "row_perm", "col_perm")
+COLUMN_ID_FIELDS = ("tile_cols", "etile_cols")
+"""Host column ids (int32, original ids); the device keeps them in the form of :func:`device_column_id_bytes`."""
+
+
+def column_band_bits(M: int) -> int:
+    """Bits of the band number the device keeps beside each 16-bit column offset: 0 while every id of
+    X's M rows fits one band of ``COLUMN_BAND_ROWS``, else enough bits to name ``ceil(M / COLUMN_BAND_ROWS)``
+    bands."""
+    bands = -(-int(M) // COLUMN_BAND_ROWS)
+    return 0 if bands <= 1 else int(bands - 1).bit_length()
+
+
+def device_column_id_bytes(n_slots: int, M: int) -> int:
+    """Device bytes of ``n_slots`` column-id slots (tile columns or entries, padding included, as the
+    fixed-size tiles hold them): a ``uint16`` offset inside the id's band of ``COLUMN_BAND_ROWS`` X rows per
+    slot, plus a plane of ``column_band_bits(M)`` bits per slot naming the band (none when M <= 65,536)."""
+    return int(n_slots) * COLUMN_ID_BYTES + -(-int(n_slots) * column_band_bits(M) // 8)
 
 EXPECTED_DTYPES = {
     "window_rows": np.int32,
@@ -574,7 +591,9 @@ class DSTEMatrix:
         Returns ``{"device": {category: bytes}, "host_only": {field: bytes}, "device_total",
         "host_only_total", "total", "bytes_per_stored_edge", "bytes_per_kept_edge"}``.
         Device categories: values, scales (INT8 tile scales and row/column scale vectors),
-        masks (keep bits), column_ids, row_ids (window slot map and entry rows), metadata
+        masks (keep bits), column_ids (the device form of ``tile_cols`` / ``etile_cols``:
+        :func:`device_column_id_bytes`, 2 B per slot plus the band plane when M > 65,536, not the
+        host's int32), row_ids (window slot map and entry rows), metadata
         (window pointers, per-tile window/kind/ncols/slot). Host-only: nz bits and the
         permutations. Bytes per edge use the device total. A ``col_scale`` that is the same
         object as ``row_scale`` (as ``gcn_normalized`` builds it) is counted once.
@@ -586,6 +605,8 @@ class DSTEMatrix:
                 continue  # one shared vector (GCN's D^-1/2) is uploaded once
             if value is not None:
                 device[category] += int(value.nbytes)
+        device["column_ids"] = sum(device_column_id_bytes(getattr(self, name).size, self.shape[1])
+                                   for name in COLUMN_ID_FIELDS)
         host = {name: int(getattr(self, name).nbytes) if getattr(self, name) is not None else 0 for name in HOST_ONLY_FIELDS}
         device_total = sum(device.values())
         stored, kept = self.nnz_stored, self.nnz_kept

@@ -381,7 +381,7 @@ def _halves(launch, entries):
     b = launch.bucket
     h = b.windows // 2
     for lo, hi in ((0, h), (h, b.windows)):
-        bucket = Bucket(hi - lo, b.bitmap, b.entry, b.features, b.x_mode)
+        bucket = Bucket(hi - lo, b.bitmap, b.entry, b.features, b.x_mode, b.wide_ids)
         part = Launch(bucket, launch.windows[lo:hi], launch.bitmap_tiles[lo:hi], launch.entry_tiles[lo:hi])
         mask = (entries.window >= lo) & (entries.window < hi)
         sel = CorrectionEntries(entries.launch[mask], entries.window[mask] - lo, entries.row[mask],

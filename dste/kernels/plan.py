@@ -22,6 +22,7 @@ side by side in an ``int32 [128, L]`` array, so one DMA per launch brings them);
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -100,10 +101,33 @@ WORD_BYTES = 4
 """The metadata blob is int32; byte and half-word regions are padded to whole words."""
 
 
-def metadata_layout(n_windows: int, bitmap_counts, entry_counts) -> dict:
+def metadata_layout(n_windows: int, bitmap_counts, entry_counts, wide_ids: bool = False) -> dict:
     """Word offsets of the metadata blob's regions ``{name: (start, words)}`` and ``"total"``
     (the kernel's ``metadata_layout``)."""
-    return kernel_module().metadata_layout(n_windows, bitmap_counts, entry_counts)
+    return kernel_module().metadata_layout(n_windows, bitmap_counts, entry_counts, wide_ids)
+
+
+COLUMN_BAND_ROWS = 65536
+"""X rows per column-id band (the kernel's constant): the blob holds each id as a uint16 offset in its band."""
+PAD_OFFSET = 0xFFFF
+"""uint16 offset of a padding slot: out of range on its own when M < 65536, else with band ``PAD_BAND``."""
+PAD_BAND = 255
+"""uint8 band of a padding slot (the kernel's constant); M is limited to ``PAD_BAND * COLUMN_BAND_ROWS``."""
+
+
+def uses_bands(n_x_rows: int) -> bool:
+    """Whether the blob carries a band per id (the kernel's ``uses_bands``)."""
+    return int(n_x_rows) >= COLUMN_BAND_ROWS
+
+
+def split_column_ids(cols: np.ndarray, M: int, wide_ids: bool):
+    """``(uint16 offsets, uint8 bands or None)`` of int32 column ids; ids ``>= M`` (padding) become
+    ``PAD_OFFSET`` / ``PAD_BAND``."""
+    pad = cols >= M
+    offsets = np.where(pad, PAD_OFFSET, cols % COLUMN_BAND_ROWS).astype(np.uint16)
+    if not wide_ids:
+        return offsets, None
+    return offsets, np.where(pad, PAD_BAND, cols // COLUMN_BAND_ROWS).astype(np.uint8)
 
 
 def record_width(n_features: int) -> int:
@@ -120,6 +144,8 @@ class Bucket:
     entry: tuple[int, int, int]
     features: int
     x_mode: str
+    wide_ids: bool = False
+    """X has at least COLUMN_BAND_ROWS rows: every column id carries a band (one more blob region per layout)."""
 
     @property
     def bitmap_slots(self) -> int:
@@ -146,11 +172,12 @@ def slot_sbuf_bytes(n_features: int, x_mode: str) -> int:
     return moving + record + 2 * WINDOW_ROWS + 4 * WINDOW_ROWS
 
 
-def launch_metadata_bytes(windows: int, bitmap, entry) -> int:
-    """Per-partition SBUF of one launch's metadata: the blob, plus the fp32 entry rows and int32
-    keep bits the kernel derives from it."""
-    ne = sum(entry)
-    return WORD_BYTES * metadata_layout(windows, bitmap, entry)["total"] + windows * ne * (4 + 4)
+def launch_metadata_bytes(windows: int, bitmap, entry, wide_ids: bool = False) -> int:
+    """Per-partition SBUF of one launch's metadata: the blob, plus the fp32 entry rows, int32 entry
+    keep bits and int32 widened column ids the kernel derives from it."""
+    nb, ne = sum(bitmap), sum(entry)
+    return (WORD_BYTES * metadata_layout(windows, bitmap, entry, wide_ids)["total"] + windows * ne * (4 + 4)
+            + windows * (nb + ne) * 4)
 
 
 def step_instructions(bitmap, entry, n_features: int, x_mode: str, group: int, windows: int) -> int:
@@ -281,13 +308,13 @@ def _kind_slot_lists(ptr, kinds, window):
     return [tiles[kinds[tiles] == k] for k in (TileKind.BIN, TileKind.INT8, TileKind.FP16)]
 
 
-def max_windows_per_launch(bitmap, entry, n_features, x_mode) -> int:
-    probe = Bucket(1, tuple(bitmap), tuple(entry), n_features, x_mode)
+def max_windows_per_launch(bitmap, entry, n_features, x_mode, wide_ids: bool = False) -> int:
+    probe = Bucket(1, tuple(bitmap), tuple(entry), n_features, x_mode, wide_ids)
     per_window = instructions_per_window(bitmap, entry, n_features, x_mode, probe.group_size())
     by_instr = (MAX_INSTRUCTIONS_PER_LAUNCH - LAUNCH_SETUP_INSTRUCTIONS) // max(per_window, 1)
     # working buffers, the output buffer (at most one store's rows) and small constants
     working = probe.group_size() * slot_sbuf_bytes(n_features, x_mode) + max(STORE_BYTES_PER_PARTITION, 4 * n_features) + 1024
-    by_sbuf = (SBUF_BUDGET_BYTES - working) // max(launch_metadata_bytes(1, bitmap, entry), 1)
+    by_sbuf = (SBUF_BUDGET_BYTES - working) // max(launch_metadata_bytes(1, bitmap, entry, wide_ids), 1)
     limit = int(max(1, min(MAX_WINDOWS_PER_LAUNCH, by_instr, by_sbuf)))
     return 1 << (limit.bit_length() - 1)
 
@@ -306,6 +333,9 @@ def plan_launches(A, F: int, x_mode: str = "fp32", *, target: str = "trn2", merg
     if x_mode not in X_MODES:
         raise ValueError(f"x_mode must be one of {X_MODES}, got {x_mode!r}")
     _validate_features(F)
+    if A.shape[1] > PAD_BAND * COLUMN_BAND_ROWS:
+        raise ValueError(f"A has M = {A.shape[1]} columns; the kernel's 16-bit column ids with a uint8 band reach "
+                         f"at most {PAD_BAND * COLUMN_BAND_ROWS} rows of X")
     n_windows = int(A.window_rows.shape[0])
     counts = np.zeros((n_windows, 6), dtype=np.int64)
     bitmap_lists, entry_lists = [], []
@@ -366,12 +396,13 @@ class _LaunchBuilder:
         self.entry_lists = entry_lists
         self.F, self.x_mode, self.target = F, x_mode, target
         self.pad = pad
+        self.wide_ids = uses_bands(A.shape[1])
         self._cuts = {}
 
     def launch(self, sig, windows, size):
         """One launch of bucket ``sig`` with ``size`` windows: ``windows`` then padding windows (-1)."""
         bitmap, entry = sig[:3], sig[3:]
-        bucket = Bucket(size, bitmap, entry, self.F, self.x_mode)
+        bucket = Bucket(size, bitmap, entry, self.F, self.x_mode, self.wide_ids)
         bt = np.full((size, sum(bitmap)), -1, dtype=np.int64)
         et = np.full((size, sum(entry)), -1, dtype=np.int64)
         for i, w in enumerate(windows):
@@ -403,7 +434,7 @@ class _LaunchBuilder:
         """(full launches, the remainder's cheapest launches, their modelled ns); memoized."""
         key = (sig, windows)
         if key not in self._cuts:
-            cap = max_windows_per_launch(sig[:3], sig[3:], self.F, self.x_mode)
+            cap = max_windows_per_launch(sig[:3], sig[3:], self.F, self.x_mode, self.wide_ids)
             n_full = len(windows) // cap * cap
             full = [self.launch(sig, windows[i:i + cap], cap) for i in range(0, n_full, cap)]
             rest = windows[n_full:]
@@ -430,7 +461,7 @@ class _LaunchBuilder:
         """Keep each signature's full launches; merge the remainders while that saves modelled time."""
         fixed, small = [], []
         for sig, windows in groups:
-            cap = max_windows_per_launch(sig[:3], sig[3:], self.F, self.x_mode)
+            cap = max_windows_per_launch(sig[:3], sig[3:], self.F, self.x_mode, self.wide_ids)
             n_full = len(windows) // cap * cap
             if len(windows) - n_full > SMALL_GROUP_WINDOWS:
                 fixed.append((sig, list(windows)))
@@ -483,7 +514,7 @@ def _split_launch(launch: Launch, lnc: int) -> list[Launch]:
         return np.concatenate([rows, np.full((pad,) + rows.shape[1:], -1, dtype=rows.dtype)]) if pad else rows
 
     windows, bitmap, entry = padded(launch.windows), padded(launch.bitmap_tiles), padded(launch.entry_tiles)
-    bucket = Bucket(per, b.bitmap, b.entry, b.features, b.x_mode)
+    bucket = dataclasses.replace(b, windows=per)
     return [Launch(bucket, windows[p * per:(p + 1) * per], bitmap[p * per:(p + 1) * per], entry[p * per:(p + 1) * per])
             for p in range(lnc)]
 
@@ -531,7 +562,9 @@ def pack_launch(A, launch: Launch) -> dict:
         cols = _gather_or(A.tile_cols, bt, M)  # [S, 128]
         keep = _gather_or(A.keep_bits, bt, 0)  # [S, 128, 4]
         factor = _slot_factors(bt, cols, M, col_scale, A.tile_kind, A.tile_slot, A.int8_scale)
-        regions["bm_cols"] = cols.T.astype(np.int32)
+        regions["bm_cols"], bands = split_column_ids(cols.T, M, b.wide_ids)
+        if bands is not None:
+            regions["bm_band"] = bands
         regions["bm_keep"] = keep.transpose(1, 0, 2).astype(np.uint32)
         regions["bm_factor"] = factor.T
         if b.bitmap[1]:
@@ -550,7 +583,9 @@ def pack_launch(A, launch: Launch) -> dict:
         word_of_entry = np.arange(TILE_COLS) // MASK_WORD_BITS
         ekeep = ekeep_words[:, word_of_entry]  # [S, 128]: the word holding entry e's bit
         efactor = _slot_factors(et, ecols, M, col_scale, A.etile_kind, A.etile_slot, A.etile_int8_scale)
-        regions["en_cols"] = ecols.T.astype(np.int32)
+        regions["en_cols"], bands = split_column_ids(ecols.T, M, b.wide_ids)
+        if bands is not None:
+            regions["en_band"] = bands
         regions["en_rows"] = erows.T.astype(np.uint8)
         regions["en_keep"] = ekeep.T.astype(np.uint32)
         regions["en_factor"] = efactor.T
@@ -567,7 +602,7 @@ def pack_launch(A, launch: Launch) -> dict:
         valid = rows < N
         rscale[valid] = A.row_scale[rows[valid]]
     regions["row_scale"] = rscale.T
-    return {"metadata": pack_metadata(metadata_layout(b.windows, b.bitmap, b.entry), regions)}
+    return {"metadata": pack_metadata(metadata_layout(b.windows, b.bitmap, b.entry, b.wide_ids), regions)}
 
 
 def pack_metadata(layout: dict, regions: dict) -> np.ndarray:

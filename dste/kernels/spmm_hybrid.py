@@ -36,6 +36,12 @@ TensorE matmul accumulating into the window's fp32 PSUM accumulator:
 - Per launch, all metadata (column ids, keep words, factors, row scales, INT8/FP16 values, entry
   rows) arrives in one int32 blob by one DMA and is read through ``view(dtype)`` slices of the SBUF
   copy; output rows leave in stores of up to ``STORE_BYTES_PER_PARTITION`` per partition.
+- Column ids travel as ``uint16`` offsets inside bands of ``COLUMN_BAND_ROWS`` X rows (plus a ``uint8``
+  band number per id when X has more rows than one band holds). The indirect DMA takes int32/uint32
+  indices only, so one VectorE instruction per region widens them on chip before the first gather:
+  a ``tensor_copy`` (uint16 -> int32 through fp32, exact) or, with bands, a ``scalar_tensor_tensor``
+  ``band * 65536 + offset`` (fp32 math, exact below 2^24). A padding slot holds offset 0xFFFF (and
+  band 255), an index at or past M that ``oob_mode.skip`` skips.
 """
 
 import nki
@@ -64,6 +70,11 @@ CORRECTION_SBUF_BYTES = 16 * 1024
 """Per-partition SBUF of a launch's correction pass; half of it holds gathered FP16 rows."""
 CORRECTION_STATIONARY_BUFFERS = 4
 """Correction stationaries in flight (the builds rotate over them)."""
+
+COLUMN_BAND_ROWS = 65536
+"""X rows per column-id band: a device column id is a uint16 offset inside its band."""
+PAD_BAND = 255
+"""Band number of a padding slot; also bounds M to PAD_BAND * COLUMN_BAND_ROWS rows."""
 
 KIND_BIN, KIND_INT8, KIND_FP16 = 0, 1, 2
 
@@ -99,16 +110,19 @@ def spmm_hybrid_kernel(
       metadata: ``int32 [128, L]``, one blob per launch (L = ``metadata_layout(...)["total"]`` words
         per partition); its regions, in this order, read through ``view(dtype)``:
         row_scale ``float32 [W]`` (partition = window slot r), output-row factor of slot r of window w;
-        bm_cols ``int32 [W*NB]`` column id of tile column k (partition) per slot; padding = M;
+        bm_cols ``uint16 [W*NB]`` column id of tile column k (partition) per slot, as its offset inside
+        its band of COLUMN_BAND_ROWS rows; padding = 0xFFFF;
         bm_keep ``uint32 [W*NB, 4]`` keep words of tile column k;
         bm_factor ``float32 [W*NB]`` column scale x INT8 tile scale (0 for padding columns);
-        en_cols ``int32 [W*NE]`` column id of entry e (partition); padding = M;
+        en_cols ``uint16 [W*NE]`` column id of entry e (partition), as its offset in its band; padding = 0xFFFF;
         en_keep ``uint32 [W*NE]`` the keep word holding entry e's bit (bit e % 32);
         en_factor ``float32 [W*NE]`` column scale x INT8 tile scale (0 for padding);
         bm_int8 ``int8 [W*n_int8, 128]`` values [k, slot, r] of the INT8 slots;
         bm_fp16 ``float16 [W*n_fp16, 128]`` values of the FP16 slots;
         en_rows ``uint8 [W*NE]`` window slot of entry e;
-        en_int8 ``int8 [W*n_eint8]``, en_fp16 ``float16 [W*n_efp16]`` entry values.
+        en_int8 ``int8 [W*n_eint8]``, en_fp16 ``float16 [W*n_efp16]`` entry values;
+        only when M >= COLUMN_BAND_ROWS (``uses_bands``): bm_band ``uint8 [W*NB]`` and en_band ``uint8 [W*NE]``, the band
+        of each id (PAD_BAND for padding).
         Byte and half-word regions are padded to whole words; empty regions take no words.
       Slots are window-major; inside a window BIN, then INT8, then FP16 slots.
       corrections: ``int32 [128, Lc]`` correction blob (Lc = ``correction_layout(n, G)["total"]``, n =
@@ -122,11 +136,13 @@ def spmm_hybrid_kernel(
       ``float32 [W*128, F]``: row r of window w at row ``w*128 + r`` (the launcher places rows).
 
     Limits: F <= 8 * 512 (one window's accumulator in the 8 PSUM banks); group <= 32;
+      M <= PAD_BAND * COLUMN_BAND_ROWS (= 16,711,680) X rows;
       the blob, working buffers and output buffer must fit SBUF (the planner's budget); the
       correction pass holds at most CORRECTION_SBUF_BYTES per partition.
 
     Pseudocode:
       load the metadata blob of all slots (one DMA)
+      ids = int32(band * 65536 + offset)  (or int32(offset) when M < 65536)  # one instruction per region
       weight[e] = keep_bit(e) * factor[e] * value[e]                       # all entry slots at once
       for each step of S consecutive windows (all their slots fit the `group` buffers; S = 1 and
                                              groups of slots inside the window when they do not):
@@ -159,7 +175,13 @@ def spmm_hybrid_kernel(
     assert 1 <= corr_group_windows <= n_windows, (
         f"corr_group_windows={corr_group_windows}: expected 1..{n_windows} (windows of this launch)"
     )
-    layout = metadata_layout(n_windows, (n_bin, n_int8, n_fp16), (n_ebin, n_eint8, n_efp16))
+    n_x_rows = x_rows.shape[0]
+    assert n_x_rows <= PAD_BAND * COLUMN_BAND_ROWS, (
+        f"X has {n_x_rows} rows; 16-bit column ids with a uint8 band reach at most {PAD_BAND * COLUMN_BAND_ROWS}"
+    )
+    # one band while the padding offset 0xFFFF is itself out of range (M <= 65535)
+    wide_ids = uses_bands(n_x_rows)
+    layout = metadata_layout(n_windows, (n_bin, n_int8, n_fp16), (n_ebin, n_eint8, n_efp16), wide_ids)
     blob_words = layout["total"]
     assert metadata.dtype == nl.int32 and metadata.shape == (n_programs * TILE_COLS, blob_words), (
         f"metadata must be int32 [{n_programs} x 128, {blob_words}] (one blob per program) for this bucket, "
@@ -203,7 +225,8 @@ def spmm_hybrid_kernel(
     rscale = region("row_scale", nl.float32)
     if n_bitmap:
         n_bslots = n_windows * n_bitmap
-        bcols = region("bm_cols", nl.int32)
+        bcols = _widened_ids(region("bm_cols", nl.uint16)[:, 0:n_bslots],
+                             region("bm_band", nl.uint8)[:, 0:n_bslots] if wide_ids else None, "bm_ids")
         bkeep = region("bm_keep", nl.uint32).reshape((TILE_COLS, n_bslots, MASK_WORDS))
         bfactor = region("bm_factor", nl.float32)
         if n_int8:
@@ -213,7 +236,8 @@ def spmm_hybrid_kernel(
         shifted = nl.ndarray((TILE_COLS, group, WINDOW_ROWS), dtype=nl.int32, buffer=nl.sbuf, name="shifted")
     if n_entry:
         n_eslots = n_windows * n_entry
-        ecols = region("en_cols", nl.int32)
+        ecols = _widened_ids(region("en_cols", nl.uint16)[:, 0:n_eslots],
+                             region("en_band", nl.uint8)[:, 0:n_eslots] if wide_ids else None, "en_ids")
         ekeep = region("en_keep", nl.uint32)
         eweight = region("en_factor", nl.float32)
         # window slots travel as bytes; the row comparison takes an fp32 operand (converted on
@@ -501,19 +525,42 @@ def windows_per_store(n_windows, step, n_features):
     return min(n_windows, step * max(1, by_store // step))
 
 
-def metadata_layout(n_windows, bitmap_counts, entry_counts):
+def uses_bands(n_x_rows):
+    """True when ids need a band number: the padding offset 0xFFFF would be an in-range row."""
+    return n_x_rows >= COLUMN_BAND_ROWS
+
+
+def _widened_ids(offsets, bands, name):
+    """``int32 [128, S]`` gather indices from the blob's uint16 band offsets (and uint8 bands, or None).
+
+    The indirect DMA's ``vector_offset`` must be an int32/uint32 ``[P, 1]`` tile, so the 16-bit ids are
+    widened once per launch on VectorE: ``tensor_copy`` converts through fp32 (exact for 16-bit values),
+    ``scalar_tensor_tensor`` computes ``band * COLUMN_BAND_ROWS + offset`` in fp32 (exact below 2^24) and
+    casts to int32 on output.
+    """
+    ids = nl.ndarray(offsets.shape, dtype=nl.int32, buffer=nl.sbuf, name=name)
+    if bands is None:
+        nisa.tensor_copy(dst=ids, src=offsets, engine=nisa.engine.vector)
+    else:
+        nisa.scalar_tensor_tensor(dst=ids, data=bands, op0=nl.multiply, operand0=float(COLUMN_BAND_ROWS),
+                                  op1=nl.add, operand1=offsets)
+    return ids
+
+
+def metadata_layout(n_windows, bitmap_counts, entry_counts, wide_ids=False):
     """Word offsets of the metadata blob's regions: ``{name: (start, words)}`` and ``"total"``.
 
-    ``bitmap_counts`` / ``entry_counts`` are the (BIN, INT8, FP16) slots per window.
+    ``bitmap_counts`` / ``entry_counts`` are the (BIN, INT8, FP16) slots per window; ``wide_ids``: X has
+    more than COLUMN_BAND_ROWS rows, so every id also carries a uint8 band.
     """
     n_bitmap, n_entry = sum(bitmap_counts), sum(entry_counts)
     bm_slots, en_slots = n_windows * n_bitmap, n_windows * n_entry
     regions = (
         ("row_scale", n_windows),
-        ("bm_cols", bm_slots),
+        ("bm_cols", -(-(bm_slots * 2) // WORD_BYTES)),
         ("bm_keep", bm_slots * MASK_WORDS),
         ("bm_factor", bm_slots),
-        ("en_cols", en_slots),
+        ("en_cols", -(-(en_slots * 2) // WORD_BYTES)),
         ("en_keep", en_slots),
         ("en_factor", en_slots),
         ("bm_int8", n_windows * bitmap_counts[1] * WINDOW_ROWS // WORD_BYTES),
@@ -521,6 +568,8 @@ def metadata_layout(n_windows, bitmap_counts, entry_counts):
         ("en_rows", -(-en_slots // WORD_BYTES)),
         ("en_int8", -(-(n_windows * entry_counts[1]) // WORD_BYTES)),
         ("en_fp16", -(-(n_windows * entry_counts[2] * 2) // WORD_BYTES)),
+        ("bm_band", -(-bm_slots // WORD_BYTES) if wide_ids else 0),
+        ("en_band", -(-en_slots // WORD_BYTES) if wide_ids else 0),
     )
     layout = {}
     start = 0

@@ -5,16 +5,23 @@ import pytest
 import scipy.sparse as sp
 
 from dste.format import DSTEFormatError, EncodePolicy, encode, gcn_normalized
+from dste.format.constants import COLUMN_BAND_ROWS, COLUMN_ID_BYTES
 from tests.format.graphs import community_graph
 
 
 def _tile_device_bytes(E, prefix):
-    """Device bytes of one tile of a layout, from the arrays' own shapes and dtypes (values included)."""
+    """Device bytes of one tile of a layout, from the arrays' own shapes and dtypes (values included); column
+    ids count as the device's 16-bit offsets (these graphs have fewer than 65,536 columns: no band plane)."""
     names = {
         "tile": ("tile_window", "tile_kind", "tile_ncols", "tile_slot", "tile_cols", "keep_bits"),
         "etile": ("etile_window", "etile_kind", "etile_nentries", "etile_slot", "etile_cols", "etile_rows", "etile_keep_bits"),
     }[prefix]
-    per_tile = sum(getattr(E, n).itemsize * int(np.prod(getattr(E, n).shape[1:])) for n in names)
+    assert E.shape[1] < COLUMN_BAND_ROWS
+
+    def itemsize(n):
+        return COLUMN_ID_BYTES if n.endswith("cols") else getattr(E, n).itemsize
+
+    per_tile = sum(itemsize(n) * int(np.prod(getattr(E, n).shape[1:])) for n in names)
     values = {"tile": ("int8_values", "int8_scale", "fp16_values"), "etile": ("etile_int8_values", "etile_int8_scale", "etile_fp16_values")}[prefix]
     count = getattr(E, f"{prefix}_window").size
     value_bytes = sum(getattr(E, n).nbytes for n in values)

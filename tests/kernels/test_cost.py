@@ -1,6 +1,8 @@
 """The whole-matrix estimate (derived by tracing the kernel once per launch shape) equals the simulator's
 profile of a real run; both are modelled, with the same cost functions."""
 
+import itertools
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -79,19 +81,21 @@ def test_baselines_cost_more_on_condensable_graph():
 
 def test_metadata_layout_regions_are_contiguous_and_sized_per_slot():
     """The blob's regions tile [0, total) in order, each sized from the slot counts by the
-    rules written out here (one int32 word per column id / keep word / factor / row scale;
-    bytes and half-words rounded up to whole words)."""
+    rules written out here (one uint16 per column id, one uint8 band per id only when X has
+    65,536 rows or more; one int32 word per keep word / factor / row scale; bytes and
+    half-words rounded up to whole words)."""
     from dste.kernels import plan as plan_mod
 
-    for windows, bitmap, entry in [(1, (1, 0, 0), (0, 0, 0)), (3, (2, 1, 3), (1, 2, 3)), (256, (0, 0, 0), (4, 1, 0))]:
-        layout = plan_mod.metadata_layout(windows, bitmap, entry)
+    cases = [(1, (1, 0, 0), (0, 0, 0)), (3, (2, 1, 3), (1, 2, 3)), (256, (0, 0, 0), (4, 1, 0)), (5, (1, 0, 0), (1, 0, 0))]
+    for (windows, bitmap, entry), wide in itertools.product(cases, (False, True)):
+        layout = plan_mod.metadata_layout(windows, bitmap, entry, wide)
         bm, en = windows * sum(bitmap), windows * sum(entry)
         expected_words = {
             "row_scale": windows,
-            "bm_cols": bm,
+            "bm_cols": -(-bm // 2),
             "bm_keep": bm * 4,
             "bm_factor": bm,
-            "en_cols": en,
+            "en_cols": -(-en // 2),
             "en_keep": en,
             "en_factor": en,
             "bm_int8": windows * bitmap[1] * 128 // 4,
@@ -99,6 +103,8 @@ def test_metadata_layout_regions_are_contiguous_and_sized_per_slot():
             "en_rows": -(-en // 4),
             "en_int8": -(-(windows * entry[1]) // 4),
             "en_fp16": -(-(windows * entry[2] * 2) // 4),
+            "bm_band": -(-bm // 4) if wide else 0,
+            "en_band": -(-en // 4) if wide else 0,
         }
         offset = 0
         for name, words in expected_words.items():
