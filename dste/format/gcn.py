@@ -54,21 +54,30 @@ def gcn_csr(adj, add_self_loops: bool = True):
     Without self loops the structure is the binary A itself (existing self loops kept).
     Rows of degree 0 get scale 0.
     """
+    pattern, deg_inv_sqrt = gcn_pattern(adj, add_self_loops)
+    structure = sp.csr_matrix((np.ones(pattern.nnz), pattern.indices, pattern.indptr), shape=pattern.shape, copy=False)
+    structure.has_canonical_format = True
+    return structure, deg_inv_sqrt
+
+
+def gcn_pattern(adj, add_self_loops: bool = True):
+    """:func:`gcn_csr` with a boolean structure (1 B per entry for its ones instead of 8)."""
     canon, shape = to_csr(adj)
     if shape[0] != shape[1]:
         raise DSTEFormatError(f"GCN normalisation needs a square adjacency, got shape {shape}")
     n = shape[0]
-    structure = sp.csr_matrix((np.ones(canon.nnz), canon.indices, canon.indptr), shape=shape, copy=False)
-    structure.has_canonical_format = True  # to_csr checked or made it so
+    pattern = _pattern_of(canon)
+    del canon  # to_csr's float64 values
+    pattern.has_canonical_format = True  # to_csr checked or made it so
     if add_self_loops:
-        # canonical + canonical merges in one linear pass; an existing self loop sums to 2
-        structure = (structure + sp.identity(n, dtype=np.float64, format="csr")).tocsr()
-        structure.sort_indices()  # no-op unless the merge left a row unsorted
-        structure.data[:] = 1.0
-    degree = np.diff(structure.indptr).astype(np.float64)
+        # canonical + canonical merges in one linear pass; boolean sum is logical or, so an
+        # existing self loop stays one entry
+        pattern = (pattern + sp.identity(n, dtype=bool, format="csr")).tocsr()
+        pattern.sort_indices()  # no-op unless the merge left a row unsorted
+    degree = np.diff(pattern.indptr).astype(np.float64)
     deg_inv_sqrt = np.zeros(n, dtype=np.float64)
     deg_inv_sqrt[degree > 0] = degree[degree > 0] ** -0.5
-    return structure, deg_inv_sqrt.astype(np.float32)
+    return pattern, deg_inv_sqrt.astype(np.float32)
 
 
 def gcn_structure(adj, add_self_loops: bool = True):
@@ -94,17 +103,14 @@ def gcn_normalized(
     degree 0 (only without self loops) get scale 0. ``row_perm``/``col_perm`` impose an
     order (encoded position -> original id) instead of ``policy.reorder``.
     """
-    structure, dinv = gcn_csr(adj, add_self_loops)
+    structure, dinv = gcn_pattern(adj, add_self_loops)
     if policy is None:
         policy_fields.setdefault("reorder", "community")
         policy = EncodePolicy(**policy_fields)
     policy.row_scale = dinv
     policy.col_scale = dinv
     policy.scaled_input = False
-    # only the pattern is needed from here on: its float64 ones (8 B per entry) go now, before
-    # METIS (whose own copies of the graph are the pipeline's peak of resident memory)
     shape, nnz = structure.shape, structure.nnz
-    structure = sp.csr_matrix((np.ones(nnz, dtype=bool), structure.indices, structure.indptr), shape=shape, copy=False)
     if row_perm is None and col_perm is None and policy.reorder != "none":
         # the order's graph straight from the CSR: the same graph encode_coo would build from
         # COO arrays, without their int64 copies
@@ -167,6 +173,13 @@ def gcn_update(encoded: DSTEMatrix, new_adj, add_self_loops: bool = True, change
     part = structure[redo_rows]
     rows = np.repeat(redo_rows.astype(np.int64), np.diff(part.indptr))
     return reencode_windows(encoded, rows, part.indices.astype(np.int64), part.data, redo, policy)
+
+
+def _pattern_of(structure: sp.csr_matrix) -> sp.csr_matrix:
+    """The same CSR with boolean ones (1 B per entry instead of 8), index arrays shared."""
+    return sp.csr_matrix(
+        (np.ones(structure.nnz, dtype=bool), structure.indices, structure.indptr), shape=structure.shape, copy=False
+    )
 
 
 def _coo_of(structure: sp.csr_matrix, index_dtype=np.int64):

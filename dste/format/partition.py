@@ -28,6 +28,23 @@ on the 14 graphs of ``bench/test_reorder.py``, the community order's stretch mov
 "Encode time and memory")."""
 
 
+SPLIT_MIN_PARTS = 4
+"""From this many parts on, the first bisection is made on an edge sample and each side is cut by
+its own METIS call (see :func:`recursive_bisection_parts`)."""
+
+SAMPLE_EDGES_PER_NODE = 3
+"""Edges each node keeps, about, in the sample the first bisection is made on (:func:`sampled_edges`)."""
+
+REFINEMENT_PASSES = 2
+"""Balanced exchange passes on the full graph after the sampled first bisection (:func:`refined_bisection`)."""
+
+SAMPLE_CHUNK = 1 << 18
+
+IDX = np.int64
+"""METIS's index type in the pinned pymetis build (``pymetis.zero_copy_dtype()``): arrays of
+another type are copied by the binding, 8 B per edge more during the call."""
+
+
 def _pymetis():
     try:
         import pymetis
@@ -44,6 +61,13 @@ def recursive_bisection_parts(graph: sp.csr_matrix, n_parts: int, seed: int = 0)
 
     ``graph``: CSR, symmetric, no self loops (METIS requires both; values are ignored).
     ``n_parts`` is clipped to ``[1, n]``. Part ids follow the bisection tree (see module docstring).
+
+    From ``SPLIT_MIN_PARTS`` parts on, the first cut of the tree is made on a sample of the
+    edges (``SAMPLE_EDGES_PER_NODE``) and METIS then cuts each side at full resolution into its
+    share of the parts: METIS's resident memory (its coarsened copies of the graph) scales with
+    the edges of the graph it is given, and neither call sees more than about half of them.
+    The split follows METIS's own numbering (the first side gets ``n_parts // 2`` parts, the
+    same share of the nodes), so the part ids still follow one bisection tree.
     """
     n = graph.shape[0]
     if graph.shape[0] != graph.shape[1]:
@@ -53,13 +77,117 @@ def recursive_bisection_parts(graph: sp.csr_matrix, n_parts: int, seed: int = 0)
         return np.zeros(0, dtype=np.int64)
     if n_parts == 1:
         return np.zeros(n, dtype=np.int64)
+    if n_parts < SPLIT_MIN_PARTS:
+        return _metis_parts(graph.indptr.astype(IDX), graph.indices.astype(IDX), n_parts, seed)
+    first = n_parts // 2
+    sample_indptr, sample_indices = sampled_edges(graph, seed)
+    side = _metis_parts(sample_indptr, sample_indices, 2, seed, target_shares=[first / n_parts, 1 - first / n_parts])
+    del sample_indptr, sample_indices
+    side = refined_bisection(graph, side.astype(np.int8), REFINEMENT_PASSES)
+    parts = np.empty(n, dtype=np.int64)
+    for side_id, offset, side_parts in ((0, 0, first), (1, first, n_parts - first)):
+        nodes, indptr, indices = _induced_subgraph(graph, side == side_id)
+        parts[nodes] = offset + _metis_parts(indptr, indices, side_parts, seed)
+        del indptr, indices  # before the second side's METIS call
+    return parts
+
+
+def sampled_edges(graph: sp.csr_matrix, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(indptr, indices)`` (METIS's index type) of a symmetric edge sample of ``graph`` for the first cut.
+
+    Edge ``{u, v}`` is kept with probability ``min(1, SAMPLE_EDGES_PER_NODE / min(deg u, deg v))``,
+    decided by a seeded hash of the unordered pair, so both directions agree and the sample is
+    symmetric. Every node thus keeps about ``SAMPLE_EDGES_PER_NODE`` edges or all of them: nodes of
+    low degree stay attached to their community (a uniform sample would leave many isolated, free
+    to land on either side, and their edges cut). Built in chunks of ``SAMPLE_CHUNK`` edges so the
+    hash temporaries stay small.
+    """
+    n = graph.shape[0]
+    degree = np.diff(graph.indptr).astype(np.uint64)
+    row_of_edge = np.repeat(np.arange(n, dtype=np.int32), np.diff(graph.indptr))
+    keep = np.empty(graph.nnz, dtype=bool)
+    salt = np.uint64((int(seed) * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) % 2**64)
+    threshold = np.uint64(SAMPLE_EDGES_PER_NODE * 2**32)
+    for start in range(0, graph.nnz, SAMPLE_CHUNK):
+        u = row_of_edge[start : start + SAMPLE_CHUNK]
+        v = graph.indices[start : start + SAMPLE_CHUNK]
+        lo, hi = np.minimum(u, v).astype(np.uint64), np.maximum(u, v).astype(np.uint64)
+        mixed = _mix64((lo << np.uint64(32)) | hi ^ salt)
+        # keep iff hash / 2^32 < k / min degree, in integers: (hash >> 32) * min degree < k * 2^32
+        keep[start : start + SAMPLE_CHUNK] = (mixed >> np.uint64(32)) * np.minimum(degree[lo], degree[hi]) < threshold
+    indptr = np.zeros(n + 1, dtype=IDX)
+    np.cumsum(np.bincount(row_of_edge[keep], minlength=n), out=indptr[1:])
+    del row_of_edge
+    return indptr, graph.indices[keep].astype(IDX)
+
+
+def refined_bisection(graph: sp.csr_matrix, side: np.ndarray, passes: int) -> np.ndarray:
+    """``side`` (int8 0/1 per node) after ``passes`` balanced exchange passes on the full graph.
+
+    A node's gain is the drop of the cut if it alone changed side: its neighbours across
+    minus those on its side. Each pass moves the ``m`` highest-gain nodes of each side with a
+    positive gain, ``m`` the smaller of the two counts, so the side sizes do not change. Nodes
+    moving together may share edges, which makes a gain an estimate; a pass that does not
+    lower the cut is undone and ends the refinement. The cut of a sampled bisection comes back
+    to METIS's own on the full graph after one or two passes (``SAMPLE_EDGES_PER_NODE``).
+    """
+    n = graph.shape[0]
+    row_of_edge = np.repeat(np.arange(n, dtype=np.int32), np.diff(graph.indptr))
+    degree = np.diff(graph.indptr)
+
+    def neighbours_across():
+        return np.bincount(row_of_edge[side[row_of_edge] != side[graph.indices]], minlength=n)
+
+    across = neighbours_across()
+    cut = int(across.sum())
+    for _ in range(passes):
+        gain = 2 * across - degree
+        movers = [np.flatnonzero((side == side_id) & (gain > 0)) for side_id in (0, 1)]
+        count = min(m.size for m in movers)
+        if count == 0:
+            break
+        movers = np.concatenate([m[np.argsort(-gain[m], kind="stable")[:count]] for m in movers])
+        side[movers] ^= 1
+        across = neighbours_across()
+        if int(across.sum()) >= cut:
+            side[movers] ^= 1
+            break
+        cut = int(across.sum())
+    return side
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """A 64-bit finaliser (splitmix64's): every input bit moves about half the output bits."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _induced_subgraph(graph: sp.csr_matrix, member: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(nodes, indptr, indices)``: the subgraph on the nodes where ``member``, renumbered 0.., METIS's index type."""
+    nodes = np.flatnonzero(member)
+    new_id = np.cumsum(member, dtype=IDX) - 1
+    row_of_edge = np.repeat(np.arange(graph.shape[0], dtype=np.int32), np.diff(graph.indptr))
+    inside = member[row_of_edge]
+    inside &= member[graph.indices]
+    kept_per_row = np.bincount(row_of_edge[inside], minlength=graph.shape[0])
+    del row_of_edge
+    indptr = np.zeros(nodes.size + 1, dtype=IDX)
+    np.cumsum(kept_per_row[nodes], out=indptr[1:])
+    return nodes, indptr, new_id[graph.indices[inside]]
+
+
+def _metis_parts(indptr: np.ndarray, indices: np.ndarray, n_parts: int, seed: int, target_shares=None) -> np.ndarray:
+    """One ``METIS_PartGraphRecursive`` call; arrays already of METIS's index type, so pymetis passes them without a copy."""
+    n = indptr.size - 1
+    n_parts = int(min(max(n_parts, 1), n))
+    if n_parts == 1:
+        return np.zeros(n, dtype=np.int64)
     pymetis = _pymetis()
-    adjacency = pymetis.CSRAdjacency(
-        adj_starts=np.ascontiguousarray(graph.indptr, dtype=np.int32),
-        adjacent=np.ascontiguousarray(graph.indices, dtype=np.int32),
-    )
     options = pymetis.Options(seed=int(seed))
     if REFINEMENT_ITERATIONS is not None:
         options.niter = REFINEMENT_ITERATIONS
-    _, parts = pymetis.part_graph(n_parts, adjacency, options=options, recursive=True)
+    adjacency = pymetis.CSRAdjacency(adj_starts=indptr, adjacent=indices)
+    _, parts = pymetis.part_graph(n_parts, adjacency, options=options, recursive=True, tpwgts=target_shares)
     return np.asarray(parts, dtype=np.int64)

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from dste.format import encode
 from dste.format.errors import DSTEFormatError
-from dste.format.partition import recursive_bisection_parts
+from dste.format.partition import SAMPLE_EDGES_PER_NODE, recursive_bisection_parts, refined_bisection, sampled_edges
 from dste.format.reorder import (
     SPLIT_CANDIDATES,
     _joined_leaf_order,
@@ -145,13 +145,58 @@ def test_label_propagation_order_is_still_a_permutation():
     assert_permutation(label_propagation_order(graph), 2000)
 
 
+def _cut_edges(graph, labels):
+    coo = graph.tocoo()
+    return int((labels[coo.row] != labels[coo.col]).sum()) // 2
+
+
 def test_recursive_bisection_numbers_parts_along_its_tree():
-    """The layout relies on it: parts [0, k/2) are one side of METIS's first cut."""
+    """The layout relies on it: parts [0, k/2) are one side of the first cut, a well-cut bisection.
+
+    The first cut of a split call is made on an edge sample and refined on the full graph, so it
+    is not METIS's own 2-way cut of the graph, but it must be as good (within 5 % of its cut
+    edges) and balanced like it; each side is then cut by METIS into its share of the parts.
+    """
     adj, _ = community_graph(3000, seed=2)
     graph, _ = _symmetric_graph(*adj.nonzero(), adj.shape)
     halves = recursive_bisection_parts(graph, 2, seed=0)
-    quarters = recursive_bisection_parts(graph, 4, seed=0)
-    assert np.array_equal(quarters // 2, halves)
+    for k in (4, 8, 10):
+        parts = recursive_bisection_parts(graph, k, seed=0)
+        first_side = (parts >= k // 2).astype(np.int64)
+        assert _cut_edges(graph, first_side) <= 1.05 * _cut_edges(graph, halves), k
+        # the sides hold the parts' share of the nodes (METIS's 1.001 tolerance, on 3000 nodes)
+        assert abs(int((first_side == 0).sum()) - 3000 * (k // 2) / k) <= 10, k
+        sizes = np.bincount(parts, minlength=k)
+        assert sizes.min() >= 0.9 * 3000 / k and sizes.max() <= 1.1 * 3000 / k, (k, sizes)
+
+
+def test_edge_sample_is_symmetric_and_keeps_low_degree_nodes_attached():
+    adj, _ = community_graph(3000, seed=3)
+    graph, _ = _symmetric_graph(*adj.nonzero(), adj.shape)
+    indptr, indices = sampled_edges(graph, seed=0)
+    sample = sp.csr_matrix((np.ones(indices.size), indices, indptr), shape=graph.shape)
+    assert (sample != sample.T).nnz == 0  # symmetric
+    assert (sample - sample.multiply(graph)).nnz == 0  # a subset of the graph's edges
+    degree = np.diff(graph.indptr)
+    coo = graph.tocoo()
+    low = np.minimum(degree[coo.row], degree[coo.col]) <= SAMPLE_EDGES_PER_NODE
+    assert np.all(np.asarray(sample[coo.row[low], coo.col[low]]).ravel() == 1)  # kept with probability 1
+    share = indices.size / graph.nnz
+    assert 0.1 < share < 0.6, share
+    again_indptr, again_indices = sampled_edges(graph, seed=0)
+    assert np.array_equal(again_indptr, indptr) and np.array_equal(again_indices, indices)
+    assert not np.array_equal(sampled_edges(graph, seed=1)[1], indices)
+
+
+def test_refined_bisection_keeps_the_side_sizes_and_lowers_the_cut():
+    adj, _ = community_graph(3000, seed=4)
+    graph, _ = _symmetric_graph(*adj.nonzero(), adj.shape)
+    side = np.random.default_rng(0).permutation(np.arange(3000) % 2).astype(np.int8)
+    refined = refined_bisection(graph, side.copy(), passes=3)
+    assert np.array_equal(np.bincount(refined), np.bincount(side))
+    assert _cut_edges(graph, refined) < 0.9 * _cut_edges(graph, side)
+    # a cut no pass can lower is returned unchanged
+    assert np.array_equal(refined_bisection(graph, refined.copy(), passes=0), refined)
 
 
 def test_window_column_pairs_matches_an_independent_count():
