@@ -43,7 +43,9 @@ of 1-3 entries, 128 B of values each, out of the bitmaps for memory's sake).
 ``"count"`` (the earlier rule): every column with at least ``bitmap_min_entries`` entries
 (default 2 structure-only, 4 valued) is a bitmap column, cut into tiles in column order.
 
-Measured (GCN-normalised A + I, BIN tiles; device bytes incl. the shared D^-1/2 vector;
+Measured when column ids took 4 device bytes (the split then priced 2,573 / 669 B per tile; with 2-byte
+ids the same graphs store 0.5-1.5 B less per edge: ``bench/test_device_bytes.py``, bench/README.md
+"Device bytes with 16-bit column ids") (GCN-normalised A + I, BIN tiles; device bytes incl. the shared D^-1/2 vector;
 stretch = X rows gathered / M; tiles = bitmap + entry; latency = modelled
 ``estimate_spmm(A, 128, "int8-hybrid", "trn2")`` at the time of writing, which moves with
 the kernel's model; fp32 CSR = 8 B per nonzero + 4 B per row):

@@ -200,8 +200,13 @@ def _launch_cost(A, launch, target, correction=None):
     c.gpsimd(128, 1)  # iota of shift amounts
     c.dma(128 * WORD_BYTES * metadata_layout(W, b.bitmap, b.entry, b.wide_ids)["total"])  # the metadata blob
     for slots in (W * nb, W * ne):
-        if slots:  # 16-bit ids widened to int32 gather indices: one VectorE instruction per region
-            c.vector(slots, 2 if b.wide_ids else 1, I32, "generic" if b.wide_ids else "copy")
+        if slots:  # 16-bit ids widened to int32 gather indices on GpSimd, once per region
+            if b.wide_ids:
+                c.gpsimd(1, 1)  # the band-rows constant
+                c.gpsimd(slots, 2)
+                c.gpsimd(slots, 2)
+            else:
+                c.gpsimd(slots, 1)
     if ne:
         S = W * ne
         c.gpsimd(S, 1)  # uint8 entry rows -> fp32

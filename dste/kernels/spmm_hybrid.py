@@ -38,9 +38,9 @@ TensorE matmul accumulating into the window's fp32 PSUM accumulator:
   copy; output rows leave in stores of up to ``STORE_BYTES_PER_PARTITION`` per partition.
 - Column ids travel as ``uint16`` offsets inside bands of ``COLUMN_BAND_ROWS`` X rows (plus a ``uint8``
   band number per id when X has more rows than one band holds). The indirect DMA takes int32/uint32
-  indices only, so one VectorE instruction per region widens them on chip before the first gather:
-  a ``tensor_copy`` (uint16 -> int32 through fp32, exact) or, with bands, a ``scalar_tensor_tensor``
-  ``band * 65536 + offset`` (fp32 math, exact below 2^24). A padding slot holds offset 0xFFFF (and
+  indices only, so GpSimd widens them on chip once per region before the first gather: a
+  ``tensor_copy`` (uint16 -> int32 through fp32, exact) or, with bands, ``band * 65536 + offset`` by
+  two ``tensor_tensor`` (fp32 math, exact below 2^24). A padding slot holds offset 0xFFFF (and
   band 255), an index at or past M that ``oob_mode.skip`` skips.
 """
 
@@ -142,7 +142,7 @@ def spmm_hybrid_kernel(
 
     Pseudocode:
       load the metadata blob of all slots (one DMA)
-      ids = int32(band * 65536 + offset)  (or int32(offset) when M < 65536)  # one instruction per region
+      ids = int32(band * 65536 + offset)  (or int32(offset) when M < 65536)  # GpSimd, once per region
       weight[e] = keep_bit(e) * factor[e] * value[e]                       # all entry slots at once
       for each step of S consecutive windows (all their slots fit the `group` buffers; S = 1 and
                                              groups of slots inside the window when they do not):
@@ -534,16 +534,19 @@ def _widened_ids(offsets, bands, name):
     """``int32 [128, S]`` gather indices from the blob's uint16 band offsets (and uint8 bands, or None).
 
     The indirect DMA's ``vector_offset`` must be an int32/uint32 ``[P, 1]`` tile, so the 16-bit ids are
-    widened once per launch on VectorE: ``tensor_copy`` converts through fp32 (exact for 16-bit values),
-    ``scalar_tensor_tensor`` computes ``band * COLUMN_BAND_ROWS + offset`` in fp32 (exact below 2^24) and
-    casts to int32 on output.
+    widened once per launch, on GpSimd (VectorE carries the stationaries): ``tensor_copy`` converts
+    through fp32 (exact for 16-bit values); with bands, two ``tensor_tensor`` compute
+    ``band * COLUMN_BAND_ROWS + offset`` in fp32 (exact below 2^24), cast to int32 on output.
     """
     ids = nl.ndarray(offsets.shape, dtype=nl.int32, buffer=nl.sbuf, name=name)
     if bands is None:
-        nisa.tensor_copy(dst=ids, src=offsets, engine=nisa.engine.vector)
-    else:
-        nisa.scalar_tensor_tensor(dst=ids, data=bands, op0=nl.multiply, operand0=float(COLUMN_BAND_ROWS),
-                                  op1=nl.add, operand1=offsets)
+        nisa.tensor_copy(dst=ids, src=offsets, engine=nisa.engine.gpsimd)
+        return ids
+    band_rows = nl.ndarray((offsets.shape[0], 1), dtype=nl.float32, buffer=nl.sbuf, name=name + "_band_rows")
+    nisa.memset(dst=band_rows, value=float(COLUMN_BAND_ROWS), engine=nisa.engine.gpsimd)
+    nisa.tensor_tensor(dst=ids, data1=bands, data2=band_rows.broadcast(1, offsets.shape[1]), op=nl.multiply,
+                       engine=nisa.engine.gpsimd)
+    nisa.tensor_tensor(dst=ids, data1=ids, data2=offsets, op=nl.add, engine=nisa.engine.gpsimd)
     return ids
 
 

@@ -101,18 +101,35 @@ def test_narrow_x_blob_has_no_band_regions():
 
 @pytest.mark.parametrize("n_cols", [3 * BAND + 1000, BAND - 1])
 def test_kernel_widens_ids_once_per_region(n_cols):
-    """The trace holds the widening: one scalar_tensor_tensor per id region (bitmap, entry) past 65,535 rows
-    (band x 65536 + offset), none below (a tensor_copy instead). With BIN tiles and a hybrid X the kernel has
-    no other scalar_tensor_tensor (BIN stationaries are one tensor_scalar, entry ones too)."""
+    """The trace holds the widening, on GpSimd, once per id region (bitmap, entry): past 65,535 rows a memset
+    of the band-rows constant and two tensor_tensor (band x 65536, + offset) per region, below it one tensor_copy
+    per region. Counted as the difference to the same launch's trace with the widening left out."""
     A = encode(wide_matrix(n_cols=n_cols), EncodePolicy(kinds="bin"))
     Xq = quantize_rows(np.random.default_rng(4).standard_normal((A.shape[1], 8)).astype(np.float32))
     plan = plan_mod.plan_launches(A, 8, "int8-hybrid")
     launch = plan.launches[0]
     single = plan_mod.LaunchPlan(plan.shape, plan.features, plan.x_mode, [launch])
     _, prof = spmm_hybrid(A, Xq, plan=single, profile=True, lnc=1)
+    kernel = kernel_module("spmm_hybrid", "nkisim")
+    original = kernel._widened_ids
+    calls = []
+
+    def recording(offsets, bands, name):
+        calls.append((offsets.dtype, None if bands is None else bands.dtype))
+        return original(offsets, bands, name)
+
+    kernel._widened_ids = recording
+    try:
+        single2 = plan_mod.LaunchPlan(plan.shape, plan.features, plan.x_mode, [launch])
+        spmm_hybrid(A, Xq, plan=single2, profile=True, lnc=1)
+    finally:
+        kernel._widened_ids = original
     regions = int(launch.bucket.bitmap_slots > 0) + int(launch.bucket.entry_slots > 0)
     wide = n_cols >= BAND
-    assert prof.ops.get("scalar_tensor_tensor", 0) == (regions if wide else 0)
+    assert len(calls) == regions and all(str(o) == "uint16" for o, _ in calls)
+    assert all((b is not None) == wide for _, b in calls)
+    assert prof.ops.get("tensor_tensor", 0) >= (2 * regions if wide else 0)
+    assert prof.ops.get("tensor_copy", 0) >= (0 if wide else regions)
 
 
 def _gather_kernel(widen):
