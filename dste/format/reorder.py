@@ -42,7 +42,7 @@ from scipy.sparse.csgraph import connected_components, reverse_cuthill_mckee
 
 from dste.format.constants import WINDOW_ROWS
 from dste.format.errors import DSTEFormatError
-from dste.format.partition import recursive_bisection_parts
+from dste.format.partition import recursive_bisection_parts, release_free_heap
 
 SPLIT_CANDIDATES = (8,)
 """Besides the window-sized parts themselves, the community order tries the parts cut into this
@@ -192,6 +192,7 @@ def community_order(graph: sp.csr_matrix, seed: int = 0, leaf_nodes: int | None 
     # stable within a leaf: ties keep the original id order, so the result depends only on the parts
     best_order = np.argsort(parts, kind="stable")
     if leaf_nodes is not None:
+        release_free_heap()
         return best_order.astype(np.int64)
     best_pairs = window_column_pairs(graph, best_order)
     for slices in SPLIT_CANDIDATES:
@@ -199,6 +200,8 @@ def community_order(graph: sp.csr_matrix, seed: int = 0, leaf_nodes: int | None 
         pairs = window_column_pairs(graph, order)
         if pairs < best_pairs:
             best_order, best_pairs = order, pairs
+    # what METIS and the candidates freed would otherwise stay resident under the encode's peak
+    release_free_heap()
     return best_order.astype(np.int64)
 
 
