@@ -42,7 +42,7 @@ SAMPLE_EDGES_PER_NODE = 3
 REFINEMENT_PASSES = 2
 """Balanced exchange passes on the full graph after the sampled first bisection (:func:`refined_bisection`)."""
 
-SAMPLE_CHUNK = 1 << 18
+SAMPLE_CHUNK = 1 << 16
 
 IDX = np.int64
 """METIS's index type in the pinned pymetis build (``pymetis.zero_copy_dtype()``): arrays of
