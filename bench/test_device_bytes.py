@@ -1,0 +1,180 @@
+"""Device bytes per stored edge against modelled ``spmm_hybrid`` latency, with 16-bit column ids.
+
+For each graph (``bench/test_reorder.py``'s ``generated_graph``: ids shuffled, ogbn-arxiv's mean degree; or a
+``dste.data`` preset), the community order is computed once and every split below encodes the same order
+(``gcn_normalized(adj, row_perm=order, col_perm=order, ...)``):
+
+    cost        the default split (device bytes + 29,900 B per gather transfer + 136 B per gathered X row)
+    capped      the same rule with the transfer and X-row prices scaled by the largest weight of
+                1, 1/2, 1/4, ... 1/256, 0 whose encoding stores at most ``--cap`` (4.27) B per stored edge
+                (structure-only int32 CSR), refined by 3 geometric bisection steps towards the last weight
+                that missed, i.e. device bytes priced 1/weight times higher
+    bytes-only  weight 0: device bytes alone (the least these two tile kinds store for this order)
+
+Latency: ``estimate_spmm(A, 128, "int8-hybrid", "trn2")``, **modelled** (trn2, LNC2, descriptor-bound DMA model;
+the optimistic model beside it), never measured.
+
+Run (minutes; prints one line per graph and split, writes bench/results/device_bytes.json)::
+
+    python bench/test_device_bytes.py                       # the four generated graphs + both arxiv presets
+    python bench/test_device_bytes.py --graphs 84000/100/0.85
+    python -m pytest bench/test_device_bytes.py -s          # a short run (one 20k-node graph)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from test_reorder import generated_graph  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CSR_STRUCTURE_BYTES_PER_EDGE = 4.27
+GRAPHS = ["84000/1000/0.8", "50000/3000/0.6", "50000/5000/0.9", "84000/100/0.85", "arxiv-scale", "arxiv-scale-local"]
+WEIGHTS = [1.0] + [2.0 ** -k for k in range(1, 9)] + [0.0]
+
+
+REFINE_STEPS = 3
+LIST_TILE_FIXED_BYTES = 128 + 128 + 16 + 13 + 4
+"""A sketched tile kind (not built): up to 128 entries of one window, each a 1-byte row slot, a 1-byte slot in
+the tile's list of distinct column ids and a keep bit, 13 B of per-tile metadata and a 4-byte offset to its
+column list; the list itself holds 2 B per distinct column (variable length)."""
+
+
+def list_tile_bytes_per_edge(A) -> float:
+    """Device bytes per stored edge if every window's bitmap-tile entries moved to list tiles (128 entries per
+    tile, each bitmap column listed once; entry tiles, scales and the gathered rows unchanged). Bytes only: no
+    kernel exists for this kind, so no latency is modelled."""
+    import numpy as np
+
+    from dste.format.bits import popcount
+    from dste.format.matrix import column_band_bits
+
+    nb = A.nbytes()
+    T = A.n_tiles
+    bits = column_band_bits(A.shape[1])
+    bitmap_bytes = A.keep_bits.nbytes + T * (128 * 2 + 16 * bits) + T * (4 + 1 + 4 + 4)
+    per_tile = popcount(A.nz_bits).reshape(T, -1).sum(axis=1) if T else np.zeros(0, np.int64)
+    per_window = np.bincount(A.tile_window, weights=per_tile, minlength=A.n_windows)
+    list_tiles = int(np.ceil(per_window / 128).sum())
+    columns = int(A.tile_ncols.sum())
+    list_bytes = list_tiles * LIST_TILE_FIXED_BYTES + columns * 2 + -(-columns * bits // 8)
+    return (nb["device_total"] - bitmap_bytes + list_bytes) / A.nnz_stored
+
+
+def _graph(spec):
+    if "/" in spec:
+        nodes, community, locality = spec.split("/")
+        return generated_graph(int(nodes), int(community), float(locality))
+    return generated_graph(spec, 0, 0.0)
+
+
+def _encode(adj, order, weight):
+    from dste.format import gcn_normalized
+    from dste.format.policy import DEFAULT_GATHER_TRANSFER_BYTES, DEFAULT_X_ROW_BYTES
+
+    return gcn_normalized(adj, row_perm=order, col_perm=order,
+                          gather_transfer_bytes=int(round(DEFAULT_GATHER_TRANSFER_BYTES * weight)),
+                          x_row_bytes=int(round(DEFAULT_X_ROW_BYTES * weight)))
+
+
+def _row(A, weight, latency=True):
+    from dste.kernels.cost import estimate_spmm
+
+    nb, st = A.nbytes(), A.stats()
+    row = {
+        "weight": weight,
+        "bytes_per_edge": round(nb["bytes_per_stored_edge"], 3),
+        "by_part": {k: round(v / A.nnz_stored, 3) for k, v in nb["device"].items()},
+        "stretch": round(st["stretch"], 3),
+        "bitmap_tiles": A.n_tiles,
+        "entry_tiles": A.n_etiles,
+    }
+    if latency:
+        est = estimate_spmm(A, 128, "int8-hybrid", "trn2")
+        row["latency_us_modelled_trn2_lnc2_descriptor"] = round(est.latency_us, 1)
+        row["latency_us_modelled_trn2_lnc2_optimistic"] = round(est.latency_optimistic_us, 1)
+    return row
+
+
+def measure(spec, cap=CSR_STRUCTURE_BYTES_PER_EDGE, latency=True) -> dict:
+    from dste.format import gcn_normalized
+
+    adj, _ = _graph(spec)
+    t0 = time.perf_counter()
+    first = gcn_normalized(adj, reorder="community")
+    order = first.row_perm
+    out = {"graph": spec, "nodes": int(adj.shape[0]), "order_s": round(time.perf_counter() - t0, 1),
+           "cost": _row(first, 1.0, latency)}
+    chosen, failed = None, None
+    for weight in WEIGHTS:
+        A = first if weight == 1.0 else _encode(adj, order, weight)
+        if A.nbytes()["bytes_per_stored_edge"] <= cap:
+            chosen = (weight, A)
+            break
+        failed = weight
+    if chosen is not None and failed is not None and chosen[0] > 0:
+        # the largest weight between the last power of two that failed and the first that met the cap
+        for _ in range(REFINE_STEPS):
+            mid = (chosen[0] * failed) ** 0.5
+            A = _encode(adj, order, mid)
+            if A.nbytes()["bytes_per_stored_edge"] <= cap:
+                chosen = (mid, A)
+            else:
+                failed = mid
+    out["cost"]["list_tile_bytes_per_edge_estimate"] = round(list_tile_bytes_per_edge(first), 3)
+    floor = _encode(adj, order, 0.0)
+    out["bytes-only"] = _row(floor, 0.0, latency)
+    if chosen is not None:
+        out["capped"] = out["cost"] if chosen[0] == 1.0 else _row(chosen[1], chosen[0], latency)
+    return out
+
+
+def _line(name, r):
+    lat = r.get("latency_us_modelled_trn2_lnc2_descriptor")
+    opt = r.get("latency_us_modelled_trn2_lnc2_optimistic")
+    parts = " ".join(f"{k} {v:.2f}" for k, v in r["by_part"].items())
+    timing = f"{lat:>8.1f} us desc / {opt:>7.1f} us opt (modelled trn2 LNC2)" if lat is not None else ""
+    return (f"  {name:<10} w={r['weight']:<9.5g} {r['bytes_per_edge']:.3f} B/edge [{parts}] stretch {r['stretch']:.2f} "
+            f"tiles {r['bitmap_tiles']}+{r['entry_tiles']} {timing}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--graphs", default=",".join(GRAPHS))
+    parser.add_argument("--cap", type=float, default=CSR_STRUCTURE_BYTES_PER_EDGE)
+    parser.add_argument("--no-latency", action="store_true")
+    parser.add_argument("--out", default=str(RESULTS / "device_bytes.json"))
+    args = parser.parse_args(argv)
+    results = []
+    for spec in [g for g in args.graphs.split(",") if g]:
+        r = measure(spec, args.cap, not args.no_latency)
+        results.append(r)
+        print(spec, f"({r['nodes']} nodes)", flush=True)
+        for name in ("cost", "capped", "bytes-only"):
+            if name in r:
+                print(_line(name, r[name]), flush=True)
+        print(f"  list tiles instead of bitmap tiles (sketch, bytes only): "
+              f"{r['cost']['list_tile_bytes_per_edge_estimate']:.3f} B/edge at the cost split's stretch", flush=True)
+        if "capped" not in r:
+            print(f"  no split of these two tile kinds reaches {args.cap} B/edge on this order", flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"modelled": True, "target": "trn2", "lnc": 2, "results": results}, indent=1))
+    return results
+
+
+def test_device_bytes_short():
+    """One 20k-node graph: the capped split stores at most the cap, bytes-only at most the default."""
+    r = measure("20000/1000/0.8", latency=False)
+    assert r["bytes-only"]["bytes_per_edge"] <= r["cost"]["bytes_per_edge"]
+    if "capped" in r:
+        assert r["capped"]["bytes_per_edge"] <= CSR_STRUCTURE_BYTES_PER_EDGE
+
+
+if __name__ == "__main__":
+    main()
