@@ -10,6 +10,8 @@ from dste.data import UnsafePickleError, load_planetoid
 from dste.data.npz import load_npz, save_npz
 from tests.data.test_planetoid import write_tiny_planetoid
 
+from .files import write_fresh
+
 PARTS = ("x", "y", "tx", "ty", "allx", "ally", "graph", "test.index")
 
 
@@ -43,7 +45,7 @@ def test_corrupted_planetoid_files_are_refused_or_consistent(tiny_files, data, s
             else:
                 offset = data.draw(st.integers(0, len(content) - 1))
                 content[offset] ^= data.draw(st.integers(1, 255))
-        (folder / f"ind.citeseer.{part}").write_bytes(bytes(content))
+        write_fresh(folder / f"ind.citeseer.{part}", bytes(content))
     try:
         g = load_planetoid("citeseer", folder)
     except UnsafePickleError:
@@ -82,7 +84,7 @@ def test_corrupted_npz_bundles_are_refused_or_unchanged(npz_bytes, data, scratch
         offset = data.draw(st.integers(0, len(content) - 1))
         content[offset] ^= data.draw(st.integers(1, 255))
     path = scratch / "g.npz"
-    path.write_bytes(bytes(content))
+    write_fresh(path, bytes(content))
     try:
         loaded = load_npz(path)
     except ValueError as error:

@@ -10,6 +10,7 @@ import dste
 from dste.format import DSTEFileError, DSTEFormatError, encode, load
 from dste.reference.masked_quant import masked_quant_reference
 
+from .files import write_fresh
 from .strategies import sparse_values
 
 
@@ -163,7 +164,7 @@ def test_a_corrupted_file_is_refused_or_loads_unchanged(saved_file, data, scratc
             offset = data.draw(st.integers(0, len(original) - 1))
             corrupt[offset] = 0 if how == "zero" else corrupt[offset] ^ data.draw(st.integers(1, 255))
     path = scratch / "corrupted.npz"
-    path.write_bytes(bytes(corrupt))
+    write_fresh(path, bytes(corrupt))
     try:
         L = load(path)
     except DSTEFileError as error:
