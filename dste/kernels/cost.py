@@ -42,6 +42,7 @@ from dste.kernels.plan import (
     plan_launches,
     program_plan,
     record_width,
+    uses_bands,
     windows_per_step,
     windows_per_store,
 )
@@ -594,11 +595,13 @@ def _format_bytes(A, F, x_mode, hi_fraction, plan):
     x_row = record_width(F) if x_mode == "int8-hybrid" else F * X_ITEMSIZE[x_mode]
     rows = int(A.tile_ncols.sum() + A.etile_nentries.sum())
     total = rows * x_row + int(rows * hi_fraction) * F * 2
-    total += A.n_tiles * 128 * (4 + 16 + 4) + A.n_etiles * 128 * (4 + 1 + 4 + 4)
+    # per slot in the blobs: a uint16 column id (and a uint8 band past 65,535 X rows), keep bits, an fp32 factor
+    id_bytes = 2 + (1 if uses_bands(M) else 0)
+    total += A.n_tiles * 128 * (id_bytes + 16 + 4) + A.n_etiles * 128 * (id_bytes + 1 + 4 + 4)
     total += A.int8_values.nbytes + A.fp16_values.nbytes + A.etile_int8_values.nbytes + A.etile_fp16_values.nbytes
     n_rows_out = int((A.window_rows < A.shape[0]).sum())
     total += n_rows_out * F * 4
-    del M, plan
+    del plan
     return total
 
 
