@@ -14,7 +14,6 @@ METIS is single-threaded and, for a fixed ``seed``, deterministic.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 
 import numpy as np
@@ -66,8 +65,7 @@ def release_free_heap() -> None:
 @functools.cache
 def _malloc_trim():
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        trim = ctypes.CDLL(None).malloc_trim  # the C library already loaded into the process
     except (OSError, AttributeError):  # not glibc: nothing to release this way
         return None
     trim.argtypes = [ctypes.c_size_t]
@@ -108,16 +106,16 @@ def recursive_bisection_parts(graph: sp.csr_matrix, n_parts: int, seed: int = 0)
     if n_parts == 1:
         return np.zeros(n, dtype=np.int64)
     if n_parts < SPLIT_MIN_PARTS:
-        return _metis_parts(graph.indptr.astype(IDX), graph.indices.astype(IDX), n_parts, seed)
+        return metis_recursive_parts(graph.indptr.astype(IDX), graph.indices.astype(IDX), n_parts, seed)
     first = n_parts // 2
     sample_indptr, sample_indices = sampled_edges(graph, seed)
-    side = _metis_parts(sample_indptr, sample_indices, 2, seed, target_shares=[first / n_parts, 1 - first / n_parts])
+    side = metis_recursive_parts(sample_indptr, sample_indices, 2, seed, target_shares=[first / n_parts, 1 - first / n_parts])
     del sample_indptr, sample_indices
     side = refined_bisection(graph, side.astype(np.int8), REFINEMENT_PASSES)
     parts = np.empty(n, dtype=np.int64)
     for side_id, offset, side_parts in ((0, 0, first), (1, first, n_parts - first)):
         nodes, indptr, indices = _induced_subgraph(graph, side == side_id)
-        parts[nodes] = offset + _metis_parts(indptr, indices, side_parts, seed)
+        parts[nodes] = offset + metis_recursive_parts(indptr, indices, side_parts, seed)
         del indptr, indices  # before the second side's METIS call
     return parts
 
@@ -208,7 +206,7 @@ def _induced_subgraph(graph: sp.csr_matrix, member: np.ndarray) -> tuple[np.ndar
     return nodes, indptr, new_id[graph.indices[inside]]
 
 
-def _metis_parts(indptr: np.ndarray, indices: np.ndarray, n_parts: int, seed: int, target_shares=None) -> np.ndarray:
+def metis_recursive_parts(indptr: np.ndarray, indices: np.ndarray, n_parts: int, seed: int, target_shares=None) -> np.ndarray:
     """One ``METIS_PartGraphRecursive`` call; arrays already of METIS's index type, so pymetis passes them without a copy."""
     n = indptr.size - 1
     n_parts = int(min(max(n_parts, 1), n))
