@@ -187,3 +187,12 @@ def test_kernel_file_keeps_its_band_constants_in_step_with_the_planner():
     k = kernel_module("spmm_hybrid", "nkisim")
     assert (k.COLUMN_BAND_ROWS, k.PAD_BAND) == (plan_mod.COLUMN_BAND_ROWS, plan_mod.PAD_BAND)
     assert k.uses_bands(BAND) and not k.uses_bands(BAND - 1)
+
+
+def test_planner_refuses_more_x_rows_than_a_band_byte_reaches():
+    """255 x 65,536 rows is the last X a uint8 band (255 = padding) can address."""
+    from types import SimpleNamespace
+
+    too_wide = SimpleNamespace(shape=(128, 255 * BAND + 1))
+    with pytest.raises(ValueError, match="16-bit column ids"):
+        plan_mod.plan_launches(too_wide, 8, "fp32")
