@@ -9,9 +9,10 @@ Community order (``reorder="community"``)
 METIS multilevel recursive bisection (``dste.format.partition``, the ``pymetis`` binding)
 cuts the graph into leaves of about ``leaf`` nodes, and nodes are laid out by leaf id.
 Recursive bisection numbers parts along its bisection tree, so every run of consecutive
-leaves is itself a well-cut piece of the graph. One METIS call cuts the graph into
-window-sized (128-node) parts, and three orders are built from it; the one with the fewest
-distinct (window, column) pairs is kept:
+leaves is itself a well-cut piece of the graph. One partition into window-sized (128-node)
+parts (its first cut made on an edge sample, then one METIS call per side, which keeps METIS's
+resident memory to half the graph's edges; see ``dste.format.partition``) gives the orders
+below; the one with the fewest distinct (window, column) pairs is kept:
 
 - the parts themselves: every 128-row window is one METIS part (up to the parts' small
   imbalance, which shifts window boundaries into a sibling part);
