@@ -12,6 +12,8 @@ nothing, and importing torch there (~1.5 s of CPU) would delay the start of ever
 
 import os
 
+import pytest
+
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
@@ -30,3 +32,64 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+
+
+# Serial CPU seconds of the longest test modules (quiet 2-core machine, ``-n 0``), used only to order the
+# modules for pytest-xdist (see ``pytest_collection_modifyitems``). A stale or missing figure costs some balance,
+# never a test: every collected test still runs, and each module's tests keep their order.
+MODULE_CPU_SECONDS = {
+    "tests/bindings/test_encoded_order.py": 7.9,
+    "tests/experiments/test_gnn_env.py": 7.2,
+    "tests/experiments/test_cli.py": 3.8,
+    "tests/controller/test_trainer.py": 3.2,
+    "tests/experiments/test_bench.py": 3.0,
+    "tests/kernels/test_spmm_hybrid.py": 2.8,
+    "tests/kernels/test_cost.py": 2.4,
+    "tests/fuzz/test_fuzz_ops_io.py": 2.2,
+    "tests/data/test_stream.py": 2.1,
+    "tests/bindings/test_backends.py": 1.8,
+    "tests/fuzz/test_fuzz_loaders_cli.py": 1.5,
+    "tests/fuzz/test_fuzz_format.py": 1.4,
+    "tests/format/test_mask_update_io.py": 1.2,
+    "tests/bindings/test_ops.py": 1.0,
+    "tests/kernels/test_fp16_correction.py": 1.0,
+}
+
+
+def _worker_lanes(items: list, lanes: int) -> list:
+    """``items`` reordered for ``--dist worksteal`` over ``lanes`` workers.
+
+    worksteal hands worker i the next ``remaining // (lanes - i)`` tests of the collection, then balances by
+    moving the *last* half of the longest queue to an idle worker. In file order the long modules sat in the
+    first half (bindings, controller, experiments), so the second worker stole the end of the first one's
+    queue: test_gnn_env.py was split over both workers, each training its GNNs and filling its layer-run and
+    latency caches (seconds each), and its long tests ran last. Here the long modules are spread over the
+    lanes by their CPU time (largest first, to the lighter lane), each lane starts with its long modules and is
+    topped up to its share with the other modules in file order, so what is stolen at the end is short tests.
+    """
+    modules: dict[str, list] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    long_modules = sorted((m for m in modules if m in MODULE_CPU_SECONDS), key=lambda m: -MODULE_CPU_SECONDS[m])
+    load = [0.0] * lanes
+    lane_modules: list[list[str]] = [[] for _ in range(lanes)]
+    for module in long_modules:
+        lane = min(range(lanes), key=load.__getitem__)
+        lane_modules[lane].append(module)
+        load[lane] += MODULE_CPU_SECONDS[module]
+    short_items = [item for module, its in modules.items() if module not in MODULE_CPU_SECONDS for item in its]
+    ordered, taken = [], 0
+    for lane in range(lanes):
+        share = (len(items) - len(ordered)) // (lanes - lane)
+        lane_items = [item for module in lane_modules[lane] for item in modules[module]]
+        top_up = max(0, share - len(lane_items))
+        ordered += lane_items + short_items[taken:taken + top_up]
+        taken += top_up
+    return ordered + short_items[taken:]
+
+
+@pytest.hookimpl(trylast=True)  # after -m/-k deselection: the shares count the tests that run
+def pytest_collection_modifyitems(config, items):
+    lanes = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))  # set in pytest-xdist workers only
+    if lanes > 1:
+        items[:] = _worker_lanes(items, lanes)
