@@ -594,9 +594,11 @@ class DSTEMatrix:
         masks (keep bits), column_ids (the device form of ``tile_cols`` / ``etile_cols``:
         :func:`device_column_id_bytes`, 2 B per slot plus the band plane when M > 65,536, not the
         host's int32), row_ids (window slot map and entry rows), metadata
-        (window pointers, per-tile window/kind/ncols/slot). Host-only: nz bits and the
-        permutations. Bytes per edge use the device total. A ``col_scale`` that is the same
-        object as ``row_scale`` (as ``gcn_normalized`` builds it) is counted once.
+        (window pointers, per-tile window/kind/ncols/slot). Host-only: nz bits, the permutations
+        and the int32 column ids ``tile_cols`` / ``etile_cols`` (the host form of the device's
+        16-bit ids: ``total`` counts the ids in both forms). Bytes per edge use the device total.
+        A ``col_scale`` that is the same object as ``row_scale`` (as ``gcn_normalized`` builds
+        it) is counted once.
         """
         device = {name: 0 for name in ("values", "scales", "masks", "column_ids", "row_ids", "metadata")}
         for name, category in BYTE_CATEGORY.items():
@@ -608,6 +610,8 @@ class DSTEMatrix:
         device["column_ids"] = sum(device_column_id_bytes(getattr(self, name).size, self.shape[1])
                                    for name in COLUMN_ID_FIELDS)
         host = {name: int(getattr(self, name).nbytes) if getattr(self, name) is not None else 0 for name in HOST_ONLY_FIELDS}
+        # the host keeps the ids as int32 original ids; the device's 16-bit form is counted under column_ids
+        host.update({name: int(getattr(self, name).nbytes) for name in COLUMN_ID_FIELDS})
         device_total = sum(device.values())
         stored, kept = self.nnz_stored, self.nnz_kept
         return {

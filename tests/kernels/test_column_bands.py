@@ -175,9 +175,12 @@ def test_simulator_refuses_uint16_gather_indices_and_takes_the_widened_ones():
 def test_nbytes_counts_16_bit_ids_and_the_band_plane(encoded):
     E = encoded
     slots = E.tile_cols.size + E.etile_cols.size
-    nb = E.nbytes()["device"]["column_ids"]
+    report = E.nbytes()
+    nb = report["device"]["column_ids"]
     # 4 bands: 2 bits per slot beside the 2-byte offset
     assert nb == 2 * slots + slots * 2 // 8
+    # the host keeps the int32 form
+    assert report["host_only"]["tile_cols"] + report["host_only"]["etile_cols"] == 4 * slots
     narrow = encode(wide_matrix(n_cols=BAND), EncodePolicy(kinds="fp16"))
     assert narrow.nbytes()["device"]["column_ids"] == 2 * (narrow.tile_cols.size + narrow.etile_cols.size)
     assert device_column_id_bytes(128, BAND + 1) == 256 + 16
