@@ -271,7 +271,15 @@ def _check_perm(name, perm, length):
 
 
 def _factor(rows, cols, vals, row_scale, col_scale, scaled_input):
-    """Stored (factored) float32 values: ``A_ij / (row_scale_i col_scale_j)`` for scaled input."""
+    """Stored (factored) float32 values: ``A_ij / (row_scale_i col_scale_j)`` for scaled input.
+
+    A broadcast of one value (``strides == (0,)``, what ``gcn_normalized`` passes) with nothing to
+    factor out is checked and converted at its one value and returned as a broadcast: no per-entry
+    float32 copy or temporaries are made (they would stay resident under the tiles' peak).
+    """
+    unscaled = not scaled_input or (row_scale is None and col_scale is None)
+    if unscaled and vals.ndim == 1 and vals.size and vals.strides == (0,):
+        return np.broadcast_to(_factor(rows[:1], cols[:1], np.array(vals[:1]), None, None, False), vals.shape)
     if scaled_input and (row_scale is not None or col_scale is not None):
         denom = np.ones(vals.shape, dtype=np.float64)
         if row_scale is not None:
@@ -340,13 +348,23 @@ def encode(A, policy: EncodePolicy | None = None, *, row_perm=None, col_perm=Non
         new.row_scale = policy_fields.get("row_scale", policy.row_scale)
         new.col_scale = policy_fields.get("col_scale", policy.col_scale)
         policy = new
-    rows, cols, vals, shape = to_coo(A)
-    return encode_coo(rows, cols, vals, shape, policy, row_perm=row_perm, col_perm=col_perm)
+    *entries, shape = to_coo(A)  # a list the encode empties once its sorted per-window arrays exist
+    return encode_coo_owned(entries, shape, policy, row_perm=row_perm, col_perm=col_perm)
 
 
 def encode_coo(rows, cols, vals, shape, policy: EncodePolicy, *, row_perm=None, col_perm=None) -> DSTEMatrix:
     """Encode validated canonical COO arrays (as returned by :func:`to_coo`)."""
+    entries = [rows, cols, vals]
+    del rows, cols, vals
+    return encode_coo_owned(entries, shape, policy, row_perm=row_perm, col_perm=col_perm)
+
+
+def encode_coo_owned(entries: list, shape, policy: EncodePolicy, *, row_perm=None, col_perm=None) -> DSTEMatrix:
+    """:func:`encode_coo` of ``entries = [rows, cols, vals]``, a list it empties (``entries.clear()``) as
+    soon as the entries' sorted per-window arrays exist, so the caller's COO arrays are freed before
+    the tiles are built (the encode's peak) when the caller keeps no other reference to them."""
     N, M = shape
+    rows, cols, vals = entries
     row_scale = _check_scale("row_scale", policy.row_scale, N)
     col_scale = _check_scale("col_scale", policy.col_scale, M)
     row_perm = _check_perm("row_perm", row_perm, N)
@@ -356,11 +374,14 @@ def encode_coo(rows, cols, vals, shape, policy: EncodePolicy, *, row_perm=None, 
 
         row_perm, col_perm = compute_order(policy.reorder, rows, cols, shape, seed=policy.seed)
     vals32 = _factor(rows, cols, vals, row_scale, col_scale, policy.scaled_input)
+    entries[:] = [rows, cols, vals32]
+    del rows, cols, vals
     split = _resolve_split(policy, vals32)
+    del vals32
     meta = policy.metadata()
     meta["bitmap_min_entries"] = split.min_entries
     meta["value_bytes"] = split.value_bytes
-    arrays = _encode_tiles(rows, cols, vals32, shape, row_perm, col_perm, policy, split)
+    arrays = _encode_tiles(entries, shape, row_perm, col_perm, policy, split)
     return DSTEMatrix(
         shape=(N, M),
         window_rows=_window_rows(row_perm, N),
@@ -427,11 +448,11 @@ def _inverse(perm, length):
 
 
 # ------------------------------------------------------------------------ tiling
-def _encode_tiles(rows, cols, vals32, shape, row_perm, col_perm, policy, split: SplitRule) -> dict:
-    """All tile arrays (sorted per the contract) for the given entries."""
+def _encode_tiles(entries: list, shape, row_perm, col_perm, policy, split: SplitRule) -> dict:
+    """All tile arrays (sorted per the contract) for ``entries = [rows, cols, vals32]`` (emptied on the way)."""
     N, M = shape
     n_windows = -(-N // WINDOW_ROWS)
-    window, col_pos, slot, cols, vals32 = _entries_by_window_column(rows, cols, vals32, N, M, row_perm, col_perm)
+    window, col_pos, slot, cols, vals32 = _sorted_entries(entries, N, M, row_perm, col_perm)
 
     if policy.layout == "block":
         bitmap = _block_tiles(window, col_pos, col_perm, M)
@@ -484,7 +505,14 @@ def _index_dtype(*sizes):
 
 
 def _entries_by_window_column(rows, cols, vals32, N, M, row_perm, col_perm):
-    """``(window, col_pos, slot, cols, vals32)`` of every entry, sorted by (window, column position, slot).
+    """:func:`_sorted_entries` of the three arrays (the caller keeps its references)."""
+    return _sorted_entries([rows, cols, vals32], N, M, row_perm, col_perm)
+
+
+def _sorted_entries(entries: list, N, M, row_perm, col_perm):
+    """``(window, col_pos, slot, cols, vals32)`` of every entry of ``entries = [rows, cols, vals32]``,
+    sorted by (window, column position, slot); ``entries`` is emptied once the sort no longer needs
+    the input arrays.
 
     window and col_pos are int32 (int64 beyond 2^31), slot uint8. When every value is the
     same (a structure-only matrix), the three positions are packed into one int64 key, built
@@ -492,6 +520,7 @@ def _entries_by_window_column(rows, cols, vals32, N, M, row_perm, col_perm):
     temporaries and no reordered copies of the inputs are made (8 bytes per entry besides
     the results, against about 80 for the argsort).
     """
+    rows, cols, vals32 = entries
     index = _index_dtype(N, M)
     row_inverse = None if row_perm is None else _inverse(row_perm, N).astype(index)
     col_inverse = None if col_perm is None else _inverse(col_perm, M).astype(index)
@@ -510,6 +539,8 @@ def _entries_by_window_column(rows, cols, vals32, N, M, row_perm, col_perm):
             if col_inverse is not None:
                 col_pos = col_inverse[col_pos].astype(np.int64)
             key[chunk] = ((row_pos >> slot_bits) << (col_bits + slot_bits)) | (col_pos << slot_bits) | (row_pos & (WINDOW_ROWS - 1))
+        entries.clear()  # the key holds every position now: the input arrays can go before the sort
+        rows = cols = row_pos = None
         key.sort()
         window = np.empty(n, dtype=index)
         col_pos = np.empty(n, dtype=index)
@@ -533,7 +564,10 @@ def _entries_by_window_column(rows, cols, vals32, N, M, row_perm, col_perm):
         order = np.argsort((window.astype(np.int64) * M + col_pos) * WINDOW_ROWS + slot, kind="stable")
     else:
         order = np.lexsort((slot, col_pos, window))
-    return tuple(x[order] for x in (window, col_pos.astype(index), slot, np.asarray(cols).astype(index), vals32))
+    sorted_cols = np.asarray(cols).astype(index)[order]
+    entries.clear()
+    del rows, cols
+    return tuple(x[order] for x in (window, col_pos.astype(index), slot)) + (sorted_cols, vals32[order])
 
 
 def _condensed_tiles(window, col_pos, cols, n_windows, M, split: SplitRule):

@@ -38,7 +38,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from dste.format.constants import WINDOW_ROWS
-from dste.format.encoder import encode_coo, reencode_windows, to_csr
+from dste.format.encoder import encode_coo, encode_coo_owned, reencode_windows, to_csr
 from dste.format.errors import DSTEFormatError
 from dste.format.matrix import DSTEMatrix
 from dste.format.policy import EncodePolicy
@@ -117,10 +117,11 @@ def gcn_normalized(
         from dste.format.reorder import order_of_graph, symmetric_graph_of
 
         row_perm, col_perm = order_of_graph(policy.reorder, symmetric_graph_of(structure), shape, seed=policy.seed)
-    rows, cols = _coo_of(structure, np.int32 if max(shape) < 2**31 else np.int64)
+    entries = [*_coo_of(structure, np.int32 if max(shape) < 2**31 else np.int64)]
     del structure
-    ones = np.broadcast_to(np.float32(1.0), (nnz,))  # read-only view: no per-entry bytes
-    return encode_coo(rows, cols, ones, shape, policy, row_perm=row_perm, col_perm=col_perm)
+    entries.append(np.broadcast_to(np.float32(1.0), (nnz,)))  # read-only view: no per-entry bytes
+    # the encode empties ``entries`` once it has sorted them, freeing the COO arrays before its peak
+    return encode_coo_owned(entries, shape, policy, row_perm=row_perm, col_perm=col_perm)
 
 
 def gcn_update(encoded: DSTEMatrix, new_adj, add_self_loops: bool = True, changed_rows=None) -> DSTEMatrix:
