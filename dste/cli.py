@@ -31,12 +31,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=3,
                         help="number of seeds (0..N-1); each seed draws its own snapshot stream, FP32 model and "
                              "controller; accuracy is reported as mean +/- std over seeds (default 3)")
-    parser.add_argument("--snapshots", type=int, default=16,
+    parser.add_argument("--snapshots", type=int, default=None,
                         help="snapshots in the dynamic stream (>= 4); the last quarter is held out for judging "
-                             "(default 16)")
-    parser.add_argument("--episodes", type=int, default=1500,
+                             "(default 16; 6 on graphs above 50,000 nodes)")
+    parser.add_argument("--episodes", type=int, default=None,
                         help="controller training episodes (one training snapshot compressed layer by layer "
-                             "each) per seed (default 1500)")
+                             "each) per seed (default 1500; 200 on graphs above 50,000 nodes)")
     parser.add_argument("--model", choices=("gcn", "sage"), default="gcn",
                         help="two-layer GCN or GraphSAGE (mean) (default gcn)")
     parser.add_argument("--hidden", type=int, default=64, help="hidden width of the model (default 64)")

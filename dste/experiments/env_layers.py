@@ -24,7 +24,9 @@ from dste.gnn.footprint import layer_bytes, pass_bytes
 from dste.gnn.latency import LatencyModel, prices_fp16_rows_by_count
 from dste.gnn.settings import FP32_SETTING, LayerSetting
 
-__all__ = ["LayerEvaluator", "setting_of", "state_rows", "LAYER_RUNS_KEPT", "LAYER_RUN_BYTES_KEPT", "STATE_ROWS"]
+__all__ = [
+    "LayerEvaluator", "setting_of", "state_rows", "run_bytes_budget", "LAYER_RUNS_KEPT", "LAYER_RUN_BYTES_KEPT", "STATE_ROWS",
+]
 
 LAYER_RUNS_KEPT = 4096
 """Layer runs (output + report) kept per evaluator, least recently used dropped: one per (snapshot, prefix of
@@ -35,6 +37,32 @@ of 2,708 x 64 float32 would be 2.8 GB; most are 2,708 x 7), on larger graphs the
 is 5 MB, an arxiv-sized one 43 MB), so the cache never outgrows the machine. 4 GiB holds every first-layer run of
 a PubMed-sized graph's twelve training snapshots (48 actions x 12 x 5 MB = 2.9 GB): with less, the controller's
 random exploration keeps evicting runs it asks for again."""
+
+RUN_BYTES_MEMORY_SHARE = 0.4
+"""Share of the machine's available memory :func:`run_bytes_budget` lets the layer runs of one job use."""
+RUN_BYTES_CEILING = 16 << 30
+
+
+def run_bytes_budget(jobs: int = 1) -> int:
+    """Bytes of layer outputs an evaluator may keep when ``jobs`` evaluators run at once on this machine:
+    ``RUN_BYTES_MEMORY_SHARE`` of the available memory split between the jobs, at least
+    ``LAYER_RUN_BYTES_KEPT`` and at most ``RUN_BYTES_CEILING``.
+
+    Only the time depends on it (an evicted run is recomputed, bit for bit). At ogbn-arxiv's size a first-layer
+    output is 43 MB and greedy search alone asks for 48 per training snapshot twice: with the fixed 4 GiB its
+    second round recomputed every first-layer run of the first. ``MemAvailable`` of ``/proc/meminfo`` (Linux);
+    elsewhere the fixed default.
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    try:
+        with open("/proc/meminfo") as handle:
+            fields = dict(line.split(":", 1) for line in handle)
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return LAYER_RUN_BYTES_KEPT
+    share = int(RUN_BYTES_MEMORY_SHARE * available / jobs)
+    return int(min(max(share, LAYER_RUN_BYTES_KEPT), RUN_BYTES_CEILING))
 
 
 STATE_ROWS = 4096
@@ -62,9 +90,18 @@ def setting_of(action_space: ActionSpace, action: int) -> LayerSetting:
 
 
 class LayerEvaluator:
-    """Layer runs of ``model`` over ``graphs`` under ``action_space`` actions, latency modelled for ``target``."""
+    """Layer runs of ``model`` over ``graphs`` under ``action_space`` actions, latency modelled for ``target``.
 
-    def __init__(self, model, graphs: Sequence, action_space: ActionSpace, target: str = "trn2"):
+    ``run_bytes_kept``: bytes of layer outputs kept (least recently used dropped; see ``run_bytes_budget``).
+    """
+
+    def __init__(
+        self, model, graphs: Sequence, action_space: ActionSpace, target: str = "trn2",
+        run_bytes_kept: int = LAYER_RUN_BYTES_KEPT,
+    ):
+        if run_bytes_kept < 0:
+            raise ValueError(f"run_bytes_kept must be >= 0, got {run_bytes_kept}")
+        self.run_bytes_kept = int(run_bytes_kept)
         self.model = CompressedModel(model)
         self.graphs = list(graphs)
         self.action_space = action_space
@@ -110,7 +147,7 @@ class LayerEvaluator:
         value = (run.output, self._report(run, action))
         self._runs[key] = value
         self._run_bytes += run.output.nbytes
-        while len(self._runs) > 1 and (len(self._runs) > LAYER_RUNS_KEPT or self._run_bytes > LAYER_RUN_BYTES_KEPT):
+        while len(self._runs) > 1 and (len(self._runs) > LAYER_RUNS_KEPT or self._run_bytes > self.run_bytes_kept):
             _, (dropped, _) = self._runs.popitem(last=False)
             self._run_bytes -= dropped.nbytes
         return value

@@ -84,8 +84,8 @@ class RunConfig:
     dataset: str = "cora-like"
     root: str | None = None
     seeds: int = 3
-    snapshots: int = 16
-    episodes: int = 1500
+    snapshots: int | None = None  # None: by graph size, see schedule_for
+    episodes: int | None = None
     model: str = "gcn"
     hidden: int = 64
     epochs: int = 200
@@ -105,13 +105,16 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if self.quick:
-            self.seeds, self.snapshots = min(self.seeds, 1), min(self.snapshots, 6)
-            self.episodes, self.epochs, self.timing_repeats = min(self.episodes, 100), min(self.epochs, 60), 1
+            self.seeds, self.snapshots = min(self.seeds, 1), min(6 if self.snapshots is None else self.snapshots, 6)
+            self.episodes = min(100 if self.episodes is None else self.episodes, 100)
+            self.epochs, self.timing_repeats = min(self.epochs, 60), 1
         for name in ("seeds", "episodes", "hidden", "epochs", "timing_repeats", "jobs"):
             value = getattr(self, name)
+            if name == "episodes" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if not isinstance(self.snapshots, int) or self.snapshots < 4:
+        if self.snapshots is not None and (not isinstance(self.snapshots, int) or self.snapshots < 4):
             raise ValueError(
                 f"--snapshots must be an integer >= 4 (at least one held-out and several training snapshots), "
                 f"got {self.snapshots!r}"
@@ -181,6 +184,26 @@ def _csbm_spec(spec: str) -> dict:
     return knobs
 
 
+LARGE_GRAPH_NODES = 50_000
+"""Graphs above this many nodes get the large-graph schedule of :func:`schedule_for` unless the run names its own."""
+SCHEDULES = {"default": (16, 1500), "large": (6, 200)}
+"""(snapshots, controller episodes) per schedule. A layer run at ogbn-arxiv's size takes about a second (its
+quantizations and SpMM over every node) and each snapshot adds 48 first-layer runs to greedy search and the
+static sweep, so the large-graph schedule judges fewer snapshots (four training, two held out) and trains the
+controller for fewer episodes; everything else about the method is unchanged."""
+
+
+def schedule_for(config: RunConfig, num_nodes: int) -> RunConfig:
+    """``config`` with its snapshot count and episodes filled in for a graph of ``num_nodes`` nodes: the
+    ``"large"`` schedule above ``LARGE_GRAPH_NODES`` nodes, else ``"default"``; values the run set are kept."""
+    snapshots, episodes = SCHEDULES["large" if num_nodes > LARGE_GRAPH_NODES else "default"]
+    return replace(
+        config,
+        snapshots=snapshots if config.snapshots is None else config.snapshots,
+        episodes=episodes if config.episodes is None else config.episodes,
+    )
+
+
 def _load_base(config: RunConfig):
     from dste.data import load_dataset, make_graph
 
@@ -204,6 +227,7 @@ def _cpu_time_ms(env, snapshot: int, actions, repeats: int) -> float:
 
 def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     from dste.data import SnapshotStream
+    from dste.experiments.env_layers import LayerEvaluator, run_bytes_budget
     from dste.experiments.gnn_env import GNNCompressionEnv
     from dste.gnn import make_model, train_fp32
 
@@ -236,8 +260,13 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         # Each snapshot's budget is what static 50 % sparse INT8 would spend on it (modelled, label-free):
         # the controller is asked for more accuracy at no more latency than the static policy it replaces.
         budget_actions = [ActionSpace().nearest(0.5, 0.0)] * len(model.convs)
+    # Every seed's job keeps as many layer outputs as its share of the machine's memory allows (only the time
+    # depends on it: an evicted run is recomputed bit for bit).
+    layers = LayerEvaluator(
+        model, graphs, ActionSpace(), config.target, run_bytes_kept=run_bytes_budget(min(config.jobs, config.seeds))
+    )
     env = GNNCompressionEnv(
-        model, graphs, train_ids, heldout_ids, target=config.target, budget_actions=budget_actions
+        model, graphs, train_ids, heldout_ids, target=config.target, budget_actions=budget_actions, layers=layers
     )
     if schedule is not None:
         env = BudgetScheduleEnv(env, schedule, _fp32_latency_of(env))
@@ -653,6 +682,7 @@ def run(config: RunConfig) -> dict:
         raise ValueError(f"--out {out} is an existing file; give a directory (it is created if missing)")
     out.mkdir(parents=True, exist_ok=True)
     base = _load_base(config)
+    config = schedule_for(config, int(base.num_nodes))
     per_seed = _run_seeds(config, base)
     checkpoint = per_seed[0].pop("agent").save(out / "controller_seed0.pt")
     for entry in per_seed[1:]:

@@ -217,12 +217,13 @@ def test_a_variant_changes_the_goal_not_the_original_and_shares_the_layer_runs(e
         env.variant(train_accuracy="test")
 
 
-def test_layer_run_cache_is_held_to_its_byte_budget(env, monkeypatch):
+def test_layer_run_cache_is_held_to_its_byte_budget(env):
     from dste.experiments import env_layers
 
     layers = env_layers.LayerEvaluator(env.layers.model.model, env.graphs[:1], env.action_space)
+    assert layers.run_bytes_kept == env_layers.LAYER_RUN_BYTES_KEPT
     one_output = layers.run_layer(0, 0, (), env.action_space.nearest(0, 0))[0].nbytes
-    monkeypatch.setattr(env_layers, "LAYER_RUN_BYTES_KEPT", 3 * one_output)
+    layers.run_bytes_kept = 3 * one_output
     for action in range(6):
         layers.run_layer(0, 0, (), action)
     held = sum(output.nbytes for output, _ in layers._runs.values())
