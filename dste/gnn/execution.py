@@ -42,10 +42,10 @@ from .weights import CompressedWeight
 __all__ = ["CompressedModel", "GraphInference", "LayerOperands", "LayerRun", "compressed_forward", "settings_for"]
 
 
-STORED_FEATURE_BYTES = 256 << 20
+STORED_FEATURE_BYTES = 320 << 20
 """Bytes of quantized feature versions (``HybridRows`` per kept-channel set and FP16 share, about one byte per
 value) each graph keeps, least recently used dropped. All twelve versions of a graph up to ogbn-arxiv's size fit
-(75 MB for PubMed's 19,717 x 500, about 220 MB for 169,343 x 128): the controller sweeps the actions edge-major,
+(75 MB for PubMed's 19,717 x 500, 287 MB for 169,343 x 128): the controller sweeps the actions edge-major,
 so a cache holding fewer versions than the twelve (channel, FP16) pairs misses on every layer run, and at
 ogbn-arxiv's size re-quantizing the features was the largest share of the main job. Larger feature matrices keep
 the most recent versions within this bound: no snapshot holds more than this in copies of its features."""

@@ -1,0 +1,55 @@
+"""The main job's schedule and memory shares by graph size (what changes at ogbn-arxiv's scale, and what does not)."""
+
+import numpy as np
+import pytest
+
+from dste.controller.actions import DEFAULT_CHANNEL_LEVELS, DEFAULT_FP16_FRACTIONS
+from dste.experiments.env_layers import LAYER_RUN_BYTES_KEPT, RUN_BYTES_CEILING, run_bytes_budget
+from dste.experiments.pipeline import LARGE_GRAPH_NODES, SCHEDULES, RunConfig, schedule_for
+from dste.format.hybrid_rows import quantize_rows
+from dste.gnn.execution import STORED_FEATURE_BYTES
+
+
+def test_graphs_above_the_threshold_get_the_large_schedule_unless_the_run_names_its_own():
+    config = RunConfig()
+    assert config.snapshots is None and config.episodes is None
+    assert (schedule_for(config, LARGE_GRAPH_NODES).snapshots, schedule_for(config, LARGE_GRAPH_NODES).episodes) == (
+        SCHEDULES["default"]
+    )
+    large = schedule_for(config, LARGE_GRAPH_NODES + 1)
+    assert (large.snapshots, large.episodes) == SCHEDULES["large"] and SCHEDULES["large"][0] >= 4
+    named = schedule_for(RunConfig(snapshots=8, episodes=50), 10 * LARGE_GRAPH_NODES)
+    assert (named.snapshots, named.episodes) == (8, 50)
+    quick = RunConfig(quick=True)
+    assert (quick.snapshots, quick.episodes) == (6, 100)
+    assert (schedule_for(quick, 10 * LARGE_GRAPH_NODES).snapshots, schedule_for(quick, 10).episodes) == (6, 100)
+
+
+@pytest.mark.parametrize("bad", [{"snapshots": 3}, {"episodes": 0}, {"snapshots": 2.5}])
+def test_a_named_schedule_is_still_validated(bad):
+    with pytest.raises(ValueError, match="snapshots|episodes"):
+        RunConfig(**bad)
+
+
+def test_the_layer_run_budget_is_a_bounded_share_of_memory_split_between_jobs():
+    one, two = run_bytes_budget(1), run_bytes_budget(2)
+    for budget in (one, two):
+        assert LAYER_RUN_BYTES_KEPT <= budget <= RUN_BYTES_CEILING
+    assert two <= one
+    with pytest.raises(ValueError, match="jobs"):
+        run_bytes_budget(0)
+
+
+def test_every_feature_version_of_an_arxiv_sized_graph_fits_the_stored_feature_budget():
+    # bytes of one HybridRows version, from a small quantization (q: 1 B per value, scale: 4 B per row, FP16 rows:
+    # 2 B per value and a 4 B id), scaled to ogbn-arxiv's 169,343 x 128 features
+    rows = quantize_rows(np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32), fp16_fraction=0.05)
+    n_hi = rows.hi_rows.size
+    assert rows.nbytes()["total"] == 200 * 8 + 4 * 200 + n_hi * (2 * 8 + 4)
+    n, width = 169_343, 128
+    total = 0
+    for channels in DEFAULT_CHANNEL_LEVELS:
+        kept = width - int(round(channels * width))
+        for fraction in DEFAULT_FP16_FRACTIONS:
+            total += n * kept + 4 * n + int(round(fraction * n)) * (2 * kept + 4)
+    assert total <= STORED_FEATURE_BYTES, (total, STORED_FEATURE_BYTES)
