@@ -53,3 +53,29 @@ def test_every_feature_version_of_an_arxiv_sized_graph_fits_the_stored_feature_b
         for fraction in DEFAULT_FP16_FRACTIONS:
             total += n * kept + 4 * n + int(round(fraction * n)) * (2 * kept + 4)
     assert total <= STORED_FEATURE_BYTES, (total, STORED_FEATURE_BYTES)
+
+
+def test_over_its_budget_the_layer_run_cache_drops_last_layer_runs_first():
+    import torch
+
+    from dste.controller.actions import ActionSpace
+    from dste.data import make_graph
+    from dste.experiments.env_layers import LayerEvaluator
+    from dste.gnn import make_model
+
+    graph = make_graph("cora-like", seed=0)
+    torch.manual_seed(0)
+    layers = LayerEvaluator(make_model(graph, "gcn", hidden=16, seed=0), [graph], ActionSpace())
+    first = [layers.run_layer(0, 0, (), a) for a in (0, 1)]
+    last = layers.run_layer(0, 1, (0,), 0)[0].nbytes
+    layers.run_layer(0, 1, (1,), 0)
+    held = layers._run_bytes
+    # the next first-layer run goes over the budget by less than one last-layer output
+    layers.run_bytes_kept = held + first[0][0].nbytes - last
+    layers.run_layer(0, 0, (), 2)
+    kept = set(layers._runs)
+    assert {(0, (), 0), (0, (), 1), (0, (), 2), (0, (1,), 0)} == kept  # the oldest last-layer run went, only it
+    assert layers._run_bytes == sum(output.nbytes for output, _ in layers._runs.values()) <= layers.run_bytes_kept
+    again = layers.run_layer(0, 1, (0,), 0)[0]  # recomputed, bit for bit
+    assert again.shape == (graph.num_nodes, graph.num_classes)
+    assert first[0][0].shape[0] == graph.num_nodes
