@@ -113,6 +113,7 @@ class LayerEvaluator:
         self._activation_state: dict[tuple, np.ndarray] = {}
         self._latency_tables: dict[tuple[int, int], np.ndarray] = {}
         self._reference: dict[int, tuple[float, int]] = {}
+        self._fp32_predictions: dict[int, np.ndarray] = {}
 
     @property
     def num_layers(self) -> int:
@@ -216,6 +217,13 @@ class LayerEvaluator:
                 prices = [self.run_layer(int(n), layer, prefix, a)[1].latency_us for a in range(len(self.action_space))]
             self._latency_tables[key] = np.array(prices)
         return self._latency_tables[key]
+
+    def fp32_predictions(self, n: int) -> np.ndarray:
+        """Predicted class of every node of snapshot n under the uncompressed model (kept per snapshot: the
+        label-free accuracy term compares every episode with it, and the logits' run may have been dropped)."""
+        if n not in self._fp32_predictions:
+            self._fp32_predictions[n] = self.layer_input(n, (FP32_ACTION,) * self.num_layers).argmax(axis=1)
+        return self._fp32_predictions[n]
 
     def reference_run(self, n: int) -> tuple[float, int]:
         """(latency µs, bytes) of uniform INT8 on snapshot n: the scale of the reward's latency and memory terms."""

@@ -201,7 +201,7 @@ class GNNCompressionEnv(CompressionEnv):
         graph = self.graphs[n]
         predicted = logits.argmax(axis=1)
         if n in self._train and self.train_accuracy == "agreement":
-            reference = self.layers.layer_input(n, (FP32_ACTION,) * self.num_layers).argmax(axis=1)
+            reference = self.layers.fp32_predictions(n)
             return float(np.mean(predicted == reference))
         mask = graph.val_mask if n in self._train else graph.test_mask
         return float(np.mean(predicted[mask] == graph.y[mask])) if mask.any() else 0.0
