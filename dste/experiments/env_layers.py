@@ -38,6 +38,11 @@ is 5 MB, an arxiv-sized one 43 MB), so the cache never outgrows the machine. 4 G
 a PubMed-sized graph's twelve training snapshots (48 actions x 12 x 5 MB = 2.9 GB): with less, the controller's
 random exploration keeps evicting runs it asks for again."""
 
+INPUT_ROWS_BYTES_KEPT = 512 << 20
+"""Bytes of quantized inputs of later layers kept per evaluator (least recently used dropped): one layer input has
+twelve stored versions (channel level x FP16 share) shared by its 48 actions; at ogbn-arxiv's size they take
+about 180 MB, and quantizing them for every action was a tenth of the main job."""
+
 RUN_BYTES_MEMORY_SHARE = 0.4
 """Share of the machine's available memory :func:`run_bytes_budget` lets the layer runs of one job use."""
 RUN_BYTES_CEILING = 16 << 30
@@ -114,6 +119,8 @@ class LayerEvaluator:
         self._latency_tables: dict[tuple[int, int], np.ndarray] = {}
         self._reference: dict[int, tuple[float, int]] = {}
         self._fp32_predictions: dict[int, np.ndarray] = {}
+        self._input_rows: OrderedDict[tuple, object] = OrderedDict()
+        self._input_rows_bytes = 0
 
     @property
     def num_layers(self) -> int:
@@ -144,7 +151,9 @@ class LayerEvaluator:
             self._runs.move_to_end(key)
             return self._runs[key]
         h = self.layer_input(n, prefix)
-        run = self.inference(n).run_layer(layer, h, setting_of(self.action_space, action))
+        setting = setting_of(self.action_space, action)
+        rows = self._stored_input(n, layer, prefix, h, setting) if prefix and not setting.fp32 else None
+        run = self.inference(n).run_layer(layer, h, setting, input_rows=rows)
         value = (run.output, self._report(run, action))
         self._runs[key] = value
         self._run_bytes += run.output.nbytes
@@ -152,6 +161,20 @@ class LayerEvaluator:
             dropped, _ = self._runs.pop(self._eviction_victim(key))
             self._run_bytes -= dropped.nbytes
         return value
+
+    def _stored_input(self, n: int, layer: int, prefix: tuple, h: np.ndarray, setting: LayerSetting):
+        """The quantized input of ``layer`` (after ``prefix``) for ``setting``, kept per (snapshot, prefix, channel
+        level, FP16 share) within ``INPUT_ROWS_BYTES_KEPT``."""
+        key = (n, prefix, setting.channel_sparsity, setting.fp16_fraction)
+        rows = self._input_rows.pop(key, None)
+        if rows is None:
+            rows = self.inference(n).input_rows(layer, h, setting)
+            self._input_rows_bytes += rows.nbytes()["total"]
+        self._input_rows[key] = rows  # most recently used last
+        while len(self._input_rows) > 1 and self._input_rows_bytes > INPUT_ROWS_BYTES_KEPT:
+            _, dropped = self._input_rows.popitem(last=False)
+            self._input_rows_bytes -= dropped.nbytes()["total"]
+        return rows
 
     def _eviction_victim(self, newest: tuple) -> tuple:
         """The least recently used run of the last layer (no later layer reads it, and its input is usually still

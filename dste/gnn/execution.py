@@ -429,6 +429,15 @@ class GraphInference:
             held = self._tensors[id(matrix)] = DSTETensor(matrix)
         return held
 
+    def input_rows(self, layer: int, h: np.ndarray, setting: LayerSetting):
+        """The stored ``HybridRows`` of ``layer``'s input ``h`` under a compressed ``setting``: its kept channels
+        at the setting's FP16 share (what :meth:`run_layer` quantizes; they depend on the channel level and the
+        FP16 share only, not on the rest of the action)."""
+        if setting.fp32:
+            raise ValueError("an uncompressed layer reads its input in FP32: it has no stored rows")
+        kept = self.kept_channels(layer, setting.channel_sparsity)
+        return quantize_rows_by_fraction(h if kept is None else np.ascontiguousarray(h[:, kept]), setting.fp16_fraction)
+
     def layer_operands(self, layer: int, setting: LayerSetting) -> LayerOperands:
         """The operands of ``run_layer(layer, ., setting)`` that fix its modelled latency, without quantizing
         or multiplying anything: the pruned matrix, the weights, the SpMM's width and its FP16-row count
@@ -446,12 +455,16 @@ class GraphInference:
         )
 
     # ------------------------------------------------------------------ NumPy execution
-    def run_layer(self, layer: int, h: np.ndarray, setting: LayerSetting) -> LayerRun:
-        """Run ``layer`` on its input ``h`` (float32 ``[n, in]``) under ``setting`` (NumPy, dequantized values)."""
+    def run_layer(self, layer: int, h: np.ndarray, setting: LayerSetting, input_rows=None) -> LayerRun:
+        """Run ``layer`` on its input ``h`` (float32 ``[n, in]``) under ``setting`` (NumPy, dequantized values).
+
+        ``input_rows``: :meth:`input_rows` of ``h`` for this layer and setting, if the caller keeps them (a
+        controller trying many actions on one input quantizes each of its versions once).
+        """
         model = self.model
         kept = self.kept_channels(layer, setting.channel_sparsity)
         fraction = setting.fp16_fraction
-        input_rows = spmm_rows = None
+        spmm_rows = None
         if not setting.fp32 and h is self._features:
             h, input_rows, h_used = self.stored_features(kept, fraction)
         elif kept is not None:
@@ -460,9 +473,12 @@ class GraphInference:
         a_eff = self._effective_csr(adjacency)
         weights = [model.weight(layer, index, setting, kept) for index in range(len(model.linears(layer)))]
         if setting.fp32:
-            h_used = h
-        elif input_rows is None:
-            input_rows = quantize_rows_by_fraction(h, fraction)
+            h_used, input_rows = h, None
+        else:
+            if input_rows is None:
+                input_rows = quantize_rows_by_fraction(h, fraction)
+            elif input_rows.q.shape != h.shape:
+                raise ValueError(f"input_rows hold {input_rows.q.shape}, the layer's kept input is {h.shape}")
             h_used = input_rows.dequantize()
         if model.kind == "gcn":
             message = h_used @ weights[0][1]

@@ -79,3 +79,33 @@ def test_over_its_budget_the_layer_run_cache_drops_last_layer_runs_first():
     again = layers.run_layer(0, 1, (0,), 0)[0]  # recomputed, bit for bit
     assert again.shape == (graph.num_nodes, graph.num_classes)
     assert first[0][0].shape[0] == graph.num_nodes
+
+
+def test_later_layers_reuse_their_stored_input_and_give_the_same_outputs_bit_for_bit():
+    import torch
+
+    from dste.controller.actions import ActionSpace
+    from dste.data import make_graph
+    from dste.experiments import env_layers
+    from dste.experiments.env_layers import LayerEvaluator, setting_of
+    from dste.gnn import make_model
+
+    graph = make_graph("cora-like", seed=0)
+    torch.manual_seed(0)
+    space = ActionSpace()
+    layers = LayerEvaluator(make_model(graph, "gcn", hidden=16, seed=0), [graph], space)
+    prefix = (space.nearest(0.25, 0.05),)
+    h = layers.layer_input(0, prefix)
+    same_input = [a for a in range(len(space)) if space[a].channel_sparsity == space[5].channel_sparsity
+                  and space[a].fp16_fraction == space[5].fp16_fraction]
+    assert len(same_input) == 4  # the four edge-sparsity levels share one stored input
+    for action in same_input:
+        cached = layers.run_layer(0, 1, prefix, action)[0]
+        direct = layers.inference(0).run_layer(1, h, setting_of(space, action)).output
+        assert np.array_equal(cached, direct)
+    assert len(layers._input_rows) == 1
+    assert layers._input_rows_bytes == sum(r.nbytes()["total"] for r in layers._input_rows.values())
+    with pytest.raises(ValueError, match="input_rows"):
+        layers.inference(0).run_layer(1, h, setting_of(space, same_input[0]), input_rows=layers.inference(0).input_rows(
+            1, h[:, :3], setting_of(space, 0)))
+    assert env_layers.INPUT_ROWS_BYTES_KEPT > 0
