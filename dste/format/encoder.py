@@ -40,6 +40,15 @@ alone), 4 for valued ones (a bitmap column carries 128 values, so the floor keep
 of 1-3 entries, 128 B of values each, out of the bitmaps for memory's sake).
 ``x_row_bytes = gather_transfer_bytes = 0`` minimises device bytes alone (memory footprint).
 
+List tiles (``policy.list_tiles``, cost split only): the window columns left out of the bitmaps go
+to list tiles when they have 2+ entries (one gathered row per column; 1-byte row slot and 1-byte
+index into the tile's column list per entry; 417 device bytes per tile) and to entry tiles when they
+have 1; the prefix cost then reads ``ceil(k/128) * bitmap_tile + ceil(L/127) * list_tile +
+ceil(S/128) * entry_tile + x_row_bytes * (k + listed columns + S)`` (:func:`_cost_with_list_tiles`).
+At the default prices a list tile (one transfer for <= 127 entries) rarely beats a bitmap tile (one
+transfer for 128 columns); with byte-weighted prices it keeps the bitmaps' stretch at list-tile bytes
+(bench/README.md, "Device bytes with 16-bit column ids").
+
 ``"count"`` (the earlier rule): every column with at least ``bitmap_min_entries`` entries
 (default 2 structure-only, 4 valued) is a bitmap column, cut into tiles in column order.
 
