@@ -32,8 +32,16 @@ MAX_COLUMN_BANDS = 255
 """Bands a device column id can name (a ``uint8`` band number; 255 marks a padding slot), so
 M <= 255 x 65,536 = 16,711,680 X rows."""
 
-FORMAT_VERSION = 1
-"""On-disk format version written by ``DSTEMatrix.save`` and required by ``load``."""
+LIST_TILE_COLS = 64
+"""Distinct column ids per list tile: a list tile holds up to 128 entries of columns that have at
+least 2 entries in the tile's window, so at most 64 distinct columns."""
+
+FORMAT_VERSION = 2
+"""On-disk format version written by ``DSTEMatrix.save``. Version 2 added the list tiles; ``load``
+also reads version-1 files (no list tiles)."""
+
+READABLE_FORMAT_VERSIONS = (1, 2)
+"""Versions ``load`` accepts."""
 
 FP16_MAX = 65504.0
 """Largest finite float16; casts to float16 saturate here."""

@@ -40,6 +40,15 @@ alone), 4 for valued ones (a bitmap column carries 128 values, so the floor keep
 of 1-3 entries, 128 B of values each, out of the bitmaps for memory's sake).
 ``x_row_bytes = gather_transfer_bytes = 0`` minimises device bytes alone (memory footprint).
 
+List tiles (``policy.list_tiles``, cost split only): the window columns left out of the bitmaps go
+to list tiles when they have 2+ entries (one gathered row per column; 1-byte row slot and 1-byte
+index into the tile's column list per entry; 417 device bytes per tile) and to entry tiles when they
+have 1; the prefix cost then reads ``ceil(k/128) * bitmap_tile + ceil(L/127) * list_tile +
+ceil(S/128) * entry_tile + x_row_bytes * (k + listed columns + S)`` (:func:`_cost_with_list_tiles`).
+At the default prices a list tile (one transfer for <= 127 entries) rarely beats a bitmap tile (one
+transfer for 128 columns); with byte-weighted prices it keeps the bitmaps' stretch at list-tile bytes
+(bench/README.md, "Device bytes with 16-bit column ids").
+
 ``"count"`` (the earlier rule): every column with at least ``bitmap_min_entries`` entries
 (default 2 structure-only, 4 valued) is a bitmap column, cut into tiles in column order.
 
@@ -91,6 +100,7 @@ from dste.format.constants import (
     COLUMN_ID_BYTES,
     ENTRY_MASK_WORDS,
     FP16_MAX,
+    LIST_TILE_COLS,
     MASK_WORD_BITS,
     MASK_WORDS,
     TILE_COLS,
@@ -116,6 +126,16 @@ ncols and slot (4 + 1 + 4 + 4 B), whatever its column count."""
 ENTRY_TILE_DEVICE_BYTES = TILE_COLS * (COLUMN_ID_BYTES + 1) + 4 * ENTRY_MASK_WORDS + 13
 """Device bytes of one entry tile without values: column ids, row slots, keep bits and the
 same 13 B of per-tile metadata, whatever its entry count."""
+
+LIST_TILE_DEVICE_BYTES = LIST_TILE_COLS * COLUMN_ID_BYTES + 2 * TILE_COLS + 4 * ENTRY_MASK_WORDS + 17
+"""Device bytes of one list tile without values: 64 column ids, a row slot and a column-list index
+per entry, keep bits, and window, kind, nentries, ncols and slot (4 + 1 + 4 + 4 + 4 B)."""
+
+LIST_TILE_PACK = TILE_COLS - 1
+"""Entries the encoder packs per list tile (the last of a window holds the rest). Columns are cut
+between consecutive tiles, so a tile of 127 consecutive list entries, whose columns all have 2+
+entries except possibly the two cut at its ends, names at most 1 + 62 + 1 = 64 columns
+(``LIST_TILE_COLS``); 128 could name 65."""
 
 INT8_SCALE_BYTES = 4
 """float32 scale of an INT8 tile."""
@@ -404,6 +424,13 @@ class SplitRule:
     value_bytes: int
     x_row_bytes: int
     gather_transfer_bytes: int
+    list_tiles: bool = False
+
+    @property
+    def list_tile_cost(self) -> int:
+        """Per-call cost of one list tile besides its gathered rows: device bytes + one transfer."""
+        values = TILE_COLS * self.value_bytes + (INT8_SCALE_BYTES if self.value_bytes == 1 else 0)
+        return LIST_TILE_DEVICE_BYTES + values + self.gather_transfer_bytes
 
     @property
     def bitmap_tile_cost(self) -> int:
@@ -429,7 +456,8 @@ def _resolve_split(policy: EncodePolicy, vals32) -> SplitRule:
     value_bytes = policy.value_bytes
     if value_bytes is None:
         value_bytes = 0 if structure_only else (2 if policy.kinds in ("fp16", "faithful") else 1)
-    return SplitRule(policy.bitmap_split, min_entries, value_bytes, policy.x_row_bytes, policy.gather_transfer_bytes)
+    return SplitRule(policy.bitmap_split, min_entries, value_bytes, policy.x_row_bytes, policy.gather_transfer_bytes,
+                     policy.list_tiles)
 
 
 def _window_rows(row_perm, N) -> np.ndarray:
@@ -457,8 +485,9 @@ def _encode_tiles(entries: list, shape, row_perm, col_perm, policy, split: Split
     if policy.layout == "block":
         bitmap = _block_tiles(window, col_pos, col_perm, M)
         in_bitmap = np.ones(window.shape, dtype=bool)
+        in_list = None
     else:
-        bitmap, in_bitmap = _condensed_tiles(window, col_pos, cols, n_windows, M, split)
+        bitmap, in_bitmap, in_list = _condensed_tiles(window, col_pos, cols, n_windows, M, split)
     tile_of_entry, k_of_entry, tile_window, tile_first, tile_cols, tile_ncols = bitmap
     out = _finish_bitmap_tiles(
         n_windows,
@@ -473,6 +502,10 @@ def _encode_tiles(entries: list, shape, row_perm, col_perm, policy, split: Split
         policy,
     )
     rest = ~in_bitmap
+    if in_list is not None:
+        out.update(_list_tiles(n_windows, window[in_list], col_pos[in_list], cols[in_list], slot[in_list],
+                               _take(vals32, in_list), M, policy))
+        rest &= ~in_list
     out.update(_entry_tiles(n_windows, window[rest], col_pos[rest], cols[rest], slot[rest], _take(vals32, rest), M, policy))
     return out
 
@@ -614,6 +647,7 @@ def _condensed_tiles(window, col_pos, cols, n_windows, M, split: SplitRule):
     tile_first[g_tile[head]] = col_pos[group_start[bitmap_groups[head]]]
     is_bitmap_group = np.zeros(group_start.size, dtype=bool)
     is_bitmap_group[bitmap_groups] = True
+    list_group = (~is_bitmap_group & (group_count >= 2)) if split.list_tiles else None
     group_tile = np.full(group_start.size, -1, dtype=_index_dtype(T))
     group_k = np.full(group_start.size, -1, dtype=np.int16)
     group_tile[bitmap_groups] = g_tile
@@ -622,9 +656,10 @@ def _condensed_tiles(window, col_pos, cols, n_windows, M, split: SplitRule):
     del bitmap_groups, by_tile, g_tile, g_k, b_window, rank, group_count, group_window, eligible, group_start, head
     in_bitmap = is_bitmap_group[group_of_entry]
     del is_bitmap_group
+    in_list = None if list_group is None else list_group[group_of_entry]
     entry_group = group_of_entry[in_bitmap]
     del group_of_entry
-    return (group_tile[entry_group], group_k[entry_group], tile_window, tile_first, tile_cols, tile_ncols), in_bitmap
+    return (group_tile[entry_group], group_k[entry_group], tile_window, tile_first, tile_cols, tile_ncols), in_bitmap, in_list
 
 
 def _cost_split(group_window, group_count, eligible, n_windows, split: SplitRule):
@@ -658,13 +693,18 @@ def _cost_split(group_window, group_count, eligible, n_windows, split: SplitRule
     running = np.cumsum(c_count, dtype=np.int64)
     absorbed = running - (running - c_count)[window_first[c_window]]  # C(k) for k = rank + 1
     del running
-    rest = window_entries[c_window] - absorbed
-    del absorbed
     bitmap_cost, entry_cost, x_row = split.bitmap_tile_cost, split.entry_tile_cost, split.x_row_bytes
     k_plus_one = rank.astype(np.int64) + 1
-    cost = -(-k_plus_one // TILE_COLS) * bitmap_cost + -(-rest // TILE_COLS) * entry_cost + x_row * (k_plus_one + rest)
-    del k_plus_one, rest
-    best = -(-window_entries // TILE_COLS) * entry_cost + x_row * window_entries  # k = 0
+    if split.list_tiles:
+        cost, zero_cost = _cost_with_list_tiles(group_window, group_count, n_windows, c_window, c_count, window_first,
+                                                k_plus_one, split)
+    else:
+        rest = window_entries[c_window] - absorbed
+        cost = -(-k_plus_one // TILE_COLS) * bitmap_cost + -(-rest // TILE_COLS) * entry_cost + x_row * (k_plus_one + rest)
+        zero_cost = -(-window_entries // TILE_COLS) * entry_cost + x_row * window_entries  # k = 0
+        del rest
+    del absorbed, k_plus_one
+    best = zero_cost.copy()
     has = per_window > 0
     if cand.size:
         best[has] = np.minimum(best[has], np.minimum.reduceat(cost, window_first[has]))
@@ -672,12 +712,46 @@ def _cost_split(group_window, group_count, eligible, n_windows, split: SplitRule
     first_hit = hits[np.r_[True, c_window[hits][1:] != c_window[hits][:-1]]] if hits.size else hits
     n_bitmap = np.zeros(n_windows, dtype=np.int64)
     n_bitmap[c_window[first_hit]] = rank[first_hit] + 1
-    k_zero = best == -(-window_entries // TILE_COLS) * entry_cost + x_row * window_entries
-    n_bitmap[k_zero] = 0
+    n_bitmap[best == zero_cost] = 0
     chosen = rank < n_bitmap[c_window]
     chosen_groups, chosen_rank = cand[chosen], rank[chosen]
     in_input_order = np.argsort(chosen_groups, kind="stable")
     return chosen_groups[in_input_order], chosen_rank[in_input_order]
+
+
+def _cost_with_list_tiles(group_window, group_count, n_windows, c_window, c_count, window_first, k_plus_one,
+                          split: SplitRule):
+    """Per candidate, the window's cost when it and the denser candidates are its bitmap columns, and
+    per window the cost with none, when the other columns of 2+ entries go to list tiles and the
+    single-entry ones to entry tiles:
+
+    ``cost(k) = ceil(k/128) * bitmap_tile + ceil(L(k)/LIST_TILE_PACK) * list_tile
+    + ceil(S(k)/128) * entry_tile + x_row_bytes * (k + list columns(k) + S(k))``
+
+    with L(k) the entries of the non-bitmap columns of 2+ entries and S(k) the single-entry
+    columns left. A list tile's gathered rows are its distinct columns; the one extra row of a
+    column cut between two list tiles is left out of the cost.
+    """
+    multi = group_count >= 2
+    multi_entries = np.bincount(group_window, weights=np.where(multi, group_count, 0), minlength=n_windows).astype(np.int64)
+    multi_cols = np.bincount(group_window, weights=multi, minlength=n_windows).astype(np.int64)
+    single_cols = np.bincount(group_window, weights=~multi, minlength=n_windows).astype(np.int64)
+    c_multi = c_count >= 2
+    running = np.cumsum(np.where(c_multi, c_count, 0), dtype=np.int64)
+    start = window_first[c_window]
+    before = np.r_[0, running][start]
+    absorbed_multi = running - before
+    running = np.cumsum(c_multi, dtype=np.int64)
+    taken_multi = running - np.r_[0, running][start]
+    del running, before, start
+    list_entries = multi_entries[c_window] - absorbed_multi
+    list_cols = multi_cols[c_window] - taken_multi
+    singles = single_cols[c_window] - (k_plus_one - taken_multi)
+    cost = (-(-k_plus_one // TILE_COLS) * split.bitmap_tile_cost + -(-list_entries // LIST_TILE_PACK) * split.list_tile_cost
+            + -(-singles // TILE_COLS) * split.entry_tile_cost + split.x_row_bytes * (k_plus_one + list_cols + singles))
+    zero_cost = (-(-multi_entries // LIST_TILE_PACK) * split.list_tile_cost + -(-single_cols // TILE_COLS) * split.entry_tile_cost
+                 + split.x_row_bytes * (multi_cols + single_cols))
+    return cost, zero_cost
 
 
 def _block_tiles(window, col_pos, col_perm, M):
@@ -885,16 +959,72 @@ def _entry_tiles(n_windows, window, col_pos, cols, slot, vals32, M, policy) -> d
     )
 
 
+def _list_tiles(n_windows, window, col_pos, cols, slot, vals32, M, policy) -> dict:
+    """List tiles of the given entries (sorted by window, column position, slot): each window's
+    entries in runs of ``LIST_TILE_PACK``, a tile's distinct columns listed in column order."""
+    per_window = np.bincount(window, minlength=n_windows)
+    index_in_window = np.arange(window.size) - (np.cumsum(per_window) - per_window)[window]
+    tiles_per_window = -(-per_window // LIST_TILE_PACK)
+    tile_start = np.cumsum(tiles_per_window) - tiles_per_window
+    tile_of_entry = tile_start[window] + index_in_window // LIST_TILE_PACK
+    e = index_in_window % LIST_TILE_PACK
+    del index_in_window
+    L = int(tiles_per_window.sum())
+    new_column = np.ones(window.size, dtype=bool)
+    new_column[1:] = (col_pos[1:] != col_pos[:-1]) | (e[1:] == 0)
+    column_number = np.cumsum(new_column) - 1
+    colslot = column_number - column_number[np.flatnonzero(e == 0)][tile_of_entry]
+    ncols = np.bincount(tile_of_entry, weights=new_column, minlength=L).astype(np.int64)
+    tile_window = np.repeat(np.arange(n_windows), tiles_per_window)
+    nentries = np.bincount(tile_of_entry, minlength=L)
+    tile_first = np.zeros(L, dtype=np.int64)
+    tile_first[tile_of_entry[e == 0]] = col_pos[e == 0]
+    kind, _ = decide_kinds(vals32, tile_of_entry, L, policy)
+    order, new_id = _sort_tiles(tile_window, kind, tile_first)
+    tile_window, kind, nentries, ncols = (a[order] for a in (tile_window, kind, nentries, ncols))
+    tile_of_entry = new_id[tile_of_entry]
+    tile_slot = _slots(kind)
+    ltile_cols = np.full((L, LIST_TILE_COLS), M, dtype=np.int32)
+    heads = np.flatnonzero(new_column)
+    ltile_cols[tile_of_entry[heads], colslot[heads]] = cols[heads]
+    ltile_colslot = np.zeros((L, TILE_COLS), dtype=np.uint8)
+    ltile_colslot[tile_of_entry, e] = colslot
+    ltile_rows = np.zeros((L, TILE_COLS), dtype=np.uint8)
+    ltile_rows[tile_of_entry, e] = slot
+    nz = pack_mask(np.arange(TILE_COLS)[None, :] < nentries[:, None]).reshape(L, ENTRY_MASK_WORDS)
+    int8_values, int8_scale, fp16_values = _values_by_kind(kind, tile_slot, tile_of_entry, (e,), vals32, (TILE_COLS,))
+    return dict(
+        lwindow_ptr=_window_ptr(tile_window, n_windows),
+        ltile_window=tile_window.astype(np.int32),
+        ltile_kind=kind,
+        ltile_nentries=nentries.astype(np.int32),
+        ltile_ncols=ncols.astype(np.int32),
+        ltile_cols=ltile_cols,
+        ltile_colslot=ltile_colslot,
+        ltile_rows=ltile_rows,
+        ltile_keep_bits=nz.copy(),
+        ltile_nz_bits=np.ascontiguousarray(nz),
+        ltile_slot=tile_slot,
+        ltile_int8_values=int8_values,
+        ltile_int8_scale=int8_scale,
+        ltile_fp16_values=fp16_values,
+    )
+
+
 # ------------------------------------------------------------- tile selection
-def take_tiles(sources, picks, epicks, like: DSTEMatrix, **overrides) -> DSTEMatrix:
+def take_tiles(sources, picks, epicks, like: DSTEMatrix, lpicks=None, **overrides) -> DSTEMatrix:
     """A matrix made of chosen tiles of ``sources`` (window-disjoint across sources).
 
-    ``picks[i]`` / ``epicks[i]`` index the bitmap / entry tiles of ``sources[i]``, each in
-    contract order; tiles are merged by window (stable) and value slots renumbered.
-    Non-tile fields come from ``like`` unless given in ``overrides``.
+    ``picks[i]`` / ``epicks[i]`` / ``lpicks[i]`` index the bitmap / entry / list tiles of
+    ``sources[i]``, each in contract order (``lpicks=None``: no list tiles); tiles are merged by
+    window (stable) and value slots renumbered. Non-tile fields come from ``like`` unless given in
+    ``overrides``.
     """
     bitmap = _merge_tiles(sources, picks, "tile", TILE_COLS * WINDOW_ROWS)
     entry = _merge_tiles(sources, epicks, "etile", TILE_COLS)
+    if lpicks is None:
+        lpicks = [np.zeros(0, np.int64) for _ in sources]
+    listed = _merge_tiles(sources, lpicks, "ltile", TILE_COLS)
     n_windows = like.n_windows
     fields = dict(
         shape=like.shape,
@@ -907,8 +1037,10 @@ def take_tiles(sources, picks, epicks, like: DSTEMatrix, **overrides) -> DSTEMat
         encode_policy=like.encode_policy,
         window_ptr=_window_ptr(bitmap["tile_window"], n_windows),
         ewindow_ptr=_window_ptr(entry["etile_window"], n_windows),
+        lwindow_ptr=_window_ptr(listed["ltile_window"], n_windows),
         **bitmap,
         **entry,
+        **listed,
     )
     fields.update(overrides)
     return DSTEMatrix(**fields)
@@ -918,8 +1050,14 @@ def _merge_tiles(sources, picks, prefix, value_size):
     names = {
         "tile": ("tile_window", "tile_kind", "tile_ncols", "tile_cols", "keep_bits", "nz_bits"),
         "etile": ("etile_window", "etile_kind", "etile_nentries", "etile_cols", "etile_rows", "etile_keep_bits", "etile_nz_bits"),
+        "ltile": ("ltile_window", "ltile_kind", "ltile_nentries", "ltile_ncols", "ltile_cols", "ltile_colslot", "ltile_rows",
+                  "ltile_keep_bits", "ltile_nz_bits"),
     }[prefix]
-    value_names = {"tile": ("int8_values", "int8_scale", "fp16_values"), "etile": ("etile_int8_values", "etile_int8_scale", "etile_fp16_values")}[prefix]
+    value_names = {
+        "tile": ("int8_values", "int8_scale", "fp16_values"),
+        "etile": ("etile_int8_values", "etile_int8_scale", "etile_fp16_values"),
+        "ltile": ("ltile_int8_values", "ltile_int8_scale", "ltile_fp16_values"),
+    }[prefix]
     picks = [np.asarray(p, dtype=np.int64) for p in picks]
     cat = {n: np.concatenate([getattr(s, n)[p] for s, p in zip(sources, picks)]) for n in names}
     source_id = np.concatenate([np.full(p.size, i) for i, p in enumerate(picks)])
@@ -989,11 +1127,13 @@ def reencode_windows(old: DSTEMatrix, rows, cols, vals, redo, policy: EncodePoli
     part = encode_coo(rows, cols, vals, old.shape, policy, row_perm=old.row_perm, col_perm=old.col_perm)
     keep_old = np.flatnonzero(~redo[old.tile_window])
     ekeep_old = np.flatnonzero(~redo[old.etile_window])
+    lkeep_old = np.flatnonzero(~redo[old.ltile_window])
     return take_tiles(
         [old, part],
         [keep_old, np.arange(part.n_tiles)],
         [ekeep_old, np.arange(part.n_etiles)],
         like=old,
+        lpicks=[lkeep_old, np.arange(part.n_ltiles)],
         row_scale=policy.row_scale,
         col_scale=policy.col_scale,
     )

@@ -2,14 +2,14 @@
 
 File layout: an uncompressed NumPy ``.npz`` archive holding every array field plus
 ``__meta__`` (uint8 bytes of a UTF-8 JSON object):
-``{"magic": "DSTE", "format_version": 1, "shape": [N, M], "layout": ..., "encode_policy": {...},
+``{"magic": "DSTE", "format_version": 2, "shape": [N, M], "layout": ..., "encode_policy": {...},
 "fields": {name: [dtype, shape]}, "absent": [optional fields that are None], "sha256": hex,
 "header_sha256": hex}``.
 ``sha256`` covers, for each array field in sorted order, its name, dtype, shape and bytes;
 ``header_sha256`` covers everything else the loaded matrix depends on (magic, version, shape,
 layout, encode policy, field list, absent list), as canonical JSON. ``load`` reads with
-``allow_pickle=False`` and checks magic, the exact integer version, every header value's
-type, field list, dtypes, shapes and both checksums, then validates the matrix deeply; any
+``allow_pickle=False`` and checks magic, the exact integer version (2; version-1 files, written
+before the list tiles, are read with none), every header value's type, field list, dtypes, shapes and both checksums, then validates the matrix deeply; any
 failure raises :class:`DSTEFileError` saying what is wrong.
 
 Atomic replacement (:func:`atomic_write`, used for every file DSTE replaces: matrices,
@@ -34,9 +34,9 @@ import zlib
 
 import numpy as np
 
-from dste.format.constants import FORMAT_VERSION
+from dste.format.constants import FORMAT_VERSION, READABLE_FORMAT_VERSIONS
 from dste.format.errors import DSTEFileError, DSTEFormatError
-from dste.format.matrix import ARRAY_FIELDS, OPTIONAL_ARRAY_FIELDS, DSTEMatrix
+from dste.format.matrix import ARRAY_FIELDS, LIST_ARRAY_FIELDS, OPTIONAL_ARRAY_FIELDS, DSTEMatrix
 
 MAGIC = "DSTE"
 META_KEY = "__meta__"
@@ -233,10 +233,10 @@ def _check_meta(path, meta):
     if not isinstance(meta, dict) or meta.get("magic") != MAGIC:
         raise DSTEFileError(f"{path}: not a DSTE file (bad magic)")
     version = meta.get("format_version")
-    if not _is_int(version) or version != FORMAT_VERSION:
+    if not _is_int(version) or version not in READABLE_FORMAT_VERSIONS:
         raise DSTEFileError(
-            f"{path}: format version {version!r} ({type(version).__name__}); this build reads the integer version "
-            f"{FORMAT_VERSION}"
+            f"{path}: format version {version!r} ({type(version).__name__}); this build reads the integer versions "
+            f"{READABLE_FORMAT_VERSIONS} (writes {FORMAT_VERSION})"
         )
     for key in ("shape", "layout", "encode_policy", "fields", "absent", "sha256", "header_sha256"):
         if key not in meta:
@@ -263,6 +263,8 @@ def _check_meta(path, meta):
         ):
             raise DSTEFileError(f"{path}: header entry of field {name!r} must be [dtype string, shape list], got {spec!r}")
     required = set(ARRAY_FIELDS)
+    if version == 1:  # written before the list tiles: the matrix is built with none
+        required -= set(LIST_ARRAY_FIELDS)
     present = set(fields)
     if not required <= present or not (present - required) <= set(OPTIONAL_ARRAY_FIELDS):
         raise DSTEFileError(f"{path}: header field list {sorted(present)} is not the DSTE field set")

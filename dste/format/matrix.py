@@ -1,8 +1,9 @@
 """The encoded sparse operand: :class:`DSTEMatrix` (fields as in docs/CONTRACTS.md).
 
 A represents ``A`` of shape [N, M] as 128-row windows. Each window's entries live in
-bitmap tiles (up to 128 column ids + a 128x128 keep bitmap) and entry tiles (up to 128
-(column, window slot) pairs + one keep bit each). Values are BIN (1), INT8 (per-tile
+bitmap tiles (up to 128 column ids + a 128x128 keep bitmap), entry tiles (up to 128
+(column, window slot) pairs + one keep bit each) and list tiles (up to 128 (index into the
+tile's list of up to 64 distinct column ids, window slot) pairs + one keep bit each). Values are BIN (1), INT8 (per-tile
 scale) or FP16 per tile, then ``A = diag(row_scale) A diag(col_scale)``.
 
 The object is treated as immutable: ``with_mask``, ``compact`` and ``update_windows``
@@ -22,6 +23,7 @@ from dste.format.constants import (
     COLUMN_ID_BYTES,
     ENTRY_MASK_WORDS,
     LAYOUTS,
+    LIST_TILE_COLS,
     MASK_WORD_BITS,
     MASK_WORDS,
     TILE_COLS,
@@ -42,6 +44,20 @@ ETILE_ARRAY_FIELDS = (
     "etile_nz_bits",
     "etile_slot",
 )
+LTILE_ARRAY_FIELDS = (
+    "ltile_window",
+    "ltile_kind",
+    "ltile_nentries",
+    "ltile_ncols",
+    "ltile_cols",
+    "ltile_colslot",
+    "ltile_rows",
+    "ltile_keep_bits",
+    "ltile_nz_bits",
+    "ltile_slot",
+)
+LIST_ARRAY_FIELDS = ("lwindow_ptr", *LTILE_ARRAY_FIELDS, "ltile_int8_values", "ltile_int8_scale", "ltile_fp16_values")
+"""The list-tile arrays (format version 2); a matrix built without them gets empty ones."""
 ARRAY_FIELDS = (
     "window_rows",
     "window_ptr",
@@ -54,6 +70,7 @@ ARRAY_FIELDS = (
     "etile_int8_values",
     "etile_int8_scale",
     "etile_fp16_values",
+    *LIST_ARRAY_FIELDS,
 )
 OPTIONAL_ARRAY_FIELDS = ("row_scale", "col_scale", "row_perm", "col_perm")
 
@@ -81,9 +98,20 @@ BYTE_CATEGORY = {
     "etile_kind": "metadata",
     "etile_nentries": "metadata",
     "etile_slot": "metadata",
+    "ltile_int8_values": "values",
+    "ltile_fp16_values": "values",
+    "ltile_int8_scale": "scales",
+    "ltile_keep_bits": "masks",
+    "ltile_rows": "row_ids",
+    "lwindow_ptr": "metadata",
+    "ltile_window": "metadata",
+    "ltile_kind": "metadata",
+    "ltile_nentries": "metadata",
+    "ltile_ncols": "metadata",
+    "ltile_slot": "metadata",
 }
-HOST_ONLY_FIELDS = ("nz_bits", "etile_nz_bits", "row_perm", "col_perm")
-COLUMN_ID_FIELDS = ("tile_cols", "etile_cols")
+HOST_ONLY_FIELDS = ("nz_bits", "etile_nz_bits", "ltile_nz_bits", "row_perm", "col_perm")
+COLUMN_ID_FIELDS = ("tile_cols", "etile_cols", "ltile_cols")
 """Host column ids (int32, original ids); the device keeps them in the form of :func:`device_column_id_bytes`."""
 
 
@@ -126,6 +154,20 @@ EXPECTED_DTYPES = {
     "etile_int8_values": np.int8,
     "etile_int8_scale": np.float32,
     "etile_fp16_values": np.float16,
+    "lwindow_ptr": np.int64,
+    "ltile_window": np.int32,
+    "ltile_kind": np.uint8,
+    "ltile_nentries": np.int32,
+    "ltile_ncols": np.int32,
+    "ltile_cols": np.int32,
+    "ltile_colslot": np.uint8,
+    "ltile_rows": np.uint8,
+    "ltile_keep_bits": np.uint32,
+    "ltile_nz_bits": np.uint32,
+    "ltile_slot": np.int32,
+    "ltile_int8_values": np.int8,
+    "ltile_int8_scale": np.float32,
+    "ltile_fp16_values": np.float16,
     "row_scale": np.float32,
     "col_scale": np.float32,
     "row_perm": np.int64,
@@ -170,6 +212,20 @@ class DSTEMatrix:
     etile_int8_values: np.ndarray
     etile_int8_scale: np.ndarray
     etile_fp16_values: np.ndarray
+    lwindow_ptr: np.ndarray | None = None
+    ltile_window: np.ndarray | None = None
+    ltile_kind: np.ndarray | None = None
+    ltile_nentries: np.ndarray | None = None
+    ltile_ncols: np.ndarray | None = None
+    ltile_cols: np.ndarray | None = None
+    ltile_colslot: np.ndarray | None = None
+    ltile_rows: np.ndarray | None = None
+    ltile_keep_bits: np.ndarray | None = None
+    ltile_nz_bits: np.ndarray | None = None
+    ltile_slot: np.ndarray | None = None
+    ltile_int8_values: np.ndarray | None = None
+    ltile_int8_scale: np.ndarray | None = None
+    ltile_fp16_values: np.ndarray | None = None
     row_scale: np.ndarray | None = None
     col_scale: np.ndarray | None = None
     row_perm: np.ndarray | None = None
@@ -180,6 +236,13 @@ class DSTEMatrix:
 
     def __post_init__(self):
         self.shape = tuple(int(s) for s in self.shape)
+        given = [name for name in LIST_ARRAY_FIELDS if getattr(self, name) is not None]
+        if not given:  # a matrix without list tiles (built by code or read from a version-1 file)
+            for name, value in _empty_list_tiles(self.window_rows.shape[0] if isinstance(self.window_rows, np.ndarray) else 0).items():
+                setattr(self, name, value)
+        elif len(given) != len(LIST_ARRAY_FIELDS):
+            _fail(f"the list-tile fields come all together or not at all; given {given}, missing "
+                  f"{[name for name in LIST_ARRAY_FIELDS if name not in given]}")
         self.validate(deep=False)
 
     # ------------------------------------------------------------------ sizes
@@ -196,19 +259,25 @@ class DSTEMatrix:
         return int(self.etile_window.shape[0])
 
     @property
+    def n_ltiles(self) -> int:
+        return int(self.ltile_window.shape[0])
+
+    @property
     def nnz_stored(self) -> int:
-        """Stored entries (nz bits) over both tile layouts."""
-        return int(popcount(self.nz_bits).sum() + popcount(self.etile_nz_bits).sum())
+        """Stored entries (nz bits) over the three tile layouts."""
+        return int(popcount(self.nz_bits).sum() + popcount(self.etile_nz_bits).sum() + popcount(self.ltile_nz_bits).sum())
 
     @property
     def nnz_kept(self) -> int:
         """Entries kept by the current mask."""
-        return int(popcount(self.keep_bits).sum() + popcount(self.etile_keep_bits).sum())
+        return int(
+            popcount(self.keep_bits).sum() + popcount(self.etile_keep_bits).sum() + popcount(self.ltile_keep_bits).sum()
+        )
 
     def __repr__(self) -> str:
         return (
             f"DSTEMatrix(shape={self.shape}, layout={self.layout!r}, windows={self.n_windows}, "
-            f"tiles={self.n_tiles}, entry_tiles={self.n_etiles}, nnz_kept={self.nnz_kept})"
+            f"tiles={self.n_tiles}, entry_tiles={self.n_etiles}, list_tiles={self.n_ltiles}, nnz_kept={self.nnz_kept})"
         )
 
     # ------------------------------------------------------------- validation
@@ -368,6 +437,7 @@ class DSTEMatrix:
             _fail("etile_int8_scale must be finite and > 0")
         if en16 and not np.isfinite(self.etile_fp16_values).all():
             _fail("etile_fp16_values must be finite")
+        self._validate_list_tiles(N, M, n_windows)
 
         if deep:
             rows, cols, _ = self._coordinates(use_keep=False)
@@ -375,6 +445,83 @@ class DSTEMatrix:
             if np.unique(keys).size != keys.size:
                 _fail("a (row, column) pair is stored in two tiles")
         return self
+
+    def _validate_list_tiles(self, N, M, n_windows):
+        """Shapes, ranges and order of the list tiles (docs/CONTRACTS.md, "List tiles")."""
+        L = self.ltile_window.shape[0] if self.ltile_window.ndim == 1 else _fail("ltile_window must be 1-D")
+        for name, shape in {
+            "lwindow_ptr": (n_windows + 1,),
+            "ltile_window": (L,),
+            "ltile_kind": (L,),
+            "ltile_nentries": (L,),
+            "ltile_ncols": (L,),
+            "ltile_cols": (L, LIST_TILE_COLS),
+            "ltile_colslot": (L, TILE_COLS),
+            "ltile_rows": (L, TILE_COLS),
+            "ltile_keep_bits": (L, ENTRY_MASK_WORDS),
+            "ltile_nz_bits": (L, ENTRY_MASK_WORDS),
+            "ltile_slot": (L,),
+        }.items():
+            if getattr(self, name).shape != shape:
+                _fail(f"{name} must have shape {shape}, got {getattr(self, name).shape}")
+        ln8, ln16 = self.ltile_int8_values.shape[0], self.ltile_fp16_values.shape[0]
+        for name, shape in {
+            "ltile_int8_values": (ln8, TILE_COLS),
+            "ltile_int8_scale": (ln8,),
+            "ltile_fp16_values": (ln16, TILE_COLS),
+        }.items():
+            if getattr(self, name).shape != shape:
+                _fail(f"{name} must have shape {shape}, got {getattr(self, name).shape}")
+        self._check_ptr("lwindow_ptr", self.lwindow_ptr, self.ltile_window, n_windows, L)
+        kinds = self.ltile_kind
+        if L:
+            if self.layout == "block":
+                _fail("the block layout has no list tiles")
+            if kinds.max() > TileKind.FP16:
+                _fail("ltile_kind values must be 0 (BIN), 1 (INT8) or 2 (FP16)")
+            if (np.diff(self.ltile_window.astype(np.int64) * 4 + kinds) < 0).any():
+                _fail("list tiles must be sorted by window, then kind (BIN, INT8, FP16)")
+            ne, nc = self.ltile_nentries, self.ltile_ncols
+            if ne.min() < 1 or ne.max() > TILE_COLS:
+                _fail(f"ltile_nentries must lie in 1..{TILE_COLS}")
+            if nc.min() < 1 or nc.max() > LIST_TILE_COLS or (nc > ne).any():
+                _fail(f"ltile_ncols must lie in 1..{LIST_TILE_COLS} and not exceed ltile_nentries")
+            used_cols = np.arange(LIST_TILE_COLS)[None, :] < nc[:, None]
+            cols = self.ltile_cols
+            if (cols[used_cols] < 0).any() or (cols[used_cols] >= M).any():
+                _fail(f"ltile_cols in used slots (< ltile_ncols) must lie in [0, M={M})")
+            if (cols[~used_cols] != M).any():
+                _fail(f"ltile_cols past ltile_ncols must hold M={M}")
+            sorted_cols = np.sort(cols, axis=1)
+            if ((np.diff(sorted_cols, axis=1) == 0) & (sorted_cols[:, 1:] < M)).any():
+                _fail("a list tile lists the same column twice")
+            used = np.arange(TILE_COLS)[None, :] < ne[:, None]
+            colslot = self.ltile_colslot.astype(np.int64)
+            if ((colslot >= nc[:, None]) & used).any():
+                _fail("ltile_colslot of a used entry must lie in [0, ltile_ncols)")
+            if (colslot[~used] != 0).any() or (self.ltile_rows[~used] != 0).any():
+                _fail("ltile_colslot and ltile_rows past ltile_nentries must hold 0")
+            referenced = np.zeros((L, LIST_TILE_COLS), dtype=bool)
+            tile_index = np.broadcast_to(np.arange(L)[:, None], used.shape)
+            referenced[tile_index[used], colslot[used]] = True
+            if (referenced != used_cols).any():
+                _fail("every listed column of a list tile (slot < ltile_ncols) must be used by one of its entries")
+            if self.ltile_rows.max() >= WINDOW_ROWS:
+                _fail(f"ltile_rows must lie in [0, {WINDOW_ROWS})")
+            if (self.ltile_keep_bits & ~self.ltile_nz_bits).any():
+                _fail("ltile_keep_bits must be a subset of ltile_nz_bits")
+            if (self.ltile_nz_bits & ~_entry_used_words(ne)).any():
+                _fail("ltile_nz_bits set past ltile_nentries")
+            row_ids = self.window_rows[self.ltile_window[:, None], self.ltile_rows.astype(np.int64)]
+            if ((row_ids == N) & used).any():
+                _fail("a list-tile entry refers to a window slot that holds no row (window_rows == N)")
+        self._check_slots("ltile", kinds, self.ltile_slot, ln8, ln16)
+        if ln8 and (self.ltile_int8_values == -128).any():
+            _fail("ltile_int8_values must lie in [-127, 127]")
+        if ln8 and (~np.isfinite(self.ltile_int8_scale) | (self.ltile_int8_scale <= 0)).any():
+            _fail("ltile_int8_scale must be finite and > 0")
+        if ln16 and not np.isfinite(self.ltile_fp16_values).all():
+            _fail("ltile_fp16_values must be finite")
 
     @staticmethod
     def _check_ptr(name, ptr, owner, n_windows, count):
@@ -405,6 +552,7 @@ class DSTEMatrix:
         """
         bits = self.keep_bits if use_keep else self.nz_bits
         ebits = self.etile_keep_bits if use_keep else self.etile_nz_bits
+        lbits = self.ltile_keep_bits if use_keep else self.ltile_nz_bits
         rows_parts, cols_parts, vals_parts = [], [], []
         for flat_word, bit in set_bit_positions(bits):
             tile = flat_word // (TILE_COLS * MASK_WORDS)
@@ -419,6 +567,12 @@ class DSTEMatrix:
             rows_parts.append(self.window_rows[self.etile_window[tile], self.etile_rows[tile, entry]])
             cols_parts.append(self.etile_cols[tile, entry])
             vals_parts.append(self._etile_values(tile, entry))
+        for flat_word, bit in set_bit_positions(lbits):
+            tile = flat_word // ENTRY_MASK_WORDS
+            entry = (flat_word % ENTRY_MASK_WORDS) * MASK_WORD_BITS + bit
+            rows_parts.append(self.window_rows[self.ltile_window[tile], self.ltile_rows[tile, entry]])
+            cols_parts.append(self.ltile_cols[tile, self.ltile_colslot[tile, entry]])
+            vals_parts.append(self._ltile_values(tile, entry))
         if not rows_parts:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
         return (
@@ -439,6 +593,20 @@ class DSTEMatrix:
         if is16.any():
             s = slot[is16]
             out[is16] = self.fp16_values[s, col_slot[is16], row_slot[is16]].astype(np.float64)
+        return out
+
+    def _ltile_values(self, tile, entry):
+        kind = self.ltile_kind[tile]
+        slot = self.ltile_slot[tile]
+        out = np.ones(tile.shape, dtype=np.float64)
+        is8 = kind == TileKind.INT8
+        if is8.any():
+            s = slot[is8]
+            out[is8] = self.ltile_int8_values[s, entry[is8]].astype(np.float64) * self.ltile_int8_scale[s]
+        is16 = kind == TileKind.FP16
+        if is16.any():
+            s = slot[is16]
+            out[is16] = self.ltile_fp16_values[s, entry[is16]].astype(np.float64)
         return out
 
     def _etile_values(self, tile, entry):
@@ -505,21 +673,29 @@ class DSTEMatrix:
 
         ``keep`` is one of: a SciPy sparse or dense boolean matrix [N, M] over original
         coordinates (nonzero = keep); a ``uint32 [T, 128, 4]`` array of tile bits (only when
-        the matrix has no entry tiles); or a pair ``(tile_bits [T,128,4], etile_bits [E,4])``.
+        the matrix has no entry or list tiles); a pair ``(tile_bits [T,128,4], etile_bits [E,4])``
+        (only when it has no list tiles); or a triple ``(tile_bits, etile_bits, ltile_bits [L,4])``.
         No value is re-quantized, so entries dropped earlier can be re-admitted. Tiles whose
         mask becomes empty stay in place (see :meth:`compact` and ``stats()['live_tiles']``).
         """
+        no_list_bits = np.zeros((0, ENTRY_MASK_WORDS), np.uint32)
         if isinstance(keep, tuple):
-            if len(keep) != 2:
-                raise DSTEFormatError("with_mask: a tuple keep must be (tile_bits [T,128,4], etile_bits [E,4])")
-            tile_bits, etile_bits = (np.asarray(k) for k in keep)
-            return self._with_bits(tile_bits, etile_bits)
-        if isinstance(keep, np.ndarray) and keep.dtype == np.uint32 and keep.ndim == 3:
-            if self.n_etiles:
+            if len(keep) == 2 and self.n_ltiles:
                 raise DSTEFormatError(
-                    "with_mask: this matrix has entry tiles; pass (tile_bits, etile_bits) or a [N, M] mask"
+                    "with_mask: this matrix has list tiles; pass (tile_bits, etile_bits, ltile_bits [L,4]) or a [N, M] mask"
                 )
-            return self._with_bits(keep, np.zeros((0, ENTRY_MASK_WORDS), np.uint32))
+            if len(keep) not in (2, 3):
+                raise DSTEFormatError(
+                    "with_mask: a tuple keep must be (tile_bits [T,128,4], etile_bits [E,4][, ltile_bits [L,4]])"
+                )
+            bits = [np.asarray(k) for k in keep]
+            return self._with_bits(*bits) if len(bits) == 3 else self._with_bits(*bits, no_list_bits)
+        if isinstance(keep, np.ndarray) and keep.dtype == np.uint32 and keep.ndim == 3:
+            if self.n_etiles or self.n_ltiles:
+                raise DSTEFormatError(
+                    "with_mask: this matrix has entry tiles or list tiles; pass (tile_bits, etile_bits, ltile_bits) or a [N, M] mask"
+                )
+            return self._with_bits(keep, np.zeros((0, ENTRY_MASK_WORDS), np.uint32), no_list_bits)
         if sp.issparse(keep):
             if keep.shape != self.shape:
                 raise DSTEFormatError(f"with_mask: mask shape {keep.shape} != matrix shape {self.shape}")
@@ -553,9 +729,21 @@ class DSTEMatrix:
             c = self.etile_cols[tile, entry].astype(np.int64)
             hit = flat_word[lookup(r, c)]
             np.bitwise_or.at(etile_bits.reshape(-1), hit, np.uint32(1 << bit))
-        return self._with_bits(tile_bits, etile_bits)
+        ltile_bits = np.zeros_like(self.ltile_nz_bits)
+        for flat_word, bit in set_bit_positions(self.ltile_nz_bits):
+            tile = flat_word // ENTRY_MASK_WORDS
+            entry = (flat_word % ENTRY_MASK_WORDS) * MASK_WORD_BITS + bit
+            r = self.window_rows[self.ltile_window[tile], self.ltile_rows[tile, entry]].astype(np.int64)
+            c = self.ltile_cols[tile, self.ltile_colslot[tile, entry]].astype(np.int64)
+            hit = flat_word[lookup(r, c)]
+            np.bitwise_or.at(ltile_bits.reshape(-1), hit, np.uint32(1 << bit))
+        return self._with_bits(tile_bits, etile_bits, ltile_bits)
 
-    def _with_bits(self, tile_bits, etile_bits) -> "DSTEMatrix":
+    def _with_bits(self, tile_bits, etile_bits, ltile_bits) -> "DSTEMatrix":
+        if ltile_bits.shape != self.ltile_nz_bits.shape or ltile_bits.dtype != np.uint32:
+            raise DSTEFormatError(
+                f"with_mask: list-tile bits must be uint32 {self.ltile_nz_bits.shape}, got {ltile_bits.dtype} {ltile_bits.shape}"
+            )
         if tile_bits.shape != self.nz_bits.shape or tile_bits.dtype != np.uint32:
             raise DSTEFormatError(f"with_mask: tile bits must be uint32 {self.nz_bits.shape}, got {tile_bits.dtype} {tile_bits.shape}")
         if etile_bits.shape != self.etile_nz_bits.shape or etile_bits.dtype != np.uint32:
@@ -565,18 +753,24 @@ class DSTEMatrix:
         return self.replace(
             keep_bits=np.ascontiguousarray(tile_bits & self.nz_bits),
             etile_keep_bits=np.ascontiguousarray(etile_bits & self.etile_nz_bits),
+            ltile_keep_bits=np.ascontiguousarray(ltile_bits & self.ltile_nz_bits),
         )
 
     def live_tiles(self):
         """Boolean masks (bitmap tiles [T], entry tiles [E]) of tiles with at least one kept entry."""
         return self.keep_bits.reshape(self.n_tiles, -1).any(axis=1) if self.n_tiles else np.zeros(0, bool), self.etile_keep_bits.any(axis=1)
 
+    def live_list_tiles(self) -> np.ndarray:
+        """Boolean mask [L] of list tiles with at least one kept entry."""
+        return self.ltile_keep_bits.any(axis=1)
+
     def compact(self) -> "DSTEMatrix":
         """Drop tiles with no kept entry (their stored entries are dropped too: not re-admittable)."""
         from dste.format.encoder import take_tiles
 
         live, elive = self.live_tiles()
-        return take_tiles([self], [np.flatnonzero(live)], [np.flatnonzero(elive)], like=self)
+        return take_tiles([self], [np.flatnonzero(live)], [np.flatnonzero(elive)], like=self,
+                          lpicks=[np.flatnonzero(self.live_list_tiles())])
 
     def update_windows(self, new_matrix, changed_rows, row_scale=None, col_scale=None) -> "DSTEMatrix":
         """Re-encode only the windows holding ``changed_rows``; see :func:`dste.format.encoder.update_windows`."""
@@ -591,9 +785,9 @@ class DSTEMatrix:
         Returns ``{"device": {category: bytes}, "host_only": {field: bytes}, "device_total",
         "host_only_total", "total", "bytes_per_stored_edge", "bytes_per_kept_edge"}``.
         Device categories: values, scales (INT8 tile scales and row/column scale vectors),
-        masks (keep bits), column_ids (the device form of ``tile_cols`` / ``etile_cols``:
-        :func:`device_column_id_bytes`, 2 B per slot plus the band plane when M > 65,536, not the
-        host's int32), row_ids (window slot map and entry rows), metadata
+        masks (keep bits), column_ids (the device form of ``tile_cols`` / ``etile_cols`` /
+        ``ltile_cols``: :func:`device_column_id_bytes`, 2 B per slot plus the band plane when
+        M > 65,536, not the host's int32; and the list tiles' 1-byte ``ltile_colslot``), row_ids (window slot map and entry rows), metadata
         (window pointers, per-tile window/kind/ncols/slot). Host-only: nz bits, the permutations
         and the int32 column ids ``tile_cols`` / ``etile_cols`` (the host form of the device's
         16-bit ids: ``total`` counts the ids in both forms). Bytes per edge use the device total.
@@ -608,7 +802,7 @@ class DSTEMatrix:
             if value is not None:
                 device[category] += int(value.nbytes)
         device["column_ids"] = sum(device_column_id_bytes(getattr(self, name).size, self.shape[1])
-                                   for name in COLUMN_ID_FIELDS)
+                                   for name in COLUMN_ID_FIELDS) + int(self.ltile_colslot.nbytes)
         host = {name: int(getattr(self, name).nbytes) if getattr(self, name) is not None else 0 for name in HOST_ONLY_FIELDS}
         # the host keeps the ids as int32 original ids; the device's 16-bit form is counted under column_ids
         host.update({name: int(getattr(self, name).nbytes) for name in COLUMN_ID_FIELDS})
@@ -627,8 +821,8 @@ class DSTEMatrix:
     def stats(self) -> dict:
         """Tile counts per layout and kind, densities, entries per bitmap column, stretch, bytes per edge.
 
-        ``stretch`` = X rows gathered / M, where a bitmap tile gathers ``tile_ncols`` rows and an
-        entry tile one row per entry. ``mean_tile_density`` = stored entries / (128 * ncols) over
+        ``stretch`` = X rows gathered / M, where a bitmap tile gathers ``tile_ncols`` rows, an
+        entry tile one row per entry and a list tile ``ltile_ncols`` rows. ``mean_tile_density`` = stored entries / (128 * ncols) over
         bitmap tiles. Counts of kept entries use the live mask.
         """
         T, E = self.n_tiles, self.n_etiles
@@ -638,7 +832,10 @@ class DSTEMatrix:
         live, elive = self.live_tiles()
         col_nnz = popcount(self.nz_bits).sum(axis=2) if T else np.zeros((0, TILE_COLS), np.int64)
         used_cols = int(self.tile_ncols.sum())
-        gathered = used_cols + int(self.etile_nentries.sum())
+        L = self.n_ltiles
+        ltile_nnz = popcount(self.ltile_nz_bits).sum(axis=1) if L else np.zeros(0, np.int64)
+        list_cols = int(self.ltile_ncols.sum())
+        gathered = used_cols + int(self.etile_nentries.sum()) + list_cols
         M = self.shape[1]
         nb = self.nbytes()
         return {
@@ -649,9 +846,14 @@ class DSTEMatrix:
             "entry_tiles": {name: int((self.etile_kind == k).sum()) for name, k in kind_names.items()},
             "n_tiles": T,
             "n_entry_tiles": E,
+            "list_tiles": {name: int((self.ltile_kind == k).sum()) for name, k in kind_names.items()},
+            "n_list_tiles": L,
+            "live_list_tiles": int(self.live_list_tiles().sum()),
+            "nnz_in_list_tiles": int(ltile_nnz.sum()),
+            "mean_entries_per_list_column": float(ltile_nnz.sum() / list_cols) if list_cols else 0.0,
             "live_tiles": int(live.sum()),
             "live_entry_tiles": int(elive.sum()),
-            "nnz_stored": int(tile_nnz.sum() + etile_nnz.sum()),
+            "nnz_stored": int(tile_nnz.sum() + etile_nnz.sum() + ltile_nnz.sum()),
             "nnz_kept": self.nnz_kept,
             "nnz_in_bitmap_tiles": int(tile_nnz.sum()),
             "nnz_in_entry_tiles": int(etile_nnz.sum()),
@@ -677,6 +879,26 @@ class DSTEMatrix:
         from dste.format.io import load
 
         return load(path)
+
+
+def _empty_list_tiles(n_windows: int) -> dict:
+    """The list-tile fields of a matrix without list tiles."""
+    return {
+        "lwindow_ptr": np.zeros(n_windows + 1, np.int64),
+        "ltile_window": np.zeros(0, np.int32),
+        "ltile_kind": np.zeros(0, np.uint8),
+        "ltile_nentries": np.zeros(0, np.int32),
+        "ltile_ncols": np.zeros(0, np.int32),
+        "ltile_cols": np.zeros((0, LIST_TILE_COLS), np.int32),
+        "ltile_colslot": np.zeros((0, TILE_COLS), np.uint8),
+        "ltile_rows": np.zeros((0, TILE_COLS), np.uint8),
+        "ltile_keep_bits": np.zeros((0, ENTRY_MASK_WORDS), np.uint32),
+        "ltile_nz_bits": np.zeros((0, ENTRY_MASK_WORDS), np.uint32),
+        "ltile_slot": np.zeros(0, np.int32),
+        "ltile_int8_values": np.zeros((0, TILE_COLS), np.int8),
+        "ltile_int8_scale": np.zeros(0, np.float32),
+        "ltile_fp16_values": np.zeros((0, TILE_COLS), np.float16),
+    }
 
 
 def _entry_used_words(nentries: np.ndarray) -> np.ndarray:

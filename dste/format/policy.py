@@ -84,6 +84,12 @@ class EncodePolicy:
         hybrid-row record).
     gather_transfer_bytes: fixed cost of one tile's gather transfer, in bytes (default
         29,900: trn2 DMA fixed cost times one queue's bandwidth).
+    list_tiles: False (default): the window columns the split leaves out of the bitmaps become
+        entry-tile entries. True: those with at least 2 entries go to list tiles instead (one
+        gathered X row per column, 1-byte row slot + 1-byte index into the tile's column list per
+        entry), only the single-entry ones to entry tiles, and the cost split prices list tiles
+        (condensed layout, ``"cost"`` split only; see :mod:`dste.format.encoder`). Off by default
+        while the ``spmm_hybrid`` kernel does not read list tiles (``dste.kernels`` refuses them).
     value_bytes: bytes per stored value the cost assumes (0 BIN, 1 INT8, 2 FP16); ``None``:
         0 for structure-only matrices, 2 for ``kinds="fp16"`` or ``"faithful"``, else 1.
     row_scale, col_scale: optional float vectors [N], [M]; the encoded matrix is
@@ -103,6 +109,7 @@ class EncodePolicy:
     x_row_bytes: int = DEFAULT_X_ROW_BYTES
     gather_transfer_bytes: int = DEFAULT_GATHER_TRANSFER_BYTES
     value_bytes: int | None = None
+    list_tiles: bool = False
     row_scale: np.ndarray | None = field(default=None, repr=False)
     col_scale: np.ndarray | None = field(default=None, repr=False)
     scaled_input: bool = True
@@ -134,6 +141,13 @@ class EncodePolicy:
             if isinstance(value, bool) or int(value) != value or value < 0:
                 raise DSTEFormatError(f"{name} must be an integer >= 0, got {value!r}")
             setattr(self, name, int(value))
+        if not isinstance(self.list_tiles, (bool, np.bool_)):
+            raise DSTEFormatError(f"list_tiles must be True or False, got {self.list_tiles!r}")
+        self.list_tiles = bool(self.list_tiles)
+        if self.list_tiles and (self.layout != "condensed" or self.bitmap_split != "cost"):
+            raise DSTEFormatError(
+                f"list_tiles=True needs layout='condensed' and bitmap_split='cost', got {self.layout!r} and {self.bitmap_split!r}"
+            )
         if self.value_bytes is not None:
             if isinstance(self.value_bytes, bool) or self.value_bytes not in (0, 1, 2):
                 raise DSTEFormatError(f"value_bytes must be 0, 1, 2 or None, got {self.value_bytes!r}")
@@ -151,6 +165,7 @@ class EncodePolicy:
             "x_row_bytes": self.x_row_bytes,
             "gather_transfer_bytes": self.gather_transfer_bytes,
             "value_bytes": self.value_bytes,
+            "list_tiles": self.list_tiles,
             "scaled_input": bool(self.scaled_input),
             "seed": int(self.seed),
         }
@@ -167,6 +182,7 @@ class EncodePolicy:
             "x_row_bytes",
             "gather_transfer_bytes",
             "value_bytes",
+            "list_tiles",
             "scaled_input",
             "seed",
         }

@@ -26,6 +26,7 @@ from dste.kernels.plan import (
     launch_rows,
     pack_launch,
     plan_launches,
+    refuse_list_tiles,
     program_plan,
     record_width,
 )
@@ -225,6 +226,7 @@ def launch_spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, pla
     hybrid = isinstance(X, HybridRows)
     mode = "int8-hybrid" if hybrid else x_mode_of(X)
     n_hi = int(X.hi.shape[0]) if hybrid else 0
+    refuse_list_tiles(A, "launch_spmm_hybrid")
     if plan is None:
         plan = plan_launches(A, F, mode, target=target)
     elif (plan.features, plan.x_mode, plan.shape) != (F, mode, tuple(A.shape)):

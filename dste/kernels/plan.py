@@ -319,6 +319,17 @@ def max_windows_per_launch(bitmap, entry, n_features, x_mode, wide_ids: bool = F
     return 1 << (limit.bit_length() - 1)
 
 
+def refuse_list_tiles(A, caller: str) -> None:
+    """The ``spmm_hybrid`` kernel reads bitmap and entry tiles only: a matrix holding list tiles
+    (``EncodePolicy(list_tiles=True)``) is refused rather than multiplied without them."""
+    n_list = int(np.asarray(getattr(A, "ltile_window", np.zeros(0))).shape[0])
+    if n_list:
+        raise ValueError(
+            f"{caller}: A holds {n_list} list tiles, which the spmm_hybrid kernel does not read yet; "
+            "encode with list_tiles=False (the default) for the NeuronCore backends"
+        )
+
+
 def plan_launches(A, F: int, x_mode: str = "fp32", *, target: str = "trn2", merge: bool = True) -> LaunchPlan:
     """Group A's windows into fixed-shape launches for feature width ``F`` and X mode ``x_mode``.
 
@@ -333,6 +344,7 @@ def plan_launches(A, F: int, x_mode: str = "fp32", *, target: str = "trn2", merg
     if x_mode not in X_MODES:
         raise ValueError(f"x_mode must be one of {X_MODES}, got {x_mode!r}")
     _validate_features(F)
+    refuse_list_tiles(A, "plan_launches")
     if A.shape[1] > PAD_BAND * COLUMN_BAND_ROWS:
         raise ValueError(f"A has M = {A.shape[1]} columns; the kernel's 16-bit column ids with a uint8 band reach "
                          f"at most {PAD_BAND * COLUMN_BAND_ROWS} rows of X")

@@ -11,6 +11,10 @@ format is called) following docs/CONTRACTS.md, "Semantics (the oracle)":
   ``e % 32`` of ``etile_keep_bits[t, e // 32]``) is set, ``A[window_rows[w, etile_rows[t, e]],
   etile_cols[t, e]] += v`` with v from ``etile_int8_values`` / ``etile_int8_scale`` /
   ``etile_fp16_values`` likewise;
+* for every list tile t of window w and entry e < ``ltile_nentries[t]`` whose keep bit (bit ``e % 32`` of
+  ``ltile_keep_bits[t, e // 32]``) is set, ``A[window_rows[w, ltile_rows[t, e]],
+  ltile_cols[t, ltile_colslot[t, e]]] += v`` with v from ``ltile_int8_values`` / ``ltile_int8_scale`` /
+  ``ltile_fp16_values`` likewise (a matrix without the list-tile arrays has none);
 * then ``A = diag(row_scale) A diag(col_scale)`` (a missing scale is the identity).
 
 Out-of-range ids (window slots holding N, column slots holding M) are skipped, as the contract
@@ -29,6 +33,8 @@ _TILE_FIELDS = ("shape", "window_rows", "tile_window", "tile_kind", "tile_ncols"
                 "tile_slot", "int8_values", "int8_scale", "fp16_values")
 _ENTRY_FIELDS = ("etile_window", "etile_kind", "etile_nentries", "etile_cols", "etile_rows", "etile_keep_bits",
                  "etile_slot", "etile_int8_values", "etile_int8_scale", "etile_fp16_values")
+_LIST_FIELDS = ("ltile_window", "ltile_kind", "ltile_nentries", "ltile_cols", "ltile_colslot", "ltile_rows",
+                "ltile_keep_bits", "ltile_slot", "ltile_int8_values", "ltile_int8_scale", "ltile_fp16_values")
 _HYBRID_FIELDS = ("q", "scale", "hi_rows", "hi")
 
 
@@ -91,13 +97,36 @@ def _entry_tile_entries(A):
     return rows, cols, values
 
 
+def _list_tile_entries(A):
+    """(rows, cols, values) of every kept entry of the list tiles (none if A has no list-tile fields)."""
+    if not all(hasattr(A, name) for name in _LIST_FIELDS) or np.asarray(A.ltile_keep_bits).shape[0] == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
+    kept = unpack_mask(np.asarray(A.ltile_keep_bits))  # [t, e]
+    used_entries = np.arange(TILE_COLS)[None, :] < np.asarray(A.ltile_nentries)[:, None]
+    t, e = np.nonzero(kept & used_entries)
+    window = np.asarray(A.ltile_window)[t]
+    rows = np.asarray(A.window_rows)[window, np.asarray(A.ltile_rows)[t, e].astype(np.int64)].astype(np.int64)
+    listed = np.asarray(A.ltile_colslot)[t, e].astype(np.int64)
+    cols = np.asarray(A.ltile_cols)[t, listed].astype(np.int64)
+    slot = np.asarray(A.ltile_slot)[t]
+    int8_values, fp16_values = np.asarray(A.ltile_int8_values), np.asarray(A.ltile_fp16_values)
+    values = _stored_values(
+        np.asarray(A.ltile_kind)[t],
+        slot,
+        lambda sel: int8_values[slot[sel], e[sel]],
+        np.asarray(A.ltile_int8_scale),
+        lambda sel: fp16_values[slot[sel], e[sel]],
+    )
+    return rows, cols, values
+
+
 def reference_matrix(A) -> sp.csr_matrix:
     """float64 CSR ``[N, M]`` of the kept entries of DSTE matrix ``A``, scales applied (module docstring)."""
     missing = [name for name in _TILE_FIELDS if not hasattr(A, name)]
     if missing:
         raise TypeError(f"spmm_reference: A must carry the DSTE matrix arrays; {type(A).__name__} lacks {missing}")
     N, M = (int(n) for n in A.shape)
-    parts = [_bitmap_entries(A), _entry_tile_entries(A)]
+    parts = [_bitmap_entries(A), _entry_tile_entries(A), _list_tile_entries(A)]
     rows, cols, values = (np.concatenate(p) for p in zip(*parts))
     in_range = (rows >= 0) & (rows < N) & (cols >= 0) & (cols < M)
     rows, cols, values = rows[in_range], cols[in_range], values[in_range]
