@@ -8,8 +8,8 @@ part id gives a nested order in which any run of consecutive parts is itself a w
 of the graph. That is what lets fixed 128-row windows, which need not fall on part boundaries,
 still hold nodes that share neighbours.
 
-The first cut is made on a sample of the edges and each side is then cut by its own METIS call
-(:func:`recursive_bisection_parts`): METIS keeps every coarsened level of the graph it is given
+On large graphs the first cut is made on a sample of the edges and each side is then cut by its own
+METIS call (:func:`recursive_bisection_parts`): METIS keeps every coarsened level of the graph it is given
 (its own 8-byte copies of indices and edge weights), about 55 B per edge of that graph at the
 top of a call, which made it the pipeline's peak of resident memory when it saw the whole graph.
 
@@ -39,6 +39,12 @@ on the 14 graphs of ``bench/test_reorder.py``, the community order's stretch mov
 SPLIT_MIN_PARTS = 4
 """From this many parts on, the first bisection is made on an edge sample and each side is cut by
 its own METIS call (see :func:`recursive_bisection_parts`)."""
+
+SAMPLED_FIRST_CUT_MIN_ENTRIES = 1 << 18
+"""Stored entries of the symmetric graph (two per edge) from which :func:`recursive_bisection_parts` makes its
+first cut on an edge sample by default. Below it METIS cuts the whole graph in one call: its copies then take at
+most about 7 MB (55 B per edge), and the order stays METIS's own, as on every generated preset up to PubMed's size
+(the sampled cut moves a graph's order, and with it every figure measured on it, for no memory worth saving)."""
 
 SAMPLE_EDGES_PER_NODE = 3
 """Edges each node keeps, about, in the sample the first bisection is made on (:func:`sampled_edges`).
@@ -98,7 +104,9 @@ def _pymetis():
     return pymetis
 
 
-def recursive_bisection_parts(graph: sp.csr_matrix, n_parts: int, seed: int = 0) -> np.ndarray:
+def recursive_bisection_parts(
+    graph: sp.csr_matrix, n_parts: int, seed: int = 0, sampled_first_cut: bool | None = None
+) -> np.ndarray:
     """Part id (int64 ``[n]``, in ``[0, n_parts)``) of each node of a symmetric graph.
 
     ``graph``: CSR, symmetric, no self loops (METIS requires both; values are ignored).
@@ -110,6 +118,8 @@ def recursive_bisection_parts(graph: sp.csr_matrix, n_parts: int, seed: int = 0)
     the edges of the graph it is given, and neither call sees more than about half of them.
     The split follows METIS's own numbering (the first side gets ``n_parts // 2`` parts, the
     same share of the nodes), so the part ids still follow one bisection tree.
+    ``sampled_first_cut``: None (default) samples from ``SAMPLED_FIRST_CUT_MIN_ENTRIES`` stored entries
+    on; True / False force either way.
     """
     n = graph.shape[0]
     if graph.shape[0] != graph.shape[1]:
@@ -119,7 +129,9 @@ def recursive_bisection_parts(graph: sp.csr_matrix, n_parts: int, seed: int = 0)
         return np.zeros(0, dtype=np.int64)
     if n_parts == 1:
         return np.zeros(n, dtype=np.int64)
-    if n_parts < SPLIT_MIN_PARTS:
+    if sampled_first_cut is None:
+        sampled_first_cut = graph.nnz >= SAMPLED_FIRST_CUT_MIN_ENTRIES
+    if n_parts < SPLIT_MIN_PARTS or not sampled_first_cut:
         return metis_recursive_parts(graph.indptr.astype(_index_dtype()), graph.indices.astype(_index_dtype()), n_parts, seed)
     first = n_parts // 2
     sample_indptr, sample_indices = sampled_edges(graph, seed)

@@ -161,7 +161,7 @@ def test_recursive_bisection_numbers_parts_along_its_tree():
     graph, _ = _symmetric_graph(*adj.nonzero(), adj.shape)
     halves = recursive_bisection_parts(graph, 2, seed=0)
     for k in (4, 8, 10):
-        parts = recursive_bisection_parts(graph, k, seed=0)
+        parts = recursive_bisection_parts(graph, k, seed=0, sampled_first_cut=True)
         first_side = (parts >= k // 2).astype(np.int64)
         assert _cut_edges(graph, first_side) <= 1.05 * _cut_edges(graph, halves), k
         # the sides hold the parts' share of the nodes (METIS's 1.001 tolerance, on 3000 nodes)
@@ -236,3 +236,16 @@ def test_community_fast_is_the_window_leaf_candidate():
     fast, _ = compute_order("community-fast", rows, cols, adj.shape)
     graph, _ = _symmetric_graph(rows, cols, adj.shape)
     assert np.array_equal(fast, community_order(graph, leaf_nodes=128))
+
+
+def test_small_graphs_are_cut_by_one_metis_call_unless_asked_otherwise():
+    """Below SAMPLED_FIRST_CUT_MIN_ENTRIES the parts are METIS's own recursive bisection of the whole graph."""
+    from dste.format.partition import SAMPLED_FIRST_CUT_MIN_ENTRIES, _index_dtype, metis_recursive_parts
+
+    adj, _ = community_graph(3000, seed=2)
+    graph, _ = _symmetric_graph(*adj.nonzero(), adj.shape)
+    assert graph.nnz < SAMPLED_FIRST_CUT_MIN_ENTRIES
+    whole = metis_recursive_parts(graph.indptr.astype(_index_dtype()), graph.indices.astype(_index_dtype()), 24, 0)
+    assert np.array_equal(recursive_bisection_parts(graph, 24, seed=0), whole)
+    assert np.array_equal(recursive_bisection_parts(graph, 24, seed=0, sampled_first_cut=False), whole)
+    assert not np.array_equal(recursive_bisection_parts(graph, 24, seed=0, sampled_first_cut=True), whole)
