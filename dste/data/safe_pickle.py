@@ -213,7 +213,9 @@ def sparse_from_state(obj, source: str = "<pickle>") -> sp.csr_matrix:
         raise ValueError(f"{source}: bad sparse matrix shape {shape}")
     data, indices, indptr = state["data"], state["indices"], state["indptr"]
     major, minor = shape if obj.format == "csr" else shape[::-1]
-    if indptr.shape != (major + 1,) or indptr[0] != 0 or indptr[-1] != indices.shape[0] != data.shape[0] or np.any(np.diff(indptr) < 0):
+    if indices.shape != data.shape or indices.ndim != 1:
+        raise ValueError(f"{source}: sparse indices {indices.shape} and data {data.shape} must be 1-D of one length")
+    if indptr.shape != (major + 1,) or indptr[0] != 0 or indptr[-1] != indices.shape[0] or np.any(np.diff(indptr) < 0):
         raise ValueError(f"{source}: inconsistent sparse index pointer for shape {shape}")
     if indices.size and (indices.min() < 0 or indices.max() >= minor):
         raise ValueError(f"{source}: sparse indices outside [0, {minor})")

@@ -47,3 +47,24 @@ def test_dtype_state_with_a_bad_byte_order_is_refused():
     corrupted = payload.replace(b"X\x01\x00\x00\x00<", b"X\x01\x00\x00\x00?")
     with pytest.raises(ValueError, match="non-plain dtype"):
         safe_load(corrupted)
+
+
+def _loaded_sparse(matrix):
+    return safe_load(pickle.dumps(matrix, protocol=2))
+
+
+def test_a_sparse_state_whose_pointer_disagrees_with_its_entries_is_refused():
+    import scipy.sparse as sp
+
+    from dste.data.safe_pickle import sparse_from_state
+
+    matrix = sp.csr_matrix(np.array([[0, 1.0, 0], [2.0, 0, 3.0]]))
+    loaded = _loaded_sparse(matrix)
+    assert (sparse_from_state(loaded) != matrix).nnz == 0
+    loaded.state["indptr"] = np.array([0, 1, 2], dtype=matrix.indptr.dtype)  # ends at 2, three entries stored
+    with pytest.raises(ValueError, match="inconsistent sparse index pointer"):
+        sparse_from_state(loaded)
+    loaded = _loaded_sparse(matrix)
+    loaded.state["data"] = loaded.state["data"][:2]
+    with pytest.raises(ValueError, match="indices .* and data .* must be 1-D of one length"):
+        sparse_from_state(loaded)
