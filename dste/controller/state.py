@@ -224,8 +224,10 @@ def activation_features(h: np.ndarray) -> np.ndarray:
         raise ValueError("activations contain NaN or Inf")
     h64 = h.astype(np.float64)
     mean, std = h64.mean(), h64.std()
-    max_abs = np.abs(h64).max()
-    outliers = float(np.mean(np.abs(h64 - mean) > OUTLIER_SIGMAS * std)) if std > 0 else 0.0
+    magnitude = np.abs(h64)  # each pass over the activations is taken once (same operations, same results)
+    max_abs = magnitude.max()
+    centred = h64 - mean
+    outliers = float(np.mean(np.abs(centred) > OUTLIER_SIGMAS * std)) if std > 0 else 0.0
     norm = max(np.linalg.norm(h64), 1e-12)
     tensor_scale = max_abs / 127.0 if max_abs > 0 else 1.0
     tensor_error = np.linalg.norm(np.clip(np.rint(h64 / tensor_scale), -127, 127) * tensor_scale - h64) / norm
@@ -236,8 +238,8 @@ def activation_features(h: np.ndarray) -> np.ndarray:
     share = [float(order[: max(1, int(round(q * order.size)))].sum() / total_sq) if total_sq > 0 else 0.0
              for q in (0.05, 0.2)]
     row_norms = np.linalg.norm(h64, axis=1)
-    kurtosis = float(np.mean((h64 - mean) ** 4) / std**4) if std > 0 else 0.0
-    row_max = np.abs(h64).max(axis=1)
+    kurtosis = float(np.mean(centred ** 4) / std**4) if std > 0 else 0.0
+    row_max = magnitude.max(axis=1)
     positive_row_max = row_max[row_max > 0]
     spread = float(np.log10(positive_row_max.max() / np.median(positive_row_max))) if positive_row_max.size else 0.0
     return _clip([
@@ -253,7 +255,7 @@ def activation_features(h: np.ndarray) -> np.ndarray:
         row_norms.std() / (row_norms.mean() + 1e-12),
         np.log1p(kurtosis) / 2.0,
         np.log2(h.shape[1]) / 11.0,
-        np.log1p(np.abs(h64).mean()),
+        np.log1p(magnitude.mean()),
         spread,
         float(np.mean(h64 < 0)),
         float(row_max.max() / (row_max.sum() + 1e-12)) * 100.0,
