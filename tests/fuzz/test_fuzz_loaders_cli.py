@@ -10,7 +10,7 @@ from dste.data import UnsafePickleError, load_planetoid
 from dste.data.npz import load_npz, save_npz
 from tests.data.test_planetoid import write_tiny_planetoid
 
-from .files import write_fresh
+from .files import scratch_folder
 
 PARTS = ("x", "y", "tx", "ty", "allx", "ally", "graph", "test.index")
 
@@ -27,7 +27,8 @@ def tiny_files(tmp_path_factory):
 def scratch(tmp_path_factory):
     """One folder for every example's files: each example writes all the files it loads again (a folder
     per example left hundreds of folders and over a thousand files per run to create and later delete)."""
-    return tmp_path_factory.mktemp("fuzz-scratch")
+    with scratch_folder(tmp_path_factory, "fuzz-scratch") as folder:  # in memory where possible (tests/fuzz/files.py)
+        yield folder
 
 
 @settings(max_examples=150)
@@ -45,7 +46,7 @@ def test_corrupted_planetoid_files_are_refused_or_consistent(tiny_files, data, s
             else:
                 offset = data.draw(st.integers(0, len(content) - 1))
                 content[offset] ^= data.draw(st.integers(1, 255))
-        write_fresh(folder / f"ind.citeseer.{part}", bytes(content))
+        (folder / f"ind.citeseer.{part}").write_bytes(bytes(content))
     try:
         g = load_planetoid("citeseer", folder)
     except UnsafePickleError:
@@ -84,7 +85,7 @@ def test_corrupted_npz_bundles_are_refused_or_unchanged(npz_bytes, data, scratch
         offset = data.draw(st.integers(0, len(content) - 1))
         content[offset] ^= data.draw(st.integers(1, 255))
     path = scratch / "g.npz"
-    write_fresh(path, bytes(content))
+    path.write_bytes(bytes(content))
     try:
         loaded = load_npz(path)
     except ValueError as error:

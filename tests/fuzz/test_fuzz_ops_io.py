@@ -1,7 +1,5 @@
 """Fuzz: dste.spmm (cpu, nkisim), the masked_quant launcher, save/load round trips and corrupted files."""
 
-import os
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -12,7 +10,7 @@ import dste
 from dste.format import DSTEFileError, DSTEFormatError, encode, load
 from dste.reference.masked_quant import masked_quant_reference
 
-from .files import write_fresh
+from .files import scratch_folder
 from .strategies import sparse_values
 
 
@@ -137,28 +135,17 @@ def saved_file(tmp_path_factory):
 def scratch(tmp_path_factory):
     """One folder for every example's file, overwritten by each example (a folder per example left hundreds
     of folders per run to create and later delete); a stale file would not equal the example's matrix."""
-    return tmp_path_factory.mktemp("fuzz-scratch")
-
-
-@pytest.fixture(scope="module")
-def without_disk_flushes():
-    """``save`` fsyncs the new file and its folder, so that a power cut cannot lose a replaced file: ~10 ms of
-    waiting for the disk per save here, about a second over the examples. No test can observe the flush, and
-    the round trip checks the bytes written and read, so its examples run with ``os.fsync`` a no-op."""
-    patch = pytest.MonkeyPatch()
-    patch.setattr(os, "fsync", lambda fd: None)  # dste.format.io calls os.fsync
-    yield
-    patch.undo()
+    with scratch_folder(tmp_path_factory, "fuzz-scratch") as folder:  # in memory where possible (tests/fuzz/files.py)
+        yield folder
 
 
 @settings(max_examples=100)
 @given(A=sparse_values(max_n=50, max_m=50), kinds=st.sampled_from(["faithful", "auto", "bin", "int8"]))
-def test_save_load_round_trip_is_exact(A, kinds, scratch, without_disk_flushes):
+def test_save_load_round_trip_is_exact(A, kinds, scratch):
     E = _encoded(A, kinds)
     if E is None:
         return
     path = scratch / "round-trip.npz"
-    path.unlink(missing_ok=True)  # a new file, not a rename over the last example's (which ext4 flushes)
     E.save(path)
     L = load(path)
     assert L.shape == E.shape and L.encode_policy == E.encode_policy
@@ -178,7 +165,7 @@ def test_a_corrupted_file_is_refused_or_loads_unchanged(saved_file, data, scratc
             offset = data.draw(st.integers(0, len(original) - 1))
             corrupt[offset] = 0 if how == "zero" else corrupt[offset] ^ data.draw(st.integers(1, 255))
     path = scratch / "corrupted.npz"
-    write_fresh(path, bytes(corrupt))
+    path.write_bytes(bytes(corrupt))
     try:
         L = load(path)
     except DSTEFileError as error:
