@@ -225,6 +225,24 @@ def _cpu_time_ms(env, snapshot: int, actions, repeats: int) -> float:
     return float(np.median(times) * 1e3)
 
 
+class _StageClock:
+    """Wall seconds of each stage of one seed's job (``stage_seconds`` per seed in ``results.json``); each stage is
+    also shown on the progress bar. Calling it ends the running stage and starts the named one."""
+
+    def __init__(self, bar, seed: int):
+        self.bar, self.seed = bar, seed
+        self.seconds: dict[str, float] = {}
+        self._name, self._start = None, time.perf_counter()
+
+    def __call__(self, name: str | None) -> None:
+        now = time.perf_counter()
+        if self._name is not None:
+            self.seconds[self._name] = self.seconds.get(self._name, 0.0) + now - self._start
+        self._name, self._start = name, now
+        if name is not None:
+            self.bar.set_postfix_str(f"seed {self.seed}: {name}")
+
+
 def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     from dste.data import SnapshotStream
     from dste.experiments.env_layers import LayerEvaluator, run_bytes_budget
@@ -239,7 +257,8 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     graphs = [snapshot.graph for snapshot in snapshots]
     train_ids = [int(i) for i in stream.train_indices]
     heldout_ids = [int(i) for i in stream.heldout_indices]
-    bar.set_postfix_str(f"seed {seed}: FP32 training")
+    stage = _StageClock(bar, seed)
+    stage("FP32 training")
     model = make_model(graphs[0], config.model, hidden=config.hidden, seed=seed)
     fp32_fit = train_fp32(
         model, graphs[0], epochs=config.epochs, seed=seed, patience=min(50, config.epochs),
@@ -271,7 +290,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     if schedule is not None:
         env = BudgetScheduleEnv(env, schedule, _fp32_latency_of(env))
     reward = RewardConfig(config.lambda_latency, numeric_budget, config.budget_penalty)
-    bar.set_postfix_str(f"seed {seed}: controller training")
+    stage("controller training")
     train_config = TrainConfig(
         episodes=config.episodes,
         normalizer_episodes=min(32, config.episodes),
@@ -284,7 +303,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     )
     trained = train_controller(env, train_config, progress=show_progress(config))
 
-    bar.set_postfix_str(f"seed {seed}: baselines and evaluation")
+    stage("greedy search and its fitted plan")
     greedy = greedy_search(env, reward, train_ids, progress=show_progress(config))
     guard = BudgetGuard(env, reward)
     # Greedy's plan fitted to each snapshot's budget (label-free): a baseline, and the DQN's fallback.
@@ -300,6 +319,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     )
     policies = static_baselines(env) + [RandomPolicy(len(env.action_space), seed=seed), greedy, projected, dqn_policy]
     if config.oracle:
+        stage("best static policy in hindsight")
         # The best static policy in hindsight: greedy search on the held-out snapshots themselves.
         hindsight = greedy_search(env, reward, heldout_ids)
         hindsight.name = "static_hindsight"
@@ -308,6 +328,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     # The held-out snapshots continue the stream: each policy first passes (unscored) through the last
     # training snapshot, so an adaptive policy meets the first held-out one with its own previous masks.
     lead_in = train_ids[-1:]
+    stage("policies on held-out snapshots")
     judged = tqdm(policies, desc="policies on held-out snapshots", disable=not show_progress(config), leave=False)
     outcomes = {policy.name: run_policy(env, policy, heldout_ids, lead_in=lead_in) for policy in judged}
     fallback_share = dqn_policy.fallback_taken / max(dqn_policy.decisions, 1)
@@ -319,7 +340,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         # not the 500-odd validation labels: staying within a fraction of a point of FP32 is below what those
         # labels resolve (one node is 0.2 pt). The ceiling stops it buying that agreement with FP16 bytes
         # that pruning does not pay for.
-        bar.set_postfix_str(f"seed {seed}: accuracy-first controller training")
+        stage("accuracy-first controller training")
         accuracy_first_env = env.variant(budget_actions=None, train_accuracy="agreement")
         accuracy_first = replace(
             train_config, reward=replace(reward, memory_budget=ACCURACY_FIRST_MEMORY_BUDGET, memory_penalty=1.0)
@@ -333,6 +354,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         )
         for episode in outcomes["dste_dqn_unbudgeted"].outcomes:
             episode.budget_fraction = env.budget_fraction(episode.snapshot)
+    stage("CPU time of each policy")
     for name, outcome in outcomes.items():
         first = outcome.outcomes[0]
         breakdown = {
@@ -356,15 +378,19 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     extras = {}
     stage_start = time.perf_counter()
     if config.frontier and seed == 0:
+        stage("static sweep (frontier)")
         # One seed's sweep draws the frontier: 49 static policies on every seed would cost more than the rest
         # of the job, and the static points move little between seeds (the table's std says how much).
         extras["static_sweep"] = static_sweep(env, heldout_ids, reward, lead_in=lead_in)
         extras["static_sweep_seconds"] = time.perf_counter() - stage_start
     if config.oracle:
+        stage("per-snapshot oracle")
         extras["oracle_train"] = [asdict(c) for c in snapshot_oracle(env, reward, train_ids)]
         extras["oracle_heldout"] = [asdict(c) for c in snapshot_oracle(env, reward, heldout_ids)]
+    stage(None)
     return {
         **extras,
+        "stage_seconds": stage.seconds,
         "seed": seed,
         "stream": config.stream,
         "fp32_latency_us": [_fp32_latency_of(env)(n) for n in heldout_ids],

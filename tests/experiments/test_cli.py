@@ -73,6 +73,11 @@ def test_quick_run_end_to_end(tmp_path, capsys):
     assert table_lines[0].startswith("SMOKE RUN (--quick") and table_lines[1].startswith("policy")
     assert report["smoke_run"] is True and "SMOKE RUN" in printed
     assert (out / "controller_seed0.pt").is_file()
+    stages = report["per_seed"][0]["stage_seconds"]
+    assert {"FP32 training", "controller training", "greedy search and its fitted plan",
+            "policies on held-out snapshots", "static sweep (frontier)"} <= set(stages)
+    assert all(seconds >= 0 for seconds in stages.values()) and sum(stages.values()) <= report["wall_time_s"]
+    assert report["config"]["snapshots"] == 4 and report["config"]["episodes"] == 8  # named, so kept
 
 
 def test_a_fault_inside_dste_keeps_its_traceback(monkeypatch):
