@@ -100,7 +100,7 @@ class HybridRows:
 
     def dequantize(self, dtype=np.float32) -> np.ndarray:
         """``q * scale[:, None]`` with FP16 rows replaced by ``hi`` (computed in ``dtype``)."""
-        out = self.q.astype(dtype) * self.scale.astype(dtype)[:, None]
+        out = np.multiply(self.q, self.scale.astype(dtype)[:, None], dtype=dtype)  # one pass, the same products
         out[self.hi_rows] = self.hi.astype(dtype)
         return out
 

@@ -156,10 +156,14 @@ def quantize_rows_host(X, sensitivity, threshold):
         raise ValueError(f"quantize_rows_host: sensitivity must have shape ({M},), got {sensitivity.shape}")
     is_hi = sensitivity.astype(np.float32) >= np.float32(threshold)
     hi_rows = np.flatnonzero(is_hi).astype(np.int32)
-    scale = device_int8_scale(X, axis=1) if F else np.ones(M, np.float32)
-    q = device_quantize_int8(X, scale[:, None]) if M else np.zeros((0, F), np.int8)
-    q[is_hi] = 0
-    scale = np.where(is_hi, np.float32(0.0), scale).astype(np.float32)
+    if hi_rows.size == M:
+        # every row is FP16: the INT8 part is all zero, as the rows below would make it, without computing it
+        q, scale = np.zeros((M, F), np.int8), np.zeros(M, np.float32)
+    else:
+        scale = device_int8_scale(X, axis=1) if F else np.ones(M, np.float32)
+        q = device_quantize_int8(X, scale[:, None]) if M else np.zeros((0, F), np.int8)
+        q[is_hi] = 0
+        scale = np.where(is_hi, np.float32(0.0), scale).astype(np.float32)
     hi_index = np.full(M, hi_rows.size, dtype=np.int32)
     hi_index[hi_rows] = np.arange(hi_rows.size, dtype=np.int32)
     hi = to_fp16(X[hi_rows]).reshape(hi_rows.size, F)
