@@ -36,7 +36,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                              "(default 16; 6 on graphs above 50,000 nodes)")
     parser.add_argument("--episodes", type=int, default=None,
                         help="controller training episodes (one training snapshot compressed layer by layer "
-                             "each) per seed (default 1500; 150 on graphs above 50,000 nodes)")
+                             "each) per seed (default 1500; 200 on graphs above 50,000 nodes)")
     parser.add_argument("--model", choices=("gcn", "sage"), default="gcn",
                         help="two-layer GCN or GraphSAGE (mean) (default gcn)")
     parser.add_argument("--hidden", type=int, default=64, help="hidden width of the model (default 64)")

@@ -186,7 +186,7 @@ def _csbm_spec(spec: str) -> dict:
 
 LARGE_GRAPH_NODES = 50_000
 """Graphs above this many nodes get the large-graph schedule of :func:`schedule_for` unless the run names its own."""
-SCHEDULES = {"default": (16, 1500), "large": (6, 150)}
+SCHEDULES = {"default": (16, 1500), "large": (6, 200)}
 """(snapshots, controller episodes) per schedule. A layer run at ogbn-arxiv's size takes about a second (its
 quantizations and SpMM over every node) and each snapshot adds 48 first-layer runs to greedy search and the
 static sweep, so the large-graph schedule judges fewer snapshots (four training, two held out) and trains the
