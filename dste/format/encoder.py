@@ -920,13 +920,18 @@ def _finish_bitmap_tiles(n_windows, tile_window, tile_first, tile_cols, tile_nco
     )
 
 
-def _entry_tiles(n_windows, window, col_pos, cols, slot, vals32, M, policy) -> dict:
+def _runs_per_window(n_windows, window, size):
+    """Cut each window's entries (sorted by window) into consecutive runs of ``size``, one tile each: returns
+    ``(tile_of_entry, position of the entry in its tile, tiles per window)``."""
     per_window = np.bincount(window, minlength=n_windows)
     index_in_window = np.arange(window.size) - (np.cumsum(per_window) - per_window)[window]
-    tiles_per_window = -(-per_window // TILE_COLS)
+    tiles_per_window = -(-per_window // size)
     tile_start = np.cumsum(tiles_per_window) - tiles_per_window
-    tile_of_entry = tile_start[window] + index_in_window // TILE_COLS
-    e = index_in_window % TILE_COLS
+    return tile_start[window] + index_in_window // size, index_in_window % size, tiles_per_window
+
+
+def _entry_tiles(n_windows, window, col_pos, cols, slot, vals32, M, policy) -> dict:
+    tile_of_entry, e, tiles_per_window = _runs_per_window(n_windows, window, TILE_COLS)
     E = int(tiles_per_window.sum())
     tile_window = np.repeat(np.arange(n_windows), tiles_per_window)
     nentries = np.bincount(tile_of_entry, minlength=E)
@@ -962,13 +967,7 @@ def _entry_tiles(n_windows, window, col_pos, cols, slot, vals32, M, policy) -> d
 def _list_tiles(n_windows, window, col_pos, cols, slot, vals32, M, policy) -> dict:
     """List tiles of the given entries (sorted by window, column position, slot): each window's
     entries in runs of ``LIST_TILE_PACK``, a tile's distinct columns listed in column order."""
-    per_window = np.bincount(window, minlength=n_windows)
-    index_in_window = np.arange(window.size) - (np.cumsum(per_window) - per_window)[window]
-    tiles_per_window = -(-per_window // LIST_TILE_PACK)
-    tile_start = np.cumsum(tiles_per_window) - tiles_per_window
-    tile_of_entry = tile_start[window] + index_in_window // LIST_TILE_PACK
-    e = index_in_window % LIST_TILE_PACK
-    del index_in_window
+    tile_of_entry, e, tiles_per_window = _runs_per_window(n_windows, window, LIST_TILE_PACK)
     L = int(tiles_per_window.sum())
     new_column = np.ones(window.size, dtype=bool)
     new_column[1:] = (col_pos[1:] != col_pos[:-1]) | (e[1:] == 0)

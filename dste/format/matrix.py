@@ -566,13 +566,13 @@ class DSTEMatrix:
             entry = (flat_word % ENTRY_MASK_WORDS) * MASK_WORD_BITS + bit
             rows_parts.append(self.window_rows[self.etile_window[tile], self.etile_rows[tile, entry]])
             cols_parts.append(self.etile_cols[tile, entry])
-            vals_parts.append(self._etile_values(tile, entry))
+            vals_parts.append(self._per_entry_values("etile", tile, entry))
         for flat_word, bit in set_bit_positions(lbits):
             tile = flat_word // ENTRY_MASK_WORDS
             entry = (flat_word % ENTRY_MASK_WORDS) * MASK_WORD_BITS + bit
             rows_parts.append(self.window_rows[self.ltile_window[tile], self.ltile_rows[tile, entry]])
             cols_parts.append(self.ltile_cols[tile, self.ltile_colslot[tile, entry]])
-            vals_parts.append(self._ltile_values(tile, entry))
+            vals_parts.append(self._per_entry_values("ltile", tile, entry))
         if not rows_parts:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
         return (
@@ -595,32 +595,21 @@ class DSTEMatrix:
             out[is16] = self.fp16_values[s, col_slot[is16], row_slot[is16]].astype(np.float64)
         return out
 
-    def _ltile_values(self, tile, entry):
-        kind = self.ltile_kind[tile]
-        slot = self.ltile_slot[tile]
+    def _per_entry_values(self, prefix: str, tile, entry):
+        """Values of entries ``entry`` of tiles ``tile`` of a per-entry layout: ``prefix`` "etile" (entry tiles) or
+        "ltile" (list tiles), whose value arrays have the same form."""
+        kind = getattr(self, f"{prefix}_kind")[tile]
+        slot = getattr(self, f"{prefix}_slot")[tile]
         out = np.ones(tile.shape, dtype=np.float64)
         is8 = kind == TileKind.INT8
         if is8.any():
             s = slot[is8]
-            out[is8] = self.ltile_int8_values[s, entry[is8]].astype(np.float64) * self.ltile_int8_scale[s]
+            scale = getattr(self, f"{prefix}_int8_scale")[s]
+            out[is8] = getattr(self, f"{prefix}_int8_values")[s, entry[is8]].astype(np.float64) * scale
         is16 = kind == TileKind.FP16
         if is16.any():
             s = slot[is16]
-            out[is16] = self.ltile_fp16_values[s, entry[is16]].astype(np.float64)
-        return out
-
-    def _etile_values(self, tile, entry):
-        kind = self.etile_kind[tile]
-        slot = self.etile_slot[tile]
-        out = np.ones(tile.shape, dtype=np.float64)
-        is8 = kind == TileKind.INT8
-        if is8.any():
-            s = slot[is8]
-            out[is8] = self.etile_int8_values[s, entry[is8]].astype(np.float64) * self.etile_int8_scale[s]
-        is16 = kind == TileKind.FP16
-        if is16.any():
-            s = slot[is16]
-            out[is16] = self.etile_fp16_values[s, entry[is16]].astype(np.float64)
+            out[is16] = getattr(self, f"{prefix}_fp16_values")[s, entry[is16]].astype(np.float64)
         return out
 
     # ---------------------------------------------------------------- decode

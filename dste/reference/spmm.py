@@ -75,49 +75,41 @@ def _bitmap_entries(A):
     return rows, cols, values
 
 
-def _entry_tile_entries(A):
-    """(rows, cols, values) of every kept entry of the entry tiles (none if A has no entry-tile fields)."""
-    if not all(hasattr(A, name) for name in _ENTRY_FIELDS) or np.asarray(A.etile_keep_bits).shape[0] == 0:
+def _per_entry_tile_entries(A, prefix, fields, columns):
+    """(rows, cols, values) of every kept entry of the tiles named ``prefix`` ("etile": entry tiles, "ltile": list
+    tiles; none if A lacks ``fields``). ``columns(t, e)`` gives the column of entry e of tile t."""
+    field = lambda name: np.asarray(getattr(A, f"{prefix}_{name}"))  # noqa: E731
+    if not all(hasattr(A, name) for name in fields) or field("keep_bits").shape[0] == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
-    kept = unpack_mask(np.asarray(A.etile_keep_bits))  # [t, e]
-    used_entries = np.arange(TILE_COLS)[None, :] < np.asarray(A.etile_nentries)[:, None]
+    kept = unpack_mask(field("keep_bits"))  # [t, e]
+    used_entries = np.arange(TILE_COLS)[None, :] < field("nentries")[:, None]
     t, e = np.nonzero(kept & used_entries)
-    window = np.asarray(A.etile_window)[t]
-    rows = np.asarray(A.window_rows)[window, np.asarray(A.etile_rows)[t, e].astype(np.int64)].astype(np.int64)
-    cols = np.asarray(A.etile_cols)[t, e].astype(np.int64)
-    slot = np.asarray(A.etile_slot)[t]
-    int8_values, fp16_values = np.asarray(A.etile_int8_values), np.asarray(A.etile_fp16_values)
+    window = field("window")[t]
+    rows = np.asarray(A.window_rows)[window, field("rows")[t, e].astype(np.int64)].astype(np.int64)
+    cols = columns(t, e).astype(np.int64)
+    slot = field("slot")[t]
+    int8_values, fp16_values = field("int8_values"), field("fp16_values")
     values = _stored_values(
-        np.asarray(A.etile_kind)[t],
+        field("kind")[t],
         slot,
         lambda sel: int8_values[slot[sel], e[sel]],
-        np.asarray(A.etile_int8_scale),
+        field("int8_scale"),
         lambda sel: fp16_values[slot[sel], e[sel]],
     )
     return rows, cols, values
+
+
+def _entry_tile_entries(A):
+    """(rows, cols, values) of every kept entry of the entry tiles: each entry names its column."""
+    return _per_entry_tile_entries(A, "etile", _ENTRY_FIELDS, lambda t, e: np.asarray(A.etile_cols)[t, e])
 
 
 def _list_tile_entries(A):
-    """(rows, cols, values) of every kept entry of the list tiles (none if A has no list-tile fields)."""
-    if not all(hasattr(A, name) for name in _LIST_FIELDS) or np.asarray(A.ltile_keep_bits).shape[0] == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
-    kept = unpack_mask(np.asarray(A.ltile_keep_bits))  # [t, e]
-    used_entries = np.arange(TILE_COLS)[None, :] < np.asarray(A.ltile_nentries)[:, None]
-    t, e = np.nonzero(kept & used_entries)
-    window = np.asarray(A.ltile_window)[t]
-    rows = np.asarray(A.window_rows)[window, np.asarray(A.ltile_rows)[t, e].astype(np.int64)].astype(np.int64)
-    listed = np.asarray(A.ltile_colslot)[t, e].astype(np.int64)
-    cols = np.asarray(A.ltile_cols)[t, listed].astype(np.int64)
-    slot = np.asarray(A.ltile_slot)[t]
-    int8_values, fp16_values = np.asarray(A.ltile_int8_values), np.asarray(A.ltile_fp16_values)
-    values = _stored_values(
-        np.asarray(A.ltile_kind)[t],
-        slot,
-        lambda sel: int8_values[slot[sel], e[sel]],
-        np.asarray(A.ltile_int8_scale),
-        lambda sel: fp16_values[slot[sel], e[sel]],
+    """(rows, cols, values) of every kept entry of the list tiles: each entry names a slot of its tile's column list."""
+    return _per_entry_tile_entries(
+        A, "ltile", _LIST_FIELDS,
+        lambda t, e: np.asarray(A.ltile_cols)[t, np.asarray(A.ltile_colslot)[t, e].astype(np.int64)],
     )
-    return rows, cols, values
 
 
 def reference_matrix(A) -> sp.csr_matrix:
