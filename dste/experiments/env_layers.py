@@ -19,7 +19,7 @@ import torch
 from dste.controller.actions import ActionSpace
 from dste.controller.env import FP32_ACTION, LayerReport
 from dste.controller.state import activation_features, graph_features
-from dste.gnn.execution import CompressedModel, GraphInference, LayerRun
+from dste.gnn.execution import CompressedModel, GraphInference, LayerRun, StoredRows
 from dste.gnn.footprint import layer_bytes, pass_bytes
 from dste.gnn.latency import LatencyModel, prices_fp16_rows_by_count
 from dste.gnn.settings import FP32_SETTING, LayerSetting
@@ -119,8 +119,7 @@ class LayerEvaluator:
         self._latency_tables: dict[tuple[int, int], np.ndarray] = {}
         self._reference: dict[int, tuple[float, int]] = {}
         self._fp32_predictions: dict[int, np.ndarray] = {}
-        self._input_rows: OrderedDict[tuple, object] = OrderedDict()
-        self._input_rows_bytes = 0
+        self._input_rows = StoredRows(INPUT_ROWS_BYTES_KEPT)
 
     @property
     def num_layers(self) -> int:
@@ -166,15 +165,7 @@ class LayerEvaluator:
         """The quantized input of ``layer`` (after ``prefix``) for ``setting``, kept per (snapshot, prefix, channel
         level, FP16 share) within ``INPUT_ROWS_BYTES_KEPT``."""
         key = (n, prefix, setting.channel_sparsity, setting.fp16_fraction)
-        rows = self._input_rows.pop(key, None)
-        if rows is None:
-            rows = self.inference(n).input_rows(layer, h, setting)
-            self._input_rows_bytes += rows.nbytes()["total"]
-        self._input_rows[key] = rows  # most recently used last
-        while len(self._input_rows) > 1 and self._input_rows_bytes > INPUT_ROWS_BYTES_KEPT:
-            _, dropped = self._input_rows.popitem(last=False)
-            self._input_rows_bytes -= dropped.nbytes()["total"]
-        return rows
+        return self._input_rows.get(key, lambda: self.inference(n).input_rows(layer, h, setting))
 
     def _eviction_victim(self, newest: tuple) -> tuple:
         """The least recently used run of the last layer (no later layer reads it, and its input is usually still

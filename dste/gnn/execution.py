@@ -23,6 +23,7 @@ ReLU between layers.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -49,6 +50,34 @@ value) each graph keeps, least recently used dropped. All twelve versions of a g
 so a cache holding fewer versions than the twelve (channel, FP16) pairs misses on every layer run, and at
 ogbn-arxiv's size re-quantizing the features was the largest share of the main job. Larger feature matrices keep
 the most recent versions within this bound: no snapshot holds more than this in copies of its features."""
+
+
+class StoredRows:
+    """Quantized rows (``HybridRows``) kept by key within ``limit_bytes`` of their device arrays, least recently used
+    dropped first; the newest entry is kept even alone above the limit. Owned by the object whose data they are."""
+
+    def __init__(self, limit_bytes: int):
+        self.limit_bytes = int(limit_bytes)
+        self._rows: OrderedDict[tuple, object] = OrderedDict()
+        self.nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def values(self):
+        return self._rows.values()
+
+    def get(self, key: tuple, make):
+        """The rows kept under ``key``, made by ``make()`` (and kept) on first use."""
+        rows = self._rows.pop(key, None)
+        if rows is None:
+            rows = make()
+            self.nbytes += rows.nbytes()["total"]
+        self._rows[key] = rows  # most recently used last
+        while len(self._rows) > 1 and self.nbytes > self.limit_bytes:
+            _, dropped = self._rows.popitem(last=False)
+            self.nbytes -= dropped.nbytes()["total"]
+        return rows
 
 
 def dequantized_hybrid_rows(rows) -> torch.Tensor:
@@ -324,7 +353,7 @@ class GraphInference:
         self._effective: dict[int, tuple[object, object]] = {}  # id(matrix) -> (matrix, CSR): holds the matrix
         self._tensors: dict[int, DSTETensor] = {}  # id(matrix) -> its op wrapper (which holds the matrix)
         self._features: np.ndarray | None = None
-        self._stored_features: dict[tuple, object] = {}  # (kept channels, FP16 share) -> HybridRows
+        self._stored_features = StoredRows(STORED_FEATURE_BYTES)  # (kept channels, FP16 share) -> HybridRows
 
     # ------------------------------------------------------------------ what the graph fixes
     @property
@@ -355,17 +384,14 @@ class GraphInference:
         """The stored ``HybridRows`` of the ``kept`` feature columns at FP16 share ``fraction`` (quantized on
         first use; ``selected``: those columns, if the caller has them already)."""
         key = (None if kept is None else kept.tobytes(), float(fraction))
-        rows = self._stored_features.pop(key, None)
-        if rows is None:
-            if selected is None:
-                selected = self.features() if kept is None else np.ascontiguousarray(self.features()[:, kept])
-            rows = quantize_rows_by_fraction(selected, fraction)
-        self._stored_features[key] = rows  # most recently used last
-        while len(self._stored_features) > 1 and sum(
-            entry.nbytes()["total"] for entry in self._stored_features.values()
-        ) > STORED_FEATURE_BYTES:
-            self._stored_features.pop(next(iter(self._stored_features)))
-        return rows
+
+        def quantize():
+            columns = selected
+            if columns is None:
+                columns = self.features() if kept is None else np.ascontiguousarray(self.features()[:, kept])
+            return quantize_rows_by_fraction(columns, fraction)
+
+        return self._stored_features.get(key, quantize)
 
     def fp32_inputs(self) -> list[np.ndarray]:
         """Per layer, the layer's input under the FP32 model (ranks the input channels)."""

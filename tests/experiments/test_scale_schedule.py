@@ -104,8 +104,26 @@ def test_later_layers_reuse_their_stored_input_and_give_the_same_outputs_bit_for
         direct = layers.inference(0).run_layer(1, h, setting_of(space, action)).output
         assert np.array_equal(cached, direct)
     assert len(layers._input_rows) == 1
-    assert layers._input_rows_bytes == sum(r.nbytes()["total"] for r in layers._input_rows.values())
+    assert layers._input_rows.nbytes == sum(r.nbytes()["total"] for r in layers._input_rows.values())
     with pytest.raises(ValueError, match="input_rows"):
         layers.inference(0).run_layer(1, h, setting_of(space, same_input[0]), input_rows=layers.inference(0).input_rows(
             1, h[:, :3], setting_of(space, 0)))
     assert env_layers.INPUT_ROWS_BYTES_KEPT > 0
+
+
+def test_stored_rows_keep_the_most_recent_within_their_bytes_and_never_drop_the_newest():
+    from dste.format.hybrid_rows import quantize_rows
+    from dste.gnn.execution import StoredRows
+
+    def rows(n):
+        return quantize_rows(np.ones((n, 4), dtype=np.float32))
+
+    one = rows(10).nbytes()["total"]
+    store = StoredRows(2 * one)
+    made = []
+    for key in ("a", "b", "a", "c"):
+        store.get((key,), lambda key=key: made.append(key) or rows(10))
+    assert made == ["a", "b", "c"]  # "a" was kept when asked again
+    assert len(store) == 2 and store.nbytes == 2 * one  # "b", the least recently used, went
+    big = store.get(("big",), lambda: rows(100))
+    assert len(store) == 1 and store.nbytes == big.nbytes()["total"] > store.limit_bytes
