@@ -434,16 +434,17 @@ class _LaunchBuilder:
         return max(_launch_cost(self.A, launch, self.target).busy_ns().values())
 
     def launches(self, sig, windows):
-        full, rest, _ = self._cut(sig, tuple(windows))
+        full, rest, _, _ = self._cut(sig, tuple(windows))
         return full + rest
 
     def cost(self, sig, windows):
         """Modelled latency (ns) of the group's launches."""
-        full, _, rest_ns = self._cut(sig, tuple(windows))
-        return sum(self.latency_ns(l) for l in full) + rest_ns
+        _, _, rest_ns, full_ns = self._cut(sig, tuple(windows))
+        return full_ns + rest_ns
 
     def _cut(self, sig, windows):
-        """(full launches, the remainder's cheapest launches, their modelled ns); memoized."""
+        """(full launches, the remainder's cheapest launches, their modelled ns, the full launches' modelled ns);
+        memoized: the merge loop prices every remaining group again on each of its rounds."""
         key = (sig, windows)
         if key not in self._cuts:
             cap = max_windows_per_launch(sig[:3], sig[3:], self.F, self.x_mode, self.wide_ids)
@@ -466,7 +467,7 @@ class _LaunchBuilder:
                 else:
                     options.append((sum(self.latency_ns(l) for l in cut), cut))
             rest_ns, rest_cut = min(options, key=lambda o: o[0])  # the first (least padding) on ties
-            self._cuts[key] = (full, rest_cut, rest_ns)
+            self._cuts[key] = (full, rest_cut, rest_ns, sum(self.latency_ns(l) for l in full))
         return self._cuts[key]
 
     def merge_small_groups(self, groups):
