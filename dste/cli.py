@@ -15,6 +15,19 @@ from typing import Callable, Sequence
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
 
+def _stream_seed(text: str) -> int | None:
+    """``--stream-seed``: an integer >= 0, or ``per-seed`` (None: each seed draws its own stream)."""
+    if text == "per-seed":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0 or 'per-seed', got {text!r}")
+    return value
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset", default="cora-like",
@@ -29,8 +42,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
              "Nothing is ever downloaded",
     )
     parser.add_argument("--seeds", type=int, default=3,
-                        help="number of seeds (0..N-1); each seed draws its own snapshot stream, FP32 model and "
-                             "controller; accuracy is reported as mean +/- std over seeds (default 3)")
+                        help="number of seeds (0..N-1); each seed trains its own FP32 model and controller on the "
+                             "same snapshot stream (see --stream-seed); accuracy is reported as mean +/- std over "
+                             "seeds (default 3)")
     parser.add_argument("--snapshots", type=int, default=None,
                         help="snapshots in the dynamic stream (>= 4); the last quarter is held out for judging "
                              "(default 16; 6 on graphs above 50,000 nodes)")
@@ -54,6 +68,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stream", default="steady",
                         help="how the graph changes between snapshots, a preset of dste.data.stream.STREAM_PRESETS: "
                              "steady (default), bursty, drift, growing, budget-shift")
+    parser.add_argument("--stream-seed", type=_stream_seed, default=0,
+                        help="which random stream of snapshots every seed sees (an integer >= 0, default 0), or "
+                             "'per-seed': seed s draws stream s, so the spread over seeds also holds the streams' own")
     parser.add_argument("--no-fallback", action="store_true",
                         help="judge the plain DQN, without its conservative fallback (greedy search's plan fitted to "
                              "each snapshot's latency budget) where the Q-values do not separate")
@@ -85,7 +102,7 @@ def _run_main(args: argparse.Namespace) -> int:
         dataset=args.dataset, root=args.root, seeds=args.seeds, snapshots=args.snapshots, episodes=args.episodes,
         model=args.model, hidden=args.hidden, epochs=args.epochs, lambda_latency=args.lambda_latency,
         budget=args.budget, budget_penalty=args.budget_penalty, target=args.target, out=args.out, quick=args.quick, progress=not args.no_progress,
-        stream=args.stream, fallback=not args.no_fallback, oracle=args.oracle, frontier=not args.no_frontier,
+        stream=args.stream, stream_seed=args.stream_seed, fallback=not args.no_fallback, oracle=args.oracle, frontier=not args.no_frontier,
         jobs=args.jobs,
     )
     report = run(config)

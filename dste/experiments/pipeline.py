@@ -2,8 +2,9 @@
 snapshots, over several seeds, and report the table, a JSON file and a plot.
 
 Per seed s:
-  1. a dynamic stream of snapshots over the dataset (edge churn, feature drift; seed s), the last quarter
-     held out;
+  1. a dynamic stream of snapshots over the dataset (edge churn, feature drift), the last quarter held out: the
+     same stream for every seed (``stream_seed``, default 0), so that the spread over seeds is the spread of what
+     a seed trains; ``stream_seed=None`` (``--stream-seed per-seed``) draws stream s for seed s instead;
   2. the FP32 two-layer model trained on the first snapshot (seed s);
   3. the DQN controller trained on the training snapshots (reward: validation accuracy minus lambda times
      modelled latency, minus a penalty above the per-snapshot budget = what static 50 % sparse INT8 would
@@ -98,6 +99,7 @@ class RunConfig:
     quick: bool = False
     progress: bool = True
     stream: str = "steady"
+    stream_seed: int | None = 0  # None: each seed s draws its own stream s
     fallback: bool = True
     oracle: bool = False
     frontier: bool = True
@@ -127,6 +129,10 @@ class RunConfig:
 
         if self.stream not in STREAM_PRESETS:
             raise ValueError(f"--stream must be one of {sorted(STREAM_PRESETS)}, got {self.stream!r}")
+        if self.stream_seed is not None and (
+            not isinstance(self.stream_seed, int) or isinstance(self.stream_seed, bool) or self.stream_seed < 0
+        ):
+            raise ValueError(f"--stream-seed must be an integer >= 0 or 'per-seed', got {self.stream_seed!r}")
         if isinstance(self.budget, str):
             if self.budget.lower() in ("none", ""):
                 self.budget = None
@@ -252,7 +258,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     from dste.data.stream import stream_params
 
     params = stream_params(config.stream, config.snapshots)
-    stream = SnapshotStream(base, params, seed=seed)
+    stream = SnapshotStream(base, params, seed=seed if config.stream_seed is None else config.stream_seed)
     snapshots = list(stream)
     graphs = [snapshot.graph for snapshot in snapshots]
     train_ids = [int(i) for i in stream.train_indices]
@@ -393,6 +399,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         "stage_seconds": stage.seconds,
         "seed": seed,
         "stream": config.stream,
+        "stream_seed": seed if config.stream_seed is None else config.stream_seed,
         "fp32_latency_us": [_fp32_latency_of(env)(n) for n in heldout_ids],
         "budget_of_fp32": [env.budget_of_fp32(n) for n in heldout_ids] if schedule is not None else None,
         "fallback": {

@@ -34,12 +34,43 @@ def test_top_level_help_lists_run(capsys):
     (["run", "--budget", "cheap"], "--budget must be"),
     (["run", "--budget", "0fp32"], "fraction of the FP32 latency must be > 0"),
     (["run", "--lambda", "-1"], "lambda_latency"),
+    (["run", "--stream-seed", "-1"], "--stream-seed: must be an integer >= 0 or 'per-seed'"),
+    (["run", "--stream-seed", "each"], "--stream-seed: must be an integer >= 0 or 'per-seed'"),
 ])
 def test_bad_run_options_fail_with_a_clear_message(argv, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(argv + ["--out", str(tmp_path), "--no-progress"])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stream_seed, drawn", [(0, [0, 0, 0]), (4, [4, 4, 4]), (None, [0, 1, 2])])
+def test_every_seed_sees_the_stream_seed_stream_unless_per_seed(monkeypatch, stream_seed, drawn):
+    """The run seed trains the model and the controller; the stream is --stream-seed's ('per-seed': seed s)."""
+    import dste.data
+    from dste.experiments import pipeline
+
+    seen = []
+
+    class Drawn(Exception):
+        pass
+
+    def record(base, params, seed):
+        seen.append(seed)
+        raise Drawn
+
+    monkeypatch.setattr(dste.data, "SnapshotStream", record)
+    config = RunConfig(seeds=3, stream_seed=stream_seed, progress=False)
+    for seed in range(3):
+        with pytest.raises(Drawn):
+            pipeline._run_seed(config, base=None, seed=seed, bar=None)
+    assert seen == drawn
+
+
+@pytest.mark.parametrize("stream_seed", [-1, 1.5, True, "0"])
+def test_run_config_rejects_bad_stream_seed(stream_seed):
+    with pytest.raises(ValueError, match="--stream-seed"):
+        RunConfig(stream_seed=stream_seed)
 
 
 def test_run_config_rejects_bad_model():
@@ -78,6 +109,7 @@ def test_quick_run_end_to_end(tmp_path, capsys):
             "policies on held-out snapshots", "static sweep (frontier)"} <= set(stages)
     assert all(seconds >= 0 for seconds in stages.values()) and sum(stages.values()) <= report["wall_time_s"]
     assert report["config"]["snapshots"] == 4 and report["config"]["episodes"] == 8  # named, so kept
+    assert report["config"]["stream_seed"] == 0 and report["per_seed"][0]["stream_seed"] == 0
 
 
 def test_a_fault_inside_dste_keeps_its_traceback(monkeypatch):
