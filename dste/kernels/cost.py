@@ -36,7 +36,6 @@ from dste.kernels.plan import (
     RECORD_TAIL_BYTES,
     LaunchPlan,
     WORD_BYTES,
-    LIST_COLS,
     feature_chunks,
     launch_instructions,
     metadata_layout,
@@ -121,8 +120,8 @@ class _LaunchCost:
     def matmul(self, n, dtype):
         self.engine("tensor", nc.matmul_cycles(n, dtype, self.target))
 
-    def dma(self, nbytes, partitions=WINDOW_PARTITIONS):
-        nc.dma_charge(self.queues, nbytes, self.target, 0, partitions)  # transfers span 128 partitions (list gathers 64)
+    def dma(self, nbytes):
+        nc.dma_charge(self.queues, nbytes, self.target, 0, WINDOW_PARTITIONS)  # every transfer spans 128 partitions
         self.transfers += 1
         self.bytes += int(nbytes)
         self.instructions += 1
@@ -244,16 +243,13 @@ def _launch_cost(A, launch, target, correction=None):
             c.vector(1, 1, I32, "tensor_scalar")
         c.vector(S, 1, F32, "tensor_scalar")
         c.vector(S, 2, F32)
-        if b.lists[1]:
-            c.vector(W * b.lists[1], 2, F32)
-        if b.lists[2]:
-            c.vector(W * b.lists[2], 2, F32)
-        c.gpsimd(LIST_COLS, 1)  # column iota
+        c.gpsimd(128, 1)  # column iota
         if not ne:
             c.gpsimd(128, 1)  # row iota
     if corr is not None:
         corr.setup(c, W)
-    spw = nb + ne + nli
+    npairs = b.list_pairs
+    spw = nb + ne + npairs
     step = windows_per_step(W, spw, F, group)
     if not hybrid:
         c.vector(group * F, 1, moving_dtype, "copy")  # memset of the moving buffers
@@ -299,15 +295,20 @@ def _launch_cost(A, launch, target, correction=None):
             else:
                 c.vector(128, 1, BF16, "tensor_scalar")
 
-    def list_slots(s0, n):
+    def list_slots(q0, n):
+        """List pairs q0..q0+n (slots 2j, 2j + 1 of a window each)."""
         for i in range(n):
-            c.dma(int(lvalid[s0 + i]) * row_bytes, LIST_COLS)
+            w, j = divmod(q0 + i, npairs)
+            halves = [w * nli + 2 * j + h for h in range(2) if 2 * j + h < nli]
+            c.dma(int(sum(lvalid[s] for s in halves)) * row_bytes)
         if hybrid:
             dequantize(n)
-        for _ in range(n):
-            c.vector(LIST_COLS, 1, BF16, "tensor_scalar")  # column one-hot
-            c.vector(128, 1, BF16, "tensor_scalar")  # row one-hot x weight
-            c.matmul(128, BF16)  # their product
+        for i in range(n):
+            w, j = divmod(q0 + i, npairs)
+            for _ in range(min(2, nli - 2 * j)):
+                c.vector(128, 1, BF16, "tensor_scalar")  # column one-hot
+                c.vector(128, 1, BF16, "tensor_scalar")  # row one-hot x weight
+                c.matmul(128, BF16)  # their product, the pair's two accumulating
             c.scalar(128)  # PSUM -> bf16 stationary
 
     def accumulate(n):
@@ -330,9 +331,9 @@ def _launch_cost(A, launch, target, correction=None):
             if ne:
                 entry_slots(w0 * ne, k * ne)
             if nli:
-                list_slots(w0 * nli, k * nli)
+                list_slots(w0 * npairs, k * npairs)
             for w in range(w0, w1):
-                accumulate(nb + ne + nli)
+                accumulate(nb + ne + npairs)
                 if corr is not None:
                     corr.window(c, w)
                 evacuate()
@@ -345,9 +346,9 @@ def _launch_cost(A, launch, target, correction=None):
                 n = min(ne, g0 + group) - g0
                 entry_slots(w0 * ne + g0, n)
                 accumulate(n)
-            for g0 in range(0, nli, group):
-                n = min(nli, g0 + group) - g0
-                list_slots(w0 * nli + g0, n)
+            for g0 in range(0, npairs, group):
+                n = min(npairs, g0 + group) - g0
+                list_slots(w0 * npairs + g0, n)
                 accumulate(n)
             if corr is not None:
                 corr.window(c, w0)

@@ -271,7 +271,7 @@ def launch_spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, pla
         args = (
             x_rows, x_hi, metadata,
             b.windows, *b.bitmap, *b.entry, F, int(hybrid), b.group_size(),
-            corrections, shape.group_windows, shape.tiles_per_group, *b.lists,
+            corrections, shape.group_windows, shape.tiles_per_group, b.lists,
         )
         out, prof = launch(kernel, args, lnc=lnc, target=target, backend=backend)
         profiles.append(prof)
