@@ -306,7 +306,7 @@ def _launch_cost(A, launch, target, correction=None):
         for i in range(n):
             w, j = divmod(q0 + i, npairs)
             for _ in range(min(2, nli - 2 * j)):
-                c.vector(128, 1, BF16, "tensor_scalar")  # column one-hot
+                c.gpsimd(128, 2)  # column one-hot
                 c.vector(128, 1, BF16, "tensor_scalar")  # row one-hot x weight
                 c.matmul(128, BF16)  # their product, the pair's two accumulating
             c.scalar(128)  # PSUM -> bf16 stationary

@@ -488,8 +488,8 @@ def spmm_hybrid_kernel(
                 k = list_builds[0] % LIST_BUILD_BUFFERS
                 list_builds[0] += 1
                 # P[e, c] = (colslot[e] == c); R[e, r] = (row[e] == r) * weight[e]
-                nisa.tensor_scalar(dst=col_onehot[:, k, :], data=col_iota, op0=nl.equal, operand0=lslots[:, s:s + 1],
-                                   engine=nisa.engine.vector)
+                nisa.tensor_tensor(dst=col_onehot[:, k, :], data1=col_iota, data2=lslots[:, s:s + 1].broadcast(1, TILE_COLS),
+                                   op=nl.equal, engine=nisa.engine.gpsimd)
                 nisa.tensor_scalar(dst=row_weights[:, k, :], data=row_iota, op0=nl.equal, operand0=lrows[:, s:s + 1],
                                    op1=nl.multiply, operand1=lweight[:, s:s + 1], engine=nisa.engine.vector)
                 # S[c, r] += sum_e P[e, c] R[e, r]: one weight per (c, r) at most, exact in fp32 PSUM
