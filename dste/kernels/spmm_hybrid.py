@@ -16,8 +16,8 @@ TensorE matmul accumulating into the window's fp32 PSUM accumulator:
 - **list tiles**, two of a window per *pair*: k = listed column, the pair's first tile on partitions
   0..63 and its second on 64..127. moving = the X row of each listed column (one gather of up to 128
   rows per pair); the stationary ``S[k, r] = sum_e P[e, k] * R[e, r]`` with ``P[e, k] = (colslot[e] == k)``
-  (the second tile's column slots carry +64) and ``R[e, r] = (r == row[e]) * weight[e]`` (two
-  ``tensor_scalar`` builds per tile over its entry partitions) is one extra TensorE product per tile, the
+  (the second tile's column slots carry +64; a GpSimd ``tensor_tensor``) and ``R[e, r] = (r == row[e]) *
+  weight[e]`` (a VectorE ``tensor_scalar``), both over the tile's entry partitions, is one extra TensorE product per tile, the
   pair's two accumulating into one PSUM tile, evacuated by ScalarE into the bf16 stationary (times the
   gathered rows' INT8 scale for a hybrid X: partition k holds listed column k); then the usual matmul.
   A (row, column) pair is stored once, so each S[k, r] is one bf16 weight, exact in the fp32 PSUM.
