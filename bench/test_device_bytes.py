@@ -174,6 +174,14 @@ def main(argv=None):
         for name in ("cost", "capped", "bytes-only", "cost+lists", "capped+lists"):
             if name in r:
                 print(_line(name, r[name]), flush=True)
+        base = r["cost"].get("latency_us_modelled_trn2_lnc2_descriptor")
+        for name in ("capped", "cost+lists", "capped+lists"):
+            if base and name in r and "latency_us_modelled_trn2_lnc2_descriptor" in r[name]:
+                desc = r[name]["latency_us_modelled_trn2_lnc2_descriptor"] / base - 1
+                opt = (r[name]["latency_us_modelled_trn2_lnc2_optimistic"]
+                       / r["cost"]["latency_us_modelled_trn2_lnc2_optimistic"] - 1)
+                r[name]["latency_vs_cost_modelled"] = {"descriptor": round(desc, 4), "optimistic": round(opt, 4)}
+                print(f"  {name} against cost: {100 * desc:+.1f} % desc / {100 * opt:+.1f} % opt (modelled)", flush=True)
         print(f"  list tiles instead of bitmap tiles (sketch, bytes only): "
               f"{r['cost']['list_tile_bytes_per_edge_estimate']:.3f} B/edge at the cost split's stretch", flush=True)
         if "capped" not in r:
