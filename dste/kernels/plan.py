@@ -2,9 +2,11 @@
 
 One compiled kernel serves every launch of the same :class:`Bucket`. A bucket fixes the
 windows per launch, the bitmap-tile slots per window by kind (BIN, INT8, FP16), the
-entry-tile slots per window by kind, the feature width and the X mode. A window's tile
-counts are rounded up the ladder ``0, 1, 2, 3, 4, 6, 8, 12, 16, 24, ...`` (steps of at most
-1.5x), so few distinct buckets cover a graph and all its snapshots; the missing slots are
+entry-tile slots per window by kind, the list-tile slots per window (any kind: their values
+ride in the per-entry factors; an even count, the kernel runs them in pairs), the feature width
+and the X mode. A window's tile counts (list tiles: pairs) are rounded up the ladder
+``0, 1, 2, 3, 4, 6, 8, 12, 16, 24, ...`` (steps of at most 1.5x), so few distinct buckets
+cover a graph and all its snapshots; the missing slots are
 padding whose column ids are out of range (``M``), so their gathers move no bytes.
 Windows with the same rounded counts are grouped; a group is cut into launches of
 power-of-two sizes, each at most the largest size whose unrolled instruction count and

@@ -159,3 +159,20 @@ def test_wide_x_with_list_tiles_runs_in_column_blocks():
     assert [w for _, w in feature_blocks(4096, max_features_of(A))] == [2048, 2048]
     with pytest.raises(ValueError, match="plan_launches: F=4096 with 1 list tiles"):
         plan_launches(A, 4096, "fp32")
+
+
+@pytest.mark.parametrize("lnc", [1, 2])
+def test_odd_list_tile_count_leaves_half_a_pair_as_padding(lnc):
+    # 150 columns of 2 entries: three list tiles (127 + 127 + 46 entries) in one window = two pairs, the
+    # second with an empty half; a second window with one list tile only shares the launch shape
+    first = sp.vstack([_shared_columns(150, 2, seed=14), sp.csr_matrix((128, 150))])
+    second = sp.csr_matrix((np.ones(6), ([130, 170, 131, 171, 132, 172], [150, 150, 151, 151, 152, 152])),
+                           shape=(256, 153))
+    A = encode((sp.hstack([first, sp.csr_matrix((256, 3))]) + second).tocsr(), kinds="int8", list_tiles=True,
+               **LIST_FRIENDLY)
+    per_window = np.diff(A.lwindow_ptr)
+    assert sorted(per_window.tolist()) == [1, 3] and A.n_tiles == 0
+    plan = plan_launches(A, 8, "fp32")
+    assert {l.bucket.list_slots for l in plan.launches} <= {2, 4}
+    X = np.random.default_rng(15).standard_normal((A.shape[1], 8)).astype(ml_dtypes.bfloat16)
+    _check(A, X, BOUND_EXACT_X, lnc)
