@@ -176,3 +176,7 @@ def test_odd_list_tile_count_leaves_half_a_pair_as_padding(lnc):
     assert {l.bucket.list_slots for l in plan.launches} <= {2, 4}
     X = np.random.default_rng(15).standard_normal((A.shape[1], 8)).astype(ml_dtypes.bfloat16)
     _check(A, X, BOUND_EXACT_X, lnc)
+    # 3,584 features in one launch (7 accumulator banks + the list bank), 4,096 as two column blocks
+    for F in (3584, 4096):
+        X = np.random.default_rng(F).standard_normal((A.shape[1], F)).astype(np.float32)
+        _check(A, X, BOUND_FP32_X, 2)
