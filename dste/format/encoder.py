@@ -43,11 +43,10 @@ of 1-3 entries, 128 B of values each, out of the bitmaps for memory's sake).
 List tiles (``policy.list_tiles``, cost split only): the window columns left out of the bitmaps go
 to list tiles when they have 2+ entries (one gathered row per column; 1-byte row slot and 1-byte
 index into the tile's column list per entry; 417 device bytes per tile) and to entry tiles when they
-have 1; the prefix cost then reads ``ceil(k/128) * bitmap_tile + ceil(L/127) * list_tile +
-ceil(S/128) * entry_tile + x_row_bytes * (k + listed columns + S)`` (:func:`_cost_with_list_tiles`).
-At the default prices a list tile (one transfer for <= 127 entries) rarely beats a bitmap tile (one
-transfer for 128 columns); with byte-weighted prices it keeps the bitmaps' stretch at list-tile bytes
-(bench/README.md, "Device bytes with 16-bit column ids").
+have 1; the prefix cost then reads ``ceil(k/128) * bitmap_tile + n * list_tile + ceil(n/2) *
+gather_transfer + ceil(S/128) * entry_tile + x_row_bytes * (k + listed columns + S)`` with n = ceil(L/127)
+list tiles, two of which share one gather in the ``spmm_hybrid`` kernel (:func:`_cost_with_list_tiles`).
+(bench/README.md, "Device bytes with 16-bit column ids", has the measured bytes and modelled latency.)
 
 ``"count"`` (the earlier rule): every column with at least ``bitmap_min_entries`` entries
 (default 2 structure-only, 4 valued) is a bitmap column, cut into tiles in column order.
@@ -130,6 +129,9 @@ same 13 B of per-tile metadata, whatever its entry count."""
 LIST_TILE_DEVICE_BYTES = LIST_TILE_COLS * COLUMN_ID_BYTES + 2 * TILE_COLS + 4 * ENTRY_MASK_WORDS + 17
 """Device bytes of one list tile without values: 64 column ids, a row slot and a column-list index
 per entry, keep bits, and window, kind, nentries, ncols and slot (4 + 1 + 4 + 4 + 4 B)."""
+
+LIST_TILES_PER_GATHER = 2
+"""List tiles of a window whose listed rows the ``spmm_hybrid`` kernel gathers in one transfer (priced once)."""
 
 LIST_TILE_PACK = TILE_COLS - 1
 """Entries the encoder packs per list tile (the last of a window holds the rest). Columns are cut
@@ -428,9 +430,15 @@ class SplitRule:
 
     @property
     def list_tile_cost(self) -> int:
-        """Per-call cost of one list tile besides its gathered rows: device bytes + one transfer."""
+        """Per-call cost of one list tile besides its gathered rows and its transfer: device bytes."""
         values = TILE_COLS * self.value_bytes + (INT8_SCALE_BYTES if self.value_bytes == 1 else 0)
-        return LIST_TILE_DEVICE_BYTES + values + self.gather_transfer_bytes
+        return LIST_TILE_DEVICE_BYTES + values
+
+    def list_tiles_cost(self, n_tiles):
+        """Per-call cost of a window's ``n_tiles`` list tiles besides their gathered rows: device bytes, and one
+        transfer per pair of them (the ``spmm_hybrid`` kernel gathers the listed rows of two list tiles of a
+        window, <= 64 each, in one 128-partition gather)."""
+        return n_tiles * self.list_tile_cost + -(-n_tiles // LIST_TILES_PER_GATHER) * self.gather_transfer_bytes
 
     @property
     def bitmap_tile_cost(self) -> int:
@@ -725,8 +733,8 @@ def _cost_with_list_tiles(group_window, group_count, n_windows, c_window, c_coun
     per window the cost with none, when the other columns of 2+ entries go to list tiles and the
     single-entry ones to entry tiles:
 
-    ``cost(k) = ceil(k/128) * bitmap_tile + ceil(L(k)/LIST_TILE_PACK) * list_tile
-    + ceil(S(k)/128) * entry_tile + x_row_bytes * (k + list columns(k) + S(k))``
+    ``cost(k) = ceil(k/128) * bitmap_tile + n(k) * list_tile + ceil(n(k)/2) * gather_transfer
+    + ceil(S(k)/128) * entry_tile + x_row_bytes * (k + list columns(k) + S(k))``, n(k) = ceil(L(k)/LIST_TILE_PACK)
 
     with L(k) the entries of the non-bitmap columns of 2+ entries and S(k) the single-entry
     columns left. A list tile's gathered rows are its distinct columns; the one extra row of a
@@ -747,9 +755,9 @@ def _cost_with_list_tiles(group_window, group_count, n_windows, c_window, c_coun
     list_entries = multi_entries[c_window] - absorbed_multi
     list_cols = multi_cols[c_window] - taken_multi
     singles = single_cols[c_window] - (k_plus_one - taken_multi)
-    cost = (-(-k_plus_one // TILE_COLS) * split.bitmap_tile_cost + -(-list_entries // LIST_TILE_PACK) * split.list_tile_cost
+    cost = (-(-k_plus_one // TILE_COLS) * split.bitmap_tile_cost + split.list_tiles_cost(-(-list_entries // LIST_TILE_PACK))
             + -(-singles // TILE_COLS) * split.entry_tile_cost + split.x_row_bytes * (k_plus_one + list_cols + singles))
-    zero_cost = (-(-multi_entries // LIST_TILE_PACK) * split.list_tile_cost + -(-single_cols // TILE_COLS) * split.entry_tile_cost
+    zero_cost = (split.list_tiles_cost(-(-multi_entries // LIST_TILE_PACK)) + -(-single_cols // TILE_COLS) * split.entry_tile_cost
                  + split.x_row_bytes * (multi_cols + single_cols))
     return cost, zero_cost
 

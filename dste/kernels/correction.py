@@ -5,7 +5,7 @@ contributes exactly 0 for them. Their contribution is added by a correction pass
 entries (r, c) of A whose column c is an FP16 row (about the FP16 fraction of all entries):
 
 - ``correction_entries`` lists them per call from the encoded tiles (vectorised over the tile
-  arrays): bitmap tiles' kept bits and entry tiles' kept entries whose column is an FP16 row, with
+  arrays): bitmap tiles' kept bits and entry and list tiles' kept entries whose column is an FP16 row, with
   their launch, window slot in the launch, window row, FP16-table position and effective weight
   ``value * column scale`` (the row scale is applied with the main pass at PSUM evacuation).
 - A launch's windows are cut into groups of ``group_windows`` consecutive windows; each group's
@@ -109,8 +109,9 @@ def correction_entries(A, plan, hi_index: np.ndarray, n_hi: int) -> CorrectionEn
     parts = []
     if plan.correction_owners is None:
         plan.correction_owners = (
-            _tile_owner(plan, A.n_tiles, "bitmap_tiles"), _tile_owner(plan, A.n_etiles, "entry_tiles"))
-    (b_launch, b_window), (e_launch, e_window) = plan.correction_owners
+            _tile_owner(plan, A.n_tiles, "bitmap_tiles"), _tile_owner(plan, A.n_etiles, "entry_tiles"),
+            _tile_owner(plan, A.n_ltiles, "list_tiles"))
+    (b_launch, b_window), (e_launch, e_window), (l_launch, l_window) = plan.correction_owners
 
     if A.n_tiles:
         cols = np.minimum(A.tile_cols, M)
@@ -142,6 +143,21 @@ def correction_entries(A, plan, hi_index: np.ndarray, n_hi: int) -> CorrectionEn
             value[is16] = A.etile_fp16_values[slot[is16], e[is16]].astype(np.float32)
             c = cols[t, e]
             parts.append((e_launch[t], e_window[t], A.etile_rows[t, e].astype(np.int64), pos_of[c], value * col_scale[c]))
+    if A.n_ltiles:
+        # entry e of list tile t has column ltile_cols[t, ltile_colslot[t, e]]
+        e_all = np.arange(TILE_COLS)
+        cols = np.minimum(np.take_along_axis(A.ltile_cols, A.ltile_colslot.astype(np.int64), axis=1), M)
+        kept = (A.ltile_keep_bits[:, e_all // MASK_WORD_BITS] >> (e_all % MASK_WORD_BITS).astype(np.uint32)) & 1
+        live = (e_all[None, :] < A.ltile_nentries[:, None]) & (kept == 1)
+        t, e = np.nonzero(live & (pos_of[cols] < n_hi))
+        if t.size:
+            value = np.ones(t.size, dtype=np.float32)
+            kind, slot = A.ltile_kind[t], A.ltile_slot[t]
+            is8, is16 = kind == TileKind.INT8, kind == TileKind.FP16
+            value[is8] = A.ltile_int8_values[slot[is8], e[is8]].astype(np.float32) * A.ltile_int8_scale[slot[is8]]
+            value[is16] = A.ltile_fp16_values[slot[is16], e[is16]].astype(np.float32)
+            c = cols[t, e]
+            parts.append((l_launch[t], l_window[t], A.ltile_rows[t, e].astype(np.int64), pos_of[c], value * col_scale[c]))
     if not parts:
         empty = np.zeros(0, dtype=np.int64)
         return CorrectionEntries(empty, empty, empty, empty.astype(np.int32), empty.astype(np.float32))
@@ -190,7 +206,8 @@ def reorder_windows(launch, entries: CorrectionEntries, order: np.ndarray):
     renumbered to the new window slots (entries of one window keep their order)."""
     from dste.kernels.plan import Launch
 
-    moved = Launch(launch.bucket, launch.windows[order], launch.bitmap_tiles[order], launch.entry_tiles[order])
+    moved = Launch(launch.bucket, launch.windows[order], launch.bitmap_tiles[order], launch.entry_tiles[order],
+                   launch.list_tiles[order])
     slot_of = np.empty_like(order)
     slot_of[order] = np.arange(order.shape[0])
     window = slot_of[entries.window]
@@ -342,14 +359,14 @@ def _fit(A, launch, plan_index, entries, target) -> list[CorrectionJob]:
                 candidates.append((CorrectionShape(G, need), order))
     best = None
     for shape, order in candidates:
-        if main_instructions + correction_instructions(shape, W, F, bool(b.entry_slots)) > MAX_INSTRUCTIONS_PER_LAUNCH:
+        if main_instructions + correction_instructions(shape, W, F, bool(b.entry_slots or b.list_slots)) > MAX_INSTRUCTIONS_PER_LAUNCH:
             continue
         if correction_sbuf_bytes(shape, W, F) > CORRECTION_SBUF_BYTES:
             continue
         placed = entries if order is None else reorder_windows(launch, entries, order)[1]
         valid = tile_valid_counts(placed, W, shape)
         c = copy.deepcopy(base)
-        corr = _CorrectionCost(shape, valid, F, bool(b.entry_slots))
+        corr = _CorrectionCost(shape, valid, F, bool(b.entry_slots or b.list_slots))
         corr.setup(c, W)
         for w in range(W):
             corr.window(c, w)
@@ -381,8 +398,9 @@ def _halves(launch, entries):
     b = launch.bucket
     h = b.windows // 2
     for lo, hi in ((0, h), (h, b.windows)):
-        bucket = Bucket(hi - lo, b.bitmap, b.entry, b.features, b.x_mode, b.wide_ids)
-        part = Launch(bucket, launch.windows[lo:hi], launch.bitmap_tiles[lo:hi], launch.entry_tiles[lo:hi])
+        bucket = Bucket(hi - lo, b.bitmap, b.entry, b.features, b.x_mode, b.wide_ids, b.lists)
+        part = Launch(bucket, launch.windows[lo:hi], launch.bitmap_tiles[lo:hi], launch.entry_tiles[lo:hi],
+                      launch.list_tiles[lo:hi])
         mask = (entries.window >= lo) & (entries.window < hi)
         sel = CorrectionEntries(entries.launch[mask], entries.window[mask] - lo, entries.row[mask],
                                 entries.hi_pos[mask], entries.weight[mask])

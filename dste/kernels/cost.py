@@ -140,6 +140,12 @@ def _valid_counts(A, launch):
     return bvalid, evalid
 
 
+def _list_valid_counts(A, launch):
+    """Listed (gathered) columns per list slot."""
+    lt = launch.list_tiles.reshape(-1)
+    return np.where(lt >= 0, A.ltile_ncols[np.maximum(lt, 0)] if A.ltile_ncols.size else 0, 0)
+
+
 class _CorrectionCost:
     """Charges of one launch's FP16-row correction pass (mirror of the kernel's ``correct``)."""
 
@@ -183,7 +189,7 @@ def _launch_cost(A, launch, target, correction=None):
     """
     b = launch.bucket
     W, F = b.windows, b.features
-    nb, ne = b.bitmap_slots, b.entry_slots
+    nb, ne, nli = b.bitmap_slots, b.entry_slots, b.list_slots
     n_bin, n_int8, n_fp16 = b.bitmap
     hybrid = b.x_mode == "int8-hybrid"
     group = b.group_size()
@@ -194,12 +200,13 @@ def _launch_cost(A, launch, target, correction=None):
     row_bytes = F * gather_item if not hybrid else record_width(F)
     c = _LaunchCost(target)
     bvalid, evalid = _valid_counts(A, launch)
+    lvalid = _list_valid_counts(A, launch)
     corr = None
     if correction is not None and correction[0].tiles_per_group:
-        corr = _CorrectionCost(correction[0], correction[1], F, bool(ne))
+        corr = _CorrectionCost(correction[0], correction[1], F, bool(ne or nli))
 
     c.gpsimd(128, 1)  # iota of shift amounts
-    c.dma(128 * WORD_BYTES * metadata_layout(W, b.bitmap, b.entry, b.wide_ids)["total"])  # the metadata blob
+    c.dma(128 * WORD_BYTES * metadata_layout(W, b.bitmap, b.entry, b.wide_ids, b.lists)["total"])  # the metadata blob
     for slots in (W * nb, W * ne):
         if slots:  # 16-bit ids widened to int32 gather indices on GpSimd, once per region
             if b.wide_ids:
@@ -221,9 +228,28 @@ def _launch_cost(A, launch, target, correction=None):
         if n_efp16:
             c.vector(W * n_efp16, 2, F32)
         c.gpsimd(128, 1)  # row iota
+    if nli:
+        S = W * nli
+        if b.wide_ids:
+            c.gpsimd(1, 1)
+            c.gpsimd(S, 2)
+            c.gpsimd(S, 2)
+        else:
+            c.gpsimd(S, 1)
+        c.gpsimd(S, 1)  # uint8 rows -> fp32
+        c.gpsimd(S, 1)  # uint8 column slots -> fp32
+        if not ne:
+            c.gpsimd(1, 1)
+            c.vector(1, 1, I32, "tensor_scalar")
+        c.vector(S, 1, F32, "tensor_scalar")
+        c.vector(S, 2, F32)
+        c.gpsimd(128, 1)  # column iota
+        if not ne:
+            c.gpsimd(128, 1)  # row iota
     if corr is not None:
         corr.setup(c, W)
-    spw = nb + ne
+    npairs = b.list_pairs
+    spw = nb + ne + npairs
     step = windows_per_step(W, spw, F, group)
     if not hybrid:
         c.vector(group * F, 1, moving_dtype, "copy")  # memset of the moving buffers
@@ -269,6 +295,22 @@ def _launch_cost(A, launch, target, correction=None):
             else:
                 c.vector(128, 1, BF16, "tensor_scalar")
 
+    def list_slots(q0, n):
+        """List pairs q0..q0+n (slots 2j, 2j + 1 of a window each)."""
+        for i in range(n):
+            w, j = divmod(q0 + i, npairs)
+            halves = [w * nli + 2 * j + h for h in range(2) if 2 * j + h < nli]
+            c.dma(int(sum(lvalid[s] for s in halves)) * row_bytes)
+        if hybrid:
+            dequantize(n)
+        for i in range(n):
+            w, j = divmod(q0 + i, npairs)
+            for _ in range(min(2, nli - 2 * j)):
+                c.gpsimd(128, 2)  # column one-hot
+                c.vector(128, 1, BF16, "tensor_scalar")  # row one-hot x weight
+                c.matmul(128, BF16)  # their product, the pair's two accumulating
+            c.scalar(128)  # PSUM -> bf16 stationary
+
     def accumulate(n):
         for _ in range(n):
             for _, width in chunks:
@@ -288,8 +330,10 @@ def _launch_cost(A, launch, target, correction=None):
                 bitmap_slots(w0 * nb, k * nb)
             if ne:
                 entry_slots(w0 * ne, k * ne)
+            if nli:
+                list_slots(w0 * npairs, k * npairs)
             for w in range(w0, w1):
-                accumulate(nb + ne)
+                accumulate(nb + ne + npairs)
                 if corr is not None:
                     corr.window(c, w)
                 evacuate()
@@ -301,6 +345,10 @@ def _launch_cost(A, launch, target, correction=None):
             for g0 in range(0, ne, group):
                 n = min(ne, g0 + group) - g0
                 entry_slots(w0 * ne + g0, n)
+                accumulate(n)
+            for g0 in range(0, npairs, group):
+                n = min(npairs, g0 + group) - g0
+                list_slots(w0 * npairs + g0, n)
                 accumulate(n)
             if corr is not None:
                 corr.window(c, w0)
@@ -366,11 +414,11 @@ def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=No
     ``latency_us`` is the descriptor-bound DMA model (the profile's default), ``latency_optimistic_us``
     the optimistic one (every byte at peak); both *modelled*.
     """
-    from dste.kernels.launch_spmm import MAX_FEATURES, default_lnc, feature_blocks, program_groups
+    from dste.kernels.launch_spmm import default_lnc, feature_blocks, max_features_of, program_groups
 
-    if F > MAX_FEATURES:
+    if F > max_features_of(A):
         return _column_block_estimate(A, F, x_mode, target, X=X, hi_fraction=hi_fraction, plan=plan, lnc=lnc,
-                                      blocks=feature_blocks(F), traces=traces)
+                                      blocks=feature_blocks(F, max_features_of(A)), traces=traces)
     trace_x = _trace_operand(A, F, x_mode, X, hi_fraction)
     hi_index, n_hi = (trace_x.hi_index, int(trace_x.hi.shape[0])) if x_mode == "int8-hybrid" else (None, 0)
     if plan is None:
@@ -547,7 +595,7 @@ def _shape_key(job):
 
 def _main_rows(A, launch) -> int:
     bvalid, evalid = _valid_counts(A, launch)
-    return int(bvalid.sum() + evalid.sum())
+    return int(bvalid.sum() + evalid.sum() + _list_valid_counts(A, launch).sum())
 
 
 def _correction_rows(job, F) -> int:
@@ -593,12 +641,14 @@ def _format_bytes(A, F, x_mode, hi_fraction, plan):
     """Bytes the format must move: gathered X rows of every real tile, metadata, values, and Y."""
     M = A.shape[1]
     x_row = record_width(F) if x_mode == "int8-hybrid" else F * X_ITEMSIZE[x_mode]
-    rows = int(A.tile_ncols.sum() + A.etile_nentries.sum())
+    rows = int(A.tile_ncols.sum() + A.etile_nentries.sum() + A.ltile_ncols.sum())
     total = rows * x_row + int(rows * hi_fraction) * F * 2
     # per slot in the blobs: a uint16 column id (and a uint8 band past 65,535 X rows), keep bits, an fp32 factor
     id_bytes = 2 + (1 if uses_bands(M) else 0)
     total += A.n_tiles * 128 * (id_bytes + 16 + 4) + A.n_etiles * 128 * (id_bytes + 1 + 4 + 4)
+    total += A.n_ltiles * 128 * (id_bytes + 1 + 1 + 4 + 4)
     total += A.int8_values.nbytes + A.fp16_values.nbytes + A.etile_int8_values.nbytes + A.etile_fp16_values.nbytes
+    total += A.ltile_int8_values.nbytes + A.ltile_fp16_values.nbytes
     n_rows_out = int((A.window_rows < A.shape[0]).sum())
     total += n_rows_out * F * 4
     del plan

@@ -21,12 +21,12 @@ import numpy as np
 from dste.kernels.correction import plan_corrections
 from dste.kernels.plan import (
     MAX_FEATURES,
+    MAX_FEATURES_WITH_LISTS,
     LaunchPlan,
     feature_chunks,
     launch_rows,
     pack_launch,
     plan_launches,
-    refuse_list_tiles,
     program_plan,
     record_width,
 )
@@ -111,16 +111,16 @@ def _validate(A, X):
 
 
 def _check_matrix_finite(A):
-    for name in ("int8_scale", "etile_int8_scale", "row_scale", "col_scale"):
+    for name in ("int8_scale", "etile_int8_scale", "ltile_int8_scale", "row_scale", "col_scale"):
         value = getattr(A, name)
         if value is not None and value.size and not np.isfinite(value).all():
             raise ValueError(f"A.{name} contains NaN or Inf")
-    for name in ("fp16_values", "etile_fp16_values"):
+    for name in ("fp16_values", "etile_fp16_values", "ltile_fp16_values"):
         value = getattr(A, name)
         if value.size and not np.isfinite(value).all():
             raise ValueError(f"A.{name} contains NaN or Inf")
     M = A.shape[1]
-    for name, ncount in (("tile_cols", A.tile_ncols), ("etile_cols", A.etile_nentries)):
+    for name, ncount in (("tile_cols", A.tile_ncols), ("etile_cols", A.etile_nentries), ("ltile_cols", A.ltile_ncols)):
         cols = getattr(A, name)
         if cols.size:
             used = np.arange(cols.shape[1])[None, :] < ncount[:, None]
@@ -181,7 +181,8 @@ def _idle_launch(bucket):
 
     return Launch(bucket, np.full(bucket.windows, -1, np.int64),
                   np.full((bucket.windows, bucket.bitmap_slots), -1, np.int64),
-                  np.full((bucket.windows, bucket.entry_slots), -1, np.int64))
+                  np.full((bucket.windows, bucket.entry_slots), -1, np.int64),
+                  np.full((bucket.windows, bucket.list_slots), -1, np.int64))
 
 
 def _idle_job(lead):
@@ -217,16 +218,16 @@ def launch_spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, pla
     X, F = _validate(A, X)
     if F < 1:
         raise ValueError(f"X has no columns (F={F}); spmm_hybrid needs 1 <= F")
-    if F > MAX_FEATURES:
+    widest = max_features_of(A)
+    if F > widest:
         if plan is not None:
-            raise ValueError(f"F={F} runs as column blocks of at most {MAX_FEATURES}, each with its own plan; "
+            raise ValueError(f"F={F} runs as column blocks of at most {widest}, each with its own plan; "
                              "pass plan=None")
         return _column_blocks(A, X, F, target=target, profile=profile, lnc=lnc, backend=backend)
     _check_matrix_finite(A)
     hybrid = isinstance(X, HybridRows)
     mode = "int8-hybrid" if hybrid else x_mode_of(X)
     n_hi = int(X.hi.shape[0]) if hybrid else 0
-    refuse_list_tiles(A, "launch_spmm_hybrid")
     if plan is None:
         plan = plan_launches(A, F, mode, target=target)
     elif (plan.features, plan.x_mode, plan.shape) != (F, mode, tuple(A.shape)):
@@ -270,7 +271,7 @@ def launch_spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, pla
         args = (
             x_rows, x_hi, metadata,
             b.windows, *b.bitmap, *b.entry, F, int(hybrid), b.group_size(),
-            corrections, shape.group_windows, shape.tiles_per_group,
+            corrections, shape.group_windows, shape.tiles_per_group, b.lists,
         )
         out, prof = launch(kernel, args, lnc=lnc, target=target, backend=backend)
         profiles.append(prof)
@@ -297,10 +298,16 @@ def launch_spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, pla
 del feature_chunks
 
 
-def feature_blocks(n_features: int) -> list[tuple[int, int]]:
-    """``[(first column, width)]``: X's columns in blocks of at most ``MAX_FEATURES`` (one window's fp32
+def max_features_of(A) -> int:
+    """Widest F one launch takes for A: ``MAX_FEATURES``, or ``MAX_FEATURES_WITH_LISTS`` when A holds list tiles
+    (their stationaries are built in a PSUM bank of their own)."""
+    return MAX_FEATURES_WITH_LISTS if int(A.n_ltiles) else MAX_FEATURES
+
+
+def feature_blocks(n_features: int, widest: int = MAX_FEATURES) -> list[tuple[int, int]]:
+    """``[(first column, width)]``: X's columns in blocks of at most ``widest`` (one window's fp32
     accumulator must fit the 8 PSUM banks), as even as possible and each a multiple of 512 but the last."""
-    n_blocks = -(-n_features // MAX_FEATURES)
+    n_blocks = -(-n_features // widest)
     width = -(-(-(-n_features // n_blocks)) // 512) * 512
     return [(c0, min(width, n_features - c0)) for c0 in range(0, n_features, width)]
 
@@ -311,7 +318,7 @@ def _column_blocks(A, X, F, **options):
     from dste.format import HybridRows
 
     outputs, records = [], []
-    for c0, width in feature_blocks(F):
+    for c0, width in feature_blocks(F, max_features_of(A)):
         if isinstance(X, HybridRows):
             block = HybridRows(q=np.ascontiguousarray(X.q[:, c0:c0 + width]), scale=X.scale, hi_rows=X.hi_rows,
                                hi=np.ascontiguousarray(X.hi[:, c0:c0 + width]), hi_index=X.hi_index)

@@ -2,9 +2,11 @@
 
 One compiled kernel serves every launch of the same :class:`Bucket`. A bucket fixes the
 windows per launch, the bitmap-tile slots per window by kind (BIN, INT8, FP16), the
-entry-tile slots per window by kind, the feature width and the X mode. A window's tile
-counts are rounded up the ladder ``0, 1, 2, 3, 4, 6, 8, 12, 16, 24, ...`` (steps of at most
-1.5x), so few distinct buckets cover a graph and all its snapshots; the missing slots are
+entry-tile slots per window by kind, the list-tile slots per window (any kind: their values
+ride in the per-entry factors; an even count, the kernel runs them in pairs), the feature width
+and the X mode. A window's tile counts (list tiles: pairs) are rounded up the ladder
+``0, 1, 2, 3, 4, 6, 8, 12, 16, 24, ...`` (steps of at most 1.5x), so few distinct buckets
+cover a graph and all its snapshots; the missing slots are
 padding whose column ids are out of range (``M``), so their gathers move no bytes.
 Windows with the same rounded counts are grouped; a group is cut into launches of
 power-of-two sizes, each at most the largest size whose unrolled instruction count and
@@ -101,10 +103,10 @@ WORD_BYTES = 4
 """The metadata blob is int32; byte and half-word regions are padded to whole words."""
 
 
-def metadata_layout(n_windows: int, bitmap_counts, entry_counts, wide_ids: bool = False) -> dict:
+def metadata_layout(n_windows: int, bitmap_counts, entry_counts, wide_ids: bool = False, n_list: int = 0) -> dict:
     """Word offsets of the metadata blob's regions ``{name: (start, words)}`` and ``"total"``
     (the kernel's ``metadata_layout``)."""
-    return kernel_module().metadata_layout(n_windows, bitmap_counts, entry_counts, wide_ids)
+    return kernel_module().metadata_layout(n_windows, bitmap_counts, entry_counts, wide_ids, int(n_list))
 
 
 COLUMN_BAND_ROWS = 65536
@@ -146,6 +148,9 @@ class Bucket:
     x_mode: str
     wide_ids: bool = False
     """X has at least COLUMN_BAND_ROWS rows: every column id carries a band (one more blob region per layout)."""
+    lists: int = 0
+    """List-tile slots per window, of any kind (their values are folded into the per-entry factors), an even
+    count: the kernel runs them in pairs."""
 
     @property
     def bitmap_slots(self) -> int:
@@ -156,8 +161,18 @@ class Bucket:
         return sum(self.entry)
 
     @property
+    def list_slots(self) -> int:
+        return self.lists
+
+    @property
+    def list_pairs(self) -> int:
+        """Gathers / stationaries of the list slots of a window: two list tiles per pair."""
+        return -(-self.list_slots // 2)
+
+    @property
     def slots_per_window(self) -> int:
-        return self.bitmap_slots + self.entry_slots
+        """Working-buffer positions per window: one per bitmap or entry slot, one per pair of list slots."""
+        return self.bitmap_slots + self.entry_slots + self.list_pairs
 
     def group_size(self) -> int:
         """Slots processed together (one batched mask unpack, one set of gather buffers)."""
@@ -165,25 +180,36 @@ class Bucket:
         return int(max(1, min(32, (SBUF_BUDGET_BYTES // 2) // per_slot)))
 
 
+LIST_COLS = 64
+"""Listed column ids per list tile (the kernel's constant; ``dste.format.constants.LIST_TILE_COLS``): a window's
+list slots run in pairs, the second tile's columns on partitions 64..127."""
+LIST_BUILD_BYTES = 4 * 2 * (TILE_COLS + WINDOW_ROWS)
+"""Per-partition SBUF of the list stationaries' one-hot factors: 4 rotating bf16 pairs of [128] + [128]."""
+MAX_FEATURES_WITH_LISTS = MAX_FEATURES - PSUM_CHUNK
+"""Widest F of a launch with list slots: their stationaries are built in a PSUM bank beside the accumulator."""
+
+
 def slot_sbuf_bytes(n_features: int, x_mode: str) -> int:
-    """Per-partition SBUF of one slot's working buffers: moving operand, stationary, unpacked mask."""
+    """Per-partition SBUF of one slot's (or list pair's) working buffers: moving operand, stationary, unpacked
+    mask (the one-hot factors of list stationaries are a fixed ``LIST_BUILD_BYTES``)."""
     moving = 2 * n_features
     record = record_width(n_features) if x_mode == "int8-hybrid" else 0
     return moving + record + 2 * WINDOW_ROWS + 4 * WINDOW_ROWS
 
 
-def launch_metadata_bytes(windows: int, bitmap, entry, wide_ids: bool = False) -> int:
+def launch_metadata_bytes(windows: int, bitmap, entry, wide_ids: bool = False, lists: int = 0) -> int:
     """Per-partition SBUF of one launch's metadata: the blob, plus the fp32 entry rows, int32 entry
-    keep bits and int32 widened column ids the kernel derives from it."""
-    nb, ne = sum(bitmap), sum(entry)
-    return (WORD_BYTES * metadata_layout(windows, bitmap, entry, wide_ids)["total"] + windows * ne * (4 + 4)
-            + windows * (nb + ne) * 4)
+    keep bits and int32 widened column ids the kernel derives from it (and for list slots their fp32 rows,
+    fp32 column slots, int32 keep bits and int32 ids)."""
+    nb, ne, nl = sum(bitmap), sum(entry), int(lists)
+    return (WORD_BYTES * metadata_layout(windows, bitmap, entry, wide_ids, lists)["total"] + windows * ne * (4 + 4)
+            + windows * (nb + ne) * 4 + windows * nl * (4 + 4 + 4 + 4))
 
 
-def step_instructions(bitmap, entry, n_features: int, x_mode: str, group: int, windows: int) -> int:
+def step_instructions(bitmap, entry, n_features: int, x_mode: str, group: int, windows: int, lists: int = 0) -> int:
     """Unrolled instructions of one window step of ``windows`` windows (must match the kernel's loops;
     the FP16-row correction pass is counted apart, ``dste.kernels.correction``)."""
-    nb, ne = sum(bitmap), sum(entry)
+    nb, ne, nl = sum(bitmap), sum(entry), int(lists)
     hybrid = x_mode == "int8-hybrid"
     fold = hybrid
     n_chunks = len(feature_chunks(n_features))
@@ -201,8 +227,14 @@ def step_instructions(bitmap, entry, n_features: int, x_mode: str, group: int, w
     def entry_part(n):
         return n * (per_slot + 1)
 
+    def list_part(n_pairs, n_slots):
+        # per pair: gather, dequantize, evacuation, matmuls; per slot the two one-hot builds and their product
+        return n_pairs * (per_slot + 1) + 3 * n_slots
+
+    npairs = -(-nl // 2)
     total = windows * n_chunks  # evacuations (stores are counted per launch)
-    if nb + ne <= group:
+    total += list_part(windows * npairs, windows * nl) if nl else 0
+    if nb + ne + npairs <= group:
         total += (bitmap_part(0, windows * nb) if nb else 0) + (entry_part(windows * ne) if ne else 0)
     else:
         total += sum(bitmap_part(g0, min(nb, g0 + group) - g0) for g0 in range(0, nb, group))
@@ -210,24 +242,30 @@ def step_instructions(bitmap, entry, n_features: int, x_mode: str, group: int, w
     return total
 
 
-def instructions_per_window(bitmap, entry, n_features: int, x_mode: str, group: int) -> int:
+def instructions_per_window(bitmap, entry, n_features: int, x_mode: str, group: int, lists: int = 0) -> int:
     """Upper bound of the unrolled instructions per window (a step of one window and its own store;
     batching only saves)."""
-    return step_instructions(bitmap, entry, n_features, x_mode, group, 1) + 1
+    return step_instructions(bitmap, entry, n_features, x_mode, group, 1, lists) + 1
 
 
 LAUNCH_SETUP_INSTRUCTIONS = 20
 """Upper bound of the per-launch setup instructions (metadata load, constants, memsets)."""
+LIST_SETUP_INSTRUCTIONS = 14
+"""Upper bound of the setup instructions list slots add (id widening, rows, column slots, keep bits, weights, iotas)."""
+
+
+def setup_instructions(lists: int) -> int:
+    return LAUNCH_SETUP_INSTRUCTIONS + (LIST_SETUP_INSTRUCTIONS if lists else 0)
 
 
 def launch_instructions(bucket: Bucket) -> int:
     b = bucket
     group = b.group_size()
     step = windows_per_step(b.windows, b.slots_per_window, b.features, group)
-    total = LAUNCH_SETUP_INSTRUCTIONS + launch_stores(bucket)
+    total = setup_instructions(b.lists) + launch_stores(bucket)
     for w0 in range(0, b.windows, step):
         k = min(b.windows, w0 + step) - w0
-        total += step_instructions(b.bitmap, b.entry, b.features, b.x_mode, group, k)
+        total += step_instructions(b.bitmap, b.entry, b.features, b.x_mode, group, k, b.lists)
     return total
 
 
@@ -243,6 +281,15 @@ class Launch:
     windows: np.ndarray  # window ids, [W]
     bitmap_tiles: np.ndarray  # [W, NB] tile id per slot, -1 = padding
     entry_tiles: np.ndarray  # [W, NE] entry-tile id per slot, -1 = padding
+    list_tiles: np.ndarray | None = None  # [W, NL] list-tile id per slot, -1 = padding (None: no list slots)
+
+    def __post_init__(self):
+        if self.list_tiles is None:
+            self.list_tiles = np.full((len(self.windows), self.bucket.list_slots), -1, dtype=np.int64)
+        assert self.list_tiles.shape == (len(self.windows), self.bucket.list_slots), (
+            f"list_tiles must be [{len(self.windows)}, {self.bucket.list_slots}] (windows x list slots of the bucket), "
+            f"got {self.list_tiles.shape}"
+        )
 
 
 @dataclass
@@ -277,7 +324,8 @@ class LaunchPlan:
 
     @property
     def n_tiles(self) -> int:
-        return int(sum((l.bitmap_tiles >= 0).sum() + (l.entry_tiles >= 0).sum() for l in self.launches))
+        return int(sum((l.bitmap_tiles >= 0).sum() + (l.entry_tiles >= 0).sum() + (l.list_tiles >= 0).sum()
+                       for l in self.launches))
 
     def instructions(self) -> list[int]:
         return [launch_instructions(l.bucket) for l in self.launches]
@@ -308,26 +356,31 @@ def _kind_slot_lists(ptr, kinds, window):
     return [tiles[kinds[tiles] == k] for k in (TileKind.BIN, TileKind.INT8, TileKind.FP16)]
 
 
-def max_windows_per_launch(bitmap, entry, n_features, x_mode, wide_ids: bool = False) -> int:
-    probe = Bucket(1, tuple(bitmap), tuple(entry), n_features, x_mode, wide_ids)
-    per_window = instructions_per_window(bitmap, entry, n_features, x_mode, probe.group_size())
-    by_instr = (MAX_INSTRUCTIONS_PER_LAUNCH - LAUNCH_SETUP_INSTRUCTIONS) // max(per_window, 1)
+def max_windows_per_launch(bitmap, entry, n_features, x_mode, wide_ids: bool = False, lists: int = 0) -> int:
+    probe = Bucket(1, tuple(bitmap), tuple(entry), n_features, x_mode, wide_ids, int(lists))
+    per_window = instructions_per_window(bitmap, entry, n_features, x_mode, probe.group_size(), lists)
+    by_instr = (MAX_INSTRUCTIONS_PER_LAUNCH - setup_instructions(lists)) // max(per_window, 1)
     # working buffers, the output buffer (at most one store's rows) and small constants
-    working = probe.group_size() * slot_sbuf_bytes(n_features, x_mode) + max(STORE_BYTES_PER_PARTITION, 4 * n_features) + 1024
-    by_sbuf = (SBUF_BUDGET_BYTES - working) // max(launch_metadata_bytes(1, bitmap, entry, wide_ids), 1)
+    working = (probe.group_size() * slot_sbuf_bytes(n_features, x_mode)
+               + max(STORE_BYTES_PER_PARTITION, 4 * n_features) + 1024 + (LIST_BUILD_BYTES if lists else 0))
+    by_sbuf = (SBUF_BUDGET_BYTES - working) // max(launch_metadata_bytes(1, bitmap, entry, wide_ids, lists), 1)
     limit = int(max(1, min(MAX_WINDOWS_PER_LAUNCH, by_instr, by_sbuf)))
     return 1 << (limit.bit_length() - 1)
 
 
-def refuse_list_tiles(A, caller: str) -> None:
-    """The ``spmm_hybrid`` kernel reads bitmap and entry tiles only: a matrix holding list tiles
-    (``EncodePolicy(list_tiles=True)``) is refused rather than multiplied without them."""
+def check_list_tiles(A, F: int, caller: str) -> None:
+    """List tiles name at most ``LIST_COLS`` columns and 128 entries (``docs/CONTRACTS.md``, "List tiles"), and a
+    launch holding them needs one PSUM bank beside its accumulator (F <= ``MAX_FEATURES_WITH_LISTS``)."""
     n_list = int(np.asarray(getattr(A, "ltile_window", np.zeros(0))).shape[0])
-    if n_list:
-        raise ValueError(
-            f"{caller}: A holds {n_list} list tiles, which the spmm_hybrid kernel does not read yet; "
-            "encode with list_tiles=False (the default) for the NeuronCore backends"
-        )
+    if not n_list:
+        return
+    if int(A.ltile_ncols.max()) > LIST_COLS or int(A.ltile_nentries.max()) > TILE_COLS:
+        raise ValueError(f"{caller}: a list tile lists {int(A.ltile_ncols.max())} columns / "
+                         f"{int(A.ltile_nentries.max())} entries; at most {LIST_COLS} / {TILE_COLS} are allowed")
+    if F > MAX_FEATURES_WITH_LISTS:
+        raise ValueError(f"{caller}: F={F} with {n_list} list tiles; a launch with list slots takes at most "
+                         f"{MAX_FEATURES_WITH_LISTS} features (their stationaries need a PSUM bank beside the "
+                         "accumulator); the launcher splits a wider X into column blocks")
 
 
 def plan_launches(A, F: int, x_mode: str = "fp32", *, target: str = "trn2", merge: bool = True) -> LaunchPlan:
@@ -344,20 +397,23 @@ def plan_launches(A, F: int, x_mode: str = "fp32", *, target: str = "trn2", merg
     if x_mode not in X_MODES:
         raise ValueError(f"x_mode must be one of {X_MODES}, got {x_mode!r}")
     _validate_features(F)
-    refuse_list_tiles(A, "plan_launches")
+    check_list_tiles(A, F, "plan_launches")
     if A.shape[1] > PAD_BAND * COLUMN_BAND_ROWS:
         raise ValueError(f"A has M = {A.shape[1]} columns; the kernel's 16-bit column ids with a uint8 band reach "
                          f"at most {PAD_BAND * COLUMN_BAND_ROWS} rows of X")
     n_windows = int(A.window_rows.shape[0])
-    counts = np.zeros((n_windows, 6), dtype=np.int64)
-    bitmap_lists, entry_lists = [], []
+    counts = np.zeros((n_windows, 7), dtype=np.int64)
+    bitmap_lists, entry_lists, list_lists = [], [], []
     for w in range(n_windows):
         b = _kind_slot_lists(A.window_ptr, A.tile_kind, w)
         e = _kind_slot_lists(A.ewindow_ptr, A.etile_kind, w)
+        li = [np.arange(A.lwindow_ptr[w], A.lwindow_ptr[w + 1])]  # every kind: values ride in the factors
         bitmap_lists.append(b)
         entry_lists.append(e)
-        counts[w] = [len(t) for t in b + e]
+        list_lists.append(li)
+        counts[w] = [len(t) for t in b + e] + [-(-len(li[0]) // 2)]  # list slots count in pairs
     rounded = round_up_slots(counts)
+    rounded[:, 6] *= 2  # pairs -> list slots (even)
     if n_windows and rounded.sum(axis=1).max() > MAX_SLOTS_PER_WINDOW:
         w = int(np.argmax(rounded.sum(axis=1)))
         raise ValueError(
@@ -369,7 +425,7 @@ def plan_launches(A, F: int, x_mode: str = "fp32", *, target: str = "trn2", merg
     signatures = {}
     for w in nonempty:
         signatures.setdefault(tuple(int(v) for v in rounded[w]), []).append(int(w))
-    builder = _LaunchBuilder(A, bitmap_lists, entry_lists, int(F), x_mode, target, pad=merge)
+    builder = _LaunchBuilder(A, bitmap_lists, entry_lists, list_lists, int(F), x_mode, target, pad=merge)
     groups = sorted(signatures.items())
     if merge:
         groups = builder.merge_small_groups(groups)
@@ -402,10 +458,11 @@ class _LaunchBuilder:
     with), imported lazily because that module imports this one.
     """
 
-    def __init__(self, A, bitmap_lists, entry_lists, F, x_mode, target, pad=True):
+    def __init__(self, A, bitmap_lists, entry_lists, list_lists, F, x_mode, target, pad=True):
         self.A = A
         self.bitmap_lists = bitmap_lists
         self.entry_lists = entry_lists
+        self.list_lists = list_lists
         self.F, self.x_mode, self.target = F, x_mode, target
         self.pad = pad
         self.wide_ids = uses_bands(A.shape[1])
@@ -413,20 +470,22 @@ class _LaunchBuilder:
 
     def launch(self, sig, windows, size):
         """One launch of bucket ``sig`` with ``size`` windows: ``windows`` then padding windows (-1)."""
-        bitmap, entry = sig[:3], sig[3:]
-        bucket = Bucket(size, bitmap, entry, self.F, self.x_mode, self.wide_ids)
+        bitmap, entry, n_list = sig[:3], sig[3:6], sig[6]
+        bucket = Bucket(size, bitmap, entry, self.F, self.x_mode, self.wide_ids, n_list)
         bt = np.full((size, sum(bitmap)), -1, dtype=np.int64)
         et = np.full((size, sum(entry)), -1, dtype=np.int64)
+        lt = np.full((size, n_list), -1, dtype=np.int64)
         for i, w in enumerate(windows):
-            for lists, out, counts in ((self.bitmap_lists, bt, bitmap), (self.entry_lists, et, entry)):
+            for lists, out, counts in ((self.bitmap_lists, bt, bitmap), (self.entry_lists, et, entry),
+                                       (self.list_lists, lt, (n_list,))):
                 offset = 0
-                for k in range(3):
+                for k in range(len(counts)):
                     tiles = lists[w][k]
                     out[i, offset:offset + len(tiles)] = tiles
                     offset += counts[k]
         ids = np.full(size, -1, dtype=np.int64)
         ids[:len(windows)] = windows
-        return Launch(bucket, ids, bt, et)
+        return Launch(bucket, ids, bt, et, lt)
 
     def latency_ns(self, launch):
         from dste.kernels.cost import _launch_cost
@@ -447,7 +506,7 @@ class _LaunchBuilder:
         memoized: the merge loop prices every remaining group again on each of its rounds."""
         key = (sig, windows)
         if key not in self._cuts:
-            cap = max_windows_per_launch(sig[:3], sig[3:], self.F, self.x_mode, self.wide_ids)
+            cap = max_windows_per_launch(sig[:3], sig[3:6], self.F, self.x_mode, self.wide_ids, sig[6])
             n_full = len(windows) // cap * cap
             full = [self.launch(sig, windows[i:i + cap], cap) for i in range(0, n_full, cap)]
             rest = windows[n_full:]
@@ -474,7 +533,7 @@ class _LaunchBuilder:
         """Keep each signature's full launches; merge the remainders while that saves modelled time."""
         fixed, small = [], []
         for sig, windows in groups:
-            cap = max_windows_per_launch(sig[:3], sig[3:], self.F, self.x_mode, self.wide_ids)
+            cap = max_windows_per_launch(sig[:3], sig[3:6], self.F, self.x_mode, self.wide_ids, sig[6])
             n_full = len(windows) // cap * cap
             if len(windows) - n_full > SMALL_GROUP_WINDOWS:
                 fixed.append((sig, list(windows)))
@@ -527,8 +586,10 @@ def _split_launch(launch: Launch, lnc: int) -> list[Launch]:
         return np.concatenate([rows, np.full((pad,) + rows.shape[1:], -1, dtype=rows.dtype)]) if pad else rows
 
     windows, bitmap, entry = padded(launch.windows), padded(launch.bitmap_tiles), padded(launch.entry_tiles)
+    lists = padded(launch.list_tiles)
     bucket = dataclasses.replace(b, windows=per)
-    return [Launch(bucket, windows[p * per:(p + 1) * per], bitmap[p * per:(p + 1) * per], entry[p * per:(p + 1) * per])
+    return [Launch(bucket, windows[p * per:(p + 1) * per], bitmap[p * per:(p + 1) * per], entry[p * per:(p + 1) * per],
+                   lists[p * per:(p + 1) * per])
             for p in range(lnc)]
 
 
@@ -609,13 +670,52 @@ def pack_launch(A, launch: Launch) -> dict:
             regions["en_fp16"] = _values_by_kind(A.etile_fp16_values, launch.entry_tiles, A.etile_slot, b.entry, 2, np.float16,
                                                  ENTRY_TILE_SHAPE)
 
+    # List slots in pairs (slots 2j, 2j + 1 of a window): ids with partition = listed column k of the first tile or
+    # 64 + k of the second; the other regions per slot, partition = entry e.
+    if b.list_slots:
+        nl = b.list_slots
+        lt = launch.list_tiles.reshape(-1)
+        listed = _gather_or(A.ltile_cols, lt, M)  # [S, 64]
+        colslot = _gather_or(A.ltile_colslot, lt, 0)  # [S, 128]
+        entry_cols = np.take_along_axis(listed, colslot.astype(np.int64), axis=1)  # column id of each entry
+        live = np.arange(TILE_COLS)[None, :] < _gather_or(A.ltile_nentries, lt, 0)[:, None]
+        entry_cols = np.where(live, entry_cols, M)
+        lkeep_words = _gather_or(A.ltile_keep_bits, lt, 0)  # [S, 4]
+        lkeep = lkeep_words[:, np.arange(TILE_COLS) // MASK_WORD_BITS]
+        lfactor = _slot_factors(lt, entry_cols, M, col_scale, A.ltile_kind, A.ltile_slot, A.ltile_int8_scale)
+        lfactor *= _list_entry_values(A, lt)
+        second = (np.arange(lt.shape[0]) % nl) % 2 == 1  # the pair's second tile
+        paired = np.full((b.windows, b.list_pairs * 2, LIST_COLS), M, dtype=np.int64)
+        paired[:, :nl] = listed.reshape(b.windows, nl, LIST_COLS)
+        paired = paired.reshape(b.windows * b.list_pairs, 2 * LIST_COLS)  # [W*NP, 128]
+        regions["li_cols"], bands = split_column_ids(paired.T, M, b.wide_ids)
+        if bands is not None:
+            regions["li_band"] = bands
+        regions["li_rows"] = _gather_or(A.ltile_rows, lt, 0).T.astype(np.uint8)
+        regions["li_colslot"] = (colslot.astype(np.int64) + LIST_COLS * second[:, None]).T.astype(np.uint8)
+        regions["li_keep"] = lkeep.T.astype(np.uint32)
+        regions["li_factor"] = lfactor.T
+
     rows = launch_rows(A, launch)  # [W, 128]
     rscale = np.ones(rows.shape, dtype=np.float32)
     if A.row_scale is not None:
         valid = rows < N
         rscale[valid] = A.row_scale[rows[valid]]
     regions["row_scale"] = rscale.T
-    return {"metadata": pack_metadata(metadata_layout(b.windows, b.bitmap, b.entry, b.wide_ids), regions)}
+    return {"metadata": pack_metadata(metadata_layout(b.windows, b.bitmap, b.entry, b.wide_ids, b.lists), regions)}
+
+
+def _list_entry_values(A, tiles) -> np.ndarray:
+    """``float32 [S, 128]`` value of every entry of the list slots ``tiles``: the INT8 value q (its tile scale is in
+    the factor), the FP16 value, or 1 (BIN and padding)."""
+    values = np.ones((tiles.shape[0], TILE_COLS), dtype=np.float32)
+    kinds = _gather_or(A.ltile_kind, tiles, TileKind.BIN)
+    slots = _gather_or(A.ltile_slot, tiles, -1)
+    is8 = (tiles >= 0) & (kinds == TileKind.INT8)
+    is16 = (tiles >= 0) & (kinds == TileKind.FP16)
+    values[is8] = A.ltile_int8_values[slots[is8]].astype(np.float32)
+    values[is16] = A.ltile_fp16_values[slots[is16]].astype(np.float32)
+    return values
 
 
 def pack_metadata(layout: dict, regions: dict) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""NKI kernel: Y = A @ X for a DSTE-encoded sparse A (bitmap and entry tiles) and a dense or hybrid-row X.
+"""NKI kernel: Y = A @ X for a DSTE-encoded sparse A (bitmap, entry and list tiles) and a dense or hybrid-row X.
 
 One launch processes a fixed number of 128-row windows, each with a fixed number of tile slots
 per kind (the launch's bucket, see ``dste.kernels.plan``). Per window, every tile becomes one
@@ -13,6 +13,14 @@ TensorE matmul accumulating into the window's fp32 PSUM accumulator:
 - **entry tile**: k = entry e (one kept value per partition). moving = the X row of each entry;
   stationary[e, r] = (r == row[e]) * weight[e], built by one two-op ``tensor_scalar``; TensorE
   performs the scatter-add.
+- **list tiles**, two of a window per *pair*: k = listed column, the pair's first tile on partitions
+  0..63 and its second on 64..127. moving = the X row of each listed column (one gather of up to 128
+  rows per pair); the stationary ``S[k, r] = sum_e P[e, k] * R[e, r]`` with ``P[e, k] = (colslot[e] == k)``
+  (the second tile's column slots carry +64; a GpSimd ``tensor_tensor``) and ``R[e, r] = (r == row[e]) *
+  weight[e]`` (a VectorE ``tensor_scalar``), both over the tile's entry partitions, is one extra TensorE product per tile, the
+  pair's two accumulating into one PSUM tile, evacuated by ScalarE into the bf16 stationary (times the
+  gathered rows' INT8 scale for a hybrid X: partition k holds listed column k); then the usual matmul.
+  A (row, column) pair is stored once, so each S[k, r] is one bf16 weight, exact in the fp32 PSUM.
 - ``factor`` (per tile column / entry, prepared per matrix) folds the column scale and the INT8
   tile scale; the row scale is applied while evacuating PSUM.
 - X modes: dense fp32/bf16/fp16 rows are gathered and converted by the DMA into the 16-bit moving
@@ -76,6 +84,14 @@ COLUMN_BAND_ROWS = 65536
 PAD_BAND = 255
 """Band number of a padding slot; also bounds M to PAD_BAND * COLUMN_BAND_ROWS rows."""
 
+LIST_COLS = 64
+"""Listed column ids per list tile: two list tiles of a window share one gather and one stationary, the first on
+partitions 0..63, the second on 64..127."""
+LIST_PSUM_TILES = 4
+"""Paired list stationaries built in flight: [128, 128] fp32 products, four to the PSUM bank of ``list_psum``."""
+LIST_BUILD_BUFFERS = 4
+"""One-hot factors (per list tile) built in flight; the builds rotate over them."""
+
 KIND_BIN, KIND_INT8, KIND_FP16 = 0, 1, 2
 
 
@@ -97,6 +113,7 @@ def spmm_hybrid_kernel(
     corrections,
     corr_group_windows,
     corr_tiles_per_group,
+    n_list=0,
 ):
     """DSTE sparse x dense product for one fixed-shape launch of ``n_windows`` row windows.
 
@@ -122,20 +139,30 @@ def spmm_hybrid_kernel(
         en_rows ``uint8 [W*NE]`` window slot of entry e;
         en_int8 ``int8 [W*n_eint8]``, en_fp16 ``float16 [W*n_efp16]`` entry values;
         only when M >= COLUMN_BAND_ROWS (``uses_bands``): bm_band ``uint8 [W*NB]`` and en_band ``uint8 [W*NE]``, the band
-        of each id (PAD_BAND for padding).
+        of each id (PAD_BAND for padding);
+        list slots (NL = n_list per window, any kind, paired: NP = ceil(NL / 2) pairs, slots 2j and
+        2j + 1 of a window in pair j): li_cols ``uint16 [W*NP]`` band offset of listed column k of the pair's
+        first tile (partition k < 64) or second tile (partition 64 + k), 0xFFFF for unused columns; li_keep
+        ``uint32 [W*NL]`` the keep word of entry e (partition e); li_factor ``float32 [W*NL]`` column scale of
+        entry e's column x the entry's value (INT8: q x tile scale; FP16: the value; BIN: 1), 0 for padding:
+        the host folds the value in, so list slots of every kind share one count; li_rows ``uint8 [W*NL]``
+        window slot of entry e; li_colslot ``uint8 [W*NL]`` list index of entry e, + 64 in a pair's second
+        tile; li_band ``uint8 [W*NP]`` (bands only).
         Byte and half-word regions are padded to whole words; empty regions take no words.
-      Slots are window-major; inside a window BIN, then INT8, then FP16 slots.
+      Slots are window-major; inside a window BIN, then INT8, then FP16 slots (per layout).
       corrections: ``int32 [128, Lc]`` correction blob (Lc = ``correction_layout(n, G)["total"]``, n =
         ceil(W / G) * C tiles, G = ``corr_group_windows``, C = ``corr_tiles_per_group``; read only when
         C > 0); partition = entry slot e of a tile, regions: hi_pos ``int32 [n]`` position in x_hi
         (padding = M_hi, skipped), rows ``float32 [n]`` window row, weight ``float32 [n, G]`` entry
         weight in each window of the tile's group (0 in the others and for padding).
         Tiles g*C .. g*C + C - 1 serve windows g*G .. g*G + G - 1.
+      n_list: list-tile slots per window, of any kind (0: the launch has none).
 
     Returns:
       ``float32 [W*128, F]``: row r of window w at row ``w*128 + r`` (the launcher places rows).
 
-    Limits: F <= 8 * 512 (one window's accumulator in the 8 PSUM banks); group <= 32;
+    Limits: F <= 8 * 512 (one window's accumulator in the 8 PSUM banks), F <= 7 * 512 with list slots (their
+      products take a bank); group <= 32; a list tile lists <= 64 columns and holds <= 128 entries;
       M <= PAD_BAND * COLUMN_BAND_ROWS (= 16,711,680) X rows;
       the blob, working buffers and output buffer must fit SBUF (the planner's budget); the
       correction pass holds at most CORRECTION_SBUF_BYTES per partition.
@@ -143,7 +170,7 @@ def spmm_hybrid_kernel(
     Pseudocode:
       load the metadata blob of all slots (one DMA)
       ids = int32(band * 65536 + offset)  (or int32(offset) when M < 65536)  # GpSimd, once per region
-      weight[e] = keep_bit(e) * factor[e] * value[e]                       # all entry slots at once
+      weight[e] = keep_bit(e) * factor[e] * value[e]                # all entry slots at once, all list slots at once
       for each step of S consecutive windows (all their slots fit the `group` buffers; S = 1 and
                                              groups of slots inside the window when they do not):
         for the step's bitmap slots s (contiguous, window-major):
@@ -153,8 +180,14 @@ def spmm_hybrid_kernel(
         for the step's entry slots s:
           moving[s] = gather X rows en_cols[:, s]
           stationary[s] = (iota_r == en_rows[:, s]) * weight[:, s]
+        for the step's list pairs q (slots s = 2j, 2j + 1 of window w):
+          moving[q] = gather X rows li_cols[:, q]                     (hybrid: record -> q, unscaled)
+          for each real slot s of the pair:
+            P = (iota_k == li_colslot[:, s]);  R = (iota_r == li_rows[:, s]) * lweight[:, s]   # [128 entries, 128]
+            product (+)= P.T @ R                                      # TensorE, PSUM [128, 128]
+          stationary[q] = product  (x record scale of row k for a hybrid X)   # ScalarE evacuation
         for each window w of the step:
-          psum[chunk] = sum over w's slots of stationary[s].T @ moving[s][:, chunk]
+          psum[chunk] = sum over w's slots and pairs of stationary[s].T @ moving[s][:, chunk]
           if w starts its correction group g: hi_rows[i] = gather x_hi rows hi_pos[:, g*C + i], i < C
           for each correction tile t of w's group:
             psum[chunk] += ((iota_r == rows[:, t]) * weight[:, t, w % G]).T @ hi_rows[t][:, chunk]
@@ -166,11 +199,15 @@ def spmm_hybrid_kernel(
     n_entry = n_ebin + n_eint8 + n_efp16
     n_programs = nl.num_programs()
     program = nl.program_id(0)
-    assert n_bitmap + n_entry >= 1, "a launch needs at least one tile slot per window"
+    assert n_bitmap + n_entry + n_list >= 1, "a launch needs at least one tile slot per window"
     assert 1 <= n_features <= MAX_PSUM_CHUNKS * PSUM_CHUNK, (
         f"n_features={n_features}: expected 1..{MAX_PSUM_CHUNKS * PSUM_CHUNK} (8 PSUM banks of {PSUM_CHUNK} fp32)"
     )
     assert 1 <= group <= MAX_GROUP, f"group={group}: expected 1..{MAX_GROUP}"
+    assert n_list == 0 or n_features <= (MAX_PSUM_CHUNKS - 1) * PSUM_CHUNK, (
+        f"n_features={n_features} with list slots: expected 1..{(MAX_PSUM_CHUNKS - 1) * PSUM_CHUNK} (the list "
+        f"stationaries are built in a PSUM bank of their own beside the window's accumulator)"
+    )
     assert corr_tiles_per_group == 0 or hybrid, "the FP16-row correction pass needs a hybrid X"
     assert 1 <= corr_group_windows <= n_windows, (
         f"corr_group_windows={corr_group_windows}: expected 1..{n_windows} (windows of this launch)"
@@ -181,7 +218,8 @@ def spmm_hybrid_kernel(
     )
     # one band while the padding offset 0xFFFF is itself out of range (M <= 65535)
     wide_ids = uses_bands(n_x_rows)
-    layout = metadata_layout(n_windows, (n_bin, n_int8, n_fp16), (n_ebin, n_eint8, n_efp16), wide_ids)
+    layout = metadata_layout(n_windows, (n_bin, n_int8, n_fp16), (n_ebin, n_eint8, n_efp16), wide_ids,
+                             n_list)
     blob_words = layout["total"]
     assert metadata.dtype == nl.int32 and metadata.shape == (n_programs * TILE_COLS, blob_words), (
         f"metadata must be int32 [{n_programs} x 128, {blob_words}] (one blob per program) for this bucket, "
@@ -244,11 +282,7 @@ def spmm_hybrid_kernel(
         # GpSimd, which is less loaded than VectorE when X is dense)
         erows = nl.ndarray((TILE_COLS, n_eslots), dtype=nl.float32, buffer=nl.sbuf, name="en_rows")
         nisa.tensor_copy(dst=erows, src=region("en_rows", nl.uint8)[:, 0:n_eslots], engine=nisa.engine.gpsimd)
-        # entry e's keep bit is bit e % 32 of its word: shift per partition, then mask
-        entry_bit = nl.ndarray((TILE_COLS, 1), dtype=nl.int32, buffer=nl.sbuf, name="entry_bit")
-        nisa.iota(dst=entry_bit, pattern=[[0, 1]], offset=0, channel_multiplier=1)
-        nisa.tensor_scalar(dst=entry_bit, data=entry_bit, op0=nl.bitwise_and, operand0=MASK_WORD_BITS - 1,
-                           engine=nisa.engine.vector)
+        entry_bit = _entry_bit_positions()
         ebits = nl.ndarray((TILE_COLS, n_eslots), dtype=nl.int32, buffer=nl.sbuf, name="en_bits")
         nisa.tensor_scalar(dst=ebits, data=ekeep, op0=nl.right_shift, operand0=entry_bit, op1=nl.bitwise_and,
                            operand1=1, engine=nisa.engine.vector)
@@ -265,12 +299,39 @@ def spmm_hybrid_kernel(
             nisa.tensor_tensor(dst=w16, data1=w16, data2=evals16, op=nl.multiply, engine=nisa.engine.vector)
         row_iota = nl.ndarray((TILE_COLS, WINDOW_ROWS), dtype=nl.bfloat16, buffer=nl.sbuf, name="row_iota")
         nisa.iota(dst=row_iota, pattern=[[1, WINDOW_ROWS]], offset=0)
+    n_pairs = list_pairs(n_list)
+    if n_list:
+        # list slots in pairs: ids with partition = listed column k of the pair's first tile (k < 64) or
+        # 64 + k of its second; the other regions per slot with partition = entry e
+        n_lslots = n_windows * n_list
+        n_lpairs = n_windows * n_pairs
+        lcols = _widened_ids(region("li_cols", nl.uint16)[:, 0:n_lpairs],
+                             region("li_band", nl.uint8)[:, 0:n_lpairs] if wide_ids else None, "li_ids")
+        lweight = region("li_factor", nl.float32)
+        lrows = nl.ndarray((TILE_COLS, n_lslots), dtype=nl.float32, buffer=nl.sbuf, name="li_rows")
+        nisa.tensor_copy(dst=lrows, src=region("li_rows", nl.uint8)[:, 0:n_lslots], engine=nisa.engine.gpsimd)
+        lslots = nl.ndarray((TILE_COLS, n_lslots), dtype=nl.float32, buffer=nl.sbuf, name="li_colslot")
+        nisa.tensor_copy(dst=lslots, src=region("li_colslot", nl.uint8)[:, 0:n_lslots], engine=nisa.engine.gpsimd)
+        if not n_entry:
+            entry_bit = _entry_bit_positions()
+        lbits = nl.ndarray((TILE_COLS, n_lslots), dtype=nl.int32, buffer=nl.sbuf, name="li_bits")
+        nisa.tensor_scalar(dst=lbits, data=region("li_keep", nl.uint32), op0=nl.right_shift, operand0=entry_bit,
+                           op1=nl.bitwise_and, operand1=1, engine=nisa.engine.vector)
+        # weight[e] = keep bit x (column scale x value), the same fp32 product as an entry tile's
+        nisa.tensor_tensor(dst=lweight, data1=lweight, data2=lbits, op=nl.multiply, engine=nisa.engine.vector)
+        # column k = 0..127 of a pair's stationary along the free dim of every partition (exact in bf16); the
+        # blob's column slots of a pair's second tile are already offset by LIST_COLS
+        col_iota = nl.ndarray((TILE_COLS, TILE_COLS), dtype=nl.bfloat16, buffer=nl.sbuf, name="col_iota")
+        nisa.iota(dst=col_iota, pattern=[[1, TILE_COLS]], offset=0)
+        if not n_entry:
+            row_iota = nl.ndarray((TILE_COLS, WINDOW_ROWS), dtype=nl.bfloat16, buffer=nl.sbuf, name="row_iota")
+            nisa.iota(dst=row_iota, pattern=[[1, WINDOW_ROWS]], offset=0)
 
     # ---- window steps: all tile slots of `step` consecutive windows share one set of working
     # buffers, so the mask unpack and scale products run once per step. A window with more slots
     # than `group` is processed alone, in groups. Output rows collect over whole steps in y_buf
     # and leave in one store per `store_windows` windows.
-    slots_per_window = n_bitmap + n_entry
+    slots_per_window = n_bitmap + n_entry + n_pairs
     step = windows_per_step(n_windows, slots_per_window, n_features, group)
     store_windows = windows_per_store(n_windows, step, n_features)
 
@@ -301,7 +362,7 @@ def spmm_hybrid_kernel(
         nisa.memset(dst=hi_rows, value=0.0, engine=nisa.engine.gpsimd)
         corr_stationary = nl.ndarray((TILE_COLS, CORRECTION_STATIONARY_BUFFERS, WINDOW_ROWS), dtype=nl.bfloat16,
                                      buffer=nl.sbuf, name="corr_stationary")
-        if not n_entry:
+        if not (n_entry or n_list):
             row_iota = nl.ndarray((TILE_COLS, WINDOW_ROWS), dtype=nl.bfloat16, buffer=nl.sbuf, name="row_iota")
             nisa.iota(dst=row_iota, pattern=[[1, WINDOW_ROWS]], offset=0)
 
@@ -318,6 +379,14 @@ def spmm_hybrid_kernel(
     stationary = nl.ndarray((TILE_COLS, group, WINDOW_ROWS), dtype=nl.bfloat16, buffer=nl.sbuf, name="stationary")
     if n_int8 + n_fp16:
         masked = nl.ndarray((TILE_COLS, group, WINDOW_ROWS), dtype=nl.float32, buffer=nl.sbuf, name="masked")
+    if n_list:
+        # the two one-hot factors of each list stationary, and the PSUM bank its product lands in
+        col_onehot = nl.ndarray((TILE_COLS, LIST_BUILD_BUFFERS, TILE_COLS), dtype=nl.bfloat16, buffer=nl.sbuf,
+                                name="col_onehot")
+        row_weights = nl.ndarray((TILE_COLS, LIST_BUILD_BUFFERS, WINDOW_ROWS), dtype=nl.bfloat16, buffer=nl.sbuf,
+                                 name="row_weights")
+        list_psum = nl.ndarray((TILE_COLS, LIST_PSUM_TILES, WINDOW_ROWS), dtype=nl.float32, buffer=nl.psum,
+                               name="list_psum")
     y_buf = nl.ndarray((WINDOW_ROWS, store_windows, n_features), dtype=nl.float32, buffer=nl.sbuf, name="y_buf")
     accum = []
     for c, (f0, width) in enumerate(chunks):
@@ -397,6 +466,39 @@ def spmm_hybrid_kernel(
                                operand0=erows[:, s0 + i:s0 + i + 1], op1=nl.multiply,
                                operand1=weights[:, w0 + i:w0 + i + 1], engine=nisa.engine.vector)
 
+    list_builds = [0, 0]  # one-hot builds, paired products
+
+    def list_slots(q0, n, b0):
+        """Stationary and moving operands of list pairs q0..q0+n (two list slots of one window each) into buffer
+        positions b0..b0+n: the pair's first tile on partitions 0..63, its second on 64..127."""
+        if hybrid:
+            _gather_records(records, b0, n, x_rows, lcols, q0)
+            _int8_to_moving(moving, records, b0, n, n_features)
+        else:
+            for i in range(n):
+                _gather_dense(moving, b0 + i, x_rows, lcols[:, q0 + i:q0 + i + 1], n_features)
+        for i in range(n):
+            w, j = divmod(q0 + i, n_pairs)
+            product = list_psum[:, list_builds[1] % LIST_PSUM_TILES, :]
+            list_builds[1] += 1
+            for half in range(2):
+                if 2 * j + half >= n_list:
+                    break  # an odd window count: the pair's second half is padding (ids skipped, nothing built)
+                s = w * n_list + 2 * j + half
+                k = list_builds[0] % LIST_BUILD_BUFFERS
+                list_builds[0] += 1
+                # P[e, c] = (colslot[e] == c); R[e, r] = (row[e] == r) * weight[e]
+                nisa.tensor_tensor(dst=col_onehot[:, k, :], data1=col_iota, data2=lslots[:, s:s + 1].broadcast(1, TILE_COLS),
+                                   op=nl.equal, engine=nisa.engine.gpsimd)
+                nisa.tensor_scalar(dst=row_weights[:, k, :], data=row_iota, op0=nl.equal, operand0=lrows[:, s:s + 1],
+                                   op1=nl.multiply, operand1=lweight[:, s:s + 1], engine=nisa.engine.vector)
+                # S[c, r] += sum_e P[e, c] R[e, r]: one weight per (c, r) at most, exact in fp32 PSUM
+                nisa.nc_matmul(dst=product, stationary=col_onehot[:, k, :], moving=row_weights[:, k, :],
+                               accumulate=half == 1)
+            # evacuated to the bf16 stationary; a hybrid X's row scale (per listed column = partition) rides on it
+            nisa.activation(dst=stationary[:, b0 + i, :], op=nl.copy, data=product,
+                            scale=_record_scales(records, b0 + i, 1) if hybrid else 1.0)
+
     def accumulate(b0, n, first):
         for i in range(n):
             for c, (f0, width) in enumerate(chunks):
@@ -453,9 +555,12 @@ def spmm_hybrid_kernel(
                 bitmap_slots(w0 * n_bitmap, k * n_bitmap, 0)
             if n_entry:
                 entry_slots(w0 * n_entry, k * n_entry, k * n_bitmap)
+            if n_list:
+                list_slots(w0 * n_pairs, k * n_pairs, k * (n_bitmap + n_entry))
             for w in range(w0, w1):
                 first = accumulate((w - w0) * n_bitmap, n_bitmap, True)
-                accumulate(k * n_bitmap + (w - w0) * n_entry, n_entry, first)
+                first = accumulate(k * n_bitmap + (w - w0) * n_entry, n_entry, first)
+                accumulate(k * (n_bitmap + n_entry) + (w - w0) * n_pairs, n_pairs, first)
                 if n_corr_groups:
                     correct(w)
                 evacuate(w, j0 + w - w0)
@@ -469,6 +574,10 @@ def spmm_hybrid_kernel(
             for g0 in range(0, n_entry, group):
                 n = min(n_entry, g0 + group) - g0
                 entry_slots(w * n_entry + g0, n, 0)
+                first = accumulate(0, n, first)
+            for g0 in range(0, n_pairs, group):
+                n = min(n_pairs, g0 + group) - g0
+                list_slots(w * n_pairs + g0, n, 0)
                 first = accumulate(0, n, first)
             if n_corr_groups:
                 correct(w)
@@ -511,6 +620,15 @@ def _gather_dense(moving, slot, x_rows, cols, n_features):
                   oob_mode=nisa.oob_mode.skip)
 
 
+def _entry_bit_positions():
+    """``int32 [128, 1]``: e % 32 on partition e, the bit of entry e in its keep word."""
+    entry_bit = nl.ndarray((TILE_COLS, 1), dtype=nl.int32, buffer=nl.sbuf, name="entry_bit")
+    nisa.iota(dst=entry_bit, pattern=[[0, 1]], offset=0, channel_multiplier=1)
+    nisa.tensor_scalar(dst=entry_bit, data=entry_bit, op0=nl.bitwise_and, operand0=MASK_WORD_BITS - 1,
+                       engine=nisa.engine.vector)
+    return entry_bit
+
+
 def windows_per_step(n_windows, slots_per_window, n_features, group):
     """Windows whose slots share one set of working buffers (and one output store)."""
     if slots_per_window > group:
@@ -523,6 +641,11 @@ def windows_per_store(n_windows, step, n_features):
     """Windows whose output rows leave in one store: whole steps, up to STORE_BYTES_PER_PARTITION."""
     by_store = max(1, STORE_BYTES_PER_PARTITION // (4 * n_features))
     return min(n_windows, step * max(1, by_store // step))
+
+
+def list_pairs(n_list):
+    """Gathers / stationaries of a window's ``n_list`` list slots: two list tiles (<= 64 listed columns each) per pair."""
+    return -(-n_list // 2)
 
 
 def uses_bands(n_x_rows):
@@ -550,14 +673,15 @@ def _widened_ids(offsets, bands, name):
     return ids
 
 
-def metadata_layout(n_windows, bitmap_counts, entry_counts, wide_ids=False):
+def metadata_layout(n_windows, bitmap_counts, entry_counts, wide_ids=False, n_list=0):
     """Word offsets of the metadata blob's regions: ``{name: (start, words)}`` and ``"total"``.
 
-    ``bitmap_counts`` / ``entry_counts`` are the (BIN, INT8, FP16) slots per window; ``wide_ids``: X has
-    more than COLUMN_BAND_ROWS rows, so every id also carries a uint8 band.
+    ``bitmap_counts`` / ``entry_counts`` are the (BIN, INT8, FP16) slots per window, ``n_list`` the list slots
+    (any kind); ``wide_ids``: X has more than COLUMN_BAND_ROWS rows, so every id also carries a uint8 band.
     """
     n_bitmap, n_entry = sum(bitmap_counts), sum(entry_counts)
-    bm_slots, en_slots = n_windows * n_bitmap, n_windows * n_entry
+    bm_slots, en_slots, li_slots = n_windows * n_bitmap, n_windows * n_entry, n_windows * n_list
+    li_pairs = n_windows * list_pairs(n_list)
     regions = (
         ("row_scale", n_windows),
         ("bm_cols", -(-(bm_slots * 2) // WORD_BYTES)),
@@ -573,6 +697,12 @@ def metadata_layout(n_windows, bitmap_counts, entry_counts, wide_ids=False):
         ("en_fp16", -(-(n_windows * entry_counts[2] * 2) // WORD_BYTES)),
         ("bm_band", -(-bm_slots // WORD_BYTES) if wide_ids else 0),
         ("en_band", -(-en_slots // WORD_BYTES) if wide_ids else 0),
+        ("li_cols", -(-(li_pairs * 2) // WORD_BYTES)),
+        ("li_keep", li_slots),
+        ("li_factor", li_slots),
+        ("li_rows", -(-li_slots // WORD_BYTES)),
+        ("li_colslot", -(-li_slots // WORD_BYTES)),
+        ("li_band", -(-li_pairs // WORD_BYTES) if wide_ids else 0),
     )
     layout = {}
     start = 0

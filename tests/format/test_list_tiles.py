@@ -223,3 +223,13 @@ def test_policy_refuses_list_tiles_without_the_cost_split():
         encode(_window_of_shared_columns(), list_tiles=True, bitmap_split="count")
     with pytest.raises(DSTEFormatError, match="list_tiles"):
         encode(_window_of_shared_columns(), list_tiles="yes")
+
+
+def test_two_list_tiles_of_a_window_are_priced_one_gather():
+    # 84 columns of 3 entries: two list tiles (127 + 125 entries). The spmm_hybrid kernel gathers both tiles'
+    # listed rows in one transfer, so at the default prices the pair costs 2 x 417 + 29,900 + 84 x 136 = 42,158
+    # against one bitmap tile's 2,317 + 29,900 + 84 x 136 = 43,641 (with a transfer per list tile: 72,058)
+    A_in = _window_of_shared_columns(columns=84, per_column=3, singles=0)
+    A = encode(A_in, list_tiles=True)
+    assert (A.n_tiles, A.n_ltiles, A.n_etiles) == (0, 2, 0)
+    assert abs(A.decode() - A_in).max() == 0
