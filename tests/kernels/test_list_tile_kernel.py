@@ -11,6 +11,8 @@ rounding of the stationary, so the bound is ``(1 + 2^-8)^2 - 1 < BOUND_FP32_X`` 
 
 from __future__ import annotations
 
+import functools
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -65,6 +67,7 @@ def test_list_tiles_of_each_kind_match_the_reference(kinds, expected_kind, lnc):
         np.testing.assert_allclose(Y, ref, rtol=2.0**-20, atol=1e-6)
 
 
+@functools.lru_cache(maxsize=None)  # read only by the tests (with_mask returns a new matrix)
 def _graph_with_lists(n=1500, seed=3):
     adj, _ = community_graph(n, seed=seed)
     A = gcn_normalized(adj, reorder="community", list_tiles=True, **LIST_FRIENDLY)
@@ -176,6 +179,8 @@ def test_odd_list_tile_count_leaves_half_a_pair_as_padding(lnc):
     assert {l.bucket.list_slots for l in plan.launches} <= {2, 4}
     X = np.random.default_rng(15).standard_normal((A.shape[1], 8)).astype(ml_dtypes.bfloat16)
     _check(A, X, BOUND_EXACT_X, lnc)
+    if lnc == 1:
+        return  # the wide launches below run as LNC2 whatever the parameter: once is enough
     # 3,584 features in one launch (7 accumulator banks + the list bank), 4,096 as two column blocks
     for F in (3584, 4096):
         X = np.random.default_rng(F).standard_normal((A.shape[1], F)).astype(np.float32)
