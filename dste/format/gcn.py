@@ -34,6 +34,8 @@ merge), unless the matrix carries a keep-mask, which only the incremental path k
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -94,6 +96,7 @@ def gcn_normalized(
     *,
     row_perm=None,
     col_perm=None,
+    max_bytes_per_edge: float | str | None = None,
     **policy_fields,
 ) -> DSTEMatrix:
     """Encode ``D^-1/2 (A + I) D^-1/2`` of a square adjacency (any nonzero = edge).
@@ -102,7 +105,18 @@ def gcn_normalized(
     doubled). Default policy: community order, auto kinds (all tiles BIN). Rows of
     degree 0 (only without self loops) get scale 0. ``row_perm``/``col_perm`` impose an
     order (encoded position -> original id) instead of ``policy.reorder``.
+
+    ``max_bytes_per_edge``: a ceiling on the device bytes per stored entry
+    (``nbytes()["bytes_per_stored_edge"]``), a number or ``"csr"`` (this graph's structure-only
+    int32 CSR: ``4 + 4 (N + 1) / entries``). When the policy's split stores more, the matrix is
+    encoded again in the same order with list tiles and the split's transfer and X-row prices
+    scaled down (device bytes priced up) to the largest weight found that meets the ceiling
+    (:func:`within_byte_ceiling`); its ``encode_policy`` records the prices used. ``None``
+    (default): no ceiling.
     """
+    if max_bytes_per_edge is not None:
+        return within_byte_ceiling(adj, max_bytes_per_edge, add_self_loops, policy, row_perm=row_perm,
+                                   col_perm=col_perm, **policy_fields)
     structure, dinv = gcn_pattern(adj, add_self_loops)
     if policy is None:
         policy_fields.setdefault("reorder", "community")
@@ -122,6 +136,89 @@ def gcn_normalized(
     entries.append(np.broadcast_to(np.float32(1.0), (nnz,)))  # read-only view: no per-entry bytes
     # the encode empties ``entries`` once it has sorted them, freeing the COO arrays before its peak
     return encode_coo_owned(entries, shape, policy, row_perm=row_perm, col_perm=col_perm)
+
+
+# Price weights tried by ``within_byte_ceiling``: halving from the policy's own prices down to 1/256,
+# then device bytes alone; then this many geometric bisection steps between the first weight that meets the
+# ceiling and the last that did not (about 9 % apart at the end).
+BYTE_CEILING_WEIGHTS = tuple(2.0 ** -k for k in range(9)) + (0.0,)
+BYTE_CEILING_REFINE_STEPS = 3
+
+
+def csr_structure_bytes_per_edge(n_rows: int, entries: int) -> float:
+    """Bytes per entry of a structure-only int32 CSR: one column id per entry, one row pointer per row + 1."""
+    return 4.0 + 4.0 * (n_rows + 1) / max(entries, 1)
+
+
+def within_byte_ceiling(adj, max_bytes_per_edge, add_self_loops: bool = True, policy: EncodePolicy | None = None,
+                        *, row_perm=None, col_perm=None, **policy_fields) -> DSTEMatrix:
+    """:func:`gcn_normalized` whose device bytes per stored entry are at most ``max_bytes_per_edge``.
+
+    Encodes with the policy first; if that stores more, encodes again in the same order with list
+    tiles on and the split's ``gather_transfer_bytes`` and ``x_row_bytes`` multiplied by the weights
+    of ``BYTE_CEILING_WEIGHTS`` until one meets the ceiling, then refines between that weight and
+    the last that missed. Larger weights keep more bitmap columns (fewer gather transfers, so a
+    lower modelled latency), so the largest weight found is kept. Raises ``DSTEFormatError`` when
+    even device bytes alone (weight 0) store more, naming what they store.
+    """
+    refused = DSTEFormatError(f"max_bytes_per_edge must be a number > 0, 'csr' or None, got {max_bytes_per_edge!r}")
+    if isinstance(max_bytes_per_edge, str):
+        if max_bytes_per_edge != "csr":
+            raise refused
+    elif isinstance(max_bytes_per_edge, bool) or not isinstance(max_bytes_per_edge, (int, float, np.number)):
+        raise refused
+    elif not (np.isfinite(max_bytes_per_edge) and max_bytes_per_edge > 0):
+        raise refused
+    if policy is None:
+        policy_fields.setdefault("reorder", "community")
+        policy = EncodePolicy(**policy_fields)
+    elif policy_fields:
+        raise DSTEFormatError(f"give either a policy or policy fields, not both: {sorted(policy_fields)}")
+    first = gcn_normalized(adj, add_self_loops, policy, row_perm=row_perm, col_perm=col_perm)
+    if max_bytes_per_edge == "csr":
+        ceiling = csr_structure_bytes_per_edge(first.shape[0], first.nnz_stored)
+    else:
+        ceiling = float(max_bytes_per_edge)
+
+    def stored(matrix):
+        return matrix.nbytes()["bytes_per_stored_edge"]
+
+    if stored(first) <= ceiling:
+        return first
+    if policy.layout != "condensed" or policy.bitmap_split != "cost":
+        raise DSTEFormatError(
+            f"max_bytes_per_edge needs layout='condensed' and bitmap_split='cost' (it re-prices the cost split), "
+            f"got {policy.layout!r} and {policy.bitmap_split!r}"
+        )
+    order = {"row_perm": first.row_perm, "col_perm": first.col_perm}
+
+    def encoded_at(weight):
+        priced = replace(policy, list_tiles=True, row_scale=None, col_scale=None,
+                         gather_transfer_bytes=int(round(policy.gather_transfer_bytes * weight)),
+                         x_row_bytes=int(round(policy.x_row_bytes * weight)))
+        return gcn_normalized(adj, add_self_loops, priced, **order)
+
+    met, missed = None, None
+    for weight in BYTE_CEILING_WEIGHTS:
+        candidate = encoded_at(weight)
+        if stored(candidate) <= ceiling:
+            met = (weight, candidate)
+            break
+        missed = (weight, stored(candidate))
+    if met is None:
+        raise DSTEFormatError(
+            f"max_bytes_per_edge={max_bytes_per_edge!r} ({ceiling:.3f} B) is below what this graph stores in this "
+            f"order with device bytes alone priced, list tiles included: {missed[1]:.3f} B per stored entry"
+        )
+    if met[0] > 0 and missed is not None:
+        for _ in range(BYTE_CEILING_REFINE_STEPS):
+            weight = (met[0] * missed[0]) ** 0.5
+            candidate = encoded_at(weight)
+            if stored(candidate) <= ceiling:
+                met = (weight, candidate)
+            else:
+                missed = (weight, stored(candidate))
+    return met[1]
 
 
 def gcn_update(encoded: DSTEMatrix, new_adj, add_self_loops: bool = True, changed_rows=None) -> DSTEMatrix:

@@ -1,0 +1,76 @@
+"""``gcn_normalized(max_bytes_per_edge=...)``: the encode that stores at most a ceiling of device bytes per entry."""
+
+import functools
+
+import numpy as np
+import pytest
+
+from dste.format import gcn_normalized
+from dste.format.errors import DSTEFormatError
+from dste.format.gcn import csr_structure_bytes_per_edge
+from dste.format.policy import DEFAULT_GATHER_TRANSFER_BYTES, DEFAULT_X_ROW_BYTES
+
+from .graphs import community_graph
+
+
+@functools.lru_cache(maxsize=None)
+def _graph():
+    # communities of 400-900 nodes with 80 % of the edges inside: most window columns hold 1-3 entries, so the
+    # default split stores ~6 B per entry, above this graph's int32 CSR (4.27)
+    adj, _ = community_graph(3000, min_size=400, max_size=900, p_intra=0.8, seed=1)
+    return adj, gcn_normalized(adj)
+
+
+def _bytes(matrix):
+    return matrix.nbytes()["bytes_per_stored_edge"]
+
+
+def test_the_csr_ceiling_is_met_with_list_tiles_and_the_same_matrix():
+    adj, default = _graph()
+    csr = csr_structure_bytes_per_edge(default.shape[0], default.nnz_stored)
+    assert _bytes(default) > csr + 1.0  # the case the ceiling is for
+    capped = gcn_normalized(adj, max_bytes_per_edge="csr")
+    assert _bytes(capped) <= csr and capped.n_ltiles > 0
+    # the same operator, in the same order: only the tiles that hold it differ
+    assert np.array_equal(capped.row_perm, default.row_perm)
+    assert abs(capped.decode() - default.decode()).max() == 0
+    policy = capped.encode_policy
+    assert policy["list_tiles"] and 0 < policy["gather_transfer_bytes"] < DEFAULT_GATHER_TRANSFER_BYTES
+    # one weight scales both prices
+    weight = policy["gather_transfer_bytes"] / DEFAULT_GATHER_TRANSFER_BYTES
+    assert policy["x_row_bytes"] == round(DEFAULT_X_ROW_BYTES * weight)
+
+
+def test_a_numeric_ceiling_and_the_largest_weight_that_meets_it():
+    adj, default = _graph()
+    loose = gcn_normalized(adj, max_bytes_per_edge=5.0)
+    tight = gcn_normalized(adj, max_bytes_per_edge=4.2)
+    assert _bytes(tight) <= 4.2 and _bytes(loose) <= 5.0
+    # a looser ceiling keeps prices closer to the policy's (more bitmap columns, fewer gathers)
+    assert loose.encode_policy["gather_transfer_bytes"] >= tight.encode_policy["gather_transfer_bytes"]
+
+
+def test_a_ceiling_already_met_leaves_the_encoding_as_it_is():
+    adj, default = _graph()
+    same = gcn_normalized(adj, max_bytes_per_edge=_bytes(default))
+    assert same.n_ltiles == 0 and same.encode_policy == default.encode_policy
+    assert np.array_equal(same.tile_cols, default.tile_cols) and np.array_equal(same.etile_cols, default.etile_cols)
+
+
+def test_an_unreachable_ceiling_says_what_the_graph_stores_at_least():
+    adj, _ = _graph()
+    with pytest.raises(DSTEFormatError, match=r"below what this graph stores .* [0-9.]+ B per stored entry"):
+        gcn_normalized(adj, max_bytes_per_edge=1.0)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "cheap", True, [4.0]])
+def test_bad_ceilings_are_refused(bad):
+    adj, _ = _graph()
+    with pytest.raises(DSTEFormatError, match="max_bytes_per_edge must be"):
+        gcn_normalized(adj, max_bytes_per_edge=bad)
+
+
+def test_the_ceiling_needs_the_cost_split():
+    adj, _ = _graph()
+    with pytest.raises(DSTEFormatError, match="needs layout='condensed' and bitmap_split='cost'"):
+        gcn_normalized(adj, max_bytes_per_edge="csr", bitmap_split="count")
