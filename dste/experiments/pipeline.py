@@ -313,8 +313,8 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     greedy = greedy_search(env, reward, train_ids, progress=show_progress(config))
     guard = BudgetGuard(env, reward)
     # Greedy's plan fitted to each snapshot's budget (label-free): a baseline, and the DQN's fallback.
-    values = plan_values(env, reward, greedy.actions, train_ids, measured=greedy.trials)
-    projected = BudgetProjectedPlan(greedy.actions, values, guard)
+    values, samples = plan_values(env, reward, greedy.actions, train_ids, measured=greedy.trials, per_snapshot=True)
+    projected = BudgetProjectedPlan(greedy.actions, values, guard, samples=samples)
     margin, margin_scores = 0.0, {}
     if config.fallback:
         # Conservative fallback: keep the projected plan's action unless the Q-values separate from it by more

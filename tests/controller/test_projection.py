@@ -159,3 +159,72 @@ def test_plan_values_read_a_measured_result_instead_of_running_the_plan():
     assert values[0, 7] != pytest.approx(
         run_policy(env, StaticPolicy("t", list(trial)), [0, 1]).mean_reward(reward), abs=1e-6
     )
+
+
+def _fitting_plan_and_a_better_one(env):
+    """A plan that fits the budget, and a more valuable one that also fits (per the values)."""
+    space = env.action_space
+    plan = [space.nearest(0.75, 0.0), space.nearest(0.25, 0.0)]
+    better = [space.nearest(0.5, 0.0), space.nearest(0.5, 0.0)]
+    budget_us = BUDGET * env.reference_latency(0)
+    for actions in (plan, better):
+        assert env._latency(0, actions[0]) + env._latency(1, actions[1]) <= budget_us
+    values = np.zeros((2, len(space)))
+    values[0, better[0]] = values[1, better[1]] = 0.5  # the plan's own actions are worth 0
+    return plan, better, values
+
+
+def _samples_around(values, gain_per_snapshot):
+    """Per-snapshot values whose mean over snapshots is ``values`` and whose better-plan gain per snapshot is
+    ``gain_per_snapshot`` (split evenly over the two layers)."""
+    gains = np.asarray(gain_per_snapshot, dtype=np.float64)
+    samples = np.repeat(values[None], len(gains), axis=0)
+    moved = values > 0
+    samples[:, moved] = (gains / 2)[:, None]
+    return samples
+
+
+@pytest.mark.parametrize("gain_per_snapshot, moves", [
+    ([1.0, 0.9, 1.1, 1.0, 0.95, 1.05], True),      # mean 1.0, standard error ~0.03: a clear gain
+    ([4.0, -3.0, 3.5, -2.5, 3.0, 1.0], False),     # mean 1.0, standard error ~1.2: noise
+    ([-1.0, -1.0, -1.0, -1.0, -1.0, 6.0], False),  # mean 0.17 from one snapshot
+])
+def test_a_fitting_plan_is_left_only_for_a_gain_the_training_snapshots_agree_on(gain_per_snapshot, moves):
+    env = ToyEnv()
+    plan, better, values = _fitting_plan_and_a_better_one(env)
+    samples = _samples_around(values, gain_per_snapshot)
+    np.testing.assert_allclose(samples.mean(axis=0)[values > 0], np.mean(gain_per_snapshot) / 2)
+    guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
+    policy = BudgetProjectedPlan(plan, samples.mean(axis=0), guard, samples=samples)
+    actions = run_policy(env, policy, [0]).outcomes[0].actions
+    assert actions == (better if moves else plan)
+    # without per-snapshot values the most valuable fitting plan is taken, as before
+    assert run_policy(env, BudgetProjectedPlan(plan, samples.mean(axis=0), guard), [0]).outcomes[0].actions == better
+
+
+def test_a_plan_that_does_not_fit_moves_whatever_the_evidence():
+    env = ToyEnv()
+    values = np.random.default_rng(3).normal(size=(2, len(env.action_space)))
+    samples = np.repeat(values[None], 4, axis=0) + np.array([3.0, -3.0, 3.0, -3.0])[:, None, None]
+    guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
+    gated = run_policy(env, BudgetProjectedPlan([0, 0], values, guard, samples=samples), [0]).outcomes[0]
+    assert tuple(gated.actions) == _brute_force_plan(env, values, BUDGET * env.reference_latency(0))
+
+
+@pytest.mark.parametrize("samples, message", [
+    (np.zeros((4, 2, 5)), "samples must be"), (np.zeros((2, 48)), "samples must be"),
+    (np.full((3, 2, 48), np.inf), "samples must be"),
+])
+def test_bad_samples_are_refused(samples, message):
+    with pytest.raises(ValueError, match=message):
+        BudgetProjectedPlan([0, 0], np.zeros((2, 48)), BudgetGuard(ToyEnv(), RewardConfig(budget=BUDGET)),
+                            samples=samples)
+
+
+def test_plan_values_per_snapshot_average_to_the_values():
+    env = ToyEnv(n_train=3, n_heldout=1)
+    reward = RewardConfig(lambda_latency=0.05, budget=0.3, budget_penalty=5.0)
+    values, samples = plan_values(env, reward, [3, 9], [0, 1, 2], per_snapshot=True)
+    assert samples.shape == (3, 2, 48)
+    np.testing.assert_allclose(samples.mean(axis=0), values, rtol=0, atol=1e-12)
+    assert np.array_equal(values, plan_values(env, reward, [3, 9], [0, 1, 2]))
