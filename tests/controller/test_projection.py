@@ -162,25 +162,25 @@ def test_plan_values_read_a_measured_result_instead_of_running_the_plan():
 
 
 def _fitting_plan_and_a_better_one(env):
-    """A plan that fits the budget, and a more valuable one that also fits (per the values)."""
+    """A plan that fits the budget, and a more valuable one, one layer changed, that also fits (per the values)."""
     space = env.action_space
     plan = [space.nearest(0.75, 0.0), space.nearest(0.25, 0.0)]
-    better = [space.nearest(0.5, 0.0), space.nearest(0.5, 0.0)]
+    better = [plan[0], space.nearest(0.5, 0.0)]
     budget_us = BUDGET * env.reference_latency(0)
     for actions in (plan, better):
         assert env._latency(0, actions[0]) + env._latency(1, actions[1]) <= budget_us
-    values = np.zeros((2, len(space)))
-    values[0, better[0]] = values[1, better[1]] = 0.5  # the plan's own actions are worth 0
+    values = np.full((2, len(space)), -1.0)  # every other change loses
+    values[0, plan[0]] = values[1, plan[1]] = 0.0  # both entries are the plan's own value
+    values[1, better[1]] = 1.0
     return plan, better, values
 
 
 def _samples_around(values, gain_per_snapshot):
     """Per-snapshot values whose mean over snapshots is ``values`` and whose better-plan gain per snapshot is
-    ``gain_per_snapshot`` (split evenly over the two layers)."""
+    ``gain_per_snapshot``."""
     gains = np.asarray(gain_per_snapshot, dtype=np.float64)
     samples = np.repeat(values[None], len(gains), axis=0)
-    moved = values > 0
-    samples[:, moved] = (gains / 2)[:, None]
+    samples[:, values > 0] = gains[:, None]  # the plan's own entries stay 0 on every snapshot
     return samples
 
 
@@ -193,7 +193,7 @@ def test_a_fitting_plan_is_left_only_for_a_gain_the_training_snapshots_agree_on(
     env = ToyEnv()
     plan, better, values = _fitting_plan_and_a_better_one(env)
     samples = _samples_around(values, gain_per_snapshot)
-    np.testing.assert_allclose(samples.mean(axis=0)[values > 0], np.mean(gain_per_snapshot) / 2)
+    np.testing.assert_allclose(samples.mean(axis=0)[values > 0], np.mean(gain_per_snapshot))
     guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
     policy = BudgetProjectedPlan(plan, samples.mean(axis=0), guard, samples=samples)
     actions = run_policy(env, policy, [0]).outcomes[0].actions
@@ -202,13 +202,46 @@ def test_a_fitting_plan_is_left_only_for_a_gain_the_training_snapshots_agree_on(
     assert run_policy(env, BudgetProjectedPlan(plan, samples.mean(axis=0), guard), [0]).outcomes[0].actions == better
 
 
+def test_while_the_plan_is_followed_only_measured_plans_are_chosen():
+    """Summed values may favour changing both layers (a plan never measured); the projection keeps to the plans
+    one change away from the plan, whose values are measured, and takes the best that fits."""
+    env = ToyEnv()
+    space = env.action_space
+    plan = [space.nearest(0.75, 0.0), space.nearest(0.25, 0.0)]
+    both = [space.nearest(0.5, 0.0), space.nearest(0.5, 0.0)]  # each change worth 0.6 alone by the values
+    one = [plan[0], space.nearest(0.75, 0.0)]                    # a single change worth 1.0
+    budget_us = BUDGET * env.reference_latency(0)
+    for actions in (both, one):
+        assert env._latency(0, actions[0]) + env._latency(1, actions[1]) <= budget_us
+    values = np.full((2, len(space)), -1.0)
+    values[0, plan[0]] = values[1, plan[1]] = 0.0
+    values[0, both[0]], values[1, both[1]], values[1, one[1]] = 0.6, 0.6, 1.0
+    samples = np.repeat(values[None], 5, axis=0)  # no noise: every gain is certain
+    guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
+    summed = run_policy(env, BudgetProjectedPlan(plan, values, guard), [0]).outcomes[0].actions
+    assert summed[0] != plan[0] and summed[1] != plan[1]  # the sum changes both layers (1.2 or 1.6)
+    measured = run_policy(env, BudgetProjectedPlan(plan, values, guard, samples=samples), [0]).outcomes[0].actions
+    assert measured == one
+
+
 def test_a_plan_that_does_not_fit_moves_whatever_the_evidence():
     env = ToyEnv()
     values = np.random.default_rng(3).normal(size=(2, len(env.action_space)))
     samples = np.repeat(values[None], 4, axis=0) + np.array([3.0, -3.0, 3.0, -3.0])[:, None, None]
     guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
     gated = run_policy(env, BudgetProjectedPlan([0, 0], values, guard, samples=samples), [0]).outcomes[0]
-    assert tuple(gated.actions) == _brute_force_plan(env, values, BUDGET * env.reference_latency(0))
+    budget_us = BUDGET * env.reference_latency(0)
+    assert gated.latency_us <= budget_us + 1e-9 and gated.actions != [0, 0]
+    # the best plan one change away that fits, by the values (or the summed search where none fits)
+    single = [(values[k, a], k, a) for k in range(2) for a in range(len(env.action_space))
+              if env._latency(k, a) + env._latency(1 - k, 0) <= budget_us + 1e-12]
+    if single:
+        _, k, a = max(single)
+        expected = [0, 0]
+        expected[k] = a
+        assert gated.actions == expected
+    else:
+        assert tuple(gated.actions) == _brute_force_plan(env, values, budget_us)
 
 
 @pytest.mark.parametrize("samples, message", [
