@@ -189,21 +189,113 @@ def _row_sensitivity(x: torch.Tensor, amax: np.ndarray | None = None) -> np.ndar
     return np.where(mean_abs > 0, rms / np.where(mean_abs > 0, mean_abs, 1.0), 0.0)
 
 
-def _fp16_rows(x: torch.Tensor, fraction: float, amax: np.ndarray | None = None) -> np.ndarray | None:
+UNIT_ROUNDOFF_32 = 2.0 ** -24
+UNIT_ROUNDOFF_64 = 2.0 ** -53
+SUBNORMAL_STEP_32 = 2.0 ** -149
+"""float32's smallest subnormal: a float32 result in the subnormal range errs by up to half of it, absolutely."""
+BOUND_SAFETY = 4.0
+"""Every error term of :func:`_sensitivity_bounds` is taken this many times over: the bounds only decide which rows
+get the exact score, so a looser bound costs a few more exact rows, never a different choice."""
+EXACT_SCORING_SHARE = 0.5
+"""When the rows the bounds cannot place exceed this share of all rows, every row gets the exact score at once."""
+
+
+def _sensitivity_bounds(x: torch.Tensor, amax: np.ndarray, magnitude: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 ``(lower, upper)`` bounds, per row, on the score :func:`_row_sensitivity` computes for ``x``.
+
+    ``x`` finite float32 ``[n, F]`` whose rows' largest magnitudes ``amax`` are 0 or at least
+    ``MIN_ROW_MAGNITUDE`` (what :func:`fake_quantized_rows` lets through), ``magnitude = |x|``.
+
+    The exact score is ``sqrt(F) sqrt(E) / M`` in float64, with ``s = fl(amax / 127)``, ``t = fl(x / s)``,
+    ``r = round(t)`` (half to even; ``|t| <= 127 (1 + u)^2``, so its clamp to [-128, 127] never acts),
+    ``e = x - fl(r s)``, ``E = sum e^2``, ``M = sum |x|``. The bounds come from two float32 row sums, as
+    matrix-vector products with a vector of ones: ``D = sum (t - r)^2`` and ``T = sum |x|``. With
+    ``u = 2^-24``:
+
+    * ``t - r`` is exact in float32 (Sterbenz), and ``|e_i - s (t_i - r_i)| <= |x_i - s t_i| + |r_i s - fl(r_i
+      s)| <= u |x_i| + u |r_i| s + s 2^-150 <= 256 u s`` (``|x_i| <= amax <= 127 s (1 + u)``, ``|r_i| <= 127``;
+      the ``2^-150`` for a subnormal ``t_i``), so by Minkowski ``|sqrt(E) - s sqrt(sum (t - r)^2)| <= 256 u s
+      sqrt(F)``;
+    * a float32 sum of ``F`` non-negative terms errs by at most ``gamma = (F + 1) u / (1 - (F + 1) u)`` of
+      itself in any order (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., section 4.2; the
+      extra ``u`` for the squares), plus ``2^-150`` per subnormal result: below ``2^-70 sqrt(F)`` after the
+      root for ``D``, below ``F 2^-149 / MIN_ROW_MAGNITUDE`` of ``T`` relatively (``T >= amax``);
+    * the exact score's float64 sums and its root, two quotients and square root of ``F`` err by at most
+      ``(F + 8) 2^-53`` of it.
+
+    Every term is taken ``BOUND_SAFETY`` times. An all-zero row (``amax`` 0) scores exactly 0.
+    """
+    n, width = x.shape
+    scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
+    ones = torch.ones(width, dtype=torch.float32)
+    scaled = torch.div(x, torch.from_numpy(scale)[:, None])
+    residual = scaled.round()
+    residual.sub_(scaled).square_()
+    # torch's matrix-vector product (its thread setting, unlike NumPy's BLAS): 10k x 64, one thread, about
+    # 60 us against 100 us for sum(dim=1)
+    squared_sum = torch.mv(residual, ones).numpy()  # D
+    magnitude_sum = torch.mv(magnitude, ones).numpy()  # T
+    k = BOUND_SAFETY
+    gamma = k * ((width + 1) * UNIT_ROUNDOFF_32 / (1.0 - (width + 1) * UNIT_ROUNDOFF_32)
+                 + width * SUBNORMAL_STEP_32 / MIN_ROW_MAGNITUDE)
+    gamma64 = k * (width + 8) * UNIT_ROUNDOFF_64
+    spread = k * math.sqrt(width) * (256.0 * UNIT_ROUNDOFF_32 + 2.0 ** -70)
+    root = np.sqrt(squared_sum, dtype=np.float64)
+    # sqrt(F) s / T, 0 for an all-zero row (its D is 0 as well)
+    factor = np.divide(math.sqrt(width) * scale.astype(np.float64), magnitude_sum,
+                       out=np.zeros(n), where=magnitude_sum > 0)
+    lower = root * (1.0 / math.sqrt(1.0 + gamma))
+    lower -= spread
+    np.maximum(lower, 0.0, out=lower)
+    lower *= factor
+    lower *= (1.0 - gamma) * (1.0 - 3.0 * gamma64)
+    upper = root * (1.0 / math.sqrt(1.0 - gamma))
+    upper += spread
+    upper *= factor
+    upper *= (1.0 + gamma) * (1.0 + 3.0 * gamma64)
+    return lower, upper
+
+
+def _fp16_rows(x: torch.Tensor, fraction: float, amax: np.ndarray | None = None,
+               magnitude: torch.Tensor | None = None) -> np.ndarray | None:
     """The rows ``quantize_rows_by_fraction`` keeps in FP16 (the most sensitive ``round(fraction * n)``, ties by
-    lower row id), sorted; None for none. ``fraction`` 1 takes every row without scoring them."""
+    lower row id), sorted; None for none. ``fraction`` 1 takes every row without scoring them. ``amax``,
+    ``magnitude``: the rows' largest magnitudes and ``|x|``, if the caller has them.
+
+    Only the rows that could be among them get the exact (float64) score: with ``k`` rows to take and ``L`` the
+    ``k``-th largest lower bound of :func:`_sensitivity_bounds`, a row whose upper bound is below ``L`` scores
+    strictly less than ``k`` other rows and is never taken, so the ``k`` best of the remaining rows by exact
+    score are the ``k`` best of all (10k x 64 ReLU activations, 5 %: 504 rows scored exactly).
+    """
     n = x.shape[0]
     n_hi = int(round(fraction * n))
     if n_hi == 0:
         return None
     if n_hi == n:
         return np.arange(n, dtype=np.int64)
-    # The rows a stable descending sort would put first, without sorting every row (10k rows: 0.7 ms per
-    # stable argsort): all rows above the n_hi-th largest score, then the lowest-numbered rows tied with it.
-    score = -_row_sensitivity(x, amax)
-    cutoff = np.partition(score, n_hi - 1)[n_hi - 1]
+    if magnitude is None:
+        magnitude = x.abs()
+    if amax is None:
+        amax = magnitude.amax(dim=1).numpy()
+    if not np.isfinite(amax).all() or ((amax > 0) & (amax < MIN_ROW_MAGNITUDE)).any():
+        return _best_rows(_row_sensitivity(x, amax), n_hi)  # outside the bounds' premises (the quantizer refuses)
+    lower, upper = _sensitivity_bounds(x, amax, magnitude)
+    # the n_hi-th largest lower bound (torch's selection: 27 us at 10k rows, np.partition 88 us)
+    floor = float(torch.kthvalue(torch.from_numpy(lower), n - n_hi + 1).values)
+    candidates = np.flatnonzero(upper >= floor)
+    if candidates.size > EXACT_SCORING_SHARE * n:
+        return _best_rows(_row_sensitivity(x, amax), n_hi)
+    exact = _row_sensitivity(x.index_select(0, torch.from_numpy(candidates)), amax[candidates])
+    return candidates[_best_rows(exact, n_hi)]
+
+
+def _best_rows(sensitivity: np.ndarray, count: int) -> np.ndarray:
+    """Positions of the ``count`` largest scores, ties by lower position, sorted: the rows a stable descending
+    sort would put first, without sorting every row (10k rows: 0.7 ms per stable argsort)."""
+    score = -sensitivity
+    cutoff = np.partition(score, count - 1)[count - 1]
     above = np.flatnonzero(score < cutoff)
-    tied = np.flatnonzero(score == cutoff)[: n_hi - above.size]
+    tied = np.flatnonzero(score == cutoff)[: count - above.size]
     return np.sort(np.concatenate([above, tied]))
 
 
@@ -220,11 +312,12 @@ def fake_quantized_rows(x: torch.Tensor, fraction: float) -> torch.Tensor:
     x = x.detach().to(torch.float32).contiguous()
     if x.dim() != 2 or x.numel() == 0 or math.isnan(fraction) or not 0.0 <= fraction <= 1.0:
         return torch.from_numpy(quantize_rows_by_fraction(x.numpy(), fraction).dequantize())
-    amax = x.abs().amax(dim=1).numpy()
+    magnitude = x.abs()
+    amax = magnitude.amax(dim=1).numpy()
     hi_rows = None
     refused = not np.isfinite(amax).all() or ((amax > 0) & (amax < MIN_ROW_MAGNITUDE)).any()
     if not refused:
-        hi_rows = _fp16_rows(x, fraction, amax)
+        hi_rows = _fp16_rows(x, fraction, amax, magnitude)
         refused = hi_rows is not None and bool((amax[hi_rows] > FP16_MAX).any())
     if refused:
         return torch.from_numpy(quantize_rows_by_fraction(x.numpy(), fraction).dequantize())

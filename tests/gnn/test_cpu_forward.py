@@ -198,3 +198,86 @@ def test_row_sums_follow_numpys_pairwise_order_at_every_narrow_width():
         assert np.array_equal(out, np.add.reduce(block, axis=1)), width
         x = (rng.standard_normal((50, width)) * 10.0 ** rng.uniform(-6, 6, (50, 1))).astype(np.float32)
         assert np.array_equal(_row_sensitivity(torch.from_numpy(x)), row_sensitivity(x)), width
+
+
+# -- the FP16 rows chosen through score bounds ------------------------------------------------------------------
+
+
+def _rows_to_score(seed: int, n: int, width: int, kind: str) -> np.ndarray:
+    """Activations of one kind: Gaussian, ReLU'd (a third zero), rows on the INT8 grid (INT8 error 0, so many
+    scores near 0), Gaussian rows with magnitudes over nine decades (below float16's range), and rows with subnormal entries beside a
+    row maximum just above the smallest allowed."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, width)).astype(np.float32)
+    if kind == "relu":
+        x = np.maximum(x, 0.0)
+    elif kind == "on the grid":
+        x = rng.integers(-127, 128, (n, width)).astype(np.float32) * np.float32(0.25)
+        x[: n // 2] += rng.standard_normal((n // 2, width)).astype(np.float32) * np.float32(1e-3)
+    elif kind == "nine decades":
+        x *= (10.0 ** rng.uniform(-6, 3, (n, 1))).astype(np.float32)
+    elif kind == "subnormal":
+        x *= np.float32(1e-38)
+        x[:, 0] = np.float32(2e-36)
+    x[rng.random(n) < 0.05] = 0.0  # all-zero rows score exactly 0
+    return np.ascontiguousarray(x)
+
+
+KINDS = ("gaussian", "relu", "on the grid", "nine decades", "subnormal")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("width", [1, 3, 8, 17, 64, 130])
+def test_sensitivity_bounds_hold_every_exact_score(kind, width):
+    from dste.gnn.execution import _sensitivity_bounds
+
+    x = _rows_to_score(width, 600, width, kind)
+    exact = row_sensitivity(x)  # the documented rule, whole-matrix NumPy
+    tensor = torch.from_numpy(x)
+    lower, upper = _sensitivity_bounds(tensor, np.abs(x).max(axis=1), tensor.abs())
+    assert (lower <= exact).all() and (exact <= upper).all()
+    zero_rows = ~x.any(axis=1)
+    assert zero_rows.any() and (lower[zero_rows] == 0).all() and (upper[zero_rows] == 0).all()
+    if kind in ("gaussian", "relu") and width >= 8:  # narrow enough to spare the exact score of most rows
+        assert np.median((upper - lower)[exact > 0] / exact[exact > 0]) < 1e-2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("width", [2, 8, 32, 64, 129])
+@pytest.mark.parametrize("fraction", [0.001, 0.05, 0.3])
+def test_fp16_rows_through_bounds_are_the_most_sensitive_rows(kind, width, fraction):
+    from dste.gnn import execution
+
+    x = _rows_to_score(100 + width, 2000, width, kind)
+    n_hi = int(round(fraction * x.shape[0]))
+    # reference: the documented rule's scores, a stable descending sort (ties by lower row id), the first n_hi
+    expected = np.sort(np.lexsort((np.arange(x.shape[0]), -row_sensitivity(x)))[:n_hi])
+    exact_rows = []
+    original = execution._row_sensitivity
+
+    def counting(rows, amax=None):
+        exact_rows.append(rows.shape[0])
+        return original(rows, amax)
+
+    execution._row_sensitivity = counting
+    try:
+        got = _fp16_rows(torch.from_numpy(x), fraction)
+    finally:
+        execution._row_sensitivity = original
+    assert np.array_equal(got, expected)
+    assert np.array_equal(quantize_rows_by_fraction(x, fraction).hi_rows, expected)
+    if kind in ("gaussian", "relu") and width >= 8:  # the bounds, not the whole-matrix fallback, chose them
+        assert exact_rows and exact_rows[0] < x.shape[0] // 2
+
+
+def test_fp16_rows_among_scores_a_rounding_apart():
+    # copies of one row with one entry nudged by an ulp: scores differ in their last bits, far inside the bounds
+    rng = np.random.default_rng(12)
+    base = rng.standard_normal(64).astype(np.float32)
+    x = np.repeat(base[None, :], 500, axis=0)
+    x[:, 5] = np.nextafter(x[:, 5], np.float32(np.inf) * np.sign(x[:, 5]))  # one ulp larger in magnitude
+    x[::3, 7] = np.nextafter(x[::3, 7], np.float32(0))
+    x = np.vstack([x, rng.standard_normal((1500, 64)).astype(np.float32)])
+    for fraction in (0.01, 0.2, 0.26):
+        expected = np.sort(np.lexsort((np.arange(x.shape[0]), -row_sensitivity(x)))[: int(round(fraction * 2000))])
+        assert np.array_equal(_fp16_rows(torch.from_numpy(x), fraction), expected), fraction
