@@ -11,7 +11,7 @@ from dste.format import HybridRows
 
 from . import ops, registry
 from .backends import KERNEL_BACKENDS, resolve_backend
-from .encoded_csr import encoded_spmm
+from .encoded_csr import eager_spmm
 from .tensor import DSTETensor, as_dste_tensor
 
 __all__ = ["spmm", "masked_quant", "is_hybrid_rows"]
@@ -126,9 +126,7 @@ def spmm(A, X, backend: str | None = None) -> torch.Tensor:
             raise ValueError(f"shape mismatch: A is [{n}, {m}] so X needs {m} rows, got X {tuple(x.shape)}")
         _check_finite(x, "X")
         if name == "cpu" and _plain_eager_call(x):
-            return torch.from_numpy(
-                encoded_spmm(*a.host_operands, x.detach().contiguous().numpy(), a.host_csr[0], a.host_work)
-            )
+            return eager_spmm(a.host_operands, a.host_csr[0], a.host_row_inverse, a.host_work, x.detach().contiguous())
         return torch.ops.dste.spmm_hybrid(*a.op_operands, x, a.handle, x_handle, name)
     finally:
         if x_handle != registry.NO_HANDLE:

@@ -77,6 +77,11 @@ class DSTETensor:
         tensor attributes meets strided tensors only). Rebuilt after unpickling rather than pickled: a sparse
         CSR tensor cannot be, and pickled views would come back as copies."""
         self.host_operands = tuple(t.numpy() for t in self.op_operands)
+        if "row_inverse" not in self.__dict__:  # absent from wrappers pickled before it was kept
+            # the encoded position of each original row, for the cpu product's gather back to original order:
+            # built once rather than on every call
+            self.row_inverse = _inverse_permutation(self.row_perm)
+        self.host_row_inverse = self.row_inverse.numpy()
         self.host_csr = (torch_csr(*self.host_operands[:3], int(self._shape[1])),)
         # the rows-only product's work buffers, one per thread (dste.bindings.encoded_csr._encoded_rows_buffer)
         self.host_work = threading.local()
@@ -84,6 +89,7 @@ class DSTETensor:
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("host_operands", None)
+        state.pop("host_row_inverse", None)
         state.pop("host_csr", None)
         state.pop("host_work", None)
         return state
@@ -165,6 +171,13 @@ class DSTETensor:
     def __repr__(self) -> str:
         n, m = self.shape
         return f"DSTETensor(shape=({n}, {m}), nnz={self.nnz}, dtype=torch.float32, device='cpu')"
+
+
+def _inverse_permutation(perm: torch.Tensor) -> torch.Tensor:
+    """``inverse[perm] = arange(len(perm))``, int64 (empty for an empty ``perm``)."""
+    inverse = torch.empty_like(perm)
+    inverse[perm] = torch.arange(perm.numel(), dtype=perm.dtype)
+    return inverse
 
 
 def as_dste_tensor(a) -> DSTETensor:

@@ -1,0 +1,92 @@
+"""``dste.spmm``'s eager cpu call (``encoded_csr.eager_spmm`` with the wrapper's kept inverse row order) gives the
+bits of the general path (``encoded_spmm`` building the inverse per call) in every operand form, and of the
+original-order product where the kernels sum rows alike; the kept inverse is the inverse and survives pickling."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import dste.bindings as db
+from dste.bindings import encoded_csr
+from dste.format.encoder import encode
+
+from .conftest import random_sparse
+
+
+def _bits(a) -> np.ndarray:
+    a = np.ascontiguousarray(a)
+    return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
+
+
+def _reordered(n: int = 300, m: int = 260):
+    rng = np.random.default_rng(3)
+    return encode(random_sparse(n, m, 0.05, seed=4), fp16_threshold=0.02, row_perm=rng.permutation(n),
+                  col_perm=rng.permutation(m))
+
+
+FORMS = {
+    # column limits that put the same 260-column matrix in each of the three operand forms
+    "original": (10_000, 20_000),
+    "rows": (100, 20_000),
+    "rows and columns": (100, 200),
+}
+
+
+@pytest.fixture(params=list(FORMS))
+def wrapper(request, monkeypatch):
+    original_max, rows_max = FORMS[request.param]
+    monkeypatch.setattr(encoded_csr, "ORIGINAL_ORDER_MAX_COLS", original_max)
+    monkeypatch.setattr(encoded_csr, "ROW_ORDER_MAX_COLS", rows_max)
+    wrapped = db.DSTETensor(_reordered())
+    form = ("original" if not wrapped.row_perm.numel() else "rows" if not wrapped.col_perm.numel()
+            else "rows and columns")
+    assert form == request.param
+    return wrapped
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("width", [1, 7, 64])
+def test_eager_call_has_the_bits_of_the_general_path(wrapper, dtype, width):
+    x = torch.from_numpy(np.random.default_rng(width).standard_normal((wrapper.shape[1], width))).to(dtype)
+    got = db.spmm(wrapper, x, backend="cpu")
+    general = encoded_csr.encoded_spmm(*wrapper.host_operands, x.numpy())  # inverse built in the call
+    assert got.dtype == dtype and np.array_equal(_bits(got.numpy()), _bits(general))
+    if not wrapper.col_perm.numel():  # rows keep A's entry order: the bits of the original-order product
+        original = encoded_csr.original_order_csr(wrapper._encoded)
+        expected = torch.sparse.mm(encoded_csr.torch_csr(
+            original.indptr.astype(np.int32), original.indices.astype(np.int32), original.data.astype(
+                x.numpy().dtype), x.shape[0]), x)
+        if dtype == torch.float32:
+            assert np.array_equal(_bits(got.numpy()), _bits(expected.numpy()))
+    reference = wrapper.matrix.effective_csr().astype(np.float64) @ x.numpy().astype(np.float64)
+    np.testing.assert_allclose(got.numpy(), reference, rtol=1e-5, atol=1e-5)  # <= 30 terms of magnitude <= 4
+
+
+def test_eager_results_are_fresh_tensors(wrapper):
+    x = torch.randn(wrapper.shape[1], 16)
+    first = db.spmm(wrapper, x, backend="cpu")
+    kept = first.clone()
+    second = db.spmm(wrapper, 2 * x, backend="cpu")
+    assert not np.shares_memory(first.numpy(), second.numpy())
+    assert torch.equal(first, kept)  # the second call wrote nothing into the first result
+
+
+def test_kept_inverse_is_the_inverse_and_survives_pickling(wrapper):
+    perm = wrapper.row_perm.numpy()
+    inverse = wrapper.row_inverse.numpy()
+    assert inverse.shape == perm.shape
+    if perm.size:
+        assert np.array_equal(inverse[perm], np.arange(perm.size))
+    copied = pickle.loads(pickle.dumps(wrapper))
+    assert np.array_equal(copied.host_row_inverse, inverse)
+    state = wrapper.__getstate__()
+    del state["row_inverse"]  # a wrapper pickled before the inverse was kept
+    rebuilt = db.DSTETensor.__new__(db.DSTETensor)
+    rebuilt.__setstate__(state)
+    assert np.array_equal(rebuilt.host_row_inverse, inverse)
+    x = torch.randn(wrapper.shape[1], 5)
+    assert torch.equal(db.spmm(rebuilt, x, backend="cpu"), db.spmm(wrapper, x, backend="cpu"))
