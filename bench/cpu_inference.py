@@ -7,7 +7,8 @@ Everything measured here is CPU wall time in this process, min of ``--repeats`` 
 every contender per round), after one warm-up call each.
 
 * ``--part inference``: a two-layer GCN (hidden 64, trained 30 epochs) on ``cora-like``, ``citeseer-like``,
-  ``pubmed-like`` and a shuffled 10k-node CSBM graph (arxiv-scale's shape, ``bench/test_scaling.py``), run
+  ``pubmed-like`` and shuffled CSBM graphs (arxiv-scale's shape, ``bench/test_scaling.py``, at 10k and 30k
+  nodes; and 20k nodes in communities of 200-400 with locality 0.6; ``--graphs`` to choose), run
   through the torch ops (``GraphInference.forward``, cpu backend) under FP32, uniform INT8, 50 % edge-sparse
   INT8 and FP16 5 % with 50 % of the input channels pruned. "old" is ``dste/gnn/execution.py`` of
   ``--old-revision`` loaded beside the current one (same process, same bindings: its SpMM calls get the current
@@ -30,7 +31,13 @@ from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 DEFAULT_OLD_REVISION = "e85fa5c"  # the tree before the cpu-path changes of this script's table
-GRAPHS = ("cora-like", "citeseer-like", "pubmed-like", "csbm-10k")
+GRAPHS = ("cora-like", "citeseer-like", "pubmed-like", "csbm-10k", "csbm-30k", "csbm-20k-c300-l0.6")
+CSBM_GRAPHS = {
+    # name: (nodes, community sizes, locality); arxiv-scale's shape otherwise (bench/test_scaling.py), ids shuffled
+    "csbm-10k": (10_000, None, None),
+    "csbm-30k": (30_000, None, None),
+    "csbm-20k-c300-l0.6": (20_000, (200, 400), 0.6),
+}
 SIZES = (5_000, 10_000, 20_000, 30_000)
 WIDTHS = (32, 64, 128)
 
@@ -53,15 +60,17 @@ def _module_at(revision: str, path: str, name: str):
 def _graph(name: str):
     from dste.data import load_dataset
 
-    if name == "csbm-10k":
+    if name in CSBM_GRAPHS:
         sys.path.insert(0, str(REPOSITORY / "bench"))
         from test_scaling import scaled_graph
 
-        return scaled_graph(10_000)
+        nodes, community_size, locality = CSBM_GRAPHS[name]
+        overrides = {} if community_size is None else {"community_size": community_size, "locality": locality}
+        return scaled_graph(nodes, **overrides)
     return load_dataset(name)
 
 
-def inference_rows(old_revision: str, repeats: int) -> list[dict]:
+def inference_rows(old_revision: str, repeats: int, graphs=GRAPHS) -> list[dict]:
     import numpy as np
 
     from dste.experiments import bench
@@ -75,7 +84,7 @@ def inference_rows(old_revision: str, repeats: int) -> list[dict]:
         "FP16 5% + 50% channels": LayerSetting(fp16_fraction=0.05, channel_sparsity=0.5),
     }
     rows = []
-    for graph_name in GRAPHS:
+    for graph_name in graphs:
         graph = _graph(graph_name)
         model = make_model(graph, "gcn", hidden=64, seed=0)
         train_fp32(model, graph, epochs=30, seed=0, patience=30)
@@ -152,6 +161,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
     parser.add_argument("--old-revision", default=DEFAULT_OLD_REVISION)
+    parser.add_argument("--graphs", default=",".join(GRAPHS), help="graphs of --part inference")
     args = parser.parse_args(argv)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = str(args.threads)
@@ -164,12 +174,13 @@ def main(argv=None) -> int:
     revision = subprocess.run(["git", "-C", str(REPOSITORY), "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True).stdout.strip()
     print(f"revision {revision} (old: {args.old_revision}), {args.threads} thread(s), min of {args.repeats} "
-          f"interleaved, {os.cpu_count()} x {bench.machine_info()['cpu_model']}")
+          f"interleaved, {os.cpu_count()} x {bench.machine_info()['cpu_model']}; load average before "
+          f"{os.getloadavg()[0]:.2f}")
     if args.part in ("inference", "both"):
-        print(f"\n{'graph':<14} {'nodes':>6} {'action':<24} {'old ms':>8} {'new ms':>8} {'old xFP32':>9} "
+        print(f"\n{'graph':<20} {'nodes':>6} {'action':<24} {'old ms':>8} {'new ms':>8} {'old xFP32':>9} "
               f"{'new xFP32':>9} {'bits':>5}")
-        for r in inference_rows(args.old_revision, args.repeats):
-            print(f"{r['graph']:<14} {r['nodes']:>6} {r['action']:<24} {r['old_ms']:>8.2f} {r['new_ms']:>8.2f} "
+        for r in inference_rows(args.old_revision, args.repeats, args.graphs.split(",")):
+            print(f"{r['graph']:<20} {r['nodes']:>6} {r['action']:<24} {r['old_ms']:>8.2f} {r['new_ms']:>8.2f} "
                   f"{r['old_over_fp32']:>8.2f}x {r['new_over_fp32']:>8.2f}x {'same' if r['bit_identical'] else 'DIFF':>5}",
                   flush=True)
     if args.part in ("spmm", "both"):
