@@ -69,10 +69,12 @@ INT32_MAX = np.iinfo(np.int32).max
 # multiply-adds, up to 7 % at 2^24, < 5 % from 2^25; see the module docstring).
 PARALLEL_MIN_MULTIPLY_ADDS = 1 << 25
 # Matrices with at most this many columns are executed in original order (empty permutations): their X
-# (M x F floats) stays cache-resident in any order. At 5k nodes (shuffled CSBM, one thread, F = 32-128) torch's
-# CSR kernel took the same time in original order and in encoded row order with the Y gather (0.30/0.60/1.33
-# against 0.30/0.59/1.39 ms), so the order pays from about here.
-ORIGINAL_ORDER_MAX_COLS = 4096
+# (M x F floats) stays cache-resident in any order. Shuffled CSBM graphs, one thread, F = 32/64/128, min of 41
+# interleaved, with the inverse row order kept by the wrapper: at 2k nodes both forms took the same time
+# (0.112/0.220/0.436 ms rows-only against 0.113/0.228/0.452 original), from 3k on the encoded row order with
+# the Y gather was faster (3k: 0.162/0.332/0.693 against 0.171/0.345/0.729; 4k: 0.213/0.448/0.952 against
+# 0.229/0.481/1.023; 5k-10k: 4-15 %). (4096 before the inverse was kept: building it per call ate the gain.)
+ORIGINAL_ORDER_MAX_COLS = 2048
 # Up to this many columns only the rows take the encoded order (see the module docstring). Shuffled CSBM graphs,
 # one thread, against torch.sparse.mm (int64 CSR): rows-only with torch's kernel 1.16-1.18x at 10k nodes and
 # 1.11-1.77x at 30k (F = 32-128), where both orders with SciPy's kernel were 0.70-1.09x; at 100k and F = 128
@@ -303,7 +305,7 @@ def eager_spmm(host_operands, csr_tensor, row_inverse: np.ndarray, work, x: torc
         buffer = _encoded_rows_buffer(work, n, x.shape[1], torch.float32, 4)
         if buffer is not None:
             torch.addmm(buffer, csr_tensor, x, beta=0, out=buffer)  # beta = 0: the old values are never read
-            return torch.from_numpy(np.take(buffer.numpy(), row_inverse, axis=0))
+            return torch.from_numpy(buffer.numpy().take(row_inverse, axis=0))
     return torch.from_numpy(encoded_spmm(*host_operands, x.numpy(), csr_tensor, work, row_inverse))
 
 
