@@ -95,6 +95,19 @@ def _plain_eager_call(x: torch.Tensor) -> bool:
     )
 
 
+def _eager_cpu_product(a: DSTETensor, x) -> torch.Tensor | None:
+    """``A @ X`` for the commonest call -- X a float32/float64 cpu tensor ``[M, F]``, a plain eager call (see
+    :func:`_plain_eager_call`) -- with the general path's finiteness check and nothing else; None for any
+    other call, which the general path validates with its own errors. The general path's layers around the
+    same product cost ~15 us of a 0.27 ms call at 5k nodes, F = 32 (one thread, interleaved)."""
+    if not (type(x) is torch.Tensor and x.dtype in _X_DTYPES and x.layout == torch.strided and x.is_cpu
+            and x.dim() == 2 and x.shape[0] == a.shape[1] and _plain_eager_call(x)):
+        return None
+    if not _all_finite(x):
+        raise ValueError("X contains NaN or Inf; the DSTE ops take finite values only")
+    return eager_spmm(a.host_operands, a.host_csr[0], a.host_row_inverse, a.host_work, x.detach().contiguous())
+
+
 def spmm(A, X, backend: str | None = None) -> torch.Tensor:
     """Y = A @ X with A a ``DSTEMatrix`` or ``DSTETensor`` ``[N, M]`` and X ``[M, F]``.
 
@@ -109,6 +122,10 @@ def spmm(A, X, backend: str | None = None) -> torch.Tensor:
     """
     a = as_dste_tensor(A)
     name = resolve_backend(backend)
+    if name == "cpu":
+        y = _eager_cpu_product(a, X)
+        if y is not None:
+            return y
     x_handle = registry.NO_HANDLE
     if isinstance(X, torch.Tensor):  # first: the only branch traced under torch.compile
         x = _dense_operand(X)
@@ -125,7 +142,7 @@ def spmm(A, X, backend: str | None = None) -> torch.Tensor:
         if x.shape[0] != m:
             raise ValueError(f"shape mismatch: A is [{n}, {m}] so X needs {m} rows, got X {tuple(x.shape)}")
         _check_finite(x, "X")
-        if name == "cpu" and _plain_eager_call(x):
+        if name == "cpu" and _plain_eager_call(x):  # NumPy X, HybridRows
             return eager_spmm(a.host_operands, a.host_csr[0], a.host_row_inverse, a.host_work, x.detach().contiguous())
         return torch.ops.dste.spmm_hybrid(*a.op_operands, x, a.handle, x_handle, name)
     finally:

@@ -90,3 +90,30 @@ def test_kept_inverse_is_the_inverse_and_survives_pickling(wrapper):
     assert np.array_equal(rebuilt.host_row_inverse, inverse)
     x = torch.randn(wrapper.shape[1], 5)
     assert torch.equal(db.spmm(rebuilt, x, backend="cpu"), db.spmm(wrapper, x, backend="cpu"))
+
+
+@pytest.mark.parametrize("poison", [np.nan, np.inf, -np.inf])
+def test_eager_call_refuses_non_finite_x_as_the_op_does(wrapper, poison):
+    x = torch.randn(wrapper.shape[1], 4)
+    x[3, 1] = poison
+    with pytest.raises(ValueError, match="X contains NaN or Inf; the DSTE ops take finite values only"):
+        db.spmm(wrapper, x, backend="cpu")
+    with pytest.raises(ValueError, match="X contains NaN or Inf"):
+        db.spmm(wrapper, x.numpy(), backend="cpu")  # the general path, same error
+
+
+def test_calls_the_eager_product_does_not_take_go_the_general_way(wrapper):
+    m = wrapper.shape[1]
+    with pytest.raises(ValueError, match="shape mismatch"):
+        db.spmm(wrapper, torch.randn(m + 1, 3), backend="cpu")
+    with pytest.raises(ValueError, match="must be 2-D"):
+        db.spmm(wrapper, torch.randn(m), backend="cpu")
+    with pytest.raises(TypeError, match="float32 or float64"):
+        db.spmm(wrapper, torch.randn(m, 3).half(), backend="cpu")
+    x = torch.randn(m, 3, requires_grad=True)  # autograd records: the op, whose backward is A^T dY
+    y = db.spmm(wrapper, x, backend="cpu")
+    y.sum().backward()
+    expected = wrapper.matrix.effective_csr().T.astype(np.float64) @ np.ones((wrapper.shape[0], 3))
+    np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-5, atol=1e-5)
+    strided = torch.randn(3, m).t()  # a non-contiguous view: the same bits as its contiguous copy
+    assert torch.equal(db.spmm(wrapper, strided, backend="cpu"), db.spmm(wrapper, strided.contiguous(), backend="cpu"))
