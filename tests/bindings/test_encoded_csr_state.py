@@ -150,7 +150,10 @@ def test_the_work_buffer_belongs_to_the_wrapper_and_is_rebuilt_after_pickling():
     torch.set_num_threads(1)  # the rows-only torch-kernel path runs on one torch thread
     try:
         first, second = spmm(wrapper, x), spmm(wrapper, x)
-        assert list(vars(wrapper.host_work)) == [str(torch.float32)]
+        # one flat float32 tensor and its last [6000, 8] view over the same memory
+        assert sorted(vars(wrapper.host_work)) == [str(torch.float32), f"{torch.float32} view"]
+        view = getattr(wrapper.host_work, f"{torch.float32} view")
+        assert view.shape == (6000, 8) and view.data_ptr() == getattr(wrapper.host_work, str(torch.float32)).data_ptr()
         assert torch.equal(first, second) and not np.shares_memory(first.numpy(), second.numpy())
         copied = pickle.loads(pickle.dumps(wrapper))
         assert copied.host_work is not wrapper.host_work and not vars(copied.host_work)
