@@ -70,11 +70,11 @@ INT32_MAX = np.iinfo(np.int32).max
 PARALLEL_MIN_MULTIPLY_ADDS = 1 << 25
 # Matrices with at most this many columns are executed in original order (empty permutations): their X
 # (M x F floats) stays cache-resident in any order. Shuffled CSBM graphs, one thread, F = 32/64/128, min of 41
-# interleaved, with the inverse row order kept by the wrapper: at 2k nodes both forms took the same time
-# (0.112/0.220/0.436 ms rows-only against 0.113/0.228/0.452 original), from 3k on the encoded row order with
-# the Y gather was faster (3k: 0.162/0.332/0.693 against 0.171/0.345/0.729; 4k: 0.213/0.448/0.952 against
-# 0.229/0.481/1.023; 5k-10k: 4-15 %). (4096 before the inverse was kept: building it per call ate the gain.)
-ORIGINAL_ORDER_MAX_COLS = 2048
+# interleaved, with the inverse row order and the work buffer's view kept by the wrapper: the encoded row order
+# with the Y gather was as fast at 1k nodes (0.059/0.110/0.210 ms against 0.060/0.114/0.219 in original order)
+# and faster from 2k on (2k: 0.101/0.212/0.434 against 0.108/0.227/0.453; 3k: 0.150/0.331/0.699 against
+# 0.164/0.353/0.738; 5k-10k: 4-15 %). (4096 before the inverse was kept: building it per call ate the gain.)
+ORIGINAL_ORDER_MAX_COLS = 1024
 # Up to this many columns only the rows take the encoded order (see the module docstring). Shuffled CSBM graphs,
 # one thread, against torch.sparse.mm (int64 CSR): rows-only with torch's kernel 1.16-1.18x at 10k nodes and
 # 1.11-1.77x at 30k (F = 32-128), where both orders with SciPy's kernel were 0.70-1.09x; at 100k and F = 128
