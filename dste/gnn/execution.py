@@ -280,13 +280,23 @@ def _fp16_rows(x: torch.Tensor, fraction: float, amax: np.ndarray | None = None,
     if not np.isfinite(amax).all() or ((amax > 0) & (amax < MIN_ROW_MAGNITUDE)).any():
         return _best_rows(_row_sensitivity(x, amax), n_hi)  # outside the bounds' premises (the quantizer refuses)
     lower, upper = _sensitivity_bounds(x, amax, magnitude)
-    # the n_hi-th largest lower bound (torch's selection: 27 us at 10k rows, np.partition 88 us)
-    floor = float(torch.kthvalue(torch.from_numpy(lower), n - n_hi + 1).values)
+    floor = _kth_largest(lower, n_hi)
     candidates = np.flatnonzero(upper >= floor)
     if candidates.size > EXACT_SCORING_SHARE * n:
         return _best_rows(_row_sensitivity(x, amax), n_hi)
     exact = _row_sensitivity(x.index_select(0, torch.from_numpy(candidates)), amax[candidates])
     return candidates[_best_rows(exact, n_hi)]
+
+
+def _kth_largest(values: np.ndarray, k: int) -> float:
+    """The ``k``-th largest of ``values`` (float64 [n], 1 <= k <= n): the smallest of torch's top ``k`` or the
+    largest of its bottom ``n - k + 1``, whichever is fewer. Inside a forward pass (caches cold, 10k rows,
+    k = 500) it took 86 us, against 135 us for ``torch.kthvalue`` and 99 us for ``np.partition``."""
+    values = torch.from_numpy(values)
+    bottom = values.numel() - k + 1
+    if k <= bottom:
+        return float(torch.topk(values, k, sorted=False).values.min())
+    return float(torch.topk(values, bottom, largest=False, sorted=False).values.max())
 
 
 def _best_rows(sensitivity: np.ndarray, count: int) -> np.ndarray:

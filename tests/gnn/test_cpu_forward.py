@@ -281,3 +281,13 @@ def test_fp16_rows_among_scores_a_rounding_apart():
     for fraction in (0.01, 0.2, 0.26):
         expected = np.sort(np.lexsort((np.arange(x.shape[0]), -row_sensitivity(x)))[: int(round(fraction * 2000))])
         assert np.array_equal(_fp16_rows(torch.from_numpy(x), fraction), expected), fraction
+
+
+def test_kth_largest_is_numpys_at_every_rank():
+    from dste.gnn.execution import _kth_largest
+
+    rng = np.random.default_rng(13)
+    values = np.round(rng.standard_normal(301), 1)  # many ties
+    ordered = np.sort(values)[::-1]
+    for k in range(1, values.size + 1):
+        assert _kth_largest(values, k) == ordered[k - 1], k
