@@ -4,7 +4,8 @@
     python bench/cpu_inference.py --part spmm --threads 2 --sizes 5000,10000,20000,30000
 
 Everything measured here is CPU wall time in this process, min of ``--repeats`` interleaved rounds (one call of
-every contender per round), after one warm-up call each.
+every contender per round), after one warm-up call each. The tables are printed and written to
+``--out``/cpu_inference.{txt,json} (default ``bench/results``).
 
 * ``--part inference``: a two-layer GCN (hidden 64, trained 30 epochs) on ``cora-like``, ``citeseer-like``,
   ``pubmed-like`` and shuffled CSBM graphs (arxiv-scale's shape, ``bench/test_scaling.py``, at 10k and 30k
@@ -162,6 +163,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
     parser.add_argument("--old-revision", default=DEFAULT_OLD_REVISION)
     parser.add_argument("--graphs", default=",".join(GRAPHS), help="graphs of --part inference")
+    parser.add_argument("--out", default=str(REPOSITORY / "bench" / "results"),
+                        help="directory for cpu_inference.{txt,json} (the printed tables and their rows); '' for none")
     args = parser.parse_args(argv)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = str(args.threads)
@@ -173,23 +176,45 @@ def main(argv=None) -> int:
     bench.pin_threads(args.threads)
     revision = subprocess.run(["git", "-C", str(REPOSITORY), "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True).stdout.strip()
-    print(f"revision {revision} (old: {args.old_revision}), {args.threads} thread(s), min of {args.repeats} "
-          f"interleaved, {os.cpu_count()} x {bench.machine_info()['cpu_model']}; load average before "
-          f"{os.getloadavg()[0]:.2f}")
+    lines = []
+
+    def say(line: str = "") -> None:
+        lines.append(line)
+        print(line, flush=True)
+
+    loads = [os.getloadavg()[0]]
+    say(f"revision {revision} (old: {args.old_revision}), {args.threads} thread(s), min of {args.repeats} "
+        f"interleaved, {os.cpu_count()} x {bench.machine_info()['cpu_model']}; load average before {loads[0]:.2f}")
+    record = {"machine": bench.machine_info(), "revision": revision, "old_revision": args.old_revision,
+              "threads": args.threads, "repeats": args.repeats}
     if args.part in ("inference", "both"):
-        print(f"\n{'graph':<20} {'nodes':>6} {'action':<24} {'old ms':>8} {'new ms':>8} {'old xFP32':>9} "
-              f"{'new xFP32':>9} {'bits':>5}")
-        for r in inference_rows(args.old_revision, args.repeats, args.graphs.split(",")):
-            print(f"{r['graph']:<20} {r['nodes']:>6} {r['action']:<24} {r['old_ms']:>8.2f} {r['new_ms']:>8.2f} "
-                  f"{r['old_over_fp32']:>8.2f}x {r['new_over_fp32']:>8.2f}x {'same' if r['bit_identical'] else 'DIFF':>5}",
-                  flush=True)
+        say()
+        say(f"{'graph':<20} {'nodes':>6} {'action':<24} {'old ms':>8} {'new ms':>8} {'old xFP32':>9} "
+            f"{'new xFP32':>9} {'bits':>5}")
+        record["inference"] = inference_rows(args.old_revision, args.repeats, args.graphs.split(","))
+        for r in record["inference"]:
+            say(f"{r['graph']:<20} {r['nodes']:>6} {r['action']:<24} {r['old_ms']:>8.2f} {r['new_ms']:>8.2f} "
+                f"{r['old_over_fp32']:>8.2f}x {r['new_over_fp32']:>8.2f}x {'same' if r['bit_identical'] else 'DIFF':>5}")
+        loads.append(os.getloadavg()[0])
     if args.part in ("spmm", "both"):
-        print(f"\n{'nodes':>6} {'F':>4} {'thr':>3} {'form':<12} {'dste ms':>8} {'old ms':>8} {'torch ms':>9} "
-              f"{'torch/dste':>10} {'torch/old':>9}")
-        for r in spmm_rows(args.old_revision, [int(s) for s in args.sizes.split(",")], args.repeats):
-            print(f"{r['nodes']:>6} {r['F']:>4} {r['threads']:>3} {r['form']:<12} {r['dste.spmm_ms']:>8.2f} "
-                  f"{r['old dste.spmm_ms']:>8.2f} {r['torch.sparse.mm_ms']:>9.2f} {r['new_speedup']:>10.2f} "
-                  f"{r['old_speedup']:>9.2f}", flush=True)
+        say()
+        say(f"{'nodes':>6} {'F':>4} {'thr':>3} {'form':<12} {'dste ms':>8} {'old ms':>8} {'torch ms':>9} "
+            f"{'torch/dste':>10} {'torch/old':>9}")
+        record["spmm"] = spmm_rows(args.old_revision, [int(s) for s in args.sizes.split(",")], args.repeats)
+        for r in record["spmm"]:
+            say(f"{r['nodes']:>6} {r['F']:>4} {r['threads']:>3} {r['form']:<12} {r['dste.spmm_ms']:>8.2f} "
+                f"{r['old dste.spmm_ms']:>8.2f} {r['torch.sparse.mm_ms']:>9.2f} {r['new_speedup']:>10.2f} "
+                f"{r['old_speedup']:>9.2f}")
+        loads.append(os.getloadavg()[0])
+    say(f"load average (1 min) before and after each part: {', '.join(f'{v:.2f}' for v in loads)}")
+    record["load_average_1min"] = loads
+    if args.out:
+        import json
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "cpu_inference.txt").write_text("\n".join(lines) + "\n")
+        (out / "cpu_inference.json").write_text(json.dumps(record, indent=2))
     return 0
 
 
