@@ -2,6 +2,7 @@
 
     python bench/cpu_inference.py [--threads 1] [--repeats 7] [--old-revision e85fa5c]
     python bench/cpu_inference.py --part spmm --threads 2 --sizes 5000,10000,20000,30000
+    python bench/cpu_inference.py --old-revision 935e296 --spmm-old-revision e85fa5c --repeats 15
 
 Everything measured here is CPU wall time in this process, min of ``--repeats`` interleaved rounds (one call of
 every contender per round), after one warm-up call each. The tables are printed and written to
@@ -162,6 +163,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
     parser.add_argument("--old-revision", default=DEFAULT_OLD_REVISION)
+    parser.add_argument("--spmm-old-revision", default=None, help="--part spmm's old revision (default: --old-revision)")
     parser.add_argument("--graphs", default=",".join(GRAPHS), help="graphs of --part inference")
     parser.add_argument("--out", default=str(REPOSITORY / "bench" / "results"),
                         help="directory for cpu_inference.{txt,json} (the printed tables and their rows); '' for none")
@@ -183,9 +185,11 @@ def main(argv=None) -> int:
         print(line, flush=True)
 
     loads = [os.getloadavg()[0]]
-    say(f"revision {revision} (old: {args.old_revision}), {args.threads} thread(s), min of {args.repeats} "
+    spmm_old = args.spmm_old_revision or args.old_revision
+    say(f"revision {revision} (old: {args.old_revision}; spmm old: {spmm_old}), {args.threads} thread(s), min of {args.repeats} "
         f"interleaved, {os.cpu_count()} x {bench.machine_info()['cpu_model']}; load average before {loads[0]:.2f}")
     record = {"machine": bench.machine_info(), "revision": revision, "old_revision": args.old_revision,
+              "spmm_old_revision": spmm_old,
               "threads": args.threads, "repeats": args.repeats}
     if args.part in ("inference", "both"):
         say()
@@ -200,7 +204,7 @@ def main(argv=None) -> int:
         say()
         say(f"{'nodes':>6} {'F':>4} {'thr':>3} {'form':<12} {'dste ms':>8} {'old ms':>8} {'torch ms':>9} "
             f"{'torch/dste':>10} {'torch/old':>9}")
-        record["spmm"] = spmm_rows(args.old_revision, [int(s) for s in args.sizes.split(",")], args.repeats)
+        record["spmm"] = spmm_rows(spmm_old, [int(s) for s in args.sizes.split(",")], args.repeats)
         for r in record["spmm"]:
             say(f"{r['nodes']:>6} {r['F']:>4} {r['threads']:>3} {r['form']:<12} {r['dste.spmm_ms']:>8.2f} "
                 f"{r['old dste.spmm_ms']:>8.2f} {r['torch.sparse.mm_ms']:>9.2f} {r['new_speedup']:>10.2f} "
