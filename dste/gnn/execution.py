@@ -118,16 +118,24 @@ def hybrid_rows_product(rows, weight: torch.Tensor) -> torch.Tensor:
     n, width = rows.q.shape
     out = torch.empty((n, weight.shape[1]), dtype=torch.float32)
     block = max(1, FEATURE_BLOCK_BYTES // (4 * max(width, 1)))
-    work = np.empty((min(block, n), width), dtype=np.float32)
+    work = torch.empty((min(block, n), width), dtype=torch.float32)
+    # torch's element-wise kernels widen int8 and float16 vectorised, NumPy's value by value (8,192 x 128, one
+    # thread: int8 times the row scale 0.21 against 0.45 ms, float16 -> float32 0.07 against 1.7 ms); both are
+    # exact conversions followed by the same float32 product
+    q, scale, fp16 = torch.from_numpy(rows.q), torch.from_numpy(rows.scale), torch.from_numpy(rows.hi)
     hi_rows = rows.hi_rows
     for lo in range(0, n, block):
         hi = min(lo + block, n)
         dequantized = work[: hi - lo]
-        np.multiply(rows.q[lo:hi], rows.scale[lo:hi, None], out=dequantized, dtype=np.float32)
-        first, last = np.searchsorted(hi_rows, (lo, hi))
-        if last > first:
-            dequantized[hi_rows[first:last] - lo] = rows.hi[first:last].astype(np.float32)
-        torch.mm(torch.from_numpy(dequantized), weight, out=out[lo:hi])
+        first, last = (int(i) for i in np.searchsorted(hi_rows, (lo, hi)))
+        if last - first == hi - lo:  # every row of the block is FP16
+            dequantized.copy_(fp16[first:last])
+        else:
+            torch.mul(q[lo:hi], scale[lo:hi, None], out=dequantized)
+            if last > first:
+                dequantized.index_copy_(0, torch.from_numpy(hi_rows[first:last] - lo).to(torch.int64),
+                                        fp16[first:last].to(torch.float32))
+        torch.mm(dequantized, weight, out=out[lo:hi])
     return out
 
 

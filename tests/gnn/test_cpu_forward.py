@@ -291,3 +291,25 @@ def test_kth_largest_is_numpys_at_every_rank():
     ordered = np.sort(values)[::-1]
     for k in range(1, values.size + 1):
         assert _kth_largest(values, k) == ordered[k - 1], k
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.05, 0.6, 1.0])
+def test_hybrid_rows_product_dequantizes_every_block_as_the_rows_do(monkeypatch, fraction):
+    from dste.gnn import execution
+
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((300, 24)) * 10.0 ** rng.uniform(-3, 2, (300, 1))).astype(np.float32)
+    x[rng.random((300, 24)) < 0.2] = 0.0
+    x[200:260, 0] = 500.0  # one outlier per row: rows that score high (at share 1 every block is all FP16)
+    rows = quantize_rows_by_fraction(x, fraction)
+    monkeypatch.setattr(execution, "FEATURE_BLOCK_BYTES", 4 * 24 * 37)  # blocks of 37 rows, the last one short
+    identity = torch.eye(24)
+    # a product with the identity is exact, so equal bits mean equal dequantized values in every block
+    got = execution.hybrid_rows_product(rows, identity)
+    expected = torch.mm(torch.from_numpy(rows.dequantize()), identity)
+    assert np.array_equal(_bits(got), _bits(expected))
+    weight = torch.from_numpy(np.random.default_rng(12).standard_normal((24, 5)).astype(np.float32))
+    reference = rows.dequantize().astype(np.float64) @ weight.numpy().astype(np.float64)
+    # 24 float32 products and sums: rounding below 24 * 2^-24 of the largest partial sum
+    np.testing.assert_allclose(execution.hybrid_rows_product(rows, weight).numpy(), reference,
+                               rtol=1e-5, atol=1e-5 * np.abs(reference).max())
