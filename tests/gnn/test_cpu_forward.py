@@ -231,15 +231,24 @@ KINDS = ("gaussian", "relu", "on the grid", "nine decades", "subnormal")
 def test_sensitivity_bounds_hold_every_exact_score(kind, width):
     from dste.gnn.execution import _sensitivity_bounds
 
+    from dste.format.quant import device_int8_scale_of_amax
+
     x = _rows_to_score(width, 600, width, kind)
     exact = row_sensitivity(x)  # the documented rule, whole-matrix NumPy
     tensor = torch.from_numpy(x)
-    lower, upper = _sensitivity_bounds(tensor, np.abs(x).max(axis=1), tensor.abs())
-    assert (lower <= exact).all() and (exact <= upper).all()
+    amax = np.abs(x).max(axis=1)
+    # from the score's own scaled values, and from the INT8 quantizer's (device scale, multiplied reciprocal)
+    scale = device_int8_scale_of_amax(amax)
+    device_scaled = tensor * torch.from_numpy((np.float32(1.0) / scale).astype(np.float32))[:, None]
+    device_rounded = device_scaled.round()
+    assert device_rounded.abs().max() <= 127  # the quantizer's saturation never acts on these rows
     zero_rows = ~x.any(axis=1)
-    assert zero_rows.any() and (lower[zero_rows] == 0).all() and (upper[zero_rows] == 0).all()
-    if kind in ("gaussian", "relu") and width >= 8:  # narrow enough to spare the exact score of most rows
-        assert np.median((upper - lower)[exact > 0] / exact[exact > 0]) < 1e-2
+    for lower, upper in (_sensitivity_bounds(tensor, amax, tensor.abs()),
+                         _sensitivity_bounds(tensor, amax, tensor.abs(), device_scaled, device_rounded)):
+        assert (lower <= exact).all() and (exact <= upper).all()
+        assert zero_rows.any() and (lower[zero_rows] == 0).all() and (upper[zero_rows] == 0).all()
+        if kind in ("gaussian", "relu") and width >= 8:  # narrow enough to spare the exact score of most rows
+            assert np.median((upper - lower)[exact > 0] / exact[exact > 0]) < 1e-2
 
 
 @pytest.mark.parametrize("kind", KINDS)
