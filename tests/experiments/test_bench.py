@@ -184,6 +184,7 @@ def test_resident_bytes_count_the_shared_permutations_once():
     matrix = gcn_normalized(adjacency)
     assert matrix.row_perm is not None and matrix.col_perm is not None
     nnz = bench._shared_csr(matrix).nnz
-    # the op's own CSR in encoded order: int32 row pointers and column ids, float32 values
-    expected = matrix.nbytes()["total"] + 4 * (n + 1) + nnz * (4 + 4)
+    # the op's own CSR in encoded order: int32 row pointers and column ids, float32 values; and the inverse row
+    # order the wrapper keeps (int64 per row)
+    expected = matrix.nbytes()["total"] + 4 * (n + 1) + nnz * (4 + 4) + 8 * n
     assert bench.cpu_op_resident_bytes(matrix) == expected
