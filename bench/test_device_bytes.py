@@ -8,7 +8,8 @@ For each graph (``bench/test_reorder.py``'s ``generated_graph``: ids shuffled, o
     capped      the same rule with the transfer and X-row prices scaled by the largest weight of
                 1, 1/2, 1/4, ... 1/256, 0 whose encoding stores at most ``--cap`` (4.27) B per stored edge
                 (structure-only int32 CSR), refined by 3 geometric bisection steps towards the last weight
-                that missed, i.e. device bytes priced 1/weight times higher
+                that missed, i.e. device bytes priced 1/weight times higher (the search of
+                ``gcn_normalized(max_bytes_per_edge=...)``: ``dste.format.gcn.largest_price_weight_within``)
     bytes-only  weight 0: device bytes alone (the least these two tile kinds store for this order)
     cost+lists, capped+lists   the same two rules with list tiles on (``list_tiles=True``), which the
                 ``spmm_hybrid`` kernel reads (one gather of the listed rows per list tile, its stationary built
@@ -39,10 +40,6 @@ from test_reorder import generated_graph  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 CSR_STRUCTURE_BYTES_PER_EDGE = 4.27
 GRAPHS = ["84000/1000/0.8", "50000/3000/0.6", "50000/5000/0.9", "84000/100/0.85", "arxiv-scale", "arxiv-scale-local"]
-WEIGHTS = [1.0] + [2.0 ** -k for k in range(1, 9)] + [0.0]
-
-
-REFINE_STEPS = 3
 LIST_TILE_FIXED_BYTES = 128 + 128 + 16 + 13 + 4
 """A sketched tile kind (not built): up to 128 entries of one window, each a 1-byte row slot, a 1-byte slot in
 the tile's list of distinct column ids and a keep bit, 13 B of per-tile metadata and a 4-byte offset to its
@@ -130,24 +127,14 @@ def measure(spec, cap=CSR_STRUCTURE_BYTES_PER_EDGE, latency=True) -> dict:
 
 
 def _capped(adj, order, first, cap, list_tiles):
-    """``(weight, matrix)`` of the largest price weight whose encoding stores at most ``cap`` B per edge, or None."""
-    chosen, failed = None, None
-    for weight in WEIGHTS:
-        A = first if weight == 1.0 else _encode(adj, order, weight, list_tiles)
-        if A.nbytes()["bytes_per_stored_edge"] <= cap:
-            chosen = (weight, A)
-            break
-        failed = weight
-    if chosen is not None and failed is not None and chosen[0] > 0:
-        # the largest weight between the last power of two that failed and the first that met the cap
-        for _ in range(REFINE_STEPS):
-            mid = (chosen[0] * failed) ** 0.5
-            A = _encode(adj, order, mid, list_tiles)
-            if A.nbytes()["bytes_per_stored_edge"] <= cap:
-                chosen = (mid, A)
-            else:
-                failed = mid
-    return chosen
+    """``(weight, matrix)`` of the largest price weight whose encoding stores at most ``cap`` B per edge, or None
+    (the library's own search, ``dste.format.gcn.largest_price_weight_within``, from this order)."""
+    from dste.format.gcn import largest_price_weight_within
+    from dste.format.policy import EncodePolicy
+
+    weight, matrix = largest_price_weight_within(adj, cap, EncodePolicy(), row_perm=order, col_perm=order,
+                                                 list_tiles=list_tiles, at_weight_one=first)
+    return None if weight is None else (weight, matrix)
 
 
 def _line(name, r):

@@ -154,12 +154,9 @@ def within_byte_ceiling(adj, max_bytes_per_edge, add_self_loops: bool = True, po
                         *, row_perm=None, col_perm=None, **policy_fields) -> DSTEMatrix:
     """:func:`gcn_normalized` whose device bytes per stored entry are at most ``max_bytes_per_edge``.
 
-    Encodes with the policy first; if that stores more, encodes again in the same order with list
-    tiles on and the split's ``gather_transfer_bytes`` and ``x_row_bytes`` multiplied by the weights
-    of ``BYTE_CEILING_WEIGHTS`` until one meets the ceiling, then refines between that weight and
-    the last that missed. Larger weights keep more bitmap columns (fewer gather transfers, so a
-    lower modelled latency), so the largest weight found is kept. Raises ``DSTEFormatError`` when
-    even device bytes alone (weight 0) store more, naming what they store.
+    Encodes with the policy first; if that stores more, encodes again in the same order with list tiles on at the
+    largest price weight that meets the ceiling (:func:`largest_price_weight_within`). Raises ``DSTEFormatError``
+    when even device bytes alone (weight 0) store more, naming what they store.
     """
     refused = DSTEFormatError(f"max_bytes_per_edge must be a number > 0, 'csr' or None, got {max_bytes_per_edge!r}")
     if isinstance(max_bytes_per_edge, str):
@@ -179,46 +176,66 @@ def within_byte_ceiling(adj, max_bytes_per_edge, add_self_loops: bool = True, po
         ceiling = csr_structure_bytes_per_edge(first.shape[0], first.nnz_stored)
     else:
         ceiling = float(max_bytes_per_edge)
-
-    def stored(matrix):
-        return matrix.nbytes()["bytes_per_stored_edge"]
-
-    if stored(first) <= ceiling:
+    if _bytes_per_stored_edge(first) <= ceiling:
         return first
     if policy.layout != "condensed" or policy.bitmap_split != "cost":
         raise DSTEFormatError(
             f"max_bytes_per_edge needs layout='condensed' and bitmap_split='cost' (it re-prices the cost split), "
             f"got {policy.layout!r} and {policy.bitmap_split!r}"
         )
-    order = {"row_perm": first.row_perm, "col_perm": first.col_perm}
-
-    def encoded_at(weight):
-        priced = replace(policy, list_tiles=True, row_scale=None, col_scale=None,
-                         gather_transfer_bytes=int(round(policy.gather_transfer_bytes * weight)),
-                         x_row_bytes=int(round(policy.x_row_bytes * weight)))
-        return gcn_normalized(adj, add_self_loops, priced, **order)
-
-    met, missed = None, None
-    for weight in BYTE_CEILING_WEIGHTS:
-        candidate = encoded_at(weight)
-        if stored(candidate) <= ceiling:
-            met = (weight, candidate)
-            break
-        missed = (weight, stored(candidate))
-    if met is None:
+    weight, matrix = largest_price_weight_within(adj, ceiling, policy, row_perm=first.row_perm,
+                                                 col_perm=first.col_perm, add_self_loops=add_self_loops)
+    if weight is None:
         raise DSTEFormatError(
             f"max_bytes_per_edge={max_bytes_per_edge!r} ({ceiling:.3f} B) is below what this graph stores in this "
-            f"order with device bytes alone priced, list tiles included: {missed[1]:.3f} B per stored entry"
+            f"order with device bytes alone priced, list tiles included: {_bytes_per_stored_edge(matrix):.3f} B per "
+            "stored entry"
         )
+    return matrix
+
+
+def largest_price_weight_within(adj, ceiling: float, policy: EncodePolicy, *, row_perm, col_perm,
+                                list_tiles: bool = True, add_self_loops: bool = True,
+                                at_weight_one: DSTEMatrix | None = None) -> tuple[float | None, DSTEMatrix]:
+    """``(weight, matrix)``: the largest weight found whose encoding, in the given order with ``list_tiles`` and
+    the policy's ``gather_transfer_bytes`` and ``x_row_bytes`` multiplied by it, stores at most ``ceiling`` device
+    bytes per stored entry; ``(None, the weight-0 encoding)`` when none does.
+
+    Tries ``BYTE_CEILING_WEIGHTS`` in order (larger weights keep more bitmap columns: fewer gather transfers, a
+    lower modelled latency), then ``BYTE_CEILING_REFINE_STEPS`` geometric bisection steps between the first weight
+    that met the ceiling and the last that missed. ``at_weight_one``: the weight-1 encoding, if the caller has it.
+    """
+
+    def encoded_at(weight):
+        if weight == 1.0 and at_weight_one is not None:
+            return at_weight_one
+        priced = replace(policy, list_tiles=list_tiles, row_scale=None, col_scale=None,
+                         gather_transfer_bytes=int(round(policy.gather_transfer_bytes * weight)),
+                         x_row_bytes=int(round(policy.x_row_bytes * weight)))
+        return gcn_normalized(adj, add_self_loops, priced, row_perm=row_perm, col_perm=col_perm)
+
+    met, missed, candidate = None, None, None
+    for weight in BYTE_CEILING_WEIGHTS:
+        candidate = encoded_at(weight)
+        if _bytes_per_stored_edge(candidate) <= ceiling:
+            met = (weight, candidate)
+            break
+        missed = weight
+    if met is None:
+        return None, candidate
     if met[0] > 0 and missed is not None:
         for _ in range(BYTE_CEILING_REFINE_STEPS):
-            weight = (met[0] * missed[0]) ** 0.5
+            weight = (met[0] * missed) ** 0.5
             candidate = encoded_at(weight)
-            if stored(candidate) <= ceiling:
+            if _bytes_per_stored_edge(candidate) <= ceiling:
                 met = (weight, candidate)
             else:
-                missed = (weight, stored(candidate))
-    return met[1]
+                missed = weight
+    return met
+
+
+def _bytes_per_stored_edge(matrix: DSTEMatrix) -> float:
+    return matrix.nbytes()["bytes_per_stored_edge"]
 
 
 def gcn_update(encoded: DSTEMatrix, new_adj, add_self_loops: bool = True, changed_rows=None) -> DSTEMatrix:
