@@ -131,33 +131,11 @@ def correction_entries(A, plan, hi_index: np.ndarray, n_hi: int) -> CorrectionEn
             parts.append((b_launch[t], b_window[t], r, pos_of[c], value * col_scale[c]))
     if A.n_etiles:
         cols = np.minimum(A.etile_cols, M)
-        e_all = np.arange(TILE_COLS)
-        kept = (A.etile_keep_bits[:, e_all // MASK_WORD_BITS] >> (e_all % MASK_WORD_BITS).astype(np.uint32)) & 1
-        live = (e_all[None, :] < A.etile_nentries[:, None]) & (kept == 1)
-        t, e = np.nonzero(live & (pos_of[cols] < n_hi))
-        if t.size:
-            value = np.ones(t.size, dtype=np.float32)
-            kind, slot = A.etile_kind[t], A.etile_slot[t]
-            is8, is16 = kind == TileKind.INT8, kind == TileKind.FP16
-            value[is8] = A.etile_int8_values[slot[is8], e[is8]].astype(np.float32) * A.etile_int8_scale[slot[is8]]
-            value[is16] = A.etile_fp16_values[slot[is16], e[is16]].astype(np.float32)
-            c = cols[t, e]
-            parts.append((e_launch[t], e_window[t], A.etile_rows[t, e].astype(np.int64), pos_of[c], value * col_scale[c]))
+        parts += _per_entry_corrections(A, "etile", cols, e_launch, e_window, pos_of, n_hi, col_scale)
     if A.n_ltiles:
         # entry e of list tile t has column ltile_cols[t, ltile_colslot[t, e]]
-        e_all = np.arange(TILE_COLS)
         cols = np.minimum(np.take_along_axis(A.ltile_cols, A.ltile_colslot.astype(np.int64), axis=1), M)
-        kept = (A.ltile_keep_bits[:, e_all // MASK_WORD_BITS] >> (e_all % MASK_WORD_BITS).astype(np.uint32)) & 1
-        live = (e_all[None, :] < A.ltile_nentries[:, None]) & (kept == 1)
-        t, e = np.nonzero(live & (pos_of[cols] < n_hi))
-        if t.size:
-            value = np.ones(t.size, dtype=np.float32)
-            kind, slot = A.ltile_kind[t], A.ltile_slot[t]
-            is8, is16 = kind == TileKind.INT8, kind == TileKind.FP16
-            value[is8] = A.ltile_int8_values[slot[is8], e[is8]].astype(np.float32) * A.ltile_int8_scale[slot[is8]]
-            value[is16] = A.ltile_fp16_values[slot[is16], e[is16]].astype(np.float32)
-            c = cols[t, e]
-            parts.append((l_launch[t], l_window[t], A.ltile_rows[t, e].astype(np.int64), pos_of[c], value * col_scale[c]))
+        parts += _per_entry_corrections(A, "ltile", cols, l_launch, l_window, pos_of, n_hi, col_scale)
     if not parts:
         empty = np.zeros(0, dtype=np.int64)
         return CorrectionEntries(empty, empty, empty, empty.astype(np.int32), empty.astype(np.float32))
@@ -166,6 +144,28 @@ def correction_entries(A, plan, hi_index: np.ndarray, n_hi: int) -> CorrectionEn
     order = np.lexsort((window[keep], launch[keep]))  # stable: entries of a window keep their order
     return CorrectionEntries(launch[keep][order], window[keep][order], row[keep][order],
                              hi_pos[keep][order].astype(np.int32), weight[keep][order].astype(np.float32))
+
+
+def _per_entry_corrections(A, prefix, cols, launch_of, window_of, pos_of, n_hi, col_scale) -> list:
+    """The correction part of a per-entry tile layout (``prefix`` "etile": entry tiles, "ltile": list tiles, whose
+    arrays have the same form): its kept entries whose column (``cols [tiles, 128]``) is an FP16 row, as
+    ``[(launch, window, window row, position in x_hi, weight)]``, or ``[]`` if none."""
+    e_all = np.arange(TILE_COLS)
+    keep_bits = getattr(A, f"{prefix}_keep_bits")
+    kept = (keep_bits[:, e_all // MASK_WORD_BITS] >> (e_all % MASK_WORD_BITS).astype(np.uint32)) & 1
+    live = (e_all[None, :] < getattr(A, f"{prefix}_nentries")[:, None]) & (kept == 1)
+    t, e = np.nonzero(live & (pos_of[cols] < n_hi))
+    if not t.size:
+        return []
+    value = np.ones(t.size, dtype=np.float32)
+    kind, slot = getattr(A, f"{prefix}_kind")[t], getattr(A, f"{prefix}_slot")[t]
+    is8, is16 = kind == TileKind.INT8, kind == TileKind.FP16
+    int8_values, int8_scale = getattr(A, f"{prefix}_int8_values"), getattr(A, f"{prefix}_int8_scale")
+    value[is8] = int8_values[slot[is8], e[is8]].astype(np.float32) * int8_scale[slot[is8]]
+    value[is16] = getattr(A, f"{prefix}_fp16_values")[slot[is16], e[is16]].astype(np.float32)
+    c = cols[t, e]
+    rows = getattr(A, f"{prefix}_rows")[t, e].astype(np.int64)
+    return [(launch_of[t], window_of[t], rows, pos_of[c], value * col_scale[c])]
 
 
 def launch_bounds(entries: CorrectionEntries, n_launches: int) -> np.ndarray:
