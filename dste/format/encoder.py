@@ -107,14 +107,13 @@ from dste.format.constants import (
     TileKind,
 )
 from dste.format.errors import DSTEFormatError
-from dste.format.matrix import DSTEMatrix
+from dste.format.matrix import DSTEMatrix, entry_used_words
 from dste.format.policy import (
     BITMAP_MIN_ENTRIES_BIN,
     BITMAP_MIN_ENTRIES_BIN_COST,
     BITMAP_MIN_ENTRIES_VALUED,
     EncodePolicy,
 )
-from dste.format.bits import pack_mask
 from dste.format.hybrid_rows import int8_sensitivity_robust
 from dste.format.quant import INT8_QMAX, dequantize_int8, quantize_int8, to_fp16
 
@@ -940,21 +939,15 @@ def _runs_per_window(n_windows, window, size):
 
 def _entry_tiles(n_windows, window, col_pos, cols, slot, vals32, M, policy) -> dict:
     tile_of_entry, e, tiles_per_window = _runs_per_window(n_windows, window, TILE_COLS)
-    E = int(tiles_per_window.sum())
-    tile_window = np.repeat(np.arange(n_windows), tiles_per_window)
-    nentries = np.bincount(tile_of_entry, minlength=E)
-    tile_first = np.zeros(E, dtype=np.int64)
-    tile_first[tile_of_entry[e == 0]] = col_pos[e == 0]
-    kind, _ = decide_kinds(vals32, tile_of_entry, E, policy)
-    order, new_id = _sort_tiles(tile_window, kind, tile_first)
-    tile_window, kind, nentries = (a[order] for a in (tile_window, kind, nentries))
-    tile_of_entry = new_id[tile_of_entry]
+    tile_of_entry, tile_window, kind, nentries, _ = _sorted_runs(n_windows, tile_of_entry, e, tiles_per_window,
+                                                                 col_pos, vals32, policy)
+    E = tile_window.size
     tile_slot = _slots(kind)
     etile_cols = np.full((E, TILE_COLS), M, dtype=np.int32)
     etile_cols[tile_of_entry, e] = cols
     etile_rows = np.zeros((E, TILE_COLS), dtype=np.uint8)
     etile_rows[tile_of_entry, e] = slot
-    nz = pack_mask(np.arange(TILE_COLS)[None, :] < nentries[:, None]).reshape(E, ENTRY_MASK_WORDS)
+    nz = entry_used_words(nentries)
     int8_values, int8_scale, fp16_values = _values_by_kind(kind, tile_slot, tile_of_entry, (e,), vals32, (TILE_COLS,))
     return dict(
         ewindow_ptr=_window_ptr(tile_window, n_windows),
@@ -964,7 +957,7 @@ def _entry_tiles(n_windows, window, col_pos, cols, slot, vals32, M, policy) -> d
         etile_cols=etile_cols,
         etile_rows=etile_rows,
         etile_keep_bits=nz.copy(),
-        etile_nz_bits=np.ascontiguousarray(nz),
+        etile_nz_bits=nz,
         etile_slot=tile_slot,
         etile_int8_values=int8_values,
         etile_int8_scale=int8_scale,
@@ -976,20 +969,15 @@ def _list_tiles(n_windows, window, col_pos, cols, slot, vals32, M, policy) -> di
     """List tiles of the given entries (sorted by window, column position, slot): each window's
     entries in runs of ``LIST_TILE_PACK``, a tile's distinct columns listed in column order."""
     tile_of_entry, e, tiles_per_window = _runs_per_window(n_windows, window, LIST_TILE_PACK)
-    L = int(tiles_per_window.sum())
     new_column = np.ones(window.size, dtype=bool)
     new_column[1:] = (col_pos[1:] != col_pos[:-1]) | (e[1:] == 0)
     column_number = np.cumsum(new_column) - 1
     colslot = column_number - column_number[np.flatnonzero(e == 0)][tile_of_entry]
-    ncols = np.bincount(tile_of_entry, weights=new_column, minlength=L).astype(np.int64)
-    tile_window = np.repeat(np.arange(n_windows), tiles_per_window)
-    nentries = np.bincount(tile_of_entry, minlength=L)
-    tile_first = np.zeros(L, dtype=np.int64)
-    tile_first[tile_of_entry[e == 0]] = col_pos[e == 0]
-    kind, _ = decide_kinds(vals32, tile_of_entry, L, policy)
-    order, new_id = _sort_tiles(tile_window, kind, tile_first)
-    tile_window, kind, nentries, ncols = (a[order] for a in (tile_window, kind, nentries, ncols))
-    tile_of_entry = new_id[tile_of_entry]
+    ncols = np.bincount(tile_of_entry, weights=new_column, minlength=int(tiles_per_window.sum())).astype(np.int64)
+    tile_of_entry, tile_window, kind, nentries, (ncols,) = _sorted_runs(n_windows, tile_of_entry, e,
+                                                                        tiles_per_window, col_pos, vals32, policy,
+                                                                        ncols)
+    L = tile_window.size
     tile_slot = _slots(kind)
     ltile_cols = np.full((L, LIST_TILE_COLS), M, dtype=np.int32)
     heads = np.flatnonzero(new_column)
@@ -998,7 +986,7 @@ def _list_tiles(n_windows, window, col_pos, cols, slot, vals32, M, policy) -> di
     ltile_colslot[tile_of_entry, e] = colslot
     ltile_rows = np.zeros((L, TILE_COLS), dtype=np.uint8)
     ltile_rows[tile_of_entry, e] = slot
-    nz = pack_mask(np.arange(TILE_COLS)[None, :] < nentries[:, None]).reshape(L, ENTRY_MASK_WORDS)
+    nz = entry_used_words(nentries)
     int8_values, int8_scale, fp16_values = _values_by_kind(kind, tile_slot, tile_of_entry, (e,), vals32, (TILE_COLS,))
     return dict(
         lwindow_ptr=_window_ptr(tile_window, n_windows),
@@ -1010,12 +998,26 @@ def _list_tiles(n_windows, window, col_pos, cols, slot, vals32, M, policy) -> di
         ltile_colslot=ltile_colslot,
         ltile_rows=ltile_rows,
         ltile_keep_bits=nz.copy(),
-        ltile_nz_bits=np.ascontiguousarray(nz),
+        ltile_nz_bits=nz,
         ltile_slot=tile_slot,
         ltile_int8_values=int8_values,
         ltile_int8_scale=int8_scale,
         ltile_fp16_values=fp16_values,
     )
+
+
+def _sorted_runs(n_windows, tile_of_entry, e, tiles_per_window, col_pos, vals32, policy, *per_tile):
+    """The runs of :func:`_runs_per_window` as the tiles of a per-entry layout (entry or list tiles), each with its
+    kind, sorted by window, kind and first column, as both layouts are stored: ``(tile_of_entry`` (the sorted tile
+    of each entry), ``tile_window, kind, nentries, per_tile`` (the caller's per-tile arrays in that order))."""
+    T = int(tiles_per_window.sum())
+    tile_window = np.repeat(np.arange(n_windows), tiles_per_window)
+    nentries = np.bincount(tile_of_entry, minlength=T)
+    tile_first = np.zeros(T, dtype=np.int64)
+    tile_first[tile_of_entry[e == 0]] = col_pos[e == 0]
+    kind, _ = decide_kinds(vals32, tile_of_entry, T, policy)
+    order, new_id = _sort_tiles(tile_window, kind, tile_first)
+    return new_id[tile_of_entry], tile_window[order], kind[order], nentries[order], [a[order] for a in per_tile]
 
 
 # ------------------------------------------------------------- tile selection

@@ -424,7 +424,7 @@ class DSTEMatrix:
                 _fail(f"etile_rows must lie in [0, {WINDOW_ROWS})")
             if (self.etile_keep_bits & ~self.etile_nz_bits).any():
                 _fail("etile_keep_bits must be a subset of etile_nz_bits")
-            used_words = _entry_used_words(ne)
+            used_words = entry_used_words(ne)
             if (self.etile_nz_bits & ~used_words).any():
                 _fail("etile_nz_bits set past etile_nentries")
             row_ids = wr[self.etile_window[:, None], self.etile_rows.astype(np.int64)]
@@ -510,7 +510,7 @@ class DSTEMatrix:
                 _fail(f"ltile_rows must lie in [0, {WINDOW_ROWS})")
             if (self.ltile_keep_bits & ~self.ltile_nz_bits).any():
                 _fail("ltile_keep_bits must be a subset of ltile_nz_bits")
-            if (self.ltile_nz_bits & ~_entry_used_words(ne)).any():
+            if (self.ltile_nz_bits & ~entry_used_words(ne)).any():
                 _fail("ltile_nz_bits set past ltile_nentries")
             row_ids = self.window_rows[self.ltile_window[:, None], self.ltile_rows.astype(np.int64)]
             if ((row_ids == N) & used).any():
@@ -890,8 +890,9 @@ def _empty_list_tiles(n_windows: int) -> dict:
     }
 
 
-def _entry_used_words(nentries: np.ndarray) -> np.ndarray:
-    """uint32 [E, 4] with bits set for entries 0..nentries-1."""
+def entry_used_words(nentries: np.ndarray) -> np.ndarray:
+    """uint32 [E, 4] with bits set for entries 0..nentries-1: the nonzero bits of per-entry tiles (entry and list
+    tiles) as the encoder stores them."""
     e = np.arange(TILE_COLS)
     return pack_mask(e[None, :] < nentries[:, None])
 
