@@ -391,13 +391,7 @@ class DSTEMatrix:
             pad_words = pack_mask(wr == N)  # [n_windows, 4]: slots that hold no row
             if (self.nz_bits & pad_words[self.tile_window][:, None, :]).any():
                 _fail("nz_bits set for a window slot that holds no row (window_rows == N)")
-        self._check_slots("tile", kinds, self.tile_slot, n8, n16)
-        if n8 and (self.int8_values == -128).any():
-            _fail("int8_values must lie in [-127, 127]")
-        if n8 and (~np.isfinite(self.int8_scale) | (self.int8_scale <= 0)).any():
-            _fail("int8_scale must be finite and > 0")
-        if n16 and not np.isfinite(self.fp16_values).all():
-            _fail("fp16_values must be finite")
+        self._check_slots_and_values("tile", kinds, n8, n16)
 
         # entry tiles
         ekinds = self.etile_kind
@@ -420,23 +414,8 @@ class DSTEMatrix:
                 _fail(f"etile_cols past etile_nentries must hold M={M}")
             if (self.etile_rows[~used] != 0).any():
                 _fail("etile_rows past etile_nentries must hold 0")
-            if self.etile_rows.max() >= WINDOW_ROWS:
-                _fail(f"etile_rows must lie in [0, {WINDOW_ROWS})")
-            if (self.etile_keep_bits & ~self.etile_nz_bits).any():
-                _fail("etile_keep_bits must be a subset of etile_nz_bits")
-            used_words = entry_used_words(ne)
-            if (self.etile_nz_bits & ~used_words).any():
-                _fail("etile_nz_bits set past etile_nentries")
-            row_ids = wr[self.etile_window[:, None], self.etile_rows.astype(np.int64)]
-            if ((row_ids == N) & used).any():
-                _fail("an entry refers to a window slot that holds no row (window_rows == N)")
-        self._check_slots("etile", ekinds, self.etile_slot, en8, en16)
-        if en8 and (self.etile_int8_values == -128).any():
-            _fail("etile_int8_values must lie in [-127, 127]")
-        if en8 and (~np.isfinite(self.etile_int8_scale) | (self.etile_int8_scale <= 0)).any():
-            _fail("etile_int8_scale must be finite and > 0")
-        if en16 and not np.isfinite(self.etile_fp16_values).all():
-            _fail("etile_fp16_values must be finite")
+            self._check_entry_rows_and_bits("etile", used, N, "an entry")
+        self._check_slots_and_values("etile", ekinds, en8, en16)
         self._validate_list_tiles(N, M, n_windows)
 
         if deep:
@@ -506,22 +485,8 @@ class DSTEMatrix:
             referenced[tile_index[used], colslot[used]] = True
             if (referenced != used_cols).any():
                 _fail("every listed column of a list tile (slot < ltile_ncols) must be used by one of its entries")
-            if self.ltile_rows.max() >= WINDOW_ROWS:
-                _fail(f"ltile_rows must lie in [0, {WINDOW_ROWS})")
-            if (self.ltile_keep_bits & ~self.ltile_nz_bits).any():
-                _fail("ltile_keep_bits must be a subset of ltile_nz_bits")
-            if (self.ltile_nz_bits & ~entry_used_words(ne)).any():
-                _fail("ltile_nz_bits set past ltile_nentries")
-            row_ids = self.window_rows[self.ltile_window[:, None], self.ltile_rows.astype(np.int64)]
-            if ((row_ids == N) & used).any():
-                _fail("a list-tile entry refers to a window slot that holds no row (window_rows == N)")
-        self._check_slots("ltile", kinds, self.ltile_slot, ln8, ln16)
-        if ln8 and (self.ltile_int8_values == -128).any():
-            _fail("ltile_int8_values must lie in [-127, 127]")
-        if ln8 and (~np.isfinite(self.ltile_int8_scale) | (self.ltile_int8_scale <= 0)).any():
-            _fail("ltile_int8_scale must be finite and > 0")
-        if ln16 and not np.isfinite(self.ltile_fp16_values).all():
-            _fail("ltile_fp16_values must be finite")
+            self._check_entry_rows_and_bits("ltile", used, N, "a list-tile entry")
+        self._check_slots_and_values("ltile", kinds, ln8, ln16)
 
     @staticmethod
     def _check_ptr(name, ptr, owner, n_windows, count):
@@ -530,6 +495,34 @@ class DSTEMatrix:
         expected = np.repeat(np.arange(n_windows, dtype=np.int32), np.diff(ptr))
         if not np.array_equal(owner, expected):
             _fail(f"{name} disagrees with the window of each tile")
+
+    def _check_entry_rows_and_bits(self, prefix, used, N, what):
+        """Window slots and bits of a per-entry layout (``prefix`` "etile" or "ltile", the same arrays); ``used``:
+        [tiles, 128], entry e < nentries of its tile."""
+        rows = getattr(self, f"{prefix}_rows")
+        if rows.max() >= WINDOW_ROWS:
+            _fail(f"{prefix}_rows must lie in [0, {WINDOW_ROWS})")
+        keep_bits, nz_bits = getattr(self, f"{prefix}_keep_bits"), getattr(self, f"{prefix}_nz_bits")
+        if (keep_bits & ~nz_bits).any():
+            _fail(f"{prefix}_keep_bits must be a subset of {prefix}_nz_bits")
+        if (nz_bits & ~entry_used_words(getattr(self, f"{prefix}_nentries"))).any():
+            _fail(f"{prefix}_nz_bits set past {prefix}_nentries")
+        row_ids = self.window_rows[getattr(self, f"{prefix}_window")[:, None], rows.astype(np.int64)]
+        if ((row_ids == N) & used).any():
+            _fail(f"{what} refers to a window slot that holds no row (window_rows == N)")
+
+    def _check_slots_and_values(self, prefix, kinds, n8, n16):
+        """Value slots and INT8/FP16 values of one layout: ``prefix`` "tile" (bitmap tiles, whose value arrays carry
+        no prefix), "etile" or "ltile"."""
+        self._check_slots(prefix, kinds, getattr(self, f"{prefix}_slot"), n8, n16)
+        values = "" if prefix == "tile" else f"{prefix}_"
+        int8_values, int8_scale = getattr(self, f"{values}int8_values"), getattr(self, f"{values}int8_scale")
+        if n8 and (int8_values == -128).any():
+            _fail(f"{values}int8_values must lie in [-127, 127]")
+        if n8 and (~np.isfinite(int8_scale) | (int8_scale <= 0)).any():
+            _fail(f"{values}int8_scale must be finite and > 0")
+        if n16 and not np.isfinite(getattr(self, f"{values}fp16_values")).all():
+            _fail(f"{values}fp16_values must be finite")
 
     @staticmethod
     def _check_slots(prefix, kinds, slots, n8, n16):
