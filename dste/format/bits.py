@@ -40,16 +40,14 @@ def popcount(words) -> np.ndarray:
     return np.bitwise_count(words).astype(np.int64)
 
 
-def set_bit_positions(words: np.ndarray):
-    """Yield ``(flat_word_index, bit)`` arrays of every set bit of a flat uint32 array.
+def set_bits(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat word index and bit (int64 arrays) of every set bit of a uint32 array.
 
-    Vectorised over words; loops over the 32 bit positions only.
+    In ascending order of flat bit position ``word * 32 + bit``: for ``keep_bits [T, 128, 4]`` that is tile,
+    then column slot, then window slot. One pass over the nonzero words (32 bytes of scratch per word).
     """
     words = np.asarray(words, dtype=np.uint32).reshape(-1)
     live = np.flatnonzero(words)
-    live_words = words[live]
-    for bit in range(MASK_WORD_BITS):
-        hit = (live_words >> np.uint32(bit)) & np.uint32(1)
-        idx = live[hit.astype(bool)]
-        if idx.size:
-            yield idx, bit
+    as_bytes = np.ascontiguousarray(words[live].astype("<u4", copy=False)).view(np.uint8)
+    position = np.flatnonzero(np.unpackbits(as_bytes, bitorder="little"))
+    return live[position // MASK_WORD_BITS], position % MASK_WORD_BITS

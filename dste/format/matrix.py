@@ -31,7 +31,7 @@ from dste.format.constants import (
     TileKind,
 )
 from dste.format.errors import DSTEFormatError
-from dste.format.bits import pack_mask, popcount, set_bit_positions
+from dste.format.bits import pack_mask, popcount, set_bits
 
 TILE_ARRAY_FIELDS = ("tile_window", "tile_kind", "tile_ncols", "tile_cols", "keep_bits", "nz_bits", "tile_slot")
 ETILE_ARRAY_FIELDS = (
@@ -546,33 +546,38 @@ class DSTEMatrix:
         bits = self.keep_bits if use_keep else self.nz_bits
         ebits = self.etile_keep_bits if use_keep else self.etile_nz_bits
         lbits = self.ltile_keep_bits if use_keep else self.ltile_nz_bits
-        rows_parts, cols_parts, vals_parts = [], [], []
-        for flat_word, bit in set_bit_positions(bits):
-            tile = flat_word // (TILE_COLS * MASK_WORDS)
-            col_slot = (flat_word // MASK_WORDS) % TILE_COLS
-            row_slot = (flat_word % MASK_WORDS) * MASK_WORD_BITS + bit
-            rows_parts.append(self.window_rows[self.tile_window[tile], row_slot])
-            cols_parts.append(self.tile_cols[tile, col_slot])
-            vals_parts.append(self._tile_values(tile, col_slot, row_slot))
-        for flat_word, bit in set_bit_positions(ebits):
-            tile = flat_word // ENTRY_MASK_WORDS
-            entry = (flat_word % ENTRY_MASK_WORDS) * MASK_WORD_BITS + bit
-            rows_parts.append(self.window_rows[self.etile_window[tile], self.etile_rows[tile, entry]])
-            cols_parts.append(self.etile_cols[tile, entry])
-            vals_parts.append(self._per_entry_values("etile", tile, entry))
-        for flat_word, bit in set_bit_positions(lbits):
-            tile = flat_word // ENTRY_MASK_WORDS
-            entry = (flat_word % ENTRY_MASK_WORDS) * MASK_WORD_BITS + bit
-            rows_parts.append(self.window_rows[self.ltile_window[tile], self.ltile_rows[tile, entry]])
-            cols_parts.append(self.ltile_cols[tile, self.ltile_colslot[tile, entry]])
-            vals_parts.append(self._per_entry_values("ltile", tile, entry))
-        if not rows_parts:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
-        return (
-            np.concatenate(rows_parts).astype(np.int64),
-            np.concatenate(cols_parts).astype(np.int64),
-            np.concatenate(vals_parts),
-        )
+        tile, col_slot, row_slot = self._bitmap_slots(*set_bits(bits))
+        etile, eentry = self._entry_slots(*set_bits(ebits))
+        ltile, lentry = self._entry_slots(*set_bits(lbits))
+        rows = np.concatenate([
+            self.window_rows[self.tile_window[tile], row_slot],
+            self.window_rows[self.etile_window[etile], self.etile_rows[etile, eentry]],
+            self.window_rows[self.ltile_window[ltile], self.ltile_rows[ltile, lentry]],
+        ]).astype(np.int64)
+        cols = np.concatenate([
+            self.tile_cols[tile, col_slot],
+            self.etile_cols[etile, eentry],
+            self.ltile_cols[ltile, self.ltile_colslot[ltile, lentry]],
+        ]).astype(np.int64)
+        values = np.concatenate([
+            self._tile_values(tile, col_slot, row_slot),
+            self._per_entry_values("etile", etile, eentry),
+            self._per_entry_values("ltile", ltile, lentry),
+        ])
+        return rows, cols, values
+
+    @staticmethod
+    def _bitmap_slots(flat_word, bit):
+        """``(tile, column slot, window slot)`` of set bits ``(flat_word, bit)`` of bitmap-tile words ``[T, 128, 4]``."""
+        tile = flat_word // (TILE_COLS * MASK_WORDS)
+        col_slot = (flat_word // MASK_WORDS) % TILE_COLS
+        row_slot = (flat_word % MASK_WORDS) * MASK_WORD_BITS + bit
+        return tile, col_slot, row_slot
+
+    @staticmethod
+    def _entry_slots(flat_word, bit):
+        """``(tile, entry)`` of set bits ``(flat_word, bit)`` of per-entry tile words ``[E, 4]`` (entry, list tiles)."""
+        return flat_word // ENTRY_MASK_WORDS, (flat_word % ENTRY_MASK_WORDS) * MASK_WORD_BITS + bit
 
     def _tile_values(self, tile, col_slot, row_slot):
         kind = self.tile_kind[tile]
@@ -682,9 +687,10 @@ class DSTEMatrix:
             if keep.shape != self.shape:
                 raise DSTEFormatError(f"with_mask: mask shape {keep.shape} != matrix shape {self.shape}")
             mask = keep.tocsr().copy()
+            mask.sum_duplicates()  # canonical (sorted columns, no duplicates): the keys below ascend strictly
             mask.eliminate_zeros()
             coo = mask.tocoo()
-            keys = np.unique(coo.row.astype(np.int64) * max(self.shape[1], 1) + coo.col)
+            keys = coo.row.astype(np.int64) * max(self.shape[1], 1) + coo.col
             lookup = lambda r, c: _isin_sorted(r * max(self.shape[1], 1) + c, keys)  # noqa: E731
         else:
             dense = np.asarray(keep)
@@ -694,31 +700,21 @@ class DSTEMatrix:
                 raise DSTEFormatError(f"with_mask: mask dtype must be bool or numeric, got {dense.dtype}")
             dense = dense != 0
             lookup = lambda r, c: dense[r, c]  # noqa: E731
-        tile_bits = np.zeros_like(self.nz_bits)
-        for flat_word, bit in set_bit_positions(self.nz_bits):
-            tile = flat_word // (TILE_COLS * MASK_WORDS)
-            col_slot = (flat_word // MASK_WORDS) % TILE_COLS
-            row_slot = (flat_word % MASK_WORDS) * MASK_WORD_BITS + bit
-            r = self.window_rows[self.tile_window[tile], row_slot].astype(np.int64)
-            c = self.tile_cols[tile, col_slot].astype(np.int64)
-            hit = flat_word[lookup(r, c)]
-            np.bitwise_or.at(tile_bits.reshape(-1), hit, np.uint32(1 << bit))
-        etile_bits = np.zeros_like(self.etile_nz_bits)
-        for flat_word, bit in set_bit_positions(self.etile_nz_bits):
-            tile = flat_word // ENTRY_MASK_WORDS
-            entry = (flat_word % ENTRY_MASK_WORDS) * MASK_WORD_BITS + bit
-            r = self.window_rows[self.etile_window[tile], self.etile_rows[tile, entry]].astype(np.int64)
-            c = self.etile_cols[tile, entry].astype(np.int64)
-            hit = flat_word[lookup(r, c)]
-            np.bitwise_or.at(etile_bits.reshape(-1), hit, np.uint32(1 << bit))
-        ltile_bits = np.zeros_like(self.ltile_nz_bits)
-        for flat_word, bit in set_bit_positions(self.ltile_nz_bits):
-            tile = flat_word // ENTRY_MASK_WORDS
-            entry = (flat_word % ENTRY_MASK_WORDS) * MASK_WORD_BITS + bit
-            r = self.window_rows[self.ltile_window[tile], self.ltile_rows[tile, entry]].astype(np.int64)
-            c = self.ltile_cols[tile, self.ltile_colslot[tile, entry]].astype(np.int64)
-            hit = flat_word[lookup(r, c)]
-            np.bitwise_or.at(ltile_bits.reshape(-1), hit, np.uint32(1 << bit))
+        flat_word, bit = set_bits(self.nz_bits)
+        tile, col_slot, row_slot = self._bitmap_slots(flat_word, bit)
+        kept = lookup(self.window_rows[self.tile_window[tile], row_slot].astype(np.int64),
+                      self.tile_cols[tile, col_slot].astype(np.int64))
+        tile_bits = _words_with_bits(self.nz_bits.shape, flat_word[kept], bit[kept])
+        flat_word, bit = set_bits(self.etile_nz_bits)
+        tile, entry = self._entry_slots(flat_word, bit)
+        kept = lookup(self.window_rows[self.etile_window[tile], self.etile_rows[tile, entry]].astype(np.int64),
+                      self.etile_cols[tile, entry].astype(np.int64))
+        etile_bits = _words_with_bits(self.etile_nz_bits.shape, flat_word[kept], bit[kept])
+        flat_word, bit = set_bits(self.ltile_nz_bits)
+        tile, entry = self._entry_slots(flat_word, bit)
+        kept = lookup(self.window_rows[self.ltile_window[tile], self.ltile_rows[tile, entry]].astype(np.int64),
+                      self.ltile_cols[tile, self.ltile_colslot[tile, entry]].astype(np.int64))
+        ltile_bits = _words_with_bits(self.ltile_nz_bits.shape, flat_word[kept], bit[kept])
         return self._with_bits(tile_bits, etile_bits, ltile_bits)
 
     def _with_bits(self, tile_bits, etile_bits, ltile_bits) -> "DSTEMatrix":
@@ -888,6 +884,13 @@ def entry_used_words(nentries: np.ndarray) -> np.ndarray:
     tiles) as the encoder stores them."""
     e = np.arange(TILE_COLS)
     return pack_mask(e[None, :] < nentries[:, None])
+
+
+def _words_with_bits(shape, flat_word, bit) -> np.ndarray:
+    """uint32 words of ``shape`` with exactly the bits ``(flat_word, bit)`` set (flat word index into ``shape``)."""
+    words = np.zeros(int(np.prod(shape)), np.uint32)
+    np.bitwise_or.at(words, flat_word, np.left_shift(np.uint32(1), bit.astype(np.uint32)))
+    return words.reshape(shape)
 
 
 def _isin_sorted(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:

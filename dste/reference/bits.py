@@ -36,8 +36,7 @@ def unpack_mask(words) -> np.ndarray:
     return bits.reshape(words.shape[:-1] + (WINDOW_ROWS,)).astype(np.bool_)
 
 
-# ``dste.format.matrix`` still imports the two helpers below from here; they belong to
-# ``dste.format.bits`` (which holds the same functions) and go once that import moves.
+# Independent versions of ``dste.format.bits.popcount`` and ``set_bits`` (bit by bit), for parity tests.
 def popcount(words) -> np.ndarray:
     """Number of set bits of each uint32 word (int64, same shape as ``words``)."""
     return np.bitwise_count(np.asarray(words, dtype=np.uint32)).astype(np.int64)

@@ -54,6 +54,35 @@ def test_with_mask_forms_agree_and_compact():
         E.with_mask(E.keep_bits)
 
 
+def test_a_sparse_mask_keeps_what_its_summed_values_keep():
+    """A COO mask with duplicate coordinates means what SciPy means: the sum (here +1 -1 = 0 drops the entry)."""
+    adj, _ = community_graph(400, seed=1)
+    E = gcn_normalized(adj)
+    rows, cols = E.decode().nonzero()
+    dense_mask = np.zeros(adj.shape)
+    dense_mask[rows[::2], cols[::2]] = 1.0
+    duplicated = sp.coo_matrix(
+        (np.r_[np.ones(rows.size // 2 + rows.size % 2), np.ones(3), -np.ones(3), [2.0, -1.0]],
+         (np.r_[rows[::2], rows[1:7:2], rows[1:7:2], rows[1], rows[1]],
+          np.r_[cols[::2], cols[1:7:2], cols[1:7:2], cols[1], cols[1]])),
+        shape=adj.shape,
+    )
+    dense_mask[rows[1], cols[1]] = 1.0  # 2 - 1 = 1: kept
+    order = np.argsort(duplicated.row, kind="stable")
+    unsummed_csr = sp.csr_matrix(  # a CSR that still holds the duplicates (SciPy sums them on conversion)
+        (duplicated.data[order], duplicated.col[order],
+         np.r_[0, np.cumsum(np.bincount(duplicated.row, minlength=adj.shape[0]))]),
+        shape=adj.shape,
+    )
+    assert not unsummed_csr.has_canonical_format
+    expected = E.with_mask(dense_mask != 0)
+    for mask in (duplicated, unsummed_csr):
+        got = E.with_mask(mask)
+        np.testing.assert_array_equal(got.keep_bits, expected.keep_bits)
+        np.testing.assert_array_equal(got.etile_keep_bits, expected.etile_keep_bits)
+        assert got.nnz_kept == int((dense_mask != 0).sum())
+
+
 def _flip_edges(adj, pairs):
     """Symmetric add/remove of the edge at each (i, j) pair."""
     lil = adj.tolil()

@@ -61,18 +61,22 @@ def test_int8_error_at_most_half_step(A, layout):
     assert (err <= step[key_sorted] * (0.5 + 127 * 2.0**-23)).all()
 
 
-def _entry_steps(E):
-    """INT8 scale of the tile holding each kept entry, in ``_coordinates`` order."""
+def _ascending_positions(words):
+    """Flat word index of every set bit, in ascending ``word * 32 + bit`` order (``_coordinates``' order)."""
     from dste.reference.bits import set_bit_positions
 
-    steps = []
-    for flat_word, _bit in set_bit_positions(E.keep_bits):
-        tile = flat_word // 512
-        steps.append(E.int8_scale[E.tile_slot[tile]].astype(np.float64))
-    for flat_word, _bit in set_bit_positions(E.etile_keep_bits):
-        tile = flat_word // 4
-        steps.append(E.etile_int8_scale[E.etile_slot[tile]].astype(np.float64))
-    return np.concatenate(steps) if steps else np.zeros(0)
+    positions = [idx * 32 + bit for idx, bit in set_bit_positions(words)]
+    return np.sort(np.concatenate(positions)) // 32 if positions else np.zeros(0, np.int64)
+
+
+def _entry_steps(E):
+    """INT8 scale of the tile holding each kept entry, in ``_coordinates`` order."""
+    tiles = _ascending_positions(E.keep_bits) // 512
+    etiles = _ascending_positions(E.etile_keep_bits) // 4
+    return np.concatenate([
+        E.int8_scale[E.tile_slot[tiles]].astype(np.float64),
+        E.etile_int8_scale[E.etile_slot[etiles]].astype(np.float64),
+    ])
 
 
 @SETTINGS

@@ -41,10 +41,11 @@ def test_mask_packing_agrees_with_format():
 def test_reference_popcount_helpers_agree_with_format():
     words = np.random.default_rng(1).integers(0, 2**32, size=(7, 4), dtype=np.uint64).astype(np.uint32)
     np.testing.assert_array_equal(reference.bits.popcount(words), format_bits.popcount(words))
-    ours = [(idx.tolist(), bit) for idx, bit in reference.bits.set_bit_positions(words)]
-    theirs = [(idx.tolist(), bit) for idx, bit in format_bits.set_bit_positions(words)]
-    assert ours == theirs
-    assert sum(len(idx) for idx, _ in ours) == int(format_bits.popcount(words).sum())
+    ours = sorted((int(i), bit) for idx, bit in reference.bits.set_bit_positions(words) for i in idx)
+    flat_word, bit = format_bits.set_bits(words)
+    theirs = list(zip(flat_word.tolist(), bit.tolist()))
+    assert theirs == ours  # the same bits, in ascending word * 32 + bit order
+    assert len(ours) == int(format_bits.popcount(words).sum())
 
 
 # ------------------------------------------------------------------ rounding and conversion
