@@ -51,41 +51,8 @@ list tiles, two of which share one gather in the ``spmm_hybrid`` kernel (:func:`
 ``"count"`` (the earlier rule): every column with at least ``bitmap_min_entries`` entries
 (default 2 structure-only, 4 valued) is a bitmap column, cut into tiles in column order.
 
-Measured when column ids took 4 device bytes (the split then priced 2,573 / 669 B per tile; with 2-byte
-ids the same graphs store 0.5-1.5 B less per edge: ``bench/test_device_bytes.py``, bench/README.md
-"Device bytes with 16-bit column ids") (GCN-normalised A + I, BIN tiles; device bytes incl. the shared D^-1/2 vector;
-stretch = X rows gathered / M; tiles = bitmap + entry; latency = modelled
-``estimate_spmm(A, 128, "int8-hybrid", "trn2")`` at the time of writing, which moves with
-the kernel's model; fp32 CSR = 8 B per nonzero + 4 B per row):
-
-    graph (order)                split            B/edge  stretch  tiles             latency
-    arxiv-scale (community)      count, 2         4.203   3.538    2614+3597=6211    1049 us
-    169,343 nodes, 2.48M nnz     cost, 1 (new)    3.882   3.544    2489+2880=5369     985 us
-                                 cost, 2          3.764   3.601    2181+3621=5802    1025 us
-                                 cost, bytes only 3.167   4.393    1322+4696=6018    1102 us
-    community 20k, p_intra 0.85  count, 2         5.563   4.671     441+449=890       172 us
-    (tests/format/graphs.py)     cost, 1 (new)    5.248   4.678     424+379=803       157 us
-    community 20k, p_intra 0.95  count, 2         5.121   3.314     450+213=663       132 us
-                                 cost, 1 (new)    4.887   3.318     438+159=597       132 us
-    cora-like (community)        count, 2         12.25   3.067      43+44=87         19 us
-    2,708 nodes, 13,264 nnz      cost, 1 (new)    11.66   3.072      42+36=78         23 us
-    fp32 CSR 116,948 B           cost, bytes only  7.29   4.898       0+111=111       24 us
-    cora-like (none)             count, 2         10.30   4.250      22+86=108        22 us
-                                 cost, 1 (new)     9.90   4.251      21+82=103        24 us
-                                 cost, bytes only  7.39   4.898       0+113=113       24 us
-
-Device bytes on cora-like: 162,539 (count) -> 154,614 (cost) with community order, 136,604
--> 131,355 unordered; only the bytes-only setting gets below fp32 CSR (96,723 B, -17%), at
-a stretch of 4.9 (every edge gathers its own row). The latency column was measured before the
-kernel planner learned to merge small window groups into common padded shapes; with that
-merging, cora-like (community, cost split) models at ~17 us on trn2 in 3 launches. Encoding
-arxiv-scale (given the order) takes ~1 s either way.
-
-Valued (community 20k, p_intra 0.85, Gaussian values, INT8 tiles, community order):
-count/4 24.19 B/edge, stretch 5.87, 304+771 tiles; cost/4 (default) 21.08 B/edge, 6.01,
-259+798; cost/1 27.86 B/edge, 4.75, 370+433. The model put cost/1 ~17% and cost/4 ~3%
-above count/4 in latency: more launches, and each launch loads its INT8 values in one
-transfer on one queue, which the cost above does not see.
+Measured bytes, stretch and modelled latency of the split rules: ``bench/README.md``, "Device bytes with 16-bit
+column ids" and "The split rules' first measurements (4-byte column ids)".
 """
 
 from __future__ import annotations
