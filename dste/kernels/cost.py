@@ -37,6 +37,7 @@ from dste.kernels.plan import (
     LaunchPlan,
     WORD_BYTES,
     feature_chunks,
+    kernel_module,
     launch_instructions,
     metadata_layout,
     plan_launches,
@@ -46,6 +47,7 @@ from dste.kernels.plan import (
     windows_per_step,
     windows_per_store,
 )
+from dste.nkisim import Profile
 from dste.nkisim import cost as nc
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -53,6 +55,7 @@ F32 = np.dtype(np.float32)
 F16 = np.dtype(np.float16)
 I32 = np.dtype(np.int32)
 WINDOW_PARTITIONS = 128
+KIND_BIN, KIND_INT8 = 0, 1  # the kernel's run kinds (``spmm_hybrid.KIND_*``)
 X_ITEMSIZE = {"fp32": 4, "bf16": 2, "fp16": 2, "int8-hybrid": 1}
 
 
@@ -94,19 +97,39 @@ class SpmmEstimate:
 
 
 class _LaunchCost:
-    """Busy time of one launch, charged instruction by instruction like the simulator's profile."""
+    """Busy time of one launch, charged instruction by instruction into a simulator profile
+    (``dste.nkisim.Profile.record`` / ``record_dma``: the very accounting a traced run uses, both DMA models).
 
-    def __init__(self, target):
-        self.target = target
-        self.cycles = {e: 0.0 for e in nc.ENGINES}
-        self.queues = [0.0] * int(nc.constant("dma_queues", target))
-        self.transfers = 0
-        self.bytes = 0
-        self.instructions = 0
+    ``model``: the DMA model ``busy_ns`` reports by default.
+    """
+
+    def __init__(self, target, model="optimistic"):
+        self.target = nc.normalize_target(target)
+        self.model = model
+        self.profile = Profile(self.target)
+
+    @property
+    def cycles(self):
+        return self.profile.engine_cycles
+
+    @property
+    def queues(self):
+        return self.profile.dma_queue_ns_by_model[self.model]
+
+    @property
+    def transfers(self):
+        return self.profile.dma_transfers
+
+    @property
+    def bytes(self):
+        return self.profile.dma_bytes
+
+    @property
+    def instructions(self):
+        return self.profile.total_instructions
 
     def engine(self, name, cycles):
-        self.cycles[name] += cycles
-        self.instructions += 1
+        self.profile.record(name, name, cycles)
 
     def vector(self, elems, n_inputs, dtype, op="generic"):
         self.engine("vector", nc.vector_cycles(elems, n_inputs, dtype, self.target, op))
@@ -120,16 +143,19 @@ class _LaunchCost:
     def matmul(self, n, dtype):
         self.engine("tensor", nc.matmul_cycles(n, dtype, self.target))
 
-    def dma(self, nbytes):
-        nc.dma_charge(self.queues, nbytes, self.target, 0, WINDOW_PARTITIONS)  # every transfer spans 128 partitions
-        self.transfers += 1
-        self.bytes += int(nbytes)
-        self.instructions += 1
+    def dma(self, nbytes, run_bytes=None, descriptors=None):
+        """A transfer whose SBUF side spans all 128 partitions (one descriptor each unless told), e.g. a blob or a store."""
+        self.profile.record_dma("dma_copy", int(nbytes), 0, WINDOW_PARTITIONS, contiguous_bytes=run_bytes,
+                                descriptors=descriptors)
 
-    def busy_ns(self):
-        busy = {e: nc.cycles_to_ns(c, e, self.target) for e, c in self.cycles.items()}
-        busy["dma"] = max(self.queues)
-        return busy
+    def gather(self, rows, row_bytes):
+        """An indirect gather of ``rows`` in-range rows (padding ids are skipped: no bytes, no descriptor) into 128
+        partitions; software DGE builds its descriptors on GpSimd (charged under the descriptor model)."""
+        self.profile.record_dma("dma_copy", int(rows) * row_bytes, 0, WINDOW_PARTITIONS, contiguous_bytes=row_bytes,
+                                descriptors=int(rows), indirect=True)
+
+    def busy_ns(self, model=None):
+        return self.profile.engine_busy_ns(model or self.model)
 
 
 def _valid_counts(A, launch):
@@ -155,7 +181,8 @@ class _CorrectionCost:
         self.builds = 0
 
     def setup(self, c, n_windows):
-        c.dma(WINDOW_PARTITIONS * WORD_BYTES * correction_layout(self.shape.n_tiles(n_windows), self.shape.group_windows)["total"])
+        words = correction_layout(self.shape.n_tiles(n_windows), self.shape.group_windows)["total"]
+        c.dma(WINDOW_PARTITIONS * WORD_BYTES * words, WORD_BYTES * words)  # the correction blob
         c.gpsimd(self.resident * self.F, 1)  # memset of the gathered-row buffer
         if not self.has_entries:
             c.gpsimd(128, 1)  # row iota
@@ -167,16 +194,22 @@ class _CorrectionCost:
             n = min(C, c0 + self.resident) - c0
             if j == 0 or self.resident < C:
                 for i in range(n):
-                    c.dma(int(self.valid[g * C + c0 + i]) * self.F * 2)
+                    c.gather(int(self.valid[g * C + c0 + i]), self.F * 2)
             for _ in range(n):
                 if CORRECTION_ENGINES[self.builds % len(CORRECTION_ENGINES)] == "gpsimd":
-                    c.gpsimd(128, 1)
+                    # GpSimd has no tensor_scalar beyond rsqrt: the one-hot and the weight product are two
+                    # tensor_tensor of broadcast per-entry columns
+                    c.gpsimd(128, 2)
+                    c.gpsimd(128, 2)
                 else:
                     c.vector(128, 1, BF16, "tensor_scalar")
                 self.builds += 1
                 for _, width in feature_chunks(self.F):
                     c.matmul(width, BF16)
 
+
+PLANNER_DMA_MODEL = nc.DEFAULT_DMA_MODEL
+"""The DMA model the planners price their choices under: the one ``estimate_spmm`` reports by default."""
 
 CORRECTION_ENGINES = ("vector", "gpsimd")
 """Engines the correction stationaries rotate over (the kernel's ``correction_engines``)."""
@@ -198,7 +231,7 @@ def _launch_cost(A, launch, target, correction=None):
     x_item = X_ITEMSIZE[b.x_mode]
     gather_item = max(x_item, moving_dtype.itemsize) if not hybrid else 1
     row_bytes = F * gather_item if not hybrid else record_width(F)
-    c = _LaunchCost(target)
+    c = _LaunchCost(target, PLANNER_DMA_MODEL)
     bvalid, evalid = _valid_counts(A, launch)
     lvalid = _list_valid_counts(A, launch)
     corr = None
@@ -206,7 +239,8 @@ def _launch_cost(A, launch, target, correction=None):
         corr = _CorrectionCost(correction[0], correction[1], F, bool(ne or nli))
 
     c.gpsimd(128, 1)  # iota of shift amounts
-    c.dma(128 * WORD_BYTES * metadata_layout(W, b.bitmap, b.entry, b.wide_ids, b.lists)["total"])  # the metadata blob
+    blob_words = metadata_layout(W, b.bitmap, b.entry, b.wide_ids, b.lists)["total"]
+    c.dma(128 * WORD_BYTES * blob_words, WORD_BYTES * blob_words)  # the metadata blob
     for slots in (W * nb, W * ne):
         if slots:  # 16-bit ids widened to int32 gather indices on GpSimd, once per region
             if b.wide_ids:
@@ -229,13 +263,13 @@ def _launch_cost(A, launch, target, correction=None):
             c.vector(W * n_efp16, 2, F32)
         c.gpsimd(128, 1)  # row iota
     if nli:
-        S = W * nli
+        S, pair_ids = W * nli, W * b.list_pairs  # one column id per pair's partition k, one row per list slot
         if b.wide_ids:
             c.gpsimd(1, 1)
-            c.gpsimd(S, 2)
-            c.gpsimd(S, 2)
+            c.gpsimd(pair_ids, 2)
+            c.gpsimd(pair_ids, 2)
         else:
-            c.gpsimd(S, 1)
+            c.gpsimd(pair_ids, 1)
         c.gpsimd(S, 1)  # uint8 rows -> fp32
         c.gpsimd(S, 1)  # uint8 column slots -> fp32
         if not ne:
@@ -258,49 +292,51 @@ def _launch_cost(A, launch, target, correction=None):
 
     def gathers(valid, s0, n):
         for i in range(n):
-            c.dma(int(valid[s0 + i]) * row_bytes)
+            c.gather(int(valid[s0 + i]), row_bytes)
 
     def dequantize(n):
         for _ in range(n):
             c.scalar(F)
 
-    fold_factor = hybrid
+    kind_runs = kernel_module()._kind_runs  # the kernel's own split of a group of slots into runs of one kind
+
+    def slot_scales(n):
+        # hybrid X: per slot, the gathered rows' record scale x the column factor (entry weight), fp32
+        c.vector(n, 2, F32)
 
     def bitmap_slots(s0, n):
         gathers(bvalid, s0, n)
         if hybrid:
-            if fold_factor:
-                c.vector(n, 2, F32)
+            slot_scales(n)
             dequantize(n)
-        c.gpsimd(n * 128, 2)
-        if fold_factor:
-            c.vector(n * 128, 1, F32, "tensor_scalar")
-        else:
-            for i in range(n):
-                c.vector(128, 1, F32, "tensor_scalar")
-        for w in range(s0 // nb, (s0 + n - 1) // nb + 1):
-            g0, g1 = max(s0, w * nb) - w * nb, min(s0 + n, (w + 1) * nb) - w * nb
-            for lo_k, hi_k in ((n_bin, n_bin + n_int8), (n_bin + n_int8, nb)):
-                lo, hi = max(lo_k, g0), min(hi_k, g1)
-                if lo < hi:
-                    c.gpsimd((hi - lo) * 128, 2)
+        # keep words (uint32) shifted into int32 sign bits, one instruction for the n slots (mixed dtypes: fp32 rate)
+        c.vector(n * 128, 2, F32)
+        for lo, hi, _, kind in kind_runs(s0, n, nb, n_bin, n_int8):
+            elems = (hi - lo) * 128
+            if hybrid and kind == KIND_BIN:
+                c.vector(elems, 1, F32, "tensor_scalar")  # the bare mask: the scale rode on the moving operand
+            elif hybrid and kind == KIND_INT8:
+                c.vector(elems, 2, F32)  # scalar_tensor_tensor: mask x INT8 value
+            else:
+                c.vector(elems, 2, F32)  # scalar_tensor_tensor: mask x per-slot factor
+                if kind != KIND_BIN:
+                    c.gpsimd(elems, 2)  # x the tile's INT8 / FP16 values
 
     def entry_slots(s0, n):
         gathers(evalid, s0, n)
         if hybrid:
+            slot_scales(n)
             dequantize(n)
-        for i in range(n):
-            if (s0 + i) % 3 == 2:
-                c.gpsimd(128, 1)
-            else:
-                c.vector(128, 1, BF16, "tensor_scalar")
+        for _ in range(n):
+            # one-hot row x weight: a tensor_scalar on VectorE for every slot (bf16 in and out: the 16-bit rate)
+            c.vector(128, 1, BF16, "tensor_scalar")
 
     def list_slots(q0, n):
         """List pairs q0..q0+n (slots 2j, 2j + 1 of a window each)."""
         for i in range(n):
             w, j = divmod(q0 + i, npairs)
             halves = [w * nli + 2 * j + h for h in range(2) if 2 * j + h < nli]
-            c.dma(int(sum(lvalid[s] for s in halves)) * row_bytes)
+            c.gather(int(sum(lvalid[s] for s in halves)), row_bytes)
         if hybrid:
             dequantize(n)
         for i in range(n):
@@ -354,7 +390,7 @@ def _launch_cost(A, launch, target, correction=None):
                 corr.window(c, w0)
             evacuate()
         if w1 - store_start == store_windows or w1 == W:
-            c.dma(128 * (w1 - store_start) * F * 4)
+            c.dma(128 * (w1 - store_start) * F * 4, F * 4, 128 * (w1 - store_start))  # a row of one window per run
             store_start = w1
     return c
 
@@ -421,9 +457,9 @@ def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=No
                                       blocks=feature_blocks(F, max_features_of(A)), traces=traces)
     trace_x = _trace_operand(A, F, x_mode, X, hi_fraction)
     hi_index, n_hi = (trace_x.hi_index, int(trace_x.hi.shape[0])) if x_mode == "int8-hybrid" else (None, 0)
-    if plan is None:
-        plan = plan_launches(A, F, x_mode, target=target)
     lnc = default_lnc(target) if lnc is None else int(lnc)
+    if plan is None:
+        plan = plan_launches(A, F, x_mode, target=target, lnc=lnc)
     plan = program_plan(plan, lnc)
     jobs = plan_corrections(A, plan, hi_index, n_hi, target)
     traces = traced_shapes(A, plan, jobs, trace_x, target, book=traces)
@@ -487,10 +523,15 @@ class ShapeTrace:
             one = LaunchPlan(plan.shape, plan.features, plan.x_mode, [job.launch], programs=lnc)
             _, beside_idle = launch_spmm_hybrid(A, trace_x, target=target, profile=True, plan=one, lnc=lnc)
             prof, n_idle = self.profile, lnc - 1
+            # the job's own bytes: the traced job's, plus the in-range rows this job gathers beyond it (the idle
+            # program is all padding, so its figures are the shape's whatever the matrix)
+            main_row, corr_row = _gathered_row_bytes(plan.features, plan.x_mode)
+            own_bytes = (prof.dma_bytes + (_main_rows(A, job.launch) - self.main_rows) * main_row
+                         + (_correction_rows(job, plan.features) - self.correction_rows) * corr_row)
             self.idle_program[lnc] = {
                 "instructions": (beside_idle.total_instructions - prof.total_instructions) // n_idle,
                 "dma_transfers": (beside_idle.dma_transfers - prof.dma_transfers) // n_idle,
-                "dma_bytes": (beside_idle.dma_bytes - prof.dma_bytes) // n_idle,
+                "dma_bytes": (beside_idle.dma_bytes - own_bytes) // n_idle,
             }
         return self.idle_program[lnc]
 

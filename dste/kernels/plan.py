@@ -383,7 +383,8 @@ def check_list_tiles(A, F: int, caller: str) -> None:
                          "accumulator); the launcher splits a wider X into column blocks")
 
 
-def plan_launches(A, F: int, x_mode: str = "fp32", *, target: str = "trn2", merge: bool = True) -> LaunchPlan:
+def plan_launches(A, F: int, x_mode: str = "fp32", *, target: str = "trn2", merge: bool = True,
+                  lnc: int | None = None) -> LaunchPlan:
     """Group A's windows into fixed-shape launches for feature width ``F`` and X mode ``x_mode``.
 
     FP16 rows of a hybrid X are added by a per-call correction pass (``dste.kernels.correction``),
@@ -393,6 +394,8 @@ def plan_launches(A, F: int, x_mode: str = "fp32", *, target: str = "trn2", merg
     are merged across signatures into a common padded shape, and a group's last launch may be
     padded up to the next power-of-two window count, whenever that lowers the modelled latency
     on ``target`` (see :class:`_LaunchBuilder`). ``merge=False`` gives the exact-signature plan.
+    ``lnc``: the logical cores a launch will run on (default: the launcher's ``default_lnc(target)``); each launch is
+    priced as it runs, its ``lnc`` programs side by side (``program_plan``).
     """
     if x_mode not in X_MODES:
         raise ValueError(f"x_mode must be one of {X_MODES}, got {x_mode!r}")
@@ -425,7 +428,11 @@ def plan_launches(A, F: int, x_mode: str = "fp32", *, target: str = "trn2", merg
     signatures = {}
     for w in nonempty:
         signatures.setdefault(tuple(int(v) for v in rounded[w]), []).append(int(w))
-    builder = _LaunchBuilder(A, bitmap_lists, entry_lists, list_lists, int(F), x_mode, target, pad=merge)
+    if lnc is None:
+        from dste.kernels.launch_spmm import default_lnc
+
+        lnc = default_lnc(target)
+    builder = _LaunchBuilder(A, bitmap_lists, entry_lists, list_lists, int(F), x_mode, target, pad=merge, lnc=lnc)
     groups = sorted(signatures.items())
     if merge:
         groups = builder.merge_small_groups(groups)
@@ -458,8 +465,9 @@ class _LaunchBuilder:
     with), imported lazily because that module imports this one.
     """
 
-    def __init__(self, A, bitmap_lists, entry_lists, list_lists, F, x_mode, target, pad=True):
+    def __init__(self, A, bitmap_lists, entry_lists, list_lists, F, x_mode, target, pad=True, lnc=1):
         self.A = A
+        self.lnc = int(lnc)
         self.bitmap_lists = bitmap_lists
         self.entry_lists = entry_lists
         self.list_lists = list_lists
@@ -490,7 +498,9 @@ class _LaunchBuilder:
     def latency_ns(self, launch):
         from dste.kernels.cost import _launch_cost
 
-        return max(_launch_cost(self.A, launch, self.target).busy_ns().values())
+        # the launch's programs run side by side on their own cores: it takes as long as the slowest
+        programs = _split_launch(launch, self.lnc) if self.lnc > 1 else [launch]
+        return max(max(_launch_cost(self.A, part, self.target).busy_ns().values()) for part in programs)
 
     def launches(self, sig, windows):
         full, rest, _, _ = self._cut(sig, tuple(windows))

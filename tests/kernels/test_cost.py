@@ -145,7 +145,7 @@ def test_fixed_cost_transfers_are_one_blob_per_launch_and_the_stores():
     assert prof.dma_transfers == plan.n_slots + len(plan.launches) + stores
 
 
-@pytest.mark.parametrize("target,mode,padded_windows", [("trn2", "int8-hybrid", False), ("trn2", "fp32", None)])
+@pytest.mark.parametrize("target,mode,padded_windows", [("trn2", "int8-hybrid", True), ("trn2", "fp32", None)])
 def test_merged_padded_plan_is_faster_and_simulates_exactly(target, mode, padded_windows):
     """cora-like: small groups share padded shapes (padded windows too where the model says so); fewer
     launches, lower modelled latency, and the simulated kernel on that plan still matches the
@@ -258,6 +258,7 @@ def test_a_trace_book_shared_by_two_matrices_still_equals_a_real_run(mode):
     graph) exactly as that matrix's own simulation does, and is not traced again."""
     from dste.data import make_graph
     from dste.kernels.cost import TraceBook
+    from dste.kernels.plan import plan_launches
 
     rng = np.random.default_rng(1)
     adj = make_graph("cora-like", seed=0).adj.tocsr()
@@ -268,12 +269,15 @@ def test_a_trace_book_shared_by_two_matrices_still_equals_a_real_run(mode):
     if mode == "int8-hybrid":
         X = quantize_rows(X, fp16_fraction=0.02)
     x_arg = X if mode == "int8-hybrid" else None
+    # exact-signature plans: which shapes two matrices share is then fixed by their windows alone, not by
+    # which merges the planner finds worthwhile on each
+    first_plan, second_plan = (plan_launches(A, 128, mode, merge=False) for A in (first, second))
     book = TraceBook()
-    estimate_spmm(first, 128, mode, X=x_arg, traces=book)
+    estimate_spmm(first, 128, mode, X=x_arg, traces=book, plan=first_plan)
     traced_before = len(book)
-    shared = estimate_spmm(second, 128, mode, X=x_arg, traces=book)
+    shared = estimate_spmm(second, 128, mode, X=x_arg, traces=book, plan=second_plan)
     assert len(book) - traced_before < shared.traced_shapes  # some shapes came from the first matrix's traces
-    _, prof = spmm_hybrid(second, X, profile=True)
+    _, prof = spmm_hybrid(second, X, profile=True, plan=second_plan)
     assert shared.latency_us == pytest.approx(prof.latency_us("descriptor"), rel=1e-9)
     assert shared.latency_optimistic_us == pytest.approx(prof.latency_us("optimistic"), rel=1e-9)
     assert shared.dma_bytes == prof.dma_bytes and shared.instructions == prof.total_instructions
