@@ -79,13 +79,20 @@ def _launch(A, windows, n_windows, F, x_mode, extra_entry=(0, 0, 0), with_bitmap
         lt[i, :len(lists[i])] = lists[i]
     ids = np.full(n_windows, -1, np.int64)
     ids[:len(windows)] = windows
-    launch = Launch(bucket, ids, bt, et, lt)
-    if not with_bitmap:  # the bitmap tiles left out: drop them from A's view of the launch as well
-        launch.bitmap_tiles = bt
-    return launch
+    return Launch(bucket, ids, bt, et, lt)
+
+
+_OPERANDS = {}
 
 
 def _x(A, F, x_mode, fp16_fraction=0.0):
+    key = (A.shape[1], F, x_mode, fp16_fraction)
+    if key not in _OPERANDS:
+        _OPERANDS[key] = _new_x(A, F, x_mode, fp16_fraction)
+    return _OPERANDS[key]
+
+
+def _new_x(A, F, x_mode, fp16_fraction):
     rng = np.random.default_rng(1)
     X = rng.standard_normal((A.shape[1], F)).astype(np.float32)
     if x_mode == "int8-hybrid":
@@ -131,9 +138,9 @@ ENTRY_CASES = [
     ("all-kinds-fp16-padded", "three-kinds", 3, 3, 3, 16, "fp16", (1, 2, 3), True),
     ("entries-only-hybrid", "three-kinds", 0, 4, 4, 64, "int8-hybrid", (2, 0, 1), False),
     ("entries-only-fp32-many", "three-kinds", 0, 2, 2, 64, "fp32", (8, 8, 8), False),
-    ("groups-of-slots-hybrid", "three-kinds", 0, 3, 3, 2048, "int8-hybrid", (6, 6, 6), True),
+    ("groups-of-slots-hybrid", "three-kinds", 0, 3, 3, 1024, "int8-hybrid", (8, 8, 8), True),
     ("groups-of-slots-fp32", "three-kinds", 2, 3, 3, 1024, "fp32", (4, 4, 4), True),
-    ("banded-ids-hybrid", "banded-ids", 0, 3, 4, 64, "int8-hybrid", (0, 0, 0), True),
+    ("banded-ids-hybrid", "banded-ids", 0, 3, 4, 16, "int8-hybrid", (0, 0, 0), True),
     ("banded-ids-fp32", "banded-ids", 0, 3, 3, 32, "fp32", (1, 0, 0), True),
     ("lists-and-entries-hybrid", "lists", 0, 4, 4, 64, "int8-hybrid", (1, 0, 0), True),
     ("lists-and-entries-fp32", "lists", 2, 3, 4, 128, "fp32", (0, 0, 0), True),
@@ -154,3 +161,31 @@ def test_mirror_equals_the_trace_per_engine(name, matrix, w0, n, size, F, x_mode
     if name.startswith("lists"):
         assert b.list_slots
     _assert_mirror_equals_trace(A, launch, _x(A, F, x_mode), lnc)
+
+
+@pytest.mark.parametrize("x_mode_extra", [(0, 0, 0), (2, 1, 0)])
+def test_mirror_with_the_fp16_row_correction_pass_equals_the_trace(x_mode_extra):
+    """A hybrid X with FP16 rows adds the correction pass (``_CorrectionCost``): its builds alternate between a
+    VectorE tensor_scalar and two GpSimd tensor_tensor; launches run one after another (LNC1), so engine time,
+    DMA lanes and the overlapped bound add over the call's jobs."""
+    from dste.kernels.correction import plan_corrections
+
+    A = _matrix("three-kinds")
+    F = 64
+    launch = _launch(A, list(range(0, 6)), 8, F, "int8-hybrid", x_mode_extra)
+    X = _x(A, F, "int8-hybrid", fp16_fraction=0.1)
+    plan = LaunchPlan(tuple(A.shape), F, "int8-hybrid", [launch])
+    _, prof = launch_spmm_hybrid(A, X, target="trn2", profile=True, plan=plan, lnc=1)
+    jobs = plan_corrections(A, plan, X.hi_index, int(X.hi.shape[0]), "trn2")
+    assert any(job.shape.tiles_per_group for job in jobs)
+    costs = [_launch_cost(A, job.launch, "trn2", (job.shape, job.valid)) for job in jobs]
+    for model in ("optimistic", "descriptor"):
+        traced = prof.engine_busy_ns(model)
+        busy = {e: sum(c.busy_ns(model)[e] for c in costs) for e in ENGINES if e != "dma"}
+        busy["dma"] = max(np.sum([c.profile.dma_queue_ns_by_model[model] for c in costs], axis=0))
+        for engine in ENGINES:
+            assert busy[engine] == pytest.approx(traced[engine], rel=1e-9), (model, engine)
+        total = sum(max(c.busy_ns(model).values()) for c in costs)
+        assert total == pytest.approx(prof.latency_us(model) * 1000.0, rel=1e-9), model
+    assert sum(c.instructions for c in costs) == prof.total_instructions
+    assert sum(c.bytes for c in costs) == prof.dma_bytes
