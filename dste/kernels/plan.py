@@ -461,7 +461,8 @@ class _LaunchBuilder:
     different signatures greedily (the pair whose merge saves the most modelled time first) into the
     element-wise larger signature, while a merge saves time. Every choice is priced, and the
     unpadded cut is always among the options, so the plan's modelled latency never exceeds the
-    exact-signature plan's (``merge=False``) on the planning target. Launch latencies come from ``dste.kernels.cost`` (the estimator the profile agrees
+    exact-signature plan's (``merge=False``) on the planning target (default DMA model, each launch as its ``lnc``
+    programs). Launch latencies come from ``dste.kernels.cost`` (the estimator the profile agrees
     with), imported lazily because that module imports this one.
     """
 
