@@ -317,15 +317,33 @@ class CorrectionJob:
 
 
 def plan_corrections(A, plan, hi_index, n_hi: int, target: str = "trn2") -> list[CorrectionJob]:
-    """The launches of one call with a hybrid X whose FP16 rows are given by ``hi_index`` / ``n_hi``."""
+    """The launches of one call with a hybrid X whose FP16 rows are given by ``hi_index`` / ``n_hi``.
+
+    The programs of one LNC launch (``plan.programs`` consecutive launches of a ``program_plan``) get one
+    correction shape, priced together (the slower program's time), so they still run side by side
+    (``launch_spmm.program_groups`` pairs jobs of one shape); a program without entries runs the shape over
+    padding entries."""
     entries = correction_entries(A, plan, hi_index, n_hi) if n_hi else None
     bounds = launch_bounds(entries, len(plan.launches)) if entries is not None else None
+    lnc = int(plan.programs)
+    if len(plan.launches) % lnc:
+        raise ValueError(f"plan_corrections: a plan cut for {lnc} programs per launch holds {len(plan.launches)} "
+                         f"launches, not a multiple of {lnc}")
     jobs = []
-    for i, launch in enumerate(plan.launches):
-        if entries is None or bounds[i] == bounds[i + 1]:
-            jobs.append(CorrectionJob(launch, i, NO_CORRECTION, empty_entries(), np.zeros(0, np.int64)))
-        else:
-            jobs.extend(_fit(A, launch, i, entries.of_launch(i, bounds), target))
+    for first in range(0, len(plan.launches), lnc):
+        members = range(first, first + lnc)
+        if entries is None or bounds[first] == bounds[first + lnc]:
+            jobs.extend(CorrectionJob(plan.launches[i], i, NO_CORRECTION, empty_entries(), np.zeros(0, np.int64))
+                        for i in members)
+            continue
+        launches = [plan.launches[i] for i in members]
+        per_program = [entries.of_launch(i, bounds) for i in members]
+        fitted = _fit_programs(A, launches, list(members), per_program, target)
+        if fitted is None:  # no shape fits: each program is fitted (and if need be split) on its own
+            fitted = []
+            for i, launch, own in zip(members, launches, per_program):
+                fitted.extend(_fit(A, launch, i, own, target))
+        jobs.extend(fitted)
     return jobs
 
 
@@ -334,52 +352,94 @@ def empty_entries() -> CorrectionEntries:
     return CorrectionEntries(empty, empty, empty, empty.astype(np.int32), empty.astype(np.float32))
 
 
-def _fit(A, launch, plan_index, entries, target) -> list[CorrectionJob]:
-    """The fastest correction shape (and window order) for this launch within the instruction and
-    SBUF limits; a launch whose correction fits no shape is split into halves (a window too dense
-    for one launch is an error)."""
+def _candidates(programs_entries, W: int) -> list[tuple[CorrectionShape, list]]:
+    """``[(shape, [window order per program, None: launch order])]`` for programs of ``W`` windows each: per
+    power-of-two group size, the tiles every program needs in launch order, then (after all of those) the fewer
+    tiles needed when the programs that need more in launch order take their balanced order."""
+    in_order, balanced = [], []
+    sizes = []
+    for g in (1 << b for b in range(int(math.log2(max(1, W))) + 2)):
+        sizes.append(min(g, W))
+        if sizes[-1] == W:
+            break
+    n = len(programs_entries)
+    for G in sizes:
+        need = [round_up_tiles(_tiles_needed(e, W, G)) if len(e) else 0 for e in programs_entries]
+        in_order.append((CorrectionShape(G, max(need)), [None] * n))
+        if not 1 < G < W:
+            continue
+        orders, best_need = [], []
+        for e, own in zip(programs_entries, need):
+            order = None
+            if len(e):
+                order = balanced_window_order(np.bincount(e.window, minlength=W), G)
+                reordered = CorrectionEntries(e.launch, np.argsort(order)[e.window], e.row, e.hi_pos, e.weight)
+                own = min(own, round_up_tiles(_tiles_needed(reordered, W, G)))
+            orders.append(order)
+            best_need.append(own)
+        tiles = max(best_need)
+        if tiles < max(need):
+            balanced.append((CorrectionShape(G, tiles), [order if own > tiles else None
+                                                         for order, own in zip(orders, need)]))
+    return in_order + balanced
+
+
+def _fit_programs(A, launches, plan_indices, programs_entries, target) -> list[CorrectionJob] | None:
+    """One correction shape (and per program a window order) for programs of one bucket that run side by side:
+    the fastest, by the slower program's modelled time, within the instruction and SBUF limits; None if no
+    shape fits."""
     import copy
 
     from dste.kernels.cost import _CorrectionCost, _launch_cost
     from dste.kernels.plan import MAX_INSTRUCTIONS_PER_LAUNCH, launch_instructions
 
-    b = launch.bucket
+    b = launches[0].bucket
     W, F = b.windows, b.features
-    base = _launch_cost(A, launch, target)
+    has_entry_slots = bool(b.entry_slots or b.list_slots)
+    bases = [_launch_cost(A, launch, target) for launch in launches]
     main_instructions = launch_instructions(b)
-    per_window = np.bincount(entries.window, minlength=W)
-    candidates = [(shape, None) for shape in correction_shapes(entries, W)]
-    for shape in list(candidates):
-        G = shape[0].group_windows
-        if 1 < G < W:
-            order = balanced_window_order(per_window, G)
-            need = round_up_tiles(_tiles_needed(CorrectionEntries(
-                entries.launch, np.argsort(order)[entries.window], entries.row, entries.hi_pos, entries.weight), W, G))
-            if need < shape[0].tiles_per_group:
-                candidates.append((CorrectionShape(G, need), order))
     best = None
-    for shape, order in candidates:
-        if main_instructions + correction_instructions(shape, W, F, bool(b.entry_slots or b.list_slots)) > MAX_INSTRUCTIONS_PER_LAUNCH:
+    for shape, orders in _candidates(programs_entries, W):
+        if main_instructions + correction_instructions(shape, W, F, has_entry_slots) > MAX_INSTRUCTIONS_PER_LAUNCH:
             continue
         if correction_sbuf_bytes(shape, W, F) > CORRECTION_SBUF_BYTES:
             continue
-        placed = entries if order is None else reorder_windows(launch, entries, order)[1]
-        valid = tile_valid_counts(placed, W, shape)
-        c = copy.deepcopy(base)
-        corr = _CorrectionCost(shape, valid, F, bool(b.entry_slots or b.list_slots))
-        corr.setup(c, W)
-        for w in range(W):
-            corr.window(c, w)
-        ns = max(c.busy_ns().values())
+        ns, valids = 0.0, []
+        for launch, entries, order, base in zip(launches, programs_entries, orders, bases):
+            placed = entries if order is None else reorder_windows(launch, entries, order)[1]
+            valid = tile_valid_counts(placed, W, shape)
+            c = copy.deepcopy(base)
+            corr = _CorrectionCost(shape, valid, F, has_entry_slots)
+            corr.setup(c, W)
+            for w in range(W):
+                corr.window(c, w)
+            ns = max(ns, max(c.busy_ns().values()))
+            valids.append(valid)
         if best is None or ns < best[0]:
-            best = (ns, shape, order, valid)
-    if best is not None:
-        _, shape, order, valid = best
+            best = (ns, shape, orders, valids)
+    if best is None:
+        return None
+    _, shape, orders, valids = best
+    jobs = []
+    for launch, plan_index, entries, order, valid in zip(launches, plan_indices, programs_entries, orders, valids):
         if order is None:
-            return [CorrectionJob(launch, plan_index, shape, entries, valid)]
-        moved, placed = reorder_windows(launch, entries, order)
-        return [CorrectionJob(moved, None, shape, placed, valid)]
-    if W == 1:
+            jobs.append(CorrectionJob(launch, plan_index, shape, entries, valid))
+        else:
+            moved, placed = reorder_windows(launch, entries, order)
+            jobs.append(CorrectionJob(moved, None, shape, placed, valid))
+    return jobs
+
+
+def _fit(A, launch, plan_index, entries, target) -> list[CorrectionJob]:
+    """The fastest correction shape (and window order) for this launch alone within the instruction and SBUF
+    limits; a launch whose correction fits no shape is split into halves (a window too dense for one launch is
+    an error)."""
+    from dste.kernels.plan import MAX_INSTRUCTIONS_PER_LAUNCH
+
+    jobs = _fit_programs(A, [launch], [plan_index], [entries], target)
+    if jobs is not None:
+        return jobs
+    if launch.bucket.windows == 1:
         raise ValueError(
             f"window {int(launch.windows[0])} has {len(entries)} entries in FP16 rows of X: their correction pass "
             f"exceeds one launch ({MAX_INSTRUCTIONS_PER_LAUNCH} instructions, {CORRECTION_SBUF_BYTES} B of SBUF per "

@@ -228,8 +228,11 @@ def launch_spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, pla
     hybrid = isinstance(X, HybridRows)
     mode = "int8-hybrid" if hybrid else x_mode_of(X)
     n_hi = int(X.hi.shape[0]) if hybrid else 0
+    lnc = default_lnc(target) if lnc is None else lnc
+    if lnc not in (1, 2):
+        raise ValueError(f"lnc={lnc!r}: a launch runs on 1 or 2 logical cores")
     if plan is None:
-        plan = plan_launches(A, F, mode, target=target)
+        plan = plan_launches(A, F, mode, target=target, lnc=lnc)  # priced as the launches will run
     elif (plan.features, plan.x_mode, plan.shape) != (F, mode, tuple(A.shape)):
         raise ValueError(
             f"plan was made for F={plan.features}, x_mode={plan.x_mode}, shape={plan.shape}; "
@@ -245,9 +248,6 @@ def launch_spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, pla
     else:
         x_rows = X
         x_hi = np.zeros((1, 1), np.float16)
-    lnc = default_lnc(target) if lnc is None else lnc
-    if lnc not in (1, 2):
-        raise ValueError(f"lnc={lnc!r}: a launch runs on 1 or 2 logical cores")
     Y = np.zeros((N, F), dtype=np.float32)
     profiles = []
     plan = program_plan(plan, lnc)

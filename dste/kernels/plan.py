@@ -476,6 +476,7 @@ class _LaunchBuilder:
         self.pad = pad
         self.wide_ids = uses_bands(A.shape[1])
         self._cuts = {}
+        self._program_ns = {}
 
     def launch(self, sig, windows, size):
         """One launch of bucket ``sig`` with ``size`` windows: ``windows`` then padding windows (-1)."""
@@ -497,11 +498,19 @@ class _LaunchBuilder:
         return Launch(bucket, ids, bt, et, lt)
 
     def latency_ns(self, launch):
-        from dste.kernels.cost import _launch_cost
-
         # the launch's programs run side by side on their own cores: it takes as long as the slowest
         programs = _split_launch(launch, self.lnc) if self.lnc > 1 else [launch]
-        return max(max(_launch_cost(self.A, part, self.target).busy_ns().values()) for part in programs)
+        return max(self.program_ns(part) for part in programs)
+
+    def program_ns(self, program):
+        """Modelled ns of one program; memoized by its bucket and windows (which fix its tiles): the cut options of
+        a group share their leading launches, and all-padding programs recur."""
+        from dste.kernels.cost import _launch_cost
+
+        key = (program.bucket, program.windows.tobytes())
+        if key not in self._program_ns:
+            self._program_ns[key] = max(_launch_cost(self.A, program, self.target).busy_ns().values())
+        return self._program_ns[key]
 
     def launches(self, sig, windows):
         full, rest, _, _ = self._cut(sig, tuple(windows))
