@@ -396,7 +396,7 @@ def _fit_programs(A, launches, plan_indices, programs_entries, target) -> list[C
     b = launches[0].bucket
     W, F = b.windows, b.features
     has_entry_slots = bool(b.entry_slots or b.list_slots)
-    bases = [_launch_cost(A, launch, target) for launch in launches]
+    bases = [_launch_cost(A, launch, target, planning=True) for launch in launches]
     main_instructions = launch_instructions(b)
     best = None
     for shape, orders in _candidates(programs_entries, W):

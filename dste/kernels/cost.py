@@ -96,17 +96,88 @@ class SpmmEstimate:
         )
 
 
+_CYCLES = {}
+"""Per-instruction cycles by (engine, target, operands): the cost rules are pure, and a plan prices the same few
+instruction forms hundreds of thousands of times."""
+
+
+def _cycles(engine, rule, target, *args):
+    key = (engine, target) + args
+    cycles = _CYCLES.get(key)
+    if cycles is None:
+        cycles = _CYCLES[key] = float(rule(*args[:-1], target, args[-1]) if engine == "vector" else rule(*args, target))
+    return cycles
+
+
+class _OneModelProfile:
+    """The part of ``dste.nkisim.Profile`` a planner reads, for one DMA model: engine cycles, software-DGE cycles,
+    the 16 DMA lanes and the counts, charged with the same arithmetic in the same order (``Profile.record``,
+    ``record_dma`` and ``cost.dma_charge``), so ``engine_busy_ns(model)`` is bit for bit the full profile's. It skips
+    the other model and the per-op tallies, and computes each transfer form's charge once."""
+
+    _TRANSFERS = {}  # (target, model, transfer form) -> (fixed ns, first lane, lanes, ns per lane, swdge cycles)
+
+    def __init__(self, target, model):
+        self.target, self.model = target, model
+        self.engine_cycles = {engine: 0.0 for engine in nc.ENGINES}
+        self.swdge_cycles = 0.0
+        self.dma_queue_ns = [0.0] * int(nc.constant("dma_queues", target))
+        self.dma_transfers = self.dma_bytes = self.total_instructions = 0
+
+    @property
+    def dma_queue_ns_by_model(self):
+        return {self.model: self.dma_queue_ns}
+
+    def record(self, engine, op, cycles):
+        self.total_instructions += 1
+        self.engine_cycles[engine] += float(cycles)
+
+    def record_dma(self, op, nbytes, partition_start=0, partitions=None, *, contiguous_bytes=None,
+                   descriptors=None, indirect=False):
+        form = (self.target, self.model, nbytes, partition_start, partitions, contiguous_bytes, descriptors, indirect)
+        charge = self._TRANSFERS.get(form)
+        if charge is None:
+            run, n_desc = nc.dma_transfer_shape(nbytes, partitions, contiguous_bytes, descriptors)
+            first, count = nc.dma_engine_span(partition_start, partitions, self.target)
+            charge = self._TRANSFERS[form] = (
+                nc.constant("dma_fixed_ns", self.target), first, count,
+                nc.dma_data_ns(nbytes, self.target, self.model, run) / count,
+                nc.swdge_descriptor_cycles(n_desc, self.target) if indirect else 0.0)
+        fixed, first, count, share, swdge = charge
+        lanes = self.dma_queue_ns
+        lanes[lanes.index(min(lanes))] += fixed  # the least busy lane, the lowest on ties (cost.dma_pick_queue)
+        for lane in range(first, first + count):
+            lanes[lane] += share
+        if indirect:
+            self.swdge_cycles += swdge
+        self.total_instructions += 1
+        self.dma_transfers += 1
+        self.dma_bytes += int(nbytes)
+
+    def engine_busy_ns(self, model):
+        if model != self.model:
+            raise ValueError(f"_OneModelProfile.engine_busy_ns: this profile charged DMA model {self.model!r} only, "
+                             f"not {model!r}")
+        cycles = dict(self.engine_cycles)
+        if model == "descriptor":
+            cycles["gpsimd"] += self.swdge_cycles
+        busy = {e: nc.cycles_to_ns(c, e, self.target) for e, c in cycles.items()}
+        busy["dma"] = max(self.dma_queue_ns)
+        return busy
+
+
 class _LaunchCost:
     """Busy time of one launch, charged instruction by instruction into a simulator profile
     (``dste.nkisim.Profile.record`` / ``record_dma``: the very accounting a traced run uses, both DMA models).
 
-    ``model``: the DMA model ``busy_ns`` reports by default.
+    ``model``: the DMA model ``busy_ns`` reports by default. ``one_model``: keep only that model's figures
+    (:class:`_OneModelProfile`, the same figures for it, faster: what the planners use).
     """
 
-    def __init__(self, target, model="optimistic"):
+    def __init__(self, target, model="optimistic", one_model=False):
         self.target = nc.normalize_target(target)
         self.model = model
-        self.profile = Profile(self.target)
+        self.profile = _OneModelProfile(self.target, model) if one_model else Profile(self.target)
 
     @property
     def cycles(self):
@@ -132,16 +203,17 @@ class _LaunchCost:
         self.profile.record(name, name, cycles)
 
     def vector(self, elems, n_inputs, dtype, op="generic"):
-        self.engine("vector", nc.vector_cycles(elems, n_inputs, dtype, self.target, op))
+        self.profile.record("vector", "vector", _cycles("vector", nc.vector_cycles, self.target, elems, n_inputs,
+                                                        dtype, op))
 
     def gpsimd(self, elems, n_inputs):
-        self.engine("gpsimd", nc.gpsimd_cycles(elems, n_inputs, self.target))
+        self.profile.record("gpsimd", "gpsimd", _cycles("gpsimd", nc.gpsimd_cycles, self.target, elems, n_inputs))
 
     def scalar(self, elems):
-        self.engine("scalar", nc.scalar_cycles(elems, self.target))
+        self.profile.record("scalar", "scalar", _cycles("scalar", nc.scalar_cycles, self.target, elems))
 
     def matmul(self, n, dtype):
-        self.engine("tensor", nc.matmul_cycles(n, dtype, self.target))
+        self.profile.record("tensor", "tensor", _cycles("tensor", nc.matmul_cycles, self.target, n, dtype))
 
     def dma(self, nbytes, run_bytes=None, descriptors=None):
         """A transfer whose SBUF side spans all 128 partitions (one descriptor each unless told), e.g. a blob or a store."""
@@ -215,10 +287,11 @@ CORRECTION_ENGINES = ("vector", "gpsimd")
 """Engines the correction stationaries rotate over (the kernel's ``correction_engines``)."""
 
 
-def _launch_cost(A, launch, target, correction=None):
+def _launch_cost(A, launch, target, correction=None, planning=False):
     """Mirror of ``dste.kernels.spmm_hybrid.spmm_hybrid_kernel`` for one launch (keep in step with the kernel).
 
     ``correction``: ``(CorrectionShape, in-range rows per correction tile)`` of the FP16-row pass, or None.
+    ``planning``: charge the planning DMA model only (``PLANNER_DMA_MODEL``; its figures are unchanged).
     """
     b = launch.bucket
     W, F = b.windows, b.features
@@ -231,7 +304,7 @@ def _launch_cost(A, launch, target, correction=None):
     x_item = X_ITEMSIZE[b.x_mode]
     gather_item = max(x_item, moving_dtype.itemsize) if not hybrid else 1
     row_bytes = F * gather_item if not hybrid else record_width(F)
-    c = _LaunchCost(target, PLANNER_DMA_MODEL)
+    c = _LaunchCost(target, PLANNER_DMA_MODEL, one_model=planning)
     bvalid, evalid = _valid_counts(A, launch)
     lvalid = _list_valid_counts(A, launch)
     corr = None

@@ -509,7 +509,7 @@ class _LaunchBuilder:
 
         key = (program.bucket, program.windows.tobytes())
         if key not in self._program_ns:
-            self._program_ns[key] = max(_launch_cost(self.A, program, self.target).busy_ns().values())
+            self._program_ns[key] = max(_launch_cost(self.A, program, self.target, planning=True).busy_ns().values())
         return self._program_ns[key]
 
     def launches(self, sig, windows):
