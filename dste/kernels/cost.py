@@ -101,11 +101,17 @@ _CYCLES = {}
 instruction forms hundreds of thousands of times."""
 
 
-def _cycles(engine, rule, target, *args):
-    key = (engine, target) + args
+def _cycles(engine, rule, target, *operands):
+    """``rule(*operands, target)`` (VectorE's rule takes its ``op``, the last operand, after the target), computed
+    once per instruction form."""
+    key = (engine, target) + operands
     cycles = _CYCLES.get(key)
     if cycles is None:
-        cycles = _CYCLES[key] = float(rule(*args[:-1], target, args[-1]) if engine == "vector" else rule(*args, target))
+        if engine == "vector":
+            cycles = rule(*operands[:-1], target, operands[-1])
+        else:
+            cycles = rule(*operands, target)
+        cycles = _CYCLES[key] = float(cycles)
     return cycles
 
 
@@ -198,9 +204,6 @@ class _LaunchCost:
     @property
     def instructions(self):
         return self.profile.total_instructions
-
-    def engine(self, name, cycles):
-        self.profile.record(name, name, cycles)
 
     def vector(self, elems, n_inputs, dtype, op="generic"):
         self.profile.record("vector", "vector", _cycles("vector", nc.vector_cycles, self.target, elems, n_inputs,
