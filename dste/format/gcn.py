@@ -109,10 +109,10 @@ def gcn_normalized(
     ``max_bytes_per_edge``: a ceiling on the device bytes per stored entry
     (``nbytes()["bytes_per_stored_edge"]``), a number or ``"csr"`` (this graph's structure-only
     int32 CSR: ``4 + 4 (N + 1) / entries``). When the policy's split stores more, the matrix is
-    encoded again in the same order with list tiles and the split's transfer and X-row prices
-    scaled down (device bytes priced up) to the largest weight found that meets the ceiling
-    (:func:`within_byte_ceiling`); its ``encode_policy`` records the prices used. ``None``
-    (default): no ceiling.
+    encoded again in the same order, with list tiles and without them (entry tiles alone), the
+    split's transfer and X-row prices scaled down (device bytes priced up) to the largest weight
+    found that meets the ceiling (:func:`within_byte_ceiling`); its ``encode_policy`` records the
+    setting and prices used. ``None`` (default): no ceiling.
     """
     if max_bytes_per_edge is not None:
         return within_byte_ceiling(adj, max_bytes_per_edge, add_self_loops, policy, row_perm=row_perm,
@@ -150,13 +150,23 @@ def csr_structure_bytes_per_edge(n_rows: int, entries: int) -> float:
     return 4.0 + 4.0 * (n_rows + 1) / max(entries, 1)
 
 
+BYTE_CEILING_LIST_TILES = (True, False)
+"""Settings ``within_byte_ceiling`` tries, in order: with list tiles, then entry tiles alone. Neither stores fewer
+bytes on every graph: a list tile lists each of its columns once (2 B per listed column, plus 1 B per entry for its
+column slot), which pays where a window's leftover columns hold several entries each; on small low-degree graphs most
+leftover columns hold one entry, and an entry tile's 2-byte id per entry with no column list costs less."""
+
+
 def within_byte_ceiling(adj, max_bytes_per_edge, add_self_loops: bool = True, policy: EncodePolicy | None = None,
                         *, row_perm=None, col_perm=None, **policy_fields) -> DSTEMatrix:
     """:func:`gcn_normalized` whose device bytes per stored entry are at most ``max_bytes_per_edge``.
 
-    Encodes with the policy first; if that stores more, encodes again in the same order with list tiles on at the
-    largest price weight that meets the ceiling (:func:`largest_price_weight_within`). Raises ``DSTEFormatError``
-    when even device bytes alone (weight 0) store more, naming what they store.
+    Encodes with the policy first; if that stores more, searches, in the same order, each setting of
+    ``BYTE_CEILING_LIST_TILES`` for the largest price weight that meets the ceiling
+    (:func:`largest_price_weight_within`) and keeps the encoding of the largest weight found (the least re-priced
+    split: the lowest modelled latency of those that meet the ceiling; on equal weights the earlier setting). A later
+    setting only tries weights above the best one found so far. Raises ``DSTEFormatError`` when even device bytes
+    alone (weight 0) store more in every setting, naming the least any of them stores.
     """
     refused = DSTEFormatError(f"max_bytes_per_edge must be a number > 0, 'csr' or None, got {max_bytes_per_edge!r}")
     if isinstance(max_bytes_per_edge, str):
@@ -183,20 +193,29 @@ def within_byte_ceiling(adj, max_bytes_per_edge, add_self_loops: bool = True, po
             f"max_bytes_per_edge needs layout='condensed' and bitmap_split='cost' (it re-prices the cost split), "
             f"got {policy.layout!r} and {policy.bitmap_split!r}"
         )
-    weight, matrix = largest_price_weight_within(adj, ceiling, policy, row_perm=first.row_perm,
-                                                 col_perm=first.col_perm, add_self_loops=add_self_loops)
-    if weight is None:
+    best, least = None, None
+    for list_tiles in BYTE_CEILING_LIST_TILES:
+        weight, matrix = largest_price_weight_within(
+            adj, ceiling, policy, row_perm=first.row_perm, col_perm=first.col_perm, list_tiles=list_tiles,
+            add_self_loops=add_self_loops, at_weight_one=first if policy.list_tiles == list_tiles else None,
+            above=None if best is None else best[0])
+        if weight is not None:
+            best = (weight, matrix)
+        elif best is None and (least is None or _bytes_per_stored_edge(matrix) < least):
+            least = _bytes_per_stored_edge(matrix)
+    if best is None:
         raise DSTEFormatError(
             f"max_bytes_per_edge={max_bytes_per_edge!r} ({ceiling:.3f} B) is below what this graph stores in this "
-            f"order with device bytes alone priced, list tiles included: {_bytes_per_stored_edge(matrix):.3f} B per "
-            "stored entry"
+            f"order with device bytes alone priced, with or without list tiles: {least:.3f} B per stored entry at "
+            "least"
         )
-    return matrix
+    return best[1]
 
 
 def largest_price_weight_within(adj, ceiling: float, policy: EncodePolicy, *, row_perm, col_perm,
                                 list_tiles: bool = True, add_self_loops: bool = True,
-                                at_weight_one: DSTEMatrix | None = None) -> tuple[float | None, DSTEMatrix]:
+                                at_weight_one: DSTEMatrix | None = None,
+                                above: float | None = None) -> tuple[float | None, DSTEMatrix | None]:
     """``(weight, matrix)``: the largest weight found whose encoding, in the given order with ``list_tiles`` and
     the policy's ``gather_transfer_bytes`` and ``x_row_bytes`` multiplied by it, stores at most ``ceiling`` device
     bytes per stored entry; ``(None, the weight-0 encoding)`` when none does.
@@ -204,6 +223,8 @@ def largest_price_weight_within(adj, ceiling: float, policy: EncodePolicy, *, ro
     Tries ``BYTE_CEILING_WEIGHTS`` in order (larger weights keep more bitmap columns: fewer gather transfers, a
     lower modelled latency), then ``BYTE_CEILING_REFINE_STEPS`` geometric bisection steps between the first weight
     that met the ceiling and the last that missed. ``at_weight_one``: the weight-1 encoding, if the caller has it.
+    ``above``: only weights above it are of use to the caller (another setting met the ceiling there); the search
+    stops at it, returning ``(None, None)`` when no larger weight meets the ceiling.
     """
 
     def encoded_at(weight):
@@ -216,13 +237,15 @@ def largest_price_weight_within(adj, ceiling: float, policy: EncodePolicy, *, ro
 
     met, missed, candidate = None, None, None
     for weight in BYTE_CEILING_WEIGHTS:
+        if above is not None and weight <= above:
+            break
         candidate = encoded_at(weight)
         if _bytes_per_stored_edge(candidate) <= ceiling:
             met = (weight, candidate)
             break
         missed = weight
     if met is None:
-        return None, candidate
+        return None, None if above is not None else candidate
     if met[0] > 0 and missed is not None:
         for _ in range(BYTE_CEILING_REFINE_STEPS):
             weight = (met[0] * missed) ** 0.5

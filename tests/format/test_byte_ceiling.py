@@ -74,3 +74,57 @@ def test_the_ceiling_needs_the_cost_split():
     adj, _ = _graph()
     with pytest.raises(DSTEFormatError, match="needs layout='condensed' and bitmap_split='cost'"):
         gcn_normalized(adj, max_bytes_per_edge="csr", bitmap_split="count")
+
+
+@functools.lru_cache(maxsize=None)
+def _low_degree_graph():
+    # cora-like: 2,708 nodes of mean degree ~4 in small communities; a window's leftover columns hold one entry
+    # each, so list tiles (a column list plus a column slot per entry) store more than entry tiles alone
+    from dste.data import load_dataset
+
+    return load_dataset("cora-like").adj
+
+
+def _weight_zero(adj, list_tiles):
+    return gcn_normalized(adj, list_tiles=list_tiles, gather_transfer_bytes=0, x_row_bytes=0)
+
+
+def test_entry_tiles_alone_meet_a_ceiling_that_list_tiles_cannot():
+    from dste.format.gcn import largest_price_weight_within
+    from dste.format.policy import EncodePolicy
+
+    adj = _low_degree_graph()
+    with_lists, entries_only = _bytes(_weight_zero(adj, True)), _bytes(_weight_zero(adj, False))
+    assert entries_only < with_lists  # the case: list tiles cost bytes on this graph
+    ceiling = (entries_only + with_lists) / 2
+    default = gcn_normalized(adj)
+    assert _bytes(default) > ceiling
+    weight, _ = largest_price_weight_within(adj, ceiling, EncodePolicy(), row_perm=default.row_perm,
+                                            col_perm=default.col_perm, list_tiles=True)
+    assert weight is None  # the list-tile search alone refuses
+    capped = gcn_normalized(adj, max_bytes_per_edge=ceiling)
+    assert _bytes(capped) <= ceiling
+    assert capped.n_ltiles == 0 and not capped.encode_policy["list_tiles"]
+    assert abs(capped.decode() - default.decode()).max() == 0
+
+
+def test_the_refusal_quotes_the_least_bytes_of_the_settings_tried():
+    import re
+
+    adj = _low_degree_graph()
+    least = min(_bytes(_weight_zero(adj, True)), _bytes(_weight_zero(adj, False)))
+    with pytest.raises(DSTEFormatError) as refusal:
+        gcn_normalized(adj, max_bytes_per_edge=least - 0.01)
+    quoted = float(re.search(r"([0-9.]+) B per stored entry at least", str(refusal.value)).group(1))
+    assert quoted == pytest.approx(least, abs=5e-4)
+
+
+def test_a_later_setting_is_kept_only_for_a_larger_weight():
+    # on the large-community graph list tiles meet the CSR ceiling at a weight entry tiles alone do not exceed
+    adj, default = _graph()
+    capped = gcn_normalized(adj, max_bytes_per_edge="csr")
+    entries_only = gcn_normalized(adj, row_perm=default.row_perm, col_perm=default.col_perm, list_tiles=False,
+                                  gather_transfer_bytes=capped.encode_policy["gather_transfer_bytes"],
+                                  x_row_bytes=capped.encode_policy["x_row_bytes"])
+    assert capped.encode_policy["list_tiles"]
+    assert _bytes(entries_only) > csr_structure_bytes_per_edge(default.shape[0], default.nnz_stored)
