@@ -68,10 +68,26 @@ def list_tile_bytes_per_edge(A) -> float:
 
 
 def _graph(spec):
+    if spec.count("/") == 3:
+        return _low_degree_graph(*spec.split("/"))
     if "/" in spec:
         nodes, community, locality = spec.split("/")
         return generated_graph(int(nodes), int(community), float(locality))
     return generated_graph(spec, 0, 0.0)
+
+
+def _low_degree_graph(nodes, community, locality, degree, seed=0):
+    """``nodes/community/locality/mean degree``: ``generated_graph``'s CSBM (ids shuffled) at another mean degree."""
+    from dste.data.csbm import make_graph
+
+    nodes, community, locality, degree = int(nodes), int(community), float(locality), float(degree)
+    low, high = max(2, int(0.75 * community)), int(1.25 * community)
+    graph = make_graph(
+        "arxiv-scale", seed=seed, num_nodes=nodes, num_edges=int(nodes * degree / 2),
+        num_classes=int(max(2, min(40, nodes // (4 * high)))), num_features=2, locality=locality,
+        homophily=min(1.0, locality + 0.05), community_size=(low, high), train_per_class=1, num_val=10, num_test=10,
+    )
+    return graph.adj, graph.communities
 
 
 def _encode(adj, order, weight, list_tiles=False):
@@ -137,6 +153,60 @@ def _capped(adj, order, first, cap, list_tiles):
     return None if weight is None else (weight, matrix)
 
 
+CEILING_GRAPHS = ["cora-like", "citeseer-like", "pubmed-like", "20000/35/0.5", "20000/35/0.8", "20000/35/0.5/4",
+                  "20000/35/0.8/4", "84000/35/0.8", "84000/35/0.8/4"]
+"""``--csr-ceiling`` graphs: the small low-degree presets, shuffled CSBMs with communities of 26-43 nodes (50 % and
+80 % of the edges inside) at arxiv's mean degree and at mean degree 4 (``nodes/community/locality/degree``), and
+graphs above 65,536 nodes (column ids with a band plane)."""
+
+
+def ceiling_row(spec, latency=True) -> dict:
+    """``gcn_normalized(adj, max_bytes_per_edge="csr")`` on one graph: its CSR, the floor (weight 0) with and without
+    list tiles, what the ceiling does (met at which setting and weight, or refused) and the modelled latency of the
+    matrix it returns against the default split's. ``window_rows_2b``: the floor if the window slot map were kept like
+    the column ids (2 B per slot plus a band plane past 65,536 rows) instead of int32 (bytes only: the kernel does not
+    read the map today, the launcher places the output rows)."""
+    from dste.format import gcn_normalized
+    from dste.format.errors import DSTEFormatError
+    from dste.format.gcn import csr_structure_bytes_per_edge
+    from dste.format.matrix import device_column_id_bytes
+    from dste.kernels.cost import estimate_spmm
+
+    adj, _ = _graph(spec)
+    default = gcn_normalized(adj, reorder="community")
+    order = default.row_perm
+    csr = csr_structure_bytes_per_edge(default.shape[0], default.nnz_stored)
+    floors = {lists: _encode(adj, order, 0.0, list_tiles=lists) for lists in (True, False)}
+    best = min(floors.values(), key=lambda A: A.nbytes()["bytes_per_stored_edge"])
+    nb = best.nbytes()
+    row = {
+        "graph": spec, "nodes": int(adj.shape[0]), "entries": int(default.nnz_stored), "csr": round(csr, 3),
+        "default": round(default.nbytes()["bytes_per_stored_edge"], 3),
+        "floor_lists": round(floors[True].nbytes()["bytes_per_stored_edge"], 3),
+        "floor_entries": round(floors[False].nbytes()["bytes_per_stored_edge"], 3),
+        "floor_parts": {k: round(v / best.nnz_stored, 3) for k, v in nb["device"].items()},
+        "floor_tiles": [best.n_tiles, best.n_etiles, best.n_ltiles],
+        "window_rows_2b": round((nb["device_total"] - best.window_rows.nbytes
+                                 + device_column_id_bytes(best.window_rows.size, best.shape[0])) / best.nnz_stored, 3),
+    }
+    try:
+        capped = gcn_normalized(adj, reorder="community", max_bytes_per_edge="csr")
+        policy = capped.encode_policy
+        row["csr_ceiling"] = {"met": round(capped.nbytes()["bytes_per_stored_edge"], 3),
+                              "list_tiles": bool(policy["list_tiles"]),
+                              "gather_transfer_bytes": int(policy["gather_transfer_bytes"])}
+    except DSTEFormatError as refusal:
+        capped = None
+        row["csr_ceiling"] = {"refused": str(refusal)}
+    if latency:
+        base = estimate_spmm(default, 128, "int8-hybrid", "trn2").latency_us
+        row["latency_us_modelled_trn2_default"] = round(base, 1)
+        if capped is not None:
+            row["latency_us_modelled_trn2_csr"] = round(estimate_spmm(capped, 128, "int8-hybrid", "trn2").latency_us, 1)
+        row["latency_us_modelled_trn2_floor"] = round(estimate_spmm(best, 128, "int8-hybrid", "trn2").latency_us, 1)
+    return row
+
+
 def _line(name, r):
     lat = r.get("latency_us_modelled_trn2_lnc2_descriptor")
     opt = r.get("latency_us_modelled_trn2_lnc2_optimistic")
@@ -152,7 +222,19 @@ def main(argv=None):
     parser.add_argument("--cap", type=float, default=CSR_STRUCTURE_BYTES_PER_EDGE)
     parser.add_argument("--no-latency", action="store_true")
     parser.add_argument("--out", default=str(RESULTS / "device_bytes.json"))
+    parser.add_argument("--csr-ceiling", action="store_true",
+                        help=f"the max_bytes_per_edge='csr' table instead (default graphs {','.join(CEILING_GRAPHS)})")
     args = parser.parse_args(argv)
+    if args.csr_ceiling:
+        graphs = args.graphs if args.graphs != ",".join(GRAPHS) else ",".join(CEILING_GRAPHS)
+        rows = []
+        for spec in [g for g in graphs.split(",") if g]:
+            rows.append(ceiling_row(spec, not args.no_latency))
+            print(json.dumps(rows[-1]), flush=True)
+        out = Path(args.out).with_name("csr_ceiling.json") if args.out == str(RESULTS / "device_bytes.json") else Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"modelled": True, "target": "trn2", "lnc": 2, "results": rows}, indent=1))
+        return rows
     results = []
     for spec in [g for g in args.graphs.split(",") if g]:
         r = measure(spec, args.cap, not args.no_latency)
@@ -188,6 +270,16 @@ def test_device_bytes_short():
         assert r["capped+lists"]["bytes_per_edge"] <= CSR_STRUCTURE_BYTES_PER_EDGE
         # list tiles keep the bitmap columns' one gathered row per column: less stretch than the capped split
         assert r["capped+lists"]["stretch"] <= r.get("capped", r["bytes-only"])["stretch"]
+
+
+
+def test_csr_ceiling_row_on_cora_like():
+    """cora-like: entry tiles alone are the floor, and the refusal quotes it."""
+    r = ceiling_row("cora-like", latency=False)
+    assert r["floor_entries"] < r["floor_lists"]
+    assert r["floor_tiles"][2] == 0
+    assert f"{r['floor_entries']:.3f} B per stored entry" in r["csr_ceiling"]["refused"]
+    assert r["window_rows_2b"] < r["floor_entries"]
 
 
 if __name__ == "__main__":
