@@ -765,10 +765,12 @@ class DSTEMatrix:
         Device categories: values, scales (INT8 tile scales and row/column scale vectors),
         masks (keep bits), column_ids (the device form of ``tile_cols`` / ``etile_cols`` /
         ``ltile_cols``: :func:`device_column_id_bytes`, 2 B per slot plus the band plane when
-        M > 65,536, not the host's int32; and the list tiles' 1-byte ``ltile_colslot``), row_ids (window slot map and entry rows), metadata
+        M > 65,536, not the host's int32; and the list tiles' 1-byte ``ltile_colslot``), row_ids (entry rows, and the window
+        slot map in its device form: 2 B per slot plus the band plane when N > 65,536, as the kernel's metadata blob
+        carries it to place output rows), metadata
         (window pointers, per-tile window/kind/ncols/slot). Host-only: nz bits, the permutations
-        and the int32 column ids ``tile_cols`` / ``etile_cols`` (the host form of the device's
-        16-bit ids: ``total`` counts the ids in both forms). Bytes per edge use the device total.
+        and the int32 column ids ``tile_cols`` / ``etile_cols`` and window slot map ``window_rows`` (the host
+        form of the device's 16-bit ids: ``total`` counts the ids in both forms). Bytes per edge use the device total.
         A ``col_scale`` that is the same object as ``row_scale`` (as ``gcn_normalized`` builds
         it) is counted once.
         """
@@ -781,9 +783,12 @@ class DSTEMatrix:
                 device[category] += int(value.nbytes)
         device["column_ids"] = sum(device_column_id_bytes(getattr(self, name).size, self.shape[1])
                                    for name in COLUMN_ID_FIELDS) + int(self.ltile_colslot.nbytes)
+        # the window slot map travels like the column ids (16-bit offsets in bands of Y's N rows), not as int32
+        device["row_ids"] += device_column_id_bytes(self.window_rows.size, self.shape[0]) - int(self.window_rows.nbytes)
         host = {name: int(getattr(self, name).nbytes) if getattr(self, name) is not None else 0 for name in HOST_ONLY_FIELDS}
         # the host keeps the ids as int32 original ids; the device's 16-bit form is counted under column_ids
         host.update({name: int(getattr(self, name).nbytes) for name in COLUMN_ID_FIELDS})
+        host["window_rows"] = int(self.window_rows.nbytes)  # likewise the int32 window slot map
         device_total = sum(device.values())
         stored, kept = self.nnz_stored, self.nnz_kept
         return {

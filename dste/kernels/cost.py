@@ -310,13 +310,16 @@ def _launch_cost(A, launch, target, correction=None, planning=False):
     c = _LaunchCost(target, PLANNER_DMA_MODEL, one_model=planning)
     bvalid, evalid = _valid_counts(A, launch)
     lvalid = _list_valid_counts(A, launch)
+    out_rows = _output_rows(A, launch)
     corr = None
     if correction is not None and correction[0].tiles_per_group:
         corr = _CorrectionCost(correction[0], correction[1], F, bool(ne or nli))
 
     c.gpsimd(128, 1)  # iota of shift amounts
-    blob_words = metadata_layout(W, b.bitmap, b.entry, b.wide_ids, b.lists)["total"]
+    wide_rows = uses_bands(A.shape[0])  # as the kernel decides, from Y's rows
+    blob_words = metadata_layout(W, b.bitmap, b.entry, b.wide_ids, b.lists, wide_rows)["total"]
     c.dma(128 * WORD_BYTES * blob_words, WORD_BYTES * blob_words)  # the metadata blob
+    _row_id_widening(c, W, wide_rows)
     for slots in (W * nb, W * ne):
         if slots:  # 16-bit ids widened to int32 gather indices on GpSimd, once per region
             if b.wide_ids:
@@ -466,9 +469,29 @@ def _launch_cost(A, launch, target, correction=None, planning=False):
                 corr.window(c, w0)
             evacuate()
         if w1 - store_start == store_windows or w1 == W:
-            c.dma(128 * (w1 - store_start) * F * 4, F * 4, 128 * (w1 - store_start))  # a row of one window per run
+            for w in range(store_start, w1):
+                # one scatter per window: its in-range rows of Y, an indirect transfer shaped like a gather
+                c.gather(int(out_rows[w]), F * 4)
             store_start = w1
     return c
+
+
+def _row_id_widening(c, W, wide_rows):
+    """GpSimd widening of a launch's 16-bit output row ids (one ``tensor_copy``, or with bands a memset and two
+    ``tensor_tensor``), as for the column ids."""
+    if wide_rows:
+        c.gpsimd(1, 1)
+        c.gpsimd(W, 2)
+        c.gpsimd(W, 2)
+    else:
+        c.gpsimd(W, 1)
+
+
+def _output_rows(A, launch) -> np.ndarray:
+    """Rows of Y each window of the launch writes (its slots that hold a row; 0 for a padding window)."""
+    from dste.kernels.plan import launch_rows
+
+    return (launch_rows(A, launch) < A.shape[0]).sum(axis=1)
 
 
 def _summarise(launch_costs, target, layout, x_mode, F, n_tiles, n_slots, max_instr, roofline):
@@ -545,7 +568,8 @@ def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=No
         trace = traces[_shape_key(job)]
         extra_main = (_main_rows(A, job.launch) - trace.main_rows) * main_row
         extra_corr = (_correction_rows(job, F) - trace.correction_rows) * corr_row
-        priced[id(job)] = trace.priced(extra_main, main_row, extra_corr, corr_row)
+        extra_out = (int(_output_rows(A, job.launch).sum()) - trace.output_rows) * F * 4
+        priced[id(job)] = trace.priced(extra_main, main_row, extra_corr, corr_row, extra_out, F * 4)
     latency = {m: 0.0 for m in nc.DMA_MODELS}
     busy_total = {e: 0.0 for e in nc.ENGINES + ("dma",)}
     idle = {"instructions": 0, "dma_transfers": 0, "dma_bytes": 0}
@@ -588,6 +612,7 @@ class ShapeTrace:
     profile: object  # dste.nkisim.Profile of that one launch
     main_rows: int  # in-range X rows gathered by its bitmap and entry slots
     correction_rows: int  # in-range FP16 rows gathered by its correction pass
+    output_rows: int = 0  # rows of Y its scatters write (window slots that hold a row)
     idle_program: dict = field(default_factory=dict)  # per lnc: counts an idle LNC partner program adds
 
     def idle_counts(self, A, plan, job, trace_x, target, lnc) -> dict:
@@ -603,7 +628,8 @@ class ShapeTrace:
             # program is all padding, so its figures are the shape's whatever the matrix)
             main_row, corr_row = _gathered_row_bytes(plan.features, plan.x_mode)
             own_bytes = (prof.dma_bytes + (_main_rows(A, job.launch) - self.main_rows) * main_row
-                         + (_correction_rows(job, plan.features) - self.correction_rows) * corr_row)
+                         + (_correction_rows(job, plan.features) - self.correction_rows) * corr_row
+                         + (int(_output_rows(A, job.launch).sum()) - self.output_rows) * plan.features * 4)
             self.idle_program[lnc] = {
                 "instructions": (beside_idle.total_instructions - prof.total_instructions) // n_idle,
                 "dma_transfers": (beside_idle.dma_transfers - prof.dma_transfers) // n_idle,
@@ -611,7 +637,8 @@ class ShapeTrace:
             }
         return self.idle_program[lnc]
 
-    def priced(self, extra_main_bytes, main_row_bytes, extra_corr_bytes, corr_row_bytes) -> dict:
+    def priced(self, extra_main_bytes, main_row_bytes, extra_corr_bytes, corr_row_bytes, extra_out_bytes=0,
+               out_row_bytes=0) -> dict:
         """Figures of a job of this shape that gathers ``extra_*_bytes`` more (or fewer) in-range bytes.
 
         Gathers span all 128 partitions, so their bytes are split evenly over the 16 DMA engines; the
@@ -623,7 +650,8 @@ class ShapeTrace:
         latency, busy = {}, {}
         for model in nc.DMA_MODELS:
             extra_ns = 0.0
-            for nbytes, row in ((extra_main_bytes, main_row_bytes), (extra_corr_bytes, corr_row_bytes)):
+            for nbytes, row in ((extra_main_bytes, main_row_bytes), (extra_corr_bytes, corr_row_bytes),
+                                (extra_out_bytes, out_row_bytes)):
                 if nbytes:
                     extra_ns += nc.dma_data_ns(abs(nbytes), prof.target, model, row) * (1 if nbytes > 0 else -1)
             engines = prof.engine_busy_ns(model)
@@ -632,7 +660,7 @@ class ShapeTrace:
             if model == nc.DEFAULT_DMA_MODEL:
                 busy = engines
         return {"latency_ns": latency, "busy_ns": busy,
-                "dma_bytes": prof.dma_bytes + extra_main_bytes + extra_corr_bytes}
+                "dma_bytes": prof.dma_bytes + extra_main_bytes + extra_corr_bytes + extra_out_bytes}
 
 
 def _column_block_estimate(A, F, x_mode, target, *, X, hi_fraction, plan, lnc, blocks, traces) -> SpmmEstimate:
@@ -701,8 +729,11 @@ def traced_shapes(A, plan, jobs, trace_x, target, book: TraceBook | None = None)
         if key in traces:
             continue
         one = LaunchPlan(plan.shape, plan.features, plan.x_mode, [job.launch])
-        _, prof = launch_spmm_hybrid(A, trace_x, target=target, profile=True, plan=one, lnc=1)
-        traces[key] = ShapeTrace(prof, _main_rows(A, job.launch), _correction_rows(job, F))
+        # the job itself, with its own correction shape (chosen for its LNC launch; planned alone it may differ)
+        _, prof = launch_spmm_hybrid(A, trace_x, target=target, profile=True, plan=one, lnc=1,
+                                     correction_jobs=[replace(job, plan_index=None)])
+        traces[key] = ShapeTrace(prof, _main_rows(A, job.launch), _correction_rows(job, F),
+                                 int(_output_rows(A, job.launch).sum()))
     return traces
 
 

@@ -2,8 +2,9 @@
 
 ``launch_spmm_hybrid(A, X)`` validates the inputs, plans fixed-shape launches (``plan_launches``),
 packs each launch's arrays once per matrix (cached on the plan), runs the kernel once per
-launch (on the real device when ``nki`` is importable, else in ``dste.nkisim``), and places each
-window's output rows at their original row ids.
+launch (on the real device when ``nki`` is importable, else in ``dste.nkisim``); each launch writes its
+windows' output rows into one ``Y`` at their original row ids (the kernel scatters them, named by the
+16-bit row ids of its metadata blob), windows with no tiles leaving zeros.
 
 X is a dense ``[M, F]`` array (float32, bfloat16 or float16; float64 is taken as float32) or a
 :class:`dste.format.HybridRows`. A hybrid X is gathered as one record per row
@@ -24,7 +25,6 @@ from dste.kernels.plan import (
     MAX_FEATURES_WITH_LISTS,
     LaunchPlan,
     feature_chunks,
-    launch_rows,
     pack_launch,
     plan_launches,
     program_plan,
@@ -193,7 +193,7 @@ def _idle_job(lead):
 
 
 def launch_spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, plan: LaunchPlan | None = None,
-                lnc: int | None = None, backend: str = "nkisim"):
+                lnc: int | None = None, backend: str = "nkisim", correction_jobs=None):
     """Y = A @ X (float32 [N, F], original row order) computed by the NKI kernel, one launch per chunk.
 
     Args:
@@ -210,6 +210,9 @@ def launch_spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, pla
       backend: ``"nkisim"`` (the simulator; ``profile`` is modelled) or ``"neuron"`` (the same kernel
       file through the real ``nki.jit`` on a Neuron device; ``profile`` is then the measured wall time,
       a :class:`dste.kernels.device.DeviceTiming`).
+      correction_jobs: the launches to run, each with its correction shape (``plan_corrections`` jobs of ``plan``
+      cut for ``lnc``, for this X); default: planned here. The cost model passes one job to trace its shape with
+      the correction shape it was priced with (planned alone at LNC1 it may get another).
     """
     from dste.format import HybridRows
     from dste.nkisim import Profile
@@ -252,7 +255,12 @@ def launch_spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, pla
     profiles = []
     plan = program_plan(plan, lnc)
     packed = packed_launches(A, plan)
-    jobs = plan_corrections(A, plan, X.hi_index, n_hi, target) if hybrid else plan_corrections(A, plan, None, 0, target)
+    if correction_jobs is not None:
+        jobs = list(correction_jobs)
+    elif hybrid:
+        jobs = plan_corrections(A, plan, X.hi_index, n_hi, target)
+    else:
+        jobs = plan_corrections(A, plan, None, 0, target)
 
     def metadata_of(job):
         if job is None:
@@ -269,19 +277,13 @@ def launch_spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, pla
         else:
             corrections = np.zeros((128 * lnc, 1), np.int32)
         args = (
-            x_rows, x_hi, metadata,
+            x_rows, x_hi, metadata, Y,
             b.windows, *b.bitmap, *b.entry, F, int(hybrid), b.group_size(),
             corrections, shape.group_windows, shape.tiles_per_group, b.lists,
         )
-        out, prof = launch(kernel, args, lnc=lnc, target=target, backend=backend)
+        # the kernel writes its windows' rows into Y at their original rows (its blob names them)
+        _, prof = launch(kernel, args, lnc=lnc, target=target, backend=backend)
         profiles.append(prof)
-        out = np.asarray(out).reshape(lnc, b.windows, -1, F)
-        for p, job in enumerate(programs):
-            if job is None:
-                continue
-            rows = launch_rows(A, job.launch)
-            valid = rows < N
-            Y[rows[valid]] = out[p][valid]
     if not profile:
         return Y
     if backend == "neuron":

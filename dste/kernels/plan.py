@@ -103,10 +103,11 @@ WORD_BYTES = 4
 """The metadata blob is int32; byte and half-word regions are padded to whole words."""
 
 
-def metadata_layout(n_windows: int, bitmap_counts, entry_counts, wide_ids: bool = False, n_list: int = 0) -> dict:
+def metadata_layout(n_windows: int, bitmap_counts, entry_counts, wide_ids: bool = False, n_list: int = 0,
+                    wide_rows: bool = False) -> dict:
     """Word offsets of the metadata blob's regions ``{name: (start, words)}`` and ``"total"``
     (the kernel's ``metadata_layout``)."""
-    return kernel_module().metadata_layout(n_windows, bitmap_counts, entry_counts, wide_ids, int(n_list))
+    return kernel_module().metadata_layout(n_windows, bitmap_counts, entry_counts, wide_ids, int(n_list), wide_rows)
 
 
 COLUMN_BAND_ROWS = 65536
@@ -151,6 +152,8 @@ class Bucket:
     lists: int = 0
     """List-tile slots per window, of any kind (their values are folded into the per-entry factors), an even
     count: the kernel runs them in pairs."""
+    wide_rows: bool = False
+    """Y has at least COLUMN_BAND_ROWS rows: every output row id carries a band (one more blob region)."""
 
     @property
     def bitmap_slots(self) -> int:
@@ -197,13 +200,14 @@ def slot_sbuf_bytes(n_features: int, x_mode: str) -> int:
     return moving + record + 2 * WINDOW_ROWS + 4 * WINDOW_ROWS
 
 
-def launch_metadata_bytes(windows: int, bitmap, entry, wide_ids: bool = False, lists: int = 0) -> int:
+def launch_metadata_bytes(windows: int, bitmap, entry, wide_ids: bool = False, lists: int = 0,
+                          wide_rows: bool = False) -> int:
     """Per-partition SBUF of one launch's metadata: the blob, plus the fp32 entry rows, int32 entry
-    keep bits and int32 widened column ids the kernel derives from it (and for list slots their fp32 rows,
-    fp32 column slots, int32 keep bits and int32 ids)."""
+    keep bits, int32 widened column ids and int32 widened output row ids the kernel derives from it (and for
+    list slots their fp32 rows, fp32 column slots, int32 keep bits and int32 ids)."""
     nb, ne, nl = sum(bitmap), sum(entry), int(lists)
-    return (WORD_BYTES * metadata_layout(windows, bitmap, entry, wide_ids, lists)["total"] + windows * ne * (4 + 4)
-            + windows * (nb + ne) * 4 + windows * nl * (4 + 4 + 4 + 4))
+    return (WORD_BYTES * metadata_layout(windows, bitmap, entry, wide_ids, lists, wide_rows)["total"]
+            + windows * ne * (4 + 4) + windows * (nb + ne) * 4 + windows * nl * (4 + 4 + 4 + 4) + windows * 4)
 
 
 def step_instructions(bitmap, entry, n_features: int, x_mode: str, group: int, windows: int, lists: int = 0) -> int:
@@ -270,9 +274,8 @@ def launch_instructions(bucket: Bucket) -> int:
 
 
 def launch_stores(bucket: Bucket) -> int:
-    """Output stores of one launch (one per ``windows_per_store`` windows)."""
-    step = windows_per_step(bucket.windows, bucket.slots_per_window, bucket.features, bucket.group_size())
-    return -(-bucket.windows // windows_per_store(bucket.windows, step, bucket.features))
+    """Output stores of one launch: one scatter per window (its 128 rows to their original rows of Y)."""
+    return bucket.windows
 
 
 @dataclass
@@ -356,14 +359,16 @@ def _kind_slot_lists(ptr, kinds, window):
     return [tiles[kinds[tiles] == k] for k in (TileKind.BIN, TileKind.INT8, TileKind.FP16)]
 
 
-def max_windows_per_launch(bitmap, entry, n_features, x_mode, wide_ids: bool = False, lists: int = 0) -> int:
-    probe = Bucket(1, tuple(bitmap), tuple(entry), n_features, x_mode, wide_ids, int(lists))
+def max_windows_per_launch(bitmap, entry, n_features, x_mode, wide_ids: bool = False, lists: int = 0,
+                           wide_rows: bool = False) -> int:
+    probe = Bucket(1, tuple(bitmap), tuple(entry), n_features, x_mode, wide_ids, int(lists), wide_rows)
     per_window = instructions_per_window(bitmap, entry, n_features, x_mode, probe.group_size(), lists)
     by_instr = (MAX_INSTRUCTIONS_PER_LAUNCH - setup_instructions(lists)) // max(per_window, 1)
     # working buffers, the output buffer (at most one store's rows) and small constants
     working = (probe.group_size() * slot_sbuf_bytes(n_features, x_mode)
                + max(STORE_BYTES_PER_PARTITION, 4 * n_features) + 1024 + (LIST_BUILD_BYTES if lists else 0))
-    by_sbuf = (SBUF_BUDGET_BYTES - working) // max(launch_metadata_bytes(1, bitmap, entry, wide_ids, lists), 1)
+    by_sbuf = (SBUF_BUDGET_BYTES - working) // max(launch_metadata_bytes(1, bitmap, entry, wide_ids, lists, wide_rows),
+                                                    1)
     limit = int(max(1, min(MAX_WINDOWS_PER_LAUNCH, by_instr, by_sbuf)))
     return 1 << (limit.bit_length() - 1)
 
@@ -401,6 +406,9 @@ def plan_launches(A, F: int, x_mode: str = "fp32", *, target: str = "trn2", merg
         raise ValueError(f"x_mode must be one of {X_MODES}, got {x_mode!r}")
     _validate_features(F)
     check_list_tiles(A, F, "plan_launches")
+    if A.shape[0] > PAD_BAND * COLUMN_BAND_ROWS:
+        raise ValueError(f"A has N = {A.shape[0]} rows; the kernel's 16-bit output row ids with a uint8 band reach "
+                         f"at most {PAD_BAND * COLUMN_BAND_ROWS} rows of Y")
     if A.shape[1] > PAD_BAND * COLUMN_BAND_ROWS:
         raise ValueError(f"A has M = {A.shape[1]} columns; the kernel's 16-bit column ids with a uint8 band reach "
                          f"at most {PAD_BAND * COLUMN_BAND_ROWS} rows of X")
@@ -475,13 +483,14 @@ class _LaunchBuilder:
         self.F, self.x_mode, self.target = F, x_mode, target
         self.pad = pad
         self.wide_ids = uses_bands(A.shape[1])
+        self.wide_rows = uses_bands(A.shape[0])
         self._cuts = {}
         self._program_ns = {}
 
     def launch(self, sig, windows, size):
         """One launch of bucket ``sig`` with ``size`` windows: ``windows`` then padding windows (-1)."""
         bitmap, entry, n_list = sig[:3], sig[3:6], sig[6]
-        bucket = Bucket(size, bitmap, entry, self.F, self.x_mode, self.wide_ids, n_list)
+        bucket = Bucket(size, bitmap, entry, self.F, self.x_mode, self.wide_ids, n_list, self.wide_rows)
         bt = np.full((size, sum(bitmap)), -1, dtype=np.int64)
         et = np.full((size, sum(entry)), -1, dtype=np.int64)
         lt = np.full((size, n_list), -1, dtype=np.int64)
@@ -526,7 +535,7 @@ class _LaunchBuilder:
         memoized: the merge loop prices every remaining group again on each of its rounds."""
         key = (sig, windows)
         if key not in self._cuts:
-            cap = max_windows_per_launch(sig[:3], sig[3:6], self.F, self.x_mode, self.wide_ids, sig[6])
+            cap = max_windows_per_launch(sig[:3], sig[3:6], self.F, self.x_mode, self.wide_ids, sig[6], self.wide_rows)
             n_full = len(windows) // cap * cap
             full = [self.launch(sig, windows[i:i + cap], cap) for i in range(0, n_full, cap)]
             rest = windows[n_full:]
@@ -553,7 +562,7 @@ class _LaunchBuilder:
         """Keep each signature's full launches; merge the remainders while that saves modelled time."""
         fixed, small = [], []
         for sig, windows in groups:
-            cap = max_windows_per_launch(sig[:3], sig[3:6], self.F, self.x_mode, self.wide_ids, sig[6])
+            cap = max_windows_per_launch(sig[:3], sig[3:6], self.F, self.x_mode, self.wide_ids, sig[6], self.wide_rows)
             n_full = len(windows) // cap * cap
             if len(windows) - n_full > SMALL_GROUP_WINDOWS:
                 fixed.append((sig, list(windows)))
@@ -722,7 +731,12 @@ def pack_launch(A, launch: Launch) -> dict:
         valid = rows < N
         rscale[valid] = A.row_scale[rows[valid]]
     regions["row_scale"] = rscale.T
-    return {"metadata": pack_metadata(metadata_layout(b.windows, b.bitmap, b.entry, b.wide_ids, b.lists), regions)}
+    # the output row of each window slot in the form of the column ids (slots of no row: N -> 0xFFFF / band 255)
+    regions["out_rows"], bands = split_column_ids(rows.T, N, b.wide_rows)
+    if bands is not None:
+        regions["out_band"] = bands
+    return {"metadata": pack_metadata(metadata_layout(b.windows, b.bitmap, b.entry, b.wide_ids, b.lists, b.wide_rows),
+                                      regions)}
 
 
 def _list_entry_values(A, tiles) -> np.ndarray:

@@ -32,8 +32,8 @@ TensorE matmul accumulating into the window's fp32 PSUM accumulator:
   fp32's range, so no on-chip value can overflow whatever the magnitude of X. FP16 rows have q = 0
   and scale = 0 there, so the main pass adds exactly 0 for them.
 - LNC2 (``kernel[2]`` on trn2): each of the two programs runs one launch of its own. The inputs
-  stack one metadata blob (and one correction blob) per program along the partition axis and the
-  output stacks their rows; ``nl.program_id(0)`` picks the program's blob and output rows through
+  stack one metadata blob (and one correction blob) per program along the partition axis, and both
+  write their own rows of the one output ``y``; ``nl.program_id(0)`` picks the program's blobs through
   DMA offsets only, so both programs trace to the same instruction stream.
 - FP16-row correction (hybrid X with FP16 rows): the few entries whose column is an FP16 row are
   listed by the launcher in correction tiles of up to 128 entries, each serving a group of
@@ -43,13 +43,17 @@ TensorE matmul accumulating into the window's fp32 PSUM accumulator:
   the window's accumulator before evacuation. No per-slot FP16 transfer.
 - Per launch, all metadata (column ids, keep words, factors, row scales, INT8/FP16 values, entry
   rows) arrives in one int32 blob by one DMA and is read through ``view(dtype)`` slices of the SBUF
-  copy; output rows leave in stores of up to ``STORE_BYTES_PER_PARTITION`` per partition.
+  copy. Output rows collect in an SBUF buffer of up to ``STORE_BYTES_PER_PARTITION`` per partition and
+  leave by one indirect (scatter) DMA per window into ``y`` at their original rows, named per window
+  slot by the blob's 16-bit row ids.
 - Column ids travel as ``uint16`` offsets inside bands of ``COLUMN_BAND_ROWS`` X rows (plus a ``uint8``
   band number per id when X has more rows than one band holds). The indirect DMA takes int32/uint32
   indices only, so GpSimd widens them on chip once per region before the first gather: a
   ``tensor_copy`` (uint16 -> int32 through fp32, exact) or, with bands, ``band * 65536 + offset`` by
   two ``tensor_tensor`` (fp32 math, exact below 2^24). A padding slot holds offset 0xFFFF (and
-  band 255), an index at or past M that ``oob_mode.skip`` skips.
+  band 255), an index at or past M that ``oob_mode.skip`` skips. The output row ids travel and widen
+  the same way (bands when y has at least ``COLUMN_BAND_ROWS`` rows); a window slot holding no row has
+  an index at or past N, and its scatter row is skipped.
 """
 
 import nki
@@ -100,6 +104,7 @@ def spmm_hybrid_kernel(
     x_rows,
     x_hi,
     metadata,
+    y,
     n_windows,
     n_bin,
     n_int8,
@@ -149,6 +154,9 @@ def spmm_hybrid_kernel(
         window slot of entry e; li_colslot ``uint8 [W*NL]`` list index of entry e, + 64 in a pair's second
         tile; li_band ``uint8 [W*NP]`` (bands only).
         Byte and half-word regions are padded to whole words; empty regions take no words.
+        out_rows ``uint16 [W]`` (partition = window slot r) the row of y that slot r of window w writes, as its
+        offset in its band of COLUMN_BAND_ROWS rows, 0xFFFF for a slot holding no row; out_band ``uint8 [W]`` its band
+        (PAD_BAND for such a slot), only when N >= COLUMN_BAND_ROWS.
       Slots are window-major; inside a window BIN, then INT8, then FP16 slots (per layout).
       corrections: ``int32 [128, Lc]`` correction blob (Lc = ``correction_layout(n, G)["total"]``, n =
         ceil(W / G) * C tiles, G = ``corr_group_windows``, C = ``corr_tiles_per_group``; read only when
@@ -156,10 +164,14 @@ def spmm_hybrid_kernel(
         (padding = M_hi, skipped), rows ``float32 [n]`` window row, weight ``float32 [n, G]`` entry
         weight in each window of the tile's group (0 in the others and for padding).
         Tiles g*C .. g*C + C - 1 serve windows g*G .. g*G + G - 1.
+      y: ``float32 [N, F]`` in HBM, the product's rows in their original order (N = rows of A), written in place:
+        slot r of window w goes to row ``out_rows[r, w]`` by one indirect (scatter) DMA per window; rows no launch
+        writes keep their contents (the launcher passes zeros). Under LNC2 both programs write into it (their rows
+        are disjoint).
       n_list: list-tile slots per window, of any kind (0: the launch has none).
 
     Returns:
-      ``float32 [W*128, F]``: row r of window w at row ``w*128 + r`` (the launcher places rows).
+      nothing: the rows are written into ``y``.
 
     Limits: F <= 8 * 512 (one window's accumulator in the 8 PSUM banks), F <= 7 * 512 with list slots (their
       products take a bank); group <= 32; a list tile lists <= 64 columns and holds <= 128 entries;
@@ -193,7 +205,7 @@ def spmm_hybrid_kernel(
             psum[chunk] += ((iota_r == rows[:, t]) * weight[:, t, w % G]).T @ hi_rows[t][:, chunk]
           y_buf[:, w] = psum * row_scale[:, w]
         when y_buf holds the last window or STORE_BYTES_PER_PARTITION of rows:
-          y rows of its windows <- y_buf                                   # one store
+          for each window w of it: y[out_rows[:, w]] <- y_buf[:, w]   # one scatter per window, slots of no row skipped
     """
     n_bitmap = n_bin + n_int8 + n_fp16
     n_entry = n_ebin + n_eint8 + n_efp16
@@ -218,8 +230,16 @@ def spmm_hybrid_kernel(
     )
     # one band while the padding offset 0xFFFF is itself out of range (M <= 65535)
     wide_ids = uses_bands(n_x_rows)
+    n_rows = y.shape[0]
+    assert y.dtype == nl.float32 and len(y.shape) == 2 and y.shape[1] == n_features, (
+        f"y must be float32 [N, {n_features}], got {y.dtype} {y.shape}"
+    )
+    assert n_rows <= PAD_BAND * COLUMN_BAND_ROWS, (
+        f"y has {n_rows} rows; 16-bit row ids with a uint8 band reach at most {PAD_BAND * COLUMN_BAND_ROWS}"
+    )
+    wide_rows = uses_bands(n_rows)
     layout = metadata_layout(n_windows, (n_bin, n_int8, n_fp16), (n_ebin, n_eint8, n_efp16), wide_ids,
-                             n_list)
+                             n_list, wide_rows)
     blob_words = layout["total"]
     assert metadata.dtype == nl.int32 and metadata.shape == (n_programs * TILE_COLS, blob_words), (
         f"metadata must be int32 [{n_programs} x 128, {blob_words}] (one blob per program) for this bucket, "
@@ -241,11 +261,6 @@ def spmm_hybrid_kernel(
     for f0 in range(0, n_features, PSUM_CHUNK):
         chunks.append((f0, min(PSUM_CHUNK, n_features - f0)))
 
-    # every program writes the rows of its own launch: program p holds rows p*W*128 .. (p+1)*W*128
-    rows_per_program = n_windows * WINDOW_ROWS
-    y = nl.ndarray((n_programs * rows_per_program, n_features), dtype=nl.float32, buffer=nl.shared_hbm, name="y")
-    y_offset = program * rows_per_program * n_features
-
     # ---- constants --------------------------------------------------------------------------
     # shift amount 31 - (r % 32) for window slot r = 32 * word + bit
     top_bit_shift = nl.ndarray((TILE_COLS, MASK_WORDS, MASK_WORD_BITS), dtype=nl.int32, buffer=nl.sbuf, name="shift")
@@ -261,6 +276,9 @@ def spmm_hybrid_kernel(
         return blob[:, start:start + words].view(dtype)
 
     rscale = region("row_scale", nl.float32)
+    # the output row of every window slot, widened like the column ids (the scatter takes int32 indices)
+    out_ids = _widened_ids(region("out_rows", nl.uint16)[:, 0:n_windows],
+                           region("out_band", nl.uint8)[:, 0:n_windows] if wide_rows else None, "out_ids")
     if n_bitmap:
         n_bslots = n_windows * n_bitmap
         bcols = _widened_ids(region("bm_cols", nl.uint16)[:, 0:n_bslots],
@@ -583,13 +601,14 @@ def spmm_hybrid_kernel(
                 correct(w)
             evacuate(w, j0)
         if w1 - store_start == store_windows or w1 == n_windows:
-            # rows w*128 + r of the buffered windows: one store
-            held = w1 - store_start
-            nisa.dma_copy(dst=y.ap(pattern=[[n_features, WINDOW_ROWS], [WINDOW_ROWS * n_features, held], [1, n_features]],
-                                   offset=y_offset + store_start * WINDOW_ROWS * n_features),
-                          src=y_buf[:, 0:held, :])
+            # each buffered window's rows go to their original rows of y: one scatter per window (the index is one
+            # row per partition), slots of no row (index >= N) skipped
+            for j in range(w1 - store_start):
+                w = store_start + j
+                nisa.dma_copy(dst=y.ap(pattern=[[n_features, WINDOW_ROWS], [1, n_features]], offset=0,
+                                       vector_offset=out_ids[:, w:w + 1], indirect_dim=0),
+                              src=y_buf[:, j, :], oob_mode=nisa.oob_mode.skip)
             store_start = w1
-    return y
 
 
 def _kind_runs(s0, n, n_bitmap, n_bin, n_int8):
@@ -673,11 +692,12 @@ def _widened_ids(offsets, bands, name):
     return ids
 
 
-def metadata_layout(n_windows, bitmap_counts, entry_counts, wide_ids=False, n_list=0):
+def metadata_layout(n_windows, bitmap_counts, entry_counts, wide_ids=False, n_list=0, wide_rows=False):
     """Word offsets of the metadata blob's regions: ``{name: (start, words)}`` and ``"total"``.
 
     ``bitmap_counts`` / ``entry_counts`` are the (BIN, INT8, FP16) slots per window, ``n_list`` the list slots
-    (any kind); ``wide_ids``: X has more than COLUMN_BAND_ROWS rows, so every id also carries a uint8 band.
+    (any kind); ``wide_ids``: X has at least COLUMN_BAND_ROWS rows, so every column id also carries a uint8 band;
+    ``wide_rows``: the same for the output row ids (y has at least COLUMN_BAND_ROWS rows).
     """
     n_bitmap, n_entry = sum(bitmap_counts), sum(entry_counts)
     bm_slots, en_slots, li_slots = n_windows * n_bitmap, n_windows * n_entry, n_windows * n_list
@@ -703,6 +723,8 @@ def metadata_layout(n_windows, bitmap_counts, entry_counts, wide_ids=False, n_li
         ("li_rows", -(-li_slots // WORD_BYTES)),
         ("li_colslot", -(-li_slots // WORD_BYTES)),
         ("li_band", -(-li_pairs // WORD_BYTES) if wide_ids else 0),
+        ("out_rows", -(-(n_windows * 2) // WORD_BYTES)),
+        ("out_band", -(-n_windows // WORD_BYTES) if wide_rows else 0),
     )
     layout = {}
     start = 0

@@ -126,8 +126,10 @@ def test_kernel_widens_ids_once_per_region(n_cols):
         kernel._widened_ids = original
     regions = int(launch.bucket.bitmap_slots > 0) + int(launch.bucket.entry_slots > 0)
     wide = n_cols >= BAND
-    assert len(calls) == regions and all(str(o) == "uint16" for o, _ in calls)
-    assert all((b is not None) == wide for _, b in calls)
+    # the output row ids first (200 rows: no band), then the column id regions
+    assert len(calls) == 1 + regions and all(str(o) == "uint16" for o, _ in calls)
+    assert calls[0][1] is None
+    assert all((b is not None) == wide for _, b in calls[1:])
     assert prof.ops.get("tensor_tensor", 0) >= (2 * regions if wide else 0)
     assert prof.ops.get("tensor_copy", 0) >= (0 if wide else regions)
 

@@ -102,9 +102,9 @@ def test_parity_table(name, n, m, density, values, kinds, min_entries, split, la
 
 
 def test_several_stores_per_launch_place_every_window():
-    # identical windows share one bucket: one launch of 8 windows; at F=1100 one store holds 3
-    # windows (16 KiB per partition), so the launch stores 3 + 3 + 2 windows
-    from dste.kernels.plan import launch_stores, plan_launches
+    # identical windows share one bucket: one launch of 8 windows; at F=1100 the output buffer holds 3
+    # windows (16 KiB per partition), so the launch buffers 3 + 3 + 2 windows, each scattered to its rows
+    from dste.kernels.plan import launch_stores, plan_launches, windows_per_store
 
     n, F = 1024, 1100
     pattern = sp.random(128, n, density=0.02, random_state=np.random.default_rng(11), format="csr")
@@ -113,7 +113,8 @@ def test_several_stores_per_launch_place_every_window():
     A = encode(A_sp, kinds="int8")
     plan = plan_launches(A, F, "fp32")
     assert [launch.bucket.windows for launch in plan.launches] == [8]
-    assert launch_stores(plan.launches[0].bucket) == 3
+    bucket = plan.launches[0].bucket
+    assert windows_per_store(8, 1, F) == 3 and launch_stores(bucket) == 8
     X = np.random.default_rng(13).standard_normal((n, F)).astype(np.float32)
     check(A, X, BOUND_FP32_X)
 
