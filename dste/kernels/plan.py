@@ -731,11 +731,13 @@ def pack_launch(A, launch: Launch) -> dict:
         valid = rows < N
         rscale[valid] = A.row_scale[rows[valid]]
     regions["row_scale"] = rscale.T
-    # the output row of each window slot in the form of the column ids (slots of no row: N -> 0xFFFF / band 255)
-    regions["out_rows"], bands = split_column_ids(rows.T, N, b.wide_rows)
+    # the output row of each window slot in the form of the column ids (slots of no row: N -> 0xFFFF / band 255);
+    # bands from N itself, as the kernel decides from Y's rows (a bucket built without wide_rows still packs right)
+    wide_rows = uses_bands(N)
+    regions["out_rows"], bands = split_column_ids(rows.T, N, wide_rows)
     if bands is not None:
         regions["out_band"] = bands
-    return {"metadata": pack_metadata(metadata_layout(b.windows, b.bitmap, b.entry, b.wide_ids, b.lists, b.wide_rows),
+    return {"metadata": pack_metadata(metadata_layout(b.windows, b.bitmap, b.entry, b.wide_ids, b.lists, wide_rows),
                                       regions)}
 
 
