@@ -76,7 +76,8 @@ def feature_chunks(n_features: int) -> list[tuple[int, int]]:
 RECORD_TAIL_BYTES = 4
 """fp32 row scale after the int8 values of a hybrid record."""
 STORE_BYTES_PER_PARTITION = 16384
-"""Output rows of several windows leave in one store of up to this many bytes per partition (kernel's constant)."""
+"""Output rows of several windows collect in one SBUF buffer of up to this many bytes per partition, then leave by
+one scatter per window (kernel's constant)."""
 
 
 def kernel_module():
@@ -94,8 +95,8 @@ def windows_per_step(n_windows: int, slots_per_window: int, n_features: int, gro
 
 
 def windows_per_store(n_windows: int, step: int, n_features: int) -> int:
-    """Windows whose output rows leave in one store: whole steps, up to STORE_BYTES_PER_PARTITION
-    (the kernel's ``windows_per_store``)."""
+    """Windows whose output rows collect in one buffer before their scatters: whole steps, up to
+    STORE_BYTES_PER_PARTITION (the kernel's ``windows_per_store``)."""
     return kernel_module().windows_per_store(n_windows, step, n_features)
 
 

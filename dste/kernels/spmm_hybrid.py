@@ -75,7 +75,8 @@ RECORD_TAIL_BYTES = 4
 MAX_GROUP = 32
 """Tiles unpacked by one batched shift, and gather buffers in flight."""
 STORE_BYTES_PER_PARTITION = 16384
-"""Output rows of several windows leave in one store of up to this many bytes per partition."""
+"""Output rows of several windows collect in one SBUF buffer of up to this many bytes per partition, then leave
+by one scatter per window."""
 WORD_BYTES = 4
 """The metadata blob is int32; byte- and half-word regions are padded to whole words."""
 CORRECTION_SBUF_BYTES = 16 * 1024
@@ -348,7 +349,7 @@ def spmm_hybrid_kernel(
     # ---- window steps: all tile slots of `step` consecutive windows share one set of working
     # buffers, so the mask unpack and scale products run once per step. A window with more slots
     # than `group` is processed alone, in groups. Output rows collect over whole steps in y_buf
-    # and leave in one store per `store_windows` windows.
+    # and leave, one scatter per window, every `store_windows` windows.
     slots_per_window = n_bitmap + n_entry + n_pairs
     step = windows_per_step(n_windows, slots_per_window, n_features, group)
     store_windows = windows_per_store(n_windows, step, n_features)
@@ -657,7 +658,8 @@ def windows_per_step(n_windows, slots_per_window, n_features, group):
 
 
 def windows_per_store(n_windows, step, n_features):
-    """Windows whose output rows leave in one store: whole steps, up to STORE_BYTES_PER_PARTITION."""
+    """Windows whose output rows collect in one buffer before their scatters: whole steps, up to
+    STORE_BYTES_PER_PARTITION."""
     by_store = max(1, STORE_BYTES_PER_PARTITION // (4 * n_features))
     return min(n_windows, step * max(1, by_store // step))
 
