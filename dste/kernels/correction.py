@@ -28,6 +28,7 @@ entries (r, c) of A whose column c is an FP16 row (about the FP16 fraction of al
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -453,12 +454,12 @@ def _fit(A, launch, plan_index, entries, target) -> list[CorrectionJob]:
 
 def _halves(launch, entries):
     """The launch cut into two launches of half its windows, with their entries."""
-    from dste.kernels.plan import Bucket, Launch
+    from dste.kernels.plan import Launch
 
     b = launch.bucket
     h = b.windows // 2
     for lo, hi in ((0, h), (h, b.windows)):
-        bucket = Bucket(hi - lo, b.bitmap, b.entry, b.features, b.x_mode, b.wide_ids, b.lists)
+        bucket = dataclasses.replace(b, windows=hi - lo)
         part = Launch(bucket, launch.windows[lo:hi], launch.bitmap_tiles[lo:hi], launch.entry_tiles[lo:hi],
                       launch.list_tiles[lo:hi])
         mask = (entries.window >= lo) & (entries.window < hi)

@@ -281,8 +281,11 @@ def launch_spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, pla
             b.windows, *b.bitmap, *b.entry, F, int(hybrid), b.group_size(),
             corrections, shape.group_windows, shape.tiles_per_group, b.lists,
         )
-        # the kernel writes its windows' rows into Y at their original rows (its blob names them)
-        _, prof = launch(kernel, args, lnc=lnc, target=target, backend=backend)
+        # the kernel writes its windows' rows into Y at their original rows (its blob names them); the simulator
+        # updates Y in place, a device returns its copy
+        written, prof = launch(kernel, args, lnc=lnc, target=target, backend=backend)
+        if backend == "neuron":
+            Y[...] = written
         profiles.append(prof)
     if not profile:
         return Y

@@ -172,7 +172,7 @@ def spmm_hybrid_kernel(
       n_list: list-tile slots per window, of any kind (0: the launch has none).
 
     Returns:
-      nothing: the rows are written into ``y``.
+      ``y`` (written in place, returned as the ISA ``dma_copy`` scatter example returns its ``output`` argument).
 
     Limits: F <= 8 * 512 (one window's accumulator in the 8 PSUM banks), F <= 7 * 512 with list slots (their
       products take a bank); group <= 32; a list tile lists <= 64 columns and holds <= 128 entries;
@@ -610,6 +610,7 @@ def spmm_hybrid_kernel(
                                        vector_offset=out_ids[:, w:w + 1], indirect_dim=0),
                               src=y_buf[:, j, :], oob_mode=nisa.oob_mode.skip)
             store_start = w1
+    return y
 
 
 def _kind_runs(s0, n, n_bitmap, n_bin, n_int8):

@@ -151,6 +151,29 @@ def test_kernel_output_must_be_shared_hbm():
         sim.simulate(returns_numpy)(x)
 
 
+def test_a_kernel_may_return_its_own_argument_written_in_place():
+    """As the ISA ``dma_copy`` scatter example: rows scattered into the ``output`` argument, which is returned."""
+
+    def scatter_rows(src_data, indices, output):
+        src = nl.ndarray(src_data.shape, dtype=src_data.dtype, buffer=nl.sbuf)
+        nisa.dma_copy(dst=src, src=src_data)
+        idx = nl.ndarray((src_data.shape[0], 1), dtype=nl.uint32, buffer=nl.sbuf)
+        nisa.dma_copy(dst=idx, src=indices)
+        P, F = src_data.shape
+        nisa.dma_copy(dst=output.ap(pattern=[[F, P], [1, F]], vector_offset=idx, indirect_dim=0), src=src)
+        return output
+
+    rng = np.random.default_rng(0)
+    src = rng.standard_normal((128, 8)).astype(np.float32)
+    rows = rng.permutation(256)[:128].astype(np.uint32)
+    output = np.zeros((256, 8), np.float32)
+    returned = sim.simulate(scatter_rows)(src, rows[:, None], output)
+    expected = np.zeros((256, 8), np.float32)
+    expected[rows] = src
+    np.testing.assert_array_equal(returned, expected)
+    np.testing.assert_array_equal(output, expected)  # the argument itself is updated in place
+
+
 def test_list_kernel_argument_rejected():
     with pytest.raises(KernelSignatureError, match="cannot be lists"):
         sim.simulate(lambda xs: None)([np.zeros(3)])
