@@ -261,22 +261,27 @@ def test_fp16_rows_through_bounds_are_the_most_sensitive_rows(kind, width, fract
     n_hi = int(round(fraction * x.shape[0]))
     # reference: the documented rule's scores, a stable descending sort (ties by lower row id), the first n_hi
     expected = np.sort(np.lexsort((np.arange(x.shape[0]), -row_sensitivity(x)))[:n_hi])
-    exact_rows = []
-    original = execution._row_sensitivity
+    exact_rows, bounded = [], []
+    original, original_bounds = execution._row_sensitivity, execution._sensitivity_bounds
 
     def counting(rows, amax=None):
         exact_rows.append(rows.shape[0])
         return original(rows, amax)
 
-    execution._row_sensitivity = counting
+    def counting_bounds(*args):
+        bounded.append(args[0].shape[0])
+        return original_bounds(*args)
+
+    execution._row_sensitivity, execution._sensitivity_bounds = counting, counting_bounds
     try:
         got = _fp16_rows(torch.from_numpy(x), fraction)
     finally:
-        execution._row_sensitivity = original
+        execution._row_sensitivity, execution._sensitivity_bounds = original, original_bounds
     assert np.array_equal(got, expected)
     assert np.array_equal(quantize_rows_by_fraction(x, fraction).hi_rows, expected)
     if kind in ("gaussian", "relu") and width >= 16:  # the bounds, not the whole-matrix fallback, chose them
-        assert exact_rows and exact_rows[0] < x.shape[0] // 2
+        # (rows the bounds place alone get no exact score at all)
+        assert bounded and all(rows < x.shape[0] // 2 for rows in exact_rows)
 
 
 def test_fp16_rows_among_scores_a_rounding_apart():
@@ -300,6 +305,80 @@ def test_kth_largest_is_numpys_at_every_rank():
     ordered = np.sort(values)[::-1]
     for k in range(1, values.size + 1):
         assert _kth_largest(values, k) == ordered[k - 1], k
+
+
+def test_kth_largest_floor_is_at_most_the_kth_largest_and_counts_k_values():
+    from dste.gnn.execution import KTH_SAMPLE_MIN_VALUES, _kth_largest_floor
+
+    rng = np.random.default_rng(14)
+    n = KTH_SAMPLE_MIN_VALUES + 1003
+    arrays = {
+        "gaussian": rng.standard_normal(n),
+        "many ties": np.round(rng.standard_normal(n), 1),
+        "ascending": np.sort(rng.standard_normal(n)),  # the strided sample misses most of the largest values
+        "descending": np.sort(rng.standard_normal(n))[::-1].copy(),
+        "top k off the sample": np.where(np.arange(n) % 8 == 3, 10.0 + np.arange(n), rng.standard_normal(n)),
+        "constant": np.full(n, 0.25),
+    }
+    for label, values in arrays.items():
+        ordered = np.sort(values)[::-1]
+        for k in (1, 2, 7, 50, 255, 256, 257, n // 20, n // 2, n - 1, n):
+            floor = _kth_largest_floor(values, k)
+            assert floor <= ordered[k - 1], (label, k)
+            assert np.count_nonzero(values >= floor) >= k, (label, k)
+        if label == "gaussian":  # close: a few hundredths of the rows at most above the exact rank
+            assert np.count_nonzero(values >= _kth_largest_floor(values, n // 20)) < n // 20 + n // 25
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "relu", "on the grid"])
+@pytest.mark.parametrize("width", [16, 64])
+@pytest.mark.parametrize("fraction", [0.01, 0.05, 0.3])
+def test_fp16_rows_of_many_rows_through_a_sampled_floor(kind, width, fraction):
+    from dste.gnn.execution import KTH_SAMPLE_MIN_VALUES
+
+    x = _rows_to_score(200 + width, KTH_SAMPLE_MIN_VALUES + 1500, width, kind)
+    expected = np.sort(np.lexsort((np.arange(x.shape[0]), -row_sensitivity(x)))[: int(round(fraction * x.shape[0]))])
+    assert np.array_equal(_fp16_rows(torch.from_numpy(x), fraction), expected)
+    got = fake_quantized_rows(torch.from_numpy(x), fraction)
+    assert np.array_equal(_bits(got), _bits(quantize_rows_by_fraction(x, fraction).dequantize()))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_best_candidates_from_any_valid_bounds_are_the_best_rows(seed):
+    from dste.gnn.execution import _best_candidates, _kth_largest
+
+    # bounds of every width around the exact scores, some exact, some spanning ties and much of the range:
+    # whatever the bounds, as long as they hold, the rows taken are the reference's
+    rng = np.random.default_rng(seed)
+    x = _rows_to_score(300 + seed, 400, 24, ("gaussian", "relu", "on the grid")[seed % 3])
+    x[rng.integers(0, 400, 60)] = x[rng.integers(0, 400, 60)]  # copies: exactly tied scores
+    exact = row_sensitivity(x)
+    width = rng.choice([0.0, 1e-12, 1e-4, 1e-2, 0.3], size=400) * rng.random(400)
+    lower = np.maximum(exact - width * exact.max(), 0.0)
+    upper = exact + rng.choice([0.0, 1e-9, 1e-3, 0.2], size=400) * rng.random(400) * exact.max()
+    amax = np.abs(x).max(axis=1)
+    for count in (1, 5, 40, 200, 399):
+        expected = np.sort(np.lexsort((np.arange(400), -exact))[:count])
+        floor = _kth_largest(lower, count)
+        candidates = np.flatnonzero(upper >= floor)
+        got = _best_candidates(torch.from_numpy(x), amax, candidates, lower[candidates], upper[candidates],
+                               floor, count)
+        assert np.array_equal(got, expected), count
+
+
+@pytest.mark.parametrize("fraction", FRACTIONS)
+def test_fake_quantized_rows_of_a_relu_output_skip_nothing_but_the_magnitude(fraction):
+    # ReLU output: zeros of either sign, all-zero rows, rows of -0.0 only; the same bits as without the hint
+    x = np.maximum(_awkward_rows(7), 0.0)
+    x[x == 0] = np.where(np.random.default_rng(3).random(np.count_nonzero(x == 0)) < 0.5, -0.0, 0.0)
+    x[8] = -0.0
+    x[9] = 0.0
+    reference = quantize_rows_by_fraction(x, fraction).dequantize()
+    got = fake_quantized_rows(torch.from_numpy(x), fraction, non_negative=True)
+    assert np.array_equal(_bits(got), _bits(reference))
+    x[5, 3] = np.nan
+    with pytest.raises(ValueError):
+        fake_quantized_rows(torch.from_numpy(x), fraction, non_negative=True)
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.05, 0.6, 1.0])
