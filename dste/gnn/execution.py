@@ -23,6 +23,7 @@ ReLU between layers.
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
@@ -91,6 +92,32 @@ def dequantized_hybrid_rows(rows) -> torch.Tensor:
     if rows.hi_rows.size:
         out[torch.from_numpy(rows.hi_rows.astype(np.int64))] = torch.from_numpy(rows.hi).to(torch.float32)
     return out
+
+
+class WorkBuffers:
+    """float32 work buffers reused from call to call, one per name, grown on demand: what
+    :func:`fake_quantized_rows` writes its temporaries and its result into when a caller keeps one (a forward pass
+    holds one per thread). A fresh activation-sized tensor per pass is mapped and written anew each call; the
+    reused ones stay mapped and mostly cached (10k x 64 ReLU activations, 5 % FP16 rows, one thread: see
+    ``bench/README.md``). Buffers above ``WORK_BUFFER_MAX_BYTES`` are not kept."""
+
+    def __init__(self):
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, shape: tuple[int, int]) -> torch.Tensor:
+        """A float32 tensor of ``shape`` (contents arbitrary) that stays this name's until its next ``take``."""
+        numel = int(shape[0]) * int(shape[1])
+        if 4 * numel > WORK_BUFFER_MAX_BYTES:
+            return torch.empty(shape, dtype=torch.float32)
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.numel() < numel:
+            buffer = self._buffers[name] = torch.empty(numel, dtype=torch.float32)
+        return buffer[:numel].view(shape)
+
+
+WORK_BUFFER_MAX_BYTES = 16 << 20
+"""Largest work buffer :class:`WorkBuffers` keeps (three names: 48 MB at most per thread and graph); larger
+activations get fresh tensors, as before."""
 
 
 SENSITIVITY_CHUNK_BYTES = 512 << 10
@@ -203,6 +230,8 @@ def _row_sensitivity(x: torch.Tensor, amax: np.ndarray | None = None) -> np.ndar
     return np.where(mean_abs > 0, rms / np.where(mean_abs > 0, mean_abs, 1.0), 0.0)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_TINY = np.float32(np.finfo(np.float32).tiny)
 UNIT_ROUNDOFF_32 = 2.0 ** -24
 UNIT_ROUNDOFF_64 = 2.0 ** -53
 SUBNORMAL_STEP_32 = 2.0 ** -149
@@ -254,12 +283,10 @@ def _sensitivity_bounds(x: torch.Tensor, amax: np.ndarray, magnitude: torch.Tens
     and the Minkowski term grows to ``1280 u s sqrt(F)``.
     """
     n, width = x.shape
-    # s = fl(amax / 127); an all-zero row's is 0 here, which only its factor below reads (and sets to 0)
-    scale = amax / np.float32(127.0)
+    scale = amax / np.float32(127.0)  # s = fl(amax / 127); 0 for an all-zero row
     ones = torch.ones(width, dtype=torch.float32)
     if device_scaled is None:
-        scale = np.where(amax > 0, scale, np.float32(1.0))
-        residual = torch.div(x, torch.from_numpy(scale)[:, None])
+        residual = torch.div(x, torch.from_numpy(np.where(amax > 0, scale, np.float32(1.0)))[:, None])
         residual.sub_(residual.round()).square_()
         spread_units = 256.0
     else:
@@ -275,18 +302,22 @@ def _sensitivity_bounds(x: torch.Tensor, amax: np.ndarray, magnitude: torch.Tens
     gamma64 = k * (width + 8) * UNIT_ROUNDOFF_64
     spread = k * math.sqrt(width) * (spread_units * UNIT_ROUNDOFF_32 + 2.0 ** -70)
     root = np.sqrt(squared_sum, dtype=np.float64)
-    # sqrt(F) s / T, 0 for an all-zero row (its D is 0 as well)
-    factor = np.divide(np.multiply(scale, math.sqrt(width), dtype=np.float64), magnitude_sum,
-                       out=np.zeros(n), where=magnitude_sum > 0)
-    lower = root * (1.0 / math.sqrt(1.0 + gamma))
-    lower -= spread
+    # sqrt(F) s / T. A row's float32 sum T is at least its largest term amax, so every row but an all-zero one
+    # has T >= MIN_ROW_MAGNITUDE, far above float32's smallest normal; flooring T there leaves those rows alone
+    # and gives an all-zero row (s = 0) the factor 0 without a mask
+    factor = np.multiply(scale, math.sqrt(width), dtype=np.float64)
+    factor /= np.maximum(magnitude_sum, FLOAT32_TINY)
+    # the constant factors of each bound taken into the root's coefficient and the spread (positive, so they
+    # commute with the clamp at 0); the few float64 roundings of these steps are far inside BOUND_SAFETY's excess
+    low_scale = (1.0 - gamma) * (1.0 - 3.0 * gamma64)
+    lower = root * (low_scale / math.sqrt(1.0 + gamma))
+    lower -= spread * low_scale
     np.maximum(lower, 0.0, out=lower)
     lower *= factor
-    lower *= (1.0 - gamma) * (1.0 - 3.0 * gamma64)
-    upper = root * (1.0 / math.sqrt(1.0 - gamma))
-    upper += spread
+    high_scale = (1.0 + gamma) * (1.0 + 3.0 * gamma64)
+    upper = root * (high_scale / math.sqrt(1.0 - gamma))
+    upper += spread * high_scale
     upper *= factor
-    upper *= (1.0 + gamma) * (1.0 + 3.0 * gamma64)
     return lower, upper
 
 
@@ -296,7 +327,6 @@ def _quantizer_lets_through(amax: np.ndarray) -> bool:
     return bool(((amax == 0) | ((amax >= MIN_ROW_MAGNITUDE) & (amax <= FLOAT32_MAX))).all())
 
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _fp16_rows(x: torch.Tensor, fraction: float, amax: np.ndarray | None = None,
@@ -420,7 +450,8 @@ def _best_rows(sensitivity: np.ndarray, count: int) -> np.ndarray:
 STABLE_SORT_MAX_ROWS = 256
 
 
-def fake_quantized_rows(x: torch.Tensor, fraction: float, non_negative: bool = False) -> torch.Tensor:
+def fake_quantized_rows(x: torch.Tensor, fraction: float, non_negative: bool = False,
+                        work: WorkBuffers | None = None) -> torch.Tensor:
     """``quantize_rows_by_fraction(x, fraction).dequantize()`` bit for bit, without the ``HybridRows``.
 
     What the cpu backend multiplies by when it is handed hybrid rows: INT8 rows ``rne_sat(x * fp32(1/s)) * s``
@@ -432,12 +463,17 @@ def fake_quantized_rows(x: torch.Tensor, fraction: float, non_negative: bool = F
 
     ``non_negative``: the caller knows no entry of ``x`` is below zero (a ReLU's output; -0.0 and NaN allowed),
     so ``x`` is its own magnitude and the ``|x|`` pass is skipped (the same bits: a row maximum of -0.0 is a
-    zero row's, and NaN rows still reach the quantizer).
+    zero row's, and NaN rows still reach the quantizer). ``work``: buffers for the temporaries and the result;
+    the result is then one of them, valid until the next call with the same ``work`` (``x`` must not be one).
     """
     x = x.detach().to(torch.float32).contiguous()
     if x.dim() != 2 or x.numel() == 0 or math.isnan(fraction) or not 0.0 <= fraction <= 1.0:
         return torch.from_numpy(quantize_rows_by_fraction(x.numpy(), fraction).dequantize())
-    magnitude = x if non_negative else x.abs()
+
+    def buffer(name: str) -> torch.Tensor:
+        return torch.empty(x.shape, dtype=torch.float32) if work is None else work.take(name, x.shape)
+
+    magnitude = x if non_negative else torch.abs(x, out=buffer("magnitude"))
     amax = magnitude.amax(dim=1).numpy()
     if not _quantizer_lets_through(amax):
         return torch.from_numpy(quantize_rows_by_fraction(x.numpy(), fraction).dequantize())
@@ -449,10 +485,10 @@ def fake_quantized_rows(x: torch.Tensor, fraction: float, non_negative: bool = F
     # device_int8_scale_of_amax's float32 arithmetic on the float32 maxima, without its copies
     scale = np.where(amax > 0, amax * INV_INT8_QMAX, np.float32(1.0))
     inverse = np.float32(1.0) / scale
-    scaled = torch.mul(x, torch.from_numpy(inverse)[:, None])
+    scaled = torch.mul(x, torch.from_numpy(inverse)[:, None], out=buffer("scaled"))
     # half to even, as np.rint; |x / s| <= 127 (1 + 8 u) < 127.5 for the rows let through here, so the
     # quantizer's saturation to [-127, 127] never acts and is not repeated
-    out = scaled.round() if n_hi else scaled.round_()
+    out = torch.round(scaled, out=buffer("rounded")) if n_hi else scaled.round_()
     hi_rows = _fp16_rows(x, fraction, amax, magnitude, scaled, out, checked=True) if n_hi else None  # overwrites scaled
     if hi_rows is not None and bool((amax[hi_rows] > FP16_MAX).any()):
         return torch.from_numpy(quantize_rows_by_fraction(x.numpy(), fraction).dequantize())
@@ -576,6 +612,7 @@ class GraphInference:
         self._tensors: dict[int, DSTETensor] = {}  # id(matrix) -> its op wrapper (which holds the matrix)
         self._features: np.ndarray | None = None
         self._stored_features = StoredRows(STORED_FEATURE_BYTES)  # (kept channels, FP16 share) -> HybridRows
+        self._work = threading.local()  # .buffers: the forward pass's WorkBuffers, one per thread
 
     # ------------------------------------------------------------------ what the graph fixes
     @property
@@ -782,6 +819,9 @@ class GraphInference:
         backend = resolve_backend(backend)
         on_host = backend == "cpu"
         h = torch.from_numpy(self.features())
+        work = getattr(self._work, "buffers", None)
+        if work is None:
+            work = self._work.buffers = WorkBuffers()
         with torch.no_grad():
             for layer, setting in enumerate(settings):
                 a = self.tensor(self.adjacency(layer, setting.edge_sparsity))
@@ -802,7 +842,8 @@ class GraphInference:
                     if setting.fp32:
                         x_used = h
                     elif on_host:
-                        x_used = fake_quantized_rows(h, fraction, non_negative=layer > 0)  # after a ReLU
+                        # h follows a ReLU; x_used is read before the message's quantization reuses `work`
+                        x_used = fake_quantized_rows(h, fraction, non_negative=layer > 0, work=work)
                     else:
                         input_rows = quantize_rows_by_fraction(h.numpy(), fraction)
                         x_used = torch.from_numpy(input_rows.dequantize())
@@ -820,7 +861,7 @@ class GraphInference:
                     if setting.fp32:
                         operand = message
                     elif on_host:
-                        operand = fake_quantized_rows(message, fraction)
+                        operand = fake_quantized_rows(message, fraction, work=work)
                     else:
                         operand = quantize_rows_by_fraction(message.numpy(), fraction)
                     out = spmm(a, operand, backend=backend)
