@@ -93,6 +93,19 @@ def test_input_the_quantizer_refuses_raises_what_the_quantizer_raises(poison, fr
     assert str(got.value) == str(expected.value)
 
 
+def test_fake_quantized_rows_into_reused_work_buffers():
+    from dste.gnn.execution import WorkBuffers
+
+    # one set of buffers through inputs of growing and shrinking sizes: every result has the quantizer's bits
+    work = WorkBuffers()
+    for seed, (n, width) in enumerate([(200, 48), (50, 48), (300, 64), (10, 3), (300, 64)]):
+        x = _awkward_rows(seed, n, width)
+        for fraction in FRACTIONS:
+            got = fake_quantized_rows(torch.from_numpy(x), fraction, work=work)
+            reference = quantize_rows_by_fraction(x, fraction).dequantize()
+            assert np.array_equal(_bits(got), _bits(reference)), (n, width, fraction)
+
+
 @pytest.mark.parametrize("shape", [(200, 48), (3, 1), (1, 9)])
 def test_row_sensitivity_in_blocks_equals_the_reference_bit_for_bit(shape):
     x = _awkward_rows(7, *shape) if shape[0] >= 5 else np.random.default_rng(2).standard_normal(shape).astype(np.float32)
@@ -170,6 +183,30 @@ def test_cpu_forward_is_repeatable_and_leaves_the_stored_features_alone(gcn_infe
     second = gcn_inference.forward(settings).numpy()
     assert np.array_equal(_bits(first), _bits(second))
     assert np.array_equal(rows.q, q_before)
+
+
+def test_cpu_forward_from_several_threads_at_once(gcn_inference):
+    # each thread quantizes into its own work buffers: concurrent passes give the single-threaded bits
+    import threading
+
+    settings = [LayerSetting(fp16_fraction=0.05), LayerSetting(fp16_fraction=0.05)]
+    expected = _bits(gcn_inference.forward(settings).numpy())
+    results, errors = [], []
+
+    def run():
+        try:
+            for _ in range(20):
+                results.append(_bits(gcn_inference.forward(settings).numpy()))
+        except Exception as error:  # surfaced below: a thread's exception would otherwise vanish
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(results) == 60
+    assert all(np.array_equal(got, expected) for got in results)
 
 
 @pytest.mark.parametrize("fraction", [0.01, 0.05, 0.5, 0.99])
