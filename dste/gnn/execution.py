@@ -103,16 +103,22 @@ class WorkBuffers:
 
     def __init__(self):
         self._buffers: dict[str, torch.Tensor] = {}
+        self._views: dict[tuple, torch.Tensor] = {}  # (name, shape) -> the view of that name's buffer
 
     def take(self, name: str, shape: tuple[int, int]) -> torch.Tensor:
         """A float32 tensor of ``shape`` (contents arbitrary) that stays this name's until its next ``take``."""
+        view = self._views.get((name, shape))
+        if view is not None:
+            return view
         numel = int(shape[0]) * int(shape[1])
         if 4 * numel > WORK_BUFFER_MAX_BYTES:
             return torch.empty(shape, dtype=torch.float32)
         buffer = self._buffers.get(name)
         if buffer is None or buffer.numel() < numel:
             buffer = self._buffers[name] = torch.empty(numel, dtype=torch.float32)
-        return buffer[:numel].view(shape)
+            self._views = {key: value for key, value in self._views.items() if key[0] != name}
+        view = self._views[(name, tuple(shape))] = buffer[:numel].view(shape)
+        return view
 
 
 WORK_BUFFER_MAX_BYTES = 16 << 20
@@ -324,6 +330,8 @@ def _sensitivity_bounds(x: torch.Tensor, amax: np.ndarray, magnitude: torch.Tens
 def _quantizer_lets_through(amax: np.ndarray) -> bool:
     """Whether every row's largest magnitude is 0, or finite and at least ``MIN_ROW_MAGNITUDE`` (a NaN fails
     every comparison): the rows the INT8 quantizer accepts, and the premises of :func:`_sensitivity_bounds`."""
+    if amax.size and MIN_ROW_MAGNITUDE <= amax.min() and amax.max() <= FLOAT32_MAX:  # the common case: two
+        return True  # reductions (a NaN makes both comparisons false)
     return bool(((amax == 0) | ((amax >= MIN_ROW_MAGNITUDE) & (amax <= FLOAT32_MAX))).all())
 
 
