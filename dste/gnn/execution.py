@@ -216,6 +216,8 @@ def _row_sensitivity(x: torch.Tensor, amax: np.ndarray | None = None) -> np.ndar
     n, width = x.shape
     if amax is None:
         amax = x.abs().amax(dim=1).numpy()
+    if n <= FEW_ROWS:
+        return _few_rows_sensitivity(x.numpy(), amax)
     amax = amax[:, None]
     scale = torch.from_numpy(np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32))
     dequantized = torch.div(x, scale).round_().clamp_(-128.0, 127.0).mul_(scale).numpy()
@@ -234,6 +236,29 @@ def _row_sensitivity(x: torch.Tensor, amax: np.ndarray | None = None) -> np.ndar
     rms = np.sqrt(squared_error / width)
     mean_abs = magnitude / width
     return np.where(mean_abs > 0, rms / np.where(mean_abs > 0, mean_abs, 1.0), 0.0)
+
+
+FEW_ROWS = 256
+"""Up to this many rows :func:`_row_sensitivity` runs every step in NumPy (:func:`_few_rows_sensitivity`)."""
+
+
+def _few_rows_sensitivity(values: np.ndarray, amax: np.ndarray) -> np.ndarray:
+    """:func:`_row_sensitivity` of a few float32 rows ``values [n, F]`` (the candidates the score bounds cannot
+    place), every step in NumPy: on so few values each torch call costs more than its work, and the steps are
+    the same correctly rounded float32 operations (quotient, rint half to even, clip, product) and the same
+    pairwise float64 row sums, so the same bits (one thread, 30 x 8 rows: 21 us against 36 us through torch,
+    30 x 64: 25 against 34 us)."""
+    width = values.shape[1]
+    scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0))[:, None]
+    dequantized = np.divide(values, scale)
+    np.rint(dequantized, out=dequantized)
+    np.clip(dequantized, -128.0, 127.0, out=dequantized)
+    dequantized *= scale
+    error = np.subtract(values, dequantized, dtype=np.float64)
+    np.multiply(error, error, out=error)
+    rms = np.sqrt(np.add.reduce(error, axis=1) / width)
+    mean_abs = np.add.reduce(np.abs(values, dtype=np.float64), axis=1) / width
+    return np.divide(rms, mean_abs, out=np.zeros(values.shape[0]), where=mean_abs > 0)
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)

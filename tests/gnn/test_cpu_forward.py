@@ -106,8 +106,12 @@ def test_fake_quantized_rows_into_reused_work_buffers():
             assert np.array_equal(_bits(got), _bits(reference)), (n, width, fraction)
 
 
-@pytest.mark.parametrize("shape", [(200, 48), (3, 1), (1, 9)])
-def test_row_sensitivity_in_blocks_equals_the_reference_bit_for_bit(shape):
+@pytest.mark.parametrize("few_rows", [0, 256], ids=["torch steps", "numpy steps"])
+@pytest.mark.parametrize("shape", [(200, 48), (3, 1), (1, 9), (60, 7)])
+def test_row_sensitivity_in_blocks_equals_the_reference_bit_for_bit(monkeypatch, shape, few_rows):
+    from dste.gnn import execution
+
+    monkeypatch.setattr(execution, "FEW_ROWS", few_rows)  # both ways of scoring few rows
     x = _awkward_rows(7, *shape) if shape[0] >= 5 else np.random.default_rng(2).standard_normal(shape).astype(np.float32)
     assert np.array_equal(_row_sensitivity(torch.from_numpy(x)), row_sensitivity(x))
 
@@ -233,8 +237,9 @@ def test_row_sums_follow_numpys_pairwise_order_at_every_narrow_width():
         out = np.empty(400)
         _row_sums(block, out)
         assert np.array_equal(out, np.add.reduce(block, axis=1)), width
-        x = (rng.standard_normal((50, width)) * 10.0 ** rng.uniform(-6, 6, (50, 1))).astype(np.float32)
+        x = (rng.standard_normal((300, width)) * 10.0 ** rng.uniform(-6, 6, (300, 1))).astype(np.float32)
         assert np.array_equal(_row_sensitivity(torch.from_numpy(x)), row_sensitivity(x)), width
+        assert np.array_equal(_row_sensitivity(torch.from_numpy(x[:50])), row_sensitivity(x[:50])), width
 
 
 # -- the FP16 rows chosen through score bounds ------------------------------------------------------------------
