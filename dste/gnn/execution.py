@@ -271,9 +271,12 @@ BOUND_SAFETY = 4.0
 """Every error term of :func:`_sensitivity_bounds` is taken this many times over: the bounds only decide which rows
 get the exact score, so a looser bound costs a few more exact rows, never a different choice."""
 EXACT_SCORING_MAX_NARROW_ROWS = 8192
-"""Up to this many rows narrower than ``NARROW_ROW_WIDTH`` every row gets the exact score: one thread, 5 % of
-ReLU rows, the bounds took 343 us against 176 us for exact scores at 2,708 x 7, the same at 10,000 x 8 (697 against
-709 us), and less from there (20,000 x 8: 819 against 1,080 us; 2,708 x 32: 237 against 379 us)."""
+EXACT_SCORING_BELOW_WIDTH = 3
+"""Up to ``EXACT_SCORING_MAX_NARROW_ROWS`` rows narrower than ``EXACT_SCORING_BELOW_WIDTH`` values every row gets
+the exact score; wider rows go through the bounds. One thread, 5 % FP16 rows, bounds against exact scores, in us:
+2,708 x 1 264 / 185, 2,708 x 3 ReLU 276 / 261, 8,000 x 3 529 / 627, 2,708 x 7 (cora-like's logits) 238 / 315,
+10,000 x 8 556 / 767, 8,000 x 15 624 / 973 (before the candidates' certain rows skipped their exact score, the
+bounds lost up to 8,192 rows of width 15)."""
 EXACT_SCORING_SHARE = 0.5
 """When the rows the bounds cannot place exceed this share of all rows, every row gets the exact score at once."""
 
@@ -389,7 +392,7 @@ def _fp16_rows(x: torch.Tensor, fraction: float, amax: np.ndarray | None = None,
         amax = magnitude.amax(dim=1).numpy()
     if not checked and not _quantizer_lets_through(amax):
         return _best_rows(_row_sensitivity(x, amax), n_hi)  # outside the bounds' premises (the quantizer refuses)
-    if x.shape[1] < NARROW_ROW_WIDTH and n <= EXACT_SCORING_MAX_NARROW_ROWS:
+    if x.shape[1] < EXACT_SCORING_BELOW_WIDTH and n <= EXACT_SCORING_MAX_NARROW_ROWS:
         return _best_rows(_row_sensitivity(x, amax), n_hi)
     lower, upper = _sensitivity_bounds(x, amax, magnitude, device_scaled, device_rounded)
     floor = _kth_largest_floor(lower, n_hi)
