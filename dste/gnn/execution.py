@@ -415,11 +415,12 @@ def _best_candidates(x: torch.Tensor, amax: np.ndarray, candidates: np.ndarray, 
     lower id (the candidates' order), since every certain row is among the best and no dropped row is.
     """
     m = candidates.size
-    certain = lower >= floor
-    if m > count:
-        certain &= lower > np.partition(upper, m - count - 1)[m - count - 1]
+    reach = np.partition(upper, m - count - 1)[m - count - 1] if m > count else -math.inf
+    # lower >= floor and lower > reach, in one comparison
+    certain = lower > reach if reach >= floor else lower >= floor
     beaten = upper < np.partition(lower, m - count)[m - count]
-    open_rows = np.flatnonzero(~(certain | beaten))
+    # no row is both (count rows beating it surely would all reach it), so the open rows are those with neither
+    open_rows = np.flatnonzero(certain == beaten)
     taken = candidates[certain]
     needed = count - taken.size
     if needed == 0:
@@ -514,8 +515,9 @@ def fake_quantized_rows(x: torch.Tensor, fraction: float, non_negative: bool = F
     if not _quantizer_lets_through(amax):
         return torch.from_numpy(quantize_rows_by_fraction(x.numpy(), fraction).dequantize())
     n_hi = int(round(fraction * x.shape[0]))
+    beyond_fp16 = bool(amax.max() > FP16_MAX)  # some row beyond float16's range (not allowed in FP16)
     if n_hi == x.shape[0]:
-        if bool((amax > FP16_MAX).any()):
+        if beyond_fp16:
             return torch.from_numpy(quantize_rows_by_fraction(x.numpy(), fraction).dequantize())
         return x.clamp(-FP16_MAX, FP16_MAX).to(torch.float16).to(torch.float32)
     # device_int8_scale_of_amax's float32 arithmetic on the float32 maxima, without its copies
@@ -526,7 +528,7 @@ def fake_quantized_rows(x: torch.Tensor, fraction: float, non_negative: bool = F
     # quantizer's saturation to [-127, 127] never acts and is not repeated
     out = torch.round(scaled, out=buffer("rounded")) if n_hi else scaled.round_()
     hi_rows = _fp16_rows(x, fraction, amax, magnitude, scaled, out, checked=True) if n_hi else None  # overwrites scaled
-    if hi_rows is not None and bool((amax[hi_rows] > FP16_MAX).any()):
+    if hi_rows is not None and beyond_fp16 and bool((amax[hi_rows] > FP16_MAX).any()):
         return torch.from_numpy(quantize_rows_by_fraction(x.numpy(), fraction).dequantize())
     out.add_(0.0)  # -0.0 -> +0.0: the quantizer's int8 zero dequantizes to +0.0
     out.mul_(torch.from_numpy(scale)[:, None])
