@@ -318,7 +318,7 @@ def _sensitivity_bounds(x: torch.Tensor, amax: np.ndarray, magnitude: torch.Tens
     """
     n, width = x.shape
     scale = amax / np.float32(127.0)  # s = fl(amax / 127); 0 for an all-zero row
-    ones = torch.ones(width, dtype=torch.float32)
+    ones = _ones(width)
     if device_scaled is None:
         residual = torch.div(x, torch.from_numpy(np.where(amax > 0, scale, np.float32(1.0)))[:, None])
         residual.sub_(residual.round()).square_()
@@ -353,6 +353,17 @@ def _sensitivity_bounds(x: torch.Tensor, amax: np.ndarray, magnitude: torch.Tens
     upper += spread * high_scale
     upper *= factor
     return lower, upper
+
+
+def _ones(width: int) -> torch.Tensor:
+    """A float32 vector of ``width`` ones, made once per width (only ever read)."""
+    ones = _ONES.get(width)
+    if ones is None:
+        ones = _ONES[width] = torch.ones(width, dtype=torch.float32)
+    return ones
+
+
+_ONES: dict[int, torch.Tensor] = {}
 
 
 def _quantizer_lets_through(amax: np.ndarray) -> bool:
@@ -461,9 +472,12 @@ KTH_SAMPLE_MIN_VALUES = 4096
 
 
 def _kth_largest(values: np.ndarray, k: int) -> float:
-    """The ``k``-th largest of ``values`` (float64 [n], 1 <= k <= n): the smallest of torch's top ``k`` or the
-    largest of its bottom ``n - k + 1``, whichever is fewer. Inside a forward pass (caches cold, 10k rows,
-    k = 500) it took 86 us, against 135 us for ``torch.kthvalue`` and 99 us for ``np.partition``."""
+    """The ``k``-th largest of ``values`` (float64 [n], 1 <= k <= n). Below ``KTH_SAMPLE_MIN_VALUES`` values
+    ``np.partition`` (one call); from there the smallest of torch's top ``k`` or the largest of its bottom
+    ``n - k + 1``, whichever is fewer: inside a forward pass (caches cold, 10k rows, k = 500) it took 86 us, against
+    135 us for ``torch.kthvalue`` and 99 us for ``np.partition``."""
+    if values.size < KTH_SAMPLE_MIN_VALUES:  # one NumPy call: below torch's per-call cost on few values
+        return float(np.partition(values, values.size - k)[values.size - k])
     values = torch.from_numpy(values)
     bottom = values.numel() - k + 1
     if k <= bottom:
@@ -512,18 +526,23 @@ def fake_quantized_rows(x: torch.Tensor, fraction: float, non_negative: bool = F
 
     magnitude = x if non_negative else torch.abs(x, out=buffer("magnitude"))
     amax = magnitude.amax(dim=1).numpy()
-    if not _quantizer_lets_through(amax):
+    smallest, largest = amax.min(), amax.max()
+    # the common case, every row at least MIN_ROW_MAGNITUDE and finite, by these two reductions (a NaN fails
+    # both comparisons); otherwise the whole check
+    no_zero_rows = MIN_ROW_MAGNITUDE <= smallest and largest <= FLOAT32_MAX
+    if not no_zero_rows and not _quantizer_lets_through(amax):
         return torch.from_numpy(quantize_rows_by_fraction(x.numpy(), fraction).dequantize())
     n_hi = int(round(fraction * x.shape[0]))
-    beyond_fp16 = bool(amax.max() > FP16_MAX)  # some row beyond float16's range (not allowed in FP16)
+    beyond_fp16 = bool(largest > FP16_MAX)  # some row beyond float16's range (not allowed in FP16)
     if n_hi == x.shape[0]:
         if beyond_fp16:
             return torch.from_numpy(quantize_rows_by_fraction(x.numpy(), fraction).dequantize())
         return x.clamp(-FP16_MAX, FP16_MAX).to(torch.float16).to(torch.float32)
-    # device_int8_scale_of_amax's float32 arithmetic on the float32 maxima, without its copies
-    scale = np.where(amax > 0, amax * INV_INT8_QMAX, np.float32(1.0))
+    # device_int8_scale_of_amax's float32 arithmetic on the float32 maxima, without its copies (an all-zero
+    # row's scale is 1)
+    scale = amax * INV_INT8_QMAX if no_zero_rows else np.where(amax > 0, amax * INV_INT8_QMAX, np.float32(1.0))
     inverse = np.float32(1.0) / scale
-    scaled = torch.mul(x, torch.from_numpy(inverse)[:, None], out=buffer("scaled"))
+    scaled = torch.mul(x, torch.from_numpy(inverse[:, None]), out=buffer("scaled"))
     # half to even, as np.rint; |x / s| <= 127 (1 + 8 u) < 127.5 for the rows let through here, so the
     # quantizer's saturation to [-127, 127] never acts and is not repeated
     out = torch.round(scaled, out=buffer("rounded")) if n_hi else scaled.round_()
@@ -531,7 +550,7 @@ def fake_quantized_rows(x: torch.Tensor, fraction: float, non_negative: bool = F
     if hi_rows is not None and beyond_fp16 and bool((amax[hi_rows] > FP16_MAX).any()):
         return torch.from_numpy(quantize_rows_by_fraction(x.numpy(), fraction).dequantize())
     out.add_(0.0)  # -0.0 -> +0.0: the quantizer's int8 zero dequantizes to +0.0
-    out.mul_(torch.from_numpy(scale)[:, None])
+    out.mul_(torch.from_numpy(scale[:, None]))
     if hi_rows is not None:
         index = torch.from_numpy(hi_rows)
         # |x| <= FP16_MAX in these rows (checked above): float16's rounding alone, no saturation
