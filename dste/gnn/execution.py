@@ -910,6 +910,10 @@ class GraphInference:
                 def linear(x, index):
                     if weights[index] is None:
                         return x @ linears[index].weight.detach().t()
+                    if on_host:
+                        # the dequantized weight in nn.Linear's [out, in] layout, as FP32's product: this host's
+                        # GEMM runs it faster for narrow outputs (see CompressedWeight.dense_effective_transposed)
+                        return x @ weights[index].dense_effective_transposed(x.dtype).t()
                     return weights[index](x, backend=backend)
 
                 if model.kind == "gcn":

@@ -71,6 +71,16 @@ class CompressedWeight:
             cache[dtype] = self.effective().to(dtype).contiguous()
         return cache[dtype]
 
+    def dense_effective_transposed(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """:meth:`effective` transposed, ``[out, in]`` contiguous, built once per dtype: ``h @ this.t()`` is the
+        layout of ``nn.Linear``'s own product, which this host's GEMM runs faster for narrow outputs than ``h @ W``
+        with ``W [in, out]`` contiguous (one thread: 10,000 x 64 by 64 x 8 0.40 against 0.69 ms), in another
+        summation order (other float32 bits)."""
+        cache = self.__dict__.setdefault("_dense_transposed", {})
+        if dtype not in cache:
+            cache[dtype] = self.effective().t().to(dtype).contiguous()
+        return cache[dtype]
+
     def effective(self) -> torch.Tensor:
         """The dequantized, masked weight ``[in, out]`` that inference multiplies by."""
         return self.tensor.to_dense().t()

@@ -16,7 +16,7 @@ import torch
 from dste.bindings import spmm
 from dste.format.errors import DSTEFormatError
 from dste.format.hybrid_rows import MIN_ROW_MAGNITUDE
-from dste.gnn import FP32_SETTING, CompressedModel, GraphInference, LayerSetting, make_model, train_fp32
+from dste.gnn import FP32_SETTING, CompressedModel, CompressedWeight, GraphInference, LayerSetting, make_model, train_fp32
 from dste.gnn.execution import (
     SENSITIVITY_CHUNK_BYTES,
     _fp16_rows,
@@ -148,7 +148,11 @@ def _reference_forward(inference: GraphInference, settings) -> np.ndarray:
             out = spmm(a, message, backend="cpu")
         else:
             x_used = quantize_rows_by_fraction(h, setting.fp16_fraction).dequantize()
-            message = torch.from_numpy(x_used) @ weight.dense_effective()
+            # layer 0 multiplies the features by the [in, out] weight (hybrid_rows_product), later layers by
+            # the weight in nn.Linear's [out, in] layout (the GEMM sums in another order: other float32 bits,
+            # checked against float64 in test_host_weight_product_in_the_transposed_layout_is_the_float64_product)
+            layout = weight.dense_effective() if layer == 0 else weight.dense_effective_transposed().t()
+            message = torch.from_numpy(x_used) @ layout
             out = spmm(a, quantize_rows_by_fraction(message.numpy(), setting.fp16_fraction), backend="cpu")
         out = out + torch.from_numpy(model.bias(layer))
         h = (torch.relu(out) if layer < model.num_layers - 1 else out).numpy()
@@ -443,3 +447,22 @@ def test_hybrid_rows_product_dequantizes_every_block_as_the_rows_do(monkeypatch,
     # 24 float32 products and sums: rounding below 24 * 2^-24 of the largest partial sum
     np.testing.assert_allclose(execution.hybrid_rows_product(rows, weight).numpy(), reference,
                                rtol=1e-5, atol=1e-5 * np.abs(reference).max())
+
+
+@pytest.mark.parametrize("shape", [(2708, 64, 7), (5000, 64, 8), (300, 16, 3), (64, 500, 64)])
+def test_host_weight_product_in_the_transposed_layout_is_the_float64_product(shape):
+    """The later layers' host product ``h @ W`` through ``dense_effective_transposed().t()``: float32 sums of ``K``
+    products, in any order, err by at most ``gamma_K = K u / (1 - K u)`` of ``sum |h| |W|`` (Higham, Accuracy
+    and Stability of Numerical Algorithms, 2nd ed., section 3.1), ``u = 2^-24``; the same bound holds for the
+    ``[in, out]`` layout, whose bits may differ."""
+    n, k, m = shape
+    rng = np.random.default_rng(k + m)
+    h = np.maximum(rng.standard_normal((n, k)), 0.0).astype(np.float32)
+    weight = CompressedWeight(torch.from_numpy(rng.standard_normal((k, m)).astype(np.float32)), sparsity=0.3)
+    effective = weight.effective().numpy().astype(np.float64)
+    transposed = weight.dense_effective_transposed()
+    assert transposed.is_contiguous() and np.array_equal(transposed.t().numpy(), weight.dense_effective().numpy())
+    got = (torch.from_numpy(h) @ transposed.t()).numpy().astype(np.float64)
+    reference = h.astype(np.float64) @ effective
+    gamma = k * 2.0 ** -24 / (1.0 - k * 2.0 ** -24)
+    assert np.all(np.abs(got - reference) <= gamma * (np.abs(h.astype(np.float64)) @ np.abs(effective)))
