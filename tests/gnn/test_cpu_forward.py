@@ -353,11 +353,12 @@ def test_kth_largest_is_numpys_at_every_rank():
         assert _kth_largest(values, k) == ordered[k - 1], k
 
 
-def test_kth_largest_floor_is_at_most_the_kth_largest_and_counts_k_values():
+@pytest.mark.parametrize("above_sampling", [1003, 4075])
+def test_kth_largest_floor_is_at_most_the_kth_largest_and_counts_k_values(above_sampling):
     from dste.gnn.execution import KTH_SAMPLE_MIN_VALUES, _kth_largest_floor
 
     rng = np.random.default_rng(14)
-    n = KTH_SAMPLE_MIN_VALUES + 1003
+    n = KTH_SAMPLE_MIN_VALUES + above_sampling
     arrays = {
         "gaussian": rng.standard_normal(n),
         "many ties": np.round(rng.standard_normal(n), 1),
@@ -372,8 +373,11 @@ def test_kth_largest_floor_is_at_most_the_kth_largest_and_counts_k_values():
             floor = _kth_largest_floor(values, k)
             assert floor <= ordered[k - 1], (label, k)
             assert np.count_nonzero(values >= floor) >= k, (label, k)
-        if label == "gaussian":  # close: a few hundredths of the rows at most above the exact rank
-            assert np.count_nonzero(values >= _kth_largest_floor(values, n // 20)) < n // 20 + n // 25
+        if label == "gaussian":
+            # close: from ~5,000 values a few hundredths of the rows at most above the exact rank; on fewer values
+            # the sample's margin of a few standard deviations of its rank weighs more, up to 2.5 times the rank
+            admitted = np.count_nonzero(values >= _kth_largest_floor(values, n // 20))
+            assert admitted < (n // 20 + n // 25 if n >= 5000 else 2.5 * (n // 20))
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "relu", "on the grid"])
@@ -466,3 +470,14 @@ def test_host_weight_product_in_the_transposed_layout_is_the_float64_product(sha
     reference = h.astype(np.float64) @ effective
     gamma = k * 2.0 ** -24 / (1.0 - k * 2.0 ** -24)
     assert np.all(np.abs(got - reference) <= gamma * (np.abs(h.astype(np.float64)) @ np.abs(effective)))
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "relu", "on the grid", "nine decades", "subnormal"])
+@pytest.mark.parametrize("width", [1, 7, 8, 64, 500])
+def test_checked_rows_sensitivity_has_the_reference_bits(kind, width):
+    from dste.gnn.execution import _checked_rows_sensitivity
+
+    x = _rows_to_score(31 + width, 40, width, kind)
+    x = x[np.abs(x).max(axis=1) >= MIN_ROW_MAGNITUDE]  # the rows it is given: none all-zero, none subnormal
+    amax = np.abs(x).max(axis=1)
+    assert np.array_equal(_checked_rows_sensitivity(x, amax), row_sensitivity(x))
