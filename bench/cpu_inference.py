@@ -10,12 +10,14 @@ every contender per round), after one warm-up call each. The tables are printed 
 
 * ``--part inference``: a two-layer GCN (hidden 64, trained 30 epochs) on ``cora-like``, ``citeseer-like``,
   ``pubmed-like`` and shuffled CSBM graphs (arxiv-scale's shape, ``bench/test_scaling.py``, at 10k and 30k
-  nodes; and 20k nodes in communities of 200-400 with locality 0.6; ``--graphs`` to choose), run through the
+  nodes; and 20k nodes in communities of 200-400 with locality 0.6); ``--graphs small``: seven shuffled CSBM
+  graphs of 2k-8k nodes (other seeds and community sizes, F = 128 and 500; ``CSBM_GRAPHS``); run through the
   torch ops (``GraphInference.forward``, cpu backend) under FP32, uniform INT8, 50 % edge-sparse INT8, FP16 5 %
   with 50 % of the input channels pruned, and FP16 5 % with every channel kept. "old" is
   ``dste/gnn/execution.py`` of ``--old-revision`` loaded beside the current one (same process, same bindings:
   its SpMM calls get the current bindings' speed, so old/new understates the whole change); the logits of both
-  are compared bit for bit.
+  are compared bit for bit, and by their largest difference over the largest old logit and the share of nodes
+  whose predicted class agrees.
 * ``--part spmm``: ``Y = A @ X`` on shuffled CSBM graphs (arxiv-scale's shape) at each size and F = 32/64/128:
   ``dste.spmm`` through a kept ``DSTETensor``; "old dste.spmm" = the operand layout of ``--old-revision``'s
   ``encoded_csr.build_encoded_csr`` dispatched through the op with the finiteness check, as the old
@@ -35,11 +37,20 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parent.parent
 DEFAULT_OLD_REVISION = "e85fa5c"  # the tree before the cpu-path changes of this script's table
 GRAPHS = ("cora-like", "citeseer-like", "pubmed-like", "csbm-10k", "csbm-30k", "csbm-20k-c300-l0.6")
+SMALL_GRAPHS = ("csbm-2k", "csbm-5k", "csbm-5k-seed1", "csbm-8k", "csbm-5k-c300-l0.6", "csbm-3k-f500",
+                "csbm-6k-f500")
 CSBM_GRAPHS = {
-    # name: (nodes, community sizes, locality); arxiv-scale's shape otherwise (bench/test_scaling.py), ids shuffled
-    "csbm-10k": (10_000, None, None),
-    "csbm-30k": (30_000, None, None),
-    "csbm-20k-c300-l0.6": (20_000, (200, 400), 0.6),
+    # name: (nodes, graph seed, CSBM fields other than arxiv-scale's shape (bench/test_scaling.py)); ids shuffled
+    "csbm-10k": (10_000, 0, {}),
+    "csbm-30k": (30_000, 0, {}),
+    "csbm-20k-c300-l0.6": (20_000, 0, {"community_size": (200, 400), "locality": 0.6}),
+    "csbm-2k": (2_000, 0, {}),
+    "csbm-5k": (5_000, 0, {}),
+    "csbm-5k-seed1": (5_000, 1, {"community_size": (32, 96)}),
+    "csbm-8k": (8_000, 0, {}),
+    "csbm-5k-c300-l0.6": (5_000, 2, {"community_size": (200, 400), "locality": 0.6}),
+    "csbm-3k-f500": (3_000, 0, {"num_features": 500}),
+    "csbm-6k-f500": (6_000, 3, {"num_features": 500, "community_size": (100, 200)}),
 }
 SIZES = (5_000, 10_000, 20_000, 30_000)
 WIDTHS = (32, 64, 128)
@@ -67,9 +78,8 @@ def _graph(name: str):
         sys.path.insert(0, str(REPOSITORY / "bench"))
         from test_scaling import scaled_graph
 
-        nodes, community_size, locality = CSBM_GRAPHS[name]
-        overrides = {} if community_size is None else {"community_size": community_size, "locality": locality}
-        return scaled_graph(nodes, **overrides)
+        nodes, seed, overrides = CSBM_GRAPHS[name]
+        return scaled_graph(nodes, seed=seed, **overrides)
     return load_dataset(name)
 
 
@@ -94,12 +104,15 @@ def inference_rows(old_revision: str, repeats: int, graphs=GRAPHS) -> list[dict]
         train_fp32(model, graph, epochs=30, seed=0, patience=30)
         new_inference = GraphInference(CompressedModel(model), graph)
         old_inference = old.GraphInference(old.CompressedModel(model), graph)
-        contenders, identical = {}, {}
+        contenders, identical, difference, agreement = {}, {}, {}, {}
         for label, setting in actions.items():
             settings = [setting, setting]
             new_logits = new_inference.forward(settings, backend="cpu").numpy()
             old_logits = old_inference.forward(settings, backend="cpu").numpy()
             identical[label] = bool(np.array_equal(new_logits.view(np.uint32), old_logits.view(np.uint32)))
+            scale = float(np.abs(old_logits).max()) or 1.0
+            difference[label] = float(np.abs(new_logits - old_logits).max()) / scale
+            agreement[label] = float(np.mean(new_logits.argmax(1) == old_logits.argmax(1)))
             contenders[("old", label)] = lambda s=settings: old_inference.forward(s, backend="cpu")
             contenders[("new", label)] = lambda s=settings: new_inference.forward(s, backend="cpu")
         timings = bench.time_interleaved(contenders, repeats, warmup=1)
@@ -110,6 +123,8 @@ def inference_rows(old_revision: str, repeats: int, graphs=GRAPHS) -> list[dict]
                 "old_over_fp32": timings[("old", label)]["min_s"] / timings[("old", "FP32")]["min_s"],
                 "new_over_fp32": timings[("new", label)]["min_s"] / timings[("new", "FP32")]["min_s"],
                 "bit_identical": identical[label],
+                "max_difference_over_max_logit": difference[label],  # new against old
+                "same_argmax_share": agreement[label],
             })
     return rows
 
@@ -166,7 +181,9 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
     parser.add_argument("--old-revision", default=DEFAULT_OLD_REVISION)
     parser.add_argument("--spmm-old-revision", default=None, help="--part spmm's old revision (default: --old-revision)")
-    parser.add_argument("--graphs", default=",".join(GRAPHS), help="graphs of --part inference")
+    parser.add_argument("--graphs", default=",".join(GRAPHS),
+                        help="graphs of --part inference, comma-separated; 'table': the six default graphs, 'small': the 2k-8k "
+                             "node CSBM graphs, 'all': both")
     parser.add_argument("--out", default=str(REPOSITORY / "bench" / "results"),
                         help="directory for cpu_inference.{txt,json} (the printed tables and their rows); '' for none")
     args = parser.parse_args(argv)
@@ -196,11 +213,14 @@ def main(argv=None) -> int:
     if args.part in ("inference", "both"):
         say()
         say(f"{'graph':<20} {'nodes':>6} {'action':<24} {'old ms':>8} {'new ms':>8} {'old xFP32':>9} "
-            f"{'new xFP32':>9} {'bits':>5}")
-        record["inference"] = inference_rows(args.old_revision, args.repeats, args.graphs.split(","))
+            f"{'new xFP32':>9} {'bits':>5} {'max|new-old|/max|old|':>21} {'same argmax':>11}")
+        sets = {"table": GRAPHS, "small": SMALL_GRAPHS, "all": GRAPHS + SMALL_GRAPHS}
+        graphs = [name for token in args.graphs.split(",") for name in sets.get(token, (token,))]
+        record["inference"] = inference_rows(args.old_revision, args.repeats, graphs)
         for r in record["inference"]:
             say(f"{r['graph']:<20} {r['nodes']:>6} {r['action']:<24} {r['old_ms']:>8.2f} {r['new_ms']:>8.2f} "
-                f"{r['old_over_fp32']:>8.2f}x {r['new_over_fp32']:>8.2f}x {'same' if r['bit_identical'] else 'DIFF':>5}")
+                f"{r['old_over_fp32']:>8.2f}x {r['new_over_fp32']:>8.2f}x {'same' if r['bit_identical'] else 'DIFF':>5} "
+                f"{r['max_difference_over_max_logit']:>21.1e} {r['same_argmax_share']:>11.4f}")
         loads.append(os.getloadavg()[0])
     if args.part in ("spmm", "both"):
         say()
