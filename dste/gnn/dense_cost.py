@@ -104,7 +104,6 @@ def dense_matmul_latency_us(
         return count * cost.matmul_cycles(columns, compute_dtype, target) if count and columns else 0.0
 
     product = matmuls(MOVING_MAX, full_moving * k_tiles * o_tiles) + matmuls(last_moving, k_tiles * o_tiles)
-    k_widths = [min(PARTITIONS, in_features - PARTITIONS * t) for t in range(k_tiles)]
     o_widths = [min(PARTITIONS, out_features - PARTITIONS * t) for t in range(o_tiles)]
     transposes_in = matmuls(PARTITIONS, node_blocks * k_tiles)
     transposes_out = sum(matmuls(width, node_blocks) for width in o_widths)

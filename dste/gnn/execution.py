@@ -38,7 +38,7 @@ from dste.format.hybrid_rows import MIN_ROW_MAGNITUDE
 from dste.format.quant import INV_INT8_QMAX
 
 from .pruning import GatherAwarePruning, PropagationPlan
-from .settings import FP32_SETTING, LayerSetting, quantize_rows_by_fraction, row_sensitivity
+from .settings import FP32_SETTING, LayerSetting, quantize_rows_by_fraction
 from .weights import CompressedWeight
 
 __all__ = ["CompressedModel", "GraphInference", "LayerOperands", "LayerRun", "compressed_forward", "settings_for"]
