@@ -391,13 +391,13 @@ def _fit_programs(A, launches, plan_indices, programs_entries, target) -> list[C
     shape fits."""
     import copy
 
-    from dste.kernels.cost import _CorrectionCost, _launch_cost
+    from dste.kernels.mirror import CorrectionCost, launch_cost
     from dste.kernels.plan import MAX_INSTRUCTIONS_PER_LAUNCH, launch_instructions
 
     b = launches[0].bucket
     W, F = b.windows, b.features
     has_entry_slots = bool(b.entry_slots or b.list_slots)
-    bases = [_launch_cost(A, launch, target, planning=True) for launch in launches]
+    bases = [launch_cost(A, launch, target, planning=True) for launch in launches]
     main_instructions = launch_instructions(b)
     best = None
     for shape, orders in _candidates(programs_entries, W):
@@ -410,7 +410,7 @@ def _fit_programs(A, launches, plan_indices, programs_entries, target) -> list[C
             placed = entries if order is None else reorder_windows(launch, entries, order)[1]
             valid = tile_valid_counts(placed, W, shape)
             c = copy.deepcopy(base)
-            corr = _CorrectionCost(shape, valid, F, has_entry_slots)
+            corr = CorrectionCost(shape, valid, F, has_entry_slots)
             corr.setup(c, W)
             for w in range(W):
                 corr.window(c, w)

@@ -515,11 +515,11 @@ class _LaunchBuilder:
     def program_ns(self, program):
         """Modelled ns of one program; memoized by its bucket and windows (which fix its tiles): the cut options of
         a group share their leading launches, and all-padding programs recur."""
-        from dste.kernels.cost import _launch_cost
+        from dste.kernels.mirror import launch_cost
 
         key = (program.bucket, program.windows.tobytes())
         if key not in self._program_ns:
-            self._program_ns[key] = max(_launch_cost(self.A, program, self.target, planning=True).busy_ns().values())
+            self._program_ns[key] = max(launch_cost(self.A, program, self.target, planning=True).busy_ns().values())
         return self._program_ns[key]
 
     def launches(self, sig, windows):

@@ -1,4 +1,4 @@
-"""The planner's analytic mirror of the kernel (``dste.kernels.cost._launch_cost``, which ``plan_launches`` and the
+"""The planner's analytic mirror of the kernel (``dste.kernels.mirror.launch_cost``, which ``plan_launches`` and the
 correction planner use to choose launches) charges each engine what the simulator's profile of the kernel charges.
 
 Both are modelled figures under the optimistic DMA model (the mirror has no software-DGE descriptor time). The
@@ -12,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 
 from dste.format import encode, gcn_normalized, quantize_rows
-from dste.kernels.cost import _launch_cost
+from dste.kernels.mirror import launch_cost
 from dste.kernels.launch_spmm import launch_spmm_hybrid
 from dste.kernels.plan import Bucket, Launch, LaunchPlan, program_plan, uses_bands
 
@@ -116,7 +116,7 @@ def _mirror_busy(costs, model):
 def _assert_mirror_equals_trace(A, launch, X, lnc):
     plan = LaunchPlan(tuple(A.shape), launch.bucket.features, launch.bucket.x_mode, [launch])
     _, prof = launch_spmm_hybrid(A, X, target="trn2", profile=True, plan=plan, lnc=lnc)
-    costs = [_launch_cost(A, part, "trn2") for part in program_plan(plan, lnc).launches]
+    costs = [launch_cost(A, part, "trn2") for part in program_plan(plan, lnc).launches]
     for model in ("optimistic", "descriptor"):
         traced = prof.engine_busy_ns(model)
         busy, slowest = _mirror_busy(costs, model)
@@ -165,7 +165,7 @@ def test_mirror_equals_the_trace_per_engine(name, matrix, w0, n, size, F, x_mode
 
 @pytest.mark.parametrize("x_mode_extra", [(0, 0, 0), (2, 1, 0)])
 def test_mirror_with_the_fp16_row_correction_pass_equals_the_trace(x_mode_extra):
-    """A hybrid X with FP16 rows adds the correction pass (``_CorrectionCost``): its builds alternate between a
+    """A hybrid X with FP16 rows adds the correction pass (``CorrectionCost``): its builds alternate between a
     VectorE tensor_scalar and two GpSimd tensor_tensor; launches run one after another (LNC1), so engine time,
     DMA lanes and the overlapped bound add over the call's jobs."""
     from dste.kernels.correction import plan_corrections
@@ -178,7 +178,7 @@ def test_mirror_with_the_fp16_row_correction_pass_equals_the_trace(x_mode_extra)
     _, prof = launch_spmm_hybrid(A, X, target="trn2", profile=True, plan=plan, lnc=1)
     jobs = plan_corrections(A, plan, X.hi_index, int(X.hi.shape[0]), "trn2")
     assert any(job.shape.tiles_per_group for job in jobs)
-    costs = [_launch_cost(A, job.launch, "trn2", (job.shape, job.valid)) for job in jobs]
+    costs = [launch_cost(A, job.launch, "trn2", (job.shape, job.valid)) for job in jobs]
     for model in ("optimistic", "descriptor"):
         traced = prof.engine_busy_ns(model)
         busy = {e: sum(c.busy_ns(model)[e] for c in costs) for e in ENGINES if e != "dma"}

@@ -1,4 +1,4 @@
-"""The planners' fast pricing (``_launch_cost(..., planning=True)``: one DMA model, memoized per-instruction and
+"""The planners' fast pricing (``launch_cost(..., planning=True)``: one DMA model, memoized per-instruction and
 per-transfer charges; ``_LaunchBuilder.program_ns``: each distinct program priced once) gives the figures and the
 plans of the full mirror (``dste.nkisim.Profile`` accounting of both DMA models, every launch priced anew), and the
 programs of one LNC launch share their correction shape.
@@ -10,7 +10,7 @@ simulator's profile, so any difference is a bug, not rounding.
 import numpy as np
 import pytest
 
-import dste.kernels.cost as cost
+import dste.kernels.mirror as mirror
 from dste.data import make_graph
 from dste.format import gcn_normalized, quantize_rows
 from dste.kernels.correction import NO_CORRECTION, plan_corrections
@@ -47,21 +47,21 @@ def test_one_model_profile_gives_the_full_profiles_figures(name, matrix, w0, n, 
         corrections += [(job.shape, job.valid) for job in jobs if job.shape.tiles_per_group]
         assert len(corrections) > 1, "a hybrid case prices a correction pass too"
     for correction in corrections:
-        full = cost._launch_cost(A, launch, "trn2", correction)
-        fast = cost._launch_cost(A, launch, "trn2", correction, planning=True)
-        assert fast.busy_ns() == full.busy_ns(cost.PLANNER_DMA_MODEL)
+        full = mirror.launch_cost(A, launch, "trn2", correction)
+        fast = mirror.launch_cost(A, launch, "trn2", correction, planning=True)
+        assert fast.busy_ns() == full.busy_ns(mirror.PLANNER_DMA_MODEL)
         assert (fast.instructions, fast.transfers, fast.bytes) == (full.instructions, full.transfers, full.bytes)
     with pytest.raises(ValueError, match="optimistic"):
-        fast.busy_ns("optimistic" if cost.PLANNER_DMA_MODEL != "optimistic" else "descriptor")
+        fast.busy_ns("optimistic" if mirror.PLANNER_DMA_MODEL != "optimistic" else "descriptor")
 
 
 def _use_the_full_mirror(monkeypatch):
     """Planners priced by the full, unmemoized mirror (what they priced before the fast path)."""
-    full = cost._launch_cost
-    monkeypatch.setattr(cost, "_launch_cost",
+    full = mirror.launch_cost
+    monkeypatch.setattr(mirror, "launch_cost",
                         lambda A, launch, target, correction=None, planning=False: full(A, launch, target, correction))
     monkeypatch.setattr(_LaunchBuilder, "program_ns",
-                        lambda self, program: max(cost._launch_cost(self.A, program, self.target).busy_ns().values()))
+                        lambda self, program: max(mirror.launch_cost(self.A, program, self.target).busy_ns().values()))
 
 
 def _launch_arrays(plan):
