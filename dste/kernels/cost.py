@@ -444,7 +444,8 @@ def estimate_block_layout(A, F: int, x_mode: str = "fp32", target: str = "trn2")
 
 
 def estimate_edge_gather(A, F: int, x_mode: str = "fp32", target: str = "trn2") -> SpmmEstimate:
-    """Modelled cost of a per-edge gather kernel: every kept edge as an entry (128 per matmul)."""
+    """Modelled cost of a per-edge gather kernel: every kept edge as an entry (128 per matmul), its one-hot built
+    on VectorE as ``spmm_hybrid`` builds an entry slot's."""
     coo = A.decode(effective=True).tocoo()
     nnz = int(coo.nnz)
     n_tiles = -(-nnz // 128)
@@ -455,10 +456,8 @@ def estimate_edge_gather(A, F: int, x_mode: str = "fp32", target: str = "trn2") 
         c.dma(128 * x_row)
         if x_mode == "int8-hybrid":
             c.scalar(F)
-        if t % 3 == 2:
-            c.gpsimd(128, 1)
-        else:
-            c.vector(128, 1, BF16, "tensor_scalar")
+        # the one-hot row x weight on VectorE, as spmm_hybrid's entry slots (GpSimd's tensor_scalar is rsqrt only)
+        c.vector(128, 1, BF16, "tensor_scalar")
         for _, width in chunks:
             c.matmul(width, BF16)
     _baseline_output(c, A, F, chunks)
