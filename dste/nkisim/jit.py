@@ -93,10 +93,11 @@ def run_kernel(fn, args, kwargs, lnc=1, target=None):
             context.profile.peak_sbuf_bytes_per_partition = context.memory.peaks["sbuf"]
             context.profile.peak_psum_bytes_per_partition = context.memory.peaks["psum"]
             profiles.append(context.profile)
-    _write_back(args, converted[0])
-    _write_back(list(kwargs.values()), list(converted[1].values()))
+    originals = list(args) + list(kwargs.values())
+    tensors = converted[0] + list(converted[1].values())
+    _write_back(originals, tensors)
     prof = Profile.merge_all(profiles, parallel=True) if len(profiles) > 1 else profiles[0]
-    return _from_kernel_result(result, uses_torch), prof
+    return _from_kernel_result(result, uses_torch, list(zip(originals, tensors))), prof
 
 
 def _is_torch(value):
@@ -162,13 +163,23 @@ def _check_outputs(fn, returned, arguments):
             )
 
 
-def _from_kernel_result(result, uses_torch):
+def _from_kernel_result(result, uses_torch, arguments):
+    """NumPy arrays (torch tensors if any argument was one) of the returned tensors. A returned argument is the
+    caller's own array, which ``_write_back`` has just updated in place (not a second copy of it), unless that
+    array could not be written or is not of the returned kind."""
     if result is None:
         return None
+
+    def output(tensor):
+        for original, converted in arguments:
+            if tensor is converted and (_is_torch(original) if uses_torch else
+                                        isinstance(original, np.ndarray) and original.flags.writeable):
+                return original
+        values = tensor.numpy()
+        return _numpy_to_torch(values) if uses_torch else values
+
     items = result if isinstance(result, tuple) else (result,)
-    arrays = [t.numpy() for t in items]
-    if uses_torch:
-        arrays = [_numpy_to_torch(a) for a in arrays]
+    arrays = [output(t) for t in items]
     return tuple(arrays) if isinstance(result, tuple) else arrays[0]
 
 

@@ -172,6 +172,7 @@ def test_a_kernel_may_return_its_own_argument_written_in_place():
     expected[rows] = src
     np.testing.assert_array_equal(returned, expected)
     np.testing.assert_array_equal(output, expected)  # the argument itself is updated in place
+    assert returned is output  # and returned as itself, not as a second copy
 
 
 def test_list_kernel_argument_rejected():
