@@ -201,8 +201,9 @@ def within_byte_ceiling(adj, max_bytes_per_edge, add_self_loops: bool = True, po
             above=None if best is None else best[0])
         if weight is not None:
             best = (weight, matrix)
-        elif best is None and (least is None or _bytes_per_stored_edge(matrix) < least):
-            least = _bytes_per_stored_edge(matrix)
+        elif best is None:
+            stored = _bytes_per_stored_edge(matrix)
+            least = stored if least is None else min(least, stored)
     if best is None:
         raise DSTEFormatError(
             f"max_bytes_per_edge={max_bytes_per_edge!r} ({ceiling:.3f} B) is below what this graph stores in this "
