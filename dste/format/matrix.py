@@ -13,6 +13,7 @@ return new matrices sharing the unchanged arrays.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -543,28 +544,29 @@ class DSTEMatrix:
 
         Returns ``(rows int64, cols int64, values float64)`` in no particular order.
         """
-        bits = self.keep_bits if use_keep else self.nz_bits
-        ebits = self.etile_keep_bits if use_keep else self.etile_nz_bits
-        lbits = self.ltile_keep_bits if use_keep else self.ltile_nz_bits
-        tile, col_slot, row_slot = self._bitmap_slots(*set_bits(bits))
-        etile, eentry = self._entry_slots(*set_bits(ebits))
-        ltile, lentry = self._entry_slots(*set_bits(lbits))
-        rows = np.concatenate([
-            self.window_rows[self.tile_window[tile], row_slot],
-            self.window_rows[self.etile_window[etile], self.etile_rows[etile, eentry]],
-            self.window_rows[self.ltile_window[ltile], self.ltile_rows[ltile, lentry]],
-        ]).astype(np.int64)
-        cols = np.concatenate([
-            self.tile_cols[tile, col_slot],
-            self.etile_cols[etile, eentry],
-            self.ltile_cols[ltile, self.ltile_colslot[ltile, lentry]],
-        ]).astype(np.int64)
-        values = np.concatenate([
-            self._tile_values(tile, col_slot, row_slot),
-            self._per_entry_values("etile", etile, eentry),
-            self._per_entry_values("ltile", ltile, lentry),
-        ])
+        layouts = self._set_bits_by_layout(use_keep)
+        rows = np.concatenate([layout[2] for layout in layouts]).astype(np.int64)
+        cols = np.concatenate([layout[3] for layout in layouts]).astype(np.int64)
+        values = np.concatenate([layout[4]() for layout in layouts])
         return rows, cols, values
+
+    def _set_bits_by_layout(self, use_keep: bool):
+        """For the bitmap, entry and list tiles in turn, ``(flat_word, bit, row, col, values)``: every set keep (or
+        stored, ``nz``) bit in ascending flat bit position, the original row and column of its entry, and a function
+        giving their values (float64, unscaled)."""
+        flat_word, bit = set_bits(self.keep_bits if use_keep else self.nz_bits)
+        tile, col_slot, row_slot = self._bitmap_slots(flat_word, bit)
+        layouts = [(flat_word, bit, self.window_rows[self.tile_window[tile], row_slot], self.tile_cols[tile, col_slot],
+                    functools.partial(self._tile_values, tile, col_slot, row_slot))]
+        for prefix in ("etile", "ltile"):
+            flat_word, bit = set_bits(getattr(self, f"{prefix}_keep_bits" if use_keep else f"{prefix}_nz_bits"))
+            tile, entry = self._entry_slots(flat_word, bit)
+            rows = self.window_rows[getattr(self, f"{prefix}_window")[tile], getattr(self, f"{prefix}_rows")[tile, entry]]
+            # a list tile's entry names its column through the tile's column list
+            slot = entry if prefix == "etile" else self.ltile_colslot[tile, entry]
+            cols = getattr(self, f"{prefix}_cols")[tile, slot]
+            layouts.append((flat_word, bit, rows, cols, functools.partial(self._per_entry_values, prefix, tile, entry)))
+        return layouts
 
     @staticmethod
     def _bitmap_slots(flat_word, bit):
@@ -700,22 +702,12 @@ class DSTEMatrix:
                 raise DSTEFormatError(f"with_mask: mask dtype must be bool or numeric, got {dense.dtype}")
             dense = dense != 0
             lookup = lambda r, c: dense[r, c]  # noqa: E731
-        flat_word, bit = set_bits(self.nz_bits)
-        tile, col_slot, row_slot = self._bitmap_slots(flat_word, bit)
-        kept = lookup(self.window_rows[self.tile_window[tile], row_slot].astype(np.int64),
-                      self.tile_cols[tile, col_slot].astype(np.int64))
-        tile_bits = _words_with_bits(self.nz_bits.shape, flat_word[kept], bit[kept])
-        flat_word, bit = set_bits(self.etile_nz_bits)
-        tile, entry = self._entry_slots(flat_word, bit)
-        kept = lookup(self.window_rows[self.etile_window[tile], self.etile_rows[tile, entry]].astype(np.int64),
-                      self.etile_cols[tile, entry].astype(np.int64))
-        etile_bits = _words_with_bits(self.etile_nz_bits.shape, flat_word[kept], bit[kept])
-        flat_word, bit = set_bits(self.ltile_nz_bits)
-        tile, entry = self._entry_slots(flat_word, bit)
-        kept = lookup(self.window_rows[self.ltile_window[tile], self.ltile_rows[tile, entry]].astype(np.int64),
-                      self.ltile_cols[tile, self.ltile_colslot[tile, entry]].astype(np.int64))
-        ltile_bits = _words_with_bits(self.ltile_nz_bits.shape, flat_word[kept], bit[kept])
-        return self._with_bits(tile_bits, etile_bits, ltile_bits)
+        bits = []
+        for (flat_word, bit, rows, cols, _), stored in zip(self._set_bits_by_layout(use_keep=False),
+                                                            (self.nz_bits, self.etile_nz_bits, self.ltile_nz_bits)):
+            kept = lookup(rows.astype(np.int64), cols.astype(np.int64))
+            bits.append(_words_with_bits(stored.shape, flat_word[kept], bit[kept]))
+        return self._with_bits(*bits)
 
     def _with_bits(self, tile_bits, etile_bits, ltile_bits) -> "DSTEMatrix":
         if ltile_bits.shape != self.ltile_nz_bits.shape or ltile_bits.dtype != np.uint32:
