@@ -160,7 +160,7 @@ def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=No
         trace = traces[_shape_key(job)]
         extra_main = (_main_rows(A, job.launch) - trace.main_rows) * main_row
         extra_corr = (_correction_rows(job, F) - trace.correction_rows) * corr_row
-        extra_out = (int(output_rows(A, job.launch).sum()) - trace.output_rows) * F * 4
+        extra_out = (_output_rows(A, job.launch) - trace.output_rows) * F * 4
         priced[id(job)] = trace.priced(extra_main, main_row, extra_corr, corr_row, extra_out, F * 4)
     latency = {m: 0.0 for m in nc.DMA_MODELS}
     busy_total = {e: 0.0 for e in nc.ENGINES + ("dma",)}
@@ -221,7 +221,7 @@ class ShapeTrace:
             main_row, corr_row = _gathered_row_bytes(plan.features, plan.x_mode)
             own_bytes = (prof.dma_bytes + (_main_rows(A, job.launch) - self.main_rows) * main_row
                          + (_correction_rows(job, plan.features) - self.correction_rows) * corr_row
-                         + (int(output_rows(A, job.launch).sum()) - self.output_rows) * plan.features * 4)
+                         + (_output_rows(A, job.launch) - self.output_rows) * plan.features * 4)
             self.idle_program[lnc] = {
                 "instructions": (beside_idle.total_instructions - prof.total_instructions) // n_idle,
                 "dma_transfers": (beside_idle.dma_transfers - prof.dma_transfers) // n_idle,
@@ -325,7 +325,7 @@ def traced_shapes(A, plan, jobs, trace_x, target, book: TraceBook | None = None)
         _, prof = launch_spmm_hybrid(A, trace_x, target=target, profile=True, plan=one, lnc=1,
                                      correction_jobs=[replace(job, plan_index=None)])
         traces[key] = ShapeTrace(prof, _main_rows(A, job.launch), _correction_rows(job, F),
-                                 int(output_rows(A, job.launch).sum()))
+                                 _output_rows(A, job.launch))
     return traces
 
 
@@ -336,6 +336,11 @@ def _shape_key(job):
 def _main_rows(A, launch) -> int:
     bvalid, evalid = valid_counts(A, launch)
     return int(bvalid.sum() + evalid.sum() + list_valid_counts(A, launch).sum())
+
+
+def _output_rows(A, launch) -> int:
+    """Rows of Y the launch's scatters write."""
+    return int(output_rows(A, launch).sum())
 
 
 def _correction_rows(job, F) -> int:
