@@ -261,15 +261,10 @@ def launch_cost(A, launch, target, correction=None, planning=False):
     wide_rows = uses_bands(A.shape[0])  # as the kernel decides, from Y's rows
     blob_words = metadata_layout(W, b.bitmap, b.entry, b.wide_ids, b.lists, wide_rows)["total"]
     c.dma(128 * WORD_BYTES * blob_words, WORD_BYTES * blob_words)  # the metadata blob
-    _row_id_widening(c, W, wide_rows)
+    _id_widening(c, W, wide_rows)  # the output row ids
     for slots in (W * nb, W * ne):
-        if slots:  # 16-bit ids widened to int32 gather indices on GpSimd, once per region
-            if b.wide_ids:
-                c.gpsimd(1, 1)  # the band-rows constant
-                c.gpsimd(slots, 2)
-                c.gpsimd(slots, 2)
-            else:
-                c.gpsimd(slots, 1)
+        if slots:  # 16-bit column ids widened to int32 gather indices, once per region
+            _id_widening(c, slots, b.wide_ids)
     if ne:
         S = W * ne
         c.gpsimd(S, 1)  # uint8 entry rows -> fp32
@@ -285,12 +280,7 @@ def launch_cost(A, launch, target, correction=None, planning=False):
         c.gpsimd(128, 1)  # row iota
     if nli:
         S, pair_ids = W * nli, W * b.list_pairs  # one column id per pair's partition k, one row per list slot
-        if b.wide_ids:
-            c.gpsimd(1, 1)
-            c.gpsimd(pair_ids, 2)
-            c.gpsimd(pair_ids, 2)
-        else:
-            c.gpsimd(pair_ids, 1)
+        _id_widening(c, pair_ids, b.wide_ids)
         c.gpsimd(S, 1)  # uint8 rows -> fp32
         c.gpsimd(S, 1)  # uint8 column slots -> fp32
         if not ne:
@@ -418,15 +408,16 @@ def launch_cost(A, launch, target, correction=None, planning=False):
     return c
 
 
-def _row_id_widening(c, W, wide_rows):
-    """GpSimd widening of a launch's 16-bit output row ids (one ``tensor_copy``, or with bands a memset and two
-    ``tensor_tensor``), as for the column ids."""
-    if wide_rows:
+def _id_widening(c, n_ids, banded):
+    """GpSimd widening of ``n_ids`` 16-bit ids (column ids of a region, or a launch's output row ids) to int32
+    indices: one ``tensor_copy``, or with bands a memset of the band-rows constant and two ``tensor_tensor``
+    (the kernel's ``_widened_ids``)."""
+    if banded:
         c.gpsimd(1, 1)
-        c.gpsimd(W, 2)
-        c.gpsimd(W, 2)
+        c.gpsimd(n_ids, 2)
+        c.gpsimd(n_ids, 2)
     else:
-        c.gpsimd(W, 1)
+        c.gpsimd(n_ids, 1)
 
 
 def output_rows(A, launch) -> np.ndarray:
