@@ -399,7 +399,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         "stage_seconds": stage.seconds,
         "seed": seed,
         "stream": config.stream,
-        "stream_seed": seed if config.stream_seed is None else config.stream_seed,
+        "stream_seed": stream.seed,
         "fp32_latency_us": [_fp32_latency_of(env)(n) for n in heldout_ids],
         "budget_of_fp32": [env.budget_of_fp32(n) for n in heldout_ids] if schedule is not None else None,
         "fallback": {
