@@ -19,7 +19,7 @@ import torch
 from dste.format import DSTEMatrix
 
 from . import registry
-from .encoded_csr import build_encoded_csr, original_order_csr, torch_csr
+from .encoded_csr import build_encoded_csr, inverse_permutation, original_order_csr, torch_csr
 
 __all__ = ["DSTETensor", "is_dste_matrix", "as_dste_tensor"]
 
@@ -80,7 +80,7 @@ class DSTETensor:
         if "row_inverse" not in self.__dict__:  # absent from wrappers pickled before it was kept
             # the encoded position of each original row, for the cpu product's gather back to original order:
             # built once rather than on every call
-            self.row_inverse = _inverse_permutation(self.row_perm)
+            self.row_inverse = torch.from_numpy(inverse_permutation(self.row_perm.numpy()))
         self.host_row_inverse = self.row_inverse.numpy()
         self.host_csr = (torch_csr(*self.host_operands[:3], int(self._shape[1])),)
         # the rows-only product's work buffers, one per thread (dste.bindings.encoded_csr._encoded_rows_buffer)
@@ -173,11 +173,6 @@ class DSTETensor:
         return f"DSTETensor(shape=({n}, {m}), nnz={self.nnz}, dtype=torch.float32, device='cpu')"
 
 
-def _inverse_permutation(perm: torch.Tensor) -> torch.Tensor:
-    """``inverse[perm] = arange(len(perm))``, int64 (empty for an empty ``perm``)."""
-    inverse = torch.empty_like(perm)
-    inverse[perm] = torch.arange(perm.numel(), dtype=perm.dtype)
-    return inverse
 
 
 def as_dste_tensor(a) -> DSTETensor:
