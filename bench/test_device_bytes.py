@@ -91,12 +91,11 @@ def _low_degree_graph(nodes, community, locality, degree, seed=0):
 
 
 def _encode(adj, order, weight, list_tiles=False):
-    from dste.format import gcn_normalized
-    from dste.format.policy import DEFAULT_GATHER_TRANSFER_BYTES, DEFAULT_X_ROW_BYTES
+    from dste.format.gcn import encoded_at_price_weight
+    from dste.format.policy import EncodePolicy
 
-    return gcn_normalized(adj, row_perm=order, col_perm=order, list_tiles=list_tiles,
-                          gather_transfer_bytes=int(round(DEFAULT_GATHER_TRANSFER_BYTES * weight)),
-                          x_row_bytes=int(round(DEFAULT_X_ROW_BYTES * weight)))
+    return encoded_at_price_weight(adj, EncodePolicy(reorder="community"), weight, list_tiles=list_tiles, row_perm=order,
+                                   col_perm=order)
 
 
 def _row(A, weight, latency=True):

@@ -231,10 +231,8 @@ def largest_price_weight_within(adj, ceiling: float, policy: EncodePolicy, *, ro
     def encoded_at(weight):
         if weight == 1.0 and at_weight_one is not None:
             return at_weight_one
-        priced = replace(policy, list_tiles=list_tiles, row_scale=None, col_scale=None,
-                         gather_transfer_bytes=int(round(policy.gather_transfer_bytes * weight)),
-                         x_row_bytes=int(round(policy.x_row_bytes * weight)))
-        return gcn_normalized(adj, add_self_loops, priced, row_perm=row_perm, col_perm=col_perm)
+        return encoded_at_price_weight(adj, policy, weight, list_tiles=list_tiles, row_perm=row_perm,
+                                       col_perm=col_perm, add_self_loops=add_self_loops)
 
     met, missed, candidate = None, None, None
     for weight in BYTE_CEILING_WEIGHTS:
@@ -256,6 +254,16 @@ def largest_price_weight_within(adj, ceiling: float, policy: EncodePolicy, *, ro
             else:
                 missed = weight
     return met
+
+
+def encoded_at_price_weight(adj, policy: EncodePolicy, weight: float, *, list_tiles: bool, row_perm, col_perm,
+                            add_self_loops: bool = True) -> DSTEMatrix:
+    """:func:`gcn_normalized` in the given order with ``list_tiles`` and the policy's ``gather_transfer_bytes`` and
+    ``x_row_bytes`` multiplied by ``weight`` (0: device bytes alone priced)."""
+    priced = replace(policy, list_tiles=list_tiles, row_scale=None, col_scale=None,
+                     gather_transfer_bytes=int(round(policy.gather_transfer_bytes * weight)),
+                     x_row_bytes=int(round(policy.x_row_bytes * weight)))
+    return gcn_normalized(adj, add_self_loops, priced, row_perm=row_perm, col_perm=col_perm)
 
 
 def _bytes_per_stored_edge(matrix: DSTEMatrix) -> float:
