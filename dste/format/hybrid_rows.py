@@ -153,7 +153,24 @@ def row_sensitivity(X) -> np.ndarray:
     if X.ndim != 2:
         raise DSTEFormatError(f"row_sensitivity: X must be 2-D [M, F], got shape {X.shape}")
     M, F = X.shape
-    return int8_sensitivity_robust(X.reshape(-1), np.repeat(np.arange(M), F), M)
+    if M == 0 or F == 0:
+        return np.zeros(M, dtype=np.float64)
+    # The grouped computation specialised to equal-length groups, value for value: a row max instead of
+    # ``maximum.at``, a per-row sort instead of one ``lexsort`` over every value (tens of times faster),
+    # and the same sequential ``bincount`` sum (its zero terms add exactly nothing).
+    magnitude = np.abs(X)
+    amax = magnitude.max(axis=1)
+    scale = np.where(amax > 0, amax / np.float32(INT8_QMAX), np.float32(1.0)).astype(np.float32)[:, None]
+    error = X.astype(np.float64) - dequantize_int8(round_half_even_saturate(X / scale, np.int8), scale)
+    count = np.count_nonzero(X, axis=1)
+    mean_sq = np.bincount(np.repeat(np.arange(M), F), weights=(error * error).reshape(-1), minlength=M)
+    mean_sq /= np.maximum(count, 1)
+    has = count > 0
+    rows = np.flatnonzero(has)
+    # zeros sort first, so a row's k-th smallest nonzero magnitude sits at (number of zeros) + k
+    median = np.ones(M, dtype=np.float64)
+    median[rows] = np.sort(magnitude[rows], axis=1)[np.arange(rows.size), (F - count[rows]) + (count[rows] - 1) // 2]
+    return np.where(has, np.sqrt(mean_sq) / median, 0.0)
 
 
 def quantize_rows(X, sensitivity=None, threshold: float | None = None, fp16_fraction: float | None = None) -> HybridRows:

@@ -98,3 +98,19 @@ def test_outlier_tile_goes_fp16_under_auto():
     E = encode(dense, layout="block", kinds="auto")
     kinds = {int(E.tile_cols[t, 0]) // 128: TileKind(k) for t, k in enumerate(E.tile_kind)}
     assert kinds == {0: TileKind.INT8, 1: TileKind.FP16}
+
+
+@pytest.mark.parametrize("case", range(12))
+def test_row_score_has_the_grouped_scores_bits(case):
+    # row_sensitivity computes rows its own way (row max, per-row sort); the grouped score over the same values
+    # must come out bit for bit: zeros and signed zeros, all-zero rows, outliers, tied magnitudes, wide ranges
+    rng = np.random.default_rng(case)
+    m, f = int(rng.integers(1, 90)), int(rng.integers(1, 70))
+    x = rng.standard_normal((m, f)).astype(np.float32) * np.exp(rng.uniform(-15, 15, (m, 1))).astype(np.float32)
+    x[rng.random((m, f)) < (0.7 if case % 2 else 0.05)] = 0.0
+    x[rng.random((m, f)) < 0.02] *= np.float32(1e4)
+    x[:: 1 + case % 5] = 0.0 if case % 3 else -0.0
+    if case % 4 == 0:
+        x = np.round(x * 4) / 4  # many equal magnitudes
+    grouped = int8_sensitivity_robust(x.reshape(-1), np.repeat(np.arange(m), f), m)
+    assert np.array_equal(row_sensitivity(x).view(np.int64), grouped.view(np.int64))
