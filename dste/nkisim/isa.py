@@ -22,7 +22,8 @@ from .isa_common import (
     alu_op, apply_alu, bits, bits_scalar, bits_to, check_writable, column_operand, common_dtype,
     contiguous_run_elements, elementwise_cycles, engine_name, generation, instruction, is_number,
     no_psum_on_gpsimd, not_both_in_psum, on_chip, read2d, record, record_dma, reduce_alu, require_fp32_tile,
-    require_int, require_target, same_layout, sbuf_span, storage_elements, target, tensor, two_inputs, write,
+    matmul_marks, require_int, require_target, same_layout, sbuf_span, set_matmul_marks, target, tensor, two_inputs,
+    write,
 )
 from .isa_alu import ACTIVATION_ALIASES, ACTIVATION_TABLE, op_name
 from .rules import violate
@@ -108,8 +109,7 @@ def dma_copy(dst, src, priority=None, oob_mode=oob_mode.error, dge_mode=dge_mode
         if src.dtype != dst.dtype:
             values = dt.cast(dt.to_fp32(values), dst.dtype)
         dst.array()[...] = values.reshape(dst.shape)
-        if dst.storage.matmul_written is not None:
-            dst.storage.matmul_written[storage_elements(dst)] = False
+        set_matmul_marks(dst, False)
         moved = src.size
         run_elems = max(1, min(contiguous_run_elements(src), contiguous_run_elements(dst)))
         descriptors = -(-moved // run_elems)
@@ -131,7 +131,9 @@ def _indirect_copy(dst, src, skip):
                 "use oob_mode=nisa.oob_mode.skip to skip it", error=OutOfBoundsError)
     offsets = view.element_offsets().reshape(rows, -1) + (idx * ind.row_bytes)[:, None]
     item = view.dtype.itemsize
-    offsets = offsets[valid]
+    n_valid = int(np.count_nonzero(valid))
+    if n_valid < rows:
+        offsets = offsets[valid]
     if offsets.size and (offsets.min() < 0 or offsets.max() + item > view.storage.nbytes):
         violate("dma_copy.oob", f"nisa.dma_copy: indirect access pattern on {view.name!r} reaches outside its storage",
                 error=OutOfBoundsError)
@@ -143,19 +145,22 @@ def _indirect_copy(dst, src, skip):
     if src.is_indirect:
         values = flat[element_index]
         check_writable("dma_copy", dst)
-        dst_offsets = dst.element_offsets().reshape(rows, -1)[valid] // dst.dtype.itemsize
         if dst.dtype != src.dtype:
             values = dt.cast(dt.to_fp32(values), dst.dtype)
-        dst.storage.data.view(dst.dtype)[dst_offsets] = values
-        if dst.storage.matmul_written is not None:
-            dst.storage.matmul_written[(dst_offsets * dst.dtype.itemsize // dst.storage.dtype.itemsize).reshape(-1)] = False
+        if n_valid == rows:
+            dst.array()[...] = values.reshape(dst.shape)
+            set_matmul_marks(dst, False)
+        else:  # the skipped rows of dst keep what they held
+            dst_offsets = dst.element_offsets().reshape(rows, -1)[valid] // dst.dtype.itemsize
+            dst.storage.data.view(dst.dtype)[dst_offsets] = values
+            if dst.storage.matmul_written is not None:
+                dst.storage.matmul_written[(dst_offsets * dst.dtype.itemsize // dst.storage.dtype.itemsize).reshape(-1)] = False
     else:
         values = other.array().reshape(rows, -1)[valid]
         if dst.dtype != src.dtype:
             values = dt.cast(dt.to_fp32(values), dst.dtype)
         flat[element_index] = values
     row_elems = view.size // max(rows, 1)
-    n_valid = int(valid.sum())
     return n_valid * row_elems, n_valid, row_elems
 
 
@@ -216,8 +221,7 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     _check_one_bank(dst, bank)
     check_writable(instr, dst)
     result = st.T @ mv
-    elements = storage_elements(dst)
-    written = dst.storage.matmul_written[elements]
+    written = matmul_marks(dst)
     if accumulate is None:
         add = bool(written.all())
         if written.any() and not add:
@@ -236,7 +240,7 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     if add:
         result = out.reshape(m, n).astype(np.float32) + result
     out[...] = result.reshape(dst.shape)
-    dst.storage.matmul_written[elements] = True
+    set_matmul_marks(dst, True)
     in_dtype = dt.float32 if dt.float32 in (stationary.dtype, moving.dtype) else dt.bfloat16
     onezero = bool(is_stationary_onezero or is_moving_onezero)
     cycles = cost.matmul_cycles(n, in_dtype, target(), onezero=onezero)

@@ -236,13 +236,40 @@ def storage_elements(t):
     return (t.element_offsets() // t.storage.dtype.itemsize).reshape(-1)
 
 
+def _matmul_marks_view(t):
+    """The PSUM storage's matmul marks under ``t`` as a writable view shaped like ``t``, when ``t`` covers whole
+    storage elements (every view of a PSUM tile in its own dtype); None otherwise."""
+    item = t.storage.dtype.itemsize
+    offset, strides = t._resolved_offset(), t._byte_strides
+    if t.dtype.itemsize != item or offset % item or any(stride % item for stride in strides):
+        return None
+    return np.ndarray(t.shape, np.bool_, buffer=t.storage.matmul_written, offset=offset // item,
+                      strides=[stride // item for stride in strides])
+
+
+def matmul_marks(t):
+    """Whether each PSUM element under ``t`` holds a matmul result (a copy, flat)."""
+    view = _matmul_marks_view(t)
+    return view.reshape(-1) if view is not None else t.storage.matmul_written[storage_elements(t)]
+
+
+def set_matmul_marks(t, value: bool):
+    """Mark the PSUM elements under ``t`` as holding (True) or not holding (False) a matmul result."""
+    if t.storage.matmul_written is None:
+        return
+    view = _matmul_marks_view(t)
+    if view is not None:
+        view[...] = value
+    else:
+        t.storage.matmul_written[storage_elements(t)] = value
+
+
 def write(instr, dst, values):
     """Cast ``values`` ([P, free] or dst-shaped) to dst's dtype and store; PSUM loses its matmul mark."""
     check_writable(instr, dst)
     out = dst.array()
     out[...] = dt.cast(values, dst.dtype).reshape(dst.shape)
-    if dst.storage.matmul_written is not None:
-        dst.storage.matmul_written[storage_elements(dst)] = False
+    set_matmul_marks(dst, False)
 
 
 def is_number(value):

@@ -272,11 +272,10 @@ class NkiTensor:
 
     def element_offsets(self):
         """Byte offset of each element (for indirect gathers and overlap checks)."""
-        offs = np.full(self.shape, self._resolved_offset(), dtype=np.int64)
-        for axis, (n, stride) in enumerate(zip(self.shape, self._byte_strides)):
-            shape = [1] * self.ndim
-            shape[axis] = n
-            offs = offs + (np.arange(n, dtype=np.int64) * stride).reshape(shape)
+        # built from the innermost axis outwards, so only the last step is full size
+        offs = np.asarray(self._resolved_offset(), dtype=np.int64)
+        for n, stride in zip(reversed(self.shape), reversed(self._byte_strides)):
+            offs = np.add.outer(np.arange(n, dtype=np.int64) * stride, offs)
         return offs
 
     # -- view construction -----------------------------------------------------------------------------------

@@ -338,3 +338,44 @@ def test_static_out_of_range_slice_and_bad_reshape():
 def test_matmul_refuses_int_inputs_even_int32():
     with pytest.raises(ConstraintError, match="int32 is not a TensorE input type"):
         _matmul((128, 128), (128, 64), (128, 64), st_dtype=nl.int32, mv_dtype=nl.int32)
+
+
+def _psum_marks_case(between):
+    """A matmul into the left half of a PSUM tile, ``between(acc)``, then accumulate=None over the whole tile."""
+
+    def body():
+        st = nl.zeros((64, 32), nl.bfloat16, buffer=nl.sbuf)
+        mv = nl.zeros((64, 8), nl.bfloat16, buffer=nl.sbuf)
+        acc = nl.ndarray((32, 16), nl.float32, buffer=nl.psum)
+        nisa.nc_matmul(dst=acc[:, 0:8], stationary=st, moving=mv)
+        between(acc)
+        nisa.nc_matmul(dst=acc[:, 8:16], stationary=st, moving=mv, accumulate=True)
+
+    run(body)
+
+
+@pytest.mark.parametrize("between", ["nothing", "memset of the left half", "memset through a bf16 view"])
+def test_matmul_marks_follow_every_view_of_a_psum_tile(between):
+    # the right half was never written by a matmul: accumulating onto it is undefined whatever touched the left
+    actions = {
+        "nothing": lambda acc: None,
+        "memset of the left half": lambda acc: nisa.memset(dst=acc[:, 0:8], value=0.0),
+        # two bf16 halves per fp32 element: the marks are found element by element, not through a view
+        "memset through a bf16 view": lambda acc: nisa.memset(dst=acc.view(nl.bfloat16)[:, 0:16], value=0.0),
+    }
+    with pytest.raises(ConstraintError, match="accumulate=True onto .* which no matmul has written"):
+        _psum_marks_case(actions[between])
+
+
+def test_a_memset_through_another_view_clears_the_matmul_mark():
+    def body():
+        st = nl.zeros((64, 32), nl.bfloat16, buffer=nl.sbuf)
+        mv = nl.zeros((64, 16), nl.bfloat16, buffer=nl.sbuf)
+        acc = nl.ndarray((32, 16), nl.float32, buffer=nl.psum)
+        nisa.nc_matmul(dst=acc, stationary=st, moving=mv)
+        nisa.nc_matmul(dst=acc, stationary=st, moving=mv, accumulate=True)  # every element marked: allowed
+        nisa.memset(dst=acc[:, 4:6], value=0.0)
+        nisa.nc_matmul(dst=acc, stationary=st, moving=mv, accumulate=None)  # partly marked: refused
+
+    with pytest.raises(ConstraintError, match="only part of dst holds an earlier matmul result"):
+        run(body)
