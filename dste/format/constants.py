@@ -46,6 +46,13 @@ READABLE_FORMAT_VERSIONS = (1, 2)
 FP16_MAX = 65504.0
 """Largest finite float16; casts to float16 saturate here."""
 
+FP16_MIN_NORMAL = 2.0 ** -14
+"""Smallest normal float16: above it a float16 holds any real to within 2^-11 relative error."""
+
+SCALE_DTYPES = ("float32", "float16")
+"""Stored dtypes of ``row_scale`` / ``col_scale``: float32 (every encode), or float16 (the byte-ceiling search of
+``gcn_normalized``, when float32 scale vectors cannot meet the ceiling). Either way the stored value is the scale."""
+
 INT8_QMAX = 127
 """Symmetric INT8 range is [-127, 127]; -128 is never produced."""
 

@@ -34,12 +34,12 @@ merge), unless the matrix carries a keep-mask, which only the incremental path k
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
 
-from dste.format.constants import WINDOW_ROWS
+from dste.format.constants import FP16_MAX, FP16_MIN_NORMAL, WINDOW_ROWS
 from dste.format.encoder import encode_coo, encode_coo_owned, reencode_windows, to_csr
 from dste.format.errors import DSTEFormatError
 from dste.format.matrix import DSTEMatrix
@@ -112,7 +112,10 @@ def gcn_normalized(
     encoded again in the same order, with list tiles and without them (entry tiles alone), the
     split's transfer and X-row prices scaled down (device bytes priced up) to the largest weight
     found that meets the ceiling (:func:`within_byte_ceiling`); its ``encode_policy`` records the
-    setting and prices used. ``None`` (default): no ceiling.
+    setting and prices used. When no weight meets it with float32 scale vectors, the same search
+    runs with float16 ones (D^-1/2 to within 2^-11 relative; the matrix's ``scale_dtype`` is then
+    ``"float16"``, and its scales are 2 B per node in ``nbytes()``). ``None`` (default): no
+    ceiling, float32 scales.
     """
     if max_bytes_per_edge is not None:
         return within_byte_ceiling(adj, max_bytes_per_edge, add_self_loops, policy, row_perm=row_perm,
@@ -157,6 +160,14 @@ column slot), which pays where a window's leftover columns hold several entries 
 leftover columns hold one entry, and an entry tile's 2-byte id per entry with no column list costs less."""
 
 
+SCALE_DTYPES_TRIED = (np.float32, np.float16)
+"""Scale-vector dtypes ``within_byte_ceiling`` tries, in order. float16 halves D^-1/2's 4 B per node (0.8-1.1 B per
+entry on graphs of mean degree 4-5) at a relative rounding of at most 2^-11 per scale, below the bf16 rounding
+(2^-9) of the kernel's TensorE operands; the launcher multiplies the upcast scales into fp32 factors on the host,
+so the chip reads the same blob either way. Tried only once float32 cannot meet the ceiling: the default and every
+encoding that meets it in float32 keep float32 scales."""
+
+
 def within_byte_ceiling(adj, max_bytes_per_edge, add_self_loops: bool = True, policy: EncodePolicy | None = None,
                         *, row_perm=None, col_perm=None, **policy_fields) -> DSTEMatrix:
     """:func:`gcn_normalized` whose device bytes per stored entry are at most ``max_bytes_per_edge``.
@@ -165,8 +176,11 @@ def within_byte_ceiling(adj, max_bytes_per_edge, add_self_loops: bool = True, po
     ``BYTE_CEILING_LIST_TILES`` for the largest price weight that meets the ceiling
     (:func:`largest_price_weight_within`) and keeps the encoding of the largest weight found (the least re-priced
     split: the lowest modelled latency of those that meet the ceiling; on equal weights the earlier setting). A later
-    setting only tries weights above the best one found so far. Raises ``DSTEFormatError`` when even device bytes
-    alone (weight 0) store more in every setting, naming the least any of them stores.
+    setting only tries weights above the best one found so far. When no setting meets it with float32 scale
+    vectors, the search is repeated with float16 ones (``SCALE_DTYPES_TRIED``; the tiles do not depend on the
+    scales, so the weights already encoded are only re-measured), provided every nonzero scale lies in float16's
+    normal range [2^-14, 65504] (for D^-1/2: degree <= 2^28). Raises ``DSTEFormatError`` when even device bytes
+    alone (weight 0) store more in every setting, naming the least any of them stores with each scale dtype tried.
     """
     refused = DSTEFormatError(f"max_bytes_per_edge must be a number > 0, 'csr' or None, got {max_bytes_per_edge!r}")
     if isinstance(max_bytes_per_edge, str):
@@ -193,67 +207,156 @@ def within_byte_ceiling(adj, max_bytes_per_edge, add_self_loops: bool = True, po
             f"max_bytes_per_edge needs layout='condensed' and bitmap_split='cost' (it re-prices the cost split), "
             f"got {policy.layout!r} and {policy.bitmap_split!r}"
         )
-    best, least = None, None
-    for list_tiles in BYTE_CEILING_LIST_TILES:
-        weight, matrix = largest_price_weight_within(
-            adj, ceiling, policy, row_perm=first.row_perm, col_perm=first.col_perm, list_tiles=list_tiles,
-            add_self_loops=add_self_loops, at_weight_one=first if policy.list_tiles == list_tiles else None,
-            above=None if best is None else best[0])
-        if weight is not None:
-            best = (weight, matrix)
-        elif best is None:
-            stored = _bytes_per_stored_edge(matrix)
-            least = stored if least is None else min(least, stored)
-    if best is None:
+    ledgers = {list_tiles: {} for list_tiles in BYTE_CEILING_LIST_TILES}
+    least = {}
+    for scale_dtype in SCALE_DTYPES_TRIED:
+        if not float16_holds_scales(first) and scale_dtype == np.float16:
+            break
+        best = None
+        for list_tiles in BYTE_CEILING_LIST_TILES:
+            weight, matrix = largest_price_weight_within(
+                adj, ceiling, policy, row_perm=first.row_perm, col_perm=first.col_perm, list_tiles=list_tiles,
+                add_self_loops=add_self_loops, at_weight_one=first if policy.list_tiles == list_tiles else None,
+                above=None if best is None else best[0], scale_dtype=scale_dtype, ledger=ledgers[list_tiles])
+            if weight is not None:
+                best = (weight, matrix)
+        if best is not None:
+            return best[1]
+        # no setting met the ceiling: each searched down to weight 0
+        least[np.dtype(scale_dtype).name] = min(ledger[0.0].per_entry(scale_dtype) for ledger in ledgers.values())
+    quoted = ", ".join(f"{stored:.3f} B per stored entry at least with {name} scale vectors"
+                       for name, stored in least.items())
+    if "float16" not in least:
+        quoted += (" (float16 scale vectors were not tried: a nonzero scale lies outside float16's normal range "
+                   f"[2^-14, {FP16_MAX:g}])")
+    raise DSTEFormatError(
+        f"max_bytes_per_edge={max_bytes_per_edge!r} ({ceiling:.3f} B) is below what this graph stores in this "
+        f"order with device bytes alone priced, with or without list tiles: {quoted}"
+    )
+
+
+@dataclass(frozen=True)
+class _MeasuredEncoding:
+    """Device bytes of one encoding apart from its row/column scale vectors, and what those hold."""
+
+    other_bytes: int
+    scale_elements: int
+    entries: int
+
+    @classmethod
+    def of(cls, matrix: DSTEMatrix) -> "_MeasuredEncoding":
+        vectors = _scale_vectors(matrix)
+        scale_bytes = sum(int(vector.nbytes) for vector in vectors)
+        return cls(matrix.nbytes()["device_total"] - scale_bytes, sum(vector.size for vector in vectors),
+                   matrix.nnz_stored)
+
+    def per_entry(self, scale_dtype) -> float:
+        """Device bytes per stored entry with the scale vectors stored as ``scale_dtype``."""
+        total = self.other_bytes + self.scale_elements * np.dtype(scale_dtype).itemsize
+        return total / self.entries if self.entries else float("nan")
+
+
+def _scale_vectors(matrix: DSTEMatrix) -> list:
+    """The scale vectors the device holds: one when ``col_scale`` is ``row_scale`` (``nbytes`` counts it once)."""
+    vectors = [matrix.row_scale] if matrix.row_scale is not None else []
+    if matrix.col_scale is not None and matrix.col_scale is not matrix.row_scale:
+        vectors.append(matrix.col_scale)
+    return vectors
+
+
+def float16_holds_scales(matrix: DSTEMatrix) -> bool:
+    """True when every nonzero row/column scale lies in float16's normal range [2^-14, 65504], where a float16 holds
+    it to within 2^-11 relative error (D^-1/2 of a graph: every degree <= 2^28; degree-0 rows' scale 0 is exact)."""
+    for vector in _scale_vectors(matrix):
+        magnitude = np.abs(vector[vector != 0].astype(np.float64))
+        if magnitude.size and (magnitude.min() < FP16_MIN_NORMAL or magnitude.max() > FP16_MAX):
+            return False
+    return True
+
+
+def with_float16_scales(matrix: DSTEMatrix) -> DSTEMatrix:
+    """``matrix`` with its row/column scales stored as float16 (rounded to nearest; a shared vector stays shared).
+
+    Raises ``DSTEFormatError`` when a nonzero scale lies outside float16's normal range (:func:`float16_holds_scales`),
+    where the rounding would exceed 2^-11 relative or overflow.
+    """
+    if not float16_holds_scales(matrix):
         raise DSTEFormatError(
-            f"max_bytes_per_edge={max_bytes_per_edge!r} ({ceiling:.3f} B) is below what this graph stores in this "
-            f"order with device bytes alone priced, with or without list tiles: {least:.3f} B per stored entry at "
-            "least"
+            f"with_float16_scales: a nonzero row_scale/col_scale lies outside float16's normal range [2^-14, {FP16_MAX:g}] "
+            "(it would lose more than 2^-11 relative or overflow); keep float32 scales"
         )
-    return best[1]
+    row_scale = None if matrix.row_scale is None else matrix.row_scale.astype(np.float16)
+    if matrix.col_scale is None:
+        col_scale = None
+    elif matrix.col_scale is matrix.row_scale:
+        col_scale = row_scale
+    else:
+        col_scale = matrix.col_scale.astype(np.float16)
+    return matrix.replace(row_scale=row_scale, col_scale=col_scale)
 
 
 def largest_price_weight_within(adj, ceiling: float, policy: EncodePolicy, *, row_perm, col_perm,
                                 list_tiles: bool = True, add_self_loops: bool = True,
                                 at_weight_one: DSTEMatrix | None = None,
-                                above: float | None = None) -> tuple[float | None, DSTEMatrix | None]:
+                                above: float | None = None, scale_dtype=np.float32,
+                                ledger: dict | None = None) -> tuple[float | None, DSTEMatrix | None]:
     """``(weight, matrix)``: the largest weight found whose encoding, in the given order with ``list_tiles`` and
     the policy's ``gather_transfer_bytes`` and ``x_row_bytes`` multiplied by it, stores at most ``ceiling`` device
-    bytes per stored entry; ``(None, the weight-0 encoding)`` when none does.
+    bytes per stored entry with its scale vectors stored as ``scale_dtype`` (float32 or float16: the returned matrix
+    carries them so); ``(None, the weight-0 encoding)`` when none does.
 
     Tries ``BYTE_CEILING_WEIGHTS`` in order (larger weights keep more bitmap columns: fewer gather transfers, a
     lower modelled latency), then ``BYTE_CEILING_REFINE_STEPS`` geometric bisection steps between the first weight
     that met the ceiling and the last that missed. ``at_weight_one``: the weight-1 encoding, if the caller has it.
     ``above``: only weights above it are of use to the caller (another setting met the ceiling there); the search
-    stops at it, returning ``(None, None)`` when no larger weight meets the ceiling.
+    stops at it, returning ``(None, None)`` when no larger weight meets the ceiling. ``ledger``: a dict, kept by the
+    caller between searches of the same order and setting, of the bytes of each weight already encoded (weight ->
+    measure); a weight found there is not encoded again unless it is the one returned (so a search that meets
+    nothing returns ``(None, None)`` when its weight-0 encoding was only measured by an earlier one).
     """
+    scale_dtype = np.dtype(scale_dtype)
+    if scale_dtype.name not in ("float32", "float16"):
+        raise DSTEFormatError(f"scale_dtype must be float32 or float16, got {scale_dtype}")
+    ledger = {} if ledger is None else ledger
+    encoded = {}  # weight -> encoding: the best met so far and the latest, no more (the search's memory)
+    met, missed = None, None
 
-    def encoded_at(weight):
-        if weight == 1.0 and at_weight_one is not None:
-            return at_weight_one
-        return encoded_at_price_weight(adj, policy, weight, list_tiles=list_tiles, row_perm=row_perm,
-                                       col_perm=col_perm, add_self_loops=add_self_loops)
+    def encoding_at(weight):
+        if weight not in encoded:
+            for kept in [w for w in encoded if w != met]:
+                del encoded[kept]
+            if weight == 1.0 and at_weight_one is not None:
+                encoded[weight] = at_weight_one
+            else:
+                encoded[weight] = encoded_at_price_weight(adj, policy, weight, list_tiles=list_tiles,
+                                                          row_perm=row_perm, col_perm=col_perm,
+                                                          add_self_loops=add_self_loops)
+            ledger.setdefault(weight, _MeasuredEncoding.of(encoded[weight]))
+        return encoded[weight]
 
-    met, missed, candidate = None, None, None
+    def meets(weight):
+        if weight not in ledger:
+            encoding_at(weight)
+        return ledger[weight].per_entry(scale_dtype) <= ceiling
+
     for weight in BYTE_CEILING_WEIGHTS:
         if above is not None and weight <= above:
             break
-        candidate = encoded_at(weight)
-        if _bytes_per_stored_edge(candidate) <= ceiling:
-            met = (weight, candidate)
+        if meets(weight):
+            met = weight
             break
         missed = weight
     if met is None:
-        return None, None if above is not None else candidate
-    if met[0] > 0 and missed is not None:
+        return None, None if above is not None else encoded.get(0.0)
+    if met > 0 and missed is not None:
         for _ in range(BYTE_CEILING_REFINE_STEPS):
-            weight = (met[0] * missed) ** 0.5
-            candidate = encoded_at(weight)
-            if _bytes_per_stored_edge(candidate) <= ceiling:
-                met = (weight, candidate)
+            weight = (met * missed) ** 0.5
+            if meets(weight):
+                met = weight
             else:
                 missed = weight
-    return met
+    matrix = encoding_at(met)
+    return met, with_float16_scales(matrix) if scale_dtype == np.float16 else matrix
 
 
 def encoded_at_price_weight(adj, policy: EncodePolicy, weight: float, *, list_tiles: bool, row_perm, col_perm,
@@ -291,7 +394,17 @@ def gcn_update(encoded: DSTEMatrix, new_adj, add_self_loops: bool = True, change
         11,661 / 1276 of 1323     full          0.39 s       0.38 s
 
     Without ``changed_rows`` the comparison with the stored pattern adds ~0.15 s.
+
+    The scales keep ``encoded``'s dtype: float16 scale vectors (a byte-ceiling encode) stay float16, unless a new
+    degree puts D^-1/2 outside float16's normal range (degree > 2^28), which raises ``DSTEFormatError``.
     """
+    updated = _gcn_update(encoded, new_adj, add_self_loops, changed_rows)
+    if encoded.scale_dtype == "float16":
+        return with_float16_scales(updated)
+    return updated
+
+
+def _gcn_update(encoded: DSTEMatrix, new_adj, add_self_loops: bool, changed_rows) -> DSTEMatrix:
     if not isinstance(encoded, DSTEMatrix):
         raise DSTEFormatError(f"encoded must be a DSTEMatrix, got {type(encoded).__name__}")
     if encoded.encode_policy is None:

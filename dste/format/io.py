@@ -4,7 +4,10 @@ File layout: an uncompressed NumPy ``.npz`` archive holding every array field pl
 ``__meta__`` (uint8 bytes of a UTF-8 JSON object):
 ``{"magic": "DSTE", "format_version": 2, "shape": [N, M], "layout": ..., "encode_policy": {...},
 "fields": {name: [dtype, shape]}, "absent": [optional fields that are None], "sha256": hex,
-"header_sha256": hex}``.
+"header_sha256": hex}``. ``fields`` records each array's dtype, so a float16 ``row_scale`` / ``col_scale``
+(byte-ceiling encodes) round-trips as float16 and float32 files load as before; a scale of any other dtype is
+refused by the matrix validation. A ``col_scale`` identical to ``row_scale`` (byte for byte, same dtype) loads as
+the same object, as ``gcn_normalized`` built it.
 ``sha256`` covers, for each array field in sorted order, its name, dtype, shape and bytes;
 ``header_sha256`` covers everything else the loaded matrix depends on (magic, version, shape,
 layout, encode policy, field list, absent list), as canonical JSON. ``load`` reads with
@@ -213,6 +216,7 @@ def load(path) -> DSTEMatrix:
     fields = {name: np.ascontiguousarray(arrays[name]) for name in expected}
     for name in meta["absent"]:
         fields[name] = None
+    _share_identical_scales(fields)
     try:
         matrix = DSTEMatrix(
             shape=tuple(meta["shape"]), layout=meta["layout"], encode_policy=meta["encode_policy"], **fields
@@ -223,6 +227,15 @@ def load(path) -> DSTEMatrix:
     except (TypeError, ValueError, IndexError) as exc:
         raise DSTEFileError(f"{path}: invalid matrix ({type(exc).__name__}: {exc})") from exc
     return matrix
+
+
+def _share_identical_scales(fields: dict) -> None:
+    """Make ``col_scale`` the ``row_scale`` object when the file holds the same vector twice (as ``save`` writes
+    ``gcn_normalized``'s shared D^-1/2), so ``nbytes`` counts it once after a round trip as before it."""
+    row_scale, col_scale = fields.get("row_scale"), fields.get("col_scale")
+    if (row_scale is not None and col_scale is not None and row_scale.dtype == col_scale.dtype
+            and np.array_equal(row_scale.view(np.uint8), col_scale.view(np.uint8))):
+        fields["col_scale"] = row_scale
 
 
 def _is_int(value) -> bool:

@@ -27,6 +27,7 @@ from dste.format.constants import (
     LIST_TILE_COLS,
     MASK_WORD_BITS,
     MASK_WORDS,
+    SCALE_DTYPES,
     TILE_COLS,
     WINDOW_ROWS,
     TileKind,
@@ -74,6 +75,8 @@ ARRAY_FIELDS = (
     *LIST_ARRAY_FIELDS,
 )
 OPTIONAL_ARRAY_FIELDS = ("row_scale", "col_scale", "row_perm", "col_perm")
+SCALE_FIELDS = ("row_scale", "col_scale")
+"""The scale vectors: float32, or float16 (``SCALE_DTYPES``); consumers upcast the stored values."""
 
 # Device-resident vs host-only arrays, and the nbytes category of each.
 BYTE_CATEGORY = {
@@ -169,7 +172,7 @@ EXPECTED_DTYPES = {
     "ltile_int8_values": np.int8,
     "ltile_int8_scale": np.float32,
     "ltile_fp16_values": np.float16,
-    "row_scale": np.float32,
+    "row_scale": np.float32,  # or float16: SCALE_DTYPES
     "col_scale": np.float32,
     "row_perm": np.int64,
     "col_perm": np.int64,
@@ -298,7 +301,10 @@ class DSTEMatrix:
                 continue
             if not isinstance(value, np.ndarray):
                 _fail(f"{name} must be a numpy array, got {type(value).__name__}")
-            if value.dtype != EXPECTED_DTYPES[name]:
+            if name in SCALE_FIELDS:
+                if value.dtype.name not in SCALE_DTYPES:
+                    _fail(f"{name} must have dtype float32 or float16 (docs/CONTRACTS.md), got {value.dtype}")
+            elif value.dtype != EXPECTED_DTYPES[name]:
                 _fail(f"{name} must have dtype {np.dtype(EXPECTED_DTYPES[name])}, got {value.dtype}")
             if not value.flags.c_contiguous:
                 _fail(f"{name} must be C-contiguous")
@@ -619,7 +625,8 @@ class DSTEMatrix:
         effective: True -> only entries kept by the mask (what the kernels multiply by);
             False -> every stored entry (nz_bits), ignoring the mask.
         scaled: apply ``row_scale`` / ``col_scale`` (default). Values are computed in float64
-            from the stored INT8/FP16 numbers and scales and rounded once to ``dtype``.
+            from the stored INT8/FP16 numbers and scales (float16 scale vectors upcast exactly)
+            and rounded once to ``dtype``.
             Kept entries whose value is 0 stay as explicit entries.
         """
         dtype = np.dtype(dtype)
@@ -753,8 +760,9 @@ class DSTEMatrix:
         """Exact byte accounting of every array, by category and residency.
 
         Returns ``{"device": {category: bytes}, "host_only": {field: bytes}, "device_total",
-        "host_only_total", "total", "bytes_per_stored_edge", "bytes_per_kept_edge"}``.
-        Device categories: values, scales (INT8 tile scales and row/column scale vectors),
+        "host_only_total", "total", "bytes_per_stored_edge", "bytes_per_kept_edge", "scale_dtype"}``.
+        Device categories: values, scales (INT8 tile scales and row/column scale vectors at their stored
+        dtype: 4 B per node as float32, 2 B as float16; ``scale_dtype`` names it),
         masks (keep bits), column_ids (the device form of ``tile_cols`` / ``etile_cols`` /
         ``ltile_cols``: :func:`device_column_id_bytes`, 2 B per slot plus the band plane when
         M > 65,536, not the host's int32; and the list tiles' 1-byte ``ltile_colslot``), row_ids (entry rows, and the window
@@ -791,14 +799,24 @@ class DSTEMatrix:
             "total": device_total + sum(host.values()),
             "bytes_per_stored_edge": device_total / stored if stored else float("nan"),
             "bytes_per_kept_edge": device_total / kept if kept else float("nan"),
+            "scale_dtype": self.scale_dtype,
         }
+
+    @property
+    def scale_dtype(self) -> str | None:
+        """``"float32"`` or ``"float16"``: the stored dtype of the scale vectors (``"float32+float16"`` when they
+        differ); None without any."""
+        names = sorted({value.dtype.name for value in (self.row_scale, self.col_scale) if value is not None},
+                       reverse=True)
+        return "+".join(names) if names else None
 
     def stats(self) -> dict:
         """Tile counts per layout and kind, densities, entries per bitmap column, stretch, bytes per edge.
 
         ``stretch`` = X rows gathered / M, where a bitmap tile gathers ``tile_ncols`` rows, an
         entry tile one row per entry and a list tile ``ltile_ncols`` rows. ``mean_tile_density`` = stored entries / (128 * ncols) over
-        bitmap tiles. Counts of kept entries use the live mask.
+        bitmap tiles. Counts of kept entries use the live mask. ``scale_dtype``: the scale vectors' stored dtype
+        (float16 only from the byte-ceiling search of ``gcn_normalized``).
         """
         T, E = self.n_tiles, self.n_etiles
         kind_names = {k.name: k for k in TileKind}
@@ -839,6 +857,7 @@ class DSTEMatrix:
             "stretch": gathered / M if M else 0.0,
             "bytes_device": nb["device_total"],
             "bytes_per_stored_edge": nb["bytes_per_stored_edge"],
+            "scale_dtype": self.scale_dtype,
         }
 
     # ------------------------------------------------------------------- io

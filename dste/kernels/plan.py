@@ -657,7 +657,7 @@ def pack_launch(A, launch: Launch) -> dict:
     b = launch.bucket
     N, M = int(A.shape[0]), int(A.shape[1])
     nb, ne = b.bitmap_slots, b.entry_slots
-    col_scale = A.col_scale.astype(np.float32) if A.col_scale is not None else None
+    col_scale = A.col_scale.astype(np.float32) if A.col_scale is not None else None  # float16 too: exact upcast
     regions = {}
 
     # Bitmap slots, window-major: [W, NB] -> partition = tile column k.
@@ -730,7 +730,8 @@ def pack_launch(A, launch: Launch) -> dict:
     rscale = np.ones(rows.shape, dtype=np.float32)
     if A.row_scale is not None:
         valid = rows < N
-        rscale[valid] = A.row_scale[rows[valid]]
+        # a float16 scale vector (byte-ceiling encodes) is upcast exactly: the kernel reads fp32 factors either way
+        rscale[valid] = A.row_scale[rows[valid]].astype(np.float32)
     regions["row_scale"] = rscale.T
     # the output row of each window slot in the form of the column ids (slots of no row: N -> 0xFFFF / band 255);
     # bands from N itself, as the kernel decides from Y's rows (a bucket built without wide_rows still packs right)

@@ -112,11 +112,17 @@ def test_the_refusal_quotes_the_least_bytes_of_the_settings_tried():
     import re
 
     adj = _low_degree_graph()
-    least = min(_bytes(_weight_zero(adj, True)), _bytes(_weight_zero(adj, False)))
+    floors = [_weight_zero(adj, True), _weight_zero(adj, False)]
+    least = min(_bytes(floor) for floor in floors)
+    # float16 scale vectors: D^-1/2 (one vector, shared by rows and columns) at 2 B per node instead of 4
+    least_fp16 = least - 2 * floors[0].shape[0] / floors[0].nnz_stored
     with pytest.raises(DSTEFormatError) as refusal:
-        gcn_normalized(adj, max_bytes_per_edge=least - 0.01)
-    quoted = float(re.search(r"([0-9.]+) B per stored entry at least", str(refusal.value)).group(1))
+        gcn_normalized(adj, max_bytes_per_edge=least_fp16 - 0.01)
+    message = str(refusal.value)
+    quoted = float(re.search(r"([0-9.]+) B per stored entry at least with float32", message).group(1))
+    quoted_fp16 = float(re.search(r"([0-9.]+) B per stored entry at least with float16", message).group(1))
     assert quoted == pytest.approx(least, abs=5e-4)
+    assert quoted_fp16 == pytest.approx(least_fp16, abs=5e-4)
 
 
 def test_a_later_setting_is_kept_only_for_a_larger_weight():

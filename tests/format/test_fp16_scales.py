@@ -1,0 +1,207 @@
+"""float16 scale vectors: what the byte-ceiling search of ``gcn_normalized`` stores when float32 ones cannot meet it.
+
+Tolerance of an fp16-scale decode against the float64 D^-1/2 (A + I) D^-1/2: each scale is D^-1/2 in float64,
+rounded to float32 (relative error <= 2^-24) and then to float16 to nearest (<= 2^-11 in float16's normal range,
+where every D^-1/2 of degree <= 2^28 lies). An entry is the product of two such scales times the stored 1,
+computed in float64, so its relative error is at most (1 + 2^-11)^2 (1 + 2^-24)^2 - 1 < 2^-10 + 2^-21 (the
+squares of 2^-11 and the 2^-24 terms stay below 2^-21); ``FP16_SCALE_ENTRY_RTOL`` adds the float32 rounding
+of ``effective_csr`` (2^-24) where that is compared.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from dste.format import gcn_normalized
+from dste.format.errors import DSTEFileError, DSTEFormatError
+from dste.format.gcn import (
+    csr_structure_bytes_per_edge,
+    float16_holds_scales,
+    gcn_update,
+    with_float16_scales,
+)
+from dste.format.matrix import DSTEMatrix
+
+FP16_SCALE_ENTRY_RTOL = 2.0**-10 + 2.0**-21
+"""Relative error of one decoded entry from two float16 scales (module docstring)."""
+
+
+def _bytes(matrix):
+    return matrix.nbytes()["bytes_per_stored_edge"]
+
+
+def _exact_gcn(adj) -> sp.csr_matrix:
+    """float64 D^-1/2 (A + I) D^-1/2 by SciPy, independent of the format."""
+    pattern = ((sp.csr_matrix(adj) != 0).astype(np.float64) + sp.identity(adj.shape[0], format="csr")) != 0
+    pattern = pattern.astype(np.float64).tocsr()
+    dinv = np.asarray(pattern.sum(axis=1)).ravel() ** -0.5
+    exact = (sp.diags(dinv) @ pattern @ sp.diags(dinv)).tocsr()
+    exact.sort_indices()
+    return exact
+
+
+@functools.lru_cache(maxsize=None)
+def _citeseer_like():
+    from dste.data import load_dataset
+
+    return load_dataset("citeseer-like").adj
+
+
+@functools.lru_cache(maxsize=None)
+def _capped_citeseer_like():
+    return gcn_normalized(_citeseer_like(), max_bytes_per_edge="csr")
+
+
+def _weight_zero(adj, list_tiles, order):
+    return gcn_normalized(adj, list_tiles=list_tiles, gather_transfer_bytes=0, x_row_bytes=0, row_perm=order,
+                          col_perm=order)
+
+
+def test_the_csr_ceiling_is_met_with_float16_scales_where_float32_ones_are_refused():
+    adj = _citeseer_like()
+    capped = _capped_citeseer_like()
+    csr = csr_structure_bytes_per_edge(capped.shape[0], capped.nnz_stored)
+    floors = [_weight_zero(adj, lists, capped.row_perm) for lists in (True, False)]
+    assert all(floor.scale_dtype == "float32" for floor in floors)
+    assert min(_bytes(floor) for floor in floors) > csr  # float32 scales cannot meet it at any weight
+    assert capped.scale_dtype == "float16" and capped.stats()["scale_dtype"] == "float16"
+    assert capped.row_scale.dtype == np.float16 and capped.col_scale is capped.row_scale
+    assert capped.nbytes()["scale_dtype"] == "float16"
+    assert capped.nbytes()["device"]["scales"] == 2 * capped.shape[0]  # one shared vector, 2 B per node
+    assert _bytes(capped) <= csr - 0.1  # a margin, not a scrape: fp16 scales save 2 N / entries = 0.54 B here
+
+
+def test_a_float16_decode_matches_the_float64_normalisation_within_two_float16_roundings():
+    adj = _citeseer_like()
+    capped = _capped_citeseer_like()
+    exact = _exact_gcn(adj)
+    for decoded, rtol in ((capped.decode(), FP16_SCALE_ENTRY_RTOL),
+                          (capped.effective_csr(), FP16_SCALE_ENTRY_RTOL + 2.0**-24)):
+        decoded = decoded.sorted_indices()
+        # the same entries (canonical CSRs of one pattern), each within the bound of its exact value
+        assert np.array_equal(decoded.indptr, exact.indptr) and np.array_equal(decoded.indices, exact.indices)
+        relative = np.abs(decoded.data.astype(np.float64) - exact.data) / exact.data
+        assert relative.max() <= rtol
+    # the bound is not vacuous: float16 moves some entries by more than a float32 decode would
+    assert relative.max() > 2.0**-13
+
+
+def test_the_float16_scale_is_the_stored_value_of_every_consumer():
+    capped = _capped_citeseer_like()
+    rows, cols = capped.decode().nonzero()
+    decoded = np.asarray(capped.decode()[rows, cols]).ravel()
+    upcast = capped.row_scale.astype(np.float64)
+    assert np.array_equal(decoded, upcast[rows] * upcast[cols])  # stored (BIN) value 1 times the upcast scales
+    masked = capped.with_mask(sp.csr_matrix(capped.decode() > 0.3))
+    assert masked.scale_dtype == "float16" and masked.row_scale is capped.row_scale
+    kept = masked.decode()
+    assert kept.nnz and np.array_equal(kept.data, capped.decode().multiply(capped.decode() > 0.3).tocsr().data)
+
+
+def test_the_kernel_on_a_float16_scale_encoding_matches_scipy():
+    from dste.kernels import launch_spmm_hybrid
+    from dste.reference.spmm import spmm_reference
+    from tests.kernels.error_bounds import BOUND_FP32_X, assert_within_bound
+
+    rng = np.random.default_rng(3)
+    n = 300
+    upper = sp.triu(sp.random(n, n, density=2.0 / n, random_state=rng, format="csr"), k=1)
+    adj = ((upper + upper.T) != 0).astype(np.float32)
+    default = gcn_normalized(adj)
+    floor = _weight_zero(adj, False, default.row_perm)
+    fp16_floor = _bytes(floor) - 2 * n / floor.nnz_stored
+    A = gcn_normalized(adj, max_bytes_per_edge=(_bytes(floor) + fp16_floor) / 2)  # only float16 scales meet it
+    assert A.scale_dtype == "float16" and A.n_etiles > 0
+    X = rng.standard_normal((n, 64)).astype(np.float32)
+    Y = launch_spmm_hybrid(A, X)
+    # the kernel's own bound against the reference of the matrix it was given (the upcast float16 scales)
+    assert_within_bound(Y, spmm_reference(A, X), A, X, BOUND_FP32_X)
+    # and against SciPy's float64 normalisation: the kernel bound plus the float16 scales' 2^-10 per entry
+    exact = _exact_gcn(adj)
+    S = abs(exact) @ np.abs(X.astype(np.float64))
+    err = np.abs(Y.astype(np.float64) - exact @ X.astype(np.float64))
+    assert (err <= (BOUND_FP32_X * (1 + 2.0**-9) + FP16_SCALE_ENTRY_RTOL) * S + 1e-30).all()
+
+
+def test_a_float16_scale_encoding_round_trips_exactly(tmp_path):
+    capped = _capped_citeseer_like()
+    path = tmp_path / "capped.dste"
+    capped.save(path)
+    loaded = DSTEMatrix.load(path)
+    assert loaded.row_scale.dtype == np.float16 and loaded.col_scale is loaded.row_scale
+    assert np.array_equal(loaded.row_scale.view(np.uint16), capped.row_scale.view(np.uint16))
+    assert loaded.nbytes() == capped.nbytes()
+    assert abs(loaded.decode() - capped.decode()).max() == 0
+    header = json.loads(bytes(np.load(path)["__meta__"]).decode())
+    assert header["fields"]["row_scale"][0] == "<f2"
+
+
+def test_a_float32_encoding_still_loads_with_its_shared_scale_counted_once(tmp_path):
+    default = gcn_normalized(_citeseer_like())
+    default.save(tmp_path / "default.dste")
+    loaded = DSTEMatrix.load(tmp_path / "default.dste")
+    assert loaded.row_scale.dtype == np.float32 and loaded.nbytes() == default.nbytes()
+
+
+def test_a_scale_of_another_dtype_is_refused_in_memory_and_on_disk(tmp_path):
+    from dste.format.io import _checksum, _header_checksum
+
+    capped = _capped_citeseer_like()
+    with pytest.raises(DSTEFormatError, match=r"row_scale must have dtype float32 or float16 .*, got float64"):
+        capped.replace(row_scale=capped.row_scale.astype(np.float64))
+    capped.save(tmp_path / "capped.dste")
+    with np.load(tmp_path / "capped.dste") as archive:
+        arrays = {name: archive[name] for name in archive.files if name != "__meta__"}
+        meta = json.loads(bytes(archive["__meta__"]).decode())
+    arrays["col_scale"] = arrays["col_scale"].astype(np.float64)  # a well-sealed file of an odd dtype
+    meta["fields"]["col_scale"] = [arrays["col_scale"].dtype.str, list(arrays["col_scale"].shape)]
+    meta["sha256"] = _checksum(arrays)
+    meta["header_sha256"] = _header_checksum(meta)
+    with open(tmp_path / "odd.dste", "wb") as handle:
+        np.savez(handle, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+    with pytest.raises(DSTEFileError, match=r"col_scale must have dtype float32 or float16 .*, got float64"):
+        DSTEMatrix.load(tmp_path / "odd.dste")
+
+
+def test_scales_outside_float16s_normal_range_are_not_stored_as_float16():
+    default = gcn_normalized(_citeseer_like())
+    assert float16_holds_scales(default)
+    tiny = default.replace(row_scale=np.full(default.shape[0], 2.0**-15, np.float32), col_scale=None)
+    large = default.replace(row_scale=np.full(default.shape[0], 7e4, np.float32), col_scale=None)
+    for matrix in (tiny, large):
+        assert not float16_holds_scales(matrix)
+        with pytest.raises(DSTEFormatError, match="outside float16's normal range"):
+            with_float16_scales(matrix)
+    zeros = default.replace(row_scale=np.zeros(default.shape[0], np.float32), col_scale=None)
+    assert float16_holds_scales(zeros)  # a degree-0 row's scale 0 is exact in float16
+
+
+def test_gcn_update_keeps_float16_scales():
+    adj = sp.csr_matrix(_citeseer_like())
+    capped = _capped_citeseer_like()
+    changed = adj.tolil()
+    changed[0, 1] = changed[1, 0] = 0 if adj[0, 1] else 1
+    updated = gcn_update(capped, changed.tocsr(), changed_rows=np.array([0, 1]))
+    assert updated.scale_dtype == "float16" and updated.col_scale is updated.row_scale
+    decoded, exact = updated.decode(), _exact_gcn(changed.tocsr())
+    assert abs(decoded - exact).max() <= FP16_SCALE_ENTRY_RTOL * abs(exact).max()
+
+
+def test_the_default_encoding_keeps_float32_scales_and_its_bytes():
+    from dste.data import load_dataset
+
+    default = gcn_normalized(load_dataset("cora-like").adj)
+    assert default.scale_dtype == "float32" and default.row_scale.dtype == np.float32
+    # cora-like's default split as measured before float16 scales existed (bench/README.md: 8.094 B per entry)
+    assert default.nbytes()["device_total"] == DEFAULT_CORA_LIKE_DEVICE_BYTES
+    # a ceiling float32 scales meet keeps them, even where float16 ones would allow a larger price weight
+    capped = gcn_normalized(load_dataset("cora-like").adj, max_bytes_per_edge="csr")
+    assert capped.scale_dtype == "float32"
+
+
+DEFAULT_CORA_LIKE_DEVICE_BYTES = 107_358
