@@ -115,6 +115,13 @@ BYTE_CATEGORY = {
     "ltile_slot": "metadata",
 }
 HOST_ONLY_FIELDS = ("nz_bits", "etile_nz_bits", "ltile_nz_bits", "row_perm", "col_perm")
+TILE_LAYOUT_METADATA = (
+    # (window pointer, tile window, per-tile counts, value slot, kinds) of the bitmap, entry and list tiles
+    ("window_ptr", "tile_window", ("tile_ncols",), "tile_slot", "tile_kind"),
+    ("ewindow_ptr", "etile_window", ("etile_nentries",), "etile_slot", "etile_kind"),
+    ("lwindow_ptr", "ltile_window", ("ltile_nentries", "ltile_ncols"), "ltile_slot", "ltile_kind"),
+)
+"""Per-layout metadata whose device form is smaller than its host arrays (:func:`device_metadata_bytes`)."""
 COLUMN_ID_FIELDS = ("tile_cols", "etile_cols", "ltile_cols")
 """Host column ids (int32, original ids); the device keeps them in the form of :func:`device_column_id_bytes`."""
 
@@ -768,9 +775,10 @@ class DSTEMatrix:
         M > 65,536, not the host's int32; and the list tiles' 1-byte ``ltile_colslot``), row_ids (entry rows, and the window
         slot map in its device form: 2 B per slot plus the band plane when N > 65,536, as the kernel's metadata blob
         carries it to place output rows), metadata
-        (window pointers, per-tile window/kind/ncols/slot). Host-only: nz bits, the permutations
-        and the int32 column ids ``tile_cols`` / ``etile_cols`` and window slot map ``window_rows`` (the host
-        form of the device's 16-bit ids: ``total`` counts the ids in both forms). Bytes per edge use the device total.
+        (window pointers, per-tile kind/ncols/slot in their device form: :func:`device_metadata_bytes`).
+        Host-only: nz bits, the permutations and the int32 column ids ``tile_cols`` / ``etile_cols`` and window slot map ``window_rows`` (the host
+        form of the device's 16-bit ids: ``total`` counts the ids in both forms), and the int32/int64 window pointers,
+        per-tile windows, counts and slots (likewise counted in both forms). Bytes per edge use the device total.
         A ``col_scale`` that is the same object as ``row_scale`` (as ``gcn_normalized`` builds
         it) is counted once.
         """
@@ -785,10 +793,14 @@ class DSTEMatrix:
                                    for name in COLUMN_ID_FIELDS) + int(self.ltile_colslot.nbytes)
         # the window slot map travels like the column ids (16-bit offsets in bands of Y's N rows), not as int32
         device["row_ids"] += device_column_id_bytes(self.window_rows.size, self.shape[0]) - int(self.window_rows.nbytes)
+        # window pointers and per-tile windows, counts and slots in their device form (device_metadata_bytes)
+        metadata_forms = device_metadata_bytes(self)
+        device["metadata"] += sum(metadata_forms.values()) - sum(int(getattr(self, name).nbytes) for name in metadata_forms)
         host = {name: int(getattr(self, name).nbytes) if getattr(self, name) is not None else 0 for name in HOST_ONLY_FIELDS}
         # the host keeps the ids as int32 original ids; the device's 16-bit form is counted under column_ids
         host.update({name: int(getattr(self, name).nbytes) for name in COLUMN_ID_FIELDS})
         host["window_rows"] = int(self.window_rows.nbytes)  # likewise the int32 window slot map
+        host.update({name: int(getattr(self, name).nbytes) for name in metadata_forms})  # and the host metadata
         device_total = sum(device.values())
         stored, kept = self.nnz_stored, self.nnz_kept
         return {
@@ -873,6 +885,26 @@ class DSTEMatrix:
         from dste.format.io import load
 
         return load(path)
+
+
+def device_metadata_bytes(matrix: "DSTEMatrix") -> dict:
+    """Device bytes of each layout's window pointer and per-tile metadata, by host field name.
+
+    The device form carries what the host arrays hold in fewer bytes: a tile's window is implied by its layout's
+    window pointer (tiles are sorted by window), so ``*_window`` is host-only; a layout without tiles needs no
+    pointer; a count (``tile_ncols``, ``*_nentries``, ``ltile_ncols``: 1..128) is one byte; a value slot is
+    carried only for INT8/FP16 tiles (a BIN tile's is -1), 4 B each. The host keeps the int32/int64 arrays
+    (``host_only`` of :meth:`DSTEMatrix.nbytes` counts them, as it counts the host form of the ids).
+    """
+    device = {}
+    for ptr, window, counts, slot, kind in TILE_LAYOUT_METADATA:
+        tiles = int(getattr(matrix, window).shape[0])
+        device[ptr] = int(getattr(matrix, ptr).nbytes) if tiles else 0
+        device[window] = 0
+        for name in counts:
+            device[name] = tiles  # uint8
+        device[slot] = 4 * int((getattr(matrix, kind) != TileKind.BIN).sum())
+    return device
 
 
 def _empty_list_tiles(n_windows: int) -> dict:
