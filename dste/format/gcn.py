@@ -97,6 +97,7 @@ def gcn_normalized(
     row_perm=None,
     col_perm=None,
     max_bytes_per_edge: float | str | None = None,
+    scale_dtypes=None,
     **policy_fields,
 ) -> DSTEMatrix:
     """Encode ``D^-1/2 (A + I) D^-1/2`` of a square adjacency (any nonzero = edge).
@@ -112,14 +113,15 @@ def gcn_normalized(
     encoded again in the same order, with list tiles and without them (entry tiles alone), the
     split's transfer and X-row prices scaled down (device bytes priced up) to the largest weight
     found that meets the ceiling (:func:`within_byte_ceiling`); its ``encode_policy`` records the
-    setting and prices used. When no weight meets it with float32 scale vectors, the same search
-    runs with float16 ones (D^-1/2 to within 2^-11 relative; the matrix's ``scale_dtype`` is then
-    ``"float16"``, and its scales are 2 B per node in ``nbytes()``). ``None`` (default): no
-    ceiling, float32 scales.
+    setting and prices used. The same search then runs with float16 scale vectors (D^-1/2 to within
+    2^-11 relative; the matrix's ``scale_dtype`` is then ``"float16"``, its scales 2 B per node in
+    ``nbytes()``), kept where they meet the ceiling at a larger weight (a faster split) or where float32
+    ones cannot meet it at all. ``scale_dtypes``: the dtypes the search may use, in order (default
+    ``SCALE_DTYPES_TRIED``; ``("float32",)`` keeps D^-1/2 exact to float32). ``None`` (default): no ceiling, float32 scales.
     """
     if max_bytes_per_edge is not None:
         return within_byte_ceiling(adj, max_bytes_per_edge, add_self_loops, policy, row_perm=row_perm,
-                                   col_perm=col_perm, **policy_fields)
+                                   col_perm=col_perm, scale_dtypes=scale_dtypes, **policy_fields)
     structure, dinv = gcn_pattern(adj, add_self_loops)
     if policy is None:
         policy_fields.setdefault("reorder", "community")
@@ -164,22 +166,25 @@ SCALE_DTYPES_TRIED = (np.float32, np.float16)
 """Scale-vector dtypes ``within_byte_ceiling`` tries, in order. float16 halves D^-1/2's 4 B per node (0.8-1.1 B per
 entry on graphs of mean degree 4-5) at a relative rounding of at most 2^-11 per scale, below the bf16 rounding
 (2^-9) of the kernel's TensorE operands; the launcher multiplies the upcast scales into fp32 factors on the host,
-so the chip reads the same blob either way. Tried only once float32 cannot meet the ceiling: the default and every
-encoding that meets it in float32 keep float32 scales."""
+so the chip reads the same blob either way. Kept only where it meets the ceiling at a strictly larger price weight
+than float32 does (a faster split, or any split where float32 cannot meet it); the default encoding always keeps
+float32 scales."""
 
 
 def within_byte_ceiling(adj, max_bytes_per_edge, add_self_loops: bool = True, policy: EncodePolicy | None = None,
-                        *, row_perm=None, col_perm=None, **policy_fields) -> DSTEMatrix:
+                        *, row_perm=None, col_perm=None, scale_dtypes=None,
+                        **policy_fields) -> DSTEMatrix:
     """:func:`gcn_normalized` whose device bytes per stored entry are at most ``max_bytes_per_edge``.
 
     Encodes with the policy first; if that stores more, searches, in the same order, each setting of
     ``BYTE_CEILING_LIST_TILES`` for the largest price weight that meets the ceiling
     (:func:`largest_price_weight_within`) and keeps the encoding of the largest weight found (the least re-priced
     split: the lowest modelled latency of those that meet the ceiling; on equal weights the earlier setting). A later
-    setting only tries weights above the best one found so far. When no setting meets it with float32 scale
-    vectors, the search is repeated with float16 ones (``SCALE_DTYPES_TRIED``; the tiles do not depend on the
-    scales, so the weights already encoded are only re-measured), provided every nonzero scale lies in float16's
-    normal range [2^-14, 65504] (for D^-1/2: degree <= 2^28). Raises ``DSTEFormatError`` when even device bytes
+    setting only tries weights above the best one found so far. The search is then repeated with float16 scale
+    vectors (``SCALE_DTYPES_TRIED``; the tiles do not depend on the scales, so the weights already encoded are only
+    re-measured), which are kept only for a strictly larger weight, i.e. a faster split: their rounding (<= 2^-11
+    relative) is below the kernel's bf16 operands' (2^-9) but not below the CPU path's float32. Float16 is tried
+    only when every nonzero scale lies in its normal range [2^-14, 65504] (for D^-1/2: degree <= 2^28). Raises ``DSTEFormatError`` when even device bytes
     alone (weight 0) store more in every setting, naming the least any of them stores with each scale dtype tried.
     """
     refused = DSTEFormatError(f"max_bytes_per_edge must be a number > 0, 'csr' or None, got {max_bytes_per_edge!r}")
@@ -207,28 +212,34 @@ def within_byte_ceiling(adj, max_bytes_per_edge, add_self_loops: bool = True, po
             f"max_bytes_per_edge needs layout='condensed' and bitmap_split='cost' (it re-prices the cost split), "
             f"got {policy.layout!r} and {policy.bitmap_split!r}"
         )
+    tried = tuple(np.dtype(dtype) for dtype in (SCALE_DTYPES_TRIED if scale_dtypes is None else scale_dtypes))
+    if not tried or any(dtype.name not in ("float32", "float16") for dtype in tried) or len(set(tried)) < len(tried):
+        raise DSTEFormatError(f"scale_dtypes must name float32 and/or float16, each once, got {scale_dtypes!r}")
     ledgers = {list_tiles: {} for list_tiles in BYTE_CEILING_LIST_TILES}
     least = {}
-    for scale_dtype in SCALE_DTYPES_TRIED:
+    best = None
+    for scale_dtype in tried:
         if not float16_holds_scales(first) and scale_dtype == np.float16:
             break
-        best = None
+        found = False
         for list_tiles in BYTE_CEILING_LIST_TILES:
             weight, matrix = largest_price_weight_within(
                 adj, ceiling, policy, row_perm=first.row_perm, col_perm=first.col_perm, list_tiles=list_tiles,
                 add_self_loops=add_self_loops, at_weight_one=first if policy.list_tiles == list_tiles else None,
                 above=None if best is None else best[0], scale_dtype=scale_dtype, ledger=ledgers[list_tiles])
             if weight is not None:
-                best = (weight, matrix)
-        if best is not None:
-            return best[1]
-        # no setting met the ceiling: each searched down to weight 0
-        least[np.dtype(scale_dtype).name] = min(ledger[0.0].per_entry(scale_dtype) for ledger in ledgers.values())
+                best, found = (weight, matrix), True
+        if not found and best is None:
+            # no setting met the ceiling: each searched down to weight 0
+            least[np.dtype(scale_dtype).name] = min(ledger[0.0].per_entry(scale_dtype) for ledger in ledgers.values())
+    if best is not None:
+        return best[1]
     quoted = ", ".join(f"{stored:.3f} B per stored entry at least with {name} scale vectors"
                        for name, stored in least.items())
     if "float16" not in least:
-        quoted += (" (float16 scale vectors were not tried: a nonzero scale lies outside float16's normal range "
-                   f"[2^-14, {FP16_MAX:g}])")
+        why = ("scale_dtypes leaves them out" if np.dtype(np.float16) not in tried else
+               f"a nonzero scale lies outside float16's normal range [2^-14, {FP16_MAX:g}]")
+        quoted += f" (float16 scale vectors were not tried: {why})"
     raise DSTEFormatError(
         f"max_bytes_per_edge={max_bytes_per_edge!r} ({ceiling:.3f} B) is below what this graph stores in this "
         f"order with device bytes alone priced, with or without list tiles: {quoted}"

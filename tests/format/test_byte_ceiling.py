@@ -102,7 +102,7 @@ def test_entry_tiles_alone_meet_a_ceiling_that_list_tiles_cannot():
     weight, _ = largest_price_weight_within(adj, ceiling, EncodePolicy(), row_perm=default.row_perm,
                                             col_perm=default.col_perm, list_tiles=True)
     assert weight is None  # the list-tile search alone refuses
-    capped = gcn_normalized(adj, max_bytes_per_edge=ceiling)
+    capped = gcn_normalized(adj, max_bytes_per_edge=ceiling, scale_dtypes=("float32",))
     assert _bytes(capped) <= ceiling
     assert capped.n_ltiles == 0 and not capped.encode_policy["list_tiles"]
     assert abs(capped.decode() - default.decode()).max() == 0
@@ -139,6 +139,6 @@ def test_a_later_setting_is_kept_only_for_a_larger_weight():
 def test_the_csr_ceiling_is_met_on_cora_like():
     # with the window slot map at 2 B per slot, entry tiles alone store 4.80 B per entry against cora-like's 4.82
     adj = _low_degree_graph()
-    capped = gcn_normalized(adj, max_bytes_per_edge="csr")
+    capped = gcn_normalized(adj, max_bytes_per_edge="csr", scale_dtypes=("float32",))
     assert _bytes(capped) <= csr_structure_bytes_per_edge(capped.shape[0], capped.nnz_stored)
     assert capped.n_ltiles == 0

@@ -225,6 +225,13 @@ def test_the_default_encoding_keeps_float32_scales_bit_for_bit():
     default = gcn_normalized(load_dataset("cora-like").adj, reorder="community")
     assert default.scale_dtype == "float32" and default.row_scale.dtype == np.float32
     assert _digest(default) == DEFAULT_CORA_LIKE_DIGEST
-    # a ceiling float32 scales meet keeps them, even where float16 ones would allow a larger price weight
+    # a ceiling float32 scales meet at weight 0 only: float16 ones meet it at a larger weight (a faster split)
+    # and are kept; asked for float32 alone, the search keeps float32
+    exact = gcn_normalized(load_dataset("cora-like").adj, max_bytes_per_edge="csr", scale_dtypes=("float32",))
     capped = gcn_normalized(load_dataset("cora-like").adj, max_bytes_per_edge="csr")
-    assert capped.scale_dtype == "float32"
+    assert exact.scale_dtype == "float32" and capped.scale_dtype == "float16"
+    assert capped.encode_policy["gather_transfer_bytes"] > exact.encode_policy["gather_transfer_bytes"]
+    csr = csr_structure_bytes_per_edge(capped.shape[0], capped.nnz_stored)
+    assert max(exact.nbytes()["bytes_per_stored_edge"], capped.nbytes()["bytes_per_stored_edge"]) <= csr
+    with pytest.raises(DSTEFormatError, match="scale_dtypes must name float32 and/or float16"):
+        gcn_normalized(load_dataset("cora-like").adj, max_bytes_per_edge="csr", scale_dtypes=("bfloat16",))
