@@ -75,8 +75,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="judge the plain DQN, without its conservative fallback (greedy search's plan fitted to "
                              "each snapshot's latency budget) where the Q-values do not separate")
     parser.add_argument("--oracle", action="store_true",
-                        help="also report the best static policy in hindsight and the per-snapshot best static actions "
-                             "(greedy search per snapshot; slower)")
+                        help="also report the best static policy in hindsight (greedy search on the held-out "
+                             "snapshots), the best static plan within every held-out snapshot's latency budget "
+                             "(exhaustive over the two-layer plans where the former overspends) and the per-snapshot "
+                             "best static actions (greedy search per snapshot; slower)")
     parser.add_argument("--no-frontier", action="store_true",
                         help="skip the sweep of every static uniform action (frontier.png and the frontier section)")
     parser.add_argument("--budget-penalty", type=float, default=5.0,

@@ -17,9 +17,14 @@ Per seed s:
      conservative fallback) and both DQN controllers -- run by the same harness on the held-out snapshots
      (which continue the stream: each policy first passes, unscored, through the last training snapshot):
      test accuracy, modelled latency (trn2), memory footprint (graph, features, weights, activations), and
-     measured CPU time of one inference through the DSTE torch ops.
+     measured CPU time of one inference through the DSTE torch ops. ``oracle`` adds the best static policy in
+     hindsight (greedy search on the held-out snapshots with their labels) and its budget-feasible variant
+     (``dste.controller.baselines.feasible_static_search``: the best static plan within every held-out
+     snapshot's budget, the budget the controller's guard enforces).
 The job runs on one thread (BLAS and torch), so its numbers do not depend on the machine.
-Accuracies are reported as mean +/- std over seeds of the per-seed mean over held-out snapshots.
+Accuracies are reported as mean +/- std over seeds of the per-seed mean over held-out snapshots. Each seed trains
+its own FP32 model, so part of that spread is the FP32 model's own; the paired gap to FP32 (per seed, a policy's
+accuracy minus that seed's FP32 accuracy; mean +/- std over seeds) is reported beside it as what the policy adds.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from dste.controller import (
     static_baselines,
     train_controller,
 )
+from dste.controller.baselines import feasible_static_search
 
 __all__ = ["RunConfig", "run", "format_table", "PAPER_ROWS", "POLICY_LABELS"]
 
@@ -73,6 +79,7 @@ POLICY_LABELS = {
     "dste_dqn": "DSTE (DQN, latency budget)",
     "dste_dqn_unbudgeted": "DSTE (DQN, accuracy first)",
     "static_hindsight": "best static in hindsight",
+    "static_hindsight_feasible": "hindsight static, in budget",
 }
 ACCURACY_FIRST_MEMORY_BUDGET = 1.0
 """The accuracy-first controller's memory ceiling, as a fraction of uniform INT8's footprint."""
@@ -330,6 +337,11 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         hindsight = greedy_search(env, reward, heldout_ids)
         hindsight.name = "static_hindsight"
         policies.append(hindsight)
+        # The same within every held-out snapshot's budget (the guard's), as the controller must stay: the soft
+        # penalty lets the plan above overspend by a little and keep its accuracy.
+        feasible = feasible_static_search(env, reward, heldout_ids, hindsight)
+        if feasible is not None:
+            policies.append(feasible)
     results = {}
     # The held-out snapshots continue the stream: each policy first passes (unscored) through the last
     # training snapshot, so an adaptive policy meets the first held-out one with its own previous masks.
@@ -390,6 +402,11 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         extras["static_sweep"] = static_sweep(env, heldout_ids, reward, lead_in=lead_in)
         extras["static_sweep_seconds"] = time.perf_counter() - stage_start
     if config.oracle:
+        extras["feasible_hindsight"] = (
+            {"search": None, "note": "no static plan fits every held-out snapshot's budget"} if feasible is None else
+            {"search": feasible.search, "actions": list(feasible.actions), "plans_measured": len(feasible.trials),
+             "feasible_plans": len(feasible.feasible_trials)}
+        )
         stage("per-snapshot oracle")
         extras["oracle_train"] = [asdict(c) for c in snapshot_oracle(env, reward, train_ids)]
         extras["oracle_heldout"] = [asdict(c) for c in snapshot_oracle(env, reward, heldout_ids)]
@@ -432,7 +449,10 @@ def _fp32_latency_of(env):
 
 
 def _summarise(per_seed: list[dict]) -> dict:
-    names = list(per_seed[0]["policies"])
+    # A policy some seed lacks (the budget-feasible hindsight plan where no static plan fits) is left out: a
+    # mean over fewer seeds would not compare with the others.
+    names = [name for name in per_seed[0]["policies"] if all(name in seed["policies"] for seed in per_seed)]
+    fp32_accuracy = np.array([seed["policies"]["fp32"]["accuracy"] for seed in per_seed])
     summary = {}
     for name in names:
         rows = [seed["policies"][name] for seed in per_seed]
@@ -448,6 +468,9 @@ def _summarise(per_seed: list[dict]) -> dict:
             "reward_mean": float(np.mean([r["reward"] for r in rows])),
             "cpu_ms_mean": float(np.mean([r["cpu_ms"] for r in rows])),
             "share_within_budget": _share_within_budget(rows),
+            # paired per seed (each seed trains its own FP32 model): what the policy costs against that model
+            "accuracy_minus_fp32_mean": float((acc - fp32_accuracy).mean()),
+            "accuracy_minus_fp32_std": float((acc - fp32_accuracy).std()),
         }
     return summary
 
@@ -482,6 +505,8 @@ def _acceptance(summary: dict) -> dict:
         "latency_ratio_fp32_over_dqn": fp32["latency_us_mean"] / max(dqn["latency_us_mean"], 1e-12),
         "dqn_reward_minus_greedy": dqn["reward_mean"] - summary["greedy"]["reward_mean"] if "greedy" in summary else None,
         "dqn_accuracy_std_pt": 100 * dqn["accuracy_std"],
+        "fp32_accuracy_std_pt": 100 * fp32["accuracy_std"],
+        "dqn_minus_fp32_std_pt": 100 * dqn["accuracy_minus_fp32_std"],
         "dqn_share_within_budget": dqn.get("share_within_budget"),
         "greedy_share_within_budget": summary["greedy"].get("share_within_budget") if "greedy" in summary else None,
     }
@@ -507,7 +532,8 @@ def _frontier_summary(per_seed: list[dict], summary: dict) -> dict | None:
             "name": row["name"], "kind": "static",
             **{key: float(np.mean([r[key] for r in rows])) for key in ("accuracy", "latency_us", "bytes", "reward")},
         })
-    for name in ("greedy", "greedy_projected", "dste_dqn", "dste_dqn_unbudgeted", "static_hindsight"):
+    for name in ("greedy", "greedy_projected", "dste_dqn", "dste_dqn_unbudgeted", "static_hindsight",
+                 "static_hindsight_feasible"):
         if name in summary:
             s = summary[name]
             points.append({
@@ -582,7 +608,8 @@ def format_table(summary: dict, target: str, names=None, quick: bool = False) ->
     names = names or [n for n in PAPER_ROWS if n in summary] + [n for n in summary if n not in PAPER_ROWS]
     header = (
         f"{'policy':<28} {'accuracy (mean +/- std)':>24} {'memory bytes':>13} {'graph':>9} {'features':>10} "
-        f"{'weights':>9} {'activ.':>9} {'latency us (modelled, ' + target + ')':>32} {'CPU ms':>8} {'reward':>8}"
+        f"{'weights':>9} {'activ.':>9} {'latency us (modelled, ' + target + ')':>32} {'CPU ms':>8} {'reward':>8} "
+        f"{'vs FP32 pt (paired)':>20}"
     )
     lines = ([SMOKE_RUN_NOTE] if quick else []) + [header, "-" * len(header)]
     for i, name in enumerate(names):
@@ -593,9 +620,23 @@ def format_table(summary: dict, target: str, names=None, quick: bool = False) ->
         lines.append(
             f"{s['label']:<28} {100 * s['accuracy_mean']:>15.2f} +/- {100 * s['accuracy_std']:<4.2f} "
             f"{s['bytes_mean']:>13,.0f} {b['graph']:>9,.0f} {b['features']:>10,.0f} {b['weights']:>9,.0f} "
-            f"{b['activations']:>9,.0f} {s['latency_us_mean']:>32.2f} {s['cpu_ms_mean']:>8.2f} {s['reward_mean']:>8.4f}"
+            f"{b['activations']:>9,.0f} {s['latency_us_mean']:>32.2f} {s['cpu_ms_mean']:>8.2f} {s['reward_mean']:>8.4f} "
+            f"{_paired_gap(s):>20}"
         )
+    lines.append(PAIRED_GAP_NOTE)
     return "\n".join(lines)
+
+
+PAIRED_GAP_NOTE = (
+    "vs FP32 pt (paired): per seed, the policy's accuracy minus that seed's FP32 accuracy, mean +/- std over seeds "
+    "(the accuracy column's std also holds the FP32 models' own seed-to-seed spread)"
+)
+
+
+def _paired_gap(s: dict) -> str:
+    if "accuracy_minus_fp32_mean" not in s:
+        return "-"
+    return f"{100 * s['accuracy_minus_fp32_mean']:+.2f} +/- {100 * s['accuracy_minus_fp32_std']:.2f}"
 
 
 PLOT_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")

@@ -1,0 +1,85 @@
+"""dste run's summary with the budget-feasible hindsight baseline and the paired gap to FP32, on hand-made seeds
+whose answers are known."""
+
+import numpy as np
+import pytest
+
+from dste.experiments.pipeline import (
+    PAIRED_GAP_NOTE,
+    POLICY_LABELS,
+    _acceptance,
+    _frontier_summary,
+    _summarise,
+    format_table,
+)
+
+
+def _row(accuracy, latency, budget=100.0, reward=0.5):
+    return {
+        "accuracy": accuracy, "latency_us": latency, "bytes": 1000.0, "reward": reward, "cpu_ms": 1.0,
+        "bytes_by_kind": {"graph": 250.0, "features": 250.0, "weights": 250.0, "activations": 250.0},
+        "per_snapshot_latency_us": [latency], "per_snapshot_budget_us": [budget],
+    }
+
+
+# FP32 spreads by 2 points over the three seeds; DSTE follows it with a 4-5 point gap
+FP32 = (0.80, 0.82, 0.84)
+DSTE = (0.76, 0.775, 0.80)
+
+
+def _seed(i, feasible=True):
+    policies = {
+        "fp32": _row(FP32[i], 200.0, reward=0.7),
+        "int8": _row(FP32[i] - 0.001, 150.0),
+        "static_sparse50_int8": _row(0.70, 100.0),
+        "dste_dqn": _row(DSTE[i], 99.0, reward=0.74),
+        "static_hindsight": _row(DSTE[i] + 0.01, 100.1, reward=0.745),  # over the 100 us budget by a little
+    }
+    if feasible:
+        policies["static_hindsight_feasible"] = _row(DSTE[i] - 0.01, 98.0, reward=0.73)
+    return {"policies": policies}
+
+
+def test_paired_gap_to_fp32_is_per_seed():
+    summary = _summarise([_seed(i) for i in range(3)])
+    gap = np.array(DSTE) - np.array(FP32)
+    assert summary["dste_dqn"]["accuracy_minus_fp32_mean"] == pytest.approx(gap.mean(), abs=1e-12)
+    assert summary["dste_dqn"]["accuracy_minus_fp32_std"] == pytest.approx(gap.std(), abs=1e-12)
+    # the unpaired spread holds FP32's own: larger than the paired one here
+    assert summary["dste_dqn"]["accuracy_std"] == pytest.approx(np.std(DSTE), abs=1e-12)
+    assert summary["dste_dqn"]["accuracy_std"] > 2 * summary["dste_dqn"]["accuracy_minus_fp32_std"]
+    assert summary["fp32"]["accuracy_minus_fp32_std"] == 0.0
+
+
+def test_feasible_baseline_is_judged_like_the_others():
+    summary = _summarise([_seed(i) for i in range(3)])
+    assert summary["static_hindsight_feasible"]["label"] == POLICY_LABELS["static_hindsight_feasible"]
+    assert summary["static_hindsight_feasible"]["share_within_budget"] == 1.0
+    assert summary["static_hindsight"]["share_within_budget"] == 0.0
+    checks = _acceptance(summary)
+    # the overspending hindsight plan has the best reward; the feasible one is a baseline too, dominating nothing
+    assert checks["best_baseline_by_reward"] == "static_hindsight"
+    assert "static_hindsight_feasible" not in checks["baselines_dominating_dqn"]
+    assert checks["dqn_minus_fp32_std_pt"] == pytest.approx(100 * np.std(np.array(DSTE) - np.array(FP32)))
+    assert checks["fp32_accuracy_std_pt"] == pytest.approx(100 * np.std(FP32))
+    frontier = _frontier_summary([{"static_sweep": [{"name": "fp32", "action": -1, "accuracy": 0.82,
+                                                     "latency_us": 200.0, "bytes": 1000.0, "reward": 0.7}]}], summary)
+    assert "static_hindsight_feasible" in [p["name"] for p in frontier["points"]]
+
+
+def test_a_policy_missing_on_one_seed_is_left_out_of_the_summary():
+    summary = _summarise([_seed(0), _seed(1, feasible=False), _seed(2)])
+    assert "static_hindsight_feasible" not in summary and "static_hindsight" in summary
+
+
+def test_table_has_the_paired_gap_column():
+    summary = _summarise([_seed(i) for i in range(3)])
+    table = format_table(summary, "trn2")
+    gap = 100 * (np.array(DSTE) - np.array(FP32))
+    dqn_line = next(line for line in table.splitlines() if line.startswith(summary["dste_dqn"]["label"]))
+    assert dqn_line.endswith(f"{gap.mean():+.2f} +/- {gap.std():.2f}")
+    assert table.splitlines()[-1] == PAIRED_GAP_NOTE
+    # a summary without the paired fields (older results) still prints, with a dash
+    del summary["int8"]["accuracy_minus_fp32_mean"]
+    int8_line = next(line for line in format_table(summary, "trn2").splitlines() if line.startswith("INT8"))
+    assert int8_line.endswith(" -")
