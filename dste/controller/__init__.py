@@ -6,7 +6,8 @@ level and an FP16 threshold.
 ``state`` builds the 64-dim state, ``actions`` the discrete grid, ``reward`` the accuracy-latency trade-off,
 ``dqn`` the learner, ``guard`` the latency-budget action mask, ``projection`` a static plan fitted to each
 snapshot's budget (the controller's conservative fallback), ``env`` the environment protocol, ``trainer`` the
-training loop and ``baselines`` the static/random/greedy policies and the shared evaluation harness.
+training loop and ``baselines`` the static/random/greedy policies, the best static plan within every budget and the shared
+evaluation harness.
 """
 
 from dste.controller.actions import Action, ActionSpace
@@ -16,6 +17,8 @@ from dste.controller.baselines import (
     PolicyResult,
     RandomPolicy,
     StaticPolicy,
+    feasible_static_search,
+    fits_every_budget,
     greedy_search,
     run_policy,
     static_baselines,
@@ -35,5 +38,5 @@ __all__ = [
     "pareto_front", "snapshot_oracle", "static_sweep", "CheckpointError", "CompressionEnv", "DQNAgent", "DQNConfig", "DQNPolicy",
     "EpisodeOutcome", "FEATURE_NAMES", "FP32_ACTION", "LayerReport", "MaskSummary", "Policy", "PolicyResult",
     "RandomPolicy", "RewardConfig", "STATE_DIM", "StateNormalizer", "StaticPolicy", "TrainConfig",
-    "TrainResult", "greedy_search", "run_policy", "static_baselines", "train_controller", "plan_values",
+    "TrainResult", "feasible_static_search", "fits_every_budget", "greedy_search", "run_policy", "static_baselines", "train_controller", "plan_values",
 ]
