@@ -5,13 +5,14 @@
     python bench/cpu_inference.py --old-revision 935e296 --spmm-old-revision e85fa5c --repeats 15
 
 Everything measured here is CPU wall time in this process, min of ``--repeats`` interleaved rounds (one call of
-every contender per round), after one warm-up call each. The tables are printed and written to
+every contender per round; ``--part inference`` runs each action's old and new module back to back, the old one
+first in every other round), after one warm-up call each. The tables are printed and written to
 ``--out``/cpu_inference.{txt,json} (default ``bench/results``).
 
 * ``--part inference``: a two-layer GCN (hidden 64, trained 30 epochs) on ``cora-like``, ``citeseer-like``,
   ``pubmed-like`` and shuffled CSBM graphs (arxiv-scale's shape, ``bench/test_scaling.py``, at 10k and 30k
-  nodes; and 20k nodes in communities of 200-400 with locality 0.6); ``--graphs small``: seven shuffled CSBM
-  graphs of 2k-8k nodes (other seeds and community sizes, F = 128 and 500; ``CSBM_GRAPHS``); run through the
+  nodes; and 20k nodes in communities of 200-400 with locality 0.6); ``--graphs small``: eight shuffled CSBM
+  graphs of 1k-8k nodes (other seeds and community sizes, F = 128 and 500; ``CSBM_GRAPHS``); run through the
   torch ops (``GraphInference.forward``, cpu backend) under FP32, uniform INT8, 50 % edge-sparse INT8, FP16 5 %
   with 50 % of the input channels pruned, and FP16 5 % with every channel kept. "old" is
   ``dste/gnn/execution.py`` of ``--old-revision`` loaded beside the current one (same process, same bindings:
@@ -37,13 +38,14 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parent.parent
 DEFAULT_OLD_REVISION = "e85fa5c"  # the tree before the cpu-path changes of this script's table
 GRAPHS = ("cora-like", "citeseer-like", "pubmed-like", "csbm-10k", "csbm-30k", "csbm-20k-c300-l0.6")
-SMALL_GRAPHS = ("csbm-2k", "csbm-5k", "csbm-5k-seed1", "csbm-8k", "csbm-5k-c300-l0.6", "csbm-3k-f500",
+SMALL_GRAPHS = ("csbm-1k", "csbm-2k", "csbm-5k", "csbm-5k-seed1", "csbm-8k", "csbm-5k-c300-l0.6", "csbm-3k-f500",
                 "csbm-6k-f500")
 CSBM_GRAPHS = {
     # name: (nodes, graph seed, CSBM fields other than arxiv-scale's shape (bench/test_scaling.py)); ids shuffled
     "csbm-10k": (10_000, 0, {}),
     "csbm-30k": (30_000, 0, {}),
     "csbm-20k-c300-l0.6": (20_000, 0, {"community_size": (200, 400), "locality": 0.6}),
+    "csbm-1k": (1_000, 0, {"num_val": 200, "num_test": 500}),  # 840 nodes left after the training picks
     "csbm-2k": (2_000, 0, {}),
     "csbm-5k": (5_000, 0, {}),
     "csbm-5k-seed1": (5_000, 1, {"community_size": (32, 96)}),
@@ -79,6 +81,14 @@ def _graph(name: str):
         from test_scaling import scaled_graph
 
         nodes, seed, overrides = CSBM_GRAPHS[name]
+        if "num_val" in overrides or "num_test" in overrides:  # scaled_graph fixes the split sizes
+            from test_scaling import MEAN_DEGREE
+
+            from dste.data import make_graph
+
+            split = {"train_per_class": 20, "num_val": 500, "num_test": 1000, **overrides}
+            return make_graph("arxiv-scale", seed=seed, name=f"scaling-{nodes}", num_nodes=nodes,
+                              num_edges=int(round(MEAN_DEGREE * nodes / 2)), num_classes=8, **split)
         return scaled_graph(nodes, seed=seed, **overrides)
     return load_dataset(name)
 
@@ -86,7 +96,6 @@ def _graph(name: str):
 def inference_rows(old_revision: str, repeats: int, graphs=GRAPHS) -> list[dict]:
     import numpy as np
 
-    from dste.experiments import bench
     from dste.gnn import FP32_SETTING, CompressedModel, GraphInference, LayerSetting, make_model, train_fp32
 
     old = _module_at(old_revision, "dste/gnn/execution.py", "dste_old_execution")
@@ -115,7 +124,7 @@ def inference_rows(old_revision: str, repeats: int, graphs=GRAPHS) -> list[dict]
             agreement[label] = float(np.mean(new_logits.argmax(1) == old_logits.argmax(1)))
             contenders[("old", label)] = lambda s=settings: old_inference.forward(s, backend="cpu")
             contenders[("new", label)] = lambda s=settings: new_inference.forward(s, backend="cpu")
-        timings = bench.time_interleaved(contenders, repeats, warmup=1)
+        timings = _time_old_and_new_alternately(contenders, repeats)
         for label in actions:
             rows.append({
                 "graph": graph_name, "nodes": graph.num_nodes, "features": int(graph.x.shape[1]), "action": label,
@@ -127,6 +136,30 @@ def inference_rows(old_revision: str, repeats: int, graphs=GRAPHS) -> list[dict]
                 "same_argmax_share": agreement[label],
             })
     return rows
+
+
+def _time_old_and_new_alternately(contenders: dict, repeats: int, warmup: int = 1) -> dict:
+    """Seconds per call of ``contenders`` keyed ``("old" | "new", action)``: ``warmup`` untimed calls each, then
+    ``repeats`` rounds running every action's two modules back to back, the old one first in even rounds and the
+    new one first in odd rounds. The second of a pair runs on caches its twin warmed (the same features, weights
+    and graph): in a fixed order the same FP32 code timed up to 12 % faster as "new" (``bench/README.md``)."""
+    import time
+
+    import numpy as np
+
+    for run in contenders.values():
+        for _ in range(warmup):
+            run()
+    samples = {name: [] for name in contenders}
+    actions = list(dict.fromkeys(label for _, label in contenders))
+    for round_index in range(repeats):
+        for label in actions:
+            for module in (("old", "new") if round_index % 2 == 0 else ("new", "old")):
+                start = time.perf_counter()
+                contenders[(module, label)]()
+                samples[(module, label)].append(time.perf_counter() - start)
+    return {name: {"min_s": float(min(ts)), "median_s": float(np.median(ts)), "samples_s": [float(t) for t in ts]}
+            for name, ts in samples.items()}
 
 
 def spmm_rows(old_revision: str, sizes, repeats: int) -> list[dict]:
