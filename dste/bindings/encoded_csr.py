@@ -60,6 +60,7 @@ import scipy.sparse as sp
 import torch
 
 from dste.format import DSTEMatrix
+from dste.format.reorder import inverse_permutation
 
 __all__ = ["EncodedCSR", "build_encoded_csr", "eager_spmm", "encoded_spmm", "encoded_spmm_transpose", "original_order_csr"]
 
@@ -227,13 +228,6 @@ def _run_split(helpers: ThreadPoolExecutor, work, pieces: list[tuple[int, int]])
     work(*pieces[0])
     for future in futures:
         future.result()
-
-
-def inverse_permutation(perm: np.ndarray) -> np.ndarray:
-    """``inverse[perm] = arange(len(perm))``, int64 (empty for an empty ``perm``)."""
-    inverse = np.empty(perm.shape[0], dtype=np.int64)
-    inverse[perm] = np.arange(perm.shape[0], dtype=np.int64)
-    return inverse
 
 
 def _to_original_rows(encoded: np.ndarray, perm: np.ndarray) -> np.ndarray:

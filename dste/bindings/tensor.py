@@ -17,9 +17,10 @@ import scipy.sparse as sp
 import torch
 
 from dste.format import DSTEMatrix
+from dste.format.reorder import inverse_permutation
 
 from . import registry
-from .encoded_csr import build_encoded_csr, inverse_permutation, original_order_csr, torch_csr
+from .encoded_csr import build_encoded_csr, original_order_csr, torch_csr
 
 __all__ = ["DSTETensor", "is_dste_matrix", "as_dste_tensor"]
 

@@ -83,6 +83,7 @@ from dste.format.policy import (
 )
 from dste.format.hybrid_rows import int8_sensitivity_robust
 from dste.format.quant import INT8_QMAX, dequantize_int8, quantize_int8, to_fp16
+from dste.format.reorder import inverse_permutation
 
 BITMAP_TILE_DEVICE_BYTES = TILE_COLS * (4 * MASK_WORDS + COLUMN_ID_BYTES) + 13
 """Device bytes of one bitmap tile without values: keep bits + column ids + window, kind,
@@ -441,14 +442,6 @@ def _window_rows(row_perm, N) -> np.ndarray:
     return slots.reshape(n_windows, WINDOW_ROWS)
 
 
-def _inverse(perm, length):
-    if perm is None:
-        return None
-    inv = np.empty(length, dtype=np.int64)
-    inv[perm] = np.arange(length)
-    return inv
-
-
 # ------------------------------------------------------------------------ tiling
 def _encode_tiles(entries: list, shape, row_perm, col_perm, policy, split: SplitRule) -> dict:
     """All tile arrays (sorted per the contract) for ``entries = [rows, cols, vals32]`` (emptied on the way)."""
@@ -529,8 +522,8 @@ def _sorted_entries(entries: list, N, M, row_perm, col_perm):
     """
     rows, cols, vals32 = entries
     index = _index_dtype(N, M)
-    row_inverse = None if row_perm is None else _inverse(row_perm, N).astype(index)
-    col_inverse = None if col_perm is None else _inverse(col_perm, M).astype(index)
+    row_inverse = None if row_perm is None else inverse_permutation(row_perm).astype(index)
+    col_inverse = None if col_perm is None else inverse_permutation(col_perm).astype(index)
     col_bits = max(M - 1, 1).bit_length()
     slot_bits = WINDOW_ROWS.bit_length() - 1
     uniform = vals32.size == 0 or bool((vals32 == vals32[0]).all())
@@ -1086,7 +1079,7 @@ def update_windows(old: DSTEMatrix, new_matrix, changed_rows, row_scale=None, co
         raise DSTEFormatError(f"changed_rows must be integer row ids in [0, {N})")
     policy.row_scale = old.row_scale if row_scale is None else _check_scale("row_scale", row_scale, N)
     policy.col_scale = old.col_scale if col_scale is None else _check_scale("col_scale", col_scale, M)
-    row_pos = np.arange(N) if old.row_perm is None else _inverse(old.row_perm, N)
+    row_pos = np.arange(N) if old.row_perm is None else inverse_permutation(old.row_perm)
     redo = np.zeros(old.n_windows, dtype=bool)
     redo[row_pos[changed_rows.astype(np.int64)] // WINDOW_ROWS] = True
     sel = redo[row_pos[rows] // WINDOW_ROWS]

@@ -44,6 +44,7 @@ from dste.format.encoder import encode_coo, encode_coo_owned, reencode_windows, 
 from dste.format.errors import DSTEFormatError
 from dste.format.matrix import DSTEMatrix
 from dste.format.policy import EncodePolicy
+from dste.format.reorder import inverse_permutation
 
 FULL_REENCODE_ENTRY_FRACTION = 0.9
 """``gcn_update`` re-encodes everything (same order) when the changed windows hold more
@@ -432,7 +433,7 @@ def _gcn_update(encoded: DSTEMatrix, new_adj, add_self_loops: bool, changed_rows
     policy = EncodePolicy.from_metadata(encoded.encode_policy)
     policy.row_scale = dinv
     policy.col_scale = dinv
-    row_pos = np.arange(N) if encoded.row_perm is None else _inverse(encoded.row_perm)
+    row_pos = np.arange(N) if encoded.row_perm is None else inverse_permutation(encoded.row_perm)
     redo = np.zeros(encoded.n_windows, dtype=bool)
     redo[row_pos[changed_rows.astype(np.int64)] // WINDOW_ROWS] = True
     redo_rows = encoded.window_rows[redo].ravel()
@@ -456,12 +457,6 @@ def _pattern_of(structure: sp.csr_matrix) -> sp.csr_matrix:
 def _coo_of(structure: sp.csr_matrix, index_dtype=np.int64):
     rows = np.repeat(np.arange(structure.shape[0], dtype=index_dtype), np.diff(structure.indptr))
     return rows, structure.indices.astype(index_dtype, copy=False)
-
-
-def _inverse(perm):
-    inverse = np.empty(perm.size, dtype=np.int64)
-    inverse[perm] = np.arange(perm.size)
-    return inverse
 
 
 def _has_mask(matrix: DSTEMatrix) -> bool:

@@ -45,6 +45,15 @@ from dste.format.constants import WINDOW_ROWS
 from dste.format.errors import DSTEFormatError
 from dste.format.partition import recursive_bisection_parts, release_free_heap
 
+
+def inverse_permutation(perm) -> np.ndarray:
+    """``inverse[perm] = arange(len(perm))`` as int64: the encoded position of each original id (empty for an
+    empty ``perm``)."""
+    perm = np.asarray(perm)
+    inverse = np.empty(perm.shape[0], dtype=np.int64)
+    inverse[perm] = np.arange(perm.shape[0], dtype=np.int64)
+    return inverse
+
 SPLIT_CANDIDATES = (8,)
 """Besides the window-sized parts themselves, the community order tries the parts cut into this
 many RCM slices each, with strongly linked slices joined (``LEAF_JOIN_SHARE``), and keeps the
