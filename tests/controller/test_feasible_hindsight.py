@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from dste.controller import BudgetGuard, BudgetScheduleEnv, RewardConfig, StaticPolicy, greedy_search, run_policy
+from dste.controller import ActionSpace, BudgetGuard, BudgetScheduleEnv, RewardConfig, StaticPolicy, greedy_search, run_policy
 from dste.controller.baselines import feasible_static_search, fits_every_budget
 
 from .toy_env import LAYER_BASE_US, ToyEnv
@@ -17,8 +17,13 @@ BUDGET_CYCLE = (0.30, 0.35, 0.40)
 SOFT_REWARD = RewardConfig(lambda_latency=0.05, budget_penalty=0.0)
 
 
+# The default grid's extremes on a coarser grid (18 actions): its 324 two-layer plans keep every search path of the
+# tests (overspending greedy plan, exhaustive, ascent, nothing fits) at a seventh of the default grid's 2,304 runs.
+SEARCH_SPACE = ActionSpace(sparsity_levels=(0.0, 0.5, 0.75), fp16_fractions=(0.0, 0.05, 1.0), channel_levels=(0.0, 0.75))
+
+
 def _scheduled_toy(seed: int, n_heldout: int = 3, cycle=BUDGET_CYCLE) -> BudgetScheduleEnv:
-    toy = ToyEnv(n_train=4, n_heldout=n_heldout, seed=seed)
+    toy = ToyEnv(n_train=4, n_heldout=n_heldout, seed=seed, action_space=SEARCH_SPACE)
     return BudgetScheduleEnv(toy, lambda n: cycle[n % len(cycle)], lambda n: TOY_FP32_US)
 
 

@@ -19,8 +19,8 @@ LAYER_SENSITIVITY = (0.4, 0.2)
 
 
 class ToyEnv(CompressionEnv):
-    def __init__(self, n_train: int = 16, n_heldout: int = 8, seed: int = 0) -> None:
-        self.action_space = ActionSpace()
+    def __init__(self, n_train: int = 16, n_heldout: int = 8, seed: int = 0, action_space: ActionSpace | None = None) -> None:
+        self.action_space = ActionSpace() if action_space is None else action_space
         self.num_layers = 2
         rng = np.random.default_rng(seed)
         self.difficulty = rng.random(n_train + n_heldout)
