@@ -81,14 +81,6 @@ def _graph(name: str):
         from test_scaling import scaled_graph
 
         nodes, seed, overrides = CSBM_GRAPHS[name]
-        if "num_val" in overrides or "num_test" in overrides:  # scaled_graph fixes the split sizes
-            from test_scaling import MEAN_DEGREE
-
-            from dste.data import make_graph
-
-            split = {"train_per_class": 20, "num_val": 500, "num_test": 1000, **overrides}
-            return make_graph("arxiv-scale", seed=seed, name=f"scaling-{nodes}", num_nodes=nodes,
-                              num_edges=int(round(MEAN_DEGREE * nodes / 2)), num_classes=8, **split)
         return scaled_graph(nodes, seed=seed, **overrides)
     return load_dataset(name)
 

@@ -66,12 +66,15 @@ def out_dir():
 
 def scaled_graph(num_nodes: int, seed: int = 0, **overrides):
     """A CSBM graph of arxiv-scale's shape at ``num_nodes`` (ids shuffled); ``overrides``: other CSBM fields
-    (community sizes, locality, ...)."""
+    (community sizes, locality, split sizes, ...). Below 1,660 nodes the default split (20 per class, 500
+    validation, 1,000 test) does not fit and shrinks to 20 % validation and 50 % test nodes."""
     from dste.data import make_graph
 
+    split = {"train_per_class": 20, "num_val": 500, "num_test": 1000}
+    if num_nodes < 8 * 20 + 1500:
+        split.update(num_val=num_nodes // 5, num_test=num_nodes // 2)
     return make_graph("arxiv-scale", seed=seed, name=f"scaling-{num_nodes}", num_nodes=num_nodes,
-                      num_edges=int(round(MEAN_DEGREE * num_nodes / 2)), num_classes=8,
-                      train_per_class=20, num_val=500, num_test=1000, **overrides)
+                      num_edges=int(round(MEAN_DEGREE * num_nodes / 2)), num_classes=8, **{**split, **overrides})
 
 
 def measure_size(num_nodes: int) -> dict:
