@@ -51,7 +51,8 @@ FP16_MIN_NORMAL = 2.0 ** -14
 
 SCALE_DTYPES = ("float32", "float16")
 """Stored dtypes of ``row_scale`` / ``col_scale``: float32 (every encode), or float16 (the byte-ceiling search of
-``gcn_normalized``, when float32 scale vectors cannot meet the ceiling). Either way the stored value is the scale."""
+``gcn_normalized``, where float16 scale vectors meet the ceiling at a larger price weight than float32 ones or
+float32 cannot meet it). Either way the stored value is the scale."""
 
 INT8_QMAX = 127
 """Symmetric INT8 range is [-127, 127]; -128 is never produced."""

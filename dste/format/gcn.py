@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import scipy.sparse as sp
 
-from dste.format.constants import FP16_MAX, FP16_MIN_NORMAL, WINDOW_ROWS
+from dste.format.constants import FP16_MAX, FP16_MIN_NORMAL, SCALE_DTYPES, WINDOW_ROWS
 from dste.format.encoder import encode_coo, encode_coo_owned, reencode_windows, to_csr
 from dste.format.errors import DSTEFormatError
 from dste.format.matrix import DSTEMatrix
@@ -163,7 +163,7 @@ column slot), which pays where a window's leftover columns hold several entries 
 leftover columns hold one entry, and an entry tile's 2-byte id per entry with no column list costs less."""
 
 
-SCALE_DTYPES_TRIED = (np.float32, np.float16)
+SCALE_DTYPES_TRIED = tuple(np.dtype(name) for name in SCALE_DTYPES)
 """Scale-vector dtypes ``within_byte_ceiling`` tries, in order. float16 halves D^-1/2's 4 B per node (0.8-1.1 B per
 entry on graphs of mean degree 4-5) at a relative rounding of at most 2^-11 per scale, below the bf16 rounding
 (2^-9) of the kernel's TensorE operands; the launcher multiplies the upcast scales into fp32 factors on the host,
@@ -213,25 +213,24 @@ def within_byte_ceiling(adj, max_bytes_per_edge, add_self_loops: bool = True, po
             f"max_bytes_per_edge needs layout='condensed' and bitmap_split='cost' (it re-prices the cost split), "
             f"got {policy.layout!r} and {policy.bitmap_split!r}"
         )
-    tried = tuple(np.dtype(dtype) for dtype in (SCALE_DTYPES_TRIED if scale_dtypes is None else scale_dtypes))
-    if not tried or any(dtype.name not in ("float32", "float16") for dtype in tried) or len(set(tried)) < len(tried):
+    tried = tuple(_scale_dtype(dtype) for dtype in (SCALE_DTYPES_TRIED if scale_dtypes is None else scale_dtypes))
+    if not tried or None in tried or len(set(tried)) < len(tried):
         raise DSTEFormatError(f"scale_dtypes must name float32 and/or float16, each once, got {scale_dtypes!r}")
     ledgers = {list_tiles: {} for list_tiles in BYTE_CEILING_LIST_TILES}
     least = {}
     best = None
     for scale_dtype in tried:
-        if not float16_holds_scales(first) and scale_dtype == np.float16:
-            break
-        found = False
+        if scale_dtype == np.float16 and not float16_holds_scales(first):
+            continue  # a scale outside float16's normal range: float16 is not tried
         for list_tiles in BYTE_CEILING_LIST_TILES:
             weight, matrix = largest_price_weight_within(
                 adj, ceiling, policy, row_perm=first.row_perm, col_perm=first.col_perm, list_tiles=list_tiles,
                 add_self_loops=add_self_loops, at_weight_one=first if policy.list_tiles == list_tiles else None,
                 above=None if best is None else best[0], scale_dtype=scale_dtype, ledger=ledgers[list_tiles])
             if weight is not None:
-                best, found = (weight, matrix), True
-        if not found and best is None:
-            # no setting met the ceiling: each searched down to weight 0
+                best = (weight, matrix)
+        if best is None:
+            # no setting met the ceiling with any dtype so far: each searched down to weight 0
             least[np.dtype(scale_dtype).name] = min(ledger[0.0].per_entry(scale_dtype) for ledger in ledgers.values())
     if best is not None:
         return best[1]
@@ -245,6 +244,16 @@ def within_byte_ceiling(adj, max_bytes_per_edge, add_self_loops: bool = True, po
         f"max_bytes_per_edge={max_bytes_per_edge!r} ({ceiling:.3f} B) is below what this graph stores in this "
         f"order with device bytes alone priced, with or without list tiles: {quoted}"
     )
+
+
+def _scale_dtype(value) -> np.dtype | None:
+    """``value`` as a NumPy dtype of ``SCALE_DTYPES``; None for anything else (including names NumPy does not know,
+    or knows only once a package such as ml_dtypes has registered them)."""
+    try:
+        dtype = np.dtype(value)
+    except TypeError:
+        return None
+    return dtype if dtype.name in SCALE_DTYPES else None
 
 
 @dataclass(frozen=True)
@@ -326,9 +335,10 @@ def largest_price_weight_within(adj, ceiling: float, policy: EncodePolicy, *, ro
     measure); a weight found there is not encoded again unless it is the one returned (so a search that meets
     nothing returns ``(None, None)`` when its weight-0 encoding was only measured by an earlier one).
     """
-    scale_dtype = np.dtype(scale_dtype)
-    if scale_dtype.name not in ("float32", "float16"):
-        raise DSTEFormatError(f"scale_dtype must be float32 or float16, got {scale_dtype}")
+    checked = _scale_dtype(scale_dtype)
+    if checked is None:
+        raise DSTEFormatError(f"scale_dtype must be float32 or float16, got {scale_dtype!r}")
+    scale_dtype = checked
     ledger = {} if ledger is None else ledger
     encoded = {}  # weight -> encoding: the best met so far and the latest, no more (the search's memory)
     met, missed = None, None

@@ -235,3 +235,12 @@ def test_the_default_encoding_keeps_float32_scales_bit_for_bit():
     assert max(exact.nbytes()["bytes_per_stored_edge"], capped.nbytes()["bytes_per_stored_edge"]) <= csr
     with pytest.raises(DSTEFormatError, match="scale_dtypes must name float32 and/or float16"):
         gcn_normalized(load_dataset("cora-like").adj, max_bytes_per_edge="csr", scale_dtypes=("bfloat16",))
+
+
+@pytest.mark.parametrize("names", [("bfloat16",), ("no-such-dtype",), ("int8",), ("float32", "float32"), ()])
+def test_scale_dtypes_outside_float32_and_float16_are_refused_whatever_numpy_knows(names):
+    # ml_dtypes registers "bfloat16" with NumPy once imported: the refusal must not depend on that
+    import ml_dtypes  # noqa: F401
+
+    with pytest.raises(DSTEFormatError, match="scale_dtypes must name float32 and/or float16, each once"):
+        gcn_normalized(sp.csr_matrix(np.ones((4, 4))), max_bytes_per_edge=1.0, scale_dtypes=names)
