@@ -7,6 +7,7 @@ computations rather than the format's code with itself. Production code uses
 """
 
 from .bits import pack_mask, unpack_mask
+from .gcn import gcn_normalization
 from .masked_quant import ReferenceHybridRows, masked_quant_reference, quantize_rows_reference
 from .quant import (
     dequantize_int8,
@@ -29,6 +30,7 @@ __all__ = [
     "int8_sensitivity",
     "reference_matrix",
     "spmm_reference",
+    "gcn_normalization",
     "masked_quant_reference",
     "quantize_rows_reference",
     "ReferenceHybridRows",

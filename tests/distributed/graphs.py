@@ -4,6 +4,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from dste.data import make_graph
+from dste.reference import gcn_normalization
 
 
 def shuffled_graph(seed: int = 0):
@@ -29,11 +30,7 @@ def toggle_edges(adj, pairs):
 
 def gcn_float64(adj, x, weights):
     """Independent float64 SciPy GCN: relu(Â X W1 + b1), then Â H W2 + b2, Â = D^-1/2 (A + I) D^-1/2."""
-    n = adj.shape[0]
-    structure = (sp.csr_matrix(adj, dtype=np.float64) + sp.identity(n)).tocsr()
-    structure.data[:] = 1.0
-    dinv = np.asarray(structure.sum(axis=1)).ravel() ** -0.5
-    a_hat = sp.diags(dinv) @ structure @ sp.diags(dinv)
+    a_hat = gcn_normalization(adj)
     w1, b1, w2, b2 = (t.double().numpy() for t in (weights.w1, weights.b1, weights.w2, weights.b2))
     h1 = np.maximum(a_hat @ (x.astype(np.float64) @ w1) + b1, 0.0)
     return a_hat @ (h1 @ w2) + b2

@@ -26,6 +26,7 @@ from dste.format.gcn import (
     with_float16_scales,
 )
 from dste.format.matrix import DSTEMatrix
+from dste.reference import gcn_normalization
 
 FP16_SCALE_ENTRY_RTOL = 2.0**-10 + 2.0**-21
 """Relative error of one decoded entry from two float16 scales (module docstring)."""
@@ -33,16 +34,6 @@ FP16_SCALE_ENTRY_RTOL = 2.0**-10 + 2.0**-21
 
 def _bytes(matrix):
     return matrix.nbytes()["bytes_per_stored_edge"]
-
-
-def _exact_gcn(adj) -> sp.csr_matrix:
-    """float64 D^-1/2 (A + I) D^-1/2 by SciPy, independent of the format."""
-    pattern = ((sp.csr_matrix(adj) != 0).astype(np.float64) + sp.identity(adj.shape[0], format="csr")) != 0
-    pattern = pattern.astype(np.float64).tocsr()
-    dinv = np.asarray(pattern.sum(axis=1)).ravel() ** -0.5
-    exact = (sp.diags(dinv) @ pattern @ sp.diags(dinv)).tocsr()
-    exact.sort_indices()
-    return exact
 
 
 @functools.lru_cache(maxsize=None)
@@ -86,7 +77,7 @@ def test_the_csr_ceiling_is_met_with_float16_scales_where_float32_ones_are_refus
 def test_a_float16_decode_matches_the_float64_normalisation_within_two_float16_roundings():
     adj = _low_degree_graph()
     capped = _capped_low_degree()
-    exact = _exact_gcn(adj)
+    exact = gcn_normalization(adj)
     for decoded, rtol in ((capped.decode(), FP16_SCALE_ENTRY_RTOL),
                           (capped.effective_csr(), FP16_SCALE_ENTRY_RTOL + 2.0**-24)):
         decoded = decoded.sorted_indices()
@@ -129,7 +120,7 @@ def test_the_kernel_on_a_float16_scale_encoding_matches_scipy():
     # the kernel's own bound against the reference of the matrix it was given (the upcast float16 scales)
     assert_within_bound(Y, spmm_reference(A, X), A, X, BOUND_FP32_X)
     # and against SciPy's float64 normalisation: the kernel bound plus the float16 scales' 2^-10 per entry
-    exact = _exact_gcn(adj)
+    exact = gcn_normalization(adj)
     S = abs(exact) @ np.abs(X.astype(np.float64))
     err = np.abs(Y.astype(np.float64) - exact @ X.astype(np.float64))
     assert (err <= (BOUND_FP32_X * (1 + 2.0**-9) + FP16_SCALE_ENTRY_RTOL) * S + 1e-30).all()
@@ -195,7 +186,7 @@ def test_gcn_update_keeps_float16_scales():
     changed[0, 1] = changed[1, 0] = 0 if adj[0, 1] else 1
     updated = gcn_update(capped, changed.tocsr(), changed_rows=np.array([0, 1]))
     assert updated.scale_dtype == "float16" and updated.col_scale is updated.row_scale
-    decoded, exact = updated.decode(), _exact_gcn(changed.tocsr())
+    decoded, exact = updated.decode(), gcn_normalization(changed.tocsr())
     assert abs(decoded - exact).max() <= FP16_SCALE_ENTRY_RTOL * abs(exact).max()
 
 
