@@ -248,7 +248,8 @@ def _matmul_marks_view(t):
 
 
 def matmul_marks(t):
-    """Whether each PSUM element under ``t`` holds a matmul result (a copy, flat)."""
+    """Whether each PSUM element under ``t`` holds a matmul result, flat (a view of the marks where ``t`` is
+    contiguous: read it before marking them again)."""
     view = _matmul_marks_view(t)
     return view.reshape(-1) if view is not None else t.storage.matmul_written[storage_elements(t)]
 
