@@ -97,6 +97,9 @@ class DQNPolicy(Policy):
     snapshots are estimates; a gap smaller than their noise is no evidence that leaving a plan that was
     measured to work will pay. ``margin = inf`` acts like the fallback wherever its action fits the budget;
     ``margin = 0`` is the plain greedy DQN (ties go to the fallback).
+
+    With a guard, the action taken is confirmed at its exact price (``BudgetGuard.choose``): where the guard's
+    latency table underestimated it and it would overspend, the policy chooses again without it.
     """
 
     def __init__(self, agent, name: str = "dste_dqn", guard=None, fallback=None, margin: float = 0.0) -> None:
@@ -120,21 +123,32 @@ class DQNPolicy(Policy):
             self.fallback.begin()
 
     def choose(self, state: np.ndarray, layer: int) -> int:
-        allowed = None if self.guard is None else self.guard.allowed(layer)
-        chosen = self.agent.act(state, epsilon=0.0, allowed=allowed)
+        took_fallback = False
+
+        def pick(allowed):
+            nonlocal took_fallback
+            took_fallback, action = self._choose_among(state, layer, allowed)
+            return action
+
+        action = pick(None) if self.guard is None else self.guard.choose(layer, pick)
         self.decisions += 1
+        self.fallback_taken += int(took_fallback)
+        return action
+
+    def _choose_among(self, state: np.ndarray, layer: int, allowed) -> tuple[bool, int]:
+        """(whether the fallback's action replaced the network's, the action) among ``allowed`` (None: all)."""
+        chosen = self.agent.act(state, epsilon=0.0, allowed=allowed)
         if self.fallback is None:
-            return chosen
+            return False, chosen
         conservative = self.fallback.choose(state, layer)
         if not 0 <= conservative < len(self.agent.action_space):
-            return chosen  # e.g. FP32_ACTION: outside the network's grid, nothing to compare
+            return False, chosen  # e.g. FP32_ACTION: outside the network's grid, nothing to compare
         if allowed is not None and not allowed[conservative]:
-            return chosen
+            return False, chosen
         q = self.agent.q_values(state)
         if q[chosen] - q[conservative] <= self.margin:
-            self.fallback_taken += int(chosen != conservative)
-            return conservative
-        return chosen
+            return chosen != conservative, conservative
+        return False, chosen
 
 
 @dataclass

@@ -116,6 +116,15 @@ class CompressionEnv(ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} cannot price actions before running them")
 
+    def action_latency(self, layer: int, action: int) -> float:
+        """Modelled latency (us) that ``step(layer, action)`` would report now, after this episode's earlier steps.
+
+        The default reads ``latency_table``. An environment whose table only estimates some actions (their price
+        depends on what the earlier layers ran) returns the exact price here, so the budget guard can confirm the
+        action it is about to take (``BudgetGuard.fits``).
+        """
+        return float(self.latency_table(self.current_snapshot(), layer)[action])
+
 
 def check_split(split: str) -> str:
     if split not in ("train", "heldout"):

@@ -12,9 +12,17 @@ still be met) applied as an action mask; the reward keeps its penalty for what t
     allowed(l, a) = spent + latency_l(a) + sum_{k > l} min_b latency_k(b)  <=  budget * reference_latency
 
 If no action fits (the earlier layers already overspent), only the cheapest is allowed.
+
+``latency_table`` may estimate some actions (on the GNN environment, a partly-FP16 action after a compressed
+layer: which rows are FP16 depends on that layer's output). ``BudgetGuard.fits`` checks one action at its exact
+price (``CompressionEnv.action_latency``) by the same rule, and ``choose`` takes a policy's pick only if it fits,
+picking again without it otherwise: a guarded policy (``DQNPolicy``) stays within the budget whatever the table's
+error, unless no allowed action fits.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 
@@ -61,12 +69,40 @@ class BudgetGuard:
             raise ValueError(
                 f"latency_table({snapshot}, {layer}) has shape {latency.shape}, expected ({len(self.env.action_space)},)"
             )
-        downstream = sum(float(self._table(snapshot, k).min()) for k in range(layer + 1, self.env.num_layers))
-        left = budget - self.env.spent_latency() - downstream
-        mask = latency <= left + budget_slack_us(budget)
+        mask = latency <= self._room(snapshot, layer, budget)
         if not mask.any():
             mask[int(np.argmin(latency))] = True
         return mask
+
+    def fits(self, layer: int, action: int) -> bool:
+        """Whether ``action`` at ``layer`` keeps the current episode within its budget at the action's exact price
+        (``CompressionEnv.action_latency``), the later layers at their cheapest; True without a budget."""
+        snapshot = self.env.current_snapshot()
+        budget = self.budget_us(snapshot)
+        if budget is None:
+            return True
+        return self.env.action_latency(layer, action) <= self._room(snapshot, layer, budget)
+
+    def choose(self, layer: int, pick: Callable[[np.ndarray | None], int]) -> int:
+        """``pick(allowed)`` (an action index among the ``allowed`` mask, or any without a budget), confirmed by
+        :meth:`fits`: an action that does not fit at its exact price is masked out and ``pick`` asked again. When
+        the last allowed action does not fit either, it is taken (as :meth:`allowed` keeps the cheapest when
+        nothing fits)."""
+        allowed = self.allowed(layer)
+        while True:
+            action = int(pick(allowed))
+            if allowed is None or allowed.sum() <= 1 or self.fits(layer, action):
+                return action
+            if not allowed[action]:
+                raise ValueError(f"pick returned action {action}, which the guard does not allow at layer {layer}")
+            allowed = allowed.copy()
+            allowed[action] = False
+
+    def _room(self, snapshot: int, layer: int, budget: float) -> float:
+        """Microseconds ``layer`` may spend: the budget (with its rounding slack), less what the episode spent and
+        the later layers' cheapest actions."""
+        downstream = sum(float(self._table(snapshot, k).min()) for k in range(layer + 1, self.env.num_layers))
+        return budget - self.env.spent_latency() - downstream + budget_slack_us(budget)
 
     def _table(self, snapshot: int, layer: int) -> np.ndarray:
         try:

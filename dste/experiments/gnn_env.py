@@ -168,6 +168,15 @@ class GNNCompressionEnv(CompressionEnv):
     def spent_latency(self) -> float:
         return float(sum(r.latency_us for r in self._reports))
 
+    def action_latency(self, layer: int, action: int) -> float:
+        """The modelled latency ``step(layer, action)`` would report now: the layer run under this episode's
+        earlier actions (kept, so the step that follows reuses it), exact where ``latency_table`` estimates."""
+        self._check_turn(layer)
+        if action != FP32_ACTION:
+            self.action_space[action]  # raises a clear error for a bad index
+        _, report = self.layers.run_layer(self._snapshot, layer, tuple(self._actions), int(action))
+        return float(report.latency_us)
+
     def latency_table(self, snapshot: int, layer: int) -> np.ndarray:
         """Per action, the modelled latency of ``layer`` on ``snapshot``, the earlier layers at uniform INT8.
 

@@ -6,6 +6,7 @@ import pytest
 
 from dste.controller.baselines import DQNPolicy, run_policy
 from dste.controller.dqn import DQNAgent, DQNConfig
+from dste.controller.env import FP32_ACTION, LayerReport
 from dste.controller.guard import BudgetGuard
 from dste.controller.reward import RewardConfig
 from dste.controller.trainer import TrainConfig, train_controller
@@ -110,3 +111,89 @@ def test_targets_bootstrap_only_from_allowed_next_actions():
     assert float(masked) == pytest.approx(float(q_next[expected]))
     assert float(free) == pytest.approx(float(q_next[best]))
     assert float(agent.targets(zero + 0.5, state, torch.ones(1), allowed)) == 0.5  # terminal: no bootstrap
+
+
+class EstimatingEnv(ToyEnv):
+    """The toy whose latency table underestimates layer 1's FP16-row actions after a compressed layer 0, as the
+    GNN environment's table estimates partly-FP16 actions (which rows are FP16 depends on the layer's input): such
+    a step reports ``UNDERESTIMATE_US`` more than the table."""
+
+    UNDERESTIMATE_US = 0.25
+
+    def _true_latency(self, layer, action):
+        latency = self._latency(layer, action)
+        compressed_before = layer == 1 and self._reports and self._reports[0].action_index != FP32_ACTION
+        if compressed_before and action != FP32_ACTION and self.action_space[action].fp16_fraction > 0:
+            latency += self.UNDERESTIMATE_US
+        return latency
+
+    def action_latency(self, layer, action):
+        return self._true_latency(layer, action)
+
+    def step(self, layer, action):
+        report = super().step(layer, action)
+        self._reports[-1] = LayerReport(action, self._true_latency(layer, action), report.nbytes)
+        return self._reports[-1]
+
+
+class MaskOnlyGuard(BudgetGuard):
+    """The guard without the exact confirmation (every allowed action taken at its table price)."""
+
+    def fits(self, layer, action):
+        return True
+
+
+class CostliestAgent:
+    """An agent that takes the allowed action of highest table latency on layer 1 (so it rides the budget's edge)
+    and the cheapest on layer 0."""
+
+    def __init__(self, env):
+        self.env, self.action_space = env, env.action_space
+
+    def act(self, state, epsilon=0.0, allowed=None):
+        layer = len(self.env._reports)
+        latency = self.env.latency_table(self.env.current_snapshot(), layer)
+        score = latency if layer == 1 else -latency
+        if allowed is not None:
+            score = np.where(allowed, score, -np.inf)
+        return int(np.argmax(score))
+
+
+def test_the_guard_confirms_an_action_at_its_exact_price_and_chooses_again():
+    env = EstimatingEnv()
+    guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
+    env.reset(0)
+    env.step(0, env.action_space.nearest(0.75, 0.0))  # compressed: layer 1's FP16 actions cost more than the table
+    allowed = guard.allowed(1)
+    room = BUDGET * env.reference_latency(0) - env.spent_latency()
+    table = env.latency_table(0, 1)
+    underestimated = [a for a in np.flatnonzero(allowed) if env.action_latency(1, a) > room + 1e-9]
+    assert underestimated  # the table lets them through, their exact price does not fit
+    for action in underestimated:
+        assert not guard.fits(1, action) and table[action] <= room
+    first = underestimated[0]
+    picks = []
+
+    def pick(mask):  # the underestimated action while it is allowed, then the costliest allowed one
+        choice = first if mask[first] else int(np.argmax(np.where(mask, table, -np.inf)))
+        picks.append(choice)
+        return choice
+
+    chosen = guard.choose(1, pick)
+    assert picks[0] == first and chosen != first and guard.fits(1, chosen)
+    with pytest.raises(ValueError, match="does not allow"):
+        guard.choose(1, lambda mask: int(np.argmin(mask)))  # a disallowed action
+    lone = BudgetGuard(env, RewardConfig(budget=0.01))  # nothing fits: the cheapest is taken, fitting or not
+    assert lone.choose(1, lambda mask: int(np.argmax(mask))) == int(np.argmin(table))
+
+
+def test_a_guarded_policy_stays_within_budget_where_the_table_underestimates():
+    env = EstimatingEnv()
+    reward = RewardConfig(budget=BUDGET)
+    ceiling = BUDGET * sum(LAYER_BASE_US)
+    held = env.snapshots("heldout")
+    exact = run_policy(env, DQNPolicy(CostliestAgent(env), guard=BudgetGuard(env, reward)), held)
+    assert all(o.latency_us <= ceiling + 1e-9 for o in exact.outcomes)
+    # at the table's prices alone the same agent overspends: the confirmation is doing work
+    table_only = run_policy(env, DQNPolicy(CostliestAgent(env), guard=MaskOnlyGuard(env, reward)), held)
+    assert any(o.latency_us > ceiling + 1e-9 for o in table_only.outcomes)

@@ -112,6 +112,9 @@ class FixedGuard:
     def allowed(self, layer):
         return self.mask
 
+    def choose(self, layer, pick):  # every allowed action fits at its exact price here
+        return pick(self.mask)
+
 
 def test_a_fallback_action_over_the_budget_leaves_the_networks_allowed_choice():
     space = ActionSpace()

@@ -203,6 +203,18 @@ def test_latency_table_prices_actions_as_the_step_then_reports(env):
         env.latency_table(2, 2)
 
 
+def test_action_latency_is_the_price_the_step_then_reports(env):
+    space = env.action_space
+    env.reset(2)
+    with pytest.raises(ValueError, match="out of turn"):
+        env.action_latency(1, 0)
+    assert env.action_latency(0, 0) == pytest.approx(env.latency_table(2, 0)[0], rel=1e-12)
+    env.step(0, space.nearest(0.5, 0.0, channel_sparsity=0.25))  # layer 1 sees a non-reference input
+    partly_fp16 = space.nearest(0.25, 0.05)
+    price = env.action_latency(1, partly_fp16)
+    assert env.step(1, partly_fp16).latency_us == price  # the table may estimate it; this is exact
+
+
 def test_a_variant_changes_the_goal_not_the_original_and_shares_the_layer_runs(env):
     space = env.action_space
     budgeted = env.variant(budget_actions=[space.nearest(0.5, 0.0)] * 2)
