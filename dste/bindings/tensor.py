@@ -3,7 +3,8 @@
 The wrapper carries the matrix's effective CSR in DSTE's encoded node order (``B = P_r A P_c^T``, int32
 indices, see :mod:`dste.bindings.encoded_csr`) and the two permutations as torch tensors, built once when the
 wrapper is made, plus a registry handle for the kernel backends. The wrapper owns them: keep one wrapper per
-matrix and reuse it (``dste.spmm`` on a bare ``DSTEMatrix`` wraps it, and so builds them, on every call). It is not a ``torch.Tensor``
+matrix and reuse it (``dste.spmm`` on a bare ``DSTEMatrix`` builds them on its first call and keeps them on the
+matrix, see :func:`as_dste_tensor`). It is not a ``torch.Tensor``
 subclass: it is a plain object whose tensor attributes ``torch.compile`` lifts as graph inputs, so
 ``A @ x`` inside a compiled function becomes one ``dste::spmm_hybrid`` node.
 """
@@ -19,7 +20,7 @@ import torch
 from dste.format import DSTEMatrix
 from dste.format.reorder import inverse_permutation
 
-from . import registry
+from . import encoded_csr, registry
 from .encoded_csr import build_encoded_csr, original_order_csr, torch_csr
 
 __all__ = ["DSTETensor", "is_dste_matrix", "as_dste_tensor"]
@@ -66,6 +67,20 @@ class DSTETensor:
         self._shape = torch.Size(int(s) for s in matrix.shape)
         self._add_host_views()
         self.handle = registry.register(matrix)
+
+    @classmethod
+    def kept_for(cls, matrix: DSTEMatrix) -> "DSTETensor":
+        """A wrapper of ``matrix`` sharing the operands kept on it (built by the first call, see
+        ``as_dste_tensor``). Kept per encoded-order rule (``encoded_csr.ORIGINAL_ORDER_MAX_COLS`` /
+        ``ROW_ORDER_MAX_COLS``, which choose the operands' form). The kept state holds no reference to the matrix,
+        so the matrix is freed as soon as it is unreferenced, and its operands with it."""
+        key = ("dste.bindings.DSTETensor", encoded_csr.ORIGINAL_ORDER_MAX_COLS, encoded_csr.ROW_ORDER_MAX_COLS)
+        state = matrix.derived(key, lambda: {name: value for name, value in cls(matrix).__dict__.items()
+                                             if name != "matrix"})
+        wrapper = cls.__new__(cls)
+        wrapper.__dict__.update(state)
+        wrapper.matrix = matrix
+        return wrapper
 
     @property
     def op_operands(self) -> tuple[torch.Tensor, ...]:
@@ -177,9 +192,15 @@ class DSTETensor:
 
 
 def as_dste_tensor(a) -> DSTETensor:
-    """``a`` if it is a DSTETensor, a wrapper if it is a DSTEMatrix; ``TypeError`` otherwise."""
+    """``a`` if it is a DSTETensor, a wrapper if it is a DSTEMatrix; ``TypeError`` otherwise.
+
+    A ``DSTEMatrix``'s wrapper operands are built on the first call and kept on the matrix
+    (``DSTEMatrix.derived``), so ``dste.spmm(A, x)`` on a bare matrix pays for them once, not on every call; they
+    are freed with the matrix."""
     if isinstance(a, DSTETensor):
         return a
+    if isinstance(a, DSTEMatrix):
+        return DSTETensor.kept_for(a)
     if is_dste_matrix(a):
         return DSTETensor(a)
     raise TypeError(

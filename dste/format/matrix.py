@@ -244,6 +244,7 @@ class DSTEMatrix:
     layout: str = "condensed"
     encode_policy: dict | None = None
     _effective_csr: sp.csr_matrix | None = field(default=None, init=False, repr=False)
+    _derived: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self):
         self.shape = tuple(int(s) for s in self.shape)
@@ -665,6 +666,21 @@ class DSTEMatrix:
         if self._effective_csr is None:
             self._effective_csr = self.decode(effective=True, dtype=np.float32)
         return self._effective_csr
+
+    def derived(self, key, build):
+        """``build()``, computed on the first call with ``key`` and kept on this matrix for the later ones: data that
+        another room derives from the matrix alone (``dste.bindings`` keeps the CPU operands of ``dste.spmm(A, x)``
+        on a bare matrix here, so they are built once per matrix, not per call). It stays valid for the matrix's
+        life because a matrix is never changed in place (:meth:`replace` and :meth:`with_mask` return new matrices,
+        which start with nothing kept); it is freed with the matrix and is neither pickled nor saved."""
+        if key not in self._derived:
+            self._derived[key] = build()
+        return self._derived[key]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_derived"] = {}  # derived data is rebuilt on demand, never pickled
+        return state
 
     # ------------------------------------------------------------- derived
     def replace(self, **changes) -> "DSTEMatrix":
