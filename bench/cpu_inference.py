@@ -23,6 +23,8 @@ first in every other round), after one warm-up call each. The tables are printed
   ``dste.spmm`` through a kept ``DSTETensor``; "old dste.spmm" = the operand layout of ``--old-revision``'s
   ``encoded_csr.build_encoded_csr`` dispatched through the op with the finiteness check, as the old
   ``dste.spmm`` did; ``torch.sparse.mm`` on the fp32 CSR with torch's default int64 indices.
+  ``--spmm-graph uniform``: uniform random graphs instead (mean degree 8, no community structure; the encoder
+  still reorders them), where the encoded order has no locality to offer.
 """
 
 from __future__ import annotations
@@ -154,7 +156,19 @@ def _time_old_and_new_alternately(contenders: dict, repeats: int, warmup: int = 
             for name, ts in samples.items()}
 
 
-def spmm_rows(old_revision: str, sizes, repeats: int) -> list[dict]:
+def uniform_graph(n: int, degree: int = 8, seed: int = 0):
+    """A uniform random undirected graph on ``n`` nodes of mean degree about ``degree`` (binary CSR, no loops)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    rows, cols = rng.integers(0, n, degree * n // 2), rng.integers(0, n, degree * n // 2)
+    keep = rows != cols
+    adjacency = sp.coo_matrix((np.ones(int(keep.sum()), np.float32), (rows[keep], cols[keep])), shape=(n, n)).tocsr()
+    return ((adjacency + adjacency.T) > 0).astype(np.float32)
+
+
+def spmm_rows(old_revision: str, sizes, repeats: int, graph: str = "csbm") -> list[dict]:
     import numpy as np
     import torch
 
@@ -168,7 +182,8 @@ def spmm_rows(old_revision: str, sizes, repeats: int) -> list[dict]:
 
     rows = []
     for n in sizes:
-        matrix = dste.gcn_normalized(scaled_graph(n).adj, reorder="community")
+        adjacency = uniform_graph(n) if graph == "uniform" else scaled_graph(n).adj
+        matrix = dste.gcn_normalized(adjacency, reorder="community")
         wrapper = dste.DSTETensor(matrix)
         csr = wrapper.to_scipy()
         old = old_csr.build_encoded_csr(matrix)
@@ -209,6 +224,8 @@ def main(argv=None) -> int:
     parser.add_argument("--graphs", default=",".join(GRAPHS),
                         help="graphs of --part inference, comma-separated; 'table': the six default graphs, 'small': the 2k-8k "
                              "node CSBM graphs, 'all': both")
+    parser.add_argument("--spmm-graph", choices=("csbm", "uniform"), default="csbm",
+                        help="graphs of --part spmm: shuffled CSBM graphs (arxiv-scale's shape) or uniform random ones")
     parser.add_argument("--out", default=str(REPOSITORY / "bench" / "results"),
                         help="directory for cpu_inference.{txt,json} (the printed tables and their rows); '' for none")
     args = parser.parse_args(argv)
@@ -251,7 +268,8 @@ def main(argv=None) -> int:
         say()
         say(f"{'nodes':>6} {'F':>4} {'thr':>3} {'form':<12} {'dste ms':>8} {'old ms':>8} {'torch ms':>9} "
             f"{'torch/dste':>10} {'torch/old':>9}")
-        record["spmm"] = spmm_rows(spmm_old, [int(s) for s in args.sizes.split(",")], args.repeats)
+        record["spmm_graph"] = args.spmm_graph
+        record["spmm"] = spmm_rows(spmm_old, [int(s) for s in args.sizes.split(",")], args.repeats, args.spmm_graph)
         for r in record["spmm"]:
             say(f"{r['nodes']:>6} {r['F']:>4} {r['threads']:>3} {r['form']:<12} {r['dste.spmm_ms']:>8.2f} "
                 f"{r['old dste.spmm_ms']:>8.2f} {r['torch.sparse.mm_ms']:>9.2f} {r['new_speedup']:>10.2f} "

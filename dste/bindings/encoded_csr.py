@@ -24,6 +24,15 @@ float32 values of ``matrix.effective_csr()``. How much of the order ``B`` takes 
 Each row of ``B`` holds its entries in the order of A's row (column ids sorted), and the kernels sum a row in
 stored order, so the first two forms give the bits of ``A @ X`` in original order.
 
+The encoded order pays only where it groups rows that read the same X rows. A graph without such structure
+(a uniform random graph, say) gains nothing from it, and the gathers cost: there ``B = A`` whatever M. The
+measure is the reuse of X rows within 128-row windows, ``entries / distinct columns`` summed over windows,
+in encoded against original row order (``window_reuse_gain``, on up to ``REUSE_SAMPLE_WINDOWS`` windows spread
+over each order); below ``REORDER_MIN_REUSE_GAIN`` the original order is kept. On a uniform random graph (mean
+degree 8, gain 1.28-1.31; one thread, interleaved with torch.sparse.mm on the int64 CSR, F = 32 and 128) both
+orders ran 0.34-0.64x of torch.sparse.mm at 20k nodes and 0.64-0.88x at 100k, where the original order runs
+torch's own kernel (int32 indices); shuffled CSBM graphs (gain 3.1-3.9) keep their orders.
+
 torch's CSR kernel runs only when torch has one thread. With more, it enters the OpenMP pool, whose second
 thread on a loaded 2-core machine was scheduled 15-30 ms late on most calls (5k-30k nodes, 2 threads: 15-24 ms
 per product against 3-22 ms for SciPy); the SciPy path below (one thread under ``PARALLEL_MIN_MULTIPLY_ADDS``,
@@ -86,6 +95,13 @@ ROW_ORDER_MAX_COLS = 49152
 # encoded-order Y is mapped and faulted in on every call: 10k nodes, one thread, interleaved: 0.68 -> 0.57 ms at
 # F = 32, 3.20 -> 2.50 ms at F = 128.
 ENCODED_ROWS_BUFFER_MAX_BYTES = 16 << 20
+# The encoded order is used only when its 128-row windows reuse X rows this many times more than the original
+# order's (see the module docstring): uniform random graphs 1.28-1.31, a 20k CSBM with 30 % of edges local 1.61
+# (rows-only and original order within 7 % of each other there), cora-like 1.79, shuffled CSBM graphs 3.1-3.9.
+REORDER_MIN_REUSE_GAIN = 1.5
+# Windows sampled (evenly spread, so the choice is deterministic) per order by ``window_reuse_gain``.
+REUSE_SAMPLE_WINDOWS = 64
+WINDOW_ROWS = 128
 
 
 class EncodedCSR:
@@ -143,6 +159,27 @@ def _permutation(perm, length: int, what: str) -> np.ndarray | None:
     return perm
 
 
+def _window_reuse(indptr: np.ndarray, indices: np.ndarray, order: np.ndarray) -> float:
+    """Entries per distinct column over up to ``REUSE_SAMPLE_WINDOWS`` evenly spread 128-row windows of the rows
+    in ``order`` (original row ids): how often a window reuses the X rows it gathers."""
+    n_windows = -(-order.size // WINDOW_ROWS)
+    picked = np.unique(np.linspace(0, n_windows - 1, min(n_windows, REUSE_SAMPLE_WINDOWS)).astype(np.int64))
+    entries = distinct = 0
+    for window in picked.tolist():
+        rows = order[window * WINDOW_ROWS:(window + 1) * WINDOW_ROWS]
+        columns = np.concatenate([indices[indptr[r]:indptr[r + 1]] for r in rows.tolist()])
+        entries += columns.size
+        distinct += np.unique(columns).size
+    return entries / distinct if distinct else 1.0
+
+
+def window_reuse_gain(csr: sp.csr_matrix, row_perm: np.ndarray) -> float:
+    """X-row reuse of 128-row windows in the encoded row order ``row_perm`` over that in the original order
+    (``REORDER_MIN_REUSE_GAIN``)."""
+    original = _window_reuse(csr.indptr, csr.indices, np.arange(csr.shape[0], dtype=np.int64))
+    return _window_reuse(csr.indptr, csr.indices, row_perm) / original
+
+
 def build_encoded_csr(matrix) -> EncodedCSR:
     """``B`` and the permutations of ``matrix`` (a DSTEMatrix or anything with ``shape`` and
     ``effective_csr()`` / ``decode(effective=True)``)."""
@@ -155,7 +192,8 @@ def build_encoded_csr(matrix) -> EncodedCSR:
         raise ValueError("the DSTE matrix decodes to NaN or Inf values; re-encode it from finite data")
     row_perm = _permutation(getattr(matrix, "row_perm", None), n, "row_perm")
     col_perm = _permutation(getattr(matrix, "col_perm", None), m, "col_perm")
-    if m <= ORIGINAL_ORDER_MAX_COLS:
+    if m <= ORIGINAL_ORDER_MAX_COLS or (
+            row_perm is not None and window_reuse_gain(csr, row_perm) < REORDER_MIN_REUSE_GAIN):
         row_perm = col_perm = None
     elif m <= ROW_ORDER_MAX_COLS:
         col_perm = None

@@ -71,10 +71,11 @@ class DSTETensor:
     @classmethod
     def kept_for(cls, matrix: DSTEMatrix) -> "DSTETensor":
         """A wrapper of ``matrix`` sharing the operands kept on it (built by the first call, see
-        ``as_dste_tensor``). Kept per encoded-order rule (``encoded_csr.ORIGINAL_ORDER_MAX_COLS`` /
-        ``ROW_ORDER_MAX_COLS``, which choose the operands' form). The kept state holds no reference to the matrix,
+        ``as_dste_tensor``). Kept per encoded-order rule (``encoded_csr.ORIGINAL_ORDER_MAX_COLS``,
+        ``ROW_ORDER_MAX_COLS`` and ``REORDER_MIN_REUSE_GAIN``, which choose the operands' form). The kept state holds no reference to the matrix,
         so the matrix is freed as soon as it is unreferenced, and its operands with it."""
-        key = ("dste.bindings.DSTETensor", encoded_csr.ORIGINAL_ORDER_MAX_COLS, encoded_csr.ROW_ORDER_MAX_COLS)
+        key = ("dste.bindings.DSTETensor", encoded_csr.ORIGINAL_ORDER_MAX_COLS, encoded_csr.ROW_ORDER_MAX_COLS,
+               encoded_csr.REORDER_MIN_REUSE_GAIN)
         state = matrix.derived(key, lambda: {name: value for name, value in cls(matrix).__dict__.items()
                                              if name != "matrix"})
         wrapper = cls.__new__(cls)

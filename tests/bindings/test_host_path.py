@@ -22,8 +22,8 @@ from dste.format import gcn_normalized
 
 FORMS = {
     "original": {"ORIGINAL_ORDER_MAX_COLS": 1 << 30},
-    "rows": {"ORIGINAL_ORDER_MAX_COLS": 0},
-    "rows+columns": {"ORIGINAL_ORDER_MAX_COLS": 0, "ROW_ORDER_MAX_COLS": 0},
+    "rows": {"ORIGINAL_ORDER_MAX_COLS": 0, "REORDER_MIN_REUSE_GAIN": 0.0},
+    "rows+columns": {"ORIGINAL_ORDER_MAX_COLS": 0, "ROW_ORDER_MAX_COLS": 0, "REORDER_MIN_REUSE_GAIN": 0.0},
 }
 
 
