@@ -168,7 +168,7 @@ def uniform_graph(n: int, degree: int = 8, seed: int = 0):
     return ((adjacency + adjacency.T) > 0).astype(np.float32)
 
 
-def spmm_rows(old_revision: str, sizes, repeats: int, graph: str = "csbm") -> list[dict]:
+def spmm_rows(old_revision: str, sizes, repeats: int, graph: str = "csbm", widths=WIDTHS) -> list[dict]:
     import numpy as np
     import torch
 
@@ -189,7 +189,7 @@ def spmm_rows(old_revision: str, sizes, repeats: int, graph: str = "csbm") -> li
         old = old_csr.build_encoded_csr(matrix)
         old_operands = (old.crow_indices, old.col_indices, old.values, old.row_perm, old.col_perm)
         torch64 = bench._torch_csr(csr, np.int64)
-        for width in WIDTHS:
+        for width in widths:
             x = torch.from_numpy(np.random.default_rng(0).standard_normal((n, width)).astype(np.float32))
 
             def old_spmm(x=x):
@@ -224,6 +224,7 @@ def main(argv=None) -> int:
     parser.add_argument("--graphs", default=",".join(GRAPHS),
                         help="graphs of --part inference, comma-separated; 'table': the six default graphs, 'small': the 2k-8k "
                              "node CSBM graphs, 'all': both")
+    parser.add_argument("--widths", default=",".join(str(w) for w in WIDTHS), help="F of --part spmm, comma-separated")
     parser.add_argument("--spmm-graph", choices=("csbm", "uniform"), default="csbm",
                         help="graphs of --part spmm: shuffled CSBM graphs (arxiv-scale's shape) or uniform random ones")
     parser.add_argument("--out", default=str(REPOSITORY / "bench" / "results"),
@@ -269,7 +270,8 @@ def main(argv=None) -> int:
         say(f"{'nodes':>6} {'F':>4} {'thr':>3} {'form':<12} {'dste ms':>8} {'old ms':>8} {'torch ms':>9} "
             f"{'torch/dste':>10} {'torch/old':>9}")
         record["spmm_graph"] = args.spmm_graph
-        record["spmm"] = spmm_rows(spmm_old, [int(s) for s in args.sizes.split(",")], args.repeats, args.spmm_graph)
+        record["spmm"] = spmm_rows(spmm_old, [int(s) for s in args.sizes.split(",")], args.repeats, args.spmm_graph,
+                                   [int(w) for w in args.widths.split(",")])
         for r in record["spmm"]:
             say(f"{r['nodes']:>6} {r['F']:>4} {r['threads']:>3} {r['form']:<12} {r['dste.spmm_ms']:>8.2f} "
                 f"{r['old dste.spmm_ms']:>8.2f} {r['torch.sparse.mm_ms']:>9.2f} {r['new_speedup']:>10.2f} "

@@ -105,7 +105,8 @@ def _eager_cpu_product(a: DSTETensor, x) -> torch.Tensor | None:
         return None
     if not _all_finite(x):
         raise ValueError("X contains NaN or Inf; the DSTE ops take finite values only")
-    return eager_spmm(a.host_operands, a.host_csr[0], a.host_row_inverse, a.host_work, x.detach().contiguous())
+    return eager_spmm(a.host_operands, a.host_csr[0], a.host_row_inverse, a.host_work, x.detach().contiguous(),
+                      a.original_host_csr)
 
 
 def spmm(A, X, backend: str | None = None) -> torch.Tensor:
@@ -143,7 +144,8 @@ def spmm(A, X, backend: str | None = None) -> torch.Tensor:
             raise ValueError(f"shape mismatch: A is [{n}, {m}] so X needs {m} rows, got X {tuple(x.shape)}")
         _check_finite(x, "X")
         if name == "cpu" and _plain_eager_call(x):  # NumPy X, HybridRows
-            return eager_spmm(a.host_operands, a.host_csr[0], a.host_row_inverse, a.host_work, x.detach().contiguous())
+            return eager_spmm(a.host_operands, a.host_csr[0], a.host_row_inverse, a.host_work, x.detach().contiguous(),
+                              a.original_host_csr)
         return torch.ops.dste.spmm_hybrid(*a.op_operands, x, a.handle, x_handle, name)
     finally:
         if x_handle != registry.NO_HANDLE:

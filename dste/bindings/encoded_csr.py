@@ -21,8 +21,13 @@ float32 values of ``matrix.effective_csr()``. How much of the order ``B`` takes 
 * larger: both orders (``Y[row_perm] = B @ X[col_perm]``), SciPy's kernel: once X leaves the last-level cache
   the gathered X's locality pays for its copy.
 
-Each row of ``B`` holds its entries in the order of A's row (column ids sorted), and the kernels sum a row in
-stored order, so the first two forms give the bits of ``A @ X`` in original order.
+Each row of ``B`` holds its entries in the order of A's row (sorted by original column id, so in the third form
+the encoded column ids of a row are not sorted), and the kernels sum a row in stored order, so every form gives
+the bits of ``A @ X`` in original order. (Sorting the third form's rows by encoded id gave other bits than the
+other forms, and made its product 5-16 % faster at 60k-300k nodes, F = 32-128: torch / dste 1.74-2.34 against
+1.58-2.15 at 300k.) That lets an eager call of a matrix in both
+orders run the original-order product when X is small (``RC_ORIGINAL_ORDER_MAX_X_BYTES``) with the bits the op
+gives.
 
 The encoded order pays only where it groups rows that read the same X rows. A graph without such structure
 (a uniform random graph, say) gains nothing from it, and the gathers cost: there ``B = A`` whatever M. The
@@ -71,7 +76,8 @@ import torch
 from dste.format import DSTEMatrix
 from dste.format.reorder import inverse_permutation
 
-__all__ = ["EncodedCSR", "build_encoded_csr", "eager_spmm", "encoded_spmm", "encoded_spmm_transpose", "original_order_csr"]
+__all__ = ["EncodedCSR", "build_encoded_csr", "eager_spmm", "encoded_spmm", "encoded_spmm_transpose", "original_order_csr",
+           "original_order_operands", "window_reuse_gain"]
 
 INT32_MAX = np.iinfo(np.int32).max
 # Products below this many multiply-adds (nnz * F) run on the calling thread alone: starting the helper
@@ -99,6 +105,13 @@ ENCODED_ROWS_BUFFER_MAX_BYTES = 16 << 20
 # order's (see the module docstring): uniform random graphs 1.28-1.31, a 20k CSBM with 30 % of edges local 1.61
 # (rows-only and original order within 7 % of each other there), cora-like 1.79, shuffled CSBM graphs 3.1-3.9.
 REORDER_MIN_REUSE_GAIN = 1.5
+# Up to this many bytes of X, an eager float32 call on a matrix in both orders (M > ROW_ORDER_MAX_COLS) runs torch's
+# kernel on A in original order (built on first use and kept by the wrapper): X stays in the last-level cache (32 MB
+# here) in any order, and the gathers of X and Y then cost more than the order saves. Shuffled CSBM graphs, one
+# thread, min of 9 interleaved, torch.sparse.mm (int64) / dste.spmm, both orders only -> with this rule:
+# 60k nodes F = 16 / 32 / 64: 0.93 / 0.82-0.92 / 0.91-0.99 -> 1.43 / 1.30-1.34 / 1.12; 100k F = 16: 0.75 -> 1.35,
+# F = 32 (12.8 MB) 1.03-1.09 -> 0.95-0.99 (level within run-to-run noise).
+RC_ORIGINAL_ORDER_MAX_X_BYTES = 16 << 20
 # Windows sampled (evenly spread, so the choice is deterministic) per order by ``window_reuse_gain``.
 REUSE_SAMPLE_WINDOWS = 64
 WINDOW_ROWS = 128
@@ -214,7 +227,8 @@ def build_encoded_csr(matrix) -> EncodedCSR:
         (np.ascontiguousarray(values, dtype=np.float32), indices.astype(index_dtype), indptr.astype(index_dtype)),
         shape=(n, m),
     )
-    encoded.sort_indices()
+    if col_perm is None:  # already sorted; the encoded column ids of the third form keep A's order (module docstring)
+        encoded.sort_indices()
     empty = torch.empty(0, dtype=torch.int64)
     return EncodedCSR(
         crow_indices=torch.from_numpy(encoded.indptr),
@@ -332,7 +346,24 @@ def _encoded_rows_buffer(work, n: int, width: int, dtype: torch.dtype, itemsize:
     return shaped
 
 
-def eager_spmm(host_operands, csr_tensor, row_inverse: np.ndarray, work, x: torch.Tensor) -> torch.Tensor:
+def original_order_operands(host_operands, row_inverse: np.ndarray):
+    """``(indptr, indices, data)`` of ``A`` in original order (rows and column ids) from operands in encoded order,
+    each row's entries in their stored order (A's), with the index dtype of the operands."""
+    crow, col, values, row_perm, col_perm = host_operands
+    if not row_perm.size:
+        return crow, (col_perm[col].astype(col.dtype) if col_perm.size else col), values
+    lengths = np.diff(crow)[row_inverse]
+    indptr = np.zeros(crow.shape[0], dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    source = np.repeat(crow[row_inverse].astype(np.int64) - indptr[:-1], lengths) + np.arange(col.shape[0], dtype=np.int64)
+    indices = col[source]
+    if col_perm.size:
+        indices = col_perm[indices]
+    return indptr.astype(crow.dtype), indices.astype(col.dtype), values[source]
+
+
+def eager_spmm(host_operands, csr_tensor, row_inverse: np.ndarray, work, x: torch.Tensor,
+               original_csr=None) -> torch.Tensor:
     """``encoded_spmm`` of a contiguous torch tensor ``x``, returning a torch tensor, for ``dste.spmm``'s eager
     cpu call: the same kernels and the same bits. In the common case (float32 X, column ids original, int32
     indices, one torch thread) the product stays in torch from X to Y except for the gather, without the
@@ -340,6 +371,10 @@ def eager_spmm(host_operands, csr_tensor, row_inverse: np.ndarray, work, x: torc
     80 us call); otherwise the general path."""
     crow, col, values, row_perm, col_perm = host_operands
     n = crow.shape[0] - 1
+    if (original_csr is not None and col_perm.size and x.dtype == torch.float32 and n and x.shape[1]
+            and x.numel() * 4 <= RC_ORIGINAL_ORDER_MAX_X_BYTES and col.dtype == np.int32
+            and torch.get_num_threads() == 1):
+        return torch.sparse.mm(original_csr(), x)  # the same bits (module docstring), without the gathers
     if (x.dtype == torch.float32 and not col_perm.size and col.dtype == np.int32 and n and x.shape[1]
             and torch.get_num_threads() == 1):
         if not row_perm.size:

@@ -21,7 +21,7 @@ from dste.format import DSTEMatrix
 from dste.format.reorder import inverse_permutation
 
 from . import encoded_csr, registry
-from .encoded_csr import build_encoded_csr, original_order_csr, torch_csr
+from .encoded_csr import build_encoded_csr, original_order_csr, original_order_operands, torch_csr
 
 __all__ = ["DSTETensor", "is_dste_matrix", "as_dste_tensor"]
 
@@ -102,6 +102,19 @@ class DSTETensor:
         self.host_csr = (torch_csr(*self.host_operands[:3], int(self._shape[1])),)
         # the rows-only product's work buffers, one per thread (dste.bindings.encoded_csr._encoded_rows_buffer)
         self.host_work = threading.local()
+        # other forms of the operands, built on first use (original_host_csr)
+        self.host_forms = {}
+
+    def original_host_csr(self) -> torch.Tensor:
+        """``A`` in original order as a torch CSR tensor (int32 indices where the operands have them), built on the
+        first call and kept: the eager product of a matrix in both orders with a small X
+        (``encoded_csr.RC_ORIGINAL_ORDER_MAX_X_BYTES``). Each row holds its entries in the operands' order, so its
+        product has the operands' bits."""
+        held = self.host_forms.get("original")
+        if held is None:
+            arrays = original_order_operands(self.host_operands, self.host_row_inverse)
+            held = self.host_forms["original"] = (arrays, torch_csr(*arrays, int(self._shape[1])))
+        return held[1]
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -109,6 +122,7 @@ class DSTETensor:
         state.pop("host_row_inverse", None)
         state.pop("host_csr", None)
         state.pop("host_work", None)
+        state.pop("host_forms", None)
         return state
 
     def __setstate__(self, state):
@@ -116,8 +130,9 @@ class DSTETensor:
         self._add_host_views()
 
     def resident_nbytes(self) -> int:
-        """Bytes of the CPU operands this wrapper keeps alive."""
-        return self._encoded.nbytes()
+        """Bytes of the CPU operands this wrapper keeps alive (with the other forms built so far)."""
+        forms = sum(int(array.nbytes) for arrays, _ in self.host_forms.values() for array in arrays)
+        return self._encoded.nbytes() + forms
 
     # -- tensor-like metadata -------------------------------------------------------------------------------
     @property

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -81,16 +83,42 @@ def test_rows_only_form_keeps_each_row_of_a_in_order(matrix, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_rows_only_product_has_the_bits_of_the_original_order_product(matrix, monkeypatch, dtype):
+@pytest.mark.parametrize("form", ["rows", "rows+columns"])
+def test_every_form_has_the_bits_of_the_original_order_product(matrix, monkeypatch, dtype, form):
     x = torch.randn(matrix.shape[1], 24, dtype=dtype, generator=torch.Generator().manual_seed(0))
     original = db.spmm(_wrapper(matrix, "original", monkeypatch), x, backend="cpu")
-    rows_only = db.spmm(_wrapper(matrix, "rows", monkeypatch), x, backend="cpu")
-    assert rows_only.dtype == dtype
-    assert np.array_equal(_bits(rows_only), _bits(original))
-    # and both agree with SciPy in float64 (float32 products: summation order and rounding only)
+    wrapper = _wrapper(matrix, form, monkeypatch)
+    reordered = db.spmm(wrapper, x, backend="cpu")
+    # the op itself (the operands' own kernel, never the original-order shortcut of an eager call)
+    dispatched = torch.ops.dste.spmm_hybrid(*wrapper.op_operands, x, wrapper.handle, registry.NO_HANDLE, "cpu")
+    assert reordered.dtype == dispatched.dtype == dtype
+    assert np.array_equal(_bits(reordered), _bits(original)) and np.array_equal(_bits(dispatched), _bits(original))
+    # and all agree with SciPy in float64 (float32 products: summation order and rounding only)
     reference = matrix.effective_csr().astype(np.float64) @ x.double().numpy()
     tolerance = 1e-5 if dtype == torch.float32 else 1e-12
-    np.testing.assert_allclose(rows_only.double().numpy(), reference, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(reordered.double().numpy(), reference, rtol=tolerance, atol=tolerance)
+
+
+def test_a_small_x_runs_a_matrix_in_both_orders_in_original_order(matrix, monkeypatch):
+    wrapper = _wrapper(matrix, "rows+columns", monkeypatch)
+    x = torch.randn(matrix.shape[1], 6, generator=torch.Generator().manual_seed(2))
+    monkeypatch.setattr(encoded_csr, "RC_ORIGINAL_ORDER_MAX_X_BYTES", 0)  # every X is large: the operands' kernel
+    large = db.spmm(wrapper, x, backend="cpu")
+    assert wrapper.host_forms == {} and wrapper.resident_nbytes() == wrapper._encoded.nbytes()
+    monkeypatch.setattr(encoded_csr, "RC_ORIGINAL_ORDER_MAX_X_BYTES", x.numel() * 4)
+    small = db.spmm(wrapper, x, backend="cpu")
+    assert set(wrapper.host_forms) == {"original"}  # built on first use and kept
+    assert wrapper.resident_nbytes() > wrapper._encoded.nbytes()
+    assert np.array_equal(_bits(small), _bits(large))
+    kept = wrapper.original_host_csr()
+    assert kept is wrapper.original_host_csr()
+    effective = matrix.effective_csr()
+    np.testing.assert_array_equal(kept.crow_indices().numpy(), effective.indptr)
+    np.testing.assert_array_equal(kept.col_indices().numpy(), effective.indices)
+    np.testing.assert_array_equal(kept.values().numpy(), effective.data)
+    copied = pickle.loads(pickle.dumps(wrapper))
+    assert copied.host_forms == {}  # rebuilt on demand, never pickled
+    assert np.array_equal(_bits(db.spmm(copied, x, backend="cpu")), _bits(large))
 
 
 @pytest.mark.parametrize("form", sorted(FORMS))
