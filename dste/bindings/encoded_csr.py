@@ -23,11 +23,10 @@ float32 values of ``matrix.effective_csr()``. How much of the order ``B`` takes 
 
 Each row of ``B`` holds its entries in the order of A's row (sorted by original column id, so in the third form
 the encoded column ids of a row are not sorted), and the kernels sum a row in stored order, so every form gives
-the bits of ``A @ X`` in original order. (Sorting the third form's rows by encoded id gave other bits than the
-other forms, and made its product 5-16 % faster at 60k-300k nodes, F = 32-128: torch / dste 1.74-2.34 against
-1.58-2.15 at 300k.) That lets an eager call of a matrix in both
-orders run the original-order product when X is small (``RC_ORIGINAL_ORDER_MAX_X_BYTES``) with the bits the op
-gives.
+the bits of ``A @ X`` in original order. That lets an eager call of a matrix in both orders run the original-order
+product when X is small (``RC_ORIGINAL_ORDER_MAX_X_BYTES``) with the bits the op gives. (Sorting the third form's
+rows by encoded id gave other bits than the other forms, and made its product 5-16 % faster at 60k-300k nodes,
+F = 32-128: torch / dste 1.74-2.34 against 1.58-2.15 at 300k.)
 
 The encoded order pays only where it groups rows that read the same X rows. A graph without such structure
 (a uniform random graph, say) gains nothing from it, and the gathers cost: there ``B = A`` whatever M. The
