@@ -103,10 +103,17 @@ def _eager_cpu_product(a: DSTETensor, x) -> torch.Tensor | None:
     if not (type(x) is torch.Tensor and x.dtype in _X_DTYPES and x.layout == torch.strided and x.is_cpu
             and x.dim() == 2 and x.shape[0] == a.shape[1] and _plain_eager_call(x)):
         return None
-    if not _all_finite(x):
+    one_thread = torch.get_num_threads() == 1
+    # a finite sum proves every value finite (see _all_finite, which also decides a non-finite sum exactly)
+    if not ((one_thread and math.isfinite(x.sum().item())) or _all_finite(x)):
         raise ValueError("X contains NaN or Inf; the DSTE ops take finite values only")
-    return eager_spmm(a.host_operands, a.host_csr[0], a.host_row_inverse, a.host_work, x.detach().contiguous(),
-                      a.original_host_csr)
+    if x.requires_grad:  # grad mode is off here (a plain eager call); NumPy conversions refuse the flag
+        x = x.detach()
+    if not x.is_contiguous():
+        x = x.contiguous()
+    if one_thread and a.host_plain and x.dtype == torch.float32:
+        return torch.sparse.mm(a.host_csr[0], x)  # eager_spmm's first case, without its layer
+    return eager_spmm(a.host_operands, a.host_csr[0], a.host_row_inverse, a.host_work, x, a.original_host_csr)
 
 
 def spmm(A, X, backend: str | None = None) -> torch.Tensor:

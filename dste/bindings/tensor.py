@@ -100,6 +100,9 @@ class DSTETensor:
             self.row_inverse = torch.from_numpy(inverse_permutation(self.row_perm.numpy()))
         self.host_row_inverse = self.row_inverse.numpy()
         self.host_csr = (torch_csr(*self.host_operands[:3], int(self._shape[1])),)
+        # B is A itself with int32 indices: a float32 product on one thread is torch's kernel alone
+        self.host_plain = (not self.row_perm.numel() and not self.col_perm.numel()
+                           and self.col_indices.dtype == torch.int32)
         # the rows-only product's work buffers, one per thread (dste.bindings.encoded_csr._encoded_rows_buffer)
         self.host_work = threading.local()
         # other forms of the operands, built on first use (original_host_csr)

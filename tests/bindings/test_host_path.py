@@ -132,6 +132,16 @@ def test_direct_call_equals_the_dispatched_op(matrix, monkeypatch, form):
     assert np.array_equal(_bits(db.spmm(a, strided, backend="cpu")), _bits(db.spmm(a, strided.contiguous())))
 
 
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_an_x_that_requires_grad_under_no_grad_takes_the_eager_call_with_the_ops_bits(matrix, monkeypatch, form):
+    a = _wrapper(matrix, form, monkeypatch)
+    x = torch.randn(matrix.shape[1], 5, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    with torch.no_grad():
+        direct = db.spmm(a, x, backend="cpu")
+        dispatched = torch.ops.dste.spmm_hybrid(*a.op_operands, x, a.handle, registry.NO_HANDLE, "cpu")
+    assert not direct.requires_grad and np.array_equal(_bits(direct), _bits(dispatched))
+
+
 class _RecordOps(TorchDispatchMode):
     def __init__(self):
         super().__init__()
