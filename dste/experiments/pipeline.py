@@ -116,7 +116,7 @@ class RunConfig:
         if self.quick:
             self.seeds, self.snapshots = min(self.seeds, 1), min(6 if self.snapshots is None else self.snapshots, 6)
             self.episodes = min(100 if self.episodes is None else self.episodes, 100)
-            self.epochs, self.timing_repeats = min(self.epochs, 60), 1
+            self.epochs = min(self.epochs, 60)
         for name in ("seeds", "episodes", "hidden", "epochs", "timing_repeats", "jobs"):
             value = getattr(self, name)
             if name == "episodes" and value is None:
@@ -227,15 +227,22 @@ def _load_base(config: RunConfig):
     return load_dataset(config.dataset, root=config.root, seed=0)
 
 
-def _cpu_time_ms(env, snapshot: int, actions, repeats: int) -> float:
-    """Median wall time of one inference through the DSTE torch ops (CPU backend), in milliseconds."""
-    env.forward_ops(snapshot, actions)  # warm-up: encodings and weights are built and cached
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def _cpu_times_ms(env, snapshot: int, plans: dict, repeats: int) -> dict:
+    """Per plan (name -> per-layer actions), the shortest wall time of one inference through the DSTE torch ops (CPU
+    backend) in milliseconds: one untimed call each (its encodings and weights are built and cached), then ``repeats``
+    rounds that run every plan once, in reverse order every other round, so a slow spell of the machine falls on all
+    plans alike rather than on whichever was timed during it (timed one after another, the same plan measured 21
+    and 47 ms in one smoke run on a 20k-node graph)."""
+    for actions in plans.values():
         env.forward_ops(snapshot, actions)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
+    times = {name: [] for name in plans}
+    order = list(plans)
+    for round_index in range(repeats):
+        for name in (order if round_index % 2 == 0 else order[::-1]):
+            start = time.perf_counter()
+            env.forward_ops(snapshot, plans[name])
+            times[name].append(time.perf_counter() - start)
+    return {name: float(min(values) * 1e3) for name, values in times.items()}
 
 
 class _StageClock:
@@ -373,6 +380,8 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         for episode in outcomes["dste_dqn_unbudgeted"].outcomes:
             episode.budget_fraction = env.budget_fraction(episode.snapshot)
     stage("CPU time of each policy")
+    cpu_ms = _cpu_times_ms(env, heldout_ids[0], {name: outcome.outcomes[0].actions for name, outcome in outcomes.items()},
+                           config.timing_repeats)
     for name, outcome in outcomes.items():
         first = outcome.outcomes[0]
         breakdown = {
@@ -384,7 +393,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
             "bytes": float(np.mean([o.nbytes for o in outcome.outcomes])),
             "bytes_by_kind": breakdown,
             "reward": outcome.mean_reward(reward),  # judged with the budget of the main reward
-            "cpu_ms": _cpu_time_ms(env, heldout_ids[0], first.actions, config.timing_repeats),
+            "cpu_ms": cpu_ms[name],
             "actions": [
                 ["fp32" if a < 0 else env.action_space[a].label() for a in o.actions] for o in outcome.outcomes
             ],
@@ -766,7 +775,9 @@ def run(config: RunConfig) -> dict:
         "config": asdict(config),
         "dataset": base.summary() if hasattr(base, "summary") else {"name": config.dataset},
         "latency_label": f"modelled NeuronCore latency ({config.target}), not measured",
-        "cpu_time_label": f"measured CPU wall time per inference through dste.spmm (cpu backend), {platform.processor() or platform.machine()}",
+        "cpu_time_label": (f"measured CPU wall time per inference through dste.spmm (cpu backend), shortest of "
+                           f"{config.timing_repeats} rounds interleaving the policies, "
+                           f"{platform.processor() or platform.machine()}"),
         "summary": summary,
         "acceptance": _acceptance(summary),
         "frontier": _frontier_summary(per_seed, summary),

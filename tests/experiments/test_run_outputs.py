@@ -117,3 +117,23 @@ def test_share_within_budget_counts_held_out_snapshots_over_all_seeds():
     ]
     assert _share_within_budget(rows) == 0.75
     assert _share_within_budget([{"per_snapshot_latency_us": [1.0], "per_snapshot_budget_us": [None]}]) is None
+
+
+def test_policy_cpu_times_are_interleaved_and_the_shortest_round_is_kept(monkeypatch):
+    from dste.experiments import pipeline
+
+    clock = [0.0]
+    monkeypatch.setattr(pipeline.time, "perf_counter", lambda: clock[0])
+    durations_ms = {"a": [5.0, 1.0, 3.0], "b": [2.0, 4.0, 6.0]}
+    calls = []
+
+    class Env:
+        def forward_ops(self, snapshot, actions):
+            plan = actions[0]
+            done = sum(1 for name in calls if name == plan)
+            calls.append(plan)
+            clock[0] += 0.1 if done == 0 else durations_ms[plan][done - 1] / 1e3  # the first call is the warm-up
+
+    times = pipeline._cpu_times_ms(Env(), 0, {"a": ["a"], "b": ["b"]}, repeats=3)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-ups, then rounds in alternating order
+    assert times == pytest.approx({"a": 1.0, "b": 2.0})
