@@ -266,7 +266,7 @@ class _MeasuredEncoding:
 
     @classmethod
     def of(cls, matrix: DSTEMatrix) -> "_MeasuredEncoding":
-        vectors = _scale_vectors(matrix)
+        vectors = matrix.device_scale_vectors()
         scale_bytes = sum(int(vector.nbytes) for vector in vectors)
         return cls(matrix.nbytes()["device_total"] - scale_bytes, sum(vector.size for vector in vectors),
                    matrix.nnz_stored)
@@ -277,18 +277,10 @@ class _MeasuredEncoding:
         return total / self.entries if self.entries else float("nan")
 
 
-def _scale_vectors(matrix: DSTEMatrix) -> list:
-    """The scale vectors the device holds: one when ``col_scale`` is ``row_scale`` (``nbytes`` counts it once)."""
-    vectors = [matrix.row_scale] if matrix.row_scale is not None else []
-    if matrix.col_scale is not None and matrix.col_scale is not matrix.row_scale:
-        vectors.append(matrix.col_scale)
-    return vectors
-
-
 def float16_holds_scales(matrix: DSTEMatrix) -> bool:
     """True when every nonzero row/column scale lies in float16's normal range [2^-14, 65504], where a float16 holds
     it to within 2^-11 relative error (D^-1/2 of a graph: every degree <= 2^28; degree-0 rows' scale 0 is exact)."""
-    for vector in _scale_vectors(matrix):
+    for vector in matrix.device_scale_vectors():
         magnitude = np.abs(vector[vector != 0].astype(np.float64))
         if magnitude.size and (magnitude.min() < FP16_MIN_NORMAL or magnitude.max() > FP16_MAX):
             return False

@@ -801,10 +801,9 @@ class DSTEMatrix:
         device = {name: 0 for name in ("values", "scales", "masks", "column_ids", "row_ids", "metadata")}
         for name, category in BYTE_CATEGORY.items():
             value = getattr(self, name)
-            if name == "col_scale" and value is not None and value is self.row_scale:
-                continue  # one shared vector (GCN's D^-1/2) is uploaded once
-            if value is not None:
+            if value is not None and name not in SCALE_FIELDS:
                 device[category] += int(value.nbytes)
+        device["scales"] += sum(int(vector.nbytes) for vector in self.device_scale_vectors())
         device["column_ids"] = sum(device_column_id_bytes(getattr(self, name).size, self.shape[1])
                                    for name in COLUMN_ID_FIELDS) + int(self.ltile_colslot.nbytes)
         # the window slot map travels like the column ids (16-bit offsets in bands of Y's N rows), not as int32
@@ -829,6 +828,14 @@ class DSTEMatrix:
             "bytes_per_kept_edge": device_total / kept if kept else float("nan"),
             "scale_dtype": self.scale_dtype,
         }
+
+    def device_scale_vectors(self) -> list:
+        """The row/column scale vectors the device holds: one when ``col_scale`` is ``row_scale`` (a shared vector,
+        as ``gcn_normalized`` builds GCN's D^-1/2, is uploaded once)."""
+        vectors = [self.row_scale] if self.row_scale is not None else []
+        if self.col_scale is not None and self.col_scale is not self.row_scale:
+            vectors.append(self.col_scale)
+        return vectors
 
     @property
     def scale_dtype(self) -> str | None:
