@@ -210,17 +210,11 @@ def build_encoded_csr(matrix) -> EncodedCSR:
     elif m <= ROW_ORDER_MAX_COLS:
         col_perm = None
     indptr, indices = csr.indptr, csr.indices
-    if row_perm is not None:  # rows of B in encoded order: gather each original row's run of entries
-        lengths = np.diff(indptr)[row_perm]
-        new_indptr = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(lengths, out=new_indptr[1:])
-        starts = np.repeat(indptr[row_perm] - new_indptr[:-1], lengths)
-        source = starts + np.arange(csr.nnz, dtype=np.int64)
-        indptr, indices, values = new_indptr, indices[source], values[source]
-    if col_perm is not None:  # column ids to encoded positions, then re-sorted within each row
-        position = np.empty(m, dtype=np.int64)
-        position[col_perm] = np.arange(m, dtype=np.int64)
-        indices = position[indices]
+    if row_perm is not None:  # rows of B in encoded order
+        indptr, source = _rows_in_order(indptr, row_perm)
+        indices, values = indices[source], values[source]
+    if col_perm is not None:  # column ids to encoded positions; each row keeps A's order (module docstring)
+        indices = inverse_permutation(col_perm)[indices]
     index_dtype = np.int32 if max(csr.nnz, n, m) <= INT32_MAX else np.int64
     encoded = sp.csr_matrix(
         (np.ascontiguousarray(values, dtype=np.float32), indices.astype(index_dtype), indptr.astype(index_dtype)),
@@ -241,19 +235,11 @@ def build_encoded_csr(matrix) -> EncodedCSR:
 
 def original_order_csr(operands: EncodedCSR) -> sp.csr_matrix:
     """``A`` in original coordinates (rows in order, column ids sorted), new arrays."""
-    n, m = operands.shape
-    indptr = operands.crow_indices.numpy()
-    indices = operands.col_indices.numpy()
-    values = operands.values.numpy()
-    if operands.col_perm.numel():
-        indices = operands.col_perm.numpy()[indices]
-    csr = sp.csr_matrix((values.copy(), indices.copy(), indptr.copy()), shape=(n, m))
-    if operands.row_perm.numel():
-        inverse = np.empty(n, dtype=np.int64)
-        inverse[operands.row_perm.numpy()] = np.arange(n, dtype=np.int64)
-        csr = csr[inverse]
-    csr = sp.csr_matrix(csr)
-    csr.sort_indices()
+    arrays = tuple(t.numpy() for t in (operands.crow_indices, operands.col_indices, operands.values,
+                                       operands.row_perm, operands.col_perm))
+    indptr, indices, values = original_order_operands(arrays, inverse_permutation(arrays[3]))
+    csr = sp.csr_matrix((values.copy(), indices.copy(), indptr.copy()), shape=operands.shape)
+    csr.sort_indices()  # each row holds A's order already (module docstring); kept as the contract's guarantee
     return csr
 
 
@@ -351,14 +337,21 @@ def original_order_operands(host_operands, row_inverse: np.ndarray):
     crow, col, values, row_perm, col_perm = host_operands
     if not row_perm.size:
         return crow, (col_perm[col].astype(col.dtype) if col_perm.size else col), values
-    lengths = np.diff(crow)[row_inverse]
-    indptr = np.zeros(crow.shape[0], dtype=np.int64)
-    np.cumsum(lengths, out=indptr[1:])
-    source = np.repeat(crow[row_inverse].astype(np.int64) - indptr[:-1], lengths) + np.arange(col.shape[0], dtype=np.int64)
+    indptr, source = _rows_in_order(crow, row_inverse)
     indices = col[source]
     if col_perm.size:
         indices = col_perm[indices]
     return indptr.astype(crow.dtype), indices.astype(col.dtype), values[source]
+
+
+def _rows_in_order(indptr: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(int64 indptr, int64 source)`` of the CSR whose row i is row ``order[i]`` of the CSR with ``indptr``, each
+    row's entries kept in their order: ``source`` names, per entry of the new CSR, its position in the old one."""
+    lengths = np.diff(indptr)[order]
+    new_indptr = np.zeros(order.shape[0] + 1, dtype=np.int64)
+    np.cumsum(lengths, out=new_indptr[1:])
+    starts = np.repeat(indptr[order].astype(np.int64) - new_indptr[:-1], lengths)
+    return new_indptr, starts + np.arange(int(new_indptr[-1]), dtype=np.int64)
 
 
 def eager_spmm(host_operands, csr_tensor, row_inverse: np.ndarray, work, x: torch.Tensor,
