@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# Sets up (if needed) and runs the default test suite, then the tests that spawn process groups
-# (`multiprocess`); slow tests stay excluded. pytest.ini runs one pytest-xdist worker per core, each held
-# to one BLAS/torch thread by tests/conftest.py.
+# Sets up (if needed) and runs the default test suite: one pytest-xdist worker per core (pytest.ini), each held to
+# one BLAS/torch thread by tests/conftest.py. Slow tests, the tests that spawn process groups (`multiprocess`) and
+# the full fuzz counts (DSTE_FUZZ=thorough) are left to CI (.ci/run) or to a run that asks for them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 python -m pytest -q "$@"
-python -m pytest -m "multiprocess and not slow" -q "$@"

@@ -12,13 +12,16 @@ pytestmark = pytest.mark.multiprocess  # every test here spawns a process group
 
 FAILURE_BOUND_S = 60.0
 COLLECTIVE_TIMEOUT_S = 20.0
+# A live rank beats every 0.25 s, so the probe that tells dead ranks from stuck ones takes 2 * 0.25 + 1 = 1.5 s
+# instead of the default 3 s (a beat missed for 1.5 s still means a dead process, even on a busy machine).
+HEARTBEAT_S = 0.25
 
 
 def test_a_dead_rank_makes_every_other_rank_fail_naming_it():
     adj, x = shuffled_graph(seed=0)
     start = time.monotonic()
     with pytest.raises(DistributedJobError) as info:
-        spawn(gcn_then_die, 3, (adj, x, 1, 50), timeout_s=COLLECTIVE_TIMEOUT_S)
+        spawn(gcn_then_die, 3, (adj, x, 1, 50), timeout_s=COLLECTIVE_TIMEOUT_S, heartbeat_s=HEARTBEAT_S)
     elapsed = time.monotonic() - start
     outcomes = {o.rank: o for o in info.value.outcomes}
     assert outcomes[1].status == "died" and outcomes[1].exitcode == DIED_EXIT_CODE
@@ -33,10 +36,10 @@ def test_a_dead_rank_makes_every_other_rank_fail_naming_it():
 
 
 def test_a_stalled_rank_times_out_the_others_naming_it():
-    stall_s = 8.0  # past the other rank's 3 s collective timeout plus its 3 s diagnosis probe
+    stall_s = 4.5  # past the other rank's 2 s collective timeout plus its 1.5 s diagnosis probe
     with pytest.raises(DistributedJobError) as info:
-        spawn(stall_then_continue, 2, (1, stall_s), timeout_s=3.0)
+        spawn(stall_then_continue, 2, (1, stall_s), timeout_s=2.0, heartbeat_s=HEARTBEAT_S)
     outcomes = {o.rank: o for o in info.value.outcomes}
     assert outcomes[0].status == "error" and outcomes[0].error_type == "RankFailure"
-    assert "rank(s) [1] are alive but did not reach this collective within the 3 s timeout" in outcomes[0].message
+    assert "rank(s) [1] are alive but did not reach this collective within the 2 s timeout" in outcomes[0].message
     assert outcomes[0].seconds < FAILURE_BOUND_S

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import dste
 from dste.format import DSTEFormatError, TileKind, encode, gcn_normalized
 
-from .strategies import features, sparse_values
+from .strategies import examples, features, sparse_values
 
 FP16_REL = 2.0**-11  # float16 round to nearest over its normal range
 FP16_ABS = 2.0**-25  # half the float16 subnormal spacing
@@ -34,7 +34,7 @@ def _bound(E, A32, kinds):
     return np.maximum(fp16, 0.5 * step * (1 + 1e-6) + F32_REL * absA)
 
 
-@settings(max_examples=260)
+@settings(max_examples=examples(260))
 @given(A=sparse_values(), kinds=st.sampled_from(["faithful", "faithful", "auto", "int8", "fp16", "bin"]),
        layout=st.sampled_from(["condensed", "block"]))
 def test_encode_is_within_its_bound_or_refuses(A, kinds, layout):
@@ -54,7 +54,7 @@ def test_encode_is_within_its_bound_or_refuses(A, kinds, layout):
     assert ((D != 0) <= (dense != 0)).all()  # no entry appears from nowhere
 
 
-@settings(max_examples=80)
+@settings(max_examples=examples(80))
 @given(A=sparse_values(max_n=60, max_m=60), reorder=st.sampled_from(["none", "rcm", "community"]))
 def test_gcn_normalized_matches_scipy(A, reorder):
     if A.shape[0] != A.shape[1]:
@@ -71,7 +71,7 @@ def test_gcn_normalized_matches_scipy(A, reorder):
     np.testing.assert_allclose(G.to_dense(), expected, rtol=4 * 2.0**-24, atol=0)
 
 
-@settings(max_examples=80)
+@settings(max_examples=examples(80))
 @given(A=sparse_values(max_n=50, max_m=50), seed=st.integers(0, 2**31 - 1), fraction=st.sampled_from([0.0, 0.3, 0.9, 1.0]))
 def test_with_mask_equals_masking_the_decoded_matrix(A, seed, fraction):
     try:
@@ -86,7 +86,7 @@ def test_with_mask_equals_masking_the_decoded_matrix(A, seed, fraction):
         E.with_mask(np.ones((A.shape[0] + 1, A.shape[1]), bool))
 
 
-@settings(max_examples=250)
+@settings(max_examples=examples(250))
 @given(X=features(), threshold=st.sampled_from([None, 0.0, 0.02, 1.0, float("inf")]))
 def test_quantize_rows_is_within_its_bound_or_refuses(X, threshold):
     try:
@@ -111,7 +111,7 @@ def test_quantize_rows_is_within_its_bound_or_refuses(X, threshold):
             assert np.sort(nz)[(nz.size - 1) // 2] >= row_max[i, 0] / 254 * 0.999, i
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(X=features(max_m=30, max_f=20), fraction=st.sampled_from([0.0, 0.25, 1.0]))
 def test_quantize_rows_fraction_picks_that_many_rows(X, fraction):
     try:

@@ -11,6 +11,7 @@ from dste.data.npz import load_npz, save_npz
 from tests.data.test_planetoid import write_tiny_planetoid
 
 from .files import scratch_folder
+from .strategies import examples
 
 PARTS = ("x", "y", "tx", "ty", "allx", "ally", "graph", "test.index")
 
@@ -31,7 +32,7 @@ def scratch(tmp_path_factory):
         yield folder
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(data=st.data())
 def test_corrupted_planetoid_files_are_refused_or_consistent(tiny_files, data, scratch):
     files, reference = tiny_files
@@ -74,7 +75,7 @@ def npz_bytes(tmp_path_factory):
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(data=st.data())
 def test_corrupted_npz_bundles_are_refused_or_unchanged(npz_bytes, data, scratch):
     original, graph = npz_bytes
@@ -107,7 +108,7 @@ class _WouldRun(Exception):
     pass
 
 
-@settings(max_examples=250)
+@settings(max_examples=examples(250))
 @given(argv=st.lists(TOKENS, max_size=8))
 def test_cli_bad_arguments_give_a_usage_error_not_a_traceback(argv, monkeypatch_session):
     try:

@@ -11,7 +11,7 @@ from dste.format import DSTEFileError, DSTEFormatError, encode, load
 from dste.reference.masked_quant import masked_quant_reference
 
 from .files import scratch_folder
-from .strategies import sparse_values
+from .strategies import examples, sparse_values
 
 
 def _encoded(A, kinds):
@@ -22,7 +22,7 @@ def _encoded(A, kinds):
         return None
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(A=sparse_values(max_n=60, max_m=60), f=st.integers(1, 9), seed=st.integers(0, 2**31 - 1),
        kinds=st.sampled_from(["faithful", "auto", "bin"]))
 def test_cpu_spmm_matches_scipy_on_the_encoded_values(A, f, seed, kinds):
@@ -39,7 +39,7 @@ def test_cpu_spmm_matches_scipy_on_the_encoded_values(A, f, seed, kinds):
     assert (np.abs(y - expected) <= 2e-6 * scale + 1e-30).all()
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(A=sparse_values(max_n=40, max_m=40), f=st.integers(0, 5))
 def test_cpu_spmm_refuses_mismatched_or_bad_operands(A, f):
     E = _encoded(A, "faithful")
@@ -60,7 +60,7 @@ def test_cpu_spmm_refuses_mismatched_or_bad_operands(A, f):
             assert np.isfinite(y[~used]).all()
 
 
-@settings(max_examples=6)
+@settings(max_examples=examples(6))
 @given(A=sparse_values(max_n=40, max_m=40), f=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
 def test_nkisim_spmm_within_the_kernel_bound(A, f, seed):
     E = _encoded(A, "faithful")
@@ -75,7 +75,7 @@ def test_nkisim_spmm_within_the_kernel_bound(A, f, seed):
     assert (np.abs(y - expected) <= bound + 1e-30).all()
 
 
-@settings(max_examples=5)
+@settings(max_examples=examples(5))
 @given(seed=st.integers(0, 2**31 - 1), tiles=st.integers(1, 3), keep_fraction=st.sampled_from([0.0, 0.5, 1.0]),
        magnitude=st.sampled_from([1e-3, 1.0, 1e4]))
 def test_masked_quant_launcher_matches_its_reference(seed, tiles, keep_fraction, magnitude):
@@ -98,7 +98,7 @@ def test_masked_quant_launcher_matches_its_reference(seed, tiles, keep_fraction,
             np.testing.assert_array_equal(g, w, err_msg=name)
 
 
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(seed=st.integers(0, 2**31 - 1), bad=st.sampled_from(["nan", "shape", "keep", "sensitivity", "threshold"]))
 def test_masked_quant_launcher_refuses_bad_input(seed, bad):
     from dste.kernels import launch_masked_quant as masked_quant
@@ -139,7 +139,7 @@ def scratch(tmp_path_factory):
         yield folder
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(A=sparse_values(max_n=50, max_m=50), kinds=st.sampled_from(["faithful", "auto", "bin", "int8"]))
 def test_save_load_round_trip_is_exact(A, kinds, scratch):
     E = _encoded(A, kinds)
@@ -152,7 +152,7 @@ def test_save_load_round_trip_is_exact(A, kinds, scratch):
     np.testing.assert_array_equal(L.to_dense(), E.to_dense())
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(data=st.data())
 def test_a_corrupted_file_is_refused_or_loads_unchanged(saved_file, data, scratch):
     E, original = saved_file
