@@ -130,8 +130,9 @@ class RunConfig:
             )
         if self.model not in MODEL_KINDS:
             raise ValueError(f"--model must be one of {MODEL_KINDS}, got {self.model!r}")
-        if self.target not in ("trn1", "trn2"):
-            raise ValueError(f"target must be 'trn1' or 'trn2', got {self.target!r}")
+        if self.target not in RUN_TARGETS:
+            raise ValueError(f"target must be one of {RUN_TARGETS} (the kernel gathers rows with indirect DMAs, "
+                             f"NeuronCore-v3 and newer), got {self.target!r}")
         from dste.data.stream import STREAM_PRESETS
 
         if self.stream not in STREAM_PRESETS:
@@ -196,6 +197,9 @@ def _csbm_spec(spec: str) -> dict:
                                                                         "community_shift", "class_concentration") else number
     return knobs
 
+
+RUN_TARGETS = ("trn2",)
+"""NeuronCores whose latency ``dste run`` models: those the kernel runs on (trn1 has no indirect DMA)."""
 
 LARGE_GRAPH_NODES = 50_000
 """Graphs above this many nodes get the large-graph schedule of :func:`schedule_for` unless the run names its own."""

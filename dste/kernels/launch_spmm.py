@@ -199,7 +199,7 @@ def launch_spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, pla
     Args:
       A: a :class:`dste.format.DSTEMatrix` of shape [N, M].
       X: dense [M, F] float32/bfloat16/float16 (NumPy or CPU torch) or a ``HybridRows``.
-      target: ``"trn2"`` (default) or ``"trn1"``/``"inf2"`` for the simulator's checks and cost model.
+      target: ``"trn2"`` (default); ``"trn1"``/``"inf2"`` are refused (no indirect DMA, see ``require_indirect_dma``).
       profile: also return the merged ``dste.nkisim`` profile (modelled figures).
       plan: a plan from :func:`plan_launches` to reuse (its packed arrays are cached on it); one plan
       serves every X of its feature width and mode, with or without FP16 rows.

@@ -8,7 +8,8 @@
 
 Strict checks raise :class:`ConstraintError` / :class:`CapacityError` (``ValueError``),
 :class:`OutOfBoundsError` (``IndexError``) or :class:`KernelSignatureError` (``TypeError``).
-See ``docs/simulator.md``.
+The rules and their sources: ``docs/NKI_RULES.md``, ``docs/NKI_RULES_LANGUAGE.md``; the cost model:
+``docs/COST_MODEL.md``.
 """
 
 from . import cost, isa, language, nki  # noqa: F401

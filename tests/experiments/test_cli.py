@@ -78,6 +78,20 @@ def test_run_config_rejects_bad_model():
         RunConfig(model="gat")
 
 
+def test_only_targets_the_kernel_runs_on_are_offered(capsys):
+    """trn1 has no indirect DMA, which the kernel's row gathers need: the CLI does not offer it, the config refuses it."""
+    from dste.experiments.pipeline import RUN_TARGETS
+
+    run_parser = build_parser()._subparsers._group_actions[0].choices["run"]
+    target = next(action for action in run_parser._actions if action.dest == "target")
+    assert tuple(target.choices) == RUN_TARGETS == ("trn2",)
+    with pytest.raises(ValueError, match="indirect DMA"):
+        RunConfig(target="trn1")
+    with pytest.raises(SystemExit):
+        main(["run", "--target", "trn1"])
+    assert "invalid choice: 'trn1'" in capsys.readouterr().err
+
+
 def test_quick_run_end_to_end(tmp_path, capsys):
     """The whole job on a small generated graph read from an .npz bundle (as a user's own graph would be)."""
     from dste.data import make_graph, save_npz
