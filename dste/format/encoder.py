@@ -115,6 +115,7 @@ round-to-nearest bound (half an ulp of an 11-bit significand) over its normal ra
 
 FLOAT32_SMALLEST_NORMAL = float(np.finfo(np.float32).tiny)
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 MIN_STORED_MAGNITUDE = INT8_QMAX * FLOAT32_SMALLEST_NORMAL
 """Stored values are float32; a nonzero value below 127 x float32's smallest normal (1.5e-36)
 would be stored as a subnormal or flushed to 0, or give an INT8 tile a subnormal scale (whose
@@ -244,10 +245,51 @@ def _check_scale(name, scale, length):
     if scale.shape != (length,):
         raise DSTEFormatError(f"{name} must have shape ({length},), got {scale.shape}")
     _check_dtype(scale.dtype)
-    scale = np.ascontiguousarray(scale, dtype=np.float32)
     if not np.isfinite(scale).all():
         raise DSTEFormatError(f"{name} must be finite")
-    return scale
+    with np.errstate(over="ignore"):  # an overflow is refused below, with the scale named
+        scale32 = np.ascontiguousarray(scale, dtype=np.float32)
+    lost = ~np.isfinite(scale32) | ((scale32 == 0) & (scale != 0))
+    if lost.any():
+        i = int(np.flatnonzero(lost)[0])
+        raise DSTEFormatError(
+            f"{name}[{i}] = {float(scale[i]):.6g} {'overflows' if scale32[i] != 0 else 'underflows to 0 in'} float32, "
+            f"the scales' dtype: nonzero scales must lie within float32's range ({FLOAT32_SMALLEST_NORMAL:.3g} to "
+            f"{FLOAT32_MAX:.3g} in magnitude)"
+        )
+    return scale32
+
+
+def _check_scaled_range(rows, cols, stored, row_scale, col_scale) -> None:
+    """Refuse values whose product with their scales (``row_scale_i * v * col_scale_j``) leaves float32's normal
+    range: ``decode`` and the CPU op fold the scales into float32 values, where such an entry would become 0, a
+    subnormal or Inf (the kernel applies the scales apart and would differ). Checked on bounds first, per entry
+    only when the bounds do not settle it."""
+    if stored.size == 0 or (row_scale is None and col_scale is None):
+        return
+    row_abs = np.ones(1) if row_scale is None else np.abs(row_scale.astype(np.float64))
+    col_abs = np.ones(1) if col_scale is None else np.abs(col_scale.astype(np.float64))
+    magnitude = np.abs(stored[:1] if stored.strides == (0,) else stored)  # float32: no per-entry float64 copy
+    largest = float(magnitude.max())
+    if largest == 0:
+        return
+    smallest = float(magnitude.min(where=magnitude > 0, initial=np.inf))
+    del magnitude
+    high = largest * row_abs.max() * col_abs.max()
+    low = smallest * row_abs[row_abs > 0].min(initial=np.inf) * col_abs[col_abs > 0].min(initial=np.inf)
+    if high <= FLOAT32_MAX and low >= FLOAT32_SMALLEST_NORMAL:
+        return
+    effective = (np.abs(stored).astype(np.float64) * (row_abs[rows] if row_scale is not None else 1.0)
+                 * (col_abs[cols] if col_scale is not None else 1.0))
+    bad = (effective > FLOAT32_MAX) | ((effective < FLOAT32_SMALLEST_NORMAL) & (effective > 0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DSTEFormatError(
+            f"encode: the value at ({int(rows[i])}, {int(cols[i])}) times its row and column scales is "
+            f"{float(effective[i]):.6g}, outside float32's normal range ({FLOAT32_SMALLEST_NORMAL:.3g} to "
+            f"{FLOAT32_MAX:.3g} in magnitude), where decode and the CPU op compute it. Rescale the matrix so that "
+            "every scaled value is a normal float32 (or drop the entry)"
+        )
 
 
 def _check_perm(name, perm, length):
@@ -363,6 +405,7 @@ def encode_coo_owned(entries: list, shape, policy: EncodePolicy, *, row_perm=Non
 
         row_perm, col_perm = compute_order(policy.reorder, rows, cols, shape, seed=policy.seed)
     vals32 = _factor(rows, cols, vals, row_scale, col_scale, policy.scaled_input)
+    _check_scaled_range(rows, cols, vals32, row_scale, col_scale)
     entries[:] = [rows, cols, vals32]
     del rows, cols, vals
     split = _resolve_split(policy, vals32)

@@ -1,5 +1,7 @@
 """The default encoding is faithful: values are kept within float16's 2^-11 relative bound or refused."""
 
+import re
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -71,3 +73,29 @@ def test_small_but_normal_values_survive_with_scales():
     A = sp.csr_matrix(np.array([[1e-30, 2e-30], [0.0, 3e-30]]))
     E = encode(A, row_scale=np.array([1e-30, 1e-30], np.float32))
     np.testing.assert_allclose(E.to_dense(), A.toarray(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("scale, word", [(1e-25, "1e-50"), (1e20, "1e\\+40")])
+def test_scaled_values_outside_float32_range_are_refused(scale, word):
+    """row_scale_i * v * col_scale_j is what decode and the CPU op compute in float32: 1e-50 would become 0 there
+    (the kernel, which applies the scales apart, would not), 1e40 Inf."""
+    S = sp.random(64, 64, density=0.1, format="csr", random_state=0)
+    S.data[:] = 1.0
+    s = np.full(64, scale, np.float32)
+    with pytest.raises(DSTEFormatError, match=f"times its row and column scales is {word}.*float32's normal range"):
+        encode(S, row_scale=s, col_scale=s, scaled_input=False)
+    # the same magnitudes given as scaled input (values 1e-50 / 1e40 to factor) are refused alike
+    with pytest.raises(DSTEFormatError, match="float32"):
+        encode(S * (scale * scale), row_scale=s, col_scale=s)
+    # within range the product is kept: 1e-17 scales on 1.0 give 1e-34, a normal float32
+    t = np.full(64, 1e-17, np.float32)
+    E = encode(S, row_scale=t, col_scale=t, scaled_input=False)
+    expected = (t.astype(np.float64)[:, None] * S.toarray() * t.astype(np.float64)[None, :]) @ np.ones(64)
+    np.testing.assert_allclose(dste.spmm(E, np.ones((64, 1), np.float32)).numpy()[:, 0], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("value, what", [(1e-50, "underflows to 0"), (1e50, "overflows")])
+def test_scales_that_float32_cannot_hold_are_refused_not_cast(value, what):
+    S = sp.random(50, 50, density=0.1, format="csr", random_state=0)
+    with pytest.raises(DSTEFormatError, match=re.escape(f"row_scale[0] = {value:g} {what}")):
+        encode(S, row_scale=np.full(50, value), scaled_input=False)
