@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from dste.format import HybridRows
+from dste.format.constants import FP16_MAX
 
 from . import ops, registry
 from .backends import KERNEL_BACKENDS, resolve_backend
@@ -201,6 +202,15 @@ def masked_quant(values, keep, sensitivity, threshold: float, backend: str | Non
     kind_np = kind.numpy()
     int8_tiles = kind_np == 1
     fp16_tiles = kind_np == 2
+    if fp16_tiles.any():  # the kernel saturates to float16's range; the encoder and quantize_rows refuse instead
+        magnitude = np.where(keep_t.numpy()[fp16_tiles], np.abs(values_t.numpy()[fp16_tiles]), 0.0)
+        if magnitude.max() > FP16_MAX:
+            tile = int(np.flatnonzero(fp16_tiles)[int(np.argmax(magnitude.reshape(magnitude.shape[0], -1).max(axis=1)))])
+            raise ValueError(
+                f"masked_quant: tile {tile} becomes an FP16 tile (its sensitivity is above the threshold) but keeps a "
+                f"value of magnitude {float(magnitude.max()):.6g}, beyond float16's largest finite value {FP16_MAX:g}; "
+                "rescale the values (e.g. by a row or column scale) or drop the entry"
+            )
     return (
         bits.numpy().view(np.uint32),
         kind_np,

@@ -94,7 +94,7 @@ def _run_kernel_spmm(handle: int, x_handle: int, x: Tensor, backend: str) -> Ten
     matrix = registry.lookup(handle)
     operand = registry.lookup(x_handle) if x_handle != registry.NO_HANDLE else x.detach().cpu().numpy()
     if isinstance(operand, np.ndarray):
-        operand = np.ascontiguousarray(operand, dtype=np.float32)
+        operand = np.ascontiguousarray(operand)  # the launcher converts float64, refusing what float32 cannot hold
     from dste.kernels.launch_spmm import launch_spmm_hybrid as kernel_spmm
 
     if backend == "nkisim":

@@ -29,6 +29,8 @@ def canonical_adjacency(adj, n: int | None = None) -> sp.csr_matrix:
     if n is not None and adj.shape[0] != n:
         raise ValueError(f"adjacency has {adj.shape[0]} rows, expected {n}")
     coo = sp.coo_matrix(adj)
+    if coo.data.dtype.kind in "fc" and not np.isfinite(coo.data).all():  # NaN != 0 would make an edge
+        raise ValueError("adjacency values contain NaN or Inf; an edge is a finite nonzero value")
     nonzero = coo.data != 0
     rows, cols = coo.row[nonzero].astype(np.int64), coo.col[nonzero].astype(np.int64)
     return adjacency_from_pairs(rows, cols, adj.shape[0])

@@ -49,6 +49,18 @@ def save_npz(graph: Graph, path: str | Path) -> Path:
     return path
 
 
+def _whole_numbers(path, key: str, values) -> np.ndarray:
+    """``values`` as an integer array; a non-integer (2708.9 classes, a community id of 1.7) is refused, not
+    truncated."""
+    values = np.asarray(values)
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64)
+    if values.dtype.kind == "f" and np.isfinite(values).all() and (values == np.round(values)).all():
+        return values.astype(np.int64)
+    raise ValueError(f"{path}: {key} must hold integers, got {values.dtype} values"
+                     + (f" such as {values.ravel()[0].item()!r}" if values.size else ""))
+
+
 def load_npz(path: str | Path, name: str | None = None) -> Graph:
     """Read a bundle written by `save_npz` (or any bundle with the same keys)."""
     path = Path(path)
@@ -68,7 +80,7 @@ def load_npz(path: str | Path, name: str | None = None) -> Graph:
     missing = [key for key in REQUIRED_KEYS if key not in arrays]
     if missing:
         raise ValueError(f"{path}: missing keys {missing}; a bundle needs {list(REQUIRED_KEYS)}")
-    shape = tuple(int(s) for s in np.asarray(arrays["adj_shape"]).ravel())
+    shape = tuple(int(s) for s in _whole_numbers(path, "adj_shape", arrays["adj_shape"]).ravel())
     if len(shape) != 2:
         raise ValueError(f"{path}: adj_shape must hold two numbers, got {shape}")
     try:
@@ -79,7 +91,16 @@ def load_npz(path: str | Path, name: str | None = None) -> Graph:
     y = np.asarray(arrays["y"])
     if not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"{path}: y must hold integer class ids, got {y.dtype}")
-    num_classes = int(arrays["num_classes"]) if "num_classes" in arrays else int(y.max()) + 1
+    if "num_classes" in arrays:
+        count = _whole_numbers(path, "num_classes", arrays["num_classes"])
+        if count.ndim != 0:
+            raise ValueError(f"{path}: num_classes must be one integer, got an array of shape {count.shape}")
+        num_classes = int(count)
+    elif y.size:
+        num_classes = int(y.max()) + 1
+    else:
+        raise ValueError(f"{path}: the bundle has no nodes (y is empty) and no num_classes; a graph needs at least "
+                         "one node")
     masks = {}
     for key in ("train_mask", "val_mask", "test_mask"):
         if arrays[key].dtype != np.bool_:
@@ -89,8 +110,14 @@ def load_npz(path: str | Path, name: str | None = None) -> Graph:
     if not np.issubdtype(x.dtype, np.floating):
         raise ValueError(f"{path}: x must be a floating-point array, got {x.dtype}")
     communities = arrays.get("communities")
+    if communities is not None:
+        communities = _whole_numbers(path, "communities", communities)
+    try:
+        adj = canonical_adjacency(adj)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     return Graph(
-        adj=canonical_adjacency(adj),
+        adj=adj,
         x=x.astype(np.float32),
         y=y.astype(np.int64),
         num_classes=num_classes,

@@ -65,6 +65,8 @@ def gcn_csr(adj, add_self_loops: bool = True):
 
 def gcn_pattern(adj, add_self_loops: bool = True):
     """:func:`gcn_csr` with a boolean structure (1 B per entry for its ones instead of 8)."""
+    if not isinstance(add_self_loops, (bool, np.bool_)):  # "no" would be true
+        raise TypeError(f"add_self_loops must be a bool, got {type(add_self_loops).__name__}")
     canon, shape = to_csr(adj)
     if shape[0] != shape[1]:
         raise DSTEFormatError(f"GCN normalisation needs a square adjacency, got shape {shape}")

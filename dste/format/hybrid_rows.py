@@ -249,6 +249,8 @@ def _check_fp16_range(X, is_hi):
 
 def _as_features(X) -> np.ndarray:
     if type(X).__module__.startswith("torch"):
+        if X.is_complex():  # .float() would drop the imaginary part with only a warning
+            raise DSTEFormatError(f"X dtype must be bool, integer or real float, got {X.dtype}")
         X = X.detach().cpu().float().numpy()
     X = np.asarray(X)
     if X.ndim != 2:

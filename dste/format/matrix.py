@@ -715,9 +715,14 @@ class DSTEMatrix:
                     "with_mask: this matrix has entry tiles or list tiles; pass (tile_bits, etile_bits, ltile_bits) or a [N, M] mask"
                 )
             return self._with_bits(keep, np.zeros((0, ENTRY_MASK_WORDS), np.uint32), no_list_bits)
+        if isinstance(keep, np.ndarray) and keep.ndim == 3 and keep.shape[1:] == (TILE_COLS, ENTRY_MASK_WORDS):
+            raise DSTEFormatError(f"with_mask: tile bits must be uint32 [T, {TILE_COLS}, {ENTRY_MASK_WORDS}], got "
+                                  f"{keep.dtype}")
         if sp.issparse(keep):
             if keep.shape != self.shape:
                 raise DSTEFormatError(f"with_mask: mask shape {keep.shape} != matrix shape {self.shape}")
+            if keep.dtype.kind in "fc" and not np.isfinite(keep.data).all():
+                raise DSTEFormatError("with_mask: the mask contains NaN or Inf; nonzero = keep, so it must be finite")
             mask = keep.tocsr().copy()
             mask.sum_duplicates()  # canonical (sorted columns, no duplicates): the keys below ascend strictly
             mask.eliminate_zeros()
@@ -730,6 +735,8 @@ class DSTEMatrix:
                 raise DSTEFormatError(f"with_mask: mask shape {dense.shape} != matrix shape {self.shape}")
             if dense.dtype.kind not in "biuf":
                 raise DSTEFormatError(f"with_mask: mask dtype must be bool or numeric, got {dense.dtype}")
+            if dense.dtype.kind == "f" and not np.isfinite(dense).all():
+                raise DSTEFormatError("with_mask: the mask contains NaN or Inf; nonzero = keep, so it must be finite")
             dense = dense != 0
             lookup = lambda r, c: dense[r, c]  # noqa: E731
         bits = []

@@ -73,8 +73,10 @@ def to_scipy_adjacency(adj, num_nodes: int | None = None) -> sp.csr_matrix:
             raise TypeError(f"torch sparse adjacency must be COO or CSR, got layout {adj.layout}")
         if adj.device.type != "cpu":
             raise ValueError(f"torch sparse adjacency must be on the cpu, got {adj.device}")
-        coo = adj.to_sparse_coo().coalesce() if adj.layout == torch.sparse_csr else adj.coalesce()
-        indices, values = coo.indices().numpy(), coo.values().detach().numpy()
+        # the stored values as given: coalescing first would sum an edge listed twice into a 2 and refuse it as
+        # weighted, where a SciPy matrix with the same duplicates collapses them to one edge
+        coo = adj.to_sparse_coo() if adj.layout == torch.sparse_csr else adj
+        indices, values = coo._indices().numpy(), coo._values().detach().numpy()
         matrix = sp.coo_matrix((values.astype(np.float32), (indices[0], indices[1])), shape=tuple(coo.shape))
     elif sp.issparse(adj):
         matrix = sp.coo_matrix(adj)

@@ -16,6 +16,7 @@ A :class:`LayerSetting` is the whole per-layer choice of the compressed forward 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,10 +40,17 @@ class LayerSetting:
     def __post_init__(self):
         for name in ("edge_sparsity", "channel_sparsity", "weight_sparsity"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            if not isinstance(value, numbers.Real):
+                raise TypeError(f"LayerSetting.{name} must be a real number in [0, 1), got {type(value).__name__}")
+            if not 0.0 <= value < 1.0:
                 raise ValueError(f"LayerSetting.{name} must lie in [0, 1), got {value!r}")
-        if not isinstance(self.fp16_fraction, (int, float)) or not 0.0 <= self.fp16_fraction <= 1.0:
+            object.__setattr__(self, name, float(value))  # a NumPy scalar keys caches as the float it equals
+        if not isinstance(self.fp16_fraction, numbers.Real):
+            raise TypeError(f"LayerSetting.fp16_fraction must be a real number in [0, 1], got "
+                            f"{type(self.fp16_fraction).__name__}")
+        if not 0.0 <= self.fp16_fraction <= 1.0:
             raise ValueError(f"LayerSetting.fp16_fraction must lie in [0, 1], got {self.fp16_fraction!r}")
+        object.__setattr__(self, "fp16_fraction", float(self.fp16_fraction))
         if self.fp32 and (self.edge_sparsity or self.channel_sparsity or self.weight_sparsity or self.fp16_fraction):
             raise ValueError("LayerSetting(fp32=True) runs the uncompressed layer: leave the other fields at 0")
 

@@ -103,10 +103,14 @@ def _validate(A, X):
     if X.shape[0] != M:
         raise ValueError(f"X has {X.shape[0]} rows; A of shape {A.shape} needs M = {M}")
     x_mode_of(X)
-    if X.dtype == np.float64:
-        X = X.astype(np.float32)
-    if not np.isfinite(X.astype(np.float32)).all():
+    if not np.isfinite(X).all():
         raise ValueError("X contains NaN or Inf; spmm_hybrid needs finite inputs")
+    if X.dtype == np.float64:
+        with np.errstate(over="ignore"):  # an overflow is refused below, as such
+            X = X.astype(np.float32)
+        if not np.isfinite(X).all():
+            raise ValueError("X holds float64 values beyond float32's range (3.4e38), the kernel's X dtype; "
+                             "rescale X")
     return np.ascontiguousarray(X), X.shape[1]
 
 

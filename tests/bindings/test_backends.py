@@ -115,6 +115,21 @@ def test_masked_quant_cpu_matches_reference():
     )
 
 
+def test_masked_quant_refuses_an_fp16_tile_value_beyond_float16_instead_of_saturating_it():
+    rng = np.random.default_rng(6)
+    values = rng.standard_normal((2, 128, 128)).astype(np.float32)
+    values[1, 3, 4] = 1e6  # tile 1 is FP16 (sensitivity 0.5 > 0.02); float16 holds at most 65504
+    keep = np.ones(values.shape, bool)
+    sensitivity = np.array([0.001, 0.5], np.float32)
+    with pytest.raises(ValueError, match=r"tile 1 becomes an FP16 tile .* magnitude 1e\+06, beyond float16"):
+        db.masked_quant(values, keep, sensitivity, 0.02, backend="cpu")
+    keep[1, 3, 4] = False  # a dropped entry is not stored: accepted
+    assert db.masked_quant(values, keep, sensitivity, 0.02, backend="cpu")[1].tolist() == [1, 2]
+    values[1, 3, 4], keep[1, 3, 4] = 1e6, True
+    sensitivity[1] = 0.0  # an INT8 tile keeps 1e6 through its scale: accepted
+    assert db.masked_quant(values, keep, sensitivity, 0.02, backend="cpu")[1].tolist() == [1, 1]
+
+
 def test_backend_lookups_carry_the_marker_of_torchs_own_assume_constant_result(monkeypatch):
     """``dste.bindings.backends`` marks its lookups without importing Dynamo; the marking must be exactly what
     ``torch.compiler.assume_constant_result`` does, or compiled graphs would trace the lookups instead."""

@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+import dste
 import dste.bindings as db
 
 from .conftest import StandInMatrix, random_sparse
@@ -103,6 +104,20 @@ def test_env_var_selects_backend(monkeypatch, small_matrix):
 def test_spmm_rejects_bad_x(small_matrix, make_x, error, message):
     with pytest.raises(error, match=message):
         db.spmm(small_matrix, make_x(small_matrix.shape[1]), backend="cpu")
+
+
+def test_the_kernel_backend_names_float64_values_beyond_float32_as_such():
+    """The kernel's X is float32: 1e300 is finite but does not fit; the CPU op (float64 throughout) computes it."""
+    A = dste.encode(sp.eye(8, format="csr"))
+    x = np.full((8, 2), 1e300)
+    with pytest.raises(ValueError, match="beyond float32's range"):
+        db.spmm(A, x, backend="nkisim")
+    np.testing.assert_array_equal(db.spmm(A, x, backend="cpu").numpy(), x)
+
+
+def test_gcn_normalized_takes_a_bool_for_add_self_loops():
+    with pytest.raises(TypeError, match="add_self_loops must be a bool, got str"):
+        dste.gcn_normalized(sp.eye(4, format="csr"), add_self_loops="no")
 
 
 @pytest.mark.parametrize("bad_a", [np.ones((3, 3)), sp.eye(3, format="csr"), torch.eye(3), "matrix", None])

@@ -118,6 +118,33 @@ def test_bad_npz_bundles_get_clear_errors(tmp_path):
         load_npz(tmp_path / "broken.npz")
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a["adj_data"].__setitem__(slice(0, 3), [np.nan, np.inf, -np.inf]), "NaN or Inf"),  # NaN != 0 made edges
+    (lambda a: a.__setitem__("adj_shape", np.array([2708.9, 2708.9])), "adj_shape must hold integers"),
+    (lambda a: a.__setitem__("num_classes", np.array(7.9)), "num_classes must hold integers"),
+    (lambda a: a.__setitem__("num_classes", np.array([7, 7])), "num_classes must be one integer"),
+    (lambda a: a.__setitem__("communities", np.full(2708, 1.7)), "communities must hold integers"),
+])
+def test_npz_values_that_would_be_read_wrongly_are_refused(tmp_path, change, message):
+    """Values a cast would silently change (a NaN adjacency value read as an edge, 7.9 classes as 7) are refused."""
+    save_npz(make_graph("cora-like", seed=0), tmp_path / "ok.npz")
+    arrays = {key: np.array(value) for key, value in np.load(tmp_path / "ok.npz").items()}
+    arrays["communities"] = arrays.get("communities", np.zeros(2708, np.int64))
+    change(arrays)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match=message):
+        load_npz(tmp_path / "bad.npz")
+
+
+def test_an_npz_bundle_without_nodes_or_num_classes_says_so(tmp_path):
+    empty = dict(adj_data=np.zeros(0, np.float32), adj_indices=np.zeros(0, np.int32), adj_indptr=np.zeros(1, np.int32),
+                 adj_shape=np.array([0, 0]), x=np.zeros((0, 3), np.float32), y=np.zeros(0, np.int64),
+                 train_mask=np.zeros(0, bool), val_mask=np.zeros(0, bool), test_mask=np.zeros(0, bool))
+    np.savez(tmp_path / "empty.npz", **empty)
+    with pytest.raises(ValueError, match="no nodes"):
+        load_npz(tmp_path / "empty.npz")
+
+
 def test_load_dataset_dispatch_and_errors(tmp_path, monkeypatch):
     assert load_dataset("cora-like", seed=1).num_nodes == 2708
     assert (load_dataset("cora-like", seed=1).adj != make_graph("cora-like", seed=1).adj).nnz == 0

@@ -34,6 +34,16 @@ def test_a_row_beyond_float16_range_is_refused_not_saturated(outlier):
         dste.quantize_rows(x, fp16_fraction=0.25)
 
 
+def test_complex_rows_are_refused_in_torch_as_in_numpy():
+    """torch's .float() drops the imaginary part with a warning only; the rows would be quantized without it."""
+    import torch
+
+    x = torch.randn(8, 4, dtype=torch.complex64)
+    for rows in (x, x.numpy()):
+        with pytest.raises(ValueError, match="real float, got .*complex64"):
+            dste.quantize_rows(rows)
+
+
 @pytest.mark.parametrize("shape", [(0, 4), (3, 0), (0, 0)])
 def test_empty_input_gives_an_empty_valid_result(shape):
     hybrid = dste.quantize_rows(np.zeros(shape, np.float32))

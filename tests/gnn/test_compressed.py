@@ -168,6 +168,11 @@ def test_bad_settings_and_arguments_are_clear_errors(trained):
         LayerSetting(fp16_fraction=float("nan"))
     with pytest.raises(ValueError, match="fp32=True"):
         LayerSetting(fp32=True, fp16_fraction=0.5)
+    with pytest.raises(TypeError, match="channel_sparsity must be a real number"):
+        LayerSetting(channel_sparsity="0.5")
+    # a NumPy scalar in range is a number like any other, and the setting equals (and hashes as) the float one
+    assert LayerSetting(edge_sparsity=np.float32(0.5), fp16_fraction=np.float64(0.05)) == LayerSetting(edge_sparsity=0.5, fp16_fraction=0.05)
+    assert isinstance(LayerSetting(edge_sparsity=np.float32(0.5)).edge_sparsity, float)
     with pytest.raises(ValueError, match="list of 2"):
         compressed_forward(model, graph, [LayerSetting()])
     with pytest.raises(TypeError, match="TwoLayerGNN"):

@@ -148,6 +148,23 @@ def test_bad_adjacency_is_a_clear_error(adj, num_nodes, error, message):
         to_scipy_adjacency(adj, num_nodes)
 
 
+def test_an_edge_listed_twice_is_one_edge_in_scipy_and_torch_coo_alike():
+    """Coalescing sums duplicates (1 + 1 = 2): a torch COO that lists an edge twice was refused as weighted, while
+    SciPy's COO with the same list was one edge."""
+    rows, cols = np.array([0, 0, 1, 2]), np.array([1, 1, 0, 1])
+    once = sp.csr_matrix((np.ones(3, np.float32), ([0, 1, 2], [1, 0, 1])), shape=(3, 3)).toarray()
+    forms = [
+        sp.coo_matrix((np.ones(4, np.float32), (rows, cols)), shape=(3, 3)),
+        torch.sparse_coo_tensor(torch.from_numpy(np.stack([rows, cols])), torch.ones(4), (3, 3), check_invariants=True),
+    ]  # (torch's own .to_sparse_csr() coalesces: its CSR holds a 2, a weight, and is refused as one)
+    for form in forms:
+        np.testing.assert_array_equal(to_scipy_adjacency(form, 3).toarray(), once)
+    weighted = torch.sparse_coo_tensor(torch.tensor([[0, 1], [1, 0]]), torch.tensor([2.0, 1.0]), (3, 3),
+                                       check_invariants=True)
+    with pytest.raises(ValueError, match="other than 0/1"):
+        to_scipy_adjacency(weighted, 3)
+
+
 def test_layers_reject_bad_input():
     adj = _graph(n=50, density=0.1, seed=5)
     for layer in (GCNConv(4, 2), SAGEConv(4, 2)):
