@@ -146,7 +146,8 @@ def spmm(A, X, backend: str | None = None) -> torch.Tensor:
         x = _dense_operand(X)
     try:
         if x.dim() != 2:
-            raise ValueError(f"X must be 2-D [M, F], got shape {tuple(x.shape)}; use x[:, None] for a vector")
+            hint = "; use x[:, None] for a vector" if x.dim() == 1 else ""
+            raise ValueError(f"X must be 2-D [M, F], got shape {tuple(x.shape)}{hint}")
         n, m = a.shape
         if x.shape[0] != m:
             raise ValueError(f"shape mismatch: A is [{n}, {m}] so X needs {m} rows, got X {tuple(x.shape)}")

@@ -362,8 +362,10 @@ def make_graph(preset_or_params: "str | CSBMParams | dict" = "cora-like", seed: 
     the parameters, the latent `BlockModel` (in the returned node order) and the generation time.
     """
     params = resolve_params(preset_or_params, **overrides)
-    if not isinstance(seed, (int, np.integer)):
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0 (NumPy's generators take non-negative seeds), got {seed}")
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     n, k, f = params.num_nodes, params.num_classes, params.num_features

@@ -193,8 +193,10 @@ def quantize_rows(X, sensitivity=None, threshold: float | None = None, fp16_frac
     if sensitivity is None:
         sensitivity = row_sensitivity(X)
     sensitivity = np.asarray(sensitivity, dtype=np.float64)
-    if sensitivity.shape != (M,) or not np.isfinite(sensitivity).all():
-        raise DSTEFormatError(f"sensitivity must be finite with shape ({M},), got {sensitivity.shape}")
+    if sensitivity.shape != (M,):
+        raise DSTEFormatError(f"sensitivity must have shape ({M},) (one score per row of X), got {sensitivity.shape}")
+    if not np.isfinite(sensitivity).all():
+        raise DSTEFormatError("sensitivity contains NaN or Inf; every row's score must be finite")
     if fp16_fraction is not None:
         if threshold is not None:
             raise DSTEFormatError("give either threshold or fp16_fraction, not both")
@@ -204,12 +206,13 @@ def quantize_rows(X, sensitivity=None, threshold: float | None = None, fp16_frac
         order = np.lexsort((np.arange(M), -sensitivity))
         is_hi = np.zeros(M, dtype=np.float32)
         is_hi[order[:n_hi]] = 1.0
-        _check_fp16_range(X, is_hi >= 0.5)
+        _check_fp16_range(X, is_hi >= 0.5, f"one of the {n_hi} most sensitive rows (fp16_fraction={fp16_fraction})")
         return HybridRows(*quantize_rows_host(X, is_hi, 0.5))
     threshold = DEFAULT_FP16_THRESHOLD if threshold is None else float(threshold)
     if not np.isfinite(threshold):
         raise DSTEFormatError(f"quantize_rows: threshold must be a finite number, got {threshold!r}")
-    _check_fp16_range(X, sensitivity.astype(np.float32) >= np.float32(threshold))
+    _check_fp16_range(X, sensitivity.astype(np.float32) >= np.float32(threshold),
+                      f"its sensitivity is at or above the threshold {threshold:g}")
     return HybridRows(*quantize_rows_host(X, sensitivity, threshold))
 
 
@@ -232,8 +235,8 @@ def _check_int8_scale_range(X):
         )
 
 
-def _check_fp16_range(X, is_hi):
-    """FP16 rows saturate at +-65504: refuse a row chosen for FP16 that holds a larger value."""
+def _check_fp16_range(X, is_hi, why: str):
+    """FP16 rows saturate at +-65504: refuse a row chosen for FP16 (``why``) that holds a larger value."""
     if not is_hi.any() or X.shape[1] == 0:
         return
     row_max = np.abs(X[is_hi]).max(axis=1)
@@ -241,7 +244,7 @@ def _check_fp16_range(X, is_hi):
     if too_big.any():
         row = int(np.flatnonzero(is_hi)[np.flatnonzero(too_big)[0]])
         raise DSTEFormatError(
-            f"quantize_rows: row {row} is chosen for FP16 (its INT8 error is too large) but holds |x| = "
+            f"quantize_rows: row {row} is chosen for FP16 ({why}) but holds |x| = "
             f"{float(row_max[too_big][0]):.6g} > {FP16_MAX} (float16 max), which FP16 would saturate; scale X "
             "down (e.g. by a power of two) before quantizing"
         )

@@ -124,6 +124,8 @@ class EncodePolicy:
             raise DSTEFormatError(f"reorder must be one of {REORDERS}, got {self.reorder!r}")
         if self.kinds not in KINDS:
             raise DSTEFormatError(f"kinds must be one of {KINDS}, got {self.kinds!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise DSTEFormatError(f"seed must be an int >= 0 (the community order's tie-breaking), got {self.seed!r}")
         threshold = float(self.fp16_threshold)
         if not np.isfinite(threshold):
             raise DSTEFormatError(f"fp16_threshold must be finite, got {self.fp16_threshold!r}")

@@ -126,6 +126,8 @@ def test_unknown_preset_and_bad_seed_are_refused():
         make_graph({"nodes": 10})
     with pytest.raises(TypeError, match="seed"):
         make_graph("cora-like", seed=1.5)
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        make_graph("cora-like", seed=-1)
 
 
 def test_params_object_and_dict_are_accepted():

@@ -99,3 +99,9 @@ def test_scales_that_float32_cannot_hold_are_refused_not_cast(value, what):
     S = sp.random(50, 50, density=0.1, format="csr", random_state=0)
     with pytest.raises(DSTEFormatError, match=re.escape(f"row_scale[0] = {value:g} {what}")):
         encode(S, row_scale=np.full(50, value), scaled_input=False)
+
+
+@pytest.mark.parametrize("seed", ["x", -1, 1.5, True])
+def test_the_reorder_seed_must_be_a_non_negative_int(seed):
+    with pytest.raises(DSTEFormatError, match="seed must be an int >= 0"):
+        encode(sp.eye(4, format="csr"), reorder="community", seed=seed)

@@ -30,8 +30,10 @@ def test_a_row_beyond_float16_range_is_refused_not_saturated(outlier):
     x[2, 0] = outlier
     with pytest.raises(ValueError, match="row 2 .*float16 max"):
         dste.quantize_rows(x)
-    with pytest.raises(ValueError, match="row 2"):
+    with pytest.raises(ValueError, match=r"row 2 is chosen for FP16 \(one of the 1 most sensitive rows"):
         dste.quantize_rows(x, fp16_fraction=0.25)
+    with pytest.raises(ValueError, match="sensitivity contains NaN"):
+        dste.quantize_rows(x, sensitivity=np.full(4, np.nan))
 
 
 def test_complex_rows_are_refused_in_torch_as_in_numpy():
