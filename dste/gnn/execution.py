@@ -677,6 +677,10 @@ class GraphInference:
         for name in ("adj", "x"):
             if not hasattr(graph, name):
                 raise TypeError(f"graph must be a dste.data.Graph (missing .{name}), got {type(graph).__name__}")
+        in_features = model.linears(0)[0].in_features
+        if graph.x.ndim != 2 or graph.x.shape[1] != in_features:
+            raise ValueError(f"the model's first layer takes {in_features} input features; the graph's x has shape "
+                             f"{tuple(graph.x.shape)}")
         self.model = model
         self.graph = graph
         self.pruning = pruning if pruning is not None else GatherAwarePruning()

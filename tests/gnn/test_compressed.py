@@ -3,6 +3,8 @@ modelled latency on a small two-community graph."""
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -175,6 +177,9 @@ def test_bad_settings_and_arguments_are_clear_errors(trained):
     assert isinstance(LayerSetting(edge_sparsity=np.float32(0.5)).edge_sparsity, float)
     with pytest.raises(ValueError, match="list of 2"):
         compressed_forward(model, graph, [LayerSetting()])
+    narrower = types.SimpleNamespace(adj=graph.adj, x=graph.x[:, :5])
+    with pytest.raises(ValueError, match=r"first layer takes \d+ input features; the graph's x has shape \(\d+, 5\)"):
+        compressed_forward(model, narrower, LayerSetting())
     with pytest.raises(TypeError, match="TwoLayerGNN"):
         compressed_forward(torch.nn.Linear(2, 2), graph, LayerSetting())
     with pytest.raises(TypeError, match="dste.data.Graph"):
