@@ -33,6 +33,7 @@ def test_training_is_reproducible_from_its_seed():
     assert actions_a == actions_b
 
 
+@pytest.mark.integration
 def test_training_improves_reward_and_beats_static_policies_on_heldout():
     # 250 episodes: the reward curve rises by ~0.19 (10x the bar) and the DQN beats the best static action on
     # the held-out snapshots by ~0.026, as after 600.
@@ -76,6 +77,7 @@ def test_lead_in_snapshots_are_run_unscored_and_carry_their_masks():
     assert warm_result.mean_reward(RewardConfig()) == cold_result.mean_reward(RewardConfig())  # static: no effect
 
 
+@pytest.mark.integration
 def test_checkpoints_that_score_alike_form_the_returned_ensemble():
     # eight checkpoints, as with 200 episodes every 25, at 120 episodes every 15
     env, result = _train(seed=2, episodes=120, select_every=15)

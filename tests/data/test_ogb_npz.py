@@ -118,18 +118,28 @@ def test_bad_npz_bundles_get_clear_errors(tmp_path):
         load_npz(tmp_path / "broken.npz")
 
 
+@pytest.fixture(scope="module")
+def small_bundle(tmp_path_factory):
+    """The arrays of a saved 600-node graph (read back, so they are what a bundle holds)."""
+    path = tmp_path_factory.mktemp("npz") / "ok.npz"
+    save_npz(make_graph("cora-like", seed=0, num_nodes=600, num_edges=1200, num_features=16, num_val=100,
+                        num_test=150), path)
+    with np.load(path) as bundle:
+        return {key: bundle[key] for key in bundle.files}
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda a: a["adj_data"].__setitem__(slice(0, 3), [np.nan, np.inf, -np.inf]), "NaN or Inf"),  # NaN != 0 made edges
-    (lambda a: a.__setitem__("adj_shape", np.array([2708.9, 2708.9])), "adj_shape must hold integers"),
+    (lambda a: a.__setitem__("adj_shape", np.array([600.9, 600.9])), "adj_shape must hold integers"),
     (lambda a: a.__setitem__("num_classes", np.array(7.9)), "num_classes must hold integers"),
     (lambda a: a.__setitem__("num_classes", np.array([7, 7])), "num_classes must be one integer"),
-    (lambda a: a.__setitem__("communities", np.full(2708, 1.7)), "communities must hold integers"),
+    (lambda a: a.__setitem__("communities", np.full(600, 1.7)), "communities must hold integers"),
 ])
-def test_npz_values_that_would_be_read_wrongly_are_refused(tmp_path, change, message):
+def test_npz_values_that_would_be_read_wrongly_are_refused(tmp_path, small_bundle, change, message):
     """Values a cast would silently change (a NaN adjacency value read as an edge, 7.9 classes as 7) are refused."""
-    save_npz(make_graph("cora-like", seed=0), tmp_path / "ok.npz")
-    arrays = {key: np.array(value) for key, value in np.load(tmp_path / "ok.npz").items()}
-    arrays["communities"] = arrays.get("communities", np.zeros(2708, np.int64))
+    arrays = {key: np.array(value) for key, value in small_bundle.items()}
+    np.savez(tmp_path / "ok.npz", **arrays)
+    assert load_npz(tmp_path / "ok.npz").num_nodes == 600  # the unchanged bundle loads
     change(arrays)
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(ValueError, match=message):

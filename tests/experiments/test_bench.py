@@ -44,6 +44,7 @@ def cora_workloads():
     return bench.prepare_workloads("cora-like")
 
 
+@pytest.mark.integration
 def test_run_bench_writes_json_plot_and_report(tmp_path):
     out = io.StringIO()
     results = bench.run_bench(_args(tmp_path), stream=out)

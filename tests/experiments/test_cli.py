@@ -92,6 +92,7 @@ def test_only_targets_the_kernel_runs_on_are_offered(capsys):
     assert "invalid choice: 'trn1'" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_quick_run_end_to_end(tmp_path, capsys):
     """The whole job on a small generated graph read from an .npz bundle (as a user's own graph would be)."""
     from dste.data import make_graph, save_npz

@@ -150,6 +150,7 @@ def test_bad_use_is_refused(env):
         GNNCompressionEnv(torch.nn.Linear(2, 2), env.graphs, [0], [1])
 
 
+@pytest.mark.integration
 def test_short_training_on_the_real_env_is_reproducible(env):
     config = TrainConfig(episodes=24, normalizer_episodes=4, select_every=8, dqn=DQNConfig(seed=5, learn_starts=8),
                          reward=RewardConfig(0.2))

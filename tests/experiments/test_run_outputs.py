@@ -95,17 +95,20 @@ def test_out_naming_a_file_is_a_usage_error(tmp_path, capsys):
     assert exit_info.value.code == 2
 
 
-def test_pytest_alone_skips_slow_tests_and_dash_m_slow_selects_them(pytester):
+def test_pytest_alone_skips_the_marked_tiers_and_dash_m_selects_them(pytester):
     """Collects a sample file under the repository's own pytest.ini (``-c``), in this process (pytester): the
     same option parsing as a fresh ``python -m pytest``, without two interpreter start-ups."""
-    sample = pytester.makepyfile(
-        test_sample="import pytest\n\n@pytest.mark.slow\ndef test_long():\n    pass\n\ndef test_short():\n    pass\n"
-    )
+    tiers = ("slow", "integration", "multiprocess")
+    sample = pytester.makepyfile(test_sample="import pytest\n\n" + "".join(
+        f"@pytest.mark.{tier}\ndef test_{tier}_tier():\n    pass\n\n" for tier in tiers) + "def test_short():\n    pass\n")
     command = ["-c", str(REPO / "pytest.ini"), "--rootdir", str(pytester.path), str(sample), "--collect-only", "-q"]
     default = pytester.runpytest_inprocess(*command).stdout.str()
-    assert "test_short" in default and "test_long" not in default
-    slow = pytester.runpytest_inprocess(*command, "-m", "slow").stdout.str()
-    assert "test_long" in slow and "test_short" not in slow
+    assert "test_short" in default and not any(f"test_{tier}_tier" in default for tier in tiers)
+    for tier in tiers:
+        selected = pytester.runpytest_inprocess(*command, "-m", tier).stdout.str()
+        assert f"test_{tier}_tier" in selected and "test_short" not in selected, tier
+    ci = pytester.runpytest_inprocess(*command, "-m", "(integration or multiprocess) and not slow").stdout.str()
+    assert "test_integration_tier" in ci and "test_multiprocess_tier" in ci and "test_slow_tier" not in ci
 
 
 def test_share_within_budget_counts_held_out_snapshots_over_all_seeds():
