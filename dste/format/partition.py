@@ -19,7 +19,6 @@ METIS is single-threaded and, for a fixed ``seed``, deterministic; the sample is
 from __future__ import annotations
 
 import ctypes
-import functools
 
 import numpy as np
 import scipy.sparse as sp
@@ -71,13 +70,11 @@ def release_free_heap() -> None:
     regions, which cannot reuse that heap, so without this the two add up in the encode's peak
     of resident memory.
     """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
+    if MALLOC_TRIM is not None:
+        MALLOC_TRIM(0)
 
 
-@functools.cache
-def _malloc_trim():
+def _find_malloc_trim():
     try:
         trim = ctypes.CDLL(None).malloc_trim  # the C library already loaded into the process
     except (OSError, AttributeError):  # not glibc: nothing to release this way
@@ -85,6 +82,10 @@ def _malloc_trim():
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
     return trim
+
+
+MALLOC_TRIM = _find_malloc_trim()
+"""glibc's ``malloc_trim`` of this process's C library, looked up once at import; None elsewhere."""
 
 
 def _index_dtype():
