@@ -83,6 +83,23 @@ def test_nkisim_backend_matches_reference_and_cpu(name):
     assert error_bound(matrix, x).max() < 0.02 * np.abs(expected).max()
 
 
+def test_the_kernel_backend_leaves_sys_modules_alone_and_takes_x_of_no_columns(monkeypatch):
+    """The launchers load the kernel files against the simulator themselves: a call registers no ``nki``
+    (tests/nkisim's conftest installs it at collection, so it is taken out for this test and put back after)."""
+    import sys
+
+    for name in ("nki", "nki.language", "nki.isa", "nki.typing"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    matrix = format_mod.encode(sp.random(64, 64, density=0.1, format="csr", random_state=0))
+    x = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    db.spmm(matrix, x, backend="nkisim")
+    db.masked_quant(np.ones((1, 128, 128), np.float32), np.ones((1, 128, 128), bool), np.zeros(1, np.float32), 0.02,
+                    backend="nkisim")
+    assert "nki" not in sys.modules
+    for backend in ("nkisim", "cpu"):  # Y = A @ X of no columns: [N, 0], as torch gives it
+        assert db.spmm(matrix, np.zeros((64, 0), np.float32), backend=backend).shape == (64, 0)
+
+
 def test_nkisim_backend_hybrid_rows():
     matrix = _matrices()["gcn_bin_scaled"]
     x = np.random.default_rng(4).standard_normal((matrix.shape[1], 8)).astype(np.float32)
