@@ -51,6 +51,9 @@ class Policy:
     def begin(self) -> None:
         pass
 
+    def check(self, env: CompressionEnv) -> None:
+        """Refuse ``env`` if this policy cannot act on it (``run_policy`` asks before the first episode)."""
+
     def choose(self, state: np.ndarray, layer: int) -> int:
         raise NotImplementedError
 
@@ -61,8 +64,16 @@ class StaticPolicy(Policy):
     def __init__(self, name: str, actions_per_layer: Sequence[int]) -> None:
         if not actions_per_layer:
             raise ValueError("a static policy needs one action per layer")
+        if any(isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)) for a in actions_per_layer):
+            raise TypeError(f"static policy {name!r}: actions must be int action indices (or FP32_ACTION), got "
+                            f"{list(actions_per_layer)}")
         self.name = name
         self.actions = [int(a) for a in actions_per_layer]
+
+    def check(self, env: CompressionEnv) -> None:
+        if len(self.actions) != env.num_layers:
+            raise ValueError(f"static policy {self.name!r} has {len(self.actions)} actions; the environment has "
+                             f"{env.num_layers} layers, one action each")
 
     def choose(self, state: np.ndarray, layer: int) -> int:
         if not 0 <= layer < len(self.actions):
@@ -121,6 +132,14 @@ class DQNPolicy(Policy):
         self.fallback_taken = self.decisions = 0
         if self.fallback is not None:
             self.fallback.begin()
+
+    def check(self, env: CompressionEnv) -> None:
+        # an index means an action only within one grid: another grid of the same size would run other actions
+        if self.agent.action_space != env.action_space:
+            raise ValueError(f"DQNPolicy {self.name!r}: the agent was trained on {self.agent.action_space}, the "
+                             f"environment acts on {env.action_space}; build both on the same ActionSpace")
+        if self.fallback is not None:
+            self.fallback.check(env)
 
     def choose(self, state: np.ndarray, layer: int) -> int:
         took_fallback = False
@@ -214,6 +233,7 @@ def run_policy(
     """
     if len(snapshots) == 0:
         raise ValueError("run_policy needs at least one snapshot")
+    policy.check(env)
     env.begin_stream()
     policy.begin()
     for snapshot in lead_in:

@@ -68,6 +68,9 @@ class DQNConfig:
             raise ValueError("need 0 <= epsilon_end <= epsilon_start <= 1")
         if not (0 < self.epsilon_decay_fraction <= 1):
             raise ValueError(f"epsilon_decay_fraction must lie in (0, 1], got {self.epsilon_decay_fraction}")
+        if not (isinstance(self.grad_clip, (int, float)) and math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            # a negative clip reverses every gradient step (training climbs the loss), 0 freezes learning
+            raise ValueError(f"grad_clip (the gradient-norm bound) must be a finite number > 0, got {self.grad_clip!r}")
 
     def epsilon(self, episode: int, total_episodes: int) -> float:
         """Linear decay from epsilon_start to epsilon_end over the first decay fraction of the episodes."""

@@ -52,6 +52,13 @@ for streams without fresh labels)."""
 _SAME = object()  # variant(): keep this field of the goal
 
 
+
+def _check_indices(name: str, values) -> None:
+    """Snapshot and action indices are ints: ``int(1.5)`` would quietly make a held-out snapshot a training one."""
+    bad = [v for v in values if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))]
+    if bad:
+        raise TypeError(f"{name} must be int indices, got {bad}")
+
 class GNNCompressionEnv(CompressionEnv):
     """A ``CompressionEnv`` over ``snapshots`` (``dste.data.Graph``) and a trained ``dste.gnn`` model.
 
@@ -79,6 +86,7 @@ class GNNCompressionEnv(CompressionEnv):
         for name, ids in (("train_ids", train_ids), ("heldout_ids", heldout_ids)):
             if not ids:
                 raise ValueError(f"{name} must name at least one snapshot")
+            _check_indices(name, ids)
             bad = [i for i in ids if not 0 <= int(i) < len(snapshots)]
             if bad:
                 raise ValueError(f"{name} {bad} are outside the {len(snapshots)} snapshots")
@@ -93,6 +101,8 @@ class GNNCompressionEnv(CompressionEnv):
         self._train, self._heldout = [int(i) for i in train_ids], [int(i) for i in heldout_ids]
         if budget_actions is not None and len(budget_actions) != self.num_layers:
             raise ValueError(f"budget_actions needs one action per layer ({self.num_layers}), got {len(budget_actions)}")
+        if budget_actions is not None:
+            _check_indices("budget_actions", budget_actions)
         self.budget_actions = None if budget_actions is None else tuple(int(a) for a in budget_actions)
         self.train_accuracy = train_accuracy
         self._budget: dict[int, float] = {}
@@ -124,6 +134,7 @@ class GNNCompressionEnv(CompressionEnv):
         self._snapshot = None
 
     def reset(self, snapshot: int) -> None:
+        _check_indices("snapshot", [snapshot])
         if not 0 <= int(snapshot) < len(self.graphs):
             raise ValueError(f"snapshot {snapshot} is outside [0, {len(self.graphs)})")
         self._snapshot = int(snapshot)

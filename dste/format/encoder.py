@@ -1098,6 +1098,10 @@ def _merge_tiles(sources, picks, prefix, value_size):
 
 
 # ------------------------------------------------------------------ incremental
+def _same_scale(a, b) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+
+
 def update_windows(old: DSTEMatrix, new_matrix, changed_rows, row_scale=None, col_scale=None) -> DSTEMatrix:
     """Re-encode only the windows holding ``changed_rows`` of ``new_matrix``; keep every other tile.
 
@@ -1122,6 +1126,13 @@ def update_windows(old: DSTEMatrix, new_matrix, changed_rows, row_scale=None, co
         raise DSTEFormatError(f"changed_rows must be integer row ids in [0, {N})")
     policy.row_scale = old.row_scale if row_scale is None else _check_scale("row_scale", row_scale, N)
     policy.col_scale = old.col_scale if col_scale is None else _check_scale("col_scale", col_scale, M)
+    changed_scales = not (_same_scale(policy.row_scale, old.row_scale) and _same_scale(policy.col_scale, old.col_scale))
+    if policy.scaled_input and changed_scales:
+        raise DSTEFormatError(
+            "update_windows: new scales on a matrix encoded from scaled input (values divided by their scales) would "
+            "leave the untouched windows' stored values divided by the old ones; re-encode it with dste.encode. (A "
+            "matrix encoded with scaled_input=False takes new scales incrementally, as gcn_update does.)"
+        )
     row_pos = np.arange(N) if old.row_perm is None else inverse_permutation(old.row_perm)
     redo = np.zeros(old.n_windows, dtype=bool)
     redo[row_pos[changed_rows.astype(np.int64)] // WINDOW_ROWS] = True

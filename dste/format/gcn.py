@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import scipy.sparse as sp
 
-from dste.format.constants import FP16_MAX, FP16_MIN_NORMAL, SCALE_DTYPES, WINDOW_ROWS
+from dste.format.constants import FP16_MAX, FP16_MIN_NORMAL, SCALE_DTYPES, WINDOW_ROWS, TileKind
 from dste.format.encoder import encode_coo, encode_coo_owned, reencode_windows, to_csr
 from dste.format.errors import DSTEFormatError
 from dste.format.matrix import DSTEMatrix
@@ -425,6 +425,14 @@ def _gcn_update(encoded: DSTEMatrix, new_adj, add_self_loops: bool, changed_rows
         raise DSTEFormatError(f"encoded must be a DSTEMatrix, got {type(encoded).__name__}")
     if encoded.encode_policy is None:
         raise DSTEFormatError("gcn_update needs the matrix's encode_policy (set by gcn_normalized)")
+    all_bin = all(bool((kinds == TileKind.BIN).all()) for kinds in (encoded.tile_kind, encoded.etile_kind,
+                                                                    encoded.ltile_kind))
+    if encoded.encode_policy.get("scaled_input", True) or not all_bin or encoded.row_scale is None:
+        raise DSTEFormatError(
+            "gcn_update updates a matrix made by gcn_normalized (BIN tiles, D^-1/2 as row and column scales); this "
+            "one was encoded otherwise (weighted or scaled values), so its update would not be D^-1/2 (A+I) D^-1/2. "
+            "Encode the new matrix with dste.encode / gcn_normalized instead"
+        )
     structure, dinv = gcn_csr(new_adj, add_self_loops)
     N = encoded.shape[0]
     if structure.shape != encoded.shape:
@@ -464,7 +472,9 @@ def _coo_of(structure: sp.csr_matrix, index_dtype=np.int64):
 
 
 def _has_mask(matrix: DSTEMatrix) -> bool:
-    return not (np.array_equal(matrix.keep_bits, matrix.nz_bits) and np.array_equal(matrix.etile_keep_bits, matrix.etile_nz_bits))
+    return not (np.array_equal(matrix.keep_bits, matrix.nz_bits)
+                and np.array_equal(matrix.etile_keep_bits, matrix.etile_nz_bits)
+                and np.array_equal(matrix.ltile_keep_bits, matrix.ltile_nz_bits))
 
 
 def _rows_differing(encoded: DSTEMatrix, structure: sp.csr_matrix) -> np.ndarray:

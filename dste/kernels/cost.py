@@ -38,7 +38,9 @@ from dste.kernels.mirror import (
 )
 from dste.kernels.plan import (
     LAUNCH_SETUP_INSTRUCTIONS,
+    X_MODES,
     LaunchPlan,
+    check_lnc,
     feature_chunks,
     launch_instructions,
     plan_launches,
@@ -143,12 +145,23 @@ def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=No
     """
     from dste.kernels.launch_spmm import default_lnc, feature_blocks, max_features_of, program_groups
 
+    if x_mode not in X_MODES:
+        raise ValueError(f"x_mode must be one of {X_MODES}, got {x_mode!r}")
+    if isinstance(F, bool) or not isinstance(F, (int, np.integer)) or F < 1:
+        raise ValueError(f"feature width F must be an int >= 1, got {F!r}")
+    if not (isinstance(hi_fraction, (int, float, np.number)) and 0.0 <= hi_fraction <= 1.0):
+        raise ValueError(f"hi_fraction (the share of FP16 rows) must lie in [0, 1], got {hi_fraction!r}")
+    if hi_fraction and (x_mode != "int8-hybrid" or X is not None):
+        raise ValueError("hi_fraction prices an int8-hybrid X without one: give it only with x_mode='int8-hybrid' "
+                         "and no X")
+    if lnc is not None:
+        lnc = check_lnc(lnc)
     if F > max_features_of(A):
         return _column_block_estimate(A, F, x_mode, target, X=X, hi_fraction=hi_fraction, plan=plan, lnc=lnc,
                                       blocks=feature_blocks(F, max_features_of(A)), traces=traces)
     trace_x = _trace_operand(A, F, x_mode, X, hi_fraction)
     hi_index, n_hi = (trace_x.hi_index, int(trace_x.hi.shape[0])) if x_mode == "int8-hybrid" else (None, 0)
-    lnc = default_lnc(target) if lnc is None else int(lnc)
+    lnc = default_lnc(target) if lnc is None else lnc
     if plan is None:
         plan = plan_launches(A, F, x_mode, target=target, lnc=lnc)
     plan = program_plan(plan, lnc)

@@ -24,6 +24,7 @@ from dste.kernels.plan import (
     MAX_FEATURES,
     MAX_FEATURES_WITH_LISTS,
     LaunchPlan,
+    check_lnc,
     feature_chunks,
     pack_launch,
     plan_launches,
@@ -235,9 +236,7 @@ def launch_spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, pla
     hybrid = isinstance(X, HybridRows)
     mode = "int8-hybrid" if hybrid else x_mode_of(X)
     n_hi = int(X.hi.shape[0]) if hybrid else 0
-    lnc = default_lnc(target) if lnc is None else lnc
-    if lnc not in (1, 2):
-        raise ValueError(f"lnc={lnc!r}: a launch runs on 1 or 2 logical cores")
+    lnc = default_lnc(target) if lnc is None else check_lnc(lnc)
     if plan is None:
         plan = plan_launches(A, F, mode, target=target, lnc=lnc)  # priced as the launches will run
     elif (plan.features, plan.x_mode, plan.shape) != (F, mode, tuple(A.shape)):

@@ -347,8 +347,17 @@ class LaunchPlan:
         }
 
 
+def check_lnc(lnc) -> int:
+    """``lnc`` as an int, if it is 1 or 2 (a launch runs on one or two logical cores); ``ValueError`` otherwise."""
+    if isinstance(lnc, bool) or not isinstance(lnc, (int, np.integer)) or lnc not in (1, 2):
+        raise ValueError(f"lnc={lnc!r}: a launch runs on 1 or 2 logical cores (an int)")
+    return int(lnc)
+
+
 def _validate_features(n_features: int):
-    if int(n_features) != n_features or not 1 <= n_features <= MAX_FEATURES:
+    if isinstance(n_features, bool) or not isinstance(n_features, (int, np.integer)):
+        raise TypeError(f"feature width F must be an int, got {type(n_features).__name__}")
+    if not 1 <= n_features <= MAX_FEATURES:
         raise ValueError(
             f"feature width F={n_features} is outside what one launch supports: 1 <= F <= {MAX_FEATURES} "
             f"(one window's fp32 accumulator must fit the 8 PSUM banks of {PSUM_CHUNK} fp32)"
@@ -406,6 +415,8 @@ def plan_launches(A, F: int, x_mode: str = "fp32", *, target: str = "trn2", merg
     if x_mode not in X_MODES:
         raise ValueError(f"x_mode must be one of {X_MODES}, got {x_mode!r}")
     _validate_features(F)
+    if lnc is not None:
+        lnc = check_lnc(lnc)
     check_list_tiles(A, F, "plan_launches")
     if A.shape[0] > PAD_BAND * COLUMN_BAND_ROWS:
         raise ValueError(f"A has N = {A.shape[0]} rows; the kernel's 16-bit output row ids with a uint8 band reach "

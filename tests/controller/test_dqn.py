@@ -79,6 +79,9 @@ def test_bad_config_and_state_are_refused():
         DQNConfig(seed=-1)
     with pytest.raises(ValueError, match="epsilon"):
         DQNConfig(epsilon_start=0.1, epsilon_end=0.5)
+    for clip in (-10.0, 0.0, float("nan"), float("inf")):  # -10 reversed every step: training climbed the loss
+        with pytest.raises(ValueError, match="grad_clip"):
+            DQNConfig(grad_clip=clip)
     agent = DQNAgent(ActionSpace())
     with pytest.raises(ValueError, match=r"shape \(64,\)"):
         agent.act(np.zeros(63, np.float32))

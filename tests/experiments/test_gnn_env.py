@@ -146,6 +146,12 @@ def test_bad_use_is_refused(env):
         GNNCompressionEnv(env.layers.model.model, env.graphs, [0, 1], [1])
     with pytest.raises(ValueError, match="outside"):
         GNNCompressionEnv(env.layers.model.model, env.graphs, [0], [7])
+    with pytest.raises(TypeError, match="train_ids must be int indices"):  # int(1.5) made it the held-out snapshot
+        GNNCompressionEnv(env.layers.model.model, env.graphs, [1.5], [1])
+    with pytest.raises(TypeError, match="budget_actions must be int indices"):
+        GNNCompressionEnv(env.layers.model.model, env.graphs, [0], [1], budget_actions=[1.9, 0.5])
+    with pytest.raises(TypeError, match="snapshot must be int indices"):
+        env.reset(2.9)
     with pytest.raises(TypeError, match="TwoLayerGNN"):
         GNNCompressionEnv(torch.nn.Linear(2, 2), env.graphs, [0], [1])
 

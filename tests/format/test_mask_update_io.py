@@ -318,3 +318,49 @@ def _save_small(tmp_path):
     path = tmp_path / "small.npz"
     encode(np.eye(5)).save(path)
     return path
+
+
+def test_gcn_update_keeps_a_mask_that_lives_on_list_tiles_only():
+    """The mask check that decides between the incremental path and a full re-encode (which starts fully kept)
+    looked at bitmap and entry tiles only: a mask on list tiles alone was dropped by a large update."""
+    rng = np.random.default_rng(0)
+    n = 1280  # 10 windows
+    pairs = rng.integers(0, n, (4 * n, 2))
+    a = sp.csr_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    a = ((a + a.T) > 0).astype(np.float32)
+    a.setdiag(0)
+    a.eliminate_zeros()
+    E = gcn_normalized(a, reorder="none", list_tiles=True, gather_transfer_bytes=0, x_row_bytes=0)
+    list_bits = E.ltile_nz_bits.copy()
+    list_bits[E.ltile_window == 9] = 0  # window 9's list-tile entries dropped
+    masked = E.with_mask((E.nz_bits, E.etile_nz_bits, list_bits))
+    dropped = masked.nnz_stored - masked.nnz_kept
+    assert dropped > 0
+    new_pairs = rng.integers(0, 9 * 128, (20000, 2))  # most entries change, none in window 9's rows
+    b = a + sp.csr_matrix((np.ones(len(new_pairs)), (new_pairs[:, 0], new_pairs[:, 1])), shape=(n, n))
+    b = ((b + b.T) > 0).astype(np.float32)
+    b.setdiag(0)
+    updated = gcn_update(masked, b.tocsr())
+    assert updated.nnz_stored - updated.nnz_kept == dropped
+
+
+def test_gcn_update_refuses_a_matrix_gcn_normalized_did_not_make():
+    """A weighted encode has the same metadata fields; updating it as a GCN matrix returned A + I unnormalised."""
+    n = 256
+    a = sp.diags([np.ones(n - 1), np.ones(n - 1)], [1, -1], format="csr", dtype=np.float32)
+    with pytest.raises(DSTEFormatError, match="made by gcn_normalized"):
+        gcn_update(encode(a * 0.5), a)
+
+
+def test_update_windows_refuses_new_scales_on_a_scaled_input_matrix():
+    """Its stored values are A / (r c): new scales would apply to the untouched windows' old quotients (a diagonal of
+    3 came back as 6 there and 3 in the re-encoded window)."""
+    W = sp.identity(256, format="csr", dtype=np.float32) * 3.0
+    E = encode(W, row_scale=np.ones(256), col_scale=np.ones(256))
+    with pytest.raises(DSTEFormatError, match="new scales on a matrix encoded from scaled input"):
+        E.update_windows(W, changed_rows=[0], row_scale=np.full(256, 2.0))
+    same = E.update_windows(W, changed_rows=[0], row_scale=np.ones(256))  # unchanged scales: fine
+    np.testing.assert_array_equal(same.to_dense(), W.toarray())
+    unscaled = encode(sp.identity(256, format="csr", dtype=np.float32), row_scale=np.ones(256), scaled_input=False)
+    rescaled = unscaled.update_windows(sp.identity(256, format="csr"), changed_rows=[0], row_scale=np.full(256, 2.0))
+    np.testing.assert_array_equal(np.diag(rescaled.to_dense()), np.full(256, 2.0))

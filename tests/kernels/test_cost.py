@@ -54,6 +54,26 @@ def test_estimate_matches_profile_within_5_percent(name, kind, n, density, F, mo
     assert est.to_dict()["modelled"] is True and "trn2" in est.to_dict()["label"]
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"lnc": 3}, "1 or 2 logical cores"),  # priced a third program that cannot run
+    ({"lnc": -1}, "1 or 2 logical cores"),  # priced nothing: 0 us
+    ({"lnc": 0}, "1 or 2 logical cores"),  # ZeroDivisionError
+    ({"lnc": 2.5}, "1 or 2 logical cores"),  # truncated to 2
+    ({"x_mode": "int8-hybrid", "hi_fraction": -0.5}, r"hi_fraction .* \[0, 1\]"),  # priced as 0
+    ({"x_mode": "int8-hybrid", "hi_fraction": float("nan")}, r"hi_fraction .* \[0, 1\]"),
+    ({"x_mode": "fp32", "hi_fraction": 0.1}, "only with x_mode='int8-hybrid'"),  # ignored
+    ({"x_mode": "int8"}, "x_mode must be one of"),  # a bare KeyError
+])
+def test_estimates_refuse_what_no_launch_could_run(kwargs, message):
+    A = gcn_normalized(graph(200, 0.03, 2), reorder="rcm")
+    call = dict({"x_mode": "fp32"}, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        estimate_spmm(A, 64, **call)
+    if "lnc" in kwargs:
+        with pytest.raises(ValueError, match=message):
+            spmm_hybrid(A, np.ones((200, 64), np.float32), lnc=kwargs["lnc"])
+
+
 def test_trn1_is_refused_and_roofline():
     """The kernel gathers X rows with vector_offset DMAs, which software DGE supports from NeuronCore-v3
     on (nki-dge.rst): a trn1 (v2) launch or estimate is refused, naming the target and the allowed one."""

@@ -1,0 +1,30 @@
+"""run_policy refuses a policy that cannot act on the environment, before the first episode."""
+
+import numpy as np
+import pytest
+
+from dste.controller import ActionSpace, DQNAgent
+from dste.controller.baselines import DQNPolicy, StaticPolicy, run_policy
+from tests.controller.toy_env import ToyEnv
+
+
+def test_a_static_policy_needs_one_int_action_per_layer():
+    env = ToyEnv()
+    with pytest.raises(ValueError, match="has 5 actions; the environment has 2 layers"):
+        run_policy(env, StaticPolicy("five", [1, 2, 3, 0, 0]), [0])  # the extra three were ignored
+    with pytest.raises(TypeError, match="int action indices"):
+        StaticPolicy("floats", [1.9, 2.7])  # ran as [1, 2]
+    assert run_policy(env, StaticPolicy("two", [np.int64(1), 2]), [0]).outcomes[0].actions == [1, 2]
+
+
+def test_a_dqn_policy_acts_only_on_the_grid_its_agent_was_trained_on():
+    """Index 1 is "FP16 5 %" on one 4-action grid and "FP16 100 %" on another: the same size is not the same grid."""
+    grid = ActionSpace((0.0, 0.5), (0.0, 1.0), (0.0,))
+    other = ActionSpace((0.0, 0.75), (0.0, 0.05), (0.0,))
+    assert len(grid) == len(other)
+    env = ToyEnv(action_space=grid)
+    with pytest.raises(ValueError, match="trained on .* the environment acts on"):
+        run_policy(env, DQNPolicy(DQNAgent(other)), [0])
+    assert len(run_policy(env, DQNPolicy(DQNAgent(grid)), [0]).outcomes) == 1
+    with pytest.raises(ValueError, match="has 1 actions; the environment has 2 layers"):
+        run_policy(env, DQNPolicy(DQNAgent(grid), fallback=StaticPolicy("one", [0])), [0])
