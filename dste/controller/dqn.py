@@ -53,12 +53,12 @@ class DQNConfig:
     grad_clip: float = 10.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.seed, int) or self.seed < 0:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
         positive_ints = ("hidden", "batch_size", "replay_capacity", "target_sync_steps", "updates_per_step")
         for name in positive_ints:
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not (0 < self.learning_rate < 1):
             raise ValueError(f"learning_rate must lie in (0, 1), got {self.learning_rate}")
@@ -266,6 +266,9 @@ class DQNAgent:
     def remember(self, state, action: int, reward: float, next_state, done: bool, next_allowed=None) -> None:
         """Store a transition; ``next_allowed`` masks the actions the next state may bootstrap from."""
         next_allowed = self._check_mask(next_allowed)
+        if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)) or not (
+                0 <= action < len(self.action_space)):  # else it fails only at learn(), as a torch index error
+            raise ValueError(f"action must be an int index in [0, {len(self.action_space)}), got {action!r}")
         self.replay.add(self.normalizer(state), action, reward, self.normalizer(next_state), done, next_allowed)
 
     @torch.no_grad()

@@ -55,8 +55,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("episodes", "normalizer_episodes", "select_every"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(self.dqn, DQNConfig) or not isinstance(self.reward, RewardConfig):
+            raise TypeError(f"dqn and reward must be a DQNConfig and a RewardConfig, got {type(self.dqn).__name__} "
+                            f"and {type(self.reward).__name__}")
         if not (isinstance(self.ensemble_tolerance, (int, float)) and 0 <= self.ensemble_tolerance < 1):
             raise ValueError(f"ensemble_tolerance must lie in [0, 1), got {self.ensemble_tolerance!r}")
         if not isinstance(self.selection_snapshots, int) or self.selection_snapshots < 0:

@@ -37,6 +37,7 @@ __all__ = ["CSBMParams", "PRESETS", "make_graph", "preset_names"]
 
 EDGE_LOCAL, EDGE_SAME_CLASS, EDGE_CROSS_CLASS = 0, 1, 2
 TOP_UP_ROUNDS = 12
+EDGE_SHORTFALL_LIMIT = 0.02  # make_graph refuses a graph more than 2 % short of its edge target
 TOP_UP_TOLERANCE = 1e-3  # stop topping up once each edge kind is within 0.1 % of its target
 MAX_PROPENSITY_RATIO = 1e3  # clip theta to [median / ratio, median * ratio] so no node swallows all edges
 
@@ -73,6 +74,13 @@ class CSBMParams:
     num_test: int = 1000
 
     def validate(self) -> None:
+        reals = ("homophily", "locality", "degree_sigma", "mu", "community_shift", "class_concentration")
+        not_finite = [name for name in reals if not np.isfinite(getattr(self, name))]
+        if not_finite:
+            raise ValueError(", ".join(f"{name} must be finite, got {getattr(self, name)!r}" for name in not_finite))
+        negative = [name for name in ("train_per_class", "num_val", "num_test") if getattr(self, name) < 0]
+        if negative:  # a negative split size would slice from the end of the node list
+            raise ValueError(f"{', '.join(negative)} must be >= 0")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
         if self.num_nodes < self.num_classes * max(2, self.community_size[0]):
@@ -382,6 +390,12 @@ def make_graph(preset_or_params: "str | CSBMParams | dict" = "cora-like", seed: 
     model = BlockModel(node_class, node_community, theta, params.homophily, params.locality).permuted(perm)
 
     keys = sample_edges(model, rng, params.num_edges, every_node_once=True)
+    if keys.size < (1.0 - EDGE_SHORTFALL_LIMIT) * params.num_edges:
+        raise ValueError(
+            f"the block model holds too few distinct pairs for num_edges={params.num_edges} at locality="
+            f"{params.locality}, homophily={params.homophily} with communities of {params.community_size} nodes: "
+            f"{keys.size} drawn. Lower num_edges or locality, or use larger communities"
+        )
     adj = adjacency_from_pairs(keys // n, keys % n, n)
 
     class_dirs = rng.standard_normal((k, f))

@@ -34,6 +34,19 @@ class GCNWeights:
     w2: torch.Tensor
     b2: torch.Tensor
 
+    def __post_init__(self) -> None:
+        for name in ("w1", "b1", "w2", "b2"):
+            if not isinstance(getattr(self, name), torch.Tensor) or not getattr(self, name).is_floating_point():
+                raise TypeError(f"GCNWeights.{name} must be a floating-point torch tensor")
+        w1, b1, w2, b2 = self.w1, self.b1, self.w2, self.b2
+        if w1.dim() != 2 or w2.dim() != 2 or min(*w1.shape, *w2.shape) < 1 or w2.shape[0] != w1.shape[1]:
+            raise ValueError(f"GCNWeights: need w1 [in, hidden] and w2 [hidden, classes], all sizes >= 1; got w1 "
+                             f"{tuple(w1.shape)}, w2 {tuple(w2.shape)}")
+        # a bias of another shape would broadcast silently (b1 of [1] added one value to every hidden unit)
+        if tuple(b1.shape) != (w1.shape[1],) or tuple(b2.shape) != (w2.shape[1],):
+            raise ValueError(f"GCNWeights: need b1 [{w1.shape[1]}] and b2 [{w2.shape[1]}]; got b1 {tuple(b1.shape)}, "
+                             f"b2 {tuple(b2.shape)}")
+
     @classmethod
     def random(cls, in_features: int, hidden: int, classes: int, seed: int = 0) -> "GCNWeights":
         """Glorot-uniform weights, zero-mean small biases, from ``seed`` (same on every rank)."""

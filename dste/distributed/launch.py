@@ -74,8 +74,12 @@ def spawn(fn, world_size: int, args: tuple = (), *, timeout_s: float = DEFAULT_T
     ``fn`` must be importable by name (a module-level function). ``timeout_s`` bounds each
     collective; ``job_timeout_s`` (default ``4 * timeout_s + 60``) bounds the whole job.
     """
-    if world_size < 1:
-        raise ValueError(f"spawn: world_size must be >= 1, got {world_size}")
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"spawn: world_size must be an int >= 1, got {world_size!r}")
+    if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
+        raise ValueError(f"spawn: timeout_s must be a number > 0 (seconds per collective), got {timeout_s!r}")
+    if getattr(fn, "__qualname__", "").count("<") or not hasattr(fn, "__module__"):
+        raise ValueError(f"spawn: fn must be a module-level function (each rank imports it by name), got {fn!r}")
     job_timeout_s = 4 * timeout_s + 60 if job_timeout_s is None else job_timeout_s
     store = dist.TCPStore(LOOPBACK, 0, None, True, wait_for_workers=False)
     ctx = mp.get_context(start_method)

@@ -54,6 +54,8 @@ def partition_nodes(adj, world_size: int, *, method: str = "metis", seed: int = 
     """
     if method not in METHODS:
         raise ValueError(f"partition_nodes: method must be one of {METHODS}, got {method!r}")
+    if isinstance(world_size, bool) or not isinstance(world_size, (int, np.integer)):
+        raise TypeError(f"partition_nodes: world_size must be an int, got {world_size!r}")  # 2.7 ran as 2 ranks
     world_size = int(world_size)
     n = adj.shape[0]
     if world_size < 1 or world_size > n:

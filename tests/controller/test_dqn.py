@@ -4,6 +4,7 @@ import torch
 
 from dste.controller.actions import ActionSpace
 from dste.controller.dqn import CheckpointError, DQNAgent, DQNConfig
+from dste.controller.trainer import TrainConfig
 
 
 def _trained_agent(seed=0):
@@ -83,6 +84,12 @@ def test_bad_config_and_state_are_refused():
         with pytest.raises(ValueError, match="grad_clip"):
             DQNConfig(grad_clip=clip)
     agent = DQNAgent(ActionSpace())
+    with pytest.raises(ValueError, match=r"action must be an int index in \[0, 48\)"):  # failed at learn() before
+        agent.remember(np.zeros(64, np.float32), 48, 0.0, np.zeros(64, np.float32), True)
+    with pytest.raises(TypeError, match="DQNConfig and a RewardConfig"):
+        TrainConfig(dqn=None)
+    with pytest.raises(ValueError, match="episodes must be a positive int"):
+        TrainConfig(episodes=True)
     with pytest.raises(ValueError, match=r"shape \(64,\)"):
         agent.act(np.zeros(63, np.float32))
     with pytest.raises(ValueError, match="NaN"):

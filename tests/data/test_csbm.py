@@ -112,6 +112,12 @@ def test_graph_convolution_clearly_helps_but_task_is_not_trivial(cora_like):
         ({"community_size": (1, 10)}, "community_size"),
         ({"num_edges": 100}, "num_edges"),
         ({"degree_sigma": -1.0}, ">= 0"),
+        ({"num_val": -1}, "num_val must be >= 0"),  # sliced from the end: 584 validation nodes, no test nodes
+        ({"num_test": -50}, "num_test must be >= 0"),
+        ({"community_shift": float("nan")}, "community_shift must be finite"),  # NaN turned the shift off
+        ({"degree_sigma": float("nan")}, "degree_sigma must be finite"),
+        # two-node communities hold too few pairs for 90 % of 3,000 edges: 602 edges came back, locality 0.5
+        ({"community_size": (2, 2), "locality": 0.9, "homophily": 0.95, "num_edges": 3000}, "too few distinct pairs"),
     ],
 )
 def test_bad_parameters_are_refused(overrides, message):

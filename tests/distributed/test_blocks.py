@@ -87,3 +87,29 @@ def test_exchange_model_grows_with_bytes_and_peers():
     assert large == pytest.approx(3 * HOP_LATENCY_US + 1e8 / 256e9 * 1e6, rel=1e-6)
     # past one instance (64 ranks) part of the traffic moves at the EFA rate, which is slower
     assert exchange_us(1e8, 1e8, 128) > exchange_us(1e8, 1e8, 64)
+
+
+def test_gcn_weights_refuse_shapes_that_would_broadcast_or_not_chain():
+    from dste.distributed import GCNWeights
+
+    good = GCNWeights.random(16, 8, 4)
+    with pytest.raises(ValueError, match=r"need b1 \[8\] and b2 \[4\]; got b1 \(1,\), b2 \(300, 1\)"):
+        GCNWeights(good.w1, torch.zeros(1), good.w2, torch.zeros(300, 1))  # broadcast silently before
+    with pytest.raises(ValueError, match="all sizes >= 1"):
+        GCNWeights.random(16, 0, 4)
+    with pytest.raises(ValueError, match=r"w1 \[in, hidden\] and w2 \[hidden, classes\]"):
+        GCNWeights(good.w1, good.b1, torch.zeros(5, 4), good.b2)
+
+
+def test_partition_and_spawn_refuse_arguments_they_would_misread():
+    from dste.distributed import spawn
+
+    adj, _ = shuffled_graph(seed=0)
+    with pytest.raises(TypeError, match="world_size must be an int"):
+        partition_nodes(adj, 2.7)  # ran as 2 ranks
+    with pytest.raises(ValueError, match="world_size must be an int >= 1"):
+        spawn(np.sum, 2.0)
+    with pytest.raises(ValueError, match="module-level function"):
+        spawn(lambda comm: 0, 1)  # a pickling error from the rank before
+    with pytest.raises(ValueError, match="timeout_s must be a number > 0"):
+        spawn(np.sum, 1, timeout_s=0)  # c10d's stack trace before
