@@ -82,6 +82,13 @@ class StreamParams:
         return self.burst_every > 0 and t > 0 and t % self.burst_every == 0
 
     def validate(self) -> None:
+        reals = ("edge_churn", "growth", "feature_drift", "feature_pull", "feature_noise", "heldout_fraction",
+                 "active_fraction", "burst_churn", "burst_drift")
+        not_finite = [name for name in reals if not np.isfinite(getattr(self, name))]
+        if not_finite:  # NaN passes every range check below (a NaN burst_drift was ignored, a NaN noise failed later)
+            raise ValueError(", ".join(f"{name} must be finite, got {getattr(self, name)!r}" for name in not_finite))
+        if isinstance(self.budget_cycle, (str, bytes)) or not hasattr(self.budget_cycle, "__iter__"):
+            raise TypeError(f"budget_cycle must be a sequence of fractions (e.g. (0.5, 0.3)), got {self.budget_cycle!r}")
         if not isinstance(self.num_snapshots, (int, np.integer)) or self.num_snapshots < 1:
             raise ValueError(f"num_snapshots must be an int >= 1, got {self.num_snapshots!r}")
         if not 0.0 <= self.edge_churn < 1.0:
@@ -192,8 +199,10 @@ class SnapshotStream:
             raise TypeError(f"base must be a dste.data.Graph, got {type(base).__name__}")
         params = replace(params or StreamParams(), **overrides)
         params.validate()
-        if not isinstance(seed, (int, np.integer)):
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0 (NumPy's generators take non-negative seeds), got {seed}")
         self.base, self.params, self.seed, self.keep_all = base, params, int(seed), keep_all
         self._cache: list[Snapshot] = []
         classes = np.arange(base.num_classes)
@@ -234,10 +243,10 @@ class SnapshotStream:
     def __getitem__(self, t: int) -> Snapshot:
         if not isinstance(t, (int, np.integer)):
             raise TypeError(f"snapshot index must be an int, got {type(t).__name__}")
-        if t < 0:
-            t += len(self)
-        if not 0 <= t < len(self):
+        index = t + len(self) if t < 0 else t
+        if not 0 <= index < len(self):
             raise IndexError(f"snapshot index {t} out of range for a stream of {len(self)}")
+        t = index
         if t < len(self._cache):
             return self._cache[t]
         for i, snap in enumerate(self):

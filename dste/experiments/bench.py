@@ -694,9 +694,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 def _settings(args) -> dict:
+    if not args.features or any(f < 1 for f in args.features):
+        raise ValueError(f"--features needs positive widths, got {args.features}")
+    if args.quick and list(args.features) != list(DEFAULT_FEATURES):
+        raise ValueError("--quick runs F = 128 only; leave out --features, or drop --quick to choose widths")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     features = [128] if args.quick else list(args.features)
-    if not features or any(f < 1 for f in features):
-        raise ValueError(f"--features needs positive widths, got {features}")
     if args.repeats < 1 or args.warmup < 0:
         raise ValueError(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats}, {args.warmup}")
     hi_fractions = [args.hi_fraction] if isinstance(args.hi_fraction, (int, float)) else list(args.hi_fraction)

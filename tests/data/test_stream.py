@@ -115,6 +115,8 @@ def test_stream_over_a_saved_graph_with_communities(tmp_path):
         ({"feature_pull": 1.0}, "feature_pull"),
         ({"heldout_fraction": -0.1}, "heldout_fraction"),
         ({"growth": 2.0}, "growth"),
+        ({"feature_noise": float("nan")}, "feature_noise must be finite"),  # failed at s[1], naming x
+        ({"burst_drift": float("nan")}, "burst_drift must be finite"),  # ignored
     ],
 )
 def test_bad_stream_knobs_are_refused(knobs, message):
@@ -128,6 +130,10 @@ def test_bad_stream_inputs_are_refused():
     stream = make_stream("cora-like", num_snapshots=2)
     with pytest.raises(IndexError, match="out of range"):
         stream[2]
+    with pytest.raises(IndexError, match="index -5 out of range"):
+        stream[-5]
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        make_stream("cora-like", num_snapshots=2, seed=-1)
 
 
 def test_changed_windows_follow_the_encoder_row_order():

@@ -33,9 +33,10 @@ def restore_threads():
 
 def _args(tmp_path, *extra):
     parser = bench.add_bench_arguments(argparse.ArgumentParser())
+    widths = [] if "--quick" in extra else ["--features", "8", "16"]  # --quick chooses its own width
     return parser.parse_args(
-        ["--graph", "cora-like", "--features", "8", "16", "--repeats", "1", "--threads", "1", "--no-progress",
-         "--out", str(tmp_path), *extra]
+        ["--graph", "cora-like", *widths, "--repeats", "1", "--threads", "1", "--no-progress", "--out", str(tmp_path),
+         *extra]
     )
 
 
@@ -139,7 +140,9 @@ def test_timing_reports_every_round():
 
 @pytest.mark.parametrize(
     "extra, message",
-    [(["--features", "0"], "--features"), (["--repeats", "0"], "--repeats"), (["--hi-fraction", "2"], "--hi-fraction")],
+    [(["--features", "0"], "--features"), (["--repeats", "0"], "--repeats"), (["--hi-fraction", "2"], "--hi-fraction"),
+     (["--seed", "-1"], "--seed must be >= 0"),  # ran, wrote empty tables, exited 1
+     (["--quick", "--features", "8"], "--quick runs F = 128 only")],  # the widths given were ignored
 )
 def test_bad_options_are_refused(tmp_path, extra, message):
     with pytest.raises(ValueError, match=message):
