@@ -339,7 +339,10 @@ class DQNAgent:
     def load(cls, path: str | Path) -> "DQNAgent":
         path = Path(path)
         if not path.is_file():
-            raise CheckpointError(f"controller checkpoint {path} does not exist")
+            raise CheckpointError(f"controller checkpoint {path} is a directory, not a file" if path.is_dir()
+                                  else f"controller checkpoint {path} does not exist")
+        if path.stat().st_size == 0:
+            raise CheckpointError(f"controller checkpoint {path} is empty (0 bytes): an interrupted save?")
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # torch raises several types for truncated or foreign files

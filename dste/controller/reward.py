@@ -46,6 +46,11 @@ class RewardConfig:
     memory_penalty: float = 1.0
 
     def __post_init__(self) -> None:
+        for name in ("lambda_latency", "budget", "budget_penalty", "memory_budget", "memory_penalty"):
+            value = getattr(self, name)
+            optional = name in ("budget", "memory_budget")
+            if isinstance(value, bool) or not ((optional and value is None) or isinstance(value, (int, float))):
+                raise TypeError(f"{name} must be a number{' or None' if optional else ''}, got {value!r}")
         if not math.isfinite(self.lambda_latency) or self.lambda_latency < 0:
             raise ValueError(f"lambda_latency must be a finite number >= 0, got {self.lambda_latency!r}")
         if self.budget is not None and (not math.isfinite(self.budget) or self.budget <= 0):

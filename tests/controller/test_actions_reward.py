@@ -67,6 +67,10 @@ def test_reward_refuses_bad_numbers():
         RewardConfig(lambda_latency=-1)
     with pytest.raises(ValueError, match="budget"):
         RewardConfig(budget=0.0)
+    with pytest.raises(TypeError, match="budget must be a number or None, got True"):
+        RewardConfig(budget=True)  # ran as a budget of 1.0
+    with pytest.raises(TypeError, match="budget_penalty must be a number, got None"):
+        RewardConfig(budget_penalty=None)
     with pytest.raises(ValueError, match="accuracy"):
         RewardConfig().terminal_reward(1.5, 1.0, 1.0)
     with pytest.raises(ValueError, match="reference latency"):

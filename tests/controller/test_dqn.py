@@ -52,6 +52,11 @@ def test_corrupt_and_foreign_checkpoints_are_refused(tmp_path):
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="not a readable"):
         DQNAgent.load(truncated)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="is empty"):
+        DQNAgent.load(tmp_path / "empty.pt")
+    with pytest.raises(CheckpointError, match="is a directory"):
+        DQNAgent.load(tmp_path)
 
     payload = torch.load(path, weights_only=True)
     payload["q_network"]["trunk.0.weight"][0, 0] += 1.0
