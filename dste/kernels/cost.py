@@ -156,6 +156,10 @@ def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=No
                          "and no X")
     if lnc is not None:
         lnc = check_lnc(lnc)
+    if X is not None:
+        width = X.q.shape[1] if hasattr(X, "q") else np.shape(X)[1]
+        if width != F:
+            raise ValueError(f"X has {width} columns but F = {F}: pass F = X's width")
     if F > max_features_of(A):
         return _column_block_estimate(A, F, x_mode, target, X=X, hi_fraction=hi_fraction, plan=plan, lnc=lnc,
                                       blocks=feature_blocks(F, max_features_of(A)), traces=traces)

@@ -74,6 +74,13 @@ def test_estimates_refuse_what_no_launch_could_run(kwargs, message):
             spmm_hybrid(A, np.ones((200, 64), np.float32), lnc=kwargs["lnc"])
 
 
+def test_an_estimate_names_an_x_narrower_than_f():
+    """It said "plan was made for F=64" where the caller passed no plan."""
+    A = gcn_normalized(graph(200, 0.03, 2), reorder="rcm")
+    with pytest.raises(ValueError, match="X has 32 columns but F = 64"):
+        estimate_spmm(A, 64, "fp32", X=np.zeros((200, 32), np.float32))
+
+
 def test_trn1_is_refused_and_roofline():
     """The kernel gathers X rows with vector_offset DMAs, which software DGE supports from NeuronCore-v3
     on (nki-dge.rst): a trn1 (v2) launch or estimate is refused, naming the target and the allowed one."""
