@@ -73,6 +73,7 @@ import scipy.sparse as sp
 import torch
 
 from dste.format import DSTEMatrix
+from dste.format.constants import WINDOW_ROWS
 from dste.format.reorder import inverse_permutation
 
 __all__ = ["EncodedCSR", "build_encoded_csr", "eager_spmm", "encoded_spmm", "encoded_spmm_transpose", "original_order_csr",
@@ -113,7 +114,6 @@ REORDER_MIN_REUSE_GAIN = 1.5
 RC_ORIGINAL_ORDER_MAX_X_BYTES = 16 << 20
 # Windows sampled (evenly spread, so the choice is deterministic) per order by ``window_reuse_gain``.
 REUSE_SAMPLE_WINDOWS = 64
-WINDOW_ROWS = 128
 
 
 class EncodedCSR:

@@ -266,9 +266,7 @@ class DQNAgent:
     def remember(self, state, action: int, reward: float, next_state, done: bool, next_allowed=None) -> None:
         """Store a transition; ``next_allowed`` masks the actions the next state may bootstrap from."""
         next_allowed = self._check_mask(next_allowed)
-        if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)) or not (
-                0 <= action < len(self.action_space)):  # else it fails only at learn(), as a torch index error
-            raise ValueError(f"action must be an int index in [0, {len(self.action_space)}), got {action!r}")
+        self.action_space[action]  # refuses a non-int or out-of-grid index now, not at learn() as a torch error
         self.replay.add(self.normalizer(state), action, reward, self.normalizer(next_state), done, next_allowed)
 
     @torch.no_grad()

@@ -363,6 +363,16 @@ def _class_sizes(params: CSBMParams, rng: np.random.Generator) -> np.ndarray:
     return sizes
 
 
+def checked_seed(seed) -> int:
+    """``seed`` as an int, if it is an int >= 0 (what NumPy's generators take); ``TypeError``/``ValueError``
+    otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0 (NumPy's generators take non-negative seeds), got {seed}")
+    return int(seed)
+
+
 def make_graph(preset_or_params: "str | CSBMParams | dict" = "cora-like", seed: int = 0, **overrides) -> Graph:
     """Generate a CSBM `Graph` from a preset name, a `CSBMParams` or a dict of fields.
 
@@ -370,10 +380,7 @@ def make_graph(preset_or_params: "str | CSBMParams | dict" = "cora-like", seed: 
     the parameters, the latent `BlockModel` (in the returned node order) and the generation time.
     """
     params = resolve_params(preset_or_params, **overrides)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0 (NumPy's generators take non-negative seeds), got {seed}")
+    seed = checked_seed(seed)
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     n, k, f = params.num_nodes, params.num_classes, params.num_features

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import scipy.sparse as sp
 
-from .csbm import BlockModel, drop_present, make_graph, pair_keys, sample_edges, sorted_unique
+from .csbm import BlockModel, checked_seed, drop_present, make_graph, pair_keys, sample_edges, sorted_unique
 from .graph import Graph, adjacency_from_pairs
 
 __all__ = [
@@ -199,11 +199,7 @@ class SnapshotStream:
             raise TypeError(f"base must be a dste.data.Graph, got {type(base).__name__}")
         params = replace(params or StreamParams(), **overrides)
         params.validate()
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        if seed < 0:
-            raise ValueError(f"seed must be >= 0 (NumPy's generators take non-negative seeds), got {seed}")
-        self.base, self.params, self.seed, self.keep_all = base, params, int(seed), keep_all
+        self.base, self.params, self.seed, self.keep_all = base, params, checked_seed(seed), keep_all
         self._cache: list[Snapshot] = []
         classes = np.arange(base.num_classes)
         present = np.isin(classes, base.y)

@@ -49,6 +49,10 @@ FP16_MAX = 65504.0
 FP16_MIN_NORMAL = 2.0 ** -14
 """Smallest normal float16: above it a float16 holds any real to within 2^-11 relative error."""
 
+FLOAT32_SMALLEST_NORMAL = 2.0 ** -126
+FLOAT32_MAX = (2.0 - 2.0 ** -23) * 2.0 ** 127
+"""float32's normal range: stored values, scales and the products the CPU op folds them into live in it."""
+
 SCALE_DTYPES = ("float32", "float16")
 """Stored dtypes of ``row_scale`` / ``col_scale``: float32 (every encode), or float16 (the byte-ceiling search of
 ``gcn_normalized``, where float16 scale vectors meet the ceiling at a larger price weight than float32 ones or

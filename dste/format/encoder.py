@@ -65,6 +65,8 @@ import scipy.sparse as sp
 from dste.format.constants import (
     COLUMN_ID_BYTES,
     ENTRY_MASK_WORDS,
+    FLOAT32_MAX,
+    FLOAT32_SMALLEST_NORMAL,
     FP16_MAX,
     LIST_TILE_COLS,
     MASK_WORD_BITS,
@@ -113,9 +115,6 @@ FAITHFUL_RELATIVE_ERROR = 2.0**-11
 """Largest relative error per stored value that ``kinds="faithful"`` accepts: float16's
 round-to-nearest bound (half an ulp of an 11-bit significand) over its normal range."""
 
-FLOAT32_SMALLEST_NORMAL = float(np.finfo(np.float32).tiny)
-
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 MIN_STORED_MAGNITUDE = INT8_QMAX * FLOAT32_SMALLEST_NORMAL
 """Stored values are float32; a nonzero value below 127 x float32's smallest normal (1.5e-36)
 would be stored as a subnormal or flushed to 0, or give an INT8 tile a subnormal scale (whose

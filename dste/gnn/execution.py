@@ -33,7 +33,7 @@ import torch
 
 from dste.bindings import DSTETensor, spmm
 from dste.bindings.backends import resolve_backend
-from dste.format.constants import FP16_MAX
+from dste.format.constants import FLOAT32_MAX, FP16_MAX
 from dste.format.hybrid_rows import MIN_ROW_MAGNITUDE
 from dste.format.quant import INV_INT8_QMAX
 
@@ -273,7 +273,6 @@ def _few_rows_sensitivity(values: np.ndarray, amax: np.ndarray, nonzero_rows: bo
     return np.divide(rms, mean_abs, out=np.zeros(values.shape[0]), where=mean_abs > 0)
 
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 FLOAT32_TINY = np.float32(np.finfo(np.float32).tiny)
 UNIT_ROUNDOFF_32 = 2.0 ** -24
 UNIT_ROUNDOFF_64 = 2.0 ** -53

@@ -89,7 +89,7 @@ def test_bad_config_and_state_are_refused():
         with pytest.raises(ValueError, match="grad_clip"):
             DQNConfig(grad_clip=clip)
     agent = DQNAgent(ActionSpace())
-    with pytest.raises(ValueError, match=r"action must be an int index in \[0, 48\)"):  # failed at learn() before
+    with pytest.raises(IndexError, match=r"action index must lie in \[0, 48\), got 48"):  # failed at learn() before
         agent.remember(np.zeros(64, np.float32), 48, 0.0, np.zeros(64, np.float32), True)
     with pytest.raises(TypeError, match="DQNConfig and a RewardConfig"):
         TrainConfig(dqn=None)
