@@ -63,6 +63,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from dste.format.constants import (
+    COLUMN_BAND_ROWS,
     COLUMN_ID_BYTES,
     ENTRY_MASK_WORDS,
     FLOAT32_MAX,
@@ -940,6 +941,15 @@ def _runs_per_window(n_windows, window, size):
 
 
 def _entry_tiles(n_windows, window, col_pos, cols, slot, vals32, M, policy) -> dict:
+    """Entry tiles of the given entries (sorted by window, column position, slot): each window's entries in runs of
+    128. Past one band of X rows (M > ``COLUMN_BAND_ROWS``) a window's entries are first ordered by their column's
+    band (stable, so by column position and slot inside a band): every tile's ids are then in ascending band
+    order and its bands take ``bands - 1`` bytes (``dste.format.matrix.band_starts``) instead of a plane of 2-3 bits
+    per slot (300,000 columns: 4 B per tile against 48 B)."""
+    if M > COLUMN_BAND_ROWS and window.size:
+        by_band = np.lexsort((cols // COLUMN_BAND_ROWS, window))
+        window, col_pos, cols, slot = window[by_band], col_pos[by_band], cols[by_band], slot[by_band]
+        vals32 = _take(vals32, by_band)
     tile_of_entry, e, tiles_per_window = _runs_per_window(n_windows, window, TILE_COLS)
     tile_of_entry, tile_window, kind, nentries, _ = _sorted_runs(n_windows, tile_of_entry, e, tiles_per_window,
                                                                  col_pos, vals32, policy)

@@ -130,8 +130,13 @@ def column_band_bits(M: int) -> int:
     """Bits of the band number the device keeps beside each 16-bit column offset: 0 while every id of
     X's M rows fits one band of ``COLUMN_BAND_ROWS``, else enough bits to name ``ceil(M / COLUMN_BAND_ROWS)``
     bands."""
-    bands = -(-int(M) // COLUMN_BAND_ROWS)
+    bands = column_bands(M)
     return 0 if bands <= 1 else int(bands - 1).bit_length()
+
+
+def column_bands(M: int) -> int:
+    """Bands of ``COLUMN_BAND_ROWS`` rows that X's M rows span (1 up to 65,536 rows)."""
+    return max(1, -(-int(M) // COLUMN_BAND_ROWS))
 
 
 def device_column_id_bytes(n_slots: int, M: int) -> int:
@@ -139,6 +144,48 @@ def device_column_id_bytes(n_slots: int, M: int) -> int:
     fixed-size tiles hold them): a ``uint16`` offset inside the id's band of ``COLUMN_BAND_ROWS`` X rows per
     slot, plus a plane of ``column_band_bits(M)`` bits per slot naming the band (none when M <= 65,536)."""
     return int(n_slots) * COLUMN_ID_BYTES + -(-int(n_slots) * column_band_bits(M) // 8)
+
+
+def band_starts(cols: np.ndarray, used: np.ndarray, M: int) -> np.ndarray | None:
+    """The band-start form of one layout's column ids, or None where it does not apply.
+
+    ``cols`` int32 ``[tiles, slots]`` (original ids), ``used`` the used slots of each tile (the first ``used[t]``;
+    the rest are padding). When X spans several bands and every tile's used ids are in ascending band order (the
+    encoder stores entry tiles so past 65,536 columns), each tile's bands are fixed by where each band starts:
+    ``starts[t, b - 1]`` = the first used slot whose band is at least ``b`` (``used[t]`` if none), ``uint8 [tiles,
+    bands - 1]``, and :func:`bands_from_starts` gives the band of every slot back. None for a single band, for a
+    tile out of band order, or when the starts would take more bytes than the band plane (more than
+    ``slots * column_band_bits(M) / 8`` bands per tile: past about 100 bands for 128-slot tiles)."""
+    bands = column_bands(M)
+    tiles, slots = cols.shape
+    if bands <= 1 or bands - 1 > slots * column_band_bits(M) // 8:
+        return None
+    used_slot = np.arange(slots) < np.asarray(used)[:, None]
+    band = cols // COLUMN_BAND_ROWS
+    if ((np.diff(band, axis=1) < 0) & used_slot[:, 1:]).any():
+        return None
+    starts = np.empty((tiles, bands - 1), dtype=np.uint8)
+    for b in range(1, bands):
+        starts[:, b - 1] = np.count_nonzero((band < b) & used_slot, axis=1)
+    return starts
+
+
+def bands_from_starts(starts: np.ndarray, slots: int) -> np.ndarray:
+    """Band of every slot ``uint8 [tiles, slots]`` from :func:`band_starts`'s form (the number of bands that start
+    at or before the slot); padding slots get the last band, as the ids' ``used`` count says which slots hold one."""
+    return np.count_nonzero(np.arange(slots)[None, :, None] >= starts[:, None, :], axis=2).astype(np.uint8)
+
+
+def layout_column_id_bytes(cols: np.ndarray, used: np.ndarray, M: int) -> int:
+    """Device bytes of one layout's column ids: ``uint16`` offsets for every slot and the bands in the smaller form
+    that applies, :func:`band_starts` (``bands - 1`` bytes per tile) or the band plane of
+    :func:`device_column_id_bytes`."""
+    starts = band_starts(cols, used, M)
+    plane = device_column_id_bytes(cols.size, M)
+    if starts is None:
+        return plane
+    return min(plane, int(cols.size) * COLUMN_ID_BYTES + int(starts.size))
+
 
 EXPECTED_DTYPES = {
     "window_rows": np.int32,
@@ -811,8 +858,7 @@ class DSTEMatrix:
             if value is not None and name not in SCALE_FIELDS:
                 device[category] += int(value.nbytes)
         device["scales"] += sum(int(vector.nbytes) for vector in self.device_scale_vectors())
-        device["column_ids"] = sum(device_column_id_bytes(getattr(self, name).size, self.shape[1])
-                                   for name in COLUMN_ID_FIELDS) + int(self.ltile_colslot.nbytes)
+        device["column_ids"] = self.derived(("column_id_bytes",), self._column_id_bytes) + int(self.ltile_colslot.nbytes)
         # the window slot map travels like the column ids (16-bit offsets in bands of Y's N rows), not as int32
         device["row_ids"] += device_column_id_bytes(self.window_rows.size, self.shape[0]) - int(self.window_rows.nbytes)
         # window pointers and per-tile windows, counts and slots in their device form (device_metadata_bytes)
@@ -835,6 +881,11 @@ class DSTEMatrix:
             "bytes_per_kept_edge": device_total / kept if kept else float("nan"),
             "scale_dtype": self.scale_dtype,
         }
+
+    def _column_id_bytes(self) -> int:
+        used = (self.tile_ncols, self.etile_nentries, self.ltile_ncols)
+        return sum(layout_column_id_bytes(getattr(self, name), count, self.shape[1])
+                   for name, count in zip(COLUMN_ID_FIELDS, used))
 
     def device_scale_vectors(self) -> list:
         """The row/column scale vectors the device holds: one when ``col_scale`` is ``row_scale`` (a shared vector,

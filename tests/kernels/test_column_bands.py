@@ -57,6 +57,18 @@ def test_parity_across_bands_dense_x(encoded, lnc):
     assert_within_bound(Y, spmm_reference(encoded, X), encoded, X, BOUND_FP32_X)
 
 
+def test_parity_across_bands_in_shuffled_order():
+    """Shuffled column order: the encoder reorders each window's entry-tile entries by band (their band-start form),
+    so the kernel runs tiles whose entries are not in column order; the product is unchanged."""
+    A = wide_matrix(seed=4)
+    E = encode(A, EncodePolicy(kinds="fp16"), col_perm=np.random.default_rng(5).permutation(A.shape[1]))
+    used = np.arange(128) < E.etile_nentries[:, None]
+    assert E.n_etiles and not ((np.diff(E.etile_cols // BAND, axis=1) < 0) & used[:, 1:]).any()
+    X = np.random.default_rng(6).standard_normal((A.shape[1], 8)).astype(np.float32)
+    assert_within_bound(spmm_hybrid(E, X, lnc=1), spmm_reference(E, X), E, X, BOUND_FP32_X)
+    assert abs(E.decode() - A).max() <= 1e-3 * abs(A).max()  # FP16 values of the same entries
+
+
 def test_parity_across_bands_hybrid_x(encoded):
     Xq = quantize_rows(np.random.default_rng(2).standard_normal((encoded.shape[1], 8)).astype(np.float32))
     Y = spmm_hybrid(encoded, Xq)
@@ -174,13 +186,21 @@ def test_simulator_refuses_uint16_gather_indices_and_takes_the_widened_ones():
     assert np.array_equal(np.asarray(out), expected)
 
 
-def test_nbytes_counts_16_bit_ids_and_the_band_plane(encoded):
+def test_nbytes_counts_16_bit_ids_and_the_bands(encoded):
     E = encoded
     slots = E.tile_cols.size + E.etile_cols.size
     report = E.nbytes()
     nb = report["device"]["column_ids"]
-    # 4 bands: 2 bits per slot beside the 2-byte offset
-    assert nb == 2 * slots + slots * 2 // 8
+    # 4 bands, ids in ascending band order in every tile (no reordering: bitmap columns ascend, entry tiles are
+    # stored by band): 3 band-start bytes per tile beside the 2-byte offsets, not a 2-bit plane per slot
+    assert nb == 2 * slots + 3 * (E.n_tiles + E.n_etiles)
+    shuffled = encode(wide_matrix(), EncodePolicy(kinds="fp16"),
+                      col_perm=np.random.default_rng(3).permutation(E.shape[1]))
+    assert shuffled.n_tiles and (np.diff(shuffled.tile_cols // BAND, axis=1) < 0).any()
+    # bitmap columns in shuffled order leave band order: their layout keeps the 2-bit plane; entry tiles do not
+    assert shuffled.nbytes()["device"]["column_ids"] == (
+        2 * shuffled.tile_cols.size + shuffled.tile_cols.size * 2 // 8
+        + 2 * shuffled.etile_cols.size + 3 * shuffled.n_etiles)
     # the host keeps the int32 form
     assert report["host_only"]["tile_cols"] + report["host_only"]["etile_cols"] == 4 * slots
     narrow = encode(wide_matrix(n_cols=BAND), EncodePolicy(kinds="fp16"))
