@@ -373,14 +373,20 @@ def checked_seed(seed) -> int:
     return int(seed)
 
 
-def make_graph(preset_or_params: "str | CSBMParams | dict" = "cora-like", seed: int = 0, **overrides) -> Graph:
+def make_graph(preset_or_params: "str | CSBMParams | dict" = "cora-like", seed: int = 0, *,
+               edge_shortfall_limit: float = EDGE_SHORTFALL_LIMIT, **overrides) -> Graph:
     """Generate a CSBM `Graph` from a preset name, a `CSBMParams` or a dict of fields.
 
     Deterministic in `seed`. The returned graph carries `communities` and, in `meta`,
-    the parameters, the latent `BlockModel` (in the returned node order) and the generation time.
+    the parameters, the latent `BlockModel` (in the returned node order) and the generation time. A block model
+    that holds fewer distinct pairs than `num_edges` yields fewer edges; more than `edge_shortfall_limit` (a
+    fraction, 2 % by default) short is refused, naming what was drawn.
     """
     params = resolve_params(preset_or_params, **overrides)
     seed = checked_seed(seed)
+    if isinstance(edge_shortfall_limit, bool) or not isinstance(edge_shortfall_limit, (int, float)) or not (
+            0.0 <= edge_shortfall_limit < 1.0):
+        raise ValueError(f"edge_shortfall_limit must be a fraction in [0, 1), got {edge_shortfall_limit!r}")
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     n, k, f = params.num_nodes, params.num_classes, params.num_features
@@ -397,11 +403,12 @@ def make_graph(preset_or_params: "str | CSBMParams | dict" = "cora-like", seed: 
     model = BlockModel(node_class, node_community, theta, params.homophily, params.locality).permuted(perm)
 
     keys = sample_edges(model, rng, params.num_edges, every_node_once=True)
-    if keys.size < (1.0 - EDGE_SHORTFALL_LIMIT) * params.num_edges:
+    if keys.size < (1.0 - edge_shortfall_limit) * params.num_edges:
         raise ValueError(
             f"the block model holds too few distinct pairs for num_edges={params.num_edges} at locality="
             f"{params.locality}, homophily={params.homophily} with communities of {params.community_size} nodes: "
-            f"{keys.size} drawn. Lower num_edges or locality, or use larger communities"
+            f"{keys.size} drawn, more than {edge_shortfall_limit:.0%} short. Lower num_edges or locality, use larger "
+            "communities, or allow the shortfall (edge_shortfall_limit)"
         )
     adj = adjacency_from_pairs(keys // n, keys % n, n)
 

@@ -12,7 +12,7 @@ The bitmap-column / entry-tile split (``policy.bitmap_split``)
 Both tile layouts are fixed-size arrays, so a tile costs the same whether it holds 1 or 128
 columns (entries): a bitmap tile 2,317 device bytes (2 KiB keep bits, 256 B of 16-bit column
 ids, 13 B window/kind/ncols/slot), an entry tile 413 B (256 B columns, 128 B rows, 16 B keep
-bits, 13 B; the band plane of ids past 65,536 X rows, 16 B per tile and band bit, is left out), plus 128x128 (bitmap) or 128 (entry) value bytes for INT8/FP16 tiles; and
+bits, 13 B; the band of ids past 65,536 X rows, a few bytes per tile, is left out), plus 128x128 (bitmap) or 128 (entry) value bytes for INT8/FP16 tiles; and
 each tile is one gather transfer per SpMM call. The modelled cost of one call is therefore
 
     cost = sum over tiles (device bytes + gather_transfer_bytes) + x_row_bytes * X rows gathered

@@ -841,8 +841,8 @@ class DSTEMatrix:
         Device categories: values, scales (INT8 tile scales and row/column scale vectors at their stored
         dtype: 4 B per node as float32, 2 B as float16; ``scale_dtype`` names it),
         masks (keep bits), column_ids (the device form of ``tile_cols`` / ``etile_cols`` /
-        ``ltile_cols``: :func:`device_column_id_bytes`, 2 B per slot plus the band plane when
-        M > 65,536, not the host's int32; and the list tiles' 1-byte ``ltile_colslot``), row_ids (entry rows, and the window
+        ``ltile_cols``: :func:`layout_column_id_bytes`, 2 B per slot plus, when M > 65,536, the bands as band starts
+        or a band plane, not the host's int32; and the list tiles' 1-byte ``ltile_colslot``), row_ids (entry rows, and the window
         slot map in its device form: 2 B per slot plus the band plane when N > 65,536, as the kernel's metadata blob
         carries it to place output rows), metadata
         (window pointers, per-tile kind/ncols/slot in their device form: :func:`device_metadata_bytes`).

@@ -174,3 +174,15 @@ def load_dataset_preset(name):
     from dste.data import load_dataset
 
     return load_dataset(name, seed=0)
+
+
+def test_an_allowed_edge_shortfall_is_explicit():
+    """The 2 % limit is the default; a caller may allow more, and gets the edges the block model holds."""
+    knobs = {"community_size": (2, 2), "locality": 0.9, "homophily": 0.95, "num_edges": 3000}
+    graph = make_graph("cora-like", seed=0, edge_shortfall_limit=0.9, **knobs)
+    assert 0.1 * 3000 <= graph.adj.nnz // 2 < 0.98 * 3000
+    with pytest.raises(ValueError, match="more than 2% short"):
+        make_graph("cora-like", seed=0, **knobs)
+    for bad in (-0.1, 1.0, float("nan"), True, "5%"):
+        with pytest.raises(ValueError, match="edge_shortfall_limit"):
+            make_graph("cora-like", seed=0, edge_shortfall_limit=bad)
