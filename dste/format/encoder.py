@@ -260,7 +260,7 @@ def _check_scale(name, scale, length):
     return scale32
 
 
-def _check_scaled_range(rows, cols, stored, row_scale, col_scale) -> None:
+def _check_scaled_range(rows, cols, stored, row_scale, col_scale, what: str = "encode: the value") -> None:
     """Refuse values whose product with their scales (``row_scale_i * v * col_scale_j``) leaves float32's normal
     range: ``decode`` and the CPU op fold the scales into float32 values, where such an entry would become 0, a
     subnormal or Inf (the kernel applies the scales apart and would differ). Checked on bounds first, per entry
@@ -285,7 +285,7 @@ def _check_scaled_range(rows, cols, stored, row_scale, col_scale) -> None:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DSTEFormatError(
-            f"encode: the value at ({int(rows[i])}, {int(cols[i])}) times its row and column scales is "
+            f"{what} at ({int(rows[i])}, {int(cols[i])}) times its row and column scales is "
             f"{float(effective[i]):.6g}, outside float32's normal range ({FLOAT32_SMALLEST_NORMAL:.3g} to "
             f"{FLOAT32_MAX:.3g} in magnitude), where decode and the CPU op compute it. Rescale the matrix so that "
             "every scaled value is a normal float32 (or drop the entry)"
@@ -1145,8 +1145,50 @@ def update_windows(old: DSTEMatrix, new_matrix, changed_rows, row_scale=None, co
     row_pos = np.arange(N) if old.row_perm is None else inverse_permutation(old.row_perm)
     redo = np.zeros(old.n_windows, dtype=bool)
     redo[row_pos[changed_rows.astype(np.int64)] // WINDOW_ROWS] = True
+    if changed_scales:
+        _check_kept_windows_in_range(old, redo, row_pos, policy.row_scale, policy.col_scale)
     sel = redo[row_pos[rows] // WINDOW_ROWS]
     return reencode_windows(old, rows[sel], cols[sel], vals[sel], redo, policy)
+
+
+def _stored_magnitude_bounds(matrix: DSTEMatrix) -> tuple[float, float]:
+    """Bounds ``(smallest nonzero, largest)`` on the magnitudes of the stored (unscaled) values, from the tiles'
+    value arrays alone: 1 for BIN tiles, ``[scale, 127 scale]`` for INT8 tiles, the FP16 values themselves."""
+    low, high = np.inf, 0.0
+    kinds = np.concatenate([matrix.tile_kind, matrix.etile_kind, matrix.ltile_kind])
+    if (kinds == TileKind.BIN).any():
+        low, high = 1.0, 1.0
+    for prefix in ("", "etile_", "ltile_"):
+        scales = getattr(matrix, f"{prefix}int8_scale")
+        if scales.size:
+            low, high = min(low, float(scales.min())), max(high, INT8_QMAX * float(scales.max()))
+        values = np.abs(getattr(matrix, f"{prefix}fp16_values"))
+        if values.size:
+            high = max(high, float(values.max()))
+            low = min(low, float(values.min(where=values > 0, initial=np.inf)))
+    return low, high
+
+
+def _check_kept_windows_in_range(old: DSTEMatrix, redo, row_pos, row_scale, col_scale) -> None:
+    """New scales meet the stored values of the windows ``update_windows`` keeps: refuse a product outside float32's
+    normal range there, as ``encode`` refuses it (the re-encoded windows are checked by their encode). On bounds
+    from the tiles' value arrays first (a GCN update, BIN tiles and degree scales, always passes them); per
+    entry of the kept windows only when the bounds do not settle it."""
+    if row_scale is None and col_scale is None:
+        return
+    low, high = _stored_magnitude_bounds(old)
+    if high == 0:
+        return
+    row_abs = np.ones(1) if row_scale is None else np.abs(row_scale.astype(np.float64))
+    col_abs = np.ones(1) if col_scale is None else np.abs(col_scale.astype(np.float64))
+    top = high * row_abs.max() * col_abs.max()
+    bottom = low * row_abs[row_abs > 0].min(initial=np.inf) * col_abs[col_abs > 0].min(initial=np.inf)
+    if top <= FLOAT32_MAX and bottom >= FLOAT32_SMALLEST_NORMAL:
+        return
+    rows, cols, stored = old._coordinates(use_keep=False)
+    kept = ~redo[row_pos[rows] // WINDOW_ROWS]
+    _check_scaled_range(rows[kept], cols[kept], stored[kept], row_scale, col_scale,
+                        what="update_windows: the stored value of a window it keeps")
 
 
 def reencode_windows(old: DSTEMatrix, rows, cols, vals, redo, policy: EncodePolicy) -> DSTEMatrix:

@@ -364,3 +364,19 @@ def test_update_windows_refuses_new_scales_on_a_scaled_input_matrix():
     unscaled = encode(sp.identity(256, format="csr", dtype=np.float32), row_scale=np.ones(256), scaled_input=False)
     rescaled = unscaled.update_windows(sp.identity(256, format="csr"), changed_rows=[0], row_scale=np.full(256, 2.0))
     np.testing.assert_array_equal(np.diag(rescaled.to_dense()), np.full(256, 2.0))
+
+
+def test_update_windows_refuses_new_scales_that_take_a_kept_window_out_of_float32():
+    """New scales meet the stored values of the windows update_windows keeps: 1e20 times a row scale of 1e20 is
+    beyond float32 (encode refuses it; the kept window had passed unchecked, and decode gave Inf)."""
+    n = 256
+    A = sp.csr_matrix((np.array([1e20, 1.0], np.float32), ([5, 200], [5, 200])), shape=(n, n))  # windows 0 and 1
+    E = encode(A, row_scale=np.ones(n), scaled_input=False)
+    big = np.ones(n)
+    big[5] = 1e20
+    with pytest.raises(DSTEFormatError, match=r"update_windows: the stored value of a window it keeps at \(5, 5\)"):
+        E.update_windows(A, changed_rows=[200], row_scale=big)
+    with pytest.raises(DSTEFormatError, match="outside float32's normal range"):
+        encode(A, row_scale=big, scaled_input=False)  # what a full re-encode says
+    fine = E.update_windows(A, changed_rows=[200], row_scale=np.full(n, 2.0))  # within range: taken
+    np.testing.assert_allclose(fine.decode().diagonal()[[5, 200]], [2e20, 2.0], rtol=1e-3)
