@@ -15,6 +15,8 @@ RUNTIME = [
     "matplotlib==3.11.2",
     "tqdm==4.70.1",
     "pymetis==2025.2.2",
+    "numba==0.68.0",
+    "llvmlite==0.50.0",
 ]
 
 DEV = [

@@ -35,9 +35,9 @@ from dste.bindings import DSTETensor, spmm
 from dste.bindings.backends import resolve_backend
 from dste.format.constants import FLOAT32_MAX, FP16_MAX
 from dste.format.hybrid_rows import MIN_ROW_MAGNITUDE
-from dste.format.quant import INV_INT8_QMAX
 
 from .pruning import GatherAwarePruning, PropagationPlan
+from .row_quant import int8_rows_and_scores
 from .settings import FP32_SETTING, LayerSetting, quantize_rows_by_fraction
 from .weights import CompressedWeight
 
@@ -126,13 +126,6 @@ WORK_BUFFER_MAX_BYTES = 16 << 20
 activations get fresh tensors, as before."""
 
 
-SENSITIVITY_CHUNK_BYTES = 512 << 10
-"""Bytes of the float64 work buffer the row sensitivity sums through, a block of rows at a time. Whole-matrix
-float64 temporaries (3x the size of the float32 input, several alive at once) are mapped and faulted in again on
-every call; one reused buffer of this size measured fastest among 32 KiB - whole matrix (one thread: 2,708 x 64
-0.46 ms against 1.6 ms whole, 19,717 x 64 3.8 against 9.6 ms)."""
-
-
 FEATURE_BLOCK_BYTES = 4 << 20
 """Bytes of dequantized feature rows :func:`hybrid_rows_product` holds at a time. Dequantizing a whole feature
 matrix maps and faults in a fresh float32 copy on every inference (CiteSeer-sized 3,327 x 3,703: 49 MB); blocks
@@ -176,321 +169,12 @@ def hybrid_rows_product(rows, weight: torch.Tensor) -> torch.Tensor:
     return out
 
 
-NARROW_ROW_WIDTH = 16
-"""Rows narrower than this are summed column by column across all rows at once (:func:`_row_sums`)."""
-NARROW_REDUCE_MAX_ROWS = 64
-"""Up to this many rows :func:`_row_sums` leaves even narrow rows to ``np.add.reduce`` (fewer calls)."""
-
-
-def _row_sums(block: np.ndarray, out: np.ndarray) -> None:
-    """``np.add.reduce(block, axis=1, out=out)`` for float64 ``block [rows, F]``, bit for bit.
-
-    NumPy sums each row pairwise: up to 128 values, eight running sums (values i, i + 8, ...) combined as
-    ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)), then the last F mod 8 values one by one; under 8 values,
-    one by one from 0. Narrow rows are summed here in that order with one vectorised operation per column
-    across all rows, which avoids the reduction's per-row overhead (10,000 x 8: 57 against 176 us); wider rows
-    go to ``np.add.reduce`` itself. Checked equal for every width 1-128 (``tests/gnn/test_cpu_forward.py``).
-    """
-    rows, width = block.shape
-    if width >= NARROW_ROW_WIDTH or rows <= NARROW_REDUCE_MAX_ROWS:
-        np.add.reduce(block, axis=1, out=out)
-        return
-    if width < 8:
-        out[:] = 0.0
-        for column in range(width):
-            out += block[:, column]
-        return
-    s = block[:, :8]
-    out[:] = ((s[:, 0] + s[:, 1]) + (s[:, 2] + s[:, 3])) + ((s[:, 4] + s[:, 5]) + (s[:, 6] + s[:, 7]))
-    for column in range(8, width):
-        out += block[:, column]
-
-
-def _row_sensitivity(x: torch.Tensor, amax: np.ndarray | None = None) -> np.ndarray:
-    """``dste.gnn.settings.row_sensitivity`` of float32 ``x [n, F]``, bit for bit, without whole-matrix temporaries.
-
-    The float32 steps (scale, rounding) run in torch; the float64 error and magnitude sums stay NumPy's pairwise
-    ``add.reduce`` per row (what ``np.mean`` sums with), block by block of rows through one reused buffer.
-    ``amax``: the rows' largest magnitudes (float32 [n]) if the caller has them.
-    """
-    n, width = x.shape
-    if amax is None:
-        amax = x.abs().amax(dim=1).numpy()
-    if n <= FEW_ROWS:
-        return _few_rows_sensitivity(x.numpy(), amax)
-    amax = amax[:, None]
-    scale = torch.from_numpy(np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32))
-    dequantized = torch.div(x, scale).round_().clamp_(-128.0, 127.0).mul_(scale).numpy()
-    values = x.numpy()
-    squared_error, magnitude = np.empty(n), np.empty(n)
-    rows = max(1, SENSITIVITY_CHUNK_BYTES // (8 * max(width, 1)))
-    work = np.empty((min(rows, n), width))
-    for lo in range(0, n, rows):
-        hi = min(lo + rows, n)
-        block = work[: hi - lo]
-        np.subtract(values[lo:hi], dequantized[lo:hi], out=block, dtype=np.float64)
-        np.multiply(block, block, out=block)
-        _row_sums(block, squared_error[lo:hi])
-        np.abs(values[lo:hi], out=block, dtype=np.float64)
-        _row_sums(block, magnitude[lo:hi])
-    rms = np.sqrt(squared_error / width)
-    mean_abs = magnitude / width
-    return np.where(mean_abs > 0, rms / np.where(mean_abs > 0, mean_abs, 1.0), 0.0)
-
-
-FEW_ROWS = 256
-"""Up to this many rows :func:`_row_sensitivity` runs every step in NumPy (:func:`_few_rows_sensitivity`)."""
-
-
-def _few_rows_sensitivity(values: np.ndarray, amax: np.ndarray, nonzero_rows: bool = False) -> np.ndarray:
-    """:func:`_row_sensitivity` of a few float32 rows ``values [n, F]`` (the candidates the score bounds cannot
-    place), every step in NumPy: on so few values each torch call costs more than its work, and the steps are
-    the same correctly rounded float32 operations (quotient, rint half to even, clip, product) and the same
-    pairwise float64 row sums, so the same bits (one thread, 30 x 8 rows: 21 us against 36 us through torch,
-    30 x 64: 25 against 34 us).
-
-    ``nonzero_rows``: every row's largest magnitude ``amax`` is finite and at least ``MIN_ROW_MAGNITUDE`` (the open
-    candidates of :func:`_best_candidates` when none is all-zero). Then the scale is ``amax / 127`` (never the
-    all-zero row's 1), ``|x / s| <= 127 (1 + u)^2 < 127.5`` so the clip to [-128, 127] never acts, and the mean
-    magnitude is positive (at least ``amax / F``): the masks are skipped, and the same operations in the same order
-    give the same bits."""
-    width = values.shape[1]
-    if nonzero_rows:
-        scale = (amax / np.float32(127.0))[:, None]
-    else:
-        scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0))[:, None]
-    dequantized = np.divide(values, scale)
-    np.rint(dequantized, out=dequantized)
-    if not nonzero_rows:
-        np.clip(dequantized, -128.0, 127.0, out=dequantized)
-    dequantized *= scale
-    error = np.subtract(values, dequantized, dtype=np.float64)
-    np.multiply(error, error, out=error)
-    rms = np.sqrt(np.add.reduce(error, axis=1) / width)
-    mean_abs = np.add.reduce(np.abs(values, dtype=np.float64), axis=1) / width
-    if nonzero_rows:
-        return rms / mean_abs
-    return np.divide(rms, mean_abs, out=np.zeros(values.shape[0]), where=mean_abs > 0)
-
-
-FLOAT32_TINY = np.float32(np.finfo(np.float32).tiny)
-UNIT_ROUNDOFF_32 = 2.0 ** -24
-UNIT_ROUNDOFF_64 = 2.0 ** -53
-SUBNORMAL_STEP_32 = 2.0 ** -149
-"""float32's smallest subnormal: a float32 result in the subnormal range errs by up to half of it, absolutely."""
-BOUND_SAFETY = 4.0
-"""Every error term of :func:`_sensitivity_bounds` is taken this many times over: the bounds only decide which rows
-get the exact score, so a looser bound costs a few more exact rows, never a different choice."""
-EXACT_SCORING_MAX_NARROW_ROWS = 8192
-EXACT_SCORING_BELOW_WIDTH = 3
-"""Up to ``EXACT_SCORING_MAX_NARROW_ROWS`` rows narrower than ``EXACT_SCORING_BELOW_WIDTH`` values every row gets
-the exact score; wider rows go through the bounds. One thread, 5 % FP16 rows, bounds against exact scores, in us:
-2,708 x 1 264 / 185, 2,708 x 3 ReLU 276 / 261, 8,000 x 3 529 / 627, 2,708 x 7 (cora-like's logits) 238 / 315,
-10,000 x 8 556 / 767, 8,000 x 15 624 / 973 (before the candidates' certain rows skipped their exact score, the
-bounds lost up to 8,192 rows of width 15)."""
-EXACT_SCORING_SHARE = 0.5
-"""When the rows the bounds cannot place exceed this share of all rows, every row gets the exact score at once."""
-
-
-def _sensitivity_bounds(x: torch.Tensor, amax: np.ndarray, magnitude: torch.Tensor,
-                        device_scaled: torch.Tensor | None = None,
-                        device_rounded: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Float64 ``(lower, upper)`` bounds, per row, on the score :func:`_row_sensitivity` computes for ``x``.
-
-    ``x`` finite float32 ``[n, F]`` whose rows' largest magnitudes ``amax`` are 0 or at least
-    ``MIN_ROW_MAGNITUDE`` (what :func:`fake_quantized_rows` lets through), ``magnitude = |x|``.
-
-    The exact score is ``sqrt(F) sqrt(E) / M`` in float64, with ``s = fl(amax / 127)``, ``t = fl(x / s)``,
-    ``r = round(t)`` (half to even; ``|t| <= 127 (1 + u)^2``, so its clamp to [-128, 127] never acts),
-    ``e = x - fl(r s)``, ``E = sum e^2``, ``M = sum |x|``. The bounds come from two float32 row sums, as
-    matrix-vector products with a vector of ones: ``D = sum (t - r)^2`` and ``T = sum |x|``. With
-    ``u = 2^-24``:
-
-    * ``t - r`` is exact in float32 (Sterbenz), and ``|e_i - s (t_i - r_i)| <= |x_i - s t_i| + |r_i s - fl(r_i
-      s)| <= u |x_i| + u |r_i| s + s 2^-150 <= 256 u s`` (``|x_i| <= amax <= 127 s (1 + u)``, ``|r_i| <= 127``;
-      the ``2^-150`` for a subnormal ``t_i``), so by Minkowski ``|sqrt(E) - s sqrt(sum (t - r)^2)| <= 256 u s
-      sqrt(F)``;
-    * a float32 sum of ``F`` non-negative terms errs by at most ``gamma = (F + 1) u / (1 - (F + 1) u)`` of
-      itself in any order (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., section 4.2; the
-      extra ``u`` for the squares), plus ``2^-150`` per subnormal result: below ``2^-70 sqrt(F)`` after the
-      root for ``D``, below ``F 2^-149 / MIN_ROW_MAGNITUDE`` of ``T`` relatively (``T >= amax``);
-    * the exact score's float64 sums and its root, two quotients and square root of ``F`` err by at most
-      ``(F + 8) 2^-53`` of it.
-
-    Every term is taken ``BOUND_SAFETY`` times. An all-zero row (``amax`` 0) scores exactly 0.
-
-    ``device_scaled``, ``device_rounded``: the INT8 quantizer's own ``t' = fl(x fl(1 / s'))`` with the device
-    scale ``s' = fl(amax fl(1 / 127))``, and ``round(t')``, if the caller has them (``device_scaled`` is then
-    overwritten). ``D`` is summed over ``t' - round(t')`` instead, which saves the division and the rounding:
-    ``t'`` is ``t`` up to five roundings of the scale's and the values' arithmetic, ``|t' - t| <= 8 u |t| <=
-    1024 u`` (the device scale may be subnormal just below float32's smallest normal: 2 u there), and the
-    distance to the nearest integer is 1-Lipschitz, so ``| |e_i| - s |t'_i - round(t'_i)| | <= (256 + 1024) u s``
-    and the Minkowski term grows to ``1280 u s sqrt(F)``.
-    """
-    n, width = x.shape
-    scale = amax / np.float32(127.0)  # s = fl(amax / 127); 0 for an all-zero row
-    ones = torch.ones(width, dtype=torch.float32)  # row sums as mat-vec products (~1 us to make, per call)
-    if device_scaled is None:
-        residual = torch.div(x, torch.from_numpy(np.where(amax > 0, scale, np.float32(1.0)))[:, None])
-        residual.sub_(residual.round()).square_()
-        spread_units = 256.0
-    else:
-        residual = device_scaled.sub_(device_rounded).square_()
-        spread_units = 256.0 + 1024.0
-    # torch's matrix-vector product (its thread setting, unlike NumPy's BLAS): 10k x 64, one thread, about
-    # 60 us against 100 us for sum(dim=1)
-    squared_sum = torch.mv(residual, ones).numpy()  # D
-    magnitude_sum = torch.mv(magnitude, ones).numpy()  # T
-    k = BOUND_SAFETY
-    gamma = k * ((width + 1) * UNIT_ROUNDOFF_32 / (1.0 - (width + 1) * UNIT_ROUNDOFF_32)
-                 + width * SUBNORMAL_STEP_32 / MIN_ROW_MAGNITUDE)
-    gamma64 = k * (width + 8) * UNIT_ROUNDOFF_64
-    spread = k * math.sqrt(width) * (spread_units * UNIT_ROUNDOFF_32 + 2.0 ** -70)
-    root = np.sqrt(squared_sum, dtype=np.float64)
-    # sqrt(F) s / T. A row's float32 sum T is at least its largest term amax, so every row but an all-zero one
-    # has T >= MIN_ROW_MAGNITUDE, far above float32's smallest normal; flooring T there leaves those rows alone
-    # and gives an all-zero row (s = 0) the factor 0 without a mask
-    factor = np.multiply(scale, math.sqrt(width), dtype=np.float64)
-    factor /= np.maximum(magnitude_sum, FLOAT32_TINY)
-    # the constant factors of each bound taken into the root's coefficient and the spread (positive, so they
-    # commute with the clamp at 0); the few float64 roundings of these steps are far inside BOUND_SAFETY's excess
-    low_scale = (1.0 - gamma) * (1.0 - 3.0 * gamma64)
-    lower = root * (low_scale / math.sqrt(1.0 + gamma))
-    lower -= spread * low_scale
-    np.maximum(lower, 0.0, out=lower)
-    lower *= factor
-    high_scale = (1.0 + gamma) * (1.0 + 3.0 * gamma64)
-    upper = root * (high_scale / math.sqrt(1.0 - gamma))
-    upper += spread * high_scale
-    upper *= factor
-    return lower, upper
-
-
 def _quantizer_lets_through(amax: np.ndarray) -> bool:
     """Whether every row's largest magnitude is 0, or finite and at least ``MIN_ROW_MAGNITUDE`` (a NaN fails
-    every comparison): the rows the INT8 quantizer accepts, and the premises of :func:`_sensitivity_bounds`."""
+    every comparison): the rows the INT8 quantizer accepts, and the premise of :func:`int8_rows_and_scores`."""
     if amax.size and MIN_ROW_MAGNITUDE <= amax.min() and amax.max() <= FLOAT32_MAX:  # the common case: two
         return True  # reductions (a NaN makes both comparisons false)
     return bool(((amax == 0) | ((amax >= MIN_ROW_MAGNITUDE) & (amax <= FLOAT32_MAX))).all())
-
-
-
-
-def _fp16_rows(x: torch.Tensor, fraction: float, amax: np.ndarray | None = None,
-               magnitude: torch.Tensor | None = None, device_scaled: torch.Tensor | None = None,
-               device_rounded: torch.Tensor | None = None, checked: bool = False) -> np.ndarray | None:
-    """The rows ``quantize_rows_by_fraction`` keeps in FP16 (the most sensitive ``round(fraction * n)``, ties by
-    lower row id), sorted; None for none. ``fraction`` 1 takes every row without scoring them. ``amax``,
-    ``magnitude``: the rows' largest magnitudes and ``|x|``, if the caller has them; ``device_scaled``,
-    ``device_rounded``: see :func:`_sensitivity_bounds` (``device_scaled`` may be overwritten); ``checked``: the
-    caller has found :func:`_quantizer_lets_through` ``amax``.
-
-    Only the rows that could be among them get the exact (float64) score: with ``k`` rows to take and ``L`` a
-    value at most the ``k``-th largest lower bound of :func:`_sensitivity_bounds`, a row whose upper bound is
-    below ``L`` scores strictly less than ``k`` other rows and is never taken; of the rest,
-    :func:`_best_candidates` scores exactly only those the bounds cannot place (10k x 64 ReLU activations, 5 %:
-    about 500 candidates, a few dozen of them scored).
-    """
-    n = x.shape[0]
-    n_hi = int(round(fraction * n))
-    if n_hi == 0:
-        return None
-    if n_hi == n:
-        return np.arange(n, dtype=np.int64)
-    if magnitude is None:
-        magnitude = x.abs()
-    if amax is None:
-        amax = magnitude.amax(dim=1).numpy()
-    if not checked and not _quantizer_lets_through(amax):
-        return _best_rows(_row_sensitivity(x, amax), n_hi)  # outside the bounds' premises (the quantizer refuses)
-    if x.shape[1] < EXACT_SCORING_BELOW_WIDTH and n <= EXACT_SCORING_MAX_NARROW_ROWS:
-        return _best_rows(_row_sensitivity(x, amax), n_hi)
-    lower, upper = _sensitivity_bounds(x, amax, magnitude, device_scaled, device_rounded)
-    floor = _kth_largest_floor(lower, n_hi)
-    candidates = np.flatnonzero(upper >= floor)
-    if candidates.size > EXACT_SCORING_SHARE * n:
-        return _best_rows(_row_sensitivity(x, amax), n_hi)
-    return _best_candidates(x, amax, candidates, lower[candidates], upper[candidates], floor, n_hi)
-
-
-def _best_candidates(x: torch.Tensor, amax: np.ndarray, candidates: np.ndarray, lower: np.ndarray,
-                     upper: np.ndarray, floor: float, count: int) -> np.ndarray:
-    """The ``count`` most sensitive rows (ties by lower id), sorted, given that they are among ``candidates``
-    (sorted row ids, with score bounds ``lower <= exact <= upper``; every other row's upper bound is below
-    ``floor``).
-
-    A candidate whose lower bound is at least ``floor`` and above the ``count + 1``-th largest upper bound (so at
-    most ``count - 1`` other rows could equal or beat it) is taken without its exact score; one whose upper bound
-    is below the ``count``-th largest lower bound (``count`` rows beat it for certain) is dropped. Only the rest
-    get the exact score: the rows taken are those certain, then the best of the rest by exact score, ties by
-    lower id (the candidates' order), since every certain row is among the best and no dropped row is.
-    """
-    m = candidates.size
-    reach = np.partition(upper, m - count - 1)[m - count - 1] if m > count else -math.inf
-    # lower >= floor and lower > reach, in one comparison
-    certain = lower > reach if reach >= floor else lower >= floor
-    beaten = upper < np.partition(lower, m - count)[m - count]
-    # no row is both (count rows beating it surely would all reach it), so the open rows are those with neither
-    open_rows = np.flatnonzero(certain == beaten)
-    taken = candidates[certain]
-    needed = count - taken.size
-    if needed == 0:
-        return taken
-    rows = candidates[open_rows]
-    if needed == rows.size:
-        best = rows
-    else:
-        values, open_amax = x.numpy()[rows], amax[rows]
-        # without an all-zero row among them (scale 1, score 0) the masks are skipped
-        exact = _few_rows_sensitivity(values, open_amax, nonzero_rows=bool(open_amax.min() > 0))
-        best = rows[_best_rows(exact, needed)]
-    return np.sort(np.concatenate([taken, best]))
-
-
-def _kth_largest_floor(values: np.ndarray, k: int) -> float:
-    """A value at most the ``k``-th largest of ``values`` (float64 [n], 1 <= k <= n), close to it.
-
-    Large arrays take it from a strided sample of every ``KTH_SAMPLE_STRIDE``-th value (its ``ceil(k / stride)``
-    -th largest, lowered by a few standard deviations of that rank), checked by counting the values at least
-    that large; when the count falls short, the exact ``k``-th largest (:func:`_kth_largest`). A floor below the
-    ``k``-th largest only admits a few more candidates. Inside a forward pass (10k values, k = 500): about
-    25 us against 90 us for the exact selection.
-    """
-    n = values.size
-    if n < KTH_SAMPLE_MIN_VALUES:
-        return _kth_largest(values, k)
-    sample = values[::KTH_SAMPLE_STRIDE]
-    rank = math.ceil(k / KTH_SAMPLE_STRIDE)
-    rank = min(sample.size, rank + 2 + int(3.0 * math.sqrt(rank)))
-    floor = float(np.partition(sample, sample.size - rank)[sample.size - rank])
-    if np.count_nonzero(values >= floor) >= k:
-        return floor
-    return _kth_largest(values, k)
-
-
-KTH_SAMPLE_STRIDE = 8
-KTH_SAMPLE_MIN_VALUES = 1024
-"""Below this many rows :func:`_kth_largest_floor` selects exactly (the sample saves too little). From 1,024 rows
-the sample's calls cost less than ``np.partition`` of every value (2,000-2,708 rows, alone: 12-31 us against 4-7 us;
-inside the 2k CSBM's forward pass, py-spy: about 24 against 14 us per call), though they admit up to twice the
-candidates (about 200 instead of 100 at 2k), which :func:`_best_candidates` classifies in the same calls."""
-
-
-TOPK_MIN_VALUES = 4096
-
-
-def _kth_largest(values: np.ndarray, k: int) -> float:
-    """The ``k``-th largest of ``values`` (float64 [n], 1 <= k <= n). Below ``TOPK_MIN_VALUES`` values
-    ``np.partition`` (one call); from there the smallest of torch's top ``k`` or the largest of its bottom
-    ``n - k + 1``, whichever is fewer: inside a forward pass (caches cold, 10k rows, k = 500) it took 86 us, against
-    135 us for ``torch.kthvalue`` and 99 us for ``np.partition``."""
-    if values.size < TOPK_MIN_VALUES:  # one NumPy call: below torch's per-call cost on few values
-        return float(np.partition(values, values.size - k)[values.size - k])
-    values = torch.from_numpy(values)
-    bottom = values.numel() - k + 1
-    if k <= bottom:
-        return float(torch.topk(values, k, sorted=False).values.min())
-    return float(torch.topk(values, bottom, largest=False, sorted=False).values.max())
 
 
 def _best_rows(sensitivity: np.ndarray, count: int) -> np.ndarray:
@@ -514,11 +198,14 @@ def fake_quantized_rows(x: torch.Tensor, fraction: float, non_negative: bool = F
     """``quantize_rows_by_fraction(x, fraction).dequantize()`` bit for bit, without the ``HybridRows``.
 
     What the cpu backend multiplies by when it is handed hybrid rows: INT8 rows ``rne_sat(x * fp32(1/s)) * s``
-    with the device scale ``s = max|x| * fp32(1/127)`` (1 for an all-zero row), FP16 rows ``fp32(fp16(x))``.
-    One float32 buffer and in-place passes instead of the int8, scale and index arrays, their validation and
-    the separate dequantization (2,708 x 64 on one thread: ~0.15 ms against ~0.7 ms). Input the quantizer
-    refuses (NaN/Inf, rows with a subnormal INT8 scale, FP16 rows beyond float16's range) goes through
-    ``quantize_rows_by_fraction`` itself, so it raises exactly what the quantizer raises.
+    with the device scale ``s = max|x| * fp32(1/127)`` (1 for an all-zero row), FP16 rows ``fp32(fp16(x))``, the
+    FP16 rows being the ``round(fraction * n)`` most sensitive (ties by lower row id). The INT8 rows and every
+    row's score come from one compiled pass (:func:`dste.gnn.row_quant.int8_rows_and_scores`, the quantizer's
+    arithmetic and NumPy's summation order), the FP16 rows from the scores; no int8, scale or index arrays, no
+    validation and no separate dequantization (1,000 x 64 ReLU activations, 5 % FP16 rows, one thread: about
+    0.1 ms against 0.24 ms for the torch/NumPy steps before it and ~0.7 ms through ``HybridRows``). Input the
+    quantizer refuses (NaN/Inf, rows with a subnormal INT8 scale, FP16 rows beyond float16's range) goes
+    through ``quantize_rows_by_fraction`` itself, so it raises exactly what the quantizer raises.
 
     ``non_negative``: the caller knows no entry of ``x`` is below zero (a ReLU's output; -0.0 and NaN allowed),
     so ``x`` is its own magnitude and the ``|x|`` pass is skipped (the same bits: a row maximum of -0.0 is a
@@ -534,35 +221,25 @@ def fake_quantized_rows(x: torch.Tensor, fraction: float, non_negative: bool = F
 
     magnitude = x if non_negative else torch.abs(x, out=buffer("magnitude"))
     amax = magnitude.amax(dim=1).numpy()
-    smallest, largest = amax.min(), amax.max()
-    # the common case, every row at least MIN_ROW_MAGNITUDE and finite, by these two reductions (a NaN fails
-    # both comparisons); otherwise the whole check
-    no_zero_rows = MIN_ROW_MAGNITUDE <= smallest and largest <= FLOAT32_MAX
-    if not no_zero_rows and not _quantizer_lets_through(amax):
+    if not _quantizer_lets_through(amax):
         return torch.from_numpy(quantize_rows_by_fraction(x.numpy(), fraction).dequantize())
     n_hi = int(round(fraction * x.shape[0]))
-    beyond_fp16 = bool(largest > FP16_MAX)  # some row beyond float16's range (not allowed in FP16)
+    beyond_fp16 = bool(amax.max() > FP16_MAX)  # some row beyond float16's range (not allowed in FP16)
     if n_hi == x.shape[0]:
         if beyond_fp16:
             return torch.from_numpy(quantize_rows_by_fraction(x.numpy(), fraction).dequantize())
         return x.clamp(-FP16_MAX, FP16_MAX).to(torch.float16).to(torch.float32)
-    # device_int8_scale_of_amax's float32 arithmetic on the float32 maxima, without its copies (an all-zero
-    # row's scale is 1)
-    scale = amax * INV_INT8_QMAX if no_zero_rows else np.where(amax > 0, amax * INV_INT8_QMAX, np.float32(1.0))
-    inverse = np.float32(1.0) / scale
-    scaled = torch.mul(x, torch.from_numpy(inverse[:, None]), out=buffer("scaled"))
-    # half to even, as np.rint; |x / s| <= 127 (1 + 8 u) < 127.5 for the rows let through here, so the
-    # quantizer's saturation to [-127, 127] never acts and is not repeated
-    out = torch.round(scaled, out=buffer("rounded")) if n_hi else scaled.round_()
-    hi_rows = _fp16_rows(x, fraction, amax, magnitude, scaled, out, checked=True) if n_hi else None  # overwrites scaled
-    if hi_rows is not None and beyond_fp16 and bool((amax[hi_rows] > FP16_MAX).any()):
+    out = buffer("rounded")
+    score = np.empty(x.shape[0] if n_hi else 0)
+    int8_rows_and_scores(x.numpy(), amax, out.numpy(), score)
+    if not n_hi:
+        return out
+    hi_rows = _best_rows(score, n_hi)
+    if beyond_fp16 and bool((amax[hi_rows] > FP16_MAX).any()):
         return torch.from_numpy(quantize_rows_by_fraction(x.numpy(), fraction).dequantize())
-    out.add_(0.0)  # -0.0 -> +0.0: the quantizer's int8 zero dequantizes to +0.0
-    out.mul_(torch.from_numpy(scale[:, None]))
-    if hi_rows is not None:
-        index = torch.from_numpy(hi_rows)
-        # |x| <= FP16_MAX in these rows (checked above): float16's rounding alone, no saturation
-        out.index_copy_(0, index, x.index_select(0, index).to(torch.float16).to(torch.float32))
+    index = torch.from_numpy(hi_rows)
+    # |x| <= FP16_MAX in these rows (checked above): float16's rounding alone, no saturation
+    out.index_copy_(0, index, x.index_select(0, index).to(torch.float16).to(torch.float32))
     return out
 
 

@@ -17,13 +17,8 @@ from dste.bindings import spmm
 from dste.format.errors import DSTEFormatError
 from dste.format.hybrid_rows import MIN_ROW_MAGNITUDE
 from dste.gnn import FP32_SETTING, CompressedModel, CompressedWeight, GraphInference, LayerSetting, make_model, train_fp32
-from dste.gnn.execution import (
-    SENSITIVITY_CHUNK_BYTES,
-    _fp16_rows,
-    _row_sensitivity,
-    dequantized_hybrid_rows,
-    fake_quantized_rows,
-)
+from dste.gnn.execution import _best_rows, dequantized_hybrid_rows, fake_quantized_rows
+from dste.gnn.row_quant import BLOCK_ROWS, int8_rows_and_scores
 from dste.gnn.settings import quantize_rows_by_fraction, row_sensitivity
 
 from .test_compressed import _graph
@@ -104,24 +99,6 @@ def test_fake_quantized_rows_into_reused_work_buffers():
             got = fake_quantized_rows(torch.from_numpy(x), fraction, work=work)
             reference = quantize_rows_by_fraction(x, fraction).dequantize()
             assert np.array_equal(_bits(got), _bits(reference)), (n, width, fraction)
-
-
-@pytest.mark.parametrize("few_rows", [0, 256], ids=["torch steps", "numpy steps"])
-@pytest.mark.parametrize("shape", [(200, 48), (3, 1), (1, 9), (60, 7)])
-def test_row_sensitivity_in_blocks_equals_the_reference_bit_for_bit(monkeypatch, shape, few_rows):
-    from dste.gnn import execution
-
-    monkeypatch.setattr(execution, "FEW_ROWS", few_rows)  # both ways of scoring few rows
-    x = _awkward_rows(7, *shape) if shape[0] >= 5 else np.random.default_rng(2).standard_normal(shape).astype(np.float32)
-    assert np.array_equal(_row_sensitivity(torch.from_numpy(x)), row_sensitivity(x))
-
-
-def test_row_sensitivity_spanning_several_blocks_equals_the_reference():
-    width = 64
-    rows_per_block = SENSITIVITY_CHUNK_BYTES // (8 * width)
-    x = np.random.default_rng(3).standard_normal((2 * rows_per_block + 17, width)).astype(np.float32)
-    x[rows_per_block - 1 : rows_per_block + 1] = 0.0  # zero rows on a block boundary
-    assert np.array_equal(_row_sensitivity(torch.from_numpy(x)), row_sensitivity(x))
 
 
 @pytest.mark.parametrize("fraction", FRACTIONS)
@@ -228,25 +205,16 @@ def test_fp16_rows_with_many_tied_scores_are_the_quantizers(fraction):
     got = fake_quantized_rows(torch.from_numpy(x), fraction)
     assert np.array_equal(_bits(got), _bits(reference.dequantize()))
     # tied rows are copies here, so the values cannot tell them apart: compare which rows are FP16
-    assert np.array_equal(_fp16_rows(torch.from_numpy(x), fraction), reference.hi_rows)
+    assert np.array_equal(_best_rows(_scores(x), reference.hi_rows.size), reference.hi_rows)
 
 
-def test_row_sums_follow_numpys_pairwise_order_at_every_narrow_width():
-    from dste.gnn.execution import NARROW_ROW_WIDTH, _row_sums
-
-    rng = np.random.default_rng(10)
-    for width in range(1, NARROW_ROW_WIDTH + 3):
-        # magnitudes over 16 decades: any other summation order rounds differently somewhere
-        block = rng.standard_normal((400, width)) * 10.0 ** rng.uniform(-8, 8, (400, width))
-        out = np.empty(400)
-        _row_sums(block, out)
-        assert np.array_equal(out, np.add.reduce(block, axis=1)), width
-        x = (rng.standard_normal((300, width)) * 10.0 ** rng.uniform(-6, 6, (300, 1))).astype(np.float32)
-        assert np.array_equal(_row_sensitivity(torch.from_numpy(x)), row_sensitivity(x)), width
-        assert np.array_equal(_row_sensitivity(torch.from_numpy(x[:50])), row_sensitivity(x[:50])), width
+# -- the compiled pass: INT8 rows and the scores that choose the FP16 rows ----------------------------------------
 
 
-# -- the FP16 rows chosen through score bounds ------------------------------------------------------------------
+def _scores(x: np.ndarray) -> np.ndarray:
+    out, score = np.empty_like(x), np.empty(x.shape[0])
+    int8_rows_and_scores(x, np.abs(x).max(axis=1), out, score)
+    return score
 
 
 def _rows_to_score(seed: int, n: int, width: int, kind: str) -> np.ndarray:
@@ -272,66 +240,52 @@ def _rows_to_score(seed: int, n: int, width: int, kind: str) -> np.ndarray:
 KINDS = ("gaussian", "relu", "on the grid", "nine decades", "subnormal")
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("width", [1, 3, 8, 17, 64, 130])
-def test_sensitivity_bounds_hold_every_exact_score(kind, width):
-    from dste.gnn.execution import _sensitivity_bounds
+def test_scores_follow_numpys_summation_order_at_every_width():
+    """Every width up to 300 (one by one below 8, eight running sums up to 128, halves beyond) and a few wide ones,
+    rows over 16 decades of magnitude: any other summation order rounds differently somewhere."""
+    rng = np.random.default_rng(10)
+    for width in [*range(1, 301), 383, 500, 1000, 1031]:
+        n = BLOCK_ROWS + 37  # a full block of rows and a part-full one
+        x = (rng.standard_normal((n, width)) * 10.0 ** rng.uniform(-8, 8, (n, 1))).astype(np.float32)
+        assert np.array_equal(_scores(x), row_sensitivity(x)), width
 
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("width", [1, 3, 7, 8, 17, 64, 129, 500])
+def test_scores_and_int8_rows_have_the_reference_bits(kind, width):
     from dste.format.quant import device_int8_scale_of_amax
 
-    x = _rows_to_score(width, 600, width, kind)
-    exact = row_sensitivity(x)  # the documented rule, whole-matrix NumPy
-    tensor = torch.from_numpy(x)
+    x = _rows_to_score(31 + width, 300, width, kind)
     amax = np.abs(x).max(axis=1)
-    # from the score's own scaled values, and from the INT8 quantizer's (device scale, multiplied reciprocal)
+    out, score = np.empty_like(x), np.empty(x.shape[0])
+    int8_rows_and_scores(x, amax, out, score)
+    assert np.array_equal(score, row_sensitivity(x))
+    # the INT8 rows: round(x * fp32(1 / s)) * s with the device scale, +0.0 for a zero, as the quantizer's rows
     scale = device_int8_scale_of_amax(amax)
-    device_scaled = tensor * torch.from_numpy((np.float32(1.0) / scale).astype(np.float32))[:, None]
-    device_rounded = device_scaled.round()
-    assert device_rounded.abs().max() <= 127  # the quantizer's saturation never acts on these rows
-    zero_rows = ~x.any(axis=1)
-    for lower, upper in (_sensitivity_bounds(tensor, amax, tensor.abs()),
-                         _sensitivity_bounds(tensor, amax, tensor.abs(), device_scaled, device_rounded)):
-        assert (lower <= exact).all() and (exact <= upper).all()
-        assert zero_rows.any() and (lower[zero_rows] == 0).all() and (upper[zero_rows] == 0).all()
-        if kind in ("gaussian", "relu") and width >= 8:  # narrow enough to spare the exact score of most rows
-            assert np.median((upper - lower)[exact > 0] / exact[exact > 0]) < 1e-2
+    q = np.clip(np.rint(x * (np.float32(1.0) / scale)[:, None]), -127, 127).astype(np.int8)
+    assert np.array_equal(_bits(out), _bits(q.astype(np.float32) * scale[:, None]))
+    assert np.array_equal(_bits(out), _bits(quantize_rows_by_fraction(x, 0.0).dequantize()))
+    no_scores = np.empty_like(x)
+    int8_rows_and_scores(x, amax, no_scores, np.empty(0))  # INT8 rows alone: the same bits
+    assert np.array_equal(_bits(no_scores), _bits(out))
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("width", [2, 8, 32, 64, 129])
 @pytest.mark.parametrize("fraction", [0.001, 0.05, 0.3])
-def test_fp16_rows_through_bounds_are_the_most_sensitive_rows(kind, width, fraction):
-    from dste.gnn import execution
-
+def test_fp16_rows_are_the_most_sensitive_rows(kind, width, fraction):
     x = _rows_to_score(100 + width, 2000, width, kind)
     n_hi = int(round(fraction * x.shape[0]))
     # reference: the documented rule's scores, a stable descending sort (ties by lower row id), the first n_hi
     expected = np.sort(np.lexsort((np.arange(x.shape[0]), -row_sensitivity(x)))[:n_hi])
-    exact_rows, bounded = [], []
-    original, original_bounds = execution._row_sensitivity, execution._sensitivity_bounds
-
-    def counting(rows, amax=None):
-        exact_rows.append(rows.shape[0])
-        return original(rows, amax)
-
-    def counting_bounds(*args):
-        bounded.append(args[0].shape[0])
-        return original_bounds(*args)
-
-    execution._row_sensitivity, execution._sensitivity_bounds = counting, counting_bounds
-    try:
-        got = _fp16_rows(torch.from_numpy(x), fraction)
-    finally:
-        execution._row_sensitivity, execution._sensitivity_bounds = original, original_bounds
-    assert np.array_equal(got, expected)
     assert np.array_equal(quantize_rows_by_fraction(x, fraction).hi_rows, expected)
-    if kind in ("gaussian", "relu") and width >= 16:  # the bounds, not the whole-matrix fallback, chose them
-        # (rows the bounds place alone get no exact score at all)
-        assert bounded and all(rows < x.shape[0] // 2 for rows in exact_rows)
+    assert np.array_equal(_best_rows(_scores(x), n_hi), expected)
+    got = fake_quantized_rows(torch.from_numpy(x), fraction)
+    assert np.array_equal(_bits(got), _bits(quantize_rows_by_fraction(x, fraction).dequantize()))
 
 
 def test_fp16_rows_among_scores_a_rounding_apart():
-    # copies of one row with one entry nudged by an ulp: scores differ in their last bits, far inside the bounds
+    # copies of one row with one entry nudged by an ulp: scores differ in their last bits
     rng = np.random.default_rng(12)
     base = rng.standard_normal(64).astype(np.float32)
     x = np.repeat(base[None, :], 500, axis=0)
@@ -340,80 +294,9 @@ def test_fp16_rows_among_scores_a_rounding_apart():
     x = np.vstack([x, rng.standard_normal((1500, 64)).astype(np.float32)])
     for fraction in (0.01, 0.2, 0.26):
         expected = np.sort(np.lexsort((np.arange(x.shape[0]), -row_sensitivity(x)))[: int(round(fraction * 2000))])
-        assert np.array_equal(_fp16_rows(torch.from_numpy(x), fraction), expected), fraction
-
-
-def test_kth_largest_is_numpys_at_every_rank():
-    from dste.gnn.execution import _kth_largest
-
-    rng = np.random.default_rng(13)
-    values = np.round(rng.standard_normal(301), 1)  # many ties
-    ordered = np.sort(values)[::-1]
-    for k in range(1, values.size + 1):
-        assert _kth_largest(values, k) == ordered[k - 1], k
-
-
-@pytest.mark.parametrize("above_sampling", [1003, 4075])
-def test_kth_largest_floor_is_at_most_the_kth_largest_and_counts_k_values(above_sampling):
-    from dste.gnn.execution import KTH_SAMPLE_MIN_VALUES, _kth_largest_floor
-
-    rng = np.random.default_rng(14)
-    n = KTH_SAMPLE_MIN_VALUES + above_sampling
-    arrays = {
-        "gaussian": rng.standard_normal(n),
-        "many ties": np.round(rng.standard_normal(n), 1),
-        "ascending": np.sort(rng.standard_normal(n)),  # the strided sample misses most of the largest values
-        "descending": np.sort(rng.standard_normal(n))[::-1].copy(),
-        "top k off the sample": np.where(np.arange(n) % 8 == 3, 10.0 + np.arange(n), rng.standard_normal(n)),
-        "constant": np.full(n, 0.25),
-    }
-    for label, values in arrays.items():
-        ordered = np.sort(values)[::-1]
-        for k in (1, 2, 7, 50, 255, 256, 257, n // 20, n // 2, n - 1, n):
-            floor = _kth_largest_floor(values, k)
-            assert floor <= ordered[k - 1], (label, k)
-            assert np.count_nonzero(values >= floor) >= k, (label, k)
-        if label == "gaussian":
-            # close: from ~5,000 values a few hundredths of the rows at most above the exact rank; on fewer values
-            # the sample's margin of a few standard deviations of its rank weighs more, up to 2.5 times the rank
-            admitted = np.count_nonzero(values >= _kth_largest_floor(values, n // 20))
-            assert admitted < (n // 20 + n // 25 if n >= 5000 else 2.5 * (n // 20))
-
-
-@pytest.mark.parametrize("kind", ["gaussian", "relu", "on the grid"])
-@pytest.mark.parametrize("width", [16, 64])
-@pytest.mark.parametrize("fraction", [0.01, 0.05, 0.3])
-def test_fp16_rows_of_many_rows_through_a_sampled_floor(kind, width, fraction):
-    from dste.gnn.execution import KTH_SAMPLE_MIN_VALUES
-
-    x = _rows_to_score(200 + width, KTH_SAMPLE_MIN_VALUES + 1500, width, kind)
-    expected = np.sort(np.lexsort((np.arange(x.shape[0]), -row_sensitivity(x)))[: int(round(fraction * x.shape[0]))])
-    assert np.array_equal(_fp16_rows(torch.from_numpy(x), fraction), expected)
-    got = fake_quantized_rows(torch.from_numpy(x), fraction)
-    assert np.array_equal(_bits(got), _bits(quantize_rows_by_fraction(x, fraction).dequantize()))
-
-
-@pytest.mark.parametrize("seed", range(6))
-def test_best_candidates_from_any_valid_bounds_are_the_best_rows(seed):
-    from dste.gnn.execution import _best_candidates, _kth_largest
-
-    # bounds of every width around the exact scores, some exact, some spanning ties and much of the range:
-    # whatever the bounds, as long as they hold, the rows taken are the reference's
-    rng = np.random.default_rng(seed)
-    x = _rows_to_score(300 + seed, 400, 24, ("gaussian", "relu", "on the grid")[seed % 3])
-    x[rng.integers(0, 400, 60)] = x[rng.integers(0, 400, 60)]  # copies: exactly tied scores
-    exact = row_sensitivity(x)
-    width = rng.choice([0.0, 1e-12, 1e-4, 1e-2, 0.3], size=400) * rng.random(400)
-    lower = np.maximum(exact - width * exact.max(), 0.0)
-    upper = exact + rng.choice([0.0, 1e-9, 1e-3, 0.2], size=400) * rng.random(400) * exact.max()
-    amax = np.abs(x).max(axis=1)
-    for count in (1, 5, 40, 200, 399):
-        expected = np.sort(np.lexsort((np.arange(400), -exact))[:count])
-        floor = _kth_largest(lower, count)
-        candidates = np.flatnonzero(upper >= floor)
-        got = _best_candidates(torch.from_numpy(x), amax, candidates, lower[candidates], upper[candidates],
-                               floor, count)
-        assert np.array_equal(got, expected), count
+        got = fake_quantized_rows(torch.from_numpy(x), fraction)
+        assert np.array_equal(_bits(got), _bits(quantize_rows_by_fraction(x, fraction).dequantize())), fraction
+        assert np.array_equal(_best_rows(_scores(x), expected.size), expected), fraction
 
 
 @pytest.mark.parametrize("fraction", FRACTIONS)
@@ -470,14 +353,3 @@ def test_host_weight_product_in_the_transposed_layout_is_the_float64_product(sha
     reference = h.astype(np.float64) @ effective
     gamma = k * 2.0 ** -24 / (1.0 - k * 2.0 ** -24)
     assert np.all(np.abs(got - reference) <= gamma * (np.abs(h.astype(np.float64)) @ np.abs(effective)))
-
-
-@pytest.mark.parametrize("kind", ["gaussian", "relu", "on the grid", "nine decades", "subnormal"])
-@pytest.mark.parametrize("width", [1, 7, 8, 64, 500])
-def test_nonzero_rows_sensitivity_has_the_reference_bits(kind, width):
-    from dste.gnn.execution import _few_rows_sensitivity
-
-    x = _rows_to_score(31 + width, 40, width, kind)
-    x = x[np.abs(x).max(axis=1) >= MIN_ROW_MAGNITUDE]  # the rows it is given: none all-zero, none subnormal
-    amax = np.abs(x).max(axis=1)
-    assert np.array_equal(_few_rows_sensitivity(x, amax, nonzero_rows=True), row_sensitivity(x))
