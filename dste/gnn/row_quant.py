@@ -174,3 +174,30 @@ def int8_rows_and_scores(x, amax, out, score):
             rms = np.sqrt(sums_sq[0, i] / width)
             mean_abs = sums_mag[0, i] / width
             score[first + i] = rms / mean_abs if mean_abs > 0 else 0.0
+
+
+@njit(**_JIT)
+def best_rows(score, count):
+    """Positions of the ``count`` largest of ``score`` (float64 [n], no NaN; ``1 <= count <= n``), ties by lower
+    position, ascending: the first ``count`` of a stable descending sort, sorted. One selection and one pass in
+    position order (ascending by construction), no sort of every score."""
+    n = score.size
+    negated = np.empty(n)
+    for i in range(n):
+        negated[i] = -score[i]
+    cutoff = np.partition(negated, count - 1)[count - 1]  # the count-th largest score, negated
+    above = 0
+    for i in range(n):
+        if -score[i] < cutoff:
+            above += 1
+    ties_wanted = count - above
+    rows = np.empty(count, np.int64)
+    taken = 0
+    for i in range(n):
+        value = -score[i]
+        if value < cutoff or (value == cutoff and ties_wanted > 0):
+            if value == cutoff:
+                ties_wanted -= 1
+            rows[taken] = i
+            taken += 1
+    return rows

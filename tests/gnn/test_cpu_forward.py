@@ -17,8 +17,8 @@ from dste.bindings import spmm
 from dste.format.errors import DSTEFormatError
 from dste.format.hybrid_rows import MIN_ROW_MAGNITUDE
 from dste.gnn import FP32_SETTING, CompressedModel, CompressedWeight, GraphInference, LayerSetting, make_model, train_fp32
-from dste.gnn.execution import _best_rows, dequantized_hybrid_rows, fake_quantized_rows
-from dste.gnn.row_quant import BLOCK_ROWS, int8_rows_and_scores
+from dste.gnn.execution import dequantized_hybrid_rows, fake_quantized_rows
+from dste.gnn.row_quant import BLOCK_ROWS, best_rows, int8_rows_and_scores
 from dste.gnn.settings import quantize_rows_by_fraction, row_sensitivity
 
 from .test_compressed import _graph
@@ -205,7 +205,7 @@ def test_fp16_rows_with_many_tied_scores_are_the_quantizers(fraction):
     got = fake_quantized_rows(torch.from_numpy(x), fraction)
     assert np.array_equal(_bits(got), _bits(reference.dequantize()))
     # tied rows are copies here, so the values cannot tell them apart: compare which rows are FP16
-    assert np.array_equal(_best_rows(_scores(x), reference.hi_rows.size), reference.hi_rows)
+    assert np.array_equal(best_rows(_scores(x), reference.hi_rows.size), reference.hi_rows)
 
 
 # -- the compiled pass: INT8 rows and the scores that choose the FP16 rows ----------------------------------------
@@ -279,7 +279,7 @@ def test_fp16_rows_are_the_most_sensitive_rows(kind, width, fraction):
     # reference: the documented rule's scores, a stable descending sort (ties by lower row id), the first n_hi
     expected = np.sort(np.lexsort((np.arange(x.shape[0]), -row_sensitivity(x)))[:n_hi])
     assert np.array_equal(quantize_rows_by_fraction(x, fraction).hi_rows, expected)
-    assert np.array_equal(_best_rows(_scores(x), n_hi), expected)
+    assert np.array_equal(best_rows(_scores(x), n_hi), expected)
     got = fake_quantized_rows(torch.from_numpy(x), fraction)
     assert np.array_equal(_bits(got), _bits(quantize_rows_by_fraction(x, fraction).dequantize()))
 
@@ -296,7 +296,7 @@ def test_fp16_rows_among_scores_a_rounding_apart():
         expected = np.sort(np.lexsort((np.arange(x.shape[0]), -row_sensitivity(x)))[: int(round(fraction * 2000))])
         got = fake_quantized_rows(torch.from_numpy(x), fraction)
         assert np.array_equal(_bits(got), _bits(quantize_rows_by_fraction(x, fraction).dequantize())), fraction
-        assert np.array_equal(_best_rows(_scores(x), expected.size), expected), fraction
+        assert np.array_equal(best_rows(_scores(x), expected.size), expected), fraction
 
 
 @pytest.mark.parametrize("fraction", FRACTIONS)
@@ -353,3 +353,13 @@ def test_host_weight_product_in_the_transposed_layout_is_the_float64_product(sha
     reference = h.astype(np.float64) @ effective
     gamma = k * 2.0 ** -24 / (1.0 - k * 2.0 ** -24)
     assert np.all(np.abs(got - reference) <= gamma * (np.abs(h.astype(np.float64)) @ np.abs(effective)))
+
+
+def test_best_rows_are_a_stable_descending_sorts_first_rows():
+    rng = np.random.default_rng(13)
+    for n in (1, 2, 7, 300, 1000):
+        for values in (rng.standard_normal(n), np.round(rng.standard_normal(n), 1), np.zeros(n),
+                       np.sort(rng.random(n)), np.sort(rng.random(n))[::-1].copy()):
+            for count in {1, max(1, n // 20), max(1, n // 2), n}:
+                expected = np.sort(np.argsort(-values, kind="stable")[:count])
+                assert np.array_equal(best_rows(values, count), expected), (n, count)
