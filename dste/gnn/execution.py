@@ -37,7 +37,7 @@ from dste.format.constants import FLOAT32_MAX, FP16_MAX
 from dste.format.hybrid_rows import MIN_ROW_MAGNITUDE
 
 from .pruning import GatherAwarePruning, PropagationPlan
-from .row_quant import best_rows, int8_rows_and_scores
+from .row_quant import float16_rows, fp16_rows, int8_rows
 from .settings import FP32_SETTING, LayerSetting, quantize_rows_by_fraction
 from .weights import CompressedWeight
 
@@ -171,7 +171,7 @@ def hybrid_rows_product(rows, weight: torch.Tensor) -> torch.Tensor:
 
 def _quantizer_lets_through(amax: np.ndarray) -> bool:
     """Whether every row's largest magnitude is 0, or finite and at least ``MIN_ROW_MAGNITUDE`` (a NaN fails
-    every comparison): the rows the INT8 quantizer accepts, and the premise of :func:`int8_rows_and_scores`."""
+    every comparison): the rows the INT8 quantizer accepts, and the premise of :mod:`dste.gnn.row_quant`."""
     if amax.size and MIN_ROW_MAGNITUDE <= amax.min() and amax.max() <= FLOAT32_MAX:  # the common case: two
         return True  # reductions (a NaN makes both comparisons false)
     return bool(((amax == 0) | ((amax >= MIN_ROW_MAGNITUDE) & (amax <= FLOAT32_MAX))).all())
@@ -183,11 +183,11 @@ def fake_quantized_rows(x: torch.Tensor, fraction: float, non_negative: bool = F
 
     What the cpu backend multiplies by when it is handed hybrid rows: INT8 rows ``rne_sat(x * fp32(1/s)) * s``
     with the device scale ``s = max|x| * fp32(1/127)`` (1 for an all-zero row), FP16 rows ``fp32(fp16(x))``, the
-    FP16 rows being the ``round(fraction * n)`` most sensitive (ties by lower row id). The INT8 rows and every
-    row's score come from one compiled pass (:func:`dste.gnn.row_quant.int8_rows_and_scores`, the quantizer's
-    arithmetic and NumPy's summation order), the FP16 rows from the scores; no int8, scale or index arrays, no
-    validation and no separate dequantization (1,000 x 64 ReLU activations, 5 % FP16 rows, one thread: about
-    0.1 ms against 0.24 ms for the torch/NumPy steps before it and ~0.7 ms through ``HybridRows``). Input the
+    FP16 rows being the ``round(fraction * n)`` most sensitive (ties by lower row id). Both come from compiled
+    passes (:mod:`dste.gnn.row_quant`: the quantizer's float32 arithmetic, NumPy's summation order for the exact
+    scores, which only the rows that float32 score bounds cannot rule out get); no int8, scale or index arrays, no
+    validation and no separate dequantization (1,000 x 64 ReLU activations, 5 % FP16 rows, one thread: see
+    ``bench/README.md``, "CPU inference with the compiled row quantization"). Input the
     quantizer refuses (NaN/Inf, rows with a subnormal INT8 scale, FP16 rows beyond float16's range) goes
     through ``quantize_rows_by_fraction`` itself, so it raises exactly what the quantizer raises.
 
@@ -214,16 +214,14 @@ def fake_quantized_rows(x: torch.Tensor, fraction: float, non_negative: bool = F
             return torch.from_numpy(quantize_rows_by_fraction(x.numpy(), fraction).dequantize())
         return x.clamp(-FP16_MAX, FP16_MAX).to(torch.float16).to(torch.float32)
     out = buffer("rounded")
-    score = np.empty(x.shape[0] if n_hi else 0)
-    int8_rows_and_scores(x.numpy(), amax, out.numpy(), score)
+    int8_rows(x.numpy(), amax, out.numpy())
     if not n_hi:
         return out
-    hi_rows = best_rows(score, n_hi)
+    hi_rows = fp16_rows(x.numpy(), amax, n_hi)
     if beyond_fp16 and bool((amax[hi_rows] > FP16_MAX).any()):
         return torch.from_numpy(quantize_rows_by_fraction(x.numpy(), fraction).dequantize())
-    index = torch.from_numpy(hi_rows)
     # |x| <= FP16_MAX in these rows (checked above): float16's rounding alone, no saturation
-    out.index_copy_(0, index, x.index_select(0, index).to(torch.float16).to(torch.float32))
+    float16_rows(x.numpy(), hi_rows, out.numpy())
     return out
 
 

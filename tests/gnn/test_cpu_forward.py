@@ -18,7 +18,7 @@ from dste.format.errors import DSTEFormatError
 from dste.format.hybrid_rows import MIN_ROW_MAGNITUDE
 from dste.gnn import FP32_SETTING, CompressedModel, CompressedWeight, GraphInference, LayerSetting, make_model, train_fp32
 from dste.gnn.execution import dequantized_hybrid_rows, fake_quantized_rows
-from dste.gnn.row_quant import BLOCK_ROWS, best_rows, int8_rows_and_scores
+from dste.gnn.row_quant import BLOCK_ROWS, best_rows, float16_rows, fp16_rows, int8_rows, row_scores, score_bounds
 from dste.gnn.settings import quantize_rows_by_fraction, row_sensitivity
 
 from .test_compressed import _graph
@@ -212,8 +212,8 @@ def test_fp16_rows_with_many_tied_scores_are_the_quantizers(fraction):
 
 
 def _scores(x: np.ndarray) -> np.ndarray:
-    out, score = np.empty_like(x), np.empty(x.shape[0])
-    int8_rows_and_scores(x, np.abs(x).max(axis=1), out, score)
+    score = np.empty(x.shape[0])
+    row_scores(x, np.abs(x).max(axis=1), np.arange(x.shape[0]), score)
     return score
 
 
@@ -258,16 +258,16 @@ def test_scores_and_int8_rows_have_the_reference_bits(kind, width):
     x = _rows_to_score(31 + width, 300, width, kind)
     amax = np.abs(x).max(axis=1)
     out, score = np.empty_like(x), np.empty(x.shape[0])
-    int8_rows_and_scores(x, amax, out, score)
-    assert np.array_equal(score, row_sensitivity(x))
+    int8_rows(x, amax, out)
+    assert np.array_equal(_scores(x), row_sensitivity(x))
+    some = np.array([299, 3, 150, 3], dtype=np.int64)  # any rows, any order, repeated
+    row_scores(x, amax, some, score)
+    assert np.array_equal(score[:4], row_sensitivity(x)[some])
     # the INT8 rows: round(x * fp32(1 / s)) * s with the device scale, +0.0 for a zero, as the quantizer's rows
     scale = device_int8_scale_of_amax(amax)
     q = np.clip(np.rint(x * (np.float32(1.0) / scale)[:, None]), -127, 127).astype(np.int8)
     assert np.array_equal(_bits(out), _bits(q.astype(np.float32) * scale[:, None]))
     assert np.array_equal(_bits(out), _bits(quantize_rows_by_fraction(x, 0.0).dequantize()))
-    no_scores = np.empty_like(x)
-    int8_rows_and_scores(x, amax, no_scores, np.empty(0))  # INT8 rows alone: the same bits
-    assert np.array_equal(_bits(no_scores), _bits(out))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -280,8 +280,38 @@ def test_fp16_rows_are_the_most_sensitive_rows(kind, width, fraction):
     expected = np.sort(np.lexsort((np.arange(x.shape[0]), -row_sensitivity(x)))[:n_hi])
     assert np.array_equal(quantize_rows_by_fraction(x, fraction).hi_rows, expected)
     assert np.array_equal(best_rows(_scores(x), n_hi), expected)
+    if n_hi:
+        assert np.array_equal(fp16_rows(x, np.abs(x).max(axis=1), n_hi), expected)
     got = fake_quantized_rows(torch.from_numpy(x), fraction)
     assert np.array_equal(_bits(got), _bits(quantize_rows_by_fraction(x, fraction).dequantize()))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("width", [1, 3, 8, 17, 64, 130, 500])
+def test_score_bounds_hold_every_exact_score(kind, width):
+    x = _rows_to_score(width, 600, width, kind)
+    exact = row_sensitivity(x)  # the documented rule, whole-matrix NumPy
+    lower, upper = np.empty(600), np.empty(600)
+    score_bounds(x, np.abs(x).max(axis=1), lower, upper)
+    assert (lower <= exact).all() and (exact <= upper).all()
+    zero_rows = ~x.any(axis=1)
+    assert zero_rows.any() and (lower[zero_rows] == 0).all() and (upper[zero_rows] == 0).all()
+    if kind in ("gaussian", "relu") and width >= 8:  # tight enough to spare most rows their exact score
+        assert np.median((upper - lower)[exact > 0] / exact[exact > 0]) < 1e-2
+
+
+def test_score_bounds_of_rows_whose_float32_sums_overflow_rule_nothing_out():
+    """|x| near 1e30: the float32 squares overflow; such a row stays a candidate (lower 0, upper inf)."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((300, 16)).astype(np.float32)
+    x[::7] *= np.float32(1e30)
+    lower, upper = np.empty(300), np.empty(300)
+    score_bounds(x, np.abs(x).max(axis=1), lower, upper)
+    exact = row_sensitivity(x)
+    assert (lower <= exact).all() and (exact <= upper).all() and np.isinf(upper[::7]).all()
+    for count in (1, 15, 150):
+        expected = np.sort(np.lexsort((np.arange(300), -exact))[:count])
+        assert np.array_equal(fp16_rows(x, np.abs(x).max(axis=1), count), expected)
 
 
 def test_fp16_rows_among_scores_a_rounding_apart():
@@ -297,6 +327,7 @@ def test_fp16_rows_among_scores_a_rounding_apart():
         got = fake_quantized_rows(torch.from_numpy(x), fraction)
         assert np.array_equal(_bits(got), _bits(quantize_rows_by_fraction(x, fraction).dequantize())), fraction
         assert np.array_equal(best_rows(_scores(x), expected.size), expected), fraction
+        assert np.array_equal(fp16_rows(x, np.abs(x).max(axis=1), expected.size), expected), fraction
 
 
 @pytest.mark.parametrize("fraction", FRACTIONS)
@@ -363,3 +394,31 @@ def test_best_rows_are_a_stable_descending_sorts_first_rows():
             for count in {1, max(1, n // 20), max(1, n // 2), n}:
                 expected = np.sort(np.argsort(-values, kind="stable")[:count])
                 assert np.array_equal(best_rows(values, count), expected), (n, count)
+
+
+def test_float16_rounding_is_the_conversions_for_every_float16_value_its_neighbours_and_ties():
+    """Against torch's float32 -> float16 -> float32 (and NumPy's): every finite float16 value, the float32 values
+    next to each, the midpoints between neighbours (ties to even), float32 subnormals, both zeros, random bit
+    patterns within float16's range; signs kept (-0.0 for a negative value that rounds to zero)."""
+    rng = np.random.default_rng(22)
+    halves = np.arange(2 ** 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+    halves = halves[np.isfinite(halves)]
+    ordered = np.sort(halves[halves >= 0]).astype(np.float64)
+    midpoints = ((ordered[:-1] + ordered[1:]) / 2).astype(np.float32)
+    patterns = rng.integers(0, 2 ** 32, 300_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    values = np.concatenate([
+        halves, np.nextafter(halves, np.float32(np.inf)), np.nextafter(halves, np.float32(-np.inf)), midpoints,
+        -midpoints, np.array([0.0, -0.0, 1e-45, -1e-45, 2.0 ** -25, -(2.0 ** -25), 3 * 2.0 ** -25], np.float32),
+        patterns[np.isfinite(patterns)],
+    ]).astype(np.float32)
+    values = values[np.abs(values) <= 65504]
+    values = np.concatenate([values, np.zeros((-values.size) % 64, np.float32)])
+    x = values.reshape(-1, 64).copy()
+    out = np.full_like(x, np.nan)
+    rows = np.arange(x.shape[0], dtype=np.int64)
+    float16_rows(x, rows, out)
+    assert np.array_equal(_bits(out), _bits(torch.from_numpy(x).to(torch.float16).to(torch.float32).numpy()))
+    assert np.array_equal(_bits(out), _bits(x.astype(np.float16).astype(np.float32)))
+    some = np.full_like(x[:4], 7.0)
+    float16_rows(x[:4].copy(), np.array([2], dtype=np.int64), some)  # only the rows named are written
+    assert (some[[0, 1, 3]] == 7.0).all()
