@@ -37,7 +37,7 @@ from dste.format.constants import FLOAT32_MAX, FP16_MAX
 from dste.format.hybrid_rows import MIN_ROW_MAGNITUDE
 
 from .pruning import GatherAwarePruning, PropagationPlan
-from .row_quant import float16_rows, fp16_rows, int8_rows
+from .row_quant import fake_quantize
 from .settings import FP32_SETTING, LayerSetting, quantize_rows_by_fraction
 from .weights import CompressedWeight
 
@@ -96,7 +96,7 @@ def dequantized_hybrid_rows(rows) -> torch.Tensor:
 
 class WorkBuffers:
     """float32 work buffers reused from call to call, one per name, grown on demand: what
-    :func:`fake_quantized_rows` writes its temporaries and its result into when a caller keeps one (a forward pass
+    :func:`fake_quantized_rows` writes its result into when a caller keeps one (a forward pass
     holds one per thread). A fresh activation-sized tensor per pass is mapped and written anew each call; the
     reused ones stay mapped and mostly cached (10k x 64 ReLU activations, 5 % FP16 rows, one thread: see
     ``bench/README.md``). Buffers above ``WORK_BUFFER_MAX_BYTES`` are not kept."""
@@ -122,7 +122,7 @@ class WorkBuffers:
 
 
 WORK_BUFFER_MAX_BYTES = 16 << 20
-"""Largest work buffer :class:`WorkBuffers` keeps (three names: 48 MB at most per thread and graph); larger
+"""Largest work buffer :class:`WorkBuffers` keeps (one name: 16 MB at most per thread and graph); larger
 activations get fresh tensors, as before."""
 
 
@@ -169,59 +169,29 @@ def hybrid_rows_product(rows, weight: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _quantizer_lets_through(amax: np.ndarray) -> bool:
-    """Whether every row's largest magnitude is 0, or finite and at least ``MIN_ROW_MAGNITUDE`` (a NaN fails
-    every comparison): the rows the INT8 quantizer accepts, and the premise of :mod:`dste.gnn.row_quant`."""
-    if amax.size and MIN_ROW_MAGNITUDE <= amax.min() and amax.max() <= FLOAT32_MAX:  # the common case: two
-        return True  # reductions (a NaN makes both comparisons false)
-    return bool(((amax == 0) | ((amax >= MIN_ROW_MAGNITUDE) & (amax <= FLOAT32_MAX))).all())
-
-
-def fake_quantized_rows(x: torch.Tensor, fraction: float, non_negative: bool = False,
-                        work: WorkBuffers | None = None) -> torch.Tensor:
+def fake_quantized_rows(x: torch.Tensor, fraction: float, work: WorkBuffers | None = None) -> torch.Tensor:
     """``quantize_rows_by_fraction(x, fraction).dequantize()`` bit for bit, without the ``HybridRows``.
 
     What the cpu backend multiplies by when it is handed hybrid rows: INT8 rows ``rne_sat(x * fp32(1/s)) * s``
     with the device scale ``s = max|x| * fp32(1/127)`` (1 for an all-zero row), FP16 rows ``fp32(fp16(x))``, the
-    FP16 rows being the ``round(fraction * n)`` most sensitive (ties by lower row id). Both come from compiled
-    passes (:mod:`dste.gnn.row_quant`: the quantizer's float32 arithmetic, NumPy's summation order for the exact
-    scores, which only the rows that float32 score bounds cannot rule out get); no int8, scale or index arrays, no
-    validation and no separate dequantization (1,000 x 64 ReLU activations, 5 % FP16 rows, one thread: see
-    ``bench/README.md``, "CPU inference with the compiled row quantization"). Input the
-    quantizer refuses (NaN/Inf, rows with a subnormal INT8 scale, FP16 rows beyond float16's range) goes
-    through ``quantize_rows_by_fraction`` itself, so it raises exactly what the quantizer raises.
+    FP16 rows being the ``round(fraction * n)`` most sensitive (ties by lower row id). One compiled call
+    (:func:`dste.gnn.row_quant.fake_quantize`: the quantizer's float32 arithmetic, NumPy's summation order for
+    the exact scores, which only the rows that float32 score bounds cannot rule out get); no int8, scale or index
+    arrays, no validation and no separate dequantization (1,000 x 64, 5 % FP16 rows, one thread: see
+    ``bench/README.md``, "CPU inference with the compiled row quantization"). Input the quantizer refuses (NaN/Inf,
+    rows with a subnormal INT8 scale, FP16 rows beyond float16's range) goes through ``quantize_rows_by_fraction``
+    itself, so it raises exactly what the quantizer raises.
 
-    ``non_negative``: the caller knows no entry of ``x`` is below zero (a ReLU's output; -0.0 and NaN allowed),
-    so ``x`` is its own magnitude and the ``|x|`` pass is skipped (the same bits: a row maximum of -0.0 is a
-    zero row's, and NaN rows still reach the quantizer). ``work``: buffers for the temporaries and the result;
-    the result is then one of them, valid until the next call with the same ``work`` (``x`` must not be one).
+    ``work``: buffers for the result; it is then one of them, valid until the next call with the same ``work``
+    (``x`` must not be one).
     """
     x = x.detach().to(torch.float32).contiguous()
     if x.dim() != 2 or x.numel() == 0 or math.isnan(fraction) or not 0.0 <= fraction <= 1.0:
         return torch.from_numpy(quantize_rows_by_fraction(x.numpy(), fraction).dequantize())
-
-    def buffer(name: str) -> torch.Tensor:
-        return torch.empty(x.shape, dtype=torch.float32) if work is None else work.take(name, x.shape)
-
-    magnitude = x if non_negative else torch.abs(x, out=buffer("magnitude"))
-    amax = magnitude.amax(dim=1).numpy()
-    if not _quantizer_lets_through(amax):
+    out = torch.empty(x.shape, dtype=torch.float32) if work is None else work.take("rounded", x.shape)
+    count = int(round(fraction * x.shape[0]))
+    if fake_quantize(x.numpy(), count, out.numpy(), MIN_ROW_MAGNITUDE, FLOAT32_MAX, FP16_MAX):
         return torch.from_numpy(quantize_rows_by_fraction(x.numpy(), fraction).dequantize())
-    n_hi = int(round(fraction * x.shape[0]))
-    beyond_fp16 = bool(amax.max() > FP16_MAX)  # some row beyond float16's range (not allowed in FP16)
-    if n_hi == x.shape[0]:
-        if beyond_fp16:
-            return torch.from_numpy(quantize_rows_by_fraction(x.numpy(), fraction).dequantize())
-        return x.clamp(-FP16_MAX, FP16_MAX).to(torch.float16).to(torch.float32)
-    out = buffer("rounded")
-    int8_rows(x.numpy(), amax, out.numpy())
-    if not n_hi:
-        return out
-    hi_rows = fp16_rows(x.numpy(), amax, n_hi)
-    if beyond_fp16 and bool((amax[hi_rows] > FP16_MAX).any()):
-        return torch.from_numpy(quantize_rows_by_fraction(x.numpy(), fraction).dequantize())
-    # |x| <= FP16_MAX in these rows (checked above): float16's rounding alone, no saturation
-    float16_rows(x.numpy(), hi_rows, out.numpy())
     return out
 
 
@@ -570,8 +540,8 @@ class GraphInference:
                     if setting.fp32:
                         x_used = h
                     elif on_host:
-                        # h follows a ReLU; x_used is read before the message's quantization reuses `work`
-                        x_used = fake_quantized_rows(h, fraction, non_negative=layer > 0, work=work)
+                        # x_used is read before the message's quantization reuses `work`
+                        x_used = fake_quantized_rows(h, fraction, work=work)
                     else:
                         input_rows = quantize_rows_by_fraction(h.numpy(), fraction)
                         x_used = torch.from_numpy(input_rows.dequantize())

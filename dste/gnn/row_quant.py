@@ -32,7 +32,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from dste.format.quant import INT8_QMAX, INV_INT8_QMAX
+from dste.format import quant as _quant
+
+INT8_QMAX = 127
+INV_INT8_QMAX = np.float32(1.0 / INT8_QMAX)
+"""The quantizer's constants, defined here so that Numba's on-disk cache, which tracks this file and not the values
+of globals it reads from other modules, is invalidated whenever they change; held equal to
+``dste.format.quant``'s at import."""
+if (INT8_QMAX, INV_INT8_QMAX) != (_quant.INT8_QMAX, _quant.INV_INT8_QMAX):
+    raise ImportError("dste.gnn.row_quant's INT8 constants differ from dste.format.quant's; update them together")
 
 ROUNDING_CONSTANT = np.float32(12582912.0)
 """1.5 * 2^23: float32 ``(v + c) - c`` is ``v`` rounded half to even for ``|v| < 2^22``."""
@@ -320,3 +328,47 @@ def float16_rows(x, rows, out):
         target = out[r].view(np.uint32)
         for j in range(width):
             target[j] = rounded_bits[j] | (row_bits[j] & FLOAT16_SIGN)
+
+
+ROW_OUTSIDE_THE_QUANTIZER = 1
+""":func:`fake_quantize`'s status when some row is outside what the quantizer accepts (a NaN or Inf, a largest
+magnitude below ``MIN_ROW_MAGNITUDE`` but not 0, an FP16 row beyond float16's range): the caller runs the quantizer
+itself, which raises its own error."""
+
+
+@njit(**_JIT)
+def fake_quantize(x, count, out, min_row_magnitude, float32_max, fp16_max):
+    """``quantize_rows_by_fraction(x, fraction).dequantize()`` into ``out`` with ``count = round(fraction * n)``
+    FP16 rows; returns 0, or ``ROW_OUTSIDE_THE_QUANTIZER`` (``out`` then undefined).
+
+    Each row's largest magnitude is the largest of its values' bit patterns with the sign bit cleared (non-negative
+    float32 values order as their bit patterns, and a NaN's pattern lies above Inf's, so a NaN row's maximum is a
+    NaN): an integer maximum, vectorised. The quantizer's limits are passed in (``dste.format``'s constants)."""
+    n, width = x.shape
+    amax = np.empty(n, np.float32)
+    amax_bits = amax.view(np.uint32)
+    for i in range(n):
+        row_bits = x[i].view(np.uint32)
+        largest = np.uint32(0)
+        for j in range(width):
+            largest = max(largest, row_bits[j] & np.uint32(0x7FFFFFFF))
+        amax_bits[i] = largest
+    for i in range(n):
+        m = amax[i]
+        if not (m == 0 or (m >= min_row_magnitude and m <= float32_max)):  # a NaN fails every comparison
+            return ROW_OUTSIDE_THE_QUANTIZER
+    if count == n:
+        for i in range(n):
+            if amax[i] > fp16_max:
+                return ROW_OUTSIDE_THE_QUANTIZER
+        float16_rows(x, np.arange(n), out)
+        return 0
+    int8_rows(x, amax, out)
+    if count == 0:
+        return 0
+    rows = fp16_rows(x, amax, count)
+    for r in rows:
+        if amax[r] > fp16_max:
+            return ROW_OUTSIDE_THE_QUANTIZER
+    float16_rows(x, rows, out)
+    return 0

@@ -331,18 +331,19 @@ def test_fp16_rows_among_scores_a_rounding_apart():
 
 
 @pytest.mark.parametrize("fraction", FRACTIONS)
-def test_fake_quantized_rows_of_a_relu_output_skip_nothing_but_the_magnitude(fraction):
-    # ReLU output: zeros of either sign, all-zero rows, rows of -0.0 only; the same bits as without the hint
+def test_fake_quantized_rows_of_a_relu_output_with_zeros_of_either_sign(fraction):
+    # ReLU output: zeros of either sign, all-zero rows, rows of -0.0 only (the row maxima come from bit patterns
+    # with the sign cleared: -0.0's is 0); a NaN row is refused as the quantizer refuses it
     x = np.maximum(_awkward_rows(7), 0.0)
     x[x == 0] = np.where(np.random.default_rng(3).random(np.count_nonzero(x == 0)) < 0.5, -0.0, 0.0)
     x[8] = -0.0
     x[9] = 0.0
     reference = quantize_rows_by_fraction(x, fraction).dequantize()
-    got = fake_quantized_rows(torch.from_numpy(x), fraction, non_negative=True)
+    got = fake_quantized_rows(torch.from_numpy(x), fraction)
     assert np.array_equal(_bits(got), _bits(reference))
     x[5, 3] = np.nan
     with pytest.raises(ValueError):
-        fake_quantized_rows(torch.from_numpy(x), fraction, non_negative=True)
+        fake_quantized_rows(torch.from_numpy(x), fraction)
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.05, 0.6, 1.0])
