@@ -1,30 +1,31 @@
-"""Compiled INT8 fake quantization of feature rows and their FP16 scores, for the cpu forward pass.
+"""Compiled INT8 fake quantization of feature rows and the choice of their FP16 rows, for the cpu forward pass.
 
-:func:`int8_rows_and_scores` computes, in one compiled pass per row block (Numba, no fast-math: every operation is
-the IEEE operation NumPy and torch perform), what the cpu forward pass needs of ``quantize_rows_by_fraction``:
+:func:`fake_quantize` does, in one compiled call (Numba; no fast-math except where an order-free float32 sum only
+bounds), what the cpu forward pass needs of ``quantize_rows_by_fraction(x, fraction).dequantize()``, bit for bit:
 
 * the INT8 rows as the device quantizes and the cpu op dequantizes them: ``out = (rint(x * fp32(1 / s)) + 0.0) * s``
   with the device scale ``s = max|x| * fp32(1 / 127)`` (1 for an all-zero row);
-* each row's sensitivity score, bit for bit ``dste.gnn.settings.row_sensitivity``: with ``s' = fp32(max|x| / 127)``,
-  ``e = float64(x) - float64(fp32(rint(fp32(x / s')) * s'))``, score ``sqrt(mean(e^2)) / mean(|x|)`` (0 for an
-  all-zero row), the two means summed in NumPy's own order (below).
+* the FP16 rows, the ``count`` rows of largest sensitivity, bit for bit ``dste.gnn.settings.row_sensitivity``: with
+  ``s' = fp32(max|x| / 127)``, ``e = float64(x) - float64(fp32(rint(fp32(x / s')) * s'))``, score
+  ``sqrt(mean(e^2)) / mean(|x|)`` (0 for an all-zero row), the two means summed in NumPy's own order (below); exact
+  scores only for the rows that float32 bounds (:func:`score_bounds`) cannot rule out (:func:`fp16_rows`);
+* those rows' float16 rounding (:func:`float16_rows`).
 
-Rounding is half to even through ``(v + 1.5 * 2^23) - 1.5 * 2^23`` in float32, exact for ``|v| < 2^22``; the
-values rounded here are within ``127 (1 + 2^-24)^2 < 127.5`` for the rows the quantizer accepts (largest magnitude 0,
-or finite and at least ``MIN_ROW_MAGNITUDE``; the caller routes every other row to the quantizer itself), so the
-clip to [-128, 127] never acts and is not repeated. A zero rounded from a small negative is +0.0 here and -0.0 in
-NumPy: ``e`` and the INT8 value (``+ 0.0``) are the same either way.
+Rounding to an integer is half to even through ``(v + 1.5 * 2^23) - 1.5 * 2^23`` in float32, exact for ``|v| <
+2^22``; the values rounded here are within ``127 (1 + 2^-24)^2 < 127.5`` for the rows the quantizer accepts (largest
+magnitude 0, or finite and at least ``MIN_ROW_MAGNITUDE``; :func:`fake_quantize` reports any other row and the
+caller runs the quantizer itself), so the clip to [-128, 127] never acts and is not repeated. A zero rounded from a
+small negative is +0.0 here and -0.0 in NumPy: ``e`` and the INT8 value (``+ 0.0``) are the same either way.
 
 NumPy's ``add.reduce`` along a contiguous row of ``F`` float64 values (``pairwise_sum`` in NumPy's
 ``loops_utils.h.src``): ``F < 8`` one by one from 0; ``8 <= F <= 128`` eight running sums of the values ``k, k + 8,
 ...`` (``k = 0..7``) combined as ``((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))``, then the last ``F mod 8``
 values one by one; beyond 128 the sum of the first ``h`` and of the rest, ``h = F // 2`` rounded down to a multiple
-of 8. The scores here follow that order per row, with rows as the vector lanes (a block of rows transposed), so
-the compiled loops run across rows.
+of 8. The exact scores follow that order per row, with rows as the vector lanes (a block of rows transposed).
 
-Measured (one thread, ReLU activations): 1,000 x 64 about 60 us against about 240 us for the torch/NumPy steps it
-replaces (score bounds, exact scores of the candidates); 169,343 x 128, 5 % FP16 rows, about 30 ms against 150 ms.
-Compiled on first use and cached beside this module (Numba's ``cache=True``).
+Measured (one thread; ``bench/README.md``, "CPU inference with the compiled row quantization"): one quantization of
+1,000 x 64 at 5 % FP16 rows 49 us against 198 us for the torch/NumPy steps it replaces. Compiled on first use and
+cached beside this module (Numba's ``cache=True``; the cache tracks this file, hence the constants defined here).
 """
 
 from __future__ import annotations
