@@ -7,3 +7,5 @@ python -m pip install --quiet --upgrade pip
 python -m pip install --quiet torch==2.13.0
 python -m pip install --quiet -r requirements-dev.txt
 python -m pip install --quiet --no-deps -e .
+# the cpu forward pass's compiled row quantization (Numba): compiled here once, cached beside its module
+python -c "from dste.gnn.execution import compile_quantization_passes as c; print(f'dste: row quantization passes ready in {c():.1f} s')"

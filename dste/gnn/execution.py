@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
@@ -193,6 +194,15 @@ def fake_quantized_rows(x: torch.Tensor, fraction: float, work: WorkBuffers | No
     if fake_quantize(x.numpy(), count, out.numpy(), MIN_ROW_MAGNITUDE, FLOAT32_MAX, FP16_MAX):
         return torch.from_numpy(quantize_rows_by_fraction(x.numpy(), fraction).dequantize())
     return out
+
+
+def compile_quantization_passes() -> float:
+    """Compile the passes of :func:`fake_quantized_rows` (``dste.gnn.row_quant``), or load them from Numba's cache
+    beside the module; returns the seconds it took. Compiling takes several seconds, once per machine and revision:
+    ``scripts/setup.sh`` calls this once, so that ``dste run`` and every test worker find the passes cached."""
+    started = time.perf_counter()
+    fake_quantized_rows(torch.linspace(-1.0, 1.0, 512).reshape(64, 8), 0.25)
+    return time.perf_counter() - started
 
 
 def _layer_kind(model) -> str:

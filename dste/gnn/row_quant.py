@@ -53,7 +53,7 @@ PAIRWISE_BLOCK = 128
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
 
-@njit(inline="always", **_JIT)
+@njit(**_JIT)
 def _score_terms(v, s):
     """``e^2`` and ``|x|`` of one value ``v`` with the score's scale ``s`` (float64)."""
     d = ((v / s + ROUNDING_CONSTANT) - ROUNDING_CONSTANT) * s
@@ -253,6 +253,42 @@ def score_bounds(x, amax, lower, upper):
 
 
 @njit(**_JIT)
+def _kth_largest(values, k):
+    """The ``k``-th largest of ``values`` (float64, no NaN; ``1 <= k <= values.size``), without changing them: a
+    three-way quickselect (equal values in one step, so ties cost nothing) on a copy, pivots drawn by a fixed
+    linear congruential sequence (expected linear time on any input, the same steps every run). Written out because
+    Numba's ``np.partition`` takes seconds to compile."""
+    work = values.copy()
+    lo, hi = 0, work.size - 1
+    target = k - 1  # position in descending order
+    state = np.uint64(0x9E3779B97F4A7C15)
+    while True:
+        if lo == hi:
+            return work[lo]
+        state = state * np.uint64(6364136223846793005) + np.uint64(1442695040888963407)
+        pivot = work[lo + np.int64((state >> np.uint64(33)) % np.uint64(hi - lo + 1))]
+        # descending three-way partition: [lo, greater) > pivot, [greater, i) == pivot, (less, hi] < pivot
+        greater, i, less = lo, lo, hi
+        while i <= less:
+            v = work[i]
+            if v > pivot:
+                work[i], work[greater] = work[greater], v
+                greater += 1
+                i += 1
+            elif v < pivot:
+                work[i], work[less] = work[less], v
+                less -= 1
+            else:
+                i += 1
+        if target < greater:
+            hi = greater - 1
+        elif target > less:
+            lo = less + 1
+        else:
+            return pivot
+
+
+@njit(**_JIT)
 def fp16_rows(x, amax, count):
     """The ``count`` most sensitive rows of ``x`` (ties by lower row id), ascending: ``quantize_rows_by_fraction``'s
     FP16 rows for ``count = round(fraction * n)``, ``1 <= count < n``.
@@ -266,7 +302,7 @@ def fp16_rows(x, amax, count):
     lower = np.empty(n)
     upper = np.empty(n)
     score_bounds(x, amax, lower, upper)
-    floor = -np.partition(-lower, count - 1)[count - 1]  # the count-th largest lower bound
+    floor = _kth_largest(lower, count)
     candidates = np.flatnonzero(upper >= floor)
     scores = np.empty(candidates.size)
     row_scores(x, amax, candidates, scores)
@@ -279,20 +315,17 @@ def best_rows(score, count):
     position, ascending: the first ``count`` of a stable descending sort, sorted. One selection and one pass in
     position order (ascending by construction), no sort of every score."""
     n = score.size
-    negated = np.empty(n)
-    for i in range(n):
-        negated[i] = -score[i]
-    cutoff = np.partition(negated, count - 1)[count - 1]  # the count-th largest score, negated
+    cutoff = _kth_largest(score, count)
     above = 0
     for i in range(n):
-        if -score[i] < cutoff:
+        if score[i] > cutoff:
             above += 1
     ties_wanted = count - above
     rows = np.empty(count, np.int64)
     taken = 0
     for i in range(n):
-        value = -score[i]
-        if value < cutoff or (value == cutoff and ties_wanted > 0):
+        value = score[i]
+        if value > cutoff or (value == cutoff and ties_wanted > 0):
             if value == cutoff:
                 ties_wanted -= 1
             rows[taken] = i

@@ -423,3 +423,12 @@ def test_float16_rounding_is_the_conversions_for_every_float16_value_its_neighbo
     some = np.full_like(x[:4], 7.0)
     float16_rows(x[:4].copy(), np.array([2], dtype=np.int64), some)  # only the rows named are written
     assert (some[[0, 1, 3]] == 7.0).all()
+
+
+def test_compiling_the_passes_leaves_the_forward_passs_signature_compiled():
+    from dste.gnn.execution import compile_quantization_passes
+    from dste.gnn.row_quant import fake_quantize
+
+    assert compile_quantization_passes() >= 0.0
+    # the signature the forward pass calls with (float32 rows, int count, float limits) is the one compiled
+    assert any(str(sig[0]) == "array(float32, 2d, C)" and str(sig[1]) == "int64" for sig in fake_quantize.signatures)
