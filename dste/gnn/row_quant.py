@@ -24,8 +24,9 @@ values one by one; beyond 128 the sum of the first ``h`` and of the rest, ``h = 
 of 8. The exact scores follow that order per row, with rows as the vector lanes (a block of rows transposed).
 
 Measured (one thread; ``bench/README.md``, "CPU inference with the compiled row quantization"): one quantization of
-1,000 x 64 at 5 % FP16 rows 49 us against 198 us for the torch/NumPy steps it replaces. Compiled on first use and
-cached beside this module (Numba's ``cache=True``; the cache tracks this file, hence the constants defined here).
+1,000 x 64 at 5 % FP16 rows 49 us against 198 us for the torch/NumPy steps it replaces. Compiled on first use (7.5-10
+s; ``scripts/setup.sh`` does it once through ``dste.gnn.execution.compile_quantization_passes``) and cached beside
+this module (Numba's ``cache=True``; the cache tracks this file, hence the constants defined here).
 """
 
 from __future__ import annotations
