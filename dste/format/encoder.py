@@ -404,6 +404,7 @@ def encode_coo_owned(entries: list, shape, policy: EncodePolicy, *, row_perm=Non
         from dste.format.reorder import compute_order
 
         row_perm, col_perm = compute_order(policy.reorder, rows, cols, shape, seed=policy.seed)
+    row_perm = _windows_in_row_order(row_perm, N)
     vals32 = _factor(rows, cols, vals, row_scale, col_scale, policy.scaled_input)
     _check_scaled_range(rows, cols, vals32, row_scale, col_scale)
     entries[:] = [rows, cols, vals32]
@@ -476,6 +477,21 @@ def _resolve_split(policy: EncodePolicy, vals32) -> SplitRule:
         value_bytes = 0 if structure_only else (2 if policy.kinds in ("fp16", "faithful") else 1)
     return SplitRule(policy.bitmap_split, min_entries, value_bytes, policy.x_row_bytes, policy.gather_transfer_bytes,
                      policy.list_tiles)
+
+
+def _windows_in_row_order(row_perm, N):
+    """``row_perm`` with each 128-row window's rows in ascending original id, past one band of rows (N >
+    ``COLUMN_BAND_ROWS``): a window's row ids (its slot map) are then in band order and their bands take ``bands -
+    1`` bytes per window (``dste.format.matrix.band_starts``) instead of a plane of bits per slot. The order keeps
+    each window's set of rows, so no tile's entries, gathered X rows or modelled cost change, only which slot a row
+    takes; at most one band of rows, or without a permutation, the order is kept as given."""
+    if row_perm is None or N <= COLUMN_BAND_ROWS:
+        return row_perm
+    ordered = row_perm.copy()
+    full = N - N % WINDOW_ROWS
+    ordered[:full].reshape(-1, WINDOW_ROWS).sort(axis=1)
+    ordered[full:].sort()
+    return ordered
 
 
 def _window_rows(row_perm, N) -> np.ndarray:

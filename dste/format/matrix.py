@@ -843,7 +843,7 @@ class DSTEMatrix:
         masks (keep bits), column_ids (the device form of ``tile_cols`` / ``etile_cols`` /
         ``ltile_cols``: :func:`layout_column_id_bytes`, 2 B per slot plus, when M > 65,536, the bands as band starts
         or a band plane, not the host's int32; and the list tiles' 1-byte ``ltile_colslot``), row_ids (entry rows, and the window
-        slot map in its device form: 2 B per slot plus the band plane when N > 65,536, as the kernel's metadata blob
+        slot map in its device form: 2 B per slot plus, when N > 65,536, the bands as band starts or a plane, as the kernel's metadata blob
         carries it to place output rows), metadata
         (window pointers, per-tile kind/ncols/slot in their device form: :func:`device_metadata_bytes`).
         Host-only: nz bits, the permutations and the int32 column ids ``tile_cols`` / ``etile_cols`` and window slot map ``window_rows`` (the host
@@ -860,7 +860,7 @@ class DSTEMatrix:
         device["scales"] += sum(int(vector.nbytes) for vector in self.device_scale_vectors())
         device["column_ids"] = self.derived(("column_id_bytes",), self._column_id_bytes) + int(self.ltile_colslot.nbytes)
         # the window slot map travels like the column ids (16-bit offsets in bands of Y's N rows), not as int32
-        device["row_ids"] += device_column_id_bytes(self.window_rows.size, self.shape[0]) - int(self.window_rows.nbytes)
+        device["row_ids"] += self.derived(("row_id_bytes",), self._row_id_bytes) - int(self.window_rows.nbytes)
         # window pointers and per-tile windows, counts and slots in their device form (device_metadata_bytes)
         metadata_forms = device_metadata_bytes(self)
         device["metadata"] += sum(metadata_forms.values()) - sum(int(getattr(self, name).nbytes) for name in metadata_forms)
@@ -881,6 +881,10 @@ class DSTEMatrix:
             "bytes_per_kept_edge": device_total / kept if kept else float("nan"),
             "scale_dtype": self.scale_dtype,
         }
+
+    def _row_id_bytes(self) -> int:
+        used = np.count_nonzero(self.window_rows < self.shape[0], axis=1)
+        return layout_column_id_bytes(self.window_rows, used, self.shape[0])
 
     def _column_id_bytes(self) -> int:
         used = (self.tile_ncols, self.etile_nentries, self.ltile_ncols)

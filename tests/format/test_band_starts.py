@@ -94,3 +94,27 @@ def test_narrow_matrices_keep_entry_tiles_in_column_order():
     for t in range(E.n_etiles):
         ids = E.etile_cols[t, : E.etile_nentries[t]]
         assert (np.diff(ids) >= 0).all()
+
+
+def test_past_one_band_of_rows_each_window_holds_its_rows_in_original_order():
+    """The encoder sorts each 128-row window's rows by original id when N > 65,536 (the window's set of rows is the
+    given order's): the slot map's bands then take band starts, and the matrix is the same."""
+    n_rows = BAND + 3000
+    rng = np.random.default_rng(4)
+    rows = rng.integers(0, n_rows, 4000)
+    cols = rng.integers(0, 200, 4000)
+    A = sp.csr_matrix((rng.standard_normal(4000), (rows, cols)), shape=(n_rows, 200))
+    A.sum_duplicates()
+    given = rng.permutation(n_rows)
+    E = encode(A, EncodePolicy(kinds="fp16"), row_perm=given)
+    full = n_rows - n_rows % 128
+    assert np.array_equal(np.sort(E.row_perm[:full].reshape(-1, 128), axis=1), np.sort(given[:full].reshape(-1, 128), axis=1))
+    assert np.array_equal(np.sort(E.row_perm[full:]), np.sort(given[full:]))
+    assert (np.diff(E.row_perm[:full].reshape(-1, 128), axis=1) > 0).all()
+    assert abs(E.decode() - A).max() <= 1e-3 * abs(A).max() and (E.decode() != 0).nnz == A.nnz
+    used = np.count_nonzero(E.window_rows < n_rows, axis=1)
+    assert band_starts(E.window_rows, used, n_rows) is not None
+    slot_map = 2 * E.window_rows.size + E.window_rows.shape[0] * 1  # 2 bands: one start byte per window
+    assert E.nbytes()["device"]["row_ids"] == E.etile_rows.nbytes + E.ltile_rows.nbytes + slot_map
+    narrow = encode(A[:BAND], EncodePolicy(kinds="fp16"), row_perm=given[given < BAND])
+    assert np.array_equal(narrow.row_perm, given[given < BAND])  # at most one band: the order as given

@@ -64,6 +64,17 @@ def test_rows_land_at_their_original_ids(tall, lnc, hybrid):
     assert np.abs(Y[~empty]).max() > 0
 
 
+def test_rows_land_at_their_original_ids_in_a_shuffled_order_past_65535_rows():
+    """A shuffled row order past one band: the encoder sorts each window's rows by original id (band-ordered slot
+    maps); the kernel still writes every row where it belongs."""
+    A_sp = tall_matrix(BAND + 5000, seed=2)
+    A = encode(A_sp, EncodePolicy(kinds="int8"), row_perm=np.random.default_rng(7).permutation(A_sp.shape[0]))
+    X = np.random.default_rng(8).standard_normal((A.shape[1], 8)).astype(np.float32)
+    Y = spmm_hybrid(A, X, lnc=1)
+    assert_within_bound(Y, spmm_reference(A, X), A, X, BOUND_FP32_X)
+    assert abs(A.decode() - A_sp).max() <= 0.01 * abs(A_sp).max()  # INT8 values of the same entries
+
+
 def test_the_blob_holds_16_bit_row_ids_with_a_band_past_65535_rows(tall):
     _, A = tall
     N = A.shape[0]
@@ -118,8 +129,11 @@ def test_device_bytes_count_the_window_slot_map_as_16_bit_ids(tall):
     _, A = tall
     nb = A.nbytes()
     N = A.shape[0]
-    expected_rows = int(A.etile_rows.nbytes + A.ltile_rows.nbytes) + device_column_id_bytes(A.window_rows.size, N)
-    assert nb["device"]["row_ids"] == expected_rows
+    # the windows' row ids ascend (rows in original order), so past 65,536 rows their bands take one start byte per
+    # window and band boundary instead of a plane of bits per slot
+    bands = -(-N // BAND)
+    slot_map = 2 * A.window_rows.size + (A.window_rows.shape[0] * (bands - 1) if N > BAND else 0)
+    assert nb["device"]["row_ids"] == int(A.etile_rows.nbytes + A.ltile_rows.nbytes) + slot_map
     assert device_column_id_bytes(A.window_rows.size, N) == 2 * A.window_rows.size + (
         -(-A.window_rows.size // 8) if N > BAND else 0)
     assert nb["host_only"]["window_rows"] == A.window_rows.nbytes  # the int32 host form
