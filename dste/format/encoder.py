@@ -260,6 +260,21 @@ def _check_scale(name, scale, length):
     return scale32
 
 
+def _scale_magnitudes(row_scale, col_scale):
+    """``|row_scale|``, ``|col_scale|`` in float64 (a single 1 for a missing one)."""
+    row_abs = np.ones(1) if row_scale is None else np.abs(row_scale.astype(np.float64))
+    col_abs = np.ones(1) if col_scale is None else np.abs(col_scale.astype(np.float64))
+    return row_abs, col_abs
+
+
+def _scaled_bounds_within_float32(smallest, largest, row_abs, col_abs) -> bool:
+    """Whether every product ``row_scale_i * v * col_scale_j`` of a value with ``smallest <= |v| <= largest`` (``v``
+    nonzero) is a normal float32, judged on the bounds alone (False: the bounds do not settle it)."""
+    high = largest * row_abs.max() * col_abs.max()
+    low = smallest * row_abs[row_abs > 0].min(initial=np.inf) * col_abs[col_abs > 0].min(initial=np.inf)
+    return high <= FLOAT32_MAX and low >= FLOAT32_SMALLEST_NORMAL
+
+
 def _check_scaled_range(rows, cols, stored, row_scale, col_scale, what: str = "encode: the value") -> None:
     """Refuse values whose product with their scales (``row_scale_i * v * col_scale_j``) leaves float32's normal
     range: ``decode`` and the CPU op fold the scales into float32 values, where such an entry would become 0, a
@@ -267,17 +282,14 @@ def _check_scaled_range(rows, cols, stored, row_scale, col_scale, what: str = "e
     only when the bounds do not settle it."""
     if stored.size == 0 or (row_scale is None and col_scale is None):
         return
-    row_abs = np.ones(1) if row_scale is None else np.abs(row_scale.astype(np.float64))
-    col_abs = np.ones(1) if col_scale is None else np.abs(col_scale.astype(np.float64))
     magnitude = np.abs(stored[:1] if stored.strides == (0,) else stored)  # float32: no per-entry float64 copy
     largest = float(magnitude.max())
     if largest == 0:
         return
     smallest = float(magnitude.min(where=magnitude > 0, initial=np.inf))
     del magnitude
-    high = largest * row_abs.max() * col_abs.max()
-    low = smallest * row_abs[row_abs > 0].min(initial=np.inf) * col_abs[col_abs > 0].min(initial=np.inf)
-    if high <= FLOAT32_MAX and low >= FLOAT32_SMALLEST_NORMAL:
+    row_abs, col_abs = _scale_magnitudes(row_scale, col_scale)
+    if _scaled_bounds_within_float32(smallest, largest, row_abs, col_abs):
         return
     effective = (np.abs(stored).astype(np.float64) * (row_abs[rows] if row_scale is not None else 1.0)
                  * (col_abs[cols] if col_scale is not None else 1.0))
@@ -1193,13 +1205,7 @@ def _check_kept_windows_in_range(old: DSTEMatrix, redo, row_pos, row_scale, col_
     if row_scale is None and col_scale is None:
         return
     low, high = _stored_magnitude_bounds(old)
-    if high == 0:
-        return
-    row_abs = np.ones(1) if row_scale is None else np.abs(row_scale.astype(np.float64))
-    col_abs = np.ones(1) if col_scale is None else np.abs(col_scale.astype(np.float64))
-    top = high * row_abs.max() * col_abs.max()
-    bottom = low * row_abs[row_abs > 0].min(initial=np.inf) * col_abs[col_abs > 0].min(initial=np.inf)
-    if top <= FLOAT32_MAX and bottom >= FLOAT32_SMALLEST_NORMAL:
+    if high == 0 or _scaled_bounds_within_float32(low, high, *_scale_magnitudes(row_scale, col_scale)):
         return
     rows, cols, stored = old._coordinates(use_keep=False)
     kept = ~redo[row_pos[rows] // WINDOW_ROWS]

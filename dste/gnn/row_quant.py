@@ -188,7 +188,7 @@ def row_scores(x, amax, rows, score):
             score[first + i] = rms / mean_abs if mean_abs > 0 else 0.0
 
 
-@njit(fastmath={"reassoc"}, cache=True, nogil=True, error_model="numpy")
+@njit(fastmath={"reassoc"}, **_JIT)
 def _float32_sums(errors, row):
     """``sum e^2`` and ``sum |x|`` in float32, in any order (reassociated: vectorised along the row). Only for
     bounds: a float32 sum of non-negative terms errs by at most ``gamma_(F-1)`` of itself in any order."""
