@@ -12,7 +12,8 @@ first in every other round), after one warm-up call each. The tables are printed
 * ``--part inference``: a two-layer GCN (hidden 64, trained 30 epochs) on ``cora-like``, ``citeseer-like``,
   ``pubmed-like`` and shuffled CSBM graphs (arxiv-scale's shape, ``bench/test_scaling.py``, at 10k and 30k
   nodes; and 20k nodes in communities of 200-400 with locality 0.6); ``--graphs small``: eight shuffled CSBM
-  graphs of 1k-8k nodes (other seeds and community sizes, F = 128 and 500; ``CSBM_GRAPHS``); run through the
+  graphs of 1k-8k nodes (other seeds and community sizes, F = 128 and 500; ``CSBM_GRAPHS``); ``--graphs tiny``:
+  six cora-like CSBM graphs of 300-800 nodes, F = 16-128 (``TINY_GRAPHS``); run through the
   torch ops (``GraphInference.forward``, cpu backend) under FP32, uniform INT8, 50 % edge-sparse INT8, FP16 5 %
   with 50 % of the input channels pruned, and FP16 5 % with every channel kept. "old" is
   ``dste/gnn/execution.py`` of ``--old-revision`` loaded beside the current one (same process, same bindings:
@@ -56,6 +57,16 @@ CSBM_GRAPHS = {
     "csbm-3k-f500": (3_000, 0, {"num_features": 500}),
     "csbm-6k-f500": (6_000, 3, {"num_features": 500, "community_size": (100, 200)}),
 }
+TINY_GRAPHS = {
+    # name: (nodes, input features, graph seed): cora-like CSBM graphs of mean degree 4, the sizes where a pass is
+    # mostly fixed costs (FP32's whole pass 0.1-0.3 ms); 10 training nodes per class, 20 % validation, a third test
+    "tiny-300-f16": (300, 16, 0),
+    "tiny-300-f64": (300, 64, 1),
+    "tiny-400-f32": (400, 32, 2),
+    "tiny-500-f16": (500, 16, 3),
+    "tiny-500-f64": (500, 64, 4),
+    "tiny-800-f128": (800, 128, 5),
+}
 SIZES = (5_000, 10_000, 20_000, 30_000)
 WIDTHS = (32, 64, 128)
 
@@ -76,8 +87,14 @@ def _module_at(revision: str, path: str, name: str):
 
 
 def _graph(name: str):
-    from dste.data import load_dataset
+    from dste.data import load_dataset, make_graph
 
+    if name in TINY_GRAPHS:
+        nodes, features, seed = TINY_GRAPHS[name]
+        # the block model runs short of distinct pairs in so few nodes: up to 20 % fewer edges than asked is allowed
+        return make_graph("cora-like", seed=seed, name=name, num_nodes=nodes, num_features=features,
+                          num_edges=2 * nodes, train_per_class=10, num_val=nodes // 5, num_test=nodes // 3,
+                          edge_shortfall_limit=0.2)
     if name in CSBM_GRAPHS:
         sys.path.insert(0, str(REPOSITORY / "bench"))
         from test_scaling import scaled_graph
@@ -222,8 +239,8 @@ def main(argv=None) -> int:
     parser.add_argument("--old-revision", default=DEFAULT_OLD_REVISION)
     parser.add_argument("--spmm-old-revision", default=None, help="--part spmm's old revision (default: --old-revision)")
     parser.add_argument("--graphs", default=",".join(GRAPHS),
-                        help="graphs of --part inference, comma-separated; 'table': the six default graphs, 'small': the 2k-8k "
-                             "node CSBM graphs, 'all': both")
+                        help="graphs of --part inference, comma-separated; 'table': the six default graphs, 'small': the 1k-8k "
+                             "node CSBM graphs, 'tiny': the 300-800 node ones, 'all': all three")
     parser.add_argument("--widths", default=",".join(str(w) for w in WIDTHS), help="F of --part spmm, comma-separated")
     parser.add_argument("--spmm-graph", choices=("csbm", "uniform"), default="csbm",
                         help="graphs of --part spmm: shuffled CSBM graphs (arxiv-scale's shape) or uniform random ones")
@@ -257,7 +274,8 @@ def main(argv=None) -> int:
         say()
         say(f"{'graph':<20} {'nodes':>6} {'action':<24} {'old ms':>8} {'new ms':>8} {'old xFP32':>9} "
             f"{'new xFP32':>9} {'bits':>5} {'max|new-old|/max|old|':>21} {'same argmax':>11}")
-        sets = {"table": GRAPHS, "small": SMALL_GRAPHS, "all": GRAPHS + SMALL_GRAPHS}
+        sets = {"table": GRAPHS, "small": SMALL_GRAPHS, "tiny": tuple(TINY_GRAPHS),
+                "all": GRAPHS + SMALL_GRAPHS + tuple(TINY_GRAPHS)}
         graphs = [name for token in args.graphs.split(",") for name in sets.get(token, (token,))]
         record["inference"] = inference_rows(args.old_revision, args.repeats, graphs)
         for r in record["inference"]:

@@ -38,7 +38,7 @@ from dste.format.constants import FLOAT32_MAX, FP16_MAX
 from dste.format.hybrid_rows import MIN_ROW_MAGNITUDE
 
 from .pruning import GatherAwarePruning, PropagationPlan
-from .row_quant import fake_quantize
+from .row_quant import dequantize_rows, fake_quantize
 from .settings import FP32_SETTING, LayerSetting, quantize_rows_by_fraction
 from .weights import CompressedWeight
 
@@ -134,39 +134,31 @@ of this size in one reused buffer measured fastest of 256 KiB - 4 MiB (one threa
 weight: 36.8 -> 21.9 ms there, PubMed-sized 31.4 -> 17.1 ms; FP32's product 20.0 and 18.5 ms)."""
 
 
-def hybrid_rows_product(rows, weight: torch.Tensor) -> torch.Tensor:
+def hybrid_rows_product(rows, weight: torch.Tensor, work: WorkBuffers | None = None) -> torch.Tensor:
     """``rows.dequantize() @ weight`` (float32), a block of ``FEATURE_BLOCK_BYTES`` of rows at a time.
 
-    Each block is dequantized as ``HybridRows.dequantize`` does (the int8 values times the row scale in float32,
-    FP16 rows widened) and multiplied by ``torch.mm`` into its rows of the output. The dequantized values are
-    the same bits; the product's are those of the whole-matrix ``torch.mm`` wherever the GEMM sums each output
-    row the same way for any row count (so on this host's MKL; one block, as for Cora-sized features, is the
-    whole-matrix product itself).
+    Each block is dequantized as ``HybridRows.dequantize`` does, in one compiled call
+    (:func:`dste.gnn.row_quant.dequantize_rows`: the int8 values times the row scale in float32, FP16 rows widened),
+    and multiplied by ``torch.mm`` into its rows of the output. The dequantized values are the same bits; the
+    product's are those of the whole-matrix ``torch.mm`` wherever the GEMM sums each output row the same way for any
+    row count (so on this host's MKL; one block, as for Cora-sized features, is the whole-matrix product itself).
+    The torch steps it replaces (a widening copy, the scale in place, the FP16 rows' index copy, slicing) cost ~40
+    us of fixed time per call, a quarter of a 300-node graph's whole FP32 pass. ``work``: buffers for the
+    dequantized block (one of them is then overwritten).
     """
     n, width = rows.q.shape
-    out = torch.empty((n, weight.shape[1]), dtype=torch.float32)
     block = max(1, FEATURE_BLOCK_BYTES // (4 * max(width, 1)))
-    work = torch.empty((min(block, n), width), dtype=torch.float32)
-    # torch's element-wise kernels widen int8 and float16 vectorised, NumPy's value by value (8,192 x 128, one
-    # thread: int8 times the row scale 0.21 against 0.45 ms, float16 -> float32 0.07 against 1.7 ms); both are
-    # exact conversions followed by the same float32 product
-    q, scale, fp16 = torch.from_numpy(rows.q), torch.from_numpy(rows.scale), torch.from_numpy(rows.hi)
-    hi_rows = rows.hi_rows
+    shape = (min(block, n), width)
+    dequantized = (torch.empty(shape, dtype=torch.float32) if work is None else work.take("dequantized", shape)).numpy()
+    hi_bits = rows.hi.view(np.uint16)
+    if n <= block:
+        dequantize_rows(rows.q, rows.scale, rows.hi_rows, hi_bits, 0, dequantized)
+        return torch.mm(torch.from_numpy(dequantized), weight)
+    out = torch.empty((n, weight.shape[1]), dtype=torch.float32)
     for lo in range(0, n, block):
         hi = min(lo + block, n)
-        dequantized = work[: hi - lo]
-        first, last = (int(i) for i in np.searchsorted(hi_rows, (lo, hi)))
-        if last - first == hi - lo:  # every row of the block is FP16
-            dequantized.copy_(fp16[first:last])
-        else:
-            # an exact int8 -> float32 copy, then the scale in place: the bits of the mixed-type product, in two
-            # vectorised passes (8,192 x 128: 123 against 186 us for torch.mul(int8, float32))
-            dequantized.copy_(q[lo:hi])
-            dequantized.mul_(scale[lo:hi, None])
-            if last > first:
-                dequantized.index_copy_(0, torch.from_numpy(hi_rows[first:last] - lo).to(torch.int64),
-                                        fp16[first:last].to(torch.float32))
-        torch.mm(dequantized, weight, out=out[lo:hi])
+        dequantize_rows(rows.q, rows.scale, rows.hi_rows, hi_bits, lo, dequantized[: hi - lo])
+        torch.mm(torch.from_numpy(dequantized[: hi - lo]), weight, out=out[lo:hi])
     return out
 
 
@@ -186,22 +178,32 @@ def fake_quantized_rows(x: torch.Tensor, fraction: float, work: WorkBuffers | No
     ``work``: buffers for the result; it is then one of them, valid until the next call with the same ``work``
     (``x`` must not be one).
     """
-    x = x.detach().to(torch.float32).contiguous()
-    if x.dim() != 2 or x.numel() == 0 or math.isnan(fraction) or not 0.0 <= fraction <= 1.0:
-        return torch.from_numpy(quantize_rows_by_fraction(x.numpy(), fraction).dequantize())
-    out = torch.empty(x.shape, dtype=torch.float32) if work is None else work.take("rounded", x.shape)
-    count = int(round(fraction * x.shape[0]))
-    if fake_quantize(x.numpy(), count, out.numpy(), MIN_ROW_MAGNITUDE, FLOAT32_MAX, FP16_MAX):
-        return torch.from_numpy(quantize_rows_by_fraction(x.numpy(), fraction).dequantize())
+    # each step only where it changes something: a no-op detach, cast and copy cost ~2 us together, per call
+    if x.requires_grad:
+        x = x.detach()
+    if x.dtype != torch.float32:
+        x = x.to(torch.float32)
+    if not x.is_contiguous():
+        x = x.contiguous()
+    rows = x.numpy()
+    if rows.ndim != 2 or rows.size == 0 or not 0.0 <= fraction <= 1.0:  # a NaN fraction fails the comparison
+        return torch.from_numpy(quantize_rows_by_fraction(rows, fraction).dequantize())
+    out = torch.empty(rows.shape, dtype=torch.float32) if work is None else work.take("rounded", rows.shape)
+    count = int(round(fraction * rows.shape[0]))
+    if fake_quantize(rows, count, out.numpy(), MIN_ROW_MAGNITUDE, FLOAT32_MAX, FP16_MAX):
+        return torch.from_numpy(quantize_rows_by_fraction(rows, fraction).dequantize())
     return out
 
 
 def compile_quantization_passes() -> float:
-    """Compile the passes of :func:`fake_quantized_rows` (``dste.gnn.row_quant``), or load them from Numba's cache
-    beside the module; returns the seconds it took. Compiling takes several seconds, once per machine and revision:
-    ``scripts/setup.sh`` calls this once, so that ``dste run`` and every test worker find the passes cached."""
+    """Compile the passes of :func:`fake_quantized_rows` and :func:`hybrid_rows_product` (``dste.gnn.row_quant``),
+    or load them from Numba's cache beside the module; returns the seconds it took. Compiling takes several
+    seconds, once per machine and revision: ``scripts/setup.sh`` calls this once, so that ``dste run`` and every
+    test worker find the passes cached."""
     started = time.perf_counter()
-    fake_quantized_rows(torch.linspace(-1.0, 1.0, 512).reshape(64, 8), 0.25)
+    features = torch.linspace(-1.0, 1.0, 512).reshape(64, 8)
+    fake_quantized_rows(features, 0.25)
+    hybrid_rows_product(quantize_rows_by_fraction(features.numpy(), 0.25), torch.eye(8))
     return time.perf_counter() - started
 
 
@@ -541,7 +543,7 @@ class GraphInference:
                     input_rows = self.stored_feature_rows(kept, fraction)
                     weight = model.weight(layer, 0, setting, kept)[0]
                     if on_host and model.kind == "gcn":  # the features are only ever multiplied by the weight
-                        message = hybrid_rows_product(input_rows, weight.dense_effective(torch.float32))
+                        message = hybrid_rows_product(input_rows, weight.dense_effective(torch.float32), work)
                     else:
                         x_used = dequantized_hybrid_rows(input_rows)
                 else:

@@ -365,6 +365,52 @@ def float16_rows(x, rows, out):
             target[j] = rounded_bits[j] | (row_bits[j] & FLOAT16_SIGN)
 
 
+FLOAT16_TO_FLOAT32_EXPONENT = 112
+"""float32's exponent bias minus float16's (127 - 15)."""
+
+
+@njit(**_JIT)
+def _float32_bits_of_float16(h):
+    """The float32 bit pattern of the float16 value whose bit pattern is ``h``: exact (every float16 value is a
+    float32 value); an Inf or NaN keeps its sign and significand bits. (Numba has no float16 on the CPU.)"""
+    h = np.int64(h)
+    sign = (h & 0x8000) << 16
+    exponent = (h >> 10) & 0x1F
+    significand = h & 0x3FF
+    if exponent == 0x1F:
+        return np.uint32(sign | 0x7F800000 | (significand << 13))
+    if exponent > 0:
+        return np.uint32(sign | ((exponent + FLOAT16_TO_FLOAT32_EXPONENT) << 23) | (significand << 13))
+    if significand == 0:
+        return np.uint32(sign)
+    # a float16 subnormal, significand * 2^-24: shifted until its leading bit is float16's implicit one
+    exponent = FLOAT16_TO_FLOAT32_EXPONENT + 1
+    while significand & 0x400 == 0:
+        significand <<= 1
+        exponent -= 1
+    return np.uint32(sign | (exponent << 23) | ((significand & 0x3FF) << 13))
+
+
+@njit(**_JIT)
+def dequantize_rows(q, scale, hi_rows, hi_bits, first_row, out):
+    """Rows ``first_row .. first_row + len(out) - 1`` of ``HybridRows.dequantize()`` into ``out`` (float32
+    ``[rows, F]``), bit for bit: each int8 value widened and multiplied by its row's scale in float32, then the FP16
+    rows among them (``hi_rows``, ascending; ``hi_bits``: their float16 values' bit patterns, uint16 ``[M_hi, F]``)
+    widened exactly over theirs."""
+    count, width = out.shape
+    for i in range(count):
+        s = scale[first_row + i]
+        for j in range(width):
+            out[i, j] = np.float32(q[first_row + i, j]) * s
+    first = np.searchsorted(hi_rows, first_row)
+    last = np.searchsorted(hi_rows, first_row + count)
+    out_bits = out.view(np.uint32)
+    for k in range(first, last):
+        row = hi_rows[k] - first_row
+        for j in range(width):
+            out_bits[row, j] = _float32_bits_of_float16(hi_bits[k, j])
+
+
 ROW_OUTSIDE_THE_QUANTIZER = 1
 """:func:`fake_quantize`'s status when some row is outside what the quantizer accepts (a NaN or Inf, a largest
 magnitude below ``MIN_ROW_MAGNITUDE`` but not 0, an FP16 row beyond float16's range): the caller runs the quantizer

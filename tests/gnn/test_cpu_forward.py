@@ -18,7 +18,9 @@ from dste.format.errors import DSTEFormatError
 from dste.format.hybrid_rows import MIN_ROW_MAGNITUDE
 from dste.gnn import FP32_SETTING, CompressedModel, CompressedWeight, GraphInference, LayerSetting, make_model, train_fp32
 from dste.gnn.execution import dequantized_hybrid_rows, fake_quantized_rows
-from dste.gnn.row_quant import BLOCK_ROWS, best_rows, float16_rows, fp16_rows, int8_rows, row_scores, score_bounds
+from dste.gnn.row_quant import (
+    BLOCK_ROWS, best_rows, dequantize_rows, float16_rows, fp16_rows, int8_rows, row_scores, score_bounds,
+)
 from dste.gnn.settings import quantize_rows_by_fraction, row_sensitivity
 
 from .test_compressed import _graph
@@ -358,9 +360,12 @@ def test_hybrid_rows_product_dequantizes_every_block_as_the_rows_do(monkeypatch,
     monkeypatch.setattr(execution, "FEATURE_BLOCK_BYTES", 4 * 24 * 37)  # blocks of 37 rows, the last one short
     identity = torch.eye(24)
     # a product with the identity is exact, so equal bits mean equal dequantized values in every block
-    got = execution.hybrid_rows_product(rows, identity)
     expected = torch.mm(torch.from_numpy(rows.dequantize()), identity)
-    assert np.array_equal(_bits(got), _bits(expected))
+    work = execution.WorkBuffers()
+    for buffers in (None, work, work):  # a fresh block buffer, then one reused (its old contents never leak)
+        assert np.array_equal(_bits(execution.hybrid_rows_product(rows, identity, buffers)), _bits(expected))
+    monkeypatch.setattr(execution, "FEATURE_BLOCK_BYTES", 1 << 20)  # one block: the whole-matrix product
+    assert np.array_equal(_bits(execution.hybrid_rows_product(rows, identity, work)), _bits(expected))
     weight = torch.from_numpy(np.random.default_rng(12).standard_normal((24, 5)).astype(np.float32))
     reference = rows.dequantize().astype(np.float64) @ weight.numpy().astype(np.float64)
     # 24 float32 products and sums: rounding below 24 * 2^-24 of the largest partial sum
@@ -425,6 +430,31 @@ def test_float16_rounding_is_the_conversions_for_every_float16_value_its_neighbo
     assert (some[[0, 1, 3]] == 7.0).all()
 
 
+def test_float16_widening_is_the_conversions_for_every_float16_bit_pattern():
+    """``dequantize_rows`` widens FP16 rows from their bit patterns (Numba has no float16): every one of the 65,536
+    patterns, subnormals, both zeros and both infinities included, against torch's and NumPy's widening (a NaN
+    stays a NaN; the quantizer stores none)."""
+    patterns = np.arange(2 ** 16, dtype=np.uint32).astype(np.uint16).reshape(-1, 64)
+    n = patterns.shape[0]
+    out = np.full((n, 64), 7.0, np.float32)
+    dequantize_rows(np.zeros((n, 64), np.int8), np.zeros(n, np.float32), np.arange(n, dtype=np.int32), patterns, 0,
+                    out)
+    halves = patterns.view(np.float16)
+    nan = np.isnan(halves)
+    for expected in (torch.from_numpy(halves).to(torch.float32).numpy(), halves.astype(np.float32)):
+        assert np.array_equal(_bits(out)[~nan], _bits(expected)[~nan])
+    assert np.isnan(out[nan]).all()
+
+
+def test_dequantized_rows_of_any_block_are_the_rows_dequantization():
+    rows = quantize_rows_by_fraction(_awkward_rows(5, n=300), 0.2)
+    expected = rows.dequantize()
+    for first, count in ((0, 300), (0, 1), (17, 100), (299, 1), (150, 150)):
+        out = np.full((count, expected.shape[1]), np.nan, np.float32)
+        dequantize_rows(rows.q, rows.scale, rows.hi_rows, rows.hi.view(np.uint16), first, out)
+        assert np.array_equal(_bits(out), _bits(expected[first:first + count])), (first, count)
+
+
 def test_compiling_the_passes_leaves_the_forward_passs_signature_compiled():
     from dste.gnn.execution import compile_quantization_passes
     from dste.gnn.row_quant import fake_quantize
@@ -432,3 +462,7 @@ def test_compiling_the_passes_leaves_the_forward_passs_signature_compiled():
     assert compile_quantization_passes() >= 0.0
     # the signature the forward pass calls with (float32 rows, int count, float limits) is the one compiled
     assert any(str(sig[0]) == "array(float32, 2d, C)" and str(sig[1]) == "int64" for sig in fake_quantize.signatures)
+    # and the feature rows' dequantization's: HybridRows' arrays, a block of the float32 work buffer
+    assert any([str(t) for t in sig] == ["array(int8, 2d, C)", "array(float32, 1d, C)", "array(int32, 1d, C)",
+                                         "array(uint16, 2d, C)", "int64", "array(float32, 2d, C)"]
+               for sig in dequantize_rows.signatures)
