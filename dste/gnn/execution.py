@@ -83,16 +83,13 @@ class StoredRows:
 
 
 def dequantized_hybrid_rows(rows) -> torch.Tensor:
-    """``rows.dequantize()`` (float32) as a torch tensor, bit for bit.
-
-    torch widens the int8 values (exact) and multiplies them by the row scales in place, two vectorised passes
-    (2,708 x 500 on one thread: 0.17 ms, against 0.23 ms for torch's one mixed-type product and 0.43 ms for
-    NumPy's two passes).
+    """``rows.dequantize()`` (float32) as a torch tensor, bit for bit, in one compiled pass
+    (:func:`dste.gnn.row_quant.dequantize_rows`). One thread: 300 x 16 2.8 us, 2,708 x 500 0.13 ms, 3,327 x 3,703
+    6.7 ms, against 14 us, 0.22 ms and 25 ms for torch's widening copy, in-place scale and FP16 rows' index copy.
     """
-    out = torch.from_numpy(rows.q).to(torch.float32).mul_(torch.from_numpy(rows.scale)[:, None])
-    if rows.hi_rows.size:
-        out[torch.from_numpy(rows.hi_rows.astype(np.int64))] = torch.from_numpy(rows.hi).to(torch.float32)
-    return out
+    out = np.empty(rows.q.shape, dtype=np.float32)
+    dequantize_rows(rows.q, rows.scale, rows.hi_rows, rows.hi.view(np.uint16), 0, out)
+    return torch.from_numpy(out)
 
 
 class WorkBuffers:
