@@ -11,6 +11,9 @@ bounds), what the cpu forward pass needs of ``quantize_rows_by_fraction(x, fract
   scores only for the rows that float32 bounds (:func:`score_bounds`) cannot rule out (:func:`fp16_rows`);
 * those rows' float16 rounding (:func:`float16_rows`).
 
+And the other way, for the first layer's stored feature rows: ``HybridRows.dequantize()`` of a block of rows, bit for
+bit, in one call (:func:`dequantize_rows`; the FP16 rows widened from their bit patterns).
+
 Rounding to an integer is half to even through ``(v + 1.5 * 2^23) - 1.5 * 2^23`` in float32, exact for ``|v| <
 2^22``; the values rounded here are within ``127 (1 + 2^-24)^2 < 127.5`` for the rows the quantizer accepts (largest
 magnitude 0, or finite and at least ``MIN_ROW_MAGNITUDE``; :func:`fake_quantize` reports any other row and the
