@@ -5,7 +5,7 @@
     "cora-like", "citeseer-like",       generated CSBM presets (seeded)
     "pubmed-like",
     "arxiv-scale", "arxiv-scale-local"
-    "cora", "citeseer", "pubmed"        raw Planetoid files under `root`, features row-normalized
+    "cora", "citeseer", "pubmed"        raw Planetoid files under `root`
     "ogbn-<name>"                       an unpacked OGB node-property folder under `root`
     "<path>.npz"                        a CSR bundle written by `save_npz`
 
@@ -51,11 +51,7 @@ def _root_for(name: str, root) -> Path:
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, seed: int = 0) -> Graph:
-    """Load or generate a dataset by name (see the module docstring); never downloads.
-
-    Planetoid datasets come with each feature row divided by its sum, the preprocessing of the GCN paper (Kipf &
-    Welling) and of PyG's ``NormalizeFeatures``: on CiteSeer's public split the FP32 GCN scores 71.3 % with it and
-    68.8 % on the raw bag-of-words counts (published: 70.3 %). ``load_planetoid`` gives the files' own values."""
+    """Load or generate a dataset by name (see the module docstring); never downloads."""
     if isinstance(name, os.PathLike):
         name = os.fspath(name)
     if not isinstance(name, str) or not name:
@@ -64,7 +60,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, seed: int = 0
     if key in PRESETS:
         return make_graph(key, seed=seed)
     if key in PLANETOID_NAMES:
-        return load_planetoid(key, _root_for(name, root), normalize_features=True)
+        return load_planetoid(key, _root_for(name, root))
     if key.startswith("ogbn-"):
         return load_ogb_folder(resolve_ogb_folder(key, _root_for(name, root)), name=key)
     if key.endswith(".npz"):
