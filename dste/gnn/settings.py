@@ -99,8 +99,11 @@ def quantize_rows_by_fraction(x: np.ndarray, fraction: float):
     if math.isnan(fraction):
         raise ValueError("fraction must be a number in [0, 1], got nan")
     x = np.asarray(x, dtype=np.float32)
-    if fraction in (0.0, 1.0):
-        # No row or every row is FP16 whatever the scores: skip the sensitivity (the costliest step).
+    if x.ndim != 2:
+        raise ValueError(f"x must be 2-D [rows, features], got shape {x.shape}")
+    if fraction in (0.0, 1.0) or x.shape[1] == 0:
+        # No row or every row is FP16 whatever the scores, or rows without values (all score 0, as an all-zero row
+        # does): skip the sensitivity (the costliest step).
         sensitivity = np.zeros(x.shape[0], dtype=np.float64)
     else:
         sensitivity = row_sensitivity(x)

@@ -55,6 +55,22 @@ def test_fake_quantized_rows_have_the_bits_of_the_dequantized_hybrid_rows(seed, 
     assert np.array_equal(_bits(fake_quantized_rows(torch.from_numpy(x), fraction)), _bits(reference))
 
 
+@pytest.mark.parametrize("fraction", FRACTIONS)
+def test_rows_without_features_quantize_to_rows_without_features(fraction):
+    for rows in (5, 0):
+        x = np.ones((rows, 0), np.float32)
+        assert quantize_rows_by_fraction(x, fraction).dequantize().shape == (rows, 0)
+        assert fake_quantized_rows(torch.from_numpy(x), fraction).shape == (rows, 0)
+
+
+def test_rows_of_other_than_two_dimensions_are_refused_with_their_shape():
+    for x in (np.ones(5, np.float32), np.ones((2, 2, 2), np.float32)):
+        with pytest.raises(ValueError, match=r"2-D \[rows, features\], got shape"):
+            quantize_rows_by_fraction(x, 0.05)
+        with pytest.raises(ValueError, match=r"2-D \[rows, features\], got shape"):
+            fake_quantized_rows(torch.from_numpy(x), 0.05)
+
+
 def test_fake_quantized_rows_of_an_empty_or_single_row_input():
     for shape in ((0, 5), (3, 0), (1, 1), (1, 7)):
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
