@@ -21,7 +21,7 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 PUBLISHED_GCN_ACCURACY = {"cora": 81.5, "citeseer": 70.3, "pubmed": 79.0}
 
 
-def test_accuracies(graph, seeds: int, hidden: int, progress) -> list[float]:
+def accuracies_on_the_test_split(graph, seeds: int, hidden: int, progress) -> list[float]:
     """Test accuracy (%) of the FP32 GCN trained on ``graph``'s public split with seeds ``0 .. seeds - 1``."""
     from dste.gnn import make_model, train_fp32
 
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
         for name in names:
             for label, normalize in (("row-normalized", True), ("raw", False)):
                 graph = load_planetoid(name, root, normalize_features=normalize)
-                accuracies = test_accuracies(graph, args.seeds, args.hidden, progress)
+                accuracies = accuracies_on_the_test_split(graph, args.seeds, args.hidden, progress)
                 mean, spread = float(np.mean(accuracies)), float(np.std(accuracies, ddof=1)) if args.seeds > 1 else 0.0
                 published = PUBLISHED_GCN_ACCURACY[name]
                 lines.append(f"{name:<10} {label:<16} {mean:>6.2f} {spread:>5.2f} {published:>9.1f} {mean - published:>+10.2f}")

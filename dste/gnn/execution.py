@@ -94,8 +94,8 @@ def dequantized_hybrid_rows(rows) -> torch.Tensor:
 
 class WorkBuffers:
     """float32 work buffers reused from call to call, one per name, grown on demand: what
-    :func:`fake_quantized_rows` writes its result into when a caller keeps one (a forward pass
-    holds one per thread). A fresh activation-sized tensor per pass is mapped and written anew each call; the
+    :func:`fake_quantized_rows` writes its result into, and :func:`hybrid_rows_product` its dequantized block, when a
+    caller keeps one (a forward pass holds one per thread). A fresh activation-sized tensor per pass is mapped and written anew each call; the
     reused ones stay mapped and mostly cached (10k x 64 ReLU activations, 5 % FP16 rows, one thread: see
     ``bench/README.md``). Buffers above ``WORK_BUFFER_MAX_BYTES`` are not kept."""
 
@@ -120,8 +120,8 @@ class WorkBuffers:
 
 
 WORK_BUFFER_MAX_BYTES = 16 << 20
-"""Largest work buffer :class:`WorkBuffers` keeps (one name: 16 MB at most per thread and graph); larger
-activations get fresh tensors, as before."""
+"""Largest work buffer :class:`WorkBuffers` keeps (with the dequantized block's ``FEATURE_BLOCK_BYTES``: 20 MB at
+most per thread and graph); larger activations get fresh tensors, as before."""
 
 
 FEATURE_BLOCK_BYTES = 4 << 20
@@ -146,7 +146,7 @@ def hybrid_rows_product(rows, weight: torch.Tensor, work: WorkBuffers | None = N
     n, width = rows.q.shape
     block = max(1, FEATURE_BLOCK_BYTES // (4 * max(width, 1)))
     shape = (min(block, n), width)
-    dequantized = (torch.empty(shape, dtype=torch.float32) if work is None else work.take("dequantized", shape)).numpy()
+    dequantized = np.empty(shape, dtype=np.float32) if work is None else work.take("dequantized", shape).numpy()
     hi_bits = rows.hi.view(np.uint16)
     if n <= block:
         dequantize_rows(rows.q, rows.scale, rows.hi_rows, hi_bits, 0, dequantized)

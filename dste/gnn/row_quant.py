@@ -386,8 +386,9 @@ def _float32_bits_of_float16(h):
         return np.uint32(sign | ((exponent + FLOAT16_TO_FLOAT32_EXPONENT) << 23) | (significand << 13))
     if significand == 0:
         return np.uint32(sign)
-    # a float16 subnormal, significand * 2^-24: shifted until its leading bit is float16's implicit one
-    exponent = FLOAT16_TO_FLOAT32_EXPONENT + 1
+    # a float16 subnormal, significand * 2^-24 = (significand * 2^-10) * 2^-14: shifted until its leading bit is
+    # float16's implicit one, the exponent down from 2^-14's by one per shift
+    exponent = FLOAT16_SMALLEST_NORMAL_EXPONENT
     while significand & 0x400 == 0:
         significand <<= 1
         exponent -= 1

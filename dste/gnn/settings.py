@@ -77,6 +77,8 @@ def row_sensitivity(x: np.ndarray) -> np.ndarray:
     the group-by-id reference is general but slow on the [n, F] activations quantized thousands of times.
     """
     x = np.asarray(x, dtype=np.float32)
+    if x.shape[1] == 0:  # rows without values score 0, as all-zero rows do
+        return np.zeros(x.shape[0], dtype=np.float64)
     amax = np.abs(x).max(axis=1, keepdims=True)
     scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
     # In place where the formula allows, the same operations in the same order: at ogbn-arxiv's size each
@@ -101,9 +103,8 @@ def quantize_rows_by_fraction(x: np.ndarray, fraction: float):
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"x must be 2-D [rows, features], got shape {x.shape}")
-    if fraction in (0.0, 1.0) or x.shape[1] == 0:
-        # No row or every row is FP16 whatever the scores, or rows without values (all score 0, as an all-zero row
-        # does): skip the sensitivity (the costliest step).
+    if fraction in (0.0, 1.0):
+        # No row or every row is FP16 whatever the scores: skip the sensitivity (the costliest step).
         sensitivity = np.zeros(x.shape[0], dtype=np.float64)
     else:
         sensitivity = row_sensitivity(x)
