@@ -2,7 +2,7 @@
 
     python bench/cpu_inference.py [--threads 1] [--repeats 7] [--old-revision e85fa5c]
     python bench/cpu_inference.py --part spmm --threads 2 --sizes 5000,10000,20000,30000
-    python bench/cpu_inference.py --old-revision 935e296 --spmm-old-revision e85fa5c --repeats 15
+    python bench/cpu_inference.py --old-revision 935e296 --repeats 15
 
 Everything measured here is CPU wall time in this process, min of ``--repeats`` interleaved rounds (one call of
 every contender per round; ``--part inference`` runs each action's old and new module back to back, the old one
@@ -21,9 +21,9 @@ first in every other round), after one warm-up call each. The tables are printed
   are compared bit for bit, and by their largest difference over the largest old logit and the share of nodes
   whose predicted class agrees.
 * ``--part spmm``: ``Y = A @ X`` on shuffled CSBM graphs (arxiv-scale's shape) at each size and F = 32/64/128:
-  ``dste.spmm`` through a kept ``DSTETensor``; "old dste.spmm" = the operand layout of ``--old-revision``'s
-  ``encoded_csr.build_encoded_csr`` dispatched through the op with the finiteness check, as the old
-  ``dste.spmm`` did; ``torch.sparse.mm`` on the fp32 CSR with torch's default int64 indices.
+  ``dste.spmm`` through a kept ``DSTETensor``; ``torch.sparse.mm`` on the fp32 CSR with torch's default int64
+  indices, and on the same CSR with int32 indices ("torch int32": what ``dste.spmm`` ran on graphs of up to 1,024
+  nodes before its compiled kernel, without the finiteness check).
   ``--spmm-graph uniform``: uniform random graphs instead (mean degree 8, no community structure; the encoder
   still reorders them), where the encoded order has no locality to offer.
 """
@@ -185,15 +185,13 @@ def uniform_graph(n: int, degree: int = 8, seed: int = 0):
     return ((adjacency + adjacency.T) > 0).astype(np.float32)
 
 
-def spmm_rows(old_revision: str, sizes, repeats: int, graph: str = "csbm", widths=WIDTHS) -> list[dict]:
+def spmm_rows(sizes, repeats: int, graph: str = "csbm", widths=WIDTHS) -> list[dict]:
     import numpy as np
     import torch
 
     import dste
-    from dste.bindings import api, registry
     from dste.experiments import bench
 
-    old_csr = _module_at(old_revision, "dste/bindings/encoded_csr.py", "dste_old_encoded_csr")
     sys.path.insert(0, str(REPOSITORY / "bench"))
     from test_scaling import scaled_graph
 
@@ -203,19 +201,12 @@ def spmm_rows(old_revision: str, sizes, repeats: int, graph: str = "csbm", width
         matrix = dste.gcn_normalized(adjacency, reorder="community")
         wrapper = dste.DSTETensor(matrix)
         csr = wrapper.to_scipy()
-        old = old_csr.build_encoded_csr(matrix)
-        old_operands = (old.crow_indices, old.col_indices, old.values, old.row_perm, old.col_perm)
-        torch64 = bench._torch_csr(csr, np.int64)
+        torch64, torch32 = bench._torch_csr(csr, np.int64), bench._torch_csr(csr, np.int32)
         for width in widths:
             x = torch.from_numpy(np.random.default_rng(0).standard_normal((n, width)).astype(np.float32))
-
-            def old_spmm(x=x):
-                api._check_finite(x, "X")
-                return torch.ops.dste.spmm_hybrid(*old_operands, x, wrapper.handle, registry.NO_HANDLE, "cpu")
-
             contenders = {
                 "dste.spmm": lambda x=x: dste.spmm(wrapper, x, backend="cpu"),
-                "old dste.spmm": old_spmm,
+                "torch int32": lambda x=x: torch.sparse.mm(torch32, x),
                 "torch.sparse.mm": lambda x=x: torch.sparse.mm(torch64, x),
             }
             bench.check_parity(contenders, csr @ x.numpy())
@@ -225,8 +216,8 @@ def spmm_rows(old_revision: str, sizes, repeats: int, graph: str = "csbm", width
                          "form": "rows" if wrapper.col_perm.numel() == 0 and wrapper.row_perm.numel() else
                          "original" if wrapper.row_perm.numel() == 0 else "rows+columns",
                          **{f"{name}_ms": value for name, value in ms.items()},
-                         "new_speedup": ms["torch.sparse.mm"] / ms["dste.spmm"],
-                         "old_speedup": ms["torch.sparse.mm"] / ms["old dste.spmm"]})
+                         "speedup": ms["torch.sparse.mm"] / ms["dste.spmm"],
+                         "int32_speedup": ms["torch.sparse.mm"] / ms["torch int32"]})
     return rows
 
 
@@ -237,7 +228,6 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
     parser.add_argument("--old-revision", default=DEFAULT_OLD_REVISION)
-    parser.add_argument("--spmm-old-revision", default=None, help="--part spmm's old revision (default: --old-revision)")
     parser.add_argument("--graphs", default=",".join(GRAPHS),
                         help="graphs of --part inference, comma-separated; 'table': the six default graphs, 'small': the 1k-8k "
                              "node CSBM graphs, 'tiny': the 300-800 node ones, 'all': all three")
@@ -264,11 +254,9 @@ def main(argv=None) -> int:
         print(line, flush=True)
 
     loads = [os.getloadavg()[0]]
-    spmm_old = args.spmm_old_revision or args.old_revision
-    say(f"revision {revision} (old: {args.old_revision}; spmm old: {spmm_old}), {args.threads} thread(s), min of {args.repeats} "
+    say(f"revision {revision} (old: {args.old_revision}), {args.threads} thread(s), min of {args.repeats} "
         f"interleaved, {os.cpu_count()} x {bench.machine_info()['cpu_model']}; load average before {loads[0]:.2f}")
     record = {"machine": bench.machine_info(), "revision": revision, "old_revision": args.old_revision,
-              "spmm_old_revision": spmm_old,
               "threads": args.threads, "repeats": args.repeats}
     if args.part in ("inference", "both"):
         say()
@@ -285,15 +273,15 @@ def main(argv=None) -> int:
         loads.append(os.getloadavg()[0])
     if args.part in ("spmm", "both"):
         say()
-        say(f"{'nodes':>6} {'F':>4} {'thr':>3} {'form':<12} {'dste ms':>8} {'old ms':>8} {'torch ms':>9} "
-            f"{'torch/dste':>10} {'torch/old':>9}")
+        say(f"{'nodes':>6} {'F':>4} {'thr':>3} {'form':<12} {'dste ms':>8} {'int32 ms':>8} {'torch ms':>9} "
+            f"{'torch/dste':>10} {'torch/int32':>11}")
         record["spmm_graph"] = args.spmm_graph
-        record["spmm"] = spmm_rows(spmm_old, [int(s) for s in args.sizes.split(",")], args.repeats, args.spmm_graph,
+        record["spmm"] = spmm_rows([int(s) for s in args.sizes.split(",")], args.repeats, args.spmm_graph,
                                    [int(w) for w in args.widths.split(",")])
         for r in record["spmm"]:
             say(f"{r['nodes']:>6} {r['F']:>4} {r['threads']:>3} {r['form']:<12} {r['dste.spmm_ms']:>8.2f} "
-                f"{r['old dste.spmm_ms']:>8.2f} {r['torch.sparse.mm_ms']:>9.2f} {r['new_speedup']:>10.2f} "
-                f"{r['old_speedup']:>9.2f}")
+                f"{r['torch int32_ms']:>8.2f} {r['torch.sparse.mm_ms']:>9.2f} {r['speedup']:>10.2f} "
+                f"{r['int32_speedup']:>11.2f}")
         loads.append(os.getloadavg()[0])
     say(f"load average (1 min) before and after each part: {', '.join(f'{v:.2f}' for v in loads)}")
     record["load_average_1min"] = loads

@@ -7,5 +7,7 @@ python -m pip install --quiet --upgrade pip
 python -m pip install --quiet torch==2.13.0
 python -m pip install --quiet -r requirements-dev.txt
 python -m pip install --quiet --no-deps -e .
-# the cpu forward pass's compiled row quantization (Numba): compiled here once, cached beside its module
+# the cpu backend's compiled CSR product and the cpu forward pass's row quantization (Numba): compiled here once,
+# cached beside their modules
+python -c "from dste.bindings.csr_kernel import compile_products as c; print(f'dste: CSR product ready in {c():.1f} s')"
 python -c "from dste.gnn.execution import compile_quantization_passes as c; print(f'dste: row quantization passes ready in {c():.1f} s')"

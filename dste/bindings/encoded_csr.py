@@ -1,4 +1,4 @@
-"""The ``cpu`` backend's operand: the effective CSR in DSTE's encoded (reordered) node order.
+"""The ``cpu`` backend's operand: the effective CSR in DSTE's encoded (reordered) node order, and its product.
 
 A ``DSTEMatrix`` stores a reordering: ``row_perm[i]`` is the original row at encoded position i and
 ``col_perm[j]`` the original column at encoded position j. In that order the rows of a 128-row window gather
@@ -13,20 +13,25 @@ with ``B`` built once per matrix: int32 ``indptr``/``indices`` (int64 only past 
 float32 values of ``matrix.effective_csr()``. How much of the order ``B`` takes depends on the column count M:
 
 * ``M <= ORIGINAL_ORDER_MAX_COLS`` (or no reordering): ``B = A``, empty permutations. X stays cache-resident in
-  any order, so the product is torch's CSR kernel on the matrix as it is.
+  any order.
 * ``M <= ROW_ORDER_MAX_COLS``: rows in encoded order, column ids original (``col_perm`` empty, ``B = P_r A``).
   Consecutive rows are neighbours, so the X rows they read are reused while in cache; X is read in place (an
-  X row of F >= 16 float32 is a whole cache line already, gathering it buys no spatial locality) and only Y
-  is gathered back, ``Y = Y_enc[P_r^-1]``. torch's CSR kernel again.
-* larger: both orders (``Y[row_perm] = B @ X[col_perm]``), SciPy's kernel: once X leaves the last-level cache
-  the gathered X's locality pays for its copy.
+  X row of F >= 16 float32 is a whole cache line already, gathering it buys no spatial locality) and each row of
+  Y is written at its original position.
+* larger: both orders (``Y[row_perm] = B @ X[col_perm]``): once X leaves the last-level cache the gathered X's
+  locality pays for its copy.
 
-Each row of ``B`` holds its entries in the order of A's row (sorted by original column id, so in the third form
-the encoded column ids of a row are not sorted), and the kernels sum a row in stored order, so every form gives
-the bits of ``A @ X`` in original order. That lets an eager call of a matrix in both orders run the original-order
-product when X is small (``RC_ORIGINAL_ORDER_MAX_X_BYTES``) with the bits the op gives. (Sorting the third form's
-rows by encoded id gave other bits than the other forms, and made its product 5-16 % faster at 60k-300k nodes,
-F = 32-128: torch / dste 1.74-2.34 against 1.58-2.15 at 300k.)
+The forward product is the compiled kernel of :mod:`dste.bindings.csr_kernel` in every form: each row of Y summed
+in stored order from zero in X's dtype, written to its original row by the kernel itself (``out_rows``), with a
+flag saying whether every value of Y is finite (``dste.spmm`` builds its finiteness check of X on it). Each row of
+``B`` holds its entries in the order of A's row (sorted by original column id, so in the third form the encoded
+column ids of a row are not sorted), so every form gives the bits of SciPy's ``A @ X`` in original order. That
+lets an eager call of a matrix in both orders run the original-order product when X is small
+(``RC_ORIGINAL_ORDER_MAX_X_BYTES``) with the bits the op gives. (Sorting the third form's rows by encoded id gave
+other bits than the other forms, and made its product 5-16 % faster at 60k-300k nodes, F = 32-128, with SciPy's
+kernel.) The form thresholds below were measured with the kernels the product ran before (torch's CSR kernel for
+the first two forms, SciPy's for the third); the compiled kernel is faster than both in every form measured
+(``bench/README.md``, "Scaling").
 
 The encoded order pays only where it groups rows that read the same X rows. A graph without such structure
 (a uniform random graph, say) gains nothing from it, and the gathers cost: there ``B = A`` whatever M. The
@@ -34,24 +39,15 @@ measure is the reuse of X rows within 128-row windows, ``entries / distinct colu
 in encoded against original row order (``window_reuse_gain``, on up to ``REUSE_SAMPLE_WINDOWS`` windows spread
 over each order); below ``REORDER_MIN_REUSE_GAIN`` the original order is kept. On a uniform random graph (mean
 degree 8, gain 1.28-1.31; one thread, interleaved with torch.sparse.mm on the int64 CSR, F = 32 and 128) both
-orders ran 0.34-0.64x of torch.sparse.mm at 20k nodes and 0.64-0.88x at 100k, where the original order runs
+orders ran 0.34-0.64x of torch.sparse.mm at 20k nodes and 0.64-0.88x at 100k, where the original order ran
 torch's own kernel (int32 indices); shuffled CSBM graphs (gain 3.1-3.9) keep their orders.
 
-torch's CSR kernel runs only when torch has one thread. With more, it enters the OpenMP pool, whose second
-thread on a loaded 2-core machine was scheduled 15-30 ms late on most calls (5k-30k nodes, 2 threads: 15-24 ms
-per product against 3-22 ms for SciPy); the SciPy path below (one thread under ``PARALLEL_MIN_MULTIPLY_ADDS``,
-Python threads above) takes the same operands, X read in place when ``col_perm`` is empty.
-
-The SciPy product releases the GIL; large products are split by rows, balanced
-by nonzeros, over ``torch.get_num_threads()`` threads, each thread also gathering its rows of Y back to
-original order. Measured at arxiv-scale, F=128, on 2 cores: torch.sparse.mm on the same encoded CSR with int32
-indices and ``index_select`` permutations was 2-2.5x slower than SciPy with NumPy permutations.
-
-The module keeps no state between calls: the rows-only product's work buffer (``ENCODED_ROWS_BUFFER_MAX_BYTES``,
-measured there) belongs to the caller that passes one (``DSTETensor`` keeps one per thread). The helper threads
-are started per call (the calling thread works too) and the gathered copy of X is a fresh array. Both were
-measured against a persistent module-level pool and a per-thread reused gather buffer, side by side in one
-process on 2 shared cores (medians of 21-41 interleaved calls; ratio = stateless / stateful):
+Products of at least ``PARALLEL_MIN_MULTIPLY_ADDS`` multiply-adds are split by rows, balanced by nonzeros, over
+``torch.get_num_threads()`` Python threads (the kernel releases the GIL), each writing its rows of Y in place; the
+helper threads are started per call (the calling thread works too), and the gathered copy of X and Y are fresh
+arrays, so the module keeps no state between calls. A persistent pool and a reused gather buffer were measured
+side by side in one process on 2 shared cores (medians of 21-41 interleaved calls; ratio = stateless /
+stateful), with SciPy's kernel:
 
 - gather buffer, 20k and 40k nodes (community order), F = 32/64/128, 1 and 2 threads: 0.87-1.16 for
   ``encoded_spmm``, its transpose and ``dste.spmm`` where the buffer applied, and 0.72-1.03 where it did not
@@ -59,8 +55,7 @@ process on 2 shared cores (medians of 21-41 interleaved calls; ratio = stateless
   adaptive mmap threshold keeps it in the heap), which was the buffer's reason to exist.
 - threads per call: 1.15-1.26 at 1-4x the old parallel threshold of 2^21 multiply-adds (8k nodes, F = 32 and
   128), 0.995-1.07 at 8x, 0.99-1.04 from 16x on (1.015 at arxiv-scale, F = 128, where 2 threads beat 1 by
-  1.21x). Hence ``PARALLEL_MIN_MULTIPLY_ADDS`` = 2^25. SciPy's and torch's CSR kernels sum each row in the
-  same order, so the results do not depend on which path runs.
+  1.21x). Hence ``PARALLEL_MIN_MULTIPLY_ADDS`` = 2^25.
 """
 
 from __future__ import annotations
@@ -76,42 +71,40 @@ from dste.format import DSTEMatrix
 from dste.format.constants import WINDOW_ROWS
 from dste.format.reorder import inverse_permutation
 
-__all__ = ["EncodedCSR", "build_encoded_csr", "eager_spmm", "encoded_spmm", "encoded_spmm_transpose", "original_order_csr",
-           "original_order_operands", "window_reuse_gain"]
+from .csr_kernel import csr_product
+
+__all__ = ["EncodedCSR", "build_encoded_csr", "eager_spmm", "encoded_product", "encoded_spmm", "encoded_spmm_transpose",
+           "original_order_csr", "original_order_operands", "window_reuse_gain"]
 
 INT32_MAX = np.iinfo(np.int32).max
 # Products below this many multiply-adds (nnz * F) run on the calling thread alone: starting the helper
 # threads costs 0.2-0.5 ms per call on a loaded 2-core machine (15-26 % of a product of 2^21-2^23
 # multiply-adds, up to 7 % at 2^24, < 5 % from 2^25; see the module docstring).
 PARALLEL_MIN_MULTIPLY_ADDS = 1 << 25
-# Matrices with at most this many columns are executed in original order (empty permutations): their X
-# (M x F floats) stays cache-resident in any order. Shuffled CSBM graphs, one thread, F = 32/64/128, min of 41
-# interleaved, with the inverse row order and the work buffer's view kept by the wrapper: the encoded row order
-# with the Y gather was as fast at 1k nodes (0.059/0.110/0.210 ms against 0.060/0.114/0.219 in original order)
-# and faster from 2k on (2k: 0.101/0.212/0.434 against 0.108/0.227/0.453; 3k: 0.150/0.331/0.699 against
-# 0.164/0.353/0.738; 5k-10k: 4-15 %). (4096 before the inverse was kept: building it per call ate the gain.)
+# Matrices with at most this many columns are executed in original order (empty permutations): their X (M x F floats)
+# stays cache-resident in any order. Shuffled CSBM graphs, one thread, F = 32/64/128, min of 41 interleaved, torch's
+# kernel into a kept work buffer: the encoded row order with the Y gather was as fast at 1k nodes (0.059/0.110/0.210 ms
+# against 0.060/0.114/0.219 in original order) and faster from 2k on (2k: 0.101/0.212/0.434 against 0.108/0.227/0.453;
+# 3k: 0.150/0.331/0.699 against 0.164/0.353/0.738; 5k-10k: 4-15 %). (4096 before the inverse was kept: building it per
+# call ate the gain.)
 ORIGINAL_ORDER_MAX_COLS = 1024
-# Up to this many columns only the rows take the encoded order (see the module docstring). Shuffled CSBM graphs,
-# one thread, against torch.sparse.mm (int64 CSR): rows-only with torch's kernel 1.16-1.18x at 10k nodes and
-# 1.11-1.77x at 30k (F = 32-128), where both orders with SciPy's kernel were 0.70-1.09x; at 100k and F = 128
-# (X 51 MB, past the 32 MB last-level cache) both orders with SciPy were 2.3x, rows-only 1.3x.
+# Up to this many columns only the rows take the encoded order (see the module docstring). Shuffled CSBM graphs, one
+# thread, against torch.sparse.mm (int64 CSR), with the kernels of the time: rows-only with torch's kernel 1.16-1.18x at
+# 10k nodes and 1.11-1.77x at 30k (F = 32-128), where both orders with SciPy's kernel were 0.70-1.09x; at 100k and F =
+# 128 (X 51 MB, past the 32 MB last-level cache) both orders with SciPy were 2.3x, rows-only 1.3x.
 ROW_ORDER_MAX_COLS = 49152
-# The rows-only product writes its encoded-order Y into a work buffer of at most this many bytes, kept between
-# calls by the caller (``DSTETensor``: one per thread), and only the gathered Y is a fresh tensor. A fresh
-# encoded-order Y is mapped and faulted in on every call: 10k nodes, one thread, interleaved: 0.68 -> 0.57 ms at
-# F = 32, 3.20 -> 2.50 ms at F = 128.
-ENCODED_ROWS_BUFFER_MAX_BYTES = 16 << 20
 # The encoded order is used only when its 128-row windows reuse X rows this many times more than the original
 # order's (see the module docstring): uniform random graphs 1.28-1.31, a 20k CSBM with 30 % of edges local 1.61
 # (rows-only and original order within 7 % of each other there), cora-like 1.79, shuffled CSBM graphs 3.1-3.9.
 REORDER_MIN_REUSE_GAIN = 1.5
-# Up to this many bytes of X, an eager float32 call on a matrix in both orders (M > ROW_ORDER_MAX_COLS) runs torch's
-# kernel on A in original order (built on first use and kept by the wrapper): X stays in the last-level cache (32 MB
-# here) in any order, and the gathers of X and Y then cost more than the order saves. Shuffled CSBM graphs, one
-# thread, min of 9 interleaved, torch.sparse.mm (int64) / dste.spmm, both orders only -> with this rule:
-# 60k nodes F = 16 / 32 / 64: 0.93 / 0.82-0.92 / 0.91-0.99 -> 1.43 / 1.30-1.34 / 1.12; 100k F = 16: 0.75 -> 1.35,
+# Up to this many bytes of X, an eager call on a matrix in both orders (M > ROW_ORDER_MAX_COLS) runs A in original
+# order (built on first use and kept by the wrapper): X stays in the last-level cache (32 MB here) in any order,
+# and the gathers of X and Y then cost more than the order saves. Shuffled CSBM graphs, one thread, min of 9
+# interleaved, torch.sparse.mm (int64) / dste.spmm with torch's kernel, both orders only -> with this rule: 60k
+# nodes F = 16 / 32 / 64: 0.93 / 0.82-0.92 / 0.91-0.99 -> 1.43 / 1.30-1.34 / 1.12; 100k F = 16: 0.75 -> 1.35,
 # F = 32 (12.8 MB) 1.03-1.09 -> 0.95-0.99 (level within run-to-run noise).
 RC_ORIGINAL_ORDER_MAX_X_BYTES = 16 << 20
+_NO_PERMUTATION = np.empty(0, dtype=np.int64)
 # Windows sampled (evenly spread, so the choice is deterministic) per order by ``window_reuse_gain``.
 REUSE_SAMPLE_WINDOWS = 64
 
@@ -276,61 +269,6 @@ def _to_original_rows(encoded: np.ndarray, perm: np.ndarray) -> np.ndarray:
     return np.take(encoded, inverse_permutation(perm), axis=0)
 
 
-def torch_csr(crow, col, data, m: int) -> torch.Tensor:
-    """A torch sparse CSR tensor ``[N, m]`` over the NumPy arrays of a CSR (views, no copies)."""
-    with warnings.catch_warnings():  # torch flags sparse CSR as beta on construction
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(crow), torch.from_numpy(col), torch.from_numpy(data), size=(crow.shape[0] - 1, m),
-            check_invariants=False,
-        )
-
-
-def _torch_csr_product(crow, col, data, x: np.ndarray, row_perm: np.ndarray, matrix=None, work=None,
-                       row_inverse: np.ndarray | None = None) -> np.ndarray:
-    """``A @ X`` of a matrix whose column ids are original (``B = A`` or ``B = P_r A``): torch's CSR kernel on
-    the int32 arrays without copies, then Y gathered back to original row order if the rows are permuted.
-    Measured on one thread, 3k-16k-node graphs, F = 64/128: 10-25 % faster than SciPy's kernel. ``matrix``:
-    the same CSR as a torch tensor, if the caller keeps one; ``work``: the caller's per-thread buffers
-    (``threading.local``), if it keeps them; ``row_inverse``: the inverse of ``row_perm``, if it keeps it."""
-    n = crow.shape[0] - 1
-    if matrix is None:
-        matrix = torch_csr(crow, col, data, x.shape[0])
-    x_tensor = torch.from_numpy(x)
-    if not row_perm.size:
-        return torch.sparse.mm(matrix, x_tensor).numpy()
-    buffer = _encoded_rows_buffer(work, n, x.shape[1], x_tensor.dtype, x.itemsize)
-    y_encoded = torch.sparse.mm(matrix, x_tensor) if buffer is None else torch.addmm(
-        buffer, matrix, x_tensor, beta=0, out=buffer)  # beta = 0: the buffer's old values are never read
-    # the gather back to original order: np.take with the inverse (5k x 32: 16 us against 24 us for torch's
-    # index_select, 10k x 128: 142 against 147 us); the result is a new array, never the work buffer
-    return np.take(y_encoded.numpy(), inverse_permutation(row_perm) if row_inverse is None else row_inverse, axis=0)
-
-
-def _encoded_rows_buffer(work, n: int, width: int, dtype: torch.dtype, itemsize: int) -> torch.Tensor | None:
-    """A ``[n, width]`` work buffer for an encoded-order Y from ``work`` (the caller's ``threading.local``: one flat
-    tensor per thread and dtype, at most ``ENCODED_ROWS_BUFFER_MAX_BYTES``, grown on demand, and its last view),
-    read only between the product and the gather of one call (the gather's result is a new tensor, so nothing
-    returned aliases it).
-    None without ``work`` or past the size cap: the product then writes a fresh tensor."""
-    needed = n * width
-    if work is None or needed * itemsize > ENCODED_ROWS_BUFFER_MAX_BYTES:
-        return None
-    name = str(dtype)
-    # the last [n, width] view is kept beside the flat tensor: slicing and viewing it anew cost ~9 us per call
-    # at 5k nodes, F = 32 (interleaved with other products; 3 % of the call)
-    shaped = getattr(work, name + " view", None)
-    if shaped is not None and shaped.shape == (n, width):
-        return shaped
-    held = getattr(work, name, None)
-    if held is None or held.numel() < needed:
-        held = torch.empty(needed, dtype=dtype)
-        setattr(work, name, held)
-    shaped = held[:needed].view(n, width)
-    setattr(work, name + " view", shaped)
-    return shaped
-
-
 def original_order_operands(host_operands, row_inverse: np.ndarray):
     """``(indptr, indices, data)`` of ``A`` in original order (rows and column ids) from operands in encoded order,
     each row's entries in their stored order (A's), with the index dtype of the operands."""
@@ -354,72 +292,60 @@ def _rows_in_order(indptr: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, n
     return new_indptr, starts + np.arange(int(new_indptr[-1]), dtype=np.int64)
 
 
-def eager_spmm(host_operands, csr_tensor, row_inverse: np.ndarray, work, x: torch.Tensor,
-               original_csr=None) -> torch.Tensor:
-    """``encoded_spmm`` of a contiguous torch tensor ``x``, returning a torch tensor, for ``dste.spmm``'s eager
-    cpu call: the same kernels and the same bits. In the common case (float32 X, column ids original, int32
-    indices, one torch thread) the product stays in torch from X to Y except for the gather, without the
-    tensor/array conversions and the call layers of the general path (5k nodes, F = 1, one thread: 6 us of an
-    80 us call); otherwise the general path."""
-    crow, col, values, row_perm, col_perm = host_operands
-    n = crow.shape[0] - 1
-    if (original_csr is not None and col_perm.size and x.dtype == torch.float32 and n and x.shape[1]
-            and x.numel() * 4 <= RC_ORIGINAL_ORDER_MAX_X_BYTES and col.dtype == np.int32
-            and torch.get_num_threads() == 1):
-        return torch.sparse.mm(original_csr(), x)  # the same bits (module docstring), without the gathers
-    if (x.dtype == torch.float32 and not col_perm.size and col.dtype == np.int32 and n and x.shape[1]
-            and torch.get_num_threads() == 1):
-        if not row_perm.size:
-            return torch.sparse.mm(csr_tensor, x)
-        buffer = _encoded_rows_buffer(work, n, x.shape[1], torch.float32, 4)
-        if buffer is not None:
-            torch.addmm(buffer, csr_tensor, x, beta=0, out=buffer)  # beta = 0: the old values are never read
-            return torch.from_numpy(buffer.numpy().take(row_inverse, axis=0))
-    return torch.from_numpy(encoded_spmm(*host_operands, x.numpy(), csr_tensor, work, row_inverse))
-
-
-def encoded_spmm(crow, col, values, row_perm, col_perm, x: np.ndarray, csr_tensor=None, work=None,
-                 row_inverse: np.ndarray | None = None) -> np.ndarray:
-    """``Y [N, F]`` with ``Y[row_perm] = B @ X[col_perm]`` (NumPy in, NumPy out; dtype of x). ``csr_tensor``:
-    ``B`` as a float32 torch CSR tensor over the same arrays, if the caller keeps one (saves building it);
-    ``work``: a ``threading.local`` the caller keeps for the rows-only product's work buffer (None: none);
-    ``row_inverse``: the inverse of ``row_perm`` (int64), if the caller keeps it (building it per call took
-    9 us at 5k rows and 22 us at 10k, a tenth of a 5k-node product at F = 32)."""
-    n = crow.shape[0] - 1
-    m, width = x.shape
-    if n == 0 or width == 0:
-        return np.zeros((n, width), dtype=x.dtype)
-    data = values if values.dtype == x.dtype else values.astype(x.dtype)
-    if not col_perm.size and col.dtype == np.int32 and torch.get_num_threads() == 1:
-        matrix = csr_tensor if data is values else None
-        return _torch_csr_product(crow, col, data, x, row_perm, matrix, work, row_inverse)
-    x_encoded = np.take(x, col_perm, axis=0) if col_perm.size else x
-    blocks = _row_blocks(crow, _workers_for(col.shape[0], width))
-    if len(blocks) == 1:
-        y_encoded = np.asarray(sp.csr_matrix((data, col, crow), shape=(n, m)) @ x_encoded, dtype=x.dtype)
-        if not row_perm.size:
-            return y_encoded
-        return _to_original_rows(y_encoded, row_perm) if row_inverse is None else np.take(y_encoded, row_inverse, axis=0)
+def _product(crow, col, data, x: np.ndarray, row_perm: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``(Y, finite)``: ``Y[row_perm] = B @ x`` (``row_perm`` empty: ``Y = B @ x``) by the compiled kernel, which
+    writes each row of Y at its original position itself; large products split by rows over
+    ``torch.get_num_threads()`` threads (the kernel releases the GIL). ``finite``: every value of Y is."""
+    n, width = crow.shape[0] - 1, x.shape[1]
     y = np.empty((n, width), dtype=x.dtype)
-    inverse = (inverse_permutation(row_perm) if row_inverse is None else row_inverse) if row_perm.size else None
-    y_encoded = np.empty((n, width), dtype=x.dtype) if row_perm.size else y
+    rows_out = row_perm if row_perm.size else None
+    workers = _workers_for(col.shape[0], width)
+    if workers == 1:
+        return csr_product(crow, col, data, x, y, rows_out)
+    blocks = _row_blocks(crow, workers)
+    if len(blocks) == 1:
+        return csr_product(crow, col, data, x, y, rows_out)
+    finite = [True] * len(blocks)
 
     def run(lo, hi):
-        base = crow[lo]
-        y_encoded[lo:hi] = sp.csr_matrix(
-            (data[base:crow[hi]], col[base:crow[hi]], crow[lo:hi + 1] - base), shape=(hi - lo, m)
-        ) @ x_encoded
+        out, out_rows = (y, rows_out[lo:hi]) if rows_out is not None else (y[lo:hi], None)
+        finite[blocks.index((lo, hi))] = csr_product(crow[lo:hi + 1], col, data, x, out, out_rows)[1]
 
-    def gather(lo, hi):
-        np.take(y_encoded, inverse[lo:hi], axis=0, out=y[lo:hi])
-
-    # the helper threads live for this call only; the calling thread takes the first piece of each phase
+    # the helper threads live for this call only; the calling thread takes the first block
     with ThreadPoolExecutor(len(blocks) - 1, thread_name_prefix="dste-spmm") as helpers:
         _run_split(helpers, run, blocks)
-        if inverse is not None:  # the gather back to original order, split by output rows
-            parts = np.linspace(0, n, len(blocks) + 1).astype(np.int64)
-            _run_split(helpers, gather, list(zip(parts[:-1].tolist(), parts[1:].tolist())))
-    return y
+    return y, all(finite)
+
+
+def encoded_product(crow, col, values, row_perm, col_perm, x: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``(Y [N, F], finite)`` with ``Y[row_perm] = B @ X[col_perm]`` (NumPy in, NumPy out; dtype of x) and whether
+    every value of Y is finite (see ``csr_kernel.unread_rows`` for what that proves about X)."""
+    n = crow.shape[0] - 1
+    if n == 0 or x.shape[1] == 0:
+        return np.zeros((n, x.shape[1]), dtype=x.dtype), True
+    data = values if values.dtype == x.dtype else values.astype(x.dtype)
+    x_encoded = np.take(x, col_perm, axis=0) if col_perm.size else np.ascontiguousarray(x)
+    return _product(crow, col, data, x_encoded, row_perm)
+
+
+def encoded_spmm(crow, col, values, row_perm, col_perm, x: np.ndarray) -> np.ndarray:
+    """``Y [N, F]`` with ``Y[row_perm] = B @ X[col_perm]`` (NumPy in, NumPy out; dtype of x)."""
+    return encoded_product(crow, col, values, row_perm, col_perm, x)[0]
+
+
+def eager_spmm(host_operands, x: torch.Tensor, original_operands=None) -> tuple[torch.Tensor, bool]:
+    """``(Y, finite)``: ``encoded_product`` of a contiguous torch tensor ``x`` for ``dste.spmm``'s eager cpu call,
+    Y a torch tensor. ``original_operands``: a callable returning ``A``'s arrays in original order (built on first
+    use by the caller, who keeps them): a matrix in both orders with an X of at most
+    ``RC_ORIGINAL_ORDER_MAX_X_BYTES`` runs in original order, without the gather of X (the same bits, module
+    docstring)."""
+    crow, col, values, row_perm, col_perm = host_operands
+    x_bytes = x.numel() * x.element_size()
+    if original_operands is not None and col_perm.size and x_bytes <= RC_ORIGINAL_ORDER_MAX_X_BYTES:
+        crow, col, values = original_operands()
+        row_perm = col_perm = _NO_PERMUTATION
+    y, finite = encoded_product(crow, col, values, row_perm, col_perm, x.numpy())
+    return torch.from_numpy(y), finite
 
 
 def encoded_spmm_transpose(crow, col, values, row_perm, col_perm, grad: np.ndarray, m: int) -> np.ndarray:

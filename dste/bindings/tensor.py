@@ -11,8 +11,6 @@ subclass: it is a plain object whose tensor attributes ``torch.compile`` lifts a
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -21,7 +19,8 @@ from dste.format import DSTEMatrix
 from dste.format.reorder import inverse_permutation
 
 from . import encoded_csr, registry
-from .encoded_csr import build_encoded_csr, original_order_csr, original_order_operands, torch_csr
+from .csr_kernel import unread_rows
+from .encoded_csr import build_encoded_csr, original_order_csr, original_order_operands
 
 __all__ = ["DSTETensor", "is_dste_matrix", "as_dste_tensor"]
 
@@ -90,41 +89,41 @@ class DSTETensor:
 
     def _add_host_views(self) -> None:
         """What the cpu kernel takes, as views of the operand tensors (no copies): ``host_operands``, the five
-        arrays in NumPy, and ``host_csr``, ``B`` as a torch CSR tensor (in a tuple, so code walking the wrapper's
-        tensor attributes meets strided tensors only). Rebuilt after unpickling rather than pickled: a sparse
-        CSR tensor cannot be, and pickled views would come back as copies."""
+        arrays in NumPy. Rebuilt after unpickling rather than pickled: pickled views would come back as copies."""
         self.host_operands = tuple(t.numpy() for t in self.op_operands)
         if "row_inverse" not in self.__dict__:  # absent from wrappers pickled before it was kept
-            # the encoded position of each original row, for the cpu product's gather back to original order:
-            # built once rather than on every call
+            # the encoded position of each original row, for the original-order operands: built once
             self.row_inverse = torch.from_numpy(inverse_permutation(self.row_perm.numpy()))
         self.host_row_inverse = self.row_inverse.numpy()
-        self.host_csr = (torch_csr(*self.host_operands[:3], int(self._shape[1])),)
-        # B is A itself with int32 indices: a float32 product on one thread is torch's kernel alone
-        self.host_plain = (not self.row_perm.numel() and not self.col_perm.numel()
-                           and self.col_indices.dtype == torch.int32)
-        # the rows-only product's work buffers, one per thread (dste.bindings.encoded_csr._encoded_rows_buffer)
-        self.host_work = threading.local()
-        # other forms of the operands, built on first use (original_host_csr)
+        # other forms of the operands, built on first use (original_host_operands, unread_x_rows)
         self.host_forms = {}
 
-    def original_host_csr(self) -> torch.Tensor:
-        """``A`` in original order as a torch CSR tensor (int32 indices where the operands have them), built on the
-        first call and kept: the eager product of a matrix in both orders with a small X
+    def original_host_operands(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``A``'s ``(indptr, indices, data)`` in original order (the operands' index dtype), built on the first call
+        and kept: the eager product of a matrix in both orders with a small X
         (``encoded_csr.RC_ORIGINAL_ORDER_MAX_X_BYTES``). Each row holds its entries in the operands' order, so its
         product has the operands' bits."""
         held = self.host_forms.get("original")
         if held is None:
-            arrays = original_order_operands(self.host_operands, self.host_row_inverse)
-            held = self.host_forms["original"] = (arrays, torch_csr(*arrays, int(self._shape[1])))
-        return held[1]
+            held = self.host_forms["original"] = original_order_operands(self.host_operands, self.host_row_inverse)
+        return held
+
+    def unread_x_rows(self) -> np.ndarray:
+        """The rows of X (original ids, int64) that no stored entry reads, built on the first call and kept: the
+        eager product checks only these for NaN and Inf when its output is finite (``csr_kernel.unread_rows``)."""
+        held = self.host_forms.get("unread")
+        if held is None:
+            indices, col_perm = self.host_operands[1], self.host_operands[4]
+            held = unread_rows(indices, int(self._shape[1]))
+            if col_perm.size:
+                held = np.sort(col_perm[held])
+            held = self.host_forms["unread"] = held
+        return held
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("host_operands", None)
         state.pop("host_row_inverse", None)
-        state.pop("host_csr", None)
-        state.pop("host_work", None)
         state.pop("host_forms", None)
         return state
 
@@ -134,7 +133,8 @@ class DSTETensor:
 
     def resident_nbytes(self) -> int:
         """Bytes of the CPU operands this wrapper keeps alive (with the other forms built so far)."""
-        forms = sum(int(array.nbytes) for arrays, _ in self.host_forms.values() for array in arrays)
+        forms = int(sum(array.nbytes for array in self.host_forms.get("original", ())))
+        forms += int(self.host_forms["unread"].nbytes) if "unread" in self.host_forms else 0
         return self._encoded.nbytes() + forms
 
     # -- tensor-like metadata -------------------------------------------------------------------------------
