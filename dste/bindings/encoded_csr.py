@@ -71,7 +71,7 @@ from dste.format import DSTEMatrix
 from dste.format.constants import WINDOW_ROWS
 from dste.format.reorder import inverse_permutation
 
-from .csr_kernel import csr_product
+from .csr_kernel import csr_product, csr_product_into
 
 __all__ = ["EncodedCSR", "build_encoded_csr", "eager_spmm", "encoded_product", "encoded_spmm", "encoded_spmm_transpose",
            "original_order_csr", "original_order_operands", "window_reuse_gain"]
@@ -340,10 +340,15 @@ def eager_spmm(host_operands, x: torch.Tensor, original_operands=None) -> tuple[
     ``RC_ORIGINAL_ORDER_MAX_X_BYTES`` runs in original order, without the gather of X (the same bits, module
     docstring)."""
     crow, col, values, row_perm, col_perm = host_operands
-    x_bytes = x.numel() * x.element_size()
-    if original_operands is not None and col_perm.size and x_bytes <= RC_ORIGINAL_ORDER_MAX_X_BYTES:
+    if col_perm.size and original_operands is not None and (
+            x.numel() * x.element_size() <= RC_ORIGINAL_ORDER_MAX_X_BYTES):
         crow, col, values = original_operands()
         row_perm = col_perm = _NO_PERMUTATION
+    if (x.dtype == torch.float32 and not col_perm.size and crow.shape[0] > 1
+            and _workers_for(col.shape[0], x.shape[1]) == 1):
+        # the commonest call, without encoded_product's layers (~3 us of a 20 us product at 1k nodes, F = 16)
+        y = torch.empty((crow.shape[0] - 1, x.shape[1]))
+        return y, csr_product_into(crow, col, values, x.numpy(), y.numpy(), row_perm)
     y, finite = encoded_product(crow, col, values, row_perm, col_perm, x.numpy())
     return torch.from_numpy(y), finite
 
