@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import literally, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -148,40 +148,70 @@ _chunk1 = _row_chunk_intrinsic(1)
 
 
 @njit(**_JIT)
-def _csr_product(indptr, indices, data, x, out, out_rows):
-    width = x.shape[1]
-    rows = indptr.shape[0] - 1
+def _rows_pass(indptr, indices, data, x, out, out_rows, width, column):
+    """Columns ``column: column + width`` of every row of Y, ``width`` a literal (each width its own compiled pass)
+    of 64, 48, 32, 16, 8, 4, 2 or 1; returns the status bits. One chunk kind for all rows: choosing it per row cost
+    about 4 ns a row (1k rows, F = 16: 12 us against 8 us)."""
+    literally(width)
     status = 0
-    for i in range(rows):
-        target = out_rows[i] if out_rows.shape[0] else i
-        if target < 0 or target >= out.shape[0]:
-            return status | BAD_TARGET
+    permuted = out_rows.shape[0] > 0
+    for i in range(indptr.shape[0] - 1):
+        target = out_rows[i] if permuted else i
         start = indptr[i]
         stop = indptr[i + 1]
-        column = 0
-        while column + 64 <= width:
+        if width == 64:
             status |= _chunk64(out, x, indices, data, target, column, start, stop)
-            column += 64
-        if column + 48 <= width:
+        elif width == 48:
             status |= _chunk48(out, x, indices, data, target, column, start, stop)
-            column += 48
-        elif column + 32 <= width:
+        elif width == 32:
             status |= _chunk32(out, x, indices, data, target, column, start, stop)
-            column += 32
-        elif column + 16 <= width:
+        elif width == 16:
             status |= _chunk16(out, x, indices, data, target, column, start, stop)
-            column += 16
-        if column + 8 <= width:
+        elif width == 8:
             status |= _chunk8(out, x, indices, data, target, column, start, stop)
-            column += 8
-        if column + 4 <= width:
+        elif width == 4:
             status |= _chunk4(out, x, indices, data, target, column, start, stop)
-            column += 4
-        if column + 2 <= width:
+        elif width == 2:
             status |= _chunk2(out, x, indices, data, target, column, start, stop)
-            column += 2
-        if column < width:
+        else:
             status |= _chunk1(out, x, indices, data, target, column, start, stop)
+    return status
+
+
+@njit(**_JIT)
+def _csr_product(indptr, indices, data, x, out, out_rows):
+    """Every column of Y in passes over all rows: 64 columns at a time, then one pass of 48, 32 or 16, then 8, 4,
+    2 and 1 as the width needs. Output row ids are checked once, before any pass."""
+    for i in range(out_rows.shape[0]):
+        if out_rows[i] < 0 or out_rows[i] >= out.shape[0]:
+            return BAD_TARGET
+    width = x.shape[1]
+    status = 0
+    column = 0
+    while column + 64 <= width:
+        status |= _rows_pass(indptr, indices, data, x, out, out_rows, 64, column)
+        column += 64
+    # the chunk widths are literals: each gets a _rows_pass compiled for it alone
+    if width - column >= 48:
+        status |= _rows_pass(indptr, indices, data, x, out, out_rows, 48, column)
+        column += 48
+    elif width - column >= 32:
+        status |= _rows_pass(indptr, indices, data, x, out, out_rows, 32, column)
+        column += 32
+    elif width - column >= 16:
+        status |= _rows_pass(indptr, indices, data, x, out, out_rows, 16, column)
+        column += 16
+    if width - column >= 8:
+        status |= _rows_pass(indptr, indices, data, x, out, out_rows, 8, column)
+        column += 8
+    if width - column >= 4:
+        status |= _rows_pass(indptr, indices, data, x, out, out_rows, 4, column)
+        column += 4
+    if width - column >= 2:
+        status |= _rows_pass(indptr, indices, data, x, out, out_rows, 2, column)
+        column += 2
+    if width - column >= 1:
+        status |= _rows_pass(indptr, indices, data, x, out, out_rows, 1, column)
     return status
 
 
@@ -248,5 +278,6 @@ def compile_products() -> float:
         indptr = np.array([0, 1, 1], dtype=index_dtype)
         indices = np.zeros(1, dtype=index_dtype)
         for dtype in _FLOAT_DTYPES:
-            csr_product(indptr, indices, np.ones(1, dtype=dtype), np.ones((1, 3), dtype=dtype))
+            for width in (127, 32, 16):  # passes of 64, 48, 8, 4, 2, 1 columns; of 32; of 16
+                csr_product(indptr, indices, np.ones(1, dtype=dtype), np.ones((1, width), dtype=dtype))
     return time.perf_counter() - started
