@@ -49,7 +49,7 @@ _JIT = dict(cache=True, nogil=True, boundscheck=False)
 
 
 class _RowPass:
-    """LLVM IR of one pass over CSR rows' entries for ``lanes * vectors`` columns of Y (see ``_row_chunk_intrinsic``)."""
+    """LLVM IR of one pass over CSR rows' entries for ``lanes * vectors`` columns of Y (``_row_chunk_intrinsic``)."""
 
     def __init__(self, context, builder, sig, args, lanes: int, vectors: int):
         self.context, self.builder, self.lanes = context, builder, lanes
