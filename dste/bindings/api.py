@@ -98,7 +98,7 @@ def _plain_eager_call(x: torch.Tensor) -> bool:
 
 def _eager_cpu_product(a: DSTETensor, x) -> torch.Tensor | None:
     """``A @ X`` for the commonest call -- X a float32/float64 cpu tensor ``[M, F]``, a plain eager call (see
-    :func:`_plain_eager_call`) -- with the general path's finiteness check and nothing else; None for any
+    :func:`_plain_eager_call`) -- refusing a non-finite X as the general path does, and nothing else; None for any
     other call, which the general path validates with its own errors. The general path's layers around the
     same product cost ~15 us of a 0.27 ms call at 5k nodes, F = 32 (one thread, interleaved).
 

@@ -115,9 +115,9 @@ class DSTETensor:
         if held is None:
             indices, col_perm = self.host_operands[1], self.host_operands[4]
             held = unread_rows(indices, int(self._shape[1]))
-            if col_perm.size:
+            if col_perm.size:  # encoded column positions to original ids
                 held = np.sort(col_perm[held])
-            held = self.host_forms["unread"] = held
+            self.host_forms["unread"] = held
         return held
 
     def __getstate__(self):
