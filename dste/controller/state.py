@@ -238,7 +238,9 @@ def activation_features(h: np.ndarray) -> np.ndarray:
     share = [float(order[: max(1, int(round(q * order.size)))].sum() / total_sq) if total_sq > 0 else 0.0
              for q in (0.05, 0.2)]
     row_norms = np.linalg.norm(h64, axis=1)
-    kurtosis = float(np.mean(centred ** 4) / std**4) if std > 0 else 0.0
+    # (c^2)^2, not c ** 4: NumPy's power with exponent 4 calls pow() per element, 14 of the 21 ms of a 2708 x 64
+    # call; the float64 mean can differ in its last place, the float32 feature did not in 300 random activations
+    kurtosis = float(np.mean(np.square(np.square(centred))) / std**4) if std > 0 else 0.0
     row_max = magnitude.max(axis=1)
     positive_row_max = row_max[row_max > 0]
     spread = float(np.log10(positive_row_max.max() / np.median(positive_row_max))) if positive_row_max.size else 0.0
