@@ -9,8 +9,8 @@ Why a kernel of its own: the products ``dste.spmm`` runs on small and mid-size g
 and torch's CSR kernel (int64 indices, as a user builds them) left no room for the op's own finiteness check of X
 (one thread, shuffled CSBM graphs of 1k-2k nodes: ``dste.spmm`` 0.87-0.92x of ``torch.sparse.mm`` at F = 16-64,
 its sum over X alone 3-4 us of a 33 us call). Here each output row is accumulated in vector registers over the row's
-entries (up to four vectors of ``VECTOR_LANES`` lanes per pass, then 8, 4, 2 and 1 lanes for the rest of the
-width), and the kernel reports whether every output value is finite, which a caller turns into the finiteness check
+entries (up to four vectors of ``VECTOR_LANES`` lanes per pass, then one masked vector for the last ``F % 16``
+columns), and the kernel reports whether every output value is finite, which a caller turns into the finiteness check
 of X for free (:func:`unread_rows`).
 
 Why vector code written out: Numba's loop vectorizer unrolls a width-16 loop into 16 scalar lanes (its SLP
@@ -61,6 +61,45 @@ class _RowPass:
         self.x_rows = builder.extract_value(self.x.shape, 0)
         self.vectors = vectors
         self.bad_column = cgutils.alloca_once_value(builder, ir.Constant(ir.IntType(1), 0))
+        self.mask = None  # an <lanes x i1> of the lanes loaded and stored (set_count); None: every lane
+
+    def set_count(self, count):
+        """Only the first ``count`` lanes (an intp, 0 < count <= lanes) are loaded from X and stored to Y: masked
+        loads and stores (``llvm.masked.load`` / ``llvm.masked.store``), which never touch memory past them."""
+        builder, i32 = self.builder, ir.IntType(32)
+        lane_ids = ir.Constant(ir.VectorType(i32, self.lanes), list(range(self.lanes)))
+        counts = builder.shuffle_vector(
+            builder.insert_element(ir.Constant(ir.VectorType(i32, self.lanes), ir.Undefined),
+                                   builder.trunc(count, i32), ir.Constant(i32, 0)),
+            ir.Constant(ir.VectorType(i32, self.lanes), ir.Undefined), ir.Constant(ir.VectorType(i32, self.lanes),
+                                                                                  [0] * self.lanes))
+        self.mask = builder.icmp_signed("<", lane_ids, counts)
+
+    def _masked(self, name: str, function_type):
+        element = "f32" if self.vector.element == ir.FloatType() else "f64"
+        # LLVM's overloaded-intrinsic name: the vector type, then the (opaque) pointer's address space
+        return cgutils.get_or_insert_function(self.builder.module, function_type,
+                                              f"llvm.masked.{name}.v{self.lanes}{element}.p0")
+
+    def load(self, pointer):
+        pointer = self.builder.bitcast(pointer, self.vector.as_pointer())
+        if self.mask is None:
+            return self.builder.load(pointer, align=4)
+        mask_type, i32 = self.mask.type, ir.IntType(32)
+        masked_load = self._masked("load", ir.FunctionType(self.vector, [self.vector.as_pointer(), i32, mask_type,
+                                                                         self.vector]))
+        return self.builder.call(masked_load, [pointer, ir.Constant(i32, 4), self.mask,
+                                               ir.Constant(self.vector, [0.0] * self.lanes)])
+
+    def store_vector(self, value, pointer):
+        pointer = self.builder.bitcast(pointer, self.vector.as_pointer())
+        if self.mask is None:
+            self.builder.store(value, pointer, align=4)
+            return
+        i32 = ir.IntType(32)
+        masked_store = self._masked("store", ir.FunctionType(ir.VoidType(), [self.vector, self.vector.as_pointer(),
+                                                                            i32, self.mask.type]))
+        self.builder.call(masked_store, [value, pointer, ir.Constant(i32, 4), self.mask])
 
     def as_intp(self, value, kind):
         return self.context.cast(self.builder, value, kind, types.intp)
@@ -86,8 +125,7 @@ class _RowPass:
             ir.Constant(self.vector, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), self.lanes),
                                                               [0] * self.lanes))
         for total, column in zip(totals, columns):
-            pointer = cgutils.get_item_pointer(context, builder, self.x_type, self.x, [row, column])
-            values = builder.load(builder.bitcast(pointer, self.vector.as_pointer()), align=4)
+            values = self.load(cgutils.get_item_pointer(context, builder, self.x_type, self.x, [row, column]))
             builder.store(builder.fadd(builder.load(total), builder.fmul(scales, values)), total)
 
     def add_entries(self, start, stop, totals, columns):
@@ -100,10 +138,13 @@ class _RowPass:
         all_finite = ir.Constant(ir.IntType(1), 1)
         for total, column in zip(totals, columns):
             result = builder.load(total)
-            pointer = cgutils.get_item_pointer(self.context, builder, self.out_type, self.out, [target, column])
-            builder.store(result, builder.bitcast(pointer, self.vector.as_pointer()), align=4)
+            self.store_vector(result, cgutils.get_item_pointer(self.context, builder, self.out_type, self.out,
+                                                               [target, column]))
             difference = builder.fsub(result, result)  # 0 for every finite value, NaN for NaN and +-Inf
-            lanes_finite = builder.bitcast(builder.fcmp_ordered("==", difference, difference), ir.IntType(self.lanes))
+            lanes_finite = builder.fcmp_ordered("==", difference, difference)
+            if self.mask is not None:  # lanes past the count hold zeros; counted finite either way
+                lanes_finite = builder.or_(lanes_finite, builder.not_(self.mask))
+            lanes_finite = builder.bitcast(lanes_finite, ir.IntType(self.lanes))
             all_finite = builder.and_(all_finite, builder.icmp_unsigned(
                 "==", lanes_finite, ir.Constant(ir.IntType(self.lanes), (1 << self.lanes) - 1)))
         return all_finite
@@ -137,21 +178,35 @@ def _row_chunk_intrinsic(lanes: int, vectors: int = 1):
     return row_chunk
 
 
+@intrinsic
+def _tail_chunk(typingctx, out, x, indices, data, target, column, start, stop, count):
+    """``_row_chunk_intrinsic(VECTOR_LANES)`` for the last ``count`` (< ``VECTOR_LANES``) columns of a row, in one
+    pass over its entries with masked loads and stores: passes of 8, 4, 2 and 1 lanes read every entry up to four
+    times (F = 7: 0.39-0.56x torch.sparse.mm), and a pass per lane count compiled apart quadrupled the set-up's
+    compile time."""
+    def codegen(context, builder, sig, args):
+        row_pass = _RowPass(context, builder, sig, args, VECTOR_LANES, 1)
+        target_v, column_v, start_v, stop_v, count_v = (row_pass.as_intp(v, k) for v, k in zip(args[4:], sig.args[4:]))
+        row_pass.set_count(count_v)
+        columns, totals = row_pass.columns(column_v), row_pass.zeros()
+        row_pass.add_entries(start_v, stop_v, totals, columns)
+        return row_pass.status(row_pass.store(target_v, totals, columns))
+
+    return types.int32(out, x, indices, data, target, column, start, stop, count), codegen
+
+
 _chunk64 = _row_chunk_intrinsic(16, 4)
 _chunk48 = _row_chunk_intrinsic(16, 3)
 _chunk32 = _row_chunk_intrinsic(16, 2)
 _chunk16 = _row_chunk_intrinsic(16)
-_chunk8 = _row_chunk_intrinsic(8)
-_chunk4 = _row_chunk_intrinsic(4)
-_chunk2 = _row_chunk_intrinsic(2)
-_chunk1 = _row_chunk_intrinsic(1)
+_chunk1 = _row_chunk_intrinsic(1)  # a single column (a matrix-vector product): a plain scalar, no mask
 
 
 @njit(**_JIT)
-def _rows_pass(indptr, indices, data, x, out, out_rows, width, column):
+def _rows_pass(indptr, indices, data, x, out, out_rows, width, column, count):
     """Columns ``column: column + width`` of every row of Y, ``width`` a literal (each width its own compiled pass)
-    of 64, 48, 32, 16, 8, 4, 2 or 1; returns the status bits. One chunk kind for all rows: choosing it per row cost
-    about 4 ns a row (1k rows, F = 16: 12 us against 8 us)."""
+    of 64, 48, 32, 16 or 1, or 0: the last ``count`` (< 16) columns; returns the status bits. One chunk kind for all
+    rows: choosing it per row cost about 4 ns a row (1k rows, F = 16: 12 us against 8 us)."""
     literally(width)
     status = 0
     permuted = out_rows.shape[0] > 0
@@ -167,51 +222,40 @@ def _rows_pass(indptr, indices, data, x, out, out_rows, width, column):
             status |= _chunk32(out, x, indices, data, target, column, start, stop)
         elif width == 16:
             status |= _chunk16(out, x, indices, data, target, column, start, stop)
-        elif width == 8:
-            status |= _chunk8(out, x, indices, data, target, column, start, stop)
-        elif width == 4:
-            status |= _chunk4(out, x, indices, data, target, column, start, stop)
-        elif width == 2:
-            status |= _chunk2(out, x, indices, data, target, column, start, stop)
-        else:
+        elif width == 1:
             status |= _chunk1(out, x, indices, data, target, column, start, stop)
+        else:
+            status |= _tail_chunk(out, x, indices, data, target, column, start, stop, count)
     return status
 
 
 @njit(**_JIT)
 def _csr_product(indptr, indices, data, x, out, out_rows):
-    """Every column of Y in passes over all rows: 64 columns at a time, then one pass of 48, 32 or 16, then 8, 4,
-    2 and 1 as the width needs. Output row ids are checked once, before any pass."""
+    """Every column of Y in passes over all rows: 64 columns at a time, then one pass of 48, 32 or 16, then one of
+    the last ``width % 16``. Output row ids are checked once, before any pass."""
     for i in range(out_rows.shape[0]):
         if out_rows[i] < 0 or out_rows[i] >= out.shape[0]:
             return BAD_TARGET
     width = x.shape[1]
     status = 0
     column = 0
+    # the pass widths are literals: each gets a _rows_pass compiled for it alone
     while column + 64 <= width:
-        status |= _rows_pass(indptr, indices, data, x, out, out_rows, 64, column)
+        status |= _rows_pass(indptr, indices, data, x, out, out_rows, 64, column, 0)
         column += 64
-    # the chunk widths are literals: each gets a _rows_pass compiled for it alone
     if width - column >= 48:
-        status |= _rows_pass(indptr, indices, data, x, out, out_rows, 48, column)
+        status |= _rows_pass(indptr, indices, data, x, out, out_rows, 48, column, 0)
         column += 48
     elif width - column >= 32:
-        status |= _rows_pass(indptr, indices, data, x, out, out_rows, 32, column)
+        status |= _rows_pass(indptr, indices, data, x, out, out_rows, 32, column, 0)
         column += 32
     elif width - column >= 16:
-        status |= _rows_pass(indptr, indices, data, x, out, out_rows, 16, column)
+        status |= _rows_pass(indptr, indices, data, x, out, out_rows, 16, column, 0)
         column += 16
-    if width - column >= 8:
-        status |= _rows_pass(indptr, indices, data, x, out, out_rows, 8, column)
-        column += 8
-    if width - column >= 4:
-        status |= _rows_pass(indptr, indices, data, x, out, out_rows, 4, column)
-        column += 4
-    if width - column >= 2:
-        status |= _rows_pass(indptr, indices, data, x, out, out_rows, 2, column)
-        column += 2
-    if width - column >= 1:
-        status |= _rows_pass(indptr, indices, data, x, out, out_rows, 1, column)
+    if column + 1 == width:
+        status |= _rows_pass(indptr, indices, data, x, out, out_rows, 1, column, 1)
+    elif column < width:
+        status |= _rows_pass(indptr, indices, data, x, out, out_rows, 0, column, width - column)
     return status
 
 
@@ -278,6 +322,6 @@ def compile_products() -> float:
         indptr = np.array([0, 1, 1], dtype=index_dtype)
         indices = np.zeros(1, dtype=index_dtype)
         for dtype in _FLOAT_DTYPES:
-            for width in (127, 32, 16):  # passes of 64, 48, 8, 4, 2, 1 columns; of 32; of 16
+            for width in (127, 32, 17):  # passes of 64, 48 and the 15-column tail; of 32; of 16 and 1
                 csr_product(indptr, indices, np.ones(1, dtype=dtype), np.ones((1, width), dtype=dtype))
     return time.perf_counter() - started
