@@ -134,3 +134,38 @@ def test_spmm_returns_an_overflowed_product_of_finite_x():
     y = dste.spmm(wrapper, x, backend="cpu")  # finite input: the overflow is the product's, as torch's would be
     expected = wrapper.matrix.effective_csr() @ x.numpy()
     assert np.array_equal(np.isinf(y.numpy()), np.isinf(expected))
+
+
+def _array_ending_at_a_guard_page(rows: int, width: int) -> np.ndarray:
+    """A C-contiguous float32 ``[rows, width]`` array whose last byte is the last byte before a page the process
+    may not touch (PROT_NONE): reading one value past it faults."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    page = mmap.PAGESIZE
+    nbytes = rows * width * 4
+    data_pages = -(-nbytes // page)
+    base = libc.mmap(None, (data_pages + 1) * page, mmap.PROT_READ | mmap.PROT_WRITE,
+                     mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+    assert base not in (None, ctypes.c_void_p(-1).value), "mmap failed"
+    guard = base + data_pages * page
+    prot_none = 0  # PROT_NONE on Linux (the mmap module does not export it)
+    assert libc.mprotect(guard, page, prot_none) == 0, "mprotect failed"
+    buffer = (ctypes.c_char * nbytes).from_address(guard - nbytes)  # kept alive by the array (never unmapped)
+    return np.frombuffer(buffer, dtype=np.float32).reshape(rows, width)
+
+
+@pytest.mark.parametrize("width", [1, 3, 7, 15, 17, 20, 33, 63])
+def test_narrow_and_tail_columns_read_nothing_past_x(width):
+    """The last row of X, read by the last CSR row, ends right before a page that faults when touched: the masked
+    tail pass and the scalar column read only the row's own values (a full-width vector load would fault)."""
+    rows = 64
+    x = _array_ending_at_a_guard_page(rows, width)
+    x[:] = np.random.default_rng(width).standard_normal((rows, width)).astype(np.float32)
+    a = sp.csr_matrix(np.eye(rows, dtype=np.float32)[::-1] + np.eye(rows, dtype=np.float32))
+    y, finite = csr_product(a.indptr, a.indices, a.data, x)
+    assert finite and np.array_equal(y, a @ np.array(x))
