@@ -156,6 +156,17 @@ class _RowPass:
                                           ir.Constant(i32, 0)))
 
 
+def _row_chunk_code(row_pass: _RowPass, sig, args):
+    """The body of a chunk intrinsic: arguments ``(out, x, indices, data, target, column, start, stop[, count])``,
+    a ``count`` masking the pass to that many lanes; returns the status bits."""
+    target, column, start, stop, *count = (row_pass.as_intp(v, k) for v, k in zip(args[4:], sig.args[4:]))
+    if count:
+        row_pass.set_count(count[0])
+    columns, totals = row_pass.columns(column), row_pass.zeros()
+    row_pass.add_entries(start, stop, totals, columns)
+    return row_pass.status(row_pass.store(target, totals, columns))
+
+
 def _row_chunk_intrinsic(lanes: int, vectors: int = 1):
     """An intrinsic ``status = chunk(out, x, indices, data, target, column, start, stop)``: ``out[target, column:
     column + W] = sum_{p in [start, stop)} data[p] * x[indices[p], column: column + W]``, ``W = lanes * vectors``,
@@ -167,11 +178,7 @@ def _row_chunk_intrinsic(lanes: int, vectors: int = 1):
     @intrinsic
     def row_chunk(typingctx, out, x, indices, data, target, column, start, stop):
         def codegen(context, builder, sig, args):
-            row_pass = _RowPass(context, builder, sig, args, lanes, vectors)
-            target_v, column_v, start_v, stop_v = (row_pass.as_intp(v, k) for v, k in zip(args[4:], sig.args[4:]))
-            columns, totals = row_pass.columns(column_v), row_pass.zeros()
-            row_pass.add_entries(start_v, stop_v, totals, columns)
-            return row_pass.status(row_pass.store(target_v, totals, columns))
+            return _row_chunk_code(_RowPass(context, builder, sig, args, lanes, vectors), sig, args)
 
         return types.int32(out, x, indices, data, target, column, start, stop), codegen
 
@@ -185,12 +192,7 @@ def _tail_chunk(typingctx, out, x, indices, data, target, column, start, stop, c
     times (F = 7: 0.39-0.56x torch.sparse.mm), and a pass per lane count compiled apart quadrupled the set-up's
     compile time."""
     def codegen(context, builder, sig, args):
-        row_pass = _RowPass(context, builder, sig, args, VECTOR_LANES, 1)
-        target_v, column_v, start_v, stop_v, count_v = (row_pass.as_intp(v, k) for v, k in zip(args[4:], sig.args[4:]))
-        row_pass.set_count(count_v)
-        columns, totals = row_pass.columns(column_v), row_pass.zeros()
-        row_pass.add_entries(start_v, stop_v, totals, columns)
-        return row_pass.status(row_pass.store(target_v, totals, columns))
+        return _row_chunk_code(_RowPass(context, builder, sig, args, VECTOR_LANES, 1), sig, args)
 
     return types.int32(out, x, indices, data, target, column, start, stop, count), codegen
 

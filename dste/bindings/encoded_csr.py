@@ -60,7 +60,6 @@ stateful), with SciPy's kernel:
 
 from __future__ import annotations
 
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -300,16 +299,14 @@ def _product(crow, col, data, x: np.ndarray, row_perm: np.ndarray) -> tuple[np.n
     y = np.empty((n, width), dtype=x.dtype)
     rows_out = row_perm if row_perm.size else None
     workers = _workers_for(col.shape[0], width)
-    if workers == 1:
+    blocks = _row_blocks(crow, workers) if workers > 1 else []
+    if len(blocks) <= 1:
         return csr_product(crow, col, data, x, y, rows_out)
-    blocks = _row_blocks(crow, workers)
-    if len(blocks) == 1:
-        return csr_product(crow, col, data, x, y, rows_out)
-    finite = [True] * len(blocks)
+    finite = []
 
     def run(lo, hi):
         out, out_rows = (y, rows_out[lo:hi]) if rows_out is not None else (y[lo:hi], None)
-        finite[blocks.index((lo, hi))] = csr_product(crow[lo:hi + 1], col, data, x, out, out_rows)[1]
+        finite.append(csr_product(crow[lo:hi + 1], col, data, x, out, out_rows)[1])
 
     # the helper threads live for this call only; the calling thread takes the first block
     with ThreadPoolExecutor(len(blocks) - 1, thread_name_prefix="dste-spmm") as helpers:

@@ -95,9 +95,9 @@ def dequantized_hybrid_rows(rows) -> torch.Tensor:
 class WorkBuffers:
     """float32 work buffers reused from call to call, one per name, grown on demand: what
     :func:`fake_quantized_rows` writes its result into, and :func:`hybrid_rows_product` its dequantized block, when a
-    caller keeps one (a forward pass holds one per thread). A fresh activation-sized tensor per pass is mapped and written anew each call; the
-    reused ones stay mapped and mostly cached (10k x 64 ReLU activations, 5 % FP16 rows, one thread: see
-    ``bench/README.md``). Buffers above ``WORK_BUFFER_MAX_BYTES`` are not kept."""
+    caller keeps one (a forward pass holds one per thread). A fresh activation-sized tensor per pass is mapped and
+    written anew each call; the reused ones stay mapped and mostly cached (10k x 64 ReLU activations, 5 % FP16 rows,
+    one thread: see ``bench/README.md``). Buffers above ``WORK_BUFFER_MAX_BYTES`` are not kept."""
 
     def __init__(self):
         self._buffers: dict[str, torch.Tensor] = {}
