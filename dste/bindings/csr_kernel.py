@@ -18,8 +18,11 @@ vectorizer, which would pack them, is off by default since a miscompilation, num
 emitted as LLVM vector operations (``_row_chunk_intrinsic``). Multiplies and adds stay separate (no contraction, no
 reassociation): IEEE arithmetic in the order above, hence the bits.
 
-Operands are trusted as ``build_encoded_csr`` makes them (``indptr`` non-decreasing, from 0 to ``len(indices)``);
-a column id outside X's rows reads row 0 instead and the call raises ``IndexError``, never reading out of bounds.
+Column ids are not checked per entry: the check (a compare and a select on each entry's X address) cost 20-40 % of
+the product at F <= 16 (1k-20k nodes, one thread). :func:`csr_product` checks its arguments with NumPy before the
+kernel runs; :func:`csr_product_into` takes operands whose ids the caller has proven, as ``build_encoded_csr`` and the
+torch op's operand check do once per matrix and per call (``indptr`` non-decreasing from 0 to at most
+``len(indices)``, every id it covers below X's rows). Output row ids are checked once per call, before any row.
 Compiled on first use and cached beside this module (``scripts/setup.sh`` compiles it once, through
 :func:`compile_products`).
 """
@@ -34,14 +37,12 @@ from numba import literally, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["VECTOR_LANES", "compile_products", "csr_product", "csr_product_into", "unread_rows"]
+__all__ = ["VECTOR_LANES", "check_csr_ids", "compile_products", "csr_product", "csr_product_into", "unread_rows"]
 
 VECTOR_LANES = 16
 """Lanes of the widest accumulator: one AVX-512 register of float32 (two of AVX2; float64 twice as many)."""
 NON_FINITE = 1
 """Status bit: an output value is NaN or infinite."""
-BAD_COLUMN = 2
-"""Status bit: a column id is outside X's rows."""
 BAD_TARGET = 4
 """Status bit: an output row id is outside the output's rows (nothing is written there)."""
 
@@ -58,9 +59,7 @@ class _RowPass:
             context.make_array(kind)(context, builder, value) for kind, value in zip(sig.args[:4], args[:4]))
         self.intp = context.get_value_type(types.intp)
         self.vector = ir.VectorType(context.get_value_type(self.x_type.dtype), lanes)
-        self.x_rows = builder.extract_value(self.x.shape, 0)
         self.vectors = vectors
-        self.bad_column = cgutils.alloca_once_value(builder, ir.Constant(ir.IntType(1), 0))
         self.mask = None  # an <lanes x i1> of the lanes loaded and stored (set_count); None: every lane
 
     def set_count(self, count):
@@ -112,13 +111,10 @@ class _RowPass:
                 for _ in range(self.vectors)]
 
     def add_entry(self, entry, totals, columns):
-        """``totals += data[entry] * x[indices[entry], columns]``; a column id outside X reads row 0 and is flagged."""
+        """``totals += data[entry] * x[indices[entry], columns]`` (the id trusted: module docstring)."""
         context, builder = self.context, self.builder
         row = builder.load(cgutils.get_item_pointer(context, builder, self.indices_type, self.indices, [entry]))
         row = context.cast(builder, row, self.indices_type.dtype, types.intp)
-        inside = builder.icmp_unsigned("<", row, self.x_rows)
-        builder.store(builder.or_(builder.load(self.bad_column), builder.not_(inside)), self.bad_column)
-        row = builder.select(inside, row, ir.Constant(self.intp, 0))
         scale = builder.load(cgutils.get_item_pointer(context, builder, self.data_type, self.data, [entry]))
         scales = builder.shuffle_vector(
             builder.insert_element(ir.Constant(self.vector, ir.Undefined), scale, ir.Constant(ir.IntType(32), 0)),
@@ -150,10 +146,8 @@ class _RowPass:
         return all_finite
 
     def status(self, all_finite):
-        builder, i32 = self.builder, ir.IntType(32)
-        return builder.or_(builder.select(all_finite, ir.Constant(i32, 0), ir.Constant(i32, NON_FINITE)),
-                           builder.select(builder.load(self.bad_column), ir.Constant(i32, BAD_COLUMN),
-                                          ir.Constant(i32, 0)))
+        i32 = ir.IntType(32)
+        return self.builder.select(all_finite, ir.Constant(i32, 0), ir.Constant(i32, NON_FINITE))
 
 
 def _row_chunk_code(row_pass: _RowPass, sig, args):
@@ -171,7 +165,7 @@ def _row_chunk_intrinsic(lanes: int, vectors: int = 1):
     """An intrinsic ``status = chunk(out, x, indices, data, target, column, start, stop)``: ``out[target, column:
     column + W] = sum_{p in [start, stop)} data[p] * x[indices[p], column: column + W]``, ``W = lanes * vectors``,
     accumulated in ``vectors`` vectors of ``lanes`` values of X's dtype from zero in entry order; returns the
-    ``NON_FINITE`` / ``BAD_COLUMN`` bits. ``out``, ``x`` and ``data`` share one float dtype (the caller checks).
+    ``NON_FINITE`` bit. ``out``, ``x`` and ``data`` share one float dtype (the caller checks).
     Several vectors per pass keep several independent add chains in flight: one vector's sum is a chain of
     dependent adds, one per entry, which bounds a 16-wide pass at the add's latency."""
 
@@ -272,15 +266,15 @@ def csr_product(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, x: np
     its values are positions in ``indices``), ``x`` float32 or float64 C-contiguous ``[M, F]``, ``data [nnz]`` of
     x's dtype; ``out`` C-contiguous ``[*, F]`` of x's dtype (None: a new ``[N, F]`` array), ``out_rows`` int64
     ``[N]``, the output row of each CSR row (rows of ``out`` that none names are left as they were). Raises
-    ``IndexError`` if a column id is not below M or an output row id not below ``out``'s rows."""
+    ``IndexError`` if a column id is not below M or an output row id not below ``out``'s rows, ``ValueError`` if
+    ``indptr`` decreases or runs past ``indices`` (:func:`check_csr_ids`, before the kernel reads anything)."""
     if x.dtype not in _FLOAT_DTYPES or data.dtype != x.dtype or x.ndim != 2 or not x.flags.c_contiguous:
         raise TypeError(f"csr_product takes a C-contiguous float32 or float64 x [M, F] and data of its dtype, got "
                         f"data {data.dtype}, x {x.dtype} {x.shape}")
     rows = indptr.shape[0] - 1
-    if rows < 0 or indptr[0] < 0 or indptr[-1] > indices.shape[0] or data.shape != indices.shape:
-        last = indptr[-1] if indptr.size else None
-        raise ValueError(f"CSR arrays disagree: indptr of {indptr.shape[0]} values ends at {last}, "
-                         f"{indices.shape[0]} column ids, {data.shape[0]} values")
+    if data.shape != indices.shape:
+        raise ValueError(f"CSR arrays disagree: {indices.shape[0]} column ids, {data.shape[0]} values")
+    check_csr_ids(indptr, indices, x.shape[0])
     if out is None:
         out = np.empty((rows, x.shape[1]), dtype=x.dtype)
     elif out.shape[1:] != x.shape[1:] or out.dtype != x.dtype or not out.flags.c_contiguous:
@@ -292,14 +286,31 @@ def csr_product(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, x: np
     return out, csr_product_into(indptr, indices, data, x, out, _EMPTY_ROWS if out_rows is None else out_rows)
 
 
+def check_csr_ids(indptr: np.ndarray, indices: np.ndarray, num_x_rows: int) -> None:
+    """What the kernel trusts: ``indptr`` (1-D, at least one value) non-decreasing from at least 0 to at most
+    ``len(indices)``, and every column id it covers (``indices[indptr[0]:indptr[-1]]``) in ``[0, num_x_rows)``.
+    Raises ``ValueError`` (``indptr``) or ``IndexError`` (an id) saying which; one NumPy pass over each array."""
+    if indptr.ndim != 1 or indptr.shape[0] < 1 or indices.ndim != 1:
+        raise ValueError(f"CSR arrays disagree: indptr must be 1-D with at least one value and indices 1-D, got "
+                         f"shapes {indptr.shape} and {indices.shape}")
+    first, last = int(indptr[0]), int(indptr[-1])
+    if first < 0 or last > indices.shape[0] or np.any(indptr[1:] < indptr[:-1]):
+        raise ValueError(f"CSR arrays disagree: indptr must rise from >= 0 to <= {indices.shape[0]} (the column "
+                         f"ids) without decreasing; it runs from {first} to {last}")
+    if last > first:
+        covered = indices[first:last]
+        low, high = int(covered.min()), int(covered.max())
+        if low < 0 or high >= num_x_rows:
+            raise IndexError(f"a column id of the CSR is outside X's {num_x_rows} rows (ids run from {low} to "
+                             f"{high})")
+
+
 def csr_product_into(indptr, indices, data, x, out, out_rows) -> bool:
     """:func:`csr_product` into ``out`` without its argument checks, for operands the caller built and checked
-    (``out_rows`` an empty int64 array for row order); returns whether every value written is finite. Ids are
-    still checked as the kernel reads them. Each check skipped is ~0.3 us, against products of 10-30 us on the
-    smallest graphs."""
+    (``out_rows`` an empty int64 array for row order): column ids are **not** checked (module docstring; what
+    :func:`check_csr_ids` proves). Returns whether every value written is finite. Each check skipped is ~0.3 us,
+    against products of 5-30 us on the smallest graphs."""
     status = _csr_product(indptr, indices, data, x, out, out_rows)
-    if status & BAD_COLUMN:
-        raise IndexError(f"a column id of the CSR is outside X's {x.shape[0]} rows")
     if status & BAD_TARGET:
         raise IndexError(f"an out_rows id is outside out's {out.shape[0]} rows")
     return not status & NON_FINITE

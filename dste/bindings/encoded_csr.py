@@ -70,7 +70,7 @@ from dste.format import DSTEMatrix
 from dste.format.constants import WINDOW_ROWS
 from dste.format.reorder import inverse_permutation
 
-from .csr_kernel import csr_product, csr_product_into
+from .csr_kernel import check_csr_ids, csr_product_into
 
 __all__ = ["EncodedCSR", "build_encoded_csr", "eager_spmm", "encoded_product", "encoded_spmm", "encoded_spmm_transpose",
            "original_order_csr", "original_order_operands", "window_reuse_gain"]
@@ -214,6 +214,7 @@ def build_encoded_csr(matrix) -> EncodedCSR:
     )
     if col_perm is None:  # already sorted; the encoded column ids of the third form keep A's order (module docstring)
         encoded.sort_indices()
+    check_csr_ids(encoded.indptr, encoded.indices, m)  # once per matrix: the product trusts them (csr_kernel)
     empty = torch.empty(0, dtype=torch.int64)
     return EncodedCSR(
         crow_indices=torch.from_numpy(encoded.indptr),
@@ -294,19 +295,19 @@ def _rows_in_order(indptr: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, n
 def _product(crow, col, data, x: np.ndarray, row_perm: np.ndarray) -> tuple[np.ndarray, bool]:
     """``(Y, finite)``: ``Y[row_perm] = B @ x`` (``row_perm`` empty: ``Y = B @ x``) by the compiled kernel, which
     writes each row of Y at its original position itself; large products split by rows over
-    ``torch.get_num_threads()`` threads (the kernel releases the GIL). ``finite``: every value of Y is."""
+    ``torch.get_num_threads()`` threads (the kernel releases the GIL). ``finite``: every value of Y is. The
+    operands' ids are trusted (``build_encoded_csr`` or the op's operand check proved them)."""
     n, width = crow.shape[0] - 1, x.shape[1]
     y = np.empty((n, width), dtype=x.dtype)
-    rows_out = row_perm if row_perm.size else None
     workers = _workers_for(col.shape[0], width)
     blocks = _row_blocks(crow, workers) if workers > 1 else []
     if len(blocks) <= 1:
-        return csr_product(crow, col, data, x, y, rows_out)
+        return y, csr_product_into(crow, col, data, x, y, row_perm)
     finite = []
 
     def run(lo, hi):
-        out, out_rows = (y, rows_out[lo:hi]) if rows_out is not None else (y[lo:hi], None)
-        finite.append(csr_product(crow[lo:hi + 1], col, data, x, out, out_rows)[1])
+        out, out_rows = (y, row_perm[lo:hi]) if row_perm.size else (y[lo:hi], row_perm)
+        finite.append(csr_product_into(crow[lo:hi + 1], col, data, x, out, out_rows))
 
     # the helper threads live for this call only; the calling thread takes the first block
     with ThreadPoolExecutor(len(blocks) - 1, thread_name_prefix="dste-spmm") as helpers:
@@ -337,16 +338,18 @@ def eager_spmm(host_operands, x: torch.Tensor, original_operands=None) -> tuple[
     ``RC_ORIGINAL_ORDER_MAX_X_BYTES`` runs in original order, without the gather of X (the same bits, module
     docstring)."""
     crow, col, values, row_perm, col_perm = host_operands
-    if col_perm.size and original_operands is not None and (
-            x.numel() * x.element_size() <= RC_ORIGINAL_ORDER_MAX_X_BYTES):
+    x_values = x.numpy()
+    if col_perm.size and original_operands is not None and x_values.nbytes <= RC_ORIGINAL_ORDER_MAX_X_BYTES:
         crow, col, values = original_operands()
         row_perm = col_perm = _NO_PERMUTATION
-    if (x.dtype == torch.float32 and not col_perm.size and crow.shape[0] > 1
-            and _workers_for(col.shape[0], x.shape[1]) == 1):
-        # the commonest call, without encoded_product's layers (~3 us of a 20 us product at 1k nodes, F = 16)
-        y = torch.empty((crow.shape[0] - 1, x.shape[1]))
-        return y, csr_product_into(crow, col, values, x.numpy(), y.numpy(), row_perm)
-    y, finite = encoded_product(crow, col, values, row_perm, col_perm, x.numpy())
+    width = x_values.shape[1]
+    if (x_values.dtype == values.dtype and not col_perm.size and crow.shape[0] > 1
+            and (col.shape[0] * width < PARALLEL_MIN_MULTIPLY_ADDS or torch.get_num_threads() == 1)):
+        # the commonest call, without encoded_product's layers; Y allocated by NumPy and wrapped (torch.empty and
+        # its .numpy() view cost 1.2 us more): the layers were ~5 us of a 15 us product at 1k nodes, F = 1
+        y = np.empty((crow.shape[0] - 1, width), dtype=x_values.dtype)
+        return torch.from_numpy(y), csr_product_into(crow, col, values, x_values, y, row_perm)
+    y, finite = encoded_product(crow, col, values, row_perm, col_perm, x_values)
     return torch.from_numpy(y), finite
 
 

@@ -40,6 +40,7 @@ from torch import Tensor
 
 from . import registry
 from .backends import BackendUnavailableError
+from .csr_kernel import check_csr_ids
 from .encoded_csr import encoded_spmm, encoded_spmm_transpose
 
 __all__ = ["spmm_hybrid", "spmm_transpose", "masked_quant_op", "TILE"]
@@ -79,6 +80,16 @@ def _check_csr_operands(crow: Tensor, col: Tensor, values: Tensor, row_perm: Ten
             raise ValueError(
                 f"{name} must be int64 [{length}] (or empty for the identity), got {perm.dtype} {tuple(perm.shape)}"
             )
+        _check_permutation(_numpy(perm), name)
+    # the compiled product and SciPy's transpose read X (write dX) at these ids unchecked: one pass per call
+    check_csr_ids(_numpy(crow), _numpy(col), m)
+
+
+def _check_permutation(perm: np.ndarray, name: str) -> None:
+    """An empty array, or every id of ``0..len - 1`` once: a repeated id would leave rows of Y unwritten."""
+    if perm.size and not (perm.min() >= 0 and perm.max() < perm.size
+                          and np.bincount(perm, minlength=perm.size).max() == 1):
+        raise ValueError(f"{name} must be a permutation of 0..{perm.size - 1} (or empty for the identity)")
 
 
 def _numpy(t: Tensor) -> np.ndarray:

@@ -97,6 +97,26 @@ def test_bad_ids_are_refused_without_reading_or_writing_out_of_bounds():
         csr_product(a.indptr, a.indices, a.data, x.astype(np.float64))
     with pytest.raises(ValueError, match="CSR arrays disagree"):
         csr_product(a.indptr, a.indices[:-1], a.data[:-1], x)
+    negative = a.indices.copy()
+    negative[0] = -1
+    with pytest.raises(IndexError, match=r"outside X's 90 rows \(ids run from -1"):
+        csr_product(a.indptr, negative, a.data, x)
+    falling = a.indptr.copy()
+    falling[5] = falling[6] + 1  # row 4 would read past row 5's start
+    with pytest.raises(ValueError, match="without decreasing"):
+        csr_product(falling, a.indices, a.data, x)
+    with pytest.raises(ValueError, match="CSR arrays disagree"):
+        csr_product(a.indptr, a.indices, a.data[:-1], x)
+
+
+def test_only_the_ids_indptr_covers_are_checked():
+    # a slice of indptr covers part of the ids: a bad id outside it is never read, so it is no error
+    a = _matrix()
+    x = np.random.default_rng(3).standard_normal((a.shape[1], 5)).astype(np.float32)
+    ids = a.indices.copy()
+    ids[:a.indptr[30]] = 10**6
+    y, _ = csr_product(a.indptr[30:61], ids, a.data, x)
+    np.testing.assert_array_equal(_bits(y), _bits(a[30:60] @ x))
 
 
 def test_unread_rows_are_the_columns_without_entries():

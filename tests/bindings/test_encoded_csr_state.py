@@ -103,14 +103,14 @@ def test_split_product_leaves_no_threads_behind(split_over_three_threads):
 
 def test_error_in_a_helper_piece_reaches_the_caller(split_over_three_threads, monkeypatch):
     _, arrays, x = _split_operands()
-    real_product = encoded_csr.csr_product
+    real_product = encoded_csr.csr_product_into
 
     def failing_off_the_calling_thread(*args, **kwargs):
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("piece failed")
         return real_product(*args, **kwargs)
 
-    monkeypatch.setattr(encoded_csr, "csr_product", failing_off_the_calling_thread)
+    monkeypatch.setattr(encoded_csr, "csr_product_into", failing_off_the_calling_thread)
     with pytest.raises(RuntimeError, match="piece failed"):
         encoded_csr.encoded_spmm(*arrays, x)
     assert _helper_threads() == []

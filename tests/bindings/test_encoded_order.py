@@ -204,6 +204,33 @@ def test_op_rejects_bad_permutation_tensors(reordered):
         torch.ops.dste.spmm_hybrid(crow, col, values, row_perm.int(), col_perm, x, -1, -1, "cpu")
     with pytest.raises(ValueError, match="col_indices must be 1-D"):
         torch.ops.dste.spmm_hybrid(crow, col.long(), values, row_perm, col_perm, x, -1, -1, "cpu")
+    repeated = row_perm.clone()
+    repeated[1] = repeated[0]  # a row of Y nobody writes
+    with pytest.raises(ValueError, match="row_perm must be a permutation"):
+        torch.ops.dste.spmm_hybrid(crow, col, values, repeated, col_perm, x, -1, -1, "cpu")
+    if col_perm.numel():  # the forms in row order only keep no column order
+        negative = col_perm.clone()
+        negative[0] = -1
+        with pytest.raises(ValueError, match="col_perm must be a permutation"):
+            torch.ops.dste.spmm_hybrid(crow, col, values, row_perm, negative, x, -1, -1, "cpu")
+
+
+def test_op_rejects_ids_the_product_would_read_out_of_bounds(reordered):
+    # the compiled product and the transpose read and write at these ids unchecked: the op checks them first
+    a = db.DSTETensor(reordered)
+    crow, col, values, row_perm, col_perm = a.op_operands
+    x = torch.zeros(a.shape[1], 2)
+    grad = torch.zeros(a.shape[0], 2)
+    past = col.clone()
+    past[-1] = a.shape[1]
+    with pytest.raises(IndexError, match=f"outside X's {a.shape[1]} rows"):
+        torch.ops.dste.spmm_hybrid(crow, past, values, row_perm, col_perm, x, -1, -1, "cpu")
+    with pytest.raises(IndexError, match=f"outside X's {a.shape[1]} rows"):
+        torch.ops.dste.spmm_transpose(crow, past, values, row_perm, col_perm, grad, a.shape[1])
+    long_row = crow.clone()
+    long_row[1] = crow[-1] + 5
+    with pytest.raises(ValueError, match="without decreasing"):
+        torch.ops.dste.spmm_hybrid(long_row, col, values, row_perm, col_perm, x, -1, -1, "cpu")
 
 
 def test_nan_in_x_is_still_rejected(reordered):
