@@ -317,7 +317,8 @@ def _product(crow, col, data, x: np.ndarray, row_perm: np.ndarray) -> tuple[np.n
 
 def encoded_product(crow, col, values, row_perm, col_perm, x: np.ndarray) -> tuple[np.ndarray, bool]:
     """``(Y [N, F], finite)`` with ``Y[row_perm] = B @ X[col_perm]`` (NumPy in, NumPy out; dtype of x) and whether
-    every value of Y is finite (see ``csr_kernel.unread_rows`` for what that proves about X)."""
+    every value of Y is finite (see ``csr_kernel.unread_rows`` for what that proves about X). The column ids are
+    trusted: operands as ``build_encoded_csr`` makes them, or checked with ``csr_kernel.check_csr_ids``."""
     n = crow.shape[0] - 1
     if n == 0 or x.shape[1] == 0:
         return np.zeros((n, x.shape[1]), dtype=x.dtype), True
