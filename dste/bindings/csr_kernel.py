@@ -10,8 +10,8 @@ and torch's CSR kernel (int64 indices, as a user builds them) left no room for t
 (one thread, shuffled CSBM graphs of 1k-2k nodes: ``dste.spmm`` 0.87-0.92x of ``torch.sparse.mm`` at F = 16-64,
 its sum over X alone 3-4 us of a 33 us call). Here each output row is accumulated in vector registers over the row's
 entries (up to four vectors of ``VECTOR_LANES`` lanes per pass, then one masked vector of 8 or 16 lanes for the
-last ``F % 16`` columns), and the kernel reports whether every output value is finite, which a caller turns into the finiteness check
-of X for free (:func:`unread_rows`).
+last ``F % 16`` columns), and the kernel reports whether every output value is finite, which a caller turns into the
+finiteness check of X for free (:func:`unread_rows`).
 
 Why vector code written out: Numba's loop vectorizer unrolls a width-16 loop into 16 scalar lanes (its SLP
 vectorizer, which would pack them, is off by default since a miscompilation, numba#8705), so the accumulation is
@@ -211,8 +211,8 @@ MASKED_8 = -8
 @njit(**_JIT)
 def _rows_pass(indptr, indices, data, x, out, out_rows, width, column, count):
     """Columns ``column: column + width`` of every row of Y, ``width`` a literal (each width its own compiled pass)
-    of 64, 48, 32, 16 or 1, or ``MASKED_16`` / ``MASKED_8``: the last ``count`` columns; returns the status bits. One chunk kind for all
-    rows: choosing it per row cost about 4 ns a row (1k rows, F = 16: 12 us against 8 us)."""
+    of 64, 48, 32, 16 or 1, or ``MASKED_16`` / ``MASKED_8``: the last ``count`` columns; returns the status bits. One
+    chunk kind for all rows: choosing it per row cost about 4 ns a row (1k rows, F = 16: 12 us against 8 us)."""
     literally(width)
     status = 0
     permuted = out_rows.shape[0] > 0
