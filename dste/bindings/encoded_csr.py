@@ -68,7 +68,7 @@ import torch
 
 from dste.format import DSTEMatrix
 from dste.format.constants import WINDOW_ROWS
-from dste.format.reorder import inverse_permutation
+from dste.format.reorder import inverse_permutation, is_permutation
 
 from .csr_kernel import check_csr_ids, csr_product_into
 
@@ -156,9 +156,7 @@ def _permutation(perm, length: int, what: str) -> np.ndarray | None:
     perm = perm.astype(np.int64, copy=False)
     if np.array_equal(perm, np.arange(length)):
         return None
-    seen = np.zeros(length, dtype=bool)
-    seen[perm] = True
-    if not seen.all():
+    if not is_permutation(perm, length):
         raise ValueError(f"the matrix's {what} is not a permutation of 0..{length - 1}")
     return perm
 

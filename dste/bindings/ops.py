@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dste.format.reorder import is_permutation
+
 from . import registry
 from .backends import BackendUnavailableError
 from .csr_kernel import check_csr_ids
@@ -87,8 +89,7 @@ def _check_csr_operands(crow: Tensor, col: Tensor, values: Tensor, row_perm: Ten
 
 def _check_permutation(perm: np.ndarray, name: str) -> None:
     """An empty array, or every id of ``0..len - 1`` once: a repeated id would leave rows of Y unwritten."""
-    if perm.size and not (perm.min() >= 0 and perm.max() < perm.size
-                          and np.bincount(perm, minlength=perm.size).max() == 1):
+    if not is_permutation(perm, perm.size):
         raise ValueError(f"{name} must be a permutation of 0..{perm.size - 1} (or empty for the identity)")
 
 

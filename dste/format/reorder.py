@@ -54,6 +54,18 @@ def inverse_permutation(perm) -> np.ndarray:
     inverse[perm] = np.arange(perm.shape[0], dtype=np.int64)
     return inverse
 
+
+def is_permutation(perm: np.ndarray, length: int) -> bool:
+    """``perm`` (an integer array) holds every id of ``0..length - 1`` exactly once: a range check and one pass, no
+    sort (a negative id would otherwise index from the end)."""
+    if perm.shape != (length,):
+        return False
+    if length and (perm.min() < 0 or perm.max() >= length):
+        return False
+    seen = np.zeros(length, dtype=bool)
+    seen[perm] = True
+    return bool(seen.all())
+
 SPLIT_CANDIDATES = (8,)
 """Besides the window-sized parts themselves, the community order tries the parts cut into this
 many RCM slices each, with strongly linked slices joined (``LEAF_JOIN_SHARE``), and keeps the

@@ -20,6 +20,7 @@ from dste.format.reorder import (
     _symmetric_graph,
     community_order,
     compute_order,
+    is_permutation,
     label_propagation_order,
     window_column_pairs,
 )
@@ -249,3 +250,13 @@ def test_small_graphs_are_cut_by_one_metis_call_unless_asked_otherwise():
     assert np.array_equal(recursive_bisection_parts(graph, 24, seed=0), whole)
     assert np.array_equal(recursive_bisection_parts(graph, 24, seed=0, sampled_first_cut=False), whole)
     assert not np.array_equal(recursive_bisection_parts(graph, 24, seed=0, sampled_first_cut=True), whole)
+
+
+def test_is_permutation_refuses_repeats_out_of_range_and_negative_ids():
+    assert is_permutation(np.array([2, 0, 1]), 3)
+    assert is_permutation(np.zeros(0, dtype=np.int64), 0)
+    assert not is_permutation(np.array([0, 0, 2]), 3)  # a repeat leaves an id out
+    assert not is_permutation(np.array([0, 1, 3]), 3)
+    assert not is_permutation(np.array([-3, 1, 2]), 3)  # -3 would index id 0 from the end
+    assert not is_permutation(np.array([0, 1]), 3)
+    assert is_permutation(np.array([1, 0], dtype=np.uint32), 2)
