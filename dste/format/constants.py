@@ -36,11 +36,16 @@ LIST_TILE_COLS = 64
 """Distinct column ids per list tile: a list tile holds up to 128 entries of columns that have at
 least 2 entries in the tile's window, so at most 64 distinct columns."""
 
-FORMAT_VERSION = 2
-"""On-disk format version written by ``DSTEMatrix.save``. Version 2 added the list tiles; ``load``
-also reads version-1 files (no list tiles)."""
+FORMAT_VERSION = 3
+"""Newest on-disk format version, written by ``DSTEMatrix.save`` for a matrix with a unit diagonal (version 3 added
+it: an older build must refuse such a file, not load it without its diagonal); every other matrix is written as
+version 2, which older builds read. Version 2 added the list tiles; ``load`` also reads version-1 files (no list
+tiles)."""
 
-READABLE_FORMAT_VERSIONS = (1, 2)
+UNIT_DIAGONAL_FORMAT_VERSION = 3
+"""The first version whose header carries ``unit_diagonal``."""
+
+READABLE_FORMAT_VERSIONS = (1, 2, 3)
 """Versions ``load`` accepts."""
 
 FP16_MAX = 65504.0

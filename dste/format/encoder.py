@@ -402,10 +402,13 @@ def encode_coo(rows, cols, vals, shape, policy: EncodePolicy, *, row_perm=None, 
     return encode_coo_owned(entries, shape, policy, row_perm=row_perm, col_perm=col_perm)
 
 
-def encode_coo_owned(entries: list, shape, policy: EncodePolicy, *, row_perm=None, col_perm=None) -> DSTEMatrix:
+def encode_coo_owned(entries: list, shape, policy: EncodePolicy, *, row_perm=None, col_perm=None,
+                     diagonal_rows=None) -> DSTEMatrix:
     """:func:`encode_coo` of ``entries = [rows, cols, vals]``, a list it empties (``entries.clear()``) as
     soon as the entries' sorted per-window arrays exist, so the caller's COO arrays are freed before
-    the tiles are built (the encode's peak) when the caller keeps no other reference to them."""
+    the tiles are built (the encode's peak) when the caller keeps no other reference to them.
+    ``diagonal_rows``: with ``policy.unit_diagonal``, the rows whose diagonal entry the entries must hold
+    (default every row; :func:`reencode_windows` gives the rows of the windows it encodes)."""
     N, M = shape
     rows, cols, vals = entries
     row_scale = _check_scale("row_scale", policy.row_scale, N)
@@ -419,6 +422,8 @@ def encode_coo_owned(entries: list, shape, policy: EncodePolicy, *, row_perm=Non
     row_perm = _windows_in_row_order(row_perm, N)
     vals32 = _factor(rows, cols, vals, row_scale, col_scale, policy.scaled_input)
     _check_scaled_range(rows, cols, vals32, row_scale, col_scale)
+    if policy.unit_diagonal:
+        rows, cols, vals32 = _without_unit_diagonal(rows, cols, vals32, shape, diagonal_rows)
     entries[:] = [rows, cols, vals32]
     del rows, cols, vals
     split = _resolve_split(policy, vals32)
@@ -436,8 +441,38 @@ def encode_coo_owned(entries: list, shape, policy: EncodePolicy, *, row_perm=Non
         col_perm=col_perm,
         layout=policy.layout,
         encode_policy=meta,
+        unit_diagonal=policy.unit_diagonal,
         **arrays,
     )
+
+
+def _without_unit_diagonal(rows, cols, vals32, shape, expected_rows=None):
+    """The entries off the diagonal, after checking that the diagonal of ``expected_rows`` (default: every row) is
+    whole and of stored value 1 (what ``EncodePolicy.unit_diagonal`` leaves implicit). The entries are canonical
+    (no repeated pair), so counting the diagonal ones settles which rows have one."""
+    N, M = shape
+    if N != M:
+        raise DSTEFormatError(f"unit_diagonal needs a square matrix, got shape {shape}")
+    on_diagonal = rows == cols
+    diagonal_rows = rows[on_diagonal]
+    required = np.ones(N, bool) if expected_rows is None else np.zeros(N, bool)
+    if expected_rows is not None:
+        required[np.asarray(expected_rows, dtype=np.int64)] = True
+    present = np.zeros(N, bool)
+    present[diagonal_rows] = True
+    missing = np.flatnonzero(required & ~present)
+    if missing.size:
+        raise DSTEFormatError(
+            f"unit_diagonal needs every diagonal entry stored: {missing.size} of {int(required.sum())} rows have none "
+            f"(first: row {missing[0]}); encode with unit_diagonal=False, or add the missing entries (A + I)")
+    values = vals32[on_diagonal]
+    if not (values == 1.0).all():
+        bad = int(np.flatnonzero(values != 1.0)[0])
+        raise DSTEFormatError(
+            f"unit_diagonal needs every diagonal entry to store the value 1 (scales apart), got {values[bad]!r} at "
+            f"({diagonal_rows[bad]}, {diagonal_rows[bad]}); encode with unit_diagonal=False")
+    off_diagonal = ~on_diagonal
+    return rows[off_diagonal], cols[off_diagonal], vals32[off_diagonal]
 
 
 @dataclass(frozen=True)
@@ -1069,6 +1104,11 @@ def take_tiles(sources, picks, epicks, like: DSTEMatrix, lpicks=None, **override
     window (stable) and value slots renumbered. Non-tile fields come from ``like`` unless given in
     ``overrides``.
     """
+    mixed = [i for i, source in enumerate(sources) if source.unit_diagonal != like.unit_diagonal]
+    if mixed:
+        raise DSTEFormatError(
+            f"take_tiles: source {mixed[0]} has unit_diagonal={sources[mixed[0]].unit_diagonal}, the result "
+            f"{like.unit_diagonal}: a tile set with the diagonal left implicit cannot merge with one that stores it")
     bitmap = _merge_tiles(sources, picks, "tile", TILE_COLS * WINDOW_ROWS)
     entry = _merge_tiles(sources, epicks, "etile", TILE_COLS)
     if lpicks is None:
@@ -1084,6 +1124,7 @@ def take_tiles(sources, picks, epicks, like: DSTEMatrix, lpicks=None, **override
         col_perm=like.col_perm,
         layout=like.layout,
         encode_policy=like.encode_policy,
+        unit_diagonal=like.unit_diagonal,
         window_ptr=_window_ptr(bitmap["tile_window"], n_windows),
         ewindow_ptr=_window_ptr(entry["etile_window"], n_windows),
         lwindow_ptr=_window_ptr(listed["ltile_window"], n_windows),
@@ -1220,7 +1261,12 @@ def reencode_windows(old: DSTEMatrix, rows, cols, vals, redo, policy: EncodePoli
     flagged windows; ``policy`` carries the (new) scales. Tiles of the other windows are
     kept as they are, masks included.
     """
-    part = encode_coo(rows, cols, vals, old.shape, policy, row_perm=old.row_perm, col_perm=old.col_perm)
+    diagonal_rows = None
+    if policy.unit_diagonal:
+        diagonal_rows = old.window_rows[redo].ravel()
+        diagonal_rows = diagonal_rows[diagonal_rows < old.shape[0]]
+    part = encode_coo_owned([rows, cols, vals], old.shape, policy, row_perm=old.row_perm, col_perm=old.col_perm,
+                            diagonal_rows=diagonal_rows)
     keep_old = np.flatnonzero(~redo[old.tile_window])
     ekeep_old = np.flatnonzero(~redo[old.etile_window])
     lkeep_old = np.flatnonzero(~redo[old.ltile_window])

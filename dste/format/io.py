@@ -4,14 +4,15 @@ File layout: an uncompressed NumPy ``.npz`` archive holding every array field pl
 ``__meta__`` (uint8 bytes of a UTF-8 JSON object):
 ``{"magic": "DSTE", "format_version": 2, "shape": [N, M], "layout": ..., "encode_policy": {...},
 "fields": {name: [dtype, shape]}, "absent": [optional fields that are None], "sha256": hex,
-"header_sha256": hex}``. ``fields`` records each array's dtype, so a float16 ``row_scale`` / ``col_scale``
+"header_sha256": hex}``; a matrix with a unit diagonal is written as version 3, whose header adds
+``"unit_diagonal": true`` (a build that reads only versions 1-2 refuses it rather than lose the diagonal). ``fields`` records each array's dtype, so a float16 ``row_scale`` / ``col_scale``
 (byte-ceiling encodes) round-trips as float16 and float32 files load as before; a scale of any other dtype is
 refused by the matrix validation. A ``col_scale`` identical to ``row_scale`` (byte for byte, same dtype) loads as
 the same object, as ``gcn_normalized`` built it.
 ``sha256`` covers, for each array field in sorted order, its name, dtype, shape and bytes;
 ``header_sha256`` covers everything else the loaded matrix depends on (magic, version, shape,
 layout, encode policy, field list, absent list), as canonical JSON. ``load`` reads with
-``allow_pickle=False`` and checks magic, the exact integer version (2; version-1 files, written
+``allow_pickle=False`` and checks magic, the exact integer version (2 or 3; version-1 files, written
 before the list tiles, are read with none), every header value's type, field list, dtypes, shapes and both checksums, then validates the matrix deeply; any
 failure raises :class:`DSTEFileError` saying what is wrong.
 
@@ -37,7 +38,7 @@ import zlib
 
 import numpy as np
 
-from dste.format.constants import FORMAT_VERSION, READABLE_FORMAT_VERSIONS
+from dste.format.constants import FORMAT_VERSION, READABLE_FORMAT_VERSIONS, UNIT_DIAGONAL_FORMAT_VERSION
 from dste.format.errors import DSTEFileError, DSTEFormatError
 from dste.format.matrix import ARRAY_FIELDS, LIST_ARRAY_FIELDS, OPTIONAL_ARRAY_FIELDS, DSTEMatrix
 
@@ -149,7 +150,7 @@ def save(matrix: DSTEMatrix, path) -> None:
             arrays[name] = value
     meta = {
         "magic": MAGIC,
-        "format_version": FORMAT_VERSION,
+        "format_version": UNIT_DIAGONAL_FORMAT_VERSION if matrix.unit_diagonal else 2,
         "shape": [int(s) for s in matrix.shape],
         "layout": matrix.layout,
         "encode_policy": matrix.encode_policy,
@@ -157,6 +158,8 @@ def save(matrix: DSTEMatrix, path) -> None:
         "absent": absent,
         "sha256": _checksum(arrays),
     }
+    if matrix.unit_diagonal:
+        meta["unit_diagonal"] = True
     meta = json.loads(json.dumps(meta))  # the header checksum is over what load will read back
     meta["header_sha256"] = _header_checksum(meta)
     payload = dict(arrays)
@@ -219,7 +222,8 @@ def load(path) -> DSTEMatrix:
     _share_identical_scales(fields)
     try:
         matrix = DSTEMatrix(
-            shape=tuple(meta["shape"]), layout=meta["layout"], encode_policy=meta["encode_policy"], **fields
+            shape=tuple(meta["shape"]), layout=meta["layout"], encode_policy=meta["encode_policy"],
+            unit_diagonal=meta.get("unit_diagonal", False), **fields
         )
         matrix.validate(deep=True)
     except DSTEFormatError as exc:
@@ -249,11 +253,18 @@ def _check_meta(path, meta):
     if not _is_int(version) or version not in READABLE_FORMAT_VERSIONS:
         raise DSTEFileError(
             f"{path}: format version {version!r} ({type(version).__name__}); this build reads the integer versions "
-            f"{READABLE_FORMAT_VERSIONS} (writes {FORMAT_VERSION})"
+            f"{READABLE_FORMAT_VERSIONS} (writes 2, or {FORMAT_VERSION} for a matrix with a unit diagonal)"
         )
     for key in ("shape", "layout", "encode_policy", "fields", "absent", "sha256", "header_sha256"):
         if key not in meta:
             raise DSTEFileError(f"{path}: header lacks {key!r} (written by an older build or corrupt)")
+    if version >= UNIT_DIAGONAL_FORMAT_VERSION:
+        if meta.get("unit_diagonal") is not True:
+            raise DSTEFileError(f"{path}: a version-{version} header must hold \"unit_diagonal\": true, got "
+                                f"{meta.get('unit_diagonal')!r}")
+    elif "unit_diagonal" in meta:
+        raise DSTEFileError(f"{path}: a version-{version} header cannot hold unit_diagonal (version "
+                            f"{UNIT_DIAGONAL_FORMAT_VERSION} added it)")
     if not isinstance(meta["header_sha256"], str) or _header_checksum(meta) != meta["header_sha256"]:
         raise DSTEFileError(f"{path}: header checksum mismatch; the header is corrupt")
     shape = meta["shape"]

@@ -243,6 +243,13 @@ class DSTEMatrix:
 
     ``encode_policy`` (extension to the contract) records the policy used, with
     ``bitmap_min_entries`` and ``value_bytes`` resolved, so ``update_windows`` re-encodes consistently.
+
+    ``unit_diagonal`` (format version 3): every diagonal entry (i, i) of the square matrix holds the unscaled
+    value 1 (BIN, so ``row_scale[i] * col_scale[i]`` once scaled) and is always kept, but no tile stores it, as a
+    BLAS ``diag='U'`` triangular matrix leaves its diagonal out. The kernel adds it per window from the window's
+    own output rows (``dste.kernels.spmm_hybrid``): no column id, row slot or keep bit per diagonal entry. It is
+    counted in ``nnz_stored`` / ``nnz_kept`` and decoded like any entry. ``gcn_normalized`` sets it only on
+    request (``EncodePolicy.unit_diagonal``) or where the byte ceiling needs it.
     """
 
     shape: tuple
@@ -290,6 +297,7 @@ class DSTEMatrix:
     col_perm: np.ndarray | None = None
     layout: str = "condensed"
     encode_policy: dict | None = None
+    unit_diagonal: bool = False
     _effective_csr: sp.csr_matrix | None = field(default=None, init=False, repr=False)
     _derived: dict = field(default_factory=dict, init=False, repr=False)
 
@@ -322,21 +330,28 @@ class DSTEMatrix:
         return int(self.ltile_window.shape[0])
 
     @property
+    def n_diagonal(self) -> int:
+        """Entries of the unit diagonal: N when ``unit_diagonal``, else 0 (a stored diagonal is in the tiles)."""
+        return self.shape[0] if self.unit_diagonal else 0
+
+    @property
     def nnz_stored(self) -> int:
-        """Stored entries (nz bits) over the three tile layouts."""
-        return int(popcount(self.nz_bits).sum() + popcount(self.etile_nz_bits).sum() + popcount(self.ltile_nz_bits).sum())
+        """Stored entries (nz bits) over the three tile layouts, plus the unit diagonal's."""
+        return int(popcount(self.nz_bits).sum() + popcount(self.etile_nz_bits).sum() + popcount(self.ltile_nz_bits).sum()
+                   ) + self.n_diagonal
 
     @property
     def nnz_kept(self) -> int:
-        """Entries kept by the current mask."""
+        """Entries kept by the current mask (the unit diagonal's are always kept)."""
         return int(
             popcount(self.keep_bits).sum() + popcount(self.etile_keep_bits).sum() + popcount(self.ltile_keep_bits).sum()
-        )
+        ) + self.n_diagonal
 
     def __repr__(self) -> str:
         return (
             f"DSTEMatrix(shape={self.shape}, layout={self.layout!r}, windows={self.n_windows}, "
-            f"tiles={self.n_tiles}, entry_tiles={self.n_etiles}, list_tiles={self.n_ltiles}, nnz_kept={self.nnz_kept})"
+            f"tiles={self.n_tiles}, entry_tiles={self.n_etiles}, list_tiles={self.n_ltiles}, nnz_kept={self.nnz_kept}"
+            + (", unit_diagonal=True)" if self.unit_diagonal else ")")
         )
 
     # ------------------------------------------------------------- validation
@@ -350,6 +365,10 @@ class DSTEMatrix:
             _fail(f"shape must be non-negative, got {self.shape}")
         if self.layout not in LAYOUTS:
             _fail(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if not isinstance(self.unit_diagonal, (bool, np.bool_)):
+            _fail(f"unit_diagonal must be a bool, got {type(self.unit_diagonal).__name__}")
+        if self.unit_diagonal and N != M:
+            _fail(f"unit_diagonal needs a square matrix, got shape {self.shape}")
         for name in ARRAY_FIELDS + OPTIONAL_ARRAY_FIELDS:
             value = getattr(self, name)
             if value is None and name in OPTIONAL_ARRAY_FIELDS:
@@ -484,7 +503,8 @@ class DSTEMatrix:
             rows, cols, _ = self._coordinates(use_keep=False)
             keys = rows.astype(np.int64) * max(M, 1) + cols
             if np.unique(keys).size != keys.size:
-                _fail("a (row, column) pair is stored in two tiles")
+                _fail("a (row, column) pair is stored in two tiles" + (
+                    " (or a tile stores an entry of the unit diagonal)" if self.unit_diagonal else ""))
         return self
 
     def _validate_list_tiles(self, N, M, n_windows):
@@ -603,12 +623,14 @@ class DSTEMatrix:
     def _coordinates(self, use_keep: bool = True):
         """Original (row, col) of every kept (or stored) entry and its value, float64 unscaled.
 
-        Returns ``(rows int64, cols int64, values float64)`` in no particular order.
+        Returns ``(rows int64, cols int64, values float64)`` in no particular order; the unit diagonal's
+        entries (value 1) come last.
         """
         layouts = self._set_bits_by_layout(use_keep)
-        rows = np.concatenate([layout[2] for layout in layouts]).astype(np.int64)
-        cols = np.concatenate([layout[3] for layout in layouts]).astype(np.int64)
-        values = np.concatenate([layout[4]() for layout in layouts])
+        diagonal = np.arange(self.n_diagonal, dtype=np.int64)
+        rows = np.concatenate([layout[2] for layout in layouts] + [diagonal]).astype(np.int64)
+        cols = np.concatenate([layout[3] for layout in layouts] + [diagonal]).astype(np.int64)
+        values = np.concatenate([layout[4]() for layout in layouts] + [np.ones(diagonal.size)])
         return rows, cols, values
 
     def _set_bits_by_layout(self, use_keep: bool):
@@ -786,6 +808,14 @@ class DSTEMatrix:
                 raise DSTEFormatError("with_mask: the mask contains NaN or Inf; nonzero = keep, so it must be finite")
             dense = dense != 0
             lookup = lambda r, c: dense[r, c]  # noqa: E731
+        if self.unit_diagonal:
+            diagonal = np.arange(self.shape[0], dtype=np.int64)
+            dropped = np.flatnonzero(~np.asarray(lookup(diagonal, diagonal), dtype=bool))
+            if dropped.size:
+                raise DSTEFormatError(
+                    f"with_mask: this matrix has a unit diagonal, which is always kept; the mask drops {dropped.size} of "
+                    f"its entries (first: ({dropped[0]}, {dropped[0]})). Keep the diagonal in the mask, or encode "
+                    f"without unit_diagonal to prune it")
         bits = []
         for (flat_word, bit, rows, cols, _), stored in zip(self._set_bits_by_layout(use_keep=False),
                                                             (self.nz_bits, self.etile_nz_bits, self.ltile_nz_bits)):
@@ -911,7 +941,8 @@ class DSTEMatrix:
         """Tile counts per layout and kind, densities, entries per bitmap column, stretch, bytes per edge.
 
         ``stretch`` = X rows gathered / M, where a bitmap tile gathers ``tile_ncols`` rows, an
-        entry tile one row per entry and a list tile ``ltile_ncols`` rows. ``mean_tile_density`` = stored entries / (128 * ncols) over
+        entry tile one row per entry, a list tile ``ltile_ncols`` rows and the unit diagonal one row per row of A.
+        ``nnz_in_unit_diagonal``: its entries (0 without one). ``mean_tile_density`` = stored entries / (128 * ncols) over
         bitmap tiles. Counts of kept entries use the live mask. ``scale_dtype``: the scale vectors' stored dtype
         (float16 only from the byte-ceiling search of ``gcn_normalized``).
         """
@@ -925,7 +956,7 @@ class DSTEMatrix:
         L = self.n_ltiles
         ltile_nnz = popcount(self.ltile_nz_bits).sum(axis=1) if L else np.zeros(0, np.int64)
         list_cols = int(self.ltile_ncols.sum())
-        gathered = used_cols + int(self.etile_nentries.sum()) + list_cols
+        gathered = used_cols + int(self.etile_nentries.sum()) + list_cols + self.n_diagonal
         M = self.shape[1]
         nb = self.nbytes()
         return {
@@ -943,7 +974,8 @@ class DSTEMatrix:
             "mean_entries_per_list_column": float(ltile_nnz.sum() / list_cols) if list_cols else 0.0,
             "live_tiles": int(live.sum()),
             "live_entry_tiles": int(elive.sum()),
-            "nnz_stored": int(tile_nnz.sum() + etile_nnz.sum() + ltile_nnz.sum()),
+            "nnz_stored": int(tile_nnz.sum() + etile_nnz.sum() + ltile_nnz.sum()) + self.n_diagonal,
+            "nnz_in_unit_diagonal": self.n_diagonal,
             "nnz_kept": self.nnz_kept,
             "nnz_in_bitmap_tiles": int(tile_nnz.sum()),
             "nnz_in_entry_tiles": int(etile_nnz.sum()),

@@ -98,6 +98,10 @@ class EncodePolicy:
         scales (stored values are ``A_ij / (row_scale_i col_scale_j)``); False if it is the
         unscaled V itself (as ``gcn_normalized`` passes the binary A+I).
     seed: random seed of the community order's tie-breaking.
+    unit_diagonal: False (default): diagonal entries are stored like any other. True: the matrix must be
+        square with every diagonal entry present and of stored value 1 (``gcn_normalized``'s A + I); the
+        tiles leave the diagonal out and the matrix records it as implicit (``DSTEMatrix.unit_diagonal``):
+        no column id, row slot or keep bit per diagonal entry, the kernel adds it per window.
     """
 
     layout: str = "condensed"
@@ -114,6 +118,7 @@ class EncodePolicy:
     col_scale: np.ndarray | None = field(default=None, repr=False)
     scaled_input: bool = True
     seed: int = 0
+    unit_diagonal: bool = False
 
     def __post_init__(self):
         if self.layout not in LAYOUTS:
@@ -146,6 +151,11 @@ class EncodePolicy:
         if not isinstance(self.list_tiles, (bool, np.bool_)):
             raise DSTEFormatError(f"list_tiles must be True or False, got {self.list_tiles!r}")
         self.list_tiles = bool(self.list_tiles)
+        if not isinstance(self.unit_diagonal, (bool, np.bool_)):
+            raise DSTEFormatError(f"unit_diagonal must be True or False, got {self.unit_diagonal!r}")
+        self.unit_diagonal = bool(self.unit_diagonal)
+        if self.unit_diagonal and self.layout != "condensed":
+            raise DSTEFormatError(f"unit_diagonal=True needs layout='condensed', got {self.layout!r}")
         if self.list_tiles and (self.layout != "condensed" or self.bitmap_split != "cost"):
             raise DSTEFormatError(
                 f"list_tiles=True needs layout='condensed' and bitmap_split='cost', got {self.layout!r} and {self.bitmap_split!r}"
@@ -156,8 +166,9 @@ class EncodePolicy:
             self.value_bytes = int(self.value_bytes)
 
     def metadata(self) -> dict:
-        """JSON-safe description (scales excluded: they are stored in the matrix)."""
-        return {
+        """JSON-safe description (scales excluded: they are stored in the matrix; ``unit_diagonal`` only when set,
+        so the records of every other policy read as before)."""
+        meta = {
             "layout": self.layout,
             "reorder": self.reorder,
             "kinds": self.kinds,
@@ -171,6 +182,9 @@ class EncodePolicy:
             "scaled_input": bool(self.scaled_input),
             "seed": int(self.seed),
         }
+        if self.unit_diagonal:
+            meta["unit_diagonal"] = True
+        return meta
 
     @classmethod
     def from_metadata(cls, meta: dict) -> "EncodePolicy":
@@ -187,6 +201,7 @@ class EncodePolicy:
             "list_tiles",
             "scaled_input",
             "seed",
+            "unit_diagonal",
         }
         unknown = set(meta) - allowed
         if unknown:

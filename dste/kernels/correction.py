@@ -88,11 +88,12 @@ def correction_layout(n_tiles: int, group_windows: int) -> dict:
 
 
 def _tile_owner(plan, n_tiles: int, ptr_attr: str):
-    """(launch index, window slot in the launch) of every tile of one layout, -1 where unplanned."""
+    """(launch index, window slot in the launch) of every tile of one layout (or of every window: ``"windows"``), -1
+    where unplanned."""
     launch_of = np.full(n_tiles, -1, dtype=np.int64)
     window_of = np.full(n_tiles, -1, dtype=np.int64)
     for i, launch in enumerate(plan.launches):
-        tiles = getattr(launch, ptr_attr)
+        tiles = getattr(launch, ptr_attr).reshape(len(launch.windows), -1)
         w_idx = np.broadcast_to(np.arange(tiles.shape[0])[:, None], tiles.shape)
         ok = tiles >= 0
         launch_of[tiles[ok]] = i
@@ -111,8 +112,8 @@ def correction_entries(A, plan, hi_index: np.ndarray, n_hi: int) -> CorrectionEn
     if plan.correction_owners is None:
         plan.correction_owners = (
             _tile_owner(plan, A.n_tiles, "bitmap_tiles"), _tile_owner(plan, A.n_etiles, "entry_tiles"),
-            _tile_owner(plan, A.n_ltiles, "list_tiles"))
-    (b_launch, b_window), (e_launch, e_window), (l_launch, l_window) = plan.correction_owners
+            _tile_owner(plan, A.n_ltiles, "list_tiles"), _tile_owner(plan, A.n_windows, "windows"))
+    (b_launch, b_window), (e_launch, e_window), (l_launch, l_window), (w_launch, w_window) = plan.correction_owners
 
     if A.n_tiles:
         cols = np.minimum(A.tile_cols, M)
@@ -137,6 +138,8 @@ def correction_entries(A, plan, hi_index: np.ndarray, n_hi: int) -> CorrectionEn
         # entry e of list tile t has column ltile_cols[t, ltile_colslot[t, e]]
         cols = np.minimum(np.take_along_axis(A.ltile_cols, A.ltile_colslot.astype(np.int64), axis=1), M)
         parts += _per_entry_corrections(A, "ltile", cols, l_launch, l_window, pos_of, n_hi, col_scale)
+    if getattr(A, "unit_diagonal", False):
+        parts += _diagonal_corrections(A, w_launch, w_window, pos_of, n_hi, col_scale)
     if not parts:
         empty = np.zeros(0, dtype=np.int64)
         return CorrectionEntries(empty, empty, empty, empty.astype(np.int32), empty.astype(np.float32))
@@ -167,6 +170,17 @@ def _per_entry_corrections(A, prefix, cols, launch_of, window_of, pos_of, n_hi, 
     c = cols[t, e]
     rows = getattr(A, f"{prefix}_rows")[t, e].astype(np.int64)
     return [(launch_of[t], window_of[t], rows, pos_of[c], value * col_scale[c])]
+
+
+def _diagonal_corrections(A, launch_of, window_of, pos_of, n_hi, col_scale) -> list:
+    """The correction part of the unit diagonal: entry (i, i) of every row i that is an FP16 row of X (A is
+    square), weight ``col_scale[i]`` (value 1), at the window slot holding row i."""
+    N = int(A.shape[0])
+    w, r = np.nonzero((A.window_rows < N) & (pos_of[np.minimum(A.window_rows, N)] < n_hi))
+    if not w.size:
+        return []
+    i = A.window_rows[w, r].astype(np.int64)
+    return [(launch_of[w], window_of[w], r.astype(np.int64), pos_of[i], col_scale[i])]
 
 
 def launch_bounds(entries: CorrectionEntries, n_launches: int) -> np.ndarray:
@@ -396,7 +410,7 @@ def _fit_programs(A, launches, plan_indices, programs_entries, target) -> list[C
 
     b = launches[0].bucket
     W, F = b.windows, b.features
-    has_entry_slots = bool(b.entry_slots or b.list_slots)
+    has_entry_slots = bool(b.entry_slots or b.list_slots or b.diagonal)
     bases = [launch_cost(A, launch, target, planning=True) for launch in launches]
     main_instructions = launch_instructions(b)
     best = None

@@ -282,7 +282,7 @@ def launch_spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, pla
         args = (
             x_rows, x_hi, metadata, Y,
             b.windows, *b.bitmap, *b.entry, F, int(hybrid), b.group_size(),
-            corrections, shape.group_windows, shape.tiles_per_group, b.lists,
+            corrections, shape.group_windows, shape.tiles_per_group, b.lists, int(b.diagonal),
         )
         # the kernel writes its windows' rows into Y at their original rows (its blob names them); the simulator
         # updates Y in place and returns it, a device returns its copy

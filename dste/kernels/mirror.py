@@ -255,11 +255,11 @@ def launch_cost(A, launch, target, correction=None, planning=False):
     out_rows = output_rows(A, launch)
     corr = None
     if correction is not None and correction[0].tiles_per_group:
-        corr = CorrectionCost(correction[0], correction[1], F, bool(ne or nli))
+        corr = CorrectionCost(correction[0], correction[1], F, bool(ne or nli or b.diagonal))
 
     c.gpsimd(128, 1)  # iota of shift amounts
     wide_rows = uses_bands(A.shape[0])  # as the kernel decides, from Y's rows
-    blob_words = metadata_layout(W, b.bitmap, b.entry, b.wide_ids, b.lists, wide_rows)["total"]
+    blob_words = metadata_layout(W, b.bitmap, b.entry, b.wide_ids, b.lists, wide_rows, b.diagonal)["total"]
     c.dma(128 * WORD_BYTES * blob_words, WORD_BYTES * blob_words)  # the metadata blob
     _id_widening(c, W, wide_rows)  # the output row ids
     for slots in (W * nb, W * ne):
@@ -291,10 +291,15 @@ def launch_cost(A, launch, target, correction=None, planning=False):
         c.gpsimd(128, 1)  # column iota
         if not ne:
             c.gpsimd(128, 1)  # row iota
+    diagonal = b.diagonal
+    if diagonal:
+        c.gpsimd(1, 1)  # partition iota
+        if not (ne or nli):
+            c.gpsimd(128, 1)  # row iota
     if corr is not None:
         corr.setup(c, W)
     npairs = b.list_pairs
-    spw = nb + ne + npairs
+    spw = nb + ne + npairs + int(diagonal)
     step = windows_per_step(W, spw, F, group)
     if not hybrid:
         c.vector(group * F, 1, moving_dtype, "copy")  # memset of the moving buffers
@@ -358,6 +363,16 @@ def launch_cost(A, launch, target, correction=None, planning=False):
                 c.matmul(128, BF16)  # their product, the pair's two accumulating
             c.scalar(128)  # PSUM -> bf16 stationary
 
+    def diagonal_slots(w0, n):
+        """The diagonal slots of windows w0..w0+n: each gathers its window's in-range output rows of X."""
+        for i in range(n):
+            c.gather(int(out_rows[w0 + i]), row_bytes)
+        if hybrid:
+            slot_scales(n)
+            dequantize(n)
+        for _ in range(n):
+            c.vector(128, 1, BF16, "tensor_scalar")
+
     def accumulate(n):
         for _ in range(n):
             for _, width in chunks:
@@ -379,8 +394,10 @@ def launch_cost(A, launch, target, correction=None, planning=False):
                 entry_slots(w0 * ne, k * ne)
             if nli:
                 list_slots(w0 * npairs, k * npairs)
+            if diagonal:
+                diagonal_slots(w0, k)
             for w in range(w0, w1):
-                accumulate(nb + ne + npairs)
+                accumulate(nb + ne + npairs + int(diagonal))
                 if corr is not None:
                     corr.window(c, w)
                 evacuate()
@@ -397,6 +414,9 @@ def launch_cost(A, launch, target, correction=None, planning=False):
                 n = min(npairs, g0 + group) - g0
                 list_slots(w0 * npairs + g0, n)
                 accumulate(n)
+            if diagonal:
+                diagonal_slots(w0, 1)
+                accumulate(1)
             if corr is not None:
                 corr.window(c, w0)
             evacuate()

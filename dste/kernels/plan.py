@@ -105,10 +105,11 @@ WORD_BYTES = 4
 
 
 def metadata_layout(n_windows: int, bitmap_counts, entry_counts, wide_ids: bool = False, n_list: int = 0,
-                    wide_rows: bool = False) -> dict:
+                    wide_rows: bool = False, diagonal: bool = False) -> dict:
     """Word offsets of the metadata blob's regions ``{name: (start, words)}`` and ``"total"``
     (the kernel's ``metadata_layout``)."""
-    return kernel_module().metadata_layout(n_windows, bitmap_counts, entry_counts, wide_ids, int(n_list), wide_rows)
+    return kernel_module().metadata_layout(n_windows, bitmap_counts, entry_counts, wide_ids, int(n_list), wide_rows,
+                                           int(diagonal))
 
 
 COLUMN_BAND_ROWS = 65536
@@ -155,6 +156,8 @@ class Bucket:
     count: the kernel runs them in pairs."""
     wide_rows: bool = False
     """Y has at least COLUMN_BAND_ROWS rows: every output row id carries a band (one more blob region)."""
+    diagonal: bool = False
+    """A's diagonal is implicit (``DSTEMatrix.unit_diagonal``): one more slot per window, the diagonal's."""
 
     @property
     def bitmap_slots(self) -> int:
@@ -175,8 +178,9 @@ class Bucket:
 
     @property
     def slots_per_window(self) -> int:
-        """Working-buffer positions per window: one per bitmap or entry slot, one per pair of list slots."""
-        return self.bitmap_slots + self.entry_slots + self.list_pairs
+        """Working-buffer positions per window: one per bitmap or entry slot, one per pair of list slots, one for
+        the unit diagonal."""
+        return self.bitmap_slots + self.entry_slots + self.list_pairs + int(self.diagonal)
 
     def group_size(self) -> int:
         """Slots processed together (one batched mask unpack, one set of gather buffers)."""
@@ -202,16 +206,17 @@ def slot_sbuf_bytes(n_features: int, x_mode: str) -> int:
 
 
 def launch_metadata_bytes(windows: int, bitmap, entry, wide_ids: bool = False, lists: int = 0,
-                          wide_rows: bool = False) -> int:
+                          wide_rows: bool = False, diagonal: bool = False) -> int:
     """Per-partition SBUF of one launch's metadata: the blob, plus the fp32 entry rows, int32 entry
     keep bits, int32 widened column ids and int32 widened output row ids the kernel derives from it (and for
     list slots their fp32 rows, fp32 column slots, int32 keep bits and int32 ids)."""
     nb, ne, nl = sum(bitmap), sum(entry), int(lists)
-    return (WORD_BYTES * metadata_layout(windows, bitmap, entry, wide_ids, lists, wide_rows)["total"]
+    return (WORD_BYTES * metadata_layout(windows, bitmap, entry, wide_ids, lists, wide_rows, diagonal)["total"]
             + windows * ne * (4 + 4) + windows * (nb + ne) * 4 + windows * nl * (4 + 4 + 4 + 4) + windows * 4)
 
 
-def step_instructions(bitmap, entry, n_features: int, x_mode: str, group: int, windows: int, lists: int = 0) -> int:
+def step_instructions(bitmap, entry, n_features: int, x_mode: str, group: int, windows: int, lists: int = 0,
+                      diagonal: bool = False) -> int:
     """Unrolled instructions of one window step of ``windows`` windows (must match the kernel's loops;
     the FP16-row correction pass is counted apart, ``dste.kernels.correction``)."""
     nb, ne, nl = sum(bitmap), sum(entry), int(lists)
@@ -236,10 +241,16 @@ def step_instructions(bitmap, entry, n_features: int, x_mode: str, group: int, w
         # per pair: gather, dequantize, evacuation, matmuls; per slot the two one-hot builds and their product
         return n_pairs * (per_slot + 1) + 3 * n_slots
 
+    def diagonal_part(n):
+        # per window: gather, (dequantize,) one-hot build, matmuls; a hybrid X's slot scales once per call
+        return n * (per_slot + 1) + (1 if hybrid else 0)
+
     npairs = -(-nl // 2)
     total = windows * n_chunks  # evacuations (stores are counted per launch)
+    if diagonal:
+        total += diagonal_part(windows) if nb + ne + npairs + 1 <= group else windows * diagonal_part(1)
     total += list_part(windows * npairs, windows * nl) if nl else 0
-    if nb + ne + npairs <= group:
+    if nb + ne + npairs + int(diagonal) <= group:
         total += (bitmap_part(0, windows * nb) if nb else 0) + (entry_part(windows * ne) if ne else 0)
     else:
         total += sum(bitmap_part(g0, min(nb, g0 + group) - g0) for g0 in range(0, nb, group))
@@ -247,30 +258,34 @@ def step_instructions(bitmap, entry, n_features: int, x_mode: str, group: int, w
     return total
 
 
-def instructions_per_window(bitmap, entry, n_features: int, x_mode: str, group: int, lists: int = 0) -> int:
+def instructions_per_window(bitmap, entry, n_features: int, x_mode: str, group: int, lists: int = 0,
+                            diagonal: bool = False) -> int:
     """Upper bound of the unrolled instructions per window (a step of one window and its own store;
     batching only saves)."""
-    return step_instructions(bitmap, entry, n_features, x_mode, group, 1, lists) + 1
+    return step_instructions(bitmap, entry, n_features, x_mode, group, 1, lists, diagonal) + 1
 
 
 LAUNCH_SETUP_INSTRUCTIONS = 20
 """Upper bound of the per-launch setup instructions (metadata load, constants, memsets)."""
 LIST_SETUP_INSTRUCTIONS = 14
 """Upper bound of the setup instructions list slots add (id widening, rows, column slots, keep bits, weights, iotas)."""
+DIAGONAL_SETUP_INSTRUCTIONS = 2
+"""Setup instructions the unit diagonal adds: the partition iota, and the row iota when no entry or list slot built it."""
 
 
-def setup_instructions(lists: int) -> int:
-    return LAUNCH_SETUP_INSTRUCTIONS + (LIST_SETUP_INSTRUCTIONS if lists else 0)
+def setup_instructions(lists: int, diagonal: bool = False) -> int:
+    return (LAUNCH_SETUP_INSTRUCTIONS + (LIST_SETUP_INSTRUCTIONS if lists else 0)
+            + (DIAGONAL_SETUP_INSTRUCTIONS if diagonal else 0))
 
 
 def launch_instructions(bucket: Bucket) -> int:
     b = bucket
     group = b.group_size()
     step = windows_per_step(b.windows, b.slots_per_window, b.features, group)
-    total = setup_instructions(b.lists) + launch_stores(bucket)
+    total = setup_instructions(b.lists, b.diagonal) + launch_stores(bucket)
     for w0 in range(0, b.windows, step):
         k = min(b.windows, w0 + step) - w0
-        total += step_instructions(b.bitmap, b.entry, b.features, b.x_mode, group, k, b.lists)
+        total += step_instructions(b.bitmap, b.entry, b.features, b.x_mode, group, k, b.lists, b.diagonal)
     return total
 
 
@@ -370,15 +385,15 @@ def _kind_slot_lists(ptr, kinds, window):
 
 
 def max_windows_per_launch(bitmap, entry, n_features, x_mode, wide_ids: bool = False, lists: int = 0,
-                           wide_rows: bool = False) -> int:
-    probe = Bucket(1, tuple(bitmap), tuple(entry), n_features, x_mode, wide_ids, int(lists), wide_rows)
-    per_window = instructions_per_window(bitmap, entry, n_features, x_mode, probe.group_size(), lists)
-    by_instr = (MAX_INSTRUCTIONS_PER_LAUNCH - setup_instructions(lists)) // max(per_window, 1)
+                           wide_rows: bool = False, diagonal: bool = False) -> int:
+    probe = Bucket(1, tuple(bitmap), tuple(entry), n_features, x_mode, wide_ids, int(lists), wide_rows, bool(diagonal))
+    per_window = instructions_per_window(bitmap, entry, n_features, x_mode, probe.group_size(), lists, diagonal)
+    by_instr = (MAX_INSTRUCTIONS_PER_LAUNCH - setup_instructions(lists, diagonal)) // max(per_window, 1)
     # working buffers, the output buffer (at most one store's rows) and small constants
     working = (probe.group_size() * slot_sbuf_bytes(n_features, x_mode)
                + max(STORE_BYTES_PER_PARTITION, 4 * n_features) + 1024 + (LIST_BUILD_BYTES if lists else 0))
-    by_sbuf = (SBUF_BUDGET_BYTES - working) // max(launch_metadata_bytes(1, bitmap, entry, wide_ids, lists, wide_rows),
-                                                    1)
+    by_sbuf = (SBUF_BUDGET_BYTES - working) // max(launch_metadata_bytes(1, bitmap, entry, wide_ids, lists, wide_rows,
+                                                                         diagonal), 1)
     limit = int(max(1, min(MAX_WINDOWS_PER_LAUNCH, by_instr, by_sbuf)))
     return 1 << (limit.bit_length() - 1)
 
@@ -403,7 +418,8 @@ def plan_launches(A, F: int, x_mode: str = "fp32", *, target: str = "trn2", merg
     """Group A's windows into fixed-shape launches for feature width ``F`` and X mode ``x_mode``.
 
     FP16 rows of a hybrid X are added by a per-call correction pass (``dste.kernels.correction``),
-    so one plan serves every X of the mode. Windows with no tiles are skipped entirely (their output rows are zero).
+    so one plan serves every X of the mode. Windows with no tiles are skipped entirely (their output rows are zero),
+    unless A has a unit diagonal: then every window has its diagonal slot and none is skipped.
 
     ``merge``: windows left over after a signature's full launches (fewer than one launch holds)
     are merged across signatures into a common padded shape, and a group's last launch may be
@@ -425,7 +441,9 @@ def plan_launches(A, F: int, x_mode: str = "fp32", *, target: str = "trn2", merg
         raise ValueError(f"A has M = {A.shape[1]} columns; the kernel's 16-bit column ids with a uint8 band reach "
                          f"at most {PAD_BAND * COLUMN_BAND_ROWS} rows of X")
     n_windows = int(A.window_rows.shape[0])
-    counts = np.zeros((n_windows, 7), dtype=np.int64)
+    # per window: BIN, INT8, FP16 bitmap tiles, the same of entry tiles, list pairs, the unit diagonal (0 or 1)
+    counts = np.zeros((n_windows, 8), dtype=np.int64)
+    diagonal = int(bool(getattr(A, "unit_diagonal", False)))
     bitmap_lists, entry_lists, list_lists = [], [], []
     for w in range(n_windows):
         b = _kind_slot_lists(A.window_ptr, A.tile_kind, w)
@@ -434,7 +452,7 @@ def plan_launches(A, F: int, x_mode: str = "fp32", *, target: str = "trn2", merg
         bitmap_lists.append(b)
         entry_lists.append(e)
         list_lists.append(li)
-        counts[w] = [len(t) for t in b + e] + [-(-len(li[0]) // 2)]  # list slots count in pairs
+        counts[w] = [len(t) for t in b + e] + [-(-len(li[0]) // 2), diagonal]  # list slots count in pairs
     rounded = round_up_slots(counts)
     rounded[:, 6] *= 2  # pairs -> list slots (even)
     if n_windows and rounded.sum(axis=1).max() > MAX_SLOTS_PER_WINDOW:
@@ -502,7 +520,7 @@ class _LaunchBuilder:
     def launch(self, sig, windows, size):
         """One launch of bucket ``sig`` with ``size`` windows: ``windows`` then padding windows (-1)."""
         bitmap, entry, n_list = sig[:3], sig[3:6], sig[6]
-        bucket = Bucket(size, bitmap, entry, self.F, self.x_mode, self.wide_ids, n_list, self.wide_rows)
+        bucket = Bucket(size, bitmap, entry, self.F, self.x_mode, self.wide_ids, n_list, self.wide_rows, bool(sig[7]))
         bt = np.full((size, sum(bitmap)), -1, dtype=np.int64)
         et = np.full((size, sum(entry)), -1, dtype=np.int64)
         lt = np.full((size, n_list), -1, dtype=np.int64)
@@ -547,7 +565,8 @@ class _LaunchBuilder:
         memoized: the merge loop prices every remaining group again on each of its rounds."""
         key = (sig, windows)
         if key not in self._cuts:
-            cap = max_windows_per_launch(sig[:3], sig[3:6], self.F, self.x_mode, self.wide_ids, sig[6], self.wide_rows)
+            cap = max_windows_per_launch(sig[:3], sig[3:6], self.F, self.x_mode, self.wide_ids, sig[6], self.wide_rows,
+                                         bool(sig[7]))
             n_full = len(windows) // cap * cap
             full = [self.launch(sig, windows[i:i + cap], cap) for i in range(0, n_full, cap)]
             rest = windows[n_full:]
@@ -574,7 +593,8 @@ class _LaunchBuilder:
         """Keep each signature's full launches; merge the remainders while that saves modelled time."""
         fixed, small = [], []
         for sig, windows in groups:
-            cap = max_windows_per_launch(sig[:3], sig[3:6], self.F, self.x_mode, self.wide_ids, sig[6], self.wide_rows)
+            cap = max_windows_per_launch(sig[:3], sig[3:6], self.F, self.x_mode, self.wide_ids, sig[6], self.wide_rows,
+                                         bool(sig[7]))
             n_full = len(windows) // cap * cap
             if len(windows) - n_full > SMALL_GROUP_WINDOWS:
                 fixed.append((sig, list(windows)))
@@ -750,8 +770,14 @@ def pack_launch(A, launch: Launch) -> dict:
     regions["out_rows"], bands = split_column_ids(rows.T, N, wide_rows)
     if bands is not None:
         regions["out_band"] = bands
-    return {"metadata": pack_metadata(metadata_layout(b.windows, b.bitmap, b.entry, b.wide_ids, b.lists, wide_rows),
-                                      regions)}
+    if b.diagonal:
+        # the diagonal entry of slot r's row i weighs col_scale[i] (its value 1; the row scale comes at evacuation)
+        dfactor = np.zeros(rows.shape, dtype=np.float32)
+        valid = rows < N
+        dfactor[valid] = A.col_scale[rows[valid]].astype(np.float32) if A.col_scale is not None else 1.0
+        regions["dg_factor"] = dfactor.T
+    return {"metadata": pack_metadata(metadata_layout(b.windows, b.bitmap, b.entry, b.wide_ids, b.lists, wide_rows,
+                                                      b.diagonal), regions)}
 
 
 def _list_entry_values(A, tiles) -> np.ndarray:

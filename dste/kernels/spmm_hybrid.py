@@ -46,6 +46,11 @@ TensorE matmul accumulating into the window's fp32 PSUM accumulator:
   copy. Output rows collect in an SBUF buffer of up to ``STORE_BYTES_PER_PARTITION`` per partition and
   leave by one indirect (scatter) DMA per window into ``y`` at their original rows, named per window
   slot by the blob's 16-bit row ids.
+- Unit diagonal (``unit_diagonal``, a ``DSTEMatrix`` whose diagonal no tile stores): one more slot per window,
+  an entry slot whose ids need no bytes of their own: moving = the X rows of the window's own output rows (the
+  ``out_ids`` the scatter uses: A is square, so row i of y and row i of X are one node), stationary[k, r] =
+  (r == k) * dg_factor[k] (the column scale of slot k's row, 0 for a slot holding no row), one ``tensor_scalar``
+  against a partition iota. FP16 rows of a hybrid X reach it through the correction pass, like any entry.
 - Column ids travel as ``uint16`` offsets inside bands of ``COLUMN_BAND_ROWS`` X rows (plus a ``uint8``
   band number per id when X has more rows than one band holds). The indirect DMA takes int32/uint32
   indices only, so GpSimd widens them on chip once per region before the first gather: a
@@ -120,6 +125,7 @@ def spmm_hybrid_kernel(
     corr_group_windows,
     corr_tiles_per_group,
     n_list=0,
+    unit_diagonal=0,
 ):
     """DSTE sparse x dense product for one fixed-shape launch of ``n_windows`` row windows.
 
@@ -157,7 +163,9 @@ def spmm_hybrid_kernel(
         Byte and half-word regions are padded to whole words; empty regions take no words.
         out_rows ``uint16 [W]`` (partition = window slot r) the row of y that slot r of window w writes, as its
         offset in its band of COLUMN_BAND_ROWS rows, 0xFFFF for a slot holding no row; out_band ``uint8 [W]`` its band
-        (PAD_BAND for such a slot), only when N >= COLUMN_BAND_ROWS.
+        (PAD_BAND for such a slot), only when N >= COLUMN_BAND_ROWS;
+        dg_factor ``float32 [W]`` (partition = window slot r, only when ``unit_diagonal``) the column scale of slot r's
+        row (the weight of its diagonal entry before the row scale), 0 for a slot holding no row.
       Slots are window-major; inside a window BIN, then INT8, then FP16 slots (per layout).
       corrections: ``int32 [128, Lc]`` correction blob (Lc = ``correction_layout(n, G)["total"]``, n =
         ceil(W / G) * C tiles, G = ``corr_group_windows``, C = ``corr_tiles_per_group``; read only when
@@ -170,6 +178,7 @@ def spmm_hybrid_kernel(
         writes keep their contents (the launcher passes zeros). Under LNC2 both programs write into it (their rows
         are disjoint).
       n_list: list-tile slots per window, of any kind (0: the launch has none).
+      unit_diagonal: 1 when A's diagonal is implicit (square A, N == M): every window adds its diagonal slot.
 
     Returns:
       ``y`` (written in place, returned as the ISA ``dma_copy`` scatter example returns its ``output`` argument).
@@ -199,8 +208,10 @@ def spmm_hybrid_kernel(
             P = (iota_k == li_colslot[:, s]);  R = (iota_r == li_rows[:, s]) * lweight[:, s]   # [128 entries, 128]
             product (+)= P.T @ R                                      # TensorE, PSUM [128, 128]
           stationary[q] = product  (x record scale of row k for a hybrid X)   # ScalarE evacuation
+        for each window w of the step (unit diagonal):
+          moving[d] = gather X rows out_ids[:, w];  stationary[d] = (iota_r == partition) * dg_factor[:, w]
         for each window w of the step:
-          psum[chunk] = sum over w's slots and pairs of stationary[s].T @ moving[s][:, chunk]
+          psum[chunk] = sum over w's slots, pairs (and diagonal slot) of stationary[s].T @ moving[s][:, chunk]
           if w starts its correction group g: hi_rows[i] = gather x_hi rows hi_pos[:, g*C + i], i < C
           for each correction tile t of w's group:
             psum[chunk] += ((iota_r == rows[:, t]) * weight[:, t, w % G]).T @ hi_rows[t][:, chunk]
@@ -212,7 +223,8 @@ def spmm_hybrid_kernel(
     n_entry = n_ebin + n_eint8 + n_efp16
     n_programs = nl.num_programs()
     program = nl.program_id(0)
-    assert n_bitmap + n_entry + n_list >= 1, "a launch needs at least one tile slot per window"
+    assert n_bitmap + n_entry + n_list + unit_diagonal >= 1, (
+        "a launch needs at least one tile slot (or the unit diagonal's) per window")
     assert 1 <= n_features <= MAX_PSUM_CHUNKS * PSUM_CHUNK, (
         f"n_features={n_features}: expected 1..{MAX_PSUM_CHUNKS * PSUM_CHUNK} (8 PSUM banks of {PSUM_CHUNK} fp32)"
     )
@@ -239,8 +251,10 @@ def spmm_hybrid_kernel(
         f"y has {n_rows} rows; 16-bit row ids with a uint8 band reach at most {PAD_BAND * COLUMN_BAND_ROWS}"
     )
     wide_rows = uses_bands(n_rows)
+    assert not unit_diagonal or n_rows == n_x_rows, (
+        f"a unit diagonal needs a square A: y has {n_rows} rows and X {n_x_rows}, expected them equal")
     layout = metadata_layout(n_windows, (n_bin, n_int8, n_fp16), (n_ebin, n_eint8, n_efp16), wide_ids,
-                             n_list, wide_rows)
+                             n_list, wide_rows, unit_diagonal)
     blob_words = layout["total"]
     assert metadata.dtype == nl.int32 and metadata.shape == (n_programs * TILE_COLS, blob_words), (
         f"metadata must be int32 [{n_programs} x 128, {blob_words}] (one blob per program) for this bucket, "
@@ -346,11 +360,20 @@ def spmm_hybrid_kernel(
             row_iota = nl.ndarray((TILE_COLS, WINDOW_ROWS), dtype=nl.bfloat16, buffer=nl.sbuf, name="row_iota")
             nisa.iota(dst=row_iota, pattern=[[1, WINDOW_ROWS]], offset=0)
 
+    if unit_diagonal:
+        # diagonal slot k of a window: its output row's own X row, weight dg_factor[k] on stationary row k
+        dfactor = region("dg_factor", nl.float32)
+        slot_index = nl.ndarray((TILE_COLS, 1), dtype=nl.float32, buffer=nl.sbuf, name="slot_index")
+        nisa.iota(dst=slot_index, pattern=[[0, 1]], offset=0, channel_multiplier=1)
+        if not (n_entry or n_list):
+            row_iota = nl.ndarray((TILE_COLS, WINDOW_ROWS), dtype=nl.bfloat16, buffer=nl.sbuf, name="row_iota")
+            nisa.iota(dst=row_iota, pattern=[[1, WINDOW_ROWS]], offset=0)
+
     # ---- window steps: all tile slots of `step` consecutive windows share one set of working
     # buffers, so the mask unpack and scale products run once per step. A window with more slots
     # than `group` is processed alone, in groups. Output rows collect over whole steps in y_buf
     # and leave, one scatter per window, every `store_windows` windows.
-    slots_per_window = n_bitmap + n_entry + n_pairs
+    slots_per_window = n_bitmap + n_entry + n_pairs + unit_diagonal
     step = windows_per_step(n_windows, slots_per_window, n_features, group)
     store_windows = windows_per_store(n_windows, step, n_features)
 
@@ -381,7 +404,7 @@ def spmm_hybrid_kernel(
         nisa.memset(dst=hi_rows, value=0.0, engine=nisa.engine.gpsimd)
         corr_stationary = nl.ndarray((TILE_COLS, CORRECTION_STATIONARY_BUFFERS, WINDOW_ROWS), dtype=nl.bfloat16,
                                      buffer=nl.sbuf, name="corr_stationary")
-        if not (n_entry or n_list):
+        if not (n_entry or n_list or unit_diagonal):
             row_iota = nl.ndarray((TILE_COLS, WINDOW_ROWS), dtype=nl.bfloat16, buffer=nl.sbuf, name="row_iota")
             nisa.iota(dst=row_iota, pattern=[[1, WINDOW_ROWS]], offset=0)
 
@@ -485,6 +508,22 @@ def spmm_hybrid_kernel(
                                operand0=erows[:, s0 + i:s0 + i + 1], op1=nl.multiply,
                                operand1=weights[:, w0 + i:w0 + i + 1], engine=nisa.engine.vector)
 
+    def diagonal_slots(w0, n, b0):
+        """Stationary and moving operands of the diagonal slots of windows w0..w0+n into buffer positions b0..b0+n."""
+        if hybrid:
+            _gather_records(records, b0, n, x_rows, out_ids, w0)
+            nisa.tensor_tensor(dst=slot_scale[:, b0:b0 + n], data1=_record_scales(records, b0, n),
+                               data2=dfactor[:, w0:w0 + n], op=nl.multiply, engine=nisa.engine.vector)
+            _int8_to_moving(moving, records, b0, n, n_features)
+            weights, c0 = slot_scale, b0
+        else:
+            for i in range(n):
+                _gather_dense(moving, b0 + i, x_rows, out_ids[:, w0 + i:w0 + i + 1], n_features)
+            weights, c0 = dfactor, w0
+        for i in range(n):
+            nisa.tensor_scalar(dst=stationary[:, b0 + i, :], data=row_iota, op0=nl.equal, operand0=slot_index,
+                               op1=nl.multiply, operand1=weights[:, c0 + i:c0 + i + 1], engine=nisa.engine.vector)
+
     list_builds = [0, 0]  # one-hot builds, paired products
 
     def list_slots(q0, n, b0):
@@ -576,10 +615,14 @@ def spmm_hybrid_kernel(
                 entry_slots(w0 * n_entry, k * n_entry, k * n_bitmap)
             if n_list:
                 list_slots(w0 * n_pairs, k * n_pairs, k * (n_bitmap + n_entry))
+            if unit_diagonal:
+                diagonal_slots(w0, k, k * (n_bitmap + n_entry + n_pairs))
             for w in range(w0, w1):
                 first = accumulate((w - w0) * n_bitmap, n_bitmap, True)
                 first = accumulate(k * n_bitmap + (w - w0) * n_entry, n_entry, first)
-                accumulate(k * (n_bitmap + n_entry) + (w - w0) * n_pairs, n_pairs, first)
+                first = accumulate(k * (n_bitmap + n_entry) + (w - w0) * n_pairs, n_pairs, first)
+                if unit_diagonal:
+                    accumulate(k * (n_bitmap + n_entry + n_pairs) + w - w0, 1, first)
                 if n_corr_groups:
                     correct(w)
                 evacuate(w, j0 + w - w0)
@@ -598,6 +641,9 @@ def spmm_hybrid_kernel(
                 n = min(n_pairs, g0 + group) - g0
                 list_slots(w * n_pairs + g0, n, 0)
                 first = accumulate(0, n, first)
+            if unit_diagonal:
+                diagonal_slots(w, 1, 0)
+                first = accumulate(0, 1, first)
             if n_corr_groups:
                 correct(w)
             evacuate(w, j0)
@@ -695,12 +741,14 @@ def _widened_ids(offsets, bands, name):
     return ids
 
 
-def metadata_layout(n_windows, bitmap_counts, entry_counts, wide_ids=False, n_list=0, wide_rows=False):
+def metadata_layout(n_windows, bitmap_counts, entry_counts, wide_ids=False, n_list=0, wide_rows=False,
+                    unit_diagonal=0):
     """Word offsets of the metadata blob's regions: ``{name: (start, words)}`` and ``"total"``.
 
     ``bitmap_counts`` / ``entry_counts`` are the (BIN, INT8, FP16) slots per window, ``n_list`` the list slots
     (any kind); ``wide_ids``: X has at least COLUMN_BAND_ROWS rows, so every column id also carries a uint8 band;
-    ``wide_rows``: the same for the output row ids (y has at least COLUMN_BAND_ROWS rows).
+    ``wide_rows``: the same for the output row ids (y has at least COLUMN_BAND_ROWS rows); ``unit_diagonal``: the
+    launch adds A's implicit diagonal (one fp32 factor per window slot).
     """
     n_bitmap, n_entry = sum(bitmap_counts), sum(entry_counts)
     bm_slots, en_slots, li_slots = n_windows * n_bitmap, n_windows * n_entry, n_windows * n_list
@@ -728,6 +776,7 @@ def metadata_layout(n_windows, bitmap_counts, entry_counts, wide_ids=False, n_li
         ("li_band", -(-li_pairs // WORD_BYTES) if wide_ids else 0),
         ("out_rows", -(-(n_windows * 2) // WORD_BYTES)),
         ("out_band", -(-n_windows // WORD_BYTES) if wide_rows else 0),
+        ("dg_factor", n_windows if unit_diagonal else 0),
     )
     layout = {}
     start = 0

@@ -15,6 +15,8 @@ format is called) following docs/CONTRACTS.md, "Semantics (the oracle)":
   ``ltile_keep_bits[t, e // 32]``) is set, ``A[window_rows[w, ltile_rows[t, e]],
   ltile_cols[t, ltile_colslot[t, e]]] += v`` with v from ``ltile_int8_values`` / ``ltile_int8_scale`` /
   ``ltile_fp16_values`` likewise (a matrix without the list-tile arrays has none);
+* if ``unit_diagonal`` is set (a square matrix), ``A[i, i] += 1`` for every row i (a matrix without the
+  attribute has none);
 * then ``A = diag(row_scale) A diag(col_scale)`` (a missing scale is the identity).
 
 Out-of-range ids (window slots holding N, column slots holding M) are skipped, as the contract
@@ -119,6 +121,11 @@ def reference_matrix(A) -> sp.csr_matrix:
         raise TypeError(f"spmm_reference: A must carry the DSTE matrix arrays; {type(A).__name__} lacks {missing}")
     N, M = (int(n) for n in A.shape)
     parts = [_bitmap_entries(A), _entry_tile_entries(A), _list_tile_entries(A)]
+    if getattr(A, "unit_diagonal", False):
+        if N != M:
+            raise ValueError(f"spmm_reference: a unit diagonal needs a square A, got shape {(N, M)}")
+        diagonal = np.arange(N, dtype=np.int64)
+        parts.append((diagonal, diagonal, np.ones(N, np.float64)))
     rows, cols, values = (np.concatenate(p) for p in zip(*parts))
     in_range = (rows >= 0) & (rows < N) & (cols >= 0) & (cols < M)
     rows, cols, values = rows[in_range], cols[in_range], values[in_range]
