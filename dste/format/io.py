@@ -258,6 +258,8 @@ def _check_meta(path, meta):
     for key in ("shape", "layout", "encode_policy", "fields", "absent", "sha256", "header_sha256"):
         if key not in meta:
             raise DSTEFileError(f"{path}: header lacks {key!r} (written by an older build or corrupt)")
+    if not isinstance(meta["header_sha256"], str) or _header_checksum(meta) != meta["header_sha256"]:
+        raise DSTEFileError(f"{path}: header checksum mismatch; the header is corrupt")
     if version >= UNIT_DIAGONAL_FORMAT_VERSION:
         if meta.get("unit_diagonal") is not True:
             raise DSTEFileError(f"{path}: a version-{version} header must hold \"unit_diagonal\": true, got "
@@ -265,8 +267,6 @@ def _check_meta(path, meta):
     elif "unit_diagonal" in meta:
         raise DSTEFileError(f"{path}: a version-{version} header cannot hold unit_diagonal (version "
                             f"{UNIT_DIAGONAL_FORMAT_VERSION} added it)")
-    if not isinstance(meta["header_sha256"], str) or _header_checksum(meta) != meta["header_sha256"]:
-        raise DSTEFileError(f"{path}: header checksum mismatch; the header is corrupt")
     shape = meta["shape"]
     if not isinstance(shape, list) or len(shape) != 2 or not all(_is_int(s) and s >= 0 for s in shape):
         raise DSTEFileError(f"{path}: header shape must be two integers >= 0, got {shape!r}")

@@ -351,8 +351,11 @@ def _shape_key(job):
 
 
 def _main_rows(A, launch) -> int:
+    """In-range X rows the launch's main pass gathers: its tiles' columns and entries, and with a unit diagonal each
+    window's own rows."""
     bvalid, evalid = valid_counts(A, launch)
-    return int(bvalid.sum() + evalid.sum() + list_valid_counts(A, launch).sum())
+    diagonal = int(output_rows(A, launch).sum()) if launch.bucket.diagonal else 0
+    return int(bvalid.sum() + evalid.sum() + list_valid_counts(A, launch).sum()) + diagonal
 
 
 def _output_rows(A, launch) -> int:
@@ -403,12 +406,14 @@ def _format_bytes(A, F, x_mode, hi_fraction, plan):
     """Bytes the format must move: gathered X rows of every real tile, metadata, values, and Y."""
     M = A.shape[1]
     x_row = record_width(F) if x_mode == "int8-hybrid" else F * X_ITEMSIZE[x_mode]
-    rows = int(A.tile_ncols.sum() + A.etile_nentries.sum() + A.ltile_ncols.sum())
+    # a unit diagonal gathers each row's own X row and carries an fp32 factor per row in the blobs
+    n_diagonal = int(getattr(A, "n_diagonal", 0))
+    rows = int(A.tile_ncols.sum() + A.etile_nentries.sum() + A.ltile_ncols.sum()) + n_diagonal
     total = rows * x_row + int(rows * hi_fraction) * F * 2
     # per slot in the blobs: a uint16 column id (and a uint8 band past 65,535 X rows), keep bits, an fp32 factor
     id_bytes = 2 + (1 if uses_bands(M) else 0)
     total += A.n_tiles * 128 * (id_bytes + 16 + 4) + A.n_etiles * 128 * (id_bytes + 1 + 4 + 4)
-    total += A.n_ltiles * 128 * (id_bytes + 1 + 1 + 4 + 4)
+    total += A.n_ltiles * 128 * (id_bytes + 1 + 1 + 4 + 4) + n_diagonal * 4
     total += A.int8_values.nbytes + A.fp16_values.nbytes + A.etile_int8_values.nbytes + A.etile_fp16_values.nbytes
     total += A.ltile_int8_values.nbytes + A.ltile_fp16_values.nbytes
     n_rows_out = int((A.window_rows < A.shape[0]).sum())

@@ -135,3 +135,23 @@ def test_banded_row_ids_gather_the_diagonal_rows():
     bound = error_bound(A, X)[rows]
     assert (np.abs(Y[rows] - reference) <= bound).all()
     assert np.abs(Y[rows]).sum() > 0
+
+
+@pytest.mark.parametrize("mode", ["fp32", "int8-hybrid"])
+def test_the_estimate_prices_the_diagonal_as_the_trace_does(mode):
+    """``estimate_spmm`` traces each launch shape once and prices the rest by their gathered rows: the diagonal's
+    rows must be among them (a launch of the same shape gathers as many diagonal rows as it has rows)."""
+    from dste.format import quantize_rows
+    from dste.kernels.cost import estimate_spmm
+
+    adj = sparse_graph(3000, 1.0, seed=9)
+    A = gcn_normalized(adj, unit_diagonal=True)
+    X = np.random.default_rng(10).standard_normal((3000, 32)).astype(np.float32)
+    if mode == "int8-hybrid":
+        X = quantize_rows(X, fp16_fraction=0.1)
+    _, prof = spmm_hybrid(A, X, profile=True)
+    est = estimate_spmm(A, 32, mode, X=X if mode == "int8-hybrid" else None)
+    assert est.dma_bytes == prof.dma_bytes
+    assert est.dma_transfers == prof.dma_transfers
+    assert est.instructions == prof.total_instructions
+    assert est.latency_us == pytest.approx(prof.latency_overlapped_us, rel=0.05)
