@@ -119,8 +119,13 @@ def gcn_normalized(
     setting and prices used. The same search then runs with float16 scale vectors (D^-1/2 to within
     2^-11 relative; the matrix's ``scale_dtype`` is then ``"float16"``, its scales 2 B per node in
     ``nbytes()``), kept where they meet the ceiling at a larger weight (a faster split) or where float32
-    ones cannot meet it at all. ``scale_dtypes``: the dtypes the search may use, in order (default
-    ``SCALE_DTYPES_TRIED``; ``("float32",)`` keeps D^-1/2 exact to float32). ``None`` (default): no ceiling, float32 scales.
+    ones cannot meet it at all. With self loops, where neither meets the ceiling, both searches run once more with
+    the diagonal left implicit (``unit_diagonal=True``, ``BYTE_CEILING_DIAGONALS``). ``scale_dtypes``: the dtypes the
+    search may use, in order (default ``SCALE_DTYPES_TRIED``; ``("float32",)`` keeps D^-1/2 exact to float32).
+    ``None`` (default): no ceiling, float32 scales, the diagonal stored.
+
+    ``unit_diagonal=True`` (a policy field): the diagonal of A + I is not stored in the tiles; the matrix records it
+    as implicit (``DSTEMatrix.unit_diagonal``) and the kernel adds it per window. Needs ``add_self_loops``.
     """
     if max_bytes_per_edge is not None:
         return within_byte_ceiling(adj, max_bytes_per_edge, add_self_loops, policy, row_perm=row_perm,
@@ -165,6 +170,15 @@ column slot), which pays where a window's leftover columns hold several entries 
 leftover columns hold one entry, and an entry tile's 2-byte id per entry with no column list costs less."""
 
 
+BYTE_CEILING_DIAGONALS = (False, True)
+"""Diagonal settings ``within_byte_ceiling`` tries, in order, when the matrix has self loops: stored in the tiles
+(every other setting's form), then implicit (``EncodePolicy.unit_diagonal``: no column id, row slot or keep bit per
+diagonal entry, which saves most where the diagonal is a large share of the entries, as on graphs of mean degree 1
+and below; the kernel adds it from each window's own rows). The unit diagonal is kept only where it meets the
+ceiling where the stored diagonal cannot meet it at all (with either scale dtype or tile setting): every other
+graph keeps the encoding it had before the unit diagonal existed. Ask for it anywhere with ``unit_diagonal=True``."""
+
+
 SCALE_DTYPES_TRIED = tuple(np.dtype(name) for name in SCALE_DTYPES)
 """Scale-vector dtypes ``within_byte_ceiling`` tries, in order. float16 halves D^-1/2's 4 B per node (0.8-1.1 B per
 entry on graphs of mean degree 4-5) at a relative rounding of at most 2^-11 per scale, below the bf16 rounding
@@ -186,7 +200,9 @@ def within_byte_ceiling(adj, max_bytes_per_edge, add_self_loops: bool = True, po
     setting only tries weights above the best one found so far. The search is then repeated with float16 scale
     vectors (``SCALE_DTYPES_TRIED``; the tiles do not depend on the scales, so the weights already encoded are only
     re-measured), which are kept only for a strictly larger weight, i.e. a faster split: their rounding (<= 2^-11
-    relative) is below the kernel's bf16 operands' (2^-9) but not below the CPU path's float32. Float16 is tried
+    relative) is below the kernel's bf16 operands' (2^-9) but not below the CPU path's float32. With self loops
+    (and a policy that stores the diagonal), where no setting met the ceiling, all of it is repeated with the
+    diagonal implicit (``BYTE_CEILING_DIAGONALS``). Float16 is tried
     only when every nonzero scale lies in its normal range [2^-14, 65504] (for D^-1/2: degree <= 2^28). Raises ``DSTEFormatError`` when even device bytes
     alone (weight 0) store more in every setting, naming the least any of them stores with each scale dtype tried.
     """
@@ -218,27 +234,37 @@ def within_byte_ceiling(adj, max_bytes_per_edge, add_self_loops: bool = True, po
     tried = tuple(_scale_dtype(dtype) for dtype in (SCALE_DTYPES_TRIED if scale_dtypes is None else scale_dtypes))
     if not tried or None in tried or len(set(tried)) < len(tried):
         raise DSTEFormatError(f"scale_dtypes must name float32 and/or float16, each once, got {scale_dtypes!r}")
-    ledgers = {list_tiles: {} for list_tiles in BYTE_CEILING_LIST_TILES}
+    # with self loops, the diagonal may also be left implicit (a unit diagonal: no bytes per diagonal entry)
+    diagonals = (policy.unit_diagonal,) if policy.unit_diagonal or not add_self_loops else BYTE_CEILING_DIAGONALS
+    ledgers = {(unit, list_tiles): {} for unit in diagonals for list_tiles in BYTE_CEILING_LIST_TILES}
     least = {}
     best = None
-    for scale_dtype in tried:
-        if scale_dtype == np.float16 and not float16_holds_scales(first):
-            continue  # a scale outside float16's normal range: float16 is not tried
-        for list_tiles in BYTE_CEILING_LIST_TILES:
-            weight, matrix = largest_price_weight_within(
-                adj, ceiling, policy, row_perm=first.row_perm, col_perm=first.col_perm, list_tiles=list_tiles,
-                add_self_loops=add_self_loops, at_weight_one=first if policy.list_tiles == list_tiles else None,
-                above=None if best is None else best[0], scale_dtype=scale_dtype, ledger=ledgers[list_tiles])
-            if weight is not None:
-                best = (weight, matrix)
-        if best is None:
-            # no setting met the ceiling with any dtype so far: each searched down to weight 0
-            least[np.dtype(scale_dtype).name] = min(ledger[0.0].per_entry(scale_dtype) for ledger in ledgers.values())
+    for unit_diagonal in diagonals:
+        if best is not None:
+            break  # a unit diagonal only where the stored one cannot meet the ceiling (BYTE_CEILING_DIAGONALS)
+        setting = policy if unit_diagonal == policy.unit_diagonal else replace(policy, unit_diagonal=unit_diagonal)
+        for scale_dtype in tried:
+            if scale_dtype == np.float16 and not float16_holds_scales(first):
+                continue  # a scale outside float16's normal range: float16 is not tried
+            for list_tiles in BYTE_CEILING_LIST_TILES:
+                own_first = setting is policy and policy.list_tiles == list_tiles
+                weight, matrix = largest_price_weight_within(
+                    adj, ceiling, setting, row_perm=first.row_perm, col_perm=first.col_perm, list_tiles=list_tiles,
+                    add_self_loops=add_self_loops, at_weight_one=first if own_first else None,
+                    above=None if best is None else best[0], scale_dtype=scale_dtype,
+                    ledger=ledgers[unit_diagonal, list_tiles])
+                if weight is not None:
+                    best = (weight, matrix)
+            if best is None:
+                # no setting met the ceiling with any dtype so far: each searched down to weight 0
+                name = np.dtype(scale_dtype).name + (" scale vectors and a unit diagonal" if unit_diagonal else
+                                                     " scale vectors")
+                least[name] = min(ledgers[unit_diagonal, lists][0.0].per_entry(scale_dtype)
+                                  for lists in BYTE_CEILING_LIST_TILES)
     if best is not None:
         return best[1]
-    quoted = ", ".join(f"{stored:.3f} B per stored entry at least with {name} scale vectors"
-                       for name, stored in least.items())
-    if "float16" not in least:
+    quoted = ", ".join(f"{stored:.3f} B per stored entry at least with {name}" for name, stored in least.items())
+    if not any(name.startswith("float16") for name in least):
         why = ("scale_dtypes leaves them out" if np.dtype(np.float16) not in tried else
                f"a nonzero scale lies outside float16's normal range [2^-14, {FP16_MAX:g}]")
         quoted += f" (float16 scale vectors were not tried: {why})"

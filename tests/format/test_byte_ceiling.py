@@ -85,8 +85,9 @@ def _low_degree_graph():
     return load_dataset("cora-like").adj
 
 
-def _weight_zero(adj, list_tiles):
-    return gcn_normalized(adj, list_tiles=list_tiles, gather_transfer_bytes=0, x_row_bytes=0)
+def _weight_zero(adj, list_tiles, unit_diagonal=False):
+    return gcn_normalized(adj, list_tiles=list_tiles, gather_transfer_bytes=0, x_row_bytes=0,
+                          unit_diagonal=unit_diagonal)
 
 
 def test_entry_tiles_alone_meet_a_ceiling_that_list_tiles_cannot():
@@ -112,17 +113,40 @@ def test_the_refusal_quotes_the_least_bytes_of_the_settings_tried():
     import re
 
     adj = _low_degree_graph()
-    floors = [_weight_zero(adj, True), _weight_zero(adj, False)]
-    least = min(_bytes(floor) for floor in floors)
+    stored = min(_bytes(_weight_zero(adj, lists)) for lists in (True, False))
+    unit = min(_bytes(_weight_zero(adj, lists, unit_diagonal=True)) for lists in (True, False))
+    assert unit < stored - 0.5  # a mean degree of ~4: a fifth of the entries are the diagonal (4.68 -> 4.04 B)
     # float16 scale vectors: D^-1/2 (one vector, shared by rows and columns) at 2 B per node instead of 4
-    least_fp16 = least - 2 * floors[0].shape[0] / floors[0].nnz_stored
+    fp16_saving = 2 * adj.shape[0] / _weight_zero(adj, False).nnz_stored
     with pytest.raises(DSTEFormatError) as refusal:
-        gcn_normalized(adj, max_bytes_per_edge=least_fp16 - 0.01)
+        gcn_normalized(adj, max_bytes_per_edge=unit - fp16_saving - 0.01)
     message = str(refusal.value)
-    quoted = float(re.search(r"([0-9.]+) B per stored entry at least with float32", message).group(1))
-    quoted_fp16 = float(re.search(r"([0-9.]+) B per stored entry at least with float16", message).group(1))
-    assert quoted == pytest.approx(least, abs=5e-4)
-    assert quoted_fp16 == pytest.approx(least_fp16, abs=5e-4)
+
+    def quoted(setting):
+        return float(re.search(rf"([0-9.]+) B per stored entry at least with {setting}(,|$| \()", message).group(1))
+
+    assert quoted("float32 scale vectors") == pytest.approx(stored, abs=5e-4)
+    assert quoted("float16 scale vectors") == pytest.approx(stored - fp16_saving, abs=5e-4)
+    assert quoted("float32 scale vectors and a unit diagonal") == pytest.approx(unit, abs=5e-4)
+    assert quoted("float16 scale vectors and a unit diagonal") == pytest.approx(unit - fp16_saving, abs=5e-4)
+
+
+def test_a_unit_diagonal_only_where_the_stored_one_cannot_meet_the_ceiling():
+    adj = _low_degree_graph()
+    stored_floor = min(_bytes(_weight_zero(adj, lists)) for lists in (True, False))
+    fp16_saving = 2 * adj.shape[0] / _weight_zero(adj, False).nnz_stored
+    met_stored = gcn_normalized(adj, max_bytes_per_edge=stored_floor - fp16_saving + 0.01)
+    assert not met_stored.unit_diagonal and met_stored.scale_dtype == "float16"
+    ceiling = stored_floor - fp16_saving - 0.05
+    implicit = gcn_normalized(adj, max_bytes_per_edge=ceiling)
+    assert implicit.unit_diagonal and _bytes(implicit) <= ceiling
+    assert abs(implicit.decode() - met_stored.decode()).max() <= 2.0**-10 * abs(met_stored.decode()).max()
+    # asked for, the unit diagonal is the only setting searched
+    asked = gcn_normalized(adj, max_bytes_per_edge="csr", unit_diagonal=True)
+    assert asked.unit_diagonal and asked.encode_policy["unit_diagonal"]
+    with pytest.raises(DSTEFormatError, match="unit diagonal") as refusal:
+        gcn_normalized(adj, max_bytes_per_edge=1.0, unit_diagonal=True)
+    assert "with float32 scale vectors," not in str(refusal.value)
 
 
 def test_a_later_setting_is_kept_only_for_a_larger_weight():
