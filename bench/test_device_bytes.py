@@ -86,26 +86,43 @@ def _graph(spec):
     return generated_graph(spec, 0, 0.0)
 
 
+CSBM_MIN_DEGREE = 2.0
+"""The CSBM generator gives every node an edge (mean degree >= 2); a lower mean degree is drawn at this one and
+thinned."""
+
+
 def _low_degree_graph(nodes, community, locality, degree, seed=0):
-    """``nodes/community/locality/mean degree``: ``generated_graph``'s CSBM (ids shuffled) at another mean degree."""
+    """``nodes/community/locality/mean degree``: ``generated_graph``'s CSBM (ids shuffled) at another mean degree.
+    Below a mean degree of 2 the CSBM of mean degree 2 keeps each undirected edge with probability ``degree / 2``
+    (its locality kept, many nodes left isolated)."""
+    import numpy as np
+    import scipy.sparse as sp
+
     from dste.data.csbm import make_graph
 
     nodes, community, locality, degree = int(nodes), int(community), float(locality), float(degree)
     low, high = max(2, int(0.75 * community)), int(1.25 * community)
     graph = make_graph(
-        "arxiv-scale", seed=seed, num_nodes=nodes, num_edges=int(nodes * degree / 2),
+        "arxiv-scale", seed=seed, num_nodes=nodes, num_edges=int(nodes * max(degree, CSBM_MIN_DEGREE) / 2),
         num_classes=int(max(2, min(40, nodes // (4 * high)))), num_features=2, locality=locality,
         homophily=min(1.0, locality + 0.05), community_size=(low, high), train_per_class=1, num_val=10, num_test=10,
     )
-    return graph.adj, graph.communities
+    adj = graph.adj
+    if degree < CSBM_MIN_DEGREE:
+        upper = sp.triu(adj, k=1).tocoo()
+        kept = np.random.default_rng(seed + 1).random(upper.nnz) < degree / CSBM_MIN_DEGREE
+        half = sp.coo_matrix((np.ones(int(kept.sum()), np.float32), (upper.row[kept], upper.col[kept])),
+                             shape=adj.shape)
+        adj = (half + half.T).tocsr()
+    return adj, graph.communities
 
 
-def _encode(adj, order, weight, list_tiles=False):
+def _encode(adj, order, weight, list_tiles=False, unit_diagonal=False):
     from dste.format.gcn import encoded_at_price_weight
     from dste.format.policy import EncodePolicy
 
-    return encoded_at_price_weight(adj, EncodePolicy(reorder="community"), weight, list_tiles=list_tiles, row_perm=order,
-                                   col_perm=order)
+    return encoded_at_price_weight(adj, EncodePolicy(reorder="community", unit_diagonal=unit_diagonal), weight,
+                                   list_tiles=list_tiles, row_perm=order, col_perm=order)
 
 
 def _row(A, weight, latency=True):
@@ -163,11 +180,13 @@ def _capped(adj, order, first, cap, list_tiles):
 
 
 CEILING_GRAPHS = ["cora", "cora-like", "citeseer-like", "pubmed-like", "20000/35/0.5", "20000/35/0.8", "20000/35/0.5/4",
-                  "20000/35/0.8/4", "84000/35/0.8", "84000/35/0.8/4"]
+                  "20000/35/0.8/4", "84000/35/0.8", "84000/35/0.8/4", "200000/35/0.5/1", "200000/35/0.5/0.5",
+                  "500000/35/0.5/1", "500000/35/0.5/0.5", "300000/35/0.5/0.25"]
 """``--csr-ceiling`` graphs: Cora from its raw Planetoid files (``PLANETOID_ROOT``; skipped when absent), the small
 low-degree presets, shuffled CSBMs with communities of 26-43 nodes (50 % and
-80 % of the edges inside) at arxiv's mean degree and at mean degree 4 (``nodes/community/locality/degree``), and
-graphs above 65,536 nodes (column ids with a band plane)."""
+80 % of the edges inside) at arxiv's mean degree and at mean degree 4 (``nodes/community/locality/degree``),
+graphs above 65,536 nodes (column ids with a band plane), and graphs of mean degree 1 and below, where the diagonal
+of A + I is half of the entries or more (the ceiling needs a unit diagonal there)."""
 
 
 def ceiling_row(spec, latency=True) -> dict:
@@ -196,12 +215,15 @@ def ceiling_row(spec, latency=True) -> dict:
         "floor_fp16_scales": round(nb["bytes_per_stored_edge"] - fp16_saving, 3),
         "floor_parts": {k: round(v / best.nnz_stored, 3) for k, v in nb["device"].items()},
         "floor_tiles": [best.n_tiles, best.n_etiles, best.n_ltiles],
+        "floor_unit_diagonal": round(min(_encode(adj, order, 0.0, list_tiles=lists, unit_diagonal=True)
+                                         .nbytes()["bytes_per_stored_edge"] for lists in (True, False)), 3),
     }
     try:
         capped = gcn_normalized(adj, reorder="community", max_bytes_per_edge="csr")
         policy = capped.encode_policy
         row["csr_ceiling"] = {"met": round(capped.nbytes()["bytes_per_stored_edge"], 3),
                               "list_tiles": bool(policy["list_tiles"]), "scale_dtype": capped.scale_dtype,
+                              "unit_diagonal": bool(capped.unit_diagonal),
                               "weight": round(policy["gather_transfer_bytes"] / EncodePolicy().gather_transfer_bytes, 4),
                               "margin": round(csr - capped.nbytes()["bytes_per_stored_edge"], 3),
                               "gather_transfer_bytes": int(policy["gather_transfer_bytes"])}
@@ -292,7 +314,15 @@ def test_csr_ceiling_row_on_cora_like():
     r = ceiling_row("cora-like", latency=False)
     assert r["floor_entries"] < r["floor_lists"]
     assert r["floor_tiles"][2] == 0
-    assert r["csr_ceiling"]["met"] <= r["csr"]
+    assert r["csr_ceiling"]["met"] <= r["csr"] and not r["csr_ceiling"]["unit_diagonal"]
+    assert r["floor_unit_diagonal"] < r["floor_entries"]
+
+
+def test_csr_ceiling_row_at_mean_degree_one_half():
+    """Two thirds of the entries are the diagonal: only a unit diagonal meets the CSR ceiling."""
+    r = ceiling_row("20000/35/0.5/0.5", latency=False)
+    assert min(r["floor_entries"], r["floor_lists"], r["floor_fp16_scales"]) > r["csr"]
+    assert r["csr_ceiling"]["unit_diagonal"] and r["csr_ceiling"]["met"] <= r["csr"]
 
 
 if __name__ == "__main__":
