@@ -78,6 +78,9 @@ def _graph(spec):
         if not PLANETOID_ROOT.is_dir():
             raise FileNotFoundError(f"graph {spec!r} is read from the raw Planetoid files under {PLANETOID_ROOT}")
         return load_dataset(spec, root=PLANETOID_ROOT).adj, None
+    if spec.startswith("uniform/"):
+        _, nodes, degree = spec.split("/")
+        return _uniform_graph(int(nodes), float(degree)), None
     if spec.count("/") == 3:
         return _low_degree_graph(*spec.split("/"))
     if "/" in spec:
@@ -115,6 +118,44 @@ def _low_degree_graph(nodes, community, locality, degree, seed=0):
                              shape=adj.shape)
         adj = (half + half.T).tocsr()
     return adj, graph.communities
+
+
+def _uniform_graph(nodes, degree, seed=0):
+    """``uniform/nodes/mean degree``: a symmetric uniform random graph (no communities, no self loops)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    pairs = int(nodes * degree / 2)
+    rows, cols = rng.integers(0, nodes, pairs), rng.integers(0, nodes, pairs)
+    half = sp.coo_matrix((np.ones(pairs, np.float32), (rows, cols)), shape=(nodes, nodes)).tocsr()
+    adj = ((half + half.T) > 0).astype(np.float32).tolil()
+    adj.setdiag(0)
+    adj = adj.tocsr()
+    adj.eliminate_zeros()
+    return adj
+
+
+def unit_diagonal_row(spec) -> dict:
+    """The default split of one graph with its diagonal stored and implicit (``unit_diagonal``), in one community
+    order: bytes per stored entry, stretch and modelled latency (F = 128, INT8 rows, trn2), and the CSR ceiling met
+    in community and in original order."""
+    from dste.format import gcn_normalized
+    from dste.format.gcn import csr_structure_bytes_per_edge
+    from dste.kernels.cost import estimate_spmm
+
+    adj, _ = _graph(spec)
+    stored = gcn_normalized(adj, reorder="community")
+    unit = gcn_normalized(adj, row_perm=stored.row_perm, col_perm=stored.col_perm, unit_diagonal=True)
+    row = {"graph": spec, "csr": round(csr_structure_bytes_per_edge(stored.shape[0], stored.nnz_stored), 3)}
+    for name, A in (("stored", stored), ("unit", unit)):
+        row[name] = {"bytes": round(A.nbytes()["bytes_per_stored_edge"], 3), "stretch": round(A.stats()["stretch"], 3),
+                     "latency_us_modelled_trn2": round(estimate_spmm(A, 128, "int8-hybrid", "trn2").latency_us, 1)}
+    for reorder in ("community", "none"):
+        capped = gcn_normalized(adj, reorder=reorder, max_bytes_per_edge="csr")
+        row[f"csr_{reorder}"] = {"bytes": round(capped.nbytes()["bytes_per_stored_edge"], 3),
+                                 "unit_diagonal": bool(capped.unit_diagonal), "scale_dtype": capped.scale_dtype}
+    return row
 
 
 def _encode(adj, order, weight, list_tiles=False, unit_diagonal=False):
@@ -189,6 +230,12 @@ graphs above 65,536 nodes (column ids with a band plane), and graphs of mean deg
 of A + I is half of the entries or more (the ceiling needs a unit diagonal there)."""
 
 
+UNIT_DIAGONAL_GRAPHS = ["cora-like", "citeseer-like", "pubmed-like", "20000/35/0.5/4", "84000/35/0.8", "200000/35/0.5/1",
+                        "500000/35/0.5/0.5", "uniform/200000/1", "uniform/200000/0.5", "uniform/500000/1",
+                        "uniform/500000/0.5", "uniform/300000/0.25", "uniform/100000/0.1"]
+"""``--unit-diagonal`` graphs: presets and CSBMs of several degrees, and uniform random graphs of mean degree <= 1."""
+
+
 def ceiling_row(spec, latency=True) -> dict:
     """``gcn_normalized(adj, max_bytes_per_edge="csr")`` on one graph: its CSR, the floor (weight 0) with and without
     list tiles, what the ceiling does (met at which setting and weight, or refused) and the modelled latency of the
@@ -254,9 +301,20 @@ def main(argv=None):
     parser.add_argument("--cap", type=float, default=CSR_STRUCTURE_BYTES_PER_EDGE)
     parser.add_argument("--no-latency", action="store_true")
     parser.add_argument("--out", default=str(RESULTS / "device_bytes.json"))
+    parser.add_argument("--unit-diagonal", action="store_true",
+                        help="the diagonal stored against implicit, per graph (default graphs "
+                             f"{','.join(UNIT_DIAGONAL_GRAPHS)})")
     parser.add_argument("--csr-ceiling", action="store_true",
                         help=f"the max_bytes_per_edge='csr' table instead (default graphs {','.join(CEILING_GRAPHS)})")
     args = parser.parse_args(argv)
+    if args.unit_diagonal:
+        graphs = args.graphs if args.graphs != ",".join(GRAPHS) else ",".join(UNIT_DIAGONAL_GRAPHS)
+        rows = [unit_diagonal_row(spec) for spec in graphs.split(",") if spec]
+        for row in rows:
+            print(json.dumps(row), flush=True)
+        out = Path(args.out).with_name("unit_diagonal.json") if args.out == str(RESULTS / "device_bytes.json") else Path(args.out)
+        out.write_text(json.dumps({"modelled": True, "target": "trn2", "lnc": 2, "results": rows}, indent=1))
+        return rows
     if args.csr_ceiling:
         graphs = args.graphs if args.graphs != ",".join(GRAPHS) else ",".join(CEILING_GRAPHS)
         rows = []
