@@ -55,18 +55,20 @@ def test_encode_is_within_its_bound_or_refuses(A, kinds, layout):
 
 
 @settings(max_examples=examples(80))
-@given(A=sparse_values(max_n=60, max_m=60), reorder=st.sampled_from(["none", "rcm", "community"]))
-def test_gcn_normalized_matches_scipy(A, reorder):
+@given(A=sparse_values(max_n=60, max_m=60), reorder=st.sampled_from(["none", "rcm", "community"]),
+       unit_diagonal=st.booleans())
+def test_gcn_normalized_matches_scipy(A, reorder, unit_diagonal):
     if A.shape[0] != A.shape[1]:
         with pytest.raises(DSTEFormatError, match="square"):
-            gcn_normalized(A)
+            gcn_normalized(A, unit_diagonal=unit_diagonal)
         return
     structure = (A != 0).astype(np.float64) + sp.eye(A.shape[0])
     structure.data[:] = 1.0
     degree = np.asarray(structure.sum(axis=1)).ravel()
     d = 1.0 / np.sqrt(degree)
     expected = (sp.diags(d) @ structure @ sp.diags(d)).toarray()
-    G = gcn_normalized(A, reorder=reorder)
+    G = gcn_normalized(A, reorder=reorder, unit_diagonal=unit_diagonal)
+    assert G.unit_diagonal == unit_diagonal and G.nnz_stored == structure.nnz
     # values are 1 (BIN) times float32 scales: two float32 roundings and one product
     np.testing.assert_allclose(G.to_dense(), expected, rtol=4 * 2.0**-24, atol=0)
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dste
-from dste.format import DSTEFileError, DSTEFormatError, encode, load
+from dste.format import DSTEFileError, DSTEFormatError, encode, gcn_normalized, load
 from dste.reference.masked_quant import masked_quant_reference
 
 from .files import scratch_folder
@@ -72,6 +72,26 @@ def test_nkisim_spmm_within_the_kernel_bound(A, f, seed):
     expected = decoded @ x.astype(np.float64)
     # the kernel's documented bound for fp32 X (tests/kernels/error_bounds.py): (2^-7 + 2^-16) sum |a||x|
     bound = (2.0**-7 + 2.0**-16) * (abs(decoded) @ np.abs(x.astype(np.float64)))
+    assert (np.abs(y - expected) <= bound + 1e-30).all()
+
+
+@settings(max_examples=examples(6))
+@given(A=sparse_values(max_n=300, max_m=300), f=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
+def test_nkisim_spmm_with_a_unit_diagonal_within_the_kernel_bound(A, f, seed):
+    """The diagonal added per window by the kernel, against SciPy's D^-1/2 (A + I) D^-1/2 built apart."""
+    n = min(A.shape)
+    if n == 0:
+        return
+    adj = (abs(A[:n, :n]) + abs(A[:n, :n]).T).tocsr()
+    E = gcn_normalized(adj, unit_diagonal=True)
+    structure = ((adj != 0) + sp.eye(n, format="csr")).astype(np.float64)
+    structure.data[:] = 1.0
+    d = 1.0 / np.sqrt(np.asarray(structure.sum(axis=1)).ravel())
+    expected_matrix = sp.diags(d) @ structure @ sp.diags(d)
+    x = np.random.default_rng(seed).standard_normal((n, f)).astype(np.float32)
+    y = dste.spmm(E, x, backend="nkisim").numpy()
+    expected = expected_matrix @ x.astype(np.float64)
+    bound = (2.0**-7 + 2.0**-16) * (abs(expected_matrix) @ np.abs(x.astype(np.float64))) + 4 * 2.0**-24 * np.abs(expected)
     assert (np.abs(y - expected) <= bound + 1e-30).all()
 
 
@@ -149,6 +169,19 @@ def test_save_load_round_trip_is_exact(A, kinds, scratch):
     E.save(path)
     L = load(path)
     assert L.shape == E.shape and L.encode_policy == E.encode_policy
+    np.testing.assert_array_equal(L.to_dense(), E.to_dense())
+
+
+@settings(max_examples=examples(40))
+@given(A=sparse_values(max_n=50, max_m=50))
+def test_a_unit_diagonal_survives_the_round_trip(A, scratch):
+    n = min(A.shape)
+    adj = (abs(A[:n, :n]) + abs(A[:n, :n]).T).tocsr()
+    E = gcn_normalized(adj, unit_diagonal=True)
+    path = scratch / "unit-diagonal.npz"
+    E.save(path)
+    L = load(path)
+    assert L.unit_diagonal and L.nnz_stored == E.nnz_stored
     np.testing.assert_array_equal(L.to_dense(), E.to_dense())
 
 
