@@ -41,3 +41,24 @@ def community_graph(n_nodes, mean_degree=14.0, p_intra=0.85, min_size=40, max_si
     labels = np.empty(n_nodes, dtype=np.int64)
     labels[relabel] = label_in_order
     return adj, labels
+
+
+def uniform_graph(n_nodes, mean_degree, seed=0):
+    """Symmetric binary CSR adjacency of a uniform random graph without self loops (at mean degree <= 1 a third or
+    more of the nodes are isolated)."""
+    rng = np.random.default_rng(seed)
+    pairs = int(n_nodes * mean_degree / 2)
+    rows, cols = rng.integers(0, n_nodes, pairs), rng.integers(0, n_nodes, pairs)
+    half = sp.coo_matrix((np.ones(pairs, np.float32), (rows, cols)), shape=(n_nodes, n_nodes)).tocsr()
+    adj = ((half + half.T) > 0).astype(np.float32).tolil()
+    adj.setdiag(0)
+    adj = adj.tocsr()
+    adj.eliminate_zeros()
+    return adj
+
+
+def gcn_reference(adj) -> sp.csr_matrix:
+    """D^-1/2 (A + I) D^-1/2 in float64, from the adjacency alone (self loops added once)."""
+    with_loops = ((adj + sp.identity(adj.shape[0], format="csr")) != 0).astype(np.float64)
+    dinv = 1.0 / np.sqrt(np.asarray(with_loops.sum(axis=1)).ravel())
+    return sp.diags(dinv) @ with_loops @ sp.diags(dinv)

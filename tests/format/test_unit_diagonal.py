@@ -13,31 +13,13 @@ import torch
 import dste
 from dste.format import DSTEFileError, DSTEFormatError, encode, gcn_normalized, gcn_update, load, save
 from dste.format.encoder import take_tiles
+from tests.format.graphs import gcn_reference, uniform_graph
 from tests.format.test_io_safety import _rewrite
-
-
-def sparse_graph(n_nodes, mean_degree, seed=0):
-    rng = np.random.default_rng(seed)
-    m = int(n_nodes * mean_degree / 2)
-    rows, cols = rng.integers(0, n_nodes, m), rng.integers(0, n_nodes, m)
-    adj = sp.coo_matrix((np.ones(m, np.float32), (rows, cols)), shape=(n_nodes, n_nodes)).tocsr()
-    adj = ((adj + adj.T) > 0).astype(np.float32).tolil()
-    adj.setdiag(0)
-    adj = adj.tocsr()
-    adj.eliminate_zeros()
-    return adj
-
-
-def gcn_reference(adj) -> sp.csr_matrix:
-    """D^-1/2 (A + I) D^-1/2 in float64 from the adjacency alone."""
-    with_loops = ((adj + sp.identity(adj.shape[0], format="csr")) > 0).astype(np.float64)
-    dinv = 1.0 / np.sqrt(np.asarray(with_loops.sum(axis=1)).ravel())
-    return sp.diags(dinv) @ with_loops @ sp.diags(dinv)
 
 
 @pytest.fixture(scope="module")
 def graph():
-    return sparse_graph(2000, 1.0)
+    return uniform_graph(2000, 1.0)
 
 
 @pytest.fixture(scope="module")

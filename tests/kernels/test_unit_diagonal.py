@@ -17,36 +17,17 @@ from dste.kernels import launch_spmm_hybrid as spmm_hybrid
 from dste.kernels.correction import plan_corrections
 from dste.kernels.mirror import launch_cost
 from dste.kernels.plan import LaunchPlan, launch_instructions, plan_launches, program_plan
+from tests.format.graphs import gcn_reference, uniform_graph
 from tests.kernels.error_bounds import assert_within_bound, error_bound
 from tests.kernels.test_fp16_correction import hybrid_with_rows
 
 ENGINES = ("tensor", "vector", "scalar", "gpsimd", "dma")
 
 
-def sparse_graph(n_nodes, mean_degree, seed):
-    """Symmetric uniform random graph without self loops (many isolated nodes at mean degree <= 1)."""
-    rng = np.random.default_rng(seed)
-    m = int(n_nodes * mean_degree / 2)
-    rows, cols = rng.integers(0, n_nodes, m), rng.integers(0, n_nodes, m)
-    adj = sp.coo_matrix((np.ones(m, np.float32), (rows, cols)), shape=(n_nodes, n_nodes)).tocsr()
-    adj = ((adj + adj.T) > 0).astype(np.float32).tolil()
-    adj.setdiag(0)
-    adj = adj.tocsr()
-    adj.eliminate_zeros()
-    return adj
-
-
-def gcn_reference(adj) -> sp.csr_matrix:
-    """D^-1/2 (A + I) D^-1/2 in float64, from the adjacency alone."""
-    with_loops = ((adj + sp.identity(adj.shape[0], format="csr")) > 0).astype(np.float64)
-    dinv = 1.0 / np.sqrt(np.asarray(with_loops.sum(axis=1)).ravel())
-    return sp.diags(dinv) @ with_loops @ sp.diags(dinv)
-
-
 @pytest.mark.parametrize("x_dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("lnc", [1, 2])
 def test_dense_x_matches_scipy_with_the_diagonal_left_to_the_kernel(x_dtype, lnc):
-    adj = sparse_graph(900, 1.0, seed=0)
+    adj = uniform_graph(900, 1.0, seed=0)
     A = gcn_normalized(adj, unit_diagonal=True)
     assert A.unit_diagonal and A.n_windows == 8
     X = np.random.default_rng(1).standard_normal((900, 24)).astype(x_dtype)
@@ -59,7 +40,7 @@ def test_dense_x_matches_scipy_with_the_diagonal_left_to_the_kernel(x_dtype, lnc
 
 
 def test_hybrid_x_with_fp16_rows_reaches_the_diagonal_through_the_correction_pass():
-    adj = sparse_graph(1000, 2.0, seed=2)
+    adj = uniform_graph(1000, 2.0, seed=2)
     A = gcn_normalized(adj, unit_diagonal=True)
     X = np.random.default_rng(3).standard_normal((1000, 40)).astype(np.float32)
     hi_rows = np.arange(0, 1000, 7)
@@ -86,7 +67,7 @@ def test_windows_without_tiles_are_planned_and_written():
 @pytest.mark.parametrize("x_mode,F,degree", [("fp32", 64, 3.0), ("int8-hybrid", 48, 3.0), ("fp32", 2048, 24.0)])
 def test_the_mirror_charges_what_the_trace_charges(x_mode, F, degree):
     n = 1200 if degree < 10 else 3000
-    adj = sparse_graph(n, degree, seed=5)
+    adj = uniform_graph(n, degree, seed=5)
     A = gcn_normalized(adj, unit_diagonal=True)
     X = np.random.default_rng(6).standard_normal((n, F)).astype(np.float32)
     if x_mode == "int8-hybrid":
@@ -120,7 +101,7 @@ def test_banded_row_ids_gather_the_diagonal_rows():
     """N >= 65,536: output row ids, and with them the diagonal's X rows, carry a band. One launch of a few windows
     (the rest of y stays zero) against the reference rows it writes."""
     n = 70_000
-    adj = sparse_graph(n, 0.5, seed=7)
+    adj = uniform_graph(n, 0.5, seed=7)
     A = gcn_normalized(adj, unit_diagonal=True)
     F = 8
     plan = plan_launches(A, F, "fp32", lnc=1)
@@ -144,7 +125,7 @@ def test_the_estimate_prices_the_diagonal_as_the_trace_does(mode):
     from dste.format import quantize_rows
     from dste.kernels.cost import estimate_spmm
 
-    adj = sparse_graph(3000, 1.0, seed=9)
+    adj = uniform_graph(3000, 1.0, seed=9)
     A = gcn_normalized(adj, unit_diagonal=True)
     X = np.random.default_rng(10).standard_normal((3000, 32)).astype(np.float32)
     if mode == "int8-hybrid":
