@@ -98,6 +98,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=1,
                         help="seeds run in this many worker processes at once (default 1); the numbers do not "
                              "change, only the wall time and the memory (one job's worth per worker)")
+    parser.add_argument("--fp32-snapshots", choices=("first", "training"), default="first",
+                        help="what each seed's FP32 model trains on: the stream's first snapshot (default) or every "
+                             "training snapshot in turn (one step per epoch each, the epoch kept by their mean "
+                             "validation accuracy)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
@@ -109,7 +113,7 @@ def _run_main(args: argparse.Namespace) -> int:
         model=args.model, hidden=args.hidden, epochs=args.epochs, lambda_latency=args.lambda_latency,
         budget=args.budget, budget_penalty=args.budget_penalty, target=args.target, out=args.out, quick=args.quick, progress=not args.no_progress,
         stream=args.stream, stream_seed=args.stream_seed, fallback=not args.no_fallback, oracle=args.oracle, frontier=not args.no_frontier,
-        jobs=args.jobs,
+        jobs=args.jobs, fp32_snapshots=args.fp32_snapshots,
     )
     report = run(config)
     print(format_table(report["summary"], config.target, quick=config.quick))

@@ -111,6 +111,7 @@ class RunConfig:
     oracle: bool = False
     frontier: bool = True
     jobs: int = 1
+    fp32_snapshots: str = "first"  # "first": FP32 trained on snapshot 0; "training": on every training snapshot
 
     def __post_init__(self) -> None:
         if self.quick:
@@ -135,6 +136,8 @@ class RunConfig:
                              f"NeuronCore-v3 and newer), got {self.target!r}")
         from dste.data.stream import STREAM_PRESETS
 
+        if self.fp32_snapshots not in FP32_SNAPSHOTS:
+            raise ValueError(f"--fp32-snapshots must be one of {FP32_SNAPSHOTS}, got {self.fp32_snapshots!r}")
         if self.stream not in STREAM_PRESETS:
             raise ValueError(f"--stream must be one of {sorted(STREAM_PRESETS)}, got {self.stream!r}")
         if self.stream_seed is not None and (
@@ -158,6 +161,12 @@ class RunConfig:
         numeric_budget = None if isinstance(self.budget, str) else self.budget
         # validates lambda, budget and penalty with clear messages
         RewardConfig(self.lambda_latency, numeric_budget, self.budget_penalty)
+
+
+FP32_SNAPSHOTS = ("first", "training")
+"""What each seed's FP32 model trains on: the stream's first snapshot (the default, every table of the README), or
+every training snapshot in turn (``dste.gnn.train_fp32_on_snapshots``; ``bench/fp32_stream_training.py`` measures
+both)."""
 
 
 def fp32_budget_fraction(budget: str) -> float:
@@ -271,7 +280,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     from dste.data import SnapshotStream
     from dste.experiments.env_layers import LayerEvaluator, run_bytes_budget
     from dste.experiments.gnn_env import GNNCompressionEnv
-    from dste.gnn import make_model, train_fp32
+    from dste.gnn import make_model, train_fp32, train_fp32_on_snapshots
 
     from dste.data.stream import stream_params
 
@@ -284,10 +293,16 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     stage = _StageClock(bar, seed)
     stage("FP32 training")
     model = make_model(graphs[0], config.model, hidden=config.hidden, seed=seed)
-    fp32_fit = train_fp32(
-        model, graphs[0], epochs=config.epochs, seed=seed, patience=min(50, config.epochs),
-        progress=show_progress(config),
-    )
+    if config.fp32_snapshots == "training":
+        fp32_fit = train_fp32_on_snapshots(
+            model, [graphs[i] for i in train_ids], epochs=config.epochs, seed=seed, patience=min(50, config.epochs),
+            progress=show_progress(config),
+        )
+    else:
+        fp32_fit = train_fp32(
+            model, graphs[0], epochs=config.epochs, seed=seed, patience=min(50, config.epochs),
+            progress=show_progress(config),
+        )
 
     budget_actions = None
     numeric_budget = None if isinstance(config.budget, str) else config.budget
@@ -800,6 +815,8 @@ def run(config: RunConfig) -> dict:
     text = json.dumps(report, indent=2, default=_json_default)
     atomic_write(out / "results.json", lambda handle: handle.write(text), mode="w")
     title = f"{config.dataset}, stream {config.stream}, {config.model.upper()}, {config.seeds} seed(s)"
+    if config.fp32_snapshots == "training":
+        title += ", FP32 on every training snapshot"
     _plot(summary, out / "accuracy_vs_latency.png", config.target, title)
     if report["frontier"] is not None:
         _plot_frontier(report["frontier"], out / "frontier.png", config.target, title)

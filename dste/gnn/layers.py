@@ -79,6 +79,9 @@ class GCNConv(nn.Module):
     propagation matrix of the last adjacency object (see ``_PropagationCache``); False encodes on every call.
     """
 
+    norm = "gcn"
+    """The propagation matrix's normalization (``dste.gnn.adjacency``): D^-1/2 (A + I) D^-1/2."""
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, cached: bool = True):
         super().__init__()
         _check_sizes(in_features, out_features, "GCNConv")
@@ -90,8 +93,8 @@ class GCNConv(nn.Module):
 
     def propagation(self, x, adj):
         if self._propagation is None:
-            return propagation_matrix(adj, x.shape[0], "gcn")
-        return self._propagation.get(adj, x.shape[0], "gcn")
+            return propagation_matrix(adj, x.shape[0], self.norm)
+        return self._propagation.get(adj, x.shape[0], self.norm)
 
     def forward(self, x, adj, backend: str | None = None):
         _check_input(x, self.in_features, "GCNConv")
@@ -118,6 +121,9 @@ class SAGEConv(nn.Module):
     ``lin_l`` carries the bias; ``lin_r`` has none. ``cached`` as for :class:`GCNConv`.
     """
 
+    norm = "mean"
+    """The propagation matrix's normalization: the mean over the in-neighbours."""
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, cached: bool = True):
         super().__init__()
         _check_sizes(in_features, out_features, "SAGEConv")
@@ -133,8 +139,8 @@ class SAGEConv(nn.Module):
 
     def propagation(self, x, adj):
         if self._propagation is None:
-            return propagation_matrix(adj, x.shape[0], "mean")
-        return self._propagation.get(adj, x.shape[0], "mean")
+            return propagation_matrix(adj, x.shape[0], self.norm)
+        return self._propagation.get(adj, x.shape[0], self.norm)
 
     def forward(self, x, adj, backend: str | None = None):
         _check_input(x, self.in_features, "SAGEConv")
