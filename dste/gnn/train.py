@@ -51,44 +51,26 @@ def train_fp32(
     ``{"train_acc", "val_acc", "test_acc", "best_epoch", "epochs_run", "val_loss"}`` of the restored weights.
     ``progress``: a progress bar over the epochs (tqdm), for graphs where an epoch takes seconds.
     """
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    if not (lr > 0 and weight_decay >= 0 and patience >= 1):
-        raise ValueError(f"need lr > 0, weight_decay >= 0, patience >= 1; got {lr}, {weight_decay}, {patience}")
+    _check_training(epochs, lr, weight_decay, patience)
     x, y = graph_tensors(graph)
     train = torch.from_numpy(graph.train_mask)
     val = torch.from_numpy(graph.val_mask)
     if not bool(train.any()):
         raise ValueError("graph has no training nodes")
     adj = graph.adj  # encoded once by the layers' cache, keyed on this object
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    best = (-1.0, float("inf"))
-    best_state, best_epoch, stale, epoch = None, 0, 0, 0
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        bar = tqdm(range(1, epochs + 1), desc="FP32 training (epochs)", disable=not progress, leave=False)
-        for epoch in bar:
-            model.train()
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(x, adj, backend=backend)[train], y[train])
-            loss.backward()
-            optimizer.step()
-            model.eval()
-            with torch.no_grad():
-                logits = model(x, adj, backend=backend)
-            val_acc = accuracy(logits, graph, "val") if bool(val.any()) else -float(loss)
-            val_loss = float(F.cross_entropy(logits[val], y[val])) if bool(val.any()) else float(loss)
-            if (val_acc, -val_loss) > (best[0], -best[1]):
-                best, best_epoch, stale = (val_acc, val_loss), epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
-                if stale >= patience:
-                    break
-            bar.set_postfix_str(f"val acc {best[0]:.3f}", refresh=False)
-        bar.close()
-    model.load_state_dict(best_state)
-    model.eval()
+
+    def step(epoch):
+        return F.cross_entropy(model(x, adj, backend=backend)[train], y[train])
+
+    def validate(loss):
+        with torch.no_grad():
+            logits = model(x, adj, backend=backend)
+        val_acc = accuracy(logits, graph, "val") if bool(val.any()) else -float(loss)
+        val_loss = float(F.cross_entropy(logits[val], y[val])) if bool(val.any()) else float(loss)
+        return val_acc, val_loss
+
+    best, best_epoch, epoch = _fit(model, step, validate, epochs, lr, weight_decay, patience, seed, progress,
+                                   "FP32 training (epochs)", "val acc")
     with torch.no_grad():
         logits = model(x, adj, backend=backend)
     return {
@@ -99,6 +81,45 @@ def train_fp32(
         "epochs_run": epoch,
         "val_loss": best[1],
     }
+
+
+def _check_training(epochs, lr, weight_decay, patience) -> None:
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if not (lr > 0 and weight_decay >= 0 and patience >= 1):
+        raise ValueError(f"need lr > 0, weight_decay >= 0, patience >= 1; got {lr}, {weight_decay}, {patience}")
+
+
+def _fit(model, step, validate, epochs, lr, weight_decay, patience, seed, progress, desc, label):
+    """Adam full-batch epochs under ``seed`` (dropout): ``step(epoch)`` returns the training loss, ``validate(loss)``
+    the ``(val_acc, val_loss)`` the epoch is judged by (higher accuracy, then lower loss); stops after ``patience``
+    epochs without a better one and restores its weights (eval mode). Returns ``(best, best_epoch, epochs_run)``."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    best = (-1.0, float("inf"))
+    best_state, best_epoch, stale, epoch = None, 0, 0, 0
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False)
+        for epoch in bar:
+            model.train()
+            optimizer.zero_grad()
+            loss = step(epoch)
+            loss.backward()
+            optimizer.step()
+            model.eval()
+            val_acc, val_loss = validate(loss)
+            if (val_acc, -val_loss) > (best[0], -best[1]):
+                best, best_epoch, stale = (val_acc, val_loss), epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+                if stale >= patience:
+                    break
+            bar.set_postfix_str(f"{label} {best[0]:.3f}", refresh=False)
+        bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    return best, best_epoch, epoch
 
 
 def train_fp32_on_snapshots(
@@ -121,21 +142,21 @@ def train_fp32_on_snapshots(
     graphs = list(graphs)
     if not graphs:
         raise ValueError("train_fp32_on_snapshots needs at least one snapshot")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    if not (lr > 0 and weight_decay >= 0 and patience >= 1):
-        raise ValueError(f"need lr > 0, weight_decay >= 0, patience >= 1; got {lr}, {weight_decay}, {patience}")
+    _check_training(epochs, lr, weight_decay, patience)
     data = [(graph, *graph_tensors(graph), _propagation_of(model, graph)) for graph in graphs]
     for graph, *_ in data:
         if not bool(torch.from_numpy(graph.train_mask).any()):
             raise ValueError("a snapshot has no training nodes")
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-
     validated = [item for item in data if bool(item[0].val_mask.any())]
     if not validated:
         raise ValueError("no snapshot has validation nodes: the epoch to keep is chosen on them")
 
-    def mean_validation():
+    def step(epoch):
+        graph, x, y, adj = data[(epoch - 1) % len(data)]
+        train = torch.from_numpy(graph.train_mask)
+        return F.cross_entropy(model(x, adj, backend=backend)[train], y[train])
+
+    def mean_validation(loss):
         accs, losses = [], []
         with torch.no_grad():
             for graph, x, y, adj in validated:
@@ -144,30 +165,8 @@ def train_fp32_on_snapshots(
                 losses.append(float(F.cross_entropy(logits[val], y[val])))
         return float(np.mean(accs)), float(np.mean(losses))
 
-    best, best_state, best_epoch, stale, epoch = (-1.0, float("inf")), None, 0, 0, 0
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        bar = tqdm(range(1, epochs + 1), desc="FP32 training on snapshots (epochs)", disable=not progress, leave=False)
-        for epoch in bar:
-            graph, x, y, adj = data[(epoch - 1) % len(data)]
-            train = torch.from_numpy(graph.train_mask)
-            model.train()
-            optimizer.zero_grad()
-            F.cross_entropy(model(x, adj, backend=backend)[train], y[train]).backward()
-            optimizer.step()
-            model.eval()
-            val_acc, val_loss = mean_validation()
-            if (val_acc, -val_loss) > (best[0], -best[1]):
-                best, best_epoch, stale = (val_acc, val_loss), epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
-                if stale >= patience:
-                    break
-            bar.set_postfix_str(f"mean val acc {best[0]:.3f}", refresh=False)
-        bar.close()
-    model.load_state_dict(best_state)
-    model.eval()
+    best, best_epoch, epoch = _fit(model, step, mean_validation, epochs, lr, weight_decay, patience, seed, progress,
+                                   "FP32 training on snapshots (epochs)", "mean val acc")
     scores = {split: [] for split in ("train", "val", "test")}
     with torch.no_grad():
         for graph, x, _, adj in data:
