@@ -338,14 +338,18 @@ def launch_cost(A, launch, target, correction=None, planning=False):
                 if kind != KIND_BIN:
                     c.gpsimd(elems, 2)  # x the tile's INT8 / FP16 values
 
-    def entry_slots(s0, n):
-        gathers(evalid, s0, n)
+    def one_hot_slots(valid, i0, n):
+        """n entry-like slots (the kernel's ``one_hot_slots``): slot i gathers ``valid[i0 + i]`` in-range rows."""
+        gathers(valid, i0, n)
         if hybrid:
             slot_scales(n)
             dequantize(n)
         for _ in range(n):
             # one-hot row x weight: a tensor_scalar on VectorE for every slot (bf16 in and out: the 16-bit rate)
             c.vector(128, 1, BF16, "tensor_scalar")
+
+    def entry_slots(s0, n):
+        one_hot_slots(evalid, s0, n)
 
     def list_slots(q0, n):
         """List pairs q0..q0+n (slots 2j, 2j + 1 of a window each)."""
@@ -365,13 +369,7 @@ def launch_cost(A, launch, target, correction=None, planning=False):
 
     def diagonal_slots(w0, n):
         """The diagonal slots of windows w0..w0+n: each gathers its window's in-range output rows of X."""
-        for i in range(n):
-            c.gather(int(out_rows[w0 + i]), row_bytes)
-        if hybrid:
-            slot_scales(n)
-            dequantize(n)
-        for _ in range(n):
-            c.vector(128, 1, BF16, "tensor_scalar")
+        one_hot_slots(out_rows, w0, n)
 
     def accumulate(n):
         for _ in range(n):

@@ -491,38 +491,30 @@ def spmm_hybrid_kernel(
                                    data2=values[:, v0:v0 + (hi - lo), :], op=nl.multiply,
                                    engine=nisa.engine.gpsimd)
 
-    def entry_slots(s0, n, b0):
-        """Stationary and moving operands of entry slots s0..s0+n into buffer positions b0..b0+n."""
+    def one_hot_slots(ids, factors, i0, n, b0, row_of):
+        """Stationary and moving operands of n entry-like slots into buffer positions b0..b0+n: slot i gathers the X
+        rows ``ids[:, i0 + i]`` and weighs row k by ``factors[k, i0 + i]`` on stationary row ``row_of(i)[k]``."""
         if hybrid:
-            _gather_records(records, b0, n, x_rows, ecols, s0)
+            _gather_records(records, b0, n, x_rows, ids, i0)
             nisa.tensor_tensor(dst=slot_scale[:, b0:b0 + n], data1=_record_scales(records, b0, n),
-                               data2=eweight[:, s0:s0 + n], op=nl.multiply, engine=nisa.engine.vector)
+                               data2=factors[:, i0:i0 + n], op=nl.multiply, engine=nisa.engine.vector)
             _int8_to_moving(moving, records, b0, n, n_features)
             weights, w0 = slot_scale, b0
         else:
             for i in range(n):
-                _gather_dense(moving, b0 + i, x_rows, ecols[:, s0 + i:s0 + i + 1], n_features)
-            weights, w0 = eweight, s0
+                _gather_dense(moving, b0 + i, x_rows, ids[:, i0 + i:i0 + i + 1], n_features)
+            weights, w0 = factors, i0
         for i in range(n):
-            nisa.tensor_scalar(dst=stationary[:, b0 + i, :], data=row_iota, op0=nl.equal,
-                               operand0=erows[:, s0 + i:s0 + i + 1], op1=nl.multiply,
-                               operand1=weights[:, w0 + i:w0 + i + 1], engine=nisa.engine.vector)
+            nisa.tensor_scalar(dst=stationary[:, b0 + i, :], data=row_iota, op0=nl.equal, operand0=row_of(i),
+                               op1=nl.multiply, operand1=weights[:, w0 + i:w0 + i + 1], engine=nisa.engine.vector)
+
+    def entry_slots(s0, n, b0):
+        """Entry slots s0..s0+n: each entry's X row, one-hot on its window row, times its weight."""
+        one_hot_slots(ecols, eweight, s0, n, b0, lambda i: erows[:, s0 + i:s0 + i + 1])
 
     def diagonal_slots(w0, n, b0):
-        """Stationary and moving operands of the diagonal slots of windows w0..w0+n into buffer positions b0..b0+n."""
-        if hybrid:
-            _gather_records(records, b0, n, x_rows, out_ids, w0)
-            nisa.tensor_tensor(dst=slot_scale[:, b0:b0 + n], data1=_record_scales(records, b0, n),
-                               data2=dfactor[:, w0:w0 + n], op=nl.multiply, engine=nisa.engine.vector)
-            _int8_to_moving(moving, records, b0, n, n_features)
-            weights, c0 = slot_scale, b0
-        else:
-            for i in range(n):
-                _gather_dense(moving, b0 + i, x_rows, out_ids[:, w0 + i:w0 + i + 1], n_features)
-            weights, c0 = dfactor, w0
-        for i in range(n):
-            nisa.tensor_scalar(dst=stationary[:, b0 + i, :], data=row_iota, op0=nl.equal, operand0=slot_index,
-                               op1=nl.multiply, operand1=weights[:, c0 + i:c0 + i + 1], engine=nisa.engine.vector)
+        """The diagonal slots of windows w0..w0+n: the window's own X rows, each on its own stationary row."""
+        one_hot_slots(out_ids, dfactor, w0, n, b0, lambda i: slot_index)
 
     list_builds = [0, 0]  # one-hot builds, paired products
 
