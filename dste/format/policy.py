@@ -64,8 +64,8 @@ class EncodePolicy:
     layout: ``"condensed"`` (per-window distinct columns, cut into tiles of <= 128) or
         ``"block"`` (fixed 128-wide block columns; for dense operands such as weights).
     reorder: ``"none"`` (or ``None``), ``"rcm"`` (reverse Cuthill-McKee), ``"community"``
-        (METIS recursive bisection, the best of its candidate orders) or ``"community-fast"``
-        (its 128-node-leaf candidate alone); see :mod:`dste.format.reorder`.
+        (METIS recursive bisection into 128-node parts, each in its intra-part RCM order) or
+        ``"community-fast"`` (the parts alone); see :mod:`dste.format.reorder`.
     kinds: ``"faithful"`` (default: per tile BIN if every value is 1, else the first of FP16 /
         INT8 that keeps every value within 2^-11 relative error; refuses a matrix no kind
         keeps that well), ``"auto"`` (opt in to INT8: BIN / INT8 / FP16 per tile by the

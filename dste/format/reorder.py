@@ -7,20 +7,23 @@ as the bipartite graph of its rows and columns.
 Community order (``reorder="community"``)
 -----------------------------------------
 METIS multilevel recursive bisection (``dste.format.partition``, the ``pymetis`` binding)
-cuts the graph into leaves of about ``leaf`` nodes, and nodes are laid out by leaf id.
-Recursive bisection numbers parts along its bisection tree, so every run of consecutive
-leaves is itself a well-cut piece of the graph. One partition into window-sized (128-node)
-parts (its first cut made on an edge sample, then one METIS call per side, which keeps METIS's
-resident memory to half the graph's edges; see ``dste.format.partition``) gives the orders
-below; the one with the fewest distinct (window, column) pairs is kept:
+cuts the graph into window-sized (128-node) parts (its first cut made on an edge sample, then
+one METIS call per side, which keeps METIS's resident memory to half the graph's edges; see
+``dste.format.partition``). Parts are laid out by part id, and the nodes of each part in the
+reverse Cuthill-McKee order of the part's own subgraph (its edges between parts left out):
 
-- the parts themselves: every 128-row window is one METIS part (up to the parts' small
-  imbalance, which shifts window boundaries into a sibling part);
-- each part cut into 8 slices of its intra-part reverse Cuthill-McKee order, with
-  strongly linked slices joined into contiguous groups (``SPLIT_CANDIDATES``,
-  ``LEAF_JOIN_SHARE``): where communities do not fit windows, the pieces of a community
-  that the balanced cut put into two parts come back together and windows cut through it,
-  as a community detector's order would.
+- recursive bisection numbers parts along its bisection tree, so every run of consecutive
+  parts is itself a well-cut piece of the graph;
+- parts are not exactly 128 nodes (METIS's small imbalance), so most windows straddle two
+  sibling parts; RCM keeps each connected piece of a part contiguous and its neighbours
+  close, so the share of a part that falls into the next window is a piece whose nodes share
+  neighbours rather than an arbitrary one.
+
+Measured on the 15 graphs of ``bench/test_reorder.py`` against the former order (the better
+of the parts as they come and RCM slices of them with linked slices joined, chosen by
+counting both orders' (window, column) pairs): stretch -5.0 % to +0.6 %, lower on 11, at
+about a third of the former order's work besides METIS (one RCM, no second order, no
+counting; ``bench/README.md``, "Encode time and memory").
 
 Deterministic for a fixed seed (METIS is single-threaded and seeded).
 
@@ -39,7 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components, reverse_cuthill_mckee
+from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from dste.format.constants import WINDOW_ROWS
 from dste.format.errors import DSTEFormatError
@@ -66,24 +69,6 @@ def is_permutation(perm: np.ndarray, length: int) -> bool:
     seen[perm] = True
     return bool(seen.all())
 
-SPLIT_CANDIDATES = (8,)
-"""Besides the window-sized parts themselves, the community order tries the parts cut into this
-many RCM slices each, with strongly linked slices joined (``LEAF_JOIN_SHARE``), and keeps the
-order with the fewest pairs. Joined slices of neighbouring parts let windows cut through a
-community instead of splitting it between two parts, as a finer METIS tree did before (32-node
-leaves: a second METIS call, 1.8x the time of the first) at about a twelfth of its time.
-Measured on the 14 graphs of ``bench/test_reorder.py`` against that former order: stretch
-0.95-1.03x (communities of 48-5,000 nodes; on the ``arxiv-scale`` presets the parts themselves
-win). 2 slices won nowhere by more than 0.5 % and cost 0.25 s at arxiv size, so they are not tried."""
-
-LEAF_JOIN_SHARE = 0.2
-"""Leaves smaller than a window are also tried joined: two leaves whose shared edges are at
-least this share of the smaller one's edge endpoints are one group, and groups (connected
-components of such links) are laid out contiguously. A balanced cut splits a community into
-leaves that the bisection tree may place far apart; joining puts them back together. Measured
-0.05-0.3 (0.2 best or tied on 5 of 7 graphs): up to 2 % fewer pairs on communities of 48-160 nodes,
-no change on larger ones (their leaves share only a few per cent of their edges with each other)."""
-
 MAX_LP_ROUNDS = 30
 LP_STOP_FRACTION = 1e-3
 
@@ -91,9 +76,9 @@ LP_STOP_FRACTION = 1e-3
 def compute_order(method: str, rows, cols, shape, seed: int = 0):
     """``(row_perm, col_perm)`` for ``method`` in {"rcm", "community", "community-fast"} from COO structure.
 
-    ``"community-fast"`` is the community order's first candidate alone (the window-sized METIS
-    parts, without trying the joined slices): the same order wherever that candidate wins (the
-    ``arxiv-scale`` presets), up to 24 % more X rows where communities do not fit windows.
+    ``"community-fast"`` is the community order without the RCM order inside each part (the
+    window-sized METIS parts as they come): 0.1-0.15 s less at ogbn-arxiv size, 2-12 % more
+    X rows on the graphs of ``bench/test_reorder.py``.
     """
     graph, _ = _symmetric_graph(rows, cols, shape)
     return order_of_graph(method, graph, shape, seed=seed)
@@ -198,12 +183,11 @@ def label_propagation(graph: sp.csr_matrix, seed: int = 0) -> np.ndarray:
 
 
 def community_order(graph: sp.csr_matrix, seed: int = 0, leaf_nodes: int | None = None) -> np.ndarray:
-    """Nodes laid out by METIS recursive-bisection leaf (see module docstring).
+    """Nodes by METIS recursive-bisection part, each part in its intra-part RCM order (module docstring).
 
-    ``leaf_nodes=None``: one METIS call into window-sized parts, then the candidates of
-    ``SPLIT_CANDIDATES`` (parts cut into RCM slices, strongly linked slices joined), keeping
-    the order with the fewest distinct (window, column) pairs (ties: the earlier one).
-    ``leaf_nodes=k`` is one METIS call into ``ceil(n / k)`` leaves, laid out by leaf.
+    ``leaf_nodes=None``: window-sized (``WINDOW_ROWS``) parts, each laid out in the reverse
+    Cuthill-McKee order of its own subgraph. ``leaf_nodes=k``: ``ceil(n / k)`` parts, laid out
+    by part alone (ties keep the original id order; ``reorder="community-fast"``).
     """
     n = graph.shape[0]
     if n == 0:
@@ -211,27 +195,20 @@ def community_order(graph: sp.csr_matrix, seed: int = 0, leaf_nodes: int | None 
     if leaf_nodes is not None and leaf_nodes < 1:
         raise DSTEFormatError(f"community_order: leaf_nodes must be >= 1, got {leaf_nodes}")
     parts = recursive_bisection_parts(graph, -(-n // (leaf_nodes or WINDOW_ROWS)), seed=seed)
-    # stable within a leaf: ties keep the original id order, so the result depends only on the parts
-    best_order = np.argsort(parts, kind="stable")
     if leaf_nodes is not None:
-        release_free_heap()
-        return best_order.astype(np.int64)
-    best_pairs = window_column_pairs(graph, best_order)
-    for slices in SPLIT_CANDIDATES:
-        order = _joined_leaf_order(graph, _rcm_slices(graph, parts, slices))
-        pairs = window_column_pairs(graph, order)
-        if pairs < best_pairs:
-            best_order, best_pairs = order, pairs
-    # what METIS and the candidates freed would otherwise stay resident under the encode's peak
+        order = np.argsort(parts, kind="stable")
+    else:
+        order = np.lexsort((_intra_part_rcm_rank(graph, parts), parts))
+    # what METIS freed would otherwise stay resident under the encode's peak
     release_free_heap()
-    return best_order.astype(np.int64)
+    return order.astype(np.int64)
 
 
-def _rcm_slices(graph: sp.csr_matrix, parts: np.ndarray, slices: int) -> np.ndarray:
-    """Leaf id (int64 [n]) of each node: every part cut into ``slices`` runs of its intra-part RCM order.
+def _intra_part_rcm_rank(graph: sp.csr_matrix, parts: np.ndarray) -> np.ndarray:
+    """Position (int64 [n]) of each node in the RCM order of ``graph`` without its edges between parts.
 
-    RCM numbers each connected component of the intra-part graph contiguously and keeps
-    neighbours close, so a run is a piece of the part whose nodes share neighbours.
+    Every connected component of that graph lies inside one part, and RCM numbers each component
+    contiguously, so sorting a part's nodes by this rank lays the part out in RCM order.
     """
     n = graph.shape[0]
     row = np.repeat(np.arange(n, dtype=np.int32), np.diff(graph.indptr))
@@ -243,66 +220,7 @@ def _rcm_slices(graph: sp.csr_matrix, parts: np.ndarray, slices: int) -> np.ndar
     del inside
     rank = np.empty(n, dtype=np.int64)
     rank[reverse_cuthill_mckee(intra, symmetric_mode=True)] = np.arange(n)
-    del intra
-    order = np.lexsort((rank, parts))
-    part_in_order = parts[order]
-    size = np.bincount(parts)
-    first = np.cumsum(size) - size
-    within = np.arange(n) - first[part_in_order]
-    leaf = np.empty(n, dtype=np.int64)
-    leaf[order] = part_in_order * slices + (within * slices) // size[part_in_order]
-    return leaf
-
-
-def _joined_leaf_order(graph: sp.csr_matrix, parts: np.ndarray) -> np.ndarray:
-    """Nodes by (group of strongly linked leaves, leaf id); see ``LEAF_JOIN_SHARE``."""
-    n = graph.shape[0]
-    n_leaves = int(parts.max()) + 1
-    membership = sp.csr_matrix(
-        (np.ones(n, dtype=np.float32), parts.astype(np.int32), np.arange(n + 1, dtype=np.int32)), shape=(n, n_leaves)
-    )
-    # edge endpoints between leaves; float32 counts are exact below 2^24 per leaf pair
-    pattern = sp.csr_matrix((np.ones(graph.nnz, dtype=np.float32), graph.indices, graph.indptr), shape=graph.shape)
-    links = (membership.T.tocsr() @ (pattern @ membership)).tocoo()
-    del pattern
-    endpoints = np.bincount(links.row, weights=links.data, minlength=n_leaves)
-    strong = (links.row != links.col) & (
-        links.data >= LEAF_JOIN_SHARE * np.minimum(endpoints[links.row], endpoints[links.col])
-    )
-    joined = sp.csr_matrix(
-        (np.ones(int(strong.sum()), dtype=np.int8), (links.row[strong], links.col[strong])), shape=(n_leaves, n_leaves)
-    )
-    _, group = connected_components(joined, directed=False)
-    # a group sits where its first leaf sits in the bisection order, its leaves in tree order
-    group_start = np.full(int(group.max()) + 1, n_leaves, dtype=np.int64)
-    np.minimum.at(group_start, group, np.arange(n_leaves))
-    leaf_rank = np.empty(n_leaves, dtype=np.int64)
-    leaf_rank[np.lexsort((np.arange(n_leaves), group_start[group]))] = np.arange(n_leaves)
-    return np.argsort(leaf_rank[parts], kind="stable").astype(np.int64)
-
-
-def window_column_pairs(graph: sp.csr_matrix, order: np.ndarray) -> int:
-    """Distinct (128-row window, column) pairs of ``graph + I`` laid out in ``order``.
-
-    Each pair is one X row the kernel gathers, whatever the tile layout, so this is the
-    order's stretch times the node count (the self loop counts: GCN adds it). Counted as
-    the pattern of (window membership)^T (graph + I), a sparse product whose only large
-    array is its output (one entry per pair).
-    """
-    n = graph.shape[0]
-    if n == 0:
-        return 0
-    window = np.empty(n, dtype=np.int32)
-    window[order] = np.arange(n, dtype=np.int32) // WINDOW_ROWS
-    n_windows = int(window.max()) + 1
-    # boolean sums are logical or, so no count can wrap to 0 and be dropped
-    windows_by_node = sp.csr_matrix(
-        (np.ones(n, dtype=bool), window, np.arange(n + 1, dtype=np.int32)), shape=(n, n_windows)
-    ).T.tocsr()
-    pattern = sp.csr_matrix((np.ones(graph.nnz, dtype=bool), graph.indices, graph.indptr), shape=graph.shape)
-    pairs = windows_by_node @ pattern + windows_by_node
-    pairs.sum_duplicates()
-    return int(pairs.nnz)
+    return rank
 
 
 def label_propagation_order(graph: sp.csr_matrix, seed: int = 0) -> np.ndarray:
