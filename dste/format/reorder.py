@@ -77,7 +77,7 @@ def compute_order(method: str, rows, cols, shape, seed: int = 0):
     """``(row_perm, col_perm)`` for ``method`` in {"rcm", "community", "community-fast"} from COO structure.
 
     ``"community-fast"`` is the community order without the RCM order inside each part (the
-    window-sized METIS parts as they come): 0.1-0.15 s less at ogbn-arxiv size, 2-12 % more
+    window-sized METIS parts as they come): 0.1-0.15 s less at ogbn-arxiv size, 2-22 % more
     X rows on the graphs of ``bench/test_reorder.py``.
     """
     graph, _ = _symmetric_graph(rows, cols, shape)
