@@ -8,24 +8,17 @@ part id gives a nested order in which any run of consecutive parts is itself a w
 of the graph. That is what lets fixed 128-row windows, which need not fall on part boundaries,
 still hold nodes that share neighbours.
 
-On large graphs the top of the tree is cut on edge samples and METIS cuts the pieces below
-(:func:`recursive_bisection_parts`): METIS keeps every coarsened level of the graph it is given
+On large graphs the first cut is made on a sample of the edges and each side is then cut by its own
+METIS call (:func:`recursive_bisection_parts`): METIS keeps every coarsened level of the graph it is given
 (its own 8-byte copies of indices and edge weights), about 55 B per edge of that graph at the
 top of a call, which made it the pipeline's peak of resident memory when it saw the whole graph.
-Three levels are cut on samples (eight pieces), each METIS call sees an eighth of the edges, and a
-forked helper process cuts half of the pieces beside this one (METIS holds the GIL, so threads
-would not run it in parallel).
 
-METIS is single-threaded and, for a fixed ``seed``, deterministic; the samples are seeded hashes;
-the parts do not depend on which process cut them.
+METIS is single-threaded and, for a fixed ``seed``, deterministic; the sample is a seeded hash.
 """
 
 from __future__ import annotations
 
 import ctypes
-import multiprocessing
-import os
-from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -43,8 +36,8 @@ on the 14 graphs of ``bench/test_reorder.py``, the community order's stretch mov
 
 
 SPLIT_MIN_PARTS = 4
-"""From this many parts on, the top of the bisection tree is cut on edge samples and the pieces by
-METIS calls of their own (see :func:`recursive_bisection_parts`)."""
+"""From this many parts on, the first bisection is made on an edge sample and each side is cut by
+its own METIS call (see :func:`recursive_bisection_parts`)."""
 
 SAMPLED_FIRST_CUT_MIN_ENTRIES = 1 << 18
 """Stored entries of the symmetric graph (two per edge) from which :func:`recursive_bisection_parts` makes its
@@ -53,15 +46,15 @@ most about 7 MB (55 B per edge), and the order stays METIS's own, as on every ge
 (the sampled cut moves a graph's order, and with it every figure measured on it, for no memory worth saving)."""
 
 SAMPLE_EDGES_PER_NODE = 3
-"""Edges each node keeps, about, in the samples the top bisections are made on (:func:`sampled_edges`).
+"""Edges each node keeps, about, in the sample the first bisection is made on (:func:`sampled_edges`).
 On ``arxiv-scale`` (shuffled ids) 3 keeps 31 % of the edges; METIS's cut of the sample, counted on
 the full graph, has 106k edges against 81k for METIS's own bisection of the full graph (4: 39 %,
 89k; 6: 53 %, 82k), and two passes of :func:`refined_bisection` bring it to 80k (``arxiv-scale-local``:
-41k, then 27.4k against 27.4k). So the smallest sample costs no cut, and METIS's memory on the whole
-graph's sample (about 13 B per stored entry) stays well below the encode's own peak."""
+41k, then 27.4k against 27.4k). So the smallest sample costs no cut, and METIS's memory on it
+(about 13 B per stored entry) stays below that of the calls on the sides."""
 
 REFINEMENT_PASSES = 2
-"""Balanced exchange passes on the full graph after each sampled bisection (:func:`refined_bisection`);
+"""Balanced exchange passes on the full graph after the sampled first bisection (:func:`refined_bisection`);
 the first pass recovers nearly all of the cut (numbers at ``SAMPLE_EDGES_PER_NODE``), 25-35 ms each at arxiv size."""
 
 SAMPLE_CHUNK = 1 << 16
@@ -120,13 +113,12 @@ def recursive_bisection_parts(
     ``graph``: CSR, symmetric, no self loops (METIS requires both; values are ignored).
     ``n_parts`` is clipped to ``[1, n]``. Part ids follow the bisection tree (see module docstring).
 
-    From ``SPLIT_MIN_PARTS`` parts on (and with ``sampled_first_cut``), the three top levels of the
-    tree are cut on edge samples (:func:`sampled_bisection`, ``SAMPLE_EDGES_PER_NODE``), and each of
-    the eight pieces is cut into its share of the parts by one METIS call, the second half of them in
-    a forked helper process (:func:`_cut_quarters`): METIS's resident memory (its coarsened copies of
-    the graph) scales with the edges of the graph it is given, and two concurrent calls see about a
-    quarter of them. Every split follows METIS's own numbering (the first side gets ``n_parts // 2``
-    parts, the same share of the nodes), so the part ids still follow one bisection tree.
+    From ``SPLIT_MIN_PARTS`` parts on, the first cut of the tree is made on a sample of the
+    edges (``SAMPLE_EDGES_PER_NODE``) and METIS then cuts each side at full resolution into its
+    share of the parts: METIS's resident memory (its coarsened copies of the graph) scales with
+    the edges of the graph it is given, and neither call sees more than about half of them.
+    The split follows METIS's own numbering (the first side gets ``n_parts // 2`` parts, the
+    same share of the nodes), so the part ids still follow one bisection tree.
     ``sampled_first_cut``: None (default) samples from ``SAMPLED_FIRST_CUT_MIN_ENTRIES`` stored entries
     on; True / False force either way.
     """
@@ -142,148 +134,21 @@ def recursive_bisection_parts(
         sampled_first_cut = graph.nnz >= SAMPLED_FIRST_CUT_MIN_ENTRIES
     if n_parts < SPLIT_MIN_PARTS or not sampled_first_cut:
         return metis_recursive_parts(graph.indptr.astype(_index_dtype()), graph.indices.astype(_index_dtype()), n_parts, seed)
-    # levels of the tree cut on edge samples: two here (four quarters), one more in each process before METIS
-    quarters = [piece for half in _split(graph, Piece(np.arange(n), n_parts, 0), seed) for piece in _split(graph, half, seed)]
-    parts = np.empty(n, dtype=np.int64)
-    for quarter, quarter_parts in zip(quarters, _cut_quarters(graph, quarters, seed)):
-        parts[quarter.nodes] = quarter.offset + quarter_parts
-    return parts
-
-
-class Piece(NamedTuple):
-    """A subtree of the bisection tree: its nodes (ids in the whole graph), its parts and its first part id."""
-
-    nodes: np.ndarray
-    n_parts: int
-    offset: int
-
-
-def _split(graph: sp.csr_matrix, piece: Piece, seed: int) -> list:
-    """``piece`` cut in two by :func:`sampled_bisection` of its subgraph, its parts shared as METIS shares them
-    (the first side gets ``n_parts // 2``, the same share of the nodes); a piece of one part stays whole."""
-    if piece.n_parts < 2:
-        return [piece]
-    inner = piece.n_parts // 2
-    member = np.zeros(graph.shape[0], dtype=bool)
-    member[piece.nodes] = True
-    nodes, indptr, indices = _induced_subgraph(graph, member)
-    subgraph = sp.csr_matrix((np.ones(indices.size, dtype=bool), indices, indptr), shape=(nodes.size, nodes.size))
-    del indptr, indices
-    side = sampled_bisection(subgraph, inner / piece.n_parts, seed)
-    return [Piece(nodes[side == 0], inner, piece.offset), Piece(nodes[side == 1], piece.n_parts - inner, piece.offset + inner)]
-
-
-def _cut_quarter(graph: sp.csr_matrix, quarter: Piece, seed: int) -> np.ndarray:
-    """Part ids (in ``[0, quarter.n_parts)``, aligned with ``quarter.nodes``): the quarter cut in two on a sample,
-    then each half by one METIS call into its parts (the calls see an eighth of the graph's edges each)."""
-    where = np.empty(graph.shape[0], dtype=np.int64)
-    where[quarter.nodes] = np.arange(quarter.nodes.size)
-    parts = np.empty(quarter.nodes.size, dtype=np.int64)
-    for eighth in _split(graph, quarter, seed):
-        member = np.zeros(graph.shape[0], dtype=bool)
-        member[eighth.nodes] = True
-        _, indptr, indices = _induced_subgraph(graph, member)
-        parts[where[eighth.nodes]] = eighth.offset - quarter.offset + metis_recursive_parts(indptr, indices, eighth.n_parts, seed)
-        del indptr, indices  # before the next METIS call
-    return parts
-
-
-def _cut_quarters(graph: sp.csr_matrix, quarters: list, seed: int) -> list:
-    """Each quarter cut into its parts (:func:`_cut_quarter`); the second side's two in a forked process.
-
-    METIS holds the GIL (pymetis) and its random generator is process-global (concurrent calls
-    in threads of one process give other parts), so the second process is a fork: it reads the
-    graph from the pages it shares with this one and sends its parts back through a pipe. Each
-    METIS call seeds the generator itself and the samples are seeded hashes, so the parts are the
-    same whichever process cuts a quarter, and the same as :data:`PARTITION_PROCESSES` = 1 gives
-    (tested). Where ``fork`` is missing, only one CPU is usable, this is a daemonic process (a
-    pool's worker) or the helper dies, this process cuts all four.
-    """
-    global HELPER_PEAK_BYTES
-    HELPER_PEAK_BYTES = None
-    if graph.nnz < HELPER_MIN_ENTRIES or all(quarter.n_parts <= 1 for quarter in quarters[2:]) or not _can_fork_a_helper():
-        return [_cut_quarter(graph, quarter, seed) for quarter in quarters]
-    # the helper's allocations then take fresh pages (counted in its peak) instead of the free heap it inherits
-    release_free_heap()
-    context = multiprocessing.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    helper = context.Process(target=_helper_cuts, args=(sender, graph, quarters[2:], seed), daemon=True)
-    helper.start()
-    sender.close()
-    own = [_cut_quarter(graph, quarter, seed) for quarter in quarters[:2]]
-    try:
-        theirs, peak = receiver.recv()
-    except EOFError:  # the helper died before sending (killed, out of memory): cut its quarters here
-        theirs, peak = [_cut_quarter(graph, quarter, seed) for quarter in quarters[2:]], None
-    finally:
-        receiver.close()
-        helper.join()
-    HELPER_PEAK_BYTES = peak
-    return own + theirs
-
-
-PARTITION_PROCESSES = 2
-"""Processes that cut the four quarters of a sampled-first-cut partition (:func:`_cut_quarters`): 2 (this
-one and a forked helper) or 1 (this one alone: the same parts, about 0.4-0.7 s slower at ogbn-arxiv size)."""
-
-HELPER_MIN_ENTRIES = 1 << 20
-"""Stored entries of the symmetric graph from which :func:`_cut_quarters` forks its helper. The fork and the
-helper's own interpreter state cost a few MB and tens of milliseconds, which only pays on graphs whose METIS calls
-take a few hundred (about 1 M entries: ogbn-arxiv's graph has 2.3 M)."""
-
-HELPER_PEAK_BYTES: int | None = None
-"""Resident memory the forked helper of the last :func:`_cut_quarters` added at its peak (its peak resident set
-minus its resident set when it started, both from ``/proc/self/status``), for memory accounting; None where no
-helper ran or it could not tell."""
-
-
-def _can_fork_a_helper() -> bool:
-    if PARTITION_PROCESSES < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        return False
-    if multiprocessing.current_process().daemon:  # a pool's worker: daemonic processes may not start children
-        return False
-    return len(os.sched_getaffinity(0)) >= 2 if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1) >= 2
-
-
-def _helper_cuts(sender, graph: sp.csr_matrix, quarters: list, seed: int) -> None:
-    start = _resident_bytes("VmRSS")
-    _reset_peak_resident()
-    cut = [_cut_quarter(graph, quarter, seed) for quarter in quarters]
-    peak = _resident_bytes("VmHWM")
-    sender.send((cut, None if start is None or peak is None else max(peak - start, 0)))
-    sender.close()
-
-
-def _resident_bytes(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_resident() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as clear:
-            clear.write("5")  # VmHWM := VmRSS
-    except OSError:
-        pass
-
-
-def sampled_bisection(graph: sp.csr_matrix, first_share: float, seed: int = 0) -> np.ndarray:
-    """Side (int8 0/1 per node) of a balanced bisection of ``graph``, side 0 holding ``first_share`` of the nodes:
-    METIS's 2-way cut of an edge sample (:func:`sampled_edges`), refined on the full graph (:func:`refined_bisection`)."""
+    first = n_parts // 2
     sample_indptr, sample_indices = sampled_edges(graph, seed)
-    side = metis_recursive_parts(sample_indptr, sample_indices, 2, seed, target_shares=[first_share, 1 - first_share])
+    side = metis_recursive_parts(sample_indptr, sample_indices, 2, seed, target_shares=[first / n_parts, 1 - first / n_parts])
     del sample_indptr, sample_indices
-    return refined_bisection(graph, side.astype(np.int8), REFINEMENT_PASSES)
+    side = refined_bisection(graph, side.astype(np.int8), REFINEMENT_PASSES)
+    parts = np.empty(n, dtype=np.int64)
+    for side_id, offset, side_parts in ((0, 0, first), (1, first, n_parts - first)):
+        nodes, indptr, indices = _induced_subgraph(graph, side == side_id)
+        parts[nodes] = offset + metis_recursive_parts(indptr, indices, side_parts, seed)
+        del indptr, indices  # before the second side's METIS call
+    return parts
 
 
 def sampled_edges(graph: sp.csr_matrix, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``(indptr, indices)`` (METIS's index type) of a symmetric edge sample of ``graph`` for a sampled bisection.
+    """``(indptr, indices)`` (METIS's index type) of a symmetric edge sample of ``graph`` for the first cut.
 
     Edge ``{u, v}`` is kept with probability ``min(1, SAMPLE_EDGES_PER_NODE / min(deg u, deg v))``,
     decided by a seeded hash of the unordered pair, so both directions agree and the sample is

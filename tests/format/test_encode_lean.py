@@ -22,40 +22,21 @@ REPO = Path(__file__).resolve().parents[2]
 _RESIDENT_PEAK_CHILD = """
 import gc, json, sys
 import scipy.sparse as sp
-import dste.format.partition as partition
 from dste.format import gcn_normalized
 from tests.format.graphs import community_graph
 
-def resident(key):
+def kib(key):
     with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith(key + ":")) * 1024
-
-def reset_peak():
-    with open("/proc/self/clear_refs", "w") as clear:
-        clear.write("5")
-
-# The quarters of a large graph's partition are cut by this process and a forked helper at once: the peak of that
-# phase is counted as this process's peak during it plus the helper's own (both peaks, as if at the same instant).
-peaks = []
-cut_quarters = partition._cut_quarters
-def counted(*args, **kwargs):
-    peaks.append(resident("VmHWM"))
-    reset_peak()
-    parts = cut_quarters(*args, **kwargs)
-    peaks.append(resident("VmHWM") + (partition.HELPER_PEAK_BYTES or 0))
-    reset_peak()
-    return parts
-partition._cut_quarters = counted
+        return next(int(line.split()[1]) for line in status if line.startswith(key + ":"))
 
 gcn_normalized(community_graph(2000, seed=1)[0], reorder="community")
 adj = sp.load_npz(sys.argv[1])
 gc.collect()
-peaks.clear()
-reset_peak()
-before = resident("VmRSS")
+with open("/proc/self/clear_refs", "w") as clear:
+    clear.write("5")
+before = kib("VmRSS")
 matrix = gcn_normalized(adj, reorder="community")
-peaks.append(resident("VmHWM"))
-print(json.dumps({"peak_bytes": max(peaks) - before, "stored": int(matrix.decode(effective=False).nnz)}))
+print(json.dumps({"peak_bytes": (kib("VmHWM") - before) * 1024, "stored": int(matrix.decode(effective=False).nnz)}))
 """
 
 

@@ -5,7 +5,6 @@ computed here from scratch with NumPy (independent of the encoder's own count).
 """
 
 import importlib
-import os
 
 import numpy as np
 import pytest
@@ -254,64 +253,3 @@ def test_is_permutation_refuses_repeats_out_of_range_and_negative_ids():
     assert not is_permutation(np.array([0, 1]), 3)
     assert is_permutation(np.array([1, 0], dtype=np.uint32), 2)
 
-
-def _quarters_graph():
-    adj, _ = community_graph(6000, seed=13)
-    graph, _ = _symmetric_graph(*adj.nonzero(), adj.shape)
-    return graph
-
-
-def _parts_alone(graph, monkeypatch):
-    import dste.format.partition as partition
-
-    with monkeypatch.context() as alone:
-        alone.setattr(partition, "PARTITION_PROCESSES", 1)
-        return recursive_bisection_parts(graph, 47, seed=0, sampled_first_cut=True)
-
-
-needs_two_cpus_and_fork = pytest.mark.skipif(
-    not hasattr(os, "fork") or len(os.sched_getaffinity(0)) < 2, reason="the quarters' helper is a fork on a second CPU"
-)
-
-
-@needs_two_cpus_and_fork
-def test_the_forked_helper_gives_the_parts_this_process_gives_alone(monkeypatch):
-    import dste.format.partition as partition
-
-    graph = _quarters_graph()
-    alone = _parts_alone(graph, monkeypatch)
-    monkeypatch.setattr(partition, "HELPER_MIN_ENTRIES", 0)
-    helped = recursive_bisection_parts(graph, 47, seed=0, sampled_first_cut=True)
-    assert partition.HELPER_PEAK_BYTES is not None  # the helper ran and reported its memory
-    assert np.array_equal(helped, alone)
-    assert np.array_equal(np.unique(helped), np.arange(47))
-
-
-@needs_two_cpus_and_fork
-def test_a_helper_that_dies_leaves_its_quarters_to_this_process(monkeypatch):
-    import dste.format.partition as partition
-
-    graph = _quarters_graph()
-    alone = _parts_alone(graph, monkeypatch)
-    monkeypatch.setattr(partition, "HELPER_MIN_ENTRIES", 0)
-    monkeypatch.setattr(partition, "_helper_cuts", lambda *args: os._exit(3))  # dies without sending
-    assert np.array_equal(recursive_bisection_parts(graph, 47, seed=0, sampled_first_cut=True), alone)
-    assert partition.HELPER_PEAK_BYTES is None
-
-
-def _parts_in_a_pool_worker(graph):
-    return recursive_bisection_parts(graph, 47, seed=0, sampled_first_cut=True)
-
-
-@needs_two_cpus_and_fork
-def test_a_pool_worker_cuts_its_quarters_alone(monkeypatch):
-    """A pool's workers are daemonic and may not start processes: the worker cuts all four quarters itself."""
-    import multiprocessing
-
-    import dste.format.partition as partition
-
-    graph = _quarters_graph()
-    alone = _parts_alone(graph, monkeypatch)
-    monkeypatch.setattr(partition, "HELPER_MIN_ENTRIES", 0)
-    with multiprocessing.get_context("fork").Pool(1) as pool:
-        assert np.array_equal(pool.apply(_parts_in_a_pool_worker, (graph,)), alone)
