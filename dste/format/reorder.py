@@ -19,11 +19,11 @@ reverse Cuthill-McKee order of the part's own subgraph (its edges between parts 
   close, so the share of a part that falls into the next window is a piece whose nodes share
   neighbours rather than an arbitrary one.
 
-Measured on the 15 graphs of ``bench/test_reorder.py`` against the former order (the better
-of the parts as they come and RCM slices of them with linked slices joined, chosen by
-counting both orders' (window, column) pairs): stretch -5.0 % to +0.6 %, lower on 11, at
-about a third of the former order's work besides METIS (one RCM, no second order, no
-counting; ``bench/README.md``, "Encode time and memory").
+Measured on the 14 graphs of ``bench/test_reorder.py`` and a 20k-node graph of 26-43-node
+communities against the former order (the better of the parts as they come and RCM slices of
+them with linked slices joined, chosen by counting both orders' (window, column) pairs):
+stretch -5.0 % to +0.6 %, lower on 11, at about a third of the former order's work besides
+METIS (one RCM, no second order, no counting; ``bench/README.md``, "Reordering").
 
 Deterministic for a fixed seed (METIS is single-threaded and seeded).
 
