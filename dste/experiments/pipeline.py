@@ -294,15 +294,13 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     stage("FP32 training")
     model = make_model(graphs[0], config.model, hidden=config.hidden, seed=seed)
     if config.fp32_snapshots == "training":
-        fp32_fit = train_fp32_on_snapshots(
-            model, [graphs[i] for i in train_ids], epochs=config.epochs, seed=seed, patience=min(50, config.epochs),
-            progress=show_progress(config),
-        )
+        fit, trained_on = train_fp32_on_snapshots, [graphs[i] for i in train_ids]
     else:
-        fp32_fit = train_fp32(
-            model, graphs[0], epochs=config.epochs, seed=seed, patience=min(50, config.epochs),
-            progress=show_progress(config),
-        )
+        fit, trained_on = train_fp32, graphs[0]
+    fp32_fit = fit(
+        model, trained_on, epochs=config.epochs, seed=seed, patience=min(50, config.epochs),
+        progress=show_progress(config),
+    )
 
     budget_actions = None
     numeric_budget = None if isinstance(config.budget, str) else config.budget

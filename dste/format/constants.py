@@ -42,6 +42,9 @@ it: an older build must refuse such a file, not load it without its diagonal); e
 version 2, which older builds read. Version 2 added the list tiles; ``load`` also reads version-1 files (no list
 tiles)."""
 
+LIST_TILES_FORMAT_VERSION = 2
+"""The version written for every matrix without a unit diagonal (version 2 added the list tiles)."""
+
 UNIT_DIAGONAL_FORMAT_VERSION = 3
 """The first version whose header carries ``unit_diagonal``."""
 

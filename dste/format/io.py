@@ -38,7 +38,12 @@ import zlib
 
 import numpy as np
 
-from dste.format.constants import FORMAT_VERSION, READABLE_FORMAT_VERSIONS, UNIT_DIAGONAL_FORMAT_VERSION
+from dste.format.constants import (
+    FORMAT_VERSION,
+    LIST_TILES_FORMAT_VERSION,
+    READABLE_FORMAT_VERSIONS,
+    UNIT_DIAGONAL_FORMAT_VERSION,
+)
 from dste.format.errors import DSTEFileError, DSTEFormatError
 from dste.format.matrix import ARRAY_FIELDS, LIST_ARRAY_FIELDS, OPTIONAL_ARRAY_FIELDS, DSTEMatrix
 
@@ -150,7 +155,7 @@ def save(matrix: DSTEMatrix, path) -> None:
             arrays[name] = value
     meta = {
         "magic": MAGIC,
-        "format_version": UNIT_DIAGONAL_FORMAT_VERSION if matrix.unit_diagonal else 2,
+        "format_version": UNIT_DIAGONAL_FORMAT_VERSION if matrix.unit_diagonal else LIST_TILES_FORMAT_VERSION,
         "shape": [int(s) for s in matrix.shape],
         "layout": matrix.layout,
         "encode_policy": matrix.encode_policy,
@@ -253,7 +258,8 @@ def _check_meta(path, meta):
     if not _is_int(version) or version not in READABLE_FORMAT_VERSIONS:
         raise DSTEFileError(
             f"{path}: format version {version!r} ({type(version).__name__}); this build reads the integer versions "
-            f"{READABLE_FORMAT_VERSIONS} (writes 2, or {FORMAT_VERSION} for a matrix with a unit diagonal)"
+            f"{READABLE_FORMAT_VERSIONS} (writes {LIST_TILES_FORMAT_VERSION}, or {FORMAT_VERSION} for a matrix with a unit "
+            "diagonal)"
         )
     for key in ("shape", "layout", "encode_policy", "fields", "absent", "sha256", "header_sha256"):
         if key not in meta:
