@@ -66,7 +66,7 @@ def resident_peak_per_stored_entry(adj, folder: Path, runs: int = 2) -> float:
 
 
 @pytest.mark.parametrize("shape", [(1000, 700), (300, 5000), (129, 1)])
-def test_packed_key_sort_matches_lexsort(shape):
+def test_counting_sorts_match_lexsort(shape):
     N, M = shape
     rng = np.random.default_rng(N)
     n = 4000
@@ -83,7 +83,7 @@ def test_packed_key_sort_matches_lexsort(shape):
     np.testing.assert_array_equal(slot, row_pos[expected] % 128)
     np.testing.assert_array_equal(sorted_cols[np.arange(rows.size)], cols[expected])
     assert vals.shape == rows.shape and np.all(vals == 1)
-    # the valued path (argsort) orders the same entries the same way
+    # the valued path (a carried permutation) orders the same entries the same way
     valued = rng.random(rows.size).astype(np.float32) + 1
     w2, c2, s2, cols2, v2 = _entries_by_window_column(rows, cols, valued, N, M, row_perm, col_perm)
     np.testing.assert_array_equal(w2, window)
