@@ -770,56 +770,82 @@ def _cost_split(group_window, group_count, eligible, n_windows, split: SplitRule
     With n entries in the window, the k densest columns holding C(k) of them:
     ``cost(k) = ceil(k/128) * bitmap_tile_cost + ceil((n - C(k))/128) * entry_tile_cost
     + x_row_bytes * (k + n - C(k))``, minimised over k = 0 .. eligible columns (ties: smaller k).
+
+    Groups arrive by window, and a group holds at most ``WINDOW_ROWS`` entries (one per slot), so
+    densest-first is one counting sort of (window, count) and every per-window figure reaches
+    the window's candidates by ``np.repeat`` over their contiguous runs.
     """
-    window_entries = np.bincount(group_window, weights=group_count, minlength=n_windows).astype(np.int64)
+    n_groups = group_window.size
+    groups_per_window = np.bincount(group_window, minlength=n_windows)
+    entries_before_group = np.zeros(n_groups + 1, dtype=np.int64)
+    np.cumsum(group_count, out=entries_before_group[1:])
+    window_entries = np.diff(entries_before_group[np.r_[0, np.cumsum(groups_per_window)]])
     # per-group arrays in int32 where they fit (a group count, a window id, a rank): this is the
     # encode's peak of memory; costs and running sums stay int64
-    index = _index_dtype(group_window.size, n_windows, int(window_entries.max(initial=0)))
+    index = _index_dtype(n_groups, n_windows * (WINDOW_ROWS + 1), int(window_entries.max(initial=0)))
     cand = np.flatnonzero(eligible).astype(index)
     c_window = group_window[cand].astype(index)
-    sort_key = c_window.astype(np.int64)
-    sort_key *= int(group_count.max(initial=0)) + 1
-    sort_key -= group_count[cand]
-    densest_first = np.argsort(sort_key, kind="stable")
-    del sort_key
+    densest_first = _stable_counting_order(c_window * (WINDOW_ROWS + 1) + (WINDOW_ROWS - group_count[cand]).astype(index),
+                                           n_windows * (WINDOW_ROWS + 1), index)
     cand = cand[densest_first]
-    c_window = c_window[densest_first]
+    del densest_first, c_window
     c_count = group_count[cand].astype(index)
-    del densest_first
-    per_window = np.bincount(c_window, minlength=n_windows)
+    per_window = np.bincount(group_window[cand], minlength=n_windows)
     window_first = np.cumsum(per_window) - per_window
     rank = np.arange(cand.size, dtype=index)
-    rank -= window_first[c_window].astype(index)
+    rank -= np.repeat(window_first.astype(index), per_window)
     running = np.cumsum(c_count, dtype=np.int64)
-    absorbed = running - (running - c_count)[window_first[c_window]]  # C(k) for k = rank + 1
-    del running
+    absorbed = running  # C(k) for k = rank + 1: the running sum less the window's start
+    absorbed -= np.repeat(np.r_[np.int64(0), running][window_first], per_window)
     bitmap_cost, entry_cost, x_row = split.bitmap_tile_cost, split.entry_tile_cost, split.x_row_bytes
     k_plus_one = rank.astype(np.int64) + 1
     if split.list_tiles:
-        cost, zero_cost = _cost_with_list_tiles(group_window, group_count, n_windows, c_window, c_count, window_first,
-                                                k_plus_one, split)
+        cost, zero_cost = _cost_with_list_tiles(group_window, group_count, n_windows, per_window, c_count,
+                                                window_first, k_plus_one, split)
     else:
-        rest = window_entries[c_window] - absorbed
+        rest = np.repeat(window_entries, per_window) - absorbed
         cost = -(-k_plus_one // TILE_COLS) * bitmap_cost + -(-rest // TILE_COLS) * entry_cost + x_row * (k_plus_one + rest)
         zero_cost = -(-window_entries // TILE_COLS) * entry_cost + x_row * window_entries  # k = 0
         del rest
-    del absorbed, k_plus_one
+    del absorbed, k_plus_one, c_count
     best = zero_cost.copy()
     has = per_window > 0
     if cand.size:
         best[has] = np.minimum(best[has], np.minimum.reduceat(cost, window_first[has]))
-    hits = np.flatnonzero(cost == best[c_window])
-    first_hit = hits[np.r_[True, c_window[hits][1:] != c_window[hits][:-1]]] if hits.size else hits
+    # the first candidate (smallest k) of each window reaching its best cost fixes the window's k
+    reaches_best = cost == np.repeat(best, per_window)
+    del cost
+    hit_rank = np.where(reaches_best, rank, np.iinfo(index).max)
     n_bitmap = np.zeros(n_windows, dtype=np.int64)
-    n_bitmap[c_window[first_hit]] = rank[first_hit] + 1
+    if cand.size:
+        n_bitmap[has] = np.minimum.reduceat(hit_rank, window_first[has]).astype(np.int64) + 1
     n_bitmap[best == zero_cost] = 0
-    chosen = rank < n_bitmap[c_window]
-    chosen_groups, chosen_rank = cand[chosen], rank[chosen]
-    in_input_order = np.argsort(chosen_groups, kind="stable")
-    return chosen_groups[in_input_order], chosen_rank[in_input_order]
+    chosen = rank < np.repeat(n_bitmap, per_window)
+    # chosen group ids are distinct: a mask over all groups puts them back in input order
+    chosen_mask = np.zeros(n_groups, dtype=bool)
+    chosen_mask[cand[chosen]] = True
+    rank_of_group = np.zeros(n_groups, dtype=index)
+    rank_of_group[cand[chosen]] = rank[chosen]
+    chosen_groups = np.flatnonzero(chosen_mask)
+    return chosen_groups, rank_of_group[chosen_groups]
 
 
-def _cost_with_list_tiles(group_window, group_count, n_windows, c_window, c_count, window_first, k_plus_one,
+def _stable_counting_order(keys, n_keys, index):
+    """The permutation (``index`` dtype) that sorts ``keys`` (integers in ``[0, n_keys)``) stably:
+    one counting sort, SciPy's COO -> CSR conversion with the keys as rows (see
+    :func:`_window_column_slot_order` for why its C routine is called directly)."""
+    from scipy.sparse import _sparsetools
+
+    n = keys.size
+    indptr = np.empty(n_keys + 1, dtype=index)
+    order = np.empty(n, dtype=index)
+    unused = np.empty(n, dtype=np.uint8)
+    _sparsetools.coo_tocsr(n_keys, max(n, 1), n, keys.astype(index, copy=False), np.arange(n, dtype=index),
+                           np.zeros(n, dtype=np.uint8), indptr, order, unused)
+    return order
+
+
+def _cost_with_list_tiles(group_window, group_count, n_windows, per_window, c_count, window_first, k_plus_one,
                           split: SplitRule):
     """Per candidate, the window's cost when it and the denser candidates are its bitmap columns, and
     per window the cost with none, when the other columns of 2+ entries go to list tiles and the
@@ -838,15 +864,13 @@ def _cost_with_list_tiles(group_window, group_count, n_windows, c_window, c_coun
     single_cols = np.bincount(group_window, weights=~multi, minlength=n_windows).astype(np.int64)
     c_multi = c_count >= 2
     running = np.cumsum(np.where(c_multi, c_count, 0), dtype=np.int64)
-    start = window_first[c_window]
-    before = np.r_[0, running][start]
-    absorbed_multi = running - before
+    absorbed_multi = running - np.repeat(np.r_[np.int64(0), running][window_first], per_window)
     running = np.cumsum(c_multi, dtype=np.int64)
-    taken_multi = running - np.r_[0, running][start]
-    del running, before, start
-    list_entries = multi_entries[c_window] - absorbed_multi
-    list_cols = multi_cols[c_window] - taken_multi
-    singles = single_cols[c_window] - (k_plus_one - taken_multi)
+    taken_multi = running - np.repeat(np.r_[np.int64(0), running][window_first], per_window)
+    del running
+    list_entries = np.repeat(multi_entries, per_window) - absorbed_multi
+    list_cols = np.repeat(multi_cols, per_window) - taken_multi
+    singles = np.repeat(single_cols, per_window) - (k_plus_one - taken_multi)
     cost = (-(-k_plus_one // TILE_COLS) * split.bitmap_tile_cost + split.list_tiles_cost(-(-list_entries // LIST_TILE_PACK))
             + -(-singles // TILE_COLS) * split.entry_tile_cost + split.x_row_bytes * (k_plus_one + list_cols + singles))
     zero_cost = (split.list_tiles_cost(-(-multi_entries // LIST_TILE_PACK)) + -(-single_cols // TILE_COLS) * split.entry_tile_cost
