@@ -68,7 +68,7 @@ import torch
 
 from dste.format import DSTEMatrix
 from dste.format.constants import WINDOW_ROWS
-from dste.format.reorder import inverse_permutation, is_permutation
+from dste.format.permutation import inverse_permutation, is_permutation
 
 from .csr_kernel import check_csr_ids, csr_product_into
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dste.format.reorder import is_permutation
+from dste.format.permutation import is_permutation
 
 from . import registry
 from .backends import BackendUnavailableError

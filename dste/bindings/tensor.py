@@ -16,7 +16,7 @@ import scipy.sparse as sp
 import torch
 
 from dste.format import DSTEMatrix
-from dste.format.reorder import inverse_permutation
+from dste.format.permutation import inverse_permutation
 
 from . import encoded_csr, registry
 from .csr_kernel import unread_rows

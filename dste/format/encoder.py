@@ -86,7 +86,7 @@ from dste.format.policy import (
 )
 from dste.format.hybrid_rows import int8_sensitivity_robust
 from dste.format.quant import INT8_QMAX, dequantize_int8, quantize_int8, to_fp16
-from dste.format.reorder import inverse_permutation
+from dste.format.permutation import inverse_permutation, is_permutation
 
 BITMAP_TILE_DEVICE_BYTES = TILE_COLS * (4 * MASK_WORDS + COLUMN_ID_BYTES) + 13
 """Device bytes of one bitmap tile without values: keep bits + column ids + window, kind,
@@ -168,8 +168,12 @@ def to_csr(A):
                 canon = sp.csr_matrix((vals, indices, indptr), shape=(N, M), copy=False)
                 canon.has_sorted_indices = True
                 return canon, (N, M)
-            rows = np.repeat(np.arange(N, dtype=np.int64), np.diff(indptr))
-            cols = indices
+            # rows sorted and duplicates summed in place (SciPy's per-row sort), on copies of the caller's arrays
+            own_vals = vals.copy() if np.may_share_memory(vals, A.data) else vals
+            canon = sp.csr_matrix((own_vals, indices.copy(), indptr.copy()), shape=(N, M))
+            canon.sum_duplicates()
+            canon.eliminate_zeros()
+            return canon, (N, M)
         else:
             coo = A.tocoo()
             rows = np.asarray(coo.row, dtype=np.int64)
@@ -307,10 +311,10 @@ def _check_scaled_range(rows, cols, stored, row_scale, col_scale, what: str = "e
 def _check_perm(name, perm, length):
     if perm is None:
         return None
-    perm = np.ascontiguousarray(perm, dtype=np.int64)
-    if perm.shape != (length,) or not np.array_equal(np.sort(perm), np.arange(length)):
-        raise DSTEFormatError(f"{name} must be a permutation of 0..{length - 1}")
-    return perm
+    perm = np.asarray(perm)
+    if perm.dtype.kind not in "iu" or not is_permutation(perm, length):
+        raise DSTEFormatError(f"{name} must be a permutation of 0..{length - 1} (integers, each id once)")
+    return np.ascontiguousarray(perm, dtype=np.int64)
 
 
 def _factor(rows, cols, vals, row_scale, col_scale, scaled_input):
@@ -1061,7 +1065,10 @@ def _entry_tiles(n_windows, window, col_pos, cols, slot, vals32, M, policy) -> d
     order and its bands take ``bands - 1`` bytes (``dste.format.matrix.band_starts``) instead of a plane of 2-3 bits
     per slot (300,000 columns: 4 B per tile against 48 B)."""
     if M > COLUMN_BAND_ROWS and window.size:
-        by_band = np.lexsort((cols // COLUMN_BAND_ROWS, window))
+        n_bands = -(-M // COLUMN_BAND_ROWS)
+        index = _index_dtype(window.size, n_windows * n_bands)
+        by_band = _stable_counting_order(window.astype(index) * n_bands + (cols // COLUMN_BAND_ROWS).astype(index),
+                                         n_windows * n_bands, index)
         window, col_pos, cols, slot = window[by_band], col_pos[by_band], cols[by_band], slot[by_band]
         vals32 = _take(vals32, by_band)
     tile_of_entry, e, tiles_per_window = _runs_per_window(n_windows, window, TILE_COLS)

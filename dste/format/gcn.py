@@ -44,7 +44,7 @@ from dste.format.encoder import encode_coo, encode_coo_owned, reencode_windows, 
 from dste.format.errors import DSTEFormatError
 from dste.format.matrix import DSTEMatrix
 from dste.format.policy import EncodePolicy
-from dste.format.reorder import inverse_permutation
+from dste.format.permutation import inverse_permutation
 
 FULL_REENCODE_ENTRY_FRACTION = 0.9
 """``gcn_update`` re-encodes everything (same order) when the changed windows hold more

@@ -33,6 +33,7 @@ from dste.format.constants import (
     TileKind,
 )
 from dste.format.errors import DSTEFormatError
+from dste.format.permutation import is_permutation
 from dste.format.bits import pack_mask, popcount, set_bits
 
 TILE_ARRAY_FIELDS = ("tile_window", "tile_kind", "tile_ncols", "tile_cols", "keep_bits", "nz_bits", "tile_slot")
@@ -433,7 +434,7 @@ class DSTEMatrix:
             if name.endswith("scale"):
                 if not np.isfinite(value).all():
                     _fail(f"{name} must be finite")
-            elif not np.array_equal(np.sort(value), np.arange(length)):
+            elif not is_permutation(value, length):
                 _fail(f"{name} must be a permutation of 0..{length - 1}")
 
         # windows
@@ -441,7 +442,7 @@ class DSTEMatrix:
         if wr.size and (wr.min() < 0 or wr.max() > N):
             _fail(f"window_rows must lie in [0, N={N}] (N marks an empty slot)")
         real = wr[wr < N]
-        if real.size != N or (N and not np.array_equal(np.sort(real), np.arange(N))):
+        if not is_permutation(real, N):
             _fail("window_rows must hold every original row id exactly once (other slots = N)")
         self._check_ptr("window_ptr", self.window_ptr, self.tile_window, n_windows, T)
         self._check_ptr("ewindow_ptr", self.ewindow_ptr, self.etile_window, n_windows, E)

@@ -49,26 +49,6 @@ from dste.format.errors import DSTEFormatError
 from dste.format.partition import recursive_bisection_parts, release_free_heap
 
 
-def inverse_permutation(perm) -> np.ndarray:
-    """``inverse[perm] = arange(len(perm))`` as int64: the encoded position of each original id (empty for an
-    empty ``perm``)."""
-    perm = np.asarray(perm)
-    inverse = np.empty(perm.shape[0], dtype=np.int64)
-    inverse[perm] = np.arange(perm.shape[0], dtype=np.int64)
-    return inverse
-
-
-def is_permutation(perm: np.ndarray, length: int) -> bool:
-    """``perm`` (an integer array) holds every id of ``0..length - 1`` exactly once: a range check and one pass, no
-    sort (a negative id would otherwise index from the end)."""
-    if perm.shape != (length,):
-        return False
-    if length and (perm.min() < 0 or perm.max() >= length):
-        return False
-    seen = np.zeros(length, dtype=bool)
-    seen[perm] = True
-    return bool(seen.all())
-
 MAX_LP_ROUNDS = 30
 LP_STOP_FRACTION = 1e-3
 

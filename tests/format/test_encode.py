@@ -124,6 +124,21 @@ def test_duplicates_summed():
     assert D[3, 4] == 3.0 and D[0, 1] == 0.5 and np.count_nonzero(D) == 2
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_unsorted_csr_with_duplicates_and_zeros_is_canonicalised_without_touching_the_input(dtype):
+    # a CSR whose rows are unsorted, with a repeated column and an explicit zero, built directly from its arrays
+    indptr = np.array([0, 4, 4, 7])
+    indices = np.array([5, 1, 5, 3, 2, 0, 4], dtype=np.int32)
+    data = np.array([1.0, 2.0, 0.5, 0.0, 4.0, 3.0, 7.0], dtype=dtype)
+    A = sp.csr_matrix((data, indices, indptr), shape=(3, 6))
+    before = [a.copy() for a in (A.data, A.indices, A.indptr)]
+    expected = np.zeros((3, 6))
+    np.add.at(expected, (np.repeat(np.arange(3), np.diff(indptr)), indices), data.astype(np.float64))
+    np.testing.assert_array_equal(encode(A, kinds="fp16").to_dense(), expected)
+    for kept, now in zip(before, (A.data, A.indices, A.indptr)):
+        np.testing.assert_array_equal(now, kept)
+
+
 @pytest.mark.parametrize(
     "bad, message",
     [

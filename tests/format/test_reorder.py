@@ -17,9 +17,9 @@ from dste.format.reorder import (
     _symmetric_graph,
     community_order,
     compute_order,
-    is_permutation,
     label_propagation_order,
 )
+from dste.format.permutation import is_permutation
 from tests.format.graphs import community_graph
 
 WINDOW = 128
