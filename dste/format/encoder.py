@@ -578,13 +578,36 @@ def _encode_tiles(entries: list, shape, row_perm, col_perm, policy, split: Split
         _take(vals32, in_bitmap),
         policy,
     )
+    del bitmap, tile_of_entry, k_of_entry
     rest = ~in_bitmap
+    del in_bitmap
     if in_list is not None:
         out.update(_list_tiles(n_windows, window[in_list], col_pos[in_list], cols[in_list], slot[in_list],
                                _take(vals32, in_list), M, policy))
         rest &= ~in_list
-    out.update(_entry_tiles(n_windows, window[rest], col_pos[rest], cols[rest], slot[rest], _take(vals32, rest), M, policy))
+    del in_list
+    entry_tile_entries = _entry_tile_entries(rest, window, col_pos, cols, slot, vals32, n_windows, M)
+    # the sorted entries are all in tiles now, or in the entry tiles' own copies: free them before those tiles
+    del rest, window, col_pos, cols, slot, vals32
+    out.update(_entry_tiles(n_windows, *entry_tile_entries, M, policy))
     return out
+
+
+def _entry_tile_entries(selected, window, col_pos, cols, slot, vals32, n_windows, M):
+    """``(window, col_pos, cols, slot, vals32)`` of the ``selected`` sorted entries in entry-tile order: as
+    sorted, and past one band of X rows (M > ``COLUMN_BAND_ROWS``) each window's entries ordered by their
+    column's band (stable, so by column position and slot inside a band; see :func:`_entry_tiles`). The selection
+    is ordered before the arrays are gathered, so each is copied once."""
+    if M > COLUMN_BAND_ROWS and window.size:
+        n_bands = -(-M // COLUMN_BAND_ROWS)
+        index = _index_dtype(window.size, n_windows * n_bands)
+        selected = np.flatnonzero(selected).astype(index)
+        band_key = window[selected].astype(index)
+        band_key *= n_bands
+        band_key += (cols[selected] // COLUMN_BAND_ROWS).astype(index)
+        selected = selected[_stable_counting_order(band_key, n_windows * n_bands, index)]
+        del band_key
+    return window[selected], col_pos[selected], cols[selected], slot[selected], _take(vals32, selected)
 
 
 class _PermutedColumns:
@@ -714,15 +737,18 @@ def _condensed_tiles(window, col_pos, cols, n_windows, M, split: SplitRule):
     run ("group"). Within a tile, columns stay in column-position order.
     """
     n = window.size
+    index = _index_dtype(n)
     new_col = np.ones(n, dtype=bool)
     np.not_equal(col_pos[1:], col_pos[:-1], out=new_col[1:])
     new_col[1:] |= window[1:] != window[:-1]
-    group_start = np.flatnonzero(new_col)
-    group_count = np.diff(np.append(group_start, n))
-    group_of_entry = np.cumsum(new_col, dtype=_index_dtype(n))
+    # per-group arrays in the narrowest type that holds them: on a graph of little locality nearly
+    # every entry is a group of its own, so each byte here is about a byte per stored entry
+    group_start = np.flatnonzero(new_col).astype(index)
+    group_count = np.diff(group_start, append=index(n)).astype(np.uint8)  # <= WINDOW_ROWS: one entry per slot
+    group_of_entry = np.cumsum(new_col, dtype=index)
     group_of_entry -= 1
     del new_col
-    group_window = window[group_start].astype(np.int64)
+    group_window = window[group_start]
     eligible = group_count >= split.min_entries
     if split.rule == "cost":
         bitmap_groups, rank = _cost_split(group_window, group_count, eligible, n_windows, split)
@@ -766,7 +792,35 @@ def _condensed_tiles(window, col_pos, cols, n_windows, M, split: SplitRule):
     return (group_tile[entry_group], group_k[entry_group], tile_window, tile_first, tile_cols, tile_ncols), in_bitmap, in_list
 
 
+COST_SPLIT_BLOCK_GROUPS = 1 << 16
+"""Groups (window columns) the cost split works on at a time, in whole windows: its per-candidate temporaries
+(about 80 B per group) then stay a few tens of MB whatever the graph's size."""
+
+
 def _cost_split(group_window, group_count, eligible, n_windows, split: SplitRule):
+    """:func:`_cost_split_block` over consecutive blocks of whole windows of about ``COST_SPLIT_BLOCK_GROUPS``
+    groups each (the split is decided per window, so blocks are independent); same result as one call."""
+    groups_per_window = np.bincount(group_window, minlength=n_windows)
+    first_group = np.zeros(n_windows + 1, dtype=np.int64)
+    np.cumsum(groups_per_window, out=first_group[1:])
+    chosen, ranks = [], []
+    start = 0
+    while start < n_windows:
+        # the last window whose groups still fit the block (at least one window per block)
+        stop = max(int(np.searchsorted(first_group, first_group[start] + COST_SPLIT_BLOCK_GROUPS, side="right")) - 1,
+                   start + 1)
+        g0, g1 = int(first_group[start]), int(first_group[stop])
+        block_groups, block_rank = _cost_split_block(group_window[g0:g1] - group_window.dtype.type(start),
+                                                     group_count[g0:g1], eligible[g0:g1], stop - start, split)
+        chosen.append(block_groups + g0)
+        ranks.append(block_rank)
+        start = stop
+    if not chosen:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(chosen), np.concatenate(ranks)
+
+
+def _cost_split_block(group_window, group_count, eligible, n_windows, split: SplitRule):
     """Per window, the k densest eligible columns that minimise the modelled call cost.
 
     Returns the chosen groups (in their input order, i.e. by window then column) and each
@@ -789,7 +843,7 @@ def _cost_split(group_window, group_count, eligible, n_windows, split: SplitRule
     index = _index_dtype(n_groups, n_windows * (WINDOW_ROWS + 1), int(window_entries.max(initial=0)))
     cand = np.flatnonzero(eligible).astype(index)
     c_window = group_window[cand].astype(index)
-    densest_first = _stable_counting_order(c_window * (WINDOW_ROWS + 1) + (WINDOW_ROWS - group_count[cand]).astype(index),
+    densest_first = _stable_counting_order(c_window * (WINDOW_ROWS + 1) + (WINDOW_ROWS - group_count[cand].astype(index)),
                                            n_windows * (WINDOW_ROWS + 1), index)
     cand = cand[densest_first]
     del densest_first, c_window
@@ -1052,25 +1106,24 @@ def _runs_per_window(n_windows, window, size):
     """Cut each window's entries (sorted by window) into consecutive runs of ``size``, one tile each: returns
     ``(tile_of_entry, position of the entry in its tile, tiles per window)``."""
     per_window = np.bincount(window, minlength=n_windows)
-    index_in_window = np.arange(window.size) - (np.cumsum(per_window) - per_window)[window]
     tiles_per_window = -(-per_window // size)
-    tile_start = np.cumsum(tiles_per_window) - tiles_per_window
-    return tile_start[window] + index_in_window // size, index_in_window % size, tiles_per_window
+    index = _index_dtype(window.size)
+    # windows are contiguous runs, so a per-window figure reaches its entries by np.repeat; int32 and in place,
+    # since on a graph of little locality nearly every entry lands here
+    index_in_window = np.arange(window.size, dtype=index)
+    index_in_window -= np.repeat((np.cumsum(per_window) - per_window).astype(index), per_window)
+    tile_of_entry = np.repeat((np.cumsum(tiles_per_window) - tiles_per_window).astype(index), per_window)
+    tile_of_entry += index_in_window // size
+    position = (index_in_window % size).astype(np.uint8 if size <= 256 else index)
+    return tile_of_entry, position, tiles_per_window
 
 
 def _entry_tiles(n_windows, window, col_pos, cols, slot, vals32, M, policy) -> dict:
-    """Entry tiles of the given entries (sorted by window, column position, slot): each window's entries in runs of
-    128. Past one band of X rows (M > ``COLUMN_BAND_ROWS``) a window's entries are first ordered by their column's
-    band (stable, so by column position and slot inside a band): every tile's ids are then in ascending band
-    order and its bands take ``bands - 1`` bytes (``dste.format.matrix.band_starts``) instead of a plane of 2-3 bits
-    per slot (300,000 columns: 4 B per tile against 48 B)."""
-    if M > COLUMN_BAND_ROWS and window.size:
-        n_bands = -(-M // COLUMN_BAND_ROWS)
-        index = _index_dtype(window.size, n_windows * n_bands)
-        by_band = _stable_counting_order(window.astype(index) * n_bands + (cols // COLUMN_BAND_ROWS).astype(index),
-                                         n_windows * n_bands, index)
-        window, col_pos, cols, slot = window[by_band], col_pos[by_band], cols[by_band], slot[by_band]
-        vals32 = _take(vals32, by_band)
+    """Entry tiles of the given entries (in :func:`_entry_tile_entries`' order): each window's entries in runs of
+    128. Past one band of X rows (M > ``COLUMN_BAND_ROWS``) a window's entries come ordered by their column's band,
+    so every tile's ids are in ascending band order and its bands take ``bands - 1`` bytes
+    (``dste.format.matrix.band_starts``) instead of a plane of 2-3 bits per slot (300,000 columns: 4 B per tile
+    against 48 B)."""
     tile_of_entry, e, tiles_per_window = _runs_per_window(n_windows, window, TILE_COLS)
     tile_of_entry, tile_window, kind, nentries, _ = _sorted_runs(n_windows, tile_of_entry, e, tiles_per_window,
                                                                  col_pos, vals32, policy)

@@ -87,6 +87,28 @@ def test_gcn_split_is_cost_optimal_per_window(fields):
     _check_cost_optimal(G, structure.tocsr(), policy.x_row_bytes, policy.gather_transfer_bytes, G.encode_policy["bitmap_min_entries"])
 
 
+@pytest.mark.parametrize("list_tiles", [False, True])
+def test_split_in_blocks_of_windows_is_the_split_in_one(monkeypatch, list_tiles):
+    """The cost split works on blocks of whole windows (``COST_SPLIT_BLOCK_GROUPS`` groups, for its memory): blocks
+    of a few windows (and of one window, when a window alone has more groups than a block) give the same tiles as
+    one block, and the brute force above still holds."""
+    import dste.format.encoder as encoder
+
+    adj, _ = community_graph(2500, p_intra=0.8, seed=11)
+    whole = gcn_normalized(adj, list_tiles=list_tiles)
+    for block in (5000, 300):
+        monkeypatch.setattr(encoder, "COST_SPLIT_BLOCK_GROUPS", block)
+        blocked = gcn_normalized(adj, list_tiles=list_tiles)
+        for name in ("tile_window", "tile_cols", "tile_ncols", "keep_bits", "etile_window", "etile_cols", "etile_rows",
+                     "ltile_window", "ltile_cols", "ltile_rows"):
+            np.testing.assert_array_equal(getattr(blocked, name), getattr(whole, name), err_msg=f"{name}, block {block}")
+    if not list_tiles:
+        structure = ((adj != 0) + sp.eye(2500, format="csr")).tocsr()
+        policy = EncodePolicy()
+        _check_cost_optimal(blocked, structure, policy.x_row_bytes, policy.gather_transfer_bytes,
+                            blocked.encode_policy["bitmap_min_entries"])
+
+
 def test_valued_split_counts_value_bytes():
     adj, _ = community_graph(1200, p_intra=0.9, seed=12)
     weighted = adj.tocsr().copy()
