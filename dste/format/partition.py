@@ -8,10 +8,13 @@ part id gives a nested order in which any run of consecutive parts is itself a w
 of the graph. That is what lets fixed 128-row windows, which need not fall on part boundaries,
 still hold nodes that share neighbours.
 
-On large graphs the first cut is made on a sample of the edges and each side is then cut by its own
-METIS call (:func:`recursive_bisection_parts`): METIS keeps every coarsened level of the graph it is given
-(its own 8-byte copies of indices and edge weights), about 55 B per edge of that graph at the
-top of a call, which made it the pipeline's peak of resident memory when it saw the whole graph.
+On large graphs the top two levels of the tree are cut on samples of the edges, each cut refined on
+the graph it cuts, and each of the four pieces is then cut by its own METIS call
+(:func:`recursive_bisection_parts`): METIS keeps every coarsened level of the graph it is given (its own
+8-byte copies of indices and edge weights), about 55-60 B per edge of that graph at the top of a call,
+which made it the pipeline's peak of resident memory when it saw the whole graph, and on graphs of
+little locality when it saw half of it (55-58 B per stored entry at ogbn-arxiv's size, 5,000-node
+communities, against 43 B with quarters).
 
 METIS is single-threaded and, for a fixed ``seed``, deterministic; the sample is a seeded hash.
 """
@@ -36,26 +39,36 @@ on the 14 graphs of ``bench/test_reorder.py``, the community order's stretch mov
 
 
 SPLIT_MIN_PARTS = 4
-"""From this many parts on, the first bisection is made on an edge sample and each side is cut by
-its own METIS call (see :func:`recursive_bisection_parts`)."""
+"""From this many parts on (one per quarter at least), the top two levels are cut on an edge sample and
+each quarter by its own METIS call (see :func:`recursive_bisection_parts`)."""
 
 SAMPLED_FIRST_CUT_MIN_ENTRIES = 1 << 18
-"""Stored entries of the symmetric graph (two per edge) from which :func:`recursive_bisection_parts` makes its
-first cut on an edge sample by default. Below it METIS cuts the whole graph in one call: its copies then take at
+"""Stored entries of the symmetric graph (two per edge) from which :func:`recursive_bisection_parts` cuts the top
+two levels on edge samples by default. Below it METIS cuts the whole graph in one call: its copies then take at
 most about 7 MB (55 B per edge), and the order stays METIS's own, as on every generated preset up to PubMed's size
-(the sampled cut moves a graph's order, and with it every figure measured on it, for no memory worth saving)."""
+(the sampled cuts move a graph's order, and with it every figure measured on it, for no memory worth saving)."""
 
 SAMPLE_EDGES_PER_NODE = 3
-"""Edges each node keeps, about, in the sample the first bisection is made on (:func:`sampled_edges`).
+"""Edges each node keeps, about, in the sample the top bisection is made on (:func:`sampled_edges`).
 On ``arxiv-scale`` (shuffled ids) 3 keeps 31 % of the edges; METIS's cut of the sample, counted on
 the full graph, has 106k edges against 81k for METIS's own bisection of the full graph (4: 39 %,
 89k; 6: 53 %, 82k), and two passes of :func:`refined_bisection` bring it to 80k (``arxiv-scale-local``:
 41k, then 27.4k against 27.4k). So the smallest sample costs no cut, and METIS's memory on it
-(about 13 B per stored entry) stays below that of the calls on the sides."""
+(about 13 B per stored entry) stays below that of the calls on the quarters."""
+
+HALF_SAMPLE_EDGES_PER_NODE = 6
+"""Edges each node keeps, about, in the sample each half's cut is made on (:func:`sampled_quarters`): 51-58 % of a
+half's edges at ogbn-arxiv's degree (77 % on a uniform random graph). METIS's cut of it, refined, against METIS's own
+bisection of the half (cut edges, both halves, ids shuffled): 1.11 / 1.06 on a 30k-node community graph; at
+ogbn-arxiv's size 0.99 / 1.00 on ``arxiv-scale``, 1.03 / 0.86 and 1.00 / 1.01 on graphs of 5,000- and 1,000-node
+communities, 1.05 / 1.06 uniform. 3 per node (28-37 %) gave 0.98-1.66, and a 4-way cut of the top sample with each
+level refined 0.82-1.61. METIS on it holds about 15 B per stored entry of the whole graph, less than the quarters'
+calls."""
 
 REFINEMENT_PASSES = 2
-"""Balanced exchange passes on the full graph after the sampled first bisection (:func:`refined_bisection`);
-the first pass recovers nearly all of the cut (numbers at ``SAMPLE_EDGES_PER_NODE``), 25-35 ms each at arxiv size."""
+"""Balanced exchange passes after each sampled cut, on the graph it cuts (:func:`refined_bisection`); the first pass
+recovers nearly all of the cut (numbers at ``SAMPLE_EDGES_PER_NODE``), 25-35 ms each on the whole graph at arxiv
+size."""
 
 SAMPLE_CHUNK = 1 << 16
 """Edges hashed at a time by :func:`sampled_edges` (its 64-bit temporaries stay a few MB)."""
@@ -113,12 +126,12 @@ def recursive_bisection_parts(
     ``graph``: CSR, symmetric, no self loops (METIS requires both; values are ignored).
     ``n_parts`` is clipped to ``[1, n]``. Part ids follow the bisection tree (see module docstring).
 
-    From ``SPLIT_MIN_PARTS`` parts on, the first cut of the tree is made on a sample of the
-    edges (``SAMPLE_EDGES_PER_NODE``) and METIS then cuts each side at full resolution into its
-    share of the parts: METIS's resident memory (its coarsened copies of the graph) scales with
-    the edges of the graph it is given, and neither call sees more than about half of them.
-    The split follows METIS's own numbering (the first side gets ``n_parts // 2`` parts, the
-    same share of the nodes), so the part ids still follow one bisection tree.
+    From ``SPLIT_MIN_PARTS`` parts on, the top two levels of the tree are cut on a sample of the
+    edges (``SAMPLE_EDGES_PER_NODE``; :func:`sampled_quarters`) and METIS then cuts each quarter at
+    full resolution into its share of the parts: METIS's resident memory (its coarsened copies of the
+    graph) scales with the edges of the graph it is given, and no call sees more than about a quarter
+    of them. Every split follows METIS's own numbering (the first side of a cut gets ``parts // 2`` of
+    its parts, the same share of its nodes), so the part ids still follow one bisection tree.
     ``sampled_first_cut``: None (default) samples from ``SAMPLED_FIRST_CUT_MIN_ENTRIES`` stored entries
     on; True / False force either way.
     """
@@ -134,25 +147,61 @@ def recursive_bisection_parts(
         sampled_first_cut = graph.nnz >= SAMPLED_FIRST_CUT_MIN_ENTRIES
     if n_parts < SPLIT_MIN_PARTS or not sampled_first_cut:
         return metis_recursive_parts(graph.indptr.astype(_index_dtype()), graph.indices.astype(_index_dtype()), n_parts, seed)
-    first = n_parts // 2
-    sample_indptr, sample_indices = sampled_edges(graph, seed)
-    side = metis_recursive_parts(sample_indptr, sample_indices, 2, seed, target_shares=[first / n_parts, 1 - first / n_parts])
-    del sample_indptr, sample_indices
-    side = refined_bisection(graph, side.astype(np.int8), REFINEMENT_PASSES)
     parts = np.empty(n, dtype=np.int64)
-    for side_id, offset, side_parts in ((0, 0, first), (1, first, n_parts - first)):
-        nodes, indptr, indices = _induced_subgraph(graph, side == side_id)
-        parts[nodes] = offset + metis_recursive_parts(indptr, indices, side_parts, seed)
-        del indptr, indices  # before the second side's METIS call
+    first_part = 0
+    for half_nodes, half_graph, quarter_side, quarter_parts in sampled_quarters(graph, n_parts, seed):
+        for side_id in (0, 1):
+            nodes, indptr, indices = _induced_subgraph(half_graph, quarter_side == side_id)
+            parts[half_nodes[nodes]] = first_part + metis_recursive_parts(indptr, indices, quarter_parts[side_id], seed)
+            del indptr, indices  # before the next quarter's METIS call
+            first_part += quarter_parts[side_id]
     return parts
 
 
-def sampled_edges(graph: sp.csr_matrix, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``(indptr, indices)`` (METIS's index type) of a symmetric edge sample of ``graph`` for the first cut.
+def _tree_shares(n_parts: int) -> list:
+    """Parts of the four quarters of a recursive bisection into ``n_parts``, as METIS numbers them."""
+    first = n_parts // 2
+    return [first // 2, first - first // 2, (n_parts - first) // 2, n_parts - first - (n_parts - first) // 2]
 
-    Edge ``{u, v}`` is kept with probability ``min(1, SAMPLE_EDGES_PER_NODE / min(deg u, deg v))``,
+
+def sampled_quarters(graph: sp.csr_matrix, n_parts: int, seed: int = 0):
+    """The top two levels of the bisection tree of ``graph`` into ``n_parts`` (>= 4), each cut on an edge sample.
+
+    Each cut is :func:`sampled_bisection`: METIS's 2-way cut of a sample of the graph being cut, refined
+    on that graph. The top cut samples ``SAMPLE_EDGES_PER_NODE`` edges per node of the whole graph, each
+    half's cut ``HALF_SAMPLE_EDGES_PER_NODE`` of the half's own graph. Yields, for each half in tree
+    order, ``(nodes, half_graph, quarter_side, quarter_parts)``: the half's node ids (in ``graph``), its
+    induced graph (CSR, METIS's index type), the quarter (0/1) of each of its nodes and the parts of its
+    two quarters. Each half's graph is made when its turn comes, so only one is held at a time.
+    """
+    shares = _tree_shares(n_parts)
+    first = shares[0] + shares[1]
+    half = sampled_bisection(graph, first / n_parts, SAMPLE_EDGES_PER_NODE, seed)
+    for half_id in (0, 1):
+        nodes, indptr, indices = _induced_subgraph(graph, half == half_id)
+        half_graph = sp.csr_matrix((np.ones(indices.size, dtype=bool), indices, indptr), shape=(nodes.size, nodes.size))
+        del indptr, indices
+        quarter_parts = shares[2 * half_id: 2 * half_id + 2]
+        side = sampled_bisection(half_graph, quarter_parts[0] / sum(quarter_parts), HALF_SAMPLE_EDGES_PER_NODE, seed)
+        yield nodes, half_graph, side, quarter_parts
+        del half_graph
+
+
+def sampled_bisection(graph: sp.csr_matrix, first_share: float, edges_per_node: int, seed: int = 0) -> np.ndarray:
+    """Side (int8 0/1 per node) of a balanced bisection of ``graph``, side 0 holding ``first_share`` of the nodes:
+    METIS's 2-way cut of an edge sample (:func:`sampled_edges`), refined on ``graph`` (:func:`refined_bisection`)."""
+    sample_indptr, sample_indices = sampled_edges(graph, seed, edges_per_node)
+    side = metis_recursive_parts(sample_indptr, sample_indices, 2, seed, target_shares=[first_share, 1 - first_share])
+    del sample_indptr, sample_indices
+    return refined_bisection(graph, side.astype(np.int8), REFINEMENT_PASSES)
+
+
+def sampled_edges(graph: sp.csr_matrix, seed: int = 0, edges_per_node: int = SAMPLE_EDGES_PER_NODE) -> tuple[np.ndarray, np.ndarray]:
+    """``(indptr, indices)`` (METIS's index type) of a symmetric edge sample of ``graph`` for a sampled cut.
+
+    Edge ``{u, v}`` is kept with probability ``min(1, edges_per_node / min(deg u, deg v))``,
     decided by a seeded hash of the unordered pair, so both directions agree and the sample is
-    symmetric. Every node thus keeps about ``SAMPLE_EDGES_PER_NODE`` edges or all of them: nodes of
+    symmetric. Every node thus keeps about ``edges_per_node`` edges or all of them: nodes of
     low degree stay attached to their community (a uniform sample would leave many isolated, free
     to land on either side, and their edges cut). Built in chunks of ``SAMPLE_CHUNK`` edges so the
     hash temporaries stay small.
@@ -162,7 +211,7 @@ def sampled_edges(graph: sp.csr_matrix, seed: int = 0) -> tuple[np.ndarray, np.n
     row_of_edge = np.repeat(np.arange(n, dtype=np.int32), np.diff(graph.indptr))
     keep = np.empty(graph.nnz, dtype=bool)
     salt = np.uint64((int(seed) * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) % 2**64)
-    threshold = np.uint64(SAMPLE_EDGES_PER_NODE * 2**32)
+    threshold = np.uint64(edges_per_node * 2**32)
     for start in range(0, graph.nnz, SAMPLE_CHUNK):
         u = row_of_edge[start : start + SAMPLE_CHUNK]
         v = graph.indices[start : start + SAMPLE_CHUNK]

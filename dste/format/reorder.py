@@ -7,9 +7,9 @@ as the bipartite graph of its rows and columns.
 Community order (``reorder="community"``)
 -----------------------------------------
 METIS multilevel recursive bisection (``dste.format.partition``, the ``pymetis`` binding)
-cuts the graph into window-sized (128-node) parts (its first cut made on an edge sample, then
-one METIS call per side, which keeps METIS's resident memory to half the graph's edges; see
-``dste.format.partition``). Parts are laid out by part id, and the nodes of each part in the
+cuts the graph into window-sized (128-node) parts (on large graphs its top two levels cut on edge
+samples, then one METIS call per quarter, which keeps METIS's resident memory to a quarter of the
+graph's edges; see ``dste.format.partition``). Parts are laid out by part id, and the nodes of each part in the
 reverse Cuthill-McKee order of the part's own subgraph (its edges between parts left out):
 
 - recursive bisection numbers parts along its bisection tree, so every run of consecutive
