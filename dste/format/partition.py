@@ -42,7 +42,7 @@ SPLIT_MIN_PARTS = 4
 """From this many parts on (one per quarter at least), the top two levels are cut on an edge sample and
 each quarter by its own METIS call (see :func:`recursive_bisection_parts`)."""
 
-SAMPLED_FIRST_CUT_MIN_ENTRIES = 1 << 18
+SAMPLED_TOP_LEVELS_MIN_ENTRIES = 1 << 18
 """Stored entries of the symmetric graph (two per edge) from which :func:`recursive_bisection_parts` cuts the top
 two levels on edge samples by default. Below it METIS cuts the whole graph in one call: its copies then take at
 most about 7 MB (55 B per edge), and the order stays METIS's own, as on every generated preset up to PubMed's size
@@ -119,7 +119,7 @@ def _pymetis():
 
 
 def recursive_bisection_parts(
-    graph: sp.csr_matrix, n_parts: int, seed: int = 0, sampled_first_cut: bool | None = None
+    graph: sp.csr_matrix, n_parts: int, seed: int = 0, sampled_top_levels: bool | None = None
 ) -> np.ndarray:
     """Part id (int64 ``[n]``, in ``[0, n_parts)``) of each node of a symmetric graph.
 
@@ -132,7 +132,7 @@ def recursive_bisection_parts(
     graph) scales with the edges of the graph it is given, and no call sees more than about a quarter
     of them. Every split follows METIS's own numbering (the first side of a cut gets ``parts // 2`` of
     its parts, the same share of its nodes), so the part ids still follow one bisection tree.
-    ``sampled_first_cut``: None (default) samples from ``SAMPLED_FIRST_CUT_MIN_ENTRIES`` stored entries
+    ``sampled_top_levels``: None (default) samples from ``SAMPLED_TOP_LEVELS_MIN_ENTRIES`` stored entries
     on; True / False force either way.
     """
     n = graph.shape[0]
@@ -143,9 +143,9 @@ def recursive_bisection_parts(
         return np.zeros(0, dtype=np.int64)
     if n_parts == 1:
         return np.zeros(n, dtype=np.int64)
-    if sampled_first_cut is None:
-        sampled_first_cut = graph.nnz >= SAMPLED_FIRST_CUT_MIN_ENTRIES
-    if n_parts < SPLIT_MIN_PARTS or not sampled_first_cut:
+    if sampled_top_levels is None:
+        sampled_top_levels = graph.nnz >= SAMPLED_TOP_LEVELS_MIN_ENTRIES
+    if n_parts < SPLIT_MIN_PARTS or not sampled_top_levels:
         return metis_recursive_parts(graph.indptr.astype(_index_dtype()), graph.indices.astype(_index_dtype()), n_parts, seed)
     parts = np.empty(n, dtype=np.int64)
     first_part = 0

@@ -151,14 +151,14 @@ def test_recursive_bisection_numbers_parts_along_its_tree():
     """The layout relies on it: parts [0, k/2) are one side of the first cut, a well-cut bisection,
     and parts [0, k/4) one side of the cut of that half.
 
-    On a graph this size (409k stored entries, past ``SAMPLED_FIRST_CUT_MIN_ENTRIES``) the top two
+    On a graph this size (409k stored entries, past ``SAMPLED_TOP_LEVELS_MIN_ENTRIES``) the top two
     levels are cut on edge samples, each refined on the graph it cuts (the whole graph, then each
     half's), so neither cut is METIS's own 2-way cut of its graph, but each must be nearly as good and
     balanced like it: the top cut within 5 % of METIS's cut edges (1.02-1.04 measured), the halves'
     cuts within 25 % (0.94-1.11 here, up to 1.18 on another seed's graph). Each quarter is then cut by
     METIS into its share of the parts.
     """
-    from dste.format.partition import SAMPLED_FIRST_CUT_MIN_ENTRIES, _index_dtype, metis_recursive_parts
+    from dste.format.partition import SAMPLED_TOP_LEVELS_MIN_ENTRIES, _index_dtype, metis_recursive_parts
 
     def metis_bisection(graph, first_share):
         return metis_recursive_parts(graph.indptr.astype(_index_dtype()), graph.indices.astype(_index_dtype()), 2, 0,
@@ -166,7 +166,7 @@ def test_recursive_bisection_numbers_parts_along_its_tree():
 
     adj, _ = community_graph(30_000, seed=2)
     graph, _ = _symmetric_graph(*adj.nonzero(), adj.shape)
-    assert graph.nnz >= SAMPLED_FIRST_CUT_MIN_ENTRIES
+    assert graph.nnz >= SAMPLED_TOP_LEVELS_MIN_ENTRIES
     n = graph.shape[0]
     for k in (4, 10, 235):
         parts = recursive_bisection_parts(graph, k, seed=0)
@@ -253,16 +253,16 @@ def test_community_fast_is_the_window_sized_parts_alone():
 
 
 def test_small_graphs_are_cut_by_one_metis_call_unless_asked_otherwise():
-    """Below SAMPLED_FIRST_CUT_MIN_ENTRIES the parts are METIS's own recursive bisection of the whole graph."""
-    from dste.format.partition import SAMPLED_FIRST_CUT_MIN_ENTRIES, _index_dtype, metis_recursive_parts
+    """Below SAMPLED_TOP_LEVELS_MIN_ENTRIES the parts are METIS's own recursive bisection of the whole graph."""
+    from dste.format.partition import SAMPLED_TOP_LEVELS_MIN_ENTRIES, _index_dtype, metis_recursive_parts
 
     adj, _ = community_graph(3000, seed=2)
     graph, _ = _symmetric_graph(*adj.nonzero(), adj.shape)
-    assert graph.nnz < SAMPLED_FIRST_CUT_MIN_ENTRIES
+    assert graph.nnz < SAMPLED_TOP_LEVELS_MIN_ENTRIES
     whole = metis_recursive_parts(graph.indptr.astype(_index_dtype()), graph.indices.astype(_index_dtype()), 24, 0)
     assert np.array_equal(recursive_bisection_parts(graph, 24, seed=0), whole)
-    assert np.array_equal(recursive_bisection_parts(graph, 24, seed=0, sampled_first_cut=False), whole)
-    assert not np.array_equal(recursive_bisection_parts(graph, 24, seed=0, sampled_first_cut=True), whole)
+    assert np.array_equal(recursive_bisection_parts(graph, 24, seed=0, sampled_top_levels=False), whole)
+    assert not np.array_equal(recursive_bisection_parts(graph, 24, seed=0, sampled_top_levels=True), whole)
 
 
 def test_is_permutation_refuses_repeats_out_of_range_and_negative_ids():
