@@ -61,6 +61,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+# SciPy's COO -> CSR / CSR -> CSC routines, for counting sorts (see _window_column_slot_order)
+from scipy.sparse import _sparsetools
 
 from dste.format.constants import (
     COLUMN_BAND_ROWS,
@@ -691,8 +693,6 @@ def _window_column_slot_order(row_pos, col_pos, N, M, carried):
     constructors sum duplicate (row, column) pairs, and the third sort has them by design: every
     slot of a window column shares the pair (window, column).
     """
-    from scipy.sparse import _sparsetools
-
     index = row_pos.dtype
     n = row_pos.size
     n_windows = -(-N // WINDOW_ROWS)
@@ -853,9 +853,7 @@ def _cost_split_block(group_window, group_count, eligible, n_windows, split: Spl
     window_first = np.cumsum(per_window) - per_window
     rank = np.arange(cand.size, dtype=index)
     rank -= np.repeat(window_first.astype(index), per_window)
-    running = np.cumsum(c_count, dtype=np.int64)
-    absorbed = running  # C(k) for k = rank + 1: the running sum less the window's start
-    absorbed -= np.repeat(np.r_[np.int64(0), running][window_first], per_window)
+    absorbed = _cumsum_within_windows(c_count, window_first, per_window)  # C(k) for k = rank + 1
     bitmap_cost, entry_cost, x_row = split.bitmap_tile_cost, split.entry_tile_cost, split.x_row_bytes
     k_plus_one = rank.astype(np.int64) + 1
     if split.list_tiles:
@@ -889,12 +887,18 @@ def _cost_split_block(group_window, group_count, eligible, n_windows, split: Spl
     return chosen_groups, rank_of_group[chosen_groups]
 
 
+def _cumsum_within_windows(values, window_first, per_window) -> np.ndarray:
+    """Running sum (int64) of ``values`` restarted at each window: the candidates of window w are the
+    ``per_window[w]`` consecutive ones from ``window_first[w]``."""
+    running = np.cumsum(values, dtype=np.int64)
+    running -= np.repeat(np.r_[np.int64(0), running][window_first], per_window)
+    return running
+
+
 def _stable_counting_order(keys, n_keys, index):
     """The permutation (``index`` dtype) that sorts ``keys`` (integers in ``[0, n_keys)``) stably:
     one counting sort, SciPy's COO -> CSR conversion with the keys as rows (see
     :func:`_window_column_slot_order` for why its C routine is called directly)."""
-    from scipy.sparse import _sparsetools
-
     n = keys.size
     indptr = np.empty(n_keys + 1, dtype=index)
     order = np.empty(n, dtype=index)
@@ -922,11 +926,8 @@ def _cost_with_list_tiles(group_window, group_count, n_windows, per_window, c_co
     multi_cols = np.bincount(group_window, weights=multi, minlength=n_windows).astype(np.int64)
     single_cols = np.bincount(group_window, weights=~multi, minlength=n_windows).astype(np.int64)
     c_multi = c_count >= 2
-    running = np.cumsum(np.where(c_multi, c_count, 0), dtype=np.int64)
-    absorbed_multi = running - np.repeat(np.r_[np.int64(0), running][window_first], per_window)
-    running = np.cumsum(c_multi, dtype=np.int64)
-    taken_multi = running - np.repeat(np.r_[np.int64(0), running][window_first], per_window)
-    del running
+    absorbed_multi = _cumsum_within_windows(np.where(c_multi, c_count, 0), window_first, per_window)
+    taken_multi = _cumsum_within_windows(c_multi, window_first, per_window)
     list_entries = np.repeat(multi_entries, per_window) - absorbed_multi
     list_cols = np.repeat(multi_cols, per_window) - taken_multi
     singles = np.repeat(single_cols, per_window) - (k_plus_one - taken_multi)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from dste.format import gcn_normalized
 from dste.format.encoder import _entries_by_window_column
@@ -47,8 +48,6 @@ def resident_peak_per_stored_entry(adj, folder: Path, runs: int = 2) -> float:
     above the quiet machine's 41.7-43.1 B (``arxiv-scale-local``); the encoder's own need is the lower figure."""
     if not os.access("/proc/self/clear_refs", os.W_OK):
         pytest.skip("needs Linux /proc/self/clear_refs to reset the peak resident-set mark")
-    import scipy.sparse as sp
-
     path = folder / "adjacency.npz"
     sp.save_npz(path, sp.csr_matrix(adj), compressed=False)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
@@ -63,6 +62,14 @@ def resident_peak_per_stored_entry(adj, folder: Path, runs: int = 2) -> float:
         assert figures["stored"] == adj.nnz + adj.shape[0]
         peaks.append(figures["peak_bytes"] / figures["stored"])
     return min(peaks)
+
+
+def _shuffled(adj):
+    """``adj`` with its node ids shuffled again (permutation seed 12345, the encode timings' own), sorted CSR."""
+    perm = np.random.default_rng(12345).permutation(adj.shape[0])
+    shuffled = sp.csr_matrix(adj)[perm][:, perm].tocsr()
+    shuffled.sort_indices()
+    return shuffled
 
 
 @pytest.mark.parametrize("shape", [(1000, 700), (300, 5000), (129, 1)])
@@ -135,10 +142,7 @@ def test_gcn_encode_resident_peak_without_locality(tmp_path, graph):
         adj = uniform_graph(30_000, 13.8, seed=5)
     else:
         adj, _ = community_graph(30_000, p_intra=0.6, min_size=750, max_size=1250, seed=5)
-    perm = np.random.default_rng(12345).permutation(adj.shape[0])
-    adj = adj[perm][:, perm].tocsr()
-    adj.sort_indices()
-    assert resident_peak_per_stored_entry(adj, tmp_path) <= 56
+    assert resident_peak_per_stored_entry(_shuffled(adj), tmp_path) <= 56
 
 
 @pytest.mark.slow
@@ -153,10 +157,7 @@ def test_gcn_encode_resident_peak_at_arxiv_size_without_locality(tmp_path, graph
         adj = uniform_graph(169_343, 13.8, seed=5)
     else:
         adj, _ = community_graph(169_343, mean_degree=13.8, p_intra=0.9, min_size=3750, max_size=6250, seed=5)
-    perm = np.random.default_rng(12345).permutation(adj.shape[0])
-    adj = adj[perm][:, perm].tocsr()
-    adj.sort_indices()
-    assert resident_peak_per_stored_entry(adj, tmp_path) <= 50
+    assert resident_peak_per_stored_entry(_shuffled(adj), tmp_path) <= 50
 
 
 @pytest.mark.slow
@@ -171,8 +172,4 @@ def test_gcn_encode_resident_peak_at_arxiv_size(tmp_path, preset):
     if a per-entry float32 copy (4 B) or the int32 COO pair (8 B) stays resident again."""
     from dste.data import load_dataset
 
-    adj = load_dataset(preset).adj
-    perm = np.random.default_rng(12345).permutation(adj.shape[0])
-    shuffled = adj.tocsr()[perm][:, perm].tocsr()
-    shuffled.sort_indices()
-    assert resident_peak_per_stored_entry(shuffled, tmp_path) <= 44.5
+    assert resident_peak_per_stored_entry(_shuffled(load_dataset(preset).adj), tmp_path) <= 44.5
