@@ -43,7 +43,7 @@ import numpy as np
 from dste.format.errors import DSTEFormatError
 from dste.format.policy import DEFAULT_FP16_THRESHOLD
 from dste.format.constants import FP16_MAX, INT8_QMAX
-from dste.format.quant import dequantize_int8, quantize_rows_host, round_half_even_saturate
+from dste.format.quant import all_finite, dequantize_int8, quantize_rows_host, round_half_even_saturate, row_blocks
 
 
 @dataclass(eq=False)
@@ -100,6 +100,8 @@ class HybridRows:
 
     def dequantize(self, dtype=np.float32) -> np.ndarray:
         """``q * scale[:, None]`` with FP16 rows replaced by ``hi`` (computed in ``dtype``)."""
+        if self.hi_rows.size == self.q.shape[0]:  # every row FP16 (hi_rows ascending: all of them, in order)
+            return self.hi.astype(dtype)
         out = np.multiply(self.q, self.scale.astype(dtype)[:, None], dtype=dtype)  # one pass, the same products
         out[self.hi_rows] = self.hi.astype(dtype)
         return out
@@ -221,10 +223,18 @@ MIN_ROW_MAGNITUDE = INT8_QMAX * float(np.finfo(np.float32).tiny)
 subnormal INT8 scale (its reciprocal overflows): refused, as the device launcher does."""
 
 
+def _row_abs_max(X) -> np.ndarray:
+    """max |x| of each row of the 2-D float32 ``X`` (F >= 1), taken by :func:`row_blocks`."""
+    row_max = np.empty(X.shape[0], dtype=X.dtype)
+    for rows in row_blocks(X.shape[0], X.shape[1]):
+        np.abs(X[rows]).max(axis=1, out=row_max[rows])
+    return row_max
+
+
 def _check_int8_scale_range(X):
     if X.size == 0:
         return
-    row_max = np.abs(X).max(axis=1)
+    row_max = _row_abs_max(X)
     tiny = (row_max > 0) & (row_max < MIN_ROW_MAGNITUDE)
     if tiny.any():
         row = int(np.flatnonzero(tiny)[0])
@@ -239,7 +249,7 @@ def _check_fp16_range(X, is_hi, why: str):
     """FP16 rows saturate at +-65504: refuse a row chosen for FP16 (``why``) that holds a larger value."""
     if not is_hi.any() or X.shape[1] == 0:
         return
-    row_max = np.abs(X[is_hi]).max(axis=1)
+    row_max = _row_abs_max(X)[is_hi] if is_hi.all() else np.abs(X[is_hi]).max(axis=1)
     too_big = row_max > FP16_MAX
     if too_big.any():
         row = int(np.flatnonzero(is_hi)[np.flatnonzero(too_big)[0]])
@@ -261,6 +271,6 @@ def _as_features(X) -> np.ndarray:
     if X.dtype.kind not in "biuf":
         raise DSTEFormatError(f"X dtype must be bool, integer or real float, got {X.dtype}")
     X = np.ascontiguousarray(X, dtype=np.float32)
-    if not np.isfinite(X).all():
+    if not all_finite(X):
         raise DSTEFormatError("X contains NaN or Inf (or values that overflow float32)")
     return X

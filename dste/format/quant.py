@@ -26,6 +26,25 @@ from dste.format.constants import FP16_MAX, INT8_QMAX, MASK_WORDS, TILE_COLS, WI
 INV_INT8_QMAX = np.float32(1.0 / INT8_QMAX)
 """fp32(1/127): the device multiplies by it instead of dividing by 127."""
 
+BLOCK_VALUES = 1 << 16
+"""Values per block of :func:`row_blocks`: the row-wise passes over a whole activation matrix take it a few
+hundred rows at a time, so each pass's temporaries stay in cache and are reused instead of being allocated
+(and faulted in) at full size: at ogbn-arxiv's size a layer input is 87 MB of float32 and quantizing it,
+pass by pass over the whole array, was a fifth of the main job. Every step is per value or per row, so the
+results are those of the whole array, bit for bit."""
+
+
+def row_blocks(num_rows: int, row_width: int):
+    """Slices of ``num_rows`` rows, ``BLOCK_VALUES // row_width`` rows each (at least one; none for no rows)."""
+    step = max(1, BLOCK_VALUES // max(int(row_width), 1))
+    for start in range(0, int(num_rows), step):
+        yield slice(start, min(start + step, int(num_rows)))
+
+
+def all_finite(x: np.ndarray) -> bool:
+    """Whether every value of the 2-D array ``x`` is finite (taken by :func:`row_blocks`)."""
+    return all(bool(np.isfinite(x[rows]).all()) for rows in row_blocks(x.shape[0], x.shape[1]))
+
 
 def round_half_even_saturate(x, dtype) -> np.ndarray:
     """Round ``x`` to nearest (ties to even) and saturate into ``dtype``'s finite range.
@@ -148,7 +167,7 @@ def quantize_rows_host(X, sensitivity, threshold):
     if X.ndim != 2 or X.dtype.kind != "f":
         raise ValueError(f"quantize_rows_host: X must be a 2-D float array, got {X.dtype} {X.shape}")
     X = np.ascontiguousarray(X, dtype=np.float32)
-    if not np.isfinite(X).all():
+    if not all_finite(X):
         raise ValueError("quantize_rows_host: X must be finite (no NaN or Inf)")
     M, F = X.shape
     sensitivity = np.asarray(sensitivity)
@@ -160,8 +179,12 @@ def quantize_rows_host(X, sensitivity, threshold):
         # every row is FP16: the INT8 part is all zero, as the rows below would make it, without computing it
         q, scale = np.zeros((M, F), np.int8), np.zeros(M, np.float32)
     else:
-        scale = device_int8_scale(X, axis=1) if F else np.ones(M, np.float32)
-        q = device_quantize_int8(X, scale[:, None]) if M else np.zeros((0, F), np.int8)
+        scale = np.ones(M, np.float32)
+        q = np.zeros((M, F), np.int8)
+        if F:
+            for rows in row_blocks(M, F):
+                scale[rows] = device_int8_scale(X[rows], axis=1)
+                q[rows] = device_quantize_int8(X[rows], scale[rows, None])
         q[is_hi] = 0
         scale = np.where(is_hi, np.float32(0.0), scale).astype(np.float32)
     hi_index = np.full(M, hi_rows.size, dtype=np.int32)

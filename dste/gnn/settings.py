@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dste.format import quantize_rows
+from dste.format.quant import row_blocks
 
 __all__ = ["ALL_INT8_THRESHOLD", "LayerSetting", "FP32_SETTING", "row_sensitivity", "quantize_rows_by_fraction"]
 
@@ -79,10 +80,16 @@ def row_sensitivity(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     if x.shape[1] == 0:  # rows without values score 0, as all-zero rows do
         return np.zeros(x.shape[0], dtype=np.float64)
+    scores = np.empty(x.shape[0], dtype=np.float64)
+    for rows in row_blocks(x.shape[0], x.shape[1]):  # a few hundred rows at a time (see row_blocks)
+        scores[rows] = _block_sensitivity(x[rows])
+    return scores
+
+
+def _block_sensitivity(x: np.ndarray) -> np.ndarray:
     amax = np.abs(x).max(axis=1, keepdims=True)
     scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
-    # In place where the formula allows, the same operations in the same order: at ogbn-arxiv's size each
-    # temporary is tens of MB and these scores are taken on every layer run.
+    # In place where the formula allows, the same operations in the same order.
     deq = np.divide(x, scale)
     np.rint(deq, out=deq)
     np.clip(deq, -128, 127, out=deq)

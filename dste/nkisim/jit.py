@@ -183,16 +183,33 @@ def _from_kernel_result(result, uses_torch, arguments):
     return tuple(arrays) if isinstance(result, tuple) else arrays[0]
 
 
+def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two C-contiguous arrays of one byte size hold the same bytes, compared in place (8 at a time where
+    the size allows): the kernels' HBM arguments are whole operands, tens of MB at ogbn-arxiv's size, and every
+    simulated launch compares each of them with what it left in HBM."""
+    a, b = a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8)
+    if a.size % 8 == 0:
+        a, b = a.view(np.uint64), b.view(np.uint64)
+    return bool(np.array_equal(a, b))
+
+
 def _write_back(originals, tensors):
     for original, tensor in zip(originals, tensors):
         if not isinstance(tensor, NkiTensor):
             continue
+        if (isinstance(original, np.ndarray) and original.dtype == tensor.dtype and original.flags.c_contiguous
+                and original.nbytes == tensor.storage.nbytes):
+            if original.flags.writeable:
+                stored = tensor.array()
+                if not _same_bytes(original, stored):
+                    original[...] = stored.reshape(original.shape)
+            continue
         values = tensor.numpy()
         if isinstance(original, np.ndarray):
-            if original.flags.writeable and not np.array_equal(
-                original.view(np.uint8), np.ascontiguousarray(values).astype(original.dtype).view(np.uint8)
-            ):
-                original[...] = values.reshape(original.shape)
+            # any other layout or dtype: compared through contiguous copies of both
+            stored = np.ascontiguousarray(values.astype(original.dtype)).reshape(original.shape)
+            if original.flags.writeable and not _same_bytes(np.ascontiguousarray(original), stored):
+                original[...] = stored
         elif _is_torch(original):
             current = _torch_to_numpy(original)
             if not np.array_equal(current.view(np.uint8), values.view(np.uint8).reshape(current.view(np.uint8).shape)):

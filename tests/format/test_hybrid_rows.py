@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from dste.format import quantize_rows
+from dste.format import quant, quantize_rows
+from dste.gnn.settings import quantize_rows_by_fraction, row_sensitivity
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.1, 1.0])
@@ -16,3 +17,43 @@ def test_hybrid_rows_footprint_counts_the_device_arrays(fraction):
     # INT8 values for every row, a float32 scale per row, an int32 id and F float16 values per FP16 row
     assert nbytes["total"] == M * F + 4 * M + m_hi * (4 + 2 * F)
     assert nbytes["hi_index"] == 4 * M  # listed, but host-only: not in the total
+
+
+def _device_int8(x):
+    """Whole-array device INT8 arithmetic: scale max|x| * fp32(1/127) (1 for a zero row), q = rne_sat(x / scale)
+    as x * fp32(1 / scale)."""
+    amax = np.abs(x).max(axis=1)
+    scale = np.where(amax > 0, (amax * np.float32(1 / 127)).astype(np.float32), np.float32(1.0))
+    inverse = (np.float32(1.0) / scale).astype(np.float32)
+    return np.clip(np.rint(x * inverse[:, None]), -127, 127).astype(np.int8), scale
+
+
+def test_row_blocks_give_the_whole_arrays_bits(monkeypatch):
+    """The row-wise passes over a layer's activations run a few hundred rows at a time: any block size gives the
+    bits of the whole array at once."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((1001, 37)) * rng.lognormal(0, 2, (1001, 1))).astype(np.float32)
+    x[10] = 0.0
+    x[11, :2] = 300.0
+    results = {}
+    for values in (1 << 30, 37 * 3 + 5):  # one block; blocks of 3 rows and a last one of 2
+        monkeypatch.setattr(quant, "BLOCK_VALUES", values)
+        assert len(list(quant.row_blocks(*x.shape))) == (1 if values > x.size else 334)
+        rows = [quantize_rows_by_fraction(x, f) for f in (0.0, 0.05, 1.0)]
+        results[values] = [row_sensitivity(x)] + [getattr(r, name) for r in rows
+                                                  for name in ("q", "scale", "hi_rows", "hi")] + [
+            r.dequantize() for r in rows]
+    for whole, blocked in zip(*results.values()):
+        assert whole.dtype == blocked.dtype and whole.tobytes() == blocked.tobytes()
+    q, scale = _device_int8(x)
+    int8_only = quantize_rows_by_fraction(x, 0.0)
+    assert np.array_equal(int8_only.q, q) and np.array_equal(int8_only.scale, scale)
+    assert np.array_equal(quantize_rows_by_fraction(x, 1.0).dequantize(), x.astype(np.float16).astype(np.float32))
+
+
+def test_a_non_finite_value_in_a_later_block_is_refused(monkeypatch):
+    monkeypatch.setattr(quant, "BLOCK_VALUES", 16)
+    x = np.ones((50, 4), np.float32)
+    x[47, 2] = np.nan
+    with pytest.raises(Exception, match="NaN or Inf"):
+        quantize_rows(x, fp16_fraction=0.0)

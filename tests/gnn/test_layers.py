@@ -206,3 +206,16 @@ def test_compressed_weights_used_in_eval_only():
 def test_the_session_runs_torch_on_one_thread():
     # tests/conftest.py pins torch (and, before NumPy loads, BLAS/OpenMP) to one thread for the whole suite
     assert torch.get_num_threads() == 1
+
+
+def test_layer_runs_multiply_by_the_propagation_matrix_with_scipys_bits():
+    from dste.gnn.execution import _sparse_times
+
+    rng = np.random.default_rng(5)
+    matrix = sp.random(300, 300, density=0.03, format="csr", random_state=7, dtype=np.float32)
+    for width in (1, 7, 40, 64, 130):
+        dense = rng.standard_normal((300, width)).astype(np.float32)
+        product = _sparse_times(matrix, dense)
+        assert product.dtype == np.float32 and product.tobytes() == (matrix @ dense).tobytes(), width
+    wide = rng.standard_normal((300, 5))  # float64: SciPy's own product
+    assert np.array_equal(_sparse_times(matrix, wide), matrix @ wide)

@@ -151,8 +151,10 @@ def test_kernel_output_must_be_shared_hbm():
         sim.simulate(returns_numpy)(x)
 
 
-def test_a_kernel_may_return_its_own_argument_written_in_place():
-    """As the ISA ``dma_copy`` scatter example: rows scattered into the ``output`` argument, which is returned."""
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+def test_a_kernel_may_return_its_own_argument_written_in_place(layout):
+    """As the ISA ``dma_copy`` scatter example: rows scattered into the ``output`` argument, which is returned.
+    A C-contiguous argument is compared with HBM in place, any other through a copy: both are written back."""
 
     def scatter_rows(src_data, indices, output):
         src = nl.ndarray(src_data.shape, dtype=src_data.dtype, buffer=nl.sbuf)
@@ -166,10 +168,12 @@ def test_a_kernel_may_return_its_own_argument_written_in_place():
     rng = np.random.default_rng(0)
     src = rng.standard_normal((128, 8)).astype(np.float32)
     rows = rng.permutation(256)[:128].astype(np.uint32)
-    output = np.zeros((256, 8), np.float32)
+    output = np.zeros((256, 8), np.float32) if layout == "contiguous" else np.zeros((256, 16), np.float32)[:, ::2]
+    src_bytes = src.tobytes()
     returned = sim.simulate(scatter_rows)(src, rows[:, None], output)
     expected = np.zeros((256, 8), np.float32)
     expected[rows] = src
+    assert src.tobytes() == src_bytes  # an argument the kernel only read keeps its values
     np.testing.assert_array_equal(returned, expected)
     np.testing.assert_array_equal(output, expected)  # the argument itself is updated in place
     assert returned is output  # and returned as itself, not as a second copy
