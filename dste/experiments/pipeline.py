@@ -65,6 +65,7 @@ from dste.controller import (
     train_controller,
 )
 from dste.controller.baselines import feasible_static_search
+from dste.experiments.memory import freed_memory_kept
 
 __all__ = ["RunConfig", "run", "format_table", "PAPER_ROWS", "POLICY_LABELS"]
 
@@ -739,7 +740,7 @@ def _single_threaded():
 
 
 def _run_seed_in_worker(config: RunConfig, base, seed: int) -> dict:
-    with _single_threaded(), tqdm(disable=True) as no_bar:
+    with _single_threaded(), freed_memory_kept(), tqdm(disable=True) as no_bar:
         return _run_seed(config, base, seed, no_bar)
 
 
@@ -783,7 +784,8 @@ def run(config: RunConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     base = _load_base(config)
     config = schedule_for(config, int(base.num_nodes))
-    per_seed = _run_seeds(config, base)
+    with freed_memory_kept():
+        per_seed = _run_seeds(config, base)
     checkpoint = per_seed[0].pop("agent").save(out / "controller_seed0.pt")
     for entry in per_seed[1:]:
         entry.pop("agent")
