@@ -249,7 +249,7 @@ def _check_fp16_range(X, is_hi, why: str):
     """FP16 rows saturate at +-65504: refuse a row chosen for FP16 (``why``) that holds a larger value."""
     if not is_hi.any() or X.shape[1] == 0:
         return
-    row_max = _row_abs_max(X)[is_hi] if is_hi.all() else np.abs(X[is_hi]).max(axis=1)
+    row_max = _row_abs_max(X if is_hi.all() else X[is_hi])
     too_big = row_max > FP16_MAX
     if too_big.any():
         row = int(np.flatnonzero(is_hi)[np.flatnonzero(too_big)[0]])

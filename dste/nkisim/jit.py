@@ -194,24 +194,21 @@ def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def _write_back(originals, tensors):
+    """Each HBM argument the kernel changed, written back into the caller's array or tensor (compared byte for
+    byte first: an argument the kernel only read, or one the caller cannot write, is left as it was)."""
     for original, tensor in zip(originals, tensors):
         if not isinstance(tensor, NkiTensor):
             continue
-        if (isinstance(original, np.ndarray) and original.dtype == tensor.dtype and original.flags.c_contiguous
-                and original.nbytes == tensor.storage.nbytes):
-            if original.flags.writeable:
-                stored = tensor.array()
-                if not _same_bytes(original, stored):
-                    original[...] = stored.reshape(original.shape)
-            continue
-        values = tensor.numpy()
         if isinstance(original, np.ndarray):
-            # any other layout or dtype: compared through contiguous copies of both
-            stored = np.ascontiguousarray(values.astype(original.dtype)).reshape(original.shape)
-            if original.flags.writeable and not _same_bytes(np.ascontiguousarray(original), stored):
+            if not original.flags.writeable:
+                continue
+            # HBM itself (no copy when the dtypes agree), compared with the original in place when it is contiguous
+            stored = tensor.array().astype(original.dtype, copy=False).reshape(original.shape)
+            if not _same_bytes(np.ascontiguousarray(original), stored):
                 original[...] = stored
         elif _is_torch(original):
+            values = tensor.numpy()
             current = _torch_to_numpy(original)
-            if not np.array_equal(current.view(np.uint8), values.view(np.uint8).reshape(current.view(np.uint8).shape)):
+            if not _same_bytes(current, values):
                 with __import__("torch").no_grad():
                     original.copy_(_numpy_to_torch(values.reshape(current.shape)))
