@@ -16,7 +16,7 @@ __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
 
 def _stream_seed(text: str) -> int | None:
-    """``--stream-seed``: an integer >= 0, or ``per-seed`` (None: each seed draws its own stream)."""
+    """``--stream-seed`` / ``--model-seed``: an integer >= 0, or ``per-seed`` (None: each seed its own)."""
     if text == "per-seed":
         return None
     try:
@@ -67,13 +67,17 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                              "over it costs --budget-penalty. 'static50' (default) = per snapshot, the modelled latency "
                              "static 50%% sparse INT8 would spend on it; '<x>fp32' (e.g. 0.33fp32) = per snapshot, x "
                              "times the FP32 model's modelled latency; 'none' = no ceiling. A stream with its own "
-                             "budget schedule (--stream budget-shift) overrides it")
+                             "budget (--stream budget-shift, bursty) overrides every choice but '<x>fp32'")
     parser.add_argument("--stream", default="steady",
                         help="how the graph changes between snapshots, a preset of dste.data.stream.STREAM_PRESETS: "
                              "steady (default), bursty, drift, growing, budget-shift")
     parser.add_argument("--stream-seed", type=_stream_seed, default=0,
                         help="which random stream of snapshots every seed sees (an integer >= 0, default 0), or "
                              "'per-seed': seed s draws stream s, so the spread over seeds also holds the streams' own")
+    parser.add_argument("--model-seed", type=_stream_seed, default=None,
+                        help="which FP32 model every seed's controller compresses: 'per-seed' (default: seed s "
+                             "trains its own model s, so the spread over seeds holds the models' own), or an "
+                             "integer >= 0: one model trained with that seed, so the spread is the controller's")
     parser.add_argument("--no-fallback", action="store_true",
                         help="judge the plain DQN, without its conservative fallback (greedy search's plan fitted to "
                              "each snapshot's latency budget) where the Q-values do not separate")
@@ -112,7 +116,7 @@ def _run_main(args: argparse.Namespace) -> int:
         dataset=args.dataset, root=args.root, seeds=args.seeds, snapshots=args.snapshots, episodes=args.episodes,
         model=args.model, hidden=args.hidden, epochs=args.epochs, lambda_latency=args.lambda_latency,
         budget=args.budget, budget_penalty=args.budget_penalty, target=args.target, out=args.out, quick=args.quick, progress=not args.no_progress,
-        stream=args.stream, stream_seed=args.stream_seed, fallback=not args.no_fallback, oracle=args.oracle, frontier=not args.no_frontier,
+        stream=args.stream, stream_seed=args.stream_seed, model_seed=args.model_seed, fallback=not args.no_fallback, oracle=args.oracle, frontier=not args.no_frontier,
         jobs=args.jobs, fp32_snapshots=args.fp32_snapshots,
     )
     report = run(config)

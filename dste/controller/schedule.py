@@ -6,8 +6,10 @@
 
 expressed, as the reward and the guard expect, as a fraction of the environment's reference latency
 (uniform INT8). ``fraction`` is a constant (``dste run --budget 0.33fp32``: the seed paper's "3x lower latency
-than FP32" operating point) or a per-snapshot schedule (``dste.data.stream``'s ``budget_cycle``: a service
-whose latency target moves with its load). The budget is label-free: both latencies come from the cost model.
+than FP32" operating point), a per-snapshot schedule (``dste.data.stream``'s ``budget_cycle``: a service
+whose latency target moves with its load) or ``fixed_budget``'s one budget in microseconds for every snapshot
+(``budget_slo``: a fixed latency objective that a burst or growth of the graph spends). The budget is
+label-free: both latencies come from the cost model.
 
 The wrapped environment's state carries its own budget; the wrapper rewrites the state's
 ``latency_budget_left`` feature so the controller sees the budget it is judged against.
@@ -22,9 +24,18 @@ import numpy as np
 from dste.controller.env import CompressionEnv, EpisodeOutcome, LayerReport
 from dste.controller.state import FEATURE_CLIP, FEATURE_NAMES
 
-__all__ = ["BudgetScheduleEnv"]
+__all__ = ["BudgetScheduleEnv", "fixed_budget"]
 
 _BUDGET_LEFT = FEATURE_NAMES.index("latency_budget_left")
+
+
+def fixed_budget(budget_us: float, fp32_latency_us: Callable[[int], float]) -> Callable[[int], float]:
+    """The schedule of one latency budget of ``budget_us`` microseconds on every snapshot (a service's fixed
+    latency objective, ``StreamParams.budget_slo``), as the fraction of each snapshot's FP32 latency it is."""
+    budget_us = float(budget_us)
+    if not (np.isfinite(budget_us) and budget_us > 0):
+        raise ValueError(f"fixed_budget: the latency budget must be > 0 us, got {budget_us!r}")
+    return lambda snapshot: budget_us / float(fp32_latency_us(snapshot))
 
 
 class BudgetScheduleEnv(CompressionEnv):

@@ -49,6 +49,7 @@ from dste.controller import (
     BudgetGuard,
     BudgetProjectedPlan,
     BudgetScheduleEnv,
+    fixed_budget,
     calibrate_margin,
     plan_values,
     pareto_front,
@@ -108,6 +109,7 @@ class RunConfig:
     progress: bool = True
     stream: str = "steady"
     stream_seed: int | None = 0  # None: each seed s draws its own stream s
+    model_seed: int | None = None  # None: each seed s trains its own FP32 model s; an int: one model for all
     fallback: bool = True
     oracle: bool = False
     frontier: bool = True
@@ -145,6 +147,10 @@ class RunConfig:
             not isinstance(self.stream_seed, int) or isinstance(self.stream_seed, bool) or self.stream_seed < 0
         ):
             raise ValueError(f"--stream-seed must be an integer >= 0 or 'per-seed', got {self.stream_seed!r}")
+        if self.model_seed is not None and (
+            not isinstance(self.model_seed, int) or isinstance(self.model_seed, bool) or self.model_seed < 0
+        ):
+            raise ValueError(f"--model-seed must be an integer >= 0 or 'per-seed', got {self.model_seed!r}")
         if isinstance(self.budget, str):
             if self.budget.lower() in ("none", ""):
                 self.budget = None
@@ -293,13 +299,15 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     heldout_ids = [int(i) for i in stream.heldout_indices]
     stage = _StageClock(bar, seed)
     stage("FP32 training")
-    model = make_model(graphs[0], config.model, hidden=config.hidden, seed=seed)
+    # With --model-seed every seed compresses the same FP32 model, so the spread over seeds is the controller's.
+    model_seed = seed if config.model_seed is None else config.model_seed
+    model = make_model(graphs[0], config.model, hidden=config.hidden, seed=model_seed)
     if config.fp32_snapshots == "training":
         fit, trained_on = train_fp32_on_snapshots, [graphs[i] for i in train_ids]
     else:
         fit, trained_on = train_fp32, graphs[0]
     fp32_fit = fit(
-        model, trained_on, epochs=config.epochs, seed=seed, patience=min(50, config.epochs),
+        model, trained_on, epochs=config.epochs, seed=model_seed, patience=min(50, config.epochs),
         progress=show_progress(config),
     )
 
@@ -312,6 +320,10 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     elif params.budget_cycle:
         # The stream sets each snapshot's budget (a fraction of the FP32 latency on it); the option's is unused.
         schedule = lambda n: snapshots[n].latency_budget  # noqa: E731
+        numeric_budget = None
+    elif params.budget_slo:
+        # The stream sets one budget in microseconds (set below, once the FP32 latency of snapshot 0 is known).
+        schedule = _FIXED_SLO
         numeric_budget = None
     if schedule is None and config.budget == "static50":
         # Each snapshot's budget is what static 50 % sparse INT8 would spend on it (modelled, label-free):
@@ -326,7 +338,10 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         model, graphs, train_ids, heldout_ids, target=config.target, budget_actions=budget_actions, layers=layers
     )
     if schedule is not None:
-        env = BudgetScheduleEnv(env, schedule, _fp32_latency_of(env))
+        fp32_latency = _fp32_latency_of(env)
+        if schedule is _FIXED_SLO:
+            schedule = fixed_budget(params.budget_slo * fp32_latency(0), fp32_latency)
+        env = BudgetScheduleEnv(env, schedule, fp32_latency)
     reward = RewardConfig(config.lambda_latency, numeric_budget, config.budget_penalty)
     stage("controller training")
     train_config = TrainConfig(
@@ -444,6 +459,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         "seed": seed,
         "stream": config.stream,
         "stream_seed": stream.seed,
+        "model_seed": model_seed,
         "fp32_latency_us": [_fp32_latency_of(env)(n) for n in heldout_ids],
         "budget_of_fp32": [env.budget_of_fp32(n) for n in heldout_ids] if schedule is not None else None,
         "fallback": {
@@ -463,6 +479,10 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         "policies": results,
         "agent": trained.agent,
     }
+
+
+_FIXED_SLO = object()
+"""Marks a stream's fixed latency objective (``StreamParams.budget_slo``) until its microseconds are known."""
 
 
 def _fp32_latency_of(env):

@@ -13,6 +13,7 @@ from dste.controller import (
     RewardConfig,
     StaticPolicy,
     calibrate_margin,
+    fixed_budget,
     pareto_front,
     run_policy,
     snapshot_oracle,
@@ -35,6 +36,21 @@ def test_schedule_budget_is_the_fraction_of_fp32_latency_in_reference_units():
     for n in range(6):
         assert env.budget_of_fp32(n) == pytest.approx(0.5 + 0.1 * n)
         assert env.budget_fraction(n) == pytest.approx((0.5 + 0.1 * n) * fp32 / toy.reference_latency(n))
+
+
+def test_fixed_budget_is_the_same_microseconds_on_every_snapshot_whatever_fp32_costs_there():
+    toy = ToyEnv(n_train=4, n_heldout=2)
+    growing_fp32 = lambda n: 8.0 * (1.0 + 0.25 * n)  # noqa: E731  (a graph whose FP32 latency grows)
+    env = BudgetScheduleEnv(toy, fixed_budget(6.0, growing_fp32), growing_fp32)
+    for n in range(6):
+        assert env.budget_of_fp32(n) == pytest.approx(6.0 / growing_fp32(n))
+        assert env.budget_fraction(n) * toy.reference_latency(n) == pytest.approx(6.0)
+
+
+@pytest.mark.parametrize("bad", [0.0, -2.0, float("inf"), float("nan")])
+def test_fixed_budget_refuses_a_budget_that_is_not_positive_microseconds(bad):
+    with pytest.raises(ValueError, match="must be > 0 us"):
+        fixed_budget(bad, lambda n: 8.0)
 
 
 def test_schedule_rewrites_the_budget_left_feature_and_the_outcome():

@@ -178,15 +178,41 @@ def test_every_preset_is_documented_and_valid():
         stream_params("no-such-stream")
 
 
-def test_bursty_stream_changes_far_more_rows_on_burst_steps():
-    stream = make_stream("cora-like", num_snapshots=7, seed=2, preset="bursty")
-    changed = [snapshot.changed_rows.size for snapshot in stream]
-    burst, quiet = [changed[t] for t in (3, 6)], [changed[t] for t in (1, 2, 4, 5)]
-    assert min(burst) > 4 * max(quiet)
-    # the class means jump at a burst: the step's mean shift is larger than any quiet step's
-    means = [snapshot.graph.meta["class_means"] for snapshot in stream]
-    shift = [np.linalg.norm(means[t] - means[t - 1]) for t in range(1, 7)]
-    assert min(shift[2], shift[5]) > 5 * max(shift[0], shift[1], shift[3], shift[4])
+def test_bursty_stream_adds_a_flash_crowd_at_each_burst_and_removes_it_at_the_next_step():
+    stream = make_stream("cora-like", num_snapshots=8, seed=2, preset="bursty")
+    snapshots = list(stream)
+    edges = [s.graph.num_undirected_edges for s in snapshots]
+    base = edges[0]
+    for t in (3, 6):  # burst steps: 60 % more edges for one step
+        assert abs(edges[t] - 1.6 * base) <= 0.01 * base
+        assert edges[t + 1] == base
+    for t in (1, 2, 5):
+        assert edges[t] == base
+    # the burst's own edges, drawn at step 3, are all gone at step 4 and were all new at step 3
+    flash = snapshots[3].graph.meta["burst_keys"]
+    n = snapshots[3].graph.num_nodes
+    rows, cols = flash // n, flash % n
+    assert abs(flash.size - 0.6 * base) <= 0.01 * base  # the block model may fall a few pairs short
+    assert edges[3] == edges[2] + flash.size
+    assert np.all(snapshots[2].graph.adj[rows, cols] == 0)
+    assert np.all(snapshots[3].graph.adj[rows, cols] == 1)
+    assert np.all(snapshots[4].graph.adj[rows, cols] == 0)
+    # one end of every burst edge lies in a community active at that step
+    meta = snapshots[3].graph.meta
+    active = np.isin(meta["block_model"].node_community, meta["active_communities"])
+    assert np.all(active[rows] | active[cols])
+    changed = [s.changed_rows.size for s in snapshots]
+    assert min(changed[3], changed[4]) > 4 * max(changed[1], changed[2], changed[5])
+
+
+def test_a_stream_without_burst_edges_draws_the_same_snapshots_as_before_the_knob():
+    # burst_edges = 0 draws nothing more: a stream's snapshots depend only on the knobs it sets
+    plain = make_stream("cora-like", num_snapshots=5, seed=3, edge_churn=0.02, burst_every=2, burst_churn=0.3)
+    again = make_stream("cora-like", num_snapshots=5, seed=3, edge_churn=0.02, burst_every=2, burst_churn=0.3,
+                        burst_edges=0.0, budget_slo=0.7)
+    for a, b in zip(plain, again):
+        assert (a.graph.adj != b.graph.adj).nnz == 0
+        assert a.graph.meta.get("burst_keys") is None
 
 
 def test_growing_stream_grows_by_the_preset_rate():
@@ -212,6 +238,11 @@ def test_budget_shift_carries_the_cycle_and_leaves_the_graph_as_steady():
     ({"burst_churn": 1.0}, "burst_churn"),
     ({"burst_drift": -0.1}, "burst_drift"),
     ({"budget_cycle": (1.0, 0.0)}, "budget_cycle"),
+    ({"burst_edges": 0.5}, "burst_every"),
+    ({"burst_edges": 1.5, "burst_every": 2}, "burst_edges"),
+    ({"burst_edges": float("nan"), "burst_every": 2}, "burst_edges must be finite"),
+    ({"budget_slo": -0.1}, "budget_slo"),
+    ({"budget_slo": 0.7, "budget_cycle": (0.5,)}, "not both"),
 ])
 def test_bad_burst_and_budget_knobs_are_refused(knobs, message):
     with pytest.raises(ValueError, match=message):

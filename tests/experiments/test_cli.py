@@ -7,7 +7,7 @@ from dste.experiments.pipeline import RunConfig
 
 RUN_OPTIONS = ("--dataset", "--root", "--seeds", "--snapshots", "--episodes", "--out", "--model", "--quick",
                "--lambda", "--budget", "--target", "--hidden", "--epochs", "--stream", "--no-fallback", "--oracle",
-               "--no-frontier", "0.33fp32", "budget-shift")
+               "--no-frontier", "--model-seed", "0.33fp32", "budget-shift")
 
 
 def test_run_help_explains_every_option(capsys):
@@ -36,6 +36,7 @@ def test_top_level_help_lists_run(capsys):
     (["run", "--lambda", "-1"], "lambda_latency"),
     (["run", "--stream-seed", "-1"], "--stream-seed: must be an integer >= 0 or 'per-seed'"),
     (["run", "--stream-seed", "each"], "--stream-seed: must be an integer >= 0 or 'per-seed'"),
+    (["run", "--model-seed", "-2"], "--model-seed: must be an integer >= 0 or 'per-seed'"),
 ])
 def test_bad_run_options_fail_with_a_clear_message(argv, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
@@ -65,6 +66,44 @@ def test_every_seed_sees_the_stream_seed_stream_unless_per_seed(monkeypatch, str
         with pytest.raises(Drawn):
             pipeline._run_seed(config, base=None, seed=seed, bar=None)
     assert seen == drawn
+
+
+@pytest.mark.parametrize("model_seed, trained", [(None, [0, 1, 2]), (5, [5, 5, 5])])
+def test_every_seed_trains_its_own_fp32_model_unless_one_model_seed_is_given(monkeypatch, model_seed, trained):
+    """--model-seed N: every seed's controller compresses the one FP32 model trained with seed N."""
+    from tqdm.auto import tqdm
+
+    import dste.gnn
+    from dste.data import make_graph
+    from dste.experiments import pipeline
+
+    seen = []
+
+    class Trained(Exception):
+        pass
+
+    def record_model(graph, kind, hidden, seed):
+        seen.append(("model", seed))
+        return object()
+
+    def record_fit(model, graph, epochs, seed, patience, progress):
+        seen.append(("fit", seed))
+        raise Trained
+
+    monkeypatch.setattr(dste.gnn, "make_model", record_model)
+    monkeypatch.setattr(dste.gnn, "train_fp32", record_fit)
+    config = RunConfig(seeds=3, snapshots=4, model_seed=model_seed, progress=False)
+    base = make_graph("cora-like", seed=0)
+    for seed in range(3):
+        with pytest.raises(Trained):
+            pipeline._run_seed(config, base=base, seed=seed, bar=tqdm(disable=True))
+    assert seen == [(step, s) for s in trained for step in ("model", "fit")]
+
+
+@pytest.mark.parametrize("model_seed", [-1, 2.5, True, "1"])
+def test_run_config_rejects_bad_model_seed(model_seed):
+    with pytest.raises(ValueError, match="--model-seed"):
+        RunConfig(model_seed=model_seed)
 
 
 @pytest.mark.parametrize("stream_seed", [-1, 1.5, True, "0"])
