@@ -100,6 +100,32 @@ def test_every_seed_trains_its_own_fp32_model_unless_one_model_seed_is_given(mon
     assert seen == [(step, s) for s in trained for step in ("model", "fit")]
 
 
+def test_a_stream_with_one_latency_objective_gets_the_same_microseconds_on_every_snapshot(monkeypatch):
+    """--stream bursty: the budget is budget_slo x the FP32 latency of snapshot 0 on every snapshot, while the
+    FP32 latency itself moves with the bursts."""
+    from tqdm.auto import tqdm
+
+    from dste.data import make_graph
+    from dste.data.stream import stream_params
+    from dste.experiments import pipeline
+
+    class Captured(Exception):
+        pass
+
+    def capture(env, schedule, fp32_latency):
+        raise Captured(schedule, fp32_latency)
+
+    monkeypatch.setattr(pipeline, "BudgetScheduleEnv", capture)
+    config = RunConfig(stream="bursty", seeds=1, snapshots=5, epochs=1, progress=False)
+    with pytest.raises(Captured) as captured:
+        pipeline._run_seed(config, base=make_graph("cora-like", seed=0), seed=0, bar=tqdm(disable=True))
+    schedule, fp32_latency = captured.value.args
+    slo = stream_params("bursty").budget_slo * fp32_latency(0)
+    for n in range(5):
+        assert schedule(n) * fp32_latency(n) == pytest.approx(slo, rel=1e-12)
+    assert fp32_latency(3) > 1.05 * fp32_latency(2)  # snapshot 3 is a burst: the objective is spent faster
+
+
 @pytest.mark.parametrize("model_seed", [-1, 2.5, True, "1"])
 def test_run_config_rejects_bad_model_seed(model_seed):
     with pytest.raises(ValueError, match="--model-seed"):
