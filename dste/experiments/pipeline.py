@@ -322,7 +322,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         schedule = lambda n: snapshots[n].latency_budget  # noqa: E731
         numeric_budget = None
     elif params.budget_slo:
-        # The stream sets one budget in microseconds (set below, once the FP32 latency of snapshot 0 is known).
+        # The stream sets one budget in microseconds (set below, once uniform INT8's latency on snapshot 0 is known).
         schedule = _FIXED_SLO
         numeric_budget = None
     if schedule is None and config.budget == "static50":
@@ -340,7 +340,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     if schedule is not None:
         fp32_latency = _fp32_latency_of(env)
         if schedule is _FIXED_SLO:
-            schedule = fixed_budget(params.budget_slo * fp32_latency(0), fp32_latency)
+            schedule = fixed_budget(params.budget_slo * env.reference_latency(0), fp32_latency)
         env = BudgetScheduleEnv(env, schedule, fp32_latency)
     reward = RewardConfig(config.lambda_latency, numeric_budget, config.budget_penalty)
     stage("controller training")
