@@ -322,7 +322,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         schedule = lambda n: snapshots[n].latency_budget  # noqa: E731
         numeric_budget = None
     elif params.budget_slo:
-        # The stream sets one budget in microseconds (set below, once uniform INT8's latency on snapshot 0 is known).
+        # The stream sets one budget in microseconds: set below, once uniform INT8's latency on snapshot 0 is known.
         schedule = _FIXED_SLO
         numeric_budget = None
     if schedule is None and config.budget == "static50":
