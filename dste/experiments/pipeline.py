@@ -689,6 +689,52 @@ def _paired_gap(s: dict) -> str:
 PLOT_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 
 
+SNAPSHOT_PLOT_POLICIES = ("dste_dqn", "static_hindsight", "greedy", "int8")
+"""The policies ``snapshots.png`` follows over the held-out snapshots (those the run has)."""
+
+
+def _plot_snapshots(seed_result: dict, path: Path, target: str, title: str) -> bool:
+    """One seed's held-out snapshots in order: each policy's modelled latency against the snapshot's budget, and
+    its accuracy; the controller's plan is written at its latency points, so a change of plan is visible. Skipped
+    (False) when the run has no latency budget. Written atomically."""
+    policies = seed_result["policies"]
+    budgets = policies["dste_dqn"]["per_snapshot_budget_us"]
+    if any(budget is None for budget in budgets):
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    snapshots = seed_result["heldout_snapshots"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharex=True)
+    axes[0].step(snapshots, budgets, where="mid", color="k", lw=1.5, label="latency budget")
+    for i, name in enumerate(n for n in SNAPSHOT_PLOT_POLICIES if n in policies):
+        row, style = policies[name], dict(marker=PLOT_MARKERS[i % len(PLOT_MARKERS)], color=f"C{i}", lw=1.2)
+        label = POLICY_LABELS.get(name, name)
+        axes[0].plot(snapshots, row["per_snapshot_latency_us"], label=label, **style)
+        axes[1].plot(snapshots, [100 * a for a in row["per_snapshot_accuracy"]], label=label, **style)
+        if name == "dste_dqn":
+            for n, latency, plan in zip(snapshots, row["per_snapshot_latency_us"], row["actions"]):
+                axes[0].annotate(" | ".join(plan), (n, latency), textcoords="offset points", xytext=(0, -14),
+                                 ha="center", fontsize=7, color=style["color"])
+    axes[0].set_ylabel(f"latency per inference (us, {target}; modelled, not measured)")
+    axes[1].set_ylabel("held-out test accuracy (%)")
+    for ax in axes:
+        ax.set_xlabel("held-out snapshot")
+        ax.set_xticks(snapshots)
+        ax.set_xlim(min(snapshots) - 0.6, max(snapshots) + 0.6)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"{title}: seed {seed_result['seed']}, snapshot by snapshot")
+    fig.tight_layout()
+    from dste.format.io import atomic_write
+
+    atomic_write(path, lambda handle: fig.savefig(handle, dpi=120, format="png"))
+    plt.close(fig)
+    return True
+
+
 def _plot(summary: dict, path: Path, target: str, title: str) -> None:
     """Two panels, accuracy against modelled latency and against memory; every series visible.
 
@@ -795,8 +841,9 @@ def _run_seeds(config: RunConfig, base) -> list[dict]:
 
 
 def run(config: RunConfig) -> dict:
-    """Run the main job; writes ``results.json``, ``accuracy_vs_latency.png``, ``table.txt`` and the DQN
-    checkpoint of the first seed to the output directory, and returns the JSON-able report."""
+    """Run the main job; writes ``results.json``, ``accuracy_vs_latency.png``, ``frontier.png``, ``snapshots.png``
+    (with a latency budget), ``table.txt`` and the DQN checkpoint of the first seed to the output directory, and
+    returns the JSON-able report."""
     start = time.perf_counter()
     out = Path(config.out) if config.out else default_out_dir()
     if out.exists() and not out.is_dir():
@@ -840,6 +887,7 @@ def run(config: RunConfig) -> dict:
     _plot(summary, out / "accuracy_vs_latency.png", config.target, title)
     if report["frontier"] is not None:
         _plot_frontier(report["frontier"], out / "frontier.png", config.target, title)
+    _plot_snapshots(per_seed[0], out / "snapshots.png", config.target, title)
     report["out_dir"] = str(out)
     return report
 

@@ -62,3 +62,30 @@ def test_frontier_plot_is_written(case, tmp_path):
     path = tmp_path / "frontier.png"
     _plot_frontier(_frontier_summary(per_seed, summary), path, "trn2", "case")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _seed_with_budgets(budgets):
+    def row(latencies, accuracies):
+        return {"per_snapshot_latency_us": latencies, "per_snapshot_accuracy": accuracies,
+                "per_snapshot_budget_us": budgets, "actions": [["s0/c0/fp16:0", "s0/c0/fp16:0"]] * 3}
+
+    return {"seed": 0, "heldout_snapshots": [9, 10, 11], "policies": {
+        "dste_dqn": row([95.9, 95.3, 92.8], [0.73, 0.83, 0.834]),
+        "int8": row([108.9, 95.3, 92.8], [0.86, 0.83, 0.834]),
+    }}
+
+
+def test_snapshot_plot_is_written_when_the_run_has_budgets(tmp_path):
+    from dste.experiments.pipeline import _plot_snapshots
+
+    path = tmp_path / "snapshots.png"
+    assert _plot_snapshots(_seed_with_budgets([98.2, 98.2, 98.2]), path, "trn2", "case")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_snapshot_plot_is_skipped_without_a_budget(tmp_path):
+    from dste.experiments.pipeline import _plot_snapshots
+
+    path = tmp_path / "snapshots.png"
+    assert not _plot_snapshots(_seed_with_budgets([None, None, None]), path, "trn2", "case")
+    assert not path.exists()
