@@ -181,6 +181,7 @@ def test_quick_run_end_to_end(tmp_path, capsys):
     assert summary["fp32"]["bytes_mean"] > 3 * summary["int8"]["bytes_mean"]
     assert 0.0 <= summary["dste_dqn"]["share_within_budget"] <= 1.0  # the default budget is static 50 %'s latency
     assert (out / "accuracy_vs_latency.png").stat().st_size > 5000
+    assert (out / "snapshots.png").stat().st_size > 5000  # the default budget is per snapshot
     table_lines = (out / "table.txt").read_text().splitlines()
     assert table_lines[0].startswith("SMOKE RUN (--quick") and table_lines[1].startswith("policy")
     assert report["smoke_run"] is True and "SMOKE RUN" in printed
