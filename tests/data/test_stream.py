@@ -247,3 +247,19 @@ def test_budget_shift_carries_the_cycle_and_leaves_the_graph_as_steady():
 def test_bad_burst_and_budget_knobs_are_refused(knobs, message):
     with pytest.raises(ValueError, match=message):
         StreamParams(**knobs).validate()
+
+
+def test_flash_crowd_edges_leave_by_their_own_ids_while_the_graph_grows():
+    # new nodes shift the pair keys' base (i * n + j): the edges of a burst must still be the ones that leave
+    stream = make_stream("cora-like", num_snapshots=4, seed=7, edge_churn=0.01, growth=0.05, burst_every=2,
+                         burst_churn=0.01, burst_edges=0.3, active_fraction=0.5)
+    snapshots = list(stream)
+    burst, after = snapshots[2], snapshots[3]
+    flash = burst.graph.meta["burst_keys"]
+    n = burst.graph.num_nodes
+    rows, cols = flash // n, flash % n
+    assert after.graph.num_nodes > n and flash.size > 0
+    assert np.all(burst.graph.adj[rows, cols] == 1)
+    assert np.all(after.graph.adj[rows, cols] == 0)
+    removed = set(map(tuple, after.removed_edges.T.tolist()))
+    assert set(zip(rows.tolist(), cols.tolist())) <= removed
