@@ -710,7 +710,9 @@ def _plot_snapshots(seed_result: dict, path: Path, target: str, title: str) -> b
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharex=True)
     axes[0].step(snapshots, budgets, where="mid", color="k", lw=1.5, label="latency budget")
     for i, name in enumerate(n for n in SNAPSHOT_PLOT_POLICIES if n in policies):
-        row, style = policies[name], dict(marker=PLOT_MARKERS[i % len(PLOT_MARKERS)], color=f"C{i}", lw=1.2)
+        # the controller is drawn on top: where a baseline takes the same plan, its line hides the baseline's
+        row, style = policies[name], dict(marker=PLOT_MARKERS[i % len(PLOT_MARKERS)], color=f"C{i}", lw=1.2,
+                                          zorder=4 if name == "dste_dqn" else 3)
         label = POLICY_LABELS.get(name, name)
         axes[0].plot(snapshots, row["per_snapshot_latency_us"], label=label, **style)
         axes[1].plot(snapshots, [100 * a for a in row["per_snapshot_accuracy"]], label=label, **style)
