@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
 
-def _stream_seed(text: str) -> int | None:
+def _seed_or_per_seed(text: str) -> int | None:
     """``--stream-seed`` / ``--model-seed``: an integer >= 0, or ``per-seed`` (None: each seed its own)."""
     if text == "per-seed":
         return None
@@ -71,10 +71,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stream", default="steady",
                         help="how the graph changes between snapshots, a preset of dste.data.stream.STREAM_PRESETS: "
                              "steady (default), bursty, drift, growing, budget-shift")
-    parser.add_argument("--stream-seed", type=_stream_seed, default=0,
+    parser.add_argument("--stream-seed", type=_seed_or_per_seed, default=0,
                         help="which random stream of snapshots every seed sees (an integer >= 0, default 0), or "
                              "'per-seed': seed s draws stream s, so the spread over seeds also holds the streams' own")
-    parser.add_argument("--model-seed", type=_stream_seed, default=None,
+    parser.add_argument("--model-seed", type=_seed_or_per_seed, default=None,
                         help="which FP32 model every seed's controller compresses: 'per-seed' (default: seed s "
                              "trains its own model s, so the spread over seeds holds the models' own), or an "
                              "integer >= 0: one model trained with that seed, so the spread is the controller's")

@@ -345,17 +345,18 @@ class SnapshotStream:
             keys = drop_present(sorted_unique(pair_keys(sources, targets, n)[sources != targets]), exclude)
             added_pairs.append(np.stack([keys // n, keys % n]))
             exclude = sorted_unique(np.concatenate([exclude, keys]))
+        churn_keys = old_keys[:0]
         if num_remove:
-            keys = sample_edges(
+            churn_keys = sample_edges(
                 grown_model, rng, num_remove, every_node_once=False, exclude_keys=exclude, source_pool=active_pool
             )
-            added_pairs.append(np.stack([keys // n, keys % n]))
+            added_pairs.append(np.stack([churn_keys // n, churn_keys % n]))
         flash_keys = None
         if p.burst_edges > 0 and p._bursting(t):
-            churned = np.concatenate([pair_keys(pairs[0], pairs[1], n) for pairs in added_pairs])
+            # exclude already holds the old edges and the new nodes' ones; the churn's are added here
             flash_keys = sample_edges(
                 grown_model, rng, int(round(p.burst_edges * old_keys.size)), every_node_once=False,
-                exclude_keys=sorted_unique(np.concatenate([exclude, churned])), source_pool=active_pool,
+                exclude_keys=sorted_unique(np.concatenate([exclude, churn_keys])), source_pool=active_pool,
             )
             added_pairs.append(np.stack([flash_keys // n, flash_keys % n]))
         added = np.concatenate(added_pairs, axis=1)

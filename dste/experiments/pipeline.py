@@ -143,14 +143,10 @@ class RunConfig:
             raise ValueError(f"--fp32-snapshots must be one of {FP32_SNAPSHOTS}, got {self.fp32_snapshots!r}")
         if self.stream not in STREAM_PRESETS:
             raise ValueError(f"--stream must be one of {sorted(STREAM_PRESETS)}, got {self.stream!r}")
-        if self.stream_seed is not None and (
-            not isinstance(self.stream_seed, int) or isinstance(self.stream_seed, bool) or self.stream_seed < 0
-        ):
-            raise ValueError(f"--stream-seed must be an integer >= 0 or 'per-seed', got {self.stream_seed!r}")
-        if self.model_seed is not None and (
-            not isinstance(self.model_seed, int) or isinstance(self.model_seed, bool) or self.model_seed < 0
-        ):
-            raise ValueError(f"--model-seed must be an integer >= 0 or 'per-seed', got {self.model_seed!r}")
+        for name in ("stream_seed", "model_seed"):  # None: 'per-seed'
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 0 or 'per-seed', got {value!r}")
         if isinstance(self.budget, str):
             if self.budget.lower() in ("none", ""):
                 self.budget = None
@@ -728,12 +724,7 @@ def _plot_snapshots(seed_result: dict, path: Path, target: str, title: str) -> b
         ax.set_xlim(min(snapshots) - 0.6, max(snapshots) + 0.6)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    fig.suptitle(f"{title}: seed {seed_result['seed']}, snapshot by snapshot")
-    fig.tight_layout()
-    from dste.format.io import atomic_write
-
-    atomic_write(path, lambda handle: fig.savefig(handle, dpi=120, format="png"))
-    plt.close(fig)
+    _write_figure(fig, f"{title}: seed {seed_result['seed']}, snapshot by snapshot", path)
     return True
 
 
@@ -906,12 +897,17 @@ def _json_default(value):
 
 def _save_two_panels(fig, axes, title, path):
     """Label, lay out and write (atomically) a figure of two accuracy panels, then free it."""
+    axes[0].set_ylabel("held-out test accuracy (%)")
+    axes[1].legend(fontsize=7, loc="best")
+    _write_figure(fig, title, path)
+
+
+def _write_figure(fig, title, path):
+    """Title, lay out and write (atomically) a figure as PNG, then free it."""
     import matplotlib.pyplot as plt
 
     from dste.format.io import atomic_write
 
-    axes[0].set_ylabel("held-out test accuracy (%)")
-    axes[1].legend(fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
     atomic_write(path, lambda handle: fig.savefig(handle, dpi=120, format="png"))

@@ -30,8 +30,8 @@ BLOCK_VALUES = 1 << 16
 """Values per block of :func:`row_blocks`: the row-wise passes over a whole activation matrix take it a few
 hundred rows at a time, so each pass's temporaries stay in cache and are reused instead of being allocated
 (and faulted in) at full size: at ogbn-arxiv's size a layer input is 87 MB of float32 and quantizing it,
-pass by pass over the whole array, was more than a quarter of the main job. Every step is per value or per row, so the
-results are those of the whole array, bit for bit."""
+pass by pass over the whole array, was more than a quarter of the main job. Every step is per value or per row, so
+the results are those of the whole array, bit for bit."""
 
 
 def row_blocks(num_rows: int, row_width: int):
