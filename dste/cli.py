@@ -28,6 +28,19 @@ def _seed_or_per_seed(text: str) -> int | None:
     return value
 
 
+def _jobs(text: str) -> int | str:
+    """``--jobs``: a positive integer, or ``auto`` (resolved per graph by ``dste.experiments.pipeline.schedule_for``)."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}")
+    return value
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset", default="cora-like",
@@ -99,9 +112,11 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                              "controller checkpoint (default ./runs/<timestamp>)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 1 seed, 6 snapshots, at most 100 episodes and 60 epochs")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="seeds run in this many worker processes at once (default 1); the numbers do not "
-                             "change, only the wall time and the memory (one job's worth per worker)")
+    parser.add_argument("--jobs", type=_jobs, default="auto",
+                        help="seeds run in this many worker processes at once; 'auto' (default): one per core this "
+                             "process may use, at most one per seed, on graphs up to 20,000 nodes (one above). The "
+                             "figures do not change, only the wall time, the memory (one job's worth per worker) and "
+                             "the measured CPU times (the workers share the cores)")
     parser.add_argument("--fp32-snapshots", choices=("first", "training"), default="first",
                         help="what each seed's FP32 model trains on: the stream's first snapshot (default) or every "
                              "training snapshot in turn (one step per epoch each, the epoch kept by their mean "

@@ -27,6 +27,17 @@ def test_same_seed_same_weights_and_actions():
     assert not torch.equal(a.q.trunk[0].weight, c.q.trunk[0].weight)
 
 
+def test_the_multi_tensor_adam_step_gives_the_weights_of_torchs_default_loop(monkeypatch):
+    """The agent's Adam runs foreach (fewer calls); the weights must be those of torch's per-parameter loop."""
+    foreach = _trained_agent(5)
+    adam = torch.optim.Adam
+    monkeypatch.setattr(torch.optim, "Adam", lambda params, lr, foreach: adam(params, lr=lr, foreach=False))
+    loop = _trained_agent(5)
+    assert loop.optimizer.defaults["foreach"] is False and foreach.optimizer.defaults["foreach"] is True
+    for (name, ta), (_, tb) in zip(foreach.q.state_dict().items(), loop.q.state_dict().items()):
+        assert torch.equal(ta, tb), name
+
+
 def test_agent_does_not_disturb_the_global_torch_generator():
     torch.manual_seed(123)
     expected = torch.rand(3)

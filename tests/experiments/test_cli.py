@@ -37,12 +37,55 @@ def test_top_level_help_lists_run(capsys):
     (["run", "--stream-seed", "-1"], "--stream-seed: must be an integer >= 0 or 'per-seed'"),
     (["run", "--stream-seed", "each"], "--stream-seed: must be an integer >= 0 or 'per-seed'"),
     (["run", "--model-seed", "-2"], "--model-seed: must be an integer >= 0 or 'per-seed'"),
+    (["run", "--jobs", "0"], "--jobs: must be a positive integer or 'auto'"),
+    (["run", "--jobs", "all"], "--jobs: must be a positive integer or 'auto'"),
 ])
 def test_bad_run_options_fail_with_a_clear_message(argv, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(argv + ["--out", str(tmp_path), "--no-progress"])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, nodes, jobs", [
+    ([], 2_708, 3), (["--jobs", "auto"], 20_000, 3), ([], 20_001, 1), (["--jobs", "1"], 2_708, 1),
+    (["--jobs", "5"], 169_343, 5),
+])
+def test_jobs_default_to_one_worker_per_usable_core_on_graphs_two_workers_fit(monkeypatch, tmp_path, argv, nodes,
+                                                                              jobs):
+    """Without --jobs (or with 'auto') the seeds get one worker per core this process may use, on graphs whose
+    two workers' memory was measured to fit; a number given is kept."""
+    from dste.experiments import pipeline
+
+    class Started(Exception):
+        pass
+
+    def record(config):
+        seen.append(pipeline.schedule_for(config, nodes).jobs)
+        raise Started
+
+    seen = []
+    monkeypatch.setattr(pipeline, "default_jobs", lambda: 3)
+    monkeypatch.setattr(pipeline, "run", record)
+    with pytest.raises(Started):
+        main(["run", *argv, "--out", str(tmp_path), "--no-progress"])
+    assert seen == [jobs]
+
+
+@pytest.mark.parametrize("jobs", ["many", 0, 1.5, True])
+def test_run_config_rejects_bad_jobs(jobs):
+    with pytest.raises(ValueError, match="--jobs must be a positive integer or .auto."):
+        RunConfig(jobs=jobs)
+
+
+def test_default_jobs_counts_the_cores_this_process_may_use(monkeypatch):
+    import os
+
+    from dste.experiments import pipeline
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert pipeline.default_jobs() == 2
 
 
 @pytest.mark.parametrize("stream_seed, drawn", [(0, [0, 0, 0]), (4, [4, 4, 4]), (None, [0, 1, 2])])
