@@ -25,7 +25,7 @@ from dste.gnn.latency import LatencyModel, prices_fp16_rows_by_count
 from dste.gnn.settings import FP32_SETTING, LayerSetting
 
 __all__ = [
-    "LayerEvaluator", "setting_of", "state_rows", "run_bytes_budget", "LAYER_RUNS_KEPT", "LAYER_RUN_BYTES_KEPT", "STATE_ROWS",
+    "LayerEvaluator", "setting_of", "state_rows", "run_bytes_budget", "available_memory_bytes", "LAYER_RUNS_KEPT", "LAYER_RUN_BYTES_KEPT", "STATE_ROWS",
 ]
 
 LAYER_RUNS_KEPT = 4096
@@ -48,6 +48,16 @@ RUN_BYTES_MEMORY_SHARE = 0.4
 RUN_BYTES_CEILING = 16 << 30
 
 
+def available_memory_bytes() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` in bytes (Linux); None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as handle:
+            fields = dict(line.split(":", 1) for line in handle)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def run_bytes_budget(jobs: int = 1) -> int:
     """Bytes of layer outputs an evaluator may keep when ``jobs`` evaluators run at once on this machine:
     ``RUN_BYTES_MEMORY_SHARE`` of the available memory split between the jobs, at least
@@ -60,11 +70,8 @@ def run_bytes_budget(jobs: int = 1) -> int:
     """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    try:
-        with open("/proc/meminfo") as handle:
-            fields = dict(line.split(":", 1) for line in handle)
-        available = int(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
+    available = available_memory_bytes()
+    if available is None:
         return LAYER_RUN_BYTES_KEPT
     share = int(RUN_BYTES_MEMORY_SHARE * available / jobs)
     return int(min(max(share, LAYER_RUN_BYTES_KEPT), RUN_BYTES_CEILING))

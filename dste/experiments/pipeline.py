@@ -114,7 +114,7 @@ class RunConfig:
     fallback: bool = True
     oracle: bool = False
     frontier: bool = True
-    jobs: int | str = 1  # "auto": one worker per usable core on graphs up to PARALLEL_SEEDS_MAX_NODES nodes
+    jobs: int | str = 1  # "auto": one worker per usable core, as many as the memory holds (auto_jobs)
     fp32_snapshots: str = "first"  # "first": FP32 trained on snapshot 0; "training": on every training snapshot
 
     def __post_init__(self) -> None:
@@ -224,10 +224,23 @@ static sweep, so the large-graph schedule judges fewer snapshots (four training,
 controller for fewer episodes; everything else about the method is unchanged."""
 
 
-PARALLEL_SEEDS_MAX_NODES = 20_000
-"""Largest graph on which ``--jobs auto`` runs the seeds in parallel. Measured: pubmed-like (19,717 nodes) in two
-worker processes peaks at 8.7-8.9 GB per worker on the 24 GiB machine; at arxiv scale one process alone peaks at
-15-16 GB. Between the two the memory of two workers is unmeasured, so auto takes one there."""
+WORKER_PEAK_BYTES = (1.37e9, 382e3)
+"""A seed's worker process at its peak, modelled as (fixed bytes, bytes per node) through two measurements on the 24 GiB
+development machine, each worker beside a second: cora-like (2,708 nodes) 2.3-2.4 GB, pubmed-like (19,717 nodes)
+8.7-8.9 GB. At arxiv scale (169,343 nodes, the large-graph schedule) it predicts 66 GB where one process peaks at
+15-16 GB: beyond the measured sizes it errs towards fewer workers."""
+
+
+def auto_jobs(num_nodes: int) -> int:
+    """Workers ``--jobs auto`` runs for a graph of ``num_nodes`` nodes: one per usable core (``default_jobs``), as many
+    as the available memory holds at ``WORKER_PEAK_BYTES`` each; one where the memory cannot be read."""
+    from dste.experiments.env_layers import available_memory_bytes
+
+    available = available_memory_bytes()
+    if available is None:
+        return 1
+    fixed, per_node = WORKER_PEAK_BYTES
+    return max(1, min(default_jobs(), int(available // (fixed + per_node * num_nodes))))
 
 
 def default_jobs() -> int:
@@ -241,11 +254,11 @@ def default_jobs() -> int:
 def schedule_for(config: RunConfig, num_nodes: int) -> RunConfig:
     """``config`` with its snapshot count and episodes filled in for a graph of ``num_nodes`` nodes: the
     ``"large"`` schedule above ``LARGE_GRAPH_NODES`` nodes, else ``"default"``; values the run set are kept.
-    ``jobs="auto"`` becomes ``default_jobs()`` up to ``PARALLEL_SEEDS_MAX_NODES`` nodes, else 1."""
+    ``jobs="auto"`` becomes ``auto_jobs(num_nodes)``."""
     snapshots, episodes = SCHEDULES["large" if num_nodes > LARGE_GRAPH_NODES else "default"]
     jobs = config.jobs
     if jobs == "auto":
-        jobs = default_jobs() if num_nodes <= PARALLEL_SEEDS_MAX_NODES else 1
+        jobs = auto_jobs(num_nodes)
     return replace(
         config,
         snapshots=snapshots if config.snapshots is None else config.snapshots,

@@ -48,14 +48,13 @@ def test_bad_run_options_fail_with_a_clear_message(argv, message, capsys, tmp_pa
 
 
 @pytest.mark.parametrize("argv, nodes, jobs", [
-    ([], 2_708, 3), (["--jobs", "auto"], 20_000, 3), ([], 20_001, 1), (["--jobs", "1"], 2_708, 1),
+    ([], 2_708, 3), (["--jobs", "auto"], 19_717, 2), ([], 169_343, 1), (["--jobs", "1"], 2_708, 1),
     (["--jobs", "5"], 169_343, 5),
 ])
-def test_jobs_default_to_one_worker_per_usable_core_on_graphs_two_workers_fit(monkeypatch, tmp_path, argv, nodes,
-                                                                              jobs):
-    """Without --jobs (or with 'auto') the seeds get one worker per core this process may use, on graphs whose
-    two workers' memory was measured to fit; a number given is kept."""
-    from dste.experiments import pipeline
+def test_jobs_default_to_one_worker_per_usable_core_as_memory_allows(monkeypatch, tmp_path, argv, nodes, jobs):
+    """Without --jobs (or with 'auto') the seeds get one worker per core this process may use, as many as the
+    available memory holds at a worker's modelled peak; a number given is kept."""
+    from dste.experiments import env_layers, pipeline
 
     class Started(Exception):
         pass
@@ -66,10 +65,21 @@ def test_jobs_default_to_one_worker_per_usable_core_on_graphs_two_workers_fit(mo
 
     seen = []
     monkeypatch.setattr(pipeline, "default_jobs", lambda: 3)
+    monkeypatch.setattr(env_layers, "available_memory_bytes", lambda: 22 << 30)  # the 24 GiB machine, quiet
     monkeypatch.setattr(pipeline, "run", record)
     with pytest.raises(Started):
         main(["run", *argv, "--out", str(tmp_path), "--no-progress"])
     assert seen == [jobs]
+
+
+def test_auto_jobs_take_one_worker_where_the_memory_is_unknown(monkeypatch):
+    from dste.experiments import env_layers, pipeline
+
+    monkeypatch.setattr(pipeline, "default_jobs", lambda: 8)
+    monkeypatch.setattr(env_layers, "available_memory_bytes", lambda: None)
+    assert pipeline.auto_jobs(100) == 1
+    monkeypatch.setattr(env_layers, "available_memory_bytes", lambda: 1 << 30)  # less than one worker's peak
+    assert pipeline.auto_jobs(100) == 1
 
 
 @pytest.mark.parametrize("jobs", ["many", 0, 1.5, True])
