@@ -6,10 +6,10 @@
 
 expressed, as the reward and the guard expect, as a fraction of the environment's reference latency
 (uniform INT8). ``fraction`` is a constant (``dste run --budget 0.33fp32``: the seed paper's "3x lower latency
-than FP32" operating point), a per-snapshot schedule (``dste.data.stream``'s ``budget_cycle``: a service
-whose latency target moves with its load) or ``fixed_budget``'s one budget in microseconds for every snapshot
-(``budget_slo``: a fixed latency objective that a burst or growth of the graph spends). The budget is
-label-free: both latencies come from the cost model.
+than FP32" operating point), ``int8_multiple_budget``'s per-snapshot multiples of uniform INT8's latency
+(``dste.data.stream``'s ``budget_cycle``: a service whose latency target moves with its load) or
+``fixed_budget``'s one budget in microseconds for every snapshot (``budget_slo``: a fixed latency objective that a
+burst or growth of the graph spends). The budget is label-free: every latency comes from the cost model.
 
 The wrapped environment's state carries its own budget; the wrapper rewrites the state's
 ``latency_budget_left`` feature so the controller sees the budget it is judged against.
@@ -24,7 +24,7 @@ import numpy as np
 from dste.controller.env import CompressionEnv, EpisodeOutcome, LayerReport
 from dste.controller.state import FEATURE_CLIP, FEATURE_NAMES
 
-__all__ = ["BudgetScheduleEnv", "fixed_budget"]
+__all__ = ["BudgetScheduleEnv", "fixed_budget", "int8_multiple_budget"]
 
 _BUDGET_LEFT = FEATURE_NAMES.index("latency_budget_left")
 
@@ -36,6 +36,28 @@ def fixed_budget(budget_us: float, fp32_latency_us: Callable[[int], float]) -> C
     if not (np.isfinite(budget_us) and budget_us > 0):
         raise ValueError(f"fixed_budget: the latency budget must be > 0 us, got {budget_us!r}")
     return lambda snapshot: budget_us / float(fp32_latency_us(snapshot))
+
+
+def int8_multiple_budget(
+    multiple: Callable[[int], float | None],
+    int8_latency_us: Callable[[int], float],
+    fp32_latency_us: Callable[[int], float],
+) -> Callable[[int], float | None]:
+    """The schedule of a budget of ``multiple(n)`` times uniform INT8's modelled latency on each snapshot n (a
+    service whose latency target moves with its load, ``StreamParams.budget_cycle``), as the fraction of the
+    snapshot's FP32 latency it is. Set against INT8 rather than FP32, the same multiple asks for the same share of
+    the plans' latency range on every graph: on Cora a budget of 60 % of FP32 sits above uniform INT8's latency."""
+
+    def fraction_of_fp32(snapshot: int) -> float | None:
+        factor = multiple(snapshot)
+        if factor is None:
+            return None
+        factor = float(factor)
+        if not (np.isfinite(factor) and factor > 0):
+            raise ValueError(f"int8_multiple_budget: snapshot {snapshot}'s multiple must be > 0, got {factor!r}")
+        return factor * float(int8_latency_us(snapshot)) / float(fp32_latency_us(snapshot))
+
+    return fraction_of_fp32
 
 
 class BudgetScheduleEnv(CompressionEnv):

@@ -51,6 +51,7 @@ from dste.controller import (
     BudgetProjectedPlan,
     BudgetScheduleEnv,
     fixed_budget,
+    int8_multiple_budget,
     calibrate_margin,
     plan_values,
     pareto_front,
@@ -347,13 +348,10 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     if isinstance(config.budget, str) and config.budget.endswith("fp32"):
         fraction = fp32_budget_fraction(config.budget)
         schedule = lambda n: fraction  # noqa: E731
-    elif params.budget_cycle:
-        # The stream sets each snapshot's budget (a fraction of the FP32 latency on it); the option's is unused.
-        schedule = lambda n: snapshots[n].latency_budget  # noqa: E731
-        numeric_budget = None
-    elif params.budget_slo:
-        # The stream sets one budget in microseconds: set below, once uniform INT8's latency on snapshot 0 is known.
-        schedule = _FIXED_SLO
+    elif params.budget_cycle or params.budget_slo:
+        # The stream sets the budget (the option's is unused) in multiples of uniform INT8's latency: each snapshot's
+        # own (budget_cycle) or snapshot 0's for all (budget_slo); set below, once the environment prices INT8.
+        schedule = _STREAM_BUDGET
         numeric_budget = None
     if schedule is None and config.budget == "static50":
         # Each snapshot's budget is what static 50 % sparse INT8 would spend on it (modelled, label-free):
@@ -369,8 +367,11 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     )
     if schedule is not None:
         fp32_latency = _fp32_latency_of(env)
-        if schedule is _FIXED_SLO:
+        if schedule is _STREAM_BUDGET and params.budget_slo:
             schedule = fixed_budget(params.budget_slo * env.reference_latency(0), fp32_latency)
+        elif schedule is _STREAM_BUDGET:
+            cycle = lambda n: snapshots[n].latency_budget  # noqa: E731
+            schedule = int8_multiple_budget(cycle, env.reference_latency, fp32_latency)
         env = BudgetScheduleEnv(env, schedule, fp32_latency)
     reward = RewardConfig(config.lambda_latency, numeric_budget, config.budget_penalty)
     stage("controller training")
@@ -511,8 +512,9 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     }
 
 
-_FIXED_SLO = object()
-"""Marks a stream's fixed latency objective (``StreamParams.budget_slo``) until its microseconds are known."""
+_STREAM_BUDGET = object()
+"""Marks a stream's own budget (``StreamParams.budget_cycle`` or ``budget_slo``) until uniform INT8's latency, its
+unit, is known."""
 
 
 def _fp32_latency_of(env):

@@ -1,4 +1,4 @@
-"""Per-snapshot budgets relative to FP32, the DQN's conservative fallback, the oracle helpers."""
+"""Per-snapshot budgets relative to FP32 or INT8, the DQN's conservative fallback, the oracle helpers."""
 
 
 import numpy as np
@@ -14,6 +14,7 @@ from dste.controller import (
     StaticPolicy,
     calibrate_margin,
     fixed_budget,
+    int8_multiple_budget,
     pareto_front,
     run_policy,
     snapshot_oracle,
@@ -51,6 +52,24 @@ def test_fixed_budget_is_the_same_microseconds_on_every_snapshot_whatever_fp32_c
 def test_fixed_budget_refuses_a_budget_that_is_not_positive_microseconds(bad):
     with pytest.raises(ValueError, match="must be > 0 us"):
         fixed_budget(bad, lambda n: 8.0)
+
+
+def test_int8_multiple_budget_is_that_multiple_of_each_snapshots_int8_latency():
+    toy = ToyEnv(n_train=4, n_heldout=2)
+    cycle = (1.05, 0.95, 0.88)
+    int8 = lambda n: 3.0 + 0.5 * n  # noqa: E731  (INT8's latency grows with the snapshot...)
+    fp32 = lambda n: 8.0 + 2.0 * n * n  # noqa: E731  (...and FP32's faster: their ratio moves)
+    schedule = int8_multiple_budget(lambda n: cycle[n % 3], int8, fp32)
+    env = BudgetScheduleEnv(toy, schedule, fp32)
+    for n in range(6):
+        assert env.budget_of_fp32(n) * fp32(n) == pytest.approx(cycle[n % 3] * int8(n))
+    assert int8_multiple_budget(lambda n: None, int8, fp32)(2) is None  # no budget on that snapshot
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])
+def test_int8_multiple_budget_refuses_a_multiple_that_is_not_positive(bad):
+    with pytest.raises(ValueError, match="snapshot 1's multiple must be > 0"):
+        int8_multiple_budget(lambda n: bad, lambda n: 3.0, lambda n: 8.0)(1)
 
 
 def test_schedule_rewrites_the_budget_left_feature_and_the_outcome():

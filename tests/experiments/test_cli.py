@@ -180,6 +180,33 @@ def test_a_stream_with_one_latency_objective_gets_the_same_microseconds_on_every
     assert max(env.reference_latency(n) for n in (0, 1, 2, 4)) <= slo < env.reference_latency(3)
 
 
+def test_a_stream_with_a_budget_cycle_gets_each_snapshots_multiple_of_its_int8_latency(monkeypatch):
+    """--stream budget-shift: snapshot n's budget is its cycle entry times uniform INT8's latency on n, so the
+    budgets bind wherever pruning can cut below INT8, whatever FP32 costs (on Cora 60 % of FP32 is above INT8)."""
+    from tqdm.auto import tqdm
+
+    from dste.data import make_graph
+    from dste.data.stream import stream_params
+    from dste.experiments import pipeline
+
+    class Captured(Exception):
+        pass
+
+    def capture(env, schedule, fp32_latency):
+        raise Captured(env, schedule, fp32_latency)
+
+    monkeypatch.setattr(pipeline, "BudgetScheduleEnv", capture)
+    config = RunConfig(stream="budget-shift", seeds=1, snapshots=5, epochs=1, progress=False)
+    with pytest.raises(Captured) as captured:
+        pipeline._run_seed(config, base=make_graph("cora-like", seed=0), seed=0, bar=tqdm(disable=True))
+    env, schedule, fp32_latency = captured.value.args
+    cycle = stream_params("budget-shift").budget_cycle
+    for n in range(5):
+        assert schedule(n) * fp32_latency(n) == pytest.approx(cycle[n % len(cycle)] * env.reference_latency(n),
+                                                              rel=1e-12)
+    assert min(cycle) < 1.0 <= max(cycle)  # INT8 fits some budgets, not all
+
+
 @pytest.mark.parametrize("model_seed", [-1, 2.5, True, "1"])
 def test_run_config_rejects_bad_model_seed(model_seed):
     with pytest.raises(ValueError, match="--model-seed"):
