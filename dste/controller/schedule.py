@@ -9,7 +9,8 @@ expressed, as the reward and the guard expect, as a fraction of the environment'
 than FP32" operating point), ``int8_multiple_budget``'s per-snapshot multiples of uniform INT8's latency
 (``dste.data.stream``'s ``budget_cycle``: a service whose latency target moves with its load) or
 ``fixed_budget``'s one budget in microseconds for every snapshot (``budget_slo``: a fixed latency objective that a
-burst or growth of the graph spends). The budget is label-free: every latency comes from the cost model.
+burst or growth of the graph spends), or ``microsecond_budget``'s per snapshot (``slo_refresh_every``: that objective
+re-provisioned now and then). The budget is label-free: every latency comes from the cost model.
 
 The wrapped environment's state carries its own budget; the wrapper rewrites the state's
 ``latency_budget_left`` feature so the controller sees the budget it is judged against.
@@ -24,7 +25,7 @@ import numpy as np
 from dste.controller.env import CompressionEnv, EpisodeOutcome, LayerReport
 from dste.controller.state import FEATURE_CLIP, FEATURE_NAMES
 
-__all__ = ["BudgetScheduleEnv", "fixed_budget", "int8_multiple_budget"]
+__all__ = ["BudgetScheduleEnv", "fixed_budget", "int8_multiple_budget", "microsecond_budget"]
 
 _BUDGET_LEFT = FEATURE_NAMES.index("latency_budget_left")
 
@@ -35,7 +36,22 @@ def fixed_budget(budget_us: float, fp32_latency_us: Callable[[int], float]) -> C
     budget_us = float(budget_us)
     if not (np.isfinite(budget_us) and budget_us > 0):
         raise ValueError(f"fixed_budget: the latency budget must be > 0 us, got {budget_us!r}")
-    return lambda snapshot: budget_us / float(fp32_latency_us(snapshot))
+    return microsecond_budget(lambda snapshot: budget_us, fp32_latency_us)
+
+
+def microsecond_budget(
+    budget_us: Callable[[int], float], fp32_latency_us: Callable[[int], float]
+) -> Callable[[int], float]:
+    """The schedule of a latency budget given in microseconds per snapshot (an objective re-provisioned now and
+    then, ``StreamParams.slo_refresh_every``), as the fraction of each snapshot's FP32 latency it is."""
+
+    def fraction_of_fp32(snapshot: int) -> float:
+        value = float(budget_us(snapshot))
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"microsecond_budget: snapshot {snapshot}'s latency budget must be > 0 us, got {value!r}")
+        return value / float(fp32_latency_us(snapshot))
+
+    return fraction_of_fp32
 
 
 def int8_multiple_budget(

@@ -15,6 +15,7 @@ from dste.controller import (
     calibrate_margin,
     fixed_budget,
     int8_multiple_budget,
+    microsecond_budget,
     pareto_front,
     run_policy,
     snapshot_oracle,
@@ -64,6 +65,17 @@ def test_int8_multiple_budget_is_that_multiple_of_each_snapshots_int8_latency():
     for n in range(6):
         assert env.budget_of_fp32(n) * fp32(n) == pytest.approx(cycle[n % 3] * int8(n))
     assert int8_multiple_budget(lambda n: None, int8, fp32)(2) is None  # no budget on that snapshot
+
+
+def test_microsecond_budget_is_each_snapshots_microseconds_whatever_fp32_costs():
+    toy = ToyEnv(n_train=4, n_heldout=2)
+    budget = lambda n: 5.0 + (n // 3)  # noqa: E731  (re-provisioned every third snapshot)
+    growing_fp32 = lambda n: 8.0 * (1.0 + 0.25 * n)  # noqa: E731
+    env = BudgetScheduleEnv(toy, microsecond_budget(budget, growing_fp32), growing_fp32)
+    for n in range(6):
+        assert env.budget_fraction(n) * toy.reference_latency(n) == pytest.approx(budget(n))
+    with pytest.raises(ValueError, match="snapshot 2's latency budget must be > 0 us"):
+        microsecond_budget(lambda n: -1.0, growing_fp32)(2)
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])

@@ -243,10 +243,19 @@ def test_budget_shift_carries_the_cycle_and_leaves_the_graph_as_steady():
     ({"burst_edges": float("nan"), "burst_every": 2}, "burst_edges must be finite"),
     ({"budget_slo": -0.1}, "budget_slo"),
     ({"budget_slo": 0.7, "budget_cycle": (0.5,)}, "not both"),
+    ({"slo_refresh_every": 3}, "set budget_slo > 0 too"),
+    ({"budget_slo": 1.0, "slo_refresh_every": -1}, "slo_refresh_every must be an int >= 0"),
+    ({"budget_slo": 1.0, "slo_refresh_every": 1.5}, "slo_refresh_every must be an int >= 0"),
 ])
 def test_bad_burst_and_budget_knobs_are_refused(knobs, message):
     with pytest.raises(ValueError, match=message):
         StreamParams(**knobs).validate()
+
+
+def test_a_refreshed_objective_is_anchored_at_the_last_re_provisioning():
+    every_third = StreamParams(budget_slo=1.0, slo_refresh_every=3)
+    assert [every_third.slo_anchor(t) for t in range(8)] == [0, 0, 0, 3, 3, 3, 6, 6]
+    assert [StreamParams(budget_slo=1.0).slo_anchor(t) for t in (0, 5, 11)] == [0, 0, 0]
 
 
 def test_flash_crowd_edges_leave_by_their_own_ids_while_the_graph_grows():

@@ -207,6 +207,35 @@ def test_a_stream_with_a_budget_cycle_gets_each_snapshots_multiple_of_its_int8_l
     assert min(cycle) < 1.0 <= max(cycle)  # INT8 fits some budgets, not all
 
 
+def test_a_growing_graph_is_held_to_the_objective_of_its_last_re_provisioning(monkeypatch):
+    """--stream growing: snapshot n's budget is budget_slo times uniform INT8's latency on the last snapshot whose
+    index is a multiple of slo_refresh_every; the graph outgrows it in between."""
+    from tqdm.auto import tqdm
+
+    from dste.data import make_graph
+    from dste.data.stream import stream_params
+    from dste.experiments import pipeline
+
+    class Captured(Exception):
+        pass
+
+    def capture(env, schedule, fp32_latency):
+        raise Captured(env, schedule, fp32_latency)
+
+    monkeypatch.setattr(pipeline, "BudgetScheduleEnv", capture)
+    config = RunConfig(stream="growing", seeds=1, snapshots=6, epochs=1, progress=False)
+    with pytest.raises(Captured) as captured:
+        pipeline._run_seed(config, base=make_graph("cora-like", seed=0), seed=0, bar=tqdm(disable=True))
+    env, schedule, fp32_latency = captured.value.args
+    params = stream_params("growing")
+    assert params.slo_refresh_every == 3
+    budgets = [schedule(n) * fp32_latency(n) for n in range(6)]
+    for n in range(6):
+        anchor = n - n % 3
+        assert budgets[n] == pytest.approx(params.budget_slo * env.reference_latency(anchor), rel=1e-12)
+    assert env.reference_latency(5) > budgets[5]  # by the third snapshot the graph has outgrown it
+
+
 @pytest.mark.parametrize("model_seed", [-1, 2.5, True, "1"])
 def test_run_config_rejects_bad_model_seed(model_seed):
     with pytest.raises(ValueError, match="--model-seed"):
