@@ -80,7 +80,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                              "over it costs --budget-penalty. 'static50' (default) = per snapshot, the modelled latency "
                              "static 50%% sparse INT8 would spend on it; '<x>fp32' (e.g. 0.33fp32) = per snapshot, x "
                              "times the FP32 model's modelled latency; 'none' = no ceiling. A stream with its own "
-                             "budget (--stream budget-shift, bursty) overrides every choice but '<x>fp32'")
+                             "budget (--stream budget-shift, bursty, growing) overrides every choice but '<x>fp32'")
     parser.add_argument("--stream", default="steady",
                         help="how the graph changes between snapshots, a preset of dste.data.stream.STREAM_PRESETS: "
                              "steady (default), bursty, drift, growing, budget-shift")
