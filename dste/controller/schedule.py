@@ -61,8 +61,9 @@ def int8_multiple_budget(
 ) -> Callable[[int], float | None]:
     """The schedule of a budget of ``multiple(n)`` times uniform INT8's modelled latency on each snapshot n (a
     service whose latency target moves with its load, ``StreamParams.budget_cycle``), as the fraction of the
-    snapshot's FP32 latency it is. Set against INT8 rather than FP32, the same multiple asks for the same share of
-    the plans' latency range on every graph: on Cora a budget of 60 % of FP32 sits above uniform INT8's latency."""
+    snapshot's FP32 latency it is. Set against INT8 rather than FP32, a multiple below 1 binds on every graph whose
+    plans can cut below INT8's latency; a fraction of FP32 need not bind at all (on Cora 60 % of FP32 sits above
+    uniform INT8's latency)."""
 
     def fraction_of_fp32(snapshot: int) -> float | None:
         factor = multiple(snapshot)
