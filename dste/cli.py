@@ -15,30 +15,28 @@ from typing import Callable, Sequence
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
 
-def _seed_or_per_seed(text: str) -> int | None:
-    """``--stream-seed`` / ``--model-seed``: an integer >= 0, or ``per-seed`` (None: each seed its own)."""
-    if text == "per-seed":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0 or 'per-seed', got {text!r}")
-    return value
+def _integer_or_word(word: str, word_value, minimum: int, wanted: str):
+    """An argparse type: ``word`` (parsed as ``word_value``) or an integer >= ``minimum``; else the message that
+    the option ``must be {wanted} or '{word}'``."""
+
+    def parse(text: str):
+        if text == word:
+            return word_value
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {wanted} or '{word}', got {text!r}")
+        return value
+
+    return parse
 
 
-def _jobs(text: str) -> int | str:
-    """``--jobs``: a positive integer, or ``auto`` (resolved per graph by ``dste.experiments.pipeline.schedule_for``)."""
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}")
-    return value
+# --stream-seed / --model-seed: 'per-seed' (None) lets each seed draw its own.
+_seed_or_per_seed = _integer_or_word("per-seed", None, 0, "an integer >= 0")
+# --jobs: 'auto' is resolved per graph by dste.experiments.pipeline.schedule_for.
+_jobs = _integer_or_word("auto", "auto", 1, "a positive integer")
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:

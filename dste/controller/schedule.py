@@ -8,9 +8,9 @@ expressed, as the reward and the guard expect, as a fraction of the environment'
 (uniform INT8). ``fraction`` is a constant (``dste run --budget 0.33fp32``: the seed paper's "3x lower latency
 than FP32" operating point), ``int8_multiple_budget``'s per-snapshot multiples of uniform INT8's latency
 (``dste.data.stream``'s ``budget_cycle``: a service whose latency target moves with its load) or
-``fixed_budget``'s one budget in microseconds for every snapshot (``budget_slo``: a fixed latency objective that a
-burst or growth of the graph spends), or ``microsecond_budget``'s per snapshot (``slo_refresh_every``: that objective
-re-provisioned now and then). The budget is label-free: every latency comes from the cost model.
+``microsecond_budget``'s budget in microseconds per snapshot (``budget_slo``: a latency objective that a burst or
+growth of the graph spends, re-provisioned every ``slo_refresh_every`` snapshots or never; ``fixed_budget`` is the
+never-refreshed case). The budget is label-free: every latency comes from the cost model.
 
 The wrapped environment's state carries its own budget; the wrapper rewrites the state's
 ``latency_budget_left`` feature so the controller sees the budget it is judged against.
@@ -42,8 +42,8 @@ def fixed_budget(budget_us: float, fp32_latency_us: Callable[[int], float]) -> C
 def microsecond_budget(
     budget_us: Callable[[int], float], fp32_latency_us: Callable[[int], float]
 ) -> Callable[[int], float]:
-    """The schedule of a latency budget given in microseconds per snapshot (an objective re-provisioned now and
-    then, ``StreamParams.slo_refresh_every``), as the fraction of each snapshot's FP32 latency it is."""
+    """The schedule of a latency budget given in microseconds per snapshot (``StreamParams.budget_slo``, re-provisioned
+    every ``slo_refresh_every`` snapshots or never), as the fraction of each snapshot's FP32 latency it is."""
 
     def fraction_of_fp32(snapshot: int) -> float:
         value = float(budget_us(snapshot))

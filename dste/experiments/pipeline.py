@@ -50,7 +50,6 @@ from dste.controller import (
     BudgetGuard,
     BudgetProjectedPlan,
     BudgetScheduleEnv,
-    fixed_budget,
     int8_multiple_budget,
     microsecond_budget,
     calibrate_margin,
@@ -368,11 +367,10 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     )
     if schedule is not None:
         fp32_latency = _fp32_latency_of(env)
-        if schedule is _STREAM_BUDGET and params.slo_refresh_every:
+        if schedule is _STREAM_BUDGET and params.budget_slo:
+            # INT8's latency at the last re-provisioning (snapshot 0 for all when the objective is never refreshed)
             objective = lambda n: params.budget_slo * env.reference_latency(params.slo_anchor(n))  # noqa: E731
             schedule = microsecond_budget(objective, fp32_latency)
-        elif schedule is _STREAM_BUDGET and params.budget_slo:
-            schedule = fixed_budget(params.budget_slo * env.reference_latency(0), fp32_latency)
         elif schedule is _STREAM_BUDGET:
             cycle = lambda n: snapshots[n].latency_budget  # noqa: E731
             schedule = int8_multiple_budget(cycle, env.reference_latency, fp32_latency)

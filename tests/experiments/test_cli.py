@@ -153,13 +153,12 @@ def test_every_seed_trains_its_own_fp32_model_unless_one_model_seed_is_given(mon
     assert seen == [(step, s) for s in trained for step in ("model", "fit")]
 
 
-def test_a_stream_with_one_latency_objective_gets_the_same_microseconds_on_every_snapshot(monkeypatch):
-    """--stream bursty: the budget is budget_slo x uniform INT8's latency on snapshot 0 on every snapshot, while
-    the latencies themselves move with the bursts."""
+def _stream_budget_of(monkeypatch, stream: str, snapshots: int):
+    """(env, schedule, fp32_latency) that ``dste run``'s wiring hands to ``BudgetScheduleEnv`` for ``stream`` on
+    cora-like (seed 0, one FP32 epoch): the budget the controller would be judged against, captured, not run."""
     from tqdm.auto import tqdm
 
     from dste.data import make_graph
-    from dste.data.stream import stream_params
     from dste.experiments import pipeline
 
     class Captured(Exception):
@@ -169,10 +168,18 @@ def test_a_stream_with_one_latency_objective_gets_the_same_microseconds_on_every
         raise Captured(env, schedule, fp32_latency)
 
     monkeypatch.setattr(pipeline, "BudgetScheduleEnv", capture)
-    config = RunConfig(stream="bursty", seeds=1, snapshots=5, epochs=1, progress=False)
+    config = RunConfig(stream=stream, seeds=1, snapshots=snapshots, epochs=1, progress=False)
     with pytest.raises(Captured) as captured:
         pipeline._run_seed(config, base=make_graph("cora-like", seed=0), seed=0, bar=tqdm(disable=True))
-    env, schedule, fp32_latency = captured.value.args
+    return captured.value.args
+
+
+def test_a_stream_with_one_latency_objective_gets_the_same_microseconds_on_every_snapshot(monkeypatch):
+    """--stream bursty: the budget is budget_slo x uniform INT8's latency on snapshot 0 on every snapshot, while
+    the latencies themselves move with the bursts."""
+    from dste.data.stream import stream_params
+
+    env, schedule, fp32_latency = _stream_budget_of(monkeypatch, "bursty", snapshots=5)
     slo = stream_params("bursty").budget_slo * env.reference_latency(0)
     for n in range(5):
         assert schedule(n) * fp32_latency(n) == pytest.approx(slo, rel=1e-12)
@@ -183,23 +190,9 @@ def test_a_stream_with_one_latency_objective_gets_the_same_microseconds_on_every
 def test_a_stream_with_a_budget_cycle_gets_each_snapshots_multiple_of_its_int8_latency(monkeypatch):
     """--stream budget-shift: snapshot n's budget is its cycle entry times uniform INT8's latency on n, so the
     budgets bind wherever pruning can cut below INT8, whatever FP32 costs (on Cora 60 % of FP32 is above INT8)."""
-    from tqdm.auto import tqdm
-
-    from dste.data import make_graph
     from dste.data.stream import stream_params
-    from dste.experiments import pipeline
 
-    class Captured(Exception):
-        pass
-
-    def capture(env, schedule, fp32_latency):
-        raise Captured(env, schedule, fp32_latency)
-
-    monkeypatch.setattr(pipeline, "BudgetScheduleEnv", capture)
-    config = RunConfig(stream="budget-shift", seeds=1, snapshots=5, epochs=1, progress=False)
-    with pytest.raises(Captured) as captured:
-        pipeline._run_seed(config, base=make_graph("cora-like", seed=0), seed=0, bar=tqdm(disable=True))
-    env, schedule, fp32_latency = captured.value.args
+    env, schedule, fp32_latency = _stream_budget_of(monkeypatch, "budget-shift", snapshots=5)
     cycle = stream_params("budget-shift").budget_cycle
     for n in range(5):
         assert schedule(n) * fp32_latency(n) == pytest.approx(cycle[n % len(cycle)] * env.reference_latency(n),
@@ -210,23 +203,9 @@ def test_a_stream_with_a_budget_cycle_gets_each_snapshots_multiple_of_its_int8_l
 def test_a_growing_graph_is_held_to_the_objective_of_its_last_re_provisioning(monkeypatch):
     """--stream growing: snapshot n's budget is budget_slo times uniform INT8's latency on the last snapshot whose
     index is a multiple of slo_refresh_every; the graph outgrows it in between."""
-    from tqdm.auto import tqdm
-
-    from dste.data import make_graph
     from dste.data.stream import stream_params
-    from dste.experiments import pipeline
 
-    class Captured(Exception):
-        pass
-
-    def capture(env, schedule, fp32_latency):
-        raise Captured(env, schedule, fp32_latency)
-
-    monkeypatch.setattr(pipeline, "BudgetScheduleEnv", capture)
-    config = RunConfig(stream="growing", seeds=1, snapshots=6, epochs=1, progress=False)
-    with pytest.raises(Captured) as captured:
-        pipeline._run_seed(config, base=make_graph("cora-like", seed=0), seed=0, bar=tqdm(disable=True))
-    env, schedule, fp32_latency = captured.value.args
+    env, schedule, fp32_latency = _stream_budget_of(monkeypatch, "growing", snapshots=6)
     params = stream_params("growing")
     assert params.slo_refresh_every == 3
     budgets = [schedule(n) * fp32_latency(n) for n in range(6)]
