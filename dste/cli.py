@@ -92,6 +92,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-fallback", action="store_true",
                         help="judge the plain DQN, without its conservative fallback (greedy search's plan fitted to "
                              "each snapshot's latency budget) where the Q-values do not separate")
+    parser.add_argument("--no-probe", action="store_true",
+                        help="fit the fallback plan to each snapshot's budget by the training snapshots' values alone, "
+                             "without checking its near-equal rivals by their agreement with the FP32 model's "
+                             "predictions on the snapshot (label-free)")
     parser.add_argument("--oracle", action="store_true",
                         help="also report the best static policy in hindsight (greedy search on the held-out "
                              "snapshots), the best static plan within every held-out snapshot's latency budget "
@@ -130,7 +134,7 @@ def _run_main(args: argparse.Namespace) -> int:
         dataset=args.dataset, root=args.root, seeds=args.seeds, snapshots=args.snapshots, episodes=args.episodes,
         model=args.model, hidden=args.hidden, epochs=args.epochs, lambda_latency=args.lambda_latency,
         budget=args.budget, budget_penalty=args.budget_penalty, target=args.target, out=args.out, quick=args.quick, progress=not args.no_progress,
-        stream=args.stream, stream_seed=args.stream_seed, model_seed=args.model_seed, fallback=not args.no_fallback, oracle=args.oracle, frontier=not args.no_frontier,
+        stream=args.stream, stream_seed=args.stream_seed, model_seed=args.model_seed, fallback=not args.no_fallback, probe=not args.no_probe, oracle=args.oracle, frontier=not args.no_frontier,
         jobs=args.jobs, fp32_snapshots=args.fp32_snapshots,
     )
     report = run(config)

@@ -116,6 +116,13 @@ class CompressionEnv(ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} cannot price actions before running them")
 
+    def agreement(self, snapshot: int, actions: Sequence[int]) -> float:
+        """Share of ``snapshot``'s nodes whose predicted class under the per-layer ``actions`` is the uncompressed
+        model's on the same snapshot. Label-free: it compares two predictions, never a prediction with a label,
+        so a controller may read it on a snapshot whose labels it must not see (``dste.controller.projection``).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot compare a plan's predictions with the uncompressed model's")
+
     def action_latency(self, layer: int, action: int) -> float:
         """Modelled latency (us) that ``step(layer, action)`` would report now, after this episode's earlier steps.
 

@@ -2,8 +2,9 @@
 leave it.
 
 * ``snapshot_oracle`` -- per snapshot, the static per-layer action greedy search finds on that snapshot alone
-  (with the labels of the snapshot it is scored on: an oracle, not a policy). Where its choice changes between
-  snapshots, no single static action is best throughout, and an adaptive controller has room to win.
+  (with the labels of the snapshot it is scored on: an oracle, not a policy), or the best plan within the
+  snapshot's latency budget. Where its choice changes between snapshots, no single static action is best
+  throughout, and an adaptive controller has room to win.
 * ``static_sweep`` -- every uniform action (the same on every layer) and FP32, run on the same snapshots: the
   static points of the accuracy / latency / memory frontier.
 * ``pareto_front`` -- the points no other point beats in accuracy and cost at once.
@@ -17,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from dste.controller.baselines import DQNPolicy, StaticPolicy, greedy_search, run_policy
+from dste.controller.baselines import DQNPolicy, StaticPolicy, feasible_static_search, greedy_search, run_policy
 from dste.controller.env import FP32_ACTION, CompressionEnv
 from dste.controller.reward import RewardConfig
 
@@ -38,12 +39,22 @@ class OracleChoice:
 
 
 def snapshot_oracle(
-    env: CompressionEnv, reward: RewardConfig, snapshots: Sequence[int], rounds: int = 2
-) -> list[OracleChoice]:
-    """Per snapshot, the best static per-layer actions greedy search finds on that snapshot alone."""
-    choices = []
+    env: CompressionEnv, reward: RewardConfig, snapshots: Sequence[int], rounds: int = 2, within_budget: bool = False
+) -> list[OracleChoice | None]:
+    """Per snapshot, the best static per-layer actions greedy search finds on that snapshot alone.
+
+    ``within_budget``: instead, the best plan within the snapshot's latency budget as ``BudgetGuard`` enforces it
+    (``feasible_static_search`` on that snapshot: every plan of a two-layer model), None where no plan fits. The
+    reward's soft budget penalty lets greedy's plan overspend by a little where its accuracy is worth more; a
+    controller that keeps every budget is bounded by this one."""
+    choices: list[OracleChoice | None] = []
     for snapshot in snapshots:
         policy = greedy_search(env, reward, [int(snapshot)], rounds=rounds)
+        if within_budget:
+            policy = feasible_static_search(env, reward, [int(snapshot)], policy, rounds=rounds)
+            if policy is None:
+                choices.append(None)
+                continue
         outcome = run_policy(env, policy, [int(snapshot)])
         episode = outcome.outcomes[0]
         choices.append(

@@ -28,10 +28,20 @@ preferred pruning the second layer instead of the first, a plan never measured, 
 held-out snapshot while greedy's plan fitted. Only where no plan one change away fits (or the episode already left
 the plan) does the sum over layers decide. Where nothing fits (the earlier layers already overspent), the cheapest
 action is taken, as ``BudgetGuard`` does. Without a budget the plan itself is returned.
+
+The training snapshots' values can mislead where a snapshot differs from them, and the conservative move keeps
+plans two changes away out of reach. With ``probe_tolerance`` set, each episode begins with a check on the snapshot
+itself: the plans within its budget (by the latency tables) whose summed values come within ``probe_tolerance`` of
+the fitted plan's (the most valuable ``probe_plans`` of them) and the fitted plan are each run on the snapshot, and
+the episode follows the one whose predictions agree most with the uncompressed model's
+(``CompressionEnv.agreement``: label-free, it compares predictions with predictions); ties keep the fitted plan. On a
+device that is a handful of compressed inferences and one FP32 inference per snapshot, before the snapshot is served.
+Where a later layer's exact price leaves the chosen plan out of budget, the fitted plan's rules above decide.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from typing import Mapping, Sequence
 
@@ -42,10 +52,20 @@ from dste.controller.env import CompressionEnv
 from dste.controller.guard import BudgetGuard, budget_slack_us
 from dste.controller.reward import RewardConfig
 
-__all__ = ["BudgetProjectedPlan", "MOVE_MIN_GAIN_Z", "plan_values"]
+__all__ = ["BudgetProjectedPlan", "MOVE_MIN_GAIN_Z", "PROBE_PLANS", "PROBE_TOLERANCE", "plan_values"]
 
 MOVE_MIN_GAIN_Z = 1.0
 """Standard errors (over the training snapshots) by which moving away from a plan that fits must gain."""
+
+PROBE_TOLERANCE = 0.01
+"""Reward (one accuracy point) within which the training values cannot tell a plan from the fitted one, so the
+snapshot's agreement with the uncompressed model decides between them."""
+
+PROBE_PLANS = 10
+"""Most plans besides the fitted one whose agreement is measured per snapshot."""
+
+PROBE_ENUMERATION_LIMIT = 48 ** 3
+"""Most plans enumerated to find the candidates (every plan of a model of up to three layers)."""
 
 
 def plan_values(
@@ -91,11 +111,14 @@ class BudgetProjectedPlan(Policy):
     ``samples``: the same values per training snapshot, float [snapshots, layers, actions]; with them the projection
     moves among measured plans (one layer changed) and leaves a plan that fits only for a gain ``min_gain_z``
     standard errors above zero (module docstring). Without them, the most valuable plan by summed values is taken.
+    ``probe_tolerance`` (reward; None: no check) and ``probe_plans``: the per-snapshot agreement check of the module
+    docstring, where the environment implements ``agreement``; ``plans_probed`` counts the plans it ran.
     """
 
     def __init__(
         self, plan: Sequence[int], values: np.ndarray, guard: BudgetGuard, name: str = "greedy_projected",
         samples: np.ndarray | None = None, min_gain_z: float = MOVE_MIN_GAIN_Z,
+        probe_tolerance: float | None = None, probe_plans: int = PROBE_PLANS,
     ) -> None:
         if not isinstance(guard, BudgetGuard):
             raise TypeError(f"guard must be a BudgetGuard, got {type(guard).__name__}")
@@ -118,9 +141,18 @@ class BudgetProjectedPlan(Policy):
                                  f"{samples.shape}")
         if not (np.isfinite(min_gain_z) and min_gain_z >= 0):
             raise ValueError(f"min_gain_z must be a finite number >= 0, got {min_gain_z!r}")
+        if probe_tolerance is not None and not (np.isfinite(probe_tolerance) and probe_tolerance >= 0):
+            raise ValueError(f"probe_tolerance must be None or a finite number >= 0, got {probe_tolerance!r}")
+        if isinstance(probe_plans, bool) or not isinstance(probe_plans, (int, np.integer)) or probe_plans < 1:
+            raise ValueError(f"probe_plans must be an int >= 1, got {probe_plans!r}")
         self.plan, self.values, self.guard, self.name = plan, values, guard, name
         self.samples, self.min_gain_z = samples, float(min_gain_z)
+        self.probe_tolerance = None if probe_tolerance is None else float(probe_tolerance)
+        self.probe_plans = int(probe_plans)
+        self.plans_probed = 0  # plans whose agreement was measured (each snapshot's once)
+        self._agreements: dict[tuple[int, tuple[int, ...]], float] = {}
         self._chosen: list[int] = []  # this episode's actions so far, to tell whether the plan was followed
+        self._probed: list[int] | None = None  # this episode's plan chosen by agreement, if probing
 
     def choose(self, state: np.ndarray, layer: int) -> int:
         env = self.guard.env
@@ -128,21 +160,33 @@ class BudgetProjectedPlan(Policy):
         budget = self.guard.budget_us(snapshot)
         if layer == 0:
             self._chosen = []
-        action = self._choose(env, snapshot, budget, layer)
+            self._probed = None
+            if budget is not None and self.probe_tolerance is not None:
+                self._probed = self._probed_plan(env, snapshot, budget)
+        if budget is None:
+            action = self.plan[layer]
+        else:
+            tables = self._tables(env, snapshot)
+            prefix = self._chosen[:layer] if len(self._chosen) >= layer else None
+            action = self._decide(tables, prefix, env.spent_latency(), budget, layer)
         self._chosen = self._chosen[:layer] + [action]
         return action
 
-    def _choose(self, env, snapshot, budget, layer: int) -> int:
-        if budget is None:
-            return self.plan[layer]
-        tables = [np.asarray(env.latency_table(snapshot, k), dtype=np.float64) for k in range(env.num_layers)]
-        spent = env.spent_latency()
+    def _tables(self, env, snapshot) -> list[np.ndarray]:
+        return [np.asarray(env.latency_table(snapshot, k), dtype=np.float64) for k in range(env.num_layers)]
+
+    def _decide(self, tables: list[np.ndarray], prefix: list[int] | None, spent: float, budget: float, layer: int) -> int:
+        """This layer's action, given the episode's earlier actions (``prefix``; None if unknown) and the latency
+        they spent."""
         left = budget - spent + budget_slack_us(budget)
+        known_prefix = prefix is not None and spent == sum(tables[k][prefix[k]] for k in range(layer))
+        probed = self._probed
+        if probed is not None and known_prefix and prefix == probed[:layer]:
+            if sum(tables[k][probed[k]] for k in range(layer, len(probed))) <= left:
+                return probed[layer]
         worth, _ = self._best(tables[layer:], self.values[layer:], left)
         if not np.isfinite(worth).any():
             return int(np.argmin(tables[layer]))
-        prefix = self._chosen[:layer]
-        known_prefix = len(prefix) == layer and spent == sum(tables[k][prefix[k]] for k in range(layer))
         measured = self._best_measured(tables, prefix, left) if self.samples is not None and known_prefix else None
         if measured is None:  # no measured plan fits the rest of the episode: the summed values decide
             return int(np.argmax(worth))
@@ -152,6 +196,51 @@ class BudgetProjectedPlan(Policy):
         ):
             return self.plan[layer]
         return target[layer]
+
+    def _fitted_plan(self, tables: list[np.ndarray], budget: float) -> list[int]:
+        """The whole plan ``_decide`` takes on a snapshot whose layers spend what the tables say."""
+        plan, spent = [], 0.0
+        saved, self._probed = self._probed, None
+        try:
+            for layer in range(len(tables)):
+                action = self._decide(tables, plan, spent, budget, layer)
+                plan.append(action)
+                spent += tables[layer][action]
+        finally:
+            self._probed = saved
+        return plan
+
+    def _probed_plan(self, env, snapshot: int, budget: float) -> list[int] | None:
+        """The plan this episode follows: among the fitted plan and the plans within the budget the training
+        values rate within ``probe_tolerance`` of it (at most ``probe_plans``, most valuable first), the one whose
+        predictions agree most with the uncompressed model's on this snapshot (label-free; ties keep the fitted
+        plan). None where the environment cannot compare predictions or the plans are too many to enumerate."""
+        if len(env.action_space) ** env.num_layers > PROBE_ENUMERATION_LIMIT:
+            return None
+        tables = self._tables(env, snapshot)
+        fitted = self._fitted_plan(tables, budget)
+        left = budget + budget_slack_us(budget)
+        latency = functools.reduce(np.add.outer, tables)
+        worth = functools.reduce(np.add.outer, list(self.values))
+        fitted_worth = worth[tuple(fitted)]
+        eligible = np.flatnonzero((latency.ravel() <= left) & (worth.ravel() >= fitted_worth - self.probe_tolerance))
+        eligible = eligible[eligible != np.ravel_multi_index(fitted, latency.shape)]
+        order = eligible[np.argsort(-worth.ravel()[eligible], kind="stable")][: self.probe_plans]
+        candidates = [fitted] + [list(map(int, np.unravel_index(i, latency.shape))) for i in order]
+        if len(candidates) == 1:
+            return fitted
+        try:
+            scores = [self._agreement(env, snapshot, plan) for plan in candidates]
+        except NotImplementedError:
+            return None
+        return candidates[int(np.argmax(scores))]
+
+    def _agreement(self, env, snapshot: int, plan: list[int]) -> float:
+        key = (int(snapshot), tuple(plan))
+        if key not in self._agreements:
+            self._agreements[key] = float(env.agreement(snapshot, plan))
+            self.plans_probed += 1
+        return self._agreements[key]
 
     def _best_measured(self, tables: list[np.ndarray], prefix: list[int], left: float):
         """The most valuable plan within ``left`` among the plan and the plans with one layer changed (values

@@ -178,3 +178,6 @@ class BudgetScheduleEnv(CompressionEnv):
 
     def latency_table(self, snapshot: int, layer: int) -> np.ndarray:
         return self.env.latency_table(snapshot, layer)
+
+    def agreement(self, snapshot: int, actions) -> float:
+        return self.env.agreement(snapshot, actions)

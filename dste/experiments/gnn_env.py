@@ -196,6 +196,20 @@ class GNNCompressionEnv(CompressionEnv):
         """
         return self.layers.latency_table(snapshot, layer)
 
+    def agreement(self, snapshot: int, actions: Sequence[int]) -> float:
+        """Share of all nodes of ``snapshot`` predicted as the FP32 model predicts them under ``actions`` (one action
+        index per layer): the label-free accuracy term, for any snapshot, training or held out."""
+        _check_indices("snapshot", [snapshot])
+        if not 0 <= int(snapshot) < len(self.graphs):
+            raise ValueError(f"snapshot {snapshot} is outside [0, {len(self.graphs)})")
+        _check_indices("actions", actions)
+        if len(actions) != self.num_layers or not all(0 <= a < len(self.action_space) for a in actions):
+            raise ValueError(
+                f"agreement needs {self.num_layers} action indices in [0, {len(self.action_space)}), got {list(actions)}"
+            )
+        predicted = self.layers.layer_input(int(snapshot), tuple(int(a) for a in actions)).argmax(axis=1)
+        return float(np.mean(predicted == self.layers.fp32_predictions(int(snapshot))))
+
     def outcome(self) -> EpisodeOutcome:
         if self._snapshot is None or len(self._actions) != self.num_layers:
             raise RuntimeError("outcome() needs every layer stepped first (reset, then state/step per layer)")

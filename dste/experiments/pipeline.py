@@ -13,14 +13,16 @@ Per seed s:
   4. the same controller trained accuracy-first: no latency budget, a memory ceiling of uniform INT8's
      footprint, and agreement with the FP32 predictions as its (label-free) accuracy term;
   5. every policy -- FP32, uniform INT8, static 50 % sparse INT8, uniform FP16, random, greedy search, greedy
-     search's plan fitted to each snapshot's budget (``dste.controller.projection``; also the budgeted DQN's
-     conservative fallback) and both DQN controllers -- run by the same harness on the held-out snapshots
+     search's plan fitted to each snapshot's budget (``dste.controller.projection``, which checks the plans the
+     training values cannot tell from it by their agreement with the FP32 predictions on the snapshot; also the
+     budgeted DQN's conservative fallback) and both DQN controllers -- run by the same harness on the held-out snapshots
      (which continue the stream: each policy first passes, unscored, through the last training snapshot):
      test accuracy, modelled latency (trn2), memory footprint (graph, features, weights, activations), and
      measured CPU time of one inference through the DSTE torch ops. ``oracle`` adds the best static policy in
      hindsight (greedy search on the held-out snapshots with their labels) and its budget-feasible variant
      (``dste.controller.baselines.feasible_static_search``: the best static plan within every held-out
-     snapshot's budget, the budget the controller's guard enforces).
+     snapshot's budget, the budget the controller's guard enforces), and per held-out snapshot the best plan
+     greedy search finds on it alone and the best plan within its budget (``dste.controller.snapshot_oracle``).
 The job runs on one thread (BLAS and torch), so its numbers do not depend on the machine.
 Accuracies are reported as mean +/- std over seeds of the per-seed mean over held-out snapshots. Each seed trains
 its own FP32 model, so part of that spread is the FP32 model's own; the paired gap to FP32 (per seed, a policy's
@@ -68,6 +70,7 @@ from dste.controller import (
     train_controller,
 )
 from dste.controller.baselines import feasible_static_search
+from dste.controller.projection import PROBE_TOLERANCE
 from dste.experiments.memory import freed_memory_kept
 
 __all__ = ["RunConfig", "run", "format_table", "PAPER_ROWS", "POLICY_LABELS"]
@@ -113,6 +116,7 @@ class RunConfig:
     stream_seed: int | None = 0  # None: each seed s draws its own stream s
     model_seed: int | None = None  # None: each seed s trains its own FP32 model s; an int: one model for all
     fallback: bool = True
+    probe: bool = True  # the fitted plan checks its near-equal rivals by agreement with FP32 on each snapshot
     oracle: bool = False
     frontier: bool = True
     jobs: int | str = 1  # "auto": one worker per usable core, as many as the memory holds (auto_jobs)
@@ -394,7 +398,9 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     guard = BudgetGuard(env, reward)
     # Greedy's plan fitted to each snapshot's budget (label-free): a baseline, and the DQN's fallback.
     values, samples = plan_values(env, reward, greedy.actions, train_ids, measured=greedy.trials, per_snapshot=True)
-    projected = BudgetProjectedPlan(greedy.actions, values, guard, samples=samples)
+    projected = BudgetProjectedPlan(
+        greedy.actions, values, guard, samples=samples, probe_tolerance=PROBE_TOLERANCE if config.probe else None
+    )
     margin, margin_scores = 0.0, {}
     if config.fallback:
         # Conservative fallback: keep the projected plan's action unless the Q-values separate from it by more
@@ -485,6 +491,10 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         stage("per-snapshot oracle")
         extras["oracle_train"] = [asdict(c) for c in snapshot_oracle(env, reward, train_ids)]
         extras["oracle_heldout"] = [asdict(c) for c in snapshot_oracle(env, reward, heldout_ids)]
+        if any(guard.budget_us(n) is not None for n in heldout_ids):
+            extras["oracle_heldout_within_budget"] = [
+                None if c is None else asdict(c) for c in snapshot_oracle(env, reward, heldout_ids, within_budget=True)
+            ]
     stage(None)
     return {
         **extras,
@@ -498,6 +508,8 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         "fallback": {
             "margin": margin, "margin_scores": margin_scores, "greedy_actions": list(greedy.actions),
             "share_of_held_out_decisions_taken": fallback_share,
+            "probe_tolerance": projected.probe_tolerance,
+            "plans_probed": projected.plans_probed,
         },
         "reward": reward.to_dict(),
         "train_snapshots": train_ids,

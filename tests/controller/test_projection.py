@@ -261,3 +261,80 @@ def test_plan_values_per_snapshot_average_to_the_values():
     assert samples.shape == (3, 2, 48)
     np.testing.assert_allclose(samples.mean(axis=0), values, rtol=0, atol=1e-12)
     assert np.array_equal(values, plan_values(env, reward, [3, 9], [0, 1, 2]))
+
+
+class AgreeingToyEnv(ToyEnv):
+    """The toy with a label-free agreement score per plan (a lookup; unlisted plans agree 0.5)."""
+
+    def __init__(self, agreements, **kwargs):
+        super().__init__(**kwargs)
+        self.agreements, self.asked = dict(agreements), []
+
+    def agreement(self, snapshot, actions):
+        self.asked.append((int(snapshot), tuple(actions)))
+        return self.agreements.get(tuple(actions), 0.5)
+
+
+def _probe_setting(env):
+    """A fitted plan P (summed value 0) and rivals: Q and R within 0.01 of it and within the budget, S outside the
+    tolerance, T within the tolerance but over the budget; every other plan is worth far less."""
+    space = env.action_space
+    pruned, light = space.nearest(0.75, 0.0), space.nearest(0.25, 0.0)
+    P = [pruned, light]
+    Q = [space.nearest(0.75, 0.0, channel_sparsity=0.25), light]
+    R = [pruned, space.nearest(0.25, 0.0, channel_sparsity=0.5)]
+    S = [space.nearest(0.75, 0.0, channel_sparsity=0.5), light]
+    T = [space.nearest(0.0, 0.0), light]
+    values = np.full((2, len(space)), -1.0)
+    values[0, P[0]] = values[1, P[1]] = 0.0
+    values[0, Q[0]], values[1, R[1]], values[0, S[0]], values[0, T[0]] = -0.005, -0.008, -0.02, -0.001
+    budget_us = BUDGET * env.reference_latency(0)
+    for plan, fits in ((P, True), (Q, True), (R, True), (S, True), (T, False)):
+        assert (env._latency(0, plan[0]) + env._latency(1, plan[1]) <= budget_us) == fits
+    return values, P, Q, R, S, T
+
+
+def test_the_probe_follows_the_near_equal_plan_that_agrees_most_with_fp32():
+    env = AgreeingToyEnv({})
+    values, P, Q, R, S, T = _probe_setting(env)
+    env.agreements = {tuple(P): 0.80, tuple(Q): 0.85, tuple(R): 0.90, tuple(S): 0.99, tuple(T): 0.99}
+    guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
+    policy = BudgetProjectedPlan([0, 0], values, guard, probe_tolerance=0.01)
+    assert run_policy(env, policy, [0]).outcomes[0].actions == R
+    assert sorted(plan for _, plan in env.asked) == sorted(map(tuple, (P, Q, R)))  # S and T never run
+    assert policy.plans_probed == 3
+    run_policy(env, policy, [0, 1])
+    assert policy.plans_probed == 6 and len(env.asked) == 6  # snapshot 0's agreements are kept, snapshot 1's new
+    without = BudgetProjectedPlan([0, 0], values, guard)
+    assert run_policy(env, without, [0]).outcomes[0].actions == P and without.plans_probed == 0
+
+
+def test_the_probe_keeps_the_fitted_plan_on_a_tie_and_caps_the_plans_it_runs():
+    env = AgreeingToyEnv({})
+    values, P, Q, R, S, T = _probe_setting(env)
+    env.agreements = {tuple(P): 0.9, tuple(Q): 0.9, tuple(R): 0.7}
+    guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
+    assert run_policy(env, BudgetProjectedPlan([0, 0], values, guard, probe_tolerance=0.01), [0]).outcomes[0].actions == P
+    env.agreements = {tuple(P): 0.8, tuple(Q): 0.85, tuple(R): 0.9}
+    env.asked = []
+    capped = BudgetProjectedPlan([0, 0], values, guard, probe_tolerance=0.01, probe_plans=1)
+    assert run_policy(env, capped, [0]).outcomes[0].actions == Q  # the most valuable rival only
+    assert sorted(plan for _, plan in env.asked) == sorted(map(tuple, (P, Q)))
+
+
+def test_without_agreement_the_probe_changes_nothing():
+    env = ToyEnv()
+    values, *_ = _probe_setting(env)
+    guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
+    probed = run_policy(env, BudgetProjectedPlan([0, 0], values, guard, probe_tolerance=0.01), [0, 1, 2])
+    plain = run_policy(env, BudgetProjectedPlan([0, 0], values, guard), [0, 1, 2])
+    assert [o.actions for o in probed.outcomes] == [o.actions for o in plain.outcomes]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(probe_tolerance=-0.1), "probe_tolerance"), (dict(probe_tolerance=float("nan")), "probe_tolerance"),
+    (dict(probe_tolerance=0.01, probe_plans=0), "probe_plans"), (dict(probe_plans=2.5), "probe_plans"),
+])
+def test_bad_probe_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BudgetProjectedPlan([0, 0], np.zeros((2, 48)), BudgetGuard(ToyEnv(), RewardConfig(budget=BUDGET)), **kwargs)

@@ -1,5 +1,6 @@
 """Per-snapshot budgets relative to FP32 or INT8, the DQN's conservative fallback, the oracle helpers."""
 
+import itertools
 
 import numpy as np
 import pytest
@@ -218,3 +219,22 @@ def test_snapshot_oracle_changes_with_the_toy_difficulty():
         for action in range(len(env.action_space)):
             uniform = run_policy(env, StaticPolicy("u", [action, action]), [snapshot]).mean_reward(reward)
             assert choice.reward >= uniform - 1e-12
+
+
+def test_snapshot_oracle_within_budget_is_the_best_plan_that_fits_each_snapshot():
+    env = ToyEnv(n_train=2, n_heldout=2, seed=1)
+    # a soft penalty so small that greedy's plan overspends where accuracy is worth more
+    reward = RewardConfig(0.05, budget=0.45, budget_penalty=0.01)
+    budget_us = 0.45 * env.reference_latency(0)
+    snapshots = env.snapshots("heldout")
+    soft = snapshot_oracle(env, reward, snapshots)
+    assert any(c.latency_us > budget_us for c in soft)
+    for snapshot, choice in zip(snapshots, snapshot_oracle(env, reward, snapshots, within_budget=True)):
+        assert choice.snapshot == snapshot and choice.latency_us <= budget_us + 1e-9
+        best = max(
+            run_policy(env, StaticPolicy("p", list(plan)), [snapshot]).mean_reward(reward)
+            for plan in itertools.product(range(len(env.action_space)), repeat=2)
+            if env._latency(0, plan[0]) + env._latency(1, plan[1]) <= budget_us
+        )
+        assert choice.reward == pytest.approx(best, abs=1e-12)
+    assert snapshot_oracle(env, RewardConfig(budget=0.01), snapshots[:1], within_budget=True) == [None]

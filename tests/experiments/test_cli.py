@@ -6,7 +6,7 @@ from dste.cli import build_parser, main
 from dste.experiments.pipeline import RunConfig
 
 RUN_OPTIONS = ("--dataset", "--root", "--seeds", "--snapshots", "--episodes", "--out", "--model", "--quick",
-               "--lambda", "--budget", "--target", "--hidden", "--epochs", "--stream", "--no-fallback", "--oracle",
+               "--lambda", "--budget", "--target", "--hidden", "--epochs", "--stream", "--no-fallback", "--no-probe", "--oracle",
                "--no-frontier", "--model-seed", "0.33fp32", "budget-shift")
 
 
@@ -70,6 +70,24 @@ def test_jobs_default_to_one_worker_per_usable_core_as_memory_allows(monkeypatch
     with pytest.raises(Started):
         main(["run", *argv, "--out", str(tmp_path), "--no-progress"])
     assert seen == [jobs]
+
+
+@pytest.mark.parametrize("argv, probe", [([], True), (["--no-probe"], False)])
+def test_the_fitted_plan_checks_its_rivals_on_each_snapshot_unless_told_not_to(monkeypatch, tmp_path, argv, probe):
+    from dste.experiments import pipeline
+
+    class Started(Exception):
+        pass
+
+    def record(config):
+        seen.append(config.probe)
+        raise Started
+
+    seen = []
+    monkeypatch.setattr(pipeline, "run", record)
+    with pytest.raises(Started):
+        main(["run", *argv, "--out", str(tmp_path), "--no-progress"])
+    assert seen == [probe]
 
 
 def test_auto_jobs_take_one_worker_where_the_memory_is_unknown(monkeypatch):
@@ -280,6 +298,8 @@ def test_quick_run_end_to_end(tmp_path, capsys):
     assert all(seconds >= 0 for seconds in stages.values()) and sum(stages.values()) <= report["wall_time_s"]
     assert report["config"]["snapshots"] == 4 and report["config"]["episodes"] == 8  # named, so kept
     assert report["config"]["stream_seed"] == 0 and report["per_seed"][0]["stream_seed"] == 0
+    fallback = report["per_seed"][0]["fallback"]
+    assert fallback["probe_tolerance"] == 0.01 and fallback["plans_probed"] > 0
 
 
 def test_a_fault_inside_dste_keeps_its_traceback(monkeypatch):

@@ -8,6 +8,7 @@ from dste.controller import FP32_ACTION, DQNConfig, DQNPolicy, RewardConfig, Tra
 from dste.data import make_graph, make_stream
 from dste.experiments.gnn_env import GNNCompressionEnv
 from dste.gnn import gather_aware_keep, make_model, train_fp32
+from dste.gnn.train import graph_tensors
 
 
 # A cora-like graph at under half the size: the env's cost is the modelled latency of every layer run, which
@@ -130,6 +131,35 @@ def test_outcome_reports_accuracy_latency_and_bytes(env):
     assert fp16.latency_us > int8.latency_us  # FP16 rows add gathered bytes
     assert fp32.nbytes > 3 * int8.nbytes
     assert set(int8.bytes_by_kind) == {"graph", "features", "weights", "activations"}
+
+
+def test_agreement_is_the_share_of_nodes_predicted_as_the_fp32_model_predicts(env):
+    space = env.action_space
+    graph = env.graphs[4]
+    model = env.layers.model.model
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            fp32 = model(graph_tensors(graph)[0], graph.adj).argmax(1).numpy()
+    finally:
+        model.train(was_training)
+    light = [space.nearest(0, 0), space.nearest(0, 0)]
+    heavy = [space.nearest(0.75, 0.0, channel_sparsity=0.75), space.nearest(0.75, 0.0)]
+    measured = {}
+    for actions in (light, heavy):
+        expected = np.mean(env.forward_ops(4, actions).numpy().argmax(1) == fp32)
+        measured[tuple(actions)] = env.agreement(4, actions)
+        # the torch ops and the fast path may flip a row on an INT8 rounding boundary (see the test above)
+        assert measured[tuple(actions)] == pytest.approx(expected, abs=2 / graph.num_nodes + 1e-12)
+    assert measured[tuple(heavy)] < measured[tuple(light)]
+    for snapshot, actions, error, message in ((4, [0], ValueError, "2 action indices"),
+                                              (4, [0, 48], ValueError, "action indices"),
+                                              (4, [FP32_ACTION, 0], ValueError, "action indices"),
+                                              (9, light, ValueError, "outside"),
+                                              (4, [0.5, 0], TypeError, "int indices")):
+        with pytest.raises(error, match=message):
+            env.agreement(snapshot, actions)
 
 
 def test_bad_use_is_refused(env):
