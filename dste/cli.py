@@ -150,6 +150,11 @@ def _run_main(args: argparse.Namespace) -> int:
         for key, value in frontier.items():
             if key != "points":
                 print(f"  {key}: {value}")
+    oracle = report.get("oracle")
+    if oracle:
+        print("per-snapshot oracle (held-out snapshots, with their labels):")
+        for key, value in oracle.items():
+            print(f"  {key}: {value}")
     print(f"\nlatency: {report['latency_label']}")
     print(f"wall time: {report['wall_time_s']:.1f} s; outputs in {report['out_dir']}")
     return 0

@@ -610,6 +610,34 @@ def _acceptance(summary: dict) -> dict:
     return checks
 
 
+def _oracle_summary(per_seed: list[dict], summary: dict) -> dict | None:
+    """With ``--oracle``: the per-snapshot best plans on the held-out snapshots (greedy search's on each snapshot
+    alone, which the soft budget penalty lets overspend, and the best within each snapshot's budget), their mean
+    reward over snapshots and seeds, and the budgeted DQN's reward minus each. None without the oracle."""
+    if not per_seed or not all("oracle_heldout" in seed for seed in per_seed):
+        return None
+    dqn = summary["dste_dqn"]["reward_mean"]
+    best = float(np.mean([np.mean([c["reward"] for c in seed["oracle_heldout"]]) for seed in per_seed]))
+    report = {
+        "distinct_per_snapshot_best_plans": [len({tuple(c["actions"]) for c in seed["oracle_heldout"]})
+                                             for seed in per_seed],
+        "per_snapshot_best_reward": best,
+        "dqn_reward_minus_per_snapshot_best": dqn - best,
+    }
+    within = [seed.get("oracle_heldout_within_budget") for seed in per_seed]
+    if all(choices is not None for choices in within):
+        if any(choice is None for choices in within for choice in choices):
+            report["per_snapshot_best_within_budget"] = "no plan fits some held-out snapshot's budget"
+        else:
+            fitting = float(np.mean([np.mean([c["reward"] for c in choices]) for choices in within]))
+            report["per_snapshot_best_within_budget_reward"] = fitting
+            report["per_snapshot_best_within_budget_accuracy"] = float(
+                np.mean([np.mean([c["accuracy"] for c in choices]) for choices in within])
+            )
+            report["dqn_reward_minus_per_snapshot_best_within_budget"] = dqn - fitting
+    return report
+
+
 def _frontier_summary(per_seed: list[dict], summary: dict) -> dict | None:
     """The static points (FP32 and every uniform action, on the seeds that swept them) against the controllers
     (mean over seeds): which of them
@@ -912,6 +940,7 @@ def run(config: RunConfig) -> dict:
         "summary": summary,
         "acceptance": _acceptance(summary),
         "frontier": _frontier_summary(per_seed, summary),
+        "oracle": _oracle_summary(per_seed, summary),
         "per_seed": per_seed,
         "controller_checkpoint": str(checkpoint),
         "wall_time_s": None,

@@ -9,6 +9,7 @@ from dste.experiments.pipeline import (
     POLICY_LABELS,
     _acceptance,
     _frontier_summary,
+    _oracle_summary,
     _summarise,
     format_table,
 )
@@ -83,3 +84,26 @@ def test_table_has_the_paired_gap_column():
     del summary["int8"]["accuracy_minus_fp32_mean"]
     int8_line = next(line for line in format_table(summary, "trn2").splitlines() if line.startswith("INT8"))
     assert int8_line.endswith(" -")
+
+
+def _choice(actions, reward, accuracy):
+    return {"snapshot": 0, "actions": actions, "labels": [], "reward": reward, "accuracy": accuracy, "latency_us": 1.0}
+
+
+def test_the_oracle_summary_sets_the_controller_against_the_per_snapshot_best_plans():
+    per_seed = [_seed(i) for i in range(3)]
+    summary = _summarise(per_seed)
+    assert _oracle_summary(per_seed, summary) is None  # without --oracle
+    for i, seed in enumerate(per_seed):
+        # greedy's plan per snapshot (over the budget on the second) and the best within each budget
+        seed["oracle_heldout"] = [_choice([1, 2], 0.80, 0.84), _choice([3, 4], 0.70 + 0.01 * i, 0.77)]
+        seed["oracle_heldout_within_budget"] = [_choice([1, 2], 0.80, 0.84), _choice([1, 4], 0.66, 0.72)]
+    oracle = _oracle_summary(per_seed, summary)
+    assert oracle["distinct_per_snapshot_best_plans"] == [2, 2, 2]
+    assert oracle["per_snapshot_best_reward"] == pytest.approx(0.755)
+    assert oracle["per_snapshot_best_within_budget_reward"] == pytest.approx(0.73)
+    assert oracle["per_snapshot_best_within_budget_accuracy"] == pytest.approx(0.78)
+    assert oracle["dqn_reward_minus_per_snapshot_best"] == pytest.approx(0.74 - 0.755)
+    assert oracle["dqn_reward_minus_per_snapshot_best_within_budget"] == pytest.approx(0.74 - 0.73)
+    per_seed[1]["oracle_heldout_within_budget"][1] = None
+    assert "no plan fits" in _oracle_summary(per_seed, summary)["per_snapshot_best_within_budget"]
