@@ -264,62 +264,74 @@ def test_plan_values_per_snapshot_average_to_the_values():
 
 
 class AgreeingToyEnv(ToyEnv):
-    """The toy with a label-free agreement score per plan (a lookup; unlisted plans agree 0.5)."""
+    """The toy with a label-free agreement score per snapshot and plan (a lookup; unlisted pairs agree 0.5)."""
 
-    def __init__(self, agreements, **kwargs):
+    def __init__(self, agreements=None, **kwargs):
         super().__init__(**kwargs)
-        self.agreements, self.asked = dict(agreements), []
+        self.agreements, self.asked = dict(agreements or {}), []
 
     def agreement(self, snapshot, actions):
         self.asked.append((int(snapshot), tuple(actions)))
-        return self.agreements.get(tuple(actions), 0.5)
+        return self.agreements.get((int(snapshot), tuple(actions)), 0.5)
 
 
-def _probe_setting(env):
+def _probe_setting(env, worth_q=-0.005, worth_r=-0.008):
     """A fitted plan P (summed value 0) and rivals: Q and R within 0.01 of it and within the budget, S outside the
     tolerance, T within the tolerance but over the budget; every other plan is worth far less."""
     space = env.action_space
     pruned, light = space.nearest(0.75, 0.0), space.nearest(0.25, 0.0)
-    P = [pruned, light]
-    Q = [space.nearest(0.75, 0.0, channel_sparsity=0.25), light]
-    R = [pruned, space.nearest(0.25, 0.0, channel_sparsity=0.5)]
-    S = [space.nearest(0.75, 0.0, channel_sparsity=0.5), light]
-    T = [space.nearest(0.0, 0.0), light]
+    P = (pruned, light)
+    Q = (space.nearest(0.75, 0.0, channel_sparsity=0.25), light)
+    R = (pruned, space.nearest(0.25, 0.0, channel_sparsity=0.5))
+    S = (space.nearest(0.75, 0.0, channel_sparsity=0.5), light)
+    T = (space.nearest(0.0, 0.0), light)
     values = np.full((2, len(space)), -1.0)
     values[0, P[0]] = values[1, P[1]] = 0.0
-    values[0, Q[0]], values[1, R[1]], values[0, S[0]], values[0, T[0]] = -0.005, -0.008, -0.02, -0.001
+    values[0, Q[0]], values[1, R[1]], values[0, S[0]], values[0, T[0]] = worth_q, worth_r, -0.02, -0.001
     budget_us = BUDGET * env.reference_latency(0)
     for plan, fits in ((P, True), (Q, True), (R, True), (S, True), (T, False)):
         assert (env._latency(0, plan[0]) + env._latency(1, plan[1]) <= budget_us) == fits
     return values, P, Q, R, S, T
 
 
-def test_the_probe_follows_the_near_equal_plan_that_agrees_most_with_fp32():
-    env = AgreeingToyEnv({})
+LIVE, LABELLED = 16, 15  # the toy's first held-out snapshot and the latest training snapshot before it
+
+
+def test_the_probe_follows_the_rival_whose_agreement_holds_up_best_since_the_latest_labelled_snapshot():
+    env = AgreeingToyEnv()
     values, P, Q, R, S, T = _probe_setting(env)
-    env.agreements = {tuple(P): 0.80, tuple(Q): 0.85, tuple(R): 0.90, tuple(S): 0.99, tuple(T): 0.99}
+    for plan in (P, Q, R, S, T):
+        env.agreements[LABELLED, plan] = 0.9
+    # P loses 0.10 of agreement, Q 0.05 and R 0.01; S and T would hold up better still but are never run
+    env.agreements.update({(LIVE, P): 0.80, (LIVE, Q): 0.85, (LIVE, R): 0.89, (LIVE, S): 0.95, (LIVE, T): 0.95})
     guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
     policy = BudgetProjectedPlan([0, 0], values, guard, probe_tolerance=0.01)
-    assert run_policy(env, policy, [0]).outcomes[0].actions == R
-    assert sorted(plan for _, plan in env.asked) == sorted(map(tuple, (P, Q, R)))  # S and T never run
-    assert policy.plans_probed == 3
-    run_policy(env, policy, [0, 1])
-    assert policy.plans_probed == 6 and len(env.asked) == 6  # snapshot 0's agreements are kept, snapshot 1's new
+    assert tuple(run_policy(env, policy, [LIVE]).outcomes[0].actions) == R
+    assert sorted(env.asked) == sorted((n, plan) for n in (LABELLED, LIVE) for plan in (P, Q, R))
+    assert policy.plans_probed == 6
+    run_policy(env, policy, [LIVE])
+    assert policy.plans_probed == 6 and len(env.asked) == 6  # kept, not run again
+    # the first training snapshot has no labelled one before it: no change to correct for, the values decide
+    assert tuple(run_policy(env, policy, [0]).outcomes[0].actions) == P
     without = BudgetProjectedPlan([0, 0], values, guard)
-    assert run_policy(env, without, [0]).outcomes[0].actions == P and without.plans_probed == 0
+    assert tuple(run_policy(env, without, [LIVE]).outcomes[0].actions) == P and without.plans_probed == 0
 
 
 def test_the_probe_keeps_the_fitted_plan_on_a_tie_and_caps_the_plans_it_runs():
-    env = AgreeingToyEnv({})
-    values, P, Q, R, S, T = _probe_setting(env)
-    env.agreements = {tuple(P): 0.9, tuple(Q): 0.9, tuple(R): 0.7}
+    # binary fractions, so that value plus change in agreement ties exactly
+    env = AgreeingToyEnv()
+    values, P, Q, R, S, T = _probe_setting(env, worth_q=-0.0625, worth_r=-0.09375)
+    for plan in (P, Q, R, S):
+        env.agreements[LABELLED, plan] = 0.75
+    env.agreements.update({(LIVE, P): 0.5, (LIVE, Q): 0.5625, (LIVE, R): 0.5, (LIVE, S): 0.25})
     guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
-    assert run_policy(env, BudgetProjectedPlan([0, 0], values, guard, probe_tolerance=0.01), [0]).outcomes[0].actions == P
-    env.agreements = {tuple(P): 0.8, tuple(Q): 0.85, tuple(R): 0.9}
+    tied = BudgetProjectedPlan([0, 0], values, guard, probe_tolerance=0.1)
+    assert tuple(run_policy(env, tied, [LIVE]).outcomes[0].actions) == P
+    env.agreements.update({(LIVE, S): 0.625, (LIVE, R): 0.75})  # R now holds up best, S better than P
     env.asked = []
-    capped = BudgetProjectedPlan([0, 0], values, guard, probe_tolerance=0.01, probe_plans=1)
-    assert run_policy(env, capped, [0]).outcomes[0].actions == Q  # the most valuable rival only
-    assert sorted(plan for _, plan in env.asked) == sorted(map(tuple, (P, Q)))
+    capped = BudgetProjectedPlan([0, 0], values, guard, probe_tolerance=0.1, probe_plans=1)
+    assert tuple(run_policy(env, capped, [LIVE]).outcomes[0].actions) == S  # the most valuable rival only
+    assert sorted({plan for _, plan in env.asked}) == sorted((P, S))  # S (0.02 under P) is the most valuable
 
 
 def test_without_agreement_the_probe_changes_nothing():
