@@ -93,9 +93,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="judge the plain DQN, without its conservative fallback (greedy search's plan fitted to "
                              "each snapshot's latency budget) where the Q-values do not separate")
     parser.add_argument("--no-probe", action="store_true",
-                        help="fit the fallback plan to each snapshot's budget by the training snapshots' values alone, "
-                             "without checking its near-equal rivals by their agreement with the FP32 model's "
-                             "predictions on the snapshot (label-free)")
+                        help="fit the fallback plan to each snapshot's budget by the training snapshots' values alone: "
+                             "without it, a plan the summed values rate higher but never measured as it is replaces "
+                             "the fitted plan where it agrees with the FP32 model's predictions on more of the "
+                             "snapshot's nodes (label-free)")
     parser.add_argument("--oracle", action="store_true",
                         help="also report the best static policy in hindsight (greedy search on the held-out "
                              "snapshots), the best static plan within every held-out snapshot's latency budget "

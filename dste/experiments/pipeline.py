@@ -13,9 +13,9 @@ Per seed s:
   4. the same controller trained accuracy-first: no latency budget, a memory ceiling of uniform INT8's
      footprint, and agreement with the FP32 predictions as its (label-free) accuracy term;
   5. every policy -- FP32, uniform INT8, static 50 % sparse INT8, uniform FP16, random, greedy search, greedy
-     search's plan fitted to each snapshot's budget (``dste.controller.projection``, which checks the plans the
-     training values cannot tell from it by their agreement with the FP32 predictions on the snapshot; also the
-     budgeted DQN's conservative fallback) and both DQN controllers -- run by the same harness on the held-out snapshots
+     search's plan fitted to each snapshot's budget (``dste.controller.projection``, which takes a more valuable
+     plan never measured as it is where it agrees more with the FP32 predictions on the snapshot; also the budgeted
+     DQN's conservative fallback) and both DQN controllers -- run by the same harness on the held-out snapshots
      (which continue the stream: each policy first passes, unscored, through the last training snapshot):
      test accuracy, modelled latency (trn2), memory footprint (graph, features, weights, activations), and
      measured CPU time of one inference through the DSTE torch ops. ``oracle`` adds the best static policy in
@@ -70,7 +70,6 @@ from dste.controller import (
     train_controller,
 )
 from dste.controller.baselines import feasible_static_search
-from dste.controller.projection import PROBE_TOLERANCE
 from dste.experiments.memory import freed_memory_kept
 
 __all__ = ["RunConfig", "run", "format_table", "PAPER_ROWS", "POLICY_LABELS"]
@@ -116,7 +115,7 @@ class RunConfig:
     stream_seed: int | None = 0  # None: each seed s draws its own stream s
     model_seed: int | None = None  # None: each seed s trains its own FP32 model s; an int: one model for all
     fallback: bool = True
-    probe: bool = True  # the fitted plan checks its near-equal rivals by agreement with FP32 on each snapshot
+    probe: bool = True  # the fitted plan's more valuable unmeasured rivals are checked on each snapshot (projection)
     oracle: bool = False
     frontier: bool = True
     jobs: int | str = 1  # "auto": one worker per usable core, as many as the memory holds (auto_jobs)
@@ -399,7 +398,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     # Greedy's plan fitted to each snapshot's budget (label-free): a baseline, and the DQN's fallback.
     values, samples = plan_values(env, reward, greedy.actions, train_ids, measured=greedy.trials, per_snapshot=True)
     projected = BudgetProjectedPlan(
-        greedy.actions, values, guard, samples=samples, probe_tolerance=PROBE_TOLERANCE if config.probe else None
+        greedy.actions, values, guard, samples=samples, probe=config.probe
     )
     margin, margin_scores = 0.0, {}
     if config.fallback:
@@ -508,7 +507,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         "fallback": {
             "margin": margin, "margin_scores": margin_scores, "greedy_actions": list(greedy.actions),
             "share_of_held_out_decisions_taken": fallback_share,
-            "probe_tolerance": projected.probe_tolerance,
+            "probe": projected.probe,
             "plans_probed": projected.plans_probed,
         },
         "reward": reward.to_dict(),

@@ -264,88 +264,80 @@ def test_plan_values_per_snapshot_average_to_the_values():
 
 
 class AgreeingToyEnv(ToyEnv):
-    """The toy with a label-free agreement score per snapshot and plan (a lookup; unlisted pairs agree 0.5)."""
+    """The toy with a label-free agreement score per plan (a lookup; unlisted plans agree 0.5)."""
 
     def __init__(self, agreements=None, **kwargs):
         super().__init__(**kwargs)
         self.agreements, self.asked = dict(agreements or {}), []
 
     def agreement(self, snapshot, actions):
-        self.asked.append((int(snapshot), tuple(actions)))
-        return self.agreements.get((int(snapshot), tuple(actions)), 0.5)
+        self.asked.append(tuple(actions))
+        return self.agreements.get(tuple(actions), 0.5)
 
 
-def _probe_setting(env, worth_q=-0.005, worth_r=-0.008):
-    """A fitted plan P (summed value 0) and rivals: Q and R within 0.01 of it and within the budget, S outside the
-    tolerance, T within the tolerance but over the budget; every other plan is worth far less."""
+def _probe_setting(env):
+    """Greedy's plan G (unpruned) does not fit, so the fitted plan F prunes its first layer, the one measured plan
+    that fits. Two plans never measured as they are fit too and are worth more by the summed values: R (0.02) and
+    Q (0.01); T is worth as much as R but over the budget. Every other plan is worth far less."""
     space = env.action_space
-    pruned, light = space.nearest(0.75, 0.0), space.nearest(0.25, 0.0)
-    P = (pruned, light)
+    G = (space.nearest(0.0, 0.0), space.nearest(0.0, 0.0))
+    F = (space.nearest(0.75, 0.0), G[1])
+    light = space.nearest(0.25, 0.0)
+    R = (F[0], light)
     Q = (space.nearest(0.75, 0.0, channel_sparsity=0.25), light)
-    R = (pruned, space.nearest(0.25, 0.0, channel_sparsity=0.5))
-    S = (space.nearest(0.75, 0.0, channel_sparsity=0.5), light)
-    T = (space.nearest(0.0, 0.0), light)
+    T = (G[0], light)
     values = np.full((2, len(space)), -1.0)
-    values[0, P[0]] = values[1, P[1]] = 0.0
-    values[0, Q[0]], values[1, R[1]], values[0, S[0]], values[0, T[0]] = worth_q, worth_r, -0.02, -0.001
+    values[0, G[0]] = values[1, G[1]] = values[0, F[0]] = 0.0
+    values[1, light], values[0, Q[0]] = 0.02, -0.01
+    samples = np.repeat(values[None], 4, axis=0)  # measured on four training snapshots
     budget_us = BUDGET * env.reference_latency(0)
-    for plan, fits in ((P, True), (Q, True), (R, True), (S, True), (T, False)):
+    for plan, fits in ((G, False), (F, True), (R, True), (Q, True), (T, False)):
         assert (env._latency(0, plan[0]) + env._latency(1, plan[1]) <= budget_us) == fits
-    return values, P, Q, R, S, T
+    return values, samples, G, F, R, Q, T
 
 
-LIVE, LABELLED = 16, 15  # the toy's first held-out snapshot and the latest training snapshot before it
+def _projected(env, **kwargs):
+    values, samples, G, *_ = _probe_setting(env)
+    return BudgetProjectedPlan(list(G), values, BudgetGuard(env, RewardConfig(budget=BUDGET)), samples=samples,
+                               **kwargs)
 
 
-def test_the_probe_follows_the_rival_whose_agreement_holds_up_best_since_the_latest_labelled_snapshot():
+def test_a_more_valuable_plan_never_measured_replaces_the_fitted_one_where_the_snapshot_confirms_it():
     env = AgreeingToyEnv()
-    values, P, Q, R, S, T = _probe_setting(env)
-    for plan in (P, Q, R, S, T):
-        env.agreements[LABELLED, plan] = 0.9
-    # P loses 0.10 of agreement, Q 0.05 and R 0.01; S and T would hold up better still but are never run
-    env.agreements.update({(LIVE, P): 0.80, (LIVE, Q): 0.85, (LIVE, R): 0.89, (LIVE, S): 0.95, (LIVE, T): 0.95})
-    guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
-    policy = BudgetProjectedPlan([0, 0], values, guard, probe_tolerance=0.01)
-    assert tuple(run_policy(env, policy, [LIVE]).outcomes[0].actions) == R
-    assert sorted(env.asked) == sorted((n, plan) for n in (LABELLED, LIVE) for plan in (P, Q, R))
-    assert policy.plans_probed == 6
-    run_policy(env, policy, [LIVE])
-    assert policy.plans_probed == 6 and len(env.asked) == 6  # kept, not run again
-    # the first training snapshot has no labelled one before it: no change to correct for, the values decide
-    assert tuple(run_policy(env, policy, [0]).outcomes[0].actions) == P
-    without = BudgetProjectedPlan([0, 0], values, guard)
-    assert tuple(run_policy(env, without, [LIVE]).outcomes[0].actions) == P and without.plans_probed == 0
+    _, _, G, F, R, Q, T = _probe_setting(env)
+    assert tuple(run_policy(env, _projected(env), [16]).outcomes[0].actions) == F  # no check: the fitted plan
+    # R is the more valuable but agrees on only 0.5 % more of the nodes than F: within the noise; Q on 5 % more
+    env.agreements = {F: 0.80, R: 0.805, Q: 0.85, T: 0.99}
+    policy = _projected(env, probe=True)
+    assert tuple(run_policy(env, policy, [16]).outcomes[0].actions) == Q
+    assert env.asked == [F, R, Q] and policy.plans_probed == 3  # most valuable first; T, over the budget, never run
+    run_policy(env, policy, [16])
+    assert policy.plans_probed == 3 and len(env.asked) == 3  # each snapshot's agreements are kept
+    env.agreements[R], env.asked = 0.82, []
+    assert tuple(run_policy(env, _projected(env, probe=True), [16]).outcomes[0].actions) == R
+    assert env.asked == [F, R]  # the most valuable confirmed plan ends the check
+    env.agreements = {F: 0.80, R: 0.80, Q: 0.79}
+    assert tuple(run_policy(env, _projected(env, probe=True), [16]).outcomes[0].actions) == F
 
 
-def test_the_probe_keeps_the_fitted_plan_on_a_tie_and_caps_the_plans_it_runs():
-    # binary fractions, so that value plus change in agreement ties exactly
+def test_the_check_runs_at_most_probe_plans_rivals():
     env = AgreeingToyEnv()
-    values, P, Q, R, S, T = _probe_setting(env, worth_q=-0.0625, worth_r=-0.09375)
-    for plan in (P, Q, R, S):
-        env.agreements[LABELLED, plan] = 0.75
-    env.agreements.update({(LIVE, P): 0.5, (LIVE, Q): 0.5625, (LIVE, R): 0.5, (LIVE, S): 0.25})
-    guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
-    tied = BudgetProjectedPlan([0, 0], values, guard, probe_tolerance=0.1)
-    assert tuple(run_policy(env, tied, [LIVE]).outcomes[0].actions) == P
-    env.agreements.update({(LIVE, S): 0.625, (LIVE, R): 0.75})  # R now holds up best, S better than P
-    env.asked = []
-    capped = BudgetProjectedPlan([0, 0], values, guard, probe_tolerance=0.1, probe_plans=1)
-    assert tuple(run_policy(env, capped, [LIVE]).outcomes[0].actions) == S  # the most valuable rival only
-    assert sorted({plan for _, plan in env.asked}) == sorted((P, S))  # S (0.02 under P) is the most valuable
+    _, _, G, F, R, Q, T = _probe_setting(env)
+    env.agreements = {F: 0.80, R: 0.80, Q: 0.85}
+    assert tuple(run_policy(env, _projected(env, probe=True, probe_plans=1), [16]).outcomes[0].actions) == F
+    assert env.asked == [F, R]
 
 
 def test_without_agreement_the_probe_changes_nothing():
     env = ToyEnv()
-    values, *_ = _probe_setting(env)
-    guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
-    probed = run_policy(env, BudgetProjectedPlan([0, 0], values, guard, probe_tolerance=0.01), [0, 1, 2])
-    plain = run_policy(env, BudgetProjectedPlan([0, 0], values, guard), [0, 1, 2])
+    probed = run_policy(env, _projected(env, probe=True), [0, 1, 16])
+    plain = run_policy(env, _projected(env), [0, 1, 16])
     assert [o.actions for o in probed.outcomes] == [o.actions for o in plain.outcomes]
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(probe_tolerance=-0.1), "probe_tolerance"), (dict(probe_tolerance=float("nan")), "probe_tolerance"),
-    (dict(probe_tolerance=0.01, probe_plans=0), "probe_plans"), (dict(probe_plans=2.5), "probe_plans"),
+    (dict(probe=1), "probe"), (dict(probe=None), "probe"),
+    (dict(probe=True, probe_plans=0), "probe_plans"), (dict(probe_plans=2.5), "probe_plans"),
 ])
 def test_bad_probe_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
