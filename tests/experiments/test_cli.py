@@ -299,7 +299,7 @@ def test_quick_run_end_to_end(tmp_path, capsys):
     assert report["config"]["snapshots"] == 4 and report["config"]["episodes"] == 8  # named, so kept
     assert report["config"]["stream_seed"] == 0 and report["per_seed"][0]["stream_seed"] == 0
     fallback = report["per_seed"][0]["fallback"]
-    assert fallback["probe"] is True and fallback["plans_probed"] >= 0
+    assert fallback["probe"] is True and isinstance(fallback["plans_probed"], int)  # how many depends on the graph
 
 
 def test_a_fault_inside_dste_keeps_its_traceback(monkeypatch):
