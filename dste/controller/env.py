@@ -121,7 +121,9 @@ class CompressionEnv(ABC):
         model's on the same snapshot. Label-free: it compares two predictions, never a prediction with a label,
         so a controller may read it on a snapshot whose labels it must not see (``dste.controller.projection``).
         """
-        raise NotImplementedError(f"{type(self).__name__} cannot compare a plan's predictions with the uncompressed model's")
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot compare a plan's predictions with the uncompressed model's"
+        )
 
     def action_latency(self, layer: int, action: int) -> float:
         """Modelled latency (us) that ``step(layer, action)`` would report now, after this episode's earlier steps.

@@ -165,7 +165,7 @@ class BudgetProjectedPlan(Policy):
         self.plans_probed = 0  # plans whose agreement was measured (each snapshot's once)
         self._agreements: dict[tuple[int, tuple[int, ...]], float] = {}
         self._chosen: list[int] = []  # this episode's actions so far, to tell whether the plan was followed
-        self._probed: list[int] | None = None  # this episode's plan chosen by agreement, if probing
+        self._probed: list[int] | None = None  # this episode's plan after the check on its snapshot, if probing
 
     def choose(self, state: np.ndarray, layer: int) -> int:
         env = self.guard.env
@@ -188,7 +188,9 @@ class BudgetProjectedPlan(Policy):
     def _tables(self, env, snapshot) -> list[np.ndarray]:
         return [np.asarray(env.latency_table(snapshot, k), dtype=np.float64) for k in range(env.num_layers)]
 
-    def _decide(self, tables: list[np.ndarray], prefix: list[int] | None, spent: float, budget: float, layer: int) -> int:
+    def _decide(
+        self, tables: list[np.ndarray], prefix: list[int] | None, spent: float, budget: float, layer: int
+    ) -> int:
         """This layer's action, given the episode's earlier actions (``prefix``; None if unknown) and the latency
         they spent."""
         left = budget - spent + budget_slack_us(budget)
@@ -236,7 +238,8 @@ class BudgetProjectedPlan(Policy):
         worth = functools.reduce(np.add.outer, list(self.values))
         shape = worth.shape
         worth = worth.ravel()
-        richer = np.flatnonzero((latency <= budget + budget_slack_us(budget)) & (worth > worth[np.ravel_multi_index(fitted, shape)]))
+        fits = latency <= budget + budget_slack_us(budget)
+        richer = np.flatnonzero(fits & (worth > worth[np.ravel_multi_index(fitted, shape)]))
         richer = richer[np.argsort(-worth[richer], kind="stable")][: self.probe_plans]
         if len(richer) == 0:
             return fitted

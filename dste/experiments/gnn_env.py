@@ -205,7 +205,8 @@ class GNNCompressionEnv(CompressionEnv):
         _check_indices("actions", actions)
         if len(actions) != self.num_layers or not all(0 <= a < len(self.action_space) for a in actions):
             raise ValueError(
-                f"agreement needs {self.num_layers} action indices in [0, {len(self.action_space)}), got {list(actions)}"
+                f"agreement needs {self.num_layers} action indices in [0, {len(self.action_space)}), "
+                f"got {list(actions)}"
             )
         predicted = self.layers.layer_input(int(snapshot), tuple(int(a) for a in actions)).argmax(axis=1)
         return float(np.mean(predicted == self.layers.fp32_predictions(int(snapshot))))

@@ -397,9 +397,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     guard = BudgetGuard(env, reward)
     # Greedy's plan fitted to each snapshot's budget (label-free): a baseline, and the DQN's fallback.
     values, samples = plan_values(env, reward, greedy.actions, train_ids, measured=greedy.trials, per_snapshot=True)
-    projected = BudgetProjectedPlan(
-        greedy.actions, values, guard, samples=samples, probe=config.probe
-    )
+    projected = BudgetProjectedPlan(greedy.actions, values, guard, samples=samples, probe=config.probe)
     margin, margin_scores = 0.0, {}
     if config.fallback:
         # Conservative fallback: keep the projected plan's action unless the Q-values separate from it by more
