@@ -342,3 +342,16 @@ def test_without_agreement_the_probe_changes_nothing():
 def test_bad_probe_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         BudgetProjectedPlan([0, 0], np.zeros((2, 48)), BudgetGuard(ToyEnv(), RewardConfig(budget=BUDGET)), **kwargs)
+
+
+def test_the_check_leaves_plans_one_layer_away_to_the_measured_rules():
+    # a plan one layer from greedy's was measured, and its gain was within the training snapshots' noise: agreeing
+    # more with FP32 on the snapshot (as pruning less does, accurate or not) does not overrule that
+    env = AgreeingToyEnv()
+    plan, better, values = _fitting_plan_and_a_better_one(env)
+    samples = _samples_around(values, [4.0, -3.0, 3.5, -2.5, 3.0, 1.0])
+    env.agreements = {tuple(plan): 0.80, tuple(better): 0.90}
+    guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
+    policy = BudgetProjectedPlan(plan, samples.mean(axis=0), guard, samples=samples, probe=True)
+    assert run_policy(env, policy, [16]).outcomes[0].actions == plan
+    assert tuple(better) not in env.asked
