@@ -22,7 +22,10 @@ from dste.controller.baselines import DQNPolicy, StaticPolicy, feasible_static_s
 from dste.controller.env import FP32_ACTION, CompressionEnv
 from dste.controller.reward import RewardConfig
 
-__all__ = ["OracleChoice", "snapshot_oracle", "static_sweep", "pareto_front", "calibrate_margin", "FALLBACK_MARGINS"]
+__all__ = [
+    "OracleChoice", "snapshot_oracle", "snapshot_oracles", "static_sweep", "pareto_front", "calibrate_margin",
+    "FALLBACK_MARGINS",
+]
 
 FALLBACK_MARGINS = (0.0, 0.002, 0.005, 0.01, 0.02, float("inf"))
 """Candidate Q-value margins: 0.002 of reward is one validation node of 500 (0.2 accuracy points)."""
@@ -47,23 +50,33 @@ def snapshot_oracle(
     (``feasible_static_search`` on that snapshot: every plan of a two-layer model), None where no plan fits. The
     reward's soft budget penalty lets greedy's plan overspend by a little where its accuracy is worth more; a
     controller that keeps every budget is bounded by this one."""
-    choices: list[OracleChoice | None] = []
+    greedy, fitting = snapshot_oracles(env, reward, snapshots, rounds, within_budget=within_budget)
+    return fitting if within_budget else greedy
+
+
+def snapshot_oracles(
+    env: CompressionEnv, reward: RewardConfig, snapshots: Sequence[int], rounds: int = 2, within_budget: bool = True
+) -> tuple[list[OracleChoice], list[OracleChoice | None] | None]:
+    """Both of ``snapshot_oracle``'s choices per snapshot from one greedy search on it: greedy's plan, and (with
+    ``within_budget``; else None) the best plan within the snapshot's budget, None where no plan fits."""
+    greedy_choices: list[OracleChoice] = []
+    fitting_choices: list[OracleChoice | None] | None = [] if within_budget else None
     for snapshot in snapshots:
         policy = greedy_search(env, reward, [int(snapshot)], rounds=rounds)
+        greedy_choices.append(_oracle_choice(env, reward, int(snapshot), policy))
         if within_budget:
-            policy = feasible_static_search(env, reward, [int(snapshot)], policy, rounds=rounds)
-            if policy is None:
-                choices.append(None)
-                continue
-        outcome = run_policy(env, policy, [int(snapshot)])
-        episode = outcome.outcomes[0]
-        choices.append(
-            OracleChoice(
-                int(snapshot), list(policy.actions), [env.action_space[a].label() for a in policy.actions],
-                float(outcome.mean_reward(reward)), float(episode.accuracy), float(episode.latency_us),
-            )
-        )
-    return choices
+            fitting = feasible_static_search(env, reward, [int(snapshot)], policy, rounds=rounds)
+            fitting_choices.append(None if fitting is None else _oracle_choice(env, reward, int(snapshot), fitting))
+    return greedy_choices, fitting_choices
+
+
+def _oracle_choice(env: CompressionEnv, reward: RewardConfig, snapshot: int, policy: StaticPolicy) -> OracleChoice:
+    episode_result = run_policy(env, policy, [snapshot])
+    episode = episode_result.outcomes[0]
+    return OracleChoice(
+        snapshot, list(policy.actions), [env.action_space[a].label() for a in policy.actions],
+        float(episode_result.mean_reward(reward)), float(episode.accuracy), float(episode.latency_us),
+    )
 
 
 def static_sweep(env: CompressionEnv, snapshots: Sequence[int], reward: RewardConfig, lead_in=()) -> list[dict]:

@@ -188,7 +188,7 @@ class BudgetProjectedPlan(Policy):
         else:
             tables = self._tables(env, snapshot)
             prefix = self._chosen[:layer] if len(self._chosen) >= layer else None
-            action = self._decide(tables, prefix, env.spent_latency(), budget, layer)
+            action = self._decide(tables, prefix, env.spent_latency(), budget, layer, self._probed)
         self._chosen = self._chosen[:layer] + [action]
         return action
 
@@ -196,13 +196,13 @@ class BudgetProjectedPlan(Policy):
         return [np.asarray(env.latency_table(snapshot, k), dtype=np.float64) for k in range(env.num_layers)]
 
     def _decide(
-        self, tables: list[np.ndarray], prefix: list[int] | None, spent: float, budget: float, layer: int
+        self, tables: list[np.ndarray], prefix: list[int] | None, spent: float, budget: float, layer: int,
+        probed: list[int] | None = None,
     ) -> int:
-        """This layer's action, given the episode's earlier actions (``prefix``; None if unknown) and the latency
-        they spent."""
+        """This layer's action, given the episode's earlier actions (``prefix``; None if unknown), the latency they
+        spent and the plan the check on the snapshot chose (``probed``; None: the fitted plan's rules alone)."""
         left = budget - spent + budget_slack_us(budget)
         known_prefix = prefix is not None and spent == sum(tables[k][prefix[k]] for k in range(layer))
-        probed = self._probed
         if probed is not None and known_prefix and prefix == probed[:layer]:
             if sum(tables[k][probed[k]] for k in range(layer, len(probed))) <= left:
                 return probed[layer]
@@ -220,16 +220,12 @@ class BudgetProjectedPlan(Policy):
         return target[layer]
 
     def _fitted_plan(self, tables: list[np.ndarray], budget: float) -> list[int]:
-        """The whole plan ``_decide`` takes on a snapshot whose layers spend what the tables say."""
+        """The whole plan ``_decide`` takes, without the check, on a snapshot whose layers spend what the tables say."""
         plan, spent = [], 0.0
-        saved, self._probed = self._probed, None
-        try:
-            for layer in range(len(tables)):
-                action = self._decide(tables, plan, spent, budget, layer)
-                plan.append(action)
-                spent += tables[layer][action]
-        finally:
-            self._probed = saved
+        for layer in range(len(tables)):
+            action = self._decide(tables, plan, spent, budget, layer)
+            plan.append(action)
+            spent += tables[layer][action]
         return plan
 
     def _probed_plan(self, env, snapshot: int, budget: float) -> list[int] | None:

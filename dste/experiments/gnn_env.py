@@ -134,10 +134,7 @@ class GNNCompressionEnv(CompressionEnv):
         self._snapshot = None
 
     def reset(self, snapshot: int) -> None:
-        _check_indices("snapshot", [snapshot])
-        if not 0 <= int(snapshot) < len(self.graphs):
-            raise ValueError(f"snapshot {snapshot} is outside [0, {len(self.graphs)})")
-        self._snapshot = int(snapshot)
+        self._snapshot = self._checked_snapshot(snapshot)
         self._actions: list[int] = []
         self._reports: list[LayerReport] = []
 
@@ -199,17 +196,15 @@ class GNNCompressionEnv(CompressionEnv):
     def agreement(self, snapshot: int, actions: Sequence[int]) -> float:
         """Share of all nodes of ``snapshot`` predicted as the FP32 model predicts them under ``actions`` (one action
         index per layer): the label-free accuracy term, for any snapshot, training or held out."""
-        _check_indices("snapshot", [snapshot])
-        if not 0 <= int(snapshot) < len(self.graphs):
-            raise ValueError(f"snapshot {snapshot} is outside [0, {len(self.graphs)})")
+        snapshot = self._checked_snapshot(snapshot)
         _check_indices("actions", actions)
         if len(actions) != self.num_layers or not all(0 <= a < len(self.action_space) for a in actions):
             raise ValueError(
                 f"agreement needs {self.num_layers} action indices in [0, {len(self.action_space)}), "
                 f"got {list(actions)}"
             )
-        predicted = self.layers.layer_input(int(snapshot), tuple(int(a) for a in actions)).argmax(axis=1)
-        return float(np.mean(predicted == self.layers.fp32_predictions(int(snapshot))))
+        predicted = self.layers.layer_input(snapshot, tuple(int(a) for a in actions)).argmax(axis=1)
+        return float(np.mean(predicted == self.layers.fp32_predictions(snapshot)))
 
     def outcome(self) -> EpisodeOutcome:
         if self._snapshot is None or len(self._actions) != self.num_layers:
@@ -257,6 +252,12 @@ class GNNCompressionEnv(CompressionEnv):
     def reference_nbytes(self, snapshot: int) -> int:
         """Footprint (bytes) of uniform INT8 on ``snapshot``: the scale of the reward's memory budget."""
         return self.layers.reference_run(snapshot)[1]
+
+    def _checked_snapshot(self, snapshot) -> int:
+        _check_indices("snapshot", [snapshot])
+        if not 0 <= int(snapshot) < len(self.graphs):
+            raise ValueError(f"snapshot {snapshot} is outside [0, {len(self.graphs)})")
+        return int(snapshot)
 
     def _check_turn(self, layer: int) -> None:
         if self._snapshot is None:

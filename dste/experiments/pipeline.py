@@ -58,6 +58,7 @@ from dste.controller import (
     plan_values,
     pareto_front,
     snapshot_oracle,
+    snapshot_oracles,
     static_sweep,
     DQNConfig,
     DQNPolicy,
@@ -487,11 +488,11 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         )
         stage("per-snapshot oracle")
         extras["oracle_train"] = [asdict(c) for c in snapshot_oracle(env, reward, train_ids)]
-        extras["oracle_heldout"] = [asdict(c) for c in snapshot_oracle(env, reward, heldout_ids)]
-        if any(guard.budget_us(n) is not None for n in heldout_ids):
-            extras["oracle_heldout_within_budget"] = [
-                None if c is None else asdict(c) for c in snapshot_oracle(env, reward, heldout_ids, within_budget=True)
-            ]
+        budgeted = any(guard.budget_us(n) is not None for n in heldout_ids)
+        greedy_choices, fitting_choices = snapshot_oracles(env, reward, heldout_ids, within_budget=budgeted)
+        extras["oracle_heldout"] = [asdict(c) for c in greedy_choices]
+        if budgeted:
+            extras["oracle_heldout_within_budget"] = [None if c is None else asdict(c) for c in fitting_choices]
     stage(None)
     return {
         **extras,

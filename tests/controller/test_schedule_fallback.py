@@ -20,6 +20,7 @@ from dste.controller import (
     pareto_front,
     run_policy,
     snapshot_oracle,
+    snapshot_oracles,
 )
 from dste.controller.env import FP32_ACTION
 
@@ -229,7 +230,10 @@ def test_snapshot_oracle_within_budget_is_the_best_plan_that_fits_each_snapshot(
     snapshots = env.snapshots("heldout")
     soft = snapshot_oracle(env, reward, snapshots)
     assert any(c.latency_us > budget_us for c in soft)
-    for snapshot, choice in zip(snapshots, snapshot_oracle(env, reward, snapshots, within_budget=True)):
+    within = snapshot_oracle(env, reward, snapshots, within_budget=True)
+    assert snapshot_oracles(env, reward, snapshots) == (soft, within)  # both from one search per snapshot
+    assert snapshot_oracles(env, reward, snapshots, within_budget=False) == (soft, None)
+    for snapshot, choice in zip(snapshots, within):
         assert choice.snapshot == snapshot and choice.latency_us <= budget_us + 1e-9
         best = max(
             run_policy(env, StaticPolicy("p", list(plan)), [snapshot]).mean_reward(reward)
