@@ -355,3 +355,26 @@ def test_the_check_leaves_plans_one_layer_away_to_the_measured_rules():
     policy = BudgetProjectedPlan(plan, samples.mean(axis=0), guard, samples=samples, probe=True)
     assert run_policy(env, policy, [16]).outcomes[0].actions == plan
     assert tuple(better) not in env.asked
+
+
+def test_where_greedys_plan_fits_the_check_does_not_run():
+    # greedy's plan was measured as a whole and fits this snapshot: agreeing more with FP32 (as plans that keep
+    # more of what it computes do, accurate or not) does not overrule it, however valuable the sum says a plan
+    # two layers away is
+    env = AgreeingToyEnv()
+    space = env.action_space
+    plan = [space.nearest(0.75, 0.0), space.nearest(0.25, 0.0)]
+    both = (space.nearest(0.5, 0.0), space.nearest(0.5, 0.0))
+    budget_us = BUDGET * env.reference_latency(0)
+    for actions in (plan, both):
+        assert env._latency(0, actions[0]) + env._latency(1, actions[1]) <= budget_us
+    values = np.full((2, len(space)), -1.0)
+    values[0, plan[0]] = values[1, plan[1]] = 0.0
+    values[0, both[0]] = values[1, both[1]] = 0.6
+    samples = np.repeat(values[None], 4, axis=0)
+    guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
+    fitted = run_policy(env, BudgetProjectedPlan(plan, values, guard, samples=samples), [16]).outcomes[0].actions
+    env.agreements = {tuple(fitted): 0.60, both: 0.99}
+    policy = BudgetProjectedPlan(plan, values, guard, samples=samples, probe=True)
+    assert run_policy(env, policy, [16]).outcomes[0].actions == fitted
+    assert env.asked == [] and policy.plans_probed == 0
