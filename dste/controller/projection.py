@@ -32,11 +32,10 @@ action is taken, as ``BudgetGuard`` does. Without a budget the plan itself is re
 The conservative move keeps out of reach the plans two changes away, whose value is only the sum, never measured as
 they are; where a snapshot differs from the training ones, one of them can be what fits its budget best. With
 ``probe`` set, each episode on a snapshot whose budget greedy's plan overspends (by the latency tables) begins with a
-check on the snapshot itself: the plans within its budget (by the latency
-tables) that change two layers or more from greedy's plan and whose summed values exceed the fitted plan's (the most
-valuable ``probe_plans`` of them) are run on it, and
-the most valuable one whose predictions agree with the uncompressed model's on more of the snapshot's nodes than the
-fitted plan's, by over ``PROBE_MIN_AGREEMENT_GAIN``, replaces it (``CompressionEnv.agreement``: label-free, it
+check on the snapshot itself: the plans within its budget (by the latency tables) that change two layers or more from
+greedy's plan and whose summed values exceed the fitted plan's (the most valuable ``probe_plans`` of them) are run on
+it, and the most valuable one whose predictions agree with the uncompressed model's on more of the snapshot's nodes
+than the fitted plan's, by over ``PROBE_MIN_AGREEMENT_GAIN``, replaces it (``CompressionEnv.agreement``: label-free, it
 compares predictions with predictions). The sum says a plan should be worth more; the snapshot confirms that it
 departs less from the uncompressed model, where a sum that ignores how one layer's change alters the other's would
 show as more departure. On a device that is a handful of compressed inferences and one FP32 inference per snapshot.
@@ -236,12 +235,11 @@ class BudgetProjectedPlan(Policy):
         return plan
 
     def _probed_plan(self, env, snapshot: int, budget: float) -> list[int] | None:
-        """The plan this episode follows (module docstring): None (the fitted plan's rules) where greedy's plan fits
-        the budget; else the fitted plan, unless one of the ``probe_plans`` most
+        """The plan this episode follows (module docstring): the fitted plan, unless one of the ``probe_plans`` most
         valuable plans within the budget, two layers or more from greedy's plan, whose summed values exceed its own
         agrees with the uncompressed model on this snapshot by over ``PROBE_MIN_AGREEMENT_GAIN`` more; then the most
-        valuable such plan. None where the
-        environment cannot compare predictions or the plans are too many to enumerate."""
+        valuable such plan. None (the fitted plan's rules alone) where greedy's plan fits the budget, the environment
+        cannot compare predictions or the plans are too many to enumerate."""
         if len(env.action_space) ** env.num_layers > PROBE_ENUMERATION_LIMIT:
             return None
         tables = self._tables(env, snapshot)
