@@ -33,10 +33,11 @@ The conservative move keeps out of reach the plans two changes away, whose value
 they are; where a snapshot differs from the training ones, one of them can be what fits its budget best. With
 ``probe`` set, each episode on a snapshot whose budget greedy's plan overspends (by the latency tables) begins with a
 check on the snapshot itself: the plans within its budget (by the latency tables) that change two layers or more from
-greedy's plan and whose summed values exceed the fitted plan's (the most valuable ``probe_plans`` of them) are run on
-it, and the most valuable one whose predictions agree with the uncompressed model's on more of the snapshot's nodes
-than the fitted plan's, by over ``PROBE_MIN_AGREEMENT_GAIN``, replaces it (``CompressionEnv.agreement``: label-free, it
-compares predictions with predictions). The sum says a plan should be worth more; the snapshot confirms that it
+greedy's plan and whose summed values exceed the fitted plan's, or fall short of it by less than a standard error of
+the difference over the training snapshots (the most valuable ``probe_plans`` of them), are run on it, and the most
+valuable one whose predictions agree with the uncompressed model's on more of the snapshot's nodes than the fitted
+plan's, by over ``PROBE_MIN_AGREEMENT_GAIN``, replaces it (``CompressionEnv.agreement``: label-free, it compares
+predictions with predictions). The sum says a plan should be worth at least as much; the snapshot confirms that it
 departs less from the uncompressed model, where a sum that ignores how one layer's change alters the other's would
 show as more departure. On a device that is a handful of compressed inferences and one FP32 inference per snapshot.
 Where a later layer's exact price leaves the chosen plan out of budget, the fitted plan's rules above decide.
@@ -236,10 +237,11 @@ class BudgetProjectedPlan(Policy):
 
     def _probed_plan(self, env, snapshot: int, budget: float) -> list[int] | None:
         """The plan this episode follows (module docstring): the fitted plan, unless one of the ``probe_plans`` most
-        valuable plans within the budget, two layers or more from greedy's plan, whose summed values exceed its own
-        agrees with the uncompressed model on this snapshot by over ``PROBE_MIN_AGREEMENT_GAIN`` more; then the most
-        valuable such plan. None (the fitted plan's rules alone) where greedy's plan fits the budget, the environment
-        cannot compare predictions or the plans are too many to enumerate."""
+        valuable plans within the budget, two layers or more from greedy's plan, not worth less than it by the
+        training snapshots (``_not_worth_less``), agrees with the uncompressed model on this snapshot by over
+        ``PROBE_MIN_AGREEMENT_GAIN`` more; then the most valuable such plan. None (the fitted plan's rules alone)
+        where greedy's plan fits the budget, the environment cannot compare predictions or the plans are too many
+        to enumerate."""
         if len(env.action_space) ** env.num_layers > PROBE_ENUMERATION_LIMIT:
             return None
         tables = self._tables(env, snapshot)
@@ -255,7 +257,8 @@ class BudgetProjectedPlan(Policy):
         # greedy's plan and the plans one layer from it were measured, and the rules above judged them already
         moved = [(np.arange(len(t)) != a).astype(np.int64) for t, a in zip(tables, self.plan)]
         changed = functools.reduce(np.add.outer, moved).ravel()
-        richer = np.flatnonzero(fits & (changed >= 2) & (worth > worth[np.ravel_multi_index(fitted, shape)]))
+        fitted_index = np.ravel_multi_index(fitted, shape)
+        richer = np.flatnonzero(fits & (changed >= 2) & self._not_worth_less(worth, fitted_index))
         richer = richer[np.argsort(-worth[richer], kind="stable")][: self.probe_plans]
         if len(richer) == 0:
             return fitted
@@ -268,6 +271,22 @@ class BudgetProjectedPlan(Policy):
         except NotImplementedError:
             return None
         return fitted
+
+    def _not_worth_less(self, worth: np.ndarray, fitted_index: int) -> np.ndarray:
+        """bool over every plan (flat): worth more than the fitted plan by the summed values or, with per-snapshot
+        values, less by no more than a standard error of the difference over the training snapshots (paired)."""
+        richer = worth > worth[fitted_index]
+        if self.samples is None or len(self.samples) < 2:
+            return richer
+        per_snapshot = functools.reduce(
+            lambda acc, layer: (acc[..., None] + layer[:, None, :]).reshape(len(layer), -1),
+            [self.samples[:, k, :] for k in range(self.samples.shape[1])],
+        )  # [snapshots, plans]: each plan's summed value on each training snapshot
+        gap = per_snapshot - per_snapshot[:, fitted_index][:, None]
+        error = gap.std(axis=0, ddof=1) / np.sqrt(len(gap))
+        close = gap.mean(axis=0) + error >= 0
+        close[fitted_index] = False
+        return richer | close
 
     def _agreement(self, env, snapshot: int, plan: list[int]) -> float:
         key = (int(snapshot), tuple(plan))

@@ -378,3 +378,21 @@ def test_where_greedys_plan_fits_the_check_does_not_run():
     policy = BudgetProjectedPlan(plan, values, guard, samples=samples, probe=True)
     assert run_policy(env, policy, [16]).outcomes[0].actions == fitted
     assert env.asked == [] and policy.plans_probed == 0
+
+
+@pytest.mark.parametrize("noise, expected", [(0.05, "Q"), (0.0, "F")])
+def test_a_plan_the_training_snapshots_cannot_tell_from_the_fitted_one_is_checked_too(noise, expected):
+    # Q's summed value falls 0.005 under the fitted plan's: where that gap is within a standard error over the
+    # training snapshots (noise), Q is run after the more valuable R and, agreeing more, taken; where the
+    # snapshots agree Q is worth less (no noise), it is never run
+    env = AgreeingToyEnv()
+    values, samples, G, F, R, Q, T = _probe_setting(env)
+    values[0, Q[0]] = -0.025
+    samples = np.repeat(values[None], 4, axis=0)
+    samples[:, 0, Q[0]] += noise * np.array([1.0, -1.0, 1.0, -1.0])
+    env.agreements = {F: 0.80, R: 0.80, Q: 0.90}
+    policy = BudgetProjectedPlan(list(G), values, BudgetGuard(env, RewardConfig(budget=BUDGET)), samples=samples,
+                                 probe=True)
+    actions = tuple(run_policy(env, policy, [16]).outcomes[0].actions)
+    assert actions == {"Q": Q, "F": F}[expected]
+    assert env.asked == ([F, R, Q] if expected == "Q" else [F, R])
