@@ -42,7 +42,7 @@ departs less from the uncompressed model, where a sum that ignores how one layer
 show as more departure. On a device that is a handful of compressed inferences and one FP32 inference per snapshot.
 Where a later layer's exact price leaves the chosen plan out of budget, the fitted plan's rules above decide.
 Where greedy's plan fits, the check does not run: that plan was measured as a whole on the training snapshots, and
-agreement with the uncompressed model is not evidence enough to overrule it. Run there too, the check lost 1.5-4.9
+agreement with the uncompressed model is not evidence enough to overrule it. Run there too, the check lost 1.8-4.9
 points on every held-out snapshot of one seed of a 3,000-node CSBM's `drift` (a plan keeping every input channel and
 pruning the second layer's edges, which agreed more with the drifted FP32 predictions; controller 42.92 +/- 2.12 %
 against greedy's 43.49 +/- 0.42 %, greedy's plan fitting every budget) and 0.06 points on Cora's `bursty`; where
