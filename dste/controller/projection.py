@@ -189,6 +189,7 @@ class BudgetProjectedPlan(Policy):
         self._agreements: dict[tuple[int, tuple[int, ...]], float] = {}
         self._chosen: list[int] = []  # this episode's actions so far, to tell whether the plan was followed
         self._probed: list[int] | None = None  # this episode's plan after the check on its snapshot, if probing
+        self._grids: tuple | None = None  # the check's per-plan grids, built on its first run (``_plan_grids``)
 
     def choose(self, state: np.ndarray, layer: int) -> int:
         env = self.guard.env
@@ -258,16 +259,11 @@ class BudgetProjectedPlan(Policy):
         if sum(table[action] for table, action in zip(tables, self.plan)) <= limit:
             return None  # greedy's plan fits: a plan measured as a whole is not overruled by agreement
         fitted = self._fitted_plan(tables, budget)
-        latency = functools.reduce(np.add.outer, tables).ravel()
-        worth = functools.reduce(np.add.outer, list(self.values))
-        shape = worth.shape
-        worth = worth.ravel()
-        fits = latency <= limit
-        # greedy's plan and the plans one layer from it were measured, and the rules above judged them already
-        moved = [(np.arange(len(t)) != a).astype(np.int64) for t, a in zip(tables, self.plan)]
-        changed = functools.reduce(np.add.outer, moved).ravel()
+        fits = functools.reduce(np.add.outer, tables).ravel() <= limit
+        shape, worth, changed, _ = self._plan_grids()
         fitted_index = np.ravel_multi_index(fitted, shape)
-        richer = np.flatnonzero(fits & (changed >= 2) & self._not_worth_less(worth, fitted_index))
+        # greedy's plan and the plans one layer from it were measured, and the rules above judged them already
+        richer = np.flatnonzero(fits & (changed >= 2) & self._not_worth_less(fitted_index))
         richer = richer[np.argsort(-worth[richer], kind="stable")][: self.probe_plans]
         if len(richer) == 0:
             return fitted
@@ -281,16 +277,31 @@ class BudgetProjectedPlan(Policy):
             return None
         return fitted
 
-    def _not_worth_less(self, worth: np.ndarray, fitted_index: int) -> np.ndarray:
+    def _plan_grids(self) -> tuple:
+        """What the check needs of every plan that does not depend on the snapshot, built once: the plans' shape
+        (actions per layer), and flat over the plans their summed value, how many layers they change from greedy's
+        plan, and (with per-snapshot values from two snapshots or more; else None) their summed value on each
+        training snapshot, [snapshots, plans]."""
+        if self._grids is None:
+            worth = functools.reduce(np.add.outer, list(self.values))
+            actions = np.arange(self.values.shape[1])
+            moved = [(actions != a).astype(np.int64) for a in self.plan]
+            per_snapshot = None
+            if self.samples is not None and len(self.samples) >= 2:
+                per_snapshot = functools.reduce(
+                    lambda acc, layer: (acc[..., None] + layer[:, None, :]).reshape(len(layer), -1),
+                    [self.samples[:, k, :] for k in range(self.samples.shape[1])],
+                )
+            self._grids = (worth.shape, worth.ravel(), functools.reduce(np.add.outer, moved).ravel(), per_snapshot)
+        return self._grids
+
+    def _not_worth_less(self, fitted_index: int) -> np.ndarray:
         """bool over every plan (flat): worth more than the fitted plan by the summed values or, with per-snapshot
         values, less by no more than a standard error of the difference over the training snapshots (paired)."""
+        _, worth, _, per_snapshot = self._plan_grids()
         richer = worth > worth[fitted_index]
-        if self.samples is None or len(self.samples) < 2:
+        if per_snapshot is None:
             return richer
-        per_snapshot = functools.reduce(
-            lambda acc, layer: (acc[..., None] + layer[:, None, :]).reshape(len(layer), -1),
-            [self.samples[:, k, :] for k in range(self.samples.shape[1])],
-        )  # [snapshots, plans]: each plan's summed value on each training snapshot
         gap = per_snapshot - per_snapshot[:, fitted_index][:, None]
         error = gap.std(axis=0, ddof=1) / np.sqrt(len(gap))
         close = gap.mean(axis=0) + error >= 0
