@@ -190,6 +190,8 @@ class BudgetProjectedPlan(Policy):
         self._chosen: list[int] = []  # this episode's actions so far, to tell whether the plan was followed
         self._probed: list[int] | None = None  # this episode's plan after the check on its snapshot, if probing
         self._grids: tuple | None = None  # the check's per-plan grids, built on its first run (``_plan_grids``)
+        self.check_where_greedy_fits = False  # set by ``validate_check``
+        self.check_gains = np.zeros(0)  # the training snapshots' gains ``validate_check`` decided on
 
     def choose(self, state: np.ndarray, layer: int) -> int:
         env = self.guard.env
@@ -250,32 +252,89 @@ class BudgetProjectedPlan(Policy):
         valuable plans within the budget, two layers or more from greedy's plan, not worth less than it by the
         training snapshots (``_not_worth_less``), agrees with the uncompressed model on this snapshot by over
         ``PROBE_MIN_AGREEMENT_GAIN`` more; then the most valuable such plan. None (the fitted plan's rules alone)
-        where greedy's plan fits the budget, the environment cannot compare predictions or the plans are too many
-        to enumerate."""
+        where greedy's plan fits the budget (unless ``validate_check`` found the check gains there too), the
+        environment cannot compare predictions or the plans are too many to enumerate."""
         if len(env.action_space) ** env.num_layers > PROBE_ENUMERATION_LIMIT:
             return None
         tables = self._tables(env, snapshot)
-        limit = budget + budget_slack_us(budget)
-        if sum(table[action] for table, action in zip(tables, self.plan)) <= limit:
+        if self._greedy_fits(tables, budget) and not self.check_where_greedy_fits:
             return None  # greedy's plan fits: a plan measured as a whole is not overruled by agreement
+        _, worth, _, per_snapshot = self._plan_grids()
+        try:
+            return self._check(env, snapshot, tables, budget, worth, per_snapshot)
+        except NotImplementedError:
+            return None
+
+    def _greedy_fits(self, tables: list[np.ndarray], budget: float) -> bool:
+        return sum(table[action] for table, action in zip(tables, self.plan)) <= budget + budget_slack_us(budget)
+
+    def _check(
+        self, env, snapshot: int, tables: list[np.ndarray], budget: float, worth: np.ndarray,
+        per_snapshot: np.ndarray | None,
+    ) -> list[int]:
+        """The check on ``snapshot`` with the plans' summed values ``worth`` (flat) and their sums per training
+        snapshot ``per_snapshot`` ([snapshots, plans] or None): the fitted plan or the first candidate that agrees
+        more. Raises NotImplementedError where the environment cannot compare predictions."""
         fitted = self._fitted_plan(tables, budget)
-        fits = functools.reduce(np.add.outer, tables).ravel() <= limit
-        shape, worth, changed, _ = self._plan_grids()
+        fits = functools.reduce(np.add.outer, tables).ravel() <= budget + budget_slack_us(budget)
+        shape, _, changed, _ = self._plan_grids()
         fitted_index = np.ravel_multi_index(fitted, shape)
         # greedy's plan and the plans one layer from it were measured, and the rules above judged them already
-        richer = np.flatnonzero(fits & (changed >= 2) & self._not_worth_less(fitted_index))
+        richer = np.flatnonzero(fits & (changed >= 2) & _not_worth_less(worth, per_snapshot, fitted_index))
         richer = richer[np.argsort(-worth[richer], kind="stable")][: self.probe_plans]
         if len(richer) == 0:
             return fitted
-        try:
-            bar = self._agreement(env, snapshot, fitted) + PROBE_MIN_AGREEMENT_GAIN
-            for index in richer:  # most valuable first
-                plan = list(map(int, np.unravel_index(index, shape)))
-                if self._agreement(env, snapshot, plan) > bar:
-                    return plan
-        except NotImplementedError:
-            return None
+        bar = self._agreement(env, snapshot, fitted) + PROBE_MIN_AGREEMENT_GAIN
+        for index in richer:  # most valuable first
+            plan = list(map(int, np.unravel_index(index, shape)))
+            if self._agreement(env, snapshot, plan) > bar:
+                return plan
         return fitted
+
+    def validate_check(self, snapshots: Sequence[int]) -> np.ndarray:
+        """Decide, on the labelled training ``snapshots`` (those ``samples`` was measured on, in its order), whether
+        the check also runs where greedy's plan fits (``check_where_greedy_fits``); returns the gains it was decided
+        on. On each training snapshot whose budget greedy's plan fits, the check is run as it would run on a held-out
+        one, with the values of the other training snapshots (leave one out: the snapshot's own labels choose no
+        candidate), and the reward (budget penalty left out) of the plan it takes is measured against the fitted
+        plan's: 0 where it keeps the fitted plan. The check runs where greedy's plan fits only if those gains
+        average more than ``min_gain_z`` standard errors above zero: whether agreement with the uncompressed model
+        points to more accurate plans depends on the model and the stream (module docstring)."""
+        self.check_where_greedy_fits = False
+        self.check_gains = np.zeros(0)
+        snapshots = [int(s) for s in snapshots]
+        env = self.guard.env
+        if not self.probe or self.samples is None or len(snapshots) != len(self.samples) or len(snapshots) < 3:
+            return self.check_gains
+        if len(env.action_space) ** env.num_layers > PROBE_ENUMERATION_LIMIT:
+            return self.check_gains
+        _, _, _, per_snapshot = self._plan_grids()
+        unbudgeted = replace(self.guard.reward, budget_penalty=0.0)
+        probed_before, gains = self.plans_probed, []
+        for position, snapshot in enumerate(snapshots):
+            budget = self.guard.budget_us(snapshot)
+            tables = self._tables(env, snapshot)
+            if budget is None or not self._greedy_fits(tables, budget):
+                continue
+            others = np.delete(per_snapshot, position, axis=0)
+            try:
+                chosen = self._check(env, snapshot, tables, budget, others.mean(axis=0), others)
+            except NotImplementedError:
+                self.plans_probed = probed_before
+                return self.check_gains
+            fitted = self._fitted_plan(tables, budget)
+            if chosen == fitted:
+                gains.append(0.0)
+                continue
+            rewards = [run_policy(env, StaticPolicy(name, plan), [snapshot]).mean_reward(unbudgeted)
+                       for name, plan in (("check", chosen), ("fitted", fitted))]
+            gains.append(rewards[0] - rewards[1])
+        self.plans_probed = probed_before  # counts the held-out snapshots' checks only
+        self.check_gains = np.asarray(gains, dtype=np.float64)
+        if len(gains) >= 2:
+            error = self.check_gains.std(ddof=1) / np.sqrt(len(gains))
+            self.check_where_greedy_fits = bool(self.check_gains.mean() > self.min_gain_z * error)
+        return self.check_gains
 
     def _plan_grids(self) -> tuple:
         """What the check needs of every plan that does not depend on the snapshot, built once: the plans' shape
@@ -294,19 +353,6 @@ class BudgetProjectedPlan(Policy):
                 )
             self._grids = (worth.shape, worth.ravel(), functools.reduce(np.add.outer, moved).ravel(), per_snapshot)
         return self._grids
-
-    def _not_worth_less(self, fitted_index: int) -> np.ndarray:
-        """bool over every plan (flat): worth more than the fitted plan by the summed values or, with per-snapshot
-        values, less by no more than a standard error of the difference over the training snapshots (paired)."""
-        _, worth, _, per_snapshot = self._plan_grids()
-        richer = worth > worth[fitted_index]
-        if per_snapshot is None:
-            return richer
-        gap = per_snapshot - per_snapshot[:, fitted_index][:, None]
-        error = gap.std(axis=0, ddof=1) / np.sqrt(len(gap))
-        close = gap.mean(axis=0) + error >= 0
-        close[fitted_index] = False
-        return richer | close
 
     def _agreement(self, env, snapshot: int, plan: list[int]) -> float:
         key = (int(snapshot), tuple(plan))
@@ -353,3 +399,17 @@ class BudgetProjectedPlan(Policy):
             _, rest = BudgetProjectedPlan._best(tables[1:], values[1:], left - tables[0][action])
             worth[action] = values[0][action] + rest
         return worth, float(worth.max())
+
+
+def _not_worth_less(worth: np.ndarray, per_snapshot: np.ndarray | None, fitted_index: int) -> np.ndarray:
+    """bool over every plan (flat): worth more than the fitted plan by the summed values ``worth`` or, with their
+    sums per training snapshot (``per_snapshot``, [snapshots, plans]), less by no more than a standard error of the
+    difference over those snapshots (paired)."""
+    richer = worth > worth[fitted_index]
+    if per_snapshot is None:
+        return richer
+    gap = per_snapshot - per_snapshot[:, fitted_index][:, None]
+    error = gap.std(axis=0, ddof=1) / np.sqrt(len(gap))
+    close = gap.mean(axis=0) + error >= 0
+    close[fitted_index] = False
+    return richer | close

@@ -399,6 +399,8 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     # Greedy's plan fitted to each snapshot's budget (label-free): a baseline, and the DQN's fallback.
     values, samples = plan_values(env, reward, greedy.actions, train_ids, measured=greedy.trials, per_snapshot=True)
     projected = BudgetProjectedPlan(greedy.actions, values, guard, samples=samples, probe=config.probe)
+    # Whether the check also runs where greedy's plan fits, decided on the labelled training snapshots.
+    projected.validate_check(train_ids)
     margin, margin_scores = 0.0, {}
     if config.fallback:
         # Conservative fallback: keep the projected plan's action unless the Q-values separate from it by more
@@ -508,6 +510,8 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
             "share_of_held_out_decisions_taken": fallback_share,
             "probe": projected.probe,
             "plans_probed": projected.plans_probed,
+            "check_where_greedy_fits": projected.check_where_greedy_fits,
+            "check_validation_gains": projected.check_gains.tolist(),
         },
         "reward": reward.to_dict(),
         "train_snapshots": train_ids,

@@ -396,3 +396,74 @@ def test_a_plan_the_training_snapshots_cannot_tell_from_the_fitted_one_is_checke
     actions = tuple(run_policy(env, policy, [16]).outcomes[0].actions)
     assert actions == {"Q": Q, "F": F}[expected]
     assert env.asked == ([F, R, Q] if expected == "Q" else [F, R])
+
+
+def _validation_setting(env):
+    """Greedy's plan P fits; two plans two layers away fit too and are rated above it by the summed values: A, more
+    rewarding than P on most training snapshots of the toy, and B, less. Each one-layer change's gain is within the
+    training snapshots' noise, so the fitted plan stays P."""
+    space = env.action_space
+    P = [space.nearest(0.75, 0.0), space.nearest(0.25, 0.0)]
+    A = (space.nearest(0.5, 0.0), space.nearest(0.75, 0.0))
+    B = (space.nearest(0.75, 0.05), space.nearest(0.75, 0.05))
+    budget_us = BUDGET * env.reference_latency(0)
+    for actions in (P, A, B):
+        assert env._latency(0, actions[0]) + env._latency(1, actions[1]) <= budget_us
+    training = env.snapshots("train")
+    values = np.full((2, len(space)), -1.0)
+    values[0, P[0]] = values[1, P[1]] = 0.0
+    for plan in (A, B):
+        values[0, plan[0]] = values[1, plan[1]] = 0.3
+    samples = np.repeat(values[None], len(training), axis=0)
+    noise = 2.0 * np.where(np.arange(len(training)) % 2 == 0, 1.0, -1.0)
+    samples[:, values > 0] += noise[:, None]
+    return P, A, B, samples, training
+
+
+def _toy_gains(env, plan, other, snapshots):
+    unbudgeted = RewardConfig(budget=None)
+    return (run_policy(env, StaticPolicy("a", list(other)), snapshots).rewards(unbudgeted)
+            - run_policy(env, StaticPolicy("p", list(plan)), snapshots).rewards(unbudgeted))
+
+
+@pytest.mark.parametrize("agreeing, runs_where_greedy_fits", [("A", True), ("B", False)])
+def test_the_check_runs_where_greedys_plan_fits_only_where_it_gained_on_the_training_snapshots(
+    agreeing, runs_where_greedy_fits
+):
+    # agreement with FP32 points to A (more rewarding on the training snapshots, by the toy's own outcomes) or to
+    # B (less): the check, replayed on each training snapshot with the other snapshots' values, is kept where
+    # greedy's plan fits only in the first case
+    env = AgreeingToyEnv()
+    P, A, B, samples, training = _validation_setting(env)
+    picked = {"A": A, "B": B}[agreeing]
+    env.agreements = {tuple(P): 0.60, picked: 0.90}
+    policy = BudgetProjectedPlan(P, samples.mean(axis=0), BudgetGuard(env, RewardConfig(budget=BUDGET)),
+                                 samples=samples, probe=True)
+    assert run_policy(env, policy, [16]).outcomes[0].actions == P  # before validation: greedy's plan fits
+    gains = policy.validate_check(training)
+    expected = _toy_gains(env, P, picked, training)
+    assert expected.mean() > 0 if runs_where_greedy_fits else expected.mean() < 0
+    np.testing.assert_allclose(gains, expected, rtol=0, atol=1e-12)
+    assert policy.check_where_greedy_fits is runs_where_greedy_fits
+    env.asked, probed = [], policy.plans_probed
+    actions = tuple(run_policy(env, policy, [16]).outcomes[0].actions)
+    assert actions == (A if runs_where_greedy_fits else tuple(P))
+    assert (env.asked != []) is runs_where_greedy_fits
+    assert policy.plans_probed - probed == len(set(env.asked))  # the validation's own runs are not counted
+
+
+def test_the_check_is_not_validated_without_enough_evidence():
+    env = AgreeingToyEnv()
+    P, A, B, samples, training = _validation_setting(env)
+    env.agreements = {tuple(P): 0.60, A: 0.90}
+    guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
+    for policy, snapshots in (
+        (BudgetProjectedPlan(P, samples.mean(axis=0), guard, samples=samples), training),  # probe off
+        (BudgetProjectedPlan(P, samples.mean(axis=0), guard, samples=samples[:2], probe=True), training[:2]),
+        (BudgetProjectedPlan(P, samples.mean(axis=0), guard, probe=True), training),  # no per-snapshot values
+    ):
+        assert len(policy.validate_check(snapshots)) == 0 and not policy.check_where_greedy_fits
+    # where the check never leaves the fitted plan, every gain is zero: no evidence for it
+    policy = BudgetProjectedPlan(P, samples.mean(axis=0), guard, samples=samples, probe=True)
+    env.agreements = {tuple(P): 0.60}
+    assert not policy.validate_check(training).any() and not policy.check_where_greedy_fits
