@@ -20,6 +20,7 @@ from dste.controller.baselines import (
     feasible_static_search,
     fits_every_budget,
     greedy_search,
+    recency_weights,
     run_policy,
     static_baselines,
 )
@@ -38,5 +39,5 @@ __all__ = [
     "pareto_front", "snapshot_oracle", "snapshot_oracles", "static_sweep", "CheckpointError", "CompressionEnv", "DQNAgent", "DQNConfig", "DQNPolicy",
     "EpisodeOutcome", "FEATURE_NAMES", "FP32_ACTION", "LayerReport", "MaskSummary", "Policy", "PolicyResult",
     "RandomPolicy", "RewardConfig", "STATE_DIM", "StateNormalizer", "StaticPolicy", "TrainConfig",
-    "TrainResult", "feasible_static_search", "fits_every_budget", "greedy_search", "run_policy", "static_baselines", "train_controller", "plan_values",
+    "TrainResult", "feasible_static_search", "fits_every_budget", "greedy_search", "recency_weights", "run_policy", "static_baselines", "train_controller", "plan_values",
 ]

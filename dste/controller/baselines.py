@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -37,6 +37,7 @@ __all__ = [
     "run_policy",
     "static_baselines",
     "greedy_search",
+    "recency_weights",
     "feasible_static_search",
     "fits_every_budget",
     "EXHAUSTIVE_PLAN_LIMIT",
@@ -200,8 +201,15 @@ class PolicyResult:
             ]
         )
 
-    def mean_reward(self, reward: RewardConfig) -> float:
-        return float(self.rewards(reward).mean())
+    def mean_reward(self, reward: RewardConfig, weights: np.ndarray | None = None) -> float:
+        """The episodes' mean reward; ``weights``: one per episode, in order (e.g. ``recency_weights``)."""
+        rewards = self.rewards(reward)
+        if weights is None:
+            return float(rewards.mean())
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != rewards.shape:
+            raise ValueError(f"weights must hold one value per episode ({len(rewards)}), got shape {weights.shape}")
+        return float(np.average(rewards, weights=weights))
 
     def action_histogram(self, num_layers: int) -> list[dict[int, int]]:
         histogram: list[dict[int, int]] = [{} for _ in range(num_layers)]
@@ -255,14 +263,31 @@ def static_baselines(env: CompressionEnv) -> list[StaticPolicy]:
     ]
 
 
+def recency_weights(count: int, half_life: float) -> np.ndarray:
+    """float64 [count]: the weight ``2 ** (-age / half_life)`` of each of ``count`` snapshots in stream order (the last
+    has age 0), normalised to sum to 1; ``half_life`` in snapshots, ``inf`` for equal weights."""
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise ValueError(f"count must be an int >= 1, got {count!r}")
+    if not (half_life > 0):
+        raise ValueError(f"half_life must be > 0 snapshots (inf: equal weights), got {half_life!r}")
+    ages = np.arange(count - 1, -1, -1, dtype=np.float64)
+    weights = np.exp2(-ages / half_life)
+    return weights / weights.sum()
+
+
 def greedy_search(
     env: CompressionEnv,
     reward: RewardConfig,
     snapshots: Sequence[int],
     rounds: int = 2,
     progress: bool = False,
+    weights: np.ndarray | None = None,
+    measured: Mapping[tuple[int, ...], PolicyResult] | None = None,
 ) -> StaticPolicy:
     """Coordinate ascent over per-layer static actions, maximising the mean reward on ``snapshots``.
+
+    ``weights``: one per snapshot (``recency_weights``), for a weighted mean instead. ``measured``: results of plans
+    already run on the same ``snapshots`` (another search's ``trials``), reused instead of run again.
 
     Starts from uniform INT8; each round tries every action for each layer with the others fixed and keeps
     the best (on ties the lower action index wins, so the search is deterministic). The returned policy's
@@ -274,7 +299,9 @@ def greedy_search(
     space = env.action_space
     actions = [space.nearest(0.0, 0.0)] * env.num_layers
     total = rounds * env.num_layers * len(space)
-    trials: dict[tuple[int, ...], PolicyResult] = {}
+    if weights is not None and len(weights) != len(snapshots):
+        raise ValueError(f"weights must hold one value per snapshot ({len(snapshots)}), got {len(weights)}")
+    trials: dict[tuple[int, ...], PolicyResult] = dict(measured or {})
     with tqdm(total=total, desc="greedy search", disable=not progress, leave=False) as bar:
         for _ in range(rounds):
             changed = False
@@ -285,7 +312,7 @@ def greedy_search(
                     trial[layer] = candidate
                     if tuple(trial) not in trials:
                         trials[tuple(trial)] = run_policy(env, StaticPolicy("trial", trial), snapshots)
-                    scores.append(trials[tuple(trial)].mean_reward(reward))
+                    scores.append(trials[tuple(trial)].mean_reward(reward, weights))
                     bar.update()
                 best = int(np.argmax(scores))
                 changed |= best != actions[layer]

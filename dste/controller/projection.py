@@ -116,6 +116,7 @@ def plan_values(
     snapshots: Sequence[int],
     measured: Mapping[tuple[int, ...], PolicyResult] | None = None,
     per_snapshot: bool = False,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """float64 [layers, actions]: the mean reward on ``snapshots``, budget penalty excluded, of ``plan`` with one
     layer changed to each action in turn (row l, column a: layer l runs ``a``, the others their plan action).
@@ -123,7 +124,8 @@ def plan_values(
 
     ``measured``: results of plans already run on the same ``snapshots`` (e.g. ``greedy_search(...).trials``),
     reused instead of run again; on a graph whose layer outputs do not all fit the environment's run cache,
-    running them again costs as much as the search did."""
+    running them again costs as much as the search did. ``weights``: one per snapshot, for a weighted mean (the
+    per-snapshot rewards are returned as they are)."""
     plan = [int(a) for a in plan]
     if len(plan) != env.num_layers:
         raise ValueError(f"plan_values: the plan has {len(plan)} actions, the environment {env.num_layers} layers")
@@ -139,7 +141,7 @@ def plan_values(
             result = (measured or {}).get(tuple(trial))
             if result is None:
                 result = run_policy(env, StaticPolicy("trial", trial), snapshots)
-            values[layer, action] = result.mean_reward(unbudgeted)
+            values[layer, action] = result.mean_reward(unbudgeted, weights)
             samples[:, layer, action] = result.rewards(unbudgeted)
     return (values, samples) if per_snapshot else values
 

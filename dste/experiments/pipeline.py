@@ -12,10 +12,11 @@ Per seed s:
      (``dste.controller.guard``), the checkpoint chosen by its reward on the training snapshots;
   4. the same controller trained accuracy-first: no latency budget, a memory ceiling of uniform INT8's
      footprint, and agreement with the FP32 predictions as its (label-free) accuracy term;
-  5. every policy -- FP32, uniform INT8, static 50 % sparse INT8, uniform FP16, random, greedy search, greedy
-     search's plan fitted to each snapshot's budget (``dste.controller.projection``, which takes a more valuable
-     plan never measured as it is where it agrees more with the FP32 predictions on the snapshot; also the budgeted
-     DQN's conservative fallback) and both DQN controllers -- run by the same harness on the held-out snapshots
+  5. every policy -- FP32, uniform INT8, static 50 % sparse INT8, uniform FP16, random, greedy search, a
+     greedy plan fitted to each snapshot's budget (greedy search again with the later training snapshots weighing
+     more, ``RECENCY_HALF_LIFE``, since the held-out ones continue the stream; fitted by
+     ``dste.controller.projection``, which takes a more valuable plan never measured as it is where it agrees more
+     with the FP32 predictions on the snapshot; also the budgeted DQN's conservative fallback) and both DQN controllers -- run by the same harness on the held-out snapshots
      (which continue the stream: each policy first passes, unscored, through the last training snapshot):
      test accuracy, modelled latency (trn2), memory footprint (graph, features, weights, activations), and
      measured CPU time of one inference through the DSTE torch ops. ``oracle`` adds the best static policy in
@@ -66,6 +67,7 @@ from dste.controller import (
     RewardConfig,
     TrainConfig,
     greedy_search,
+    recency_weights,
     run_policy,
     static_baselines,
     train_controller,
@@ -222,6 +224,11 @@ RUN_TARGETS = ("trn2",)
 
 LARGE_GRAPH_NODES = 50_000
 """Graphs above this many nodes get the large-graph schedule of :func:`schedule_for` unless the run names its own."""
+RECENCY_HALF_LIFE = 4.0
+"""Snapshots over which a training snapshot's weight halves when the fallback's plan is chosen (the last weighs most).
+Where features drift the held-out snapshots resemble the latest training ones more than the first; where the stream
+is steady the weights cost little (about 9 of 12 snapshots' worth of evidence). See the README's drift section."""
+
 SCHEDULES = {"default": (16, 1500), "large": (6, 200)}
 """(snapshots, controller episodes) per schedule. A layer run at ogbn-arxiv's size takes about a second (its
 quantizations and SpMM over every node) and each snapshot adds 48 first-layer runs to greedy search and the
@@ -396,9 +403,15 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     stage("greedy search and its fitted plan")
     greedy = greedy_search(env, reward, train_ids, progress=show_progress(config))
     guard = BudgetGuard(env, reward)
-    # Greedy's plan fitted to each snapshot's budget (label-free): a baseline, and the DQN's fallback.
-    values, samples = plan_values(env, reward, greedy.actions, train_ids, measured=greedy.trials, per_snapshot=True)
-    projected = BudgetProjectedPlan(greedy.actions, values, guard, samples=samples, probe=config.probe)
+    # The fallback's plan: greedy search again with the later training snapshots weighing more, since the held-out
+    # ones continue the stream (RECENCY_HALF_LIFE); it reuses every plan the search above ran.
+    recency = recency_weights(len(train_ids), RECENCY_HALF_LIFE)
+    recent = greedy_search(env, reward, train_ids, weights=recency, measured=greedy.trials)
+    # That plan fitted to each snapshot's budget (label-free): a baseline, and the DQN's fallback.
+    values, samples = plan_values(
+        env, reward, recent.actions, train_ids, measured=recent.trials, per_snapshot=True, weights=recency
+    )
+    projected = BudgetProjectedPlan(recent.actions, values, guard, samples=samples, probe=config.probe)
     # Whether the check also runs where greedy's plan fits, decided on the labelled training snapshots.
     projected.validate_check(train_ids)
     margin, margin_scores = 0.0, {}
@@ -507,6 +520,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         "budget_of_fp32": [env.budget_of_fp32(n) for n in heldout_ids] if schedule is not None else None,
         "fallback": {
             "margin": margin, "margin_scores": margin_scores, "greedy_actions": list(greedy.actions),
+            "plan_actions": list(recent.actions), "recency_half_life": RECENCY_HALF_LIFE,
             "share_of_held_out_decisions_taken": fallback_share,
             "probe": projected.probe,
             "plans_probed": projected.plans_probed,
