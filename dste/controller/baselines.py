@@ -209,6 +209,8 @@ class PolicyResult:
         weights = np.asarray(weights, dtype=np.float64)
         if weights.shape != rewards.shape:
             raise ValueError(f"weights must hold one value per episode ({len(rewards)}), got shape {weights.shape}")
+        if not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError(f"weights must be finite and >= 0 with a positive sum, got {weights.tolist()}")
         return float(np.average(rewards, weights=weights))
 
     def action_histogram(self, num_layers: int) -> list[dict[int, int]]:

@@ -65,6 +65,9 @@ def test_weights_must_match_the_snapshots():
     result = run_policy(env, StaticPolicy("t", [3, 9]), [0, 1, 2])
     with pytest.raises(ValueError, match="one value per episode"):
         result.mean_reward(reward, np.ones(4))
+    for bad in ([1.0, -0.5, 1.0], [0.0, 0.0, 0.0], [1.0, np.nan, 1.0]):
+        with pytest.raises(ValueError, match="finite and >= 0 with a positive sum"):
+            result.mean_reward(reward, np.array(bad))
 
 
 def test_plan_values_on_weights_are_the_weighted_mean_of_each_snapshots_reward():
