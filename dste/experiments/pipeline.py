@@ -16,8 +16,9 @@ Per seed s:
      greedy plan fitted to each snapshot's budget (greedy search again with the later training snapshots weighing
      more, ``RECENCY_HALF_LIFE``, since the held-out ones continue the stream; fitted by
      ``dste.controller.projection``, which takes a more valuable plan never measured as it is where it agrees more
-     with the FP32 predictions on the snapshot; also the budgeted DQN's conservative fallback) and both DQN controllers -- run by the same harness on the held-out snapshots
-     (which continue the stream: each policy first passes, unscored, through the last training snapshot):
+     with the FP32 predictions on the snapshot; also the budgeted DQN's conservative fallback) and both DQN
+     controllers -- run by the same harness on the held-out snapshots (which continue the stream: each policy first
+     passes, unscored, through the last training snapshot):
      test accuracy, modelled latency (trn2), memory footprint (graph, features, weights, activations), and
      measured CPU time of one inference through the DSTE torch ops. ``oracle`` adds the best static policy in
      hindsight (greedy search on the held-out snapshots with their labels) and its budget-feasible variant
@@ -224,6 +225,7 @@ RUN_TARGETS = ("trn2",)
 
 LARGE_GRAPH_NODES = 50_000
 """Graphs above this many nodes get the large-graph schedule of :func:`schedule_for` unless the run names its own."""
+
 RECENCY_HALF_LIFE = 4.0
 """Snapshots over which a training snapshot's weight halves when the fallback's plan is chosen (the last weighs most).
 Where features drift the held-out snapshots resemble the latest training ones more than the first; where the stream
