@@ -85,7 +85,7 @@ POLICY_LABELS = {
     "fp16": "uniform FP16",
     "random": "random policy",
     "greedy": "greedy search",
-    "greedy_projected": "greedy, fitted per budget",
+    "greedy_projected": "greedy (recency), fitted",
     "dste_dqn": "DSTE (DQN, latency budget)",
     "dste_dqn_unbudgeted": "DSTE (DQN, accuracy first)",
     "static_hindsight": "best static in hindsight",
