@@ -1,83 +1,46 @@
 """A static plan fitted to each snapshot's latency budget: the controller's conservative fallback.
 
-A static per-layer plan (greedy search's) is chosen on the training snapshots' mean reward, so it fits their
-budgets on average, not every held-out snapshot's: when a later snapshot grows, the plan runs over its budget.
-Since the modelled latency of every action is known before it runs (``CompressionEnv.latency_table``,
-label-free), the plan can be re-fitted per snapshot without labels:
+A static per-layer plan (greedy search's) is chosen on the training snapshots' rewards, so it fits their budgets on
+average, not every held-out snapshot's: when a later snapshot grows, the plan runs over its budget. The modelled
+latency of every action is known before it runs (``CompressionEnv.latency_table``, label-free), so the plan is
+re-fitted per snapshot without labels:
 
     choose a_1..a_L  maximising  sum_l value_l(a_l)
                      subject to  spent + sum_l latency_l(a_l) <= budget * reference_latency
 
-``value_l(a)`` is the mean reward on the training snapshots of the plan with layer l changed to ``a`` (the other
-layers at the plan), with the budget penalty left out: the budget is enforced exactly by the constraint, so the
-value should say what an action is worth, not how often it happened to overspend on training snapshots.
-Summing per-layer values is an approximation (it ignores how a change in one layer alters what the next is
-worth). Measured on cora-like (3 seeds, 12 training and 4 held-out snapshots, trn2 cost model) against an
-exhaustive table of all 48 x 48 plans: on the held-out snapshots the sum scored as well as choosing from the
-table (reward 0.7245 / 0.7243 / 0.7139 against 0.7244 / 0.7228 / 0.7139) and matched the best plan chosen in
-hindsight with the held-out labels on two seeds of three (0.7287 on the third). Keeping the budget penalty in
-the values instead cost 0.008-0.027 of reward: it prefers plans that were cheap on the training snapshots over
-plans that fit this one.
+``value_l(a)`` (``plan_values``) is the mean reward on the training snapshots of the plan with layer l changed to
+``a``, the other layers at the plan, with the budget penalty left out: the constraint enforces the budget exactly, so
+the value should say what an action is worth, not how often it happened to overspend on training snapshots. Summing
+per-layer values ignores how a change in one layer alters what the next is worth, so the rules below trust the sum
+only as far as a measurement backs it:
 
-Given the per-snapshot values (``plan_values(..., per_snapshot=True)``), the projection is conservative. While the
-episode follows the plan it moves only among plans whose value was measured as it is: the plan and the plans with
-one layer changed. It takes the most valuable of those that fits, and it leaves a plan that fits only for a gain
-that averages more than ``min_gain_z`` standard errors above zero over the training snapshots. Summed per-layer
-values ignore how one layer's change alters what the other's is worth: on one seed of a 4,000-node CSBM the sum
-preferred pruning the second layer instead of the first, a plan never measured, which cost 3.9 points on every
-held-out snapshot while greedy's plan fitted. Only where no plan one change away fits (or the episode already left
-the plan) does the sum over layers decide. Where nothing fits (the earlier layers already overspent), the cheapest
-action is taken, as ``BudgetGuard`` does. Without a budget the plan itself is returned.
+1. Measured plans first. While the episode follows the plan it moves only among plans whose value was measured as
+   it is (the plan and the plans one layer away), takes the most valuable of those that fits, and leaves a plan that
+   fits only for a gain that averages more than ``min_gain_z`` standard errors above zero over the training
+   snapshots.
+2. The sum where no measured plan fits. Where no plan one change away fits (or the episode already left the plan),
+   the summed values choose; where nothing fits (the earlier layers already overspent), the cheapest action is
+   taken, as ``BudgetGuard`` does. Without a budget the plan itself is returned.
+3. A label-free check on the snapshot (``probe``). Rule 1 keeps out of reach the plans two changes away, whose value
+   is only a sum; where a snapshot differs from the training ones, one of them can be what fits its budget best. On
+   a snapshot whose budget greedy's plan overspends (by the latency tables), the plans within its budget that change
+   two layers or more and whose summed values exceed the fitted plan's, or fall short of it by less than a standard
+   error of the paired difference over the training snapshots (the ``probe_plans`` most valuable of them), are run
+   on it, and the most valuable one whose predictions agree with the uncompressed model's on more of the snapshot's
+   nodes than the fitted plan's, by over ``PROBE_MIN_AGREEMENT_GAIN``, replaces it (``CompressionEnv.agreement``
+   compares predictions with predictions, no labels). The sum says the plan should be worth as much; the snapshot
+   confirms that it departs less from the uncompressed model, where an interaction the sum ignores would show as
+   more departure. On a device that is a handful of compressed inferences and one FP32 inference per snapshot. Where
+   a later layer's exact price leaves the chosen plan out of budget, rules 1 and 2 decide.
+4. The check where greedy's plan fits only where it has gained (``validate_check``). There greedy's plan was measured
+   as a whole, and agreement with the uncompressed model points to more accurate plans for some models and streams
+   and away from them for others. The check is replayed on each labelled training snapshot whose budget greedy's plan
+   fits, with the other training snapshots' values (leave one out: a snapshot's own labels choose no candidate); it
+   runs where greedy's plan fits only if the reward it gained there averages more than ``min_gain_z`` standard errors
+   above zero.
 
-The conservative move keeps out of reach the plans two changes away, whose value is only the sum, never measured as
-they are; where a snapshot differs from the training ones, one of them can be what fits its budget best. With
-``probe`` set, each episode on a snapshot whose budget greedy's plan overspends (by the latency tables) begins with a
-check on the snapshot itself: the plans within its budget (by the latency tables) that change two layers or more from
-greedy's plan and whose summed values exceed the fitted plan's, or fall short of it by less than a standard error of
-the difference over the training snapshots (the most valuable ``probe_plans`` of them), are run on it, and the most
-valuable one whose predictions agree with the uncompressed model's on more of the snapshot's nodes than the fitted
-plan's, by over ``PROBE_MIN_AGREEMENT_GAIN``, replaces it (``CompressionEnv.agreement``: label-free, it compares
-predictions with predictions). The sum says a plan should be worth at least as much; the snapshot confirms that it
-departs less from the uncompressed model, where a sum that ignores how one layer's change alters the other's would
-show as more departure. On a device that is a handful of compressed inferences and one FP32 inference per snapshot.
-Where a later layer's exact price leaves the chosen plan out of budget, the fitted plan's rules above decide.
-Where greedy's plan fits, the check runs only where it has gained on the labelled training snapshots
-(``validate_check``): that plan was measured as a whole there, and agreement with the uncompressed model is evidence
-for one model and stream and against it for another. Run there unconditionally, the check lost 1.8-4.9 points on
-every held-out snapshot of one seed of a 3,000-node CSBM's `drift` (a plan keeping every input channel and pruning
-the second layer's edges, which agreed more with the drifted FP32 predictions; controller 42.92 +/- 2.12 % against
-greedy's 43.49 +/- 0.42 %, greedy's plan fitting every budget) and 0.06 points on Cora's `bursty`; with GraphSAGE on
-cora-like `bursty` it took plans 2.0-3.6 points more accurate on four quiet snapshots. ``validate_check`` replays
-the check on each training snapshot whose budget greedy's plan fits, with the values of the other training snapshots
-(leave one out), and measures the reward of the plan it takes against the fitted plan's with the snapshot's labels:
-on that CSBM's `drift` the replayed check lost 0.0065-0.025 of reward per snapshot on average (all three seeds kept
-out), on Cora's `bursty` 0-0.005, and on the cora-like GCN streams it changed no training snapshot's plan; with
-GraphSAGE it gained on three seeds of nine (cora-like `bursty`, `budget-shift`, steady) and was kept there. Where
-greedy's plan overspends, the check runs unvalidated: every gain below was made there. Held to the plans the sum
-rates above the fitted plan, it missed the best plan within cora-like `budget-shift`'s tightest budget on one seed
-(66.7 % against the fitted plan's 61.8): that plan summed 0.0005 under the fitted plan's value, a gap well within
-what the training snapshots resolve, while agreeing with the uncompressed model on 8 % more of the nodes. Running
-also the plans whose sum falls short by less than a standard error of the paired difference took it there (+4.8
-points) and changed no other held-out snapshot of 16 GCN runs (cora-like's five streams, the 3,500- and 4,000-node
-and two further CSBMs, citeseer-like); with GraphSAGE on cora-like `budget-shift` it took a plan 2.2 points less
-accurate on one snapshot.
-
-Measured offline (12 snapshots, 3 held out, 3 seeds; every candidate run on each held-out snapshot with its labels;
-accuracy points against the fitted plan, mean over snapshots and seeds): on cora-like `budget-shift` +0.62 (+5.6 at
-the tightest budget on one seed, where the fitted plan prunes the second layer's edges) and `growing` +0.51 (four
-snapshots changed of 18, none for the worse), the default job's stream, `bursty`, `drift` and `budget-shift` on a
-3,500-node CSBM, Cora and citeseer-like unchanged; the same for agreement margins of 0 to 0.02. Every plan it chose
-there changes both layers from greedy's. Letting it also overrule the rules above on a plan one layer away (whose
-gain they had found within the training snapshots' noise) cost 0.8 points on a snapshot of Cora's `bursty`: pruning
-fewer input channels agrees more with the uncompressed model whether or not it is more accurate. Held to plans two
-layers away it still takes such a plan there on one seed (half the channels instead of three quarters, the second
-layer's FP16 share changed too: -0.6 and +0.1 points at 7 us more); on a 4,000-node CSBM's `bursty` it gained 2.5
-points at a burst. Scored instead by
-value plus the change of a plan's agreement since the latest labelled snapshot, the check gained more on
-`budget-shift` (+1.14) but lost 2.4 points on a snapshot of the default job: a one-point change in agreement between
-two snapshots is noise there, and pruning three quarters of the edges keeps the FP32 predictions, right or wrong,
-better than pruning half the input channels, which is more accurate. Scored by agreement alone it lost 0.62 points on
-the steady stream and 1.31 on `drift`.
+The measurements behind each rule (an exhaustive table of every plan against the summed values, and the runs where
+each rule, left out or loosened, lost accuracy): ``bench/README.md``, "Controller: the fitted plan's rules, measured".
 """
 
 from __future__ import annotations
