@@ -64,6 +64,7 @@ from dste.controller import (
     static_sweep,
     DQNConfig,
     DQNPolicy,
+    FALLBACK_MARGINS,
     RandomPolicy,
     RewardConfig,
     TrainConfig,
@@ -444,6 +445,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     judged = tqdm(policies, desc="policies on held-out snapshots", disable=not show_progress(config), leave=False)
     outcomes = {policy.name: run_policy(env, policy, heldout_ids, lead_in=lead_in) for policy in judged}
     fallback_share = dqn_policy.fallback_taken / max(dqn_policy.decisions, 1)
+    plans_probed = projected.plans_probed  # the held-out episodes' checks, before any diagnostic below runs more
     unbudgeted = None
     if budget_actions is not None or schedule is not None:
         # The same controller trained with no latency budget but a memory ceiling (uniform INT8's footprint):
@@ -503,6 +505,12 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
             {"search": feasible.search, "actions": list(feasible.actions), "plans_measured": len(feasible.trials),
              "feasible_plans": len(feasible.feasible_trials)}
         )
+        if config.fallback:
+            # What each candidate margin would have scored on the held-out snapshots (their labels: a diagnostic of
+            # the calibration on the training snapshots, never used to choose).
+            extras["oracle_margin_scores"] = _heldout_margin_scores(
+                env, trained.agent, guard, projected, reward, heldout_ids, lead_in
+            )
         stage("per-snapshot oracle")
         extras["oracle_train"] = [asdict(c) for c in snapshot_oracle(env, reward, train_ids)]
         budgeted = any(guard.budget_us(n) is not None for n in heldout_ids)
@@ -525,7 +533,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
             "plan_actions": list(recent.actions), "recency_half_life": RECENCY_HALF_LIFE,
             "share_of_held_out_decisions_taken": fallback_share,
             "probe": projected.probe,
-            "plans_probed": projected.plans_probed,
+            "plans_probed": plans_probed,
             "check_where_greedy_fits": projected.check_where_greedy_fits,
             "check_validation_gains": projected.check_gains.tolist(),
         },
@@ -542,6 +550,18 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         "policies": results,
         "agent": trained.agent,
     }
+
+
+def _heldout_margin_scores(env, agent, guard, fallback, reward, heldout_ids, lead_in) -> dict:
+    """Per candidate margin of ``calibrate_margin`` (as its keys), the reward and accuracy the DQN with that margin
+    over ``fallback`` scores on the held-out snapshots."""
+    scores = {}
+    for margin in FALLBACK_MARGINS:
+        policy = DQNPolicy(agent, guard=guard, fallback=fallback, margin=margin)
+        outcome = run_policy(env, policy, heldout_ids, lead_in=lead_in)
+        scores[float(margin)] = {"reward": outcome.mean_reward(reward), "accuracy": outcome.accuracy,
+                                 "share_of_decisions_to_fallback": policy.fallback_taken / max(policy.decisions, 1)}
+    return scores
 
 
 _STREAM_BUDGET = object()

@@ -242,3 +242,26 @@ def test_snapshot_oracle_within_budget_is_the_best_plan_that_fits_each_snapshot(
         )
         assert choice.reward == pytest.approx(best, abs=1e-12)
     assert snapshot_oracle(env, RewardConfig(budget=0.01), snapshots[:1], within_budget=True) == [None]
+
+
+def test_heldout_margin_scores_score_the_network_below_its_gap_and_the_fallback_above_it():
+    from dste.experiments.pipeline import _heldout_margin_scores
+
+    env = ToyEnv(n_train=4, n_heldout=2, seed=1)
+    reward = RewardConfig(0.3)
+    space = env.action_space
+    static = [space.nearest(0.0, 0.0)] * 2
+    pruned = space.nearest(0.75, 0.0)
+    q = np.zeros((2, 48))
+    q[0, pruned], q[0, static[0]] = 0.006, 0.0  # layer 0: the network prefers pruning by 0.006
+    q[1, static[1]] = 1.0
+    heldout, lead_in = env.snapshots("heldout"), env.snapshots("train")[-1:]
+    scores = _heldout_margin_scores(env, FixedQ(q), None, static, reward, heldout, lead_in)
+    as_static = run_policy(env, StaticPolicy("s", static), heldout, lead_in=lead_in)
+    as_network = run_policy(env, StaticPolicy("n", [pruned, static[1]]), heldout, lead_in=lead_in)
+    assert as_static.mean_reward(reward) != pytest.approx(as_network.mean_reward(reward))
+    for margin, score in scores.items():
+        expected = as_network if margin < 0.006 else as_static
+        assert score["reward"] == pytest.approx(expected.mean_reward(reward))
+        assert score["accuracy"] == pytest.approx(expected.accuracy)
+        assert score["share_of_decisions_to_fallback"] == (0.0 if margin < 0.006 else 0.5)
