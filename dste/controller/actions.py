@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_SPARSITY_LEVELS",
     "DEFAULT_CHANNEL_LEVELS",
     "DEFAULT_FP16_FRACTIONS",
+    "costless_pruning",
 ]
 
 DEFAULT_SPARSITY_LEVELS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
@@ -162,3 +163,27 @@ class ActionSpace:
             f"ActionSpace(sparsity={self.sparsity_levels}, channels={self.channel_levels}, "
             f"fp16={self.fp16_fractions})"
         )
+
+
+def costless_pruning(space: ActionSpace, prices: np.ndarray) -> np.ndarray:
+    """bool [actions]: the actions whose pruning the cost model says saves nothing. An action is marked where another
+    of the same FP16 fraction that prunes no more edges and no more channels (and fewer of one) costs no more modelled
+    latency at every row of ``prices`` (float [snapshots, actions] or [actions]: one layer's ``latency_table`` per
+    snapshot). Tile-granular prices make this common: with a 64-wide hidden layer, dropping a quarter of the second
+    layer's input channels leaves its weight product in one tile. Such an action can only cost accuracy, so a gain
+    it shows on training snapshots is taken for noise (``dste.controller.baselines.greedy_search``'s ``allowed``)."""
+    prices = np.atleast_2d(np.asarray(prices, dtype=np.float64))
+    if prices.ndim != 2 or prices.shape[1] != len(space):
+        raise ValueError(f"prices must have shape (snapshots, {len(space)}) or ({len(space)},), got {prices.shape}")
+    if prices.shape[0] == 0 or not np.isfinite(prices).all():
+        raise ValueError("prices must be finite, with at least one snapshot")
+    levels = np.array([space.level_indices(a) for a in range(len(space))])
+    edges, channels, precision = levels[:, 0], levels[:, 1], levels[:, 2]
+    prunes_no_more = (
+        (precision[:, None] == precision[None, :])
+        & (edges[:, None] <= edges[None, :])
+        & (channels[:, None] <= channels[None, :])
+        & ~np.eye(len(space), dtype=bool)
+    )  # [other, action]: ``other`` keeps everything ``action`` keeps, and more
+    costs_no_more = (prices[:, :, None] <= prices[:, None, :]).all(axis=0)  # [other, action]
+    return (prunes_no_more & costs_no_more).any(axis=0)

@@ -285,11 +285,14 @@ def greedy_search(
     progress: bool = False,
     weights: np.ndarray | None = None,
     measured: Mapping[tuple[int, ...], PolicyResult] | None = None,
+    allowed: Sequence[np.ndarray] | None = None,
 ) -> StaticPolicy:
     """Coordinate ascent over per-layer static actions, maximising the mean reward on ``snapshots``.
 
     ``weights``: one per snapshot (``recency_weights``), for a weighted mean instead. ``measured``: results of plans
-    already run on the same ``snapshots`` (another search's ``trials``), reused instead of run again.
+    already run on the same ``snapshots`` (another search's ``trials``), reused instead of run again. ``allowed``:
+    per layer, a bool mask over the actions the search may take (e.g. not ``costless_pruning``); uniform INT8, where
+    it starts, must be allowed.
 
     Starts from uniform INT8; each round tries every action for each layer with the others fixed and keeps
     the best (on ties the lower action index wins, so the search is deterministic). The returned policy's
@@ -303,6 +306,13 @@ def greedy_search(
     total = rounds * env.num_layers * len(space)
     if weights is not None and len(weights) != len(snapshots):
         raise ValueError(f"weights must hold one value per snapshot ({len(snapshots)}), got {len(weights)}")
+    start = actions[0]
+    if allowed is not None:
+        allowed = [np.asarray(mask, dtype=bool) for mask in allowed]
+        if len(allowed) != env.num_layers or any(mask.shape != (len(space),) for mask in allowed):
+            raise ValueError(f"allowed must hold {env.num_layers} bool masks of {len(space)} actions")
+        if not all(mask[start] for mask in allowed):
+            raise ValueError(f"allowed must allow uniform INT8 (action {start}) at every layer: the search starts there")
     trials: dict[tuple[int, ...], PolicyResult] = dict(measured or {})
     with tqdm(total=total, desc="greedy search", disable=not progress, leave=False) as bar:
         for _ in range(rounds):
@@ -310,6 +320,10 @@ def greedy_search(
             for layer in range(env.num_layers):
                 scores = []
                 for candidate in range(len(space)):
+                    if allowed is not None and not allowed[layer][candidate]:
+                        scores.append(-np.inf)
+                        bar.update()
+                        continue
                     trial = list(actions)
                     trial[layer] = candidate
                     if tuple(trial) not in trials:
