@@ -14,7 +14,8 @@ Per seed s:
      footprint, and agreement with the FP32 predictions as its (label-free) accuracy term;
   5. every policy -- FP32, uniform INT8, static 50 % sparse INT8, uniform FP16, random, greedy search, a
      greedy plan fitted to each snapshot's budget (greedy search again with the later training snapshots weighing
-     more, ``RECENCY_HALF_LIFE``, since the held-out ones continue the stream; fitted by
+     more, ``RECENCY_HALF_LIFE``, since the held-out ones continue the stream, and never pruning what saves no
+     modelled latency, ``dste.controller.actions.costless_pruning``; fitted by
      ``dste.controller.projection``, which takes a more valuable plan never measured as it is where it agrees more
      with the FP32 predictions on the snapshot; also the budgeted DQN's conservative fallback) and both DQN
      controllers -- run by the same harness on the held-out snapshots (which continue the stream: each policy first
@@ -410,8 +411,8 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     # The fallback's plan: greedy search again with the later training snapshots weighing more, since the held-out
     # ones continue the stream (RECENCY_HALF_LIFE); it reuses every plan the search above ran.
     recency = recency_weights(len(train_ids), RECENCY_HALF_LIFE)
-    # It leaves out pruning the cost model says saves nothing on the training snapshots: such an action can only cost
-    # accuracy, and the gains it showed there were noise that lost on held-out snapshots (bench/README.md).
+    # It leaves out pruning the cost model says saves (next to) nothing on the training snapshots: such an action can
+    # only cost accuracy, and the gains it showed there were noise that lost on held-out snapshots (bench/README.md).
     allowed = [~costless_pruning(env.action_space, [env.latency_table(s, layer) for s in train_ids])
                for layer in range(env.num_layers)]
     recent = greedy_search(env, reward, train_ids, weights=recency, measured=greedy.trials, allowed=allowed)

@@ -33,13 +33,26 @@ def test_only_channel_pruning_that_frees_no_tile_is_marked():
     assert not costless_pruning(space, _prices_by_kept_work(space, channel_tiles=4)).any()
 
 
-def test_an_action_is_marked_only_where_it_saves_nothing_on_every_snapshot():
+def test_the_saving_is_judged_on_average_over_the_snapshots():
     space = ActionSpace()
     one_tile, four_tiles = (_prices_by_kept_work(space, t) for t in (1, 4))
     assert not costless_pruning(space, np.stack([one_tile, four_tiles])).any()
     np.testing.assert_array_equal(
         costless_pruning(space, np.stack([one_tile, one_tile * 1.5])), costless_pruning(space, one_tile)
     )
+
+
+def test_a_saving_below_the_share_is_marked_and_one_above_it_is_not():
+    space = ActionSpace()
+    prices = np.full(len(space), 100.0)
+    pruned, kept = space.nearest(0.0, 0.05, 0.25), space.nearest(0.0, 0.05, 0.0)
+    prices[kept] = 100.0
+    for saving, marked in ((0.004, True), (-0.006, True), (0.006, False)):
+        prices[pruned] = 100.0 * (1.0 - saving)
+        assert costless_pruning(space, prices, min_saving=0.005)[pruned] == marked, saving
+    prices[pruned] = 99.0  # a 1 % saving: costless only for a share above it
+    assert costless_pruning(space, prices, min_saving=0.02)[pruned]
+    assert not costless_pruning(space, prices, min_saving=0.0)[pruned]
 
 
 def test_a_cheaper_action_of_another_precision_does_not_mark_it():
@@ -59,6 +72,11 @@ def test_refuses_prices_of_the_wrong_shape_or_not_finite():
         costless_pruning(space, np.full(len(space), np.nan))
     with pytest.raises(ValueError, match="at least one snapshot"):
         costless_pruning(space, np.ones((0, len(space))))
+    with pytest.raises(ValueError, match="> 0"):
+        costless_pruning(space, np.zeros(len(space)))
+    for share in (-0.1, 1.0, np.nan):
+        with pytest.raises(ValueError, match="min_saving"):
+            costless_pruning(space, np.ones(len(space)), min_saving=share)
 
 
 def test_greedy_search_never_takes_an_action_it_is_not_allowed():
