@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+from dste.format.rcm import reverse_cuthill_mckee_order
 
 METHODS = ("metis", "blocks", "contiguous")
 
@@ -66,7 +67,7 @@ def partition_nodes(adj, world_size: int, *, method: str = "metis", seed: int = 
         return balanced_blocks(np.arange(n), world_size)
     graph = symmetric_structure(adj)
     if method == "blocks":
-        return balanced_blocks(np.asarray(reverse_cuthill_mckee(graph, symmetric_mode=True), dtype=np.int64), world_size)
+        return balanced_blocks(reverse_cuthill_mckee_order(graph), world_size)
     from dste.format.partition import recursive_bisection_parts
 
     owner = recursive_bisection_parts(graph, world_size, seed=seed).astype(np.int32)

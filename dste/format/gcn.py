@@ -82,7 +82,9 @@ def gcn_pattern(adj, add_self_loops: bool = True):
         pattern.sort_indices()  # no-op unless the merge left a row unsorted
     degree = np.diff(pattern.indptr).astype(np.float64)
     deg_inv_sqrt = np.zeros(n, dtype=np.float64)
-    deg_inv_sqrt[degree > 0] = degree[degree > 0] ** -0.5
+    # 1 / sqrt: both correctly rounded on every CPU, where float64 power may run a SIMD
+    # library's approximation (NumPy dispatches it by CPU) and move a scale by one unit
+    deg_inv_sqrt[degree > 0] = 1.0 / np.sqrt(degree[degree > 0])
     return pattern, deg_inv_sqrt.astype(np.float32)
 
 

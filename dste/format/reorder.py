@@ -42,11 +42,11 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from dste.format.constants import WINDOW_ROWS
 from dste.format.errors import DSTEFormatError
 from dste.format.partition import recursive_bisection_parts, release_free_heap
+from dste.format.rcm import reverse_cuthill_mckee_order
 
 
 MAX_LP_ROUNDS = 30
@@ -111,10 +111,8 @@ def symmetric_graph_of(matrix: sp.spmatrix) -> sp.csr_matrix:
 
 
 def rcm_order(graph: sp.csr_matrix) -> np.ndarray:
-    """Reverse Cuthill-McKee order of a symmetric graph (SciPy csgraph)."""
-    if graph.shape[0] == 0:
-        return np.zeros(0, dtype=np.int64)
-    return reverse_cuthill_mckee(graph, symmetric_mode=True).astype(np.int64)
+    """Reverse Cuthill-McKee order of a symmetric graph, the same on every CPU (``dste.format.rcm``)."""
+    return reverse_cuthill_mckee_order(graph)
 
 
 def label_propagation(graph: sp.csr_matrix, seed: int = 0) -> np.ndarray:
@@ -199,7 +197,7 @@ def _intra_part_rcm_rank(graph: sp.csr_matrix, parts: np.ndarray) -> np.ndarray:
     intra = sp.csr_matrix((np.ones(int(intra_indptr[-1]), dtype=np.int8), graph.indices[inside], intra_indptr), shape=(n, n))
     del inside
     rank = np.empty(n, dtype=np.int64)
-    rank[reverse_cuthill_mckee(intra, symmetric_mode=True)] = np.arange(n)
+    rank[reverse_cuthill_mckee_order(intra)] = np.arange(n)
     return rank
 
 
