@@ -22,10 +22,23 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def _cuthill_mckee_visits(indptr, neighbours_by_degree, start_candidates):  # pragma: no cover - compiled
+def _off_diagonal_degrees(indptr, indices):  # pragma: no cover - compiled
+    n = indptr.size - 1
+    degree = np.zeros(n, dtype=np.int64)
+    for node in range(n):
+        for position in range(indptr[node], indptr[node + 1]):
+            if indices[position] != node:
+                degree[node] += 1
+    return degree
+
+
+@njit(cache=True, nogil=True)
+def _cuthill_mckee_visits(indptr, indices, degree, start_candidates):  # pragma: no cover - compiled
     n = indptr.size - 1
     visited = np.zeros(n, dtype=np.bool_)
     order = np.empty(n, dtype=np.int64)
+    # (degree, id) of a node's new neighbours as one int64 key: unique, so any sort orders them alike
+    keys = np.empty(max(degree.max(), 1), dtype=np.int64)
     head = 0
     tail = 0
     for start in start_candidates:
@@ -37,12 +50,16 @@ def _cuthill_mckee_visits(indptr, neighbours_by_degree, start_candidates):  # pr
         while head < tail:
             node = order[head]
             head += 1
+            count = 0
             for position in range(indptr[node], indptr[node + 1]):
-                neighbour = neighbours_by_degree[position]
+                neighbour = indices[position]
                 if not visited[neighbour]:
                     visited[neighbour] = True
-                    order[tail] = neighbour
-                    tail += 1
+                    keys[count] = degree[neighbour] * n + neighbour
+                    count += 1
+            for key in np.sort(keys[:count]):
+                order[tail] = key % n
+                tail += 1
     return order
 
 
@@ -51,23 +68,15 @@ def reverse_cuthill_mckee_order(graph: sp.csr_matrix) -> np.ndarray:
 
     A node's degree is its number of stored neighbours other than itself; a self loop is
     ignored. Ties go to the lower node id (module docstring), so the order does not depend on
-    the CPU, NumPy's sort dispatch or the order of a row's stored indices.
+    the CPU, NumPy's sort dispatch or the order of a row's stored indices. Besides the graph it
+    holds O(n) memory: the encode's peak runs through here on large graphs.
     """
     graph = sp.csr_matrix(graph)
-    if not graph.has_sorted_indices:
-        graph = graph.sorted_indices()
     n, m = graph.shape
     if n != m:
         raise ValueError(f"reverse_cuthill_mckee_order needs a square graph, got shape {graph.shape}")
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    indptr = graph.indptr.astype(np.int64)
-    indices = graph.indices.astype(np.int64)
-    row = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
-    off_diagonal = indices != row
-    degree = np.bincount(row[off_diagonal], minlength=n).astype(np.int64)
-    # each row's neighbours by (degree, id): a stable sort of (row, degree) over indices sorted in each row
-    key = row * (int(degree.max()) + 1) + degree[indices]
-    neighbours_by_degree = indices[np.argsort(key, kind="stable")]
+    degree = _off_diagonal_degrees(graph.indptr, graph.indices)
     start_candidates = np.argsort(degree, kind="stable")
-    return _cuthill_mckee_visits(indptr, neighbours_by_degree, start_candidates)[::-1].copy()
+    return _cuthill_mckee_visits(graph.indptr, graph.indices, degree, start_candidates)[::-1].copy()
