@@ -11,3 +11,4 @@ python -m pip install --quiet --no-deps -e .
 # cached beside their modules
 python -c "from dste.bindings.csr_kernel import compile_products as c; print(f'dste: CSR product ready in {c():.1f} s')"
 python -c "from dste.gnn.execution import compile_quantization_passes as c; print(f'dste: row quantization passes ready in {c():.1f} s')"
+python -c "from dste.format.rcm import compile_orders as c; print(f'dste: RCM order ready in {c():.1f} s')"

@@ -6,7 +6,7 @@ One job: ``partition_nodes(adj, world_size)`` -> ``owner`` (int32 ``[n]``, rank 
 (``dste.format.partition.recursive_bisection_parts``): parts of near-equal node count with few
 edges between them, so each rank's halo (the rows of X its tiles need from other ranks) stays
 small. ``method="blocks"`` is the fallback when METIS cannot be used: contiguous balanced blocks
-of the reverse Cuthill-McKee order (SciPy), which keeps neighbours close but cuts more edges.
+of the reverse Cuthill-McKee order (``dste.format.rcm``), which keeps neighbours close but cuts more edges.
 ``method="contiguous"`` cuts the node ids as given (what a user gets without a partitioner; on
 shuffled ids nearly every edge crosses ranks) and exists for comparison.
 """

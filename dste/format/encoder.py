@@ -89,7 +89,7 @@ from dste.format.policy import (
 from dste.format.hybrid_rows import int8_sensitivity_robust
 from dste.format.quant import INT8_QMAX, dequantize_int8, quantize_int8, to_fp16
 from dste.format.permutation import inverse_permutation, is_permutation
-# at import, not at the first encode: the orders' module and SciPy's csgraph then load with the package
+# at import, not at the first encode: the orders' module (and Numba, for the RCM order) then load with the package
 # rather than inside the first call's time and resident peak
 from dste.format.reorder import compute_order
 

@@ -16,6 +16,8 @@ AVX-512, with AVX2 and with NumPy's SIMD dispatch switched off (``NPY_DISABLE_CP
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import scipy.sparse as sp
 from numba import njit
@@ -80,3 +82,16 @@ def reverse_cuthill_mckee_order(graph: sp.csr_matrix) -> np.ndarray:
     degree = _off_diagonal_degrees(graph.indptr, graph.indices)
     start_candidates = np.argsort(degree, kind="stable")
     return _cuthill_mckee_visits(graph.indptr, graph.indices, degree, start_candidates)[::-1].copy()
+
+
+def compile_orders() -> float:
+    """Compile the two passes above for int32 and int64 CSR graphs, or load them from Numba's cache beside this
+    module; returns the seconds it took. ``scripts/setup.sh`` calls this once, so that encodes find it cached."""
+    started = time.perf_counter()
+    for index_dtype in (np.int32, np.int64):
+        graph = sp.csr_matrix((np.ones(2, dtype=bool), np.array([1, 0], dtype=index_dtype),
+                               np.array([0, 1, 2], dtype=index_dtype)), shape=(2, 2))
+        graph.indices = graph.indices.astype(index_dtype)
+        graph.indptr = graph.indptr.astype(index_dtype)
+        reverse_cuthill_mckee_order(graph)
+    return time.perf_counter() - started
