@@ -277,6 +277,60 @@ def recency_weights(count: int, half_life: float) -> np.ndarray:
     return weights / weights.sum()
 
 
+RECENCY_MIN_GAIN_Z = 1.0
+"""Standard errors by which the recency-weighted plan must beat the plain-mean one on the training snapshots."""
+
+
+@dataclass(frozen=True)
+class RecencyChoice:
+    """Which plan :func:`prefer_recent_plan` kept, and the evidence: the recency-weighted mean of the per-snapshot
+    reward differences (recent minus plain) and its standard error."""
+
+    recent_kept: bool
+    gain: float
+    standard_error: float
+
+
+def prefer_recent_plan(
+    recent: StaticPolicy,
+    plain: StaticPolicy,
+    reward: RewardConfig,
+    weights: np.ndarray,
+    min_gain_z: float = RECENCY_MIN_GAIN_Z,
+) -> tuple[StaticPolicy, RecencyChoice]:
+    """``recent`` (greedy search under recency ``weights``) where it beats ``plain`` (the same search on the plain
+    mean) by more than ``min_gain_z`` standard errors on the training snapshots, else ``plain``.
+
+    Recency weights trust about ``1 / sum(w^2)`` snapshots of evidence instead of all of them; a plan they prefer by
+    less than the noise of that smaller sample is a coin flip with a cost (one seed of the default graph pruned 75 %
+    of a layer's edges for a weighted gain of 0.0007 +/- 0.0056 and lost 3.2 points on every held-out snapshot).
+    The standard error is that of a weighted mean of the paired differences, with the unbiased weighted variance
+    ``sum w (d - g)^2 / (1 - sum w^2)``. Both plans must have been measured (``trials``) on the same snapshots.
+    Where both searches found the same plan it is returned as ``recent`` (kept, gain 0).
+    """
+    if not (np.isfinite(min_gain_z) and min_gain_z >= 0):
+        raise ValueError(f"min_gain_z must be a finite number >= 0, got {min_gain_z!r}")
+    measured = {**plain.trials, **recent.trials}
+    missing = [plan for plan in (tuple(recent.actions), tuple(plain.actions)) if plan not in measured]
+    if missing:
+        raise ValueError(f"plans {missing} were not measured on the training snapshots (their policies' trials)")
+    weights = np.asarray(weights, dtype=np.float64)
+    if not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"weights must be finite and >= 0 with a positive sum, got {weights.tolist()}")
+    if tuple(recent.actions) == tuple(plain.actions):
+        return recent, RecencyChoice(True, 0.0, 0.0)  # one plan: nothing to choose
+    weights = weights / weights.sum()
+    differences = measured[tuple(recent.actions)].rewards(reward) - measured[tuple(plain.actions)].rewards(reward)
+    if differences.shape != weights.shape:
+        raise ValueError(f"weights must hold one value per snapshot ({differences.size}), got shape {weights.shape}")
+    gain = float(np.sum(weights * differences))
+    squared = float(np.sum(weights**2))
+    variance = float(np.sum(weights * (differences - gain) ** 2)) / (1.0 - squared) if squared < 1.0 else np.inf
+    standard_error = float(np.sqrt(variance * squared))
+    recent_kept = bool(gain > min_gain_z * standard_error)
+    return (recent if recent_kept else plain), RecencyChoice(recent_kept, gain, standard_error)
+
+
 def greedy_search(
     env: CompressionEnv,
     reward: RewardConfig,

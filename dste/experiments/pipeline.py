@@ -13,9 +13,10 @@ Per seed s:
   4. the same controller trained accuracy-first: no latency budget, a memory ceiling of uniform INT8's
      footprint, and agreement with the FP32 predictions as its (label-free) accuracy term;
   5. every policy -- FP32, uniform INT8, static 50 % sparse INT8, uniform FP16, random, greedy search, a
-     greedy plan fitted to each snapshot's budget (greedy search again with the later training snapshots weighing
-     more, ``RECENCY_HALF_LIFE``, since the held-out ones continue the stream, and never pruning what saves no
-     modelled latency, ``dste.controller.actions.costless_pruning``; fitted by
+     greedy plan fitted to each snapshot's budget (greedy search again, never pruning what saves no modelled
+     latency, ``dste.controller.actions.costless_pruning``, with the later training snapshots weighing more,
+     ``RECENCY_HALF_LIFE``, since the held-out ones continue the stream, where that plan beats the plain mean's by
+     more than a standard error, ``dste.controller.baselines.prefer_recent_plan``; fitted by
      ``dste.controller.projection``, which takes a more valuable plan never measured as it is where it agrees more
      with the FP32 predictions on the snapshot; also the budgeted DQN's conservative fallback) and both DQN
      controllers -- run by the same harness on the held-out snapshots (which continue the stream: each policy first
@@ -26,7 +27,9 @@ Per seed s:
      (``dste.controller.baselines.feasible_static_search``: the best static plan within every held-out
      snapshot's budget, the budget the controller's guard enforces), and per held-out snapshot the best plan
      greedy search finds on it alone and the best plan within its budget (``dste.controller.snapshot_oracle``).
-The job runs on one thread (BLAS and torch), so its numbers do not depend on the machine.
+The job runs on one thread (BLAS and torch), so its numbers do not depend on the number of cores, and every encoding
+is the same on every CPU (``dste.format.rcm``); torch's and NumPy's float kernels still differ in their last bits
+between CPU instruction sets (AVX2, AVX-512), which can move what a seed trains.
 Accuracies are reported as mean +/- std over seeds of the per-seed mean over held-out snapshots. Each seed trains
 its own FP32 model, so part of that spread is the FP32 model's own; the paired gap to FP32 (per seed, a policy's
 accuracy minus that seed's FP32 accuracy; mean +/- std over seeds) is reported beside it as what the policy adds.
@@ -76,7 +79,7 @@ from dste.controller import (
     train_controller,
 )
 from dste.controller.actions import costless_pruning
-from dste.controller.baselines import feasible_static_search
+from dste.controller.baselines import feasible_static_search, prefer_recent_plan
 from dste.experiments.memory import freed_memory_kept
 
 __all__ = ["RunConfig", "run", "format_table", "PAPER_ROWS", "POLICY_LABELS"]
@@ -88,7 +91,7 @@ POLICY_LABELS = {
     "fp16": "uniform FP16",
     "random": "random policy",
     "greedy": "greedy search",
-    "greedy_projected": "greedy (recency), fitted",
+    "greedy_projected": "greedy plan, fitted",
     "dste_dqn": "DSTE (DQN, latency budget)",
     "dste_dqn_unbudgeted": "DSTE (DQN, accuracy first)",
     "static_hindsight": "best static in hindsight",
@@ -416,11 +419,16 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     allowed = [~costless_pruning(env.action_space, [env.latency_table(s, layer) for s in train_ids])
                for layer in range(env.num_layers)]
     recent = greedy_search(env, reward, train_ids, weights=recency, measured=greedy.trials, allowed=allowed)
+    # The weights trust fewer snapshots than the plain mean does: their plan is kept only where it beats the
+    # plain-mean plan (same rule) by more than a standard error on the training snapshots (prefer_recent_plan).
+    plain = greedy_search(env, reward, train_ids, measured=recent.trials, allowed=allowed)
+    plan, recency_choice = prefer_recent_plan(recent, plain, reward, recency)
+    plan_weights = recency if recency_choice.recent_kept else None
     # That plan fitted to each snapshot's budget (label-free): a baseline, and the DQN's fallback.
     values, samples = plan_values(
-        env, reward, recent.actions, train_ids, measured=recent.trials, per_snapshot=True, weights=recency
+        env, reward, plan.actions, train_ids, measured=plain.trials, per_snapshot=True, weights=plan_weights
     )
-    projected = BudgetProjectedPlan(recent.actions, values, guard, samples=samples, probe=config.probe)
+    projected = BudgetProjectedPlan(plan.actions, values, guard, samples=samples, probe=config.probe)
     # Whether the check also runs where greedy's plan fits, decided on the labelled training snapshots.
     projected.validate_check(train_ids)
     margin, margin_scores = 0.0, {}
@@ -536,7 +544,10 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         "budget_of_fp32": [env.budget_of_fp32(n) for n in heldout_ids] if schedule is not None else None,
         "fallback": {
             "margin": margin, "margin_scores": margin_scores, "greedy_actions": list(greedy.actions),
-            "plan_actions": list(recent.actions), "recency_half_life": RECENCY_HALF_LIFE,
+            "plan_actions": list(plan.actions), "recency_half_life": RECENCY_HALF_LIFE,
+            "recency_plan_actions": list(recent.actions), "plain_plan_actions": list(plain.actions),
+            "recency_plan_kept": recency_choice.recent_kept, "recency_gain": recency_choice.gain,
+            "recency_gain_standard_error": recency_choice.standard_error,
             "costless_pruning_left_out": [int((~mask).sum()) for mask in allowed],
             "share_of_held_out_decisions_taken": fallback_share,
             "probe": projected.probe,

@@ -300,6 +300,11 @@ def test_quick_run_end_to_end(tmp_path, capsys):
     assert report["config"]["stream_seed"] == 0 and report["per_seed"][0]["stream_seed"] == 0
     fallback = report["per_seed"][0]["fallback"]
     assert fallback["probe"] is True and isinstance(fallback["plans_probed"], int)  # how many depends on the graph
+    # the fitted plan is the recency-weighted one where it gained by more than a standard error, else the plain mean's
+    kept = fallback["recency_gain"] > fallback["recency_gain_standard_error"] or (
+        fallback["recency_plan_actions"] == fallback["plain_plan_actions"])
+    assert fallback["recency_plan_kept"] is kept
+    assert fallback["plan_actions"] == fallback["recency_plan_actions" if kept else "plain_plan_actions"]
 
 
 def test_a_fault_inside_dste_keeps_its_traceback(monkeypatch):
