@@ -10,8 +10,9 @@ Why not ``scipy.sparse.csgraph.reverse_cuthill_mckee``: it ranks the start candi
 unstable ``np.argsort`` of the degrees, and NumPy dispatches that sort by CPU (AVX2 and AVX-512
 sorting networks, or a scalar introsort), each leaving ties of equal degree in a different
 order. Graphs are full of such ties, so SciPy's order, and every encoding laid out by it, moved
-with the machine: the cora-like default encoding had three different byte counts on CPUs with
-AVX-512, with AVX2 and with NumPy's SIMD dispatch switched off (``NPY_DISABLE_CPU_FEATURES``).
+with the machine: the cora-like default encoding came out three ways, on this project's earlier
+machines, on AVX2 machines, and on those with NumPy's SIMD dispatch switched off
+(``NPY_DISABLE_CPU_FEATURES``).
 """
 
 from __future__ import annotations

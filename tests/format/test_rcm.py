@@ -1,7 +1,8 @@
 """dste.format.rcm: reverse Cuthill-McKee with every tie to the lower id, the same on every CPU.
 
 The reference is a plain-Python Cuthill-McKee written from the definition (adjacency sets, a
-deque, ``sorted`` by (degree, id)); the kernel pre-sorts each row once and walks it compiled.
+deque, ``sorted`` by (degree, id)); the compiled pass sorts each node's new neighbours by one
+(degree, id) key as it enqueues them.
 """
 
 from __future__ import annotations
