@@ -9,7 +9,9 @@ An action compresses one GNN layer for one snapshot:
 * ``channel_sparsity`` -- the fraction of the layer's input channels (rows of its weight matrix, columns of
   its input) that are dropped, least important first: a channel scores the norm of its weight row times the
   root-mean-square of the input column on the snapshot. The weight's DSTE tiles then hold only the kept
-  channels, so the weight product gathers fewer rows and the layer's input needs fewer stored columns.
+  channels, so the weight product gathers fewer rows and the layer's input needs fewer stored columns; the kept
+  rows are re-fitted, by least squares on the snapshot's FP32 layer input, to carry the dropped channels' share
+  of the product (``dste.gnn.channel_fit``).
 * ``fp16_fraction`` -- the FP16 threshold, expressed as the fraction of the layer's most sensitive rows/tiles
   kept in FP16 (the rest are INT8). Expressing the threshold T as a quantile of the sensitivity score S makes
   the same action mean the same precision mix on every snapshot, whatever the scale of S.

@@ -15,13 +15,16 @@ Two executions of the same values and masks:
 
 A layer, under a setting: keep the most important input channels (score of channel c = ||W[c, :]||, summed
 in square over the layer's linear maps, times the root-mean-square of column c of the FP32 layer input; the
-lowest ``floor(c * F)`` dropped, ties by index, at least one kept); quantize the kept input to hybrid rows;
+lowest ``floor(c * F)`` dropped, ties by index, at least one kept) and re-fit the kept weight rows to carry the
+dropped channels' share of the product on the graph's FP32 layer input (:mod:`dste.gnn.channel_fit`, label-free;
+``channel_fit=False`` keeps the trained rows); quantize the kept input to hybrid rows;
 GCN: ``A (Q(h W))``, SAGE mean: ``lin_l(A Q(h)) + lin_r(Q(h))``, with A pruned by the pruning policy; bias;
 ReLU between layers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 import time
@@ -38,6 +41,7 @@ from dste.bindings.csr_kernel import csr_product
 from dste.format.constants import FLOAT32_MAX, FP16_MAX
 from dste.format.hybrid_rows import MIN_ROW_MAGNITUDE
 
+from .channel_fit import compensated_rows
 from .pruning import GatherAwarePruning, PropagationPlan
 from .row_quant import dequantize_rows, fake_quantize
 from .settings import FP32_SETTING, LayerSetting, quantize_rows_by_fraction
@@ -53,6 +57,19 @@ value) each graph keeps, least recently used dropped. All twelve versions of a g
 so a cache holding fewer versions than the twelve (channel, FP16) pairs misses on every layer run, and at
 ogbn-arxiv's size re-quantizing the features was the largest share of the main job. Larger feature matrices keep
 the most recent versions within this bound: no snapshot holds more than this in copies of its features."""
+
+
+FITTED_ROWS_BYTES = 64 << 20
+"""Bytes of re-fitted weight rows (:meth:`CompressedModel.fitted_rows`) a model keeps across graphs: a few hundred
+kept-channel sets of a 3,703 x 64 layer; every graph also keeps its own compressed weights."""
+
+
+def _digest(array: np.ndarray) -> str:
+    """A name for an array's contents (shape, dtype and bytes)."""
+    array = np.ascontiguousarray(array)
+    digest = hashlib.blake2b(f"{array.shape}{array.dtype}".encode(), digest_size=16)
+    digest.update(array.data)
+    return digest.hexdigest()
 
 
 class StoredRows:
@@ -221,6 +238,8 @@ class CompressedModel:
         self.num_layers = len(model.convs)
         self.layers = [self._layer_weights(conv) for conv in model.convs]
         self._weights: dict[tuple, tuple[CompressedWeight, np.ndarray]] = {}
+        self._fitted_rows: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._fitted_rows_bytes = 0
 
     @property
     def norm(self) -> str:
@@ -238,9 +257,38 @@ class CompressedModel:
     def bias(self, layer: int) -> np.ndarray | None:
         return self.layers[layer][1]
 
+    @staticmethod
+    def compress_rows(rows: np.ndarray, setting: LayerSetting) -> tuple[CompressedWeight, np.ndarray]:
+        """``(CompressedWeight, effective float32 [in, out])`` of weight rows ``rows`` float32 ``[in, out]`` under a
+        compressed ``setting`` (its weight sparsity and FP16 threshold)."""
+        weight = CompressedWeight(
+            torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)),
+            sparsity=setting.weight_sparsity,
+            fp16_threshold=setting.weight_threshold,
+        )
+        return weight, weight.effective().numpy().astype(np.float32)
+
+    def fitted_rows(self, layer: int, index: int, kept: np.ndarray, input_digest: str, layer_input) -> np.ndarray:
+        """float32 ``[kept, out]``: linear map ``index`` of ``layer``'s ``kept`` rows re-fitted on an FP32 input
+        (:func:`dste.gnn.channel_fit.compensated_rows`); ``layer_input()`` gives that input, ``input_digest`` names
+        it. Kept by (kept channels, input) across graphs, so snapshots whose features do not change fit once;
+        least recently used dropped beyond ``FITTED_ROWS_BYTES``."""
+        key = (layer, index, kept.tobytes(), input_digest)
+        rows = self._fitted_rows.get(key)
+        if rows is not None:
+            self._fitted_rows.move_to_end(key)
+            return rows
+        rows = compensated_rows(self.linears(layer)[index].weight.detach().numpy().T, kept, layer_input())
+        self._fitted_rows[key] = rows
+        self._fitted_rows_bytes += rows.nbytes
+        while self._fitted_rows_bytes > FITTED_ROWS_BYTES and len(self._fitted_rows) > 1:
+            self._fitted_rows_bytes -= self._fitted_rows.popitem(last=False)[1].nbytes
+        return rows
+
     def weight(self, layer: int, index: int, setting: LayerSetting, kept: np.ndarray | None = None):
         """``(CompressedWeight or None, effective float32 [in, out])`` of linear map ``index`` of ``layer``
-        over the ``kept`` input channels (all if None); None and the FP32 weight for an FP32 setting."""
+        over the ``kept`` input channels (all if None), their rows as trained; None and the FP32 weight for an
+        FP32 setting. (:meth:`GraphInference.weight` re-fits the kept rows to the graph.)"""
         linear = self.linears(layer)[index]
         if setting.fp32:
             return None, linear.weight.detach().numpy().T.astype(np.float32)
@@ -248,13 +296,7 @@ class CompressedModel:
         key = (layer, index, threshold, setting.weight_sparsity, None if kept is None else kept.tobytes())
         if key not in self._weights:
             full = linear.weight.detach().numpy().T.astype(np.float32)  # [in, out]
-            selected = full if kept is None else full[kept]
-            weight = CompressedWeight(
-                torch.from_numpy(np.ascontiguousarray(selected)),
-                sparsity=setting.weight_sparsity,
-                fp16_threshold=threshold,
-            )
-            self._weights[key] = (weight, weight.effective().numpy().astype(np.float32))
+            self._weights[key] = self.compress_rows(full if kept is None else full[kept], setting)
         return self._weights[key]
 
 
@@ -310,7 +352,7 @@ class GraphInference:
     ``pruning``: an edge-pruning policy (:mod:`dste.gnn.pruning`; default :class:`GatherAwarePruning`).
     """
 
-    def __init__(self, model: CompressedModel, graph, pruning=None):
+    def __init__(self, model: CompressedModel, graph, pruning=None, channel_fit: bool = True):
         for name in ("adj", "x"):
             if not hasattr(graph, name):
                 raise TypeError(f"graph must be a dste.data.Graph (missing .{name}), got {type(graph).__name__}")
@@ -326,6 +368,9 @@ class GraphInference:
         self._fp32_messages: list[np.ndarray] | None = None
         self._pruned: dict[tuple[int, float], object] = {}
         self._channels: dict[tuple[int, float], np.ndarray] = {}
+        self.channel_fit = bool(channel_fit)
+        self._input_digests: dict[tuple[int, int], str] = {}  # (layer, map) -> digest of the map's FP32 input
+        self._fitted_weights: dict[tuple, tuple[CompressedWeight, np.ndarray]] = {}
         self._effective: dict[int, tuple[object, object]] = {}  # id(matrix) -> (matrix, CSR): holds the matrix
         self._tensors: dict[int, DSTETensor] = {}  # id(matrix) -> its op wrapper (which holds the matrix)
         self._features: np.ndarray | None = None
@@ -408,6 +453,30 @@ class GraphInference:
             self._channels[key] = np.sort(order[n_drop:])
         return self._channels[key]
 
+    def weight(self, layer: int, index: int, setting: LayerSetting, kept: np.ndarray | None):
+        """``(CompressedWeight or None, effective float32 [kept, out])`` of linear map ``index`` of ``layer`` over
+        the ``kept`` input channels. With ``channel_fit`` the kept rows are re-fitted to carry the dropped channels'
+        share of the map's product on this graph's FP32 layer input (:mod:`dste.gnn.channel_fit`, label-free);
+        without it, or with every channel kept, they are the trained rows (:meth:`CompressedModel.weight`)."""
+        if setting.fp32 or kept is None or not self.channel_fit:
+            return self.model.weight(layer, index, setting, kept)
+        key = (layer, index, kept.tobytes(), setting.weight_threshold, setting.weight_sparsity)
+        if key not in self._fitted_weights:
+            digest = self._input_digests.get((layer, index))
+            if digest is None:
+                digest = self._input_digests[(layer, index)] = _digest(self._map_input(layer, index))
+            rows = self.model.fitted_rows(layer, index, kept, digest, lambda: self._map_input(layer, index))
+            self._fitted_weights[key] = self.model.compress_rows(rows, setting)
+        return self._fitted_weights[key]
+
+    def _map_input(self, layer: int, index: int) -> np.ndarray:
+        """The FP32 input linear map ``index`` of ``layer`` multiplies on this graph: the layer input, or for
+        SAGE's neighbour map (index 0) its mean over the unpruned neighbourhoods."""
+        h = self.fp32_inputs()[layer]
+        if self.model.kind == "sage" and index == 0:
+            return _sparse_times(self._effective_csr(self.plan.base), h)
+        return h
+
     def adjacency(self, layer: int, edge_sparsity: float):
         """The propagation matrix ``layer`` runs over at ``edge_sparsity`` (the unpruned one at 0)."""
         if edge_sparsity == 0.0:
@@ -446,7 +515,7 @@ class GraphInference:
         or multiplying anything: the pruned matrix, the weights, the SpMM's width and its FP16-row count
         (``round(fp16_fraction * n)``, as ``quantize_rows`` takes them)."""
         kept = self.kept_channels(layer, setting.channel_sparsity)
-        weights = [self.model.weight(layer, index, setting, kept) for index in range(len(self.model.linears(layer)))]
+        weights = [self.weight(layer, index, setting, kept) for index in range(len(self.model.linears(layer)))]
         n = int(self.graph.adj.shape[0])
         in_width, out_width = weights[0][1].shape
         spmm_width = out_width if self.model.kind == "gcn" else in_width
@@ -474,7 +543,7 @@ class GraphInference:
             h = np.ascontiguousarray(h[:, kept])
         adjacency = self.adjacency(layer, setting.edge_sparsity)
         a_eff = self._effective_csr(adjacency)
-        weights = [model.weight(layer, index, setting, kept) for index in range(len(model.linears(layer)))]
+        weights = [self.weight(layer, index, setting, kept) for index in range(len(model.linears(layer)))]
         if setting.fp32:
             h_used, input_rows = h, None
         else:
@@ -549,7 +618,7 @@ class GraphInference:
                 message = None
                 if layer == 0 and not setting.fp32:
                     input_rows = self.stored_feature_rows(kept, fraction)
-                    weight = model.weight(layer, 0, setting, kept)[0]
+                    weight = self.weight(layer, 0, setting, kept)[0]
                     if on_host and model.kind == "gcn":  # the features are only ever multiplied by the weight
                         message = hybrid_rows_product(input_rows, weight.dense_effective(torch.float32), work)
                     else:
@@ -566,7 +635,7 @@ class GraphInference:
                         input_rows = quantize_rows_by_fraction(h.numpy(), fraction)
                         x_used = torch.from_numpy(input_rows.dequantize())
                 linears = model.linears(layer)
-                weights = [model.weight(layer, index, setting, kept)[0] for index in range(len(linears))]
+                weights = [self.weight(layer, index, setting, kept)[0] for index in range(len(linears))]
 
                 def linear(x, index):
                     if weights[index] is None:

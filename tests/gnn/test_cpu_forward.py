@@ -137,7 +137,7 @@ def _reference_forward(inference: GraphInference, settings) -> np.ndarray:
         kept = inference.kept_channels(layer, setting.channel_sparsity)
         h = h if kept is None else np.ascontiguousarray(h[:, kept])
         a = inference.tensor(inference.adjacency(layer, setting.edge_sparsity))
-        weight, effective = model.weight(layer, 0, setting, kept)
+        weight, effective = inference.weight(layer, 0, setting, kept)  # the kept rows as re-fitted
         if setting.fp32:
             message = torch.from_numpy(h) @ model.linears(layer)[0].weight.detach().t()
             out = spmm(a, message, backend="cpu")
