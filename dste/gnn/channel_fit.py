@@ -17,29 +17,42 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.blas
 import scipy.sparse
 
-__all__ = ["CHANNEL_FIT_RIDGE", "CHANNEL_FIT_MAX_CHANNELS", "compensated_rows"]
+__all__ = ["CHANNEL_FIT_RIDGE", "CHANNEL_FIT_MAX_CHANNELS", "gram_matrix", "compensated_rows"]
 
 CHANNEL_FIT_RIDGE = 1e-2
 """The ridge, relative to the kept channels' mean energy ``mean(diag G_KK)``: a channel the graph never sets (a zero
 column) keeps its original weight row, and the fit cannot lean on a direction the graph barely spans."""
 
 CHANNEL_FIT_MAX_CHANNELS = 4096
-"""Layers with more input channels keep the plain selection: the fit holds ``G_K.`` (kept x in, float64; 100 MiB at
-4,096) and its solve is cubic in the kept channels."""
+"""Layers with more input channels keep their trained rows: the fit holds the input's Gram matrix (in x in, float64;
+128 MiB at 4,096) and its solve is cubic in the kept channels."""
 
 
-def compensated_rows(weight: np.ndarray, kept: np.ndarray, layer_input: np.ndarray,
+def gram_matrix(layer_input: np.ndarray) -> np.ndarray:
+    """float64 ``[in, in]``: ``G = h^T h`` of a layer input ``h`` float ``[n, in]`` (sparse products for inputs with
+    fewer nonzeros than ``SPARSE_INPUT_DENSITY``, else one symmetric rank-k update)."""
+    if layer_input.ndim != 2:
+        raise ValueError(f"a layer input is [n, in], got shape {layer_input.shape}")
+    if np.count_nonzero(layer_input) < SPARSE_INPUT_DENSITY * layer_input.size:
+        columns = scipy.sparse.csc_matrix(layer_input, dtype=np.float64)
+        return (columns.T @ columns).toarray()
+    upper = scipy.linalg.blas.dsyrk(1.0, np.asarray(layer_input, dtype=np.float64), trans=1)
+    return np.triu(upper) + np.triu(upper, 1).T
+
+
+def compensated_rows(weight: np.ndarray, kept: np.ndarray, gram: np.ndarray,
                      ridge: float = CHANNEL_FIT_RIDGE) -> np.ndarray:
     """float32 ``[len(kept), out]``: the rows ``kept`` of ``weight`` (float ``[in, out]``) re-fitted to carry the
-    dropped rows' share of ``layer_input @ weight`` (``layer_input`` float ``[n, in]``, the FP32 input the map sees
-    on this graph); see the module docstring. Layers wider than ``CHANNEL_FIT_MAX_CHANNELS`` get the plain rows."""
+    dropped rows' share of ``h @ weight`` on the input ``h`` whose Gram matrix is ``gram`` (:func:`gram_matrix` of
+    the FP32 input the map sees on this graph); see the module docstring."""
     weight = np.asarray(weight)
-    if weight.ndim != 2 or layer_input.ndim != 2 or layer_input.shape[1] != weight.shape[0]:
-        raise ValueError(f"need weight [in, out] and layer_input [n, in] with the same in; got {weight.shape} and "
-                         f"{layer_input.shape}")
     size = weight.shape[0]
+    if weight.ndim != 2 or gram.shape != (size, size):
+        raise ValueError(f"need weight [in, out] and its input's Gram matrix [in, in]; got {weight.shape} and "
+                         f"{gram.shape}")
     kept = np.asarray(kept, dtype=np.int64)
     if kept.ndim != 1 or kept.size == 0 or kept.min() < 0 or kept.max() >= size or np.any(np.diff(kept) <= 0):
         raise ValueError(f"kept must be sorted, distinct input rows in [0, {size}), at least one")
@@ -47,26 +60,16 @@ def compensated_rows(weight: np.ndarray, kept: np.ndarray, layer_input: np.ndarr
         raise ValueError(f"ridge must be > 0, got {ridge!r}")
     plain = weight[kept].astype(np.float64)
     dropped = np.setdiff1d(np.arange(size), kept, assume_unique=True)
-    if dropped.size == 0 or size > CHANNEL_FIT_MAX_CHANNELS:
+    if dropped.size == 0:
         return plain.astype(np.float32)
-    g_kk, g_kd = _gram_blocks(layer_input, kept, dropped)
+    g_kk = gram[np.ix_(kept, kept)]
     scale = float(np.mean(np.diag(g_kk)))
     if not scale > 0:  # the kept channels are all zero on this graph: nothing to fit them on
         return plain.astype(np.float32)
     g_kk[np.diag_indices_from(g_kk)] += ridge * scale
-    shift = scipy.linalg.solve(g_kk, g_kd @ weight[dropped].astype(np.float64), assume_a="pos")
+    shift = scipy.linalg.solve(g_kk, gram[np.ix_(kept, dropped)] @ weight[dropped].astype(np.float64), assume_a="pos")
     return (plain + shift).astype(np.float32)
 
 
 SPARSE_INPUT_DENSITY = 0.1
-"""Inputs with fewer nonzeros than this share (bag-of-words features) form their Gram blocks as sparse products."""
-
-
-def _gram_blocks(layer_input: np.ndarray, kept: np.ndarray, dropped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """float64 ``(G_KK, G_KD)`` of ``G = h^T h``."""
-    if np.count_nonzero(layer_input) < SPARSE_INPUT_DENSITY * layer_input.size:
-        columns = scipy.sparse.csc_matrix(layer_input, dtype=np.float64)
-        h_kept = columns[:, kept]
-        return (h_kept.T @ h_kept).toarray(), (h_kept.T @ columns[:, dropped]).toarray()
-    h_kept = np.asarray(layer_input[:, kept], dtype=np.float64)
-    return h_kept.T @ h_kept, h_kept.T @ np.asarray(layer_input[:, dropped], dtype=np.float64)
+"""Inputs with fewer nonzeros than this share (bag-of-words features) form their Gram matrix as a sparse product."""

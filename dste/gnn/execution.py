@@ -41,7 +41,7 @@ from dste.bindings.csr_kernel import csr_product
 from dste.format.constants import FLOAT32_MAX, FP16_MAX
 from dste.format.hybrid_rows import MIN_ROW_MAGNITUDE
 
-from .channel_fit import compensated_rows
+from .channel_fit import CHANNEL_FIT_MAX_CHANNELS, compensated_rows, gram_matrix
 from .pruning import GatherAwarePruning, PropagationPlan
 from .row_quant import dequantize_rows, fake_quantize
 from .settings import FP32_SETTING, LayerSetting, quantize_rows_by_fraction
@@ -240,6 +240,7 @@ class CompressedModel:
         self._weights: dict[tuple, tuple[CompressedWeight, np.ndarray]] = {}
         self._fitted_rows: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._fitted_rows_bytes = 0
+        self._grams: dict[tuple[int, int], tuple[str, np.ndarray]] = {}  # (layer, map) -> its last input's Gram
 
     @property
     def norm(self) -> str:
@@ -278,7 +279,16 @@ class CompressedModel:
         if rows is not None:
             self._fitted_rows.move_to_end(key)
             return rows
-        rows = compensated_rows(self.linears(layer)[index].weight.detach().numpy().T, kept, layer_input())
+        weight = self.linears(layer)[index].weight.detach().numpy().T
+        if weight.shape[0] > CHANNEL_FIT_MAX_CHANNELS:
+            rows = weight[kept].astype(np.float32)
+        else:
+            # One Gram matrix per map serves every kept set of the same input (a sweep asks for them in turn).
+            held = self._grams.get((layer, index))
+            if held is None or held[0] != input_digest:
+                self._grams.pop((layer, index), None)  # freed before the next is built
+                held = self._grams[(layer, index)] = (input_digest, gram_matrix(layer_input()))
+            rows = compensated_rows(weight, kept, held[1])
         self._fitted_rows[key] = rows
         self._fitted_rows_bytes += rows.nbytes
         while self._fitted_rows_bytes > FITTED_ROWS_BYTES and len(self._fitted_rows) > 1:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from dste.data.graph import Graph, adjacency_from_pairs
 from dste.gnn import CompressedModel, GraphInference, LayerSetting, make_model, train_fp32
-from dste.gnn.channel_fit import CHANNEL_FIT_MAX_CHANNELS, CHANNEL_FIT_RIDGE, compensated_rows
+from dste.gnn.channel_fit import CHANNEL_FIT_MAX_CHANNELS, CHANNEL_FIT_RIDGE, compensated_rows, gram_matrix
 
 
 def _stacked_ridge(weight, kept, h, ridge):
@@ -42,7 +42,7 @@ def test_matches_the_stacked_least_squares_reference(n, width, out, keep_share, 
     h[:, rng.random(width) < 0.15] = 0.0
     weight = rng.standard_normal((width, out)).astype(np.float32)
     kept = np.sort(rng.choice(width, size=max(1, int(keep_share * width)), replace=False))
-    fitted = compensated_rows(weight, kept, h.astype(np.float32), ridge=ridge)
+    fitted = compensated_rows(weight, kept, gram_matrix(h.astype(np.float32)), ridge=ridge)
     assert fitted.dtype == np.float32 and fitted.shape == (kept.size, out)
     if not np.any(h[:, kept]):
         np.testing.assert_array_equal(fitted, weight[kept])  # nothing to fit on: the trained rows
@@ -60,7 +60,7 @@ def test_recovers_a_dropped_channel_that_is_a_combination_of_kept_ones():
     weight = rng.standard_normal((6, 3)).astype(np.float32)
     kept = np.arange(5)
     plain_error = np.abs(h[:, kept] @ weight[kept] - h @ weight).max()
-    fitted_error = np.abs(h[:, kept] @ compensated_rows(weight, kept, h, ridge=1e-8) - h @ weight).max()
+    fitted_error = np.abs(h[:, kept] @ compensated_rows(weight, kept, gram_matrix(h), ridge=1e-8) - h @ weight).max()
     assert plain_error > 1.0  # the dropped channel carried real signal
     assert fitted_error < 1e-4 * plain_error
 
@@ -70,19 +70,39 @@ def test_zero_kept_channels_and_every_channel_kept_give_the_trained_rows():
     h = rng.standard_normal((30, 6)).astype(np.float32)
     h[:, 2] = 0.0
     weight = rng.standard_normal((6, 4)).astype(np.float32)
-    fitted = compensated_rows(weight, np.array([0, 2, 4]), h)
+    fitted = compensated_rows(weight, np.array([0, 2, 4]), gram_matrix(h))
     np.testing.assert_array_equal(fitted[1], weight[2])  # a channel the graph never sets cannot absorb anything
     assert not np.array_equal(fitted[0], weight[0])
-    np.testing.assert_array_equal(compensated_rows(weight, np.arange(6), h), weight)
-    np.testing.assert_array_equal(compensated_rows(weight, np.array([1, 3]), np.zeros_like(h)), weight[[1, 3]])
+    np.testing.assert_array_equal(compensated_rows(weight, np.arange(6), gram_matrix(h)), weight)
+    zeros = gram_matrix(np.zeros_like(h))
+    np.testing.assert_array_equal(compensated_rows(weight, np.array([1, 3]), zeros), weight[[1, 3]])
 
 
-def test_layers_wider_than_the_limit_keep_the_plain_selection():
-    width = CHANNEL_FIT_MAX_CHANNELS + 1
-    h = np.ones((2, width), np.float32)
-    weight = np.ones((width, 1), np.float32)
-    kept = np.arange(0, width, 2)
-    np.testing.assert_array_equal(compensated_rows(weight, kept, h), weight[kept])
+def test_layers_wider_than_the_limit_keep_their_trained_rows(monkeypatch):
+    import dste.gnn.execution as execution
+
+    graph = _graph(features=12)
+    model = make_model(graph, "gcn", hidden=8, seed=0)
+    monkeypatch.setattr(execution, "CHANNEL_FIT_MAX_CHANNELS", 11)
+    setting = LayerSetting(channel_sparsity=0.5)
+    inference = GraphInference(CompressedModel(model), graph)
+    kept = inference.kept_channels(0, 0.5)
+    np.testing.assert_array_equal(inference.weight(0, 0, setting, kept)[1],
+                                  CompressedModel(model).weight(0, 0, setting, kept)[1])
+
+
+def test_the_gram_matrix_is_the_float64_product_on_both_paths():
+    rng = np.random.default_rng(4)
+    dense = rng.standard_normal((50, 9)).astype(np.float32)
+    sparse = np.where(rng.random((50, 9)) < 0.05, dense, 0).astype(np.float32)
+    for h in (dense, sparse):
+        reference = h.astype(np.float64).T @ h.astype(np.float64)
+        got = gram_matrix(h)
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, reference, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(got, got.T)
+    with pytest.raises(ValueError, match=r"\[n, in\]"):
+        gram_matrix(np.ones(3, np.float32))
 
 
 @pytest.mark.parametrize(
@@ -91,14 +111,13 @@ def test_layers_wider_than_the_limit_keep_the_plain_selection():
         ({"kept": np.array([2, 1])}, "sorted, distinct"),
         ({"kept": np.array([0, 9])}, "sorted, distinct"),
         ({"kept": np.array([], np.int64)}, "at least one"),
-        ({"layer_input": np.ones((5, 3), np.float32)}, "same in"),
+        ({"gram": np.ones((3, 3))}, "Gram matrix"),
         ({"ridge": 0.0}, "ridge must be > 0"),
         ({"ridge": float("nan")}, "ridge must be > 0"),
     ],
 )
 def test_bad_arguments_are_clear_errors(kwargs, message):
-    arguments = {"weight": np.ones((4, 2), np.float32), "kept": np.array([0, 2]),
-                 "layer_input": np.ones((5, 4), np.float32)}
+    arguments = {"weight": np.ones((4, 2), np.float32), "kept": np.array([0, 2]), "gram": np.eye(4)}
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=message):
         compensated_rows(**arguments)
@@ -144,7 +163,7 @@ def test_sparse_bag_of_words_inputs_take_the_sparse_products_and_fit_alike():
     h[:, 7] = h[:, 3]  # a dropped word that always co-occurs with a kept one
     weight = rng.standard_normal((60, 5)).astype(np.float32)
     kept = np.setdiff1d(np.arange(60), [7, 11, 12, 40])
-    fitted = compensated_rows(weight, kept, h)
+    fitted = compensated_rows(weight, kept, gram_matrix(h))
     np.testing.assert_allclose(fitted, _stacked_ridge(weight, kept, h, CHANNEL_FIT_RIDGE), rtol=0, atol=1e-4)
 
 
