@@ -30,6 +30,9 @@ CHANNEL_FIT_MAX_CHANNELS = 4096
 """Layers with more input channels keep their trained rows: the fit holds the input's Gram matrix (in x in, float64;
 128 MiB at 4,096) and its solve is cubic in the kept channels."""
 
+SPARSE_INPUT_DENSITY = 0.1
+"""Inputs with fewer nonzeros than this share (bag-of-words features) form their Gram matrix as a sparse product."""
+
 
 def gram_matrix(layer_input: np.ndarray) -> np.ndarray:
     """float64 ``[in, in]``: ``G = h^T h`` of a layer input ``h`` float ``[n, in]`` (sparse products for inputs with
@@ -69,7 +72,3 @@ def compensated_rows(weight: np.ndarray, kept: np.ndarray, gram: np.ndarray,
     g_kk[np.diag_indices_from(g_kk)] += ridge * scale
     shift = scipy.linalg.solve(g_kk, gram[np.ix_(kept, dropped)] @ weight[dropped].astype(np.float64), assume_a="pos")
     return (plain + shift).astype(np.float32)
-
-
-SPARSE_INPUT_DENSITY = 0.1
-"""Inputs with fewer nonzeros than this share (bag-of-words features) form their Gram matrix as a sparse product."""

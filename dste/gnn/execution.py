@@ -279,16 +279,12 @@ class CompressedModel:
         if rows is not None:
             self._fitted_rows.move_to_end(key)
             return rows
-        weight = self.linears(layer)[index].weight.detach().numpy().T
-        if weight.shape[0] > CHANNEL_FIT_MAX_CHANNELS:
-            rows = weight[kept].astype(np.float32)
-        else:
-            # One Gram matrix per map serves every kept set of the same input (a sweep asks for them in turn).
-            held = self._grams.get((layer, index))
-            if held is None or held[0] != input_digest:
-                self._grams.pop((layer, index), None)  # freed before the next is built
-                held = self._grams[(layer, index)] = (input_digest, gram_matrix(layer_input()))
-            rows = compensated_rows(weight, kept, held[1])
+        # One Gram matrix per map serves every kept set of the same input (a sweep asks for them in turn).
+        held = self._grams.get((layer, index))
+        if held is None or held[0] != input_digest:
+            self._grams.pop((layer, index), None)  # freed before the next is built
+            held = self._grams[(layer, index)] = (input_digest, gram_matrix(layer_input()))
+        rows = compensated_rows(self.linears(layer)[index].weight.detach().numpy().T, kept, held[1])
         self._fitted_rows[key] = rows
         self._fitted_rows_bytes += rows.nbytes
         while self._fitted_rows_bytes > FITTED_ROWS_BYTES and len(self._fitted_rows) > 1:
@@ -467,8 +463,10 @@ class GraphInference:
         """``(CompressedWeight or None, effective float32 [kept, out])`` of linear map ``index`` of ``layer`` over
         the ``kept`` input channels. With ``channel_fit`` the kept rows are re-fitted to carry the dropped channels'
         share of the map's product on this graph's FP32 layer input (:mod:`dste.gnn.channel_fit`, label-free);
-        without it, or with every channel kept, they are the trained rows (:meth:`CompressedModel.weight`)."""
-        if setting.fp32 or kept is None or not self.channel_fit:
+        without it, with every channel kept, or past ``CHANNEL_FIT_MAX_CHANNELS`` inputs, they are the trained rows
+        (:meth:`CompressedModel.weight`)."""
+        wide = self.model.linears(layer)[index].in_features > CHANNEL_FIT_MAX_CHANNELS
+        if setting.fp32 or kept is None or not self.channel_fit or wide:
             return self.model.weight(layer, index, setting, kept)
         key = (layer, index, kept.tobytes(), setting.weight_threshold, setting.weight_sparsity)
         if key not in self._fitted_weights:
