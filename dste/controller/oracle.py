@@ -92,6 +92,25 @@ def static_sweep(env: CompressionEnv, snapshots: Sequence[int], reward: RewardCo
     return rows
 
 
+LATENCY_TIE_US = 1e-3
+"""Modelled latencies closer than this (1 ns) are the same: plans that price the same tiles differ by float rounding
+(6e-7 us between two GraphSAGE plans of one stream), which must neither make nor break a domination."""
+
+
+def dominates(
+    challenger: tuple[float, float], incumbent: tuple[float, float], cost_tie: float = LATENCY_TIE_US
+) -> bool:
+    """Whether the (cost, accuracy) point ``challenger`` Pareto-dominates ``incumbent``: no costlier (within
+    ``cost_tie``) and no less accurate, and either cheaper by more than ``cost_tie`` or more accurate. A plan at the
+    same latency with 0.07 points more accuracy dominates; an identical one does not."""
+    if not (np.isfinite(cost_tie) and cost_tie >= 0):
+        raise ValueError(f"cost_tie must be a finite number >= 0, got {cost_tie!r}")
+    cost, accuracy = (float(v) for v in challenger)
+    cost_incumbent, accuracy_incumbent = (float(v) for v in incumbent)
+    no_worse = cost <= cost_incumbent + cost_tie and accuracy >= accuracy_incumbent
+    return bool(no_worse and (cost < cost_incumbent - cost_tie or accuracy > accuracy_incumbent))
+
+
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of the (cost, accuracy) points no other point dominates (lower-or-equal cost and higher-or-equal
     accuracy, one of them strictly), sorted by cost."""

@@ -62,6 +62,7 @@ from dste.controller import (
     microsecond_budget,
     calibrate_margin,
     plan_values,
+    dominates,
     pareto_front,
     snapshot_oracle,
     snapshot_oracles,
@@ -640,7 +641,7 @@ def _acceptance(summary: dict) -> dict:
     best_name = max(baselines, key=lambda k: baselines[k]["reward_mean"])
     dominated_by = [
         k for k, v in baselines.items()
-        if v["accuracy_mean"] > dqn["accuracy_mean"] and v["latency_us_mean"] < dqn["latency_us_mean"]
+        if dominates((v["latency_us_mean"], v["accuracy_mean"]), (dqn["latency_us_mean"], dqn["accuracy_mean"]))
     ]
     fp32 = summary["fp32"]
     checks = {
@@ -720,14 +721,13 @@ def _frontier_summary(per_seed: list[dict], summary: dict) -> dict | None:
             })
     fp32 = summary["fp32"]
     dqn = summary["dste_dqn"]
-    tolerance = 1e-9
     dominating = [
         p["name"] for p in points if p["kind"] != "controller"
-        and p["accuracy"] > dqn["accuracy_mean"] + tolerance and p["latency_us"] < dqn["latency_us_mean"] - tolerance
+        and dominates((p["latency_us"], p["accuracy"]), (dqn["latency_us_mean"], dqn["accuracy_mean"]))
     ]
     dominating_memory = [
         p["name"] for p in points if p["kind"] != "controller"
-        and p["accuracy"] > dqn["accuracy_mean"] + tolerance and p["bytes"] < dqn["bytes_mean"] - tolerance
+        and dominates((p["bytes"], p["accuracy"]), (dqn["bytes_mean"], dqn["accuracy_mean"]), cost_tie=0.5)
     ]
     speedup = [fp32["latency_us_mean"] / max(p["latency_us"], 1e-12) for p in points]
     within = [i for i, p in enumerate(points) if 100 * (fp32["accuracy_mean"] - p["accuracy"]) <= 0.5]

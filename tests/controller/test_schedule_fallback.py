@@ -14,6 +14,7 @@ from dste.controller import (
     RewardConfig,
     StaticPolicy,
     calibrate_margin,
+    dominates,
     fixed_budget,
     int8_multiple_budget,
     microsecond_budget,
@@ -193,6 +194,29 @@ def test_pareto_front_matches_a_brute_force_check():
         if not beaten:
             expected.append(i)
     assert sorted(pareto_front(points)) == sorted(expected)
+
+
+def test_dominates_counts_a_latency_tie_and_not_an_identical_point():
+    incumbent = (94.5593383910631, 0.60689)  # (modelled us, accuracy): a GraphSAGE stream's controller
+    # the same tiles priced through another path: 6e-7 us apart, 0.07 points more accurate
+    assert dominates((94.55933902326784, 0.60756), incumbent)
+    assert not dominates(incumbent, incumbent)
+    assert not dominates((94.5593383910631 + 6e-7, 0.60689), incumbent)  # a tie on both
+    assert dominates((94.0, 0.60689), incumbent)  # faster, as accurate
+    assert not dominates((94.0, 0.6068), incumbent)  # faster, less accurate: a trade
+    # 0.7 ns slower is a tie (more accurate: dominates); 11 ns slower is a trade
+    assert dominates((94.56, 0.61), incumbent) and not dominates((94.57, 0.61), incumbent)
+    with pytest.raises(ValueError, match="cost_tie"):
+        dominates((1.0, 1.0), (1.0, 1.0), cost_tie=-1.0)
+
+
+def test_dominates_agrees_with_the_pareto_front_without_ties():
+    rng = np.random.default_rng(5)
+    points = [tuple(p) for p in rng.integers(0, 6, size=(40, 2)).astype(float)]
+    front = set(pareto_front(points))
+    for i, point in enumerate(points):
+        beaten = any(dominates(other, point, cost_tie=0.0) for j, other in enumerate(points) if j != i)
+        assert beaten == (i not in front)
 
 
 def test_calibrate_margin_keeps_the_conservative_margin_when_nothing_gains():

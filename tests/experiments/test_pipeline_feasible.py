@@ -107,3 +107,14 @@ def test_the_oracle_summary_sets_the_controller_against_the_per_snapshot_best_pl
     assert oracle["dqn_reward_minus_per_snapshot_best_within_budget"] == pytest.approx(0.74 - 0.73)
     per_seed[1]["oracle_heldout_within_budget"][1] = None
     assert "no plan fits" in _oracle_summary(per_seed, summary)["per_snapshot_best_within_budget"]
+
+
+def test_a_baseline_as_fast_and_more_accurate_dominates():
+    # the hindsight plan prices the controller's tiles through another path (float rounding apart) and is more accurate
+    seeds = [_seed(i) for i in range(3)]
+    for seed in seeds:
+        dqn = seed["policies"]["dste_dqn"]
+        seed["policies"]["static_hindsight"] = _row(dqn["accuracy"] + 0.0007, dqn["latency_us"] + 6e-7)
+    checks = _acceptance(_summarise(seeds))
+    assert "static_hindsight" in checks["baselines_dominating_dqn"]
+    assert "static_sparse50_int8" not in checks["baselines_dominating_dqn"]  # faster but 6-10 points less accurate
