@@ -1,0 +1,166 @@
+"""The README's stream tables, from `dste run --oracle` outputs: one markdown row per run, the counts behind the
+"What holds, and what does not" list, and a plot of every run's accuracy against the static plans'.
+
+    python bench/stream_summary.py --collect bench/results/streams.json 'Cora,bursty=runs/cora_bursty' ...
+    python bench/stream_summary.py bench/results/streams.json --plot bench/results/streams.png
+
+``--collect`` keeps, per run, what the tables read from its ``results.json`` (the summary, the oracle, the frontier's
+headline figures, per-seed fallback margins), keyed by ``graph,stream`` labels in the order given; without it the
+named file is read. A cell is accuracy %, mean modelled latency us and mean reward; *over n of 9*: held-out
+snapshots whose budget the policy overspends (3 seeds x 3 snapshots).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dste.controller import dominates
+
+BASELINES = {"greedy": "greedy search", "int8": "INT8", "fp16": "FP16", "static_sparse50_int8": "static 50 %",
+             "fp32": "FP32", "random": "random"}
+ADAPTIVITY_STREAMS = ("bursty", "budget-shift", "growing", "drift")
+HEADER = ("| graph, stream | DSTE budgeted | greedy search | best static in hindsight (held-out labels) | best static "
+          "within every budget (held-out labels) | it against DSTE | per-snapshot best within its budget | FP32 | "
+          "DSTE − FP32, paired | baselines dominating DSTE |\n|" + "---|" * 10)
+
+
+def collect(pairs: list[str]) -> dict:
+    """``label=run_dir`` pairs -> {label: the parts of run_dir/results.json the tables read}."""
+    runs = {}
+    for pair in pairs:
+        label, _, path = pair.partition("=")
+        if not path:
+            raise SystemExit(f"expected LABEL=RUN_DIR, got {pair!r}")
+        result = json.loads((Path(path) / "results.json").read_text())
+        if "oracle" not in result:
+            raise SystemExit(f"{path}: not a `dste run --oracle` output (no oracle section)")
+        runs[label] = {
+            "config": result["config"], "summary": result["summary"], "oracle": result["oracle"],
+            "frontier": {k: v for k, v in result["frontier"].items() if k != "points"},
+            "margins": [seed["fallback"]["margin"] for seed in result["per_seed"]],
+            "wall_time_s": result["wall_time_s"],
+        }
+    return runs
+
+
+def _point(policy: dict) -> tuple[float, float]:
+    return policy["latency_us_mean"], policy["accuracy_mean"]
+
+
+def _over(policy: dict) -> int:
+    return round(9 * (1 - policy.get("share_within_budget", 1.0)))
+
+
+def _cell(policy: dict, bold: bool = False) -> str:
+    accuracy = 100 * policy["accuracy_mean"]
+    text = f"**{accuracy:.2f} ± {100 * policy['accuracy_std']:.2f}**" if bold else f"{accuracy:.2f}"
+    text += f", {policy['latency_us_mean']:.2f}, {policy['reward_mean']:.4f}"
+    return text + (f" (over {_over(policy)} of 9)" if _over(policy) else "")
+
+
+def _label(label: str) -> str:
+    graph, _, stream = label.partition(",")
+    return f"{graph}, `{stream}`" if stream else f"`{graph}`"
+
+
+def row(label: str, run: dict) -> tuple[str, dict]:
+    """One markdown row and the facts the summary counts."""
+    summary, oracle = run["summary"], run["oracle"]
+    dste = summary["dste_dqn"]
+    feasible = summary.get("static_hindsight_feasible", summary["static_hindsight"])
+    if dominates(_point(feasible), _point(dste)):
+        gain = f"+{100 * (feasible['accuracy_mean'] - dste['accuracy_mean']):.2f} pt"
+        relation = f"**dominates** ({gain})"
+    else:
+        relation = "dominated" if dominates(_point(dste), _point(feasible)) else "trade"
+    dominating = [name + (f" (over {_over(summary[key])} of 9)" if _over(summary[key]) else "")
+                  for key, name in BASELINES.items() if key in summary and dominates(_point(summary[key]), _point(dste))]
+    shown = ", ".join(f"**{name}**" if "over" not in name else name for name in dominating) or "none"
+    cells = [
+        _label(label), _cell(dste, bold=True), _cell(summary["greedy"]), _cell(summary["static_hindsight"]),
+        _cell(feasible), relation,
+        f"{100 * oracle['per_snapshot_best_within_budget_accuracy']:.2f}, "
+        f"{oracle['per_snapshot_best_within_budget_reward']:.4f}",
+        f"{100 * summary['fp32']['accuracy_mean']:.2f} ± {100 * summary['fp32']['accuracy_std']:.2f}",
+        f"{100 * dste['accuracy_minus_fp32_mean']:+.2f} ± {100 * dste['accuracy_minus_fp32_std']:.2f}", shown,
+    ]
+    facts = {
+        "adaptivity": any(stream in label for stream in ADAPTIVITY_STREAMS),
+        "keeps_every_budget": dste.get("share_within_budget", 1.0) == 1.0,
+        "beats_static_within_budgets": dste["reward_mean"] > feasible["reward_mean"],
+        "per_snapshot_plans_differ": min(oracle["distinct_per_snapshot_best_plans"]) >= 2,
+        "dominated_by_a_baseline_within_budgets": any("over" not in name for name in dominating),
+        "dominated_by_hindsight_within_budgets": relation.startswith("**dominates"),
+        "spread_at_most_1pt": 100 * dste["accuracy_std"] <= 1.0,
+        "margin_never_finite": all(m == float("inf") or m == "Infinity" for m in run["margins"]),
+    }
+    return "| " + " | ".join(cells) + " |", facts
+
+
+def plot(runs: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(runs)
+    fig, ax = plt.subplots(figsize=(12, 4.8))
+    series = [("dste_dqn", "DSTE budgeted", "o", "C0"), ("static_hindsight_feasible", "best static within every "
+              "budget (held-out labels)", "s", "C1"), ("greedy", "greedy search (hollow: overspends a budget)", "^", "C2")]
+    for key, name, marker, color in series:
+        for i, label in enumerate(labels):
+            summary = runs[label]["summary"]
+            policy = summary.get(key, summary["static_hindsight"])
+            gap = 100 * (policy["accuracy_mean"] - summary["fp32"]["accuracy_mean"])
+            hollow = _over(policy) > 0
+            ax.plot(i, gap, marker, color=color, markerfacecolor="none" if hollow else color,
+                    label=name if i == 0 else None)
+    best = [100 * (runs[l]["oracle"]["per_snapshot_best_within_budget_accuracy"] - runs[l]["summary"]["fp32"]["accuracy_mean"])
+            for l in labels]
+    ax.plot(range(len(labels)), best, "_", color="k", markersize=14, label="per-snapshot best within its budget")
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xticks(range(len(labels)), [l.replace(",", " ") for l in labels], rotation=70, ha="right", fontsize=8)
+    ax.set_ylabel("accuracy - FP32 (points, mean of 3 seeds)")
+    ax.set_title("dste run --oracle on 34 graph/stream pairs: the controller against the static plans")
+    low = min(min(map(float, line.get_ydata())) for line in ax.get_lines())
+    ax.set_ylim(low - 7, max(best) + 2)  # room for the legend under the lowest point
+    ax.legend(fontsize=8, loc="lower center", ncol=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", nargs="+", help="a collected JSON file, or LABEL=RUN_DIR pairs with --collect")
+    parser.add_argument("--collect", metavar="OUT", help="gather LABEL=RUN_DIR pairs into OUT first")
+    parser.add_argument("--plot", metavar="PNG", help="also plot every run's accuracy against the static plans'")
+    args = parser.parse_args(argv)
+    if args.collect:
+        runs = collect(args.source)
+        Path(args.collect).write_text(json.dumps(runs, allow_nan=True) + "\n")
+    else:
+        runs = json.loads(Path(args.source[0]).read_text())
+    print(HEADER)
+    facts = []
+    for label, run in runs.items():
+        line, fact = row(label, run)
+        print(line)
+        facts.append(fact)
+    adaptivity = [f for f in facts if f["adaptivity"]]
+    count = lambda items, key: f"{sum(f[key] for f in items)} of {len(items)}"
+    print(f"\nruns: {len(facts)}, on adaptivity streams: {len(adaptivity)}", file=sys.stderr)
+    for key in ("keeps_every_budget", "dominated_by_a_baseline_within_budgets", "dominated_by_hindsight_within_budgets",
+                "spread_at_most_1pt", "margin_never_finite"):
+        print(f"{key}: {count(facts, key)}", file=sys.stderr)
+    for key in ("beats_static_within_budgets", "per_snapshot_plans_differ"):
+        print(f"{key} (adaptivity streams): {count(adaptivity, key)}", file=sys.stderr)
+    if args.plot:
+        plot(runs, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

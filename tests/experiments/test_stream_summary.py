@@ -1,0 +1,65 @@
+"""bench/stream_summary.py, the README's stream table: its rows and counts on hand-made runs whose answers are
+known, and the collected file the README's table was printed from."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("stream_summary", ROOT / "bench" / "stream_summary.py")
+stream_summary = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(stream_summary)
+
+
+def _policy(accuracy, latency, reward=0.5, within=1.0, std=0.005):
+    return {"accuracy_mean": accuracy, "accuracy_std": std, "latency_us_mean": latency, "reward_mean": reward,
+            "share_within_budget": within, "accuracy_minus_fp32_mean": accuracy - 0.85,
+            "accuracy_minus_fp32_std": 0.004}
+
+
+def _run(greedy, feasible, dste=None, margins=(math.inf,) * 3, distinct=(2, 3, 2)):
+    summary = {
+        "fp32": _policy(0.85, 200.0), "int8": _policy(0.849, 150.0), "dste_dqn": dste or _policy(0.80, 100.0, 0.75),
+        "greedy": greedy, "static_hindsight": feasible, "static_hindsight_feasible": feasible,
+    }
+    oracle = {"per_snapshot_best_within_budget_accuracy": 0.81, "per_snapshot_best_within_budget_reward": 0.76,
+              "distinct_per_snapshot_best_plans": list(distinct)}
+    return {"summary": summary, "oracle": oracle, "margins": list(margins)}
+
+
+def test_a_baseline_counts_as_dominating_only_within_every_budget():
+    overspending = _run(greedy=_policy(0.82, 99.0, within=6 / 9), feasible=_policy(0.79, 99.0, 0.74))
+    line, facts = stream_summary.row("X,bursty", overspending)
+    assert "greedy search (over 3 of 9)" in line and not facts["dominated_by_a_baseline_within_budgets"]
+    assert facts["beats_static_within_budgets"] and facts["adaptivity"] and facts["keeps_every_budget"]
+    fitting = _run(greedy=_policy(0.81, 100.0), feasible=_policy(0.79, 99.0, 0.74))
+    line, facts = stream_summary.row("X,steady", fitting)
+    assert "**greedy search**" in line and facts["dominated_by_a_baseline_within_budgets"] and not facts["adaptivity"]
+
+
+def test_the_hindsight_plan_at_the_same_latency_and_more_accurate_dominates():
+    run = _run(greedy=_policy(0.79, 101.0), feasible=_policy(0.8007, 100.0 + 6e-7, 0.7507))
+    line, facts = stream_summary.row("Cora,steady", run)
+    assert "**dominates** (+0.07 pt)" in line and facts["dominated_by_hindsight_within_budgets"]
+    assert not facts["beats_static_within_budgets"]
+    assert facts["margin_never_finite"] and facts["spread_at_most_1pt"] and facts["per_snapshot_plans_differ"]
+    acted = _run(_policy(0.79, 101.0), _policy(0.8, 100.0), margins=(0.02, math.inf, math.inf), distinct=(1, 2, 2))
+    _, facts = stream_summary.row("Cora,steady", acted)
+    assert not facts["margin_never_finite"] and not facts["per_snapshot_plans_differ"]
+
+
+def test_the_collected_file_gives_the_readme_counts(capsys):
+    collected = ROOT / "bench" / "results" / "streams.json"
+    if not collected.exists():
+        pytest.skip("no collected stream runs")
+    assert stream_summary.main([str(collected)]) == 0
+    out, err = capsys.readouterr()
+    runs = json.loads(collected.read_text())
+    assert len(out.strip().splitlines()) == 2 + len(runs)
+    assert f"runs: {len(runs)}" in err and "keeps_every_budget: 34 of 34" in err
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for line in out.strip().splitlines()[2:]:
+        assert line in readme, f"README's stream table differs from the collected runs at {line[:40]!r}"
