@@ -115,13 +115,8 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of the (cost, accuracy) points no other point dominates (lower-or-equal cost and higher-or-equal
     accuracy, one of them strictly), sorted by cost."""
     points = [(float(c), float(a)) for c, a in points]
-    front = []
-    for i, (cost, accuracy) in enumerate(points):
-        dominated = any(
-            (c <= cost and a >= accuracy) and (c < cost or a > accuracy) for j, (c, a) in enumerate(points) if j != i
-        )
-        if not dominated:
-            front.append(i)
+    front = [i for i, point in enumerate(points)
+             if not any(dominates(other, point, cost_tie=0.0) for j, other in enumerate(points) if j != i)]
     return sorted(front, key=lambda i: points[i])
 
 
