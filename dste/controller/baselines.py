@@ -25,6 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dste.controller.env import FP32_ACTION, CompressionEnv, EpisodeOutcome
+from dste.controller.evidence import node_error_bound, paired_node_errors, snapshot_error
 from dste.controller.guard import BudgetGuard, budget_slack_us
 from dste.controller.reward import RewardConfig
 
@@ -284,11 +285,14 @@ RECENCY_MIN_GAIN_Z = 1.0
 @dataclass(frozen=True)
 class RecencyChoice:
     """Which plan :func:`prefer_recent_plan` kept, and the evidence: the recency-weighted mean of the per-snapshot
-    reward differences (recent minus plain) and its standard error."""
+    reward differences (recent minus plain), the standard error it was judged by (the larger of the next two), and
+    that mean's standard errors over snapshots and over evaluation nodes (``dste.controller.evidence``)."""
 
     recent_kept: bool
     gain: float
     standard_error: float
+    snapshot_error: float = 0.0
+    node_error: float = 0.0
 
 
 def prefer_recent_plan(
@@ -304,9 +308,10 @@ def prefer_recent_plan(
     Recency weights trust about ``1 / sum(w^2)`` snapshots of evidence instead of all of them; a plan they prefer by
     less than the noise of that smaller sample is a coin flip with a cost (one seed of the default graph pruned 75 %
     of a layer's edges for a weighted gain of 0.0007 +/- 0.0056 and lost 3.2 points on every held-out snapshot).
-    The standard error is that of a weighted mean of the paired differences, with the unbiased weighted variance
-    ``sum w (d - g)^2 / (1 - sum w^2)``. Both plans must have been measured (``trials``) on the same snapshots.
-    Where both searches found the same plan it is returned as ``recent`` (kept, gain 0).
+    The standard error is the larger of that of a weighted mean of the paired differences over snapshots and the
+    bound on its error over the snapshots' evaluation nodes (``dste.controller.evidence.gain_error``). Both plans
+    must have been measured (``trials``) on the same snapshots. Where both searches found the same plan it is
+    returned as ``recent`` (kept, gain 0).
     """
     if not (np.isfinite(min_gain_z) and min_gain_z >= 0):
         raise ValueError(f"min_gain_z must be a finite number >= 0, got {min_gain_z!r}")
@@ -319,16 +324,18 @@ def prefer_recent_plan(
         raise ValueError(f"weights must be finite and >= 0 with a positive sum, got {weights.tolist()}")
     if tuple(recent.actions) == tuple(plain.actions):
         return recent, RecencyChoice(True, 0.0, 0.0)  # one plan: nothing to choose
-    weights = weights / weights.sum()
-    differences = measured[tuple(recent.actions)].rewards(reward) - measured[tuple(plain.actions)].rewards(reward)
+    recent_result, plain_result = measured[tuple(recent.actions)], measured[tuple(plain.actions)]
+    differences = recent_result.rewards(reward) - plain_result.rewards(reward)
     if differences.shape != weights.shape:
         raise ValueError(f"weights must hold one value per snapshot ({differences.size}), got shape {weights.shape}")
+    weights = weights / weights.sum()
     gain = float(np.sum(weights * differences))
-    squared = float(np.sum(weights**2))
-    variance = float(np.sum(weights * (differences - gain) ** 2)) / (1.0 - squared) if squared < 1.0 else np.inf
-    standard_error = float(np.sqrt(variance * squared))
+    over_snapshots = snapshot_error(differences, weights)
+    over_nodes = node_error_bound(paired_node_errors(recent_result.outcomes, plain_result.outcomes), weights)
+    standard_error = max(over_snapshots, over_nodes)
     recent_kept = bool(gain > min_gain_z * standard_error)
-    return (recent if recent_kept else plain), RecencyChoice(recent_kept, gain, standard_error)
+    choice = RecencyChoice(recent_kept, gain, standard_error, over_snapshots, over_nodes)
+    return (recent if recent_kept else plain), choice
 
 
 def greedy_search(

@@ -59,6 +59,9 @@ class EpisodeOutcome:
     bytes_by_kind: dict = field(default_factory=dict)
     budget_fraction: float | None = None  # this snapshot's latency budget / reference, if the env sets one
     reference_nbytes: int | None = None  # footprint of the reference policy (uniform INT8), if the env gives it
+    # bool per node the accuracy is the mean of, if the env gives it: the same nodes in the same order on every
+    # episode of a snapshot, so two plans' outcomes pair node by node (``dste.controller.evidence``)
+    correct: np.ndarray | None = field(default=None, repr=False)
 
 
 class CompressionEnv(ABC):

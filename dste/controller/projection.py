@@ -17,7 +17,7 @@ only as far as a measurement backs it:
 1. Measured plans first. While the episode follows the plan it moves only among plans whose value was measured as
    it is (the plan and the plans one layer away), takes the most valuable of those that fits, and leaves a plan that
    fits only for a gain that averages more than ``min_gain_z`` standard errors above zero over the training
-   snapshots.
+   snapshots: the larger of the errors over snapshots and over their evaluation nodes (``dste.controller.evidence``).
 2. The sum where no measured plan fits. Where no plan one change away fits (or the episode already left the plan),
    the summed values choose; where nothing fits (the earlier layers already overspent), the cheapest action is
    taken, as ``BudgetGuard`` does. Without a budget the plan itself is returned.
@@ -37,7 +37,7 @@ only as far as a measurement backs it:
    and away from them for others. The check is replayed on each labelled training snapshot whose budget greedy's plan
    fits, with the other training snapshots' values (leave one out: a snapshot's own labels choose no candidate); it
    runs where greedy's plan fits only if the reward it gained there averages more than ``min_gain_z`` standard errors
-   above zero.
+   (over snapshots or over nodes, the larger) above zero.
 
 The measurements behind each rule (an exhaustive table of every plan against the summed values, and the runs where
 each rule, left out or loosened, lost accuracy): ``bench/README.md``, "Controller: the fitted plan's rules, measured".
@@ -53,10 +53,14 @@ import numpy as np
 
 from dste.controller.baselines import Policy, PolicyResult, StaticPolicy, run_policy
 from dste.controller.env import CompressionEnv
+from dste.controller.evidence import gain_error, paired_node_errors
 from dste.controller.guard import BudgetGuard, budget_slack_us
 from dste.controller.reward import RewardConfig
 
-__all__ = ["BudgetProjectedPlan", "MOVE_MIN_GAIN_Z", "PROBE_MIN_AGREEMENT_GAIN", "PROBE_PLANS", "plan_values"]
+__all__ = [
+    "BudgetProjectedPlan", "MOVE_MIN_GAIN_Z", "PROBE_MIN_AGREEMENT_GAIN", "PROBE_PLANS", "plan_node_errors",
+    "plan_values",
+]
 
 MOVE_MIN_GAIN_Z = 1.0
 """Standard errors (over the training snapshots) by which moving away from a plan that fits must gain."""
@@ -109,6 +113,38 @@ def plan_values(
     return (values, samples) if per_snapshot else values
 
 
+def plan_node_errors(
+    env: CompressionEnv,
+    plan: Sequence[int],
+    snapshots: Sequence[int],
+    measured: Mapping[tuple[int, ...], PolicyResult] | None = None,
+) -> np.ndarray:
+    """float64 [snapshots, layers, actions]: per training snapshot, the standard error over its evaluation nodes of
+    the accuracy difference between ``plan`` with one layer changed (row l, column a: layer l runs ``a``) and
+    ``plan`` itself (``dste.controller.evidence.paired_node_errors``; 0 where the environment gives no per-node
+    correctness). ``measured`` as in ``plan_values``: plans already run on the same ``snapshots``."""
+    plan = [int(a) for a in plan]
+    if len(plan) != env.num_layers:
+        raise ValueError(f"plan_node_errors: the plan has {len(plan)} actions, the environment {env.num_layers} layers")
+    if not snapshots:
+        raise ValueError("plan_node_errors needs at least one snapshot")
+    known = dict(measured or {})
+
+    def result_of(trial: tuple[int, ...]) -> PolicyResult:
+        if trial not in known:
+            known[trial] = run_policy(env, StaticPolicy("trial", trial), snapshots)
+        return known[trial]
+
+    base = result_of(tuple(plan))
+    errors = np.empty((len(snapshots), env.num_layers, len(env.action_space)))
+    for layer in range(env.num_layers):
+        for action in range(len(env.action_space)):
+            trial = list(plan)
+            trial[layer] = action
+            errors[:, layer, action] = paired_node_errors(result_of(tuple(trial)).outcomes, base.outcomes)
+    return errors
+
+
 class BudgetProjectedPlan(Policy):
     """``plan`` re-fitted per snapshot to the latency budget ``guard`` enforces (see the module docstring).
 
@@ -117,6 +153,8 @@ class BudgetProjectedPlan(Policy):
     ``samples``: the same values per training snapshot, float [snapshots, layers, actions]; with them the projection
     moves among measured plans (one layer changed) and leaves a plan that fits only for a gain ``min_gain_z``
     standard errors above zero (module docstring). Without them, the most valuable plan by summed values is taken.
+    ``node_errors``: per training snapshot, the node-level standard error of each of those moves' gains
+    (``plan_node_errors``, the shape of ``samples``); without them the error over snapshots alone decides.
     ``probe`` and ``probe_plans``: the per-snapshot agreement check of the module docstring, where the environment
     implements ``agreement``; ``plans_probed`` counts the plans it ran.
     """
@@ -124,7 +162,7 @@ class BudgetProjectedPlan(Policy):
     def __init__(
         self, plan: Sequence[int], values: np.ndarray, guard: BudgetGuard, name: str = "greedy_projected",
         samples: np.ndarray | None = None, min_gain_z: float = MOVE_MIN_GAIN_Z,
-        probe: bool = False, probe_plans: int = PROBE_PLANS,
+        probe: bool = False, probe_plans: int = PROBE_PLANS, node_errors: np.ndarray | None = None,
     ) -> None:
         if not isinstance(guard, BudgetGuard):
             raise TypeError(f"guard must be a BudgetGuard, got {type(guard).__name__}")
@@ -145,6 +183,13 @@ class BudgetProjectedPlan(Policy):
             if samples.ndim != 3 or samples.shape[1:] != expected or not np.isfinite(samples).all():
                 raise ValueError(f"samples must be finite with shape (snapshots, {expected[0]}, {expected[1]}), got "
                                  f"{samples.shape}")
+        if node_errors is not None:
+            node_errors = np.asarray(node_errors, dtype=np.float64)
+            if samples is None or node_errors.shape != samples.shape:
+                raise ValueError(f"node_errors must come with samples and have their shape "
+                                 f"{None if samples is None else samples.shape}, got {node_errors.shape}")
+            if not np.isfinite(node_errors).all() or (node_errors < 0).any():
+                raise ValueError("node_errors must be finite and >= 0")
         if not (np.isfinite(min_gain_z) and min_gain_z >= 0):
             raise ValueError(f"min_gain_z must be a finite number >= 0, got {min_gain_z!r}")
         if not isinstance(probe, (bool, np.bool_)):
@@ -153,6 +198,7 @@ class BudgetProjectedPlan(Policy):
             raise ValueError(f"probe_plans must be an int >= 1, got {probe_plans!r}")
         self.plan, self.values, self.guard, self.name = plan, values, guard, name
         self.samples, self.min_gain_z = samples, float(min_gain_z)
+        self.node_errors = node_errors
         self.probe = bool(probe)
         self.probe_plans = int(probe_plans)
         self.plans_probed = 0  # plans whose agreement was measured (each snapshot's once)
@@ -201,10 +247,8 @@ class BudgetProjectedPlan(Policy):
         measured = self._best_measured(tables, prefix, left) if self.samples is not None and known_prefix else None
         if measured is None:  # no measured plan fits the rest of the episode: the summed values decide
             return int(np.argmax(worth))
-        target, gains = measured
-        if gains is not None and not (
-            len(gains) > 1 and gains.mean() > self.min_gain_z * gains.std(ddof=1) / np.sqrt(len(gains))
-        ):
+        target, gains, errors = measured
+        if gains is not None and not gains.mean() > self.min_gain_z * gain_error(gains, errors):
             return self.plan[layer]
         return target[layer]
 
@@ -280,7 +324,7 @@ class BudgetProjectedPlan(Policy):
             return self.check_gains
         _, _, _, per_snapshot = self._plan_grids()
         unbudgeted = replace(self.guard.reward, budget_penalty=0.0)
-        probed_before, gains = self.plans_probed, []
+        probed_before, gains, errors = self.plans_probed, [], []
         for position, snapshot in enumerate(snapshots):
             budget = self.guard.budget_us(snapshot)
             tables = self._tables(env, snapshot)
@@ -295,14 +339,16 @@ class BudgetProjectedPlan(Policy):
             fitted = self._fitted_plan(tables, budget)
             if chosen == fitted:
                 gains.append(0.0)
+                errors.append(0.0)
                 continue
-            rewards = [run_policy(env, StaticPolicy(name, plan), [snapshot]).mean_reward(unbudgeted)
-                       for name, plan in (("check", chosen), ("fitted", fitted))]
-            gains.append(rewards[0] - rewards[1])
+            check, kept = (run_policy(env, StaticPolicy(name, plan), [snapshot]) for name, plan in
+                           (("check", chosen), ("fitted", fitted)))
+            gains.append(check.mean_reward(unbudgeted) - kept.mean_reward(unbudgeted))
+            errors.append(float(paired_node_errors(check.outcomes, kept.outcomes)[0]))
         self.plans_probed = probed_before  # counts the held-out snapshots' checks only
         self.check_gains = np.asarray(gains, dtype=np.float64)
         if len(gains) >= 2:
-            error = self.check_gains.std(ddof=1) / np.sqrt(len(gains))
+            error = gain_error(self.check_gains, np.asarray(errors))
             self.check_where_greedy_fits = bool(self.check_gains.mean() > self.min_gain_z * error)
         return self.check_gains
 
@@ -334,7 +380,8 @@ class BudgetProjectedPlan(Policy):
     def _best_measured(self, tables: list[np.ndarray], prefix: list[int], left: float):
         """The most valuable plan within ``left`` among the plan and the plans with one layer changed (values
         measured as they are, not summed) that begin with this episode's ``prefix``, with its gain per training
-        snapshot over the plan when the plan itself is such a plan and fits (else None); None if none fits."""
+        snapshot over the plan and the gains' node-level standard errors (zeros without ``node_errors``) when the plan
+        itself is such a plan and fits (else None, None); None if none fits."""
         layer = len(prefix)
         candidates = [list(self.plan)] + [
             self.plan[:k] + [a] + self.plan[k + 1:]
@@ -353,9 +400,11 @@ class BudgetProjectedPlan(Policy):
             return None
         plan, changed = best
         if not changed or not plan_fits:
-            return plan, None
+            return plan, None, None
         k = changed[0]
-        return plan, self.samples[:, k, plan[k]] - self.samples[:, k, self.plan[k]]
+        gains = self.samples[:, k, plan[k]] - self.samples[:, k, self.plan[k]]
+        errors = np.zeros(len(gains)) if self.node_errors is None else self.node_errors[:, k, plan[k]]
+        return plan, gains, errors
 
     @staticmethod
     def _best(tables: list[np.ndarray], values: np.ndarray, left: float) -> tuple[np.ndarray, float]:

@@ -212,9 +212,10 @@ class GNNCompressionEnv(CompressionEnv):
         n = self._snapshot
         logits = self.layers.layer_input(n, tuple(self._actions))
         breakdown = self.layers.footprint(self._reports, self._actions)
+        correct = self.correct_of(n, logits)
         return EpisodeOutcome(
             snapshot=n,
-            accuracy=self.accuracy_of(n, logits),
+            accuracy=float(correct.mean()) if correct.size else 0.0,
             latency_us=self.spent_latency(),
             nbytes=int(sum(breakdown.values())),
             bytes_by_kind=breakdown,
@@ -223,18 +224,24 @@ class GNNCompressionEnv(CompressionEnv):
             layers=list(self._reports),
             budget_fraction=self.budget_fraction(n),
             reference_nbytes=self.reference_nbytes(n),
+            correct=correct,
         )
 
     # ------------------------------------------------------------------ the goal
     def accuracy_of(self, n: int, logits: np.ndarray) -> float:
         """The accuracy term of snapshot n: see ``TRAIN_ACCURACY_TERMS``; held-out snapshots use test labels."""
+        correct = self.correct_of(n, logits)
+        return float(correct.mean()) if correct.size else 0.0
+
+    def correct_of(self, n: int, logits: np.ndarray) -> np.ndarray:
+        """bool per node the accuracy term of snapshot n averages (``accuracy_of``), in node order: whether the
+        prediction matches the label (or, under the "agreement" term, the FP32 model's prediction)."""
         graph = self.graphs[n]
         predicted = logits.argmax(axis=1)
         if n in self._train and self.train_accuracy == "agreement":
-            reference = self.layers.fp32_predictions(n)
-            return float(np.mean(predicted == reference))
+            return predicted == self.layers.fp32_predictions(n)
         mask = graph.val_mask if n in self._train else graph.test_mask
-        return float(np.mean(predicted[mask] == graph.y[mask])) if mask.any() else 0.0
+        return predicted[mask] == graph.y[mask]
 
     def budget_fraction(self, snapshot: int) -> float | None:
         """Latency of ``budget_actions`` on ``snapshot`` / reference latency: a label-free, per-snapshot

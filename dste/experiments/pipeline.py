@@ -61,6 +61,7 @@ from dste.controller import (
     int8_multiple_budget,
     microsecond_budget,
     calibrate_margin,
+    plan_node_errors,
     plan_values,
     dominates,
     pareto_front,
@@ -429,7 +430,12 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     values, samples = plan_values(
         env, reward, plan.actions, train_ids, measured=plain.trials, per_snapshot=True, weights=plan_weights
     )
-    projected = BudgetProjectedPlan(plan.actions, values, guard, samples=samples, probe=config.probe)
+    # The node-level noise of each move's gain: the training snapshots share their validation nodes, so a gain over
+    # snapshots can be the luck of those few hundred nodes (dste.controller.evidence).
+    node_errors = plan_node_errors(env, plan.actions, train_ids, measured=plain.trials)
+    projected = BudgetProjectedPlan(
+        plan.actions, values, guard, samples=samples, probe=config.probe, node_errors=node_errors
+    )
     # Whether the check also runs where greedy's plan fits, decided on the labelled training snapshots.
     projected.validate_check(train_ids)
     margin, margin_scores = 0.0, {}
@@ -549,6 +555,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
             "recency_plan_actions": list(recent.actions), "plain_plan_actions": list(plain.actions),
             "recency_plan_kept": recency_choice.recent_kept, "recency_gain": recency_choice.gain,
             "recency_gain_standard_error": recency_choice.standard_error,
+            "recency_gain_errors": {"snapshots": recency_choice.snapshot_error, "nodes": recency_choice.node_error},
             "costless_pruning_left_out": [int((~mask).sum()) for mask in allowed],
             "share_of_held_out_decisions_taken": fallback_share,
             "probe": projected.probe,

@@ -12,10 +12,12 @@ from dste.controller import (
     DQNPolicy,
     RewardConfig,
     StaticPolicy,
+    plan_node_errors,
     plan_values,
     run_policy,
 )
-from dste.controller.env import FP32_ACTION
+from dste.controller.baselines import PolicyResult
+from dste.controller.env import FP32_ACTION, EpisodeOutcome
 
 from .toy_env import ToyEnv
 
@@ -467,3 +469,47 @@ def test_the_check_is_not_validated_without_enough_evidence():
     policy = BudgetProjectedPlan(P, samples.mean(axis=0), guard, samples=samples, probe=True)
     env.agreements = {tuple(P): 0.60}
     assert not policy.validate_check(training).any() and not policy.check_where_greedy_fits
+
+
+@pytest.mark.parametrize("node_error, moves", [(0.01, True), (2.0, False)])
+def test_a_gain_the_snapshots_agree_on_still_needs_to_exceed_its_node_error(node_error, moves):
+    """The gain of 1.0 agrees across snapshots (standard error ~0.03); where the snapshots share nodes on which it
+    could be luck (a node error of 2.0 per snapshot), the plan that fits is kept."""
+    env = ToyEnv()
+    plan, better, values = _fitting_plan_and_a_better_one(env)
+    samples = _samples_around(values, [1.0, 0.9, 1.1, 1.0, 0.95, 1.05])
+    node_errors = np.full(samples.shape, node_error)
+    guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
+    policy = BudgetProjectedPlan(plan, samples.mean(axis=0), guard, samples=samples, node_errors=node_errors)
+    assert run_policy(env, policy, [0]).outcomes[0].actions == (better if moves else plan)
+
+
+@pytest.mark.parametrize("samples, node_errors, message", [
+    (None, np.zeros((3, 2, 48)), "must come with samples"),
+    (np.zeros((3, 2, 48)), np.zeros((4, 2, 48)), "have their shape"),
+    (np.zeros((3, 2, 48)), np.full((3, 2, 48), -1.0), "finite and >= 0"),
+])
+def test_bad_node_errors_are_refused(samples, node_errors, message):
+    with pytest.raises(ValueError, match=message):
+        BudgetProjectedPlan([0, 0], np.zeros((2, 48)), BudgetGuard(ToyEnv(), RewardConfig(budget=BUDGET)),
+                            samples=samples, node_errors=node_errors)
+
+
+def test_plan_node_errors_pair_each_one_layer_change_with_the_plan():
+    """On the toy (no per-node correctness) every error is 0; on outcomes that carry it, the error of a change is
+    the node error of that plan against the plan's own outcomes."""
+    env = ToyEnv()
+    errors = plan_node_errors(env, [3, 5], [0, 1, 2])
+    assert errors.shape == (3, 2, len(env.action_space)) and not errors.any()
+    rng = np.random.default_rng(0)
+    measured = {}
+    for layer, action in [(k, a) for k in range(2) for a in range(len(env.action_space))] + [(0, 3)]:
+        trial = [3, 5]
+        trial[layer] = action
+        measured[tuple(trial)] = PolicyResult("t", [
+            EpisodeOutcome(snapshot=s, accuracy=0.5, latency_us=1.0, nbytes=1, reference_latency_us=1.0,
+                           correct=rng.random(200) < 0.5) for s in (0, 1, 2)])
+    errors = plan_node_errors(env, [3, 5], [0, 1, 2], measured=measured)
+    assert (errors[:, 0, 3] == 0).all()  # the plan against itself
+    other = measured[(3, 7)].outcomes[1].correct.astype(float) - measured[(3, 5)].outcomes[1].correct.astype(float)
+    assert errors[1, 1, 7] == pytest.approx(np.std(other, ddof=1) / np.sqrt(200))

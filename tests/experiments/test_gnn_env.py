@@ -143,6 +143,25 @@ def test_outcome_reports_accuracy_latency_and_bytes(env):
     assert set(int8.bytes_by_kind) == {"graph", "features", "weights", "activations"}
 
 
+def test_outcome_carries_the_correctness_of_each_node_the_accuracy_averages(env):
+    """Per evaluation node, in node order: the test split on a held-out snapshot, the validation split on a training
+    one, every node (against the FP32 model's predictions) under the agreement term; checked against the torch ops'
+    predictions."""
+    actions = [env.action_space.nearest(0.5, 0.0), env.action_space.nearest(0.25, 0.0)]
+    for snapshot, split in ((3, "test_mask"), (1, "val_mask")):
+        graph = env.graphs[snapshot]
+        mask = getattr(graph, split)
+        _, outcome = _episode(env, snapshot, actions)
+        assert outcome.correct.dtype == bool and outcome.correct.shape == (int(mask.sum()),)
+        assert outcome.accuracy == pytest.approx(outcome.correct.mean())
+        expected = env.forward_ops(snapshot, actions).numpy().argmax(1)[mask] == graph.y[mask]
+        assert np.sum(outcome.correct != expected) <= 2  # a row may flip on an INT8 rounding boundary
+    agreement = env.variant(train_accuracy="agreement")
+    _, outcome = _episode(agreement, 1, actions)
+    assert outcome.correct.shape == (env.graphs[1].num_nodes,)
+    assert outcome.accuracy == pytest.approx(agreement.agreement(1, actions))
+
+
 def test_agreement_is_the_share_of_nodes_predicted_as_the_fp32_model_predicts(env):
     space = env.action_space
     graph = env.graphs[4]
