@@ -25,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dste.controller.env import FP32_ACTION, CompressionEnv, EpisodeOutcome
-from dste.controller.evidence import node_error_bound, paired_node_errors, snapshot_error
+from dste.controller.evidence import node_error, snapshot_error
 from dste.controller.guard import BudgetGuard, budget_slack_us
 from dste.controller.reward import RewardConfig
 
@@ -308,8 +308,8 @@ def prefer_recent_plan(
     Recency weights trust about ``1 / sum(w^2)`` snapshots of evidence instead of all of them; a plan they prefer by
     less than the noise of that smaller sample is a coin flip with a cost (one seed of the default graph pruned 75 %
     of a layer's edges for a weighted gain of 0.0007 +/- 0.0056 and lost 3.2 points on every held-out snapshot).
-    The standard error is the larger of that of a weighted mean of the paired differences over snapshots and the
-    bound on its error over the snapshots' evaluation nodes (``dste.controller.evidence.gain_error``). Both plans
+    The standard error is the larger of that of a weighted mean of the paired differences over snapshots and its
+    error over the snapshots' evaluation nodes (``dste.controller.evidence.node_error``). Both plans
     must have been measured (``trials``) on the same snapshots. Where both searches found the same plan it is
     returned as ``recent`` (kept, gain 0).
     """
@@ -331,7 +331,7 @@ def prefer_recent_plan(
     weights = weights / weights.sum()
     gain = float(np.sum(weights * differences))
     over_snapshots = snapshot_error(differences, weights)
-    over_nodes = node_error_bound(paired_node_errors(recent_result.outcomes, plain_result.outcomes), weights)
+    over_nodes = node_error(list(zip(recent_result.outcomes, plain_result.outcomes)), weights)
     standard_error = max(over_snapshots, over_nodes)
     recent_kept = bool(gain > min_gain_z * standard_error)
     choice = RecencyChoice(recent_kept, gain, standard_error, over_snapshots, over_nodes)

@@ -62,6 +62,8 @@ class EpisodeOutcome:
     # bool per node the accuracy is the mean of, if the env gives it: the same nodes in the same order on every
     # episode of a snapshot, so two plans' outcomes pair node by node (``dste.controller.evidence``)
     correct: np.ndarray | None = field(default=None, repr=False)
+    # the ids of those nodes, if the env gives them: the same id is the same node on every snapshot of the stream
+    nodes: np.ndarray | None = field(default=None, repr=False)
 
 
 class CompressionEnv(ABC):

@@ -5,19 +5,21 @@ plan that was measured to work only for a gain larger than its noise. Two source
 snapshots can show:
 
 * **Between snapshots.** The per-snapshot reward differences of the two plans vary; the standard error of their
-  (weighted) mean is the usual one.
-* **Between nodes.** Every training snapshot is scored on labelled nodes that are mostly *the same nodes* (the
-  validation split of one graph as it changes). A plan that happens to suit those few hundred nodes gains on every
-  snapshot alike, so the differences between snapshots are small while the gain says nothing about other nodes: on
-  one seed of citeseer-like's steady stream the fallback left its plan for a gain of about half a point, a few
-  standard errors over snapshots, and lost 2.2 points on every held-out snapshot. The paired standard error over
-  nodes sees it: per snapshot, the nodes' differences in correctness (+1, 0, -1) have a standard error
-  ``sqrt(var / n_nodes)``, of the order of ``sqrt(share of nodes the plans disagree on / n_nodes)``.
+  (weighted) mean is the usual one (``snapshot_error``).
+* **Between nodes.** Every training snapshot of a stream is scored on the same labelled nodes (the validation split
+  of one graph as it changes; new nodes come unlabelled). A plan that happens to suit those few hundred nodes gains
+  on every snapshot alike, so the differences between snapshots are small while the gain says nothing about other
+  nodes: on one seed of citeseer-like's steady stream the fallback left its plan for a gain of about half a point, a
+  few standard errors over snapshots, and lost 2.2 points on every held-out snapshot. ``node_error`` sees it: it
+  treats the nodes as the sampled units and each node's differences in correctness (+1, 0, -1) over the snapshots as
+  one cluster, the cluster-robust (sandwich) standard error of the weighted mean gain. On snapshots that share their
+  nodes it is the standard error of the nodes' mean differences, ``std(mean over snapshots) / sqrt(n_nodes)``, which
+  does not shrink with more snapshots where two plans part on the same nodes every time and does where they part on
+  different ones; on snapshots with disjoint nodes it is the independent snapshots' error.
 
-Where the snapshots share their nodes the node errors of the snapshots do not average down, and where they share
-none they do; ``node_error_bound`` takes their weighted mean, which bounds the error of the weighted mean gain
-whatever the correlation (the standard deviation of a sum is at most the sum of the standard deviations). The
-evidence a gain needs is the larger of the two errors (``gain_error``).
+Where outcomes do not name their nodes, ``node_error`` bounds the clustered error by the weighted mean of the
+per-snapshot paired errors (the norm of a sum is at most the sum of the norms), whatever nodes the snapshots share.
+The evidence a gain needs is the larger of the two errors.
 """
 
 from __future__ import annotations
@@ -28,32 +30,9 @@ import numpy as np
 
 from dste.controller.env import EpisodeOutcome
 
-__all__ = ["paired_node_errors", "node_error_bound", "snapshot_error", "gain_error"]
+__all__ = ["node_error", "snapshot_error"]
 
-
-def paired_node_errors(first: Sequence[EpisodeOutcome], second: Sequence[EpisodeOutcome]) -> np.ndarray:
-    """float64 [snapshots]: per pair of outcomes (the same snapshot, in the same order), the standard error over the
-    snapshot's evaluation nodes of the accuracy difference first - second, paired node by node. 0 for a pair whose
-    outcomes carry no per-node correctness (an environment that does not give it): the snapshot error then decides.
-    """
-    if len(first) != len(second):
-        raise ValueError(f"paired_node_errors needs outcomes on the same snapshots; got {len(first)} and {len(second)}")
-    errors = np.zeros(len(first))
-    for position, (a, b) in enumerate(zip(first, second)):
-        if a.snapshot != b.snapshot:
-            raise ValueError(f"outcome {position} is on snapshot {a.snapshot} in one result and {b.snapshot} in the "
-                             "other: pair outcomes of the same snapshots, in the same order")
-        if a.correct is None or b.correct is None:
-            continue
-        if a.correct.shape != b.correct.shape:
-            raise ValueError(f"snapshot {a.snapshot}: per-node correctness of {a.correct.shape[0]} and "
-                             f"{b.correct.shape[0]} nodes; an environment must score a snapshot on the same nodes")
-        nodes = a.correct.size
-        if nodes < 2:
-            continue
-        difference = a.correct.astype(np.int8) - b.correct.astype(np.int8)
-        errors[position] = np.sqrt(difference.var(ddof=1) / nodes)
-    return errors
+Pair = "tuple[EpisodeOutcome, EpisodeOutcome] | None"
 
 
 def _normalised(weights: np.ndarray | None, count: int) -> np.ndarray:
@@ -67,13 +46,42 @@ def _normalised(weights: np.ndarray | None, count: int) -> np.ndarray:
     return weights / weights.sum()
 
 
-def node_error_bound(errors: np.ndarray, weights: np.ndarray | None = None) -> float:
-    """The node-level standard error of a (``weights``-) weighted mean over snapshots of per-snapshot gains whose own
-    node errors are ``errors``, bounded for any correlation between snapshots: their weighted mean."""
-    errors = np.asarray(errors, dtype=np.float64)
-    if errors.ndim != 1 or errors.size == 0 or not np.isfinite(errors).all() or (errors < 0).any():
-        raise ValueError(f"errors must be a non-empty vector of finite values >= 0, got {errors!r}")
-    return float(np.sum(_normalised(weights, errors.size) * errors))
+def _differences(first: EpisodeOutcome, second: EpisodeOutcome) -> np.ndarray | None:
+    """int8 per evaluation node of one snapshot: first's correctness minus second's; None without per-node data."""
+    if first.snapshot != second.snapshot:
+        raise ValueError(f"outcomes of snapshots {first.snapshot} and {second.snapshot} paired: pair outcomes of the "
+                         "same snapshot")
+    if first.correct is None or second.correct is None:
+        return None
+    if first.correct.shape != second.correct.shape:
+        raise ValueError(f"snapshot {first.snapshot}: per-node correctness of {first.correct.shape[0]} and "
+                         f"{second.correct.shape[0]} nodes; an environment must score a snapshot on the same nodes")
+    if first.nodes is not None and second.nodes is not None and not np.array_equal(first.nodes, second.nodes):
+        raise ValueError(f"snapshot {first.snapshot}: the two outcomes name different evaluation nodes")
+    return first.correct.astype(np.int8) - second.correct.astype(np.int8)
+
+
+def node_error(pairs: Sequence[Pair], weights: np.ndarray | None = None) -> float:
+    """The node-level standard error of the (``weights``-) weighted mean over snapshots of the accuracy difference of
+    each pair ``(first, second)`` of outcomes on one snapshot (module docstring). A pair may be None: the two plans
+    were the same there (no difference). Clustered by node where every outcome names its nodes (``nodes``); else the
+    weighted mean of the per-snapshot errors, which bounds it. 0 where no outcome carries per-node correctness."""
+    weights = _normalised(weights, len(pairs))
+    measured = [(w, a, b, _differences(a, b)) for w, pair in zip(weights, pairs) if pair is not None
+                for a, b in [pair]]
+    measured = [(w, a, d) for w, a, b, d in measured if d is not None and d.size > 0 and w > 0]
+    if not measured:
+        return 0.0
+    if all(a.nodes is not None for _, a, _ in measured):
+        nodes = np.unique(np.concatenate([a.nodes for _, a, _ in measured]))
+        if nodes.size < 2:
+            return 0.0
+        cluster = np.zeros(nodes.size)
+        for w, a, d in measured:
+            # each snapshot's differences about its own mean: the snapshot error covers how those means vary
+            np.add.at(cluster, np.searchsorted(nodes, a.nodes), w * (d - d.mean()) / d.size)
+        return float(np.sqrt(nodes.size / (nodes.size - 1) * np.sum(cluster**2)))
+    return float(sum(w * (np.sqrt(d.var(ddof=1) / d.size) if d.size >= 2 else 0.0) for w, _, d in measured))
 
 
 def snapshot_error(differences: np.ndarray, weights: np.ndarray | None = None) -> float:
@@ -90,9 +98,3 @@ def snapshot_error(differences: np.ndarray, weights: np.ndarray | None = None) -
     mean = float(np.sum(weights * differences))
     variance = float(np.sum(weights * (differences - mean) ** 2)) / (1.0 - squared)
     return float(np.sqrt(variance * squared))
-
-
-def gain_error(differences: np.ndarray, node_errors: np.ndarray, weights: np.ndarray | None = None) -> float:
-    """The standard error a gain with per-snapshot ``differences`` and per-snapshot ``node_errors`` is judged by: the
-    larger of the snapshot error and the node error bound (module docstring)."""
-    return max(snapshot_error(differences, weights), node_error_bound(node_errors, weights))

@@ -53,7 +53,7 @@ import numpy as np
 
 from dste.controller.baselines import Policy, PolicyResult, StaticPolicy, run_policy
 from dste.controller.env import CompressionEnv
-from dste.controller.evidence import gain_error, paired_node_errors
+from dste.controller.evidence import node_error, snapshot_error
 from dste.controller.guard import BudgetGuard, budget_slack_us
 from dste.controller.reward import RewardConfig
 
@@ -119,10 +119,10 @@ def plan_node_errors(
     snapshots: Sequence[int],
     measured: Mapping[tuple[int, ...], PolicyResult] | None = None,
 ) -> np.ndarray:
-    """float64 [snapshots, layers, actions]: per training snapshot, the standard error over its evaluation nodes of
-    the accuracy difference between ``plan`` with one layer changed (row l, column a: layer l runs ``a``) and
-    ``plan`` itself (``dste.controller.evidence.paired_node_errors``; 0 where the environment gives no per-node
-    correctness). ``measured`` as in ``plan_values``: plans already run on the same ``snapshots``."""
+    """float64 [layers, actions]: the standard error over the evaluation nodes of ``snapshots`` of the mean accuracy
+    difference between ``plan`` with one layer changed (row l, column a: layer l runs ``a``) and ``plan`` itself
+    (``dste.controller.evidence.node_error``; 0 where the environment gives no per-node correctness). ``measured``
+    as in ``plan_values``: plans already run on the same ``snapshots``."""
     plan = [int(a) for a in plan]
     if len(plan) != env.num_layers:
         raise ValueError(f"plan_node_errors: the plan has {len(plan)} actions, the environment {env.num_layers} layers")
@@ -136,12 +136,12 @@ def plan_node_errors(
         return known[trial]
 
     base = result_of(tuple(plan))
-    errors = np.empty((len(snapshots), env.num_layers, len(env.action_space)))
+    errors = np.empty((env.num_layers, len(env.action_space)))
     for layer in range(env.num_layers):
         for action in range(len(env.action_space)):
             trial = list(plan)
             trial[layer] = action
-            errors[:, layer, action] = paired_node_errors(result_of(tuple(trial)).outcomes, base.outcomes)
+            errors[layer, action] = node_error(list(zip(result_of(tuple(trial)).outcomes, base.outcomes)))
     return errors
 
 
@@ -153,8 +153,8 @@ class BudgetProjectedPlan(Policy):
     ``samples``: the same values per training snapshot, float [snapshots, layers, actions]; with them the projection
     moves among measured plans (one layer changed) and leaves a plan that fits only for a gain ``min_gain_z``
     standard errors above zero (module docstring). Without them, the most valuable plan by summed values is taken.
-    ``node_errors``: per training snapshot, the node-level standard error of each of those moves' gains
-    (``plan_node_errors``, the shape of ``samples``); without them the error over snapshots alone decides.
+    ``node_errors``: the node-level standard error of each of those moves' mean gains over the training snapshots
+    (``plan_node_errors``, the shape of ``values``); without them the error over snapshots alone decides.
     ``probe`` and ``probe_plans``: the per-snapshot agreement check of the module docstring, where the environment
     implements ``agreement``; ``plans_probed`` counts the plans it ran.
     """
@@ -185,9 +185,9 @@ class BudgetProjectedPlan(Policy):
                                  f"{samples.shape}")
         if node_errors is not None:
             node_errors = np.asarray(node_errors, dtype=np.float64)
-            if samples is None or node_errors.shape != samples.shape:
-                raise ValueError(f"node_errors must come with samples and have their shape "
-                                 f"{None if samples is None else samples.shape}, got {node_errors.shape}")
+            if samples is None or node_errors.shape != expected:
+                raise ValueError(f"node_errors must come with samples and have the shape of values {expected}, got "
+                                 f"{node_errors.shape}")
             if not np.isfinite(node_errors).all() or (node_errors < 0).any():
                 raise ValueError("node_errors must be finite and >= 0")
         if not (np.isfinite(min_gain_z) and min_gain_z >= 0):
@@ -247,8 +247,8 @@ class BudgetProjectedPlan(Policy):
         measured = self._best_measured(tables, prefix, left) if self.samples is not None and known_prefix else None
         if measured is None:  # no measured plan fits the rest of the episode: the summed values decide
             return int(np.argmax(worth))
-        target, gains, errors = measured
-        if gains is not None and not gains.mean() > self.min_gain_z * gain_error(gains, errors):
+        target, gains, error = measured
+        if gains is not None and not gains.mean() > self.min_gain_z * max(snapshot_error(gains), error):
             return self.plan[layer]
         return target[layer]
 
@@ -324,7 +324,7 @@ class BudgetProjectedPlan(Policy):
             return self.check_gains
         _, _, _, per_snapshot = self._plan_grids()
         unbudgeted = replace(self.guard.reward, budget_penalty=0.0)
-        probed_before, gains, errors = self.plans_probed, [], []
+        probed_before, gains, pairs = self.plans_probed, [], []
         for position, snapshot in enumerate(snapshots):
             budget = self.guard.budget_us(snapshot)
             tables = self._tables(env, snapshot)
@@ -339,16 +339,16 @@ class BudgetProjectedPlan(Policy):
             fitted = self._fitted_plan(tables, budget)
             if chosen == fitted:
                 gains.append(0.0)
-                errors.append(0.0)
+                pairs.append(None)
                 continue
             check, kept = (run_policy(env, StaticPolicy(name, plan), [snapshot]) for name, plan in
                            (("check", chosen), ("fitted", fitted)))
             gains.append(check.mean_reward(unbudgeted) - kept.mean_reward(unbudgeted))
-            errors.append(float(paired_node_errors(check.outcomes, kept.outcomes)[0]))
+            pairs.append((check.outcomes[0], kept.outcomes[0]))
         self.plans_probed = probed_before  # counts the held-out snapshots' checks only
         self.check_gains = np.asarray(gains, dtype=np.float64)
         if len(gains) >= 2:
-            error = gain_error(self.check_gains, np.asarray(errors))
+            error = max(snapshot_error(self.check_gains), node_error(pairs))
             self.check_where_greedy_fits = bool(self.check_gains.mean() > self.min_gain_z * error)
         return self.check_gains
 
@@ -380,8 +380,8 @@ class BudgetProjectedPlan(Policy):
     def _best_measured(self, tables: list[np.ndarray], prefix: list[int], left: float):
         """The most valuable plan within ``left`` among the plan and the plans with one layer changed (values
         measured as they are, not summed) that begin with this episode's ``prefix``, with its gain per training
-        snapshot over the plan and the gains' node-level standard errors (zeros without ``node_errors``) when the plan
-        itself is such a plan and fits (else None, None); None if none fits."""
+        snapshot over the plan and the node-level standard error of their mean (0 without ``node_errors``) when the
+        plan itself is such a plan and fits (else None, None); None if none fits."""
         layer = len(prefix)
         candidates = [list(self.plan)] + [
             self.plan[:k] + [a] + self.plan[k + 1:]
@@ -403,8 +403,8 @@ class BudgetProjectedPlan(Policy):
             return plan, None, None
         k = changed[0]
         gains = self.samples[:, k, plan[k]] - self.samples[:, k, self.plan[k]]
-        errors = np.zeros(len(gains)) if self.node_errors is None else self.node_errors[:, k, plan[k]]
-        return plan, gains, errors
+        error = 0.0 if self.node_errors is None else float(self.node_errors[k, plan[k]])
+        return plan, gains, error
 
     @staticmethod
     def _best(tables: list[np.ndarray], values: np.ndarray, left: float) -> tuple[np.ndarray, float]:

@@ -106,6 +106,7 @@ class GNNCompressionEnv(CompressionEnv):
         self.budget_actions = None if budget_actions is None else tuple(int(a) for a in budget_actions)
         self.train_accuracy = train_accuracy
         self._budget: dict[int, float] = {}
+        self._evaluated_nodes: dict[int, np.ndarray] = {}
         self.begin_stream()
 
     def variant(self, *, budget_actions=_SAME, train_accuracy=_SAME) -> "GNNCompressionEnv":
@@ -225,6 +226,7 @@ class GNNCompressionEnv(CompressionEnv):
             budget_fraction=self.budget_fraction(n),
             reference_nbytes=self.reference_nbytes(n),
             correct=correct,
+            nodes=self.evaluated_nodes(n),
         )
 
     # ------------------------------------------------------------------ the goal
@@ -232,6 +234,19 @@ class GNNCompressionEnv(CompressionEnv):
         """The accuracy term of snapshot n: see ``TRAIN_ACCURACY_TERMS``; held-out snapshots use test labels."""
         correct = self.correct_of(n, logits)
         return float(correct.mean()) if correct.size else 0.0
+
+    def evaluated_nodes(self, n: int) -> np.ndarray:
+        """int64 ids of the nodes the accuracy term of snapshot n averages, in the order of ``correct_of``. A stream
+        appends new nodes and keeps the ids of the old ones, so the same id is the same node on every snapshot."""
+        if n not in self._evaluated_nodes:
+            graph = self.graphs[n]
+            if n in self._train and self.train_accuracy == "agreement":
+                nodes = np.arange(graph.num_nodes, dtype=np.int64)
+            else:
+                nodes = np.flatnonzero(graph.val_mask if n in self._train else graph.test_mask).astype(np.int64)
+            nodes.flags.writeable = False  # one array shared by every outcome of the snapshot
+            self._evaluated_nodes[n] = nodes
+        return self._evaluated_nodes[n]
 
     def correct_of(self, n: int, logits: np.ndarray) -> np.ndarray:
         """bool per node the accuracy term of snapshot n averages (``accuracy_of``), in node order: whether the

@@ -1,8 +1,8 @@
 """Standard errors a gain between two plans is judged by: over snapshots and over the snapshots' evaluation nodes.
 
-The node error is checked against ``scipy.stats.sem`` of the per-node differences in correctness, the snapshot error
-against ``scipy.stats.sem`` of the per-snapshot differences; the bound over snapshots against a simulation of
-snapshots that share their nodes.
+Each error is checked against ``scipy.stats.sem`` of what it should be the standard error of: the per-node
+differences in correctness on one snapshot, the nodes' mean differences over snapshots that share their nodes, the
+per-snapshot differences over snapshots.
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from scipy.stats import sem
 from dste.controller import RewardConfig, StaticPolicy
 from dste.controller.baselines import PolicyResult, prefer_recent_plan
 from dste.controller.env import EpisodeOutcome
-from dste.controller.evidence import gain_error, node_error_bound, paired_node_errors, snapshot_error
+from dste.controller.evidence import node_error, snapshot_error
 
 NODES = 500
 
 
-def _outcome(snapshot: int, correct: np.ndarray | None, accuracy: float | None = None) -> EpisodeOutcome:
+def _outcome(snapshot, correct, nodes=None, accuracy=None) -> EpisodeOutcome:
     accuracy = float(correct.mean()) if accuracy is None else accuracy
     return EpisodeOutcome(snapshot=snapshot, accuracy=accuracy, latency_us=1.0, nbytes=1, reference_latency_us=1.0,
-                          correct=correct)
+                          correct=correct, nodes=nodes)
 
 
 def _flip(correct: np.ndarray, gained: int, lost: int, rng) -> np.ndarray:
@@ -33,73 +33,101 @@ def _flip(correct: np.ndarray, gained: int, lost: int, rng) -> np.ndarray:
     return changed
 
 
-def test_the_node_error_is_the_standard_error_of_the_paired_node_differences():
+def _pairs(firsts, seconds, nodes):
+    return [(_outcome(s, a, nodes[s]), _outcome(s, b, nodes[s])) for s, (a, b) in enumerate(zip(firsts, seconds))]
+
+
+def _difference(a, b):
+    return a.astype(float) - b.astype(float)
+
+
+def test_on_one_snapshot_the_node_error_is_the_standard_error_of_the_paired_differences():
     rng = np.random.default_rng(0)
-    base = [rng.random(NODES) < 0.7 for _ in range(3)]
-    other = [_flip(b, 20 + 5 * i, 12, rng) for i, b in enumerate(base)]
-    errors = paired_node_errors([_outcome(i, c) for i, c in enumerate(other)],
-                                [_outcome(i, c) for i, c in enumerate(base)])
-    expected = [sem(o.astype(float) - b.astype(float)) for o, b in zip(other, base)]
-    np.testing.assert_allclose(errors, expected, rtol=1e-12)
+    base = rng.random(NODES) < 0.7
+    other = _flip(base, 20, 12, rng)
+    ids = np.arange(NODES)
+    assert node_error(_pairs([other], [base], [ids])) == pytest.approx(sem(_difference(other, base)), rel=1e-12)
+    assert node_error(_pairs([other], [base], [None])) == pytest.approx(sem(_difference(other, base)), rel=1e-12)
 
 
-def test_identical_predictions_and_missing_correctness_have_no_node_error():
-    correct = np.random.default_rng(1).random(NODES) < 0.5
-    assert paired_node_errors([_outcome(0, correct)], [_outcome(0, correct.copy())]).tolist() == [0.0]
-    assert paired_node_errors([_outcome(0, None, 0.7)], [_outcome(0, correct)]).tolist() == [0.0]
+def test_snapshots_that_part_on_the_same_nodes_do_not_shrink_the_error():
+    """Nine snapshots of the same nodes where the two plans differ on the same nodes every time: the error is one
+    snapshot's, as if the nine were one."""
+    rng = np.random.default_rng(1)
+    base = rng.random(NODES) < 0.7
+    other = _flip(base, 20, 17, rng)
+    ids = np.arange(NODES)
+    error = node_error(_pairs([other] * 9, [base] * 9, [ids] * 9))
+    assert error == pytest.approx(sem(_difference(other, base)), rel=1e-12)
+
+
+def test_snapshots_of_the_same_nodes_give_the_error_of_the_nodes_mean_differences():
+    rng = np.random.default_rng(2)
+    ids = rng.permutation(3 * NODES)[:NODES]  # any ids, in any order, the same on every snapshot
+    bases = [rng.random(NODES) < 0.7 for _ in range(5)]
+    others = [_flip(b, 15 + i, 10, rng) for i, b in enumerate(bases)]
+    differences = np.array([_difference(o, b) for o, b in zip(others, bases)])  # [snapshots, nodes]
+    weights = np.array([1.0, 2.0, 1.0, 4.0, 2.0])
+    expected = sem(np.average(differences, axis=0, weights=weights))
+    assert node_error(_pairs(others, bases, [ids] * 5), weights) == pytest.approx(expected, rel=1e-12)
+    # far below the bound that ignores which nodes the snapshots share: the plans part on different nodes each time
+    bound = node_error(_pairs(others, bases, [None] * 5), weights)
+    assert bound == pytest.approx(np.average([sem(d) for d in differences], weights=weights), rel=1e-12)
+    assert node_error(_pairs(others, bases, [ids] * 5), weights) < 0.6 * bound
+
+
+def test_snapshots_of_different_nodes_give_the_independent_error():
+    rng = np.random.default_rng(3)
+    bases = [rng.random(NODES) < 0.7, rng.random(2 * NODES) < 0.6]
+    others = [_flip(bases[0], 30, 10, rng), _flip(bases[1], 25, 30, rng)]
+    ids = [np.arange(NODES), NODES + np.arange(2 * NODES)]
+    independent = np.sqrt(0.25 * sem(_difference(others[0], bases[0])) ** 2
+                          + 0.25 * sem(_difference(others[1], bases[1])) ** 2)
+    assert node_error(_pairs(others, bases, ids)) == pytest.approx(independent, rel=0.01)
+
+
+def test_identical_plans_and_missing_correctness_have_no_node_error():
+    correct = np.random.default_rng(4).random(NODES) < 0.5
+    ids = np.arange(NODES)
+    assert node_error(_pairs([correct], [correct.copy()], [ids])) == 0.0
+    assert node_error([None, None]) == 0.0
+    assert node_error([(_outcome(0, None, accuracy=0.7), _outcome(0, correct))]) == 0.0
 
 
 def test_outcomes_of_different_snapshots_or_node_sets_are_refused():
     correct = np.ones(10, dtype=bool)
-    with pytest.raises(ValueError, match="same snapshots"):
-        paired_node_errors([_outcome(0, correct)], [])
-    with pytest.raises(ValueError, match="snapshot 1 in one result and 2"):
-        paired_node_errors([_outcome(1, correct)], [_outcome(2, correct)])
+    with pytest.raises(ValueError, match="snapshots 1 and 2"):
+        node_error([(_outcome(1, correct), _outcome(2, correct))])
     with pytest.raises(ValueError, match="10 and 9 nodes"):
-        paired_node_errors([_outcome(0, correct)], [_outcome(0, correct[:9])])
+        node_error([(_outcome(0, correct), _outcome(0, correct[:9]))])
+    with pytest.raises(ValueError, match="different evaluation nodes"):
+        node_error([(_outcome(0, correct, np.arange(10)), _outcome(0, correct, np.arange(1, 11)))])
+    with pytest.raises(ValueError, match="one value per snapshot"):
+        node_error([None, None], np.ones(3))
 
 
 def test_the_snapshot_error_with_equal_weights_is_the_plain_standard_error():
-    differences = np.random.default_rng(2).normal(0.01, 0.02, 9)
+    differences = np.random.default_rng(5).normal(0.01, 0.02, 9)
     assert snapshot_error(differences) == pytest.approx(sem(differences), rel=1e-12)
     assert snapshot_error(differences, np.r_[np.ones(5), np.zeros(4)]) == pytest.approx(sem(differences[:5]), rel=1e-12)
     assert snapshot_error(differences[:1]) == np.inf
-
-
-def test_the_node_bound_holds_for_snapshots_that_share_their_nodes():
-    """Nine snapshots scoring the same nodes: the real spread of the mean gain is that of one snapshot's, which the
-    bound (the mean of the errors) matches and the independent-snapshot formula (divided by three) would not."""
-    rng = np.random.default_rng(3)
-    per_node = rng.choice([-1.0, 0.0, 1.0], size=NODES, p=[0.05, 0.9, 0.05])
-    node_error = sem(per_node)
-    # resample the nodes (the population a validation split is drawn from); every snapshot shares the draw
-    draws = np.array([per_node[rng.integers(0, NODES, NODES)].mean() for _ in range(4000)])
-    bound = node_error_bound(np.full(9, node_error))
-    assert bound == pytest.approx(node_error)
-    assert draws.std() == pytest.approx(bound, rel=0.1)
-    assert draws.std() > 2 * node_error / 3
-
-
-def test_bad_errors_and_weights_are_refused():
-    with pytest.raises(ValueError, match="errors must be"):
-        node_error_bound(np.array([0.1, -0.1]))
-    with pytest.raises(ValueError, match="one value per snapshot"):
-        node_error_bound(np.ones(3), np.ones(2))
     with pytest.raises(ValueError, match="positive sum"):
         snapshot_error(np.ones(3), np.zeros(3))
     with pytest.raises(ValueError, match="differences must be"):
-        gain_error(np.array([np.nan, 1.0]), np.zeros(2))
+        snapshot_error(np.array([np.nan, 1.0]))
 
 
 def _policies_on_shared_nodes(gained: int, lost: int, snapshots: int = 9):
     """A recent plan and a plain one scored on ``snapshots`` snapshots that share their 500 evaluation nodes; the
     recent plan gets the same ``gained`` nodes right and ``lost`` wrong on every one of them."""
-    rng = np.random.default_rng(4)
+    rng = np.random.default_rng(6)
     plain_correct = rng.random(NODES) < 0.7
     recent_correct = _flip(plain_correct, gained, lost, rng)
+    ids = np.arange(NODES)
     recent, plain = StaticPolicy("greedy", [1, 0]), StaticPolicy("greedy", [0, 0])
-    recent.trials = {(1, 0): PolicyResult("t", [_outcome(s, recent_correct) for s in range(snapshots)])}
-    plain.trials = {(0, 0): PolicyResult("t", [_outcome(s, plain_correct) for s in range(snapshots)]), **recent.trials}
+    recent.trials = {(1, 0): PolicyResult("t", [_outcome(s, recent_correct, ids) for s in range(snapshots)])}
+    plain.trials = {(0, 0): PolicyResult("t", [_outcome(s, plain_correct, ids) for s in range(snapshots)]),
+                    **recent.trials}
     return recent, plain
 
 

@@ -4,6 +4,7 @@ import itertools
 
 import numpy as np
 import pytest
+from scipy.stats import sem
 
 from dste.controller import (
     BudgetGuard,
@@ -474,20 +475,20 @@ def test_the_check_is_not_validated_without_enough_evidence():
 @pytest.mark.parametrize("node_error, moves", [(0.01, True), (2.0, False)])
 def test_a_gain_the_snapshots_agree_on_still_needs_to_exceed_its_node_error(node_error, moves):
     """The gain of 1.0 agrees across snapshots (standard error ~0.03); where the snapshots share nodes on which it
-    could be luck (a node error of 2.0 per snapshot), the plan that fits is kept."""
+    could be luck (a node-level error of 2.0), the plan that fits is kept."""
     env = ToyEnv()
     plan, better, values = _fitting_plan_and_a_better_one(env)
     samples = _samples_around(values, [1.0, 0.9, 1.1, 1.0, 0.95, 1.05])
-    node_errors = np.full(samples.shape, node_error)
+    node_errors = np.full(values.shape, node_error)
     guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
     policy = BudgetProjectedPlan(plan, samples.mean(axis=0), guard, samples=samples, node_errors=node_errors)
     assert run_policy(env, policy, [0]).outcomes[0].actions == (better if moves else plan)
 
 
 @pytest.mark.parametrize("samples, node_errors, message", [
-    (None, np.zeros((3, 2, 48)), "must come with samples"),
-    (np.zeros((3, 2, 48)), np.zeros((4, 2, 48)), "have their shape"),
-    (np.zeros((3, 2, 48)), np.full((3, 2, 48), -1.0), "finite and >= 0"),
+    (None, np.zeros((2, 48)), "must come with samples"),
+    (np.zeros((3, 2, 48)), np.zeros((3, 2, 48)), "shape of values"),
+    (np.zeros((3, 2, 48)), np.full((2, 48), -1.0), "finite and >= 0"),
 ])
 def test_bad_node_errors_are_refused(samples, node_errors, message):
     with pytest.raises(ValueError, match=message):
@@ -497,19 +498,21 @@ def test_bad_node_errors_are_refused(samples, node_errors, message):
 
 def test_plan_node_errors_pair_each_one_layer_change_with_the_plan():
     """On the toy (no per-node correctness) every error is 0; on outcomes that carry it, the error of a change is
-    the node error of that plan against the plan's own outcomes."""
+    the standard error of the nodes' mean differences from the plan over the snapshots (they share their nodes)."""
     env = ToyEnv()
     errors = plan_node_errors(env, [3, 5], [0, 1, 2])
-    assert errors.shape == (3, 2, len(env.action_space)) and not errors.any()
+    assert errors.shape == (2, len(env.action_space)) and not errors.any()
     rng = np.random.default_rng(0)
+    nodes = np.arange(200)
     measured = {}
-    for layer, action in [(k, a) for k in range(2) for a in range(len(env.action_space))] + [(0, 3)]:
+    for layer, action in [(k, a) for k in range(2) for a in range(len(env.action_space))]:
         trial = [3, 5]
         trial[layer] = action
         measured[tuple(trial)] = PolicyResult("t", [
             EpisodeOutcome(snapshot=s, accuracy=0.5, latency_us=1.0, nbytes=1, reference_latency_us=1.0,
-                           correct=rng.random(200) < 0.5) for s in (0, 1, 2)])
+                           correct=rng.random(200) < 0.5, nodes=nodes) for s in (0, 1, 2)])
     errors = plan_node_errors(env, [3, 5], [0, 1, 2], measured=measured)
-    assert (errors[:, 0, 3] == 0).all()  # the plan against itself
-    other = measured[(3, 7)].outcomes[1].correct.astype(float) - measured[(3, 5)].outcomes[1].correct.astype(float)
-    assert errors[1, 1, 7] == pytest.approx(np.std(other, ddof=1) / np.sqrt(200))
+    assert errors[0, 3] == 0 and errors[1, 5] == 0  # the plan against itself
+    per_node = np.mean([measured[(3, 7)].outcomes[s].correct.astype(float)
+                        - measured[(3, 5)].outcomes[s].correct.astype(float) for s in range(3)], axis=0)
+    assert errors[1, 7] == pytest.approx(sem(per_node))

@@ -154,11 +154,13 @@ def test_outcome_carries_the_correctness_of_each_node_the_accuracy_averages(env)
         _, outcome = _episode(env, snapshot, actions)
         assert outcome.correct.dtype == bool and outcome.correct.shape == (int(mask.sum()),)
         assert outcome.accuracy == pytest.approx(outcome.correct.mean())
+        np.testing.assert_array_equal(outcome.nodes, np.flatnonzero(mask))
         expected = env.forward_ops(snapshot, actions).numpy().argmax(1)[mask] == graph.y[mask]
         assert np.sum(outcome.correct != expected) <= 2  # a row may flip on an INT8 rounding boundary
     agreement = env.variant(train_accuracy="agreement")
     _, outcome = _episode(agreement, 1, actions)
     assert outcome.correct.shape == (env.graphs[1].num_nodes,)
+    np.testing.assert_array_equal(outcome.nodes, np.arange(env.graphs[1].num_nodes))
     assert outcome.accuracy == pytest.approx(agreement.agreement(1, actions))
 
 
