@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_CHANNEL_LEVELS",
     "DEFAULT_FP16_FRACTIONS",
     "COSTLESS_MIN_SAVING",
+    "compresses_at_least",
     "costless_pruning",
 ]
 
@@ -173,6 +174,14 @@ COSTLESS_MIN_SAVING = 0.005
 be ``costless_pruning``. Where a layer keeps 5 % of its rows in FP16, which rows the sensitivity picks moves with the
 kept channels, and with it the price: on Cora's second GCN layer (``drift`` stream) by -0.55 to +0.22 % for channel
 pruning that frees no weight tile, against 0.86 % and more for the smallest edge pruning on either layer."""
+
+
+def compresses_at_least(space: ActionSpace, candidate: int, reference: int) -> bool:
+    """Whether action ``candidate`` keeps nothing action ``reference`` drops: at least its edge and channel sparsity,
+    at most its FP16 share. Such an action can be more accurate than ``reference`` only by luck or by what its
+    re-fitted rows make up, never by keeping more of the layer."""
+    a, b = space[candidate], space[reference]
+    return a.sparsity >= b.sparsity and a.channel_sparsity >= b.channel_sparsity and a.fp16_fraction <= b.fp16_fraction
 
 
 def costless_pruning(space: ActionSpace, prices: np.ndarray, min_saving: float = COSTLESS_MIN_SAVING) -> np.ndarray:

@@ -17,7 +17,10 @@ only as far as a measurement backs it:
 1. Measured plans first. While the episode follows the plan it moves only among plans whose value was measured as
    it is (the plan and the plans one layer away), takes the most valuable of those that fits, and leaves a plan that
    fits only for a gain that averages more than ``min_gain_z`` standard errors above zero over the training
-   snapshots: the larger of the errors over snapshots and over their evaluation nodes (``dste.controller.evidence``).
+   snapshots. A move to an action that compresses as much or more (``compresses_at_least``) must also beat the
+   error over the snapshots' evaluation nodes (``dste.controller.evidence``): it can be more accurate than the plan
+   only by what its re-fitted rows make up or by luck, and the training snapshots share their validation nodes, so
+   luck repeats on every one of them. A move that keeps more of the layer is not held to it.
 2. The sum where no measured plan fits. Where no plan one change away fits (or the episode already left the plan),
    the summed values choose; where nothing fits (the earlier layers already overspent), the cheapest action is
    taken, as ``BudgetGuard`` does. Without a budget the plan itself is returned.
@@ -52,6 +55,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from dste.controller.baselines import Policy, PolicyResult, StaticPolicy, run_policy
+from dste.controller.actions import compresses_at_least
 from dste.controller.env import CompressionEnv
 from dste.controller.evidence import node_error, snapshot_error
 from dste.controller.guard import BudgetGuard, budget_slack_us
@@ -154,7 +158,8 @@ class BudgetProjectedPlan(Policy):
     moves among measured plans (one layer changed) and leaves a plan that fits only for a gain ``min_gain_z``
     standard errors above zero (module docstring). Without them, the most valuable plan by summed values is taken.
     ``node_errors``: the node-level standard error of each of those moves' mean gains over the training snapshots
-    (``plan_node_errors``, the shape of ``values``); without them the error over snapshots alone decides.
+    (``plan_node_errors``, the shape of ``values``), which a move to an action that compresses as much or more
+    (``compresses_at_least``) must beat too; without them the error over snapshots alone decides.
     ``probe`` and ``probe_plans``: the per-snapshot agreement check of the module docstring, where the environment
     implements ``agreement``; ``plans_probed`` counts the plans it ran.
     """
@@ -380,8 +385,9 @@ class BudgetProjectedPlan(Policy):
     def _best_measured(self, tables: list[np.ndarray], prefix: list[int], left: float):
         """The most valuable plan within ``left`` among the plan and the plans with one layer changed (values
         measured as they are, not summed) that begin with this episode's ``prefix``, with its gain per training
-        snapshot over the plan and the node-level standard error of their mean (0 without ``node_errors``) when the
-        plan itself is such a plan and fits (else None, None); None if none fits."""
+        snapshot over the plan and the node-level standard error their mean must beat (0 without ``node_errors``, or
+        where the move keeps more of the layer in some way) when the plan itself is such a plan and fits (else None,
+        None); None if none fits."""
         layer = len(prefix)
         candidates = [list(self.plan)] + [
             self.plan[:k] + [a] + self.plan[k + 1:]
@@ -403,7 +409,9 @@ class BudgetProjectedPlan(Policy):
             return plan, None, None
         k = changed[0]
         gains = self.samples[:, k, plan[k]] - self.samples[:, k, self.plan[k]]
-        error = 0.0 if self.node_errors is None else float(self.node_errors[k, plan[k]])
+        error = 0.0
+        if self.node_errors is not None and compresses_at_least(self.guard.env.action_space, plan[k], self.plan[k]):
+            error = float(self.node_errors[k, plan[k]])
         return plan, gains, error
 
     @staticmethod

@@ -17,6 +17,7 @@ from dste.controller import (
     plan_values,
     run_policy,
 )
+from dste.controller.actions import ActionSpace, compresses_at_least
 from dste.controller.baselines import PolicyResult
 from dste.controller.env import FP32_ACTION, EpisodeOutcome
 
@@ -483,6 +484,35 @@ def test_a_gain_the_snapshots_agree_on_still_needs_to_exceed_its_node_error(node
     guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
     policy = BudgetProjectedPlan(plan, samples.mean(axis=0), guard, samples=samples, node_errors=node_errors)
     assert run_policy(env, policy, [0]).outcomes[0].actions == (better if moves else plan)
+
+
+def test_a_move_that_keeps_more_of_the_layer_is_not_held_to_the_node_error():
+    """The same gain, but the better plan prunes fewer edges than the plan: the node-level error does not apply."""
+    env = ToyEnv()
+    space = env.action_space
+    plan, _, values = _fitting_plan_and_a_better_one(env)
+    keeps_more = [plan[0], space.nearest(0.0, 0.0)]
+    values[1] = -1.0
+    values[1, plan[1]], values[1, keeps_more[1]] = 0.0, 1.0
+    budget_us = BUDGET * env.reference_latency(0)
+    assert env._latency(0, keeps_more[0]) + env._latency(1, keeps_more[1]) <= budget_us
+    samples = _samples_around(values, [1.0, 0.9, 1.1, 1.0, 0.95, 1.05])
+    guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
+    policy = BudgetProjectedPlan(plan, samples.mean(axis=0), guard, samples=samples,
+                                 node_errors=np.full(values.shape, 2.0))
+    assert run_policy(env, policy, [0]).outcomes[0].actions == keeps_more
+
+
+def test_compresses_at_least_orders_actions_by_what_they_keep():
+    space = ActionSpace()
+    int8, fp16 = space.nearest(0.0, 0.0), space.nearest(0.0, 1.0)
+    pruned = space.nearest(0.5, 0.0, channel_sparsity=0.25)
+    assert compresses_at_least(space, pruned, int8) and compresses_at_least(space, int8, fp16)
+    assert compresses_at_least(space, int8, int8)
+    assert not compresses_at_least(space, int8, pruned) and not compresses_at_least(space, fp16, int8)
+    edges_only, channels_only = space.nearest(0.5, 0.0), space.nearest(0.0, 0.0, channel_sparsity=0.5)
+    assert not compresses_at_least(space, edges_only, channels_only)
+    assert not compresses_at_least(space, channels_only, edges_only)
 
 
 @pytest.mark.parametrize("samples, node_errors, message", [
