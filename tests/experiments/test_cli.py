@@ -304,6 +304,8 @@ def test_quick_run_end_to_end(tmp_path, capsys):
     kept = fallback["recency_gain"] > fallback["recency_gain_standard_error"] or (
         fallback["recency_plan_actions"] == fallback["plain_plan_actions"])
     assert fallback["recency_plan_kept"] is kept
+    errors = fallback["recency_gain_errors"]  # over snapshots and over the validation nodes; the larger decides
+    assert fallback["recency_gain_standard_error"] == max(errors["snapshots"], errors["nodes"])
     assert fallback["plan_actions"] == fallback["recency_plan_actions" if kept else "plain_plan_actions"]
 
 
