@@ -32,7 +32,7 @@ from dste.controller.env import EpisodeOutcome
 
 __all__ = ["node_error", "snapshot_error"]
 
-Pair = "tuple[EpisodeOutcome, EpisodeOutcome] | None"
+Pair = tuple[EpisodeOutcome, EpisodeOutcome] | None  # two plans' outcomes on one snapshot; None: the same plan
 
 
 def _normalised(weights: np.ndarray | None, count: int) -> np.ndarray:
