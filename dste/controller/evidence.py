@@ -67,9 +67,11 @@ def node_error(pairs: Sequence[Pair], weights: np.ndarray | None = None) -> floa
     were the same there (no difference). Clustered by node where every outcome names its nodes (``nodes``); else the
     weighted mean of the per-snapshot errors, which bounds it. 0 where no outcome carries per-node correctness."""
     weights = _normalised(weights, len(pairs))
-    measured = [(w, a, b, _differences(a, b)) for w, pair in zip(weights, pairs) if pair is not None
-                for a, b in [pair]]
-    measured = [(w, a, d) for w, a, b, d in measured if d is not None and d.size > 0 and w > 0]
+    measured = []  # (weight, first outcome, its per-node differences) of each snapshot that has some
+    for w, pair in zip(weights, pairs):
+        difference = None if pair is None else _differences(*pair)
+        if difference is not None and difference.size > 0 and w > 0:
+            measured.append((w, pair[0], difference))
     if not measured:
         return 0.0
     if all(a.nodes is not None for _, a, _ in measured):

@@ -62,8 +62,8 @@ from dste.controller.guard import BudgetGuard, budget_slack_us
 from dste.controller.reward import RewardConfig
 
 __all__ = [
-    "BudgetProjectedPlan", "MOVE_MIN_GAIN_Z", "PROBE_MIN_AGREEMENT_GAIN", "PROBE_PLANS", "plan_node_errors",
-    "plan_values",
+    "BudgetProjectedPlan", "MOVE_MIN_GAIN_Z", "PROBE_MIN_AGREEMENT_GAIN", "PROBE_PLANS", "one_layer_trials",
+    "plan_node_errors", "plan_values",
 ]
 
 MOVE_MIN_GAIN_Z = 1.0
@@ -80,6 +80,33 @@ PROBE_ENUMERATION_LIMIT = 48 ** 3
 """Most plans enumerated to find the candidates (every plan of a model of up to three layers)."""
 
 
+def one_layer_trials(
+    env: CompressionEnv,
+    plan: Sequence[int],
+    snapshots: Sequence[int],
+    measured: Mapping[tuple[int, ...], PolicyResult] | None = None,
+) -> dict[tuple[int, ...], PolicyResult]:
+    """``plan`` and every plan with one layer changed (a tuple of actions each), with its result on ``snapshots``:
+    taken from ``measured`` (results of plans already run on the same ``snapshots``, e.g. ``greedy_search(...).trials``)
+    where there, else run. On a graph whose layer outputs do not all fit the environment's run cache, running a plan
+    again costs as much as the search did, so ``plan_values`` and ``plan_node_errors`` share one call's results."""
+    plan = [int(a) for a in plan]
+    if len(plan) != env.num_layers:
+        raise ValueError(f"the plan has {len(plan)} actions, the environment {env.num_layers} layers")
+    if not snapshots:
+        raise ValueError("one_layer_trials needs at least one snapshot")
+    trials: dict[tuple[int, ...], PolicyResult] = {}
+    for layer in range(env.num_layers):
+        for action in range(len(env.action_space)):
+            trial = list(plan)
+            trial[layer] = action
+            key = tuple(trial)
+            if key not in trials:
+                result = (measured or {}).get(key)
+                trials[key] = result if result is not None else run_policy(env, StaticPolicy("trial", trial), snapshots)
+    return trials
+
+
 def plan_values(
     env: CompressionEnv,
     reward: RewardConfig,
@@ -93,25 +120,16 @@ def plan_values(
     layer changed to each action in turn (row l, column a: layer l runs ``a``, the others their plan action).
     ``per_snapshot``: also return those rewards per snapshot, float64 [snapshots, layers, actions].
 
-    ``measured``: results of plans already run on the same ``snapshots`` (e.g. ``greedy_search(...).trials``),
-    reused instead of run again; on a graph whose layer outputs do not all fit the environment's run cache,
-    running them again costs as much as the search did. ``weights``: one per snapshot, for a weighted mean (the
-    per-snapshot rewards are returned as they are)."""
+    ``measured``: as in ``one_layer_trials`` (its result, or plans already run on the same ``snapshots``).
+    ``weights``: one per snapshot, for a weighted mean (the per-snapshot rewards are returned as they are)."""
     plan = [int(a) for a in plan]
-    if len(plan) != env.num_layers:
-        raise ValueError(f"plan_values: the plan has {len(plan)} actions, the environment {env.num_layers} layers")
-    if not snapshots:
-        raise ValueError("plan_values needs at least one snapshot")
+    trials = one_layer_trials(env, plan, snapshots, measured)
     unbudgeted = replace(reward, budget_penalty=0.0)
     values = np.empty((env.num_layers, len(env.action_space)))
     samples = np.empty((len(snapshots), env.num_layers, len(env.action_space)))
     for layer in range(env.num_layers):
         for action in range(len(env.action_space)):
-            trial = list(plan)
-            trial[layer] = action
-            result = (measured or {}).get(tuple(trial))
-            if result is None:
-                result = run_policy(env, StaticPolicy("trial", trial), snapshots)
+            result = trials[tuple(plan[:layer] + [action] + plan[layer + 1:])]
             values[layer, action] = result.mean_reward(unbudgeted, weights)
             samples[:, layer, action] = result.rewards(unbudgeted)
     return (values, samples) if per_snapshot else values
@@ -126,26 +144,15 @@ def plan_node_errors(
     """float64 [layers, actions]: the standard error over the evaluation nodes of ``snapshots`` of the mean accuracy
     difference between ``plan`` with one layer changed (row l, column a: layer l runs ``a``) and ``plan`` itself
     (``dste.controller.evidence.node_error``; 0 where the environment gives no per-node correctness). ``measured``
-    as in ``plan_values``: plans already run on the same ``snapshots``."""
+    as in ``plan_values``."""
     plan = [int(a) for a in plan]
-    if len(plan) != env.num_layers:
-        raise ValueError(f"plan_node_errors: the plan has {len(plan)} actions, the environment {env.num_layers} layers")
-    if not snapshots:
-        raise ValueError("plan_node_errors needs at least one snapshot")
-    known = dict(measured or {})
-
-    def result_of(trial: tuple[int, ...]) -> PolicyResult:
-        if trial not in known:
-            known[trial] = run_policy(env, StaticPolicy("trial", trial), snapshots)
-        return known[trial]
-
-    base = result_of(tuple(plan))
+    trials = one_layer_trials(env, plan, snapshots, measured)
+    base = trials[tuple(plan)].outcomes
     errors = np.empty((env.num_layers, len(env.action_space)))
     for layer in range(env.num_layers):
         for action in range(len(env.action_space)):
-            trial = list(plan)
-            trial[layer] = action
-            errors[layer, action] = node_error(list(zip(result_of(tuple(trial)).outcomes, base.outcomes)))
+            changed = trials[tuple(plan[:layer] + [action] + plan[layer + 1:])].outcomes
+            errors[layer, action] = node_error(list(zip(changed, base)))
     return errors
 
 

@@ -53,6 +53,11 @@ _SAME = object()  # variant(): keep this field of the goal
 
 
 
+def _share(correct: np.ndarray) -> float:
+    """The share of True in a per-node correctness vector; 0 for a snapshot with no evaluation nodes."""
+    return float(correct.mean()) if correct.size else 0.0
+
+
 def _check_indices(name: str, values) -> None:
     """Snapshot and action indices are ints: ``int(1.5)`` would quietly make a held-out snapshot a training one."""
     bad = [v for v in values if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))]
@@ -216,7 +221,7 @@ class GNNCompressionEnv(CompressionEnv):
         correct = self.correct_of(n, logits)
         return EpisodeOutcome(
             snapshot=n,
-            accuracy=float(correct.mean()) if correct.size else 0.0,
+            accuracy=_share(correct),
             latency_us=self.spent_latency(),
             nbytes=int(sum(breakdown.values())),
             bytes_by_kind=breakdown,
@@ -232,8 +237,7 @@ class GNNCompressionEnv(CompressionEnv):
     # ------------------------------------------------------------------ the goal
     def accuracy_of(self, n: int, logits: np.ndarray) -> float:
         """The accuracy term of snapshot n: see ``TRAIN_ACCURACY_TERMS``; held-out snapshots use test labels."""
-        correct = self.correct_of(n, logits)
-        return float(correct.mean()) if correct.size else 0.0
+        return _share(self.correct_of(n, logits))
 
     def evaluated_nodes(self, n: int) -> np.ndarray:
         """int64 ids of the nodes the accuracy term of snapshot n averages, in the order of ``correct_of``. A stream
@@ -251,12 +255,11 @@ class GNNCompressionEnv(CompressionEnv):
     def correct_of(self, n: int, logits: np.ndarray) -> np.ndarray:
         """bool per node the accuracy term of snapshot n averages (``accuracy_of``), in node order: whether the
         prediction matches the label (or, under the "agreement" term, the FP32 model's prediction)."""
-        graph = self.graphs[n]
-        predicted = logits.argmax(axis=1)
+        nodes = self.evaluated_nodes(n)
+        predicted = logits.argmax(axis=1)[nodes]
         if n in self._train and self.train_accuracy == "agreement":
-            return predicted == self.layers.fp32_predictions(n)
-        mask = graph.val_mask if n in self._train else graph.test_mask
-        return predicted[mask] == graph.y[mask]
+            return predicted == self.layers.fp32_predictions(n)[nodes]
+        return predicted == self.graphs[n].y[nodes]
 
     def budget_fraction(self, snapshot: int) -> float | None:
         """Latency of ``budget_actions`` on ``snapshot`` / reference latency: a label-free, per-snapshot

@@ -61,6 +61,7 @@ from dste.controller import (
     int8_multiple_budget,
     microsecond_budget,
     calibrate_margin,
+    one_layer_trials,
     plan_node_errors,
     plan_values,
     dominates,
@@ -427,12 +428,13 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     plan, recency_choice = prefer_recent_plan(recent, plain, reward, recency)
     plan_weights = recency if recency_choice.recent_kept else None
     # That plan fitted to each snapshot's budget (label-free): a baseline, and the DQN's fallback.
+    neighbours = one_layer_trials(env, plan.actions, train_ids, measured=plain.trials)  # each run once, shared
     values, samples = plan_values(
-        env, reward, plan.actions, train_ids, measured=plain.trials, per_snapshot=True, weights=plan_weights
+        env, reward, plan.actions, train_ids, measured=neighbours, per_snapshot=True, weights=plan_weights
     )
     # The node-level noise of each move's gain: the training snapshots share their validation nodes, so a gain over
     # snapshots can be the luck of those few hundred nodes (dste.controller.evidence).
-    node_errors = plan_node_errors(env, plan.actions, train_ids, measured=plain.trials)
+    node_errors = plan_node_errors(env, plan.actions, train_ids, measured=neighbours)
     projected = BudgetProjectedPlan(
         plan.actions, values, guard, samples=samples, probe=config.probe, node_errors=node_errors
     )
