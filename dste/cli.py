@@ -46,7 +46,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
              "'pubmed-like' (generated, CiteSeer's / PubMed's size: 3,327 / 19,717 nodes), 'arxiv-scale' "
              "/ 'arxiv-scale-local' (generated, 169,343 nodes, 85 %% / 95 %% of edges inside a community), "
              "'csbm:key=value,...' (a generated CSBM graph: cora-like with the named fields of "
-             "dste.data.CSBMParams changed, e.g. csbm:num_nodes=5000,locality=0.6), 'cora'/'citeseer'/'pubmed' "
+             "dste.data.CSBMParams changed, e.g. csbm:num_nodes=5000,locality=0.6; a graph too small for 500 "
+             "validation and 1,000 test nodes gets Cora's share of its nodes unless num_val/num_test are named), "
+             "'cora'/'citeseer'/'pubmed' "
              "(raw Planetoid files under --root), 'ogbn-<name>' (an unpacked OGB node-property folder under "
              "--root), or a path to a .npz CSR bundle",
     )

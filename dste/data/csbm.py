@@ -54,7 +54,8 @@ class CSBMParams:
     mu:             class signal strength of the features (distance of class means from 0).
     community_shift: strength of the per-community feature offset (0 disables it).
     class_concentration: Dirichlet concentration of the class proportions (large = balanced).
-    train_per_class, num_val, num_test: Planetoid-style split sizes.
+    train_per_class, num_val, num_test: Planetoid-style split sizes. Where neither split size is named and the
+                    graph is too small for them (``resolve_params``), both shrink to fit (``split_that_fits``).
     """
 
     name: str = "csbm"
@@ -150,12 +151,32 @@ PRESETS["pubmed-like"] = replace(
 )
 
 
+PLANETOID_SPLIT_SHARE = 1500 / 2568
+"""Share of the nodes left after the training picks that Cora's public split gives to validation and test (500 + 1,000
+of 2,708 - 140): a graph too small for the fixed sizes gets this share, validation and test in their ratio."""
+
+
+def split_that_fits(params: CSBMParams) -> CSBMParams:
+    """``params`` with ``num_val`` and ``num_test`` shrunk, in their ratio, to ``PLANETOID_SPLIT_SHARE`` of the nodes
+    left after the training picks where the graph is too small for them; unchanged where they fit (every graph of
+    2,708 nodes or more with Planetoid's sizes) or where no node is left, which ``planetoid_split`` refuses."""
+    left = params.num_nodes - params.train_per_class * params.num_classes
+    wanted = params.num_val + params.num_test
+    if left <= 0 or wanted <= left:
+        return params
+    total = int(np.floor(left * PLANETOID_SPLIT_SHARE))
+    num_val = int(round(total * params.num_val / wanted))
+    return replace(params, num_val=num_val, num_test=total - num_val)
+
+
 def preset_names() -> list[str]:
     return sorted(PRESETS)
 
 
 def resolve_params(preset_or_params: "str | CSBMParams | dict", **overrides) -> CSBMParams:
-    """A CSBMParams from a preset name, a params object or a dict of fields, plus overrides."""
+    """A CSBMParams from a preset name, a params object or a dict of fields, plus overrides. Where a preset or a dict
+    is resized and names neither ``num_val`` nor ``num_test``, those shrink to fit a graph too small for them
+    (``split_that_fits``); split sizes a caller names are kept, and refused by the split if they do not fit."""
     if isinstance(preset_or_params, CSBMParams):
         params = preset_or_params
     elif isinstance(preset_or_params, str):
@@ -171,8 +192,11 @@ def resolve_params(preset_or_params: "str | CSBMParams | dict", **overrides) -> 
         raise TypeError(
             f"expected a preset name {preset_names()}, a CSBMParams or a dict, got {type(preset_or_params).__name__}"
         )
+    named = set(overrides) | (set(preset_or_params) if isinstance(preset_or_params, dict) else set())
     if overrides:
         params = replace(params, **overrides)
+    if not isinstance(preset_or_params, CSBMParams) and not named & {"num_val", "num_test"}:
+        params = split_that_fits(params)
     params.validate()
     return params
 

@@ -145,6 +145,29 @@ def test_params_object_and_dict_are_accepted():
                            community_size=(16, 40), num_val=100, num_test=200)).num_nodes == 600
 
 
+def test_a_graph_too_small_for_planetoids_split_sizes_gets_a_split_that_fits():
+    """800 nodes of 4 classes: 80 training picks leave 720, short of 500 + 1,000; unnamed split sizes take Cora's share
+    of them (1,500 of 2,568) in Cora's 1:2 ratio, and every node is in at most one split."""
+    g = make_graph("cora-like", seed=0, num_nodes=800, num_edges=3000, num_classes=4, homophily=0.6, locality=0.3)
+    left = 800 - 4 * 20
+    val, test = int(g.val_mask.sum()), int(g.test_mask.sum())
+    assert g.train_mask.sum() == 80 and val + test == int(left * 1500 / 2568)
+    assert abs(test - 2 * val) <= 1
+    assert not (g.train_mask & g.val_mask).any() and not ((g.train_mask | g.val_mask) & g.test_mask).any()
+    # a graph the sizes fit keeps them, whatever else changes
+    fits = make_graph("cora-like", seed=0, num_nodes=2000, num_edges=6000, num_features=32)
+    assert (fits.val_mask.sum(), fits.test_mask.sum()) == (500, 1000)
+
+
+def test_split_sizes_a_caller_names_are_kept_and_refused_if_they_do_not_fit():
+    with pytest.raises(ValueError, match="only 720 nodes left after training picks; need num_val \\+ num_test = 900"):
+        make_graph("cora-like", seed=0, num_nodes=800, num_edges=3000, num_classes=4, homophily=0.6, locality=0.3,
+                   num_val=300, num_test=600)
+    named = make_graph({"num_nodes": 800, "num_edges": 3000, "num_classes": 4, "homophily": 0.6, "locality": 0.3,
+                        "num_test": 200})
+    assert (named.val_mask.sum(), named.test_mask.sum()) == (500, 200)
+
+
 @pytest.mark.slow
 def test_arxiv_scale_preset_statistics():
     params = PRESETS["arxiv-scale"]
