@@ -131,7 +131,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_main(args: argparse.Namespace) -> int:
-    from dste.experiments.pipeline import RunConfig, format_table, run
+    from dste.experiments.pipeline import RunConfig, budget_note, format_table, run
 
     config = RunConfig(
         dataset=args.dataset, root=args.root, seeds=args.seeds, snapshots=args.snapshots, episodes=args.episodes,
@@ -141,7 +141,7 @@ def _run_main(args: argparse.Namespace) -> int:
         jobs=args.jobs, fp32_snapshots=args.fp32_snapshots,
     )
     report = run(config)
-    print(format_table(report["summary"], config.target, quick=config.quick))
+    print(format_table(report["summary"], config.target, quick=config.quick, note=budget_note(report["budget_out_of_reach"])))
     print()
     acceptance = report["acceptance"]
     print("acceptance on held-out snapshots:")

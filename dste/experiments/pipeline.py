@@ -550,6 +550,11 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         "stream_seed": stream.seed,
         "model_seed": model_seed,
         "fp32_latency_us": [_fp32_latency_of(env)(n) for n in heldout_ids],
+        # the least any plan can spend on each held-out snapshot: every layer at its cheapest action (latency_table
+        # is exact for actions without a partial FP16 share, which the cheapest never has)
+        "cheapest_latency_us": [
+            float(sum(np.min(env.latency_table(n, layer)) for layer in range(env.num_layers))) for n in heldout_ids
+        ],
         "budget_of_fp32": [env.budget_of_fp32(n) for n in heldout_ids] if schedule is not None else None,
         "fallback": {
             "margin": margin, "margin_scores": margin_scores, "greedy_actions": list(greedy.actions),
@@ -642,6 +647,44 @@ def _share_within_budget(rows: list[dict]) -> float | None:
     if not pairs or any(budget is None for _, budget in pairs):
         return None
     return float(np.mean([latency <= budget + budget_slack_us(budget) for latency, budget in pairs]))
+
+
+def budget_out_of_reach(per_seed: list[dict]) -> dict | None:
+    """Where the latency budget asks for less than any plan can spend: the held-out snapshots (over all seeds) whose
+    budget, as the guard enforces it, is below the cheapest plan's modelled latency, with the range of both and the
+    cheapest plan's share of FP32's latency. The controller takes the cheapest plan there and its row overspends.
+    None where every budget is within reach or the run has none."""
+    budgets = [seed["policies"]["dste_dqn"]["per_snapshot_budget_us"] for seed in per_seed]
+    cheapest = [seed.get("cheapest_latency_us") for seed in per_seed]
+    if any(c is None for c in cheapest):
+        return None
+    fp32 = [seed["fp32_latency_us"] for seed in per_seed]
+    missed = [(b, c, c / f) for bs, cs, fs in zip(budgets, cheapest, fp32) for b, c, f in zip(bs, cs, fs)
+              if b is not None and b + budget_slack_us(b) < c]
+    if not missed:
+        return None
+    budget, least, share = (np.array(column) for column in zip(*missed))
+    return {
+        "snapshots": len(missed), "of": sum(len(bs) for bs in budgets),
+        "budget_us": [float(budget.min()), float(budget.max())],
+        "cheapest_plan_us": [float(least.min()), float(least.max())],
+        "cheapest_plan_share_of_fp32": [float(share.min()), float(share.max())],
+    }
+
+
+def budget_note(reach: dict | None) -> str | None:
+    """The line the table opens with where ``budget_out_of_reach`` found snapshots, else None."""
+    if reach is None:
+        return None
+    def span(bounds: list[float]) -> str:
+        low, high = (f"{bound:.2f}" for bound in bounds)
+        return low if low == high else f"{low}-{high}"
+
+    reachable = np.ceil(reach["cheapest_plan_share_of_fp32"][1] * 100 + 1e-9) / 100
+    return (f"LATENCY BUDGET OUT OF REACH on {reach['snapshots']} of {reach['of']} held-out snapshots: a budget of "
+            f"{span(reach['budget_us'])} us, the cheapest plan {span(reach['cheapest_plan_us'])} us "
+            f"({span(reach['cheapest_plan_share_of_fp32'])} of FP32's modelled latency); the controller takes the "
+            f"cheapest plan there and overspends. --budget {reachable:.2f}fp32 or more is within reach there.")
 
 
 def _acceptance(summary: dict) -> dict:
@@ -790,14 +833,16 @@ SMOKE_RUN_NOTE = (
 )
 
 
-def format_table(summary: dict, target: str, names=None, quick: bool = False) -> str:
+def format_table(summary: dict, target: str, names=None, quick: bool = False, note: str | None = None) -> str:
+    """The table ``dste run`` prints and writes to ``table.txt``; ``note``: a line it opens with (after the smoke-run
+    note), such as ``budget_note``'s."""
     names = names or [n for n in PAPER_ROWS if n in summary] + [n for n in summary if n not in PAPER_ROWS]
     header = (
         f"{'policy':<28} {'accuracy (mean +/- std)':>24} {'memory bytes':>13} {'graph':>9} {'features':>10} "
         f"{'weights':>9} {'activ.':>9} {'latency us (modelled, ' + target + ')':>32} {'CPU ms':>8} {'reward':>8} "
         f"{'vs FP32 pt (paired)':>20}"
     )
-    lines = ([SMOKE_RUN_NOTE] if quick else []) + [header, "-" * len(header)]
+    lines = ([SMOKE_RUN_NOTE] if quick else []) + ([note] if note else []) + [header, "-" * len(header)]
     for i, name in enumerate(names):
         if i == len(PAPER_ROWS) and len(names) > len(PAPER_ROWS):
             lines.append("  other baselines (same harness):")
@@ -1006,6 +1051,7 @@ def run(config: RunConfig) -> dict:
         "acceptance": _acceptance(summary),
         "frontier": _frontier_summary(per_seed, summary),
         "oracle": _oracle_summary(per_seed, summary),
+        "budget_out_of_reach": budget_out_of_reach(per_seed),
         "per_seed": per_seed,
         "controller_checkpoint": str(checkpoint),
         "wall_time_s": None,
@@ -1013,7 +1059,7 @@ def run(config: RunConfig) -> dict:
     if config.quick:
         report["smoke_run"] = True
         report["smoke_run_note"] = SMOKE_RUN_NOTE
-    table = format_table(summary, config.target, quick=config.quick)
+    table = format_table(summary, config.target, quick=config.quick, note=budget_note(report["budget_out_of_reach"]))
     report["wall_time_s"] = time.perf_counter() - start
     from dste.format.io import atomic_write
 

@@ -140,3 +140,25 @@ def test_policy_cpu_times_are_interleaved_and_the_shortest_round_is_kept(monkeyp
     times = pipeline._cpu_times_ms(Env(), 0, {"a": ["a"], "b": ["b"]}, repeats=3)
     assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-ups, then rounds in alternating order
     assert times == pytest.approx({"a": 1.0, "b": 2.0})
+
+
+def _seed_with_budgets(budgets, cheapest, fp32):
+    return {"policies": {"dste_dqn": {"per_snapshot_budget_us": budgets}}, "cheapest_latency_us": cheapest,
+            "fp32_latency_us": fp32}
+
+
+def test_a_budget_below_the_cheapest_plan_is_named_at_the_top_of_the_table():
+    from dste.experiments.pipeline import budget_note, budget_out_of_reach
+
+    per_seed = [_seed_with_budgets([13.0, 30.0], [20.0, 21.0], [26.0, 28.0]),
+                _seed_with_budgets([12.0, 25.0], [20.5, 20.0], [26.0, 26.0])]
+    reach = budget_out_of_reach(per_seed)
+    assert reach == {"snapshots": 2, "of": 4, "budget_us": [12.0, 13.0], "cheapest_plan_us": [20.0, 20.5],
+                     "cheapest_plan_share_of_fp32": [20.0 / 26.0, 20.5 / 26.0]}
+    note = budget_note(reach)
+    assert "OUT OF REACH on 2 of 4 held-out snapshots" in note and "--budget 0.79fp32 or more" in note
+    assert format_table(_summary(), "trn2", note=note).splitlines()[0] == note
+    # within reach (or no budget at all): no note
+    assert budget_out_of_reach([_seed_with_budgets([25.0], [20.0], [26.0])]) is None
+    assert budget_out_of_reach([_seed_with_budgets([None], [20.0], [26.0])]) is None
+    assert budget_note(None) is None
