@@ -206,26 +206,43 @@ def fp32_budget_fraction(budget: str) -> float:
 CSBM_PREFIX = "csbm:"
 
 
+CSBM_REAL_KNOBS = ("homophily", "locality", "mu", "degree_sigma", "community_shift", "class_concentration")
+"""The fields of dste.data.CSBMParams a 'csbm:' spec reads as real numbers; the others (but ``name`` and
+``community_size``) are whole numbers."""
+
+
 def _csbm_spec(spec: str) -> dict:
-    """Generator knobs of a 'csbm:key=value,...' dataset (keys of dste.data.CSBMParams; base = cora-like)."""
+    """Generator knobs of a 'csbm:key=value,...' dataset (keys of dste.data.CSBMParams; base = cora-like).
+    ``community_size=MIN-MAX`` gives the range of community sizes."""
     from dste.data import CSBMParams
 
-    allowed = {name: field.type for name, field in CSBMParams.__dataclass_fields__.items()}
+    allowed = list(CSBMParams.__dataclass_fields__)
     knobs: dict = {}
     body = spec[len(CSBM_PREFIX):]
     for item in filter(None, (part.strip() for part in body.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or key not in allowed or key in ("community_size",):
-            raise ValueError(
-                f"--dataset {spec!r}: {item!r} is not key=value with a key of CSBMParams "
-                f"({', '.join(k for k in allowed if k != 'community_size')})"
-            )
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or key not in allowed:
+            raise ValueError(f"--dataset {spec!r}: {item!r} is not key=value with a key of CSBMParams "
+                             f"({', '.join(allowed)})")
         if key == "name":
             knobs[key] = value
-            continue
-        number = float(value)
-        knobs[key] = int(number) if number.is_integer() and key not in ("homophily", "locality", "mu", "degree_sigma",
-                                                                        "community_shift", "class_concentration") else number
+        elif key == "community_size":
+            low, dash, high = value.partition("-")
+            if not (dash and low.isdigit() and high.isdigit()):
+                raise ValueError(f"--dataset {spec!r}: community_size must be MIN-MAX in whole nodes (e.g. 16-64), "
+                                 f"got {value!r}")
+            knobs[key] = (int(low), int(high))
+        else:
+            try:
+                number = float(value)
+            except ValueError:
+                raise ValueError(f"--dataset {spec!r}: {key} must be a number, got {value!r}") from None
+            if key in CSBM_REAL_KNOBS:
+                knobs[key] = number
+            elif number.is_integer():
+                knobs[key] = int(number)
+            else:
+                raise ValueError(f"--dataset {spec!r}: {key} must be a whole number, got {value!r}")
     return knobs
 
 

@@ -1,5 +1,6 @@
 """dste run's budget modes, stream presets and generated-dataset specs (parsing and validation only)."""
 
+import numpy as np
 import pytest
 
 from dste.cli import main
@@ -34,6 +35,22 @@ def test_csbm_spec_builds_the_requested_graph():
 def test_csbm_spec_refuses_unknown_keys():
     with pytest.raises(ValueError, match="CSBMParams"):
         _csbm_spec("csbm:nodes=10")
+
+
+def test_csbm_spec_takes_a_community_size_range_and_refuses_malformed_values():
+    knobs = _csbm_spec("csbm:num_nodes=1500,num_edges=4000,community_size=16-64")
+    assert knobs == {"num_nodes": 1500, "num_edges": 4000, "community_size": (16, 64)}
+    graph = _load_base(RunConfig(dataset="csbm:num_nodes=1500,num_edges=4000,num_classes=3,community_size=16-64"))
+    sizes = np.bincount(graph.communities)
+    assert sizes[sizes > 0].min() >= 16 and sizes.max() <= 64
+    for spec, message in (("csbm:num_nodes=abc", "num_nodes must be a number, got 'abc'"),
+                          ("csbm:num_nodes=1000.5", "num_nodes must be a whole number"),
+                          ("csbm:community_size=16", "community_size must be MIN-MAX"),
+                          ("csbm:community_size=a-b", "community_size must be MIN-MAX")):
+        with pytest.raises(ValueError, match=message):
+            _csbm_spec(spec)
+    with pytest.raises(ValueError, match="community_size must be \\(min, max\\) with 2 <= min <= max"):
+        _load_base(RunConfig(dataset="csbm:community_size=64-16"))
 
 
 def test_cli_refuses_a_bad_stream(capsys, tmp_path):
