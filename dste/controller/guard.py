@@ -98,11 +98,15 @@ class BudgetGuard:
             allowed = allowed.copy()
             allowed[action] = False
 
+    def cheapest_us(self, snapshot: int, first_layer: int = 0) -> float:
+        """The modelled latency of every layer from ``first_layer`` on at its cheapest action on ``snapshot``: with
+        ``first_layer`` 0, the least any plan can spend there."""
+        return sum(float(self._table(snapshot, k).min()) for k in range(first_layer, self.env.num_layers))
+
     def _room(self, snapshot: int, layer: int, budget: float) -> float:
         """Microseconds ``layer`` may spend: the budget (with its rounding slack), less what the episode spent and
         the later layers' cheapest actions."""
-        downstream = sum(float(self._table(snapshot, k).min()) for k in range(layer + 1, self.env.num_layers))
-        return budget - self.env.spent_latency() - downstream + budget_slack_us(budget)
+        return budget - self.env.spent_latency() - self.cheapest_us(snapshot, layer + 1) + budget_slack_us(budget)
 
     def _table(self, snapshot: int, layer: int) -> np.ndarray:
         try:

@@ -567,11 +567,9 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         "stream_seed": stream.seed,
         "model_seed": model_seed,
         "fp32_latency_us": [_fp32_latency_of(env)(n) for n in heldout_ids],
-        # the least any plan can spend on each held-out snapshot: every layer at its cheapest action (latency_table
-        # is exact for actions without a partial FP16 share, which the cheapest never has)
-        "cheapest_latency_us": [
-            float(sum(np.min(env.latency_table(n, layer)) for layer in range(env.num_layers))) for n in heldout_ids
-        ],
+        # the least any plan can spend on each held-out snapshot (latency_table is exact for actions without a
+        # partial FP16 share, which the cheapest never has)
+        "cheapest_latency_us": [guard.cheapest_us(n) for n in heldout_ids],
         "budget_of_fp32": [env.budget_of_fp32(n) for n in heldout_ids] if schedule is not None else None,
         "fallback": {
             "margin": margin, "margin_scores": margin_scores, "greedy_actions": list(greedy.actions),
@@ -693,6 +691,7 @@ def budget_note(reach: dict | None) -> str | None:
     """The line the table opens with where ``budget_out_of_reach`` found snapshots, else None."""
     if reach is None:
         return None
+
     def span(bounds: list[float]) -> str:
         low, high = (f"{bound:.2f}" for bound in bounds)
         return low if low == high else f"{low}-{high}"
@@ -1076,7 +1075,8 @@ def run(config: RunConfig) -> dict:
     if config.quick:
         report["smoke_run"] = True
         report["smoke_run_note"] = SMOKE_RUN_NOTE
-    table = format_table(summary, config.target, quick=config.quick, note=budget_note(report["budget_out_of_reach"]))
+    report["budget_note"] = budget_note(report["budget_out_of_reach"])
+    table = format_table(summary, config.target, quick=config.quick, note=report["budget_note"])
     report["wall_time_s"] = time.perf_counter() - start
     from dste.format.io import atomic_write
 
