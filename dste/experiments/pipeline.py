@@ -25,7 +25,9 @@ Per seed s:
      measured CPU time of one inference through the DSTE torch ops. ``oracle`` adds the best static policy in
      hindsight (greedy search on the held-out snapshots with their labels) and its budget-feasible variant
      (``dste.controller.baselines.feasible_static_search``: the best static plan within every held-out
-     snapshot's budget, the budget the controller's guard enforces), and per held-out snapshot the best plan
+     snapshot's budget, the budget the controller's guard enforces), the best plan within every budget chosen on
+     half the held-out test nodes and scored on the other half (``dste.controller.crossfit``: how much of the
+     hindsight plan's lead is its choice on the labels it is scored with), and per held-out snapshot the best plan
      greedy search finds on it alone and the best plan within its budget (``dste.controller.snapshot_oracle``).
 The job runs on one thread (BLAS and torch), so its numbers do not depend on the number of cores, and every encoding
 is the same on every CPU (``dste.format.rcm``); torch's and NumPy's float kernels still differ in their last bits
@@ -61,6 +63,8 @@ from dste.controller import (
     int8_multiple_budget,
     microsecond_budget,
     calibrate_margin,
+    cross_fitted_static,
+    every_plan,
     one_layer_trials,
     plan_node_errors,
     plan_values,
@@ -551,6 +555,13 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
             extras["oracle_margin_scores"] = _heldout_margin_scores(
                 env, trained.agent, guard, projected, reward, heldout_ids, lead_in
             )
+        stage("cross-fitted static plan")
+        # How much of the hindsight plan's lead is its choice on the labels it is scored with (dste.controller.crossfit).
+        measured = {**hindsight.trials, **(feasible.trials if feasible is not None else {})}
+        cross_fit = cross_fitted_static(
+            env, reward, heldout_ids, every_plan(env, heldout_ids, measured), outcomes["dste_dqn"], seed=seed
+        )
+        extras["cross_fit"] = None if cross_fit is None else cross_fit.to_dict()
         stage("per-snapshot oracle")
         extras["oracle_train"] = [asdict(c) for c in snapshot_oracle(env, reward, train_ids)]
         budgeted = any(guard.budget_us(n) is not None for n in heldout_ids)
@@ -760,6 +771,17 @@ def _oracle_summary(per_seed: list[dict], summary: dict) -> dict | None:
                 np.mean([np.mean([c["accuracy"] for c in choices]) for choices in within])
             )
             report["dqn_reward_minus_per_snapshot_best_within_budget"] = dqn - fitting
+    fits = [seed.get("cross_fit") for seed in per_seed]
+    if fits and all(fit is not None for fit in fits):
+        # the means over seeds of dste.controller.crossfit.CrossFit's figures
+        report["cross_fit"] = {
+            key: float(np.mean([fit[key] for fit in fits]))
+            for key in ("in_sample_reward", "in_sample_accuracy", "controller_reward", "controller_accuracy",
+                        "cross_fitted_reward", "cross_fitted_accuracy", "controller_half_reward",
+                        "controller_half_accuracy", "share_halves_static_ahead", "in_sample_lead", "cross_fitted_lead")
+        }
+        report["cross_fit"]["plans"] = [fit["plans"] for fit in fits]
+        report["cross_fit"]["distinct_choices"] = [fit["distinct_choices"] for fit in fits]
     return report
 
 

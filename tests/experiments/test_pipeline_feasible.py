@@ -107,6 +107,26 @@ def test_the_oracle_summary_sets_the_controller_against_the_per_snapshot_best_pl
     assert oracle["dqn_reward_minus_per_snapshot_best_within_budget"] == pytest.approx(0.74 - 0.73)
     per_seed[1]["oracle_heldout_within_budget"][1] = None
     assert "no plan fits" in _oracle_summary(per_seed, summary)["per_snapshot_best_within_budget"]
+    assert "cross_fit" not in oracle  # no seed measured it
+
+
+def test_the_oracle_summary_averages_the_cross_fitted_static_plan_over_seeds():
+    per_seed = [_seed(i) for i in range(3)]
+    for i, seed in enumerate(per_seed):
+        seed["oracle_heldout"] = [_choice([1, 2], 0.80, 0.84)]
+        seed["cross_fit"] = {
+            "plans": 100 + i, "distinct_choices": 3 - i, "in_sample_reward": 0.76 + 0.01 * i,
+            "in_sample_accuracy": 0.8, "controller_reward": 0.75, "controller_accuracy": 0.79,
+            "cross_fitted_reward": 0.745 + 0.003 * i, "cross_fitted_accuracy": 0.785, "controller_half_reward": 0.75,
+            "controller_half_accuracy": 0.79, "share_halves_static_ahead": 0.1 * i,
+            "in_sample_lead": 0.01 + 0.01 * i, "cross_fitted_lead": -0.005 + 0.003 * i,
+        }
+    fit = _oracle_summary(per_seed, _summarise(per_seed))["cross_fit"]
+    assert fit["in_sample_lead"] == pytest.approx(0.02) and fit["cross_fitted_lead"] == pytest.approx(-0.002)
+    assert fit["in_sample_reward"] == pytest.approx(0.77) and fit["share_halves_static_ahead"] == pytest.approx(0.1)
+    assert fit["plans"] == [100, 101, 102] and fit["distinct_choices"] == [3, 2, 1]
+    per_seed[2]["cross_fit"] = None  # no plan fit every budget on one seed: no mean over the others
+    assert "cross_fit" not in _oracle_summary(per_seed, _summarise(per_seed))
 
 
 def test_a_baseline_as_fast_and_more_accurate_dominates():

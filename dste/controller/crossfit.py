@@ -1,0 +1,189 @@
+"""How much of the best static plan's lead in hindsight is choosing it on the labels it is scored with.
+
+The best static plan within every budget "in hindsight" (``feasible_static_search`` on the held-out snapshots) is
+chosen and scored on the same held-out test labels: among a few thousand plans, the one that suits those labels best
+also suits their noise best, so its score is optimistic. ``cross_fitted_static`` splits the held-out test nodes in
+two halves (by node id, so a node is in the same half on every snapshot), chooses the best plan within every budget
+on one half, scores it on the other, and compares it with the controller scored on the same half; then the halves
+swap, over many random splits. A plan chosen on half the labels is chosen less well than one chosen on all, so the
+cross-fitted figure understates what the best static plan is truly worth, as the in-sample figure overstates it: the
+truth lies between the two.
+
+The accuracy term is the only part of the reward the labels set (``RewardConfig.terminal_reward``: accuracy plus
+latency, budget and memory terms), so a plan's reward on a half is its accuracy there plus the same price it pays on
+all nodes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from dste.controller.baselines import PolicyResult, StaticPolicy, fits_every_budget, run_policy
+from dste.controller.env import CompressionEnv, EpisodeOutcome
+from dste.controller.guard import BudgetGuard
+from dste.controller.reward import RewardConfig
+
+__all__ = ["CROSS_FIT_SPLITS", "CROSS_FIT_PLAN_LIMIT", "CrossFit", "cross_fitted_static", "every_plan"]
+
+CROSS_FIT_SPLITS = 50
+"""Random halvings of the held-out test nodes; each is scored both ways, so 100 choices per seed."""
+
+CROSS_FIT_PLAN_LIMIT = 48 * 48
+"""Most plans measured for the choice (every plan of a two-layer model on the 48-action grid); beyond it the choice
+ranges over the plans the hindsight searches measured."""
+
+MIN_NODES_PER_SNAPSHOT = 20
+"""Fewest evaluated nodes a held-out snapshot must have for its halves to hold an accuracy each."""
+
+
+@dataclass
+class CrossFit:
+    """Mean reward and accuracy over held-out snapshots (accuracies as fractions)."""
+
+    plans: int  # plans within every budget the choice ranged over
+    splits: int  # random halvings, each scored both ways
+    in_sample_plan: list[int]  # the best plan within every budget, chosen and scored on every test node
+    in_sample_reward: float
+    in_sample_accuracy: float
+    controller_reward: float  # the controller on every test node
+    controller_accuracy: float
+    cross_fitted_reward: float  # chosen on one half, scored on the other; mean over splits and halves
+    cross_fitted_accuracy: float
+    controller_half_reward: float  # the controller on the same scored halves
+    controller_half_accuracy: float
+    share_halves_static_ahead: float  # of the scored halves, where the chosen plan's reward beats the controller's
+    distinct_choices: int  # different plans chosen over all halves
+
+    @property
+    def in_sample_lead(self) -> float:
+        return self.in_sample_reward - self.controller_reward
+
+    @property
+    def cross_fitted_lead(self) -> float:
+        return self.cross_fitted_reward - self.controller_half_reward
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "in_sample_lead": self.in_sample_lead, "cross_fitted_lead": self.cross_fitted_lead}
+
+
+def every_plan(
+    env: CompressionEnv,
+    snapshots: Sequence[int],
+    measured: Mapping[tuple[int, ...], PolicyResult],
+    plan_limit: int = CROSS_FIT_PLAN_LIMIT,
+) -> dict[tuple[int, ...], PolicyResult]:
+    """Every static plan run on ``snapshots`` (those in ``measured`` reused), or only ``measured`` where there are
+    more than ``plan_limit`` plans."""
+    plans = dict(measured)
+    if len(env.action_space) ** env.num_layers > plan_limit:
+        return plans
+    for plan in itertools.product(range(len(env.action_space)), repeat=env.num_layers):
+        if plan not in plans:
+            plans[plan] = run_policy(env, StaticPolicy("trial", plan), snapshots)
+    return plans
+
+
+def _checked_outcomes(name: str, result: PolicyResult, snapshots: Sequence[int]) -> list[EpisodeOutcome]:
+    outcomes = list(result.outcomes)
+    if [o.snapshot for o in outcomes] != [int(n) for n in snapshots]:
+        raise ValueError(
+            f"cross_fitted_static: {name} must hold one outcome per held-out snapshot {list(snapshots)}, in order; "
+            f"got {[o.snapshot for o in outcomes]}"
+        )
+    for outcome in outcomes:
+        if outcome.correct is None or outcome.nodes is None:
+            raise ValueError(f"cross_fitted_static: {name}'s outcomes lack the per-node correctness it needs")
+    return outcomes
+
+
+def _price(reward: RewardConfig, outcome: EpisodeOutcome) -> float:
+    """The outcome's reward minus its accuracy: what its latency, budget and memory cost it."""
+    full = reward.episode_reward(
+        outcome.accuracy, outcome.latency_us, outcome.reference_latency_us, outcome.budget_fraction,
+        outcome.nbytes, outcome.reference_nbytes,
+    )
+    return full - float(outcome.accuracy)
+
+
+def cross_fitted_static(
+    env: CompressionEnv,
+    reward: RewardConfig,
+    snapshots: Sequence[int],
+    plans: Mapping[tuple[int, ...], PolicyResult],
+    controller: PolicyResult,
+    splits: int = CROSS_FIT_SPLITS,
+    seed: int = 0,
+) -> CrossFit | None:
+    """The best static plan within every budget of ``snapshots``, chosen on half the test nodes and scored on the
+    other half, against ``controller`` scored on the same half (module docstring). ``plans``: static plans run on
+    ``snapshots`` (``every_plan``); ``controller``: the controller's result on them. None where no plan fits every
+    budget. Ties in the choice go to the smaller plan tuple, as in ``feasible_static_search``."""
+    if splits < 1:
+        raise ValueError(f"cross_fitted_static: splits must be >= 1, got {splits}")
+    snapshots = [int(n) for n in snapshots]
+    guard = BudgetGuard(env, reward)
+    feasible = sorted(plan for plan, result in plans.items() if fits_every_budget(result, guard))
+    if not feasible:
+        return None
+    ours = _checked_outcomes("the controller's result", controller, snapshots)
+    per_plan = [_checked_outcomes(f"plan {list(plan)}", plans[plan], snapshots) for plan in feasible]
+    nodes = [outcome.nodes for outcome in ours]
+    for s, snapshot_nodes in enumerate(nodes):
+        if snapshot_nodes.size < MIN_NODES_PER_SNAPSHOT:
+            raise ValueError(
+                f"cross_fitted_static: held-out snapshot {snapshots[s]} evaluates {snapshot_nodes.size} nodes; "
+                f"halving needs at least {MIN_NODES_PER_SNAPSHOT}"
+            )
+        if any(not np.array_equal(outcomes[s].nodes, snapshot_nodes) for outcomes in per_plan):
+            raise ValueError(f"cross_fitted_static: the plans evaluate other nodes than the controller on snapshot "
+                             f"{snapshots[s]}")
+    # [plan, node] correctness and [plan] price per snapshot; the controller as one more row, the last
+    correct = [np.stack([o[s].correct for o in per_plan] + [ours[s].correct]).astype(np.float64)
+               for s in range(len(snapshots))]
+    price = np.array([[_price(reward, o[s]) for s in range(len(snapshots))] for o in per_plan]
+                     + [[_price(reward, o) for o in ours]])
+
+    def scores(masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        accuracy = np.stack([c[:, m].mean(axis=1) for c, m in zip(correct, masks)], axis=1)  # [plan + 1, snapshot]
+        return (accuracy + price).mean(axis=1), accuracy.mean(axis=1)
+
+    full_reward, full_accuracy = scores([np.ones(n.size, dtype=bool) for n in nodes])
+    best = int(np.argmax(full_reward[:-1]))
+    every_id = np.unique(np.concatenate(nodes))
+    rng = np.random.default_rng(seed)
+    chosen_rewards, chosen_accuracies, our_rewards, our_accuracies, choices = [], [], [], [], set()
+    for _ in range(splits):
+        first_half = rng.permutation(every_id)[: every_id.size // 2]
+        in_first = [np.isin(n, first_half) for n in nodes]
+        for choose_on, score_on in ((in_first, [~m for m in in_first]), ([~m for m in in_first], in_first)):
+            if any(not m.any() for m in choose_on + score_on):
+                continue  # a snapshot whose nodes all fell in one half: no accuracy on the other
+            choice = int(np.argmax(scores(choose_on)[0][:-1]))
+            reward_scored, accuracy_scored = scores(score_on)
+            chosen_rewards.append(reward_scored[choice])
+            chosen_accuracies.append(accuracy_scored[choice])
+            our_rewards.append(reward_scored[-1])
+            our_accuracies.append(accuracy_scored[-1])
+            choices.add(feasible[choice])
+    if not chosen_rewards:
+        raise ValueError("cross_fitted_static: no split left nodes of every held-out snapshot in both halves")
+    chosen, ours_scored = np.array(chosen_rewards), np.array(our_rewards)
+    return CrossFit(
+        plans=len(feasible),
+        splits=splits,
+        in_sample_plan=list(feasible[best]),
+        in_sample_reward=float(full_reward[best]),
+        in_sample_accuracy=float(full_accuracy[best]),
+        controller_reward=float(full_reward[-1]),
+        controller_accuracy=float(full_accuracy[-1]),
+        cross_fitted_reward=float(chosen.mean()),
+        cross_fitted_accuracy=float(np.mean(chosen_accuracies)),
+        controller_half_reward=float(ours_scored.mean()),
+        controller_half_accuracy=float(np.mean(our_accuracies)),
+        share_halves_static_ahead=float(np.mean(chosen > ours_scored)),
+        distinct_choices=len(choices),
+    )
