@@ -51,6 +51,16 @@ def test_the_hindsight_plan_at_the_same_latency_and_more_accurate_dominates():
     assert not facts["margin_never_finite"] and not facts["per_snapshot_plans_differ"]
 
 
+def test_the_cross_fitted_row_shows_each_lead_in_points():
+    run = _run(greedy=_policy(0.79, 101.0), feasible=_policy(0.8007, 100.0, 0.7530))  # DSTE's reward 0.75
+    assert stream_summary.cross_fit_row("Cora,bursty", run) is None  # not measured
+    run["oracle"]["cross_fit"] = {"in_sample_lead": 0.0041, "cross_fitted_lead": -0.0012,
+                                  "share_halves_static_ahead": 0.37, "distinct_choices": [3, 1, 4]}
+    assert stream_summary.cross_fit_row("Cora,bursty", run) == (
+        "| Cora, `bursty` | +0.30 | +0.41 | **-0.12** | 37 % | 3, 1, 4 |"
+    )
+
+
 def test_the_collected_file_gives_the_readme_counts(capsys):
     collected = ROOT / "bench" / "results" / "streams.json"
     if not collected.exists():
@@ -58,8 +68,11 @@ def test_the_collected_file_gives_the_readme_counts(capsys):
     assert stream_summary.main([str(collected)]) == 0
     out, err = capsys.readouterr()
     runs = json.loads(collected.read_text())
-    assert len(out.strip().splitlines()) == 2 + len(runs)
+    main_table, _, cross_fit_table = out.strip().partition("\n\n")
+    assert len(main_table.splitlines()) == 2 + len(runs)
+    fitted = [run for run in runs.values() if run["oracle"].get("cross_fit")]
+    assert len(cross_fit_table.splitlines()) == (2 + len(fitted) if fitted else 0)
     assert f"runs: {len(runs)}" in err and "keeps_every_budget: 34 of 34" in err
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for line in out.strip().splitlines()[2:]:
-        assert line in readme, f"README's stream table differs from the collected runs at {line[:40]!r}"
+    for line in main_table.splitlines()[2:] + cross_fit_table.splitlines()[2:]:
+        assert line in readme, f"README's stream tables differ from the collected runs at {line[:40]!r}"
