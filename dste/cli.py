@@ -101,7 +101,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--oracle", action="store_true",
                         help="also report the best static policy in hindsight (greedy search on the held-out "
                              "snapshots), the best static plan within every held-out snapshot's latency budget "
-                             "(exhaustive over the two-layer plans where the former overspends), that plan chosen on half "
+                             "(exhaustive over every plan of a two-layer model), that plan chosen on half "
                              "the held-out test nodes and scored on the other half (dste.controller.crossfit), and the "
                              "per-snapshot best static actions (greedy search per snapshot; slower)")
     parser.add_argument("--no-frontier", action="store_true",

@@ -437,12 +437,13 @@ def feasible_static_search(
     (``GNNCompressionEnv.latency_table``; on cora-like's drift stream they missed by up to 0.99 us on a third of
     the plan-snapshot pairs), and a plan within a budget by the tables could overspend.
 
-    * If the unconstrained plan is feasible it is returned (under ``name``): the constraint does not bind on the
-      plan the unconstrained search chose, so the two baselines differ only where that plan overspends.
-    * Otherwise, with at most ``plan_limit`` plans (every two-layer plan): **exhaustive** -- every plan is run
-      (those the unconstrained search measured are reused) and the feasible plan of best mean reward is returned
-      (ties: the smaller action tuple). This is exact.
-    * Beyond ``plan_limit`` plans: a coordinate ascent like ``greedy_search``'s among feasible plans only, from
+    * With at most ``plan_limit`` plans (every two-layer plan): **exhaustive** -- every plan is run (those the
+      unconstrained search measured are reused) and the feasible plan of best mean reward is returned (ties: the
+      smaller action tuple). This is exact, also where the unconstrained plan fits: greedy search is a local search,
+      and on GraphSAGE's ``drift`` stream a plan it never reached fitted every budget at 1.24 points more reward
+      (all three seeds, revision 000b458).
+    * Beyond ``plan_limit`` plans, if the unconstrained plan is feasible it is returned (under ``name``).
+    * Otherwise, beyond ``plan_limit`` plans: a coordinate ascent like ``greedy_search``'s among feasible plans only, from
       the best feasible plan measured (or, if none, the plan of each layer's cheapest action by the latency
       tables summed over ``snapshots``), keeping per layer the best feasible action (ties: lower index). It is a
       local search: where the budget binds, a better plan may need two layers to change at once (on the toy
@@ -488,11 +489,11 @@ def feasible_static_search(
         # best mean reward; ties to the smaller plan tuple, so the answer does not depend on the visiting order
         return max(feasible, key=lambda t: (trials[t].mean_reward(reward), tuple(-a for a in t)))
 
-    if fits_every_budget(measured(plan), guard):
-        return finish(plan, "unconstrained")
     if n_actions ** env.num_layers <= plan_limit:
         every_plan = itertools.product(range(n_actions), repeat=env.num_layers)
         return finish(best_feasible(list(every_plan)), "exhaustive")
+    if fits_every_budget(measured(plan), guard):
+        return finish(plan, "unconstrained")
     current = best_feasible(list(trials))
     if current is None:
         cheapest = _cheapest_plan(env, snapshots)

@@ -95,16 +95,34 @@ def test_ascent_beyond_the_plan_limit_stays_feasible_and_keeps_its_best(seed):
 
 
 @pytest.mark.parametrize("reward", [RewardConfig(), RewardConfig(budget=1.5, budget_penalty=5.0)])
-def test_equals_the_unconstrained_plan_when_that_one_fits(reward):
+def test_beyond_the_plan_limit_it_equals_the_unconstrained_plan_when_that_one_fits(reward):
     env = ToyEnv(n_train=4, n_heldout=3, seed=1)
     snapshots = env.snapshots("heldout")
     unconstrained = greedy_search(env, reward, snapshots)
     assert fits_every_budget(run_policy(env, unconstrained, snapshots), BudgetGuard(env, reward))
-    feasible = feasible_static_search(env, reward, snapshots, unconstrained)
+    feasible = feasible_static_search(env, reward, snapshots, unconstrained, plan_limit=0)
     assert feasible.actions == unconstrained.actions and feasible.search == "unconstrained"
     # nothing new was run: the unconstrained search's results are reused as they are
     assert all(feasible.trials[t] is r for t, r in unconstrained.trials.items())
     assert len(feasible.trials) == len(unconstrained.trials)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_within_the_plan_limit_it_is_exhaustive_even_where_the_unconstrained_plan_fits(seed):
+    """Greedy search is a local search: where its plan fits every budget a plan it never reached may still be
+    better, and the exhaustive search must find it (the reference: every plan run and compared on its own)."""
+    reward = RewardConfig(budget=10.0)  # every toy plan fits
+    env = ToyEnv(n_train=4, n_heldout=3, seed=seed)
+    snapshots = env.snapshots("heldout")
+    # a search stuck on the most-pruned plan: it fits, and it is not the best one
+    stuck = StaticPolicy("most_pruned", [len(env.action_space) - 1] * 2)
+    stuck.trials = {}
+    feasible = feasible_static_search(env, reward, snapshots, stuck)
+    assert feasible.search == "exhaustive"
+    best_plan, best_reward = _exhaustive_best_feasible(env, reward, snapshots)
+    assert tuple(feasible.actions) == best_plan != tuple(stuck.actions)
+    assert run_policy(env, feasible, snapshots).mean_reward(reward) == pytest.approx(best_reward, abs=1e-12)
+    assert best_reward > run_policy(env, stuck, snapshots).mean_reward(reward)
 
 
 def test_none_when_no_static_plan_fits():
