@@ -141,14 +141,19 @@ def cross_fitted_static(
         if any(not np.array_equal(outcomes[s].nodes, snapshot_nodes) for outcomes in per_plan):
             raise ValueError(f"cross_fitted_static: the plans evaluate other nodes than the controller on snapshot "
                              f"{snapshots[s]}")
-    # [plan, node] correctness and [plan] price per snapshot; the controller as one more row, the last
-    correct = [np.stack([o[s].correct for o in per_plan] + [ours[s].correct]).astype(np.float64)
+    # [plan, node] correctness per snapshot, the controller as one more row (the last), in float32: a product with a
+    # 0/1 mask counts the correct nodes exactly below 2**24 nodes, at half float64's memory (2,305 rows x 48k test
+    # nodes is 0.4 GB a snapshot at arxiv scale)
+    correct = [np.stack([o[s].correct for o in per_plan] + [ours[s].correct]).astype(np.float32)
                for s in range(len(snapshots))]
     price = np.array([[_price(reward, o[s]) for s in range(len(snapshots))] for o in per_plan]
                      + [[_price(reward, o) for o in ours]])
 
     def scores(masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        accuracy = np.stack([c[:, m].mean(axis=1) for c, m in zip(correct, masks)], axis=1)  # [plan + 1, snapshot]
+        accuracy = np.stack(  # [plan + 1, snapshot]
+            [(c @ m.astype(np.float32)).astype(np.float64) / np.count_nonzero(m) for c, m in zip(correct, masks)],
+            axis=1,
+        )
         return (accuracy + price).mean(axis=1), accuracy.mean(axis=1)
 
     full_reward, full_accuracy = scores([np.ones(n.size, dtype=bool) for n in nodes])
