@@ -181,8 +181,9 @@ def plot_cross_fit(runs: dict, path: str) -> None:
         ax.bar([i + (k - 1) * width for i in range(len(labels))], [100 * lead(runs[l]) for l in labels], width,
                color=color, label=name)
     ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_yscale("symlog", linthresh=1.0)  # linear within a point of DSTE, where the close calls are
     ax.set_xticks(range(len(labels)), [l.replace(",", " ") for l in labels], rotation=70, ha="right", fontsize=8)
-    ax.set_ylabel("reward - DSTE's (x 100: accuracy points\nwhere the latency prices match)")
+    ax.set_ylabel("reward - DSTE's (x 100: accuracy points\nwhere the latency prices match; linear within 1)")
     ax.set_title("The best static plan within every budget, chosen with held-out labels, against DSTE "
                  "(above 0: it is ahead)")
     ax.legend(fontsize=8)
