@@ -29,7 +29,7 @@ from dste.controller.guard import BudgetGuard
 from dste.controller.env import FP32_ACTION, CompressionEnv, EpisodeOutcome, LayerReport
 from dste.controller.reward import RewardConfig
 from dste.controller.projection import BudgetProjectedPlan, one_layer_trials, plan_node_errors, plan_values
-from dste.controller.crossfit import CrossFit, cross_fitted_static, every_plan
+from dste.controller.crossfit import CrossFit, cross_fitted_static
 from dste.controller.oracle import FALLBACK_MARGINS, OracleChoice, calibrate_margin, dominates, pareto_front, snapshot_oracle, snapshot_oracles, static_sweep
 from dste.controller.schedule import BudgetScheduleEnv, fixed_budget, int8_multiple_budget, microsecond_budget
 from dste.controller.state import FEATURE_NAMES, STATE_DIM, MaskSummary, StateNormalizer
@@ -40,5 +40,5 @@ __all__ = [
     "dominates", "pareto_front", "snapshot_oracle", "snapshot_oracles", "static_sweep", "CheckpointError", "CompressionEnv", "DQNAgent", "DQNConfig", "DQNPolicy",
     "EpisodeOutcome", "FEATURE_NAMES", "FP32_ACTION", "LayerReport", "MaskSummary", "Policy", "PolicyResult",
     "RandomPolicy", "RewardConfig", "STATE_DIM", "StateNormalizer", "StaticPolicy", "TrainConfig",
-    "TrainResult", "CrossFit", "cross_fitted_static", "every_plan", "feasible_static_search", "fits_every_budget", "greedy_search", "recency_weights", "run_policy", "static_baselines", "train_controller", "one_layer_trials", "plan_node_errors", "plan_values",
+    "TrainResult", "CrossFit", "cross_fitted_static", "feasible_static_search", "fits_every_budget", "greedy_search", "recency_weights", "run_policy", "static_baselines", "train_controller", "one_layer_trials", "plan_node_errors", "plan_values",
 ]

@@ -441,7 +441,7 @@ def feasible_static_search(
       unconstrained search measured are reused) and the feasible plan of best mean reward is returned (ties: the
       smaller action tuple). This is exact, also where the unconstrained plan fits: greedy search is a local search,
       and on GraphSAGE's ``drift`` stream a plan it never reached fitted every budget at 1.24 points more reward
-      (all three seeds, revision 000b458).
+      (mean of three seeds, another plan on each; revision 000b458).
     * Beyond ``plan_limit`` plans, if the unconstrained plan is feasible it is returned (under ``name``).
     * Otherwise, beyond ``plan_limit`` plans: a coordinate ascent like ``greedy_search``'s among feasible plans only, from
       the best feasible plan measured (or, if none, the plan of each layer's cheapest action by the latency

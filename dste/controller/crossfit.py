@@ -16,25 +16,20 @@ all nodes.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import asdict, dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from dste.controller.baselines import PolicyResult, StaticPolicy, fits_every_budget, run_policy
+from dste.controller.baselines import PolicyResult, fits_every_budget
 from dste.controller.env import CompressionEnv, EpisodeOutcome
 from dste.controller.guard import BudgetGuard
 from dste.controller.reward import RewardConfig
 
-__all__ = ["CROSS_FIT_SPLITS", "CROSS_FIT_PLAN_LIMIT", "CrossFit", "cross_fitted_static", "every_plan"]
+__all__ = ["CROSS_FIT_SPLITS", "CrossFit", "cross_fitted_static"]
 
 CROSS_FIT_SPLITS = 50
 """Random halvings of the held-out test nodes; each is scored both ways, so 100 choices per seed."""
-
-CROSS_FIT_PLAN_LIMIT = 48 * 48
-"""Most plans measured for the choice (every plan of a two-layer model on the 48-action grid); beyond it the choice
-ranges over the plans the hindsight searches measured."""
 
 MIN_NODES_PER_SNAPSHOT = 20
 """Fewest evaluated nodes a held-out snapshot must have for its halves to hold an accuracy each."""
@@ -70,23 +65,6 @@ class CrossFit:
         return {**asdict(self), "in_sample_lead": self.in_sample_lead, "cross_fitted_lead": self.cross_fitted_lead}
 
 
-def every_plan(
-    env: CompressionEnv,
-    snapshots: Sequence[int],
-    measured: Mapping[tuple[int, ...], PolicyResult],
-    plan_limit: int = CROSS_FIT_PLAN_LIMIT,
-) -> dict[tuple[int, ...], PolicyResult]:
-    """Every static plan run on ``snapshots`` (those in ``measured`` reused), or only ``measured`` where there are
-    more than ``plan_limit`` plans."""
-    plans = dict(measured)
-    if len(env.action_space) ** env.num_layers > plan_limit:
-        return plans
-    for plan in itertools.product(range(len(env.action_space)), repeat=env.num_layers):
-        if plan not in plans:
-            plans[plan] = run_policy(env, StaticPolicy("trial", plan), snapshots)
-    return plans
-
-
 def _checked_outcomes(name: str, result: PolicyResult, snapshots: Sequence[int]) -> list[EpisodeOutcome]:
     outcomes = list(result.outcomes)
     if [o.snapshot for o in outcomes] != [int(n) for n in snapshots]:
@@ -120,7 +98,8 @@ def cross_fitted_static(
 ) -> CrossFit | None:
     """The best static plan within every budget of ``snapshots``, chosen on half the test nodes and scored on the
     other half, against ``controller`` scored on the same half (module docstring). ``plans``: static plans run on
-    ``snapshots`` (``every_plan``); ``controller``: the controller's result on them. None where no plan fits every
+    ``snapshots``, the choice ranges over those within every budget (``feasible_static_search(...).trials``: every plan
+    of a two-layer model); ``controller``: the controller's result on them. None where no plan fits every
     budget. Ties in the choice go to the smaller plan tuple, as in ``feasible_static_search``."""
     if splits < 1:
         raise ValueError(f"cross_fitted_static: splits must be >= 1, got {splits}")
@@ -164,11 +143,12 @@ def cross_fitted_static(
     for _ in range(splits):
         first_half = rng.permutation(every_id)[: every_id.size // 2]
         in_first = [np.isin(n, first_half) for n in nodes]
-        for choose_on, score_on in ((in_first, [~m for m in in_first]), ([~m for m in in_first], in_first)):
-            if any(not m.any() for m in choose_on + score_on):
-                continue  # a snapshot whose nodes all fell in one half: no accuracy on the other
-            choice = int(np.argmax(scores(choose_on)[0][:-1]))
-            reward_scored, accuracy_scored = scores(score_on)
+        in_second = [~m for m in in_first]
+        if any(not m.any() for m in in_first + in_second):
+            continue  # a snapshot whose nodes all fell in one half: no accuracy on the other
+        first, second = scores(in_first), scores(in_second)
+        for (reward_chosen_on, _), (reward_scored, accuracy_scored) in ((first, second), (second, first)):
+            choice = int(np.argmax(reward_chosen_on[:-1]))
             chosen_rewards.append(reward_scored[choice])
             chosen_accuracies.append(accuracy_scored[choice])
             our_rewards.append(reward_scored[-1])

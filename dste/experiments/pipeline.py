@@ -64,7 +64,6 @@ from dste.controller import (
     microsecond_budget,
     calibrate_margin,
     cross_fitted_static,
-    every_plan,
     one_layer_trials,
     plan_node_errors,
     plan_values,
@@ -557,9 +556,9 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
             )
         stage("cross-fitted static plan")
         # How much of the hindsight plan's lead is its choice on the labels it is scored with (dste.controller.crossfit).
-        measured = {**hindsight.trials, **(feasible.trials if feasible is not None else {})}
-        cross_fit = cross_fitted_static(
-            env, reward, heldout_ids, every_plan(env, heldout_ids, measured), outcomes["dste_dqn"], seed=seed
+        # It ranges over the plans the within-budget search ran (every plan of a two-layer model); none fits: None.
+        cross_fit = None if feasible is None else cross_fitted_static(
+            env, reward, heldout_ids, feasible.trials, outcomes["dste_dqn"], seed=seed
         )
         extras["cross_fit"] = None if cross_fit is None else cross_fit.to_dict()
         stage("per-snapshot oracle")

@@ -12,7 +12,7 @@ import pytest
 
 from dste.controller import RewardConfig
 from dste.controller.baselines import PolicyResult
-from dste.controller.crossfit import cross_fitted_static, every_plan
+from dste.controller.crossfit import cross_fitted_static
 from dste.controller.env import EpisodeOutcome
 from tests.controller.toy_env import ToyEnv
 
@@ -111,13 +111,3 @@ def test_bad_inputs_say_what_is_wrong():
                        correct=np.arange(10) % 2 == 0, nodes=few) for s in SNAPSHOTS])}
     with pytest.raises(ValueError, match="at least 20"):
         cross_fitted_static(env, REWARD, SNAPSHOTS, tiny, tiny[(0, 0)])
-
-
-def test_every_plan_runs_the_whole_grid_once_and_reuses_what_was_measured():
-    env = ToyEnv()
-    measured = {(0, 0): _result("already", _coin_flips(np.random.default_rng(7)))}
-    plans = every_plan(env, SNAPSHOTS, measured)
-    assert len(plans) == len(env.action_space) ** 2
-    assert plans[(0, 0)] is measured[(0, 0)]
-    assert [o.snapshot for o in plans[(3, 5)].outcomes] == SNAPSHOTS and plans[(3, 5)].outcomes[0].actions == [3, 5]
-    assert every_plan(env, SNAPSHOTS, measured, plan_limit=10) == measured  # too many plans: only the measured
