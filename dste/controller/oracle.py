@@ -14,11 +14,13 @@ leave it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from dste.controller.baselines import DQNPolicy, StaticPolicy, feasible_static_search, greedy_search, run_policy
+from dste.controller.baselines import (
+    DQNPolicy, PolicyResult, StaticPolicy, feasible_static_search, greedy_search, run_policy,
+)
 from dste.controller.env import FP32_ACTION, CompressionEnv
 from dste.controller.reward import RewardConfig
 
@@ -42,32 +44,60 @@ class OracleChoice:
 
 
 def snapshot_oracle(
-    env: CompressionEnv, reward: RewardConfig, snapshots: Sequence[int], rounds: int = 2, within_budget: bool = False
+    env: CompressionEnv,
+    reward: RewardConfig,
+    snapshots: Sequence[int],
+    rounds: int = 2,
+    within_budget: bool = False,
+    measured: Mapping[tuple[int, ...], PolicyResult] | None = None,
 ) -> list[OracleChoice | None]:
     """Per snapshot, the best static per-layer actions greedy search finds on that snapshot alone.
 
     ``within_budget``: instead, the best plan within the snapshot's latency budget as ``BudgetGuard`` enforces it
     (``feasible_static_search`` on that snapshot: every plan of a two-layer model), None where no plan fits. The
     reward's soft budget penalty lets greedy's plan overspend by a little where its accuracy is worth more; a
-    controller that keeps every budget is bounded by this one."""
-    greedy, fitting = snapshot_oracles(env, reward, snapshots, rounds, within_budget=within_budget)
+    controller that keeps every budget is bounded by this one. ``measured``: as in ``snapshot_oracles``."""
+    greedy, fitting = snapshot_oracles(env, reward, snapshots, rounds, within_budget=within_budget, measured=measured)
     return fitting if within_budget else greedy
 
 
 def snapshot_oracles(
-    env: CompressionEnv, reward: RewardConfig, snapshots: Sequence[int], rounds: int = 2, within_budget: bool = True
+    env: CompressionEnv,
+    reward: RewardConfig,
+    snapshots: Sequence[int],
+    rounds: int = 2,
+    within_budget: bool = True,
+    measured: Mapping[tuple[int, ...], PolicyResult] | None = None,
 ) -> tuple[list[OracleChoice], list[OracleChoice | None] | None]:
     """Both of ``snapshot_oracle``'s choices per snapshot from one greedy search on it: greedy's plan, and (with
-    ``within_budget``; else None) the best plan within the snapshot's budget, None where no plan fits."""
+    ``within_budget``; else None) the best plan within the snapshot's budget, None where no plan fits.
+
+    ``measured``: static plans already run on ``snapshots`` in this order (e.g. ``feasible_static_search(...).trials``
+    on the same snapshots); each snapshot's searches take a plan's episode on it from there instead of running it
+    again. A static plan's episode depends only on the snapshot and the plan, not on the stream around it."""
     greedy_choices: list[OracleChoice] = []
     fitting_choices: list[OracleChoice | None] | None = [] if within_budget else None
-    for snapshot in snapshots:
-        policy = greedy_search(env, reward, [int(snapshot)], rounds=rounds)
+    for position, snapshot in enumerate(snapshots):
+        reused = _episodes_on(measured or {}, position, int(snapshot))
+        policy = greedy_search(env, reward, [int(snapshot)], rounds=rounds, measured=reused)
         greedy_choices.append(_oracle_choice(env, reward, int(snapshot), policy))
         if within_budget:
             fitting = feasible_static_search(env, reward, [int(snapshot)], policy, rounds=rounds)
             fitting_choices.append(None if fitting is None else _oracle_choice(env, reward, int(snapshot), fitting))
     return greedy_choices, fitting_choices
+
+
+def _episodes_on(
+    measured: Mapping[tuple[int, ...], PolicyResult], position: int, snapshot: int
+) -> dict[tuple[int, ...], PolicyResult]:
+    """Each plan of ``measured`` as a result of its one episode on ``snapshot``, the ``position``-th it ran."""
+    episodes = {}
+    for plan, result in measured.items():
+        if position >= len(result.outcomes) or result.outcomes[position].snapshot != snapshot:
+            raise ValueError(f"measured plan {list(plan)} did not run snapshot {snapshot} at position {position} of "
+                             f"its episodes: pass results of the same snapshots, in the same order")
+        episodes[plan] = PolicyResult(result.name, [result.outcomes[position]])
+    return episodes
 
 
 def _oracle_choice(env: CompressionEnv, reward: RewardConfig, snapshot: int, policy: StaticPolicy) -> OracleChoice:

@@ -562,9 +562,14 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         )
         extras["cross_fit"] = None if cross_fit is None else cross_fit.to_dict()
         stage("per-snapshot oracle")
-        extras["oracle_train"] = [asdict(c) for c in snapshot_oracle(env, reward, train_ids)]
+        # Each snapshot's searches reuse the episodes the searches above ran on it.
+        train_choices = snapshot_oracle(env, reward, train_ids, measured=plain.trials)
+        extras["oracle_train"] = [asdict(c) for c in train_choices]
         budgeted = any(guard.budget_us(n) is not None for n in heldout_ids)
-        greedy_choices, fitting_choices = snapshot_oracles(env, reward, heldout_ids, within_budget=budgeted)
+        heldout_trials = (hindsight if feasible is None else feasible).trials
+        greedy_choices, fitting_choices = snapshot_oracles(
+            env, reward, heldout_ids, within_budget=budgeted, measured=heldout_trials
+        )
         extras["oracle_heldout"] = [asdict(c) for c in greedy_choices]
         if budgeted:
             extras["oracle_heldout_within_budget"] = [None if c is None else asdict(c) for c in fitting_choices]

@@ -15,7 +15,9 @@ from dste.controller import (
     StaticPolicy,
     calibrate_margin,
     dominates,
+    feasible_static_search,
     fixed_budget,
+    greedy_search,
     int8_multiple_budget,
     microsecond_budget,
     pareto_front,
@@ -266,6 +268,27 @@ def test_snapshot_oracle_within_budget_is_the_best_plan_that_fits_each_snapshot(
         )
         assert choice.reward == pytest.approx(best, abs=1e-12)
     assert snapshot_oracle(env, RewardConfig(budget=0.01), snapshots[:1], within_budget=True) == [None]
+
+
+def test_snapshot_oracles_reuse_the_episodes_measured_over_the_stream():
+    class CountingToy(ToyEnv):
+        episodes = 0
+
+        def reset(self, snapshot):
+            CountingToy.episodes += 1
+            super().reset(snapshot)
+
+    env = CountingToy(n_train=2, n_heldout=3, seed=1)
+    reward = RewardConfig(0.05, budget=0.45, budget_penalty=0.01)
+    snapshots = env.snapshots("heldout")
+    fresh = snapshot_oracles(env, reward, snapshots)
+    hindsight = greedy_search(env, reward, snapshots)
+    measured = feasible_static_search(env, reward, snapshots, hindsight).trials  # every plan, over the stream
+    CountingToy.episodes = 0
+    assert snapshot_oracles(env, reward, snapshots, measured=measured) == fresh
+    assert CountingToy.episodes == 2 * len(snapshots)  # only each choice's own report episode
+    with pytest.raises(ValueError, match="did not run snapshot"):
+        snapshot_oracles(env, reward, snapshots[::-1], measured=measured)
 
 
 def test_heldout_margin_scores_score_the_network_below_its_gap_and_the_fallback_above_it():
