@@ -43,6 +43,7 @@ SETTINGS = {
     "decay": {"weight_decay": 5e-3},
 }
 JOB_SETTINGS = {"epochs": 200, "patience": 50}
+REPRODUCE_TOLERANCE = 0.05  # points of the table's FP32 mean over its three seeds
 
 
 def _spread(values) -> float:
@@ -84,8 +85,10 @@ def _row(run: dict, table_fp32: dict | None) -> dict:
         row[name] = {"mean": float(np.mean(scores)), "spread3": _spread(scores[:3]), "spread": _spread(scores)}
     if table_fp32 is not None:
         row["table_fp32"] = {"mean": 100 * table_fp32["accuracy_mean"], "spread3": 100 * table_fp32["accuracy_std"]}
-        job_first3 = float(np.mean(run["accuracy"]["job"][:3]))
-        row["reproduces_table"] = abs(job_first3 - 100 * table_fp32["accuracy_mean"]) < 0.01
+        # One prediction of 9,000 (3 seeds x 3 held-out snapshots x 1,000 test nodes) is 0.011 points; a few may flip
+        # between CPUs whose float rounding differs (the table was measured on another machine).
+        row["table_difference"] = float(np.mean(run["accuracy"]["job"][:3])) - 100 * table_fp32["accuracy_mean"]
+        row["reproduces_table"] = abs(row["table_difference"]) <= REPRODUCE_TOLERANCE
     return row
 
 
@@ -123,6 +126,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, default=6)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS / "fp32_seed_spread.json"))
+    parser.add_argument("--replot", action="store_true", help="rebuild the table and plot from --out's per-seed figures")
     args = parser.parse_args(argv)
     if args.seeds < 3:
         parser.error("--seeds must be >= 3 (the table's spread is over three)")
@@ -141,8 +145,14 @@ def main(argv=None) -> None:
     if skipped:
         print(f"skipped without --root: {', '.join(skipped)}")
     measured = {}
+    if args.replot:
+        saved = json.loads(Path(args.out).read_text())
+        args.seeds = saved["seeds"]
+        runs = {label: runs[label] for label in saved["per_seed"] if label in runs}
+        measured = {label: {"label": label, "accuracy": saved["per_seed"][label]} for label in runs}
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(measure_run, label, config, args.root, args.seeds): label for label, config in runs.items()}
+        futures = {pool.submit(measure_run, label, config, args.root, args.seeds): label
+                   for label, config in runs.items() if label not in measured}
         for future in tqdm(futures, desc="runs", total=len(futures)):
             measured[futures[future]] = future.result()
     rows = [_row(measured[label], table[label]["summary"].get("fp32")) for label in runs]
@@ -154,7 +164,7 @@ def main(argv=None) -> None:
     names = list(SETTINGS)
     print("| run | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
     for row in rows:
-        flag = "" if row.get("reproduces_table", True) else " (job setting does not reproduce the table's FP32)"
+        flag = "" if row.get("reproduces_table", True) else f" (the job's setting: {row['table_difference']:+.2f} points off the table's FP32)"
         cells = [f"{row[n]['mean']:.2f}, {row[n]['spread3']:.2f} / {row[n]['spread']:.2f}" for n in names]
         print(f"| {row['label']}{flag} | " + " | ".join(cells) + " |")
     for name in names:
