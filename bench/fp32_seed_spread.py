@@ -14,11 +14,11 @@ narrow it, all through ``dste.gnn.train_fp32`` on the stream's first snapshot as
 Test accuracy (%) is the mean over the held-out snapshots; per run and setting the mean over ``--seeds`` seeds and
 the spread as the README's tables give it (population std, ddof 0) over the first three seeds and over all. The
 ``job`` setting's first three seeds reproduce the table's FP32 column (checked: a mismatch is reported). Writes
-``--out`` (default ``bench/results/fp32_seed_spread.json``) and a plot beside it. CPU, one thread per worker::
+``--out`` (default ``bench/results/fp32_seed_spread.json``) and its table (.txt) and plot (.png) beside it. CPU, one thread per worker::
 
     python bench/fp32_seed_spread.py --root DIR_WITH_PLANETOID_CORA [--seeds 6] [--jobs 2] [--only 'X,bursty,...']
 
-About 80 minutes for the 34 runs with two workers on the 2-core machine (citeseer-like's 3,703 features and
+About an hour for the 34 runs with two workers on the 2-core machine (citeseer-like's 3,703 features and
 pubmed-like's 19,717 nodes take most of it).
 
 Runs on Cora are skipped without ``--root`` (or ``$DSTE_DATA_ROOT``).
@@ -162,18 +162,19 @@ def main(argv=None) -> None:
                                "per_seed": {label: measured[label]["accuracy"] for label in runs}}, indent=1))
     plot(rows, out.with_suffix(".png"))
     names = list(SETTINGS)
-    print("| run | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
+    lines = ["| run | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for row in rows:
         flag = "" if row.get("reproduces_table", True) else f" (the job's setting: {row['table_difference']:+.2f} points off the table's FP32)"
         cells = [f"{row[n]['mean']:.2f}, {row[n]['spread3']:.2f} / {row[n]['spread']:.2f}" for n in names]
-        print(f"| {row['label']}{flag} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row['label']}{flag} | " + " | ".join(cells) + " |")
     for name in names:
         over3 = sum(row[name]["spread3"] > 1 for row in rows)
         over = sum(row[name]["spread"] > 1 for row in rows)
         change = np.mean([row[name]["mean"] - row["job"]["mean"] for row in rows])
-        print(f"{name:9s} spread > 1 point: {over3} of {len(rows)} runs (3 seeds), {over} ({args.seeds} seeds); "
-              f"mean accuracy {change:+.2f} points against the job's")
-
+        lines.append(f"{name:9s} spread > 1 point: {over3} of {len(rows)} runs (3 seeds), {over} ({args.seeds} seeds); "
+                     f"mean accuracy {change:+.2f} points against the job's")
+    out.with_suffix(".txt").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 if __name__ == "__main__":
     main()
