@@ -109,8 +109,7 @@ def _fit(model, step, validate, epochs, lr, weight_decay, patience, seed, progre
         return (val_acc, -val_loss) if keep == "accuracy" else (-val_loss,)
 
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    best = (-1.0, float("inf"))
-    best_state, best_epoch, stale, epoch = None, 0, 0, 0
+    best, best_state, best_epoch, stale, epoch = None, None, 0, 0, 0
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False)
@@ -122,7 +121,7 @@ def _fit(model, step, validate, epochs, lr, weight_decay, patience, seed, progre
             optimizer.step()
             model.eval()
             val_acc, val_loss = validate(loss)
-            if best_state is None or rank((val_acc, val_loss)) > rank(best):
+            if best is None or rank((val_acc, val_loss)) > rank(best):
                 best, best_epoch, stale = (val_acc, val_loss), epoch, 0
                 best_state = copy.deepcopy(model.state_dict())
             else:
@@ -150,9 +149,10 @@ def train_fp32_on_snapshots(
 ) -> dict:
     """:func:`train_fp32` over a sequence of snapshots: epoch e takes one full-batch step on ``graphs[e % k]``'s
     train split, and the weights kept are those of the best *mean* validation accuracy over all k snapshots (ties:
-    lower mean validation loss; ``keep="loss"``: the lowest mean validation loss), with the same patience. Each snapshot's propagation matrix is encoded once (the
-    layers' own cache keeps only the last adjacency). On one graph with validation nodes it is :func:`train_fp32`. Returns
-    the metrics of :func:`train_fp32`, each the mean over the snapshots.
+    lower mean validation loss; ``keep="loss"``: the lowest mean validation loss), with the same patience. Each
+    snapshot's propagation matrix is encoded once (the layers' own cache keeps only the last adjacency). On one graph
+    with validation nodes it is :func:`train_fp32`. Returns the metrics of :func:`train_fp32`, each the mean over the
+    snapshots.
     """
     graphs = list(graphs)
     if not graphs:
