@@ -14,9 +14,10 @@ narrow it, all through ``dste.gnn.train_fp32`` on the stream's first snapshot as
 Test accuracy (%) is the mean over the held-out snapshots; per run and setting the mean over ``--seeds`` seeds and
 the spread as the README's tables give it (population std, ddof 0) over the first three seeds and over all. The
 ``job`` setting's first three seeds reproduce the table's FP32 column (checked: a mismatch is reported). Writes
-``--out`` (default ``bench/results/fp32_seed_spread.json``) and its table (.txt) and plot (.png) beside it. CPU, one thread per worker::
+``--out`` (default ``bench/results/fp32_seed_spread.json``) and its table (.txt) and plot (.png) beside it. CPU, one
+thread per worker::
 
-    python bench/fp32_seed_spread.py --root DIR_WITH_PLANETOID_CORA [--seeds 6] [--jobs 2] [--only 'X,bursty,...']
+    python bench/fp32_seed_spread.py --root DIR_WITH_PLANETOID_CORA [--seeds 6] [--jobs 2] [--only 'X,bursty;Y,drift']
 
 About an hour for the 34 runs with two workers on the 2-core machine (citeseer-like's 3,703 features and
 pubmed-like's 19,717 nodes take most of it).
@@ -58,7 +59,7 @@ def measure_run(label: str, config: dict, root: str | None, seeds: int) -> dict:
     from dste.data.stream import stream_params
     from dste.experiments.pipeline import RunConfig, _load_base
     from dste.gnn import make_model, train_fp32
-    from dste.gnn.train import accuracy, graph_tensors
+    from fp32_stream_training import heldout_accuracy  # bench/, beside this script
 
     torch.set_num_threads(1)
     base = _load_base(RunConfig(dataset=config["dataset"], root=root))
@@ -71,10 +72,7 @@ def measure_run(label: str, config: dict, root: str | None, seeds: int) -> dict:
         for seed in range(seeds):
             model = make_model(graphs[0], config["model"], hidden=config["hidden"], seed=seed)
             train_fp32(model, graphs[0], seed=seed, **{**JOB_SETTINGS, **setting})
-            with torch.no_grad():
-                scores.append(100 * float(np.mean([
-                    accuracy(model(graph_tensors(g)[0], g.adj, backend="cpu"), g, "test") for g in heldout
-                ])))
+            scores.append(heldout_accuracy(model, heldout))
         accuracies[name] = scores
     return {"label": label, "accuracy": accuracies}
 
@@ -122,18 +120,21 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--table", default=str(RESULTS / "streams.json"), help="the stream table's collected runs")
     parser.add_argument("--root", default=os.environ.get("DSTE_DATA_ROOT"), help="directory of the Planetoid files")
-    parser.add_argument("--only", default=None, help="comma-separated labels of the table to measure (default: all)")
+    parser.add_argument("--only", default=None,
+                        help="labels of the table to measure, ';'-separated (labels hold commas: 'X,bursty;Y,drift')")
     parser.add_argument("--seeds", type=int, default=6)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS / "fp32_seed_spread.json"))
-    parser.add_argument("--replot", action="store_true", help="rebuild the table and plot from --out's per-seed figures")
+    parser.add_argument("--replot", action="store_true",
+                        help="rebuild the table and plot from --out's per-seed figures")
     args = parser.parse_args(argv)
     if args.seeds < 3:
         parser.error("--seeds must be >= 3 (the table's spread is over three)")
     table = json.loads(Path(args.table).read_text())
-    only = None if args.only is None else set(args.only.split(","))
+    only = None if args.only is None else set(args.only.split(";"))
     if only is not None and not only <= set(table):
-        parser.error(f"--only names runs the table does not hold: {sorted(only - set(table))}; it holds {sorted(table)}")
+        unknown = sorted(only - set(table))
+        parser.error(f"--only names runs the table does not hold: {unknown}; it holds {sorted(table)}")
     runs, skipped = {}, []
     for label, run in table.items():
         if only is not None and label not in only:
@@ -164,7 +165,8 @@ def main(argv=None) -> None:
     names = list(SETTINGS)
     lines = ["| run | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for row in rows:
-        flag = "" if row.get("reproduces_table", True) else f" (the job's setting: {row['table_difference']:+.2f} points off the table's FP32)"
+        flag = "" if row.get("reproduces_table", True) else (
+            f" (the job's setting: {row['table_difference']:+.2f} points off the table's FP32)")
         cells = [f"{row[n]['mean']:.2f}, {row[n]['spread3']:.2f} / {row[n]['spread']:.2f}" for n in names]
         lines.append(f"| {row['label']}{flag} | " + " | ".join(cells) + " |")
     for name in names:
