@@ -489,7 +489,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     outcomes = {policy.name: run_policy(env, policy, heldout_ids, lead_in=lead_in) for policy in judged}
     fallback_share = dqn_policy.fallback_taken / max(dqn_policy.decisions, 1)
     plans_probed = projected.plans_probed  # the held-out episodes' checks, before any diagnostic below runs more
-    unbudgeted = None
+    unbudgeted, accuracy_first_fallback = None, None
     if budget_actions is not None or schedule is not None:
         # The same controller trained with no latency budget but a memory ceiling (uniform INT8's footprint):
         # the accuracy-first operating point, reported beside the budgeted one. Its accuracy term is
@@ -503,12 +503,27 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
             train_config, reward=replace(reward, memory_budget=ACCURACY_FIRST_MEMORY_BUDGET, memory_penalty=1.0)
         )
         unbudgeted = train_controller(accuracy_first_env, accuracy_first, progress=show_progress(config))
-        outcomes["dste_dqn_unbudgeted"] = run_policy(
-            env.variant(budget_actions=None),
-            DQNPolicy(unbudgeted.agent, "dste_dqn_unbudgeted"),
-            heldout_ids,
-            lead_in=lead_in,
+        # Its conservative fallback, as the budgeted controller's: greedy search's plan on the same reward, without
+        # costless pruning (a pruned layer that saves no latency cut agreement for memory on held-out snapshots),
+        # kept unless the Q-values separate from it by a margin calibrated on the training snapshots. No budget to
+        # fit it to: the plan is static.
+        first_plan = greedy_search(accuracy_first_env, accuracy_first.reward, train_ids, allowed=allowed)
+        first_margin, first_margin_scores = 0.0, {}
+        if config.fallback:
+            first_margin, first_margin_scores = calibrate_margin(
+                accuracy_first_env, unbudgeted.agent, None, first_plan.actions, accuracy_first.reward, train_ids
+            )
+        first_policy = DQNPolicy(
+            unbudgeted.agent, "dste_dqn_unbudgeted", fallback=first_plan.actions if config.fallback else None,
+            margin=first_margin,
         )
+        outcomes["dste_dqn_unbudgeted"] = run_policy(
+            env.variant(budget_actions=None), first_policy, heldout_ids, lead_in=lead_in
+        )
+        accuracy_first_fallback = {
+            "margin": first_margin, "margin_scores": first_margin_scores, "plan_actions": list(first_plan.actions),
+            "share_of_held_out_decisions_taken": first_policy.fallback_taken / max(first_policy.decisions, 1),
+        }
         for episode in outcomes["dste_dqn_unbudgeted"].outcomes:
             episode.budget_fraction = env.budget_fraction(episode.snapshot)
     stage("CPU time of each policy")
@@ -600,6 +615,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
             "check_where_greedy_fits": projected.check_where_greedy_fits,
             "check_validation_gains": projected.check_gains.tolist(),
         },
+        "accuracy_first_fallback": accuracy_first_fallback,
         "reward": reward.to_dict(),
         "train_snapshots": train_ids,
         "heldout_snapshots": heldout_ids,

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from dste.cli import build_parser, main
+from dste.controller import ActionSpace
 from dste.experiments.pipeline import RunConfig
 
 RUN_OPTIONS = ("--dataset", "--root", "--seeds", "--snapshots", "--episodes", "--out", "--model", "--quick",
@@ -307,6 +308,13 @@ def test_quick_run_end_to_end(tmp_path, capsys):
     errors = fallback["recency_gain_errors"]  # over snapshots and over the validation nodes; the larger decides
     assert fallback["recency_gain_standard_error"] == max(errors["snapshots"], errors["nodes"])
     assert fallback["plan_actions"] == fallback["recency_plan_actions" if kept else "plain_plan_actions"]
+    # the accuracy-first controller has a static fallback of its own; where its margin is inf it is that plan
+    first = report["per_seed"][0]["accuracy_first_fallback"]
+    labels = [ActionSpace()[a].label() for a in first["plan_actions"]]
+    taken = report["per_seed"][0]["policies"]["dste_dqn_unbudgeted"]["actions"]
+    assert first["margin"] in {float(m) for m in first["margin_scores"]}  # one of the candidates it scored
+    if first["margin"] == float("inf"):
+        assert all(snapshot == labels for snapshot in taken)
 
 
 def test_a_fault_inside_dste_keeps_its_traceback(monkeypatch):
