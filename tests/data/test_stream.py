@@ -272,3 +272,42 @@ def test_flash_crowd_edges_leave_by_their_own_ids_while_the_graph_grows():
     assert np.all(after.graph.adj[rows, cols] == 0)
     removed = set(map(tuple, after.removed_edges.T.tolist()))
     assert set(zip(rows.tolist(), cols.tolist())) <= removed
+
+
+def test_feature_unit_is_the_rms_of_nonzero_features_capped_at_one():
+    from dste.data.stream import feature_unit
+
+    indicators = (np.random.default_rng(0).random((50, 40)) < 0.1).astype(np.float32)
+    assert feature_unit(indicators) == 1.0  # 0/1 word indicators: the presets' own scale
+    assert feature_unit(0.05 * indicators) == pytest.approx(0.05)  # TF-IDF-like magnitudes
+    rows = indicators / np.maximum(indicators.sum(axis=1, keepdims=True), 1)
+    nonzero = rows[rows != 0]
+    assert feature_unit(rows) == pytest.approx(np.sqrt((nonzero.astype(np.float64) ** 2).mean()))
+    assert feature_unit(30.0 * indicators) == 1.0  # a larger scale keeps the presets' absolute noise
+    assert feature_unit(np.zeros((4, 3), dtype=np.float32)) == 1.0
+
+
+@pytest.mark.parametrize("preset", ["steady", "drift", "growing"])
+def test_a_stream_over_features_scaled_down_is_the_same_stream_scaled_down(preset):
+    """Drift and noise follow the features' scale: the stream of c * x is c times the stream of x (same edges),
+    so scaled-down features (TF-IDF, row-normalised) are not drowned by noise set for 0/1 indicators."""
+    from dste.data import Graph
+    from dste.data.stream import stream_params
+
+    base = make_graph("cora-like", seed=1, num_nodes=600, num_edges=1500, num_features=64, num_val=100,
+                      num_test=200)
+    indicators = (base.x > 1.0).astype(np.float32)  # 0/1 features with a class signal, unit 1
+    scale = 0.04
+
+    def graph_with(x):
+        return Graph(adj=base.adj, x=x, y=base.y, train_mask=base.train_mask, val_mask=base.val_mask,
+                     test_mask=base.test_mask, num_classes=base.num_classes, communities=base.communities)
+
+    params = stream_params(preset, 4)
+    plain = SnapshotStream(graph_with(indicators), params, seed=2)
+    scaled = SnapshotStream(graph_with(scale * indicators), params, seed=2)
+    assert plain.feature_unit == 1.0 and scaled.feature_unit == pytest.approx(scale)
+    for a, b in zip(plain, scaled):
+        assert (a.graph.adj != b.graph.adj).nnz == 0
+        np.testing.assert_allclose(b.graph.x, scale * a.graph.x, rtol=1e-5, atol=1e-7)
+    assert np.abs(plain[3].graph.x[:600] - indicators).mean() > 0.01  # the features did move
