@@ -11,7 +11,8 @@ Per seed s:
      spend; see ``dste.controller.reward``), acting only among the actions that fit that budget
      (``dste.controller.guard``), the checkpoint chosen by its reward on the training snapshots;
   4. the same controller trained accuracy-first: no latency budget, a memory ceiling of uniform INT8's
-     footprint, and agreement with the FP32 predictions as its (label-free) accuracy term;
+     footprint, and agreement with the FP32 predictions as its (label-free) accuracy term; its conservative
+     fallback is greedy search's plan on that reward (static: there is no budget to fit it to);
   5. every policy -- FP32, uniform INT8, static 50 % sparse INT8, uniform FP16, random, greedy search, a
      greedy plan fitted to each snapshot's budget (greedy search again, never pruning what saves no modelled
      latency, ``dste.controller.actions.costless_pruning``, with the later training snapshots weighing more,
@@ -507,6 +508,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         # costless pruning (a pruned layer that saves no latency cut agreement for memory on held-out snapshots),
         # kept unless the Q-values separate from it by a margin calibrated on the training snapshots. No budget to
         # fit it to: the plan is static.
+        stage("accuracy-first fallback")
         first_plan = greedy_search(accuracy_first_env, accuracy_first.reward, train_ids, allowed=allowed)
         first_margin, first_margin_scores = 0.0, {}
         if config.fallback:
