@@ -91,8 +91,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                              "trains its own model s, so the spread over seeds holds the models' own), or an "
                              "integer >= 0: one model trained with that seed, so the spread is the controller's")
     parser.add_argument("--no-fallback", action="store_true",
-                        help="judge the plain DQN, without its conservative fallback (greedy search's plan on "
-                             "recency-weighted training rewards, fitted to each snapshot's latency budget) where the Q-values do not separate")
+                        help="judge the plain DQNs, without their conservative fallbacks where the Q-values do not "
+                             "separate (budgeted: greedy search's plan on recency-weighted training rewards, fitted to "
+                             "each snapshot's latency budget; accuracy first: greedy search's plan on its reward)")
     parser.add_argument("--no-probe", action="store_true",
                         help="fit the fallback plan to each snapshot's budget by the training snapshots' values alone: "
                              "without it, a plan the summed values rate higher but never measured as it is replaces "

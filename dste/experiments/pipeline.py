@@ -508,24 +508,24 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         # costless pruning (a pruned layer that saves no latency cut agreement for memory on held-out snapshots),
         # kept unless the Q-values separate from it by a margin calibrated on the training snapshots. No budget to
         # fit it to: the plan is static.
-        stage("accuracy-first fallback")
-        first_plan = greedy_search(accuracy_first_env, accuracy_first.reward, train_ids, allowed=allowed)
-        first_margin, first_margin_scores = 0.0, {}
+        first_policy = DQNPolicy(unbudgeted.agent, "dste_dqn_unbudgeted")
         if config.fallback:
+            stage("accuracy-first fallback")
+            first_plan = greedy_search(accuracy_first_env, accuracy_first.reward, train_ids, allowed=allowed)
             first_margin, first_margin_scores = calibrate_margin(
                 accuracy_first_env, unbudgeted.agent, None, first_plan.actions, accuracy_first.reward, train_ids
             )
-        first_policy = DQNPolicy(
-            unbudgeted.agent, "dste_dqn_unbudgeted", fallback=first_plan.actions if config.fallback else None,
-            margin=first_margin,
-        )
+            first_policy = DQNPolicy(
+                unbudgeted.agent, "dste_dqn_unbudgeted", fallback=first_plan.actions, margin=first_margin
+            )
+            accuracy_first_fallback = {"margin": first_margin, "margin_scores": first_margin_scores,
+                                       "plan_actions": list(first_plan.actions)}
         outcomes["dste_dqn_unbudgeted"] = run_policy(
             env.variant(budget_actions=None), first_policy, heldout_ids, lead_in=lead_in
         )
-        accuracy_first_fallback = {
-            "margin": first_margin, "margin_scores": first_margin_scores, "plan_actions": list(first_plan.actions),
-            "share_of_held_out_decisions_taken": first_policy.fallback_taken / max(first_policy.decisions, 1),
-        }
+        if accuracy_first_fallback is not None:
+            accuracy_first_fallback["share_of_held_out_decisions_taken"] = (
+                first_policy.fallback_taken / max(first_policy.decisions, 1))
         for episode in outcomes["dste_dqn_unbudgeted"].outcomes:
             episode.budget_fraction = env.budget_fraction(episode.snapshot)
     stage("CPU time of each policy")
