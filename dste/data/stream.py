@@ -11,7 +11,7 @@ Step t -> t+1 applies, in order:
 The drift's step and the noise are in units of the base graph's features (`feature_unit`: the root mean
 square of its nonzero features, at most 1), so a stream's "small" change stays small on TF-IDF or
 row-normalised features, whose nonzero entries are a few hundredths: in absolute units the noise of a
-dozen steps drowned them (row-normalised Cora's held-out snapshots: FP32 27 % instead of 82 %).
+dozen steps drowned them (row-normalised Cora's held-out `steady` snapshots: FP32 27 %, in these units 85 %).
 
 Each `Snapshot` records `changed_rows`: the nodes whose adjacency row differs from the previous
 snapshot (rows of new nodes count as changed), so an encoder re-encodes only the row windows that
