@@ -130,6 +130,11 @@ class DQNPolicy(Policy):
         self.fallback_taken = 0
         self.decisions = 0
 
+    @property
+    def fallback_share(self) -> float:
+        """Share of the decisions since ``begin`` where the fallback's action replaced the network's (0 if none)."""
+        return self.fallback_taken / max(self.decisions, 1)
+
     def begin(self) -> None:
         self.fallback_taken = self.decisions = 0
         if self.fallback is not None:

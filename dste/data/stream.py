@@ -201,7 +201,8 @@ def feature_unit(x: np.ndarray) -> float:
     presets' magnitudes were set on; a few hundredths on TF-IDF or row-normalised features. Capped at 1 so features
     on a larger scale keep the presets' absolute noise (relatively weaker, never drowning); all-zero features: 1.
     """
-    nonzero = np.asarray(x)[np.asarray(x) != 0]
+    x = np.asarray(x)
+    nonzero = x[x != 0]
     if nonzero.size == 0:
         return 1.0
     return min(1.0, float(np.sqrt(np.mean(np.square(nonzero, dtype=np.float64)))))

@@ -488,7 +488,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     stage("policies on held-out snapshots")
     judged = tqdm(policies, desc="policies on held-out snapshots", disable=not show_progress(config), leave=False)
     outcomes = {policy.name: run_policy(env, policy, heldout_ids, lead_in=lead_in) for policy in judged}
-    fallback_share = dqn_policy.fallback_taken / max(dqn_policy.decisions, 1)
+    fallback_share = dqn_policy.fallback_share
     plans_probed = projected.plans_probed  # the held-out episodes' checks, before any diagnostic below runs more
     unbudgeted, accuracy_first_fallback = None, None
     if budget_actions is not None or schedule is not None:
@@ -508,24 +508,21 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         # costless pruning (a pruned layer that saves no latency cut agreement for memory on held-out snapshots),
         # kept unless the Q-values separate from it by a margin calibrated on the training snapshots. No budget to
         # fit it to: the plan is static.
-        first_policy = DQNPolicy(unbudgeted.agent, "dste_dqn_unbudgeted")
+        first_plan, first_margin, first_margin_scores = None, 0.0, {}
         if config.fallback:
             stage("accuracy-first fallback")
-            first_plan = greedy_search(accuracy_first_env, accuracy_first.reward, train_ids, allowed=allowed)
+            first_plan = greedy_search(accuracy_first_env, accuracy_first.reward, train_ids, allowed=allowed).actions
             first_margin, first_margin_scores = calibrate_margin(
-                accuracy_first_env, unbudgeted.agent, None, first_plan.actions, accuracy_first.reward, train_ids
+                accuracy_first_env, unbudgeted.agent, None, first_plan, accuracy_first.reward, train_ids
             )
-            first_policy = DQNPolicy(
-                unbudgeted.agent, "dste_dqn_unbudgeted", fallback=first_plan.actions, margin=first_margin
-            )
-            accuracy_first_fallback = {"margin": first_margin, "margin_scores": first_margin_scores,
-                                       "plan_actions": list(first_plan.actions)}
+        first_policy = DQNPolicy(unbudgeted.agent, "dste_dqn_unbudgeted", fallback=first_plan, margin=first_margin)
         outcomes["dste_dqn_unbudgeted"] = run_policy(
             env.variant(budget_actions=None), first_policy, heldout_ids, lead_in=lead_in
         )
-        if accuracy_first_fallback is not None:
-            accuracy_first_fallback["share_of_held_out_decisions_taken"] = (
-                first_policy.fallback_taken / max(first_policy.decisions, 1))
+        if first_plan is not None:
+            accuracy_first_fallback = {"margin": first_margin, "margin_scores": first_margin_scores,
+                                       "plan_actions": list(first_plan),
+                                       "share_of_held_out_decisions_taken": first_policy.fallback_share}
         for episode in outcomes["dste_dqn_unbudgeted"].outcomes:
             episode.budget_fraction = env.budget_fraction(episode.snapshot)
     stage("CPU time of each policy")
@@ -641,7 +638,7 @@ def _heldout_margin_scores(env, agent, guard, fallback, reward, heldout_ids, lea
         policy = DQNPolicy(agent, guard=guard, fallback=fallback, margin=margin)
         outcome = run_policy(env, policy, heldout_ids, lead_in=lead_in)
         scores[float(margin)] = {"reward": outcome.mean_reward(reward), "accuracy": outcome.accuracy,
-                                 "share_of_decisions_to_fallback": policy.fallback_taken / max(policy.decisions, 1)}
+                                 "share_of_decisions_to_fallback": policy.fallback_share}
     return scores
 
 
