@@ -1,13 +1,14 @@
 """The FP32 GCN on the Planetoid public splits (static graph) against the published figures.
 
-    python bench/planetoid_fp32.py --root DIR [--datasets cora,citeseer,pubmed] [--seeds 10] [--hidden 64]
+    python bench/planetoid_fp32.py --root DIR [--datasets cora,citeseer,pubmed] [--seeds 10] [--hidden 64] [--model gcn]
 
 ``DIR`` holds the raw Planetoid files (``ind.<name>.*``); datasets whose files are absent are skipped. Each seed
 builds and trains the project's two-layer GCN (``dste.gnn.make_model``, ``train_fp32``: Adam, lr 0.01, weight decay
 5e-4, up to 200 epochs, the weights of the best validation epoch) and scores the 1,000 test nodes, once with each
 feature row divided by its sum (the GCN paper's preprocessing, ``load_planetoid(..., normalize_features=True)``) and
 once on the files' raw values (what ``load_dataset`` and ``dste run`` use: the snapshot streams' feature drift and
-noise are in those units). Published: Kipf & Welling, ICLR 2017, Table 2. Prints a table and writes it to
+noise are in those units). Published: Kipf & Welling, ICLR 2017, Table 2 (GCN only: ``--model sage`` trains the
+project's GraphSAGE the same way, for which the table names no published figure). Prints a table and writes it to
 ``--out``/planetoid_fp32.txt (default ``bench/results``).
 """
 
@@ -21,13 +22,13 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 PUBLISHED_GCN_ACCURACY = {"cora": 81.5, "citeseer": 70.3, "pubmed": 79.0}
 
 
-def accuracies_on_the_test_split(graph, seeds: int, hidden: int, progress) -> list[float]:
-    """Test accuracy (%) of the FP32 GCN trained on ``graph``'s public split with seeds ``0 .. seeds - 1``."""
+def accuracies_on_the_test_split(graph, seeds: int, hidden: int, progress, conv: str = "gcn") -> list[float]:
+    """Test accuracy (%) of the FP32 ``conv`` model (``"gcn"`` or ``"sage"``) trained on ``graph``'s public split with seeds ``0 .. seeds - 1``."""
     from dste.gnn import make_model, train_fp32
 
     accuracies = []
     for seed in range(seeds):
-        model = make_model(graph, "gcn", hidden=hidden, seed=seed)
+        model = make_model(graph, conv, hidden=hidden, seed=seed)
         accuracies.append(100.0 * train_fp32(model, graph, epochs=200, seed=seed, patience=50)["test_acc"])
         progress.update(1)
     return accuracies
@@ -39,6 +40,7 @@ def main(argv=None) -> int:
     parser.add_argument("--datasets", default="cora,citeseer,pubmed")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--model", choices=("gcn", "sage"), default="gcn")
     parser.add_argument("--out", default=str(REPOSITORY / "bench" / "results"), help="'' for no file")
     args = parser.parse_args(argv)
 
@@ -51,20 +53,22 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     root = Path(args.root)
     names = [name for name in args.datasets.split(",") if (root / f"ind.{name}.graph").is_file()]
-    lines = [f"FP32 GCN, hidden {args.hidden}, public split, static graph, {args.seeds} seeds; test accuracy %",
+    model_name = {"gcn": "GCN", "sage": "GraphSAGE"}[args.model]
+    lines = [f"FP32 {model_name}, hidden {args.hidden}, public split, static graph, {args.seeds} seeds; test accuracy %",
              f"{'dataset':<10} {'features':<16} {'mean':>6} {'std':>5} {'published':>9} {'difference':>10}"]
     with tqdm(total=2 * args.seeds * len(names), desc="FP32 training runs") as progress:
         for name in names:
             for label, normalize in (("row-normalized", True), ("raw", False)):
                 graph = load_planetoid(name, root, normalize_features=normalize)
-                accuracies = accuracies_on_the_test_split(graph, args.seeds, args.hidden, progress)
+                accuracies = accuracies_on_the_test_split(graph, args.seeds, args.hidden, progress, args.model)
                 mean, spread = float(np.mean(accuracies)), float(np.std(accuracies, ddof=1)) if args.seeds > 1 else 0.0
-                published = PUBLISHED_GCN_ACCURACY[name]
-                lines.append(f"{name:<10} {label:<16} {mean:>6.2f} {spread:>5.2f} {published:>9.1f} {mean - published:>+10.2f}")
+                published = PUBLISHED_GCN_ACCURACY[name] if args.model == "gcn" else None
+                versus = ("-", "-") if published is None else (f"{published:.1f}", f"{mean - published:+.2f}")
+                lines.append(f"{name:<10} {label:<16} {mean:>6.2f} {spread:>5.2f} {versus[0]:>9} {versus[1]:>10}")
     print("\n".join(lines))
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "planetoid_fp32.txt").write_text("\n".join(lines) + "\n")
+        (Path(args.out) / ("planetoid_fp32.txt" if args.model == "gcn" else f"planetoid_fp32_{args.model}.txt")).write_text("\n".join(lines) + "\n")
     return 0
 
 
