@@ -8,6 +8,10 @@ liveness analysis. Because the right-hand side of ``t = nl.ndarray(...)`` is
 evaluated before the old ``t`` is released, the total is checked when the next
 instruction runs (and any single allocation larger than the whole buffer is
 refused at once).
+
+PSUM is charged in whole banks: "the allocation for PSUM tensors must start at
+the beginning of each bank" (aws-neuron-sdk, nki/migration/index.rst), so a
+tile of 512 B per partition still takes one of the eight 2 KiB banks.
 """
 
 import itertools
@@ -17,6 +21,7 @@ from . import cost
 from .errors import CapacityError
 
 _LIMIT_CONSTANT = {"sbuf": "sbuf_bytes_per_partition", "psum": "psum_bytes_per_partition"}
+PSUM_BANKS = 8
 
 
 class MemoryTracker:
@@ -27,12 +32,15 @@ class MemoryTracker:
         self.totals = {buf: 0 for buf in self.limits}
         self.peaks = {buf: 0 for buf in self.limits}
         self._ids = itertools.count()
+        self.psum_bank_bytes = self.limits["psum"] // PSUM_BANKS
 
     def allocate(self, storage):
         buffer = storage.buffer
         if buffer not in self.limits:
             return
         nbytes = storage.bytes_per_partition
+        if buffer == "psum":  # whole banks: every PSUM allocation starts on a bank boundary
+            nbytes = -(-nbytes // self.psum_bank_bytes) * self.psum_bank_bytes
         limit = self.limits[buffer]
         if nbytes > limit:
             raise CapacityError(
@@ -61,6 +69,7 @@ class MemoryTracker:
                 raise CapacityError(
                     f"{instruction}: live {buffer.upper()} allocations need {total} B per partition, "
                     f"more than the {limit} B per partition of {buffer.upper()} on {self.target} "
-                    f"(latest allocation {name!r} requested {nbytes} B; largest live: {listing})"
+                    + ("(PSUM is allocated in whole 2 KiB banks, 8 per partition) " if buffer == "psum" else "")
+                    + f"(latest allocation {name!r} requested {nbytes} B; largest live: {listing})"
                 )
             self.peaks[buffer] = max(self.peaks[buffer], total)

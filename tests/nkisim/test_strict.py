@@ -324,6 +324,20 @@ def test_psum_capacity():
         run(body)
 
 
+def test_psum_is_allocated_in_whole_banks():
+    """Nine 1 KiB PSUM tiles fit 16 KiB by bytes but need nine of the eight banks (every PSUM allocation starts
+    on a bank boundary: nki/migration/index.rst); eight of them fit."""
+
+    def body(count):
+        tiles = [nl.ndarray((128, 256), nl.float32, buffer=nl.psum, name=f"acc{i}") for i in range(count)]
+        nisa.memset(dst=tiles[0], value=0.0)
+
+    _, prof = run(lambda: body(8))
+    assert prof.peak_psum_bytes_per_partition == 16384
+    with pytest.raises(CapacityError, match="need 18432 B per partition.*whole 2 KiB banks, 8 per partition"):
+        run(lambda: body(9))
+
+
 def test_static_out_of_range_slice_and_bad_reshape():
     def slice_body():
         t = nl.ndarray((128, 8), nl.float32)
