@@ -5,8 +5,10 @@ Both follow ``dste.reference.masked_quant`` bit for bit: float32 arithmetic, the
 ``s = max|v| * fp32(1/127)`` (1 for an all-zero group), values multiplied by the float32 reciprocal
 ``1/s`` (VectorE ``nisa.reciprocal``: NeuronCores have no division instruction), float->int8 and
 float->fp16 casts that round to nearest even and saturate (fp16 explicitly clamped to +-65504 first).
-That the hardware reciprocal is the correctly rounded fp32 reciprocal is an assumption the docs do
-not state; the parity tests hold the kernel to it.
+Two assumptions the docs do not state, which the parity tests hold the kernel to: that the hardware
+reciprocal is the correctly rounded fp32 reciprocal, and that engine fp32->fp16 casts round to nearest even
+(the docs say only that results are cast to the dst dtype; fp32->int rounding and saturation is stated in
+the NKI 0.6 release notes).
 """
 
 import nki

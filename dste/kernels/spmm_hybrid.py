@@ -59,6 +59,13 @@ TensorE matmul accumulating into the window's fp32 PSUM accumulator:
   band 255), an index at or past M that ``oob_mode.skip`` skips. The output row ids travel and widen
   the same way (bands when y has at least ``COLUMN_BAND_ROWS`` rows); a window slot holding no row has
   an index at or past N, and its scatter row is skipped.
+
+Assumptions the NKI 0.6 docs do not state (the simulator holds the kernel to them; hardware may not):
+- Bitvec ``tensor_scalar`` immediates (``bitwise_and`` with 31 or 1) are taken as integer bit patterns. The stub
+  types ``operand0`` / ``operand1`` as ``float | NkiTensor`` and no documented example uses a bitvec immediate; if
+  the compiler encodes immediates as fp32, ``& 1`` would mean ``& 0x3f800000``. An int32 ``[P, 1]`` tile holding
+  the constant is the documented alternative.
+- Engine casts to bf16 / fp16 round to nearest even (the docs say only that results are cast to the dst dtype).
 """
 
 import nki

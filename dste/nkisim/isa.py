@@ -348,7 +348,9 @@ def tensor_tensor(dst, data1, data2, op, engine=engine.unknown, name=None):
                 and engine.name not in ("vector", "gpsimd"):
             violate("tensor_tensor.engine", f"nisa.tensor_tensor: engine {engine.name} is not allowed; allowed: "
                     "vector, gpsimd")
-        eng = engine_name(engine, instr, "gpsimd" if all_int32 and not any_psum else "vector", ("vector", "gpsimd"))
+        # The stub's GpSimd default is for int32 arithmetic; bitvec operators are described on VectorE.
+        int_default = all_int32 and not any_psum and not spec.is_bitvec
+        eng = engine_name(engine, instr, "gpsimd" if int_default else "vector", ("vector", "gpsimd"))
     no_psum_on_gpsimd(instr, eng, dst, data1, data2)
     a, b = read2d(data1), read2d(data2)
     if spec.is_bitvec:

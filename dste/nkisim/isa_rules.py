@@ -43,7 +43,9 @@ _RULES = [
      "operators)", ALU_TABLE_SRC),
     ("alu.target", "abs_max/abs_min, and square/relu as ALU ops, are trn3 (NeuronCore-v4) only",
      f"{RELEASE_NOTES}, NKI 0.4.0 New Features"),
-    ("alu.bitvec_int", "bitvec operators need integer input and output dtypes (raw bit patterns)", ALU_TABLE_SRC
+    ("alu.bitvec_int", "bitvec operators need integer input and output dtypes (raw bit patterns); an immediate "
+     "operand is an integer taken as its bit pattern (assumption: the stubs type immediates as float and no "
+     "documented example gives a bitvec op an immediate)", ALU_TABLE_SRC
      + f"; {STUB_ISA}, tensor_scalar / tensor_tensor / tensor_reduce (Data types)"),
     ("alu.legal_reduction", "a reduction op is one tbl-aluop marks 'Legal Reduction op = Y'", ALU_TABLE_SRC),
     ("act.in_table", "an activation op is a function of tbl-act-func", ACT_TABLE_SRC),

@@ -103,6 +103,23 @@ def test_gpsimd_int32_math_is_exact_and_vector_is_fp32():
     assert (approx == 2**24).all()
 
 
+def test_int32_default_engine_is_gpsimd_for_arithmetic_and_vector_for_bitvec():
+    """The stub gives GpSimd as the default for int32 arithmetic and describes bitvec operators on VectorE."""
+    a = np.arange(8, dtype=np.int32).reshape(4, 2)
+
+    def kernel(a, op):
+        at = nl.load(a)
+        dst = nl.ndarray(a.shape, nl.int32)
+        nisa.tensor_tensor(dst=dst, data1=at, data2=at, op=op)
+        out = nl.ndarray(a.shape, nl.int32, buffer=nl.shared_hbm)
+        nl.store(out, dst)
+        return out
+
+    for op, engine in ((nl.add, "gpsimd"), (nl.bitwise_xor, "vector")):
+        _, prof = sim.run_kernel(kernel, (a, op), {}, target="trn2")
+        assert prof.instructions[engine] == 1, (op, dict(prof.instructions))
+
+
 def test_bitwise_ops_and_left_shift_on_uint32():
     a = RNG.integers(0, 2**32, (16, 8), dtype=np.uint64).astype(np.uint32)
     b = RNG.integers(0, 2**32, (16, 8), dtype=np.uint64).astype(np.uint32)
