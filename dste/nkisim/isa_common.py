@@ -183,6 +183,10 @@ def tensor(instr, role, value):
     return value
 
 
+PSUM_TILE_FMAX = 512
+"""Elements per partition of one PSUM operand (nl.tile_size.psum_bank_fmax)."""
+
+
 def on_chip(instr, role, t, allowed=ON_CHIP):
     """Buffer, partition count and start-partition rules for a compute-engine operand."""
     tensor(instr, role, t)
@@ -195,6 +199,9 @@ def on_chip(instr, role, t, allowed=ON_CHIP):
     if t._byte_strides[0] != t.storage.bytes_per_partition and partitions > 1:
         violate("isa.consecutive_partitions", f"nisa.{instr}: {role} {t.name!r} must cover consecutive partitions "
                 f"(partition step {t._byte_strides[0] // max(t.storage.bytes_per_partition, 1)})")
+    if t.buffer == "psum" and t.free_size > PSUM_TILE_FMAX:
+        violate("isa.psum_tile_fmax", f"nisa.{instr}: {role} {t.name!r} holds {t.free_size} elements per partition "
+                f"in PSUM; a PSUM tile's free size is at most nl.tile_size.psum_bank_fmax = {PSUM_TILE_FMAX}")
     start = t.partition_start
     legal = (0,) if partitions > 64 else (0, 64) if partitions > 32 else (0, 32, 64, 96)
     if start not in legal:

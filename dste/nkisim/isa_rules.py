@@ -22,6 +22,8 @@ _RULES = [
     ("isa.start_partition", "an operand of more than 64 partitions starts at partition 0, of 33-64 at 0 or 64, "
      "of at most 32 at 0/32/64/96", f"{STUB_ISA}, nc_stream_shuffle (constraint 3: start partition per active "
      "partitions); assumption: applied to every compute-engine operand"),
+    ("isa.psum_tile_fmax", "a PSUM operand of a compute instruction holds at most psum_bank_fmax (512) elements per "
+     "partition", "nki/get-started/about/tiling-overview.rst, Tile-Size Constraint #2"),
     ("isa.consecutive_partitions", "an on-chip operand covers consecutive partitions (partition step 1)",
      "assumption: engines read a contiguous run of partitions"),
     ("isa.buffer", "each operand lives in the buffer(s) the instruction's Memory types section allows",

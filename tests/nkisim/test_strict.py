@@ -50,7 +50,8 @@ def test_matmul_m_limit():
 
 
 def test_matmul_n_limit():
-    with pytest.raises(ConstraintError, match=r"N \(moving free size\) = 1024 exceeds the limit 512"):
+    # The [128, 1024] fp32 dst is itself refused first: a PSUM tile holds at most 512 elements per partition.
+    with pytest.raises(ConstraintError, match=r"dst .* holds 1024 elements per partition in PSUM.*psum_bank_fmax = 512"):
         _matmul((128, 128), (128, 1024), (128, 1024))
 
 
@@ -336,6 +337,16 @@ def test_psum_is_allocated_in_whole_banks():
     assert prof.peak_psum_bytes_per_partition == 16384
     with pytest.raises(CapacityError, match="need 18432 B per partition.*whole 2 KiB banks, 8 per partition"):
         run(lambda: body(9))
+
+
+def test_psum_operand_of_any_instruction_holds_at_most_512_elements():
+    def body(columns):
+        t = nl.ndarray((128, columns), nl.float32, buffer=nl.psum, name="wide_psum")
+        nisa.memset(dst=t, value=0.0)
+
+    run(lambda: body(512))
+    with pytest.raises(ConstraintError, match=r"holds 2048 elements per partition in PSUM.*rule isa.psum_tile_fmax"):
+        run(lambda: body(2048))
 
 
 def test_static_out_of_range_slice_and_bad_reshape():
