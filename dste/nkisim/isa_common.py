@@ -187,6 +187,20 @@ PSUM_TILE_FMAX = 512
 """Elements per partition of one PSUM operand (nl.tile_size.psum_bank_fmax)."""
 
 
+MAX_FREE_DIMS = 4
+"""Free dimensions of one operand's access pattern within a partition (nki-aps.rst)."""
+
+
+def access_pattern_free_dims(t):
+    """Free dimensions left once size-1 dimensions are dropped and contiguous neighbours merged."""
+    dims = [(n, s) for n, s in zip(t.shape[1:], t._byte_strides[1:]) if n != 1]
+    merged = 0
+    for i, (n, s) in enumerate(dims):
+        if i == 0 or dims[i - 1][1] != n * s:
+            merged += 1
+    return merged
+
+
 def on_chip(instr, role, t, allowed=ON_CHIP):
     """Buffer, partition count and start-partition rules for a compute-engine operand."""
     tensor(instr, role, t)
@@ -202,6 +216,10 @@ def on_chip(instr, role, t, allowed=ON_CHIP):
     if t.buffer == "psum" and t.free_size > PSUM_TILE_FMAX:
         violate("isa.psum_tile_fmax", f"nisa.{instr}: {role} {t.name!r} holds {t.free_size} elements per partition "
                 f"in PSUM; a PSUM tile's free size is at most nl.tile_size.psum_bank_fmax = {PSUM_TILE_FMAX}")
+    free_dims = access_pattern_free_dims(t)
+    if free_dims > MAX_FREE_DIMS:
+        violate("isa.free_dims", f"nisa.{instr}: {role} {t.name!r} (shape {t.shape}) needs {free_dims} free "
+                f"dimensions in its access pattern; at most {MAX_FREE_DIMS} (merge or copy it first)")
     start = t.partition_start
     legal = (0,) if partitions > 64 else (0, 64) if partitions > 32 else (0, 32, 64, 96)
     if start not in legal:

@@ -24,6 +24,8 @@ _RULES = [
      "partitions); assumption: applied to every compute-engine operand"),
     ("isa.psum_tile_fmax", "a PSUM operand of a compute instruction holds at most psum_bank_fmax (512) elements per "
      "partition", "nki/get-started/about/tiling-overview.rst, Tile-Size Constraint #2"),
+    ("isa.free_dims", "an on-chip operand's access pattern has at most 4 free dimensions after merging contiguous "
+     "ones", "nki/deep-dives/nki-aps.rst (elements within a partition are accessed as up to four-dimensional arrays)"),
     ("isa.consecutive_partitions", "an on-chip operand covers consecutive partitions (partition step 1)",
      "assumption: engines read a contiguous run of partitions"),
     ("isa.buffer", "each operand lives in the buffer(s) the instruction's Memory types section allows",

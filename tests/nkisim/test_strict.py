@@ -349,6 +349,21 @@ def test_psum_operand_of_any_instruction_holds_at_most_512_elements():
         run(lambda: body(2048))
 
 
+def test_operand_access_pattern_has_at_most_four_free_dims():
+    sizes = (2, 3, 5, 7, 4)
+
+    def body(k):
+        base = nl.ndarray((128,) + tuple(n + 1 for n in sizes[:k]), nl.float32, name="base")
+        nisa.memset(dst=base, value=1.0)
+        view = base[(slice(None),) + tuple(slice(0, n) for n in sizes[:k])]  # no two free dims merge
+        out = nl.ndarray((128,) + sizes[:k], nl.float32, name="out")
+        nisa.tensor_tensor(dst=out, data1=view, data2=view, op=nl.add)
+
+    run(lambda: body(4))
+    with pytest.raises(ConstraintError, match=r"data1 'base' .* needs 5 free dimensions.*at most 4.*rule isa.free_dims"):
+        run(lambda: body(5))
+
+
 def test_static_out_of_range_slice_and_bad_reshape():
     def slice_body():
         t = nl.ndarray((128, 8), nl.float32)
