@@ -182,7 +182,8 @@ def quantize_rows_kernel(x, sensitivity, threshold, hi_index, n_hi):
 
     Args:
       x: ``float32 [M, F]``; sensitivity: ``float32 [M]``; threshold: ``float32 [1]``.
-      hi_index: ``int32 [M]`` position of each row among the FP16 rows (= n_hi for INT8 rows),
+      hi_index: ``int32 [M]`` position of each row among the FP16 rows (INT8 rows: max(n_hi, 1), past the
+        FP16 table, so the scatter skips them),
         i.e. the prefix count of ``sensitivity >= threshold`` (computed by the launcher).
       n_hi: number of FP16 rows (compile-time; the FP16 table has max(n_hi, 1) rows).
 
