@@ -183,10 +183,6 @@ def tensor(instr, role, value):
     return value
 
 
-PSUM_TILE_FMAX = 512
-"""Elements per partition of one PSUM operand (nl.tile_size.psum_bank_fmax)."""
-
-
 MAX_FREE_DIMS = 4
 """Free dimensions of one operand's access pattern within a partition (nki-aps.rst)."""
 
@@ -213,9 +209,11 @@ def on_chip(instr, role, t, allowed=ON_CHIP):
     if t._byte_strides[0] != t.storage.bytes_per_partition and partitions > 1:
         violate("isa.consecutive_partitions", f"nisa.{instr}: {role} {t.name!r} must cover consecutive partitions "
                 f"(partition step {t._byte_strides[0] // max(t.storage.bytes_per_partition, 1)})")
-    if t.buffer == "psum" and t.free_size > PSUM_TILE_FMAX:
-        violate("isa.psum_tile_fmax", f"nisa.{instr}: {role} {t.name!r} holds {t.free_size} elements per partition "
-                f"in PSUM; a PSUM tile's free size is at most nl.tile_size.psum_bank_fmax = {PSUM_TILE_FMAX}")
+    if t.buffer == "psum":
+        fmax = int(cost.constant("psum_bank_bytes", target())) // 4  # nl.tile_size.psum_bank_fmax: fp32 per bank
+        if t.free_size > fmax:
+            violate("isa.psum_tile_fmax", f"nisa.{instr}: {role} {t.name!r} holds {t.free_size} elements per "
+                    f"partition in PSUM; a PSUM tile's free size is at most nl.tile_size.psum_bank_fmax = {fmax}")
     free_dims = access_pattern_free_dims(t)
     if free_dims > MAX_FREE_DIMS:
         violate("isa.free_dims", f"nisa.{instr}: {role} {t.name!r} (shape {t.shape}) needs {free_dims} free "

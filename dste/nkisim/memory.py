@@ -21,7 +21,6 @@ from . import cost
 from .errors import CapacityError
 
 _LIMIT_CONSTANT = {"sbuf": "sbuf_bytes_per_partition", "psum": "psum_bytes_per_partition"}
-PSUM_BANKS = 8
 
 
 class MemoryTracker:
@@ -32,7 +31,7 @@ class MemoryTracker:
         self.totals = {buf: 0 for buf in self.limits}
         self.peaks = {buf: 0 for buf in self.limits}
         self._ids = itertools.count()
-        self.psum_bank_bytes = self.limits["psum"] // PSUM_BANKS
+        self.psum_bank_bytes = int(cost.constant("psum_bank_bytes", target))
 
     def allocate(self, storage):
         buffer = storage.buffer
@@ -69,7 +68,8 @@ class MemoryTracker:
                 raise CapacityError(
                     f"{instruction}: live {buffer.upper()} allocations need {total} B per partition, "
                     f"more than the {limit} B per partition of {buffer.upper()} on {self.target} "
-                    + ("(PSUM is allocated in whole 2 KiB banks, 8 per partition) " if buffer == "psum" else "")
+                    + (f"(PSUM is allocated in whole {self.psum_bank_bytes // 1024} KiB banks, "
+                       f"{limit // self.psum_bank_bytes} per partition) " if buffer == "psum" else "")
                     + f"(latest allocation {name!r} requested {nbytes} B; largest live: {listing})"
                 )
             self.peaks[buffer] = max(self.peaks[buffer], total)
