@@ -50,7 +50,8 @@ def test_matmul_m_limit():
 
 
 def test_matmul_n_limit():
-    # The [128, 1024] fp32 dst is itself refused first: a PSUM tile holds at most 512 elements per partition.
+    with pytest.raises(ConstraintError, match=r"N \(moving free size\) = 1024 exceeds the limit 512"):
+        _matmul((128, 128), (128, 1024), (128, 512))  # a [128, 1024] fp32 dst is refused first, by isa.psum_tile_fmax
     with pytest.raises(ConstraintError, match=r"dst .* holds 1024 elements per partition in PSUM.*psum_bank_fmax = 512"):
         _matmul((128, 128), (128, 1024), (128, 1024))
 
