@@ -36,3 +36,8 @@ def __getattr__(name):
         globals()[name] = value
         return value
     raise AttributeError(f"module 'dste' has no attribute {name!r}")
+
+
+def __dir__():
+    # The lazy names are attributes too: list them for dir() and tab completion before their first use.
+    return sorted({*globals(), *_LAZY})
