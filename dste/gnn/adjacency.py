@@ -13,8 +13,8 @@ one loop of weight 1 (PyG's ``add_remaining_self_loops``), encoded as BIN tiles 
 mean uses ``A`` with ``row_scale = 1/deg`` (0 for isolated nodes, whose mean is 0).
 
 No cache here: encoding is the caller's to keep. The layers keep the propagation matrix of the last
-adjacency object they saw (``cached=True``, PyG's flag), and :class:`dste.gnn.pruning.PropagationPlan` keeps
-its own encoding.
+adjacency object they saw while its content is unchanged (``cached=True``, PyG's flag; an adjacency edited in
+place is encoded again), and :class:`dste.gnn.pruning.PropagationPlan` keeps its own encoding.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from dste.bindings import DSTETensor, is_dste_matrix
+from dste.bindings import DSTETensor, as_dste_tensor, is_dste_matrix
 from dste.format import EncodePolicy, encode, gcn_normalized
 
 __all__ = ["NORMALIZATIONS", "to_scipy_adjacency", "encode_propagation", "propagation_matrix"]
@@ -116,12 +116,13 @@ def encode_propagation(adjacency: sp.csr_matrix, norm: str):
 def propagation_matrix(adj, num_nodes: int | None, norm: str) -> DSTETensor:
     """The DSTE propagation matrix for ``adj`` under ``norm`` (``gcn`` or ``mean``).
 
-    A ``DSTEMatrix``/``DSTETensor`` is returned as is (wrapped); anything else is encoded on every call.
+    A ``DSTEMatrix``/``DSTETensor`` is returned as is (wrapped; a ``DSTEMatrix`` keeps its wrapper's operands,
+    ``dste.bindings.as_dste_tensor``); anything else is encoded on every call.
     """
     if norm not in NORMALIZATIONS:
         raise ValueError(f"norm must be one of {NORMALIZATIONS}, got {norm!r}")
     if isinstance(adj, DSTETensor) or is_dste_matrix(adj):
-        a = adj if isinstance(adj, DSTETensor) else DSTETensor(adj)
+        a = as_dste_tensor(adj)
         if num_nodes is not None and tuple(a.shape) != (num_nodes, num_nodes):
             raise ValueError(f"DSTE adjacency has shape {tuple(a.shape)} but x has {num_nodes} nodes")
         return a

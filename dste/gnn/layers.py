@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import math
 import weakref
+import zlib
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 
@@ -53,22 +56,72 @@ class _CompressibleLinear(nn.Linear):
         return super().forward(x)
 
 
+# The arrays a SciPy adjacency of each format is built from; other formats (LIL, DOK) are encoded on every call.
+_SCIPY_ARRAYS = {
+    "csr": ("indptr", "indices", "data"),
+    "csc": ("indptr", "indices", "data"),
+    "bsr": ("indptr", "indices", "data"),
+    "coo": ("row", "col", "data"),
+    "dia": ("offsets", "data"),
+}
+
+
+def _content_digest(adj) -> tuple | None:
+    """What the propagation matrix of ``adj`` is built from: format, shape, each array's dtype and shape, and a
+    CRC-32 of their bytes (GB/s, against an encoding that costs far more). None for a form the cache does not
+    digest (a DSTE matrix needs no encoding; LIL and DOK hold Python objects), which is then not cached."""
+    if isinstance(adj, torch.Tensor):
+        if adj.device.type != "cpu":
+            return None  # refused by the encoder, with its own message
+        if adj.layout == torch.strided:
+            arrays = [adj]
+        elif adj.layout == torch.sparse_coo:
+            arrays = [adj._indices(), adj._values()]
+        elif adj.layout == torch.sparse_csr:
+            arrays = [adj.crow_indices(), adj.col_indices(), adj.values()]
+        else:
+            return None
+        arrays = [a.detach().contiguous().numpy() for a in arrays]
+        kind = str(adj.layout)
+    elif sp.issparse(adj) and adj.format in _SCIPY_ARRAYS:
+        arrays = [np.ascontiguousarray(getattr(adj, name)) for name in _SCIPY_ARRAYS[adj.format]]
+        kind = adj.format
+    else:
+        return None
+    crc = 0
+    for array in arrays:
+        crc = zlib.crc32(array.reshape(-1).view(np.uint8), crc)
+    return (kind, tuple(adj.shape), tuple((a.dtype.str, a.shape) for a in arrays), crc)
+
+
 class _PropagationCache:
-    """The propagation matrix of the last adjacency object a layer saw (PyG's ``cached=True``, made safe:
-    reused only for the *same* object, held weakly). Mutating that object in place is not detected."""
+    """The propagation matrix of the last adjacency a layer saw (PyG's ``cached=True``, made safe: reused only
+    for the *same* object, held weakly, whose content has not changed since, by :func:`_content_digest`). An
+    adjacency edited in place between calls (``adj[i, j] = 1``, ``edge_index[1, k] = m``) is encoded again,
+    never answered from the stale encoding."""
 
     def __init__(self):
         self._source: weakref.ref | None = None
+        self._digest: tuple | None = None
         self._matrix = None
 
     def get(self, adj, num_nodes: int, norm: str):
-        if self._source is not None and self._source() is adj and tuple(self._matrix.shape) == (num_nodes,) * 2:
+        digest = _content_digest(adj)
+        if (
+            digest is not None
+            and self._source is not None
+            and self._source() is adj
+            and self._digest == digest
+            and tuple(self._matrix.shape) == (num_nodes,) * 2
+        ):
             return self._matrix
         matrix = propagation_matrix(adj, num_nodes, norm)
-        try:
-            self._source, self._matrix = weakref.ref(adj), matrix
-        except TypeError:  # not weak-referenceable: not cached
-            self._source, self._matrix = None, None
+        self._source, self._digest, self._matrix = None, None, None
+        if digest is not None:
+            try:
+                self._source, self._digest, self._matrix = weakref.ref(adj), digest, matrix
+            except TypeError:  # not weak-referenceable: not cached
+                pass
         return matrix
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -219,3 +221,49 @@ def test_layer_runs_multiply_by_the_propagation_matrix_with_scipys_bits():
         assert product.dtype == np.float32 and product.tobytes() == (matrix @ dense).tobytes(), width
     wide = rng.standard_normal((300, 5))  # float64: SciPy's own product
     assert np.array_equal(_sparse_times(matrix, wide), matrix @ wide)
+
+
+def _edit_scipy_structure(adj):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sp.SparseEfficiencyWarning)
+        missing = np.argwhere(adj.toarray() == 0)
+        i, j = (int(v) for v in missing[len(missing) // 2])
+        adj[i, j] = adj[j, i] = 1.0
+    return adj
+
+
+def _edit_scipy_values(adj):
+    adj.data[: adj.nnz // 2] = 0.0  # explicit zeros: those edges are gone
+    return adj
+
+
+def _edit_edge_index(edge_index):
+    edge_index[1, : edge_index.shape[1] // 3] = 0  # a third of the messages rerouted to node 0
+    return edge_index
+
+
+@pytest.mark.parametrize("layer_cls", [GCNConv, SAGEConv])
+@pytest.mark.parametrize(
+    "make, edit",
+    [
+        (lambda adj: adj.tocsr(), _edit_scipy_structure),
+        (lambda adj: adj.tocsr(), _edit_scipy_values),
+        (lambda adj: adj.tocoo(), _edit_scipy_values),
+        (lambda adj: torch.from_numpy(np.vstack(adj.nonzero()).astype(np.int64)), _edit_edge_index),
+        (lambda adj: adj.tolil(), _edit_scipy_structure),
+    ],
+    ids=["csr-structure", "csr-values", "coo-values", "edge_index", "lil-structure"],
+)
+def test_an_adjacency_edited_in_place_is_encoded_again(layer_cls, make, edit):
+    # The layer's cache is keyed on the object; an edit in place between calls must not be answered from the old
+    # encoding. The reference is a fresh layer with the same weights, which has never seen the object.
+    adj = make(_graph(n=120, density=0.05, seed=7))
+    x = torch.randn(120, 6)
+    layer = layer_cls(6, 3).eval()
+    before = layer(x, adj, backend="cpu")
+    edit(adj)
+    fresh = layer_cls(6, 3).eval()
+    fresh.load_state_dict(layer.state_dict())
+    after = layer(x, adj, backend="cpu")
+    torch.testing.assert_close(after, fresh(x, adj, backend="cpu"), rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(after, before), "the edit should change the layer's output"
