@@ -61,6 +61,7 @@ stateful), with SciPy's kernel:
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -161,6 +162,14 @@ def _permutation(perm, length: int, what: str) -> np.ndarray | None:
     return perm
 
 
+def _shared_tensor(array: np.ndarray) -> torch.Tensor:
+    """``torch.from_numpy(array)`` for an array that may be one of a DSTEMatrix's own, which are read-only: the
+    tensor shares its memory (no copy; the op only reads its operands), without torch's warning about it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
+
+
 def _window_reuse(indptr: np.ndarray, indices: np.ndarray, order: np.ndarray) -> float:
     """Entries per distinct column over up to ``REUSE_SAMPLE_WINDOWS`` evenly spread 128-row windows of the rows
     in ``order`` (original row ids): how often a window reuses the X rows it gathers."""
@@ -218,8 +227,8 @@ def build_encoded_csr(matrix) -> EncodedCSR:
         crow_indices=torch.from_numpy(encoded.indptr),
         col_indices=torch.from_numpy(encoded.indices),
         values=torch.from_numpy(encoded.data),
-        row_perm=empty if row_perm is None else torch.from_numpy(row_perm),
-        col_perm=empty if col_perm is None else torch.from_numpy(col_perm),
+        row_perm=empty if row_perm is None else _shared_tensor(row_perm),
+        col_perm=empty if col_perm is None else _shared_tensor(col_perm),
         shape=(n, m),
     )
 

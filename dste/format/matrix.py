@@ -6,7 +6,7 @@ bitmap tiles (up to 128 column ids + a 128x128 keep bitmap), entry tiles (up to 
 tile's list of up to 64 distinct column ids, window slot) pairs + one keep bit each). Values are BIN (1), INT8 (per-tile
 scale) or FP16 per tile, then ``A = diag(row_scale) A diag(col_scale)``.
 
-The object is treated as immutable: ``with_mask``, ``compact`` and ``update_windows``
+The object is immutable (its arrays are read-only views): ``with_mask``, ``compact`` and ``update_windows``
 return new matrices sharing the unchanged arrays.
 """
 
@@ -312,6 +312,18 @@ class DSTEMatrix:
             _fail(f"the list-tile fields come all together or not at all; given {given}, missing "
                   f"{[name for name in LIST_ARRAY_FIELDS if name not in given]}")
         self.validate(deep=False)
+        # Immutable in fact, not only by convention: cached products (``derived``: the torch operands, decodes) are
+        # keyed on the object, so an array edited in place would be answered from a stale cache. Read-only views
+        # leave the caller's own arrays writeable; one array in two fields (GCN's row_scale is its col_scale) stays
+        # one object, which is how the byte count knows it is stored once.
+        views = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, np.ndarray) and value.flags.writeable:
+                if id(value) not in views:
+                    views[id(value)] = value.view()
+                    views[id(value)].flags.writeable = False
+                setattr(self, field.name, views[id(value)])
 
     # ------------------------------------------------------------------ sizes
     @property

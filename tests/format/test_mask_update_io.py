@@ -380,3 +380,24 @@ def test_update_windows_refuses_new_scales_that_take_a_kept_window_out_of_float3
         encode(A, row_scale=big, scaled_input=False)  # what a full re-encode says
     fine = E.update_windows(A, changed_rows=[200], row_scale=np.full(n, 2.0))  # within range: taken
     np.testing.assert_allclose(fine.decode().diagonal()[[5, 200]], [2e20, 2.0], rtol=1e-3)
+
+
+def test_a_matrix_refuses_edits_in_place_and_leaves_the_callers_arrays_alone():
+    # Products cached on the matrix (the torch operands, decodes) are keyed on the object: an array edited in place
+    # would be answered from a stale cache, so the matrix's arrays are read-only views.
+    adj, _ = community_graph(300, seed=3)
+    matrix = gcn_normalized(adj)
+    for name in ("row_scale", "nz_bits", "keep_bits", "tile_cols"):
+        array = getattr(matrix, name)
+        if array is None or array.size == 0:
+            continue
+        with pytest.raises(ValueError, match="read-only"):
+            array[...] = 0
+    assert matrix.col_scale is matrix.row_scale  # one vector in two fields stays one object (stored once)
+    # a matrix built from the caller's arrays: the caller's own arrays stay writeable
+    fields = {f: getattr(matrix, f) for f in ARRAY_FIELDS + OPTIONAL_ARRAY_FIELDS}
+    own = {f: np.array(v) for f, v in fields.items() if isinstance(v, np.ndarray)}
+    rebuilt = matrix.replace(**own)
+    assert all(a.flags.writeable for a in own.values())
+    assert not rebuilt.row_scale.flags.writeable
+    _assert_same(rebuilt, matrix)
