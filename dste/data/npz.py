@@ -50,12 +50,15 @@ def save_npz(graph: Graph, path: str | Path) -> Path:
 
 
 def _whole_numbers(path, key: str, values) -> np.ndarray:
-    """``values`` as an integer array; a non-integer (2708.9 classes, a community id of 1.7) is refused, not
-    truncated."""
+    """``values`` as an int64 array; a non-integer (2708.9 classes, a community id of 1.7) is refused, not
+    truncated, and so is a whole number int64 cannot hold (a uint64 2^63, a float 1e30), not wrapped."""
     values = np.asarray(values)
-    if values.dtype.kind in "iu":
-        return values.astype(np.int64)
-    if values.dtype.kind == "f" and np.isfinite(values).all() and (values == np.round(values)).all():
+    whole = values.dtype.kind in "iu" or (
+        values.dtype.kind == "f" and np.isfinite(values).all() and (values == np.round(values)).all())
+    if whole:
+        if values.size and values.dtype.kind in "uf" and not (-(2**63) <= values.min() and values.max() < 2**63):
+            raise ValueError(f"{path}: {key} must hold integers within int64's range, got range "
+                             f"[{values.min().item()!r}, {values.max().item()!r}]")
         return values.astype(np.int64)
     raise ValueError(f"{path}: {key} must hold integers, got {values.dtype} values"
                      + (f" such as {values.ravel()[0].item()!r}" if values.size else ""))
@@ -91,6 +94,7 @@ def load_npz(path: str | Path, name: str | None = None) -> Graph:
     y = np.asarray(arrays["y"])
     if not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"{path}: y must hold integer class ids, got {y.dtype}")
+    y = _whole_numbers(path, "y", y)
     if "num_classes" in arrays:
         count = _whole_numbers(path, "num_classes", arrays["num_classes"])
         if count.ndim != 0:

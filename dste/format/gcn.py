@@ -420,7 +420,9 @@ def gcn_update(encoded: DSTEMatrix, new_adj, add_self_loops: bool = True, change
     """Incremental :func:`gcn_normalized` for a changed adjacency (same node set, same order).
 
     Rows whose structure differs from ``encoded``'s are found by comparison unless
-    ``changed_rows`` (original row ids; a superset is fine) is given. Only the windows
+    ``changed_rows`` (original row ids; a superset is fine) is given; a list that leaves out a row whose
+    degree changed is refused (``DSTEFormatError``), one that leaves out a row whose edges moved at the same
+    degree cannot be told from a correct one. Only the windows
     holding them are re-encoded, from those rows of the new CSR alone, and the degree
     scales are replaced; the other windows' tiles (and keep-masks) are kept, since their
     stored values are 1 whatever the degrees. When the changed windows hold more than
@@ -464,7 +466,8 @@ def _gcn_update(encoded: DSTEMatrix, new_adj, add_self_loops: bool, changed_rows
     N = encoded.shape[0]
     if structure.shape != encoded.shape:
         raise DSTEFormatError(f"new adjacency shape {structure.shape} != encoded shape {encoded.shape}")
-    if changed_rows is None:
+    given = changed_rows is not None
+    if not given:
         changed_rows = _rows_differing(encoded, structure)
     changed_rows = np.asarray(changed_rows)
     if changed_rows.size and (changed_rows.dtype.kind not in "iu" or changed_rows.min() < 0 or changed_rows.max() >= N):
@@ -475,6 +478,8 @@ def _gcn_update(encoded: DSTEMatrix, new_adj, add_self_loops: bool, changed_rows
     row_pos = np.arange(N) if encoded.row_perm is None else inverse_permutation(encoded.row_perm)
     redo = np.zeros(encoded.n_windows, dtype=bool)
     redo[row_pos[changed_rows.astype(np.int64)] // WINDOW_ROWS] = True
+    if given:
+        _check_changed_rows_cover_degrees(encoded, dinv, redo, row_pos, add_self_loops)
     redo_rows = encoded.window_rows[redo].ravel()
     redo_rows = np.sort(redo_rows[redo_rows < N])
     redo_entries = int(np.diff(structure.indptr)[redo_rows].sum())
@@ -484,6 +489,23 @@ def _gcn_update(encoded: DSTEMatrix, new_adj, add_self_loops: bool, changed_rows
     part = structure[redo_rows]
     rows = np.repeat(redo_rows.astype(np.int64), np.diff(part.indptr))
     return reencode_windows(encoded, rows, part.indices.astype(np.int64), part.data, redo, policy)
+
+
+def _check_changed_rows_cover_degrees(encoded: DSTEMatrix, dinv: np.ndarray, redo: np.ndarray, row_pos: np.ndarray,
+                                      add_self_loops: bool) -> None:
+    """Refuse a caller's ``changed_rows`` that leaves out a row whose degree changed: its window's tiles would be
+    kept with the old structure under the new scales, a silently wrong matrix. A row's degree is read from its
+    stored scale (the same D^-1/2 computation, so an unchanged row matches exactly; O(N), no decode). A row whose
+    edges moved at the same degree is not seen here: only the comparison (``changed_rows=None``) finds those."""
+    old = encoded.row_scale
+    degree_changed = np.flatnonzero(np.asarray(dinv, dtype=old.dtype) != old)
+    missed = degree_changed[~redo[row_pos[degree_changed] // WINDOW_ROWS]]
+    if missed.size:
+        raise DSTEFormatError(
+            f"changed_rows leaves out {missed.size} row(s) whose degree changed (e.g. rows {missed[:5].tolist()}); "
+            f"list every changed row (a superset is fine) or pass changed_rows=None to find them by comparison (if "
+            f"none changed, add_self_loops={add_self_loops} differs from the encode's)"
+        )
 
 
 def _pattern_of(structure: sp.csr_matrix) -> sp.csr_matrix:

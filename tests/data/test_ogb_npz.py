@@ -134,6 +134,10 @@ def small_bundle(tmp_path_factory):
     (lambda a: a.__setitem__("num_classes", np.array(7.9)), "num_classes must hold integers"),
     (lambda a: a.__setitem__("num_classes", np.array([7, 7])), "num_classes must be one integer"),
     (lambda a: a.__setitem__("communities", np.full(600, 1.7)), "communities must hold integers"),
+    # whole numbers int64 cannot hold would wrap (2^63 read as -2^63), not be refused by the later range checks
+    (lambda a: a.__setitem__("y", np.r_[a["y"][:-1].astype(np.uint64), np.uint64(2**63)]),
+     r"y must hold integers within int64's range, got range \[0, 9223372036854775808\]"),
+    (lambda a: a.__setitem__("communities", np.full(600, 1e30)), "communities must hold integers within int64's range"),
 ])
 def test_npz_values_that_would_be_read_wrongly_are_refused(tmp_path, small_bundle, change, message):
     """Values a cast would silently change (a NaN adjacency value read as an edge, 7.9 classes as 7) are refused."""

@@ -401,3 +401,22 @@ def test_a_matrix_refuses_edits_in_place_and_leaves_the_callers_arrays_alone():
     assert all(a.flags.writeable for a in own.values())
     assert not rebuilt.row_scale.flags.writeable
     _assert_same(rebuilt, matrix)
+
+
+@pytest.mark.parametrize("scales", ["float32", "float16"])
+def test_gcn_update_refuses_changed_rows_that_leave_out_a_row_whose_degree_changed(scales):
+    # The windows of unlisted rows keep their tiles while every scale is replaced: a row left out whose degree
+    # changed would silently keep its old edges. Found from the stored scales, without decoding.
+    adj, _ = community_graph(600, seed=2)
+    E = gcn_normalized(adj)
+    if scales == "float16":
+        from dste.format.gcn import with_float16_scales
+
+        E = with_float16_scales(E)
+    source = int(E.window_rows[0, 0])
+    far = int(E.window_rows[-1, 0])  # another window than source's
+    new_adj = _flip_edges(adj, [(source, far)])
+    with pytest.raises(DSTEFormatError, match=rf"leaves out 1 row\(s\) whose degree changed \(e.g. rows \[{far}\]\)"):
+        gcn_update(E, new_adj, changed_rows=[source])
+    listed = gcn_update(E, new_adj, changed_rows=[source, far])
+    _assert_same(listed, gcn_update(E, new_adj))  # every changed row listed: the comparison's result
