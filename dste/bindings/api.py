@@ -192,7 +192,12 @@ def masked_quant(values, keep, sensitivity, threshold: float, backend: str | Non
     name = resolve_backend(backend)
     values_t = _as_tensor(values, "values", (torch.float32,))
     keep_t = _as_tensor(keep, "keep", (torch.bool,))
-    sens_t = _as_tensor(sensitivity, "sensitivity", (torch.float32, torch.float64)).float()
+    sens_t = _as_tensor(sensitivity, "sensitivity", (torch.float32, torch.float64))
+    _check_finite(sens_t, "sensitivity")
+    # float32 as the kernel compares it; a finite float64 beyond float32's range saturates (it is above or below every
+    # float32 threshold either way) instead of reading as inf
+    finfo = torch.finfo(torch.float32)
+    sens_t = sens_t.clamp(finfo.min, finfo.max).float()
     tile = ops.TILE
     if values_t.dim() != 3 or tuple(values_t.shape[1:]) != (tile, tile):
         raise ValueError(f"values must be [T, {tile}, {tile}], got {tuple(values_t.shape)}")
@@ -202,8 +207,9 @@ def masked_quant(values, keep, sensitivity, threshold: float, backend: str | Non
         raise ValueError(f"sensitivity must be [T={values_t.shape[0]}], got {tuple(sens_t.shape)}")
     if not isinstance(threshold, (int, float, np.floating, np.integer)) or np.isnan(threshold):
         raise TypeError(f"threshold must be a real number, got {threshold!r}")
+    if not np.isfinite(threshold):  # as dste.kernels.launch_masked_quant refuses it, on every backend
+        raise ValueError(f"threshold must be finite, got {threshold!r}")
     _check_finite(values_t, "values")
-    _check_finite(sens_t, "sensitivity")
     bits, kind, int8_dense, scale_dense, fp16_dense = torch.ops.dste.masked_quant(
         values_t, keep_t, sens_t, float(threshold), name
     )

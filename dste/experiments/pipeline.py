@@ -176,7 +176,9 @@ class RunConfig:
             elif self.budget.lower().endswith("fp32"):
                 fraction = fp32_budget_fraction(self.budget)
                 self.budget = f"{fraction:g}fp32"
-            elif self.budget.lower() != "static50":
+            elif self.budget.lower() == "static50":
+                self.budget = "static50"  # the job compares it as spelled here
+            else:
                 try:
                     self.budget = float(self.budget)
                 except ValueError:

@@ -115,6 +115,11 @@ def device_quantize_int8(values, scale) -> np.ndarray:
     return round_half_even_saturate(product, np.int8)
 
 
+MIN_TILE_MAGNITUDE = INT8_QMAX * float(np.finfo(np.float32).tiny)
+"""A tile whose largest kept |value| is nonzero but below this would get a subnormal INT8 scale (``amax / 127``),
+which the engines flush: its entries would come back wrong."""
+
+
 def masked_quant_host(values, keep, sensitivity, threshold):
     """Host twin of the ``masked_quant`` kernel: the same outputs, bit for bit, with NumPy.
 
@@ -143,6 +148,15 @@ def masked_quant_host(values, keep, sensitivity, threshold):
     if not np.isfinite(values).all():
         raise ValueError("masked_quant_host: values must be finite (no NaN or Inf)")
     masked = np.where(keep, values, np.float32(0.0)).astype(np.float32)
+    amax = np.abs(masked).reshape(T, -1).max(axis=1) if T else np.zeros(0, np.float32)
+    tiny = (amax > 0) & (amax < MIN_TILE_MAGNITUDE)
+    if tiny.any():  # the kernel's launcher refuses the same tiles (dste.kernels.launch_quant)
+        t = int(np.flatnonzero(tiny)[0])
+        raise ValueError(
+            f"masked_quant_host: tile {t} has largest kept magnitude {float(amax[t]):.3g}, nonzero but below "
+            f"{MIN_TILE_MAGNITUDE:.3g} (127 x float32's smallest normal): its INT8 scale would be subnormal; rescale "
+            f"the values or zero such entries"
+        )
     is_fp16 = sensitivity.astype(np.float32) >= np.float32(threshold)
     kind = np.where(is_fp16, TileKind.FP16, TileKind.INT8).astype(np.uint8)
     scale = device_int8_scale(masked.reshape(T, -1), axis=1) if T else np.zeros(0, np.float32)

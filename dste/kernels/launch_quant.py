@@ -116,6 +116,8 @@ def launch_quantize_rows(X, sensitivity, threshold=0.02, *, target="trn2", profi
     sensitivity = np.asarray(sensitivity)
     if sensitivity.shape != (M,) or not np.isfinite(sensitivity.astype(np.float64)).all():
         raise ValueError(f"sensitivity must be finite with shape ({M},), got {sensitivity.shape}")
+    if not isinstance(threshold, (int, float, np.integer, np.floating)) or not np.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
     _refuse_tiny_groups(np.abs(X).max(axis=1) if F else np.zeros(M), "row")
     sens32 = sensitivity.astype(np.float32)
     is_hi = sens32 >= np.float32(threshold)

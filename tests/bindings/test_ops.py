@@ -129,3 +129,38 @@ def test_kernel_backend_needs_a_live_handle(small_matrix):
         torch.ops.dste.spmm_hybrid(*csr, torch.zeros(a.shape[1], 2), -1, -1, "nkisim")
     with pytest.raises(LookupError, match="names no live object"):
         torch.ops.dste.spmm_hybrid(*csr, torch.zeros(a.shape[1], 2), 10**9, -1, "nkisim")
+
+
+@pytest.mark.parametrize("backend", ["cpu", "nkisim"])
+def test_masked_quant_refuses_a_tile_whose_int8_scale_would_be_subnormal(backend):
+    # a tile of kept values near 1e-37 has scale amax / 127 below float32's smallest normal; the cpu path used to
+    # return every entry as +-127 steps of that scale (1e-37 read back as 2e-37) where the kernel path refuses
+    import dste
+
+    values = np.zeros((1, 128, 128), np.float32)
+    values[0, :, :3] = np.array([1e-37, 2e-37, -0.5e-37], np.float32)
+    keep = np.zeros(values.shape, bool)
+    keep[0, :, :3] = True
+    with pytest.raises(ValueError, match="INT8 scale would be subnormal"):
+        dste.masked_quant(values, keep, np.zeros(1, np.float32), 0.5, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "nkisim"])
+def test_masked_quant_reads_a_huge_float64_sensitivity_as_above_every_threshold_and_refuses_an_infinite_one(backend):
+    import dste
+
+    values = np.random.default_rng(0).standard_normal((2, 128, 128)).astype(np.float32)
+    keep = np.ones(values.shape, bool)
+    # 1e300 is finite in float64 and beyond float32: above the threshold, as the kernel's launcher reads it
+    _, kind, *_ = dste.masked_quant(values, keep, np.array([1e300, 0.0]), 0.5, backend=backend)
+    assert kind.tolist() == [2, 1]  # FP16, INT8
+    for threshold in (np.inf, -np.inf):
+        with pytest.raises(ValueError, match="threshold must be finite"):
+            dste.masked_quant(values, keep, np.zeros(2, np.float32), threshold, backend=backend)
+
+
+def test_launch_quantize_rows_names_a_non_finite_threshold():
+    from dste.kernels.launch_quant import launch_quantize_rows
+
+    with pytest.raises(ValueError, match="threshold must be a finite number, got nan"):
+        launch_quantize_rows(np.ones((4, 8), np.float32), np.zeros(4), threshold=float("nan"))

@@ -13,6 +13,12 @@ def test_fp32_budget_parses_the_fraction(text, value):
     assert RunConfig(budget=text).budget == f"{value:g}fp32"
 
 
+@pytest.mark.parametrize("text", ["static50", "STATIC50", "Static50"])
+def test_static50_budget_is_recognised_in_any_case(text):
+    # spelled otherwise it was accepted, then compared as "static50" and silently run without a budget
+    assert RunConfig(budget=text).budget == "static50"
+
+
 @pytest.mark.parametrize("text", ["fp32", "-1fp32", "0fp32", "abcfp32"])
 def test_bad_fp32_budgets_are_refused_with_the_form_expected(text):
     with pytest.raises(ValueError, match="fp32"):
