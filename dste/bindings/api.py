@@ -27,6 +27,20 @@ def is_hybrid_rows(obj) -> bool:
     return all(hasattr(obj, name) for name in ("q", "scale", "hi_rows", "hi", "dequantize"))
 
 
+def _as_hybrid_rows(rows) -> HybridRows:
+    """An object with HybridRows' fields (``is_hybrid_rows``) as the ``HybridRows`` the kernel launchers take:
+    validated, its ``hi_index`` rebuilt from ``hi_rows`` (FP16 rows their position, INT8 rows the FP16 count)."""
+    q, hi_rows = np.asarray(rows.q), np.asarray(rows.hi_rows)
+    if q.ndim != 2 or hi_rows.ndim != 1 or hi_rows.dtype.kind not in "iu" or (
+            hi_rows.size and (hi_rows.min() < 0 or hi_rows.max() >= q.shape[0])):
+        raise ValueError(f"hybrid-row X of type {type(rows).__name__}: q must be [M, F] and hi_rows row ids in "
+                         f"[0, M); got q {q.shape}, hi_rows {hi_rows.dtype} {hi_rows.shape}")
+    hi_index = np.full(q.shape[0], hi_rows.size, dtype=np.int32)
+    hi_index[hi_rows] = np.arange(hi_rows.size, dtype=np.int32)
+    return HybridRows(q=q, scale=np.asarray(rows.scale), hi_rows=hi_rows.astype(np.int32), hi=np.asarray(rows.hi),
+                      hi_index=hi_index).validate()
+
+
 def _all_finite(x: torch.Tensor) -> bool:
     """No NaN and no Inf in ``x``.
 
@@ -149,7 +163,8 @@ def spmm(A, X, backend: str | None = None) -> torch.Tensor:
     elif is_hybrid_rows(X):
         x = torch.from_numpy(np.ascontiguousarray(X.dequantize(), dtype=np.float32))
         if name in KERNEL_BACKENDS:
-            x_handle = registry.register(X)
+            kernel_x = X if isinstance(X, HybridRows) else _as_hybrid_rows(X)  # held here: the registry holds it weakly
+            x_handle = registry.register(kernel_x)
     else:
         x = _dense_operand(X)
     try:

@@ -157,6 +157,9 @@ def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=No
     if lnc is not None:
         lnc = check_lnc(lnc)
     if X is not None:
+        if (x_mode == "int8-hybrid") != hasattr(X, "hi_index"):
+            raise ValueError(f"X must be HybridRows (dste.quantize_rows) exactly when x_mode is 'int8-hybrid'; got "
+                             f"x_mode={x_mode!r} and X of type {type(X).__name__}")
         width = X.q.shape[1] if hasattr(X, "q") else np.shape(X)[1]
         if width != F:
             raise ValueError(f"X has {width} columns but F = {F}: pass F = X's width")

@@ -153,3 +153,34 @@ def test_wrapper_rejects_bad_input():
 def test_masked_quant_rejects_bad_input(args, error, message):
     with pytest.raises(error, match=message):
         db.masked_quant(*args, backend="cpu")
+
+
+def test_a_duck_typed_hybrid_rows_x_runs_on_the_kernel_backend_as_on_cpu():
+    # dste.spmm takes any object with HybridRows' fields; the kernel launchers take only HybridRows, so the nkisim
+    # backend failed on dste.reference's ReferenceHybridRows with "X must be 2-D, got shape ()"
+    from dste.reference.masked_quant import quantize_rows_reference
+
+    rng = np.random.default_rng(2)
+    n = 200
+    adjacency = (sp.random(n, n, density=0.03, random_state=3, format="csr", dtype=np.float32)
+                 + sp.eye(n, dtype=np.float32, format="csr")).tocsr()
+    adjacency.data[:] = 1
+    matrix = dste.encode(adjacency)
+    sensitivity = np.zeros(n)
+    sensitivity[[3, 50, 199]] = 1
+    rows = quantize_rows_reference(rng.standard_normal((n, 8)).astype(np.float32), sensitivity, 0.5)
+    expected = adjacency @ rows.dequantize()
+    kernel = dste.spmm(matrix, rows, backend="nkisim").numpy()
+    # the kernel accumulates bf16-rounded products of INT8 and FP16 operands: a few parts in 1,000 of the output scale
+    np.testing.assert_allclose(kernel, expected, atol=4e-3 * np.abs(expected).max())
+
+
+def test_estimate_spmm_says_when_x_does_not_match_the_x_mode():
+    from dste.kernels import estimate_spmm
+
+    matrix = dste.encode(sp.identity(256, dtype=np.float32, format="csr"))
+    x = np.ones((256, 16), np.float32)
+    with pytest.raises(ValueError, match="X must be HybridRows .* exactly when x_mode is 'int8-hybrid'"):
+        estimate_spmm(matrix, 16, "int8-hybrid", X=x)
+    with pytest.raises(ValueError, match="X must be HybridRows .* exactly when x_mode is 'int8-hybrid'"):
+        estimate_spmm(matrix, 16, "fp32", X=dste.quantize_rows(x))
