@@ -9,6 +9,7 @@ import torch
 
 from dste.format import HybridRows
 from dste.format.constants import FP16_MAX
+from dste.format.quant import hi_index_of
 
 from . import ops, registry
 from .backends import KERNEL_BACKENDS, resolve_backend
@@ -35,10 +36,8 @@ def _as_hybrid_rows(rows) -> HybridRows:
             hi_rows.size and (hi_rows.min() < 0 or hi_rows.max() >= q.shape[0])):
         raise ValueError(f"hybrid-row X of type {type(rows).__name__}: q must be [M, F] and hi_rows row ids in "
                          f"[0, M); got q {q.shape}, hi_rows {hi_rows.dtype} {hi_rows.shape}")
-    hi_index = np.full(q.shape[0], hi_rows.size, dtype=np.int32)
-    hi_index[hi_rows] = np.arange(hi_rows.size, dtype=np.int32)
     return HybridRows(q=q, scale=np.asarray(rows.scale), hi_rows=hi_rows.astype(np.int32), hi=np.asarray(rows.hi),
-                      hi_index=hi_index).validate()
+                      hi_index=hi_index_of(hi_rows, q.shape[0])).validate()
 
 
 def _all_finite(x: torch.Tensor) -> bool:

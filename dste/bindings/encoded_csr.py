@@ -60,8 +60,8 @@ stateful), with SciPy's kernel:
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp

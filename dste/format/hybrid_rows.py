@@ -43,7 +43,14 @@ import numpy as np
 from dste.format.errors import DSTEFormatError
 from dste.format.policy import DEFAULT_FP16_THRESHOLD
 from dste.format.constants import FP16_MAX, INT8_QMAX
-from dste.format.quant import all_finite, dequantize_int8, quantize_rows_host, round_half_even_saturate, row_blocks
+from dste.format.quant import (
+    MIN_INT8_AMAX,
+    all_finite,
+    dequantize_int8,
+    quantize_rows_host,
+    round_half_even_saturate,
+    row_blocks,
+)
 
 
 @dataclass(eq=False)
@@ -218,7 +225,7 @@ def quantize_rows(X, sensitivity=None, threshold: float | None = None, fp16_frac
     return HybridRows(*quantize_rows_host(X, sensitivity, threshold))
 
 
-MIN_ROW_MAGNITUDE = INT8_QMAX * float(np.finfo(np.float32).tiny)
+MIN_ROW_MAGNITUDE = MIN_INT8_AMAX
 """A row whose largest |x| is nonzero but below 127 x float32's smallest normal would get a
 subnormal INT8 scale (its reciprocal overflows): refused, as the device launcher does."""
 

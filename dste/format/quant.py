@@ -115,9 +115,30 @@ def device_quantize_int8(values, scale) -> np.ndarray:
     return round_half_even_saturate(product, np.int8)
 
 
-MIN_TILE_MAGNITUDE = INT8_QMAX * float(np.finfo(np.float32).tiny)
-"""A tile whose largest kept |value| is nonzero but below this would get a subnormal INT8 scale (``amax / 127``),
-which the engines flush: its entries would come back wrong."""
+MIN_INT8_AMAX = INT8_QMAX * float(np.finfo(np.float32).tiny)
+"""A group (tile or row) whose largest |value| is nonzero but below 127 x float32's smallest normal would get a
+subnormal INT8 scale (``amax / 127``) whose reciprocal overflows: its entries would come back wrong."""
+
+
+def refuse_subnormal_int8_scales(amax, what: str) -> None:
+    """``ValueError`` naming the first ``what`` (tile, row) whose largest magnitude ``amax`` is nonzero but below
+    :data:`MIN_INT8_AMAX`; the host twins and the kernel launchers refuse the same groups."""
+    tiny = (amax > 0) & (amax < MIN_INT8_AMAX)
+    if tiny.any():
+        i = int(np.flatnonzero(tiny)[0])
+        raise ValueError(
+            f"{what} {i} has largest magnitude {float(amax[i]):.3g}, nonzero but below {MIN_INT8_AMAX:.3g} "
+            f"(127 x the smallest normal float32): its INT8 scale would be subnormal; rescale the input "
+            f"or zero such values"
+        )
+
+
+def hi_index_of(hi_rows: np.ndarray, num_rows: int) -> np.ndarray:
+    """``hi_index int32 [num_rows]`` of hybrid rows: an FP16 row's position in ``hi_rows``, ``len(hi_rows)`` for
+    an INT8 row."""
+    hi_index = np.full(num_rows, hi_rows.size, dtype=np.int32)
+    hi_index[hi_rows] = np.arange(hi_rows.size, dtype=np.int32)
+    return hi_index
 
 
 def masked_quant_host(values, keep, sensitivity, threshold):
@@ -148,15 +169,7 @@ def masked_quant_host(values, keep, sensitivity, threshold):
     if not np.isfinite(values).all():
         raise ValueError("masked_quant_host: values must be finite (no NaN or Inf)")
     masked = np.where(keep, values, np.float32(0.0)).astype(np.float32)
-    amax = np.abs(masked).reshape(T, -1).max(axis=1) if T else np.zeros(0, np.float32)
-    tiny = (amax > 0) & (amax < MIN_TILE_MAGNITUDE)
-    if tiny.any():  # the kernel's launcher refuses the same tiles (dste.kernels.launch_quant)
-        t = int(np.flatnonzero(tiny)[0])
-        raise ValueError(
-            f"masked_quant_host: tile {t} has largest kept magnitude {float(amax[t]):.3g}, nonzero but below "
-            f"{MIN_TILE_MAGNITUDE:.3g} (127 x float32's smallest normal): its INT8 scale would be subnormal; rescale "
-            f"the values or zero such entries"
-        )
+    refuse_subnormal_int8_scales(np.abs(masked).reshape(T, -1).max(axis=1) if T else np.zeros(0), "tile")
     is_fp16 = sensitivity.astype(np.float32) >= np.float32(threshold)
     kind = np.where(is_fp16, TileKind.FP16, TileKind.INT8).astype(np.uint8)
     scale = device_int8_scale(masked.reshape(T, -1), axis=1) if T else np.zeros(0, np.float32)
@@ -201,7 +214,6 @@ def quantize_rows_host(X, sensitivity, threshold):
                 q[rows] = device_quantize_int8(X[rows], scale[rows, None])
         q[is_hi] = 0
         scale = np.where(is_hi, np.float32(0.0), scale).astype(np.float32)
-    hi_index = np.full(M, hi_rows.size, dtype=np.int32)
-    hi_index[hi_rows] = np.arange(hi_rows.size, dtype=np.int32)
+    hi_index = hi_index_of(hi_rows, M)
     hi = to_fp16(X[hi_rows]).reshape(hi_rows.size, F)
     return np.ascontiguousarray(q), np.ascontiguousarray(scale), hi_rows, np.ascontiguousarray(hi), hi_index

@@ -392,11 +392,11 @@ def _trace_operand(A, F, x_mode, X, hi_fraction):
         dtype = {"fp32": F32, "bf16": BF16, "fp16": F16}[x_mode]
         return np.zeros((M, F), dtype=dtype)
     from dste.format import HybridRows
+    from dste.format.quant import hi_index_of
 
     n_hi = int(round(hi_fraction * M)) if hi_fraction > 0 else 0
     hi_rows = np.sort(np.random.default_rng(0).choice(M, size=n_hi, replace=False)).astype(np.int32)
-    hi_index = np.full(M, n_hi, dtype=np.int32)
-    hi_index[hi_rows] = np.arange(n_hi, dtype=np.int32)
+    hi_index = hi_index_of(hi_rows, M)
     return HybridRows(np.zeros((M, F), np.int8), np.ones(M, np.float32) * (hi_index == n_hi), hi_rows,
                       np.zeros((n_hi, F), np.float16), hi_index)
 

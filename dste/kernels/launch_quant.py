@@ -13,7 +13,7 @@ size; rows likewise, padded to whole 128-row tiles per program. On trn2 every la
 logical cores (``kernel[2]``, the runtime's LNC2 default), on trn1 on one.
 
 The scale of a group is ``max|v| * fp32(1/127)`` and the kernel multiplies by its fp32 reciprocal: a
-group whose largest magnitude is nonzero but below ``MIN_INT8_AMAX`` (127 x the smallest normal fp32,
+group whose largest magnitude is nonzero but below ``dste.format.quant.MIN_INT8_AMAX`` (127 x the smallest normal fp32,
 1.5e-36) would get a subnormal scale whose reciprocal overflows, so such input is refused with an error
 rather than quantized to garbage.
 """
@@ -23,13 +23,13 @@ from __future__ import annotations
 import numpy as np
 
 from dste.format.constants import TILE_COLS, WINDOW_ROWS
+from dste.format.quant import hi_index_of, refuse_subnormal_int8_scales
 from dste.kernels.launch_spmm import default_lnc, require_indirect_dma
 
 TILES_PER_LAUNCH = 128
 TILE_GROUP = 16
 ROWS_PER_LAUNCH = 4096
 ROWS_PER_TILE = 128
-MIN_INT8_AMAX = float(127 * np.finfo(np.float32).tiny)
 
 __all__ = ["launch_masked_quant", "launch_quantize_rows"]
 
@@ -78,7 +78,7 @@ def launch_masked_quant(values, keep=None, sensitivity=None, threshold=0.02, *, 
     if not np.isfinite(threshold):
         raise ValueError(f"threshold must be finite, got {threshold!r}")
     amax = np.abs(np.where(keep, values, np.float32(0))).reshape(T, -1).max(axis=1) if T else np.zeros(0)
-    _refuse_tiny_groups(amax, "tile")
+    refuse_subnormal_int8_scales(amax, "tile")
     kernel = _kernels(backend).masked_quant_kernel
     lnc = default_lnc(target) if lnc is None else lnc
     per_launch_group = TILE_GROUP * lnc
@@ -118,7 +118,7 @@ def launch_quantize_rows(X, sensitivity, threshold=0.02, *, target="trn2", profi
         raise ValueError(f"sensitivity must be finite with shape ({M},), got {sensitivity.shape}")
     if not isinstance(threshold, (int, float, np.integer, np.floating)) or not np.isfinite(threshold):
         raise ValueError(f"threshold must be a finite number, got {threshold!r}")
-    _refuse_tiny_groups(np.abs(X).max(axis=1) if F else np.zeros(M), "row")
+    refuse_subnormal_int8_scales(np.abs(X).max(axis=1) if F else np.zeros(M), "row")
     sens32 = sensitivity.astype(np.float32)
     is_hi = sens32 >= np.float32(threshold)
     hi_rows = np.flatnonzero(is_hi).astype(np.int32)
@@ -149,18 +149,6 @@ def launch_quantize_rows(X, sensitivity, threshold=0.02, *, target="trn2", profi
         scale[r0:r1] = np.asarray(out_scale).reshape(-1)[:n]
         first = int(is_hi[:r0].sum())
         hi[first:first + n_hi] = np.asarray(out_hi)[:n_hi]
-    hi_index = np.full(M, hi_rows.size, dtype=np.int32)
-    hi_index[hi_rows] = np.arange(hi_rows.size, dtype=np.int32)
+    hi_index = hi_index_of(hi_rows, M)
     result = HybridRows(q=q, scale=scale, hi_rows=hi_rows, hi=hi, hi_index=hi_index)
     return (result, _merged(profiles, target)) if profile else result
-
-
-def _refuse_tiny_groups(amax, what):
-    tiny = (amax > 0) & (amax < MIN_INT8_AMAX)
-    if tiny.any():
-        i = int(np.flatnonzero(tiny)[0])
-        raise ValueError(
-            f"{what} {i} has largest magnitude {float(amax[i]):.3g}, nonzero but below {MIN_INT8_AMAX:.3g} "
-            f"(127 x the smallest normal float32): its INT8 scale would be subnormal; rescale the input "
-            f"or zero such values"
-        )
