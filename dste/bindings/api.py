@@ -160,9 +160,11 @@ def spmm(A, X, backend: str | None = None) -> torch.Tensor:
     if isinstance(X, torch.Tensor):  # first: the only branch traced under torch.compile
         x = _dense_operand(X)
     elif is_hybrid_rows(X):
-        x = torch.from_numpy(np.ascontiguousarray(X.dequantize(), dtype=np.float32))
+        # Validated on every backend: HybridRows is a mutable dataclass, and the kernel launchers refuse an edited
+        # one (an FP16 row with nonzero q) that dequantize alone would read without complaint.
+        kernel_x = X.validate() if isinstance(X, HybridRows) else _as_hybrid_rows(X)  # held: the registry's is weak
+        x = torch.from_numpy(np.ascontiguousarray(kernel_x.dequantize(), dtype=np.float32))
         if name in KERNEL_BACKENDS:
-            kernel_x = X if isinstance(X, HybridRows) else _as_hybrid_rows(X)  # held here: the registry holds it weakly
             x_handle = registry.register(kernel_x)
     else:
         x = _dense_operand(X)

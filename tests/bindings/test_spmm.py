@@ -184,3 +184,22 @@ def test_estimate_spmm_says_when_x_does_not_match_the_x_mode():
         estimate_spmm(matrix, 16, "int8-hybrid", X=x)
     with pytest.raises(ValueError, match="X must be HybridRows .* exactly when x_mode is 'int8-hybrid'"):
         estimate_spmm(matrix, 16, "fp32", X=dste.quantize_rows(x))
+
+
+@pytest.mark.parametrize("backend", ["cpu", "nkisim"])
+def test_an_edited_hybrid_rows_x_is_refused_on_every_backend(backend):
+    # the cpu backend dequantized an edited HybridRows without validating it (an FP16 row's nonzero q was ignored),
+    # while the kernel launchers refused it: the same X must get the same answer on both
+    from dste.format import DSTEFormatError
+
+    n = 256
+    matrix = dste.encode(sp.identity(n, dtype=np.float32, format="csr"))
+    sensitivity = np.zeros(n)
+    sensitivity[7] = 1
+    rows = dste.quantize_rows(np.random.default_rng(0).standard_normal((n, 4)).astype(np.float32),
+                              sensitivity=sensitivity, threshold=0.5)
+    assert rows.hi_rows.tolist() == [7]
+    dste.spmm(matrix, rows, backend=backend)  # valid as built
+    rows.q[7] = 5
+    with pytest.raises(DSTEFormatError, match="FP16 rows must have scale 0 and all-zero q"):
+        dste.spmm(matrix, rows, backend=backend)
