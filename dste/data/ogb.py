@@ -53,8 +53,11 @@ def read_csv_gz(path: Path, dtype, num_columns: int | None = None) -> np.ndarray
             flat = np.fromstring(",".join(lines), dtype=np.float64, sep=",")
         except (DeprecationWarning, ValueError) as err:
             raise ValueError(f"{path}: contains a value that is not a number") from err
-    if flat.size != len(lines) * columns:
-        raise ValueError(f"{path}: ragged or malformed rows ({flat.size} values for {len(lines)} lines of {columns})")
+    ragged = [i for i, line in enumerate(lines) if line.count(",") != columns - 1]
+    if ragged or flat.size != len(lines) * columns:
+        where = f"; line {ragged[0] + 1} has {lines[ragged[0]].count(',') + 1}" if ragged else ""
+        raise ValueError(f"{path}: ragged or malformed rows ({flat.size} values for {len(lines)} lines of {columns}"
+                         f"{where})")
     table = flat.reshape(len(lines), columns)
     if np.issubdtype(np.dtype(dtype), np.integer):
         if not np.isfinite(table).all():

@@ -270,7 +270,8 @@ class SnapshotStream:
     def heldout_indices(self) -> np.ndarray:
         """The last ceil(heldout_fraction * T) snapshots (at least one when T >= 2 and fraction > 0)."""
         total = len(self)
-        count = int(np.ceil(self.params.heldout_fraction * total))
+        # rounded first: 0.07 * 100 is 7.000000000000001 in binary, whose ceil would hold out 8
+        count = int(np.ceil(round(self.params.heldout_fraction * total, 9)))
         count = min(count, total - 1)
         return np.arange(total - count, total, dtype=np.int64)
 

@@ -24,9 +24,12 @@ def scatter_graph(comm: Comm, adj=None, x=None, *, method: str = "metis", seed: 
     if comm.rank == 0:
         if adj is None or x is None:
             raise ValueError("scatter_graph: rank 0 must be given the adjacency and the features")
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[0] != adj.shape[0]:
+            raise ValueError(f"scatter_graph: the features must be [nodes, features] with one row per node of the "
+                             f"[{adj.shape[0]}, {adj.shape[1]}] adjacency, got shape {x.shape}")
         owner = partition_nodes(adj, comm.world_size, method=method, seed=seed)
         shards = shard_graph(adj, owner)
-        x = np.asarray(x, dtype=np.float32)
         payload = [(s, x[s.owned]) for s in shards]
     shard, x_owned = comm.scatter_objects(payload, "graph shards")
     if not isinstance(shard, GraphShard) or shard.rank != comm.rank:

@@ -72,6 +72,8 @@ class GraphShard:
 def binary_rows(adj, ids: np.ndarray) -> sp.csr_matrix:
     """Rows ``ids`` of ``adj`` as a canonical binary float32 CSR (any nonzero is an edge)."""
     rows = sp.csr_matrix(adj)[ids]
+    if not np.isfinite(rows.data).all():
+        raise ValueError("the adjacency contains NaN or Inf; edge values must be finite (any nonzero is an edge)")
     rows.sum_duplicates()
     rows.eliminate_zeros()
     rows.sort_indices()
@@ -82,6 +84,12 @@ def binary_rows(adj, ids: np.ndarray) -> sp.csr_matrix:
 
 def shard_graph(adj, owner: np.ndarray) -> list[GraphShard]:
     """One :class:`GraphShard` per rank of ``owner`` (as returned by ``partition_nodes``)."""
+    owner = np.asarray(owner)
+    if owner.ndim != 1 or (owner.size and owner.dtype.kind not in "iu"):
+        raise ValueError(f"shard_graph: owner must be a 1-D integer array of ranks, got {owner.dtype} {owner.shape}")
+    if owner.size and (owner.min() < 0 or np.setdiff1d(np.arange(owner.max() + 1), owner).size):
+        raise ValueError(f"shard_graph: owner must give every node a rank in [0, world_size) and every rank a node; "
+                         f"got ranks {np.unique(owner)[:8].tolist()}")
     owner = np.ascontiguousarray(owner, dtype=np.int32)
     if adj.shape != (owner.size, owner.size):
         raise ValueError(f"shard_graph: adj {adj.shape} does not match owner of {owner.size} nodes")

@@ -175,3 +175,11 @@ def test_load_dataset_dispatch_and_errors(tmp_path, monkeypatch):
 def test_load_dataset_reads_planetoid_from_the_environment_root(planetoid_root, monkeypatch):
     monkeypatch.setenv("DSTE_DATA_ROOT", str(planetoid_root))
     assert load_dataset("Cora").num_edges == 10556
+
+
+def test_ogb_rows_of_different_lengths_are_refused_even_when_the_total_fits(tmp_path):
+    # a short row followed by a long one held the right number of values, so values shifted into the next node
+    write_tiny_ogb(tmp_path / "t")
+    _write_gz(tmp_path / "t" / "raw" / "node-feat.csv.gz", [[1, 2, 3], [4, 5], [6, 7, 8, 9], [1, 2, 3], [1, 2, 3]])
+    with pytest.raises(ValueError, match="ragged or malformed rows .* line 2 has 2"):
+        load_ogb_folder(tmp_path / "t")

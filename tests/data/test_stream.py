@@ -311,3 +311,12 @@ def test_a_stream_over_features_scaled_down_is_the_same_stream_scaled_down(prese
         assert (a.graph.adj != b.graph.adj).nnz == 0
         np.testing.assert_allclose(b.graph.x, scale * a.graph.x, rtol=1e-5, atol=1e-7)
     assert np.abs(plain[3].graph.x[:600] - indicators).mean() > 0.01  # the features did move
+
+
+@pytest.mark.parametrize("fraction, total, expected", [(0.07, 100, 7), (0.25, 12, 3), (0.1, 30, 3), (0.34, 12, 5)])
+def test_heldout_count_is_the_ceiling_of_the_exact_product(fraction, total, expected):
+    # 0.07 * 100 is 7.000000000000001 in binary: its ceiling held out an eighth snapshot
+    stream = SnapshotStream(make_graph("cora-like", seed=1, num_nodes=600, num_edges=1500, num_features=16,
+                                       num_val=100, num_test=200),
+                            StreamParams(num_snapshots=total, heldout_fraction=fraction), seed=0)
+    assert stream.heldout_indices.size == expected

@@ -113,3 +113,30 @@ def test_partition_and_spawn_refuse_arguments_they_would_misread():
         spawn(lambda comm: 0, 1)  # a pickling error from the rank before
     with pytest.raises(ValueError, match="timeout_s must be a number > 0"):
         spawn(np.sum, 1, timeout_s=0)  # c10d's stack trace before
+
+
+def test_shard_refuses_owners_that_would_drop_or_truncate_nodes():
+    # a negative owner left its node in no shard (no logits, no error), a float owner was truncated to a rank
+    adj = sp.csr_matrix(np.array([[0, 1, 0, 0], [1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]], np.float32))
+    for owner in ([0, 0, 1, -1], [0, 0, 2, 2], [0.0, 0.7, 1.2, 1.9]):
+        with pytest.raises(ValueError, match="owner must"):
+            shard_graph(adj, np.array(owner))
+
+
+def test_shard_refuses_a_non_finite_adjacency_as_the_single_process_path_does():
+    adj = sp.csr_matrix(np.array([[0, 1], [1, 0]], np.float32))
+    adj.data[0] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        shard_graph(adj, np.array([0, 1]))
+
+
+def test_scatter_graph_refuses_features_that_do_not_match_the_nodes():
+    from dste.distributed.jobs import scatter_graph
+
+    class OneRank:  # rank 0 refuses before any message is sent
+        rank, world_size = 0, 1
+
+    adj = sp.identity(4, dtype=np.float32, format="csr")
+    for x in (np.ones((7, 2)), np.ones((3, 2)), np.ones(4)):
+        with pytest.raises(ValueError, match="one row per node"):
+            scatter_graph(OneRank(), adj, x)
