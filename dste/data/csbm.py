@@ -75,6 +75,13 @@ class CSBMParams:
     num_test: int = 1000
 
     def validate(self) -> None:
+        counts = ("num_nodes", "num_edges", "num_classes", "num_features", "train_per_class", "num_val", "num_test")
+        not_whole = [name for name in counts if not _is_whole(getattr(self, name))]
+        if not_whole:  # a float count was floored by the generator or failed deep inside NumPy
+            raise ValueError(", ".join(f"{name} must be an integer, got {getattr(self, name)!r}" for name in not_whole))
+        size = self.community_size
+        if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(_is_whole(v) for v in size)):
+            raise ValueError(f"community_size must be a pair of integers (min, max), got {size!r}")
         reals = ("homophily", "locality", "degree_sigma", "mu", "community_shift", "class_concentration")
         not_finite = [name for name in reals if not np.isfinite(getattr(self, name))]
         if not_finite:
@@ -110,6 +117,10 @@ class CSBMParams:
             raise ValueError("degree_sigma, mu and community_shift must be >= 0")
         if self.class_concentration <= 0:
             raise ValueError(f"class_concentration must be > 0, got {self.class_concentration}")
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 PRESETS: dict[str, CSBMParams] = {

@@ -209,3 +209,12 @@ def test_an_allowed_edge_shortfall_is_explicit():
     for bad in (-0.1, 1.0, float("nan"), True, "5%"):
         with pytest.raises(ValueError, match="edge_shortfall_limit"):
             make_graph("cora-like", seed=0, edge_shortfall_limit=bad)
+
+
+@pytest.mark.parametrize("override, name", [({"num_edges": 400.7}, "num_edges"), ({"num_nodes": 200.5}, "num_nodes"),
+                                            ({"num_features": 8.0}, "num_features"), ({"num_test": 3.5}, "num_test"),
+                                            ({"community_size": (8,)}, "community_size")])
+def test_counts_that_are_not_integers_are_refused_by_name(override, name):
+    # num_edges=400.7 was floored to 400 edges; the others failed inside NumPy without naming the parameter
+    with pytest.raises(ValueError, match=name):
+        make_graph("cora-like", **override)
