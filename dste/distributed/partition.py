@@ -61,11 +61,11 @@ def partition_nodes(adj, world_size: int, *, method: str = "metis", seed: int = 
     n = adj.shape[0]
     if world_size < 1 or world_size > n:
         raise ValueError(f"partition_nodes: world_size must be in [1, {n}] (the node count), got {world_size}")
+    graph = symmetric_structure(adj)  # checked for every world size: one rank took a dense or non-square adj
     if world_size == 1:
         return np.zeros(n, dtype=np.int32)
     if method == "contiguous":
         return balanced_blocks(np.arange(n), world_size)
-    graph = symmetric_structure(adj)
     if method == "blocks":
         return balanced_blocks(reverse_cuthill_mckee_order(graph), world_size)
     from dste.format.partition import recursive_bisection_parts

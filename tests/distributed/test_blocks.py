@@ -140,3 +140,12 @@ def test_scatter_graph_refuses_features_that_do_not_match_the_nodes():
     for x in (np.ones((7, 2)), np.ones((3, 2)), np.ones(4)):
         with pytest.raises(ValueError, match="one row per node"):
             scatter_graph(OneRank(), adj, x)
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_partition_checks_the_adjacency_for_any_number_of_ranks(world_size):
+    # one rank returned before the checks, so a non-square adjacency was accepted there and refused with two
+    with pytest.raises(ValueError, match="square"):
+        partition_nodes(sp.csr_matrix((3, 4), dtype=np.float32), world_size)
+    with pytest.raises(TypeError, match="SciPy sparse"):
+        partition_nodes(np.ones((3, 3), np.float32), world_size)
