@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from dste.controller import dominates
+from dste.controller.oracle import LATENCY_TIE_US
 
 BASELINES = {"greedy": "greedy search", "int8": "INT8", "fp16": "FP16", "static_sparse50_int8": "static 50 %",
              "fp32": "FP32", "random": "random"}
@@ -82,7 +83,9 @@ def row(label: str, run: dict) -> tuple[str, dict]:
         gain = f"+{100 * (feasible['accuracy_mean'] - dste['accuracy_mean']):.2f} pt"
         relation = f"**dominates** ({gain})"
     else:
-        relation = "dominated" if dominates(_point(dste), _point(feasible)) else "trade"
+        tie = (feasible["accuracy_mean"] == dste["accuracy_mean"]
+               and abs(feasible["latency_us_mean"] - dste["latency_us_mean"]) <= LATENCY_TIE_US)
+        relation = "dominated" if dominates(_point(dste), _point(feasible)) else "tie" if tie else "trade"
     dominating = [(name, _over(summary[key])) for key, name in BASELINES.items()
                   if key in summary and dominates(_point(summary[key]), _point(dste))]
     shown = ", ".join(f"{name} (over {over} of 9)" if over else f"**{name}**" for name, over in dominating) or "none"

@@ -137,16 +137,19 @@ def dominates(
         raise ValueError(f"cost_tie must be a finite number >= 0, got {cost_tie!r}")
     cost, accuracy = (float(v) for v in challenger)
     cost_incumbent, accuracy_incumbent = (float(v) for v in incumbent)
+    if not all(np.isfinite(v) for v in (cost, accuracy, cost_incumbent, accuracy_incumbent)):
+        # a NaN compares False both ways, so it would be dominated by nothing and sit on every front
+        raise ValueError(f"dominates: points must be finite (cost, accuracy), got {challenger!r} and {incumbent!r}")
     no_worse = cost <= cost_incumbent + cost_tie and accuracy >= accuracy_incumbent
     return bool(no_worse and (cost < cost_incumbent - cost_tie or accuracy > accuracy_incumbent))
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the (cost, accuracy) points no other point dominates (lower-or-equal cost and higher-or-equal
-    accuracy, one of them strictly), sorted by cost."""
+def pareto_front(points: Sequence[tuple[float, float]], cost_tie: float = LATENCY_TIE_US) -> list[int]:
+    """Indices of the (cost, accuracy) points no other point dominates (``dominates``, with the same ``cost_tie``:
+    costs within it are equal, so float rounding cannot put a point on or off the front), sorted by cost."""
     points = [(float(c), float(a)) for c, a in points]
     front = [i for i, point in enumerate(points)
-             if not any(dominates(other, point, cost_tie=0.0) for j, other in enumerate(points) if j != i)]
+             if not any(dominates(other, point, cost_tie=cost_tie) for j, other in enumerate(points) if j != i)]
     return sorted(front, key=lambda i: points[i])
 
 

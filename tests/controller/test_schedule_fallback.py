@@ -312,3 +312,20 @@ def test_heldout_margin_scores_score_the_network_below_its_gap_and_the_fallback_
         assert score["reward"] == pytest.approx(expected.mean_reward(reward))
         assert score["accuracy"] == pytest.approx(expected.accuracy)
         assert score["share_of_decisions_to_fallback"] == (0.0 if margin < 0.006 else 0.5)
+
+
+def test_pareto_front_uses_the_latency_tie_of_dominates():
+    # the front used no tie, so float rounding decided whether the controller was on it while dominates said it
+    # was dominated: C4's hindsight plan was 8.5e-14 us slower and 0.044 points more accurate
+    controller, hindsight = (152.48, 0.6581), (152.48 + 8.5e-14, 0.65854)
+    assert dominates(hindsight, controller)
+    assert pareto_front([controller, hindsight]) == [1]
+    assert sorted(pareto_front([controller, hindsight], cost_tie=0.0)) == [0, 1]
+
+
+def test_non_finite_points_are_refused():
+    # a NaN compares False both ways: it was dominated by nothing and sat on every front
+    with pytest.raises(ValueError, match="finite"):
+        dominates((1.0, float("nan")), (1.0, 0.5))
+    with pytest.raises(ValueError, match="finite"):
+        pareto_front([(1.0, 0.5), (float("nan"), 0.4)])
