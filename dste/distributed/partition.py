@@ -21,12 +21,16 @@ from dste.format.rcm import reverse_cuthill_mckee_order
 METHODS = ("metis", "blocks", "contiguous")
 
 
-def symmetric_structure(adj) -> sp.csr_matrix:
-    """Binary CSR of ``adj + adj^T`` without self loops (what METIS requires), int32 indices."""
+def _check_adjacency(adj) -> None:
     if not sp.issparse(adj):
         raise TypeError(f"partition_nodes: adj must be a SciPy sparse matrix, got {type(adj).__name__}")
     if adj.shape[0] != adj.shape[1]:
         raise ValueError(f"partition_nodes: adj must be square, got shape {adj.shape}")
+
+
+def symmetric_structure(adj) -> sp.csr_matrix:
+    """Binary CSR of ``adj + adj^T`` without self loops (what METIS requires), int32 indices."""
+    _check_adjacency(adj)
     coo = sp.coo_matrix(adj)
     keep = coo.row != coo.col
     rows, cols = coo.row[keep], coo.col[keep]
@@ -58,14 +62,15 @@ def partition_nodes(adj, world_size: int, *, method: str = "metis", seed: int = 
     if isinstance(world_size, bool) or not isinstance(world_size, (int, np.integer)):
         raise TypeError(f"partition_nodes: world_size must be an int, got {world_size!r}")  # 2.7 ran as 2 ranks
     world_size = int(world_size)
+    _check_adjacency(adj)  # for every world size and method: one rank took a dense or non-square adj
     n = adj.shape[0]
     if world_size < 1 or world_size > n:
         raise ValueError(f"partition_nodes: world_size must be in [1, {n}] (the node count), got {world_size}")
-    graph = symmetric_structure(adj)  # checked for every world size: one rank took a dense or non-square adj
     if world_size == 1:
         return np.zeros(n, dtype=np.int32)
     if method == "contiguous":
         return balanced_blocks(np.arange(n), world_size)
+    graph = symmetric_structure(adj)
     if method == "blocks":
         return balanced_blocks(reverse_cuthill_mckee_order(graph), world_size)
     from dste.format.partition import recursive_bisection_parts
