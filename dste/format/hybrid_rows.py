@@ -48,6 +48,7 @@ from dste.format.quant import (
     all_finite,
     dequantize_int8,
     quantize_rows_host,
+    refuse_subnormal_int8_scales,
     round_half_even_saturate,
     row_blocks,
 )
@@ -241,15 +242,7 @@ def _row_abs_max(X) -> np.ndarray:
 def _check_int8_scale_range(X):
     if X.size == 0:
         return
-    row_max = _row_abs_max(X)
-    tiny = (row_max > 0) & (row_max < MIN_ROW_MAGNITUDE)
-    if tiny.any():
-        row = int(np.flatnonzero(tiny)[0])
-        raise DSTEFormatError(
-            f"quantize_rows: row {row} has largest |x| = {float(row_max[row]):.3g}, nonzero but below "
-            f"{MIN_ROW_MAGNITUDE:.3g} (127 x float32's smallest normal): its INT8 scale would be subnormal; "
-            "rescale X or zero such rows"
-        )
+    refuse_subnormal_int8_scales(_row_abs_max(X), "quantize_rows: row", DSTEFormatError)
 
 
 def _check_fp16_range(X, is_hi, why: str):

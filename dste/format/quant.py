@@ -120,13 +120,13 @@ MIN_INT8_AMAX = INT8_QMAX * float(np.finfo(np.float32).tiny)
 subnormal INT8 scale (``amax / 127``) whose reciprocal overflows: its entries would come back wrong."""
 
 
-def refuse_subnormal_int8_scales(amax, what: str) -> None:
-    """``ValueError`` naming the first ``what`` (tile, row) whose largest magnitude ``amax`` is nonzero but below
-    :data:`MIN_INT8_AMAX`; the host twins and the kernel launchers refuse the same groups."""
+def refuse_subnormal_int8_scales(amax, what: str, error: type[ValueError] = ValueError) -> None:
+    """``error`` naming the first ``what`` (tile, row) whose largest magnitude ``amax`` is nonzero but below
+    :data:`MIN_INT8_AMAX`; the host twins, the kernel launchers and ``quantize_rows`` refuse the same groups."""
     tiny = (amax > 0) & (amax < MIN_INT8_AMAX)
     if tiny.any():
         i = int(np.flatnonzero(tiny)[0])
-        raise ValueError(
+        raise error(
             f"{what} {i} has largest magnitude {float(amax[i]):.3g}, nonzero but below {MIN_INT8_AMAX:.3g} "
             f"(127 x the smallest normal float32): its INT8 scale would be subnormal; rescale the input "
             f"or zero such values"
