@@ -326,9 +326,11 @@ def sample_edges(
     exclude_keys: np.ndarray | None = None,
     source_pool: np.ndarray | None = None,
 ) -> np.ndarray:
-    """`num_edges` distinct undirected pair keys drawn from the model (sorted, int64).
+    """Up to `num_edges` distinct undirected pair keys drawn from the model (sorted, int64).
 
-    Each edge kind is topped up separately so the kind fractions match the model's knobs.
+    Each edge kind is topped up separately so the kind fractions match the model's knobs. Fewer come back
+    where the model holds too few distinct pairs within `TOP_UP_ROUNDS`; callers refuse a shortfall beyond
+    their limit (`EDGE_SHORTFALL_LIMIT`).
     Keys in `exclude_keys` (already present edges) are never returned. With `source_pool`, one
     end of every edge is drawn from those node ids.
     """
@@ -360,8 +362,11 @@ def sample_edges(
             if deficit <= 0:
                 continue
             sources = model.draw_sources(rng, deficit, source_pool)
-            fresh = drop_present(sorted_unique(draw(sources, np.full(deficit, kind))), exclude)
-            new_only = drop_present(fresh, kept[kind])
+            new_only = drop_present(sorted_unique(draw(sources, np.full(deficit, kind))), exclude)
+            # Against every kind's keys, not only this one's: where a kind has no room (a class of one
+            # community has no same-class pair outside it) its draws land on pairs of another kind.
+            for already in kept:
+                new_only = drop_present(new_only, already)
             if new_only.size > deficit:
                 # Keep what we had and a random subset of the new keys, so the every-node-once
                 # edges (which came first) are never dropped.

@@ -28,7 +28,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import scipy.sparse as sp
 
-from .csbm import BlockModel, checked_seed, drop_present, make_graph, pair_keys, sample_edges, sorted_unique
+from .csbm import (
+    EDGE_SHORTFALL_LIMIT, BlockModel, checked_seed, drop_present, make_graph, pair_keys, sample_edges, sorted_unique,
+)
 from .graph import Graph, adjacency_from_pairs
 
 __all__ = [
@@ -386,14 +388,17 @@ class SnapshotStream:
             churn_keys = sample_edges(
                 grown_model, rng, num_remove, every_node_once=False, exclude_keys=exclude, source_pool=active_pool
             )
+            _refuse_shortfall(t, "its churn", churn_keys.size, num_remove, "lower edge_churn (burst_churn on a burst)")
             added_pairs.append(np.stack([churn_keys // n, churn_keys % n]))
         flash_keys = None
         if p.burst_edges > 0 and p._bursting(t):
             # exclude already holds the old edges and the new nodes' ones; the churn's are added here
+            flash_wanted = int(round(p.burst_edges * old_keys.size))
             flash_keys = sample_edges(
-                grown_model, rng, int(round(p.burst_edges * old_keys.size)), every_node_once=False,
+                grown_model, rng, flash_wanted, every_node_once=False,
                 exclude_keys=sorted_unique(np.concatenate([exclude, churn_keys])), source_pool=active_pool,
             )
+            _refuse_shortfall(t, "its flash crowd", flash_keys.size, flash_wanted, "lower burst_edges")
             added_pairs.append(np.stack([flash_keys // n, flash_keys % n]))
         added = np.concatenate(added_pairs, axis=1)
         removed_pairs = np.stack([removed // n_prev, removed % n_prev])
@@ -427,6 +432,18 @@ class SnapshotStream:
         )
         snap = Snapshot(t, graph, changed.astype(np.int64), added, removed_pairs, new_nodes, p.budget_at(t))
         return snap, self._state_after(snap)
+
+
+def _refuse_shortfall(t: int, what: str, drawn: int, wanted: int, remedy: str) -> None:
+    """Refuse a step whose new edges fall more than `EDGE_SHORTFALL_LIMIT` (and more than one edge) short of what its
+    knobs ask for: the block model (with churn confined to the active communities) holds too few pairs not yet in
+    the graph, and the snapshot would quietly hold fewer edges than the stream says."""
+    if wanted - drawn > max(EDGE_SHORTFALL_LIMIT * wanted, 1.0):
+        raise ValueError(
+            f"snapshot {t}: {what} asks for {wanted} new edges, but only {drawn} pairs not yet in the graph could "
+            f"be drawn from the block model (more than {EDGE_SHORTFALL_LIMIT:.0%} short: the graph is too small or too "
+            f"dense for the step). {remedy.capitalize()}, raise active_fraction, or use a larger graph"
+        )
 
 
 STREAM_PRESETS: dict[str, tuple[StreamParams, str]] = {

@@ -205,6 +205,24 @@ def test_bursty_stream_adds_a_flash_crowd_at_each_burst_and_removes_it_at_the_ne
     assert min(changed[3], changed[4]) > 4 * max(changed[1], changed[2], changed[5])
 
 
+def test_a_flash_crowd_or_churn_the_block_model_cannot_hold_is_refused(cora_like):
+    """A burst of 100 % more edges with one end in 5 % of the communities asks for more new pairs than the block
+    model holds there: the snapshot held 5,159 of its 5,278 flash edges, and on a 400-node graph 515 of 900, with no
+    word. Both such steps are refused, naming the knob."""
+    stream = make_stream(cora_like, num_snapshots=3, seed=0, preset="bursty", burst_every=2, burst_edges=1.0,
+                         active_fraction=0.05)
+    with pytest.raises(ValueError, match=r"snapshot 2: its flash crowd asks for 5278 new edges.*Lower burst_edges"):
+        list(stream)
+    small = make_graph("cora-like", seed=1, num_nodes=400, num_edges=900, edge_shortfall_limit=0.5)
+    churning = make_stream(small, num_snapshots=4, seed=1, edge_churn=0.3, active_fraction=0.05)
+    with pytest.raises(ValueError, match=r"its churn asks for \d+ new edges.*Lower edge_churn"):
+        list(churning)
+    # what the block model can hold passes, one edge short at most where the limit rounds to nothing
+    edges = [s.graph.num_undirected_edges for s in make_stream(cora_like, num_snapshots=3, seed=1, preset="bursty",
+                                                                 burst_every=2, burst_edges=1.0)]
+    assert edges[2] - edges[1] >= 0.98 * edges[1]
+
+
 def test_a_stream_without_burst_edges_draws_the_same_snapshots_as_before_the_knob():
     # burst_edges = 0 draws nothing more: a stream's snapshots depend only on the knobs it sets
     plain = make_stream("cora-like", num_snapshots=5, seed=3, edge_churn=0.02, burst_every=2, burst_churn=0.3)
@@ -295,7 +313,7 @@ def test_a_stream_over_features_scaled_down_is_the_same_stream_scaled_down(prese
     from dste.data.stream import stream_params
 
     base = make_graph("cora-like", seed=1, num_nodes=600, num_edges=1500, num_features=64, num_val=100,
-                      num_test=200)
+                      num_test=200, community_size=(16, 64))
     indicators = (base.x > 1.0).astype(np.float32)  # 0/1 features with a class signal, unit 1
     scale = 0.04
 
@@ -317,6 +335,6 @@ def test_a_stream_over_features_scaled_down_is_the_same_stream_scaled_down(prese
 def test_heldout_count_is_the_ceiling_of_the_exact_product(fraction, total, expected):
     # 0.07 * 100 is 7.000000000000001 in binary: its ceiling held out an eighth snapshot
     stream = SnapshotStream(make_graph("cora-like", seed=1, num_nodes=600, num_edges=1500, num_features=16,
-                                       num_val=100, num_test=200),
+                                       num_val=100, num_test=200, community_size=(16, 64)),
                             StreamParams(num_snapshots=total, heldout_fraction=fraction), seed=0)
     assert stream.heldout_indices.size == expected
