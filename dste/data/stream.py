@@ -28,9 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import scipy.sparse as sp
 
-from .csbm import (
-    EDGE_SHORTFALL_LIMIT, BlockModel, checked_seed, drop_present, make_graph, pair_keys, sample_edges, sorted_unique,
-)
+from .csbm import BlockModel, checked_seed, drop_present, make_graph, pair_keys, sample_edges, sorted_unique
 from .graph import Graph, adjacency_from_pairs
 
 __all__ = [
@@ -71,6 +69,10 @@ class StreamParams:
     slo_refresh_every: with ``budget_slo``, re-provision the objective every this many snapshots: snapshot t
                     is held to ``budget_slo`` times INT8's latency on snapshot ``t - t mod k``, the graph as
                     it was at the last re-provisioning (a growing graph outgrows it in between); 0 = never.
+    edge_shortfall_limit: a step whose churn or flash crowd finds fewer new pairs in the block model than it asks
+                    for (a small or dense graph, churn confined to few communities) adds what it finds; more than
+                    this fraction (and more than one edge) short is refused, in [0, 1). The shortfall is of the
+                    step's new edges, a small share of the graph's.
     """
 
     num_snapshots: int = 8
@@ -88,6 +90,7 @@ class StreamParams:
     budget_cycle: tuple[float, ...] = ()
     budget_slo: float = 0.0
     slo_refresh_every: int = 0
+    edge_shortfall_limit: float = 0.1
 
     def churn_at(self, t: int) -> float:
         """Edge churn of step t: ``burst_churn`` on every ``burst_every``-th step (when bursts are on)."""
@@ -110,7 +113,8 @@ class StreamParams:
 
     def validate(self) -> None:
         reals = ("edge_churn", "growth", "feature_drift", "feature_pull", "feature_noise", "heldout_fraction",
-                 "active_fraction", "burst_churn", "burst_drift", "burst_edges", "budget_slo")
+                 "active_fraction", "burst_churn", "burst_drift", "burst_edges", "budget_slo",
+                 "edge_shortfall_limit")
         not_finite = [name for name in reals if not np.isfinite(getattr(self, name))]
         if not_finite:  # NaN passes every range check below (a NaN burst_drift was ignored, a NaN noise failed later)
             raise ValueError(", ".join(f"{name} must be finite, got {getattr(self, name)!r}" for name in not_finite))
@@ -138,6 +142,9 @@ class StreamParams:
             raise ValueError(f"burst_drift must be >= 0, got {self.burst_drift}")
         if not 0.0 <= self.burst_edges <= 1.0:
             raise ValueError(f"burst_edges must lie in [0, 1] (a fraction of the edges), got {self.burst_edges}")
+        if not 0.0 <= self.edge_shortfall_limit < 1.0:
+            raise ValueError(f"edge_shortfall_limit must lie in [0, 1) (a fraction of a step's new edges), got "
+                             f"{self.edge_shortfall_limit}")
         if self.burst_edges > 0 and self.burst_every == 0:
             raise ValueError("burst_edges needs bursts: set burst_every > 0")
         if self.budget_slo < 0:
@@ -388,7 +395,8 @@ class SnapshotStream:
             churn_keys = sample_edges(
                 grown_model, rng, num_remove, every_node_once=False, exclude_keys=exclude, source_pool=active_pool
             )
-            _refuse_shortfall(t, "its churn", churn_keys.size, num_remove, "lower edge_churn (burst_churn on a burst)")
+            _refuse_shortfall(t, "its churn", churn_keys.size, num_remove, p.edge_shortfall_limit,
+                              "lower edge_churn (burst_churn on a burst)")
             added_pairs.append(np.stack([churn_keys // n, churn_keys % n]))
         flash_keys = None
         if p.burst_edges > 0 and p._bursting(t):
@@ -398,7 +406,8 @@ class SnapshotStream:
                 grown_model, rng, flash_wanted, every_node_once=False,
                 exclude_keys=sorted_unique(np.concatenate([exclude, churn_keys])), source_pool=active_pool,
             )
-            _refuse_shortfall(t, "its flash crowd", flash_keys.size, flash_wanted, "lower burst_edges")
+            _refuse_shortfall(t, "its flash crowd", flash_keys.size, flash_wanted, p.edge_shortfall_limit,
+                              "lower burst_edges")
             added_pairs.append(np.stack([flash_keys // n, flash_keys % n]))
         added = np.concatenate(added_pairs, axis=1)
         removed_pairs = np.stack([removed // n_prev, removed % n_prev])
@@ -434,15 +443,16 @@ class SnapshotStream:
         return snap, self._state_after(snap)
 
 
-def _refuse_shortfall(t: int, what: str, drawn: int, wanted: int, remedy: str) -> None:
-    """Refuse a step whose new edges fall more than `EDGE_SHORTFALL_LIMIT` (and more than one edge) short of what its
-    knobs ask for: the block model (with churn confined to the active communities) holds too few pairs not yet in
-    the graph, and the snapshot would quietly hold fewer edges than the stream says."""
-    if wanted - drawn > max(EDGE_SHORTFALL_LIMIT * wanted, 1.0):
+def _refuse_shortfall(t: int, what: str, drawn: int, wanted: int, limit: float, remedy: str) -> None:
+    """Refuse a step whose new edges fall more than `limit` (and more than one edge) short of what its knobs ask
+    for: the block model (with churn confined to the active communities) holds too few pairs not yet in the graph,
+    and the snapshot would hold far fewer edges than the stream says."""
+    if wanted - drawn > max(limit * wanted, 1.0):
         raise ValueError(
             f"snapshot {t}: {what} asks for {wanted} new edges, but only {drawn} pairs not yet in the graph could "
-            f"be drawn from the block model (more than {EDGE_SHORTFALL_LIMIT:.0%} short: the graph is too small or too "
-            f"dense for the step). {remedy.capitalize()}, raise active_fraction, or use a larger graph"
+            f"be drawn from the block model (more than edge_shortfall_limit={limit:.0%} short: the graph is too small "
+            f"or too dense for the step). {remedy.capitalize()}, raise active_fraction, use a larger graph, or allow "
+            "the shortfall (edge_shortfall_limit)"
         )
 
 
