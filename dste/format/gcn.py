@@ -137,9 +137,15 @@ def gcn_normalized(
     if policy is None:
         policy_fields.setdefault("reorder", "community")
         policy = EncodePolicy(**policy_fields)
-    policy.row_scale = dinv
-    policy.col_scale = dinv
-    policy.scaled_input = False
+    elif policy_fields:
+        raise DSTEFormatError(f"give either a policy or policy fields, not both: {sorted(policy_fields)}")
+    elif policy.row_scale is not None or policy.col_scale is not None:
+        raise DSTEFormatError(
+            "gcn_normalized sets the row and column scales to D^-1/2 itself; give a policy without row_scale and "
+            "col_scale (or encode D^-1/2 (A+I) D^-1/2 with your own scales through dste.encode)"
+        )
+    # a copy: the caller's policy must not carry this graph's D^-1/2 into its next encode
+    policy = replace(policy, row_scale=dinv, col_scale=dinv, scaled_input=False)
     shape, nnz = structure.shape, structure.nnz
     if row_perm is None and col_perm is None and policy.reorder != "none":
         # the order's graph straight from the CSR: the same graph encode_coo would build from

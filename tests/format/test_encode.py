@@ -203,6 +203,21 @@ def test_gcn_normalized_matches_scipy():
     assert G.row_scale is G.col_scale
 
 
+def test_gcn_normalized_leaves_the_callers_policy_as_it_was():
+    """gcn_normalized wrote this graph's D^-1/2 into the caller's policy, so the policy's next encode of another
+    matrix came out scaled by it (diag(2, 3, 4) decoded as 0.67, 1.5, 2)."""
+    adj = sp.csr_matrix(np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], dtype=np.float32))
+    policy = EncodePolicy(reorder="none")
+    gcn_normalized(adj, policy=policy)
+    assert policy.row_scale is None and policy.col_scale is None and policy.scaled_input
+    diagonal = sp.diags([2.0, 3.0, 4.0]).tocsr()
+    np.testing.assert_array_equal(encode(diagonal, policy).to_dense(), diagonal.toarray())
+    with pytest.raises(DSTEFormatError, match="either a policy or policy fields"):
+        gcn_normalized(adj, policy=policy, reorder="rcm")  # the field was ignored
+    with pytest.raises(DSTEFormatError, match="sets the row and column scales"):
+        gcn_normalized(adj, policy=EncodePolicy(row_scale=np.ones(3)))  # the scales were overwritten
+
+
 def test_gcn_community_order_beats_random_order():
     adj, _ = community_graph(6000, seed=4)
     plain = gcn_normalized(adj, reorder="none").stats()
