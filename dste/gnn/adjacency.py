@@ -73,11 +73,22 @@ def to_scipy_adjacency(adj, num_nodes: int | None = None) -> sp.csr_matrix:
             raise TypeError(f"torch sparse adjacency must be COO or CSR, got layout {adj.layout}")
         if adj.device.type != "cpu":
             raise ValueError(f"torch sparse adjacency must be on the cpu, got {adj.device}")
+        if adj.dim() != 2 or adj.dense_dim() != 0:
+            raise ValueError(
+                f"torch sparse adjacency must be a 2-D [n, n] matrix with scalar values, got shape {tuple(adj.shape)} "
+                f"with {adj.dense_dim()} dense dimension(s)"
+            )
+        if adj.is_complex():
+            raise ValueError(f"adjacency values must be real (0/1), got {adj.dtype}")
         # the stored values as given: coalescing first would sum an edge listed twice into a 2 and refuse it as
         # weighted, where a SciPy matrix with the same duplicates collapses them to one edge
         coo = adj.to_sparse_coo() if adj.layout == torch.sparse_csr else adj
-        indices, values = coo._indices().numpy(), coo._values().detach().numpy()
-        matrix = sp.coo_matrix((values.astype(np.float32), (indices[0], indices[1])), shape=tuple(coo.shape))
+        values = coo._values().detach()
+        if values.dtype in (torch.float16, torch.bfloat16):  # NumPy has no bfloat16; both widen to float32 exactly
+            values = values.float()
+        indices, values = coo._indices().numpy(), values.numpy()
+        # checked before any cast: float32 would round 1.00000001 to 1
+        matrix = sp.coo_matrix((values, (indices[0], indices[1])), shape=tuple(coo.shape))
     elif sp.issparse(adj):
         matrix = sp.coo_matrix(adj)
     else:

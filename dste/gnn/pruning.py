@@ -59,11 +59,14 @@ class PropagationPlan:
         """The plan of a binary SciPy adjacency ``[n, n]`` (row = target) under ``gcn`` or ``mean``."""
         if norm not in NORMALIZATIONS:
             raise ValueError(f"norm must be one of {NORMALIZATIONS}, got {norm!r}")
-        base = encode_propagation(to_scipy_adjacency(adj), norm)
+        # one edge per listed pair, stored zeros dropped: the structure the pruned matrices are built from must be
+        # the unpruned base's (a raw duplicate counted twice in a row's mean, a stored zero became an edge)
+        binary = to_scipy_adjacency(adj)
+        base = encode_propagation(binary, norm)
         if norm == "gcn":
-            rows, cols, _, _, dinv = gcn_structure(adj)
+            rows, cols, _, _, dinv = gcn_structure(binary)
             return cls(rows, cols, dinv, dinv, base)
-        coo = adj.tocoo()
+        coo = binary.tocoo()
         order = np.lexsort((coo.col, coo.row))
         rows, cols = coo.row[order].astype(np.int64), coo.col[order].astype(np.int64)
         degree = np.bincount(rows, minlength=adj.shape[0]).astype(np.float32)

@@ -108,6 +108,31 @@ def test_numpy_execution_matches_the_torch_ops(trained_kind, policy, setting):
 
 
 @pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.name)
+def test_pruned_propagation_reads_an_edge_listed_twice_or_a_stored_zero_as_the_graph_does(trained_kind, policy):
+    """The mean aggregator's pruned matrices were built from the raw COO: an edge stored twice counted twice in its
+    row's degree (rows summing to 0.5) and a stored zero became an edge, while the unpruned matrix and the layers
+    read one edge and none. The same graph in either form must give the same logits under pruning."""
+    import scipy.sparse as sp
+
+    graph, model, _ = trained_kind
+    coo = graph.adj.tocoo()
+    twice = np.arange(0, coo.nnz, 7)
+    rows = np.concatenate([coo.row, coo.row[twice], [0, 1]])
+    cols = np.concatenate([coo.col, coo.col[twice], [5, 7]])
+    data = np.concatenate([coo.data, coo.data[twice], [0.0, 0.0]]).astype(np.float32)
+    assert graph.adj[0, 5] == 0 and graph.adj[1, 7] == 0
+    order = np.argsort(rows, kind="stable")  # CSR arrays built by hand: SciPy's conversions would sum the repeats
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=graph.num_nodes))])
+    raw = sp.csr_matrix((data[order], cols[order], indptr), shape=graph.adj.shape)
+    assert raw.nnz == graph.adj.nnz + twice.size + 2
+    setting = LayerSetting(edge_sparsity=0.3)
+    expected = GraphInference(CompressedModel(model), graph, policy).forward([setting, setting]).numpy()
+    messy = types.SimpleNamespace(adj=raw, x=graph.x)
+    got = GraphInference(CompressedModel(model), messy, policy).forward([setting, setting]).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.name)
 @pytest.mark.parametrize("sparsity", [0.1, 0.5, 0.9])
 def test_both_policies_drop_the_requested_share_and_keep_self_loops(trained, policy, sparsity):
     graph, model, _ = trained

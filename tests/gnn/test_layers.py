@@ -167,6 +167,24 @@ def test_an_edge_listed_twice_is_one_edge_in_scipy_and_torch_coo_alike():
         to_scipy_adjacency(weighted, 3)
 
 
+def test_torch_sparse_adjacency_that_is_not_a_real_matrix_is_refused():
+    """A dense dimension failed inside SciPy with an IndexError; complex values lost their imaginary part and passed
+    as 0/1; a float64 1.00000001 was cast to float32's 1.0 before the 0/1 check."""
+    index = torch.tensor([[0, 1], [1, 0]])
+    hybrid = torch.sparse_coo_tensor(index, torch.ones(2, 3), (3, 3, 3), check_invariants=True)
+    with pytest.raises(ValueError, match=r"2-D \[n, n\] matrix with scalar values.*1 dense"):
+        to_scipy_adjacency(hybrid, 3)
+    with pytest.raises(ValueError, match="real"):
+        complex_values = torch.tensor([1 + 1j, 1 + 5j])
+        to_scipy_adjacency(torch.sparse_coo_tensor(index, complex_values, (3, 3), check_invariants=True), 3)
+    with pytest.raises(ValueError, match="other than 0/1"):
+        to_scipy_adjacency(torch.sparse_coo_tensor(index, torch.tensor([1.00000001, 1.0], dtype=torch.float64),
+                                                   (3, 3), check_invariants=True), 3)
+    half = torch.sparse_coo_tensor(index, torch.ones(2, dtype=torch.bfloat16), (3, 3), check_invariants=True)
+    np.testing.assert_array_equal(to_scipy_adjacency(half, 3).toarray(),
+                                  [[0, 1, 0], [1, 0, 0], [0, 0, 0]])
+
+
 def test_layers_reject_bad_input():
     adj = _graph(n=50, density=0.1, seed=5)
     for layer in (GCNConv(4, 2), SAGEConv(4, 2)):
