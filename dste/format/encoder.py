@@ -237,8 +237,11 @@ def _torch_to_scipy_or_numpy(t):
     if t.layout == torch.sparse_csr:
         t = t.to_sparse_coo()
     if t.layout == torch.sparse_coo:
-        if t.dim() != 2:
-            raise DSTEFormatError(f"expected a 2-D matrix, got a {t.dim()}-D sparse tensor")
+        if t.dim() != 2 or t.dense_dim() != 0:
+            raise DSTEFormatError(
+                f"expected a 2-D sparse matrix with scalar values, got shape {tuple(t.shape)} with {t.dense_dim()} "
+                "dense dimension(s)"
+            )
         t = t.coalesce()
         idx = t.indices().numpy()
         return sp.coo_matrix((t.values().numpy(), (idx[0], idx[1])), shape=tuple(t.shape))

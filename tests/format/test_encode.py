@@ -118,6 +118,12 @@ def test_input_kinds_agree():
     np.testing.assert_array_equal(B.to_dense(), (dense != 0).astype(float))
 
 
+def test_a_torch_sparse_tensor_with_a_dense_dimension_is_refused_by_name():
+    # .to_sparse(1) keeps each row as a dense vector: encode failed inside SciPy with a bare IndexError
+    with pytest.raises(DSTEFormatError, match=r"scalar values, got shape \(5, 4\) with 1 dense"):
+        encode(torch.randn(5, 4).to_sparse(1))
+
+
 def test_duplicates_summed():
     A = sp.coo_matrix((np.array([1.0, 2.0, 0.5]), (np.array([3, 3, 0]), np.array([4, 4, 1]))), shape=(10, 10))
     D = encode(A, kinds="fp16").to_dense()
