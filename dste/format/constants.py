@@ -69,6 +69,11 @@ float32 cannot meet it). Either way the stored value is the scale."""
 INT8_QMAX = 127
 """Symmetric INT8 range is [-127, 127]; -128 is never produced."""
 
+FP16_UNDERFLOW_AMAX = 2 * INT8_QMAX * 2.0 ** -25
+"""A tile or row whose largest |value| is below this (7.6e-6) is stored worse by float16 than by INT8: float16 rounds
+there in its subnormal range, by up to 2^-25, INT8 by up to amax / 254. ``kinds="auto"`` and ``quantize_rows`` keep such
+tiles and rows INT8 whatever their sensitivity (float16 flushed a tile of 1e-10 values to zero)."""
+
 
 class TileKind(IntEnum):
     """How a tile's values are stored."""

@@ -71,6 +71,7 @@ from dste.format.constants import (
     FLOAT32_MAX,
     FLOAT32_SMALLEST_NORMAL,
     FP16_MAX,
+    FP16_UNDERFLOW_AMAX,
     LIST_TILE_COLS,
     MASK_WORD_BITS,
     MASK_WORDS,
@@ -392,7 +393,9 @@ def encode(A, policy: EncodePolicy | None = None, *, row_perm=None, col_perm=Non
     meets it in INT8, and raises :class:`DSTEFormatError` when neither does (values beyond
     float16's range or below 2^-14: rescale with ``row_scale``/``col_scale``, or opt in to a lossy
     kind). ``"auto"`` opts in to INT8: per tile BIN / INT8 / FP16 by the sensitivity rule
-    (:mod:`dste.format.policy`), smaller but lossy. ``"int8"``, ``"fp16"``, ``"bin"`` force a kind.
+    (:mod:`dste.format.policy`), smaller but lossy; a tile whose largest |value| is below
+    ``FP16_UNDERFLOW_AMAX`` (7.6e-6) stays INT8, which stores it better than float16's subnormals.
+    ``"int8"``, ``"fp16"``, ``"bin"`` force a kind.
     """
     if policy is None:
         policy = EncodePolicy(**policy_fields)
@@ -993,10 +996,12 @@ def decide_kinds(vals32, tile_of_entry, n_tiles, policy: EncodePolicy):
     elif policy.kinds == "faithful":
         kind = _faithful_kinds(vals32, tile_of_entry, n_tiles, not_one == 0, amax)
     else:
+        fp16_worse = amax < FP16_UNDERFLOW_AMAX  # float16's subnormal rounding beats INT8's nowhere in such a tile
         kind = np.where(
             not_one == 0,
             TileKind.BIN,
-            np.where((sensitivity >= policy.fp16_threshold) & ~fp16_overflow, TileKind.FP16, TileKind.INT8),
+            np.where((sensitivity >= policy.fp16_threshold) & ~fp16_overflow & ~fp16_worse, TileKind.FP16,
+                     TileKind.INT8),
         )
     return kind.astype(np.uint8), sensitivity
 

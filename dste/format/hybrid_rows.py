@@ -42,7 +42,7 @@ import numpy as np
 
 from dste.format.errors import DSTEFormatError
 from dste.format.policy import DEFAULT_FP16_THRESHOLD
-from dste.format.constants import FP16_MAX, INT8_QMAX
+from dste.format.constants import FP16_MAX, FP16_UNDERFLOW_AMAX, INT8_QMAX
 from dste.format.quant import (
     MIN_INT8_AMAX,
     all_finite,
@@ -188,8 +188,10 @@ def quantize_rows(X, sensitivity=None, threshold: float | None = None, fp16_frac
 
     FP16 rows are those with ``sensitivity >= threshold`` (default T = 0.02), or, when
     ``fp16_fraction`` is given, the ``round(fp16_fraction * M)`` most sensitive rows (ties
-    by lower row id). ``sensitivity`` defaults to :func:`row_sensitivity`. The arithmetic
-    is the device's, :func:`dste.format.quant.quantize_rows_host`.
+    by lower row id). ``sensitivity`` defaults to :func:`row_sensitivity`. A row whose largest |x| is
+    nonzero but below ``FP16_UNDERFLOW_AMAX`` (7.6e-6) stays INT8 either way: float16 would hold it in
+    its subnormal range, worse than INT8 does. The arithmetic is the device's,
+    :func:`dste.format.quant.quantize_rows_host`.
 
     Error per entry: INT8 rows ``|err| <= max|x_row| / 254``; FP16 rows ``|err| <= 2^-11 |x|``
     for ``|x| >= 2^-14`` and ``<= 2^-25`` below. A row chosen for FP16 that holds a value beyond
@@ -199,7 +201,9 @@ def quantize_rows(X, sensitivity=None, threshold: float | None = None, fp16_frac
     """
     X = _as_features(X)
     M = X.shape[0]
-    _check_int8_scale_range(X)
+    # every row's largest |x|, taken once: the INT8 scale check, float16's range and its underflow all read it
+    row_max = _row_abs_max(X) if X.size else np.zeros(M, np.float32)
+    refuse_subnormal_int8_scales(row_max, "quantize_rows: row", DSTEFormatError)
     if sensitivity is None:
         sensitivity = row_sensitivity(X)
     sensitivity = np.asarray(sensitivity, dtype=np.float64)
@@ -214,16 +218,18 @@ def quantize_rows(X, sensitivity=None, threshold: float | None = None, fp16_frac
             raise DSTEFormatError(f"fp16_fraction must lie in [0, 1], got {fp16_fraction}")
         n_hi = int(round(fp16_fraction * M))
         order = np.lexsort((np.arange(M), -sensitivity))
-        is_hi = np.zeros(M, dtype=np.float32)
-        is_hi[order[:n_hi]] = 1.0
-        _check_fp16_range(X, is_hi >= 0.5, f"one of the {n_hi} most sensitive rows (fp16_fraction={fp16_fraction})")
-        return HybridRows(*quantize_rows_host(X, is_hi, 0.5))
-    threshold = DEFAULT_FP16_THRESHOLD if threshold is None else float(threshold)
-    if not np.isfinite(threshold):
-        raise DSTEFormatError(f"quantize_rows: threshold must be a finite number, got {threshold!r}")
-    _check_fp16_range(X, sensitivity.astype(np.float32) >= np.float32(threshold),
-                      f"its sensitivity is at or above the threshold {threshold:g}")
-    return HybridRows(*quantize_rows_host(X, sensitivity, threshold))
+        is_hi = np.zeros(M, dtype=bool)
+        is_hi[order[:n_hi]] = True
+        why = f"one of the {n_hi} most sensitive rows (fp16_fraction={fp16_fraction})"
+    else:
+        threshold = DEFAULT_FP16_THRESHOLD if threshold is None else float(threshold)
+        if not np.isfinite(threshold):
+            raise DSTEFormatError(f"quantize_rows: threshold must be a finite number, got {threshold!r}")
+        is_hi = sensitivity.astype(np.float32) >= np.float32(threshold)
+        why = f"its sensitivity is at or above the threshold {threshold:g}"
+    is_hi &= ~((row_max > 0) & (row_max < FP16_UNDERFLOW_AMAX))
+    _check_fp16_range(row_max, is_hi, why)
+    return HybridRows(*quantize_rows_host(X, is_hi.astype(np.float32), 0.5))
 
 
 MIN_ROW_MAGNITUDE = MIN_INT8_AMAX
@@ -239,23 +245,14 @@ def _row_abs_max(X) -> np.ndarray:
     return row_max
 
 
-def _check_int8_scale_range(X):
-    if X.size == 0:
-        return
-    refuse_subnormal_int8_scales(_row_abs_max(X), "quantize_rows: row", DSTEFormatError)
-
-
-def _check_fp16_range(X, is_hi, why: str):
+def _check_fp16_range(row_max, is_hi, why: str):
     """FP16 rows saturate at +-65504: refuse a row chosen for FP16 (``why``) that holds a larger value."""
-    if not is_hi.any() or X.shape[1] == 0:
-        return
-    row_max = _row_abs_max(X if is_hi.all() else X[is_hi])
-    too_big = row_max > FP16_MAX
+    too_big = is_hi & (row_max > FP16_MAX)
     if too_big.any():
-        row = int(np.flatnonzero(is_hi)[np.flatnonzero(too_big)[0]])
+        row = int(np.flatnonzero(too_big)[0])
         raise DSTEFormatError(
             f"quantize_rows: row {row} is chosen for FP16 ({why}) but holds |x| = "
-            f"{float(row_max[too_big][0]):.6g} > {FP16_MAX} (float16 max), which FP16 would saturate; scale X "
+            f"{float(row_max[row]):.6g} > {FP16_MAX} (float16 max), which FP16 would saturate; scale X "
             "down (e.g. by a power of two) before quantizing"
         )
 

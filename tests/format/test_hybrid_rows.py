@@ -57,3 +57,28 @@ def test_a_non_finite_value_in_a_later_block_is_refused(monkeypatch):
     x[47, 2] = np.nan
     with pytest.raises(Exception, match="NaN or Inf"):
         quantize_rows(x, fp16_fraction=0.0)
+
+
+@pytest.mark.parametrize("scale", [1e-10, 1e-20])
+def test_rows_and_tiles_float16_would_hold_in_its_subnormals_stay_int8(scale):
+    """A row or tile of values all below 7.6e-6 went to FP16 by its score, and float16 rounded it in its subnormal
+    range (1e-10 rows came back as zeros): INT8 holds it to amax / 254, which the rule now keeps."""
+    import scipy.sparse as sp
+
+    import dste
+    from dste.format.constants import FP16_UNDERFLOW_AMAX
+
+    rng = np.random.default_rng(3)
+    x = (rng.lognormal(0.0, 2.0, (64, 16)) * scale).astype(np.float32)  # heavy tailed: every row scores high
+    x[0] = rng.lognormal(0.0, 2.0, 16)  # a row of ordinary size, still free to go FP16
+    assert np.abs(x[1:]).max() < FP16_UNDERFLOW_AMAX
+    for rows in (quantize_rows(x, threshold=0.0), quantize_rows(x, fp16_fraction=1.0)):
+        assert list(rows.hi_rows) == [0]
+        error = np.abs(rows.dequantize().astype(np.float64) - x)
+        assert (error[1:] <= np.abs(x[1:]).max(axis=1, keepdims=True) / 254 * (1 + 1e-6)).all()
+    a = sp.csr_matrix(x[1:].astype(np.float64))
+    encoded = dste.encode(a, kinds="auto", fp16_threshold=0.0)
+    assert not (encoded.tile_kind == dste.format.TileKind.FP16).any()
+    assert not (encoded.etile_kind == dste.format.TileKind.FP16).any()
+    error = np.abs(encoded.to_dense() - a.toarray())
+    assert error.max() <= np.abs(a.data).max() / 254 * (1 + 1e-6)
