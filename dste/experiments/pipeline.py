@@ -162,6 +162,10 @@ class RunConfig:
                              f"NeuronCore-v3 and newer), got {self.target!r}")
         from dste.data.stream import STREAM_PRESETS
 
+        if not isinstance(self.dataset, str) or not self.dataset.strip():
+            raise ValueError(f"--dataset must name a dataset, got {self.dataset!r}")
+        if self.out is not None and not str(self.out).strip():
+            raise ValueError("--out must name a directory (leave it out for ./runs/<timestamp>), got ''")
         if self.fp32_snapshots not in FP32_SNAPSHOTS:
             raise ValueError(f"--fp32-snapshots must be one of {FP32_SNAPSHOTS}, got {self.fp32_snapshots!r}")
         if self.stream not in STREAM_PRESETS:
@@ -171,11 +175,12 @@ class RunConfig:
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 0 or 'per-seed', got {value!r}")
         if isinstance(self.budget, str):
-            if self.budget.lower() in ("none", ""):
+            if self.budget.strip().lower() == "none":
                 self.budget = None
             elif self.budget.lower().endswith("fp32"):
                 fraction = fp32_budget_fraction(self.budget)
-                self.budget = f"{fraction:g}fp32"
+                # the shortest spelling that reads back as the same float: '{:g}' cut 0.1234567 to 0.123457
+                self.budget = f"{np.format_float_positional(fraction, trim='-')}fp32"
             elif self.budget.lower() == "static50":
                 self.budget = "static50"  # the job compares it as spelled here
             else:
@@ -225,11 +230,17 @@ def _csbm_spec(spec: str) -> dict:
     allowed = list(CSBMParams.__dataclass_fields__)
     knobs: dict = {}
     body = spec[len(CSBM_PREFIX):]
-    for item in filter(None, (part.strip() for part in body.split(","))):
+    items = [part.strip() for part in body.split(",") if part.strip()]
+    if not items:
+        raise ValueError(f"--dataset {spec!r}: a 'csbm:' spec names at least one key=value (keys of CSBMParams: "
+                         f"{', '.join(allowed)}); for the default graph use 'cora-like'")
+    for item in items:
         key, sep, value = (part.strip() for part in item.partition("="))
         if not sep or key not in allowed:
             raise ValueError(f"--dataset {spec!r}: {item!r} is not key=value with a key of CSBMParams "
                              f"({', '.join(allowed)})")
+        if key in knobs:
+            raise ValueError(f"--dataset {spec!r}: {key} is given twice")
         if key == "name":
             knobs[key] = value
         elif key == "community_size":

@@ -40,6 +40,10 @@ def test_top_level_help_lists_run(capsys):
     (["run", "--model-seed", "-2"], "--model-seed: must be an integer >= 0 or 'per-seed'"),
     (["run", "--jobs", "0"], "--jobs: must be a positive integer or 'auto'"),
     (["run", "--jobs", "all"], "--jobs: must be a positive integer or 'auto'"),
+    (["run", "--budget", ""], "--budget must be"),  # was taken as 'none': no latency ceiling
+    (["run", "--dataset", ""], "--dataset must name a dataset"),  # was a TypeError's traceback
+    (["run", "--dataset", "csbm:"], "names at least one key=value"),  # was the default graph, named 'csbm:'
+    (["run", "--dataset", "csbm:num_nodes=200,num_nodes=300"], "num_nodes is given twice"),  # the last one won
 ])
 def test_bad_run_options_fail_with_a_clear_message(argv, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:

@@ -13,6 +13,17 @@ def test_fp32_budget_parses_the_fraction(text, value):
     assert RunConfig(budget=text).budget == f"{value:g}fp32"
 
 
+def test_an_fp32_budget_keeps_every_digit_given():
+    # '{:g}' kept six significant digits: 0.1234567fp32 ran (and was recorded) as 0.123457fp32
+    assert RunConfig(budget="0.1234567fp32").budget == "0.1234567fp32"
+    assert RunConfig(budget="1.0000004fp32").budget == "1.0000004fp32"
+
+
+def test_an_empty_output_directory_is_refused():
+    with pytest.raises(ValueError, match="--out must name a directory"):
+        RunConfig(out="")
+
+
 @pytest.mark.parametrize("text", ["static50", "STATIC50", "Static50"])
 def test_static50_budget_is_recognised_in_any_case(text):
     # spelled otherwise it was accepted, then compared as "static50" and silently run without a budget
