@@ -189,7 +189,7 @@ graph keeps the encoding it had before the unit diagonal existed. Ask for it any
 SCALE_DTYPES_TRIED = tuple(np.dtype(name) for name in SCALE_DTYPES)
 """Scale-vector dtypes ``within_byte_ceiling`` tries, in order. float16 halves D^-1/2's 4 B per node (0.8-1.1 B per
 entry on graphs of mean degree 4-5) at a relative rounding of at most 2^-11 per scale, below the bf16 rounding
-(2^-9) of the kernel's TensorE operands; the launcher multiplies the upcast scales into fp32 factors on the host,
+(2^-8) of the kernel's TensorE operands; the launcher multiplies the upcast scales into fp32 factors on the host,
 so the chip reads the same blob either way. Kept only where it meets the ceiling at a strictly larger price weight
 than float32 does (a faster split, or any split where float32 cannot meet it); the default encoding always keeps
 float32 scales."""
@@ -207,7 +207,7 @@ def within_byte_ceiling(adj, max_bytes_per_edge, add_self_loops: bool = True, po
     setting only tries weights above the best one found so far. The search is then repeated with float16 scale
     vectors (``SCALE_DTYPES_TRIED``; the tiles do not depend on the scales, so the weights already encoded are only
     re-measured), which are kept only for a strictly larger weight, i.e. a faster split: their rounding (<= 2^-11
-    relative) is below the kernel's bf16 operands' (2^-9) but not below the CPU path's float32. With self loops
+    relative) is below the kernel's bf16 operands' (2^-8) but not below the CPU path's float32. With self loops
     (and a policy that stores the diagonal), where no setting met the ceiling, all of it is repeated with the
     diagonal implicit (``BYTE_CEILING_DIAGONALS``). Float16 is tried
     only when every nonzero scale lies in its normal range [2^-14, 65504] (for D^-1/2: degree <= 2^28). Raises ``DSTEFormatError`` when even device bytes
