@@ -80,6 +80,11 @@ def to_scipy_adjacency(adj, num_nodes: int | None = None) -> sp.csr_matrix:
             )
         if adj.is_complex():
             raise ValueError(f"adjacency values must be real (0/1), got {adj.dtype}")
+        if adj.requires_grad:
+            raise ValueError(
+                "the adjacency's values require a gradient, which the layers (unweighted graphs) never give them; "
+                "pass adj.detach(), or encode a weighted propagation matrix yourself (dste.format.encode())"
+            )
         # the stored values as given: coalescing first would sum an edge listed twice into a 2 and refuse it as
         # weighted, where a SciPy matrix with the same duplicates collapses them to one edge
         coo = adj.to_sparse_coo() if adj.layout == torch.sparse_csr else adj

@@ -180,6 +180,9 @@ def test_torch_sparse_adjacency_that_is_not_a_real_matrix_is_refused():
     with pytest.raises(ValueError, match="other than 0/1"):
         to_scipy_adjacency(torch.sparse_coo_tensor(index, torch.tensor([1.00000001, 1.0], dtype=torch.float64),
                                                    (3, 3), check_invariants=True), 3)
+    learnable = torch.sparse_coo_tensor(index, torch.ones(2), (3, 3), check_invariants=True).requires_grad_()
+    with pytest.raises(ValueError, match="require a gradient"):  # they silently got none
+        to_scipy_adjacency(learnable, 3)
     half = torch.sparse_coo_tensor(index, torch.ones(2, dtype=torch.bfloat16), (3, 3), check_invariants=True)
     np.testing.assert_array_equal(to_scipy_adjacency(half, 3).toarray(),
                                   [[0, 1, 0], [1, 0, 0], [0, 0, 0]])
