@@ -62,7 +62,7 @@ def measure_run(label: str, config: dict, root: str | None, seeds: int) -> dict:
     from fp32_stream_training import heldout_accuracy  # bench/, beside this script
 
     torch.set_num_threads(1)
-    base = _load_base(RunConfig(dataset=config["dataset"], root=root))
+    base = _load_base(RunConfig(dataset=config["dataset"], root=root if config.get("root") else None))
     stream = SnapshotStream(base, stream_params(config["stream"], config["snapshots"]), seed=config["stream_seed"])
     graphs = [snapshot.graph for snapshot in stream]
     heldout = [graphs[i] for i in stream.heldout_indices]

@@ -164,6 +164,12 @@ class RunConfig:
 
         if not isinstance(self.dataset, str) or not self.dataset.strip():
             raise ValueError(f"--dataset must name a dataset, got {self.dataset!r}")
+        from dste.data.csbm import PRESETS
+
+        if self.root is not None and (self.dataset.lower() in PRESETS or self.dataset.startswith(CSBM_PREFIX)):
+            # it was ignored, and results.json recorded it as where the graph came from
+            raise ValueError(f"--root is read by datasets loaded from files (Planetoid, OGB, .npz); "
+                             f"{self.dataset!r} is generated, so leave --root out")
         if self.out is not None and not str(self.out).strip():
             raise ValueError("--out must name a directory (leave it out for ./runs/<timestamp>), got ''")
         if self.fp32_snapshots not in FP32_SNAPSHOTS:

@@ -44,6 +44,7 @@ def test_top_level_help_lists_run(capsys):
     (["run", "--dataset", ""], "--dataset must name a dataset"),  # was a TypeError's traceback
     (["run", "--dataset", "csbm:"], "names at least one key=value"),  # was the default graph, named 'csbm:'
     (["run", "--dataset", "csbm:num_nodes=200,num_nodes=300"], "num_nodes is given twice"),  # the last one won
+    (["run", "--root", "/nowhere"], "is generated, so leave --root out"),  # ignored, and recorded as the source
 ])
 def test_bad_run_options_fail_with_a_clear_message(argv, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
