@@ -233,11 +233,31 @@ class BudgetProjectedPlan(Policy):
         if budget is None:
             action = self.plan[layer]
         else:
-            tables = self._tables(env, snapshot)
-            prefix = self._chosen[:layer] if len(self._chosen) >= layer else None
-            action = self._decide(tables, prefix, env.spent_latency(), budget, layer, self._probed)
+            action = self._decide_fitting(env, snapshot, budget, layer)
         self._chosen = self._chosen[:layer] + [action]
         return action
+
+    def _decide_fitting(self, env, snapshot: int, budget: float, layer: int) -> int:
+        """``_decide``'s action, confirmed at its exact price (``BudgetGuard.fits``): the latency tables estimate
+        actions with some FP16 rows, so an action they let through can overspend. Such an action is priced out of
+        this layer's table and the rules decide again, as the module docstring says; the cheapest action left is
+        taken whether it fits or not (where nothing fits, as ``BudgetGuard`` takes it). Without this the plan, run on its own, overspent, and under
+        ``DQNPolicy`` the guard masked its action and the network's took its place."""
+        tables = self._tables(env, snapshot)
+        prefix = self._chosen[:layer] if len(self._chosen) >= layer else None
+        spent = env.spent_latency()
+        while True:
+            action = self._decide(tables, prefix, spent, budget, layer, self._probed)
+            priced_out = ~np.isfinite(tables[layer])
+            if priced_out[action]:  # a rule kept to the plan's own action, already priced out: the summed values
+                left = budget - spent + budget_slack_us(budget)
+                worth, _ = self._best(tables[layer:], self.values[layer:], left)
+                action = int(np.argmax(worth)) if np.isfinite(worth).any() else int(np.argmin(tables[layer]))
+            if action == int(np.argmin(tables[layer])) or self.guard.fits(layer, action):
+                return action  # the cheapest left is taken whether or not it fits: nothing cheaper could
+            tables = list(tables)
+            tables[layer] = tables[layer].copy()
+            tables[layer][action] = np.inf
 
     def _tables(self, env, snapshot) -> list[np.ndarray]:
         return [np.asarray(env.latency_table(snapshot, k), dtype=np.float64) for k in range(env.num_layers)]
