@@ -53,6 +53,19 @@ def test_a_changed_action_level_or_config_fails_the_checksum(tmp_path, edit):
         DQNAgent.load(tampered)
 
 
+def test_weights_changed_with_the_digest_removed_and_the_payload_made_unhashable_are_refused(tmp_path):
+    """No stored digest (None) and a payload the digest cannot hash (None) compared equal: altered weights loaded."""
+    path = _agent().save(tmp_path / "controller.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload["sha256"]
+    payload["config"][0] = "not JSON-keyable beside str keys"  # json.dumps(sort_keys=True) fails on mixed keys
+    payload["q_network"]["joint.bias"] += 5.0
+    tampered = tmp_path / "tampered.pt"
+    torch.save(payload, tampered)
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        DQNAgent.load(tampered)
+
+
 @pytest.mark.parametrize("version", [4.0, True, "4"])
 def test_only_the_exact_integer_version_loads(tmp_path, version):
     path = _agent().save(tmp_path / "controller.pt")
