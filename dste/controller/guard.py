@@ -65,10 +65,6 @@ class BudgetGuard:
         if budget is None:
             return None
         latency = self._table(snapshot, layer)
-        if latency.shape != (len(self.env.action_space),):
-            raise ValueError(
-                f"latency_table({snapshot}, {layer}) has shape {latency.shape}, expected ({len(self.env.action_space)},)"
-            )
         mask = latency <= self._room(snapshot, layer, budget)
         if not mask.any():
             mask[int(np.argmin(latency))] = True
@@ -110,9 +106,18 @@ class BudgetGuard:
 
     def _table(self, snapshot: int, layer: int) -> np.ndarray:
         try:
-            return np.asarray(self.env.latency_table(snapshot, layer), dtype=np.float64)
+            table = np.asarray(self.env.latency_table(snapshot, layer), dtype=np.float64)
         except NotImplementedError as error:
             raise NotImplementedError(
                 f"{error}: the budget guard needs CompressionEnv.latency_table; implement it, or train with "
                 f"TrainConfig(budget_guard=False)"
             ) from None
+        # a NaN made every plan unfit (the cheapest action alone allowed), a negative price fitted anything
+        if table.shape != (len(self.env.action_space),) or not (np.isfinite(table).all() and (table >= 0).all()):
+            raise ValueError(
+                f"latency_table({snapshot}, {layer}) must hold one finite latency >= 0 per action "
+                f"({len(self.env.action_space)}), got shape {table.shape}"
+                + ("" if table.shape != (len(self.env.action_space),) else
+                   f" with {int((~np.isfinite(table)).sum())} non-finite and {int((table < 0).sum())} negative")
+            )
+        return table

@@ -197,3 +197,22 @@ def test_a_guarded_policy_stays_within_budget_where_the_table_underestimates():
     # at the table's prices alone the same agent overspends: the confirmation is doing work
     table_only = run_policy(env, DQNPolicy(CostliestAgent(env), guard=MaskOnlyGuard(env, reward)), held)
     assert any(o.latency_us > ceiling + 1e-9 for o in table_only.outcomes)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: np.where(np.arange(t.size) == 3, np.nan, t), "1 non-finite"),
+    (lambda t: np.where(np.arange(t.size) == 3, -1.0, t), "1 negative"),
+    (lambda t: t[:10], r"shape \(10,\)"),
+])
+def test_a_later_layers_broken_latency_table_is_refused_while_masking_the_first(monkeypatch, edit, message):
+    """A NaN in layer 1's table made every plan unfit, so layer 0's mask became its cheapest action alone; a negative
+    price fitted anything; a short table was read for its minimum only."""
+    env = ToyEnv()
+    table = env.latency_table
+
+    monkeypatch.setattr(env, "latency_table", lambda snapshot, layer: edit(table(snapshot, layer)) if layer == 1
+                        else table(snapshot, layer))
+    guard = BudgetGuard(env, RewardConfig(budget=0.8))
+    env.reset(0)
+    with pytest.raises(ValueError, match=message):
+        guard.allowed(0)
