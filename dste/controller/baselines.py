@@ -343,6 +343,18 @@ def prefer_recent_plan(
     return (recent if recent_kept else plain), choice
 
 
+def check_measured_on(measured: Mapping[tuple[int, ...], PolicyResult] | None, snapshots: Sequence[int],
+                      where: str) -> None:
+    """Refuse results of plans already run (``measured``) that are not one episode per snapshot of ``snapshots``, in
+    order: a search reusing them would score plans on other snapshots than the ones it searches on."""
+    wanted = [int(n) for n in snapshots]
+    for plan, result in (measured or {}).items():
+        ran = [outcome.snapshot for outcome in result.outcomes]
+        if ran != wanted:
+            raise ValueError(f"{where}: the measured plan {list(plan)} ran snapshots {ran}, not {wanted}: pass results "
+                             "of the same snapshots, in the same order")
+
+
 def greedy_search(
     env: CompressionEnv,
     reward: RewardConfig,
@@ -379,6 +391,7 @@ def greedy_search(
             raise ValueError(f"allowed must hold {env.num_layers} bool masks of {len(space)} actions")
         if not all(mask[start] for mask in allowed):
             raise ValueError(f"allowed must allow uniform INT8 (action {start}) at every layer: the search starts there")
+    check_measured_on(measured, snapshots, "greedy_search")
     trials: dict[tuple[int, ...], PolicyResult] = dict(measured or {})
     with tqdm(total=total, desc="greedy search", disable=not progress, leave=False) as bar:
         for _ in range(rounds):
@@ -465,6 +478,7 @@ def feasible_static_search(
         raise ValueError("feasible_static_search needs at least one snapshot")
     plan = tuple(int(a) for a in unconstrained.actions)
     trials: dict[tuple[int, ...], PolicyResult] = dict(getattr(unconstrained, "trials", {}) or {})
+    check_measured_on(trials, snapshots, "feasible_static_search")
     n_actions = len(env.action_space)
     if len(plan) != env.num_layers or any(not 0 <= a < n_actions for a in plan):
         raise ValueError(

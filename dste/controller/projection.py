@@ -54,7 +54,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from dste.controller.baselines import Policy, PolicyResult, StaticPolicy, run_policy
+from dste.controller.baselines import Policy, PolicyResult, StaticPolicy, check_measured_on, run_policy
 from dste.controller.actions import compresses_at_least
 from dste.controller.env import CompressionEnv
 from dste.controller.evidence import node_error, snapshot_error
@@ -95,6 +95,7 @@ def one_layer_trials(
         raise ValueError(f"the plan has {len(plan)} actions, the environment {env.num_layers} layers")
     if not snapshots:
         raise ValueError("one_layer_trials needs at least one snapshot")
+    check_measured_on(measured, snapshots, "one_layer_trials")
     trials: dict[tuple[int, ...], PolicyResult] = {}
     for layer in range(env.num_layers):
         for action in range(len(env.action_space)):

@@ -160,3 +160,21 @@ def test_refuses_bad_arguments():
         feasible_static_search(env, SOFT_REWARD, [], plan)
     with pytest.raises(ValueError, match="2 action indices"):
         feasible_static_search(env, SOFT_REWARD, snapshots, StaticPolicy("p", [0]))
+
+
+def test_results_measured_on_other_snapshots_are_refused():
+    """greedy_search's trials on the training snapshots handed to a search on the held-out ones were reused as if run
+    there: the plan came back judged on the wrong snapshots."""
+    from dste.controller.projection import one_layer_trials
+
+    env = ToyEnv(n_train=3, n_heldout=2)
+    reward = RewardConfig(lambda_latency=0.05, budget=0.8)
+    train, heldout = [0, 1, 2], [3, 4]
+    on_train = greedy_search(env, reward, train)
+    with pytest.raises(ValueError, match=r"ran snapshots \[0, 1, 2\], not \[3, 4\]"):
+        feasible_static_search(env, reward, heldout, on_train)
+    with pytest.raises(ValueError, match="not \\[3, 4\\]"):
+        greedy_search(env, reward, heldout, measured=on_train.trials)
+    with pytest.raises(ValueError, match="not \\[3, 4\\]"):
+        one_layer_trials(env, on_train.actions, heldout, measured=on_train.trials)
+    feasible_static_search(env, reward, train, on_train)  # the snapshots they ran: reused
