@@ -183,6 +183,8 @@ class PolicyResult:
     outcomes: list[EpisodeOutcome] = field(default_factory=list)
 
     def _values(self, attribute: str) -> np.ndarray:
+        if not self.outcomes:  # a mean of nothing was NaN with only a warning
+            raise ValueError(f"policy {self.name!r} has no episodes: run it on at least one snapshot")
         return np.array([getattr(o, attribute) for o in self.outcomes], dtype=np.float64)
 
     @property
@@ -198,6 +200,7 @@ class PolicyResult:
         return float(self._values("nbytes").mean())
 
     def rewards(self, reward: RewardConfig) -> np.ndarray:
+        self._values("accuracy")  # refuses a result without episodes, whose mean reward was NaN
         return np.array(
             [
                 reward.episode_reward(
@@ -423,6 +426,8 @@ def fits_every_budget(result: PolicyResult, guard: BudgetGuard) -> bool:
     """Whether every episode of ``result`` stayed within its snapshot's latency budget as ``guard`` resolves it
     (``RewardConfig.budget_for`` of the environment's per-snapshot budget), judged on the measured latency
     with the guard's float tolerance only. True where a snapshot has no budget."""
+    if not result.outcomes:  # no episode kept no budget: True said it kept every one
+        raise ValueError(f"fits_every_budget: policy {result.name!r} has no episodes")
     for outcome in result.outcomes:
         budget = guard.budget_us(outcome.snapshot)
         if budget is not None and outcome.latency_us > budget + budget_slack_us(budget):

@@ -65,6 +65,12 @@ class EpisodeOutcome:
     # the ids of those nodes, if the env gives them: the same id is the same node on every snapshot of the stream
     nodes: np.ndarray | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        # the pairing of two outcomes node by node (dste.controller.evidence) reads both arrays position by position
+        if self.correct is not None and self.nodes is not None and np.shape(self.correct) != np.shape(self.nodes):
+            raise ValueError(f"EpisodeOutcome: correct has shape {np.shape(self.correct)} but nodes "
+                             f"{np.shape(self.nodes)}: one flag per evaluation node")
+
 
 class CompressionEnv(ABC):
     """Abstract environment; see the module docstring for the protocol."""

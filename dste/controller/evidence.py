@@ -36,6 +36,8 @@ Pair = tuple[EpisodeOutcome, EpisodeOutcome] | None  # two plans' outcomes on on
 
 
 def _normalised(weights: np.ndarray | None, count: int) -> np.ndarray:
+    if count == 0:  # a ZeroDivisionError before
+        raise ValueError("the standard error needs at least one snapshot's pair of outcomes, got none")
     if weights is None:
         return np.full(count, 1.0 / count)
     weights = np.asarray(weights, dtype=np.float64)

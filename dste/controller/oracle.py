@@ -148,6 +148,11 @@ def pareto_front(points: Sequence[tuple[float, float]], cost_tie: float = LATENC
     """Indices of the (cost, accuracy) points no other point dominates (``dominates``, with the same ``cost_tie``:
     costs within it are equal, so float rounding cannot put a point on or off the front), sorted by cost."""
     points = [(float(c), float(a)) for c, a in points]
+    # dominates checks these for every pair; with fewer than two points no pair is compared
+    if not (np.isfinite(cost_tie) and cost_tie >= 0):
+        raise ValueError(f"cost_tie must be a finite number >= 0, got {cost_tie!r}")
+    if not all(np.isfinite(c) and np.isfinite(a) for c, a in points):
+        raise ValueError(f"pareto_front: points must be finite (cost, accuracy), got {points!r}")
     front = [i for i, point in enumerate(points)
              if not any(dominates(other, point, cost_tie=cost_tie) for j, other in enumerate(points) if j != i)]
     return sorted(front, key=lambda i: points[i])

@@ -28,3 +28,32 @@ def test_a_dqn_policy_acts_only_on_the_grid_its_agent_was_trained_on():
     assert len(run_policy(env, DQNPolicy(DQNAgent(grid)), [0]).outcomes) == 1
     with pytest.raises(ValueError, match="has 1 actions; the environment has 2 layers"):
         run_policy(env, DQNPolicy(DQNAgent(grid), fallback=StaticPolicy("one", [0])), [0])
+
+
+def test_inputs_that_gave_a_quiet_default_are_refused():
+    """Each was accepted with a quiet answer: a NaN level matched level 0, a True budget counted as 1.0, a lone NaN
+    point sat on the front, an empty result kept every budget and scored NaN, no pairs divided by zero, and one
+    correctness flag for three nodes paired as a difference of 0."""
+    from dste.controller import BudgetGuard, RewardConfig
+    from dste.controller.baselines import PolicyResult, fits_every_budget
+    from dste.controller.env import EpisodeOutcome
+    from dste.controller.evidence import node_error
+    from dste.controller.oracle import pareto_front
+
+    with pytest.raises(ValueError, match="finite"):
+        ActionSpace().nearest(float("nan"), 0.0)
+    with pytest.raises(ValueError, match="budget must be a positive fraction"):
+        RewardConfig().terminal_reward(0.8, 10.0, 10.0, budget=True)
+    with pytest.raises(ValueError, match="finite"):
+        pareto_front([(float("nan"), 0.5)])
+    with pytest.raises(ValueError, match="cost_tie"):
+        pareto_front([(1.0, 0.5)], cost_tie=float("nan"))
+    empty = PolicyResult("nothing run")
+    with pytest.raises(ValueError, match="no episodes"):
+        fits_every_budget(empty, BudgetGuard(ToyEnv(), RewardConfig(budget=0.8)))
+    with pytest.raises(ValueError, match="no episodes"):
+        empty.mean_reward(RewardConfig())
+    with pytest.raises(ValueError, match="at least one snapshot"):
+        node_error([])
+    with pytest.raises(ValueError, match="one flag per evaluation node"):
+        EpisodeOutcome(0, 1.0, 10.0, 100, 10.0, correct=np.ones(1, bool), nodes=np.arange(3))
