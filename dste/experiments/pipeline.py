@@ -137,6 +137,7 @@ class RunConfig:
     frontier: bool = True
     jobs: int | str = 1  # "auto": one worker per usable core, as many as the memory holds (auto_jobs)
     fp32_snapshots: str = "first"  # "first": FP32 trained on snapshot 0; "training": on every training snapshot
+    overwrite: bool = False  # True: an --out directory that holds an earlier run's results.json is written over
 
     def __post_init__(self) -> None:
         if self.quick:
@@ -1043,7 +1044,17 @@ def show_progress(config: "RunConfig", stream=None) -> bool:
 
 
 def default_out_dir() -> Path:
-    return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    """A new directory ``runs/<timestamp>`` (``-2``, ``-3``, ... after it where another run started in the same
+    second), created here so that two runs never share one and write over each other's outputs."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1, 10_000):
+        path = Path("runs") / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return path
+    raise OSError(f"could not create a new output directory runs/{stamp}-N; give one with --out")
 
 
 @contextmanager
@@ -1108,6 +1119,10 @@ def run(config: RunConfig) -> dict:
     out = Path(config.out) if config.out else default_out_dir()
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is an existing file; give a directory (it is created if missing)")
+    if (out / "results.json").exists() and not config.overwrite:
+        # checked before any work: an earlier run's outputs (some took a quarter of an hour) were written over
+        raise ValueError(f"--out {out} already holds a run's results.json; give a new directory, or --overwrite to "
+                         "replace that run's outputs")
     out.mkdir(parents=True, exist_ok=True)
     base = _load_base(config)
     config = schedule_for(config, int(base.num_nodes))

@@ -322,6 +322,35 @@ def test_quick_run_end_to_end(tmp_path, capsys):
         assert all(snapshot == labels for snapshot in taken)
 
 
+def test_an_earlier_runs_outputs_are_kept_unless_overwrite_is_given(tmp_path, monkeypatch, capsys):
+    """--out naming an earlier run's directory wrote over its results.json (and its plots and checkpoint) unasked."""
+    import dste.experiments.pipeline as pipeline
+
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--out", str(tmp_path), "--no-progress"])
+    assert exit_info.value.code == 2 and "already holds a run's results.json" in capsys.readouterr().err
+    assert (tmp_path / "results.json").read_text() == "{}"
+
+    class Reached(Exception):
+        pass
+
+    def load_base(config):
+        raise Reached
+
+    monkeypatch.setattr(pipeline, "_load_base", load_base)
+    with pytest.raises(Reached):  # past the check: the job starts
+        main(["run", "--out", str(tmp_path), "--overwrite", "--no-progress"])
+
+
+def test_runs_started_in_the_same_second_get_directories_of_their_own(tmp_path, monkeypatch):
+    from dste.experiments.pipeline import default_out_dir
+
+    monkeypatch.chdir(tmp_path)
+    first, second = default_out_dir(), default_out_dir()
+    assert first.is_dir() and second.is_dir() and first != second
+
+
 def test_a_fault_inside_dste_keeps_its_traceback(monkeypatch):
     """Bad options are one-line usage errors; a TypeError raised inside the job is a fault and propagates."""
     import dste.experiments.pipeline as pipeline
