@@ -242,8 +242,9 @@ class BudgetProjectedPlan(Policy):
         """``_decide``'s action, confirmed at its exact price (``BudgetGuard.fits``): the latency tables estimate
         actions with some FP16 rows, so an action they let through can overspend. Such an action is priced out of
         this layer's table and the rules decide again, as the module docstring says; the cheapest action left is
-        taken whether it fits or not (where nothing fits, as ``BudgetGuard`` takes it). Without this the plan, run on its own, overspent, and under
-        ``DQNPolicy`` the guard masked its action and the network's took its place."""
+        taken whether it fits or not (where nothing fits, as ``BudgetGuard`` takes it). So the plan keeps the budget
+        run on its own, and under ``DQNPolicy`` the guard never has to mask its action (the network's would take
+        its place)."""
         tables = self._tables(env, snapshot)
         prefix = self._chosen[:layer] if len(self._chosen) >= layer else None
         spent = env.spent_latency()

@@ -10,8 +10,8 @@ X is a dense ``[M, F]`` array (float32, bfloat16 or float16; float64 is taken as
 :class:`dste.format.HybridRows`. The kernel's relative error bound (2^-8 per bf16 rounding) holds for values at or
 above float32's smallest normal, 1.18e-38: below it bf16 keeps fewer bits (the simulator rounds to bf16's subnormals;
 whether the device flushes them to zero is an assumption not sourced in the NKI docs), and float64 values below
-float32's range become 0 in the cast. Such values are accepted, off the bound, by an absolute 1.2e-38 x |a| per term. A hybrid X is gathered as one record per row
-(``int8 values | fp32 scale``, built here from the HybridRows arrays)
+float32's range become 0 in the cast. Such values are accepted, off the bound, by an absolute 1.2e-38 x |a| per term.
+A hybrid X is gathered as one record per row (``int8 values | fp32 scale``, built here from the HybridRows arrays)
 so that one indirect DMA per tile brings both the values and their scale. FP16 rows (q = 0 and
 scale 0 in their records) are added by the correction pass: per call, the entries of A whose column
 is an FP16 row are listed and packed into correction tiles (``dste.kernels.correction``), one
