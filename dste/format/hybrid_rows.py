@@ -191,7 +191,8 @@ def quantize_rows(X, sensitivity=None, threshold: float | None = None, fp16_frac
     by lower row id). ``sensitivity`` defaults to :func:`row_sensitivity`. A row whose largest |x| is
     nonzero but below ``FP16_UNDERFLOW_AMAX`` (7.6e-6) stays INT8 either way: float16 would hold it in
     its subnormal range, worse than INT8 does. The arithmetic is the device's,
-    :func:`dste.format.quant.quantize_rows_host`.
+    :func:`dste.format.quant.quantize_rows_host` (``launch_quantize_rows`` given the same scores differs by that
+    rule and by saturating FP16 rows beyond 65504, which this refuses).
 
     Error per entry: INT8 rows ``|err| <= max|x_row| / 254``; FP16 rows ``|err| <= 2^-11 |x|``
     for ``|x| >= 2^-14`` and ``<= 2^-25`` below. A row chosen for FP16 that holds a value beyond

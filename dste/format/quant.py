@@ -141,6 +141,17 @@ def hi_index_of(hi_rows: np.ndarray, num_rows: int) -> np.ndarray:
     return hi_index
 
 
+def _check_scores(where: str, sensitivity: np.ndarray, threshold) -> None:
+    """Refuse a NaN/Inf score or threshold, as the kernel launchers do: a NaN score compared False, so its tile or
+    row went INT8, and a NaN or infinite threshold sent every one to INT8, without a word."""
+    if sensitivity.dtype.kind not in "biuf" or not np.isfinite(sensitivity.astype(np.float64)).all():
+        raise ValueError(f"{where}: sensitivity must be finite real scores, got {sensitivity.dtype} with non-finite "
+                         "or non-numeric values")
+    if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(threshold):
+        raise ValueError(f"{where}: threshold must be a finite number, got {threshold!r}")
+
+
 def masked_quant_host(values, keep, sensitivity, threshold):
     """Host twin of the ``masked_quant`` kernel: the same outputs, bit for bit, with NumPy.
 
@@ -168,6 +179,7 @@ def masked_quant_host(values, keep, sensitivity, threshold):
         raise ValueError(f"masked_quant_host: sensitivity must be float [{T}], got {sensitivity.dtype} {sensitivity.shape}")
     if not np.isfinite(values).all():
         raise ValueError("masked_quant_host: values must be finite (no NaN or Inf)")
+    _check_scores("masked_quant_host", sensitivity, threshold)
     masked = np.where(keep, values, np.float32(0.0)).astype(np.float32)
     refuse_subnormal_int8_scales(np.abs(masked).reshape(T, -1).max(axis=1) if T else np.zeros(0), "tile")
     is_fp16 = sensitivity.astype(np.float32) >= np.float32(threshold)
@@ -200,6 +212,12 @@ def quantize_rows_host(X, sensitivity, threshold):
     sensitivity = np.asarray(sensitivity)
     if sensitivity.shape != (M,):
         raise ValueError(f"quantize_rows_host: sensitivity must have shape ({M},), got {sensitivity.shape}")
+    _check_scores("quantize_rows_host", sensitivity, threshold)
+    if F:  # as the kernel's launcher refuses them: the quantized row would be +-127 x a subnormal scale
+        amax = np.empty(M, np.float32)
+        for rows in row_blocks(M, F):
+            np.abs(X[rows]).max(axis=1, out=amax[rows])
+        refuse_subnormal_int8_scales(amax, "quantize_rows_host: row")
     is_hi = sensitivity.astype(np.float32) >= np.float32(threshold)
     hi_rows = np.flatnonzero(is_hi).astype(np.int32)
     if hi_rows.size == M:

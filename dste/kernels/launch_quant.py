@@ -5,7 +5,9 @@
   compaction is the caller's), equal to ``dste.reference.masked_quant.masked_quant_reference``.
   ``keep`` may be a bool mask or ``None`` with ``magnitude_threshold`` (keep |v| >= threshold).
 - ``launch_quantize_rows(X, sensitivity, threshold)`` -> ``HybridRows``, equal to
-  ``quantize_rows_reference``.
+  ``quantize_rows_reference``. It applies the threshold as given; the host API ``dste.quantize_rows`` with the same
+  scores also keeps INT8 a row whose largest |x| is below ``FP16_UNDERFLOW_AMAX`` and refuses an FP16 row beyond
+  65504, which the kernel saturates.
 
 Tiles are processed in launches of at most ``TILES_PER_LAUNCH`` (padded to a multiple of 16 per
 program with empty tiles, whose outputs are dropped), so one compiled kernel serves every call of that
@@ -66,6 +68,8 @@ def launch_masked_quant(values, keep=None, sensitivity=None, threshold=0.02, *, 
     if keep is None:
         if magnitude_threshold is None:
             raise ValueError("give a keep mask or a magnitude_threshold")
+        if isinstance(magnitude_threshold, bool) or not np.isfinite(magnitude_threshold):  # NaN kept nothing
+            raise ValueError(f"magnitude_threshold must be a finite number, got {magnitude_threshold!r}")
         keep = np.abs(values) >= np.float32(magnitude_threshold)
     keep = np.asarray(keep)
     if keep.dtype != np.bool_ or keep.shape != values.shape:
@@ -119,6 +123,10 @@ def launch_quantize_rows(X, sensitivity, threshold=0.02, *, target="trn2", profi
     if not isinstance(threshold, (int, float, np.integer, np.floating)) or not np.isfinite(threshold):
         raise ValueError(f"threshold must be a finite number, got {threshold!r}")
     refuse_subnormal_int8_scales(np.abs(X).max(axis=1) if F else np.zeros(M), "row")
+    if F == 0:  # rows without features: nothing for the device to do, and its tiles need a positive free size
+        from dste.format.quant import quantize_rows_host
+
+        return HybridRows(*quantize_rows_host(X, sensitivity, threshold))
     sens32 = sensitivity.astype(np.float32)
     is_hi = sens32 >= np.float32(threshold)
     hi_rows = np.flatnonzero(is_hi).astype(np.int32)

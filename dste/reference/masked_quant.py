@@ -50,6 +50,7 @@ from .layout import INT8_QMAX, KIND_FP16, KIND_INT8, MASK_WORDS, TILE_COLS, WIND
 from .quant import round_half_even_saturate, to_fp16
 
 DEVICE_INV_QMAX = np.float32(1.0) / np.float32(INT8_QMAX)
+SMALLEST_NORMAL_FP32 = np.float32(2.0 ** -126)
 """fp32(1/127), the constant the device multiplies by in place of dividing by 127."""
 
 
@@ -135,6 +136,10 @@ def quantize_rows_reference(X, sensitivity, threshold) -> ReferenceHybridRows:
     sensitivity = np.asarray(sensitivity)
     if sensitivity.shape != (M,):
         raise ValueError(f"quantize_rows_reference: sensitivity must have shape ({M},), got {sensitivity.shape}")
+    amax_all = np.abs(X).max(axis=1) if F else np.zeros(M, np.float32)
+    tiny = (amax_all > 0) & (amax_all < SMALLEST_NORMAL_FP32 * INT8_QMAX)
+    if tiny.any():  # the kernel's launcher refuses such a row: its scale, amax / 127, would be subnormal
+        raise ValueError(f"quantize_rows_reference: row {int(np.flatnonzero(tiny)[0])} would get a subnormal INT8 scale")
     is_fp16 = sensitivity.astype(np.float32) >= np.float32(threshold)
     hi_rows = np.flatnonzero(is_fp16).astype(np.int32)
     q = np.zeros((M, F), np.int8)

@@ -99,3 +99,30 @@ def test_bad_inputs():
         quantize_rows(np.full((3, 2), np.nan, np.float32), np.zeros(3, np.float32))
     with pytest.raises(ValueError, match="sensitivity"):
         quantize_rows(np.ones((3, 2), np.float32), np.zeros(4, np.float32))
+
+
+def test_host_twins_and_reference_refuse_what_the_launchers_refuse():
+    """The host twins took a NaN score as INT8 and a NaN threshold as 'every tile INT8'; quantize_rows_host and the
+    reference quantized a row of 1e-37 values to +-127 x a subnormal scale (every entry +-1e-37). The launchers
+    refuse all three; a NaN magnitude_threshold kept nothing at all, and rows without features crashed the simulator.
+    """
+    from dste.format.quant import masked_quant_host, quantize_rows_host
+
+    tiles, keep = np.ones((2, 128, 128), np.float32), np.ones((2, 128, 128), bool)
+    for run in (masked_quant_host, masked_quant):
+        with pytest.raises(ValueError, match="sensitivity"):
+            run(tiles, keep, np.array([0.1, np.nan]), 0.5)
+        with pytest.raises(ValueError, match="threshold"):
+            run(tiles, keep, np.zeros(2), float("nan"))
+    tiny = np.array([[1e-37, -5e-38, 3e-38, 1e-37]], np.float32)
+    for run in (quantize_rows_host, quantize_rows_reference, quantize_rows):
+        with pytest.raises(ValueError, match="subnormal"):
+            run(tiny, np.zeros(1), 0.5)
+    with pytest.raises(ValueError, match="threshold"):
+        quantize_rows_host(np.ones((2, 3), np.float32), np.zeros(2), float("inf"))
+    with pytest.raises(ValueError, match="magnitude_threshold"):
+        masked_quant(tiles, None, np.zeros(2), 0.5, magnitude_threshold=float("nan"))
+    empty = quantize_rows(np.ones((5, 0), np.float32), np.array([0.0, 1.0, 0.0, 1.0, 0.0]), 0.5)
+    expected = quantize_rows_reference(np.ones((5, 0), np.float32), np.array([0.0, 1.0, 0.0, 1.0, 0.0]), 0.5)
+    assert empty.q.shape == (5, 0) and np.array_equal(empty.hi_rows, expected.hi_rows)
+    assert np.array_equal(empty.scale, expected.scale) and np.array_equal(empty.hi_index, expected.hi_index)
