@@ -529,11 +529,20 @@ def iota(dst, pattern, offset=0, channel_multiplier=0, name=None):
 def affine_pattern(instr, rule, pattern, offset, channel_multiplier, dst):
     """``offset + p * channel_multiplier + sum(i_k * step_k)`` as int64 [P, free] (iota / affine_select)."""
     try:
-        pattern = [(int(step), int(num)) for step, num in pattern]
-        offset, channel_multiplier = int(_register_value(offset)), int(channel_multiplier)
+        pattern = [(step, num) for step, num in pattern]
     except (TypeError, ValueError):
-        violate(rule, f"nisa.{instr}: pattern must be [[step, num], ...] with int offset/channel_multiplier, got "
-                f"{pattern!r}")
+        violate(rule, f"nisa.{instr}: pattern must be [[step, num], ...], got {pattern!r}")
+    offset = _register_value(offset)
+    # the stubs give an int32 offset and an int32 channel multiplier (nki/api/nki/isa/__init__.py, iota); int() would
+    # truncate 2.5 to 2 where the compiler refuses it
+    named = [("offset", offset), ("channel_multiplier", channel_multiplier)]
+    named += [(f"pattern step/num {value!r}", value) for pair in pattern for value in pair]
+    for what, value in named:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not (
+                -2**31 <= int(value) < 2**31):
+            violate(rule, f"nisa.{instr}: {what} must be an int32, got {value!r}")
+    pattern = [(int(step), int(num)) for step, num in pattern]
+    offset, channel_multiplier = int(offset), int(channel_multiplier)
     if not 1 <= len(pattern) <= 4:
         violate(rule, f"nisa.{instr}: pattern has {len(pattern)} dims; 1 to 4 are allowed")
     count = int(np.prod([num for _, num in pattern]))

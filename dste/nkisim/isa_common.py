@@ -184,6 +184,7 @@ def tensor(instr, role, value):
 
 
 MAX_FREE_DIMS = 4
+MIN_FREE_STRIDE, MAX_FREE_STRIDE = -2**15, 2**15 - 1  # an access pattern's per-axis stride is an int16 (elements)
 """Free dimensions of one operand's access pattern within a partition (nki-aps.rst)."""
 
 
@@ -195,6 +196,20 @@ def access_pattern_free_dims(t):
         if i == 0 or dims[i - 1][1] != n * s:
             merged += 1
     return merged
+
+
+def access_pattern_strides(t):
+    """Element strides of the access pattern's free axes: size-1 dimensions dropped, contiguous neighbours merged
+    (the merged axis keeps the inner stride)."""
+    itemsize = t.storage.dtype.itemsize
+    dims = [(n, s) for n, s in zip(t.shape[1:], t._byte_strides[1:]) if n != 1]
+    strides = []
+    for i, (n, s) in enumerate(dims):
+        if i == 0 or dims[i - 1][1] != n * s:
+            strides.append(s // itemsize)
+        else:
+            strides[-1] = s // itemsize
+    return strides
 
 
 def on_chip(instr, role, t, allowed=ON_CHIP):
@@ -218,6 +233,11 @@ def on_chip(instr, role, t, allowed=ON_CHIP):
     if free_dims > MAX_FREE_DIMS:
         violate("isa.free_dims", f"nisa.{instr}: {role} {t.name!r} (shape {t.shape}) needs {free_dims} free "
                 f"dimensions in its access pattern; at most {MAX_FREE_DIMS} (merge or copy it first)")
+    too_far = [s for s in access_pattern_strides(t) if not MIN_FREE_STRIDE <= s <= MAX_FREE_STRIDE]
+    if too_far:
+        violate("isa.free_stride", f"nisa.{instr}: {role} {t.name!r} (shape {t.shape}) steps {too_far[0]} elements "
+                f"along a free axis; an access pattern's stride is an int16 ({MIN_FREE_STRIDE}..{MAX_FREE_STRIDE} "
+                "elements)")
     start = t.partition_start
     legal = (0,) if partitions > 64 else (0, 64) if partitions > 32 else (0, 32, 64, 96)
     if start not in legal:

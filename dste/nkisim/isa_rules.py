@@ -20,14 +20,19 @@ _RULES = [
     ("isa.partitions", "an SBUF/PSUM operand of a compute instruction spans at most 128 partitions",
      f"{RELEASE_NOTES}, NKI 0.6.0 Improvements; {STUB_ISA}, tensor_tensor/tensor_reduce (Tile size)"),
     ("isa.start_partition", "an operand of more than 64 partitions starts at partition 0, of 33-64 at 0 or 64, "
-     "of at most 32 at 0/32/64/96", f"{STUB_ISA}, nc_stream_shuffle (constraint 3: start partition per active "
-     "partitions); assumption: applied to every compute-engine operand"),
+     "of at most 32 at 0/32/64/96", "nki/guides/architecture/trainium_inferentia2_arch.rst, Data streaming (src/dst of an instruction: start_partition by "
+     "num_partition); " f"{STUB_ISA}, nc_stream_shuffle (constraint 3)"),
     ("isa.psum_tile_fmax", "a PSUM operand of a compute instruction holds at most psum_bank_fmax (512) elements per "
-     "partition", "nki/get-started/about/tiling-overview.rst, Tile-Size Constraint #2"),
+     "partition", "nki/get-started/about/tiling-overview.rst, Tile-Size Constraint #2 (the stricter reading: "
+     "nki/guides/architecture/trainium_inferentia2_arch.rst, Vector Engine / Scalar Engine, allows PSUM free sizes up to 4K elements for most of their "
+     "instructions)"),
     ("isa.free_dims", "an on-chip operand's access pattern has at most 4 free dimensions after merging contiguous "
      "ones", "nki/deep-dives/nki-aps.rst (elements within a partition are accessed as up to four-dimensional arrays)"),
+    ("isa.free_stride", "each free axis of an on-chip operand's access pattern (contiguous neighbours merged) steps "
+     "at most an int16 of elements", "nki/guides/architecture/trainium_inferentia2_arch.rst, Data streaming (each F axis: a size in uint16, a stride in int16, "
+     "in data elements)"),
     ("isa.consecutive_partitions", "an on-chip operand covers consecutive partitions (partition step 1)",
-     "assumption: engines read a contiguous run of partitions"),
+     "nki/guides/architecture/trainium_inferentia2_arch.rst, Data streaming (no P dimension striding: a src/dst occupies a continuous number of partitions)"),
     ("isa.buffer", "each operand lives in the buffer(s) the instruction's Memory types section allows",
      f"{STUB_ISA}, every instruction (Memory types)"),
     ("isa.same_shape", "inputs and dst have the same partition count and elements per partition",
@@ -113,8 +118,8 @@ _RULES = [
     ("activation.reduce_res", "reduce_res is a [P, 1] SBUF/PSUM tile", _doc("activation", ":param reduce_res:")),
     ("activate2.ops", "activate2's (op0, op1) is one of the six documented combinations", _doc("activate2")),
     # -- GpSimd --------------------------------------------------------------------------------
-    ("iota.pattern", "pattern is 1-4 [step, num] pairs whose product is dst's elements per partition; dst in SBUF",
-     _doc("iota")),
+    ("iota.pattern", "pattern is 1-4 [step, num] integer pairs whose product is dst's elements per partition; offset "
+     "and channel_multiplier are int32; dst in SBUF", _doc("iota")),
     ("affine_select.on_false", "on_false_value is a float32 value; dst and on_true_tile in SBUF", _doc("affine_select")),
     ("local_gather.shape", "src_buffer and index have the same partitions, a multiple of 16; index uint16; "
      "num_elem_per_idx in 1,2,4,8,16,32; <= 4096 indices per core; dst dtype = src dtype", _doc("local_gather")),

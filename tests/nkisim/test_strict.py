@@ -365,6 +365,31 @@ def test_operand_access_pattern_has_at_most_four_free_dims():
         run(lambda: body(5))
 
 
+def test_operand_access_pattern_strides_are_int16():
+    """An F axis of an access pattern has a stride expressed in int16 elements (the architecture guide, Data
+    streaming): a view that steps 40,000 elements along a free axis cannot be encoded."""
+    def body(row):
+        base = nl.ndarray((128, 2, row), nl.int8, name="wide")
+        nisa.memset(dst=base, value=1)
+        out = nl.ndarray((128, 2), nl.int8, name="out")
+        nisa.tensor_copy(dst=out, src=base[:, :, 0])  # one element of each row: a stride of `row` elements
+
+    run(lambda: body(32767))
+    with pytest.raises(ConstraintError, match=r"src 'wide' .* steps 40000 elements.*int16.*rule isa.free_stride"):
+        run(lambda: body(40000))
+
+
+def test_iota_takes_int32_offset_and_channel_multiplier():
+    def body(offset, multiplier):
+        t = nl.ndarray((8, 4), nl.float32, name="ramp")
+        nisa.iota(dst=t, pattern=[[1, 4]], offset=offset, channel_multiplier=multiplier)
+
+    run(lambda: body(2, 1))
+    for offset, multiplier in ((2.5, 1), (2, 1.5), (2**31, 1), (True, 1)):
+        with pytest.raises(ConstraintError, match=r"must be an int32.*rule iota.pattern"):  # 2.5 was truncated to 2
+            run(lambda: body(offset, multiplier))
+
+
 def test_static_out_of_range_slice_and_bad_reshape():
     def slice_body():
         t = nl.ndarray((128, 8), nl.float32)
