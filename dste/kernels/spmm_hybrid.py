@@ -65,7 +65,13 @@ Assumptions the NKI 0.6 docs do not state (the simulator holds the kernel to the
   types ``operand0`` / ``operand1`` as ``float | NkiTensor`` and no documented example uses a bitvec immediate; if
   the compiler encodes immediates as fp32, ``& 1`` would mean ``& 0x3f800000``. An int32 ``[P, 1]`` tile holding
   the constant is the documented alternative.
-- Engine casts to bf16 / fp16 round to nearest even (the docs say only that results are cast to the dst dtype).
+- Engine casts to bf16 / fp16 round to nearest even (the docs say only that results are cast to the dst dtype),
+  and so does the DMA's cast of fp32 X rows to the bf16 moving operand (``dma_copy`` documents the conversion as
+  src -> float32 -> dst without naming its rounding).
+- The indirect DMA's index tile may be int32 (the kernel widens its 16-bit ids to int32): ``dma_copy`` gives the
+  index as an SBUF (P, 1) tensor without a dtype; its examples use uint32 and the access-pattern guide int32.
+- GpSimd runs ``tensor_tensor`` with ``equal`` / ``multiply`` / ``add`` on bf16, fp32 and 8-bit operands: the stub
+  allows the GpSimd engine for "any binary operator that runs on the Vector Engine" and names no exception.
 """
 
 import nki

@@ -144,7 +144,9 @@ _RULES = [
     ("view.ap.extent", "an .ap view stays inside its storage", "assumption: an access pattern outside the "
      "allocation reads or writes another tensor"),
     ("view.ap.vector-offset", ".ap(vector_offset=...) needs an HBM base, indirect_dim=0 and an SBUF [P, 1] "
-     "int32/uint32 index tile", "nki/api/nki/isa/__init__.py, def dma_copy (docstring, indirect access)"),
+     "int32/uint32 index tile", "nki/api/nki/isa/__init__.py, def dma_copy (docstring, indirect access: an SBUF "
+     "(P, 1) tensor); assumption for the dtype: the docs state none for dma_copy, their examples index with uint32 "
+     "(isa dma_copy) and int32 (nki/deep-dives/nki-aps.rst), and vector_select states int32/uint32"),
 ]
 
 for _rule_id, _text, _source in _RULES:
