@@ -230,7 +230,7 @@ def quantize_rows(X, sensitivity=None, threshold: float | None = None, fp16_frac
         why = f"its sensitivity is at or above the threshold {threshold:g}"
     is_hi &= ~((row_max > 0) & (row_max < FP16_UNDERFLOW_AMAX))
     _check_fp16_range(row_max, is_hi, why)
-    return HybridRows(*quantize_rows_host(X, is_hi.astype(np.float32), 0.5))
+    return HybridRows(*quantize_rows_host(X, is_hi.astype(np.float32), 0.5, row_max=row_max))
 
 
 MIN_ROW_MAGNITUDE = MIN_INT8_AMAX

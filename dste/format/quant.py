@@ -193,14 +193,16 @@ def masked_quant_host(values, keep, sensitivity, threshold):
     return keep_bits, kind, int8_values, int8_scale_out, fp16_values
 
 
-def quantize_rows_host(X, sensitivity, threshold):
+def quantize_rows_host(X, sensitivity, threshold, *, row_max=None):
     """Hybrid-row arrays of ``X float32 [M, F]`` with the device arithmetic (the kernel's ``quantize_rows``).
 
     Row i is FP16 iff ``sensitivity[i] >= threshold`` (compared in float32): ``hi = sat_fp16(X[i])``,
     ``q[i] = 0``, ``scale[i] = 0``; otherwise ``scale[i] = max|X[i]| * fp32(1/127)`` (1 for an
     all-zero row) and ``q[i] = rne_sat(X[i] * fp32(1/scale[i]))``. Returns ``(q int8 [M, F],
     scale float32 [M], hi_rows int32 [M_hi], hi float16 [M_hi, F], hi_index int32 [M])``, the
-    fields of :class:`dste.format.hybrid_rows.HybridRows`.
+    fields of :class:`dste.format.hybrid_rows.HybridRows`. A row whose largest |x| is nonzero but below
+    ``MIN_INT8_AMAX`` is refused, as the launcher refuses it; ``row_max`` (float32 [M]): those largest |x|
+    where the caller has taken them already, else they are taken here.
     """
     X = np.asarray(X)
     if X.ndim != 2 or X.dtype.kind != "f":
@@ -214,10 +216,11 @@ def quantize_rows_host(X, sensitivity, threshold):
         raise ValueError(f"quantize_rows_host: sensitivity must have shape ({M},), got {sensitivity.shape}")
     _check_scores("quantize_rows_host", sensitivity, threshold)
     if F:  # as the kernel's launcher refuses them: the quantized row would be +-127 x a subnormal scale
-        amax = np.empty(M, np.float32)
-        for rows in row_blocks(M, F):
-            np.abs(X[rows]).max(axis=1, out=amax[rows])
-        refuse_subnormal_int8_scales(amax, "quantize_rows_host: row")
+        if row_max is None:
+            row_max = np.empty(M, np.float32)
+            for rows in row_blocks(M, F):
+                np.abs(X[rows]).max(axis=1, out=row_max[rows])
+        refuse_subnormal_int8_scales(np.asarray(row_max), "quantize_rows_host: row")
     is_hi = sensitivity.astype(np.float32) >= np.float32(threshold)
     hi_rows = np.flatnonzero(is_hi).astype(np.int32)
     if hi_rows.size == M:
