@@ -80,9 +80,14 @@ def _dense_operand(x) -> torch.Tensor:
             raise TypeError(f"X must be float32 or float64, got {x.dtype}; convert with x.float()")
         return x
     if isinstance(x, np.ndarray):
-        if x.dtype not in (np.float32, np.float64):
+        if x.dtype.kind != "f" or x.dtype.itemsize not in (4, 8):
             raise TypeError(f"X must be float32 or float64, got numpy {x.dtype}; use x.astype(np.float32)")
-        return torch.from_numpy(np.ascontiguousarray(x))
+        if not x.dtype.isnative:  # a big-endian float32 is still float32
+            x = x.astype(x.dtype.newbyteorder("="))
+        x = np.ascontiguousarray(x)
+        if any(stride < 0 for stride in x.strides):  # a size-1 axis keeps a negative stride and C-contiguity
+            x = x.copy()
+        return torch.from_numpy(x)
     raise TypeError(
         f"X must be a torch tensor, a NumPy array or dste.format.HybridRows, got {type(x).__name__}"
     )
@@ -143,7 +148,8 @@ def spmm(A, X, backend: str | None = None) -> torch.Tensor:
 
     X may be a float32/float64 CPU tensor (differentiable: the gradient with respect to X is ``A^T @ dY``),
     a NumPy array, or ``HybridRows`` (dequantized for the ``cpu`` backend; handed to the kernel as is for
-    ``nkisim``/``neuron``). Returns a torch tensor ``[N, F]`` with X's dtype (float32 for HybridRows).
+    ``nkisim``/``neuron``). Returns a torch tensor ``[N, F]`` with X's dtype (float32 for HybridRows); a float64 X
+    multiplies the matrix's float32 effective values (``A.decode(dtype=np.float32)``) in float64.
     ``backend``: ``cpu`` | ``nkisim`` | ``neuron`` | ``auto``; ``None`` reads ``DSTE_BACKEND``.
 
     A bare ``DSTEMatrix`` gets its CPU operands built on the first call and kept on the matrix for the later ones

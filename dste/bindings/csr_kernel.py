@@ -3,7 +3,8 @@
 ``csr_product(indptr, indices, data, x, out, out_rows)`` computes ``out[out_rows[i]] = sum_p data[p] *
 x[indices[p]]`` over the entries ``p`` of row ``i`` (``out_rows`` None: row ``i`` itself), each output value summed
 in stored order from 0 in X's dtype (float32 or float64), as SciPy's ``csr_matvecs`` does, so the result equals
-``csr @ x`` of a SciPy matrix of X's dtype bit for bit (and torch's CSR kernel, which sums in the same order).
+``csr @ x`` of a SciPy matrix of X's dtype bit for bit (torch's CSR kernel, MKL's here, sums in another order: about
+one ulp apart).
 
 Why a kernel of its own: the products ``dste.spmm`` runs on small and mid-size graphs take tens of microseconds,
 and torch's CSR kernel (int64 indices, as a user builds them) left no room for the op's own finiteness check of X

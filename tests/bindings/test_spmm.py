@@ -203,3 +203,15 @@ def test_an_edited_hybrid_rows_x_is_refused_on_every_backend(backend):
     rows.q[7] = 5
     with pytest.raises(DSTEFormatError, match="FP16 rows must have scale 0 and all-zero q"):
         dste.spmm(matrix, rows, backend=backend)
+
+
+def test_numpy_x_whatever_its_layout_or_byte_order_gives_scipys_bits():
+    """A size-1 axis kept a negative stride through np.ascontiguousarray, and torch.from_numpy refused it with its
+    own error; a big-endian float32 X was refused as if it were not float32."""
+    rng = np.random.default_rng(0)
+    matrix = dste.encode(sp.random(50, 40, density=0.1, random_state=1, format="csr"), kinds="fp16")
+    reference = matrix.decode(dtype=np.float32)
+    column = rng.standard_normal((40, 1)).astype(np.float32)
+    for x in (column[:, ::-1], rng.standard_normal((40, 3)).astype(">f4")):
+        expected = reference @ np.asarray(x, dtype=np.float32)
+        assert np.array_equal(dste.spmm(matrix, x).numpy(), expected)
