@@ -8,8 +8,8 @@
 
 ``--collect`` keeps, per run, what the tables read from its ``results.json`` (the summary, the oracle, the frontier's
 headline figures, per-seed fallback margins), keyed by ``graph,stream`` labels in the order given; without it the
-named file is read. A cell is accuracy %, mean modelled latency us and mean reward; *over n of 9*: held-out
-snapshots whose budget the policy overspends (3 seeds x 3 snapshots).
+named file is read. A cell is accuracy %, mean modelled latency us and mean reward; *over n of N*: held-out
+snapshots whose budget the policy overspends, of the run's N (seeds x held-out snapshots; 9 in the README's table).
 """
 
 from __future__ import annotations
@@ -53,15 +53,24 @@ def _point(policy: dict) -> tuple[float, float]:
     return policy["latency_us_mean"], policy["accuracy_mean"]
 
 
-def _over(policy: dict) -> int:
-    return round(9 * (1 - policy.get("share_within_budget", 1.0)))
+def held_out_decisions(run: dict) -> int:
+    """Held-out snapshots over every seed of a run (3 seeds x 3 in the README's table), from its configuration."""
+    from dste.data.stream import heldout_count, stream_params
+
+    config = run["config"]
+    fraction = stream_params(config["stream"], config["snapshots"]).heldout_fraction
+    return int(config["seeds"]) * heldout_count(int(config["snapshots"]), fraction)
 
 
-def _cell(policy: dict, bold: bool = False) -> str:
+def _over(policy: dict, total: int) -> int:
+    return round(total * (1 - policy.get("share_within_budget", 1.0)))
+
+
+def _cell(policy: dict, total: int, bold: bool = False) -> str:
     accuracy = 100 * policy["accuracy_mean"]
     text = f"**{accuracy:.2f} ± {100 * policy['accuracy_std']:.2f}**" if bold else f"{accuracy:.2f}"
     text += f", {policy['latency_us_mean']:.2f}, {policy['reward_mean']:.4f}"
-    return text + (f" (over {_over(policy)} of 9)" if _over(policy) else "")
+    return text + (f" (over {_over(policy, total)} of {total})" if _over(policy, total) else "")
 
 
 def _feasible_static(summary: dict) -> dict:
@@ -77,6 +86,7 @@ def _label(label: str) -> str:
 def row(label: str, run: dict) -> tuple[str, dict]:
     """One markdown row and the facts the summary counts."""
     summary, oracle = run["summary"], run["oracle"]
+    total = held_out_decisions(run)
     dste = summary["dste_dqn"]
     feasible = _feasible_static(summary)
     if dominates(_point(feasible), _point(dste)):
@@ -86,12 +96,13 @@ def row(label: str, run: dict) -> tuple[str, dict]:
         tie = (feasible["accuracy_mean"] == dste["accuracy_mean"]
                and abs(feasible["latency_us_mean"] - dste["latency_us_mean"]) <= LATENCY_TIE_US)
         relation = "dominated" if dominates(_point(dste), _point(feasible)) else "tie" if tie else "trade"
-    dominating = [(name, _over(summary[key])) for key, name in BASELINES.items()
+    dominating = [(name, _over(summary[key], total)) for key, name in BASELINES.items()
                   if key in summary and dominates(_point(summary[key]), _point(dste))]
-    shown = ", ".join(f"{name} (over {over} of 9)" if over else f"**{name}**" for name, over in dominating) or "none"
+    shown = ", ".join(f"{name} (over {over} of {total})" if over else f"**{name}**"
+                      for name, over in dominating) or "none"
     cells = [
-        _label(label), _cell(dste, bold=True), _cell(summary["greedy"]), _cell(summary["static_hindsight"]),
-        _cell(feasible), relation,
+        _label(label), _cell(dste, total, bold=True), _cell(summary["greedy"], total),
+        _cell(summary["static_hindsight"], total), _cell(feasible, total), relation,
         f"{100 * oracle['per_snapshot_best_within_budget_accuracy']:.2f}, "
         f"{oracle['per_snapshot_best_within_budget_reward']:.4f}",
         f"{100 * summary['fp32']['accuracy_mean']:.2f} ± {100 * summary['fp32']['accuracy_std']:.2f}",
@@ -149,7 +160,7 @@ def plot(runs: dict, path: str) -> None:
             summary = runs[label]["summary"]
             policy = summary.get(key, summary["static_hindsight"])
             gap = 100 * (policy["accuracy_mean"] - summary["fp32"]["accuracy_mean"])
-            hollow = _over(policy) > 0
+            hollow = _over(policy, held_out_decisions(runs[label])) > 0
             ax.plot(i, gap, marker, color=color, markerfacecolor="none" if hollow else color,
                     label=name if i == 0 else None)
     best = [100 * (runs[l]["oracle"]["per_snapshot_best_within_budget_accuracy"] - runs[l]["summary"]["fp32"]["accuracy_mean"])

@@ -279,9 +279,7 @@ class SnapshotStream:
     def heldout_indices(self) -> np.ndarray:
         """The last ceil(heldout_fraction * T) snapshots (at least one when T >= 2 and fraction > 0)."""
         total = len(self)
-        # rounded first: 0.07 * 100 is 7.000000000000001 in binary, whose ceil would hold out 8
-        count = int(np.ceil(round(self.params.heldout_fraction * total, 9)))
-        count = min(count, total - 1)
+        count = heldout_count(total, self.params.heldout_fraction)
         return np.arange(total - count, total, dtype=np.int64)
 
     @property
@@ -441,6 +439,13 @@ class SnapshotStream:
         )
         snap = Snapshot(t, graph, changed.astype(np.int64), added, removed_pairs, new_nodes, p.budget_at(t))
         return snap, self._state_after(snap)
+
+
+def heldout_count(total: int, fraction: float) -> int:
+    """Snapshots a stream of ``total`` holds out at ``heldout_fraction``: the ceiling of the product (at least one
+    when ``total >= 2`` and the fraction > 0), never every snapshot."""
+    # rounded first: 0.07 * 100 is 7.000000000000001 in binary, whose ceil would hold out 8
+    return min(int(np.ceil(round(fraction * total, 9))), total - 1)
 
 
 def _refuse_shortfall(t: int, what: str, drawn: int, wanted: int, limit: float, remedy: str) -> None:

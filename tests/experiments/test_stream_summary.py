@@ -20,14 +20,15 @@ def _policy(accuracy, latency, reward=0.5, within=1.0, std=0.005):
             "accuracy_minus_fp32_std": 0.004}
 
 
-def _run(greedy, feasible, dste=None, margins=(math.inf,) * 3, distinct=(2, 3, 2)):
+def _run(greedy, feasible, dste=None, margins=(math.inf,) * 3, distinct=(2, 3, 2), snapshots=12, seeds=3):
     summary = {
         "fp32": _policy(0.85, 200.0), "int8": _policy(0.849, 150.0), "dste_dqn": dste or _policy(0.80, 100.0, 0.75),
         "greedy": greedy, "static_hindsight": feasible, "static_hindsight_feasible": feasible,
     }
     oracle = {"per_snapshot_best_within_budget_accuracy": 0.81, "per_snapshot_best_within_budget_reward": 0.76,
               "distinct_per_snapshot_best_plans": list(distinct)}
-    return {"summary": summary, "oracle": oracle, "margins": list(margins)}
+    config = {"stream": "bursty", "snapshots": snapshots, "seeds": seeds}
+    return {"config": config, "summary": summary, "oracle": oracle, "margins": list(margins)}
 
 
 def test_a_baseline_counts_as_dominating_only_within_every_budget():
@@ -38,6 +39,14 @@ def test_a_baseline_counts_as_dominating_only_within_every_budget():
     fitting = _run(greedy=_policy(0.81, 100.0), feasible=_policy(0.79, 99.0, 0.74))
     line, facts = stream_summary.row("X,steady", fitting)
     assert "**greedy search**" in line and facts["dominated_by_a_baseline_within_budgets"] and not facts["adaptivity"]
+
+
+def test_overspends_are_counted_of_the_runs_own_held_out_snapshots():
+    """The count assumed 9 held-out snapshots (3 seeds x 3): a run of 16 snapshots holds out 4 per seed."""
+    run = _run(greedy=_policy(0.82, 99.0, within=9 / 12), feasible=_policy(0.79, 99.0, 0.74), snapshots=16)
+    line, _ = stream_summary.row("X,bursty", run)
+    assert "greedy search (over 3 of 12)" in line and "of 9" not in line
+    assert stream_summary.held_out_decisions(_run(None, None, snapshots=12, seeds=2)) == 6
 
 
 def test_the_hindsight_plan_at_the_same_latency_and_more_accurate_dominates():
