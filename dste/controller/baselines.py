@@ -182,9 +182,14 @@ class PolicyResult:
     name: str
     outcomes: list[EpisodeOutcome] = field(default_factory=list)
 
+    def require_episodes(self, where: str = "") -> None:
+        """Refuse a result without episodes: its means were NaN with only a warning, and it 'kept every budget'."""
+        if not self.outcomes:
+            raise ValueError(f"{where + ': ' if where else ''}policy {self.name!r} has no episodes: run it on at "
+                             "least one snapshot")
+
     def _values(self, attribute: str) -> np.ndarray:
-        if not self.outcomes:  # a mean of nothing was NaN with only a warning
-            raise ValueError(f"policy {self.name!r} has no episodes: run it on at least one snapshot")
+        self.require_episodes()
         return np.array([getattr(o, attribute) for o in self.outcomes], dtype=np.float64)
 
     @property
@@ -200,7 +205,7 @@ class PolicyResult:
         return float(self._values("nbytes").mean())
 
     def rewards(self, reward: RewardConfig) -> np.ndarray:
-        self._values("accuracy")  # refuses a result without episodes, whose mean reward was NaN
+        self.require_episodes()
         return np.array(
             [
                 reward.episode_reward(
@@ -426,8 +431,7 @@ def fits_every_budget(result: PolicyResult, guard: BudgetGuard) -> bool:
     """Whether every episode of ``result`` stayed within its snapshot's latency budget as ``guard`` resolves it
     (``RewardConfig.budget_for`` of the environment's per-snapshot budget), judged on the measured latency
     with the guard's float tolerance only. True where a snapshot has no budget."""
-    if not result.outcomes:  # no episode kept no budget: True said it kept every one
-        raise ValueError(f"fits_every_budget: policy {result.name!r} has no episodes")
+    result.require_episodes("fits_every_budget")
     for outcome in result.outcomes:
         budget = guard.budget_us(outcome.snapshot)
         if budget is not None and outcome.latency_us > budget + budget_slack_us(budget):

@@ -127,19 +127,24 @@ LATENCY_TIE_US = 1e-3
 (6e-7 us between two GraphSAGE plans of one stream), which must neither make nor break a domination."""
 
 
+def _check_front_inputs(where: str, points, cost_tie: float) -> None:
+    """Refuse a cost tie that is not a finite number >= 0 and a point that is not finite: a NaN compares False both
+    ways, so it would be dominated by nothing and sit on every front."""
+    if not (np.isfinite(cost_tie) and cost_tie >= 0):
+        raise ValueError(f"cost_tie must be a finite number >= 0, got {cost_tie!r}")
+    if not all(np.isfinite(float(v)) for point in points for v in point):
+        raise ValueError(f"{where}: points must be finite (cost, accuracy), got {list(points)!r}")
+
+
 def dominates(
     challenger: tuple[float, float], incumbent: tuple[float, float], cost_tie: float = LATENCY_TIE_US
 ) -> bool:
     """Whether the (cost, accuracy) point ``challenger`` Pareto-dominates ``incumbent``: no costlier (within
     ``cost_tie``) and no less accurate, and either cheaper by more than ``cost_tie`` or more accurate. A plan at the
     same latency with 0.07 points more accuracy dominates; an identical one does not."""
-    if not (np.isfinite(cost_tie) and cost_tie >= 0):
-        raise ValueError(f"cost_tie must be a finite number >= 0, got {cost_tie!r}")
+    _check_front_inputs("dominates", [challenger, incumbent], cost_tie)
     cost, accuracy = (float(v) for v in challenger)
     cost_incumbent, accuracy_incumbent = (float(v) for v in incumbent)
-    if not all(np.isfinite(v) for v in (cost, accuracy, cost_incumbent, accuracy_incumbent)):
-        # a NaN compares False both ways, so it would be dominated by nothing and sit on every front
-        raise ValueError(f"dominates: points must be finite (cost, accuracy), got {challenger!r} and {incumbent!r}")
     no_worse = cost <= cost_incumbent + cost_tie and accuracy >= accuracy_incumbent
     return bool(no_worse and (cost < cost_incumbent - cost_tie or accuracy > accuracy_incumbent))
 
@@ -148,11 +153,7 @@ def pareto_front(points: Sequence[tuple[float, float]], cost_tie: float = LATENC
     """Indices of the (cost, accuracy) points no other point dominates (``dominates``, with the same ``cost_tie``:
     costs within it are equal, so float rounding cannot put a point on or off the front), sorted by cost."""
     points = [(float(c), float(a)) for c, a in points]
-    # dominates checks these for every pair; with fewer than two points no pair is compared
-    if not (np.isfinite(cost_tie) and cost_tie >= 0):
-        raise ValueError(f"cost_tie must be a finite number >= 0, got {cost_tie!r}")
-    if not all(np.isfinite(c) and np.isfinite(a) for c, a in points):
-        raise ValueError(f"pareto_front: points must be finite (cost, accuracy), got {points!r}")
+    _check_front_inputs("pareto_front", points, cost_tie)  # with fewer than two points dominates is never asked
     front = [i for i, point in enumerate(points)
              if not any(dominates(other, point, cost_tie=cost_tie) for j, other in enumerate(points) if j != i)]
     return sorted(front, key=lambda i: points[i])

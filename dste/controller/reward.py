@@ -72,9 +72,8 @@ class RewardConfig:
     def budget_for(self, snapshot_budget: float | None) -> float | None:
         """The latency budget (fraction of the reference) that applies: a snapshot's own, else ``self.budget``."""
         budget = self.budget if snapshot_budget is None else snapshot_budget
-        if isinstance(budget, bool):  # True passed every check below as 1.0
-            raise ValueError(f"budget must be a positive fraction of the reference, got {budget!r}")
-        if budget is not None and (not math.isfinite(budget) or budget <= 0):
+        # a bool is refused by name: True passed the finite and positive checks as 1.0
+        if budget is not None and (isinstance(budget, bool) or not math.isfinite(budget) or budget <= 0):
             raise ValueError(f"budget must be a positive fraction of the reference, got {budget!r}")
         return budget
 

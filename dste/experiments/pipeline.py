@@ -867,7 +867,8 @@ def _frontier_summary(per_seed: list[dict], summary: dict) -> dict | None:
     return {
         "points": points,
         "pareto_latency": [points[i]["name"] for i in pareto_front([(p["latency_us"], p["accuracy"]) for p in points])],
-        "pareto_memory": [points[i]["name"] for i in pareto_front([(p["bytes"], p["accuracy"]) for p in points], cost_tie=0.0)],
+        "pareto_memory": [points[i]["name"]
+                          for i in pareto_front([(p["bytes"], p["accuracy"]) for p in points], cost_tie=0.0)],
         "static_points_dominating_dqn_latency": dominating,
         "static_points_dominating_dqn_memory": dominating_memory,
         "max_fp32_speedup_any_point": float(max(speedup)),

@@ -50,7 +50,7 @@ from dste.format.quant import (
     quantize_rows_host,
     refuse_subnormal_int8_scales,
     round_half_even_saturate,
-    row_blocks,
+    row_abs_max,
 )
 
 
@@ -203,7 +203,7 @@ def quantize_rows(X, sensitivity=None, threshold: float | None = None, fp16_frac
     X = _as_features(X)
     M = X.shape[0]
     # every row's largest |x|, taken once: the INT8 scale check, float16's range and its underflow all read it
-    row_max = _row_abs_max(X) if X.size else np.zeros(M, np.float32)
+    row_max = row_abs_max(X) if X.size else np.zeros(M, np.float32)
     refuse_subnormal_int8_scales(row_max, "quantize_rows: row", DSTEFormatError)
     if sensitivity is None:
         sensitivity = row_sensitivity(X)
@@ -236,14 +236,6 @@ def quantize_rows(X, sensitivity=None, threshold: float | None = None, fp16_frac
 MIN_ROW_MAGNITUDE = MIN_INT8_AMAX
 """A row whose largest |x| is nonzero but below 127 x float32's smallest normal would get a
 subnormal INT8 scale (its reciprocal overflows): refused, as the device launcher does."""
-
-
-def _row_abs_max(X) -> np.ndarray:
-    """max |x| of each row of the 2-D float32 ``X`` (F >= 1), taken by :func:`row_blocks`."""
-    row_max = np.empty(X.shape[0], dtype=X.dtype)
-    for rows in row_blocks(X.shape[0], X.shape[1]):
-        np.abs(X[rows]).max(axis=1, out=row_max[rows])
-    return row_max
 
 
 def _check_fp16_range(row_max, is_hi, why: str):

@@ -41,6 +41,14 @@ def row_blocks(num_rows: int, row_width: int):
         yield slice(start, min(start + step, int(num_rows)))
 
 
+def row_abs_max(X) -> np.ndarray:
+    """max |x| of each row of the 2-D float ``X`` (F >= 1), taken by :func:`row_blocks`."""
+    row_max = np.empty(X.shape[0], dtype=X.dtype)
+    for rows in row_blocks(X.shape[0], X.shape[1]):
+        np.abs(X[rows]).max(axis=1, out=row_max[rows])
+    return row_max
+
+
 def all_finite(x: np.ndarray) -> bool:
     """Whether every value of the 2-D array ``x`` is finite (taken by :func:`row_blocks`)."""
     return all(bool(np.isfinite(x[rows]).all()) for rows in row_blocks(x.shape[0], x.shape[1]))
@@ -216,11 +224,8 @@ def quantize_rows_host(X, sensitivity, threshold, *, row_max=None):
         raise ValueError(f"quantize_rows_host: sensitivity must have shape ({M},), got {sensitivity.shape}")
     _check_scores("quantize_rows_host", sensitivity, threshold)
     if F:  # as the kernel's launcher refuses them: the quantized row would be +-127 x a subnormal scale
-        if row_max is None:
-            row_max = np.empty(M, np.float32)
-            for rows in row_blocks(M, F):
-                np.abs(X[rows]).max(axis=1, out=row_max[rows])
-        refuse_subnormal_int8_scales(np.asarray(row_max), "quantize_rows_host: row")
+        refuse_subnormal_int8_scales(row_abs_max(X) if row_max is None else np.asarray(row_max),
+                                     "quantize_rows_host: row")
     is_hi = sensitivity.astype(np.float32) >= np.float32(threshold)
     hi_rows = np.flatnonzero(is_hi).astype(np.int32)
     if hi_rows.size == M:

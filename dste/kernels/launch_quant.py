@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from dste.format.constants import TILE_COLS, WINDOW_ROWS
-from dste.format.quant import hi_index_of, refuse_subnormal_int8_scales
+from dste.format.quant import hi_index_of, quantize_rows_host, refuse_subnormal_int8_scales
 from dste.kernels.launch_spmm import default_lnc, require_indirect_dma
 
 TILES_PER_LAUNCH = 128
@@ -124,8 +124,6 @@ def launch_quantize_rows(X, sensitivity, threshold=0.02, *, target="trn2", profi
         raise ValueError(f"threshold must be a finite number, got {threshold!r}")
     refuse_subnormal_int8_scales(np.abs(X).max(axis=1) if F else np.zeros(M), "row")
     if F == 0:  # rows without features: nothing for the device to do, and its tiles need a positive free size
-        from dste.format.quant import quantize_rows_host
-
         return HybridRows(*quantize_rows_host(X, sensitivity, threshold))
     sens32 = sensitivity.astype(np.float32)
     is_hi = sens32 >= np.float32(threshold)

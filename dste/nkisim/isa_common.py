@@ -184,18 +184,14 @@ def tensor(instr, role, value):
 
 
 MAX_FREE_DIMS = 4
-MIN_FREE_STRIDE, MAX_FREE_STRIDE = -2**15, 2**15 - 1  # an access pattern's per-axis stride is an int16 (elements)
 """Free dimensions of one operand's access pattern within a partition (nki-aps.rst)."""
+MIN_FREE_STRIDE, MAX_FREE_STRIDE = -2**15, 2**15 - 1
+"""An access pattern's per-axis stride is an int16, in elements (the architecture guide, Data streaming)."""
 
 
 def access_pattern_free_dims(t):
     """Free dimensions left once size-1 dimensions are dropped and contiguous neighbours merged."""
-    dims = [(n, s) for n, s in zip(t.shape[1:], t._byte_strides[1:]) if n != 1]
-    merged = 0
-    for i, (n, s) in enumerate(dims):
-        if i == 0 or dims[i - 1][1] != n * s:
-            merged += 1
-    return merged
+    return len(access_pattern_strides(t))
 
 
 def access_pattern_strides(t):

@@ -12,6 +12,8 @@ def _doc(function, section=""):
     return f"{STUB_ISA}, {function}" + (f" ({section})" if section else "")
 
 
+ARCH_GUIDE = "nki/guides/architecture/trainium_inferentia2_arch.rst"
+"""The architecture guide: engines, buffers and how instructions stream data (Data streaming)."""
 ALU_TABLE_SRC = f"{SHARED_TABLES}, tbl-aluop"
 ACT_TABLE_SRC = f"{SHARED_TABLES}, tbl-act-func"
 
@@ -20,19 +22,20 @@ _RULES = [
     ("isa.partitions", "an SBUF/PSUM operand of a compute instruction spans at most 128 partitions",
      f"{RELEASE_NOTES}, NKI 0.6.0 Improvements; {STUB_ISA}, tensor_tensor/tensor_reduce (Tile size)"),
     ("isa.start_partition", "an operand of more than 64 partitions starts at partition 0, of 33-64 at 0 or 64, "
-     "of at most 32 at 0/32/64/96", "nki/guides/architecture/trainium_inferentia2_arch.rst, Data streaming (src/dst of an instruction: start_partition by "
-     "num_partition); " f"{STUB_ISA}, nc_stream_shuffle (constraint 3)"),
+     "of at most 32 at 0/32/64/96", f"{ARCH_GUIDE}, Data streaming (src/dst of an instruction: start_partition by "
+     f"num_partition); {STUB_ISA}, nc_stream_shuffle (constraint 3)"),
     ("isa.psum_tile_fmax", "a PSUM operand of a compute instruction holds at most psum_bank_fmax (512) elements per "
      "partition", "nki/get-started/about/tiling-overview.rst, Tile-Size Constraint #2 (the stricter reading: "
-     "nki/guides/architecture/trainium_inferentia2_arch.rst, Vector Engine / Scalar Engine, allows PSUM free sizes up to 4K elements for most of their "
+     f"{ARCH_GUIDE}, Vector Engine / Scalar Engine, allows PSUM free sizes up to 4K elements for most of their "
      "instructions)"),
     ("isa.free_dims", "an on-chip operand's access pattern has at most 4 free dimensions after merging contiguous "
      "ones", "nki/deep-dives/nki-aps.rst (elements within a partition are accessed as up to four-dimensional arrays)"),
     ("isa.free_stride", "each free axis of an on-chip operand's access pattern (contiguous neighbours merged) steps "
-     "at most an int16 of elements", "nki/guides/architecture/trainium_inferentia2_arch.rst, Data streaming (each F axis: a size in uint16, a stride in int16, "
-     "in data elements)"),
+     "at most an int16 of elements", f"{ARCH_GUIDE}, Data streaming (each F axis: a size in uint16, a stride in "
+     "int16, in data elements)"),
     ("isa.consecutive_partitions", "an on-chip operand covers consecutive partitions (partition step 1)",
-     "nki/guides/architecture/trainium_inferentia2_arch.rst, Data streaming (no P dimension striding: a src/dst occupies a continuous number of partitions)"),
+     f"{ARCH_GUIDE}, Data streaming (no P dimension striding: a src/dst occupies a continuous number of "
+     "partitions)"),
     ("isa.buffer", "each operand lives in the buffer(s) the instruction's Memory types section allows",
      f"{STUB_ISA}, every instruction (Memory types)"),
     ("isa.same_shape", "inputs and dst have the same partition count and elements per partition",

@@ -50,8 +50,9 @@ from .layout import INT8_QMAX, KIND_FP16, KIND_INT8, MASK_WORDS, TILE_COLS, WIND
 from .quant import round_half_even_saturate, to_fp16
 
 DEVICE_INV_QMAX = np.float32(1.0) / np.float32(INT8_QMAX)
-SMALLEST_NORMAL_FP32 = np.float32(2.0 ** -126)
 """fp32(1/127), the constant the device multiplies by in place of dividing by 127."""
+SMALLEST_NORMAL_FP32 = np.float32(2.0 ** -126)
+"""Below 127 times this a group's scale, amax / 127, would be subnormal: the launchers refuse such groups."""
 
 
 @dataclass(eq=False)
@@ -146,8 +147,7 @@ def quantize_rows_reference(X, sensitivity, threshold) -> ReferenceHybridRows:
     scale = np.zeros(M, np.float32)
     low_rows = np.flatnonzero(~is_fp16)
     if low_rows.size:
-        amax = np.abs(X[low_rows]).max(axis=1) if F else np.zeros(low_rows.size, np.float32)
-        scale[low_rows] = _device_scale(amax.astype(np.float32))
+        scale[low_rows] = _device_scale(amax_all[low_rows].astype(np.float32))
         q[low_rows] = _device_quantize(X[low_rows], scale[low_rows, None])
     hi_index = np.full(M, hi_rows.size, np.int32)
     hi_index[hi_rows] = np.arange(hi_rows.size, dtype=np.int32)
