@@ -113,9 +113,19 @@ class ArraySpec:
         return flat.reshape(self.shape, order="F" if self.fortran else "C").copy()
 
 
+class NdarrayName:
+    """Stands for the global ``numpy.ndarray``, which a pickled array names only as the type argument of
+    ``_reconstruct``. The real class is never handed out: called by a pickle, ``numpy.ndarray(shape, "O")`` builds
+    an object array of uninitialised pointers (reading it crashed the interpreter) and ``numpy.ndarray(shape)`` an
+    array of uninitialised memory, so calling this stand-in is refused."""
+
+    def __new__(cls, *args, **kwargs):
+        raise UnsafePickleError("numpy.ndarray may only be named as the type of a pickled array, not called")
+
+
 def _reconstruct_ndarray(subtype, shape, dtype):
     """numpy's array reconstructor, limited to plain ndarrays (an :class:`ArraySpec` until checked)."""
-    if subtype is not np.ndarray:
+    if subtype is not NdarrayName:
         raise UnsafePickleError(f"array reconstruction is allowed only for numpy.ndarray, got {subtype!r}")
     return ArraySpec(shape, dtype)
 
@@ -159,7 +169,7 @@ ALLOWED_GLOBALS: dict[tuple[str, str], object] = {
     **{(module, "_reconstruct"): _reconstruct_ndarray for module in _NUMPY_CORE},
     **{(module, "csr_matrix"): CsrState for module in _CSR_NAMES},
     **{(module, "csc_matrix"): CscState for module in _CSC_NAMES},
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): NdarrayName,
     ("numpy", "dtype"): DtypeSpec,
     ("collections", "defaultdict"): collections.defaultdict,
     ("__builtin__", "list"): list,
@@ -195,6 +205,10 @@ def safe_load(data: bytes, source: str = "<bytes>"):
         raise ValueError(f"{source}: corrupt or unsupported pickle ({type(err).__name__}: {err})") from err
 
 
+def _is_count(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and value >= 0
+
+
 def sparse_from_state(obj, source: str = "<pickle>") -> sp.csr_matrix:
     """Checked CSR matrix from a `SparseState`; dense 2-D arrays pass through as CSR too."""
     if isinstance(obj, np.ndarray):
@@ -208,10 +222,14 @@ def sparse_from_state(obj, source: str = "<pickle>") -> sp.csr_matrix:
     missing = [key for key in ("data", "indices", "indptr") if not isinstance(state.get(key), np.ndarray)]
     if missing or shape is None:
         raise ValueError(f"{source}: sparse matrix state lacks {missing or ['shape']}")
+    if not isinstance(shape, tuple) or len(shape) != 2 or not all(_is_count(s) for s in shape):
+        # int() would floor a corrupt 2.7 to 2 rows
+        raise ValueError(f"{source}: bad sparse matrix shape {shape!r:.80}; expected a pair of integers >= 0")
     shape = tuple(int(s) for s in shape)
-    if len(shape) != 2 or min(shape) < 0:
-        raise ValueError(f"{source}: bad sparse matrix shape {shape}")
     data, indices, indptr = state["data"], state["indices"], state["indptr"]
+    for key, array in (("indices", indices), ("indptr", indptr)):
+        if array.dtype.kind not in "iu":  # SciPy casts float ids to int, flooring a corrupt 1.7 to column 1
+            raise ValueError(f"{source}: sparse {key} must be integers, got {array.dtype}")
     major, minor = shape if obj.format == "csr" else shape[::-1]
     if indices.shape != data.shape or indices.ndim != 1:
         raise ValueError(f"{source}: sparse indices {indices.shape} and data {data.shape} must be 1-D of one length")

@@ -68,3 +68,36 @@ def test_a_sparse_state_whose_pointer_disagrees_with_its_entries_is_refused():
     loaded.state["data"] = loaded.state["data"][:2]
     with pytest.raises(ValueError, match="indices .* and data .* must be 1-D of one length"):
         sparse_from_state(loaded)
+
+
+def _calls_numpy_ndarray(args_ops: bytes) -> bytes:
+    """A protocol-2 pickle that calls the global numpy.ndarray with the pickled argument tuple ``args_ops``."""
+    return b"\x80\x02cnumpy\nndarray\n" + args_ops + b"R."
+
+
+@pytest.mark.parametrize("args_ops", [
+    b"K\x04\x85X\x02\x00\x00\x00f8\x86",  # ndarray((4,), "f8"): uninitialised memory came back as the array
+    b"K\x04\x85X\x01\x00\x00\x00O\x86",  # ndarray((4,), "O"): an object array of null pointers
+    b"K\x01\x85X\x01\x00\x00\x00OC\x08AAAAAAAA\x87",  # ndarray((1,), "O", b"AAAAAAAA"): reading it crashed Python
+])
+def test_a_pickle_may_name_numpy_ndarray_but_not_call_it(args_ops):
+    with pytest.raises(UnsafePickleError, match="numpy.ndarray may only be named as the type of a pickled array"):
+        safe_load(_calls_numpy_ndarray(args_ops))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    # SciPy cast float ids to int: 1.7 became column 1 and the matrix loaded with an entry moved
+    ("indices", np.array([1.7, 0.0, 2.0]), "sparse indices must be integers, got float64"),
+    ("indptr", np.array([0.0, 1.0, 3.0]), "sparse indptr must be integers, got float64"),
+    ("_shape", (2.7, 3), "bad sparse matrix shape \\(2.7, 3\\)"),  # int() floored it to 2 rows
+    ("_shape", (True, 3), "bad sparse matrix shape \\(True, 3\\)"),
+])
+def test_a_sparse_state_with_non_integer_ids_or_shape_is_refused(key, value, message):
+    import scipy.sparse as sp
+
+    from dste.data.safe_pickle import sparse_from_state
+
+    loaded = _loaded_sparse(sp.csr_matrix(np.array([[0, 1.0, 0], [2.0, 0, 3.0]])))
+    loaded.state[key] = value
+    with pytest.raises(ValueError, match=message):
+        sparse_from_state(loaded)
