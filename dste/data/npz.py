@@ -64,6 +64,15 @@ def _whole_numbers(path, key: str, values) -> np.ndarray:
                      + (f" such as {values.ravel()[0].item()!r}" if values.size else ""))
 
 
+def _bundle_name(path, value) -> str:
+    """The bundle's ``name``: one string (``str()`` of a string array gave "['a' 'b']", of bytes "np.bytes_(b'a')")."""
+    value = np.asarray(value)
+    if value.ndim != 0:
+        raise ValueError(f"{path}: name must be one string, got {value.dtype} of shape {value.shape}")
+    item = value.item()
+    return item.decode("utf-8", errors="replace") if isinstance(item, bytes) else str(item)
+
+
 def load_npz(path: str | Path, name: str | None = None) -> Graph:
     """Read a bundle written by `save_npz` (or any bundle with the same keys)."""
     path = Path(path)
@@ -86,8 +95,11 @@ def load_npz(path: str | Path, name: str | None = None) -> Graph:
     shape = tuple(int(s) for s in _whole_numbers(path, "adj_shape", arrays["adj_shape"]).ravel())
     if len(shape) != 2:
         raise ValueError(f"{path}: adj_shape must hold two numbers, got {shape}")
+    # SciPy casts float ids to int: a column id of 1.7 would load as an edge to node 1
+    indices = _whole_numbers(path, "adj_indices", arrays["adj_indices"])
+    indptr = _whole_numbers(path, "adj_indptr", arrays["adj_indptr"])
     try:
-        adj = sp.csr_matrix((arrays["adj_data"], arrays["adj_indices"], arrays["adj_indptr"]), shape=shape)
+        adj = sp.csr_matrix((arrays["adj_data"], indices, indptr), shape=shape)
         adj.check_format(full_check=True)
     except (ValueError, TypeError) as err:
         raise ValueError(f"{path}: adjacency CSR arrays are inconsistent ({err})") from err
@@ -125,7 +137,7 @@ def load_npz(path: str | Path, name: str | None = None) -> Graph:
         x=x.astype(np.float32),
         y=y.astype(np.int64),
         num_classes=num_classes,
-        name=name or (str(arrays["name"]) if "name" in arrays else path.stem),
+        name=name or (_bundle_name(path, arrays["name"]) if "name" in arrays else path.stem),
         communities=None if communities is None else communities.astype(np.int64),
         meta={"source": "npz", "path": str(path)},
         **masks,

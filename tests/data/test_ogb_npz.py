@@ -138,6 +138,11 @@ def small_bundle(tmp_path_factory):
     (lambda a: a.__setitem__("y", np.r_[a["y"][:-1].astype(np.uint64), np.uint64(2**63)]),
      r"y must hold integers within int64's range, got range \[0, 9223372036854775808\]"),
     (lambda a: a.__setitem__("communities", np.full(600, 1e30)), "communities must hold integers within int64's range"),
+    # SciPy casts float ids to int: column 1.7 loaded as an edge to node 1
+    (lambda a: a.__setitem__("adj_indices", a["adj_indices"] + 0.7), "adj_indices must hold integers, got float64"),
+    (lambda a: a.__setitem__("adj_indptr", a["adj_indptr"] + 0.5), "adj_indptr must hold integers, got float64"),
+    # str() of a string array named the graph "['a' 'b']"
+    (lambda a: a.__setitem__("name", np.array(["a", "b"])), "name must be one string"),
 ])
 def test_npz_values_that_would_be_read_wrongly_are_refused(tmp_path, small_bundle, change, message):
     """Values a cast would silently change (a NaN adjacency value read as an edge, 7.9 classes as 7) are refused."""
@@ -148,6 +153,20 @@ def test_npz_values_that_would_be_read_wrongly_are_refused(tmp_path, small_bundl
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(ValueError, match=message):
         load_npz(tmp_path / "bad.npz")
+
+
+def test_npz_ids_written_as_whole_floats_and_a_bytes_name_load_as_written(tmp_path, small_bundle):
+    arrays = {key: np.array(value) for key, value in small_bundle.items()}
+    expected = load_npz(_saved(tmp_path / "ok.npz", arrays))
+    arrays.update(adj_indices=arrays["adj_indices"].astype(np.float64), adj_indptr=arrays["adj_indptr"].astype(np.float64),
+                  name=np.array(b"bytes-name"))
+    loaded = load_npz(_saved(tmp_path / "floats.npz", arrays))
+    assert (loaded.adj != expected.adj).nnz == 0 and loaded.name == "bytes-name"
+
+
+def _saved(path, arrays):
+    np.savez(path, **arrays)
+    return path
 
 
 def test_an_npz_bundle_without_nodes_or_num_classes_says_so(tmp_path):
