@@ -23,9 +23,10 @@ Assumptions (not from the docs):
   instance, the share of peers on other instances moves at the EFA rate (400 GB/s per instance,
   25 GB/s per chip, 6.25 GB/s per rank) and adds the 15 us inter-server latency once.
 * The exchange and the SpMM do not overlap (their modelled times add up).
-* Feature rows on the device are hybrid INT8 records of F + 8 bytes (F INT8 values and an 8-byte
-  scale record, the kernel's ``int8-hybrid`` X; ``dste/format/encoder.py`` uses the same 136 B for
-  F = 128); SpMM output rows are float32.
+* Feature rows on the device are the kernel's ``int8-hybrid`` X records, the rows its SpMM gathers
+  (``dste.kernels.plan.record_width``: F INT8 values padded to 4 B, then a 4-byte float32 scale; 132 B
+  for F = 128), and travel in that form; their FP16 rows are left out (``estimate_spmm`` prices
+  none either). SpMM output rows are float32.
 """
 
 from __future__ import annotations
@@ -47,15 +48,29 @@ NEURONLINK_BYTES_PER_S_PER_CHIP = 1024e9
 EFA_BYTES_PER_S_PER_INSTANCE = 3200e9 / 8
 HOP_LATENCY_US = 2.0
 INTER_SERVER_LATENCY_US = 15.0
-HYBRID_ROW_RECORD_BYTES = 8
 OUTPUT_ITEMSIZE = 4
 TARGET = "trn2"
 X_MODE = "int8-hybrid"
 
 
 def feature_row_bytes(features: int) -> int:
-    """Device bytes of one hybrid INT8 feature row (assumption above)."""
-    return int(features) + HYBRID_ROW_RECORD_BYTES
+    """Device bytes of one hybrid INT8 feature row: the record the SpMM kernel gathers (assumption above)."""
+    from dste.kernels.plan import record_width  # one formula: the kernel's record, which estimate_spmm prices
+
+    return record_width(_positive_int(features, "features"))
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"sizing: {name} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+def _rate(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
+            np.isfinite(value) and value >= 0):
+        raise ValueError(f"sizing: {name} must be a finite number >= 0, got {value!r}")
+    return float(value)
 
 
 def exchange_us(bytes_sent: float, bytes_received: float, world_size: int) -> float:
@@ -105,10 +120,10 @@ def cluster_sizing(adj, world_size: int, features: int = 128, *, method: str = "
     """
     from dste.kernels import estimate_spmm
 
+    row_bytes = feature_row_bytes(features)  # refuses a width < 1 before the partition
     owner = partition_nodes(adj, world_size, method=method, seed=seed)
     blocks = [encode_block(shard, **encode_fields) for shard in shard_graph(adj, owner)]
     sent = np.sum([b.halo_counts for b in blocks], axis=0)  # rows each rank sends = rows others receive from it
-    row_bytes = feature_row_bytes(features)
     out = []
     for rank, block in enumerate(blocks):
         matrix_bytes = int(block.matrix.nbytes()["device_total"])
@@ -157,6 +172,16 @@ def paper_sizing(nodes: int, undirected_edges: int, features: int, ranks: int, *
     measured partition (``cluster_sizing``); carrying them to another graph is an assumption, stated
     wherever the result is shown. Modelled for trn2.
     """
+    nodes, ranks, features = (_positive_int(v, name) for v, name in
+                              ((nodes, "nodes"), (ranks, "ranks"), (features, "features")))
+    if isinstance(undirected_edges, bool) or not isinstance(undirected_edges, (int, np.integer)) or undirected_edges < 0:
+        raise ValueError(f"paper_sizing: undirected_edges must be an int >= 0, got {undirected_edges!r}")
+    if ranks > nodes:
+        raise ValueError(f"paper_sizing: ranks must not exceed the node count ({nodes}): every rank owns a node, "
+                         f"got {ranks}")
+    matrix_bytes_per_entry = _rate(matrix_bytes_per_entry, "matrix_bytes_per_entry")
+    spmm_us_per_entry = _rate(spmm_us_per_entry, "spmm_us_per_entry")
+    halo_rows_per_owned_row = _rate(halo_rows_per_owned_row, "halo_rows_per_owned_row")
     owned = -(-nodes // ranks)
     entries = -(-(2 * undirected_edges + nodes) // ranks)
     halo = int(min(halo_rows_per_owned_row * owned, nodes - owned))
