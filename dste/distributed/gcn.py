@@ -27,7 +27,7 @@ from dste.distributed.shard import GraphShard
 
 @dataclass
 class GCNWeights:
-    """Two GCN layers' weights and biases (float32 torch tensors)."""
+    """Two GCN layers' weights and biases (torch tensors of one dtype, float32 or float64)."""
 
     w1: torch.Tensor
     b1: torch.Tensor
@@ -39,6 +39,11 @@ class GCNWeights:
             if not isinstance(getattr(self, name), torch.Tensor) or not getattr(self, name).is_floating_point():
                 raise TypeError(f"GCNWeights.{name} must be a floating-point torch tensor")
         w1, b1, w2, b2 = self.w1, self.b1, self.w2, self.b2
+        dtypes = {t.dtype for t in (w1, b1, w2, b2)}
+        if len(dtypes) != 1 or w1.dtype not in (torch.float32, torch.float64):
+            # dste.spmm multiplies float32 or float64 rows; mixed dtypes failed inside torch's matmul
+            raise TypeError(f"GCNWeights: w1, b1, w2, b2 must share one dtype, float32 or float64; got "
+                            f"{[str(t.dtype) for t in (w1, b1, w2, b2)]}")
         if w1.dim() != 2 or w2.dim() != 2 or min(*w1.shape, *w2.shape) < 1 or w2.shape[0] != w1.shape[1]:
             raise ValueError(f"GCNWeights: need w1 [in, hidden] and w2 [hidden, classes], all sizes >= 1; got w1 "
                              f"{tuple(w1.shape)}, w2 {tuple(w2.shape)}")
@@ -60,6 +65,9 @@ class GCNWeights:
                    glorot(hidden, classes), 0.01 * torch.randn(classes, generator=gen))
 
 
+_NUMPY_DTYPE = {torch.float32: np.float32, torch.float64: np.float64}
+
+
 def _transform_first(weight: torch.Tensor) -> bool:
     return weight.shape[1] < weight.shape[0]
 
@@ -79,8 +87,17 @@ def gcn_forward(propagate, x: torch.Tensor, weights: GCNWeights) -> torch.Tensor
 def gcn_reference(adj, x, weights: GCNWeights, backend: str = "cpu", **encode_fields) -> torch.Tensor:
     """The same inference on one process, with ``dste.gcn_normalized`` on the whole graph."""
     A = dste.gcn_normalized(adj, **encode_fields)
-    x = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    x = torch.as_tensor(np.asarray(x, dtype=_NUMPY_DTYPE[weights.w1.dtype]))
     return gcn_forward(lambda z: dste.spmm(A, z.contiguous(), backend=backend), x, weights)
+
+
+def _refuse_autograd(needs_grad: bool) -> None:
+    # all_to_all_single carries no gradient: a backward pass through the model would drop every halo row's
+    # share of the gradient (the sum over ranks came out about half the true one on a 2-rank graph)
+    if needs_grad and torch.is_grad_enabled():
+        raise RuntimeError("DistributedGCN runs inference only: its halo exchange carries no gradient, so a "
+                           "backward pass would silently miss the halo rows' contributions. Call it under "
+                           "torch.no_grad() (or with weights and features that do not require grad)")
 
 
 @dataclass
@@ -124,7 +141,8 @@ class DistributedGCN:
         self.traffic: list[LayerTraffic] = []
 
     def propagate(self, z_owned: torch.Tensor) -> torch.Tensor:
-        """Â Z for this rank's rows, from this rank's rows of Z (collective)."""
+        """Â Z for this rank's rows, from this rank's rows of Z (collective). Inference only (no gradient)."""
+        _refuse_autograd(z_owned.requires_grad)
         start = time.perf_counter()
         scaled = z_owned * torch.from_numpy(self.block.deg_inv_sqrt)[:, None].to(z_owned.dtype)
         halo = self.plan.exchange(self.comm, scaled, f"halo rows, width {z_owned.shape[1]}")
@@ -135,10 +153,25 @@ class DistributedGCN:
         return y
 
     def forward(self, x_owned) -> torch.Tensor:
-        """Logits ``[n_own, classes]`` of the owned nodes (collective)."""
-        x = torch.as_tensor(np.asarray(x_owned, dtype=np.float32)) if not isinstance(x_owned, torch.Tensor) else x_owned
-        if x.shape[0] != self.block.n_own:
+        """Logits ``[n_own, classes]`` of the owned nodes (collective), in the weights' dtype.
+
+        ``x_owned``: ``[n_own, in_features]``, read in the weights' dtype. Inference only: with autograd
+        enabled, weights or features that require grad are refused (the exchange carries no gradient).
+        """
+        dtype = self.weights.w1.dtype
+        if isinstance(x_owned, torch.Tensor):
+            if x_owned.is_complex() or x_owned.dtype == torch.bool:
+                raise TypeError(f"rank {self.comm.rank}: x_owned must hold real numbers, got {x_owned.dtype}")
+            x = x_owned.to(dtype)  # as a NumPy x is read: an int or float16 x failed inside torch's matmul
+        else:
+            x = torch.as_tensor(np.asarray(x_owned, dtype=_NUMPY_DTYPE[dtype]))
+        _refuse_autograd(x.requires_grad or any(t.requires_grad for t in (self.weights.w1, self.weights.b1,
+                                                                            self.weights.w2, self.weights.b2)))
+        if x.dim() != 2 or x.shape[0] != self.block.n_own:
             raise ValueError(f"rank {self.comm.rank}: x_owned must have {self.block.n_own} rows (owned nodes), got {tuple(x.shape)}")
+        if x.shape[1] != self.weights.w1.shape[0]:
+            raise ValueError(f"rank {self.comm.rank}: x_owned must have {self.weights.w1.shape[0]} features (rows of w1), "
+                             f"got {x.shape[1]}")
         self.traffic = []
         return gcn_forward(self.propagate, x, self.weights)
 
@@ -153,8 +186,14 @@ class DistributedGCN:
         if changed_rows is None:
             mine_changed = (new_shard.rows != self.shard.rows).nnz > 0
         else:
-            changed = np.asarray(changed_rows, dtype=np.int64)
-            changed = changed[(changed >= 0) & (changed < self.shard.n_nodes)]
+            changed = np.asarray(changed_rows).reshape(-1)
+            if changed.size and (changed.dtype.kind not in "iu" or changed.min() < 0
+                                 or changed.max() >= self.shard.n_nodes):
+                # out-of-range ids were dropped and float ids truncated: a misnumbered change left blocks stale
+                raise ValueError(f"rank {self.comm.rank}: changed_rows must be integer node ids in "
+                                 f"[0, {self.shard.n_nodes}), got {changed.dtype} ids from {changed.min()} "
+                                 f"to {changed.max()}")
+            changed = changed.astype(np.int64)
             mine_changed = bool(np.any(self.shard.owner[changed] == self.comm.rank))
         seconds, halo_changed, new_block = 0.0, False, None
         if mine_changed:

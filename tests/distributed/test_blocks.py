@@ -149,3 +149,14 @@ def test_partition_checks_the_adjacency_for_any_number_of_ranks(world_size):
         partition_nodes(sp.csr_matrix((3, 4), dtype=np.float32), world_size)
     with pytest.raises(TypeError, match="SciPy sparse"):
         partition_nodes(np.ones((3, 3), np.float32), world_size)
+
+
+def test_gcn_weights_refuse_dtypes_the_spmm_cannot_take():
+    from dste.distributed import GCNWeights
+
+    good = GCNWeights.random(6, 4, 2)
+    with pytest.raises(TypeError, match="share one dtype, float32 or float64"):
+        GCNWeights(good.w1.double(), good.b1, good.w2, good.b2)  # failed inside torch's matmul
+    with pytest.raises(TypeError, match="share one dtype, float32 or float64"):
+        GCNWeights(*(t.half() for t in (good.w1, good.b1, good.w2, good.b2)))  # failed inside dste.spmm
+    assert GCNWeights(*(t.double() for t in (good.w1, good.b1, good.w2, good.b2))).w1.dtype == torch.float64

@@ -6,6 +6,7 @@ Graph: cora-like (2,708 nodes) with shuffled node ids, partitioned by METIS. Eac
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from dste.distributed import GCNWeights, gcn_reference, partition_nodes, run_gcn_inference, spawn
 from tests.distributed.graphs import gcn_float64, shuffled_graph, toggle_edges
@@ -120,3 +121,39 @@ def test_two_ranks_on_the_simulated_kernel_match_single_process(graph):
 
 def _nkisim_job(comm, adj, x):
     return run_gcn_inference(comm, adj, x, hidden=HIDDEN, classes=CLASSES, backend="nkisim")
+
+
+def test_forward_reads_inputs_as_documented():
+    from tests.distributed.workers import gcn_input_checks
+
+    n = 40
+    adj = sp.random(n, n, density=0.1, random_state=1)
+    adj = ((adj + adj.T) != 0).astype(np.float32).tocsr()
+    x = (3 * np.random.default_rng(0).standard_normal((n, 4))).astype(np.float32)
+    results = spawn(gcn_input_checks, 2, (adj, x), timeout_s=30)
+    for hidden in (2, 8):
+        weights = GCNWeights.random(4, hidden, 3, seed=0)
+        got = {key: _assemble_keyed(results, n, hidden, key) for key in
+               ("float32", "int64 tensor", "float64 tensor", "float64 weights")}
+        np.testing.assert_allclose(got["float32"], gcn_float64(adj, x, weights), rtol=0, atol=FP64_ATOL)
+        # a torch x of another dtype is read in the weights' dtype, as a NumPy x is (int64 and float64 x failed
+        # inside torch's matmul, or were scaled by an int-cast D^-1/2 of zeros before the exchange)
+        np.testing.assert_allclose(got["int64 tensor"], gcn_float64(adj, np.round(x), weights), rtol=0, atol=FP64_ATOL)
+        np.testing.assert_allclose(got["float64 tensor"], got["float32"], rtol=0, atol=0)
+        # float64 weights run in float64 end to end: only the float32 stored values' products round (none here:
+        # the block's values are 1 and its D^-1/2 scales float32, as in gcn_float64 up to ~1e-7 relative)
+        np.testing.assert_allclose(got["float64 weights"], gcn_float64(adj, x, weights), rtol=0, atol=1e-6)
+        for res in results:
+            # the exchange carries no gradient: a backward pass would have missed the halo rows' share
+            assert "inference only" in res[hidden, "grad"], res[hidden, "grad"]
+    for res in results:
+        assert "changed_rows must be integer node ids in [0, 40)" in res["changed_rows"]  # dropped before
+
+
+
+def _assemble_keyed(results, n, hidden, key):
+    out = np.full((n, results[0][hidden, key].shape[1]), np.nan)
+    for res in results:
+        out[res["owned"]] = res[hidden, key]
+    assert not np.isnan(out).any()
+    return out

@@ -35,3 +35,39 @@ def stall_then_continue(comm, stall_rank: int, stall_s: float):
         time.sleep(stall_s)
     comm.barrier("barrier after the stall")
     return np.zeros(1)
+
+
+def gcn_input_checks(comm, adj, x):
+    """Each rank runs the checks of ``test_parity.test_forward_reads_inputs_as_documented`` and reports what happened.
+
+    Every refusal happens before the first collective on every rank, so the job goes on after it.
+    """
+    from dste.distributed.shard import shard_graph
+
+    shard = shard_graph(adj, np.arange(adj.shape[0]) % comm.world_size)[comm.rank]
+    x_owned = x[shard.owned]
+    outcome = {"owned": shard.owned}
+    for hidden in (2, 8):  # 2: W1 before the exchange; 8: the exchange before W1 (x has 4 features)
+        weights = GCNWeights.random(x.shape[1], hidden, 3, seed=0)
+        model = DistributedGCN(comm, shard, weights)
+        with torch.no_grad():
+            outcome[hidden, "float32"] = model.forward(torch.from_numpy(x_owned)).numpy()
+            for name, given in (("int64 tensor", torch.from_numpy(np.round(x_owned)).long()),
+                                ("float64 tensor", torch.from_numpy(x_owned).double())):
+                outcome[hidden, name] = model.forward(given).numpy()
+        weights.w1.requires_grad_(True)
+        try:
+            model.forward(x_owned)
+            outcome[hidden, "grad"] = "ran"
+        except RuntimeError as exc:
+            outcome[hidden, "grad"] = str(exc)
+        weights.w1.requires_grad_(False)
+        doubles = GCNWeights(*(t.double() for t in (weights.w1, weights.b1, weights.w2, weights.b2)))
+        with torch.no_grad():
+            outcome[hidden, "float64 weights"] = DistributedGCN(comm, shard, doubles).forward(x_owned).numpy()
+    try:
+        model.apply_snapshot(adj, changed_rows=[adj.shape[0]])
+        outcome["changed_rows"] = "ran"
+    except ValueError as exc:
+        outcome["changed_rows"] = str(exc)
+    return outcome
