@@ -220,11 +220,15 @@ def feature_unit(x: np.ndarray) -> float:
 def block_model_of(graph: Graph) -> BlockModel:
     """The block model behind `graph`: the generator's own for CSBM graphs, else one fitted from labels.
 
+    The generator's model (``meta["block_model"]``) is used only while it describes the graph: same nodes, the
+    graph's labels and (where the graph has them) communities. A graph rebuilt from a CSBM graph with its node ids
+    shuffled keeps the old ``meta``, whose model, in the old order, made the stream's first step rewrite the
+    communities (no longer class-pure) and draw edges between the wrong nodes; such a graph gets a fitted model.
     For loaded graphs each class is one community, propensities are degree + 1 and the
     homophily is the measured edge homophily.
     """
     model = graph.meta.get("block_model")
-    if isinstance(model, BlockModel) and model.num_nodes == graph.num_nodes:
+    if _describes(model, graph):
         return model
     homophily = graph.edge_homophily()
     if not np.isfinite(homophily):
@@ -232,6 +236,15 @@ def block_model_of(graph: Graph) -> BlockModel:
     model_communities = graph.y.astype(np.int64) if graph.communities is None else _renumber_by_class(graph.y, graph.communities)
     locality = homophily if graph.communities is None else min(graph.community_locality(), homophily)
     return BlockModel(graph.y.astype(np.int64), model_communities, graph.degrees() + 1.0, homophily, locality)
+
+
+def _describes(model, graph: Graph) -> bool:
+    """Whether `model` is a BlockModel of `graph`'s nodes, labels and communities."""
+    if not isinstance(model, BlockModel) or model.num_nodes != graph.num_nodes:
+        return False
+    if not np.array_equal(model.node_class, graph.y):
+        return False
+    return graph.communities is None or np.array_equal(model.node_community, graph.communities)
 
 
 def _renumber_by_class(y: np.ndarray, communities: np.ndarray) -> np.ndarray:

@@ -342,3 +342,26 @@ def test_heldout_count_is_the_ceiling_of_the_exact_product(fraction, total, expe
                                        num_val=100, num_test=200, community_size=(16, 64)),
                             StreamParams(num_snapshots=total, heldout_fraction=fraction), seed=0)
     assert stream.heldout_indices.size == expected
+
+
+def test_a_csbm_graph_with_shuffled_node_ids_keeps_its_communities_through_the_stream():
+    """A graph rebuilt from a CSBM graph in another node order keeps the old meta, whose block model is in the old
+    order: the first step rewrote the communities from it (no longer class-pure) and drew edges between the wrong
+    nodes (locality 0.40 -> 0.10). The stream now fits a model to the graph it is given."""
+    import dataclasses
+
+    graph = make_graph("cora-like", seed=3, num_nodes=900, num_edges=2600, num_classes=4, homophily=0.7, locality=0.4,
+                       community_size=(16, 48))
+    order = np.random.default_rng(0).permutation(graph.num_nodes)  # new id i is old node order[i]
+    shuffled = dataclasses.replace(
+        graph, adj=graph.adj[order][:, order].tocsr(), x=graph.x[order], y=graph.y[order],
+        train_mask=graph.train_mask[order], val_mask=graph.val_mask[order], test_mask=graph.test_mask[order],
+        communities=graph.communities[order])
+    assert shuffled.meta["block_model"] is graph.meta["block_model"]
+    step = SnapshotStream(shuffled, StreamParams(num_snapshots=2, edge_churn=0.2), seed=0)[1].graph
+    np.testing.assert_array_equal(step.communities, shuffled.communities)
+    # 20 % of the edges are redrawn from the model, whose locality is the graph's 0.40; the old order drew 0.10
+    assert abs(step.community_locality() - shuffled.community_locality()) < 0.03
+    # the generator's own model is still used where it describes the graph: a stream is unchanged by the check
+    assert SnapshotStream(graph, StreamParams(num_snapshots=2), seed=0)[1].graph.meta["block_model"].theta[0] == \
+        graph.meta["block_model"].theta[0]
