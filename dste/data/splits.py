@@ -13,10 +13,16 @@ __all__ = ["planetoid_split", "masks_from_indices"]
 
 
 def masks_from_indices(n: int, *index_sets: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Bool masks of length n, one per index array; raises if an index is out of range."""
+    """Bool masks of length n, one per array of integer node ids; raises if an id is out of range or not an
+    integer."""
     masks = []
     for indices in index_sets:
-        indices = np.asarray(indices, dtype=np.int64)
+        indices = np.asarray(indices)
+        if indices.size and indices.dtype.kind not in "iu":
+            # a bool mask cast to int64 named nodes 0 and 1; a float id 1.7 was floored to node 1
+            raise TypeError(f"split indices must be integer node ids, got {indices.dtype} (pass np.flatnonzero(mask) "
+                            "for a bool mask)")
+        indices = indices.astype(np.int64).ravel()
         if indices.size and (indices.min() < 0 or indices.max() >= n):
             raise ValueError(f"split indices must lie in [0, {n}), got [{indices.min()}, {indices.max()}]")
         mask = np.zeros(n, dtype=bool)
