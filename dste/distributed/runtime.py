@@ -130,7 +130,8 @@ class Comm:
         followers = {r for r, msg in reports.items() if msg is not None and msg.startswith(FOLLOWER_MARK)}
         reported = {r: msg for r, msg in reports.items() if msg is not None and r not in followers}
         dead = [r for r in peers if first[r] == second[r] and r not in followers]
-        stuck = [r for r in peers if r not in dead and r not in followers and steps[r] is not None and int(steps[r]) < self._seq]
+        # a live rank without a step key has entered no collective yet (a long load or encode): behind us too
+        stuck = [r for r in peers if r not in dead and r not in followers and int(steps[r] or 0) < self._seq]
         failed = sorted(set(dead) | set(stuck) | set(reported))
         parts = []
         if dead:
@@ -201,8 +202,14 @@ def init_distributed(rank: int, world_size: int, master_addr: str, master_port: 
     ``timeout_s`` bounds every collective and the rendezvous. ``host_store`` is for the rank that
     hosts the store when no launcher does (torchrun's agent and :func:`dste.distributed.spawn` do).
     """
-    if not 0 <= rank < world_size:
-        raise ValueError(f"init_distributed: rank must be in [0, {world_size}), got {rank}")
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"init_distributed: world_size must be an int >= 1, got {world_size!r}")
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise ValueError(f"init_distributed: rank must be an int in [0, {world_size}), got {rank!r}")
+    for name, value in (("timeout_s", timeout_s), ("heartbeat_s", heartbeat_s)):
+        # 0 or a negative timeout failed in the store's connect ("timed out after -5000ms")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+            raise ValueError(f"init_distributed: {name} must be a finite number of seconds > 0, got {value!r}")
     timeout = datetime.timedelta(seconds=float(timeout_s))
     store = dist.TCPStore(master_addr, int(master_port), None, bool(host_store), timeout=timeout,
                           wait_for_workers=False)

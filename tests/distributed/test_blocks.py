@@ -160,3 +160,17 @@ def test_gcn_weights_refuse_dtypes_the_spmm_cannot_take():
     with pytest.raises(TypeError, match="share one dtype, float32 or float64"):
         GCNWeights(*(t.half() for t in (good.w1, good.b1, good.w2, good.b2)))  # failed inside dste.spmm
     assert GCNWeights(*(t.double() for t in (good.w1, good.b1, good.w2, good.b2))).w1.dtype == torch.float64
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(rank=0, world_size=0), "world_size must be an int >= 1"),  # "rank must be in [0, 0)" before
+    (dict(rank=2, world_size=2), r"rank must be an int in \[0, 2\)"),
+    (dict(rank=0, world_size=1, timeout_s=0), "timeout_s must be a finite number of seconds > 0"),
+    (dict(rank=0, world_size=1, timeout_s=-5.0), "timeout_s must be"),  # the store's "timed out after -5000ms"
+    (dict(rank=0, world_size=1, heartbeat_s=0), "heartbeat_s must be"),
+])
+def test_init_distributed_refuses_a_job_it_cannot_join(kwargs, match):
+    from dste.distributed import init_distributed
+
+    with pytest.raises(ValueError, match=match):  # refused before any connection
+        init_distributed(master_addr="127.0.0.1", master_port=1, **kwargs)

@@ -6,7 +6,7 @@ import pytest
 
 from dste.distributed import DistributedJobError, spawn
 from tests.distributed.graphs import shuffled_graph
-from tests.distributed.workers import DIED_EXIT_CODE, gcn_then_die, stall_then_continue
+from tests.distributed.workers import DIED_EXIT_CODE, gcn_then_die, stall_before_any_collective, stall_then_continue
 
 pytestmark = pytest.mark.multiprocess  # every test here spawns a process group
 
@@ -43,3 +43,13 @@ def test_a_stalled_rank_times_out_the_others_naming_it():
     assert outcomes[0].status == "error" and outcomes[0].error_type == "RankFailure"
     assert "rank(s) [1] are alive but did not reach this collective within the 2 s timeout" in outcomes[0].message
     assert outcomes[0].seconds < FAILURE_BOUND_S
+
+
+def test_a_rank_stalled_before_its_first_collective_is_named():
+    # a live rank that had not entered any collective yet (no step key) was counted neither dead nor stuck:
+    # the others said "no other rank was found dead or stuck" and named no rank
+    with pytest.raises(DistributedJobError) as info:
+        spawn(stall_before_any_collective, 2, (1, 4.5), timeout_s=2.0, heartbeat_s=HEARTBEAT_S)
+    outcome = {o.rank: o for o in info.value.outcomes}[0]
+    assert outcome.error_type == "RankFailure", outcome
+    assert "rank(s) [1] are alive but did not reach this collective within the 2 s timeout" in outcome.message

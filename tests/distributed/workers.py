@@ -71,3 +71,11 @@ def gcn_input_checks(comm, adj, x):
     except ValueError as exc:
         outcome["changed_rows"] = str(exc)
     return outcome
+
+
+def stall_before_any_collective(comm, stall_rank: int, stall_s: float):
+    """``stall_rank`` sleeps past the timeout before its first collective (a long load or encode)."""
+    if comm.rank == stall_rank:
+        time.sleep(stall_s)
+    comm.barrier("first barrier")
+    return np.zeros(1)
