@@ -92,6 +92,10 @@ def _check_name(name: str) -> str:
 def _read_test_index(path: Path) -> np.ndarray:
     try:
         text = path.read_text(encoding="ascii").split()
+        # digits only: int() also reads "17_08" as 1708 and "+17" as 17, which no release file holds
+        wrong = next((token for token in text if not token.isdigit()), None)
+        if wrong is not None:
+            raise ValueError(f"{wrong!r:.40} is not a node id")
         index = np.array([int(token) for token in text], dtype=np.int64)
     except (UnicodeDecodeError, ValueError) as err:
         raise ValueError(f"{path}: expected one integer node id per line ({err})") from err
@@ -249,7 +253,11 @@ def load_planetoid(name: str, root: str | Path, normalize_features: bool = False
     labels_onehot[test_index] = labels_onehot[sorted_test]
 
     adj = _adjacency_list(parts["graph"], num_nodes, f"ind.{name}.graph")
-    x_dense = np.asarray(features, dtype=np.float32)
+    with np.errstate(over="ignore"):  # refused just below, naming the files
+        x_dense = np.asarray(features, dtype=np.float32)
+    if not np.isfinite(x_dense).all():  # finite float64 features beyond float32's range
+        raise ValueError(f"ind.{name}.allx/tx: features exceed float32's range (largest magnitude "
+                         f"{np.abs(features).max():.3g}); the graph's features are float32")
     if normalize_features:
         row_sum = x_dense.sum(axis=1, keepdims=True)
         x_dense = np.divide(x_dense, row_sum, out=np.zeros_like(x_dense), where=row_sum != 0)

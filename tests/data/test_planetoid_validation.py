@@ -45,7 +45,10 @@ def test_corrupt_content_is_refused(tmp_path, part, value, message):
         load_planetoid(name, tmp_path)
 
 
-@pytest.mark.parametrize("index, message", [("4\n6\n7\n", "gaps are padded only for CiteSeer"), ("4\n5\n5\n", "twice")])
+@pytest.mark.parametrize("index, message", [("4\n6\n7\n", "gaps are padded only for CiteSeer"), ("4\n5\n5\n", "twice"),
+                                            # int() reads "5_0" as 50 and "+5" as 5
+                                            ("4\n+5\n6\n", "'\\+5' is not a node id"),
+                                            ("4\n5_0\n6\n", "'5_0' is not a node id")])
 def test_test_index_gaps_and_duplicates_are_refused_outside_citeseer(tmp_path, index, message):
     _tiny(tmp_path)
     (tmp_path / "ind.cora.test.index").write_text(index)
@@ -88,3 +91,11 @@ def test_a_flipped_byte_in_the_real_cora_files_is_refused(planetoid_root, tmp_pa
             assert edited.num_nodes == reference.num_nodes
         path.write_bytes(original)
     assert np.array_equal(load_planetoid("cora", tmp_path).y, reference.y)
+
+
+def test_features_beyond_float32_are_refused_naming_the_files(tmp_path):
+    """Finite float64 features past float32's range became Inf, refused by the Graph without naming a file."""
+    _tiny(tmp_path, "citeseer")  # the fixture's test ids have CiteSeer's gap
+    _dump(tmp_path / "ind.citeseer.tx", sp.csr_matrix(np.full((3, 3), 1e300)))
+    with pytest.raises(ValueError, match="ind.citeseer.allx/tx: features exceed float32's range"):
+        load_planetoid("citeseer", tmp_path)
