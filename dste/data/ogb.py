@@ -68,15 +68,29 @@ def read_csv_gz(path: Path, dtype, num_columns: int | None = None) -> np.ndarray
 
 
 def resolve_ogb_folder(name: str, root: str | Path) -> Path:
-    """The dataset folder for `name` (e.g. 'ogbn-arxiv') under `root`, or `root` itself."""
+    """The dataset folder for `name` (e.g. 'ogbn-arxiv') under `root`, or `root` itself.
+
+    `root` itself is taken unless its name is another OGB dataset's (``ogbn_products`` when 'ogbn-arxiv' is asked
+    for): that folder was loaded under the name asked for."""
     root = Path(root)
-    candidates = [root / name.replace("-", "_"), root / name, root]
-    for folder in candidates:
+    for folder in (root / name.replace("-", "_"), root / name):
         if (folder / "raw").is_dir():
             return folder
+    candidates = [root / name.replace("-", "_"), root / name, root]
+    if (root / "raw").is_dir():
+        folder_name = _ogb_key(root.name)
+        if folder_name.startswith("ogbn_") and folder_name != _ogb_key(name):
+            raise FileNotFoundError(
+                f"no OGB folder for {name!r} under {root}: {root} is itself the folder of {root.name!r}; ask for "
+                f"that dataset, or pass the folder holding {name.replace('-', '_')}/ as root")
+        return root
     raise FileNotFoundError(
         f"no OGB folder for {name!r}: none of {[str(c) for c in candidates]} contains raw/"
     )
+
+
+def _ogb_key(name: str) -> str:
+    return name.lower().replace("-", "_")
 
 
 def _split_dir(folder: Path, split_type: str | None) -> Path:

@@ -202,3 +202,13 @@ def test_ogb_rows_of_different_lengths_are_refused_even_when_the_total_fits(tmp_
     _write_gz(tmp_path / "t" / "raw" / "node-feat.csv.gz", [[1, 2, 3], [4, 5], [6, 7, 8, 9], [1, 2, 3], [1, 2, 3]])
     with pytest.raises(ValueError, match="ragged or malformed rows .* line 2 has 2"):
         load_ogb_folder(tmp_path / "t")
+
+
+def test_a_root_that_is_another_ogb_datasets_folder_is_not_loaded_under_the_name_asked_for(tmp_path):
+    # root = ogbn_tiny itself: asking for ogbn-arxiv loaded ogbn_tiny's graph, named "ogbn-arxiv"
+    write_tiny_ogb(tmp_path / "ogbn_tiny")
+    with pytest.raises(FileNotFoundError, match="is itself the folder of 'ogbn_tiny'"):
+        load_dataset("ogbn-arxiv", root=tmp_path / "ogbn_tiny")
+    assert load_dataset("ogbn-tiny", root=tmp_path / "ogbn_tiny").num_nodes == 5
+    write_tiny_ogb(tmp_path / "my-copy")  # a folder named otherwise is still taken as the dataset asked for
+    assert load_dataset("ogbn-arxiv", root=tmp_path / "my-copy").name == "ogbn-arxiv"
