@@ -17,7 +17,9 @@ import queue as queue_module
 import time
 import traceback
 from dataclasses import dataclass
+from multiprocessing.reduction import ForkingPickler
 
+import numpy as np
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
@@ -56,7 +58,14 @@ def _rank_main(rank, world_size, port, fn, args, results, timeout_s, heartbeat_s
     try:
         comm = init_distributed(rank, world_size, LOOPBACK, port, timeout_s=timeout_s, heartbeat_s=heartbeat_s)
         value = fn(comm, *args)
-        results.put((rank, "ok", value, "", "", time.monotonic() - start))
+        try:
+            # pickled here, not in the queue's feeder thread, which prints a pickling error to this rank's
+            # stderr and drops the result: the parent then saw only "died: exited without a result"
+            payload = bytes(ForkingPickler.dumps(value))
+        except Exception as exc:
+            raise TypeError(f"rank {rank}: fn returned a {type(value).__name__} that cannot be pickled to the parent "
+                            f"({type(exc).__name__}: {exc}); return plain data (arrays, numbers, dataclasses)") from exc
+        results.put((rank, "ok", payload, "", "", time.monotonic() - start))
     except BaseException as exc:  # every ending is reported to the parent, including KeyboardInterrupt
         if comm is not None:
             comm.report_failure(exc)
@@ -74,8 +83,9 @@ def spawn(fn, world_size: int, args: tuple = (), *, timeout_s: float = DEFAULT_T
     ``fn`` must be importable by name (a module-level function). ``timeout_s`` bounds each
     collective; ``job_timeout_s`` (default ``4 * timeout_s + 60``) bounds the whole job.
     """
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"spawn: world_size must be an int >= 1, got {world_size!r}")
+    if isinstance(world_size, bool) or not isinstance(world_size, (int, np.integer)) or world_size < 1:
+        raise ValueError(f"spawn: world_size must be an int >= 1, got {world_size!r}")  # np.int64(2) was refused
+    world_size = int(world_size)
     if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
         raise ValueError(f"spawn: timeout_s must be a number > 0 (seconds per collective), got {timeout_s!r}")
     if getattr(fn, "__qualname__", "").count("<") or not hasattr(fn, "__module__"):
@@ -96,9 +106,14 @@ def spawn(fn, world_size: int, args: tuple = (), *, timeout_s: float = DEFAULT_T
     exited_at: dict[int, float] = {}
     while len(outcomes) < world_size and time.monotonic() - start < job_timeout_s:
         try:
-            rank, status, value, error_type, message, seconds = results.get(timeout=0.2)
+            rank, status, payload, error_type, message, seconds = results.get(timeout=0.2)
+            if status == "ok":
+                try:
+                    values[rank] = ForkingPickler.loads(payload)
+                except Exception as exc:  # e.g. a class this process cannot import
+                    status, error_type = "error", type(exc).__name__
+                    message = f"the parent could not unpickle this rank's result: {exc}"
             outcomes[rank] = RankOutcome(rank, status, seconds, error_type, message)
-            values[rank] = value
         except queue_module.Empty:
             pass
         now = time.monotonic()

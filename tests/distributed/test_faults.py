@@ -2,6 +2,7 @@
 
 import time
 
+import numpy as np
 import pytest
 
 from dste.distributed import DistributedJobError, spawn
@@ -53,3 +54,14 @@ def test_a_rank_stalled_before_its_first_collective_is_named():
     outcome = {o.rank: o for o in info.value.outcomes}[0]
     assert outcome.error_type == "RankFailure", outcome
     assert "rank(s) [1] are alive but did not reach this collective within the 2 s timeout" in outcome.message
+
+
+def test_a_result_that_cannot_be_pickled_is_reported_as_such():
+    from tests.distributed.workers import return_a_lock
+
+    # the queue's feeder thread dropped it and printed to the rank's stderr: "died: exited without a result"
+    with pytest.raises(DistributedJobError) as info:
+        spawn(return_a_lock, np.int64(2), timeout_s=COLLECTIVE_TIMEOUT_S, heartbeat_s=HEARTBEAT_S)
+    for outcome in info.value.outcomes:  # np.int64(2) was refused as a world size
+        assert outcome.status == "error" and outcome.error_type == "TypeError", outcome
+        assert "returned a lock that cannot be pickled to the parent" in outcome.message

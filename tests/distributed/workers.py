@@ -79,3 +79,11 @@ def stall_before_any_collective(comm, stall_rank: int, stall_s: float):
         time.sleep(stall_s)
     comm.barrier("first barrier")
     return np.zeros(1)
+
+
+def return_a_lock(comm):
+    """Returns what cannot be pickled to the parent."""
+    import threading
+
+    comm.barrier("before returning")
+    return threading.Lock()
