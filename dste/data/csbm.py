@@ -15,9 +15,10 @@ community, so its same-class draws land inside the community and count as same-c
 out above its knob (up to `homophily` when every class is one community: 300 nodes of 7 classes with Cora's
 knobs give 0.81, not 0.55), and where `num_edges` is close to `num_nodes` the first-edge round below can leave
 more edges than asked (2,133 nodes of 8 classes in communities of 116-177 nodes, asked for 2,330 edges at
-locality 0.001, got about 3,200 at 0.33). Measure `community_locality()` on small graphs with large communities. Endpoints are drawn in
-proportion to per-node propensities theta ~ lognormal(0, degree_sigma) (a degree-corrected block
-model), so degrees are skewed. Every node first gets one edge of its own, so no node is isolated.
+locality 0.001, got about 3,200 at 0.33). Measure `community_locality()` on small graphs with large communities.
+
+Endpoints are drawn in proportion to per-node propensities theta ~ lognormal(0, degree_sigma) (a degree-corrected
+block model), so degrees are skewed. Every node first gets one edge of its own, so no node is isolated.
 
 Features are Gaussian: x_i = mu * m_{y_i} + community_shift * s_{c_i} + N(0, I_f), with unit class
 directions m and community directions s drawn at random. Node ids are randomly permuted at the
