@@ -216,9 +216,9 @@ class LayerEvaluator:
         return reports
 
     def footprint(self, reports: Sequence[LayerReport], actions: Sequence[int]) -> dict:
-        """Bytes by kind of an episode's layers (the unpruned matrix stored once when every layer uses it)."""
-        sparsities = [setting_of(self.action_space, a).edge_sparsity for a in actions]
-        return pass_bytes([r.bytes_by_kind for r in reports], sparsities)
+        """Bytes by kind of an episode's layers (the unpruned matrix stored once per form its layers read it in:
+        :func:`dste.gnn.footprint.pass_bytes`)."""
+        return pass_bytes([r.bytes_by_kind for r in reports], [setting_of(self.action_space, a) for a in actions])
 
     # ------------------------------------------------------------------ prices and references
     def latency_table(self, n: int, layer: int) -> np.ndarray:

@@ -143,6 +143,25 @@ def test_outcome_reports_accuracy_latency_and_bytes(env):
     assert set(int8.bytes_by_kind) == {"graph", "features", "weights", "activations"}
 
 
+def test_outcome_bytes_store_the_graph_once_per_form_its_layers_read(env):
+    """An episode mixing an FP32 layer and an INT8 layer over the unpruned graph stores it twice, as FP32 CSR and
+    as DSTE tiles; two INT8 layers share the tiles and two FP32 layers the CSR; FP16 rows are 2 B per value."""
+    space = env.action_space
+    int8 = space.nearest(0, 0)
+    inference = env.layers.inference(3)
+    n = inference.graph.num_nodes
+    base = inference.plan.base
+    csr = 4 * (n + 1) + 8 * base.nnz_kept
+    tiles = base.nbytes()["device_total"]
+    for actions, graph_bytes in (([FP32_ACTION, int8], csr + tiles), ([int8, FP32_ACTION], csr + tiles),
+                                 ([int8, int8], tiles), ([FP32_ACTION, FP32_ACTION], csr)):
+        _, outcome = _episode(env, 3, actions)
+        assert outcome.bytes_by_kind["graph"] == graph_bytes
+        assert outcome.nbytes == sum(outcome.bytes_by_kind.values())
+    _, fp16 = _episode(env, 3, [space.nearest(0, 1.0)] * 2)
+    assert fp16.bytes_by_kind["features"] == 2 * inference.graph.x.size
+
+
 def test_outcome_carries_the_correctness_of_each_node_the_accuracy_averages(env):
     """Per evaluation node, in node order: the test split on a held-out snapshot, the validation split on a training
     one, every node (against the FP32 model's predictions) under the agreement term; checked against the torch ops'
