@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import torch
+import torch.autograd.forward_ad as fwAD
 
 from dste.format import HybridRows
 from dste.format.constants import FP16_MAX
@@ -55,14 +56,26 @@ def _all_finite(x: torch.Tensor) -> bool:
     """
     if x.numel() == 0:
         return True
+    if torch._C._functorch.is_functorch_wrapped_tensor(x):  # under torch.func: its values have no storage
+        return _all_finite_unwrapped(x)
     if torch.get_num_threads() == 1 and math.isfinite(x.detach().sum().item()):
         return True
     values = x.detach().numpy()
     return bool(np.isfinite(values.min()) and np.isfinite(values.max()))
 
 
+def _all_finite_unwrapped(x: torch.Tensor) -> bool:
+    """:func:`_all_finite` of a tensor that ``torch.func`` (grad, vmap, jvp) wraps: the plain tensor under the
+    wrappers holds every value (all of a vmap's batch), read with the transforms' dispatch switched off."""
+    with torch._C._DisableFuncTorch():
+        while torch._C._functorch.is_functorch_wrapped_tensor(x):
+            x = torch._C._functorch.get_unwrapped(x)
+        return _all_finite(x)
+
+
 def _check_finite(x: torch.Tensor, what: str) -> None:
-    # A data-dependent check cannot be traced with fullgraph=True; compiled callers validate eagerly.
+    # A data-dependent check cannot be traced with fullgraph=True; under torch.compile the op itself refuses a
+    # non-finite X that its product reads (ops._check_x_finite).
     if not torch.compiler.is_compiling() and not _all_finite(x):
         raise ValueError(f"{what} contains NaN or Inf; the DSTE ops take finite values only")
 
@@ -151,6 +164,9 @@ def spmm(A, X, backend: str | None = None) -> torch.Tensor:
     ``nkisim``/``neuron``). Returns a torch tensor ``[N, F]`` with X's dtype (float32 for HybridRows); a float64 X
     multiplies the matrix's float32 effective values (``A.decode(dtype=np.float32)``) in float64.
     ``backend``: ``cpu`` | ``nkisim`` | ``neuron`` | ``auto``; ``None`` reads ``DSTE_BACKEND``.
+    Forward-mode AD (``torch.autograd.forward_ad``, ``torch.func.jvp``/``jacfwd``): the tangent of a dual X is
+    ``A @ T``, computed on the same backend. ``torch.func.vmap`` runs one product per batch entry;
+    ``torch.func.grad``/``vjp``/``jacrev`` are refused (``NotImplementedError``): use ``torch.autograd``.
 
     A bare ``DSTEMatrix`` gets its CPU operands built on the first call and kept on the matrix for the later ones
     (``as_dste_tensor``; they are freed with the matrix): before, every call rebuilt them (1k nodes, F = 32: 1.5 ms
@@ -158,6 +174,17 @@ def spmm(A, X, backend: str | None = None) -> torch.Tensor:
     """
     a = as_dste_tensor(A)
     name = resolve_backend(backend)
+    if fwAD._current_level >= 0 and isinstance(X, torch.Tensor):  # inside a forward-mode AD level
+        primal, tangent = fwAD.unpack_dual(X)
+        if tangent is not None:  # the op has no forward-mode formula; A @ X is linear, so its tangent is A @ T
+            return fwAD.make_dual(spmm(a, primal, name), spmm(a, tangent, name))
+    if (isinstance(X, torch.Tensor) and X.requires_grad and not torch.compiler.is_compiling()
+            and torch._C._functorch.is_gradtrackingtensor(X)):
+        raise NotImplementedError(
+            "dste.spmm under torch.func.grad / vjp / jacrev: torch's custom ops carry no gradient rule for these "
+            "transforms; use torch.autograd.grad or .backward() for the gradient with respect to X (torch.func.vmap, "
+            "jvp and jacfwd are supported)"
+        )
     if name == "cpu":
         y = _eager_cpu_product(a, X)
         if y is not None:
@@ -212,7 +239,7 @@ def masked_quant(values, keep, sensitivity, threshold: float, backend: str | Non
     order, exactly as ``dste.kernels.launch_masked_quant``.
     """
     name = resolve_backend(backend)
-    values_t = _as_tensor(values, "values", (torch.float32,))
+    values_t = _as_tensor(values, "values", (torch.float32,)).detach()  # an encoding has no gradient
     keep_t = _as_tensor(keep, "keep", (torch.bool,))
     sens_t = _as_tensor(sensitivity, "sensitivity", (torch.float32, torch.float64))
     _check_finite(sens_t, "sensitivity")

@@ -18,7 +18,9 @@ Everything torch must reason about crosses the boundary as tensors:
     ``DSTEMatrix`` / ``HybridRows`` that the kernel backends (``nkisim``, ``neuron``) launch on. The ``cpu``
     backend never reads them, so opcheck, fake tensors, autograd and ``torch.compile(fullgraph=True)`` see a
     purely functional op over tensors; a handle is a plain int (a SymInt under dynamic shapes, never
-    specialised on by the op).
+    specialised on by the op). A NaN/Inf in X that the product reads is refused on every backend. Autograd:
+    the gradient with respect to ``x`` only (``values`` requiring grad is refused); no forward-mode formula, so a
+    dual ``x`` is refused (``dste.spmm`` gives the tangent ``A @ T`` itself).
 
 ``dste::spmm_transpose(crow_indices, col_indices, values, row_perm, col_perm, grad, m) -> A^T @ grad``
     The backward of ``spmm_hybrid`` with respect to ``x``: ``dx[col_perm] = B^T @ grad[row_perm]`` (always
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 from dste.format.permutation import is_permutation
@@ -43,7 +46,7 @@ from dste.format.permutation import is_permutation
 from . import registry
 from .backends import BackendUnavailableError
 from .csr_kernel import check_csr_ids
-from .encoded_csr import encoded_spmm, encoded_spmm_transpose
+from .encoded_csr import encoded_product, encoded_spmm_transpose
 
 __all__ = ["spmm_hybrid", "spmm_transpose", "masked_quant_op", "TILE"]
 
@@ -93,6 +96,32 @@ def _check_permutation(perm: np.ndarray, name: str) -> None:
         raise ValueError(f"{name} must be a permutation of 0..{perm.size - 1} (or empty for the identity)")
 
 
+def _refuse_dual(t: Tensor, op: str, name: str) -> None:
+    """The ops have no forward-mode AD formula, and torch drops the tangent of an input that does not require grad
+    (its output would read as having tangent zero): refuse a dual operand instead."""
+    if fwAD._current_level >= 0 and fwAD.unpack_dual(t).tangent is not None:
+        raise NotImplementedError(
+            f"dste::{op} has no forward-mode AD formula and {name} is a dual tensor; call dste.spmm, which gives "
+            "the tangent of A @ X as A @ T"
+        )
+
+
+def _refuse_values_gradient(values: Tensor, op: str) -> None:
+    if values.requires_grad:
+        raise NotImplementedError(
+            f"dste::{op} has no gradient with respect to the matrix's values (only X's); detach them, or use a "
+            "torch sparse tensor for learnable edge weights"
+        )
+
+
+def _check_x_finite(x: np.ndarray, product_finite: bool) -> None:
+    """Refuse NaN/Inf X, as dste.spmm and the kernel backends do. A finite product proves every row of X it reads
+    finite, so X is scanned only when the product is not finite (X's rows that no entry reads go unchecked here;
+    dste.spmm checks them before an eager call)."""
+    if not product_finite and x.size and not (np.isfinite(x.min()) and np.isfinite(x.max())):
+        raise ValueError("X contains NaN or Inf; the DSTE ops take finite values only")
+
+
 def _numpy(t: Tensor) -> np.ndarray:
     return t.detach().cpu().contiguous().numpy()
 
@@ -134,11 +163,14 @@ def spmm_hybrid(
     """Y = A @ X for A given by its encoded-order effective CSR (see module docstring); Y has X's dtype."""
     _check_backend(backend)
     _check_csr_operands(crow_indices, col_indices, values, row_perm, col_perm, x, x.shape[0], "x")
+    _refuse_dual(x, "spmm_hybrid", "x")
     if backend != "cpu":
         return _run_kernel_spmm(handle, x_handle, x, backend)
-    y = encoded_spmm(
-        _numpy(crow_indices), _numpy(col_indices), _numpy(values), _numpy(row_perm), _numpy(col_perm), _numpy(x)
+    x_values = _numpy(x)
+    y, finite = encoded_product(
+        _numpy(crow_indices), _numpy(col_indices), _numpy(values), _numpy(row_perm), _numpy(col_perm), x_values
     )
+    _check_x_finite(x_values, finite)
     return torch.from_numpy(y)
 
 
@@ -157,6 +189,7 @@ def spmm_transpose(
     _check_csr_operands(crow_indices, col_indices, values, row_perm, col_perm, grad, m, "grad")
     if grad.shape[0] != crow_indices.shape[0] - 1:
         raise ValueError(f"grad has {grad.shape[0]} rows, A has {crow_indices.shape[0] - 1}")
+    _refuse_dual(grad, "spmm_transpose", "grad")
     dx = encoded_spmm_transpose(
         _numpy(crow_indices), _numpy(col_indices), _numpy(values), _numpy(row_perm), _numpy(col_perm),
         _numpy(grad), m,
@@ -171,6 +204,7 @@ def _spmm_transpose_fake(crow_indices, col_indices, values, row_perm, col_perm, 
 
 def _spmm_setup_context(ctx, inputs, output):
     crow_indices, col_indices, values, row_perm, col_perm, x, _handle, _x_handle, _backend = inputs
+    _refuse_values_gradient(values, "spmm_hybrid")
     ctx.save_for_backward(crow_indices, col_indices, values, row_perm, col_perm)
     ctx.m = x.shape[0]
 
@@ -188,6 +222,7 @@ spmm_hybrid.register_autograd(_spmm_backward, setup_context=_spmm_setup_context)
 
 def _transpose_setup_context(ctx, inputs, output):
     crow_indices, col_indices, values, row_perm, col_perm, _grad, _m = inputs
+    _refuse_values_gradient(values, "spmm_transpose")
     ctx.save_for_backward(crow_indices, col_indices, values, row_perm, col_perm)
 
 

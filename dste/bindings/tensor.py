@@ -11,6 +11,8 @@ subclass: it is a plain object whose tensor attributes ``torch.compile`` lifts a
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -57,14 +59,17 @@ class DSTETensor:
                 "encode SciPy/NumPy/torch input with dste.format.encode() first"
             )
         self.matrix = matrix
-        self._encoded = build_encoded_csr(matrix)
-        self.crow_indices = self._encoded.crow_indices
-        self.col_indices = self._encoded.col_indices
-        self.values = self._encoded.values
-        self.row_perm = self._encoded.row_perm
-        self.col_perm = self._encoded.col_perm
-        self._shape = torch.Size(int(s) for s in matrix.shape)
-        self._add_host_views()
+        # plain tensors even when the first call comes inside a torch.func transform (grad, vmap), which would
+        # wrap them: the operands outlive the call, and their NumPy views need storage
+        with torch._C._DisableFuncTorch():
+            self._encoded = build_encoded_csr(matrix)
+            self.crow_indices = self._encoded.crow_indices
+            self.col_indices = self._encoded.col_indices
+            self.values = self._encoded.values
+            self.row_perm = self._encoded.row_perm
+            self.col_perm = self._encoded.col_perm
+            self._shape = torch.Size(int(s) for s in matrix.shape)
+            self._add_host_views()
         self.handle = registry.register(matrix)
 
     @classmethod
@@ -75,8 +80,7 @@ class DSTETensor:
         so the matrix is freed as soon as it is unreferenced, and its operands with it."""
         key = ("dste.bindings.DSTETensor", encoded_csr.ORIGINAL_ORDER_MAX_COLS, encoded_csr.ROW_ORDER_MAX_COLS,
                encoded_csr.REORDER_MIN_REUSE_GAIN)
-        state = matrix.derived(key, lambda: {name: value for name, value in cls(matrix).__dict__.items()
-                                             if name != "matrix"})
+        state = matrix.derived(key, lambda: _untraced(_kept_state)(cls, matrix))
         wrapper = cls.__new__(cls)
         wrapper.__dict__.update(state)
         wrapper.matrix = matrix
@@ -125,11 +129,14 @@ class DSTETensor:
         state.pop("host_operands", None)
         state.pop("host_row_inverse", None)
         state.pop("host_forms", None)
+        state.pop("handle", None)  # registered anew on unpickling (__setstate__)
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._add_host_views()
+        # a handle is a key of this process's registry: the pickled one may name another matrix here, or none
+        self.handle = registry.register(self.matrix)
 
     def resident_nbytes(self) -> int:
         """Bytes of the CPU operands this wrapper keeps alive (with the other forms built so far)."""
@@ -208,6 +215,24 @@ class DSTETensor:
         return f"DSTETensor(shape=({n}, {m}), nnz={self.nnz}, dtype=torch.float32, device='cpu')"
 
 
+
+
+def _kept_state(cls, matrix) -> dict:
+    """A new wrapper's state without the matrix (``DSTETensor.kept_for``)."""
+    return {name: value for name, value in cls(matrix).__dict__.items() if name != "matrix"}
+
+
+def _untraced(fn):
+    """``fn`` run eagerly even when a ``torch.compile``'d caller makes the first call: tracing the operands' NumPy
+    build failed deep inside the fake-tensor machinery. Dynamo is imported only once something compiles (see
+    ``backends._assume_constant_result``), so before that ``fn`` is returned as it is."""
+    if "torch._dynamo" not in sys.modules:
+        return fn
+    if torch.compiler.is_compiling():  # traced: refused plainly (fullgraph=True); otherwise Dynamo runs it eagerly
+        raise RuntimeError(
+            "dste.spmm on a DSTEMatrix whose CPU operands are not built yet, inside torch.compile(fullgraph=True): "
+            "build them before compiling (one eager dste.spmm(A, x) call), or pass a DSTETensor(A) made outside")
+    return torch.compiler.disable(fn, reason="dste builds a matrix's CPU operands eagerly, once per matrix")
 
 
 def as_dste_tensor(a) -> DSTETensor:
