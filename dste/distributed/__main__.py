@@ -4,7 +4,8 @@ Reads RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT as torchrun sets them. Rank 
 dataset (``dste.data.load_dataset``), partitions it and hands every rank its rows; every rank
 encodes its block and the 2-layer GCN runs; rank 0 prints one line per rank (rows, halo rows,
 device bytes, measured CPU seconds) and, with ``--check``, compares the result with a
-single-process run. With torchrun's agent, the rendezvous store lives in the agent
+single-process run and exits with status 1 when any logit differs by more than ``--check-atol``
+(or is not finite). With torchrun's agent, the rendezvous store lives in the agent
 (TORCHELASTIC_USE_AGENT_STORE), so it outlives any rank.
 """
 
@@ -30,16 +31,39 @@ def _env_int(name: str) -> int:
         raise SystemExit(f"dste.distributed: {name} must be an integer, got {value!r}") from None
 
 
+# --check's default tolerance per backend. cpu: both runs sum the same float32 products in another order
+# (a few ulps of O(1) logits; arxiv-scale differs by 1.9e-6). Kernel backends round X to bf16 on the way in
+# (2^-8 relative): cora-like's logits move by up to 8e-3 on nkisim.
+CHECK_ATOL = {"cpu": 1e-4}
+KERNEL_CHECK_ATOL = 2e-2
+
+
+def _at_least(low: float, kind=float, strict: bool = False):
+    def parse(text: str):
+        value = kind(text)
+        if not (value > low if strict else value >= low) or value != value or value == float("inf"):
+            finite = " and finite" if kind is float else ""
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low:g}{finite}, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its "invalid ... value" message
+    return parse
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m dste.distributed", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="cora-like", help="a dste.data.load_dataset name (default: cora-like)")
     p.add_argument("--root", default=None, help="data root for on-disk datasets")
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--classes", type=int, default=0, help="output width (default: the dataset's classes)")
+    p.add_argument("--hidden", type=_at_least(1, int), default=64)
+    p.add_argument("--classes", type=_at_least(0, int), default=0, help="output width (default: the dataset's classes)")
     p.add_argument("--backend", default="cpu", help="dste.spmm backend: cpu | nkisim | neuron")
     p.add_argument("--partition", default="metis", choices=["metis", "blocks", "contiguous"])
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds any collective may take before the job fails")
-    p.add_argument("--check", action="store_true", help="rank 0 also runs one process and compares")
+    p.add_argument("--timeout", type=_at_least(0, float, strict=True), default=120.0,
+                   help="seconds any collective may take before the job fails")
+    p.add_argument("--check", action="store_true",
+                   help="rank 0 also runs one process and compares; exit status 1 when they differ")
+    p.add_argument("--check-atol", type=_at_least(0), default=None,
+                   help=f"largest |distributed - single process| --check accepts (default {CHECK_ATOL['cpu']:g} on cpu, "
+                        f"{KERNEL_CHECK_ATOL:g} on the kernel backends)")
     return p.parse_args(argv)
 
 
@@ -52,6 +76,7 @@ def main(argv=None) -> int:
 
     agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
     comm = init_distributed(rank, world_size, addr, port, timeout_s=args.timeout, host_store=(rank == 0 and not agent_store))
+    status = 0
     try:
         graph = None
         if rank == 0:
@@ -77,14 +102,19 @@ def main(argv=None) -> int:
                 weights = GCNWeights.random(graph.x.shape[1], args.hidden, classes, seed=0)
                 ref = gcn_reference(graph.adj, graph.x, weights, backend=args.backend).numpy()
                 err = max(float(np.abs(logits - ref[owned]).max()) for _, owned, logits in rows)
+                atol = args.check_atol if args.check_atol is not None else CHECK_ATOL.get(args.backend, KERNEL_CHECK_ATOL)
                 print(f"max |distributed - single process| = {err:.3g}")
+                if not err <= atol:  # a NaN logit fails too
+                    print(f"dste.distributed: check FAILED: the distributed logits differ from the single-process "
+                          f"ones by {err:.3g}, more than --check-atol {atol:g}", file=sys.stderr)
+                    status = 1
         comm.barrier("end of job")
     except BaseException as exc:
         comm.report_failure(exc)
         raise
     finally:
         comm.close()
-    return 0
+    return status
 
 
 if __name__ == "__main__":
