@@ -148,6 +148,8 @@ def test_changed_windows_follow_the_encoder_row_order():
     np.testing.assert_array_equal(snap.changed_windows(order, window_rows=128), expected)
     with pytest.raises(ValueError, match="permutation"):
         snap.changed_windows(np.zeros(n, dtype=np.int64))
+    with pytest.raises(ValueError, match="row_perm must hold integer node ids, got float64"):  # was an IndexError
+        snap.changed_windows(order.astype(np.float64))
 
 
 def test_active_fraction_keeps_churn_inside_few_communities():
@@ -268,6 +270,10 @@ def test_budget_shift_carries_the_cycle_and_leaves_the_graph_as_steady():
     ({"slo_refresh_every": 3}, "set budget_slo > 0 too"),
     ({"budget_slo": 1.0, "slo_refresh_every": -1}, "slo_refresh_every must be an int >= 0"),
     ({"budget_slo": 1.0, "slo_refresh_every": 1.5}, "slo_refresh_every must be an int >= 0"),
+    # True counted as 1: one snapshot, a burst every step, a re-provisioning every snapshot
+    ({"num_snapshots": True}, "num_snapshots must be an int >= 1"),
+    ({"burst_every": True}, "burst_every must be an int >= 0"),
+    ({"budget_slo": 1.0, "slo_refresh_every": True}, "slo_refresh_every must be an int >= 0"),
 ])
 def test_bad_burst_and_budget_knobs_are_refused(knobs, message):
     with pytest.raises(ValueError, match=message):
