@@ -110,7 +110,8 @@ class Graph:
                 f"y must be an int64 ndarray of shape ({n},), got "
                 f"{getattr(self.y, 'dtype', type(self.y).__name__)} {getattr(self.y, 'shape', '')}"
             )
-        if not isinstance(self.num_classes, (int, np.integer)) or self.num_classes < 1:
+        if (not isinstance(self.num_classes, (int, np.integer)) or isinstance(self.num_classes, (bool, np.bool_))
+                or self.num_classes < 1):  # True passed as one class
             raise ValueError(f"num_classes must be a positive int, got {self.num_classes!r}")
         self.num_classes = int(self.num_classes)
         if self.y.min() < 0 or self.y.max() >= self.num_classes:

@@ -63,6 +63,7 @@ def test_edge_index_and_counts_match_adjacency():
         ({"adj": sp.csr_matrix(2 * (np.ones((4, 4), dtype=np.float32) - np.eye(4, dtype=np.float32)))}, "binary"),
         ({"adj": sp.coo_matrix(np.zeros((4, 4), dtype=np.float32))}, "CSR"),
         ({"num_classes": 0}, "positive"),
+        ({"num_classes": True, "y": np.zeros(4, dtype=np.int64)}, "positive int, got True"),  # was one class
     ],
 )
 def test_bad_fields_are_refused_with_a_clear_message(changes, message):
