@@ -11,6 +11,7 @@ for every FP32 layer (a pass mixing both stores both).
 
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 from .execution import CompressedModel, GraphInference, LayerRun, settings_for
@@ -22,8 +23,12 @@ BYTE_KINDS = ("graph", "features", "weights", "activations")
 
 
 def fp32_csr_bytes(num_rows: int, nnz: int) -> int:
-    """Bytes of a CSR matrix with int32 row pointers and column ids and float32 values."""
-    return 4 * (num_rows + 1) + 8 * int(nnz)
+    """Bytes of a CSR matrix with int32 row pointers and column ids and float32 values: ``4 (num_rows + 1)
+    + 8 nnz``. Both counts must be integers >= 0 (a NumPy integer is taken as the Python int it equals)."""
+    for name, value in (("num_rows", num_rows), ("nnz", nnz)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            raise ValueError(f"fp32_csr_bytes: {name} must be an integer >= 0, got {value!r}")
+    return 4 * (int(num_rows) + 1) + 8 * int(nnz)
 
 
 def stored_input_bytes(run: LayerRun) -> int:

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from dste.data.graph import Graph, adjacency_from_pairs
 from dste.gnn import FP32_SETTING, CompressedModel, GraphInference, LayerSetting, make_model, memory_footprint
-from dste.gnn.footprint import layer_bytes, pass_bytes
+from dste.gnn.footprint import fp32_csr_bytes, layer_bytes, pass_bytes
 
 NODES, FEATURES, HIDDEN, CLASSES = 200, 24, 12, 3
 
@@ -117,3 +117,13 @@ def test_pass_bytes_refuses_settings_that_do_not_match_the_layers():
         pass_bytes([layer, layer], [0.0, 0.0])  # sparsities alone cannot tell an FP32 layer's CSR from the tiles
     with pytest.raises(ValueError, match="at least one layer"):
         pass_bytes([], [])
+
+
+def test_fp32_csr_bytes_counts_int32_pointers_and_ids_and_float32_values():
+    assert fp32_csr_bytes(3, 5) == 4 * 4 + 5 * (4 + 4)
+    assert fp32_csr_bytes(0, 0) == 4  # the one row pointer of an empty matrix
+    # NumPy integers as the Python ints they equal: 4 * (int32 rows + 1) must not wrap around in int32 arithmetic
+    assert fp32_csr_bytes(np.int32(600_000_000), np.int32(7)) == 4 * 600_000_001 + 56
+    for rows, nnz in ((-3, 5), (3, -1), (2.5, 1), (3, 1.7), (True, 1), (3, float("nan"))):
+        with pytest.raises(ValueError, match="must be an integer >= 0"):
+            fp32_csr_bytes(rows, nnz)
