@@ -224,3 +224,16 @@ def test_compiled_first_call_on_a_bare_matrix(int8_matrix):
     db.spmm(unbuilt, x, backend="cpu")
     torch._dynamo.reset()
     np.testing.assert_allclose(whole(x).numpy(), expected, rtol=0, atol=1e-5)
+
+
+def test_kernel_backend_refuses_a_handle_of_another_matrix(int8_matrix):
+    """The kernel multiplies the matrix its handle names, the backward the CSR operands: with the handle of
+    another matrix (here: the same matrix under a new mask, same shape) the forward was that matrix's product
+    and the gradient this one's."""
+    a = db.DSTETensor(int8_matrix)
+    other = db.DSTETensor(int8_matrix.with_mask(sp.eye(40, 30, dtype=bool)))
+    x = torch.randn(30, 2)
+    with pytest.raises(ValueError, match="handle"):
+        torch.ops.dste.spmm_hybrid(*a.op_operands, x, other.handle, -1, "nkisim")
+    y = torch.ops.dste.spmm_hybrid(*other.op_operands, x, other.handle, -1, "nkisim")
+    assert y.shape == (40, 2)
