@@ -62,7 +62,8 @@ def parse_args(argv=None):
     p.add_argument("--check", action="store_true",
                    help="rank 0 also runs one process and compares; exit status 1 when they differ")
     p.add_argument("--check-atol", type=_at_least(0), default=None,
-                   help=f"largest |distributed - single process| --check accepts (default {CHECK_ATOL['cpu']:g} on cpu, "
+                   help=f"largest |distributed - single process| --check accepts (default "
+                        f"{CHECK_ATOL['cpu']:g} on cpu, "
                         f"{KERNEL_CHECK_ATOL:g} on the kernel backends)")
     return p.parse_args(argv)
 
@@ -102,7 +103,9 @@ def main(argv=None) -> int:
                 weights = GCNWeights.random(graph.x.shape[1], args.hidden, classes, seed=0)
                 ref = gcn_reference(graph.adj, graph.x, weights, backend=args.backend).numpy()
                 err = max(float(np.abs(logits - ref[owned]).max()) for _, owned, logits in rows)
-                atol = args.check_atol if args.check_atol is not None else CHECK_ATOL.get(args.backend, KERNEL_CHECK_ATOL)
+                atol = args.check_atol
+                if atol is None:
+                    atol = CHECK_ATOL.get(args.backend, KERNEL_CHECK_ATOL)
                 print(f"max |distributed - single process| = {err:.3g}")
                 if not err <= atol:  # a NaN logit fails too
                     print(f"dste.distributed: check FAILED: the distributed logits differ from the single-process "

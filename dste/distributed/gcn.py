@@ -170,8 +170,8 @@ class DistributedGCN:
         if x.dim() != 2 or x.shape[0] != self.block.n_own:
             raise ValueError(f"rank {self.comm.rank}: x_owned must have {self.block.n_own} rows (owned nodes), got {tuple(x.shape)}")
         if x.shape[1] != self.weights.w1.shape[0]:
-            raise ValueError(f"rank {self.comm.rank}: x_owned must have {self.weights.w1.shape[0]} features (rows of w1), "
-                             f"got {x.shape[1]}")
+            raise ValueError(f"rank {self.comm.rank}: x_owned must have {self.weights.w1.shape[0]} features "
+                             f"(rows of w1), got {x.shape[1]}")
         self.traffic = []
         return gcn_forward(self.propagate, x, self.weights)
 

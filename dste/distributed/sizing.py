@@ -174,7 +174,8 @@ def paper_sizing(nodes: int, undirected_edges: int, features: int, ranks: int, *
     """
     nodes, ranks, features = (_positive_int(v, name) for v, name in
                               ((nodes, "nodes"), (ranks, "ranks"), (features, "features")))
-    if isinstance(undirected_edges, bool) or not isinstance(undirected_edges, (int, np.integer)) or undirected_edges < 0:
+    if (isinstance(undirected_edges, bool) or not isinstance(undirected_edges, (int, np.integer))
+            or undirected_edges < 0):
         raise ValueError(f"paper_sizing: undirected_edges must be an int >= 0, got {undirected_edges!r}")
     if ranks > nodes:
         raise ValueError(f"paper_sizing: ranks must not exceed the node count ({nodes}): every rank owns a node, "

@@ -42,7 +42,8 @@ def test_cluster_sizing_matches_a_hand_count_on_a_small_graph():
         assert got.feature_bytes == owned.size * record
         assert got.halo_buffer_bytes == halos[r].size * record
         assert got.output_bytes == owned.size * features * 4  # float32 output rows
-        assert got.device_bytes == got.matrix_device_bytes + got.feature_bytes + got.halo_buffer_bytes + got.output_bytes
+        assert got.device_bytes == (got.matrix_device_bytes + got.feature_bytes + got.halo_buffer_bytes
+                                    + got.output_bytes)
         # 2 peers x 2 us hop latency + max(bytes sent, bytes received) at 256 GB/s (1,024 GB/s per chip, 4 ranks)
         expected_us = 2 * 2.0 + max(sent, halos[r].size) * record / 256e9 * 1e6
         assert got.exchange_modelled_us == pytest.approx(expected_us, rel=1e-12)
