@@ -237,3 +237,19 @@ def test_kernel_backend_refuses_a_handle_of_another_matrix(int8_matrix):
         torch.ops.dste.spmm_hybrid(*a.op_operands, x, other.handle, -1, "nkisim")
     y = torch.ops.dste.spmm_hybrid(*other.op_operands, x, other.handle, -1, "nkisim")
     assert y.shape == (40, 2)
+
+
+def test_kernel_backend_refuses_x_that_bf16_rounds_to_inf():
+    """A finite float32 X from half a bf16 step past bf16's largest value on (3.3961775e38) became Inf in the
+    kernel's bf16 gather, and the product NaN, where the cpu backend gives 0.5 x 3.4e38; the value just below
+    rounds to bf16's largest finite value and stays finite."""
+    matrix = encode(sp.csr_matrix(np.eye(4, dtype=np.float32) * 0.5))
+    overflowing = np.float32(2.0**127 * (2 - 2.0**-8))
+    with pytest.raises(ValueError, match="bf16"):
+        db.spmm(matrix, torch.full((4, 2), float(overflowing)), backend="nkisim")
+    largest_kept = np.nextafter(overflowing, np.float32(0))
+    y = db.spmm(matrix, torch.full((4, 2), float(largest_kept)), backend="nkisim").numpy()
+    # the gather rounds to bf16's largest finite value (2 - 2^-7) 2^127; 0.5 times it is exact in float32
+    np.testing.assert_array_equal(y[:, 0], np.float32(0.5 * 2.0**127 * (2 - 2.0**-7)))
+    np.testing.assert_array_equal(db.spmm(matrix, torch.full((4, 2), float(overflowing)), backend="cpu").numpy(),
+                                  np.float32(0.5) * overflowing)
