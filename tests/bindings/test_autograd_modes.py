@@ -253,3 +253,31 @@ def test_kernel_backend_refuses_x_that_bf16_rounds_to_inf():
     np.testing.assert_array_equal(y[:, 0], np.float32(0.5 * 2.0**127 * (2 - 2.0**-7)))
     np.testing.assert_array_equal(db.spmm(matrix, torch.full((4, 2), float(overflowing)), backend="cpu").numpy(),
                                   np.float32(0.5) * overflowing)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "nkisim"])
+def test_mask_change_between_forward_and_backward(backend):
+    """A new keep-mask (``with_mask``, no re-quantization) after a forward: the pending backward still uses the
+    forward's matrix, and every later product -- bare matrix (operands kept on it), wrapper, registry handle --
+    is the new mask's, against SciPy on the reference decode of each matrix."""
+    rng = np.random.default_rng(22)  # not the matrix's seed: its mask would hold the matrix's own pattern
+    matrix = encode(random_sparse(140, 150, 0.1, seed=21), kinds="int8")
+    wrapper = db.DSTETensor(matrix)
+    x = torch.randn(150, 4, dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn(140, 4, dtype=torch.float64)
+    y_old = db.spmm(matrix, x, backend=backend)
+    masked = matrix.with_mask(sp.random(140, 150, density=0.5, random_state=rng, format="csr") != 0)
+    old, new = reference_matrix(matrix), reference_matrix(masked)
+    assert (old != new).nnz > 0
+    y_old.backward(grad_out)
+    np.testing.assert_allclose(x.grad.numpy(), old.T @ grad_out.numpy(), rtol=0, atol=ATOL_FLOAT64_X)
+    x_values = x.detach().numpy()
+    # cpu: float32 values against float64 ones; nkisim: bf16 operands, (2^-7 + 2^-16) per term |a||x|
+    bound = ATOL_FLOAT64_X + (0 if backend == "cpu" else (2.0**-7 + 2.0**-16) * (abs(new) @ np.abs(x_values)))
+    for operand in (masked, wrapper.with_mask(masked.keep_bits if not masked.n_etiles else
+                                              (masked.keep_bits, masked.etile_keep_bits)), db.DSTETensor(masked)):
+        y_new = db.spmm(operand, x, backend=backend).detach().numpy()
+        assert (np.abs(y_new - new @ x_values) <= bound).all()
+    y_again = db.spmm(matrix, x.detach(), backend=backend).numpy()  # the old matrix keeps its own operands
+    bound_old = ATOL_FLOAT64_X + (0 if backend == "cpu" else (2.0**-7 + 2.0**-16) * (abs(old) @ np.abs(x_values)))
+    assert (np.abs(y_again - old @ x_values) <= bound_old).all()
