@@ -55,7 +55,7 @@ X_MODE = "int8-hybrid"
 
 def feature_row_bytes(features: int) -> int:
     """Device bytes of one hybrid INT8 feature row: the record the SpMM kernel gathers (assumption above)."""
-    from dste.kernels.plan import record_width  # one formula: the kernel's record, which estimate_spmm prices
+    from dste.kernels import record_width  # one formula: the kernel's record, which estimate_spmm prices
 
     return record_width(_positive_int(features, "features"))
 

@@ -19,7 +19,8 @@ each tile is one gather transfer per SpMM call. The modelled cost of one call is
 
 with ``gather_transfer_bytes`` = 29,900 (the kernels' trn2 model: 1.3 us fixed per DMA
 transfer x 23 B/ns per queue; one transfer is worth ~30 KB of queue traffic) and
-``x_row_bytes`` = 136 (INT8 X with F = 128: 128 B + 8 B scale record). A bitmap column
+``x_row_bytes`` = 136 (the price of one gathered INT8 X row with F = 128: the hybrid-row record
+was 128 B + 8 B when it was set, 132 B now; ``policy.DEFAULT_X_ROW_BYTES``). A bitmap column
 gathers one X row for all its c entries, an entry one row each.
 
 ``"cost"`` (default), per window with n entries: sort the columns holding at least

@@ -47,8 +47,12 @@ BITMAP_MIN_ENTRIES_VALUED = 4
 """Default split when tiles carry values (128 INT8/FP16 values per bitmap column); see dste.format.encoder."""
 
 DEFAULT_X_ROW_BYTES = 136
-"""Bytes of one gathered X row assumed by the cost split: 128 INT8 features plus the 8-byte
-scale / FP16-index record of the hybrid-row operand (``4 * ceil(F / 4) + 8`` at F = 128)."""
+"""Price of one gathered X row in the cost split, in bytes. Set when the hybrid-row record of
+F = 128 INT8 features was ``4 * ceil(F / 4) + 8`` = 136 B (a scale and an FP16 position); the
+kernel's record is now ``4 * ceil(F / 4) + 4`` = 132 B (``dste.kernels.plan.record_width``).
+The weight stays at 136 so that encodings, and every figure measured on them, stay as they
+are: it is a relative price (under the descriptor-bound DMA model a gathered row of 132 B
+costs one descriptor, as one of 136 B would), and 4 B moves it by 3 %."""
 
 DEFAULT_GATHER_TRANSFER_BYTES = 29_900
 """Fixed cost of one gather transfer in byte equivalents: 1.3 us per DMA transfer times one
@@ -80,8 +84,9 @@ class EncodePolicy:
         bitmap columns, as many as minimise the modelled per-call cost (device bytes of
         the window's tiles + gathered X bytes + one fixed transfer cost per tile);
         ``"count"``: every eligible column becomes a bitmap column (cut in column order).
-    x_row_bytes: bytes of one gathered X row in that cost (default 136: INT8 F = 128
-        hybrid-row record).
+    x_row_bytes: price of one gathered X row in that cost, in bytes (default 136: the INT8
+        F = 128 hybrid-row record when the weight was set; the kernel's is 132 B now, see
+        ``DEFAULT_X_ROW_BYTES``).
     gather_transfer_bytes: fixed cost of one tile's gather transfer, in bytes (default
         29,900: trn2 DMA fixed cost times one queue's bandwidth).
     list_tiles: False (default): the window columns the split leaves out of the bitmaps become

@@ -8,7 +8,8 @@ Kernel files (import only ``nki``, ``nki.language``, ``nki.isa``; loaded per bac
 Host side (the names say what runs: ``launch_*`` plans, packs and launches a kernel):
 
 - ``launch_spmm_hybrid(A, X, target=, profile=, lnc=, backend=)`` (``launch_spmm.py``),
-  ``plan_launches(A, F, x_mode)`` (``plan.py``), the per-call FP16-row correction pass of a hybrid X
+  ``plan_launches(A, F, x_mode)`` and ``record_width(F)`` (the bytes of one hybrid-row X record)
+  (``plan.py``), the per-call FP16-row correction pass of a hybrid X
   (``correction.py``).
 - ``launch_masked_quant(values, keep, sensitivity, threshold)``, ``launch_quantize_rows(X, sensitivity,
   threshold)`` (``launch_quant.py``).
@@ -20,7 +21,7 @@ The torch ops over these are ``dste.spmm`` / ``torch.ops.dste.spmm_hybrid`` (``d
 encoder of hybrid rows is ``dste.quantize_rows`` (``dste.format``).
 """
 
-from dste.kernels.plan import plan_launches
+from dste.kernels.plan import plan_launches, record_width
 
 _LAZY = {
     "launch_spmm_hybrid": "dste.kernels.launch_spmm",
@@ -32,7 +33,7 @@ _LAZY = {
     "SpmmEstimate": "dste.kernels.cost",
 }
 
-__all__ = ["plan_launches", *_LAZY]
+__all__ = ["plan_launches", "record_width", *_LAZY]
 
 
 def __getattr__(name):
