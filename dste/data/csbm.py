@@ -9,13 +9,14 @@ three kinds, drawn with fixed probabilities:
     cross-class different classes                                    probability = 1 - homophily
 
 so the expected edge homophily is `homophily` and the expected community locality is `locality`
-(communities are class-pure, hence homophily >= locality is required). Exception, not refused: a class of one
-community (any class smaller than twice `community_size`'s minimum) holds no same-class pair outside its
-community, so its same-class draws land inside the community and count as same-class edges. Locality then comes
-out above its knob (up to `homophily` when every class is one community: 300 nodes of 7 classes with Cora's
-knobs give 0.81, not 0.55), and where `num_edges` is close to `num_nodes` the first-edge round below can leave
-more edges than asked (2,133 nodes of 8 classes in communities of 116-177 nodes, asked for 2,330 edges at
-locality 0.001, got about 3,200 at 0.33). Measure `community_locality()` on small graphs with large communities.
+(communities are class-pure, hence homophily >= locality is required). A class of one community (any class
+smaller than twice `community_size`'s minimum) holds no same-class pair outside its community, so same-class edges
+start only at nodes of the other classes, and a node of such a class whose first edge (below) draws the same-class
+kind gets a local one. Where no class holds two communities and homophily > locality, the same-class edges cannot
+be drawn and `make_graph` refuses the graph as short of edges, naming the classes. Not refused: where `num_edges`
+is close to `num_nodes`, the first-edge round can leave some kind above its share and the graph above `num_edges`
+(2,133 nodes of 8 classes in communities of 116-177 nodes, asked for 2,330 edges at locality 0.001, got 3,050 at
+0.24); measure `community_locality()` on graphs that sparse.
 
 Endpoints are drawn in proportion to per-node propensities theta ~ lognormal(0, degree_sigma) (a degree-corrected
 block model), so degrees are skewed. Every node first gets one edge of its own, so no node is isolated.
@@ -242,6 +243,18 @@ class BlockModel:
         self.position[order] = np.arange(n)
         self.class_lo, self.class_hi = _group_bounds(self.node_class[order])
         self.comm_lo, self.comm_hi = _group_bounds(self.node_community[order])
+        # A class of one community holds no same-class pair outside it (communities increase with class, so a
+        # class spans one community exactly when its first and last sorted nodes share it).
+        sorted_community = self.node_community[order]
+        class_has_room = sorted_community[self.class_lo] != sorted_community[np.maximum(self.class_hi - 1, 0)]
+        self.same_class_room = class_has_room[self.node_class]  # bool [n], per node id
+
+    def feasible_kinds(self, sources: np.ndarray, kinds: np.ndarray) -> np.ndarray:
+        """``kinds`` with the same-class edges of sources whose class is one community made local: such a source
+        has no same-class partner outside its community, and a same-class draw from it would land on a local pair
+        (the community's last node, every time) while being counted as same-class."""
+        blocked = (kinds == EDGE_SAME_CLASS) & ~self.same_class_room[sources]
+        return np.where(blocked, EDGE_LOCAL, kinds) if blocked.any() else kinds
 
     @property
     def num_nodes(self) -> int:
@@ -355,7 +368,7 @@ def sample_edges(
     kept = [np.zeros(0, dtype=np.int64) for _ in range(3)]
     if every_node_once:
         sources = rng.permutation(n).astype(np.int64)
-        kinds = rng.choice(3, size=n, p=probs)
+        kinds = model.feasible_kinds(sources, rng.choice(3, size=n, p=probs))
         first = drop_present(sorted_unique(draw(sources, kinds)), exclude)
         first_kinds = model.edge_kind(first // n, first % n)
         for kind in range(3):
@@ -368,10 +381,14 @@ def sample_edges(
             deficit = int(deficits[kind])
             if deficit <= 0:
                 continue
-            sources = model.draw_sources(rng, deficit, source_pool)
+            pool = source_pool
+            if kind == EDGE_SAME_CLASS and not model.same_class_room.all():
+                # Same-class edges start only at nodes whose class holds another community.
+                pool = np.flatnonzero(model.same_class_room) if pool is None else pool[model.same_class_room[pool]]
+                if pool.size == 0:
+                    continue  # no such pair exists: the caller's shortfall check names it
+            sources = model.draw_sources(rng, deficit, pool)
             new_only = drop_present(sorted_unique(draw(sources, np.full(deficit, kind))), exclude)
-            # Against every kind's keys, not only this one's: where a kind has no room (a class of one
-            # community has no same-class pair outside it) its draws land on pairs of another kind.
             for already in kept:
                 new_only = drop_present(new_only, already)
             if new_only.size > deficit:
@@ -451,11 +468,16 @@ def make_graph(preset_or_params: "str | CSBMParams | dict" = "cora-like", seed: 
 
     keys = sample_edges(model, rng, params.num_edges, every_node_once=True)
     if keys.size < (1.0 - edge_shortfall_limit) * params.num_edges:
+        lonely = np.unique(model.node_class[~model.same_class_room]).size
+        cause = "" if lonely == 0 else (
+            f"; {lonely} of {k} classes are one community each, so their nodes start no same-class edge outside "
+            "their community (smaller communities, or homophily closer to locality, give them room)"
+        )
         raise ValueError(
             f"the block model holds too few distinct pairs for num_edges={params.num_edges} at locality="
             f"{params.locality}, homophily={params.homophily} with communities of {params.community_size} nodes: "
-            f"{keys.size} drawn, more than {edge_shortfall_limit:.0%} short. Lower num_edges or locality, use larger "
-            "communities, or allow the shortfall (edge_shortfall_limit)"
+            f"{keys.size} drawn, more than {edge_shortfall_limit:.0%} short{cause}. Lower num_edges or locality, use "
+            "larger communities, or allow the shortfall (edge_shortfall_limit)"
         )
     adj = adjacency_from_pairs(keys // n, keys % n, n)
 

@@ -403,7 +403,7 @@ class SnapshotStream:
             mean_degree = max(prev.num_edges / max(n_prev, 1), 1.0)
             extra = int(round(num_new * max(mean_degree / 2.0 - 1.0, 0.0)))
             sources = np.concatenate([new_nodes, rng.choice(new_nodes, size=extra)])
-            kinds = rng.choice(3, size=sources.size, p=grown_model.kind_probabilities())
+            kinds = grown_model.feasible_kinds(sources, rng.choice(3, size=sources.size, p=grown_model.kind_probabilities()))
             targets = grown_model.draw_targets(rng, sources, kinds)
             keys = drop_present(sorted_unique(pair_keys(sources, targets, n)[sources != targets]), exclude)
             added_pairs.append(np.stack([keys // n, keys % n]))

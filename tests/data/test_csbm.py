@@ -235,3 +235,23 @@ def test_counts_that_are_not_integers_are_refused_by_name(override, name):
     # num_edges=400.7 was floored to 400 edges; the others failed inside NumPy without naming the parameter
     with pytest.raises(ValueError, match=name):
         make_graph("cora-like", **override)
+
+
+def test_classes_of_one_community_leave_the_locality_and_homophily_knobs_met():
+    """1,500 nodes with Cora's knobs: 893 nodes sit in classes of one community, which hold no same-class pair
+    outside it. Their same-class draws used to land on their community's last node and count as same-class edges:
+    the graph came out at locality 0.623, not 0.55. Same-class edges now start at nodes of the other classes."""
+    graph = make_graph("cora-like", seed=0, num_nodes=1500, num_edges=6000)
+    assert (~graph.meta["block_model"].same_class_room).sum() > 0  # the case under test is present
+    assert graph.num_undirected_edges >= 0.999 * 6000
+    # kinds are topped up to their counts, so the shares are exact to within the 0.1 % top-up tolerance
+    assert abs(graph.community_locality() - 0.55) < 0.005
+    assert abs(graph.edge_homophily() - 0.81) < 0.005
+
+
+def test_no_class_with_two_communities_cannot_hold_same_class_edges_and_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"7 of 7 classes are one community each"):
+        make_graph("cora-like", seed=0, num_nodes=300, num_edges=1000)
+    # with homophily == locality no same-class edge is asked for, and the graph is drawn in full
+    graph = make_graph("cora-like", seed=0, num_nodes=300, num_edges=1000, homophily=0.81, locality=0.81)
+    assert graph.num_undirected_edges >= 980 and abs(graph.community_locality() - 0.81) < 0.05
