@@ -324,6 +324,17 @@ class DSTEMatrix:
                     views[id(value)] = value.view()
                     views[id(value)].flags.writeable = False
                 setattr(self, field.name, views[id(value)])
+        object.__setattr__(self, "_sealed", True)
+
+    def __setattr__(self, name, value):
+        # Reassigning a field would leave the cached products (``derived``, the decoded CSR) answering for the
+        # old one, as editing an array in place would.
+        if name in _CONTRACT_FIELDS and self.__dict__.get("_sealed", False):
+            raise AttributeError(
+                f"DSTEMatrix.{name} cannot be reassigned: a matrix is immutable once built (its cached products "
+                "would answer for the old value). Make a new one: with_mask(...) for another keep-mask, "
+                "update_windows(...) for changed rows, matrix.replace(field=...) for the rest")
+        object.__setattr__(self, name, value)
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -1015,6 +1026,10 @@ class DSTEMatrix:
         from dste.format.io import load
 
         return load(path)
+
+
+_CONTRACT_FIELDS = frozenset(field.name for field in dataclasses.fields(DSTEMatrix) if not field.name.startswith("_"))
+"""The fields a built matrix refuses to reassign (the caches ``_effective_csr`` and ``_derived`` are its own)."""
 
 
 def device_metadata_bytes(matrix: "DSTEMatrix") -> dict:

@@ -420,3 +420,22 @@ def test_gcn_update_refuses_changed_rows_that_leave_out_a_row_whose_degree_chang
         gcn_update(E, new_adj, changed_rows=[source])
     listed = gcn_update(E, new_adj, changed_rows=[source, far])
     _assert_same(listed, gcn_update(E, new_adj))  # every changed row listed: the comparison's result
+
+
+def test_a_matrix_refuses_a_field_reassigned_and_its_product_stays_the_matrix_it_was_built_as():
+    # Reassigning a field left the cached CSR operands of the old mask in place: the cpu product answered for the
+    # old keep-mask (off by 5.6 on a test matrix) while the kernel backend read the new one.
+    import dste
+
+    adj, _ = community_graph(300, seed=3)
+    matrix = gcn_normalized(adj)
+    x = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+    before = np.asarray(dste.spmm(matrix, x))
+    emptied = matrix.with_mask(sp.csr_matrix(matrix.shape, dtype=bool))  # every entry dropped
+    for name, value in (("keep_bits", emptied.keep_bits), ("col_scale", None), ("shape", (1, 1))):
+        with pytest.raises(AttributeError, match=rf"DSTEMatrix\.{name} cannot be reassigned.*with_mask"):
+            setattr(matrix, name, value)
+    np.testing.assert_array_equal(np.asarray(dste.spmm(matrix, x)), before)
+    np.testing.assert_allclose(np.asarray(dste.spmm(matrix, x)), matrix.decode() @ x, rtol=1e-5, atol=1e-5)
+    # a new matrix is the way to another mask, and its product is that mask's
+    np.testing.assert_array_equal(np.asarray(dste.spmm(emptied, x)), np.zeros_like(x))

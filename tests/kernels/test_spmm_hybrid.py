@@ -269,7 +269,7 @@ def test_hybrid_x_of_large_magnitude_stays_finite(lnc):
     fp16 on chip gave thousands of NaN here."""
     rng = np.random.default_rng(11)
     A = encode(random_matrix(300, 260, 0.05, seed=11), EncodePolicy(kinds="int8"))
-    A.col_scale = rng.uniform(0.5, 8.0, 260).astype(np.float32)
+    A = A.replace(col_scale=rng.uniform(0.5, 8.0, 260).astype(np.float32))
     X = quantize_rows((rng.standard_normal((260, 64)) * 1e5).astype(np.float32), fp16_fraction=0.0)
     Y = spmm_hybrid(A, X, lnc=lnc)
     assert np.isfinite(Y).all()
@@ -280,7 +280,7 @@ def test_tiny_column_factors_keep_their_precision():
     """Column scale x INT8 tile scale far below fp16's normal range (6e-5) keeps bf16's relative precision."""
     rng = np.random.default_rng(12)
     A = encode(random_matrix(200, 180, 0.06, seed=12), EncodePolicy(kinds="int8"))
-    A.col_scale = rng.uniform(1e-12, 1e-10, 180).astype(np.float32)
+    A = A.replace(col_scale=rng.uniform(1e-12, 1e-10, 180).astype(np.float32))
     X = quantize_rows(rng.standard_normal((180, 32)).astype(np.float32), fp16_fraction=0.0)
     Y = spmm_hybrid(A, X)
     ref = spmm_reference(A, X)
