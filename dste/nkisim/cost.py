@@ -1,8 +1,8 @@
 """The cost model: one table of constants and the per-instruction cost functions.
 
-Every figure here is a *model* built from the documented rules of thumb in
-``NKI_NOTES.md`` §2 and §5 (each constant carries its source key from that
-file's §0 table); none of it is measured on hardware. The kernels' analytic
+Every figure here is a *model* built from the documented rules of thumb of the Neuron SDK docs (each
+constant carries its source: a doc page and section of ``aws-neuron/aws-neuron-sdk``, or ``assumption: ...``);
+none of it is measured on hardware. The kernels' analytic
 estimator reuses these functions so that its numbers and the simulator's
 profile agree by construction.
 
@@ -54,39 +54,82 @@ class Constant:
         return getattr(self, normalize_target(target))
 
 
-#: The single table of model constants. ``source`` names the NKI_NOTES key (§0).
+#: Doc pages the sources below cite, inside the ``aws-neuron/aws-neuron-sdk`` repository (Neuron 2.32 / NKI 0.6).
+ARCH_V2 = "nki/guides/architecture/trainium_inferentia2_arch.rst"
+ARCH_V3 = "nki/guides/architecture/trainium2_arch.rst"
+DMA_OVERVIEW = "nki/get-started/about/nki-dma-overview.rst"
+DMA_BANDWIDTH = "nki/deep-dives/nki-dma-bandwidth-guide.rst"
+ISA_STUBS = "nki/api/nki/isa/__init__.py"
+
+#: The single table of model constants. ``source`` names the doc page and section each value is read from, or
+#: starts with ``assumption:`` where the docs do not give it.
 CONSTANTS = {
-    # memory (NKI_NOTES §2)
-    "partitions": Constant(128, 128, "partitions", "A2, A3, TS (pmax)"),
-    "sbuf_bytes_per_partition": Constant(180224, 212984, "B", "HC (usable SBUF bytes per partition)"),
-    "psum_bytes_per_partition": Constant(16384, 16384, "B", "A2, A3, HC (8 banks x 2 KiB)"),
-    "psum_bank_bytes": Constant(2048, 2048, "B", "A2 (one matmul output fits one bank)"),
-    # clocks (NKI_NOTES §5 table)
-    "tensor_clock_ghz": Constant(2.8, 2.4, "GHz", "A2, A3"),
-    "vector_clock_ghz": Constant(1.12, 0.96, "GHz", "A2, A3"),
-    "scalar_clock_ghz": Constant(1.4, 1.2, "GHz", "A2, A3"),
-    "gpsimd_clock_ghz": Constant(1.4, 1.2, "GHz", "A2, A3"),
-    # TensorE (NKI_NOTES §5): back-to-back MMs issue every max(N, 64) cycles; fp32 ~4x
-    "matmul_min_cycles": Constant(64, 64, "cycles", "A2 (v2 figure, assumed on v3)"),
-    "matmul_fp32_factor": Constant(4, 4, "x", "A2"),
-    "matmul_fp32_onezero_speedup": Constant(2, 2, "x", "A2 (is_*_onezero gives 2x for fp32)"),
+    # memory
+    "partitions": Constant(128, 128, "partitions", f"{ARCH_V2} 'NeuronCore-v2 Compute Engines' (SBUF and PSUM have 128 "
+                                                   "partitions each); nki/api/nki.language.tile_size.rst (pmax)"),
+    "sbuf_bytes_per_partition": Constant(
+        180224, 212984, "B",
+        f"assumption: usable bytes per partition, below the documented 192 KiB ({ARCH_V2} 'NeuronCore-v2 Compute "
+        f"Engines') and 224 KiB ({ARCH_V3} 'NeuronCore-v3 Compute Engine Updates'); the docs name the usable figure "
+        "(nl.tile_size.sbuf_fmax_bytes) but do not give its value"),
+    "psum_bytes_per_partition": Constant(16384, 16384, "B", f"{ARCH_V2} 'NeuronCore-v2 Compute Engines' (16 KiB per "
+                                                            f"partition) and 'Near-memory accumulation in PSUM' (8 "
+                                                            f"banks); {ARCH_V3} (PSUM unchanged at 2 MiB)"),
+    "psum_bank_bytes": Constant(2048, 2048, "B", f"{ARCH_V2} 'Near-memory accumulation in PSUM' (a bank holds 512 "
+                                                 "32-bit values per partition; one matmul output fits one bank)"),
+    # clocks
+    "tensor_clock_ghz": Constant(2.8, 2.4, "GHz", f"{ARCH_V2} 'NeuronCore-v2 Compute Engines' (frequency table); "
+                                                  f"{ARCH_V3} 'Compute Engine Specifications'"),
+    "vector_clock_ghz": Constant(1.12, 0.96, "GHz", f"{ARCH_V2} 'NeuronCore-v2 Compute Engines' (frequency table); "
+                                                    f"{ARCH_V3} 'Compute Engine Specifications'"),
+    "scalar_clock_ghz": Constant(1.4, 1.2, "GHz", f"{ARCH_V2} 'NeuronCore-v2 Compute Engines' (frequency table); "
+                                                  f"{ARCH_V3} 'Compute Engine Specifications'"),
+    "gpsimd_clock_ghz": Constant(1.4, 1.2, "GHz", f"{ARCH_V2} 'NeuronCore-v2 Compute Engines' (frequency table); "
+                                                  f"{ARCH_V3} 'Compute Engine Specifications'"),
+    # TensorE: back-to-back MMs issue every max(N, 64) cycles; fp32 ~4x
+    "matmul_min_cycles": Constant(64, 64, "cycles", f"{ARCH_V2} 'Tensor Engine', 'Cost Model' (MM_INIT_LATENCY, 64 "
+                                                    "TensorE cycles on NeuronCore-v2); assumption: the same on v3"),
+    "matmul_fp32_factor": Constant(4, 4, "x", f"{ARCH_V2} 'Tensor Engine', 'Cost Model' (FP32 inputs roughly 4x); "
+                                              "assumption: the same on v3"),
+    "matmul_fp32_onezero_speedup": Constant(2, 2, "x", f"{ISA_STUBS} nc_matmul (:param is_stationary_onezero: / "
+                                                       "is_moving_onezero: 'could lead to 2x better performance' for "
+                                                       "float32)"),
     # VectorE: ~N cycles per input tensor + ~100 fixed; v3 runs 16-bit floats 2x (4x copy/tensor_scalar)
-    "vector_fixed_cycles": Constant(100, 100, "cycles", "A2, SH (fixed overhead)"),
-    "vector_16bit_speedup": Constant(1, 2, "x", "A3 (bf16/fp16, tensor_tensor and other cases)"),
-    "vector_16bit_copy_speedup": Constant(1, 4, "x", "A3 (contiguous bf16/fp16 tensor_copy/tensor_scalar)"),
-    # ScalarE: ~N cycles, minimum initiation interval ~64 cycles
-    "scalar_min_cycles": Constant(64, 64, "cycles", "SH, A2"),
+    "vector_fixed_cycles": Constant(100, 100, "cycles",
+                                    f"{ARCH_V2} 'Vector Engine', 'Cost Model' (a static overhead of 100 engine cycles "
+                                    "for short or dependent back-to-back instructions); assumption: charged on every "
+                                    "instruction, and on v3"),
+    "vector_16bit_speedup": Constant(1, 2, "x", f"{ARCH_V3} 'Vector Engine Performance Mode' (2x: tensor_tensor with "
+                                                "SBUF inputs, all BF16/FP16; tensor_copy/tensor_scalar not meeting "
+                                                "every 4x condition)"),
+    "vector_16bit_copy_speedup": Constant(1, 4, "x", f"{ARCH_V3} 'Vector Engine Performance Mode' (4x: tensor_copy "
+                                                     "and tensor_scalar, SBUF, BF16/FP16, contiguous innermost dim)"),
+    # ScalarE: ~N cycles, never below 64
+    "scalar_min_cycles": Constant(64, 64, "cycles",
+                                  f"assumption: {ARCH_V2} 'Scalar Engine', 'Performance Consideration' gives ScalarE "
+                                  "the Vector Engine notes (about N cycles per instruction, one input); the 64-cycle "
+                                  "floor is the 'roughly 64 ScalarE cycles' of ActReadAccumulator ('Pipelined "
+                                  "Reduction'), taken as the least any ScalarE instruction costs"),
     # GpSimd: no documented rule of thumb; modelled like v2 VectorE (N per input + fixed)
-    "gpsimd_fixed_cycles": Constant(100, 100, "cycles", "assumption (no GpSimd rule in A2/A3)"),
-    # DMA (NKI_NOTES §5): 16 queues per NC, ~1.3 us fixed cost per transfer, peak bandwidth per NC
-    "dma_queues": Constant(16, 16, "queues", "DMA, DMABW (16 DMA engines per NC; a transfer goes to the "
-                                               "least busy, see dma_pick_queue: DMA 'DMA Queues')"),
-    "dma_fixed_ns": Constant(1300, 1300, "ns", "DMA (fixed cost per transfer)"),
-    "dma_partitions_per_engine": Constant(8, 8, "partitions", "DMA (each of the 16 engines moves 8 of 128 SBUF "
-                                                              "partitions; bytes of one transfer are split over them)"),
-    "dma_peak_gbps_per_nc": Constant(272, 368, "GB/s", "DMABW; nki/deep-dives/nki-dma-bandwidth-guide.rst "
-                                                      "'Why Large Contiguous DMA Payloads Are Required' (17 / 23 B/ns "
-                                                      "per engine x 16)"),
+    "gpsimd_fixed_cycles": Constant(100, 100, "cycles", f"assumption: {ARCH_V2} 'GpSimd Engine', 'Cost Model' says "
+                                                        "there is no rule of thumb; modelled like VectorE"),
+    # DMA: 16 engines per NC, ~1.3 us fixed cost per transfer, peak bandwidth per NC
+    "dma_queues": Constant(16, 16, "queues", f"{DMA_OVERVIEW} (16 DMA engines per NeuronCore; a transfer is "
+                                             f"parallelized over up to 16) and {DMA_BANDWIDTH} 'Why Large Contiguous "
+                                             "DMA Payloads Are Required' (16 engines per NC); assumption: a "
+                                             "transfer's fixed cost goes to the least busy engine (dma_pick_queue)"),
+    "dma_fixed_ns": Constant(1300, 1300, "ns", f"{DMA_BANDWIDTH} 'Why Large Contiguous DMA Payloads Are Required' "
+                                               "(~1300 ns cross-engine per transfer; no generation named, used on "
+                                               "both)"),
+    "dma_partitions_per_engine": Constant(8, 8, "partitions", f"{DMA_OVERVIEW} 'Performance Considerations' and "
+                                                              "examples 1-2 (each of the 16 engines moves 8 of 128 "
+                                                              "SBUF partitions; bytes of one transfer are split over "
+                                                              "them)"),
+    "dma_peak_gbps_per_nc": Constant(272, 368, "GB/s", f"{DMA_BANDWIDTH} 'Why Large Contiguous DMA Payloads Are "
+                                                      f"Required' and {DMA_OVERVIEW} 'Performance Considerations' "
+                                                      "(tables: 17 / 23 B/ns per engine x 16; the overview's opening "
+                                                      "'27.2 GB/s per engine for v2 and v3' is a theoretical figure "
+                                                      "the tables do not use)"),
     # DMA efficiency against contiguous bytes per descriptor element (the descriptor-bound model):
     # efficiency(c) = x / (1 + x**k) ** (1/k), x = c / knee. Fitted (least squares on log throughput) to the
     # throughput-vs-bytes-per-partition figure of the DMA overview, normalised to its 32 KiB point.
@@ -97,7 +140,9 @@ CONSTANTS = {
         "0.97 at 4 KiB); nki/deep-dives/nki-dma-bandwidth-guide.rst 'Bandwidth vs. Payload Size' (< 256 B "
         "severely overhead-bound, >= 2 KiB approaches peak, >= 4 KiB saturates). Fit: knee 2419 B, k 6.3, "
         "rounded; assumption: the figure's 32 KiB point is peak and the same curve holds on trn1"),
-    "dma_efficiency_sharpness": Constant(6, 6, "exponent k", "fitted with dma_efficiency_knee_bytes (same source)"),
+    "dma_efficiency_sharpness": Constant(6, 6, "exponent k", f"{DMA_OVERVIEW} 'Performance Considerations' (figure "
+                                                            "nki-dma-intro-1), fitted with dma_efficiency_knee_bytes "
+                                                            "(fit: k 6.3, rounded)"),
     # Software DGE (nki/deep-dives/nki-dge.rst 'swdge --- software DGE': GpSimd generates the descriptors of
     # indirect DMAs and 'consumes GpSimd Engine cycles'; no cycle count is documented).
     "swdge_fixed_cycles": Constant(
