@@ -254,20 +254,28 @@ class ShapeTrace:
         """Figures of a job of this shape that gathers ``extra_*_bytes`` more (or fewer) in-range bytes.
 
         Gathers span all 128 partitions, so their bytes are split evenly over the 16 DMA engines; the
-        transfers, their fixed costs and their descriptor (GpSimd) time are the traced job's (descriptors
-        count in-range rows, so that time is exact when both gather as many rows). Compute engines are unchanged.
+        transfers and their fixed costs are the traced job's, and their descriptor (GpSimd) time that of the traced
+        job plus one descriptor per extra in-range row (descriptors count in-range rows). Compute engines are
+        unchanged.
         """
         prof = self.profile
         n_lanes = len(prof.dma_queue_ns)
+        moved = ((extra_main_bytes, main_row_bytes), (extra_corr_bytes, corr_row_bytes),
+                 (extra_out_bytes, out_row_bytes))
+        # every in-range row is one descriptor of its indirect transfer: software DGE builds as many more (or fewer)
+        extra_rows = sum(nbytes // row for nbytes, row in moved if nbytes)
+        extra_dge_ns = nc.cycles_to_ns(extra_rows * nc.constant("swdge_cycles_per_descriptor", prof.target), "gpsimd",
+                                       prof.target)
         latency, busy = {}, {}
         for model in nc.DMA_MODELS:
             extra_ns = 0.0
-            for nbytes, row in ((extra_main_bytes, main_row_bytes), (extra_corr_bytes, corr_row_bytes),
-                                (extra_out_bytes, out_row_bytes)):
+            for nbytes, row in moved:
                 if nbytes:
                     extra_ns += nc.dma_data_ns(abs(nbytes), prof.target, model, row) * (1 if nbytes > 0 else -1)
             engines = prof.engine_busy_ns(model)
             engines["dma"] = max(prof.dma_queue_ns_by_model[model]) + extra_ns / n_lanes
+            if model == "descriptor":
+                engines["gpsimd"] += extra_dge_ns
             latency[model] = max(engines.values())
             if model == nc.DEFAULT_DMA_MODEL:
                 busy = engines

@@ -271,12 +271,17 @@ def dma_transfer_shape(nbytes, partitions=None, contiguous_bytes=None, descripto
 
     ``descriptors`` defaults to the SBUF-side partitions (one row per partition), or 16 (one per DMA engine)
     for an HBM-to-HBM copy; ``run_bytes`` defaults to the bytes of one descriptor element
-    (``nbytes / descriptors``) and never exceeds it.
+    (``nbytes / descriptors``) and never exceeds it. A transfer told it has no descriptor (a gather whose every
+    row ``oob_mode.skip`` skips) has none and moves no bytes.
     """
     nbytes = int(nbytes)
     if descriptors is None:
         descriptors = int(partitions) if partitions is not None else CONSTANTS["dma_queues"].trn2
-    descriptors = max(int(descriptors), 1)
+    descriptors = max(int(descriptors), 0)
+    if descriptors == 0:
+        if nbytes:
+            raise ValueError(f"a DMA transfer of {nbytes} B needs at least one descriptor, got 0")
+        return 0.0, 0
     per_descriptor = nbytes / descriptors
     run = per_descriptor if contiguous_bytes is None else min(float(contiguous_bytes), per_descriptor)
     return run, descriptors

@@ -269,6 +269,10 @@ def test_jobs_of_one_shape_are_priced_by_their_own_gathered_rows():
     assert est.dma_bytes == prof.dma_bytes
     assert est.latency_us == pytest.approx(prof.latency_us("descriptor"), rel=1e-9)
     assert est.latency_optimistic_us == pytest.approx(prof.latency_us("optimistic"), rel=1e-9)
+    # GpSimd too: software DGE builds one descriptor per in-range row, so the twin's differ from the trace's
+    traced_busy = prof.engine_busy_ns("descriptor")
+    for engine, busy_us in est.engine_busy_us.items():
+        assert busy_us * 1000.0 == pytest.approx(traced_busy[engine], rel=1e-9), engine
 
 
 def test_traces_are_cached_on_the_plan():

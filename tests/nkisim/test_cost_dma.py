@@ -89,6 +89,17 @@ def test_indirect_gather_charges_descriptor_generation_to_gpsimd(target):
     assert q.swdge_cycles == pytest.approx(dge)
 
 
+def test_a_gather_whose_rows_are_all_skipped_builds_no_descriptor():
+    # docs/COST_MODEL.md: a row that oob_mode.skip skips gets no descriptor; the trigger's fixed cycles remain
+    p = Profile("trn2")
+    p.record_dma("dma_copy", 0, 0, 128, contiguous_bytes=256, descriptors=0, indirect=True)
+    assert p.dma_descriptors == 0
+    assert p.swdge_cycles == cost.constant("swdge_fixed_cycles", "trn2")
+    assert p.dma_serial_ns_by_model["descriptor"] == pytest.approx(1300)
+    with pytest.raises(ValueError, match="needs at least one descriptor"):
+        p.record_dma("dma_copy", 512, 0, 128, contiguous_bytes=256, descriptors=0, indirect=True)
+
+
 def test_gpsimd_bound_kernel_is_slowed_by_descriptor_generation():
     p = Profile("trn2")
     for _ in range(64):
