@@ -20,6 +20,8 @@ correction blob per launch.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from dste.kernels.correction import plan_corrections
@@ -28,6 +30,7 @@ from dste.kernels.plan import (
     MAX_FEATURES_WITH_LISTS,
     LaunchPlan,
     check_lnc,
+    check_plan_matches,
     feature_chunks,
     pack_launch,
     plan_launches,
@@ -137,9 +140,11 @@ def _check_matrix_finite(A):
 
 
 def packed_launches(A, plan: LaunchPlan) -> list[dict]:
-    """Per-launch kernel arrays (the metadata blob), cached on the plan (they depend on A and the plan only)."""
-    if plan.packed_launch_arrays is None:
+    """Per-launch kernel arrays (the metadata blob), cached on the plan for the matrix they were packed from (they
+    depend on A and the plan only): another matrix of the same tiles (a new keep-mask) is packed anew."""
+    if plan.packed_launch_arrays is None or plan.packed_for is None or plan.packed_for() is not A:
         plan.packed_launch_arrays = [pack_launch(A, launch) for launch in plan.launches]
+        plan.packed_for = weakref.ref(A)
     return plan.packed_launch_arrays
 
 
@@ -247,6 +252,8 @@ def launch_spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, pla
             f"plan was made for F={plan.features}, x_mode={plan.x_mode}, shape={plan.shape}; "
             f"this call needs F={F}, x_mode={mode}, shape={tuple(A.shape)}"
         )
+    else:
+        check_plan_matches(plan, A)
     from dste.kernels.device import launch
 
     kernel = _kernel(backend)

@@ -25,6 +25,7 @@ side by side in an ``int32 [128, L]`` array, so one DMA per launch brings them);
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -323,11 +324,17 @@ class LaunchPlan:
     """Programs per ``kernel[lnc]`` launch the launches were cut for (:func:`program_plan`): each launch
     here is one program's share."""
 
+    structure: str | None = field(default=None, repr=False, compare=False)
+    """Digest of the tile structure the launches index (:func:`tile_structure` of the matrix planned), ``None`` for
+    a plan built by hand: the launcher refuses a matrix of other tiles, whose tile ids the launches do not name."""
+
     # Caches derived from this plan (not part of its value: excluded from init, repr and ==).
     # {lnc: this plan cut into lnc programs per launch}, filled by program_plan.
     program_plans: dict[int, LaunchPlan] = field(default_factory=dict, init=False, repr=False, compare=False)
-    # Per-launch kernel arrays (one dict per launch) packed from A by launch_spmm.packed_launches.
+    # Per-launch kernel arrays (one dict per launch) packed from A by launch_spmm.packed_launches, and a weak
+    # reference to that A: a matrix of the same tiles with other keep bits or values (with_mask) is packed anew.
     packed_launch_arrays: list[dict] | None = field(default=None, init=False, repr=False, compare=False)
+    packed_for: object = field(default=None, init=False, repr=False, compare=False)
     # ((launch, window) of every bitmap tile, (launch, window) of every entry tile), from correction_entries.
     correction_owners: tuple | None = field(default=None, init=False, repr=False, compare=False)
     # The cost.TraceBook of this plan's launch shapes, used by cost.traced_shapes when the caller passes none.
@@ -360,6 +367,28 @@ class LaunchPlan:
             "max_instructions_per_launch": max(inst) if inst else 0,
             "total_instructions": int(sum(inst)),
         }
+
+
+def tile_structure(A) -> str:
+    """Digest of what a plan's launches depend on in ``A``: its shape, unit diagonal and, per layout, the window
+    pointer and tile kinds (so every slot's tile id names a tile of that kind in that window). Two matrices with
+    the same digest (a matrix and its ``with_mask`` or ``replace(row_scale=...)`` copies) share their plans; their
+    keep bits, values and scales are packed from each matrix itself."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr((tuple(int(s) for s in A.shape), bool(getattr(A, "unit_diagonal", False)))).encode())
+    for name in ("window_ptr", "tile_kind", "ewindow_ptr", "etile_kind", "lwindow_ptr", "ltile_kind"):
+        values = np.ascontiguousarray(getattr(A, name))
+        digest.update(f"{name}:{values.dtype.str}:{values.shape}".encode())
+        digest.update(values.tobytes())
+    return digest.hexdigest()
+
+
+def check_plan_matches(plan: LaunchPlan, A) -> None:
+    """Refuse a plan whose launches were planned for a matrix of other tiles than ``A``'s (their tile ids would
+    index ``A``'s arrays at the wrong tiles, or past them)."""
+    if plan.structure is not None and plan.structure != tile_structure(A):
+        raise ValueError("plan was made for a matrix with other tiles (window pointers or tile kinds differ from "
+                         "this A's); plan this matrix with plan_launches(A, ...) or pass plan=None")
 
 
 def check_lnc(lnc) -> int:
@@ -461,7 +490,7 @@ def plan_launches(A, F: int, x_mode: str = "fp32", *, target: str = "trn2", merg
             f"window {w} needs {int(rounded[w].sum())} tile slots; one launch supports at most "
             f"{MAX_SLOTS_PER_WINDOW} per window (re-encode with reordering)"
         )
-    plan = LaunchPlan((int(A.shape[0]), int(A.shape[1])), int(F), x_mode)
+    plan = LaunchPlan((int(A.shape[0]), int(A.shape[1])), int(F), x_mode, structure=tile_structure(A))
     nonempty = np.nonzero(counts.sum(axis=1) > 0)[0]
     signatures = {}
     for w in nonempty:
@@ -634,7 +663,8 @@ def program_plan(plan: LaunchPlan, lnc: int) -> LaunchPlan:
         parts = []
         for launch in plan.launches:
             parts.extend(_split_launch(launch, lnc))
-        plan.program_plans[lnc] = LaunchPlan(plan.shape, plan.features, plan.x_mode, parts, programs=lnc)
+        plan.program_plans[lnc] = LaunchPlan(plan.shape, plan.features, plan.x_mode, parts, programs=lnc,
+                                             structure=plan.structure)
     return plan.program_plans[lnc]
 
 
