@@ -27,6 +27,7 @@ import numpy as np
 from dste.format.constants import TILE_COLS, WINDOW_ROWS
 from dste.format.quant import hi_index_of, quantize_rows_host, refuse_subnormal_int8_scales
 from dste.kernels.launch_spmm import default_lnc, require_indirect_dma
+from dste.kernels.plan import check_lnc
 
 TILES_PER_LAUNCH = 128
 TILE_GROUP = 16
@@ -84,7 +85,7 @@ def launch_masked_quant(values, keep=None, sensitivity=None, threshold=0.02, *, 
     amax = np.abs(np.where(keep, values, np.float32(0))).reshape(T, -1).max(axis=1) if T else np.zeros(0)
     refuse_subnormal_int8_scales(amax, "tile")
     kernel = _kernels(backend).masked_quant_kernel
-    lnc = default_lnc(target) if lnc is None else lnc
+    lnc = default_lnc(target) if lnc is None else check_lnc(lnc)
     per_launch_group = TILE_GROUP * lnc
     outs = [np.zeros((T, TILE_COLS, 4), np.uint32), np.zeros(T, np.uint8), np.zeros(values.shape, np.int8),
             np.zeros(T, np.float32), np.zeros(values.shape, np.float16)]
@@ -134,7 +135,7 @@ def launch_quantize_rows(X, sensitivity, threshold=0.02, *, target="trn2", profi
     hi = np.zeros((hi_rows.size, F), np.float16)
     thr = np.array([threshold], dtype=np.float32)
     profiles = []
-    lnc = default_lnc(target) if lnc is None else lnc
+    lnc = default_lnc(target) if lnc is None else check_lnc(lnc)
     rows_multiple = ROWS_PER_TILE * lnc
     for r0 in range(0, M, ROWS_PER_LAUNCH):
         r1 = min(M, r0 + ROWS_PER_LAUNCH)

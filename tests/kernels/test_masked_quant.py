@@ -126,3 +126,14 @@ def test_host_twins_and_reference_refuse_what_the_launchers_refuse():
     expected = quantize_rows_reference(np.ones((5, 0), np.float32), np.array([0.0, 1.0, 0.0, 1.0, 0.0]), 0.5)
     assert empty.q.shape == (5, 0) and np.array_equal(empty.hi_rows, expected.hi_rows)
     assert np.array_equal(empty.scale, expected.scale) and np.array_equal(empty.hi_index, expected.hi_index)
+
+
+@pytest.mark.parametrize("lnc", [0, 3, True, 2.0])
+def test_launchers_refuse_a_core_count_other_than_1_or_2(lnc):
+    """lnc=0 failed deep in the padding arithmetic (ZeroDivisionError) and True ran as one core; both launchers
+    now say what is allowed, as launch_spmm_hybrid does."""
+    values = np.zeros((2, 128, 128), np.float32)
+    with pytest.raises(ValueError, match="1 or 2 logical cores"):
+        masked_quant(values, values != 0, np.zeros(2, np.float32), 0.02, lnc=lnc)
+    with pytest.raises(ValueError, match="1 or 2 logical cores"):
+        quantize_rows(np.ones((130, 3), np.float32), np.zeros(130), 0.02, lnc=lnc)
