@@ -41,6 +41,10 @@ from dste.kernels.plan import (
 __all__ = ["launch_spmm_hybrid", "plan_launches", "x_mode_of", "hybrid_records", "LaunchPlan"]
 
 
+BF16_ROUNDS_TO_INF = 2.0**127 * (2 - 2.0**-8)
+"""Smallest magnitude that rounds (to nearest even) to bf16 Inf: bf16's largest finite value plus half its ulp."""
+
+
 def _kernel(backend):
     from dste.kernels.device import kernel_module as load
 
@@ -117,6 +121,14 @@ def _validate(A, X):
             X = X.astype(np.float32)
         if not np.isfinite(X).all():
             raise ValueError("X holds float64 values beyond float32's range (3.4e38), the kernel's X dtype; "
+                             "rescale X")
+    if X.dtype == np.float32 and X.size:
+        largest = float(np.abs(X).max())
+        if largest >= BF16_ROUNDS_TO_INF:
+            # the gather rounds fp32 X to the bf16 moving operand: such a value becomes Inf, and Inf x the stationary's
+            # zeros NaN in every row of each window that gathers it
+            raise ValueError(f"X holds a value of magnitude {largest:.8g}, which the kernel's bf16 gather rounds to "
+                             f"Inf (values from {BF16_ROUNDS_TO_INF:.8g} on; bf16's largest is 3.3895314e38); "
                              "rescale X")
     return np.ascontiguousarray(X), X.shape[1]
 

@@ -286,3 +286,21 @@ def test_tiny_column_factors_keep_their_precision():
     ref = spmm_reference(A, X)
     assert np.abs(ref).max() > 0
     assert_within_bound(Y, ref, A, X, BOUND_EXACT_X)
+
+
+def test_rejects_fp32_x_that_bf16_rounds_to_inf(small):
+    """A finite fp32 value from 2^127 (2 - 2^-8) on rounds to bf16 Inf in the gather: the product came back NaN in
+    every row of the windows that gathered it (the float64 reference is finite). Just below, the result is finite."""
+    from dste.kernels.launch_spmm import BF16_ROUNDS_TO_INF
+
+    X = np.zeros((120, 4), np.float32)
+    X[5, 1] = np.float32(3.4e38)
+    with pytest.raises(ValueError, match="rounds to Inf"):
+        spmm_hybrid(small, X)
+    with pytest.raises(ValueError, match="rounds to Inf"):
+        spmm_hybrid(small, X.astype(np.float64))
+    X[5, 1] = np.nextafter(np.float32(BF16_ROUNDS_TO_INF), np.float32(0))
+    A = small.replace(col_scale=np.full(120, 1e-3, np.float32))  # |a| x ~ 1e36 stays within fp32
+    Y = spmm_hybrid(A, X)
+    assert np.isfinite(Y).all()
+    assert_within_bound(Y, spmm_reference(A, X), A, X, BOUND_FP32_X)
