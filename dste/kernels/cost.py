@@ -41,6 +41,7 @@ from dste.kernels.plan import (
     X_MODES,
     LaunchPlan,
     check_lnc,
+    check_plan_matches,
     feature_chunks,
     launch_instructions,
     plan_launches,
@@ -171,6 +172,7 @@ def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=No
     lnc = default_lnc(target) if lnc is None else lnc
     if plan is None:
         plan = plan_launches(A, F, x_mode, target=target, lnc=lnc)
+    check_plan_matches(plan, A)  # a plan of other tiles would price their jobs, not A's
     plan = program_plan(plan, lnc)
     jobs = plan_corrections(A, plan, hi_index, n_hi, target)
     traces = traced_shapes(A, plan, jobs, trace_x, target, book=traces)

@@ -52,3 +52,16 @@ def test_a_plan_for_other_tiles_is_refused():
         launch_spmm_hybrid(other, quantize_rows(X), plan=plan_launches(A, 8, "int8-hybrid"))
     # the program plans cut from it carry the same check
     assert program_plan(plan, 2).structure == plan.structure
+
+
+def test_estimate_spmm_refuses_a_plan_made_for_other_tiles():
+    """estimate_spmm prices the jobs of the plan it is given: one planned for another encoding of the same shape
+    priced that matrix's jobs as this one's."""
+    from dste.kernels import estimate_spmm, plan_launches
+
+    first = _matrix(1)
+    rng = np.random.default_rng(2)
+    other = encode(sp.random(200, 150, density=0.3, random_state=rng, format="csr"), kinds="auto")  # more tiles
+    with pytest.raises(ValueError, match="other tiles"):
+        estimate_spmm(other, 8, "fp32", plan=plan_launches(first, 8, "fp32"))
+    estimate_spmm(first, 8, "fp32", plan=plan_launches(first, 8, "fp32"))  # its own plan is taken
