@@ -47,7 +47,7 @@ __all__ = ["dense_matmul_latency_us", "PARTITIONS", "MOVING_MAX"]
 
 PARTITIONS = 128  # contraction and stationary width per nc_matmul
 MOVING_MAX = 512  # moving free size per nc_matmul
-PSUM_BANK_ELEMENTS = 512  # fp32 per partition in one 2 KiB PSUM bank (NKI_NOTES: 8 banks x 2 KiB)
+PSUM_BANK_ELEMENTS = 512  # fp32 per partition in one 2 KiB PSUM bank (dste.nkisim.cost psum_bank_bytes)
 SATURATING_RUN_BYTES = 4096
 """Contiguous bytes per partition from which a DMA runs at peak (nki/deep-dives/nki-dma-bandwidth-guide.rst
 'Bandwidth vs. Payload Size': >= 4 KiB saturates)."""

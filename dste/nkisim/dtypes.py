@@ -2,7 +2,8 @@
 
 Every NKI dtype is a ``numpy.dtype``; the 16- and 8-bit floats come from
 ``ml_dtypes``. ``tfloat32`` is stored as float32 (its narrower mantissa only
-matters inside TensorE). ``bool_`` is stored as uint8 (NKI_NOTES §4).
+matters inside TensorE). ``bool_`` is stored as uint8 (`nki/api/nki.api.shared.rst`, data types table:
+"boolean stored as uint8").
 
 Conversions follow the documented hardware rules: arithmetic happens in fp32,
 float -> int rounds half to even and saturates, NaN -> int gives 0 (the NaN
