@@ -137,6 +137,7 @@ class RunConfig:
     frontier: bool = True
     jobs: int | str = 1  # "auto": one worker per usable core, as many as the memory holds (auto_jobs)
     fp32_snapshots: str = "first"  # "first": FP32 trained on snapshot 0; "training": on every training snapshot
+    fp32_teachers: int = 0  # > 0: each seed's FP32 model is distilled from that many teachers (train_fp32_distilled)
     overwrite: bool = False  # True: an --out directory that holds an earlier run's results.json is written over
 
     def __post_init__(self) -> None:
@@ -175,6 +176,11 @@ class RunConfig:
             raise ValueError("--out must name a directory (leave it out for ./runs/<timestamp>), got ''")
         if self.fp32_snapshots not in FP32_SNAPSHOTS:
             raise ValueError(f"--fp32-snapshots must be one of {FP32_SNAPSHOTS}, got {self.fp32_snapshots!r}")
+        if isinstance(self.fp32_teachers, bool) or not isinstance(self.fp32_teachers, int) or self.fp32_teachers < 0:
+            raise ValueError(f"--fp32-teachers must be an integer >= 0 (0: no distillation), got {self.fp32_teachers!r}")
+        if self.fp32_teachers and self.fp32_snapshots != "first":
+            raise ValueError("--fp32-teachers distils a model trained on the first snapshot; it does not combine with "
+                             f"--fp32-snapshots {self.fp32_snapshots}")
         if self.stream not in STREAM_PRESETS:
             raise ValueError(f"--stream must be one of {sorted(STREAM_PRESETS)}, got {self.stream!r}")
         for name in ("stream_seed", "model_seed"):  # None: 'per-seed'
@@ -381,7 +387,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     from dste.data import SnapshotStream
     from dste.experiments.env_layers import LayerEvaluator, run_bytes_budget
     from dste.experiments.gnn_env import GNNCompressionEnv
-    from dste.gnn import make_model, train_fp32, train_fp32_on_snapshots
+    from dste.gnn import make_model, train_fp32, train_fp32_distilled, train_fp32_on_snapshots
 
     from dste.data.stream import stream_params
 
@@ -398,6 +404,14 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     model = make_model(graphs[0], config.model, hidden=config.hidden, seed=model_seed)
     if config.fp32_snapshots == "training":
         fit, trained_on = train_fp32_on_snapshots, [graphs[i] for i in train_ids]
+    elif config.fp32_teachers:
+        trained_on = graphs[0]
+
+        def fit(model, graph, **settings):
+            return train_fp32_distilled(
+                model, graph, lambda teacher_seed: make_model(graph, config.model, hidden=config.hidden,
+                                                              seed=teacher_seed),
+                teachers=config.fp32_teachers, **settings)
     else:
         fit, trained_on = train_fp32, graphs[0]
     fp32_fit = fit(
@@ -1165,6 +1179,8 @@ def run(config: RunConfig) -> dict:
     title = f"{config.dataset}, stream {config.stream}, {config.model.upper()}, {config.seeds} seed(s)"
     if config.fp32_snapshots == "training":
         title += ", FP32 on every training snapshot"
+    if config.fp32_teachers:
+        title += f", FP32 distilled from {config.fp32_teachers} teachers"
     _plot(summary, out / "accuracy_vs_latency.png", config.target, title)
     if report["frontier"] is not None:
         _plot_frontier(report["frontier"], out / "frontier.png", config.target, title)

@@ -17,7 +17,7 @@ from .pruning import (
     magnitude_keep,
 )
 from .settings import ALL_INT8_THRESHOLD, FP32_SETTING, LayerSetting, quantize_rows_by_fraction, row_sensitivity
-from .train import accuracy, train_fp32, train_fp32_on_snapshots
+from .train import accuracy, teacher_seeds, train_fp32, train_fp32_distilled, train_fp32_on_snapshots
 from .weights import CompressedWeight, magnitude_keep_mask
 
 __all__ = [
@@ -53,5 +53,7 @@ __all__ = [
     "row_sensitivity",
     "to_scipy_adjacency",
     "train_fp32",
+    "train_fp32_distilled",
     "train_fp32_on_snapshots",
+    "teacher_seeds",
 ]

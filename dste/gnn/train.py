@@ -1,4 +1,5 @@
-"""Full-batch FP32 training with Adam and early stopping on validation accuracy (or loss: ``keep="loss"``)."""
+"""Full-batch FP32 training with Adam and early stopping on validation accuracy (or loss: ``keep="loss"``), and
+its distilled variant: a model trained also to match an ensemble of independently trained teachers on every node."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-__all__ = ["train_fp32", "train_fp32_on_snapshots", "accuracy", "graph_tensors", "KEEP_CRITERIA"]
+__all__ = [
+    "train_fp32", "train_fp32_distilled", "train_fp32_on_snapshots", "teacher_seeds", "accuracy", "graph_tensors",
+    "KEEP_CRITERIA",
+]
 
 KEEP_CRITERIA = ("accuracy", "loss")
 """Which validation epoch the trainers keep: the best validation accuracy (ties: lower validation loss; the
@@ -86,6 +90,93 @@ def train_fp32(
         "best_epoch": best_epoch,
         "epochs_run": epoch,
         "val_loss": best[1],
+    }
+
+
+TEACHER_SEED_BASE, TEACHER_SEED_STRIDE = 1_000_000, 1_000
+"""Teacher k of the model of seed s has seed BASE + s * STRIDE + k (``teacher_seeds``)."""
+
+
+def teacher_seeds(seed: int, teachers: int) -> list[int]:
+    """The seeds of the ``teachers`` models distilled into the model of ``seed``: disjoint from every model seed a
+    run uses (0 .. a few hundred) and from every other model seed's teachers, so no teacher is another seed's model."""
+    if isinstance(teachers, bool) or not isinstance(teachers, int) or not 1 <= teachers <= TEACHER_SEED_STRIDE:
+        raise ValueError(f"teachers must be an int in [1, {TEACHER_SEED_STRIDE}], got {teachers!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    return [TEACHER_SEED_BASE + int(seed) * TEACHER_SEED_STRIDE + k for k in range(teachers)]
+
+
+def train_fp32_distilled(
+    model,
+    graph,
+    make_teacher,
+    teachers: int = 4,
+    epochs: int = 200,
+    lr: float = 0.01,
+    weight_decay: float = 5e-4,
+    seed: int = 0,
+    patience: int = 50,
+    backend: str | None = "cpu",
+    progress: bool = False,
+    keep: str = "accuracy",
+) -> dict:
+    """:func:`train_fp32` of ``model`` with a second term: the KL divergence from the mean softmax of ``teachers``
+    models, each built by ``make_teacher(teacher_seed)`` and trained by :func:`train_fp32` on the same graph with the
+    same settings (seeds :func:`teacher_seeds`), to the model's softmax, averaged over **every** node of the graph
+    (knowledge distillation from an ensemble, transductive: the teachers' predictions on unlabelled nodes, never
+    their labels). The labelled loss, the epoch kept (validation labels) and the returned metrics are
+    :func:`train_fp32`'s; the metrics also hold ``teachers`` and the ensemble's ``teacher_val_acc`` and
+    ``teacher_test_acc``.
+
+    Why: a model trained on a few labels per class lands where its initialisation sends it; the ensemble's mean
+    does much less so, and a model fitted to it on every node inherits that (measured in ``bench/README.md``, "The
+    FP32 model distilled from an ensemble"). It costs ``teachers`` more trainings, and it is a different model from
+    the published GCN's recipe.
+    """
+    _check_training(epochs, lr, weight_decay, patience, keep)
+    settings = dict(epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience, backend=backend, keep=keep)
+    x, y = graph_tensors(graph)
+    adj = graph.adj
+    soft = []
+    for teacher_seed in teacher_seeds(seed, teachers):
+        teacher = make_teacher(teacher_seed)
+        train_fp32(teacher, graph, seed=teacher_seed, **settings)
+        with torch.no_grad():
+            soft.append(F.softmax(teacher(x, adj, backend=backend), dim=1))
+    soft = torch.stack(soft).mean(dim=0)
+    train = torch.from_numpy(graph.train_mask)
+    val = torch.from_numpy(graph.val_mask)
+    if not bool(train.any()):
+        raise ValueError("graph has no training nodes")
+
+    def step(epoch):
+        logits = model(x, adj, backend=backend)
+        labelled = F.cross_entropy(logits[train], y[train])
+        return labelled + F.kl_div(F.log_softmax(logits, dim=1), soft, reduction="batchmean")
+
+    def validate(loss):
+        with torch.no_grad():
+            logits = model(x, adj, backend=backend)
+        val_acc = accuracy(logits, graph, "val") if bool(val.any()) else -float(loss.detach())
+        val_loss = float(F.cross_entropy(logits[val], y[val])) if bool(val.any()) else float(loss.detach())
+        return val_acc, val_loss
+
+    best, best_epoch, epoch = _fit(model, step, validate, epochs, lr, weight_decay, patience, seed, progress,
+                                   "FP32 training, distilled (epochs)", "val acc", keep)
+    with torch.no_grad():
+        logits = model(x, adj, backend=backend)
+    log_soft = torch.log(soft)
+    return {
+        "train_acc": accuracy(logits, graph, "train"),
+        "val_acc": accuracy(logits, graph, "val"),
+        "test_acc": accuracy(logits, graph, "test"),
+        "best_epoch": best_epoch,
+        "epochs_run": epoch,
+        "val_loss": best[1],
+        "teachers": int(teachers),
+        "teacher_val_acc": accuracy(log_soft, graph, "val"),
+        "teacher_test_acc": accuracy(log_soft, graph, "test"),
     }
 
 

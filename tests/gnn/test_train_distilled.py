@@ -1,0 +1,81 @@
+"""``train_fp32_distilled``: the labelled loss plus the KL divergence from an ensemble of teachers on every node."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from dste.gnn import make_model, teacher_seeds, train_fp32, train_fp32_distilled
+from dste.gnn.train import graph_tensors
+from tests.gnn.test_compressed import _graph
+
+
+def _independent_student(graph, teachers, epochs, seed):
+    """The same steps written out: teachers as train_fp32 trains them, their mean softmax, then a plain Adam loop on
+    cross-entropy over the labelled nodes plus KL(teachers' mean || model) over all nodes; per epoch the
+    validation (accuracy, loss) and the weights after it."""
+    x, y = graph_tensors(graph)
+    probabilities = []
+    for teacher_seed in teacher_seeds(seed, teachers):
+        teacher = make_model(graph, "gcn", hidden=16, seed=teacher_seed)
+        train_fp32(teacher, graph, epochs=epochs, patience=epochs, seed=teacher_seed)
+        with torch.no_grad():
+            probabilities.append(torch.softmax(teacher(x, graph.adj, backend="cpu"), dim=1))
+    target = sum(probabilities) / len(probabilities)
+    model = make_model(graph, "gcn", hidden=16, seed=seed)
+    train, val = torch.from_numpy(graph.train_mask), torch.from_numpy(graph.val_mask)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=5e-4)
+    history = []
+    torch.manual_seed(seed)
+    for _ in range(epochs):
+        model.train()
+        optimizer.zero_grad()
+        logits = model(x, graph.adj, backend="cpu")
+        log_p = torch.log_softmax(logits, dim=1)
+        kl = (target * (torch.log(target) - log_p)).sum(dim=1).mean()
+        (F.cross_entropy(logits[train], y[train]) + kl).backward()
+        optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            logits = model(x, graph.adj, backend="cpu")
+        correct = (logits[val].argmax(dim=1) == y[val]).double().mean().item()
+        history.append((correct, F.cross_entropy(logits[val], y[val]).item(), copy.deepcopy(model.state_dict())))
+    return history
+
+
+def test_the_distilled_model_is_the_best_validation_epoch_of_labels_plus_the_ensembles_kl():
+    graph, epochs, seed = _graph(), 25, 3
+    model = make_model(graph, "gcn", hidden=16, seed=seed)
+    metrics = train_fp32_distilled(
+        model, graph, lambda teacher_seed: make_model(graph, "gcn", hidden=16, seed=teacher_seed), teachers=2,
+        epochs=epochs, patience=epochs, seed=seed)
+    history = _independent_student(graph, 2, epochs, seed)
+    best = max(range(epochs), key=lambda k: (history[k][0], -history[k][1]))  # accuracy, then lower loss
+    assert metrics["best_epoch"] == best + 1 and metrics["teachers"] == 2
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, history[best][2][name], rtol=1e-5, atol=1e-6)
+    assert 0.0 <= metrics["teacher_test_acc"] <= 1.0
+
+
+def test_teacher_seeds_are_nobody_elses():
+    seen = set()
+    for seed in range(50):
+        seeds = teacher_seeds(seed, 8)
+        assert len(set(seeds)) == 8 and min(seeds) >= 1000 and not seen & set(seeds)
+        seen |= set(seeds)
+    for bad in (0, -1, True, 2.0):
+        with pytest.raises(ValueError, match="teachers"):
+            teacher_seeds(0, bad)
+
+
+def test_the_job_refuses_teachers_it_cannot_use():
+    from dste.experiments.pipeline import RunConfig
+
+    with pytest.raises(ValueError, match="fp32-teachers must be an integer >= 0"):
+        RunConfig(fp32_teachers=-1)
+    with pytest.raises(ValueError, match="does not combine with --fp32-snapshots training"):
+        RunConfig(fp32_teachers=2, fp32_snapshots="training")
+    assert RunConfig(fp32_teachers=3).fp32_teachers == 3
