@@ -10,6 +10,8 @@ narrow it, all through ``dste.gnn.train_fp32`` on the stream's first snapshot as
     slower      400 epochs, patience 100, lr 0.005 (400 epochs and patience 100 at lr 0.01 measured like the job's
                 on the runs tried: the job's training has converged when it stops)
     decay       weight decay 5e-3
+    distilled   the job's settings, distilled from 4 teachers (``dste.gnn.train_fp32_distilled``, ``dste run
+                --fp32-teachers 4``)
 
 Test accuracy (%) is the mean over the held-out snapshots; per run and setting the mean over ``--seeds`` seeds and
 the spread as the README's tables give it (population std, ddof 0) over the first three seeds and over all. The
@@ -42,6 +44,7 @@ SETTINGS = {
     "val-loss": {"keep": "loss"},
     "slower": {"epochs": 400, "patience": 100, "lr": 0.005},
     "decay": {"weight_decay": 5e-3},
+    "distilled": {"teachers": 4},
 }
 JOB_SETTINGS = {"epochs": 200, "patience": 50}
 REPRODUCE_TOLERANCE = 0.05  # points of the table's FP32 mean over its three seeds
@@ -51,14 +54,14 @@ def _spread(values) -> float:
     return float(np.std(values))  # ddof 0, as the README's tables
 
 
-def measure_run(label: str, config: dict, root: str | None, seeds: int) -> dict:
+def measure_run(label: str, config: dict, root: str | None, seeds: int, settings=None) -> dict:
     """Every setting's held-out test accuracy per seed for one run of the stream table."""
     import torch
 
     from dste.data import SnapshotStream
     from dste.data.stream import stream_params
     from dste.experiments.pipeline import RunConfig, _load_base
-    from dste.gnn import make_model, train_fp32
+    from dste.gnn import make_model, train_fp32, train_fp32_distilled
     from fp32_stream_training import heldout_accuracy  # bench/, beside this script
 
     torch.set_num_threads(1)
@@ -68,10 +71,17 @@ def measure_run(label: str, config: dict, root: str | None, seeds: int) -> dict:
     heldout = [graphs[i] for i in stream.heldout_indices]
     accuracies = {}
     for name, setting in SETTINGS.items():
+        if settings is not None and name not in settings:
+            continue
         scores = []
         for seed in range(seeds):
             model = make_model(graphs[0], config["model"], hidden=config["hidden"], seed=seed)
-            train_fp32(model, graphs[0], seed=seed, **{**JOB_SETTINGS, **setting})
+            if "teachers" in setting:
+                train_fp32_distilled(
+                    model, graphs[0], lambda s: make_model(graphs[0], config["model"], hidden=config["hidden"], seed=s),
+                    seed=seed, **{**JOB_SETTINGS, **setting})
+            else:
+                train_fp32(model, graphs[0], seed=seed, **{**JOB_SETTINGS, **setting})
             scores.append(heldout_accuracy(model, heldout))
         accuracies[name] = scores
     return {"label": label, "accuracy": accuracies}
@@ -90,13 +100,12 @@ def _row(run: dict, table_fp32: dict | None) -> dict:
     return row
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, names: list[str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(SETTINGS)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(13, 7.5), sharex=True)
     positions = np.arange(len(rows))
     width = 0.8 / len(names)
@@ -123,11 +132,18 @@ def main(argv=None) -> None:
     parser.add_argument("--only", default=None,
                         help="labels of the table to measure, ';'-separated (labels hold commas: 'X,bursty;Y,drift')")
     parser.add_argument("--seeds", type=int, default=6)
+    parser.add_argument("--settings", default=None,
+                        help=f"comma-separated settings to measure (default: all of {', '.join(SETTINGS)}; 'job' is "
+                             "always measured)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS / "fp32_seed_spread.json"))
     parser.add_argument("--replot", action="store_true",
                         help="rebuild the table and plot from --out's per-seed figures")
     args = parser.parse_args(argv)
+    chosen = list(SETTINGS) if args.settings is None else ["job"] + [
+        name for name in args.settings.split(",") if name and name != "job"]
+    if set(chosen) - set(SETTINGS):
+        parser.error(f"--settings names unknown settings {sorted(set(chosen) - set(SETTINGS))}; known: {list(SETTINGS)}")
     if args.seeds < 3:
         parser.error("--seeds must be >= 3 (the table's spread is over three)")
     table = json.loads(Path(args.table).read_text())
@@ -152,17 +168,17 @@ def main(argv=None) -> None:
         runs = {label: runs[label] for label in saved["per_seed"] if label in runs}
         measured = {label: {"label": label, "accuracy": saved["per_seed"][label]} for label in runs}
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(measure_run, label, config, args.root, args.seeds): label
+        futures = {pool.submit(measure_run, label, config, args.root, args.seeds, chosen): label
                    for label, config in runs.items() if label not in measured}
         for future in tqdm(futures, desc="runs", total=len(futures)):
             measured[futures[future]] = future.result()
     rows = [_row(measured[label], table[label]["summary"].get("fp32")) for label in runs]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"seeds": args.seeds, "settings": SETTINGS, "rows": rows,
+    out.write_text(json.dumps({"seeds": args.seeds, "settings": {name: SETTINGS[name] for name in chosen}, "rows": rows,
                                "per_seed": {label: measured[label]["accuracy"] for label in runs}}, indent=1))
-    plot(rows, out.with_suffix(".png"))
-    names = list(SETTINGS)
+    names = [name for name in SETTINGS if all(name in measured[label]["accuracy"] for label in runs)]
+    plot(rows, out.with_suffix(".png"), names)
     lines = ["| run | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for row in rows:
         flag = "" if row.get("reproduces_table", True) else (
