@@ -61,6 +61,14 @@ def train_fp32(
     ``{"train_acc", "val_acc", "test_acc", "best_epoch", "epochs_run", "val_loss"}`` of the restored weights.
     ``progress``: a progress bar over the epochs (tqdm), for graphs where an epoch takes seconds.
     """
+    return _train_on_graph(model, graph, None, epochs, lr, weight_decay, seed, patience, backend, progress, keep,
+                           "FP32 training (epochs)")
+
+
+def _train_on_graph(model, graph, extra_loss, epochs, lr, weight_decay, seed, patience, backend, progress, keep,
+                    desc) -> dict:
+    """:func:`train_fp32`'s training on one graph; ``extra_loss(logits)`` (None: nothing) is added to the labelled
+    loss of every step."""
     _check_training(epochs, lr, weight_decay, patience, keep)
     x, y = graph_tensors(graph)
     train = torch.from_numpy(graph.train_mask)
@@ -70,7 +78,9 @@ def train_fp32(
     adj = graph.adj  # encoded once by the layers' cache, keyed on this object
 
     def step(epoch):
-        return F.cross_entropy(model(x, adj, backend=backend)[train], y[train])
+        logits = model(x, adj, backend=backend)
+        labelled = F.cross_entropy(logits[train], y[train])
+        return labelled if extra_loss is None else labelled + extra_loss(logits)
 
     def validate(loss):
         with torch.no_grad():
@@ -79,8 +89,8 @@ def train_fp32(
         val_loss = float(F.cross_entropy(logits[val], y[val])) if bool(val.any()) else float(loss.detach())
         return val_acc, val_loss
 
-    best, best_epoch, epoch = _fit(model, step, validate, epochs, lr, weight_decay, patience, seed, progress,
-                                   "FP32 training (epochs)", "val acc", keep)
+    best, best_epoch, epoch = _fit(model, step, validate, epochs, lr, weight_decay, patience, seed, progress, desc,
+                                   "val acc", keep)
     with torch.no_grad():
         logits = model(x, adj, backend=backend)
     return {
@@ -134,50 +144,24 @@ def train_fp32_distilled(
     FP32 model distilled from an ensemble"). It costs ``teachers`` more trainings, and it is a different model from
     the published GCN's recipe.
     """
-    _check_training(epochs, lr, weight_decay, patience, keep)
     settings = dict(epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience, backend=backend, keep=keep)
-    x, y = graph_tensors(graph)
-    adj = graph.adj
+    x, _ = graph_tensors(graph)
     soft = []
     for teacher_seed in teacher_seeds(seed, teachers):
         teacher = make_teacher(teacher_seed)
         train_fp32(teacher, graph, seed=teacher_seed, **settings)
         with torch.no_grad():
-            soft.append(F.softmax(teacher(x, adj, backend=backend), dim=1))
+            soft.append(F.softmax(teacher(x, graph.adj, backend=backend), dim=1))
     soft = torch.stack(soft).mean(dim=0)
-    train = torch.from_numpy(graph.train_mask)
-    val = torch.from_numpy(graph.val_mask)
-    if not bool(train.any()):
-        raise ValueError("graph has no training nodes")
 
-    def step(epoch):
-        logits = model(x, adj, backend=backend)
-        labelled = F.cross_entropy(logits[train], y[train])
-        return labelled + F.kl_div(F.log_softmax(logits, dim=1), soft, reduction="batchmean")
+    def distillation(logits):
+        return F.kl_div(F.log_softmax(logits, dim=1), soft, reduction="batchmean")
 
-    def validate(loss):
-        with torch.no_grad():
-            logits = model(x, adj, backend=backend)
-        val_acc = accuracy(logits, graph, "val") if bool(val.any()) else -float(loss.detach())
-        val_loss = float(F.cross_entropy(logits[val], y[val])) if bool(val.any()) else float(loss.detach())
-        return val_acc, val_loss
-
-    best, best_epoch, epoch = _fit(model, step, validate, epochs, lr, weight_decay, patience, seed, progress,
-                                   "FP32 training, distilled (epochs)", "val acc", keep)
-    with torch.no_grad():
-        logits = model(x, adj, backend=backend)
+    metrics = _train_on_graph(model, graph, distillation, epochs, lr, weight_decay, seed, patience, backend, progress,
+                              keep, "FP32 training, distilled (epochs)")
     log_soft = torch.log(soft)
-    return {
-        "train_acc": accuracy(logits, graph, "train"),
-        "val_acc": accuracy(logits, graph, "val"),
-        "test_acc": accuracy(logits, graph, "test"),
-        "best_epoch": best_epoch,
-        "epochs_run": epoch,
-        "val_loss": best[1],
-        "teachers": int(teachers),
-        "teacher_val_acc": accuracy(log_soft, graph, "val"),
-        "teacher_test_acc": accuracy(log_soft, graph, "test"),
-    }
+    return {**metrics, "teachers": int(teachers), "teacher_val_acc": accuracy(log_soft, graph, "val"),
+            "teacher_test_acc": accuracy(log_soft, graph, "test")}
 
 
 def _check_training(epochs, lr, weight_decay, patience, keep="accuracy") -> None:
