@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
-from torch.nn import functional as F
 
 from dste.gnn import make_model, teacher_seeds, train_fp32, train_fp32_distilled
 from dste.gnn.train import graph_tensors
 from tests.gnn.test_compressed import _graph
+from tests.gnn.test_train_keep import _every_epoch
 
 
 def _independent_student(graph, teachers, epochs, seed):
-    """The same steps written out: teachers as train_fp32 trains them, their mean softmax, then a plain Adam loop on
-    cross-entropy over the labelled nodes plus KL(teachers' mean || model) over all nodes; per epoch the
+    """The same steps written out: teachers as train_fp32 trains them, their mean softmax, then the plain Adam loop of
+    test_train_keep with KL(teachers' mean || model) over all nodes added to the labelled loss; per epoch the
     validation (accuracy, loss) and the weights after it."""
-    x, y = graph_tensors(graph)
+    x, _ = graph_tensors(graph)
     probabilities = []
     for teacher_seed in teacher_seeds(seed, teachers):
         teacher = make_model(graph, "gcn", hidden=16, seed=teacher_seed)
@@ -25,25 +23,11 @@ def _independent_student(graph, teachers, epochs, seed):
         with torch.no_grad():
             probabilities.append(torch.softmax(teacher(x, graph.adj, backend="cpu"), dim=1))
     target = sum(probabilities) / len(probabilities)
-    model = make_model(graph, "gcn", hidden=16, seed=seed)
-    train, val = torch.from_numpy(graph.train_mask), torch.from_numpy(graph.val_mask)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=5e-4)
-    history = []
-    torch.manual_seed(seed)
-    for _ in range(epochs):
-        model.train()
-        optimizer.zero_grad()
-        logits = model(x, graph.adj, backend="cpu")
-        log_p = torch.log_softmax(logits, dim=1)
-        kl = (target * (torch.log(target) - log_p)).sum(dim=1).mean()
-        (F.cross_entropy(logits[train], y[train]) + kl).backward()
-        optimizer.step()
-        model.eval()
-        with torch.no_grad():
-            logits = model(x, graph.adj, backend="cpu")
-        correct = (logits[val].argmax(dim=1) == y[val]).double().mean().item()
-        history.append((correct, F.cross_entropy(logits[val], y[val]).item(), copy.deepcopy(model.state_dict())))
-    return history
+
+    def kl(logits):
+        return (target * (torch.log(target) - torch.log_softmax(logits, dim=1))).sum(dim=1).mean()
+
+    return _every_epoch(graph, epochs, lr=0.01, seed=seed, model_seed=seed, extra_loss=kl)
 
 
 def test_the_distilled_model_is_the_best_validation_epoch_of_labels_plus_the_ensembles_kl():

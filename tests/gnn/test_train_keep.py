@@ -14,10 +14,10 @@ from dste.gnn.train import KEEP_CRITERIA, graph_tensors
 from tests.gnn.test_compressed import _graph
 
 
-def _every_epoch(graph, epochs, lr, seed):
+def _every_epoch(graph, epochs, lr, seed, model_seed=0, extra_loss=None):
     """A plain Adam loop of the same steps, independent of the trainer: per epoch the validation (accuracy, loss)
-    and the weights after it."""
-    model = make_model(graph, "gcn", hidden=16, seed=0)
+    and the weights after it. ``extra_loss(logits)`` (None: nothing) is added to the labelled loss."""
+    model = make_model(graph, "gcn", hidden=16, seed=model_seed)
     x, y = graph_tensors(graph)
     train, val = torch.from_numpy(graph.train_mask), torch.from_numpy(graph.val_mask)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=5e-4)
@@ -26,7 +26,9 @@ def _every_epoch(graph, epochs, lr, seed):
     for _ in range(epochs):
         model.train()
         optimizer.zero_grad()
-        F.cross_entropy(model(x, graph.adj, backend="cpu")[train], y[train]).backward()
+        logits = model(x, graph.adj, backend="cpu")
+        loss = F.cross_entropy(logits[train], y[train])
+        (loss if extra_loss is None else loss + extra_loss(logits)).backward()
         optimizer.step()
         model.eval()
         with torch.no_grad():
