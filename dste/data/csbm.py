@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from .graph import Graph, adjacency_from_pairs
+from .graph import Graph, adjacency_from_pairs, is_integer
 from .splits import planetoid_split
 
 __all__ = ["CSBMParams", "PRESETS", "make_graph", "preset_names"]
@@ -84,11 +84,11 @@ class CSBMParams:
 
     def validate(self) -> None:
         counts = ("num_nodes", "num_edges", "num_classes", "num_features", "train_per_class", "num_val", "num_test")
-        not_whole = [name for name in counts if not _is_whole(getattr(self, name))]
+        not_whole = [name for name in counts if not is_integer(getattr(self, name))]
         if not_whole:  # a float count was floored by the generator or failed deep inside NumPy
             raise ValueError(", ".join(f"{name} must be an integer, got {getattr(self, name)!r}" for name in not_whole))
         size = self.community_size
-        if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(_is_whole(v) for v in size)):
+        if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(is_integer(v) for v in size)):
             raise ValueError(f"community_size must be a pair of integers (min, max), got {size!r}")
         reals = ("homophily", "locality", "degree_sigma", "mu", "community_shift", "class_concentration")
         not_finite = [name for name in reals if not np.isfinite(getattr(self, name))]
@@ -125,10 +125,6 @@ class CSBMParams:
             raise ValueError("degree_sigma, mu and community_shift must be >= 0")
         if self.class_concentration <= 0:
             raise ValueError(f"class_concentration must be > 0, got {self.class_concentration}")
-
-
-def _is_whole(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 PRESETS: dict[str, CSBMParams] = {
@@ -430,7 +426,7 @@ def _class_sizes(params: CSBMParams, rng: np.random.Generator) -> np.ndarray:
 def checked_seed(seed) -> int:
     """``seed`` as an int, if it is an int >= 0 (what NumPy's generators take); ``TypeError``/``ValueError``
     otherwise."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+    if not is_integer(seed):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0 (NumPy's generators take non-negative seeds), got {seed}")

@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["Graph", "canonical_adjacency"]
+__all__ = ["Graph", "canonical_adjacency", "is_integer"]
+
+
+def is_integer(value) -> bool:
+    """An int or NumPy integer, and not a bool: True is no count, node id or class number."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def canonical_adjacency(adj, n: int | None = None) -> sp.csr_matrix:
@@ -110,8 +115,7 @@ class Graph:
                 f"y must be an int64 ndarray of shape ({n},), got "
                 f"{getattr(self.y, 'dtype', type(self.y).__name__)} {getattr(self.y, 'shape', '')}"
             )
-        if (not isinstance(self.num_classes, (int, np.integer)) or isinstance(self.num_classes, (bool, np.bool_))
-                or self.num_classes < 1):  # True passed as one class
+        if not is_integer(self.num_classes) or self.num_classes < 1:  # True passed as one class
             raise ValueError(f"num_classes must be a positive int, got {self.num_classes!r}")
         self.num_classes = int(self.num_classes)
         if self.y.min() < 0 or self.y.max() >= self.num_classes:

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from .graph import Graph, adjacency_from_pairs
+from .graph import Graph, adjacency_from_pairs, is_integer
 from .safe_pickle import safe_load, sparse_from_state
 from .splits import masks_from_indices
 
@@ -135,10 +135,10 @@ def _adjacency_list(obj, num_nodes: int, source: str) -> sp.csr_matrix:
     if not isinstance(obj, dict):
         raise ValueError(f"{source}: expected a dict of adjacency lists, got {type(obj).__name__}")
     for node, neighbours in obj.items():
-        if not _is_node_id(node):
+        if not is_integer(node):
             raise ValueError(f"{source}: node key {node!r} is {type(node).__name__}, not an integer id")
-        if isinstance(neighbours, (list, tuple)) and not all(_is_node_id(v) for v in neighbours):
-            wrong = next(v for v in neighbours if not _is_node_id(v))
+        if isinstance(neighbours, (list, tuple)) and not all(is_integer(v) for v in neighbours):
+            wrong = next(v for v in neighbours if not is_integer(v))
             raise ValueError(f"{source}: neighbour {wrong!r} of node {node} is {type(wrong).__name__}, not an integer id")
     counts = []
     sources, targets = [], []
@@ -159,10 +159,6 @@ def _adjacency_list(obj, num_nodes: int, source: str) -> sp.csr_matrix:
     if cols.size and (cols.min() < 0 or cols.max() >= num_nodes):
         raise ValueError(f"{source}: neighbour id {int(cols[(cols < 0) | (cols >= num_nodes)][0])} outside [0, {num_nodes})")
     return adjacency_from_pairs(rows, cols, num_nodes)
-
-
-def _is_node_id(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def _check_known_hash(path: Path, data: bytes) -> None:

@@ -18,6 +18,8 @@ import pickle
 import numpy as np
 import scipy.sparse as sp
 
+from .graph import is_integer
+
 __all__ = ["UnsafePickleError", "SafeUnpickler", "SparseState", "safe_load", "sparse_from_state"]
 
 
@@ -206,7 +208,7 @@ def safe_load(data: bytes, source: str = "<bytes>"):
 
 
 def _is_count(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and value >= 0
+    return is_integer(value) and value >= 0
 
 
 def sparse_from_state(obj, source: str = "<pickle>") -> sp.csr_matrix:

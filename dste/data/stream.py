@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .csbm import BlockModel, checked_seed, drop_present, make_graph, pair_keys, sample_edges, sorted_unique
-from .graph import Graph, adjacency_from_pairs
+from .graph import Graph, adjacency_from_pairs, is_integer
 
 __all__ = [
     "StreamParams", "Snapshot", "SnapshotStream", "make_stream", "block_model_of", "STREAM_PRESETS", "stream_params",
@@ -120,7 +120,7 @@ class StreamParams:
             raise ValueError(", ".join(f"{name} must be finite, got {getattr(self, name)!r}" for name in not_finite))
         if isinstance(self.budget_cycle, (str, bytes)) or not hasattr(self.budget_cycle, "__iter__"):
             raise TypeError(f"budget_cycle must be a sequence of multiples (e.g. (1.0, 0.9)), got {self.budget_cycle!r}")
-        if not _is_count(self.num_snapshots) or self.num_snapshots < 1:
+        if not is_integer(self.num_snapshots) or self.num_snapshots < 1:
             raise ValueError(f"num_snapshots must be an int >= 1, got {self.num_snapshots!r}")
         if not 0.0 <= self.edge_churn < 1.0:
             raise ValueError(f"edge_churn must lie in [0, 1), got {self.edge_churn}")
@@ -134,7 +134,7 @@ class StreamParams:
             raise ValueError(f"heldout_fraction must lie in [0, 1), got {self.heldout_fraction}")
         if not 0.0 < self.active_fraction <= 1.0:
             raise ValueError(f"active_fraction must lie in (0, 1], got {self.active_fraction}")
-        if not _is_count(self.burst_every) or self.burst_every < 0:
+        if not is_integer(self.burst_every) or self.burst_every < 0:
             raise ValueError(f"burst_every must be an int >= 0 (0: no bursts), got {self.burst_every!r}")
         if not 0.0 <= self.burst_churn < 1.0:
             raise ValueError(f"burst_churn must lie in [0, 1), got {self.burst_churn}")
@@ -151,7 +151,7 @@ class StreamParams:
             raise ValueError(
                 f"budget_slo must be >= 0 (a multiple of uniform INT8's latency on snapshot 0), got {self.budget_slo}"
             )
-        if not _is_count(self.slo_refresh_every) or self.slo_refresh_every < 0:
+        if not is_integer(self.slo_refresh_every) or self.slo_refresh_every < 0:
             raise ValueError(f"slo_refresh_every must be an int >= 0 (0: never), got {self.slo_refresh_every!r}")
         if self.slo_refresh_every and not self.budget_slo:
             raise ValueError("slo_refresh_every re-provisions budget_slo: set budget_slo > 0 too")
@@ -159,11 +159,6 @@ class StreamParams:
             raise ValueError("set budget_slo (one budget for the stream) or budget_cycle (one per snapshot), not both")
         if any(not (np.isfinite(b) and b > 0) for b in self.budget_cycle):
             raise ValueError(f"budget_cycle must hold positive multiples of uniform INT8's latency, got {self.budget_cycle}")
-
-
-def _is_count(value) -> bool:
-    """An int (True is not a count: num_snapshots=True made one snapshot, burst_every=True a burst every step)."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 @dataclass
