@@ -128,11 +128,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="what each seed's FP32 model trains on: the stream's first snapshot (default) or every "
                              "training snapshot in turn (one step per epoch each, the epoch kept by their mean "
                              "validation accuracy)")
-    parser.add_argument("--fp32-teachers", type=int, default=0,
+    parser.add_argument("--fp32-teachers", type=int, default=None,
                         help="distil each seed's FP32 model from this many independently trained teachers (the KL "
                              "divergence from their mean softmax on every node, beside the labelled loss; "
                              "dste.gnn.train_fp32_distilled): the seeds' models land closer together and, on the "
-                             "streams measured, more accurate; 0 (default): the plain training every table uses")
+                             "streams measured, more accurate (default 4; 0 with --fp32-snapshots training); 0: plain "
+                             "training, the published GCN recipe")
     parser.add_argument("--overwrite", action="store_true",
                         help="write over the outputs of an earlier run in --out (refused without it)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")

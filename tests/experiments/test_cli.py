@@ -163,12 +163,13 @@ def test_every_seed_trains_its_own_fp32_model_unless_one_model_seed_is_given(mon
         seen.append(("model", seed))
         return object()
 
-    def record_fit(model, graph, epochs, seed, patience, progress):
+    def record_fit(model, graph, *teachers, epochs, seed, patience, progress, **teacher_count):
         seen.append(("fit", seed))
         raise Trained
 
     monkeypatch.setattr(dste.gnn, "make_model", record_model)
     monkeypatch.setattr(dste.gnn, "train_fp32", record_fit)
+    monkeypatch.setattr(dste.gnn, "train_fp32_distilled", record_fit)  # the default training
     config = RunConfig(seeds=3, snapshots=4, model_seed=model_seed, progress=False)
     base = make_graph("cora-like", seed=0)
     for seed in range(3):

@@ -63,3 +63,12 @@ def test_the_job_refuses_teachers_it_cannot_use():
     with pytest.raises(ValueError, match="does not combine with --fp32-snapshots training"):
         RunConfig(fp32_teachers=2, fp32_snapshots="training")
     assert RunConfig(fp32_teachers=3).fp32_teachers == 3
+
+
+def test_the_job_distils_by_default_where_it_can():
+    from dste.experiments.pipeline import DEFAULT_FP32_TEACHERS, RunConfig
+
+    assert DEFAULT_FP32_TEACHERS == 4 and RunConfig().fp32_teachers == DEFAULT_FP32_TEACHERS
+    assert RunConfig(fp32_teachers=0).fp32_teachers == 0  # the published recipe, asked for
+    # trained on every training snapshot in turn there is no single graph to distil on: plain training, not a refusal
+    assert RunConfig(fp32_snapshots="training").fp32_teachers == 0
