@@ -1,6 +1,7 @@
 """The FP32 GCN on the Planetoid public splits (static graph) against the published figures.
 
     python bench/planetoid_fp32.py --root DIR [--datasets cora,citeseer,pubmed] [--seeds 10] [--hidden 64] [--model gcn]
+                                   [--teachers K]
 
 ``DIR`` holds the raw Planetoid files (``ind.<name>.*``); datasets whose files are absent are skipped. Each seed
 builds and trains the project's two-layer GCN (``dste.gnn.make_model``, ``train_fp32``: Adam, lr 0.01, weight decay
@@ -8,8 +9,11 @@ builds and trains the project's two-layer GCN (``dste.gnn.make_model``, ``train_
 feature row divided by its sum (the GCN paper's preprocessing, ``load_planetoid(..., normalize_features=True)``) and
 once on the files' raw values (what ``load_dataset`` and ``dste run`` use: the snapshot streams' feature drift and
 noise are in those units). Published: Kipf & Welling, ICLR 2017, Table 2 (GCN only: ``--model sage`` trains the
-project's GraphSAGE the same way, for which the table names no published figure). Prints a table and writes it to
-``--out``/planetoid_fp32.txt (default ``bench/results``).
+project's GraphSAGE the same way, for which the table names no published figure). ``--teachers K`` distils each
+seed's model from K others trained the same way (``train_fp32_distilled``, as ``dste run`` trains by default; the
+published figure is of plain training, ``--teachers 0``, the default here). Mean and population std (ddof 0, as the
+README's tables) over the seeds. Prints a table and writes it to ``--out``/planetoid_fp32[_sage][_distilledK].txt
+(default ``bench/results``).
 """
 
 from __future__ import annotations
@@ -22,14 +26,21 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 PUBLISHED_GCN_ACCURACY = {"cora": 81.5, "citeseer": 70.3, "pubmed": 79.0}
 
 
-def accuracies_on_the_test_split(graph, seeds: int, hidden: int, progress, conv: str = "gcn") -> list[float]:
-    """Test accuracy (%) of the FP32 ``conv`` model (``"gcn"`` or ``"sage"``) trained on ``graph``'s public split with seeds ``0 .. seeds - 1``."""
-    from dste.gnn import make_model, train_fp32
+def accuracies_on_the_test_split(graph, seeds: int, hidden: int, progress, conv: str = "gcn",
+                                 teachers: int = 0) -> list[float]:
+    """Test accuracy (%) of the FP32 ``conv`` model (``"gcn"`` or ``"sage"``) trained on ``graph``'s public split with
+    seeds ``0 .. seeds - 1``, distilled from ``teachers`` others where that is > 0."""
+    from dste.gnn import make_model, train_fp32, train_fp32_distilled
 
     accuracies = []
     for seed in range(seeds):
         model = make_model(graph, conv, hidden=hidden, seed=seed)
-        accuracies.append(100.0 * train_fp32(model, graph, epochs=200, seed=seed, patience=50)["test_acc"])
+        if teachers:
+            metrics = train_fp32_distilled(model, graph, lambda s: make_model(graph, conv, hidden=hidden, seed=s),
+                                           teachers=teachers, epochs=200, seed=seed, patience=50)
+        else:
+            metrics = train_fp32(model, graph, epochs=200, seed=seed, patience=50)
+        accuracies.append(100.0 * metrics["test_acc"])
         progress.update(1)
     return accuracies
 
@@ -41,6 +52,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--model", choices=("gcn", "sage"), default="gcn")
+    parser.add_argument("--teachers", type=int, default=0,
+                        help="distil each seed's model from this many others (0: plain training, the published recipe)")
     parser.add_argument("--out", default=str(REPOSITORY / "bench" / "results"), help="'' for no file")
     args = parser.parse_args(argv)
 
@@ -54,21 +67,28 @@ def main(argv=None) -> int:
     root = Path(args.root)
     names = [name for name in args.datasets.split(",") if (root / f"ind.{name}.graph").is_file()]
     model_name = {"gcn": "GCN", "sage": "GraphSAGE"}[args.model]
-    lines = [f"FP32 {model_name}, hidden {args.hidden}, public split, static graph, {args.seeds} seeds; test accuracy %",
+    if args.teachers < 0:
+        parser.error(f"--teachers must be >= 0, got {args.teachers}")
+    training = f", distilled from {args.teachers} teachers" if args.teachers else ""
+    lines = [f"FP32 {model_name}{training}, hidden {args.hidden}, public split, static graph, {args.seeds} seeds; "
+             "test accuracy %, mean and population std (ddof 0)",
              f"{'dataset':<10} {'features':<16} {'mean':>6} {'std':>5} {'published':>9} {'difference':>10}"]
     with tqdm(total=2 * args.seeds * len(names), desc="FP32 training runs") as progress:
         for name in names:
             for label, normalize in (("row-normalized", True), ("raw", False)):
                 graph = load_planetoid(name, root, normalize_features=normalize)
-                accuracies = accuracies_on_the_test_split(graph, args.seeds, args.hidden, progress, args.model)
-                mean, spread = float(np.mean(accuracies)), float(np.std(accuracies, ddof=1)) if args.seeds > 1 else 0.0
+                accuracies = accuracies_on_the_test_split(graph, args.seeds, args.hidden, progress, args.model,
+                                                          args.teachers)
+                mean, spread = float(np.mean(accuracies)), float(np.std(accuracies))
                 published = PUBLISHED_GCN_ACCURACY[name] if args.model == "gcn" else None
                 versus = ("-", "-") if published is None else (f"{published:.1f}", f"{mean - published:+.2f}")
                 lines.append(f"{name:<10} {label:<16} {mean:>6.2f} {spread:>5.2f} {versus[0]:>9} {versus[1]:>10}")
     print("\n".join(lines))
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / ("planetoid_fp32.txt" if args.model == "gcn" else f"planetoid_fp32_{args.model}.txt")).write_text("\n".join(lines) + "\n")
+        name = "planetoid_fp32" + ("" if args.model == "gcn" else f"_{args.model}") + (
+            f"_distilled{args.teachers}" if args.teachers else "")
+        (Path(args.out) / f"{name}.txt").write_text("\n".join(lines) + "\n")
     return 0
 
 

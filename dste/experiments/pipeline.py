@@ -936,9 +936,18 @@ SMOKE_RUN_NOTE = (
 )
 
 
-def format_table(summary: dict, target: str, names=None, quick: bool = False, note: str | None = None) -> str:
+def fp32_training_note(teachers: int) -> str:
+    """How the run's FP32 models were trained, for a reader comparing the FP32 row with published figures."""
+    if teachers:
+        return (f"FP32: each seed's model distilled from {teachers} teachers' mean prediction (--fp32-teachers 0: "
+                f"plain training, the published GCN recipe)")
+    return "FP32: plain training (the published GCN recipe)"
+
+
+def format_table(summary: dict, target: str, names=None, quick: bool = False, note: str | None = None,
+                 fp32_teachers: int | None = None) -> str:
     """The table ``dste run`` prints and writes to ``table.txt``; ``note``: a line it opens with (after the smoke-run
-    note), such as ``budget_note``'s."""
+    note), such as ``budget_note``'s; ``fp32_teachers``: the run's, for a closing line on how FP32 was trained."""
     names = names or [n for n in PAPER_ROWS if n in summary] + [n for n in summary if n not in PAPER_ROWS]
     header = (
         f"{'policy':<28} {'accuracy (mean +/- std)':>24} {'memory bytes':>13} {'graph':>9} {'features':>10} "
@@ -958,6 +967,8 @@ def format_table(summary: dict, target: str, names=None, quick: bool = False, no
             f"{_paired_gap(s):>20}"
         )
     lines.append(PAIRED_GAP_NOTE)
+    if fp32_teachers is not None:
+        lines.append(fp32_training_note(fp32_teachers))
     return "\n".join(lines)
 
 
@@ -1177,7 +1188,8 @@ def run(config: RunConfig) -> dict:
         report["smoke_run"] = True
         report["smoke_run_note"] = SMOKE_RUN_NOTE
     report["budget_note"] = budget_note(report["budget_out_of_reach"])
-    table = format_table(summary, config.target, quick=config.quick, note=report["budget_note"])
+    table = format_table(summary, config.target, quick=config.quick, note=report["budget_note"],
+                         fp32_teachers=config.fp32_teachers)
     report["wall_time_s"] = time.perf_counter() - start
     from dste.format.io import atomic_write
 

@@ -36,6 +36,14 @@ def test_quick_table_says_it_is_a_smoke_run():
     assert SMOKE_RUN_NOTE not in format_table(_summary(), "trn2")
 
 
+def test_the_table_says_how_its_fp32_models_were_trained():
+    assert format_table(_summary(), "trn2", fp32_teachers=4).splitlines()[-1].startswith(
+        "FP32: each seed's model distilled from 4 teachers")
+    assert format_table(_summary(), "trn2", fp32_teachers=0).splitlines()[-1] == (
+        "FP32: plain training (the published GCN recipe)")
+    assert "FP32:" not in format_table(_summary(), "trn2").splitlines()[-1]
+
+
 class _Stream(io.StringIO):
     def __init__(self, tty):
         super().__init__()
