@@ -214,13 +214,15 @@ class RunConfig:
 
 
 FP32_SNAPSHOTS = ("first", "training")
-# With 20 labelled nodes per class a plainly trained model lands where its initialisation puts it, and the controller
-# compressing it inherits that seed-to-seed spread; a model distilled from four others' mean prediction lands closer to
-# the next seed's (bench/README.md, "the FP32 model distilled from an ensemble"). 0 is the published GCN recipe.
-DEFAULT_FP32_TEACHERS = 4
 """What each seed's FP32 model trains on: the stream's first snapshot (the default, every table of the README), or
 every training snapshot in turn (``dste.gnn.train_fp32_on_snapshots``; ``bench/fp32_stream_training.py`` measures
 both)."""
+
+DEFAULT_FP32_TEACHERS = 4
+"""Teachers each seed's FP32 model is distilled from where ``--fp32-teachers`` is not given (0 is plain training, the
+published GCN recipe). With 20 labelled nodes per class a plainly trained model lands where its initialisation puts
+it, and the controller compressing it inherits that seed-to-seed spread; a model fitted to four others' mean
+prediction lands closer to the next seed's (bench/README.md, "the FP32 model distilled from an ensemble")."""
 
 
 def fp32_budget_fraction(budget: str) -> float:
