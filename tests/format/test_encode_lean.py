@@ -41,11 +41,13 @@ print(json.dumps({"peak_bytes": (kib("VmHWM") - before) * 1024, "stored": int(ma
 """
 
 
-def resident_peak_per_stored_entry(adj, folder: Path, runs: int = 2) -> float:
+def resident_peak_per_stored_entry(adj, folder: Path, runs: int = 3) -> float:
     """Peak resident memory of ``gcn_normalized(adj, reorder="community")`` above the resident set
     before the call, per stored entry, measured in a fresh process (Linux only); the least of ``runs`` processes.
     One process beside another job's (the README's quick start during ``.ci/run``) once peaked 2.6 B per entry
-    above the quiet machine's 41.7-43.1 B (``arxiv-scale-local``); the encoder's own need is the lower figure."""
+    above the quiet machine's 41.7-43.1 B (``arxiv-scale-local``), and the least of two, with the other CI worker
+    encoding beside them, 44.7 B on a machine where the test alone measures under the bound; the encoder's own need
+    is the lower figure."""
     if not os.access("/proc/self/clear_refs", os.W_OK):
         pytest.skip("needs Linux /proc/self/clear_refs to reset the peak resident-set mark")
     path = folder / "adjacency.npz"
