@@ -95,6 +95,12 @@ def table_setting(config: dict) -> str:
     return "distilled" if config.get("fp32_teachers") else "plain"
 
 
+def settings_for(config: dict, chosen: list[str]) -> list[str]:
+    """The settings to measure on one run of the table: ``chosen``, and the one the run was trained with."""
+    own = table_setting(config)
+    return chosen if own in chosen else chosen + [own]
+
+
 def _row(run: dict, table_fp32: dict | None, setting: str) -> dict:
     row = {"label": run["label"]}
     for name, scores in run["accuracy"].items():
@@ -177,8 +183,7 @@ def main(argv=None) -> None:
         runs = {label: runs[label] for label in saved["per_seed"] if label in runs}
         measured = {label: {"label": label, "accuracy": saved["per_seed"][label]} for label in runs}
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(measure_run, label, config, args.root, args.seeds,
-                               chosen + [table_setting(config)] * (table_setting(config) not in chosen)): label
+        futures = {pool.submit(measure_run, label, config, args.root, args.seeds, settings_for(config, chosen)): label
                    for label, config in runs.items() if label not in measured}
         for future in tqdm(futures, desc="runs", total=len(futures)):
             measured[futures[future]] = future.result()

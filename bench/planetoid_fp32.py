@@ -86,9 +86,9 @@ def main(argv=None) -> int:
     print("\n".join(lines))
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        name = "planetoid_fp32" + ("" if args.model == "gcn" else f"_{args.model}") + (
+        stem = "planetoid_fp32" + ("" if args.model == "gcn" else f"_{args.model}") + (
             f"_distilled{args.teachers}" if args.teachers else "")
-        (Path(args.out) / f"{name}.txt").write_text("\n".join(lines) + "\n")
+        (Path(args.out) / f"{stem}.txt").write_text("\n".join(lines) + "\n")
     return 0
 
 
