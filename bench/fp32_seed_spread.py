@@ -64,7 +64,7 @@ def measure_run(label: str, config: dict, root: str | None, seeds: int, settings
     from dste.data import SnapshotStream
     from dste.data.stream import stream_params
     from dste.experiments.pipeline import RunConfig, _load_base
-    from dste.gnn import make_model, train_fp32, train_fp32_distilled
+    from dste.gnn import train_new_fp32_model
     from fp32_stream_training import heldout_accuracy  # bench/, beside this script
 
     torch.set_num_threads(1)
@@ -78,13 +78,8 @@ def measure_run(label: str, config: dict, root: str | None, seeds: int, settings
             continue
         scores = []
         for seed in range(seeds):
-            model = make_model(graphs[0], config["model"], hidden=config["hidden"], seed=seed)
-            if "teachers" in setting:
-                train_fp32_distilled(
-                    model, graphs[0], lambda s: make_model(graphs[0], config["model"], hidden=config["hidden"], seed=s),
-                    seed=seed, **{**JOB_SETTINGS, **setting})
-            else:
-                train_fp32(model, graphs[0], seed=seed, **{**JOB_SETTINGS, **setting})
+            model, _ = train_new_fp32_model(graphs[0], config["model"], config["hidden"], seed,
+                                            **{**JOB_SETTINGS, **setting})
             scores.append(heldout_accuracy(model, heldout))
         accuracies[name] = scores
     return {"label": label, "accuracy": accuracies}

@@ -30,16 +30,11 @@ def accuracies_on_the_test_split(graph, seeds: int, hidden: int, progress, conv:
                                  teachers: int = 0) -> list[float]:
     """Test accuracy (%) of the FP32 ``conv`` model (``"gcn"`` or ``"sage"``) trained on ``graph``'s public split with
     seeds ``0 .. seeds - 1``, distilled from ``teachers`` others where that is > 0."""
-    from dste.gnn import make_model, train_fp32, train_fp32_distilled
+    from dste.gnn import train_new_fp32_model
 
     accuracies = []
     for seed in range(seeds):
-        model = make_model(graph, conv, hidden=hidden, seed=seed)
-        if teachers:
-            metrics = train_fp32_distilled(model, graph, lambda s: make_model(graph, conv, hidden=hidden, seed=s),
-                                           teachers=teachers, epochs=200, seed=seed, patience=50)
-        else:
-            metrics = train_fp32(model, graph, epochs=200, seed=seed, patience=50)
+        _, metrics = train_new_fp32_model(graph, conv, hidden, seed, teachers=teachers, epochs=200, patience=50)
         accuracies.append(100.0 * metrics["test_acc"])
         progress.update(1)
     return accuracies

@@ -397,7 +397,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     from dste.data import SnapshotStream
     from dste.experiments.env_layers import LayerEvaluator, run_bytes_budget
     from dste.experiments.gnn_env import GNNCompressionEnv
-    from dste.gnn import make_model, train_fp32, train_fp32_distilled, train_fp32_on_snapshots
+    from dste.gnn import make_model, train_fp32_on_snapshots, train_new_fp32_model
 
     from dste.data.stream import stream_params
 
@@ -411,23 +411,13 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     stage("FP32 training")
     # With --model-seed every seed compresses the same FP32 model, so the spread over seeds is the controller's.
     model_seed = seed if config.model_seed is None else config.model_seed
-    model = make_model(graphs[0], config.model, hidden=config.hidden, seed=model_seed)
+    settings = dict(epochs=config.epochs, patience=min(50, config.epochs), progress=show_progress(config))
     if config.fp32_snapshots == "training":
-        fit, trained_on = train_fp32_on_snapshots, [graphs[i] for i in train_ids]
-    elif config.fp32_teachers:
-        trained_on = graphs[0]
-
-        def fit(model, graph, **settings):
-            return train_fp32_distilled(
-                model, graph, lambda teacher_seed: make_model(graph, config.model, hidden=config.hidden,
-                                                              seed=teacher_seed),
-                teachers=config.fp32_teachers, **settings)
+        model = make_model(graphs[0], config.model, hidden=config.hidden, seed=model_seed)
+        fp32_fit = train_fp32_on_snapshots(model, [graphs[i] for i in train_ids], seed=model_seed, **settings)
     else:
-        fit, trained_on = train_fp32, graphs[0]
-    fp32_fit = fit(
-        model, trained_on, epochs=config.epochs, seed=model_seed, patience=min(50, config.epochs),
-        progress=show_progress(config),
-    )
+        model, fp32_fit = train_new_fp32_model(graphs[0], config.model, config.hidden, model_seed,
+                                               teachers=config.fp32_teachers, **settings)
 
     budget_actions = None
     numeric_budget = None if isinstance(config.budget, str) else config.budget

@@ -17,7 +17,14 @@ from .pruning import (
     magnitude_keep,
 )
 from .settings import ALL_INT8_THRESHOLD, FP32_SETTING, LayerSetting, quantize_rows_by_fraction, row_sensitivity
-from .train import accuracy, teacher_seeds, train_fp32, train_fp32_distilled, train_fp32_on_snapshots
+from .train import (
+    accuracy,
+    teacher_seeds,
+    train_fp32,
+    train_fp32_distilled,
+    train_fp32_on_snapshots,
+    train_new_fp32_model,
+)
 from .weights import CompressedWeight, magnitude_keep_mask
 
 __all__ = [
@@ -55,5 +62,6 @@ __all__ = [
     "train_fp32",
     "train_fp32_distilled",
     "train_fp32_on_snapshots",
+    "train_new_fp32_model",
     "teacher_seeds",
 ]

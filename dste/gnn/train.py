@@ -10,9 +10,11 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from .models import make_model
+
 __all__ = [
-    "train_fp32", "train_fp32_distilled", "train_fp32_on_snapshots", "teacher_seeds", "accuracy", "graph_tensors",
-    "KEEP_CRITERIA",
+    "train_fp32", "train_fp32_distilled", "train_fp32_on_snapshots", "train_new_fp32_model", "teacher_seeds",
+    "accuracy", "graph_tensors", "KEEP_CRITERIA",
 ]
 
 KEEP_CRITERIA = ("accuracy", "loss")
@@ -162,6 +164,21 @@ def train_fp32_distilled(
     log_soft = torch.log(soft)
     return {**metrics, "teachers": int(teachers), "teacher_val_acc": accuracy(log_soft, graph, "val"),
             "teacher_test_acc": accuracy(log_soft, graph, "test")}
+
+
+def train_new_fp32_model(graph, kind: str = "gcn", hidden: int = 64, seed: int = 0, teachers: int = 0,
+                         **settings) -> tuple:
+    """``(model, metrics)``: a fresh ``make_model(graph, kind, hidden=hidden, seed=seed)`` trained on ``graph`` by
+    :func:`train_fp32` (``teachers`` 0: the published recipe) or by :func:`train_fp32_distilled` from ``teachers``
+    models built the same way (``dste run``'s default). ``settings``: the trainers' own (epochs, lr, patience, ...)."""
+    if isinstance(teachers, bool) or not isinstance(teachers, int) or teachers < 0:
+        raise ValueError(f"teachers must be an int >= 0 (0: plain training), got {teachers!r}")
+    model = make_model(graph, kind, hidden=hidden, seed=seed)
+    if not teachers:
+        return model, train_fp32(model, graph, seed=seed, **settings)
+    return model, train_fp32_distilled(
+        model, graph, lambda teacher_seed: make_model(graph, kind, hidden=hidden, seed=teacher_seed),
+        teachers=teachers, seed=seed, **settings)
 
 
 def _check_training(epochs, lr, weight_decay, patience, keep="accuracy") -> None:

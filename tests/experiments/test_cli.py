@@ -147,7 +147,8 @@ def test_every_seed_sees_the_stream_seed_stream_unless_per_seed(monkeypatch, str
 
 @pytest.mark.parametrize("model_seed, trained", [(None, [0, 1, 2]), (5, [5, 5, 5])])
 def test_every_seed_trains_its_own_fp32_model_unless_one_model_seed_is_given(monkeypatch, model_seed, trained):
-    """--model-seed N: every seed's controller compresses the one FP32 model trained with seed N."""
+    """--model-seed N: every seed's controller compresses the one FP32 model trained with seed N; each is distilled from
+    the default number of teachers."""
     from tqdm.auto import tqdm
 
     import dste.gnn
@@ -159,23 +160,17 @@ def test_every_seed_trains_its_own_fp32_model_unless_one_model_seed_is_given(mon
     class Trained(Exception):
         pass
 
-    def record_model(graph, kind, hidden, seed):
-        seen.append(("model", seed))
-        return object()
-
-    def record_fit(model, graph, *teachers, epochs, seed, patience, progress, **teacher_count):
-        seen.append(("fit", seed))
+    def record_fit(graph, kind, hidden, seed, teachers, **settings):
+        seen.append((seed, teachers))
         raise Trained
 
-    monkeypatch.setattr(dste.gnn, "make_model", record_model)
-    monkeypatch.setattr(dste.gnn, "train_fp32", record_fit)
-    monkeypatch.setattr(dste.gnn, "train_fp32_distilled", record_fit)  # the default training
+    monkeypatch.setattr(dste.gnn, "train_new_fp32_model", record_fit)
     config = RunConfig(seeds=3, snapshots=4, model_seed=model_seed, progress=False)
     base = make_graph("cora-like", seed=0)
     for seed in range(3):
         with pytest.raises(Trained):
             pipeline._run_seed(config, base=base, seed=seed, bar=tqdm(disable=True))
-    assert seen == [(step, s) for s in trained for step in ("model", "fit")]
+    assert seen == [(s, pipeline.DEFAULT_FP32_TEACHERS) for s in trained]
 
 
 def _stream_budget_of(monkeypatch, stream: str, snapshots: int):

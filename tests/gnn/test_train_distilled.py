@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dste.gnn import make_model, teacher_seeds, train_fp32, train_fp32_distilled
+from dste.gnn import make_model, teacher_seeds, train_fp32, train_fp32_distilled, train_new_fp32_model
 from dste.gnn.train import graph_tensors
 from tests.gnn.test_compressed import _graph
 from tests.gnn.test_train_keep import _every_epoch
@@ -42,6 +42,21 @@ def test_the_distilled_model_is_the_best_validation_epoch_of_labels_plus_the_ens
     for name, value in model.state_dict().items():
         torch.testing.assert_close(value, history[best][2][name], rtol=1e-5, atol=1e-6)
     assert 0.0 <= metrics["teacher_test_acc"] <= 1.0
+
+
+@pytest.mark.parametrize("teachers", [0, 2])
+def test_a_new_model_is_built_with_its_seed_and_trained_plainly_or_distilled(teachers):
+    graph, epochs, seed = _graph(), 20, 1
+    model, metrics = train_new_fp32_model(graph, "gcn", 16, seed, teachers=teachers, epochs=epochs, patience=epochs)
+    history = (_independent_student(graph, teachers, epochs, seed) if teachers
+               else _every_epoch(graph, epochs, lr=0.01, seed=seed, model_seed=seed))
+    best = max(range(epochs), key=lambda k: (history[k][0], -history[k][1]))
+    assert metrics["best_epoch"] == best + 1 and metrics.get("teachers", 0) == teachers
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, history[best][2][name], rtol=1e-5, atol=1e-6)
+    for bad in (-1, True, 1.0):
+        with pytest.raises(ValueError, match="teachers must be an int >= 0"):
+            train_new_fp32_model(graph, "gcn", 16, seed, teachers=bad)
 
 
 def test_teacher_seeds_are_nobody_elses():
