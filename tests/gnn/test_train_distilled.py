@@ -30,6 +30,11 @@ def _independent_student(graph, teachers, epochs, seed):
     return _every_epoch(graph, epochs, lr=0.01, seed=seed, model_seed=seed, extra_loss=kl)
 
 
+def _best_epoch(history) -> int:
+    """Index of the epoch a trainer keeps: the best validation accuracy, then the lower validation loss."""
+    return max(range(len(history)), key=lambda k: (history[k][0], -history[k][1]))
+
+
 def test_the_distilled_model_is_the_best_validation_epoch_of_labels_plus_the_ensembles_kl():
     graph, epochs, seed = _graph(), 25, 3
     model = make_model(graph, "gcn", hidden=16, seed=seed)
@@ -37,7 +42,7 @@ def test_the_distilled_model_is_the_best_validation_epoch_of_labels_plus_the_ens
         model, graph, lambda teacher_seed: make_model(graph, "gcn", hidden=16, seed=teacher_seed), teachers=2,
         epochs=epochs, patience=epochs, seed=seed)
     history = _independent_student(graph, 2, epochs, seed)
-    best = max(range(epochs), key=lambda k: (history[k][0], -history[k][1]))  # accuracy, then lower loss
+    best = _best_epoch(history)
     assert metrics["best_epoch"] == best + 1 and metrics["teachers"] == 2
     for name, value in model.state_dict().items():
         torch.testing.assert_close(value, history[best][2][name], rtol=1e-5, atol=1e-6)
@@ -50,7 +55,7 @@ def test_a_new_model_is_built_with_its_seed_and_trained_plainly_or_distilled(tea
     model, metrics = train_new_fp32_model(graph, "gcn", 16, seed, teachers=teachers, epochs=epochs, patience=epochs)
     history = (_independent_student(graph, teachers, epochs, seed) if teachers
                else _every_epoch(graph, epochs, lr=0.01, seed=seed, model_seed=seed))
-    best = max(range(epochs), key=lambda k: (history[k][0], -history[k][1]))
+    best = _best_epoch(history)
     assert metrics["best_epoch"] == best + 1 and metrics.get("teachers", 0) == teachers
     for name, value in model.state_dict().items():
         torch.testing.assert_close(value, history[best][2][name], rtol=1e-5, atol=1e-6)
