@@ -309,6 +309,9 @@ def test_quick_run_end_to_end(tmp_path, capsys):
     errors = fallback["recency_gain_errors"]  # over snapshots and over the validation nodes; the larger decides
     assert fallback["recency_gain_standard_error"] == max(errors["snapshots"], errors["nodes"])
     assert fallback["plan_actions"] == fallback["recency_plan_actions" if kept else "plain_plan_actions"]
+    # on GCN the searches leave out pruning that saves no modelled latency: with 16 hidden channels the second
+    # layer's input fits one tile at every channel level, so its channel pruning is all costless
+    assert fallback["costless_pruning_rule"] is True and fallback["costless_pruning_left_out"][1] > 0
     # the accuracy-first controller has a static fallback of its own; where its margin is inf it is that plan
     first = report["per_seed"][0]["accuracy_first_fallback"]
     labels = [ActionSpace()[a].label() for a in first["plan_actions"]]
@@ -316,6 +319,18 @@ def test_quick_run_end_to_end(tmp_path, capsys):
     assert first["margin"] in {float(m) for m in first["margin_scores"]}  # one of the candidates it scored
     if first["margin"] == float("inf"):
         assert all(snapshot == labels for snapshot in taken)
+
+
+@pytest.mark.integration
+def test_graphsage_fallback_searches_every_action(tmp_path):
+    """On GraphSAGE the fallback keeps costless pruning (``COSTLESS_PRUNING_RULE_MODELS``): its plain-mean search is
+    greedy search itself, so both find the same plan."""
+    out = tmp_path / "run"
+    assert main(["run", "--quick", "--model", "sage", "--seeds", "1", "--snapshots", "4", "--episodes", "8",
+                 "--epochs", "20", "--hidden", "16", "--out", str(out), "--no-progress", "--no-frontier"]) == 0
+    fallback = json.loads((out / "results.json").read_text())["per_seed"][0]["fallback"]
+    assert fallback["costless_pruning_rule"] is False and fallback["costless_pruning_left_out"] == [0, 0]
+    assert fallback["plain_plan_actions"] == fallback["greedy_actions"]
 
 
 def test_an_earlier_runs_outputs_are_kept_unless_overwrite_is_given(tmp_path, monkeypatch, capsys):
