@@ -300,7 +300,7 @@ is steady the weights cost little (about 9 of 12 snapshots' worth of evidence). 
 COSTLESS_PRUNING_RULE_MODELS = ("gcn",)
 """Models whose fallback plans leave out pruning the cost model calls costless (``costless_pruning``). Measured with
 3 seeds per run (bench/README.md, "the costless-pruning rule by model"): on GCN leaving it out gained on all nine runs
-where it decides, on GraphSAGE it lost on six of nine (1.02 points summed), and there it let greedy search dominate
+where it decides, on GraphSAGE it lost on seven of ten (1.11 points summed), and there it let greedy search dominate
 the controller. Why the models differ is not established: that the GraphSAGE result holds beyond the ten graphs and
 streams measured is an assumption."""
 
