@@ -549,9 +549,9 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         )
         unbudgeted = train_controller(accuracy_first_env, accuracy_first, progress=show_progress(config))
         # Its conservative fallback, as the budgeted controller's: greedy search's plan on the same reward, on GCN
-        # without costless pruning (a pruned layer that saves no latency cut agreement for memory on held-out snapshots),
-        # kept unless the Q-values separate from it by a margin calibrated on the training snapshots. No budget to
-        # fit it to: the plan is static.
+        # without costless pruning (a pruned layer that saves no latency cut agreement for memory on held-out
+        # snapshots), kept unless the Q-values separate from it by a margin calibrated on the training snapshots. No
+        # budget to fit it to: the plan is static.
         first_plan, first_margin, first_margin_scores = None, 0.0, {}
         if config.fallback:
             stage("accuracy-first fallback")
@@ -652,7 +652,9 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
             "recency_gain_standard_error": recency_choice.standard_error,
             "recency_gain_errors": {"snapshots": recency_choice.snapshot_error, "nodes": recency_choice.node_error},
             "costless_pruning_rule": allowed is not None,
-            "costless_pruning_left_out": [0] * env.num_layers if allowed is None else [int((~m).sum()) for m in allowed],
+            "costless_pruning_left_out": (
+                [0] * env.num_layers if allowed is None else [int((~mask).sum()) for mask in allowed]
+            ),
             "share_of_held_out_decisions_taken": fallback_share,
             "probe": projected.probe,
             "plans_probed": plans_probed,
