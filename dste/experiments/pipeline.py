@@ -301,8 +301,9 @@ COSTLESS_PRUNING_RULE_MODELS = ("gcn",)
 """Models whose fallback plans leave out pruning the cost model calls costless (``costless_pruning``). Measured with
 3 seeds per run (bench/README.md, "the costless-pruning rule by model"): on GCN leaving it out gained on all nine runs
 where it decides, on GraphSAGE it lost on seven of ten (1.11 points summed), and there it let greedy search dominate
-the controller. Why the models differ is not established: that the GraphSAGE result holds beyond the ten graphs and
-streams measured is an assumption."""
+the controller. Probed offline, the move's held-out gain on GraphSAGE is the channel re-fit's (``dste.gnn.channel_fit``)
+on its neighbour map: without the re-fit the move loses on both models. That the GraphSAGE result holds beyond the ten
+graphs and streams measured is an assumption."""
 
 SCHEDULES = {"default": (16, 1500), "large": (6, 200)}
 """(snapshots, controller episodes) per schedule. A layer run at ogbn-arxiv's size takes about a second (its
