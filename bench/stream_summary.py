@@ -168,8 +168,8 @@ def plot(runs: dict, path: str) -> None:
     ax.plot(range(len(labels)), best, "_", color="k", markersize=14, label="per-snapshot best within its budget")
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_xticks(range(len(labels)), [l.replace(",", " ") for l in labels], rotation=70, ha="right", fontsize=8)
-    ax.set_ylabel("accuracy - FP32 (points, mean of 3 seeds)")
-    ax.set_title("dste run --oracle on 34 graph/stream pairs: the controller against the static plans")
+    ax.set_ylabel("accuracy - FP32\n(points, mean over seeds)")
+    ax.set_title(f"dste run --oracle on {len(labels)} graph/stream pairs: the controller against the static plans")
     low = min(min(map(float, line.get_ydata())) for line in ax.get_lines())
     ax.set_ylim(low - 7, max(best) + 2)  # room for the legend under the lowest point
     ax.legend(fontsize=8, loc="lower center", ncol=4)
