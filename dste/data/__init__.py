@@ -7,7 +7,8 @@
     "arxiv-scale", "arxiv-scale-local"
     "cora", "citeseer", "pubmed"        raw Planetoid files under `root`
     "ogbn-<name>"                       an unpacked OGB node-property folder under `root`
-    "<path>.npz"                        a CSR bundle written by `save_npz`
+    "<path>.npz"                        a CSR bundle written by `save_npz`, or a gnn-benchmark file (Amazon,
+                                        Coauthor, CitationFull: `dste.data.gnn_benchmark`, split drawn by `seed`)
 
 Nothing here touches the network.
 """
@@ -39,7 +40,8 @@ def dataset_names() -> str:
     """Human-readable list of what `load_dataset` accepts."""
     return (
         f"presets {preset_names()}, Planetoid {list(PLANETOID_NAMES)} (needs root), "
-        "'ogbn-<name>' (an unpacked OGB folder under root), or a path ending in .npz"
+        "'ogbn-<name>' (an unpacked OGB folder under root), or a path ending in .npz (a DSTE bundle or a "
+        "gnn-benchmark file such as amazon_electronics_photo.npz)"
     )
 
 
@@ -67,5 +69,5 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, seed: int = 0
         path = Path(name)
         if not path.is_absolute() and root is not None:
             path = Path(root) / path
-        return load_npz(path)
+        return load_npz(path, split_seed=seed)
     raise ValueError(f"unknown dataset {name!r}; allowed: {dataset_names()}")

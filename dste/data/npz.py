@@ -3,7 +3,7 @@
 Keys: adj_data, adj_indices, adj_indptr, adj_shape, x, y, train_mask, val_mask, test_mask,
 and optionally num_classes, name, communities. Loading uses `allow_pickle=False`, so a bundle
 can hold only plain arrays; the adjacency is canonicalised (symmetric, binary, loop-free) and
-the graph validated.
+the graph validated. `load_npz` also reads the gnn-benchmark layout (`dste.data.gnn_benchmark`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from .graph import Graph, canonical_adjacency
 
-__all__ = ["save_npz", "load_npz", "REQUIRED_KEYS"]
+__all__ = ["save_npz", "load_npz", "read_array", "whole_numbers", "csr_from_arrays", "REQUIRED_KEYS"]
 
 REQUIRED_KEYS = ("adj_data", "adj_indices", "adj_indptr", "adj_shape", "x", "y", "train_mask", "val_mask", "test_mask")
 
@@ -49,7 +49,7 @@ def save_npz(graph: Graph, path: str | Path) -> Path:
     return path
 
 
-def _whole_numbers(path, key: str, values) -> np.ndarray:
+def whole_numbers(path, key: str, values) -> np.ndarray:
     """``values`` as an int64 array; a non-integer (2708.9 classes, a community id of 1.7) is refused, not
     truncated, and so is a whole number int64 cannot hold (a uint64 2^63, a float 1e30), not wrapped."""
     values = np.asarray(values)
@@ -73,8 +73,40 @@ def _bundle_name(path, value) -> str:
     return item.decode("utf-8", errors="replace") if isinstance(item, bytes) else str(item)
 
 
-def load_npz(path: str | Path, name: str | None = None) -> Graph:
-    """Read a bundle written by `save_npz` (or any bundle with the same keys)."""
+def read_array(bundle, path, key: str) -> np.ndarray:
+    """``bundle[key]`` of an open ``np.load(path, allow_pickle=False)``, its failures as ValueErrors that name the
+    file: a corrupted member, a corrupted array header, an object array (which would need pickle)."""
+    try:
+        return bundle[key]
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, struct.error, KeyError) as err:
+        raise ValueError(f"{path}: not a readable .npz archive ({type(err).__name__}: {err})") from err
+    except (SyntaxError, tokenize.TokenError) as err:  # a corrupted .npy header inside the archive
+        raise ValueError(f"{path}: an array header in the archive is corrupted ({err})") from err
+    except ValueError as err:  # object arrays need pickle, which is refused
+        raise ValueError(f"{path}: {key} holds object arrays, which are not allowed ({err})") from err
+
+
+def csr_from_arrays(path, prefix: str, get, what: str) -> sp.csr_matrix:
+    """The CSR matrix stored as ``{prefix}_data``, ``_indices``, ``_indptr`` and ``_shape`` (``get(key)`` reads
+    one), checked in full: ids and the shape must be whole numbers and the arrays consistent."""
+    shape = tuple(int(s) for s in whole_numbers(path, f"{prefix}_shape", get(f"{prefix}_shape")).ravel())
+    if len(shape) != 2:
+        raise ValueError(f"{path}: {prefix}_shape must hold two numbers, got {shape}")
+    # SciPy casts float ids to int: a column id of 1.7 would load as an edge to node 1
+    indices = whole_numbers(path, f"{prefix}_indices", get(f"{prefix}_indices"))
+    indptr = whole_numbers(path, f"{prefix}_indptr", get(f"{prefix}_indptr"))
+    try:
+        matrix = sp.csr_matrix((get(f"{prefix}_data"), indices, indptr), shape=shape)
+        matrix.check_format(full_check=True)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path}: {what} CSR arrays are inconsistent ({err})") from err
+    return matrix
+
+
+def load_npz(path: str | Path, name: str | None = None, split_seed: int = 0) -> Graph:
+    """Read a bundle written by `save_npz` (or any bundle with the same keys), or a file in the gnn-benchmark
+    layout (`dste.data.gnn_benchmark`: Amazon, Coauthor, CitationFull), which carries no split: ``split_seed``
+    seeds the Planetoid-style split drawn for it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no .npz bundle at {path}")
@@ -82,33 +114,30 @@ def load_npz(path: str | Path, name: str | None = None) -> Graph:
         raise ValueError(f"{path}: not a readable .npz archive (not a zip file)")
     try:
         with np.load(path, allow_pickle=False) as bundle:
-            arrays = {key: bundle[key] for key in bundle.files}
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, struct.error, KeyError) as err:
+            files = set(bundle.files)
+            if not all(key in files for key in REQUIRED_KEYS):
+                from .gnn_benchmark import is_gnn_benchmark, read_gnn_benchmark
+
+                if is_gnn_benchmark(files):
+                    return read_gnn_benchmark(bundle, path, name=name, split_seed=split_seed)
+            arrays = {key: read_array(bundle, path, key) for key in sorted(files)}
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, struct.error) as err:
         raise ValueError(f"{path}: not a readable .npz archive ({type(err).__name__}: {err})") from err
-    except (SyntaxError, tokenize.TokenError) as err:  # a corrupted .npy header inside the archive
-        raise ValueError(f"{path}: an array header in the archive is corrupted ({err})") from err
-    except ValueError as err:  # object arrays need pickle, which is refused
-        raise ValueError(f"{path}: bundle holds object arrays, which are not allowed ({err})") from err
     missing = [key for key in REQUIRED_KEYS if key not in arrays]
     if missing:
-        raise ValueError(f"{path}: missing keys {missing}; a bundle needs {list(REQUIRED_KEYS)}")
-    shape = tuple(int(s) for s in _whole_numbers(path, "adj_shape", arrays["adj_shape"]).ravel())
-    if len(shape) != 2:
-        raise ValueError(f"{path}: adj_shape must hold two numbers, got {shape}")
-    # SciPy casts float ids to int: a column id of 1.7 would load as an edge to node 1
-    indices = _whole_numbers(path, "adj_indices", arrays["adj_indices"])
-    indptr = _whole_numbers(path, "adj_indptr", arrays["adj_indptr"])
-    try:
-        adj = sp.csr_matrix((arrays["adj_data"], indices, indptr), shape=shape)
-        adj.check_format(full_check=True)
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"{path}: adjacency CSR arrays are inconsistent ({err})") from err
+        from .gnn_benchmark import ADJACENCY_KEYS, FEATURE_KEYS, LABEL_KEYS
+
+        raise ValueError(
+            f"{path}: missing keys {missing}; a DSTE bundle needs {list(REQUIRED_KEYS)}, a gnn-benchmark file "
+            f"{list(ADJACENCY_KEYS)}, features as {list(FEATURE_KEYS[0])} or {list(FEATURE_KEYS[1])} and labels as "
+            f"{list(LABEL_KEYS[0])} or {list(LABEL_KEYS[1])}")
+    adj = csr_from_arrays(path, "adj", arrays.__getitem__, "adjacency")
     y = np.asarray(arrays["y"])
     if not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"{path}: y must hold integer class ids, got {y.dtype}")
-    y = _whole_numbers(path, "y", y)
+    y = whole_numbers(path, "y", y)
     if "num_classes" in arrays:
-        count = _whole_numbers(path, "num_classes", arrays["num_classes"])
+        count = whole_numbers(path, "num_classes", arrays["num_classes"])
         if count.ndim != 0:
             raise ValueError(f"{path}: num_classes must be one integer, got an array of shape {count.shape}")
         num_classes = int(count)
@@ -127,7 +156,7 @@ def load_npz(path: str | Path, name: str | None = None) -> Graph:
         raise ValueError(f"{path}: x must be a floating-point array, got {x.dtype}")
     communities = arrays.get("communities")
     if communities is not None:
-        communities = _whole_numbers(path, "communities", communities)
+        communities = whole_numbers(path, "communities", communities)
     try:
         adj = canonical_adjacency(adj)
     except ValueError as err:
