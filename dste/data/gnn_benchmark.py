@@ -28,6 +28,7 @@ import numpy as np
 
 from .csbm import PLANETOID_SPLIT_SHARE
 from .graph import Graph, canonical_adjacency
+from .npz import csr_from_arrays, read_array, whole_numbers
 from .splits import masks_from_indices
 
 __all__ = ["is_gnn_benchmark", "read_gnn_benchmark", "benchmark_split", "ADJACENCY_KEYS", "FEATURE_KEYS",
@@ -78,8 +79,6 @@ def benchmark_split(y: np.ndarray, num_classes: int, seed: int) -> tuple[np.ndar
 
 
 def _labels(bundle, path, read) -> np.ndarray:
-    from .npz import csr_from_arrays, whole_numbers
-
     if "labels" in bundle.files:
         labels = np.asarray(read("labels"))
         if labels.ndim == 2 and labels.shape[1] == 1:
@@ -104,8 +103,6 @@ def _labels(bundle, path, read) -> np.ndarray:
 
 
 def _features(bundle, path, read) -> np.ndarray:
-    from .npz import csr_from_arrays
-
     if "attr_matrix" in bundle.files:
         x = np.asarray(read("attr_matrix"))
         if x.ndim != 2:
@@ -120,8 +117,6 @@ def _features(bundle, path, read) -> np.ndarray:
 def read_gnn_benchmark(bundle, path, name: str | None = None, split_seed: int = 0) -> Graph:
     """The `Graph` of an open ``np.load(path, allow_pickle=False)`` archive in the gnn-benchmark layout, with the
     module docstring's split drawn by ``split_seed``."""
-    from .npz import csr_from_arrays, read_array
-
     path = Path(path)
 
     def read(key):
