@@ -300,7 +300,8 @@ is steady the weights cost little (about 9 of 12 snapshots' worth of evidence). 
 COSTLESS_PRUNING_RULE_MODELS = ("gcn",)
 """Models whose fallback plans leave out pruning the cost model calls costless (``costless_pruning``). Measured with
 3 seeds per run (bench/README.md, "the costless-pruning rule by model"): on GCN leaving it out gained on all nine runs
-where it decides; on GraphSAGE it lost on seven of ten (1.11 points summed), and there it let greedy search dominate
+where it decides, and lost on the two Planetoid-file default jobs of the fourth round (9 of 11, +0.96 points summed,
+where greedy search then dominated by 0.16 and 0.03); on GraphSAGE it lost on seven of ten (1.11 points summed), and there it let greedy search dominate
 the controller. On four GraphSAGE runs of graphs measured afterwards it gained on three and lost 0.02 points summed.
 Probed offline, the move's held-out gain on GraphSAGE is the channel re-fit's (``dste.gnn.channel_fit``) on its
 neighbour map: without the re-fit the move loses on both models. That the GraphSAGE result holds beyond the fourteen
