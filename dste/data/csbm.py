@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from .graph import Graph, adjacency_from_pairs, is_integer
-from .splits import planetoid_split
+from .splits import planetoid_split, split_sizes_that_fit
 
 __all__ = ["CSBMParams", "PRESETS", "make_graph", "preset_names"]
 
@@ -166,22 +166,15 @@ PRESETS["pubmed-like"] = replace(
 )
 
 
-PLANETOID_SPLIT_SHARE = 1500 / 2568
-"""Share of the nodes left after the training picks that Cora's public split gives to validation and test (500 + 1,000
-of 2,708 - 140): a graph too small for the fixed sizes gets this share, validation and test in their ratio."""
-
-
 def split_that_fits(params: CSBMParams) -> CSBMParams:
-    """``params`` with ``num_val`` and ``num_test`` shrunk, in their ratio, to ``PLANETOID_SPLIT_SHARE`` of the nodes
-    left after the training picks where the graph is too small for them; unchanged where they fit (every graph of
-    2,708 nodes or more with Planetoid's sizes) or where no node is left, which ``planetoid_split`` refuses."""
+    """``params`` with ``num_val`` and ``num_test`` shrunk as ``split_sizes_that_fit`` shrinks them for the nodes left
+    after the training picks; unchanged where they fit (every graph of 2,708 nodes or more with Planetoid's sizes) or
+    where no node is left, which ``planetoid_split`` refuses."""
     left = params.num_nodes - params.train_per_class * params.num_classes
-    wanted = params.num_val + params.num_test
-    if left <= 0 or wanted <= left:
+    num_val, num_test = split_sizes_that_fit(left, params.num_val, params.num_test)
+    if (num_val, num_test) == (params.num_val, params.num_test):
         return params
-    total = int(np.floor(left * PLANETOID_SPLIT_SHARE))
-    num_val = int(round(total * params.num_val / wanted))
-    return replace(params, num_val=num_val, num_test=total - num_val)
+    return replace(params, num_val=num_val, num_test=num_test)
 
 
 def preset_names() -> list[str]:

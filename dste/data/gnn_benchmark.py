@@ -14,7 +14,7 @@ Keys read, and no others (the files' pickled name maps, e.g. ``idx_to_node``, ar
 
 The files carry no split. One is drawn as Planetoid's public splits are built: 20 labelled nodes per class, then
 500 validation and 1,000 test nodes at random (seeded, so every run of the same file sees the same split). A graph
-too small for those sizes gets Cora's share of the nodes left (``dste.data.csbm.PLANETOID_SPLIT_SHARE``), as a
+too small for those sizes gets Cora's share of the nodes left (``dste.data.splits.PLANETOID_SPLIT_SHARE``), as a
 generated graph does; a class of fewer than 40 nodes gives half of them (rounded down) to training, so it keeps
 nodes for the evaluation (a class of one node gets no labelled node). Class ids that no node carries are dropped and the rest renumbered in order
 (``meta["class_ids"]`` keeps the file's ids).
@@ -26,10 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .csbm import PLANETOID_SPLIT_SHARE
 from .graph import Graph, canonical_adjacency
 from .npz import csr_from_arrays, read_array, whole_numbers
-from .splits import masks_from_indices
+from .splits import planetoid_split, split_sizes_that_fit
 
 __all__ = ["is_gnn_benchmark", "read_gnn_benchmark", "benchmark_split", "ADJACENCY_KEYS", "FEATURE_KEYS",
            "LABEL_KEYS", "TRAIN_PER_CLASS", "NUM_VAL", "NUM_TEST"]
@@ -57,25 +56,14 @@ def is_gnn_benchmark(files) -> bool:
 def benchmark_split(y: np.ndarray, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(train_mask, val_mask, test_mask) of the module docstring's split for labels ``y`` in [0, num_classes)."""
     y = np.asarray(y)
-    n = y.size
-    order = np.random.default_rng(seed).permutation(n)
-    picks = []
-    for label in range(num_classes):
-        members = order[y[order] == label]
-        picks.append(members[:min(TRAIN_PER_CLASS, members.size // 2)])
-    train = np.concatenate(picks) if picks else np.zeros(0, dtype=np.int64)
-    is_train = np.zeros(n, dtype=bool)
-    is_train[train] = True
-    rest = order[~is_train[order]]
-    num_val, num_test = NUM_VAL, NUM_TEST
-    if rest.size < num_val + num_test:
-        total = int(np.floor(rest.size * PLANETOID_SPLIT_SHARE))
-        num_val = int(round(total * NUM_VAL / (NUM_VAL + NUM_TEST)))
-        num_test = total - num_val
+    counts = np.bincount(y, minlength=num_classes)
+    left = y.size - int(np.minimum(TRAIN_PER_CLASS, counts // 2).sum())
+    num_val, num_test = split_sizes_that_fit(left, NUM_VAL, NUM_TEST)
     if num_val < 1 or num_test < 1:
-        raise ValueError(f"{n} nodes leave {rest.size} after the training picks: too few for a validation and a "
+        raise ValueError(f"{y.size} nodes leave {left} after the training picks: too few for a validation and a "
                          "test node")
-    return masks_from_indices(n, train, rest[:num_val], rest[num_val:num_val + num_test])
+    return planetoid_split(y, num_classes, np.random.default_rng(seed), TRAIN_PER_CLASS, num_val, num_test,
+                           small_classes="half")
 
 
 def _labels(bundle, path, read) -> np.ndarray:
