@@ -503,8 +503,11 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     # The node-level noise of each move's gain: the training snapshots share their validation nodes, so a gain over
     # snapshots can be the luck of those few hundred nodes (dste.controller.evidence).
     node_errors = plan_node_errors(env, plan.actions, train_ids, measured=neighbours)
+    # Where that plan costs what greedy search's own does and greedy's keeps the budget, greedy's runs: a departure
+    # at the same latency only bets on accuracy, and where it loses the baseline dominates (projection, rule 5).
     projected = BudgetProjectedPlan(
-        plan.actions, values, guard, samples=samples, probe=config.probe, node_errors=node_errors
+        plan.actions, values, guard, samples=samples, probe=config.probe, node_errors=node_errors,
+        baseline_plan=greedy.actions,
     )
     # Whether the check also runs where greedy's plan fits, decided on the labelled training snapshots.
     projected.validate_check(train_ids)
@@ -537,6 +540,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     outcomes = {policy.name: run_policy(env, policy, heldout_ids, lead_in=lead_in) for policy in judged}
     fallback_share = dqn_policy.fallback_share
     plans_probed = projected.plans_probed  # the held-out episodes' checks, before any diagnostic below runs more
+    baseline_snapshots = sorted(projected.baseline_snapshots & set(heldout_ids))
     unbudgeted, accuracy_first_fallback = None, None
     if budget_actions is not None or schedule is not None:
         # The same controller trained with no latency budget but a memory ceiling (uniform INT8's footprint):
@@ -663,6 +667,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
             "plans_probed": plans_probed,
             "check_where_greedy_fits": projected.check_where_greedy_fits,
             "check_validation_gains": projected.check_gains.tolist(),
+            "greedy_plan_at_same_latency": baseline_snapshots,
         },
         "accuracy_first_fallback": accuracy_first_fallback,
         "reward": reward.to_dict(),

@@ -17,7 +17,7 @@ from dste.controller import (
     plan_values,
     run_policy,
 )
-from dste.controller.actions import ActionSpace, compresses_at_least
+from dste.controller.actions import Action, ActionSpace, compresses_at_least
 from dste.controller.baselines import PolicyResult
 from dste.controller.env import FP32_ACTION, EpisodeOutcome
 
@@ -546,3 +546,91 @@ def test_plan_node_errors_pair_each_one_layer_change_with_the_plan():
     per_node = np.mean([measured[(3, 7)].outcomes[s].correct.astype(float)
                         - measured[(3, 5)].outcomes[s].correct.astype(float) for s in range(3)], axis=0)
     assert errors[1, 7] == pytest.approx(sem(per_node))
+
+
+# -- rule 5: greedy search's own plan at the same latency ---------------------------------------------------------
+
+
+def _same_latency_pair(space):
+    """Two plans the toy prices alike (its latency ignores channel pruning) that differ in the first layer's channels."""
+    plan = [space.index(Action(0.75, 0.0, 0.0)), space.index(Action(0.0, 0.0, 0.0))]  # 1.2 + 1.0 us
+    baseline = [space.index(Action(0.75, 0.0, 0.25)), plan[1]]
+    return plan, baseline
+
+
+def _worth(space, plan):
+    """Values that make ``plan`` the most valuable plan one change away (it fits BUDGET on every toy snapshot)."""
+    values = np.zeros((2, len(space)))
+    values[0, plan[0]] = values[1, plan[1]] = 1.0
+    return values
+
+
+def test_at_the_same_latency_the_baseline_plan_runs_where_it_keeps_the_budget():
+    env = ToyEnv()
+    space = env.action_space
+    plan, baseline = _same_latency_pair(space)
+    guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
+    assert env._latency(0, plan[0]) == env._latency(0, baseline[0])
+    without = run_policy(env, BudgetProjectedPlan(plan, _worth(space, plan), guard), [0, 1])
+    assert [o.actions for o in without.outcomes] == [plan, plan]
+    policy = BudgetProjectedPlan(plan, _worth(space, plan), guard, baseline_plan=baseline)
+    result = run_policy(env, policy, [0, 1])
+    assert [o.actions for o in result.outcomes] == [baseline, baseline]
+    assert policy.baseline_snapshots == {0, 1}
+
+
+def test_the_baseline_plan_does_not_run_where_it_overspends_or_costs_otherwise():
+    env = ToyEnv()
+    space = env.action_space
+    plan, same = _same_latency_pair(space)
+    budget_us = BUDGET * env.reference_latency(0)
+    dearer = [space.index(Action(0.5, 0.0, 0.0)), space.index(Action(0.5, 0.0, 0.0))]  # 1.8 + 0.6 us: 9 % more
+    over = [space.index(Action(0.0, 0.0, 0.0)), plan[1]]  # the unpruned first layer: over the budget
+    assert env._latency(0, dearer[0]) + env._latency(1, dearer[1]) <= budget_us + 1e-9
+    assert env._latency(0, over[0]) + env._latency(1, over[1]) > budget_us
+    guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
+    for baseline in (dearer, over):
+        policy = BudgetProjectedPlan(plan, _worth(space, plan), guard, baseline_plan=baseline)
+        assert run_policy(env, policy, [0]).outcomes[0].actions == plan
+        assert policy.baseline_snapshots == set()
+    # a share wide enough to count the dearer plan as costing the same lets it run
+    wide = BudgetProjectedPlan(plan, _worth(space, plan), guard, baseline_plan=dearer, same_latency_share=0.5)
+    assert run_policy(env, wide, [0]).outcomes[0].actions == dearer
+    # and the same plan as the baseline changes nothing
+    itself = BudgetProjectedPlan(plan, _worth(space, plan), guard, baseline_plan=plan)
+    assert run_policy(env, itself, [0]).outcomes[0].actions == plan and itself.baseline_snapshots == set()
+
+
+def test_without_a_budget_the_baseline_plan_runs_at_the_same_latency():
+    env = ToyEnv()
+    space = env.action_space
+    plan, baseline = _same_latency_pair(space)
+    policy = BudgetProjectedPlan(plan, _worth(space, plan), BudgetGuard(env, RewardConfig()), baseline_plan=baseline)
+    assert run_policy(env, policy, [0]).outcomes[0].actions == baseline
+
+
+def test_a_move_that_spends_latency_is_not_undone_by_the_baseline():
+    """Rule 1 may leave the plan for a dearer action the training snapshots back; the baseline, the plan itself, then
+    costs less, not the same, and does not replace the move."""
+    env = ToyEnv(n_train=6)
+    space = env.action_space
+    plan = [space.index(Action(0.75, 0.0, 0.0)), space.index(Action(0.5, 0.0, 0.0))]  # 1.2 + 0.6 us
+    richer = space.index(Action(0.0, 0.0, 0.0))  # the second layer unpruned: 1.0 us, 22 % more in all, still fits
+    samples = np.zeros((6, 2, len(space)))
+    samples[:, 0, plan[0]] = samples[:, 1, plan[1]] = 0.5
+    samples[:, 1, richer] = 0.6 + 0.01 * np.arange(6)  # a clear gain on every training snapshot
+    guard = BudgetGuard(env, RewardConfig(budget=BUDGET))
+    policy = BudgetProjectedPlan(plan, samples.mean(axis=0), guard, samples=samples, baseline_plan=plan)
+    assert run_policy(env, policy, [0]).outcomes[0].actions == [plan[0], richer]
+    assert policy.baseline_snapshots == set()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [(dict(baseline_plan=[0]), "baseline_plan"), (dict(baseline_plan=[0, 48]), "baseline_plan"),
+     (dict(same_latency_share=1.0), "same_latency_share"), (dict(same_latency_share=-0.1), "same_latency_share"),
+     (dict(same_latency_share=float("nan")), "same_latency_share")],
+)
+def test_bad_baselines_and_shares_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BudgetProjectedPlan([0, 0], np.zeros((2, 48)), BudgetGuard(ToyEnv(), RewardConfig(budget=BUDGET)), **kwargs)

@@ -312,6 +312,14 @@ def test_quick_run_end_to_end(tmp_path, capsys):
     # on GCN the searches leave out pruning that saves no modelled latency: with 16 hidden channels the second
     # layer's input fits one tile at every channel level, so its channel pruning is all costless
     assert fallback["costless_pruning_rule"] is True and fallback["costless_pruning_left_out"][1] > 0
+    # held-out snapshots where the fitted plan cost what greedy search's does and greedy's kept the budget: greedy's
+    # plan ran there (projection, rule 5)
+    heldout = report["per_seed"][0]["heldout_snapshots"]
+    policies = report["per_seed"][0]["policies"]
+    assert set(fallback["greedy_plan_at_same_latency"]) <= set(heldout)
+    for snapshot in fallback["greedy_plan_at_same_latency"]:
+        position = heldout.index(snapshot)
+        assert policies["greedy_projected"]["actions"][position] == policies["greedy"]["actions"][position]
     # the accuracy-first controller has a static fallback of its own; where its margin is inf it is that plan
     first = report["per_seed"][0]["accuracy_first_fallback"]
     labels = [ActionSpace()[a].label() for a in first["plan_actions"]]
