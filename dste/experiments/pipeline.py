@@ -305,7 +305,9 @@ where greedy search then dominated by 0.16 and 0.03); on GraphSAGE it lost on se
 the controller. On four GraphSAGE runs of graphs measured afterwards it gained on three and lost 0.02 points summed.
 Probed offline, the move's held-out gain on GraphSAGE is the channel re-fit's (``dste.gnn.channel_fit``) on its
 neighbour map: without the re-fit the move loses on both models. That the GraphSAGE result holds beyond the fourteen
-graphs and streams measured is an assumption."""
+graphs and streams measured is an assumption. Since 0113ddc a fitted plan that costs what greedy search's plan costs
+runs greedy's plan wherever that keeps the budget (``dste.controller.projection``, rule 5), so the rule now decides
+only where the budget or another rule makes the two plans' latencies differ."""
 
 SCHEDULES = {"default": (16, 1500), "large": (6, 200)}
 """(snapshots, controller episodes) per schedule. A layer run at ogbn-arxiv's size takes about a second (its
