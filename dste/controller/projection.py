@@ -294,8 +294,7 @@ class BudgetProjectedPlan(Policy):
         if self.baseline_plan is None:
             return probed
         tables = self._tables(env, snapshot)
-        baseline_us = sum(table[a] for table, a in zip(tables, self.baseline_plan))
-        if budget is not None and baseline_us > budget + budget_slack_us(budget):
+        if budget is not None and not self._fits(tables, self.baseline_plan, budget):
             return probed  # the baseline overspends: the budget comes first
         if probed is not None:
             intended = probed
@@ -303,8 +302,8 @@ class BudgetProjectedPlan(Policy):
             intended = self.plan if budget is None else self._fitted_plan(tables, budget)
         if intended == self.baseline_plan:
             return probed
-        intended_us = sum(table[a] for table, a in zip(tables, intended))
-        if abs(intended_us - baseline_us) > self.same_latency_share * baseline_us:
+        baseline_us = self._plan_us(tables, self.baseline_plan)
+        if abs(self._plan_us(tables, intended) - baseline_us) > self.same_latency_share * baseline_us:
             return probed
         self.baseline_snapshots.add(int(snapshot))
         return list(self.baseline_plan)
@@ -362,7 +361,16 @@ class BudgetProjectedPlan(Policy):
             return None
 
     def _greedy_fits(self, tables: list[np.ndarray], budget: float) -> bool:
-        return sum(table[action] for table, action in zip(tables, self.plan)) <= budget + budget_slack_us(budget)
+        return self._fits(tables, self.plan, budget)
+
+    @staticmethod
+    def _plan_us(tables: list[np.ndarray], plan: Sequence[int]) -> float:
+        """``plan``'s modelled latency by the latency ``tables`` (one per layer)."""
+        return sum(table[action] for table, action in zip(tables, plan))
+
+    @staticmethod
+    def _fits(tables: list[np.ndarray], plan: Sequence[int], budget: float) -> bool:
+        return BudgetProjectedPlan._plan_us(tables, plan) <= budget + budget_slack_us(budget)
 
     def _check(
         self, env, snapshot: int, tables: list[np.ndarray], budget: float, worth: np.ndarray,
