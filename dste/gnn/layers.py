@@ -1,6 +1,8 @@
 """GCN and GraphSAGE (mean) layers over DSTE propagation matrices, with PyG's conventions.
 
-``layer(x, adj)``: ``x float32 [n, in]``; ``adj`` any form :mod:`dste.gnn.adjacency` accepts. The
+``layer(x, adj)``: ``x float32 [n, in]``, dense or sparse COO (wide bag-of-words features; the FP32 weight product
+then touches only the nonzeros, compressed weights take it densified); ``adj`` any form :mod:`dste.gnn.adjacency`
+accepts. The
 propagation runs through ``dste.spmm`` (``backend`` per call or ``DSTE_BACKEND``), differentiable in ``x``.
 After :meth:`compress_weights` the layer in eval mode multiplies by DSTE-compressed INT8/FP16 weights.
 """
@@ -15,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from dste.bindings import spmm
 
@@ -27,6 +30,8 @@ __all__ = ["GCNConv", "SAGEConv"]
 def _check_input(x, in_features: int, layer: str) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{layer}: x must be a torch tensor [n, {in_features}], got {type(x).__name__}")
+    if x.layout not in (torch.strided, torch.sparse_coo):
+        raise TypeError(f"{layer}: x must be a dense or sparse COO tensor, got layout {x.layout}")
     if x.dim() != 2 or x.shape[1] != in_features:
         raise ValueError(f"{layer}: x must be [n, {in_features}], got {tuple(x.shape)}")
     if x.dtype != torch.float32:
@@ -51,7 +56,7 @@ class _CompressibleLinear(nn.Linear):
 
     def forward(self, x, backend: str | None = None):
         if self.compressed is not None and not self.training:
-            out = self.compressed(x, backend=backend)
+            out = self.compressed(x.to_dense() if x.is_sparse else x, backend=backend)
             return out + self.bias if self.bias is not None else out
         return super().forward(x)
 
@@ -198,6 +203,13 @@ class SAGEConv(nn.Module):
     def forward(self, x, adj, backend: str | None = None):
         _check_input(x, self.in_features, "SAGEConv")
         a = self.propagation(x, adj)
+        if x.is_sparse and (self.lin_l.compressed is None or self.training):
+            # The mean of sparse rows is dense: aggregate after the weight product, (A x) W^T = A (x W^T).
+            aggregated = spmm(a, F.linear(x, self.lin_l.weight), backend=backend)
+            out = aggregated if self.lin_l.bias is None else aggregated + self.lin_l.bias
+            return out + self.lin_r(x, backend=backend)
+        if x.is_sparse:
+            x = x.to_dense()
         aggregated = spmm(a, x, backend=backend)
         return self.lin_l(aggregated, backend=backend) + self.lin_r(x, backend=backend)
 

@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 from .layers import GCNConv, SAGEConv
 
-__all__ = ["TwoLayerGNN", "GCN", "SAGE", "make_model", "CONV_KINDS"]
+__all__ = ["TwoLayerGNN", "GCN", "SAGE", "make_model", "input_dropout", "CONV_KINDS"]
 
 CONV_KINDS = {"gcn": GCNConv, "sage": SAGEConv}
 
@@ -32,10 +32,20 @@ class TwoLayerGNN(nn.Module):
         return (self.conv1, self.conv2)
 
     def forward(self, x, adj, backend: str | None = None):
-        h = F.dropout(x, self.dropout, self.training)
+        h = input_dropout(x, self.dropout, self.training)
         h = F.relu(self.conv1(h, adj, backend=backend))
         h = F.dropout(h, self.dropout, self.training)
         return self.conv2(h, adj, backend=backend)
+
+
+def input_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``F.dropout`` of the node features; on a sparse COO ``x`` it draws over the stored values only, as Kipf and
+    Welling's own GCN does (a dropped zero is zero either way), and returns a sparse tensor."""
+    if not x.is_sparse:
+        return F.dropout(x, p, training)
+    x = x.coalesce()
+    return torch.sparse_coo_tensor(x.indices(), F.dropout(x.values(), p, training), x.shape, is_coalesced=True,
+                                   check_invariants=False)  # the indices are x's own, already checked
 
 
 class GCN(TwoLayerGNN):
