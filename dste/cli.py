@@ -123,7 +123,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=_jobs, default="auto",
                         help="seeds run in this many worker processes at once; 'auto' (default): one per core this "
                              "process may use, at most one per seed, as many as the available memory holds (a "
-                             "worker's peak modelled from the graph's node count). The figures do not change, only "
+                             "worker's peak modelled from the graph's nodes, features and snapshots). The figures do not change, only "
                              "the wall time, the memory (one job's worth per worker) and the measured CPU times (the "
                              "workers share the cores)")
     parser.add_argument("--fp32-snapshots", choices=("first", "training"), default="first",

@@ -316,23 +316,59 @@ static sweep, so the large-graph schedule judges fewer snapshots (four training,
 controller for fewer episodes; everything else about the method is unchanged."""
 
 
-WORKER_PEAK_BYTES = (1.37e9, 382e3)
-"""A seed's worker process at its peak, modelled as (fixed bytes, bytes per node) through two measurements on the 24 GiB
-development machine, each worker beside a second: cora-like (2,708 nodes) 2.3-2.4 GB, pubmed-like (19,717 nodes)
-8.7-8.9 GB. At arxiv scale (169,343 nodes, the large-graph schedule) it predicts 66 GB where one process peaks at
-15-16 GB: beyond the measured sizes it errs towards fewer workers."""
+WORKER_PEAK_BYTES = (1.51e9, 11.9e3, 6.4)
+"""A seed's worker process at its peak, modelled as fixed bytes plus, per snapshot, bytes per node and bytes per
+node-feature value, plus the stored quantized versions of each snapshot's features (about 12 bytes per value, at
+most ``STORED_FEATURE_BYTES`` a graph; every snapshot's features are dense, since the streams' drift and noise touch
+every value, and all of them are held). Fitted to five peaks on the 24 GiB development machine, each within 7 %:
+cora-like (2,708 nodes x 500 features, 16 snapshots) 2.3-2.4 GB and pubmed-like (19,717 x 500) 8.7-8.9 GB, each
+worker beside a second; citeseer-like (3,327 x 3,703) 6.1 GB, a Coauthor-CS-sized graph (18,333 x 6,805) 22 GB and
+arxiv-scale (169,343 x 128, 6 snapshots) 15-16 GB, alone. The model before counted nodes only (fitted on the first
+two) and put the CS-sized worker at 8.4 GB: ``--jobs auto`` started two workers there, which the machine cannot
+hold."""
+
+WORKER_PEAK_HEADROOM = 1.15
+"""``--jobs auto`` counts each worker at this multiple of its modelled peak (the fit's largest miss is 7 %): a
+worker too few costs time, one too many the whole run."""
 
 
-def auto_jobs(num_nodes: int) -> int:
-    """Workers ``--jobs auto`` runs for a graph of ``num_nodes`` nodes: one per usable core (``default_jobs``), as many
-    as the available memory holds at ``WORKER_PEAK_BYTES`` each; one where the memory cannot be read."""
+def worker_peak_bytes(num_nodes: int, num_features: int, snapshots: int) -> float:
+    """A seed's worker process at its peak, in bytes, as ``WORKER_PEAK_BYTES`` models it."""
+    from dste.gnn.execution import STORED_FEATURE_BYTES
+
+    fixed, per_node, per_value = WORKER_PEAK_BYTES
+    values = float(num_nodes) * float(num_features)
+    stored = min(12.0 * values, float(STORED_FEATURE_BYTES))
+    return fixed + snapshots * (per_node * num_nodes + per_value * values + stored)
+
+
+def auto_jobs(num_nodes: int, num_features: int, snapshots: int) -> int:
+    """Workers ``--jobs auto`` runs for a graph of ``num_nodes`` nodes and ``num_features`` features over
+    ``snapshots`` snapshots: one per usable core (``default_jobs``), as many as the available memory holds at
+    :func:`worker_peak_bytes` each (times ``WORKER_PEAK_HEADROOM``); one where the memory cannot be read."""
     from dste.experiments.env_layers import available_memory_bytes
 
     available = available_memory_bytes()
     if available is None:
         return 1
-    fixed, per_node = WORKER_PEAK_BYTES
-    return max(1, min(default_jobs(), int(available // (fixed + per_node * num_nodes))))
+    peak = WORKER_PEAK_HEADROOM * worker_peak_bytes(num_nodes, num_features, snapshots)
+    return max(1, min(default_jobs(), int(available // peak)))
+
+
+def memory_warning(num_nodes: int, num_features: int, snapshots: int, jobs: int) -> str | None:
+    """A line saying the run's workers may not fit the available memory, or None: printed before the run starts, so
+    a run the machine cannot hold is not found out by the kernel's out-of-memory killer half an hour in."""
+    from dste.experiments.env_layers import available_memory_bytes
+
+    available = available_memory_bytes()
+    peak = worker_peak_bytes(num_nodes, num_features, snapshots)
+    if available is None or jobs * peak <= available:
+        return None
+    per_snapshot = (worker_peak_bytes(num_nodes, num_features, snapshots + 1) - peak) / 1e9
+    return (f"warning: {jobs} worker(s) on {num_nodes:,} nodes x {num_features:,} features over {snapshots} "
+            f"snapshots are modelled at {jobs * peak / 1e9:.1f} GB at their peak, and {available / 1e9:.1f} GB is "
+            f"available; each snapshot holds about {per_snapshot:.2f} GB per worker (its features are dense): fewer "
+            "--snapshots or --jobs 1 lowers it")
 
 
 def default_jobs() -> int:
@@ -343,17 +379,18 @@ def default_jobs() -> int:
     return max(1, os.cpu_count() or 1)  # no affinity call on this platform (macOS, Windows)
 
 
-def schedule_for(config: RunConfig, num_nodes: int) -> RunConfig:
+def schedule_for(config: RunConfig, num_nodes: int, num_features: int) -> RunConfig:
     """``config`` with its snapshot count and episodes filled in for a graph of ``num_nodes`` nodes: the
     ``"large"`` schedule above ``LARGE_GRAPH_NODES`` nodes, else ``"default"``; values the run set are kept.
-    ``jobs="auto"`` becomes ``auto_jobs(num_nodes)``."""
+    ``jobs="auto"`` becomes ``auto_jobs(num_nodes, num_features, snapshots)``."""
     snapshots, episodes = SCHEDULES["large" if num_nodes > LARGE_GRAPH_NODES else "default"]
+    snapshots = snapshots if config.snapshots is None else config.snapshots
     jobs = config.jobs
     if jobs == "auto":
-        jobs = auto_jobs(num_nodes)
+        jobs = auto_jobs(num_nodes, num_features, snapshots)
     return replace(
         config,
-        snapshots=snapshots if config.snapshots is None else config.snapshots,
+        snapshots=snapshots,
         episodes=episodes if config.episodes is None else config.episodes,
         jobs=jobs,
     )
@@ -1174,14 +1211,17 @@ def run(config: RunConfig) -> dict:
                          "replace that run's outputs")
     out.mkdir(parents=True, exist_ok=True)
     base = _load_base(config)
-    config = schedule_for(config, int(base.num_nodes))
+    config = schedule_for(config, int(base.num_nodes), int(base.x.shape[1]))
+    workers = min(config.jobs, config.seeds)
+    warning = memory_warning(int(base.num_nodes), int(base.x.shape[1]), config.snapshots, workers)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     with freed_memory_kept():
         per_seed = _run_seeds(config, base)
     checkpoint = per_seed[0].pop("agent").save(out / "controller_seed0.pt")
     for entry in per_seed[1:]:
         entry.pop("agent")
     summary = _summarise(per_seed)
-    workers = min(config.jobs, config.seeds)
     report = {
         "config": asdict(config),
         "dataset": base.summary() if hasattr(base, "summary") else {"name": config.dataset},

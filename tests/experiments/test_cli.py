@@ -66,7 +66,7 @@ def test_jobs_default_to_one_worker_per_usable_core_as_memory_allows(monkeypatch
         pass
 
     def record(config):
-        seen.append(pipeline.schedule_for(config, nodes).jobs)
+        seen.append(pipeline.schedule_for(config, nodes, 500).jobs)
         raise Started
 
     seen = []
@@ -101,9 +101,54 @@ def test_auto_jobs_take_one_worker_where_the_memory_is_unknown(monkeypatch):
 
     monkeypatch.setattr(pipeline, "default_jobs", lambda: 8)
     monkeypatch.setattr(env_layers, "available_memory_bytes", lambda: None)
-    assert pipeline.auto_jobs(100) == 1
+    assert pipeline.auto_jobs(100, 500, 16) == 1
     monkeypatch.setattr(env_layers, "available_memory_bytes", lambda: 1 << 30)  # less than one worker's peak
-    assert pipeline.auto_jobs(100) == 1
+    assert pipeline.auto_jobs(100, 500, 16) == 1
+
+
+@pytest.mark.parametrize("nodes, features, snapshots, measured_gb", [
+    (2_708, 500, 16, 2.35), (19_717, 500, 16, 8.8), (3_327, 3_703, 16, 6.1), (18_333, 6_805, 16, 22.0),
+    (169_343, 128, 6, 15.5),
+])
+def test_the_worker_peak_model_holds_the_measured_peaks(nodes, features, snapshots, measured_gb):
+    """The peaks measured on the development machine (WORKER_PEAK_BYTES's docstring), within the headroom."""
+    from dste.experiments import pipeline
+
+    modelled = pipeline.worker_peak_bytes(nodes, features, snapshots) / 1e9
+    assert abs(modelled / measured_gb - 1) < pipeline.WORKER_PEAK_HEADROOM - 1, (modelled, measured_gb)
+
+
+def test_auto_jobs_count_the_feature_width(monkeypatch):
+    """A Coauthor-CS-sized graph (18,333 x 6,805 features, every snapshot's held dense) gets one worker on the
+    24 GiB machine; a node count alone put its worker at 8.4 GB and started two."""
+    from dste.experiments import env_layers, pipeline
+
+    monkeypatch.setattr(pipeline, "default_jobs", lambda: 2)
+    monkeypatch.setattr(env_layers, "available_memory_bytes", lambda: 22 << 30)
+    assert pipeline.auto_jobs(18_333, 500, 16) == 2
+    assert pipeline.auto_jobs(18_333, 6_805, 16) == 1
+
+
+def test_a_run_the_memory_cannot_hold_is_announced_before_it_starts(monkeypatch, capsys, tmp_path):
+    from dste.experiments import env_layers, pipeline
+
+    monkeypatch.setattr(env_layers, "available_memory_bytes", lambda: 16 << 30)
+    line = pipeline.memory_warning(18_333, 6_805, 16, 1)
+    assert line is not None and "--snapshots" in line and "18,333 nodes x 6,805 features" in line
+    assert pipeline.memory_warning(18_333, 6_805, 4, 1) is None, "four snapshots fit"
+    assert pipeline.memory_warning(2_708, 500, 16, 2) is None
+
+    class Started(Exception):
+        pass
+
+    def started(config, base):
+        raise Started
+
+    monkeypatch.setattr(env_layers, "available_memory_bytes", lambda: 1 << 30)
+    monkeypatch.setattr(pipeline, "_run_seeds", started)
+    with pytest.raises(Started):
+        pipeline.run(pipeline.RunConfig(seeds=1, jobs=1, out=str(tmp_path)))
+    assert "warning: 1 worker(s) on 2,708 nodes x 500 features" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("jobs", ["many", 0, 1.5, True])

@@ -13,16 +13,18 @@ from dste.gnn.execution import STORED_FEATURE_BYTES
 def test_graphs_above_the_threshold_get_the_large_schedule_unless_the_run_names_its_own():
     config = RunConfig()
     assert config.snapshots is None and config.episodes is None
-    assert (schedule_for(config, LARGE_GRAPH_NODES).snapshots, schedule_for(config, LARGE_GRAPH_NODES).episodes) == (
+    at_the_limit = schedule_for(config, LARGE_GRAPH_NODES, 128)
+    assert (at_the_limit.snapshots, at_the_limit.episodes) == (
         SCHEDULES["default"]
     )
-    large = schedule_for(config, LARGE_GRAPH_NODES + 1)
+    large = schedule_for(config, LARGE_GRAPH_NODES + 1, 128)
     assert (large.snapshots, large.episodes) == SCHEDULES["large"] and SCHEDULES["large"][0] >= 4
-    named = schedule_for(RunConfig(snapshots=8, episodes=50), 10 * LARGE_GRAPH_NODES)
+    named = schedule_for(RunConfig(snapshots=8, episodes=50), 10 * LARGE_GRAPH_NODES, 128)
     assert (named.snapshots, named.episodes) == (8, 50)
     quick = RunConfig(quick=True)
     assert (quick.snapshots, quick.episodes) == (6, 100)
-    assert (schedule_for(quick, 10 * LARGE_GRAPH_NODES).snapshots, schedule_for(quick, 10).episodes) == (6, 100)
+    assert schedule_for(quick, 10 * LARGE_GRAPH_NODES, 128).snapshots == 6
+    assert schedule_for(quick, 10, 128).episodes == 100
 
 
 @pytest.mark.parametrize("bad", [{"snapshots": 3}, {"episodes": 0}, {"snapshots": 2.5}])
