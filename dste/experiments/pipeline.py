@@ -322,7 +322,7 @@ node-feature value, plus the stored quantized versions of each snapshot's featur
 most ``STORED_FEATURE_BYTES`` a graph; every snapshot's features are dense, since the streams' drift and noise touch
 every value, and all of them are held). Fitted to five peaks on the 24 GiB development machine, each within 7 %:
 cora-like (2,708 nodes x 500 features, 16 snapshots) 2.3-2.4 GB and pubmed-like (19,717 x 500) 8.7-8.9 GB, each
-worker beside a second; citeseer-like (3,327 x 3,703) 6.1 GB, a Coauthor-CS-sized graph (18,333 x 6,805) 22 GB and
+worker beside a second; citeseer-like (3,327 x 3,703) 6.1 GB, a Coauthor-CS-sized graph (18,333 x 6,805) 23.2 GB and
 arxiv-scale (169,343 x 128, 6 snapshots) 15-16 GB, alone. The model before counted nodes only (fitted on the first
 two) and put the CS-sized worker at 8.4 GB: ``--jobs auto`` started two workers there, which the machine cannot
 hold."""
