@@ -228,9 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.handler(args)
-    except (ValueError, OSError) as error:
-        # bad options or unusable paths (missing dataset, --out naming a file, no permission): a usage error;
-        # anything else is a fault in DSTE and keeps its traceback
+    except (ValueError, OSError, MemoryError) as error:
+        # bad options, unusable paths (missing dataset, --out naming a file, no permission) or a run this machine's
+        # memory cannot hold (refused before it starts): a usage error; anything else is a fault in DSTE and keeps
+        # its traceback
         parser.exit(2, f"dste {args.command}: error: {error}\n")
 
 

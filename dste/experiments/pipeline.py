@@ -110,6 +110,10 @@ PAPER_ROWS = ("fp32", "int8", "static_sparse50_int8", "dste_dqn", "dste_dqn_unbu
 MODEL_KINDS = ("gcn", "sage")
 
 
+MIN_SNAPSHOTS = 4
+"""The fewest snapshots a run takes: at least one held out and several to train on."""
+
+
 @dataclass
 class RunConfig:
     dataset: str = "cora-like"
@@ -154,10 +158,10 @@ class RunConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 also = " or 'auto'" if name == "jobs" else ""
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer{also}, got {value!r}")
-        if self.snapshots is not None and (not isinstance(self.snapshots, int) or self.snapshots < 4):
+        if self.snapshots is not None and (not isinstance(self.snapshots, int) or self.snapshots < MIN_SNAPSHOTS):
             raise ValueError(
-                f"--snapshots must be an integer >= 4 (at least one held-out and several training snapshots), "
-                f"got {self.snapshots!r}"
+                f"--snapshots must be an integer >= {MIN_SNAPSHOTS} (at least one held-out and several training "
+                f"snapshots), got {self.snapshots!r}"
             )
         if self.model not in MODEL_KINDS:
             raise ValueError(f"--model must be one of {MODEL_KINDS}, got {self.model!r}")
@@ -355,20 +359,32 @@ def auto_jobs(num_nodes: int, num_features: int, snapshots: int) -> int:
     return max(1, min(default_jobs(), int(available // peak)))
 
 
-def memory_warning(num_nodes: int, num_features: int, snapshots: int, jobs: int) -> str | None:
-    """A line saying the run's workers may not fit the available memory, or None: printed before the run starts, so
-    a run the machine cannot hold is not found out by the kernel's out-of-memory killer half an hour in."""
+MEMORY_REFUSAL_FACTOR = 1.5
+"""A run whose one worker is modelled at more than this multiple of the available memory is refused before it starts
+(the model's largest miss is 7 %); between 1 and this multiple it starts with a warning."""
+
+
+def memory_check(num_nodes: int, num_features: int, snapshots: int, jobs: int) -> str | None:
+    """Before a run starts: None where its ``jobs`` workers fit the available memory at their modelled peak
+    (:func:`worker_peak_bytes`), else a warning line; raises ``MemoryError`` where one worker alone is modelled past
+    ``MEMORY_REFUSAL_FACTOR`` times the available memory, naming the snapshot count that fits. Without it such a run
+    is found out by the kernel's out-of-memory killer, up to an hour in."""
     from dste.experiments.env_layers import available_memory_bytes
 
     available = available_memory_bytes()
     peak = worker_peak_bytes(num_nodes, num_features, snapshots)
     if available is None or jobs * peak <= available:
         return None
-    per_snapshot = (worker_peak_bytes(num_nodes, num_features, snapshots + 1) - peak) / 1e9
-    return (f"warning: {jobs} worker(s) on {num_nodes:,} nodes x {num_features:,} features over {snapshots} "
-            f"snapshots are modelled at {jobs * peak / 1e9:.1f} GB at their peak, and {available / 1e9:.1f} GB is "
-            f"available; each snapshot holds about {per_snapshot:.2f} GB per worker (its features are dense): fewer "
-            "--snapshots or --jobs 1 lowers it")
+    per_snapshot = worker_peak_bytes(num_nodes, num_features, snapshots + 1) - peak
+    fitting = int((available - worker_peak_bytes(num_nodes, num_features, 0)) // per_snapshot)
+    hint = (f"--snapshots {fitting} fits" if fitting >= MIN_SNAPSHOTS else
+            f"fewer than {MIN_SNAPSHOTS} snapshots would fit, the least a run takes")
+    figures = (f"{num_nodes:,} nodes x {num_features:,} features over {snapshots} snapshots: a worker is modelled at "
+               f"{peak / 1e9:.1f} GB at its peak ({per_snapshot / 1e9:.2f} GB per snapshot, whose features are held "
+               f"dense), and {available / 1e9:.1f} GB is available")
+    if peak > MEMORY_REFUSAL_FACTOR * available:
+        raise MemoryError(f"this machine cannot hold the run: {figures}; {hint}")
+    return f"warning: {jobs} worker(s) may not fit: {figures}; {hint}" + (", as does --jobs 1" if jobs > 1 else "")
 
 
 def default_jobs() -> int:
@@ -1213,7 +1229,7 @@ def run(config: RunConfig) -> dict:
     base = _load_base(config)
     config = schedule_for(config, int(base.num_nodes), int(base.x.shape[1]))
     workers = min(config.jobs, config.seeds)
-    warning = memory_warning(int(base.num_nodes), int(base.x.shape[1]), config.snapshots, workers)
+    warning = memory_check(int(base.num_nodes), int(base.x.shape[1]), config.snapshots, workers)
     if warning:
         print(warning, file=sys.stderr, flush=True)
     with freed_memory_kept():

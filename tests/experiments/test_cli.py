@@ -129,14 +129,18 @@ def test_auto_jobs_count_the_feature_width(monkeypatch):
     assert pipeline.auto_jobs(18_333, 6_805, 16) == 1
 
 
-def test_a_run_the_memory_cannot_hold_is_announced_before_it_starts(monkeypatch, capsys, tmp_path):
+def test_a_run_the_memory_cannot_hold_is_announced_or_refused_before_it_starts(monkeypatch, capsys, tmp_path):
     from dste.experiments import env_layers, pipeline
 
-    monkeypatch.setattr(env_layers, "available_memory_bytes", lambda: 16 << 30)
-    line = pipeline.memory_warning(18_333, 6_805, 16, 1)
-    assert line is not None and "--snapshots" in line and "18,333 nodes x 6,805 features" in line
-    assert pipeline.memory_warning(18_333, 6_805, 4, 1) is None, "four snapshots fit"
-    assert pipeline.memory_warning(2_708, 500, 16, 2) is None
+    monkeypatch.setattr(env_layers, "available_memory_bytes", lambda: 20 << 30)
+    line = pipeline.memory_check(18_333, 6_805, 16, 1)  # modelled at 23.1 GB, 21.5 GB available
+    assert line.startswith("warning") and "18,333 nodes x 6,805 features over 16 snapshots" in line
+    assert "--snapshots 14 fits" in line
+    assert pipeline.memory_check(18_333, 6_805, 8, 1) is None, "eight snapshots fit"
+    assert pipeline.memory_check(2_708, 500, 16, 2) is None
+    assert "--jobs 1" in pipeline.memory_check(18_333, 6_805, 8, 2)
+    with pytest.raises(MemoryError, match="cannot hold the run.*--snapshots 7 fits"):
+        pipeline.memory_check(34_493, 8_415, 16, 1)  # Coauthor Physics' size: 43 GB modelled
 
     class Started(Exception):
         pass
@@ -144,11 +148,11 @@ def test_a_run_the_memory_cannot_hold_is_announced_before_it_starts(monkeypatch,
     def started(config, base):
         raise Started
 
-    monkeypatch.setattr(env_layers, "available_memory_bytes", lambda: 1 << 30)
+    monkeypatch.setattr(env_layers, "available_memory_bytes", lambda: 2 << 30)
     monkeypatch.setattr(pipeline, "_run_seeds", started)
     with pytest.raises(Started):
         pipeline.run(pipeline.RunConfig(seeds=1, jobs=1, out=str(tmp_path)))
-    assert "warning: 1 worker(s) on 2,708 nodes x 500 features" in capsys.readouterr().err
+    assert "warning: 1 worker(s) may not fit: 2,708 nodes x 500 features" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("jobs", ["many", 0, 1.5, True])
@@ -448,3 +452,13 @@ def test_seeds_in_worker_processes_give_the_same_numbers(tmp_path):
         for name, value in row.items():
             if "cpu" not in name:
                 assert reports[2]["summary"][policy][name] == value, (policy, name)
+
+
+def test_the_cli_refuses_a_run_the_memory_cannot_hold_as_a_usage_error(monkeypatch, tmp_path, capsys):
+    from dste.experiments import env_layers
+
+    monkeypatch.setattr(env_layers, "available_memory_bytes", lambda: 1 << 30)  # a default worker needs 2.4 GB
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--out", str(tmp_path), "--no-progress", "--seeds", "1"])
+    assert exit_.value.code == 2
+    assert "dste run: error: this machine cannot hold the run" in capsys.readouterr().err
