@@ -1,7 +1,7 @@
 """The FP32 GCN on the Planetoid public splits (static graph) against the published figures.
 
     python bench/planetoid_fp32.py --root DIR [--datasets cora,citeseer,pubmed] [--seeds 10] [--hidden 64] [--model gcn]
-                                   [--teachers K]
+                                   [--teachers K] [--sparse-input]
 
 ``DIR`` holds the raw Planetoid files (``ind.<name>.*``); datasets whose files are absent are skipped. Each seed
 builds and trains the project's two-layer GCN (``dste.gnn.make_model``, ``train_fp32``: Adam, lr 0.01, weight decay
@@ -11,8 +11,11 @@ once on the files' raw values (what ``load_dataset`` and ``dste run`` use: the s
 noise are in those units). Published: Kipf & Welling, ICLR 2017, Table 2 (GCN only: ``--model sage`` trains the
 project's GraphSAGE the same way, for which the table names no published figure). ``--teachers K`` distils each
 seed's model from K others trained the same way (``train_fp32_distilled``, as ``dste run`` trains by default; the
-published figure is of plain training, ``--teachers 0``, the default here). Mean and population std (ddof 0, as the
-README's tables) over the seeds. Prints a table and writes it to ``--out``/planetoid_fp32[_sage][_distilledK].txt
+published figure is of plain training, ``--teachers 0``, the default here). ``--sparse-input`` trains on the features
+as a sparse tensor (``dste.gnn.train.SPARSE_INPUT_MIN_VALUES`` set to 0: input dropout over the nonzeros only, as
+``dste run`` trains on Coauthor-CS-sized inputs; these graphs are below that size). Mean and population std (ddof 0, as the
+README's tables) over the seeds. Prints a table and writes it to
+``--out``/planetoid_fp32[_sage][_distilledK][_sparse_input].txt
 (default ``bench/results``).
 """
 
@@ -49,6 +52,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model", choices=("gcn", "sage"), default="gcn")
     parser.add_argument("--teachers", type=int, default=0,
                         help="distil each seed's model from this many others (0: plain training, the published recipe)")
+    parser.add_argument("--sparse-input", action="store_true",
+                        help="train on the features as a sparse tensor, whatever their size")
     parser.add_argument("--out", default=str(REPOSITORY / "bench" / "results"), help="'' for no file")
     args = parser.parse_args(argv)
 
@@ -57,15 +62,19 @@ def main(argv=None) -> int:
     from tqdm.auto import tqdm
 
     from dste.data import load_planetoid
+    from dste.gnn import train as training
 
     torch.set_num_threads(1)
+    if args.sparse_input:
+        training.SPARSE_INPUT_MIN_VALUES = 0
     root = Path(args.root)
     names = [name for name in args.datasets.split(",") if (root / f"ind.{name}.graph").is_file()]
     model_name = {"gcn": "GCN", "sage": "GraphSAGE"}[args.model]
     if args.teachers < 0:
         parser.error(f"--teachers must be >= 0, got {args.teachers}")
-    training = f", distilled from {args.teachers} teachers" if args.teachers else ""
-    lines = [f"FP32 {model_name}{training}, hidden {args.hidden}, public split, static graph, {args.seeds} seeds; "
+    recipe = f", distilled from {args.teachers} teachers" if args.teachers else ""
+    recipe += ", sparse input" if args.sparse_input else ""
+    lines = [f"FP32 {model_name}{recipe}, hidden {args.hidden}, public split, static graph, {args.seeds} seeds; "
              "test accuracy %, mean and population std (ddof 0)",
              f"{'dataset':<10} {'features':<16} {'mean':>6} {'std':>5} {'published':>9} {'difference':>10}"]
     with tqdm(total=2 * args.seeds * len(names), desc="FP32 training runs") as progress:
@@ -82,7 +91,7 @@ def main(argv=None) -> int:
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         stem = "planetoid_fp32" + ("" if args.model == "gcn" else f"_{args.model}") + (
-            f"_distilled{args.teachers}" if args.teachers else "")
+            f"_distilled{args.teachers}" if args.teachers else "") + ("_sparse_input" if args.sparse_input else "")
         (Path(args.out) / f"{stem}.txt").write_text("\n".join(lines) + "\n")
     return 0
 
