@@ -123,9 +123,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=_jobs, default="auto",
                         help="seeds run in this many worker processes at once; 'auto' (default): one per core this "
                              "process may use, at most one per seed, as many as the available memory holds (a "
-                             "worker's peak modelled from the graph's nodes, features and snapshots). The figures do "
-                             "not change, only the wall time, the memory (one job's worth per worker) and the "
-                             "measured CPU times (the workers share the cores)")
+                             "worker's peak modelled from the graph's nodes, features, edges and snapshots). The "
+                             "figures do not change, only the wall time, the memory (one job's worth per worker) and "
+                             "the measured CPU times (the workers share the cores)")
     parser.add_argument("--fp32-snapshots", choices=("first", "training"), default="first",
                         help="what each seed's FP32 model trains on: the stream's first snapshot (default) or every "
                              "training snapshot in turn (one step per epoch each, the epoch kept by their mean "

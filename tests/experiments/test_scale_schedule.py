@@ -5,26 +5,31 @@ import pytest
 
 from dste.controller.actions import DEFAULT_CHANNEL_LEVELS, DEFAULT_FP16_FRACTIONS
 from dste.experiments.env_layers import LAYER_RUN_BYTES_KEPT, RUN_BYTES_CEILING, run_bytes_budget
-from dste.experiments.pipeline import LARGE_GRAPH_NODES, SCHEDULES, RunConfig, schedule_for
+from dste.experiments.pipeline import LARGE_GRAPH_NODES, SCHEDULES, GraphSize, RunConfig, schedule_for
 from dste.format.hybrid_rows import quantize_rows
 from dste.gnn.execution import STORED_FEATURE_BYTES
+
+
+def _size(nodes):
+    """A graph of ``nodes`` nodes, 128 features and mean degree 4."""
+    return GraphSize(nodes, 128, 4 * nodes)
 
 
 def test_graphs_above_the_threshold_get_the_large_schedule_unless_the_run_names_its_own():
     config = RunConfig()
     assert config.snapshots is None and config.episodes is None
-    at_the_limit = schedule_for(config, LARGE_GRAPH_NODES, 128)
+    at_the_limit = schedule_for(config, _size(LARGE_GRAPH_NODES))
     assert (at_the_limit.snapshots, at_the_limit.episodes) == (
         SCHEDULES["default"]
     )
-    large = schedule_for(config, LARGE_GRAPH_NODES + 1, 128)
+    large = schedule_for(config, _size(LARGE_GRAPH_NODES + 1))
     assert (large.snapshots, large.episodes) == SCHEDULES["large"] and SCHEDULES["large"][0] >= 4
-    named = schedule_for(RunConfig(snapshots=8, episodes=50), 10 * LARGE_GRAPH_NODES, 128)
+    named = schedule_for(RunConfig(snapshots=8, episodes=50), _size(10 * LARGE_GRAPH_NODES))
     assert (named.snapshots, named.episodes) == (8, 50)
     quick = RunConfig(quick=True)
     assert (quick.snapshots, quick.episodes) == (6, 100)
-    assert schedule_for(quick, 10 * LARGE_GRAPH_NODES, 128).snapshots == 6
-    assert schedule_for(quick, 10, 128).episodes == 100
+    assert schedule_for(quick, _size(10 * LARGE_GRAPH_NODES)).snapshots == 6
+    assert schedule_for(quick, _size(10)).episodes == 100
 
 
 @pytest.mark.parametrize("bad", [{"snapshots": 3}, {"episodes": 0}, {"snapshots": 2.5}])
