@@ -13,6 +13,7 @@ import hashlib
 import numpy as np
 
 from dste.kernels.cost import TraceBook, estimate_spmm
+from dste.kernels.launch_spmm import feature_blocks, max_features_of
 from dste.kernels.plan import plan_launches
 
 from .dense_cost import dense_matmul_latency_us
@@ -51,11 +52,15 @@ class LatencyModel:
         self._traces = TraceBook()
 
     def launch_plan(self, matrix, width: int, x_mode: str):
-        """The kernel's launch plan for ``matrix`` at ``width`` / ``x_mode`` (one plan serves every X of a mode)."""
+        """The kernel's launch plan for ``matrix`` at ``width`` / ``x_mode`` (one plan serves every X of a mode);
+        for a width wider than one launch (a GraphSAGE layer aggregating a wide input), the plans of its column
+        blocks in order, as ``estimate_spmm`` takes them."""
         key = (id(matrix), width, x_mode)
         held = self._plans.get(key)
         if held is None or held[0] is not matrix:
-            held = self._plans[key] = (matrix, plan_launches(matrix, width, x_mode, target=self.target))
+            blocks = feature_blocks(width, max_features_of(matrix))
+            plans = [plan_launches(matrix, block, x_mode, target=self.target) for _, block in blocks]
+            held = self._plans[key] = (matrix, plans[0] if len(plans) == 1 else tuple(plans))
         return held[1]
 
     def weight_latency(self, run: LayerRun) -> float:

@@ -137,6 +137,10 @@ def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=No
     rows): the pass is then priced for that share of A's columns drawn at random (seed 0), the
     same launches and correction shapes a call with such an X would use.
 
+    ``plan``: a :func:`plan_launches` plan of A for ``F`` and ``x_mode`` to reuse; for F wider than one launch
+    (``launch_spmm.max_features_of``), the sequence of plans of its column blocks (``launch_spmm.feature_blocks``)
+    in order. Default: planned here.
+
     ``traces``: a :class:`TraceBook` shared by estimates of many matrices (a controller pricing every
     action on every snapshot); a launch shape is then traced once for all of them. Without it the traces
     are kept on ``plan``.
@@ -288,18 +292,27 @@ class ShapeTrace:
 def _column_block_estimate(A, F, x_mode, target, *, X, hi_fraction, plan, lnc, blocks, traces) -> SpmmEstimate:
     """F wider than one launch runs as column blocks in sequence (``launch_spmm.feature_blocks``): their
     times, transfers, bytes and instructions add."""
-    if plan is not None:
-        raise ValueError(f"F={F} is estimated as column blocks, each with its own plan; pass plan=None")
+    if plan is None:
+        plans = [None] * len(blocks)
+    elif isinstance(plan, (list, tuple)) and len(plan) == len(blocks):
+        plans = list(plan)
+        for block_plan, (_, width) in zip(plans, blocks):
+            if getattr(block_plan, "features", None) != width:
+                raise ValueError(f"F={F} is estimated as column blocks of widths {[w for _, w in blocks]}; a block "
+                                 f"plan was made for F={getattr(block_plan, 'features', None)}")
+    else:
+        raise ValueError(f"F={F} is estimated as {len(blocks)} column blocks of widths {[w for _, w in blocks]}: pass "
+                         "plan=None or one plan per block, in order")
     parts = []
-    for c0, width in blocks:
+    for (c0, width), block_plan in zip(blocks, plans):
         block_x = None
         if X is not None:
             from dste.format import HybridRows
 
             block_x = HybridRows(q=np.ascontiguousarray(X.q[:, c0:c0 + width]), scale=X.scale, hi_rows=X.hi_rows,
                                  hi=np.ascontiguousarray(X.hi[:, c0:c0 + width]), hi_index=X.hi_index)
-        parts.append(estimate_spmm(A, width, x_mode, target, X=block_x, hi_fraction=hi_fraction, lnc=lnc,
-                                   traces=traces))
+        parts.append(estimate_spmm(A, width, x_mode, target, X=block_x, hi_fraction=hi_fraction, plan=block_plan,
+                                   lnc=lnc, traces=traces))
     total = parts[0]
     add = ("launches", "instructions", "dma_transfers", "dma_bytes", "latency_us", "roofline_us",
            "latency_optimistic_us", "traced_shapes")

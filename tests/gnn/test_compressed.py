@@ -187,6 +187,25 @@ def test_modelled_latency_orders_the_precisions(trained):
         LatencyModel("trn3")
 
 
+def test_graphsage_on_an_input_wider_than_one_launch_is_priced_as_column_blocks():
+    """GraphSAGE aggregates its layer input, so the first layer's SpMM is as wide as the features; above one
+    launch's 4096 columns it is priced as the kernel runs it, column blocks in sequence."""
+    from dste.kernels import estimate_spmm
+
+    graph = _graph(n=160, features=4100)
+    model = make_model(graph, "sage", hidden=8, seed=0)
+    compressed = CompressedModel(model)
+    run = GraphInference(compressed, graph).run(LayerSetting(fp16_fraction=1.0))[0]
+    assert run.spmm_width == 4100
+    latency = LatencyModel("trn2")
+    assert isinstance(latency.launch_plan(run.adjacency, 4100, "fp16"), tuple)
+    expected = estimate_spmm(run.adjacency, 4100, "fp16", "trn2").latency_us + latency.weight_latency(run)
+    assert latency.layer_latency(run) == pytest.approx(expected, rel=1e-12)
+    narrow = GraphInference(CompressedModel(make_model(_graph(n=160, features=2048), "sage", hidden=8, seed=0)),
+                            _graph(n=160, features=2048)).run(LayerSetting(fp16_fraction=1.0))[0]
+    assert LatencyModel("trn2").spmm_latency(narrow) < latency.spmm_latency(run)  # half the columns gathered
+
+
 def test_bad_settings_and_arguments_are_clear_errors(trained):
     graph, model, _ = trained
     with pytest.raises(ValueError, match="edge_sparsity must lie in"):

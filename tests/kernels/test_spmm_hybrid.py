@@ -235,6 +235,23 @@ def test_wide_features_run_as_column_blocks(small, hybrid):
     assert est.latency_us == pytest.approx(prof.latency_overlapped_us, rel=1e-6)
 
 
+def test_wide_features_are_estimated_with_the_plans_of_their_column_blocks(small):
+    """A caller that keeps plans (the GNN latency model) passes one per column block; the estimate is the same as
+    planning here, and plans of other widths or a single plan are refused."""
+    from dste.kernels import estimate_spmm
+    from dste.kernels.launch_spmm import feature_blocks
+    from dste.kernels.plan import plan_launches
+
+    plans = tuple(plan_launches(small, width, "fp16") for _, width in feature_blocks(5000))
+    assert [p.features for p in plans] == [2560, 2440]
+    planned_here = estimate_spmm(small, 5000, "fp16")
+    assert estimate_spmm(small, 5000, "fp16", plan=plans) == planned_here
+    with pytest.raises(ValueError, match="2 column blocks"):
+        estimate_spmm(small, 5000, "fp16", plan=plans[0])
+    with pytest.raises(ValueError, match="a block plan was made for F=2440"):
+        estimate_spmm(small, 5000, "fp16", plan=plans[::-1])
+
+
 def test_rejects_empty_features_and_a_plan_for_wide_features(small):
     from dste.kernels.plan import plan_launches
 
