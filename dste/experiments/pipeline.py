@@ -430,13 +430,25 @@ def schedule_for(config: RunConfig, size: GraphSize) -> RunConfig:
 
 
 def _load_base(config: RunConfig):
+    """The job's graph: loaded or generated, its features scaled by a power of two where their magnitude is outside
+    what FP32 training and FP16 storage work with (``dste.data.feature_range``; a line on stderr says so)."""
     from dste.data import load_dataset, make_graph
+    from dste.data.feature_range import FEATURE_MAGNITUDE_RANGE, features_in_range
 
     if config.dataset.startswith(CSBM_PREFIX):
         knobs = _csbm_spec(config.dataset)
         knobs.setdefault("name", config.dataset)
-        return make_graph("cora-like", seed=0, **knobs)
-    return load_dataset(config.dataset, root=config.root, seed=0)
+        graph = make_graph("cora-like", seed=0, **knobs)
+    else:
+        graph = load_dataset(config.dataset, root=config.root, seed=0)
+    largest = float(np.max(np.abs(graph.x))) if graph.x.size else 0.0
+    graph, exponent = features_in_range(graph)
+    if exponent:
+        low, high = FEATURE_MAGNITUDE_RANGE
+        print(f"dste run: the node features' largest magnitude is {largest:.4g}, outside [{low:g}, {high:g}]: every "
+              f"policy runs on them times 2^{exponent} (FP16 saturates above 65504; FP32 training stalls on tiny "
+              "inputs)", file=sys.stderr, flush=True)
+    return graph
 
 
 def _cpu_times_ms(env, snapshot: int, plans: dict, repeats: int) -> dict:
@@ -1258,7 +1270,7 @@ def run(config: RunConfig) -> dict:
     summary = _summarise(per_seed)
     report = {
         "config": asdict(config),
-        "dataset": base.summary() if hasattr(base, "summary") else {"name": config.dataset},
+        "dataset": {**base.summary(), "feature_scale_exponent": int(base.meta.get("feature_scale_exponent", 0))},
         "latency_label": f"modelled NeuronCore latency ({config.target}), not measured",
         "cpu_time_label": (f"measured CPU wall time per inference through dste.spmm (cpu backend), shortest of "
                            f"{config.timing_repeats} rounds interleaving the policies, "
