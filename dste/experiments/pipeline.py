@@ -431,9 +431,9 @@ def schedule_for(config: RunConfig, size: GraphSize) -> RunConfig:
 
 def _load_base(config: RunConfig):
     """The job's graph: loaded or generated, its features scaled by a power of two where their magnitude is outside
-    what FP32 training and FP16 storage work with (``dste.data.feature_range``; a line on stderr says so)."""
+    what FP32 training and FP16 storage work with (``dste.experiments.feature_range``; a line on stderr says so)."""
     from dste.data import load_dataset, make_graph
-    from dste.data.feature_range import FEATURE_MAGNITUDE_RANGE, features_in_range
+    from dste.experiments.feature_range import FEATURE_MAGNITUDE_RANGE, features_in_range
 
     if config.dataset.startswith(CSBM_PREFIX):
         knobs = _csbm_spec(config.dataset)
@@ -441,6 +441,16 @@ def _load_base(config: RunConfig):
         graph = make_graph("cora-like", seed=0, **knobs)
     else:
         graph = load_dataset(config.dataset, root=config.root, seed=0)
+    splits = {"training": graph.train_mask, "validation": graph.val_mask, "test": graph.test_mask}
+    empty = [name for name, mask in splits.items() if not mask.any()]
+    if empty:
+        raise ValueError(
+            f"{graph.name}: no {' and no '.join(empty)} nodes (split {int(graph.train_mask.sum())} / "
+            f"{int(graph.val_mask.sum())} / {int(graph.test_mask.sum())}): the job trains on the training nodes, "
+            "stops training and fits the controller on the validation nodes and reports accuracy on the test nodes, "
+            "so each needs at least one (a gnn-benchmark file, a generated graph and the Planetoid files get a split "
+            "drawn; a DSTE bundle carries its own)"
+        )
     largest = float(np.max(np.abs(graph.x))) if graph.x.size else 0.0
     graph, exponent = features_in_range(graph)
     if exponent:
@@ -1254,14 +1264,19 @@ def run(config: RunConfig) -> dict:
         # checked before any work: an earlier run's outputs (some took a quarter of an hour) were written over
         raise ValueError(f"--out {out} already holds a run's results.json; give a new directory, or --overwrite to "
                          "replace that run's outputs")
-    out.mkdir(parents=True, exist_ok=True)
-    base = _load_base(config)
-    size = GraphSize.of(base)
-    config = schedule_for(config, size)
-    workers = min(config.jobs, config.seeds)
-    warning = memory_check(size, config.snapshots, workers)
+    try:
+        base = _load_base(config)
+        size = GraphSize.of(base)
+        config = schedule_for(config, size)
+        workers = min(config.jobs, config.seeds)
+        warning = memory_check(size, config.snapshots, workers)
+    except BaseException:
+        if not config.out and not any(out.iterdir()):  # the new runs/<timestamp> of a run refused before any work
+            out.rmdir()
+        raise
     if warning:
         print(warning, file=sys.stderr, flush=True)
+    out.mkdir(parents=True, exist_ok=True)  # after the checks: a refused run leaves no empty directory behind
     with freed_memory_kept():
         per_seed = _run_seeds(config, base)
     checkpoint = per_seed[0].pop("agent").save(out / "controller_seed0.pt")
