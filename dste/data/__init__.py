@@ -69,5 +69,10 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, seed: int = 0
         path = Path(name)
         if not path.is_absolute() and root is not None:
             path = Path(root) / path
-        return load_npz(path, split_seed=seed)
+        try:
+            return load_npz(path, split_seed=seed)
+        except (ValueError, TypeError) as err:  # a Graph invariant the file breaks: name the file
+            if str(path) in str(err):
+                raise
+            raise type(err)(f"{path}: {err}") from err
     raise ValueError(f"unknown dataset {name!r}; allowed: {dataset_names()}")

@@ -107,8 +107,11 @@ class Graph:
             )
         if self.x.shape[0] != n:
             raise ValueError(f"x has {self.x.shape[0]} rows but adj has {n} nodes")
-        if not np.isfinite(self.x).all():
-            raise ValueError("x contains NaN or Inf; features must be finite")
+        finite = np.isfinite(self.x)
+        if not finite.all():
+            node, feature = (int(i) for i in np.argwhere(~finite)[0])
+            raise ValueError(f"node features (x) hold {int(finite.size - finite.sum())} NaN or Inf values, the first "
+                             f"{self.x[node, feature]} at node {node}, feature {feature}; features must be finite")
 
         if not isinstance(self.y, np.ndarray) or self.y.dtype != np.int64 or self.y.shape != (n,):
             raise TypeError(
@@ -120,7 +123,7 @@ class Graph:
         self.num_classes = int(self.num_classes)
         if self.y.min() < 0 or self.y.max() >= self.num_classes:
             raise ValueError(
-                f"labels must lie in [0, {self.num_classes}), got range "
+                f"labels must lie in [0, num_classes) = [0, {self.num_classes}), got range "
                 f"[{self.y.min()}, {self.y.max()}]"
             )
 

@@ -60,6 +60,11 @@ def whole_numbers(path, key: str, values) -> np.ndarray:
             raise ValueError(f"{path}: {key} must hold integers within int64's range, got range "
                              f"[{values.min().item()!r}, {values.max().item()!r}]")
         return values.astype(np.int64)
+    if values.dtype.kind == "f":
+        flat = values.ravel()
+        bad = np.flatnonzero(~np.isfinite(flat) | (flat != np.round(flat)))
+        raise ValueError(f"{path}: {key} must hold integers, got {values.dtype} values such as "
+                         f"{flat[bad[0]].item()!r} (entry {int(bad[0])}, {bad.size} such)")
     raise ValueError(f"{path}: {key} must hold integers, got {values.dtype} values"
                      + (f" such as {values.ravel()[0].item()!r}" if values.size else ""))
 

@@ -212,3 +212,23 @@ def test_a_root_that_is_another_ogb_datasets_folder_is_not_loaded_under_the_name
     assert load_dataset("ogbn-tiny", root=tmp_path / "ogbn_tiny").num_nodes == 5
     write_tiny_ogb(tmp_path / "my-copy")  # a folder named otherwise is still taken as the dataset asked for
     assert load_dataset("ogbn-arxiv", root=tmp_path / "my-copy").name == "ogbn-arxiv"
+
+
+def test_refusals_name_the_file_and_the_first_offending_value(tmp_path, small_bundle):
+    """"labels must hold integers, got float64 values such as 0.0" showed the first label, not the 1.5 at node 4; a NaN
+    feature was reported as "x contains NaN or Inf", naming neither the file nor where."""
+    from dste.data import load_dataset
+
+    from dste.data.npz import whole_numbers
+
+    labels = np.zeros(10)
+    labels[4] = 1.5
+    with pytest.raises(ValueError, match=r"f.npz: labels must hold integers, .* such as 1.5 \(entry 4, 1 such\)"):
+        whole_numbers("f.npz", "labels", labels)
+    arrays = {key: np.array(value) for key, value in small_bundle.items()}
+    features = arrays["x"].copy()
+    features[7, 3] = np.nan
+    path = _saved(tmp_path / "nan_features.npz", {**arrays, "x": features})
+    with pytest.raises(ValueError, match=r"nan_features.npz: node features \(x\) hold 1 NaN or Inf values, the first "
+                                         r"nan at node 7, feature 3"):
+        load_dataset(str(path))
