@@ -1062,8 +1062,9 @@ def format_table(summary: dict, target: str, names=None, quick: bool = False, no
         f"{'vs FP32 pt (paired)':>20}"
     )
     lines = ([SMOKE_RUN_NOTE] if quick else []) + ([note] if note else []) + [header, "-" * len(header)]
+    paper_rows = sum(name in PAPER_ROWS for name in names)
     for i, name in enumerate(names):
-        if i == len(PAPER_ROWS) and len(names) > len(PAPER_ROWS):
+        if i == paper_rows and len(names) > paper_rows:
             lines.append("  other baselines (same harness):")
         s = summary[name]
         b = s["bytes_by_kind"]
@@ -1283,6 +1284,8 @@ def run(config: RunConfig) -> dict:
     for entry in per_seed[1:]:
         entry.pop("agent")
     summary = _summarise(per_seed)
+    if config.budget == "none" and "dste_dqn" in summary:
+        summary["dste_dqn"]["label"] = "DSTE (DQN, no budget)"  # the reward prices latency; nothing caps it
     report = {
         "config": asdict(config),
         "dataset": {**base.summary(), "feature_scale_exponent": int(base.meta.get("feature_scale_exponent", 0))},

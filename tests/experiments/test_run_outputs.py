@@ -1,6 +1,7 @@
 """dste run's outputs: smoke-run labelling, progress bars only on a terminal, a two-panel plot, --out errors."""
 
 import io
+import re
 import sys
 from pathlib import Path
 
@@ -170,3 +171,13 @@ def test_a_budget_below_the_cheapest_plan_is_named_at_the_top_of_the_table():
     assert budget_out_of_reach([_seed_with_budgets([25.0], [20.0], [26.0])]) is None
     assert budget_out_of_reach([_seed_with_budgets([None], [20.0], [26.0])]) is None
     assert budget_note(None) is None
+
+
+def test_the_baselines_header_follows_the_paper_rows_a_run_has():
+    """Without the accuracy-first row (--budget none) 'uniform FP16' was printed above the 'other baselines' line."""
+    summary = _summary()
+    del summary["dste_dqn_unbudgeted"]
+    summary["fp16"] = summary["int8"] | {"label": "uniform FP16"}
+    lines = format_table(summary, "trn2").splitlines()
+    labels = [re.split(r"\s{2,}", line.strip())[0] for line in lines[2:]]
+    assert labels[:5] == ["FP32", "INT8", "DSTE budgeted", "other baselines (same harness):", "greedy"]
