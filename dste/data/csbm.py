@@ -102,7 +102,8 @@ class CSBMParams:
         if self.num_nodes < self.num_classes * max(2, self.community_size[0]):
             raise ValueError(
                 f"num_nodes={self.num_nodes} too small for {self.num_classes} classes of communities "
-                f"of at least {self.community_size[0]} nodes"
+                f"of at least {self.community_size[0]} nodes: give num_nodes >= "
+                f"{self.num_classes * max(2, self.community_size[0])}, fewer num_classes or a smaller community_size"
             )
         if self.num_features < 1:
             raise ValueError(f"num_features must be >= 1, got {self.num_features}")
@@ -112,7 +113,9 @@ class CSBMParams:
             )
         max_edges = self.num_nodes * (self.num_nodes - 1) // 2
         if self.num_edges > max_edges // 4:
-            raise ValueError(f"num_edges={self.num_edges} too dense for a sparse generator (max {max_edges // 4})")
+            raise ValueError(f"num_edges={self.num_edges} too dense for a sparse generator on num_nodes={self.num_nodes} "
+                             f"(at most {max_edges // 4}: a quarter of all node pairs); give num_edges between "
+                             f"{self.num_nodes} and {max_edges // 4}")
         if not 0.0 <= self.locality <= self.homophily <= 1.0:
             raise ValueError(
                 f"need 0 <= locality <= homophily <= 1 (communities are class-pure), "

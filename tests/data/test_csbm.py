@@ -111,6 +111,10 @@ def test_graph_convolution_clearly_helps_but_task_is_not_trivial(cora_like):
         ({"num_classes": 1}, "num_classes"),
         ({"community_size": (1, 10)}, "community_size"),
         ({"num_edges": 100}, "num_edges"),
+        # both named what to give: csbm:num_nodes=200,community_size=4-16 kept Cora's 5,278 edges
+        ({"num_nodes": 200, "community_size": (4, 16), "num_val": 20, "num_test": 40},
+         r"too dense .* on num_nodes=200 \(at most 4975.*give num_edges between 200 and 4975"),
+        ({"num_nodes": 200, "num_val": 20, "num_test": 40}, r"give num_nodes >= 224, fewer num_classes"),
         ({"degree_sigma": -1.0}, ">= 0"),
         ({"num_val": -1}, "num_val must be >= 0"),  # sliced from the end: 584 validation nodes, no test nodes
         ({"num_test": -50}, "num_test must be >= 0"),
