@@ -232,7 +232,7 @@ class Graph:
             "max_degree": int(deg.max()) if deg.size else 0,
             "isolated_nodes": int((deg == 0).sum()),
             "edge_homophily": self.edge_homophily(),
-            "community_locality": self.community_locality(),
+            "community_locality": None if self.communities is None else self.community_locality(),  # JSON null
         }
 
     def __repr__(self) -> str:
