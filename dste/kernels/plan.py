@@ -482,6 +482,15 @@ def plan_launches(A, F: int, x_mode: str = "fp32", *, target: str = "trn2", merg
         entry_lists.append(e)
         list_lists.append(li)
         counts[w] = [len(t) for t in b + e] + [-(-len(li[0]) // 2), diagonal]  # list slots count in pairs
+    if n_windows and counts[:, :6].max() > LADDER[-1]:
+        w, kind = (int(i) for i in np.unravel_index(np.argmax(counts[:, :6]), counts[:, :6].shape))
+        raise ValueError(
+            f"window {w} holds {int(counts[w, kind])} {('bitmap', 'entry')[kind // 3]} tiles of kind "
+            f"{TileKind(kind % 3).name}; one launch's window holds at most {int(LADDER[-1])} of a kind: its "
+            f"{WINDOW_ROWS} rows touch more than {int(LADDER[-1])} column tiles of {TILE_COLS} columns (a node of degree "
+            f"above {int(LADDER[-1]) * TILE_COLS:,} always does; a reordering, dste.format.rcm, may gather the others' "
+            "columns)"
+        )
     rounded = round_up_slots(counts)
     rounded[:, 6] *= 2  # pairs -> list slots (even)
     if n_windows and rounded.sum(axis=1).max() > MAX_SLOTS_PER_WINDOW:

@@ -321,3 +321,17 @@ def test_rejects_fp32_x_that_bf16_rounds_to_inf(small):
     Y = spmm_hybrid(A, X)
     assert np.isfinite(Y).all()
     assert_within_bound(Y, spmm_reference(A, X), A, X, BOUND_FP32_X)
+
+
+def test_a_hub_beyond_one_windows_slots_is_refused_by_window_and_kind():
+    """A node of degree 60,000 touches 469 column tiles in its window, beyond the 384 of a kind one launch holds; the
+    refusal said only "a window has 469 tiles of one kind"."""
+    import scipy.sparse as sp
+
+    from dste.kernels.plan import plan_launches
+
+    n = 60_001
+    hub = sp.csr_matrix((np.ones(n - 1, np.float32), (np.zeros(n - 1, np.int64), np.arange(1, n))), shape=(n, n))
+    with pytest.raises(ValueError, match=r"window 0 holds 469 entry tiles of kind BIN; .* at most 384 of a kind"
+                                         r".*\(a node of degree above 49,152"):
+        plan_launches(encode(hub), 8, "fp32")
