@@ -451,6 +451,9 @@ def _load_base(config: RunConfig):
             "so each needs at least one (a gnn-benchmark file, a generated graph and the Planetoid files get a split "
             "drawn; a DSTE bundle carries its own)"
         )
+    if graph.num_edges == 0:
+        print(f"dste run: {graph.name} has no edges: no node has a neighbour to aggregate, and pruning "
+              "edges changes nothing", file=sys.stderr, flush=True)
     largest = float(np.max(np.abs(graph.x))) if graph.x.size else 0.0
     graph, exponent = features_in_range(graph)
     if exponent:

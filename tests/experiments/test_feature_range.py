@@ -105,3 +105,15 @@ def test_a_refused_run_leaves_no_empty_output_directory(small_graph, tmp_path, m
         with pytest.raises(ValueError, match="no test nodes"):
             run(RunConfig(dataset=str(path), out=out, progress=False))
     assert not (tmp_path / "named").exists() and not any((tmp_path / "runs").iterdir())
+
+
+def test_a_graph_without_edges_runs_with_a_note(small_graph, tmp_path, capsys):
+    import scipy.sparse as sp
+
+    from dste.experiments.pipeline import RunConfig, _load_base
+
+    path = tmp_path / "no_edges.npz"
+    n = small_graph.num_nodes
+    save_npz(dataclasses.replace(small_graph, adj=sp.csr_matrix((n, n), dtype=np.float32)), path)
+    assert _load_base(RunConfig(dataset=str(path))).num_edges == 0
+    assert "has no edges" in capsys.readouterr().err
