@@ -454,14 +454,14 @@ def _load_base(config: RunConfig):
     if graph.num_edges == 0:
         print(f"dste run: {graph.name} has no edges: no node has a neighbour to aggregate, and pruning "
               "edges changes nothing", file=sys.stderr, flush=True)
-    largest = float(np.max(np.abs(graph.x))) if graph.x.size else 0.0
-    graph, exponent = features_in_range(graph)
+    scaled, exponent = features_in_range(graph)
     if exponent:
         low, high = FEATURE_MAGNITUDE_RANGE
+        largest = float(np.abs(graph.x).max())  # taken only here: ordinary features are not scaled
         print(f"dste run: the node features' largest magnitude is {largest:.4g}, outside [{low:g}, {high:g}]: every "
               f"policy runs on them times 2^{exponent} (FP16 saturates above 65504; FP32 training stalls on tiny "
               "inputs)", file=sys.stderr, flush=True)
-    return graph
+    return scaled
 
 
 def _cpu_times_ms(env, snapshot: int, plans: dict, repeats: int) -> dict:
