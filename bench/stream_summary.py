@@ -21,6 +21,7 @@ from pathlib import Path
 
 from dste.controller import dominates
 from dste.controller.oracle import LATENCY_TIE_US
+from dste.experiments import strict_json
 
 BASELINES = {"greedy": "greedy search", "int8": "INT8", "fp16": "FP16", "static_sparse50_int8": "static 50 %",
              "fp32": "FP32", "random": "random"}
@@ -116,7 +117,9 @@ def row(label: str, run: dict) -> tuple[str, dict]:
         "dominated_by_a_baseline_within_budgets": any(not over for _, over in dominating),
         "dominated_by_hindsight_within_budgets": relation.startswith("**dominates"),
         "spread_at_most_1pt": 100 * dste["accuracy_std"] <= 1.0,
-        "margin_never_finite": all(m == float("inf") for m in run["margins"])  # json reads Infinity back as inf,
+        # results.json writes an infinite margin as "inf" (dste.experiments.strict_json); files collected before
+        # hold the token Infinity, which json reads back as inf: float() takes both
+        "margin_never_finite": all(float(m) == float("inf") for m in run["margins"]),
     }
     return "| " + " | ".join(cells) + " |", facts
 
@@ -218,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.collect:
         runs = collect(args.source)
-        Path(args.collect).write_text(json.dumps(runs, allow_nan=True) + "\n")
+        Path(args.collect).write_text(strict_json.dumps(runs) + "\n")
     else:
         runs = json.loads(Path(args.source[0]).read_text())
     print(HEADER)

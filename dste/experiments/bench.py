@@ -30,7 +30,6 @@ One process, one thread setting for every contender, the same matrices for all o
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -42,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import scipy
 import scipy.sparse as sp
+
+from dste.experiments import strict_json
 
 __all__ = [
     "add_bench_arguments",
@@ -782,7 +783,7 @@ def run_bench(args, stream=None) -> dict:
             results["simulator"] = _guarded(results, "simulator speed", lambda: simulator_speed(seed=settings["seed"]))
             bar.update(1)
     json_path = out / "bench.json"
-    json_path.write_text(json.dumps(results, indent=1, default=_json_default))
+    json_path.write_text(strict_json.dumps(results, indent=1, default=_json_default))
     results["json_path"] = str(json_path)
     if not args.no_plot:
         results["plot_path"] = _guarded(results, "plot", lambda: str(plot(results, out / "bench.png")))

@@ -40,7 +40,6 @@ accuracy minus that seed's FP32 accuracy; mean +/- std over seeds) is reported b
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import platform
@@ -87,6 +86,7 @@ from dste.controller import (
 )
 from dste.controller.actions import costless_pruning
 from dste.controller.baselines import feasible_static_search, prefer_recent_plan
+from dste.experiments import strict_json
 from dste.experiments.memory import freed_memory_kept
 
 __all__ = ["RunConfig", "run", "format_table", "PAPER_ROWS", "POLICY_LABELS"]
@@ -1316,7 +1316,7 @@ def run(config: RunConfig) -> dict:
     from dste.format.io import atomic_write
 
     atomic_write(out / "table.txt", lambda handle: handle.write(table + "\n"), mode="w")
-    text = json.dumps(report, indent=2, default=_json_default)
+    text = strict_json.dumps(report, indent=2, default=_json_default)
     atomic_write(out / "results.json", lambda handle: handle.write(text), mode="w")
     title = f"{config.dataset}, stream {config.stream}, {config.model.upper()}, {config.seeds} seed(s)"
     if config.fp32_snapshots == "training":

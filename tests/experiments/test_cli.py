@@ -6,6 +6,10 @@ from dste.cli import build_parser, main
 from dste.controller import ActionSpace
 from dste.experiments.pipeline import RunConfig
 
+
+def _refuse_non_standard_token(token):
+    raise AssertionError(f"results.json holds {token}, which is not JSON (RFC 8259): jq and JSON.parse reject it")
+
 RUN_OPTIONS = ("--dataset", "--root", "--seeds", "--snapshots", "--episodes", "--out", "--model", "--quick",
                "--lambda", "--budget", "--target", "--hidden", "--epochs", "--stream", "--no-fallback", "--no-probe", "--oracle",
                "--no-frontier", "--model-seed", "0.33fp32", "budget-shift")
@@ -332,7 +336,7 @@ def test_quick_run_end_to_end(tmp_path, capsys):
                  "--hidden", "16", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "DSTE (DQN, latency budget)" in printed and "static 50% sparse INT8" in printed and "modelled" in printed
-    report = json.loads((out / "results.json").read_text())
+    report = json.loads((out / "results.json").read_text(), parse_constant=_refuse_non_standard_token)
     summary = report["summary"]
     assert set(summary) == {"fp32", "int8", "static_sparse50_int8", "fp16", "random", "greedy", "greedy_projected",
                             "dste_dqn", "dste_dqn_unbudgeted"}
@@ -377,8 +381,8 @@ def test_quick_run_end_to_end(tmp_path, capsys):
     first = report["per_seed"][0]["accuracy_first_fallback"]
     labels = [ActionSpace()[a].label() for a in first["plan_actions"]]
     taken = report["per_seed"][0]["policies"]["dste_dqn_unbudgeted"]["actions"]
-    assert first["margin"] in {float(m) for m in first["margin_scores"]}  # one of the candidates it scored
-    if first["margin"] == float("inf"):
+    assert float(first["margin"]) in {float(m) for m in first["margin_scores"]}  # one of the candidates it scored
+    if float(first["margin"]) == float("inf"):  # written "inf": results.json is strict JSON
         assert all(snapshot == labels for snapshot in taken)
 
 
