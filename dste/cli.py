@@ -35,7 +35,7 @@ def _integer_or_word(word: str, word_value, minimum: int, wanted: str):
 
 # --stream-seed / --model-seed: 'per-seed' (None) lets each seed draw its own.
 _seed_or_per_seed = _integer_or_word("per-seed", None, 0, "an integer >= 0")
-# --jobs: 'auto' is resolved per graph by dste.experiments.pipeline.schedule_for.
+# --jobs: 'auto' is resolved per graph by dste.experiments.sizing.schedule_for.
 _jobs = _integer_or_word("auto", "auto", 1, "a positive integer")
 
 
@@ -112,7 +112,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget-penalty", type=float, default=5.0,
                         help="reward lost per unit of normalised latency above the budget (default 5: 1%% over "
                              "the budget costs 5 accuracy points)")
-    parser.add_argument("--target", choices=("trn2",), default="trn2",  # pipeline.RUN_TARGETS (kept light)
+    parser.add_argument("--target", choices=("trn2",), default="trn2",  # run_config.RUN_TARGETS (kept light)
                         help="NeuronCore whose latency is modelled (default trn2, the only one the kernel runs on: "
                              "it gathers rows with indirect DMAs, NeuronCore-v3 and newer); never measured")
     parser.add_argument("--out", default=None,

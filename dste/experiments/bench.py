@@ -845,6 +845,5 @@ def main(argv=None) -> int:
     return 1 if run_bench(argv)["errors"] else 0
 
 
-
 if __name__ == "__main__":
     raise SystemExit(main())

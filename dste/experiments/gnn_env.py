@@ -52,7 +52,6 @@ for streams without fresh labels)."""
 _SAME = object()  # variant(): keep this field of the goal
 
 
-
 def _share(correct: np.ndarray) -> float:
     """The share of True in a per-node correctness vector; 0 for a snapshot with no evaluation nodes."""
     return float(correct.mean()) if correct.size else 0.0
@@ -63,6 +62,7 @@ def _check_indices(name: str, values) -> None:
     bad = [v for v in values if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))]
     if bad:
         raise TypeError(f"{name} must be int indices, got {bad}")
+
 
 class GNNCompressionEnv(CompressionEnv):
     """A ``CompressionEnv`` over ``snapshots`` (``dste.data.Graph``) and a trained ``dste.gnn`` model.

@@ -4,7 +4,8 @@ import pytest
 
 from dste.cli import build_parser, main
 from dste.controller import ActionSpace
-from dste.experiments.pipeline import RunConfig
+from dste.experiments import run_config, sizing
+from dste.experiments.run_config import RunConfig
 
 
 def _refuse_non_standard_token(token):
@@ -70,11 +71,11 @@ def test_jobs_default_to_one_worker_per_usable_core_as_memory_allows(monkeypatch
         pass
 
     def record(config):
-        seen.append(pipeline.schedule_for(config, pipeline.GraphSize(nodes, 500, 4 * nodes)).jobs)
+        seen.append(sizing.schedule_for(config, sizing.GraphSize(nodes, 500, 4 * nodes)).jobs)
         raise Started
 
     seen = []
-    monkeypatch.setattr(pipeline, "default_jobs", lambda: 3)
+    monkeypatch.setattr(sizing, "default_jobs", lambda: 3)
     monkeypatch.setattr(env_layers, "available_memory_bytes", lambda: 22 << 30)  # the 24 GiB machine, quiet
     monkeypatch.setattr(pipeline, "run", record)
     with pytest.raises(Started):
@@ -101,13 +102,13 @@ def test_the_fitted_plan_checks_its_rivals_on_each_snapshot_unless_told_not_to(m
 
 
 def test_auto_jobs_take_one_worker_where_the_memory_is_unknown(monkeypatch):
-    from dste.experiments import env_layers, pipeline
+    from dste.experiments import env_layers
 
-    monkeypatch.setattr(pipeline, "default_jobs", lambda: 8)
+    monkeypatch.setattr(sizing, "default_jobs", lambda: 8)
     monkeypatch.setattr(env_layers, "available_memory_bytes", lambda: None)
-    assert pipeline.auto_jobs(pipeline.GraphSize(100, 500, 400), 16) == 1
+    assert sizing.auto_jobs(sizing.GraphSize(100, 500, 400), 16) == 1
     monkeypatch.setattr(env_layers, "available_memory_bytes", lambda: 1 << 30)  # less than one worker's peak
-    assert pipeline.auto_jobs(pipeline.GraphSize(100, 500, 400), 16) == 1
+    assert sizing.auto_jobs(sizing.GraphSize(100, 500, 400), 16) == 1
 
 
 @pytest.mark.parametrize("nodes, features, entries, snapshots, measured_gb", [
@@ -118,37 +119,36 @@ def test_auto_jobs_take_one_worker_where_the_memory_is_unknown(monkeypatch):
 def test_the_worker_peak_model_holds_the_measured_peaks(nodes, features, entries, snapshots, measured_gb):
     """The peaks measured on the development machine (WORKER_PEAK_BYTES's docstring), within the fit's 13 %, which
     the headroom --jobs auto counts covers."""
-    from dste.experiments import pipeline
 
-    modelled = pipeline.worker_peak_bytes(pipeline.GraphSize(nodes, features, entries), snapshots) / 1e9
-    assert abs(modelled / measured_gb - 1) < 0.13 < pipeline.WORKER_PEAK_HEADROOM - 1, (modelled, measured_gb)
+    modelled = sizing.worker_peak_bytes(sizing.GraphSize(nodes, features, entries), snapshots) / 1e9
+    assert abs(modelled / measured_gb - 1) < 0.13 < sizing.WORKER_PEAK_HEADROOM - 1, (modelled, measured_gb)
 
 
 def test_auto_jobs_count_the_feature_width(monkeypatch):
     """A Coauthor-CS-sized graph (18,333 x 6,805 features, every snapshot's held dense) gets one worker on the
     24 GiB machine; a node count alone put its worker at 8.4 GB and started two."""
-    from dste.experiments import env_layers, pipeline
+    from dste.experiments import env_layers
 
-    monkeypatch.setattr(pipeline, "default_jobs", lambda: 2)
+    monkeypatch.setattr(sizing, "default_jobs", lambda: 2)
     monkeypatch.setattr(env_layers, "available_memory_bytes", lambda: 22 << 30)
-    assert pipeline.auto_jobs(pipeline.GraphSize(18_333, 500, 163_788), 16) == 2
-    assert pipeline.auto_jobs(pipeline.GraphSize(18_333, 6_805, 163_788), 16) == 1
+    assert sizing.auto_jobs(sizing.GraphSize(18_333, 500, 163_788), 16) == 2
+    assert sizing.auto_jobs(sizing.GraphSize(18_333, 6_805, 163_788), 16) == 1
 
 
 def test_a_run_the_memory_cannot_hold_is_announced_or_refused_before_it_starts(monkeypatch, capsys, tmp_path):
     from dste.experiments import env_layers, pipeline
 
     monkeypatch.setattr(env_layers, "available_memory_bytes", lambda: 20 << 30)
-    cs = pipeline.GraphSize(18_333, 6_805, 163_788)
-    line = pipeline.memory_check(cs, 16, 1)  # modelled at 24.8 GB, 21.5 GB available
+    cs = sizing.GraphSize(18_333, 6_805, 163_788)
+    line = sizing.memory_check(cs, 16, 1)  # modelled at 24.8 GB, 21.5 GB available
     assert line.startswith("warning")
     assert "18,333 nodes x 6,805 features, 163,788 adjacency entries, 16 snapshots" in line
     assert "--snapshots 13 fits" in line
-    assert pipeline.memory_check(cs, 8, 1) is None, "eight snapshots fit"
-    assert pipeline.memory_check(pipeline.GraphSize(2_708, 500, 10_556), 16, 2) is None
-    assert "--jobs 1" in pipeline.memory_check(cs, 8, 2)
+    assert sizing.memory_check(cs, 8, 1) is None, "eight snapshots fit"
+    assert sizing.memory_check(sizing.GraphSize(2_708, 500, 10_556), 16, 2) is None
+    assert "--jobs 1" in sizing.memory_check(cs, 8, 2)
     with pytest.raises(MemoryError, match="cannot hold the run.*--snapshots 6 fits"):
-        pipeline.memory_check(pipeline.GraphSize(34_493, 8_415, 495_924), 16, 1)  # Coauthor Physics' size: 48 GB
+        sizing.memory_check(sizing.GraphSize(34_493, 8_415, 495_924), 16, 1)  # Coauthor Physics' size: 48 GB
 
     class Started(Exception):
         pass
@@ -172,11 +172,9 @@ def test_run_config_rejects_bad_jobs(jobs):
 def test_default_jobs_counts_the_cores_this_process_may_use(monkeypatch):
     import os
 
-    from dste.experiments import pipeline
-
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3}, raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
-    assert pipeline.default_jobs() == 2
+    assert sizing.default_jobs() == 2
 
 
 @pytest.mark.parametrize("stream_seed, drawn", [(0, [0, 0, 0]), (4, [4, 4, 4]), (None, [0, 1, 2])])
@@ -227,7 +225,7 @@ def test_every_seed_trains_its_own_fp32_model_unless_one_model_seed_is_given(mon
     for seed in range(3):
         with pytest.raises(Trained):
             pipeline._run_seed(config, base=base, seed=seed, bar=tqdm(disable=True))
-    assert seen == [(s, pipeline.DEFAULT_FP32_TEACHERS) for s in trained]
+    assert seen == [(s, run_config.DEFAULT_FP32_TEACHERS) for s in trained]
 
 
 def _stream_budget_of(monkeypatch, stream: str, snapshots: int):
@@ -311,7 +309,7 @@ def test_run_config_rejects_bad_model():
 
 def test_only_targets_the_kernel_runs_on_are_offered(capsys):
     """trn1 has no indirect DMA, which the kernel's row gathers need: the CLI does not offer it, the config refuses it."""
-    from dste.experiments.pipeline import RUN_TARGETS
+    from dste.experiments.run_config import RUN_TARGETS
 
     run_parser = build_parser()._subparsers._group_actions[0].choices["run"]
     target = next(action for action in run_parser._actions if action.dest == "target")

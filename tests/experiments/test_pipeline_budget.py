@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from dste.cli import main
-from dste.experiments.pipeline import RunConfig, _csbm_spec, _load_base, fp32_budget_fraction
+from dste.experiments.pipeline import _load_base
+from dste.experiments.run_config import RunConfig, csbm_spec, fp32_budget_fraction
 
 
 @pytest.mark.parametrize("text, value", [("0.33fp32", 0.33), ("1FP32", 1.0), ("0.5fp32", 0.5)])
@@ -43,7 +44,7 @@ def test_unknown_stream_is_refused_naming_the_presets():
 
 def test_csbm_spec_builds_the_requested_graph():
     spec = "csbm:num_nodes=2000,num_edges=5000,num_classes=4,num_features=64,homophily=0.7,locality=0.5"
-    assert _csbm_spec(spec)["homophily"] == 0.7 and _csbm_spec(spec)["num_nodes"] == 2000
+    assert csbm_spec(spec)["homophily"] == 0.7 and csbm_spec(spec)["num_nodes"] == 2000
     graph = _load_base(RunConfig(dataset=spec))
     assert graph.num_nodes == 2000 and graph.num_classes == 4 and graph.x.shape[1] == 64
     assert abs(graph.edge_homophily() - 0.7) < 0.05  # the generator hits its homophily to a few edges in 100
@@ -51,11 +52,11 @@ def test_csbm_spec_builds_the_requested_graph():
 
 def test_csbm_spec_refuses_unknown_keys():
     with pytest.raises(ValueError, match="CSBMParams"):
-        _csbm_spec("csbm:nodes=10")
+        csbm_spec("csbm:nodes=10")
 
 
 def test_csbm_spec_takes_a_community_size_range_and_refuses_malformed_values():
-    knobs = _csbm_spec("csbm:num_nodes=1500,num_edges=4000,community_size=16-64")
+    knobs = csbm_spec("csbm:num_nodes=1500,num_edges=4000,community_size=16-64")
     assert knobs == {"num_nodes": 1500, "num_edges": 4000, "community_size": (16, 64)}
     graph = _load_base(RunConfig(dataset="csbm:num_nodes=1500,num_edges=4000,num_classes=3,community_size=16-64"))
     sizes = np.bincount(graph.communities)
@@ -65,7 +66,7 @@ def test_csbm_spec_takes_a_community_size_range_and_refuses_malformed_values():
                           ("csbm:community_size=16", "community_size must be MIN-MAX"),
                           ("csbm:community_size=a-b", "community_size must be MIN-MAX")):
         with pytest.raises(ValueError, match=message):
-            _csbm_spec(spec)
+            csbm_spec(spec)
     with pytest.raises(ValueError, match="community_size must be \\(min, max\\) with 2 <= min <= max"):
         _load_base(RunConfig(dataset="csbm:community_size=64-16"))
 

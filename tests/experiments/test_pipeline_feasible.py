@@ -4,14 +4,14 @@ whose answers are known."""
 import numpy as np
 import pytest
 
-from dste.experiments.pipeline import (
+from dste.experiments.report import (
     PAIRED_GAP_NOTE,
     POLICY_LABELS,
-    _acceptance,
-    _frontier_summary,
-    _oracle_summary,
-    _summarise,
+    acceptance,
     format_table,
+    frontier_summary,
+    oracle_summary,
+    summarise,
 )
 
 
@@ -42,7 +42,7 @@ def _seed(i, feasible=True):
 
 
 def test_paired_gap_to_fp32_is_per_seed():
-    summary = _summarise([_seed(i) for i in range(3)])
+    summary = summarise([_seed(i) for i in range(3)])
     gap = np.array(DSTE) - np.array(FP32)
     assert summary["dste_dqn"]["accuracy_minus_fp32_mean"] == pytest.approx(gap.mean(), abs=1e-12)
     assert summary["dste_dqn"]["accuracy_minus_fp32_std"] == pytest.approx(gap.std(), abs=1e-12)
@@ -53,28 +53,28 @@ def test_paired_gap_to_fp32_is_per_seed():
 
 
 def test_feasible_baseline_is_judged_like_the_others():
-    summary = _summarise([_seed(i) for i in range(3)])
+    summary = summarise([_seed(i) for i in range(3)])
     assert summary["static_hindsight_feasible"]["label"] == POLICY_LABELS["static_hindsight_feasible"]
     assert summary["static_hindsight_feasible"]["share_within_budget"] == 1.0
     assert summary["static_hindsight"]["share_within_budget"] == 0.0
-    checks = _acceptance(summary)
+    checks = acceptance(summary)
     # the overspending hindsight plan has the best reward; the feasible one is a baseline too, dominating nothing
     assert checks["best_baseline_by_reward"] == "static_hindsight"
     assert "static_hindsight_feasible" not in checks["baselines_dominating_dqn"]
     assert checks["dqn_minus_fp32_std_pt"] == pytest.approx(100 * np.std(np.array(DSTE) - np.array(FP32)))
     assert checks["fp32_accuracy_std_pt"] == pytest.approx(100 * np.std(FP32))
-    frontier = _frontier_summary([{"static_sweep": [{"name": "fp32", "action": -1, "accuracy": 0.82,
+    frontier = frontier_summary([{"static_sweep": [{"name": "fp32", "action": -1, "accuracy": 0.82,
                                                      "latency_us": 200.0, "bytes": 1000.0, "reward": 0.7}]}], summary)
     assert "static_hindsight_feasible" in [p["name"] for p in frontier["points"]]
 
 
 def test_a_policy_missing_on_one_seed_is_left_out_of_the_summary():
-    summary = _summarise([_seed(0), _seed(1, feasible=False), _seed(2)])
+    summary = summarise([_seed(0), _seed(1, feasible=False), _seed(2)])
     assert "static_hindsight_feasible" not in summary and "static_hindsight" in summary
 
 
 def test_table_has_the_paired_gap_column():
-    summary = _summarise([_seed(i) for i in range(3)])
+    summary = summarise([_seed(i) for i in range(3)])
     table = format_table(summary, "trn2")
     gap = 100 * (np.array(DSTE) - np.array(FP32))
     dqn_line = next(line for line in table.splitlines() if line.startswith(summary["dste_dqn"]["label"]))
@@ -92,13 +92,13 @@ def _choice(actions, reward, accuracy):
 
 def test_the_oracle_summary_sets_the_controller_against_the_per_snapshot_best_plans():
     per_seed = [_seed(i) for i in range(3)]
-    summary = _summarise(per_seed)
-    assert _oracle_summary(per_seed, summary) is None  # without --oracle
+    summary = summarise(per_seed)
+    assert oracle_summary(per_seed, summary) is None  # without --oracle
     for i, seed in enumerate(per_seed):
         # greedy's plan per snapshot (over the budget on the second) and the best within each budget
         seed["oracle_heldout"] = [_choice([1, 2], 0.80, 0.84), _choice([3, 4], 0.70 + 0.01 * i, 0.77)]
         seed["oracle_heldout_within_budget"] = [_choice([1, 2], 0.80, 0.84), _choice([1, 4], 0.66, 0.72)]
-    oracle = _oracle_summary(per_seed, summary)
+    oracle = oracle_summary(per_seed, summary)
     assert oracle["distinct_per_snapshot_best_plans"] == [2, 2, 2]
     assert oracle["per_snapshot_best_reward"] == pytest.approx(0.755)
     assert oracle["per_snapshot_best_within_budget_reward"] == pytest.approx(0.73)
@@ -106,7 +106,7 @@ def test_the_oracle_summary_sets_the_controller_against_the_per_snapshot_best_pl
     assert oracle["dqn_reward_minus_per_snapshot_best"] == pytest.approx(0.74 - 0.755)
     assert oracle["dqn_reward_minus_per_snapshot_best_within_budget"] == pytest.approx(0.74 - 0.73)
     per_seed[1]["oracle_heldout_within_budget"][1] = None
-    assert "no plan fits" in _oracle_summary(per_seed, summary)["per_snapshot_best_within_budget"]
+    assert "no plan fits" in oracle_summary(per_seed, summary)["per_snapshot_best_within_budget"]
     assert "cross_fit" not in oracle  # no seed measured it
 
 
@@ -121,12 +121,12 @@ def test_the_oracle_summary_averages_the_cross_fitted_static_plan_over_seeds():
             "controller_half_accuracy": 0.79, "share_halves_static_ahead": 0.1 * i,
             "in_sample_lead": 0.01 + 0.01 * i, "cross_fitted_lead": -0.005 + 0.003 * i,
         }
-    fit = _oracle_summary(per_seed, _summarise(per_seed))["cross_fit"]
+    fit = oracle_summary(per_seed, summarise(per_seed))["cross_fit"]
     assert fit["in_sample_lead"] == pytest.approx(0.02) and fit["cross_fitted_lead"] == pytest.approx(-0.002)
     assert fit["in_sample_reward"] == pytest.approx(0.77) and fit["share_halves_static_ahead"] == pytest.approx(0.1)
     assert fit["plans"] == [100, 101, 102] and fit["distinct_choices"] == [3, 2, 1]
     per_seed[2]["cross_fit"] = None  # no plan fit every budget on one seed: no mean over the others
-    assert "cross_fit" not in _oracle_summary(per_seed, _summarise(per_seed))
+    assert "cross_fit" not in oracle_summary(per_seed, summarise(per_seed))
 
 
 def test_a_baseline_as_fast_and_more_accurate_dominates():
@@ -135,12 +135,12 @@ def test_a_baseline_as_fast_and_more_accurate_dominates():
     for seed in seeds:
         dqn = seed["policies"]["dste_dqn"]
         seed["policies"]["static_hindsight"] = _row(dqn["accuracy"] + 0.0007, dqn["latency_us"] + 6e-7)
-    checks = _acceptance(_summarise(seeds))
+    checks = acceptance(summarise(seeds))
     assert "static_hindsight" in checks["baselines_dominating_dqn"]
     assert "static_sparse50_int8" not in checks["baselines_dominating_dqn"]  # faster but 6-10 points less accurate
     assert checks["baselines_dominating_dqn_within_every_budget"] == ["static_hindsight"]  # 99 us, under 100
     # over the budget on one seed's snapshot (the controller, at 99 us, keeps it): it dominates on the mean only
     seeds[0]["policies"]["static_hindsight"]["per_snapshot_budget_us"] = [98.0]
-    checks = _acceptance(_summarise(seeds))
+    checks = acceptance(summarise(seeds))
     assert "static_hindsight" in checks["baselines_dominating_dqn"]
     assert checks["baselines_dominating_dqn_within_every_budget"] == []

@@ -3,7 +3,8 @@ hand-made points whose answers are known."""
 
 import pytest
 
-from dste.experiments.pipeline import _frontier_summary, _plot_frontier
+from dste.experiments.plots import plot_frontier
+from dste.experiments.report import frontier_summary
 
 
 def summary_row(accuracy, latency, nbytes, reward=0.0):
@@ -34,7 +35,7 @@ def case():
 
 def test_frontier_finds_dominating_points_and_the_operating_point(case):
     per_seed, summary = case
-    frontier = _frontier_summary(per_seed, summary)
+    frontier = frontier_summary(per_seed, summary)
     # DQN at (50 us, 78.5 %): "fast" and "beats-dqn" are better in both; greedy is cheaper but less accurate
     assert sorted(frontier["static_points_dominating_dqn_latency"]) == ["beats-dqn", "fast"]
     assert sorted(frontier["static_points_dominating_dqn_memory"]) == ["fast", "slow-good"]
@@ -47,20 +48,20 @@ def test_frontier_finds_dominating_points_and_the_operating_point(case):
 def test_frontier_without_a_fast_enough_point_says_so(case):
     per_seed, summary = case
     per_seed[0]["static_sweep"] = [row for row in per_seed[0]["static_sweep"] if row["name"] != "fast"]
-    frontier = _frontier_summary(per_seed, summary)
+    frontier = frontier_summary(per_seed, summary)
     assert frontier["reaches_3x_within_0.5pt"] is False
     assert frontier["max_fp32_speedup_within_0.5pt"] == pytest.approx(1.0)  # only FP32 itself is within 0.5
 
 
 def test_frontier_is_none_without_a_sweep(case):
     _, summary = case
-    assert _frontier_summary([{}, {}], summary) is None
+    assert frontier_summary([{}, {}], summary) is None
 
 
 def test_frontier_plot_is_written(case, tmp_path):
     per_seed, summary = case
     path = tmp_path / "frontier.png"
-    _plot_frontier(_frontier_summary(per_seed, summary), path, "trn2", "case")
+    plot_frontier(frontier_summary(per_seed, summary), path, "trn2", "case")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -76,16 +77,16 @@ def _seed_with_budgets(budgets):
 
 
 def test_snapshot_plot_is_written_when_the_run_has_budgets(tmp_path):
-    from dste.experiments.pipeline import _plot_snapshots
+    from dste.experiments.plots import plot_snapshots
 
     path = tmp_path / "snapshots.png"
-    assert _plot_snapshots(_seed_with_budgets([98.2, 98.2, 98.2]), path, "trn2", "case")
+    assert plot_snapshots(_seed_with_budgets([98.2, 98.2, 98.2]), path, "trn2", "case")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_snapshot_plot_is_skipped_without_a_budget(tmp_path):
-    from dste.experiments.pipeline import _plot_snapshots
+    from dste.experiments.plots import plot_snapshots
 
     path = tmp_path / "snapshots.png"
-    assert not _plot_snapshots(_seed_with_budgets([None, None, None]), path, "trn2", "case")
+    assert not plot_snapshots(_seed_with_budgets([None, None, None]), path, "trn2", "case")
     assert not path.exists()

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from dste.cli import main
-from dste.experiments.pipeline import SMOKE_RUN_NOTE, RunConfig, _plot, format_table, show_progress
+from dste.experiments.pipeline import RunConfig, show_progress
+from dste.experiments.plots import plot_accuracy
+from dste.experiments.report import SMOKE_RUN_NOTE, format_table
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,7 +79,7 @@ def test_plot_has_two_panels_and_shows_coincident_series(tmp_path, monkeypatch):
     monkeypatch.setattr(plt, "subplots", spy)
     monkeypatch.setattr(plt, "close", lambda fig: None)
     path = tmp_path / "plot.png"
-    _plot(_summary(), path, "trn2", "test")
+    plot_accuracy(_summary(), path, "trn2", "test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (fig, axes), = figures
     assert len(axes) == 2
@@ -121,14 +123,14 @@ def test_pytest_alone_skips_the_marked_tiers_and_dash_m_selects_them(pytester):
 
 
 def test_share_within_budget_counts_held_out_snapshots_over_all_seeds():
-    from dste.experiments.pipeline import _share_within_budget
+    from dste.experiments.report import share_within_budget
 
     rows = [
         {"per_snapshot_latency_us": [90.0, 91.0], "per_snapshot_budget_us": [90.0, 90.5]},  # fits, over
         {"per_snapshot_latency_us": [80.0, 95.0], "per_snapshot_budget_us": [85.0, 96.0]},  # fits, fits
     ]
-    assert _share_within_budget(rows) == 0.75
-    assert _share_within_budget([{"per_snapshot_latency_us": [1.0], "per_snapshot_budget_us": [None]}]) is None
+    assert share_within_budget(rows) == 0.75
+    assert share_within_budget([{"per_snapshot_latency_us": [1.0], "per_snapshot_budget_us": [None]}]) is None
 
 
 def test_policy_cpu_times_are_interleaved_and_the_shortest_round_is_kept(monkeypatch):
@@ -157,7 +159,7 @@ def _seed_with_budgets(budgets, cheapest, fp32):
 
 
 def test_a_budget_below_the_cheapest_plan_is_named_at_the_top_of_the_table():
-    from dste.experiments.pipeline import budget_note, budget_out_of_reach
+    from dste.experiments.report import budget_note, budget_out_of_reach
 
     per_seed = [_seed_with_budgets([13.0, 30.0], [20.0, 21.0], [26.0, 28.0]),
                 _seed_with_budgets([12.0, 25.0], [20.5, 20.0], [26.0, 26.0])]

@@ -5,7 +5,8 @@ import pytest
 
 from dste.controller.actions import DEFAULT_CHANNEL_LEVELS, DEFAULT_FP16_FRACTIONS
 from dste.experiments.env_layers import LAYER_RUN_BYTES_KEPT, RUN_BYTES_CEILING, run_bytes_budget
-from dste.experiments.pipeline import LARGE_GRAPH_NODES, SCHEDULES, GraphSize, RunConfig, schedule_for
+from dste.experiments.run_config import RunConfig
+from dste.experiments.sizing import LARGE_GRAPH_NODES, SCHEDULES, GraphSize, schedule_for
 from dste.format.hybrid_rows import quantize_rows
 from dste.gnn.execution import STORED_FEATURE_BYTES
 

@@ -86,7 +86,7 @@ def test_the_job_refuses_teachers_it_cannot_use():
 
 
 def test_the_job_distils_by_default_where_it_can():
-    from dste.experiments.pipeline import DEFAULT_FP32_TEACHERS, RunConfig
+    from dste.experiments.run_config import DEFAULT_FP32_TEACHERS, RunConfig
 
     assert DEFAULT_FP32_TEACHERS == 4 and RunConfig().fp32_teachers == DEFAULT_FP32_TEACHERS
     assert RunConfig(fp32_teachers=0).fp32_teachers == 0  # the published recipe, asked for
