@@ -60,8 +60,9 @@ class DSTETensor:
             )
         self.matrix = matrix
         # plain tensors even when the first call comes inside a torch.func transform (grad, vmap), which would
-        # wrap them: the operands outlive the call, and their NumPy views need storage
-        with torch._C._DisableFuncTorch():
+        # wrap them, or under torch.inference_mode, which would make them inference tensors that no later call
+        # with autograd could save for backward: the operands outlive the call, and their NumPy views need storage
+        with torch._C._DisableFuncTorch(), torch.inference_mode(False):
             self._encoded = build_encoded_csr(matrix)
             self.crow_indices = self._encoded.crow_indices
             self.col_indices = self._encoded.col_indices

@@ -110,6 +110,14 @@ class _PropagationCache:
         self._digest: tuple | None = None
         self._matrix = None
 
+    def __getstate__(self) -> dict:
+        # A weak reference cannot be pickled or deep-copied, and a copy does not hold the adjacency object the entry
+        # is keyed on: a saved or copied layer starts with an empty cache (torch.save(model), copy.deepcopy(model))
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
     def get(self, adj, num_nodes: int, norm: str):
         digest = _content_digest(adj)
         if (

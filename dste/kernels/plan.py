@@ -340,6 +340,13 @@ class LaunchPlan:
     # The cost.TraceBook of this plan's launch shapes, used by cost.traced_shapes when the caller passes none.
     trace_book: TraceBook | None = field(default=None, init=False, repr=False, compare=False)
 
+    def __getstate__(self) -> dict:
+        # the packed arrays are kept for one live matrix, named by a weak reference, which cannot be pickled; an
+        # unpickled plan packs them again on its first launch
+        state = dict(self.__dict__)
+        state["packed_launch_arrays"], state["packed_for"] = None, None
+        return state
+
     @property
     def buckets(self) -> list[Bucket]:
         return sorted({launch.bucket for launch in self.launches}, key=repr)

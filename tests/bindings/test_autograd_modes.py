@@ -281,3 +281,18 @@ def test_mask_change_between_forward_and_backward(backend):
     y_again = db.spmm(matrix, x.detach(), backend=backend).numpy()  # the old matrix keeps its own operands
     bound_old = ATOL_FLOAT64_X + (0 if backend == "cpu" else (2.0**-7 + 2.0**-16) * (abs(old) @ np.abs(x_values)))
     assert (np.abs(y_again - old @ x_values) <= bound_old).all()
+
+
+@pytest.mark.parametrize("backend", ["cpu", "nkisim"])
+def test_a_first_call_under_inference_mode_leaves_the_matrix_usable_with_autograd(backend):
+    """The first call builds the matrix's operands and keeps them on it; built under torch.inference_mode they were
+    inference tensors, and every later call with autograd failed ("Inference tensors cannot be saved for
+    backward"). The gradient is then A^T @ G against the float64 reference."""
+    A = encode(random_sparse(40, 30, 0.2, seed=12), kinds="int8")
+    with torch.inference_mode():
+        db.spmm(A, torch.ones(30, 3), backend=backend)
+    x = torch.randn(30, 3, dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn(40, 3, dtype=torch.float64)
+    db.spmm(A, x, backend=backend).backward(grad_out)
+    expected = reference_matrix(A).T @ grad_out.numpy()
+    np.testing.assert_allclose(x.grad.numpy(), expected, atol=ATOL_FLOAT64_X, rtol=0)

@@ -288,3 +288,50 @@ def test_an_adjacency_edited_in_place_is_encoded_again(layer_cls, make, edit):
     after = layer(x, adj, backend="cpu")
     torch.testing.assert_close(after, fresh(x, adj, backend="cpu"), rtol=1e-6, atol=1e-6)
     assert not torch.allclose(after, before), "the edit should change the layer's output"
+
+
+@pytest.mark.parametrize("layer_cls", [GCNConv, SAGEConv])
+@pytest.mark.parametrize("copier", ["torch.save", "deepcopy", "pickle"])
+def test_a_layer_that_has_run_can_be_saved_and_copied(layer_cls, copier):
+    """The propagation cache names its adjacency by a weak reference, which pickle refuses: torch.save(model) and
+    copy.deepcopy(model) failed after the first forward. A copy starts with an empty cache and computes the same."""
+    import copy
+    import io
+    import pickle
+
+    adj = _graph()
+    x = torch.randn(adj.shape[0], 16)
+    layer = layer_cls(16, 4)
+    expected = layer(x, adj)
+    if copier == "torch.save":
+        buffer = io.BytesIO()
+        torch.save(layer, buffer)
+        buffer.seek(0)
+        restored = torch.load(buffer, weights_only=False)
+    elif copier == "deepcopy":
+        restored = copy.deepcopy(layer)
+    else:
+        restored = pickle.loads(pickle.dumps(layer))
+    assert torch.equal(restored(x, adj), expected)
+    assert torch.equal(layer(x, adj), expected)  # the original keeps its cache
+
+
+@pytest.mark.parametrize("layer_cls", [GCNConv, SAGEConv])
+def test_a_layer_evaluated_under_inference_mode_trains_afterwards(layer_cls):
+    """The first call builds the adjacency's operands and keeps them; built under torch.inference_mode they were
+    inference tensors, and every later call with autograd failed ("Inference tensors cannot be saved for
+    backward"). Its gradients are those of a twin that never ran under inference mode."""
+    import copy
+
+    adj = _graph()
+    x = torch.randn(adj.shape[0], 16)
+    layer = layer_cls(16, 4)
+    twin = copy.deepcopy(layer)
+    with torch.inference_mode():
+        evaluated = layer(x, adj)
+    trained = layer(x, adj)
+    trained.sum().backward()
+    twin(x, adj).sum().backward()
+    assert torch.equal(evaluated, trained.detach())
+    for name, parameter in layer.named_parameters():
+        assert parameter.grad is not None and torch.equal(parameter.grad, dict(twin.named_parameters())[name].grad)

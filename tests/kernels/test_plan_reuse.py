@@ -65,3 +65,17 @@ def test_estimate_spmm_refuses_a_plan_made_for_other_tiles():
     with pytest.raises(ValueError, match="other tiles"):
         estimate_spmm(other, 8, "fp32", plan=plan_launches(first, 8, "fp32"))
     estimate_spmm(first, 8, "fp32", plan=plan_launches(first, 8, "fp32"))  # its own plan is taken
+
+
+@pytest.mark.parametrize("lnc", [1, 2], ids=["LNC1", "LNC2"])
+def test_a_plan_that_has_run_pickles_and_runs_again(lnc):
+    """A plan caches the packed arrays of the matrix it ran with under a weak reference, which pickle refuses; the
+    pickled plan leaves them out and packs them again on its first launch."""
+    import pickle
+
+    A = _matrix(0)
+    X = np.random.default_rng(1).standard_normal((150, 8)).astype(np.float32)
+    plan = plan_launches(A, 8, "fp32", lnc=lnc)
+    launch_spmm_hybrid(A, X, plan=plan, lnc=lnc)
+    restored = pickle.loads(pickle.dumps(plan))
+    assert_within_bound(launch_spmm_hybrid(A, X, plan=restored, lnc=lnc), spmm_reference(A, X), A, X, BOUND_FP32_X)
