@@ -27,6 +27,7 @@ _LAZY = {
     "update_windows": "dste.format.encoder",
     "gcn_normalized": "dste.format.gcn",
     "gcn_update": "dste.format.gcn",
+    "IgnoredEdgeWeightsWarning": "dste.format.gcn",
     "HybridRows": "dste.format.hybrid_rows",
     "quantize_rows": "dste.format.hybrid_rows",
     "save": "dste.format.io",

@@ -1027,8 +1027,11 @@ def _faithful_kinds(vals32, tile_of_entry, n_tiles, all_one, amax):
         raise DSTEFormatError(
             f"encode(kinds='faithful'): stored value {float(vals32[worst]):.6g} cannot be kept within relative error "
             f"{FAITHFUL_RELATIVE_ERROR:.3g} by any tile kind (FP16 holds 2^-14 <= |v| <= 65504; INT8 only values near "
-            "its tile's largest). Rescale with row_scale / col_scale (gcn_normalized does this for adjacencies), or "
-            "opt in to a lossy kind: kinds='auto' (INT8/FP16 by sensitivity), 'int8' or 'fp16'"
+            "its tile's largest). Opt in to a lossy kind: kinds='fp16' (every tile FP16: values below 2^-14 keep an "
+            "absolute error of at most 2^-25) or kinds='auto' (INT8 or FP16 per tile by sensitivity); or bring the "
+            "values into FP16's range with row_scale / col_scale (the tiles store A[i, j] / (row_scale[i] * "
+            "col_scale[j]): this helps where each row's or column's values share a magnitude; gcn_normalized does it "
+            "for adjacencies)"
         )
     return np.where(all_one, TileKind.BIN, np.where(fp16_ok, TileKind.FP16, TileKind.INT8))
 

@@ -34,6 +34,7 @@ merge), unless the matrix carries a keep-mask, which only the incremental path k
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -72,6 +73,7 @@ def gcn_pattern(adj, add_self_loops: bool = True):
     if shape[0] != shape[1]:
         raise DSTEFormatError(f"GCN normalisation needs a square adjacency, got shape {shape}")
     n = shape[0]
+    _warn_if_weighted(canon.data)
     pattern = _pattern_of(canon)
     del canon  # to_csr's float64 values
     pattern.has_canonical_format = True  # to_csr checked or made it so
@@ -86,6 +88,25 @@ def gcn_pattern(adj, add_self_loops: bool = True):
     # library's approximation (NumPy dispatches it by CPU) and move a scale by one unit
     deg_inv_sqrt[degree > 0] = 1.0 / np.sqrt(degree[degree > 0])
     return pattern, deg_inv_sqrt.astype(np.float32)
+
+
+class IgnoredEdgeWeightsWarning(UserWarning):
+    """An adjacency given to the GCN normalisation holds values other than 1, which it does not read."""
+
+
+def _warn_if_weighted(values: np.ndarray) -> None:
+    """Warn where the adjacency's stored values (duplicates summed, explicit zeros dropped) are not all 1: the
+    normalisation reads only which entries are nonzero, so weights, signs and a duplicate edge's count are lost."""
+    other = values != 1.0
+    if not other.any():
+        return
+    warnings.warn(
+        f"gcn_normalized reads A as a 0/1 pattern (any nonzero is an edge of weight 1; self loops added once), but "
+        f"{int(other.sum()):,} of its {values.size:,} stored values are not 1 (from {values.min():.4g} to "
+        f"{values.max():.4g}; a duplicate edge sums to 2): those weights are ignored. Pass (A != 0) to say that is "
+        "meant, or encode your own weighted normalisation with dste.encode (row_scale=, col_scale=)",
+        IgnoredEdgeWeightsWarning, stacklevel=4,
+    )
 
 
 def gcn_structure(adj, add_self_loops: bool = True):

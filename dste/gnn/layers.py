@@ -143,6 +143,9 @@ class GCNConv(nn.Module):
 
     ``weight`` is ``lin.weight [out, in]`` (glorot init), ``bias [out]`` (zeros). ``cached``: keep the
     propagation matrix of the last adjacency object (see ``_PropagationCache``); False encodes on every call.
+    Edges are unweighted (``dste.gnn.adjacency``): an edge listed twice in ``edge_index`` counts once, where PyG's
+    layer counts both copies (PyG's datasets hold coalesced edge lists, on which the two agree), and existing self
+    loops are kept once.
     """
 
     norm = "gcn"
@@ -184,7 +187,8 @@ class GCNConv(nn.Module):
 class SAGEConv(nn.Module):
     """``out = lin_l(mean_{j in N(i)} x_j) + lin_r(x_i)`` (PyG ``SAGEConv``, mean aggregation, root weight).
 
-    ``lin_l`` carries the bias; ``lin_r`` has none. ``cached`` as for :class:`GCNConv`.
+    ``lin_l`` carries the bias; ``lin_r`` has none. ``cached`` as for :class:`GCNConv`. An edge listed twice counts
+    once in the mean, where PyG's layer counts both copies (as for :class:`GCNConv`).
     """
 
     norm = "mean"

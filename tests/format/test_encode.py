@@ -209,6 +209,31 @@ def test_gcn_normalized_matches_scipy():
     assert G.row_scale is G.col_scale
 
 
+def test_gcn_normalized_warns_where_edge_weights_are_ignored_and_keeps_its_existing_self_loops_once():
+    """It reads A as a 0/1 pattern: weights, signs and a duplicate's count used to vanish without a word. The result
+    is that of the binary pattern either way; a 0/1 adjacency (self loops included) gives no warning."""
+    import warnings
+
+    from dste.format import IgnoredEdgeWeightsWarning
+
+    pattern = sp.csr_matrix(np.array([[1, 1, 0], [1, 0, 1], [0, 1, 0]], dtype=np.float32))  # one loop already
+    weighted = pattern.multiply(np.array([[1.0, 0.5, 0.0], [2.0, 0.0, -3.0], [0.0, 1.0, 0.0]])).tocsr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plain = gcn_normalized(pattern, reorder="none").to_dense()
+        gcn_normalized(pattern != 0, reorder="none")  # how to say the pattern is meant
+    with pytest.warns(IgnoredEdgeWeightsWarning, match=r"3 of its 5 stored values are not 1 \(from -3 to 2"):
+        from_weights = gcn_normalized(weighted, reorder="none").to_dense()
+    np.testing.assert_array_equal(from_weights, plain)
+    # D^-1/2 (A + I) D^-1/2 with A's own loop kept once: degrees 2, 3, 2 (PyG's add_remaining_self_loops)
+    a_hat = np.array([[1, 1, 0], [1, 1, 1], [0, 1, 1]], dtype=np.float64)
+    scale = 1 / np.sqrt(a_hat.sum(axis=1))
+    np.testing.assert_allclose(plain, scale[:, None] * a_hat * scale[None, :], rtol=2.5 * 2.0**-24)
+    coo = sp.coo_matrix(([1.0, 1.0, 1.0, 1.0], ([0, 0, 1, 1], [1, 1, 0, 0])), shape=(2, 2))  # an edge listed twice
+    with pytest.warns(IgnoredEdgeWeightsWarning, match="a duplicate edge sums to 2"):
+        gcn_normalized(coo, reorder="none")
+
+
 def test_gcn_normalized_leaves_the_callers_policy_as_it_was():
     """gcn_normalized wrote this graph's D^-1/2 into the caller's policy, so the policy's next encode of another
     matrix came out scaled by it (diag(2, 3, 4) decoded as 0.67, 1.5, 2)."""

@@ -56,9 +56,11 @@ def test_values_beyond_float16_that_int8_keeps_exactly_use_int8():
 def test_values_no_kind_keeps_faithfully_are_refused(values):
     A = np.zeros((2, 2))
     A.flat[: len(values)] = values
-    with pytest.raises(DSTEFormatError, match="faithful.*row_scale"):
+    with pytest.raises(DSTEFormatError, match="faithful.*kinds='fp16'.*2\\^-25.*kinds='auto'.*row_scale"):
         encode(A)
     encode(A, kinds="auto")  # the lossy kinds remain available on request
+    if max(values) <= 65504:  # the message's bound for FP16 tiles: below 2^-14, half FP16's subnormal step
+        np.testing.assert_allclose(encode(A, kinds="fp16").to_dense(), A, rtol=2.0**-11, atol=2.0**-25)
 
 
 @pytest.mark.parametrize("tiny", [1e-44, 1e-39, -3e-40])
