@@ -192,9 +192,12 @@ def to_csr(A):
         canon = sp.csr_matrix((vals, (rows, cols)), shape=(N, M))  # sums duplicates, sorts indices
         canon.eliminate_zeros()
         return canon, (N, M)
+    if A is None or isinstance(A, (str, bytes, dict)):
+        raise DSTEFormatError(f"expected a 2-D matrix (SciPy sparse, NumPy array or torch tensor), got "
+                              f"{type(A).__name__}")
     dense = np.asarray(A)
     if dense.ndim != 2:
-        raise DSTEFormatError(f"expected a 2-D matrix, got shape {dense.shape}")
+        raise DSTEFormatError(f"expected a 2-D matrix, got {type(A).__name__} of shape {dense.shape}")
     _check_dtype(dense.dtype)
     dense = _finite_float64(dense)
     return sp.csr_matrix(dense), tuple(int(s) for s in dense.shape)
@@ -400,6 +403,10 @@ def encode(A, policy: EncodePolicy | None = None, *, row_perm=None, col_perm=Non
     """
     if policy is None:
         policy = EncodePolicy(**policy_fields)
+    elif not isinstance(policy, EncodePolicy):
+        hint = f" (to choose tile kinds: kinds={policy!r})" if isinstance(policy, str) else ""
+        raise TypeError(f"policy must be an EncodePolicy or None, got {type(policy).__name__}{hint}; policy "
+                        "fields go in as keywords: encode(A, kinds=..., layout=..., reorder=...)")
     elif policy_fields:
         meta = policy.metadata()
         meta.update({k: v for k, v in policy_fields.items() if k not in ("row_scale", "col_scale")})

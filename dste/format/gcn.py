@@ -71,7 +71,9 @@ def gcn_pattern(adj, add_self_loops: bool = True):
         raise TypeError(f"add_self_loops must be a bool, got {type(add_self_loops).__name__}")
     canon, shape = to_csr(adj)
     if shape[0] != shape[1]:
-        raise DSTEFormatError(f"GCN normalisation needs a square adjacency, got shape {shape}")
+        hint = (" (an edge_index [2, E]? build the adjacency first: dste.gnn.to_scipy_adjacency(edge_index, "
+                "num_nodes))" if shape[0] == 2 else "")
+        raise DSTEFormatError(f"GCN normalisation needs a square adjacency, got shape {shape}{hint}")
     n = shape[0]
     _warn_if_weighted(canon.data)
     pattern = _pattern_of(canon)

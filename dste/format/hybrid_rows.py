@@ -36,6 +36,7 @@ a 128 x 128 Gaussian tile ~ 0.015. The threshold T = 0.02 separates them.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -212,6 +213,9 @@ def quantize_rows(X, sensitivity=None, threshold: float | None = None, fp16_frac
         raise DSTEFormatError(f"sensitivity must have shape ({M},) (one score per row of X), got {sensitivity.shape}")
     if not np.isfinite(sensitivity).all():
         raise DSTEFormatError("sensitivity contains NaN or Inf; every row's score must be finite")
+    for name, value in (("threshold", threshold), ("fp16_fraction", fp16_fraction)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise DSTEFormatError(f"quantize_rows: {name} must be a number, got {type(value).__name__} {value!r}")
     if fp16_fraction is not None:
         if threshold is not None:
             raise DSTEFormatError("give either threshold or fp16_fraction, not both")

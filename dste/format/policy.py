@@ -23,6 +23,7 @@ See :mod:`dste.format.encoder` for the cost and the measurements behind the defa
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,8 +94,9 @@ class EncodePolicy:
         entry-tile entries. True: those with at least 2 entries go to list tiles instead (one
         gathered X row per column, 1-byte row slot + 1-byte index into the tile's column list per
         entry), only the single-entry ones to entry tiles, and the cost split prices list tiles
-        (condensed layout, ``"cost"`` split only; see :mod:`dste.format.encoder`). Off by default
-        while the ``spmm_hybrid`` kernel does not read list tiles (``dste.kernels`` refuses them).
+        (condensed layout, ``"cost"`` split only; see :mod:`dste.format.encoder`). The ``spmm_hybrid``
+        kernel reads them (a window's list tiles run in pairs); off by default, and turned on by
+        ``gcn_normalized``'s byte-ceiling search (``max_bytes_per_edge``) where they help meet the ceiling.
     value_bytes: bytes per stored value the cost assumes (0 BIN, 1 INT8, 2 FP16); ``None``:
         0 for structure-only matrices, 2 for ``kinds="fp16"`` or ``"faithful"``, else 1.
     row_scale, col_scale: optional float vectors [N], [M]; the encoded matrix is
@@ -136,6 +138,9 @@ class EncodePolicy:
             raise DSTEFormatError(f"kinds must be one of {KINDS}, got {self.kinds!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise DSTEFormatError(f"seed must be an int >= 0 (the community order's tie-breaking), got {self.seed!r}")
+        if isinstance(self.fp16_threshold, bool) or not isinstance(self.fp16_threshold, numbers.Real):
+            raise DSTEFormatError(f"fp16_threshold must be a finite number (tiles of sensitivity S >= it go to FP16), "
+                                  f"got {type(self.fp16_threshold).__name__} {self.fp16_threshold!r}")
         threshold = float(self.fp16_threshold)
         if not np.isfinite(threshold):
             raise DSTEFormatError(f"fp16_threshold must be finite, got {self.fp16_threshold!r}")

@@ -10,6 +10,7 @@ After :meth:`compress_weights` the layer in eval mode multiplies by DSTE-compres
 from __future__ import annotations
 
 import math
+import numbers
 import weakref
 import zlib
 
@@ -38,10 +39,12 @@ def _check_input(x, in_features: int, layer: str) -> None:
         raise TypeError(f"{layer}: x must be float32, got {x.dtype}")
 
 
-def _check_sizes(in_features, out_features, layer):
+def _check_sizes(in_features, out_features, layer) -> tuple[int, int]:
+    """Positive whole numbers (NumPy's integers too, as from ``x.shape`` of an array); a float or bool is refused."""
     for name, value in (("in_features", in_features), ("out_features", out_features)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)) or value < 1:
             raise ValueError(f"{layer}: {name} must be a positive int, got {value!r}")
+    return int(in_features), int(out_features)
 
 
 class _CompressibleLinear(nn.Linear):
@@ -153,7 +156,7 @@ class GCNConv(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, cached: bool = True):
         super().__init__()
-        _check_sizes(in_features, out_features, "GCNConv")
+        in_features, out_features = _check_sizes(in_features, out_features, "GCNConv")
         self._propagation = _PropagationCache() if cached else None
         self.in_features, self.out_features = in_features, out_features
         self.lin = _CompressibleLinear(in_features, out_features, bias=False)
@@ -196,7 +199,7 @@ class SAGEConv(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, cached: bool = True):
         super().__init__()
-        _check_sizes(in_features, out_features, "SAGEConv")
+        in_features, out_features = _check_sizes(in_features, out_features, "SAGEConv")
         self._propagation = _PropagationCache() if cached else None
         self.in_features, self.out_features = in_features, out_features
         self.lin_l = _CompressibleLinear(in_features, out_features, bias=bias)

@@ -148,8 +148,14 @@ def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=No
     ``latency_us`` is the descriptor-bound DMA model (the profile's default), ``latency_optimistic_us``
     the optimistic one (every byte at peak); both *modelled*.
     """
+    from dste.format import DSTEMatrix
     from dste.kernels.launch_spmm import default_lnc, feature_blocks, max_features_of, program_groups
 
+    if not isinstance(A, DSTEMatrix):
+        wrapped = getattr(A, "matrix", None)  # a dste.DSTETensor prices the matrix it wraps
+        if not isinstance(wrapped, DSTEMatrix):
+            raise TypeError(f"A must be a DSTEMatrix (dste.encode or dste.gcn_normalized), got {type(A).__name__}")
+        A = wrapped
     if x_mode not in X_MODES:
         raise ValueError(f"x_mode must be one of {X_MODES}, got {x_mode!r}")
     if isinstance(F, bool) or not isinstance(F, (int, np.integer)) or F < 1:

@@ -109,6 +109,8 @@ def _validate(A, X):
     if _is_torch(X):
         X = _torch_to_numpy(X)
     X = np.asarray(X)
+    if not X.dtype.isnative:  # big-endian data read from a file: the same values in this machine's byte order
+        X = X.astype(X.dtype.newbyteorder("="))
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D [M, F], got shape {X.shape}")
     if X.shape[0] != M:
@@ -259,6 +261,8 @@ def launch_spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, pla
     lnc = default_lnc(target) if lnc is None else check_lnc(lnc)
     if plan is None:
         plan = plan_launches(A, F, mode, target=target, lnc=lnc)  # priced as the launches will run
+    elif not isinstance(plan, LaunchPlan):
+        raise TypeError(f"plan must be a LaunchPlan from plan_launches(A, F, x_mode), got {type(plan).__name__}")
     elif (plan.features, plan.x_mode, plan.shape) != (F, mode, tuple(A.shape)):
         raise ValueError(
             f"plan was made for F={plan.features}, x_mode={plan.x_mode}, shape={plan.shape}; "

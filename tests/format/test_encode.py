@@ -324,6 +324,7 @@ def _non_canonical_copy(adj, rng):
 
 
 @pytest.mark.parametrize("add_self_loops", [True, False])
+@pytest.mark.filterwarnings("ignore::dste.format.gcn.IgnoredEdgeWeightsWarning")  # values 3 and -1 are the point
 def test_gcn_structure_matches_scipy_on_non_canonical_input(add_self_loops):
     from dste.format.gcn import gcn_structure
 

@@ -31,7 +31,7 @@ def _assert_same(a: DSTEMatrix, b: DSTEMatrix):
 
 def test_with_mask_refuses_a_non_finite_mask_and_names_the_bits_dtype():
     """nonzero = keep, and NaN != 0: a NaN mask would keep entries nobody asked for."""
-    E = gcn_normalized(sp.random(200, 200, density=0.03, format="csr", random_state=0))
+    E = gcn_normalized(sp.random(200, 200, density=0.03, format="csr", random_state=0) != 0)
     nan_mask = np.where(np.random.default_rng(0).random((200, 200)) < 0.5, np.nan, 0.0)
     for mask in (nan_mask, sp.csr_matrix(nan_mask)):
         with pytest.raises(DSTEFormatError, match="NaN or Inf"):

@@ -1,5 +1,7 @@
 """Fuzz: encode / gcn_normalized / with_mask / quantize_rows: a result within the documented bound or a clear error."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -7,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dste
-from dste.format import DSTEFormatError, TileKind, encode, gcn_normalized
+from dste.format import DSTEFormatError, IgnoredEdgeWeightsWarning, TileKind, encode, gcn_normalized
 from dste.format.constants import FP16_UNDERFLOW_AMAX
 
 from .strategies import examples, features, sparse_values
@@ -68,7 +70,15 @@ def test_gcn_normalized_matches_scipy(A, reorder, unit_diagonal):
     degree = np.asarray(structure.sum(axis=1)).ravel()
     d = 1.0 / np.sqrt(degree)
     expected = (sp.diags(d) @ structure @ sp.diags(d)).toarray()
-    G = gcn_normalized(A, reorder=reorder, unit_diagonal=unit_diagonal)
+    canonical = sp.csr_matrix(A)
+    canonical.sum_duplicates()
+    canonical.eliminate_zeros()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        G = gcn_normalized(A, reorder=reorder, unit_diagonal=unit_diagonal)
+    # it reads the 0/1 pattern, and says so exactly where A holds values other than 1
+    warned = any(issubclass(w.category, IgnoredEdgeWeightsWarning) for w in seen)
+    assert warned == bool((canonical.data != 1).any())
     assert G.unit_diagonal == unit_diagonal and G.nnz_stored == structure.nnz
     # values are 1 (BIN) times float32 scales: two float32 roundings and one product
     np.testing.assert_allclose(G.to_dense(), expected, rtol=4 * 2.0**-24, atol=0)
