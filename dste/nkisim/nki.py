@@ -7,7 +7,6 @@ real package cannot be imported.
 from . import isa, language  # noqa: F401 - submodules of the nki namespace
 from . import nki_typing as typing  # noqa: F401 - nki.typing
 from .jit import Kernel, jit, simulate  # noqa: F401
-from .tensor import NkiTensor as tensor  # noqa: F401 - nki.tensor type
 
 __version__ = "0.6.0+dste.nkisim"
-IS_DSTE_NKISIM = True
+__dste_nkisim__ = True

@@ -8,6 +8,7 @@ import types
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import dste.nkisim as sim
 
@@ -20,7 +21,29 @@ def test_install_registers_modules():
     import nki.isa
     import nki.language
 
-    assert nki is sim.nki and nki.language is sim.language and nki.isa is sim.isa
+    assert nki._implementation is sim.nki and nki.language._implementation is sim.language
+    assert nki.isa._implementation is sim.isa and sys.modules["nki.isa"] is nki.isa
+    assert nki.isa.nc_matmul is sim.isa.nc_matmul and nki.language.ndarray is sim.language.ndarray
+
+
+def test_installed_modules_hold_only_the_official_names():
+    """A kernel reaching for a simulator helper (nisa.write fills a tile directly, nisa.read2d hands device data to
+    Python) or a name NKI 0.6 dropped (nki.tensor, now nki.meta.tensor) ran here and fails on a Neuron SDK."""
+    from dste.nkisim import official_names
+
+    sim.install()
+    import nki
+    import nki.isa as nisa
+    import nki.language as nl
+
+    for module, name in ((nisa, "write"), (nisa, "read2d"), (nisa, "violate"), (nki, "tensor"), (nki, "Kernel"),
+                         (nl, "DynSlice")):
+        with pytest.raises(AttributeError, match="not in the public API of NKI 0.6"):
+            getattr(module, name)
+    for module, names in ((nki, official_names.NKI), (nisa, official_names.ISA), (nl, official_names.LANGUAGE)):
+        public = {name for name in dir(module) if not isinstance(getattr(module, name), types.ModuleType)}
+        assert public <= set(names)
+    assert {"nc_matmul", "dma_copy", "register_alloc"} <= set(dir(nisa)) and {"ndarray", "fori_loop"} <= set(dir(nl))
 
 
 def test_install_never_shadows_a_working_real_nki_unless_forced():
@@ -31,7 +54,7 @@ def test_install_never_shadows_a_working_real_nki_unless_forced():
         assert sim.install() is False
         assert sys.modules["nki"] is fake
         assert sim.install(force=True) is True
-        assert sys.modules["nki"] is sim.nki
+        assert sys.modules["nki"]._implementation is sim.nki
     finally:
         for k in [k for k in sys.modules if k == "nki" or k.startswith("nki.")]:
             del sys.modules[k]
