@@ -4,6 +4,8 @@ multi-core synchronisation, and the NeuronCore-v4-only MX instructions (refused 
 Each follows its docstring in ``nki/api/nki/isa/__init__.py``.
 """
 
+import warnings
+
 import numpy as np
 
 from . import cost, ops, runtime, version
@@ -158,24 +160,59 @@ def dma_compute(dst, srcs, reduce_op, scales=None, unique_indices=True, oob_mode
 
 # -- virtual registers -----------------------------------------------------------------------------
 class VirtualRegister:
-    """A virtual register of an engine sequencer: one 32-bit integer, known at simulation time."""
+    """A virtual register of an engine sequencer: one 32-bit integer, known at simulation time.
+
+    The kernel itself cannot read it in Python: on hardware its value exists only while the kernel runs, so
+    ``int(r)``, ``range(r)``, comparisons and arithmetic on it are refused (the tracer frontend raises
+    ``TypeError``; rule ``register.python-value``); ``while r:`` runs with a ``DeprecationWarning``, as NKI 0.6
+    still runs it. Instructions read it: as a loop bound, a ``scalar_offset``, or ``register_store``. ``frozen``: a
+    loop index, which the kernel may not write (``nl.loop.index-read-only``) nor test in Python.
+    """
 
     def __init__(self, state=None, frozen=False):
         self.value = None if state is None else int(state)
         self.frozen = bool(frozen)
 
-    def __int__(self):
+    def read(self) -> int:
+        """The value an instruction reads (the simulator's own access)."""
         if self.value is None:
             raise KernelSignatureError("VirtualRegister read before it was written")
         return self.value
 
-    __index__ = __int__
+    def _python_use(self, *_):
+        violate("register.python-value", "a VirtualRegister's value is not known while the kernel is built: use it "
+                "as a loop bound, as .ap(scalar_offset=...) or through nisa.register_store, not in int(), bool(), "
+                "range(), if/while or Python arithmetic", KernelSignatureError)
 
     def __bool__(self):
-        return bool(int(self))
+        # ``while reg:`` still runs in NKI 0.6, deprecated (release notes, 0.6.0, Deprecated and Removed APIs)
+        warnings.warn("`while reg:` / `if reg:` on a VirtualRegister is deprecated since NKI 0.6 and raises TypeError "
+                      "under the tracer frontend; use nl.while_loop", DeprecationWarning, stacklevel=2)
+        return bool(self.read())
+
+    __int__ = __index__ = __float__ = _python_use
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __floordiv__ = __rfloordiv__ = _python_use
+    __truediv__ = __rtruediv__ = __mod__ = __rmod__ = __lt__ = __le__ = __gt__ = __ge__ = _python_use
+    __hash__ = object.__hash__
+
+    def __eq__(self, other):
+        return self is other or self._python_use()
 
     def __repr__(self):
         return f"VirtualRegister({self.value})"
+
+
+class LoopIndex(VirtualRegister):
+    """The index of a ``nl.fori_loop`` iteration: a read-only register (``nki/migration/index.rst``, rules for
+    migrated loops: "The loop variable is read-only ... Read it as a runtime offset via .ap(scalar_offset=...)")."""
+
+    def __init__(self, value):
+        super().__init__(value, frozen=True)
+
+    __bool__ = VirtualRegister._python_use
+
+    def __repr__(self):
+        return f"LoopIndex({self.value})"
 
 
 def _wrap32(value):
@@ -193,6 +230,8 @@ def _register(role, value, fn):
     if not isinstance(value, VirtualRegister):
         violate("register.operands", f"nisa.{fn}: {role} must be a VirtualRegister from nisa.register_alloc, got "
                 f"{type(value).__name__}")
+    if role == "dst" and value.frozen:
+        violate("nl.loop.index-read-only", f"nisa.{fn}: dst is a loop index, which is read-only")
     return value
 
 
@@ -200,7 +239,7 @@ def register_move(dst, src):
     """``dst = src`` (an int constant or another register)."""
     _register("dst", dst, "register_move")
     if isinstance(src, VirtualRegister):
-        dst.value = int(src)
+        dst.value = src.read()
     elif isinstance(src, (int, np.integer)) and not isinstance(src, bool):
         dst.value = _wrap32(src)
     else:
@@ -224,7 +263,7 @@ def register_store(dst, src):
     """Store a register's value into a one-element HBM/SBUF tensor."""
     _register("src", src, "register_store")
     _scalar_tensor("register_store", "dst", dst)
-    write("register_store", dst, np.full(dst.shape, int(src), dtype=np.int64))
+    write("register_store", dst, np.full(dst.shape, src.read(), dtype=np.int64))
 
 
 # -- multi-core ------------------------------------------------------------------------------------

@@ -182,6 +182,12 @@ _RULES = [
     # -- registers -----------------------------------------------------------------------------
     ("register.operands", "register_load/store move one 32-bit value from/to a one-element tensor; register_move "
      "takes an int or a VirtualRegister", _doc("register_load / register_store / register_move")),
+    ("register.python-value", "a register's value is not known while the kernel is built: int(), range(), "
+     "comparisons and Python arithmetic on a VirtualRegister, and any Python use of a fori_loop index, raise "
+     "TypeError (`while reg:` still runs in NKI 0.6, deprecated)",
+     f"{STUB_ISA}, class VirtualRegister (note: under the tracer frontend 'using a register in Python control flow "
+     "(if/while) or converting it with int() / range() raises TypeError'); nki/migration/index.rst, Rules for "
+     "migrated loops ('Do not ... perform Python arithmetic on it')"),
 ]
 
 for _rule_id, _text, _source in _RULES:

@@ -8,15 +8,19 @@ Under ``kernel[2]`` the two programs run one after the other with
 ``nl.program_id()`` 0 and 1, sharing HBM and their shared_hbm outputs.
 """
 
+import ast
 import functools
+import inspect
+import textwrap
 
 import numpy as np
 
+from . import cost, runtime
 from . import dtypes as dt
 from .blas import single_threaded
-from . import runtime
 from .errors import KernelSignatureError
 from .profile import Profile
+from .rules_language import violate
 from .tensor import NkiTensor, from_numpy
 
 _REMOVED_OPTIONS = ("mode", "platform_target")
@@ -72,6 +76,10 @@ def run_kernel(fn, args, kwargs, lnc=1, target=None):
     target = target or runtime.default_target()
     if lnc not in (1, 2):
         raise KernelSignatureError(f"logical core count must be 1 or 2, got {lnc}")
+    _check_kernel_source(fn)
+    if lnc > 1 and cost.normalize_target(target) == "trn1":
+        violate("kernel.lnc.trn2-up", f"kernel[{lnc}] on {target}: logical NeuronCores of two physical cores exist on "
+                "Trn2 and Trn3 only; launch kernel[1] (or kernel(...)) there")
     uses_torch = any(_is_torch(a) for a in list(args) + list(kwargs.values()))
     shared = [] if lnc > 1 else None
     buffer = "shared_hbm" if lnc > 1 else "hbm"
@@ -98,6 +106,32 @@ def run_kernel(fn, args, kwargs, lnc=1, target=None):
     _write_back(originals, tensors)
     prof = Profile.merge_all(profiles, parallel=True) if len(profiles) > 1 else profiles[0]
     return _from_kernel_result(result, uses_torch, list(zip(originals, tensors))), prof
+
+
+@functools.lru_cache(maxsize=256)
+def _check_kernel_source(fn):
+    """The kernel function's own signature and body within the Python NKI 0.3 stopped accepting: no keyword-only
+    separator, no ``is`` / ``is not`` (release notes, NKI 0.3.0, Breaking Changes). Functions it calls are not
+    read (an assumption: the rest of the restricted Python subset is not checked; README, what it cannot tell you)."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to read
+        return
+    keyword_only = [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    if keyword_only:
+        violate("kernel.signature.python-subset", f"kernel {getattr(fn, '__name__', fn)!r}: keyword-only "
+                f"parameters ({', '.join(keyword_only)}) after a '*' separator are not supported; make them ordinary "
+                "parameters")
+    if getattr(fn, "__name__", "<lambda>") == "<lambda>":  # its source line may hold other code: not read
+        return
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    except (OSError, TypeError, SyntaxError):  # no source (defined in a REPL, a compiled module): not checked
+        return
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and any(isinstance(op, (ast.Is, ast.IsNot)) for op in node.ops):
+            violate("kernel.signature.python-subset", f"kernel {getattr(fn, '__name__', fn)!r}, line "
+                    f"{node.lineno}: the 'is' / 'is not' operators are not supported in a kernel; use == / !=")
 
 
 def _is_torch(value):

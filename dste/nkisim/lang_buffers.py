@@ -144,7 +144,13 @@ class _TileSize(NKIObject):
         getter.__name__ = name
         return property(getter)
 
-    bn_stats_fmax = _undocumented("bn_stats_fmax")
+    @property
+    def bn_stats_fmax(self):
+        """The most elements per partition nisa.bn_stats reads: 512 (nki.isa bn_stats docstring)."""
+        from .isa_vector import BN_STATS_FMAX
+
+        return BN_STATS_FMAX
+
     psum_min_align = _undocumented("psum_min_align")
     sbuf_min_align = _undocumented("sbuf_min_align")
     del _undocumented

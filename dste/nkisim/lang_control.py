@@ -1,8 +1,10 @@
 """Control flow and launch queries: ranges, ``fori_loop``, ``while_loop``, ``no_reorder``, ``device_print``.
 
 Static ranges unroll (they are aliases of ``range`` in NKI 0.6). Dynamic loops run their body in
-Python with the bound registers' current values; the loop index is passed as an ``int``, which every
-``scalar_offset`` accepts like a register.
+Python with the bound registers' current values. ``nl.fori_loop`` passes its index as a read-only register
+(``isa_misc.LoopIndex``): an instruction reads it as a ``scalar_offset`` or a nested loop's bound, while Python
+cannot branch on it or compute with it, as on a device, where its value exists only at run time.
+``nl.dynamic_range`` (deprecated in 0.6) still yields ``int`` indices.
 """
 
 import builtins
@@ -41,6 +43,10 @@ def register_value(value, function, role):
         return int(value)
     if isinstance(value, NkiTensor) and value.size == 1:
         return int(np.asarray(value.array()).reshape(-1)[0])
+    from .isa_misc import VirtualRegister
+
+    if isinstance(value, VirtualRegister):
+        return value.read()
     for attribute in ("value", "_value"):
         held = getattr(value, attribute, None)
         if isinstance(held, (int, np.integer)):
@@ -79,8 +85,12 @@ def fori_loop(lower, upper, body_fun, step=1):
     step = _step(step, "fori_loop")
     lo = register_value(lower, "fori_loop", "lower")
     hi = register_value(upper, "fori_loop", "upper")
+    from .isa_misc import LoopIndex
+
     for i in builtins.range(lo, hi, step):
-        body_fun(i)
+        if body_fun(LoopIndex(i)) is not None:
+            violate("nl.fori_loop.body-return", "nl.fori_loop: the body function returned a value; it cannot (keep "
+                                                "state that crosses iterations in SBUF or HBM)")
 
 
 def while_loop(init, body_fun):

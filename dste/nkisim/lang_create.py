@@ -16,7 +16,7 @@ from . import isa, ops, runtime
 from .lang_buffers import MemoryRegion, buffer_name, region_of, sbuf, shared_hbm
 from .lang_common import emulate, new_tile, on_chip_tile, result_dtype
 from .rules_language import violate
-from .tensor import ON_CHIP, NkiTensor, allocate
+from .tensor import MAX_PARTITIONS, ON_CHIP, NkiTensor, allocate
 
 _SHARED_CONSTANT_DTYPES = frozenset(
     dt.as_dtype(d) for d in ("float32", "float16", "bfloat16", "int32", "int16", "int8", "uint32", "uint16", "uint8",
@@ -34,10 +34,33 @@ def ndarray(shape, dtype, buffer=sbuf, name="", address=None):
             raise ValueError(f"nl.ndarray: address must be (partition_offset, free_offset), got {address!r}") from None
         if buf not in ON_CHIP or partition_offset < 0 or free_offset < 0:
             raise ValueError(f"nl.ndarray: address {address!r} needs an on-chip buffer and non-negative offsets")
+        _check_address(shape, dtype, buf, partition_offset, free_offset)
     context = runtime.current()
     if buf == "shared_hbm" and context.shared_outputs is not None:
         return _shared_allocation(context, shape, dtype, name)
     return allocate(shape, dtype, buf, name)
+
+
+def _check_address(shape, dtype, buf, partition_offset, free_offset):
+    """An explicit address keeps the tensor inside its buffer: its partitions within the 128 lanes, its bytes within
+    a partition, and a PSUM tensor at the start of a bank. The migration guide calls the free offset an element offset
+    and its PSUM example passes bytes (``bank_id * 2048``), so a free offset is refused only where both readings put
+    the tensor out of place."""
+    shape = tuple(int(s) for s in shape)
+    memory = runtime.current().memory
+    if partition_offset + shape[0] > MAX_PARTITIONS:
+        violate("nl.ndarray.address", f"nl.ndarray: address {(partition_offset, free_offset)} places {shape[0]} "
+                f"partitions from partition {partition_offset}, past the {MAX_PARTITIONS} a buffer has")
+    itemsize = dt.as_dtype(dtype).itemsize
+    row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * itemsize
+    limit = memory.limits[buf]
+    if free_offset + row_bytes > limit:
+        violate("nl.ndarray.address", f"nl.ndarray: address {(partition_offset, free_offset)} with {row_bytes} bytes "
+                f"per partition ends past the {limit} bytes of a {buf.upper()} partition")
+    bank = memory.psum_bank_bytes
+    if buf == "psum" and free_offset % bank and (free_offset * itemsize) % bank:
+        violate("nl.ndarray.address", f"nl.ndarray: PSUM address {(partition_offset, free_offset)} does not start a "
+                f"bank ({bank} bytes) read as bytes or as {dt.as_dtype(dtype).name} elements")
 
 
 def _shared_allocation(context, shape, dtype, name):

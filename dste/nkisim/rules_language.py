@@ -15,6 +15,7 @@ RN_05_NEW = f"{RELEASE_NOTES}, NKI 0.5.0, New Features"
 RN_06 = f"{RELEASE_NOTES}, NKI 0.6.0"
 TENSOR = f"{STUB_LANGUAGE}, class NkiTensor"
 LG = "nki/get-started/nki-language-guide.rst"
+MIGRATION = "nki/migration/index.rst"
 
 
 def _stub(function):
@@ -81,14 +82,33 @@ _RULES = [
      "supported inside a no_reorder block", _stub("no_reorder")),
     ("nl.while_loop.body", "nl.while_loop's body returns the next condition register",
      _stub("while_loop")),
+    ("nl.ndarray.address", "an explicit address keeps the tensor inside its buffer: partition offset + partitions "
+     "<= 128, free offset + bytes per partition <= the partition's bytes, a PSUM tensor at the start of a 2 KiB bank "
+     "(the free offset is refused only where it is out of place read both as elements and as bytes)",
+     f"{MIGRATION}, Improved allocation API ('the free dimension offset is the element offset within each "
+     "partition'; 'The allocation for PSUM tensors must start at the beginning of each bank'); "
+     "nki/get-started/about/tiling-overview.rst (pmax = 128)"),
+    ("nl.fori_loop.body-return", "nl.fori_loop's body function returns nothing",
+     f"{MIGRATION}, Rules for migrated loops ('The fori_loop body function cannot return a value')"),
+    ("nl.loop.index-read-only", "a fori_loop's index is a read-only register: no instruction writes it, and Python "
+     "reads it only as .ap(scalar_offset=...) or a loop bound",
+     f"{MIGRATION}, Rules for migrated loops ('The loop variable is read-only ... Read it as a runtime offset via "
+     ".ap(scalar_offset=...)')"),
     ("nl.while_loop.limit", "a simulated nl.while_loop stops with an error after 1,000,000 iterations",
      "assumption: hardware would loop forever; the simulator refuses to hang"),
+    ("kernel.signature.python-subset", "a kernel function has no keyword-only separator (*) in its signature and "
+     "uses no 'is' / 'is not' operator", f"{RN_03_BREAK} ('Keyword-only argument separator (*) in kernel signatures "
+     "is not supported'; 'is / is not operators are not supported. Use == / !='); only the kernel function's own "
+     "source is read (assumption: the rest of the restricted Python subset is not checked)"),
+    ("kernel.lnc.trn2-up", "an LNC launch of two cores (kernel[2]) runs on Trn2 and Trn3 only",
+     "about-neuron/arch/neuron-features/logical-neuroncore-config.rst ('LNC applies only to Trn2 and Trn3 "
+     "instances')"),
     ("nl.program_id.axis", "launch grids are 1-D (kernel[lnc]), so nl.program_id / nl.num_programs take axis 0",
      "nki/get-started/about/lnc.rst (an LNC launch is kernel[1] or kernel[2])"),
     # -- tile_size ------------------------------------------------------------------------------------
-    ("nl.tile_size.undocumented", "nl.tile_size.psum_min_align, sbuf_min_align and bn_stats_fmax have no "
-     "documented value; the simulator refuses to invent one", "assumption: nki/api/nki.language.tile_size.rst "
-     "names them without values"),
+    ("nl.tile_size.undocumented", "nl.tile_size.psum_min_align and sbuf_min_align have no documented value; the "
+     "simulator refuses to invent one (bn_stats_fmax is 512, stated in nisa.bn_stats's docstring)",
+     "assumption: nki/api/nki.language.tile_size.rst names them without values"),
     # -- NkiTensor views ------------------------------------------------------------------------------
     ("view.unofficial-method", "NkiTensor has only the official view methods; e.g. .broadcast_to(shape) does not "
      "exist (use .broadcast(dim, size) or nl.broadcast_to)", TENSOR + " (method list)"),

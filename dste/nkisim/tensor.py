@@ -651,11 +651,12 @@ class NkiTensor:
         return view
 
     def _indirect_unit(self, dim):
-        """Bytes one unit of a dynamic offset moves along ``dim`` of the base tensor (its row pitch)."""
-        base = self.storage
-        if dim >= len(base.shape):
-            return base.dtype.itemsize
-        return math.prod(base.shape[dim + 1:]) * base.dtype.itemsize
+        """Bytes one unit of a dynamic offset moves: the stride of ``dim`` of this view, the tensor ``.ap`` is called
+        on ("indirect_dim: dimension in self.shape whose stride scales the indirect scalar/vector offset", NkiTensor.ap
+        docstring). On a tensor as allocated that is its row pitch; on a reshaped view, the reshaped dim's stride."""
+        if dim >= len(self.shape):
+            return self.dtype.itemsize
+        return abs(int(self._byte_strides[dim]))
 
 
 _UNOFFICIAL_METHODS = {
@@ -770,6 +771,8 @@ def _scalar_value(source):
         if not dt.is_int(source.dtype):
             raise ConstraintError(f"scalar_offset tensor {source.name!r} must be an integer dtype, got {source.dtype.name}")
         return int(source.array().reshape(-1)[0])
+    if callable(getattr(source, "read", None)) and hasattr(source, "frozen"):  # a VirtualRegister (or loop index)
+        return source.read()
     value = getattr(source, "value", None)
     if _is_int(value):
         return int(value)

@@ -151,9 +151,10 @@ def test_registers_round_trip():
         nisa.register_move(other, reg)
         cell = tile([[41]], nl.int32)
         nisa.register_load(reg, cell)
-        out = empty((1, 1), nl.int32)
+        out, moved = empty((1, 1), nl.int32), empty((1, 1), nl.int32)
         nisa.register_store(out, reg)
-        o.update(a=int(other), b=out.numpy()[0, 0])
+        nisa.register_store(moved, other)
+        o.update(a=moved.numpy()[0, 0], b=out.numpy()[0, 0])
 
     out = run(body)
     assert out == {"a": 5, "b": 41}

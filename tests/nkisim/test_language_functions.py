@@ -184,7 +184,7 @@ def test_loops_and_buffer_queries():
     seen = []
     for i in nl.affine_range(3):
         seen.append(i)
-    nl.fori_loop(0, 4, seen.append, step=2)
+    nl.fori_loop(0, 4, lambda index: seen.append(index.value), step=2)  # a read-only register: .value is ours
     counter = {"n": 3}
 
     def body(r):

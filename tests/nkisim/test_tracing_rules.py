@@ -1,0 +1,160 @@
+"""What a kernel may do with values that exist only at run time (loop indices, registers), where an explicit
+address may place a tensor, and the launch and Python-subset rules of ``nki.jit``: each documented-illegal use is
+refused naming its rule, and the documented way runs and matches NumPy."""
+
+import numpy as np
+import pytest
+
+import dste.nkisim as sim
+from dste.nkisim import isa as nisa
+from dste.nkisim import language as nl
+from dste.nkisim.errors import ConstraintError, KernelSignatureError
+
+BLOCKS, ROWS, COLS = 4, 128, 8
+
+
+def _block(tensor, index):
+    """Row block ``index`` (a loop index register) of a [BLOCKS * ROWS, COLS] HBM tensor, as the migration guide
+    reads a loop variable: a runtime offset through .ap(scalar_offset=...), scaled by the stride of dim 0 of the
+    tensor it is called on (viewed as [BLOCKS, ROWS * COLS], one block per unit)."""
+    blocks = tensor.reshape((BLOCKS, ROWS * COLS))
+    return blocks.ap([[ROWS * COLS, 1], [COLS, ROWS], [1, COLS]], offset=0, scalar_offset=index, indirect_dim=0)
+
+
+def _looped(body_of):
+    def kernel(a):
+        out = nl.ndarray(a.shape, a.dtype, buffer=nl.shared_hbm)
+        tile = nl.ndarray((ROWS, COLS), nl.float32, buffer=nl.sbuf)
+        doubled = nl.ndarray((ROWS, COLS), nl.float32, buffer=nl.sbuf)
+        nl.fori_loop(0, BLOCKS, body_of(a, out, tile, doubled))
+        return out
+
+    return kernel
+
+
+def test_a_fori_loop_index_read_as_a_scalar_offset_runs():
+    def body_of(a, out, tile, doubled):
+        def body(i):
+            nisa.dma_copy(dst=tile, src=_block(a, i))
+            nisa.tensor_scalar(dst=doubled, data=tile, op0=nl.multiply, operand0=2.0)
+            nisa.dma_copy(dst=_block(out, i), src=doubled)
+
+        return body
+
+    a = np.random.default_rng(0).standard_normal((BLOCKS * ROWS, COLS)).astype(np.float32)
+    np.testing.assert_array_equal(sim.simulate(_looped(body_of))(a), 2 * a)
+
+
+@pytest.mark.parametrize("misuse", ["slice", "if", "range", "int"])
+def test_python_cannot_compute_or_branch_on_a_loop_index(misuse):
+    """Before, the index was a Python int: such kernels ran here, with plausible numbers, and cannot compile."""
+    def body_of(a, out, tile, doubled):
+        def body(i):
+            if misuse == "slice":
+                nisa.dma_copy(dst=tile, src=a[i * ROWS:(i + 1) * ROWS, :])
+            elif misuse == "if":
+                if i == 0:
+                    nisa.memset(dst=tile, value=0.0)
+            elif misuse == "range":
+                for _ in range(i):
+                    pass
+            else:
+                nl.ndarray((int(i) + 1, COLS), nl.float32)
+
+        return body
+
+    with pytest.raises(KernelSignatureError, match="rule register.python-value"):
+        sim.simulate(_looped(body_of))(np.zeros((BLOCKS * ROWS, COLS), np.float32))
+
+
+def test_a_loop_body_returns_nothing_and_writes_no_loop_index():
+    def returns(a, out, tile, doubled):
+        return lambda i: 5
+
+    def writes(a, out, tile, doubled):
+        return lambda i: nisa.register_move(i, 3)
+
+    zeros = np.zeros((BLOCKS * ROWS, COLS), np.float32)
+    with pytest.raises(ConstraintError, match="rule nl.fori_loop.body-return"):
+        sim.simulate(_looped(returns))(zeros)
+    with pytest.raises(ConstraintError, match="rule nl.loop.index-read-only"):
+        sim.simulate(_looped(writes))(zeros)
+
+
+def test_a_register_is_read_by_instructions_not_by_python():
+    def converted():
+        register = nisa.register_alloc(3)
+        nl.ndarray((int(register), 4), nl.float32)
+
+    with pytest.raises(KernelSignatureError, match="rule register.python-value"):
+        sim.run_kernel(converted, (), {})
+
+    def counted_down(out):
+        count = nl.ndarray((1, 1), nl.int32, buffer=nl.sbuf)
+        nisa.memset(dst=count, value=3)
+        one = nl.ndarray((1, 1), nl.int32, buffer=nl.sbuf)
+        nisa.memset(dst=one, value=1)
+        register = nisa.register_alloc(1)
+        nisa.register_load(register, count)
+        while register:  # deprecated in NKI 0.6, still run
+            nisa.tensor_tensor(dst=count, data1=count, data2=one, op=nl.subtract)
+            nisa.register_load(register, count)
+        nisa.dma_copy(dst=out, src=count)
+
+    out = np.ones((1, 1), np.int32)
+    with pytest.warns(DeprecationWarning, match="while reg"):
+        sim.run_kernel(counted_down, (out,), {})
+    assert out[0, 0] == 0
+
+
+@pytest.mark.parametrize("shape, dtype, buffer, address, accepted", [
+    ((128, 512), nl.bfloat16, nl.psum, (0, 3 * 2048), True),  # the migration guide's own example: bank 3
+    ((128, 512), nl.float32, nl.psum, (0, 1024), True),  # 1,024 fp32 elements = 4 KiB: bank 2 read as elements
+    ((128, 128), nl.float32, nl.psum, (0, 100), False),  # a bank start neither as bytes nor as elements
+    ((128, 64), nl.float32, nl.sbuf, (64, 0), False),  # partitions 64-191
+    ((64, 64), nl.float32, nl.sbuf, (64, 0), True),
+    ((128, 64), nl.float32, nl.sbuf, (0, 10_000_000), False),  # past a partition's bytes
+])
+def test_an_explicit_address_stays_inside_its_buffer(shape, dtype, buffer, address, accepted):
+    def allocate():
+        nl.ndarray(shape, dtype, buffer=buffer, address=address)
+
+    if accepted:
+        sim.run_kernel(allocate, (), {})
+    else:
+        with pytest.raises(ConstraintError, match="rule nl.ndarray.address"):
+            sim.run_kernel(allocate, (), {})
+
+
+def _copy_kernel(a):
+    out = nl.ndarray(a.shape, a.dtype, buffer=nl.shared_hbm)
+    nl.store(out, nl.load(a))
+    return out
+
+
+def test_two_logical_cores_exist_on_trn2_not_trn1():
+    a = np.ones((128, 4), np.float32)
+    outputs, _ = sim.run_kernel(_copy_kernel, (a,), {}, lnc=2, target="trn2")
+    np.testing.assert_array_equal(outputs, a)
+    with pytest.raises(ConstraintError, match="rule kernel.lnc.trn2-up"):
+        sim.run_kernel(_copy_kernel, (a,), {}, lnc=2, target="trn1")
+
+
+def _keyword_only_kernel(a, *, scale=1.0):
+    return _copy_kernel(a)
+
+
+def _is_kernel(a, b=None):
+    if b is None:
+        b = a
+    return _copy_kernel(b)
+
+
+@pytest.mark.parametrize("kernel, what", [(_keyword_only_kernel, "keyword-only"), (_is_kernel, "'is'")])
+def test_a_kernel_keeps_to_the_python_nki_compiles(kernel, what):
+    with pytest.raises(ConstraintError, match=f"{what}.*rule kernel.signature.python-subset"):
+        sim.simulate(kernel)(np.ones((128, 4), np.float32))
+
+
+def test_bn_stats_fmax_is_the_documented_512():
+    assert nl.tile_size.bn_stats_fmax == 512
