@@ -19,7 +19,7 @@ import torch
 from dste.controller.actions import ActionSpace
 from dste.controller.env import FP32_ACTION, LayerReport
 from dste.controller.state import activation_features, graph_features
-from dste.gnn.execution import CompressedModel, GraphInference, LayerRun, StoredRows
+from dste.gnn.execution import CompressedModel, GraphInference, LayerRun, StoredRows, check_graph_fits
 from dste.gnn.footprint import layer_bytes, pass_bytes
 from dste.gnn.latency import LatencyModel, prices_fp16_rows_by_count
 from dste.gnn.settings import FP32_SETTING, LayerSetting
@@ -116,6 +116,8 @@ class LayerEvaluator:
         self.run_bytes_kept = int(run_bytes_kept)
         self.model = CompressedModel(model)
         self.graphs = list(graphs)
+        for n, graph in enumerate(self.graphs):
+            check_graph_fits(self.model, graph, f"snapshot {n}")
         self.action_space = action_space
         self.latency = LatencyModel(target)
         self._inference: dict[int, GraphInference] = {}

@@ -86,8 +86,11 @@ class GNNCompressionEnv(CompressionEnv):
         *,
         layers: LayerEvaluator | None = None,
     ) -> None:
-        if not snapshots:
+        if len(snapshots) == 0:
             raise ValueError("the environment needs at least one snapshot")
+        # a stream's own train_indices / heldout_indices are NumPy arrays, whose truth value is ambiguous
+        train_ids, heldout_ids = (list(np.ravel(ids)) if isinstance(ids, np.ndarray) else ids
+                                  for ids in (train_ids, heldout_ids))
         for name, ids in (("train_ids", train_ids), ("heldout_ids", heldout_ids)):
             if not ids:
                 raise ValueError(f"{name} must name at least one snapshot")

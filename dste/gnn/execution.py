@@ -226,6 +226,12 @@ def compile_quantization_passes() -> float:
     return time.perf_counter() - started
 
 
+def _parameter_versions(model) -> tuple:
+    """Each parameter tensor and torch's count of in-place writes to it: what changes when training or
+    ``load_state_dict`` changes the model."""
+    return tuple((name, id(p), p._version) for name, p in model.named_parameters())
+
+
 def _layer_kind(model) -> str:
     kind = getattr(model, "conv_kind", None)
     if kind not in ("gcn", "sage") or getattr(model, "convs", None) is None:
@@ -234,12 +240,18 @@ def _layer_kind(model) -> str:
 
 
 class CompressedModel:
-    """A trained ``dste.gnn`` two-layer model, in eval mode, with its compressed weights built on demand."""
+    """A trained ``dste.gnn`` two-layer model with its compressed weights built on demand (inference only: no
+    dropout, whatever the model's own train/eval mode, which is left as it was).
+
+    It holds the model's parameters as they were when it was built: where they change afterwards (an optimizer step,
+    ``load_state_dict``) it refuses to answer rather than mix old biases and compressed weights with new ones; build
+    a new one (``compressed_forward`` does, on every call)."""
 
     def __init__(self, model):
         self.kind = _layer_kind(model)
-        self.model = model.eval()
+        self.model = model
         self.num_layers = len(model.convs)
+        self._built_from = _parameter_versions(model)
         self.layers = [self._layer_weights(conv) for conv in model.convs]
         self._weights: dict[tuple, tuple[CompressedWeight, np.ndarray]] = {}
         self._fitted_rows: OrderedDict[tuple, np.ndarray] = OrderedDict()
@@ -257,10 +269,21 @@ class CompressedModel:
         return linears, (bias.detach().numpy().astype(np.float32) if bias is not None else None)
 
     def linears(self, layer: int) -> list:
+        self.check_unchanged()
         return self.layers[layer][0]
 
     def bias(self, layer: int) -> np.ndarray | None:
+        self.check_unchanged()
         return self.layers[layer][1]
+
+    def check_unchanged(self) -> None:
+        """Raise where the model's parameters changed after this was built (module docstring)."""
+        if _parameter_versions(self.model) != self._built_from:
+            raise RuntimeError(
+                "the model's parameters changed after this CompressedModel was built (an optimizer step, "
+                "load_state_dict or a new Parameter): its biases, compressed weights and every GraphInference or "
+                "environment over it hold the old values; build a new CompressedModel (or call compressed_forward, "
+                "which builds one per call)")
 
     @staticmethod
     def compress_rows(rows: np.ndarray, setting: LayerSetting) -> tuple[CompressedWeight, np.ndarray]:
@@ -356,6 +379,23 @@ def _sparse_times(csr, dense: np.ndarray) -> np.ndarray:
     return out
 
 
+def check_graph_fits(model: CompressedModel, graph, what: str = "the graph") -> None:
+    """Refuse a graph the model was not built for: another feature width, or another number of classes (whose
+    logits would be scored against labels they do not name)."""
+    for name in ("adj", "x"):
+        if not hasattr(graph, name):
+            raise TypeError(f"graph must be a dste.data.Graph (missing .{name}), got {type(graph).__name__}")
+    in_features = model.linears(0)[0].in_features
+    if graph.x.ndim != 2 or graph.x.shape[1] != in_features:
+        raise ValueError(f"the model's first layer takes {in_features} input features; {what}'s x has shape "
+                         f"{tuple(graph.x.shape)}")
+    classes = model.linears(model.num_layers - 1)[0].out_features
+    graph_classes = getattr(graph, "num_classes", None)
+    if graph_classes is not None and int(graph_classes) != classes:
+        raise ValueError(f"the model predicts {classes} classes; {what}'s labels have {graph_classes} (train a model "
+                         "on this graph's classes)")
+
+
 class GraphInference:
     """``model`` (a :class:`CompressedModel`) on one graph (``adj`` SciPy binary ``[n, n]``, ``x [n, F]``).
 
@@ -363,13 +403,7 @@ class GraphInference:
     """
 
     def __init__(self, model: CompressedModel, graph, pruning=None, channel_fit: bool = True):
-        for name in ("adj", "x"):
-            if not hasattr(graph, name):
-                raise TypeError(f"graph must be a dste.data.Graph (missing .{name}), got {type(graph).__name__}")
-        in_features = model.linears(0)[0].in_features
-        if graph.x.ndim != 2 or graph.x.shape[1] != in_features:
-            raise ValueError(f"the model's first layer takes {in_features} input features; the graph's x has shape "
-                             f"{tuple(graph.x.shape)}")
+        check_graph_fits(model, graph)
         self.model = model
         self.graph = graph
         self.pruning = pruning if pruning is not None else GatherAwarePruning()

@@ -48,20 +48,36 @@ def _check_sizes(in_features, out_features, layer) -> tuple[int, int]:
 
 
 class _CompressibleLinear(nn.Linear):
-    """``nn.Linear`` whose eval-mode forward can use a DSTE-compressed copy of its weight."""
+    """``nn.Linear`` whose eval-mode forward can use a DSTE-compressed copy of its weight.
+
+    The copy follows the weight: where the weight changed after :meth:`compress` (an optimizer step,
+    ``load_state_dict``, a new Parameter), the next eval-mode call compresses it again with the same settings, so the
+    output is never the old weight's."""
 
     compressed: CompressedWeight | None = None
+    _compressed_from: tuple | None = None  # (weight tensor id, its version counter) the copy was made from
+    _compress_settings: dict | None = None
 
     def compress(self, *, sparsity: float = 0.0, fp16_threshold: float | None = None) -> CompressedWeight:
         # nn.Linear stores [out, in]; CompressedWeight takes W [in, out] with h @ W.
         self.compressed = CompressedWeight(self.weight.t(), sparsity=sparsity, fp16_threshold=fp16_threshold)
+        self._compressed_from = _weight_version(self.weight)
+        self._compress_settings = {"sparsity": sparsity, "fp16_threshold": fp16_threshold}
         return self.compressed
 
     def forward(self, x, backend: str | None = None):
         if self.compressed is not None and not self.training:
+            if _weight_version(self.weight) != self._compressed_from:
+                self.compress(**self._compress_settings)
             out = self.compressed(x.to_dense() if x.is_sparse else x, backend=backend)
             return out + self.bias if self.bias is not None else out
         return super().forward(x)
+
+
+def _weight_version(weight: torch.Tensor) -> tuple:
+    """What identifies a weight's values: the tensor and torch's count of in-place writes to it (an optimizer step
+    and ``load_state_dict`` write in place)."""
+    return id(weight), weight._version
 
 
 # The arrays a SciPy adjacency of each format is built from; other formats (LIL, DOK) are encoded on every call.

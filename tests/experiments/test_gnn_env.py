@@ -1,4 +1,5 @@
 import functools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -234,6 +235,17 @@ def test_bad_use_is_refused(env):
         env.reset(2.9)
     with pytest.raises(TypeError, match="TwoLayerGNN"):
         GNNCompressionEnv(torch.nn.Linear(2, 2), env.graphs, [0], [1])
+    narrow = replace(env.graphs[1], x=env.graphs[1].x[:, :3].copy())
+    with pytest.raises(ValueError, match="snapshot 1's x has shape"):  # refused when built, not at its first step
+        GNNCompressionEnv(env.layers.model.model, [env.graphs[0], narrow], [0], [1])
+
+
+def test_a_streams_own_index_arrays_name_the_snapshots(env):
+    """SnapshotStream.train_indices / heldout_indices are NumPy arrays: `if not ids` raised "The truth value of an
+    array with more than one element is ambiguous"."""
+    model = env.layers.model.model
+    from_arrays = GNNCompressionEnv(model, env.graphs, np.array([0, 1, 2]), np.array([3, 4]))
+    assert from_arrays.snapshots("train") == [0, 1, 2] and from_arrays.snapshots("heldout") == [3, 4]
 
 
 @pytest.mark.integration

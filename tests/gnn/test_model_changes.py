@@ -1,0 +1,88 @@
+"""Compressed copies of a model that keeps training: they follow it or refuse, never answer with old values; and
+building one leaves the model as it was (its train/eval mode)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dste.gnn import FP32_SETTING, CompressedModel, GraphInference, LayerSetting, compressed_forward, make_model
+from dste.gnn.layers import GCNConv, SAGEConv
+
+from .test_compressed import _graph
+
+
+def _nudged(model):
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+
+
+@pytest.mark.parametrize("conv", ["gcn", "sage"])
+def test_a_kept_graph_inference_refuses_after_the_model_changes(conv):
+    """It copied the biases when built and read the weights live: after an optimizer step its FP32 setting ran new
+    weights with old biases (0.27 from the model's output) and its INT8 setting the old compressed weights."""
+    torch.manual_seed(0)
+    graph = _graph()
+    model = make_model(graph, hidden=16, conv=conv)
+    kept = GraphInference(CompressedModel(model), graph)
+    kept.forward([FP32_SETTING] * 2)
+    _nudged(model)
+    for settings in ([FP32_SETTING] * 2, [LayerSetting()] * 2):
+        with pytest.raises(RuntimeError, match="parameters changed after this CompressedModel was built"):
+            kept.forward(settings)
+    other = make_model(graph, hidden=16, conv=conv)
+    rebuilt = GraphInference(CompressedModel(model), graph)
+    model.load_state_dict(other.state_dict())
+    with pytest.raises(RuntimeError, match="load_state_dict"):
+        rebuilt.forward([FP32_SETTING] * 2)
+    # a fresh one follows the model: its FP32 setting is the model's own eval-mode output
+    model.eval()
+    with torch.no_grad():
+        expected = model(torch.from_numpy(graph.x), graph.adj)
+    np.testing.assert_allclose(compressed_forward(model, graph, [FP32_SETTING] * 2).detach().numpy(),
+                               expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_building_a_compressed_model_leaves_the_models_mode_alone():
+    graph = _graph()
+    model = make_model(graph, hidden=16).train()
+    compressed_forward(model, graph, [LayerSetting()] * 2)
+    assert model.training  # it was switched to eval mode, silently dropping dropout from the next training step
+
+
+def test_a_model_of_other_classes_is_refused():
+    graph = _graph()  # two classes
+    model = make_model(graph, hidden=16)
+    with pytest.raises(ValueError, match="predicts 2 classes; the graph's labels have 3"):
+        GraphInference(CompressedModel(model), _with_classes(graph, 3))
+
+
+def _with_classes(graph, classes):
+    from dste.data.graph import Graph
+
+    return Graph(graph.adj, graph.x, graph.y, graph.train_mask, graph.val_mask, graph.test_mask, num_classes=classes,
+                 name=graph.name)
+
+
+@pytest.mark.parametrize("layer_cls", [GCNConv, SAGEConv])
+def test_compressed_layer_weights_follow_the_weights(layer_cls):
+    """compress_weights() kept its copy through later training and load_state_dict: eval mode answered with the
+    old weights (4.15 from the loaded model's output). Now the next eval call compresses the new weights, with the
+    same settings, and matches a layer compressed from them."""
+    torch.manual_seed(1)
+    graph = _graph()
+    x = torch.from_numpy(graph.x)
+    layer, source = layer_cls(32, 8), layer_cls(32, 8)
+    layer.compress_weights().eval()
+    layer(x, graph.adj)
+    layer.load_state_dict(source.state_dict())
+    source.compress_weights().eval()
+    with torch.no_grad():
+        np.testing.assert_array_equal(layer(x, graph.adj).numpy(), source(x, graph.adj).numpy())
+        _nudged(layer)
+        expected = layer_cls(32, 8)
+        expected.load_state_dict(layer.state_dict())
+        expected.compress_weights().eval()
+        np.testing.assert_array_equal(layer(x, graph.adj).numpy(), expected(x, graph.adj).numpy())
