@@ -95,6 +95,11 @@ class RandomPolicy(Policy):
     def begin(self) -> None:
         self._rng = np.random.default_rng(self.seed)
 
+    def check(self, env: CompressionEnv) -> None:
+        if self.n_actions != len(env.action_space):
+            raise ValueError(f"random policy {self.name!r} draws from {self.n_actions} actions; the environment has "
+                             f"{len(env.action_space)} (RandomPolicy(len(env.action_space)))")
+
     def choose(self, state: np.ndarray, layer: int) -> int:
         return int(self._rng.integers(self.n_actions))
 
@@ -121,6 +126,8 @@ class DQNPolicy(Policy):
             if any(not 0 <= a < len(agent.action_space) for a in actions):
                 raise ValueError(
                     f"DQNPolicy: fallback actions {actions} must be action indices in [0, {len(agent.action_space)})"
+                    + (" (FP32_ACTION lies outside the network's grid, so its Q-values cannot weigh it; run "
+                       "StaticPolicy for the uncompressed model)" if FP32_ACTION in actions else "")
                 )
             fallback = StaticPolicy("fallback", actions)
         if not (margin >= 0):  # also refuses NaN
@@ -145,6 +152,12 @@ class DQNPolicy(Policy):
         if self.agent.action_space != env.action_space:
             raise ValueError(f"DQNPolicy {self.name!r}: the agent was trained on {self.agent.action_space}, the "
                              f"environment acts on {env.action_space}; build both on the same ActionSpace")
+        guarded = getattr(self.guard, "env", env)
+        if guarded is not env:
+            # its budgets and prices are that environment's: another one (a variant with another goal) would be
+            # held to them silently
+            raise ValueError(f"DQNPolicy {self.name!r}: its guard is bound to another environment; build the guard on "
+                             "the environment the policy runs on (BudgetGuard(env, reward))")
         if self.fallback is not None:
             self.fallback.check(env)
 

@@ -32,7 +32,10 @@ undiscounted return the sum is exactly R above.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
+
+import numpy as np
 
 __all__ = ["RewardConfig"]
 
@@ -49,8 +52,10 @@ class RewardConfig:
         for name in ("lambda_latency", "budget", "budget_penalty", "memory_budget", "memory_penalty"):
             value = getattr(self, name)
             optional = name in ("budget", "memory_budget")
-            if isinstance(value, bool) or not ((optional and value is None) or isinstance(value, (int, float))):
+            if isinstance(value, (bool, np.bool_)) or not ((optional and value is None) or isinstance(value, numbers.Real)):
                 raise TypeError(f"{name} must be a number{' or None' if optional else ''}, got {value!r}")
+            if isinstance(value, np.generic):
+                object.__setattr__(self, name, float(value))  # a NumPy scalar as the float it is
         if not math.isfinite(self.lambda_latency) or self.lambda_latency < 0:
             raise ValueError(f"lambda_latency must be a finite number >= 0, got {self.lambda_latency!r}")
         if self.budget is not None and (not math.isfinite(self.budget) or self.budget <= 0):

@@ -23,6 +23,7 @@ price an action before running it (``CompressionEnv.latency_table``) need ``budg
 from __future__ import annotations
 
 import copy
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,15 +56,18 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("episodes", "normalizer_episodes", "select_every"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+            object.__setattr__(self, name, int(value))  # a NumPy integer (np.arange, a sweep) as the int it is
         if not isinstance(self.dqn, DQNConfig) or not isinstance(self.reward, RewardConfig):
             raise TypeError(f"dqn and reward must be a DQNConfig and a RewardConfig, got {type(self.dqn).__name__} "
                             f"and {type(self.reward).__name__}")
         if not (isinstance(self.ensemble_tolerance, (int, float)) and 0 <= self.ensemble_tolerance < 1):
             raise ValueError(f"ensemble_tolerance must lie in [0, 1), got {self.ensemble_tolerance!r}")
-        if not isinstance(self.selection_snapshots, int) or self.selection_snapshots < 0:
+        if (isinstance(self.selection_snapshots, (bool, np.bool_)) or not isinstance(self.selection_snapshots, numbers.Integral)
+                or self.selection_snapshots < 0):
             raise ValueError(f"selection_snapshots must be an int >= 0, got {self.selection_snapshots!r}")
+        object.__setattr__(self, "selection_snapshots", int(self.selection_snapshots))
 
 
 @dataclass
@@ -98,6 +102,10 @@ def _fit_normalizer(env: CompressionEnv, snapshots, episodes: int, seed: int) ->
 def train_controller(env: CompressionEnv, config: TrainConfig | None = None, progress: bool = False) -> TrainResult:
     """Train a DQN controller on ``env.snapshots("train")``; deterministic for a given config and env."""
     config = config or TrainConfig()
+    if not isinstance(config, TrainConfig):
+        hint = " (a RewardConfig goes inside: TrainConfig(reward=RewardConfig(...)))" if isinstance(
+            config, RewardConfig) else ""
+        raise TypeError(f"train_controller takes a TrainConfig, got {type(config).__name__}{hint}")
     threads = torch.get_num_threads()
     # The Q-network is tiny: one thread is faster than two fighting over a shared machine, and the result
     # does not depend on the thread count.

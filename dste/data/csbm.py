@@ -468,8 +468,8 @@ def make_graph(preset_or_params: "str | CSBMParams | dict" = "cora-like", seed: 
         raise ValueError(
             f"the block model holds too few distinct pairs for num_edges={params.num_edges} at locality="
             f"{params.locality}, homophily={params.homophily} with communities of {params.community_size} nodes: "
-            f"{keys.size} drawn, more than {edge_shortfall_limit:.0%} short{cause}. Lower num_edges or locality, use "
-            "larger communities, or allow the shortfall (edge_shortfall_limit)"
+            f"{keys.size} drawn, more than {edge_shortfall_limit:.0%} short{cause}. Lower num_edges or locality"
+            + ("" if cause else ", use larger communities") + ", or allow the shortfall (edge_shortfall_limit)"
         )
     adj = adjacency_from_pairs(keys // n, keys % n, n)
 

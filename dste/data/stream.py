@@ -275,6 +275,10 @@ class SnapshotStream:
     def __init__(self, base: Graph, params: StreamParams | None = None, seed: int = 0, keep_all: bool = True, **overrides):
         if not isinstance(base, Graph):
             raise TypeError(f"base must be a dste.data.Graph, got {type(base).__name__}")
+        if params is not None and not isinstance(params, StreamParams):
+            hint = " (knobs as keywords: SnapshotStream(base, num_snapshots=...), or StreamParams(**knobs))" if (
+                isinstance(params, dict)) else ""
+            raise TypeError(f"params must be a StreamParams or None, got {type(params).__name__}{hint}")
         params = replace(params or StreamParams(), **overrides)
         params.validate()
         self.base, self.params, self.seed, self.keep_all = base, params, checked_seed(seed), keep_all

@@ -68,7 +68,7 @@ class GNNCompressionEnv(CompressionEnv):
     """A ``CompressionEnv`` over ``snapshots`` (``dste.data.Graph``) and a trained ``dste.gnn`` model.
 
     train_ids / heldout_ids: indices into ``snapshots``; the snapshot before each one in the list is its
-    "previous" snapshot for churn features. ``target``: the modelled NeuronCore ("trn2" or "trn1").
+    "previous" snapshot for churn features. ``target``: the modelled NeuronCore ("trn2"; the kernel's gathers need NeuronCore-v3, so "trn1" is refused).
     ``budget_actions``: one static action per layer whose modelled latency on each snapshot is that
     snapshot's budget (None: no budget). ``train_accuracy``: see ``TRAIN_ACCURACY_TERMS``.
     """

@@ -40,6 +40,7 @@ accuracy minus that seed's FP32 accuracy; mean +/- std over seeds) is reported b
 
 from __future__ import annotations
 
+import os
 import sys
 import platform
 import time
@@ -584,6 +585,7 @@ def run(config: RunConfig) -> dict:
     out = Path(config.out) if config.out else default_out_dir()
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is an existing file; give a directory (it is created if missing)")
+    _check_out_parent(out)
     if (out / "results.json").exists() and not config.overwrite:
         # checked before any work: an earlier run's outputs (some took a quarter of an hour) were written over
         raise ValueError(f"--out {out} already holds a run's results.json; give a new directory, or --overwrite to "
@@ -600,7 +602,11 @@ def run(config: RunConfig) -> dict:
         raise
     if warning:
         print(warning, file=sys.stderr, flush=True)
-    out.mkdir(parents=True, exist_ok=True)  # after the checks: a refused run leaves no empty directory behind
+    try:
+        out.mkdir(parents=True, exist_ok=True)  # after the checks: a refused run leaves no empty directory behind
+    except OSError as error:
+        raise ValueError(f"--out {out}: the directory cannot be created ({error.strerror}); give a writable "
+                         "directory") from None
     with freed_memory_kept():
         per_seed = _run_seeds(config, base)
     checkpoint = per_seed[0].pop("agent").save(out / "controller_seed0.pt")
@@ -623,7 +629,7 @@ def run(config: RunConfig) -> dict:
         "oracle": oracle_summary(per_seed, summary),
         "budget_out_of_reach": budget_out_of_reach(per_seed),
         "per_seed": per_seed,
-        "controller_checkpoint": str(checkpoint),
+        "controller_checkpoint": str(Path(checkpoint).resolve()),  # readable from any working directory
         "wall_time_s": None,
     }
     if config.quick:
@@ -649,6 +655,17 @@ def run(config: RunConfig) -> dict:
     plot_snapshots(per_seed[0], out / "snapshots.png", config.target, title)
     report["out_dir"] = str(out)
     return report
+
+
+def _check_out_parent(out: Path) -> None:
+    """Before any work: the nearest existing ancestor of ``out`` is a directory this process may write in."""
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"--out {out}: {parent} is not a directory; give a directory (it is created if missing)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: {parent} is not writable; give a writable directory")
 
 
 def _json_default(value):

@@ -115,16 +115,29 @@ class RunConfig:
             elif self.budget.lower() == "static50":
                 self.budget = "static50"  # the job compares it as spelled here
             else:
+                spelled = self.budget
                 try:
                     self.budget = float(self.budget)
                 except ValueError:
+                    self.budget = float("nan")
+                if not (np.isfinite(self.budget) and self.budget > 0):
                     raise ValueError(
                         f"--budget must be 'static50', 'none', '<x>fp32' (a fraction of the FP32 latency, e.g. "
-                        f"0.33fp32) or a positive fraction of the uniform-INT8 latency, got {self.budget!r}"
+                        f"0.33fp32) or a positive fraction of the uniform-INT8 latency, got {spelled!r}"
                     ) from None
+        preset = STREAM_PRESETS[self.stream][0]
+        if (preset.budget_cycle or preset.budget_slo) and not (
+                self.budget == "static50" or (isinstance(self.budget, str) and self.budget.endswith("fp32"))):
+            # the stream's own budget replaces it: it was ignored, and results.json recorded it as the run's
+            raise ValueError(f"--stream {self.stream} sets its own latency budget, so --budget "
+                             f"{'none' if self.budget is None else self.budget} would be ignored: leave --budget out, "
+                             "or give '<x>fp32', which replaces the stream's")
         numeric_budget = None if isinstance(self.budget, str) else self.budget
-        # validates lambda, budget and penalty with clear messages
-        RewardConfig(self.lambda_latency, numeric_budget, self.budget_penalty)
+        try:  # validates lambda, budget and penalty, named as the options that set them
+            RewardConfig(self.lambda_latency, numeric_budget, self.budget_penalty)
+        except (TypeError, ValueError) as error:
+            message = str(error).replace("lambda_latency", "--lambda").replace("budget_penalty", "--budget-penalty")
+            raise ValueError(message) from None
 
 
 FP32_SNAPSHOTS = ("first", "training")

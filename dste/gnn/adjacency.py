@@ -54,10 +54,11 @@ def to_scipy_adjacency(adj, num_nodes: int | None = None) -> sp.csr_matrix:
         if num_nodes is None:
             raise ValueError("an edge_index needs num_nodes (the layers pass x.shape[0])")
         if adj.dtype != torch.long or adj.dim() != 2 or adj.shape[0] != 2:
-            raise ValueError(
-                f"edge_index must be a torch.long tensor [2, E], got {adj.dtype} {tuple(adj.shape)} "
-                "(a dense adjacency matrix is not accepted: convert with .to_sparse())"
-            )
+            looks_transposed = adj.dim() == 2 and adj.shape[1] == 2 and adj.shape[0] != 2
+            hint = ("an edge list [E, 2]? pass edge_index.t() (PyG's [2, E], sources in row 0)" if looks_transposed
+                    else "a dense adjacency matrix is not accepted: convert with .to_sparse()")
+            raise ValueError(f"edge_index must be a torch.long tensor [2, E], got {adj.dtype} {tuple(adj.shape)} "
+                             f"({hint})")
         if adj.device.type != "cpu":
             raise ValueError(f"edge_index must be on the cpu, got {adj.device}")
         index = adj.numpy()

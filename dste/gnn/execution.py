@@ -379,6 +379,24 @@ def _sparse_times(csr, dense: np.ndarray) -> np.ndarray:
     return out
 
 
+def _pruning_policy(pruning):
+    """An edge-pruning policy object from itself, its class, its name (``PRUNING_POLICIES``) or None (default)."""
+    from .pruning import PRUNING_POLICIES
+
+    if pruning is None:
+        return GatherAwarePruning()
+    if isinstance(pruning, str):
+        if pruning not in PRUNING_POLICIES:
+            raise ValueError(f"pruning must be one of {sorted(PRUNING_POLICIES)} or a policy object, got {pruning!r}")
+        return PRUNING_POLICIES[pruning]()
+    if isinstance(pruning, type):
+        pruning = pruning()
+    if not callable(getattr(pruning, "prune", None)):
+        raise TypeError(f"pruning must be a policy with a .prune method (dste.gnn.pruning) or one of "
+                        f"{sorted(PRUNING_POLICIES)}, got {type(pruning).__name__}")
+    return pruning
+
+
 def check_graph_fits(model: CompressedModel, graph, what: str = "the graph") -> None:
     """Refuse a graph the model was not built for: another feature width, or another number of classes (whose
     logits would be scored against labels they do not name)."""
@@ -406,7 +424,7 @@ class GraphInference:
         check_graph_fits(model, graph)
         self.model = model
         self.graph = graph
-        self.pruning = pruning if pruning is not None else GatherAwarePruning()
+        self.pruning = _pruning_policy(pruning)
         self._plan: PropagationPlan | None = None
         self._fp32_inputs: list[np.ndarray] | None = None
         self._fp32_messages: list[np.ndarray] | None = None
@@ -716,6 +734,9 @@ def settings_for(model, settings) -> list[LayerSetting]:
     """``settings`` as one :class:`LayerSetting` per layer (a single setting applies to every layer)."""
     if isinstance(settings, LayerSetting):
         settings = [settings] * model.num_layers
+    if isinstance(settings, (str, bytes)) or not hasattr(settings, "__iter__"):
+        raise TypeError(f"settings must be one LayerSetting or a list of {model.num_layers} of them (FP32_SETTING for "
+                        f"the uncompressed layer), got {type(settings).__name__}")
     settings = list(settings)
     if len(settings) != model.num_layers or not all(isinstance(s, LayerSetting) for s in settings):
         raise ValueError(f"settings must be one LayerSetting or a list of {model.num_layers} of them")

@@ -37,14 +37,18 @@ def prices_fp16_rows_by_count(num_nodes: int) -> bool:
 
 
 class LatencyModel:
-    """Modelled latency (µs, ``target`` trn2 or trn1) of layer runs; keeps the launch plans and the weight
+    """Modelled latency (µs, ``target`` trn2: the kernel's gathers need NeuronCore-v3) of layer runs; keeps the
+    launch plans and the weight
     prices it derives, keyed by the object they belong to (held, so an id is never reused while cached),
     and one :class:`~dste.kernels.cost.TraceBook` for all its matrices: the pruned matrices of every action
     and snapshot share few launch shapes, each traced once."""
 
     def __init__(self, target: str = "trn2"):
         if target not in ("trn1", "trn2"):
-            raise ValueError(f"target must be 'trn1' or 'trn2', got {target!r}")
+            raise ValueError(f"target must be 'trn2', got {target!r}")
+        from dste.kernels.launch_spmm import require_indirect_dma
+
+        require_indirect_dma(target, "spmm_hybrid_kernel")  # refused here, not at the first latency asked for
         self.target = target
         self._plans: dict[tuple, tuple[object, object]] = {}
         self._weight_prices: dict[tuple, float] = {}

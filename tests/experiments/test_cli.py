@@ -39,7 +39,10 @@ def test_top_level_help_lists_run(capsys):
     (["run", "--dataset", "no-such-graph"], "unknown dataset"),
     (["run", "--budget", "cheap"], "--budget must be"),
     (["run", "--budget", "0fp32"], "fraction of the FP32 latency must be > 0"),
-    (["run", "--lambda", "-1"], "lambda_latency"),
+    (["run", "--lambda", "-1"], "--lambda must be a finite number >= 0"),  # named as the option, not the field
+    (["run", "--budget-penalty", "-2"], "--budget-penalty must be"),
+    (["run", "--budget", "-1"], "--budget must be 'static50', 'none', '<x>fp32'"),  # was "must be None or ..."
+    (["run", "--stream", "budget-shift", "--budget", "0.5"], "--stream budget-shift sets its own latency budget"),
     (["run", "--stream-seed", "-1"], "--stream-seed: must be an integer >= 0 or 'per-seed'"),
     (["run", "--stream-seed", "each"], "--stream-seed: must be an integer >= 0 or 'per-seed'"),
     (["run", "--model-seed", "-2"], "--model-seed: must be an integer >= 0 or 'per-seed'"),
@@ -56,6 +59,16 @@ def test_bad_run_options_fail_with_a_clear_message(argv, message, capsys, tmp_pa
         main(argv + ["--out", str(tmp_path), "--no-progress"])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_an_out_directory_that_cannot_be_made_is_named_before_any_work(capsys, tmp_path):
+    """It printed the raw "[Errno 20] Not a directory" after loading the graph."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--out", str(blocker / "run"), "--no-progress"])
+    assert exit_info.value.code == 2
+    assert f"--out {blocker / 'run'}: {blocker} is not a directory" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, nodes, jobs", [

@@ -381,3 +381,23 @@ def test_the_fitted_plan_keeps_the_budget_at_the_exact_price_and_the_network_nev
     policy = DQNPolicy(DQNAgent(space, DQNConfig(seed=0, hidden=16)), guard=guard, fallback=plan, margin=float("inf"))
     guarded = run_policy(env, policy, [snapshot]).outcomes[0]
     assert guarded.actions == alone.actions and guarded.latency_us <= budget
+
+
+def test_controller_calls_slightly_wrong_get_a_clear_answer(env):
+    """Each was a raw AttributeError, an IndexError mid-run, or a silent run under another environment's budget."""
+    from dste.controller import BudgetGuard, RandomPolicy
+    from dste.controller.dqn import DQNAgent
+
+    with pytest.raises(TypeError, match=r"takes a TrainConfig, got RewardConfig \(a RewardConfig goes inside"):
+        train_controller(env, RewardConfig())
+    with pytest.raises(ValueError, match="draws from 100 actions; the environment has 48"):
+        run_policy(env, RandomPolicy(100), env.snapshots("heldout"))
+    other = env.variant(budget_actions=[0, 0])
+    agent = DQNAgent(env.action_space, DQNConfig(seed=0))
+    guarded = DQNPolicy(agent, guard=BudgetGuard(other, RewardConfig(budget=1.0)))
+    with pytest.raises(ValueError, match="guard is bound to another environment"):
+        run_policy(env, guarded, env.snapshots("heldout"))
+    assert TrainConfig(episodes=np.int64(5)).episodes == 5 and type(TrainConfig(episodes=np.int64(5)).episodes) is int
+    assert RewardConfig(lambda_latency=np.float32(0.05)).lambda_latency == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="episodes must be a positive int"):
+        TrainConfig(episodes=2.5)

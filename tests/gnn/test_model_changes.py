@@ -86,3 +86,25 @@ def test_compressed_layer_weights_follow_the_weights(layer_cls):
         expected.load_state_dict(layer.state_dict())
         expected.compress_weights().eval()
         np.testing.assert_array_equal(layer(x, graph.adj).numpy(), expected(x, graph.adj).numpy())
+
+
+def test_gnn_calls_slightly_wrong_get_a_clear_answer():
+    from dste.data.stream import SnapshotStream
+    from dste.gnn import GCNConv
+
+    graph = _graph()
+    model = make_model(graph, hidden=16)
+    with pytest.raises(TypeError, match="settings must be one LayerSetting or a list of 2"):
+        compressed_forward(model, graph, None)  # 'NoneType' object is not iterable
+    by_name = compressed_forward(model, graph, LayerSetting(edge_sparsity=0.5), pruning="magnitude-mask")
+    from dste.gnn.pruning import MagnitudeMaskPruning
+
+    by_object = compressed_forward(model, graph, LayerSetting(edge_sparsity=0.5), pruning=MagnitudeMaskPruning())
+    assert torch.equal(by_name, by_object)
+    with pytest.raises(ValueError, match="pruning must be one of"):
+        compressed_forward(model, graph, LayerSetting(), pruning="magnitude")
+    with pytest.raises(TypeError, match=r"params must be a StreamParams or None, got dict \(knobs as keywords"):
+        SnapshotStream(graph, {"num_snapshots": 4})
+    edges = torch.tensor([[0, 1], [1, 2], [2, 0]])  # [E, 2]
+    with pytest.raises(ValueError, match=r"an edge list \[E, 2\]\? pass edge_index.t\(\)"):
+        GCNConv(32, 4)(torch.randn(3, 32), edges)
