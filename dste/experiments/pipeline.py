@@ -651,7 +651,8 @@ def run(config: RunConfig) -> dict:
         title += f", FP32 distilled from {config.fp32_teachers} teachers"
     plot_accuracy(summary, out / "accuracy_vs_latency.png", config.target, title)
     if report["frontier"] is not None:
-        plot_frontier(report["frontier"], out / "frontier.png", config.target, title)
+        swept = ", ".join(str(seed) for seed in report["frontier"]["seeds"])
+        plot_frontier(report["frontier"], out / "frontier.png", config.target, f"{title}; frontier on seed {swept}")
     plot_snapshots(per_seed[0], out / "snapshots.png", config.target, title)
     report["out_dir"] = str(out)
     return report

@@ -4,7 +4,7 @@ hand-made points whose answers are known."""
 import pytest
 
 from dste.experiments.plots import plot_frontier
-from dste.experiments.report import frontier_summary
+from dste.experiments.report import frontier_summary, summarise
 
 
 def summary_row(accuracy, latency, nbytes, reward=0.0):
@@ -25,12 +25,20 @@ def case():
         sweep_row("slow-good", 0.81, 95.0, 400.0),
         sweep_row("beats-dqn", 0.79, 40.0, 900.0),
     ]
-    summary = {
-        "fp32": summary_row(0.80, 90.0, 1000.0),
-        "greedy": summary_row(0.78, 45.0, 500.0),
-        "dste_dqn": summary_row(0.785, 50.0, 800.0),
-    }
-    return [{"static_sweep": sweep}, {}], summary
+    swept = {"fp32": policy_row(0.80, 90.0, 1000.0), "greedy": policy_row(0.78, 45.0, 500.0),
+             "dste_dqn": policy_row(0.785, 50.0, 800.0)}
+    # the second seed swept nothing; its controller was 5 points worse, which the frontier must not see: its static
+    # points are seed 0's
+    other = {"fp32": policy_row(0.80, 90.0, 1000.0), "greedy": policy_row(0.78, 45.0, 500.0),
+             "dste_dqn": policy_row(0.735, 50.0, 800.0)}
+    per_seed = [{"seed": 0, "static_sweep": sweep, "policies": swept}, {"seed": 1, "policies": other}]
+    return per_seed, summarise(per_seed)
+
+
+def policy_row(accuracy, latency, nbytes):
+    return {"accuracy": accuracy, "latency_us": latency, "bytes": nbytes, "reward": 0.0, "cpu_ms": 1.0,
+            "bytes_by_kind": {"graph": nbytes, "features": 0.0, "weights": 0.0, "activations": 0.0},
+            "per_snapshot_latency_us": [latency], "per_snapshot_budget_us": [None]}
 
 
 def test_frontier_finds_dominating_points_and_the_operating_point(case):
@@ -43,6 +51,18 @@ def test_frontier_finds_dominating_points_and_the_operating_point(case):
     assert frontier["point_of_max_speedup_within_0.5pt"] == "fast"
     assert frontier["max_fp32_speedup_any_point"] == pytest.approx(9.0)
     assert frontier["pareto_latency"] == ["faster", "fast", "fp32", "slow-good"]
+
+
+def test_frontier_compares_the_static_points_with_the_controller_on_the_seeds_that_swept_them(case):
+    """On seed 0 the DQN (78.5 % at 50 us) is ahead of "close" (78.0 % at 50 us); over both seeds its mean is 76 %.
+    Compared with that mean, one seed's static point dominated it."""
+    per_seed, summary = case
+    per_seed[0]["static_sweep"].append(sweep_row("close", 0.780, 50.0, 800.0))
+    frontier = frontier_summary(per_seed, summary)
+    assert summary["dste_dqn"]["accuracy_mean"] == pytest.approx(0.76)  # the two seeds' mean, below "close"
+    assert "close" not in frontier["static_points_dominating_dqn_latency"] and frontier["seeds"] == [0]
+    dqn = next(p for p in frontier["points"] if p["name"] == "dste_dqn")
+    assert dqn["accuracy"] == pytest.approx(0.785)
 
 
 def test_frontier_without_a_fast_enough_point_says_so(case):
