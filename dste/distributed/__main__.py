@@ -55,7 +55,8 @@ def parse_args(argv=None):
     p.add_argument("--root", default=None, help="data root for on-disk datasets")
     p.add_argument("--hidden", type=_at_least(1, int), default=64)
     p.add_argument("--classes", type=_at_least(0, int), default=0, help="output width (default: the dataset's classes)")
-    p.add_argument("--backend", default="cpu", help="dste.spmm backend: cpu | nkisim | neuron")
+    p.add_argument("--backend", default="cpu", choices=["cpu", "nkisim", "neuron"],
+                   help="dste.spmm backend: cpu | nkisim | neuron")  # refused here, not by every rank after the load
     p.add_argument("--partition", default="metis", choices=["metis", "blocks", "contiguous"])
     p.add_argument("--timeout", type=_at_least(0, float, strict=True), default=120.0,
                    help="seconds any collective may take before the job fails")

@@ -95,6 +95,11 @@ def _train_on_graph(model, graph, extra_loss, epochs, lr, weight_decay, seed, pa
     loss of every step."""
     _check_training(epochs, lr, weight_decay, patience, keep)
     x, y = training_tensors(graph)
+    classes = model.convs[-1].out_features if hasattr(model, "convs") else None
+    if classes is not None and y.numel() and not (0 <= int(y.min()) and int(y.max()) < classes):
+        # a Graph checks its labels when built; one edited afterwards reached torch's "Target 99 is out of bounds"
+        raise ValueError(f"{graph.name}: labels must lie in [0, {classes}), the model's classes; they span "
+                         f"[{int(y.min())}, {int(y.max())}]")
     train = torch.from_numpy(graph.train_mask)
     val = torch.from_numpy(graph.val_mask)
     if not bool(train.any()):

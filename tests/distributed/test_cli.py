@@ -16,6 +16,7 @@ from dste.distributed.__main__ import parse_args
     (["--timeout", "0"], "argument --timeout: must be > 0"),  # the store: "timed out after 0ms"
     (["--timeout", "-5"], "argument --timeout: must be > 0"),
     (["--check-atol", "nan"], "argument --check-atol: must be >= 0 and finite"),
+    (["--backend", "gpu"], "argument --backend: invalid choice: 'gpu'"),  # every rank failed, after the load
 ])
 def test_arguments_the_job_would_fail_on_later_are_refused(argv, match, capsys):
     with pytest.raises(SystemExit) as info:

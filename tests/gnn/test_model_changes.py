@@ -108,3 +108,13 @@ def test_gnn_calls_slightly_wrong_get_a_clear_answer():
     edges = torch.tensor([[0, 1], [1, 2], [2, 0]])  # [E, 2]
     with pytest.raises(ValueError, match=r"an edge list \[E, 2\]\? pass edge_index.t\(\)"):
         GCNConv(32, 4)(torch.randn(3, 32), edges)
+
+
+def test_labels_edited_after_the_graph_was_checked_are_refused_by_training():
+    """A Graph checks its labels when built; one edited afterwards reached torch's "Target 99 is out of bounds"."""
+    from dste.gnn import train_fp32
+
+    graph = _graph()
+    graph.y[np.flatnonzero(graph.train_mask)[0]] = 99
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\), the model's classes; they span \[0, 99\]"):
+        train_fp32(make_model(graph, hidden=8), graph, epochs=2)
