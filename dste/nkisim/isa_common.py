@@ -122,11 +122,24 @@ def instruction(fn):
             except TypeError as exc:
                 raise KernelSignatureError(f"nisa.{fn.__name__}: {exc}") from None
         runtime.current().memory.check(f"nisa.{fn.__name__}")
+        _refuse_ended_body_tensors(fn.__name__, args, kwargs)
         fn(*args, **kwargs)
         return NkiInstruction(fn.__name__)
 
     wrapper.is_simulated = True
     return wrapper
+
+
+def _refuse_ended_body_tensors(name, args, kwargs):
+    """No operand may be a tensor a loop body declared after that body iteration returned (rules for migrated
+    loops: such tensors "cannot be referenced outside of the loop")."""
+    for value in (*args, *kwargs.values()):
+        for tensor in (value if isinstance(value, (list, tuple)) else (value,)):
+            storage = getattr(tensor, "storage", None)
+            if storage is not None and getattr(storage, "body_ended", False):
+                violate("nl.loop.body-tensor-scope", f"nisa.{name}: operand {storage.name!r} was declared inside a "
+                        "fori_loop / while_loop body and is used after that iteration returned; declare it before "
+                        "the loop")
 
 
 def not_simulated(fn):

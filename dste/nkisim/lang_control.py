@@ -88,7 +88,9 @@ def fori_loop(lower, upper, body_fun, step=1):
     from .isa_misc import LoopIndex
 
     for i in builtins.range(lo, hi, step):
-        if body_fun(LoopIndex(i)) is not None:
+        with _body_scope():
+            returned = body_fun(LoopIndex(i))
+        if returned is not None:
             violate("nl.fori_loop.body-return", "nl.fori_loop: the body function returned a value; it cannot (keep "
                                                 "state that crosses iterations in SBUF or HBM)")
 
@@ -101,11 +103,24 @@ def while_loop(init, body_fun):
     for _ in builtins.range(WHILE_LOOP_LIMIT):
         if register_value(condition, "while_loop", "condition") == 0:
             return
-        condition = body_fun(condition)
+        with _body_scope():
+            condition = body_fun(condition)
         if condition is None:
             violate("nl.while_loop.body", "nl.while_loop: the body returned None; it must return the next condition "
                                           "register")
     violate("nl.while_loop.limit", f"nl.while_loop: still running after {WHILE_LOOP_LIMIT} iterations")
+
+
+@contextlib.contextmanager
+def _body_scope():
+    """One iteration of a loop body: the tensors it declares end with it (rule nl.loop.body-tensor-scope)."""
+    stack = runtime.current().loop_body_allocations
+    stack.append([])
+    try:
+        yield
+    finally:
+        for storage in stack.pop():
+            storage.body_ended = True
 
 
 @contextlib.contextmanager

@@ -88,6 +88,10 @@ _RULES = [
      f"{MIGRATION}, Improved allocation API ('the free dimension offset is the element offset within each "
      "partition'; 'The allocation for PSUM tensors must start at the beginning of each bank'); "
      "nki/get-started/about/tiling-overview.rst (pmax = 128)"),
+    ("nl.loop.body-tensor-scope", "a tensor declared inside a fori_loop / while_loop body is used only within that "
+     "body iteration; one needed outside (or in a later iteration) is declared before the loop",
+     f"{MIGRATION}, Rules for migrated loops ('Tensors (nl.ndarray) declared inside a body function cannot be "
+     "referenced outside of the loop'; 'Keep cross-iteration state in SBUF or HBM')"),
     ("nl.fori_loop.body-return", "nl.fori_loop's body function returns nothing",
      f"{MIGRATION}, Rules for migrated loops ('The fori_loop body function cannot return a value')"),
     ("nl.loop.index-read-only", "a fori_loop's index is a read-only register: no instruction writes it, and Python "

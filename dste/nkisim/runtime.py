@@ -53,6 +53,8 @@ class RunContext:
         self.random_generator = np.random.default_rng(DEFAULT_RANDOM_SEED)
         # How many `with nl.no_reorder():` blocks enclose the running code (dynamic loops refuse > 0).
         self.no_reorder_depth = 0
+        # per running fori_loop / while_loop body (innermost last): the storages its current iteration declared
+        self.loop_body_allocations = []
         # nisa.rng / rand2 / dropout generators by engine name, created or reseeded on first use.
         self.isa_rng = {}
         # The per-lane PRNG states last given to nisa.rand_set_state, by engine name.

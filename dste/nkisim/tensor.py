@@ -25,9 +25,12 @@ MAX_PARTITIONS = 128
 class Storage:
     """One allocation: a flat byte array plus where it lives."""
 
-    __slots__ = ("data", "buffer", "shape", "dtype", "name", "matmul_written", "__weakref__")
+    __slots__ = ("data", "buffer", "shape", "dtype", "name", "matmul_written", "body_ended", "__weakref__")
 
     def __init__(self, shape, dtype, buffer, name):
+        # True once the fori_loop / while_loop body iteration that declared it has returned (rule
+        # nl.loop.body-tensor-scope): an instruction may no longer name it
+        self.body_ended = False
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
         self.buffer = buffer
@@ -799,6 +802,8 @@ def allocate(shape, dtype, buffer, name="", fill=True):
     context = runtime.current()
     storage = Storage(shape, dtype, buffer, name or f"{buffer}_tensor")
     context.memory.allocate(storage)
+    if context.loop_body_allocations:
+        context.loop_body_allocations[-1].append(storage)
     if fill:
         storage.fill_uninitialised()
     return NkiTensor(storage, shape, _contiguous_strides(shape, dtype.itemsize), 0, dtype)

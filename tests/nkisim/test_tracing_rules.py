@@ -158,3 +158,48 @@ def test_a_kernel_keeps_to_the_python_nki_compiles(kernel, what):
 
 def test_bn_stats_fmax_is_the_documented_512():
     assert nl.tile_size.bn_stats_fmax == 512
+
+
+def test_a_tensor_declared_in_a_loop_body_ends_with_its_iteration():
+    """The migration guide: tensors declared inside a body function cannot be referenced outside the loop, and
+    state crossing iterations lives in SBUF or HBM tensors declared before it. Both ran here."""
+    def escapes(out):
+        kept = []
+
+        def body(i):
+            tile = nl.ndarray((ROWS, COLS), nl.float32, buffer=nl.sbuf)
+            nisa.memset(dst=tile, value=1.0)
+            kept.append(tile)
+
+        nl.fori_loop(0, 2, body)
+        nisa.dma_copy(dst=out, src=kept[-1])  # after the loop
+
+    def carried(out):
+        previous = []
+
+        def body(i):
+            tile = nl.ndarray((ROWS, COLS), nl.float32, buffer=nl.sbuf)
+            if previous:
+                nisa.tensor_scalar(dst=tile, data=previous[-1], op0=nl.add, operand0=1.0)  # the last iteration's
+            else:
+                nisa.memset(dst=tile, value=0.0)
+            previous.append(tile)
+
+        nl.fori_loop(0, 3, body)
+
+    out = np.zeros((ROWS, COLS), np.float32)
+    for kernel in (escapes, carried):
+        with pytest.raises(ConstraintError, match="rule nl.loop.body-tensor-scope"):
+            sim.run_kernel(kernel, (out,), {})
+
+    def declared_before(out):
+        acc = nl.ndarray((ROWS, COLS), nl.float32, buffer=nl.sbuf)
+        nisa.memset(dst=acc, value=0.0)
+        def body(i):
+            nisa.tensor_scalar(dst=acc, data=acc, op0=nl.add, operand0=1.0)  # a lambda would return its handle
+
+        nl.fori_loop(0, 3, body)
+        nisa.dma_copy(dst=out, src=acc)
+
+    sim.run_kernel(declared_before, (out,), {})
+    np.testing.assert_array_equal(out, np.full((ROWS, COLS), 3.0, np.float32))
