@@ -1,7 +1,8 @@
 """pytest-benchmark suite of DSTE; run on its own (the default test run collects only ``tests/``)::
 
     python -m pytest bench --benchmark-json=bench-results/pytest-benchmark.json
-    python -m pytest bench --bench-graphs cora-like --bench-features 128     # a short run
+    python -m pytest bench/test_cpu_spmm.py bench/test_modelled.py --bench-graphs cora-like --bench-features 128
+                                                                                # a short run
 
 Threads are pinned here, before NumPy, SciPy or torch is imported, to the same count for every contender:
 ``DSTE_BENCH_THREADS`` (default: all cores) goes to OMP/MKL/OPENBLAS_NUM_THREADS and ``torch.set_num_threads``.
@@ -85,3 +86,8 @@ def pytest_configure(config):
     if getattr(config.option, "dist", "no") != "no" or getattr(config.option, "numprocesses", None):
         config.option.dist = "no"
         config.option.numprocesses = 0
+    # pytest-benchmark writes --benchmark-json only after every benchmark ran, and failed there where the directory
+    # was missing (on a fresh checkout bench-results/ is): it is created before the first one runs
+    path = config.getoption("benchmark_json", None)
+    if path is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -94,3 +94,13 @@ def test_gcn_normalized_points_an_edge_index_to_the_adjacency_it_needs():
     edge_index = np.array([[0, 1, 2], [1, 2, 0]])
     with pytest.raises(DSTEFormatError, match=r"square adjacency, got shape \(2, 3\).*to_scipy_adjacency"):
         dste.gcn_normalized(edge_index)
+
+
+def test_estimate_spmm_takes_a_wide_dense_x_and_names_an_x_of_another_mode(matrix):
+    """Past 4,096 columns a dense X raised AttributeError ('numpy.ndarray' object has no attribute 'q'); an X of
+    another dtype than x_mode was reported as a plan mismatch, with no plan passed."""
+    _, A = matrix
+    wide = np.ones((50, 4097), np.float32)
+    assert estimate_spmm(A, 4097, "fp32", X=wide).latency_us == estimate_spmm(A, 4097, "fp32").latency_us
+    with pytest.raises(ValueError, match="X is fp32 .* but x_mode='bf16'"):
+        estimate_spmm(A, 16, "bf16", X=np.ones((50, 16), np.float32))

@@ -4,8 +4,8 @@ A :class:`LayerSetting` is the whole per-layer choice of the compressed forward 
 (:mod:`dste.gnn.execution`):
 
 * ``fp32`` -- the uncompressed layer: FP32 weights, FP32 activations, the unpruned propagation matrix (on the
-  ``cpu`` backend exactly the model's own output; on ``nkisim`` and ``neuron`` the SpMM kernel gathers FP32 X rows as
-  bf16, its moving operand, so within about 2^-8 of it);
+  ``cpu`` backend exactly the model's own output; on ``nkisim`` and ``neuron`` the SpMM kernel's operands are bf16
+  (X gathered as bf16, A's values times their column factors rounded to bf16), so within about 2^-7 of it);
 * ``edge_sparsity`` -- the fraction of off-diagonal propagation entries dropped by the pruning policy
   (:mod:`dste.gnn.pruning`); self loops are kept;
 * ``channel_sparsity`` -- the fraction of the layer's input channels dropped, least important first;

@@ -174,6 +174,11 @@ def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=No
         width = X.q.shape[1] if hasattr(X, "q") else np.shape(X)[1]
         if width != F:
             raise ValueError(f"X has {width} columns but F = {F}: pass F = X's width")
+        if x_mode != "int8-hybrid":
+            from dste.kernels.launch_spmm import x_mode_of
+
+            if x_mode_of(X) != x_mode:  # it surfaced as a mismatch of a plan the caller never passed
+                raise ValueError(f"X is {x_mode_of(X)} (dtype {X.dtype}) but x_mode={x_mode!r}: pass the x_mode of X")
     if F > max_features_of(A):
         return _column_block_estimate(A, F, x_mode, target, X=X, hi_fraction=hi_fraction, plan=plan, lnc=lnc,
                                       blocks=feature_blocks(F, max_features_of(A)), traces=traces)
@@ -315,8 +320,11 @@ def _column_block_estimate(A, F, x_mode, target, *, X, hi_fraction, plan, lnc, b
         if X is not None:
             from dste.format import HybridRows
 
-            block_x = HybridRows(q=np.ascontiguousarray(X.q[:, c0:c0 + width]), scale=X.scale, hi_rows=X.hi_rows,
-                                 hi=np.ascontiguousarray(X.hi[:, c0:c0 + width]), hi_index=X.hi_index)
+            if isinstance(X, HybridRows):
+                block_x = HybridRows(q=np.ascontiguousarray(X.q[:, c0:c0 + width]), scale=X.scale, hi_rows=X.hi_rows,
+                                     hi=np.ascontiguousarray(X.hi[:, c0:c0 + width]), hi_index=X.hi_index)
+            else:  # a dense X (fp32, bf16, fp16): its columns of this block
+                block_x = X[:, c0:c0 + width]
         parts.append(estimate_spmm(A, width, x_mode, target, X=block_x, hi_fraction=hi_fraction, plan=block_plan,
                                    lnc=lnc, traces=traces))
     total = parts[0]
