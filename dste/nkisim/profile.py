@@ -7,7 +7,10 @@ target; none is a hardware measurement. Latency has two bounds:
   as long as the busiest one (max over TensorE, VectorE, ScalarE, GpSimd and the
   16 DMA queues);
 - ``serial``: nothing overlaps, so it is the sum of every engine's busy time
-  plus every DMA transfer's time.
+  plus every DMA transfer's time on one queue (one sixteenth of the engines' bandwidth), and profiles of
+  programs on separate cores add: a loose upper bound, not "the overlapped bound without overlap".
+
+``launches`` counts programs: a ``kernel[2]`` call is two.
 
 Both bounds exist for two DMA models (``cost.DMA_MODELS``), kept side by side:
 
@@ -193,7 +196,9 @@ class Profile:
             "launches": self.launches,
             "instructions": dict(self.instructions),
             "ops": dict(sorted(self.ops.items())),
-            "engine_cycles_modelled": {e: round(c, 3) for e, c in self.engine_cycles.items()},
+            # the default DMA model's cycles (GpSimd's include software-DGE descriptor generation), as table() and
+            # engine_busy_us_modelled count them
+            "engine_cycles_modelled": {e: round(c, 3) for e, c in self.engine_cycles_for().items()},
             "engine_busy_us_modelled": {e: round(ns / 1000.0, 6) for e, ns in busy.items()},
             "dma_transfers": self.dma_transfers,
             "dma_bytes": self.dma_bytes,
