@@ -203,7 +203,15 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
 
     params = stream_params(config.stream, config.snapshots)
     stream = SnapshotStream(base, params, seed=seed if config.stream_seed is None else config.stream_seed)
-    snapshots = list(stream)
+    try:
+        snapshots = list(stream)
+    except ValueError as error:
+        if "edge_shortfall_limit" not in str(error):
+            raise
+        # the knobs the message names are the preset's, which dste run does not expose
+        raise ValueError(f"{error}. With dste run, whose streams are presets: give --stream {config.stream} a larger "
+                         "or sparser graph, or choose another --stream (dste.data.SnapshotStream takes the knobs "
+                         "themselves)") from None
     graphs = [snapshot.graph for snapshot in snapshots]
     train_ids = [int(i) for i in stream.train_indices]
     heldout_ids = [int(i) for i in stream.heldout_indices]
