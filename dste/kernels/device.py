@@ -76,9 +76,9 @@ def kernel_module(name: str, backend: str = "nkisim"):
 
 def _nki_packages(backend):
     if backend == "nkisim":
-        from dste.nkisim import isa, language, nki, nki_typing
+        from dste.nkisim.install import official_modules
 
-        return {"nki": nki, "nki.language": language, "nki.isa": isa, "nki.typing": nki_typing}
+        return official_modules()  # the names a Neuron SDK has, and no simulator helper
     from dste.nkisim import real_nki_available
 
     if not real_nki_available():

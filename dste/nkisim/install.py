@@ -58,20 +58,25 @@ def install(force=False):
     A working real ``nki`` is left alone unless ``force=True``. Returns True if
     the simulator is (now) what ``import nki`` gives.
     """
-    from . import isa, language, nki, nki_typing, official_names
-
     if not force and real_nki_available():
         return False
     for name in [n for n in sys.modules if n == "nki" or n.startswith("nki.")]:
         del sys.modules[name]
+    sys.modules.update(official_modules())
+    return True
+
+
+def official_modules() -> dict:
+    """``{"nki", "nki.language", "nki.isa", "nki.typing"}`` -> the simulator's modules as a kernel sees them: only
+    the official public names (``install`` registers these; DSTE's own launchers load their kernel files against
+    them without registering anything, ``dste.kernels.device``)."""
+    from . import isa, language, nki, nki_typing, official_names
+
     public_language = OfficialModule("nki.language", language, official_names.LANGUAGE)
     public_isa = OfficialModule("nki.isa", isa, official_names.ISA)
-    sys.modules["nki"] = OfficialModule("nki", nki, official_names.NKI, {
+    public_nki = OfficialModule("nki", nki, official_names.NKI, {
         "language": public_language, "isa": public_isa, "typing": nki_typing})
-    sys.modules["nki.language"] = public_language
-    sys.modules["nki.isa"] = public_isa
-    sys.modules["nki.typing"] = nki_typing
-    return True
+    return {"nki": public_nki, "nki.language": public_language, "nki.isa": public_isa, "nki.typing": nki_typing}
 
 
 def uninstall():

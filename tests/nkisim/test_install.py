@@ -92,3 +92,16 @@ def test_kernel_module_reimport_under_installed_nki():
     module = importlib.import_module("tests.nkisim.nki_kernels")
     x = np.ones((128, 4), np.float32)
     np.testing.assert_array_equal(module.tensor_add_kernel(x, x), 2 * x)
+
+
+@pytest.mark.parametrize("name", ["spmm_hybrid", "masked_quant"])
+def test_dstes_own_kernels_see_only_the_official_names(name):
+    """DSTE's launchers load the kernel files against the simulator without registering it; they loaded them against
+    the simulator's own modules, where its helpers were in reach of the kernels."""
+    from dste.kernels.device import kernel_module
+
+    module = kernel_module(name, "nkisim")
+    for namespace, helper in ((module.nisa, "write"), (module.nisa, "read2d"), (module.nki, "tensor")):
+        with pytest.raises(AttributeError, match="not in the public API of NKI 0.6"):
+            getattr(namespace, helper)
+    assert module.nisa.dma_copy is sim.isa.dma_copy
