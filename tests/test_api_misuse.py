@@ -67,7 +67,7 @@ def test_a_torch_sparse_mask_and_a_list_of_tile_bits_mask_as_their_scipy_and_tup
     if A.n_ltiles:
         bits.append(masked.ltile_keep_bits)
     np.testing.assert_array_equal(A.with_mask(bits).to_dense(), expected)
-    with pytest.raises(DSTEFormatError, match="sparse mask must be 2-D"):
+    with pytest.raises(DSTEFormatError, match=r"expected a 2-D sparse matrix with scalar values, got shape \(2, 60, 50\)"):
         A.with_mask(torch.ones(2, 60, 50).to_sparse())
 
 

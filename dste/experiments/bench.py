@@ -785,22 +785,13 @@ def run_bench(args, stream=None) -> dict:
             results["simulator"] = _guarded(results, "simulator speed", lambda: simulator_speed(seed=settings["seed"]))
             bar.update(1)
     json_path = out / "bench.json"
-    json_path.write_text(strict_json.dumps(results, indent=1, default=_json_default))
+    # NumPy values become plain ones in strict_json; anything else (a path, a dtype) is written as its text
+    json_path.write_text(strict_json.dumps(results, indent=1, default=str))
     results["json_path"] = str(json_path)
     if not args.no_plot:
         results["plot_path"] = _guarded(results, "plot", lambda: str(plot(results, out / "bench.png")))
     print(report(results), file=stream)
     return results
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, (np.ndarray, tuple)):
-        return list(value)
-    return str(value)
 
 
 def report(results: dict) -> str:

@@ -650,7 +650,7 @@ def run(config: RunConfig) -> dict:
     from dste.format.io import atomic_write
 
     atomic_write(out / "table.txt", lambda handle: handle.write(table + "\n"), mode="w")
-    text = strict_json.dumps(report, indent=2, default=_json_default)
+    text = strict_json.dumps(report, indent=2)  # NumPy scalars and arrays become plain values; anything else raises
     atomic_write(out / "results.json", lambda handle: handle.write(text), mode="w")
     title = f"{config.dataset}, stream {config.stream}, {config.model.upper()}, {config.seeds} seed(s)"
     if config.fp32_snapshots == "training":
@@ -675,13 +675,3 @@ def _check_out_parent(out: Path) -> None:
         raise ValueError(f"--out {out}: {parent} is not a directory; give a directory (it is created if missing)")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"--out {out}: {parent} is not writable; give a writable directory")
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot serialise {type(value).__name__}")

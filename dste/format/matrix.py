@@ -793,7 +793,10 @@ class DSTEMatrix:
         no_list_bits = np.zeros((0, ENTRY_MASK_WORDS), np.uint32)
         if isinstance(keep, list) and keep and all(isinstance(k, np.ndarray) and k.dtype == np.uint32 for k in keep):
             keep = tuple(keep)  # tile bits given as a list read as the tuple they are
-        keep = _torch_sparse_as_scipy(keep)
+        from dste.format.encoder import _is_torch_tensor, _torch_to_scipy_or_numpy  # encoder imports this module
+
+        if _is_torch_tensor(keep):  # dense as NumPy, sparse (COO, CSR) as SciPy: what encode reads
+            keep = _torch_to_scipy_or_numpy(keep)
         if isinstance(keep, tuple):
             if len(keep) == 2 and self.n_ltiles:
                 raise DSTEFormatError(
@@ -1087,22 +1090,6 @@ def _words_with_bits(shape, flat_word, bit) -> np.ndarray:
     words = np.zeros(int(np.prod(shape)), np.uint32)
     np.bitwise_or.at(words, flat_word, np.left_shift(np.uint32(1), bit.astype(np.uint32)))
     return words.reshape(shape)
-
-
-def _torch_sparse_as_scipy(value):
-    """A torch sparse tensor (COO, CSR, ...) as a SciPy COO matrix of its values; anything else as it is."""
-    if type(value).__module__.startswith("torch") and getattr(value, "layout", None) is not None:
-        import torch
-
-        if value.layout != torch.strided:
-            if value.dim() != 2:
-                raise DSTEFormatError(f"with_mask: a sparse mask must be 2-D [N, M], got shape {tuple(value.shape)}")
-            coo = value.detach().cpu().to_sparse_coo().coalesce()
-            rows, cols = coo.indices().numpy()
-            values = coo.values()
-            values = values.double() if values.is_floating_point() else values  # bf16 has no NumPy dtype
-            return sp.coo_matrix((values.numpy(), (rows, cols)), shape=tuple(coo.shape))
-    return value
 
 
 def _isin_sorted(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:

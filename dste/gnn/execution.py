@@ -45,7 +45,7 @@ from .channel_fit import CHANNEL_FIT_MAX_CHANNELS, compensated_rows, gram_matrix
 from .pruning import GatherAwarePruning, PropagationPlan
 from .row_quant import dequantize_rows, fake_quantize
 from .settings import FP32_SETTING, LayerSetting, quantize_rows_by_fraction
-from .weights import CompressedWeight
+from .weights import CompressedWeight, value_version
 
 __all__ = ["CompressedModel", "GraphInference", "LayerOperands", "LayerRun", "compressed_forward", "settings_for"]
 
@@ -227,9 +227,9 @@ def compile_quantization_passes() -> float:
 
 
 def _parameter_versions(model) -> tuple:
-    """Each parameter tensor and torch's count of in-place writes to it: what changes when training or
-    ``load_state_dict`` changes the model."""
-    return tuple((name, id(p), p._version) for name, p in model.named_parameters())
+    """Each parameter's :func:`~dste.gnn.weights.value_version`: what changes when training or ``load_state_dict``
+    changes the model."""
+    return tuple((name, value_version(p)) for name, p in model.named_parameters())
 
 
 def _layer_kind(model) -> str:

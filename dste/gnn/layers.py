@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from dste.bindings import spmm
 
 from .adjacency import propagation_matrix
-from .weights import CompressedWeight
+from .weights import CompressedWeight, value_version
 
 __all__ = ["GCNConv", "SAGEConv"]
 
@@ -55,29 +55,23 @@ class _CompressibleLinear(nn.Linear):
     output is never the old weight's."""
 
     compressed: CompressedWeight | None = None
-    _compressed_from: tuple | None = None  # (weight tensor id, its version counter) the copy was made from
+    _compressed_from: tuple | None = None  # value_version of the weight the copy was made from
     _compress_settings: dict | None = None
 
     def compress(self, *, sparsity: float = 0.0, fp16_threshold: float | None = None) -> CompressedWeight:
         # nn.Linear stores [out, in]; CompressedWeight takes W [in, out] with h @ W.
         self.compressed = CompressedWeight(self.weight.t(), sparsity=sparsity, fp16_threshold=fp16_threshold)
-        self._compressed_from = _weight_version(self.weight)
+        self._compressed_from = value_version(self.weight)
         self._compress_settings = {"sparsity": sparsity, "fp16_threshold": fp16_threshold}
         return self.compressed
 
     def forward(self, x, backend: str | None = None):
         if self.compressed is not None and not self.training:
-            if _weight_version(self.weight) != self._compressed_from:
+            if value_version(self.weight) != self._compressed_from:
                 self.compress(**self._compress_settings)
             out = self.compressed(x.to_dense() if x.is_sparse else x, backend=backend)
             return out + self.bias if self.bias is not None else out
         return super().forward(x)
-
-
-def _weight_version(weight: torch.Tensor) -> tuple:
-    """What identifies a weight's values: the tensor and torch's count of in-place writes to it (an optimizer step
-    and ``load_state_dict`` write in place)."""
-    return id(weight), weight._version
 
 
 # The arrays a SciPy adjacency of each format is built from; other formats (LIL, DOK) are encoded on every call.

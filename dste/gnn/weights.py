@@ -15,7 +15,13 @@ import torch
 from dste.bindings import DSTETensor, spmm
 from dste.bindings.backends import resolve_backend
 
-__all__ = ["CompressedWeight", "magnitude_keep_mask"]
+__all__ = ["CompressedWeight", "magnitude_keep_mask", "value_version"]
+
+
+def value_version(tensor: torch.Tensor) -> tuple[int, int]:
+    """What identifies a weight's values for a copy made from them: the tensor and torch's count of in-place writes
+    to it (an optimizer step and ``load_state_dict`` write in place; a new Parameter is a new tensor)."""
+    return id(tensor), tensor._version
 
 
 def magnitude_keep_mask(values: np.ndarray, sparsity: float) -> np.ndarray:

@@ -774,7 +774,9 @@ def _scalar_value(source):
         if not dt.is_int(source.dtype):
             raise ConstraintError(f"scalar_offset tensor {source.name!r} must be an integer dtype, got {source.dtype.name}")
         return int(source.array().reshape(-1)[0])
-    if callable(getattr(source, "read", None)) and hasattr(source, "frozen"):  # a VirtualRegister (or loop index)
+    from .isa_misc import VirtualRegister  # isa_misc imports this module
+
+    if isinstance(source, VirtualRegister):  # a register or a fori_loop index: its value at run time
         return source.read()
     value = getattr(source, "value", None)
     if _is_int(value):
