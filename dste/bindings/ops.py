@@ -126,26 +126,44 @@ def _numpy(t: Tensor) -> np.ndarray:
     return t.detach().cpu().contiguous().numpy()
 
 
-def _check_handles_match(matrix, operand, n: int, nnz: int, x: Tensor, handle: int, x_handle: int) -> None:
+def _check_handles_match(matrix, operand, operands, x: Tensor, handle: int, x_handle: int) -> None:
     """The kernel multiplies the objects the handles name, the backward the CSR operands: a handle of another
-    matrix (or X) would give a forward of one product and a gradient of another. Shapes and the kept-entry count
-    (one entry of the effective CSR per kept entry, explicit zeros included) are checked; a popcount per call,
-    nothing beside a simulated launch."""
-    kept = getattr(matrix, "nnz_kept", nnz)
-    if tuple(int(s) for s in matrix.shape) != (n, x.shape[0]) or kept != nnz:
+    matrix (or X) would give a forward of one product and a gradient of another. The CSR operands must equal the
+    effective CSR of the matrix ``handle`` names (as ``DSTETensor`` builds it, kept on the matrix), and a dense ``x``
+    the dequantized hybrid rows ``x_handle`` names, element for element: O(entries), nothing beside a simulated
+    launch."""
+    from .tensor import DSTETensor  # the wrapper builds (and keeps) the operands this matrix's calls pass
+
+    n, m = operands[0].shape[0] - 1, x.shape[0]
+    if tuple(int(s) for s in matrix.shape) != (n, m):
         raise ValueError(
-            f"handle {int(handle)} names a matrix of shape {tuple(matrix.shape)} with {kept} kept entries, but the "
-            f"CSR operands describe [{n}, {x.shape[0]}] with {nnz}: pass the handle of the matrix the operands were "
-            "built from (DSTETensor.handle, with DSTETensor.op_operands)"
+            f"handle {int(handle)} names a matrix of shape {tuple(matrix.shape)}, but the CSR operands and x "
+            f"describe [{n}, {m}]: pass the handle of the matrix the operands were built from (DSTETensor.handle, "
+            "with DSTETensor.op_operands)"
         )
-    if x_handle != registry.NO_HANDLE and tuple(np.shape(operand.q)) != tuple(x.shape):
+    expected = DSTETensor.kept_for(matrix).op_operands
+    names = ("crow_indices", "col_indices", "values", "row_perm", "col_perm")
+    for name, given, own in zip(names, operands, expected):
+        if given is not own and not (given.shape == own.shape and torch.equal(given.to(own.dtype), own)):
+            raise ValueError(
+                f"handle {int(handle)} names a matrix whose {name} differ from the {name} passed: pass the handle of "
+                "the matrix the operands were built from (DSTETensor.handle, with DSTETensor.op_operands)"
+            )
+    if x_handle == registry.NO_HANDLE:
+        return
+    if tuple(np.shape(operand.q)) != tuple(x.shape):
         raise ValueError(
             f"x_handle {int(x_handle)} names a hybrid-row X of shape {tuple(np.shape(operand.q))}, but x is "
             f"{tuple(x.shape)}: x must be that object's dequantize()"
         )
+    if not np.array_equal(x.detach().cpu().numpy(), operand.dequantize()):
+        raise ValueError(
+            f"x_handle {int(x_handle)} names a hybrid-row X whose dequantize() differs from the x passed: x must be "
+            "that object's dequantize() (the kernel reads the hybrid rows, the gradient the dense x)"
+        )
 
 
-def _run_kernel_spmm(handle: int, x_handle: int, x: Tensor, backend: str, n: int, nnz: int) -> Tensor:
+def _run_kernel_spmm(handle: int, x_handle: int, x: Tensor, backend: str, operands: tuple[Tensor, ...]) -> Tensor:
     if handle == registry.NO_HANDLE:
         raise ValueError(
             f"backend {backend!r} runs the NKI kernel and needs the encoded DSTEMatrix: pass a registered "
@@ -153,7 +171,7 @@ def _run_kernel_spmm(handle: int, x_handle: int, x: Tensor, backend: str, n: int
         )
     matrix = registry.lookup(handle)
     operand = registry.lookup(x_handle) if x_handle != registry.NO_HANDLE else x.detach().cpu().numpy()
-    _check_handles_match(matrix, operand, n, nnz, x, handle, x_handle)
+    _check_handles_match(matrix, operand, operands, x, handle, x_handle)
     # A dense X the kernel's bf16 gather would round to Inf is refused by the launcher (BF16_ROUNDS_TO_INF).
     from dste.kernels.launch_spmm import launch_spmm_hybrid as kernel_spmm
 
@@ -184,7 +202,7 @@ def spmm_hybrid(
     _check_csr_operands(crow_indices, col_indices, values, row_perm, col_perm, x, x.shape[0], "x")
     _refuse_dual(x, "spmm_hybrid", "x")
     if backend != "cpu":
-        return _run_kernel_spmm(handle, x_handle, x, backend, crow_indices.shape[0] - 1, values.shape[0])
+        return _run_kernel_spmm(handle, x_handle, x, backend, (crow_indices, col_indices, values, row_perm, col_perm))
     x_values = _numpy(x)
     y, finite = encoded_product(
         _numpy(crow_indices), _numpy(col_indices), _numpy(values), _numpy(row_perm), _numpy(col_perm), x_values

@@ -131,6 +131,39 @@ def test_kernel_backend_needs_a_live_handle(small_matrix):
         torch.ops.dste.spmm_hybrid(*csr, torch.zeros(a.shape[1], 2), 10**9, -1, "nkisim")
 
 
+def test_kernel_backend_refuses_a_handle_of_another_matrix_with_the_same_shape_and_count(small_matrix):
+    # the kernel multiplies the handle's matrix, the backward the operands': a mismatch gives one product forward
+    # and another's gradient, so equal shape and kept count are not enough
+    dense = small_matrix.decode().toarray() != 0
+    keep_first, keep_second = dense.copy(), dense.copy()
+    rows, cols = np.nonzero(dense)
+    keep_first[rows[0], cols[0]] = False
+    keep_second[rows[-1], cols[-1]] = False
+    first, second = db.DSTETensor(small_matrix.with_mask(keep_first)), db.DSTETensor(small_matrix.with_mask(keep_second))
+    x = torch.randn(first.shape[1], 3)
+    with pytest.raises(ValueError, match="col_indices differ|crow_indices differ|values differ"):
+        torch.ops.dste.spmm_hybrid(*first.op_operands, x, second.handle, -1, "nkisim")
+    # the handle of a second wrapper of the same matrix is accepted, its operands being equal
+    y = torch.ops.dste.spmm_hybrid(*first.op_operands, x, db.DSTETensor(first.matrix).handle, -1, "nkisim")
+    # nkisim gathers X as bf16 (2^-8 relative) over <= 15-term sums of O(1) values
+    torch.testing.assert_close(y, first.to_dense() @ x, rtol=0, atol=0.05)
+
+
+def test_kernel_backend_refuses_an_x_handle_whose_rows_are_not_x(small_matrix):
+    import dste
+
+    a = db.DSTETensor(small_matrix)
+    rng = np.random.default_rng(3)
+    x_one, x_two = (rng.standard_normal((a.shape[1], 4)).astype(np.float32) for _ in range(2))
+    other_rows = dste.quantize_rows(x_two)
+    handle = registry.register(other_rows)
+    try:
+        with pytest.raises(ValueError, match="dequantize\\(\\) differs from the x passed"):
+            torch.ops.dste.spmm_hybrid(*a.op_operands, torch.from_numpy(x_one), a.handle, handle, "nkisim")
+    finally:
+        registry.release(handle)
+
+
 @pytest.mark.parametrize("backend", ["cpu", "nkisim"])
 def test_masked_quant_refuses_a_tile_whose_int8_scale_would_be_subnormal(backend):
     # a tile of kept values near 1e-37 has scale amax / 127 below float32's smallest normal; the cpu path used to
