@@ -7,13 +7,17 @@
 - ``cost``: the model's constants table and per-instruction cost functions.
 
 Strict checks raise :class:`ConstraintError` / :class:`CapacityError` (``ValueError``),
-:class:`OutOfBoundsError` (``IndexError``) or :class:`KernelSignatureError` (``TypeError``).
+:class:`OutOfBoundsError` (``IndexError``) or :class:`KernelSignatureError` (``TypeError``). A Scalar Engine
+activation fed inputs outside its function's Valid Input Range writes NaN there and warns
+(:class:`InvalidActivationInputWarning`): the hardware's output there is invalid.
 The rules and their sources: ``docs/NKI_RULES.md``, ``docs/NKI_RULES_LANGUAGE.md``; the cost model:
 ``docs/COST_MODEL.md``.
 """
 
 from . import cost, isa, language, nki  # noqa: F401
-from .errors import CapacityError, ConstraintError, KernelSignatureError, NkiSimError, OutOfBoundsError  # noqa: F401
+from .errors import (  # noqa: F401
+    CapacityError, ConstraintError, InvalidActivationInputWarning, KernelSignatureError, NkiSimError, OutOfBoundsError,
+)
 from .install import install, real_nki_available, uninstall  # noqa: F401
 from .jit import Kernel, jit, run_kernel, simulate  # noqa: F401
 from .profile import Profile  # noqa: F401

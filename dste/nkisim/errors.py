@@ -28,3 +28,8 @@ class KernelSignatureError(NkiSimError, TypeError):
 
 class NkiValidationError(ConstraintError):
     """A documented hardware constraint is violated (``nki.isa.NkiValidationError``)."""
+
+
+class InvalidActivationInputWarning(RuntimeWarning):
+    """A Scalar Engine activation read inputs outside its function's Valid Input Range (tbl-act-func), where the
+    hardware's output is invalid; the simulator writes NaN there."""

@@ -8,11 +8,15 @@ rules (``isa_rules``; every refusal names its rule id and doc page), computes th
 and records its modelled cost in the run's profile.
 """
 
+import contextlib
+import contextvars
+import warnings
+
 import numpy as np
 
 from . import cost, ops
 from . import dtypes as dt
-from .errors import OutOfBoundsError
+from .errors import InvalidActivationInputWarning, OutOfBoundsError
 from .isa_common import (  # noqa: F401 - enums and handles are part of the nki.isa namespace
     MAX_PARTITIONS, NkiInstruction, NkiValidationError, dge_mode, dma_engine, engine, gpsimd_engine,
     matmul_perf_mode, nc_version, oob_mode, reduce_cmd, scalar_engine, tensor_engine, unknown_engine,
@@ -25,7 +29,7 @@ from .isa_common import (
     matmul_marks, require_int, require_target, same_layout, sbuf_span, set_matmul_marks, target, tensor, two_inputs,
     write,
 )
-from .isa_alu import ACTIVATION_ALIASES, ACTIVATION_TABLE, op_name
+from .isa_alu import ACTIVATION_ALIASES, ACTIVATION_TABLE, ACTIVATION_VALID_RANGE, op_name, outside_valid_range
 from .rules import violate
 from .tensor import NkiTensor
 
@@ -165,6 +169,20 @@ def _indirect_copy(dst, src, skip):
 
 
 # -- TensorE ---------------------------------------------------------------------------------------
+def _transpose_mode_result(st, mv):
+    """TensorE's transpose mode (NeuronCore-v3+): ``stationary.T @ identity`` as a bit-accurate data move, so NaN/Inf
+    stay where they are (nki/api/nki/isa/__init__.py, nc_matmul "Transpose mode"). Each output column copies the
+    stationary row its moving column selects. Assumption: the docs describe the mode only with an identity moving
+    tile, so a moving tile whose columns are not one-hot 0/1 is refused rather than given a made-up meaning."""
+    one_hot = np.isin(mv, (0.0, 1.0)).all() and bool((np.count_nonzero(mv, axis=0) == 1).all())
+    if not one_hot:
+        violate("nc_matmul.transpose_identity", "nisa.nc_matmul: is_transpose=True moves stationary through an "
+                "identity moving tile; this moving tile has columns that are not one 1.0 among 0.0s (assumption: "
+                "the docs give transpose mode no other meaning)")
+    rows = np.argmax(mv, axis=0)
+    return st[rows, :].T.copy()
+
+
 @instruction
 def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_onezero=False, is_transpose=False,
               accumulate=None, tile_position=(), tile_size=(), perf_mode=matmul_perf_mode.none, name=None):
@@ -189,8 +207,12 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     if (stationary.dtype == dt.float32) != (moving.dtype == dt.float32):
         violate("nc_matmul.dtype", f"nisa.nc_matmul: fp32/tf32 only pairs with fp32/tf32 (stationary "
                 f"{stationary.dtype.name}, moving {moving.dtype.name})")
-    if dst.dtype != dt.float32:
-        violate("nc_matmul.dst_dtype", f"nisa.nc_matmul: dst must be float32 on NeuronCore-v2/v3, got {dst.dtype.name}")
+    transpose_mode = bool(is_transpose) and generation() >= 3
+    # transpose mode writes FP16/BF16 input as FP16/BF16 (nki/guides/architecture/trainium2_arch.rst)
+    sixteen_bit_transpose = transpose_mode and dst.dtype == stationary.dtype and dst.dtype in (dt.float16, dt.bfloat16)
+    if dst.dtype != dt.float32 and not sixteen_bit_transpose:
+        violate("nc_matmul.dst_dtype", f"nisa.nc_matmul: dst must be float32 on NeuronCore-v2/v3 (or, with "
+                f"is_transpose=True on NeuronCore-v3+, the FP16/BF16 dtype of stationary), got {dst.dtype.name}")
     st, mv = read2d(stationary).astype(np.float32), read2d(moving).astype(np.float32)
     k, k2 = stationary.shape[0], moving.shape[0]
     if double_row:
@@ -217,7 +239,8 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     # dst's size within one bank is on_chip's isa.psum_tile_fmax; only its placement is checked here.
     _check_one_bank(dst, int(cost.constant("psum_bank_bytes", target())))
     check_writable(instr, dst)
-    result = st.T @ mv
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf operands propagate as TensorE's fp32 math does
+        result = _transpose_mode_result(st, mv) if transpose_mode else st.T @ mv
     written = matmul_marks(dst)
     if accumulate is None:
         add = bool(written.all())
@@ -316,7 +339,9 @@ def tensor_copy(dst, src, engine=engine.unknown, name=None):
                 "nisa.activation(op=nl.copy)")
     no_psum_on_gpsimd(instr, eng, dst, src)
     values = read2d(src)
-    if src.dtype != dst.dtype or eng == "scalar":
+    # equal dtypes copy bit for bit on every engine that runs tensor_copy, ScalarE from NeuronCore-v3 on
+    # (nki/guides/architecture/trainium2_arch.rst); other dtypes convert through fp32
+    if src.dtype != dst.dtype:
         values = dt.to_fp32(values)
     write(instr, dst, values)
     record(eng, instr, elementwise_cycles(eng, dst.free_size, 1, common_dtype(dst, src), "copy"))
@@ -426,15 +451,53 @@ def tensor_scalar(dst, data, op0, operand0, reverse0=False, op1=None, operand1=N
     record(eng, instr, elementwise_cycles(eng, dst.free_size, 1, common_dtype(dst, data), "tensor_scalar"))
 
 
+# nki.language's functions that run on Scalar Engine compute over numpy's full domain (nl.sin reduces the argument
+# first: nki/api/nki.api.shared.rst, tbl-act-func note); only a kernel's own nisa activation meets the range limits.
+_VALID_RANGE_APPLIES = contextvars.ContextVar("nkisim_activation_valid_range", default=True)
+
+
+@contextlib.contextmanager
+def full_domain():
+    """Within: Scalar Engine activations as ``nki.language`` functions issue them, without the Valid Input Range
+    limit (assumption: the docs state the range reduction for nl.sin only, and describe the other nl functions as
+    numpy's)."""
+    token = _VALID_RANGE_APPLIES.set(False)
+    try:
+        yield
+    finally:
+        _VALID_RANGE_APPLIES.reset(token)
+
+
 def activation_fn(instr, op):
-    """The tbl-act-func function for ``op`` as f(x, relu_param)."""
+    """The tbl-act-func function for ``op`` as f(x, relu_param). Inputs outside the function's Valid Input Range,
+    where Scalar Engine's output is invalid, give NaN and an :class:`InvalidActivationInputWarning` (assumption: the
+    docs give no value there, and sin's extrapolated polynomial has no published coefficients)."""
     name = op_name(op)
     name = ACTIVATION_ALIASES.get(name, name)
     fn = ACTIVATION_TABLE.get(name)
     if fn is None:
         violate("act.in_table", f"nisa.{instr}: op {op!r} is not an activation function of tbl-act-func; allowed: "
                 + ", ".join(sorted(ACTIVATION_TABLE)))
-    return name, fn
+    if name not in ACTIVATION_VALID_RANGE:
+        return name, fn
+
+    def checked(x, relu_param):
+        result = np.asarray(fn(x, relu_param), dtype=np.float32)
+        if not _VALID_RANGE_APPLIES.get():
+            return result
+        outside = outside_valid_range(name, x)
+        if outside.any():
+            low, high, signed = ACTIVATION_VALID_RANGE[name]
+            span = f"+-[{low:.6g}, {high:.6g}]" if signed else f"[{low:.6g}, {high:.6g}]"
+            warnings.warn(InvalidActivationInputWarning(
+                f"nisa.{instr}(op=nl.{name}): {int(outside.sum())} input(s) outside its Valid Input Range {span} "
+                f"(e.g. {float(np.asarray(x)[outside].flat[0])!r}), where Scalar Engine's output is invalid; written as "
+                "NaN here (nki/api/nki.api.shared.rst, tbl-act-func)" + (
+                    "; nl.sin reduces the argument first" if name == "sin" else "")), stacklevel=4)
+            result = np.where(outside, np.float32(np.nan), result)
+        return result
+
+    return name, checked
 
 
 def scalar_engine_input(instr, data, scale, bias):
@@ -497,9 +560,8 @@ def activation(dst, op, data, bias=None, scale=1.0, reduce_op=None, reduce_res=N
         violate("reduce_cmd.value", f"nisa.activation: reduce_cmd must be a nisa.reduce_cmd member, got {reduce_cmd!r}")
     if reduce_op is not None and op_name(reduce_op) != "add":
         violate("activation.reduce_op", f"nisa.activation: reduce_op must be nl.add, got {reduce_op!r}")
-    if reduce_res is not None and reduce_op is None and reduce_cmd is cmds.idle:
-        # Legacy form (reduce_res without reduce_cmd): reduce this instruction's result.
-        reduce_cmd = cmds.reset_reduce
+    # idle leaves reduce_regs as they are, reduce_res given or not: a reduce_res reads them out (NKI 0.2 fixed the
+    # default from zero-and-accumulate to idle, release-notes/components/nki.rst)
     acc = accumulators()
     regs = acc.get("scalar", p)
     if reduce_cmd in (cmds.reset, cmds.reset_reduce) or regs is None:
@@ -638,15 +700,13 @@ def tensor_tensor_scan(dst, data0, data1, initial, op0, op1, reverse0=False, rev
     a, b = dt.to_fp32(read2d(data0)), dt.to_fp32(read2d(data1))
     init = column_operand(instr, "initial", initial, p, "tensor_scalar.operand_shape")
     prev = np.broadcast_to(np.asarray(init, dtype=np.float32).reshape(-1), (p,)).astype(np.float32)
-    if spec0.name == spec1.name == "add" and not reverse0 and not reverse1:
-        result = (np.cumsum((a + b).astype(np.float64), axis=1) + prev[:, None]).astype(np.float32)
-    else:
-        # The recurrence is sequential along the free axis; each step is vectorised over partitions.
-        result = np.empty_like(a)
-        for i in range(a.shape[1]):
-            tmp = apply_alu(spec0, a[:, i], prev, reverse0)
-            prev = apply_alu(spec1, tmp, b[:, i], reverse1)
-            result[:, i] = prev
+    # The recurrence is sequential along the free axis, each step rounded to fp32 as the engine computes it (no
+    # wider running sum, even for add/add); each step is vectorised over partitions.
+    result = np.empty_like(a)
+    for i in range(a.shape[1]):
+        tmp = apply_alu(spec0, a[:, i], prev, reverse0)
+        prev = apply_alu(spec1, tmp, b[:, i], reverse1)
+        result[:, i] = prev
     write(instr, dst, result)
     record("vector", instr, cost.vector_cycles(dst.free_size, 2, common_dtype(dst, data0, data1), target()))
 

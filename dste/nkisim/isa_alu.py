@@ -39,6 +39,25 @@ def _logical(fn):
     return lambda a, b: fn(a != 0, b != 0).astype(np.float32)
 
 
+def _int_cmp(fn):
+    return lambda a, b: fn(a, b).astype(np.int64)
+
+
+def _int_logical(fn):
+    return lambda a, b: fn(a != 0, b != 0).astype(np.int64)
+
+
+def _int_power(a, b):
+    # Exact where the power fits int64; beyond that (and for negative exponents, whose integer meaning the docs do
+    # not give: an assumption) the float64 value, which the int32 destination saturates.
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    approx = np.power(a.astype(np.float64), b.astype(np.float64))
+    exact_ok = (b >= 0) & (np.abs(approx) < 2.0**62)
+    with np.errstate(over="ignore"):
+        exact = np.power(a, np.where(exact_ok, b, 0))
+    return np.where(exact_ok, exact, approx)
+
+
 def _abs_max(a, b):
     # nki.language.abs_max: the input with the larger magnitude keeps its sign; a tie returns y.
     return np.where(np.abs(a) > np.abs(b), a, b)
@@ -55,7 +74,8 @@ class AluSpec:
     legal_reduction: bool
     fp32: object = None  # binary fp32 function (unary ones ignore the second input)
     bits: object = None  # binary uint32 function for bitvec ops
-    exact_int: object = None  # int64 function for GpSimd's native int32 arithmetic
+    exact_int: object = None  # int64 function for GpSimd's native int32 arithmetic (every operator GpSimd runs on
+    # int32/uint32 tiles: "exact results for all 32-bit integer values", nki/api/nki/isa/__init__.py, tensor_tensor)
     reduce_identity: float = None
     since_target: str = None  # the first target supporting it, when not all do
 
@@ -85,16 +105,16 @@ ALU_TABLE = {s.name: s for s in [
     _spec("multiply", ARITH, True, fp32=np.multiply, exact_int=np.multiply, reduce_identity=1.0),
     _spec("maximum", ARITH, True, fp32=np.maximum, exact_int=np.maximum, reduce_identity=-np.inf),
     _spec("minimum", ARITH, True, fp32=np.minimum, exact_int=np.minimum, reduce_identity=np.inf),
-    _spec("equal", ARITH, False, fp32=_cmp(np.equal)),
-    _spec("not_equal", ARITH, False, fp32=_cmp(np.not_equal)),
-    _spec("greater_equal", ARITH, False, fp32=_cmp(np.greater_equal)),
-    _spec("greater", ARITH, False, fp32=_cmp(np.greater)),
-    _spec("less_equal", ARITH, False, fp32=_cmp(np.less_equal)),
-    _spec("less", ARITH, False, fp32=_cmp(np.less)),
-    _spec("logical_and", ARITH, True, fp32=_logical(np.logical_and), reduce_identity=1.0),
-    _spec("logical_or", ARITH, True, fp32=_logical(np.logical_or), reduce_identity=0.0),
-    _spec("logical_xor", ARITH, True, fp32=_logical(np.logical_xor), reduce_identity=0.0),
-    _spec("power", ARITH, False, fp32=np.power),
+    _spec("equal", ARITH, False, fp32=_cmp(np.equal), exact_int=_int_cmp(np.equal)),
+    _spec("not_equal", ARITH, False, fp32=_cmp(np.not_equal), exact_int=_int_cmp(np.not_equal)),
+    _spec("greater_equal", ARITH, False, fp32=_cmp(np.greater_equal), exact_int=_int_cmp(np.greater_equal)),
+    _spec("greater", ARITH, False, fp32=_cmp(np.greater), exact_int=_int_cmp(np.greater)),
+    _spec("less_equal", ARITH, False, fp32=_cmp(np.less_equal), exact_int=_int_cmp(np.less_equal)),
+    _spec("less", ARITH, False, fp32=_cmp(np.less), exact_int=_int_cmp(np.less)),
+    _spec("logical_and", ARITH, True, fp32=_logical(np.logical_and), exact_int=_int_logical(np.logical_and), reduce_identity=1.0),
+    _spec("logical_or", ARITH, True, fp32=_logical(np.logical_or), exact_int=_int_logical(np.logical_or), reduce_identity=0.0),
+    _spec("logical_xor", ARITH, True, fp32=_logical(np.logical_xor), exact_int=_int_logical(np.logical_xor), reduce_identity=0.0),
+    _spec("power", ARITH, False, fp32=np.power, exact_int=_int_power),
     # nki.language.abs_max / abs_min: trn3 only (release-notes/components/nki.rst, NKI 0.4.0).
     _spec("abs_max", ARITH, False, fp32=_abs_max, since_target="trn3"),
     _spec("abs_min", ARITH, False, fp32=_abs_min, since_target="trn3"),
@@ -171,6 +191,32 @@ ACTIVATION_TABLE = {
     "sign": lambda x, a: np.sign(x),
     "abs": lambda x, a: np.abs(x),
 }
+
+# tbl-act-func's Valid Input Range of the functions whose range is narrower than [-inf, inf], as (lowest, highest)
+# magnitude bounds and whether negative inputs share them (reciprocal: +-[2^-42, 2^42]). Outside it "the Scalar
+# Engine will generate invalid output results"; sin there extrapolates its fitting polynomial (nki.api.shared.rst).
+ACTIVATION_VALID_RANGE = {
+    "log": (2.0**-64, 2.0**64, False),
+    "sin": (-np.pi, np.pi, None),
+    "arctan": (-np.pi / 2, np.pi / 2, None),
+    "sqrt": (2.0**-116, 2.0**118, False),
+    "rsqrt": (2.0**-87, 2.0**97, False),
+    "reciprocal": (2.0**-42, 2.0**42, True),
+}
+
+
+def outside_valid_range(name, x):
+    """bool array: where ``x`` lies outside tbl-act-func's Valid Input Range of activation ``name`` (NaN: never)."""
+    bounds = ACTIVATION_VALID_RANGE.get(name)
+    if bounds is None:
+        return np.zeros(np.shape(x), dtype=bool)
+    low, high, signed = bounds
+    with np.errstate(invalid="ignore"):
+        if signed is None:  # a plain interval
+            return (x < low) | (x > high)
+        magnitude = np.abs(x) if signed else x
+        return (magnitude < low) | (magnitude > high)
+
 
 # ``identity`` is not in tbl-act-func; the simulator's nl.identity is treated as nl.copy (assumption).
 ACTIVATION_ALIASES = {"identity": "copy"}

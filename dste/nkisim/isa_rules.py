@@ -99,7 +99,12 @@ _RULES = [
     # -- TensorE -------------------------------------------------------------------------------
     ("nc_matmul.dtype", "stationary/moving are float8_e4m3/float8_e5m2/bfloat16/float16/tfloat32/float32 "
      "(float8_e4m3fn v4+); fp32/tf32 pairs only with fp32/tf32", _doc("nc_matmul", "Data types")),
-    ("nc_matmul.dst_dtype", "dst is float32 on NeuronCore-v2/v3 (float32 or bfloat16 on v4)", _doc("nc_matmul", "Data types")),
+    ("nc_matmul.dst_dtype", "dst is float32 on NeuronCore-v2/v3 (float32 or bfloat16 on v4); with is_transpose=True "
+     "from v3, FP16/BF16 input may write its own dtype", _doc("nc_matmul", "Data types") + "; "
+     "nki/guides/architecture/trainium2_arch.rst, Built-in Transpose Support"),
+    ("nc_matmul.transpose_identity", "is_transpose=True (v3+) moves stationary through a moving tile whose columns are "
+     "one-hot 0/1 (an identity)", "assumption: nki/api/nki/isa/__init__.py, nc_matmul (Transpose mode) describes the "
+     "mode only with an identity moving tile"),
     ("nc_matmul.tile_size", "K <= 128 (or the row tile), stationary free <= 128 (or the column tile), moving free "
      "<= 512 on v2/v3", _doc("nc_matmul", "Tile size")),
     ("nc_matmul.psum_bank", "a matmul output fits one PSUM bank (2 KiB per partition) on v2/v3",

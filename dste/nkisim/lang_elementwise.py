@@ -65,7 +65,8 @@ def unary(op, x, dtype=None):
             violate("nl.rsqrt.no-psum", f"nl.rsqrt: x {x.name!r} is in PSUM; copy it to SBUF or use nisa.activation")
         isa.tensor_scalar(dst=out, data=x, op0=op, operand0=0.0, engine=isa.engine.gpsimd)
     elif op.in_activation_table:
-        isa.activation(dst=out, op=op, data=x)
+        with isa.full_domain():
+            isa.activation(dst=out, op=op, data=x)
     else:
         with np.errstate(all="ignore"):
             values = op.fn(dt.to_fp32(x.array()))

@@ -95,7 +95,8 @@ def softmax(x, axis=-1, dtype=None):
     isa.activation(dst=exps, op=ops.exp, data=shifted)
     total = _reduce_into("softmax", ops.add, exps, axes, True, dt.float32)
     inverse = new_tile(total.shape, dt.float32, "softmax")
-    isa.activation(dst=inverse, op=ops.reciprocal, data=total)
+    with isa.full_domain():
+        isa.activation(dst=inverse, op=ops.reciprocal, data=total)
     out = new_tile(x.shape, result_dtype(dtype, x.dtype), "softmax")
     isa.tensor_tensor(dst=out, data1=exps, data2=_broadcast_back(inverse, x, axes), op=ops.multiply)
     return out
@@ -116,7 +117,8 @@ def rms_norm(x, w, axis, n, epsilon=1e-06, dtype=None, compute_dtype=None):
     isa.tensor_scalar(dst=mean_sq, data=total, op0=ops.multiply, operand0=1.0 / float(n), op1=ops.add,
                       operand1=float(epsilon))
     inv_rms = new_tile(total.shape, work, "rms_norm")
-    isa.activation(dst=inv_rms, op=ops.rsqrt, data=mean_sq)
+    with isa.full_domain():
+        isa.activation(dst=inv_rms, op=ops.rsqrt, data=mean_sq)
     normed = new_tile(x.shape, work, "rms_norm")
     isa.tensor_tensor(dst=normed, data1=x, data2=_broadcast_back(inv_rms, x, axes), op=ops.multiply)
     out = new_tile(x.shape, result_dtype(dtype, x.dtype), "rms_norm")
