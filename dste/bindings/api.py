@@ -233,8 +233,8 @@ def masked_quant(values, keep, sensitivity, threshold: float, backend: str | Non
     """Encode dense tiles into the ``DSTEMatrix`` tile layout through ``dste::masked_quant``.
 
     ``values float32 [T,128,128]`` (``[tile, column k, window row r]``), ``keep bool`` of the same shape,
-    ``sensitivity float [T]``, ``threshold`` T (tiles with a sensitivity above T become FP16, as the
-    encoder decides). Returns NumPy ``(keep_bits uint32 [T,128,4], kind uint8 [T], int8_values int8
+    ``sensitivity float [T]``, ``threshold`` T (a tile whose sensitivity, rounded to float32 as the kernel reads
+    it, is at or above T becomes FP16, as the encoder decides). Returns NumPy ``(keep_bits uint32 [T,128,4], kind uint8 [T], int8_values int8
     [T_int8,128,128], int8_scale float32 [T_int8], fp16_values float16 [T_fp16,128,128])``, slots in tile
     order, exactly as ``dste.kernels.launch_masked_quant``.
     """
@@ -270,7 +270,7 @@ def masked_quant(values, keep, sensitivity, threshold: float, backend: str | Non
         if magnitude.max() > FP16_MAX:
             tile = int(np.flatnonzero(fp16_tiles)[int(np.argmax(magnitude.reshape(magnitude.shape[0], -1).max(axis=1)))])
             raise ValueError(
-                f"masked_quant: tile {tile} becomes an FP16 tile (its sensitivity is above the threshold) but keeps a "
+                f"masked_quant: tile {tile} becomes an FP16 tile (its sensitivity is at or above the threshold) but keeps a "
                 f"value of magnitude {float(magnitude.max()):.6g}, beyond float16's largest finite value {FP16_MAX:g}; "
                 "rescale the values (e.g. by a row or column scale) or drop the entry"
             )

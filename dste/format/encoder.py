@@ -387,7 +387,9 @@ def encode(A, policy: EncodePolicy | None = None, *, row_perm=None, col_perm=Non
     a subnormal or 0, or give an INT8 tile a subnormal scale). Error of each tile kind, per stored value v of a tile:
 
     * ``BIN``: exact (a value within 4 float32 ulps of 1 counts as 1).
-    * ``FP16``: ``|err| <= 2^-11 |v|`` for ``2^-14 <= |v| <= 65504`` (float16's normal range);
+    * ``FP16``: ``|err| <= 2^-11 |v|`` for ``2^-14 <= |v| <= 65504`` (float16's normal range;
+      ``"faithful"`` also keeps ``65504 < |v| < 65520``, which rounds to 65504 within that bound, where
+      ``kinds="fp16"`` and ``masked_quant`` refuse anything past 65504);
       below 2^-14, ``|err| <= 2^-25`` absolute (subnormal spacing; values under 2^-25 become 0).
     * ``INT8``: ``|err| <= max|v_tile| / 254`` (half a step of the tile's scale): relative to the
       tile's largest value, so values far below it lose their digits.
