@@ -107,6 +107,10 @@ def dma_copy(dst, src, priority=None, oob_mode=oob_mode.error, dge_mode=dge_mode
     if indirect:
         moved, rows, row_elems = _indirect_copy(dst, src, skip)
         run_elems, descriptors = row_elems, rows
+    elif skip and _dynamic_address_out_of_bounds(src, dst):
+        # a scalar_offset is a dynamic start address: skip skips the transfer it puts out of bounds (assumption: the
+        # docs give no partial rule, so the whole transfer is skipped)
+        moved, run_elems, descriptors = 0, 1, 0
     else:
         check_writable(instr, dst)
         values = src.array()
@@ -118,6 +122,18 @@ def dma_copy(dst, src, priority=None, oob_mode=oob_mode.error, dge_mode=dge_mode
         run_elems = max(1, min(contiguous_run_elements(src), contiguous_run_elements(dst)))
         descriptors = -(-moved // run_elems)
     record_dma(instr, moved * item, sbuf_span(dst, src), run_elems * item, descriptors, indirect)
+
+
+def _dynamic_address_out_of_bounds(*tensors):
+    """Whether a scalar_offset (dynamic start address) puts one of ``tensors`` outside its storage."""
+    for t in tensors:
+        if t._scalar_offset is None:
+            continue
+        try:
+            t.array()
+        except OutOfBoundsError:
+            return True
+    return False
 
 
 def _indirect_copy(dst, src, skip):
@@ -135,12 +151,19 @@ def _indirect_copy(dst, src, skip):
                 "use oob_mode=nisa.oob_mode.skip to skip it", error=OutOfBoundsError)
     offsets = view.element_offsets().reshape(rows, -1) + (idx * ind.row_bytes)[:, None]
     item = view.dtype.itemsize
+    # an index inside the rows can still address past the storage (a pattern wider than a row, an offset): skip
+    # skips that transfer too, "for a given dynamic address or index when it is out of bound" (nisa.dma_copy)
+    in_storage = (offsets.min(axis=1) >= 0) & (offsets.max(axis=1) + item <= view.storage.nbytes) if offsets.size \
+        else np.ones(rows, dtype=bool)
+    if not (in_storage | ~valid).all() and not skip:
+        p = int(np.flatnonzero(valid & ~in_storage)[0])
+        violate("dma_copy.oob", f"nisa.dma_copy: indirect index {int(idx[p])} (partition {p} of index tile "
+                f"{ind.index.name!r}) makes the access pattern on {view.name!r} reach outside its storage; use "
+                "oob_mode=nisa.oob_mode.skip to skip it", error=OutOfBoundsError)
+    valid &= in_storage
     n_valid = int(np.count_nonzero(valid))
     if n_valid < rows:
         offsets = offsets[valid]
-    if offsets.size and (offsets.min() < 0 or offsets.max() + item > view.storage.nbytes):
-        violate("dma_copy.oob", f"nisa.dma_copy: indirect access pattern on {view.name!r} reaches outside its storage",
-                error=OutOfBoundsError)
     flat = view.storage.data.view(view.dtype) if view.storage.nbytes % item == 0 else None
     if flat is None or offsets.size and (offsets % item).any():
         violate("dma_copy.indirect", f"nisa.dma_copy: indirect access on {view.name!r} is not aligned to "

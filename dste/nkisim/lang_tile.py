@@ -54,12 +54,19 @@ def copy(op, x, dtype=None):
 
 
 def transpose(x, dtype=None):
-    """A new PSUM tile ``x.T`` of the 2-D tile ``x`` (TensorE transpose; dtype must equal x's)."""
+    """A new PSUM tile ``x.T`` of the 2-D tile ``x`` (TensorE transpose in x's dtype; another ``dtype`` is a
+    VectorE copy after it)."""
     on_chip_tile("transpose", "x", x)
     if x.ndim != 2:
         violate("nl.transpose.2d", f"nl.transpose: x must be 2-D, got shape {x.shape}")
-    out = new_tile((x.shape[1], x.shape[0]), result_dtype(dtype, x.dtype), "transpose", buffer="psum")
-    isa.nc_transpose(dst=out, data=x, engine=isa.engine.tensor)
+    shape = (x.shape[1], x.shape[0])
+    transposed = new_tile(shape, x.dtype, "transpose", buffer="psum")
+    isa.nc_transpose(dst=transposed, data=x, engine=isa.engine.tensor)
+    out_dtype = result_dtype(dtype, x.dtype)
+    if out_dtype == x.dtype:
+        return transposed
+    out = new_tile(shape, out_dtype, "transpose", buffer="psum")
+    isa.tensor_copy(dst=out, src=transposed, engine=isa.engine.vector)
     return out
 
 

@@ -237,6 +237,69 @@ def test_scatter_and_scalar_offset():
     np.testing.assert_array_equal(window, expected[6:8])
 
 
+def test_oob_skip_skips_a_gather_row_whose_pattern_runs_past_the_tensor():
+    # index 7 of 8 rows is in range, but a two-row pattern (or an offset) from it addresses past the end: skip
+    # skips that transfer "for a given dynamic address or index when it is out of bound" (nisa.dma_copy)
+    table = np.arange(8 * 4, dtype=np.float32).reshape(8, 4)
+    ids = np.array([[7], [1]], np.int32)
+
+    def gather(pattern, offset, skip):
+        return simulate(lambda table, ids: kernel(table, ids, pattern, offset, skip), table, ids)
+
+    def kernel(table, ids, pattern, offset, skip):
+        idx = nl.load(ids)
+        rows = nl.ndarray((2, pattern[-1][1]), nl.float32)
+        nisa.memset(dst=rows, value=-3.0)
+        mode = nisa.oob_mode.skip if skip else nisa.oob_mode.error
+        nisa.dma_copy(dst=rows, src=table.ap(pattern=pattern, offset=offset, vector_offset=idx, indirect_dim=0),
+                      oob_mode=mode)
+        out = nl.ndarray(rows.shape, nl.float32, buffer=nl.shared_hbm)
+        nl.store(out, rows)
+        return out
+
+    wide = gather([[4, 2], [1, 8]], 0, True)
+    np.testing.assert_array_equal(wide, [[-3.0] * 8, table[1:3].reshape(-1)])
+    shifted = gather([[4, 2], [1, 4]], 2, True)
+    np.testing.assert_array_equal(shifted, [[-3.0] * 4, np.r_[table[1, 2:], table[2, :2]]])
+    with pytest.raises(IndexError, match="reach outside its storage"):
+        gather([[4, 2], [1, 8]], 0, False)
+
+
+def test_oob_skip_skips_a_transfer_whose_scalar_offset_is_out_of_bounds():
+    table = np.arange(8 * 4, dtype=np.float32).reshape(8, 4)
+
+    def kernel(table, start, skip):
+        s = nl.load(start)
+        window = nl.ndarray((2, 4), nl.float32)
+        nisa.memset(dst=window, value=-3.0)
+        mode = nisa.oob_mode.skip if skip else nisa.oob_mode.error
+        nisa.dma_copy(dst=window, src=table.ap(pattern=[[4, 2], [1, 4]], offset=0, scalar_offset=s, indirect_dim=0),
+                      oob_mode=mode)
+        out = nl.ndarray((2, 4), nl.float32, buffer=nl.shared_hbm)
+        nl.store(out, window)
+        return out
+
+    np.testing.assert_array_equal(simulate(kernel, table, np.array([[9]], np.int32), True), np.full((2, 4), -3.0))
+    np.testing.assert_array_equal(simulate(kernel, table, np.array([[6]], np.int32), True), table[6:8])
+    with pytest.raises(IndexError):
+        simulate(kernel, table, np.array([[9]], np.int32), False)
+
+
+def test_language_transpose_casts_to_the_dtype_asked_for():
+    x = np.array([[1.00390625, 2.0], [3.0, 1e-3]], np.float32)
+
+    def kernel(x):
+        t = nl.transpose(nl.load(x), dtype=nl.bfloat16)
+        assert t.dtype == nl.bfloat16
+        wide = nl.ndarray(t.shape, nl.float32)
+        nisa.tensor_copy(dst=wide, src=t)
+        out = nl.ndarray(t.shape, nl.float32, buffer=nl.shared_hbm)
+        nl.store(out, wide)
+        return out
+
+    np.testing.assert_array_equal(simulate(kernel, x), x.T.astype(ml_dtypes.bfloat16).astype(np.float32))
+
+
 def test_oob_skip_moves_no_bytes_but_pays_the_transfer():
     table = RNG.standard_normal((10, 16)).astype(np.float32)
     ids = np.array([[0], [99], [99], [1]], np.int32)
