@@ -48,7 +48,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
              "'csbm:key=value,...' (a generated CSBM graph: cora-like with the named fields of "
              "dste.data.CSBMParams changed, e.g. csbm:num_nodes=5000,locality=0.6,community_size=16-64; a graph too "
              "small for 500 validation and 1,000 test nodes gets Cora's share of its nodes unless num_val/num_test "
-             "are named), 'cora'/'citeseer'/'pubmed' (raw Planetoid files under --root), 'ogbn-<name>' (an unpacked OGB node-property folder under "
+             "are named), 'cora'/'citeseer'/'pubmed' (raw Planetoid files under --root), 'planetoid:<name>' (your own "
+             "ind.<name>.* files in the Planetoid layout under --root), 'ogbn-<name>' (an unpacked OGB node-property folder under "
              "--root), or a path to a .npz file: a DSTE CSR bundle, or a gnn-benchmark file as PyG's Amazon, Coauthor "
              "and CitationFull read it (e.g. amazon_electronics_photo.npz; a Planetoid-style split is drawn: 20 "
              "labelled nodes per class, 500 validation, 1,000 test)",

@@ -6,6 +6,7 @@
     "pubmed-like",
     "arxiv-scale", "arxiv-scale-local"
     "cora", "citeseer", "pubmed"        raw Planetoid files under `root`
+    "planetoid:<name>"                  one's own data in the Planetoid layout (`ind.<name>.*` under `root`)
     "ogbn-<name>"                       an unpacked OGB node-property folder under `root`
     "<path>.npz"                        a CSR bundle written by `save_npz`, or a gnn-benchmark file (Amazon,
                                         Coauthor, CitationFull: `dste.data.gnn_benchmark`, split drawn by `seed`)
@@ -34,12 +35,14 @@ __all__ = [
 ]
 
 DATA_ROOT_ENV = "DSTE_DATA_ROOT"
+PLANETOID_PREFIX = "planetoid:"
 
 
 def dataset_names() -> str:
     """Human-readable list of what `load_dataset` accepts."""
     return (
-        f"presets {preset_names()}, Planetoid {list(PLANETOID_NAMES)} (needs root), "
+        f"presets {preset_names()}, Planetoid {list(PLANETOID_NAMES)} (needs root), 'planetoid:<name>' (your own "
+        "ind.<name>.* files in the Planetoid layout, under root), "
         "'ogbn-<name>' (an unpacked OGB folder under root), or a path ending in .npz (a DSTE bundle or a "
         "gnn-benchmark file such as amazon_electronics_photo.npz)"
     )
@@ -63,6 +66,8 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, seed: int = 0
         return make_graph(key, seed=seed)
     if key in PLANETOID_NAMES:
         return load_planetoid(key, _root_for(name, root))
+    if key.startswith(PLANETOID_PREFIX):
+        return load_planetoid(name[len(PLANETOID_PREFIX):], _root_for(name, root))
     if key.startswith("ogbn-"):
         return load_ogb_folder(resolve_ogb_folder(key, _root_for(name, root)), name=key)
     if key.endswith(".npz"):

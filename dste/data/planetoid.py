@@ -1,4 +1,6 @@
-"""Offline loader for the raw Planetoid citation datasets (Cora, CiteSeer, PubMed).
+"""Offline loader for the raw Planetoid citation datasets (Cora, CiteSeer, PubMed), and for data of one's own
+written in the same layout under another name (``load_planetoid("mygraph", root)`` reads ``ind.mygraph.*``; it
+gets the checks below but none of CiteSeer's fix-ups or Cora's checksums).
 
 Reads the eight files `ind.<name>.{x, allx, tx, y, ally, ty, graph, test.index}` with the
 restricted unpickler of `safe_pickle` (no arbitrary code runs) and applies the standard
@@ -39,6 +41,7 @@ the file and the problem):
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -63,12 +66,14 @@ KNOWN_SHA256 = {
     "ind.cora.test.index": (5000, "297ce89af2b51a6a194181c7dbe1796c6a1cf9cd9349a88383b1b1e227867875"),
 }
 PICKLED_PARTS = ("x", "y", "tx", "ty", "allx", "ally", "graph")
+OWN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 NUM_VAL = 500
 
 
 def _candidate_dirs(root: Path, name: str) -> list[Path]:
-    display = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}[name]
-    return [root, root / name, root / name / "raw", root / display, root / display / "raw"]
+    display = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}.get(name, name)
+    folders = [root, root / name, root / name / "raw", root / display, root / display / "raw"]
+    return list(dict.fromkeys(folders))
 
 
 def find_planetoid_dir(name: str, root: str | Path) -> Path:
@@ -84,9 +89,12 @@ def find_planetoid_dir(name: str, root: str | Path) -> Path:
 
 
 def _check_name(name: str) -> str:
-    if not isinstance(name, str) or name.lower() not in PLANETOID_NAMES:
-        raise ValueError(f"unknown Planetoid dataset {name!r}; allowed: {list(PLANETOID_NAMES)}")
-    return name.lower()
+    """Cora, CiteSeer and PubMed by their lower-case names; any other name of letters, digits, '_' and '-' is a
+    dataset of one's own in the Planetoid layout (``ind.<name>.*``), which gets none of the releases' own handling."""
+    if not isinstance(name, str) or not OWN_NAME.fullmatch(name):
+        raise ValueError(f"Planetoid dataset name must be one of {list(PLANETOID_NAMES)} or a name of letters, "
+                         f"digits, '_' and '-' (the <name> of its ind.<name>.* files), got {name!r}")
+    return name.lower() if name.lower() in PLANETOID_NAMES else name
 
 
 def _read_test_index(path: Path) -> np.ndarray:
@@ -97,8 +105,8 @@ def _read_test_index(path: Path) -> np.ndarray:
         if wrong is not None:
             raise ValueError(f"{wrong!r:.40} is not a node id")
         index = np.array([int(token) for token in text], dtype=np.int64)
-    except (UnicodeDecodeError, ValueError) as err:
-        raise ValueError(f"{path}: expected one integer node id per line ({err})") from err
+    except (UnicodeDecodeError, ValueError, OverflowError) as err:  # OverflowError: an id past int64
+        raise ValueError(f"{path}: expected one integer node id per line, each below 2^63 ({err})") from err
     if index.size == 0 or index.min() < 0:
         raise ValueError(f"{path}: test index must list non-negative node ids, got {index.size} entries")
     if np.unique(index).size != index.size:
@@ -151,8 +159,8 @@ def _adjacency_list(obj, num_nodes: int, source: str) -> sp.csr_matrix:
     try:
         rows = np.repeat(np.asarray(sources, dtype=np.int64), counts)
         cols = np.asarray(targets, dtype=np.int64)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{source}: node ids must be integers ({err})") from err
+    except (TypeError, ValueError, OverflowError) as err:  # OverflowError: an id past int64
+        raise ValueError(f"{source}: node ids must be integers below 2^63 ({err})") from err
     keys = np.asarray(sources, dtype=np.int64)
     if keys.size and (keys.min() < 0 or keys.max() >= num_nodes):
         raise ValueError(f"{source}: node key {int(keys[(keys < 0) | (keys >= num_nodes)][0])} outside [0, {num_nodes})")
@@ -169,8 +177,10 @@ def _check_known_hash(path: Path, data: bytes) -> None:
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise ValueError(
-            f"{path}: differs from the standard release (sha256 {actual}, expected {expected}): the file is corrupt "
-            "or edited; pass verify_known_hashes=False to load an edited copy"
+            f"{path}: has the size of the standard Cora release's file but not its content (sha256 {actual}, "
+            f"expected {expected}): a copy of Cora that is corrupt or edited. Data of your own in the Planetoid "
+            "layout: name its files ind.<name>.* and load 'planetoid:<name>' (dste run --dataset planetoid:<name> "
+            "--root DIR); an edited copy of Cora: load_planetoid(..., verify_known_hashes=False)"
         )
 
 
@@ -240,7 +250,14 @@ def load_planetoid(name: str, root: str | Path, normalize_features: bool = False
     # The features end up dense, so they are assembled dense (in the dtype vstack(allx, tx) has): allx's rows, tx's
     # rows at their sorted test ids, zero rows at the ids the files miss. Row assignments into a LIL matrix took
     # ~10 ms per load of Cora; the values are the same numbers, moved.
-    features = np.zeros((num_nodes, num_features), dtype=np.result_type(allx.dtype, tx.dtype))
+    feature_dtype = np.result_type(allx.dtype, tx.dtype)
+    try:
+        features = np.zeros((num_nodes, num_features), dtype=feature_dtype)
+    except MemoryError:
+        raise MemoryError(
+            f"ind.{name}.allx/tx: {num_nodes:,} nodes x {num_features:,} features of {feature_dtype} need "
+            f"{num_nodes * num_features * feature_dtype.itemsize / 2**30:,.1f} GiB dense, more than this machine can "
+            "allocate: check the feature width the files declare") from None
     features[:first_test] = allx.toarray()
     features[sorted_test] = tx.toarray()
     labels_onehot = np.vstack([ally, ty_padded])

@@ -23,8 +23,8 @@ from .graph import is_integer
 __all__ = ["UnsafePickleError", "SafeUnpickler", "SparseState", "safe_load", "sparse_from_state"]
 
 
-class UnsafePickleError(pickle.UnpicklingError):
-    """A pickle named a global outside the allow-list."""
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
+    """A pickle named a global outside the allow-list (or tried to change one). A ``ValueError`` too: bad input."""
 
 
 class SparseState:
@@ -115,14 +115,40 @@ class ArraySpec:
         return flat.reshape(self.shape, order="F" if self.fortran else "C").copy()
 
 
+def _refuse_build(*_args):
+    # BUILD on a global sets its attributes when it has no __setstate__ (the allow-list's own stand-ins and
+    # functions), changing what every later load in the process resolves
+    raise UnsafePickleError("a pickle may not set the state of an allowed global (BUILD on a class or function)")
+
+
 class NdarrayName:
     """Stands for the global ``numpy.ndarray``, which a pickled array names only as the type argument of
     ``_reconstruct``. The real class is never handed out: called by a pickle, ``numpy.ndarray(shape, "O")`` builds
     an object array of uninitialised pointers (reading it crashed the interpreter) and ``numpy.ndarray(shape)`` an
     array of uninitialised memory, so calling this stand-in is refused."""
 
+    __setstate__ = staticmethod(_refuse_build)
+
     def __new__(cls, *args, **kwargs):
         raise UnsafePickleError("numpy.ndarray may only be named as the type of a pickled array, not called")
+
+
+class _GuardedFunction:
+    """An allow-listed function as a pickle sees it: callable, but BUILD cannot set its attributes (a function's
+    ``__defaults__`` or ``__code__`` would otherwise be the file's to choose)."""
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn):
+        object.__setattr__(self, "_fn", fn)
+
+    def __call__(self, *args, **kwargs):
+        return self._fn(*args, **kwargs)
+
+    def __setattr__(self, name, value):
+        _refuse_build()
+
+    __setstate__ = _refuse_build
 
 
 def _reconstruct_ndarray(subtype, shape, dtype):
@@ -168,7 +194,7 @@ _CSC_NAMES = ("scipy.sparse.csc", "scipy.sparse._csc")
 _NUMPY_CORE = ("numpy.core.multiarray", "numpy._core.multiarray")
 
 ALLOWED_GLOBALS: dict[tuple[str, str], object] = {
-    **{(module, "_reconstruct"): _reconstruct_ndarray for module in _NUMPY_CORE},
+    **{(module, "_reconstruct"): _GuardedFunction(_reconstruct_ndarray) for module in _NUMPY_CORE},
     **{(module, "csr_matrix"): CsrState for module in _CSR_NAMES},
     **{(module, "csc_matrix"): CscState for module in _CSC_NAMES},
     ("numpy", "ndarray"): NdarrayName,
@@ -176,7 +202,7 @@ ALLOWED_GLOBALS: dict[tuple[str, str], object] = {
     ("collections", "defaultdict"): collections.defaultdict,
     ("__builtin__", "list"): list,
     ("builtins", "list"): list,
-    ("_codecs", "encode"): _latin1_bytes,
+    ("_codecs", "encode"): _GuardedFunction(_latin1_bytes),
 }
 
 
@@ -188,8 +214,12 @@ class SafeUnpickler(pickle.Unpickler):
             return ALLOWED_GLOBALS[(module, name)]
         except KeyError:
             allowed = sorted(f"{m}.{n}" for m, n in ALLOWED_GLOBALS)
+            hint = ""
+            if (module, name) in {(core, "scalar") for core in _NUMPY_CORE}:
+                hint = ("; this one is a NumPy scalar (e.g. a numpy.int64 dict key or list entry): write Python ints "
+                        "(int(v)) into the file instead")
             raise UnsafePickleError(
-                f"refusing to load global {module}.{name}: only these are allowed: {', '.join(allowed)}"
+                f"refusing to load global {module}.{name}: only these are allowed: {', '.join(allowed)}{hint}"
             ) from None
 
 
@@ -203,7 +233,7 @@ def safe_load(data: bytes, source: str = "<bytes>"):
     except UnsafePickleError as err:
         raise UnsafePickleError(f"{source}: {err}") from None
     except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError, KeyError,
-            RecursionError) as err:
+            RecursionError, OverflowError) as err:
         raise ValueError(f"{source}: corrupt or unsupported pickle ({type(err).__name__}: {err})") from err
 
 
@@ -216,7 +246,7 @@ def sparse_from_state(obj, source: str = "<pickle>") -> sp.csr_matrix:
     if isinstance(obj, np.ndarray):
         if obj.ndim != 2:
             raise ValueError(f"{source}: expected a 2-D matrix, got an array of shape {obj.shape}")
-        return sp.csr_matrix(obj)
+        return sp.csr_matrix(obj.astype(obj.dtype.newbyteorder("="), copy=False))  # SciPy refuses big-endian
     if not isinstance(obj, SparseState):
         raise ValueError(f"{source}: expected a sparse matrix, got {type(obj).__name__}")
     state = obj.state

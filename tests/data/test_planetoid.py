@@ -138,8 +138,10 @@ def test_corrupt_and_missing_files_get_clear_errors(tmp_path):
     _dump(tmp_path / "ind.cora.ty", np.eye(3, dtype=np.int32))
     with pytest.raises(ValueError, match="label columns"):
         load_planetoid("cora", tmp_path)
-    with pytest.raises(ValueError, match="allowed"):
+    with pytest.raises(FileNotFoundError, match="ind.reddit.x"):  # a name of one's own: its files are looked for
         load_planetoid("reddit", tmp_path)
+    with pytest.raises(ValueError, match="letters, digits"):
+        load_planetoid("../cora", tmp_path)
 
 
 def test_codecs_encode_is_limited_to_latin1():

@@ -99,3 +99,53 @@ def test_features_beyond_float32_are_refused_naming_the_files(tmp_path):
     _dump(tmp_path / "ind.citeseer.tx", sp.csr_matrix(np.full((3, 3), 1e300)))
     with pytest.raises(ValueError, match="ind.citeseer.allx/tx: features exceed float32's range"):
         load_planetoid("citeseer", tmp_path)
+
+
+def _contiguous_tiny(folder, name):
+    """The tiny fixture without CiteSeer's gap: test ids 4-7 all listed."""
+    features, labels = write_tiny_planetoid(folder, name=name)
+    test_listed = np.array([4, 7, 6, 5])
+    _dump(folder / f"ind.{name}.tx", sp.csr_matrix(features[test_listed]))
+    _dump(folder / f"ind.{name}.ty", labels[test_listed])
+    (folder / f"ind.{name}.test.index").write_text("\n".join(map(str, test_listed)) + "\n")
+    return features, labels
+
+
+def test_own_data_in_the_planetoid_layout_loads_by_its_own_name(tmp_path):
+    from dste.data import load_dataset
+
+    features, labels = _contiguous_tiny(tmp_path, "mygraph")
+    graph = load_dataset("planetoid:mygraph", root=tmp_path)
+    assert graph.name == "mygraph" and graph.num_nodes == 8
+    np.testing.assert_array_equal(graph.y, labels.argmax(axis=1))
+    np.testing.assert_array_equal(graph.x, features)
+    with pytest.raises(ValueError, match="letters, digits"):
+        load_dataset("planetoid:../etc", root=tmp_path)
+    with pytest.raises(FileNotFoundError, match="ind.other"):
+        load_dataset("planetoid:other", root=tmp_path)
+
+
+def test_a_release_sized_file_that_is_not_cora_names_the_way_to_load_own_data(tmp_path):
+    # any 1,000 test ids of four digits make a 5,000-byte test.index, the size of Cora's
+    _contiguous_tiny(tmp_path, "cora")
+    (tmp_path / "ind.cora.test.index").write_bytes(b"1234\n" * 1000)
+    with pytest.raises(ValueError, match="planetoid:<name>"):
+        load_planetoid("cora", tmp_path)
+
+
+def test_oversized_ids_are_refused_naming_the_file(tmp_path):
+    _contiguous_tiny(tmp_path, "cora")
+    (tmp_path / "ind.cora.test.index").write_text("4\n5\n6\n" + "1" * 30 + "\n")
+    with pytest.raises(ValueError, match="ind.cora.test.index.*below 2\\^63"):
+        load_planetoid("cora", tmp_path)
+    _contiguous_tiny(tmp_path, "cora")
+    _dump(tmp_path / "ind.cora.graph", defaultdict(list, {0: [2**63]}))
+    with pytest.raises(ValueError, match="ind.cora.graph.*below 2\\^63"):
+        load_planetoid("cora", tmp_path)
+
+
+def test_big_endian_dense_features_load(tmp_path):
+    features, _ = _contiguous_tiny(tmp_path, "cora")
+    for part, rows in (("x", features[:2]), ("allx", features[:4]), ("tx", features[[4, 7, 6, 5]])):
+        _dump(tmp_path / f"ind.cora.{part}", rows.astype(">f4"))
+    np.testing.assert_array_equal(load_planetoid("cora", tmp_path).x, features)

@@ -101,3 +101,37 @@ def test_a_sparse_state_with_non_integer_ids_or_shape_is_refused(key, value, mes
     loaded.state[key] = value
     with pytest.raises(ValueError, match=message):
         sparse_from_state(loaded)
+
+
+def _build_on_global(module, name, attribute, value):
+    """GLOBAL module.name; state (None, {attribute: value}); BUILD; then a None result."""
+    text = value.encode()
+    return (b"\x80\x02c" + module.encode() + b"\n" + name.encode() + b"\nN}X" + len(attribute).to_bytes(4, "little")
+            + attribute.encode() + b"X" + len(text).to_bytes(4, "little") + text + b"s\x86b0N.")
+
+
+@pytest.mark.parametrize("module, name, attribute", [
+    ("numpy", "ndarray", "__new__"),
+    ("_codecs", "encode", "__defaults__"),
+    ("numpy.core.multiarray", "_reconstruct", "__code__"),
+])
+def test_a_pickle_cannot_change_an_allowed_global_for_later_loads(module, name, attribute):
+    from dste.data import safe_pickle
+
+    before = {key: (vars(value).copy() if hasattr(value, "__dict__") else None)
+              for key, value in safe_pickle.ALLOWED_GLOBALS.items()}
+    with pytest.raises(safe_pickle.UnsafePickleError, match="may not set the state"):
+        safe_pickle.safe_load(_build_on_global(module, name, attribute, "x"))
+    after = {key: (vars(value).copy() if hasattr(value, "__dict__") else None)
+             for key, value in safe_pickle.ALLOWED_GLOBALS.items()}
+    assert after == before
+
+
+def test_a_refused_pickle_is_a_value_error_and_names_numpy_scalars():
+    import numpy as np
+
+    from dste.data import safe_pickle
+
+    data = pickle.dumps({np.int64(3): [1]}, protocol=2)
+    with pytest.raises(ValueError, match="Python ints"):
+        safe_pickle.safe_load(data)
