@@ -2,7 +2,7 @@
 
 Every NKI dtype is a ``numpy.dtype``; the 16- and 8-bit floats come from
 ``ml_dtypes``. ``tfloat32`` is stored as float32 (its narrower mantissa only
-matters inside TensorE). ``bool_`` is stored as uint8 (`nki/api/nki.api.shared.rst`, data types table:
+matters inside TensorE, which rounds tfloat32 operands to it: ``round_to_tf32``). ``bool_`` is stored as uint8 (`nki/api/nki.api.shared.rst`, data types table:
 "boolean stored as uint8").
 
 Conversions follow the documented hardware rules: arithmetic happens in fp32,
@@ -25,7 +25,9 @@ float8_e4m3fn = np.dtype(ml_dtypes.float8_e4m3fn)
 float8_e8m0fnu = np.dtype(ml_dtypes.float8_e8m0fnu)
 float16 = np.dtype(np.float16)
 bfloat16 = np.dtype(ml_dtypes.bfloat16)
-tfloat32 = np.dtype(np.float32)
+# 32-bit storage with TensorE reading 10 mantissa bits (nki/api/nki.api.shared.rst, tbl-dtype: 1S,8E,10M). A float32
+# NumPy dtype tagged by metadata: equal to float32 wherever dtypes are compared, told apart by is_tfloat32.
+tfloat32 = np.dtype(np.float32, metadata={"nki": "tfloat32"})
 float32 = np.dtype(np.float32)
 bool_ = np.dtype(np.uint8)
 
@@ -71,6 +73,26 @@ def _torch_dtype_to_numpy(dtype):
     if dtype not in table:
         raise TypeError(f"torch dtype {dtype} has no NKI equivalent")
     return table[dtype]
+
+
+def is_tfloat32(dtype) -> bool:
+    """Whether ``dtype`` is NKI's tfloat32 (equal to float32 under ``==``, so this is the only way to tell)."""
+    metadata = getattr(dtype, "metadata", None)
+    return bool(metadata) and metadata.get("nki") == "tfloat32"
+
+
+def name(dtype) -> str:
+    """The NKI name of ``dtype`` (``tfloat32`` where NumPy says float32)."""
+    return "tfloat32" if is_tfloat32(dtype) else np.dtype(dtype).name
+
+
+def round_to_tf32(values):
+    """float32 values rounded to tfloat32's 10-bit mantissa, round half to even (assumption: the docs give the
+    width, not the rounding); NaN and Inf pass through."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    finite = (bits & 0x7F800000) != 0x7F800000
+    rounded = (bits + np.uint32(0x0FFF) + ((bits >> np.uint32(13)) & np.uint32(1))) & np.uint32(0xFFFFE000)
+    return np.where(finite, rounded, bits).view(np.float32)
 
 
 def is_float(dtype):

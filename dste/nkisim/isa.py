@@ -237,6 +237,9 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
         violate("nc_matmul.dst_dtype", f"nisa.nc_matmul: dst must be float32 on NeuronCore-v2/v3 (or, with "
                 f"is_transpose=True on NeuronCore-v3+, the FP16/BF16 dtype of stationary), got {dst.dtype.name}")
     st, mv = read2d(stationary).astype(np.float32), read2d(moving).astype(np.float32)
+    # TensorE reads a tfloat32 operand's 10-bit mantissa (nki/api/nki.api.shared.rst, tbl-dtype)
+    st = dt.round_to_tf32(st) if dt.is_tfloat32(stationary.dtype) else st
+    mv = dt.round_to_tf32(mv) if dt.is_tfloat32(moving.dtype) else mv
     k, k2 = stationary.shape[0], moving.shape[0]
     if double_row:
         require_target(instr, "perf_mode=double_row", 3)
@@ -529,6 +532,9 @@ def scalar_engine_input(instr, data, scale, bias):
     require_fp32_tile(instr, "scale", scale, "activation.scale")
     x = dt.to_fp32(read2d(data)) * column_operand(instr, "scale", scale, p, "activation.scale")
     if bias is not None:
+        if isinstance(bias, NkiTensor) and dt.is_tfloat32(bias.dtype):
+            violate("activation.bias", f"nisa.{instr}: bias {bias.name!r} is tfloat32; bias may be any dtype but "
+                    "tfloat32")
         if not isinstance(bias, NkiTensor) and generation() < 3:
             violate("activation.bias", f"nisa.{instr}: on NeuronCore-v2 (trn1/inf2) bias must be a [P, 1] tile, not a "
                     "scalar")

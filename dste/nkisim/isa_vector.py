@@ -212,8 +212,8 @@ def select_reduce(dst, predicate, on_true, on_false, reduce_res=None, reduce_cmd
     if predicate.dtype not in (dt.int8, dt.uint8, dt.int16, dt.uint16):
         violate("select_reduce.operands", f"nisa.{instr}: predicate dtype must be int8/uint8/int16/uint16, got "
                 f"{predicate.dtype.name}")
-    if on_true.dtype in (dt.int32, dt.uint32):
-        violate("select_reduce.operands", f"nisa.{instr}: on_true dtype {on_true.dtype.name} is not allowed "
+    if on_true.dtype in (dt.int32, dt.uint32) or dt.is_tfloat32(on_true.dtype):
+        violate("select_reduce.operands", f"nisa.{instr}: on_true dtype {dt.name(on_true.dtype)} is not allowed "
                 "(no tfloat32, int32, uint32)")
     require_fp32_tile(instr, "on_false", on_false, "select_reduce.operands")
     p = on_true.shape[0]

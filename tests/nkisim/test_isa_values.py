@@ -173,3 +173,35 @@ def test_add_add_scan_rounds_each_step_to_fp32():
     y = run(body)["y"]
     np.testing.assert_array_equal(y, expected)
     assert y[0, -1] == np.float32(1e8) and y[1, 2] == 0.0
+
+
+def test_tensor_engine_reads_tfloat32_operands_with_a_ten_bit_mantissa():
+    # tbl-dtype: tfloat32 is 1S,8E,10M; 1 + 2^-20 is 1 in it, 1 + 2^-9 stays (round half to even assumed)
+    stationary = np.array([[1.0 + 2.0**-20], [1.0 + 2.0**-9]], np.float32)
+    moving = np.ones((2, 1), np.float32)
+
+    def body(o):
+        for dtype, key in ((nl.tfloat32, "tf32"), (nl.float32, "fp32")):
+            dst = empty((1, 1), buffer=nl.psum)
+            nisa.nc_matmul(dst=dst, stationary=tile(stationary, dtype), moving=tile(moving, dtype))
+            o[key] = dst.numpy()
+
+    out = run(body)
+    assert out["tf32"][0, 0] == np.float32(2.0 + 2.0**-9)
+    assert out["fp32"][0, 0] == np.float32(2.0 + 2.0**-20 + 2.0**-9)
+
+
+def test_tfloat32_is_refused_where_the_docs_except_it():
+    x = np.ones((4, 2), np.float32)
+
+    def bias_tf32(o):
+        nisa.activation(dst=empty((4, 2)), op=nl.copy, data=tile(x), bias=tile(np.ones((4, 1)), nl.tfloat32))
+
+    def on_true_tf32(o):
+        nisa.select_reduce(dst=empty((4, 2)), predicate=tile(np.ones((4, 2)), nl.uint8),
+                           on_true=tile(x, nl.tfloat32), on_false=0.0)
+
+    with pytest.raises(ConstraintError, match="activation.bias"):
+        run(bias_tf32)
+    with pytest.raises(ConstraintError, match="select_reduce.operands"):
+        run(on_true_tf32)
