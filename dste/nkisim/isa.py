@@ -136,39 +136,45 @@ def _dynamic_address_out_of_bounds(*tensors):
     return False
 
 
-def _indirect_copy(dst, src, skip):
-    """Gather (indirect src) or scatter (indirect dst) whole rows; returns (elements, rows, elements per row)."""
-    view = src if src.is_indirect else dst
-    other = dst if src.is_indirect else src
+def indirect_rows(instr, view, skip):
+    """The rows an indirect (vector_offset) view addresses: ``(valid [rows] bool, element_index [valid rows,
+    elements per row], flat storage of view's dtype)``. An index outside the base's rows, or one whose pattern
+    reaches past the storage, is refused, or skipped (``valid`` False) under ``oob_mode.skip``: skip skips a transfer
+    "for a given dynamic address or index when it is out of bound" (nisa.dma_copy)."""
     ind = view._indirect
     rows = view.shape[0]
     idx = ind.index.array().reshape(-1).astype(np.int64)
     valid = (idx >= 0) & (idx < ind.n_rows)
     if not valid.all() and not skip:
         p = int(np.flatnonzero(~valid)[0])
-        violate("dma_copy.oob", f"nisa.dma_copy: indirect index {int(idx[p])} (partition {p} of index tile "
+        violate("dma_copy.oob", f"nisa.{instr}: indirect index {int(idx[p])} (partition {p} of index tile "
                 f"{ind.index.name!r}) is outside the allowed range [0, {ind.n_rows}) of the rows of {view.name!r}; "
                 "use oob_mode=nisa.oob_mode.skip to skip it", error=OutOfBoundsError)
     offsets = view.element_offsets().reshape(rows, -1) + (idx * ind.row_bytes)[:, None]
     item = view.dtype.itemsize
-    # an index inside the rows can still address past the storage (a pattern wider than a row, an offset): skip
-    # skips that transfer too, "for a given dynamic address or index when it is out of bound" (nisa.dma_copy)
     in_storage = (offsets.min(axis=1) >= 0) & (offsets.max(axis=1) + item <= view.storage.nbytes) if offsets.size \
         else np.ones(rows, dtype=bool)
     if not (in_storage | ~valid).all() and not skip:
         p = int(np.flatnonzero(valid & ~in_storage)[0])
-        violate("dma_copy.oob", f"nisa.dma_copy: indirect index {int(idx[p])} (partition {p} of index tile "
+        violate("dma_copy.oob", f"nisa.{instr}: indirect index {int(idx[p])} (partition {p} of index tile "
                 f"{ind.index.name!r}) makes the access pattern on {view.name!r} reach outside its storage; use "
                 "oob_mode=nisa.oob_mode.skip to skip it", error=OutOfBoundsError)
     valid &= in_storage
-    n_valid = int(np.count_nonzero(valid))
-    if n_valid < rows:
-        offsets = offsets[valid]
+    offsets = offsets[valid]
     flat = view.storage.data.view(view.dtype) if view.storage.nbytes % item == 0 else None
     if flat is None or offsets.size and (offsets % item).any():
-        violate("dma_copy.indirect", f"nisa.dma_copy: indirect access on {view.name!r} is not aligned to "
+        violate("dma_copy.indirect", f"nisa.{instr}: indirect access on {view.name!r} is not aligned to "
                 f"{view.dtype.name}")
-    element_index = offsets // item
+    return valid, offsets // item, flat
+
+
+def _indirect_copy(dst, src, skip):
+    """Gather (indirect src) or scatter (indirect dst) whole rows; returns (elements, rows, elements per row)."""
+    view = src if src.is_indirect else dst
+    other = dst if src.is_indirect else src
+    rows = view.shape[0]
+    valid, element_index, flat = indirect_rows("dma_copy", view, skip)
+    n_valid = int(np.count_nonzero(valid))
     if src.is_indirect:
         values = flat[element_index]
         check_writable("dma_copy", dst)

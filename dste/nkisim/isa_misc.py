@@ -132,7 +132,7 @@ def dma_transpose(dst, src, axes=None, priority=None, dge_mode=dge_mode.unknown,
 
 @instruction
 def dma_compute(dst, srcs, reduce_op, scales=None, unique_indices=True, oob_mode=oob_mode.error, name=None):
-    """``dst = sum(srcs)`` computed inside the DMA engines in fp32 (no indirect sources simulated)."""
+    """``dst = sum(srcs)`` computed inside the DMA engines in fp32; with a vector_offset, a read-modify-write."""
     instr = "dma_compute"
     tensor(instr, "dst", dst)
     if op_name(reduce_op) != "add":
@@ -141,14 +141,18 @@ def dma_compute(dst, srcs, reduce_op, scales=None, unique_indices=True, oob_mode
         violate("dma_compute.operands", f"nisa.{instr}: srcs must be a list of 1 to 16 tensors")
     if scales is not None and (len(scales) != len(srcs) or any(float(s) != 1.0 for s in scales)):
         violate("dma_compute.operands", f"nisa.{instr}: scales must all be 1.0 (or None), got {scales!r}")
-    if oob_mode is not globals()["oob_mode"].error:
+    for i, src in enumerate(srcs):
+        tensor(instr, f"srcs[{i}]", src)
+    skip = oob_mode is not globals()["oob_mode"].error
+    if skip:
         version.require("nisa.dma_compute(oob_mode=...)", introduced="0.4")
+    if dst.is_indirect or any(src.is_indirect for src in srcs):
+        _read_modify_write(instr, dst, srcs, unique_indices, skip)
+        return
+    if skip:
         violate("dma_copy.oob", f"nisa.{instr}: oob_mode.skip is only valid with vector_offset indexing")
     total = np.zeros(dst.size, dtype=np.float32)
     for i, src in enumerate(srcs):
-        tensor(instr, f"srcs[{i}]", src)
-        if src.is_indirect:
-            raise NotImplementedError(f"nisa.{instr} with vector_offset sources is not simulated [rule isa.not_simulated]")
         if src.buffer == "psum" or src.size != dst.size:
             violate("dma_compute.operands", f"nisa.{instr}: srcs[{i}] must be in HBM/SBUF with dst's {dst.size} elements")
         total = total + dt.to_fp32(src.array()).reshape(-1)
@@ -156,6 +160,64 @@ def dma_compute(dst, srcs, reduce_op, scales=None, unique_indices=True, oob_mode
     item = dst.dtype.itemsize
     run = max(1, contiguous_run_elements(dst))
     record_dma(instr, dst.size * item * (len(srcs) + 1), sbuf_span(dst, *srcs), run * item, -(-dst.size // run), False)
+
+
+def _same_view(a, b):
+    """Whether two tensor handles name the same elements (the "source that matches dst" of a read-modify-write)."""
+    return a is b or (a.storage is b.storage and a.shape == b.shape and a.dtype == b.dtype
+                      and a._byte_offset == b._byte_offset and a._byte_strides == b._byte_strides
+                      and (a._indirect is None) == (b._indirect is None)
+                      and (a._indirect is None or a._indirect.index is b._indirect.index))
+
+
+def _read_modify_write(instr, dst, srcs, unique_indices, skip):
+    """dma_compute with a vector_offset: scatter RMW ``dst(HBM)[idx] += data(SBUF)`` or gather RMW
+    ``dst(SBUF) += src(HBM)[idx]``, in fp32 (nki/api/nki/isa/__init__.py, dma_compute, "Read-Modify-Write")."""
+    from .isa import indirect_rows
+
+    rule = "dma_compute.rmw"
+    if len(srcs) != 2:
+        violate(rule, f"nisa.{instr}: a read-modify-write (a vector_offset operand) takes exactly 2 srcs, got {len(srcs)}")
+    if unique_indices is not True:
+        violate(rule, f"nisa.{instr}: unique_indices must be True with vector_offset (non-unique indices are not "
+                "supported)")
+    if dst.is_indirect:  # scatter RMW: one source is dst itself, the other the SBUF data
+        matching = [i for i, src in enumerate(srcs) if _same_view(src, dst)]
+        if dst.is_on_chip or len(matching) != 1:
+            violate(rule, f"nisa.{instr}: a scatter read-modify-write needs dst in HBM with a vector_offset and one "
+                    "source that is that same dst view")
+        data = srcs[1 - matching[0]]
+        if data.is_indirect or data.buffer != "sbuf":
+            violate(rule, f"nisa.{instr}: the scatter read-modify-write's data source must be a plain SBUF tile, got "
+                    f"{data.name!r} in {data.buffer}")
+        view, rows_of = dst, data
+    else:  # gather RMW: one source is the indirect HBM view, the other dst itself
+        indirect = [i for i, src in enumerate(srcs) if src.is_indirect]
+        if len(indirect) != 1 or not _same_view(srcs[1 - indirect[0]], dst) or dst.buffer != "sbuf":
+            violate(rule, f"nisa.{instr}: a gather read-modify-write needs dst in SBUF, one source an HBM view with "
+                    "a vector_offset and the other that same dst")
+        view, rows_of = srcs[indirect[0]], dst
+    rows = view.shape[0]
+    if rows_of.size != view.size:
+        violate("dma_compute.operands", f"nisa.{instr}: element counts differ ({rows_of.name!r} has {rows_of.size}, "
+                f"{view.name!r} {view.size})")
+    valid, element_index, flat = indirect_rows(instr, view, skip)
+    if element_index.size:
+        targets = element_index[:, 0]
+        if np.unique(targets).size != targets.size:
+            violate(rule, f"nisa.{instr}: unique_indices=True but the vector_offset names a row twice (assumption: "
+                    "the docs support unique indices only, so a repeat is refused rather than given an order)")
+    if dst.is_indirect:
+        data_rows = dt.to_fp32(read2d(rows_of)).reshape(rows, -1)[valid]
+        flat[element_index] = dt.cast(dt.to_fp32(flat[element_index]) + data_rows, view.dtype)
+    else:
+        gathered = np.zeros((rows, view.size // max(rows, 1)), dtype=np.float32)
+        gathered[valid] = dt.to_fp32(flat[element_index])
+        write(instr, dst, dt.to_fp32(read2d(dst)).reshape(rows, -1) + gathered)
+    row_elems = view.size // max(rows, 1)
+    moved = int(np.count_nonzero(valid)) * row_elems
+    item = max(view.dtype.itemsize, rows_of.dtype.itemsize)
+    record_dma(instr, moved * item * 3, sbuf_span(rows_of), row_elems * item, int(np.count_nonzero(valid)), True)
 
 
 # -- virtual registers -----------------------------------------------------------------------------

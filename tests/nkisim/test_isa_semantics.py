@@ -407,3 +407,34 @@ def test_tensor_scalar_bitvec_with_vector_operands():
         return o
 
     np.testing.assert_array_equal(simulate(kernel, words, shifts), (words >> shifts) & np.uint32(0xFF))
+
+
+def test_dma_compute_scatter_and_gather_read_modify_write():
+    table = np.arange(6 * 4, dtype=np.float32).reshape(6, 4)
+    rows = np.full((3, 4), 0.5, np.float32) + np.arange(3, dtype=np.float32)[:, None]
+    ids = np.array([[4], [9], [1]], np.int32)  # 9: past the table, skipped
+
+    def scatter(table, rows, ids):
+        idx, data = nl.load(ids), nl.load(rows)
+        view = table.ap(pattern=[[4, 3], [1, 4]], offset=0, vector_offset=idx, indirect_dim=0)
+        nisa.dma_compute(dst=view, srcs=[view, data], reduce_op=nl.add, oob_mode=nisa.oob_mode.skip)
+        return table
+
+    def gather(table, rows, ids):
+        idx, acc = nl.load(ids), nl.load(rows)
+        view = table.ap(pattern=[[4, 3], [1, 4]], offset=0, vector_offset=idx, indirect_dim=0)
+        nisa.dma_compute(dst=acc, srcs=[view, acc], reduce_op=nl.add, oob_mode=nisa.oob_mode.skip)
+        out = nl.ndarray(acc.shape, nl.float32, buffer=nl.shared_hbm)
+        nl.store(out, acc)
+        return out
+
+    scattered = table.copy()
+    simulate(scatter, scattered, rows, ids)
+    expected = table.copy()
+    expected[4] += rows[0]
+    expected[1] += rows[2]
+    np.testing.assert_array_equal(scattered, expected)
+    gathered = simulate(gather, table.copy(), rows, ids)
+    np.testing.assert_array_equal(gathered, [rows[0] + table[4], rows[1], rows[2] + table[1]])
+    with pytest.raises(ValueError, match="dma_compute.rmw"):
+        simulate(scatter, table.copy(), rows, np.array([[4], [4], [1]], np.int32))
