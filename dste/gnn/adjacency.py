@@ -42,8 +42,9 @@ def _binary_csr(rows: np.ndarray, cols: np.ndarray, n: int) -> sp.csr_matrix:
 def _check_binary(values: np.ndarray, what: str) -> None:
     if values.size and not np.all((values == 1) | (values == 0)):
         raise ValueError(
-            f"{what} has stored values other than 0/1; the layers take unweighted graphs. Encode a weighted "
-            "propagation matrix yourself (dste.format.encode()) and pass the DSTEMatrix"
+            f"{what} has stored values other than 0/1; the layers take unweighted graphs. Edges listed twice that "
+            "SciPy or torch's coalesce() summed into a 2: pass (adj != 0) to count each edge once. A weighted graph: "
+            "encode its propagation matrix yourself (dste.format.encode()) and pass the DSTEMatrix"
         )
 
 
@@ -55,8 +56,12 @@ def to_scipy_adjacency(adj, num_nodes: int | None = None) -> sp.csr_matrix:
             raise ValueError("an edge_index needs num_nodes (the layers pass x.shape[0])")
         if adj.dtype != torch.long or adj.dim() != 2 or adj.shape[0] != 2:
             looks_transposed = adj.dim() == 2 and adj.shape[1] == 2 and adj.shape[0] != 2
-            hint = ("an edge list [E, 2]? pass edge_index.t() (PyG's [2, E], sources in row 0)" if looks_transposed
-                    else "a dense adjacency matrix is not accepted: convert with .to_sparse()")
+            if looks_transposed:
+                hint = "an edge list [E, 2]? pass edge_index.t() (PyG's [2, E], sources in row 0)"
+            elif adj.dim() == 2 and adj.shape[0] == 2 and not adj.is_floating_point() and not adj.is_complex():
+                hint = "pass edge_index.long()"
+            else:
+                hint = "a dense adjacency matrix is not accepted: convert with .to_sparse()"
             raise ValueError(f"edge_index must be a torch.long tensor [2, E], got {adj.dtype} {tuple(adj.shape)} "
                              f"({hint})")
         if adj.device.type != "cpu":

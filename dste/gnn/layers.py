@@ -28,7 +28,12 @@ from .weights import CompressedWeight, value_version
 __all__ = ["GCNConv", "SAGEConv"]
 
 
-def _check_input(x, in_features: int, layer: str) -> None:
+def _check_input(x, in_features: int, layer: str, module: nn.Module | None = None) -> None:
+    if module is not None:
+        odd = next((p for p in module.parameters() if p.dtype != torch.float32), None)
+        if odd is not None:
+            raise TypeError(f"{layer}: its parameters are {odd.dtype}; the layers run in float32 (the kernels' "
+                            "operands), so .double() / .half() are not supported: call .float()")
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{layer}: x must be a torch tensor [n, {in_features}], got {type(x).__name__}")
     if x.layout not in (torch.strided, torch.sparse_coo):
@@ -179,7 +184,7 @@ class GCNConv(nn.Module):
         return self._propagation.get(adj, x.shape[0], self.norm)
 
     def forward(self, x, adj, backend: str | None = None):
-        _check_input(x, self.in_features, "GCNConv")
+        _check_input(x, self.in_features, "GCNConv", self)
         a = self.propagation(x, adj)
         out = spmm(a, self.lin(x, backend=backend), backend=backend)
         return out + self.bias if self.bias is not None else out
@@ -226,7 +231,7 @@ class SAGEConv(nn.Module):
         return self._propagation.get(adj, x.shape[0], self.norm)
 
     def forward(self, x, adj, backend: str | None = None):
-        _check_input(x, self.in_features, "SAGEConv")
+        _check_input(x, self.in_features, "SAGEConv", self)
         a = self.propagation(x, adj)
         if x.is_sparse and (self.lin_l.compressed is None or self.training):
             # The mean of sparse rows is dense: aggregate after the weight product, (A x) W^T = A (x W^T).

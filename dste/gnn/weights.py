@@ -8,6 +8,8 @@ weights. It runs as ``(W^T_enc @ h^T)^T`` through ``dste.spmm``: the same op, va
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -18,10 +20,13 @@ from dste.bindings.backends import resolve_backend
 __all__ = ["CompressedWeight", "magnitude_keep_mask", "value_version"]
 
 
-def value_version(tensor: torch.Tensor) -> tuple[int, int]:
-    """What identifies a weight's values for a copy made from them: the tensor and torch's count of in-place writes
-    to it (an optimizer step and ``load_state_dict`` write in place; a new Parameter is a new tensor)."""
-    return id(tensor), tensor._version
+def value_version(tensor: torch.Tensor) -> tuple[int, int, int]:
+    """What identifies a weight's values for a copy made from them: the tensor, torch's count of in-place writes to
+    it (an optimizer step and ``load_state_dict`` write in place; a new Parameter is a new tensor) and a CRC-32 of its
+    bytes, since a write through ``.data`` (``p.data.copy_``, ``vector_to_parameters``) counts as no write. The CRC
+    reads the tensor once: about 25 us for a 1,433 x 16 weight."""
+    flat = tensor.detach().reshape(-1).cpu().contiguous()
+    return id(tensor), tensor._version, zlib.crc32(flat.view(torch.uint8).numpy().data)
 
 
 def magnitude_keep_mask(values: np.ndarray, sparsity: float) -> np.ndarray:
