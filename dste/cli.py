@@ -117,8 +117,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="NeuronCore whose latency is modelled (default trn2, the only one the kernel runs on: "
                              "it gathers rows with indirect DMAs, NeuronCore-v3 and newer); never measured")
     parser.add_argument("--out", default=None,
-                        help="output directory for results.json, table.txt, accuracy_vs_latency.png and the "
-                             "controller checkpoint (default ./runs/<timestamp>)")
+                        help="output directory for results.json, table.txt, accuracy_vs_latency.png, frontier.png, "
+                             "snapshots.png and the controller checkpoint (default ./runs/<timestamp>)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 1 seed, 6 snapshots, at most 100 episodes and 60 epochs")
     parser.add_argument("--jobs", type=_jobs, default="auto",

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Run DSTE's kernels on a Neuron device: parity against SciPy/NumPy and measured against modelled latency.
 
-For each case (generated graphs with shuffled node ids, every X mode the kernel takes, at the
-target's logical-core setting: LNC2 on trn2, LNC1 on trn1), this script
+For each case (generated graphs with shuffled node ids, every X mode the kernel takes, at trn2's logical-core
+setting, LNC2; the SpMM kernel's indirect gathers need NeuronCore-v3 or newer, so trn1 is not offered), this script
 
 1. runs ``spmm_hybrid`` through the real ``nki.jit`` on the device (``backend="neuron"``) and checks Y
    against ``dste.reference.spmm_reference`` (float64 SciPy) within the kernel's documented error
@@ -12,7 +12,7 @@ target's logical-core setting: LNC2 on trn2, LNC1 on trn1), this script
 3. runs the same launches in ``dste.nkisim`` for the *modelled* latency (both DMA models);
 4. writes ``{case: {measured_us, modelled_us, modelled_optimistic_us, max_error / bound, ...}}`` to JSON.
 
-It needs a Trn1/Trn2 host with the Neuron SDK (``nki``, ``neuronx-cc``, ``torch-neuronx``) and exits
+It needs a Trn2 host with the Neuron SDK (``nki``, ``neuronx-cc``, ``torch-neuronx``) and exits
 with status 2 and a clear message anywhere else. **It has never run**: the development machines have no
 Neuron device or SDK, so every figure the project reports is modelled. Usage::
 
@@ -101,7 +101,8 @@ def _encoder_checks(target, seed):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", choices=("trn1", "trn2"), default="trn2")
+    parser.add_argument("--target", choices=("trn2",), default="trn2",
+                        help="the NeuronCore generation of the host (trn2: the kernel's gathers need NeuronCore-v3+)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("neuron_validation.json"))
     args = parser.parse_args(argv)
@@ -112,8 +113,8 @@ def main(argv=None):
               "run this on a Trn host with nki, neuronx-cc and torch-neuronx installed", file=sys.stderr)
         return 2
     # the runtime's logical-core setting decides what a launch may use: LNC2 is trn2's default
-    # (NEURON_LOGICAL_NC_CONFIG=1 switches a trn2 host to LNC1); trn1 has no LNC2
-    lncs = (2,) if args.target == "trn2" else (1,)
+    # (NEURON_LOGICAL_NC_CONFIG=1 switches a trn2 host to LNC1)
+    lncs = (2,)
     results = {"target": args.target, "note": "measured_us is measured on the device; modelled figures come "
                "from dste.nkisim's cost model"}
     results.update(_spmm_checks(args.target, lncs, args.seed))
