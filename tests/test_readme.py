@@ -47,3 +47,22 @@ def test_unmodified_kernel_example_runs_and_agrees_with_numpy(monkeypatch):
     # fp32 products accumulated in fp32 PSUM over K = 256: a few ulps of |a|.T @ |b|
     assert np.abs(y - expected).max() <= 1e-5 * (np.abs(a).T @ np.abs(b)).max()
     assert "modelled" in prof.table()
+
+
+def test_controller_example_runs_and_keeps_its_budget(monkeypatch, capsys):
+    text = README.read_text(encoding="utf-8")
+    match = re.search(r"fits the whole controller `dste run` reports.*?```python\n(.*?)```", text, re.S)
+    assert match, "README lost its controller python block"
+    scope: dict = {}
+    exec(compile(match.group(1), "README.md", "exec"), scope)
+    env, fitted, reward = scope["env"], scope["fitted"], scope["reward"]
+    from dste.controller import run_policy
+
+    controller = run_policy(env, fitted.policy, env.snapshots("heldout"))
+    for outcome in controller.outcomes:  # the guard's hard rule, where any plan fits
+        budget = fitted.guard.budget_us(outcome.snapshot)
+        assert budget is not None and (outcome.latency_us <= budget * (1 + 1e-9)
+                                       or outcome.latency_us <= fitted.guard.cheapest_us(outcome.snapshot) * (1 + 1e-9))
+    assert 0.0 <= controller.accuracy <= 1.0 and reward.budget == 0.95
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in printed] == ["dste_dqn", "greedy", "fp32", "int8", "static_sparse50_int8", "fp16"]

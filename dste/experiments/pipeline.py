@@ -56,33 +56,25 @@ from tqdm.auto import tqdm
 from dste.controller import (
     FP32_ACTION,
     ActionSpace,
-    BudgetGuard,
-    BudgetProjectedPlan,
     BudgetScheduleEnv,
     int8_multiple_budget,
     microsecond_budget,
     calibrate_margin,
     cross_fitted_static,
-    one_layer_trials,
-    plan_node_errors,
-    plan_values,
     snapshot_oracle,
     snapshot_oracles,
     static_sweep,
-    DQNConfig,
     DQNPolicy,
     FALLBACK_MARGINS,
     RandomPolicy,
     RewardConfig,
-    TrainConfig,
     greedy_search,
-    recency_weights,
     run_policy,
     static_baselines,
     train_controller,
 )
-from dste.controller.actions import costless_pruning
-from dste.controller.baselines import feasible_static_search, prefer_recent_plan
+from dste.controller.baselines import feasible_static_search
+from dste.controller.fit import RECENCY_HALF_LIFE, fit_controller, run_train_config
 from dste.experiments import strict_json
 from dste.experiments.memory import freed_memory_kept
 from dste.experiments.plots import plot_accuracy, plot_frontier, plot_snapshots
@@ -103,11 +95,6 @@ __all__ = ["run", "RunConfig", "format_table"]  # the last two re-exported: the 
 
 ACCURACY_FIRST_MEMORY_BUDGET = 1.0
 """The accuracy-first controller's memory ceiling, as a fraction of uniform INT8's footprint."""
-
-RECENCY_HALF_LIFE = 4.0
-"""Snapshots over which a training snapshot's weight halves when the fallback's plan is chosen (the last weighs most).
-Where features drift the held-out snapshots resemble the latest training ones more than the first; where the stream
-is steady the weights cost little (about 9 of 12 snapshots' worth of evidence). See the README's drift section."""
 
 COSTLESS_PRUNING_RULE_MODELS = ("gcn",)
 """Models whose fallback plans leave out pruning the cost model calls costless (``costless_pruning``). Measured with
@@ -261,62 +248,19 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
             schedule = int8_multiple_budget(cycle, env.reference_latency, fp32_latency)
         env = BudgetScheduleEnv(env, schedule, fp32_latency)
     reward = RewardConfig(config.lambda_latency, numeric_budget, config.budget_penalty)
-    stage("controller training")
-    train_config = TrainConfig(
-        episodes=config.episodes,
-        normalizer_episodes=min(32, config.episodes),
-        select_every=max(5, config.episodes // 40),
-        # Checkpoints are scored on every training snapshot: with the budget guard in place, holding a quarter
-        # of them out of the updates cost more in what the agent learns than it gained in selection.
-        selection_snapshots=0,
-        dqn=DQNConfig(seed=seed, updates_per_step=2),
-        reward=reward,
+    # The controller (dste.controller.fit): the DQN, greedy search's plan fitted to each budget as its fallback, and
+    # the margin the Q-values must clear to override it, all on the training snapshots.
+    fitted = fit_controller(
+        env, reward, train_ids, episodes=config.episodes, seed=seed,
+        leave_out_costless_pruning=config.model in COSTLESS_PRUNING_RULE_MODELS, probe=config.probe,
+        fallback=config.fallback, progress=show_progress(config), stage=stage,
     )
-    trained = train_controller(env, train_config, progress=show_progress(config))
-
-    stage("greedy search and its fitted plan")
-    greedy = greedy_search(env, reward, train_ids, progress=show_progress(config))
-    guard = BudgetGuard(env, reward)
-    # The fallback's plan: greedy search again with the later training snapshots weighing more, since the held-out
-    # ones continue the stream (RECENCY_HALF_LIFE); it reuses every plan the search above ran.
-    recency = recency_weights(len(train_ids), RECENCY_HALF_LIFE)
-    # On GCN it leaves out pruning the cost model says saves (next to) nothing on the training snapshots: such an
-    # action can only cost accuracy, and the gains it showed there were noise that lost on held-out snapshots. On
-    # GraphSAGE that pruning gained on held-out snapshots more often than not (COSTLESS_PRUNING_RULE_MODELS).
-    allowed = None
-    if config.model in COSTLESS_PRUNING_RULE_MODELS:
-        allowed = [~costless_pruning(env.action_space, [env.latency_table(s, layer) for s in train_ids])
-                   for layer in range(env.num_layers)]
-    recent = greedy_search(env, reward, train_ids, weights=recency, measured=greedy.trials, allowed=allowed)
-    # The weights trust fewer snapshots than the plain mean does: their plan is kept only where it beats the
-    # plain-mean plan (same rule) by more than a standard error on the training snapshots (prefer_recent_plan).
-    plain = greedy_search(env, reward, train_ids, measured=recent.trials, allowed=allowed)
-    plan, recency_choice = prefer_recent_plan(recent, plain, reward, recency)
-    plan_weights = recency if recency_choice.recent_kept else None
-    # That plan fitted to each snapshot's budget (label-free): a baseline, and the DQN's fallback.
-    neighbours = one_layer_trials(env, plan.actions, train_ids, measured=plain.trials)  # each run once, shared
-    values, samples = plan_values(
-        env, reward, plan.actions, train_ids, measured=neighbours, per_snapshot=True, weights=plan_weights
-    )
-    # The node-level noise of each move's gain: the training snapshots share their validation nodes, so a gain over
-    # snapshots can be the luck of those few hundred nodes (dste.controller.evidence).
-    node_errors = plan_node_errors(env, plan.actions, train_ids, measured=neighbours)
-    # Where that plan costs what greedy search's own does and greedy's keeps the budget, greedy's runs: a departure
-    # at the same latency only bets on accuracy, and where it loses the baseline dominates (projection, rule 5).
-    projected = BudgetProjectedPlan(
-        plan.actions, values, guard, samples=samples, probe=config.probe, node_errors=node_errors,
-        baseline_plan=greedy.actions,
-    )
-    # Whether the check also runs where greedy's plan fits, decided on the labelled training snapshots.
-    projected.validate_check(train_ids)
-    margin, margin_scores = 0.0, {}
-    if config.fallback:
-        # Conservative fallback: keep the projected plan's action unless the Q-values separate from it by more
-        # than a margin chosen on the training snapshots (see DQNPolicy and calibrate_margin).
-        margin, margin_scores = calibrate_margin(env, trained.agent, guard, projected, reward, train_ids)
-    dqn_policy = DQNPolicy(
-        trained.agent, guard=guard, fallback=projected if config.fallback else None, margin=margin
-    )
+    trained, greedy, guard, projected, dqn_policy = (
+        fitted.trained, fitted.greedy, fitted.guard, fitted.projected, fitted.policy)
+    train_config = run_train_config(reward, config.episodes, seed)
+    allowed, recent, plain, plan, recency_choice = (
+        fitted.allowed, fitted.recent, fitted.plain, fitted.plan, fitted.recency_choice)
+    margin, margin_scores = fitted.margin, fitted.margin_scores
     policies = static_baselines(env) + [RandomPolicy(len(env.action_space), seed=seed), greedy, projected, dqn_policy]
     if config.oracle:
         stage("best static policy in hindsight")
