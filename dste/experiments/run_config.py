@@ -167,17 +167,19 @@ def fp32_budget_fraction(budget: str) -> float:
 CSBM_PREFIX = "csbm:"
 
 
-CSBM_REAL_KNOBS = ("homophily", "locality", "mu", "degree_sigma", "community_shift", "class_concentration")
+CSBM_REAL_KNOBS = ("homophily", "locality", "mu", "degree_sigma", "community_shift", "class_concentration",
+                   "edge_shortfall_limit")
 """The fields of dste.data.CSBMParams a 'csbm:' spec reads as real numbers; the others (but ``name`` and
 ``community_size``) are whole numbers."""
 
 
 def csbm_spec(spec: str) -> dict:
-    """Generator knobs of a 'csbm:key=value,...' dataset (keys of dste.data.CSBMParams; base = cora-like).
-    ``community_size=MIN-MAX`` gives the range of community sizes."""
+    """Generator knobs of a 'csbm:key=value,...' dataset (keys of dste.data.CSBMParams, and make_graph's
+    ``edge_shortfall_limit``; base = cora-like). ``community_size=MIN-MAX`` gives the range of community sizes."""
     from dste.data import CSBMParams
 
-    allowed = list(CSBMParams.__dataclass_fields__)
+    # the generator's own knob beside the graph's: how far short of num_edges a small block model may fall
+    allowed = list(CSBMParams.__dataclass_fields__) + ["edge_shortfall_limit"]
     knobs: dict = {}
     body = spec[len(CSBM_PREFIX):]
     items = [part.strip() for part in body.split(",") if part.strip()]

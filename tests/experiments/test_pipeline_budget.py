@@ -55,6 +55,15 @@ def test_csbm_spec_refuses_unknown_keys():
         csbm_spec("csbm:nodes=10")
 
 
+def test_csbm_spec_takes_the_generators_shortfall_limit():
+    # the generator's error names edge_shortfall_limit as the way out; a csbm: spec refused it as "not a key"
+    spec = "csbm:num_nodes=400,num_edges=5000,community_size=2-2"
+    with pytest.raises(ValueError, match="edge_shortfall_limit"):
+        _load_base(RunConfig(dataset=spec))
+    graph = _load_base(RunConfig(dataset=spec + ",edge_shortfall_limit=0.9"))
+    assert 0 < graph.num_edges < 5000
+
+
 def test_csbm_spec_takes_a_community_size_range_and_refuses_malformed_values():
     knobs = csbm_spec("csbm:num_nodes=1500,num_edges=4000,community_size=16-64")
     assert knobs == {"num_nodes": 1500, "num_edges": 4000, "community_size": (16, 64)}
