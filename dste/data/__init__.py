@@ -9,7 +9,9 @@
     "planetoid:<name>"                  one's own data in the Planetoid layout (`ind.<name>.*` under `root`)
     "ogbn-<name>"                       an unpacked OGB node-property folder under `root`
     "<path>.npz"                        a CSR bundle written by `save_npz`, or a gnn-benchmark file (Amazon,
-                                        Coauthor, CitationFull: `dste.data.gnn_benchmark`, split drawn by `seed`)
+                                        Coauthor, CitationFull: `dste.data.gnn_benchmark`, split drawn by `seed`);
+                                        a relative path is looked up under the data root and in the working
+                                        directory (both holding it: refused as ambiguous)
 
 Nothing here touches the network.
 """
@@ -55,6 +57,20 @@ def _root_for(name: str, root) -> Path:
     return Path(root)
 
 
+def _npz_path(name: str, root) -> Path:
+    """A relative .npz path is looked up under the data root (``root``, else ``$DSTE_DATA_ROOT``) and in the working
+    directory; a file found in both places is refused as ambiguous rather than one of them read silently."""
+    path = Path(name)
+    root = root if root is not None else os.environ.get(DATA_ROOT_ENV)
+    if path.is_absolute() or root is None:
+        return path
+    under_root = Path(root) / path
+    if under_root.is_file() and path.is_file() and under_root.resolve() != path.resolve():
+        raise ValueError(f"{name!r} names two files: {under_root} (under the data root) and {path.resolve()} (in the "
+                         "working directory); give an absolute path")
+    return under_root if under_root.is_file() or not path.is_file() else path
+
+
 def load_dataset(name: str, root: str | os.PathLike | None = None, seed: int = 0) -> Graph:
     """Load or generate a dataset by name (see the module docstring); never downloads."""
     if isinstance(name, os.PathLike):
@@ -71,9 +87,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, seed: int = 0
     if key.startswith("ogbn-"):
         return load_ogb_folder(resolve_ogb_folder(key, _root_for(name, root)), name=key)
     if key.endswith(".npz"):
-        path = Path(name)
-        if not path.is_absolute() and root is not None:
-            path = Path(root) / path
+        path = _npz_path(name, root)
         try:
             return load_npz(path, split_seed=seed)
         except (ValueError, TypeError) as err:  # a Graph invariant the file breaks: name the file

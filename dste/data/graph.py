@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["Graph", "canonical_adjacency", "is_integer"]
+__all__ = ["CanonicalizedAdjacencyWarning", "Graph", "canonical_adjacency", "is_integer"]
 
 
 def is_integer(value) -> bool:
@@ -38,7 +40,29 @@ def canonical_adjacency(adj, n: int | None = None) -> sp.csr_matrix:
         raise ValueError("adjacency values contain NaN or Inf; an edge is a finite nonzero value")
     nonzero = coo.data != 0
     rows, cols = coo.row[nonzero].astype(np.int64), coo.col[nonzero].astype(np.int64)
-    return adjacency_from_pairs(rows, cols, adj.shape[0])
+    canonical = adjacency_from_pairs(rows, cols, adj.shape[0])
+    _warn_what_changed(coo, nonzero, rows, cols, canonical)
+    return canonical
+
+
+class CanonicalizedAdjacencyWarning(UserWarning):
+    """An adjacency lost direction, weights or self loops on its way into a ``Graph`` (undirected, 0/1, loop-free)."""
+
+
+def _warn_what_changed(coo, nonzero, rows, cols, canonical) -> None:
+    loops = int(np.count_nonzero(rows == cols))
+    weighted = int(np.count_nonzero(coo.data[nonzero] != 1))
+    given = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, cols)), shape=coo.shape)
+    given.sum_duplicates()
+    given.data[:] = 1.0
+    one_way = int(canonical.nnz - (given.nnz - int(given.diagonal().astype(bool).sum())))
+    changes = [text for count, text in (
+        (one_way, f"{one_way:,} one-way edges made two-way"), (weighted, f"{weighted:,} values other than 1 read as 1"),
+        (loops, f"{loops:,} self loops dropped")) if count]
+    if changes:
+        warnings.warn(CanonicalizedAdjacencyWarning(
+            "the adjacency was made undirected, unweighted and loop-free, as a Graph is: " + "; ".join(changes)),
+            stacklevel=3)
 
 
 def adjacency_from_pairs(rows: np.ndarray, cols: np.ndarray, n: int) -> sp.csr_matrix:

@@ -286,7 +286,10 @@ class SnapshotStream:
         classes = np.arange(base.num_classes)
         present = np.isin(classes, base.y)
         if not present.all():
-            raise ValueError(f"every class needs at least one node for drift; missing {classes[~present].tolist()}")
+            raise ValueError(
+                f"{base.name}: declares {base.num_classes} classes but no node has class "
+                f"{classes[~present].tolist()}; a stream moves every class's feature mean, so each class needs a node: "
+                "give the graph num_classes = the classes its labels use (renumbered 0..k-1)")
         self._class_means0 = np.stack([base.x[base.y == c].mean(axis=0) for c in classes]).astype(np.float64)
         self.feature_unit = feature_unit(base.x)
 

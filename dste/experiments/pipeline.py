@@ -96,6 +96,9 @@ __all__ = ["run", "RunConfig", "format_table"]  # the last two re-exported: the 
 ACCURACY_FIRST_MEMORY_BUDGET = 1.0
 """The accuracy-first controller's memory ceiling, as a fraction of uniform INT8's footprint."""
 
+FEW_TEST_NODES = 100
+"""Below this many test nodes ``dste run`` says how coarse its accuracies are (one node is over 1 point)."""
+
 COSTLESS_PRUNING_RULE_MODELS = ("gcn",)
 """Models whose fallback plans leave out pruning the cost model calls costless (``costless_pruning``). Measured with
 3 seeds per run (bench/README.md, "the costless-pruning rule by model"): on GCN leaving it out gained on all nine runs
@@ -131,6 +134,11 @@ def _load_base(config: RunConfig):
             "so each needs at least one (a gnn-benchmark file, a generated graph and the Planetoid files get a split "
             "drawn; a DSTE bundle carries its own)"
         )
+    test_nodes = int(graph.test_mask.sum())
+    if test_nodes < FEW_TEST_NODES:
+        print(f"dste run: {graph.name} has {test_nodes} test node{'s' if test_nodes > 1 else ''}: one node is "
+              f"{100 / test_nodes:.3g} points of every accuracy below, so differences smaller than that are not "
+              "resolved (a Planetoid split tests 1,000)", file=sys.stderr, flush=True)
     if graph.num_edges == 0:
         print(f"dste run: {graph.name} has no edges: no node has a neighbour to aggregate, and pruning "
               "edges changes nothing", file=sys.stderr, flush=True)
@@ -565,7 +573,7 @@ def run(config: RunConfig) -> dict:
     for entry in per_seed[1:]:
         entry.pop("agent")
     summary = summarise(per_seed)
-    if config.budget == "none" and "dste_dqn" in summary:
+    if config.budget is None and "dste_dqn" in summary:  # RunConfig reads --budget none as None
         summary["dste_dqn"]["label"] = "DSTE (DQN, no budget)"  # the reward prices latency; nothing caps it
     report = {
         "config": asdict(config),

@@ -52,6 +52,8 @@ def summarise(per_seed: list[dict]) -> dict:
             # paired per seed (each seed trains its own FP32 model): what the policy costs against that model
             "accuracy_minus_fp32_mean": float((acc - fp32_accuracy).mean()),
             "accuracy_minus_fp32_std": float((acc - fp32_accuracy).std()),
+            # one seed has no spread: its stds are 0.0 by arithmetic, and the table and acceptance say "one seed"
+            "seeds": len(rows),
         }
     return summary
 
@@ -95,7 +97,7 @@ def budget_note(reach: dict | None) -> str | None:
         return None
 
     def span(bounds: list[float]) -> str:
-        low, high = (f"{bound:.2f}" for bound in bounds)
+        low, high = (f"{bound:.3g}" for bound in bounds)  # .2f printed a tiny budget as 0.00
         return low if low == high else f"{low}-{high}"
 
     reachable = np.ceil(reach["cheapest_plan_share_of_fp32"][1] * 100 + 1e-9) / 100
@@ -103,6 +105,10 @@ def budget_note(reach: dict | None) -> str | None:
             f"{span(reach['budget_us'])} us, the cheapest plan {span(reach['cheapest_plan_us'])} us "
             f"({span(reach['cheapest_plan_share_of_fp32'])} of FP32's modelled latency); the controller takes the "
             f"cheapest plan there and overspends. --budget {reachable:.2f}fp32 or more is within reach there.")
+
+
+def _spread_pt(entry: dict, key: str) -> float | None:
+    return None if entry.get("seeds", 2) < 2 else 100 * entry[key]
 
 
 def acceptance(summary: dict) -> dict:
@@ -127,9 +133,10 @@ def acceptance(summary: dict) -> dict:
         "memory_ratio_fp32_over_dqn": fp32["bytes_mean"] / max(dqn["bytes_mean"], 1.0),
         "latency_ratio_fp32_over_dqn": fp32["latency_us_mean"] / max(dqn["latency_us_mean"], 1e-12),
         "dqn_reward_minus_greedy": dqn["reward_mean"] - summary["greedy"]["reward_mean"] if "greedy" in summary else None,
-        "dqn_accuracy_std_pt": 100 * dqn["accuracy_std"],
-        "fp32_accuracy_std_pt": 100 * fp32["accuracy_std"],
-        "dqn_minus_fp32_std_pt": 100 * dqn["accuracy_minus_fp32_std"],
+        # null with one seed, which has no spread to measure
+        "dqn_accuracy_std_pt": _spread_pt(dqn, "accuracy_std"),
+        "fp32_accuracy_std_pt": _spread_pt(fp32, "accuracy_std"),
+        "dqn_minus_fp32_std_pt": _spread_pt(dqn, "accuracy_minus_fp32_std"),
         "dqn_share_within_budget": dqn.get("share_within_budget"),
         "greedy_share_within_budget": summary["greedy"].get("share_within_budget") if "greedy" in summary else None,
     }
@@ -269,8 +276,9 @@ def format_table(summary: dict, target: str, names=None, quick: bool = False, no
             lines.append("  other baselines (same harness):")
         s = summary[name]
         b = s["bytes_by_kind"]
+        spread = f"+/- {100 * s['accuracy_std']:<4.2f}" if s.get("seeds", 2) > 1 else "(1 seed)"
         lines.append(
-            f"{s['label']:<28} {100 * s['accuracy_mean']:>15.2f} +/- {100 * s['accuracy_std']:<4.2f} "
+            f"{s['label']:<28} {100 * s['accuracy_mean']:>15.2f} {spread:<8} "
             f"{s['bytes_mean']:>13,.0f} {b['graph']:>9,.0f} {b['features']:>10,.0f} {b['weights']:>9,.0f} "
             f"{b['activations']:>9,.0f} {s['latency_us_mean']:>32.2f} {s['cpu_ms_mean']:>8.2f} {s['reward_mean']:>8.4f} "
             f"{paired_gap(s):>20}"
@@ -290,4 +298,6 @@ PAIRED_GAP_NOTE = (
 def paired_gap(s: dict) -> str:
     if "accuracy_minus_fp32_mean" not in s:
         return "-"
+    if s.get("seeds", 2) < 2:
+        return f"{100 * s['accuracy_minus_fp32_mean']:+.2f}"
     return f"{100 * s['accuracy_minus_fp32_mean']:+.2f} +/- {100 * s['accuracy_minus_fp32_std']:.2f}"

@@ -69,3 +69,22 @@ def test_edge_index_and_counts_match_adjacency():
 def test_bad_fields_are_refused_with_a_clear_message(changes, message):
     with pytest.raises((ValueError, TypeError), match=message):
         small_graph(**changes)
+
+
+def test_canonical_adjacency_says_what_it_changed():
+    import warnings
+
+    import numpy as np
+    import scipy.sparse as sp
+
+    from dste.data import canonical_adjacency
+    from dste.data.graph import CanonicalizedAdjacencyWarning
+
+    directed = sp.csr_matrix(np.array([[1, 2, 0], [0, 0, 1], [0, 1, 0]], np.float32))
+    with pytest.warns(CanonicalizedAdjacencyWarning, match="1 one-way edges made two-way; 1 values other than 1 read "
+                      "as 1; 1 self loops dropped"):
+        canonical_adjacency(directed)
+    undirected = sp.csr_matrix(np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CanonicalizedAdjacencyWarning)
+        canonical_adjacency(undirected)

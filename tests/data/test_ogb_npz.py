@@ -232,3 +232,25 @@ def test_refusals_name_the_file_and_the_first_offending_value(tmp_path, small_bu
     with pytest.raises(ValueError, match=r"nan_features.npz: node features \(x\) hold 1 NaN or Inf values, the first "
                                          r"nan at node 7, feature 3"):
         load_dataset(str(path))
+
+
+def test_a_relative_npz_path_found_under_the_root_and_here_is_refused_as_ambiguous(tmp_path, monkeypatch):
+    from dste.data import load_dataset, make_graph, save_npz
+
+    small = dict(num_nodes=600, num_edges=1200, num_val=100, num_test=150)
+    root, here = tmp_path / "root", tmp_path / "here"
+    (root / "d").mkdir(parents=True)
+    (here / "d").mkdir(parents=True)
+    save_npz(make_graph("cora-like", seed=0, num_features=8, **small), root / "d" / "g.npz")
+    monkeypatch.chdir(here)
+    assert load_dataset("d/g.npz", root=root).x.shape[1] == 8  # only under the root: read from there
+    save_npz(make_graph("cora-like", seed=0, num_features=16, **small), here / "d" / "g.npz")
+    for given_root, env in ((root, None), (None, str(root))):
+        if env is None:
+            monkeypatch.delenv("DSTE_DATA_ROOT", raising=False)
+        else:
+            monkeypatch.setenv("DSTE_DATA_ROOT", env)
+        with pytest.raises(ValueError, match="names two files"):
+            load_dataset("d/g.npz", root=given_root)
+    monkeypatch.delenv("DSTE_DATA_ROOT", raising=False)
+    assert load_dataset("d/g.npz").x.shape[1] == 16  # no root: the working directory's

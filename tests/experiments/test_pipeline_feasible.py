@@ -86,6 +86,17 @@ def test_table_has_the_paired_gap_column():
     assert int8_line.endswith(" -")
 
 
+def test_one_seed_reports_no_spread():
+    # one seed's stds are 0.0 by arithmetic; the table printed "+/- 0.00" and acceptance a 0.0-point spread
+    summary = summarise([_seed(0)])
+    table = format_table(summary, "trn2")
+    dqn_line = next(line for line in table.splitlines() if line.startswith(summary["dste_dqn"]["label"]))
+    assert "(1 seed)" in dqn_line and "+/-" not in dqn_line
+    checks = acceptance(summary)
+    assert checks["dqn_accuracy_std_pt"] is None and checks["fp32_accuracy_std_pt"] is None
+    assert checks["dqn_minus_fp32_std_pt"] is None
+
+
 def _choice(actions, reward, accuracy):
     return {"snapshot": 0, "actions": actions, "labels": [], "reward": reward, "accuracy": accuracy, "latency_us": 1.0}
 
