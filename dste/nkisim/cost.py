@@ -36,6 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .dtypes import is_tfloat32
+
 DMA_MODELS = ("descriptor", "optimistic")
 DEFAULT_DMA_MODEL = "descriptor"
 
@@ -90,7 +92,7 @@ CONSTANTS = {
     "matmul_min_cycles": Constant(64, 64, "cycles", f"{ARCH_V2} 'Tensor Engine', 'Cost Model' (MM_INIT_LATENCY, 64 "
                                                     "TensorE cycles on NeuronCore-v2); assumption: the same on v3"),
     "matmul_fp32_factor": Constant(4, 4, "x", f"{ARCH_V2} 'Tensor Engine', 'Cost Model' (FP32 inputs roughly 4x); "
-                                              "assumption: the same on v3"),
+                                              f"{ARCH_V3} (79 BF16/FP16/TF32 against 20 FP32 TFLOPS on trn2)"),
     "matmul_fp32_onezero_speedup": Constant(2, 2, "x", f"{ISA_STUBS} nc_matmul (:param is_stationary_onezero: / "
                                                        "is_moving_onezero: 'could lead to 2x better performance' for "
                                                        "float32)"),
@@ -106,10 +108,8 @@ CONSTANTS = {
                                                      "and tensor_scalar, SBUF, BF16/FP16, contiguous innermost dim)"),
     # ScalarE: ~N cycles, never below 64
     "scalar_min_cycles": Constant(64, 64, "cycles",
-                                  f"assumption: {ARCH_V2} 'Scalar Engine', 'Performance Consideration' gives ScalarE "
-                                  "the Vector Engine notes (about N cycles per instruction, one input); the 64-cycle "
-                                  "floor is the 'roughly 64 ScalarE cycles' of ActReadAccumulator ('Pipelined "
-                                  "Reduction'), taken as the least any ScalarE instruction costs"),
+                                  "nki/api/nki.api.shared.rst, Scalar Engine cost (max(MIN_II, N), MIN_II roughly 64 "
+                                  f"cycles); {ARCH_V2} 'Scalar Engine', 'Performance Consideration' (about N cycles)"),
     # GpSimd: no documented rule of thumb; modelled like v2 VectorE (N per input + fixed)
     "gpsimd_fixed_cycles": Constant(100, 100, "cycles", f"assumption: {ARCH_V2} 'GpSimd Engine', 'Cost Model' says "
                                                         "there is no rule of thumb; modelled like VectorE"),
@@ -213,7 +213,8 @@ def matmul_cycles(n, dtype, target, onezero=False):
     """TensorE cycles of one matmul streaming ``n`` moving columns: ``max(n, 64)``, x4 for fp32 inputs
     (x2 when an fp32 operand is flagged 0/1 with ``is_*_onezero``)."""
     cycles = max(int(n), constant("matmul_min_cycles", target))
-    if np.dtype(dtype) == np.dtype(np.float32):
+    # tfloat32 streams at the BF16 rate (trn2: 79 BF16/FP16/TF32 against 20 FP32 TFLOPS)
+    if np.dtype(dtype) == np.dtype(np.float32) and not is_tfloat32(dtype):
         factor = constant("matmul_fp32_factor", target)
         if onezero:
             factor /= constant("matmul_fp32_onezero_speedup", target)

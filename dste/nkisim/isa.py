@@ -273,12 +273,11 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     check_writable(instr, dst)
     with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf operands propagate as TensorE's fp32 math does
         result = _transpose_mode_result(st, mv) if transpose_mode else st.T @ mv
-    written = matmul_marks(dst)
+    written = matmul_marks(dst).copy()  # a view of the marks where dst is contiguous; they are set below
     if accumulate is None:
-        add = bool(written.all())
-        if written.any() and not add:
-            violate("nc_matmul.accumulate", f"nisa.nc_matmul: accumulate=None on {dst.name!r} where only part of dst "
-                    "holds an earlier matmul result; pass accumulate=False or True explicitly")
+        # inferred per location: a location a matmul wrote accumulates, another starts (nc_matmul, "Accumulation
+        # mode"); overlapping accumulation regions (the convolution pattern) are correct from 0.6 (release notes)
+        add = written.reshape(m, n)
     elif accumulate is True:
         if not written.all():
             violate("nc_matmul.accumulate", f"nisa.nc_matmul: accumulate=True onto {dst.name!r}, which no matmul has "
@@ -289,11 +288,14 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     else:
         violate("nc_matmul.accumulate", f"nisa.nc_matmul: accumulate must be None, False or True, got {accumulate!r}")
     out = dst.array()
-    if add:
+    if isinstance(add, np.ndarray):
+        result = np.where(add, out.reshape(m, n).astype(np.float32) + result, result)
+    elif add:
         result = out.reshape(m, n).astype(np.float32) + result
     out[...] = result.reshape(dst.shape)
     set_matmul_marks(dst, True)
-    in_dtype = dt.float32 if dt.float32 in (stationary.dtype, moving.dtype) else dt.bfloat16
+    wide = [t.dtype for t in (stationary, moving) if t.dtype == dt.float32]  # fp32 or tfloat32
+    in_dtype = (dt.tfloat32 if all(dt.is_tfloat32(d) for d in wide) else dt.float32) if wide else dt.bfloat16
     onezero = bool(is_stationary_onezero or is_moving_onezero)
     cycles = cost.matmul_cycles(n, in_dtype, target(), onezero=onezero)
     record("tensor", instr, cycles)

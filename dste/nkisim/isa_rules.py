@@ -109,8 +109,10 @@ _RULES = [
      "<= 512 on v2/v3", _doc("nc_matmul", "Tile size")),
     ("nc_matmul.psum_bank", "a matmul output fits one PSUM bank (2 KiB per partition) on v2/v3",
      _doc("nc_matmul", "Tile size: 512 fp32 per PSUM bank")),
-    ("nc_matmul.accumulate", "accumulate=True only onto PSUM a matmul wrote; None infers; a non-matmul write "
-     "cannot be accumulated onto", _doc("nc_matmul", "Accumulation mode")),
+    ("nc_matmul.accumulate", "accumulate=True only onto PSUM a matmul wrote; None infers per location (a location "
+     "a matmul wrote accumulates, another starts); a non-matmul write cannot be accumulated onto",
+     _doc("nc_matmul", "Accumulation mode") + "; " + "release-notes/components/nki.rst, 0.6.0 (overlapping "
+     "accumulation regions)"),
     ("nc_matmul.perf_mode", "double_row needs NeuronCore-v3+, fp8 inputs, a first free dim of 2, no column tiling",
      _doc("nc_matmul", "Performance mode / Layout")),
     ("nc_matmul.tiling", "tile_position and tile_size are set together; row/column sizes 32 (v3+), 64 or 128; "
@@ -176,7 +178,8 @@ _RULES = [
     ("dma_copy.engine", "engine (sync or scalar) is only valid with dge_mode.hwdge", _doc("dma_copy", ":param engine:")),
     ("dma_copy.priority", "priority is 0-3 and NeuronCore-v4+ only", _doc("dma_copy", ":param priority:")),
     ("dma_copy.indirect", "vector_offset indirection needs software DGE and only one indirect side",
-     _doc("dma_copy", "Indirect addressing")),
+     _doc("dma_copy", "Indirect addressing") + " and nki/deep-dives/nki-dge.rst (software DGE); assumption: only one "
+     "indirect side (no page states it; every example has one)"),
     ("dma_copy.indirect_v3", "vector_offset (gather/scatter) DMAs need NeuronCore-v3+: software DGE supports "
      "indirect access from v3 on", "nki/deep-dives/nki-dge.rst, DGE mode table (swdge: Min HW 'Any (indirect: v3+)')"),
     ("dma_copy.oob", "out-of-range indirect indices raise unless oob_mode.skip", _doc("dma_copy", ":param oob_mode:")),

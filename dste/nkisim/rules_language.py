@@ -120,7 +120,9 @@ _RULES = [
      "assumption: NkiTensor.__setitem__ has no documented semantics in the stub"),
     ("view.on-chip-2d", "views of on-chip tensors keep the partition dim and stay at least 2-D; integer "
      "indexing on dim 0 keeps a size-1 partition dim", f"{TENSOR}, def __getitem__ (docstring)"),
-    ("view.index.range", "indices and slices stay inside the tensor", f"{TENSOR}, def __getitem__ (docstring)"),
+    ("view.index.range", "indices and slices stay inside the tensor", f"assumption: {TENSOR}, def __getitem__ calls "
+     "indexing NumPy-style, which clamps an out-of-range slice; the simulator refuses it as a kernel bug (the docs "
+     "bound only .slice and .select)"),
     ("view.broadcast.size-one", ".broadcast(dim, size) needs t.shape[dim] == 1", _method("broadcast")),
     ("view.broadcast.partition", "on-chip tensors cannot broadcast the partition dim (dim 0)", _method("broadcast")),
     ("view.broadcast.write", "a broadcast (stride-0) view cannot be written", "assumption: several elements of a "
@@ -156,7 +158,8 @@ _RULES = [
     ("view.vector_select.dim", ".vector_select(dim, vector_offset) needs dim == 0", _method("vector_select")),
     ("view.vector_select.hbm", ".vector_select works on HBM tensors only", _method("vector_select")),
     ("view.vector_select.index", "the vector_offset is an SBUF (num_partitions, 1) int32/uint32 tile",
-     f"{TENSOR}, def vector_select (':param vector_offset:')"),
+     f"{TENSOR}, def vector_select (':param vector_offset:', the shape); assumption: the int32/uint32 dtype (the "
+     "docs show those in examples and name no dtype)"),
     ("view.view.contiguous", ".view(dtype) needs a contiguous last dim", _method("view")),
     ("view.view.divisible", ".view(dtype) to a larger dtype needs the last dim's bytes divisible by it",
      _method("view")),
