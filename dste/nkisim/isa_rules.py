@@ -152,8 +152,8 @@ _RULES = [
      _doc("tensor_scalar_cumulative", "Operation constraints")),
     ("range_select.operands", "comparison ops are equal/less/less_equal/greater/greater_equal; on_true_tile is "
      "float; bounds are float32 [P, 1]; on_false_value is FP32_MIN", _doc("range_select")),
-    ("select_reduce.operands", "predicate int8/uint8/int16/uint16; on_true not tfloat32/int32/uint32; on_false fp32 "
-     "scalar or [P, 1]; on_true and predicate not both in PSUM", _doc("select_reduce")),
+    ("select_reduce.operands", "predicate int8/uint8/int16/uint16; on_true not tfloat32/int32/uint32; on_false an fp32 "
+     "scalar or a [P, 1] vector of any dtype; on_true and predicate not both in PSUM", _doc("select_reduce")),
     ("bn_stats.size", "bn_stats reads at most 512 elements per partition and writes 6", _doc("bn_stats")),
     ("bn_aggr.size", "bn_aggr reads a multiple of 3 elements per partition and writes 2", _doc("bn_aggr")),
     ("max8.size", "max8/nc_find_index8 read 8..16384 elements per partition and write 8", _doc("max8")),

@@ -215,7 +215,7 @@ def select_reduce(dst, predicate, on_true, on_false, reduce_res=None, reduce_cmd
     if on_true.dtype in (dt.int32, dt.uint32) or dt.is_tfloat32(on_true.dtype):
         violate("select_reduce.operands", f"nisa.{instr}: on_true dtype {dt.name(on_true.dtype)} is not allowed "
                 "(no tfloat32, int32, uint32)")
-    require_fp32_tile(instr, "on_false", on_false, "select_reduce.operands")
+    # on_false: a float32 scalar or a [P, 1] vector, which may have any dtype (only a scalar must be float32)
     p = on_true.shape[0]
     false_values = column_operand(instr, "on_false", on_false, p, "select_reduce.operands")
     mask = read2d(predicate) != 0

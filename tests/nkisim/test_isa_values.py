@@ -205,3 +205,18 @@ def test_tfloat32_is_refused_where_the_docs_except_it():
         run(bias_tf32)
     with pytest.raises(ConstraintError, match="select_reduce.operands"):
         run(on_true_tf32)
+
+
+def test_select_reduce_takes_an_on_false_vector_of_any_dtype():
+    # "on_false dtype must be float32 if on_false is a scalar" (nisa.select_reduce): a [P, 1] vector may be bf16
+    x = np.arange(8, dtype=np.float32).reshape(4, 2)
+    predicate = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], np.uint8)
+    fallback = np.array([[-1.0], [-2.0], [-3.0], [-4.0]], np.float32)
+
+    def body(o):
+        dst = empty((4, 2))
+        nisa.select_reduce(dst=dst, predicate=tile(predicate, nl.uint8), on_true=tile(x),
+                           on_false=tile(fallback, nl.bfloat16))
+        o["y"] = dst.numpy()
+
+    np.testing.assert_array_equal(run(body)["y"], np.where(predicate != 0, x, fallback))
