@@ -50,21 +50,27 @@ def dataset_names() -> str:
     )
 
 
-def _root_for(name: str, root) -> Path:
+def _data_root(root) -> Path | None:
+    """``root``, else ``$DSTE_DATA_ROOT``; None without either."""
     root = root if root is not None else os.environ.get(DATA_ROOT_ENV)
+    return None if root is None else Path(root)
+
+
+def _root_for(name: str, root) -> Path:
+    root = _data_root(root)
     if root is None:
         raise ValueError(f"dataset {name!r} is read from disk: pass root=... or set {DATA_ROOT_ENV}")
-    return Path(root)
+    return root
 
 
 def _npz_path(name: str, root) -> Path:
     """A relative .npz path is looked up under the data root (``root``, else ``$DSTE_DATA_ROOT``) and in the working
     directory; a file found in both places is refused as ambiguous rather than one of them read silently."""
     path = Path(name)
-    root = root if root is not None else os.environ.get(DATA_ROOT_ENV)
+    root = _data_root(root)
     if path.is_absolute() or root is None:
         return path
-    under_root = Path(root) / path
+    under_root = root / path
     if under_root.is_file() and path.is_file() and under_root.resolve() != path.resolve():
         raise ValueError(f"{name!r} names two files: {under_root} (under the data root) and {path.resolve()} (in the "
                          "working directory); give an absolute path")

@@ -8,9 +8,8 @@ generator in `dste.data` produces exactly this form and `Graph` checks it on con
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -41,7 +40,7 @@ def canonical_adjacency(adj, n: int | None = None) -> sp.csr_matrix:
     nonzero = coo.data != 0
     rows, cols = coo.row[nonzero].astype(np.int64), coo.col[nonzero].astype(np.int64)
     canonical = adjacency_from_pairs(rows, cols, adj.shape[0])
-    _warn_what_changed(coo, nonzero, rows, cols, canonical)
+    _warn_what_changed(coo.data[nonzero], rows, cols, canonical)
     return canonical
 
 
@@ -49,13 +48,14 @@ class CanonicalizedAdjacencyWarning(UserWarning):
     """An adjacency lost direction, weights or self loops on its way into a ``Graph`` (undirected, 0/1, loop-free)."""
 
 
-def _warn_what_changed(coo, nonzero, rows, cols, canonical) -> None:
-    loops = int(np.count_nonzero(rows == cols))
-    weighted = int(np.count_nonzero(coo.data[nonzero] != 1))
-    given = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, cols)), shape=coo.shape)
-    given.sum_duplicates()
-    given.data[:] = 1.0
-    one_way = int(canonical.nnz - (given.nnz - int(given.diagonal().astype(bool).sum())))
+def _warn_what_changed(values, rows, cols, canonical) -> None:
+    """Warn what ``canonical`` changed of the given edges (``values`` at ``rows``, ``cols``, all nonzero)."""
+    off_diagonal = rows != cols
+    loops = int(rows.size - np.count_nonzero(off_diagonal))
+    weighted = int(np.count_nonzero(values != 1))
+    # the canonical form stores each edge both ways: beyond the distinct given pairs, one entry per one-way edge
+    given_pairs = np.unique(rows[off_diagonal] * canonical.shape[1] + cols[off_diagonal]).size
+    one_way = int(canonical.nnz - given_pairs)
     changes = [text for count, text in (
         (one_way, f"{one_way:,} one-way edges made two-way"), (weighted, f"{weighted:,} values other than 1 read as 1"),
         (loops, f"{loops:,} self loops dropped")) if count]

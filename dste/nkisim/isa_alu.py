@@ -206,11 +206,9 @@ ACTIVATION_VALID_RANGE = {
 
 
 def outside_valid_range(name, x):
-    """bool array: where ``x`` lies outside tbl-act-func's Valid Input Range of activation ``name`` (NaN: never)."""
-    bounds = ACTIVATION_VALID_RANGE.get(name)
-    if bounds is None:
-        return np.zeros(np.shape(x), dtype=bool)
-    low, high, signed = bounds
+    """bool array: where ``x`` lies outside tbl-act-func's Valid Input Range of activation ``name``, one of
+    ``ACTIVATION_VALID_RANGE`` (NaN: never)."""
+    low, high, signed = ACTIVATION_VALID_RANGE[name]
     with np.errstate(invalid="ignore"):
         if signed is None:  # a plain interval
             return (x < low) | (x > high)

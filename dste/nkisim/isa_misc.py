@@ -198,6 +198,7 @@ def _read_modify_write(instr, dst, srcs, unique_indices, skip):
                     "a vector_offset and the other that same dst")
         view, rows_of = srcs[indirect[0]], dst
     rows = view.shape[0]
+    row_elems = view.size // max(rows, 1)
     if rows_of.size != view.size:
         violate("dma_compute.operands", f"nisa.{instr}: element counts differ ({rows_of.name!r} has {rows_of.size}, "
                 f"{view.name!r} {view.size})")
@@ -211,13 +212,12 @@ def _read_modify_write(instr, dst, srcs, unique_indices, skip):
         data_rows = dt.to_fp32(read2d(rows_of)).reshape(rows, -1)[valid]
         flat[element_index] = dt.cast(dt.to_fp32(flat[element_index]) + data_rows, view.dtype)
     else:
-        gathered = np.zeros((rows, view.size // max(rows, 1)), dtype=np.float32)
+        gathered = np.zeros((rows, row_elems), dtype=np.float32)
         gathered[valid] = dt.to_fp32(flat[element_index])
         write(instr, dst, dt.to_fp32(read2d(dst)).reshape(rows, -1) + gathered)
-    row_elems = view.size // max(rows, 1)
-    moved = int(np.count_nonzero(valid)) * row_elems
+    n_valid = int(np.count_nonzero(valid))
     item = max(view.dtype.itemsize, rows_of.dtype.itemsize)
-    record_dma(instr, moved * item * 3, sbuf_span(rows_of), row_elems * item, int(np.count_nonzero(valid)), True)
+    record_dma(instr, n_valid * row_elems * item * 3, sbuf_span(rows_of), row_elems * item, n_valid, True)
 
 
 # -- virtual registers -----------------------------------------------------------------------------

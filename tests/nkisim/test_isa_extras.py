@@ -2,28 +2,12 @@
 
 import numpy as np
 
-import dste.nkisim as sim
 from dste.nkisim import isa as nisa
 from dste.nkisim import language as nl
 
+from .kernel_bodies import empty, run, tile
+
 RNG = np.random.default_rng(11)
-
-
-def run(body, target="trn2"):
-    out = {}
-    sim.run_kernel(lambda: body(out), (), {}, target=target)
-    return out
-
-
-def tile(values, dtype=nl.float32):
-    values = np.asarray(values)
-    t = nl.ndarray(values.shape, dtype, buffer=nl.sbuf)
-    t.array()[...] = values.astype(t.dtype)
-    return t
-
-
-def empty(shape, dtype=nl.float32):
-    return nl.ndarray(shape, dtype, buffer=nl.sbuf)
 
 
 def test_bn_stats_then_bn_aggr_give_mean_and_variance():

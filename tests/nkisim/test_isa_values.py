@@ -11,29 +11,13 @@ import warnings
 import numpy as np
 import pytest
 
-import dste.nkisim as sim
 from dste.nkisim import isa as nisa
 from dste.nkisim import language as nl
 from dste.nkisim.errors import ConstraintError, InvalidActivationInputWarning
 
+from .kernel_bodies import empty, run, tile
+
 BIG = 2**24 + 1  # the first integer float32 cannot hold
-
-
-def run(body, target="trn2"):
-    out = {}
-    sim.run_kernel(lambda: body(out), (), {}, target=target)
-    return out
-
-
-def tile(values, dtype=nl.float32):
-    values = np.asarray(values)
-    t = nl.ndarray(values.shape, dtype, buffer=nl.sbuf)
-    t.array()[...] = values.astype(t.dtype)
-    return t
-
-
-def empty(shape, dtype=nl.float32, buffer=nl.sbuf):
-    return nl.ndarray(shape, dtype, buffer=buffer)
 
 
 @pytest.mark.parametrize("op, expected", [

@@ -12,30 +12,15 @@ from dste.nkisim import language as nl
 from dste.nkisim import isa_rules, rules, version
 from dste.nkisim.errors import NkiValidationError
 
+from .kernel_bodies import run, tile
+
 DOCS = Path(__file__).parents[2] / "docs"
 RNG = np.random.default_rng(7)
-
-
-def run(body, target="trn2"):
-    out = {}
-
-    def kernel():
-        body(out)
-
-    sim.run_kernel(kernel, (), {}, target=target)
-    return out
 
 
 def refused(rule_id, body, target="trn2"):
     with pytest.raises(NkiValidationError, match=re.escape(f"[rule {rule_id};")):
         run(body, target)
-
-
-def tile(values, dtype=nl.float32, buffer=nl.sbuf):
-    values = np.asarray(values)
-    t = nl.ndarray(values.shape, dtype, buffer=buffer)
-    t.array()[...] = values.astype(t.dtype)
-    return t
 
 
 X = RNG.standard_normal((128, 8)).astype(np.float32)
