@@ -121,7 +121,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="output directory for results.json, table.txt, accuracy_vs_latency.png, frontier.png, "
                              "snapshots.png and the controller checkpoint (default ./runs/<timestamp>)")
     parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: 1 seed, 6 snapshots, at most 100 episodes and 60 epochs")
+                        help="a smoke run: 1 seed, 6 snapshots (7 on the bursty stream, so that a held-out snapshot "
+                             "is a burst), at most 100 episodes and 60 epochs")
     parser.add_argument("--jobs", type=_jobs, default="auto",
                         help="seeds run in this many worker processes at once; 'auto' (default): one per core this "
                              "process may use, at most one per seed, as many as the available memory holds (a "

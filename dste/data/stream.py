@@ -33,7 +33,7 @@ from .graph import Graph, adjacency_from_pairs, is_integer
 
 __all__ = [
     "StreamParams", "Snapshot", "SnapshotStream", "make_stream", "block_model_of", "STREAM_PRESETS", "stream_params",
-    "feature_unit",
+    "feature_unit", "burst_steps", "snapshots_with_heldout_burst",
 ]
 
 
@@ -468,6 +468,24 @@ def heldout_count(total: int, fraction: float) -> int:
     when ``total >= 2`` and the fraction > 0), never every snapshot."""
     # rounded first: 0.07 * 100 is 7.000000000000001 in binary, whose ceil would hold out 8
     return min(int(np.ceil(round(fraction * total, 9))), total - 1)
+
+
+def burst_steps(params: StreamParams, total: int) -> list[int]:
+    """The burst steps among snapshots ``0 .. total - 1`` of a stream with ``params`` (none without bursts)."""
+    return [t for t in range(total) if params._bursting(t)]
+
+
+def snapshots_with_heldout_burst(params: StreamParams, at_least: int) -> int:
+    """The fewest snapshots, at least ``at_least``, whose held-out part (``heldout_fraction``) holds a burst step of
+    ``params``; ``at_least`` itself for a stream without bursts. A run that judges a bursty stream only on quiet
+    snapshots never sees the situation the stream exists for: six snapshots hold out the fifth and sixth, and with
+    a burst every third step both are quiet."""
+    if params.burst_every <= 0 or params.heldout_fraction == 0:
+        return at_least
+    total = max(at_least, 2)
+    while not any(params._bursting(t) for t in range(total - heldout_count(total, params.heldout_fraction), total)):
+        total += 1  # ends within burst_every steps: the last snapshot, always held out, takes every index
+    return total
 
 
 def _refuse_shortfall(t: int, what: str, drawn: int, wanted: int, limit: float, remedy: str) -> None:

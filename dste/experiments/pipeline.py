@@ -75,6 +75,7 @@ from dste.controller import (
 )
 from dste.controller.baselines import feasible_static_search
 from dste.controller.fit import RECENCY_HALF_LIFE, fit_controller, run_train_config
+from dste.data.stream import heldout_count, snapshots_with_heldout_burst, stream_params
 from dste.experiments import strict_json
 from dste.experiments.memory import freed_memory_kept
 from dste.experiments.plots import plot_accuracy, plot_frontier, plot_snapshots
@@ -152,6 +153,17 @@ def _load_base(config: RunConfig):
     return scaled
 
 
+def _notice_quiet_heldout(config: RunConfig) -> None:
+    """Say so when a bursty stream's held-out snapshots, as ``--snapshots`` sets them, hold no burst."""
+    params = stream_params(config.stream)
+    enough = snapshots_with_heldout_burst(params, config.snapshots)
+    if enough != config.snapshots:
+        held_out = heldout_count(config.snapshots, params.heldout_fraction)
+        print(f"dste run: with --snapshots {config.snapshots} the held-out snapshots ({held_out}, the last) hold "
+              f"no burst (every {params.burst_every}th step), so the tables judge quiet snapshots only; "
+              f"--snapshots {enough} holds one out", file=sys.stderr, flush=True)
+
+
 def _cpu_times_ms(env, snapshot: int, plans: dict, repeats: int) -> dict:
     """Per plan (name -> per-layer actions), the shortest wall time of one inference through the DSTE torch ops (CPU
     backend) in milliseconds: one untimed call each (its encodings and weights are built and cached), then ``repeats``
@@ -193,8 +205,6 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     from dste.experiments.env_layers import LayerEvaluator, run_bytes_budget
     from dste.experiments.gnn_env import GNNCompressionEnv
     from dste.gnn import make_model, train_fp32_on_snapshots, train_new_fp32_model
-
-    from dste.data.stream import stream_params
 
     params = stream_params(config.stream, config.snapshots)
     stream = SnapshotStream(base, params, seed=seed if config.stream_seed is None else config.stream_seed)
@@ -562,6 +572,7 @@ def run(config: RunConfig) -> dict:
         raise
     if warning:
         print(warning, file=sys.stderr, flush=True)
+    _notice_quiet_heldout(config)
     try:
         out.mkdir(parents=True, exist_ok=True)  # after the checks: a refused run leaves no empty directory behind
     except OSError as error:

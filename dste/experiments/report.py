@@ -246,7 +246,7 @@ def frontier_summary(per_seed: list[dict], summary: dict) -> dict | None:
 
 
 SMOKE_RUN_NOTE = (
-    "SMOKE RUN (--quick: 1 seed, <= 6 snapshots, <= 100 episodes, <= 60 epochs): these numbers only show that "
+    "SMOKE RUN (--quick: 1 seed, <= 7 snapshots, <= 100 episodes, <= 60 epochs): these numbers only show that "
     "the job runs; they are not results"
 )
 

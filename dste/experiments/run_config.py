@@ -22,6 +22,10 @@ MIN_SNAPSHOTS = 4
 """The fewest snapshots a run takes: at least one held out and several to train on."""
 
 
+QUICK_SNAPSHOTS = 6
+"""A ``--quick`` run's snapshots (at most; one more where a bursty stream would otherwise hold out no burst)."""
+
+
 @dataclass
 class RunConfig:
     """The options of one ``dste run`` (``dste run --help`` explains each); checked and normalised on construction."""
@@ -58,7 +62,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if self.quick:
-            self.seeds, self.snapshots = min(self.seeds, 1), min(6 if self.snapshots is None else self.snapshots, 6)
+            self.seeds = min(self.seeds, 1)
+            self.snapshots = min(QUICK_SNAPSHOTS if self.snapshots is None else self.snapshots, QUICK_SNAPSHOTS)
             self.episodes = min(100 if self.episodes is None else self.episodes, 100)
             self.epochs = min(self.epochs, 60)
         for name in ("seeds", "episodes", "hidden", "epochs", "timing_repeats", "jobs"):
@@ -78,7 +83,7 @@ class RunConfig:
         if self.target not in RUN_TARGETS:
             raise ValueError(f"target must be one of {RUN_TARGETS} (the kernel gathers rows with indirect DMAs, "
                              f"NeuronCore-v3 and newer), got {self.target!r}")
-        from dste.data.stream import STREAM_PRESETS
+        from dste.data.stream import STREAM_PRESETS, snapshots_with_heldout_burst
 
         if not isinstance(self.dataset, str) or not self.dataset.strip():
             raise ValueError(f"--dataset must name a dataset, got {self.dataset!r}")
@@ -126,6 +131,9 @@ class RunConfig:
                         f"0.33fp32) or a positive fraction of the uniform-INT8 latency, got {spelled!r}"
                     ) from None
         preset = STREAM_PRESETS[self.stream][0]
+        if self.quick and self.snapshots == QUICK_SNAPSHOTS:
+            # a bursty smoke run judged on quiet snapshots only would show nothing of bursts
+            self.snapshots = snapshots_with_heldout_burst(preset, QUICK_SNAPSHOTS)
         if (preset.budget_cycle or preset.budget_slo) and not (
                 self.budget == "static50" or (isinstance(self.budget, str) and self.budget.endswith("fp32"))):
             # the stream's own budget replaces it: it was ignored, and results.json recorded it as the run's

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
+from dste.data.stream import snapshots_with_heldout_burst, stream_params
 from dste.experiments.run_config import MIN_SNAPSHOTS, RunConfig
 
 __all__ = ["GraphSize", "auto_jobs", "default_jobs", "memory_check", "schedule_for", "worker_peak_bytes",
@@ -20,7 +21,8 @@ SCHEDULES = {"default": (16, 1500), "large": (6, 200)}
 """(snapshots, controller episodes) per schedule. A layer run at ogbn-arxiv's size takes about a second (its
 quantizations and SpMM over every node) and each snapshot adds 48 first-layer runs to greedy search and the
 static sweep, so the large-graph schedule judges fewer snapshots (four training, two held out) and trains the
-controller for fewer episodes; everything else about the method is unchanged."""
+controller for fewer episodes; everything else about the method is unchanged. A bursty stream gets one snapshot
+more where the count would hold out no burst (``dste.data.stream.snapshots_with_heldout_burst``)."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,10 @@ def schedule_for(config: RunConfig, size: GraphSize) -> RunConfig:
     above ``LARGE_GRAPH_NODES`` nodes, else ``"default"``; values the run set are kept. ``jobs="auto"`` becomes
     ``auto_jobs(size, snapshots)``."""
     snapshots, episodes = SCHEDULES["large" if size.nodes > LARGE_GRAPH_NODES else "default"]
-    snapshots = snapshots if config.snapshots is None else config.snapshots
+    if config.snapshots is None:  # the schedule's count, lengthened until a bursty stream holds out a burst
+        snapshots = snapshots_with_heldout_burst(stream_params(config.stream), snapshots)
+    else:
+        snapshots = config.snapshots
     jobs = config.jobs
     if jobs == "auto":
         jobs = auto_jobs(size, snapshots)

@@ -80,6 +80,7 @@ from dste.format.constants import (
     WINDOW_ROWS,
     TileKind,
 )
+from dste.format.bits import popcount
 from dste.format.errors import DSTEFormatError
 from dste.format.matrix import DSTEMatrix, entry_used_words
 from dste.format.policy import (
@@ -1324,7 +1325,9 @@ def update_windows(old: DSTEMatrix, new_matrix, changed_rows, row_scale=None, co
     with the same permutations and policy provided the stored (factored) values of the
     untouched windows did not change; the GCN case (BIN tiles, new degree scales) always
     satisfies this. Masks of the untouched windows are kept; re-encoded windows start
-    fully kept.
+    fully kept. A ``changed_rows`` that leaves out a row whose window holds a different
+    number of entries in ``new_matrix`` is refused (``DSTEFormatError``); one that leaves out
+    an entry moved within its window at the same count cannot be told from a correct one.
     """
     if old.encode_policy is None:
         raise DSTEFormatError("update_windows needs the matrix's encode_policy (set by encode)")
@@ -1348,10 +1351,44 @@ def update_windows(old: DSTEMatrix, new_matrix, changed_rows, row_scale=None, co
     row_pos = np.arange(N) if old.row_perm is None else inverse_permutation(old.row_perm)
     redo = np.zeros(old.n_windows, dtype=bool)
     redo[row_pos[changed_rows.astype(np.int64)] // WINDOW_ROWS] = True
+    entry_window = row_pos[rows] // WINDOW_ROWS
+    _check_changed_rows_cover_counts(old, redo, entry_window)
     if changed_scales:
         _check_kept_windows_in_range(old, redo, row_pos, policy.row_scale, policy.col_scale)
-    sel = redo[row_pos[rows] // WINDOW_ROWS]
+    sel = redo[entry_window]
     return reencode_windows(old, rows[sel], cols[sel], vals[sel], redo, policy)
+
+
+def window_entry_counts(matrix: DSTEMatrix) -> np.ndarray:
+    """int64 [n_windows]: the entries each row window stores (nz bits of its tiles in every layout, plus its rows'
+    unit-diagonal entries)."""
+    counts = np.zeros(matrix.n_windows, dtype=np.int64)
+    for window, nz_bits in ((matrix.tile_window, matrix.nz_bits), (matrix.etile_window, matrix.etile_nz_bits),
+                            (matrix.ltile_window, matrix.ltile_nz_bits)):
+        if window.size:
+            np.add.at(counts, window.astype(np.int64), popcount(nz_bits).reshape(window.size, -1).sum(axis=1))
+    if matrix.unit_diagonal:
+        counts += (matrix.window_rows < matrix.shape[0]).sum(axis=1)
+    return counts
+
+
+def _check_changed_rows_cover_counts(old: DSTEMatrix, redo, entry_window) -> None:
+    """Refuse a ``changed_rows`` that leaves out a window whose entry count differs between ``old`` and the new
+    matrix (``entry_window``: each new entry's window): the window would keep its old tiles. A change that keeps
+    every window's count (an entry moved within its row window) cannot be told this way."""
+    new_counts = np.bincount(entry_window, minlength=old.n_windows)
+    missed = np.flatnonzero(~redo & (new_counts != window_entry_counts(old)))
+    if missed.size:
+        first = int(missed[0])
+        rows = old.window_rows[first]
+        rows = rows[rows < old.shape[0]]
+        raise DSTEFormatError(
+            f"update_windows: changed_rows leaves out rows whose entries changed: {missed.size} row window(s) it "
+            f"would keep hold a different number of entries in new_matrix (first: window {first}, "
+            f"{int(new_counts[first])} entries against {int(window_entry_counts(old)[first])} encoded, rows "
+            f"{rows[:8].tolist()}{' ...' if rows.size > 8 else ''}); list every row whose entries changed (a "
+            "superset is fine)"
+        )
 
 
 def _stored_magnitude_bounds(matrix: DSTEMatrix) -> tuple[float, float]:

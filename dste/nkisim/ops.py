@@ -72,11 +72,11 @@ class NlFunction:
 
 
 class AluOp(NlFunction):
-    def __init__(self, name, kind, fp32=None, bits=None, exact_int=None, unary=False, signature=BINARY, call=None,
+    def __init__(self, name, kind, fp32=None, bits=None, unary=False, signature=BINARY, call=None,
                  in_alu_table=True, reducible=False):
         super().__init__(name, signature, call)
         self.kind = kind
-        self.fp32, self.bits, self.exact_int, self.unary = fp32, bits, exact_int, unary
+        self.fp32, self.bits, self.unary = fp32, bits, unary
         self.in_alu_table, self.reducible = in_alu_table, reducible
         self.in_activation_table = False
 
@@ -137,11 +137,11 @@ def _abs_pick(bigger):
 
 
 # -- binary ALU operators (tbl-aluop) ----------------------------------------------------------------
-add = AluOp("add", ARITH, np.add, exact_int=np.add, call=_binary, reducible=True)
-subtract = AluOp("subtract", ARITH, np.subtract, exact_int=np.subtract, call=_binary, reducible=True)
-multiply = AluOp("multiply", ARITH, np.multiply, exact_int=np.multiply, call=_binary, reducible=True)
-maximum = AluOp("maximum", ARITH, np.maximum, exact_int=np.maximum, call=_binary, reducible=True)
-minimum = AluOp("minimum", ARITH, np.minimum, exact_int=np.minimum, call=_binary, reducible=True)
+add = AluOp("add", ARITH, np.add, call=_binary, reducible=True)
+subtract = AluOp("subtract", ARITH, np.subtract, call=_binary, reducible=True)
+multiply = AluOp("multiply", ARITH, np.multiply, call=_binary, reducible=True)
+maximum = AluOp("maximum", ARITH, np.maximum, call=_binary, reducible=True)
+minimum = AluOp("minimum", ARITH, np.minimum, call=_binary, reducible=True)
 power = AluOp("power", ARITH, np.power, call=_binary)
 abs_max = AluOp("abs_max", ARITH, _abs_pick(True), call=_binary)
 abs_min = AluOp("abs_min", ARITH, _abs_pick(False), call=_binary)
@@ -167,9 +167,9 @@ mod = AluOp("mod", ARITH, np.mod, call=_binary, in_alu_table=False)
 fmod = AluOp("fmod", ARITH, np.fmod, call=_binary, in_alu_table=False)
 
 # -- reductions: nl.max / nl.min are also accepted as reduce ops (nki.isa docstrings, e.g. reduce_op) ----
-max = AluOp("max", ARITH, np.maximum, exact_int=np.maximum, signature=REDUCTION, call=_reduce,  # noqa: A001
+max = AluOp("max", ARITH, np.maximum, signature=REDUCTION, call=_reduce,  # noqa: A001
             in_alu_table=False, reducible=True)
-min = AluOp("min", ARITH, np.minimum, exact_int=np.minimum, signature=REDUCTION, call=_reduce,  # noqa: A001
+min = AluOp("min", ARITH, np.minimum, signature=REDUCTION, call=_reduce,  # noqa: A001
             in_alu_table=False, reducible=True)
 sum = NlFunction("sum", REDUCTION, _reduce)  # noqa: A001 - NKI's name
 prod = NlFunction("prod", REDUCTION, _reduce)

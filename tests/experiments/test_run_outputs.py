@@ -183,3 +183,13 @@ def test_the_baselines_header_follows_the_paper_rows_a_run_has():
     lines = format_table(summary, "trn2").splitlines()
     labels = [re.split(r"\s{2,}", line.strip())[0] for line in lines[2:]]
     assert labels[:5] == ["FP32", "INT8", "DSTE budgeted", "other baselines (same harness):", "greedy"]
+
+
+@pytest.mark.parametrize("stream, snapshots, said", [("bursty", 6, True), ("bursty", 7, False), ("bursty", 16, False),
+                                                     ("steady", 6, False)])
+def test_a_run_whose_held_out_snapshots_miss_every_burst_says_so(capsys, stream, snapshots, said):
+    from dste.experiments.pipeline import _notice_quiet_heldout
+
+    _notice_quiet_heldout(RunConfig(stream=stream, snapshots=snapshots))
+    err = capsys.readouterr().err
+    assert ("hold no burst" in err and "--snapshots 7 holds one out" in err) == said, err

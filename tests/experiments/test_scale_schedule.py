@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from dste.controller.actions import DEFAULT_CHANNEL_LEVELS, DEFAULT_FP16_FRACTIONS
+from dste.data.stream import StreamParams, burst_steps, heldout_count, snapshots_with_heldout_burst, stream_params
 from dste.experiments.env_layers import LAYER_RUN_BYTES_KEPT, RUN_BYTES_CEILING, run_bytes_budget
 from dste.experiments.run_config import RunConfig
 from dste.experiments.sizing import LARGE_GRAPH_NODES, SCHEDULES, GraphSize, schedule_for
@@ -31,6 +32,38 @@ def test_graphs_above_the_threshold_get_the_large_schedule_unless_the_run_names_
     assert (quick.snapshots, quick.episodes) == (6, 100)
     assert schedule_for(quick, _size(10 * LARGE_GRAPH_NODES)).snapshots == 6
     assert schedule_for(quick, _size(10)).episodes == 100
+
+
+def test_a_bursty_stream_gets_a_schedule_that_holds_out_a_burst():
+    bursty = stream_params("bursty")
+    for config, size in ((RunConfig(quick=True, stream="bursty"), _size(10)),
+                         (RunConfig(stream="bursty"), _size(LARGE_GRAPH_NODES + 1)),
+                         (RunConfig(stream="bursty"), _size(10))):
+        total = schedule_for(config, size).snapshots
+        held_out = range(total - heldout_count(total, bursty.heldout_fraction), total)
+        assert set(burst_steps(bursty, total)) & set(held_out), (config, total)
+    # six snapshots hold out the fifth and sixth, both quiet with a burst every third step: a seventh is added
+    assert RunConfig(quick=True, stream="bursty").snapshots == 7
+    assert schedule_for(RunConfig(stream="bursty"), _size(LARGE_GRAPH_NODES + 1)).snapshots == 7
+    # a count the run names is kept (the job says what it holds out instead), and streams without bursts keep theirs
+    assert schedule_for(RunConfig(stream="bursty", snapshots=6), _size(10)).snapshots == 6
+    assert RunConfig(quick=True, stream="growing").snapshots == 6
+
+
+@pytest.mark.parametrize("every, fraction", [(2, 0.25), (3, 0.25), (5, 0.1), (7, 0.5), (3, 0.0), (0, 0.25)])
+def test_snapshots_with_heldout_burst_is_the_fewest_that_hold_one_out(every, fraction):
+    params = StreamParams(burst_every=every, heldout_fraction=fraction)
+
+    def holds_burst(count):
+        return any(t > 0 and t % every == 0 for t in range(count - heldout_count(count, fraction), count))
+
+    for total in range(2, 40):
+        found = snapshots_with_heldout_burst(params, total)
+        if fraction == 0 or every == 0:  # nothing held out, or no bursts: the count stands
+            assert found == total
+            continue
+        assert found >= total and holds_burst(found), total
+        assert not any(holds_burst(count) for count in range(total, found)), total
 
 
 @pytest.mark.parametrize("bad", [{"snapshots": 3}, {"episodes": 0}, {"snapshots": 2.5}])

@@ -17,6 +17,7 @@ from dste.format import (
     load,
 )
 from dste.format.matrix import ARRAY_FIELDS, OPTIONAL_ARRAY_FIELDS
+from dste.format.permutation import inverse_permutation
 from tests.format.graphs import community_graph
 
 
@@ -213,6 +214,27 @@ def test_valued_update_windows_equals_full_reencode():
         E.update_windows(new, [700])
     with pytest.raises(DSTEFormatError, match="shape"):
         E.update_windows(sp.csr_matrix((10, 10)), [0])
+
+
+@pytest.mark.parametrize("layout, unit_diagonal, list_tiles", [("condensed", False, False), ("condensed", True, False),
+                                                               ("condensed", False, True), ("block", False, False)])
+def test_update_windows_refuses_changed_rows_that_leave_out_a_changed_window(layout, unit_diagonal, list_tiles):
+    rng = np.random.default_rng(5)
+    A = sp.random(600, 600, density=0.02, random_state=5, format="lil")
+    A.setdiag(1.0)
+    E = encode(A.tocsr(), reorder="rcm", layout=layout, unit_diagonal=unit_diagonal, list_tiles=list_tiles)
+    window_of = inverse_permutation(E.row_perm) // 128
+    listed, unlisted = 10, int(np.flatnonzero(window_of != window_of[10])[0])
+    for row in (listed, unlisted):  # one more entry in each row, off the diagonal
+        A[row, int(rng.choice([c for c in range(600) if c != row and A[row, c] == 0]))] = 0.25
+    new = A.tocsr()
+    with pytest.raises(DSTEFormatError, match=f"changed_rows leaves out .* rows \\[.*{unlisted}"):
+        E.update_windows(new, [listed])
+    # listed in full, or with a superset, the update equals a full re-encode
+    full = encode(new, row_perm=E.row_perm, col_perm=E.col_perm, reorder="rcm", layout=layout,
+                  unit_diagonal=unit_diagonal, list_tiles=list_tiles)
+    _assert_same(E.update_windows(new, [listed, unlisted]), full)
+    _assert_same(E.update_windows(new, [listed, unlisted, 0, 599]), full)
 
 
 @pytest.fixture
