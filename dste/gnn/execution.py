@@ -24,11 +24,13 @@ ReLU between layers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -232,6 +234,17 @@ def _parameter_versions(model) -> tuple:
     return tuple((name, value_version(p)) for name, p in model.named_parameters())
 
 
+def _one_parameter_check(method):
+    """``method`` of a ``GraphInference`` run inside ``CompressedModel.checked_once``."""
+
+    @functools.wraps(method)
+    def checked(self, *args, **kwargs):
+        with self.model.checked_once():
+            return method(self, *args, **kwargs)
+
+    return checked
+
+
 def _layer_kind(model) -> str:
     kind = getattr(model, "conv_kind", None)
     if kind not in ("gcn", "sage") or getattr(model, "convs", None) is None:
@@ -252,6 +265,7 @@ class CompressedModel:
         self.model = model
         self.num_layers = len(model.convs)
         self._built_from = _parameter_versions(model)
+        self._check_scope = threading.local()  # .depth: open checked_once blocks on this thread
         self.layers = [self._layer_weights(conv) for conv in model.convs]
         self._weights: dict[tuple, tuple[CompressedWeight, np.ndarray]] = {}
         self._fitted_rows: OrderedDict[tuple, np.ndarray] = OrderedDict()
@@ -269,12 +283,31 @@ class CompressedModel:
         return linears, (bias.detach().numpy().astype(np.float32) if bias is not None else None)
 
     def linears(self, layer: int) -> list:
-        self.check_unchanged()
+        self._check_outside_scope()
         return self.layers[layer][0]
 
     def bias(self, layer: int) -> np.ndarray | None:
-        self.check_unchanged()
+        self._check_outside_scope()
         return self.layers[layer][1]
+
+    @contextmanager
+    def checked_once(self):
+        """A block in which the parameters are checked once, on entry, rather than at every read of a weight or a
+        bias: a layer run reads them several times, and each check reads every parameter's bytes (its CRC-32), which
+        made the checks most of a small graph's forward pass. Nothing outside the block can change them in between
+        on this thread; blocks nest."""
+        depth = getattr(self._check_scope, "depth", 0)
+        if depth == 0:
+            self.check_unchanged()
+        self._check_scope.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._check_scope.depth = depth
+
+    def _check_outside_scope(self) -> None:
+        if not getattr(self._check_scope, "depth", 0):
+            self.check_unchanged()
 
     def check_unchanged(self) -> None:
         """Raise where the model's parameters changed after this was built (module docstring)."""
@@ -574,6 +607,7 @@ class GraphInference:
         kept = self.kept_channels(layer, setting.channel_sparsity)
         return quantize_rows_by_fraction(h if kept is None else np.ascontiguousarray(h[:, kept]), setting.fp16_fraction)
 
+    @_one_parameter_check
     def layer_operands(self, layer: int, setting: LayerSetting) -> LayerOperands:
         """The operands of ``run_layer(layer, ., setting)`` that fix its modelled latency, without quantizing
         or multiplying anything: the pruned matrix, the weights, the SpMM's width and its FP16-row count
@@ -591,6 +625,7 @@ class GraphInference:
         )
 
     # ------------------------------------------------------------------ NumPy execution
+    @_one_parameter_check
     def run_layer(self, layer: int, h: np.ndarray, setting: LayerSetting, input_rows=None) -> LayerRun:
         """Run ``layer`` on its input ``h`` (float32 ``[n, in]``) under ``setting`` (NumPy, dequantized values).
 
@@ -647,6 +682,7 @@ class GraphInference:
             spmm_width=int(spmm_width),
         )
 
+    @_one_parameter_check
     def run(self, settings: Sequence[LayerSetting]) -> list[LayerRun]:
         """Every layer under ``settings`` (one per layer), NumPy execution."""
         settings = settings_for(self.model, settings)
@@ -657,6 +693,7 @@ class GraphInference:
         return runs
 
     # ------------------------------------------------------------------ the torch-op execution
+    @_one_parameter_check
     def forward(self, settings: Sequence[LayerSetting], backend: str | None = "cpu") -> torch.Tensor:
         """Logits ``[n, classes]`` under ``settings`` through ``dste.spmm`` and ``CompressedWeight`` (the ops).
 

@@ -159,3 +159,28 @@ def test_layer_dtype_slips_get_the_fix_named():
         GCNConv(4, 2).double()(x, torch.tensor([[0, 1], [1, 2]]))  # torch's "m1 and m2 ... same dtype" before
     with pytest.raises(ValueError, match=r"pass edge_index.long\(\)"):  # it said "convert with .to_sparse()"
         SAGEConv(4, 2)(x, torch.tensor([[0, 1], [1, 2]], dtype=torch.int32))
+
+
+def test_a_pass_reads_the_parameters_once_and_still_sees_a_write_through_data(monkeypatch):
+    """Every read of a weight or a bias checked every parameter's bytes: eight checks made a small graph's forward
+    pass 0.09 -> 0.30 ms. A pass now checks once, on entry; a write between passes is still refused."""
+    import dste.gnn.execution as execution
+
+    graph = _graph()
+    model = make_model(graph, hidden=16)
+    inference = GraphInference(CompressedModel(model), graph)
+    inference.forward([LayerSetting()] * 2)  # builds and caches the compressed weights
+    checks = []
+    versions = execution._parameter_versions
+    monkeypatch.setattr(execution, "_parameter_versions", lambda m: checks.append(1) or versions(m))
+    for call in (lambda: inference.forward([LayerSetting()] * 2), lambda: inference.run([LayerSetting()] * 2),
+                 lambda: inference.run_layer(0, graph.x.astype(np.float32), LayerSetting())):
+        checks.clear()
+        call()
+        assert len(checks) == 1
+    with torch.no_grad():
+        next(model.parameters()).data.add_(0.5)  # no version bump: only the bytes tell
+    with pytest.raises(RuntimeError, match="parameters changed after this CompressedModel was built"):
+        inference.forward([LayerSetting()] * 2)
+    with pytest.raises(RuntimeError, match="parameters changed"):
+        inference.model.linears(0)
