@@ -54,6 +54,7 @@ TILE = 128  # rows per window / columns per tile (WINDOW_ROWS == TILE_COLS in ds
 MASK_WORDS = 4  # uint32 words per 128-row mask column
 OP_BACKENDS = ("cpu", "nkisim", "neuron")
 _INDEX_DTYPES = (torch.int32, torch.int64)
+_VALUE_DTYPES = (torch.float16, torch.float32, torch.float64)  # bfloat16 has no NumPy dtype for the CPU path
 
 
 def _check_backend(backend: str) -> None:
@@ -66,6 +67,10 @@ def _check_backend(backend: str) -> None:
 
 def _check_csr_operands(crow: Tensor, col: Tensor, values: Tensor, row_perm: Tensor, col_perm: Tensor,
                         dense: Tensor, m: int, what: str) -> None:
+    for tensor, name in ((crow, "crow_indices"), (col, "col_indices"), (values, "values"), (row_perm, "row_perm"),
+                         (col_perm, "col_perm"), (dense, what)):
+        if tensor.layout != torch.strided:  # a sparse x crashed in .contiguous() with torch's own message
+            raise ValueError(f"{name} must be a dense (strided) tensor, got layout {tensor.layout}")
     if crow.dim() != 1 or crow.shape[0] < 1 or crow.dtype not in _INDEX_DTYPES:
         raise ValueError(f"crow_indices must be int32 or int64 [N+1], got {crow.dtype} {tuple(crow.shape)}")
     if col.dim() != 1 or col.dtype != crow.dtype:
@@ -73,9 +78,10 @@ def _check_csr_operands(crow: Tensor, col: Tensor, values: Tensor, row_perm: Ten
             f"col_indices must be 1-D [nnz] with the dtype of crow_indices ({crow.dtype}), "
             f"got {col.dtype} {tuple(col.shape)}"
         )
-    if values.dim() != 1 or values.shape[0] != col.shape[0] or not values.is_floating_point():
+    if values.dim() != 1 or values.shape[0] != col.shape[0] or values.dtype not in _VALUE_DTYPES:
         raise ValueError(
-            f"values must be a float [nnz={col.shape[0]}] tensor, got {values.dtype} {tuple(values.shape)}"
+            f"values must be a float16/float32/float64 [nnz={col.shape[0]}] tensor, got {values.dtype} "
+            f"{tuple(values.shape)}"
         )
     if dense.dim() != 2 or dense.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"{what} must be float32/float64 [rows, F], got {dense.dtype} {tuple(dense.shape)}")
@@ -86,8 +92,11 @@ def _check_csr_operands(crow: Tensor, col: Tensor, values: Tensor, row_perm: Ten
                 f"{name} must be int64 [{length}] (or empty for the identity), got {perm.dtype} {tuple(perm.shape)}"
             )
         _check_permutation(_numpy(perm), name)
+    crow_ids = _numpy(crow)
+    if crow_ids[0] != 0:  # the forward dropped the entries before it, and the backward (SciPy) refused the operands
+        raise ValueError(f"crow_indices must start at 0, got {int(crow_ids[0])}")
     # the compiled product and SciPy's transpose read X (write dX) at these ids unchecked: one pass per call
-    check_csr_ids(_numpy(crow), _numpy(col), m)
+    check_csr_ids(crow_ids, _numpy(col), m)
 
 
 def _check_permutation(perm: np.ndarray, name: str) -> None:

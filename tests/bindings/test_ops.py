@@ -123,6 +123,30 @@ def test_op_rejects_unresolved_backend(small_matrix):
         torch.ops.dste.spmm_hybrid(*csr, torch.zeros(a.shape[1], 2), a.handle, -1, "auto")
 
 
+def test_raw_op_refuses_operands_its_backward_or_its_host_path_cannot_take(small_matrix):
+    """Each passed the op's check and then crashed with torch's or SciPy's message (a bfloat16 values tensor, a
+    sparse x), or ran a forward whose backward SciPy refused (crow_indices not starting at 0: the entries before its
+    first value were silently left out)."""
+    a, (crow, col, values, row_perm, col_perm) = _operands(small_matrix)
+    x = torch.randn(a.shape[1], 2)
+    with pytest.raises(ValueError, match="values must be a float16/float32/float64"):
+        torch.ops.dste.spmm_hybrid(crow, col, values.bfloat16(), row_perm, col_perm, x, -1, -1, "cpu")
+    for sparse in (x.to_sparse(), x.to_sparse_csr()):
+        with pytest.raises(ValueError, match="x must be a dense \\(strided\\) tensor"):
+            torch.ops.dste.spmm_hybrid(crow, col, values, row_perm, col_perm, sparse, -1, -1, "cpu")
+    with pytest.raises(ValueError, match="grad must be a dense"):
+        torch.ops.dste.spmm_transpose(crow, col, values, row_perm, col_perm, torch.randn(a.shape[0], 2).to_sparse(),
+                                      a.shape[1])
+    shifted = crow.clone()
+    shifted[0] = 1
+    with pytest.raises(ValueError, match="crow_indices must start at 0, got 1"):
+        torch.ops.dste.spmm_hybrid(shifted, col, values, row_perm, col_perm, x, -1, -1, "cpu")
+    # float64 values stay accepted (they hold the float32 ones exactly: the same product)
+    expected = torch.ops.dste.spmm_hybrid(crow, col, values, row_perm, col_perm, x, -1, -1, "cpu")
+    got = torch.ops.dste.spmm_hybrid(crow, col, values.double(), row_perm, col_perm, x, -1, -1, "cpu")
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+
+
 def test_kernel_backend_needs_a_live_handle(small_matrix):
     a, csr = _operands(small_matrix)
     with pytest.raises(ValueError, match="needs the encoded DSTEMatrix"):
