@@ -180,7 +180,7 @@ def main(argv=None) -> None:
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = {pool.submit(measure_run, label, config, args.root, args.seeds, settings_for(config, chosen)): label
                    for label, config in runs.items() if label not in measured}
-        for future in tqdm(futures, desc="runs", total=len(futures)):
+        for future in tqdm(futures, desc="runs", total=len(futures), disable=None):  # None: on a terminal only
             measured[futures[future]] = future.result()
     rows = [_row(measured[label], table[label]["summary"].get("fp32"), table_setting(runs[label])) for label in runs]
     out = Path(args.out)

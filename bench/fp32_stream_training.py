@@ -61,7 +61,7 @@ def main(argv=None):
         heldout = [graphs[i] for i in stream.heldout_indices]
         for variant in ("first", "round-robin"):
             scores = []
-            for seed in tqdm(range(args.seeds), desc=f"{name} {variant}", leave=False):
+            for seed in tqdm(range(args.seeds), desc=f"{name} {variant}", leave=False, disable=None):  # tty only
                 model = make_model(graphs[0], "gcn", hidden=64, seed=seed)
                 if variant == "first":
                     train_fp32(model, graphs[0], epochs=200, seed=seed, patience=50)
@@ -69,8 +69,11 @@ def main(argv=None):
                     train_fp32_on_snapshots(model, training, epochs=200, seed=seed, patience=50)
                 scores.append(heldout_accuracy(model, heldout))
             rows.append({"stream": name, "variant": variant, "accuracy": [round(s, 2) for s in scores],
-                         "mean": round(float(np.mean(scores)), 2), "std": round(float(np.std(scores, ddof=1)), 2)})
-            print(f"{name:13s} {variant:12s} {rows[-1]['mean']:6.2f} +/- {rows[-1]['std']:.2f}", flush=True)
+                         "mean": round(float(np.mean(scores)), 2),
+                         # one seed has no spread: null, not NaN (which strict JSON has no word for)
+                         "std": round(float(np.std(scores, ddof=1)), 2) if len(scores) > 1 else None})
+            spread = "(1 seed)" if rows[-1]["std"] is None else f"+/- {rows[-1]['std']:.2f}"
+            print(f"{name:13s} {variant:12s} {rows[-1]['mean']:6.2f} {spread}", flush=True)
     Path(args.out).write_text(json.dumps({"dataset": args.dataset, "seeds": args.seeds, "rows": rows}, indent=1))
 
 

@@ -68,7 +68,12 @@ def main(argv=None) -> int:
     if args.sparse_input:
         training.SPARSE_INPUT_MIN_VALUES = 0
     root = Path(args.root)
-    names = [name for name in args.datasets.split(",") if (root / f"ind.{name}.graph").is_file()]
+    requested = [name for name in args.datasets.split(",") if name]
+    names = [name for name in requested if (root / f"ind.{name}.graph").is_file()]
+    for name in sorted(set(requested) - set(names)):
+        print(f"skipped {name}: no ind.{name}.graph under {root}", file=sys.stderr)
+    if not names:  # it wrote an empty table over the committed result and exited 0
+        parser.error(f"none of the datasets {requested} has its Planetoid files under --root {root}")
     model_name = {"gcn": "GCN", "sage": "GraphSAGE"}[args.model]
     if args.teachers < 0:
         parser.error(f"--teachers must be >= 0, got {args.teachers}")
@@ -77,7 +82,7 @@ def main(argv=None) -> int:
     lines = [f"FP32 {model_name}{recipe}, hidden {args.hidden}, public split, static graph, {args.seeds} seeds; "
              "test accuracy %, mean and population std (ddof 0)",
              f"{'dataset':<10} {'features':<16} {'mean':>6} {'std':>5} {'published':>9} {'difference':>10}"]
-    with tqdm(total=2 * args.seeds * len(names), desc="FP32 training runs") as progress:
+    with tqdm(total=2 * args.seeds * len(names), desc="FP32 training runs", disable=None) as progress:  # None: tty only
         for name in names:
             for label, normalize in (("row-normalized", True), ("raw", False)):
                 graph = load_planetoid(name, root, normalize_features=normalize)

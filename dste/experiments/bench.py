@@ -679,7 +679,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help="timed rounds per configuration; min and median are reported (default: 7)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls per contender first (default: 1)")
     parser.add_argument("--quick", action="store_true",
-                        help="short run: 3 repeats, F=128 only, modelled trn2 int8-hybrid only, one encode")
+                        help="short run: 3 repeats, F=128 only, modelled trn2 int8-hybrid only, two encodes (the first is "
+                             "cold)")
     parser.add_argument("--hi-fraction", type=float, nargs="+", default=list(DEFAULT_HI_FRACTIONS), metavar="H",
                         help="shares of FP16 rows in the modelled hybrid-row X, one configuration each "
                              "(default: 0 0.01)")
@@ -784,12 +785,12 @@ def run_bench(args, stream=None) -> dict:
         with tqdm(total=1, desc="simulator speed", disable=disable, leave=False) as bar:
             results["simulator"] = _guarded(results, "simulator speed", lambda: simulator_speed(seed=settings["seed"]))
             bar.update(1)
+    if not args.no_plot:  # before the JSON, so that a failed plot is among its errors
+        results["plot_path"] = _guarded(results, "plot", lambda: str(plot(results, out / "bench.png")))
     json_path = out / "bench.json"
     # NumPy values become plain ones in strict_json; anything else (a path, a dtype) is written as its text
     json_path.write_text(strict_json.dumps(results, indent=1, default=str))
     results["json_path"] = str(json_path)
-    if not args.no_plot:
-        results["plot_path"] = _guarded(results, "plot", lambda: str(plot(results, out / "bench.png")))
     print(report(results), file=stream)
     return results
 

@@ -173,6 +173,18 @@ def test_a_failing_step_is_reported_and_the_rest_still_runs(tmp_path, monkeypatc
     assert out.startswith("FAILED step simulator speed")
 
 
+def test_a_failing_plot_is_among_the_json_errors(tmp_path, monkeypatch):
+    """The JSON was written before the plot step ran, so a failed plot was on the screen but not in the file."""
+    def broken(results, path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(bench, "plot", broken)
+    args = _args(tmp_path, "--quick", "--no-simulator", "--no-proposals", "--orders", "reordered", "--hi-fraction", "0")
+    assert bench.main(args) == 1
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["errors"] == [{"step": "plot", "error": "OSError: disk full"}]
+
+
 def test_resident_bytes_count_the_shared_permutations_once(monkeypatch):
     # past ORIGINAL_ORDER_MAX_COLS columns the op runs in encoded order and its wrapper holds row_perm/col_perm
     # tensors that are views of the matrix's own arrays; those bytes are already in matrix.nbytes()["total"]
