@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from dste.distributed.gcn import DistributedGCN, GCNWeights
-from dste.distributed.partition import partition_nodes
+from dste.distributed.partition import check_adjacency, partition_nodes
 from dste.distributed.runtime import Comm
 from dste.distributed.shard import GraphShard, shard_graph
 
@@ -60,6 +60,8 @@ def run_gcn_inference(comm: Comm, adj=None, x=None, *, hidden: int = 64, classes
             rows = None
             if comm.rank == 0:
                 snapshot = snapshots[i]
+                # before slicing: the owners' rows of a [n + k, n] matrix dropped its extra rows without a word
+                check_adjacency(snapshot, f"snapshot {i}", nodes=shard.n_nodes)
                 rows = [snapshot[shard_ids] for shard_ids in _owned_lists(shard.owner, comm.world_size)]
             mine = comm.scatter_objects(rows, f"snapshot {i} rows")
             updates.append(model.apply_snapshot(mine))

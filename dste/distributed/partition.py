@@ -21,16 +21,34 @@ from dste.format.rcm import reverse_cuthill_mckee_order
 METHODS = ("metis", "blocks", "contiguous")
 
 
-def _check_adjacency(adj) -> None:
+def check_adjacency(adj, what: str, nodes: int | None = None) -> None:
+    """Refuse ``adj`` (named ``what`` in the message) unless it is a square SciPy sparse matrix, of ``nodes`` nodes
+    when given, whose stored indices lie inside its shape. A CSR built with an index past its shape or a negative
+    one failed later with SciPy's or NumPy's words, or at one rank as "node ids [-1] are not owned by this rank"."""
     if not sp.issparse(adj):
-        raise TypeError(f"partition_nodes: adj must be a SciPy sparse matrix, got {type(adj).__name__}")
-    if adj.shape[0] != adj.shape[1]:
-        raise ValueError(f"partition_nodes: adj must be square, got shape {adj.shape}")
+        raise TypeError(f"{what} must be a SciPy sparse matrix, got {type(adj).__name__}")
+    if adj.ndim != 2 or adj.shape[0] != adj.shape[1]:
+        raise ValueError(f"{what} must be square, got shape {adj.shape}")
+    if nodes is not None and adj.shape[0] != nodes:
+        raise ValueError(f"{what} must keep the node set: expected [{nodes}, {nodes}], got {adj.shape}; a graph that "
+                         "grows needs a new partition (partition_nodes + shard_graph)")
+    n = adj.shape[0]
+    if adj.format in ("csr", "csc"):
+        indptr = np.asarray(adj.indptr)
+        if indptr.shape != (n + 1,) or indptr[0] != 0 or indptr[-1] > adj.indices.size or (np.diff(indptr) < 0).any():
+            raise ValueError(f"{what}: its {adj.format.upper()} index pointer is not one of a [{n}, {n}] matrix")
+        indices = [np.asarray(adj.indices[: indptr[-1]])]
+    else:
+        coo = adj.tocoo()
+        indices = [np.asarray(coo.row), np.asarray(coo.col)]
+    for ids in indices:
+        if ids.size and (ids.min() < 0 or ids.max() >= n):
+            raise ValueError(f"{what} holds node ids outside [0, {n}) (found {int(ids.min())} .. {int(ids.max())})")
 
 
 def symmetric_structure(adj) -> sp.csr_matrix:
     """Binary CSR of ``adj + adj^T`` without self loops (what METIS requires), int32 indices."""
-    _check_adjacency(adj)
+    check_adjacency(adj, "symmetric_structure: adj")
     coo = sp.coo_matrix(adj)
     keep = coo.row != coo.col
     rows, cols = coo.row[keep], coo.col[keep]
@@ -62,7 +80,7 @@ def partition_nodes(adj, world_size: int, *, method: str = "metis", seed: int = 
     if isinstance(world_size, bool) or not isinstance(world_size, (int, np.integer)):
         raise TypeError(f"partition_nodes: world_size must be an int, got {world_size!r}")  # 2.7 ran as 2 ranks
     world_size = int(world_size)
-    _check_adjacency(adj)  # for every world size and method: one rank took a dense or non-square adj
+    check_adjacency(adj, "partition_nodes: adj")  # for every world size and method: one rank took a dense or non-square adj
     n = adj.shape[0]
     if world_size < 1 or world_size > n:
         raise ValueError(f"partition_nodes: world_size must be in [1, {n}] (the node count), got {world_size}")

@@ -7,7 +7,7 @@ import torch
 
 import dste
 from dste.distributed import encode_block, partition_nodes, shard_graph
-from dste.distributed.partition import symmetric_structure
+from dste.distributed.partition import check_adjacency, symmetric_structure
 from dste.distributed.sizing import HOP_LATENCY_US, exchange_us
 from tests.distributed.graphs import shuffled_graph
 
@@ -174,3 +174,26 @@ def test_init_distributed_refuses_a_job_it_cannot_join(kwargs, match):
 
     with pytest.raises(ValueError, match=match):  # refused before any connection
         init_distributed(master_addr="127.0.0.1", master_port=1, **kwargs)
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_an_adjacency_with_ids_outside_its_shape_is_refused_by_name(world_size):
+    """A CSR built with an index past its shape, or a negative one, failed with SciPy's or NumPy's words, and on
+    one rank as "node ids [-1] are not owned by this rank"."""
+    n = 30
+    ring = sp.csr_matrix((np.ones(n, np.float32), (np.arange(n), (np.arange(n) + 1) % n)), shape=(n, n))
+    for bad_id in (n + 7, -1):
+        indices = ring.indices.copy()
+        indices[3] = bad_id
+        broken = sp.csr_matrix((ring.data, indices, ring.indptr), shape=(n, n))
+        with pytest.raises(ValueError, match=rf"partition_nodes: adj holds node ids outside \[0, {n}\)"):
+            partition_nodes(broken, world_size)
+    coo = sp.coo_matrix((np.ones(2, np.float32), (np.array([0, 1]), np.array([1, 0]))), shape=(n, n))
+    coo.col[1] = -4
+    with pytest.raises(ValueError, match="outside"):
+        check_adjacency(coo, "adj")
+    with pytest.raises(ValueError, match=r"snapshot 2 must be square, got shape \(35, 30\)"):
+        check_adjacency(sp.vstack([ring, ring[:5]]).tocsr(), "snapshot 2", nodes=n)
+    with pytest.raises(ValueError, match=r"snapshot 0 must keep the node set: expected \[30, 30\]"):
+        check_adjacency(sp.csr_matrix((n + 1, n + 1), dtype=np.float32), "snapshot 0", nodes=n)
+    check_adjacency(ring, "adj", nodes=n)  # a valid one passes

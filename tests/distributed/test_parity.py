@@ -157,3 +157,17 @@ def _assemble_keyed(results, n, hidden, key):
         out[res["owned"]] = res[hidden, key]
     assert not np.isnan(out).any()
     return out
+
+
+def test_a_snapshot_of_another_shape_is_refused_on_rank_0_and_named_on_the_others():
+    """A [n + 5, n] snapshot was sliced by the owners' rows before any check: its extra rows went without a word."""
+    from dste.distributed import DistributedJobError
+
+    adj, x = shuffled_graph(seed=0)
+    n = adj.shape[0]
+    taller = sp.vstack([adj, sp.csr_matrix(np.ones((5, n), np.float32))]).tocsr()
+    with pytest.raises(DistributedJobError) as info:
+        spawn(_job_with_snapshots, 2, (adj, x, [taller]), timeout_s=30)
+    outcomes = {o.rank: o for o in info.value.outcomes}
+    assert outcomes[0].status == "error" and "snapshot 0 must be square, got shape" in outcomes[0].message
+    assert outcomes[1].status == "error" and "rank(s) [0]" in outcomes[1].message, outcomes[1].message
