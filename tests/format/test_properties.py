@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dste.format import TileKind, encode
+from tests.format.value_checks import check_int8_tiles_against_input
 
 SETTINGS = settings(max_examples=25, deadline=None)
 
@@ -50,33 +51,8 @@ def test_binary_roundtrip_exact(A, reorder):
 @given(A=sparse_matrices("gauss"), layout=st.sampled_from(["condensed", "block"]))
 def test_int8_error_at_most_half_step(A, layout):
     E = encode(A, kinds="int8", layout=layout)
-    rows, cols, _ = E._coordinates()
-    # the step of each entry's own tile: recover it through a one-hot probe of the tile's scale
-    step = _entry_steps(E)
-    key_sorted = np.lexsort((cols, rows))
-    original = np.asarray(A[rows, cols]).ravel()
-    decoded = np.asarray(E.decode()[rows, cols]).ravel()
-    err = np.abs(decoded - original)[key_sorted]
-    # half a step, plus float32 rounding of v / scale (relative 2^-24 of |v| <= 127 steps)
-    assert (err <= step[key_sorted] * (0.5 + 127 * 2.0**-23)).all()
-
-
-def _ascending_positions(words):
-    """Flat word index of every set bit, in ascending ``word * 32 + bit`` order (``_coordinates``' order)."""
-    from dste.reference.bits import set_bit_positions
-
-    positions = [idx * 32 + bit for idx, bit in set_bit_positions(words)]
-    return np.sort(np.concatenate(positions)) // 32 if positions else np.zeros(0, np.int64)
-
-
-def _entry_steps(E):
-    """INT8 scale of the tile holding each kept entry, in ``_coordinates`` order."""
-    tiles = _ascending_positions(E.keep_bits) // 512
-    etiles = _ascending_positions(E.etile_keep_bits) // 4
-    return np.concatenate([
-        E.int8_scale[E.tile_slot[tiles]].astype(np.float64),
-        E.etile_int8_scale[E.etile_slot[etiles]].astype(np.float64),
-    ])
+    # each tile's scale from the input values it holds (the reference's max|v| / 127), each entry within half of it
+    assert check_int8_tiles_against_input(E, A) == E.n_tiles + E.n_etiles + E.n_ltiles
 
 
 @SETTINGS

@@ -7,9 +7,11 @@ import types
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 from dste.data.graph import Graph, adjacency_from_pairs
+from dste.reference import gcn_normalization
 from dste.gnn import (
     FP32_SETTING,
     CompressedModel,
@@ -75,14 +77,75 @@ def test_fp32_setting_reproduces_the_fp32_model(trained_kind):
     torch.testing.assert_close(logits, reference, rtol=1e-5, atol=1e-5 * float(reference.abs().max()))
 
 
+def _int8_error_bound(model, graph) -> np.ndarray:
+    """float64 ``[n, classes]``: how far the INT8 setting's logits can lie from the FP32 model's, propagated in NumPy
+    through both layers from each operand's rounding, first order plus the products of errors. Every INT8 operand is
+    off by at most half its step, max|v| / 254 over its group: a row of the layer input and (GCN) of its message,
+    a 128 x 128 tile of each weight (an FP16 tile is closer: 2^-11 |w| < max|w| / 254); the propagation matrix is the
+    reference's (GCN: ``dste.reference.gcn_normalization``; SAGE: the mean over each node's neighbours), its float32
+    rounding and the sums' are covered by ``FLOAT32_SLACK`` of each term's magnitude. ReLU is 1-Lipschitz."""
+    half_step = (1 + 1e-6) / 254
+
+    def row_steps(values):  # per element: half the INT8 step of its row
+        return np.abs(values).max(axis=1, keepdims=True) * half_step
+
+    def tile_steps(weight):  # weight [in, out]: half the INT8 step of its 128 x 128 tile of W^T
+        steps = np.empty_like(weight)
+        for i in range(0, weight.shape[0], 128):
+            for j in range(0, weight.shape[1], 128):
+                steps[i:i + 128, j:j + 128] = np.abs(weight[i:i + 128, j:j + 128]).max() * half_step
+        return steps
+
+    binary = (sp.csr_matrix(graph.adj) != 0).astype(np.float64)
+    if model.conv_kind == "gcn":
+        propagation = abs(gcn_normalization(graph.adj))
+    else:
+        degree = np.maximum(np.asarray(binary.sum(axis=1)).ravel(), 1.0)
+        propagation = sp.diags(1.0 / degree) @ binary
+    h = torch.from_numpy(graph.x)
+    error = np.zeros(graph.x.shape)  # |compressed input - FP32 input|, per element
+    with torch.no_grad():
+        for layer, conv in enumerate(model.convs):
+            x = h.double().numpy()
+            x_error = error + row_steps(np.abs(x) + error)  # quantized input against the FP32 input
+            x_size = np.abs(x) + x_error
+            if model.conv_kind == "gcn":
+                w = conv.lin.weight.double().numpy().T
+                message_error = x_error @ np.abs(w) + x_size @ tile_steps(w)
+                message_error += row_steps(np.abs(x @ w) + message_error)  # the message is quantized again
+                out_error = propagation @ message_error
+                magnitude = propagation @ (x_size @ np.abs(w))
+            else:
+                wl, wr = conv.lin_l.weight.double().numpy().T, conv.lin_r.weight.double().numpy().T
+                aggregated_error, aggregated_size = propagation @ x_error, propagation @ x_size
+                out_error = (aggregated_error @ np.abs(wl) + aggregated_size @ tile_steps(wl)
+                             + x_error @ np.abs(wr) + x_size @ tile_steps(wr))
+                magnitude = aggregated_size @ np.abs(wl) + x_size @ np.abs(wr)
+            error = out_error + FLOAT32_SLACK * magnitude
+            h = conv(h, graph.adj)
+            if layer < len(model.convs) - 1:
+                h = torch.relu(h)
+    return error
+
+
+FLOAT32_SLACK = 2.0**-16
+"""Float32 rounding of the products, the sums (at most a few hundred terms) and the propagation matrix, relative to
+the magnitude |A| |x| |W| of a layer's terms: about 100 float32 ulps."""
+
+
 def test_int8_inference_stays_close_to_fp32(trained_kind):
     graph, model, fp32 = trained_kind
     logits = compressed_forward(model, graph, LayerSetting(fp16_fraction=0.0))
     assert abs(accuracy(logits, graph) - fp32["test_acc"]) <= 0.02
     with torch.no_grad():
         reference = model(torch.from_numpy(graph.x), graph.adj)
-    # INT8 weights and activations: ~0.5% relative error per operand, a few % of the logit scale at most
-    assert float((logits - reference).abs().max()) <= 0.05 * float(reference.abs().max())
+    # every logit within the error its operands' INT8 rounding can propagate to it: a worst case (every rounding
+    # error of a sum taken with the same sign), 9-14 % of the largest logit here where the errors measured are under
+    # 5 % of it; per logit, not a fixed share of the largest. How close the INT8 bits are is held elsewhere (the
+    # quantizers bit for bit against dste.reference, test_cpu_forward)
+    bound = _int8_error_bound(model, graph)
+    assert ((logits - reference).abs().double().numpy() <= bound).all()
+    assert bound.max() <= 0.25 * float(reference.abs().max())  # the bound itself is not vacuous
 
 
 SETTINGS = [

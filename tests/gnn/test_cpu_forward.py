@@ -23,6 +23,7 @@ from dste.gnn.row_quant import (
     BLOCK_ROWS, best_rows, dequantize_rows, float16_rows, fp16_rows, int8_rows, row_scores, score_bounds,
 )
 from dste.gnn.settings import quantize_rows_by_fraction, row_sensitivity
+from dste.reference import quantize_rows_reference
 
 from .test_compressed import _graph
 
@@ -33,27 +34,65 @@ def _bits(a) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(a, dtype=np.float32)).view(np.uint32)
 
 
-def _awkward_rows(seed: int, n: int = 200, width: int = 48) -> np.ndarray:
+def _awkward_rows(seed: int, n: int = 200, width: int = 48, tiny_rows: bool = True) -> np.ndarray:
     """Rows of very different magnitudes, zeros, an all-zero row, exact rounding ties and tiny negatives (which
-    round to -0.0 before the int8 cast)."""
+    round to -0.0 before the int8 cast). ``tiny_rows``: also rows whose largest |x| is below
+    ``FP16_UNDERFLOW_AMAX`` (as small as a normal INT8 scale allows), which with FP16 rows asked for send the input
+    through the quantizer instead of the compiled pass; without them every row is at least 10^-4."""
     rng = np.random.default_rng(seed)
-    x = (rng.standard_normal((n, width)) * 10.0 ** rng.uniform(-6, 4, (n, 1))).astype(np.float32)
+    low = -6 if tiny_rows else -4
+    x = (rng.standard_normal((n, width)) * 10.0 ** rng.uniform(low, 4, (n, 1))).astype(np.float32)
     x[rng.random((n, width)) < 0.2] = 0.0
+    if not tiny_rows:  # a Gaussian row at 10^-4 can still have its largest |x| under the threshold by chance
+        amax = np.abs(x).max(axis=1)
+        x[(amax > 0) & (amax < 1e-4)] *= np.float32(1e3)
     x[1] = 0.0
     x[2] = np.arange(width, dtype=np.float32) - width / 2 + 0.5  # ties after scaling
     x[2, 0] = 127.0
     x[3] = -1e-7
     x[3, 0] = 1.0
-    x[4, 0] = 2e-36  # largest |x| just above the smallest allowed (a normal INT8 scale)
+    if tiny_rows:
+        x[4, 0] = 2e-36  # largest |x| just above the smallest allowed (a normal INT8 scale)
     return x
+
+
+def _reference_rows(x: np.ndarray, fraction: float) -> np.ndarray:
+    """float32 ``[n, F]``: the independent reference quantizer's dequantized rows
+    (``dste.reference.quantize_rows_reference``), FP16 on the rows ``quantize_rows_by_fraction`` picks."""
+    chosen = np.zeros(x.shape[0], np.float32)
+    chosen[quantize_rows_by_fraction(x, fraction).hi_rows] = 1.0
+    return quantize_rows_reference(x, chosen, 0.5).dequantize(np.float32)
+
+
+@pytest.fixture
+def compiled_pass_only(monkeypatch):
+    """Fail the test if ``fake_quantized_rows`` hands its input to the quantizer instead of its compiled pass."""
+    import dste.gnn.execution as execution
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("fake_quantized_rows went through quantize_rows_by_fraction, not its compiled pass")
+
+    monkeypatch.setattr(execution, "quantize_rows_by_fraction", refuse)
 
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("fraction", FRACTIONS)
-def test_fake_quantized_rows_have_the_bits_of_the_dequantized_hybrid_rows(seed, fraction):
+def test_fake_quantized_rows_have_the_bits_of_the_dequantized_hybrid_rows(seed, fraction, compiled_pass_only):
+    x = _awkward_rows(seed, tiny_rows=False)
+    got = _bits(fake_quantized_rows(torch.from_numpy(x), fraction))  # the compiled pass (the fixture checks)
+    assert np.array_equal(got, _bits(_reference_rows(x, fraction)))
+    assert np.array_equal(got, _bits(quantize_rows_by_fraction(x, fraction).dequantize()))
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("fraction", FRACTIONS[1:])
+def test_rows_below_the_fp16_underflow_amax_go_through_the_quantizer_and_stay_int8(seed, fraction):
     x = _awkward_rows(seed)
-    reference = quantize_rows_by_fraction(x, fraction).dequantize()
-    assert np.array_equal(_bits(fake_quantized_rows(torch.from_numpy(x), fraction)), _bits(reference))
+    amax = np.abs(x).max(axis=1)
+    tiny = np.flatnonzero((amax > 0) & (amax < FP16_UNDERFLOW_AMAX))
+    assert tiny.size >= 1
+    assert not np.isin(tiny, quantize_rows_by_fraction(x, fraction).hi_rows).any()
+    assert np.array_equal(_bits(fake_quantized_rows(torch.from_numpy(x), fraction)), _bits(_reference_rows(x, fraction)))
 
 
 @pytest.mark.parametrize("fraction", FRACTIONS)
@@ -107,17 +146,17 @@ def test_input_the_quantizer_refuses_raises_what_the_quantizer_raises(poison, fr
     assert str(got.value) == str(expected.value)
 
 
-def test_fake_quantized_rows_into_reused_work_buffers():
+def test_fake_quantized_rows_into_reused_work_buffers(compiled_pass_only):
     from dste.gnn.execution import WorkBuffers
 
     # one set of buffers through inputs of growing and shrinking sizes: every result has the quantizer's bits
     work = WorkBuffers()
     for seed, (n, width) in enumerate([(200, 48), (50, 48), (300, 64), (10, 3), (300, 64)]):
-        x = _awkward_rows(seed, n, width)
+        x = _awkward_rows(seed, n, width, tiny_rows=False)
         for fraction in FRACTIONS:
             got = fake_quantized_rows(torch.from_numpy(x), fraction, work=work)
-            reference = quantize_rows_by_fraction(x, fraction).dequantize()
-            assert np.array_equal(_bits(got), _bits(reference)), (n, width, fraction)
+            assert got.data_ptr() == work.take("rounded", x.shape).data_ptr(), "the result is not the work buffer"
+            assert np.array_equal(_bits(got), _bits(_reference_rows(x, fraction))), (n, width, fraction)
 
 
 @pytest.mark.parametrize("fraction", FRACTIONS)
@@ -356,13 +395,14 @@ def test_fp16_rows_among_scores_a_rounding_apart():
 def test_fake_quantized_rows_of_a_relu_output_with_zeros_of_either_sign(fraction):
     # ReLU output: zeros of either sign, all-zero rows, rows of -0.0 only (the row maxima come from bit patterns
     # with the sign cleared: -0.0's is 0); a NaN row is refused as the quantizer refuses it
-    x = np.maximum(_awkward_rows(7), 0.0)
+    x = np.maximum(_awkward_rows(7, tiny_rows=False), 0.0)
     x[x == 0] = np.where(np.random.default_rng(3).random(np.count_nonzero(x == 0)) < 0.5, -0.0, 0.0)
     x[8] = -0.0
     x[9] = 0.0
-    reference = quantize_rows_by_fraction(x, fraction).dequantize()
+    amax = np.abs(x).max(axis=1)
+    assert not ((amax > 0) & (amax < FP16_UNDERFLOW_AMAX)).any()  # ReLU leaves no row the compiled pass hands on
     got = fake_quantized_rows(torch.from_numpy(x), fraction)
-    assert np.array_equal(_bits(got), _bits(reference))
+    assert np.array_equal(_bits(got), _bits(_reference_rows(x, fraction)))
     x[5, 3] = np.nan
     with pytest.raises(ValueError):
         fake_quantized_rows(torch.from_numpy(x), fraction)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from dste.format import HybridRows
+from dste.reference import reference_matrix
+from dste.reference.spmm import dense_operand
 
 BOUND_FP32_X = 2.0**-7 + 2.0**-16
 """Relative error per term |a||x| for fp32 X (both operands rounded to bf16)."""
@@ -35,10 +37,11 @@ def per_term_bound(X) -> float:
 
 
 def error_bound(A, X, per_term=None) -> np.ndarray:
-    """``per_term * S`` with S = |A| |X| (A decoded as the reference does), float64 ``[N, F]``."""
+    """``per_term * S`` with S = |A| |X| (A and X as ``dste.reference`` reads them), float64 ``[N, F]``."""
     per_term = per_term_bound(X) if per_term is None else per_term
-    dense_x = X.dequantize() if isinstance(X, HybridRows) else np.asarray(X, dtype=np.float32)
-    S = abs(A.decode()) @ np.abs(dense_x.astype(np.float64))
+    # |A| and X as the independent reference reads them: the bound does not scale with the code under test
+    dense_x = dense_operand(X) if isinstance(X, HybridRows) else np.asarray(X, dtype=np.float32).astype(np.float64)
+    S = abs(reference_matrix(A)) @ np.abs(dense_x)
     return per_term * np.asarray(S) + 1e-30
 
 

@@ -19,6 +19,7 @@ from dste.kernels.device import kernel_module
 from dste.nkisim.errors import ConstraintError
 from dste.reference.spmm import spmm_reference
 from tests.kernels.error_bounds import BOUND_EXACT_X, BOUND_FP32_X, assert_within_bound
+from tests.format.value_checks import assert_fp16_roundtrip
 
 BAND = 65536
 
@@ -66,7 +67,7 @@ def test_parity_across_bands_in_shuffled_order():
     assert E.n_etiles and not ((np.diff(E.etile_cols // BAND, axis=1) < 0) & used[:, 1:]).any()
     X = np.random.default_rng(6).standard_normal((A.shape[1], 8)).astype(np.float32)
     assert_within_bound(spmm_hybrid(E, X, lnc=1), spmm_reference(E, X), E, X, BOUND_FP32_X)
-    assert abs(E.decode() - A).max() <= 1e-3 * abs(A).max()  # FP16 values of the same entries
+    assert_fp16_roundtrip(E, A)  # FP16 values of the same entries
 
 
 def test_parity_across_bands_hybrid_x(encoded):

@@ -104,7 +104,8 @@ def test_masked_quant_reference_matches_encoder_tiles():
     for t in range(T):
         w, b = E.tile_window[t], E.tile_cols[t, 0] // 128
         dense[t] = W[w * 128 : (w + 1) * 128, b * 128 : (b + 1) * 128].T
-    keep = unpack(E.keep_bits)
+    keep = dense != 0  # W's own nonzero pattern: the mask the encoder should have stored
+    np.testing.assert_array_equal(unpack(E.keep_bits), keep)
     _, kind, q, scale, _ = masked_quant_reference(dense, keep, np.zeros(T, np.float32), 1.0)
     np.testing.assert_array_equal(q[E.tile_slot >= 0], E.int8_values[E.tile_slot])
     np.testing.assert_array_equal(scale, E.int8_scale[E.tile_slot])
