@@ -80,7 +80,8 @@ def partition_nodes(adj, world_size: int, *, method: str = "metis", seed: int = 
     if isinstance(world_size, bool) or not isinstance(world_size, (int, np.integer)):
         raise TypeError(f"partition_nodes: world_size must be an int, got {world_size!r}")  # 2.7 ran as 2 ranks
     world_size = int(world_size)
-    check_adjacency(adj, "partition_nodes: adj")  # for every world size and method: one rank took a dense or non-square adj
+    # for every world size and method: one rank took a dense or non-square adj
+    check_adjacency(adj, "partition_nodes: adj")
     n = adj.shape[0]
     if world_size < 1 or world_size > n:
         raise ValueError(f"partition_nodes: world_size must be in [1, {n}] (the node count), got {world_size}")

@@ -679,8 +679,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help="timed rounds per configuration; min and median are reported (default: 7)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls per contender first (default: 1)")
     parser.add_argument("--quick", action="store_true",
-                        help="short run: 3 repeats, F=128 only, modelled trn2 int8-hybrid only, two encodes (the first is "
-                             "cold)")
+                        help="short run: 3 repeats, F=128 only, modelled trn2 int8-hybrid only, two encodes "
+                             "(the first is cold)")
     parser.add_argument("--hi-fraction", type=float, nargs="+", default=list(DEFAULT_HI_FRACTIONS), metavar="H",
                         help="shares of FP16 rows in the modelled hybrid-row X, one configuration each "
                              "(default: 0 0.01)")

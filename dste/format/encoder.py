@@ -1359,7 +1359,7 @@ def update_windows(old: DSTEMatrix, new_matrix, changed_rows, row_scale=None, co
     return reencode_windows(old, rows[sel], cols[sel], vals[sel], redo, policy)
 
 
-def window_entry_counts(matrix: DSTEMatrix) -> np.ndarray:
+def _window_entry_counts(matrix: DSTEMatrix) -> np.ndarray:
     """int64 [n_windows]: the entries each row window stores (nz bits of its tiles in every layout, plus its rows'
     unit-diagonal entries)."""
     counts = np.zeros(matrix.n_windows, dtype=np.int64)
@@ -1377,7 +1377,8 @@ def _check_changed_rows_cover_counts(old: DSTEMatrix, redo, entry_window) -> Non
     matrix (``entry_window``: each new entry's window): the window would keep its old tiles. A change that keeps
     every window's count (an entry moved within its row window) cannot be told this way."""
     new_counts = np.bincount(entry_window, minlength=old.n_windows)
-    missed = np.flatnonzero(~redo & (new_counts != window_entry_counts(old)))
+    old_counts = _window_entry_counts(old)
+    missed = np.flatnonzero(~redo & (new_counts != old_counts))
     if missed.size:
         first = int(missed[0])
         rows = old.window_rows[first]
@@ -1385,7 +1386,7 @@ def _check_changed_rows_cover_counts(old: DSTEMatrix, redo, entry_window) -> Non
         raise DSTEFormatError(
             f"update_windows: changed_rows leaves out rows whose entries changed: {missed.size} row window(s) it "
             f"would keep hold a different number of entries in new_matrix (first: window {first}, "
-            f"{int(new_counts[first])} entries against {int(window_entry_counts(old)[first])} encoded, rows "
+            f"{int(new_counts[first])} entries against {int(old_counts[first])} encoded, rows "
             f"{rows[:8].tolist()}{' ...' if rows.size > 8 else ''}); list every row whose entries changed (a "
             "superset is fine)"
         )
