@@ -392,8 +392,9 @@ def encode(A, policy: EncodePolicy | None = None, *, row_perm=None, col_perm=Non
       ``"faithful"`` also keeps ``65504 < |v| < 65520``, which rounds to 65504 within that bound, where
       ``kinds="fp16"`` and ``masked_quant`` refuse anything past 65504);
       below 2^-14, ``|err| <= 2^-25`` absolute (subnormal spacing; values under 2^-25 become 0).
-    * ``INT8``: ``|err| <= max|v_tile| / 254`` (half a step of the tile's scale): relative to the
-      tile's largest value, so values far below it lose their digits.
+    * ``INT8``: ``|err| <= (max|v_tile| / 254) (1 + 2^-15)`` (half a step of the tile's scale, plus the float32
+      rounding of the scale, of ``v / scale`` and of the dequantized product, which near a rounding tie can add
+      about 1.5e-5 of the half step): relative to the tile's largest value, so values far below it lose their digits.
 
     ``kinds`` (default ``"faithful"``): ``"faithful"`` makes each tile BIN if all its values are 1,
     else FP16 if every value meets the 2^-11 relative bound in FP16, else INT8 if every value

@@ -195,7 +195,8 @@ def quantize_rows(X, sensitivity=None, threshold: float | None = None, fp16_frac
     :func:`dste.format.quant.quantize_rows_host` (``launch_quantize_rows`` given the same scores differs by that
     rule and by saturating FP16 rows beyond 65504, which this refuses).
 
-    Error per entry: INT8 rows ``|err| <= max|x_row| / 254``; FP16 rows ``|err| <= 2^-11 |x|``
+    Error per entry: INT8 rows ``|err| <= (max|x_row| / 254) (1 + 2^-15)`` (half a step, plus the float32
+    rounding of the scale, the quotient and the product); FP16 rows ``|err| <= 2^-11 |x|``
     for ``|x| >= 2^-14`` and ``<= 2^-25`` below. A row chosen for FP16 that holds a value beyond
     float16's range (65504) is refused (:class:`DSTEFormatError`), not saturated, and so is a
     row whose largest |x| is nonzero but below 1.5e-36 (a subnormal INT8 scale). Empty X
