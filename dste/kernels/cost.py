@@ -16,7 +16,12 @@ Also:
   bf16 values and multiplies 128 consecutive X rows.
 - ``estimate_edge_gather``: a per-edge gather kernel (one X row per edge, 128 edges per matmul
   as a scatter-add through TensorE), i.e. the entry-tile path for every edge.
-- ``roofline``: the format's own lower bound, max(DMA bytes / peak bandwidth, TensorE cycles).
+- ``roofline``: the format's own lower bound, max(DMA bytes / peak bandwidth, TensorE cycles), over the
+  ``lnc`` NeuronCores a launch runs on (each with its own DMA queues and TensorE).
+
+The two baselines run on as many cores as ``spmm_hybrid``'s launch (``lnc``, default ``default_lnc``: 2 on trn2),
+their blocks, edges and windows split evenly between them: at LNC2 the kernel's latency is its slower core's, so a
+baseline priced on one core would look twice as slow as it is (and the roofline twice as high).
 """
 
 from __future__ import annotations
@@ -89,12 +94,14 @@ class SpmmEstimate:
         )
 
 
-def _summarise(launch_costs, target, layout, x_mode, F, n_tiles, n_slots, max_instr, roofline):
+def _summarise(launch_costs, target, layout, x_mode, F, n_tiles, n_slots, max_instr, roofline, parallel=False):
+    """``launch_costs`` run one after another, or (``parallel``) as the programs of one launch, which takes as long
+    as its slowest program."""
     busy_total = {e: 0.0 for e in nc.ENGINES + ("dma",)}
     latency_ns = 0.0
     for c in launch_costs:
         busy = c.busy_ns()
-        latency_ns += max(busy.values())
+        latency_ns = max(latency_ns, max(busy.values())) if parallel else latency_ns + max(busy.values())
         for k, v in busy.items():
             busy_total[k] += v
     return SpmmEstimate(
@@ -104,7 +111,7 @@ def _summarise(launch_costs, target, layout, x_mode, F, n_tiles, n_slots, max_in
         features=int(F),
         n_tiles=int(n_tiles),
         n_slots=int(n_slots),
-        launches=len(launch_costs),
+        launches=1 if parallel else len(launch_costs),
         instructions=int(sum(c.instructions for c in launch_costs)),
         max_instructions_per_launch=int(max_instr),
         dma_transfers=int(sum(c.transfers for c in launch_costs)),
@@ -115,10 +122,13 @@ def _summarise(launch_costs, target, layout, x_mode, F, n_tiles, n_slots, max_in
     )
 
 
-def roofline_us(dma_bytes, matmul_cycles, target="trn2") -> float:
-    """max(bytes / peak DMA bandwidth, TensorE cycles / clock), in microseconds (modelled)."""
+def roofline_us(dma_bytes, matmul_cycles, target="trn2", cores: int = 1) -> float:
+    """max(bytes / peak DMA bandwidth, TensorE cycles / clock) over ``cores`` NeuronCores sharing the work evenly, in
+    microseconds (modelled)."""
+    if isinstance(cores, bool) or not isinstance(cores, (int, np.integer)) or cores < 1:
+        raise ValueError(f"cores must be an int >= 1, got {cores!r}")
     bw = nc.constant("dma_peak_gbps_per_nc", target)  # GB/s = B/ns
-    return max(dma_bytes / bw, nc.cycles_to_ns(matmul_cycles, "tensor", target)) / 1000.0
+    return max(dma_bytes / bw, nc.cycles_to_ns(matmul_cycles, "tensor", target)) / 1000.0 / int(cores)
 
 
 def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=None, hi_fraction: float = 0.0,
@@ -228,7 +238,7 @@ def estimate_spmm(A, F: int, x_mode: str = "fp32", target: str = "trn2", *, X=No
         dma_bytes=int(sum(p["dma_bytes"] for p in priced.values())) + idle["dma_bytes"],
         engine_busy_us={k: v / 1000.0 for k, v in busy_total.items()},
         latency_us=latency[nc.DEFAULT_DMA_MODEL] / 1000.0,
-        roofline_us=roofline_us(useful_bytes, mm_cycles_of_tiles(tiles, F, target), target),
+        roofline_us=roofline_us(useful_bytes, mm_cycles_of_tiles(tiles, F, target), target, cores=lnc),
         latency_optimistic_us=latency["optimistic"] / 1000.0,
         traced_shapes=len({_shape_key(job) for job in jobs}),
     )
@@ -479,57 +489,81 @@ def _baseline_x_row_bytes(F: int, x_mode: str) -> int:
     return record_width(F) if x_mode == "int8-hybrid" else F * max(X_ITEMSIZE[x_mode], 2)
 
 
-def _baseline_output(c, A, F: int, chunks) -> None:
-    """Per window of A: PSUM evacuation on ScalarE, one chunk at a time, and the fp32 store."""
-    for _ in range(int(A.window_rows.shape[0])):
+def _baseline_output(c, n_windows: int, F: int, chunks) -> None:
+    """Per window: PSUM evacuation on ScalarE, one chunk at a time, and the fp32 store."""
+    for _ in range(n_windows):
         for _, width in chunks:
             c.scalar(width)
         c.dma(128 * F * 4)
 
 
-def estimate_block_layout(A, F: int, x_mode: str = "fp32", target: str = "trn2") -> SpmmEstimate:
+def _program_shares(count: int, lnc: int) -> list[int]:
+    """``count`` units (blocks, edge tiles, windows) split over ``lnc`` programs as evenly as whole units allow."""
+    base, extra = divmod(int(count), lnc)
+    return [base + (1 if p < extra else 0) for p in range(lnc)]
+
+
+def _baseline_lnc(target: str, lnc) -> int:
+    from dste.kernels.launch_spmm import default_lnc
+
+    return default_lnc(target) if lnc is None else check_lnc(lnc)
+
+
+def estimate_block_layout(A, F: int, x_mode: str = "fp32", target: str = "trn2", lnc: int | None = None
+                          ) -> SpmmEstimate:
     """Modelled cost of a fixed-block-column (BSR) kernel on A's nonzero 128x128 blocks.
 
     Per nonzero block: one DMA of its dense bf16 values (32 KiB), one DMA of the 128 consecutive X
     rows it multiplies (hybrid X: int8 records, dequantized on ScalarE), one matmul per PSUM chunk.
-    Per window: PSUM evacuation and the store. Metadata is taken as free (favouring the baseline).
+    Per window: PSUM evacuation and the store. Metadata is taken as free (favouring the baseline). The blocks and
+    windows are split evenly over the launch's ``lnc`` programs (module docstring).
     """
+    lnc = _baseline_lnc(target, lnc)
     n_blocks = block_count(A)
-    c = LaunchCost(target)
     x_row = _baseline_x_row_bytes(F, x_mode)
     chunks = feature_chunks(F)
-    for _ in range(n_blocks):
-        c.dma(128 * 128 * 2)
-        c.dma(128 * x_row)
-        if x_mode == "int8-hybrid":
-            c.scalar(F)
-        for _, width in chunks:
-            c.matmul(width, BF16)
-    _baseline_output(c, A, F, chunks)
-    mm = c.cycles["tensor"]
-    return _summarise([c], target, "block", x_mode, F, n_blocks, n_blocks, 0, roofline_us(c.bytes, mm, target))
+    programs = []
+    for blocks, windows in zip(_program_shares(n_blocks, lnc), _program_shares(A.window_rows.shape[0], lnc)):
+        c = LaunchCost(target)
+        for _ in range(blocks):
+            c.dma(128 * 128 * 2)
+            c.dma(128 * x_row)
+            if x_mode == "int8-hybrid":
+                c.scalar(F)
+            for _, width in chunks:
+                c.matmul(width, BF16)
+        _baseline_output(c, windows, F, chunks)
+        programs.append(c)
+    roofline = roofline_us(sum(c.bytes for c in programs), sum(c.cycles["tensor"] for c in programs), target, lnc)
+    return _summarise(programs, target, "block", x_mode, F, n_blocks, n_blocks, 0, roofline, parallel=True)
 
 
-def estimate_edge_gather(A, F: int, x_mode: str = "fp32", target: str = "trn2") -> SpmmEstimate:
+def estimate_edge_gather(A, F: int, x_mode: str = "fp32", target: str = "trn2", lnc: int | None = None
+                         ) -> SpmmEstimate:
     """Modelled cost of a per-edge gather kernel: every kept edge as an entry (128 per matmul), its one-hot built
-    on VectorE as ``spmm_hybrid`` builds an entry slot's."""
+    on VectorE as ``spmm_hybrid`` builds an entry slot's. The edge tiles and windows are split evenly over the
+    launch's ``lnc`` programs (module docstring)."""
+    lnc = _baseline_lnc(target, lnc)
     coo = A.decode(effective=True).tocoo()
     nnz = int(coo.nnz)
     n_tiles = -(-nnz // 128)
-    c = LaunchCost(target)
     x_row = _baseline_x_row_bytes(F, x_mode)
     chunks = feature_chunks(F)
-    for t in range(n_tiles):
-        c.dma(128 * x_row)
-        if x_mode == "int8-hybrid":
-            c.scalar(F)
-        # the one-hot row x weight on VectorE, as spmm_hybrid's entry slots (GpSimd's tensor_scalar is rsqrt only)
-        c.vector(128, 1, BF16, "tensor_scalar")
-        for _, width in chunks:
-            c.matmul(width, BF16)
-    _baseline_output(c, A, F, chunks)
-    mm = c.cycles["tensor"]
-    return _summarise([c], target, "edge-gather", x_mode, F, n_tiles, n_tiles, 0, roofline_us(c.bytes, mm, target))
+    programs = []
+    for tiles, windows in zip(_program_shares(n_tiles, lnc), _program_shares(A.window_rows.shape[0], lnc)):
+        c = LaunchCost(target)
+        for _ in range(tiles):
+            c.dma(128 * x_row)
+            if x_mode == "int8-hybrid":
+                c.scalar(F)
+            # the one-hot row x weight on VectorE, as spmm_hybrid's entry slots (GpSimd's tensor_scalar is rsqrt only)
+            c.vector(128, 1, BF16, "tensor_scalar")
+            for _, width in chunks:
+                c.matmul(width, BF16)
+        _baseline_output(c, windows, F, chunks)
+        programs.append(c)
+    roofline = roofline_us(sum(c.bytes for c in programs), sum(c.cycles["tensor"] for c in programs), target, lnc)
+    return _summarise(programs, target, "edge-gather", x_mode, F, n_tiles, n_tiles, 0, roofline, parallel=True)
 
 
 __all__ = [
