@@ -13,8 +13,8 @@ Host side (the names say what runs: ``launch_*`` plans, packs and launches a ker
   (``correction.py``).
 - ``launch_masked_quant(values, keep, sensitivity, threshold)``, ``launch_quantize_rows(X, sensitivity,
   threshold)`` (``launch_quant.py``).
-- ``estimate_spmm`` (traced whole-matrix cost), ``estimate_block_layout``, ``estimate_edge_gather``
-  (analytic baselines) (``cost.py``): every figure *modelled*.
+- ``estimate_spmm`` (traced whole-matrix cost; ``traces=`` a ``TraceBook`` keeps the traced shapes between calls),
+  ``estimate_block_layout``, ``estimate_edge_gather`` (analytic baselines) (``cost.py``): every figure *modelled*.
 - ``device.py``: where a launch runs (``nkisim`` simulator or a ``neuron`` device).
 
 The torch ops over these are ``dste.spmm`` / ``torch.ops.dste.spmm_hybrid`` (``dste.bindings``); the host
@@ -31,6 +31,7 @@ _LAZY = {
     "estimate_block_layout": "dste.kernels.cost",
     "estimate_edge_gather": "dste.kernels.cost",
     "SpmmEstimate": "dste.kernels.cost",
+    "TraceBook": "dste.kernels.cost",
 }
 
 __all__ = ["plan_launches", "record_width", *_LAZY]
