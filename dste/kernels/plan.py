@@ -466,6 +466,9 @@ def plan_launches(A, F: int, x_mode: str = "fp32", *, target: str = "trn2", merg
     """
     if x_mode not in X_MODES:
         raise ValueError(f"x_mode must be one of {X_MODES}, got {x_mode!r}")
+    from dste.kernels.launch_spmm import require_indirect_dma  # launch_spmm imports this module
+
+    require_indirect_dma(target, "spmm_hybrid")  # a trn1 plan was made, then refused by the launcher and the estimate
     _validate_features(F)
     if lnc is not None:
         lnc = check_lnc(lnc)

@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from dste.format import encode, gcn_normalized, quantize_rows
 from dste.kernels.cost import estimate_block_layout, estimate_edge_gather, estimate_spmm, roofline_us
 from dste.kernels import launch_spmm_hybrid as spmm_hybrid
+from dste.kernels import plan_launches
 from tests.kernels.error_bounds import assert_within_bound
 
 
@@ -86,7 +87,8 @@ def test_trn1_is_refused_and_roofline():
     on (nki-dge.rst): a trn1 (v2) launch or estimate is refused, naming the target and the allowed one."""
     A = gcn_normalized(graph(500, 0.02, 1), reorder="rcm")
     X = np.ones((500, 128), np.float32)
-    for call in (lambda: spmm_hybrid(A, X, target="trn1"), lambda: estimate_spmm(A, 128, "fp32", target="trn1")):
+    for call in (lambda: spmm_hybrid(A, X, target="trn1"), lambda: estimate_spmm(A, 128, "fp32", target="trn1"),
+                 lambda: plan_launches(A, 128, "fp32", target="trn1")):
         with pytest.raises(ValueError, match="NeuronCore-v3.*allowed: 'trn2'"):
             call()
     _, prof = spmm_hybrid(A, X, target="trn2", profile=True)
