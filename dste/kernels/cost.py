@@ -503,10 +503,24 @@ def _program_shares(count: int, lnc: int) -> list[int]:
     return [base + (1 if p < extra else 0) for p in range(lnc)]
 
 
-def _baseline_lnc(target: str, lnc) -> int:
+def _baseline_estimate(A, F: int, x_mode: str, target: str, lnc, layout: str, units: int, charge_unit
+                       ) -> SpmmEstimate:
+    """One launch of a baseline kernel: ``units`` (blocks, edge tiles) and A's windows split evenly over its ``lnc``
+    programs (``default_lnc`` when None; module docstring), ``charge_unit(c)`` charging one unit to a program's
+    ``LaunchCost``, then each of its windows' output; the launch takes its slowest program's time."""
     from dste.kernels.launch_spmm import default_lnc
 
-    return default_lnc(target) if lnc is None else check_lnc(lnc)
+    lnc = default_lnc(target) if lnc is None else check_lnc(lnc)
+    chunks = feature_chunks(F)
+    programs = []
+    for count, windows in zip(_program_shares(units, lnc), _program_shares(A.window_rows.shape[0], lnc)):
+        c = LaunchCost(target)
+        for _ in range(count):
+            charge_unit(c)
+        _baseline_output(c, windows, F, chunks)
+        programs.append(c)
+    roofline = roofline_us(sum(c.bytes for c in programs), sum(c.cycles["tensor"] for c in programs), target, lnc)
+    return _summarise(programs, target, layout, x_mode, F, units, units, 0, roofline, parallel=True)
 
 
 def estimate_block_layout(A, F: int, x_mode: str = "fp32", target: str = "trn2", lnc: int | None = None
@@ -518,24 +532,18 @@ def estimate_block_layout(A, F: int, x_mode: str = "fp32", target: str = "trn2",
     Per window: PSUM evacuation and the store. Metadata is taken as free (favouring the baseline). The blocks and
     windows are split evenly over the launch's ``lnc`` programs (module docstring).
     """
-    lnc = _baseline_lnc(target, lnc)
-    n_blocks = block_count(A)
     x_row = _baseline_x_row_bytes(F, x_mode)
     chunks = feature_chunks(F)
-    programs = []
-    for blocks, windows in zip(_program_shares(n_blocks, lnc), _program_shares(A.window_rows.shape[0], lnc)):
-        c = LaunchCost(target)
-        for _ in range(blocks):
-            c.dma(128 * 128 * 2)
-            c.dma(128 * x_row)
-            if x_mode == "int8-hybrid":
-                c.scalar(F)
-            for _, width in chunks:
-                c.matmul(width, BF16)
-        _baseline_output(c, windows, F, chunks)
-        programs.append(c)
-    roofline = roofline_us(sum(c.bytes for c in programs), sum(c.cycles["tensor"] for c in programs), target, lnc)
-    return _summarise(programs, target, "block", x_mode, F, n_blocks, n_blocks, 0, roofline, parallel=True)
+
+    def charge_block(c):
+        c.dma(128 * 128 * 2)
+        c.dma(128 * x_row)
+        if x_mode == "int8-hybrid":
+            c.scalar(F)
+        for _, width in chunks:
+            c.matmul(width, BF16)
+
+    return _baseline_estimate(A, F, x_mode, target, lnc, "block", block_count(A), charge_block)
 
 
 def estimate_edge_gather(A, F: int, x_mode: str = "fp32", target: str = "trn2", lnc: int | None = None
@@ -543,27 +551,20 @@ def estimate_edge_gather(A, F: int, x_mode: str = "fp32", target: str = "trn2", 
     """Modelled cost of a per-edge gather kernel: every kept edge as an entry (128 per matmul), its one-hot built
     on VectorE as ``spmm_hybrid`` builds an entry slot's. The edge tiles and windows are split evenly over the
     launch's ``lnc`` programs (module docstring)."""
-    lnc = _baseline_lnc(target, lnc)
-    coo = A.decode(effective=True).tocoo()
-    nnz = int(coo.nnz)
-    n_tiles = -(-nnz // 128)
+    nnz = int(A.decode(effective=True).nnz)
     x_row = _baseline_x_row_bytes(F, x_mode)
     chunks = feature_chunks(F)
-    programs = []
-    for tiles, windows in zip(_program_shares(n_tiles, lnc), _program_shares(A.window_rows.shape[0], lnc)):
-        c = LaunchCost(target)
-        for _ in range(tiles):
-            c.dma(128 * x_row)
-            if x_mode == "int8-hybrid":
-                c.scalar(F)
-            # the one-hot row x weight on VectorE, as spmm_hybrid's entry slots (GpSimd's tensor_scalar is rsqrt only)
-            c.vector(128, 1, BF16, "tensor_scalar")
-            for _, width in chunks:
-                c.matmul(width, BF16)
-        _baseline_output(c, windows, F, chunks)
-        programs.append(c)
-    roofline = roofline_us(sum(c.bytes for c in programs), sum(c.cycles["tensor"] for c in programs), target, lnc)
-    return _summarise(programs, target, "edge-gather", x_mode, F, n_tiles, n_tiles, 0, roofline, parallel=True)
+
+    def charge_edge_tile(c):
+        c.dma(128 * x_row)
+        if x_mode == "int8-hybrid":
+            c.scalar(F)
+        # the one-hot row x weight on VectorE, as spmm_hybrid's entry slots (GpSimd's tensor_scalar is rsqrt only)
+        c.vector(128, 1, BF16, "tensor_scalar")
+        for _, width in chunks:
+            c.matmul(width, BF16)
+
+    return _baseline_estimate(A, F, x_mode, target, lnc, "edge-gather", -(-nnz // 128), charge_edge_tile)
 
 
 __all__ = [
