@@ -42,8 +42,15 @@ class StreamParams:
     """Knobs of the stream.
 
     num_snapshots:  T >= 1.
-    edge_churn:     fraction of edges replaced per step, in [0, 1).
-    growth:         fraction of new nodes per step (relative to the current size), >= 0.
+    edge_churn:     fraction of the previous snapshot's edges replaced per step, in [0, 1) (after a burst step
+                    that count includes the leaving flash crowd: with ``burst_edges=0.6`` the step after a burst
+                    replaces 1.6 x ``edge_churn`` of the quiet graph's edges).
+    growth:         fraction of new nodes per step (relative to the current size, rounded: none on graphs of
+                    8 nodes or fewer at 0.06), >= 0. A new node takes the class and community of a random
+                    node; its features are its class's current mean plus Gaussian noise with each feature's
+                    spread over all nodes (classes' separation included, so new nodes sit farther from their
+                    class mean than the old ones). It belongs to no split: accuracy is judged on the base
+                    graph's nodes.
     feature_drift:  norm of the per-step Gaussian shift of each class mean (in ``feature_unit``s).
     feature_pull:   per-step rate pulling features toward (> 0) or pushing them away from (< 0)
                     their class mean, in (-1, 1).
@@ -54,7 +61,8 @@ class StreamParams:
                     one, so changes stay local the way activity bursts in real graphs do.
     burst_every:    every k-th step (k > 0) is a burst: its churn is ``burst_churn`` instead of
                     ``edge_churn`` and its class-mean drift ``burst_drift`` (when > 0); 0 = no bursts.
-    burst_edges:    on a burst step, this fraction of the edges is added on top of the churn (drawn from
+    burst_edges:    on a burst step, this fraction of the edges (those staying from the previous snapshot, so
+                    flash crowds of consecutive bursts do not compound) is added on top of the churn (drawn from
                     the block model, one end in an active community) and removed again at the next step:
                     a flash crowd that raises the snapshot's edge count, and with it its latency, for one
                     step; 0 = none.
@@ -166,7 +174,9 @@ class Snapshot:
     """One graph of the stream.
 
     index:        position t in the stream (0-based).
-    graph:        the snapshot.
+    graph:        the snapshot. From snapshot 1 on, ``graph.communities`` (where the base graph has them) are the
+                  block model's: the base graph's communities split by class where one spans classes, renumbered
+                  in class order; ``graph.meta["active_communities"]`` names the step's active ones in those ids.
     changed_rows: int64 sorted node ids whose adjacency row changed since snapshot t-1.
     added_edges, removed_edges: int64 [2, k] undirected pairs (i < j) added / removed at this step.
     new_nodes:    int64 ids of nodes that joined at this step.
@@ -189,7 +199,7 @@ class Snapshot:
         None for the identity order; window w holds positions [w * window_rows, (w + 1) * window_rows).
         """
         n = self.graph.num_nodes
-        if not isinstance(window_rows, (int, np.integer)) or window_rows < 1:
+        if not is_integer(window_rows) or window_rows < 1:
             raise ValueError(f"window_rows must be a positive int, got {window_rows!r}")
         if row_perm is None:
             positions = self.changed_rows
@@ -342,7 +352,9 @@ class SnapshotStream:
     def _step(self, t: int, state):
         if t == 0:
             graph = self.base
-            meta = dict(graph.meta, class_means=self._class_means0.copy(), snapshot=0)
+            # a base graph taken from another stream's snapshot must not hand that stream's flash crowd to step 1
+            meta = {k: v for k, v in graph.meta.items() if k != "burst_keys"}
+            meta.update(class_means=self._class_means0.copy(), snapshot=0)
             graph = replace(graph, meta=meta)
             n = graph.num_nodes
             empty = np.zeros((2, 0), dtype=np.int64)
@@ -421,7 +433,8 @@ class SnapshotStream:
         flash_keys = None
         if p.burst_edges > 0 and p._bursting(t):
             # exclude already holds the old edges and the new nodes' ones; the churn's are added here
-            flash_wanted = int(round(p.burst_edges * old_keys.size))
+            staying = old_keys.size - (0 if flash_leaving is None else flash_leaving.size)
+            flash_wanted = int(round(p.burst_edges * staying))
             flash_keys = sample_edges(
                 grown_model, rng, flash_wanted, every_node_once=False,
                 exclude_keys=sorted_unique(np.concatenate([exclude, churn_keys])), source_pool=active_pool,

@@ -180,7 +180,9 @@ class DistributedGCN:
 
         ``adj``: the new adjacency, or only its rows owned here (any rows of other ranks are ignored).
         ``changed_rows``: global ids whose rows changed (a superset is fine); None compares this
-        rank's rows with the stored ones. Ranks whose rows did not change keep their block.
+        rank's rows with the stored ones. Ranks whose rows did not change keep their block. A list that leaves out
+        a row whose degree changed is refused on every rank (ValueError); one that leaves out a row whose edges
+        moved at the same degree cannot be told from a correct one.
         """
         new_shard = self.shard.with_rows(adj)
         if changed_rows is None:
@@ -195,6 +197,19 @@ class DistributedGCN:
                                  f"to {changed.max()}")
             changed = changed.astype(np.int64)
             mine_changed = bool(np.any(self.shard.owner[changed] == self.comm.rank))
+        # A list that names none of this rank's rows while one of them gained or lost an edge would keep this
+        # rank's old block: refused on every rank at once (the counts are gathered before any other collective).
+        missed = 0
+        if changed_rows is not None and not mine_changed:
+            missed = int(np.count_nonzero(np.diff(new_shard.rows.indptr) != np.diff(self.shard.rows.indptr)))
+        flags = self.comm.all_gather_ints([int(mine_changed), missed], "re-encode flags").numpy()
+        if flags[:, 1].any():
+            ranks = np.flatnonzero(flags[:, 1]).tolist()
+            raise ValueError(
+                f"rank {self.comm.rank}: changed_rows leaves out {int(flags[:, 1].sum())} row(s) whose degree "
+                f"changed, owned by rank(s) {ranks}: their blocks would be kept stale. List every changed row (a "
+                "superset is fine) or pass changed_rows=None to compare each rank's rows with its stored ones"
+            )
         seconds, halo_changed, new_block = 0.0, False, None
         if mine_changed:
             new_block = encode_block(new_shard, **self.encode_fields)
@@ -203,7 +218,6 @@ class DistributedGCN:
         self.plan = refresh_halo_plan(self.comm, new_shard, self.plan, halo_changed,
                                       None if new_block is None else new_block.halo_ids,
                                       None if new_block is None else new_block.halo_counts)
-        flags = self.comm.all_gather_ints([int(mine_changed)], "re-encode flags")[:, 0].numpy()
         if new_block is not None:
             self.block, self.shard = new_block, new_shard
-        return SnapshotUpdate(mine_changed, halo_changed, seconds, np.flatnonzero(flags).tolist())
+        return SnapshotUpdate(mine_changed, halo_changed, seconds, np.flatnonzero(flags[:, 0]).tolist())

@@ -1328,7 +1328,9 @@ def update_windows(old: DSTEMatrix, new_matrix, changed_rows, row_scale=None, co
     satisfies this. Masks of the untouched windows are kept; re-encoded windows start
     fully kept. A ``changed_rows`` that leaves out a row whose window holds a different
     number of entries in ``new_matrix`` is refused (``DSTEFormatError``); one that leaves out
-    an entry moved within its window at the same count cannot be told from a correct one.
+    a row whose values changed, or an entry moved within its window at the same count, cannot
+    be told from a correct one (the window keeps its old tiles): list every row whose entries
+    or values changed.
     """
     if old.encode_policy is None:
         raise DSTEFormatError("update_windows needs the matrix's encode_policy (set by encode)")
@@ -1373,14 +1375,21 @@ def _window_entry_counts(matrix: DSTEMatrix) -> np.ndarray:
     return counts
 
 
+def window_count_mismatches(old: DSTEMatrix, redo: np.ndarray, entry_window: np.ndarray) -> np.ndarray:
+    """The row windows an update would keep (``~redo``) whose entry count in ``old`` differs from the new
+    matrix's (``entry_window``: each new entry's window, int); int64, ascending."""
+    new_counts = np.bincount(entry_window, minlength=old.n_windows)
+    return np.flatnonzero(~redo & (new_counts != _window_entry_counts(old)))
+
+
 def _check_changed_rows_cover_counts(old: DSTEMatrix, redo, entry_window) -> None:
     """Refuse a ``changed_rows`` that leaves out a window whose entry count differs between ``old`` and the new
     matrix (``entry_window``: each new entry's window): the window would keep its old tiles. A change that keeps
     every window's count (an entry moved within its row window) cannot be told this way."""
-    new_counts = np.bincount(entry_window, minlength=old.n_windows)
-    old_counts = _window_entry_counts(old)
-    missed = np.flatnonzero(~redo & (new_counts != old_counts))
+    missed = window_count_mismatches(old, redo, entry_window)
     if missed.size:
+        new_counts = np.bincount(entry_window, minlength=old.n_windows)
+        old_counts = _window_entry_counts(old)
         first = int(missed[0])
         rows = old.window_rows[first]
         rows = rows[rows < old.shape[0]]

@@ -25,8 +25,10 @@ random sets of windows against a full encode in the same order (0.40 s):
     windows re-encoded   5 %     20 %    50 %    70 %    90 %    100 %
     incremental          0.046   0.094   0.20    0.32    0.36    0.40 s
 
-i.e. about 0.025 s + 0.37 s x (fraction of entries re-encoded): the incremental path is
-never slower, and only above ~90 % of the entries do the two cost the same. Beyond
+i.e. about 0.025 s + 0.37 s x (fraction of entries re-encoded): on that graph the incremental path is
+never slower, and only above ~90 % of the entries do the two cost the same. On small graphs its fixed cost
+dominates: at cora-like's size (2,708 nodes) a change of a dozen rows takes ~3.3 ms against ~2.7 ms for a full
+encode (bench/README.md, "Encode and incremental re-encode"). Beyond
 ``FULL_REENCODE_ENTRY_FRACTION`` of the entries ``gcn_update`` therefore encodes
 everything in the same order (same result, bit for bit; no second copy of the tiles to
 merge), unless the matrix carries a keep-mask, which only the incremental path keeps.
@@ -41,7 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from dste.format.constants import FP16_MAX, FP16_MIN_NORMAL, SCALE_DTYPES, WINDOW_ROWS, TileKind
-from dste.format.encoder import encode_coo, encode_coo_owned, reencode_windows, to_csr
+from dste.format.encoder import encode_coo, encode_coo_owned, reencode_windows, to_csr, window_count_mismatches
 from dste.format.errors import DSTEFormatError
 from dste.format.matrix import DSTEMatrix
 from dste.format.policy import EncodePolicy
@@ -494,7 +496,10 @@ def _gcn_update(encoded: DSTEMatrix, new_adj, add_self_loops: bool, changed_rows
     structure, dinv = gcn_csr(new_adj, add_self_loops)
     N = encoded.shape[0]
     if structure.shape != encoded.shape:
-        raise DSTEFormatError(f"new adjacency shape {structure.shape} != encoded shape {encoded.shape}")
+        raise DSTEFormatError(
+            f"new adjacency shape {structure.shape} != encoded shape {encoded.shape}: gcn_update keeps the node set "
+            "(a graph that grew or shrank needs a full encode: gcn_normalized(new_adj, ...))"
+        )
     given = changed_rows is not None
     if not given:
         changed_rows = _rows_differing(encoded, structure)
@@ -508,7 +513,7 @@ def _gcn_update(encoded: DSTEMatrix, new_adj, add_self_loops: bool, changed_rows
     redo = np.zeros(encoded.n_windows, dtype=bool)
     redo[row_pos[changed_rows.astype(np.int64)] // WINDOW_ROWS] = True
     if given:
-        _check_changed_rows_cover_degrees(encoded, dinv, redo, row_pos, add_self_loops)
+        _check_changed_rows_cover_degrees(encoded, structure, dinv, redo, row_pos, add_self_loops)
     redo_rows = encoded.window_rows[redo].ravel()
     redo_rows = np.sort(redo_rows[redo_rows < N])
     redo_entries = int(np.diff(structure.indptr)[redo_rows].sum())
@@ -520,20 +525,33 @@ def _gcn_update(encoded: DSTEMatrix, new_adj, add_self_loops: bool, changed_rows
     return reencode_windows(encoded, rows, part.indices.astype(np.int64), part.data, redo, policy)
 
 
-def _check_changed_rows_cover_degrees(encoded: DSTEMatrix, dinv: np.ndarray, redo: np.ndarray, row_pos: np.ndarray,
-                                      add_self_loops: bool) -> None:
+def _check_changed_rows_cover_degrees(encoded: DSTEMatrix, structure: sp.csr_matrix, dinv: np.ndarray,
+                                      redo: np.ndarray, row_pos: np.ndarray, add_self_loops: bool) -> None:
     """Refuse a caller's ``changed_rows`` that leaves out a row whose degree changed: its window's tiles would be
-    kept with the old structure under the new scales, a silently wrong matrix. A row's degree is read from its
-    stored scale (the same D^-1/2 computation, so an unchanged row matches exactly; O(N), no decode). A row whose
-    edges moved at the same degree is not seen here: only the comparison (``changed_rows=None``) finds those."""
+    kept with the old structure under the new scales, a silently wrong matrix. Two checks, O(N) and O(tiles), no
+    decode: a row's stored scale against its new D^-1/2 (the same computation, so an unchanged row matches exactly
+    in float32; float16 scales round neighbouring degrees from ~660 up to one value), and each kept window's stored
+    entry count against the new structure's. A row whose edges moved at the same degree, or two left-out rows of one
+    window whose degrees changed by opposite amounts beyond float16's resolution, are not seen here: only the
+    comparison (``changed_rows=None``) finds those."""
     old = encoded.row_scale
     degree_changed = np.flatnonzero(np.asarray(dinv, dtype=old.dtype) != old)
     missed = degree_changed[~redo[row_pos[degree_changed] // WINDOW_ROWS]]
+    remedy = (f"list every changed row (a superset is fine) or pass changed_rows=None to find them by comparison (if "
+              f"none changed, add_self_loops={add_self_loops} differs from the encode's)")
     if missed.size:
+        raise DSTEFormatError(f"changed_rows leaves out {missed.size} row(s) whose degree changed (e.g. rows "
+                              f"{missed[:5].tolist()}); {remedy}")
+    entry_window = np.repeat(row_pos // WINDOW_ROWS, np.diff(structure.indptr))
+    windows = window_count_mismatches(encoded, redo, entry_window)
+    if windows.size:
+        rows = encoded.window_rows[windows[0]]
+        rows = rows[rows < encoded.shape[0]]
         raise DSTEFormatError(
-            f"changed_rows leaves out {missed.size} row(s) whose degree changed (e.g. rows {missed[:5].tolist()}); "
-            f"list every changed row (a superset is fine) or pass changed_rows=None to find them by comparison (if "
-            f"none changed, add_self_loops={add_self_loops} differs from the encode's)"
+            f"changed_rows leaves out rows whose degree changed: {windows.size} row window(s) it would keep hold a "
+            f"different number of entries in new_adj (first: window {int(windows[0])}, rows {rows[:8].tolist()}"
+            f"{' ...' if rows.size > 8 else ''}; float16 scales cannot tell neighbouring degrees from ~660 up); "
+            f"{remedy}"
         )
 
 

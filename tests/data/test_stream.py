@@ -207,6 +207,27 @@ def test_bursty_stream_adds_a_flash_crowd_at_each_burst_and_removes_it_at_the_ne
     assert min(changed[3], changed[4]) > 4 * max(changed[1], changed[2], changed[5])
 
 
+def test_flash_crowds_of_consecutive_bursts_do_not_compound():
+    # With a burst every step, each flash crowd was sized on an edge count still holding the one leaving at that
+    # step: +60 %, +96 %, +118 % ... over the quiet graph instead of +60 % each time.
+    stream = make_stream("cora-like", num_snapshots=6, seed=2, edge_churn=0.01, burst_every=1, burst_churn=0.01,
+                         burst_edges=0.6)
+    snapshots = list(stream)
+    quiet = snapshots[0].graph.num_undirected_edges
+    for snap in snapshots[1:]:
+        assert abs(snap.graph.num_undirected_edges - 1.6 * quiet) <= 0.01 * quiet, snap.index
+
+
+def test_a_stream_over_another_streams_burst_snapshot_does_not_remove_that_flash_crowd():
+    # The base graph's meta still named the earlier stream's flash crowd, which a steady stream then removed at its
+    # first step (42 % of the edges instead of 5 %).
+    burst = make_stream("cora-like", num_snapshots=4, seed=2, preset="bursty")[3].graph
+    assert burst.meta["burst_keys"].size
+    steady = list(make_stream(burst, num_snapshots=2, seed=0, preset="steady"))
+    removed = steady[1].removed_edges.shape[1]
+    assert removed == round(0.05 * burst.num_undirected_edges)
+
+
 def test_a_flash_crowd_or_churn_the_block_model_cannot_hold_is_refused():
     """On a 400-node graph a burst of 100 % more edges with one end in 5 % of the communities asks for more new pairs
     than the block model holds there: the snapshot held 515 of its 900 flash edges, with no word. A step more than

@@ -148,6 +148,9 @@ def test_forward_reads_inputs_as_documented():
             assert "inference only" in res[hidden, "grad"], res[hidden, "grad"]
     for res in results:
         assert "changed_rows must be integer node ids in [0, 40)" in res["changed_rows"]  # dropped before
+        # rank 1's rows changed but no id of it was listed: it kept its old block without a word
+        assert "leaves out 2 row(s) whose degree changed, owned by rank(s) [1]" in res["left out"], res["left out"]
+        assert res["listed"] == [1], res["listed"]
 
 
 

@@ -70,6 +70,15 @@ def gcn_input_checks(comm, adj, x):
         outcome["changed_rows"] = "ran"
     except ValueError as exc:
         outcome["changed_rows"] = str(exc)
+    # an edge between two of rank 1's nodes (owner = id % 2), with a list that names only a node of rank 0
+    flipped = adj.tolil()
+    flipped[1, 3] = flipped[3, 1] = 0.0 if adj[1, 3] else 1.0
+    flipped = flipped.tocsr()
+    for name, listed in (("left out", [0]), ("listed", [1, 3])):
+        try:
+            outcome[name] = model.apply_snapshot(flipped, changed_rows=listed).ranks_reencoded
+        except ValueError as exc:
+            outcome[name] = str(exc)
     return outcome
 
 

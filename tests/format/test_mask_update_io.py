@@ -444,6 +444,27 @@ def test_gcn_update_refuses_changed_rows_that_leave_out_a_row_whose_degree_chang
     _assert_same(listed, gcn_update(E, new_adj))  # every changed row listed: the comparison's result
 
 
+def test_gcn_update_refuses_a_left_out_hub_whose_float16_scale_did_not_change():
+    # float16 rounds 1/sqrt(d) of neighbouring degrees from ~660 up to one value, so the scale check cannot see a
+    # hub that lost an edge; its window's stored entry count can. Accepted before, the hub kept the removed edge.
+    from dste.format.gcn import with_float16_scales
+
+    n, hub, lost = 4000, 0, 2900
+    spokes = np.arange(1, 3001)
+    ring = np.arange(n)
+    rows, cols = np.r_[np.full(spokes.size, hub), ring], np.r_[spokes, (ring + 1) % n]
+    adj = sp.coo_matrix((np.ones(rows.size, np.float32), (rows, cols)), shape=(n, n)).tocsr()
+    adj = ((adj + adj.T) != 0).astype(np.float32)
+    new_adj = _flip_edges(adj, [(hub, lost)])
+    degrees = np.asarray((adj != 0).sum(axis=1)).ravel() + 1
+    assert np.float16(1 / np.sqrt(degrees[hub])) == np.float16(1 / np.sqrt(degrees[hub] - 1))  # the premise
+    E = with_float16_scales(gcn_normalized(adj, reorder="none"))
+    with pytest.raises(DSTEFormatError, match=r"leaves out rows whose degree changed: 1 row window\(s\).*rows \[0, 1,"):
+        gcn_update(E, new_adj, changed_rows=[lost])
+    listed = gcn_update(E, new_adj, changed_rows=[hub, lost])
+    assert listed.decode()[hub, lost] == 0 and listed.decode()[hub, 1] > 0
+
+
 def test_a_matrix_refuses_a_field_reassigned_and_its_product_stays_the_matrix_it_was_built_as():
     # Reassigning a field left the cached CSR operands of the old mask in place: the cpu product answered for the
     # old keep-mask (off by 5.6 on a test matrix) while the kernel backend read the new one.
