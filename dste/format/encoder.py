@@ -266,7 +266,8 @@ def _check_scale(name, scale, length):
     if not np.isfinite(scale).all():
         raise DSTEFormatError(f"{name} must be finite")
     with np.errstate(over="ignore"):  # an overflow is refused below, with the scale named
-        scale32 = np.ascontiguousarray(scale, dtype=np.float32)
+        # a copy, always: a caller's float32 buffer edited later would rewrite the matrix under its cached products
+        scale32 = np.array(scale, dtype=np.float32, order="C", copy=True)
     lost = ~np.isfinite(scale32) | ((scale32 == 0) & (scale != 0))
     if lost.any():
         i = int(np.flatnonzero(lost)[0])
@@ -276,6 +277,15 @@ def _check_scale(name, scale, length):
             f"{FLOAT32_MAX:.3g} in magnitude)"
         )
     return scale32
+
+
+def _check_scales(row_scale, col_scale, rows: int, cols: int):
+    """``_check_scale`` of both, one copy where both name one vector (``gcn_normalized``'s D^-1/2): the matrix
+    then holds it once, as the device does (``DSTEMatrix.nbytes``)."""
+    checked_rows = _check_scale("row_scale", row_scale, rows)
+    if col_scale is row_scale and row_scale is not None and rows == cols:
+        return checked_rows, checked_rows
+    return checked_rows, _check_scale("col_scale", col_scale, cols)
 
 
 def _scale_magnitudes(row_scale, col_scale):
@@ -328,7 +338,7 @@ def _check_perm(name, perm, length):
     perm = np.asarray(perm)
     if perm.dtype.kind not in "iu" or not is_permutation(perm, length):
         raise DSTEFormatError(f"{name} must be a permutation of 0..{length - 1} (integers, each id once)")
-    return np.ascontiguousarray(perm, dtype=np.int64)
+    return np.array(perm, dtype=np.int64, order="C", copy=True)  # a copy, as the scales (_check_scale)
 
 
 def _factor(rows, cols, vals, row_scale, col_scale, scaled_input):
@@ -438,8 +448,7 @@ def encode_coo_owned(entries: list, shape, policy: EncodePolicy, *, row_perm=Non
     (default every row; :func:`reencode_windows` gives the rows of the windows it encodes)."""
     N, M = shape
     rows, cols, vals = entries
-    row_scale = _check_scale("row_scale", policy.row_scale, N)
-    col_scale = _check_scale("col_scale", policy.col_scale, M)
+    row_scale, col_scale = _check_scales(policy.row_scale, policy.col_scale, N, M)
     row_perm = _check_perm("row_perm", row_perm, N)
     col_perm = _check_perm("col_perm", col_perm, M)
     if row_perm is None and col_perm is None and policy.reorder != "none":
@@ -1342,8 +1351,9 @@ def update_windows(old: DSTEMatrix, new_matrix, changed_rows, row_scale=None, co
     changed_rows = np.asarray(changed_rows)
     if changed_rows.size and (changed_rows.dtype.kind not in "iu" or changed_rows.min() < 0 or changed_rows.max() >= N):
         raise DSTEFormatError(f"changed_rows must be integer row ids in [0, {N})")
-    policy.row_scale = old.row_scale if row_scale is None else _check_scale("row_scale", row_scale, N)
-    policy.col_scale = old.col_scale if col_scale is None else _check_scale("col_scale", col_scale, M)
+    given_rows, given_cols = _check_scales(row_scale, col_scale, N, M)
+    policy.row_scale = old.row_scale if row_scale is None else given_rows
+    policy.col_scale = old.col_scale if col_scale is None else given_cols
     changed_scales = not (_same_scale(policy.row_scale, old.row_scale) and _same_scale(policy.col_scale, old.col_scale))
     if policy.scaled_input and changed_scales:
         raise DSTEFormatError(

@@ -467,6 +467,10 @@ class DSTEMatrix:
         real = wr[wr < N]
         if not is_permutation(real, N):
             _fail("window_rows must hold every original row id exactly once (other slots = N)")
+        if self.row_perm is not None and not np.array_equal(real, self.row_perm):
+            # updates pick the windows to re-encode through row_perm: one that does not describe the tiles would
+            # re-encode the wrong windows
+            _fail("window_rows must hold the rows in row_perm's order (other slots = N)")
         self._check_ptr("window_ptr", self.window_ptr, self.tile_window, n_windows, T)
         self._check_ptr("ewindow_ptr", self.ewindow_ptr, self.etile_window, n_windows, E)
 

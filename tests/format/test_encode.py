@@ -365,3 +365,35 @@ def test_bad_csr_input_is_refused():
         encode(bad_index)
     with pytest.raises(DSTEFormatError, match="NaN"):
         encode(sp.csr_matrix(np.array([[np.nan, 1.0]])))
+
+
+@pytest.mark.parametrize("container", ["numpy", "torch"])
+def test_the_matrix_keeps_its_own_copy_of_the_callers_scales_and_orders(container):
+    # float32 scales and int64 orders were kept as views of the caller's buffers: editing them after the encode
+    # rewrote the "immutable" matrix under the CPU op's cached operands (44.8 apart from the kernel on one matrix),
+    # and an edited order no longer described the tiles, so gcn_update re-encoded the wrong windows.
+    adj, _ = community_graph(300, seed=4)
+    rng = np.random.default_rng(0)
+    scales = rng.uniform(0.5, 2.0, 300).astype(np.float32)
+    order = rng.permutation(300).astype(np.int64)
+    wrap = torch.from_numpy if container == "torch" else (lambda a: a)
+    row_scale, perm = wrap(scales.copy()), wrap(order.copy())
+    E = encode(adj, row_scale=row_scale, row_perm=perm, col_perm=perm)
+    row_scale[:] = 7.0
+    perm[:] = wrap(np.arange(300))
+    np.testing.assert_array_equal(E.row_scale, scales)
+    np.testing.assert_array_equal(E.row_perm, order)
+    np.testing.assert_array_equal(E.col_perm, order)
+    x = rng.standard_normal((300, 4)).astype(np.float32)
+    expected = adj.astype(np.float64) @ x  # scaled input: the scales are factored out of A and back in on decode
+    np.testing.assert_allclose(E.decode().toarray() @ x, expected, rtol=0, atol=1e-2 * np.abs(expected).max())
+    G = gcn_normalized(adj, row_perm=perm, col_perm=perm)
+    perm[:] = wrap(order)
+    np.testing.assert_array_equal(G.row_perm, np.arange(300))
+
+
+def test_a_matrix_whose_row_perm_does_not_describe_its_windows_is_refused():
+    adj, _ = community_graph(300, seed=4)
+    E = encode(adj, reorder="community")
+    with pytest.raises(DSTEFormatError, match="window_rows must hold the rows in row_perm's order"):
+        E.replace(row_perm=np.roll(E.row_perm, 1)).validate()
