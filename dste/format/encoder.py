@@ -222,8 +222,10 @@ def _is_canonical(indptr, indices) -> bool:
 
 
 def _check_dtype(dtype):
-    if np.dtype(dtype).kind not in "biuf":
-        raise DSTEFormatError(f"unsupported dtype {dtype}; allowed: bool, integer, real floating point")
+    # ml_dtypes' bfloat16 (NumPy kind "V") is a real float, read as torch's bfloat16 is: exactly, in float64
+    if np.dtype(dtype).kind not in "biuf" and np.dtype(dtype).name != "bfloat16":
+        raise DSTEFormatError(f"unsupported dtype {dtype}; allowed: bool, integer, real floating point (bfloat16 "
+                              "included)")
 
 
 def _is_torch_tensor(A) -> bool:
@@ -248,9 +250,10 @@ def _torch_to_scipy_or_numpy(t):
                 f"expected a 2-D sparse matrix with scalar values, got shape {tuple(t.shape)} with {t.dense_dim()} "
                 "dense dimension(s)"
             )
-        t = t.coalesce()
-        idx = t.indices().numpy()
-        return sp.coo_matrix((t.values().numpy(), (idx[0], idx[1])), shape=tuple(t.shape))
+        # not coalesced here: torch sums duplicates in the tensor's own dtype (int8 100 + 100 = -56); to_coo sums
+        # them as it sums a SciPy matrix's
+        idx = t._indices().numpy()
+        return sp.coo_matrix((t._values().numpy(), (idx[0], idx[1])), shape=tuple(t.shape))
     if t.layout != torch.strided:
         raise DSTEFormatError(f"unsupported torch layout {t.layout}; allowed: strided, sparse_coo, sparse_csr")
     return t.numpy()
@@ -362,9 +365,16 @@ def _factor(rows, cols, vals, row_scale, col_scale, scaled_input):
                 "row_scale/col_scale is 0 at an entry of the matrix: its value cannot be factored out"
             )
         vals = vals / denom
-    vals32 = vals.astype(np.float32)
+    with np.errstate(over="ignore"):  # refused below, by position
+        vals32 = vals.astype(np.float32)
     if not np.isfinite(vals32).all():
-        raise DSTEFormatError("a value divided by its scales overflows float32")
+        i = int(np.flatnonzero(~np.isfinite(vals32))[0])
+        factored = scaled_input and (row_scale is not None or col_scale is not None)
+        raise DSTEFormatError(
+            f"the value at ({int(rows[i])}, {int(cols[i])}){' divided by its scales' if factored else ''} is "
+            f"{float(vals[i]):.6g}, beyond float32's range ({FLOAT32_MAX:.3g}), the stored values' dtype; rescale the "
+            "matrix (or give row_scale/col_scale that factor the magnitude out)"
+        )
     tiny = (np.abs(vals32) < MIN_STORED_MAGNITUDE) & (vals != 0)
     if tiny.any():
         where = int(np.flatnonzero(tiny)[0])

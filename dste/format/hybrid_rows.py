@@ -103,6 +103,13 @@ class HybridRows:
             raise DSTEFormatError("INT8 row scales must be finite and > 0")
         if (self.q == -128).any():
             raise DSTEFormatError("HybridRows.q must lie in [-127, 127]")
+        if low.size and float(low.max()) * 127.0 > np.finfo(np.float32).max:
+            # the row's q x scale must be a float32, as every op reads it; 127 x scale bounds it without a pass
+            largest = np.abs(self.q).max(axis=1).astype(np.float64) * self.scale.astype(np.float64)
+            if largest.max() > np.finfo(np.float32).max:
+                row = int(np.argmax(largest))
+                raise DSTEFormatError(f"HybridRows row {row} dequantizes to {largest[row]:.6g} (q x scale), beyond "
+                                      "float32's range (3.4e38); rescale X")
         if not np.isfinite(self.hi).all():
             raise DSTEFormatError("HybridRows.hi must be finite")
         return self

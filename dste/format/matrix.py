@@ -826,7 +826,9 @@ class DSTEMatrix:
                 raise DSTEFormatError(f"with_mask: mask shape {keep.shape} != matrix shape {self.shape}")
             if keep.dtype.kind in "fc" and not np.isfinite(keep.data).all():
                 raise DSTEFormatError("with_mask: the mask contains NaN or Inf; nonzero = keep, so it must be finite")
-            mask = keep.tocsr().copy()
+            # duplicates are summed as encode sums them: integers in float64, not their own dtype (uint8 128 + 128
+            # would wrap to 0 and drop a kept entry)
+            mask = keep.astype(np.float64 if keep.dtype.kind in "biu" else keep.dtype, copy=True).tocsr()
             mask.sum_duplicates()  # canonical (sorted columns, no duplicates): the keys below ascend strictly
             mask.eliminate_zeros()
             coo = mask.tocoo()

@@ -289,7 +289,9 @@ def metis_recursive_parts(indptr: np.ndarray, indices: np.ndarray, n_parts: int,
         return np.zeros(n, dtype=np.int64)
     n_parts = int(min(n_parts, n))
     pymetis = _pymetis()
-    options = pymetis.Options(seed=int(seed))
+    # METIS draws the same numbers for seeds 0 and 1 (measured): seed s runs as METIS seed s + 1, so every seed of
+    # ours is its own order and the default (0, METIS 1) keeps the order it always had
+    options = pymetis.Options(seed=int(seed) + 1)
     if REFINEMENT_ITERATIONS is not None:
         options.niter = REFINEMENT_ITERATIONS
     adjacency = pymetis.CSRAdjacency(adj_starts=indptr, adjacent=indices)

@@ -144,6 +144,7 @@ def _check_matrix_finite(A):
         value = getattr(A, name)
         if value.size and not np.isfinite(value).all():
             raise ValueError(f"A.{name} contains NaN or Inf")
+    _check_stationary_range(A)
     M = A.shape[1]
     for name, ncount in (("tile_cols", A.tile_ncols), ("etile_cols", A.etile_nentries), ("ltile_cols", A.ltile_ncols)):
         cols = getattr(A, name)
@@ -151,6 +152,28 @@ def _check_matrix_finite(A):
             used = np.arange(cols.shape[1])[None, :] < ncount[:, None]
             if (cols[used] < 0).any() or (cols[used] >= M).any():
                 raise ValueError(f"A.{name} holds column ids outside [0, {M})")
+
+
+def _check_stationary_range(A) -> None:
+    """Refuse a stored value whose product with its column scale the kernel's bf16 stationary rounds to Inf (as
+    ``_validate`` refuses such an X): Y would come back Inf, and NaN where that column's X row is 0. On a bound from
+    the tiles' value arrays first; per entry only when the bound does not settle it."""
+    from dste.format.encoder import _stored_magnitude_bounds
+
+    _, largest = _stored_magnitude_bounds(A)
+    column = 1.0 if A.col_scale is None or not A.col_scale.size else float(np.abs(A.col_scale.astype(np.float64)).max())
+    if largest * column < BF16_ROUNDS_TO_INF:
+        return
+    stored = A.decode(effective=False, scaled=False)
+    weight = np.abs(stored.data) * (1.0 if A.col_scale is None else np.abs(A.col_scale.astype(np.float64))[stored.indices])
+    if weight.size and weight.max() >= BF16_ROUNDS_TO_INF:
+        entry = int(np.argmax(weight))
+        row = int(np.searchsorted(stored.indptr, entry, side="right") - 1)
+        raise ValueError(
+            f"A's entry ({row}, {int(stored.indices[entry])}) is {float(weight[entry]):.8g} in magnitude before its "
+            f"row scale, which the kernel's bf16 stationary rounds to Inf (values from {BF16_ROUNDS_TO_INF:.8g} on; "
+            "bf16's largest is 3.3895314e38); rescale A (a row scale is applied in fp32, after the product)"
+        )
 
 
 def packed_launches(A, plan: LaunchPlan) -> list[dict]:

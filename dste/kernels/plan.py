@@ -505,9 +505,13 @@ def plan_launches(A, F: int, x_mode: str = "fp32", *, target: str = "trn2", merg
     rounded[:, 6] *= 2  # pairs -> list slots (even)
     if n_windows and rounded.sum(axis=1).max() > MAX_SLOTS_PER_WINDOW:
         w = int(np.argmax(rounded.sum(axis=1)))
+        kinds = ("BIN", "INT8", "FP16", "entry BIN", "entry INT8", "entry FP16", "list", "diagonal")
+        held = ", ".join(f"{name} {int(c)} -> {int(r)}" for name, c, r in zip(kinds, counts[w], rounded[w]) if c)
         raise ValueError(
-            f"window {w} needs {int(rounded[w].sum())} tile slots; one launch supports at most "
-            f"{MAX_SLOTS_PER_WINDOW} per window (re-encode with reordering)"
+            f"window {w} needs {int(rounded[w].sum())} tile slots ({held}: each kind's tiles rounded up the ladder "
+            f"of compiled slot counts, {', '.join(str(int(v)) for v in LADDER[-5:])}); one launch supports at most "
+            f"{MAX_SLOTS_PER_WINDOW} per window. A reordering (reorder='community' or 'rcm') may gather the "
+            "window's columns into fewer tiles; a window holding a hub row keeps its tiles"
         )
     plan = LaunchPlan((int(A.shape[0]), int(A.shape[1])), int(F), x_mode, structure=tile_structure(A))
     nonempty = np.nonzero(counts.sum(axis=1) > 0)[0]

@@ -397,3 +397,36 @@ def test_a_matrix_whose_row_perm_does_not_describe_its_windows_is_refused():
     E = encode(adj, reorder="community")
     with pytest.raises(DSTEFormatError, match="window_rows must hold the rows in row_perm's order"):
         E.replace(row_perm=np.roll(E.row_perm, 1)).validate()
+
+
+@pytest.mark.parametrize("dtype, values", [(torch.int8, [100, 100, 7]), (torch.uint8, [200, 100, 7]),
+                                           (torch.int16, [30000, 30000, 7]), (torch.bool, [True, True, True])])
+def test_duplicates_of_an_integer_torch_coo_are_summed_as_scipys_are(dtype, values):
+    # torch's coalesce summed them in the tensor's own dtype: int8 100 + 100 came out -56, bool True + True 1
+    index = torch.tensor([[0, 0, 1], [0, 0, 1]])
+    given = torch.sparse_coo_tensor(index, torch.tensor(values, dtype=dtype), (2, 2))
+    expected = np.diag([float(values[0]) + float(values[1]), float(values[2])])
+    np.testing.assert_array_equal(encode(given, kinds="fp16").decode().toarray(), expected)
+
+
+def test_a_torch_keep_mask_with_an_entry_listed_twice_keeps_it():
+    # uint8 128 + 128 wrapped to 0 in the mask's own dtype, and the entry was dropped
+    E = encode(sp.csr_matrix(np.array([[0.0, 3.0], [2.0, 0.0]], np.float32)))
+    mask = torch.sparse_coo_tensor(torch.tensor([[0, 0, 1], [1, 1, 0]]), torch.tensor([128, 128, 1], dtype=torch.uint8),
+                                   (2, 2))
+    np.testing.assert_array_equal(E.with_mask(mask).decode().toarray(), [[0.0, 3.0], [2.0, 0.0]])
+
+
+def test_numpy_bfloat16_input_is_read_as_torch_bfloat16_is():
+    import ml_dtypes
+
+    values = np.array([[1.5, 0.0], [0.0, -2.0]])
+    given = values.astype(ml_dtypes.bfloat16)
+    np.testing.assert_array_equal(encode(given).decode().toarray(), values)
+    np.testing.assert_array_equal(encode(torch.tensor(values, dtype=torch.bfloat16)).decode().toarray(), values)
+
+
+def test_a_value_beyond_float32_is_refused_by_position_without_naming_absent_scales():
+    with pytest.raises(DSTEFormatError, match=r"the value at \(1, 0\) is 1e\+39, beyond float32's range") as info:
+        encode(np.array([[1.0, 0.0], [1e39, 2.0]]))
+    assert "scales" not in str(info.value).split(";")[0]

@@ -96,3 +96,13 @@ def test_the_int8_half_step_holds_with_its_float32_margin_next_to_a_rounding_tie
     tile_error = np.abs(dste.encode(sp.csr_matrix(x.astype(np.float64)), kinds="int8").to_dense() - x).max()
     for error in (row_error, tile_error):
         assert 1.0 / 254 < error <= 1.0 / 254 * (1 + 2.0**-15)  # past the exact-arithmetic half step, within the bound
+
+
+def test_rows_whose_q_times_scale_leaves_float32_are_refused_by_validate():
+    # validate accepted them; the CPU op then said "X contains NaN or Inf" of an X that held none
+    from dste.format import DSTEFormatError
+
+    X = quantize_rows(np.array([[1.0, -2.0], [3.0, 4.0]], np.float32), fp16_fraction=0.0)
+    X.scale[0] = np.float32(3e36)  # 127 x 3e36 > 3.4e38
+    with pytest.raises(DSTEFormatError, match=r"HybridRows row 0 dequantizes to .* beyond float32's range"):
+        X.validate()

@@ -274,3 +274,15 @@ def test_is_permutation_refuses_repeats_out_of_range_and_negative_ids():
     assert not is_permutation(np.array([0, 1]), 3)
     assert is_permutation(np.array([1, 0], dtype=np.uint32), 2)
 
+
+
+def test_each_community_order_seed_gives_its_own_order():
+    # METIS draws the same numbers for its seeds 0 and 1, so EncodePolicy seeds 0 and 1 gave one order
+    from dste.format.reorder import community_order
+
+    adj, _ = community_graph(3000, seed=3)
+    graph = sp.csr_matrix(adj)
+    orders = [community_order(graph, seed=seed) for seed in range(3)]
+    assert not np.array_equal(orders[0], orders[1])
+    assert not np.array_equal(orders[1], orders[2])
+    np.testing.assert_array_equal(orders[0], community_order(graph, seed=0))

@@ -323,6 +323,25 @@ def test_rejects_fp32_x_that_bf16_rounds_to_inf(small):
     assert_within_bound(Y, spmm_reference(A, X), A, X, BOUND_FP32_X)
 
 
+def test_rejects_a_matrix_whose_values_times_column_scales_bf16_rounds_to_inf():
+    """The stationary holds each stored value times its column scale in bf16: from 2^127 (2 - 2^-8) on that is Inf,
+    and Y came back Inf, and NaN where X's row was 0, while the float64 product is finite. A row scale is applied in
+    fp32 after the product, so the same magnitude there runs."""
+    import scipy.sparse as sp
+    from dste.format import encode
+
+    X = np.array([[0.5, 0.0], [0.5, 0.0]], np.float32)
+    ones = sp.csr_matrix(np.ones((2, 2), np.float32))
+    huge = np.float32(3.4e38)
+    for A in (encode(sp.csr_matrix(np.array([[huge, 1.0], [1.0, 1.0]], np.float32)), kinds="int8"),
+              encode(ones, col_scale=np.array([huge, 1.0], np.float32), scaled_input=False)):
+        with pytest.raises(ValueError, match=r"entry \(0, 0\) .* bf16 stationary rounds to Inf"):
+            spmm_hybrid(A, X)
+    A = encode(ones, row_scale=np.array([huge, 1.0], np.float32), scaled_input=False)
+    Y = spmm_hybrid(A, X)
+    np.testing.assert_allclose(Y, [[3.4e38, 0.0], [1.0, 0.0]], rtol=2**-7)
+
+
 def test_a_hub_beyond_one_windows_slots_is_refused_by_window_and_kind():
     """A node of degree 60,000 touches 469 column tiles in its window, beyond the 384 of a kind one launch holds; the
     refusal said only "a window has 469 tiles of one kind"."""
@@ -335,3 +354,25 @@ def test_a_hub_beyond_one_windows_slots_is_refused_by_window_and_kind():
     with pytest.raises(ValueError, match=r"window 0 holds 469 entry tiles of kind BIN; .* at most 384 of a kind"
                                          r".*\(a node of degree above 49,152"):
         plan_launches(encode(hub), 8, "fp32")
+
+
+def test_a_window_is_refused_by_its_slots_rounded_up_to_compiled_shapes():
+    """Each kind's tiles are rounded up the ladder of compiled slot counts before the window's 384 slots are counted:
+    192 + 192 tiles run, 193 + 191 need 256 + 192. The refusal named neither the rounding nor the counts."""
+    import scipy.sparse as sp
+
+    from dste.kernels.plan import plan_launches
+
+    columns = 60_000
+    for bitmap, entry, refused in ((192, 192, False), (193, 191, True)):
+        rows = np.r_[np.zeros(bitmap * 128, int), np.ones(bitmap * 128, int), np.full(entry * 128, 2)]
+        cols = np.r_[np.arange(bitmap * 128), np.arange(bitmap * 128), bitmap * 128 + np.arange(entry * 128)]
+        A = encode(sp.csr_matrix((np.ones(rows.size, np.float32), (rows, cols)), shape=(130, columns)),
+                   bitmap_split="count", bitmap_min_entries=2)
+        assert (A.n_tiles, A.n_etiles) == (bitmap, entry)
+        if refused:
+            with pytest.raises(ValueError, match=r"window 0 needs 448 tile slots \(BIN 193 -> 256, entry BIN 191 -> "
+                                                 r"192: each kind's tiles rounded up"):
+                plan_launches(A, 8, "fp32")
+        else:
+            plan_launches(A, 8, "fp32")
