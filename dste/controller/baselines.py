@@ -53,6 +53,10 @@ class Policy:
     def begin(self) -> None:
         pass
 
+    def begin_scored(self) -> None:
+        """Called by ``run_policy`` after the unscored lead-in snapshots: counts a policy reports (decisions,
+        fallback share) start over, its state (masks, caches) carries on."""
+
     def check(self, env: CompressionEnv) -> None:
         """Refuse ``env`` if this policy cannot act on it (``run_policy`` asks before the first episode)."""
 
@@ -139,13 +143,17 @@ class DQNPolicy(Policy):
 
     @property
     def fallback_share(self) -> float:
-        """Share of the decisions since ``begin`` where the fallback's action replaced the network's (0 if none)."""
+        """Share of the decisions since ``begin`` (in ``run_policy``, since the lead-in) where the fallback's action
+        replaced the network's (0 if none)."""
         return self.fallback_taken / max(self.decisions, 1)
 
     def begin(self) -> None:
         self.fallback_taken = self.decisions = 0
         if self.fallback is not None:
             self.fallback.begin()
+
+    def begin_scored(self) -> None:
+        self.fallback_taken = self.decisions = 0
 
     def check(self, env: CompressionEnv) -> None:
         # an index means an action only within one grid: another grid of the same size would run other actions
@@ -275,6 +283,7 @@ def run_policy(
     policy.begin()
     for snapshot in lead_in:
         run_episode(env, policy, snapshot)
+    policy.begin_scored()
     result = PolicyResult(policy.name)
     for snapshot in tqdm(snapshots, desc=f"eval {policy.name}", disable=not progress, leave=False):
         result.outcomes.append(run_episode(env, policy, snapshot))

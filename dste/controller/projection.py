@@ -239,6 +239,7 @@ class BudgetProjectedPlan(Policy):
         self.probe = bool(probe)
         self.probe_plans = int(probe_plans)
         self.plans_probed = 0  # plans whose agreement was measured (each snapshot's once)
+        self.probes_by_snapshot: dict[int, int] = {}  # the same per snapshot (a run's held-out ones, apart)
         self._agreements: dict[tuple[int, tuple[int, ...]], float] = {}
         self._chosen: list[int] = []  # this episode's actions so far, to tell whether the plan was followed
         self._probed: list[int] | None = None  # this episode's plan after the check on its snapshot, if probing
@@ -465,6 +466,7 @@ class BudgetProjectedPlan(Policy):
         if key not in self._agreements:
             self._agreements[key] = float(env.agreement(snapshot, plan))
             self.plans_probed += 1
+            self.probes_by_snapshot[int(snapshot)] = self.probes_by_snapshot.get(int(snapshot), 0) + 1
         return self._agreements[key]
 
     def _best_measured(self, tables: list[np.ndarray], prefix: list[int], left: float):

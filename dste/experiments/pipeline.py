@@ -299,7 +299,8 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     judged = tqdm(policies, desc="policies on held-out snapshots", disable=not show_progress(config), leave=False)
     outcomes = {policy.name: run_policy(env, policy, heldout_ids, lead_in=lead_in) for policy in judged}
     fallback_share = dqn_policy.fallback_share
-    plans_probed = projected.plans_probed  # the held-out episodes' checks, before any diagnostic below runs more
+    # the held-out episodes' checks (not the lead-in's), before any diagnostic below runs more
+    plans_probed = sum(projected.probes_by_snapshot.get(n, 0) for n in heldout_ids)
     baseline_snapshots = sorted(projected.baseline_snapshots & set(heldout_ids))
     unbudgeted, accuracy_first_fallback = None, None
     if budget_actions is not None or schedule is not None:

@@ -12,7 +12,8 @@ __all__ = ["plot_accuracy", "plot_frontier", "plot_snapshots", "PLOT_MARKERS", "
 
 def plot_frontier(frontier: dict, path: Path, target: str, title: str) -> None:
     """Accuracy against modelled latency and against memory: every static uniform action (grey), the Pareto front
-    of all points (line), greedy search and the controllers (labelled). Written atomically."""
+    of the points a user can run (line; the hindsight rows, chosen with the held-out labels, are drawn but not on
+    it), greedy search and the controllers (labelled). Written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,7 +31,8 @@ def plot_frontier(frontier: dict, path: Path, target: str, title: str) -> None:
                    label="static uniform actions (and FP32)")
         by_name = {p["name"]: p for p in points}
         line = sorted((by_name[n] for n in frontier[front]), key=lambda p: p[key])
-        ax.plot([p[key] for p in line], [100 * p["accuracy"] for p in line], color="0.3", lw=1, label="Pareto front")
+        ax.plot([p[key] for p in line], [100 * p["accuracy"] for p in line], color="0.3", lw=1,
+                label="Pareto front (without hindsight rows)")
         for i, p in enumerate(q for q in points if q["kind"] != "static" or q["name"] == "fp32"):
             ax.scatter(p[key], 100 * p["accuracy"], s=60, marker=PLOT_MARKERS[i % len(PLOT_MARKERS)],
                        facecolors="none", edgecolors=f"C{i % 10}", linewidths=1.6,

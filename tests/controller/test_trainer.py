@@ -77,6 +77,16 @@ def test_lead_in_snapshots_are_run_unscored_and_carry_their_masks():
     assert warm_result.mean_reward(RewardConfig()) == cold_result.mean_reward(RewardConfig())  # static: no effect
 
 
+def test_the_fallback_share_counts_the_scored_snapshots_only():
+    # the lead-in snapshot's decisions were counted too: 6 decisions reported for 4 held-out ones
+    env, result = _train(seed=3, episodes=20)
+    heldout = list(env.snapshots("heldout"))
+    fallback = StaticPolicy("fallback", [0] * env.num_layers)
+    policy = DQNPolicy(result.agent, fallback=fallback, margin=float("inf"))
+    run_policy(env, policy, heldout, lead_in=[env.snapshots("train")[-1]])
+    assert policy.decisions == len(heldout) * env.num_layers
+
+
 @pytest.mark.integration
 def test_checkpoints_that_score_alike_form_the_returned_ensemble():
     # eight checkpoints, as with 200 episodes every 25, at 120 episodes every 15

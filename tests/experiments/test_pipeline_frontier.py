@@ -110,3 +110,19 @@ def test_snapshot_plot_is_skipped_without_a_budget(tmp_path):
     path = tmp_path / "snapshots.png"
     assert not plot_snapshots(_seed_with_budgets([None, None, None]), path, "trn2", "case")
     assert not path.exists()
+
+
+def test_hindsight_rows_are_drawn_but_kept_out_of_the_operating_point_and_the_front(case):
+    # a plan chosen with the held-out labels it is scored on reached "3.13x within 0.5 points" where no policy a
+    # user can run did; it is a bound, not a point of the frontier
+    per_seed, summary = case
+    per_seed[0]["static_sweep"] = [row for row in per_seed[0]["static_sweep"] if row["name"] != "fast"]
+    for seed in per_seed:
+        seed["policies"]["static_hindsight"] = policy_row(0.799, 28.0, 250.0)
+    frontier = frontier_summary(per_seed, summarise(per_seed))
+    hindsight = next(p for p in frontier["points"] if p["name"] == "static_hindsight")
+    assert hindsight["kind"] == "hindsight"
+    assert frontier["reaches_3x_within_0.5pt"] is False
+    assert frontier["point_of_max_speedup_within_0.5pt"] == "fp32"
+    assert "static_hindsight" not in frontier["pareto_latency"] + frontier["pareto_memory"]
+    assert "static_hindsight" not in frontier["static_points_dominating_dqn_latency"]
