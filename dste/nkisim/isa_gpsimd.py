@@ -83,8 +83,9 @@ LOCAL_GATHER_ELEMS = (1, 2, 4, 8, 16, 32)
 
 @instruction
 def local_gather(dst, src_buffer, index, num_elem_per_idx=1, num_valid_indices=None, name=None):
-    """Per GpSimd core (16 partitions): gather runs of ``num_elem_per_idx`` elements at flattened partition
-    offsets ``index`` from the core's 16-partition slice of ``src_buffer`` (indices flattened partition-first)."""
+    """Per GpSimd core (16 partitions): each partition gathers, along its own free axis, runs of
+    ``num_elem_per_idx`` elements starting at the core's shared element offsets ``index`` (flattened partition
+    first)."""
     instr = "local_gather"
     for role, t in (("dst", dst), ("src_buffer", src_buffer), ("index", index)):
         on_chip(instr, role, t, ("sbuf",))
@@ -105,27 +106,29 @@ def local_gather(dst, src_buffer, index, num_elem_per_idx=1, num_valid_indices=N
     if valid > per_core or valid > 4096:
         violate("local_gather.shape", f"nisa.{instr}: {valid} indices per core; at most {min(per_core, 4096)} allowed")
     cores = p // CORE_PARTITIONS
-    gathered_per_core = valid * num_elem_per_idx
-    if dst.shape[0] != p or dst.free_size * CORE_PARTITIONS < gathered_per_core:
-        violate("local_gather.shape", f"nisa.{instr}: dst {dst.shape} cannot hold {gathered_per_core} gathered "
-                "elements per core")
+    gathered = valid * num_elem_per_idx  # per partition
+    if dst.shape[0] != p or dst.free_size < gathered:
+        violate("local_gather.shape", f"nisa.{instr}: dst {dst.shape} cannot hold the {gathered} elements each "
+                f"partition gathers ({valid} indices x {num_elem_per_idx})")
+    # The SDK's NumPy semantics (nki/test/test_nki_isa_local_gather.py, NUMPY_SEMANTICS, linked from the docstring
+    # as the "equivalent numpy implementation"): per core, indices_1d = index[core rows].flatten(order='F')[:valid]
+    # and out[core rows] = np.take(src_buffer[core rows], indices_1d, axis=1). Every partition of a core gathers
+    # from its own free axis at the core's shared offsets; the example's indices are element offsets
+    # (index_hw = index * num_elem_per_idx over a [128, 512, num_elem_per_idx] src_buffer).
     src = read2d(src_buffer)
     out = read2d(dst).copy()
     idx = read2d(index).astype(np.int64)
+    runs = np.arange(num_elem_per_idx)
     for core in range(cores):  # eight independent cores
         rows = slice(core * CORE_PARTITIONS, (core + 1) * CORE_PARTITIONS)
-        flat_idx = idx[rows].T.reshape(-1)[:valid]  # partition dimension first
-        flat_src = src[rows].reshape(-1)
-        # assumption: an index counts elements of the core's partition-first flattened slice
-        picks = (flat_idx[:, None] + np.arange(num_elem_per_idx)[None, :]).reshape(-1)
-        if picks.size and (picks.min() < 0 or picks.max() >= flat_src.size):
-            violate("local_gather.shape", f"nisa.{instr}: an index reaches outside the core's 16-partition slice "
-                    "(undefined on hardware)")
-        block = out[rows].T.reshape(-1)
-        block[: picks.size] = flat_src[picks]
-        out[rows] = block.reshape(out.shape[1], CORE_PARTITIONS).T
+        offsets = idx[rows].T.reshape(-1)[:valid]  # the partition dimension first (order='F')
+        picks = (offsets[:, None] + runs[None, :]).reshape(-1)
+        if picks.size and picks.max() >= src.shape[1]:
+            violate("local_gather.shape", f"nisa.{instr}: index {int(offsets.max())} + {num_elem_per_idx} elements "
+                    f"reaches past the {src.shape[1]} elements of a src_buffer partition (undefined on hardware)")
+        out[rows, :gathered] = src[rows][:, picks]
     write(instr, dst, out)
-    record("gpsimd", instr, _cycles(gathered_per_core))
+    record("gpsimd", instr, _cycles(gathered))
 
 
 @instruction

@@ -83,6 +83,27 @@ def test_gathers_partition_reduce_and_topk():
     np.testing.assert_array_equal(snake[out["i"][0].astype(np.int64)], expected)
 
 
+def test_local_gather_matches_the_sdk_numpy_semantics():
+    # The SDK's own example and NumPy reference (nki/test/test_nki_isa_local_gather.py L43-84, NUMPY_SEMANTICS),
+    # which the local_gather docstring links as its "equivalent numpy implementation" (nki/api/nki/isa/__init__.py
+    # L1887-1888): every partition of a core gathers along its own free axis at the core's shared offsets.
+    src = (RNG.random((128, 512, 4)) * 100).astype(np.float32)
+    index = np.tile(RNG.integers(0, 512, size=(16, 4)).astype(np.uint16), (8, 1))  # one index set, all 8 cores
+    index_hw = (index * 4).astype(np.uint16)  # element offsets of num_elem_per_idx = 4 contiguous elements
+
+    def body(o):
+        dst = empty((128, 4, 16, 4))
+        nisa.local_gather(dst=dst, src_buffer=tile(src), index=tile(index_hw, nl.uint16), num_elem_per_idx=4,
+                          num_valid_indices=64)
+        o["y"] = dst.numpy()
+
+    expected = np.empty((128, 64, 4), np.float32)
+    for core in range(8):
+        rows = slice(16 * core, 16 * core + 16)
+        expected[rows] = np.take(src[rows], index[rows].flatten(order="F")[:64], axis=1)
+    np.testing.assert_array_equal(run(body)["y"], expected.reshape(128, 4, 16, 4))
+
+
 def test_sequence_bounds_affine_select_and_iota():
     ids = np.array([[1, 1, 2, 2, 2, 0, 3]], dtype=np.int32)
 
