@@ -222,7 +222,8 @@ def topk(val_dst, idx_dst, src, n, name=None):
 
 @instruction
 def sequence_bounds(dst, segment_ids, name=None):
-    """For each element: [start, end] of its segment (inclusive end); padding (id 0) gets [n, -1] (GpSimd)."""
+    """For each element: [start, end) of its run of equal segment ids (end one past the run); padding (id 0) gets
+    [n, -1] (GpSimd)."""
     instr = "sequence_bounds"
     on_chip(instr, "dst", dst, ("sbuf",))
     on_chip(instr, "segment_ids", segment_ids, ("sbuf",))
@@ -233,11 +234,14 @@ def sequence_bounds(dst, segment_ids, name=None):
     for role, t in (("dst", dst), ("segment_ids", segment_ids)):
         if t.dtype not in (dt.float32, dt.int32):
             violate("sequence_bounds.operands", f"nisa.{instr}: {role} must be float32 or int32, got {t.dtype.name}")
-    ids = read2d(segment_ids)[0].astype(np.int64)
-    start = np.full(n, n, dtype=np.int64)
-    end = np.full(n, -1, dtype=np.int64)
-    for seg in np.unique(ids[ids != 0]):
-        where = np.flatnonzero(ids == seg)
-        start[where], end[where] = where.min(), where.max()
+    # The SDK's NumPy semantics (nki/test/test_nki_isa_sequence_bounds.py L55-92, compute_sequence_bounds): a
+    # segment is a run of equal neighbouring ids; start is the run's first index, end one past its last
+    # (max_bounds[i] = i + 1), so [0,1,1,2,2,2,0,3,3] ends [-1,3,3,6,6,6,-1,9,9] (L24-30).
+    ids = read2d(segment_ids)[0]
+    bounds = np.concatenate(([0], np.flatnonzero(ids[1:] != ids[:-1]) + 1, [n]))  # runs [bounds[k], bounds[k+1])
+    run = np.repeat(np.arange(bounds.size - 1), np.diff(bounds))
+    padding = ids == 0
+    start = np.where(padding, n, bounds[:-1][run])
+    end = np.where(padding, -1, bounds[1:][run])
     write(instr, dst, np.stack([start, end])[None, :, :].reshape(1, -1))
     record("gpsimd", instr, _cycles(n))

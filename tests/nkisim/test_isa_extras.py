@@ -1,6 +1,7 @@
 """Parity of the extra nki.isa instructions with independent NumPy computations (doc examples included)."""
 
 import numpy as np
+import pytest
 
 from dste.nkisim import isa as nisa
 from dste.nkisim import language as nl
@@ -117,8 +118,23 @@ def test_sequence_bounds_affine_select_and_iota():
 
     out = run(body)
     np.testing.assert_array_equal(out["b"][0, 0], [0, 0, 2, 2, 2, 7, 6])
-    np.testing.assert_array_equal(out["b"][0, 1], [1, 1, 4, 4, 4, -1, 6])
+    np.testing.assert_array_equal(out["b"][0, 1], [2, 2, 5, 5, 5, -1, 7])  # one past each segment's last element
     np.testing.assert_array_equal(out["c"], np.where(np.tril(np.ones((8, 8))) > 0, 1.0, -9.0))
+
+
+@pytest.mark.parametrize("ids, start, end", [
+    # the docstring example of the SDK test (nki/test/test_nki_isa_sequence_bounds.py L24-30)
+    ([0, 1, 1, 2, 2, 2, 0, 3, 3], [9, 1, 1, 3, 3, 3, 9, 7, 7], [-1, 3, 3, 6, 6, 6, -1, 9, 9]),
+    # its NumPy semantics (L55-92) compares neighbours: an id that comes back after another is a new segment
+    ([1, 1, 0, 1, 2], [0, 0, 5, 3, 4], [2, 2, -1, 4, 5]),
+])
+def test_sequence_bounds_matches_the_sdk_example_and_numpy_semantics(ids, start, end):
+    def body(o):
+        b = empty((1, 2, len(ids)), nl.int32)
+        nisa.sequence_bounds(dst=b, segment_ids=tile([ids], nl.int32))
+        o["b"] = b.numpy()
+
+    np.testing.assert_array_equal(run(body)["b"][0], [start, end])
 
 
 def test_vector_accumulating_instructions():
