@@ -31,4 +31,4 @@ def profile(kernel, *args, target="trn2", **kwargs):
     """
     lnc = getattr(kernel, "lnc", 1)
     fn = getattr(kernel, "fn", kernel)
-    return run_kernel(fn, args, kwargs, lnc=lnc, target=target)
+    return run_kernel(fn, args, kwargs, lnc=lnc, target=target, bracketed=getattr(kernel, "bracketed", None))

@@ -27,11 +27,13 @@ _REMOVED_OPTIONS = ("mode", "platform_target")
 
 
 class Kernel:
-    """A kernel function plus its logical-core count; calling it runs the simulator."""
+    """A kernel function plus its logical-core count; calling it runs the simulator. ``bracketed``: launched as
+    ``kernel[lnc]`` (a 1-D launch grid) rather than ``kernel(...)`` (no grid; ``nl.program_ndim()`` is 0)."""
 
-    def __init__(self, fn, lnc=1):
+    def __init__(self, fn, lnc=1, bracketed=False):
         self.fn = fn
         self.lnc = lnc
+        self.bracketed = bracketed
         self.last_profile = None
         functools.update_wrapper(self, fn)
 
@@ -40,10 +42,10 @@ class Kernel:
             raise KernelSignatureError("multi-dimensional launch grids were removed; use kernel[1] or kernel[2]")
         if lnc not in (1, 2):
             raise KernelSignatureError(f"kernel[{lnc!r}]: the logical core count must be 1 or 2")
-        return Kernel(self.fn, lnc)
+        return Kernel(self.fn, lnc, bracketed=True)
 
     def __call__(self, *args, **kwargs):
-        outputs, prof = run_kernel(self.fn, args, kwargs, lnc=self.lnc)
+        outputs, prof = run_kernel(self.fn, args, kwargs, lnc=self.lnc, bracketed=self.bracketed)
         self.last_profile = prof
         return outputs
 
@@ -71,8 +73,9 @@ def simulate(kernel):
     raise KernelSignatureError(f"nki.simulate expects a kernel, got {type(kernel).__name__}")
 
 
-def run_kernel(fn, args, kwargs, lnc=1, target=None):
-    """Run ``fn`` on simulated hardware; returns (outputs, Profile)."""
+def run_kernel(fn, args, kwargs, lnc=1, target=None, bracketed=None):
+    """Run ``fn`` on simulated hardware; returns (outputs, Profile). ``bracketed``: whether the launch named its
+    core count (``kernel[lnc]``); by default, when ``lnc`` > 1."""
     target = target or runtime.default_target()
     if lnc not in (1, 2):
         raise KernelSignatureError(f"logical core count must be 1 or 2, got {lnc}")
@@ -87,7 +90,8 @@ def run_kernel(fn, args, kwargs, lnc=1, target=None):
     result = None
     converted = None
     for program in range(lnc):
-        context = runtime.RunContext(target, program_id=program, num_programs=lnc, shared_outputs=shared)
+        context = runtime.RunContext(target, program_id=program, num_programs=lnc, shared_outputs=shared,
+                                     grid_ndim=1 if bracketed or (bracketed is None and lnc > 1) else 0)
         with runtime.running(context), single_threaded():
             if converted is None:
                 converted = (

@@ -159,7 +159,10 @@ def num_programs(axes=0):
 
 
 def program_ndim():
-    return 1
+    """Axes of the launch grid: "0 if no grid" (nki/api/nki/language/__init__.py, def program_ndim). A launch is
+    1-D when it names its core count in brackets, ``kernel[1]`` or ``kernel[2]``; ``kernel(...)`` has no grid
+    (assumption: nki/get-started/about/lnc.rst says only that no brackets means one core)."""
+    return runtime.current().grid_ndim
 
 
 def _name(buffer):

@@ -39,12 +39,14 @@ def default_target():
 class RunContext:
     """One program of one simulated kernel launch."""
 
-    def __init__(self, target=None, program_id=0, num_programs=1, shared_outputs=None):
+    def __init__(self, target=None, program_id=0, num_programs=1, shared_outputs=None, grid_ndim=0):
         self.target = cost.normalize_target(target or default_target())
         self.memory = MemoryTracker(self.target)
         self.profile = Profile(self.target)
         self.program_id = program_id
         self.num_programs = num_programs
+        # nl.program_ndim(): 1 for a kernel[lnc] launch, 0 for kernel(...) with no grid
+        self.grid_ndim = grid_ndim
         # Under LNC2 the k-th shared_hbm allocation of every program is the same tensor.
         self.shared_outputs = shared_outputs
         self.shared_count = 0

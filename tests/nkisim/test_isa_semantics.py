@@ -375,6 +375,24 @@ def test_lnc2_program_ids_share_the_output():
         kernel[4]
 
 
+def test_program_ndim_is_zero_without_a_launch_grid():
+    # "the number of dimensions in the launch grid ... 0 if no grid" (nki/api/nki/language/__init__.py L2610-2613);
+    # kernel(x) names no core count (nki/get-started/about/lnc.rst L44-52), kernel[n](x) a 1-D grid
+    seen = []
+
+    @sim.jit
+    def kernel(x):
+        seen.append(nl.program_ndim())
+
+    x = np.zeros((1, 1), np.float32)
+    kernel(x)
+    kernel[1](x)
+    kernel[2](x)
+    sim.profile(kernel, x)
+    sim.profile(kernel[1], x)
+    assert seen == [0, 1, 1, 1, 0, 1]
+
+
 def test_high_level_nl_functions():
     x = RNG.standard_normal((16, 8)).astype(np.float32)
 
