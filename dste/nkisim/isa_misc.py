@@ -222,7 +222,9 @@ def _read_modify_write(instr, dst, srcs, unique_indices, skip):
 
 # -- virtual registers -----------------------------------------------------------------------------
 class VirtualRegister:
-    """A virtual register of an engine sequencer: one 32-bit integer, known at simulation time.
+    """A virtual register of an engine sequencer: one 32-bit value, known at simulation time. It holds an integer,
+    or an fp32 value after ``register_load`` of a float32 tensor ("Each register is 32-bit and supports multiple data
+    types: u8, u16, u32, i8, i16, i32, and fp32", nki/get-started/nki-language-guide.rst, Dynamic Control Flow).
 
     The kernel itself cannot read it in Python: on hardware its value exists only while the kernel runs, so
     ``int(r)``, ``range(r)``, comparisons and arithmetic on it are refused (the tracer frontend raises
@@ -236,7 +238,16 @@ class VirtualRegister:
         self.frozen = bool(frozen)
 
     def read(self) -> int:
-        """The value an instruction reads (the simulator's own access)."""
+        """The integer an instruction reads as a loop bound, condition or offset (the simulator's own access)."""
+        value = self.content()
+        if isinstance(value, np.float32):
+            violate("register.operands", f"a register holding the fp32 value {value} is used as an integer (a loop "
+                    "bound, condition or offset); load it from an integer tensor (assumption: the docs give no "
+                    "conversion between a register's data types)")
+        return value
+
+    def content(self):
+        """The register's 32-bit value as it holds it: an int, or an np.float32 loaded from a float32 tensor."""
         if self.value is None:
             raise KernelSignatureError("VirtualRegister read before it was written")
         return self.value
@@ -301,7 +312,7 @@ def register_move(dst, src):
     """``dst = src`` (an int constant or another register)."""
     _register("dst", dst, "register_move")
     if isinstance(src, VirtualRegister):
-        dst.value = src.read()
+        dst.value = src.content()
     elif isinstance(src, (int, np.integer)) and not isinstance(src, bool):
         dst.value = _wrap32(src)
     else:
@@ -314,18 +325,40 @@ def _scalar_tensor(fn, role, t):
                 f"got {getattr(t, 'shape', t)!r}")
 
 
+REGISTER_DTYPES = (dt.uint8, dt.uint16, dt.uint32, dt.int8, dt.int16, dt.int32, dt.float32)
+"""The data types a register holds (nki/get-started/nki-language-guide.rst, Dynamic Control Flow)."""
+
+
+def _register_dtype(fn, role, t):
+    if t.dtype not in REGISTER_DTYPES or dt.is_tfloat32(t.dtype):
+        violate("register.operands", f"nisa.{fn}: {role} {t.name!r} is {dt.name(t.dtype)}; a register holds u8, u16, "
+                "u32, i8, i16, i32 or fp32")
+
+
 def register_load(dst, src):
-    """Load one value (up to 32 bits) from an HBM/SBUF tensor into a register."""
+    """Load one value (up to 32 bits) from an HBM/SBUF tensor into a register: an fp32 value from a float32 tensor
+    (kept exactly), an integer from an integer tensor."""
     _register("dst", dst, "register_load")
     _scalar_tensor("register_load", "src", src)
-    dst.value = _wrap32(int(src.array().reshape(-1)[0]))
+    _register_dtype("register_load", "src", src)
+    value = src.array().reshape(-1)[0]
+    dst.value = np.float32(value) if src.dtype == dt.float32 else _wrap32(int(value))
 
 
 def register_store(dst, src):
     """Store a register's value into a one-element HBM/SBUF tensor."""
     _register("src", src, "register_store")
     _scalar_tensor("register_store", "dst", dst)
-    write("register_store", dst, np.full(dst.shape, src.read(), dtype=np.int64))
+    _register_dtype("register_store", "dst", dst)
+    value = src.content()
+    if isinstance(value, np.float32):
+        if dst.dtype != dt.float32:
+            violate("register.operands", f"nisa.register_store: the register holds the fp32 value {value}; dst "
+                    f"{dst.name!r} is {dt.name(dst.dtype)}, expected float32 (assumption: the docs give no conversion "
+                    "between a register's data types)")
+        write("register_store", dst, np.full(dst.shape, value, dtype=np.float32))
+        return
+    write("register_store", dst, np.full(dst.shape, value, dtype=np.int64))
 
 
 # -- multi-core ------------------------------------------------------------------------------------

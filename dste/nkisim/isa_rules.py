@@ -191,8 +191,11 @@ _RULES = [
      "source that is dst, SBUF data) or gather (dst SBUF, an indirect HBM source, a source that is dst); a repeated "
      "index is refused (assumption: only unique indices are supported)", _doc("dma_compute", "Read-Modify-Write")),
     # -- registers -----------------------------------------------------------------------------
-    ("register.operands", "register_load/store move one 32-bit value from/to a one-element tensor; register_move "
-     "takes an int or a VirtualRegister", _doc("register_load / register_store / register_move")),
+    ("register.operands", "register_load/store move one 32-bit value (u8, u16, u32, i8, i16, i32 or fp32) from/to a "
+     "one-element tensor; register_move takes an int or a VirtualRegister; an fp32 value is stored to float32 only "
+     "and is no loop bound or offset (assumption: no conversion between a register's data types is documented)",
+     _doc("register_load / register_store / register_move") + "; nki/get-started/nki-language-guide.rst, Dynamic "
+     "Control Flow (each register is 32-bit and supports u8, u16, u32, i8, i16, i32 and fp32)"),
     ("register.python-value", "a register's value is not known while the kernel is built: int(), range(), "
      "comparisons and Python arithmetic on a VirtualRegister, and any Python use of a fori_loop index, raise "
      "TypeError (`while reg:` still runs in NKI 0.6, deprecated)",

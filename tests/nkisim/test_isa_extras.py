@@ -5,6 +5,7 @@ import pytest
 
 from dste.nkisim import isa as nisa
 from dste.nkisim import language as nl
+from dste.nkisim.errors import ConstraintError
 
 from .kernel_bodies import empty, run, tile
 
@@ -180,6 +181,37 @@ def test_registers_round_trip():
     out = run(body)
     assert out == {"a": 5, "b": 41}
     assert nisa.get_nc_version() in (nisa.nc_version.gen2, nisa.nc_version.gen3)
+
+
+def test_a_register_keeps_an_fp32_value():
+    # "Each register is 32-bit and supports multiple data types: u8, u16, u32, i8, i16, i32, and fp32"
+    # (nki/get-started/nki-language-guide.rst L526): a float32 value loaded and stored back is unchanged
+    values = np.array([2.5, -0.1, 3.0e38], np.float32)
+
+    def body(o):
+        out = empty((1, 3))
+        for i, value in enumerate(values):
+            reg = nisa.register_alloc()
+            nisa.register_load(reg, tile([[value]]))
+            nisa.register_store(out[:, i:i + 1], reg)
+        o["y"] = out.numpy()
+
+    np.testing.assert_array_equal(run(body)["y"][0], values)
+
+
+@pytest.mark.parametrize("misuse", ["bf16 source", "fp32 into int32", "fp32 as a loop bound"])
+def test_a_register_refuses_what_its_data_types_do_not_cover(misuse):
+    def body(o):
+        reg = nisa.register_alloc()
+        if misuse == "bf16 source":  # bf16 is not one of the register's data types
+            nisa.register_load(reg, tile([[2.0]], nl.bfloat16))
+        nisa.register_load(reg, tile([[2.0]]))
+        if misuse == "fp32 into int32":  # no conversion between data types is documented (assumption)
+            nisa.register_store(empty((1, 1), nl.int32), reg)
+        nl.fori_loop(0, reg, lambda i: None)  # a loop bound is an integer
+
+    with pytest.raises(ConstraintError, match="rule register.operands"):
+        run(body)
 
 
 def test_dropout_and_rng_statistics():
