@@ -121,9 +121,12 @@ def instruction(fn):
                 signature.bind(*args, **kwargs)
             except TypeError as exc:
                 raise KernelSignatureError(f"nisa.{fn.__name__}: {exc}") from None
-        runtime.current().memory.check(f"nisa.{fn.__name__}")
+        context = runtime.current()
+        context.memory.check(f"nisa.{fn.__name__}")
         _refuse_ended_body_tensors(fn.__name__, args, kwargs)
+        context.instruction_engine = None
         fn(*args, **kwargs)
+        _check_engine_free_size(fn.__name__, context.instruction_engine, (*zip(allowed, args), *kwargs.items()))
         return NkiInstruction(fn.__name__)
 
     wrapper.is_simulated = True
@@ -140,6 +143,24 @@ def _refuse_ended_body_tensors(name, args, kwargs):
                 violate("nl.loop.body-tensor-scope", f"nisa.{name}: operand {storage.name!r} was declared inside a "
                         "fori_loop / while_loop body and is used after that iteration returned; declare it before "
                         "the loop")
+
+
+VECTOR_SCALAR_SBUF_FREE_MAX = 64 * 1024
+"""Elements per partition of a Vector or Scalar Engine operand in SBUF: "the free dimension size can be up to 64K
+elements for SBUF" (architecture guide, Vector Engine and Scalar Engine, Layout & Tile Size)."""
+
+
+def _check_engine_free_size(name, engine_name, operands):
+    """Vector and Scalar Engine operands in SBUF hold at most 64K elements per partition. The engine is the one the
+    instruction charged its cycles to (``record``), so the check runs once the instruction has chosen it.
+    ``operands``: (parameter name, value) pairs of the call."""
+    if engine_name not in ("vector", "scalar"):
+        return
+    for role, value in operands:
+        if isinstance(value, NkiTensor) and value.buffer == "sbuf" and value.free_size > VECTOR_SCALAR_SBUF_FREE_MAX:
+            violate("isa.engine_free_size", f"nisa.{name}: {role} {value.name!r} (shape {value.shape}) holds "
+                    f"{value.free_size} elements per partition in SBUF; a {engine_name.capitalize()} Engine operand "
+                    f"holds at most 64K ({VECTOR_SCALAR_SBUF_FREE_MAX})")
 
 
 def not_simulated(fn):
@@ -175,7 +196,9 @@ def require_target(instr, what, minimum):
 
 
 def record(engine_name, op, cycles):
-    runtime.current().profile.record(engine_name, op, cycles)
+    context = runtime.current()
+    context.instruction_engine = engine_name  # the engine the running instruction uses (_check_engine_free_size)
+    context.profile.record(engine_name, op, cycles)
 
 
 def elementwise_cycles(eng, free, n_inputs, dtype, op="generic"):
@@ -200,6 +223,8 @@ MAX_FREE_DIMS = 4
 """Free dimensions of one operand's access pattern within a partition (nki-aps.rst)."""
 MIN_FREE_STRIDE, MAX_FREE_STRIDE = -2**15, 2**15 - 1
 """An access pattern's per-axis stride is an int16, in elements (the architecture guide, Data streaming)."""
+MAX_FREE_AXIS = 2**16 - 1
+"""An access pattern's per-axis size is a uint16, in elements (the architecture guide, Data streaming)."""
 
 
 def access_pattern_free_dims(t):
@@ -242,6 +267,10 @@ def on_chip(instr, role, t, allowed=ON_CHIP):
     if free_dims > MAX_FREE_DIMS:
         violate("isa.free_dims", f"nisa.{instr}: {role} {t.name!r} (shape {t.shape}) needs {free_dims} free "
                 f"dimensions in its access pattern; at most {MAX_FREE_DIMS} (merge or copy it first)")
+    too_long = [n for n in t.shape[1:] if n > MAX_FREE_AXIS]
+    if too_long:
+        violate("isa.free_axis_size", f"nisa.{instr}: {role} {t.name!r} (shape {t.shape}) has a free axis of "
+                f"{too_long[0]} elements; an access pattern's axis size is a uint16 (at most {MAX_FREE_AXIS} elements)")
     too_far = [s for s in access_pattern_strides(t) if not MIN_FREE_STRIDE <= s <= MAX_FREE_STRIDE]
     if too_far:
         violate("isa.free_stride", f"nisa.{instr}: {role} {t.name!r} (shape {t.shape}) steps {too_far[0]} elements "

@@ -33,6 +33,12 @@ _RULES = [
     ("isa.free_stride", "each free axis of an on-chip operand's access pattern (contiguous neighbours merged) steps "
      "at most an int16 of elements", f"{ARCH_GUIDE}, Data streaming (each F axis: a size in uint16, a stride in "
      "int16, in data elements)"),
+    ("isa.free_axis_size", "each free axis of an on-chip operand, as the kernel shapes it, holds at most a uint16 "
+     "(65535) of elements", f"{ARCH_GUIDE}, Data streaming (each F axis: a size in uint16, a stride in int16, in data "
+     "elements)"),
+    ("isa.engine_free_size", "a Vector or Scalar Engine operand in SBUF holds at most 64K (65536) elements per "
+     "partition", f"{ARCH_GUIDE}, Vector Engine / Scalar Engine, Layout & Tile Size (the free dimension size can be up "
+     "to 64K elements for SBUF)"),
     ("isa.consecutive_partitions", "an on-chip operand covers consecutive partitions (partition step 1)",
      f"{ARCH_GUIDE}, Data streaming (no P dimension striding: a src/dst occupies a continuous number of "
      "partitions)"),

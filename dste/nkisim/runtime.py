@@ -63,6 +63,8 @@ class RunContext:
         self.isa_rng_state = {}
         # The engines' accumulation registers (nisa accumulate instructions), created on first use.
         self.isa_accumulators = None
+        # The engine the running nki.isa instruction charged its cycles to (None until it does).
+        self.instruction_engine = None
 
 
 _stack = []

@@ -370,13 +370,47 @@ def test_operand_access_pattern_strides_are_int16():
     streaming): a view that steps 40,000 elements along a free axis cannot be encoded."""
     def body(row):
         base = nl.ndarray((128, 2, row), nl.int8, name="wide")
-        nisa.memset(dst=base, value=1)
+        nisa.memset(dst=base, value=1, engine=nisa.engine.gpsimd)  # past VectorE's 64K elements at row=40000
         out = nl.ndarray((128, 2), nl.int8, name="out")
         nisa.tensor_copy(dst=out, src=base[:, :, 0])  # one element of each row: a stride of `row` elements
 
     run(lambda: body(32767))
     with pytest.raises(ConstraintError, match=r"src 'wide' .* steps 40000 elements.*int16.*rule isa.free_stride"):
         run(lambda: body(40000))
+
+
+def test_vector_and_scalar_operands_hold_at_most_64k_sbuf_elements():
+    """"the free dimension size can be up to 64K elements for SBUF" (architecture guide L335-336 VectorE, L429-430
+    ScalarE): a uint8 [128, 70000] tile is too long for either engine, at any shape of its free axes."""
+    def body(instruction, free):
+        x = nl.ndarray((128,) + free, nl.uint8, name="long")
+        nisa.memset(dst=x, value=0, engine=nisa.engine.gpsimd)  # GpSimd: no documented element limit
+        y = nl.ndarray((128,) + free, nl.uint8, name="copy")
+        if instruction == "tensor_copy":
+            nisa.tensor_copy(dst=y, src=x, engine=nisa.engine.vector)
+        elif instruction == "activation":
+            nisa.activation(dst=y, op=nl.copy, data=x)
+        else:
+            nisa.memset(dst=y, value=0, engine=nisa.engine.vector)
+
+    for instruction in ("tensor_copy", "activation", "memset"):
+        run(lambda: body(instruction, (2, 32768)))  # 65536 elements: the limit
+        with pytest.raises(ConstraintError, match=r"dst 'copy' .* holds 70000 elements per partition in SBUF.*at "
+                                                  r"most 64K.*rule isa.engine_free_size"):
+            run(lambda: body(instruction, (2, 35000)))
+
+
+def test_operand_free_axes_are_uint16():
+    """"each F axis in the tensor can have a size expressed in uint16" (architecture guide L717-718), on every engine:
+    GpSimd's memset of one 70000-element axis cannot be encoded; two axes of 35000 can."""
+    def body(free):
+        x = nl.ndarray((128,) + free, nl.uint8, name="long")
+        nisa.memset(dst=x, value=0, engine=nisa.engine.gpsimd)
+
+    run(lambda: body((2, 35000)))
+    with pytest.raises(ConstraintError, match=r"dst 'long' .* free axis of 70000 elements.*uint16.*rule "
+                                              r"isa.free_axis_size"):
+        run(lambda: body((70000,)))
 
 
 def test_iota_takes_int32_offset_and_channel_multiplier():
