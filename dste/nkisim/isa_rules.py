@@ -22,8 +22,10 @@ _RULES = [
     ("isa.partitions", "an SBUF/PSUM operand of a compute instruction spans at most 128 partitions",
      f"{RELEASE_NOTES}, NKI 0.6.0 Improvements; {STUB_ISA}, tensor_tensor/tensor_reduce (Tile size)"),
     ("isa.start_partition", "an operand of more than 64 partitions starts at partition 0, of 33-64 at 0 or 64, "
-     "of at most 32 at 0/32/64/96", f"{ARCH_GUIDE}, Data streaming (src/dst of an instruction: start_partition by "
-     f"num_partition); {STUB_ISA}, nc_stream_shuffle (constraint 3)"),
+     "of at most 32 at 0/32/64/96 (the physical lane: an nl.ndarray address's partition offset counts)",
+     f"{ARCH_GUIDE}, Data streaming (src/dst of an instruction: start_partition by num_partition); {STUB_ISA}, "
+     "nc_stream_shuffle (constraint 3); nki/migration/index.rst, Improved allocation API (the partition offset is a "
+     "physical partition lane)"),
     ("isa.psum_tile_fmax", "a PSUM operand of a compute instruction holds at most psum_bank_fmax (512) elements per "
      "partition", "nki/get-started/about/tiling-overview.rst, Tile-Size Constraint #2 (the stricter reading: "
      f"{ARCH_GUIDE}, Vector Engine / Scalar Engine, allows PSUM free sizes up to 4K elements for most of their "

@@ -38,7 +38,10 @@ def ndarray(shape, dtype, buffer=sbuf, name="", address=None):
     context = runtime.current()
     if buf == "shared_hbm" and context.shared_outputs is not None:
         return _shared_allocation(context, shape, dtype, name)
-    return allocate(shape, dtype, buf, name)
+    tensor = allocate(shape, dtype, buf, name)
+    if address is not None:
+        tensor.storage.partition_base = partition_offset  # instructions check the start-partition rule on this lane
+    return tensor
 
 
 def _check_address(shape, dtype, buf, partition_offset, free_offset):

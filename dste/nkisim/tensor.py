@@ -25,9 +25,13 @@ MAX_PARTITIONS = 128
 class Storage:
     """One allocation: a flat byte array plus where it lives."""
 
-    __slots__ = ("data", "buffer", "shape", "dtype", "name", "matmul_written", "body_ended", "__weakref__")
+    __slots__ = ("data", "buffer", "shape", "dtype", "name", "matmul_written", "body_ended", "partition_base",
+                 "__weakref__")
 
     def __init__(self, shape, dtype, buffer, name):
+        # the physical partition lane of the allocation's partition 0: nl.ndarray(address=(partition_offset, ...))
+        # places it there ("the partition offset corresponds to a physical partition lane", nki/migration/index.rst)
+        self.partition_base = 0
         # True once the fori_loop / while_loop body iteration that declared it has returned (rule
         # nl.loop.body-tensor-scope): an instruction may no longer name it
         self.body_ended = False
@@ -209,7 +213,9 @@ class NkiTensor:
 
     @property
     def partition_start(self):
-        return self._byte_offset // self.storage.bytes_per_partition if self.storage.bytes_per_partition else 0
+        """The physical partition lane of the view's first partition (an explicit address's lane + the view's)."""
+        within = self._byte_offset // self.storage.bytes_per_partition if self.storage.bytes_per_partition else 0
+        return self.storage.partition_base + within
 
     def __repr__(self):
         return (

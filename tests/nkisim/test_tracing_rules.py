@@ -126,6 +126,24 @@ def test_an_explicit_address_stays_inside_its_buffer(shape, dtype, buffer, addre
             sim.run_kernel(allocate, (), {})
 
 
+@pytest.mark.parametrize("lane, accepted", [(16, False), (32, True), (96, True)])
+def test_an_explicit_address_places_the_tensor_on_its_partition_lane(lane, accepted):
+    # "the partition offset corresponds to a physical partition lane on the hardware" (nki/migration/index.rst
+    # L1097-1099), and an operand of at most 32 partitions starts at lane 0/32/64/96 (architecture guide L711-713)
+    def body():
+        x = nl.ndarray((32, 64), nl.float32, buffer=nl.sbuf, address=(lane, 0))
+        nisa.memset(dst=x, value=1.0)
+        y = nl.ndarray((32, 64), nl.float32, buffer=nl.sbuf)
+        nisa.tensor_copy(dst=y, src=x)
+
+    if accepted:
+        sim.run_kernel(body, (), {})
+    else:
+        with pytest.raises(ConstraintError, match=r"dst .* starts at partition 16; .* may start at 0, 32, 64, 96.*"
+                                                  r"rule isa.start_partition"):
+            sim.run_kernel(body, (), {})
+
+
 def _copy_kernel(a):
     out = nl.ndarray(a.shape, a.dtype, buffer=nl.shared_hbm)
     nl.store(out, nl.load(a))
