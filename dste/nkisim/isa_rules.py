@@ -168,6 +168,9 @@ _RULES = [
     ("nc_find_index8.dtype", "nc_find_index8 writes uint16 or uint32 indices", _doc("nc_find_index8")),
     ("nc_stream_shuffle.mask", "shuffle_mask is 32 ints in 0..31 or 255; src and dst share dtype and elements per "
      "partition", _doc("nc_stream_shuffle")),
+    ("nc_stream_shuffle.start_partition", "src and dst start at 0 when 96/128 partitions are active, at 0/64 when 64, "
+     "at 0/32/64/96 when 32 (active: max(src, dst partitions) rounded up to 32)",
+     _doc("nc_stream_shuffle", "constraint 3")),
     ("dropout.operands", "dst dtype = data dtype; prob a scalar or a [P, 1] tile (float32 for integer data)",
      _doc("dropout")),
     ("rng.operands", "rng writes an integer dtype; GpSimd only from NeuronCore-v3 and never to PSUM", _doc("rng")),

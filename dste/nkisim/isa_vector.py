@@ -414,6 +414,14 @@ def nc_stream_shuffle(dst, src, shuffle_mask, name=None):
                 f"{shuffle_mask!r}")
     if dst.dtype != src.dtype or dst.free_size != src.free_size:
         violate("nc_stream_shuffle.mask", f"nisa.{instr}: dst and src must share dtype and elements per partition")
+    # constraint 3 of the docstring: both starts follow the larger operand's quadrant count, not each its own
+    active = -(-max(src.shape[0], dst.shape[0]) // 32) * 32
+    legal = (0,) if active > 64 else (0, 64) if active > 32 else (0, 32, 64, 96)
+    for role, t in (("src", src), ("dst", dst)):
+        if t.partition_start not in legal:
+            violate("nc_stream_shuffle.start_partition", f"nisa.{instr}: {role} starts at partition "
+                    f"{t.partition_start}; with {active} active partitions (src {src.shape[0]}, dst {dst.shape[0]}) "
+                    f"src and dst may start at {', '.join(map(str, legal))}")
     s, d = read2d(src).copy(), read2d(dst).copy()
     for q0 in range(0, max(dst.shape[0], 1), 32):
         for i, m in enumerate(mask):

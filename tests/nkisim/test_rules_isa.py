@@ -249,3 +249,21 @@ def test_version_gate_for_topk():
                                     nl.uint32), src=tile(np.zeros((16, 4)), nl.bfloat16), n=64))
     finally:
         version.set_version(previous)
+
+
+def test_nc_stream_shuffle_starts_follow_the_active_partitions():
+    # constraint 3 (nki/api/nki/isa/__init__.py L2065-2082): 20 source and 40 destination partitions make 64 active
+    # partitions, so both must start at 0 or 64; a source at 32 is refused though 32 suits 20 partitions alone
+    x = RNG.standard_normal((128, 8)).astype(np.float32)
+    mask = [31 - i for i in range(32)]
+
+    def body(o, src_rows):
+        d = tile(np.zeros((128, 8)))
+        nisa.nc_stream_shuffle(dst=d[0:40, :], src=tile(x)[src_rows, :], shuffle_mask=mask)
+        o["d"] = d.numpy()
+
+    refused("nc_stream_shuffle.start_partition", lambda o: body(o, slice(32, 52)))
+    d = run(lambda o: body(o, slice(64, 84)))["d"]
+    np.testing.assert_array_equal(d[12:32], x[64:84][::-1])  # dst[i] = src[31 - i] where src has partition 31 - i
+    np.testing.assert_array_equal(d[np.r_[0:12, 32:128]], 0)
+
