@@ -76,16 +76,26 @@ gpsimd_engine, unknown_engine = engine.gpsimd, engine.unknown
 
 
 class NkiInstruction:
-    """The handle an instruction returns; ``depends_on`` records ordering edges (the simulator runs in order)."""
+    """The handle an instruction returns; ``depends_on`` records ordering edges (the simulator runs in order).
+    ``loops``: the dynamic loops (fori_loop / while_loop calls) around the instruction, outermost first."""
 
     def __init__(self, handle):
         self.handle = handle
         self.dependencies = []
+        self.loops = tuple(runtime.current().dynamic_loops)
 
     def depends_on(self, *producers):
         for producer in producers:
             if not isinstance(producer, NkiInstruction):
                 raise KernelSignatureError(f"depends_on: expected NkiInstruction handles, got {type(producer).__name__}")
+            # "both instructions must sit at the same dynamic-loop nesting (or the producer in an enclosing scope).
+            # You cannot wire an edge into or out of a dynamic loop" (NkiInstruction.depends_on): the producer's loops
+            # are the consumer's or enclose them
+            if self.loops[:len(producer.loops)] != producer.loops:
+                violate("isa.depends_on.loops", f"{self.handle}.depends_on({producer.handle}): the producer sits in "
+                        f"{len(producer.loops)} dynamic loop(s), the consumer in {len(self.loops)}, and the producer's "
+                        "loops do not enclose the consumer; an edge cannot leave a dynamic loop (fori_loop / "
+                        "while_loop) or cross into another")
             self.dependencies.append(producer)
         return self
 

@@ -56,6 +56,9 @@ _RULES = [
     ("isa.engine_value", "engine is a nisa.engine member the instruction lists", f"{STUB_ISA}, every engine parameter"),
     ("isa.target_only", "an instruction or option documented for a newer NeuronCore is refused on older targets",
      f"{STUB_ISA}, notes 'Available only on NeuronCore-vN and newer'"),
+    ("isa.depends_on.loops", "a depends_on edge joins instructions of the same dynamic-loop nesting, or a producer "
+     "in an enclosing scope: never out of a fori_loop / while_loop nor into another one", f"{STUB_ISA}, "
+     "NkiInstruction.depends_on"),
     ("isa.not_simulated", "an official instruction the simulator does not model raises NotImplementedError",
      "assumption: the simulator never guesses semantics it cannot check"),
     # -- ALU operators -------------------------------------------------------------------------

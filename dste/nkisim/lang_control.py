@@ -87,12 +87,13 @@ def fori_loop(lower, upper, body_fun, step=1):
     hi = register_value(upper, "fori_loop", "upper")
     from .isa_misc import LoopIndex
 
-    for i in builtins.range(lo, hi, step):
-        with _body_scope():
-            returned = body_fun(LoopIndex(i))
-        if returned is not None:
-            violate("nl.fori_loop.body-return", "nl.fori_loop: the body function returned a value; it cannot (keep "
-                                                "state that crosses iterations in SBUF or HBM)")
+    with _dynamic_loop():
+        for i in builtins.range(lo, hi, step):
+            with _body_scope():
+                returned = body_fun(LoopIndex(i))
+            if returned is not None:
+                violate("nl.fori_loop.body-return", "nl.fori_loop: the body function returned a value; it cannot "
+                                                    "(keep state that crosses iterations in SBUF or HBM)")
 
 
 def while_loop(init, body_fun):
@@ -100,15 +101,28 @@ def while_loop(init, body_fun):
     version.require("nl.while_loop", introduced="0.6", source=RN)
     _not_in_no_reorder("while_loop")
     condition = init
-    for _ in builtins.range(WHILE_LOOP_LIMIT):
-        if register_value(condition, "while_loop", "condition") == 0:
-            return
-        with _body_scope():
-            condition = body_fun(condition)
-        if condition is None:
-            violate("nl.while_loop.body", "nl.while_loop: the body returned None; it must return the next condition "
-                                          "register")
+    with _dynamic_loop():
+        for _ in builtins.range(WHILE_LOOP_LIMIT):
+            if register_value(condition, "while_loop", "condition") == 0:
+                return
+            with _body_scope():
+                condition = body_fun(condition)
+            if condition is None:
+                violate("nl.while_loop.body", "nl.while_loop: the body returned None; it must return the next "
+                                              "condition register")
     violate("nl.while_loop.limit", f"nl.while_loop: still running after {WHILE_LOOP_LIMIT} iterations")
+
+
+@contextlib.contextmanager
+def _dynamic_loop():
+    """All iterations of one dynamic loop: the instructions issued meanwhile sit inside it (their handles record the
+    loops around them, which NkiInstruction.depends_on compares)."""
+    loops = runtime.current().dynamic_loops
+    loops.append(object())  # this loop, told apart from every other
+    try:
+        yield
+    finally:
+        loops.pop()
 
 
 @contextlib.contextmanager

@@ -81,6 +81,43 @@ def test_a_loop_body_returns_nothing_and_writes_no_loop_index():
         sim.simulate(_looped(writes))(zeros)
 
 
+@pytest.mark.parametrize("edge, accepted", [
+    ("same loop", True), ("from the enclosing scope", True), ("out of the loop", False), ("across two loops", False),
+])
+def test_depends_on_keeps_to_the_dynamic_loop_nesting(edge, accepted):
+    # "both instructions must sit at the same dynamic-loop nesting (or the producer in an enclosing scope). You cannot
+    # wire an edge into or out of a dynamic loop" (nki/api/nki/isa/__init__.py L158-161, NkiInstruction.depends_on)
+    def body():
+        t = nl.ndarray((128, 4), nl.float32, buffer=nl.sbuf)
+        before = nisa.memset(dst=t, value=0.0)
+        inside = []
+
+        def loop_body(i):
+            handle = nisa.tensor_scalar(dst=t, data=t, op0=nl.add, operand0=1.0)
+            if edge == "same loop" and inside:
+                handle.depends_on(inside[-1])
+            if edge == "from the enclosing scope":
+                handle.depends_on(before)
+            inside.append(handle)
+
+        def other_loop_body(i):
+            nisa.tensor_copy(dst=t, src=t).depends_on(inside[-1])
+
+        nl.fori_loop(0, 2, loop_body)
+        if edge == "across two loops":
+            nl.fori_loop(0, 1, other_loop_body)
+        after = nisa.tensor_copy(dst=t, src=t)
+        if edge == "out of the loop":
+            after.depends_on(inside[-1])
+
+    if accepted:
+        sim.run_kernel(body, (), {})
+    else:
+        with pytest.raises(ConstraintError, match=r"depends_on\(tensor_scalar\): the producer sits in 1 dynamic "
+                                                  r"loop.*rule isa.depends_on.loops"):
+            sim.run_kernel(body, (), {})
+
+
 def test_a_register_is_read_by_instructions_not_by_python():
     def converted():
         register = nisa.register_alloc(3)
