@@ -95,7 +95,7 @@ class NkiInstruction:
                 violate("isa.depends_on.loops", f"{self.handle}.depends_on({producer.handle}): the producer sits in "
                         f"{len(producer.loops)} dynamic loop(s), the consumer in {len(self.loops)}, and the producer's "
                         "loops do not enclose the consumer; an edge cannot leave a dynamic loop (fori_loop / "
-                        "while_loop) or cross into another")
+                        "while_loop / dynamic_range) or cross into another")
             self.dependencies.append(producer)
         return self
 

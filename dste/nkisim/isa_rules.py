@@ -57,8 +57,8 @@ _RULES = [
     ("isa.target_only", "an instruction or option documented for a newer NeuronCore is refused on older targets",
      f"{STUB_ISA}, notes 'Available only on NeuronCore-vN and newer'"),
     ("isa.depends_on.loops", "a depends_on edge joins instructions of the same dynamic-loop nesting, or a producer "
-     "in an enclosing scope: never out of a fori_loop / while_loop nor into another one", f"{STUB_ISA}, "
-     "NkiInstruction.depends_on"),
+     "in an enclosing scope: never out of a dynamic loop (fori_loop, while_loop, dynamic_range) nor into another one",
+     f"{STUB_ISA}, NkiInstruction.depends_on"),
     ("isa.not_simulated", "an official instruction the simulator does not model raises NotImplementedError",
      "assumption: the simulator never guesses semantics it cannot check"),
     # -- ALU operators -------------------------------------------------------------------------
@@ -211,8 +211,8 @@ _RULES = [
      _doc("register_load / register_store / register_move") + "; nki/get-started/nki-language-guide.rst, Dynamic "
      "Control Flow (each register is 32-bit and supports u8, u16, u32, i8, i16, i32 and fp32)"),
     ("register.python-value", "a register's value is not known while the kernel is built: int(), range(), "
-     "comparisons and Python arithmetic on a VirtualRegister, and any Python use of a fori_loop index, raise "
-     "TypeError (`while reg:` still runs in NKI 0.6, deprecated)",
+     "comparisons and Python arithmetic on a VirtualRegister, and any Python use of a fori_loop or dynamic_range "
+     "index, raise TypeError (`while reg:` still runs in NKI 0.6, deprecated)",
      f"{STUB_ISA}, class VirtualRegister (note: under the tracer frontend 'using a register in Python control flow "
      "(if/while) or converting it with int() / range() raises TypeError'); nki/migration/index.rst, Rules for "
      "migrated loops ('Do not ... perform Python arithmetic on it')"),

@@ -1,10 +1,10 @@
 """Control flow and launch queries: ranges, ``fori_loop``, ``while_loop``, ``no_reorder``, ``device_print``.
 
 Static ranges unroll (they are aliases of ``range`` in NKI 0.6). Dynamic loops run their body in
-Python with the bound registers' current values. ``nl.fori_loop`` passes its index as a read-only register
-(``isa_misc.LoopIndex``): an instruction reads it as a ``scalar_offset`` or a nested loop's bound, while Python
-cannot branch on it or compute with it, as on a device, where its value exists only at run time.
-``nl.dynamic_range`` (deprecated in 0.6) still yields ``int`` indices.
+Python with the bound registers' current values. ``nl.fori_loop`` and ``nl.dynamic_range`` (deprecated in 0.6) pass
+their index as a read-only register (``isa_misc.LoopIndex``): an instruction reads it as a ``scalar_offset``, a nested
+loop's bound or through ``register_store``, while Python cannot branch on it or compute with it, as on a device,
+where its value exists only at run time.
 """
 
 import builtins
@@ -63,14 +63,28 @@ def _step(step, function):
 
 
 def dynamic_range(start, stop=None, step=1):
-    """Deprecated in NKI 0.6 (use nl.fori_loop); bounds may be registers."""
+    """Deprecated in NKI 0.6 (use nl.fori_loop); bounds may be registers. The induction variable is a read-only
+    register (``isa_misc.LoopIndex``), as a fori_loop's index: "the induction variable is now a VirtualRegister
+    (previously a bare scalar)" (release notes, NKI 0.4.0 Bug Fixes), and "the type of i is register in NKI"
+    (nki/get-started/nki-language-guide.rst, Dynamic Control Flow). Following NKI 0.3 it is still an int."""
     warnings.warn(f"nl.dynamic_range is deprecated since NKI 0.6; use nl.fori_loop ({RN})", DeprecationWarning,
                   stacklevel=2)
     step = _step(step, "dynamic_range")
     lo = register_value(start, "dynamic_range", "start")
-    if stop is None:
-        return builtins.range(0, lo, step)
-    return builtins.range(lo, register_value(stop, "dynamic_range", "stop"), step)
+    indices = builtins.range(0, lo, step) if stop is None else builtins.range(
+        lo, register_value(stop, "dynamic_range", "stop"), step)
+    if version.current() < version.parse("0.4"):
+        return indices
+    return _registers(indices)
+
+
+def _registers(indices):
+    """Each index as a read-only loop register, the instructions issued meanwhile inside one dynamic loop."""
+    from .isa_misc import LoopIndex
+
+    with _dynamic_loop():
+        for i in indices:
+            yield LoopIndex(i)
 
 
 def _not_in_no_reorder(function):

@@ -94,10 +94,11 @@ _RULES = [
      "referenced outside of the loop'; 'Keep cross-iteration state in SBUF or HBM')"),
     ("nl.fori_loop.body-return", "nl.fori_loop's body function returns nothing",
      f"{MIGRATION}, Rules for migrated loops ('The fori_loop body function cannot return a value')"),
-    ("nl.loop.index-read-only", "a fori_loop's index is a read-only register: no instruction writes it, and Python "
-     "reads it only as .ap(scalar_offset=...) or a loop bound",
+    ("nl.loop.index-read-only", "a fori_loop's or dynamic_range's index is a read-only register: no instruction "
+     "writes it, and Python reads it only as .ap(scalar_offset=...) or a loop bound",
      f"{MIGRATION}, Rules for migrated loops ('The loop variable is read-only ... Read it as a runtime offset via "
-     ".ap(scalar_offset=...)')"),
+     f".ap(scalar_offset=...)'); {RELEASE_NOTES}, NKI 0.4.0, Bug Fixes (the dynamic_range induction variable is a "
+     "VirtualRegister)"),
     ("nl.while_loop.limit", "a simulated nl.while_loop stops with an error after 1,000,000 iterations",
      "assumption: hardware would loop forever; the simulator refuses to hang"),
     ("kernel.signature.python-subset", "a kernel function has no keyword-only separator (*) in its signature and "

@@ -118,6 +118,34 @@ def test_depends_on_keeps_to_the_dynamic_loop_nesting(edge, accepted):
             sim.run_kernel(body, (), {})
 
 
+def test_a_dynamic_range_index_is_a_read_only_register():
+    # "the induction variable is now a VirtualRegister (previously a bare scalar)" (release notes L300, NKI 0.4.0);
+    # "Do not write to it or perform Python arithmetic on it" (nki/migration/index.rst L132-133)
+    def stored(out):
+        t = nl.ndarray((1, 1), nl.int32, buffer=nl.sbuf)
+        for i in nl.dynamic_range(3):
+            nisa.register_store(dst=t, src=i)
+        nisa.dma_copy(dst=out, src=t)
+
+    def arithmetic(a):
+        t = nl.ndarray((1, 4), nl.float32, buffer=nl.sbuf)
+        for i in nl.dynamic_range(2):
+            nisa.dma_copy(dst=t, src=a[i * 2:i * 2 + 1, :])
+
+    def written(a):
+        for i in nl.dynamic_range(2):
+            nisa.register_move(i, 5)
+
+    out = np.zeros((1, 1), np.int32)
+    with pytest.warns(DeprecationWarning, match="dynamic_range"):
+        sim.run_kernel(stored, (out,), {})
+        with pytest.raises(KernelSignatureError, match="rule register.python-value"):
+            sim.run_kernel(arithmetic, (np.zeros((4, 4), np.float32),), {})
+        with pytest.raises(ConstraintError, match="rule nl.loop.index-read-only"):
+            sim.run_kernel(written, (np.zeros((4, 4), np.float32),), {})
+    assert out[0, 0] == 2
+
+
 def test_a_register_is_read_by_instructions_not_by_python():
     def converted():
         register = nisa.register_alloc(3)
