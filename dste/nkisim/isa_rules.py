@@ -167,7 +167,8 @@ _RULES = [
      "scalar or a [P, 1] vector of any dtype; on_true and predicate not both in PSUM", _doc("select_reduce")),
     ("bn_stats.size", "bn_stats reads at most 512 elements per partition and writes 6", _doc("bn_stats")),
     ("bn_aggr.size", "bn_aggr reads a multiple of 3 elements per partition and writes 2", _doc("bn_aggr")),
-    ("max8.size", "max8/nc_find_index8 read 8..16384 elements per partition and write 8", _doc("max8")),
+    ("max8.size", "max8/nc_find_index8 read 8..16384 elements per partition from a tile of up to 3 dimensions and "
+     "write 8 to a 2-D [P, 8] tile", _doc("max8") + "; " + _doc("nc_find_index8")),
     ("nc_find_index8.dtype", "nc_find_index8 writes uint16 or uint32 indices", _doc("nc_find_index8")),
     ("nc_stream_shuffle.mask", "shuffle_mask is 32 ints in 0..31 or 255; src and dst share dtype and elements per "
      "partition", _doc("nc_stream_shuffle")),

@@ -320,9 +320,14 @@ def bn_aggr(dst, data, name=None):
     record("vector", instr, _vector_cycles(n, 1, data.dtype))
 
 
-def _eight_check(instr, dst, src, dst_role="dst"):
+def _eight_check(instr, dst, src, dst_role="dst", src_role="src"):
     on_chip(instr, dst_role, dst)
-    on_chip(instr, "src", src)
+    on_chip(instr, src_role, src)
+    # "The source tile can be up to 3-dimensional, while the output tile is always 2-dimensional" (max8); "The data
+    # tensor can be up to 3-dimensional", dst "a 2D tile ... [par_dim, 8]" (nc_find_index8)
+    if src.ndim > 3 or dst.ndim != 2:
+        violate("max8.size", f"nisa.{instr}: {src_role} {src.shape} may have up to 3 dimensions and {dst_role} "
+                f"{dst.shape} must have 2")
     p, n = src.shape[0], src.free_size
     if not 8 <= n <= 16384:
         violate("max8.size", f"nisa.{instr}: src has {n} elements per partition; 8..16384 are allowed")
@@ -346,10 +351,11 @@ def nc_find_index8(dst, data, vals, name=None):
     """Index of the first occurrence of each of the 8 ``vals`` per partition; all-ones when absent; a
     repeated value advances to its next occurrence (VectorE)."""
     instr = "nc_find_index8"
-    p, n = _eight_check(instr, dst, data, "dst")
+    p, n = _eight_check(instr, dst, data, "dst", "data")
     on_chip(instr, "vals", vals)
-    if vals.shape[0] != p or vals.free_size != 8:
-        violate("max8.size", f"nisa.{instr}: vals must hold 8 elements per partition, got {vals.shape}")
+    if vals.shape[0] != p or vals.free_size != 8 or vals.ndim > 3:
+        violate("max8.size", f"nisa.{instr}: vals must hold 8 elements per partition in up to 3 dimensions, got "
+                f"{vals.shape}")
     if dst.dtype not in (dt.uint16, dt.uint32):
         violate("nc_find_index8.dtype", f"nisa.{instr}: dst must be uint16 or uint32, got {dst.dtype.name}")
     x, v = dt.to_fp32(read2d(data)), dt.to_fp32(read2d(vals))

@@ -267,3 +267,19 @@ def test_nc_stream_shuffle_starts_follow_the_active_partitions():
     np.testing.assert_array_equal(d[12:32], x[64:84][::-1])  # dst[i] = src[31 - i] where src has partition 31 - i
     np.testing.assert_array_equal(d[np.r_[0:12, 32:128]], 0)
 
+
+def test_max8_reads_up_to_three_dims_and_writes_two():
+    # "The source tile can be up to 3-dimensional, while the output tile is always 2-dimensional" (max8,
+    # nki/api/nki/isa/__init__.py L2422); nc_find_index8 says the same of data and dst (L3176-3188)
+    x = RNG.standard_normal((128, 2, 2, 4)).astype(np.float32)
+
+    def body(o, src_shape, dst_shape):
+        top = nl.ndarray(dst_shape, nl.float32, buffer=nl.sbuf)
+        nisa.max8(dst=top, src=tile(x.reshape(src_shape)))
+        o["top"] = top.numpy()
+
+    refused("max8.size", lambda o: body(o, (128, 2, 2, 4), (128, 8)))
+    refused("max8.size", lambda o: body(o, (128, 16), (128, 2, 4)))
+    top = run(lambda o: body(o, (128, 4, 4), (128, 8)))["top"]
+    np.testing.assert_array_equal(top, -np.sort(-x.reshape(128, 16), axis=1)[:, :8])
+
