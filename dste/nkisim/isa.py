@@ -584,7 +584,11 @@ def activation(dst, op, data, bias=None, scale=1.0, reduce_op=None, reduce_res=N
                name=None):
     """``dst = op(data * scale + bias)`` on ScalarE in fp32, with the reduce_regs add-reduction."""
     instr = "activation"
-    _, fn = activation_fn(instr, op)
+    function, fn = activation_fn(instr, op)
+    if function == "reciprocal" and bias is not None and generation() < 3:
+        # "nki.isa.activation(op=nl.reciprocal) doesn't support setting bias on NeuronCore-v2" (nki.api.shared.rst)
+        violate("activation.reciprocal_bias", f"nisa.{instr}: op=nl.reciprocal takes no bias on NeuronCore-v2 "
+                f"(trn1/inf2), got bias {getattr(bias, 'name', bias)!r}")
     on_chip(instr, "dst", dst)
     on_chip(instr, "data", data)
     same_layout(instr, "dst", dst, "data", data)

@@ -133,6 +133,9 @@ _RULES = [
     # -- ScalarE -------------------------------------------------------------------------------
     ("activation.bias", "bias is a [P, 1] tile on NeuronCore-v2; a scalar or [P, 1] tile from v3; not tfloat32",
      _doc("activation", "Layout / Data types")),
+    ("activation.reciprocal_bias", "activation(op=nl.reciprocal) takes no bias on NeuronCore-v2",
+     f"{SHARED_TABLES}, nki-engine-sel (NKI Engine Selection for Operators Supported on Multiple Engines, note under "
+     "1. Reciprocal)"),
     ("activation.scale", "scale is an fp32 scalar or a float32 [P, 1] tile", _doc("activation", "Data types")),
     ("activation.reduce_op", "activation's reduce_op is nl.add (activation_reduce: add on v2)",
      _doc("activation")),

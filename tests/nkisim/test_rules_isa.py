@@ -214,6 +214,20 @@ def test_activation_bias_and_table():
     np.testing.assert_allclose(out["r"], expected.sum(axis=1, keepdims=True), rtol=1e-5)  # 8-term fp32 sum
 
 
+def test_activation_reciprocal_takes_no_bias_on_neuroncore_v2():
+    # "nki.isa.activation(op=nl.reciprocal) doesn't support setting bias on NeuronCore-v2" (nki/api/nki.api.shared.rst
+    # L256); NeuronCore-v3 has no such note
+    x = np.abs(X) + 1.0
+
+    def body(o):
+        y = nl.ndarray((128, 8), nl.float32, buffer=nl.sbuf)
+        nisa.activation(dst=y, op=nl.reciprocal, data=tile(x), bias=tile(COL))
+        o["y"] = y.numpy()
+
+    refused("activation.reciprocal_bias", body, target="trn1")
+    np.testing.assert_allclose(run(body)["y"], 1 / (x + COL), rtol=1e-6)
+
+
 def test_dma_copy_priority_and_hwdge():
     def priority(o):
         a = tile(X)
