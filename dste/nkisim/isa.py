@@ -352,6 +352,11 @@ def nc_transpose(dst, data, engine=engine.unknown, name=None):
     if dst.dtype != data.dtype:
         violate("nc_transpose.size", f"nisa.nc_transpose: dst dtype {dst.dtype.name} must equal data dtype "
                 f"{data.dtype.name}")
+    if eng == "tensor" and generation() < 3 and data.dtype != dt.float32:
+        # NeuronCore-v2 has no transpose mode: TensorE transposes by a matmul, whose dst is float32 there; with dst
+        # in data's dtype, only float32 data has a valid dst (FP16/BF16 PSUM output is a v3 transpose-mode feature)
+        violate("nc_transpose.tensor_v2", f"nisa.nc_transpose: a Tensor Engine transpose on NeuronCore-v2 "
+                f"(trn1/inf2) writes float32, so data must be float32, got {data.dtype.name}")
     write(instr, dst, read2d(data).T)
     if eng == "tensor":
         record("tensor", instr, cost.matmul_cycles(p, data.dtype, target()))

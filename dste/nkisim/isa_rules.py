@@ -130,6 +130,11 @@ _RULES = [
      "positions are multiples of the sizes", _doc("nc_matmul", "Tiling mode")),
     ("nc_transpose.size", "TensorE transposes up to [128, 128] SBUF->PSUM, VectorE up to [32, 32]; dst is "
      "[free, partitions] of the same dtype", _doc("nc_transpose")),
+    ("nc_transpose.tensor_v2", "a Tensor Engine nc_transpose on NeuronCore-v2 takes float32 data: it is a matmul "
+     "whose dst is float32 there, and dst has data's dtype", _doc("nc_matmul", "transpose mode is not native on "
+     "NeuronCore-v2; Data types: dst float32 on v2/v3") + "; " + _doc("nc_transpose", "Data types: dst dtype = data "
+     "dtype") + "; nki/guides/architecture/trainium2_arch.rst, Built-in Transpose Support (FP16/BF16 PSUM output is "
+     "a NeuronCore-v3 transpose-mode benefit)"),
     # -- ScalarE -------------------------------------------------------------------------------
     ("activation.bias", "bias is a [P, 1] tile on NeuronCore-v2; a scalar or [P, 1] tile from v3; not tfloat32",
      _doc("activation", "Layout / Data types")),

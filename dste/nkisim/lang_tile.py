@@ -55,15 +55,20 @@ def copy(op, x, dtype=None):
 
 def transpose(x, dtype=None):
     """A new PSUM tile ``x.T`` of the 2-D tile ``x`` (TensorE transpose in x's dtype; another ``dtype`` is a
-    VectorE copy after it)."""
+    VectorE copy after it). On NeuronCore-v2, whose TensorE transposes write float32 (rule nc_transpose.tensor_v2),
+    a tile of a narrower float dtype is transposed as a float32 copy (exact) and copied back to its dtype."""
     on_chip_tile("transpose", "x", x)
     if x.ndim != 2:
         violate("nl.transpose.2d", f"nl.transpose: x must be 2-D, got shape {x.shape}")
     shape = (x.shape[1], x.shape[0])
-    transposed = new_tile(shape, x.dtype, "transpose", buffer="psum")
-    isa.nc_transpose(dst=transposed, data=x, engine=isa.engine.tensor)
     out_dtype = result_dtype(dtype, x.dtype)
-    if out_dtype == x.dtype:
+    data = x
+    if isa.get_nc_version() is isa.nc_version.gen2 and dt.is_float(x.dtype) and x.dtype != dt.float32:
+        data = new_tile(x.shape, dt.float32, "transpose")
+        isa.tensor_copy(dst=data, src=x, engine=isa.engine.vector)
+    transposed = new_tile(shape, data.dtype, "transpose", buffer="psum")
+    isa.nc_transpose(dst=transposed, data=data, engine=isa.engine.tensor)
+    if out_dtype == transposed.dtype:
         return transposed
     out = new_tile(shape, out_dtype, "transpose", buffer="psum")
     isa.tensor_copy(dst=out, src=transposed, engine=isa.engine.vector)

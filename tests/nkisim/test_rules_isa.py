@@ -297,3 +297,26 @@ def test_max8_reads_up_to_three_dims_and_writes_two():
     top = run(lambda o: body(o, (128, 4, 4), (128, 8)))["top"]
     np.testing.assert_array_equal(top, -np.sort(-x.reshape(128, 16), axis=1)[:, :8])
 
+
+def test_tensor_engine_transposes_only_float32_on_neuroncore_v2():
+    # v2 has no transpose mode, so TensorE transposes by a matmul whose dst is float32 (nki/api/nki/isa/__init__.py
+    # L566-567, L588), while nc_transpose's dst has data's dtype (L851): a bf16 transpose has no valid dst on trn1;
+    # FP16/BF16 PSUM output is a NeuronCore-v3 transpose-mode benefit (trainium2_arch.rst L199-202)
+    x = RNG.standard_normal((128, 64)).astype(np.float32)
+
+    def body(o, dtype, lang=False):
+        if lang:  # nl.transpose of a bf16 tile stays valid: an fp32 transpose in between
+            o["y"] = nl.transpose(tile(x, dtype)).numpy()
+            return
+        y = nl.ndarray((64, 128), dtype, buffer=nl.psum)
+        nisa.nc_transpose(dst=y, data=tile(x, dtype), engine=nisa.engine.tensor)
+        o["y"] = y.numpy()
+
+    refused("nc_transpose.tensor_v2", lambda o: body(o, nl.bfloat16), target="trn1")
+    np.testing.assert_array_equal(run(lambda o: body(o, nl.float32), target="trn1")["y"], x.T)
+    bf16 = x.astype(nl.bfloat16)
+    np.testing.assert_array_equal(run(lambda o: body(o, nl.bfloat16), target="trn2")["y"], bf16.T)
+    out = run(lambda o: body(o, nl.bfloat16, lang=True), target="trn1")["y"]
+    assert out.dtype == bf16.dtype
+    np.testing.assert_array_equal(out, bf16.T)
+
