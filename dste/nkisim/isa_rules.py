@@ -167,10 +167,12 @@ _RULES = [
     ("reduce_cmd.value", "reduce_cmd is one the instruction lists", _doc("exponential / tensor_scalar_reduce", "reduce_cmd")),
     ("vector.reduce_res", "reduce_res is a [P, 1] tile of the data's partitions", _doc("tensor_scalar_reduce")),
     ("vector.reduce_op", "the instruction's reduce_op is one it documents", _doc("tensor_scalar_reduce / select_reduce / range_select")),
-    ("tensor_scalar_cumulative.dtype", "tensor_scalar_cumulative dtypes exclude int32/uint32",
+    ("tensor_scalar_cumulative.dtype", "tensor_scalar_cumulative's src and dst are BF16, FP16, FP32, FP8, UINT8, "
+     "UINT16, INT8 or INT16 (no int32/uint32, no tfloat32)",
      _doc("tensor_scalar_cumulative", "Operation constraints")),
     ("range_select.operands", "comparison ops are equal/less/less_equal/greater/greater_equal; on_true_tile is "
-     "float; bounds are float32 [P, 1]; on_false_value is FP32_MIN", _doc("range_select")),
+     "float; bounds are float32 [P, 1]; on_false_value is FP32_MIN; range_start a compile-time integer",
+     _doc("range_select")),
     ("select_reduce.operands", "predicate int8/uint8/int16/uint16; on_true not tfloat32/int32/uint32; on_false an fp32 "
      "scalar or a [P, 1] vector of any dtype; on_true and predicate not both in PSUM", _doc("select_reduce")),
     ("bn_stats.size", "bn_stats reads at most 512 elements per partition and writes 6", _doc("bn_stats")),

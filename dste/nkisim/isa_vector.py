@@ -107,9 +107,10 @@ def tensor_scalar_cumulative(dst, src, op0, op1, imm0, imm1=None, reduce_cmd=red
     on_chip(instr, "src", src)
     same_layout(instr, "dst", dst, "src", src)
     for role, t in (("dst", dst), ("src", src)):
-        if t.dtype in (dt.int32, dt.uint32):
-            violate("tensor_scalar_cumulative.dtype", f"nisa.{instr}: {role} {t.name!r} is {t.dtype.name}; "
-                    "int32/uint32 are not supported")
+        # "restricted to BF16, FP16, FP32, FP8, UINT8, UINT16, INT8, INT16": neither int32/uint32 nor tfloat32
+        if t.dtype in (dt.int32, dt.uint32) or dt.is_tfloat32(t.dtype):
+            violate("tensor_scalar_cumulative.dtype", f"nisa.{instr}: {role} {t.name!r} is {dt.name(t.dtype)}; "
+                    "src and dst are BF16, FP16, FP32, FP8, UINT8, UINT16, INT8 or INT16")
     for role, value in (("imm0", imm0), ("imm1", imm1)):
         require_fp32_tile(instr, role, value, "tensor_scalar.fp32_operand")
     p = src.shape[0]
@@ -249,6 +250,10 @@ def range_select(dst, on_true_tile, comp_op0, comp_op1, bound0, bound1, reduce_c
         specs.append(ALU_TABLE[op_name(op)])
     rspec = _reduce_spec(instr, reduce_op, ("maximum",), aliases={"max": "maximum"})
     cmd = check_reduce_cmd(instr, reduce_cmd, ("idle", "reset_reduce", "reduce", "load_reduce"))
+    if isinstance(range_start, (bool, np.bool_)) or not isinstance(range_start, (int, np.integer)):
+        # ":param range_start: ... must be a compile-time integer" (int() would truncate 2.5 to 2)
+        violate("range_select.operands", f"nisa.{instr}: range_start must be a compile-time integer, got "
+                f"{range_start!r}")
     on_chip(instr, "dst", dst)
     on_chip(instr, "on_true_tile", on_true_tile)
     same_layout(instr, "dst", dst, "on_true_tile", on_true_tile)

@@ -320,3 +320,30 @@ def test_tensor_engine_transposes_only_float32_on_neuroncore_v2():
     assert out.dtype == bf16.dtype
     np.testing.assert_array_equal(out, bf16.T)
 
+
+def test_tensor_scalar_cumulative_refuses_tfloat32():
+    # "Input / output dtypes are restricted to BF16, FP16, FP32, FP8, UINT8, UINT16, INT8, INT16"
+    # (nki/api/nki/isa/__init__.py L1290): tfloat32 is not among them
+    def body(o, dtype):
+        y = nl.ndarray((128, 8), dtype, buffer=nl.sbuf)
+        nisa.tensor_scalar_cumulative(dst=y, src=tile(X, dtype), op0=nl.multiply, op1=nl.add, imm0=1.0)
+        o["y"] = y.numpy()
+
+    refused("tensor_scalar_cumulative.dtype", lambda o: body(o, nl.tfloat32))
+    np.testing.assert_allclose(run(lambda o: body(o, nl.float32))["y"], np.cumsum(X, axis=1), rtol=1e-5, atol=1e-5)
+
+
+def test_range_select_range_start_is_an_integer():
+    # ":param range_start: ... must be a compile-time integer" (nki/api/nki/isa/__init__.py L2895-2896); 2.5 was
+    # truncated to 2
+    def body(o, start):
+        y, r = nl.ndarray((128, 8), nl.float32, buffer=nl.sbuf), nl.ndarray((128, 1), nl.float32, buffer=nl.sbuf)
+        nisa.range_select(dst=y, on_true_tile=tile(X), comp_op0=nl.greater_equal, comp_op1=nl.less,
+                          bound0=tile(np.full((128, 1), 4.0)), bound1=tile(np.full((128, 1), 8.0)), reduce_res=r,
+                          range_start=start)
+        o["y"] = y.numpy()
+
+    refused("range_select.operands", lambda o: body(o, 2.5))
+    kept = (np.arange(8) + 2 >= 4) & (np.arange(8) + 2 < 8)  # free index i + range_start in [4, 8)
+    np.testing.assert_array_equal(run(lambda o: body(o, 2))["y"], np.where(kept, X, np.float32(-3.4028235e38)))
+
