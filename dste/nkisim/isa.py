@@ -107,7 +107,7 @@ def dma_copy(dst, src, priority=None, oob_mode=oob_mode.error, dge_mode=dge_mode
     if indirect:
         moved, rows, row_elems = _indirect_copy(dst, src, skip)
         run_elems, descriptors = row_elems, rows
-    elif skip and _dynamic_address_out_of_bounds(src, dst):
+    elif skip and dynamic_address_out_of_bounds(src, dst):
         # a scalar_offset is a dynamic start address: skip skips the transfer it puts out of bounds (assumption: the
         # docs give no partial rule, so the whole transfer is skipped)
         moved, run_elems, descriptors = 0, 1, 0
@@ -124,7 +124,7 @@ def dma_copy(dst, src, priority=None, oob_mode=oob_mode.error, dge_mode=dge_mode
     record_dma(instr, moved * item, sbuf_span(dst, src), run_elems * item, descriptors, indirect)
 
 
-def _dynamic_address_out_of_bounds(*tensors):
+def dynamic_address_out_of_bounds(*tensors):
     """Whether a scalar_offset (dynamic start address) puts one of ``tensors`` outside its storage."""
     for t in tensors:
         if t._scalar_offset is None:

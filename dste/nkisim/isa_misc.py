@@ -106,8 +106,14 @@ def dma_transpose(dst, src, axes=None, priority=None, dge_mode=dge_mode.unknown,
     if dge_mode not in (modes.unknown, modes.hwdge):
         violate("dma_transpose.operands", f"nisa.{instr}: a direct DMA transpose takes dge_mode unknown or hwdge, got "
                 f"{dge_mode!r}")
-    if oob_mode is not globals()["oob_mode"].error:
-        violate("dma_copy.oob", f"nisa.{instr}: oob_mode.skip is only valid with indirect indexing")
+    skip = oob_mode is not globals()["oob_mode"].error
+    if skip:
+        # "dma_transpose with scalar_offset now supports oob_mode.skip for runtime indirect indexing" (release notes,
+        # NKI 0.5.0 New Features); without a dynamic offset skip stays "only valid when src uses indirect indexing"
+        if src._scalar_offset is None:
+            violate("dma_copy.oob", f"nisa.{instr}: oob_mode.skip is only valid with indirect indexing (a src "
+                    "with a scalar_offset); src has no dynamic offset")
+        version.require("nisa.dma_transpose(oob_mode=skip) with a scalar_offset src", introduced="0.5")
     if src.dtype != dst.dtype:
         violate("dma_transpose.operands", f"nisa.{instr}: src.dtype {src.dtype.name} must equal dst.dtype {dst.dtype.name}")
     perm = DMA_TRANSPOSE_AXES.get(src.ndim)
@@ -125,8 +131,15 @@ def dma_transpose(dst, src, axes=None, priority=None, dge_mode=dge_mode.unknown,
     if dst.shape != expected:
         violate("dma_transpose.operands", f"nisa.{instr}: dst shape {dst.shape} must be the transposed src shape "
                 f"{expected}")
-    write(instr, dst, np.transpose(src.array(), perm))
     item = src.dtype.itemsize
+    from .isa import dynamic_address_out_of_bounds
+
+    if skip and dynamic_address_out_of_bounds(src):
+        # as dma_copy: skip skips the transfer the scalar_offset puts out of bounds (assumption: the docs give no
+        # partial rule, so the whole transfer is skipped)
+        record_dma(instr, 0, sbuf_span(dst, src), item, 0, False)
+        return
+    write(instr, dst, np.transpose(src.array(), perm))
     record_dma(instr, src.size * item, sbuf_span(dst, src), item, src.size, False)
 
 

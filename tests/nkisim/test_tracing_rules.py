@@ -146,6 +146,32 @@ def test_a_dynamic_range_index_is_a_read_only_register():
     assert out[0, 0] == 2
 
 
+@pytest.mark.parametrize("row, dynamic", [(8, True), (40, True), (8, False)])
+def test_dma_transpose_skips_a_scalar_offset_out_of_bounds(row, dynamic):
+    # "dma_transpose with scalar_offset now supports oob_mode.skip for runtime indirect indexing" (release notes L154,
+    # NKI 0.5.0); skip stays "Only valid when src uses indirect indexing" (nki/api/nki/isa/__init__.py L1016)
+    x = np.arange(64 * 64, dtype=np.float32).reshape(64, 64).astype(nl.bfloat16)
+
+    def kernel(src, out):
+        start = nisa.register_alloc(row)
+        d = nl.ndarray((64, 32), nl.bfloat16, buffer=nl.sbuf)
+        nisa.memset(dst=d, value=-1.0)
+        view = src.ap(pattern=[[64, 32], [1, 64]], offset=0, scalar_offset=start if dynamic else None, indirect_dim=0)
+        nisa.dma_transpose(dst=d, src=view, oob_mode=nisa.oob_mode.skip)
+        nisa.dma_copy(dst=out, src=d)
+
+    out = np.zeros((64, 32), nl.bfloat16)
+    if not dynamic:
+        with pytest.raises(ConstraintError, match="only valid with indirect indexing.*rule dma_copy.oob"):
+            sim.run_kernel(kernel, (x, out), {})
+        return
+    sim.run_kernel(kernel, (x, out), {})
+    if row + 32 <= 64:
+        np.testing.assert_array_equal(out, x[row:row + 32].T)
+    else:  # rows 40..71 of a 64-row tensor: the transfer is skipped and dst keeps its memset
+        np.testing.assert_array_equal(out, np.full((64, 32), -1.0, nl.bfloat16))
+
+
 def test_a_register_is_read_by_instructions_not_by_python():
     def converted():
         register = nisa.register_alloc(3)
