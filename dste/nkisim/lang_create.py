@@ -34,11 +34,11 @@ def ndarray(shape, dtype, buffer=sbuf, name="", address=None):
             raise ValueError(f"nl.ndarray: address must be (partition_offset, free_offset), got {address!r}") from None
         if buf not in ON_CHIP or partition_offset < 0 or free_offset < 0:
             raise ValueError(f"nl.ndarray: address {address!r} needs an on-chip buffer and non-negative offsets")
-        _check_address(shape, dtype, buf, partition_offset, free_offset)
+        banks = _check_address(shape, dtype, buf, partition_offset, free_offset)
     context = runtime.current()
     if buf == "shared_hbm" and context.shared_outputs is not None:
         return _shared_allocation(context, shape, dtype, name)
-    tensor = allocate(shape, dtype, buf, name)
+    tensor = allocate(shape, dtype, buf, name, psum_banks=banks if address is not None else None)
     if address is not None:
         tensor.storage.partition_base = partition_offset  # instructions check the start-partition rule on this lane
     return tensor
@@ -48,7 +48,9 @@ def _check_address(shape, dtype, buf, partition_offset, free_offset):
     """An explicit address keeps the tensor inside its buffer: its partitions within the 128 lanes, its bytes within
     a partition, and a PSUM tensor at the start of a bank. The migration guide calls the free offset an element offset
     and its PSUM example passes bytes (``bank_id * 2048``), so a free offset is refused only where both readings put
-    the tensor out of place."""
+    the tensor out of place. Returns the PSUM banks the tensor occupies (None in SBUF), read as bytes where that
+    starts a bank (the example places a tensor "on bank 3" with ``address=(0, bank_id * 2048)``), else as
+    elements: tensors placed on one bank share it (``MemoryTracker``)."""
     shape = tuple(int(s) for s in shape)
     memory = runtime.current().memory
     if partition_offset + shape[0] > MAX_PARTITIONS:
@@ -60,10 +62,16 @@ def _check_address(shape, dtype, buf, partition_offset, free_offset):
     if free_offset + row_bytes > limit:
         violate("nl.ndarray.address", f"nl.ndarray: address {(partition_offset, free_offset)} with {row_bytes} bytes "
                 f"per partition ends past the {limit} bytes of a {buf.upper()} partition")
+    if buf != "psum":
+        return None
     bank = memory.psum_bank_bytes
-    if buf == "psum" and free_offset % bank and (free_offset * itemsize) % bank:
+    starts = [start for start in (free_offset, free_offset * itemsize)
+              if start % bank == 0 and start + row_bytes <= limit]
+    if not starts:
         violate("nl.ndarray.address", f"nl.ndarray: PSUM address {(partition_offset, free_offset)} does not start a "
-                f"bank ({bank} bytes) read as bytes or as {dt.as_dtype(dtype).name} elements")
+                f"bank ({bank} bytes) inside PSUM read as bytes or as {dt.as_dtype(dtype).name} elements")
+    first = starts[0] // bank
+    return range(first, first + max(1, -(-row_bytes // bank)))
 
 
 def _shared_allocation(context, shape, dtype, name):

@@ -11,9 +11,13 @@ refused at once).
 
 PSUM is charged in whole banks: "the allocation for PSUM tensors must start at
 the beginning of each bank" (aws-neuron-sdk, nki/migration/index.rst), so a
-tile of 512 B per partition still takes one of the eight 2 KiB banks.
+tile of 512 B per partition still takes one of the eight 2 KiB banks. A PSUM
+tensor placed by ``nl.ndarray(address=...)`` occupies the banks its address
+names; tensors placed on the same bank share it, so a bank is charged once
+however many live tensors are placed on it.
 """
 
+import collections
 import itertools
 import weakref
 
@@ -32,8 +36,11 @@ class MemoryTracker:
         self.peaks = {buf: 0 for buf in self.limits}
         self._ids = itertools.count()
         self.psum_bank_bytes = int(cost.constant("psum_bank_bytes", target))
+        # live PSUM tensors placed by address, per bank they occupy (charged once per bank in use, not per tensor)
+        self.placed_psum_banks = collections.Counter()
 
-    def allocate(self, storage):
+    def allocate(self, storage, psum_banks=None):
+        """Charge ``storage`` to its buffer; ``psum_banks``: the banks a PSUM tensor placed by address occupies."""
         buffer = storage.buffer
         if buffer not in self.limits:
             return
@@ -48,17 +55,33 @@ class MemoryTracker:
             )
         key = next(self._ids)
         self.live[buffer][key] = (storage.name, nbytes)
-        self.totals[buffer] += nbytes
-        weakref.finalize(storage, self._free, buffer, key)
+        banks = tuple(psum_banks) if buffer == "psum" and psum_banks is not None else ()
+        if banks:
+            self.placed_psum_banks.update(banks)
+        else:
+            self.totals[buffer] += nbytes
+        weakref.finalize(storage, self._free, buffer, key, banks)
 
-    def _free(self, buffer, key):
+    def _free(self, buffer, key, banks=()):
         entry = self.live[buffer].pop(key, None)
-        if entry is not None:
+        if entry is None:
+            return
+        for bank in banks:
+            self.placed_psum_banks[bank] -= 1
+            if not self.placed_psum_banks[bank]:  # no live placed tensor occupies it any more
+                del self.placed_psum_banks[bank]
+        if not banks:
             self.totals[buffer] -= entry[1]
+
+    def total(self, buffer):
+        """Live bytes per partition of ``buffer``: its allocations, plus one bank per PSUM bank placed tensors use."""
+        placed = len(self.placed_psum_banks) * self.psum_bank_bytes if buffer == "psum" else 0
+        return self.totals[buffer] + placed
 
     def check(self, instruction):
         """Raise :class:`CapacityError` if live allocations exceed a buffer; update the peaks."""
-        for buffer, total in self.totals.items():
+        for buffer in self.totals:
+            total = self.total(buffer)
             limit = self.limits[buffer]
             if total > limit:
                 entries = list(self.live[buffer].values())

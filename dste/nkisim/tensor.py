@@ -792,8 +792,9 @@ def _scalar_value(source):
     raise ConstraintError(f"scalar_offset must be an int or a 1x1 integer tensor, got {type(source).__name__}")
 
 
-def allocate(shape, dtype, buffer, name="", fill=True):
-    """A new tensor over fresh storage (contiguous, partition-major)."""
+def allocate(shape, dtype, buffer, name="", fill=True, psum_banks=None):
+    """A new tensor over fresh storage (contiguous, partition-major); ``psum_banks``: the PSUM banks an explicit
+    address places it on (``MemoryTracker.allocate``)."""
     from . import runtime
 
     shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
@@ -809,7 +810,7 @@ def allocate(shape, dtype, buffer, name="", fill=True):
             )
     context = runtime.current()
     storage = Storage(shape, dtype, buffer, name or f"{buffer}_tensor")
-    context.memory.allocate(storage)
+    context.memory.allocate(storage, psum_banks)
     if context.loop_body_allocations:
         context.loop_body_allocations[-1].append(storage)
     if fill:

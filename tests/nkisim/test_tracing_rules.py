@@ -202,6 +202,7 @@ def test_a_register_is_read_by_instructions_not_by_python():
     ((128, 512), nl.bfloat16, nl.psum, (0, 3 * 2048), True),  # the migration guide's own example: bank 3
     ((128, 512), nl.float32, nl.psum, (0, 1024), True),  # 1,024 fp32 elements = 4 KiB: bank 2 read as elements
     ((128, 128), nl.float32, nl.psum, (0, 100), False),  # a bank start neither as bytes nor as elements
+    ((128, 512), nl.float32, nl.psum, (0, 4608), False),  # not a bank start as bytes, past PSUM's 16 KiB as elements
     ((128, 64), nl.float32, nl.sbuf, (64, 0), False),  # partitions 64-191
     ((64, 64), nl.float32, nl.sbuf, (64, 0), True),
     ((128, 64), nl.float32, nl.sbuf, (0, 10_000_000), False),  # past a partition's bytes
@@ -215,6 +216,20 @@ def test_an_explicit_address_stays_inside_its_buffer(shape, dtype, buffer, addre
     else:
         with pytest.raises(ConstraintError, match="rule nl.ndarray.address"):
             sim.run_kernel(allocate, (), {})
+
+
+def test_psum_tensors_placed_on_one_bank_share_it():
+    # "the following code will allocate a PSUM tensor on bank 3: ... address=(0, bank_id * PSUM_BANK_SIZE)"
+    # (nki/migration/index.rst L1108-1121): nine tensors placed on banks 0-7 occupy the 8 banks (architecture guide
+    # L789-791), while nine placed by the compiler need nine banks
+    def body(placed):
+        tensors = [nl.ndarray((128, 512), nl.float32, buffer=nl.psum,
+                              address=(0, (i % 8) * 2048) if placed else None) for i in range(9)]
+        nisa.memset(dst=tensors[8], value=0.0)
+
+    sim.run_kernel(lambda: body(True), (), {})
+    with pytest.raises(sim.CapacityError, match="live PSUM allocations need 18432 B per partition"):
+        sim.run_kernel(lambda: body(False), (), {})
 
 
 @pytest.mark.parametrize("lane, accepted", [(16, False), (32, True), (96, True)])
