@@ -53,7 +53,7 @@ def real_nki_available():
 
 
 def install(force=False):
-    """Put the simulator in ``sys.modules`` as ``nki``, ``nki.language``, ``nki.isa``.
+    """Put the simulator in ``sys.modules`` as ``nki``, ``nki.language``, ``nki.isa``, ``nki.collectives``.
 
     A working real ``nki`` is left alone unless ``force=True``. Returns True if
     the simulator is (now) what ``import nki`` gives.
@@ -67,21 +67,23 @@ def install(force=False):
 
 
 def official_modules() -> dict:
-    """``{"nki", "nki.language", "nki.isa", "nki.typing"}`` -> the simulator's modules as a kernel sees them: only
-    the official public names (``install`` registers these; DSTE's own launchers load their kernel files against
-    them without registering anything, ``dste.kernels.device``)."""
-    from . import isa, language, nki, nki_typing, official_names
+    """``{"nki", "nki.language", "nki.isa", "nki.collectives", "nki.typing"}`` -> the simulator's modules as a kernel
+    sees them: only the official public names (``install`` registers these; DSTE's own launchers load their kernel
+    files against them without registering anything, ``dste.kernels.device``)."""
+    from . import collectives, isa, language, nki, nki_typing, official_names
 
     public_language = OfficialModule("nki.language", language, official_names.LANGUAGE)
     public_isa = OfficialModule("nki.isa", isa, official_names.ISA)
+    public_collectives = OfficialModule("nki.collectives", collectives, official_names.COLLECTIVES)
     public_nki = OfficialModule("nki", nki, official_names.NKI, {
-        "language": public_language, "isa": public_isa, "typing": nki_typing})
-    return {"nki": public_nki, "nki.language": public_language, "nki.isa": public_isa, "nki.typing": nki_typing}
+        "language": public_language, "isa": public_isa, "collectives": public_collectives, "typing": nki_typing})
+    return {"nki": public_nki, "nki.language": public_language, "nki.isa": public_isa,
+            "nki.collectives": public_collectives, "nki.typing": nki_typing}
 
 
 def uninstall():
     """Remove the simulator's ``nki`` entries from ``sys.modules`` (no-op for a real nki)."""
     module = sys.modules.get("nki")
     if module is not None and _is_ours(module):
-        for name in ("nki", "nki.language", "nki.isa", "nki.typing"):
+        for name in ("nki", "nki.language", "nki.isa", "nki.collectives", "nki.typing"):
             sys.modules.pop(name, None)

@@ -59,8 +59,10 @@ _RULES = [
     ("isa.depends_on.loops", "a depends_on edge joins instructions of the same dynamic-loop nesting, or a producer "
      "in an enclosing scope: never out of a dynamic loop (fori_loop, while_loop, dynamic_range) nor into another one",
      f"{STUB_ISA}, NkiInstruction.depends_on"),
-    ("isa.not_simulated", "an official instruction the simulator does not model raises NotImplementedError",
-     "assumption: the simulator never guesses semantics it cannot check"),
+    ("isa.not_simulated", "an official instruction or nki.collectives function the simulator does not model raises "
+     "NotImplementedError", "assumption: the simulator never guesses semantics it cannot check "
+     "(nki/guides/nki_simulator.rst, Simulation Limitations: the official simulator implements no nki.collectives "
+     "API either)"),
     # -- ALU operators -------------------------------------------------------------------------
     ("alu.in_table", "an ALU op field takes an operator of tbl-aluop (nl.divide, nl.max, nl.mod ... are not ALU "
      "operators)", ALU_TABLE_SRC),

@@ -4,7 +4,7 @@
 real package cannot be imported.
 """
 
-from . import isa, language  # noqa: F401 - submodules of the nki namespace
+from . import collectives, isa, language  # noqa: F401 - submodules of the nki namespace
 from . import nki_typing as typing  # noqa: F401 - nki.typing
 from .jit import Kernel, jit, simulate  # noqa: F401
 

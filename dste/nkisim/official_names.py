@@ -1,6 +1,8 @@
-"""The public names of the official NKI 0.6 API stubs: what ``nki``, ``nki.language`` and ``nki.isa`` expose.
+"""The public names of the official NKI 0.6 API stubs: what ``nki``, ``nki.language``, ``nki.isa`` and
+``nki.collectives`` expose.
 
-Taken from ``nki/api/nki/__init__.py``, ``nki/api/nki/language/__init__.py`` and ``nki/api/nki/isa/__init__.py`` of
+Taken from ``nki/api/nki/__init__.py``, ``nki/api/nki/language/__init__.py``, ``nki/api/nki/isa/__init__.py`` and
+``nki/api/nki/collectives/__init__.py`` of
 aws-neuron/aws-neuron-sdk at 81ce03ae (Neuron 2.32, NKI 0.6): every function, class and module-level constant they
 define. :func:`dste.nkisim.install` registers modules that hold exactly these names (and the submodules), so a kernel
 that reaches for a simulator helper (``nisa.write``, ``nisa.read2d``) or a name NKI 0.6 dropped (``nki.tensor``)
@@ -45,3 +47,10 @@ ISA = (
     'topk', 'unknown_engine', 'vector_engine',
 )
 """Public names of ``nki.isa`` (67)."""
+
+COLLECTIVES = (
+    'ReplicaGroup', 'all_gather', 'all_gather_v', 'all_reduce', 'all_to_all', 'all_to_all_v', 'collective_permute',
+    'collective_permute_implicit', 'collective_permute_implicit_current_processing_rank_id',
+    'collective_permute_implicit_reduce', 'rank_id', 'reduce_scatter',
+)
+"""Public names of ``nki.collectives`` (12): present with the official signatures, not simulated."""

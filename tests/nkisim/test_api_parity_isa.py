@@ -71,6 +71,16 @@ def test_nki_jit_and_simulate_signatures():
     assert _check(nki, _official()["nki"]["functions"]) == []
 
 
+def test_nki_collectives_functions_have_the_official_signatures():
+    from dste.nkisim import collectives
+
+    official = _official()["nki.collectives"]
+    assert len(official["functions"]) == 11
+    assert _check(collectives, official["functions"]) == []
+    for cls in official["classes"]:
+        assert hasattr(collectives, cls), cls
+
+
 def test_isa_classes_and_enum_members():
     for cls in _official()["nki.isa"]["classes"]:
         assert hasattr(isa, cls), cls

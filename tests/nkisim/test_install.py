@@ -46,6 +46,28 @@ def test_installed_modules_hold_only_the_official_names():
     assert {"nc_matmul", "dma_copy", "register_alloc"} <= set(dir(nisa)) and {"ndarray", "fori_loop"} <= set(dir(nl))
 
 
+def test_nki_collectives_imports_and_each_collective_names_itself_unsimulated():
+    """nki.collectives is a public module of the NKI 0.6 stubs (nki/api/nki/collectives/__init__.py); a kernel that
+    imported it failed ('nki' is not a package). The official simulator implements none of it
+    (nki/guides/nki_simulator.rst L322), so each function raises NotImplementedError naming itself."""
+    sim.install()
+    import nki
+    import nki.collectives as ncc
+    from dste.nkisim import official_names
+
+    public = {name for name in dir(ncc) if not isinstance(getattr(ncc, name), types.ModuleType)}
+    assert public == set(official_names.COLLECTIVES) and nki.collectives is ncc
+    group = ncc.ReplicaGroup([[0, 1]])
+    with pytest.raises(NotImplementedError, match=r"nki.collectives.all_reduce is .* not simulated.*isa.not_simulated"):
+        ncc.all_reduce(srcs=[], dsts=[], replica_group=group, op=None)
+    with pytest.raises(NotImplementedError, match="nki.collectives.rank_id"):
+        ncc.rank_id()
+    with pytest.raises(TypeError):  # a call the official signature refuses is refused first
+        ncc.rank_id(group, "extra")
+    with pytest.raises(AttributeError, match="not in the public API of NKI 0.6"):
+        ncc.lang_buffers
+
+
 def test_install_never_shadows_a_working_real_nki_unless_forced():
     saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "nki" or k.startswith("nki.")}
     try:
