@@ -143,6 +143,9 @@ def _is_torch(value):
 
 
 def _to_kernel_arg(value, buffer, name):
+    """Arrays become HBM tensors; lists, dicts and sets are refused; anything else passes through as it is (an
+    assumption: an object argument is not held to the language guide's NKIObject-only class rule, as the official
+    simulator does not hold it either; README, what it cannot tell you)."""
     if isinstance(value, np.ndarray):
         return from_numpy(value, buffer, name)
     if _is_torch(value):
