@@ -77,7 +77,7 @@ gpsimd_engine, unknown_engine = engine.gpsimd, engine.unknown
 
 class NkiInstruction:
     """The handle an instruction returns; ``depends_on`` records ordering edges (the simulator runs in order).
-    ``loops``: the dynamic loops (fori_loop / while_loop calls) around the instruction, outermost first."""
+    ``loops``: the dynamic loops (fori_loop / while_loop / dynamic_range) around the instruction, outermost first."""
 
     def __init__(self, handle):
         self.handle = handle

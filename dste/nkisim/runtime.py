@@ -57,7 +57,8 @@ class RunContext:
         self.no_reorder_depth = 0
         # per running fori_loop / while_loop body (innermost last): the storages its current iteration declared
         self.loop_body_allocations = []
-        # the running fori_loop / while_loop calls (innermost last), one token per loop for all its iterations
+        # the running dynamic loops (fori_loop / while_loop / dynamic_range; innermost last), one token per loop for
+        # all its iterations
         self.dynamic_loops = []
         # nisa.rng / rand2 / dropout generators by engine name, created or reseeded on first use.
         self.isa_rng = {}

@@ -136,6 +136,12 @@ def test_a_dynamic_range_index_is_a_read_only_register():
         for i in nl.dynamic_range(2):
             nisa.register_move(i, 5)
 
+    def edge_out(a):  # a dynamic_range loop is a dynamic loop for NkiInstruction.depends_on too
+        t = nl.ndarray((1, 4), nl.float32, buffer=nl.sbuf)
+        for i in nl.dynamic_range(2):
+            inside = nisa.memset(dst=t, value=0.0)
+        nisa.memset(dst=t, value=1.0).depends_on(inside)
+
     out = np.zeros((1, 1), np.int32)
     with pytest.warns(DeprecationWarning, match="dynamic_range"):
         sim.run_kernel(stored, (out,), {})
@@ -143,6 +149,8 @@ def test_a_dynamic_range_index_is_a_read_only_register():
             sim.run_kernel(arithmetic, (np.zeros((4, 4), np.float32),), {})
         with pytest.raises(ConstraintError, match="rule nl.loop.index-read-only"):
             sim.run_kernel(written, (np.zeros((4, 4), np.float32),), {})
+        with pytest.raises(ConstraintError, match="rule isa.depends_on.loops"):
+            sim.run_kernel(edge_out, (np.zeros((4, 4), np.float32),), {})
     assert out[0, 0] == 2
 
 
