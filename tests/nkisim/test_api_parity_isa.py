@@ -1,7 +1,8 @@
-"""nki.isa and nki of the simulator expose every official function with the official signature.
+"""nki.isa, nki and nki.collectives of the simulator expose every official function with the official signature.
 
 The reference is ``signatures.json`` (names, kinds and defaults of the official stubs of
-``nki/api/nki/{__init__,isa/__init__}.py``), kept beside the project; the test skips when it is absent.
+``nki/api/nki/{__init__,isa/__init__,collectives/__init__}.py``), kept beside the project; the test skips when it is
+absent.
 """
 
 import inspect
