@@ -162,7 +162,9 @@ def spmm(A, X, backend: str | None = None) -> torch.Tensor:
     X may be a float32/float64 CPU tensor (differentiable: the gradient with respect to X is ``A^T @ dY``),
     a NumPy array, or ``HybridRows`` (dequantized for the ``cpu`` backend; handed to the kernel as is for
     ``nkisim``/``neuron``). Returns a torch tensor ``[N, F]`` with X's dtype (float32 for HybridRows); a float64 X
-    multiplies the matrix's float32 effective values (``A.decode(dtype=np.float32)``) in float64.
+    multiplies the matrix's float32 effective values (``A.decode(dtype=np.float32)``) in float64 on ``cpu``; on
+    ``nkisim``/``neuron`` the kernel reads X as bf16 whatever its dtype (within 2^-7 (|A| |X|) per output) and the
+    result comes back in X's dtype.
     ``backend``: ``cpu`` | ``nkisim`` | ``neuron`` | ``auto``; ``None`` reads ``DSTE_BACKEND``.
     Forward-mode AD (``torch.autograd.forward_ad``, ``torch.func.jvp``/``jacfwd``): the tangent of a dual X is
     ``A @ T``, computed on the same backend. ``torch.func.vmap`` runs one product per batch entry;
@@ -234,9 +236,12 @@ def masked_quant(values, keep, sensitivity, threshold: float, backend: str | Non
 
     ``values float32 [T,128,128]`` (``[tile, column k, window row r]``), ``keep bool`` of the same shape,
     ``sensitivity float [T]``, ``threshold`` T (a tile whose sensitivity, rounded to float32 as the kernel reads
-    it, is at or above T becomes FP16, as the encoder decides). Returns NumPy ``(keep_bits uint32 [T,128,4], kind uint8 [T], int8_values int8
-    [T_int8,128,128], int8_scale float32 [T_int8], fp16_values float16 [T_fp16,128,128])``, slots in tile
-    order, exactly as ``dste.kernels.launch_masked_quant``.
+    it, is at or above T, also rounded to float32, becomes FP16: the encoder's float64 comparison can differ in the
+    last float32 ulp). Returns NumPy ``(keep_bits uint32 [T,128,4], kind uint8 [T], int8_values int8
+    [T_int8,128,128], int8_scale float32 [T_int8], fp16_values float16 [T_fp16,128,128])``, each kind's values
+    compacted to its slots in tile order (``DSTEMatrix``'s layout). ``dste.kernels.launch_masked_quant`` returns the
+    same values uncompacted, one entry per input tile of both value arrays (zeros where the tile has the other
+    kind).
     """
     name = resolve_backend(backend)
     values_t = _as_tensor(values, "values", (torch.float32,)).detach()  # an encoding has no gradient

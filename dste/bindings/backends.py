@@ -3,7 +3,8 @@
 Backends:
 
 * ``cpu``    -- SciPy sparse execution of the matrix's effective (decoded, masked, scaled) values. Fast;
-  agrees with the kernels up to fp32 summation order.
+  exact to fp32 summation order. The kernels multiply bf16 operands in fp32, so ``nkisim``/``neuron`` agree
+  with it within 2^-7 (|A| |X|) per output (README, "Backends"), whatever X's dtype.
 * ``nkisim`` -- runs the NKI kernels of ``dste.kernels`` in the ``dste.nkisim`` CPU simulator. Slow; for
   parity checks and profiles.
 * ``neuron`` -- the same kernel files on a Neuron device through the real AWS Neuron SDK. Import-guarded:

@@ -6,7 +6,9 @@ wrapper is made, plus a registry handle for the kernel backends. The wrapper own
 matrix and reuse it (``dste.spmm`` on a bare ``DSTEMatrix`` builds them on its first call and keeps them on the
 matrix, see :func:`as_dste_tensor`). It is not a ``torch.Tensor``
 subclass: it is a plain object whose tensor attributes ``torch.compile`` lifts as graph inputs, so
-``A @ x`` inside a compiled function becomes one ``dste::spmm_hybrid`` node.
+``A.spmm(x)`` or ``dste.spmm(A, x)`` inside a compiled function becomes one ``dste::spmm_hybrid`` node (also with
+``fullgraph=True``). ``A @ x`` works too, but Dynamo cannot trace the ``@`` of a non-tensor object: it breaks the
+graph there, and ``fullgraph=True`` refuses it.
 """
 
 from __future__ import annotations

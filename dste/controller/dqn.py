@@ -239,7 +239,10 @@ class DQNAgent:
             return self.q(torch.from_numpy(self.normalizer(state))[None])[0].numpy()
 
     def act(self, state: np.ndarray, epsilon: float = 0.0, allowed: np.ndarray | None = None) -> int:
-        """Greedy (or, with probability ``epsilon``, uniform) over the actions ``allowed`` marks (all if None)."""
+        """Greedy (or, with probability ``epsilon``, random) over the actions ``allowed`` marks (all if None). The
+        random draw is uniform over all actions, mapped onto the allowed ones in order (``draw * k // n``), so with
+        k allowed of n each gets floor or ceil of n / k of the n draws: near uniform, exactly so when k divides n
+        (kept so, since every training run draws through it)."""
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
         allowed = self._check_mask(allowed)

@@ -96,7 +96,7 @@ def fit_controller(
     train_ids = [int(i) for i in (env.snapshots("train") if train_ids is None else train_ids)]
     stage = stage or (lambda _name: None)
     stage("controller training")
-    trained = train_controller(env, run_train_config(reward, episodes, seed), progress=progress)
+    trained = train_controller(env, run_train_config(reward, episodes, seed), progress=progress, snapshots=train_ids)
 
     stage("greedy search and its fitted plan")
     greedy = greedy_search(env, reward, train_ids, progress=progress)

@@ -2,7 +2,8 @@
 
 The state for layer l of snapshot n+1 concatenates four groups, each squashed by a fixed transform (log
 scales, ratios, clipping to [-5, 5]) so that every feature is O(1) on any graph size; a
-``StateNormalizer`` fitted on training states then standardises them.
+``StateNormalizer`` fitted on training states then centres them, and divides by each feature's spread where it is
+above 1 (``STD_FLOOR``).
 
 Graph G_{n+1} (24 features, ``graph_features``): node and edge counts, degree moments, the density of the
 column-condensed 128-row windows the format builds (mean/std/min/max), churn against the previous snapshot
@@ -337,7 +338,8 @@ def build_state(graph: np.ndarray, activations: np.ndarray, mask: np.ndarray, la
 
 
 class StateNormalizer:
-    """Per-feature standardisation fitted on training states (constant features pass through centred)."""
+    """Per-feature centring fitted on training states, divided by the feature's std where that is above
+    ``STD_FLOOR`` (1): most features are O(1) shares and ratios, which pass through only centred."""
 
     def __init__(self, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> None:
         self.mean = np.zeros(STATE_DIM, np.float32) if mean is None else np.asarray(mean, np.float32)

@@ -22,6 +22,8 @@ price an action before running it (``CompressionEnv.latency_table``) need ``budg
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import copy
 import numbers
 from dataclasses import dataclass, field
@@ -99,8 +101,11 @@ def _fit_normalizer(env: CompressionEnv, snapshots, episodes: int, seed: int) ->
     return StateNormalizer.fit(np.stack(states))
 
 
-def train_controller(env: CompressionEnv, config: TrainConfig | None = None, progress: bool = False) -> TrainResult:
-    """Train a DQN controller on ``env.snapshots("train")``; deterministic for a given config and env."""
+def train_controller(env: CompressionEnv, config: TrainConfig | None = None, progress: bool = False,
+                     snapshots: Sequence[int] | None = None) -> TrainResult:
+    """Train a DQN controller on ``snapshots`` (default ``env.snapshots("train")``), the last
+    ``config.selection_snapshots`` of them kept for checkpoint selection; deterministic for a given config, env and
+    snapshots."""
     config = config or TrainConfig()
     if not isinstance(config, TrainConfig):
         hint = " (a RewardConfig goes inside: TrainConfig(reward=RewardConfig(...)))" if isinstance(
@@ -111,15 +116,15 @@ def train_controller(env: CompressionEnv, config: TrainConfig | None = None, pro
     # does not depend on the thread count.
     torch.set_num_threads(1)
     try:
-        return _train(env, config, progress)
+        return _train(env, config, progress, snapshots)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(env: CompressionEnv, config: TrainConfig, progress: bool) -> TrainResult:
+def _train(env: CompressionEnv, config: TrainConfig, progress: bool, given: Sequence[int] | None) -> TrainResult:
     if not isinstance(env.action_space, ActionSpace):
         raise TypeError("env.action_space must be an ActionSpace")
-    all_snapshots = list(env.snapshots("train"))
+    all_snapshots = [int(i) for i in (env.snapshots("train") if given is None else given)]
     k = config.selection_snapshots
     if len(all_snapshots) < k + 1:
         raise ValueError(

@@ -11,7 +11,8 @@ Two executions of the same values and masks:
   ``h @ W_eff``), returning a :class:`LayerRun` that :mod:`dste.gnn.footprint` and :mod:`dste.gnn.latency`
   size and price. Fast enough for the controller's thousands of episodes.
 * :meth:`GraphInference.forward` -- through the DSTE torch ops (``dste.spmm``, ``CompressedWeight``) on a
-  chosen backend. It agrees with the NumPy execution up to float32 summation order.
+  chosen backend. On ``cpu`` it agrees with the NumPy execution up to float32 summation order; the kernel
+  backends multiply bf16 operands (within 2^-7 (|A| |X|) per product, README "Backends").
 
 A layer, under a setting: keep the most important input channels (score of channel c = ||W[c, :]||, summed
 in square over the layer's linear maps, times the root-mean-square of column c of the FP32 layer input; the

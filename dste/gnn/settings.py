@@ -30,7 +30,8 @@ from dste.format.quant import row_blocks
 __all__ = ["ALL_INT8_THRESHOLD", "LayerSetting", "FP32_SETTING", "row_sensitivity", "quantize_rows_by_fraction"]
 
 ALL_INT8_THRESHOLD = 1e30
-"""Weight-tile sensitivity threshold meaning "all INT8": the sensitivity S never exceeds 1."""
+"""Weight-tile sensitivity threshold meaning "all INT8": far above any sensitivity S (a few units at most: about 1.5
+for one 1e4 outlier in a Gaussian tile, ``dste.format.hybrid_rows``)."""
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,15 @@ FP32_SETTING = LayerSetting(fp32=True)
 
 
 def row_sensitivity(x: np.ndarray) -> np.ndarray:
-    """Per-row sensitivity S of ``dste.format.hybrid_rows.row_sensitivity`` computed on the 2-D array at once.
+    """Per-row sensitivity S that ranks a layer's activation rows for FP16 (``quantize_rows_by_fraction``): the rms
+    INT8 error over every entry of the row divided by its mean |x| (scale max|x| / 127, round half to even, float32
+    values), computed on the 2-D array at once.
 
-    Same formula (rms INT8 error over mean |x| with scale max|x| / 127, round half to even, float32 values);
-    the group-by-id reference is general but slow on the [n, F] activations quantized thousands of times.
+    This is the format's earlier score, not ``dste.format.hybrid_rows.row_sensitivity`` (rms over the nonzeros
+    divided by their lower median), which replaced it there because the mean grows with an outlier: a row holding
+    one entry of 2e4 among N(0, 1) values scores below ordinary rows here and stays INT8, its ordinary entries
+    rounding to 0. The controller's fractions, and every table of the main job, were measured with this score; a
+    switch to the format's would need them measured again.
     """
     x = np.asarray(x, dtype=np.float32)
     if x.shape[1] == 0:  # rows without values score 0, as all-zero rows do

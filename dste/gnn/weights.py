@@ -30,15 +30,17 @@ def value_version(tensor: torch.Tensor) -> tuple[int, int, int]:
 
 
 def magnitude_keep_mask(values: np.ndarray, sparsity: float) -> np.ndarray:
-    """Boolean mask keeping the ``1 - sparsity`` fraction of entries of largest magnitude (ties kept)."""
+    """Boolean mask dropping ``floor(sparsity * size)`` entries of smallest magnitude and keeping the rest; among
+    entries of equal magnitude at the cut the first in row-major order are dropped. (A cut by value dropped every
+    entry tied with the cut-off: ``sparsity=0.1`` of an all-ones weight dropped all of it.)"""
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must lie in [0, 1), got {sparsity!r}")
     magnitude = np.abs(values)
     n_drop = int(np.floor(sparsity * magnitude.size))
-    if n_drop == 0:
-        return np.ones(values.shape, dtype=bool)
-    cutoff = np.partition(magnitude.ravel(), n_drop - 1)[n_drop - 1]
-    return magnitude > cutoff
+    keep = np.ones(magnitude.size, dtype=bool)
+    if n_drop:
+        keep[np.argsort(magnitude.ravel(), kind="stable")[:n_drop]] = False
+    return keep.reshape(values.shape)
 
 
 class CompressedWeight:

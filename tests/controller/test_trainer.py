@@ -77,6 +77,19 @@ def test_lead_in_snapshots_are_run_unscored_and_carry_their_masks():
     assert warm_result.mean_reward(RewardConfig()) == cold_result.mean_reward(RewardConfig())  # static: no effect
 
 
+def test_training_reads_only_the_snapshots_it_is_given():
+    # fit_controller(train_ids=...) trained the DQN on env.snapshots("train") whatever train_ids said
+    from dste.controller.fit import fit_controller
+
+    env = ToyEnv()
+    visited = []
+    reset = env.reset
+    env.reset = lambda snapshot: (visited.append(int(snapshot)), reset(snapshot))[1]
+    given = list(env.snapshots("train"))[:6]
+    fit_controller(env, REWARD, train_ids=given, episodes=30, probe=False)
+    assert set(visited) <= set(given), sorted(set(visited) - set(given))
+
+
 def test_the_fallback_share_counts_the_scored_snapshots_only():
     # the lead-in snapshot's decisions were counted too: 6 decisions reported for 4 held-out ones
     env, result = _train(seed=3, episodes=20)

@@ -293,3 +293,17 @@ def test_bad_settings_and_arguments_are_clear_errors(trained):
         train_fp32(model, object())
     with pytest.raises(ValueError, match="epochs must be"):
         train_fp32(model, graph, epochs=0)
+
+
+def test_magnitude_sparsity_drops_exactly_its_share_of_tied_weights():
+    # a cut by value dropped every weight tied with the cut-off: sparsity 0.1 of an all-ones weight dropped all 32
+    from dste.gnn import CompressedWeight, magnitude_keep_mask
+
+    keep = magnitude_keep_mask(np.array([1.0, -1.0, 1.0, 1.0, 2.0, 3.0, 1.0, 1.0]), 0.25)
+    np.testing.assert_array_equal(keep, [False, False, True, True, True, True, True, True])
+    values = np.random.default_rng(0).standard_normal((20, 7))
+    keep = magnitude_keep_mask(values, 0.3)
+    assert keep.sum() == 140 - 42 and np.abs(values[~keep]).max() <= np.abs(values[keep]).min()
+    weight = CompressedWeight(torch.ones(8, 4), sparsity=0.1)
+    kept = weight.matrix.decode().toarray()
+    assert np.count_nonzero(kept) == 32 - 3
