@@ -119,13 +119,15 @@ def tensor_scalar_cumulative(dst, src, op0, op1, imm0, imm1=None, reduce_cmd=red
 
     acc = accumulators()
     regs = acc.get("vector", p)
-    if cmd == "reset_reduce" or regs is None:
-        regs = np.full((p,), spec1.reduce_identity, dtype=np.float32)
-    elif cmd == "load_reduce":
+    # isa L1274-1276: ``elif reduce_cmd == load_reduce: reg = imm1`` whatever the register held before, even
+    # when this is the run's first accumulating instruction (no earlier register state).
+    if cmd == "load_reduce":
         if imm1 is None:
             violate("reduce_cmd.value", f"nisa.{instr}: reduce_cmd.load_reduce needs imm1")
         regs = np.broadcast_to(np.asarray(column_operand(instr, "imm1", imm1, p, "tensor_scalar.operand_shape"),
                                           dtype=np.float32).reshape(-1), (p,)).astype(np.float32)
+    elif cmd == "reset_reduce" or regs is None:
+        regs = np.full((p,), spec1.reduce_identity, dtype=np.float32)
     else:
         regs = regs.reshape(p)
     out = np.empty_like(values)

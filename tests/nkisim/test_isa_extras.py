@@ -229,3 +229,37 @@ def test_dropout_and_rng_statistics():
     assert set(np.unique(out["y"])) <= {0.0, 1.0}
     # uniform 16-bit values: mean 32767.5, standard error ~73.
     assert abs(out["bits"].astype(np.float64).mean() - 32767.5) < 600
+
+
+@pytest.mark.parametrize("op1, imm1, golden", [
+    # sdk nki/test/test_nki_isa_tensor_scalar_cumulative.py L251-310 (load_reduce1/2/3); isa L1274-1276
+    # (``elif reduce_cmd == load_reduce: reg = imm1``), also on the run's first accumulating instruction.
+    (nl.add, 1.0, np.cumsum(np.full((128, 64), 2.0), axis=1) + 1.0),
+    (nl.multiply, 0.0, np.zeros((128, 64))),
+    (nl.min, 0.0, np.zeros((128, 64))),
+])
+def test_tensor_scalar_cumulative_load_reduce_starts_from_imm1(op1, imm1, golden):
+    src = np.ones((128, 64), dtype=np.float32)
+
+    def body(o):
+        dst = empty((128, 64))
+        nisa.tensor_scalar_cumulative(dst=dst, src=tile(src), op0=nl.add, op1=op1, imm0=tile(np.ones((128, 1))),
+                                      imm1=tile(np.full((128, 1), imm1)), reduce_cmd=nisa.reduce_cmd.load_reduce)
+        o["d"] = dst.numpy()
+
+    np.testing.assert_array_equal(run(body)["d"], golden)
+
+
+def test_tensor_scalar_cumulative_load_reduce_then_reduce_chain():
+    # sdk test_nki_isa_tensor_scalar_cumulative.py L331-348 (chain2): cumsum(ones) + 65
+    src = np.ones((128, 64), dtype=np.float32)
+
+    def body(o):
+        dst = empty((128, 64))
+        nisa.tensor_scalar_cumulative(dst=dst, src=tile(src), op0=nl.add, op1=nl.add, imm0=np.float32(0.0),
+                                      imm1=np.float32(1.0), reduce_cmd=nisa.reduce_cmd.load_reduce)
+        nisa.tensor_scalar_cumulative(dst=dst, src=tile(src), op0=nl.add, op1=nl.add, imm0=np.float32(0.0),
+                                      imm1=np.float32(1.0), reduce_cmd=nisa.reduce_cmd.reduce)
+        o["d"] = dst.numpy()
+
+    np.testing.assert_array_equal(run(body)["d"], np.cumsum(src, axis=1) + 65)
