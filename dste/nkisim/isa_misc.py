@@ -302,6 +302,13 @@ class LoopIndex(VirtualRegister):
 
 
 def _wrap32(value):
+    """A 32-bit register's integer: u32 values (up to 2**32 - 1) and i32 values are kept as written
+    (nki-language-guide.rst L526: "Each register is 32-bit and supports ... u32, ... i32"); anything wider wraps to
+    int32. assumption: a register read as a loop bound or offset gives the value it was written with (the docs give
+    no conversion between a register's integer types)."""
+    value = int(value)
+    if -(1 << 31) <= value < (1 << 32):
+        return value
     return int(np.int64(value).astype(np.int32))
 
 
@@ -370,6 +377,10 @@ def register_store(dst, src):
                     f"{dst.name!r} is {dt.name(dst.dtype)}, expected float32 (assumption: the docs give no conversion "
                     "between a register's data types)")
         write("register_store", dst, np.full(dst.shape, value, dtype=np.float32))
+        return
+    if dst.dtype in (dt.int32, dt.uint32):  # a 32-bit int tensor receives the register's 32 bits (u32 0xFFFFFFFF <-> i32 -1)
+        value = np.array(value & 0xFFFFFFFF, dtype=np.uint32).view(dst.dtype)
+        write("register_store", dst, np.full(dst.shape, value, dtype=dst.dtype))
         return
     write("register_store", dst, np.full(dst.shape, value, dtype=np.int64))
 

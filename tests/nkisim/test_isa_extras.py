@@ -183,6 +183,21 @@ def test_registers_round_trip():
     assert nisa.get_nc_version() in (nisa.nc_version.gen2, nisa.nc_version.gen3)
 
 
+def test_a_register_keeps_u32_values():
+    # nki/get-started/nki-language-guide.rst L526: "Each register is 32-bit and supports ... u32": 0xFFFFFFFF loaded
+    # from a uint32 tensor and the immediate 3,000,000,000 come back unchanged from uint32 tensors
+    def body(o):
+        out = empty((1, 3), nl.uint32)
+        reg = nisa.register_alloc()
+        nisa.register_load(reg, tile([[0xFFFFFFFF]], nl.uint32))
+        nisa.register_store(out[:, 0:1], reg)
+        nisa.register_store(out[:, 1:2], nisa.register_alloc(3000000000))
+        nisa.register_store(out[:, 2:3], nisa.register_alloc(7))
+        o["y"] = out.numpy()
+
+    np.testing.assert_array_equal(run(body)["y"][0], np.array([0xFFFFFFFF, 3000000000, 7], np.uint32))
+
+
 def test_a_register_keeps_an_fp32_value():
     # "Each register is 32-bit and supports multiple data types: u8, u16, u32, i8, i16, i32, and fp32"
     # (nki/get-started/nki-language-guide.rst L526): a float32 value loaded and stored back is unchanged
