@@ -278,3 +278,22 @@ def test_tensor_scalar_cumulative_load_reduce_then_reduce_chain():
         o["d"] = dst.numpy()
 
     np.testing.assert_array_equal(run(body)["d"], np.cumsum(src, axis=1) + 65)
+
+
+def test_core_barrier_is_refused_as_not_simulated_rather_than_reading_stale_values():
+    # isa L2601-2654: both cores write halves, core_barrier, "Now both cores can safely read the complete tensor".
+    # The programs of kernel[2] run one after the other here, so core 0 would read the other half unwritten: refused.
+    import dste.nkisim as sim
+
+    def body():
+        shared = nl.ndarray((2, 8), dtype=nl.float32, buffer=nl.shared_hbm)
+        me = nl.program_id(0)
+        mine = empty((1, 8))
+        nisa.memset(dst=mine, value=float(me + 1))
+        nisa.dma_copy(dst=shared[me:me + 1, :], src=mine)
+        nisa.core_barrier(data=shared, cores=(0, 1))
+        whole = empty((2, 8))
+        nisa.dma_copy(dst=whole, src=shared)
+
+    with pytest.raises(NotImplementedError, match=r"nisa.core_barrier is not simulated.*isa.not_simulated"):
+        sim.run_kernel(body, (), {}, lnc=2, target="trn2")
