@@ -242,18 +242,47 @@ def access_pattern_free_dims(t):
     return len(access_pattern_strides(t))
 
 
-def access_pattern_strides(t):
-    """Element strides of the access pattern's free axes: size-1 dimensions dropped, contiguous neighbours merged
-    (the merged axis keeps the inner stride)."""
+def access_pattern_axes(t):
+    """``(size, element stride)`` of the access pattern's free axes: size-1 dimensions dropped, contiguous neighbours
+    merged (the merged axis keeps the inner stride)."""
     itemsize = t.storage.dtype.itemsize
     dims = [(n, s) for n, s in zip(t.shape[1:], t._byte_strides[1:]) if n != 1]
-    strides = []
+    axes = []
     for i, (n, s) in enumerate(dims):
         if i == 0 or dims[i - 1][1] != n * s:
-            strides.append(s // itemsize)
+            axes.append((n, s // itemsize))
         else:
-            strides[-1] = s // itemsize
-    return strides
+            axes[-1] = (axes[-1][0] * n, s // itemsize)
+    return axes
+
+
+def access_pattern_strides(t):
+    """Element strides of the access pattern's free axes (``access_pattern_axes``)."""
+    return [s for _, s in access_pattern_axes(t)]
+
+
+def _split_axis(n, stride):
+    """An ``[a, b]`` pair of uint16 axis sizes (outer stride ``b * stride`` an int16) covering an axis of ``n``
+    elements, or None."""
+    for b in range(min(n, MAX_FREE_AXIS), 0, -1):
+        if n % b == 0 and n // b <= MAX_FREE_AXIS and MIN_FREE_STRIDE <= b * stride <= MAX_FREE_STRIDE:
+            return n // b, b
+    return None
+
+
+def long_free_axes(t):
+    """The merged free axes longer than a uint16 that no ``[a, b]`` split of uint16 sizes and int16 strides covers
+    within MAX_FREE_DIMS axes. The architecture guide (Data streaming, L718) gives each F axis of the ISA's access
+    pattern a uint16 size: an axis of the kernel's shape is not one of them as such, since a contiguous run is
+    merged and may be re-split (assumption: the compiler splits an axis of more than 65535 elements into two
+    whenever a factorisation fits the pattern's uint16 sizes, int16 strides and four free axes)."""
+    axes = access_pattern_axes(t)
+    long = [(n, s) for n, s in axes if n > MAX_FREE_AXIS]
+    if not long:
+        return []
+    if len(axes) + len(long) > MAX_FREE_DIMS:
+        return [n for n, _ in long]
+    return [n for n, s in long if _split_axis(n, s) is None]
 
 
 def on_chip(instr, role, t, allowed=ON_CHIP):
@@ -277,7 +306,7 @@ def on_chip(instr, role, t, allowed=ON_CHIP):
     if free_dims > MAX_FREE_DIMS:
         violate("isa.free_dims", f"nisa.{instr}: {role} {t.name!r} (shape {t.shape}) needs {free_dims} free "
                 f"dimensions in its access pattern; at most {MAX_FREE_DIMS} (merge or copy it first)")
-    too_long = [n for n in t.shape[1:] if n > MAX_FREE_AXIS]
+    too_long = long_free_axes(t)
     if too_long:
         violate("isa.free_axis_size", f"nisa.{instr}: {role} {t.name!r} (shape {t.shape}) has a free axis of "
                 f"{too_long[0]} elements; an access pattern's axis size is a uint16 (at most {MAX_FREE_AXIS} elements)")

@@ -35,8 +35,9 @@ _RULES = [
     ("isa.free_stride", "each free axis of an on-chip operand's access pattern (contiguous neighbours merged) steps "
      "at most an int16 of elements", f"{ARCH_GUIDE}, Data streaming (each F axis: a size in uint16, a stride in "
      "int16, in data elements)"),
-    ("isa.free_axis_size", "each free axis of an on-chip operand, as the kernel shapes it, holds at most a uint16 "
-     "(65535) of elements", f"{ARCH_GUIDE}, Data streaming (each F axis: a size in uint16, a stride in int16, in data "
+    ("isa.free_axis_size", "each free axis of an on-chip operand's access pattern holds at most a uint16 (65535) of "
+     "elements; a longer run of the kernel's shape passes when it splits into two such axes (int16 strides, at most 4 "
+     "free axes in all)", f"{ARCH_GUIDE}, Data streaming (each F axis: a size in uint16, a stride in int16, in data "
      "elements)"),
     ("isa.engine_free_size", "a Vector or Scalar Engine operand in SBUF holds at most 64K (65536) elements per "
      "partition", f"{ARCH_GUIDE}, Vector Engine / Scalar Engine, Layout & Tile Size (the free dimension size can be up "

@@ -401,16 +401,32 @@ def test_vector_and_scalar_operands_hold_at_most_64k_sbuf_elements():
 
 
 def test_operand_free_axes_are_uint16():
-    """"each F axis in the tensor can have a size expressed in uint16" (architecture guide L717-718), on every engine:
-    GpSimd's memset of one 70000-element axis cannot be encoded; two axes of 35000 can."""
+    """"At the ISA level, each F axis in the tensor can have a size expressed in uint16" (architecture guide
+    L717-718), on every engine. The limit is on the access pattern, not the kernel's shape: a contiguous run of 70000
+    elements is the pattern [4, 17500] whether declared (70000,) or (2, 35000); a prime 65537-element axis has no
+    split into uint16 sizes and is refused."""
     def body(free):
         x = nl.ndarray((128,) + free, nl.uint8, name="long")
         nisa.memset(dst=x, value=0, engine=nisa.engine.gpsimd)
 
     run(lambda: body((2, 35000)))
-    with pytest.raises(ConstraintError, match=r"dst 'long' .* free axis of 70000 elements.*uint16.*rule "
+    run(lambda: body((70000,)))
+    with pytest.raises(ConstraintError, match=r"dst 'long' .* free axis of 65537 elements.*uint16.*rule "
                                               r"isa.free_axis_size"):
-        run(lambda: body((70000,)))
+        run(lambda: body((65537,)))
+
+
+def test_a_contiguous_64k_vector_operand_is_accepted():
+    """architecture guide L335-336: a Vector Engine operand in SBUF may hold "up to 64K elements"; a contiguous
+    [2, 65536] uint8 tile is that many, and its 65536-element axis is the ISA pattern [4, 16384] (L717-718)."""
+    def body():
+        x = nl.ndarray((2, 65536), nl.uint8, name="x")
+        nisa.memset(dst=x, value=3, engine=nisa.engine.vector)
+        y = nl.ndarray((2, 65536), nl.uint8, name="y")
+        nisa.tensor_copy(dst=y, src=x, engine=nisa.engine.vector)
+        assert (y.numpy() == 3).all()
+
+    run(body)
 
 
 def test_iota_takes_int32_offset_and_channel_multiplier():
