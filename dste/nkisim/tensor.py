@@ -63,7 +63,9 @@ class DynSlice:
     __slots__ = ("start", "size", "step")
 
     def __init__(self, start, size, step=1):
-        self.start, self.size, self.step = int(start), int(size), int(step)
+        # ``start`` may be a register (a loop index): language L200-209, ``sb[nl.ds(i, 8), :]  # dynamic slice``
+        self.start = start if _is_register(start) else int(start)
+        self.size, self.step = int(size), int(step)
         if self.size < 0 or self.step == 0:
             raise ValueError(f"nl.ds(start={start}, size={size}, step={step}): size must be >= 0 and step != 0")
 
@@ -326,6 +328,7 @@ class NkiTensor:
             _violate("view.index.range", f"too many indices ({len(key)}) for {self.name!r} of shape {self.shape}",
                      OutOfBoundsError)
         key = key + (slice(None),) * (self.ndim - len(key))
+        key, dynamic = self._register_index(key)
         keep_dim0 = self._indirect is None or (isinstance(key[0], slice) and key[0] == slice(None))
         shape, strides, offset = [], [], self._byte_offset
         for axis, (k, n, stride) in enumerate(zip(key, self.shape, self._byte_strides)):
@@ -349,7 +352,35 @@ class NkiTensor:
         if self.is_on_chip and len(shape) < 2:
             shape.append(1)
             strides.append(self.dtype.itemsize)
-        return self._derive(shape, strides, offset, keeps_dim0=keep_dim0, what="indexing")
+        view = self._derive(shape, strides, offset, keeps_dim0=keep_dim0, what="indexing")
+        if dynamic is not None:
+            view._scalar_offset = dynamic
+        return view
+
+    def _register_index(self, key):
+        """``t[i]`` / ``t[nl.ds(i, n)]`` with ``i`` a register or loop index (about/index.rst L163-171, ``for i in
+        nl.dynamic_range(lo, hi): process_tensor(t[i])``; language L200-209): the index becomes the view's run-time
+        scalar offset along that axis, as ``.select(dim, i)`` / ``.ap(scalar_offset=i)`` give. One such index per
+        view; the key gets 0 in its place. Returns (key, (register, bytes per unit) or None)."""
+        dynamic, out = None, []
+        for axis, k in enumerate(key):
+            reg = k if _is_register(k) else k.start if isinstance(k, DynSlice) and _is_register(k.start) else None
+            if reg is None:
+                out.append(k)
+                continue
+            if dynamic is not None or self._dynamic():
+                _violate("view.indirect.chain", f"indexing {self.name!r} with a register: one register index per view, "
+                                                "on a view that is not already indirect")
+            size = 1 if k is reg else k.size if k.step == 1 else (k.size - 1) * k.step + 1
+            value = reg.value
+            if value is not None and not isinstance(value, np.floating) and not (
+                    0 <= value and value + size <= self.shape[axis]):
+                _violate("view.index.range", f"register index {value} (extent {size}) out of range [0, "
+                                             f"{self.shape[axis]}) on axis {axis} of {self.name!r} {self.shape}",
+                         OutOfBoundsError)
+            dynamic = (reg, self._byte_strides[axis])
+            out.append(0 if k is reg else DynSlice(0, k.size, k.step))
+        return tuple(out), dynamic
 
     def __setitem__(self, key, value):
         _violate("view.setitem", f"{self.name}[{key!r}] = ...: write it with an instruction, e.g. "
@@ -706,6 +737,12 @@ def _nocopy_strides(old_shape, old_strides, new_shape, itemsize):
 
 def _is_int(k):
     return isinstance(k, (int, np.integer)) and not isinstance(k, bool)
+
+
+def _is_register(k):
+    from .isa_misc import VirtualRegister  # isa_misc imports this module
+
+    return isinstance(k, VirtualRegister)
 
 
 def _slice_params(k, n, axis, tensor):

@@ -297,3 +297,35 @@ def test_core_barrier_is_refused_as_not_simulated_rather_than_reading_stale_valu
 
     with pytest.raises(NotImplementedError, match=r"nisa.core_barrier is not simulated.*isa.not_simulated"):
         sim.run_kernel(body, (), {}, lnc=2, target="trn2")
+
+
+def test_a_loop_register_indexes_a_tensor():
+    # about/index.rst L163-171: ``for i in nl.dynamic_range(lo, hi): process_tensor(t[i])``; language L200-209:
+    # ``sb[nl.ds(i, 8), :]  # dynamic slice``. The index is read at run time, as .select(0, i) reads it.
+    x = np.arange(32, dtype=np.float32).reshape(4, 8)
+
+    def body(o):
+        src = nl.ndarray((4, 8), nl.float32, buffer=nl.hbm)
+        src.array()[...] = x
+        rows = nl.ndarray((4, 8), nl.float32, buffer=nl.hbm)
+        pairs = nl.ndarray((4, 8), nl.float32, buffer=nl.hbm)
+        cols = empty((1, 8))
+
+        def copy_row(i):
+            nisa.dma_copy(dst=rows[nl.ds(i, 1), :], src=src[nl.ds(i, 1), :])
+
+        nl.fori_loop(0, 4, copy_row)
+        with pytest.warns(DeprecationWarning, match="dynamic_range"):
+            for i in nl.dynamic_range(nisa.register_alloc(0), nisa.register_alloc(4)):
+                nisa.dma_copy(dst=pairs[i], src=src[i])
+
+        def copy_column_block(i):
+            nisa.dma_copy(dst=cols, src=src[nl.ds(1, 1), nl.ds(i, 8)])
+
+        nl.fori_loop(0, 1, copy_column_block)
+        o.update(rows=rows.numpy(), pairs=pairs.numpy(), cols=cols.numpy())
+
+    out = run(body)
+    np.testing.assert_array_equal(out["rows"], x)
+    np.testing.assert_array_equal(out["pairs"], x)
+    np.testing.assert_array_equal(out["cols"], x[1:2])
