@@ -38,7 +38,8 @@ def ndarray(shape, dtype, buffer=sbuf, name="", address=None):
     context = runtime.current()
     if buf == "shared_hbm" and context.shared_outputs is not None:
         return _shared_allocation(context, shape, dtype, name)
-    tensor = allocate(shape, dtype, buf, name, psum_banks=banks if address is not None else None)
+    tensor = allocate(shape, dtype, buf, name, psum_banks=banks if address is not None else None,
+                      sbuf_start=free_offset if address is not None and buf == "sbuf" else None)
     if address is not None:
         tensor.storage.partition_base = partition_offset  # instructions check the start-partition rule on this lane
     return tensor

@@ -14,7 +14,13 @@ the beginning of each bank" (aws-neuron-sdk, nki/migration/index.rst), so a
 tile of 512 B per partition still takes one of the eight 2 KiB banks. A PSUM
 tensor placed by ``nl.ndarray(address=...)`` occupies the banks its address
 names; tensors placed on the same bank share it, so a bank is charged once
-however many live tensors are placed on it.
+however many live tensors are placed on it. An SBUF tensor placed by address
+occupies the bytes ``[free_offset, free_offset + its bytes per partition)`` of
+a partition; placed SBUF tensors are charged the union of those ranges, so
+tensors placed at the same address share their bytes (assumption: the free
+offset read as bytes, as the migration guide's PSUM example passes it; the
+guide, nki/migration/index.rst L1093-1103, places tensors by
+``(partition_offset, free_offset)`` and says nothing of capacity).
 """
 
 import collections
@@ -38,9 +44,12 @@ class MemoryTracker:
         self.psum_bank_bytes = int(cost.constant("psum_bank_bytes", target))
         # live PSUM tensors placed by address, per bank they occupy (charged once per bank in use, not per tensor)
         self.placed_psum_banks = collections.Counter()
+        # live SBUF tensors placed by address: key -> (first byte, end byte) within a partition
+        self.placed_sbuf = {}
 
-    def allocate(self, storage, psum_banks=None):
-        """Charge ``storage`` to its buffer; ``psum_banks``: the banks a PSUM tensor placed by address occupies."""
+    def allocate(self, storage, psum_banks=None, sbuf_start=None):
+        """Charge ``storage`` to its buffer; ``psum_banks``: the banks a PSUM tensor placed by address occupies;
+        ``sbuf_start``: the byte within a partition an SBUF tensor placed by address starts at."""
         buffer = storage.buffer
         if buffer not in self.limits:
             return
@@ -58,6 +67,8 @@ class MemoryTracker:
         banks = tuple(psum_banks) if buffer == "psum" and psum_banks is not None else ()
         if banks:
             self.placed_psum_banks.update(banks)
+        elif buffer == "sbuf" and sbuf_start is not None:
+            self.placed_sbuf[key] = (int(sbuf_start), int(sbuf_start) + nbytes)
         else:
             self.totals[buffer] += nbytes
         weakref.finalize(storage, self._free, buffer, key, banks)
@@ -70,12 +81,22 @@ class MemoryTracker:
             self.placed_psum_banks[bank] -= 1
             if not self.placed_psum_banks[bank]:  # no live placed tensor occupies it any more
                 del self.placed_psum_banks[bank]
-        if not banks:
+        if buffer == "sbuf" and key in self.placed_sbuf:
+            del self.placed_sbuf[key]
+        elif not banks:
             self.totals[buffer] -= entry[1]
 
     def total(self, buffer):
         """Live bytes per partition of ``buffer``: its allocations, plus one bank per PSUM bank placed tensors use."""
-        placed = len(self.placed_psum_banks) * self.psum_bank_bytes if buffer == "psum" else 0
+        if buffer == "psum":
+            placed = len(self.placed_psum_banks) * self.psum_bank_bytes
+        else:  # the union of the byte ranges placed SBUF tensors occupy
+            placed, end = 0, 0
+            for lo, hi in sorted(self.placed_sbuf.values()):
+                lo = max(lo, end)
+                if hi > lo:
+                    placed += hi - lo
+                    end = hi
         return self.totals[buffer] + placed
 
     def check(self, instruction):

@@ -829,7 +829,7 @@ def _scalar_value(source):
     raise ConstraintError(f"scalar_offset must be an int or a 1x1 integer tensor, got {type(source).__name__}")
 
 
-def allocate(shape, dtype, buffer, name="", fill=True, psum_banks=None):
+def allocate(shape, dtype, buffer, name="", fill=True, psum_banks=None, sbuf_start=None):
     """A new tensor over fresh storage (contiguous, partition-major); ``psum_banks``: the PSUM banks an explicit
     address places it on (``MemoryTracker.allocate``)."""
     from . import runtime
@@ -847,7 +847,7 @@ def allocate(shape, dtype, buffer, name="", fill=True, psum_banks=None):
             )
     context = runtime.current()
     storage = Storage(shape, dtype, buffer, name or f"{buffer}_tensor")
-    context.memory.allocate(storage, psum_banks)
+    context.memory.allocate(storage, psum_banks, sbuf_start)
     if context.loop_body_allocations:
         context.loop_body_allocations[-1].append(storage)
     if fill:

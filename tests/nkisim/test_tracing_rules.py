@@ -240,6 +240,20 @@ def test_psum_tensors_placed_on_one_bank_share_it():
         sim.run_kernel(lambda: body(False), (), {})
 
 
+def test_sbuf_tensors_placed_at_one_address_share_its_bytes():
+    # nki/migration/index.rst L1093-1103 places tensors by (partition_offset, free_offset): two 120,000 B tiles at
+    # (0, 0) occupy 120,000 B of a trn2 partition (212,984 B); one placed and one left to the compiler need 240,000 B
+    def body(second_placed):
+        a = nl.ndarray((128, 30000), nl.float32, buffer=nl.sbuf, address=(0, 0))
+        b = nl.ndarray((128, 30000), nl.float32, buffer=nl.sbuf, address=(0, 0) if second_placed else None)
+        nisa.memset(dst=b, value=0.0)
+        nisa.memset(dst=a[:, 0:8], value=1.0)
+
+    sim.run_kernel(lambda: body(True), (), {}, target="trn2")
+    with pytest.raises(sim.CapacityError, match="live SBUF allocations need 240000 B per partition"):
+        sim.run_kernel(lambda: body(False), (), {}, target="trn2")
+
+
 @pytest.mark.parametrize("lane, accepted", [(16, False), (32, True), (96, True)])
 def test_an_explicit_address_places_the_tensor_on_its_partition_lane(lane, accepted):
     # "the partition offset corresponds to a physical partition lane on the hardware" (nki/migration/index.rst
