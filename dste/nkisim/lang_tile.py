@@ -63,11 +63,19 @@ def transpose(x, dtype=None):
     shape = (x.shape[1], x.shape[0])
     out_dtype = result_dtype(dtype, x.dtype)
     data = x
-    if isa.get_nc_version() is isa.nc_version.gen2 and dt.is_float(x.dtype) and x.dtype != dt.float32:
-        data = new_tile(x.shape, dt.float32, "transpose")
-        isa.tensor_copy(dst=data, src=x, engine=isa.engine.vector)
+    engine = isa.engine.tensor
+    if isa.get_nc_version() is isa.nc_version.gen2 and x.dtype != dt.float32:
+        # nl.transpose states no dtype limit (language L2183-2208) and nc_transpose takes "any valid NKI data type"
+        # (isa L850-851). assumption: on NeuronCore-v2 an integer tile of at most [32, 32] is transposed on VectorE
+        # (bit-exact, its dtype kept); a larger one whose values fp32 holds exactly (8/16-bit ints) goes through an
+        # fp32 copy as floats do; a larger int32/uint32 tile stays refused (no exact route is documented).
+        if not dt.is_float(x.dtype) and x.shape[0] <= 32 and x.shape[1] <= 32:
+            engine = isa.engine.vector
+        elif dt.is_float(x.dtype) or x.dtype.itemsize <= 2:
+            data = new_tile(x.shape, dt.float32, "transpose")
+            isa.tensor_copy(dst=data, src=x, engine=isa.engine.vector)
     transposed = new_tile(shape, data.dtype, "transpose", buffer="psum")
-    isa.nc_transpose(dst=transposed, data=data, engine=isa.engine.tensor)
+    isa.nc_transpose(dst=transposed, data=data, engine=engine)
     if out_dtype == transposed.dtype:
         return transposed
     out = new_tile(shape, out_dtype, "transpose", buffer="psum")

@@ -288,3 +288,21 @@ def test_rule_doc_matches_the_table_and_sources_exist():
         path = source.split(",")[0].split(" ")[0]
         if sdk.is_dir():
             assert (sdk / path).exists(), f"{rule_id}: {path} is not in the sdk"
+
+
+def test_transpose_of_integer_tiles_on_trn1():
+    # nl.transpose states no dtype limit (language L2183-2208); nc_transpose takes "any valid NKI data type" (isa
+    # L850-851). On trn1 an int32 [16, 8] tile (values fp32 cannot hold) and an int16 [64, 40] tile transpose exactly.
+    from .kernel_bodies import run, tile
+
+    big = (np.arange(128, dtype=np.int64).reshape(16, 8) + 2**30 + 1).astype(np.int32)
+    small = np.arange(64 * 40, dtype=np.int64).reshape(64, 40).astype(np.int16) - 1000
+
+    def body(o):
+        a, b = nl.transpose(tile(big, nl.int32)), nl.transpose(tile(small, nl.int16))
+        o.update(a=a.numpy(), b=b.numpy(), dtypes=(a.dtype, b.dtype))
+
+    out = run(body, target="trn1")
+    np.testing.assert_array_equal(out["a"], big.T)
+    np.testing.assert_array_equal(out["b"], small.T)
+    assert out["dtypes"] == (nl.int32, nl.int16)
