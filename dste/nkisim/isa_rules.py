@@ -168,6 +168,8 @@ _RULES = [
      "fits its range", f"{RELEASE_NOTES}, NKI 0.3.0 Breaking Changes (nisa.memset)"),
     ("memset.engine", "memset runs on Vector or GpSimd Engine", _doc("memset", ":param engine:")),
     ("reduce_cmd.value", "reduce_cmd is one the instruction lists", _doc("exponential / tensor_scalar_reduce", "reduce_cmd")),
+    ("tensor_scalar_reduce.operands", "reverse0 is False (not supported yet); a unary op0 takes operand0 None or 0; a "
+     "reduce_init tile is float32", _doc("tensor_scalar_reduce", ":param operand0: / reverse0 / reduce_init")),
     ("vector.reduce_res", "reduce_res is a [P, 1] tile of the data's partitions", _doc("tensor_scalar_reduce")),
     ("vector.reduce_op", "the instruction's reduce_op is one it documents", _doc("tensor_scalar_reduce / select_reduce / range_select")),
     ("tensor_scalar_cumulative.dtype", "tensor_scalar_cumulative's src and dst are BF16, FP16, FP32, FP8, UINT8, "

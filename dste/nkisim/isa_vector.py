@@ -83,6 +83,16 @@ def tensor_scalar_reduce(dst, data, op0, operand0, reduce_op, reduce_res=None, r
     on_chip(instr, "data", data)
     same_layout(instr, "dst", dst, "data", data)
     require_fp32_tile(instr, "operand0", operand0, "tensor_scalar.fp32_operand")
+    # isa L2579-2582, L2595-2596: operand0 "Must be None or 0 when op0 is a unary operator"; reverse0 "(not supported
+    # yet) ... <-- currently not supported yet."; reduce_init "Supported dtypes: float32".
+    if spec.is_unary and operand0 is not None and not (is_number(operand0) and operand0 == 0):
+        violate("tensor_scalar_reduce.operands", f"nisa.{instr}: op0 nl.{spec.name} is unary; operand0 must be None "
+                f"or 0, got {operand0!r}")
+    if reverse0:
+        violate("tensor_scalar_reduce.operands", f"nisa.{instr}: reverse0=True is not supported yet")
+    if isinstance(reduce_init, NkiTensor) and reduce_init.dtype != dt.float32:
+        violate("tensor_scalar_reduce.operands", f"nisa.{instr}: reduce_init {reduce_init.name!r} is "
+                f"{dt.name(reduce_init.dtype)}; its supported dtype is float32")
     p = data.shape[0]
     other = column_operand(instr, "operand0", 0.0 if operand0 is None else operand0, p, "tensor_scalar.operand_shape")
     result = apply_alu(spec, dt.to_fp32(read2d(data)), other, reverse0)

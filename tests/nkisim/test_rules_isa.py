@@ -347,3 +347,22 @@ def test_range_select_range_start_is_an_integer():
     kept = (np.arange(8) + 2 >= 4) & (np.arange(8) + 2 < 8)  # free index i + range_start in [4, 8)
     np.testing.assert_array_equal(run(lambda o: body(o, 2))["y"], np.where(kept, X, np.float32(-3.4028235e38)))
 
+
+
+def test_tensor_scalar_reduce_refuses_reverse0_unary_operand_and_bf16_reduce_init():
+    # nki/api/nki/isa/__init__.py L2579-2582: operand0 "Must be None or 0 when op0 is a unary operator"; reverse0
+    # "(not supported yet)"; L2595-2596: reduce_init "Supported dtypes: float32"
+    def body(o, reverse0=False, op0=nl.add, operand0=1.0, init_dtype=nl.float32):
+        y, r = nl.ndarray((128, 8), nl.float32, buffer=nl.sbuf), nl.ndarray((128, 1), nl.float32, buffer=nl.sbuf)
+        nisa.tensor_scalar_reduce(dst=y, data=tile(X), op0=op0, operand0=operand0, reduce_op=nl.add, reduce_res=r,
+                                  reverse0=reverse0, reduce_cmd=nisa.reduce_cmd.load_reduce,
+                                  reduce_init=tile(np.full((128, 1), 2.0), init_dtype))
+        o.update(y=y.numpy(), r=r.numpy())
+
+    refused("tensor_scalar_reduce.operands", lambda o: body(o, reverse0=True))
+    refused("tensor_scalar_reduce.operands", lambda o: body(o, op0=nl.abs, operand0=5.0))
+    refused("tensor_scalar_reduce.operands", lambda o: body(o, init_dtype=nl.bfloat16))
+    out = run(lambda o: body(o, op0=nl.abs, operand0=None))
+    np.testing.assert_allclose(out["r"][:, 0], np.abs(X).sum(axis=1) + 2.0, rtol=1e-5)
+    out = run(body)
+    np.testing.assert_allclose(out["r"][:, 0], (X + 1.0).sum(axis=1) + 2.0, rtol=1e-5)
