@@ -156,6 +156,12 @@ def dma_compute(dst, srcs, reduce_op, scales=None, unique_indices=True, oob_mode
         violate("dma_compute.operands", f"nisa.{instr}: scales must all be 1.0 (or None), got {scales!r}")
     for i, src in enumerate(srcs):
         tensor(instr, f"srcs[{i}]", src)
+    # isa L2699: "Both srcs and dst tensors must have compile-time known addresses (unless using vector_offset for
+    # indirect access)": a run-time scalar_offset (a register, a tensor, a dynamic select / index) is refused
+    for role, t in (("dst", dst), *((f"srcs[{i}]", src) for i, src in enumerate(srcs))):
+        if t._scalar_offset is not None and t._indirect is None:
+            violate("dma_compute.static_address", f"nisa.{instr}: {role} {t.name!r} has a run-time scalar_offset; "
+                    "dma_compute's tensors have compile-time addresses unless they use vector_offset")
     skip = oob_mode is not globals()["oob_mode"].error
     if skip:
         version.require("nisa.dma_compute(oob_mode=...)", introduced="0.4")

@@ -217,6 +217,8 @@ _RULES = [
      "(1,0)/(2,1,0)/(3,1,2,0), dst shape = transposed src shape", _doc("dma_transpose")),
     ("dma_compute.operands", "reduce_op add, scales all 1.0, 1-16 sources of dst's element count",
      _doc("dma_compute")),
+    ("dma_compute.static_address", "srcs and dst have compile-time addresses: no scalar_offset unless vector_offset "
+     "is used", _doc("dma_compute", "Memory types")),
     ("dma_compute.rmw", "with a vector_offset: exactly 2 sources, unique_indices=True; scatter (dst HBM indirect, a "
      "source that is dst, SBUF data) or gather (dst SBUF, an indirect HBM source, a source that is dst); a repeated "
      "index is refused (assumption: only unique indices are supported)", _doc("dma_compute", "Read-Modify-Write")),

@@ -366,3 +366,18 @@ def test_tensor_scalar_reduce_refuses_reverse0_unary_operand_and_bf16_reduce_ini
     np.testing.assert_allclose(out["r"][:, 0], np.abs(X).sum(axis=1) + 2.0, rtol=1e-5)
     out = run(body)
     np.testing.assert_allclose(out["r"][:, 0], (X + 1.0).sum(axis=1) + 2.0, rtol=1e-5)
+
+
+def test_dma_compute_refuses_a_run_time_scalar_offset():
+    # nki/api/nki/isa/__init__.py L2699: "Both srcs and dst tensors must have compile-time known addresses (unless
+    # using vector_offset for indirect access)"
+    def body(o, dynamic):
+        a = nl.ndarray((2, 4), nl.float32, buffer=nl.hbm)
+        a.array()[...] = np.arange(8, dtype=np.float32).reshape(2, 4)
+        b, d = tile(np.ones((1, 4))), nl.ndarray((1, 4), nl.float32, buffer=nl.sbuf)
+        src = a.ap([[4, 1], [1, 4]], scalar_offset=nisa.register_alloc(1), indirect_dim=0) if dynamic else a[1:2, :]
+        nisa.dma_compute(dst=d, srcs=[src, b], reduce_op=nl.add)
+        o["d"] = d.numpy()
+
+    refused("dma_compute.static_address", lambda o: body(o, True))
+    np.testing.assert_array_equal(run(lambda o: body(o, False))["d"], [[5, 6, 7, 8]])
