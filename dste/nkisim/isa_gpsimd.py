@@ -34,6 +34,11 @@ def affine_select(dst, pattern, channel_multiplier, on_true_tile, on_false_value
     if on_true_tile.shape[0] != dst.shape[0] or on_true_tile.free_size != dst.free_size:
         violate("isa.same_shape", f"nisa.{instr}: on_true_tile {on_true_tile.shape} and dst {dst.shape} must match")
     spec = alu_op(instr, "cmp_op", cmp_op)
+    # isa L1789 ``predicate = cmp_op(affine_value, 0)``, L1835 ":param cmp_op: comparison operator": one of the
+    # comparisons of tbl-aluop (nki.api.shared.rst L102-112)
+    if spec.name not in COMPARISON_OPS:
+        violate("affine_select.cmp_op", f"nisa.{instr}: cmp_op must be a comparison operator ("
+                + ", ".join(f"nl.{n}" for n in COMPARISON_OPS) + f"), got nl.{spec.name}")
     if not is_number(on_false_value):
         violate("affine_select.on_false", f"nisa.{instr}: on_false_value must be a float32 value, got {on_false_value!r}")
     affine = affine_pattern(instr, "iota.pattern", pattern, offset, channel_multiplier, dst).astype(np.float32)
@@ -45,6 +50,8 @@ def affine_select(dst, pattern, channel_multiplier, on_true_tile, on_false_value
     write(instr, dst, np.where(keep, dt.cast(true_values, dst.dtype), fill))
     record("gpsimd", instr, _cycles(dst.free_size))
 
+
+COMPARISON_OPS = ("equal", "not_equal", "greater_equal", "greater", "less_equal", "less")
 
 PARTITION_REDUCE_OPS = {"add": "add", "average": "add", "maximum": "maximum", "max": "maximum",
                         "bitwise_or": "bitwise_or", "bitwise_and": "bitwise_and"}

@@ -152,6 +152,8 @@ _RULES = [
     # -- GpSimd --------------------------------------------------------------------------------
     ("iota.pattern", "pattern is 1-4 [step, num] integer pairs whose product is dst's elements per partition; offset "
      "and channel_multiplier are int32; dst in SBUF", _doc("iota")),
+    ("affine_select.cmp_op", "cmp_op is a comparison operator: equal, not_equal, greater_equal, greater, less_equal "
+     "or less", _doc("affine_select", ":param cmp_op:") + f"; {SHARED_TABLES}, tbl-aluop"),
     ("affine_select.on_false", "on_false_value is a float32 value; dst and on_true_tile in SBUF", _doc("affine_select")),
     ("local_gather.shape", "src_buffer and index have the same partitions, a multiple of 16; index uint16; "
      "num_elem_per_idx in 1,2,4,8,16,32; <= 4096 indices per core; dst dtype = src dtype", _doc("local_gather")),

@@ -381,3 +381,20 @@ def test_dma_compute_refuses_a_run_time_scalar_offset():
 
     refused("dma_compute.static_address", lambda o: body(o, True))
     np.testing.assert_array_equal(run(lambda o: body(o, False))["d"], [[5, 6, 7, 8]])
+
+
+@pytest.mark.parametrize("cmp_op, accepted", [(nl.add, False), (nl.bitwise_and, False), (nl.greater_equal, True)])
+def test_affine_select_cmp_op_is_a_comparison(cmp_op, accepted):
+    # nki/api/nki/isa/__init__.py L1789 (``predicate = cmp_op(affine_value, 0)``), L1835 (":param cmp_op: comparison
+    # operator"): nl.add / nl.bitwise_and are refused by a rule, not by an internal TypeError
+    def body(o):
+        y = nl.ndarray((4, 4), nl.float32, buffer=nl.sbuf)
+        nisa.affine_select(dst=y, pattern=[[-1, 4]], channel_multiplier=1, on_true_tile=tile(np.ones((4, 4))),
+                           on_false_value=0.0, cmp_op=cmp_op)
+        o["y"] = y.numpy()
+
+    if not accepted:
+        refused("affine_select.cmp_op", body)
+        return
+    p, i = np.arange(4)[:, None], np.arange(4)[None, :]
+    np.testing.assert_array_equal(run(body)["y"], (p - i >= 0).astype(np.float32))
