@@ -639,6 +639,9 @@ class NkiTensor:
         strides = self._byte_strides[:-1] + (new,)
         return self._derive(shape, strides, self._byte_offset, dtype, what=".view")
 
+    # the stub's ``reinterpret_cast = ...`` next to ``view`` (language L544; release notes 0.5 name the method)
+    reinterpret_cast = view
+
     def ap(self, pattern, offset=None, scalar_offset=None, vector_offset=None, indirect_dim=0, dtype=None):
         """Explicit access pattern ``[[stride, count], ...]`` (elements of ``dtype``) over this view's storage.
 

@@ -90,5 +90,7 @@ def test_nkitensor_has_no_unofficial_view_method():
     ours = {n for n, v in vars(NkiTensor).items() if callable(v) and not n.startswith("_")}
     # Simulator-side accessors of the values (used by the ISA and by tests), not views a kernel could take.
     simulator_accessors = {"array", "numpy", "element_offsets"}
-    extra = ours - set(facts) - simulator_accessors
+    # reinterpret_cast: the stub's class attribute ``reinterpret_cast = ...`` (an alias of view, language L544), which
+    # the method facts do not list
+    extra = ours - set(facts) - simulator_accessors - {"reinterpret_cast"}
     assert not extra, f"unofficial public NkiTensor methods: {sorted(extra)}"

@@ -112,3 +112,17 @@ def test_view_methods_are_gated_to_their_release():
         np.testing.assert_array_equal(t.reshape((4, 48)).numpy(), A.reshape(4, 48))  # reshape predates 0.5
     finally:
         version.set_version(previous)
+
+
+def test_reinterpret_cast_is_view():
+    # nki/api/nki/language/__init__.py L544: ``reinterpret_cast = ...`` beside view(dtype) (L516-541)
+    from .kernel_bodies import run, tile
+
+    def body(o):
+        t = tile(np.array([[1.0, -2.0]], np.float32))
+        o["u"] = t.reinterpret_cast(nl.uint8).numpy()
+        o["i"] = t.reinterpret_cast(nl.int32).numpy()
+
+    out = run(body)
+    np.testing.assert_array_equal(out["u"], np.array([[1.0, -2.0]], np.float32).view(np.uint8))
+    np.testing.assert_array_equal(out["i"], np.array([[1.0, -2.0]], np.float32).view(np.int32))
