@@ -223,6 +223,9 @@ def elementwise_cycles(eng, free, n_inputs, dtype, op="generic"):
 def tensor(instr, role, value):
     if not isinstance(value, NkiTensor):
         violate("isa.buffer", f"nisa.{instr}: {role} must be an NkiTensor, got {type(value).__name__}")
+    if value.is_on_chip and value.ndim < 2:
+        violate("isa.on_chip_1d", f"nisa.{instr}: {role} {value.name!r} is a 1-D {value.buffer} tensor {value.shape}; "
+                "only nisa.register_load / register_store take one (other instructions need [P, free] tiles)")
     if value.is_indirect and not instr.startswith("dma_"):
         violate("isa.indirect_operand", f"nisa.{instr}: {role} {value.name!r} uses vector_offset; only DMA "
                 "instructions take vector_offset operands")

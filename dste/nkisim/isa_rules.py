@@ -30,6 +30,10 @@ _RULES = [
      "partition", "nki/get-started/about/tiling-overview.rst, Tile-Size Constraint #2 (the stricter reading: "
      f"{ARCH_GUIDE}, Vector Engine / Scalar Engine, allows PSUM free sizes up to 4K elements for most of their "
      "instructions)"),
+    ("isa.on_chip_1d", "a one-element SBUF tensor of shape [1] is an operand of register_load / register_store only",
+     "assumption: the register_load / register_store examples allocate SBUF tensors of shape [1] (nki/api/nki/isa/"
+     "__init__.py, register_load / register_store: 'shape [1] or [1, 1]'), while nki/get-started/"
+     "nki-language-guide.rst says SBUF and PSUM tensors are always at least 2-D"),
     ("isa.free_dims", "an on-chip operand's access pattern has at most 4 free dimensions after merging contiguous "
      "ones", "nki/deep-dives/nki-aps.rst (elements within a partition are accessed as up to four-dimensional arrays)"),
     ("isa.free_stride", "each free axis of an on-chip operand's access pattern (contiguous neighbours merged) steps "

@@ -96,7 +96,9 @@ def _shared_allocation(context, shape, dtype, name):
 
 
 def _fill(tensor, value):
-    if tensor.is_on_chip:
+    if tensor.is_on_chip and tensor.ndim == 1:  # an SBUF [1] tensor (rule isa.on_chip_1d): the register examples'
+        tensor.array()[...] = value                    # nl.ones([1], int32, buffer=nl.sbuf)
+    elif tensor.is_on_chip:
         isa.memset(dst=tensor, value=int(value) if dt.is_int(tensor.dtype) else float(value))
     else:
         tensor.array()[...] = value

@@ -842,7 +842,11 @@ def allocate(shape, dtype, buffer, name="", fill=True, psum_banks=None, sbuf_sta
     if any(s <= 0 for s in shape):
         raise ConstraintError(f"allocation {name!r}: every dim must be positive, got shape {shape}")
     if buffer in ON_CHIP:
-        if len(shape) < 2:
+        # assumption: the register_load / register_store examples allocate one-element SBUF tensors of shape [1]
+        # ("shape [1] or [1, 1]", isa L3123-3124, L3139, L3147-3148, L3165) although the language guide (L286) says
+        # SBUF and PSUM tensors are at least 2-D: an SBUF [1] tensor is allowed, as an operand of those two only
+        # (rule isa.on_chip_1d)
+        if len(shape) < 2 and not (buffer == "sbuf" and shape == (1,)):
             raise ConstraintError(f"{buffer} allocation {name!r} needs a partition dim and a free dim, got shape {shape}")
         if shape[0] > MAX_PARTITIONS:
             raise ConstraintError(

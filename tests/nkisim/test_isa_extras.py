@@ -329,3 +329,20 @@ def test_a_loop_register_indexes_a_tensor():
     np.testing.assert_array_equal(out["rows"], x)
     np.testing.assert_array_equal(out["pairs"], x)
     np.testing.assert_array_equal(out["cols"], x[1:2])
+
+
+def test_register_doc_examples_with_one_element_sbuf_tensors():
+    # nki/api/nki/isa/__init__.py L3123-3124 ("shape [1] or [1, 1]"), L3139 (``nl.ones([1], dtype=nl.int32,
+    # buffer=nl.sbuf)``), L3165 (``nl.ndarray([1], dtype=nl.int32, buffer=nl.sbuf)``). assumption: such a [1] SBUF
+    # tensor serves register_load / register_store only (the language guide L286 says SBUF tensors are 2-D)
+    def body(o):
+        computed_bound = nl.ones([1], dtype=nl.int32, buffer=nl.sbuf)
+        loop_reg = nisa.register_alloc()
+        nisa.register_load(loop_reg, computed_bound)
+        result_tensor = nl.ndarray([1], dtype=nl.int32, buffer=nl.sbuf)
+        nisa.register_store(result_tensor, loop_reg)
+        o["r"] = result_tensor.numpy()
+        with pytest.raises(ConstraintError, match="rule isa.on_chip_1d"):
+            nisa.tensor_copy(dst=empty((1, 1), nl.int32), src=result_tensor)
+
+    assert run(body)["r"].tolist() == [1]
