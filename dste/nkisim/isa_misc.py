@@ -97,9 +97,9 @@ def dma_transpose(dst, src, axes=None, priority=None, dge_mode=dge_mode.unknown,
     if dst.buffer != "sbuf" or src.buffer == "psum":
         violate("dma_transpose.operands", f"nisa.{instr}: dst must be in SBUF and src in HBM or SBUF (dst "
                 f"{dst.buffer}, src {src.buffer})")
-    if src.is_indirect:
-        raise NotImplementedError("nisa.dma_transpose with an indirect (vector_offset) src is not simulated "
-                                  "[rule isa.not_simulated]")
+    if src._indirect is not None:
+        _indirect_transpose(instr, dst, src, axes, dge_mode, oob_mode is not globals()["oob_mode"].error)
+        return
     if priority is not None:
         require_target(instr, "priority", 4)
     modes = globals()["dge_mode"]
@@ -141,6 +141,48 @@ def dma_transpose(dst, src, axes=None, priority=None, dge_mode=dge_mode.unknown,
         return
     write(instr, dst, np.transpose(src.array(), perm))
     record_dma(instr, src.size * item, sbuf_span(dst, src), item, src.size, False)
+
+
+def _indirect_transpose(instr, dst, src, axes, mode, skip):
+    """DMA indirect transpose (isa L889-910): ``flat_indices = indices.T.flatten()[:src.shape[0]]; gathered =
+    src[flat_indices, :]; dst = gathered.T``, with its documented constraints. 2-D only: the 3-D/4-D forms are not
+    simulated. Under oob_mode.skip an out-of-bounds index skips its column of dst, which keeps its value (release
+    notes, NKI 0.5: gather transpose no longer overwrites valid dst with OOB zeros)."""
+    from .isa import indirect_rows
+
+    require_target(instr, "an indirect (vector_offset) dma_transpose", 3)
+    modes = globals()["dge_mode"]
+    if mode not in (modes.unknown, modes.swdge):
+        violate("dma_transpose.operands", f"nisa.{instr}: an indirect DMA transpose takes dge_mode unknown or swdge, "
+                f"got {mode!r}")
+    if src.ndim != 2:
+        raise NotImplementedError(f"nisa.{instr} with an indirect (vector_offset) {src.ndim}-D src is not simulated "
+                                  "(the 2-D form is) [rule isa.not_simulated]")
+    index = src._indirect.index
+    problems = []
+    if src.dtype.itemsize != 2 or src.dtype != dst.dtype:
+        problems.append(f"src and dst of one 2-byte dtype (src {src.dtype.name}, dst {dst.dtype.name})")
+    if src.shape[-1] > 128:
+        problems.append(f"src.shape[-1] <= 128 (got {src.shape[-1]})")
+    if src.shape[0] % 16:
+        problems.append(f"src.shape[0] divisible by 16 (got {src.shape[0]})")
+    if index.dtype != dt.uint32:
+        problems.append(f"uint32 indices (got {index.dtype.name})")
+    if not (16 <= index.shape[0] <= 128 and index.shape[0] % 16 == 0):
+        problems.append(f"indices.shape[0] in [16, 128] and divisible by 16 (got {index.shape[0]})")
+    if axes is not None and tuple(axes) != (1, 0):
+        problems.append(f"axes (1, 0) (got {axes!r})")
+    if dst.buffer != "sbuf" or dst.shape != (src.shape[1], src.shape[0]):
+        problems.append(f"an SBUF dst of shape {(src.shape[1], src.shape[0])} (got {dst.buffer} {dst.shape})")
+    if problems:
+        violate("dma_transpose.operands", f"nisa.{instr}: an indirect DMA transpose needs " + "; ".join(problems))
+    valid, element_index, flat = indirect_rows(instr, src, skip)
+    values = dst.array().copy()
+    values[:, valid] = flat[element_index].T
+    write(instr, dst, values)
+    n_valid = int(np.count_nonzero(valid))
+    item = src.dtype.itemsize
+    record_dma(instr, n_valid * src.shape[1] * item, sbuf_span(dst), item, n_valid * src.shape[1], True)
 
 
 @instruction

@@ -346,3 +346,31 @@ def test_register_doc_examples_with_one_element_sbuf_tensors():
             nisa.tensor_copy(dst=empty((1, 1), nl.int32), src=result_tensor)
 
     assert run(body)["r"].tolist() == [1]
+
+
+def test_indirect_dma_transpose_doc_example():
+    # nki/api/nki/isa/__init__.py L889-939: "Indirect transpose effectively performs: flat_indices =
+    # indices.T.flatten()[:src.shape[0]]; gathered = src[flat_indices, :]; dst = gathered.T" (the
+    # gather_transpose_kernel example, indices [128, 1]); TRN2+ only
+    src = (np.arange(256 * 128) % 251).astype(np.float32).reshape(256, 128)
+    idx = (255 - 2 * np.arange(128)).astype(np.uint32).reshape(128, 1)
+
+    def body(o, skip=False):
+        src_hbm = nl.ndarray((256, 128), nl.bfloat16, buffer=nl.hbm)
+        src_hbm.array()[...] = src.astype(nl.bfloat16)
+        index = idx.copy()
+        if skip:
+            index[3, 0] = 999  # out of bounds: under oob_mode.skip its column keeps dst's value
+        dst_sb = tile(np.full((128, 128), 7.0), nl.bfloat16)
+        src_ap = src_hbm.ap(pattern=[[128, 128], [1, 128]], vector_offset=tile(index, nl.uint32), indirect_dim=0)
+        nisa.dma_transpose(dst=dst_sb, src=src_ap, axes=(1, 0),
+                           oob_mode=nisa.oob_mode.skip if skip else nisa.oob_mode.error)
+        o["d"] = dst_sb.numpy().astype(np.float32)
+
+    want = src[idx[:, 0], :].T
+    np.testing.assert_array_equal(run(body)["d"], want)
+    got = run(lambda o: body(o, skip=True))["d"]
+    np.testing.assert_array_equal(np.delete(got, 3, axis=1), np.delete(want, 3, axis=1))
+    assert (got[:, 3] == 7.0).all()
+    with pytest.raises(ConstraintError, match="rule isa.target_only"):
+        run(body, target="trn1")
