@@ -438,9 +438,10 @@ def register_store(dst, src):
 def core_barrier(data, cores, engine=engine.gpsimd, name=None):
     """Synchronise the two cores of an LNC2 launch on shared HBM ``data`` (NeuronCore-v3+).
 
-    Checked, then refused as not simulated: the simulator runs the programs of a ``kernel[2]`` launch one after the
-    other, so program 0 would pass the barrier before program 1 has written anything and read stale values
-    (isa L2601-2654: after the barrier "both cores can safely read the complete tensor"; nki_simulator.rst L207-210).
+    The first barrier of a launch whose programs run one after the other makes ``run_kernel`` run it again as two
+    threads that meet at every barrier (``runtime.Lockstep``): writes made before it, on either core, are visible
+    after it (isa L2601-2654: "Now both cores can safely read the complete tensor"; nki_simulator.rst L207-210: the
+    official simulator runs kernel[2] as two threads that core_barrier synchronises).
     """
     instr = "core_barrier"
     require_target(instr, "nisa.core_barrier", 3)
@@ -449,10 +450,12 @@ def core_barrier(data, cores, engine=engine.gpsimd, name=None):
         violate("isa.buffer", f"nisa.{instr}: cores must be (0, 1) and data in shared HBM (got {cores!r}, {data.buffer})")
     if runtime.current().num_programs != 2:
         violate("isa.target_only", f"nisa.{instr}: needs an LNC2 launch (kernel[2])")
-    raise NotImplementedError(
-        "nisa.core_barrier is not simulated: the simulator runs the two programs of a kernel[2] launch one after the "
-        "other, so it cannot make them meet at a barrier, and data one core writes before the barrier would not be "
-        "visible to the other after it [rule isa.not_simulated]")
+    context = runtime.current()
+    if context.lockstep is None:
+        raise runtime.NeedsLockstep()
+    problem = context.lockstep.barrier(context.program_id)
+    if problem:
+        violate("core_barrier.both_cores", problem)
 
 
 @not_simulated

@@ -223,6 +223,9 @@ _RULES = [
      "(1,0)/(2,1,0)/(3,1,2,0), dst shape = transposed src shape", _doc("dma_transpose")),
     ("dma_compute.operands", "reduce_op add, scales all 1.0, 1-16 sources of dst's element count",
      _doc("dma_compute")),
+    ("core_barrier.both_cores", "both programs of the kernel[2] launch reach every core_barrier (else the launch "
+     "hangs on hardware)", _doc("core_barrier") + "; nki/guides/nki_simulator.rst (kernel[2] runs two threads; "
+     "core_barrier synchronises them)"),
     ("dma_compute.static_address", "srcs and dst have compile-time addresses: no scalar_offset unless vector_offset "
      "is used", _doc("dma_compute", "Memory types")),
     ("dma_compute.rmw", "with a vector_offset: exactly 2 sources, unique_indices=True; scatter (dst HBM indirect, a "

@@ -9,9 +9,11 @@ Under ``kernel[2]`` the two programs run one after the other with
 """
 
 import ast
+import contextvars
 import functools
 import inspect
 import textwrap
+import threading
 
 import numpy as np
 
@@ -84,32 +86,88 @@ def run_kernel(fn, args, kwargs, lnc=1, target=None, bracketed=None):
         violate("kernel.lnc.trn2-up", f"kernel[{lnc}] on {target}: logical NeuronCores of two physical cores exist on "
                 "Trn2 and Trn3 only; launch kernel[1] (or kernel(...)) there")
     uses_torch = any(_is_torch(a) for a in list(args) + list(kwargs.values()))
-    shared = [] if lnc > 1 else None
-    buffer = "shared_hbm" if lnc > 1 else "hbm"
-    profiles = []
-    result = None
-    converted = None
-    for program in range(lnc):
-        context = runtime.RunContext(target, program_id=program, num_programs=lnc, shared_outputs=shared,
-                                     grid_ndim=1 if bracketed or (bracketed is None and lnc > 1) else 0)
-        with runtime.running(context), single_threaded():
-            if converted is None:
-                converted = (
-                    [_to_kernel_arg(a, buffer, f"arg{i}") for i, a in enumerate(args)],
-                    {k: _to_kernel_arg(v, buffer, k) for k, v in kwargs.items()},
-                )
-            returned = fn(*converted[0], **converted[1])
-            _check_outputs(fn, returned, converted[0] + list(converted[1].values()))
-            if program == 0:
-                result = returned
-            context.profile.peak_sbuf_bytes_per_partition = context.memory.peaks["sbuf"]
-            context.profile.peak_psum_bytes_per_partition = context.memory.peaks["psum"]
-            profiles.append(context.profile)
+    grid_ndim = 1 if bracketed or (bracketed is None and lnc > 1) else 0
+    try:
+        result, converted, profiles = _run_programs(fn, args, kwargs, lnc, target, grid_ndim)
+    except runtime.NeedsLockstep:  # a core_barrier: the two programs must meet there (runtime.Lockstep)
+        result, converted, profiles = _run_lockstep(fn, args, kwargs, target, grid_ndim)
     originals = list(args) + list(kwargs.values())
     tensors = converted[0] + list(converted[1].values())
     _write_back(originals, tensors)
     prof = Profile.merge_all(profiles, parallel=True) if len(profiles) > 1 else profiles[0]
     return _from_kernel_result(result, uses_torch, list(zip(originals, tensors))), prof
+
+
+def _convert_args(args, kwargs, buffer):
+    return (
+        [_to_kernel_arg(a, buffer, f"arg{i}") for i, a in enumerate(args)],
+        {k: _to_kernel_arg(v, buffer, k) for k, v in kwargs.items()},
+    )
+
+
+def _run_program(fn, converted, context):
+    """Run one program (inside ``context``); returns what the kernel returned."""
+    returned = fn(*converted[0], **converted[1])
+    _check_outputs(fn, returned, converted[0] + list(converted[1].values()))
+    context.profile.peak_sbuf_bytes_per_partition = context.memory.peaks["sbuf"]
+    context.profile.peak_psum_bytes_per_partition = context.memory.peaks["psum"]
+    return returned
+
+
+def _run_programs(fn, args, kwargs, lnc, target, grid_ndim):
+    """The programs of the launch one after the other: (program 0's result, converted arguments, profiles)."""
+    shared = [] if lnc > 1 else None
+    buffer = "shared_hbm" if lnc > 1 else "hbm"
+    profiles, result, converted = [], None, None
+    for program in range(lnc):
+        context = runtime.RunContext(target, program_id=program, num_programs=lnc, shared_outputs=shared,
+                                     grid_ndim=grid_ndim)
+        with runtime.running(context), single_threaded():
+            if converted is None:
+                converted = _convert_args(args, kwargs, buffer)
+            returned = _run_program(fn, converted, context)
+            if program == 0:
+                result = returned
+            profiles.append(context.profile)
+    return result, converted, profiles
+
+
+def _run_lockstep(fn, args, kwargs, target, grid_ndim):
+    """The two programs of a kernel[2] launch as two threads that meet at each core_barrier (runtime.Lockstep)."""
+    lockstep = runtime.Lockstep()
+    shared = []
+    contexts = [runtime.RunContext(target, program_id=p, num_programs=2, shared_outputs=shared, grid_ndim=grid_ndim)
+                for p in range(2)]
+    for context in contexts:
+        context.lockstep = lockstep
+    with runtime.running(contexts[0]):
+        converted = _convert_args(args, kwargs, "shared_hbm")
+    results, errors = [None, None], []
+
+    def program(p):
+        failed = True
+        try:
+            lockstep.start(p)
+            with runtime.running(contexts[p]):
+                results[p] = _run_program(fn, converted, contexts[p])
+            failed = False
+        except runtime.LockstepAbort:
+            pass
+        except BaseException as exc:  # reported by the launch, in the order the programs failed
+            errors.append(exc)
+        finally:
+            lockstep.finish(p, failed)
+
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(program, p), daemon=True)
+               for p in range(2)]
+    with single_threaded():
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
+    return results[0], converted, [context.profile for context in contexts]
 
 
 @functools.lru_cache(maxsize=256)

@@ -15,6 +15,7 @@ two top-level ``nl.rand`` calls return the same values (both start from the defa
 
 import contextlib
 import os
+import threading
 
 import numpy as np
 
@@ -68,23 +69,90 @@ class RunContext:
         self.isa_accumulators = None
         # The engine the running nki.isa instruction charged its cycles to (None until it does).
         self.instruction_engine = None
+        # kernel[2] launches: None while the programs run one after the other; the launch's Lockstep once a
+        # core_barrier made run_kernel run them as two threads that meet at each barrier
+        self.lockstep = None
 
 
-_stack = []
+_local = threading.local()  # per thread: the two programs of a kernel[2] launch that meets at a core_barrier run
+                            # in two threads (jit.run_kernel), each with its own context
+
+
+def _stack():
+    stack = getattr(_local, "stack", None)
+    if stack is None:
+        stack = _local.stack = []
+    return stack
 
 
 def current():
     """The running context, or a fresh default one for a call made outside any run."""
-    if _stack:
-        return _stack[-1]
+    stack = _stack()
+    if stack:
+        return stack[-1]
     return RunContext()
 
 
 @contextlib.contextmanager
 def running(context):
     """Make ``context`` the current one for the duration of the block."""
-    _stack.append(context)
+    stack = _stack()
+    stack.append(context)
     try:
         yield context
     finally:
-        _stack.pop()
+        stack.pop()
+
+
+class NeedsLockstep(BaseException):
+    """Raised by ``core_barrier`` while the programs of a kernel[2] launch run one after the other: ``run_kernel``
+    runs the launch again as two threads that meet at each barrier. A BaseException, so a kernel's own
+    ``except Exception`` does not swallow it."""
+
+
+class LockstepAbort(BaseException):
+    """Unwinds a program whose partner program failed: the launch reports the partner's error."""
+
+
+class Lockstep:
+    """The two programs of a kernel[2] launch as two threads, one running at a time. A program runs until it reaches
+    a ``core_barrier`` (or ends), then hands over to the other; it passes its k-th barrier once the other program has
+    reached its own k-th barrier. So every write made before a barrier, on either core, is visible after it
+    (isa core_barrier: "Now both cores can safely read the complete tensor"; nki_simulator.rst: kernel[2] runs two
+    threads that core_barrier synchronises). Between two barriers the programs run one after the other (program 0
+    first), which a kernel without races between the cores cannot tell from running them in parallel."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.turn = 0
+        self.arrived = [0, 0]
+        self.done = [False, False]
+        self.failed = [False, False]
+
+    def start(self, program):
+        with self.cond:
+            self.cond.wait_for(lambda: self.turn == program)
+
+    def barrier(self, program):
+        """Block until the other program reached as many barriers; returns None or a message when it ended first."""
+        other = 1 - program
+        with self.cond:
+            self.arrived[program] += 1
+            count = self.arrived[program]
+            self.turn = other
+            self.cond.notify_all()
+            self.cond.wait_for(lambda: self.turn == program)
+            if self.arrived[other] >= count:
+                return None
+            if self.failed[other]:
+                raise LockstepAbort()
+            return (f"nisa.core_barrier: program {program} waits at barrier {count}, but program {other} ended after "
+                    f"{self.arrived[other]} barrier(s): both cores must reach every core_barrier (on hardware this "
+                    "launch would hang)")
+
+    def finish(self, program, failed):
+        with self.cond:
+            self.done[program] = True
+            self.failed[program] = failed
+            self.turn = 1 - program
+            self.cond.notify_all()

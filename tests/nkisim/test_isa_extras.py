@@ -280,23 +280,40 @@ def test_tensor_scalar_cumulative_load_reduce_then_reduce_chain():
     np.testing.assert_array_equal(run(body)["d"], np.cumsum(src, axis=1) + 65)
 
 
-def test_core_barrier_is_refused_as_not_simulated_rather_than_reading_stale_values():
-    # isa L2601-2654: both cores write halves, core_barrier, "Now both cores can safely read the complete tensor".
-    # The programs of kernel[2] run one after the other here, so core 0 would read the other half unwritten: refused.
+def test_core_barrier_makes_each_core_see_the_other_cores_writes():
+    # isa L2601-2654: both cores write halves of a shared tensor, core_barrier, "Now both cores can safely read the
+    # complete tensor"; nki_simulator.rst L207-210: kernel[2] runs two threads that core_barrier synchronises
     import dste.nkisim as sim
 
-    def body():
+    def body(reach_barrier=(True, True)):
         shared = nl.ndarray((2, 8), dtype=nl.float32, buffer=nl.shared_hbm)
+        out = nl.ndarray((2, 2, 8), dtype=nl.float32, buffer=nl.shared_hbm)
         me = nl.program_id(0)
         mine = empty((1, 8))
         nisa.memset(dst=mine, value=float(me + 1))
         nisa.dma_copy(dst=shared[me:me + 1, :], src=mine)
-        nisa.core_barrier(data=shared, cores=(0, 1))
+        if reach_barrier[me]:
+            nisa.core_barrier(data=shared, cores=(0, 1))
         whole = empty((2, 8))
         nisa.dma_copy(dst=whole, src=shared)
+        nisa.dma_copy(dst=out[me], src=whole)
+        return out
 
-    with pytest.raises(NotImplementedError, match=r"nisa.core_barrier is not simulated.*isa.not_simulated"):
-        sim.run_kernel(body, (), {}, lnc=2, target="trn2")
+    out, _ = sim.run_kernel(body, (), {}, lnc=2, target="trn2")
+    want = np.stack([np.full(8, 1.0), np.full(8, 2.0)])
+    np.testing.assert_array_equal(out[0], want)
+    np.testing.assert_array_equal(out[1], want)
+    with pytest.raises(ConstraintError, match="program 0 waits at barrier 1, but program 1 ended.*core_barrier.both"):
+        sim.run_kernel(lambda: body((True, False)), (), {}, lnc=2, target="trn2")
+
+    def failing():  # program 1 fails before the barrier: its error is the launch's, program 0 does not hang
+        shared = nl.ndarray((2, 8), dtype=nl.float32, buffer=nl.shared_hbm)
+        if nl.program_id(0) == 1:
+            nisa.memset(dst=empty((1, 8)), value=1)  # an int into a float tile
+        nisa.core_barrier(data=shared, cores=(0, 1))
+
+    with pytest.raises(ConstraintError, match="memset.value_type"):
+        sim.run_kernel(failing, (), {}, lnc=2, target="trn2")
 
 
 def test_a_loop_register_indexes_a_tensor():

@@ -55,10 +55,10 @@ def test_no_reorder_depth_is_per_run_and_unwinds_on_error():
 
 
 def test_calls_outside_a_run_leave_no_context_behind():
-    assert runtime._stack == []
+    assert runtime._stack() == []
     assert nisa.get_nc_version() in (nisa.nc_version.gen2, nisa.nc_version.gen3)
     a = nl.rand(SHAPE, nl.float32).numpy()
     b = nl.rand(SHAPE, nl.float32).numpy()
-    assert runtime._stack == []
+    assert runtime._stack() == []
     # Each top-level call has a fresh context, so both draws start from the default seed.
     np.testing.assert_array_equal(a, b)
