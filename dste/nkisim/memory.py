@@ -15,12 +15,13 @@ tile of 512 B per partition still takes one of the eight 2 KiB banks. A PSUM
 tensor placed by ``nl.ndarray(address=...)`` occupies the banks its address
 names; tensors placed on the same bank share it, so a bank is charged once
 however many live tensors are placed on it. An SBUF tensor placed by address
-occupies the bytes ``[free_offset, free_offset + its bytes per partition)`` of
-a partition; placed SBUF tensors are charged the union of those ranges, so
-tensors placed at the same address share their bytes (assumption: the free
-offset read as bytes, as the migration guide's PSUM example passes it; the
-guide, nki/migration/index.rst L1093-1103, places tensors by
-``(partition_offset, free_offset)`` and says nothing of capacity).
+occupies ``[start, start + its bytes per partition)`` of a partition; placed
+SBUF tensors are charged the union of those ranges, so tensors placed at the
+same address share their bytes. The migration guide (nki/migration/index.rst
+L1093-1103) calls the free offset an element offset while its PSUM example
+passes bytes: the union is taken under both readings (start = free_offset,
+start = free_offset * itemsize) and the larger one charged (assumption: the
+stricter reading, as the guide says nothing of capacity).
 """
 
 import collections
@@ -31,6 +32,16 @@ from . import cost
 from .errors import CapacityError
 
 _LIMIT_CONSTANT = {"sbuf": "sbuf_bytes_per_partition", "psum": "psum_bytes_per_partition"}
+
+
+def _union_length(ranges):
+    total, end = 0, 0
+    for lo, hi in sorted(ranges):
+        lo = max(lo, end)
+        if hi > lo:
+            total += hi - lo
+            end = hi
+    return total
 
 
 class MemoryTracker:
@@ -44,12 +55,13 @@ class MemoryTracker:
         self.psum_bank_bytes = int(cost.constant("psum_bank_bytes", target))
         # live PSUM tensors placed by address, per bank they occupy (charged once per bank in use, not per tensor)
         self.placed_psum_banks = collections.Counter()
-        # live SBUF tensors placed by address: key -> (first byte, end byte) within a partition
+        # live SBUF tensors placed by address: key -> ((first, end byte) with the free offset read as bytes,
+        # (first, end byte) read as elements)
         self.placed_sbuf = {}
 
     def allocate(self, storage, psum_banks=None, sbuf_start=None):
         """Charge ``storage`` to its buffer; ``psum_banks``: the banks a PSUM tensor placed by address occupies;
-        ``sbuf_start``: the byte within a partition an SBUF tensor placed by address starts at."""
+        ``sbuf_start``: the free offset of an SBUF tensor placed by address (bytes or elements)."""
         buffer = storage.buffer
         if buffer not in self.limits:
             return
@@ -68,7 +80,8 @@ class MemoryTracker:
         if banks:
             self.placed_psum_banks.update(banks)
         elif buffer == "sbuf" and sbuf_start is not None:
-            self.placed_sbuf[key] = (int(sbuf_start), int(sbuf_start) + nbytes)
+            starts = (int(sbuf_start), int(sbuf_start) * storage.dtype.itemsize)
+            self.placed_sbuf[key] = tuple((start, start + nbytes) for start in starts)
         else:
             self.totals[buffer] += nbytes
         weakref.finalize(storage, self._free, buffer, key, banks)
@@ -90,13 +103,9 @@ class MemoryTracker:
         """Live bytes per partition of ``buffer``: its allocations, plus one bank per PSUM bank placed tensors use."""
         if buffer == "psum":
             placed = len(self.placed_psum_banks) * self.psum_bank_bytes
-        else:  # the union of the byte ranges placed SBUF tensors occupy
-            placed, end = 0, 0
-            for lo, hi in sorted(self.placed_sbuf.values()):
-                lo = max(lo, end)
-                if hi > lo:
-                    placed += hi - lo
-                    end = hi
+        else:  # the union of the byte ranges placed SBUF tensors occupy, under the stricter reading
+            placed = max((_union_length(ranges[reading] for ranges in self.placed_sbuf.values()) for reading in (0, 1)),
+                         default=0)
         return self.totals[buffer] + placed
 
     def check(self, instruction):

@@ -253,6 +253,15 @@ def test_sbuf_tensors_placed_at_one_address_share_its_bytes():
     with pytest.raises(sim.CapacityError, match="live SBUF allocations need 240000 B per partition"):
         sim.run_kernel(lambda: body(False), (), {}, target="trn2")
 
+    def disjoint():  # (0, 30000): bytes 30000.. or, read as fp32 elements, bytes 120000..: the stricter reading counts
+        a = nl.ndarray((128, 30000), nl.float32, buffer=nl.sbuf, address=(0, 0))
+        b = nl.ndarray((128, 30000), nl.float32, buffer=nl.sbuf, address=(0, 30000))
+        nisa.memset(dst=a, value=1.0)
+        nisa.memset(dst=b, value=1.0)
+
+    with pytest.raises(sim.CapacityError, match="live SBUF allocations need 240000 B per partition"):
+        sim.run_kernel(disjoint, (), {}, target="trn2")
+
 
 @pytest.mark.parametrize("lane, accepted", [(16, False), (32, True), (96, True)])
 def test_an_explicit_address_places_the_tensor_on_its_partition_lane(lane, accepted):
