@@ -103,7 +103,8 @@ def dma_transpose(dst, src, axes=None, priority=None, dge_mode=dge_mode.unknown,
     if priority is not None:
         require_target(instr, "priority", 4)
     modes = globals()["dge_mode"]
-    if dge_mode not in (modes.unknown, modes.hwdge):
+    # nki-dge.rst L186-204 (How .ap() Affects DGE Mode): dma_transpose with a scalar_offset takes "Any mode"
+    if src._scalar_offset is None and dge_mode not in (modes.unknown, modes.hwdge):
         violate("dma_transpose.operands", f"nisa.{instr}: a direct DMA transpose takes dge_mode unknown or hwdge, got "
                 f"{dge_mode!r}")
     skip = oob_mode is not globals()["oob_mode"].error

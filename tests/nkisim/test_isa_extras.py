@@ -391,3 +391,19 @@ def test_indirect_dma_transpose_doc_example():
     assert (got[:, 3] == 7.0).all()
     with pytest.raises(ConstraintError, match="rule isa.target_only"):
         run(body, target="trn1")
+
+
+@pytest.mark.parametrize("mode", ["swdge", "unknown"])
+def test_dma_transpose_with_a_scalar_offset_takes_any_dge_mode(mode):
+    # nki/deep-dives/nki-dge.rst L186-204: with ``.ap()`` and ``scalar_offset``, dma_transpose takes "Any mode"
+    x = np.arange(64, dtype=np.float32).reshape(4, 16)
+
+    def body(o):
+        a = nl.ndarray((4, 16), nl.bfloat16, buffer=nl.hbm)
+        a.array()[...] = x.astype(nl.bfloat16)
+        d = empty((16, 2), nl.bfloat16)
+        nisa.dma_transpose(dst=d, src=a.ap([[16, 2], [1, 16]], scalar_offset=nisa.register_alloc(1), indirect_dim=0),
+                           dge_mode=getattr(nisa.dge_mode, mode))
+        o["d"] = d.numpy().astype(np.float32)
+
+    np.testing.assert_array_equal(run(body)["d"], x[1:3].T)
