@@ -173,7 +173,9 @@ def gather_flattened(data, indices, axis=0, dtype=None):
                                                f"be integers on the {data.shape[0]} partitions of data")
     out = new_tile(indices.shape, result_dtype(dtype, data.dtype), "gather_flattened")
     gather = getattr(isa, "nc_n_gather", None)
-    if gather is not None and out.dtype == data.dtype:
+    # nl.gather_flattened states no index dtype (language L2283-2312): any integer indices are taken; nc_n_gather,
+    # whose indices are uint32, runs only for uint32 ones (assumption: the compiler lowers other integer indices)
+    if gather is not None and out.dtype == data.dtype and indices.dtype == dt.uint32:
         gather(dst=out, data=data, indices=indices)
         return out
     flat = data.array().reshape(data.shape[0], -1)

@@ -161,9 +161,11 @@ def test_matmul_transpose_where_broadcast_identity():
     np.testing.assert_array_equal(ident, np.eye(8, dtype=np.float32))
 
 
-def test_creation_and_gather_flattened():
+@pytest.mark.parametrize("index_dtype", [np.uint32, np.int32])
+def test_creation_and_gather_flattened(index_dtype):
+    # nl.gather_flattened states no index dtype (nki/api/nki/language/__init__.py L2283-2312): int32 indices too
     data = RNG.standard_normal((16, 20)).astype(np.float32)
-    idx = RNG.integers(0, 20, (16, 5)).astype(np.uint32)  # nc_n_gather takes uint32 indices
+    idx = RNG.integers(0, 20, (16, 5)).astype(index_dtype)
 
     def kernel(d, i):
         full = nl.full((16, 4), 2.5, nl.float32)
