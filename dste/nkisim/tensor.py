@@ -216,7 +216,9 @@ class NkiTensor:
     @property
     def partition_start(self):
         """The physical partition lane of the view's first partition (an explicit address's lane + the view's)."""
-        within = self._byte_offset // self.storage.bytes_per_partition if self.storage.bytes_per_partition else 0
+        # a run-time scalar offset along the partition dim (``sb[nl.ds(i, n), :]``) moves it: read at use time
+        offset = self._resolved_offset() if self._scalar_offset is not None else self._byte_offset
+        within = offset // self.storage.bytes_per_partition if self.storage.bytes_per_partition else 0
         return self.storage.partition_base + within
 
     def __repr__(self):

@@ -345,6 +345,19 @@ def test_a_loop_register_indexes_a_tensor():
     out = run(body)
     np.testing.assert_array_equal(out["rows"], x)
     np.testing.assert_array_equal(out["pairs"], x)
+
+    def on_partitions(o, start):  # a register start partition is held to the start-partition rule when it is read
+        sb, cols = tile(np.tile(np.arange(64, dtype=np.float32)[:, None], (1, 8))), empty((32, 8))
+
+        def copy_block(i):
+            nisa.tensor_copy(dst=cols, src=sb[nl.ds(i, 32), :])
+
+        nl.fori_loop(start, start + 1, copy_block)
+        o["c"] = cols.numpy()
+
+    np.testing.assert_array_equal(run(lambda o: on_partitions(o, 32))["c"][:, 0], np.arange(32, 64))
+    with pytest.raises(ConstraintError, match="starts at partition 16.*isa.start_partition"):
+        run(lambda o: on_partitions(o, 16))
     np.testing.assert_array_equal(out["cols"], x[1:2])
 
 
