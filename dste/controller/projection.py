@@ -238,8 +238,8 @@ class BudgetProjectedPlan(Policy):
         self.node_errors = node_errors
         self.probe = bool(probe)
         self.probe_plans = int(probe_plans)
-        self.plans_probed = 0  # plans whose agreement was measured (each snapshot's once)
-        self.probes_by_snapshot: dict[int, int] = {}  # the same per snapshot (a run's held-out ones, apart)
+        # plans whose agreement was measured, per snapshot (each snapshot's once); ``validate_check``'s own are not kept
+        self.probes_by_snapshot: dict[int, int] = {}
         self._agreements: dict[tuple[int, tuple[int, ...]], float] = {}
         self._chosen: list[int] = []  # this episode's actions so far, to tell whether the plan was followed
         self._probed: list[int] | None = None  # this episode's plan after the check on its snapshot, if probing
@@ -248,6 +248,11 @@ class BudgetProjectedPlan(Policy):
         self.check_gains = np.zeros(0)  # the training snapshots' gains ``validate_check`` decided on
         self.baseline_plan, self.same_latency_share = baseline_plan, float(same_latency_share)
         self.baseline_snapshots: set[int] = set()  # where an episode ran ``baseline_plan`` by rule 5
+
+    @property
+    def plans_probed(self) -> int:
+        """Plans whose agreement was measured on the episodes' snapshots (``validate_check``'s own left out)."""
+        return sum(self.probes_by_snapshot.values())
 
     def choose(self, state: np.ndarray, layer: int) -> int:
         env = self.guard.env
@@ -415,7 +420,7 @@ class BudgetProjectedPlan(Policy):
             return self.check_gains
         _, _, _, per_snapshot = self._plan_grids()
         unbudgeted = replace(self.guard.reward, budget_penalty=0.0)
-        probed_before, gains, pairs = self.plans_probed, [], []
+        probed_before, gains, pairs = dict(self.probes_by_snapshot), [], []
         for position, snapshot in enumerate(snapshots):
             budget = self.guard.budget_us(snapshot)
             tables = self._tables(env, snapshot)
@@ -425,7 +430,7 @@ class BudgetProjectedPlan(Policy):
             try:
                 chosen = self._check(env, snapshot, tables, budget, others.mean(axis=0), others)
             except NotImplementedError:
-                self.plans_probed = probed_before
+                self.probes_by_snapshot = probed_before
                 return self.check_gains
             fitted = self._fitted_plan(tables, budget)
             if chosen == fitted:
@@ -436,7 +441,7 @@ class BudgetProjectedPlan(Policy):
                            (("check", chosen), ("fitted", fitted)))
             gains.append(check.mean_reward(unbudgeted) - kept.mean_reward(unbudgeted))
             pairs.append((check.outcomes[0], kept.outcomes[0]))
-        self.plans_probed = probed_before  # counts the held-out snapshots' checks only
+        self.probes_by_snapshot = probed_before  # counts the held-out snapshots' checks only
         self.check_gains = np.asarray(gains, dtype=np.float64)
         if len(gains) >= 2:
             error = max(snapshot_error(self.check_gains), node_error(pairs))
@@ -465,7 +470,6 @@ class BudgetProjectedPlan(Policy):
         key = (int(snapshot), tuple(plan))
         if key not in self._agreements:
             self._agreements[key] = float(env.agreement(snapshot, plan))
-            self.plans_probed += 1
             self.probes_by_snapshot[int(snapshot)] = self.probes_by_snapshot.get(int(snapshot), 0) + 1
         return self._agreements[key]
 
