@@ -1422,7 +1422,7 @@ def _check_changed_rows_cover_counts(old: DSTEMatrix, redo, entry_window) -> Non
         )
 
 
-def _stored_magnitude_bounds(matrix: DSTEMatrix) -> tuple[float, float]:
+def stored_magnitude_bounds(matrix: DSTEMatrix) -> tuple[float, float]:
     """Bounds ``(smallest nonzero, largest)`` on the magnitudes of the stored (unscaled) values, from the tiles'
     value arrays alone: 1 for BIN tiles, ``[scale, 127 scale]`` for INT8 tiles, the FP16 values themselves."""
     low, high = np.inf, 0.0
@@ -1447,7 +1447,7 @@ def _check_kept_windows_in_range(old: DSTEMatrix, redo, row_pos, row_scale, col_
     entry of the kept windows only when the bounds do not settle it."""
     if row_scale is None and col_scale is None:
         return
-    low, high = _stored_magnitude_bounds(old)
+    low, high = stored_magnitude_bounds(old)
     if high == 0 or _scaled_bounds_within_float32(low, high, *_scale_magnitudes(row_scale, col_scale)):
         return
     rows, cols, stored = old._coordinates(use_keep=False)

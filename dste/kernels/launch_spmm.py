@@ -144,7 +144,6 @@ def _check_matrix_finite(A):
         value = getattr(A, name)
         if value.size and not np.isfinite(value).all():
             raise ValueError(f"A.{name} contains NaN or Inf")
-    _check_stationary_range(A)
     M = A.shape[1]
     for name, ncount in (("tile_cols", A.tile_ncols), ("etile_cols", A.etile_nentries), ("ltile_cols", A.ltile_ncols)):
         cols = getattr(A, name)
@@ -158,9 +157,9 @@ def _check_stationary_range(A) -> None:
     """Refuse a stored value whose product with its column scale the kernel's bf16 stationary rounds to Inf (as
     ``_validate`` refuses such an X): Y would come back Inf, and NaN where that column's X row is 0. On a bound from
     the tiles' value arrays first; per entry only when the bound does not settle it."""
-    from dste.format.encoder import _stored_magnitude_bounds
+    from dste.format.encoder import stored_magnitude_bounds
 
-    _, largest = _stored_magnitude_bounds(A)
+    _, largest = stored_magnitude_bounds(A)
     column = 1.0 if A.col_scale is None or not A.col_scale.size else float(np.abs(A.col_scale.astype(np.float64)).max())
     if largest * column < BF16_ROUNDS_TO_INF:
         return
@@ -278,6 +277,7 @@ def launch_spmm_hybrid(A, X, *, target: str = "trn2", profile: bool = False, pla
                              "pass plan=None")
         return _column_blocks(A, X, F, target=target, profile=profile, lnc=lnc, backend=backend)
     _check_matrix_finite(A)
+    _check_stationary_range(A)
     hybrid = isinstance(X, HybridRows)
     mode = "int8-hybrid" if hybrid else x_mode_of(X)
     n_hi = int(X.hi.shape[0]) if hybrid else 0
