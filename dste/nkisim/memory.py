@@ -103,6 +103,8 @@ class MemoryTracker:
         """Live bytes per partition of ``buffer``: its allocations, plus one bank per PSUM bank placed tensors use."""
         if buffer == "psum":
             placed = len(self.placed_psum_banks) * self.psum_bank_bytes
+        elif not self.placed_sbuf:  # the usual case, checked at every instruction
+            placed = 0
         else:  # the union of the byte ranges placed SBUF tensors occupy, under the stricter reading
             placed = max((_union_length(ranges[reading] for ranges in self.placed_sbuf.values()) for reading in (0, 1)),
                          default=0)
