@@ -91,6 +91,7 @@ def run_kernel(fn, args, kwargs, lnc=1, target=None, bracketed=None):
         result, converted, profiles = _run_programs(fn, args, kwargs, lnc, target, grid_ndim)
     except runtime.NeedsLockstep:  # a core_barrier: the two programs must meet there (runtime.Lockstep)
         result, converted, profiles = _run_lockstep(fn, args, kwargs, target, grid_ndim)
+    _check_same_program(fn, profiles)
     originals = list(args) + list(kwargs.values())
     tensors = converted[0] + list(converted[1].values())
     _write_back(originals, tensors)
@@ -168,6 +169,26 @@ def _run_lockstep(fn, args, kwargs, target, grid_ndim):
     if errors:
         raise errors[0]
     return results[0], converted, [context.profile for context in contexts]
+
+
+def _check_same_program(fn, profiles):
+    """The programs of a kernel[2] launch issued one instruction stream (lnc.rst: the program on each core must be
+    "the same"; dynamic control flow that differs between the cores is undefined behaviour)."""
+    if len(profiles) < 2:
+        return
+    first, second = profiles[0].trace, profiles[1].trace
+    if first == second:
+        return
+    at = next((i for i, (a, b) in enumerate(zip(first, second)) if a != b), min(len(first), len(second)))
+
+    def issued(trace):
+        return repr(trace[at]) if at < len(trace) else "nothing (its stream ended)"
+
+    violate("kernel.lnc.same-program",
+            f"{getattr(fn, '__name__', 'kernel')}[2]: the two programs issued different instruction streams: "
+            f"{len(first)} and {len(second)} instructions, first different at instruction {at} (program 0 issued "
+            f"{issued(first)}, program 1 {issued(second)}); let nl.program_id choose data (offsets, indices), not "
+            "which instructions run or how often a loop turns")
 
 
 @functools.lru_cache(maxsize=256)

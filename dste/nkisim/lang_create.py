@@ -25,7 +25,7 @@ _SHARED_CONSTANT_DTYPES = frozenset(
 
 
 def ndarray(shape, dtype, buffer=sbuf, name="", address=None):
-    """A new tensor; on-chip and new HBM memory is uninitialised (NaN for floats, 4 for integers)."""
+    """A new tensor; on-chip and new HBM memory is uninitialised (every byte 0xFF: NaN through float views, -1 or the maximum through integer ones)."""
     buf = buffer_name(buffer, "ndarray")
     if address is not None:
         try:

@@ -108,6 +108,12 @@ _RULES = [
     ("kernel.lnc.trn2-up", "an LNC launch of two cores (kernel[2]) runs on Trn2 and Trn3 only",
      "about-neuron/arch/neuron-features/logical-neuroncore-config.rst ('LNC applies only to Trn2 and Trn3 "
      "instances')"),
+    ("kernel.lnc.same-program", "the two programs of a kernel[2] launch issue the same instruction stream: "
+     "nl.program_id may choose offsets and indices, not which instructions run or how many times a loop turns",
+     "nki/get-started/about/lnc.rst, Final Notes ('the Neuron SDK assumes that when running a kernel on multiple "
+     "cores, the program on each core is \"the same\" ... if you use dynamic control flow, and this control-flow is "
+     "different on the different cores, then the behavior is undefined'); for a difference in traced (Python) control "
+     "flow, an assumption: the page says what dynamic control flow does, not static"),
     ("nl.program_id.axis", "launch grids are 1-D (kernel[lnc]), so nl.program_id / nl.num_programs take axis 0",
      "nki/get-started/about/lnc.rst (an LNC launch is kernel[1] or kernel[2])"),
     # -- tile_size ------------------------------------------------------------------------------------

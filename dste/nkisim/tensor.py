@@ -52,9 +52,14 @@ class Storage:
         return math.prod(self.shape[1:]) * self.dtype.itemsize
 
     def fill_uninitialised(self):
-        """NaN for floats, 4 for integers: reads of never-written memory show up."""
-        flat = self.data.view(self.dtype)
-        flat[...] = np.nan if dt.is_float(self.dtype) else 4
+        """Every byte 0xFF, so reads of never-written memory show up: NaN through any float view of the bytes
+        (fp32, bf16, fp16, fp8; also an integer buffer read as floats), -1 or the maximum through integer views."""
+        self.data[...] = UNINITIALISED_BYTE
+
+
+# Hardware leaves a new tensor's memory undefined (language guide: "ndarray does not initialize memory").
+# All-ones bytes are NaN in every float format DSTE reads, whatever dtype the tensor was declared with.
+UNINITIALISED_BYTE = 0xFF
 
 
 class DynSlice:

@@ -63,6 +63,23 @@ def test_quantize_rows_bit_exact(M, F, threshold, lnc):
         assert a.shape == b.shape and np.array_equal(a, b), name
 
 
+@pytest.mark.parametrize("lnc", [1, 2])
+def test_sensitivity_equal_to_the_threshold_is_fp16(lnc):
+    # the rule is S >= T -> FP16 (dste.reference.masked_quant); a comparison of < against <= differs only on ties
+    rng = np.random.default_rng(5)
+    threshold = np.float32(0.02)
+    X = rng.standard_normal((256, 32)).astype(np.float32)
+    sensitivity = np.full(256, 0.01, np.float32)
+    sensitivity[::5] = threshold
+    got = quantize_rows(X, sensitivity, threshold, lnc=lnc)
+    np.testing.assert_array_equal(np.sort(got.hi_rows), np.arange(0, 256, 5))
+    values, keep, tile_sensitivity = tiles(6, 6)
+    tile_sensitivity[:] = 0.01
+    tile_sensitivity[[1, 4]] = threshold
+    kind = masked_quant(values, keep, tile_sensitivity, threshold, lnc=lnc)[1]
+    np.testing.assert_array_equal(kind, [1, 2, 1, 1, 2, 1])
+
+
 def test_quantized_rows_feed_spmm():
     import scipy.sparse as sp
 

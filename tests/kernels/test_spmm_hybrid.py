@@ -119,6 +119,26 @@ def test_several_stores_per_launch_place_every_window():
     check(A, X, BOUND_FP32_X)
 
 
+def test_several_stores_per_launch_apply_each_windows_row_scale():
+    # as above, with GCN row scales that differ between windows: the evacuation must scale by the window's
+    # row scale, not by its slot in the output buffer (equal only for the first store of a launch)
+    from dste.format import gcn_normalized
+    from dste.kernels.plan import plan_launches, windows_per_store
+    from tests.format.graphs import gcn_reference
+
+    n, F = 1024, 1100
+    pattern = sp.random(128, n, density=0.02, random_state=np.random.default_rng(11), format="csr")
+    adj = sp.vstack([pattern] * (n // 128)).tocsr()
+    extra = sp.random(n, n, density=0.01, random_state=np.random.default_rng(3), format="csr") != 0
+    adj = ((adj + adj.T + extra + extra.T) > 0).astype(np.float32)
+    A = gcn_normalized(adj)
+    plan = plan_launches(A, F, "fp32")
+    assert any(launch.bucket.windows > windows_per_store(launch.bucket.windows, 1, F) for launch in plan.launches)
+    assert np.unique(A.row_scale).size > 1
+    X = np.random.default_rng(13).standard_normal((n, F)).astype(np.float32)
+    assert_within_bound(spmm_hybrid(A, X), gcn_reference(adj) @ X.astype(np.float64), A, X)
+
+
 def test_bin_with_unit_scales_is_exact_for_bf16_x():
     # BIN tiles (value 1, no scales) and bf16 X: every operand exact, fp32 accumulation of
     # <= 128 terms per matmul is exact to fp32 rounding.

@@ -7,6 +7,7 @@ import pytest
 import dste.nkisim as sim
 from dste.nkisim import isa as nisa
 from dste.nkisim import language as nl
+from dste.nkisim.errors import NkiValidationError
 
 RNG = np.random.default_rng(7)
 
@@ -15,7 +16,7 @@ def simulate(kernel, *args, **kwargs):
     return sim.simulate(kernel)(*args, **kwargs)
 
 
-def test_uninitialised_memory_is_nan_or_four():
+def test_uninitialised_memory_is_all_ones_bytes():
     def kernel():
         f = nl.ndarray((4, 3), nl.float32, buffer=nl.sbuf)
         i = nl.ndarray((4, 3), nl.int32, buffer=nl.sbuf)
@@ -27,7 +28,21 @@ def test_uninitialised_memory_is_nan_or_four():
 
     out_f, out_i = simulate(kernel)
     assert np.isnan(out_f).all()
-    assert (out_i == 4).all()
+    assert (out_i == -1).all()
+
+
+@pytest.mark.parametrize("view_dtype", [nl.float32, nl.bfloat16, nl.float16])
+def test_never_written_bytes_of_an_integer_tensor_read_as_float_are_nan(view_dtype):
+    # language guide: "ndarray does not initialize memory"; an int8 buffer whose float-viewed bytes were never
+    # written must not read as a harmless finite number (0 * it would then hide the bug)
+    def kernel():
+        raw = nl.ndarray((4, 8), nl.int8, buffer=nl.sbuf)
+        as_float = raw.view(view_dtype)
+        out = nl.ndarray(as_float.shape, nl.float32, buffer=nl.shared_hbm)
+        nisa.dma_copy(dst=out, src=as_float)
+        return out
+
+    assert np.isnan(simulate(kernel)).all()
 
 
 @pytest.mark.parametrize("vector_operand", [False, True])
@@ -373,6 +388,66 @@ def test_lnc2_program_ids_share_the_output():
     assert kernel[2].fn is kernel.fn
     with pytest.raises(TypeError, match="1 or 2"):
         kernel[4]
+
+
+def _lnc2_kernel(extra):
+    """A kernel[2] that doubles its program's half of x, then runs ``extra(program, x)``."""
+
+    @sim.jit
+    def kernel(x, counts):
+        out = nl.ndarray(x.shape, nl.float32, buffer=nl.shared_hbm)
+        half = x.shape[0] // nl.num_programs()
+        rows = nl.ds(nl.program_id(0) * half, half)
+        t = nl.load(x[rows, :])
+        doubled = nl.ndarray(t.shape, nl.float32)
+        nisa.tensor_scalar(dst=doubled, data=t, op0=nl.multiply, operand0=2.0)
+        extra(nl.program_id(0), doubled, counts)
+        nl.store(out[rows, :], doubled)
+        return out
+
+    return kernel
+
+
+def _no_extra(program, tile, counts):
+    pass
+
+
+def _static_branch(program, tile, counts):
+    if program == 1:
+        nisa.memset(dst=tile, value=0.0)
+
+
+def _clear(tile):
+    def body(i):
+        nisa.memset(dst=tile, value=0.0)
+    return body
+
+
+def _loop_turns_by_program(program, tile, counts):
+    nl.fori_loop(0, program, _clear(tile))
+
+
+def _loop_turns_by_data(program, tile, counts):
+    # each core reads its own trip count from HBM: dynamic control flow that differs between the cores
+    trips = nisa.register_alloc()
+    nisa.register_load(trips, counts[program:program + 1, :])
+    nl.fori_loop(0, trips, _clear(tile))
+
+
+@pytest.mark.parametrize("extra", [_static_branch, _loop_turns_by_program, _loop_turns_by_data])
+def test_lnc2_programs_must_issue_one_instruction_stream(extra):
+    # lnc.rst, Final Notes: "the program on each core is 'the same' ... if you use dynamic control flow, and this
+    # control-flow is different on the different cores, then the behavior is undefined"
+    x = RNG.standard_normal((128, 8)).astype(np.float32)
+    counts = np.array([[0], [1]], dtype=np.int32)
+    with pytest.raises(NkiValidationError, match=r"different instruction streams.*kernel.lnc.same-program"):
+        _lnc2_kernel(extra)[2](x, counts)
+    # one core on its own has nothing to differ from
+    _lnc2_kernel(extra)[1](x, counts)
+    # the same program with equal trip counts on both cores runs
+    if extra is _loop_turns_by_data:
+        np.testing.assert_array_equal(_lnc2_kernel(extra)[2](x, np.array([[0], [0]], np.int32)), 2 * x)
+    np.testing.assert_array_equal(_lnc2_kernel(_no_extra)[2](x, counts), 2 * x)
 
 
 def test_program_ndim_is_zero_without_a_launch_grid():
