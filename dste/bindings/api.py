@@ -20,6 +20,7 @@ from .tensor import DSTETensor, as_dste_tensor
 __all__ = ["spmm", "masked_quant", "is_hybrid_rows"]
 
 _X_DTYPES = (torch.float32, torch.float64)
+_AUTOCAST_DTYPES = (torch.float16, torch.bfloat16)  # cast to float32 under torch.autocast
 
 
 def is_hybrid_rows(obj) -> bool:
@@ -74,9 +75,9 @@ def _all_finite_unwrapped(x: torch.Tensor) -> bool:
 
 
 def _check_finite(x: torch.Tensor, what: str) -> None:
-    # A data-dependent check cannot be traced with fullgraph=True; under torch.compile the op itself refuses a
-    # non-finite X that its product reads (ops._check_x_finite).
-    if not torch.compiler.is_compiling() and not _all_finite(x):
+    # A data-dependent check cannot be traced (torch.compile with fullgraph=True, torch.jit.trace); there the op
+    # itself refuses a non-finite X that its product reads (ops._check_x_finite).
+    if not torch.compiler.is_compiling() and not torch.jit.is_tracing() and not _all_finite(x):
         raise ValueError(f"{what} contains NaN or Inf; the DSTE ops take finite values only")
 
 
@@ -84,11 +85,16 @@ def _dense_operand(x) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         if x.layout != torch.strided:
             raise TypeError(f"X must be a dense (strided) tensor, got layout {x.layout}; call .to_dense()")
+        if x.device.type == "meta":
+            raise ValueError("X is on the meta device (shapes without values); DSTE ops compute on host (cpu) "
+                             "tensors: A @ X of a meta X has shape [A.shape[0], X.shape[1]]")
         if x.device.type != "cpu":
             raise ValueError(
                 f"X is on device {x.device}; DSTE ops take host (cpu) tensors and move data to the "
                 "NeuronCore themselves. Call x.cpu()"
             )
+        if x.dtype in _AUTOCAST_DTYPES and torch.is_autocast_enabled(x.device.type):
+            return x.float()  # autocast's float32 policy: the product runs in float32 (its gradient flows back)
         if x.dtype not in _X_DTYPES:
             raise TypeError(f"X must be float32 or float64, got {x.dtype}; convert with x.float()")
         return x
@@ -112,14 +118,15 @@ def _plain_eager_call(x: torch.Tensor) -> bool:
     The op's dispatch (torch.library's Python custom-op layers, the operand checks of tensors the wrapper built
     itself, six tensor -> NumPy conversions) cost ~0.1 ms per call, as much as a 5k-node product at F = 32.
     Whenever torch would do something with the op call itself it goes through the op: under
-    ``torch.compile``, with autograd recording (``x`` needs a gradient), for tensor subclasses (fake,
-    functional, functorch-wrapped tensors), under an active torch function or dispatch mode, and while the
-    autograd profiler records ops.
+    ``torch.compile`` or ``torch.jit.trace`` (which would record the product as a constant), with autograd
+    recording (``x`` needs a gradient), for tensor subclasses (fake, functional, functorch-wrapped tensors), under
+    an active torch function or dispatch mode, and while the autograd profiler records ops.
     """
     return (
         type(x) is torch.Tensor
         and not (x.requires_grad and torch.is_grad_enabled())
         and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
         and not torch._C._is_torch_function_mode_enabled()
         and torch._C._len_torch_dispatch_stack() == 0
         and not torch.autograd._profiler_enabled()
@@ -169,12 +176,16 @@ def spmm(A, X, backend: str | None = None) -> torch.Tensor:
     Forward-mode AD (``torch.autograd.forward_ad``, ``torch.func.jvp``/``jacfwd``): the tangent of a dual X is
     ``A @ T``, computed on the same backend. ``torch.func.vmap`` runs one product per batch entry;
     ``torch.func.grad``/``vjp``/``jacrev`` are refused (``NotImplementedError``): use ``torch.autograd``.
+    Under ``torch.autocast`` a float16/bfloat16 X is multiplied in float32 and Y is float32 (autocast's float32
+    policy). ``torch.jit.trace`` records the op, the matrix's operands as constants of the trace.
 
     A bare ``DSTEMatrix`` gets its CPU operands built on the first call and kept on the matrix for the later ones
     (``as_dste_tensor``; they are freed with the matrix): before, every call rebuilt them (1k nodes, F = 32: 1.5 ms
     per call against 58 us through a ``DSTETensor``).
     """
     a = as_dste_tensor(A)
+    if not torch.compiler.is_compiling():
+        a.check_operands()
     name = resolve_backend(backend)
     if fwAD._current_level >= 0 and isinstance(X, torch.Tensor):  # inside a forward-mode AD level
         primal, tangent = fwAD.unpack_dual(X)

@@ -73,6 +73,7 @@ class DSTETensor:
             self.col_perm = self._encoded.col_perm
             self._shape = torch.Size(int(s) for s in matrix.shape)
             self._add_host_views()
+        self._operand_versions = self._current_operand_versions()
         self.handle = registry.register(matrix)
 
     @classmethod
@@ -88,6 +89,26 @@ class DSTETensor:
         wrapper.__dict__.update(state)
         wrapper.matrix = matrix
         return wrapper
+
+    def _current_operand_versions(self) -> tuple[int, ...]:
+        return tuple(t._version for t in self.op_operands)
+
+    def check_operands(self) -> None:
+        """Refuse operands the wrapper cannot multiply by faithfully: ``values`` asking for a gradient (the ops have
+        none for it) and operands written in place since the wrapper was built (torch's version counters). The
+        operands are shared by every wrapper of the matrix and kept on it, so a write would change every later
+        product of the matrix while its own arrays (``decode``, ``to_dense``, the kernel backends) keep the old
+        one. Checked by ``dste.spmm`` on every call, outside ``torch.compile``."""
+        if self.values.requires_grad:
+            raise NotImplementedError(
+                "DSTETensor.values requires grad, but DSTE's products have no gradient with respect to the matrix's "
+                "values (only X's): the flag would be ignored. Detach them, or use a torch sparse tensor for "
+                "learnable edge weights")
+        if self._current_operand_versions() != self._operand_versions:
+            raise RuntimeError(
+                "a DSTETensor's operand tensors (crow_indices, col_indices, values, row_perm, col_perm) were written "
+                "in place; an encoded matrix is immutable, and its products must match its arrays. Encode the new "
+                "matrix (dste.format.encode, or .with_mask for a new keep-mask) instead of editing the operands")
 
     @property
     def op_operands(self) -> tuple[torch.Tensor, ...]:
@@ -128,6 +149,7 @@ class DSTETensor:
         return held
 
     def __getstate__(self):
+        self.check_operands()  # a copy would start new version counters: an edited operand would pass for the matrix
         state = self.__dict__.copy()
         state.pop("host_operands", None)
         state.pop("host_row_inverse", None)
@@ -138,6 +160,7 @@ class DSTETensor:
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._add_host_views()
+        self._operand_versions = self._current_operand_versions()
         # a handle is a key of this process's registry: the pickled one may name another matrix here, or none
         self.handle = registry.register(self.matrix)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 import weakref
 import zlib
 
@@ -28,7 +29,12 @@ from .weights import CompressedWeight, value_version
 __all__ = ["GCNConv", "SAGEConv"]
 
 
-def _check_input(x, in_features: int, layer: str, module: nn.Module | None = None) -> None:
+_AUTOCAST_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _check_input(x, in_features: int, layer: str, module: nn.Module | None = None) -> torch.Tensor:
+    """``x`` checked, as the layer multiplies it: a float16/bfloat16 x that ``torch.autocast`` made (a previous
+    layer's output) comes back float32, the dtype the sparse product runs in (autocast's float32 op policy)."""
     if module is not None:
         odd = next((p for p in module.parameters() if p.dtype != torch.float32), None)
         if odd is not None:
@@ -40,8 +46,11 @@ def _check_input(x, in_features: int, layer: str, module: nn.Module | None = Non
         raise TypeError(f"{layer}: x must be a dense or sparse COO tensor, got layout {x.layout}")
     if x.dim() != 2 or x.shape[1] != in_features:
         raise ValueError(f"{layer}: x must be [n, {in_features}], got {tuple(x.shape)}")
+    if x.dtype in _AUTOCAST_DTYPES and torch.is_autocast_enabled(x.device.type):
+        return x.float()
     if x.dtype != torch.float32:
         raise TypeError(f"{layer}: x must be float32, got {x.dtype}")
+    return x
 
 
 def _check_sizes(in_features, out_features, layer) -> tuple[int, int]:
@@ -117,6 +126,36 @@ def _content_digest(adj) -> tuple | None:
     return (kind, tuple(adj.shape), tuple((a.dtype.str, a.shape) for a in arrays), crc)
 
 
+def _layer_propagation(cache, adj, num_nodes: int, norm: str):
+    """The propagation matrix a layer multiplies by: ``cache``'s entry for ``adj`` (None: encoded anew).
+
+    Encoding is host code (NumPy, the encoder), run eagerly under every torch transform: ``torch.compile`` runs it
+    outside the graph (tracing it failed deep inside Dynamo), ``torch.func`` transforms see plain tensors (the
+    cache's digest read a functorch wrapper's missing storage). ``torch.jit.trace`` is refused for an adjacency
+    tensor: the trace would keep this adjacency's encoding as a constant and ignore the adjacency passed later."""
+    if isinstance(adj, torch.Tensor) and torch.jit.is_tracing():
+        raise RuntimeError(
+            "torch.jit.trace of a DSTE layer given an adjacency tensor: the traced graph would hold this adjacency's "
+            "encoding as a constant and silently ignore the adjacency of later calls. Encode it outside the trace "
+            "(a = layer.propagation(x, adj)) and trace a function of x alone that passes a, or use torch.compile, "
+            "which encodes each call's adjacency outside its graph")
+    return _encode_eagerly()(cache, adj, num_nodes, norm)
+
+
+def _encode(cache, adj, num_nodes: int, norm: str):
+    with torch._C._DisableFuncTorch():
+        if cache is None:
+            return propagation_matrix(adj, num_nodes, norm)
+        return cache.get(adj, num_nodes, norm)
+
+
+def _encode_eagerly():
+    """``_encode``, kept out of ``torch.compile``'s graph once Dynamo is loaded (before that, nothing compiles)."""
+    if "torch._dynamo" not in sys.modules:
+        return _encode
+    return torch.compiler.disable(_encode, reason="dste encodes an adjacency on the host, eagerly")
+
+
 class _PropagationCache:
     """The propagation matrix of the last adjacency a layer saw (PyG's ``cached=True``, made safe: reused only
     for the *same* object, held weakly, whose content has not changed since, by :func:`_content_digest`). An
@@ -179,12 +218,10 @@ class GCNConv(nn.Module):
         nn.init.xavier_uniform_(self.lin.weight)
 
     def propagation(self, x, adj):
-        if self._propagation is None:
-            return propagation_matrix(adj, x.shape[0], self.norm)
-        return self._propagation.get(adj, x.shape[0], self.norm)
+        return _layer_propagation(self._propagation, adj, x.shape[0], self.norm)
 
     def forward(self, x, adj, backend: str | None = None):
-        _check_input(x, self.in_features, "GCNConv", self)
+        x = _check_input(x, self.in_features, "GCNConv", self)
         a = self.propagation(x, adj)
         out = spmm(a, self.lin(x, backend=backend), backend=backend)
         return out + self.bias if self.bias is not None else out
@@ -226,12 +263,10 @@ class SAGEConv(nn.Module):
             nn.init.zeros_(self.lin_l.bias)
 
     def propagation(self, x, adj):
-        if self._propagation is None:
-            return propagation_matrix(adj, x.shape[0], self.norm)
-        return self._propagation.get(adj, x.shape[0], self.norm)
+        return _layer_propagation(self._propagation, adj, x.shape[0], self.norm)
 
     def forward(self, x, adj, backend: str | None = None):
-        _check_input(x, self.in_features, "SAGEConv", self)
+        x = _check_input(x, self.in_features, "SAGEConv", self)
         a = self.propagation(x, adj)
         if x.is_sparse and (self.lin_l.compressed is None or self.training):
             # The mean of sparse rows is dense: aggregate after the weight product, (A x) W^T = A (x W^T).

@@ -4,9 +4,11 @@ A :class:`LayerSetting` is the whole per-layer choice of the compressed forward 
 (:mod:`dste.gnn.execution`):
 
 * ``fp32`` -- the uncompressed layer: FP32 weights, FP32 activations, the unpruned propagation matrix (on the
-  ``cpu`` backend exactly the model's own output; on ``nkisim`` and ``neuron`` the SpMM kernel's operands are bf16
-  (X gathered as bf16, A's values times their column factors rounded to bf16), so each SpMM output is within
-  about 2^-7 (|A| |X|) of the fp32 product, relative to its terms' magnitudes, not to the output itself);
+  ``cpu`` backend the model's own output: bit for bit for GCN, within float32 rounding for GraphSAGE, whose
+  compressed pass adds its two products and the bias in another order (~5e-7 apart); on ``nkisim`` and
+  ``neuron`` the SpMM kernel's operands are bf16 (X gathered as bf16, A's values times their column factors
+  rounded to bf16), so each SpMM output is within about 2^-7 (|A| |X|) of the fp32 product, relative to its
+  terms' magnitudes, not to the output itself);
 * ``edge_sparsity`` -- the fraction of off-diagonal propagation entries dropped by the pruning policy
   (:mod:`dste.gnn.pruning`); self loops are kept;
 * ``channel_sparsity`` -- the fraction of the layer's input channels dropped, least important first;
