@@ -189,3 +189,13 @@ def test_narrow_and_tail_columns_read_nothing_past_x(width):
     a = sp.csr_matrix(np.eye(rows, dtype=np.float32)[::-1] + np.eye(rows, dtype=np.float32))
     y, finite = csr_product(a.indptr, a.indices, a.data, x)
     assert finite and np.array_equal(y, a @ np.array(x))
+
+
+def test_an_output_row_one_past_the_end_is_refused():
+    B = sp.csr_matrix(np.array([[1.0, 2.0], [0.0, 3.0]], np.float32))
+    x = np.ones((2, 4), np.float32)
+    backing = np.zeros((3, 4), np.float32)
+    with pytest.raises(IndexError):
+        csr_product(B.indptr.astype(np.int64), B.indices.astype(np.int64), B.data, x, backing[:2],
+                    np.array([0, 2], np.int64))
+    assert not backing[2].any()  # nothing written past the output

@@ -57,3 +57,30 @@ def test_inputs_that_gave_a_quiet_default_are_refused():
         node_error([])
     with pytest.raises(ValueError, match="one flag per evaluation node"):
         EpisodeOutcome(0, 1.0, 10.0, 100, 10.0, correct=np.ones(1, bool), nodes=np.arange(3))
+
+
+def test_greedy_search_keeps_ascending_while_any_layer_moves(monkeypatch):
+    # three layers: the first round moves the middle layer only, which makes a move of the first layer pay; the
+    # ascent must run its second round (it stopped when the last layer had not moved)
+    import dste.controller.baselines as baselines
+    from dste.controller.reward import RewardConfig
+
+    space = ActionSpace()
+    n, start = len(space), space.nearest(0.0, 0.0)
+    first, second = [a for a in range(n) if a != start][:2]
+    score = -np.ones((n, n, n))
+    score[start, start, start], score[start, first, start], score[second, first, start] = 0.0, 1.0, 2.0
+
+    class Measured:
+        def __init__(self, plan):
+            self.plan = plan
+
+        def mean_reward(self, reward, weights=None):
+            return float(score[tuple(self.plan)])
+
+    class ThreeLayers:
+        action_space, num_layers = space, 3
+
+    monkeypatch.setattr(baselines, "run_policy", lambda env, policy, snapshots: Measured(list(policy.actions)))
+    plan = baselines.greedy_search(ThreeLayers(), RewardConfig(), [0], rounds=2).actions
+    assert list(plan) == [second, first, start]

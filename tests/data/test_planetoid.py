@@ -78,6 +78,25 @@ def test_tiny_citeseer_style_files_are_padded_and_reordered(tmp_path):
     assert g.num_edges == 2 * len(expected_edges)
 
 
+def test_test_rows_listed_in_a_cycle_take_their_own_features_and_labels(tmp_path):
+    # the index file lists node ids in the order of tx/ty's rows; listed as a 3-cycle (5, 6, 4) the reorder is not
+    # its own inverse, so applying it backwards would give each test node another node's features
+    features = np.arange(7 * 3, dtype=np.float32).reshape(7, 3) + 1.0
+    labels = np.eye(3, dtype=np.int32)[[0, 1, 2, 0, 1, 2, 0]]
+    test_listed = np.array([5, 6, 4])
+    _dump(tmp_path / "ind.cora.x", sp.csr_matrix(features[:2]))
+    _dump(tmp_path / "ind.cora.y", labels[:2])
+    _dump(tmp_path / "ind.cora.allx", sp.csr_matrix(features[:4]))
+    _dump(tmp_path / "ind.cora.ally", labels[:4])
+    _dump(tmp_path / "ind.cora.tx", sp.csr_matrix(features[test_listed]))
+    _dump(tmp_path / "ind.cora.ty", labels[test_listed])
+    _dump(tmp_path / "ind.cora.graph", defaultdict(list, {0: [1], 2: [3], 4: [5, 6]}))
+    (tmp_path / "ind.cora.test.index").write_text("\n".join(map(str, test_listed)) + "\n")
+    g = load_planetoid("cora", tmp_path, normalize_features=False)
+    np.testing.assert_array_equal(g.x, features)
+    np.testing.assert_array_equal(g.y, labels.argmax(1))
+
+
 def test_pyg_style_raw_folder_is_found(tmp_path):
     raw = tmp_path / "CiteSeer" / "raw"
     raw.mkdir(parents=True)

@@ -393,3 +393,11 @@ def test_a_csbm_graph_with_shuffled_node_ids_keeps_its_communities_through_the_s
     # the generator's own model is still used where it describes the graph: a stream is unchanged by the check
     assert SnapshotStream(graph, StreamParams(num_snapshots=2), seed=0)[1].graph.meta["block_model"].theta[0] == \
         graph.meta["block_model"].theta[0]
+
+
+def test_snapshot_zero_is_no_burst_step():
+    from dste.data.stream import burst_steps
+
+    params = StreamParams(burst_every=3, burst_churn=0.5)
+    assert burst_steps(params, 10) == [3, 6, 9]
+    assert params.churn_at(0) == params.edge_churn and params.churn_at(3) == 0.5

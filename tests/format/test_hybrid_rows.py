@@ -106,3 +106,19 @@ def test_rows_whose_q_times_scale_leaves_float32_are_refused_by_validate():
     X.scale[0] = np.float32(3e36)  # 127 x 3e36 > 3.4e38
     with pytest.raises(DSTEFormatError, match=r"HybridRows row 0 dequantizes to .* beyond float32's range"):
         X.validate()
+
+
+def test_validate_refuses_an_int8_row_of_scale_zero():
+    # an INT8 row's scale is > 0 (an all-zero row has scale 1): scale 0 would dequantize the row to zeros
+    from dste.format import DSTEFormatError
+
+    rows = quantize_rows(np.arange(1, 25, dtype=np.float32).reshape(3, 8), sensitivity=np.zeros(3), threshold=1.0)
+    rows.scale[1] = 0.0
+    with pytest.raises(DSTEFormatError, match="INT8 row scales must be finite and > 0"):
+        rows.validate()
+
+
+def test_fp16_fraction_breaks_ties_by_the_lower_row_id():
+    X = np.random.default_rng(0).standard_normal((6, 16)).astype(np.float32)
+    sensitivity = np.array([0.5, 0.1, 0.5, 0.1, 0.5, 0.1])
+    assert quantize_rows(X, sensitivity=sensitivity, fp16_fraction=2 / 6).hi_rows.tolist() == [0, 2]

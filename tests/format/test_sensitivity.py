@@ -126,3 +126,18 @@ def test_row_score_has_the_grouped_scores_bits(case):
         x = np.round(x * 4) / 4  # many equal magnitudes
     grouped = int8_sensitivity_robust(x.reshape(-1), np.repeat(np.arange(m), f), m)
     assert np.array_equal(row_sensitivity(x).view(np.int64), grouped.view(np.int64))
+
+
+def test_a_tile_whose_sensitivity_equals_the_threshold_is_fp16():
+    # S >= T -> FP16; the tile's sensitivity from the reference's formula, the threshold set to it exactly
+    import scipy.sparse as sp
+
+    from dste.reference import int8_sensitivity
+
+    values = np.array([1.0, 0.013, 0.02, 0.5, 0.75, 0.003], np.float32)
+    A = sp.csr_matrix((values, (np.arange(6), np.arange(6))), shape=(8, 8))
+    tie = float(int8_sensitivity(values, np.zeros(values.size, int), 1)[0])
+    kinds = lambda m: np.concatenate([m.tile_kind, m.etile_kind, m.ltile_kind]).tolist()  # noqa: E731
+    assert kinds(encode(A, kinds="auto", fp16_threshold=tie, layout="block")) == [TileKind.FP16]
+    above = float(np.nextafter(np.float32(tie), np.float32(1)))
+    assert kinds(encode(A, kinds="auto", fp16_threshold=above, layout="block")) == [TileKind.INT8]

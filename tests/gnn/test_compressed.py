@@ -307,3 +307,34 @@ def test_magnitude_sparsity_drops_exactly_its_share_of_tied_weights():
     weight = CompressedWeight(torch.ones(8, 4), sparsity=0.1)
     kept = weight.matrix.decode().toarray()
     assert np.count_nonzero(kept) == 32 - 3
+
+
+def test_magnitude_sparsity_drops_ties_in_row_major_order():
+    from dste.gnn import magnitude_keep_mask
+
+    W = np.random.default_rng(0).integers(-2, 3, size=(64, 32)).astype(np.float32)  # magnitudes 0, 1, 2: many ties
+    magnitude = np.abs(W).ravel()
+    order = sorted(range(magnitude.size), key=lambda i: (magnitude[i], i))
+    want = np.ones(magnitude.size, bool)
+    want[order[:int(np.floor(0.4 * magnitude.size))]] = False
+    np.testing.assert_array_equal(magnitude_keep_mask(W, 0.4), want.reshape(W.shape))
+
+
+def test_compressed_sage_layer_keeps_a_nonzero_bias():
+    # trained biases are not zero: the compressed eval-mode linear must add it (PyG SAGEConv formula, float64)
+    from dste.gnn import SAGEConv
+
+    torch.manual_seed(0)
+    rows, cols = np.array([0, 1, 1, 2, 3, 4, 5, 5]), np.array([1, 0, 2, 1, 4, 3, 0, 4])
+    adj = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(6, 6))
+    x = torch.randn(6, 4)
+    layer = SAGEConv(4, 3)
+    with torch.no_grad():
+        layer.lin_l.bias.copy_(torch.tensor([5.0, -3.0, 2.0]))
+    layer.compress_weights().eval()
+    A = adj.toarray()
+    mean = A / np.maximum(A.sum(1, keepdims=True), 1)
+    X = x.double().numpy()
+    w_l, w_r, b = (t.detach().double().numpy() for t in (layer.lin_l.weight, layer.lin_r.weight, layer.lin_l.bias))
+    # INT8 weights: each of 4 terms off by at most half a step of max|w| / 127, far below the bias
+    np.testing.assert_allclose(layer(x, adj).detach().numpy(), mean @ X @ w_l.T + b + X @ w_r.T, atol=0.05)

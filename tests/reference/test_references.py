@@ -149,3 +149,15 @@ def test_spmm_reference_against_scipy():
     np.testing.assert_allclose(spmm_reference(G, H), G.decode() @ H.dequantize(np.float64), rtol=1e-12)
     with pytest.raises(ValueError, match="M=800"):
         spmm_reference(G, X[:10])
+
+
+def test_the_references_put_a_sensitivity_equal_to_the_threshold_in_fp16():
+    # the documented rule is S >= T -> FP16 (docs/CONTRACTS.md); only a tie tells >= from >
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((4, 8)).astype(np.float32)
+    rows = quantize_rows_reference(X, np.array([0.0, 0.02, 0.5, 0.01], np.float32), 0.02)
+    assert rows.hi_rows.tolist() == [1, 2]
+    values = rng.standard_normal((3, 128, 128)).astype(np.float32)
+    keep = rng.random((3, 128, 128)) < 0.3
+    kind = masked_quant_reference(values, keep, np.array([0.02, 0.01, 0.03], np.float32), 0.02)[1]
+    assert kind.tolist() == [2, 1, 2]
