@@ -188,7 +188,13 @@ def spmm(A, X, backend: str | None = None) -> torch.Tensor:
         a.check_operands()
     name = resolve_backend(backend)
     if fwAD._current_level >= 0 and isinstance(X, torch.Tensor):  # inside a forward-mode AD level
-        primal, tangent = fwAD.unpack_dual(X)
+        try:
+            primal, tangent = fwAD.unpack_dual(X)
+        except RuntimeError as error:  # torch's legacy vmap has no batching rule for unpacking a dual tensor
+            raise NotImplementedError(
+                "dste.spmm: forward-mode AD of a batched dual X, as torch.autograd.functional.jacobian(..., "
+                "vectorize=True, strategy='forward-mode') makes it, is not supported; use torch.func.jacfwd, "
+                "vectorize=False, or the default reverse mode") from error
         if tangent is not None:  # the op has no forward-mode formula; A @ X is linear, so its tangent is A @ T
             return fwAD.make_dual(spmm(a, primal, name), spmm(a, tangent, name))
     if (isinstance(X, torch.Tensor) and X.requires_grad and not torch.compiler.is_compiling()

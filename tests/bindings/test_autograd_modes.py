@@ -296,3 +296,16 @@ def test_a_first_call_under_inference_mode_leaves_the_matrix_usable_with_autogra
     db.spmm(A, x, backend=backend).backward(grad_out)
     expected = reference_matrix(A).T @ grad_out.numpy()
     np.testing.assert_allclose(x.grad.numpy(), expected, atol=ATOL_FLOAT64_X, rtol=0)
+
+
+def test_vectorized_forward_mode_jacobian_is_refused_with_the_ways_that_work(int8_matrix):
+    # jacobian(vectorize=True, strategy="forward-mode") vmaps dual tensors with torch's legacy vmap, which cannot
+    # unpack them; jacfwd computes the same Jacobian, which for a linear map is the matrix itself
+    def column(v):
+        return db.spmm(int8_matrix, v[:, None], backend="cpu")[:, 0]
+
+    v = torch.randn(30, dtype=torch.float64)
+    with pytest.raises(NotImplementedError, match="jacfwd"):
+        torch.autograd.functional.jacobian(column, v, vectorize=True, strategy="forward-mode")
+    np.testing.assert_allclose(torch.func.jacfwd(column)(v).numpy(), reference_matrix(int8_matrix).toarray(),
+                               atol=ATOL_FLOAT64_X)
