@@ -79,8 +79,9 @@ class StreamParams:
                     it was at the last re-provisioning (a growing graph outgrows it in between); 0 = never.
     edge_shortfall_limit: a step whose churn or flash crowd finds fewer new pairs in the block model than it asks
                     for (a small or dense graph, churn confined to few communities) adds what it finds; more than
-                    this fraction (and more than one edge) short is refused, in [0, 1). The shortfall is of the
-                    step's new edges, a small share of the graph's.
+                    this fraction (and more than one edge) short, its active communities' shortfall is drawn with
+                    one end anywhere in the graph, and a step still short by more is refused, in [0, 1). The
+                    shortfall is of the step's new edges, a small share of the graph's.
     """
 
     num_snapshots: int = 8
@@ -424,9 +425,7 @@ class SnapshotStream:
             exclude = sorted_unique(np.concatenate([exclude, keys]))
         churn_keys = old_keys[:0]
         if num_remove:
-            churn_keys = sample_edges(
-                grown_model, rng, num_remove, every_node_once=False, exclude_keys=exclude, source_pool=active_pool
-            )
+            churn_keys = _draw_new_edges(grown_model, rng, num_remove, exclude, active_pool, p.edge_shortfall_limit)
             _refuse_shortfall(t, "its churn", churn_keys.size, num_remove, p.edge_shortfall_limit,
                               "lower edge_churn (burst_churn on a burst)")
             added_pairs.append(np.stack([churn_keys // n, churn_keys % n]))
@@ -435,10 +434,8 @@ class SnapshotStream:
             # exclude already holds the old edges and the new nodes' ones; the churn's are added here
             staying = old_keys.size - (0 if flash_leaving is None else flash_leaving.size)
             flash_wanted = int(round(p.burst_edges * staying))
-            flash_keys = sample_edges(
-                grown_model, rng, flash_wanted, every_node_once=False,
-                exclude_keys=sorted_unique(np.concatenate([exclude, churn_keys])), source_pool=active_pool,
-            )
+            taken = sorted_unique(np.concatenate([exclude, churn_keys]))
+            flash_keys = _draw_new_edges(grown_model, rng, flash_wanted, taken, active_pool, p.edge_shortfall_limit)
             _refuse_shortfall(t, "its flash crowd", flash_keys.size, flash_wanted, p.edge_shortfall_limit,
                               "lower burst_edges")
             added_pairs.append(np.stack([flash_keys // n, flash_keys % n]))
@@ -501,11 +498,29 @@ def snapshots_with_heldout_burst(params: StreamParams, at_least: int) -> int:
     return total
 
 
+def _too_short(drawn: int, wanted: int, limit: float) -> bool:
+    """More than ``limit`` of ``wanted`` (and more than one edge) not drawn."""
+    return wanted - drawn > max(limit * wanted, 1.0)
+
+
+def _draw_new_edges(model, rng, wanted: int, exclude: np.ndarray, active_pool, limit: float) -> np.ndarray:
+    """``wanted`` new pair keys from ``model`` (fewer where it holds too few), one end in ``active_pool`` (None:
+    anywhere). Where the active communities hold too few pairs (``_too_short``: small communities, a large flash
+    crowd), the rest is drawn with one end anywhere in the graph: the step is then less local, but keeps its size.
+    A draw within the limit is kept as it is, so streams that never fall short draw what they always drew."""
+    keys = sample_edges(model, rng, wanted, every_node_once=False, exclude_keys=exclude, source_pool=active_pool)
+    if active_pool is not None and _too_short(keys.size, wanted, limit):
+        rest = sample_edges(model, rng, wanted - keys.size, every_node_once=False,
+                            exclude_keys=sorted_unique(np.concatenate([exclude, keys])), source_pool=None)
+        keys = sorted_unique(np.concatenate([keys, rest]))
+    return keys
+
+
 def _refuse_shortfall(t: int, what: str, drawn: int, wanted: int, limit: float, remedy: str) -> None:
     """Refuse a step whose new edges fall more than `limit` (and more than one edge) short of what its knobs ask
     for: the block model (with churn confined to the active communities) holds too few pairs not yet in the graph,
     and the snapshot would hold far fewer edges than the stream says."""
-    if wanted - drawn > max(limit * wanted, 1.0):
+    if _too_short(drawn, wanted, limit):
         raise ValueError(
             f"snapshot {t}: {what} asks for {wanted} new edges, but only {drawn} pairs not yet in the graph could "
             f"be drawn from the block model (more than edge_shortfall_limit={limit:.0%} short: the graph is too small "

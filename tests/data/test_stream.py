@@ -401,3 +401,20 @@ def test_snapshot_zero_is_no_burst_step():
     params = StreamParams(burst_every=3, burst_churn=0.5)
     assert burst_steps(params, 10) == [3, 6, 9]
     assert params.churn_at(0) == params.edge_churn and params.churn_at(3) == 0.5
+
+
+def test_a_flash_crowd_larger_than_its_active_communities_spills_over_the_graph():
+    # communities of 8-24 nodes hold too few pairs for bursty's flash crowd (60 % more edges, one end in 30 % of
+    # the communities): the rest is drawn with one end anywhere, and the burst step still carries its crowd
+    from dste.data.stream import burst_steps
+
+    graph = make_graph(dict(num_nodes=1500, num_edges=7500, num_classes=8, num_features=32, homophily=0.75,
+                            locality=0.55, community_size=(8, 24), mu=1.2, num_val=300, num_test=500), seed=0)
+    stream = make_stream(graph, 5, preset="bursty")
+    edges = [snapshot.graph.num_edges for snapshot in stream]
+    burst = burst_steps(stream.params, 5)
+    assert burst == [3]
+    crowd = (edges[3] - edges[2]) / 2  # undirected pairs added on top of the churn's one-for-one swap
+    wanted = stream.params.burst_edges * edges[2] / 2
+    assert wanted * (1 - stream.params.edge_shortfall_limit) <= crowd <= wanted + 1
+    assert abs(edges[4] - edges[2]) <= 0.01 * edges[2]  # the crowd leaves at the next step
