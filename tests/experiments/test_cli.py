@@ -43,7 +43,7 @@ def test_top_level_help_lists_run(capsys):
     (["run", "--budget-penalty", "-2"], "--budget-penalty must be"),
     (["run", "--budget", "-1"], "--budget must be 'static50', 'none', '<x>fp32'"),  # was "must be None or ..."
     (["run", "--stream", "budget-shift", "--budget", "0.5"], "--stream budget-shift sets its own latency budget"),
-    (["run", "--quick", "--dataset", "csbm:num_nodes=600,num_edges=1500", "--stream", "bursty"],
+    (["run", "--quick", "--dataset", "csbm:num_nodes=400,num_edges=8000,edge_shortfall_limit=0.5", "--stream", "bursty"],
      "With dste run, whose streams are presets: give --stream bursty a larger"),  # named knobs dste run lacks
     (["run", "--stream-seed", "-1"], "--stream-seed: must be an integer >= 0 or 'per-seed'"),
     (["run", "--stream-seed", "each"], "--stream-seed: must be an integer >= 0 or 'per-seed'"),
