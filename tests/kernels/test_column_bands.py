@@ -222,3 +222,14 @@ def test_planner_refuses_more_x_rows_than_a_band_byte_reaches():
     too_wide = SimpleNamespace(shape=(128, 255 * BAND + 1))
     with pytest.raises(ValueError, match="16-bit column ids"):
         plan_mod.plan_launches(too_wide, 8, "fp32")
+
+
+def test_x_of_exactly_65536_rows_carries_bands():
+    """PAD_OFFSET 0xFFFF is "out of range on its own when M < 65536" (dste/kernels/plan.py): at M = 65,536 the last
+    real column id, 65,535, is 0xFFFF too, so only a band (0 against PAD_BAND 255) tells the two apart."""
+    assert not plan_mod.uses_bands(BAND - 1)
+    assert plan_mod.uses_bands(BAND)
+    cols = np.array([0, BAND - 2, BAND - 1, BAND], np.int32)  # BAND is padding when M = BAND
+    offsets, bands = plan_mod.split_column_ids(cols, BAND, plan_mod.uses_bands(BAND))
+    assert offsets.tolist() == [0, 0xFFFE, 0xFFFF, 0xFFFF]
+    assert bands is not None and bands.tolist() == [0, 0, 0, 255]

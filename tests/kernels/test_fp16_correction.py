@@ -163,6 +163,25 @@ def test_correction_layout_and_buffer_budget():
         assert tiles == 1 or 2 * tiles * 2 * f <= correction.CORRECTION_SBUF_BYTES
 
 
+def test_pack_correction_refuses_a_group_with_more_entries_than_its_tiles():
+    """A group's entries fill its C tiles of 128 slots in window order: with one window and one tile per group,
+    128 entries of window 0 fill tile 0 and window 1's entry starts tile 1; a 129th entry of window 0 would land in
+    tile 1, window 1's, and is refused."""
+    from dste.kernels.correction import CorrectionEntries, CorrectionShape, pack_correction
+
+    def entries(windows):
+        n = len(windows)
+        return CorrectionEntries(np.zeros(n, np.int64), np.asarray(windows, np.int64), np.arange(n) % 128,
+                                 np.zeros(n, np.int32), np.ones(n, np.float32))
+
+    shape = CorrectionShape(group_windows=1, tiles_per_group=1)
+    tile, part = pack_correction(entries([0] * 128 + [1]), 2, shape)
+    assert tile.tolist() == [0] * 128 + [1]
+    assert part.tolist() == list(range(128)) + [0]
+    with pytest.raises(ValueError, match="a correction group holds 129 entries; the shape holds 128"):
+        pack_correction(entries([0] * 129), 2, shape)
+
+
 def test_rejects_non_finite_fp16_rows(hub_matrix):
     H = quantize_rows(np.ones((hub_matrix.shape[1], 8), np.float32), fp16_fraction=0.1)
     H.hi[0, 0] = np.inf

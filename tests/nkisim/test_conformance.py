@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from dste.nkisim import isa as nisa
+from dste.nkisim import language as nl
 from tests.nkisim import nki_kernels as K
+from tests.nkisim.kernel_bodies import empty, run, tile
 
 RNG = np.random.default_rng(1234)
 
@@ -91,6 +94,38 @@ def test_casts_round_half_even_and_saturate():
     np.testing.assert_array_equal(as_bf16.view(np.uint16), x.astype(ml_dtypes.bfloat16).view(np.uint16))
     with np.errstate(over="ignore"):  # 1e10 overflows fp16 to inf on both sides
         np.testing.assert_array_equal(as_fp16, x.astype(np.float16))
+
+
+@pytest.mark.parametrize("dtype", [nl.int8, nl.uint8, nl.int16, nl.uint16, nl.int32, nl.uint32])
+def test_nan_casts_to_zero_in_every_integer_dtype(dtype):
+    # README, "What it models": float->int "saturates (NaN->0, our choice)"; NumPy's own cast gives int32's minimum
+    x = np.array([[np.nan, -np.nan, 1.0]], np.float32)
+
+    def body(o):
+        dst = empty(x.shape, dtype)
+        nisa.tensor_copy(dst=dst, src=tile(x))
+        o["y"] = dst.numpy()
+
+    y = run(body)["y"]
+    assert y.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(y, [[0, 0, 1]])
+
+
+@pytest.mark.parametrize("dtype, expected", [(nl.int8, [127, -128, 5]), (nl.uint8, [255, 0, 5]),
+                                             (nl.int16, [300, -300, 5])])
+def test_integer_to_narrower_integer_casts_saturate(dtype, expected):
+    # README, "What it models": integer outputs saturate to the dtype's range; iota computes its values "in 32-bit
+    # integer arithmetic" (nki/api/nki/isa/__init__.py L1743) and casts them to dst's dtype: 300 and -300 are
+    # clipped by hand to [-128, 127] / [0, 255], where a wrapping cast would give 44 / -44 (or 212)
+    def body(o):
+        dst = empty((1, 3), dtype)
+        nisa.iota(dst=dst[:, 0:2], pattern=[[-600, 2]], offset=300)  # 300, -300
+        nisa.iota(dst=dst[:, 2:3], pattern=[[1, 1]], offset=5)  # in range: unchanged
+        o["y"] = dst.numpy()
+
+    y = run(body)["y"]
+    assert y.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(y, [expected])
 
 
 def test_torch_in_torch_out_and_numpy_in_numpy_out():

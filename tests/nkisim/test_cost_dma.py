@@ -116,3 +116,37 @@ def test_unknown_model_is_refused():
         p.latency_us("fast")
     with pytest.raises(ValueError, match="unknown bound"):
         p.latency_us("descriptor", "mean")
+
+
+def test_each_dma_engine_serves_eight_partitions():
+    # nki-dma-overview.rst L34, L97, L164 ("each DMA engine corresponds to 8 partition lanes"): A[4, 4096] runs on one
+    # engine, A[128, 128] on all 16; partitions 0-7 are engine 0's, 8-15 engine 1's, and 4-11 straddle both
+    assert cost.dma_engine_span(0, 4, "trn2") == (0, 1)
+    assert cost.dma_engine_span(0, 8, "trn2") == (0, 1)
+    assert cost.dma_engine_span(8, 8, "trn2") == (1, 1)
+    assert cost.dma_engine_span(4, 8, "trn2") == (0, 2)
+    assert cost.dma_engine_span(120, 8, "trn2") == (15, 1)
+    assert cost.dma_engine_span(0, 128, "trn2") == (0, 16)
+    assert cost.dma_engine_span(0, 9, "trn1") == (0, 2)
+
+
+def test_one_engine_transfer_pays_its_fixed_cost_on_its_own_lane():
+    # docs/COST_MODEL.md: the 1300 ns goes to "the least busy of 16 DMA queues" (lowest index on ties, cost.
+    # dma_pick_queue), the bytes to the engines of the SBUF-side partitions. All lanes idle: lane 0 takes the fixed
+    # cost, and partitions 0-7 are lane 0's too, so one lane carries 1300 ns + 32 KiB at 368 / 16 = 23 B/ns
+    assert cost.dma_pick_queue([0.0] * 16) == 0
+    assert cost.dma_pick_queue([5.0, 1.0, 1.0, 3.0]) == 1
+    p = Profile("trn2")
+    p.record_dma("dma_copy", 8 * 4096, 0, 8, contiguous_bytes=4096, descriptors=8)
+    lanes = p.dma_queue_ns_by_model["optimistic"]
+    assert lanes[0] == pytest.approx(1300 + 32768 / 23)
+    assert sum(lanes[1:]) == 0
+
+
+def test_software_dge_costs_two_gpsimd_cycles_per_descriptor_on_both_targets():
+    # docs/COST_MODEL.md, "Software descriptor generation": swdge cycles = 10 + 2 x descriptors (an assumption, the
+    # same on trn1 and trn2); "A 128-row gather costs 266 cycles = 222 ns on trn2" (GpSimd at 1.2 GHz)
+    for target in ("trn1", "trn2"):
+        assert cost.swdge_descriptor_cycles(128, target) == 266
+        assert cost.swdge_descriptor_cycles(0, target) == 10
+    assert cost.cycles_to_ns(cost.swdge_descriptor_cycles(128, "trn2"), "gpsimd", "trn2") == pytest.approx(222, abs=0.5)

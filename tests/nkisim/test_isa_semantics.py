@@ -226,6 +226,30 @@ def test_psum_accumulate_none_overwrites_first_then_adds():
     np.testing.assert_allclose(four, 4 * ref, rtol=1e-5, atol=4e-5)
 
 
+def test_psum_accumulate_none_decides_per_location():
+    # accumulate=None: "first write overwrites, subsequent writes accumulate" per PSUM location (nki/api/nki/isa/
+    # __init__.py L541-547; overlapping accumulation regions, release-notes/components/nki.rst L85): after a matmul
+    # into columns 0-3, a matmul into columns 0-7 adds onto 0-3 and overwrites the never-written (NaN) 4-7
+    st = np.arange(8.0, dtype=np.float32).reshape(2, 4) / 4  # multiples of 1/8: every product and sum is exact in fp32
+    mv = np.arange(16.0, dtype=np.float32).reshape(2, 8) / 8
+
+    def kernel(st, mv):
+        s, m = nl.load(st), nl.load(mv)
+        acc = nl.ndarray((4, 8), nl.float32, buffer=nl.psum)
+        nisa.nc_matmul(dst=acc[:, 0:4], stationary=s, moving=m[:, 0:4])
+        nisa.nc_matmul(dst=acc, stationary=s, moving=m)
+        r = nl.ndarray((4, 8), nl.float32)
+        nisa.tensor_copy(dst=r, src=acc)
+        o = nl.ndarray((4, 8), nl.float32, buffer=nl.shared_hbm)
+        nl.store(o, r)
+        return o
+
+    product = st.astype(np.float64).T @ mv
+    expected = product.copy()
+    expected[:, 0:4] *= 2
+    np.testing.assert_array_equal(simulate(kernel, st, mv), expected)
+
+
 def test_scatter_and_scalar_offset():
     table = np.zeros((20, 4), np.float32)
     rows = RNG.standard_normal((8, 4)).astype(np.float32)

@@ -204,3 +204,66 @@ def test_select_reduce_takes_an_on_false_vector_of_any_dtype():
         o["y"] = dst.numpy()
 
     np.testing.assert_array_equal(run(body)["y"], np.where(predicate != 0, x, fallback))
+
+
+def test_iota_wraps_in_32_bit_integer_arithmetic():
+    # "The generated values are computed in 32-bit integer arithmetic" (nki/api/nki/isa/__init__.py L1743): offset
+    # 2^31 - 1 plus one step of 1 wraps, two's complement, to -2^31
+    def body(o):
+        dst = empty((1, 3), nl.int32)
+        nisa.iota(dst=dst, pattern=[[1, 3]], offset=2**31 - 1)
+        o["y"] = dst.numpy()
+
+    assert run(body)["y"].tolist() == [[2**31 - 1, -2**31, -2**31 + 1]]
+
+
+def test_tensor_engine_rounds_tfloat32_ties_to_even():
+    # tbl-dtype: tfloat32 keeps 10 mantissa bits, so its ulp at 1 is 2^-10; the rounding is round half to even
+    # (README, "What it models": an assumption). 1 + 2^-11 is a tie between 1 (even) and 1 + 2^-10: 1;
+    # 1 + 3 * 2^-11 is a tie between 1 + 2^-10 (odd) and 1 + 2^-9 (even): 1 + 2^-9. Half away from zero would give
+    # 1 + 2^-10 for the first.
+    stationary = np.array([[1.0 + 2.0**-11, 1.0 + 3 * 2.0**-11]], np.float32)
+
+    def body(o):
+        dst = empty((2, 1), buffer=nl.psum)
+        nisa.nc_matmul(dst=dst, stationary=tile(stationary, nl.tfloat32), moving=tile([[1.0]], nl.tfloat32))
+        o["y"] = dst.numpy()
+
+    assert run(body)["y"].reshape(-1).tolist() == [1.0, 1.0 + 2.0**-9]
+
+
+def test_logical_shift_by_32_or_more_gives_zero():
+    # tbl-aluop (nki/api/nki.api.shared.rst L88-90): left_shift / right_shift are logical shifts of 32-bit values;
+    # every bit is shifted out at 32, so the result is 0 (computed in 64 bits and masked to 32 by hand)
+    a = np.array([[1, 3, 0xFFFFFFFF]], np.uint32)
+
+    def body(o):
+        for op, key in ((nl.left_shift, "left"), (nl.right_shift, "right")):
+            for amount in (31, 32, 33):
+                dst = empty(a.shape, nl.uint32)
+                nisa.tensor_scalar(dst=dst, data=tile(a, nl.uint32), op0=op, operand0=amount)
+                o[key, amount] = dst.numpy()
+
+    out = run(body)
+    wide = a.astype(np.uint64)
+    np.testing.assert_array_equal(out["left", 31], (wide << np.uint64(31)) & np.uint64(0xFFFFFFFF))
+    np.testing.assert_array_equal(out["right", 31], wide >> np.uint64(31))
+    for key in ("left", "right"):
+        np.testing.assert_array_equal(out[key, 32], [[0, 0, 0]])
+        np.testing.assert_array_equal(out[key, 33], [[0, 0, 0]])
+
+
+def test_reciprocal_valid_range_ends_at_2_to_the_42():
+    # tbl-act-func (nki/api/nki.api.shared.rst L200): Reciprocal's Valid Input Range is +-[2^-42, 2^42]; inside it
+    # the result is 1/x, outside it the output is invalid: NaN and a warning here
+    x = np.array([[2.0**42, -(2.0**42), 2.0**42.5, -(2.0**42.5)]], np.float32)
+
+    def body(o):
+        dst = empty(x.shape)
+        nisa.activation(dst=dst, op=nl.reciprocal, data=tile(x))
+        o["y"] = dst.numpy()
+
+    with pytest.warns(InvalidActivationInputWarning, match="Valid Input Range"):
+        y = run(body)["y"]
+    assert y[0, :2].tolist() == [2.0**-42, -(2.0**-42)]
+    assert np.isnan(y[0, 2:]).all()

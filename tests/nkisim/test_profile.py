@@ -8,6 +8,7 @@ import pytest
 
 import dste.nkisim as sim
 from dste.nkisim import cost
+from dste.nkisim.dtypes import tfloat32
 from tests.nkisim import nki_kernels as K
 
 # Documented figures, written out by hand: clocks in GHz (the architecture guides' frequency tables), DMA peak
@@ -94,6 +95,22 @@ def test_cost_functions_follow_documented_rules():
     assert cost.scalar_cycles(10, "trn2") == 64
     assert cost.dma_cost_ns(23 * 1000, "trn2") == pytest.approx(1300 + 1000)
     assert cost.engine_clock_ghz("vector", "trn1") == 1.12
+
+
+def test_fp32_matmul_flagged_onezero_runs_twice_as_fast():
+    # nc_matmul, :param is_stationary_onezero: / is_moving_onezero: "could lead to 2x better performance"
+    # (nki/api/nki/isa/__init__.py L665-669): an fp32 matmul of 128 columns is 128 x 4 cycles, halved to 256
+    assert cost.matmul_cycles(128, np.float32, "trn2") == 512
+    assert cost.matmul_cycles(128, np.float32, "trn2", onezero=True) == 256
+    assert cost.matmul_cycles(128, np.float32, "trn1", onezero=True) == 256
+
+
+def test_tfloat32_matmul_streams_at_the_bf16_rate():
+    # "79 BF16/FP16/TF32 and 20 FP32 dense TFLOPS" (nki/guides/architecture/trainium2_arch.rst L71): tfloat32 runs
+    # at the BF16 rate, max(N, 64) cycles, not fp32's 4x
+    assert cost.matmul_cycles(128, tfloat32, "trn2") == 128
+    assert cost.matmul_cycles(128, ml_dtypes.bfloat16, "trn2") == 128
+    assert cost.matmul_cycles(16, tfloat32, "trn2") == 64
 
 
 # Doc pages of aws-neuron/aws-neuron-sdk (Neuron 2.32) the constants are read from.

@@ -398,3 +398,85 @@ def test_affine_select_cmp_op_is_a_comparison(cmp_op, accepted):
         return
     p, i = np.arange(4)[:, None], np.arange(4)[None, :]
     np.testing.assert_array_equal(run(body)["y"], (p - i >= 0).astype(np.float32))
+
+
+def test_indirect_dma_needs_neuroncore_v3():
+    # nki/deep-dives/nki-dge.rst L171, DGE mode table: swdge runs on "Any (indirect: v3+)" hardware, so a
+    # vector_offset gather is refused on trn1 (NeuronCore-v2) and gathers rows 7 and 1 on trn2
+    table = np.arange(32.0, dtype=np.float32).reshape(8, 4)
+
+    def body(o):
+        src = nl.ndarray((8, 4), nl.float32, buffer=nl.hbm)
+        src.array()[...] = table
+        rows = nl.ndarray((2, 4), nl.float32, buffer=nl.sbuf)
+        nisa.dma_copy(dst=rows, src=src.ap(pattern=[[4, 2], [1, 4]], offset=0,
+                                           vector_offset=tile([[7], [1]], nl.int32), indirect_dim=0))
+        o["y"] = rows.numpy()
+
+    refused("dma_copy.indirect_v3", body, target="trn1")
+    np.testing.assert_array_equal(run(body)["y"], table[[7, 1]])
+
+
+def test_matmul_32_row_tiles_need_neuroncore_v3():
+    # "2x 64 row tiles (NeuronCore-v2 or newer), or 4x 32 row tiles (NeuronCore-v3 or newer)" (nki/api/nki/isa/
+    # __init__.py L517-518)
+    rng = np.random.default_rng(32)
+    st = rng.standard_normal((32, 32)).astype(np.float32)
+    mv = rng.standard_normal((32, 8)).astype(np.float32)
+
+    def body(o):
+        y = nl.ndarray((32, 8), nl.float32, buffer=nl.psum)
+        nisa.nc_matmul(dst=y, stationary=tile(st), moving=tile(mv), tile_position=(32, 32), tile_size=(32, 32))
+        o["y"] = y.numpy()
+
+    refused("nc_matmul.tiling", body, target="trn1")
+    # 32-term fp32 dot products: a few fp32 ulps from the float64 product
+    np.testing.assert_allclose(run(body)["y"], st.astype(np.float64).T @ mv, rtol=1e-5, atol=1e-5)
+
+
+def test_iota_pattern_has_at_most_four_step_num_pairs():
+    # iota: "a tensor access pattern of up to 4D pattern" (nki/api/nki/isa/__init__.py L1711, :param pattern: L1759)
+    def five(o):
+        nisa.iota(dst=nl.ndarray((2, 32), nl.int32, buffer=nl.sbuf), pattern=[[1, 2]] * 5)
+
+    def four(o):
+        y = nl.ndarray((2, 16), nl.int32, buffer=nl.sbuf)
+        nisa.iota(dst=y, pattern=[[1000, 2], [100, 2], [10, 2], [1, 2]])
+        o["y"] = y.numpy()
+
+    refused("iota.pattern", five)
+    a, b, c, d = np.meshgrid(*[np.arange(2)] * 4, indexing="ij")
+    expected = (1000 * a + 100 * b + 10 * c + d).reshape(1, 16)
+    np.testing.assert_array_equal(run(four)["y"], np.repeat(expected, 2, axis=0))
+
+
+def test_memset_value_must_fit_the_integer_dtype():
+    # rule memset.value_type: value matches dst's dtype (release-notes/components/nki.rst L396, NKI 0.3.0) and fits
+    # its range: 255 is the largest uint8, 300 is not one
+    def body(value):
+        def fill(o):
+            y = nl.ndarray((4, 4), nl.uint8, buffer=nl.sbuf)
+            nisa.memset(dst=y, value=value)
+            o["y"] = y.numpy()
+        return fill
+
+    refused("memset.value_type", body(300))
+    refused("memset.value_type", body(-1))
+    np.testing.assert_array_equal(run(body(255))["y"], np.full((4, 4), 255, np.uint8))
+
+
+def test_tensor_reduce_never_reduces_the_partition_axis_even_with_a_free_axis():
+    # "Axis 0 (partition axis) cannot be reduced" (nki/api/nki/isa/__init__.py L1171, L1239): axis (0, 1) ends at the
+    # final dim and is consecutive, yet names axis 0
+    x = np.arange(8.0, dtype=np.float32).reshape(1, 8)
+
+    def both(o):
+        nisa.tensor_reduce(dst=nl.ndarray((1, 1), nl.float32, buffer=nl.sbuf), op=nl.add, data=tile(x), axis=(0, 1))
+
+    def free_only(o):
+        y = nl.ndarray((1, 1), nl.float32, buffer=nl.sbuf)
+        nisa.tensor_reduce(dst=y, op=nl.add, data=tile(x), axis=(1,))
+        o["y"] = y.numpy()
+
+    refused("tensor_reduce.axis", both)
+    np.testing.assert_array_equal(run(free_only)["y"], [[28.0]])

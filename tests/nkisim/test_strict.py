@@ -509,3 +509,75 @@ def test_a_memset_through_another_view_clears_the_matmul_mark():
     np.testing.assert_array_equal(out["acc"], expected)
     with pytest.raises(ConstraintError, match="which no matmul has written"):
         run(lambda: body(True))
+
+
+def test_an_operand_of_33_to_64_partitions_starts_at_0_or_64_only():
+    # "If 32 < num_partition <= 64, start_partition must be 0 or 64" (architecture guide L712): 32 is a legal start
+    # for at most 32 partitions, not for 64
+    def body(start):
+        t = nl.ndarray((128, 4), nl.float32, name="t")
+        nisa.memset(dst=t, value=1.0)
+        nisa.tensor_copy(dst=nl.ndarray((64, 4), nl.float32, name="d"), src=t[start:start + 64, :])
+
+    run(lambda: body(0))
+    run(lambda: body(64))
+    with pytest.raises(ConstraintError, match=r"src 't' starts at partition 32; an operand of 64 partitions may start "
+                                              r"at 0, 64 \[rule isa.start_partition"):
+        run(lambda: body(32))
+
+
+def test_a_free_stride_of_32768_elements_is_one_past_int16():
+    # each F axis has "a stride expressed in int16, measured in data elements" (architecture guide L717-718):
+    # 32767 is the largest stride, 32768 the first one that cannot be encoded
+    def body(row):
+        base = nl.ndarray((1, 2, row), nl.uint8, name="rows")
+        nisa.memset(dst=base, value=1)
+        out = nl.ndarray((1, 2, 2), nl.uint8, name="out")
+        nisa.tensor_copy(dst=out, src=base[:, :, 0:2])  # free axes (2, stride `row`), (2, stride 1)
+
+    run(lambda: body(32767))
+    with pytest.raises(ConstraintError, match=r"src 'rows' .* steps 32768 elements.*rule isa.free_stride"):
+        run(lambda: body(32768))
+
+
+def test_an_unsplittable_free_axis_of_65536_elements_is_one_past_uint16():
+    # each F axis has "a size expressed in uint16" (architecture guide L717-718), so at most 65535 elements; with
+    # four free axes already (two of them broadcast) the long axis cannot be split into two (isa.free_dims: at most 4)
+    def body(n):
+        t = nl.ndarray((1, n, 3), nl.uint8, name="long")  # 196608 B per partition at n = 65536 (trn2: 212984 B)
+        nisa.memset(dst=t, value=0, engine=nisa.engine.gpsimd)
+        view = t[:, :, 0:2].expand_dim(1).broadcast(1, 2).expand_dim(4).broadcast(4, 2)  # axes 2, n, 2, 2
+        idx = nl.ndarray((1, 1), nl.uint32, name="idx")
+        nisa.memset(dst=idx, value=0)
+        nisa.nc_n_gather(dst=nl.ndarray((1, 1), nl.uint8, name="out"), data=view, indices=idx)
+
+    run(lambda: body(65535))
+    with pytest.raises(ConstraintError, match=r"data 'long' .* free axis of 65536 elements.*rule isa.free_axis_size"):
+        run(lambda: body(65536))
+
+
+def test_a_dst_broadcast_to_two_elements_is_refused():
+    # rule isa.broadcast_dst (assumption: a stride-0 view has no distinct element to write): the smallest broadcast,
+    # one element seen twice, is already one
+    def body():
+        src = nl.ndarray((128, 2), nl.float32, name="src")
+        nisa.memset(dst=src, value=1.0)
+        dst = nl.ndarray((128, 1), nl.float32, name="dst")
+        nisa.tensor_copy(dst=dst.broadcast(1, 2), src=src)
+
+    with pytest.raises(ConstraintError, match=r"dst 'dst' is a broadcast \(stride-0\) view.*rule isa.broadcast_dst"):
+        run(body)
+
+
+def test_two_partitions_taken_with_step_2_are_not_consecutive():
+    # "hardware does not allow P dimension striding ... a valid src/dst tensor of an instruction must occupy a
+    # continuous number of partitions" (architecture guide L705-707): partitions 0 and 2 are two, but not adjacent
+    def body(step):
+        t = nl.ndarray((4, 4), nl.float32, name="t")
+        nisa.memset(dst=t, value=1.0)
+        nisa.tensor_copy(dst=nl.ndarray((2, 4), nl.float32, name="d"), src=t[0:2 * step:step, :])
+
+    run(lambda: body(1))
+    with pytest.raises(ConstraintError, match=r"src 't' must cover consecutive partitions \(partition step 2\).*"
+                                              r"rule isa.consecutive_partitions"):
+        run(lambda: body(2))

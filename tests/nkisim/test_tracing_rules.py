@@ -213,6 +213,8 @@ def test_a_register_is_read_by_instructions_not_by_python():
     ((128, 512), nl.float32, nl.psum, (0, 4608), False),  # not a bank start as bytes, past PSUM's 16 KiB as elements
     ((128, 64), nl.float32, nl.sbuf, (64, 0), False),  # partitions 64-191
     ((64, 64), nl.float32, nl.sbuf, (64, 0), True),
+    ((128, 4), nl.float32, nl.sbuf, (1, 0), False),  # partitions 1-128: one past the 128 (pmax)
+    ((127, 4), nl.float32, nl.sbuf, (1, 0), True),  # partitions 1-127
     ((128, 64), nl.float32, nl.sbuf, (0, 10_000_000), False),  # past a partition's bytes
 ])
 def test_an_explicit_address_stays_inside_its_buffer(shape, dtype, buffer, address, accepted):
