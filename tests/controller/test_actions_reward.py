@@ -87,3 +87,12 @@ def test_memory_budget_charges_only_the_bytes_above_the_ceiling():
         reward.episode_reward(0.8, 5.0, 5.0)
     with pytest.raises(ValueError, match="memory_budget"):
         RewardConfig(memory_budget=0.0)
+
+
+def test_a_snapshots_own_budget_overrides_the_configured_one():
+    # terminal_reward: "budget overrides self.budget for this snapshot"; budget_for: "a snapshot's own, else
+    # self.budget". Latency 0.7 of the reference is within a snapshot budget of 0.9 (no penalty) though over 0.5.
+    reward = RewardConfig(lambda_latency=0.0, budget=0.5, budget_penalty=1.0)
+    assert reward.budget_for(0.9) == 0.9 and reward.budget_for(None) == 0.5
+    assert reward.terminal_reward(0.8, 0.7, 1.0, budget=0.9) == pytest.approx(0.8)
+    assert reward.terminal_reward(0.8, 0.7, 1.0) == pytest.approx(0.8 - 1.0 * (0.7 - 0.5))

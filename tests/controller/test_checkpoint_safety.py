@@ -95,3 +95,19 @@ def test_every_flipped_byte_is_refused_or_loads_the_same_agent(tmp_path):
         # a byte the zip container does not use (padding): the agent must be unchanged
         assert np.array_equal(loaded.q_values(state), expected)
         assert loaded.action_space == agent.action_space and loaded.config == agent.config
+
+
+def test_a_checkpoint_recorded_for_another_state_layout_is_refused(tmp_path):
+    # DQNAgent.load refuses a payload whose state_dim is not this build's STATE_DIM, even with a consistent digest.
+    from dste.controller.dqn import payload_digest
+    from dste.controller.state import STATE_DIM
+
+    path = tmp_path / "agent.pt"
+    _agent().save(path)
+    payload = torch.load(path, weights_only=True)
+    payload["state_dim"] = STATE_DIM + 8
+    payload.pop("sha256")
+    payload["sha256"] = payload_digest(payload)
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=f"{STATE_DIM + 8}-dim states"):
+        DQNAgent.load(path)

@@ -111,3 +111,50 @@ def test_bad_inputs_say_what_is_wrong():
                        correct=np.arange(10) % 2 == 0, nodes=few) for s in SNAPSHOTS])}
     with pytest.raises(ValueError, match="at least 20"):
         cross_fitted_static(env, REWARD, SNAPSHOTS, tiny, tiny[(0, 0)])
+
+
+def _halves_reference(plans, controller, splits, seed):
+    """Module docstring re-stated in NumPy: over ``splits`` halvings (``rng.permutation(ids)[:n // 2]``), choose the
+    plan on one half and score it AND the controller on the other, both ways round."""
+    price = -REWARD.lambda_latency * 3.0 / REFERENCE_US
+    rows = [[np.asarray(o.correct, dtype=np.float64) for o in plans[p].outcomes] for p in sorted(plans)]
+    rows.append([np.asarray(o.correct, dtype=np.float64) for o in controller.outcomes])
+    ids = np.arange(NODES)
+    rng = np.random.default_rng(seed)
+    chosen, ours = [], []
+
+    def rewards(mask):
+        per = np.array([[r[s][mask].sum() / mask.sum() for s in range(len(SNAPSHOTS))] for r in rows])
+        return (per + price).mean(axis=1)
+
+    for _ in range(splits):
+        first = np.isin(ids, rng.permutation(ids)[: ids.size // 2])
+        for choose, score in ((first, ~first), (~first, first)):
+            on_choose, on_score = rewards(choose), rewards(score)
+            chosen.append(on_score[int(np.argmax(on_choose[:-1]))])
+            ours.append(on_score[-1])
+    return float(np.mean(np.array(chosen) > np.array(ours))), float(np.mean(ours))
+
+
+def test_a_controller_identical_to_the_only_plan_is_never_behind_it():
+    # share_halves_static_ahead counts the halves where the chosen plan's reward is above the controller's: a tie
+    # (the controller ran that very plan) is not "ahead".
+    rng = np.random.default_rng(0)
+    same = _coin_flips(rng)
+    plans = {(0, 0): _result("plan", same)}
+    controller = _result("controller", [c.copy() for c in same])
+    fit = cross_fitted_static(ToyEnv(), REWARD, SNAPSHOTS, plans, controller, splits=10, seed=1)
+    assert fit.share_halves_static_ahead == 0.0
+
+
+def test_the_share_ahead_compares_plan_and_controller_on_the_same_scored_half():
+    # The controller is scored on the half the chosen plan is scored on (not the half that chose it); reference:
+    # _halves_reference above.
+    rng = np.random.default_rng(5)
+    plans = {(k, 0): _result("plan", _coin_flips(rng)) for k in range(8)}
+    controller = _result("controller", _coin_flips(rng))
+    fit = cross_fitted_static(ToyEnv(), REWARD, SNAPSHOTS, plans, controller, splits=30, seed=2)
+    share, controller_half = _halves_reference(plans, controller, 30, 2)
+    assert 0.0 < share < 1.0
+    assert fit.share_halves_static_ahead == pytest.approx(share, abs=1e-12)
+    assert fit.controller_half_reward == pytest.approx(controller_half, abs=1e-9)

@@ -148,3 +148,10 @@ def test_a_gain_on_many_nodes_is_kept():
     assert choice.gain == pytest.approx(38 / NODES)
     assert choice.gain > 3 * choice.node_error
     assert chosen is recent and choice.recent_kept
+
+
+def test_a_negative_snapshot_weight_is_refused():
+    # _normalised: "weights must be finite and >= 0 with a positive sum"; a negative weight is refused, not folded
+    # into a standard error.
+    with pytest.raises(ValueError, match=">= 0"):
+        snapshot_error(np.array([0.01, 0.03, 0.02]), weights=np.array([1.0, -0.5, 1.0]))

@@ -216,3 +216,22 @@ def test_a_later_layers_broken_latency_table_is_refused_while_masking_the_first(
     env.reset(0)
     with pytest.raises(ValueError, match=message):
         guard.allowed(0)
+
+
+def test_choose_with_two_actions_allowed_takes_the_other_when_the_pick_overspends_at_its_exact_price():
+    # BudgetGuard.choose: "an action that does not fit at its exact price is masked out and pick asked again"; only
+    # the last allowed action is taken regardless. By hand (LAYER_BASE_US = (3, 1), budget 1.0 of 4 us): room at
+    # layer 0 = 4 - 0.6 (layer 1 at its cheapest, 50 % sparse) = 3.4 us; the table prices action 0 at 3.0 us (allowed)
+    # but its exact price is 4.0 us; action 1 costs 1.8 us.
+    from dste.controller.actions import ActionSpace
+
+    class UnderpricedDense(ToyEnv):
+        def action_latency(self, layer, action):
+            return self._latency(layer, action) + (1.0 if (layer, action) == (0, 0) else 0.0)
+
+    env = UnderpricedDense(action_space=ActionSpace([0.0, 0.5], [0.0], [0.0]))
+    guard = BudgetGuard(env, RewardConfig(budget=1.0))
+    env.reset(0)
+    assert guard.allowed(0).tolist() == [True, True]
+    assert (guard.fits(0, 0), guard.fits(0, 1)) == (False, True)
+    assert guard.choose(0, lambda allowed: int(np.flatnonzero(allowed)[0])) == 1  # a policy preferring action 0

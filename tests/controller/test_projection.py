@@ -634,3 +634,67 @@ def test_a_move_that_spends_latency_is_not_undone_by_the_baseline():
 def test_bad_baselines_and_shares_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         BudgetProjectedPlan([0, 0], np.zeros((2, 48)), BudgetGuard(ToyEnv(), RewardConfig(budget=BUDGET)), **kwargs)
+
+
+def test_the_check_leaves_plans_one_layer_from_greedys_to_rule_1():
+    # Module docstring, rule 3: the check runs "the plans within its budget that change two layers or more"; a plan
+    # one layer from greedy's was measured and judged by rule 1. X below changes one layer, fits, is within a standard
+    # error of the fitted plan F and agrees far more with FP32: F must still be taken.
+    env = AgreeingToyEnv()
+    values, samples, G, F, R, Q, T = _probe_setting(env)
+    space = env.action_space
+    budget_us = BUDGET * env.reference_latency(0)
+    X = next((space.nearest(s, 0.0, channel_sparsity=c), G[1])
+             for s in (0.5, 0.25, 0.75) for c in (0.0, 0.25, 0.5)
+             if space.nearest(s, 0.0, channel_sparsity=c) not in (G[0], F[0], Q[0])
+             and env._latency(0, space.nearest(s, 0.0, channel_sparsity=c)) + env._latency(1, G[1]) <= budget_us)
+    samples = samples.copy()
+    samples[:, 0, X[0]] = [-0.011, 0.009, -0.011, 0.009]  # mean -0.001: within a standard error of F's 0
+    env.agreements = {F: 0.80, X: 0.95}
+    policy = BudgetProjectedPlan(list(G), samples.mean(axis=0), BudgetGuard(env, RewardConfig(budget=BUDGET)),
+                                 samples=samples, probe=True)
+    assert sum(a != g for a, g in zip(X, G)) == 1
+    assert tuple(run_policy(env, policy, [16]).outcomes[0].actions) == F
+
+
+def test_a_rival_agreeing_by_exactly_the_minimum_gain_does_not_replace_the_fitted_plan():
+    # Rule 3: the rival replaces the fitted plan only where it agrees "by over PROBE_MIN_AGREEMENT_GAIN" (0.01) more;
+    # 51/100 against 50/100 is exactly 0.01 more (in exact arithmetic), so F stays.
+    env = AgreeingToyEnv()
+    values, samples, G, F, R, Q, T = _probe_setting(env)
+    env.agreements = {F: 50 / 100, R: 50 / 100, Q: 51 / 100}
+    policy = BudgetProjectedPlan(list(G), values, BudgetGuard(env, RewardConfig(budget=BUDGET)), samples=samples,
+                                 probe=True)
+    assert tuple(run_policy(env, policy, [16]).outcomes[0].actions) == F
+    env.agreements = {F: 50 / 100, R: 50 / 100, Q: 52 / 100}  # 0.02 more: Q replaces F
+    assert tuple(run_policy(env, _projected(env, probe=True), [16]).outcomes[0].actions) == Q
+
+
+def test_validate_check_chooses_with_the_other_training_snapshots_values():
+    # validate_check: the check is run on each training snapshot "with the values of the other training snapshots
+    # (leave one out: the snapshot's own labels choose no candidate)". Rival A is rated far above greedy's plan P by
+    # training snapshot 0 alone, below it by every other: on snapshot 0 the check keeps P (gain 0). Reference: the
+    # leave-one-out means in NumPy and the toy's own rewards of A and P.
+    env = AgreeingToyEnv()
+    P, A, B, _, training = _validation_setting(env)
+    T, n = len(training), len(env.action_space)
+    samples = np.full((T, 2, n), -1.0)
+    samples[:, 0, P[0]] = samples[:, 1, P[1]] = 0.0
+    samples[:, 1, A[1]] = 0.0
+    samples[:, 0, A[0]] = -1.0
+    samples[0, 0, A[0]] = 100.0
+    env.agreements = {tuple(P): 0.60, A: 0.90}
+    policy = BudgetProjectedPlan(P, samples.mean(axis=0), BudgetGuard(env, RewardConfig(budget=BUDGET)),
+                                 samples=samples, probe=True)
+    gains = policy.validate_check(training)
+    unbudgeted = RewardConfig(budget=None)
+    toy = (run_policy(env, StaticPolicy("a", list(A)), training).rewards(unbudgeted)
+           - run_policy(env, StaticPolicy("p", list(P)), training).rewards(unbudgeted))
+    expected = []
+    for j in range(T):
+        others = np.delete(samples, j, axis=0)
+        a_minus_p = others[:, 0, A[0]] + others[:, 1, A[1]] - others[:, 0, P[0]] - others[:, 1, P[1]]
+        candidate = a_minus_p.mean() > 0 or a_minus_p.mean() + sem(a_minus_p) >= 0
+        expected.append(toy[j] if candidate else 0.0)
+    assert expected[0] == 0.0 and toy[0] != 0.0
+    np.testing.assert_allclose(gains, expected, atol=1e-12)

@@ -329,3 +329,40 @@ def test_non_finite_points_are_refused():
         dominates((1.0, float("nan")), (1.0, 0.5))
     with pytest.raises(ValueError, match="finite"):
         pareto_front([(1.0, 0.5), (float("nan"), 0.4)])
+
+
+def _stub_margin_scores(monkeypatch, scores):
+    """calibrate_margin with each margin's mean reward set by hand (its policy runs are stubbed out)."""
+    import dste.controller.oracle as oracle
+
+    class Margin:
+        def __init__(self, agent, guard=None, fallback=None, margin=0.0):
+            self.margin = margin
+
+    class Scored:
+        def __init__(self, value):
+            self.value = value
+
+        def mean_reward(self, reward):
+            return self.value
+
+    monkeypatch.setattr(oracle, "DQNPolicy", Margin)
+    monkeypatch.setattr(oracle, "run_policy", lambda env, policy, snapshots: Scored(scores[float(policy.margin)]))
+
+
+def test_calibrate_margin_needs_a_gain_of_more_than_min_gain(monkeypatch):
+    # Docstring: "unless some margin beats the most conservative one (the last) by more than min_gain, the most
+    # conservative wins": a gain of exactly min_gain (0.75 - 0.5 = 0.25, exact in binary) keeps it.
+    _stub_margin_scores(monkeypatch, {0.0: 0.75, float("inf"): 0.50})
+    assert calibrate_margin(None, None, None, None, None, [0], margins=(0.0, float("inf")), min_gain=0.25)[0] == \
+        float("inf")
+    assert calibrate_margin(None, None, None, None, None, [0], margins=(0.0, float("inf")), min_gain=0.24)[0] == 0.0
+
+
+def test_calibrate_margin_breaks_a_tie_between_margins_towards_the_more_conservative(monkeypatch):
+    # The most conservative margin wins every near-tie (docstring); among margins with the same best score the larger
+    # (more conservative) one is taken.
+    margins = (0.0, 0.002, 0.005, 0.01, 0.02, float("inf"))
+    _stub_margin_scores(monkeypatch, {0.0: 0.60, 0.002: 0.60, 0.005: 0.60, 0.01: 0.60, 0.02: 0.60, float("inf"): 0.50})
+    margin, _ = calibrate_margin(None, None, None, None, None, [0], margins=margins, min_gain=0.02)
+    assert margin == 0.02

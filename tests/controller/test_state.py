@@ -91,3 +91,21 @@ def test_normalizer_standardises_and_keeps_constant_features_bounded():
     assert np.allclose(out[:, :10].std(axis=0), 1, atol=1e-3)
     assert np.allclose(out[:, 10], 0)
     assert np.abs(out[:, 11]).max() < 0.2  # a feature that barely varies is not blown up to unit variance
+
+
+def test_edges_added_is_counted_against_the_previous_snapshots_entries():
+    # graph_features: the churn feature is 10 * (entries of adj not in prev_adj) / nnz(prev_adj). A ring of 12 nodes
+    # (24 stored entries) gains one chord (2 entries): 10 * 2 / 24, not 10 * 2 / 26.
+    from dste.controller.state import GRAPH_FEATURES
+
+    n = 12
+    ring = {(i, (i + 1) % n) for i in range(n)} | {((i + 1) % n, i) for i in range(n)}
+    chord = ring | {(0, 6), (6, 0)}
+
+    def csr(pairs):
+        r, c = zip(*sorted(pairs))
+        return sp.csr_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
+
+    x = np.ones((n, 3), np.float32)
+    features = graph_features(csr(chord), x, prev_adj=csr(ring), prev_x=x)
+    assert features[list(GRAPH_FEATURES).index("edges_added_fraction")] == pytest.approx(10 * 2 / 24, rel=1e-6)

@@ -115,3 +115,72 @@ def test_checkpoints_that_score_alike_form_the_returned_ensemble():
     assert strict.agent.ensemble_size == sum(score == best for _, score in strict.selection_scores)
     with pytest.raises(ValueError, match="ensemble_tolerance"):
         TrainConfig(ensemble_tolerance=-0.1)
+
+
+class _EpisodeRecordingToy(ToyEnv):
+    """The toy recording the snapshots and outcomes of training episodes (not of policy runs: selection, baseline)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.resets, self.outcomes, self.in_policy_run = [], [], False
+
+    def reset(self, snapshot):
+        if not self.in_policy_run:
+            self.resets.append(int(snapshot))
+        super().reset(snapshot)
+
+    def outcome(self):
+        result = super().outcome()
+        if not self.in_policy_run:
+            self.outcomes.append(result)
+        return result
+
+
+def _mark_policy_runs(monkeypatch):
+    import dste.controller.trainer as trainer
+
+    original = trainer.run_policy
+
+    def run_policy(env, policy, snapshots, **kwargs):
+        env.in_policy_run = True
+        try:
+            return original(env, policy, snapshots, **kwargs)
+        finally:
+            env.in_policy_run = False
+
+    monkeypatch.setattr(trainer, "run_policy", run_policy)
+
+
+def test_selection_snapshots_are_kept_out_of_training(monkeypatch):
+    # Module docstring: the last selection_snapshots training snapshots "are then kept out of the updates". With 6
+    # training snapshots and 2 kept for selection, episodes (and the normaliser's) visit snapshots 0-3 only.
+    _mark_policy_runs(monkeypatch)
+    env = _EpisodeRecordingToy(n_train=6, n_heldout=2)
+    config = TrainConfig(episodes=24, normalizer_episodes=6, select_every=24, selection_snapshots=2,
+                         dqn=DQNConfig(seed=0), reward=RewardConfig())
+    train_controller(env, config)
+    assert sorted(set(env.resets)) == [0, 1, 2, 3]
+
+
+def test_episode_rewards_are_the_true_rewards_with_the_int8_baseline_on(monkeypatch):
+    # trainer: returns are learned relative to uniform INT8's reward, but episode_rewards holds "the true episode
+    # reward": accuracy - lambda * latency / reference, recomputed here from each training episode's outcome.
+    _mark_policy_runs(monkeypatch)
+    env = _EpisodeRecordingToy(n_train=4, n_heldout=1)
+    config = TrainConfig(episodes=12, normalizer_episodes=4, select_every=12, per_snapshot_baseline=True,
+                         dqn=DQNConfig(seed=0), reward=RewardConfig(lambda_latency=0.05))
+    result = train_controller(env, config)
+    episodes = env.outcomes[4:]  # after the normaliser's 4 random episodes
+    expected = [o.accuracy - 0.05 * o.latency_us / o.reference_latency_us for o in episodes]
+    assert len(episodes) == 12
+    np.testing.assert_allclose(result.episode_rewards, expected, atol=1e-9)
+
+
+def test_a_tolerance_of_zero_keeps_exactly_the_checkpoints_at_the_best_score():
+    # Module docstring: the agent acts on the mean of "every checkpoint within ensemble_tolerance of the best score",
+    # the best one included also at tolerance 0. Reference: counted from selection_scores.
+    config = TrainConfig(episodes=20, normalizer_episodes=4, select_every=5, ensemble_tolerance=0.0,
+                         dqn=DQNConfig(seed=0), reward=RewardConfig())
+    result = train_controller(ToyEnv(n_train=4, n_heldout=1), config)
+    scores = [score for _, score in result.selection_scores]
+    assert result.agent.ensemble_size == sum(score >= max(scores) for score in scores) >= 1

@@ -259,3 +259,17 @@ def test_no_class_with_two_communities_cannot_hold_same_class_edges_and_is_refus
     # with homophily == locality no same-class edge is asked for, and the graph is drawn in full
     graph = make_graph("cora-like", seed=0, num_nodes=300, num_edges=1000, homophily=0.81, locality=0.81)
     assert graph.num_undirected_edges >= 980 and abs(graph.community_locality() - 0.81) < 0.05
+
+
+def test_no_community_is_smaller_than_the_size_range_allows():
+    # _community_assignment: community "sizes uniform in size_range", a short tail folded into its neighbour; classes
+    # hold at least community_size[0] nodes (_class_sizes), so no community may fall below it. Reference: bincount of
+    # the assignment over 200 seeded class sizes.
+    from dste.data.csbm import _community_assignment
+
+    lo, hi = 3, 6
+    for seed in range(200):
+        sizes = np.random.default_rng(seed).integers(lo, 40, size=4)
+        counts = np.bincount(_community_assignment(sizes, (lo, hi), np.random.default_rng(seed)))
+        assert counts.sum() == sizes.sum()
+        assert counts.min() >= lo, seed

@@ -254,3 +254,12 @@ def test_a_relative_npz_path_found_under_the_root_and_here_is_refused_as_ambiguo
             load_dataset("d/g.npz", root=given_root)
     monkeypatch.delenv("DSTE_DATA_ROOT", raising=False)
     assert load_dataset("d/g.npz").x.shape[1] == 16  # no root: the working directory's
+
+
+def test_an_ogb_label_file_with_more_rows_than_nodes_is_refused_by_name(tmp_path):
+    # load_ogb_folder refuses a node-label.csv.gz whose row count is not the node count (here 7 labels for 5 nodes)
+    # with a ValueError naming the file.
+    write_tiny_ogb(tmp_path / "ogbn_tiny")
+    _write_gz(tmp_path / "ogbn_tiny" / "raw" / "node-label.csv.gz", [[2], [0], [1], [2], [0], [1], [1]])
+    with pytest.raises(ValueError, match=r"node-label\.csv\.gz: 7 labels for 5 nodes"):
+        load_ogb_folder(tmp_path / "ogbn_tiny")

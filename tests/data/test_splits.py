@@ -38,3 +38,15 @@ def test_split_sizes_shrink_to_coras_share_only_where_they_do_not_fit():
     assert split_sizes_that_fit(0, 500, 1000) == (500, 1000)  # nothing left: the split itself refuses
     val, test = split_sizes_that_fit(1000, 500, 1000)
     assert val + test == int(np.floor(1000 * 1500 / 2568)) and abs(test - 2 * val) <= 1  # in their ratio, rounded
+
+
+def test_split_sizes_that_fit_exactly_are_kept():
+    # split_sizes_that_fit: "unchanged where they fit": 500 + 1,000 equals the 1,500 nodes left, so nothing shrinks.
+    assert split_sizes_that_fit(1500, 500, 1000) == (500, 1000)
+
+
+def test_an_id_equal_to_the_node_count_is_refused_by_range():
+    # masks_from_indices: "split indices must lie in [0, n)"; id n is out of range by one and is reported as such
+    # (a ValueError naming the range), not left to NumPy's IndexError.
+    with pytest.raises(ValueError, match=r"must lie in \[0, 5\), got \[0, 5\]"):
+        masks_from_indices(5, np.array([0, 5]))

@@ -422,3 +422,17 @@ def test_a_flash_crowd_larger_than_its_active_communities_spills_over_the_graph(
     wanted = stream.params.burst_edges * edges[2] / 2
     assert wanted * (1 - stream.params.edge_shortfall_limit) <= crowd <= wanted + 1
     assert abs(edges[4] - edges[2]) <= 0.01 * edges[2]  # the crowd leaves at the next step
+
+
+def test_heldout_count_never_holds_out_every_snapshot():
+    # heldout_count: "the ceiling of the product (at least one when total >= 2 and the fraction > 0), never every
+    # snapshot". Brute force over T = 2..20 and fractions k / 100: min(ceil(f * T), T - 1) (exact in Fractions).
+    from fractions import Fraction
+
+    from dste.data.stream import heldout_count
+
+    for total in range(2, 21):
+        for k in range(100):
+            expected = min(-(-Fraction(k, 100) * total // 1), total - 1)
+            assert heldout_count(total, k / 100) == expected, (total, k)
+    assert heldout_count(2, 0.51) == 1

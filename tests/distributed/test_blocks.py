@@ -1,5 +1,7 @@
 """In-process checks of the partition, the shards, the local halo layout and the exchange model."""
 
+import threading
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -7,6 +9,8 @@ import torch
 
 import dste
 from dste.distributed import encode_block, partition_nodes, shard_graph
+from dste.distributed.gcn import DistributedGCN, GCNWeights
+from dste.distributed.halo import build_halo_plan, refresh_halo_plan
 from dste.distributed.partition import check_adjacency, symmetric_structure
 from dste.distributed.sizing import HOP_LATENCY_US, exchange_us
 from tests.distributed.graphs import shuffled_graph
@@ -197,3 +201,123 @@ def test_an_adjacency_with_ids_outside_its_shape_is_refused_by_name(world_size):
     with pytest.raises(ValueError, match=r"snapshot 0 must keep the node set: expected \[30, 30\]"):
         check_adjacency(sp.csr_matrix((n + 1, n + 1), dtype=np.float32), "snapshot 0", nodes=n)
     check_adjacency(ring, "adj", nodes=n)  # a valid one passes
+
+
+class _ThreadRoom:
+    """In-process collectives for ranks run as threads (all_to_all_single and all_gather_ints of ``Comm``)."""
+
+    def __init__(self, world_size):
+        self.world_size, self.box, self.barrier = world_size, {}, threading.Barrier(world_size)
+
+    def comm(self, rank):
+        room = self
+
+        class _Comm:
+            world_size = room.world_size
+
+            def all_to_all_single(self, output, send, output_splits, input_splits, what):
+                starts = np.concatenate([[0], np.cumsum(input_splits)]).astype(int)
+                room.box[rank] = [send[starts[d]:starts[d + 1]].clone() for d in range(room.world_size)]
+                room.barrier.wait()
+                pieces = [room.box[src][rank] for src in range(room.world_size)]
+                room.barrier.wait()
+                for src, (piece, want) in enumerate(zip(pieces, output_splits)):
+                    if piece.shape[0] != int(want):
+                        raise RuntimeError(f"{what}: rank {src} sent {piece.shape[0]} rows to rank {rank}, "
+                                           f"expected {want}")
+                output.copy_(torch.cat(pieces).reshape(output.shape))
+                return output
+
+            def all_gather_ints(self, values, what):
+                room.box[("gather", rank)] = torch.as_tensor(values, dtype=torch.int64).reshape(-1)
+                room.barrier.wait()
+                out = torch.stack([room.box[("gather", r)] for r in range(room.world_size)])
+                room.barrier.wait()
+                return out
+
+        _Comm.rank = rank
+        return _Comm()
+
+    def run(self, work):
+        """``work(rank, comm)`` on every rank in its own thread; the results by rank (the first error re-raised)."""
+        results, errors = {}, []
+
+        def worker(rank):
+            try:
+                results[rank] = work(rank, self.comm(rank))
+            except Exception as error:  # noqa: BLE001 - re-raised below, after the other ranks stop
+                errors.append(error)
+                self.barrier.abort()
+
+        threads = [threading.Thread(target=worker, args=(r,)) for r in range(self.world_size)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        if errors:
+            raise errors[0]
+        return results
+
+
+def test_refreshing_the_halo_when_only_one_rank_changed_sends_each_rank_the_rows_it_asks_for():
+    # refresh_halo_plan: "The plan after some ranks' halos changed; only those ranks' requests travel" -- a rank
+    # that changed gets its new halo's rows, the others keep receiving their old halo. Reference: X[halo ids].
+    world, n, f = 3, 9, 2
+    owner = np.repeat(np.arange(world), n // world).astype(np.int32)
+    shards = shard_graph(sp.csr_matrix(np.ones((n, n))), owner)
+    x = np.arange(n * f, dtype=np.float32).reshape(n, f)
+
+    def halo(ids):
+        ids = np.array(sorted(ids, key=lambda g: (owner[g], g)), dtype=np.int64)
+        return ids, np.bincount(owner[ids], minlength=world).astype(np.int64)
+
+    old = {0: [3, 6], 1: [0, 7], 2: [1, 4, 5]}
+    new = {0: [4, 5, 8]}  # only rank 0's halo changes (and grows)
+
+    def work(rank, comm):
+        shard = shards[rank]
+        ids, counts = halo(old[rank])
+        plan = build_halo_plan(comm, shard, ids, counts)
+        changed = rank in new
+        if changed:
+            ids, counts = halo(new[rank])
+        plan = refresh_halo_plan(comm, shard, plan, changed, ids if changed else None, counts if changed else None)
+        return ids, plan.exchange(comm, torch.from_numpy(x[shard.owned])).numpy()
+
+    for rank, (ids, rows) in _ThreadRoom(world).run(work).items():
+        np.testing.assert_array_equal(rows, x[ids], err_msg=f"rank {rank}")
+
+
+def test_a_halo_that_changes_ids_at_the_same_size_is_refreshed_by_apply_snapshot():
+    # apply_snapshot must re-plan the exchange whenever a rank's halo ids change, also when their number does not.
+    # Reference: the dense GCN D^-1/2 (A+I) D^-1/2 on the new snapshot in NumPy.
+    world, n = 2, 8
+    owner = np.repeat(np.arange(world), n // world).astype(np.int32)
+
+    def graph(edges):
+        r, c = zip(*edges)
+        a = sp.coo_matrix((np.ones(len(r)), (r, c)), shape=(n, n)).tocsr()
+        return sp.csr_matrix(((a + a.T) > 0).astype(np.float64))
+
+    old = graph([(0, 4), (1, 2), (5, 6), (3, 7), (2, 3)])
+    new = graph([(0, 5), (1, 2), (5, 6), (3, 7), (2, 3)])  # rank 0's halo {4, 7} becomes {5, 7}
+    x = np.random.default_rng(0).normal(size=(n, 3))
+    wt = GCNWeights.random(3, 4, 2, seed=0)
+    wt = GCNWeights(*(t.double() for t in (wt.w1, wt.b1, wt.w2, wt.b2)))
+    a = new.toarray() + np.eye(n)
+    d = a.sum(1) ** -0.5
+    a_hat = d[:, None] * a * d[None, :]
+    w1, b1, w2, b2 = (t.numpy() for t in (wt.w1, wt.b1, wt.w2, wt.b2))
+    expected = a_hat @ np.maximum(a_hat @ x @ w1 + b1, 0) @ w2 + b2
+    shards = shard_graph(old, owner)
+
+    def work(rank, comm):
+        with torch.no_grad():
+            model = DistributedGCN(comm, shards[rank], wt)
+            model.apply_snapshot(new)
+            return model.forward(x[shards[rank].owned]).numpy()
+
+    got = np.zeros((n, 2))
+    for rank, rows in _ThreadRoom(world).run(work).items():
+        got[shards[rank].owned] = rows
+    np.testing.assert_allclose(got, expected, atol=1e-9)

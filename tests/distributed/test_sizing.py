@@ -86,3 +86,24 @@ def test_cluster_sizing_refuses_a_feature_width_below_one():
     adj = sp.csr_matrix(np.ones((4, 4), np.float32))
     with pytest.raises(ValueError, match="features must be an int >= 1"):
         sizing.cluster_sizing(adj, 2, 0, estimate=False)  # counted 8 B rows of nothing before
+
+
+def test_exchange_past_one_instance_moves_the_remote_peers_share_at_the_efa_rate():
+    # Module docstring: "past one instance, the share of peers on other instances moves at the EFA rate
+    # (... 6.25 GB/s per rank) and adds the 15 us inter-server latency once". 65 ranks, 64 per trn2.48xlarge:
+    # 1 of the 64 peers is remote.
+    moved = 1e8
+    remote = 1 / 64
+    local = moved * (1 - remote) / 256e9  # NeuronLink 1,024 GB/s per chip over its 4 ranks
+    efa = moved * remote / 6.25e9  # EFA 400 GB/s per instance over its 64 ranks
+    expected = 64 * 2.0 + 15.0 + max(local, efa) * 1e6
+    assert sizing.exchange_us(moved, moved, 65) == pytest.approx(expected, rel=1e-9)
+
+
+def test_paper_sizing_caps_the_halo_at_the_nodes_a_rank_does_not_own():
+    # A rank's halo rows are other ranks' nodes: with 2 ranks of 1,000 nodes a rank owns 500, so 3 halo rows per
+    # owned row (1,500) is capped at the 500 nodes it does not own.
+    got = sizing.paper_sizing(1000, 5000, 128, 2, matrix_bytes_per_entry=2.0, spmm_us_per_entry=0.001,
+                              halo_rows_per_owned_row=3.0)
+    assert (got.owned_rows, got.halo_rows) == (500, 500)
+    assert got.exchange_modelled_us == pytest.approx(1 * 2.0 + 500 * 132 / 256e9 * 1e6)

@@ -483,3 +483,17 @@ def test_the_cli_refuses_a_run_the_memory_cannot_hold_as_a_usage_error(monkeypat
         main(["run", "--out", str(tmp_path), "--no-progress", "--seeds", "1"])
     assert exit_.value.code == 2
     assert "dste run: error: this machine cannot hold the run" in capsys.readouterr().err
+
+
+def test_quick_keeps_a_smaller_snapshots_count():
+    # --quick caps the snapshots at QUICK_SNAPSHOTS (6) but keeps an explicit smaller --snapshots (min of the two).
+    assert run_config.QUICK_SNAPSHOTS == 6
+    assert RunConfig(quick=True, snapshots=4).snapshots == 4
+    assert RunConfig(quick=True).snapshots == 6
+
+
+def test_fp32_teachers_with_training_snapshots_is_refused():
+    # RunConfig: "--fp32-teachers distils a model trained on the first snapshot; it does not combine with
+    # --fp32-snapshots training".
+    with pytest.raises(ValueError, match="does not combine with --fp32-snapshots training"):
+        RunConfig(fp32_snapshots="training", fp32_teachers=3)

@@ -117,3 +117,28 @@ def test_a_graph_without_edges_runs_with_a_note(small_graph, tmp_path, capsys):
     save_npz(dataclasses.replace(small_graph, adj=sp.csr_matrix((n, n), dtype=np.float32)), path)
     assert _load_base(RunConfig(dataset=str(path))).num_edges == 0
     assert "has no edges" in capsys.readouterr().err
+
+
+def test_float64_features_just_above_a_power_of_two_still_scale_to_at_most_high():
+    # feature_scale_exponent: scaled down, the largest |x| lies in (2^7, 2^8]. For nextafter(4096) in float64, log2
+    # rounds to exactly 12; brute force: the largest k with max|x| * 2^k <= 256 is -5 (scaled just above 128).
+    import math
+
+    low, high = FEATURE_MAGNITUDE_RANGE
+    largest = float(np.nextafter(4096.0, np.inf))
+    x = np.full((4, 3), 1000.0)
+    x[0, 0] = largest
+    expected = max(k for k in range(-60, 1) if math.ldexp(largest, k) <= high)
+    assert expected == -5
+    assert feature_scale_exponent(x) == expected
+
+
+def test_a_median_row_scaled_below_low_is_refused():
+    # Module docstring: features whose typical (median) row would fall below the range once the outliers fit are
+    # refused. Outlier 2048 scales by 2^-3; the median row's largest |x| 0.375 becomes 0.046875 < 2^-4.
+    low, high = FEATURE_MAGNITUDE_RANGE
+    x = np.zeros((9, 2))
+    x[0, 0], x[1:, 0] = 2048.0, 0.375
+    assert (low, high) == (2.0**-4, 2.0**8) and 0.375 * 2.0**-3 < low
+    with pytest.raises(ValueError, match="no one scale serves"):
+        feature_scale_exponent(x)

@@ -401,3 +401,40 @@ def test_controller_calls_slightly_wrong_get_a_clear_answer(env):
     assert RewardConfig(lambda_latency=np.float32(0.05)).lambda_latency == pytest.approx(0.05)
     with pytest.raises(ValueError, match="episodes must be a positive int"):
         TrainConfig(episodes=2.5)
+
+
+def test_prev_latency_share_is_over_the_previous_snapshots_uniform_int8_latency(env):
+    # The state's prev_latency_share: the layer's modelled latency on the previous snapshot over that snapshot's
+    # reference latency (uniform INT8, no pruning). Reference: uniform INT8 run on snapshot 1 and summed here.
+    from dste.controller.state import FEATURE_NAMES
+
+    space = env.action_space
+    env.begin_stream()
+    _, int8 = _episode(env, 1, [space.nearest(0.0, 0.0)] * env.num_layers)
+    plan = [space.nearest(0.5, 0.0), space.nearest(0.25, 0.0)]
+    env.begin_stream()
+    _, outcome = _episode(env, 1, plan)
+    env.reset(2)
+    share = float(env.state(0)[FEATURE_NAMES.index("prev_latency_share")])
+    expected = outcome.layers[0].latency_us / int8.latency_us
+    assert expected < 0.9  # layer 0 over the latency spent when it ran (itself) would read 1.0
+    assert share == pytest.approx(float(np.clip(expected, -5, 5)), rel=1e-5)
+
+
+def test_snapshot_one_carries_its_churn_against_snapshot_zero(env):
+    # graph_state(n) compares snapshot n with snapshot n - 1 where the node set is the same, snapshot 1 included.
+    # Reference: entries added by set arithmetic, 10 * |E1 - E0| / |E0| (clipped to 5).
+    from dste.controller.state import GRAPH_FEATURES
+
+    g0, g1 = env.graphs[0], env.graphs[1]
+    assert g0.num_nodes == g1.num_nodes
+
+    def entries(adj):
+        adj = adj.tocoo()
+        return set(zip(adj.row.tolist(), adj.col.tolist()))
+
+    e0, e1 = entries(g0.adj), entries(g1.adj)
+    expected = float(np.clip(10 * len(e1 - e0) / len(e0), -5, 5))
+    assert expected > 0
+    got = float(env.layers.graph_state(1)[list(GRAPH_FEATURES).index("edges_added_fraction")])
+    assert got == pytest.approx(expected, rel=1e-5)

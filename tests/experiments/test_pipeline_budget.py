@@ -85,3 +85,42 @@ def test_cli_refuses_a_bad_stream(capsys, tmp_path):
         main(["run", "--stream", "sideways", "--out", str(tmp_path), "--no-progress"])
     assert exit_info.value.code == 2
     assert "--stream must be one of" in capsys.readouterr().err
+
+
+def test_every_judged_policy_is_led_in_through_the_last_training_snapshot(monkeypatch):
+    # pipeline._run_seed: "The held-out snapshots continue the stream: each policy first passes (unscored) through the
+    # last training snapshot". The controller's fit is stubbed out (only the lead-in is checked) and the first
+    # held-out run stops the job; the training ids come from the stream itself.
+    from types import SimpleNamespace
+
+    from tqdm.auto import tqdm
+
+    import dste.experiments.pipeline as pipeline
+    from dste.controller import StaticPolicy
+    from dste.data import SnapshotStream, make_graph
+    from dste.data.stream import stream_params
+
+    class Stop(Exception):
+        pass
+
+    def fit_controller(env, *args, **kwargs):
+        plan = StaticPolicy("stub", [env.action_space.nearest(0.0, 0.0)] * env.num_layers)
+        return SimpleNamespace(trained=None, greedy=plan, guard=None, projected=plan, policy=plan, allowed=None,
+                               recent=None, plain=None, plan=None, recency_choice=None, margin=0.0, margin_scores={})
+
+    runs = []
+
+    def run_policy(env, policy, snapshots, lead_in=()):
+        runs.append((list(snapshots), list(lead_in)))
+        raise Stop
+
+    monkeypatch.setattr(pipeline, "fit_controller", fit_controller)
+    monkeypatch.setattr(pipeline, "run_policy", run_policy)
+    base = make_graph("cora-like", seed=0, num_nodes=500, num_edges=1200, num_features=16, num_val=100, num_test=200)
+    config = RunConfig(quick=True, snapshots=4, epochs=1, hidden=8, progress=False)
+    stream = SnapshotStream(base, stream_params(config.stream, config.snapshots), seed=0)
+    train, heldout = [int(i) for i in stream.train_indices], [int(i) for i in stream.heldout_indices]
+    assert len(train) >= 2  # else first and last training snapshot are the same
+    with pytest.raises(Stop):
+        pipeline._run_seed(config, base, 0, tqdm(disable=True))
+    assert runs == [(heldout, train[-1:])]

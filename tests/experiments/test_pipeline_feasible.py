@@ -161,3 +161,27 @@ def test_a_baseline_as_fast_and_more_accurate_dominates():
     checks = acceptance(summarise(seeds))
     assert "greedy" in checks["baselines_dominating_dqn"]
     assert checks["baselines_dominating_dqn_within_every_budget"] == []
+
+
+def _sized(accuracy, latency, nbytes):
+    row = _row(accuracy, latency)
+    row["bytes"] = nbytes
+    return row
+
+
+def test_the_reported_memory_ratio_is_fp32_bytes_over_the_controllers():
+    # memory_ratio_fp32_over_dqn: FP32's bytes over the controller's, so an 8x saving reads 8 (4,000 B / 500 B).
+    seed = _seed(0)
+    seed["policies"]["fp32"] = _sized(0.80, 200.0, 4000.0)
+    seed["policies"]["dste_dqn"] = _sized(0.79, 99.0, 500.0)
+    assert acceptance(summarise([seed]))["memory_ratio_fp32_over_dqn"] == pytest.approx(4000.0 / 500.0)
+
+
+def test_the_controller_at_exactly_the_static_plans_latency_is_not_above_it():
+    # dqn_latency_not_above_static50 is "not above": a mean latency equal to the static 50 % plan's counts (30 <= 30).
+    seed = _seed(0)
+    seed["policies"]["static_sparse50_int8"] = _row(0.70, 30.0)
+    seed["policies"]["dste_dqn"] = _row(0.70, 30.0)
+    assert acceptance(summarise([seed]))["dqn_latency_not_above_static50"] is True
+    seed["policies"]["dste_dqn"] = _row(0.70, 30.5)
+    assert acceptance(summarise([seed]))["dqn_latency_not_above_static50"] is False

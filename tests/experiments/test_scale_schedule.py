@@ -168,3 +168,15 @@ def test_stored_rows_keep_the_most_recent_within_their_bytes_and_never_drop_the_
     assert len(store) == 2 and store.nbytes == 2 * one  # "b", the least recently used, went
     big = store.get(("big",), lambda: rows(100))
     assert len(store) == 1 and store.nbytes == big.nbytes()["total"] > store.limit_bytes
+
+
+def test_the_layer_run_budget_splits_forty_percent_of_available_memory_between_jobs(monkeypatch):
+    # run_bytes_budget: "RUN_BYTES_MEMORY_SHARE of the available memory split between the jobs, at least
+    # LAYER_RUN_BYTES_KEPT and at most RUN_BYTES_CEILING". With 32 GiB available: 0.4 * 32 / 4 = 3.2 GiB -> the 4 GiB
+    # floor for 4 jobs; 0.4 * 32 / 2 = 6.4 GiB for 2; 12.8 GiB for 1.
+    import dste.experiments.env_layers as env_layers
+
+    monkeypatch.setattr(env_layers, "available_memory_bytes", lambda: 32 << 30)
+    assert run_bytes_budget(4) == 4 << 30
+    assert run_bytes_budget(2) == int(0.4 * (32 << 30) / 2)
+    assert run_bytes_budget(1) == int(0.4 * (32 << 30))

@@ -118,3 +118,33 @@ def test_atomic_write_refuses_a_directory_target(tmp_path):
         atomic_write(tmp_path, lambda h: h.write(b"x"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         atomic_write(tmp_path / "missing" / "f.json", lambda h: h.write(b"x"))
+
+
+def test_load_validates_deeply_and_refuses_an_entry_stored_in_two_tiles(tmp_path):
+    # Module docstring: load "validates the matrix deeply"; save writes consistent checksums, so only the deep
+    # validation (one (row, column) pair in two entry tiles, as in test_encode's tampering test) can refuse this file.
+    from tests.format.graphs import community_graph
+
+    adj, _ = community_graph(500, seed=5)
+    E = encode(adj, bitmap_min_entries=3)  # the floor keeps entry tiles to tamper with
+    fields = {f.name: getattr(E, f.name) for f in E.__dataclass_fields__.values() if f.init}
+    cols, rows = E.etile_cols.copy(), E.etile_rows.copy()
+    cols[0, 1], rows[0, 1] = cols[0, 0], rows[0, 0]
+    path = tmp_path / "twice.dste.npz"
+    save(DSTEMatrix(**dict(fields, etile_cols=cols, etile_rows=rows)), path)  # passes the shallow checks
+    with pytest.raises(DSTEFileError, match="two tiles"):
+        load(path)
+
+
+def test_an_array_the_header_does_not_list_is_refused(saved, tmp_path):
+    # Module docstring: load checks the "field list"; an archive with one array more than the header names is not a
+    # file save wrote, and is refused by name.
+    _, path = saved
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    arrays["smuggled"] = np.arange(3)
+    out = tmp_path / "extra.dste.npz"
+    with open(out, "wb") as handle:
+        np.savez(handle, **arrays)
+    with pytest.raises(DSTEFileError, match="smuggled"):
+        load(out)
