@@ -394,28 +394,9 @@ def test_dma_converts_dtypes_through_fp32():
     np.testing.assert_array_equal(i8, [[2, -2, 3, 127]])
 
 
-def test_lnc2_program_ids_share_the_output():
-    x = RNG.standard_normal((256, 8)).astype(np.float32)
-
-    @sim.jit
-    def kernel(x):
-        out = nl.ndarray(x.shape, nl.float32, buffer=nl.shared_hbm)
-        half = x.shape[0] // nl.num_programs()
-        rows = nl.ds(nl.program_id(0) * half, half)
-        t = nl.load(x[rows, :])
-        doubled = nl.ndarray(t.shape, nl.float32)
-        nisa.tensor_scalar(dst=doubled, data=t, op0=nl.multiply, operand0=2.0)
-        nl.store(out[rows, :], doubled)
-        return out
-
-    np.testing.assert_array_equal(kernel[2](x), 2 * x)
-    assert kernel[2].fn is kernel.fn
-    with pytest.raises(TypeError, match="1 or 2"):
-        kernel[4]
-
-
 def _lnc2_kernel(extra):
-    """A kernel[2] that doubles its program's half of x, then runs ``extra(program, x)``."""
+    """A kernel that doubles its program's half of x, running ``extra(program, doubled_tile, counts)`` before the
+    store."""
 
     @sim.jit
     def kernel(x, counts):
@@ -456,6 +437,16 @@ def _loop_turns_by_data(program, tile, counts):
     trips = nisa.register_alloc()
     nisa.register_load(trips, counts[program:program + 1, :])
     nl.fori_loop(0, trips, _clear(tile))
+
+
+def test_lnc2_program_ids_share_the_output():
+    x = RNG.standard_normal((256, 8)).astype(np.float32)
+    kernel = _lnc2_kernel(_no_extra)
+    counts = np.zeros((2, 1), np.int32)
+    np.testing.assert_array_equal(kernel[2](x, counts), 2 * x)
+    assert kernel[2].fn is kernel.fn
+    with pytest.raises(TypeError, match="1 or 2"):
+        kernel[4]
 
 
 @pytest.mark.parametrize("extra", [_static_branch, _loop_turns_by_program, _loop_turns_by_data])
