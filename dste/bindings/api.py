@@ -23,6 +23,14 @@ _X_DTYPES = (torch.float32, torch.float64)
 _AUTOCAST_DTYPES = (torch.float16, torch.bfloat16)  # cast to float32 under torch.autocast
 
 
+def float32_under_autocast(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as float32 when ``torch.autocast`` made it float16/bfloat16 (autocast's float32 policy: the sparse
+    product runs in float32, and the gradient flows back through the cast); ``x`` itself otherwise."""
+    if x.dtype in _AUTOCAST_DTYPES and torch.is_autocast_enabled(x.device.type):
+        return x.float()
+    return x
+
+
 def is_hybrid_rows(obj) -> bool:
     """True for a ``dste.format.HybridRows`` (or an object with its fields and ``dequantize``)."""
     if isinstance(obj, HybridRows):
@@ -93,8 +101,7 @@ def _dense_operand(x) -> torch.Tensor:
                 f"X is on device {x.device}; DSTE ops take host (cpu) tensors and move data to the "
                 "NeuronCore themselves. Call x.cpu()"
             )
-        if x.dtype in _AUTOCAST_DTYPES and torch.is_autocast_enabled(x.device.type):
-            return x.float()  # autocast's float32 policy: the product runs in float32 (its gradient flows back)
+        x = float32_under_autocast(x)
         if x.dtype not in _X_DTYPES:
             raise TypeError(f"X must be float32 or float64, got {x.dtype}; convert with x.float()")
         return x

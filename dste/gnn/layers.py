@@ -22,14 +22,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from dste.bindings import spmm
+from dste.bindings.api import float32_under_autocast
 
 from .adjacency import propagation_matrix
 from .weights import CompressedWeight, value_version
 
 __all__ = ["GCNConv", "SAGEConv"]
-
-
-_AUTOCAST_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def _check_input(x, in_features: int, layer: str, module: nn.Module | None = None) -> torch.Tensor:
@@ -46,8 +44,7 @@ def _check_input(x, in_features: int, layer: str, module: nn.Module | None = Non
         raise TypeError(f"{layer}: x must be a dense or sparse COO tensor, got layout {x.layout}")
     if x.dim() != 2 or x.shape[1] != in_features:
         raise ValueError(f"{layer}: x must be [n, {in_features}], got {tuple(x.shape)}")
-    if x.dtype in _AUTOCAST_DTYPES and torch.is_autocast_enabled(x.device.type):
-        return x.float()
+    x = float32_under_autocast(x)
     if x.dtype != torch.float32:
         raise TypeError(f"{layer}: x must be float32, got {x.dtype}")
     return x
