@@ -388,6 +388,16 @@ def set_matmul_marks(t, value: bool):
         t.storage.matmul_written[storage_elements(t)] = value
 
 
+def shared_access(instr, view, kind, element_index=None):
+    """Record a DMA's read or write (``kind``) of ``view`` (``element_index``: the storage elements an indirect access
+    reaches) on the launch's shared-HBM log, which refuses races between the two cores (``races.py``)."""
+    context = runtime.current()
+    if context.shared_access is None or view.storage.buffer != "shared_hbm":
+        return
+    interval = context.lockstep.arrived[context.program_id] if context.lockstep is not None else 0
+    context.shared_access.record(instr, context.program_id, interval, view, kind, element_index)
+
+
 def write(instr, dst, values):
     """Cast ``values`` ([P, free] or dst-shaped) to dst's dtype and store; PSUM loses its matmul mark."""
     check_writable(instr, dst)

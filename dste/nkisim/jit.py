@@ -17,7 +17,7 @@ import threading
 
 import numpy as np
 
-from . import cost, runtime
+from . import cost, races, runtime
 from . import dtypes as dt
 from .blas import single_threaded
 from .errors import KernelSignatureError
@@ -118,11 +118,13 @@ def _run_program(fn, converted, context):
 def _run_programs(fn, args, kwargs, lnc, target, grid_ndim):
     """The programs of the launch one after the other: (program 0's result, converted arguments, profiles)."""
     shared = [] if lnc > 1 else None
+    accesses = races.SharedAccessLog() if lnc > 1 else None
     buffer = "shared_hbm" if lnc > 1 else "hbm"
     profiles, result, converted = [], None, None
     for program in range(lnc):
         context = runtime.RunContext(target, program_id=program, num_programs=lnc, shared_outputs=shared,
                                      grid_ndim=grid_ndim)
+        context.shared_access = accesses
         with runtime.running(context), single_threaded():
             if converted is None:
                 converted = _convert_args(args, kwargs, buffer)
@@ -139,8 +141,10 @@ def _run_lockstep(fn, args, kwargs, target, grid_ndim):
     shared = []
     contexts = [runtime.RunContext(target, program_id=p, num_programs=2, shared_outputs=shared, grid_ndim=grid_ndim)
                 for p in range(2)]
+    accesses = races.SharedAccessLog()
     for context in contexts:
         context.lockstep = lockstep
+        context.shared_access = accesses
     with runtime.running(contexts[0]):
         converted = _convert_args(args, kwargs, "shared_hbm")
     results, errors = [None, None], []

@@ -114,6 +114,14 @@ _RULES = [
      "cores, the program on each core is \"the same\" ... if you use dynamic control flow, and this control-flow is "
      "different on the different cores, then the behavior is undefined'); for a difference in traced (Python) control "
      "flow, an assumption: the page says what dynamic control flow does, not static"),
+    ("kernel.lnc.shared-race", "within one interval between core_barriers, no byte of a shared_hbm tensor that one "
+     "program of a kernel[2] launch writes is read by the other program or written by it with another value (reads "
+     "by both are fine)",
+     "nki/api/nki/isa/__init__.py, core_barrier ('two NeuronCores both need to write to disjoint portions of a shared "
+     "HBM tensor ... and they both need to consume the tensor after both cores have finished writing into the "
+     "tensor'); nki/get-started/about/lnc.rst (the two programs run on two physical cores at the same time); "
+     "assumptions: byte granularity, and both cores writing equal values to a byte is no race (one answer whatever "
+     "the timing)"),
     ("nl.program_id.axis", "launch grids are 1-D (kernel[lnc]), so nl.program_id / nl.num_programs take axis 0",
      "nki/get-started/about/lnc.rst (an LNC launch is kernel[1] or kernel[2])"),
     # -- tile_size ------------------------------------------------------------------------------------

@@ -72,6 +72,8 @@ class RunContext:
         # kernel[2] launches: None while the programs run one after the other; the launch's Lockstep once a
         # core_barrier made run_kernel run them as two threads that meet at each barrier
         self.lockstep = None
+        # kernel[2] launches: the launch's races.SharedAccessLog, shared by both programs (None for one core)
+        self.shared_access = None
 
 
 _local = threading.local()  # per thread: the two programs of a kernel[2] launch that meets at a core_barrier run

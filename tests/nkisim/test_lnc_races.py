@@ -1,0 +1,147 @@
+"""Races between the two cores of a kernel[2] launch on shared HBM (rule kernel.lnc.shared-race).
+
+On hardware the two programs run at the same time (nki/get-started/about/lnc.rst); the simulator runs them one after
+the other between core_barriers, so a kernel whose answer depends on that order must be refused, not given the
+answer of one order. The pattern the docs bless (nki/api/nki/isa/__init__.py, core_barrier): each core writes a
+disjoint part of a shared tensor, and reads the other's part only after a core_barrier.
+"""
+
+import numpy as np
+import pytest
+
+import dste.nkisim as sim
+from dste.nkisim import isa as nisa
+from dste.nkisim import language as nl
+from dste.nkisim.errors import ConstraintError
+
+from .kernel_bodies import empty
+
+RACE = "kernel.lnc.shared-race"
+
+
+def _launch(body, *args, lnc=2):
+    out, _ = sim.run_kernel(body, args, {}, lnc=lnc, target="trn2")
+    return out
+
+
+def _row_of_program(value_of_program, rows=1, dtype=nl.float32):
+    mine = empty((rows, 8), dtype)
+    nisa.memset(dst=mine, value=value_of_program(nl.program_id(0)))
+    return mine
+
+
+def _write_own_row_then_read_both(barrier):
+    def body():
+        shared = nl.ndarray((2, 8), dtype=nl.float32, buffer=nl.shared_hbm)
+        out = nl.ndarray((2, 2, 8), dtype=nl.float32, buffer=nl.shared_hbm)
+        me = nl.program_id(0)
+        nisa.dma_copy(dst=shared[me:me + 1, :], src=_row_of_program(lambda p: float(p + 1)))
+        if barrier:
+            nisa.core_barrier(data=shared, cores=(0, 1))
+        both = empty((2, 8))
+        nisa.dma_copy(dst=both, src=shared)
+        nisa.dma_copy(dst=out[me], src=both)
+        return out
+
+    return body
+
+
+def test_reading_the_other_cores_row_needs_a_barrier_between():
+    out = _launch(_write_own_row_then_read_both(barrier=True))
+    np.testing.assert_array_equal(out, np.broadcast_to(np.repeat([[1.0], [2.0]], 8, axis=1), (2, 2, 8)))
+    # without the barrier program 1 would read row 0 before or after program 0 wrote it, depending on timing
+    # (program 0, run first, read row 1 before program 1 wrote it)
+    with pytest.raises(ConstraintError, match=r"program 1 writes 32 byte\(s\) of shared HBM tensor .* that program 0 "
+                                              r"read before the launch's first nisa.core_barrier.*" + RACE):
+        _launch(_write_own_row_then_read_both(barrier=False))
+    # one core has nothing to race with
+    _launch(_write_own_row_then_read_both(barrier=False), lnc=1)
+
+
+def test_both_cores_writing_the_same_bytes_race_unless_the_values_agree():
+    def body(value_of_program):
+        out = nl.ndarray((1, 8), dtype=nl.float32, buffer=nl.shared_hbm)
+        nisa.dma_copy(dst=out, src=_row_of_program(value_of_program))
+        return out
+
+    # 0.0 and 1.0 differ in two of their four bytes
+    with pytest.raises(ConstraintError, match=r"program 1 writes other values into 16 byte\(s\) of shared HBM tensor "
+                                              r".* that program 0 wrote.*" + RACE):
+        _launch(lambda: body(lambda p: float(p)))
+    # a kernel that does not split its work by program_id writes every output twice, with one answer
+    np.testing.assert_array_equal(_launch(lambda: body(lambda p: 3.0)), np.full((1, 8), 3.0))
+
+
+def test_a_write_over_bytes_the_other_core_read_races():
+    x = np.arange(16, dtype=np.float32).reshape(2, 8)
+
+    def body(x, row_written_by_program):
+        out = nl.ndarray((2, 8), dtype=nl.float32, buffer=nl.shared_hbm)
+        me = nl.program_id(0)
+        seen = empty((1, 8))
+        nisa.dma_copy(dst=seen, src=x[me:me + 1, :])
+        nisa.dma_copy(dst=out[me:me + 1, :], src=seen)
+        row = row_written_by_program[me]
+        nisa.dma_copy(dst=x[row:row + 1, :], src=_row_of_program(lambda p: -1.0))
+        return out
+
+    np.testing.assert_array_equal(_launch(body, x.copy(), (0, 1)), x)  # each core overwrites only what it read
+    # program 0 read row 0 in the same interval: it may have seen the old values or program 1's
+    with pytest.raises(ConstraintError, match=r"program 1 writes 32 byte\(s\) of shared HBM tensor 'arg0' that "
+                                              r"program 0 read.*" + RACE):
+        _launch(body, x.copy(), (0, 0))
+
+
+def test_a_race_after_a_barrier_names_its_interval():
+    def body(row_of_program):
+        shared = nl.ndarray((2, 8), dtype=nl.float32, buffer=nl.shared_hbm)
+        out = nl.ndarray((2, 8), dtype=nl.float32, buffer=nl.shared_hbm)
+        me = nl.program_id(0)
+        nisa.dma_copy(dst=shared[me:me + 1, :], src=_row_of_program(lambda p: float(p)))
+        nisa.core_barrier(data=shared, cores=(0, 1))
+        # reading what the other core wrote before the barrier is the documented use
+        both = empty((2, 8))
+        nisa.dma_copy(dst=both, src=shared)
+        row = row_of_program[me]
+        nisa.dma_copy(dst=out[row:row + 1, :], src=both[me:me + 1, :])
+        return out
+
+    np.testing.assert_array_equal(_launch(lambda: body((0, 1))), np.repeat([[0.0], [1.0]], 8, axis=1))
+    with pytest.raises(ConstraintError, match=r"program 1 writes other values .*between core_barrier 1 and the next "
+                                              r"one.*" + RACE):
+        _launch(lambda: body((0, 0)))
+
+
+def test_neighbouring_bytes_of_the_two_cores_do_not_race():
+    def body():
+        out = nl.ndarray((4, 16), dtype=nl.int8, buffer=nl.shared_hbm)
+        me = nl.program_id(0)
+        mine = empty((4, 8), nl.int8)
+        nisa.memset(dst=mine, value=me + 1)
+        nisa.dma_copy(dst=out[:, me:16:2], src=mine)  # interleaved columns: every other byte
+        return out
+
+    np.testing.assert_array_equal(_launch(body), np.tile([1, 2], (4, 8)))
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_scatters_of_the_two_cores_race_where_their_rows_meet(overlap):
+    rows_of_program = {0: [0, 2], 1: [2, 3] if overlap else [1, 3]}
+
+    def body(indices):
+        out = nl.ndarray((4, 8), dtype=nl.float32, buffer=nl.shared_hbm)
+        me = nl.program_id(0)
+        index = empty((2, 1), nl.int32)
+        nisa.dma_copy(dst=index, src=indices[me])
+        nisa.dma_copy(dst=out.ap(pattern=[[8, 2], [1, 8]], offset=0, vector_offset=index, indirect_dim=0),
+                      src=_row_of_program(lambda p: float(p + 1), rows=2))
+        return out
+
+    indices = np.array([rows_of_program[0], rows_of_program[1]], np.int32).reshape(2, 2, 1)
+    if overlap:
+        with pytest.raises(ConstraintError, match=r"program 1 writes other values into 16 byte\(s\).*that program 0 "
+                                                  r"wrote.*" + RACE):
+            _launch(body, indices)
+    else:
+        want = np.repeat([[1.0], [2.0], [1.0], [2.0]], 8, axis=1)
+        np.testing.assert_array_equal(_launch(body, indices), want)
