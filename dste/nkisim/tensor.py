@@ -693,7 +693,9 @@ class NkiTensor:
                 _violate("view.ap.vector-offset", f".ap(vector_offset=..., indirect_dim={indirect_dim}) on "
                                                   f"{self.name!r}: only indirect_dim=0")
             _check_index_tensor(vector_offset, shape[0], self.name, "view.ap.vector-offset", ".ap(vector_offset=...)")
-            indirect = _Indirect(vector_offset, self._indirect_unit(0), storage.shape[0])
+            # the rows an index may name are those of the tensor .ap is called on ("the dimension is relative to the
+            # base tensor", nki-aps.rst), whose dim-0 stride is also the unit: a reshaped view has its own rows
+            indirect = _Indirect(vector_offset, self._indirect_unit(0), self.shape[0] if self.shape else 1)
             strides[0] = 0
         view = NkiTensor(storage, shape, strides, byte_offset, dtype, scalar, indirect)
         if indirect is None and scalar is None:

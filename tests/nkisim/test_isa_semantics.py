@@ -276,6 +276,28 @@ def test_scatter_and_scalar_offset():
     np.testing.assert_array_equal(window, expected[6:8])
 
 
+def test_a_scatter_through_a_reshaped_view_indexes_the_views_rows():
+    # "the dimension is relative to the base tensor" (nki-aps.rst): on table.reshape((32,)) an index names one of
+    # 32 elements. Bounding it by the allocation's 8 rows skipped indices 10, 20, 31 under oob_mode.skip, silently.
+    ids = np.array([[1], [10], [20], [31], [32]], np.int32)  # 32 is past the end: skipped
+    values = np.arange(1.0, 6.0, dtype=np.float32).reshape(5, 1)
+
+    def kernel(table, ids, values, mode):
+        idx, v = nl.load(ids), nl.load(values)
+        flat = table.reshape((32,))
+        nisa.dma_copy(dst=flat.ap(pattern=[[1, 5], [1, 1]], offset=0, vector_offset=idx, indirect_dim=0), src=v,
+                      oob_mode=mode)
+        return table
+
+    table = np.zeros((8, 4), np.float32)
+    simulate(lambda t, i, v: kernel(t, i, v, nisa.oob_mode.skip), table, ids, values)
+    expected = np.zeros(32, np.float32)
+    expected[[1, 10, 20, 31]] = [1.0, 2.0, 3.0, 4.0]
+    np.testing.assert_array_equal(table.reshape(-1), expected)
+    with pytest.raises(IndexError, match=r"index 32 .* outside the allowed range \[0, 32\)"):
+        simulate(lambda t, i, v: kernel(t, i, v, nisa.oob_mode.error), np.zeros((8, 4), np.float32), ids, values)
+
+
 def test_oob_skip_skips_a_gather_row_whose_pattern_runs_past_the_tensor():
     # index 7 of 8 rows is in range, but a two-row pattern (or an offset) from it addresses past the end: skip
     # skips that transfer "for a given dynamic address or index when it is out of bound" (nisa.dma_copy)
