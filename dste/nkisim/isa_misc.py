@@ -329,7 +329,11 @@ class VirtualRegister:
         # ``while reg:`` still runs in NKI 0.6, deprecated (release notes, 0.6.0, Deprecated and Removed APIs)
         warnings.warn("`while reg:` / `if reg:` on a VirtualRegister is deprecated since NKI 0.6 and raises TypeError "
                       "under the tracer frontend; use nl.while_loop", DeprecationWarning, stacklevel=2)
-        return bool(self.read())
+        from .lang_control import caller_line, record_control_flow
+
+        value = bool(self.read())
+        record_control_flow(caller_line(1), "register condition", value)
+        return value
 
     __int__ = __index__ = __float__ = _python_use
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __floordiv__ = __rfloordiv__ = _python_use

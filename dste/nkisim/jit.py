@@ -176,23 +176,27 @@ def _run_lockstep(fn, args, kwargs, target, grid_ndim):
 
 
 def _check_same_program(fn, profiles):
-    """The programs of a kernel[2] launch issued one instruction stream (lnc.rst: the program on each core must be
-    "the same"; dynamic control flow that differs between the cores is undefined behaviour)."""
+    """The programs of a kernel[2] launch take the same run-time control-flow decisions where both reach the same
+    dynamic loop or register condition (lnc.rst, Final Notes: "if you use dynamic control flow, and this
+    control-flow is different on the different cores, then the behavior is undefined"). Python control flow, which
+    the tracer resolves per program (``if nl.program_id(0) == 0:``, a range whose length depends on it), may differ:
+    AWS's own kernels give the cores different shares that way."""
     if len(profiles) < 2:
         return
-    first, second = profiles[0].trace, profiles[1].trace
-    if first == second:
-        return
-    at = next((i for i, (a, b) in enumerate(zip(first, second)) if a != b), min(len(first), len(second)))
-
-    def issued(trace):
-        return repr(trace[at]) if at < len(trace) else "nothing (its stream ended)"
-
-    violate("kernel.lnc.same-program",
-            f"{getattr(fn, '__name__', 'kernel')}[2]: the two programs issued different instruction streams: "
-            f"{len(first)} and {len(second)} instructions, first different at instruction {at} (program 0 issued "
-            f"{issued(first)}, program 1 {issued(second)}); let nl.program_id choose data (offsets, indices), not "
-            "which instructions run or how often a loop turns")
+    decided = [{}, {}]
+    for program, profile in enumerate(profiles):
+        for site, what, value in profile.control_flow:
+            decided[program].setdefault((site, what), []).append(value)
+    for key in sorted(decided[0].keys() & decided[1].keys()):
+        # how many times each program reaches a line is Python's business; what it decides there is not
+        for at, (first, second) in enumerate(zip(decided[0][key], decided[1][key])):
+            if first != second:
+                site, what = key
+                violate("kernel.lnc.same-program",
+                        f"{getattr(fn, '__name__', 'kernel')}[2]: the two programs decide dynamic control flow "
+                        f"differently at {site} (its run {at + 1} there): {what} {first!r} on program 0, {second!r} "
+                        "on program 1; a dynamic loop's trip count and a register condition must be the same on "
+                        "both cores (let nl.program_id choose offsets and indices, or Python control flow)")
 
 
 @functools.lru_cache(maxsize=256)

@@ -9,6 +9,7 @@ where its value exists only at run time.
 
 import builtins
 import contextlib
+import sys
 import warnings
 
 import numpy as np
@@ -73,18 +74,33 @@ def dynamic_range(start, stop=None, step=1):
     lo = register_value(start, "dynamic_range", "start")
     indices = builtins.range(0, lo, step) if stop is None else builtins.range(
         lo, register_value(stop, "dynamic_range", "stop"), step)
+    site = caller_line(1)
     if version.current() < version.parse("0.4"):
+        record_control_flow(site, "dynamic_range trips", len(indices))
         return indices
-    return _registers(indices)
+    return _registers(indices, site)
 
 
-def _registers(indices):
+def _registers(indices, site):
     """Each index as a read-only loop register, the instructions issued meanwhile inside one dynamic loop."""
     from .isa_misc import LoopIndex
 
+    record_control_flow(site, "dynamic_range trips", len(indices))
     with _dynamic_loop():
         for i in indices:
             yield LoopIndex(i)
+
+
+def caller_line(depth):
+    """``file:line`` of the kernel code ``depth`` frames above the caller of this function."""
+    frame = sys._getframe(depth + 1)
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+def record_control_flow(site, what, value):
+    """A run-time control-flow decision of the running program (``Profile.control_flow``): the two programs of a
+    kernel[2] launch must take the same ones (rule kernel.lnc.same-program)."""
+    runtime.current().profile.control_flow.append((site, what, value))
 
 
 def _not_in_no_reorder(function):
@@ -101,6 +117,7 @@ def fori_loop(lower, upper, body_fun, step=1):
     hi = register_value(upper, "fori_loop", "upper")
     from .isa_misc import LoopIndex
 
+    record_control_flow(caller_line(1), "fori_loop trips", len(builtins.range(lo, hi, step)))
     with _dynamic_loop():
         for i in builtins.range(lo, hi, step):
             with _body_scope():
@@ -115,9 +132,11 @@ def while_loop(init, body_fun):
     version.require("nl.while_loop", introduced="0.6", source=RN)
     _not_in_no_reorder("while_loop")
     condition = init
+    site = caller_line(1)
     with _dynamic_loop():
-        for _ in builtins.range(WHILE_LOOP_LIMIT):
+        for trips in builtins.range(WHILE_LOOP_LIMIT):
             if register_value(condition, "while_loop", "condition") == 0:
+                record_control_flow(site, "while_loop trips", trips)
                 return
             with _body_scope():
                 condition = body_fun(condition)

@@ -50,16 +50,16 @@ class Profile:
         self.peak_sbuf_bytes_per_partition = 0
         self.peak_psum_bytes_per_partition = 0
         self._overlapped_ns = None  # per model, set for merged profiles
-        # The program's instructions in issue order (op names): the programs of a kernel[2] launch must issue
-        # the same stream (jit.run_kernel checks). Empty for merged profiles.
-        self.trace = []
+        # The program's run-time control-flow decisions, in order: (kernel source line, what, value) for each
+        # dynamic loop's trip count and each register condition Python tested. The programs of a kernel[2] launch
+        # must decide alike at the lines both run (jit.run_kernel checks). Empty for merged profiles.
+        self.control_flow = []
 
     # -- recording -------------------------------------------------------------------------
     def record(self, engine, op, cycles):
         self.instructions[engine] += 1
         self.ops[op] = self.ops.get(op, 0) + 1
         self.engine_cycles[engine] += float(cycles)
-        self.trace.append(op)
 
     def record_dma(self, op, nbytes, partition_start=0, partitions=None, *, contiguous_bytes=None,
                    descriptors=None, indirect=False):
@@ -81,7 +81,6 @@ class Profile:
             self.dma_indirect_transfers += 1
         self.instructions["dma"] += 1
         self.ops[op] = self.ops.get(op, 0) + 1
-        self.trace.append(op)
         self.dma_transfers += 1
         self.dma_descriptors += n_desc
         self.dma_bytes += int(nbytes)

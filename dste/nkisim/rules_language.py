@@ -108,12 +108,15 @@ _RULES = [
     ("kernel.lnc.trn2-up", "an LNC launch of two cores (kernel[2]) runs on Trn2 and Trn3 only",
      "about-neuron/arch/neuron-features/logical-neuroncore-config.rst ('LNC applies only to Trn2 and Trn3 "
      "instances')"),
-    ("kernel.lnc.same-program", "the two programs of a kernel[2] launch issue the same instruction stream: "
-     "nl.program_id may choose offsets and indices, not which instructions run or how many times a loop turns",
+    ("kernel.lnc.same-program", "the two programs of a kernel[2] launch take the same run-time control-flow "
+     "decisions where both reach the same dynamic loop (nl.fori_loop, nl.while_loop, nl.dynamic_range) or Python test "
+     "of a register: equal trip counts, equal conditions. Python control flow may differ between the programs",
      "nki/get-started/about/lnc.rst, Final Notes ('the Neuron SDK assumes that when running a kernel on multiple "
-     "cores, the program on each core is \"the same\" ... if you use dynamic control flow, and this control-flow is "
-     "different on the different cores, then the behavior is undefined'); for a difference in traced (Python) control "
-     "flow, an assumption: the page says what dynamic control flow does, not static"),
+     "cores, the program on each core is \"the same\" ... Most of the time, this requirement will be automatically "
+     "satisfied by the NKI compiler. However, if you use dynamic control flow, and this control-flow is different on "
+     "the different cores, then the behavior is undefined'); Python branches on nl.program_id appear in the ISA "
+     "stub's core_barrier example and in AWS's nki-library kernels. Assumption: decisions are matched by kernel "
+     "source line and order there"),
     ("kernel.lnc.shared-race", "within one interval between core_barriers, no byte of a shared_hbm tensor that one "
      "program of a kernel[2] launch writes is read by the other program or written by it with another value (reads "
      "by both are fine)",

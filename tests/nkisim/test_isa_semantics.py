@@ -461,6 +461,14 @@ def _loop_turns_by_data(program, tile, counts):
     nl.fori_loop(0, trips, _clear(tile))
 
 
+def _register_condition_by_data(program, tile, counts):
+    flag = nisa.register_alloc()
+    nisa.register_load(flag, counts[program:program + 1, :])
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        if flag:
+            nisa.memset(dst=tile, value=0.0)
+
+
 def test_lnc2_program_ids_share_the_output():
     x = RNG.standard_normal((256, 8)).astype(np.float32)
     kernel = _lnc2_kernel(_no_extra)
@@ -471,20 +479,36 @@ def test_lnc2_program_ids_share_the_output():
         kernel[4]
 
 
-@pytest.mark.parametrize("extra", [_static_branch, _loop_turns_by_program, _loop_turns_by_data])
-def test_lnc2_programs_must_issue_one_instruction_stream(extra):
-    # lnc.rst, Final Notes: "the program on each core is 'the same' ... if you use dynamic control flow, and this
-    # control-flow is different on the different cores, then the behavior is undefined"
+@pytest.mark.parametrize("extra", [_loop_turns_by_program, _loop_turns_by_data, _register_condition_by_data])
+def test_lnc2_programs_must_decide_dynamic_control_flow_alike(extra):
+    # lnc.rst, Final Notes: "if you use dynamic control flow, and this control-flow is different on the different
+    # cores, then the behavior is undefined"
     x = RNG.standard_normal((128, 8)).astype(np.float32)
     counts = np.array([[0], [1]], dtype=np.int32)
-    with pytest.raises(NkiValidationError, match=r"different instruction streams.*kernel.lnc.same-program"):
+    with pytest.raises(NkiValidationError, match=r"decide dynamic control flow differently at .*test_isa_semantics"
+                                                 r".*on program 0.*on program 1.*kernel.lnc.same-program"):
         _lnc2_kernel(extra)[2](x, counts)
     # one core on its own has nothing to differ from
     _lnc2_kernel(extra)[1](x, counts)
     # the same program with equal trip counts on both cores runs
-    if extra is _loop_turns_by_data:
+    if extra is not _loop_turns_by_program:
         np.testing.assert_array_equal(_lnc2_kernel(extra)[2](x, np.array([[0], [0]], np.int32)), 2 * x)
     np.testing.assert_array_equal(_lnc2_kernel(_no_extra)[2](x, counts), 2 * x)
+
+
+def test_lnc2_programs_may_differ_in_python_control_flow():
+    # lnc.rst: the compiler satisfies "the same program" by itself except for dynamic control flow; the ISA stub's
+    # core_barrier example branches on the core id in Python, as AWS's nki-library kernels do to split uneven work
+    x = RNG.standard_normal((128, 8)).astype(np.float32)
+    out = _lnc2_kernel(_static_branch)[2](x, np.zeros((2, 1), np.int32))
+    np.testing.assert_array_equal(out[:64], 2 * x[:64])
+    np.testing.assert_array_equal(out[64:], 0.0)
+
+    def extra_turns(program, tile, counts):  # a Python loop whose length differs: the dynamic loop inside agrees
+        for _ in range(program + 1):
+            nl.fori_loop(0, 1, _clear(tile))
+
+    np.testing.assert_array_equal(_lnc2_kernel(extra_turns)[2](x, np.zeros((2, 1), np.int32)), 0.0)
 
 
 def test_program_ndim_is_zero_without_a_launch_grid():
