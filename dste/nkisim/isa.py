@@ -26,8 +26,8 @@ from .isa_common import (
     alu_op, apply_alu, bits, bits_scalar, bits_to, check_writable, column_operand, common_dtype,
     contiguous_run_elements, elementwise_cycles, engine_name, generation, instruction, is_number,
     no_psum_on_gpsimd, not_both_in_psum, on_chip, read2d, record, record_dma, reduce_alu, require_fp32_tile,
-    matmul_marks, require_int, require_target, same_layout, sbuf_span, set_matmul_marks, shared_access, target, tensor,
-    two_inputs, write,
+    matmul_marks, require_int, require_target, same_layout, sbuf_span, set_matmul_marks, shared_read, shared_write, target,
+    tensor, two_inputs, write,
 )
 from .isa_alu import ACTIVATION_ALIASES, ACTIVATION_TABLE, ACTIVATION_VALID_RANGE, op_name, outside_valid_range
 from .rules import violate
@@ -113,12 +113,12 @@ def dma_copy(dst, src, priority=None, oob_mode=oob_mode.error, dge_mode=dge_mode
         moved, run_elems, descriptors = 0, 1, 0
     else:
         check_writable(instr, dst)
-        shared_access(instr, src, "read")
+        shared_read(instr, src)
         values = src.array()
         if src.dtype != dst.dtype:
             values = dt.cast(dt.to_fp32(values), dst.dtype)
-        dst.array()[...] = values.reshape(dst.shape)
-        shared_access(instr, dst, "write")
+        with shared_write(instr, dst):
+            dst.array()[...] = values.reshape(dst.shape)
         set_matmul_marks(dst, False)
         moved = src.size
         run_elems = max(1, min(contiguous_run_elements(src), contiguous_run_elements(dst)))
@@ -180,26 +180,26 @@ def _indirect_copy(dst, src, skip):
     if src.is_indirect:
         values = flat[element_index]
         check_writable("dma_copy", dst)
-        shared_access("dma_copy", src, "read", element_index)
+        shared_read("dma_copy", src, element_index)
         if dst.dtype != src.dtype:
             values = dt.cast(dt.to_fp32(values), dst.dtype)
         if n_valid == rows:
-            dst.array()[...] = values.reshape(dst.shape)
+            with shared_write("dma_copy", dst):
+                dst.array()[...] = values.reshape(dst.shape)
             set_matmul_marks(dst, False)
-            shared_access("dma_copy", dst, "write")
         else:  # the skipped rows of dst keep what they held
             dst_offsets = dst.element_offsets().reshape(rows, -1)[valid] // dst.dtype.itemsize
-            dst.storage.data.view(dst.dtype)[dst_offsets] = values
-            shared_access("dma_copy", dst, "write", dst_offsets)
+            with shared_write("dma_copy", dst, dst_offsets):
+                dst.storage.data.view(dst.dtype)[dst_offsets] = values
             if dst.storage.matmul_written is not None:
                 dst.storage.matmul_written[(dst_offsets * dst.dtype.itemsize // dst.storage.dtype.itemsize).reshape(-1)] = False
     else:
-        shared_access("dma_copy", src, "read")
+        shared_read("dma_copy", src)
         values = other.array().reshape(rows, -1)[valid]
         if dst.dtype != src.dtype:
             values = dt.cast(dt.to_fp32(values), dst.dtype)
-        flat[element_index] = values
-        shared_access("dma_copy", dst, "write", element_index)
+        with shared_write("dma_copy", dst, element_index):
+            flat[element_index] = values
     row_elems = view.size // max(rows, 1)
     return n_valid * row_elems, n_valid, row_elems
 

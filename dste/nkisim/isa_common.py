@@ -6,6 +6,7 @@ values. :func:`instruction` binds the official signature (an unknown keyword rai
 runs the instruction and returns an :class:`NkiInstruction` handle, as the traced API does.
 """
 
+import contextlib
 import functools
 import inspect
 from enum import Enum
@@ -388,14 +389,34 @@ def set_matmul_marks(t, value: bool):
         t.storage.matmul_written[storage_elements(t)] = value
 
 
-def shared_access(instr, view, kind, element_index=None):
-    """Record a DMA's read or write (``kind``) of ``view`` (``element_index``: the storage elements an indirect access
-    reaches) on the launch's shared-HBM log, which refuses races between the two cores (``races.py``)."""
+def _shared_log(view):
+    """(the launch's shared-HBM access log, program, barrier interval), or None when ``view`` is not shared."""
     context = runtime.current()
     if context.shared_access is None or view.storage.buffer != "shared_hbm":
-        return
+        return None
     interval = context.lockstep.arrived[context.program_id] if context.lockstep is not None else 0
-    context.shared_access.record(instr, context.program_id, interval, view, kind, element_index)
+    return context.shared_access, context.program_id, interval
+
+
+def shared_read(instr, view, element_index=None):
+    """Record a DMA's read of ``view`` (``element_index``: the storage elements an indirect access reaches) on the
+    launch's shared-HBM log, which refuses races between the two cores (``races.py``)."""
+    log = _shared_log(view)
+    if log is not None:
+        accesses, program, interval = log
+        accesses.read(instr, program, interval, view, element_index)
+
+
+@contextlib.contextmanager
+def shared_write(instr, view, element_index=None):
+    """The block writes ``view`` (see ``shared_read``): the log sees the bytes before and after it."""
+    log = _shared_log(view)
+    if log is None:
+        yield
+        return
+    accesses, program, interval = log
+    with accesses.write(instr, program, interval, view, element_index):
+        yield
 
 
 def write(instr, dst, values):

@@ -14,7 +14,7 @@ from .isa_alu import ALU_TABLE, BYPASS, op_name
 from .isa_common import (
     KernelSignatureError, check_reduce_cmd, column_operand, contiguous_run_elements, dge_mode, dma_engine,  # noqa: F401
     engine, instruction, not_simulated, on_chip, oob_mode, read2d, record, record_dma, reduce_cmd, require_target,
-    same_layout, sbuf_span, shared_access, target, tensor, write,
+    same_layout, sbuf_span, shared_read, shared_write, target, tensor, write,
 )
 from .rules import violate
 from .tensor import NkiTensor
@@ -140,7 +140,7 @@ def dma_transpose(dst, src, axes=None, priority=None, dge_mode=dge_mode.unknown,
         # partial rule, so the whole transfer is skipped)
         record_dma(instr, 0, sbuf_span(dst, src), item, 0, False)
         return
-    shared_access(instr, src, "read")
+    shared_read(instr, src)
     write(instr, dst, np.transpose(src.array(), perm))
     record_dma(instr, src.size * item, sbuf_span(dst, src), item, src.size, False)
 
@@ -179,7 +179,7 @@ def _indirect_transpose(instr, dst, src, axes, mode, skip):
     if problems:
         violate("dma_transpose.operands", f"nisa.{instr}: an indirect DMA transpose needs " + "; ".join(problems))
     valid, element_index, flat = indirect_rows(instr, src, skip)
-    shared_access(instr, src, "read", element_index)
+    shared_read(instr, src, element_index)
     values = dst.array().copy()
     values[:, valid] = flat[element_index].T
     write(instr, dst, values)
@@ -219,10 +219,10 @@ def dma_compute(dst, srcs, reduce_op, scales=None, unique_indices=True, oob_mode
     for i, src in enumerate(srcs):
         if src.buffer == "psum" or src.size != dst.size:
             violate("dma_compute.operands", f"nisa.{instr}: srcs[{i}] must be in HBM/SBUF with dst's {dst.size} elements")
-        shared_access(instr, src, "read")
+        shared_read(instr, src)
         total = total + dt.to_fp32(src.array()).reshape(-1)
-    write(instr, dst, total.reshape(dst.shape[0], -1) if dst.ndim > 1 else total)
-    shared_access(instr, dst, "write")
+    with shared_write(instr, dst):
+        write(instr, dst, total.reshape(dst.shape[0], -1) if dst.ndim > 1 else total)
     item = dst.dtype.itemsize
     run = max(1, contiguous_run_elements(dst))
     record_dma(instr, dst.size * item * (len(srcs) + 1), sbuf_span(dst, *srcs), run * item, -(-dst.size // run), False)
@@ -274,11 +274,11 @@ def _read_modify_write(instr, dst, srcs, unique_indices, skip):
         if np.unique(targets).size != targets.size:
             violate(rule, f"nisa.{instr}: unique_indices=True but the vector_offset names a row twice (assumption: "
                     "the docs support unique indices only, so a repeat is refused rather than given an order)")
-    shared_access(instr, view, "read", element_index)
+    shared_read(instr, view, element_index)
     if dst.is_indirect:
         data_rows = dt.to_fp32(read2d(rows_of)).reshape(rows, -1)[valid]
-        flat[element_index] = dt.cast(dt.to_fp32(flat[element_index]) + data_rows, view.dtype)
-        shared_access(instr, view, "write", element_index)
+        with shared_write(instr, view, element_index):
+            flat[element_index] = dt.cast(dt.to_fp32(flat[element_index]) + data_rows, view.dtype)
     else:
         gathered = np.zeros((rows, row_elems), dtype=np.float32)
         gathered[valid] = dt.to_fp32(flat[element_index])
@@ -420,7 +420,7 @@ def register_load(dst, src):
     _register("dst", dst, "register_load")
     _scalar_tensor("register_load", "src", src)
     _register_dtype("register_load", "src", src)
-    shared_access("register_load", src, "read")
+    shared_read("register_load", src)
     value = src.array().reshape(-1)[0]
     dst.value = np.float32(value) if src.dtype == dt.float32 else _wrap32(int(value))
 
@@ -436,13 +436,13 @@ def register_store(dst, src):
             violate("register.operands", f"nisa.register_store: the register holds the fp32 value {value}; dst "
                     f"{dst.name!r} is {dt.name(dst.dtype)}, expected float32 (assumption: the docs give no conversion "
                     "between a register's data types)")
-        write("register_store", dst, np.full(dst.shape, value, dtype=np.float32))
+        values = np.full(dst.shape, value, dtype=np.float32)
     elif dst.dtype in (dt.int32, dt.uint32):  # a 32-bit int tensor gets the register's 32 bits (u32 0xFFFFFFFF: -1)
-        value = np.array(value & 0xFFFFFFFF, dtype=np.uint32).view(dst.dtype)
-        write("register_store", dst, np.full(dst.shape, value, dtype=dst.dtype))
+        values = np.full(dst.shape, np.array(value & 0xFFFFFFFF, dtype=np.uint32).view(dst.dtype), dtype=dst.dtype)
     else:
-        write("register_store", dst, np.full(dst.shape, value, dtype=np.int64))
-    shared_access("register_store", dst, "write")
+        values = np.full(dst.shape, value, dtype=np.int64)
+    with shared_write("register_store", dst):
+        write("register_store", dst, values)
 
 
 # -- multi-core ------------------------------------------------------------------------------------
@@ -465,6 +465,9 @@ def core_barrier(data, cores, engine=engine.gpsimd, name=None):
     context = runtime.current()
     if context.lockstep is None:
         raise runtime.NeedsLockstep()
+    if context.program_id == 1:  # program 1 ends the interval program 0 has already run (races.SharedAccessLog)
+        interval = context.lockstep.arrived[1]
+        context.shared_access.end_interval(interval, f"nisa.core_barrier {interval + 1}")
     problem = context.lockstep.barrier(context.program_id)
     if problem:
         violate("core_barrier.both_cores", problem)

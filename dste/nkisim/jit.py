@@ -132,6 +132,8 @@ def _run_programs(fn, args, kwargs, lnc, target, grid_ndim):
             if program == 0:
                 result = returned
             profiles.append(context.profile)
+    if accesses is not None:
+        accesses.end_interval(0, f"{getattr(fn, '__name__', 'kernel')}[2] at its end")
     return result, converted, profiles
 
 
@@ -172,6 +174,7 @@ def _run_lockstep(fn, args, kwargs, target, grid_ndim):
             thread.join()
     if errors:
         raise errors[0]
+    accesses.end_interval(lockstep.arrived[1], f"{getattr(fn, '__name__', 'kernel')}[2] at its end")
     return results[0], converted, [context.profile for context in contexts]
 
 

@@ -9,15 +9,25 @@ tensor ... and they both need to consume the tensor after both cores have finish
 (nki/api/nki/isa/__init__.py, core_barrier).
 
 :class:`SharedAccessLog` records, per program and per barrier interval, which bytes of each ``shared_hbm`` tensor
-(the launch's arguments and its ``nl.shared_hbm`` allocations) a DMA instruction read or wrote. An access that
-meets the other program's write in the same interval, or a write that meets the other program's read, is refused
-(rule ``kernel.lnc.shared-race``). Reads of the same bytes by both cores are fine, and so are writes of the same
-bytes with equal values (a kernel that does not split its work by ``nl.program_id`` writes every output twice,
-which is wasteful but gives one answer whatever the timing). Granularity is the byte: a DMA writes whole bytes, so
-two cores writing neighbouring bytes do not race (an assumption; the docs do not say).
+(the launch's arguments and its ``nl.shared_hbm`` allocations) a DMA instruction read or wrote, and the values it
+saw or left. A conflict is refused (rule ``kernel.lnc.shared-race``) only where the answer could depend on the
+timing, that is where some order of the two cores' accesses (each core keeping its own order) gives a value
+different from the simulator's order:
 
-A write is recorded after the instruction has stored its values, so that the values can be compared.
+- a read of bytes the other core writes in the interval, unless every value the read could see is the one it saw:
+  the other core wrote one value throughout, equal to what the byte held before (or to what this core wrote there
+  first);
+- a write of bytes the other core read in the interval, unless it writes the value the other core read;
+- both cores writing the same bytes, unless the last value each core writes there is the same (checked at the next
+  barrier, or when the launch ends).
+
+So reads of the same bytes by both cores are fine, and so is a kernel that does not split its work by
+``nl.program_id`` and writes every output twice with equal values (wasteful, but one answer whatever the timing).
+Granularity is the byte: a DMA writes whole bytes, so two cores writing neighbouring bytes do not race (an
+assumption; the docs do not say).
 """
+
+import contextlib
 
 import numpy as np
 
@@ -26,103 +36,156 @@ from .rules_language import violate
 SHARED_BUFFER = "shared_hbm"
 
 
-class _Marks:
-    """The bytes one program read or wrote of one storage during one barrier interval (and, for writes, the values
-    it left there)."""
+class _Reads:
+    """The bytes one program read of one storage in one barrier interval: the value it saw first, and whether a
+    later read saw another."""
 
-    __slots__ = ("interval", "mask", "values")
+    __slots__ = ("interval", "mask", "first", "varied")
 
-    def __init__(self, nbytes, keeps_values):
+    def __init__(self, nbytes):
         self.interval = -1
         self.mask = np.zeros(nbytes, dtype=bool)
-        self.values = np.zeros(nbytes, dtype=np.uint8) if keeps_values else None
+        self.first = np.zeros(nbytes, dtype=np.uint8)
+        self.varied = np.zeros(nbytes, dtype=bool)
 
-    def of(self, interval):
-        """This program's marks for ``interval``, cleared when the program has moved on to a new one."""
+    def start(self, interval):
         if self.interval != interval:
             self.mask[...] = False
+            self.varied[...] = False
             self.interval = interval
-        return self.mask
+
+
+class _Writes(_Reads):
+    """The bytes one program wrote of one storage in one barrier interval: what they held before its first write,
+    its first and last values, and whether it ever wrote a value other than its first."""
+
+    __slots__ = ("before", "last")
+
+    def __init__(self, nbytes):
+        super().__init__(nbytes)
+        self.before = np.zeros(nbytes, dtype=np.uint8)
+        self.last = np.zeros(nbytes, dtype=np.uint8)
 
 
 class SharedAccessLog:
     """The shared-HBM accesses of the two programs of one kernel[2] launch (one log per launch).
 
     Within an interval the simulator runs program 0 to its barrier before program 1 starts it (``runtime.Lockstep``),
-    so every conflicting pair is seen when its second access is recorded."""
+    so every conflicting pair is seen when its second access is recorded; writes of both programs to the same bytes
+    are compared once program 1 ends the interval (``end_interval``)."""
 
     def __init__(self):
-        # id(storage) -> (storage, {(program, "read" | "write"): _Marks}); the storage is kept so its id stays its own
+        # id(storage) -> (storage, {program: _Reads}, {program: _Writes}); the storage is kept so its id stays its own
         self._storages = {}
 
-    def record(self, instr, program, interval, view, kind, element_index=None):
-        """Record that ``program`` (in barrier ``interval``) read or wrote (``kind``) the bytes of ``view``, or, for
-        an indirect access, the elements ``element_index`` of its storage in the view's dtype; refuse a race. A write
-        is recorded once its values are stored."""
-        storage = view.storage
-        if storage.buffer != SHARED_BUFFER:
-            return
-        _, marks = self._storages.setdefault(id(storage), (storage, {}))
+    def _entry(self, storage):
+        return self._storages.setdefault(id(storage), (storage, {}, {}))
+
+    def read(self, instr, program, interval, view, element_index=None):
+        """``program`` (in barrier ``interval``) reads the bytes of ``view``, or, for an indirect access, the elements
+        ``element_index`` of its storage in the view's dtype."""
+        storage, reads, writes = self._entry(view.storage)
         region = _byte_region(view, element_index)
-        other = 1 - program
-        theirs = marks.get((other, "write"))
+        seen = region(storage.data).copy()
+        theirs = writes.get(1 - program)
         if theirs is not None and theirs.interval == interval:
-            overlap = region(theirs.mask)
-            if kind == "write":  # equal values written by both cores give one answer whatever the timing
-                overlap = overlap & (region(storage.data) != region(theirs.values))
-            if overlap.any():
-                _refuse(instr, program, kind, other, "write", view, interval, overlap)
-        theirs = marks.get((other, "read"))
-        if kind == "write" and theirs is not None and theirs.interval == interval:
-            overlap = region(theirs.mask)
-            if overlap.any():
-                _refuse(instr, program, kind, other, "read", view, interval, overlap)
-        mine = marks.get((program, kind))
-        if mine is None:
-            mine = marks[(program, kind)] = _Marks(storage.nbytes, keeps_values=kind == "write")
-        region(mine.of(interval), mark=True)
-        if kind == "write":
-            region(mine.values, values=region(storage.data))
+            mine = writes.get(program)
+            own = region(mine.mask) if mine is not None and mine.interval == interval else np.zeros_like(seen, bool)
+            # what the byte holds in every order without the other core's writes: this core's own write, else the old
+            baseline = np.where(own, region(mine.last) if mine is not None else seen, region(theirs.before))
+            at_risk = region(theirs.mask) & (region(theirs.varied) | (region(theirs.first) != baseline))
+            if at_risk.any():
+                _refuse(instr, program, "reads", 1 - program, "wrote", view, interval, at_risk)
+        log = reads.get(program)
+        if log is None:
+            log = reads[program] = _Reads(storage.nbytes)
+        log.start(interval)
+        _remember(log, region, seen)
+
+    @contextlib.contextmanager
+    def write(self, instr, program, interval, view, element_index=None):
+        """The block writes the bytes of ``view`` (or the elements ``element_index``) for ``program``."""
+        storage, reads, writes = self._entry(view.storage)
+        region = _byte_region(view, element_index)
+        before = region(storage.data).copy()
+        yield
+        after = region(storage.data).copy()
+        theirs = reads.get(1 - program)
+        if theirs is not None and theirs.interval == interval:
+            at_risk = region(theirs.mask) & (region(theirs.varied) | (region(theirs.first) != after))
+            if at_risk.any():
+                _refuse(instr, program, "writes", 1 - program, "read", view, interval, at_risk)
+        log = writes.get(program)
+        if log is None:
+            log = writes[program] = _Writes(storage.nbytes)
+        log.start(interval)
+        fresh = ~region(log.mask)
+        region(log.before, np.where(fresh, before, region(log.before)))
+        _remember(log, region, after)
+        region(log.last, after)
+
+    def end_interval(self, interval, where):
+        """Program 1 ends ``interval`` (at a barrier, or the end of the launch): bytes both programs wrote in it
+        must end with the same value from each."""
+        for storage, _, writes in self._storages.values():
+            first, second = writes.get(0), writes.get(1)
+            if first is None or second is None or first.interval != interval or second.interval != interval:
+                continue
+            differ = first.mask & second.mask & (first.last != second.last)
+            if differ.any():
+                violate("kernel.lnc.shared-race",
+                        f"{where}: program 0 and program 1 both wrote {int(np.count_nonzero(differ))} byte(s) of shared "
+                        f"HBM tensor {storage.name!r} {_interval_words(interval)}, and their last values there differ, "
+                        "so the result depends on which core writes last. " + _ADVICE)
+
+
+def _remember(log, region, values):
+    """Mark the bytes in ``log``: a byte new to it keeps ``values`` as its first, a known one notes a change."""
+    fresh = ~region(log.mask)
+    region(log.varied, region(log.varied) | (~fresh & (region(log.first) != values)))
+    region(log.first, np.where(fresh, values, region(log.first)))
+    region(log.mask, True)
 
 
 def _byte_region(view, element_index):
-    """A function ``region(array, mark=False, values=None)`` over a byte-sized array of the view's storage: the
-    entries at the bytes the access touches; ``mark`` sets them to True, ``values`` stores those values there."""
+    """A function ``region(array, values=None)`` over a byte-sized array of the view's storage: the array's entries
+    at the bytes the access touches, or, given ``values``, stores them there."""
     item = view.dtype.itemsize
     if element_index is not None:
         byte_index = (np.asarray(element_index, dtype=np.int64).reshape(-1, 1) * item
                       + np.arange(item, dtype=np.int64)).reshape(-1)
 
-        def indexed(array, mark=False, values=None):
-            if mark or values is not None:
-                array[byte_index] = True if mark else values
-                return None
-            return array[byte_index]
+        def indexed(array, values=None):
+            if values is None:
+                return array[byte_index]
+            array[byte_index] = values
+            return None
 
         return indexed
     shape = tuple(view.shape) + (item,)
     strides = tuple(view._byte_strides) + (1,)
     offset = view._resolved_offset()
 
-    def strided(array, mark=False, values=None):
+    def strided(array, values=None):
         region = np.ndarray(shape, dtype=array.dtype, buffer=array, offset=offset, strides=strides)
-        if mark or values is not None:
-            region[...] = True if mark else values
-            return None
-        return region
+        if values is None:
+            return region
+        region[...] = values
+        return None
 
     return strided
 
 
-def _refuse(instr, program, kind, other, other_kind, view, interval, overlap):
-    where = "before the launch's first nisa.core_barrier" if interval == 0 else \
-        f"between core_barrier {interval} and the next one"
-    verb = {"read": "reads", "write": "writes"}[kind]
-    if kind == "write" and other_kind == "write":
-        verb = "writes other values into"
-    other_verb = {"read": "read", "write": "wrote"}[other_kind]
+_ADVICE = ("Give each core a disjoint part of a shared tensor, and read the other core's part only after a "
+           "nisa.core_barrier on it")
+
+
+def _interval_words(interval):
+    return "before the launch's first nisa.core_barrier" if interval == 0 else f"since nisa.core_barrier {interval}"
+
+
+def _refuse(instr, program, verb, other, other_verb, view, interval, at_risk):
     violate("kernel.lnc.shared-race",
-            f"nisa.{instr}: program {program} {verb} {int(np.count_nonzero(overlap))} byte(s) of shared HBM tensor "
-            f"{view.name!r} that program {other} {other_verb} {where}; the two cores run at the same time, so the "
-            "result depends on their timing. Give each core a disjoint part of a shared tensor, and read the other "
-            "core's part only after a nisa.core_barrier on it")
+            f"nisa.{instr}: program {program} {verb} {int(np.count_nonzero(at_risk))} byte(s) of shared HBM tensor "
+            f"{view.name!r} that program {other} {other_verb} {_interval_words(interval)}, and what it "
+            f"{'sees' if verb == 'reads' else 'leaves'} there depends on the two cores' timing. " + _ADVICE)

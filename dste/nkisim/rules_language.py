@@ -117,14 +117,15 @@ _RULES = [
      "the different cores, then the behavior is undefined'); Python branches on nl.program_id appear in the ISA "
      "stub's core_barrier example and in AWS's nki-library kernels. Assumption: decisions are matched by kernel "
      "source line and order there"),
-    ("kernel.lnc.shared-race", "within one interval between core_barriers, no byte of a shared_hbm tensor that one "
-     "program of a kernel[2] launch writes is read by the other program or written by it with another value (reads "
-     "by both are fine)",
+    ("kernel.lnc.shared-race", "within one interval between core_barriers, the two programs of a kernel[2] launch do "
+     "not touch a shared_hbm byte where the answer could depend on their timing: a read of a byte the other program "
+     "writes (unless every value it could see is the one it sees), a write of a byte the other program read (unless "
+     "it writes the value read), or last writes of different values by both (reads by both are fine)",
      "nki/api/nki/isa/__init__.py, core_barrier ('two NeuronCores both need to write to disjoint portions of a shared "
      "HBM tensor ... and they both need to consume the tensor after both cores have finished writing into the "
      "tensor'); nki/get-started/about/lnc.rst (the two programs run on two physical cores at the same time); "
-     "assumptions: byte granularity, and both cores writing equal values to a byte is no race (one answer whatever "
-     "the timing)"),
+     "assumptions: byte granularity; a conflict whose every order gives one answer is no race (AWS's "
+     "dynamic_elementwise_add and router_topk have both cores write the same values)"),
     ("nl.program_id.axis", "launch grids are 1-D (kernel[lnc]), so nl.program_id / nl.num_programs take axis 0",
      "nki/get-started/about/lnc.rst (an LNC launch is kernel[1] or kernel[2])"),
     # -- tile_size ------------------------------------------------------------------------------------

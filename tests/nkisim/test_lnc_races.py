@@ -17,6 +17,7 @@ from dste.nkisim.errors import ConstraintError
 from .kernel_bodies import empty
 
 RACE = "kernel.lnc.shared-race"
+RNG = np.random.default_rng(0)
 
 
 def _launch(body, *args, lnc=2):
@@ -65,8 +66,8 @@ def test_both_cores_writing_the_same_bytes_race_unless_the_values_agree():
         return out
 
     # 0.0 and 1.0 differ in two of their four bytes
-    with pytest.raises(ConstraintError, match=r"program 1 writes other values into 16 byte\(s\) of shared HBM tensor "
-                                              r".* that program 0 wrote.*" + RACE):
+    with pytest.raises(ConstraintError, match=r"at its end: program 0 and program 1 both wrote 16 byte\(s\) of shared "
+                                              r"HBM tensor .* their last values there differ.*" + RACE):
         _launch(lambda: body(lambda p: float(p)))
     # a kernel that does not split its work by program_id writes every output twice, with one answer
     np.testing.assert_array_equal(_launch(lambda: body(lambda p: 3.0)), np.full((1, 8), 3.0))
@@ -87,7 +88,7 @@ def test_a_write_over_bytes_the_other_core_read_races():
 
     np.testing.assert_array_equal(_launch(body, x.copy(), (0, 1)), x)  # each core overwrites only what it read
     # program 0 read row 0 in the same interval: it may have seen the old values or program 1's
-    with pytest.raises(ConstraintError, match=r"program 1 writes 32 byte\(s\) of shared HBM tensor 'arg0' that "
+    with pytest.raises(ConstraintError, match=r"program 1 writes 14 byte\(s\) of shared HBM tensor 'arg0' that "
                                               r"program 0 read.*" + RACE):
         _launch(body, x.copy(), (0, 0))
 
@@ -107,8 +108,8 @@ def test_a_race_after_a_barrier_names_its_interval():
         return out
 
     np.testing.assert_array_equal(_launch(lambda: body((0, 1))), np.repeat([[0.0], [1.0]], 8, axis=1))
-    with pytest.raises(ConstraintError, match=r"program 1 writes other values .*between core_barrier 1 and the next "
-                                              r"one.*" + RACE):
+    with pytest.raises(ConstraintError, match=r"both wrote 16 byte\(s\) .*since nisa.core_barrier 1, and their last "
+                                              r"values there differ.*" + RACE):
         _launch(lambda: body((0, 0)))
 
 
@@ -139,9 +140,51 @@ def test_scatters_of_the_two_cores_race_where_their_rows_meet(overlap):
 
     indices = np.array([rows_of_program[0], rows_of_program[1]], np.int32).reshape(2, 2, 1)
     if overlap:
-        with pytest.raises(ConstraintError, match=r"program 1 writes other values into 16 byte\(s\).*that program 0 "
-                                                  r"wrote.*" + RACE):
+        with pytest.raises(ConstraintError, match=r"both wrote 16 byte\(s\) of shared HBM tensor .* their last "
+                                                  r"values there differ.*" + RACE):
             _launch(body, indices)
     else:
         want = np.repeat([[1.0], [2.0], [1.0], [2.0]], 8, axis=1)
         np.testing.assert_array_equal(_launch(body, indices), want)
+
+
+def test_a_kernel_that_does_not_split_its_work_runs_on_two_cores():
+    # AWS's dynamic_elementwise_add: both cores compute the whole result, store it and read it back (a fence copy);
+    # every value either core can see is the one it sees here
+    x = RNG.standard_normal((4, 8)).astype(np.float32)
+
+    def body(x):
+        out = nl.ndarray(x.shape, dtype=nl.float32, buffer=nl.shared_hbm)
+        t = empty(x.shape)
+        nisa.dma_copy(dst=t, src=x)
+        nisa.dma_copy(dst=out, src=t)
+        nisa.dma_copy(dst=out, src=out)
+        back = empty(x.shape)
+        nisa.dma_copy(dst=back, src=out)
+        return out
+
+    np.testing.assert_array_equal(_launch(body, x), x)
+
+
+def test_zeroing_then_scattering_on_both_cores_races_only_if_read_between():
+    # AWS's router_topk (no token sharding): both cores zero a shared tensor and scatter the same rows into it. The
+    # last value each core leaves is the scattered one, so the result does not depend on the timing, but a read of
+    # it between the two could see the other core's zeros.
+    def body(read_back):
+        out = nl.ndarray((4, 8), dtype=nl.float32, buffer=nl.shared_hbm)
+        zeros = empty((4, 8))
+        nisa.memset(dst=zeros, value=0.0)
+        nisa.dma_copy(dst=out, src=zeros)
+        index = empty((2, 1), nl.int32)
+        nisa.iota(dst=index, pattern=[[0, 1]], offset=1, channel_multiplier=2)  # rows 1 and 3
+        nisa.dma_copy(dst=out.ap(pattern=[[8, 2], [1, 8]], offset=0, vector_offset=index, indirect_dim=0),
+                      src=_row_of_program(lambda p: 5.0, rows=2))
+        if read_back:
+            seen = empty((4, 8))
+            nisa.dma_copy(dst=seen, src=out)
+        return out
+
+    np.testing.assert_array_equal(_launch(lambda: body(False)), np.repeat([[0.0], [5.0], [0.0], [5.0]], 8, axis=1))
+    # (program 0, run first, read its own scattered rows; program 1's zeros may land before that read)
+    with pytest.raises(ConstraintError, match=r"program 1 writes 32 byte\(s\) .* that program 0 read.*" + RACE):
+        _launch(lambda: body(True))
