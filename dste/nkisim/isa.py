@@ -678,7 +678,8 @@ def _register_value(value):
 
 @instruction
 def memset(dst, value, engine=engine.unknown, name=None):
-    """Fill ``dst`` with a constant whose Python type matches the dtype (int for integers, float for floats)."""
+    """Fill ``dst`` with a constant: an int for integer dtypes; a float, or an int the dtype holds exactly, for
+    float dtypes."""
     instr = "memset"
     on_chip(instr, "dst", dst)
     eng = engine_name(engine, instr, "vector", ("vector", "scalar", "gpsimd"))
@@ -694,9 +695,12 @@ def memset(dst, value, engine=engine.unknown, name=None):
         if not info.min <= int(value) <= info.max:
             violate("memset.value_type", f"nisa.memset: value {value} is outside the range [{info.min}, {info.max}] of "
                     f"{dst.dtype.name}")
-    elif isinstance(value, (bool, np.bool_)) or not isinstance(value, (float, np.floating)):
+    elif isinstance(value, (bool, np.bool_)) or not isinstance(value, (float, np.floating, int, np.integer)):
         violate("memset.value_type", f"nisa.memset: value {value!r} ({type(value).__name__}) does not match dtype "
                 f"{dst.dtype.name}; use a float")
+    elif isinstance(value, (int, np.integer)) and float(dt.cast(np.float64(value), dst.dtype)) != int(value):
+        violate("memset.value_type", f"nisa.memset: the int value {value} is not exactly a {dst.dtype.name}; use a "
+                "float")
     write(instr, dst, np.full((dst.shape[0], dst.free_size), value))
     record(eng, instr, elementwise_cycles(eng, dst.free_size, 1, dst.dtype, "copy"))
 

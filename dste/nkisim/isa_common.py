@@ -303,9 +303,10 @@ def on_chip(instr, role, t, allowed=ON_CHIP):
                 f"(partition step {t._byte_strides[0] // max(t.storage.bytes_per_partition, 1)})")
     if t.buffer == "psum":
         fmax = int(cost.constant("psum_bank_bytes", target())) // 4  # nl.tile_size.psum_bank_fmax: fp32 per bank
-        if t.free_size > fmax:
-            violate("isa.psum_tile_fmax", f"nisa.{instr}: {role} {t.name!r} holds {t.free_size} elements per "
-                    f"partition in PSUM; a PSUM tile's free size is at most nl.tile_size.psum_bank_fmax = {fmax}")
+        span = psum_free_span(t)
+        if span > fmax:
+            violate("isa.psum_tile_fmax", f"nisa.{instr}: {role} {t.name!r} spans {span} elements per partition in "
+                    f"PSUM; a PSUM tile's free size is at most nl.tile_size.psum_bank_fmax = {fmax}")
     free_dims = access_pattern_free_dims(t)
     if free_dims > MAX_FREE_DIMS:
         violate("isa.free_dims", f"nisa.{instr}: {role} {t.name!r} (shape {t.shape}) needs {free_dims} free "
@@ -325,6 +326,13 @@ def on_chip(instr, role, t, allowed=ON_CHIP):
         violate("isa.start_partition", f"nisa.{instr}: {role} {t.name!r} starts at partition {start}; an operand of "
                 f"{partitions} partitions may start at {', '.join(map(str, legal))}")
     return t
+
+
+def psum_free_span(t):
+    """Elements per partition from the first to the last one an operand's free dims address: the free size of the
+    PSUM tile it reads or writes. A broadcast (stride-0) dim adds nothing, as it re-reads the same elements."""
+    item = t.dtype.itemsize
+    return 1 + sum((n - 1) * abs(int(stride)) // item for n, stride in zip(t.shape[1:], t._byte_strides[1:]))
 
 
 def same_layout(instr, a_role, a, b_role, b):

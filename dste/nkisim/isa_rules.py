@@ -26,8 +26,10 @@ _RULES = [
      f"{ARCH_GUIDE}, Data streaming (src/dst of an instruction: start_partition by num_partition); {STUB_ISA}, "
      "nc_stream_shuffle (constraint 3); nki/migration/index.rst, Improved allocation API (the partition offset is a "
      "physical partition lane)"),
-    ("isa.psum_tile_fmax", "a PSUM operand of a compute instruction holds at most psum_bank_fmax (512) elements per "
-     "partition", "nki/get-started/about/tiling-overview.rst, Tile-Size Constraint #2 (the stricter reading: "
+    ("isa.psum_tile_fmax", "a PSUM operand of a compute instruction spans at most psum_bank_fmax (512) elements per "
+     "partition, from its first to its last (a broadcast dim re-reads its elements and adds none)",
+     "nki/get-started/about/tiling-overview.rst, Tile-Size Constraint #2, which limits 'tiles in PSUM'; AWS's "
+     "nki-library layernorm_tkg broadcasts a one-column PSUM tile over thousands of columns (the stricter reading: "
      f"{ARCH_GUIDE}, Vector Engine / Scalar Engine, allows PSUM free sizes up to 4K elements for most of their "
      "instructions)"),
     ("isa.on_chip_1d", "a one-element SBUF tensor of shape [1] is an operand of register_load / register_store only",
@@ -170,8 +172,12 @@ _RULES = [
     ("sequence_bounds.operands", "segment_ids and dst float32 or int32, one partition, dst [1, 2, n]",
      _doc("sequence_bounds")),
     # -- VectorE extras ------------------------------------------------------------------------
-    ("memset.value_type", "value's Python type matches dst's dtype (int for integer dtypes, float for floats) and "
-     "fits its range", f"{RELEASE_NOTES}, NKI 0.3.0 Breaking Changes (nisa.memset)"),
+    ("memset.value_type", "value is an int for integer dtypes (within their range), and a float or an int the dtype "
+     "holds exactly for float dtypes", f"{RELEASE_NOTES}, NKI 0.3.0 Breaking Changes (nisa.memset: 'Kernels that "
+     "pass float values to integer-typed tensors ... will now raise an error'; 'x4 packed types enforce value=0'); "
+     "nki/migration/index.rst, nisa.memset strict type matching; nisa.dma_transpose's docstring example memsets a "
+     "float tile with value=0, as AWS's nki-library kernels do (assumption: an int a float dtype holds exactly is "
+     "accepted)"),
     ("memset.engine", "memset runs on Vector or GpSimd Engine", _doc("memset", ":param engine:")),
     ("reduce_cmd.value", "reduce_cmd is one the instruction lists", _doc("exponential / tensor_scalar_reduce", "reduce_cmd")),
     ("tensor_scalar_reduce.operands", "reverse0 is False (not supported yet); a unary op0 takes operand0 None or 0; a "

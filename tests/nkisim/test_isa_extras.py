@@ -310,7 +310,7 @@ def test_core_barrier_makes_each_core_see_the_other_cores_writes():
     def failing():  # program 1 fails before the barrier: its error is the launch's, program 0 does not hang
         shared = nl.ndarray((2, 8), dtype=nl.float32, buffer=nl.shared_hbm)
         if nl.program_id(0) == 1:
-            nisa.memset(dst=empty((1, 8)), value=1)  # an int into a float tile
+            nisa.memset(dst=empty((1, 8), nl.int32), value=1.0)  # a float into an int tile
         nisa.core_barrier(data=shared, cores=(0, 1))
 
     with pytest.raises(ConstraintError, match="memset.value_type"):

@@ -52,7 +52,7 @@ def test_matmul_m_limit():
 def test_matmul_n_limit():
     with pytest.raises(ConstraintError, match=r"N \(moving free size\) = 1024 exceeds the limit 512"):
         _matmul((128, 128), (128, 1024), (128, 512))  # a [128, 1024] fp32 dst is refused first, by isa.psum_tile_fmax
-    with pytest.raises(ConstraintError, match=r"dst .* holds 1024 elements per partition in PSUM.*psum_bank_fmax = 512"):
+    with pytest.raises(ConstraintError, match=r"dst .* spans 1024 elements per partition in PSUM.*psum_bank_fmax = 512"):
         _matmul((128, 128), (128, 1024), (128, 1024))
 
 
@@ -199,13 +199,23 @@ def test_memset_value_type_must_match_dtype():
     def int_tile_float_value():
         nisa.memset(dst=nl.ndarray((128, 4), nl.int32), value=1.0)
 
-    def float_tile_int_value():
-        nisa.memset(dst=nl.ndarray((128, 4), nl.float32), value=1)
+    def float_tile_int_value(value, dtype, o):
+        t = nl.ndarray((128, 4), dtype)
+        nisa.memset(dst=t, value=value)
+        o["t"] = t.numpy()
 
     with pytest.raises(ConstraintError, match="does not match dtype int32; use an int"):
         run(int_tile_float_value)
+    # the ISA stub's dma_transpose example and AWS's kernels memset float tiles with value=0
+    out = {}
+    run(lambda: float_tile_int_value(0, nl.float32, out))
+    np.testing.assert_array_equal(out["t"], 0.0)
+    run(lambda: float_tile_int_value(256, nl.bfloat16, out))
+    np.testing.assert_array_equal(out["t"].astype(np.float32), 256.0)
+    with pytest.raises(ConstraintError, match="the int value 257 is not exactly a bfloat16; use a float"):
+        run(lambda: float_tile_int_value(257, nl.bfloat16, out))
     with pytest.raises(ConstraintError, match="does not match dtype float32; use a float"):
-        run(float_tile_int_value)
+        run(lambda: float_tile_int_value("0", nl.float32, out))
 
 
 def test_indirect_index_out_of_range_names_index_and_range():
@@ -346,8 +356,25 @@ def test_psum_operand_of_any_instruction_holds_at_most_512_elements():
         nisa.memset(dst=t, value=0.0)
 
     run(lambda: body(512))
-    with pytest.raises(ConstraintError, match=r"holds 2048 elements per partition in PSUM.*rule isa.psum_tile_fmax"):
+    with pytest.raises(ConstraintError, match=r"spans 2048 elements per partition in PSUM.*rule isa.psum_tile_fmax"):
         run(lambda: body(2048))
+
+
+def test_a_broadcast_of_a_psum_tile_spans_the_tile_not_the_broadcast():
+    # "For tiles in PSUM, the F dimension size must not exceed 512" (tiling-overview.rst): a [128, 1] PSUM tile
+    # broadcast over 4096 columns (AWS's layernorm_tkg subtracts its mean so) reads one element per partition
+    def body(o):
+        mean = nl.ndarray((128, 1), nl.float32, buffer=nl.psum, name="mean")
+        nisa.memset(dst=mean, value=2.0)
+        x = nl.ndarray((128, 4096), nl.float32, buffer=nl.sbuf)
+        nisa.memset(dst=x, value=5.0)
+        centred = nl.ndarray((128, 4096), nl.float32, buffer=nl.sbuf)
+        nisa.tensor_tensor(dst=centred, data1=x, data2=mean.broadcast(1, 4096), op=nl.subtract)
+        o["c"] = centred.numpy()
+
+    out = {}
+    run(lambda: body(out))
+    np.testing.assert_array_equal(out["c"], 3.0)
 
 
 def test_operand_access_pattern_has_at_most_four_free_dims():
