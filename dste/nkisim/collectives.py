@@ -2,7 +2,7 @@
 simulated.
 
 A kernel that imports ``nki.collectives`` (or builds a ``ReplicaGroup``) loads; calling a collective raises
-``NotImplementedError`` naming it, as ``nisa.sendrecv`` does (rule ``isa.not_simulated``). The official CPU
+``NotImplementedError`` naming it (rule ``isa.not_simulated``). The official CPU
 simulator does not implement them either: "nki.collectives APIs are not implemented in the simulator"
 (nki/guides/nki_simulator.rst, Simulation Limitations). Signatures follow ``nki/api/nki/collectives/__init__.py``.
 """

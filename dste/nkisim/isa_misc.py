@@ -13,7 +13,7 @@ from . import dtypes as dt
 from .isa_alu import ALU_TABLE, BYPASS, op_name
 from .isa_common import (
     KernelSignatureError, check_reduce_cmd, column_operand, contiguous_run_elements, dge_mode, dma_engine,  # noqa: F401
-    engine, instruction, not_simulated, on_chip, oob_mode, read2d, record, record_dma, reduce_cmd, require_target,
+    engine, instruction, on_chip, oob_mode, read2d, record, record_dma, reduce_cmd, require_target,
     same_layout, sbuf_span, shared_read, shared_write, target, tensor, write,
 )
 from .rules import violate
@@ -462,20 +462,79 @@ def core_barrier(data, cores, engine=engine.gpsimd, name=None):
         violate("isa.buffer", f"nisa.{instr}: cores must be (0, 1) and data in shared HBM (got {cores!r}, {data.buffer})")
     if runtime.current().num_programs != 2:
         violate("isa.target_only", f"nisa.{instr}: needs an LNC2 launch (kernel[2])")
+    _meet_other_core("nisa.core_barrier")
+
+
+def _meet_other_core(what, payload=None):
+    """Wait for the other program of the kernel[2] launch at this meeting (a ``core_barrier`` or ``sendrecv``);
+    returns what it brought. A launch whose programs run one after the other is run again as two threads."""
     context = runtime.current()
     if context.lockstep is None:
         raise runtime.NeedsLockstep()
     if context.program_id == 1:  # program 1 ends the interval program 0 has already run (races.SharedAccessLog)
         interval = context.lockstep.arrived[1]
-        context.shared_access.end_interval(interval, f"nisa.core_barrier {interval + 1}")
-    problem = context.lockstep.barrier(context.program_id)
+        context.shared_access.end_interval(interval, f"{what} (meeting {interval + 1} of the two cores)")
+    problem, theirs = context.lockstep.meet(context.program_id, what, payload)
     if problem:
         violate("core_barrier.both_cores", problem)
+    return theirs
 
 
-@not_simulated
+# dma_engine.gpsimd_dma's bytes per partition by element size (sendrecv docstring)
+GPSIMD_DMA_MAX_BYTES = {4: 1024, 2: 512, 1: 256}
+
+
+@instruction
 def sendrecv(src, dst, send_to_rank, recv_from_rank, pipe_id, dma_engine=dma_engine.dma, name=None):
-    """Point-to-point exchange between the cores of an LNC2 launch (not simulated: programs run in sequence)."""
+    """Exchange SBUF tiles between the two cores of an LNC2 launch: this core's ``src`` goes to the ``dst`` of core
+    ``send_to_rank`` while ``dst`` receives the ``src`` of core ``recv_from_rank`` (NeuronCore-v3+).
+
+    Both cores meet here as at a ``core_barrier`` (the default engine "uses the standard DMA engine with CoreBarrier
+    synchronization"; an assumption for ``gpsimd_dma``), so their HBM writes before it are visible after it. Each
+    core's send must be the other's receive. Charged as one DMA of ``src``'s bytes.
+    """
+    instr = "sendrecv"
+    require_target(instr, "nisa.sendrecv", 3)
+    on_chip(instr, "src", src, allowed=("sbuf",))
+    on_chip(instr, "dst", dst, allowed=("sbuf",))
+    engines = globals()["dma_engine"]
+    problems = []
+    if not isinstance(dma_engine, engines):
+        problems.append(f"dma_engine a nisa.dma_engine member (got {dma_engine!r})")
+    if src.dtype != dst.dtype:
+        problems.append(f"src and dst of one dtype (src {src.dtype.name}, dst {dst.dtype.name})")
+    if src.shape != dst.shape or src._byte_strides[1:] != dst._byte_strides[1:]:
+        problems.append(f"src and dst of one shape and layout (src {src.shape}, dst {dst.shape})")
+    for role, rank in (("send_to_rank", send_to_rank), ("recv_from_rank", recv_from_rank)):
+        if isinstance(rank, (bool, np.bool_)) or not isinstance(rank, (int, np.integer)) or rank not in (0, 1):
+            problems.append(f"{role} 0 or 1 (got {rank!r})")
+    if isinstance(pipe_id, (bool, np.bool_)) or not isinstance(pipe_id, (int, np.integer)):
+        problems.append(f"an int pipe_id (got {pipe_id!r})")
+    if dma_engine is engines.gpsimd_dma:
+        limit = GPSIMD_DMA_MAX_BYTES.get(src.dtype.itemsize)
+        if limit is not None and src.free_size * src.dtype.itemsize > limit:
+            problems.append(f"at most {limit} bytes per partition of a {src.dtype.itemsize * 8}-bit type with "
+                            f"dma_engine.gpsimd_dma (got {src.free_size * src.dtype.itemsize})")
+    if problems:
+        violate("sendrecv.operands", f"nisa.{instr}: needs " + "; ".join(problems))
+    context = runtime.current()
+    if context.num_programs != 2:
+        violate("isa.target_only", f"nisa.{instr}: needs an LNC2 launch (kernel[2])")
+    me = context.program_id
+    sent = src.array().copy()
+    theirs = _meet_other_core(f"nisa.sendrecv (pipe_id {int(pipe_id)})",
+                              (int(send_to_rank), int(recv_from_rank), sent))
+    their_send, their_receive, their_values = theirs
+    other = 1 - me
+    mine_to = int(send_to_rank)
+    if (mine_to == other) != (their_receive == me) or (their_send == me) != (int(recv_from_rank) == other):
+        violate("sendrecv.operands", f"nisa.{instr}: program {me} sends to core {mine_to} and receives from core "
+                f"{int(recv_from_rank)}, program {other} sends to core {their_send} and receives from core "
+                f"{their_receive}: each core's send must be the other core's receive")
+    received = their_values if int(recv_from_rank) == other else sent
+    write(instr, dst, received)
+    item = src.dtype.itemsize
+    record_dma(instr, src.size * item, sbuf_span(src), src.free_size * item, src.shape[0], False)
 
 
 # -- NeuronCore-v4 only ----------------------------------------------------------------------------

@@ -229,9 +229,13 @@ _RULES = [
      "(1,0)/(2,1,0)/(3,1,2,0), dst shape = transposed src shape", _doc("dma_transpose")),
     ("dma_compute.operands", "reduce_op add, scales all 1.0, 1-16 sources of dst's element count",
      _doc("dma_compute")),
-    ("core_barrier.both_cores", "both programs of the kernel[2] launch reach every core_barrier (else the launch "
-     "hangs on hardware)", _doc("core_barrier") + "; nki/guides/nki_simulator.rst (kernel[2] runs two threads; "
-     "core_barrier synchronises them)"),
+    ("core_barrier.both_cores", "both programs of the kernel[2] launch reach every core_barrier and sendrecv, in the "
+     "same order (else the launch hangs on hardware)", _doc("core_barrier") + "; " + _doc("sendrecv") + "; "
+     "nki/guides/nki_simulator.rst (kernel[2] runs two threads; sendrecv and core_barrier synchronise them); "
+     "assumption: a sendrecv meets the other core as a core_barrier does, whatever its dma_engine"),
+    ("sendrecv.operands", "src and dst are SBUF tiles of one dtype, shape and layout; send_to_rank and "
+     "recv_from_rank are 0 or 1, and each core's send is the other core's receive; dma_engine.gpsimd_dma moves at "
+     "most 1024 / 512 / 256 bytes per partition of 32 / 16 / 8-bit types", _doc("sendrecv")),
     ("dma_compute.static_address", "srcs and dst have compile-time addresses: no scalar_offset unless vector_offset "
      "is used", _doc("dma_compute", "Memory types")),
     ("dma_compute.rmw", "with a vector_offset: exactly 2 sources, unique_indices=True; scatter (dst HBM indirect, a "

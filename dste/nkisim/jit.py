@@ -222,10 +222,12 @@ def _check_kernel_source(fn):
         tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
     except (OSError, TypeError, SyntaxError):  # no source (defined in a REPL, a compiled module): not checked
         return
+    first_line = getattr(getattr(fn, "__code__", None), "co_firstlineno", 1)
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare) and any(isinstance(op, (ast.Is, ast.IsNot)) for op in node.ops):
-            violate("kernel.signature.python-subset", f"kernel {getattr(fn, '__name__', fn)!r}, line "
-                    f"{node.lineno}: the 'is' / 'is not' operators are not supported in a kernel; use == / !=")
+            violate("kernel.signature.python-subset", f"kernel {getattr(fn, '__name__', fn)!r}, "
+                    f"{inspect.getsourcefile(fn) or '<unknown file>'} line {first_line + node.lineno - 1}: the 'is' "
+                    "/ 'is not' operators are not supported in a kernel; use == / !=")
 
 
 def _is_torch(value):

@@ -130,6 +130,8 @@ class Lockstep:
         self.arrived = [0, 0]
         self.done = [False, False]
         self.failed = [False, False]
+        # per program: meeting number -> (what the program reached there, what it brought)
+        self.posted = [{}, {}]
 
     def start(self, program):
         with self.cond:
@@ -137,20 +139,33 @@ class Lockstep:
 
     def barrier(self, program):
         """Block until the other program reached as many barriers; returns None or a message when it ended first."""
+        problem, _ = self.meet(program, "nisa.core_barrier")
+        return problem
+
+    def meet(self, program, what, payload=None):
+        """Block until the other program reached as many meetings (``core_barrier`` s and ``sendrecv`` s); returns
+        ``(problem, the other program's payload)``: ``problem`` is None, or a message when the other program ended
+        first or met here with another instruction."""
         other = 1 - program
         with self.cond:
             self.arrived[program] += 1
             count = self.arrived[program]
+            self.posted[program][count] = (what, payload)
             self.turn = other
             self.cond.notify_all()
             self.cond.wait_for(lambda: self.turn == program)
             if self.arrived[other] >= count:
-                return None
+                their_what, their_payload = self.posted[other][count]
+                if their_what != what:
+                    return (f"{what}: program {program} reached it as its meeting {count} with the other core, where "
+                            f"program {other} reached {their_what}: the two cores must meet at the same instruction "
+                            "(on hardware this launch would hang)"), None
+                return None, their_payload
             if self.failed[other]:
                 raise LockstepAbort()
-            return (f"nisa.core_barrier: program {program} waits at barrier {count}, but program {other} ended after "
-                    f"{self.arrived[other]} barrier(s): both cores must reach every core_barrier (on hardware this "
-                    "launch would hang)")
+            return (f"{what}: program {program} waits at barrier {count}, but program {other} ended after "
+                    f"{self.arrived[other]} barrier(s): both cores must reach every core_barrier and sendrecv (on "
+                    "hardware this launch would hang)"), None
 
     def finish(self, program, failed):
         with self.cond:

@@ -188,3 +188,73 @@ def test_zeroing_then_scattering_on_both_cores_races_only_if_read_between():
     # (program 0, run first, read its own scattered rows; program 1's zeros may land before that read)
     with pytest.raises(ConstraintError, match=r"program 1 writes 32 byte\(s\) .* that program 0 read.*" + RACE):
         _launch(lambda: body(True))
+
+
+def _exchange(send_to=(1, 0), receive_from=(1, 0), engine=nisa.dma_engine.dma, width=8):
+    """The ISA stub's sendrecv example: each core sends its tile to the next core and receives the previous one's."""
+
+    def body():
+        out = nl.ndarray((2, 4, width), dtype=nl.float32, buffer=nl.shared_hbm)
+        me = nl.program_id(0)
+        mine = empty((4, width))
+        nisa.memset(dst=mine, value=float(me + 1))
+        got = empty((4, width))
+        nisa.sendrecv(src=mine, dst=got, send_to_rank=send_to[me], recv_from_rank=receive_from[me], pipe_id=0,
+                      dma_engine=engine)
+        nisa.dma_copy(dst=out[me], src=got)
+        return out
+
+    return body
+
+
+def test_sendrecv_swaps_the_two_cores_tiles():
+    # nki/api/nki/isa/__init__.py, sendrecv: "The current NeuronCore sends its src tile to the dst location of the
+    # target NeuronCore ... while simultaneously receiving data from recv_from_rank into its own dst tile"
+    out = _launch(_exchange())
+    np.testing.assert_array_equal(out[0], 2.0)
+    np.testing.assert_array_equal(out[1], 1.0)
+    # each core keeping its own tile is also an exchange both cores agree on
+    out = _launch(_exchange(send_to=(0, 1), receive_from=(0, 1)))
+    np.testing.assert_array_equal(out[0], 1.0)
+    np.testing.assert_array_equal(out[1], 2.0)
+    out = _launch(_exchange(engine=nisa.dma_engine.gpsimd_dma, width=256))  # 1024 B per partition of fp32
+    np.testing.assert_array_equal(out[1], 1.0)
+
+
+def test_sendrecv_is_refused_where_the_cores_disagree_or_the_engine_cannot():
+    with pytest.raises(ConstraintError, match=r"program 0 sends to core 1 and receives from core 1, program 1 sends to "
+                                              r"core 1 and receives from core 0.*sendrecv.operands"):
+        _launch(_exchange(send_to=(1, 1), receive_from=(1, 0)))
+    with pytest.raises(ConstraintError, match=r"at most 1024 bytes per partition of a 32-bit type with "
+                                              r"dma_engine.gpsimd_dma \(got 1028\).*sendrecv.operands"):
+        _launch(_exchange(engine=nisa.dma_engine.gpsimd_dma, width=257))
+    with pytest.raises(ConstraintError, match=r"nisa.core_barrier: program 0 reached it as its meeting 1 with the other "
+                                              r"core, where program 1 reached nisa.sendrecv \(pipe_id 0\)"):
+        def one_core_meets_first():
+            if nl.program_id(0) == 0:
+                nisa.core_barrier(data=nl.ndarray((1, 1), nl.float32, buffer=nl.shared_hbm), cores=(0, 1))
+            else:
+                t = empty((1, 8))
+                nisa.memset(dst=t, value=0.0)
+                nisa.sendrecv(src=t, dst=empty((1, 8)), send_to_rank=0, recv_from_rank=0, pipe_id=0)
+
+        _launch(one_core_meets_first)
+    with pytest.raises(ConstraintError, match=r"nisa.sendrecv: needs an LNC2 launch"):
+        _launch(_exchange(), lnc=1)
+
+
+def test_sendrecv_orders_the_cores_hbm_accesses_as_a_barrier_does():
+    # the default dma_engine "uses the standard DMA engine with CoreBarrier synchronization"
+    def body():
+        shared = nl.ndarray((2, 8), dtype=nl.float32, buffer=nl.shared_hbm)
+        out = nl.ndarray((2, 2, 8), dtype=nl.float32, buffer=nl.shared_hbm)
+        me = nl.program_id(0)
+        nisa.dma_copy(dst=shared[me:me + 1, :], src=_row_of_program(lambda p: float(p + 1)))
+        token = _row_of_program(lambda p: 0.0)
+        nisa.sendrecv(src=token, dst=empty((1, 8)), send_to_rank=1 - me, recv_from_rank=1 - me, pipe_id=0)
+        both = empty((2, 8))
+        nisa.dma_copy(dst=both, src=shared)
+        nisa.dma_copy(dst=out[me], src=both)
+        return out
+
+    np.testing.assert_array_equal(_launch(body)[1], np.repeat([[1.0], [2.0]], 8, axis=1))

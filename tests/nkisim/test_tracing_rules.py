@@ -307,6 +307,12 @@ def _is_kernel(a, b=None):
     return _copy_kernel(b)
 
 
+def test_an_is_operator_is_reported_at_its_line_in_the_file():
+    line = _is_kernel.__code__.co_firstlineno + 1  # `if b is None:`
+    with pytest.raises(ConstraintError, match=rf"test_tracing_rules.py line {line}: the 'is'"):
+        sim.simulate(_is_kernel)(np.ones((128, 4), np.float32))
+
+
 @pytest.mark.parametrize("kernel, what", [(_keyword_only_kernel, "keyword-only"), (_is_kernel, "'is'")])
 def test_a_kernel_keeps_to_the_python_nki_compiles(kernel, what):
     with pytest.raises(ConstraintError, match=f"{what}.*rule kernel.signature.python-subset"):
