@@ -132,6 +132,10 @@ from .ops import (  # noqa: F401 - operators / activation functions that are als
 )
 from .tensor import DynSlice, NkiTensor  # noqa: F401
 
+# The stub's type alias for dtypes (``DType = str``), kept for kernels' annotations: ``dtype: nl.DType = nl.bfloat16``.
+# The simulator's dtypes are NumPy dtypes, so it is not a class they are instances of.
+DType = str
+
 bool_ = _dtypes.bool_
 int8, int16, int32 = _dtypes.int8, _dtypes.int16, _dtypes.int32
 uint8, uint16, uint32 = _dtypes.uint8, _dtypes.uint16, _dtypes.uint32

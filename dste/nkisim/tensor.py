@@ -815,7 +815,8 @@ def _check_index_tensor(index, rows, name, rule, what):
         _violate(rule, f"{what} on {name!r}: the index tensor must be in SBUF, not {index.buffer}")
     if index.dtype not in (dt.int32, dt.uint32):
         _violate(rule, f"{what} on {name!r}: index dtype must be int32 or uint32, got {index.dtype.name}")
-    if index.ndim != 2 or index.shape[1] != 1 or (rows is not None and index.shape[0] != rows):
+    # one index per partition: (P, 1), or (P, 1, 1) as AWS's router_topk builds it (the docs give no other shape)
+    if index.ndim < 2 or any(n != 1 for n in index.shape[1:]) or (rows is not None and index.shape[0] != rows):
         _violate(rule, f"{what} on {name!r}: index shape must be ({rows}, 1), got {index.shape}")
 
 

@@ -46,6 +46,21 @@ def test_installed_modules_hold_only_the_official_names():
     assert {"nc_matmul", "dma_copy", "register_alloc"} <= set(dir(nisa)) and {"ndarray", "fori_loop"} <= set(dir(nl))
 
 
+def test_every_official_name_resolves_on_the_installed_modules():
+    """nl.DType (the stub's ``DType = str``, which AWS's kernels use in annotations) was listed but not defined."""
+    from dste.nkisim import official_names
+
+    sim.install()
+    import nki
+    import nki.isa as nisa
+    import nki.language as nl
+
+    for module, names in ((nki, official_names.NKI), (nisa, official_names.ISA), (nl, official_names.LANGUAGE)):
+        missing = [name for name in names if not hasattr(module, name)]
+        assert missing == [], f"{module.__name__}: {missing}"
+    assert nl.DType is str
+
+
 def test_nki_collectives_imports_and_each_collective_names_itself_unsimulated():
     """nki.collectives is a public module of the NKI 0.6 stubs (nki/api/nki/collectives/__init__.py); a kernel that
     imported it failed ('nki' is not a package). The official simulator implements none of it

@@ -7,7 +7,7 @@ import pytest
 import dste.nkisim as sim
 from dste.nkisim import isa as nisa
 from dste.nkisim import language as nl
-from dste.nkisim.errors import NkiValidationError
+from dste.nkisim.errors import ConstraintError, NkiValidationError
 
 RNG = np.random.default_rng(7)
 
@@ -296,6 +296,23 @@ def test_a_scatter_through_a_reshaped_view_indexes_the_views_rows():
     np.testing.assert_array_equal(table.reshape(-1), expected)
     with pytest.raises(IndexError, match=r"index 32 .* outside the allowed range \[0, 32\)"):
         simulate(lambda t, i, v: kernel(t, i, v, nisa.oob_mode.error), np.zeros((8, 4), np.float32), ids, values)
+
+
+def test_a_vector_offset_takes_one_index_per_partition():
+    # a (P, 1) tile as the dma_copy docstring shows, or (P, 1, 1) as AWS's router_topk builds it; not (P, 2)
+    table = np.arange(8 * 4, dtype=np.float32).reshape(8, 4)
+
+    def kernel(table, ids):
+        idx = nl.load(ids)
+        rows = nl.ndarray((2, 4), nl.float32)
+        nisa.dma_copy(dst=rows, src=table.ap(pattern=[[4, 2], [1, 4]], offset=0, vector_offset=idx, indirect_dim=0))
+        out = nl.ndarray(rows.shape, nl.float32, buffer=nl.shared_hbm)
+        nl.store(out, rows)
+        return out
+
+    np.testing.assert_array_equal(simulate(kernel, table, np.array([[[5]], [[2]]], np.int32)), table[[5, 2]])
+    with pytest.raises(ConstraintError, match=r"index shape must be \(2, 1\), got \(2, 2\)"):
+        simulate(kernel, table, np.array([[5, 1], [2, 0]], np.int32))
 
 
 def test_oob_skip_skips_a_gather_row_whose_pattern_runs_past_the_tensor():
