@@ -47,6 +47,10 @@ def as_dtype(dtype):
         raise TypeError("dtype is required; allowed: " + ", ".join(sorted(d.name for d in ALL_DTYPES)))
     if hasattr(dtype, "is_floating_point") and not isinstance(dtype, np.dtype):
         dtype = _torch_dtype_to_numpy(dtype)
+    if isinstance(dtype, str) and dtype.endswith("_x4"):  # nl.float8_e4m3fn_x4 and the other packed MX dtypes
+        raise TypeError(f"nl.{dtype} is a packed MX dtype of NeuronCore-v4 (trn3), used by nisa.nc_matmul_mx and "
+                        "nisa.quantize_mx (nki/api/nki.api.shared.rst, the dtype table); it does not exist on the "
+                        "trn1/trn2 targets the simulator runs")
     try:
         result = np.dtype(dtype)
     except TypeError as exc:

@@ -608,3 +608,10 @@ def test_two_partitions_taken_with_step_2_are_not_consecutive():
     with pytest.raises(ConstraintError, match=r"src 't' must cover consecutive partitions \(partition step 2\).*"
                                               r"rule isa.consecutive_partitions"):
         run(lambda: body(2))
+
+
+def test_a_packed_mx_dtype_is_refused_as_neuroncore_v4_only():
+    # the x4 MX dtypes feed nc_matmul_mx / quantize_mx on NeuronCore-v4 (nki.api.shared.rst); on trn2 the error
+    # says so instead of "unsupported dtype"
+    with pytest.raises(TypeError, match=r"nl.float8_e4m3fn_x4 is a packed MX dtype of NeuronCore-v4 \(trn3\)"):
+        run(lambda: nl.ndarray((128, 4), nl.float8_e4m3fn_x4))
