@@ -30,6 +30,11 @@ class NkiValidationError(ConstraintError):
     """A documented hardware constraint is violated (``nki.isa.NkiValidationError``)."""
 
 
+class LoopIndexWriteError(NkiValidationError, AssertionError):
+    """An instruction writes a loop's index register. The NKI 0.4.0 release notes say such writes to an
+    ``nl.dynamic_range`` index "now raise AssertionError at trace time", so this is one as well."""
+
+
 class InvalidActivationInputWarning(RuntimeWarning):
     """A Scalar Engine activation read inputs outside its function's Valid Input Range (tbl-act-func), where the
     hardware's output is invalid; the simulator writes NaN there."""

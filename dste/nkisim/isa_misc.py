@@ -16,6 +16,7 @@ from .isa_common import (
     engine, instruction, on_chip, oob_mode, read2d, record, record_dma, reduce_cmd, require_target,
     same_layout, sbuf_span, shared_read, shared_write, target, tensor, write,
 )
+from .errors import LoopIndexWriteError
 from .rules import violate
 from .tensor import NkiTensor
 
@@ -383,7 +384,8 @@ def _register(role, value, fn):
         violate("register.operands", f"nisa.{fn}: {role} must be a VirtualRegister from nisa.register_alloc, got "
                 f"{type(value).__name__}")
     if role == "dst" and value.frozen:
-        violate("nl.loop.index-read-only", f"nisa.{fn}: dst is a loop index, which is read-only")
+        violate("nl.loop.index-read-only", f"nisa.{fn}: dst is a loop index, which is read-only",
+                LoopIndexWriteError)
     return value
 
 
