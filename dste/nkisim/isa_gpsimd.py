@@ -117,6 +117,12 @@ def local_gather(dst, src_buffer, index, num_elem_per_idx=1, num_valid_indices=N
     if dst.shape[0] != p or dst.free_size < gathered:
         violate("local_gather.shape", f"nisa.{instr}: dst {dst.shape} cannot hold the {gathered} elements each "
                 f"partition gathers ({valid} indices x {num_elem_per_idx})")
+    if dst.free_size != gathered:
+        # NKI 0.6 Known Issues: num_elem_per_idx "is currently ignored unless num_valid_indices * num_elem_per_idx ==
+        # dst.size / dst.shape[0]", so a larger dst gathers something else on a device
+        violate("local_gather.dst-size", f"nisa.{instr}: dst holds {dst.free_size} elements per partition, not the "
+                f"{gathered} each partition gathers ({valid} indices x {num_elem_per_idx}); NKI 0.6 ignores "
+                "num_elem_per_idx unless they are equal, so size dst to what is gathered")
     # The SDK's NumPy semantics (nki/test/test_nki_isa_local_gather.py, NUMPY_SEMANTICS, linked from the docstring
     # as the "equivalent numpy implementation"): per core, indices_1d = index[core rows].flatten(order='F')[:valid]
     # and out[core rows] = np.take(src_buffer[core rows], indices_1d, axis=1). Every partition of a core gathers

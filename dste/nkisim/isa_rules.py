@@ -163,6 +163,9 @@ _RULES = [
     ("affine_select.on_false", "on_false_value is a float32 value; dst and on_true_tile in SBUF", _doc("affine_select")),
     ("local_gather.shape", "src_buffer and index have the same partitions, a multiple of 16; index uint16; "
      "num_elem_per_idx in 1,2,4,8,16,32; <= 4096 indices per core; dst dtype = src dtype", _doc("local_gather")),
+    ("local_gather.dst-size", "dst holds exactly num_valid_indices x num_elem_per_idx elements per partition",
+     f"{RELEASE_NOTES}, NKI 0.6.0 Known Issues (local_gather: num_elem_per_idx 'is currently ignored unless "
+     "num_valid_indices * num_elem_per_idx == dst.size / dst.shape[0]'; 'size dst such that' they are equal)"),
     ("nc_n_gather.operands", "data/indices/dst in SBUF, indices uint32 in range, dst dtype = data dtype, dst "
      "elements per partition = indices'", _doc("nc_n_gather")),
     ("nonzero_with_count.operands", "src float32/int32, dst int32 in SBUF with one more element per partition",

@@ -106,6 +106,22 @@ def test_local_gather_matches_the_sdk_numpy_semantics():
     np.testing.assert_array_equal(run(body)["y"], expected.reshape(128, 4, 16, 4))
 
 
+def test_local_gather_needs_a_dst_sized_to_what_it_gathers():
+    # NKI 0.6.0 Known Issues: num_elem_per_idx "is currently ignored unless num_valid_indices * num_elem_per_idx ==
+    # dst.size / dst.shape[0]": a larger dst gathers something else on a device, so it is refused here
+    src = np.arange(128 * 64, dtype=np.float32).reshape(128, 64)
+    index = np.zeros((128, 2), np.uint16)
+
+    def body(free):
+        nisa.local_gather(dst=empty((128, free)), src_buffer=tile(src), index=tile(index, nl.uint16),
+                          num_elem_per_idx=2, num_valid_indices=8)
+
+    run(lambda o: body(16))
+    with pytest.raises(ConstraintError, match=r"dst holds 24 elements per partition, not the 16 each partition "
+                                              r"gathers \(8 indices x 2\).*local_gather.dst-size"):
+        run(lambda o: body(24))
+
+
 def test_sequence_bounds_affine_select_and_iota():
     ids = np.array([[1, 1, 2, 2, 2, 0, 3]], dtype=np.int32)
 
