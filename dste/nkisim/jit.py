@@ -119,7 +119,9 @@ def _run_programs(fn, args, kwargs, lnc, target, grid_ndim):
     """The programs of the launch one after the other: (program 0's result, converted arguments, profiles)."""
     shared = [] if lnc > 1 else None
     accesses = races.SharedAccessLog() if lnc > 1 else None
-    buffer = "shared_hbm" if lnc > 1 else "hbm"
+    # a one-core launch's arguments are in its own HBM: nl.hbm, "Alias of private_hbm" (language stub), the only
+    # other MemoryRegion a tensor can report
+    buffer = "shared_hbm" if lnc > 1 else "private_hbm"
     profiles, result, converted = [], None, None
     for program in range(lnc):
         context = runtime.RunContext(target, program_id=program, num_programs=lnc, shared_outputs=shared,

@@ -33,7 +33,6 @@ psum = MemoryRegion.psum
 private_hbm = MemoryRegion.private_hbm
 shared_hbm = MemoryRegion.shared_hbm
 hbm = MemoryRegion.private_hbm
-HBM_NAMES = ("hbm", "private_hbm", "shared_hbm")
 
 
 def buffer_name(buffer, function="ndarray"):
@@ -45,8 +44,8 @@ def buffer_name(buffer, function="ndarray"):
 
 
 def region_of(name):
-    """The MemoryRegion of a storage buffer name (input tensors report ``"hbm"``)."""
-    return hbm if name == "hbm" else MemoryRegion(name)
+    """The MemoryRegion of a storage buffer name."""
+    return MemoryRegion(name)
 
 
 class NKIObject:

@@ -18,7 +18,7 @@ from . import dtypes as dt
 from .errors import ConstraintError, KernelSignatureError, OutOfBoundsError
 
 ON_CHIP = ("sbuf", "psum")
-HBM_BUFFERS = ("hbm", "shared_hbm", "private_hbm")
+HBM_BUFFERS = ("shared_hbm", "private_hbm")
 MAX_PARTITIONS = 128
 
 
@@ -872,7 +872,7 @@ def allocate(shape, dtype, buffer, name="", fill=True, psum_banks=None, sbuf_sta
     return NkiTensor(storage, shape, _contiguous_strides(shape, dtype.itemsize), 0, dtype)
 
 
-def from_numpy(array, buffer="hbm", name="input"):
+def from_numpy(array, buffer="private_hbm", name="input"):
     """An HBM tensor holding a copy of ``array``."""
     array = np.ascontiguousarray(array)
     dtype = dt.as_dtype(array.dtype)

@@ -528,6 +528,26 @@ def test_lnc2_programs_may_differ_in_python_control_flow():
     np.testing.assert_array_equal(_lnc2_kernel(extra_turns)[2](x, np.zeros((2, 1), np.int32)), 0.0)
 
 
+def test_a_kernels_arguments_report_an_official_memory_region():
+    # MemoryRegion has sbuf, psum, private_hbm, shared_hbm; nl.hbm is "Alias of private_hbm" (language stub). A
+    # one-core launch's arguments reported "hbm", equal to none of them, and AWS's attention_bwd took them for
+    # on-chip tensors (its is_hbm_buffer tests `buffer in (nl.hbm, nl.shared_hbm, nl.private_hbm)`).
+    seen = {}
+
+    @sim.jit
+    def kernel(x):
+        seen[nl.num_programs()] = (x.buffer, x.buffer in (nl.hbm, nl.shared_hbm, nl.private_hbm), nl.is_hbm(x.buffer))
+        out = nl.ndarray(x.shape, x.dtype, buffer=nl.shared_hbm)
+        nl.store(out, nl.load(x))
+        return out
+
+    x = np.ones((128, 4), np.float32)
+    kernel(x)
+    kernel[2](x)
+    assert seen == {1: ("private_hbm", True, True), 2: ("shared_hbm", True, True)}
+    assert seen[1][0] == nl.hbm
+
+
 def test_program_ndim_is_zero_without_a_launch_grid():
     # "the number of dimensions in the launch grid ... 0 if no grid" (nki/api/nki/language/__init__.py L2610-2613);
     # kernel(x) names no core count (nki/get-started/about/lnc.rst L44-52), kernel[n](x) a 1-D grid
