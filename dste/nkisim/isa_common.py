@@ -290,8 +290,11 @@ def long_free_axes(t):
 
 
 def on_chip(instr, role, t, allowed=ON_CHIP):
-    """Buffer, partition count and start-partition rules for a compute-engine operand."""
+    """Buffer, partition count and start-partition rules for a compute-engine operand (and its extent: an .ap view
+    is bounds-checked where an instruction uses it)."""
     tensor(instr, role, t)
+    if not t.is_indirect:
+        t.array()
     if t.buffer not in allowed:
         violate("isa.buffer", f"nisa.{instr}: {role} {t.name!r} is in {t.buffer}; allowed: {', '.join(allowed)}")
     partitions = t.shape[0]
@@ -354,9 +357,11 @@ def not_both_in_psum(instr, a_role, a, b_role, b, rule="tensor_tensor.two_psum")
 
 
 def check_writable(instr, dst):
-    if any(s == 0 and n > 1 for s, n in zip(dst._byte_strides, dst.shape)):
-        violate("isa.broadcast_dst", f"nisa.{instr}: dst {dst.name!r} is a broadcast (stride-0) view and cannot be "
-                "written")
+    """A destination may be any view, a broadcast (stride-0) one included: its elements are written in access-pattern
+    order, the last write to an address wins (AWS's qkv_cte gives activation_reduce such a dummy dst; an
+    assumption, as the docs say nothing of it). Its extent is checked here, as an .ap view's is at use."""
+    if not dst.is_indirect:
+        dst.array()
 
 
 def read2d(t):
@@ -402,6 +407,8 @@ def _shared_log(view):
     context = runtime.current()
     if context.shared_access is None or view.storage.buffer != "shared_hbm":
         return None
+    if not view.is_indirect:
+        view.array()  # an out-of-bounds view is refused as such before the log reads its bytes
     interval = context.lockstep.arrived[context.program_id] if context.lockstep is not None else 0
     return context.shared_access, context.program_id, interval
 

@@ -148,9 +148,10 @@ def dma_transpose(dst, src, axes=None, priority=None, dge_mode=dge_mode.unknown,
 
 def _indirect_transpose(instr, dst, src, axes, mode, skip):
     """DMA indirect transpose (isa L889-910): ``flat_indices = indices.T.flatten()[:src.shape[0]]; gathered =
-    src[flat_indices, :]; dst = gathered.T``, with its documented constraints. 2-D only: the 3-D/4-D forms are not
-    simulated. Under oob_mode.skip an out-of-bounds index skips its column of dst, which keeps its value (release
-    notes, NKI 0.5: gather transpose no longer overwrites valid dst with OOB zeros)."""
+    src[flat_indices, ...]; dst = gathered`` permuted as the direct transpose is (2-D (1, 0), 3-D (2, 1, 0), 4-D
+    (3, 1, 2, 0): src's dim 0 becomes dst's last), with its documented constraints. Under oob_mode.skip an
+    out-of-bounds index skips its column of dst, which keeps its value (release notes, NKI 0.5: gather transpose no
+    longer overwrites valid dst with OOB zeros)."""
     from .isa import indirect_rows
 
     require_target(instr, "an indirect (vector_offset) dma_transpose", 3)
@@ -158,11 +159,14 @@ def _indirect_transpose(instr, dst, src, axes, mode, skip):
     if mode not in (modes.unknown, modes.swdge):
         violate("dma_transpose.operands", f"nisa.{instr}: an indirect DMA transpose takes dge_mode unknown or swdge, "
                 f"got {mode!r}")
-    if src.ndim != 2:
-        raise NotImplementedError(f"nisa.{instr} with an indirect (vector_offset) {src.ndim}-D src is not simulated "
-                                  "(the 2-D form is) [rule isa.not_simulated]")
+    perm = DMA_TRANSPOSE_AXES.get(src.ndim)
     index = src._indirect.index
     problems = []
+    if perm is None:
+        problems.append(f"a 2-D, 3-D or 4-D src (got {src.ndim}-D)")
+        perm = tuple(range(src.ndim))[::-1]
+    if src.ndim == 4 and 1 not in (src.shape[1], src.shape[2]):
+        problems.append(f"src.shape[1] or src.shape[2] of 1 for a 4-D src (got {src.shape})")
     if src.dtype.itemsize != 2 or src.dtype != dst.dtype:
         problems.append(f"src and dst of one 2-byte dtype (src {src.dtype.name}, dst {dst.dtype.name})")
     if src.shape[-1] > 128:
@@ -173,20 +177,23 @@ def _indirect_transpose(instr, dst, src, axes, mode, skip):
         problems.append(f"uint32 indices (got {index.dtype.name})")
     if not (16 <= index.shape[0] <= 128 and index.shape[0] % 16 == 0):
         problems.append(f"indices.shape[0] in [16, 128] and divisible by 16 (got {index.shape[0]})")
-    if axes is not None and tuple(axes) != (1, 0):
-        problems.append(f"axes (1, 0) (got {axes!r})")
-    if dst.buffer != "sbuf" or dst.shape != (src.shape[1], src.shape[0]):
-        problems.append(f"an SBUF dst of shape {(src.shape[1], src.shape[0])} (got {dst.buffer} {dst.shape})")
+    if axes is not None and tuple(axes) != perm:
+        problems.append(f"axes {perm} (got {axes!r})")
+    expected = tuple(src.shape[a] for a in perm)
+    if dst.buffer != "sbuf" or dst.shape != expected:
+        problems.append(f"an SBUF dst of shape {expected} (got {dst.buffer} {dst.shape})")
     if problems:
         violate("dma_transpose.operands", f"nisa.{instr}: an indirect DMA transpose needs " + "; ".join(problems))
     valid, element_index, flat = indirect_rows(instr, src, skip)
     shared_read(instr, src, element_index)
+    gathered = flat[element_index].reshape((-1,) + src.shape[1:])  # the in-range rows of src, in order
     values = dst.array().copy()
-    values[:, valid] = flat[element_index].T
+    values[..., valid] = np.transpose(gathered, perm)
     write(instr, dst, values)
     n_valid = int(np.count_nonzero(valid))
+    row_elems = src.size // max(src.shape[0], 1)
     item = src.dtype.itemsize
-    record_dma(instr, n_valid * src.shape[1] * item, sbuf_span(dst), item, n_valid * src.shape[1], True)
+    record_dma(instr, n_valid * row_elems * item, sbuf_span(dst), item, n_valid * row_elems, True)
 
 
 @instruction

@@ -58,8 +58,6 @@ _RULES = [
     ("isa.gpsimd_no_psum", "GpSimd Engine cannot access PSUM", f"{STUB_ISA}, tensor_copy / tensor_tensor / nc_n_gather"),
     ("isa.indirect_operand", "only DMA instructions take vector_offset (.ap) operands; .indirect() views are "
      "NeuronCore-v4+ only", f"{STUB_ISA}, dma_copy (Indirect addressing) and tensor_tensor (Tensor indirection)"),
-    ("isa.broadcast_dst", "dst cannot be a stride-0 (broadcast) view", "assumption: a broadcast view has no "
-     "distinct element to write"),
     ("isa.engine_value", "engine is a nisa.engine member the instruction lists", f"{STUB_ISA}, every engine parameter"),
     ("isa.target_only", "an instruction or option documented for a newer NeuronCore is refused on older targets",
      f"{STUB_ISA}, notes 'Available only on NeuronCore-vN and newer'"),

@@ -14,6 +14,7 @@ import functools
 import inspect
 import textwrap
 import threading
+import warnings
 
 import numpy as np
 
@@ -25,7 +26,9 @@ from .profile import Profile
 from .rules_language import violate
 from .tensor import NkiTensor, from_numpy
 
-_REMOVED_OPTIONS = ("mode", "platform_target")
+# release notes, NKI 0.3.0: platform_target raises an error; mode is "Deprecated and ignored"
+_REMOVED_OPTIONS = ("platform_target",)
+_IGNORED_OPTIONS = ("mode",)
 
 
 class Kernel:
@@ -60,7 +63,12 @@ def jit(fn=None, **kwargs):
     ``jit(fn=None, **kwargs)``, nki/api/nki/__init__.py)."""
     removed = [name for name in kwargs if name in _REMOVED_OPTIONS]
     if removed:
-        raise KernelSignatureError(f"nki.jit: option(s) {', '.join(removed)} no longer exist (removed in NKI 0.3)")
+        raise KernelSignatureError(f"nki.jit: option(s) {', '.join(removed)} no longer exist (removed in NKI 0.3; "
+                                   "set NEURON_PLATFORM_TARGET_OVERRIDE for the target)")
+    ignored = [name for name in kwargs if name in _IGNORED_OPTIONS]
+    if ignored:
+        warnings.warn(f"nki.jit: option(s) {', '.join(ignored)} are deprecated and ignored since NKI 0.3 (the "
+                      "framework is found from the kernel's arguments)", DeprecationWarning, stacklevel=2)
     if fn is None:
         return lambda f: Kernel(f)
     return Kernel(fn)
@@ -279,15 +287,17 @@ def _check_outputs(fn, returned, arguments):
     """A kernel returns nothing, tensors it allocated in ``nl.shared_hbm``, or its own HBM arguments (written in
     place: the ISA ``dma_copy`` "Indirect scatter example", nki/api/nki/isa/__init__.py, returns its ``output``
     argument; nki/guides/nki_simulator.rst: "Input arrays are updated in-place if the kernel modified the
-    corresponding HBM tensors")."""
+    corresponding HBM tensors"). Several come as a tuple, or a list (AWS's ``mlp`` kernel returns
+    ``list[nl.ndarray]``; an assumption, as the docs show only tuples)."""
     if returned is None:
         return
-    items = returned if isinstance(returned, tuple) else (returned,)
+    items = tuple(returned) if isinstance(returned, (tuple, list)) else (returned,)
     for i, item in enumerate(items):
         if not isinstance(item, NkiTensor):
             raise KernelSignatureError(
                 f"kernel {fn.__name__} returned {type(item).__name__} at position {i}; kernels must return tensors "
-                "allocated with nl.ndarray(..., buffer=nl.shared_hbm), their own HBM arguments, or a tuple of them"
+                "allocated with nl.ndarray(..., buffer=nl.shared_hbm), their own HBM arguments, or a tuple or list "
+                "of them"
             )
         if any(item is argument for argument in arguments):
             continue
@@ -315,8 +325,10 @@ def _from_kernel_result(result, uses_torch, arguments):
         values = tensor.numpy()
         return _numpy_to_torch(values) if uses_torch else values
 
-    items = result if isinstance(result, tuple) else (result,)
+    items = tuple(result) if isinstance(result, (tuple, list)) else (result,)
     arrays = [output(t) for t in items]
+    if isinstance(result, list):
+        return arrays
     return tuple(arrays) if isinstance(result, tuple) else arrays[0]
 
 

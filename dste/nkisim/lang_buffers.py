@@ -5,6 +5,7 @@ reported as the string ``"sbuf"``. ``nl.hbm`` is an alias of ``nl.private_hbm`` 
 ``nl.tile_size`` attributes added after NKI 0.3 are refused when an older release is followed.
 """
 
+import dataclasses
 import enum
 import warnings
 
@@ -49,11 +50,73 @@ def region_of(name):
 
 
 class NKIObject:
-    """Base class for NKI kernel dataclasses and configuration objects (keyword fields become attributes)."""
+    """Base class for NKI kernel classes. As the language guide's Class Support says, every such class is like a data
+    class, ``@dataclass`` or not: where the class writes no ``__init__``, it gets the compiler's one, whose parameters
+    are the class's fields in order (annotated or not; a field without a value defaults to None), and which calls
+    ``__post_init__`` when the class has one."""
 
     def __init__(self, **kwargs):
         for key, value in kwargs.items():
             setattr(self, key, value)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" not in cls.__dict__:  # set now, so a later @dataclass keeps it (it adds only missing methods)
+            cls.__init__ = _generated_init(cls.__qualname__, _fields(cls))
+
+
+def _fields(cls):
+    """``{name: default}`` of the class's data attributes and annotated names, the base classes' first."""
+    fields = {}
+    for klass in reversed(cls.__mro__):
+        if klass is object or klass is NKIObject or not issubclass(klass, NKIObject):
+            continue
+        own = klass.__dict__
+        names = list(own.get("__annotations__", {})) + [name for name in own if name not in fields]
+        for name in names:
+            if name.startswith("__") or name in fields and name not in own:
+                continue
+            value = own.get(name)
+            if isinstance(value, (staticmethod, classmethod, property)) or callable(value):
+                continue
+            fields[name] = value
+    return fields
+
+
+def _default(value):
+    """A field's default: a ``dataclasses.field(...)``'s default or a fresh value of its default_factory."""
+    if isinstance(value, dataclasses.Field):
+        if value.default_factory is not dataclasses.MISSING:
+            return value.default_factory()
+        return None if value.default is dataclasses.MISSING else value.default
+    return value
+
+
+def _generated_init(qualname, fields):
+    names = list(fields)
+
+    def __init__(self, *args, **kwargs):
+        if len(args) > len(names):
+            raise TypeError(f"{qualname}() takes {len(names)} positional arguments ({', '.join(names)}), got "
+                            f"{len(args)}")
+        unknown = [key for key in kwargs if key not in fields]
+        if unknown:
+            raise TypeError(f"{qualname}() got unexpected keyword argument(s) {', '.join(unknown)}; its fields are "
+                            f"{', '.join(names) or 'none'}")
+        values = {name: _default(value) for name, value in fields.items()}
+        for name, value in zip(names, args):
+            if name in kwargs:
+                raise TypeError(f"{qualname}() got multiple values for argument {name!r}")
+            values[name] = value
+        values.update(kwargs)
+        for name, value in values.items():
+            object.__setattr__(self, name, value)  # as a frozen dataclass's own __init__ does
+        post_init = getattr(self, "__post_init__", None)
+        if post_init is not None:
+            post_init()
+
+    __init__.__qualname__ = f"{qualname}.__init__"
+    return __init__
 
 
 def _since(introduced, deprecated=None):

@@ -153,7 +153,8 @@ class Lockstep:
             self.posted[program][count] = (what, payload)
             self.turn = other
             self.cond.notify_all()
-            self.cond.wait_for(lambda: self.turn == program)
+            # the other program may end (or fail) before it gets here: then it will never hand the turn back
+            self.cond.wait_for(lambda: self.turn == program or self.done[other])
             if self.arrived[other] >= count:
                 their_what, their_payload = self.posted[other][count]
                 if their_what != what:

@@ -423,6 +423,36 @@ def test_indirect_dma_transpose_doc_example():
         run(body, target="trn1")
 
 
+def test_indirect_dma_transpose_of_a_4d_src_gathers_then_permutes_3_1_2_0():
+    # isa L889-910: a 4-D src is allowed when "len(src[1]) or len(src[2]) must be 1", and the permutation of a 4-D
+    # transpose is [3, 1, 2, 0]; AWS's attention_tkg gathers KV-cache blocks this way. Reference: gather the rows,
+    # then np.transpose with that permutation.
+    blocks, one, rows, cols = 64, 1, 4, 32
+    src = (np.arange(blocks * rows * cols) % 253).astype(np.float32).reshape(blocks, one, rows, cols)
+    idx = ((7 * np.arange(32)) % blocks).astype(np.uint32).reshape(32, 1)
+
+    def body(o, skip=False, shape=(blocks, one, rows, cols)):
+        src_hbm = nl.ndarray(shape, nl.bfloat16, buffer=nl.hbm)
+        src_hbm.array()[...] = src.reshape(shape).astype(nl.bfloat16)
+        index = idx.copy()
+        if skip:
+            index[5, 0] = 999  # under oob_mode.skip its slice of dst keeps its value
+        dst_sb = tile(np.full((cols, shape[1], shape[2], 32), 7.0), nl.bfloat16)
+        pattern = [[shape[1] * shape[2] * cols, 32], [shape[2] * cols, shape[1]], [cols, shape[2]], [1, cols]]
+        src_ap = src_hbm.ap(pattern=pattern, vector_offset=tile(index, nl.uint32), indirect_dim=0)
+        nisa.dma_transpose(dst=dst_sb, src=src_ap, axes=(3, 1, 2, 0),
+                           oob_mode=nisa.oob_mode.skip if skip else nisa.oob_mode.error)
+        o["d"] = dst_sb.numpy().astype(np.float32)
+
+    want = np.transpose(src[idx[:, 0]], (3, 1, 2, 0))
+    np.testing.assert_array_equal(run(body)["d"], want)
+    got = run(lambda o: body(o, skip=True))["d"]
+    np.testing.assert_array_equal(np.delete(got, 5, axis=3), np.delete(want, 5, axis=3))
+    assert (got[..., 5] == 7.0).all()
+    with pytest.raises(ConstraintError, match=r"src.shape\[1\] or src.shape\[2\] of 1 for a 4-D src"):
+        run(lambda o: body(o, shape=(blocks, 2, 2, cols)))
+
+
 @pytest.mark.parametrize("mode", ["swdge", "unknown"])
 def test_dma_transpose_with_a_scalar_offset_takes_any_dge_mode(mode):
     # nki/deep-dives/nki-dge.rst L186-204: with ``.ap()`` and ``scalar_offset``, dma_transpose takes "Any mode"

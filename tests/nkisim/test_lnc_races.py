@@ -258,3 +258,19 @@ def test_sendrecv_orders_the_cores_hbm_accesses_as_a_barrier_does():
         return out
 
     np.testing.assert_array_equal(_launch(body)[1], np.repeat([[1.0], [2.0]], 8, axis=1))
+
+
+def test_a_core_that_fails_first_does_not_leave_the_other_waiting_at_a_meeting():
+    # program 0 fails after the first meeting; program 1 then reaches a second one, which program 0 never will. The
+    # launch reports program 0's error (it used to wait for program 0 for ever).
+    def body():
+        me = nl.program_id(0)
+        t = empty((1, 8))
+        nisa.memset(dst=t, value=0.0)
+        nisa.sendrecv(src=t, dst=empty((1, 8)), send_to_rank=1 - me, recv_from_rank=1 - me, pipe_id=0)
+        if me == 0:
+            nisa.memset(dst=empty((1, 8), nl.int32), value=1.5)  # a float into an int tile
+        nisa.sendrecv(src=t, dst=empty((1, 8)), send_to_rank=1 - me, recv_from_rank=1 - me, pipe_id=0)
+
+    with pytest.raises(ConstraintError, match="memset.value_type"):
+        _launch(body)

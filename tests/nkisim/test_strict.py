@@ -583,17 +583,33 @@ def test_an_unsplittable_free_axis_of_65536_elements_is_one_past_uint16():
         run(lambda: body(65536))
 
 
-def test_a_dst_broadcast_to_two_elements_is_refused():
-    # rule isa.broadcast_dst (assumption: a stride-0 view has no distinct element to write): the smallest broadcast,
-    # one element seen twice, is already one
-    def body():
+def test_a_broadcast_dst_is_written_in_order_the_last_write_winning():
+    # AWS's qkv_cte gives activation_reduce a stride-0 dummy dst; the docs say nothing of it (an assumption: elements
+    # are written in access-pattern order)
+    def body(o):
         src = nl.ndarray((128, 2), nl.float32, name="src")
-        nisa.memset(dst=src, value=1.0)
+        nisa.iota(dst=src, pattern=[[1, 2]], offset=1, channel_multiplier=0)  # [1, 2] on every partition
         dst = nl.ndarray((128, 1), nl.float32, name="dst")
         nisa.tensor_copy(dst=dst.broadcast(1, 2), src=src)
+        o["d"] = dst.numpy()
 
-    with pytest.raises(ConstraintError, match=r"dst 'dst' is a broadcast \(stride-0\) view.*rule isa.broadcast_dst"):
-        run(body)
+    out = {}
+    run(lambda: body(out))
+    np.testing.assert_array_equal(out["d"], 2.0)
+
+
+def test_an_access_pattern_is_bounds_checked_where_an_instruction_uses_it():
+    # "The engines will consume data when the AP is passed into a nki.isa instruction" (nki-aps.rst): AWS's
+    # output_projection_tkg builds a padding view past its tensor's end and never uses it
+    def body(use):
+        t = nl.ndarray((128, 8), nl.float32, name="t")
+        past_the_end = t.ap(pattern=[[8, 128], [1, 8]], offset=4)
+        if use:
+            nisa.memset(dst=past_the_end, value=0.0)
+
+    run(lambda: body(False))
+    with pytest.raises(OutOfBoundsError, match=r"view of 't' .* reaches outside its 4096 B storage"):
+        run(lambda: body(True))
 
 
 def test_two_partitions_taken_with_step_2_are_not_consecutive():

@@ -367,3 +367,75 @@ def test_a_tensor_declared_in_a_loop_body_ends_with_its_iteration():
 
     sim.run_kernel(declared_before, (out,), {})
     np.testing.assert_array_equal(out, np.full((ROWS, COLS), 3.0, np.float32))
+
+
+def test_nki_jit_ignores_mode_and_refuses_platform_target():
+    # release notes, NKI 0.3.0: mode is "Deprecated and ignored"; platform_target is deprecated and "a breaking change"
+    with pytest.warns(DeprecationWarning, match="mode are deprecated and ignored"):
+        kernel = sim.jit(mode="auto")(_copy_kernel)
+    a = np.ones((128, 4), np.float32)
+    np.testing.assert_array_equal(kernel(a), a)
+    with pytest.raises(KernelSignatureError, match="platform_target no longer exist"):
+        sim.jit(platform_target="trn2")
+
+
+def test_a_kernel_may_return_a_list_of_outputs():
+    # AWS's mlp kernel is annotated to return list[nl.ndarray]
+    def two_copies(a):
+        first = nl.ndarray(a.shape, a.dtype, buffer=nl.shared_hbm)
+        second = nl.ndarray(a.shape, a.dtype, buffer=nl.shared_hbm)
+        t = nl.load(a)
+        nl.store(first, t)
+        nl.store(second, t)
+        return [first, second]
+
+    a = np.arange(512, dtype=np.float32).reshape(128, 4)
+    out = sim.jit(two_copies)(a)
+    assert isinstance(out, list) and len(out) == 2
+    np.testing.assert_array_equal(out[1], a)
+
+
+def test_nkiobject_subclasses_get_the_compilers_initializer():
+    # nki-language-guide.rst, Class Support: "@dataclass decorator is optional ... The compiler will create the
+    # initializer functions __init__ and __post_init__, if they are not provided by the user"
+    import dataclasses
+
+    @dataclasses.dataclass
+    class C(nl.NKIObject):
+        x: int
+        y: bool = False
+
+        def toggle(self):
+            self.y = not self.y
+
+    class Plain(nl.NKIObject):  # no annotations, no decorator: AWS's attention_cte SectionParams
+        section_idx = None
+        size = 4
+
+        def __post_init__(self):
+            self.double = self.size * 2
+
+    c = C(1)
+    c.toggle()
+    assert (c.x, c.y) == (1, True) and C().x is None
+    p = Plain(section_idx=3)
+    assert (p.section_idx, p.size, p.double) == (3, 4, 8)
+    assert Plain(1, 5).double == 10
+    with pytest.raises(TypeError, match="unexpected keyword argument.*its fields are section_idx, size"):
+        Plain(sections=2)
+
+    @dataclasses.dataclass(frozen=True)
+    class Frozen(nl.NKIObject):  # AWS's rmsnorm_quant and rotational_topk configs are frozen dataclasses
+        lower_bound: float = 0.0
+        tags: list = dataclasses.field(default_factory=list)
+
+    f = Frozen(0.5)
+    assert (f.lower_bound, f.tags) == (0.5, []) and Frozen().tags is not Frozen().tags
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        f.lower_bound = 1.0
+
+    class Own(nl.NKIObject):  # a class's own __init__ is kept
+        def __init__(self, n):
+            self.n = n + 1
+
+    assert Own(1).n == 2
