@@ -50,6 +50,12 @@ class Kernel:
         return Kernel(self.fn, lnc, bracketed=True)
 
     def __call__(self, *args, **kwargs):
+        if runtime.running_kernel():
+            # nki/migration/index.rst, "Remove nki.jit decorator on sub-kernels": a jit kernel called from a running
+            # kernel is an error at its call site (here it would run as a launch of its own, one core, no program id)
+            violate("kernel.jit.sub-kernel", f"{self.fn.__name__} is an nki.jit kernel called from inside a running "
+                    "kernel; a sub-kernel must be a plain function (drop its @nki.jit, or apply nki.jit at the "
+                    "top-level call site only)")
         outputs, prof = run_kernel(self.fn, args, kwargs, lnc=self.lnc, bracketed=self.bracketed)
         self.last_profile = prof
         return outputs
@@ -299,8 +305,8 @@ def _check_outputs(fn, returned, arguments):
                 "allocated with nl.ndarray(..., buffer=nl.shared_hbm), their own HBM arguments, or a tuple or list "
                 "of them"
             )
-        if any(item is argument for argument in arguments):
-            continue
+        if any(isinstance(argument, NkiTensor) and item.storage is argument.storage for argument in arguments):
+            continue  # the argument itself or a view of it (AWS's attention_block_tkg returns a reshaped cache)
         if item.buffer != "shared_hbm":
             raise KernelSignatureError(
                 f"kernel {fn.__name__} returned {item.name!r} from {item.buffer}; outputs must be allocated in "

@@ -105,6 +105,10 @@ _RULES = [
      "uses no 'is' / 'is not' operator", f"{RN_03_BREAK} ('Keyword-only argument separator (*) in kernel signatures "
      "is not supported'; 'is / is not operators are not supported. Use == / !='); only the kernel function's own "
      "source is read (assumption: the rest of the restricted Python subset is not checked)"),
+    ("kernel.jit.sub-kernel", "a kernel calls its sub-kernels as plain functions: an nki.jit kernel called from a "
+     "running kernel is refused", "nki/migration/index.rst, Remove nki.jit decorator on sub-kernels ('the nki.jit "
+     "decorator will need to be removed from sub-kernels ... Otherwise, you will see an error ... thrown from the "
+     "callsite of the sub-kernels')"),
     ("kernel.lnc.trn2-up", "an LNC launch of two cores (kernel[2]) runs on Trn2 and Trn3 only",
      "about-neuron/arch/neuron-features/logical-neuroncore-config.rst ('LNC applies only to Trn2 and Trn3 "
      "instances')"),

@@ -4,8 +4,9 @@ Everything a run accumulates lives on its :class:`RunContext`; nothing is kept a
 except ``_stack``, the stack of contexts that are running. ``_stack`` owns no run data: it only
 says which context the language and ISA functions act on. ``run_kernel`` (``jit.py``) pushes one
 fresh context per program of every launch (``nki.jit`` calls, ``nki.simulate``, ``nki.profile``)
-and pops it when the program returns, so no state passes from one run to the next. A nested run
-(a kernel launched from inside another) pushes on top and the outer run resumes afterwards.
+and pops it when the program returns, so no state passes from one run to the next. An ``nki.jit`` kernel
+called from inside a running one is refused (``jit.Kernel.__call__``; the migration guide says to drop the decorator
+of sub-kernels); ``run_kernel`` itself called there pushes on top, and the outer run resumes afterwards.
 
 An NKI function called outside any run (e.g. ``nisa.get_nc_version()`` or ``nl.zeros`` at a
 test's top level) gets a fresh context of the default target for that one call, which is then
@@ -85,6 +86,11 @@ def _stack():
     if stack is None:
         stack = _local.stack = []
     return stack
+
+
+def running_kernel():
+    """Whether a kernel launch is running on this thread (a context is pushed)."""
+    return bool(_stack())
 
 
 def current():

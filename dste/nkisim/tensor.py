@@ -679,9 +679,12 @@ class NkiTensor:
             _violate("view.indirect.chain", f".ap with a dynamic offset on {self.name!r}: the view is already indirect")
         scalar = self._scalar_offset
         if scalar_offset is not None:
-            if not 0 <= int(indirect_dim) < len(pattern):
-                _violate("view.ap.pattern", f".ap(indirect_dim={indirect_dim}) on {self.name!r}: the pattern has "
-                                            f"{len(pattern)} dims", OutOfBoundsError)
+            # "the dimension is relative to the base tensor, not relative to the pattern specified" (nki-aps.rst);
+            # "indirect_dim: dimension in self.shape" (NkiTensor.ap): AWS's attention_block_tkg offsets dim 2 of a
+            # 3-D cache under a 2-entry pattern
+            if not 0 <= int(indirect_dim) < max(len(self.shape), 1):
+                _violate("view.ap.pattern", f".ap(indirect_dim={indirect_dim}) on {self.name!r}: the tensor has "
+                                            f"{len(self.shape)} dims (shape {self.shape})", OutOfBoundsError)
             _scalar_value(scalar_offset)  # validate now
             scalar = (scalar_offset, self._indirect_unit(int(indirect_dim)))
         indirect = None

@@ -298,6 +298,28 @@ def test_a_scatter_through_a_reshaped_view_indexes_the_views_rows():
         simulate(lambda t, i, v: kernel(t, i, v, nisa.oob_mode.error), np.zeros((8, 4), np.float32), ids, values)
 
 
+def test_a_scalar_offset_steps_a_dim_of_the_base_tensor_beyond_the_pattern():
+    # "the dimension is relative to the base tensor, not relative to the pattern specified" (nki-aps.rst): AWS's
+    # attention_block_tkg writes new tokens at position `pos` of dim 2 of a [B, d, S] cache with a 2-entry pattern
+    cache = np.zeros((2, 4, 16), np.float32)
+    new = np.arange(1.0, 13.0, dtype=np.float32).reshape(4, 3)
+
+    def kernel(cache, new, pos):
+        p = nl.load(pos)
+        nisa.dma_copy(dst=cache.ap(pattern=[[16, 4], [1, 3]], offset=16 * 4, scalar_offset=p, indirect_dim=2),
+                      src=nl.load(new))
+        return cache
+
+    out = simulate(kernel, cache, new, np.array([[5]], np.int32))
+    expected = np.zeros((2, 4, 16), np.float32)
+    expected[1, :, 5:8] = new
+    np.testing.assert_array_equal(out, expected)
+    with pytest.raises(IndexError, match=r"indirect_dim=3.* the tensor has 3 dims"):
+        simulate(lambda c, n, p: nisa.dma_copy(dst=c.ap(pattern=[[16, 4], [1, 3]], scalar_offset=nl.load(p),
+                                                        indirect_dim=3), src=nl.load(n)), cache, new,
+                 np.array([[5]], np.int32))
+
+
 def test_a_vector_offset_takes_one_index_per_partition():
     # a (P, 1) tile as the dma_copy docstring shows, or (P, 1, 1) as AWS's router_topk builds it; not (P, 2)
     table = np.arange(8 * 4, dtype=np.float32).reshape(8, 4)

@@ -439,3 +439,36 @@ def test_nkiobject_subclasses_get_the_compilers_initializer():
             self.n = n + 1
 
     assert Own(1).n == 2
+
+
+def test_a_jit_kernel_called_from_a_running_kernel_is_refused():
+    # nki/migration/index.rst, "Remove nki.jit decorator on sub-kernels": the inner launch used to run on its own, one
+    # core and no program id, inside a kernel[2] launch (AWS's moe_cte calls its jitted bwmm kernels so)
+    inner = sim.jit(_copy_kernel)
+
+    def outer(a):
+        return inner(a)
+
+    with pytest.raises(ConstraintError, match=r"_copy_kernel is an nki.jit kernel called from inside a running kernel"
+                                              r".*kernel.jit.sub-kernel"):
+        sim.run_kernel(outer, (np.ones((128, 4), np.float32),), {}, lnc=2, target="trn2")
+
+    def plain_call(a):  # the sub-kernel as a plain function is the documented way
+        return _copy_kernel(a)
+
+    out, _ = sim.run_kernel(plain_call, (np.ones((128, 4), np.float32),), {})
+    np.testing.assert_array_equal(out, 1.0)
+
+
+def test_a_kernel_may_return_a_view_of_its_argument():
+    # AWS's attention_block_tkg returns its cache argument reshaped; it was refused on one core only
+    def kernel(cache):
+        t = nl.load(cache[0:1, :])
+        nl.store(cache[1:2, :], t)
+        return cache.reshape((4, 4))
+
+    cache = np.arange(16, dtype=np.float32).reshape(2, 8)
+    for lnc in (1, 2):
+        arg = cache.copy()
+        out, _ = sim.run_kernel(kernel, (arg,), {}, lnc=lnc, target="trn2")
+        np.testing.assert_array_equal(out, np.tile(cache[0], 2).reshape(4, 4))
