@@ -124,6 +124,7 @@ def _run_program(fn, converted, context):
     """Run one program (inside ``context``); returns what the kernel returned."""
     returned = fn(*converted[0], **converted[1])
     _check_outputs(fn, returned, converted[0] + list(converted[1].values()))
+    context.memory.finish()
     context.profile.peak_sbuf_bytes_per_partition = context.memory.peaks["sbuf"]
     context.profile.peak_psum_bytes_per_partition = context.memory.peaks["psum"]
     return returned

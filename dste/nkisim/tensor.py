@@ -25,13 +25,15 @@ MAX_PARTITIONS = 128
 class Storage:
     """One allocation: a flat byte array plus where it lives."""
 
-    __slots__ = ("data", "buffer", "shape", "dtype", "name", "matmul_written", "body_ended", "partition_base",
+    __slots__ = ("data", "buffer", "shape", "dtype", "name", "matmul_written", "body_ended", "partition_base", "memory_use",
                  "__weakref__")
 
     def __init__(self, shape, dtype, buffer, name):
         # the physical partition lane of the allocation's partition 0: nl.ndarray(address=(partition_offset, ...))
         # places it there ("the partition offset corresponds to a physical partition lane", nki/migration/index.rst)
         self.partition_base = 0
+        # (memory.MemoryTracker, key) of an on-chip tile left to the compiler: reads and writes mark it live
+        self.memory_use = None
         # True once the fori_loop / while_loop body iteration that declared it has returned (rule
         # nl.loop.body-tensor-scope): an instruction may no longer name it
         self.body_ended = False
@@ -282,6 +284,9 @@ class NkiTensor:
             )
         offset = self._resolved_offset()
         _check_extent(self, offset)
+        if self.storage.memory_use is not None:
+            tracker, key = self.storage.memory_use
+            tracker.use(key)
         return np.ndarray(self.shape, self.dtype, buffer=self.storage.data, offset=offset, strides=self._byte_strides)
 
     def numpy(self):

@@ -298,13 +298,21 @@ def test_sbuf_capacity_single_allocation_names_buffer_bytes_limit():
         run(lambda: nl.ndarray((128, 65536), nl.float32, name="big"))
 
 
-def test_sbuf_capacity_live_total_checked_at_next_instruction():
-    def body():
+def test_sbuf_capacity_counts_the_tiles_live_at_one_instruction():
+    # "automatically recycled by the compiler when no longer needed" (tiling-overview.rst): a tile counts from its
+    # first use to its last, however long the kernel's Python holds it
+    def body(reuse):
         keep = [nl.ndarray((128, 20000), nl.float32, name=f"t{i}") for i in range(3)]  # 3 x 80000 B
-        nisa.memset(dst=keep[0], value=0.0)
+        for t in keep:
+            nisa.memset(dst=t, value=0.0)
+        if reuse:  # all three live from the first memset to this one
+            nisa.tensor_tensor(dst=keep[0], data1=keep[1], data2=keep[2], op=nl.add)
 
-    with pytest.raises(CapacityError, match=r"need 240000 B per partition, more than the 212984 B .*'t2' requested 80000 B"):
-        run(body)
+    _, prof = run(lambda: body(False))
+    assert prof.peak_sbuf_bytes_per_partition == 80000
+    with pytest.raises(CapacityError, match=r"nisa.memset \(instruction 3 of the program\): live SBUF allocations "
+                                            r"need 240000 B per partition, more than the 212984 B .*'t0' 80000 B"):
+        run(lambda: body(True))
 
 
 def test_sbuf_capacity_per_target():
@@ -330,7 +338,9 @@ def test_rebinding_a_tile_frees_the_previous_one():
 def test_psum_capacity():
     def body():
         tiles = [nl.ndarray((128, 512), nl.float32, buffer=nl.psum, name=f"acc{i}") for i in range(9)]
-        nisa.memset(dst=tiles[0], value=0.0)
+        for _ in range(2):
+            for t in tiles:
+                nisa.memset(dst=t, value=0.0)
 
     with pytest.raises(CapacityError, match="PSUM allocations need 18432 B per partition, more than the 16384 B"):
         run(body)
@@ -342,7 +352,9 @@ def test_psum_is_allocated_in_whole_banks():
 
     def body(count):
         tiles = [nl.ndarray((128, 256), nl.float32, buffer=nl.psum, name=f"acc{i}") for i in range(count)]
-        nisa.memset(dst=tiles[0], value=0.0)
+        for _ in range(2):
+            for t in tiles:
+                nisa.memset(dst=t, value=0.0)
 
     _, prof = run(lambda: body(8))
     assert prof.peak_psum_bytes_per_partition == 16384

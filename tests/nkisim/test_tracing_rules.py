@@ -236,7 +236,9 @@ def test_psum_tensors_placed_on_one_bank_share_it():
     def body(placed):
         tensors = [nl.ndarray((128, 512), nl.float32, buffer=nl.psum,
                               address=(0, (i % 8) * 2048) if placed else None) for i in range(9)]
-        nisa.memset(dst=tensors[8], value=0.0)
+        for _ in range(2):  # every tensor used twice: all nine are live at once
+            for t in tensors:
+                nisa.memset(dst=t, value=0.0)
 
     sim.run_kernel(lambda: body(True), (), {})
     with pytest.raises(sim.CapacityError, match="live PSUM allocations need 18432 B per partition"):
