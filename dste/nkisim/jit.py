@@ -311,9 +311,8 @@ def _check_outputs(fn, returned, arguments):
         if item.buffer != "shared_hbm":
             raise KernelSignatureError(
                 f"kernel {fn.__name__} returned {item.name!r} from {item.buffer}; outputs must be allocated in "
-                "nl.shared_hbm (or be one of the kernel's own HBM arguments). An assumption for nl.hbm / "
-                "nl.private_hbm: the docs say outputs need to be in HBM, ask for shared HBM under LNC (lnc.rst), "
-                "and return shared_hbm tensors in every example"
+                "nl.shared_hbm (or be one of the kernel's own HBM arguments): 'Using nl.hbm for output tensors will "
+                "cause compilation failures' (nki/migration/index.rst, Output tensors must use nl.shared_hbm)"
             )
 
 

@@ -70,6 +70,7 @@ def dynamic_range(start, stop=None, step=1):
     (nki/get-started/nki-language-guide.rst, Dynamic Control Flow). Following NKI 0.3 it is still an int."""
     warnings.warn(f"nl.dynamic_range is deprecated since NKI 0.6; use nl.fori_loop ({RN})", DeprecationWarning,
                   stacklevel=2)
+    _not_in_no_reorder("dynamic_range")  # nki-dynamic-loops.rst: a dynamic loop inside no_reorder "will error"
     step = _step(step, "dynamic_range")
     lo = register_value(start, "dynamic_range", "start")
     indices = builtins.range(0, lo, step) if stop is None else builtins.range(

@@ -78,8 +78,9 @@ _RULES = [
     ("nl.loop.step", "dynamic loops (nl.fori_loop, nl.dynamic_range) take a compile-time positive integer step",
      _stub("fori_loop") + "; " + _stub("dynamic_range")),
     ("nl.loop.bound", "a loop bound is an int or a register (VirtualRegister)", _stub("fori_loop")),
-    ("nl.no_reorder.dynamic-loop", "register-based dynamic loops (nl.fori_loop, nl.while_loop) are not "
-     "supported inside a no_reorder block", _stub("no_reorder")),
+    ("nl.no_reorder.dynamic-loop", "register-based dynamic loops (nl.fori_loop, nl.while_loop, nl.dynamic_range) are "
+     "not supported inside a no_reorder block", _stub("no_reorder") + "; nki/guides/nki-dynamic-loops.rst (a dynamic "
+     "loop inside no_reorder 'is NOT supported and will error')"),
     ("nl.while_loop.body", "nl.while_loop's body returns the next condition register",
      _stub("while_loop")),
     ("nl.ndarray.address", "an explicit address keeps the tensor inside its buffer: partition offset + partitions "

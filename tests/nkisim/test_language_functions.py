@@ -240,6 +240,13 @@ def test_documented_limits_of_other_functions():
 
     _refused("nl.no_reorder.dynamic-loop", fori_in_no_reorder, X)
 
+    def dynamic_range_in_no_reorder(x):  # nki-dynamic-loops.rst: "is NOT supported and will error"
+        with nl.no_reorder(), pytest.warns(DeprecationWarning, match="dynamic_range"):
+            for _ in nl.dynamic_range(2):
+                pass
+
+    _refused("nl.no_reorder.dynamic-loop", dynamic_range_in_no_reorder, X)
+
 
 def test_wrong_keyword_is_a_signature_error():
     with pytest.raises(KernelSignatureError, match=r"nl.add\(x, y, dtype=None\)"):
