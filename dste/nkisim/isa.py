@@ -145,7 +145,13 @@ def indirect_rows(instr, view, skip):
     "for a given dynamic address or index when it is out of bound" (nisa.dma_copy)."""
     ind = view._indirect
     rows = view.shape[0]
-    idx = ind.index.array().reshape(-1).astype(np.int64)
+    index = ind.index.array()
+    if instr != "dma_transpose" and index.size != index.shape[0]:
+        violate("dma_copy.indirect", f"nisa.{instr}: the vector_offset index {ind.index.name!r} has shape "
+                f"{index.shape}; only nisa.dma_transpose reads a multi-column index, {instr} takes one index per "
+                "partition")
+    # column by column: flat_indices = indices.T.flatten()[:rows] (isa dma_transpose); one column reads in order
+    idx = index.reshape(index.shape[0], -1).T.reshape(-1)[:rows].astype(np.int64)
     valid = (idx >= 0) & (idx < ind.n_rows)
     if not valid.all() and not skip:
         p = int(np.flatnonzero(~valid)[0])

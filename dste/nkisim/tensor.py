@@ -700,7 +700,8 @@ class NkiTensor:
             if indirect_dim != 0:
                 _violate("view.ap.vector-offset", f".ap(vector_offset=..., indirect_dim={indirect_dim}) on "
                                                   f"{self.name!r}: only indirect_dim=0")
-            _check_index_tensor(vector_offset, shape[0], self.name, "view.ap.vector-offset", ".ap(vector_offset=...)")
+            _check_index_tensor(vector_offset, shape[0], self.name, "view.ap.vector-offset", ".ap(vector_offset=...)",
+                                columns_allowed=True)
             # the rows an index may name are those of the tensor .ap is called on ("the dimension is relative to the
             # base tensor", nki-aps.rst), whose dim-0 stride is also the unit: a reshaped view has its own rows
             indirect = _Indirect(vector_offset, self._indirect_unit(0), self.shape[0] if self.shape else 1)
@@ -816,16 +817,24 @@ def _check_extent(view, byte_offset):
         )
 
 
-def _check_index_tensor(index, rows, name, rule, what):
+def _check_index_tensor(index, rows, name, rule, what, columns_allowed=False):
     if not isinstance(index, NkiTensor):
         _violate(rule, f"{what} on {name!r} needs an SBUF NkiTensor of indices, got {type(index).__name__}")
     if index.buffer != "sbuf":
         _violate(rule, f"{what} on {name!r}: the index tensor must be in SBUF, not {index.buffer}")
     if index.dtype not in (dt.int32, dt.uint32):
         _violate(rule, f"{what} on {name!r}: index dtype must be int32 or uint32, got {index.dtype.name}")
-    # one index per partition: (P, 1), or (P, 1, 1) as AWS's router_topk builds it (the docs give no other shape)
-    if index.ndim < 2 or any(n != 1 for n in index.shape[1:]) or (rows is not None and index.shape[0] != rows):
-        _violate(rule, f"{what} on {name!r}: index shape must be ({rows}, 1), got {index.shape}")
+    # one index per partition: (P, 1), or (P, 1, 1) as AWS's router_topk builds it; or, for the DMA indirect
+    # transpose, (128, N) read column by column (isa dma_transpose: "When indices.shape[1] > 1: indices.shape[0] must
+    # be exactly 128", flat_indices = indices.T.flatten()[:src.shape[0]]; dma_copy checks it has one column)
+    one_per_partition = index.ndim >= 2 and all(n == 1 for n in index.shape[1:]) and (
+        rows is None or index.shape[0] == rows)
+    columns = columns_allowed and index.ndim == 2 and index.shape[1] > 1 and index.shape[0] == 128 and (
+        rows is None or index.size >= rows)
+    if not (one_per_partition or columns):
+        _violate(rule, f"{what} on {name!r}: index shape must be ({rows}, 1)"
+                 + (" (or (128, N) with 128 * N >= the rows, for nisa.dma_transpose)" if columns_allowed else "")
+                 + f", got {index.shape}")
 
 
 def _scalar_value(source):

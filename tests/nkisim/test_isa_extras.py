@@ -423,6 +423,29 @@ def test_indirect_dma_transpose_doc_example():
         run(body, target="trn1")
 
 
+def test_indirect_dma_transpose_reads_a_two_column_index_column_by_column():
+    # isa L889-910 and its gather_transpose_2d_kernel example: indices [128, 2] for a 256-row src, "flat_indices =
+    # indices.T.flatten()[:src.shape[0]]"; "When indices.shape[1] > 1: indices.shape[0] must be exactly 128"
+    src = (np.arange(512 * 64) % 241).astype(np.float32).reshape(512, 64)
+    idx = ((np.arange(256) * 37) % 512).astype(np.uint32).reshape(2, 128).T.copy()  # column c holds rows c*128..
+
+    def body(o, copy=False):
+        src_hbm = nl.ndarray((512, 64), nl.bfloat16, buffer=nl.hbm)
+        src_hbm.array()[...] = src.astype(nl.bfloat16)
+        src_ap = src_hbm.ap(pattern=[[64, 256], [1, 64]], vector_offset=tile(idx, nl.uint32), indirect_dim=0)
+        if copy:  # dma_copy takes one index per partition
+            nisa.dma_copy(dst=nl.ndarray((256, 64), nl.bfloat16, buffer=nl.hbm), src=src_ap)
+            return
+        dst_sb = empty((64, 256), nl.bfloat16)
+        nisa.dma_transpose(dst=dst_sb, src=src_ap, axes=(1, 0))
+        o["d"] = dst_sb.numpy().astype(np.float32)
+
+    flat = idx.T.reshape(-1)[:256]
+    np.testing.assert_array_equal(run(body)["d"], src[flat].T)
+    with pytest.raises(ConstraintError, match=r"only nisa.dma_transpose reads a multi-column index"):
+        run(lambda o: body(o, copy=True))
+
+
 def test_indirect_dma_transpose_of_a_4d_src_gathers_then_permutes_3_1_2_0():
     # isa L889-910: a 4-D src is allowed when "len(src[1]) or len(src[2]) must be 1", and the permutation of a 4-D
     # transpose is [3, 1, 2, 0]; AWS's attention_tkg gathers KV-cache blocks this way. Reference: gather the rows,

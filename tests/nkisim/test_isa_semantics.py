@@ -333,7 +333,7 @@ def test_a_vector_offset_takes_one_index_per_partition():
         return out
 
     np.testing.assert_array_equal(simulate(kernel, table, np.array([[[5]], [[2]]], np.int32)), table[[5, 2]])
-    with pytest.raises(ConstraintError, match=r"index shape must be \(2, 1\), got \(2, 2\)"):
+    with pytest.raises(ConstraintError, match=r"index shape must be \(2, 1\).*got \(2, 2\)"):
         simulate(kernel, table, np.array([[5, 1], [2, 0]], np.int32))
 
 
