@@ -137,6 +137,9 @@ def instruction(fn):
         _refuse_ended_body_tensors(fn.__name__, args, kwargs)
         context.instruction_engine = None
         fn(*args, **kwargs)
+        named = kwargs.get("name", args[-1] if len(args) == len(allowed) else None)
+        if named is not None:
+            context.profile.instruction_names.add(str(named))
         _check_engine_free_size(fn.__name__, context.instruction_engine, (*zip(allowed, args), *kwargs.items()))
         return NkiInstruction(fn.__name__)
 

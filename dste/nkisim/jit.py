@@ -35,10 +35,11 @@ class Kernel:
     """A kernel function plus its logical-core count; calling it runs the simulator. ``bracketed``: launched as
     ``kernel[lnc]`` (a 1-D launch grid) rather than ``kernel(...)`` (no grid; ``nl.program_ndim()`` is 0)."""
 
-    def __init__(self, fn, lnc=1, bracketed=False):
+    def __init__(self, fn, lnc=1, bracketed=False, schedule=()):
         self.fn = fn
         self.lnc = lnc
         self.bracketed = bracketed
+        self.schedule = tuple(schedule)
         self.last_profile = None
         functools.update_wrapper(self, fn)
 
@@ -47,7 +48,26 @@ class Kernel:
             raise KernelSignatureError("multi-dimensional launch grids were removed; use kernel[1] or kernel[2]")
         if lnc not in (1, 2):
             raise KernelSignatureError(f"kernel[{lnc!r}]: the logical core count must be 1 or 2")
-        return Kernel(self.fn, lnc, bracketed=True)
+        return Kernel(self.fn, lnc, bracketed=True, schedule=self.schedule)
+
+    def with_schedule(self, schedule):
+        """The kernel with extra dependency edges for the compiler's scheduler (nki/guides/how-to-scheduling-apis.rst):
+        ``schedule`` lists ``(consumer, producer)`` pairs of instruction names (``name=``), the producer one name or a
+        list of them. The simulator runs instructions in program order, which every such edge allows; what it checks
+        is what the compiler is said to check ("check that it makes sense"): the pairs' form, and, when the kernel
+        runs, that every name is one of its instructions and that the edges make no cycle (an assumption: the guide
+        does not list the checks)."""
+        edges = []
+        for pair in schedule:
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[0], str)):
+                violate("kernel.schedule", f"{self.fn.__name__}.with_schedule: each entry is a (consumer name, "
+                        f"producer name or list of names) pair, got {pair!r}")
+            producers = [pair[1]] if isinstance(pair[1], str) else list(pair[1])
+            if not producers or not all(isinstance(p, str) for p in producers):
+                violate("kernel.schedule", f"{self.fn.__name__}.with_schedule: the producers of {pair[0]!r} must be a "
+                        f"name or a non-empty list of names, got {pair[1]!r}")
+            edges += [(pair[0], producer) for producer in producers]
+        return Kernel(self.fn, self.lnc, self.bracketed, schedule=tuple(self.schedule) + tuple(edges))
 
     def __call__(self, *args, **kwargs):
         if runtime.running_kernel():
@@ -57,6 +77,8 @@ class Kernel:
                     "kernel; a sub-kernel must be a plain function (drop its @nki.jit, or apply nki.jit at the "
                     "top-level call site only)")
         outputs, prof = run_kernel(self.fn, args, kwargs, lnc=self.lnc, bracketed=self.bracketed)
+        if self.schedule:
+            _check_schedule(self.fn, self.schedule, prof)
         self.last_profile = prof
         return outputs
 
@@ -193,6 +215,34 @@ def _run_lockstep(fn, args, kwargs, target, grid_ndim):
         raise errors[0]
     accesses.end_interval(lockstep.arrived[1], f"{getattr(fn, '__name__', 'kernel')}[2] at its end")
     return results[0], converted, [context.profile for context in contexts]
+
+
+def _check_schedule(fn, edges, profile):
+    """Every name of ``with_schedule``'s edges is an instruction the kernel issued, and the edges make no cycle."""
+    issued = profile.instruction_names
+    unknown = sorted({name for edge in edges for name in edge} - issued)
+    if unknown:
+        violate("kernel.schedule", f"{fn.__name__}.with_schedule names {', '.join(map(repr, unknown))}, which no "
+                f"instruction of the kernel was given as name= (named: {', '.join(sorted(issued)) or 'none'})")
+    after = {}
+    for consumer, producer in edges:
+        after.setdefault(producer, set()).add(consumer)
+    state = {}
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in after.get(node, ()):
+            if state.get(nxt) == "open":
+                cycle = path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt]
+                violate("kernel.schedule", f"{fn.__name__}.with_schedule: the edges make a cycle "
+                        f"({' -> '.join(cycle)}), which no order of the instructions satisfies")
+            if nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = "done"
+
+    for node in list(after):
+        if node not in state:
+            visit(node, [node])
 
 
 def _check_same_program(fn, profiles):

@@ -54,6 +54,8 @@ class Profile:
         # dynamic loop's trip count and each register condition Python tested. The programs of a kernel[2] launch
         # must decide alike at the lines both run (jit.run_kernel checks). Empty for merged profiles.
         self.control_flow = []
+        # the name= of every instruction issued with one (what Kernel.with_schedule's edges may name)
+        self.instruction_names = set()
 
     # -- recording -------------------------------------------------------------------------
     def record(self, engine, op, cycles):
@@ -161,6 +163,7 @@ class Profile:
         merged.dma_descriptors = self.dma_descriptors + other.dma_descriptors
         merged.dma_bytes = self.dma_bytes + other.dma_bytes
         merged.launches = self.launches + other.launches
+        merged.instruction_names = self.instruction_names | other.instruction_names
         merged.peak_sbuf_bytes_per_partition = max(self.peak_sbuf_bytes_per_partition, other.peak_sbuf_bytes_per_partition)
         merged.peak_psum_bytes_per_partition = max(self.peak_psum_bytes_per_partition, other.peak_psum_bytes_per_partition)
         merged._overlapped_ns = {}

@@ -106,6 +106,10 @@ _RULES = [
      "uses no 'is' / 'is not' operator", f"{RN_03_BREAK} ('Keyword-only argument separator (*) in kernel signatures "
      "is not supported'; 'is / is not operators are not supported. Use == / !='); only the kernel function's own "
      "source is read (assumption: the rest of the restricted Python subset is not checked)"),
+    ("kernel.schedule", "kernel.with_schedule takes (consumer, producer or list of producers) pairs of instruction "
+     "names; every name is the name= of an instruction the kernel issues, and the edges make no cycle",
+     "nki/guides/how-to-scheduling-apis.rst, Adding dependency edges ('The NKI compiler will collect the data from the "
+     "with_schedule call, check that it makes sense'); assumption: which checks, as the guide does not list them"),
     ("kernel.jit.sub-kernel", "a kernel calls its sub-kernels as plain functions: an nki.jit kernel called from a "
      "running kernel is refused", "nki/migration/index.rst, Remove nki.jit decorator on sub-kernels ('the nki.jit "
      "decorator will need to be removed from sub-kernels ... Otherwise, you will see an error ... thrown from the "

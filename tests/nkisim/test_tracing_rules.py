@@ -474,3 +474,33 @@ def test_a_kernel_may_return_a_view_of_its_argument():
         arg = cache.copy()
         out, _ = sim.run_kernel(kernel, (arg,), {}, lnc=lnc, target="trn2")
         np.testing.assert_array_equal(out, np.tile(cache[0], 2).reshape(4, 4))
+
+
+def _scheduled_kernel(t):
+    """The scheduling how-to guide's first example (nki/guides/how-to-scheduling-apis.rst), its output in shared HBM."""
+    x = nl.ndarray(t.shape, t.dtype, buffer=nl.sbuf)
+    nisa.dma_copy(dst=x, src=t)
+    a = nl.ndarray(t.shape, t.dtype, buffer=nl.sbuf)
+    b = nl.ndarray(t.shape, t.dtype, buffer=nl.sbuf)
+    c = nl.ndarray(t.shape, t.dtype, buffer=nl.sbuf)
+    nisa.reciprocal(dst=a, data=x, name="recip")
+    nisa.tensor_scalar(dst=b, data=x, op0=nl.add, operand0=1.0, name="plus1")
+    nisa.tensor_tensor(dst=c, data1=a, data2=b, op=nl.add)
+    out = nl.ndarray(t.shape, t.dtype, buffer=nl.shared_hbm)
+    nisa.dma_copy(dst=out, src=c)
+    return out
+
+
+def test_with_schedule_takes_the_guides_edges_and_checks_their_names():
+    t = np.full((128, 4), 2.0, np.float32)
+    kernel = sim.jit(_scheduled_kernel)
+    for schedule in ([("plus1", "recip")], [("plus1", ["recip"])]):
+        np.testing.assert_array_equal(kernel.with_schedule(schedule)(t), 3.5)
+        np.testing.assert_array_equal(kernel.with_schedule(schedule)[2](t), 3.5)
+    with pytest.raises(ConstraintError, match=r"names 'exp', which no instruction .*\(named: plus1, recip\).*"
+                                              r"kernel.schedule"):
+        kernel.with_schedule([("exp", "recip")])(t)
+    with pytest.raises(ConstraintError, match=r"the edges make a cycle \(.*recip.*plus1.*\)"):
+        kernel.with_schedule([("plus1", "recip"), ("recip", "plus1")])(t)
+    with pytest.raises(ConstraintError, match=r"each entry is a \(consumer name, producer"):
+        kernel.with_schedule([("plus1",)])
