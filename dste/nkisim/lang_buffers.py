@@ -44,11 +44,6 @@ def buffer_name(buffer, function="ndarray"):
                                 "nl.hbm, nl.shared_hbm or nl.private_hbm")
 
 
-def region_of(name):
-    """The MemoryRegion of a storage buffer name."""
-    return MemoryRegion(name)
-
-
 class NKIObject:
     """Base class for NKI kernel classes. As the language guide's Class Support says, every such class is like a data
     class, ``@dataclass`` or not: where the class writes no ``__init__``, it gets the compiler's one, whose parameters

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import dtypes as dt
 from . import isa, ops, runtime
-from .lang_buffers import MemoryRegion, buffer_name, region_of, sbuf, shared_hbm
+from .lang_buffers import MemoryRegion, buffer_name, sbuf, shared_hbm
 from .lang_common import emulate, new_tile, on_chip_tile, result_dtype
 from .rules_language import violate
 from .tensor import MAX_PARTITIONS, ON_CHIP, NkiTensor, allocate
@@ -124,7 +124,7 @@ def zeros_like(x, dtype=None, buffer=None, name=""):
 
 def empty_like(x, dtype=None, buffer=None, name=""):
     """An uninitialised tensor shaped like ``x``; dtype and buffer default to x's."""
-    return ndarray(x.shape, result_dtype(dtype, x.dtype), region_of(x.buffer) if buffer is None else buffer, name)
+    return ndarray(x.shape, result_dtype(dtype, x.dtype), MemoryRegion(x.buffer) if buffer is None else buffer, name)
 
 
 def shared_constant(constant):

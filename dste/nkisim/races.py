@@ -87,20 +87,16 @@ class SharedAccessLog:
         storage, reads, writes = self._entry(view.storage)
         region = _byte_region(view, element_index)
         seen = region(storage.data).copy()
-        theirs = writes.get(1 - program)
-        if theirs is not None and theirs.interval == interval:
-            mine = writes.get(program)
-            own = region(mine.mask) if mine is not None and mine.interval == interval else np.zeros_like(seen, bool)
+        theirs = _in_interval(writes, 1 - program, interval)
+        if theirs is not None:
+            mine = _in_interval(writes, program, interval)
             # what the byte holds in every order without the other core's writes: this core's own write, else the old
-            baseline = np.where(own, region(mine.last) if mine is not None else seen, region(theirs.before))
+            baseline = region(theirs.before) if mine is None else np.where(
+                region(mine.mask), region(mine.last), region(theirs.before))
             at_risk = region(theirs.mask) & (region(theirs.varied) | (region(theirs.first) != baseline))
             if at_risk.any():
                 _refuse(instr, program, "reads", 1 - program, "wrote", view, interval, at_risk)
-        log = reads.get(program)
-        if log is None:
-            log = reads[program] = _Reads(storage.nbytes)
-        log.start(interval)
-        _remember(log, region, seen)
+        _remember(_own(reads, program, _Reads, storage.nbytes, interval), region, seen)
 
     @contextlib.contextmanager
     def write(self, instr, program, interval, view, element_index=None):
@@ -110,15 +106,12 @@ class SharedAccessLog:
         before = region(storage.data).copy()
         yield
         after = region(storage.data).copy()
-        theirs = reads.get(1 - program)
-        if theirs is not None and theirs.interval == interval:
+        theirs = _in_interval(reads, 1 - program, interval)
+        if theirs is not None:
             at_risk = region(theirs.mask) & (region(theirs.varied) | (region(theirs.first) != after))
             if at_risk.any():
                 _refuse(instr, program, "writes", 1 - program, "read", view, interval, at_risk)
-        log = writes.get(program)
-        if log is None:
-            log = writes[program] = _Writes(storage.nbytes)
-        log.start(interval)
+        log = _own(writes, program, _Writes, storage.nbytes, interval)
         fresh = ~region(log.mask)
         region(log.before, np.where(fresh, before, region(log.before)))
         _remember(log, region, after)
@@ -128,8 +121,8 @@ class SharedAccessLog:
         """Program 1 ends ``interval`` (at a barrier, or the end of the launch): bytes both programs wrote in it
         must end with the same value from each."""
         for storage, _, writes in self._storages.values():
-            first, second = writes.get(0), writes.get(1)
-            if first is None or second is None or first.interval != interval or second.interval != interval:
+            first, second = _in_interval(writes, 0, interval), _in_interval(writes, 1, interval)
+            if first is None or second is None:
                 continue
             differ = first.mask & second.mask & (first.last != second.last)
             if differ.any():
@@ -137,6 +130,21 @@ class SharedAccessLog:
                         f"{where}: program 0 and program 1 both wrote {int(np.count_nonzero(differ))} byte(s) of shared "
                         f"HBM tensor {storage.name!r} {_interval_words(interval)}, and their last values there differ, "
                         "so the result depends on which core writes last. " + _ADVICE)
+
+
+def _in_interval(logs, program, interval):
+    """``program``'s log in ``logs`` if it is of ``interval``, else None."""
+    log = logs.get(program)
+    return log if log is not None and log.interval == interval else None
+
+
+def _own(logs, program, kind, nbytes, interval):
+    """``program``'s log in ``logs`` (a new ``kind`` if it has none), started on ``interval``."""
+    log = logs.get(program)
+    if log is None:
+        log = logs[program] = kind(nbytes)
+    log.start(interval)
+    return log
 
 
 def _remember(log, region, values):

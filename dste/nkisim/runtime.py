@@ -143,11 +143,6 @@ class Lockstep:
         with self.cond:
             self.cond.wait_for(lambda: self.turn == program)
 
-    def barrier(self, program):
-        """Block until the other program reached as many barriers; returns None or a message when it ended first."""
-        problem, _ = self.meet(program, "nisa.core_barrier")
-        return problem
-
     def meet(self, program, what, payload=None):
         """Block until the other program reached as many meetings (``core_barrier`` s and ``sendrecv`` s); returns
         ``(problem, the other program's payload)``: ``problem`` is None, or a message when the other program ended
