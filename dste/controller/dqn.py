@@ -239,20 +239,16 @@ class DQNAgent:
             return self.q(torch.from_numpy(self.normalizer(state))[None])[0].numpy()
 
     def act(self, state: np.ndarray, epsilon: float = 0.0, allowed: np.ndarray | None = None) -> int:
-        """Greedy (or, with probability ``epsilon``, random) over the actions ``allowed`` marks (all if None). The
-        random draw is uniform over all actions, mapped onto the allowed ones in order (``draw * k // n``), so with
-        k allowed of n each gets floor or ceil of n / k of the n draws: near uniform, exactly so when k divides n
-        (kept so, since every training run draws through it)."""
+        """Greedy (or, with probability ``epsilon``, uniformly random) over the actions ``allowed`` marks (all if
+        None)."""
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
         allowed = self._check_mask(allowed)
-        # Draw the exploration coin every call so the random stream does not depend on epsilon's value.
-        coin, draw = self._explore_rng.random(), int(self._explore_rng.integers(len(self.action_space)))
+        # Both draws every call, so the random stream does not depend on epsilon's value nor on the mask.
+        coin, pick = self._explore_rng.random(), self._explore_rng.random()
         if coin < epsilon:
-            if allowed is None:
-                return draw
-            candidates = np.flatnonzero(allowed)  # spread the same draw evenly over the allowed actions
-            return int(candidates[draw * candidates.size // len(self.action_space)])
+            candidates = np.arange(len(self.action_space)) if allowed is None else np.flatnonzero(allowed)
+            return int(candidates[min(int(pick * candidates.size), candidates.size - 1)])
         q = self.q_values(state)
         return int(np.argmax(q if allowed is None else np.where(allowed, q, -np.inf)))
 

@@ -160,3 +160,18 @@ def test_a_checkpoint_ensemble_acts_on_the_mean_q_and_round_trips(tmp_path):
     assert single.ensemble_size == 1
     with pytest.raises(ValueError, match="at least one"):
         single.use_checkpoints([])
+
+
+def test_exploration_is_uniform_over_the_allowed_actions():
+    """With epsilon = 1 every allowed action is drawn equally often, also where their count does not divide the
+    action space's (a draw over all actions mapped onto the allowed ones gives some 2 and others 3 of 48 draws)."""
+    agent = DQNAgent(ActionSpace(), DQNConfig(seed=0))
+    n = len(agent.action_space)
+    allowed = np.zeros(n, dtype=bool)
+    allowed[np.arange(0, n, 2)[:20]] = True  # 20 allowed, which does not divide n
+    state = np.zeros(64, np.float32)
+    draws = 40_000
+    counts = np.bincount([agent.act(state, 1.0, allowed) for _ in range(draws)], minlength=n)
+    assert counts[~allowed].sum() == 0
+    expected = draws / allowed.sum()  # 2,000; one draw's count has a standard deviation of about 44
+    assert np.abs(counts[allowed] - expected).max() < 0.1 * expected, counts[allowed]
