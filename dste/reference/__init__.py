@@ -17,7 +17,7 @@ from .quant import (
     round_half_even_saturate,
     to_fp16,
 )
-from .spmm import reference_matrix, spmm_reference
+from .spmm import reference_matrix, spmm_error_bound, spmm_reference
 
 __all__ = [
     "pack_mask",
@@ -30,6 +30,7 @@ __all__ = [
     "int8_sensitivity",
     "reference_matrix",
     "spmm_reference",
+    "spmm_error_bound",
     "gcn_normalization",
     "masked_quant_reference",
     "quantize_rows_reference",

@@ -21,6 +21,10 @@ format is called) following docs/CONTRACTS.md, "Semantics (the oracle)":
 
 Out-of-range ids (window slots holding N, column slots holding M) are skipped, as the contract
 specifies for padding. Every value is formed in float64 from the stored numbers.
+
+``spmm_error_bound(A, X)`` is how far the ``spmm_hybrid`` kernel (the ``nkisim`` and ``neuron`` backends) may lie
+from this reference, element by element, derived from the kernel's roundings (its docstring): the tolerance of a
+parity test.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ _ENTRY_FIELDS = ("etile_window", "etile_kind", "etile_nentries", "etile_cols", "
 _LIST_FIELDS = ("ltile_window", "ltile_kind", "ltile_nentries", "ltile_cols", "ltile_colslot", "ltile_rows",
                 "ltile_keep_bits", "ltile_slot", "ltile_int8_values", "ltile_int8_scale", "ltile_fp16_values")
 _HYBRID_FIELDS = ("q", "scale", "hi_rows", "hi")
+_ML_DTYPES_FLOATS = ("bfloat16", "float8_e4m3fn", "float8_e5m2")  # ml_dtypes' NumPy floats (kind "V"): X the kernel takes
 
 
 def _stored_values(kind, slot, int8_at, int8_scale, fp16_at) -> np.ndarray:
@@ -144,9 +149,52 @@ def dense_operand(X) -> np.ndarray:
         dense[np.asarray(X.hi_rows, np.int64)] = np.asarray(X.hi, np.float64)
         return dense
     dense = np.asarray(X)
-    if dense.dtype.kind not in "biuf":
+    if dense.dtype.kind not in "biuf" and dense.dtype.name not in _ML_DTYPES_FLOATS:
         raise TypeError(f"spmm_reference: X must be a real array or hybrid rows, got dtype {dense.dtype}")
     return dense.astype(np.float64)
+
+
+BF16_OPERANDS_BOUND = 2.0**-7 + 2.0**-16
+"""Relative error per term ``|a| |x|`` of the kernel for a float32 (or float64) X: the gather rounds X to bf16 and
+the stationary rounds ``keep * value * column factor`` to bf16, so a product carries ``(1 + 2^-8)^2 - 1``."""
+ONE_ROUNDING_BOUND = 2.0**-8 + 2.0**-11 + 2.0**-18
+"""Relative error per term for a bfloat16 / float16 X or hybrid rows: one of the two operands is exact in bf16 and
+the other is rounded to bf16 once (``2^-8``), with room for the fp16 dequantization and the fp32 terms."""
+
+
+def spmm_error_bound(A, X) -> np.ndarray:
+    """float64 ``[N, F]``: ``|Y - spmm_reference(A, X)| <= bound`` for the ``spmm_hybrid`` kernel's ``Y``.
+
+    ``bound = e * S + 1e-30`` with ``S = |A| |X|`` (A as :func:`reference_matrix` reads it, X as
+    :func:`spmm_reference` does) and ``e`` the per-term error of the operands the kernel multiplies
+    (:data:`BF16_OPERANDS_BOUND` for a float32 or float64 X, :data:`ONE_ROUNDING_BOUND` for a bfloat16 or float16
+    X or hybrid rows). Every term is the product of a bf16 stationary and a 16-bit moving element:
+
+    - dense X: the stationary is keep x value x column factor rounded once to bf16 (unit roundoff 2^-8); a float32
+      X is rounded to bf16 by the gather, a bf16 or fp16 X is exact;
+    - hybrid rows, bitmap slots of BIN and INT8 tiles: the moving operand is q x row scale x column factor rounded
+      once to bf16, the stationary the exact mask (times the INT8 value, exact in bf16);
+    - hybrid rows, FP16 bitmap slots and entry / list slots: the moving operand q is exact, the stationary keep x
+      value x factor x row scale is rounded once to bf16;
+    - PSUM accumulates in fp32 and the row factor is an fp32 multiply: second order at these sizes.
+
+    INT8 tile values are not re-rounded by the kernel (this reference decodes the same INT8 values), so every
+    tile kind gets the same bound. The bound is relative to the terms, not to the output: where products cancel,
+    an output can be off by all of itself. For the ``cpu`` backend (float32 arithmetic, SciPy's bits) use float32
+    tolerances instead: its error is about ``2^-24`` per term and addition, far inside this bound.
+    """
+    hybrid = all(hasattr(X, name) for name in _HYBRID_FIELDS)
+    if hybrid or np.asarray(X).dtype not in (np.float32, np.float64):
+        per_term = ONE_ROUNDING_BOUND
+    else:
+        per_term = BF16_OPERANDS_BOUND
+    dense = dense_operand(X)
+    M = int(A.shape[1])
+    if dense.ndim != 2 or dense.shape[0] != M:
+        raise ValueError(f"spmm_error_bound: X must be [M={M}, F], got shape {dense.shape}")
+    if not np.isfinite(dense).all():
+        raise ValueError("spmm_error_bound: X must be finite (no NaN or Inf)")
+    return per_term * np.asarray(abs(reference_matrix(A)) @ np.abs(dense)) + 1e-30
 
 
 def spmm_reference(A, X) -> np.ndarray:
