@@ -114,9 +114,11 @@ def launch_quantize_rows(X, sensitivity, threshold=0.02, *, target="trn2", profi
     X = np.asarray(X)
     if X.ndim != 2 or X.dtype.kind != "f":
         raise ValueError(f"X must be a 2-D float array, got {X.dtype} {X.shape}")
-    X = np.ascontiguousarray(X, dtype=np.float32)
     if not np.isfinite(X).all():
         raise ValueError("X contains NaN or Inf; quantize_rows needs finite values")
+    if X.dtype.itemsize > 4 and X.size and np.abs(X).max() > np.finfo(np.float32).max:
+        raise ValueError(f"X holds {X.dtype} values beyond float32's range (3.4e38), the kernel's X dtype; rescale X")
+    X = np.ascontiguousarray(X, dtype=np.float32)
     M, F = X.shape
     sensitivity = np.asarray(sensitivity)
     if sensitivity.shape != (M,) or not np.isfinite(sensitivity.astype(np.float64)).all():

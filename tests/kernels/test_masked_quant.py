@@ -114,6 +114,8 @@ def test_bad_inputs():
         quantize_rows(np.ones(5, np.float32), np.zeros(5, np.float32))
     with pytest.raises(ValueError, match="NaN or Inf"):
         quantize_rows(np.full((3, 2), np.nan, np.float32), np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="beyond float32's range"):  # finite, but no float32 holds it
+        quantize_rows(np.full((3, 2), 1e39), np.zeros(3, np.float32))
     with pytest.raises(ValueError, match="sensitivity"):
         quantize_rows(np.ones((3, 2), np.float32), np.zeros(4, np.float32))
 
