@@ -76,9 +76,14 @@ def test_a_guarded_controller_keeps_every_episode_within_budget():
     held = run_policy(env, DQNPolicy(result.agent, guard=BudgetGuard(env, reward)), env.snapshots("heldout"))
     ceiling = BUDGET * sum(LAYER_BASE_US)
     assert all(o.latency_us <= ceiling + 1e-9 for o in held.outcomes)
-    # Unguarded, the same Q-network's first choices overspend on some snapshot: the guard is doing work.
-    free = run_policy(env, DQNPolicy(result.agent), env.snapshots("heldout"))
-    assert any(o.latency_us > ceiling + 1e-9 for o in free.outcomes)
+    # The guard does work: a Q-network that values the dearest action most overspends without it, not with it.
+    spendthrift = DQNAgent(env.action_space, DQNConfig(seed=0))
+    costs = np.array([env._latency(0, action) for action in range(len(env.action_space))])
+    spendthrift.q_values = lambda state: costs
+    free = run_policy(env, DQNPolicy(spendthrift), env.snapshots("heldout"))
+    assert all(o.latency_us > ceiling + 1e-9 for o in free.outcomes)
+    guarded = run_policy(env, DQNPolicy(spendthrift, guard=BudgetGuard(env, reward)), env.snapshots("heldout"))
+    assert all(o.latency_us <= ceiling + 1e-9 for o in guarded.outcomes)
 
 
 def test_the_guard_refuses_wrong_arguments():
