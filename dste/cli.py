@@ -155,7 +155,7 @@ def _run_main(args: argparse.Namespace) -> int:
         jobs=args.jobs, fp32_snapshots=args.fp32_snapshots, fp32_teachers=args.fp32_teachers, overwrite=args.overwrite,
     )
     report = run(config)
-    print(format_table(report["summary"], config.target, quick=config.quick, note=report["budget_note"],
+    print(format_table(report["summary"], config.target, quick=config.quick, note=report["table_note"],
                        fp32_teachers=config.fp32_teachers))
     print()
     acceptance = report["acceptance"]

@@ -412,7 +412,11 @@ def _class_sizes(params: CSBMParams, rng: np.random.Generator) -> np.ndarray:
     min_size = max(params.community_size[0], params.train_per_class + 2)
     spare = params.num_nodes - min_size * params.num_classes
     if spare < 0:
-        raise ValueError(f"num_nodes={params.num_nodes} cannot give every class {min_size} nodes")
+        # (a community_size too large for the classes is refused before, by the parameters' own check)
+        raise ValueError(
+            f"num_nodes={params.num_nodes} cannot give each of the {params.num_classes} classes {min_size} nodes "
+            f"(train_per_class={params.train_per_class} training nodes + 2 left to evaluate): give num_nodes >= "
+            f"{min_size * params.num_classes}, fewer classes, or a smaller train_per_class")
     proportions = rng.dirichlet(np.full(params.num_classes, params.class_concentration))
     sizes = min_size + np.floor(proportions * spare).astype(np.int64)
     sizes[np.argmax(sizes)] += params.num_nodes - sizes.sum()
@@ -483,7 +487,14 @@ def make_graph(preset_or_params: "str | CSBMParams | dict" = "cora-like", seed: 
         x += params.community_shift * comm_dirs[model.node_community]
 
     y = model.node_class.copy()
-    train, val, test = planetoid_split(y, k, rng, params.train_per_class, params.num_val, params.num_test)
+    try:
+        train, val, test = planetoid_split(y, k, rng, params.train_per_class, params.num_val, params.num_test)
+    except ValueError as error:
+        if "left after training picks" not in str(error):
+            raise
+        # a named split size keeps the other at its default, which the message should say
+        raise ValueError(f"{error} (num_val={params.num_val}, num_test={params.num_test}; a split size not named "
+                         f"keeps its default): give num_val and num_test that sum to at most the nodes left") from None
     elapsed = time.perf_counter() - started
     return Graph(
         adj=adj,

@@ -84,6 +84,8 @@ from dste.experiments.report import (
     acceptance,
     budget_note,
     budget_out_of_reach,
+    chance_note,
+    fp32_against_chance,
     format_table,
     frontier_summary,
     oracle_summary,
@@ -408,6 +410,9 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         "stream_seed": stream.seed,
         "model_seed": model_seed,
         "fp32_latency_us": [_fp32_latency_of(env)(n) for n in heldout_ids],
+        # what always predicting one class scores on each held-out snapshot's test nodes (the best such class)
+        "majority_class_share": [_majority_share(graphs[n].y[graphs[n].test_mask]) for n in heldout_ids],
+        "test_nodes": [int(graphs[n].test_mask.sum()) for n in heldout_ids],
         # the least any plan can spend on each held-out snapshot (latency_table is exact for actions without a
         # partial FP16 share, which the cheapest never has)
         "cheapest_latency_us": [guard.cheapest_us(n) for n in heldout_ids],
@@ -513,6 +518,11 @@ def _single_threaded():
         torch.set_num_threads(threads)
 
 
+def _majority_share(labels: np.ndarray) -> float:
+    """Share of ``labels`` held by their most frequent class (0.0 for no labels)."""
+    return float(np.bincount(labels).max() / labels.size) if labels.size else 0.0
+
+
 def _run_seed_in_worker(config: RunConfig, base, seed: int) -> dict:
     with _single_threaded(), freed_memory_kept(), tqdm(disable=True) as no_bar:
         return _run_seed(config, base, seed, no_bar)
@@ -600,6 +610,7 @@ def run(config: RunConfig) -> dict:
         "frontier": frontier_summary(per_seed, summary),
         "oracle": oracle_summary(per_seed, summary),
         "budget_out_of_reach": budget_out_of_reach(per_seed),
+        "fp32_against_chance": fp32_against_chance(per_seed, summary),
         "per_seed": per_seed,
         "controller_checkpoint": str(Path(checkpoint).resolve()),  # readable from any working directory
         "wall_time_s": None,
@@ -608,7 +619,10 @@ def run(config: RunConfig) -> dict:
         report["smoke_run"] = True
         report["smoke_run_note"] = SMOKE_RUN_NOTE
     report["budget_note"] = budget_note(report["budget_out_of_reach"])
-    table = format_table(summary, config.target, quick=config.quick, note=report["budget_note"],
+    report["chance_note"] = chance_note(report["fp32_against_chance"], base.edge_homophily())
+    # the lines the table opens with (after the smoke-run note): what makes its numbers mean less than they seem
+    report["table_note"] = "\n".join(note for note in (report["chance_note"], report["budget_note"]) if note) or None
+    table = format_table(summary, config.target, quick=config.quick, note=report["table_note"],
                          fp32_teachers=config.fp32_teachers)
     report["wall_time_s"] = time.perf_counter() - start
     from dste.format.io import atomic_write

@@ -10,7 +10,7 @@ from dste.controller import dominates, pareto_front
 from dste.controller.guard import budget_slack_us
 
 __all__ = ["POLICY_LABELS", "PAPER_ROWS", "PAIRED_GAP_NOTE", "SMOKE_RUN_NOTE", "acceptance", "budget_note",
-           "budget_out_of_reach", "format_table", "fp32_training_note", "frontier_summary", "oracle_summary",
+           "budget_out_of_reach", "chance_note", "format_table", "fp32_against_chance", "over_budget", "fp32_training_note", "frontier_summary", "oracle_summary",
            "paired_gap", "share_within_budget", "summarise"]
 
 POLICY_LABELS = {
@@ -54,6 +54,7 @@ def summarise(per_seed: list[dict]) -> dict:
             "reward_mean": float(np.mean([r["reward"] for r in rows])),
             "cpu_ms_mean": float(np.mean([r["cpu_ms"] for r in rows])),
             "share_within_budget": share_within_budget(rows),
+            "snapshots_over_budget": over_budget(rows),
             # paired per seed (each seed trains its own FP32 model): what the policy costs against that model
             "accuracy_minus_fp32_mean": float((acc - fp32_accuracy).mean()),
             "accuracy_minus_fp32_std": float((acc - fp32_accuracy).std()),
@@ -71,6 +72,51 @@ def share_within_budget(rows: list[dict]) -> float | None:
     if not pairs or any(budget is None for _, budget in pairs):
         return None
     return float(np.mean([latency <= budget + budget_slack_us(budget) for latency, budget in pairs]))
+
+
+def over_budget(rows: list[dict]) -> list[int] | None:
+    """``[n, of]``: a policy's held-out snapshots (all seeds) whose modelled latency exceeds the snapshot's budget
+    (beyond the guard's float tolerance), of all; None when the run has no latency budget."""
+    share = share_within_budget(rows)
+    if share is None:
+        return None
+    of = sum(len(row["per_snapshot_latency_us"]) for row in rows)
+    return [int(round((1.0 - share) * of)), of]
+
+
+CHANCE_STANDARD_ERRORS = 2.0
+"""FP32 must beat always predicting the most frequent class by more than this many binomial standard errors of the
+test nodes, or the table says its numbers measure noise."""
+
+
+def fp32_against_chance(per_seed: list[dict], summary: dict) -> dict | None:
+    """FP32's held-out accuracy beside what always predicting one class scores there: the most frequent class's share
+    of each held-out snapshot's test nodes (means over seeds and snapshots), and the binomial standard error of that
+    share over a snapshot's test nodes. ``above_chance``: FP32 beats the share by more than
+    ``CHANCE_STANDARD_ERRORS`` standard errors. None for results without the shares (older runs)."""
+    if not all("majority_class_share" in seed for seed in per_seed):
+        return None
+    share = float(np.mean([s for seed in per_seed for s in seed["majority_class_share"]]))
+    nodes = float(np.mean([n for seed in per_seed for n in seed["test_nodes"]]))
+    error = float(np.sqrt(share * (1.0 - share) / nodes)) if nodes else 0.0
+    accuracy = summary["fp32"]["accuracy_mean"]
+    return {"fp32_accuracy": accuracy, "majority_class_share": share, "standard_error": error,
+            "above_chance": bool(accuracy > share + CHANCE_STANDARD_ERRORS * error)}
+
+
+def chance_note(check: dict | None, homophily: float | None = None) -> str | None:
+    """The line the table opens with where FP32 is no better than always predicting the most frequent class; where the
+    graph's edge ``homophily`` is below one half, it names the likely cause."""
+    if check is None or check["above_chance"]:
+        return None
+    note = (f"FP32 AT CHANCE: the FP32 model scores {100 * check['fp32_accuracy']:.2f} % on the held-out test nodes, "
+            f"not more than {CHANCE_STANDARD_ERRORS:g} standard errors ({100 * check['standard_error']:.2f} points "
+            f"each) above always predicting the most frequent class ({100 * check['majority_class_share']:.2f} %); "
+            "the accuracies below measure noise, not what compression keeps.")
+    if homophily is not None and homophily < 0.5:
+        note += (f" The graph's edge homophily is {homophily:.2f}: GCN and GraphSAGE average neighbours, which blurs "
+                 "the classes of a graph whose edges mostly join different ones.")
+    return note
 
 
 def budget_out_of_reach(per_seed: list[dict]) -> dict | None:
@@ -299,8 +345,10 @@ def format_table(summary: dict, target: str, names=None, quick: bool = False, no
             f"{s['label']:<28} {100 * s['accuracy_mean']:>15.2f} {spread:<8} "
             f"{s['bytes_mean']:>13,.0f} {b['graph']:>9,.0f} {b['features']:>10,.0f} {b['weights']:>9,.0f} "
             f"{b['activations']:>9,.0f} {s['latency_us_mean']:>32.2f} {s['cpu_ms_mean']:>8.2f} {s['reward_mean']:>8.4f} "
-            f"{paired_gap(s):>20}"
+            f"{paired_gap(s):>20}" + over_budget_mark(s)
         )
+    if any(over_budget_mark(summary[name]) for name in names):
+        lines.append(OVER_BUDGET_NOTE)
     lines.append(PAIRED_GAP_NOTE)
     if fp32_teachers is not None:
         lines.append(fp32_training_note(fp32_teachers))
@@ -311,6 +359,16 @@ PAIRED_GAP_NOTE = (
     "vs FP32 pt (paired): per seed, the policy's accuracy minus that seed's FP32 accuracy, mean +/- std over seeds "
     "(the accuracy column's std also holds the FP32 models' own seed-to-seed spread)"
 )
+
+
+OVER_BUDGET_NOTE = ("over budget on n of m: held-out snapshots (all seeds) whose modelled latency exceeds the "
+                    "snapshot's latency budget; the controller's guard keeps every budget within reach")
+
+
+def over_budget_mark(s: dict) -> str:
+    """``"  over budget on n of m"`` for a row that overspends some held-out snapshot's budget, else ``""``."""
+    over = s.get("snapshots_over_budget")
+    return f"  over budget on {over[0]} of {over[1]}" if over and over[0] else ""
 
 
 def paired_gap(s: dict) -> str:

@@ -170,6 +170,17 @@ def test_split_sizes_a_caller_names_are_kept_and_refused_if_they_do_not_fit():
     named = make_graph({"num_nodes": 800, "num_edges": 3000, "num_classes": 4, "homophily": 0.6, "locality": 0.3,
                         "num_test": 200})
     assert (named.val_mask.sum(), named.test_mask.sum()) == (500, 200)
+    # naming one split size keeps the other's default, which the refusal names with the fix
+    with pytest.raises(ValueError, match=r"= 1000 \(num_val=500, num_test=500; a split size not named keeps its "
+                                         r"default\): give num_val and num_test"):
+        make_graph({"num_nodes": 300, "num_edges": 900, "num_classes": 3, "community_size": (8, 32),
+                    "num_test": 500})
+
+
+def test_too_few_nodes_for_the_classes_names_the_knob_that_sets_the_minimum():
+    with pytest.raises(ValueError, match=r"cannot give each of the 2 classes 252 nodes \(train_per_class=250 training "
+                                         r"nodes \+ 2 left to evaluate\): give num_nodes >= 504"):
+        make_graph({"num_nodes": 400, "num_edges": 800, "num_classes": 2, "train_per_class": 250})
 
 
 @pytest.mark.slow

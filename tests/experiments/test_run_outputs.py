@@ -193,3 +193,39 @@ def test_a_run_whose_held_out_snapshots_miss_every_burst_says_so(capsys, stream,
     _notice_quiet_heldout(RunConfig(stream=stream, snapshots=snapshots))
     err = capsys.readouterr().err
     assert ("hold no burst" in err and "--snapshots 7 holds one out" in err) == said, err
+
+
+def test_a_model_no_better_than_the_most_frequent_class_is_named_at_the_top_of_the_table():
+    """A GCN on a heterophilous graph scored 26.35 % where the most frequent class held 24.1 % of the test nodes;
+    the table reported every compression figure without a word."""
+    from dste.experiments.report import chance_note, fp32_against_chance
+
+    def seeds(shares, nodes):
+        return [{"majority_class_share": list(s), "test_nodes": [nodes] * len(s)} for s in shares]
+
+    summary = {"fp32": {"accuracy_mean": 0.2635}}
+    check = fp32_against_chance(seeds([(0.24, 0.242), (0.241, 0.241)], 1000), summary)
+    assert check["majority_class_share"] == pytest.approx(0.241)
+    assert check["standard_error"] == pytest.approx(np.sqrt(0.241 * 0.759 / 1000))
+    assert not check["above_chance"]  # 26.35 % is within two standard errors (2 x 1.35 points) of 24.1 %
+    note = chance_note(check, homophily=0.21)
+    assert note.startswith("FP32 AT CHANCE") and "26.35 %" in note and "24.10 %" in note and "homophily is 0.21" in note
+    assert "homophily" not in chance_note(check, homophily=0.8)  # not the cause there
+    assert format_table(_summary(), "trn2", note=note).splitlines()[0] == note
+    # a model well above the most frequent class, and results without the shares: no note
+    assert fp32_against_chance(seeds([(0.3,)], 1000), {"fp32": {"accuracy_mean": 0.85}})["above_chance"]
+    assert chance_note(fp32_against_chance(seeds([(0.3,)], 1000), {"fp32": {"accuracy_mean": 0.85}})) is None
+    assert fp32_against_chance([{}], summary) is None and chance_note(None) is None
+
+
+def test_rows_that_overspend_a_budget_say_on_how_many_snapshots():
+    from dste.experiments.report import OVER_BUDGET_NOTE
+
+    summary = _summary()
+    summary["greedy"] = summary["greedy"] | {"snapshots_over_budget": [2, 6]}
+    summary["dste_dqn"] = summary["dste_dqn"] | {"snapshots_over_budget": [0, 6]}
+    lines = format_table(summary, "trn2").splitlines()
+    assert next(line for line in lines if line.startswith("greedy")).endswith("  over budget on 2 of 6")
+    assert "over budget" not in next(line for line in lines if line.startswith("DSTE budgeted"))
+    assert OVER_BUDGET_NOTE in lines
+    assert OVER_BUDGET_NOTE not in format_table(_summary(), "trn2").splitlines()  # no row overspends: no note
