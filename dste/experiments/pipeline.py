@@ -505,7 +505,8 @@ def _single_threaded():
 
     Multi-threaded BLAS sums in an order that depends on the thread count; the controller's training reacts
     to last-bit differences in the activations it quantizes, so the job's numbers would depend on the machine's
-    core count. On one thread they are the same on every machine (and the small products lose little).
+    core count. On one thread they are the same for every core count (and the small products lose little); they
+    still differ between CPU instruction sets, whose float kernels round differently (the module docstring).
     """
     from dste.nkisim.blas import single_threaded
 
