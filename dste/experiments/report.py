@@ -362,7 +362,8 @@ PAIRED_GAP_NOTE = (
 
 
 OVER_BUDGET_NOTE = ("over budget on n of m: held-out snapshots (all seeds) whose modelled latency exceeds the "
-                    "snapshot's latency budget; the controller's guard keeps every budget within reach")
+                    "snapshot's latency budget; the budgeted controller's guard keeps every budget within reach (the "
+                    "accuracy-first controller has no latency budget: it keeps uniform INT8's bytes)")
 
 
 def over_budget_mark(s: dict) -> str:
