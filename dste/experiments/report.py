@@ -363,7 +363,7 @@ PAIRED_GAP_NOTE = (
 
 OVER_BUDGET_NOTE = ("over budget on n of m: held-out snapshots (all seeds) whose modelled latency exceeds the "
                     "snapshot's latency budget; the budgeted controller's guard keeps every budget within reach (the "
-                    "accuracy-first controller has no latency budget: it keeps uniform INT8's bytes)")
+                    "accuracy-first controller's budget is uniform INT8's bytes, not a latency)")
 
 
 def over_budget_mark(s: dict) -> str:
