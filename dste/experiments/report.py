@@ -10,8 +10,8 @@ from dste.controller import dominates, pareto_front
 from dste.controller.guard import budget_slack_us
 
 __all__ = ["POLICY_LABELS", "PAPER_ROWS", "PAIRED_GAP_NOTE", "SMOKE_RUN_NOTE", "acceptance", "budget_note",
-           "budget_out_of_reach", "chance_note", "format_table", "fp32_against_chance", "over_budget", "fp32_training_note", "frontier_summary", "oracle_summary",
-           "paired_gap", "share_within_budget", "summarise"]
+           "budget_out_of_reach", "chance_note", "format_table", "fp32_against_chance", "fp32_training_note",
+           "frontier_summary", "oracle_summary", "over_budget", "paired_gap", "share_within_budget", "summarise"]
 
 POLICY_LABELS = {
     "fp32": "FP32",

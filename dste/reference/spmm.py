@@ -42,7 +42,8 @@ _ENTRY_FIELDS = ("etile_window", "etile_kind", "etile_nentries", "etile_cols", "
 _LIST_FIELDS = ("ltile_window", "ltile_kind", "ltile_nentries", "ltile_cols", "ltile_colslot", "ltile_rows",
                 "ltile_keep_bits", "ltile_slot", "ltile_int8_values", "ltile_int8_scale", "ltile_fp16_values")
 _HYBRID_FIELDS = ("q", "scale", "hi_rows", "hi")
-_ML_DTYPES_FLOATS = ("bfloat16", "float8_e4m3fn", "float8_e5m2")  # ml_dtypes' NumPy floats (kind "V"): X the kernel takes
+_ML_DTYPES_FLOATS = ("bfloat16", "float8_e4m3fn", "float8_e5m2")
+"""ml_dtypes' NumPy floats (dtype kind "V", not "f"), which the kernel also takes as X."""
 
 
 def _stored_values(kind, slot, int8_at, int8_scale, fp16_at) -> np.ndarray:
