@@ -143,9 +143,14 @@ def reference_matrix(A) -> sp.csr_matrix:
     return sp.coo_matrix((values, (rows, cols)), shape=(N, M)).tocsr()  # duplicates sum: the contract's +=
 
 
+def _is_hybrid(X) -> bool:
+    """Whether X carries the hybrid-row arrays (``q``, ``scale``, ``hi_rows``, ``hi``)."""
+    return all(hasattr(X, name) for name in _HYBRID_FIELDS)
+
+
 def dense_operand(X) -> np.ndarray:
     """float64 ``[M, F]`` of a dense X, or of a hybrid-row X (``q * scale`` per row, FP16 rows from ``hi``)."""
-    if all(hasattr(X, name) for name in _HYBRID_FIELDS):
+    if _is_hybrid(X):
         dense = np.asarray(X.q, np.float64) * np.asarray(X.scale, np.float64)[:, None]
         dense[np.asarray(X.hi_rows, np.int64)] = np.asarray(X.hi, np.float64)
         return dense
@@ -184,17 +189,11 @@ def spmm_error_bound(A, X) -> np.ndarray:
     an output can be off by all of itself. For the ``cpu`` backend (float32 arithmetic, SciPy's bits) use float32
     tolerances instead: its error is about ``2^-24`` per term and addition, far inside this bound.
     """
-    hybrid = all(hasattr(X, name) for name in _HYBRID_FIELDS)
-    if hybrid or np.asarray(X).dtype not in (np.float32, np.float64):
+    if _is_hybrid(X) or np.asarray(X).dtype not in (np.float32, np.float64):
         per_term = ONE_ROUNDING_BOUND
     else:
         per_term = BF16_OPERANDS_BOUND
-    dense = dense_operand(X)
-    M = int(A.shape[1])
-    if dense.ndim != 2 or dense.shape[0] != M:
-        raise ValueError(f"spmm_error_bound: X must be [M={M}, F], got shape {dense.shape}")
-    if not np.isfinite(dense).all():
-        raise ValueError("spmm_error_bound: X must be finite (no NaN or Inf)")
+    dense = _checked_operand(A, X, "spmm_error_bound")
     return per_term * np.asarray(abs(reference_matrix(A)) @ np.abs(dense)) + 1e-30
 
 
@@ -204,10 +203,15 @@ def spmm_reference(A, X) -> np.ndarray:
     ``X`` is a dense ``[M, F]`` array (any real dtype) or any object with the hybrid-row arrays
     ``q``, ``scale``, ``hi_rows``, ``hi`` (dequantized here in float64, FP16 rows exactly).
     """
+    return np.asarray(reference_matrix(A) @ _checked_operand(A, X, "spmm_reference"))
+
+
+def _checked_operand(A, X, where: str) -> np.ndarray:
+    """``dense_operand(X)``, refused (naming ``where``) unless it is a finite ``[M, F]`` for A's M columns."""
     dense = dense_operand(X)
     M = int(A.shape[1])
     if dense.ndim != 2 or dense.shape[0] != M:
-        raise ValueError(f"spmm_reference: X must be [M={M}, F], got shape {dense.shape}")
+        raise ValueError(f"{where}: X must be [M={M}, F], got shape {dense.shape}")
     if not np.isfinite(dense).all():
-        raise ValueError("spmm_reference: X must be finite (no NaN or Inf)")
-    return np.asarray(reference_matrix(A) @ dense)
+        raise ValueError(f"{where}: X must be finite (no NaN or Inf)")
+    return dense
