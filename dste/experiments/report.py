@@ -64,24 +64,28 @@ def summarise(per_seed: list[dict]) -> dict:
     return summary
 
 
-def share_within_budget(rows: list[dict]) -> float | None:
-    """Share of a policy's held-out snapshots (all seeds) whose modelled latency fits the snapshot's budget
+def _fits_budget(rows: list[dict]) -> list[bool] | None:
+    """Per held-out snapshot of a policy (all seeds, in order): whether its modelled latency fits the snapshot's budget
     (within the guard's float tolerance); None when the run has no latency budget."""
     pairs = [(latency, budget) for row in rows
              for latency, budget in zip(row["per_snapshot_latency_us"], row["per_snapshot_budget_us"])]
     if not pairs or any(budget is None for _, budget in pairs):
         return None
-    return float(np.mean([latency <= budget + budget_slack_us(budget) for latency, budget in pairs]))
+    return [latency <= budget + budget_slack_us(budget) for latency, budget in pairs]
+
+
+def share_within_budget(rows: list[dict]) -> float | None:
+    """Share of a policy's held-out snapshots (all seeds) whose modelled latency fits the snapshot's budget
+    (within the guard's float tolerance); None when the run has no latency budget."""
+    fits = _fits_budget(rows)
+    return None if fits is None else float(np.mean(fits))
 
 
 def over_budget(rows: list[dict]) -> list[int] | None:
     """``[n, of]``: a policy's held-out snapshots (all seeds) whose modelled latency exceeds the snapshot's budget
     (beyond the guard's float tolerance), of all; None when the run has no latency budget."""
-    share = share_within_budget(rows)
-    if share is None:
-        return None
-    of = sum(len(row["per_snapshot_latency_us"]) for row in rows)
-    return [int(round((1.0 - share) * of)), of]
+    fits = _fits_budget(rows)
+    return None if fits is None else [len(fits) - sum(fits), len(fits)]
 
 
 CHANCE_STANDARD_ERRORS = 2.0
