@@ -140,7 +140,7 @@ class ActionSpace:
 
     def nearest(self, sparsity: float, fp16_fraction: float, channel_sparsity: float = 0.0) -> int:
         """Index of the grid action closest to the requested levels (used by static baselines)."""
-        if not all(np.isfinite(v) for v in (sparsity, fp16_fraction, channel_sparsity)):  # NaN matched level 0
+        if not all(np.isfinite(v) for v in (sparsity, fp16_fraction, channel_sparsity)):  # NaN is nearest to nothing
             raise ValueError(f"nearest: levels must be finite numbers, got sparsity={sparsity!r}, "
                              f"fp16_fraction={fp16_fraction!r}, channel_sparsity={channel_sparsity!r}")
         s = int(np.argmin([abs(level - sparsity) for level in self.sparsity_levels]))

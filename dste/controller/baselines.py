@@ -63,6 +63,10 @@ class Policy:
     def choose(self, state: np.ndarray, layer: int) -> int:
         raise NotImplementedError
 
+    def observe(self, layer: int, action: int) -> None:
+        """Told the action that ran at ``layer`` where another policy chose it with this one's advice (``DQNPolicy``
+        with this policy as its fallback): a policy that reasons from the episode's earlier actions keeps these."""
+
 
 class StaticPolicy(Policy):
     """The same action index for a layer on every snapshot (``FP32_ACTION`` allowed)."""
@@ -180,6 +184,8 @@ class DQNPolicy(Policy):
         action = pick(None) if self.guard is None else self.guard.choose(layer, pick)
         self.decisions += 1
         self.fallback_taken += int(took_fallback)
+        if self.fallback is not None:
+            self.fallback.observe(layer, action)  # the fallback's later layers reason from what ran, not its advice
         return action
 
     def _choose_among(self, state: np.ndarray, layer: int, allowed) -> tuple[bool, int]:

@@ -9,7 +9,7 @@ swap, over many random splits. A plan chosen on half the labels is chosen less w
 cross-fitted figure understates what the best static plan is truly worth, as the in-sample figure overstates it: the
 truth lies between the two.
 
-The accuracy term is the only part of the reward the labels set (``RewardConfig.terminal_reward``: accuracy plus
+The accuracy term is the only part of the reward the labels set (``RewardConfig.episode_reward``: accuracy plus
 latency, budget and memory terms), so a plan's reward on a half is its accuracy there plus the same price it pays on
 all nodes.
 """
@@ -40,7 +40,7 @@ class CrossFit:
     """Mean reward and accuracy over held-out snapshots (accuracies as fractions)."""
 
     plans: int  # plans within every budget the choice ranged over
-    splits: int  # random halvings, each scored both ways
+    splits: int  # random halvings scored, each both ways (a halving that left a snapshot's nodes in one half is not)
     in_sample_plan: list[int]  # the best plan within every budget, chosen and scored on every test node
     in_sample_reward: float
     in_sample_accuracy: float
@@ -159,7 +159,7 @@ def cross_fitted_static(
     chosen, ours_scored = np.array(chosen_rewards), np.array(our_rewards)
     return CrossFit(
         plans=len(feasible),
-        splits=splits,
+        splits=len(chosen_rewards) // 2,
         in_sample_plan=list(feasible[best]),
         in_sample_reward=float(full_reward[best]),
         in_sample_accuracy=float(full_accuracy[best]),

@@ -216,16 +216,23 @@ class DQNAgent:
     def use_checkpoints(self, state_dicts: list[dict]) -> None:
         """Act on these Q-network weights: one becomes the network, several a ``QEnsemble`` of their mean.
 
-        An agent with an ensemble acts and saves but no longer learns (its optimizer tracked one network).
+        An agent with an ensemble acts and saves but no longer learns (its optimizer tracked one network); one set of
+        weights is loaded into the network the optimizer tracks, so such an agent can go on learning.
         """
         if len(state_dicts) == 0:
             raise ValueError("use_checkpoints needs at least one set of Q-network weights")
+        if len(state_dicts) == 1 and not isinstance(self.q, QEnsemble):
+            self.q.load_state_dict(state_dicts[0])
+            self.target = copy.deepcopy(self.q)
+            return
         networks = []
         for weights in state_dicts:
             network = self._new_network()
             network.load_state_dict(weights)
             networks.append(network)
         self.q = networks[0] if len(networks) == 1 else QEnsemble(networks)
+        if len(networks) == 1:  # back from an ensemble to one network: a new optimizer for it
+            self.optimizer = torch.optim.Adam(self.q.parameters(), lr=self.config.learning_rate, foreach=True)
         self.target = copy.deepcopy(self.q)
 
     # -- acting ---------------------------------------------------------------------------------

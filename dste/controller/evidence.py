@@ -36,7 +36,7 @@ Pair = tuple[EpisodeOutcome, EpisodeOutcome] | None  # two plans' outcomes on on
 
 
 def _normalised(weights: np.ndarray | None, count: int) -> np.ndarray:
-    if count == 0:  # a ZeroDivisionError before
+    if count == 0:  # no pair, no mean: say so instead of dividing by zero
         raise ValueError("the standard error needs at least one snapshot's pair of outcomes, got none")
     if weights is None:
         return np.full(count, 1.0 / count)

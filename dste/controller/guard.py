@@ -112,7 +112,7 @@ class BudgetGuard:
                 f"{error}: the budget guard needs CompressionEnv.latency_table; implement it, or train with "
                 f"TrainConfig(budget_guard=False)"
             ) from None
-        # a NaN made every plan unfit (the cheapest action alone allowed), a negative price fitted anything
+        # a NaN price would make every plan unfit (the cheapest action alone allowed), a negative one fit anything
         if table.shape != (len(self.env.action_space),) or not (np.isfinite(table).all() and (table >= 0).all()):
             raise ValueError(
                 f"latency_table({snapshot}, {layer}) must hold one finite latency >= 0 per action "

@@ -181,6 +181,8 @@ def calibrate_margin(
     every seed that kept the fallback tied or beat it."""
     if not margins:
         raise ValueError("calibrate_margin: margins must name at least one candidate")
+    if isinstance(min_gain, bool) or not (np.isfinite(min_gain) and min_gain >= 0):  # NaN never kept the fallback
+        raise ValueError(f"calibrate_margin: min_gain must be a finite number >= 0, got {min_gain!r}")
     scores = {}
     for margin in margins:
         policy = DQNPolicy(agent, guard=guard, fallback=fallback, margin=margin)

@@ -241,7 +241,9 @@ class BudgetProjectedPlan(Policy):
         # plans whose agreement was measured, per snapshot (each snapshot's once); ``validate_check``'s own are not kept
         self.probes_by_snapshot: dict[int, int] = {}
         self._agreements: dict[tuple[int, tuple[int, ...]], float] = {}
-        self._chosen: list[int] = []  # this episode's actions so far, to tell whether the plan was followed
+        # this episode's actions so far (under DQNPolicy, ``observe``'s: the ones that ran), to tell whether the plan
+        # was followed
+        self._chosen: list[int] = []
         self._probed: list[int] | None = None  # this episode's plan after the check on its snapshot, if probing
         self._grids: tuple | None = None  # the check's per-plan grids, built on its first run (``_plan_grids``)
         self.check_where_greedy_fits = False  # set by ``validate_check``
@@ -270,6 +272,10 @@ class BudgetProjectedPlan(Policy):
             action = self._decide_fitting(env, snapshot, budget, layer)
         self._chosen = self._chosen[:layer] + [action]
         return action
+
+    def observe(self, layer: int, action: int) -> None:
+        # under DQNPolicy the network's action may have run instead of this plan's
+        self._chosen = self._chosen[:layer] + [int(action)]
 
     def _decide_fitting(self, env, snapshot: int, budget: float, layer: int) -> int:
         """``_decide``'s action, confirmed at its exact price (``BudgetGuard.fits``): the latency tables estimate
@@ -474,11 +480,15 @@ class BudgetProjectedPlan(Policy):
         return self._agreements[key]
 
     def _best_measured(self, tables: list[np.ndarray], prefix: list[int], left: float):
-        """The most valuable plan within ``left`` among the plan and the plans with one layer changed (values
-        measured as they are, not summed) that begin with this episode's ``prefix``, with its gain per training
-        snapshot over the plan and the node-level standard error their mean must beat (0 without ``node_errors``, or
-        where the move keeps more of the layer in some way) when the plan itself is such a plan and fits (else None,
-        None); None if none fits."""
+        """The most valuable plan whose remaining layers fit ``left``, among the plan and the plans with one layer
+        changed (values measured as they are, not summed) that begin with this episode's ``prefix``. Returns:
+
+        - None where none of them fits;
+        - ``(plan, None, None)`` where the most valuable is the plan itself, or where the plan itself does not fit
+          (then no evidence is asked for: the move is forced);
+        - ``(plan, gains, error)`` for a move away from a plan that fits: its reward gain over the plan per training
+          snapshot, and the node-level standard error their mean must beat too (0 without ``node_errors``, or where
+          the move keeps more of the layer in some way)."""
         layer = len(prefix)
         candidates = [list(self.plan)] + [
             self.plan[:k] + [a] + self.plan[k + 1:]

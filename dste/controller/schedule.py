@@ -179,5 +179,9 @@ class BudgetScheduleEnv(CompressionEnv):
     def latency_table(self, snapshot: int, layer: int) -> np.ndarray:
         return self.env.latency_table(snapshot, layer)
 
+    def action_latency(self, layer: int, action: int) -> float:
+        # the exact price where the wrapped env's table only estimates it: BudgetGuard.fits confirms actions with it
+        return self.env.action_latency(layer, action)
+
     def agreement(self, snapshot: int, actions) -> float:
         return self.env.agreement(snapshot, actions)

@@ -164,7 +164,9 @@ def _train(env: CompressionEnv, config: TrainConfig, progress: bool, given: Sequ
         # when judged: the previous-mask part of the state (M_n) is then the agent's own choice on the
         # previous snapshot, and a pass starts with no previous mask, as a judged stream does. Each pass
         # starts one snapshot later (wrapping around), so "no previous mask" is seen with every training
-        # snapshot rather than only with the first one, as a judged stream meets it on an unseen snapshot.
+        # snapshot rather than only with the first one, as a judged stream meets it on an unseen snapshot. The price:
+        # within a rotated pass the stream's first snapshots follow its last ones with their masks carried over,
+        # a step back in time that a judged stream never takes.
         position = episode % len(snapshots)
         if position == 0:
             env.begin_stream()

@@ -171,6 +171,7 @@ class GNNCompressionEnv(CompressionEnv):
             action_index=int(action),
             sparsity=report.sparsity,
             fp16_fraction=report.fp16_fraction,
+            channel_sparsity=report.channel_sparsity,
             kind_mix=report.kind_mix,
             n_tiles=report.n_tiles,
             latency_share=report.latency_us / self.reference_latency(n),

@@ -5,7 +5,8 @@ Per seed s:
   1. a dynamic stream of snapshots over the dataset (edge churn, feature drift), the last quarter held out: the
      same stream for every seed (``stream_seed``, default 0), so that the spread over seeds is the spread of what
      a seed trains; ``stream_seed=None`` (``--stream-seed per-seed``) draws stream s for seed s instead;
-  2. the FP32 two-layer model trained on the first snapshot (seed s);
+  2. the FP32 two-layer model trained on the first snapshot (seed s), by default distilled from four teachers
+     trained there too (``--fp32-teachers``, ``dste.gnn.train_fp32_distilled``);
   3. the DQN controller trained on the training snapshots (reward: validation accuracy minus lambda times
      modelled latency, minus a penalty above the per-snapshot budget = what static 50 % sparse INT8 would
      spend; see ``dste.controller.reward``), acting only among the actions that fit that budget
@@ -242,7 +243,8 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         schedule = lambda n: fraction  # noqa: E731
     elif params.budget_cycle or params.budget_slo:
         # The stream sets the budget (the option's is unused) in multiples of uniform INT8's latency: each snapshot's
-        # own (budget_cycle) or snapshot 0's for all (budget_slo); set below, once the environment prices INT8.
+        # own (budget_cycle) or its latency at the last re-provisioning, StreamParams.slo_anchor (budget_slo); set
+        # below, once the environment prices INT8.
         schedule = _STREAM_BUDGET
         numeric_budget = None
     if schedule is None and config.budget == "static50":

@@ -162,6 +162,23 @@ def test_a_checkpoint_ensemble_acts_on_the_mean_q_and_round_trips(tmp_path):
         single.use_checkpoints([])
 
 
+def test_an_agent_on_one_checkpoint_acts_on_it_and_goes_on_learning():
+    # one checkpoint is loaded into the network the optimizer tracks: before, a fresh network replaced it and later
+    # learn() calls moved the old, unused one
+    agent, other = _trained_agent(0), _trained_agent(1)
+    agent.use_checkpoints([other.q.state_dict()])
+    state = np.random.default_rng(3).normal(size=64).astype(np.float32)
+    np.testing.assert_array_equal(agent.q_values(state), other.q_values(state))
+    before = agent.q_values(state)
+    assert agent.learn() is not None
+    assert not np.array_equal(agent.q_values(state), before)
+    back = _trained_agent(2)  # an ensemble, then one checkpoint: a network of its own and an optimizer for it
+    back.use_checkpoints([agent.q.state_dict(), other.q.state_dict()])
+    back.use_checkpoints([other.q.state_dict()])
+    before = back.q_values(state)
+    assert back.learn() is not None and not np.array_equal(back.q_values(state), before)
+
+
 def test_exploration_is_uniform_over_the_allowed_actions():
     """With epsilon = 1 every allowed action is drawn equally often, also where their count does not divide the
     action space's (a draw over all actions mapped onto the allowed ones gives some 2 and others 3 of 48 draws)."""

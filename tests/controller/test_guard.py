@@ -240,3 +240,52 @@ def test_choose_with_two_actions_allowed_takes_the_other_when_the_pick_overspend
     assert guard.allowed(0).tolist() == [True, True]
     assert (guard.fits(0, 0), guard.fits(0, 1)) == (False, True)
     assert guard.choose(0, lambda allowed: int(np.flatnonzero(allowed)[0])) == 1  # a policy preferring action 0
+
+
+def test_the_scheduled_budget_wrapper_keeps_the_exact_price_and_every_method_of_the_protocol():
+    from dste.controller import BudgetScheduleEnv
+    from dste.controller.env import CompressionEnv
+
+    inner = EstimatingEnv()
+    fp32_us = float(sum(inner._latency(layer, FP32_ACTION) for layer in range(inner.num_layers)))
+    env = BudgetScheduleEnv(inner, 0.5, lambda n: fp32_us)
+    # every method of the protocol is the wrapper's own: one left to CompressionEnv's default is silently wrong
+    # (action_latency read the estimating table, so the guard confirmed actions at their estimated prices)
+    protocol = {name for name, value in vars(CompressionEnv).items() if callable(value) and not name.startswith("_")}
+    assert protocol <= set(vars(BudgetScheduleEnv)), protocol - set(vars(BudgetScheduleEnv))
+    env.reset(0)
+    env.step(0, env.action_space.nearest(0.75, 0.0))
+    fp16 = env.action_space.nearest(0.0, 1.0)
+    assert env.action_latency(1, fp16) == inner.action_latency(1, fp16) > env.latency_table(0, 1)[fp16]
+    exact = run_policy(env, DQNPolicy(CostliestAgent(env), guard=BudgetGuard(env, RewardConfig())), env.snapshots("heldout"))
+    assert all(o.latency_us <= env.budget_fraction(o.snapshot) * env.reference_latency(o.snapshot) + 1e-9
+               for o in exact.outcomes)
+
+
+def test_a_fallback_is_told_the_action_that_ran_where_the_network_overrode_it():
+    # DQNPolicy tells its fallback each action that ran (Policy.observe): the fitted plan reasons from the episode's
+    # earlier actions, and under a network that overrides it those are not its own suggestions
+    from dste.controller.baselines import StaticPolicy
+
+    env = EstimatingEnv()
+
+    class Recording(StaticPolicy):
+        def __init__(self, actions):
+            super().__init__("recording", actions)
+            self.observed = []
+
+        def observe(self, layer, action):
+            self.observed.append((layer, action))
+
+    class CostliestQ(CostliestAgent):  # CostliestAgent's choice as Q-values, which DQNPolicy weighs with a fallback
+        def q_values(self, state):
+            layer = len(self.env._reports)
+            latency = self.env.latency_table(self.env.current_snapshot(), layer)
+            return latency if layer == 1 else -latency
+
+    cheapest = [int(np.argmin(env.latency_table(0, layer))) for layer in range(env.num_layers)]
+    fallback = Recording(cheapest)
+    policy = DQNPolicy(CostliestQ(env), fallback=fallback, margin=0.0)
+    outcome = run_policy(env, policy, env.snapshots("heldout")[:1]).outcomes[0]
+    assert fallback.observed == list(enumerate(outcome.actions))
+    assert outcome.actions != cheapest  # the network's actions ran, and the fallback heard of them

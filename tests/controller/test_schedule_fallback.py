@@ -366,3 +366,11 @@ def test_calibrate_margin_breaks_a_tie_between_margins_towards_the_more_conserva
     _stub_margin_scores(monkeypatch, {0.0: 0.60, 0.002: 0.60, 0.005: 0.60, 0.01: 0.60, 0.02: 0.60, float("inf"): 0.50})
     margin, _ = calibrate_margin(None, None, None, None, None, [0], margins=margins, min_gain=0.02)
     assert margin == 0.02
+
+
+@pytest.mark.parametrize("min_gain", [float("nan"), -0.01, float("inf"), True])
+def test_calibrate_margin_refuses_a_min_gain_that_is_not_a_finite_share(monkeypatch, min_gain):
+    # a NaN min_gain compared false with every gain, so the conservative margin was never kept
+    _stub_margin_scores(monkeypatch, {0.0: 0.60, float("inf"): 0.50})
+    with pytest.raises(ValueError, match="min_gain must be a finite number >= 0"):
+        calibrate_margin(None, None, None, None, None, [0], margins=(0.0, float("inf")), min_gain=min_gain)

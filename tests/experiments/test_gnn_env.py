@@ -438,3 +438,22 @@ def test_snapshot_one_carries_its_churn_against_snapshot_zero(env):
     assert expected > 0
     got = float(env.layers.graph_state(1)[list(GRAPH_FEATURES).index("edges_added_fraction")])
     assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_state_carries_each_layers_previous_channel_sparsity(env):
+    # MASK_FEATURES' prev_channel_sparsity: what share of its input channels the layer pruned on the previous snapshot
+    # (it read 0 whatever ran before, so the network could not tell channel pruning from none)
+    from dste.controller.state import FEATURE_NAMES
+
+    space = env.action_space
+    column = FEATURE_NAMES.index("prev_channel_sparsity")
+    plan = [space.nearest(0.0, 0.0, channel_sparsity=0.5), space.nearest(0.0, 0.0, channel_sparsity=0.25)]
+    env.begin_stream()
+    _episode(env, 1, plan)
+    env.reset(2)
+    assert float(env.state(0)[column]) == pytest.approx(0.5)
+    env.step(0, space.nearest(0.0, 0.0))
+    assert float(env.state(1)[column]) == pytest.approx(0.25)
+    env.begin_stream()
+    env.reset(2)
+    assert float(env.state(0)[column]) == 0.0  # a new stream: nothing ran before
