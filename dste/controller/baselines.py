@@ -254,12 +254,6 @@ class PolicyResult:
             raise ValueError(f"weights must be finite and >= 0 with a positive sum, got {weights.tolist()}")
         return float(np.average(rewards, weights=weights))
 
-    def action_histogram(self, num_layers: int) -> list[dict[int, int]]:
-        histogram: list[dict[int, int]] = [{} for _ in range(num_layers)]
-        for outcome in self.outcomes:
-            for layer, action in enumerate(outcome.actions):
-                histogram[layer][action] = histogram[layer].get(action, 0) + 1
-        return histogram
 
 
 def run_episode(env: CompressionEnv, policy: Policy, snapshot: int) -> EpisodeOutcome:

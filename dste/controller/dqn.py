@@ -311,15 +311,6 @@ class DQNAgent:
         return loss_value
 
     # -- persistence ----------------------------------------------------------------------------
-    def state_digest(self) -> str:
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.q.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().contiguous().numpy().tobytes())
-        digest.update(self.normalizer.mean.tobytes())
-        digest.update(self.normalizer.std.tobytes())
-        return digest.hexdigest()
-
     def save(self, path: str | Path) -> Path:
         """Write the checkpoint atomically (``dste.format.io.atomic_write``): a failed save keeps the old file."""
         from dste.format.io import atomic_write

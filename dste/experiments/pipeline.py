@@ -235,6 +235,7 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
         model, fp32_fit = train_new_fp32_model(graphs[0], config.model, config.hidden, model_seed,
                                                teachers=config.fp32_teachers, **settings)
 
+    space = ActionSpace()  # one grid: the budget's actions are indices into the environment's
     budget_actions = None
     numeric_budget = None if isinstance(config.budget, str) else config.budget
     schedule = None
@@ -250,11 +251,11 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     if schedule is None and config.budget == "static50":
         # Each snapshot's budget is what static 50 % sparse INT8 would spend on it (modelled, label-free):
         # the controller is asked for more accuracy at no more latency than the static policy it replaces.
-        budget_actions = [ActionSpace().nearest(0.5, 0.0)] * len(model.convs)
+        budget_actions = [space.nearest(0.5, 0.0)] * len(model.convs)
     # Every seed's job keeps as many layer outputs as its share of the machine's memory allows (only the time
     # depends on it: an evicted run is recomputed bit for bit).
     layers = LayerEvaluator(
-        model, graphs, ActionSpace(), config.target, run_bytes_kept=run_bytes_budget(min(config.jobs, config.seeds))
+        model, graphs, space, config.target, run_bytes_kept=run_bytes_budget(min(config.jobs, config.seeds))
     )
     env = GNNCompressionEnv(
         model, graphs, train_ids, heldout_ids, target=config.target, budget_actions=budget_actions, layers=layers
