@@ -255,7 +255,6 @@ class PolicyResult:
         return float(np.average(rewards, weights=weights))
 
 
-
 def run_episode(env: CompressionEnv, policy: Policy, snapshot: int) -> EpisodeOutcome:
     env.reset(snapshot)
     for layer in range(env.num_layers):

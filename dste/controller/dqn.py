@@ -197,9 +197,7 @@ class DQNAgent:
         finally:
             torch.random.set_rng_state(generator_state)
         self.target.load_state_dict(self.q.state_dict())
-        # foreach: the multi-tensor step, the same arithmetic per element as the default per-parameter loop (the
-        # same weights bit for bit) in fewer calls; on CPU torch takes the loop unless asked.
-        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=self.config.learning_rate, foreach=True)
+        self.optimizer = self._new_optimizer()
         self.replay = ReplayBuffer(self.config.replay_capacity, seed=self.config.seed + 1, n_actions=len(action_space))
         self._explore_rng = np.random.default_rng(self.config.seed + 2)
         self.learn_steps = 0
@@ -207,6 +205,11 @@ class DQNAgent:
 
     def _new_network(self) -> QNetwork:
         return QNetwork(len(self.action_space), self.config.hidden, axes=self.action_space.axes())
+
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        # foreach: the multi-tensor step, the same arithmetic per element as the default per-parameter loop (the
+        # same weights bit for bit) in fewer calls; on CPU torch takes the loop unless asked.
+        return torch.optim.Adam(self.q.parameters(), lr=self.config.learning_rate, foreach=True)
 
     @property
     def ensemble_size(self) -> int:
@@ -221,18 +224,18 @@ class DQNAgent:
         """
         if len(state_dicts) == 0:
             raise ValueError("use_checkpoints needs at least one set of Q-network weights")
-        if len(state_dicts) == 1 and not isinstance(self.q, QEnsemble):
+        if len(state_dicts) == 1:
+            if isinstance(self.q, QEnsemble):  # back from an ensemble: a network and an optimizer of its own
+                self.q = self._new_network()
+                self.optimizer = self._new_optimizer()
             self.q.load_state_dict(state_dicts[0])
-            self.target = copy.deepcopy(self.q)
-            return
-        networks = []
-        for weights in state_dicts:
-            network = self._new_network()
-            network.load_state_dict(weights)
-            networks.append(network)
-        self.q = networks[0] if len(networks) == 1 else QEnsemble(networks)
-        if len(networks) == 1:  # back from an ensemble to one network: a new optimizer for it
-            self.optimizer = torch.optim.Adam(self.q.parameters(), lr=self.config.learning_rate, foreach=True)
+        else:
+            networks = []
+            for weights in state_dicts:
+                network = self._new_network()
+                network.load_state_dict(weights)
+                networks.append(network)
+            self.q = QEnsemble(networks)
         self.target = copy.deepcopy(self.q)
 
     # -- acting ---------------------------------------------------------------------------------

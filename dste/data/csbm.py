@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from .graph import Graph, adjacency_from_pairs, is_integer
-from .splits import planetoid_split, split_sizes_that_fit
+from .splits import SplitTooLarge, planetoid_split, split_sizes_that_fit
 
 __all__ = ["CSBMParams", "PRESETS", "make_graph", "preset_names"]
 
@@ -489,9 +489,7 @@ def make_graph(preset_or_params: "str | CSBMParams | dict" = "cora-like", seed: 
     y = model.node_class.copy()
     try:
         train, val, test = planetoid_split(y, k, rng, params.train_per_class, params.num_val, params.num_test)
-    except ValueError as error:
-        if "left after training picks" not in str(error):
-            raise
+    except SplitTooLarge as error:
         # a named split size keeps the other at its default, which the message should say
         raise ValueError(f"{error} (num_val={params.num_val}, num_test={params.num_test}; a split size not named "
                          f"keeps its default): give num_val and num_test that sum to at most the nodes left") from None

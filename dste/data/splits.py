@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["planetoid_split", "masks_from_indices", "split_sizes_that_fit", "PLANETOID_SPLIT_SHARE"]
+__all__ = ["planetoid_split", "masks_from_indices", "split_sizes_that_fit", "PLANETOID_SPLIT_SHARE", "SplitTooLarge"]
+
+
+class SplitTooLarge(ValueError):
+    """``planetoid_split``'s refusal of validation and test sizes the nodes left after the training picks cannot hold
+    (callers that know where the sizes came from add that)."""
+
 
 PLANETOID_SPLIT_SHARE = 1500 / 2568
 """Share of the nodes left after the training picks that Cora's public split gives to validation and test (500 + 1,000
@@ -82,7 +88,7 @@ def planetoid_split(
     is_train[train] = True
     rest = order[~is_train[order]]
     if rest.size < num_val + num_test:
-        raise ValueError(
+        raise SplitTooLarge(
             f"only {rest.size} nodes left after training picks; need num_val + num_test = {num_val + num_test}"
         )
     return masks_from_indices(n, train, rest[:num_val], rest[num_val : num_val + num_test])
