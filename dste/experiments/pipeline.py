@@ -204,22 +204,9 @@ class _StageClock:
 
 
 def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
-    from dste.data import SnapshotStream
-    from dste.experiments.env_layers import LayerEvaluator, run_bytes_budget
-    from dste.experiments.gnn_env import GNNCompressionEnv
-    from dste.gnn import make_model, train_fp32_on_snapshots, train_new_fp32_model
-
+    """One seed's job (the module docstring's steps 1-5): its record in ``results.json["per_seed"]``."""
     params = stream_params(config.stream, config.snapshots)
-    stream = SnapshotStream(base, params, seed=seed if config.stream_seed is None else config.stream_seed)
-    try:
-        snapshots = list(stream)
-    except ValueError as error:
-        if "edge_shortfall_limit" not in str(error):
-            raise
-        # the knobs the message names are the preset's, which dste run does not expose
-        raise ValueError(f"{error}. With dste run, whose streams are presets: give --stream {config.stream} a larger "
-                         "or sparser graph, or choose another --stream (dste.data.SnapshotStream takes the knobs "
-                         "themselves)") from None
+    stream, snapshots = _draw_stream(config, base, params, seed)
     graphs = [snapshot.graph for snapshot in snapshots]
     train_ids = [int(i) for i in stream.train_indices]
     heldout_ids = [int(i) for i in stream.heldout_indices]
@@ -227,13 +214,124 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
     stage("FP32 training")
     # With --model-seed every seed compresses the same FP32 model, so the spread over seeds is the controller's.
     model_seed = seed if config.model_seed is None else config.model_seed
+    model, fp32_fit = _train_fp32_model(config, graphs, train_ids, model_seed)
+    env, reward, budgeted = _budgeted_env(config, params, model, graphs, snapshots, train_ids, heldout_ids)
+    # The controller (dste.controller.fit): the DQN, greedy search's plan fitted to each budget as its fallback, and
+    # the margin the Q-values must clear to override it, all on the training snapshots.
+    fitted = fit_controller(
+        env, reward, train_ids, episodes=config.episodes, seed=seed,
+        leave_out_costless_pruning=config.model in COSTLESS_PRUNING_RULE_MODELS, probe=config.probe,
+        fallback=config.fallback, progress=show_progress(config), stage=stage,
+    )
+    policies = static_baselines(env) + [
+        RandomPolicy(len(env.action_space), seed=seed), fitted.greedy, fitted.projected, fitted.policy
+    ]
+    hindsight, feasible = None, None
+    if config.oracle:
+        stage("best static policy in hindsight")
+        hindsight, feasible = _hindsight_policies(env, reward, heldout_ids)
+        policies += [policy for policy in (hindsight, feasible) if policy is not None]
+    # The held-out snapshots continue the stream: each policy first passes (unscored) through the last
+    # training snapshot, so an adaptive policy meets the first held-out one with its own previous masks.
+    lead_in = train_ids[-1:]
+    stage("policies on held-out snapshots")
+    judged = tqdm(policies, desc="policies on held-out snapshots", disable=not show_progress(config), leave=False)
+    outcomes = {policy.name: run_policy(env, policy, heldout_ids, lead_in=lead_in) for policy in judged}
+    # the held-out episodes' checks (not the lead-in's), before any diagnostic below runs more
+    fallback_record = _fallback_record(fitted, env.num_layers, heldout_ids)
+    accuracy_first_fallback = None
+    if budgeted:
+        outcomes["dste_dqn_unbudgeted"], accuracy_first_fallback = _accuracy_first(
+            config, env, reward, fitted, train_ids, heldout_ids, lead_in, seed, stage
+        )
+    stage("CPU time of each policy")
+    first_actions = {name: outcome.outcomes[0].actions for name, outcome in outcomes.items()}
+    cpu_ms = _cpu_times_ms(env, heldout_ids[0], first_actions, config.timing_repeats)
+    results = {name: _policy_row(env, outcome, reward, fitted.guard, cpu_ms[name])
+               for name, outcome in outcomes.items()}
+    extras = {}
+    stage_start = time.perf_counter()
+    if config.frontier and seed == 0:
+        stage("static sweep (frontier)")
+        # One seed's sweep draws the frontier: 49 static policies on every seed would cost more than the rest
+        # of the job, and the static points move little between seeds (the table's std says how much).
+        extras["static_sweep"] = static_sweep(env, heldout_ids, reward, lead_in=lead_in)
+        extras["static_sweep_seconds"] = time.perf_counter() - stage_start
+    if config.oracle:
+        extras.update(_oracle_extras(
+            config, env, reward, fitted, hindsight, feasible, outcomes["dste_dqn"], train_ids, heldout_ids, lead_in,
+            seed, stage,
+        ))
+    stage(None)
+    trained = fitted.trained
+    return {
+        **extras,
+        "stage_seconds": stage.seconds,
+        "seed": seed,
+        "stream": config.stream,
+        "stream_seed": stream.seed,
+        "model_seed": model_seed,
+        "fp32_latency_us": [_fp32_latency_of(env)(n) for n in heldout_ids],
+        # what always predicting one class scores on the nodes each held-out snapshot's accuracy averages (its test
+        # nodes), for the best such class
+        "majority_class_share": [_majority_share(graphs[n].y[env.evaluated_nodes(n)]) for n in heldout_ids],
+        "test_nodes": [int(env.evaluated_nodes(n).size) for n in heldout_ids],
+        # the least any plan can spend on each held-out snapshot (latency_table is exact for actions without a
+        # partial FP16 share, which the cheapest never has)
+        "cheapest_latency_us": [fitted.guard.cheapest_us(n) for n in heldout_ids],
+        "budget_of_fp32": [env.budget_of_fp32(n) for n in heldout_ids] if isinstance(env, BudgetScheduleEnv) else None,
+        "fallback": fallback_record,
+        "accuracy_first_fallback": accuracy_first_fallback,
+        "reward": reward.to_dict(),
+        "train_snapshots": train_ids,
+        "heldout_snapshots": heldout_ids,
+        "fp32_training": fp32_fit,
+        "controller": {
+            "best_episode": trained.best_episode,
+            "selection_scores": trained.selection_scores,
+            "reward_first_20": float(np.mean(trained.episode_rewards[:20])),
+            "reward_last_20": float(np.mean(trained.episode_rewards[-20:])),
+        },
+        "policies": results,
+        "agent": trained.agent,
+    }
+
+
+def _draw_stream(config: RunConfig, base, params, seed: int):
+    """(the stream, its snapshots) of seed ``seed``: the stream ``config.stream_seed`` names, or the seed's own."""
+    from dste.data import SnapshotStream
+
+    stream = SnapshotStream(base, params, seed=seed if config.stream_seed is None else config.stream_seed)
+    try:
+        return stream, list(stream)
+    except ValueError as error:
+        if "edge_shortfall_limit" not in str(error):
+            raise
+        # the knobs the message names are the preset's, which dste run does not expose
+        raise ValueError(f"{error}. With dste run, whose streams are presets: give --stream {config.stream} a larger "
+                         "or sparser graph, or choose another --stream (dste.data.SnapshotStream takes the knobs "
+                         "themselves)") from None
+
+
+def _train_fp32_model(config: RunConfig, graphs, train_ids, model_seed: int):
+    """(the FP32 model, its training record): trained on the training snapshots with ``--fp32-snapshots training``,
+    else on the first snapshot (by default distilled from ``--fp32-teachers`` teachers)."""
+    from dste.gnn import make_model, train_fp32_on_snapshots, train_new_fp32_model
+
     settings = dict(epochs=config.epochs, patience=min(50, config.epochs), progress=show_progress(config))
     if config.fp32_snapshots == "training":
         model = make_model(graphs[0], config.model, hidden=config.hidden, seed=model_seed)
-        fp32_fit = train_fp32_on_snapshots(model, [graphs[i] for i in train_ids], seed=model_seed, **settings)
-    else:
-        model, fp32_fit = train_new_fp32_model(graphs[0], config.model, config.hidden, model_seed,
-                                               teachers=config.fp32_teachers, **settings)
+        return model, train_fp32_on_snapshots(model, [graphs[i] for i in train_ids], seed=model_seed, **settings)
+    return train_new_fp32_model(graphs[0], config.model, config.hidden, model_seed,
+                                teachers=config.fp32_teachers, **settings)
+
+
+def _budgeted_env(config: RunConfig, params, model, graphs, snapshots, train_ids, heldout_ids):
+    """(environment, reward, whether a latency budget is set) of one seed: the GNN environment over the stream,
+    wrapped in ``BudgetScheduleEnv`` where the budget is per snapshot in microseconds ('<x>fp32' or the stream's
+    own), else budgeted by the ``static50`` actions or the reward's numeric ceiling."""
+    from dste.experiments.env_layers import LayerEvaluator, run_bytes_budget
+    from dste.experiments.gnn_env import GNNCompressionEnv
 
     space = ActionSpace()  # one grid: the budget's actions are indices into the environment's
     budget_actions = None
@@ -271,188 +369,135 @@ def _run_seed(config: RunConfig, base, seed: int, bar) -> dict:
             schedule = int8_multiple_budget(cycle, env.reference_latency, fp32_latency)
         env = BudgetScheduleEnv(env, schedule, fp32_latency)
     reward = RewardConfig(config.lambda_latency, numeric_budget, config.budget_penalty)
-    # The controller (dste.controller.fit): the DQN, greedy search's plan fitted to each budget as its fallback, and
-    # the margin the Q-values must clear to override it, all on the training snapshots.
-    fitted = fit_controller(
-        env, reward, train_ids, episodes=config.episodes, seed=seed,
-        leave_out_costless_pruning=config.model in COSTLESS_PRUNING_RULE_MODELS, probe=config.probe,
-        fallback=config.fallback, progress=show_progress(config), stage=stage,
+    return env, reward, budget_actions is not None or schedule is not None
+
+
+def _hindsight_policies(env, reward, heldout_ids):
+    """(best static policy in hindsight, the same within every held-out budget or None where no plan fits them)."""
+    # The best static policy in hindsight: greedy search on the held-out snapshots themselves.
+    hindsight = greedy_search(env, reward, heldout_ids)
+    hindsight.name = "static_hindsight"
+    # The same within every held-out snapshot's budget (the guard's), as the controller must stay: the soft
+    # penalty lets the plan above overspend by a little and keep its accuracy.
+    return hindsight, feasible_static_search(env, reward, heldout_ids, hindsight)
+
+
+def _fallback_record(fitted, num_layers: int, heldout_ids) -> dict:
+    """The budgeted controller's fallback as ``results.json`` reports it; its counters over the held-out
+    snapshots only (the fitted plan also counts the training snapshots it ran on)."""
+    projected, choice, allowed = fitted.projected, fitted.recency_choice, fitted.allowed
+    return {
+        "margin": fitted.margin, "margin_scores": fitted.margin_scores, "greedy_actions": list(fitted.greedy.actions),
+        "plan_actions": list(fitted.plan.actions), "recency_half_life": RECENCY_HALF_LIFE,
+        "recency_plan_actions": list(fitted.recent.actions), "plain_plan_actions": list(fitted.plain.actions),
+        "recency_plan_kept": choice.recent_kept, "recency_gain": choice.gain,
+        "recency_gain_standard_error": choice.standard_error,
+        "recency_gain_errors": {"snapshots": choice.snapshot_error, "nodes": choice.node_error},
+        "costless_pruning_rule": allowed is not None,
+        "costless_pruning_left_out": [0] * num_layers if allowed is None else [int((~mask).sum()) for mask in allowed],
+        "share_of_held_out_decisions_taken": fitted.policy.fallback_share,
+        "probe": projected.probe,
+        "plans_probed": sum(projected.probes_by_snapshot.get(n, 0) for n in heldout_ids),
+        "check_where_greedy_fits": projected.check_where_greedy_fits,
+        "check_validation_gains": projected.check_gains.tolist(),
+        "greedy_plan_at_same_latency": sorted(projected.baseline_snapshots & set(heldout_ids)),
+    }
+
+
+def _accuracy_first(config: RunConfig, env, reward, fitted, train_ids, heldout_ids, lead_in, seed: int, stage):
+    """(held-out outcome, fallback record or None) of the accuracy-first controller: the same controller trained
+    with no latency budget but a memory ceiling (uniform INT8's footprint), the operating point reported beside
+    the budgeted one."""
+    # Its accuracy term is agreement with the FP32 model's predictions on every node of the training snapshot
+    # (label-free), not the 500-odd validation labels: staying within a fraction of a point of FP32 is below what
+    # those labels resolve (one node is 0.2 pt). The ceiling stops it buying that agreement with FP16 bytes that
+    # pruning does not pay for.
+    stage("accuracy-first controller training")
+    accuracy_first_env = env.variant(budget_actions=None, train_accuracy="agreement")
+    accuracy_first = replace(
+        run_train_config(reward, config.episodes, seed),
+        reward=replace(reward, memory_budget=ACCURACY_FIRST_MEMORY_BUDGET, memory_penalty=1.0),
     )
-    trained, greedy, guard, projected, dqn_policy = (
-        fitted.trained, fitted.greedy, fitted.guard, fitted.projected, fitted.policy)
-    train_config = run_train_config(reward, config.episodes, seed)
-    allowed, recent, plain, plan, recency_choice = (
-        fitted.allowed, fitted.recent, fitted.plain, fitted.plan, fitted.recency_choice)
-    margin, margin_scores = fitted.margin, fitted.margin_scores
-    policies = static_baselines(env) + [RandomPolicy(len(env.action_space), seed=seed), greedy, projected, dqn_policy]
-    if config.oracle:
-        stage("best static policy in hindsight")
-        # The best static policy in hindsight: greedy search on the held-out snapshots themselves.
-        hindsight = greedy_search(env, reward, heldout_ids)
-        hindsight.name = "static_hindsight"
-        policies.append(hindsight)
-        # The same within every held-out snapshot's budget (the guard's), as the controller must stay: the soft
-        # penalty lets the plan above overspend by a little and keep its accuracy.
-        feasible = feasible_static_search(env, reward, heldout_ids, hindsight)
-        if feasible is not None:
-            policies.append(feasible)
-    results = {}
-    # The held-out snapshots continue the stream: each policy first passes (unscored) through the last
-    # training snapshot, so an adaptive policy meets the first held-out one with its own previous masks.
-    lead_in = train_ids[-1:]
-    stage("policies on held-out snapshots")
-    judged = tqdm(policies, desc="policies on held-out snapshots", disable=not show_progress(config), leave=False)
-    outcomes = {policy.name: run_policy(env, policy, heldout_ids, lead_in=lead_in) for policy in judged}
-    fallback_share = dqn_policy.fallback_share
-    # the held-out episodes' checks (not the lead-in's), before any diagnostic below runs more
-    plans_probed = sum(projected.probes_by_snapshot.get(n, 0) for n in heldout_ids)
-    baseline_snapshots = sorted(projected.baseline_snapshots & set(heldout_ids))
-    unbudgeted, accuracy_first_fallback = None, None
-    if budget_actions is not None or schedule is not None:
-        # The same controller trained with no latency budget but a memory ceiling (uniform INT8's footprint):
-        # the accuracy-first operating point, reported beside the budgeted one. Its accuracy term is
-        # agreement with the FP32 model's predictions on every node of the training snapshot (label-free),
-        # not the 500-odd validation labels: staying within a fraction of a point of FP32 is below what those
-        # labels resolve (one node is 0.2 pt). The ceiling stops it buying that agreement with FP16 bytes
-        # that pruning does not pay for.
-        stage("accuracy-first controller training")
-        accuracy_first_env = env.variant(budget_actions=None, train_accuracy="agreement")
-        accuracy_first = replace(
-            train_config, reward=replace(reward, memory_budget=ACCURACY_FIRST_MEMORY_BUDGET, memory_penalty=1.0)
+    unbudgeted = train_controller(accuracy_first_env, accuracy_first, progress=show_progress(config))
+    # Its conservative fallback, as the budgeted controller's: greedy search's plan on the same reward, on GCN
+    # without costless pruning (a pruned layer that saves no latency cut agreement for memory on held-out
+    # snapshots), kept unless the Q-values separate from it by a margin calibrated on the training snapshots. No
+    # budget to fit it to: the plan is static.
+    first_plan, first_margin, first_margin_scores = None, 0.0, {}
+    if config.fallback:
+        stage("accuracy-first fallback")
+        first_plan = greedy_search(
+            accuracy_first_env, accuracy_first.reward, train_ids, allowed=fitted.allowed
+        ).actions
+        first_margin, first_margin_scores = calibrate_margin(
+            accuracy_first_env, unbudgeted.agent, None, first_plan, accuracy_first.reward, train_ids
         )
-        unbudgeted = train_controller(accuracy_first_env, accuracy_first, progress=show_progress(config))
-        # Its conservative fallback, as the budgeted controller's: greedy search's plan on the same reward, on GCN
-        # without costless pruning (a pruned layer that saves no latency cut agreement for memory on held-out
-        # snapshots), kept unless the Q-values separate from it by a margin calibrated on the training snapshots. No
-        # budget to fit it to: the plan is static.
-        first_plan, first_margin, first_margin_scores = None, 0.0, {}
-        if config.fallback:
-            stage("accuracy-first fallback")
-            first_plan = greedy_search(accuracy_first_env, accuracy_first.reward, train_ids, allowed=allowed).actions
-            first_margin, first_margin_scores = calibrate_margin(
-                accuracy_first_env, unbudgeted.agent, None, first_plan, accuracy_first.reward, train_ids
-            )
-        first_policy = DQNPolicy(unbudgeted.agent, "dste_dqn_unbudgeted", fallback=first_plan, margin=first_margin)
-        outcomes["dste_dqn_unbudgeted"] = run_policy(
-            env.variant(budget_actions=None), first_policy, heldout_ids, lead_in=lead_in
-        )
-        if first_plan is not None:
-            accuracy_first_fallback = {"margin": first_margin, "margin_scores": first_margin_scores,
-                                       "plan_actions": list(first_plan),
-                                       "share_of_held_out_decisions_taken": first_policy.fallback_share}
-        for episode in outcomes["dste_dqn_unbudgeted"].outcomes:
-            episode.budget_fraction = env.budget_fraction(episode.snapshot)
-    stage("CPU time of each policy")
-    cpu_ms = _cpu_times_ms(env, heldout_ids[0], {name: outcome.outcomes[0].actions for name, outcome in outcomes.items()},
-                           config.timing_repeats)
-    for name, outcome in outcomes.items():
-        first = outcome.outcomes[0]
-        breakdown = {
-            key: float(np.mean([o.bytes_by_kind[key] for o in outcome.outcomes])) for key in first.bytes_by_kind
-        }
-        results[name] = {
-            "accuracy": outcome.accuracy,
-            "latency_us": outcome.latency_us,
-            "bytes": float(np.mean([o.nbytes for o in outcome.outcomes])),
-            "bytes_by_kind": breakdown,
-            "reward": outcome.mean_reward(reward),  # judged with the budget of the main reward
-            "cpu_ms": cpu_ms[name],
-            "actions": [
-                ["fp32" if a < 0 else env.action_space[a].label() for a in o.actions] for o in outcome.outcomes
-            ],
-            "per_snapshot_accuracy": [o.accuracy for o in outcome.outcomes],
-            "per_snapshot_latency_us": [o.latency_us for o in outcome.outcomes],
-            # the main reward's ceiling on each snapshot (None: no latency budget), as the guard enforces it
-            "per_snapshot_budget_us": [guard.budget_us(o.snapshot) for o in outcome.outcomes],
-        }
-    extras = {}
-    stage_start = time.perf_counter()
-    if config.frontier and seed == 0:
-        stage("static sweep (frontier)")
-        # One seed's sweep draws the frontier: 49 static policies on every seed would cost more than the rest
-        # of the job, and the static points move little between seeds (the table's std says how much).
-        extras["static_sweep"] = static_sweep(env, heldout_ids, reward, lead_in=lead_in)
-        extras["static_sweep_seconds"] = time.perf_counter() - stage_start
-    if config.oracle:
-        extras["feasible_hindsight"] = (
+    first_policy = DQNPolicy(unbudgeted.agent, "dste_dqn_unbudgeted", fallback=first_plan, margin=first_margin)
+    outcome = run_policy(env.variant(budget_actions=None), first_policy, heldout_ids, lead_in=lead_in)
+    for episode in outcome.outcomes:
+        episode.budget_fraction = env.budget_fraction(episode.snapshot)
+    if first_plan is None:
+        return outcome, None
+    return outcome, {"margin": first_margin, "margin_scores": first_margin_scores, "plan_actions": list(first_plan),
+                     "share_of_held_out_decisions_taken": first_policy.fallback_share}
+
+
+def _policy_row(env, outcome, reward, guard, cpu_ms: float) -> dict:
+    """One policy's row of ``results.json["per_seed"][s]["policies"]``: held-out means and per-snapshot figures."""
+    episodes = outcome.outcomes
+    return {
+        "accuracy": outcome.accuracy,
+        "latency_us": outcome.latency_us,
+        "bytes": float(np.mean([o.nbytes for o in episodes])),
+        "bytes_by_kind": {key: float(np.mean([o.bytes_by_kind[key] for o in episodes]))
+                          for key in episodes[0].bytes_by_kind},
+        "reward": outcome.mean_reward(reward),  # judged with the budget of the main reward
+        "cpu_ms": cpu_ms,
+        "actions": [["fp32" if a < 0 else env.action_space[a].label() for a in o.actions] for o in episodes],
+        "per_snapshot_accuracy": [o.accuracy for o in episodes],
+        "per_snapshot_latency_us": [o.latency_us for o in episodes],
+        # the main reward's ceiling on each snapshot (None: no latency budget), as the guard enforces it
+        "per_snapshot_budget_us": [guard.budget_us(o.snapshot) for o in episodes],
+    }
+
+
+def _oracle_extras(config: RunConfig, env, reward, fitted, hindsight, feasible, controller_outcome, train_ids,
+                   heldout_ids, lead_in, seed: int, stage) -> dict:
+    """``--oracle``'s diagnostics, chosen with the held-out labels and never used to choose: the feasible hindsight
+    search, what each margin would have scored, the cross-fitted static plan and the per-snapshot oracles."""
+    extras = {
+        "feasible_hindsight": (
             {"search": None, "note": "no static plan fits every held-out snapshot's budget"} if feasible is None else
             {"search": feasible.search, "actions": list(feasible.actions), "plans_measured": len(feasible.trials),
              "feasible_plans": len(feasible.feasible_trials)}
         )
-        if config.fallback:
-            # What each candidate margin would have scored on the held-out snapshots (their labels: a diagnostic of
-            # the calibration on the training snapshots, never used to choose).
-            extras["oracle_margin_scores"] = _heldout_margin_scores(
-                env, trained.agent, guard, projected, reward, heldout_ids, lead_in
-            )
-        stage("cross-fitted static plan")
-        # How much of the hindsight plan's lead is its choice on the labels it is scored with (dste.controller.crossfit).
-        # It ranges over the plans the within-budget search ran (every plan of a two-layer model); none fits: None.
-        cross_fit = None if feasible is None else cross_fitted_static(
-            env, reward, heldout_ids, feasible.trials, outcomes["dste_dqn"], seed=seed
-        )
-        extras["cross_fit"] = None if cross_fit is None else cross_fit.to_dict()
-        stage("per-snapshot oracle")
-        # Each snapshot's searches reuse the episodes the searches above ran on it.
-        train_choices = snapshot_oracle(env, reward, train_ids, measured=plain.trials)
-        extras["oracle_train"] = [asdict(c) for c in train_choices]
-        budgeted = any(guard.budget_us(n) is not None for n in heldout_ids)
-        heldout_trials = (hindsight if feasible is None else feasible).trials
-        greedy_choices, fitting_choices = snapshot_oracles(
-            env, reward, heldout_ids, within_budget=budgeted, measured=heldout_trials
-        )
-        extras["oracle_heldout"] = [asdict(c) for c in greedy_choices]
-        if budgeted:
-            extras["oracle_heldout_within_budget"] = [None if c is None else asdict(c) for c in fitting_choices]
-    stage(None)
-    return {
-        **extras,
-        "stage_seconds": stage.seconds,
-        "seed": seed,
-        "stream": config.stream,
-        "stream_seed": stream.seed,
-        "model_seed": model_seed,
-        "fp32_latency_us": [_fp32_latency_of(env)(n) for n in heldout_ids],
-        # what always predicting one class scores on the nodes each held-out snapshot's accuracy averages (its test
-        # nodes), for the best such class
-        "majority_class_share": [_majority_share(graphs[n].y[env.evaluated_nodes(n)]) for n in heldout_ids],
-        "test_nodes": [int(env.evaluated_nodes(n).size) for n in heldout_ids],
-        # the least any plan can spend on each held-out snapshot (latency_table is exact for actions without a
-        # partial FP16 share, which the cheapest never has)
-        "cheapest_latency_us": [guard.cheapest_us(n) for n in heldout_ids],
-        "budget_of_fp32": [env.budget_of_fp32(n) for n in heldout_ids] if schedule is not None else None,
-        "fallback": {
-            "margin": margin, "margin_scores": margin_scores, "greedy_actions": list(greedy.actions),
-            "plan_actions": list(plan.actions), "recency_half_life": RECENCY_HALF_LIFE,
-            "recency_plan_actions": list(recent.actions), "plain_plan_actions": list(plain.actions),
-            "recency_plan_kept": recency_choice.recent_kept, "recency_gain": recency_choice.gain,
-            "recency_gain_standard_error": recency_choice.standard_error,
-            "recency_gain_errors": {"snapshots": recency_choice.snapshot_error, "nodes": recency_choice.node_error},
-            "costless_pruning_rule": allowed is not None,
-            "costless_pruning_left_out": (
-                [0] * env.num_layers if allowed is None else [int((~mask).sum()) for mask in allowed]
-            ),
-            "share_of_held_out_decisions_taken": fallback_share,
-            "probe": projected.probe,
-            "plans_probed": plans_probed,
-            "check_where_greedy_fits": projected.check_where_greedy_fits,
-            "check_validation_gains": projected.check_gains.tolist(),
-            "greedy_plan_at_same_latency": baseline_snapshots,
-        },
-        "accuracy_first_fallback": accuracy_first_fallback,
-        "reward": reward.to_dict(),
-        "train_snapshots": train_ids,
-        "heldout_snapshots": heldout_ids,
-        "fp32_training": fp32_fit,
-        "controller": {
-            "best_episode": trained.best_episode,
-            "selection_scores": trained.selection_scores,
-            "reward_first_20": float(np.mean(trained.episode_rewards[:20])),
-            "reward_last_20": float(np.mean(trained.episode_rewards[-20:])),
-        },
-        "policies": results,
-        "agent": trained.agent,
     }
+    if config.fallback:
+        # What each candidate margin would have scored on the held-out snapshots (their labels: a diagnostic of
+        # the calibration on the training snapshots, never used to choose).
+        extras["oracle_margin_scores"] = _heldout_margin_scores(
+            env, fitted.trained.agent, fitted.guard, fitted.projected, reward, heldout_ids, lead_in
+        )
+    stage("cross-fitted static plan")
+    # How much of the hindsight plan's lead is its choice on the labels it is scored with (dste.controller.crossfit).
+    # It ranges over the plans the within-budget search ran (every plan of a two-layer model); none fits: None.
+    cross_fit = None if feasible is None else cross_fitted_static(
+        env, reward, heldout_ids, feasible.trials, controller_outcome, seed=seed
+    )
+    extras["cross_fit"] = None if cross_fit is None else cross_fit.to_dict()
+    stage("per-snapshot oracle")
+    # Each snapshot's searches reuse the episodes the searches above ran on it.
+    train_choices = snapshot_oracle(env, reward, train_ids, measured=fitted.plain.trials)
+    extras["oracle_train"] = [asdict(c) for c in train_choices]
+    budgeted = any(fitted.guard.budget_us(n) is not None for n in heldout_ids)
+    heldout_trials = (hindsight if feasible is None else feasible).trials
+    greedy_choices, fitting_choices = snapshot_oracles(
+        env, reward, heldout_ids, within_budget=budgeted, measured=heldout_trials
+    )
+    extras["oracle_heldout"] = [asdict(c) for c in greedy_choices]
+    if budgeted:
+        extras["oracle_heldout_within_budget"] = [None if c is None else asdict(c) for c in fitting_choices]
+    return extras
 
 
 def _heldout_margin_scores(env, agent, guard, fallback, reward, heldout_ids, lead_in) -> dict:
