@@ -41,6 +41,7 @@ __all__ = [
     "recency_weights",
     "feasible_static_search",
     "fits_every_budget",
+    "kept_budget",
     "EXHAUSTIVE_PLAN_LIMIT",
 ]
 
@@ -453,11 +454,13 @@ def fits_every_budget(result: PolicyResult, guard: BudgetGuard) -> bool:
     (``RewardConfig.budget_for`` of the environment's per-snapshot budget), judged on the measured latency
     with the guard's float tolerance only. True where a snapshot has no budget."""
     result.require_episodes("fits_every_budget")
-    for outcome in result.outcomes:
-        budget = guard.budget_us(outcome.snapshot)
-        if budget is not None and outcome.latency_us > budget + budget_slack_us(budget):
-            return False
-    return True
+    return all(kept_budget(outcome, guard) for outcome in result.outcomes)
+
+
+def kept_budget(outcome: EpisodeOutcome, guard: BudgetGuard) -> bool:
+    """Whether one episode stayed within its snapshot's latency budget (``fits_every_budget``'s test)."""
+    budget = guard.budget_us(outcome.snapshot)
+    return budget is None or outcome.latency_us <= budget + budget_slack_us(budget)
 
 
 EXHAUSTIVE_PLAN_LIMIT = 48 * 48

@@ -245,6 +245,11 @@ def oracle_summary(per_seed: list[dict], summary: dict) -> dict | None:
                         "cross_fitted_reward", "cross_fitted_accuracy", "controller_half_reward",
                         "controller_half_accuracy", "share_halves_static_ahead", "in_sample_lead", "cross_fitted_lead")
         }
+        adaptive = ("per_snapshot_in_sample_reward", "per_snapshot_in_sample_accuracy",
+                    "per_snapshot_cross_fitted_reward", "per_snapshot_cross_fitted_accuracy",
+                    "cross_fitted_adaptivity_gain")
+        if all(key in fit for fit in fits for key in adaptive):  # results collected before they were measured lack them
+            report["cross_fit"].update({key: float(np.mean([fit[key] for fit in fits])) for key in adaptive})
         report["cross_fit"]["plans"] = [fit["plans"] for fit in fits]
         report["cross_fit"]["distinct_choices"] = [fit["distinct_choices"] for fit in fits]
     return report

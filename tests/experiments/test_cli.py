@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from dste.cli import build_parser, main
@@ -397,6 +398,36 @@ def test_quick_run_end_to_end(tmp_path, capsys):
     assert float(first["margin"]) in {float(m) for m in first["margin_scores"]}  # one of the candidates it scored
     if float(first["margin"]) == float("inf"):  # written "inf": results.json is strict JSON
         assert all(snapshot == labels for snapshot in taken)
+
+
+@pytest.mark.integration
+def test_the_oracle_diagnostics_agree_where_two_paths_measure_the_same_plan(tmp_path):
+    """``--oracle`` end to end on a changing budget: the cross-fit's in-sample choices (``dste.controller.crossfit``,
+    every plan's per-node outcomes) equal the searches that report them elsewhere (``feasible_static_search``'s plan
+    within every budget, ``snapshot_oracles``' best plan within each snapshot's budget), and a plan per snapshot is
+    never behind the static one in sample."""
+    from dste.data import make_graph, save_npz
+
+    graph = make_graph("cora-like", seed=1, num_nodes=900, num_edges=2400, num_features=256, num_val=200,
+                       num_test=300)
+    bundle = save_npz(graph, tmp_path / "small.npz")
+    out = tmp_path / "run"
+    assert main(["run", "--quick", "--dataset", str(bundle), "--stream", "budget-shift", "--snapshots", "8",
+                 "--seeds", "1", "--episodes", "8", "--epochs", "20", "--hidden", "16", "--oracle", "--no-frontier",
+                 "--out", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "results.json").read_text(), parse_constant=_refuse_non_standard_token)
+    seed = report["per_seed"][0]
+    fit, heldout = seed["cross_fit"], seed["heldout_snapshots"]
+    assert len(heldout) == 2 and fit is not None
+    feasible = seed["policies"]["static_hindsight_feasible"]
+    assert fit["in_sample_reward"] == pytest.approx(feasible["reward"], abs=1e-9)
+    assert fit["in_sample_accuracy"] == pytest.approx(feasible["accuracy"], abs=1e-9)
+    within = seed["oracle_heldout_within_budget"]
+    assert fit["per_snapshot_in_sample_reward"] == pytest.approx(np.mean([c["reward"] for c in within]), abs=1e-9)
+    assert fit["per_snapshot_in_sample_reward"] >= fit["in_sample_reward"]
+    assert fit["cross_fitted_adaptivity_gain"] == pytest.approx(
+        fit["per_snapshot_cross_fitted_reward"] - fit["cross_fitted_reward"])
+    assert report["oracle"]["cross_fit"]["cross_fitted_adaptivity_gain"] == fit["cross_fitted_adaptivity_gain"]
 
 
 @pytest.mark.integration

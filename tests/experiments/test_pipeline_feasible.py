@@ -138,6 +138,18 @@ def test_the_oracle_summary_averages_the_cross_fitted_static_plan_over_seeds():
     assert fit["in_sample_lead"] == pytest.approx(0.02) and fit["cross_fitted_lead"] == pytest.approx(-0.002)
     assert fit["in_sample_reward"] == pytest.approx(0.77) and fit["share_halves_static_ahead"] == pytest.approx(0.1)
     assert fit["plans"] == [100, 101, 102] and fit["distinct_choices"] == [3, 2, 1]
+    assert "cross_fitted_adaptivity_gain" not in fit  # results from before the per-snapshot choice was measured
+    for i, seed in enumerate(per_seed):
+        seed["cross_fit"].update(
+            per_snapshot_in_sample_reward=0.78, per_snapshot_in_sample_accuracy=0.81,
+            per_snapshot_cross_fitted_reward=0.744, per_snapshot_cross_fitted_accuracy=0.784,
+            cross_fitted_adaptivity_gain=-0.001 - 0.003 * i,
+        )
+    fit = oracle_summary(per_seed, summarise(per_seed))["cross_fit"]
+    assert fit["cross_fitted_adaptivity_gain"] == pytest.approx(-0.004)
+    assert fit["per_snapshot_cross_fitted_reward"] == pytest.approx(0.744)
+    per_seed[1]["cross_fit"].pop("cross_fitted_adaptivity_gain")  # one seed without it: no mean over the others
+    assert "cross_fitted_adaptivity_gain" not in oracle_summary(per_seed, summarise(per_seed))["cross_fit"]
     per_seed[2]["cross_fit"] = None  # no plan fit every budget on one seed: no mean over the others
     assert "cross_fit" not in oracle_summary(per_seed, summarise(per_seed))
 

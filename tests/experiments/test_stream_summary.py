@@ -70,6 +70,17 @@ def test_the_cross_fitted_row_shows_each_lead_in_points():
     )
 
 
+def test_the_adaptivity_row_shows_the_gain_of_a_plan_per_snapshot_in_points():
+    run = _run(greedy=_policy(0.79, 101.0), feasible=_policy(0.8007, 100.0, 0.7530))
+    fit = {"in_sample_lead": 0.0041, "cross_fitted_lead": -0.0012, "share_halves_static_ahead": 0.37,
+           "distinct_choices": [3, 1, 4]}
+    run["oracle"]["cross_fit"] = dict(fit)
+    assert stream_summary.adaptivity_row("Cora,bursty", run) is None  # collected before it was measured
+    run["oracle"]["cross_fit"].update(in_sample_reward=0.7571, per_snapshot_in_sample_reward=0.7633,
+                                      cross_fitted_adaptivity_gain=-0.0021)
+    assert stream_summary.adaptivity_row("Cora,bursty", run) == "| Cora, `bursty` | +0.62 | **-0.21** | +0.12 |"
+
+
 def test_the_collected_file_gives_the_readme_counts(capsys):
     collected = ROOT / "bench" / "results" / "streams.json"
     if not collected.exists():
