@@ -29,7 +29,8 @@ Per seed s:
      (``dste.controller.baselines.feasible_static_search``: the best static plan within every held-out
      snapshot's budget, the budget the controller's guard enforces), the best plan within every budget chosen on
      half the held-out test nodes and scored on the other half (``dste.controller.crossfit``: how much of the
-     hindsight plan's lead is its choice on the labels it is scored with), and per held-out snapshot the best plan
+     hindsight plan's lead is its choice on the labels it is scored with; the same halves choose a plan per
+     snapshot within its budget, what adapting is worth cross-fitted), and per held-out snapshot the best plan
      greedy search finds on it alone and the best plan within its budget (``dste.controller.snapshot_oracle``).
 The job runs on one thread (BLAS and torch), so its numbers do not depend on the number of cores, and every encoding
 is the same on every CPU (``dste.format.rcm``); torch's and NumPy's float kernels still differ in their last bits
