@@ -81,6 +81,23 @@ def test_the_adaptivity_row_shows_the_gain_of_a_plan_per_snapshot_in_points():
     assert stream_summary.adaptivity_row("Cora,bursty", run) == "| Cora, `bursty` | +0.62 | **-0.21** | +0.12 |"
 
 
+def test_runs_with_a_plan_per_snapshot_measured_get_their_own_table_and_plot(tmp_path, capsys):
+    fit = {"in_sample_lead": 0.0041, "cross_fitted_lead": -0.0012, "share_halves_static_ahead": 0.37,
+           "distinct_choices": [3, 1, 4]}
+    measured = _run(greedy=_policy(0.79, 101.0), feasible=_policy(0.8007, 100.0, 0.7530))
+    measured["oracle"]["cross_fit"] = {**fit, "in_sample_reward": 0.7571, "per_snapshot_in_sample_reward": 0.7633,
+                                       "cross_fitted_adaptivity_gain": -0.0021}
+    older = _run(greedy=_policy(0.79, 101.0), feasible=_policy(0.8007, 100.0, 0.7530))
+    older["oracle"]["cross_fit"] = dict(fit)
+    collected = tmp_path / "runs.json"
+    collected.write_text(json.dumps({"Cora,bursty": measured, "X,drift": older}))
+    assert stream_summary.main([str(collected), "--plot", str(tmp_path / "runs.png")]) == 0
+    tables = capsys.readouterr().out.strip().split("\n\n")
+    assert len(tables) == 3 and tables[2].splitlines()[2:] == ["| Cora, `bursty` | +0.62 | **-0.21** | +0.12 |"]
+    for name in ("runs.png", "runs_cross_fit.png", "runs_adaptivity.png"):
+        assert (tmp_path / name).stat().st_size > 5000
+
+
 def test_the_collected_file_gives_the_readme_counts(capsys):
     collected = ROOT / "bench" / "results" / "streams.json"
     if not collected.exists():
