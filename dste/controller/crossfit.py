@@ -27,7 +27,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from dste.controller.baselines import PolicyResult, fits_every_budget, kept_budget
+from dste.controller.baselines import PolicyResult, kept_budget
 from dste.controller.env import CompressionEnv, EpisodeOutcome
 from dste.controller.guard import BudgetGuard
 from dste.controller.reward import RewardConfig
@@ -115,22 +115,24 @@ def cross_fitted_static(
     seed: int = 0,
 ) -> CrossFit | None:
     """The best static plan within every budget of ``snapshots``, chosen on half the test nodes and scored on the
-    other half, against ``controller`` scored on the same half (module docstring). ``plans``: static plans run on
-    ``snapshots``, the choice ranges over those within every budget (``feasible_static_search(...).trials``: every plan
-    of a two-layer model); ``controller``: the controller's result on them. None where no plan fits every
-    budget. Ties in the choice go to the smaller plan tuple, as in ``feasible_static_search``."""
+    other half, against ``controller`` scored on the same half, and the best plan per snapshot within its budget
+    chosen the same way (module docstring). ``plans``: static plans run on ``snapshots``; the static choice ranges
+    over those within every budget, the per-snapshot one over those within that snapshot's
+    (``feasible_static_search(...).trials``: every plan of a two-layer model); ``controller``: the controller's result
+    on them. None where no plan fits every budget. Ties in the choice go to the smaller plan tuple, as in
+    ``feasible_static_search``."""
     if splits < 1:
         raise ValueError(f"cross_fitted_static: splits must be >= 1, got {splits}")
     snapshots = [int(n) for n in snapshots]
     guard = BudgetGuard(env, reward)
     candidates = sorted(plans)
-    if not any(fits_every_budget(plans[plan], guard) for plan in candidates):
-        return None
     ours = _checked_outcomes("the controller's result", controller, snapshots)
     per_plan = [_checked_outcomes(f"plan {list(plan)}", plans[plan], snapshots) for plan in candidates]
     # [plan, snapshot]: whether the plan kept that snapshot's budget; a static choice needs every one
-    fits = np.array([[kept_budget(o, guard) for o in outcomes] for outcomes in per_plan])
+    fits = np.array([[kept_budget(o, guard) for o in outcomes] for outcomes in per_plan], dtype=bool)
     static_rows = np.flatnonzero(fits.all(axis=1))
+    if static_rows.size == 0:
+        return None
     feasible = [candidates[row] for row in static_rows]
     nodes = [outcome.nodes for outcome in ours]
     for s, snapshot_nodes in enumerate(nodes):
