@@ -78,7 +78,9 @@ def test_the_adaptivity_row_shows_the_gain_of_a_plan_per_snapshot_in_points():
     assert stream_summary.adaptivity_row("Cora,bursty", run) is None  # collected before it was measured
     run["oracle"]["cross_fit"].update(in_sample_reward=0.7571, per_snapshot_in_sample_reward=0.7633,
                                       cross_fitted_adaptivity_gain=-0.0021)
-    assert stream_summary.adaptivity_row("Cora,bursty", run) == "| Cora, `bursty` | +0.62 | **-0.21** | +0.12 |"
+    # DSTE - the plan per snapshot = -(cross_fitted_lead + gain): 0.12 + 0.21 points
+    assert stream_summary.adaptivity_row("Cora,bursty", run) == (
+        "| Cora, `bursty` | +0.62 | **-0.21** | +0.12 | +0.33 |")
 
 
 def test_runs_with_a_plan_per_snapshot_measured_get_their_own_table_and_plot(tmp_path, capsys):
@@ -92,8 +94,10 @@ def test_runs_with_a_plan_per_snapshot_measured_get_their_own_table_and_plot(tmp
     collected = tmp_path / "runs.json"
     collected.write_text(json.dumps({"Cora,bursty": measured, "X,drift": older}))
     assert stream_summary.main([str(collected), "--plot", str(tmp_path / "runs.png")]) == 0
-    tables = capsys.readouterr().out.strip().split("\n\n")
-    assert len(tables) == 3 and tables[2].splitlines()[2:] == ["| Cora, `bursty` | +0.62 | **-0.21** | +0.12 |"]
+    captured = capsys.readouterr()
+    tables = captured.out.strip().split("\n\n")
+    assert len(tables) == 3 and tables[2].splitlines()[2:] == ["| Cora, `bursty` | +0.62 | **-0.21** | +0.12 | +0.33 |"]
+    assert "a plan per snapshot ahead of the static plan, cross-fitted: 0 of 1" in captured.err
     for name in ("runs.png", "runs_cross_fit.png", "runs_adaptivity.png"):
         assert (tmp_path / name).stat().st_size > 5000
 
