@@ -117,3 +117,19 @@ def test_the_collected_file_gives_the_readme_counts(capsys):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for line in main_table.splitlines()[2:] + cross_fit_table.splitlines()[2:]:
         assert line in readme, f"README's stream tables differ from the collected runs at {line[:40]!r}"
+
+
+def test_the_per_snapshot_runs_give_the_bench_readme_table(capsys):
+    collected = ROOT / "bench" / "results" / "streams_adaptivity.json"
+    if not collected.exists():
+        pytest.skip("no collected stream runs with the per-snapshot cross-fit")
+    assert stream_summary.main([str(collected)]) == 0
+    out, err = capsys.readouterr()
+    adaptivity_table = out.strip().split("\n\n")[-1]
+    assert adaptivity_table.startswith(stream_summary.ADAPTIVITY_HEADER)
+    runs = json.loads(collected.read_text())
+    assert len(adaptivity_table.splitlines()) == 2 + len(runs)
+    assert f"cross-fitted: 19 of {len(runs)}; there, DSTE at or above the plan per snapshot: 15" in err
+    bench_readme = (ROOT / "bench" / "README.md").read_text(encoding="utf-8")
+    for line in adaptivity_table.splitlines()[2:]:
+        assert line in bench_readme, f"bench/README.md's per-snapshot table differs from the runs at {line[:40]!r}"
