@@ -157,6 +157,12 @@ ADAPTIVITY_HEADER = (
 )
 
 
+def _per_snapshot_fits(runs: dict) -> dict:
+    """{label: its cross-fit} of the runs that measured the plan chosen per snapshot."""
+    return {label: run["oracle"]["cross_fit"] for label, run in runs.items()
+            if "cross_fitted_adaptivity_gain" in (run["oracle"].get("cross_fit") or {})}
+
+
 def adaptivity_row(label: str, run: dict) -> str | None:
     """One markdown row of what adapting the plan per snapshot is worth (reward differences x 100), in sample and
     cross-fitted (``dste.controller.crossfit``), or None where the run did not measure it."""
@@ -244,8 +250,8 @@ def plot_adaptivity(runs: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [label for label, run in runs.items() if adaptivity_row(label, run)]
-    fits = [runs[label]["oracle"]["cross_fit"] for label in labels]
+    measured = _per_snapshot_fits(runs)
+    labels, fits = list(measured), list(measured.values())
     series = [
         ([f["per_snapshot_in_sample_reward"] - f["in_sample_reward"] for f in fits],
          "a plan per snapshot − static, chosen and scored on all test nodes", "C3"),
@@ -300,11 +306,11 @@ def main(argv: list[str] | None = None) -> int:
         ahead = sum(run["oracle"]["cross_fit"]["cross_fitted_lead"] > 0 for run in runs.values()
                     if run["oracle"].get("cross_fit"))
         print(f"cross-fitted static plan ahead of DSTE: {ahead} of {len(fitted)}", file=sys.stderr)
-    adapted = [line for line in (adaptivity_row(label, run) for label, run in runs.items()) if line]
-    if adapted:
+    measured = _per_snapshot_fits(runs)
+    if measured:
         print("\n" + ADAPTIVITY_HEADER)
-        print("\n".join(adapted))
-        fits = [run["oracle"]["cross_fit"] for label, run in runs.items() if adaptivity_row(label, run)]
+        print("\n".join(adaptivity_row(label, runs[label]) for label in measured))
+        fits = list(measured.values())
         gaining = [fit for fit in fits if fit["cross_fitted_adaptivity_gain"] > 0]
         print(f"a plan per snapshot ahead of the static plan, cross-fitted: {len(gaining)} of {len(fits)}; there, DSTE "
               f"at or above the plan per snapshot: "
@@ -314,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         plot(runs, args.plot)
         if fitted:
             plot_cross_fit(runs, str(Path(args.plot).with_name(Path(args.plot).stem + "_cross_fit.png")))
-        if adapted:
+        if measured:
             plot_adaptivity(runs, str(Path(args.plot).with_name(Path(args.plot).stem + "_adaptivity.png")))
     return 0
 
