@@ -36,6 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from dste.controller.actions import ActionSpace
+from dste.format.sparse_checks import check_sparse_indices
 
 __all__ = [
     "STATE_DIM",
@@ -109,11 +110,21 @@ def _clip(values) -> np.ndarray:
 
 
 def _check_adjacency(adj, name: str) -> sp.csr_matrix:
+    """``adj`` as the CSR of its edges: square, indices inside its shape, finite values; a stored zero is no edge."""
     if not sp.issparse(adj):
         raise TypeError(f"{name} must be a scipy.sparse matrix, got {type(adj).__name__}")
     if adj.ndim != 2 or adj.shape[0] != adj.shape[1]:
         raise ValueError(f"{name} must be square [n, n], got shape {adj.shape}")
-    return sp.csr_matrix(adj)
+    check_sparse_indices(adj, name)
+    csr = sp.csr_matrix(adj)
+    if csr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real edge weights (bool, integer or float), got dtype {csr.dtype}")
+    if not np.isfinite(csr.data).all():
+        raise ValueError(f"{name} holds NaN or Inf edge weights; give the graph's 0/1 pattern or finite weights")
+    if (csr.data == 0).any():  # a stored zero is no edge, as the encoder reads it
+        csr = csr.copy()
+        csr.eliminate_zeros()
+    return csr
 
 
 def _window_column_counts(adj: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:

@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from dste.format.rcm import reverse_cuthill_mckee_order
+from dste.format.sparse_checks import check_sparse_indices
 
 METHODS = ("metis", "blocks", "contiguous")
 
@@ -24,7 +25,8 @@ METHODS = ("metis", "blocks", "contiguous")
 def check_adjacency(adj, what: str, nodes: int | None = None) -> None:
     """Refuse ``adj`` (named ``what`` in the message) unless it is a square SciPy sparse matrix, of ``nodes`` nodes
     when given, whose stored indices lie inside its shape. A CSR built with an index past its shape or a negative
-    one failed later with SciPy's or NumPy's words, or at one rank as "node ids [-1] are not owned by this rank"."""
+    one failed later with SciPy's or NumPy's words, or at one rank as "node ids [-1] are not owned by this rank"
+    (``check_sparse_indices``)."""
     if not sp.issparse(adj):
         raise TypeError(f"{what} must be a SciPy sparse matrix, got {type(adj).__name__}")
     if adj.ndim != 2 or adj.shape[0] != adj.shape[1]:
@@ -32,18 +34,10 @@ def check_adjacency(adj, what: str, nodes: int | None = None) -> None:
     if nodes is not None and adj.shape[0] != nodes:
         raise ValueError(f"{what} must keep the node set: expected [{nodes}, {nodes}], got {adj.shape}; a graph that "
                          "grows needs a new partition (partition_nodes + shard_graph)")
-    n = adj.shape[0]
-    if adj.format in ("csr", "csc"):
-        indptr = np.asarray(adj.indptr)
-        if indptr.shape != (n + 1,) or indptr[0] != 0 or indptr[-1] > adj.indices.size or (np.diff(indptr) < 0).any():
-            raise ValueError(f"{what}: its {adj.format.upper()} index pointer is not one of a [{n}, {n}] matrix")
-        indices = [np.asarray(adj.indices[: indptr[-1]])]
-    else:
-        coo = adj.tocoo()
-        indices = [np.asarray(coo.row), np.asarray(coo.col)]
-    for ids in indices:
-        if ids.size and (ids.min() < 0 or ids.max() >= n):
-            raise ValueError(f"{what} holds node ids outside [0, {n}) (found {int(ids.min())} .. {int(ids.max())})")
+    check_sparse_indices(adj, what)
+    values = adj.data if adj.format in ("csr", "csc", "coo") else adj.tocoo().data
+    if adj.dtype.kind in "fc" and not np.isfinite(values).all():
+        raise ValueError(f"{what} holds NaN or Inf edge values; give finite weights or the 0/1 pattern")
 
 
 def symmetric_structure(adj) -> sp.csr_matrix:

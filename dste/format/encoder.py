@@ -82,6 +82,7 @@ from dste.format.constants import (
 )
 from dste.format.bits import popcount
 from dste.format.errors import DSTEFormatError
+from dste.format.sparse_checks import check_sparse_indices
 from dste.format.matrix import DSTEMatrix, entry_used_words
 from dste.format.policy import (
     BITMAP_MIN_ENTRIES_BIN,
@@ -164,13 +165,10 @@ def to_csr(A):
             raise DSTEFormatError(f"expected a 2-D matrix, got a {A.ndim}-D sparse array")
         _check_dtype(A.dtype)
         N, M = (int(s) for s in A.shape)
+        check_sparse_indices(A, "sparse input", DSTEFormatError)
         if A.format == "csr":
             indptr, indices, vals = np.asarray(A.indptr), np.asarray(A.indices), np.asarray(A.data)
-            if indptr.shape != (N + 1,) or indptr[0] != 0 or indptr[-1] > indices.size or (np.diff(indptr) < 0).any():
-                raise DSTEFormatError(f"CSR input has an invalid indptr for shape {(N, M)}")
             indices, vals = indices[: indptr[-1]], vals[: indptr[-1]]
-            if indices.size and (indices.min() < 0 or indices.max() >= M):
-                raise DSTEFormatError(f"sparse input has indices outside its shape {(N, M)} (or negative)")
             vals = _finite_float64(vals)
             if _is_canonical(indptr, indices) and vals.all():
                 canon = sp.csr_matrix((vals, indices, indptr), shape=(N, M), copy=False)
@@ -186,10 +184,7 @@ def to_csr(A):
             coo = A.tocoo()
             rows = np.asarray(coo.row, dtype=np.int64)
             cols = np.asarray(coo.col, dtype=np.int64)
-            vals = np.asarray(coo.data)
-            if rows.size and (rows.min() < 0 or rows.max() >= N or cols.min() < 0 or cols.max() >= M):
-                raise DSTEFormatError(f"sparse input has indices outside its shape {(N, M)} (or negative)")
-            vals = _finite_float64(vals)
+            vals = _finite_float64(np.asarray(coo.data))
         canon = sp.csr_matrix((vals, (rows, cols)), shape=(N, M))  # sums duplicates, sorts indices
         canon.eliminate_zeros()
         return canon, (N, M)
