@@ -26,7 +26,7 @@ def real_number(value, what: str, *, low: float | None = None, high: float | Non
         raise TypeError(f"{what} must be a real number, got {type(value).__name__} {value!r}")
     number = float(value)
     if np.isnan(number) or (finite and not np.isfinite(number)):
-        raise error(f"{what} must be a finite number, got {number!r}")
+        raise error(f"{what} must be finite, got {number!r}")
     if (low is not None and number < low) or (high is not None and number > high):
         bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
         raise error(f"{what} must lie in {bounds}, got {number!r}")

@@ -25,10 +25,13 @@ layer barely reads.
 
 from __future__ import annotations
 
+from collections import abc
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+
+from dste.checks import real_number
 
 __all__ = [
     "Action",
@@ -71,6 +74,13 @@ class Action:
         return f"s{self.sparsity:g}/c{self.channel_sparsity:g}/fp16:{self.fp16_fraction:g}"
 
 
+def _levels(values, name: str) -> tuple[float, ...]:
+    """A sequence of real numbers as a tuple of floats (a string or a single number is not a sequence of levels)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (abc.Sequence, np.ndarray)):
+        raise TypeError(f"{name} must be a sequence of numbers, got {type(values).__name__} {values!r}")
+    return tuple(real_number(value, f"{name} entry") for value in values)
+
+
 class ActionSpace:
     """The Cartesian grid of edge sparsity levels, channel sparsity levels and FP16 fractions, indexed 0..n-1
     (edge-major, then channel, then FP16)."""
@@ -81,9 +91,9 @@ class ActionSpace:
         fp16_fractions: Sequence[float] = DEFAULT_FP16_FRACTIONS,
         channel_levels: Sequence[float] = DEFAULT_CHANNEL_LEVELS,
     ) -> None:
-        sparsity_levels = tuple(float(s) for s in sparsity_levels)
-        fp16_fractions = tuple(float(f) for f in fp16_fractions)
-        channel_levels = tuple(float(c) for c in channel_levels)
+        sparsity_levels = _levels(sparsity_levels, "sparsity_levels")
+        fp16_fractions = _levels(fp16_fractions, "fp16_fractions")
+        channel_levels = _levels(channel_levels, "channel_levels")
         if not sparsity_levels or not fp16_fractions or not channel_levels:
             raise ValueError(
                 "an action space needs at least one sparsity level, one channel level and one FP16 fraction"

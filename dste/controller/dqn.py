@@ -178,6 +178,17 @@ class ReplayBuffer:
         return self.size
 
 
+def _load_failure(error: Exception) -> str:
+    """What torch's refusal of a file means here, without its advice to unpickle the file unrestricted (which would
+    run whatever code the file holds)."""
+    text = str(error).strip()
+    if text.startswith("Weights only load failed"):
+        return ("it holds Python objects beyond tensors and plain containers, which a controller checkpoint never "
+                "does and DSTE does not unpickle")
+    first_line = text.splitlines()[0] if text else ""
+    return f"truncated or not a torch file ({type(error).__name__}: {first_line})"
+
+
 class DQNAgent:
     """The controller's learner and policy. ``act(state)`` is greedy; ``act(state, epsilon)`` explores."""
 
@@ -346,7 +357,8 @@ class DQNAgent:
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # torch raises several types for truncated or foreign files
-            raise CheckpointError(f"{path} is not a readable DSTE controller checkpoint: {error}") from None
+            reason = _load_failure(error)
+            raise CheckpointError(f"{path} is not a readable DSTE controller checkpoint: {reason}") from None
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{path} is not a DSTE controller checkpoint (format tag missing or wrong)")
         if type(payload.get("version")) is not int or payload.get("version") != CHECKPOINT_VERSION:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from dste.checks import integer, real_number
 from dste.controller.actions import ActionSpace
 from dste.format.sparse_checks import check_sparse_indices
 
@@ -109,6 +110,18 @@ def _clip(values) -> np.ndarray:
     return np.clip(out, -FEATURE_CLIP, FEATURE_CLIP).astype(np.float32)
 
 
+def _real_array(values, name: str) -> np.ndarray:
+    """``values`` as a NumPy array of finite real numbers (a torch tensor is read detached), else a clear error."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    array = np.asarray(values)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be a real-valued (integer or float) array, got dtype {array.dtype}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contain NaN or Inf")
+    return array
+
+
 def _check_adjacency(adj, name: str) -> sp.csr_matrix:
     """``adj`` as the CSR of its edges: square, indices inside its shape, finite values; a stored zero is no edge."""
     if not sp.issparse(adj):
@@ -150,7 +163,7 @@ def _gcn_edge_weights(adj: sp.csr_matrix) -> tuple[np.ndarray, float]:
 def graph_features(adj, x: np.ndarray, prev_adj=None, prev_x: np.ndarray | None = None) -> np.ndarray:
     """The 24 graph features of a snapshot (see ``GRAPH_FEATURES``); churn is 0 without a previous snapshot."""
     adj = _check_adjacency(adj, "adj")
-    x = np.asarray(x)
+    x = _real_array(x, "features")
     if x.ndim != 2 or x.shape[0] != adj.shape[0]:
         raise ValueError(f"features must be [n, f] with n = {adj.shape[0]}, got shape {x.shape}")
     n, nnz = adj.shape[0], adj.nnz
@@ -181,7 +194,7 @@ def graph_features(adj, x: np.ndarray, prev_adj=None, prev_x: np.ndarray | None 
         rows_changed = touched_rows.size / max(n, 1)
         windows_changed = np.unique(touched_rows // WINDOW_ROWS).size / max(1, -(-n // WINDOW_ROWS))
     if prev_x is not None:
-        prev_x = np.asarray(prev_x)
+        prev_x = _real_array(prev_x, "previous features")
         if prev_x.shape != x.shape:
             raise ValueError(f"previous features have shape {prev_x.shape}, these {x.shape}")
         drift = float(np.linalg.norm(x - prev_x) / max(np.linalg.norm(prev_x), 1e-12))
@@ -229,11 +242,10 @@ def _int8_rows(h: np.ndarray) -> np.ndarray:
 
 def activation_features(h: np.ndarray) -> np.ndarray:
     """The 16 statistics of a layer input (see ``ACTIVATION_FEATURES``)."""
-    h = np.asarray(h, dtype=np.float32)
+    h = _real_array(h, "activations")
+    h = h.astype(np.float32, copy=False)
     if h.ndim != 2 or h.shape[0] == 0 or h.shape[1] == 0:
         raise ValueError(f"activations must be a non-empty [n, f] array, got shape {h.shape}")
-    if not np.isfinite(h).all():
-        raise ValueError("activations contain NaN or Inf")
     h64 = h.astype(np.float64)
     mean, std = h64.mean(), h64.std()
     magnitude = np.abs(h64)  # each pass over the activations is taken once (same operations, same results)
@@ -300,11 +312,13 @@ def mask_features(
     """
     if not isinstance(previous, MaskSummary):
         raise TypeError(f"previous must be a MaskSummary, got {type(previous).__name__}")
+    upstream_action = integer(upstream_action, "upstream_action")
     for name, index in (("previous action index", previous.action_index), ("upstream action", upstream_action)):
         if not -1 <= index < len(action_space):
             raise ValueError(f"{name} {index} is outside the action space [-1, {len(action_space)})")
-    if not np.isfinite(upstream_latency_fraction) or upstream_latency_fraction < 0:
-        raise ValueError(f"upstream_latency_fraction must be finite and >= 0, got {upstream_latency_fraction}")
+    upstream_latency_fraction = real_number(upstream_latency_fraction, "upstream_latency_fraction", low=0.0)
+    if budget_fraction is not None:
+        budget_fraction = real_number(budget_fraction, "budget_fraction")
     s_level, f_level, upstream_channels = -1, -1, 0.0
     if upstream_action >= 0:
         s_level, _, f_level = action_space.level_indices(upstream_action)
@@ -326,10 +340,11 @@ def mask_features(
 
 
 def layer_features(layer: int, num_layers: int) -> np.ndarray:
+    """The one-hot of ``layer`` (an int in [0, num_layers)), padded to ``MAX_LAYERS``."""
+    num_layers = integer(num_layers, "num_layers")
     if not 1 <= num_layers <= MAX_LAYERS:
         raise ValueError(f"the state encodes 1..{MAX_LAYERS} layers, got num_layers={num_layers}")
-    if not 0 <= layer < num_layers:
-        raise ValueError(f"layer must lie in [0, {num_layers}), got {layer}")
+    layer = integer(layer, "layer", low=0, high=num_layers - 1)
     hot = np.zeros(MAX_LAYERS, dtype=np.float32)
     hot[layer] = 1.0
     return hot

@@ -38,6 +38,8 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from dste.checks import real_number
+
 from .graph import Graph, adjacency_from_pairs, is_integer
 from .splits import SplitTooLarge, planetoid_split, split_sizes_that_fit
 
@@ -91,6 +93,8 @@ class CSBMParams:
         if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(is_integer(v) for v in size)):
             raise ValueError(f"community_size must be a pair of integers (min, max), got {size!r}")
         reals = ("homophily", "locality", "degree_sigma", "mu", "community_shift", "class_concentration")
+        for name in reals:  # a bool or a string is not a rate: True read as 1.0
+            real_number(getattr(self, name), name, finite=False)
         not_finite = [name for name in reals if not np.isfinite(getattr(self, name))]
         if not_finite:
             raise ValueError(", ".join(f"{name} must be finite, got {getattr(self, name)!r}" for name in not_finite))

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from dste.format.sparse_checks import check_sparse_indices
+
 __all__ = ["CanonicalizedAdjacencyWarning", "Graph", "canonical_adjacency", "is_integer"]
 
 
@@ -34,6 +36,7 @@ def canonical_adjacency(adj, n: int | None = None) -> sp.csr_matrix:
         raise ValueError(f"adjacency must be square [n, n], got shape {adj.shape}")
     if n is not None and adj.shape[0] != n:
         raise ValueError(f"adjacency has {adj.shape[0]} rows, expected {n}")
+    check_sparse_indices(adj, "adjacency")
     coo = sp.coo_matrix(adj)
     if coo.data.dtype.kind in "fc" and not np.isfinite(coo.data).all():  # NaN != 0 would make an edge
         raise ValueError("adjacency values contain NaN or Inf; an edge is a finite nonzero value")
@@ -120,6 +123,7 @@ class Graph:
             raise TypeError(f"adj must be float32, got {self.adj.dtype}")
         if self.adj.ndim != 2 or self.adj.shape[0] != self.adj.shape[1]:
             raise ValueError(f"adj must be square [n, n], got shape {self.adj.shape}")
+        check_sparse_indices(self.adj, "adj")
         n = self.adj.shape[0]
         if n == 0:
             raise ValueError("graph must have at least one node")

@@ -162,17 +162,19 @@ def load_npz(path: str | Path, name: str | None = None, split_seed: int = 0) -> 
     communities = arrays.get("communities")
     if communities is not None:
         communities = whole_numbers(path, "communities", communities)
-    try:
-        adj = canonical_adjacency(adj)
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
-    return Graph(
-        adj=adj,
-        x=x.astype(np.float32),
-        y=y.astype(np.int64),
-        num_classes=num_classes,
-        name=name or (_bundle_name(path, arrays["name"]) if "name" in arrays else path.stem),
-        communities=None if communities is None else communities.astype(np.int64),
-        meta={"source": "npz", "path": str(path)},
-        **masks,
-    )
+    if x.dtype.itemsize > 4 and x.size and np.isfinite(x).all() and np.abs(x).max() > np.finfo(np.float32).max:
+        raise ValueError(f"{path}: x holds {x.dtype} values beyond float32's range (3.4e38), the features' dtype; "
+                         "rescale x")
+    try:  # the graph's own checks (labels, split masks, features) name the file they came from
+        return Graph(
+            adj=canonical_adjacency(adj),
+            x=x.astype(np.float32),
+            y=y.astype(np.int64),
+            num_classes=num_classes,
+            name=name or (_bundle_name(path, arrays["name"]) if "name" in arrays else path.stem),
+            communities=None if communities is None else communities.astype(np.int64),
+            meta={"source": "npz", "path": str(path)},
+            **masks,
+        )
+    except (TypeError, ValueError) as err:
+        raise (TypeError if isinstance(err, TypeError) else ValueError)(f"{path}: {err}") from None

@@ -333,7 +333,7 @@ class SnapshotStream:
             yield snap
 
     def __getitem__(self, t: int) -> Snapshot:
-        if not isinstance(t, (int, np.integer)):
+        if not is_integer(t):
             raise TypeError(f"snapshot index must be an int, got {type(t).__name__}")
         index = t + len(self) if t < 0 else t
         if not 0 <= index < len(self):
