@@ -8,6 +8,8 @@ weights. It runs as ``(W^T_enc @ h^T)^T`` through ``dste.spmm``: the same op, va
 
 from __future__ import annotations
 
+import math
+import numbers
 import zlib
 
 import numpy as np
@@ -16,8 +18,14 @@ import torch
 
 from dste.bindings import DSTETensor, spmm
 from dste.bindings.backends import resolve_backend
+from dste.checks import real_number
 
-__all__ = ["CompressedWeight", "magnitude_keep_mask", "value_version"]
+__all__ = ["CompressedWeight", "magnitude_keep_mask", "value_version", "INPUT_DTYPES"]
+
+INPUT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+"""The dtypes of ``h`` a :class:`CompressedWeight` multiplies (the product keeps h's dtype; the kernel backends,
+through ``dste.spmm``, take float32 and float64 only). An integer or bool ``h`` would cast the weight to its
+dtype."""
 
 
 def value_version(tensor: torch.Tensor) -> tuple[int, int, int]:
@@ -33,14 +41,64 @@ def magnitude_keep_mask(values: np.ndarray, sparsity: float) -> np.ndarray:
     """Boolean mask dropping ``floor(sparsity * size)`` entries of smallest magnitude and keeping the rest; among
     entries of equal magnitude at the cut the first in row-major order are dropped. (A cut by value dropped every
     entry tied with the cut-off: ``sparsity=0.1`` of an all-ones weight dropped all of it.)"""
-    if not 0.0 <= sparsity < 1.0:
-        raise ValueError(f"sparsity must lie in [0, 1), got {sparsity!r}")
+    _check_sparsity(sparsity)
     magnitude = np.abs(values)
     n_drop = int(np.floor(sparsity * magnitude.size))
     keep = np.ones(magnitude.size, dtype=bool)
     if n_drop:
         keep[np.argsort(magnitude.ravel(), kind="stable")[:n_drop]] = False
     return keep.reshape(values.shape)
+
+
+def _check_sparsity(sparsity) -> None:
+    """A fraction in [0, 1): a real number, not a bool (True ran as 1) nor a string (which failed in Python's
+    comparison words). The value itself is used as given, so a NumPy float32 keeps its own arithmetic."""
+    if isinstance(sparsity, numbers.Real) and not isinstance(sparsity, (bool, np.bool_)):
+        if not 0.0 <= sparsity < 1.0:
+            raise ValueError(f"sparsity must lie in [0, 1), got {sparsity!r}")
+    real_number(sparsity, "sparsity")
+
+
+def _all_finite(h: torch.Tensor) -> bool:
+    """No NaN and no Inf in the values of ``h`` (dense or sparse), read once: at one thread torch's sum, finite
+    exactly when every value is unless finite values overflow it (then the exact check); NumPy's min and max
+    otherwise, which propagate NaN and keep out of torch's thread pool (as ``dste.spmm``'s own check)."""
+    if torch._C._functorch.is_functorch_wrapped_tensor(h):
+        # under torch.func (grad, vmap, jvp) the plain tensor under the wrappers holds every value
+        with torch._C._DisableFuncTorch():
+            while torch._C._functorch.is_functorch_wrapped_tensor(h):
+                h = torch._C._functorch.get_unwrapped(h)
+            return _all_finite(h)
+    if h.layout == torch.sparse_coo:
+        h = h._values()
+    elif h.layout != torch.strided:
+        h = h.values()
+    h = h.detach()
+    if h.numel() == 0:
+        return True
+    if torch.get_num_threads() == 1 and math.isfinite(h.sum().item()):
+        return True
+    if h.dtype == torch.bfloat16:  # NumPy has no bfloat16
+        return bool(torch.isfinite(h).all())
+    values = h.numpy()
+    return bool(np.isfinite(values.min()) and np.isfinite(values.max()))
+
+
+def _check_input(h, in_features: int) -> None:
+    if not isinstance(h, torch.Tensor):
+        raise TypeError(f"input h must be a torch tensor [N, {in_features}], got {type(h).__name__}"
+                        + ("; convert with torch.from_numpy(h)" if isinstance(h, np.ndarray) else ""))
+    if h.dtype not in INPUT_DTYPES:
+        allowed = ", ".join(str(dtype).removeprefix("torch.") for dtype in INPUT_DTYPES)
+        raise TypeError(f"input h must be a floating-point tensor ({allowed}), got {h.dtype}; convert with "
+                        "h.float()")
+    if h.dim() != 2 or h.shape[1] != in_features:
+        raise ValueError(f"input must be [N, {in_features}], got {tuple(h.shape)}")
+    # A data-dependent check cannot be traced (torch.compile, torch.jit.trace): there the product runs unchecked.
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return
+    if not _all_finite(h):
+        raise ValueError("h contains NaN or Inf; the DSTE ops take finite values only")
 
 
 class CompressedWeight:
@@ -55,9 +113,10 @@ class CompressedWeight:
         w_t = weight.detach().cpu().float().numpy().T.copy()  # [out, in]: the sparse operand of spmm
         if not np.isfinite(w_t).all():
             raise ValueError("weight contains NaN or Inf")
+        _check_sparsity(sparsity)
         policy_fields = {"layout": "block", "kinds": "auto"}
         if fp16_threshold is not None:
-            policy_fields["fp16_threshold"] = float(fp16_threshold)
+            policy_fields["fp16_threshold"] = real_number(fp16_threshold, "fp16_threshold")
         policy = EncodePolicy(**policy_fields)
         # Encode the full structure and drop weights through the keep-mask, so a new sparsity level is a new
         # mask over the same quantized values.
@@ -69,8 +128,8 @@ class CompressedWeight:
         self.sparsity = float(sparsity)
 
     def __call__(self, h: torch.Tensor, backend: str | None = None) -> torch.Tensor:
-        if h.dim() != 2 or h.shape[1] != self.in_features:
-            raise ValueError(f"input must be [N, {self.in_features}], got {tuple(h.shape)}")
+        """``h @ W_eff`` of ``h [N, in]``, a float tensor (:data:`INPUT_DTYPES`) of finite values."""
+        _check_input(h, self.in_features)
         if resolve_backend(backend) == "cpu":
             # The host runs the weight product as a dense GEMM on the dequantized, masked weight: the same
             # values the kernel multiplies by, at BLAS speed (a CSR product with N columns is ~50x slower).
