@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dste.checks import flag, real_number
 from dste.format import quantize_rows
 from dste.format.quant import row_blocks
 
@@ -45,19 +46,17 @@ class LayerSetting:
     fp16_fraction: float = 0.0
 
     def __post_init__(self):
-        for name in ("edge_sparsity", "channel_sparsity", "weight_sparsity"):
+        # a truthy string ("no") ran the layer in FP32, and True passed as a fraction ran as 1
+        object.__setattr__(self, "fp32", flag(self.fp32, "LayerSetting.fp32"))
+        for name in ("edge_sparsity", "channel_sparsity", "weight_sparsity", "fp16_fraction"):
             value = getattr(self, name)
-            if not isinstance(value, numbers.Real):
-                raise TypeError(f"LayerSetting.{name} must be a real number in [0, 1), got {type(value).__name__}")
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"LayerSetting.{name} must lie in [0, 1), got {value!r}")
-            object.__setattr__(self, name, float(value))  # a NumPy scalar keys caches as the float it equals
-        if not isinstance(self.fp16_fraction, numbers.Real):
-            raise TypeError(f"LayerSetting.fp16_fraction must be a real number in [0, 1], got "
-                            f"{type(self.fp16_fraction).__name__}")
-        if not 0.0 <= self.fp16_fraction <= 1.0:
-            raise ValueError(f"LayerSetting.fp16_fraction must lie in [0, 1], got {self.fp16_fraction!r}")
-        object.__setattr__(self, "fp16_fraction", float(self.fp16_fraction))
+            every_row = name == "fp16_fraction"  # every row in FP16 is a setting; dropping everything is not
+            if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+                if not (0.0 <= value <= 1.0 if every_row else 0.0 <= value < 1.0):
+                    raise ValueError(f"LayerSetting.{name} must lie in [0, 1{']' if every_row else ')'}, "
+                                     f"got {value!r}")
+            # the kind (TypeError for a bool or a string); a NumPy scalar keys caches as the float it equals
+            object.__setattr__(self, name, real_number(value, f"LayerSetting.{name}"))
         if self.fp32 and (self.edge_sparsity or self.channel_sparsity or self.weight_sparsity or self.fp16_fraction):
             raise ValueError("LayerSetting(fp32=True) runs the uncompressed layer: leave the other fields at 0")
 
@@ -87,8 +86,29 @@ def row_sensitivity(x: np.ndarray) -> np.ndarray:
     one entry of 2e4 among N(0, 1) values scores below ordinary rows here and stays INT8, its ordinary entries
     rounding to 0. The controller's fractions, and every table of the main job, were measured with this score; a
     switch to the format's would need them measured again.
+
+    ``x`` is a 2-D array of real, finite numbers (integer or float; taken as float32): a NaN row scored 0, as if
+    all zero, and a value past float32's range became Inf.
     """
-    x = np.asarray(x, dtype=np.float32)
+    x = _activation_rows(x, "row_sensitivity")
+    if x.size and not (np.isfinite(x.min()) and np.isfinite(x.max())):  # min and max propagate NaN
+        raise ValueError("row_sensitivity: x contains NaN or Inf (or values beyond float32's range); every value "
+                         "must be finite")
+    return _row_sensitivity(x)
+
+
+def _activation_rows(x, what: str) -> np.ndarray:
+    """``x`` as a float32 ``[rows, features]`` array, refusing other kinds and dimensions in words."""
+    array = np.asarray(x)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{what}: x must hold real numbers (an integer or float array), got dtype {array.dtype}")
+    if array.ndim != 2:
+        raise ValueError(f"{what}: x must be a 2-D array [rows, features], got shape {array.shape}")
+    return array.astype(np.float32, copy=False)
+
+
+def _row_sensitivity(x: np.ndarray) -> np.ndarray:
+    """:func:`row_sensitivity` of a float32 2-D ``x``, unchecked (NaN rows score 0)."""
     if x.shape[1] == 0:  # rows without values score 0, as all-zero rows do
         return np.zeros(x.shape[0], dtype=np.float64)
     scores = np.empty(x.shape[0], dtype=np.float64)
@@ -115,7 +135,10 @@ def _block_sensitivity(x: np.ndarray) -> np.ndarray:
 
 
 def quantize_rows_by_fraction(x: np.ndarray, fraction: float):
-    """``HybridRows`` of ``x`` with the ``fraction`` most sensitive rows in FP16."""
+    """``HybridRows`` of ``x`` with the ``fraction`` most sensitive rows in FP16. A non-finite ``x`` is refused by
+    the quantizer (``dste.format.quantize_rows``), in its words."""
+    if isinstance(fraction, (bool, np.bool_)) or not isinstance(fraction, numbers.Real):
+        real_number(fraction, "fraction")  # True ran as 1 (every row FP16); a string failed in math's words
     if math.isnan(fraction):
         raise ValueError("fraction must be a number in [0, 1], got nan")
     x = np.asarray(x, dtype=np.float32)
@@ -125,5 +148,5 @@ def quantize_rows_by_fraction(x: np.ndarray, fraction: float):
         # No row or every row is FP16 whatever the scores: skip the sensitivity (the costliest step).
         sensitivity = np.zeros(x.shape[0], dtype=np.float64)
     else:
-        sensitivity = row_sensitivity(x)
+        sensitivity = _row_sensitivity(x)
     return quantize_rows(x, sensitivity=sensitivity, fp16_fraction=fraction)

@@ -7,7 +7,14 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from dste.gnn import CompressedWeight, GCNConv
+from dste.gnn import (
+    FP32_SETTING,
+    CompressedWeight,
+    GCNConv,
+    LayerSetting,
+    quantize_rows_by_fraction,
+    row_sensitivity,
+)
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +89,69 @@ def test_magnitude_keep_mask_refuses_a_bool_sparsity():
     with pytest.raises(TypeError, match="sparsity must be a real number, got bool"):
         magnitude_keep_mask(np.ones((4, 4)), False)
     assert magnitude_keep_mask(np.ones((4, 4)), np.float32(0.25)).sum() == 12
+
+
+# ---------------------------------------------------------------------------------------------- LayerSetting
+@pytest.mark.parametrize("value", ["no", "", 1, 0, None])
+def test_layer_setting_fp32_must_be_a_bool(value):
+    # "no" is truthy: the layer ran in FP32
+    with pytest.raises(TypeError, match="LayerSetting.fp32 must be True or False"):
+        LayerSetting(fp32=value)
+
+
+@pytest.mark.parametrize("name", ["edge_sparsity", "channel_sparsity", "weight_sparsity", "fp16_fraction"])
+@pytest.mark.parametrize("value", [True, False, np.bool_(True), "0.5", None])
+def test_layer_setting_fractions_must_be_real_numbers(name, value):
+    # True ran as 1.0 (every row FP16), False as 0.0
+    with pytest.raises(TypeError, match=f"LayerSetting.{name} must be a real number"):
+        LayerSetting(**{name: value})
+
+
+def test_layer_setting_valid_fields_are_unchanged():
+    assert LayerSetting(fp32=np.bool_(True)) == FP32_SETTING
+    assert LayerSetting(fp16_fraction=1, edge_sparsity=np.float64(0.25)) == LayerSetting(fp16_fraction=1.0,
+                                                                                         edge_sparsity=0.25)
+    with pytest.raises(ValueError, match=r"LayerSetting.weight_sparsity must lie in \[0, 1\)"):
+        LayerSetting(weight_sparsity=1)
+    with pytest.raises(ValueError, match=r"LayerSetting.fp16_fraction must lie in \[0, 1\]"):
+        LayerSetting(fp16_fraction=-0.1)
+
+
+# ---------------------------------------------------------------------------------------------- row sensitivity
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")  # NumPy's, casting 1e300 to float32
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1e300])
+def test_row_sensitivity_refuses_non_finite_rows(bad):
+    # a NaN row scored 0, as an all-zero row does, and so was never kept in FP16; 1e300 is Inf in float32
+    x = np.ones((3, 4))
+    x[1, 0] = bad
+    with pytest.raises(ValueError, match="row_sensitivity: x contains NaN or Inf"):
+        row_sensitivity(x)
+
+
+@pytest.mark.parametrize("x", [np.ones(3), np.ones((2, 3, 4)), np.float32(1.0)])
+def test_row_sensitivity_needs_a_2d_array(x):
+    with pytest.raises(ValueError, match=r"row_sensitivity: x must be a 2-D array \[rows, features\], got shape"):
+        row_sensitivity(x)
+
+
+@pytest.mark.parametrize("x", [np.array([["a", "b"]]), np.ones((2, 2), bool), np.ones((2, 2), complex)])
+def test_row_sensitivity_needs_real_numbers(x):
+    with pytest.raises(TypeError, match="row_sensitivity: x must hold real numbers"):
+        row_sensitivity(x)
+
+
+def test_row_sensitivity_of_valid_rows_is_unchanged():
+    # the documented rule, in float64 from the float32 values: rms INT8 error over the mean |x|
+    x = np.random.default_rng(2).standard_normal((40, 9)).astype(np.float32)
+    scale = np.abs(x).max(axis=1, keepdims=True) / np.float32(127)
+    error = x.astype(np.float64) - np.clip(np.rint(x / scale), -128, 127) * scale
+    expected = np.sqrt((error ** 2).mean(axis=1)) / np.abs(x.astype(np.float64)).mean(axis=1)
+    np.testing.assert_allclose(row_sensitivity(x), expected, rtol=1e-12)  # same operations: float64 rounding only
+    assert np.array_equal(row_sensitivity(x.astype(np.float64)), row_sensitivity(x))
+    assert row_sensitivity(np.zeros((3, 0))).tolist() == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("fraction", [True, "0.5", None])
+def test_quantize_rows_by_fraction_needs_a_real_fraction(fraction):
+    with pytest.raises(TypeError, match="fraction must be a real number"):
+        quantize_rows_by_fraction(np.ones((4, 3), np.float32), fraction)
