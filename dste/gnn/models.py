@@ -6,11 +6,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dste.checks import integer, real_number
+
 from .layers import GCNConv, SAGEConv
 
-__all__ = ["TwoLayerGNN", "GCN", "SAGE", "make_model", "input_dropout", "CONV_KINDS"]
+__all__ = ["TwoLayerGNN", "GCN", "SAGE", "make_model", "input_dropout", "CONV_KINDS", "SEED_RANGE"]
 
 CONV_KINDS = {"gcn": GCNConv, "sage": SAGEConv}
+
+SEED_RANGE = (-(1 << 63), (1 << 64) - 1)
+"""The seeds ``torch.manual_seed`` takes."""
 
 
 class TwoLayerGNN(nn.Module):
@@ -18,8 +23,9 @@ class TwoLayerGNN(nn.Module):
 
     def __init__(self, in_features: int, hidden: int, out_features: int, conv: str = "gcn", dropout: float = 0.5):
         super().__init__()
-        if conv not in CONV_KINDS:
+        if not isinstance(conv, str) or conv not in CONV_KINDS:
             raise ValueError(f"conv must be one of {sorted(CONV_KINDS)}, got {conv!r}")
+        real_number(dropout, "dropout")  # a bool or a string is not a probability
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
         self.conv_kind = conv
@@ -59,7 +65,12 @@ class SAGE(TwoLayerGNN):
 
 
 def make_model(graph, conv: str = "gcn", hidden: int = 64, dropout: float = 0.5, seed: int = 0) -> TwoLayerGNN:
-    """A model sized for ``graph`` (a ``dste.data.Graph``) with weights drawn from ``seed``."""
+    """A model sized for ``graph`` (a ``dste.data.Graph``) with weights drawn from ``seed`` (an integer: 1.5 ran as
+    seed 1)."""
+    for name in ("x", "num_classes"):
+        if not hasattr(graph, name):
+            raise TypeError(f"graph must be a dste.data.Graph (missing .{name}), got {type(graph).__name__}")
+    integer(seed, "seed", low=SEED_RANGE[0], high=SEED_RANGE[1])
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return TwoLayerGNN(graph.x.shape[1], hidden, graph.num_classes, conv=conv, dropout=dropout)

@@ -7,10 +7,13 @@ import copy
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from .models import make_model
+from dste.checks import flag, integer, real_number
+
+from .models import SEED_RANGE, make_model
 
 __all__ = [
     "train_fp32", "train_fp32_distilled", "train_fp32_on_snapshots", "train_new_fp32_model", "teacher_seeds",
@@ -23,11 +26,20 @@ KEEP_CRITERIA = ("accuracy", "loss")
 default, every table of the README) or the lowest validation loss (the GCN paper's early-stopping signal)."""
 
 
-def graph_tensors(graph):
-    """``(x float32 tensor, y int64 tensor)`` of a ``dste.data.Graph`` (validated)."""
-    for name in ("adj", "x", "y", "train_mask", "val_mask", "test_mask", "num_classes"):
+GRAPH_FIELDS = ("adj", "x", "y", "train_mask", "val_mask", "test_mask", "num_classes")
+"""What the trainers read of a ``dste.data.Graph``."""
+
+
+def check_graph(graph, fields=GRAPH_FIELDS) -> None:
+    """``TypeError`` unless ``graph`` has ``fields`` (a ``dste.data.Graph`` has them all), naming the first missing."""
+    for name in fields:
         if not hasattr(graph, name):
             raise TypeError(f"graph must be a dste.data.Graph (missing .{name}), got {type(graph).__name__}")
+
+
+def graph_tensors(graph):
+    """``(x float32 tensor, y int64 tensor)`` of a ``dste.data.Graph`` (validated)."""
+    check_graph(graph)
     return torch.from_numpy(np.ascontiguousarray(graph.x, dtype=np.float32)), torch.from_numpy(graph.y)
 
 
@@ -53,12 +65,24 @@ def training_tensors(graph):
 
 
 def accuracy(logits: torch.Tensor, graph, split: str = "test") -> float:
-    """Fraction of nodes of ``split`` (train / val / test) whose argmax logit is the label."""
+    """Fraction of nodes of ``split`` (train / val / test) whose argmax logit is the label; ``logits`` a float tensor
+    ``[num_nodes, num_classes]`` of finite values (a NaN row's argmax is an arbitrary class, a single column's always
+    class 0: either scored as chance without a word)."""
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
+    check_graph(graph, ("y", f"{split}_mask", "num_classes"))
     mask = torch.from_numpy(getattr(graph, f"{split}_mask"))
-    if logits.shape[0] != mask.shape[0]:
-        raise ValueError(f"logits have {logits.shape[0]} rows, graph has {mask.shape[0]} nodes")
+    expected = (int(mask.shape[0]), int(graph.num_classes))
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"logits must be a torch tensor [num_nodes, num_classes] = {list(expected)}, got "
+                        f"{type(logits).__name__}")
+    if tuple(logits.shape) != expected:
+        raise ValueError(f"logits must be [num_nodes, num_classes] = {list(expected)} for this graph, got "
+                         f"{list(logits.shape)}")
+    if not logits.is_floating_point():
+        raise TypeError(f"logits must be a floating-point tensor, got {logits.dtype}")
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("logits contain NaN or Inf; accuracy needs finite logits")
     if int(mask.sum()) == 0:
         return float("nan")
     predicted = logits[mask].argmax(dim=1)
@@ -93,7 +117,7 @@ def _train_on_graph(model, graph, extra_loss, epochs, lr, weight_decay, seed, pa
                     desc) -> dict:
     """:func:`train_fp32`'s training on one graph; ``extra_loss(logits)`` (None: nothing) is added to the labelled
     loss of every step."""
-    _check_training(epochs, lr, weight_decay, patience, keep)
+    _check_training(model, epochs, lr, weight_decay, seed, patience, progress, keep)
     x, y = training_tensors(graph)
     classes = model.convs[-1].out_features if hasattr(model, "convs") else None
     if classes is not None and y.numel() and not (0 <= int(y.min()) and int(y.max()) < classes):
@@ -173,6 +197,7 @@ def train_fp32_distilled(
     FP32 model distilled from an ensemble"). It costs ``teachers`` more trainings, and it is a different model from
     the published GCN's recipe.
     """
+    _check_training(model, epochs, lr, weight_decay, seed, patience, progress, keep)  # before the teachers' training
     settings = dict(epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience, backend=backend, keep=keep)
     x, _ = training_tensors(graph)
     soft = []
@@ -188,7 +213,9 @@ def train_fp32_distilled(
 
     metrics = _train_on_graph(model, graph, distillation, epochs, lr, weight_decay, seed, patience, backend, progress,
                               keep, "FP32 training, distilled (epochs)")
-    log_soft = torch.log(soft)
+    # accuracy takes finite logits: a class of teacher probability 0 (log -Inf) ranks below every other as it would
+    # at -Inf, the lowest float32 keeping the argmax of every row
+    log_soft = torch.log(soft).clamp_min(torch.finfo(soft.dtype).min)
     return {**metrics, "teachers": int(teachers), "teacher_val_acc": accuracy(log_soft, graph, "val"),
             "teacher_test_acc": accuracy(log_soft, graph, "test")}
 
@@ -208,13 +235,22 @@ def train_new_fp32_model(graph, kind: str = "gcn", hidden: int = 64, seed: int =
         teachers=teachers, seed=seed, **settings)
 
 
-def _check_training(epochs, lr, weight_decay, patience, keep="accuracy") -> None:
+def _check_training(model, epochs, lr, weight_decay, seed, patience, progress, keep="accuracy") -> None:
+    """The trainers' arguments, each of its kind (``TypeError``: a bool ran as 1 epoch, a string failed in Python's
+    comparison words) and range (``ValueError``: an infinite lr trained the weights into NaN)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module (e.g. dste.gnn.make_model(graph)), got "
+                        f"{type(model).__name__}")
     if keep not in KEEP_CRITERIA:
         raise ValueError(f"keep must be one of {KEEP_CRITERIA} (the validation epoch kept), got {keep!r}")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    if not (lr > 0 and weight_decay >= 0 and patience >= 1):
-        raise ValueError(f"need lr > 0, weight_decay >= 0, patience >= 1; got {lr}, {weight_decay}, {patience}")
+    for name, value in (("epochs", epochs), ("patience", patience)):
+        if integer(value, name) < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if real_number(lr, "lr") <= 0:
+        raise ValueError(f"lr must be > 0, got {lr!r}")
+    real_number(weight_decay, "weight_decay", low=0.0)
+    integer(seed, "seed", low=SEED_RANGE[0], high=SEED_RANGE[1])
+    flag(progress, "progress")
 
 
 def _fit(model, step, validate, epochs, lr, weight_decay, patience, seed, progress, desc, label, keep="accuracy"):
@@ -276,7 +312,7 @@ def train_fp32_on_snapshots(
     graphs = list(graphs)
     if not graphs:
         raise ValueError("train_fp32_on_snapshots needs at least one snapshot")
-    _check_training(epochs, lr, weight_decay, patience, keep)
+    _check_training(model, epochs, lr, weight_decay, seed, patience, progress, keep)
     data = [(graph, *training_tensors(graph), _propagation_of(model, graph)) for graph in graphs]
     for graph, *_ in data:
         if not bool(torch.from_numpy(graph.train_mask).any()):

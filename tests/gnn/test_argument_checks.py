@@ -7,13 +7,20 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from dste.data import make_graph
 from dste.gnn import (
     FP32_SETTING,
     CompressedWeight,
     GCNConv,
     LayerSetting,
+    accuracy,
+    make_model,
     quantize_rows_by_fraction,
     row_sensitivity,
+    teacher_seeds,
+    train_fp32,
+    train_fp32_distilled,
+    train_fp32_on_snapshots,
 )
 
 
@@ -155,3 +162,107 @@ def test_row_sensitivity_of_valid_rows_is_unchanged():
 def test_quantize_rows_by_fraction_needs_a_real_fraction(fraction):
     with pytest.raises(TypeError, match="fraction must be a real number"):
         quantize_rows_by_fraction(np.ones((4, 3), np.float32), fraction)
+
+
+# ---------------------------------------------------------------------------------------------- training
+@pytest.fixture(scope="module")
+def graph():
+    return make_graph("cora-like", seed=0, num_nodes=300, num_edges=600, num_features=20, num_val=40, num_test=60,
+                      community_size=(16, 32))
+
+
+@pytest.mark.parametrize(
+    "logits, error, message",
+    [
+        (torch.full((300, 7), float("nan")), ValueError, "logits contain NaN or Inf"),
+        (torch.zeros(300, 7).index_fill_(1, torch.tensor([3]), float("inf")), ValueError, "NaN or Inf"),
+        # one column: every argmax is class 0, scored as that class's share
+        (torch.zeros(300, 1), ValueError, r"logits must be \[num_nodes, num_classes\] = \[300, 7\].*got \[300, 1\]"),
+        (torch.zeros(300, 8), ValueError, r"= \[300, 7\].*got \[300, 8\]"),
+        (torch.zeros(299, 7), ValueError, r"= \[300, 7\].*got \[299, 7\]"),
+        (torch.zeros(300), ValueError, r"= \[300, 7\].*got \[300\]"),
+        (np.zeros((300, 7)), TypeError, r"logits must be a torch tensor \[num_nodes, num_classes\] = \[300, 7\]"),
+        (torch.zeros(300, 7, dtype=torch.long), TypeError, "logits must be a floating-point tensor"),
+    ],
+)
+def test_accuracy_refuses_logits_it_would_score_wrongly(graph, logits, error, message):
+    with pytest.raises(error, match=message):
+        accuracy(logits, graph)
+
+
+def test_accuracy_of_valid_logits_is_unchanged(graph):
+    logits = torch.from_numpy(np.random.default_rng(3).standard_normal((300, 7)).astype(np.float32))
+    for split in ("train", "val", "test"):
+        mask = getattr(graph, f"{split}_mask")
+        expected = float(np.mean(logits.numpy()[mask].argmax(axis=1) == graph.y[mask]))
+        assert accuracy(logits, graph, split) == pytest.approx(expected, abs=1e-7)  # float32 mean of 0/1 values
+    with pytest.raises(TypeError, match="graph must be a dste.data.Graph"):
+        accuracy(logits, object())
+
+
+@pytest.mark.parametrize(
+    "settings, error, message",
+    [
+        ({"epochs": True}, TypeError, "epochs must be an integer, got bool"),
+        ({"epochs": 2.0}, TypeError, "epochs must be an integer, got float"),
+        ({"patience": True}, TypeError, "patience must be an integer, got bool"),
+        ({"patience": 0}, ValueError, "patience must be a positive int, got 0"),
+        ({"lr": "0.01"}, TypeError, "lr must be a real number, got str"),
+        ({"lr": float("inf")}, ValueError, "lr must be a finite number"),
+        ({"lr": 0.0}, ValueError, "lr must be > 0"),
+        ({"weight_decay": -1e-4}, ValueError, "weight_decay must lie in"),
+        ({"weight_decay": True}, TypeError, "weight_decay must be a real number"),
+        ({"seed": "a"}, TypeError, "seed must be an integer, got str"),
+        ({"seed": 1.5}, TypeError, "seed must be an integer, got float"),
+        ({"progress": "no"}, TypeError, "progress must be True or False"),
+    ],
+)
+def test_trainers_refuse_arguments_of_the_wrong_kind(graph, settings, error, message):
+    model = make_model(graph, hidden=8)
+    with pytest.raises(error, match=message):
+        train_fp32(model, graph, **settings)
+    with pytest.raises(error, match=message):
+        train_fp32_on_snapshots(model, [graph], **settings)
+    with pytest.raises(error, match=message):  # refused before any teacher is trained
+        train_fp32_distilled(model, graph, lambda seed: pytest.fail("a teacher was built"), teachers=1, **settings)
+
+
+def test_trainers_and_make_model_need_a_model_and_a_graph(graph):
+    with pytest.raises(TypeError, match=r"model must be a torch.nn.Module .*got NoneType"):
+        train_fp32(None, graph)
+    with pytest.raises(TypeError, match=r"model must be a torch.nn.Module .*got NoneType"):
+        train_fp32_on_snapshots(None, [graph])
+    with pytest.raises(TypeError, match=r"graph must be a dste.data.Graph \(missing .x\), got NoneType"):
+        make_model(None)
+    with pytest.raises(TypeError, match="seed must be an integer, got float 1.5"):
+        make_model(graph, seed=1.5)
+    with pytest.raises(TypeError, match="dropout must be a real number, got str"):
+        make_model(graph, dropout="0.5")
+    # an integer seed of any integer type draws the same weights
+    same = make_model(graph, seed=np.int64(3)).state_dict()
+    assert all(torch.equal(same[k], v) for k, v in make_model(graph, seed=3).state_dict().items())
+
+
+def test_distilled_teacher_accuracy_takes_a_class_of_probability_zero(graph):
+    # the ensemble's log-probability of a class no teacher gives any mass is -Inf, which accuracy refuses: the
+    # trainer scores it as the lowest float instead, the same argmax
+    class Confident(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.logits = torch.nn.Parameter(torch.zeros(7))
+
+        def forward(self, x, adj, backend=None):
+            never = torch.zeros(7)
+            never[1] = -1e4  # exp underflows to 0
+            return (self.logits + never).expand(x.shape[0], 7)
+
+    metrics = train_fp32_distilled(make_model(graph, hidden=8), graph, lambda seed: Confident(), teachers=1,
+                                   epochs=2, patience=2)
+    teacher = Confident()
+    train_fp32(teacher, graph, epochs=2, patience=2, seed=teacher_seeds(0, 1)[0])
+    with torch.no_grad():
+        predicted = teacher(torch.zeros(300, 20), graph.adj).argmax(1).numpy()
+    for split in ("val", "test"):
+        mask = getattr(graph, f"{split}_mask")
+        assert metrics[f"teacher_{split}_acc"] == pytest.approx(float(np.mean(predicted[mask] == graph.y[mask])),
+                                                                abs=1e-7)
