@@ -25,6 +25,7 @@ import torch
 
 from dste.bindings import DSTETensor, as_dste_tensor, is_dste_matrix
 from dste.format import EncodePolicy, encode, gcn_normalized
+from dste.format.sparse_checks import check_sparse_indices
 
 __all__ = ["NORMALIZATIONS", "to_scipy_adjacency", "encode_propagation", "propagation_matrix"]
 
@@ -98,9 +99,18 @@ def to_scipy_adjacency(adj, num_nodes: int | None = None) -> sp.csr_matrix:
         if values.dtype in (torch.float16, torch.bfloat16):  # NumPy has no bfloat16; both widen to float32 exactly
             values = values.float()
         indices, values = coo._indices().numpy(), values.numpy()
+        # torch builds a sparse tensor without checking its indices against its shape (check_invariants is off by
+        # default); SciPy then refused them in its own words
+        if indices.size and (indices.min() < 0 or (indices.max(axis=1) >= coo.shape).any()):
+            raise ValueError(f"torch sparse adjacency has indices outside its shape {tuple(coo.shape)} (or negative): "
+                             f"found {int(indices.min())} .. {int(indices.max())}, allowed 0 .. {coo.shape[0] - 1} "
+                             f"(rows) and 0 .. {coo.shape[1] - 1} (columns)")
         # checked before any cast: float32 would round 1.00000001 to 1
         matrix = sp.coo_matrix((values, (indices[0], indices[1])), shape=tuple(coo.shape))
     elif sp.issparse(adj):
+        # SciPy does not check a matrix's index arrays against its shape; converting one with a column id of -1 or
+        # past the shape failed in SciPy's words
+        check_sparse_indices(adj, "adjacency")
         matrix = sp.coo_matrix(adj)
     else:
         raise TypeError(

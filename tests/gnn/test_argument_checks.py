@@ -13,6 +13,8 @@ from dste.gnn import (
     CompressedWeight,
     GCNConv,
     LayerSetting,
+    PropagationPlan,
+    SAGEConv,
     accuracy,
     make_model,
     quantize_rows_by_fraction,
@@ -266,3 +268,39 @@ def test_distilled_teacher_accuracy_takes_a_class_of_probability_zero(graph):
         mask = getattr(graph, f"{split}_mask")
         assert metrics[f"teacher_{split}_acc"] == pytest.approx(float(np.mean(predicted[mask] == graph.y[mask])),
                                                                 abs=1e-7)
+
+
+# ---------------------------------------------------------------------------------------------- adjacency
+def _corrupt(column: int, form: str):
+    """A 30-node binary adjacency whose first stored column id is ``column``, in SciPy CSR or a torch sparse form."""
+    adjacency = sp.random(30, 30, density=0.1, format="csr", random_state=0)
+    adjacency.data[:] = 1.0
+    adjacency.indices[0] = column
+    if form == "scipy":
+        return adjacency
+    crow = torch.from_numpy(adjacency.indptr.astype(np.int64))
+    col = torch.from_numpy(adjacency.indices.astype(np.int64))
+    # torch checks no invariants unless asked: such a tensor is built without a word
+    if form == "torch_csr":
+        return torch.sparse_csr_tensor(crow, col, torch.ones(adjacency.nnz), (30, 30), check_invariants=False)
+    rows = torch.repeat_interleave(torch.arange(30), crow.diff())
+    return torch.sparse_coo_tensor(torch.stack([rows, col]), torch.ones(adjacency.nnz), (30, 30),
+                                   check_invariants=False)
+
+
+@pytest.mark.parametrize("form", ["scipy", "torch_csr", "torch_coo"])
+@pytest.mark.parametrize("column", [-1, 30, 35])
+@pytest.mark.parametrize("layer_class", [GCNConv, SAGEConv])
+def test_layers_refuse_an_adjacency_with_ids_outside_its_shape(layer_class, column, form):
+    # SciPy's "negative axis 1 index: -1" / "axis 1 index 35 exceeds matrix dimension 30" before
+    with pytest.raises(ValueError, match=r"adjacency has indices outside its shape \(30, 30\) \(or negative\)"):
+        layer_class(8, 4)(torch.randn(30, 8), _corrupt(column, form))
+    with pytest.raises(ValueError, match=r"adjacency has indices outside its shape \(30, 30\)"):
+        PropagationPlan.build(_corrupt(column, form), layer_class.norm)
+
+
+def test_layers_refuse_an_adjacency_with_a_corrupt_indptr():
+    adjacency = _corrupt(0, "scipy")
+    adjacency.indptr[3] = adjacency.nnz + 5
+    with pytest.raises(ValueError, match="adjacency: its CSR indptr"):
+        GCNConv(8, 4)(torch.randn(30, 8), adjacency)
