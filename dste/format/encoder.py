@@ -81,7 +81,7 @@ from dste.format.constants import (
     TileKind,
 )
 from dste.format.bits import popcount
-from dste.format.errors import DSTEFormatError
+from dste.format.errors import DSTEFormatError, meta_tensor_error
 from dste.format.sparse_checks import check_sparse_indices
 from dste.format.matrix import DSTEMatrix, entry_used_words
 from dste.format.policy import (
@@ -89,6 +89,7 @@ from dste.format.policy import (
     BITMAP_MIN_ENTRIES_BIN_COST,
     BITMAP_MIN_ENTRIES_VALUED,
     EncodePolicy,
+    check_policy_fields,
 )
 from dste.format.hybrid_rows import int8_sensitivity_robust
 from dste.format.quant import INT8_QMAX, dequantize_int8, quantize_int8, to_fp16
@@ -230,6 +231,8 @@ def _is_torch_tensor(A) -> bool:
 def _torch_to_scipy_or_numpy(t):
     import torch
 
+    if t.device.type == "meta":  # .cpu() failed in torch's words: "Cannot copy out of meta tensor; no data!"
+        raise meta_tensor_error("the matrix", "the DSTE format")
     if t.device.type != "cpu":
         t = t.cpu()
     t = t.detach()
@@ -260,6 +263,8 @@ def _check_scale(name, scale, length):
     scale = np.asarray(scale)
     if scale.shape != (length,):
         raise DSTEFormatError(f"{name} must have shape ({length},), got {scale.shape}")
+    if scale.dtype == np.bool_:  # read as 0/1, it zeroed every row (column) it marked False
+        raise TypeError(f"{name} must hold real numbers (integer or floating point scales), got a bool array")
     _check_dtype(scale.dtype)
     if not np.isfinite(scale).all():
         raise DSTEFormatError(f"{name} must be finite")
@@ -420,6 +425,7 @@ def encode(A, policy: EncodePolicy | None = None, *, row_perm=None, col_perm=Non
     ``FP16_UNDERFLOW_AMAX`` (7.6e-6) stays INT8, which stores it better than float16's subnormals.
     ``"int8"``, ``"fp16"``, ``"bin"`` force a kind.
     """
+    check_policy_fields(policy_fields, "encode", also_allowed=("policy", "row_perm", "col_perm"))
     if policy is None:
         policy = EncodePolicy(**policy_fields)
     elif not isinstance(policy, EncodePolicy):

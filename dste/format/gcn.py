@@ -46,7 +46,7 @@ from dste.format.constants import FP16_MAX, FP16_MIN_NORMAL, SCALE_DTYPES, WINDO
 from dste.format.encoder import encode_coo, encode_coo_owned, reencode_windows, to_csr, window_count_mismatches
 from dste.format.errors import DSTEFormatError
 from dste.format.matrix import DSTEMatrix
-from dste.format.policy import EncodePolicy
+from dste.format.policy import EncodePolicy, check_policy_fields
 from dste.format.permutation import inverse_permutation
 from dste.format.reorder import order_of_graph, symmetric_graph_of
 
@@ -155,6 +155,8 @@ def gcn_normalized(
     ``unit_diagonal=True`` (a policy field): the diagonal of A + I is not stored in the tiles; the matrix records it
     as implicit (``DSTEMatrix.unit_diagonal``) and the kernel adds it per window. Needs ``add_self_loops``.
     """
+    _check_gcn_policy_fields(policy_fields)
+    checked_scale_dtypes(scale_dtypes)  # also where no search reads them: a wrong one is refused, not ignored
     if max_bytes_per_edge is not None:
         return within_byte_ceiling(adj, max_bytes_per_edge, add_self_loops, policy, row_perm=row_perm,
                                    col_perm=col_perm, scale_dtypes=scale_dtypes, **policy_fields)
@@ -263,9 +265,7 @@ def within_byte_ceiling(adj, max_bytes_per_edge, add_self_loops: bool = True, po
             f"max_bytes_per_edge needs layout='condensed' and bitmap_split='cost' (it re-prices the cost split), "
             f"got {policy.layout!r} and {policy.bitmap_split!r}"
         )
-    tried = tuple(_scale_dtype(dtype) for dtype in (SCALE_DTYPES_TRIED if scale_dtypes is None else scale_dtypes))
-    if not tried or None in tried or len(set(tried)) < len(tried):
-        raise DSTEFormatError(f"scale_dtypes must name float32 and/or float16, each once, got {scale_dtypes!r}")
+    tried = checked_scale_dtypes(scale_dtypes)
     # with self loops, the diagonal may also be left implicit (a unit diagonal: no bytes per diagonal entry)
     diagonals = (policy.unit_diagonal,) if policy.unit_diagonal or not add_self_loops else BYTE_CEILING_DIAGONALS
     ledgers = {(unit, list_tiles): {} for unit in diagonals for list_tiles in BYTE_CEILING_LIST_TILES}
@@ -304,6 +304,40 @@ def within_byte_ceiling(adj, max_bytes_per_edge, add_self_loops: bool = True, po
         f"max_bytes_per_edge={max_bytes_per_edge!r} ({ceiling:.3f} B) is below what this graph stores in this "
         f"order with device bytes alone priced, with or without list tiles: {quoted}"
     )
+
+
+def checked_scale_dtypes(scale_dtypes) -> tuple:
+    """The scale dtypes the byte-ceiling search tries, in order (``SCALE_DTYPES_TRIED`` for None); a
+    :class:`DSTEFormatError` unless ``scale_dtypes`` is a sequence naming float32 and/or float16, each once (a bare
+    name such as ``"float16"`` is a string, not a sequence of names)."""
+    if scale_dtypes is None:
+        return SCALE_DTYPES_TRIED
+    given = (scale_dtypes,) if isinstance(scale_dtypes, (str, bytes, np.dtype, type)) else scale_dtypes
+    try:
+        tried = tuple(_scale_dtype(dtype) for dtype in given)
+    except TypeError:  # not iterable
+        tried = (None,)
+    if isinstance(scale_dtypes, (str, bytes, np.dtype, type)) or not tried or None in tried \
+            or len(set(tried)) < len(tried):
+        raise DSTEFormatError(f"scale_dtypes must name float32 and/or float16, each once, in a tuple such as "
+                              f"('float16', 'float32'), got {scale_dtypes!r}")
+    return tried
+
+
+def _check_gcn_policy_fields(policy_fields: dict) -> None:
+    """Policy fields of ``gcn_normalized``: known ones only, and none of the scales it sets itself (an
+    ``EncodePolicy(row_scale=...)`` built from them had its scales replaced by D^-1/2 without a word)."""
+    own = sorted(set(policy_fields) & set(GCN_OWN_POLICY_FIELDS))
+    if own:
+        raise DSTEFormatError(
+            f"gcn_normalized sets the row and column scales to D^-1/2 itself (and scaled_input=False); got {own}. "
+            "Encode D^-1/2 (A+I) D^-1/2 with your own scales through dste.encode")
+    check_policy_fields(policy_fields, "gcn_normalized", refused=GCN_OWN_POLICY_FIELDS, also_allowed=(
+        "add_self_loops", "policy", "row_perm", "col_perm", "max_bytes_per_edge", "scale_dtypes"))
+
+
+GCN_OWN_POLICY_FIELDS = ("row_scale", "col_scale", "scaled_input")
+"""The policy fields ``gcn_normalized`` sets itself (D^-1/2 on both sides of the unscaled A + I)."""
 
 
 def _scale_dtype(value) -> np.dtype | None:

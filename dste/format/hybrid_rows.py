@@ -41,7 +41,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dste.format.errors import DSTEFormatError
+from dste.checks import real_scores
+from dste.format.errors import DSTEFormatError, meta_tensor_error
+from dste.format.matrix import decode_dtype
 from dste.format.policy import DEFAULT_FP16_THRESHOLD
 from dste.format.constants import FP16_MAX, FP16_UNDERFLOW_AMAX, INT8_QMAX
 from dste.format.quant import (
@@ -85,6 +87,11 @@ class HybridRows:
         if self.q.ndim != 2:
             raise DSTEFormatError(f"HybridRows.q must be 2-D [M, F], got shape {self.q.shape}")
         M, F = self.q.shape
+        for name in ("scale", "hi_index"):  # q sets M: name the disagreement, not one side of it
+            rows = getattr(self, name).shape[0] if getattr(self, name).ndim == 1 else None
+            if rows is not None and rows != M:
+                raise DSTEFormatError(f"HybridRows: q has {M} rows but {name} has {rows} entries; q [M, F] sets M, "
+                                      f"and scale and hi_index need one entry per row of q")
         m_hi = self.hi_rows.shape[0] if self.hi_rows.ndim == 1 else -1
         for name, shape in (("scale", (M,)), ("hi_rows", (m_hi,)), ("hi", (m_hi, F)), ("hi_index", (M,))):
             if getattr(self, name).shape != shape:
@@ -115,7 +122,9 @@ class HybridRows:
         return self
 
     def dequantize(self, dtype=np.float32) -> np.ndarray:
-        """``q * scale[:, None]`` with FP16 rows replaced by ``hi`` (computed in ``dtype``)."""
+        """``q * scale[:, None]`` with FP16 rows replaced by ``hi`` (computed in ``dtype``: float32 or float64, as
+        ``DSTEMatrix.decode``)."""
+        dtype = decode_dtype(dtype, "dequantize")
         if self.hi_rows.size == self.q.shape[0]:  # every row FP16 (hi_rows ascending: all of them, in order)
             return self.hi.astype(dtype)
         out = np.multiply(self.q, self.scale.astype(dtype)[:, None], dtype=dtype)  # one pass, the same products
@@ -216,11 +225,10 @@ def quantize_rows(X, sensitivity=None, threshold: float | None = None, fp16_frac
     refuse_subnormal_int8_scales(row_max, "quantize_rows: row", DSTEFormatError)
     if sensitivity is None:
         sensitivity = row_sensitivity(X)
-    sensitivity = np.asarray(sensitivity, dtype=np.float64)
+    # real scores: a boolean mask read as 0/1 scores made every True row FP16 at any threshold below 1
+    sensitivity = real_scores(sensitivity, "sensitivity", error=DSTEFormatError)
     if sensitivity.shape != (M,):
         raise DSTEFormatError(f"sensitivity must have shape ({M},) (one score per row of X), got {sensitivity.shape}")
-    if not np.isfinite(sensitivity).all():
-        raise DSTEFormatError("sensitivity contains NaN or Inf; every row's score must be finite")
     for name, value in (("threshold", threshold), ("fp16_fraction", fp16_fraction)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
             raise DSTEFormatError(f"quantize_rows: {name} must be a number, got {type(value).__name__} {value!r}")
@@ -264,12 +272,19 @@ def _check_fp16_range(row_max, is_hi, why: str):
 
 def _as_features(X) -> np.ndarray:
     if type(X).__module__.startswith("torch"):
+        if X.device.type == "meta":
+            raise meta_tensor_error("X", "quantize_rows")
         if X.is_complex():  # .float() would drop the imaginary part with only a warning
             raise DSTEFormatError(f"X dtype must be bool, integer or real float, got {X.dtype}")
         X = X.detach().cpu().float().numpy()
+    if X is None or isinstance(X, (str, bytes, dict)):
+        raise DSTEFormatError(f"X must be a 2-D array [M, F] of real numbers (NumPy array or torch tensor), got "
+                              f"{type(X).__name__}")
+    given = type(X).__name__
     X = np.asarray(X)
     if X.ndim != 2:
-        raise DSTEFormatError(f"X must be 2-D [M, F], got shape {X.shape}")
+        raise DSTEFormatError(f"X must be 2-D [M, F] (a NumPy array or torch tensor of real numbers), got {given} "
+                              f"of shape {X.shape}")
     if X.dtype.kind not in "biuf":
         raise DSTEFormatError(f"X dtype must be bool, integer or real float, got {X.dtype}")
     X = np.ascontiguousarray(X, dtype=np.float32)

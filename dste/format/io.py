@@ -37,6 +37,7 @@ import zipfile
 import zlib
 
 import numpy as np
+import scipy.sparse as sp
 
 from dste.format.constants import (
     FORMAT_VERSION,
@@ -145,6 +146,11 @@ def _header_checksum(meta: dict) -> str:
 # ------------------------------------------------------------------ save / load
 def save(matrix: DSTEMatrix, path) -> None:
     """Write ``matrix`` to ``path`` (exactly that name; ``.npz`` is not appended), atomically."""
+    if not isinstance(matrix, DSTEMatrix):
+        swapped = " (the arguments look swapped)" if isinstance(path, DSTEMatrix) else ""
+        encode_first = " (encode it first: dste.encode)" if sp.issparse(matrix) else ""
+        raise TypeError(f"save takes a DSTEMatrix and a path, save(matrix, path); got {type(matrix).__name__} as the "
+                        f"matrix{swapped}{encode_first}")
     arrays = {name: getattr(matrix, name) for name in ARRAY_FIELDS}
     absent = []
     for name in OPTIONAL_ARRAY_FIELDS:

@@ -32,6 +32,7 @@ from dste.format.constants import (
     WINDOW_ROWS,
     TileKind,
 )
+from dste.checks import flag
 from dste.format.errors import DSTEFormatError
 from dste.format.permutation import is_permutation
 from dste.format.bits import pack_mask, popcount, set_bits
@@ -236,6 +237,19 @@ EXPECTED_DTYPES = {
 
 def _fail(message: str):
     raise DSTEFormatError(message)
+
+
+def decode_dtype(dtype, where: str) -> np.dtype:
+    """``dtype`` as a NumPy dtype of float32 or float64, the dtypes a decoded (or dequantized) operand comes in;
+    :class:`DSTEFormatError` naming ``where`` for anything else, names NumPy does not know included."""
+    try:
+        resolved = np.dtype(dtype)
+    except (TypeError, ValueError):
+        resolved = None
+    if resolved not in (np.float32, np.float64):
+        given = repr(dtype) if resolved is None else resolved
+        raise DSTEFormatError(f"{where} dtype must be float32 or float64, got {given}")
+    return resolved
 
 
 @dataclass(eq=False)
@@ -734,9 +748,8 @@ class DSTEMatrix:
             and rounded once to ``dtype``.
             Kept entries whose value is 0 stay as explicit entries.
         """
-        dtype = np.dtype(dtype)
-        if dtype not in (np.float32, np.float64):
-            raise DSTEFormatError(f"decode dtype must be float32 or float64, got {dtype}")
+        effective, scaled = flag(effective, "decode: effective"), flag(scaled, "decode: scaled")
+        dtype = decode_dtype(dtype, "decode")
         rows, cols, vals = self._coordinates(use_keep=effective)
         if scaled:
             if self.row_scale is not None:
@@ -835,6 +848,12 @@ class DSTEMatrix:
             keys = coo.row.astype(np.int64) * max(self.shape[1], 1) + coo.col
             lookup = lambda r, c: _isin_sorted(r * max(self.shape[1], 1) + c, keys)  # noqa: E731
         else:
+            if keep is None or isinstance(keep, (str, bytes, bool, np.bool_)) or np.ndim(keep) == 0:
+                raise DSTEFormatError(
+                    f"with_mask: keep must be a [N, M] = {self.shape} mask (SciPy sparse, NumPy array or torch tensor; "
+                    f"nonzero = keep) or the tiles' keep bits (tile_bits[, etile_bits[, ltile_bits]]), got "
+                    f"{type(keep).__name__} {keep!r:.40}; to keep every stored entry pass (matrix.nz_bits, "
+                    "matrix.etile_nz_bits, matrix.ltile_nz_bits)")
             dense = np.asarray(keep)
             if dense.shape != self.shape:
                 raise DSTEFormatError(f"with_mask: mask shape {dense.shape} != matrix shape {self.shape}")

@@ -24,7 +24,7 @@ See :mod:`dste.format.encoder` for the cost and the measurements behind the defa
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -220,3 +220,14 @@ class EncodePolicy:
         # a record without the key predates the cost split: its windows were split by count
         meta.setdefault("bitmap_split", "count")
         return cls(**meta)
+
+
+def check_policy_fields(given, where: str, also_allowed=(), refused=()) -> None:
+    """Raise ``TypeError`` naming the keywords of ``given`` that are neither :class:`EncodePolicy` fields nor
+    ``also_allowed`` (``where``'s own keywords), and listing what is allowed; ``refused`` are policy fields ``where``
+    sets itself. (``EncodePolicy(**given)`` said only "got an unexpected keyword argument", for the first one.)"""
+    names = [f.name for f in fields(EncodePolicy)]
+    unknown = sorted(set(given) - (set(names) - set(refused)) - set(also_allowed))
+    if unknown:
+        allowed = [*also_allowed, *(name for name in names if name not in refused)]
+        raise TypeError(f"{where} got unknown keyword argument(s) {unknown}; allowed: {', '.join(allowed)}")
