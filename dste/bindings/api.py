@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.autograd.forward_ad as fwAD
 
+from dste.checks import real_number
 from dste.format import HybridRows
 from dste.format.constants import FP16_MAX
 from dste.format.quant import hi_index_of
@@ -283,8 +284,8 @@ def masked_quant(values, keep, sensitivity, threshold: float, backend: str | Non
         raise ValueError(f"keep must have the shape of values {tuple(values_t.shape)}, got {tuple(keep_t.shape)}")
     if sens_t.shape != values_t.shape[:1]:
         raise ValueError(f"sensitivity must be [T={values_t.shape[0]}], got {tuple(sens_t.shape)}")
-    if not isinstance(threshold, (int, float, np.floating, np.integer)) or np.isnan(threshold):
-        raise TypeError(f"threshold must be a real number, got {threshold!r}")
+    # a bool is an int to Python: True was read as the threshold 1.0
+    threshold = real_number(threshold, "threshold", finite=False)
     if not np.isfinite(threshold):  # as dste.kernels.launch_masked_quant refuses it, on every backend
         raise ValueError(f"threshold must be finite, got {threshold!r}")
     _check_finite(values_t, "values")

@@ -302,23 +302,26 @@ def csr_product(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, x: np
     return out, csr_product_into(indptr, indices, data, x, out, _EMPTY_ROWS if out_rows is None else out_rows)
 
 
-def check_csr_ids(indptr: np.ndarray, indices: np.ndarray, num_x_rows: int) -> None:
+def check_csr_ids(indptr: np.ndarray, indices: np.ndarray, num_x_rows: int,
+                  names: tuple[str, str] = ("indptr", "indices")) -> None:
     """What the kernel trusts: ``indptr`` (1-D, at least one value) non-decreasing from at least 0 to at most
     ``len(indices)``, and every column id it covers (``indices[indptr[0]:indptr[-1]]``) in ``[0, num_x_rows)``.
-    Raises ``ValueError`` (``indptr``) or ``IndexError`` (an id) saying which; one NumPy pass over each array."""
+    Raises ``ValueError`` (``indptr``) or ``IndexError`` (an id) saying which, by the caller's ``names`` of the two
+    arrays; one NumPy pass over each array."""
+    pointers, ids = names
     if indptr.ndim != 1 or indptr.shape[0] < 1 or indices.ndim != 1:
-        raise ValueError(f"CSR arrays disagree: indptr must be 1-D with at least one value and indices 1-D, got "
+        raise ValueError(f"CSR arrays disagree: {pointers} must be 1-D with at least one value and {ids} 1-D, got "
                          f"shapes {indptr.shape} and {indices.shape}")
     first, last = int(indptr[0]), int(indptr[-1])
     if first < 0 or last > indices.shape[0] or np.any(indptr[1:] < indptr[:-1]):
-        raise ValueError(f"CSR arrays disagree: indptr must rise from >= 0 to <= {indices.shape[0]} (the column "
+        raise ValueError(f"CSR arrays disagree: {pointers} must rise from >= 0 to <= {indices.shape[0]} (the column "
                          f"ids) without decreasing; it runs from {first} to {last}")
     if last > first:
         covered = indices[first:last]
         low, high = int(covered.min()), int(covered.max())
         if low < 0 or high >= num_x_rows:
             raise IndexError(f"a column id of the CSR is outside X's {num_x_rows} rows (ids run from {low} to "
-                             f"{high})")
+                             f"{high}): {ids} must lie in [0, {num_x_rows})")
 
 
 def csr_product_into(indptr, indices, data, x, out, out_rows) -> bool:

@@ -96,7 +96,18 @@ def _check_csr_operands(crow: Tensor, col: Tensor, values: Tensor, row_perm: Ten
     if crow_ids[0] != 0:  # the forward dropped the entries before it, and the backward (SciPy) refused the operands
         raise ValueError(f"crow_indices must start at 0, got {int(crow_ids[0])}")
     # the compiled product and SciPy's transpose read X (write dX) at these ids unchecked: one pass per call
-    check_csr_ids(crow_ids, _numpy(col), m)
+    check_csr_ids(crow_ids, _numpy(col), m, names=("crow_indices", "col_indices"))
+    if crow_ids[-1] != col.shape[0]:  # the entries past it were dropped without a word
+        raise ValueError(
+            f"crow_indices must end at nnz = {col.shape[0]} (the length of col_indices and values: every entry in "
+            f"a row), got {int(crow_ids[-1])}"
+        )
+
+
+def _check_values_finite(values: np.ndarray) -> None:
+    """Refuse NaN/Inf ``values``: two vectorised reductions, no temporary (NumPy's min and max propagate NaN)."""
+    if values.size and not (np.isfinite(values.min()) and np.isfinite(values.max())):
+        raise ValueError("values contains NaN or Inf; the DSTE ops take finite values only")
 
 
 def _check_permutation(perm: np.ndarray, name: str) -> None:
@@ -210,12 +221,18 @@ def spmm_hybrid(
     _check_backend(backend)
     _check_csr_operands(crow_indices, col_indices, values, row_perm, col_perm, x, x.shape[0], "x")
     _refuse_dual(x, "spmm_hybrid", "x")
+    host_values = _numpy(values)
     if backend != "cpu":
+        _check_values_finite(host_values)
         return _run_kernel_spmm(handle, x_handle, x, backend, (crow_indices, col_indices, values, row_perm, col_perm))
     x_values = _numpy(x)
     y, finite = encoded_product(
-        _numpy(crow_indices), _numpy(col_indices), _numpy(values), _numpy(row_perm), _numpy(col_perm), x_values
+        _numpy(crow_indices), _numpy(col_indices), host_values, _numpy(row_perm), _numpy(col_perm), x_values
     )
+    if not finite or not x_values.shape[1]:
+        # a finite product of at least one column proves every value finite (each entry multiplies some x: a NaN
+        # value gives NaN, an infinite one Inf or, times 0, NaN), so values are scanned only otherwise
+        _check_values_finite(host_values)
     _check_x_finite(x_values, finite)
     return torch.from_numpy(y)
 
@@ -236,6 +253,7 @@ def spmm_transpose(
     if grad.shape[0] != crow_indices.shape[0] - 1:
         raise ValueError(f"grad has {grad.shape[0]} rows, A has {crow_indices.shape[0] - 1}")
     _refuse_dual(grad, "spmm_transpose", "grad")
+    _check_values_finite(_numpy(values))
     dx = encoded_spmm_transpose(
         _numpy(crow_indices), _numpy(col_indices), _numpy(values), _numpy(row_perm), _numpy(col_perm),
         _numpy(grad), m,

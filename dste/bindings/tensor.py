@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from dste.checks import integer
 from dste.format import DSTEMatrix
 from dste.format.permutation import inverse_permutation
 
@@ -176,7 +177,10 @@ class DSTETensor:
         return self._shape
 
     def size(self, dim: int | None = None):
-        return self.shape if dim is None else self.shape[dim]
+        if dim is None:
+            return self.shape
+        # IndexError, as torch's Tensor.size says it, for a dim outside the two (a bare tuple index gave no range)
+        return self.shape[integer(dim, "dim (a DSTETensor is 2-D)", low=-2, high=1, error=IndexError)]
 
     @property
     def dtype(self) -> torch.dtype:
