@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dste.checks import real_scores
+from dste.checks import integer, real_scores
 from dste.format.errors import DSTEFormatError, meta_tensor_error
 from dste.format.matrix import decode_dtype
 from dste.format.policy import DEFAULT_FP16_THRESHOLD
@@ -150,6 +150,7 @@ def int8_sensitivity_robust(values, group_ids, n_groups: int) -> np.ndarray:
     half to even, float32) divided by the lower median of their magnitudes; 0 for a group
     with no nonzero value.
     """
+    n_groups = integer(n_groups, "int8_sensitivity_robust: n_groups", low=0, error=DSTEFormatError)
     values = np.asarray(values, dtype=np.float32).reshape(-1)
     group_ids = np.asarray(group_ids, dtype=np.int64).reshape(-1)
     if values.shape != group_ids.shape:

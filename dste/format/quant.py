@@ -78,9 +78,12 @@ def round_half_even_saturate(x, dtype) -> np.ndarray:
 
 
 def int8_scale(values, axis=None) -> np.ndarray:
-    """Host encoder's symmetric INT8 scale ``max|v| / 127`` (float32) over ``axis``; 1 where all zero."""
+    """Host encoder's symmetric INT8 scale ``max|v| / 127`` (float32) over ``axis``; 1 where all zero. NaN/Inf
+    refused."""
     values = np.asarray(values, dtype=np.float32)
     amax = np.max(np.abs(values), axis=axis) if values.size else np.float32(0.0)
+    if not np.isfinite(amax).all():  # NaN where a group holds one: "NaN > 0" is False, so it read as all zero
+        raise ValueError("int8_scale: values must be finite (no NaN or Inf)")
     scale = np.asarray(amax, dtype=np.float32) / np.float32(INT8_QMAX)
     return np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
 

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bits import pack_mask
+from .checks import finite_number, finite_scores, float_dtype
 from .layout import INT8_QMAX, KIND_FP16, KIND_INT8, MASK_WORDS, TILE_COLS, WINDOW_ROWS
 from .quant import round_half_even_saturate, to_fp16
 
@@ -66,7 +67,8 @@ class ReferenceHybridRows:
     hi_index: np.ndarray
 
     def dequantize(self, dtype=np.float32) -> np.ndarray:
-        """``q * scale`` per row, FP16 rows taken from ``hi`` (computed in ``dtype``)."""
+        """``q * scale`` per row, FP16 rows taken from ``hi`` (computed in ``dtype``: float32 or float64)."""
+        dtype = float_dtype(dtype, "ReferenceHybridRows.dequantize: dtype")
         dense = np.asarray(self.q, dtype=dtype) * np.asarray(self.scale, dtype=dtype)[:, None]
         dense[np.asarray(self.hi_rows, dtype=np.int64)] = np.asarray(self.hi, dtype=dtype)
         return dense
@@ -105,6 +107,8 @@ def masked_quant_reference(values, keep, sensitivity, threshold):
         )
     if not np.isfinite(values).all():
         raise ValueError("masked_quant_reference: values must be finite (no NaN or Inf)")
+    finite_scores(sensitivity, "masked_quant_reference: sensitivity", (T,))
+    threshold = finite_number(threshold, "masked_quant_reference: threshold")
     keep_bits = np.zeros((T, TILE_COLS, MASK_WORDS), np.uint32)
     kind = np.zeros(T, np.uint8)
     int8_values = np.zeros(values.shape, np.int8)
@@ -134,9 +138,8 @@ def quantize_rows_reference(X, sensitivity, threshold) -> ReferenceHybridRows:
     if not np.isfinite(X).all():
         raise ValueError("quantize_rows_reference: X must be finite (no NaN or Inf)")
     M, F = X.shape
-    sensitivity = np.asarray(sensitivity)
-    if sensitivity.shape != (M,):
-        raise ValueError(f"quantize_rows_reference: sensitivity must have shape ({M},), got {sensitivity.shape}")
+    sensitivity = finite_scores(sensitivity, "quantize_rows_reference: sensitivity", (M,))
+    threshold = finite_number(threshold, "quantize_rows_reference: threshold")
     amax_all = np.abs(X).max(axis=1) if F else np.zeros(M, np.float32)
     tiny = (amax_all > 0) & (amax_all < SMALLEST_NORMAL_FP32 * INT8_QMAX)
     if tiny.any():  # the kernel's launcher refuses such a row: its scale, amax / 127, would be subnormal

@@ -13,6 +13,7 @@ docstring, "The sensitivity score"); :func:`int8_sensitivity` restates it group 
 
 import numpy as np
 
+from .checks import count
 from .layout import FP16_MAX, INT8_QMAX
 
 
@@ -47,12 +48,14 @@ def round_half_even_saturate(x, dtype) -> np.ndarray:
 
 
 def int8_scale(values, axis=None) -> np.ndarray:
-    """``max|v| / 127`` in float32 over ``axis``; 1 where the group is all zero (or empty)."""
+    """``max|v| / 127`` in float32 over ``axis``; 1 where the group is all zero (or empty). NaN/Inf refused."""
     values = np.asarray(values, dtype=np.float32)
     if values.size == 0:
         amax = np.zeros(() if axis is None else np.delete(values.shape, axis), np.float32)
     else:
         amax = np.abs(values).max(axis=axis).astype(np.float32)
+    if not np.isfinite(amax).all():  # max|v| is NaN or Inf exactly where a group holds one; NaN > 0 read as "all zero"
+        raise ValueError("reference int8_scale: values must be finite (no NaN or Inf)")
     with np.errstate(divide="ignore"):
         scale = (amax / np.float32(INT8_QMAX)).astype(np.float32)
     return np.where(amax > 0, scale, np.float32(1.0)).astype(np.float32)
@@ -68,8 +71,17 @@ def quantize_int8(values, scale) -> np.ndarray:
 
 
 def dequantize_int8(q, scale) -> np.ndarray:
-    """``q * scale`` as a float32 product."""
-    return (np.asarray(q, dtype=np.float32) * np.asarray(scale, dtype=np.float32)).astype(np.float32)
+    """``q * scale`` as a float32 product; ``q`` INT8 steps (integers in [-127, 127]), ``scale`` finite."""
+    q = np.asarray(q)
+    if q.dtype.kind not in "iu":
+        raise TypeError(f"reference dequantize_int8: q must hold INT8 steps (an integer array), got dtype {q.dtype}")
+    if q.size and (q.min() < -INT8_QMAX or q.max() > INT8_QMAX):
+        raise ValueError(f"reference dequantize_int8: q must lie in [-{INT8_QMAX}, {INT8_QMAX}], got {q.min()} .. "
+                         f"{q.max()}")
+    scale = np.asarray(scale, dtype=np.float32)
+    if not np.isfinite(scale).all():
+        raise ValueError("reference dequantize_int8: scale must be finite")
+    return (q.astype(np.float32) * scale).astype(np.float32)
 
 
 def to_fp16(values) -> np.ndarray:
@@ -85,10 +97,15 @@ def int8_sensitivity(values, group_ids, n_groups: int) -> np.ndarray:
     ``S = sqrt(mean e^2) / rho`` with rho the lower median of |v| (the ``(n - 1) // 2``-th
     smallest); ``S = 0`` for a group without nonzero values.
     """
+    n_groups = count(n_groups, "reference int8_sensitivity: n_groups")
     values = np.asarray(values, dtype=np.float32).reshape(-1)
     group_ids = np.asarray(group_ids).reshape(-1)
+    if group_ids.dtype.kind not in "iu":
+        raise TypeError(f"reference int8_sensitivity: group_ids must be integers, got dtype {group_ids.dtype}")
     if values.shape != group_ids.shape:
         raise ValueError(f"reference int8_sensitivity: values {values.shape} and group_ids {group_ids.shape} differ")
+    if not np.isfinite(values).all():
+        raise ValueError("reference int8_sensitivity: values must be finite (no NaN or Inf)")
     if group_ids.size and (group_ids.min() < 0 or group_ids.max() >= n_groups):
         raise ValueError(f"reference int8_sensitivity: group_ids must lie in [0, {n_groups})")
     out = np.zeros(n_groups, dtype=np.float64)

@@ -151,8 +151,17 @@ def _is_hybrid(X) -> bool:
 def dense_operand(X) -> np.ndarray:
     """float64 ``[M, F]`` of a dense X, or of a hybrid-row X (``q * scale`` per row, FP16 rows from ``hi``)."""
     if _is_hybrid(X):
-        dense = np.asarray(X.q, np.float64) * np.asarray(X.scale, np.float64)[:, None]
-        dense[np.asarray(X.hi_rows, np.int64)] = np.asarray(X.hi, np.float64)
+        q, scale, hi_rows, hi = (np.asarray(getattr(X, name)) for name in _HYBRID_FIELDS)
+        if (q.ndim != 2 or scale.shape != q.shape[:1] or hi_rows.ndim != 1 or hi_rows.dtype.kind not in "iu"
+                or hi.shape != (hi_rows.size, q.shape[1])):
+            raise ValueError(f"spmm_reference: hybrid-row X needs q [M, F], scale [M], hi_rows [M_hi] (integer row "
+                             f"ids) and hi [M_hi, F]; got q {q.shape}, scale {scale.shape}, hi_rows {hi_rows.dtype} "
+                             f"{hi_rows.shape}, hi {hi.shape}")
+        if hi_rows.size and (hi_rows.min() < 0 or hi_rows.max() >= q.shape[0]):
+            raise ValueError(f"spmm_reference: hybrid-row X's hi_rows must be row ids in [0, {q.shape[0]}), got "
+                             f"{hi_rows.min()} .. {hi_rows.max()}")
+        dense = q.astype(np.float64) * scale.astype(np.float64)[:, None]
+        dense[hi_rows.astype(np.int64)] = hi.astype(np.float64)
         return dense
     dense = np.asarray(X)
     if dense.dtype.kind not in "biuf" and dense.dtype.name not in _ML_DTYPES_FLOATS:
