@@ -18,7 +18,9 @@ Everything torch must reason about crosses the boundary as tensors:
     ``DSTEMatrix`` / ``HybridRows`` that the kernel backends (``nkisim``, ``neuron``) launch on. The ``cpu``
     backend never reads them, so opcheck, fake tensors, autograd and ``torch.compile(fullgraph=True)`` see a
     purely functional op over tensors; a handle is a plain int (a SymInt under dynamic shapes, never
-    specialised on by the op). A NaN/Inf in X that the product reads is refused on every backend. Autograd:
+    specialised on by the op). A NaN/Inf in X that the product reads is refused on every backend, and so are
+    NaN/Inf ``values`` and a ``crow_indices`` that does not run from 0 to nnz without decreasing (its entries past
+    the last pointer would be left out); col_indices are checked against M. Autograd:
     the gradient with respect to ``x`` only (``values`` requiring grad is refused); no forward-mode formula, so a
     dual ``x`` is refused (``dste.spmm`` gives the tangent ``A @ T`` itself).
 
