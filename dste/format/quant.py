@@ -152,12 +152,15 @@ def hi_index_of(hi_rows: np.ndarray, num_rows: int) -> np.ndarray:
     return hi_index
 
 
-def _check_scores(where: str, sensitivity: np.ndarray, threshold) -> None:
-    """Refuse a NaN/Inf score or threshold, as the kernel launchers do: a NaN score compared False, so its tile or
-    row went INT8, and a NaN or infinite threshold sent every one to INT8, without a word."""
-    if sensitivity.dtype.kind not in "biuf" or not np.isfinite(sensitivity.astype(np.float64)).all():
-        raise ValueError(f"{where}: sensitivity must be finite real scores, got {sensitivity.dtype} with non-finite "
-                         "or non-numeric values")
+def check_scores(where: str, sensitivity: np.ndarray, threshold) -> None:
+    """Refuse scores or a threshold the comparison ``sensitivity >= threshold`` would misread, for the host twins
+    and the kernel launchers alike: a NaN score compared False, so its tile or row went INT8; a NaN or infinite
+    threshold sent every one to INT8; a bool array or a ``True`` threshold compared as 0/1, all without a word."""
+    if sensitivity.dtype.kind not in "iuf":
+        raise ValueError(f"{where}: sensitivity must hold real scores (an integer or float array), got dtype "
+                         f"{sensitivity.dtype}")
+    if not np.isfinite(sensitivity.astype(np.float64)).all():
+        raise ValueError(f"{where}: sensitivity contains NaN or Inf; every score must be finite")
     if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, (int, float, np.integer, np.floating)) \
             or not np.isfinite(threshold):
         raise ValueError(f"{where}: threshold must be a finite number, got {threshold!r}")
@@ -190,7 +193,7 @@ def masked_quant_host(values, keep, sensitivity, threshold):
         raise ValueError(f"masked_quant_host: sensitivity must be float [{T}], got {sensitivity.dtype} {sensitivity.shape}")
     if not np.isfinite(values).all():
         raise ValueError("masked_quant_host: values must be finite (no NaN or Inf)")
-    _check_scores("masked_quant_host", sensitivity, threshold)
+    check_scores("masked_quant_host", sensitivity, threshold)
     masked = np.where(keep, values, np.float32(0.0)).astype(np.float32)
     refuse_subnormal_int8_scales(np.abs(masked).reshape(T, -1).max(axis=1) if T else np.zeros(0), "tile")
     is_fp16 = sensitivity.astype(np.float32) >= np.float32(threshold)
@@ -225,7 +228,7 @@ def quantize_rows_host(X, sensitivity, threshold, *, row_max=None):
     sensitivity = np.asarray(sensitivity)
     if sensitivity.shape != (M,):
         raise ValueError(f"quantize_rows_host: sensitivity must have shape ({M},), got {sensitivity.shape}")
-    _check_scores("quantize_rows_host", sensitivity, threshold)
+    check_scores("quantize_rows_host", sensitivity, threshold)
     if F:  # as the kernel's launcher refuses them: the quantized row would be +-127 x a subnormal scale
         refuse_subnormal_int8_scales(row_abs_max(X) if row_max is None else np.asarray(row_max),
                                      "quantize_rows_host: row")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from dste.format.constants import TILE_COLS, WINDOW_ROWS
-from dste.format.quant import hi_index_of, quantize_rows_host, refuse_subnormal_int8_scales
+from dste.format.quant import check_scores, hi_index_of, quantize_rows_host, refuse_subnormal_int8_scales
 from dste.kernels.launch_spmm import default_lnc, require_indirect_dma
 from dste.kernels.plan import check_lnc
 
@@ -78,10 +78,9 @@ def launch_masked_quant(values, keep=None, sensitivity=None, threshold=0.02, *, 
     if sensitivity is None:
         raise ValueError("sensitivity (float [T]) is required")
     sensitivity = np.asarray(sensitivity)
-    if sensitivity.shape != (T,) or sensitivity.dtype.kind != "f" or not np.isfinite(sensitivity).all():
-        raise ValueError(f"sensitivity must be finite float [{T}], got {sensitivity.dtype} {sensitivity.shape}")
-    if not np.isfinite(threshold):
-        raise ValueError(f"threshold must be finite, got {threshold!r}")
+    if sensitivity.shape != (T,) or sensitivity.dtype.kind != "f":
+        raise ValueError(f"sensitivity must be float [{T}], got {sensitivity.dtype} {sensitivity.shape}")
+    check_scores("launch_masked_quant", sensitivity, threshold)
     amax = np.abs(np.where(keep, values, np.float32(0))).reshape(T, -1).max(axis=1) if T else np.zeros(0)
     refuse_subnormal_int8_scales(amax, "tile")
     kernel = _kernels(backend).masked_quant_kernel
@@ -121,10 +120,9 @@ def launch_quantize_rows(X, sensitivity, threshold=0.02, *, target="trn2", profi
     X = np.ascontiguousarray(X, dtype=np.float32)
     M, F = X.shape
     sensitivity = np.asarray(sensitivity)
-    if sensitivity.shape != (M,) or not np.isfinite(sensitivity.astype(np.float64)).all():
-        raise ValueError(f"sensitivity must be finite with shape ({M},), got {sensitivity.shape}")
-    if not isinstance(threshold, (int, float, np.integer, np.floating)) or not np.isfinite(threshold):
-        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+    if sensitivity.shape != (M,):
+        raise ValueError(f"sensitivity must have shape ({M},), got {sensitivity.shape}")
+    check_scores("launch_quantize_rows", sensitivity, threshold)
     refuse_subnormal_int8_scales(np.abs(X).max(axis=1) if F else np.zeros(M), "row")
     if F == 0:  # rows without features: nothing for the device to do, and its tiles need a positive free size
         return HybridRows(*quantize_rows_host(X, sensitivity, threshold))

@@ -156,3 +156,22 @@ def test_launchers_refuse_a_core_count_other_than_1_or_2(lnc):
         masked_quant(values, values != 0, np.zeros(2, np.float32), 0.02, lnc=lnc)
     with pytest.raises(ValueError, match="1 or 2 logical cores"):
         quantize_rows(np.ones((130, 3), np.float32), np.zeros(130), 0.02, lnc=lnc)
+
+
+def test_the_launchers_and_their_host_twins_refuse_bool_scores_and_a_bool_threshold():
+    """A bool score array compared as 0/1 and True as a threshold of 1.0: each picked FP16 tiles or rows the caller
+    never scored. The launchers and the host twins share one check."""
+    from dste.format.quant import masked_quant_host, quantize_rows_host
+    from dste.kernels.launch_quant import launch_masked_quant, launch_quantize_rows
+
+    rows = np.ones((4, 8), np.float32)
+    for quantize in (launch_quantize_rows, quantize_rows_host):
+        with pytest.raises(ValueError, match="sensitivity must hold real scores"):
+            quantize(rows, np.ones(4, bool), 0.5)
+        with pytest.raises(ValueError, match="threshold must be a finite number, got True"):
+            quantize(rows, np.zeros(4), True)
+    tiles = np.ones((1, 128, 128), np.float32)
+    keep = np.ones(tiles.shape, bool)
+    for quantize in (launch_masked_quant, masked_quant_host):
+        with pytest.raises(ValueError, match="threshold must be a finite number, got True"):
+            quantize(tiles, keep, np.zeros(1, np.float32), True)
