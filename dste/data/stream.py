@@ -23,7 +23,7 @@ stream is iterated, indexed, or rebuilt.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -290,6 +290,10 @@ class SnapshotStream:
             hint = " (knobs as keywords: SnapshotStream(base, num_snapshots=...), or StreamParams(**knobs))" if (
                 isinstance(params, dict)) else ""
             raise TypeError(f"params must be a StreamParams or None, got {type(params).__name__}{hint}")
+        unknown = sorted(set(overrides) - {f.name for f in fields(StreamParams)})
+        if unknown:
+            raise TypeError(f"unknown stream knobs {unknown}; the knobs are StreamParams' fields: "
+                            f"{', '.join(f.name for f in fields(StreamParams))}")
         params = replace(params or StreamParams(), **overrides)
         params.validate()
         self.base, self.params, self.seed, self.keep_all = base, params, checked_seed(seed), keep_all

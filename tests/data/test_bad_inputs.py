@@ -65,3 +65,10 @@ def test_a_bundle_whose_graph_is_broken_names_the_file(tmp_path):
     np.savez(huge, **arrays)
     with pytest.raises(ValueError, match=r"huge\.npz: x holds float64 values beyond float32's range"):
         load_npz(huge)
+
+
+def test_an_unknown_stream_knob_is_refused_with_the_knobs_listed():
+    graph = make_graph("cora-like", seed=0, **SMALL)
+    with pytest.raises(TypeError, match=r"unknown stream knobs \['churn'\]; the knobs are StreamParams' fields: .*"
+                                        r"num_snapshots"):
+        make_stream(graph, num_snapshots=3, seed=0, churn=0.1)
