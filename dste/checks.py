@@ -1,5 +1,5 @@
-"""Argument checks shared by every room: a scalar that must be a number, an integer or a flag, and an array of
-scores that must be real and finite.
+"""Argument checks shared by every room: a scalar that must be a number, an integer or a flag, an array of
+scores that must be real and finite, and a SciPy sparse matrix whose index arrays must fit its shape.
 
 Python's ``bool`` is an ``int`` and NumPy turns strings and booleans into numbers on request, so without these a
 ``True`` passed as a threshold, a ``"0.5"`` passed as a sparsity or a boolean mask passed as scores would run as
@@ -7,6 +7,10 @@ some number the caller never meant. Each check returns the value converted (``fl
 float64 array) and raises ``TypeError`` for the wrong kind and ``ValueError`` for a value out of range, naming
 the argument and what is allowed. ``error`` replaces ``ValueError`` where a room has its own (e.g.
 ``DSTEFormatError``).
+
+SciPy builds a CSR, CSC or COO matrix from index arrays without checking them against its shape, so a column id past
+the shape, a negative one or a non-monotone ``indptr`` surfaced later in NumPy's words (or, for a negative id, as a
+silently wrapped index): ``check_sparse_indices`` refuses such a matrix where it enters a room.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+import scipy.sparse as sp
 
-__all__ = ["real_number", "integer", "flag", "real_scores"]
+__all__ = ["real_number", "integer", "flag", "real_scores", "check_sparse_indices"]
 
 
 def real_number(value, what: str, *, low: float | None = None, high: float | None = None,
@@ -65,3 +70,26 @@ def real_scores(values, what: str, shape: tuple | None = None, *, error: type[Ex
     if not np.isfinite(array).all():
         raise error(f"{what} contains NaN or Inf; every value must be finite")
     return array
+
+
+def check_sparse_indices(A, what: str, error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` unless the SciPy sparse matrix ``A`` (named ``what``) stores a valid ``indptr`` (CSR/CSC)
+    and indices inside its shape. Other formats are checked through their COO form."""
+    if not sp.issparse(A):
+        raise TypeError(f"{what} must be a SciPy sparse matrix, got {type(A).__name__}")
+    shape = tuple(int(s) for s in A.shape)
+    if A.format in ("csr", "csc"):
+        major, minor = shape if A.format == "csr" else shape[::-1]
+        indptr = np.asarray(A.indptr)
+        if (indptr.shape != (major + 1,) or indptr[0] != 0 or indptr[-1] > A.indices.size
+                or (np.diff(indptr) < 0).any()):
+            raise error(f"{what}: its {A.format.upper()} indptr (index pointer) is not one of a {shape} matrix: it "
+                        f"must hold {major + 1} non-decreasing offsets from 0 to at most nnz ({A.indices.size})")
+        groups = [(np.asarray(A.indices[: indptr[-1]]), minor)]
+    else:
+        coo = A.tocoo()
+        groups = [(np.asarray(coo.row), shape[0]), (np.asarray(coo.col), shape[1])]
+    for ids, bound in groups:
+        if ids.size and (ids.min() < 0 or ids.max() >= bound):
+            raise error(f"{what} has indices outside its shape {shape} (or negative): found {int(ids.min())} .. "
+                        f"{int(ids.max())}, allowed 0 .. {bound - 1}")

@@ -35,9 +35,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from dste.checks import integer, real_number
+from dste.checks import check_sparse_indices, integer, real_number
 from dste.controller.actions import ActionSpace
-from dste.format.sparse_checks import check_sparse_indices
 
 __all__ = [
     "STATE_DIM",

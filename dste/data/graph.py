@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from dste.format.sparse_checks import check_sparse_indices
+from dste.checks import check_sparse_indices
 
 __all__ = ["CanonicalizedAdjacencyWarning", "Graph", "canonical_adjacency", "is_integer"]
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from dste.checks import check_sparse_indices
 from dste.format.rcm import reverse_cuthill_mckee_order
-from dste.format.sparse_checks import check_sparse_indices
 
 METHODS = ("metis", "blocks", "contiguous")
 

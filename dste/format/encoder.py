@@ -65,6 +65,7 @@ import scipy.sparse as sp
 # SciPy's COO -> CSR / CSR -> CSC routines, for counting sorts (see _window_column_slot_order)
 from scipy.sparse import _sparsetools
 
+from dste.checks import check_sparse_indices
 from dste.format.constants import (
     COLUMN_BAND_ROWS,
     COLUMN_ID_BYTES,
@@ -82,7 +83,6 @@ from dste.format.constants import (
 )
 from dste.format.bits import popcount
 from dste.format.errors import DSTEFormatError, meta_tensor_error
-from dste.format.sparse_checks import check_sparse_indices
 from dste.format.matrix import DSTEMatrix, entry_used_words
 from dste.format.policy import (
     BITMAP_MIN_ENTRIES_BIN,

@@ -24,8 +24,8 @@ import scipy.sparse as sp
 import torch
 
 from dste.bindings import DSTETensor, as_dste_tensor, is_dste_matrix
+from dste.checks import check_sparse_indices
 from dste.format import EncodePolicy, encode, gcn_normalized
-from dste.format.sparse_checks import check_sparse_indices
 
 __all__ = ["NORMALIZATIONS", "to_scipy_adjacency", "encode_propagation", "propagation_matrix"]
 

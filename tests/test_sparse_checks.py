@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from dste.checks import check_sparse_indices
 from dste.controller.state import graph_features
 from dste.distributed.partition import partition_nodes
 from dste.format import encode
 from dste.format.errors import DSTEFormatError
-from dste.format.sparse_checks import check_sparse_indices
 
 
 def _csr(indices, indptr, n=3):
