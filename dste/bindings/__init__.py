@@ -5,7 +5,7 @@ Importing this package registers the ops under ``torch.ops.dste``.
 """
 
 from . import ops  # noqa: F401  (registers torch.ops.dste.*)
-from .api import is_hybrid_rows, masked_quant, spmm
+from .api import check_finite, is_hybrid_rows, masked_quant, spmm
 from .backends import (
     BACKEND_ENV_VAR,
     BACKENDS,
@@ -21,6 +21,7 @@ __all__ = [
     "BackendUnavailableError",
     "DSTETensor",
     "as_dste_tensor",
+    "check_finite",
     "is_dste_matrix",
     "is_hybrid_rows",
     "masked_quant",

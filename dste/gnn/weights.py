@@ -8,7 +8,6 @@ weights. It runs as ``(W^T_enc @ h^T)^T`` through ``dste.spmm``: the same op, va
 
 from __future__ import annotations
 
-import math
 import numbers
 import zlib
 
@@ -16,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from dste.bindings import DSTETensor, spmm
+from dste.bindings import DSTETensor, check_finite, spmm
 from dste.bindings.backends import resolve_backend
 from dste.checks import real_number
 
@@ -59,31 +58,6 @@ def _check_sparsity(sparsity) -> None:
     real_number(sparsity, "sparsity")
 
 
-def _all_finite(h: torch.Tensor) -> bool:
-    """No NaN and no Inf in the values of ``h`` (dense or sparse), read once: at one thread torch's sum, finite
-    exactly when every value is unless finite values overflow it (then the exact check); NumPy's min and max
-    otherwise, which propagate NaN and keep out of torch's thread pool (as ``dste.spmm``'s own check)."""
-    if torch._C._functorch.is_functorch_wrapped_tensor(h):
-        # under torch.func (grad, vmap, jvp) the plain tensor under the wrappers holds every value
-        with torch._C._DisableFuncTorch():
-            while torch._C._functorch.is_functorch_wrapped_tensor(h):
-                h = torch._C._functorch.get_unwrapped(h)
-            return _all_finite(h)
-    if h.layout == torch.sparse_coo:
-        h = h._values()
-    elif h.layout != torch.strided:
-        h = h.values()
-    h = h.detach()
-    if h.numel() == 0:
-        return True
-    if torch.get_num_threads() == 1 and math.isfinite(h.sum().item()):
-        return True
-    if h.dtype == torch.bfloat16:  # NumPy has no bfloat16
-        return bool(torch.isfinite(h).all())
-    values = h.numpy()
-    return bool(np.isfinite(values.min()) and np.isfinite(values.max()))
-
-
 def _check_input(h, in_features: int) -> None:
     if not isinstance(h, torch.Tensor):
         raise TypeError(f"input h must be a torch tensor [N, {in_features}], got {type(h).__name__}"
@@ -94,11 +68,7 @@ def _check_input(h, in_features: int) -> None:
                         "h.float()")
     if h.dim() != 2 or h.shape[1] != in_features:
         raise ValueError(f"input must be [N, {in_features}], got {tuple(h.shape)}")
-    # A data-dependent check cannot be traced (torch.compile, torch.jit.trace): there the product runs unchecked.
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return
-    if not _all_finite(h):
-        raise ValueError("h contains NaN or Inf; the DSTE ops take finite values only")
+    check_finite(h, "h")  # the ops' own check: skipped where torch traces (torch.compile, torch.jit.trace)
 
 
 class CompressedWeight:
