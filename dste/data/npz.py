@@ -176,5 +176,5 @@ def load_npz(path: str | Path, name: str | None = None, split_seed: int = 0) -> 
             meta={"source": "npz", "path": str(path)},
             **masks,
         )
-    except (TypeError, ValueError) as err:
-        raise (TypeError if isinstance(err, TypeError) else ValueError)(f"{path}: {err}") from None
+    except (TypeError, ValueError) as err:  # a file's content, whatever the check's kind: a bad file
+        raise ValueError(f"{path}: {err}") from None

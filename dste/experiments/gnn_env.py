@@ -89,7 +89,8 @@ class GNNCompressionEnv(CompressionEnv):
         if len(snapshots) == 0:
             raise ValueError("the environment needs at least one snapshot")
         # a stream's own train_indices / heldout_indices are NumPy arrays, whose truth value is ambiguous
-        train_ids, heldout_ids = (list(np.ravel(ids)) if isinstance(ids, np.ndarray) else ids
+        # and a generator would be used up by the checks below, leaving no snapshot to train on
+        train_ids, heldout_ids = (list(np.ravel(ids)) if isinstance(ids, np.ndarray) else list(ids)
                                   for ids in (train_ids, heldout_ids))
         for name, ids in (("train_ids", train_ids), ("heldout_ids", heldout_ids)):
             if not ids:
@@ -111,6 +112,10 @@ class GNNCompressionEnv(CompressionEnv):
             raise ValueError(f"budget_actions needs one action per layer ({self.num_layers}), got {len(budget_actions)}")
         if budget_actions is not None:
             _check_indices("budget_actions", budget_actions)
+            outside = [a for a in budget_actions if a != FP32_ACTION and not 0 <= a < len(self.action_space)]
+            if outside:  # an IndexError came only where a budget was first read
+                raise ValueError(f"budget_actions {outside} are outside the action space [0, "
+                                 f"{len(self.action_space)}) (or FP32_ACTION, {FP32_ACTION}: the FP32 layer)")
         self.budget_actions = None if budget_actions is None else tuple(int(a) for a in budget_actions)
         self.train_accuracy = train_accuracy
         self._budget: dict[int, float] = {}

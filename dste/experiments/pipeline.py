@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import platform
 import time
 from contextlib import contextmanager
@@ -139,6 +140,11 @@ def _load_base(config: RunConfig):
             "so each needs at least one (a gnn-benchmark file, a generated graph and the Planetoid files get a split "
             "drawn; a DSTE bundle carries its own)"
         )
+    labelled = np.unique(graph.y[graph.train_mask | graph.val_mask | graph.test_mask])
+    if graph.num_classes < 2 or labelled.size < 2:
+        # every policy scored 100 %: no accuracy to trade for latency, nothing for the controller to learn
+        raise ValueError(f"{graph.name}: {graph.num_classes} class(es), {labelled.size} among its split's labelled "
+                         "nodes; node classification needs at least two")
     test_nodes = int(graph.test_mask.sum())
     if test_nodes < FEW_TEST_NODES:
         print(f"dste run: {graph.name} has {test_nodes} test node{'s' if test_nodes > 1 else ''}: one node is "
@@ -609,6 +615,11 @@ def _run_seeds(config: RunConfig, base) -> list[dict]:
         return [by_seed[seed] for seed in range(config.seeds)]
 
 
+RUN_OUTPUTS = ("results.json", "table.txt", "accuracy_vs_latency.png", "frontier.png", "snapshots.png",
+               "controller_seed0.pt")
+"""What a run writes to its ``--out`` directory (``frontier.png`` only with the frontier)."""
+
+
 def run(config: RunConfig) -> dict:
     """Run the main job; writes ``results.json``, ``accuracy_vs_latency.png``, ``frontier.png``, ``snapshots.png``
     (with a latency budget), ``table.txt`` and the DQN checkpoint of the first seed to the output directory, and
@@ -618,10 +629,12 @@ def run(config: RunConfig) -> dict:
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is an existing file; give a directory (it is created if missing)")
     _check_out_parent(out)
-    if (out / "results.json").exists() and not config.overwrite:
-        # checked before any work: an earlier run's outputs (some took a quarter of an hour) were written over
-        raise ValueError(f"--out {out} already holds a run's results.json; give a new directory, or --overwrite to "
-                         "replace that run's outputs")
+    earlier = [name for name in RUN_OUTPUTS if (out / name).exists()]
+    if earlier and not config.overwrite:
+        # checked before any work: an earlier run's outputs (some took a quarter of an hour) were written over,
+        # and those of an interrupted run (a checkpoint, plots without results.json) too
+        raise ValueError(f"--out {out} already holds a run's {', '.join(earlier)}; give a new directory, or "
+                         "--overwrite to replace that run's outputs")
     try:
         base = _load_base(config)
         size = GraphSize.of(base)
@@ -691,6 +704,8 @@ def run(config: RunConfig) -> dict:
         swept = ", ".join(str(seed) for seed in report["frontier"]["seeds"])
         plot_frontier(report["frontier"], out / "frontier.png", config.target, f"{title}; frontier on seed {swept}")
     plot_snapshots(per_seed[0], out / "snapshots.png", config.target, title)
+    if report["frontier"] is None:  # under --overwrite, an earlier run's frontier would sit beside these results
+        (out / "frontier.png").unlink(missing_ok=True)
     report["out_dir"] = str(out)
     return report
 
@@ -704,3 +719,10 @@ def _check_out_parent(out: Path) -> None:
         raise ValueError(f"--out {out}: {parent} is not a directory; give a directory (it is created if missing)")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"--out {out}: {parent} is not writable; give a writable directory")
+    if out.is_dir():  # the first write comes after every seed's run: try one now (a permission bit is not enough)
+        try:
+            with tempfile.TemporaryFile(dir=out):
+                pass
+        except OSError as error:
+            raise ValueError(f"--out {out}: a file cannot be written there ({error.strerror}); give a writable "
+                             "directory") from None

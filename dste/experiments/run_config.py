@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dste.checks import flag
 from dste.controller import RewardConfig
+from dste.data.graph import is_integer
 
 __all__ = ["RunConfig", "csbm_spec", "fp32_budget_fraction", "CSBM_PREFIX", "DEFAULT_FP32_TEACHERS", "FP32_SNAPSHOTS",
            "MIN_SNAPSHOTS", "MODEL_KINDS", "RUN_TARGETS"]
@@ -20,6 +22,13 @@ MODEL_KINDS = ("gcn", "sage")
 
 MIN_SNAPSHOTS = 4
 """The fewest snapshots a run takes: at least one held out and several to train on."""
+
+
+MAX_MODEL_SEED = 2**32 - 1
+"""The largest ``--model-seed``: its teachers' seeds are derived from it (``dste.gnn.teacher_seeds``)."""
+
+FLAG_FIELDS = ("quick", "progress", "fallback", "probe", "oracle", "frontier", "overwrite")
+"""The fields that are True or False (``dste run``'s switches)."""
 
 
 QUICK_SNAPSHOTS = 6
@@ -61,6 +70,8 @@ class RunConfig:
     overwrite: bool = False  # True: an --out directory that holds an earlier run's results.json is written over
 
     def __post_init__(self) -> None:
+        for name in FLAG_FIELDS:  # a truthy string such as 'no' ran as True: overwrite='no' replaced a run
+            flag(getattr(self, name), name)
         if self.quick:
             self.seeds = min(self.seeds, 1)
             self.snapshots = min(QUICK_SNAPSHOTS if self.snapshots is None else self.snapshots, QUICK_SNAPSHOTS)
@@ -70,9 +81,10 @@ class RunConfig:
             value = getattr(self, name)
             if (name == "episodes" and value is None) or (name == "jobs" and value == "auto"):
                 continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_integer(value) or value < 1:
                 also = " or 'auto'" if name == "jobs" else ""
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer{also}, got {value!r}")
+            setattr(self, name, int(value))  # a NumPy integer is a count too
         if self.snapshots is not None and (not isinstance(self.snapshots, int) or self.snapshots < MIN_SNAPSHOTS):
             raise ValueError(
                 f"--snapshots must be an integer >= {MIN_SNAPSHOTS} (at least one held-out and several training "
@@ -108,8 +120,12 @@ class RunConfig:
             raise ValueError(f"--stream must be one of {sorted(STREAM_PRESETS)}, got {self.stream!r}")
         for name in ("stream_seed", "model_seed"):  # None: 'per-seed'
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            if value is not None and (not is_integer(value) or value < 0):
                 raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 0 or 'per-seed', got {value!r}")
+        if self.model_seed is not None and self.model_seed > MAX_MODEL_SEED:
+            # the teachers' seeds derive from it (x 1,000) and must stay within the seeds torch takes
+            raise ValueError(f"--model-seed must be at most {MAX_MODEL_SEED:,} (2^32 - 1), got {self.model_seed}")
+
         if isinstance(self.budget, str):
             if self.budget.strip().lower() == "none":
                 self.budget = None

@@ -435,8 +435,12 @@ def test_graphsage_fallback_searches_every_action(tmp_path):
     """On GraphSAGE the fallback keeps costless pruning (``COSTLESS_PRUNING_RULE_MODELS``): its plain-mean search is
     greedy search itself, so both find the same plan."""
     out = tmp_path / "run"
+    out.mkdir()
+    (out / "frontier.png").write_text("an earlier run's")  # --overwrite without a frontier left it beside the results
     assert main(["run", "--quick", "--model", "sage", "--seeds", "1", "--snapshots", "4", "--episodes", "8",
-                 "--epochs", "20", "--hidden", "16", "--out", str(out), "--no-progress", "--no-frontier"]) == 0
+                 "--epochs", "20", "--hidden", "16", "--out", str(out), "--no-progress", "--no-frontier",
+                 "--overwrite"]) == 0
+    assert not (out / "frontier.png").exists()
     fallback = json.loads((out / "results.json").read_text())["per_seed"][0]["fallback"]
     assert fallback["costless_pruning_rule"] is False and fallback["costless_pruning_left_out"] == [0, 0]
     assert fallback["plain_plan_actions"] == fallback["greedy_actions"]

@@ -457,3 +457,13 @@ def test_the_state_carries_each_layers_previous_channel_sparsity(env):
     env.begin_stream()
     env.reset(2)
     assert float(env.state(0)[column]) == 0.0  # a new stream: nothing ran before
+
+
+def test_generator_ids_and_budget_actions_outside_the_space_are_refused_when_built(env):
+    """A generator of ids was used up by the checks (snapshots("train") came back empty), and a budget action past
+    the action space failed with an IndexError only where a budget was first read."""
+    model = env.layers.model.model
+    from_generators = GNNCompressionEnv(model, env.graphs, (i for i in range(3)), (i for i in (3, 4)))
+    assert from_generators.snapshots("train") == [0, 1, 2] and from_generators.snapshots("heldout") == [3, 4]
+    with pytest.raises(ValueError, match=r"budget_actions \[999, -5\] are outside the action space \[0, 48\)"):
+        GNNCompressionEnv(model, env.graphs, [0], [1], budget_actions=[999, -5])
