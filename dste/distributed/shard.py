@@ -8,10 +8,13 @@ neighbours lives, so it can ask for exactly those rows.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+
+from dste.format.gcn import IgnoredEdgeWeightsWarning
 
 
 @dataclass
@@ -59,23 +62,44 @@ class GraphShard:
         ``[n, n]``, or only the owned rows of one ``[n_own, n]`` (the same thing when one rank owns all)."""
         n = self.n_nodes
         if adj.shape == (self.owned.size, n):
-            return GraphShard(self.rank, self.world_size, self.owned, binary_rows(adj, np.arange(self.owned.size)), self.owner)
+            rows = binary_rows(adj, np.arange(self.owned.size), warn_as=f"rank {self.rank}: the new snapshot's rows")
+            return GraphShard(self.rank, self.world_size, self.owned, rows, self.owner)
         if adj.shape != (n, n):
             raise ValueError(
                 f"rank {self.rank}: a new snapshot must keep the node set: expected [{n}, {n}] or the owned rows "
                 f"[{self.owned.size}, {n}], got {adj.shape}; a graph that grows needs a new partition "
                 "(partition_nodes + shard_graph)"
             )
-        return GraphShard(self.rank, self.world_size, self.owned, binary_rows(adj, self.owned), self.owner)
+        rows = binary_rows(adj, self.owned, warn_as=f"rank {self.rank}: the new snapshot's owned rows")
+        return GraphShard(self.rank, self.world_size, self.owned, rows, self.owner)
 
 
-def binary_rows(adj, ids: np.ndarray) -> sp.csr_matrix:
-    """Rows ``ids`` of ``adj`` as a canonical binary float32 CSR (any nonzero is an edge)."""
+def warn_if_weighted(values: np.ndarray, what: str, stacklevel: int = 3) -> None:
+    """Warn (``IgnoredEdgeWeightsWarning``, as ``dste.gcn_normalized`` does on the single-process path) where the
+    stored values of an adjacency, duplicates summed and explicit zeros dropped, are not all 1: the distributed GCN
+    reads only which entries are nonzero, so weights, signs and a duplicate edge's count are lost."""
+    other = values != 1.0
+    if not other.any() or not np.isfinite(values).all():  # NaN and Inf are refused by binary_rows
+        return
+    warnings.warn(
+        f"{what}: the distributed GCN reads the adjacency as a 0/1 pattern (any nonzero is an edge of weight 1; self "
+        f"loops added once), but {int(other.sum()):,} of its {values.size:,} stored values are not 1 (from "
+        f"{values.min():.4g} to {values.max():.4g}; a duplicate edge sums to 2): those weights are ignored. Pass "
+        "(A != 0) to say that is meant",
+        IgnoredEdgeWeightsWarning, stacklevel=stacklevel,
+    )
+
+
+def binary_rows(adj, ids: np.ndarray, warn_as: str | None = None) -> sp.csr_matrix:
+    """Rows ``ids`` of ``adj`` as a canonical binary float32 CSR (any nonzero is an edge). ``warn_as``: name the
+    rows in an ``IgnoredEdgeWeightsWarning`` when their values are not all 1 (None: the caller has warned)."""
     rows = sp.csr_matrix(adj)[ids]
     if not np.isfinite(rows.data).all():
         raise ValueError("the adjacency contains NaN or Inf; edge values must be finite (any nonzero is an edge)")
     rows.sum_duplicates()
     rows.eliminate_zeros()
+    if warn_as is not None:
+        warn_if_weighted(rows.data, warn_as, stacklevel=4)
     rows.sort_indices()
     rows = sp.csr_matrix((np.ones(rows.nnz, dtype=np.float32), rows.indices, rows.indptr), shape=rows.shape)
     rows.has_canonical_format = True
@@ -95,6 +119,13 @@ def shard_graph(adj, owner: np.ndarray) -> list[GraphShard]:
         raise ValueError(f"shard_graph: adj {adj.shape} does not match owner of {owner.size} nodes")
     world_size = int(owner.max()) + 1 if owner.size else 0
     adj = sp.csr_matrix(adj)
+    if adj.has_canonical_format:
+        warn_if_weighted(adj.data[adj.data != 0], "shard_graph: adj")
+    else:  # duplicates summed and zeros dropped on a copy, as each rank's rows will be
+        canonical = adj.copy()
+        canonical.sum_duplicates()
+        canonical.eliminate_zeros()
+        warn_if_weighted(canonical.data, "shard_graph: adj")
     return [
         GraphShard(rank, world_size, ids, binary_rows(adj, ids), owner)
         for rank, ids in enumerate(np.flatnonzero(owner == r).astype(np.int64) for r in range(world_size))
