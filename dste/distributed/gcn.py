@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 import dste
+from dste.checks import integer
 from dste.distributed.block import LocalBlock, encode_block
 from dste.distributed.halo import HaloPlan, build_halo_plan, refresh_halo_plan
 from dste.distributed.runtime import Comm
@@ -55,7 +56,11 @@ class GCNWeights:
     @classmethod
     def random(cls, in_features: int, hidden: int, classes: int, seed: int = 0) -> "GCNWeights":
         """Glorot-uniform weights, zero-mean small biases, from ``seed`` (same on every rank)."""
-        gen = torch.Generator().manual_seed(seed)
+        # sizes below 1 reach __post_init__'s shape check ("all sizes >= 1"); a float size failed in torch.rand
+        in_features, hidden, classes = (integer(value, f"GCNWeights.random: {name}")
+                                        for name, value in (("in_features", in_features), ("hidden", hidden),
+                                                            ("classes", classes)))
+        gen = torch.Generator().manual_seed(integer(seed, "GCNWeights.random: seed"))
 
         def glorot(rows, cols):
             bound = (6.0 / (rows + cols)) ** 0.5
@@ -86,8 +91,15 @@ def gcn_forward(propagate, x: torch.Tensor, weights: GCNWeights) -> torch.Tensor
 
 def gcn_reference(adj, x, weights: GCNWeights, backend: str = "cpu", **encode_fields) -> torch.Tensor:
     """The same inference on one process, with ``dste.gcn_normalized`` on the whole graph."""
+    x = np.asarray(x, dtype=_NUMPY_DTYPE[weights.w1.dtype])
+    in_features, adj_shape = int(weights.w1.shape[0]), tuple(np.shape(adj))
+    nodes = adj_shape[1] if len(adj_shape) == 2 else None  # another shape is refused by gcn_normalized
+    if x.ndim != 2 or x.shape[1] != in_features or (nodes is not None and x.shape[0] != nodes):
+        # torch's "mat1 and mat2 shapes cannot be multiplied" before, after the encode
+        raise ValueError(f"gcn_reference: x must be [nodes, features] = [{nodes}, {in_features}] (one row per node of "
+                         f"the {adj_shape} adjacency, one column per row of w1), got {x.shape}")
     A = dste.gcn_normalized(adj, **encode_fields)
-    x = torch.as_tensor(np.asarray(x, dtype=_NUMPY_DTYPE[weights.w1.dtype]))
+    x = torch.as_tensor(x)
     return gcn_forward(lambda z: dste.spmm(A, z.contiguous(), backend=backend), x, weights)
 
 
@@ -134,6 +146,9 @@ class DistributedGCN:
         if shard.rank != comm.rank or shard.world_size != comm.world_size:
             raise ValueError(f"DistributedGCN: shard is for rank {shard.rank} of {shard.world_size}, "
                              f"but this process is rank {comm.rank} of {comm.world_size}")
+        from dste.bindings.backends import resolve_backend
+
+        resolve_backend(backend)  # an unknown name was refused by dste.spmm only after the encode and the halo plan
         self.comm, self.shard, self.weights, self.backend = comm, shard, weights, backend
         self.encode_fields = encode_fields
         self.block: LocalBlock = encode_block(shard, **encode_fields)

@@ -12,6 +12,7 @@ import time
 import numpy as np
 import torch
 
+from dste.checks import integer
 from dste.distributed.gcn import DistributedGCN, GCNWeights
 from dste.distributed.partition import check_adjacency, partition_nodes
 from dste.distributed.runtime import Comm
@@ -24,10 +25,16 @@ def scatter_graph(comm: Comm, adj=None, x=None, *, method: str = "metis", seed: 
     if comm.rank == 0:
         if adj is None or x is None:
             raise ValueError("scatter_graph: rank 0 must be given the adjacency and the features")
-        x = np.asarray(x, dtype=np.float32)
+        with np.errstate(over="ignore"):  # a value past float32's range becomes Inf, refused below by name
+            x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[0] != adj.shape[0]:
             raise ValueError(f"scatter_graph: the features must be [nodes, features] with one row per node of the "
                              f"[{adj.shape[0]}, {adj.shape[1]}] adjacency, got shape {x.shape}")
+        if not np.isfinite(x).all():
+            # before the partition and the encode: they failed only at the first multiply, on the ranks holding them
+            bad = np.argwhere(~np.isfinite(x))
+            raise ValueError(f"scatter_graph: the features hold {len(bad):,} NaN or Inf value(s) (as float32; the "
+                             f"first at node {bad[0][0]}, feature {bad[0][1]}); every feature must be finite")
         owner = partition_nodes(adj, comm.world_size, method=method, seed=seed)
         shards = shard_graph(adj, owner)
         payload = [(s, x[s.owned]) for s in shards]
@@ -45,6 +52,12 @@ def run_gcn_inference(comm: Comm, adj=None, x=None, *, hidden: int = 64, classes
     owners). Returns this rank's ``owned`` ids, ``logits`` (per graph: the base, then each snapshot),
     the per-layer traffic, the snapshot updates and the block's statistics.
     """
+    # checked on every rank before the partition and the encode, which ran first before
+    from dste.bindings.backends import resolve_backend
+
+    resolve_backend(backend)
+    hidden = integer(hidden, "run_gcn_inference: hidden", low=1)
+    classes = integer(classes, "run_gcn_inference: classes", low=1)
     shard, x_owned = scatter_graph(comm, adj, x, method=method)
     features = comm.broadcast_object(int(x_owned.shape[1]), "feature width")
     weights = GCNWeights.random(features, hidden, classes, seed=weight_seed)

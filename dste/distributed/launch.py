@@ -23,7 +23,8 @@ import numpy as np
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from dste.distributed.runtime import DEFAULT_HEARTBEAT_S, DEFAULT_TIMEOUT_S, init_distributed
+from dste.checks import real_number
+from dste.distributed.runtime import DEFAULT_HEARTBEAT_S, DEFAULT_TIMEOUT_S, check_seconds, init_distributed
 
 LOOPBACK = "127.0.0.1"
 PRELOAD = ["torch", "torch.distributed", "numpy", "scipy.sparse", "dste.distributed"]
@@ -86,8 +87,18 @@ def spawn(fn, world_size: int, args: tuple = (), *, timeout_s: float = DEFAULT_T
     if isinstance(world_size, bool) or not isinstance(world_size, (int, np.integer)) or world_size < 1:
         raise ValueError(f"spawn: world_size must be an int >= 1, got {world_size!r}")  # np.int64(2) was refused
     world_size = int(world_size)
-    if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
-        raise ValueError(f"spawn: timeout_s must be a number > 0 (seconds per collective), got {timeout_s!r}")
+    timeout_s = check_seconds(timeout_s, "spawn: timeout_s", "a number > 0 (seconds per collective)")
+    # checked here, not by every rank after it started
+    heartbeat_s = check_seconds(heartbeat_s, "spawn: heartbeat_s", "a number > 0 (seconds between heartbeats)")
+    if job_timeout_s is not None:
+        # -1 or NaN ran the job and then reported every rank "killed: still running after the -1 s job timeout"
+        job_timeout_s = real_number(job_timeout_s, "spawn: job_timeout_s (seconds for the whole job)", finite=False)
+        if not job_timeout_s > 0:
+            raise ValueError(f"spawn: job_timeout_s must be > 0 seconds for the whole job (or None for "
+                             f"4 * timeout_s + 60), got {job_timeout_s!r}")
+    start_methods = mp.get_all_start_methods()
+    if start_method not in start_methods:
+        raise ValueError(f"spawn: start_method must be one of {start_methods} (this platform's), got {start_method!r}")
     if getattr(fn, "__qualname__", "").count("<") or not hasattr(fn, "__module__"):
         raise ValueError(f"spawn: fn must be a module-level function (each rank imports it by name), got {fn!r}")
     job_timeout_s = 4 * timeout_s + 60 if job_timeout_s is None else job_timeout_s

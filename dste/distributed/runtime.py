@@ -24,6 +24,7 @@ Failure rules (why each part is here):
 from __future__ import annotations
 
 import datetime
+import numbers
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,21 @@ KEY_PREFIX = "dste/"
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_HEARTBEAT_S = 1.0
 FOLLOWER_MARK = "left after"
+MIN_TIMEOUT_S = 0.001
+"""The shortest timeout or heartbeat period: the rendezvous store and gloo count whole milliseconds (1e-6 s timed
+out after 0 ms)."""
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+"""The longest one: a week (1e308 s overflowed Python's timedelta)."""
+
+
+def check_seconds(value, what: str, phrase: str = "a finite number of seconds > 0") -> float:
+    """``value`` as a float of seconds in [``MIN_TIMEOUT_S``, ``MAX_TIMEOUT_S``]; ``ValueError`` naming ``what``
+    (``phrase`` says what it must be) otherwise."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not MIN_TIMEOUT_S <= float(value) <= MAX_TIMEOUT_S):  # NaN fails the comparison too
+        raise ValueError(f"{what} must be {phrase}, from {MIN_TIMEOUT_S:g} s (the rendezvous store counts "
+                         f"milliseconds) to {MAX_TIMEOUT_S:g} s (a week); got {value!r}")
+    return float(value)
 
 
 class RankFailure(RuntimeError):
@@ -206,10 +222,13 @@ def init_distributed(rank: int, world_size: int, master_addr: str, master_port: 
         raise ValueError(f"init_distributed: world_size must be an int >= 1, got {world_size!r}")
     if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
         raise ValueError(f"init_distributed: rank must be an int in [0, {world_size}), got {rank!r}")
-    for name, value in (("timeout_s", timeout_s), ("heartbeat_s", heartbeat_s)):
-        # 0 or a negative timeout failed in the store's connect ("timed out after -5000ms")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
-            raise ValueError(f"init_distributed: {name} must be a finite number of seconds > 0, got {value!r}")
+    # 0 or a negative timeout failed in the store's connect ("timed out after -5000ms")
+    timeout_s = check_seconds(timeout_s, "init_distributed: timeout_s")
+    heartbeat_s = check_seconds(heartbeat_s, "init_distributed: heartbeat_s")
+    if isinstance(master_port, bool) or not isinstance(master_port, numbers.Integral) or not 0 <= master_port <= 65535:
+        # 99999 failed inside the store's C++ binding
+        raise ValueError(f"init_distributed: master_port must be an int in [0, 65535] (0: the OS picks one, for a "
+                         f"store hosted here), got {master_port!r}")
     timeout = datetime.timedelta(seconds=float(timeout_s))
     store = dist.TCPStore(master_addr, int(master_port), None, bool(host_store), timeout=timeout,
                           wait_for_workers=False)
