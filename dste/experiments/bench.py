@@ -23,8 +23,9 @@ One process, one thread setting for every contender, the same matrices for all o
   fixed 128x128 block-column layout and a per-edge gather kernel, with tile counts and DMA bytes. These
   are modelled figures, never measurements, and every printed one says so.
 
-``run_bench(args)`` prints the tables and writes ``bench.json`` and ``bench.png`` to ``args.out``;
-``add_bench_arguments(parser)`` declares the options.
+``run_bench(args)`` prints the tables and writes ``bench.json`` and ``bench.png`` to ``args.out`` (default: a new
+``bench-results/<timestamp>``); a directory that holds an earlier bench's outputs is refused unless ``--overwrite``,
+and a bench whose every step failed writes nothing. ``add_bench_arguments(parser)`` declares the options.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +82,14 @@ STREAM_SCENARIOS = {
     "trickle": {"edge_churn": 0.0002, "active_fraction": 0.01},
 }
 """One snapshot step each: 1 % of the edges replaced around 5 % of the communities, or 0.02 % around 1 %."""
+OUTPUT_FILES = ("bench.json", "bench.png")
+"""What a bench writes to its --out directory; an earlier bench's are never written over without --overwrite."""
+DEFAULT_OUT_PARENT = Path("bench-results")
+"""Without --out, each bench writes to a new ``bench-results/<timestamp>``, so no run replaces another's results."""
+DENSE_COPIES_PER_WIDTH = 10
+"""Peak memory of one feature width, in dense float32 ``[nodes, F]`` arrays (X, the reference Y, each contender's
+Y and its difference in the parity check, the modelled step's X in its forms): measured as the peak RSS growth on
+cora-like at F = 8192, 5.6 such arrays over the CPU SpMM step and 8.7 over the modelled step; 10 leaves headroom."""
 DSTE_NAME = "dste.spmm"
 PEERS = ("scipy-csr", "torch-sparse-csr", "torch-dense")
 PROPOSED = ("proposed:encoded-order", "proposed:torch-csr-int32")
@@ -690,9 +700,70 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--no-plot", action="store_true", help="do not write bench.png")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--seed", type=int, default=0, help="seed of the graphs and X (default: 0)")
-    parser.add_argument("--out", type=Path, default=Path("bench-results"),
-                        help="directory for bench.json and bench.png (default: ./bench-results)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="directory for bench.json and bench.png, created if missing (default: a new "
+                             "./bench-results/<timestamp>)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write over the outputs of an earlier bench in --out (refused without it)")
     return parser
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Before any work: ``out`` is a directory (or can be created as one) that holds no earlier bench's outputs
+    unless ``overwrite``. Raises ``ValueError`` naming the option otherwise."""
+    if out.exists() and not out.is_dir():
+        # mkdir's "[Errno 17] File exists" before
+        raise ValueError(f"--out {out} names an existing file, not a directory; give a directory (it is created if "
+                         "missing)")
+    held = [name for name in OUTPUT_FILES if (out / name).exists()]
+    if held and not overwrite:
+        # an earlier bench's figures were replaced, even by a bench whose every step failed
+        raise ValueError(f"--out {out} already holds a bench's {' and '.join(held)}; give a new directory, or "
+                         "--overwrite to replace that bench's outputs")
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"--out {out}: {parent} is not a directory; give a directory (it is created if missing)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: {parent} is not writable; give a writable directory")
+
+
+def new_out_dir(parent: Path = DEFAULT_OUT_PARENT) -> Path:
+    """A new directory ``parent/<timestamp>`` (``-2``, ``-3``, ... where another bench started in the same second),
+    created here so that two benches never share one."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1, 10_000):
+        path = parent / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return path
+    raise OSError(f"could not create a new output directory {parent}/{stamp}-N; give one with --out")
+
+
+def check_memory(settings: dict) -> None:
+    """Before any graph is generated: the widest ``--features`` fits the available memory on the largest graph, at
+    ``DENSE_COPIES_PER_WIDTH`` dense float32 ``[nodes, F]`` arrays. Raises ``MemoryError`` naming the widest width
+    that fits; nothing where the memory cannot be read."""
+    from dste.data import PRESETS
+    from dste.experiments.env_layers import available_memory_bytes
+
+    available = available_memory_bytes()
+    if available is None:
+        return
+    known = [name for name in settings["graphs"] if name in PRESETS]  # another name fails its own step
+    if not known:
+        return
+    graph = max(known, key=lambda name: PRESETS[name].num_nodes)
+    nodes, width = PRESETS[graph].num_nodes, max(settings["features"])
+    needed = DENSE_COPIES_PER_WIDTH * 4.0 * nodes * width
+    if needed > available:
+        fitting = int(available // (DENSE_COPIES_PER_WIDTH * 4 * nodes))
+        raise MemoryError(f"--features {width} on {graph} ({nodes:,} nodes) needs about {needed / 1e9:,.1f} GB (X, Y "
+                          f"and their working copies: {DENSE_COPIES_PER_WIDTH} dense float32 arrays of nodes x F) and "
+                          f"{available / 1e9:.1f} GB is available; the widest F that fits is {fitting:,}")
 
 
 def _settings(args) -> dict:
@@ -727,30 +798,47 @@ def _settings(args) -> dict:
     }
 
 
-def _guarded(results: dict, step: str, run, default=None):
+def _guarded(results: dict, step: str, run, default=None, succeeded: list | None = None):
     """Run one step; a failure is recorded in ``results["errors"]``, printed, and the other steps still run.
 
     A failed step never contributes figures (its slot keeps ``default``); ``main`` exits non-zero when any
-    step failed, and the report lists the failures first.
+    step failed, and the report lists the failures first. A step that succeeds is appended to ``succeeded``.
     """
     try:
-        return run()
+        value = run()
     except Exception as exc:  # one broken step must not discard the figures of the others
         message = f"{type(exc).__name__}: {exc}"
         results["errors"].append({"step": step, "error": message})
         print(f"dste bench: step {step!r} failed: {message}", file=sys.stderr)
         return default
+    if succeeded is not None:
+        succeeded.append(step)
+    return value
 
 
 def run_bench(args, stream=None) -> dict:
     """Run the comparison described in the module docstring; print tables; write JSON (and PNG) to ``args.out``."""
-    from tqdm import tqdm
-
     stream = sys.stdout if stream is None else stream
     settings = _settings(args)
+    check_memory(settings)
+    overwrite = bool(getattr(args, "overwrite", False))
+    if args.out is not None:
+        out = Path(args.out)
+        check_out_dir(out, overwrite)
     threads = pin_threads(settings["threads"])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if args.out is None:
+        out = new_out_dir()
+    try:
+        return _run_steps(args, settings, threads, out, stream)
+    finally:
+        if args.out is None and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # the new directory of a bench that wrote nothing
+
+
+def _run_steps(args, settings: dict, threads: dict, out: Path, stream) -> dict:
+    from tqdm import tqdm
+
+    succeeded: list[str] = []
     results = {"settings": settings, "machine": machine_info(), "threads": threads, "cpu_spmm": [],
                "bytes_per_edge": {}, "encode": [], "modelled": [], "simulator": None, "errors": []}
     disable = True if args.no_progress else None
@@ -759,32 +847,43 @@ def run_bench(args, stream=None) -> dict:
     for graph in settings["graphs"]:
         with tqdm(total=1, desc=f"{graph}: generate + encode", disable=disable, leave=False) as bar:
             workloads = _guarded(results, f"{graph}: generate + encode",
-                                 lambda: prepare_workloads(graph, settings["orders"], seed=settings["seed"]), [])
+                                 lambda: prepare_workloads(graph, settings["orders"], seed=settings["seed"]), [],
+                                 succeeded)
             bar.update(1)
         for wl in workloads:
             results["bytes_per_edge"][wl.key] = format_bytes_per_edge(wl)
             for f in tqdm(settings["features"], desc=f"{wl.key}: CPU SpMM", disable=disable, leave=False):
                 row = _guarded(results, f"{wl.key} F={f}: CPU SpMM",
-                               lambda: cpu_spmm(wl, f, settings["repeats"], settings["warmup"], settings["proposals"]))
+                               lambda: cpu_spmm(wl, f, settings["repeats"], settings["warmup"], settings["proposals"]),
+                               succeeded=succeeded)
                 if row is not None:
                     results["cpu_spmm"].append(row)
             with tqdm(total=n_model, desc=f"{wl.key}: modelled", disable=disable, leave=False) as bar:
                 results["modelled"] += _guarded(
                     results, f"{wl.key}: modelled latencies",
                     lambda: modelled_latencies(wl, settings["features"], settings["targets"], settings["x_modes"],
-                                               settings["hi_fractions"], settings["seed"], progress=bar), [])
+                                               settings["hi_fractions"], settings["seed"], progress=bar), [],
+                    succeeded)
             if wl.order == "random":
                 with tqdm(total=1, desc=f"{graph}: encode + snapshot", disable=disable, leave=False) as bar:
                     row = _guarded(results, f"{graph}: encode + snapshot",
-                                   lambda: encode_throughput(wl, settings["encode_repeats"], settings["seed"]))
+                                   lambda: encode_throughput(wl, settings["encode_repeats"], settings["seed"]),
+                                   succeeded=succeeded)
                     if row is not None:
                         results["encode"].append(row)
                     bar.update(1)
         del workloads
     if not args.no_simulator:
         with tqdm(total=1, desc="simulator speed", disable=disable, leave=False) as bar:
-            results["simulator"] = _guarded(results, "simulator speed", lambda: simulator_speed(seed=settings["seed"]))
+            results["simulator"] = _guarded(results, "simulator speed", lambda: simulator_speed(seed=settings["seed"]),
+                                            succeeded=succeeded)
             bar.update(1)
+    if not succeeded:
+        # every step failed: no figures to keep, and an earlier bench's files (with --overwrite) are left as they are
+        results["json_path"] = None
+        print(report(results), file=stream)
+        return results
+    out.mkdir(parents=True, exist_ok=True)
     if not args.no_plot:  # before the JSON, so that a failed plot is among its errors
         results["plot_path"] = _guarded(results, "plot", lambda: str(plot(results, out / "bench.png")))
     json_path = out / "bench.json"
@@ -825,7 +924,11 @@ def report(results: dict) -> str:
                       f"{sim['wall_s']:.3f} s = {sim['tiles_per_s']:.0f} simulated tiles/s "
                       f"({sim['instructions_per_s']:.0f} instructions/s; min of repeats, measured wall time; "
                       f"first call incl. planning {sim['first_call_s']:.3f} s)"]
-    parts += ["", f"wrote {results.get('json_path')}" + (f" and {results['plot_path']}" if results.get("plot_path") else "")]
+    if results.get("json_path") is None and failures:
+        parts += ["", "wrote nothing: every step failed"]
+    else:
+        parts += ["", f"wrote {results.get('json_path')}"
+                  + (f" and {results['plot_path']}" if results.get("plot_path") else "")]
     if failures:
         parts.append(f"{len(failures)} step(s) failed; their figures are missing (see the top of this report)")
     return "\n".join(parts)
