@@ -19,16 +19,50 @@ import time
 import numpy as np
 
 
-def _env_int(name: str) -> int:
+PROG = "python -m dste.distributed"
+
+
+def _env_int(name: str, low: int, high: int, meaning: str) -> int:
+    """Environment variable ``name`` as an integer in [``low``, ``high``]; ``ValueError`` naming it otherwise."""
     value = os.environ.get(name)
     if value is None:
-        raise SystemExit(f"dste.distributed: environment variable {name} is not set; launch with "
+        raise ValueError(f"environment variable {name} is not set; launch with "
                          "`torchrun --standalone --nproc-per-node P -m dste.distributed ...` (or set RANK, WORLD_SIZE, "
                          "MASTER_ADDR, MASTER_PORT yourself)")
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
-        raise SystemExit(f"dste.distributed: {name} must be an integer, got {value!r}") from None
+        raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
+    if not low <= number <= high:
+        raise ValueError(f"environment variable {name} ({meaning}) must be an integer in [{low}, {high}], got {number}")
+    return number
+
+
+def job_environment() -> tuple[int, int, str, int]:
+    """``(rank, world_size, master_addr, master_port)`` from the variables torchrun sets, each checked by name
+    (init_distributed's own messages name its arguments, not the variables, and a port past 65535 failed inside
+    the store's binding)."""
+    world_size = _env_int("WORLD_SIZE", 1, 2**31 - 1, "the number of ranks")
+    rank = _env_int("RANK", 0, world_size - 1, f"this process's rank among WORLD_SIZE={world_size}")
+    port = _env_int("MASTER_PORT", 1, 65535, "the rendezvous store's TCP port")
+    return rank, world_size, os.environ.get("MASTER_ADDR", "127.0.0.1"), port
+
+
+def check_dataset(name: str, root) -> None:
+    """Refuse a ``--dataset`` that ``dste.data.load_dataset`` cannot read, as far as that is known without reading a
+    file: an unknown name, or an on-disk dataset without a data root. Every rank runs it, before joining the job
+    (only rank 0 loads; before, the others waited for it and all of them failed with tracebacks)."""
+    from dste.data import DATA_ROOT_ENV, PRESETS, dataset_names
+    from dste.data.planetoid import PLANETOID_NAMES
+
+    key = name.lower()
+    if key in PRESETS or key.endswith(".npz"):
+        return
+    if key in PLANETOID_NAMES or key.startswith("planetoid:") or key.startswith("ogbn-"):
+        if root is None and os.environ.get(DATA_ROOT_ENV) is None:
+            raise ValueError(f"--dataset {name!r} is read from disk: give --root DIR or set {DATA_ROOT_ENV}")
+        return
+    raise ValueError(f"--dataset: unknown dataset {name!r}; allowed: {dataset_names()}")
 
 
 # --check's default tolerance per backend. cpu: both runs sum the same float32 products in another order
@@ -49,6 +83,21 @@ def _at_least(low: float, kind=float, strict: bool = False):
     return parse
 
 
+def _seconds(text: str) -> float:
+    """--timeout: ``init_distributed``'s range, refused here by the option's name (1e308 overflowed Python's
+    timedelta, 1e-6 timed out after 0 ms)."""
+    from dste.distributed.runtime import MAX_TIMEOUT_S, MIN_TIMEOUT_S
+
+    value = float(text)
+    if not MIN_TIMEOUT_S <= value <= MAX_TIMEOUT_S:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, from {MIN_TIMEOUT_S:g} (the rendezvous store counts "
+                                         f"milliseconds) to {MAX_TIMEOUT_S:g} (a week), got {text}")
+    return value
+
+
+_seconds.__name__ = "float"  # argparse names the type in its "invalid ... value" message
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m dste.distributed", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="cora-like", help="a dste.data.load_dataset name (default: cora-like)")
@@ -58,8 +107,8 @@ def parse_args(argv=None):
     p.add_argument("--backend", default="cpu", choices=["cpu", "nkisim", "neuron"],
                    help="dste.spmm backend: cpu | nkisim | neuron")  # refused here, not by every rank after the load
     p.add_argument("--partition", default="metis", choices=["metis", "blocks", "contiguous"])
-    p.add_argument("--timeout", type=_at_least(0, float, strict=True), default=120.0,
-                   help="seconds any collective may take before the job fails")
+    p.add_argument("--timeout", type=_seconds, default=120.0,
+                   help="seconds any collective may take before the job fails (0.001 to 604800, a week)")
     p.add_argument("--check", action="store_true",
                    help="rank 0 also runs one process and compares; exit status 1 when they differ")
     p.add_argument("--check-atol", type=_at_least(0), default=None,
@@ -70,9 +119,21 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    """The job; a bad option, environment variable or dataset is printed as one line (no traceback) with exit
+    status 2, and a failure of another rank (``RankFailure``) with status 1, as ``dste run`` reports its errors."""
     args = parse_args(argv)
-    rank, world_size = _env_int("RANK"), _env_int("WORLD_SIZE")
-    addr, port = os.environ.get("MASTER_ADDR", "127.0.0.1"), _env_int("MASTER_PORT")
+    from dste.distributed.runtime import RankFailure
+
+    try:
+        return _run(args)
+    except (ValueError, OSError, MemoryError, RankFailure) as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1 if isinstance(error, RankFailure) else 2
+
+
+def _run(args) -> int:
+    rank, world_size, addr, port = job_environment()
+    check_dataset(args.dataset, args.root)
     from dste.distributed.jobs import run_gcn_inference
     from dste.distributed.runtime import init_distributed
 

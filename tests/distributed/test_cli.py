@@ -1,6 +1,7 @@
 """``python -m dste.distributed``: its arguments and the exit status of ``--check``."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -53,3 +54,58 @@ def test_check_fails_the_job_when_the_runs_differ(offset, status):
     assert proc.returncode == status, proc.stderr[-2000:]
     assert "max |distributed - single process| =" in proc.stdout
     assert ("check FAILED" in proc.stderr) == bool(status)
+
+
+_GOOD_ENV = {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+
+
+@pytest.mark.parametrize("env, argv, match", [
+    ({"WORLD_SIZE": "0"}, [], r"WORLD_SIZE \(the number of ranks\) must be an integer in \[1, "),  # init_distributed
+    ({"RANK": "3"}, [], r"RANK \(this process's rank among WORLD_SIZE=2\) must be an integer in \[0, 1\], got 3"),
+    ({"RANK": "-1"}, [], r"RANK .* must be an integer in \[0, 1\], got -1"),
+    ({"MASTER_PORT": "99999"}, [], r"MASTER_PORT .* must be an integer in \[1, 65535\], got 99999"),  # pybind error
+    ({"MASTER_PORT": "http"}, [], "MASTER_PORT must be an integer, got 'http'"),
+    ({"RANK": None}, [], "environment variable RANK is not set"),
+    ({}, ["--dataset", "no-such-graph"], "--dataset: unknown dataset 'no-such-graph'; allowed: presets"),
+    ({}, ["--dataset", "cora"], "--dataset 'cora' is read from disk: give --root DIR or set DSTE_DATA_ROOT"),
+])
+def test_a_bad_environment_or_dataset_is_one_line_naming_it_before_joining_the_job(monkeypatch, capsys, env, argv,
+                                                                                   match):
+    import dste.distributed.runtime as runtime
+    from dste.distributed.__main__ import main
+
+    def no_join(*_args, **_kwargs):
+        raise AssertionError("joined the job before the check")
+
+    monkeypatch.setattr(runtime, "init_distributed", no_join)
+    monkeypatch.delenv("DSTE_DATA_ROOT", raising=False)
+    for name, value in {**_GOOD_ENV, **env}.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m dste.distributed: error: ") and "Traceback" not in err
+    assert re.search(match, err), err
+
+
+@pytest.mark.parametrize("value", ["1e308", "1e-6", "nan", "inf"])  # OverflowError; "timed out after 0 ms"
+def test_a_timeout_the_store_cannot_take_is_refused_by_the_option(value, capsys):
+    with pytest.raises(SystemExit) as info:
+        parse_args(["--timeout", value])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "argument --timeout: must be > 0 seconds, from 0.001" in err and "604800" in err
+    assert parse_args(["--timeout", "0.5"]).timeout == 0.5
+
+
+@pytest.mark.multiprocess
+def test_a_dataset_rank_0_cannot_read_is_one_line_not_a_traceback(tmp_path):
+    env = dict(os.environ, RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
+               OMP_NUM_THREADS="1")
+    missing = str(tmp_path / "missing.npz")
+    proc = subprocess.run([sys.executable, "-m", "dste.distributed", "--dataset", missing, "--timeout", "60"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith("python -m dste.distributed: error: ") and "Traceback" not in proc.stderr
+    assert "missing.npz" in proc.stderr
