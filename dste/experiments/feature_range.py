@@ -93,6 +93,8 @@ def feature_scale_exponent(x: np.ndarray) -> int:
 def features_in_range(graph: Graph) -> tuple[Graph, int]:
     """``(graph, k)``: ``graph`` with its features times ``2**k`` (see the module docstring), the same object when
     ``k == 0``; the new graph's ``meta["feature_scale_exponent"]`` records ``k``."""
+    if not isinstance(graph, Graph):
+        raise TypeError(f"features_in_range takes a dste.data.Graph, got {type(graph).__name__}")
     exponent = feature_scale_exponent(graph.x)
     if exponent == 0:
         return graph, 0

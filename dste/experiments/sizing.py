@@ -35,6 +35,9 @@ class GraphSize:
 
     @classmethod
     def of(cls, graph) -> "GraphSize":
+        """The size of ``graph``, a ``dste.data.Graph`` (or anything with ``num_nodes``, ``x`` and ``adj``)."""
+        if not all(hasattr(graph, name) for name in ("num_nodes", "x", "adj")):
+            raise TypeError(f"GraphSize.of takes a dste.data.Graph (num_nodes, x, adj), got {type(graph).__name__}")
         return cls(int(graph.num_nodes), int(graph.x.shape[1]), int(graph.adj.nnz))
 
     def label(self) -> str:

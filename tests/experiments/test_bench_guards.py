@@ -8,6 +8,7 @@ import io
 import os
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -109,3 +110,14 @@ def test_a_width_the_memory_cannot_hold_is_refused_before_the_graph_is_generated
                                           r"17.2 GB is available; the widest F that fits is 158,602"):
         bench.run_bench(_args("--features", "64", "1000000000", "--out", str(tmp_path)), stream=io.StringIO())
     assert not any(tmp_path.iterdir())
+
+
+def test_the_sizing_and_feature_range_helpers_name_what_they_take():
+    """An array passed for a graph failed with AttributeError ('numpy.ndarray' object has no attribute 'x')."""
+    from dste.experiments.feature_range import features_in_range
+    from dste.experiments.sizing import GraphSize
+
+    with pytest.raises(TypeError, match="features_in_range takes a dste.data.Graph, got ndarray"):
+        features_in_range(np.ones((3, 3)))
+    with pytest.raises(TypeError, match=r"GraphSize.of takes a dste.data.Graph \(num_nodes, x, adj\), got ndarray"):
+        GraphSize.of(np.ones(3))
