@@ -101,6 +101,9 @@ class RunConfig:
             raise ValueError(f"--dataset must name a dataset, got {self.dataset!r}")
         from dste.data.csbm import PRESETS
 
+        if self.dataset[:len(CSBM_PREFIX)].lower() == CSBM_PREFIX and not self.dataset.startswith(CSBM_PREFIX):
+            raise ValueError(f"--dataset {self.dataset!r}: a generated graph's spec starts with '{CSBM_PREFIX}' in "
+                             "lower case")
         if self.root is not None and (self.dataset.lower() in PRESETS or self.dataset.startswith(CSBM_PREFIX)):
             # it was ignored, and results.json recorded it as where the graph came from
             raise ValueError(f"--root is read by datasets loaded from files (Planetoid, OGB, .npz); "
@@ -221,7 +224,7 @@ def csbm_spec(spec: str) -> dict:
             knobs[key] = value
         elif key == "community_size":
             low, dash, high = value.partition("-")
-            if not (dash and low.isdigit() and high.isdigit()):
+            if not (dash and low.isdecimal() and high.isdecimal()):  # isdigit took '²', which int() refused
                 raise ValueError(f"--dataset {spec!r}: community_size must be MIN-MAX in whole nodes (e.g. 16-64), "
                                  f"got {value!r}")
             knobs[key] = (int(low), int(high))

@@ -10,7 +10,7 @@ import pytest
 from dste.data import make_graph
 from dste.data.npz import save_npz
 from dste.experiments.pipeline import RUN_OUTPUTS, run
-from dste.experiments.run_config import RunConfig
+from dste.experiments.run_config import RunConfig, csbm_spec
 
 
 @pytest.mark.parametrize("switch", ["overwrite", "quick", "fallback", "oracle"])
@@ -49,3 +49,12 @@ def test_a_graph_of_one_class_is_refused(tmp_path):
     with pytest.raises(ValueError, match="1 class.*node classification needs at least two"):
         run(RunConfig(dataset=str(bundle), out=str(tmp_path / "run"), progress=False))
     assert not (tmp_path / "run").exists()
+
+
+def test_csbm_specs_name_what_is_wrong_with_them(tmp_path):
+    with pytest.raises(ValueError, match="community_size must be MIN-MAX in whole nodes"):
+        csbm_spec("csbm:community_size=²-3")  # isdigit took '²', then int() refused it in its own words
+    with pytest.raises(ValueError, match="starts with 'csbm:' in lower case"):
+        RunConfig(dataset="CSBM:num_nodes=500")
+    with pytest.raises(ValueError, match=r"unknown dataset 'no-such-graph'.*or 'csbm:key=value,...'"):
+        run(RunConfig(dataset="no-such-graph", out=str(tmp_path / "run"), progress=False))
