@@ -133,7 +133,8 @@ def _load_base(config: RunConfig):
             graph = load_dataset(config.dataset, root=config.root, seed=0)
         except ValueError as error:
             if str(error).startswith("unknown dataset"):  # the job also generates graphs the loaders do not know
-                raise ValueError(f"{error}; or '{CSBM_PREFIX}key=value,...', a generated CSBM graph (dste run --help)") from None
+                raise ValueError(f"{error}; or '{CSBM_PREFIX}key=value,...', a generated CSBM graph "
+                                 "(dste run --help)") from None
             raise
     splits = {"training": graph.train_mask, "validation": graph.val_mask, "test": graph.test_mask}
     empty = [name for name, mask in splits.items() if not mask.any()]
