@@ -101,15 +101,20 @@ def memory_check(size: GraphSize, snapshots: int, jobs: int) -> str | None:
     if available is None or jobs * peak <= available:
         return None
     per_snapshot = worker_peak_bytes(size, snapshots + 1) - peak
-    fitting = int((available - worker_peak_bytes(size, 0)) // per_snapshot)
-    hint = (f"--snapshots {fitting} fits" if fitting >= MIN_SNAPSHOTS else
-            f"fewer than {MIN_SNAPSHOTS} snapshots would fit, the least a run takes")
+
+    def fitting(workers: int) -> str:  # the snapshots that fit ``workers`` workers side by side
+        count = int((available / workers - worker_peak_bytes(size, 0)) // per_snapshot)
+        return f"{count}" if count >= MIN_SNAPSHOTS else f"fewer than {MIN_SNAPSHOTS} (the least a run takes)"
+
+    hint = f"--snapshots {fitting(1)} fits"
+    if jobs > 1:
+        hint += f" one worker (--jobs 1), {fitting(jobs)} fit {jobs}"
     figures = (f"{size.label()}, {snapshots} snapshots: a worker is modelled at {peak / 1e9:.1f} GB at its peak "
                f"({per_snapshot / 1e9:.2f} GB per snapshot, whose features are held dense), and "
                f"{available / 1e9:.1f} GB is available")
     if peak > MEMORY_REFUSAL_FACTOR * available:
         raise MemoryError(f"this machine cannot hold the run: {figures}; {hint}")
-    return f"warning: {jobs} worker(s) may not fit: {figures}; {hint}" + (", as does --jobs 1" if jobs > 1 else "")
+    return f"warning: {jobs} worker(s) may not fit: {figures}; {hint}"
 
 
 def default_jobs() -> int:

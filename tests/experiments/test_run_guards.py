@@ -3,6 +3,7 @@ directory holding any of an earlier (or interrupted) run's outputs is kept, one 
 refused, and a graph of one class is no classification task."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -58,3 +59,17 @@ def test_csbm_specs_name_what_is_wrong_with_them(tmp_path):
         RunConfig(dataset="CSBM:num_nodes=500")
     with pytest.raises(ValueError, match=r"unknown dataset 'no-such-graph'.*or 'csbm:key=value,...'"):
         run(RunConfig(dataset="no-such-graph", out=str(tmp_path / "run"), progress=False))
+
+
+def test_the_memory_hint_counts_the_snapshots_that_fit_every_worker(monkeypatch):
+    """With two workers the hint named the snapshot count that fits one ("--snapshots 13 fits", 13 x 2 did not)."""
+    from dste.experiments import env_layers, sizing
+
+    available = 20 << 30
+    monkeypatch.setattr(env_layers, "available_memory_bytes", lambda: available)
+    size = sizing.GraphSize(18_333, 6_805, 163_788)
+    line = sizing.memory_check(size, 8, 2)
+    one, two = (int(text) for text in
+                re.search(r"--snapshots (\d+) fits one worker \(--jobs 1\), (\d+) fit 2", line).groups())
+    assert sizing.worker_peak_bytes(size, one) <= available < sizing.worker_peak_bytes(size, one + 1)
+    assert 2 * sizing.worker_peak_bytes(size, two) <= available < 2 * sizing.worker_peak_bytes(size, two + 1)
