@@ -128,6 +128,9 @@ def load_ogb_folder(folder: str | Path, split_type: str | None = None, name: str
     y = labels[:, 0]
     if y.min() < 0:
         raise ValueError(f"{raw / 'node-label.csv.gz'}: negative class id {y.min()}")
+    if y.max() >= n:  # classes are numbered 0 .. C-1 and C <= n: a larger id would size C past any graph
+        raise ValueError(f"{raw / 'node-label.csv.gz'}: class id {y.max()} for {n} nodes; class ids must lie in "
+                         f"[0, {n}) (0 .. C-1 for C classes)")
     edges = read_csv_gz(raw / "edge.csv.gz", np.int64, num_columns=2)
     if edges.size and (edges.min() < 0 or edges.max() >= n):
         raise ValueError(f"{raw / 'edge.csv.gz'}: node ids must lie in [0, {n})")

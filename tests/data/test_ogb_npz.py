@@ -263,3 +263,11 @@ def test_an_ogb_label_file_with_more_rows_than_nodes_is_refused_by_name(tmp_path
     _write_gz(tmp_path / "ogbn_tiny" / "raw" / "node-label.csv.gz", [[2], [0], [1], [2], [0], [1], [1]])
     with pytest.raises(ValueError, match=r"node-label\.csv\.gz: 7 labels for 5 nodes"):
         load_ogb_folder(tmp_path / "ogbn_tiny")
+
+
+def test_an_ogb_class_id_past_the_node_count_is_refused_by_name(tmp_path):
+    """A class id of 10^12 sized num_classes by it: the loader tried to allocate terabytes."""
+    write_tiny_ogb(tmp_path / "ogbn_tiny")
+    _write_gz(tmp_path / "ogbn_tiny" / "raw" / "node-label.csv.gz", [[2], [0], [1], [10**12], [0]])
+    with pytest.raises(ValueError, match=r"node-label\.csv\.gz: class id 1000000000000 for 5 nodes"):
+        load_ogb_folder(tmp_path / "ogbn_tiny")
