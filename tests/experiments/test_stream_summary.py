@@ -133,3 +133,22 @@ def test_the_per_snapshot_runs_give_the_bench_readme_table(capsys):
     bench_readme = (ROOT / "bench" / "README.md").read_text(encoding="utf-8")
     for line in adaptivity_table.splitlines()[2:]:
         assert line in bench_readme, f"bench/README.md's per-snapshot table differs from the runs at {line[:40]!r}"
+
+
+def test_the_stream_runs_re_run_on_another_cpu_give_the_readme_rows(capsys):
+    """The runs re-run on an Intel Xeon machine print the README's stream-table and cross-fitted rows to the last
+    digit, and their per-snapshot rows are bench/README.md's."""
+    collected = ROOT / "bench" / "results" / "streams_intel.json"
+    if not collected.exists():
+        pytest.skip("no stream runs re-run on another CPU")
+    assert stream_summary.main([str(collected)]) == 0
+    out, _ = capsys.readouterr()
+    main_table, cross_fit_table, adaptivity_table = out.strip().split("\n\n")
+    runs = json.loads(collected.read_text())
+    assert all(len(table.splitlines()) == 2 + len(runs) for table in (main_table, cross_fit_table, adaptivity_table))
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for line in main_table.splitlines()[2:] + cross_fit_table.splitlines()[2:]:
+        assert line in readme, f"a re-run differs from the README's stream tables at {line[:40]!r}"
+    bench_readme = (ROOT / "bench" / "README.md").read_text(encoding="utf-8")
+    for line in adaptivity_table.splitlines()[2:]:
+        assert line in bench_readme, f"bench/README.md lacks the re-run's per-snapshot row {line[:40]!r}"
