@@ -45,6 +45,7 @@ import scipy
 import scipy.sparse as sp
 
 from dste.experiments import strict_json
+from dste.experiments.out_dir import check_out_dir
 
 __all__ = [
     "add_bench_arguments",
@@ -708,27 +709,6 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     return parser
 
 
-def check_out_dir(out: Path, overwrite: bool) -> None:
-    """Before any work: ``out`` is a directory (or can be created as one) that holds no earlier bench's outputs
-    unless ``overwrite``. Raises ``ValueError`` naming the option otherwise."""
-    if out.exists() and not out.is_dir():
-        # mkdir's "[Errno 17] File exists" before
-        raise ValueError(f"--out {out} names an existing file, not a directory; give a directory (it is created if "
-                         "missing)")
-    held = [name for name in OUTPUT_FILES if (out / name).exists()]
-    if held and not overwrite:
-        # an earlier bench's figures were replaced, even by a bench whose every step failed
-        raise ValueError(f"--out {out} already holds a bench's {' and '.join(held)}; give a new directory, or "
-                         "--overwrite to replace that bench's outputs")
-    parent = out
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"--out {out}: {parent} is not a directory; give a directory (it is created if missing)")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {out}: {parent} is not writable; give a writable directory")
-
-
 def new_out_dir(parent: Path = DEFAULT_OUT_PARENT) -> Path:
     """A new directory ``parent/<timestamp>`` (``-2``, ``-3``, ... where another bench started in the same second),
     created here so that two benches never share one."""
@@ -824,7 +804,8 @@ def run_bench(args, stream=None) -> dict:
     overwrite = bool(getattr(args, "overwrite", False))
     if args.out is not None:
         out = Path(args.out)
-        check_out_dir(out, overwrite)
+        # an earlier bench's figures were replaced, even by a bench whose every step failed
+        check_out_dir(out, OUTPUT_FILES, overwrite, "bench")
     threads = pin_threads(settings["threads"])
     if args.out is None:
         out = new_out_dir()

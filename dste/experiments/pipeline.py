@@ -42,9 +42,7 @@ accuracy minus that seed's FP32 accuracy; mean +/- std over seeds) is reported b
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import platform
 import time
 from contextlib import contextmanager
@@ -94,6 +92,7 @@ from dste.experiments.report import (
     oracle_summary,
     summarise,
 )
+from dste.experiments.out_dir import check_out_dir
 from dste.experiments.run_config import CSBM_PREFIX, RunConfig, csbm_spec, fp32_budget_fraction
 from dste.experiments.sizing import GraphSize, memory_check, schedule_for
 
@@ -632,15 +631,8 @@ def run(config: RunConfig) -> dict:
     returns the JSON-able report."""
     start = time.perf_counter()
     out = Path(config.out) if config.out else default_out_dir()
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is an existing file; give a directory (it is created if missing)")
-    _check_out_parent(out)
-    earlier = [name for name in RUN_OUTPUTS if (out / name).exists()]
-    if earlier and not config.overwrite:
-        # checked before any work: an earlier run's outputs (some took a quarter of an hour) were written over,
-        # and those of an interrupted run (a checkpoint, plots without results.json) too
-        raise ValueError(f"--out {out} already holds a run's {', '.join(earlier)}; give a new directory, or "
-                         "--overwrite to replace that run's outputs")
+    # an interrupted run's outputs (a checkpoint, plots without results.json) are kept too
+    check_out_dir(out, RUN_OUTPUTS, config.overwrite, "run")
     try:
         base = _load_base(config)
         size = GraphSize.of(base)
@@ -714,21 +706,3 @@ def run(config: RunConfig) -> dict:
         (out / "frontier.png").unlink(missing_ok=True)
     report["out_dir"] = str(out)
     return report
-
-
-def _check_out_parent(out: Path) -> None:
-    """Before any work: the nearest existing ancestor of ``out`` is a directory this process may write in."""
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"--out {out}: {parent} is not a directory; give a directory (it is created if missing)")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {out}: {parent} is not writable; give a writable directory")
-    if out.is_dir():  # the first write comes after every seed's run: try one now (a permission bit is not enough)
-        try:
-            with tempfile.TemporaryFile(dir=out):
-                pass
-        except OSError as error:
-            raise ValueError(f"--out {out}: a file cannot be written there ({error.strerror}); give a writable "
-                             "directory") from None

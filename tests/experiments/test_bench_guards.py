@@ -91,13 +91,13 @@ def test_the_default_directory_is_new_for_every_bench(tmp_path, monkeypatch):
 def test_out_naming_a_file_is_refused_by_name(tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("x")
-    with pytest.raises(ValueError, match=f"--out {afile} names an existing file, not a directory"):
+    with pytest.raises(ValueError, match=f"--out {afile} is an existing file, not a directory"):
         bench.run_bench(_args("--out", str(afile)), stream=io.StringIO())
     # the console script: the message, no traceback, usage status 2 ("[Errno 17] File exists" before)
     with pytest.raises(SystemExit) as info:
         cli_main(["bench", "--graph", "cora-like", "--no-progress", "--out", str(afile)])
     assert info.value.code == 2
-    assert "names an existing file, not a directory" in capsys.readouterr().err
+    assert "is an existing file, not a directory" in capsys.readouterr().err
 
 
 def test_a_width_the_memory_cannot_hold_is_refused_before_the_graph_is_generated(tmp_path, monkeypatch):
