@@ -10,24 +10,10 @@ import re
 
 import numpy as np
 import pytest
-import torch
 
 from dste.cli import main as cli_main
 from dste.experiments import bench
-
-
-@pytest.fixture(autouse=True)
-def restore_threads():
-    """run_bench pins the process's threads; give the rest of the test session its own setting back."""
-    threads = torch.get_num_threads()
-    env = {name: os.environ.get(name) for name in bench.THREAD_ENV_VARS}
-    yield
-    torch.set_num_threads(threads)
-    for name, value in env.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+from tests.experiments.bench_threads import restore_threads  # noqa: F401  (autouse)
 
 
 def _args(*argv):
