@@ -37,7 +37,6 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +44,7 @@ import scipy
 import scipy.sparse as sp
 
 from dste.experiments import strict_json
-from dste.experiments.out_dir import check_out_dir
+from dste.experiments.out_dir import check_out_dir, new_stamped_dir
 
 __all__ = [
     "add_bench_arguments",
@@ -709,20 +708,6 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     return parser
 
 
-def new_out_dir(parent: Path = DEFAULT_OUT_PARENT) -> Path:
-    """A new directory ``parent/<timestamp>`` (``-2``, ``-3``, ... where another bench started in the same second),
-    created here so that two benches never share one."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    for attempt in range(1, 10_000):
-        path = parent / (stamp if attempt == 1 else f"{stamp}-{attempt}")
-        try:
-            path.mkdir(parents=True)
-        except FileExistsError:
-            continue
-        return path
-    raise OSError(f"could not create a new output directory {parent}/{stamp}-N; give one with --out")
-
-
 def check_memory(settings: dict) -> None:
     """Before any graph is generated: the widest ``--features`` fits the available memory on the largest graph, at
     ``DENSE_COPIES_PER_WIDTH`` dense float32 ``[nodes, F]`` arrays. Raises ``MemoryError`` naming the widest width
@@ -808,7 +793,7 @@ def run_bench(args, stream=None) -> dict:
         check_out_dir(out, OUTPUT_FILES, overwrite, "bench")
     threads = pin_threads(settings["threads"])
     if args.out is None:
-        out = new_out_dir()
+        out = new_stamped_dir(DEFAULT_OUT_PARENT)
     try:
         return _run_steps(args, settings, threads, out, stream)
     finally:

@@ -1,18 +1,20 @@
 """The check of an ``--out`` directory that ``dste run`` and ``dste bench`` make before any work.
 
-One job: ``check_out_dir(out, outputs, overwrite, kind)`` raises ``ValueError`` naming ``--out`` unless ``out`` is a
+``check_out_dir(out, outputs, overwrite, kind)`` raises ``ValueError`` naming ``--out`` unless ``out`` is a
 directory (or can be created as one) that this process can write in and that holds none of a ``kind``'s
 ``outputs`` unless ``overwrite``. An earlier run's outputs (some took a quarter of an hour) were written over, and a
 directory that could not be written was found out only at the first write, after all the work.
+``new_stamped_dir(parent)`` creates the default ``parent/<timestamp>`` of a command given no ``--out``.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
-__all__ = ["check_out_dir"]
+__all__ = ["check_out_dir", "new_stamped_dir"]
 
 
 def check_out_dir(out: Path, outputs: tuple[str, ...], overwrite: bool, kind: str) -> None:
@@ -38,3 +40,17 @@ def check_out_dir(out: Path, outputs: tuple[str, ...], overwrite: bool, kind: st
     if held and not overwrite:
         raise ValueError(f"--out {out} already holds a {kind}'s {', '.join(held)}; give a new directory, or "
                          f"--overwrite to replace that {kind}'s outputs")
+
+
+def new_stamped_dir(parent: Path) -> Path:
+    """A new directory ``parent/<timestamp>`` (``-2``, ``-3``, ... after it where another command started in the
+    same second), created here so that two commands never share one and write over each other's outputs."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1, 10_000):
+        path = parent / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return path
+    raise OSError(f"could not create a new output directory {parent}/{stamp}-N; give one with --out")

@@ -47,7 +47,6 @@ import platform
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, replace
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +91,7 @@ from dste.experiments.report import (
     oracle_summary,
     summarise,
 )
-from dste.experiments.out_dir import check_out_dir
+from dste.experiments.out_dir import check_out_dir, new_stamped_dir
 from dste.experiments.run_config import CSBM_PREFIX, RunConfig, csbm_spec, fp32_budget_fraction
 from dste.experiments.sizing import GraphSize, memory_check, schedule_for
 
@@ -547,17 +546,8 @@ def show_progress(config: "RunConfig", stream=None) -> bool:
 
 
 def default_out_dir() -> Path:
-    """A new directory ``runs/<timestamp>`` (``-2``, ``-3``, ... after it where another run started in the same
-    second), created here so that two runs never share one and write over each other's outputs."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    for attempt in range(1, 10_000):
-        path = Path("runs") / (stamp if attempt == 1 else f"{stamp}-{attempt}")
-        try:
-            path.mkdir(parents=True)
-        except FileExistsError:
-            continue
-        return path
-    raise OSError(f"could not create a new output directory runs/{stamp}-N; give one with --out")
+    """A new directory ``runs/<timestamp>`` (``new_stamped_dir``): two runs never share one."""
+    return new_stamped_dir(Path("runs"))
 
 
 @contextmanager
