@@ -8,13 +8,12 @@ neighbours lives, so it can ask for exactly those rows.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
-from dste.format.gcn import IgnoredEdgeWeightsWarning
+from dste.format.gcn import warn_if_weighted as gcn_warn_if_weighted
 
 
 @dataclass
@@ -75,19 +74,10 @@ class GraphShard:
 
 
 def warn_if_weighted(values: np.ndarray, what: str, stacklevel: int = 3) -> None:
-    """Warn (``IgnoredEdgeWeightsWarning``, as ``dste.gcn_normalized`` does on the single-process path) where the
-    stored values of an adjacency, duplicates summed and explicit zeros dropped, are not all 1: the distributed GCN
-    reads only which entries are nonzero, so weights, signs and a duplicate edge's count are lost."""
-    other = values != 1.0
-    if not other.any() or not np.isfinite(values).all():  # NaN and Inf are refused by binary_rows
-        return
-    warnings.warn(
-        f"{what}: the distributed GCN reads the adjacency as a 0/1 pattern (any nonzero is an edge of weight 1; self "
-        f"loops added once), but {int(other.sum()):,} of its {values.size:,} stored values are not 1 (from "
-        f"{values.min():.4g} to {values.max():.4g}; a duplicate edge sums to 2): those weights are ignored. Pass "
-        "(A != 0) to say that is meant",
-        IgnoredEdgeWeightsWarning, stacklevel=stacklevel,
-    )
+    """``dste.format.gcn.warn_if_weighted`` for the distributed GCN, which reads the adjacency as the single-process
+    normalisation does; non-finite values are left to ``binary_rows``, which refuses them."""
+    if np.isfinite(values).all():
+        gcn_warn_if_weighted(values, f"{what}: the distributed GCN reads the adjacency", stacklevel=stacklevel + 1)
 
 
 def binary_rows(adj, ids: np.ndarray, warn_as: str | None = None) -> sp.csr_matrix:

@@ -77,7 +77,8 @@ def gcn_pattern(adj, add_self_loops: bool = True):
                 "num_nodes))" if shape[0] == 2 else "")
         raise DSTEFormatError(f"GCN normalisation needs a square adjacency, got shape {shape}{hint}")
     n = shape[0]
-    _warn_if_weighted(canon.data)
+    warn_if_weighted(canon.data, "gcn_normalized reads A",
+                     ", or encode your own weighted normalisation with dste.encode (row_scale=, col_scale=)")
     pattern = _pattern_of(canon)
     del canon  # to_csr's float64 values
     pattern.has_canonical_format = True  # to_csr checked or made it so
@@ -98,18 +99,19 @@ class IgnoredEdgeWeightsWarning(UserWarning):
     """An adjacency given to the GCN normalisation holds values other than 1, which it does not read."""
 
 
-def _warn_if_weighted(values: np.ndarray) -> None:
-    """Warn where the adjacency's stored values (duplicates summed, explicit zeros dropped) are not all 1: the
-    normalisation reads only which entries are nonzero, so weights, signs and a duplicate edge's count are lost."""
+def warn_if_weighted(values: np.ndarray, reader: str, remedy: str = "", stacklevel: int = 4) -> None:
+    """Warn (``IgnoredEdgeWeightsWarning``) where an adjacency's stored values (duplicates summed, explicit zeros
+    dropped) are not all 1: ``reader`` (e.g. "gcn_normalized reads A") reads only which entries are nonzero, so
+    weights, signs and a duplicate edge's count are lost. ``remedy`` is appended to the advice."""
     other = values != 1.0
     if not other.any():
         return
     warnings.warn(
-        f"gcn_normalized reads A as a 0/1 pattern (any nonzero is an edge of weight 1; self loops added once), but "
+        f"{reader} as a 0/1 pattern (any nonzero is an edge of weight 1; self loops added once), but "
         f"{int(other.sum()):,} of its {values.size:,} stored values are not 1 (from {values.min():.4g} to "
         f"{values.max():.4g}; a duplicate edge sums to 2): those weights are ignored. Pass (A != 0) to say that is "
-        "meant, or encode your own weighted normalisation with dste.encode (row_scale=, col_scale=)",
-        IgnoredEdgeWeightsWarning, stacklevel=4,
+        f"meant{remedy}",
+        IgnoredEdgeWeightsWarning, stacklevel=stacklevel,
     )
 
 
