@@ -1,6 +1,7 @@
 """DSTE data room: graphs, generators, dynamic snapshot streams and offline dataset loaders.
 
-`load_dataset(name, root=None, seed=0)` is the single entry point:
+`load_dataset(name, root=None, seed=0)` is the single entry point (`locate_dataset(name, root)` finds what it would
+read, without reading it):
 
     "cora-like", "citeseer-like",       generated CSBM presets (seeded)
     "pubmed-like",
@@ -25,7 +26,7 @@ from .csbm import PRESETS, CSBMParams, make_graph, preset_names
 from .graph import Graph, canonical_adjacency
 from .npz import load_npz, save_npz
 from .ogb import load_ogb_folder, resolve_ogb_folder
-from .planetoid import PLANETOID_NAMES, load_planetoid
+from .planetoid import PLANETOID_NAMES, find_planetoid_dir, load_planetoid
 from .safe_pickle import UnsafePickleError
 from .stream import Snapshot, SnapshotStream, StreamParams, make_stream
 
@@ -33,7 +34,7 @@ __all__ = [
     "Graph", "canonical_adjacency", "CSBMParams", "PRESETS", "make_graph", "preset_names",
     "StreamParams", "Snapshot", "SnapshotStream", "make_stream",
     "load_planetoid", "load_ogb_folder", "load_npz", "save_npz", "UnsafePickleError",
-    "load_dataset", "dataset_names", "DATA_ROOT_ENV",
+    "load_dataset", "locate_dataset", "dataset_names", "DATA_ROOT_ENV",
 ]
 
 DATA_ROOT_ENV = "DSTE_DATA_ROOT"
@@ -59,7 +60,8 @@ def _data_root(root) -> Path | None:
 def _root_for(name: str, root) -> Path:
     root = _data_root(root)
     if root is None:
-        raise ValueError(f"dataset {name!r} is read from disk: pass root=... or set {DATA_ROOT_ENV}")
+        raise ValueError(f"dataset {name!r} is read from disk: give its data root (root=..., --root DIR on the "
+                         f"command line) or set {DATA_ROOT_ENV}")
     return root
 
 
@@ -77,27 +79,64 @@ def _npz_path(name: str, root) -> Path:
     return under_root if under_root.is_file() or not path.is_file() else path
 
 
-def load_dataset(name: str, root: str | os.PathLike | None = None, seed: int = 0) -> Graph:
-    """Load or generate a dataset by name (see the module docstring); never downloads."""
+def _dataset_kind(name) -> tuple[str, str]:
+    """What kind of dataset ``name`` names, and the name its loader takes: ``("preset", key)``, ``("planetoid",
+    name)``, ``("ogb", key)`` or ``("npz", path)``. The one place a dataset's name is read, so that checking a name
+    (``locate_dataset``) and loading it cannot disagree."""
     if isinstance(name, os.PathLike):
         name = os.fspath(name)
     if not isinstance(name, str) or not name:
         raise TypeError(f"dataset name must be a non-empty string; allowed: {dataset_names()}")
     key = name.lower()
     if key in PRESETS:
-        return make_graph(key, seed=seed)
+        return "preset", key
     if key in PLANETOID_NAMES:
-        return load_planetoid(key, _root_for(name, root))
+        return "planetoid", key
     if key.startswith(PLANETOID_PREFIX):
-        return load_planetoid(name[len(PLANETOID_PREFIX):], _root_for(name, root))
+        return "planetoid", name[len(PLANETOID_PREFIX):]
     if key.startswith("ogbn-"):
-        return load_ogb_folder(resolve_ogb_folder(key, _root_for(name, root)), name=key)
+        return "ogb", key
     if key.endswith(".npz"):
-        path = _npz_path(name, root)
-        try:
-            return load_npz(path, split_seed=seed)
-        except (ValueError, TypeError) as err:  # a Graph invariant the file breaks: name the file
-            if str(path) in str(err):
-                raise
-            raise type(err)(f"{path}: {err}") from err
+        return "npz", name
     raise ValueError(f"unknown dataset {name!r}; allowed: {dataset_names()}")
+
+
+def locate_dataset(name: str, root: str | os.PathLike | None = None) -> Path | None:
+    """Where ``load_dataset(name, root)`` reads from, found without reading it: None for a generated preset, else
+    the Planetoid folder, the OGB folder or the .npz file. Refuses what ``load_dataset`` would refuse before
+    reading a byte: an unknown name (ValueError), an on-disk dataset without a data root (ValueError), files that
+    are not there (FileNotFoundError). For a job that must check its dataset before it starts work it cannot undo
+    (the distributed ranks join before rank 0 loads)."""
+    kind, arg = _dataset_kind(name)
+    if kind == "preset":
+        return None
+    if kind == "npz":
+        path = _npz_path(arg, root)
+        if not path.is_file():
+            raise FileNotFoundError(f"no .npz file at {path}" + (
+                "" if path.is_absolute() else f" (a relative path is looked up under the data root, --root or "
+                                              f"{DATA_ROOT_ENV}, and in the working directory)"))
+        return path
+    root = _root_for(os.fspath(name), root)
+    if kind == "planetoid":
+        return find_planetoid_dir(arg, root)
+    return resolve_ogb_folder(arg, root)
+
+
+def load_dataset(name: str, root: str | os.PathLike | None = None, seed: int = 0) -> Graph:
+    """Load or generate a dataset by name (see the module docstring); never downloads."""
+    kind, arg = _dataset_kind(name)
+    name = os.fspath(name)
+    if kind == "preset":
+        return make_graph(arg, seed=seed)
+    if kind == "planetoid":
+        return load_planetoid(arg, _root_for(name, root))
+    if kind == "ogb":
+        return load_ogb_folder(resolve_ogb_folder(arg, _root_for(name, root)), name=arg)
+    path = _npz_path(arg, root)
+    try:
+        return load_npz(path, split_seed=seed)
+    except (ValueError, TypeError) as err:  # a Graph invariant the file breaks: name the file
+        if str(path) in str(err):
+            raise
+        raise type(err)(f"{path}: {err}") from err

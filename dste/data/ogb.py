@@ -14,6 +14,7 @@ Multi-label tasks and unlabelled nodes are not supported and raise ValueError.
 from __future__ import annotations
 
 import gzip
+import itertools
 import warnings
 from pathlib import Path
 
@@ -108,6 +109,25 @@ def _split_dir(folder: Path, split_type: str | None) -> Path:
     return options[0]
 
 
+def _split_masks(split: Path, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The training, validation and test masks of a split folder; an id out of range, or a node in two of its
+    files, is refused naming the file(s)."""
+    paths = [split / SPLIT_FILES[key] for key in ("train", "val", "test")]
+    masks = []
+    for path in paths:
+        try:
+            (mask,) = masks_from_indices(n, read_csv_gz(path, np.int64, num_columns=1)[:, 0])
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
+        masks.append(mask)
+    for (first, first_path), (second, second_path) in itertools.combinations(zip(masks, paths), 2):
+        both = np.flatnonzero(first & second)
+        if both.size:
+            raise ValueError(f"{first_path} and {second_path} both list node {int(both[0])} ({both.size} nodes in "
+                             "all): the training, validation and test splits must be disjoint")
+    return tuple(masks)
+
+
 def load_ogb_folder(folder: str | Path, split_type: str | None = None, name: str | None = None) -> Graph:
     """Load an OGB node-property folder as a `Graph` (symmetrised, loops and duplicates removed)."""
     folder = Path(folder)
@@ -137,8 +157,7 @@ def load_ogb_folder(folder: str | Path, split_type: str | None = None, name: str
     adj = adjacency_from_pairs(edges[:, 0], edges[:, 1], n)
 
     split = _split_dir(folder, split_type)
-    indices = [read_csv_gz(split / SPLIT_FILES[key], np.int64, num_columns=1)[:, 0] for key in ("train", "val", "test")]
-    train, val, test = masks_from_indices(n, *indices)
+    train, val, test = _split_masks(split, n)
     return Graph(
         adj=adj, x=x, y=y, train_mask=train, val_mask=val, test_mask=test,
         num_classes=int(y.max()) + 1, name=name or folder.name,

@@ -49,20 +49,16 @@ def job_environment() -> tuple[int, int, str, int]:
 
 
 def check_dataset(name: str, root) -> None:
-    """Refuse a ``--dataset`` that ``dste.data.load_dataset`` cannot read, as far as that is known without reading a
-    file: an unknown name, or an on-disk dataset without a data root. Every rank runs it, before joining the job
-    (only rank 0 loads; before, the others waited for it and all of them failed with tracebacks)."""
-    from dste.data import DATA_ROOT_ENV, PRESETS, dataset_names
-    from dste.data.planetoid import PLANETOID_NAMES
+    """Refuse a ``--dataset`` that ``dste.data.load_dataset`` cannot read, as far as that is known without reading
+    it (``dste.data.locate_dataset``: an unknown name, an on-disk dataset without a data root, files that are not
+    there). Every rank runs it, before joining the job: only rank 0 loads, and before, the others joined and waited
+    for it to fail."""
+    from dste.data import locate_dataset
 
-    key = name.lower()
-    if key in PRESETS or key.endswith(".npz"):
-        return
-    if key in PLANETOID_NAMES or key.startswith("planetoid:") or key.startswith("ogbn-"):
-        if root is None and os.environ.get(DATA_ROOT_ENV) is None:
-            raise ValueError(f"--dataset {name!r} is read from disk: give --root DIR or set {DATA_ROOT_ENV}")
-        return
-    raise ValueError(f"--dataset: unknown dataset {name!r}; allowed: {dataset_names()}")
+    try:
+        locate_dataset(name, root)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        raise type(error)(f"--dataset: {error}") from None
 
 
 # --check's default tolerance per backend. cpu: both runs sum the same float32 products in another order

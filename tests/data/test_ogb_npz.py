@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from dste.data import load_dataset, load_npz, load_ogb_folder, make_graph, save_npz
+from dste.data import load_dataset, load_npz, load_ogb_folder, locate_dataset, make_graph, save_npz
 
 
 def _write_gz(path, rows):
@@ -271,3 +271,40 @@ def test_an_ogb_class_id_past_the_node_count_is_refused_by_name(tmp_path):
     _write_gz(tmp_path / "ogbn_tiny" / "raw" / "node-label.csv.gz", [[2], [0], [1], [10**12], [0]])
     with pytest.raises(ValueError, match=r"node-label\.csv\.gz: class id 1000000000000 for 5 nodes"):
         load_ogb_folder(tmp_path / "ogbn_tiny")
+
+
+def test_ogb_split_errors_name_the_split_files(tmp_path):
+    write_tiny_ogb(tmp_path / "range")
+    _write_gz(tmp_path / "range" / "split" / "time" / "valid.csv.gz", [[7]])
+    with pytest.raises(ValueError, match=r"valid\.csv\.gz: split indices must lie in \[0, 5\), got \[7, 7\]"):
+        load_ogb_folder(tmp_path / "range")
+    write_tiny_ogb(tmp_path / "overlap")
+    _write_gz(tmp_path / "overlap" / "split" / "time" / "test.csv.gz", [[2], [3]])
+    with pytest.raises(ValueError, match=r"train\.csv\.gz and .*test\.csv\.gz both list node 3 \(1 nodes in all\)"):
+        load_ogb_folder(tmp_path / "overlap")
+
+
+def test_locate_dataset_finds_what_load_dataset_reads_without_reading_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("DSTE_DATA_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert locate_dataset("cora-like") is None
+    write_tiny_ogb(tmp_path / "ogbn_tiny")
+    assert locate_dataset("ogbn-tiny", root=tmp_path) == tmp_path / "ogbn_tiny"
+    assert load_dataset("ogbn-tiny", root=tmp_path).meta["folder"] == str(tmp_path / "ogbn_tiny")
+    (tmp_path / "data").mkdir()
+    save_npz(make_graph("cora-like", seed=0), tmp_path / "data" / "g.npz")
+    assert locate_dataset("g.npz", root=tmp_path / "data") == tmp_path / "data" / "g.npz"
+    with pytest.raises(FileNotFoundError, match=r"no \.npz file at g\.npz \(a relative path is looked up under"):
+        locate_dataset("g.npz")  # not in the working directory, no data root
+    with pytest.raises(FileNotFoundError, match=r"no \.npz file at .*missing\.npz$"):
+        locate_dataset(str(tmp_path / "missing.npz"))
+    with pytest.raises(ValueError, match=r"'cora' is read from disk: give its data root \(root=\.\.\., --root DIR"):
+        locate_dataset("cora")
+    with pytest.raises(FileNotFoundError, match=r"Planetoid files \['ind\.cora\.x'.* not all found"):
+        locate_dataset("cora", root=tmp_path)
+    with pytest.raises(FileNotFoundError, match="no OGB folder for 'ogbn-arxiv'"):
+        locate_dataset("ogbn-arxiv", root=tmp_path)
+    with pytest.raises(ValueError, match="unknown dataset 'no-such-graph'; allowed: presets"):
+        locate_dataset("no-such-graph")
+    with pytest.raises(TypeError, match="dataset name must be a non-empty string"):
+        locate_dataset("")

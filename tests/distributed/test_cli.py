@@ -67,7 +67,12 @@ _GOOD_ENV = {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER
     ({"MASTER_PORT": "http"}, [], "MASTER_PORT must be an integer, got 'http'"),
     ({"RANK": None}, [], "environment variable RANK is not set"),
     ({}, ["--dataset", "no-such-graph"], "--dataset: unknown dataset 'no-such-graph'; allowed: presets"),
-    ({}, ["--dataset", "cora"], "--dataset 'cora' is read from disk: give --root DIR or set DSTE_DATA_ROOT"),
+    ({}, ["--dataset", "cora"], r"--dataset: dataset 'cora' is read from disk: give its data root \(root=\.\.\., "
+                                r"--root DIR on the command line\) or set DSTE_DATA_ROOT"),
+    # found by rank 0 alone, after the ranks had joined
+    ({}, ["--dataset", "/nowhere/missing.npz"], r"--dataset: no \.npz file at /nowhere/missing\.npz$"),
+    ({}, ["--dataset", "cora", "--root", "/nowhere"], r"--dataset: Planetoid files \['ind\.cora\.x'.* not all found"),
+    ({}, ["--dataset", "ogbn-arxiv", "--root", "/nowhere"], "--dataset: no OGB folder for 'ogbn-arxiv'"),
 ])
 def test_a_bad_environment_or_dataset_is_one_line_naming_it_before_joining_the_job(monkeypatch, capsys, env, argv,
                                                                                    match):
