@@ -64,6 +64,28 @@ def test_bad_run_options_fail_with_a_clear_message(argv, message, capsys, tmp_pa
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, hint", [
+    (["run", "--budget", "-0.5fp32"], " (a value that starts with '-' is written --budget=-0.5fp32)"),
+    (["bench", "--out", "-results"], " (a value that starts with '-' is written --out=-results)"),
+    (["run", "--budget", "--quick"], ""),  # the value forgotten before another option: no hint
+    (["run", "--budget", "-h"], ""),
+    (["run", "--budget"], ""),
+])
+def test_a_value_that_starts_with_a_dash_is_shown_how_to_write(argv, hint, capsys):
+    """argparse reads "-0.5fp32" (no plain negative number) as an option and said only "expected one argument"."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.endswith(f"error: argument {argv[1]}: expected one argument{hint}\n"), err
+
+
+def test_the_written_form_reaches_the_options_own_check(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["run", "--budget=-0.5fp32", "--out", str(tmp_path), "--no-progress"])
+    assert "the fraction of the FP32 latency must be > 0, got -0.5" in capsys.readouterr().err
+
+
 def test_an_out_directory_that_cannot_be_made_is_named_before_any_work(capsys, tmp_path):
     """It printed the raw "[Errno 20] Not a directory" after loading the graph."""
     blocker = tmp_path / "a_file"
