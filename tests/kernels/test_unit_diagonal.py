@@ -135,4 +135,4 @@ def test_the_estimate_prices_the_diagonal_as_the_trace_does(mode):
     assert est.dma_bytes == prof.dma_bytes
     assert est.dma_transfers == prof.dma_transfers
     assert est.instructions == prof.total_instructions
-    assert est.latency_us == pytest.approx(prof.latency_overlapped_us, rel=0.05)
+    assert est.latency_us == pytest.approx(prof.latency_overlapped_us, rel=1e-9)
