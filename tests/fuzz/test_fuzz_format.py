@@ -12,6 +12,8 @@ import dste
 from dste.format import DSTEFormatError, IgnoredEdgeWeightsWarning, TileKind, encode, gcn_normalized
 from dste.format.constants import FP16_UNDERFLOW_AMAX
 
+from tests.format.value_checks import check_int8_tiles_against_input
+
 from .strategies import examples, features, sparse_values
 
 FP16_REL = 2.0**-11  # float16 round to nearest over its normal range
@@ -55,6 +57,10 @@ def test_encode_is_within_its_bound_or_refuses(A, kinds, layout):
     A32 = dense.astype(np.float32).astype(np.float64)
     assert (np.abs(D - A32) <= _bound(E, A32, kinds) + 1e-300).all(), kinds
     assert ((D != 0) <= (dense != 0)).all()  # no entry appears from nowhere
+    if kinds in ("int8", "auto"):
+        # _bound's INT8 step is the encoder's own largest scale, which a wrong scale (max|v| / 63, or one tile's
+        # taken over its window) still keeps within: each INT8 tile against the reference's scale of its own input
+        check_int8_tiles_against_input(E, A)
 
 
 @settings(max_examples=examples(80))
