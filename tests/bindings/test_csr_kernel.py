@@ -195,7 +195,7 @@ def test_an_output_row_one_past_the_end_is_refused():
     B = sp.csr_matrix(np.array([[1.0, 2.0], [0.0, 3.0]], np.float32))
     x = np.ones((2, 4), np.float32)
     backing = np.zeros((3, 4), np.float32)
-    with pytest.raises(IndexError):
+    with pytest.raises(IndexError, match="an out_rows id is outside out's 2 rows"):
         csr_product(B.indptr.astype(np.int64), B.indices.astype(np.int64), B.data, x, backing[:2],
                     np.array([0, 2], np.int64))
     assert not backing[2].any()  # nothing written past the output

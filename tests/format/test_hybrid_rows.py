@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dste.format import quant, quantize_rows
+from dste.format import DSTEFormatError, quant, quantize_rows
 from dste.gnn.settings import quantize_rows_by_fraction, row_sensitivity
 
 
@@ -55,7 +55,7 @@ def test_a_non_finite_value_in_a_later_block_is_refused(monkeypatch):
     monkeypatch.setattr(quant, "BLOCK_VALUES", 16)
     x = np.ones((50, 4), np.float32)
     x[47, 2] = np.nan
-    with pytest.raises(Exception, match="NaN or Inf"):
+    with pytest.raises(DSTEFormatError, match="NaN or Inf"):
         quantize_rows(x, fp16_fraction=0.0)
 
 
@@ -100,8 +100,6 @@ def test_the_int8_half_step_holds_with_its_float32_margin_next_to_a_rounding_tie
 
 def test_rows_whose_q_times_scale_leaves_float32_are_refused_by_validate():
     # validate accepted them; the CPU op then said "X contains NaN or Inf" of an X that held none
-    from dste.format import DSTEFormatError
-
     X = quantize_rows(np.array([[1.0, -2.0], [3.0, 4.0]], np.float32), fp16_fraction=0.0)
     X.scale[0] = np.float32(3e36)  # 127 x 3e36 > 3.4e38
     with pytest.raises(DSTEFormatError, match=r"HybridRows row 0 dequantizes to .* beyond float32's range"):

@@ -404,7 +404,7 @@ def test_fake_quantized_rows_of_a_relu_output_with_zeros_of_either_sign(fraction
     got = fake_quantized_rows(torch.from_numpy(x), fraction)
     assert np.array_equal(_bits(got), _bits(_reference_rows(x, fraction)))
     x[5, 3] = np.nan
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="NaN or Inf"):
         fake_quantized_rows(torch.from_numpy(x), fraction)
 
 

@@ -46,7 +46,7 @@ def test_masked_quant_reference_refuses_a_non_finite_threshold_as_the_host_twin_
     scores = np.zeros(1, np.float32)
     with pytest.raises(ValueError, match="threshold must be a finite number"):
         masked_quant_reference(values, keep, scores, threshold)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="masked_quant_host: threshold must be a finite number"):
         format_quant.masked_quant_host(values, keep, scores, threshold)
 
 

@@ -36,9 +36,9 @@ def test_pack_layout_bit_positions():
 def test_pack_unpack_roundtrip_random():
     mask = np.random.default_rng(0).random((5, 7, 128)) < 0.3
     np.testing.assert_array_equal(unpack_mask(pack_mask(mask)), mask)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="mask must be a bool array, got dtype uint8"):
         pack_mask(mask.astype(np.uint8))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"words must have shape \[\.\.\., 4\], got \(2, 3\)"):
         unpack_mask(np.zeros((2, 3), np.uint32))
 
 
@@ -131,7 +131,7 @@ def test_quantize_rows_reference_and_host():
     assert frac.hi_rows.size == 5 and 7 in frac.hi_rows
     with pytest.raises(DSTEFormatError, match="NaN"):
         quantize_rows(np.full((2, 2), np.nan))
-    with pytest.raises(DSTEFormatError):
+    with pytest.raises(DSTEFormatError, match="hi_rows must be strictly ascending"):
         HybridRows(q=H.q, scale=H.scale, hi_rows=H.hi_rows[::-1].copy(), hi=H.hi, hi_index=H.hi_index)
 
 
