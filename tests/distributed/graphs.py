@@ -34,3 +34,18 @@ def gcn_float64(adj, x, weights):
     w1, b1, w2, b2 = (t.double().numpy() for t in (weights.w1, weights.b1, weights.w2, weights.b2))
     h1 = np.maximum(a_hat @ (x.astype(np.float64) @ w1) + b1, 0.0)
     return a_hat @ (h1 @ w2) + b2
+
+
+def gcn_kernel_error_bound(adj, x, weights):
+    """Per-logit bound on |kernel GCN - gcn_float64| from the kernel's documented per-term error
+    (``dste.reference.spmm.BF16_OPERANDS_BOUND``, β: X and Â's values rounded to bf16). Layer 1's product
+    Â (X W1) errs by at most β |Â| |X W1|; ReLU passes an error on at most as large; W2 carries it to
+    |δ| |W2|; layer 2 errs by β |Â| (|H W2| + |δ| |W2|) plus Â times that carried error."""
+    from dste.reference.spmm import BF16_OPERANDS_BOUND as beta
+
+    a_hat = abs(gcn_normalization(adj))
+    w1, b1, w2 = (t.double().numpy() for t in (weights.w1, weights.b1, weights.w2))
+    z1 = x.astype(np.float64) @ w1
+    h1 = np.maximum(a_hat @ z1 + b1, 0.0)
+    carried = (beta * (a_hat @ np.abs(z1))) @ np.abs(w2)
+    return beta * (a_hat @ (np.abs(h1 @ w2) + carried)) + a_hat @ carried

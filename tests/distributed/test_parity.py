@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from dste.distributed import GCNWeights, gcn_reference, partition_nodes, run_gcn_inference, spawn
-from tests.distributed.graphs import gcn_float64, shuffled_graph, toggle_edges
+from tests.distributed.graphs import gcn_float64, gcn_kernel_error_bound, shuffled_graph, toggle_edges
 
 pytestmark = pytest.mark.multiprocess  # every test here spawns a process group
 
@@ -114,9 +114,14 @@ def test_two_ranks_on_the_simulated_kernel_match_single_process(graph):
     results = spawn(_nkisim_job, 2, (adj, x), timeout_s=600)
     weights = GCNWeights.random(x.shape[1], HIDDEN, CLASSES, seed=0)
     got = _assemble(results, adj.shape[0], CLASSES)
-    # the simulated kernel differs from the fp32 CPU op by up to 8e-3 on this graph's |Â X| <= 2.4 (measured,
-    # one process): bf16-level rounding of X (2^-8 relative); two layers on O(1) logits stay well inside 2e-2
-    np.testing.assert_allclose(got, gcn_float64(adj, x, weights), rtol=0, atol=2e-2)
+    # A global 2e-2 (2.5 x a measured 8e-3) could not see a missing or doubled halo row (~1e-2). Each logit is held
+    # to the bound the kernel's per-term bf16 rounding allows it: one neighbour's row dropped from both layers moves
+    # its node's logits past it on most rows (a median 2.6 times the bound over 40 sampled edges, at least 0.3). The
+    # bound must not be vacuous: the worst logit uses 8 % of it here (9 % on one process).
+    error = np.abs(got - gcn_float64(adj, x, weights))
+    bound = gcn_kernel_error_bound(adj, x, weights) * (1 + 1e-6) + 1e-7  # + the fp32 products' own rounding
+    assert (error <= bound).all(), float((error / bound).max())
+    assert (error / bound).max() > 0.02
 
 
 def _nkisim_job(comm, adj, x):
