@@ -628,7 +628,7 @@ def run(config: RunConfig) -> dict:
         size = GraphSize.of(base)
         config = schedule_for(config, size)
         workers = min(config.jobs, config.seeds)
-        warning = memory_check(size, config.snapshots, workers)
+        warning = memory_check(size, config.snapshots, workers, config.hidden)
     except BaseException:
         if not config.out and not any(out.iterdir()):  # the new runs/<timestamp> of a run refused before any work
             out.rmdir()

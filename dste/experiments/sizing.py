@@ -10,7 +10,8 @@ from dataclasses import dataclass, replace
 from dste.data.stream import snapshots_with_heldout_burst, stream_params
 from dste.experiments.run_config import MIN_SNAPSHOTS, RunConfig
 
-__all__ = ["GraphSize", "auto_jobs", "default_jobs", "memory_check", "schedule_for", "worker_peak_bytes",
+__all__ = ["GraphSize", "auto_jobs", "default_jobs", "memory_check", "schedule_for", "width_floor_bytes",
+           "worker_peak_bytes", "WIDTH_FLOOR_BYTES",
            "LARGE_GRAPH_NODES", "MEMORY_REFUSAL_FACTOR", "SCHEDULES", "WORKER_PEAK_BYTES", "WORKER_PEAK_HEADROOM"]
 
 LARGE_GRAPH_NODES = 50_000
@@ -89,14 +90,36 @@ MEMORY_REFUSAL_FACTOR = 1.5
 (the model's largest miss is 12.4 %); between 1 and this multiple it starts with a warning."""
 
 
-def memory_check(size: GraphSize, snapshots: int, jobs: int) -> str | None:
+WIDTH_FLOOR_BYTES = (16.0, 12.0)
+"""Bytes per first-layer weight (float32: the weight, its gradient and Adam's two moments) and per hidden value of
+one layer output (float32: the output, its gradient and the input ReLU keeps) that FP32 training holds at once."""
+
+
+def width_floor_bytes(size: GraphSize, hidden: int) -> float:
+    """The least memory FP32 training of a model ``hidden`` wide holds at once on a graph of ``size``: its first
+    layer's weights and one hidden layer output (``WIDTH_FLOOR_BYTES``). A floor, not the peak:
+    ``WORKER_PEAK_BYTES`` was fitted at the default width, 64, and at larger widths the cached layer outputs grow
+    until ``env_layers.run_bytes_budget`` bounds them."""
+    per_weight, per_value = WIDTH_FLOOR_BYTES
+    return float(hidden) * (per_weight * size.features + per_value * size.nodes)
+
+
+def memory_check(size: GraphSize, snapshots: int, jobs: int, hidden: int = 64) -> str | None:
     """Before a run starts: None where its ``jobs`` workers fit the available memory at their modelled peak
     (:func:`worker_peak_bytes`), else a warning line; raises ``MemoryError`` where one worker alone is modelled past
-    ``MEMORY_REFUSAL_FACTOR`` times the available memory, naming the snapshot count that fits. Without it such a run
-    is found out by the kernel's out-of-memory killer, up to an hour in."""
+    ``MEMORY_REFUSAL_FACTOR`` times the available memory, naming the snapshot count that fits, or where a model
+    ``hidden`` wide cannot be trained in it at all (:func:`width_floor_bytes`), naming the widest that can. Without
+    it such a run is found out by the kernel's out-of-memory killer, up to an hour in, or by torch's allocator."""
     from dste.experiments.env_layers import available_memory_bytes
 
     available = available_memory_bytes()
+    floor = width_floor_bytes(size, hidden)
+    if available is not None and floor > available:
+        widest = int(available // width_floor_bytes(size, 1))
+        raise MemoryError(f"--hidden {hidden}: FP32 training of a model that wide holds at least {floor / 1e9:,.1f} GB "
+                          f"at once on {size.label()} (its first layer's weights, gradients and Adam moments and one "
+                          f"hidden layer output), and {available / 1e9:.1f} GB is available; the widest whose floor "
+                          f"fits is {widest:,}, and a run needs more than the floor (--hidden 64 is the default)")
     peak = worker_peak_bytes(size, snapshots)
     if available is None or jobs * peak <= available:
         return None

@@ -173,6 +173,29 @@ def test_auto_jobs_count_the_feature_width(monkeypatch):
     assert sizing.auto_jobs(sizing.GraphSize(18_333, 6_805, 163_788), 16) == 1
 
 
+def test_a_hidden_width_no_memory_could_train_is_refused_before_it_starts(monkeypatch, capsys, tmp_path):
+    """torch's allocator failed with a traceback after the graph loaded (200 GB for one 500 x 10^8 weight)."""
+    from dste.experiments import env_layers, pipeline
+
+    monkeypatch.setattr(env_layers, "available_memory_bytes", lambda: 20 << 30)
+    cora = sizing.GraphSize(2_708, 500, 10_556)
+    # the floor by hand: 10^8 x (16 B x 500 first-layer weights + 12 B x 2,708 hidden values) = 4,049.6 GB
+    assert sizing.width_floor_bytes(cora, 10**8) == 10**8 * (16 * 500 + 12 * 2_708)
+    with pytest.raises(MemoryError, match=r"--hidden 100000000: .* at least 4,049\.6 GB .* 21\.5 GB is available; "
+                                          r"the widest whose floor fits is 530,295"):
+        sizing.memory_check(cora, 16, 1, hidden=10**8)
+    assert sizing.memory_check(cora, 16, 1, hidden=4096) is None  # 0.2 GB of floor: the fitted model decides
+
+    def started(config, base):
+        raise AssertionError("started")
+
+    monkeypatch.setattr(pipeline, "_run_seeds", started)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--quick", "--hidden", "100000000", "--out", str(tmp_path / "run"), "--no-progress"])
+    assert exit_info.value.code == 2 and "--hidden 100000000: FP32 training" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_run_the_memory_cannot_hold_is_announced_or_refused_before_it_starts(monkeypatch, capsys, tmp_path):
     from dste.experiments import env_layers, pipeline
 
