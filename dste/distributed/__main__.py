@@ -80,15 +80,15 @@ def _at_least(low: float, kind=float, strict: bool = False):
 
 
 def _seconds(text: str) -> float:
-    """--timeout: ``init_distributed``'s range, refused here by the option's name (1e308 overflowed Python's
+    """--timeout: ``runtime.check_seconds``' range, refused here by the option's name (1e308 overflowed Python's
     timedelta, 1e-6 timed out after 0 ms)."""
-    from dste.distributed.runtime import MAX_TIMEOUT_S, MIN_TIMEOUT_S
+    from dste.distributed.runtime import check_seconds
 
-    value = float(text)
-    if not MIN_TIMEOUT_S <= value <= MAX_TIMEOUT_S:  # NaN too
-        raise argparse.ArgumentTypeError(f"must be > 0 seconds, from {MIN_TIMEOUT_S:g} (the rendezvous store counts "
-                                         f"milliseconds) to {MAX_TIMEOUT_S:g} (a week), got {text}")
-    return value
+    value = float(text)  # not a number: argparse's "invalid float value"
+    try:
+        return check_seconds(value, "a timeout", "> 0 seconds")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 _seconds.__name__ = "float"  # argparse names the type in its "invalid ... value" message

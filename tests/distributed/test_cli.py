@@ -14,8 +14,8 @@ from dste.distributed.__main__ import parse_args
 @pytest.mark.parametrize("argv, match", [
     (["--hidden", "0"], "argument --hidden: must be >= 1"),  # GCNWeights refused it on every rank, after the load
     (["--classes", "-1"], "argument --classes: must be >= 0"),
-    (["--timeout", "0"], "argument --timeout: must be > 0"),  # the store: "timed out after 0ms"
-    (["--timeout", "-5"], "argument --timeout: must be > 0"),
+    (["--timeout", "0"], "argument --timeout: a timeout must be > 0 seconds"),  # the store: "timed out after 0ms"
+    (["--timeout", "-5"], "argument --timeout: a timeout must be > 0 seconds"),
     (["--check-atol", "nan"], "argument --check-atol: must be >= 0 and finite"),
     (["--backend", "gpu"], "argument --backend: invalid choice: 'gpu'"),  # every rank failed, after the load
 ])
@@ -100,7 +100,7 @@ def test_a_timeout_the_store_cannot_take_is_refused_by_the_option(value, capsys)
     with pytest.raises(SystemExit) as info:
         parse_args(["--timeout", value])
     err = capsys.readouterr().err
-    assert info.value.code == 2 and "argument --timeout: must be > 0 seconds, from 0.001" in err and "604800" in err
+    assert info.value.code == 2 and "argument --timeout: a timeout must be > 0 seconds, from 0.001 s" in err and "604800" in err
     assert parse_args(["--timeout", "0.5"]).timeout == 0.5
 
 
