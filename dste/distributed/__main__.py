@@ -95,7 +95,7 @@ _seconds.__name__ = "float"  # argparse names the type in its "invalid ... value
 
 
 def parse_args(argv=None):
-    from dste.cli import ArgumentParser
+    from dste.argparsing import ArgumentParser
 
     p = ArgumentParser(prog="python -m dste.distributed", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="cora-like", help="a dste.data.load_dataset name (default: cora-like)")

@@ -903,7 +903,7 @@ def report(results: dict) -> str:
 def main(argv=None) -> int:
     """Entry point: ``python -m dste.experiments.bench [options]``; also takes parsed ``dste bench`` options."""
     if not isinstance(argv, argparse.Namespace):
-        from dste.cli import ArgumentParser
+        from dste.argparsing import ArgumentParser
 
         parser = add_bench_arguments(ArgumentParser(prog="dste bench", description=__doc__.split("\n\n")[0]))
         argv = parser.parse_args(argv)
