@@ -57,8 +57,10 @@ def check_dataset(name: str, root) -> None:
 
     try:
         locate_dataset(name, root)
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        raise type(error)(f"--dataset: {error}") from None
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"--dataset: {error}") from None
+    except (ValueError, TypeError) as error:  # an empty name is a TypeError to the API, a bad option value here
+        raise ValueError(f"--dataset: {error}") from None
 
 
 # --check's default tolerance per backend. cpu: both runs sum the same float32 products in another order

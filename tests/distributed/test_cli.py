@@ -67,6 +67,7 @@ _GOOD_ENV = {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER
     ({"MASTER_PORT": "http"}, [], "MASTER_PORT must be an integer, got 'http'"),
     ({"RANK": None}, [], "environment variable RANK is not set"),
     ({}, ["--dataset", "no-such-graph"], "--dataset: unknown dataset 'no-such-graph'; allowed: presets"),
+    ({}, ["--dataset", ""], "--dataset: dataset name must be a non-empty string"),  # was a TypeError's traceback
     ({}, ["--dataset", "cora"], r"--dataset: dataset 'cora' is read from disk: give its data root \(root=\.\.\., "
                                 r"--root DIR on the command line\) or set DSTE_DATA_ROOT"),
     # found by rank 0 alone, after the ranks had joined
