@@ -99,7 +99,7 @@ _seconds.__name__ = "float"  # argparse names the type in its "invalid ... value
 def parse_args(argv=None):
     from dste.argparsing import ArgumentParser
 
-    p = ArgumentParser(prog="python -m dste.distributed", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="cora-like", help="a dste.data.load_dataset name (default: cora-like)")
     p.add_argument("--root", default=None, help="data root for on-disk datasets")
     p.add_argument("--hidden", type=_at_least(1, int), default=64)
