@@ -171,3 +171,27 @@ def test_the_heterophilous_stream_runs_give_the_bench_readme_tables(capsys):
     for count in ("keeps_every_budget: 4 of 4", "dominated_by_a_baseline_within_budgets: 1 of 4",
                   "cross-fitted static plan ahead of DSTE: 1 of 4", "margin_never_finite: 4 of 4"):
         assert count in err, count
+
+
+def test_the_stream_table_with_every_move_held_to_the_node_error_changes_four_rows(capsys):
+    """The stream table's runs with rule 1 holding every move to the validation nodes' error (bench/README.md,
+    "every move held to the validation nodes' error"): each run prints the README's rows to the last digit, except
+    four, whose rows are bench/README.md's, as its list says."""
+    collected = ROOT / "bench" / "results" / "streams_symmetric_evidence.json"
+    if not collected.exists():
+        pytest.skip("no stream runs with every move held to the node error")
+    assert stream_summary.main([str(collected)]) == 0
+    out, err = capsys.readouterr()
+    main_table, cross_fit_table, adaptivity_table = out.strip().split("\n\n")
+    runs = json.loads(collected.read_text())
+    assert len(runs) == 29 and all(len(t.splitlines()) == 2 + len(runs) for t in (main_table, cross_fit_table))
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    bench_readme = (ROOT / "bench" / "README.md").read_text(encoding="utf-8")
+    changed = [line for line in main_table.splitlines()[2:] if line not in readme]
+    assert [line.split(" | ")[0] for line in changed] == [
+        "| C3.5, `budget-shift`", "| GraphSAGE, `budget-shift`", "| Y, `bursty`", "| C2, `bursty`"]
+    changed_cross_fit = [line for line in cross_fit_table.splitlines()[2:] if line not in readme]
+    assert [line.split(" | ")[0] for line in changed_cross_fit] == [line.split(" | ")[0] for line in changed]
+    for line in changed + changed_cross_fit + adaptivity_table.splitlines()[2:]:
+        assert line in bench_readme, f"bench/README.md lacks the run's row {line[:40]!r}"
+    assert "keeps_every_budget: 29 of 29" in err and "margin_never_finite: 29 of 29" in err
