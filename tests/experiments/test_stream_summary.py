@@ -102,14 +102,20 @@ def test_runs_with_a_plan_per_snapshot_measured_get_their_own_table_and_plot(tmp
         assert (tmp_path / name).stat().st_size > 5000
 
 
-def test_the_collected_file_gives_the_readme_counts(capsys):
-    collected = ROOT / "bench" / "results" / "streams.json"
+def _collected_summary(capsys, name: str, missing: str):
+    """``(tables, counts, runs)``: stream_summary's printed tables (split at their blank lines), the counts it prints to
+    stderr, and the runs of ``bench/results/<name>``; the test skips with ``missing`` where the file is absent."""
+    collected = ROOT / "bench" / "results" / name
     if not collected.exists():
-        pytest.skip("no collected stream runs")
+        pytest.skip(missing)
     assert stream_summary.main([str(collected)]) == 0
     out, err = capsys.readouterr()
-    runs = json.loads(collected.read_text())
-    main_table, _, cross_fit_table = out.strip().partition("\n\n")
+    return out.strip().split("\n\n"), err, json.loads(collected.read_text())
+
+
+def test_the_collected_file_gives_the_readme_counts(capsys):
+    tables, err, runs = _collected_summary(capsys, "streams.json", "no collected stream runs")
+    main_table, cross_fit_table = tables[0], "\n\n".join(tables[1:])
     assert len(main_table.splitlines()) == 2 + len(runs)
     fitted = [run for run in runs.values() if run["oracle"].get("cross_fit")]
     assert len(cross_fit_table.splitlines()) == (2 + len(fitted) if fitted else 0)
@@ -120,14 +126,10 @@ def test_the_collected_file_gives_the_readme_counts(capsys):
 
 
 def test_the_per_snapshot_runs_give_the_bench_readme_table(capsys):
-    collected = ROOT / "bench" / "results" / "streams_adaptivity.json"
-    if not collected.exists():
-        pytest.skip("no collected stream runs with the per-snapshot cross-fit")
-    assert stream_summary.main([str(collected)]) == 0
-    out, err = capsys.readouterr()
-    adaptivity_table = out.strip().split("\n\n")[-1]
+    tables, err, runs = _collected_summary(capsys, "streams_adaptivity.json",
+                                           "no collected stream runs with the per-snapshot cross-fit")
+    adaptivity_table = tables[-1]
     assert adaptivity_table.startswith(stream_summary.ADAPTIVITY_HEADER)
-    runs = json.loads(collected.read_text())
     assert len(adaptivity_table.splitlines()) == 2 + len(runs)
     assert f"cross-fitted: 19 of {len(runs)}; there, DSTE at or above the plan per snapshot: 15" in err
     bench_readme = (ROOT / "bench" / "README.md").read_text(encoding="utf-8")
@@ -138,13 +140,8 @@ def test_the_per_snapshot_runs_give_the_bench_readme_table(capsys):
 def test_the_stream_runs_re_run_on_another_cpu_give_the_readme_rows(capsys):
     """The runs re-run on an Intel Xeon machine print the README's stream-table and cross-fitted rows to the last
     digit, and their per-snapshot rows are bench/README.md's."""
-    collected = ROOT / "bench" / "results" / "streams_intel.json"
-    if not collected.exists():
-        pytest.skip("no stream runs re-run on another CPU")
-    assert stream_summary.main([str(collected)]) == 0
-    out, _ = capsys.readouterr()
-    main_table, cross_fit_table, adaptivity_table = out.strip().split("\n\n")
-    runs = json.loads(collected.read_text())
+    tables, _, runs = _collected_summary(capsys, "streams_intel.json", "no stream runs re-run on another CPU")
+    main_table, cross_fit_table, adaptivity_table = tables
     assert all(len(table.splitlines()) == 2 + len(runs) for table in (main_table, cross_fit_table, adaptivity_table))
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for line in main_table.splitlines()[2:] + cross_fit_table.splitlines()[2:]:
@@ -158,12 +155,7 @@ def test_the_heterophilous_stream_runs_give_the_bench_readme_tables(capsys):
     """The tenth round's streams (bench/README.md, "tenth round"): every row of their three tables, and the counts
     its list states (every budget kept, greedy search dominating one run, the cross-fitted static plan ahead on
     one)."""
-    collected = ROOT / "bench" / "results" / "streams_heterophily.json"
-    if not collected.exists():
-        pytest.skip("no heterophilous stream runs")
-    assert stream_summary.main([str(collected)]) == 0
-    out, err = capsys.readouterr()
-    tables = out.strip().split("\n\n")
+    tables, err, _ = _collected_summary(capsys, "streams_heterophily.json", "no heterophilous stream runs")
     assert len(tables) == 3 and all(len(table.splitlines()) == 2 + 4 for table in tables)
     bench_readme = (ROOT / "bench" / "README.md").read_text(encoding="utf-8")
     for line in "\n".join(tables).splitlines():
@@ -177,13 +169,9 @@ def test_the_stream_table_with_every_move_held_to_the_node_error_changes_four_ro
     """The stream table's runs with rule 1 holding every move to the validation nodes' error (bench/README.md,
     "every move held to the validation nodes' error"): each run prints the README's rows to the last digit, except
     four, whose rows are bench/README.md's, as its list says."""
-    collected = ROOT / "bench" / "results" / "streams_symmetric_evidence.json"
-    if not collected.exists():
-        pytest.skip("no stream runs with every move held to the node error")
-    assert stream_summary.main([str(collected)]) == 0
-    out, err = capsys.readouterr()
-    main_table, cross_fit_table, adaptivity_table = out.strip().split("\n\n")
-    runs = json.loads(collected.read_text())
+    tables, err, runs = _collected_summary(capsys, "streams_symmetric_evidence.json",
+                                           "no stream runs with every move held to the node error")
+    main_table, cross_fit_table, adaptivity_table = tables
     assert len(runs) == 29 and all(len(t.splitlines()) == 2 + len(runs) for t in (main_table, cross_fit_table))
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     bench_readme = (ROOT / "bench" / "README.md").read_text(encoding="utf-8")
