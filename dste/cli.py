@@ -126,9 +126,11 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="a smoke run: 1 seed, 6 snapshots (7 on the bursty stream, so that a held-out snapshot "
                              "is a burst), at most 100 episodes and 60 epochs")
     parser.add_argument("--jobs", type=_jobs, default="auto",
-                        help="seeds run in this many worker processes at once; 'auto' (default): one per core this "
-                             "process may use, at most one per seed, as many as the available memory holds (a "
-                             "worker's peak modelled from the graph's nodes, features, edges and snapshots). The "
+                        help="seeds run in this many worker processes at once; 'auto' (default): as many as the "
+                             "available memory holds (a worker's peak modelled from the graph's nodes, features, "
+                             "edges and snapshots), at most one per seed, and of those the count that finishes the "
+                             "seeds soonest on the cores this process may use (3 seeds on 2 cores: 3 workers sharing "
+                             "them). The "
                              "figures do not change, only the wall time, the memory (one job's worth per worker) and "
                              "the measured CPU times (the workers share the cores)")
     parser.add_argument("--fp32-snapshots", choices=("first", "training"), default="first",

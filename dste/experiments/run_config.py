@@ -62,7 +62,7 @@ class RunConfig:
     probe: bool = True  # the fitted plan's more valuable unmeasured rivals are checked on each snapshot (projection)
     oracle: bool = False
     frontier: bool = True
-    jobs: int | str = 1  # "auto": one worker per usable core, as many as the memory holds (sizing.auto_jobs)
+    jobs: int | str = 1  # "auto": as many as the memory holds, the count finishing the seeds soonest (sizing.auto_jobs)
     fp32_snapshots: str = "first"  # "first": FP32 trained on snapshot 0; "training": on every training snapshot
     # > 0: each seed's FP32 model is distilled from that many teachers (train_fp32_distilled); None: DEFAULT_FP32_TEACHERS
     # where the model trains on the first snapshot, 0 (plain training) with fp32_snapshots="training"

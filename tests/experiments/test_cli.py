@@ -149,6 +149,34 @@ def test_auto_jobs_take_one_worker_where_the_memory_is_unknown(monkeypatch):
     assert sizing.auto_jobs(sizing.GraphSize(100, 500, 400), 16) == 1
 
 
+@pytest.mark.parametrize("seeds, cores, most, workers", [
+    (3, 2, 8, 3),  # two workers leave a core idle while the third seed runs alone: 2 seeds' time against 1.5
+    (4, 2, 8, 2),  # two rounds of two: more workers only share the same cores
+    (5, 2, 8, 3),  # 3 + 2 takes 2.5 seeds' time, as 5 at once does, with fewer workers; 2 + 2 + 1 takes 3
+    (3, 2, 2, 2),  # the memory holds two
+    (1, 2, 8, 1), (2, 2, 8, 2), (3, 4, 8, 3), (6, 4, 8, 6),
+])
+def test_auto_jobs_balance_the_seeds_over_the_cores(seeds, cores, most, workers):
+    assert sizing.balanced_workers(seeds, cores, most) == workers
+
+
+def test_auto_jobs_start_three_workers_for_three_seeds_on_two_cores(monkeypatch):
+    from dste.experiments import env_layers
+
+    monkeypatch.setattr(sizing, "default_jobs", lambda: 2)
+    monkeypatch.setattr(env_layers, "available_memory_bytes", lambda: 22 << 30)
+    assert sizing.auto_jobs(sizing.GraphSize(2_708, 500, 10_556), 16, seeds=3) == 3
+    assert sizing.auto_jobs(sizing.GraphSize(2_708, 500, 10_556), 16) == 2  # no seed count: one per core
+    # a Coauthor-CS-sized worker (23 GB over 16 snapshots) fits once, whatever the seeds
+    assert sizing.auto_jobs(sizing.GraphSize(18_333, 6_805, 163_788), 16, seeds=3) == 1
+
+
+@pytest.mark.parametrize("seeds, cores, most", [(0, 2, 8), (3, 0, 8), (3, 2, 0)])
+def test_balanced_workers_refuse_counts_below_one(seeds, cores, most):
+    with pytest.raises(ValueError, match="must be >= 1"):
+        sizing.balanced_workers(seeds, cores, most)
+
+
 @pytest.mark.parametrize("nodes, features, entries, snapshots, measured_gb", [
     (2_708, 500, 10_556, 16, 2.35), (19_717, 500, 88_644, 16, 8.8), (3_327, 3_703, 9_104, 16, 6.1),
     (18_333, 6_805, 163_788, 16, 23.2), (18_333, 6_805, 163_788, 8, 13.8), (13_752, 767, 491_722, 16, 9.65),
