@@ -75,8 +75,8 @@ def worker_peak_bytes(size: GraphSize, snapshots: int) -> float:
 def auto_jobs(size: GraphSize, snapshots: int, seeds: int | None = None) -> int:
     """Workers ``--jobs auto`` runs for ``seeds`` seeds on a graph of ``size`` over ``snapshots`` snapshots: as many
     as the available memory holds at :func:`worker_peak_bytes` each (times ``WORKER_PEAK_HEADROOM``), and of those
-    the count :func:`balanced_workers` finishes the seeds soonest with on the usable cores (``default_jobs``); one
-    core's worth per core where ``seeds`` is not given, one worker where the memory cannot be read."""
+    the count :func:`balanced_workers` finishes the seeds soonest with on the usable cores (``default_jobs``);
+    one per core where ``seeds`` is not given, one worker where the memory cannot be read."""
     from dste.experiments.env_layers import available_memory_bytes
 
     available = available_memory_bytes()
