@@ -165,6 +165,20 @@ def test_the_heterophilous_stream_runs_give_the_bench_readme_tables(capsys):
         assert count in err, count
 
 
+def test_the_eleventh_round_stream_runs_give_the_bench_readme_tables(capsys):
+    """The eleventh round's streams (bench/README.md, "eleventh round": 24 features, and a graph of median degree 1):
+    every row of their three tables, and the counts its list states."""
+    tables, err, _ = _collected_summary(capsys, "streams_eleventh_round.json", "no eleventh-round stream runs")
+    assert len(tables) == 3 and all(len(table.splitlines()) == 2 + 4 for table in tables)
+    bench_readme = (ROOT / "bench" / "README.md").read_text(encoding="utf-8")
+    for line in "\n".join(tables).splitlines():
+        assert line in bench_readme, f"bench/README.md's eleventh round differs from the runs at {line[:40]!r}"
+    for count in ("keeps_every_budget: 4 of 4", "dominated_by_a_baseline_within_budgets: 0 of 4",
+                  "spread_at_most_1pt: 2 of 4", "beats_static_within_budgets (adaptivity streams): 4 of 4",
+                  "cross-fitted static plan ahead of DSTE: 0 of 4", "margin_never_finite: 4 of 4"):
+        assert count in err, count
+
+
 def test_the_stream_table_with_every_move_held_to_the_node_error_changes_four_rows(capsys):
     """The stream table's runs with rule 1 holding every move to the validation nodes' error (bench/README.md,
     "every move held to the validation nodes' error"): each run prints the README's rows to the last digit, except
