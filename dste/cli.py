@@ -130,9 +130,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                              "available memory holds (a worker's peak modelled from the graph's nodes, features, "
                              "edges and snapshots), at most one per seed, and of those the count that finishes the "
                              "seeds soonest on the cores this process may use (3 seeds on 2 cores: 3 workers sharing "
-                             "them). The "
-                             "figures do not change, only the wall time, the memory (one job's worth per worker) and "
-                             "the measured CPU times (the workers share the cores)")
+                             "them). The figures do not change, only the wall time, the memory (one job's worth per "
+                             "worker) and the measured CPU times (the workers share the cores)")
     parser.add_argument("--fp32-snapshots", choices=("first", "training"), default="first",
                         help="what each seed's FP32 model trains on: the stream's first snapshot (default) or every "
                              "training snapshot in turn (one step per epoch each, the epoch kept by their mean "

@@ -96,8 +96,8 @@ def balanced_workers(seeds: int, cores: int, most: int) -> int:
     Seeds go to the workers in rounds of at most one each; a round of ``k`` workers takes ``max(1, k / cores)`` seeds'
     time, the cores shared among them. Three seeds on two cores: two workers take two seeds' time (the third seed
     runs alone on one core while the other idles), three take one and a half. Measured on the default job (2-core AMD
-    EPYC, same results.json but for the timings): 367 s with two workers, 311 s with three (``bench/README.md``,
-    "Seeds over the cores")."""
+    EPYC, the same results.json but for the timings): 408 and 397 s with two workers, 327 and 355 s with three
+    (``bench/README.md``, "`dste run`'s wall time: seeds over the cores")."""
     if min(seeds, cores, most) < 1:
         raise ValueError(f"seeds, cores and most must be >= 1, got {seeds}, {cores}, {most}")
 

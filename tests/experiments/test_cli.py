@@ -156,7 +156,7 @@ def test_auto_jobs_take_one_worker_where_the_memory_is_unknown(monkeypatch):
     (3, 2, 2, 2),  # the memory holds two
     (1, 2, 8, 1), (2, 2, 8, 2), (3, 4, 8, 3), (6, 4, 8, 6),
 ])
-def test_auto_jobs_balance_the_seeds_over_the_cores(seeds, cores, most, workers):
+def test_balanced_workers_spread_the_seeds_over_the_cores(seeds, cores, most, workers):
     assert sizing.balanced_workers(seeds, cores, most) == workers
 
 

@@ -151,31 +151,27 @@ def test_the_stream_runs_re_run_on_another_cpu_give_the_readme_rows(capsys):
         assert line in bench_readme, f"bench/README.md lacks the re-run's per-snapshot row {line[:40]!r}"
 
 
-def test_the_heterophilous_stream_runs_give_the_bench_readme_tables(capsys):
-    """The tenth round's streams (bench/README.md, "tenth round"): every row of their three tables, and the counts
-    its list states (every budget kept, greedy search dominating one run, the cross-fitted static plan ahead on
-    one)."""
-    tables, err, _ = _collected_summary(capsys, "streams_heterophily.json", "no heterophilous stream runs")
+@pytest.mark.parametrize("name, missing, round_name, counts", [
+    # the tenth round: heterophilous graphs; greedy search dominates one run, the cross-fitted static plan is ahead
+    # on one
+    ("streams_heterophily.json", "no heterophilous stream runs", "tenth round",
+     ("keeps_every_budget: 4 of 4", "dominated_by_a_baseline_within_budgets: 1 of 4",
+      "cross-fitted static plan ahead of DSTE: 1 of 4", "margin_never_finite: 4 of 4")),
+    # the eleventh round: 24 features, and a graph of median degree 1
+    ("streams_eleventh_round.json", "no eleventh-round stream runs", "eleventh round",
+     ("keeps_every_budget: 4 of 4", "dominated_by_a_baseline_within_budgets: 0 of 4", "spread_at_most_1pt: 2 of 4",
+      "beats_static_within_budgets (adaptivity streams): 4 of 4", "cross-fitted static plan ahead of DSTE: 0 of 4",
+      "margin_never_finite: 4 of 4")),
+])
+def test_a_round_of_unseen_graphs_gives_the_bench_readme_tables(capsys, name, missing, round_name, counts):
+    """A round of four stream runs on graphs the project had not run (bench/README.md, "<round_name>"): every row of
+    their three tables, and the counts its list states."""
+    tables, err, _ = _collected_summary(capsys, name, missing)
     assert len(tables) == 3 and all(len(table.splitlines()) == 2 + 4 for table in tables)
     bench_readme = (ROOT / "bench" / "README.md").read_text(encoding="utf-8")
     for line in "\n".join(tables).splitlines():
-        assert line in bench_readme, f"bench/README.md's tenth round differs from the runs at {line[:40]!r}"
-    for count in ("keeps_every_budget: 4 of 4", "dominated_by_a_baseline_within_budgets: 1 of 4",
-                  "cross-fitted static plan ahead of DSTE: 1 of 4", "margin_never_finite: 4 of 4"):
-        assert count in err, count
-
-
-def test_the_eleventh_round_stream_runs_give_the_bench_readme_tables(capsys):
-    """The eleventh round's streams (bench/README.md, "eleventh round": 24 features, and a graph of median degree 1):
-    every row of their three tables, and the counts its list states."""
-    tables, err, _ = _collected_summary(capsys, "streams_eleventh_round.json", "no eleventh-round stream runs")
-    assert len(tables) == 3 and all(len(table.splitlines()) == 2 + 4 for table in tables)
-    bench_readme = (ROOT / "bench" / "README.md").read_text(encoding="utf-8")
-    for line in "\n".join(tables).splitlines():
-        assert line in bench_readme, f"bench/README.md's eleventh round differs from the runs at {line[:40]!r}"
-    for count in ("keeps_every_budget: 4 of 4", "dominated_by_a_baseline_within_budgets: 0 of 4",
-                  "spread_at_most_1pt: 2 of 4", "beats_static_within_budgets (adaptivity streams): 4 of 4",
-                  "cross-fitted static plan ahead of DSTE: 0 of 4", "margin_never_finite: 4 of 4"):
+        assert line in bench_readme, f"bench/README.md's {round_name} differs from the runs at {line[:40]!r}"
+    for count in counts:
         assert count in err, count
 
 
