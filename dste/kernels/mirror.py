@@ -268,6 +268,7 @@ def launch_cost(A, launch, target, correction=None, planning=False):
     if ne:
         S = W * ne
         c.gpsimd(S, 1)  # uint8 entry rows -> fp32
+        c.gpsimd(2, 1)  # bit masks (1 and 31)
         c.gpsimd(1, 1)
         c.vector(1, 1, I32, "tensor_scalar")
         c.vector(S, 1, F32, "tensor_scalar")
@@ -284,6 +285,7 @@ def launch_cost(A, launch, target, correction=None, planning=False):
         c.gpsimd(S, 1)  # uint8 rows -> fp32
         c.gpsimd(S, 1)  # uint8 column slots -> fp32
         if not ne:
+            c.gpsimd(2, 1)  # bit masks (1 and 31)
             c.gpsimd(1, 1)
             c.vector(1, 1, I32, "tensor_scalar")
         c.vector(S, 1, F32, "tensor_scalar")

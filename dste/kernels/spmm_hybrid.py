@@ -61,10 +61,6 @@ TensorE matmul accumulating into the window's fp32 PSUM accumulator:
   an index at or past N, and its scatter row is skipped.
 
 Assumptions the NKI 0.6 docs do not state (the simulator holds the kernel to them; hardware may not):
-- Bitvec ``tensor_scalar`` immediates (``bitwise_and`` with 31 or 1) are taken as integer bit patterns. The stub
-  types ``operand0`` / ``operand1`` as ``float | NkiTensor`` and no documented example uses a bitvec immediate; if
-  the compiler encodes immediates as fp32, ``& 1`` would mean ``& 0x3f800000``. An int32 ``[P, 1]`` tile holding
-  the constant is the documented alternative.
 - Engine casts to bf16 / fp16 round to nearest even (the docs say only that results are cast to the dst dtype),
   and so does the DMA's cast of fp32 X rows to the bf16 moving operand (``dma_copy`` documents the conversion as
   src -> float32 -> dst without naming its rounding).
@@ -328,10 +324,10 @@ def spmm_hybrid_kernel(
         # GpSimd, which is less loaded than VectorE when X is dense)
         erows = nl.ndarray((TILE_COLS, n_eslots), dtype=nl.float32, buffer=nl.sbuf, name="en_rows")
         nisa.tensor_copy(dst=erows, src=region("en_rows", nl.uint8)[:, 0:n_eslots], engine=nisa.engine.gpsimd)
-        entry_bit = _entry_bit_positions()
+        entry_bit, low_bit = _entry_bit_constants()
         ebits = nl.ndarray((TILE_COLS, n_eslots), dtype=nl.int32, buffer=nl.sbuf, name="en_bits")
         nisa.tensor_scalar(dst=ebits, data=ekeep, op0=nl.right_shift, operand0=entry_bit, op1=nl.bitwise_and,
-                           operand1=1, engine=nisa.engine.vector)
+                           operand1=low_bit, engine=nisa.engine.vector)
         # the factors become the entry weights in place (the blob is this launch's own copy)
         nisa.tensor_tensor(dst=eweight, data1=eweight, data2=ebits, op=nl.multiply, engine=nisa.engine.vector)
         weight_by_window = eweight.reshape((TILE_COLS, n_windows, n_entry))
@@ -359,10 +355,10 @@ def spmm_hybrid_kernel(
         lslots = nl.ndarray((TILE_COLS, n_lslots), dtype=nl.float32, buffer=nl.sbuf, name="li_colslot")
         nisa.tensor_copy(dst=lslots, src=region("li_colslot", nl.uint8)[:, 0:n_lslots], engine=nisa.engine.gpsimd)
         if not n_entry:
-            entry_bit = _entry_bit_positions()
+            entry_bit, low_bit = _entry_bit_constants()
         lbits = nl.ndarray((TILE_COLS, n_lslots), dtype=nl.int32, buffer=nl.sbuf, name="li_bits")
         nisa.tensor_scalar(dst=lbits, data=region("li_keep", nl.uint32), op0=nl.right_shift, operand0=entry_bit,
-                           op1=nl.bitwise_and, operand1=1, engine=nisa.engine.vector)
+                           op1=nl.bitwise_and, operand1=low_bit, engine=nisa.engine.vector)
         # weight[e] = keep bit x (column scale x value), the same fp32 product as an entry tile's
         nisa.tensor_tensor(dst=lweight, data1=lweight, data2=lbits, op=nl.multiply, engine=nisa.engine.vector)
         # column k = 0..127 of a pair's stationary along the free dim of every partition (exact in bf16); the
@@ -692,13 +688,19 @@ def _gather_dense(moving, slot, x_rows, cols, n_features):
                   oob_mode=nisa.oob_mode.skip)
 
 
-def _entry_bit_positions():
-    """``int32 [128, 1]``: e % 32 on partition e, the bit of entry e in its keep word."""
+def _entry_bit_constants():
+    """``(entry_bit, low_bit)``, both ``int32 [128, 1]``: e % 32 on partition e (the bit of entry e in its keep word),
+    and 1 on every partition. The bitvec ``tensor_scalar`` calls take them as tile operands: the stub types a scalar
+    immediate as ``float``, and no doc says how a float immediate becomes a bit pattern."""
+    masks = nl.ndarray((TILE_COLS, 2), dtype=nl.int32, buffer=nl.sbuf, name="bit_masks")
+    # column 0: 1, a keep word's low bit; column 1: 31, the bit positions of a 32-bit word
+    nisa.iota(dst=masks, pattern=[[MASK_WORD_BITS - 2, 2]], offset=1, channel_multiplier=0)
+    low_bit, bit_position_mask = masks[:, 0:1], masks[:, 1:2]
     entry_bit = nl.ndarray((TILE_COLS, 1), dtype=nl.int32, buffer=nl.sbuf, name="entry_bit")
     nisa.iota(dst=entry_bit, pattern=[[0, 1]], offset=0, channel_multiplier=1)
-    nisa.tensor_scalar(dst=entry_bit, data=entry_bit, op0=nl.bitwise_and, operand0=MASK_WORD_BITS - 1,
+    nisa.tensor_scalar(dst=entry_bit, data=entry_bit, op0=nl.bitwise_and, operand0=bit_position_mask,
                        engine=nisa.engine.vector)
-    return entry_bit
+    return entry_bit, low_bit
 
 
 def windows_per_step(n_windows, slots_per_window, n_features, group):

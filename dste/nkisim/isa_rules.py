@@ -74,8 +74,9 @@ _RULES = [
     ("alu.target", "abs_max/abs_min, and square/relu as ALU ops, are trn3 (NeuronCore-v4) only",
      f"{RELEASE_NOTES}, NKI 0.4.0 New Features"),
     ("alu.bitvec_int", "bitvec operators need integer input and output dtypes (raw bit patterns); an immediate "
-     "operand is an integer taken as its bit pattern (assumption: the stubs type immediates as float and no "
-     "documented example gives a bitvec op an immediate)", ALU_TABLE_SRC
+     "operand is an integer taken as its bit pattern (assumption: the nki.isa stubs type immediates as float; "
+     "nki.language's bitwise_and / bitwise_or / bitwise_xor take 'a tile or a scalar value' on integer inputs. "
+     "DSTE's kernels pass bitvec constants as int32 tiles and do not rest on it)", ALU_TABLE_SRC
      + f"; {STUB_ISA}, tensor_scalar / tensor_tensor / tensor_reduce (Data types)"),
     ("alu.legal_reduction", "a reduction op is one tbl-aluop marks 'Legal Reduction op = Y'", ALU_TABLE_SRC),
     ("act.in_table", "an activation op is a function of tbl-act-func", ACT_TABLE_SRC),

@@ -185,3 +185,26 @@ def test_odd_list_tile_count_leaves_half_a_pair_as_padding(lnc):
     for F in (3584, 4096):
         X = np.random.default_rng(F).standard_normal((A.shape[1], F)).astype(np.float32)
         _check(A, X, BOUND_FP32_X, 2)
+
+
+def test_bitvec_operators_take_no_scalar_immediates(monkeypatch):
+    # The nki.isa stub types a tensor_scalar immediate as float and no doc says how a float immediate becomes a bit
+    # pattern, so the kernel gives its bitvec operators (the keep-bit extraction of entry and list tiles) int32 tiles.
+    import dste.nkisim.isa as isa
+
+    immediates = []
+    original = isa.bits_scalar
+
+    def recording(value, instr, role):
+        if not isinstance(value, np.ndarray):
+            immediates.append((instr, role, value))
+        return original(value, instr, role)
+
+    monkeypatch.setattr(isa, "bits_scalar", recording)
+    with_entries = _graph_with_lists(900, seed=5)
+    lists_only = encode(_shared_columns(100, 2, seed=7), kinds="int8", list_tiles=True, **LIST_FRIENDLY)
+    assert lists_only.n_ltiles > 0 and lists_only.n_etiles == 0  # the kernel's second source of the bit constants
+    for A in (with_entries, lists_only):
+        X = np.random.default_rng(1).standard_normal((A.shape[1], 8)).astype(np.float32)
+        _check(A, X, BOUND_FP32_X, lnc=1)
+    assert immediates == []
