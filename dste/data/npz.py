@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from dste.atomic_files import atomic_write
+
 from .graph import Graph, canonical_adjacency
 
 __all__ = ["save_npz", "load_npz", "read_array", "whole_numbers", "csr_from_arrays", "REQUIRED_KEYS"]
@@ -42,10 +44,12 @@ def save_npz(graph: Graph, path: str | Path) -> Path:
         "num_classes": np.asarray(graph.num_classes, dtype=np.int64),
         "name": np.asarray(graph.name),
     }
+    if arrays["name"].dtype.kind != "U":  # an object array: written, then refused by load_npz (no pickle)
+        raise TypeError(f"graph.name must be a string to be saved, got {type(graph.name).__name__} {graph.name!r}")
     if graph.communities is not None:
         arrays["communities"] = graph.communities
-    with open(path, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
+    # a failed write (a full disk) keeps the previous bundle
+    atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays))
     return path
 
 
@@ -87,8 +91,10 @@ def read_array(bundle, path, key: str) -> np.ndarray:
         raise ValueError(f"{path}: not a readable .npz archive ({type(err).__name__}: {err})") from err
     except (SyntaxError, tokenize.TokenError) as err:  # a corrupted .npy header inside the archive
         raise ValueError(f"{path}: an array header in the archive is corrupted ({err})") from err
-    except ValueError as err:  # object arrays need pickle, which is refused
-        raise ValueError(f"{path}: {key} holds object arrays, which are not allowed ({err})") from err
+    except ValueError as err:
+        if "allow_pickle" in str(err):  # object arrays need pickle, which is refused
+            raise ValueError(f"{path}: {key} holds object arrays, which are not allowed ({err})") from err
+        raise ValueError(f"{path}: the header or data of {key} in the archive is corrupted ({err})") from err
 
 
 def csr_from_arrays(path, prefix: str, get, what: str) -> sp.csr_matrix:
@@ -146,6 +152,9 @@ def load_npz(path: str | Path, name: str | None = None, split_seed: int = 0) -> 
         if count.ndim != 0:
             raise ValueError(f"{path}: num_classes must be one integer, got an array of shape {count.shape}")
         num_classes = int(count)
+        if num_classes > max(y.size, 1):  # the model's output layer is this wide: 2^40 would exhaust memory later
+            raise ValueError(f"{path}: num_classes is {num_classes}, more than the bundle's {y.size} nodes; a class "
+                             "count above the node count cannot label these nodes")
     elif y.size:
         num_classes = int(y.max()) + 1
     else:

@@ -25,6 +25,8 @@ from .splits import masks_from_indices
 
 __all__ = ["load_ogb_folder", "resolve_ogb_folder", "read_csv_gz"]
 
+FLOAT64_EXACT_INTEGERS = 2.0 ** 53
+
 SPLIT_FILES = {"train": "train.csv.gz", "val": "valid.csv.gz", "test": "test.csv.gz"}
 
 
@@ -65,7 +67,20 @@ def read_csv_gz(path: Path, dtype, num_columns: int | None = None) -> np.ndarray
             raise ValueError(f"{path}: integer column holds NaN/Inf (unlabelled nodes are not supported)")
         if not np.array_equal(table, np.round(table)):
             raise ValueError(f"{path}: expected integers, found fractional values")
-    return table.astype(dtype)
+        # the text is parsed through float64, exact for integers up to 2^53: a larger id would load as another
+        # number (2^63 - 1 wrapped to a negative one)
+        if table.size and np.abs(table).max() > FLOAT64_EXACT_INTEGERS:
+            value = table.flat[np.argmax(np.abs(table))]
+            raise ValueError(f"{path}: integer {value:.0f} is beyond 2^53 in magnitude; ids and class ids must be "
+                             "smaller")
+    with np.errstate(over="ignore"):  # an overflow is refused below, naming the value
+        converted = table.astype(dtype)
+    if np.issubdtype(np.dtype(dtype), np.floating):
+        overflowed = np.isinf(converted) & np.isfinite(table)
+        if overflowed.any():
+            raise ValueError(f"{path}: value {table[overflowed][0].item()!r} is beyond {np.dtype(dtype).name}'s range "
+                             f"(largest {np.finfo(dtype).max:.4g})")
+    return converted
 
 
 def resolve_ogb_folder(name: str, root: str | Path) -> Path:

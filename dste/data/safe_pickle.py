@@ -235,6 +235,11 @@ def safe_load(data: bytes, source: str = "<bytes>"):
     except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError, KeyError,
             RecursionError, OverflowError) as err:
         raise ValueError(f"{source}: corrupt or unsupported pickle ({type(err).__name__}: {err})") from err
+    except MemoryError:
+        # one flipped bit can make a memo index 2^31 in a file of kilobytes: the unpickler's bare MemoryError
+        # named neither the file nor the cause
+        raise ValueError(f"{source}: corrupt or unsupported pickle: its {len(data):,} bytes ask the unpickler for "
+                         "more memory than this machine has (a corrupted memo index or length)") from None
 
 
 def _is_count(value) -> bool:

@@ -137,6 +137,17 @@ float32 products of the scales round-trip to BIN tiles."""
 
 
 # --------------------------------------------------------------------------- input
+MAX_ENCODED_DIM = 2**31 - 1
+"""The largest N or M a matrix can have: tile column ids, their padding id M and window row ids are int32."""
+
+
+def check_encodable_shape(shape) -> None:
+    """Refuse a shape the format cannot index, before any O(N) or O(M) array would exhaust memory first."""
+    if max(shape) > MAX_ENCODED_DIM:
+        raise DSTEFormatError(f"shape {tuple(shape)}: each dimension must be at most {MAX_ENCODED_DIM:,} (2^31 - 1: "
+                              "the format stores row and column ids, and its padding id M, as int32)")
+
+
 def to_coo(A):
     """Validate any supported matrix and return ``(rows int64, cols int64, values float64, (N, M))``.
 
@@ -166,6 +177,7 @@ def to_csr(A):
             raise DSTEFormatError(f"expected a 2-D matrix, got a {A.ndim}-D sparse array")
         _check_dtype(A.dtype)
         N, M = (int(s) for s in A.shape)
+        check_encodable_shape((N, M))  # before the CSR conversion allocates N + 1 row pointers
         check_sparse_indices(A, "sparse input", DSTEFormatError)
         if A.format == "csr":
             indptr, indices, vals = np.asarray(A.indptr), np.asarray(A.indices), np.asarray(A.data)
@@ -458,6 +470,7 @@ def encode_coo_owned(entries: list, shape, policy: EncodePolicy, *, row_perm=Non
     ``diagonal_rows``: with ``policy.unit_diagonal``, the rows whose diagonal entry the entries must hold
     (default every row; :func:`reencode_windows` gives the rows of the windows it encodes)."""
     N, M = shape
+    check_encodable_shape(shape)
     rows, cols, vals = entries
     row_scale, col_scale = _check_scales(policy.row_scale, policy.col_scale, N, M)
     row_perm = _check_perm("row_perm", row_perm, N)

@@ -16,13 +16,7 @@ layout, encode policy, field list, absent list), as canonical JSON. ``load`` rea
 before the list tiles, are read with none), every header value's type, field list, dtypes, shapes and both checksums, then validates the matrix deeply; any
 failure raises :class:`DSTEFileError` saying what is wrong.
 
-Atomic replacement (:func:`atomic_write`, used for every file DSTE replaces: matrices,
-controller checkpoints, ``results.json``, plots): the bytes go to a hidden temporary file in
-the target's directory (``.<name>.<pid>.<random>.dste-tmp``), which is flushed and fsynced,
-then renamed over the target with ``os.replace`` (atomic on POSIX and Windows) and the
-directory fsynced. A failure removes the temporary file and leaves the previous file intact.
-A temporary file left by a killed process is never read (its name is not the target's) and
-is removed by the next write to the same target once its process is gone.
+Atomic replacement of every file DSTE writes: :func:`dste.atomic_files.atomic_write` (re-exported here).
 """
 
 from __future__ import annotations
@@ -30,8 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import secrets
 import struct
 import zipfile
 import zlib
@@ -39,6 +31,7 @@ import zlib
 import numpy as np
 import scipy.sparse as sp
 
+from dste.atomic_files import atomic_write
 from dste.format.constants import (
     FORMAT_VERSION,
     LIST_TILES_FORMAT_VERSION,
@@ -50,82 +43,8 @@ from dste.format.matrix import ARRAY_FIELDS, LIST_ARRAY_FIELDS, OPTIONAL_ARRAY_F
 
 MAGIC = "DSTE"
 META_KEY = "__meta__"
-TEMP_SUFFIX = ".dste-tmp"
 _ZIP_MAGIC = b"PK\x03\x04"
 _NPY_MAGIC = b"\x93NUMPY"
-
-
-# ------------------------------------------------------------------ atomic writes
-def atomic_write(path, write, mode: str = "wb") -> None:
-    """Replace ``path`` with what ``write(handle)`` writes, atomically (module docstring).
-
-    ``write`` receives an open file object (binary for ``mode="wb"``, text for ``"w"``).
-    Raises :class:`IsADirectoryError` / :class:`FileNotFoundError` naming the path when the
-    target is a directory or its directory does not exist.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    name = os.path.basename(path)
-    if not name or os.path.isdir(path):
-        raise IsADirectoryError(f"cannot write {path!r}: it is a directory, a file path is needed")
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"cannot write {path!r}: directory {directory!r} does not exist")
-    _remove_stale_temps(directory, name)
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
-    try:
-        with open(tmp, mode) as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened; os.replace is still atomic there
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _remove_stale_temps(directory: str, name: str) -> None:
-    """Remove temporaries of ``name`` whose writing process no longer exists (killed mid-write)."""
-    pattern = re.compile(rf"^\.{re.escape(name)}\.(\d+)\.[0-9a-f]+{re.escape(TEMP_SUFFIX)}$")
-    try:
-        entries = os.listdir(directory)
-    except OSError:
-        return
-    for entry in entries:
-        match = pattern.match(entry)
-        if match and not _process_alive(int(match.group(1))):
-            try:
-                os.remove(os.path.join(directory, entry))
-            except OSError:
-                pass
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True  # another thread of this process may be writing the same target right now
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
 
 
 # ------------------------------------------------------------------ checksums

@@ -808,8 +808,10 @@ class DSTEMatrix:
         mask becomes empty stay in place (see :meth:`compact` and ``stats()['live_tiles']``).
         """
         no_list_bits = np.zeros((0, ENTRY_MASK_WORDS), np.uint32)
-        if isinstance(keep, list) and keep and all(isinstance(k, np.ndarray) and k.dtype == np.uint32 for k in keep):
-            keep = tuple(keep)  # tile bits given as a list read as the tuple they are
+        if isinstance(keep, list) and keep and all(isinstance(k, np.ndarray) and k.ndim >= 2 for k in keep):
+            # tile bits given as a list read as the tuple they are (a mask given as a list holds 1-D rows), so a
+            # wrong dtype among them gets the tuple's message, not NumPy's "inhomogeneous shape"
+            keep = tuple(keep)
         from dste.format.encoder import _is_torch_tensor, _torch_to_scipy_or_numpy  # encoder imports this module
 
         if _is_torch_tensor(keep):  # dense as NumPy, sparse (COO, CSR) as SciPy: what encode reads

@@ -146,7 +146,7 @@ class EncodePolicy:
             raise DSTEFormatError(f"fp16_threshold must be finite, got {self.fp16_threshold!r}")
         self.fp16_threshold = threshold
         if self.bitmap_min_entries is not None:
-            if int(self.bitmap_min_entries) != self.bitmap_min_entries or self.bitmap_min_entries < 1:
+            if not _is_whole_number(self.bitmap_min_entries) or self.bitmap_min_entries < 1:
                 raise DSTEFormatError(
                     f"bitmap_min_entries must be an integer >= 1 or None, got {self.bitmap_min_entries!r}"
                 )
@@ -155,15 +155,15 @@ class EncodePolicy:
             raise DSTEFormatError(f"bitmap_split must be one of {BITMAP_SPLITS}, got {self.bitmap_split!r}")
         for name in ("x_row_bytes", "gather_transfer_bytes"):
             value = getattr(self, name)
-            if isinstance(value, bool) or int(value) != value or value < 0:
+            if not _is_whole_number(value) or value < 0:
                 raise DSTEFormatError(f"{name} must be an integer >= 0, got {value!r}")
             setattr(self, name, int(value))
-        if not isinstance(self.list_tiles, (bool, np.bool_)):
-            raise DSTEFormatError(f"list_tiles must be True or False, got {self.list_tiles!r}")
-        self.list_tiles = bool(self.list_tiles)
-        if not isinstance(self.unit_diagonal, (bool, np.bool_)):
-            raise DSTEFormatError(f"unit_diagonal must be True or False, got {self.unit_diagonal!r}")
-        self.unit_diagonal = bool(self.unit_diagonal)
+        # "False" or 0.5 read as True would encode silently wrong (scaled_input: the scales divided out, not applied)
+        for name in ("list_tiles", "scaled_input", "unit_diagonal"):
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise DSTEFormatError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+            setattr(self, name, bool(value))
         if self.unit_diagonal and self.layout != "condensed":
             raise DSTEFormatError(f"unit_diagonal=True needs layout='condensed', got {self.layout!r}")
         if self.list_tiles and (self.layout != "condensed" or self.bitmap_split != "cost"):
@@ -220,6 +220,13 @@ class EncodePolicy:
         # a record without the key predates the cost split: its windows were split by count
         meta.setdefault("bitmap_split", "count")
         return cls(**meta)
+
+
+def _is_whole_number(value) -> bool:
+    """An int, or a finite float holding one (not a bool, None, NaN or a string)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        return False
+    return bool(np.isfinite(float(value))) and int(value) == value
 
 
 def check_policy_fields(given, where: str, also_allowed=(), refused=()) -> None:

@@ -50,6 +50,18 @@ def _check_input(x, in_features: int, layer: str, module: nn.Module | None = Non
     return x
 
 
+def _propagate_product(a, product, weight, layer: str, backend):
+    """``spmm(a, product)`` for ``product = x @ weight.T``. Where the product is not finite the op's own message would
+    blame its operand "X", which the caller never passed; this one says what made it."""
+    if not torch.isfinite(product).all():
+        if not torch.isfinite(weight).all():
+            raise ValueError(f"{layer}: its weight holds NaN or Inf (a diverged training step?); the DSTE ops take "
+                             "finite values only")
+        raise ValueError(f"{layer}: x @ weight.T is not finite: x holds NaN or Inf, or the product overflows float32; "
+                         "the DSTE ops take finite values only")
+    return spmm(a, product, backend=backend)
+
+
 def _check_sizes(in_features, out_features, layer) -> tuple[int, int]:
     """Positive whole numbers (NumPy's integers too, as from ``x.shape`` of an array); a float or bool is refused."""
     for name, value in (("in_features", in_features), ("out_features", out_features)):
@@ -226,7 +238,7 @@ class GCNConv(nn.Module):
     def forward(self, x, adj, backend: str | None = None):
         x = _check_input(x, self.in_features, "GCNConv", self)
         a = self.propagation(x, adj)
-        out = spmm(a, self.lin(x, backend=backend), backend=backend)
+        out = _propagate_product(a, self.lin(x, backend=backend), self.lin.weight, "GCNConv", backend)
         return out + self.bias if self.bias is not None else out
 
     def compress_weights(self, *, sparsity: float = 0.0, fp16_threshold: float | None = None):
@@ -273,7 +285,7 @@ class SAGEConv(nn.Module):
         a = self.propagation(x, adj)
         if x.is_sparse and (self.lin_l.compressed is None or self.training):
             # The mean of sparse rows is dense: aggregate after the weight product, (A x) W^T = A (x W^T).
-            aggregated = spmm(a, F.linear(x, self.lin_l.weight), backend=backend)
+            aggregated = _propagate_product(a, F.linear(x, self.lin_l.weight), self.lin_l.weight, "SAGEConv", backend)
             out = aggregated if self.lin_l.bias is None else aggregated + self.lin_l.bias
             return out + self.lin_r(x, backend=backend)
         if x.is_sparse:

@@ -143,6 +143,8 @@ def small_bundle(tmp_path_factory):
     (lambda a: a.__setitem__("adj_indptr", a["adj_indptr"] + 0.5), "adj_indptr must hold integers, got float64"),
     # str() of a string array named the graph "['a' 'b']"
     (lambda a: a.__setitem__("name", np.array(["a", "b"])), "name must be one string"),
+    # loaded, it failed only in make_model, inside torch's allocator, naming no file
+    (lambda a: a.__setitem__("num_classes", np.array(2**40)), "num_classes is 1099511627776, more than the bundle"),
 ])
 def test_npz_values_that_would_be_read_wrongly_are_refused(tmp_path, small_bundle, change, message):
     """Values a cast would silently change (a NaN adjacency value read as an edge, 7.9 classes as 7) are refused."""
@@ -308,3 +310,52 @@ def test_locate_dataset_finds_what_load_dataset_reads_without_reading_it(tmp_pat
         locate_dataset("no-such-graph")
     with pytest.raises(TypeError, match="dataset name must be a non-empty string"):
         locate_dataset("")
+
+
+def test_save_npz_keeps_the_previous_bundle_when_a_write_fails(tmp_path, monkeypatch):
+    path = tmp_path / "graph.npz"
+    graph = load_npz(save_npz(make_graph("cora-like", seed=0, num_nodes=300, num_edges=600, num_features=20,
+                                         num_val=40, num_test=60, community_size=(16, 32)), path))
+    before = path.read_bytes()
+
+    def disk_full(handle, **arrays):
+        handle.write(b"PK\x03\x04 half a bundle")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_npz(graph, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["graph.npz"]
+
+
+@pytest.mark.parametrize("name", [None, {"a": 1}, 7])
+def test_save_npz_refuses_a_name_load_npz_could_not_read(tmp_path, name):
+    import dataclasses
+
+    graph = make_graph("cora-like", seed=0, num_nodes=300, num_edges=600, num_features=20, num_val=40, num_test=60,
+                       community_size=(16, 32))
+    with pytest.raises(TypeError, match="graph.name must be a string"):
+        save_npz(dataclasses.replace(graph, name=name), tmp_path / "g.npz")
+    assert not (tmp_path / "g.npz").exists()
+
+
+def test_a_corrupted_array_header_is_reported_as_corruption_not_as_pickle(tmp_path, small_bundle):
+    np.savez(tmp_path / "bad.npz", **{key: np.array(value) for key, value in small_bundle.items()})
+    raw = (tmp_path / "bad.npz").read_bytes()
+    (tmp_path / "bad.npz").write_bytes(raw.replace(b"'fortran_order'", b"'fortran_oxder'", 1))
+    with pytest.raises(ValueError, match="the header or data of .* is corrupted") as refused:
+        load_npz(tmp_path / "bad.npz")
+    assert "object arrays" not in str(refused.value)
+
+
+def test_ogb_values_past_what_the_parse_holds_are_named(tmp_path):
+    write_tiny_ogb(tmp_path / "id")
+    _write_gz(tmp_path / "id" / "raw" / "node-label.csv.gz", [[9223372036854775807], [0], [1], [2], [0]])
+    # read through float64 it wrapped to a "negative class id -9223372036854775808"
+    with pytest.raises(ValueError, match=r"node-label.csv.gz: integer 9223372036854775808 is beyond 2\^53"):
+        load_ogb_folder(tmp_path / "id")
+    write_tiny_ogb(tmp_path / "feature")
+    _write_gz(tmp_path / "feature" / "raw" / "node-feat.csv.gz", [[1e39, 1, 1]] + [[1, 1, 1]] * 4)
+    # a finite value past float32 was reported as "features contain NaN or Inf"
+    with pytest.raises(ValueError, match=r"node-feat.csv.gz: value 1e\+39 is beyond float32's range"):
+        load_ogb_folder(tmp_path / "feature")

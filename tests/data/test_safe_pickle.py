@@ -135,3 +135,12 @@ def test_a_refused_pickle_is_a_value_error_and_names_numpy_scalars():
     data = pickle.dumps({np.int64(3): [1]}, protocol=2)
     with pytest.raises(ValueError, match="Python ints"):
         safe_pickle.safe_load(data)
+
+
+def test_a_memo_index_past_memory_is_a_corrupt_pickle_naming_the_file():
+    # one flipped bit in a LONG_BINPUT: a 9-byte stream asks for a memo of 2^31 entries (a bare MemoryError before)
+    import struct
+
+    stream = b"\x80\x02]r" + struct.pack("<I", 2**31 + 755) + b"."
+    with pytest.raises(ValueError, match="ind.own.graph: corrupt or unsupported pickle: its 9 bytes"):
+        safe_load(stream, "ind.own.graph")

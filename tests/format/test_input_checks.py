@@ -162,3 +162,42 @@ def test_valid_scale_dtypes_without_a_ceiling_change_nothing():
         given = gcn_normalized(adj, scale_dtypes=names)
         assert given.scale_dtype == "float32"
         np.testing.assert_array_equal(given.to_dense(), plain.to_dense())
+
+
+@pytest.mark.parametrize("flag", ["scaled_input", "list_tiles", "unit_diagonal"])
+@pytest.mark.parametrize("value", ["False", 0, 0.5, None])
+def test_encode_flags_take_only_true_or_false(pattern, flag, value):
+    # "False" was read as True for scaled_input: the row scales divided out instead of applied, silently
+    with pytest.raises(DSTEFormatError, match=f"{flag} must be True or False"):
+        dste.encode(pattern, **{flag: value})
+
+
+def test_scaled_input_false_applies_the_scales_against_scipy(pattern):
+    scale = np.linspace(0.5, 2.0, pattern.shape[0])
+    x = np.random.default_rng(1).standard_normal((pattern.shape[1], 3))
+    got = dste.spmm(dste.encode(pattern, row_scale=scale, scaled_input=False), x).numpy()
+    np.testing.assert_allclose(got, sp.diags(scale) @ pattern @ x, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("field,value", [("x_row_bytes", float("nan")), ("x_row_bytes", None),
+                                         ("x_row_bytes", "128"), ("gather_transfer_bytes", float("inf")),
+                                         ("bitmap_min_entries", float("nan"))])
+def test_encode_counts_name_the_field_for_nan_none_and_strings(pattern, field, value):
+    with pytest.raises(DSTEFormatError, match=f"{field} must be an integer"):
+        dste.encode(pattern, **{field: value})
+
+
+@pytest.mark.parametrize("shape", [(2**31 + 5, 3), (1, 2**40 + 1)])
+def test_a_shape_past_int32_ids_is_refused_before_any_allocation(shape):
+    # one stored entry: the CSR conversion alone would have allocated 16 GiB of row pointers for the first
+    one_entry = sp.coo_matrix(([1.0], ([0], [0])), shape=shape)
+    with pytest.raises(DSTEFormatError, match=r"each dimension must be at most 2,147,483,647"):
+        dste.encode(one_entry)
+
+
+def test_with_mask_names_a_wrong_dtype_among_bits_given_as_a_list():
+    A = sp.random(300, 300, density=0.05, format="csr", random_state=3)
+    encoded = dste.encode(A, bitmap_min_entries=4)
+    assert encoded.n_tiles and encoded.n_etiles
+    with pytest.raises(DSTEFormatError, match="entry-tile bits must be uint32"):
+        encoded.with_mask([encoded.nz_bits, encoded.etile_nz_bits.astype(np.int64)])

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from dste.format import DSTEFileError, DSTEMatrix, encode, load, save
-from dste.format.io import TEMP_SUFFIX, _header_checksum, atomic_write
+from dste.atomic_files import TEMP_SUFFIX
+from dste.format.io import _header_checksum, atomic_write
 
 
 def _small():

@@ -306,3 +306,22 @@ def test_layers_refuse_an_adjacency_with_a_corrupt_indptr():
     adjacency.indptr[3] = adjacency.nnz + 5
     with pytest.raises(ValueError, match="adjacency: its CSR indptr"):
         GCNConv(8, 4)(torch.randn(30, 8), adjacency)
+
+
+def test_a_non_finite_weight_product_is_blamed_on_what_made_it():
+    # the sparse op's own message, "X contains NaN or Inf", named an operand the caller never passed
+    from dste.gnn import GCNConv
+
+    edges = torch.tensor([[0, 1, 2], [1, 2, 0]])
+    layer = GCNConv(4, 2)
+    with torch.no_grad():
+        layer.lin.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="GCNConv: its weight holds NaN or Inf"):
+        layer(torch.ones(3, 4), edges)
+    with torch.no_grad():
+        layer.lin.weight.fill_(1e30)
+    with pytest.raises(ValueError, match=r"GCNConv: x @ weight.T is not finite"):
+        layer(torch.full((3, 4), 1e30), edges)
+    with torch.no_grad():
+        layer.lin.weight.fill_(0.5)
+    assert torch.isfinite(layer(torch.ones(3, 4), edges)).all()
