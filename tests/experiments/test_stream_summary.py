@@ -162,6 +162,11 @@ def test_the_stream_runs_re_run_on_another_cpu_give_the_readme_rows(capsys):
      ("keeps_every_budget: 4 of 4", "dominated_by_a_baseline_within_budgets: 0 of 4", "spread_at_most_1pt: 2 of 4",
       "beats_static_within_budgets (adaptivity streams): 4 of 4", "cross-fitted static plan ahead of DSTE: 0 of 4",
       "margin_never_finite: 4 of 4")),
+    # the twelfth round: unequal classes of five labels each, and features shifted by community
+    ("streams_twelfth_round.json", "no twelfth-round stream runs", "twelfth round",
+     ("keeps_every_budget: 4 of 4", "dominated_by_a_baseline_within_budgets: 0 of 4", "spread_at_most_1pt: 3 of 4",
+      "beats_static_within_budgets (adaptivity streams): 4 of 4", "cross-fitted static plan ahead of DSTE: 0 of 4",
+      "margin_never_finite: 4 of 4")),
 ])
 def test_a_round_of_unseen_graphs_gives_the_bench_readme_tables(capsys, name, missing, round_name, counts):
     """A round of four stream runs on graphs the project had not run (bench/README.md, "<round_name>"): every row of
