@@ -152,6 +152,19 @@ def test_quantize_rows_reference_agrees_with_format(threshold):
     np.testing.assert_array_equal(ours.dequantize(np.float64), theirs.dequantize(np.float64))
 
 
+@pytest.mark.parametrize("threshold", [0.5, 0.1])
+def test_quantize_rows_host_puts_a_score_equal_to_the_threshold_in_fp16(threshold):
+    # continuous scores never sit on the threshold, so the parity test above cannot tell >= from > in the host twin;
+    # 0.1 + 1e-12 is 0.1 in float32, where both sides compare
+    X = np.random.default_rng(10).standard_normal((6, 9)).astype(np.float32)
+    sensitivity = np.array([0.0, threshold, threshold, 0.05, 0.9, threshold + 1e-12])
+    ours = reference.quantize_rows_reference(X, sensitivity, threshold)
+    theirs = format_quant.quantize_rows_host(X, sensitivity, threshold)
+    assert ours.hi_rows.tolist() == [1, 2, 4, 5]
+    for name, value in zip(("q", "scale", "hi_rows", "hi", "hi_index"), theirs):
+        assert _same_bits(getattr(ours, name), value), name
+
+
 def test_quantize_rows_fraction_matches_reference_on_the_chosen_rows():
     X = np.random.default_rng(9).standard_normal((100, 20)).astype(np.float32)
     theirs = quantize_rows(X, fp16_fraction=0.1)
