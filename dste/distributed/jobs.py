@@ -75,6 +75,7 @@ def run_gcn_inference(comm: Comm, adj=None, x=None, *, hidden: int = 64, classes
                 snapshot = snapshots[i]
                 # before slicing: the owners' rows of a [n + k, n] matrix dropped its extra rows without a word
                 check_adjacency(snapshot, f"snapshot {i}", nodes=shard.n_nodes)
+                snapshot = snapshot.tocsr()  # COO, DIA and BSR, accepted as the base graph is, cannot be sliced by row
                 rows = [snapshot[shard_ids] for shard_ids in _owned_lists(shard.owner, comm.world_size)]
             mine = comm.scatter_objects(rows, f"snapshot {i} rows")
             updates.append(model.apply_snapshot(mine))

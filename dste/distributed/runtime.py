@@ -230,8 +230,17 @@ def init_distributed(rank: int, world_size: int, master_addr: str, master_port: 
         raise ValueError(f"init_distributed: master_port must be an int in [0, 65535] (0: the OS picks one, for a "
                          f"store hosted here), got {master_port!r}")
     timeout = datetime.timedelta(seconds=float(timeout_s))
-    store = dist.TCPStore(master_addr, int(master_port), None, bool(host_store), timeout=timeout,
-                          wait_for_workers=False)
+    try:
+        store = dist.TCPStore(master_addr, int(master_port), None, bool(host_store), timeout=timeout,
+                              wait_for_workers=False)
+    except (RuntimeError, OSError) as exc:  # torch's DistStoreError / DistNetworkError are RuntimeErrors
+        where = f"{master_addr}:{master_port}"
+        hint = ("is MASTER_PORT in use (0 lets the OS pick one), does MASTER_ADDR name this host, or is the timeout "
+                "too short?" if host_store else "is rank 0 (or the launcher) running and reachable there, does "
+                "MASTER_ADDR resolve, or is the timeout too short?")
+        raise ConnectionError(f"init_distributed: rank {rank} could not {'host' if host_store else 'reach'} the "
+                              f"job's TCP store at {where} within {timeout_s:g} s: {hint} "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     comm = Comm(rank, world_size, store, float(timeout_s), float(heartbeat_s), backend)
     comm.start_heartbeat()
     try:

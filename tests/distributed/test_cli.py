@@ -115,3 +115,34 @@ def test_a_dataset_rank_0_cannot_read_is_one_line_not_a_traceback(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.startswith("python -m dste.distributed: error: ") and "Traceback" not in proc.stderr
     assert "missing.npz" in proc.stderr
+
+
+# The same job with the second GCN layer's weight and bias 1,000 times larger: logits 1,000 times larger.
+_LARGE_LOGITS_JOB = _ONE_RANK_JOB.replace("from dste.distributed.__main__ import main", """\
+import dataclasses
+random = gcn.GCNWeights.random.__func__
+gcn.GCNWeights.random = classmethod(lambda cls, *a, **k: dataclasses.replace(
+    random(cls, *a, **k), **{f: getattr(random(cls, *a, **k), f) * 1000 for f in ("w2", "b2")}))
+from dste.distributed.__main__ import main""")
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("offset, status", [("1e-3", 0), ("10", 1)])
+def test_check_scales_its_default_tolerance_with_the_logits(offset, status):
+    # an absolute 1e-4 failed two correct runs of a star graph whose logits reach 245 (they differed by 2.9e-4)
+    env = dict(os.environ, RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
+               OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", _LARGE_LOGITS_JOB, offset], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == status, proc.stderr[-2000:]
+    assert ("check FAILED" in proc.stderr) == bool(status)
+
+
+def test_a_busy_port_is_named_before_any_rendezvous():
+    from dste.distributed.runtime import init_distributed
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(ConnectionError, match=r"could not host the job's TCP store at 127.0.0.1:\d+ .*MASTER_PORT"):
+            init_distributed(0, 1, "127.0.0.1", busy.getsockname()[1], timeout_s=5, host_store=True)

@@ -179,3 +179,14 @@ def test_a_snapshot_of_another_shape_is_refused_on_rank_0_and_named_on_the_other
     outcomes = {o.rank: o for o in info.value.outcomes}
     assert outcomes[0].status == "error" and "snapshot 0 must be square, got shape" in outcomes[0].message
     assert outcomes[1].status == "error" and "rank(s) [0]" in outcomes[1].message, outcomes[1].message
+
+
+def test_a_snapshot_in_coo_dia_or_bsr_gives_the_csr_snapshots_logits():
+    """The base graph may come in any SciPy format; a snapshot in COO, DIA or BSR failed on rank 0's row slicing."""
+    adj, x = shuffled_graph(seed=0)
+    snapshot = toggle_edges(adj, [(0, 1), (2, 7), (3, 30)])
+    expected = spawn(_job_with_snapshots, 2, (adj, x, [snapshot.tocsr()]), timeout_s=30)
+    for form in ("coo", "dia", "bsr"):
+        got = spawn(_job_with_snapshots, 2, (adj, x, [snapshot.asformat(form)]), timeout_s=30)
+        for mine, theirs in zip(got, expected):
+            np.testing.assert_array_equal(mine["logits"][1], theirs["logits"][1])
