@@ -56,6 +56,10 @@ def run_gcn_inference(comm: Comm, adj=None, x=None, *, hidden: int = 64, classes
     from dste.bindings.backends import resolve_backend
 
     resolve_backend(backend)
+    if encode_fields.get("unit_diagonal"):
+        # a rank's block is [owned rows, owned + halo columns], never square: the encode refused it in those words
+        raise ValueError("run_gcn_inference: unit_diagonal=True is not supported by the distributed GCN (a rank's "
+                         "block is not square); leave it out, the self loops are stored like any other entry")
     hidden = integer(hidden, "run_gcn_inference: hidden", low=1)
     classes = integer(classes, "run_gcn_inference: classes", low=1)
     shard, x_owned = scatter_graph(comm, adj, x, method=method)

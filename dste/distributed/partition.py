@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from dste.checks import check_sparse_indices
+from dste.checks import check_sparse_indices, integer
 from dste.format.rcm import reverse_cuthill_mckee_order
 
 METHODS = ("metis", "blocks", "contiguous")
@@ -74,6 +74,8 @@ def partition_nodes(adj, world_size: int, *, method: str = "metis", seed: int = 
     if isinstance(world_size, bool) or not isinstance(world_size, (int, np.integer)):
         raise TypeError(f"partition_nodes: world_size must be an int, got {world_size!r}")  # 2.7 ran as 2 ranks
     world_size = int(world_size)
+    # 1.5 ran as seed 1, and a string failed inside METIS; every method takes it, so every method checks it
+    seed = integer(seed, "partition_nodes: seed", low=0, high=2**31 - 1)
     # for every world size and method: one rank took a dense or non-square adj
     check_adjacency(adj, "partition_nodes: adj")
     n = adj.shape[0]

@@ -131,3 +131,25 @@ def test_init_distributed_refuses_timeouts_and_ports_out_of_range(kwargs, match)
     kwargs = dict(dict(rank=0, world_size=1, master_addr="127.0.0.1", master_port=1), **kwargs)
     with pytest.raises(ValueError, match=match):
         init_distributed(**kwargs)
+
+
+@pytest.mark.parametrize("method", ["metis", "blocks", "contiguous"])
+@pytest.mark.parametrize("seed, error, match", [
+    (1.5, TypeError, "seed must be an integer, got float 1.5"),  # ran as seed 1
+    ("x", TypeError, "seed must be an integer, got str"),  # failed inside METIS
+    (None, TypeError, "seed must be an integer, got NoneType"),
+    (2**70, ValueError, r"seed must lie in \[0, 2147483647\]"),
+    (-1, ValueError, r"seed must lie in \[0, 2147483647\]"),
+])
+def test_partition_nodes_checks_its_seed_for_every_method(method, seed, error, match):
+    from dste.distributed import partition_nodes
+
+    with pytest.raises(error, match=match):
+        partition_nodes(_ring(), 2, method=method, seed=seed)
+
+
+def test_unit_diagonal_is_refused_by_name_before_any_work(monkeypatch):
+    # a rank's block is not square: the encode refused it with "needs a square matrix, got shape (30, 32)"
+    monkeypatch.setattr(jobs, "partition_nodes", _no_partition)
+    with pytest.raises(ValueError, match="unit_diagonal=True is not supported by the distributed GCN"):
+        jobs.run_gcn_inference(OneRank(), _ring(), np.ones((6, 3), np.float32), unit_diagonal=True)
