@@ -52,14 +52,18 @@ def _check_input(x, in_features: int, layer: str, module: nn.Module | None = Non
 
 def _propagate_product(a, product, weight, layer: str, backend):
     """``spmm(a, product)`` for ``product = x @ weight.T``. Where the product is not finite the op's own message would
-    blame its operand "X", which the caller never passed; this one says what made it."""
-    if not torch.isfinite(product).all():
-        if not torch.isfinite(weight).all():
-            raise ValueError(f"{layer}: its weight holds NaN or Inf (a diverged training step?); the DSTE ops take "
-                             "finite values only")
-        raise ValueError(f"{layer}: x @ weight.T is not finite: x holds NaN or Inf, or the product overflows float32; "
-                         "the DSTE ops take finite values only")
-    return spmm(a, product, backend=backend)
+    blame its operand "X", which the caller never passed; this one says what made it. The product is scanned only
+    once the op has refused it: the op itself scans its X only where its result is not finite."""
+    try:
+        return spmm(a, product, backend=backend)
+    except ValueError:
+        if torch.isfinite(product).all():
+            raise
+    if not torch.isfinite(weight).all():
+        raise ValueError(f"{layer}: its weight holds NaN or Inf (a diverged training step?); the DSTE ops take "
+                         "finite values only")
+    raise ValueError(f"{layer}: x @ weight.T is not finite: x holds NaN or Inf, or the product overflows float32; "
+                     "the DSTE ops take finite values only")
 
 
 def _check_sizes(in_features, out_features, layer) -> tuple[int, int]:
