@@ -121,8 +121,10 @@ def test_a_dataset_rank_0_cannot_read_is_one_line_not_a_traceback(tmp_path):
 _LARGE_LOGITS_JOB = _ONE_RANK_JOB.replace("from dste.distributed.__main__ import main", """\
 import dataclasses
 random = gcn.GCNWeights.random.__func__
-gcn.GCNWeights.random = classmethod(lambda cls, *a, **k: dataclasses.replace(
-    random(cls, *a, **k), **{f: getattr(random(cls, *a, **k), f) * 1000 for f in ("w2", "b2")}))
+def larger(cls, *args, **kwargs):
+    weights = random(cls, *args, **kwargs)
+    return dataclasses.replace(weights, w2=weights.w2 * 1000, b2=weights.b2 * 1000)
+gcn.GCNWeights.random = classmethod(larger)
 from dste.distributed.__main__ import main""")
 
 
